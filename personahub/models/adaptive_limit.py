@@ -1,28 +1,8 @@
 """``--concurrency auto``: a concurrency limit that finds what the server can take (AIMD).
 
-A server's capacity is rarely known in advance: llama.cpp's ``--parallel`` slots, a vLLM batch,
-a hosted API's rate limit. Too few calls in flight leave it idle; too many queue inside it
-(latency grows, throughput does not) or are refused (429). As NeMo Data Designer's throttle and
-TCP's congestion window do, this limit grows additively while calls succeed and cuts itself
-multiplicatively when the server shows it is overloaded:
-
-- it starts at ``start`` (2) and, until the first cut, grows by one per success (the window
-  doubles per round, TCP's slow start); after a cut, by one per window of successes;
-- it grows only while latency holds (latency per output token, 32 tokens added for the fixed
-  costs, smoothed, at most ``grow_factor`` times the best seen for the same purpose) and while
-  the window is used (calls waited for a slot, or all slots were taken), so a job with three
-  calls at a time does not climb to the ceiling unseen;
-- a 429, 502, 503, 504 or timeout cuts it to ``decrease`` times itself (at least 1);
-- so does queueing: that latency rising ``queue_factor`` times above the best while the window
-  is full (each answer weighs in at most ``OUTLIER_RATIO`` x ``queue_factor``, so one answer a
-  hung worker sent late does not cut the limit: a queue slows every answer);
-- one cut per round: a failure of a call that started before the last cut does not cut again
-  (those calls were sent at the old limit), and the latency baseline restarts after a cut;
-- it never passes ``ceiling`` (64), nor goes below 1.
-
-Decisions count calls, never read a clock: the latencies come from the call records, so tests
-drive it with a fake endpoint whose latency grows with the calls in flight.
-"""
+Like TCP's congestion window, it grows by one per success (per window after the first cut) while
+latency holds and the window is used, and is cut by ``decrease`` on a 429, 502-504, a timeout, or
+queueing latency; one cut per round. Decisions count calls, never read a clock, so tests drive it."""
 
 from __future__ import annotations
 
@@ -41,7 +21,7 @@ OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class AdaptiveLimit(ConcurrencyLimit):
-    """A ``ConcurrencyLimit`` whose limit follows the server (see the module doc)."""
+    """A ``ConcurrencyLimit`` whose limit follows the server."""
 
     def __init__(self, start: int = AUTO_START, ceiling: int = AUTO_CEILING, *,
                  decrease: float = 0.5, grow_factor: float = 2.0, queue_factor: float = 3.0,
@@ -76,8 +56,7 @@ class AdaptiveLimit(ConcurrencyLimit):
         best = self._best.get(purpose)
         if best is None or cost < best:
             self._best[purpose] = best = cost
-        # one answer counts for at most ``OUTLIER_RATIO`` times the best: a straggler the server
-        # answered late (a hung worker) is not a queue, and must not cut the limit on its own
+        # one answer counts for at most ``OUTLIER_RATIO`` times the best: a late straggler is not a queue
         ratio = min(OUTLIER_RATIO * self.queue_factor, cost / best if best > 0 else 1.0)
         self._ratio = ratio if self._ratio is None else self._ratio + self.smoothing * (ratio - self._ratio)
         self._samples += 1

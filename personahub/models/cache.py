@@ -1,27 +1,8 @@
 """Record / replay cache of model answers, kept in the ``llm_cache`` table.
 
-An answer is keyed by what determines it: the model name (not the URL, so replicas of one model
-share entries and a replay needs no server), the messages, the schema, the call parameters and a
-*sample index* — the n-th time the same request is asked within one run is sample n, so asking
-the same prompt twice records (and replays) two answers instead of collapsing them into one.
-
-Modes (``--cache``):
-
-- ``off`` — the cache is neither read nor written;
-- ``record`` — a hit is answered from the cache, a miss calls the model and stores its answer;
-- ``replay`` — only the cache answers; a miss raises ``CacheMiss`` naming the call. No model is
-  called, so a replay of a recorded run reproduces its emissions exactly.
-
-The cache never writes to the database itself. New entries come back with each call's result
-(``StructuredResult.cache_entries``, from ``models.seam_cache``) and nowhere else; the job kernel
-writes a batch's entries in the batch's transaction, together with its rows and call records.
-
-What is stored is the answer's raw payload (the JSON text, or the tool call's arguments) as the
-seam received it, valid or not, so a replay also repeats repair attempts. A call that failed for
-good (transport errors after every retry) is stored as a *failure* under ``failure_key(key)``: a
-replay reproduces the failure (one cached ``error`` row) instead of missing, while ``record``
-ignores failures and asks the model again. Individual retried errors are not stored.
-"""
+Keyed by model name (not URL, so replicas share entries), messages, schema, parameters and a
+sample index, so repeated prompts keep distinct answers. The raw payload is stored, valid or not,
+so a replay repeats repairs; the job kernel writes entries in the batch's transaction."""
 
 from __future__ import annotations
 
@@ -126,14 +107,12 @@ class ResponseCache:
 
 
 def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
-    """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes
-    them (``core.commit.cache_rows_of``)."""
+    """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes them."""
     return record_rows(entries)
 
 
 def check_replay_cache(db: str | Path, model: str) -> None:
-    """Refuse a replay that has nothing recorded to replay (it would fail at its first call,
-    leaving an unfinished job behind)."""
+    """Refuse a replay with nothing recorded, which would fail at its first call and leave a job behind."""
     check_replay_file(db)
     con = connect(db, read_only=True)
     try:
@@ -164,7 +143,8 @@ def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) 
 
 
 def attach_cache(con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
-    """Answer the job's calls from (and record into) the ``llm_cache`` table; ``off`` does nothing.
+    """Answer the job's calls from (and record into) ``llm_cache``; ``off`` does nothing.
+
     A replay with nothing recorded for the client's model is refused before any call."""
     if mode not in CACHE_MODES:
         raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")

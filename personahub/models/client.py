@@ -1,27 +1,8 @@
 """The one seam to language models: ``make_client(settings)`` and the client it returns.
 
-The client is a stack of small layers with one interface (``personahub.core.contracts.ModelEndpoint``),
-outermost first::
-
-    Accounted        running totals, liveness (models.seam_accounting, models.liveness)
-    Validated        validate, check, one fresh sample; learn ignored modes (models.seam_validate)
-    Cached           record / replay (models.seam_cache)
-    Retrying         retries within a call's budget, refused-mode step-down, fail fast
-                     (models.seam_retry)
-    Limited          concurrency and --rps limits (models.seam_limits; left out when unneeded)
-    Failover         round-robin over endpoints, skipping dead ones (models.seam_failover)
-    endpoints        the offline engine or HTTP servers (agents.endpoint_*, from the --llm spec
-                     by models.endpoint_specs); an HTTP attempt that takes far longer than
-                     the server's recent answers is cut short (models.seam_deadlines)
-
-Every call carries ``max_tokens`` (``models.generation``), a schema bounded for it
-(``models.bounds``) and an explicit timeout; every attempt
-gets a ``CallRecord`` (tokens, latency, status, mode, finish reason, cached) that comes back with
-the result and that the run log writes to ``llm_calls``, and goes, once final, to the sink a job
-set with ``spill_to`` (``core.call_spill``: records that outlive a kill; an HTTP attempt goes
-there as ``sent`` before its request, too). ``LLMClient`` is
-the façade the job loops call; which engine answers is declared by the endpoints' ``Capabilities``.
-"""
+The client is a stack of layers with one interface, outermost first: accounting, validation,
+cache, retries, limits, failover, then the endpoints (offline engine or HTTP servers). Every call
+carries ``max_tokens``, a schema bounded for it and a timeout; every attempt gets a ``CallRecord``."""
 
 from __future__ import annotations
 
@@ -68,9 +49,8 @@ __all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LL
 
 
 class LLMClient:
-    """The stack's top for callers: validated structured answers (each with its call records
-    and new cache entries), plus what the job loops ask of the client (label, cache, modes,
-    running totals): a ``contracts.StructuredCaller``. ``endpoints`` replaces the spec's (tests)."""
+    """The stack's top for callers: validated structured answers with their call records, plus what
+    job loops ask of a client (label, cache, modes, totals). ``endpoints`` replaces the spec's (tests)."""
 
     def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
         settings = with_spec_seed(settings)  # ``offline?seed=N``: the offline engine, seed N
@@ -83,7 +63,7 @@ class LLMClient:
         self._build()
 
     def _build(self) -> None:
-        """Stack the layers (see the module doc) over ``self.endpoints``."""
+        """Stack the layers over ``self.endpoints``."""
         settings, caps = self.settings, [e.capabilities for e in self.endpoints]
         fail_fast = FailFast(len(self.endpoints))
         self._failover = Failover(self.endpoints, fail_fast=fail_fast)
@@ -113,8 +93,8 @@ class LLMClient:
         self.liveness = self._top.liveness
 
     def spill_to(self, sink: RecordSink | None) -> None:
-        """Hand every attempt to ``sink`` as soon as it is final (None: stop): a job's
-        ``core.call_spill.CallSpill``, so that a kill loses no billed attempt."""
+        """Hand every attempt to ``sink`` as soon as it is final (None: stop), so a kill loses no billed
+        attempt."""
         self._spill.sink = sink
 
     @property
@@ -152,9 +132,9 @@ class LLMClient:
         return self._retry
 
     def answer_misses_with(self, below: ModelEndpoint | None) -> None:
-        """Send the attempts the cache does not answer to ``below`` (None: this client's own
-        retries and endpoints again). A Ray run keeps the cache here, on the driver that holds
-        the database, and sends only the misses to a worker's ``uncached`` layers."""
+        """Send the attempts the cache does not answer to ``below`` (None: this client's own layers).
+
+        A Ray run keeps the cache on the driver, which holds the database, and sends only misses on."""
         self._cached.inner = below if below is not None else self._retry
 
     def _cache_params(self, max_tokens: int) -> dict[str, Any]:
@@ -175,8 +155,9 @@ class LLMClient:
         return {e.label: e.current_mode() for e in self.endpoints}
 
     def concurrency_report(self) -> dict[str, Any]:
-        """``--concurrency`` and the limit it came to: final and peak, and for ``auto`` why it
-        was cut (for the run's config). An in-process engine has no limit (``final`` None)."""
+        """``--concurrency`` and the limit it came to (final, peak, and why ``auto`` cut it).
+
+        An in-process engine has no limit (``final`` None)."""
         if self._limits is None or self._limits.concurrency is None:
             return {"setting": self.settings.concurrency, "final": None, "peak": None}
         return self._limits.report()
@@ -185,14 +166,11 @@ class LLMClient:
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
                          max_tokens: int | None = None) -> StructuredResult[T]:
-        """Ask for an instance of ``schema``; returns ``value=None`` when every attempt failed.
-        ``check`` is the job's quality check of a valid answer: a rejected one earns the one
-        fresh sample (``models.seam_validate``), and comes back with its reason if that fails too.
+        """Ask for an instance of ``schema``; ``value=None`` when every attempt failed.
 
-        Raises ``LLMUnavailable`` when no endpoint can be reached, ``ModelRejected`` when an
-        endpoint rejects every request for one reason, and ``CacheMiss`` when a replay holds no
-        answer; the attempts made before are counted either way.
-        """
+        ``check`` is the job's quality check: a rejected answer earns one fresh sample. Raises
+        ``LLMUnavailable`` (no endpoint reachable), ``ModelRejected`` (every request rejected for one
+        reason) or ``CacheMiss`` (a replay holds no answer)."""
         request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                    step=step, check=check, sample=sample, max_tokens=max_tokens)
         result = await self._top.call(request)
@@ -203,8 +181,7 @@ class LLMClient:
     async def option_probabilities(self, messages: list[Any], labels: Sequence[str], *,
                                    purpose: str, persona_id: str | None = None,
                                    top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
-        """Each label's probability as the answer's first token, from the server's token
-        log-probabilities (``models.option_logprobs``; offline: seeded probabilities).
+        """Each label's probability as the answer's first token (offline: seeded probabilities).
 
         Raises ``LogprobsUnavailable`` when the server answers without log-probabilities."""
         return await option_probabilities(self, messages, labels, purpose=purpose,
@@ -215,13 +192,11 @@ class LLMClient:
                     check: Callable[[T], str | None] | None = None, sample: int = 0,
                     max_tokens: int | None = None) -> CallRequest:
         """The request ``structured`` sends for these arguments (a batch sends the same).
-        ``sample`` > 0 asks another sample of the same prompt (``CallRequest.sample``): a job
-        asking one persona for several items passes 2, 4, ... (the odd ones stay free for the
-        fresh sample a weak answer earns). ``max_tokens`` is the call's own limit (its caller's,
-        ``personahub.tasks.limits``); ``--max-tokens`` overrides it (``Generation``)."""
+
+        ``sample`` > 0 asks another sample of the same prompt (callers use even numbers: odd ones are
+        for the fresh sample a weak answer earns). ``--max-tokens`` overrides ``max_tokens``."""
         max_tokens = self.generation.max_tokens_for(max_tokens)
-        # the schema asked for carries bounds sized for this call's budget (models.bounds), so a
-        # grammar-constrained server closes the JSON in time and validation agrees with them
+        # bounds sized for this call's budget, so a grammar-constrained server closes the JSON in time
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
                            persona_id, step, check=check, sample=sample)
 
@@ -233,8 +208,8 @@ def make_client(settings: EmbedderSettings) -> OpenAIEmbedder: ...
 
 
 def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIEmbedder:
-    """The project's one client factory: the chat stack for ``LLMSettings``, the embedding one
-    for ``EmbedderSettings`` (a dedup job's model)."""
+    """The project's one client factory: the chat stack for ``LLMSettings``, the embedding one for
+    ``EmbedderSettings``."""
     if isinstance(settings, EmbedderSettings):
         return OpenAIEmbedder.of(settings)
     return LLMClient(settings)
@@ -243,9 +218,7 @@ def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIE
 def resolve_spec(cli_value: str | None) -> str:
     """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``.
 
-    ``--llm ""`` is refused: an empty value (an unset shell variable, ``--llm "$MODEL"``) must
-    not quietly mean the offline engine.
-    """
+    ``--llm ""`` is refused, so an unset shell variable does not quietly mean the offline engine."""
     if cli_value is not None and not cli_value.strip():
         raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
                              "(an unset shell variable?)")
@@ -255,10 +228,8 @@ def resolve_spec(cli_value: str | None) -> str:
 def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
     """Fail fast with one line when no HTTP endpoint answers at all.
 
-    Any HTTP answer (even 401 or 404) counts as reachable; only connection failures do not.
-    With several endpoints, the unreachable ones are marked down (round-robin skips them for a
-    while) and their labels returned; the error is raised only when none is reachable.
-    """
+    Any HTTP answer counts as reachable. Unreachable endpoints among several are marked down and
+    their labels returned; the error comes only when none is reachable."""
     import httpx
 
     down: list[str] = []

@@ -1,26 +1,8 @@
 """``personahub doctor``: what an endpoint can do, measured before a million-call job.
 
-Five probes, each a handful of requests through the same client stack a job uses
-(``models``), so what the doctor sees is what a job will see:
-
-1. **modes** — one small structured request in each mode (``json_schema``, ``json_object`` with
-   its schema, ``tools``, ``prompt``; ``models.structured``): accepted, refused (the HTTP error),
-   or answered without valid JSON;
-2. **runaway** — in the best accepted mode, a schema whose string field has a ``maxLength`` and
-   a prompt inviting pages of text: a grammar-constrained server closes the JSON within
-   ``max_tokens``; one that does not runs on until it is cut;
-3. **load** — at concurrency 1, 2, 4, … a few requests per level: latency and tokens/s; doubling
-   stops when throughput stops growing (under ``GROWTH`` x the best so far), when requests
-   fail (429, timeouts), at ``max_concurrency``, or when the time ``budget_s`` is spent;
-4. **prefix cache** — two requests sharing a long prefix: the cached prompt tokens the server
-   reports for the second (``usage.prompt_tokens_details.cached_tokens``, OpenAI and vLLM;
-   llama-server's ``timings.cache_n``);
-5. **recommendation** — the smallest level within 5% of the best throughput, as ``--concurrency``.
-
-``problem`` says why the endpoint cannot serve a job (unreachable, refuses every request, no
-mode works); the command exits non-zero with it. Nothing here prints or stores a credential:
-labels and specs are redacted (``models.endpoint_specs``).
-"""
+A handful of requests through a job's own client stack probe which structured modes work, whether
+bounded strings close, throughput per concurrency level, and prefix-cache reuse; it recommends
+the smallest level within 5% of the best throughput."""
 
 from __future__ import annotations
 
@@ -171,9 +153,8 @@ def _settings(spec: str, timeout_s: float, **overrides: Any) -> LLMSettings:
     return LLMSettings(**values)
 
 
-# Every client made on the probe's event loop, kept until the loop ends: an HTTP endpoint closes
-# its connection pool when its loop shuts down (models.endpoint_http), and one collected earlier
-# would leave its pool open.
+# Every client made on the probe's event loop, kept until the loop ends: one collected earlier
+# would leave its connection pool open.
 _LIVE: dict[asyncio.AbstractEventLoop, list[LLMClient]] = {}
 
 
@@ -278,7 +259,7 @@ def _throughput(level: LoadLevel, by_tokens: bool) -> float:
 
 async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_concurrency: int,
                      budget_s: float) -> tuple[list[LoadLevel], str]:
-    """Levels 1, 2, 4, … (see the module doc); the levels and why doubling stopped."""
+    """Levels 1, 2, 4, ...: the levels, and why doubling stopped."""
     levels: list[LoadLevel] = []
     started, concurrency, sent = time.perf_counter(), 1, 0
     while True:
@@ -301,8 +282,9 @@ async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_c
 
 
 def recommend(levels: Sequence[LoadLevel]) -> int | None:
-    """The smallest level with no failures within ``NEAR_BEST`` of the best throughput (1 when
-    even one call at a time sometimes failed; None when nothing was answered)."""
+    """The smallest failure-free level within ``NEAR_BEST`` of the best throughput.
+
+    1 when even one call at a time sometimes failed; None when nothing was answered."""
     clean = [x for x in levels if not x.failed and x.answered]
     if not clean:
         return 1 if any(x.answered for x in levels) else None
@@ -358,7 +340,7 @@ def _no_mode_problem(modes: Sequence[ModeResult]) -> str:
 
 async def diagnose(spec: str, *, timeout_s: float = 30.0, max_concurrency: int = 32,
                    budget_s: float = 60.0) -> DoctorReport:
-    """Probe the one endpoint ``spec`` names (see the module doc)."""
+    """Probe the one endpoint ``spec`` names."""
     client = _client(spec, timeout_s)
     report = DoctorReport(endpoint=client.label)
     try:

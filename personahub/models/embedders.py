@@ -1,13 +1,6 @@
-"""Embedders as the model seam builds them: ``make_embedder`` is the one factory of every
-embedder spec, and ``OpenAIEmbedder`` is an OpenAI-compatible ``/embeddings`` model behind the
-seam's policy (``endpoint_embeddings.EmbeddingClient``: timeout, retries, ``--rps``, record /
-replay, a call record per attempt).
-
-The data side (``personas/embedding.py``) holds the embedders that call no model (``hash``,
-``local``) and the ANN search; it never builds a model client. A dedup job's client is the
-``OpenAIEmbedder`` that ``models.client.make_client`` builds from ``EmbedderSettings``, so
-the job kernel checks, caches and accounts it as it does a chat model.
-"""
+"""Embedders as the model seam builds them: ``make_embedder`` for every spec, and ``OpenAIEmbedder``,
+an ``/embeddings`` model behind the seam's policy that a dedup job's kernel checks, caches and
+accounts like a chat model."""
 
 from __future__ import annotations
 
@@ -44,8 +37,7 @@ def calls_model(spec: str) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedderSettings:
-    """How to reach an embedding model (``openai:<model>``): what ``make_client`` builds an
-    ``OpenAIEmbedder`` from."""
+    """How to reach an embedding model (``openai:<model>``)."""
 
     spec: str
     rps: float | None = default("rps")
@@ -63,11 +55,10 @@ class EmbedderSettings:
 
 @dataclass
 class OpenAIEmbedder:
-    """OpenAI (or compatible) ``/embeddings`` through the model seam's policy: an explicit
-    timeout, retries of what can pass, ``rps``, record / replay per text, and a call record
-    (purpose ``embed``) per attempt, which :meth:`embed_with_results` hands back with the vectors.
-    It is the model client of a dedup job (``endpoints``, ``cache_model``, ``use_cache``,
-    ``liveness`` are the job kernel's questions, answered by the seam's client)."""
+    """OpenAI (or compatible) ``/embeddings`` through the model seam's policy.
+
+    It is a dedup job's model client: a call record (purpose ``embed``) per attempt comes back with the
+    vectors, and record / replay works per text."""
 
     model: str
     batch_size: int = 256
@@ -95,9 +86,9 @@ class OpenAIEmbedder:
         return self._client
 
     async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
-        """(normalised vectors, the requests' results, which carry call records and cache
-        entries) of ``texts``, asked in requests of ``batch_size``; a request that fails for good
-        raises, its attempts' records on the exception (``personahub.core.contracts.carried_records``)."""
+        """(normalised vectors, the requests' results) of ``texts``, in requests of ``batch_size``.
+
+        A request that fails for good raises, its attempts' records on the exception."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32), []
         client = self._get_client()
@@ -163,9 +154,9 @@ class OpenAIEmbedder:
 
 
 def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
-    """Any embedder from its spec: ``hash[:<dim>]``, ``local[:<model>]`` (the data side's,
-    ``personas.embedding.offline_embedder``) or ``openai:<model>`` (``rps`` caps its requests
-    per second). A spec no embedder answers to is a UsageError (``check_embedder_spec``)."""
+    """Any embedder from its spec: ``hash[:<dim>]``, ``local[:<model>]`` or ``openai:<model>``.
+
+    ``rps`` caps requests per second. An unknown spec is a UsageError."""
     check_embedder_spec(spec)
     if calls_model(spec):
         try:

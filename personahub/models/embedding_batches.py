@@ -1,17 +1,7 @@
-"""``--batch`` for an embedding model: a dedup job's ``/v1/embeddings`` requests as provider
-batches (or a ``--batch-file`` for another runner), answered from their results.
+"""``--batch`` for an embedding model: a dedup job's ``/v1/embeddings`` requests as provider batches.
 
-``BatchingEmbedder`` answers ``embed_with_results`` as the ``OpenAIEmbedder`` it wraps does (the
-same requests of ``batch_size`` texts, the same normalised vectors) but sends the requests as
-one Batch API batch through ``models.provider_batch.BatchSession`` (upload with purpose ``batch``,
-create with endpoint ``/v1/embeddings``, poll, download). A request's ``custom_id`` is a digest
-of its texts and its attempt, so a resumed job asks for the same ids: a request held by a stored
-batch whose answer was not committed (``BatchBook``) is collected from that batch, never sent
-twice. Each answered request gets a call record with the batch id and ``custom_id``; a failed
-one is sent again (a follow-up batch, or online with ``--batch-fallback online``) while it has
-resends left, and a request that still fails ends the stage as an online failure does (its
-records carried on the error).
-"""
+``BatchingEmbedder`` returns what the wrapped embedder returns online. ``custom_id``s are digests
+of the texts, so a resume collects from a stored batch instead of sending twice."""
 
 from __future__ import annotations
 
@@ -62,8 +52,8 @@ EMBEDDINGS_URL = "/v1/embeddings"
 
 @dataclass
 class EmbedCall:
-    """One ``/v1/embeddings`` request travelling by batch: its texts, its attempt, the records
-    of its attempts so far and, once answered, its vectors (or the error that ended it)."""
+    """One ``/v1/embeddings`` request travelling by batch: its texts, attempt, records so far and, once
+    answered, its vectors or the error that ended it."""
 
     key: str
     texts: list[str]
@@ -92,8 +82,7 @@ def embed_key(texts: Sequence[str]) -> str:
 
 
 class BatchingEmbedder:
-    """``embedder`` with its requests sent as provider batches (see the module doc); every other
-    attribute (name, scripts, endpoints, stats, ...) is the embedder's."""
+    """``embedder`` with its requests sent as provider batches; every other attribute is the embedder's."""
 
     def __init__(self, embedder: OpenAIEmbedder, book: BatchBook, *, job_kind: str, job_id: str,
                  window: str = "24h", fallback: str = "batch", batch_file: str | None = None,
@@ -126,9 +115,9 @@ class BatchingEmbedder:
                  for c in calls], "embeddings")
 
     async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
-        """(normalised vectors, one result per request carrying its records), as the wrapped
-        embedder answers online; a request that fails for good raises, every attempt's record
-        carried on the error."""
+        """(normalised vectors, one result per request with its records), as the wrapped embedder answers.
+
+        A request that fails for good raises, every attempt's record carried on the error."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32), []
         size = self.embedder.batch_size
@@ -182,7 +171,7 @@ class BatchingEmbedder:
         return await self._await(handle, calls)
 
     async def _await(self, handle: BatchHandle, calls: list[EmbedCall]) -> list[EmbedCall]:
-        """Wait for the batch and apply its results; the requests to send again."""
+        """Wait for the batch and apply its results; returns the requests to send again."""
         if not handle.done:
             self._status(handle)
             handle = await self.session.wait(handle, on_status=self._status)
@@ -243,8 +232,7 @@ class BatchingEmbedder:
             call.vectors = vectors.tolist()
 
     async def forget_spent(self) -> None:
-        """Delete the provider files of the batches whose answers are committed (the kernel's
-        after-commit hook; ``batch_caller.forget_spent``)."""
+        """Delete the provider files of the batches whose answers are committed (after-commit hook)."""
         await forget_spent(self.session, self.book, self._keep, self.tally)
 
     def _status(self, handle: BatchHandle) -> None:
@@ -253,8 +241,7 @@ class BatchingEmbedder:
 
 
 def _vectors(line: ResultLine, n: int) -> list[list[float]] | None:
-    """The vectors of an answered ``/v1/embeddings`` line, in input order (None: not ``n`` of
-    them)."""
+    """The vectors of an answered line, in input order (None: not ``n`` of them)."""
     data = line.body.get("data") if isinstance(line.body, dict) else None
     if not isinstance(data, list) or len(data) != n:
         return None

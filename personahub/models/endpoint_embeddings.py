@@ -1,14 +1,7 @@
 """Embeddings (an OpenAI-compatible ``/embeddings``) through the seam's policy.
 
-The endpoint answers a ``CallRequest`` whose ``messages`` are the texts and whose purpose is
-``embed``; its value is the vectors. It sits under the same layers as chat calls
-(``Failover``, ``Limited``, ``Retrying``, ``Accounted``): an explicit timeout, retries of what can
-pass with ``Retry-After`` honoured, ``--rps``, a fast stop on a repeated rejection, and a
-``CallRecord`` per attempt (tokens in, latency, status). Record / replay is per text
-(``models.seam_embed_cache``); the client answers what the job kernel asks of a model client
-(``endpoints``, ``cache_model``, ``use_cache``); each batch's records and cache entries come
-back on its result.
-"""
+The texts travel as a ``CallRequest``'s messages under the same layers as chat calls, with record /
+replay per text."""
 
 from __future__ import annotations
 
@@ -78,8 +71,7 @@ class EmbeddingEndpoint:
         return self._client_now()
 
     async def aclose(self) -> None:
-        """Close the HTTP client of the running loop (before the loop closes, so that its
-        connections are not closed later on a dead loop)."""
+        """Close the running loop's HTTP client before the loop closes (not later, on a dead loop)."""
         held, self._client = self._client, None
         if held is not None and held[0] is asyncio.get_running_loop():
             await held[1].close()
@@ -145,8 +137,8 @@ class EmbeddingClient:
         self.liveness = self._top.liveness
 
     def spill_to(self, sink: RecordSink | None) -> None:
-        """Hand every attempt to ``sink`` as soon as it is final (None: stop): a dedup job's
-        ``core.call_spill.CallSpill``, so that a kill loses no billed attempt."""
+        """Hand every attempt to ``sink`` as soon as it is final (None: stop), so a kill loses no billed
+        attempt."""
         self._spill.sink = sink
 
     @property
@@ -159,7 +151,7 @@ class EmbeddingClient:
         self._cached.cache = cache
 
     def mark_down(self, index: int, seconds: float | None = None) -> None:
-        """Skip endpoint ``index`` for a while (``models.check_reachable`` found it down)."""
+        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
         self._failover.mark_down(index, seconds)
 
     async def aclose(self) -> None:
@@ -167,8 +159,8 @@ class EmbeddingClient:
         await self.endpoint.aclose()
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, StructuredResult[Any]]:
-        """(vectors, the result carrying the attempts' records and new cache entries); vectors
-        None when every attempt failed. A call that raises carries its records on the exception."""
+        """(vectors, the result with the attempts' records and new cache entries); vectors None when every
+        attempt failed. A call that raises carries its records on the exception."""
         request = CallRequest(EmbeddingVectors, list(texts), EMBED_PURPOSE, 0)
         result = await self._top.call(request)
         value = result.value

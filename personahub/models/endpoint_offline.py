@@ -1,9 +1,6 @@
 """The offline engine as an endpoint: in process, deterministic, and given the schema itself.
 
-It declares what it can do (``Capabilities``), so no layer of the seam needs to know its class:
-no structured-mode negotiation, no connection pool or concurrency limit. A fresh sample
-(``CallRequest.sample``) is answered deterministically from (seed, prompt, sample).
-"""
+Its ``Capabilities`` say it needs no mode negotiation, pool or concurrency limit."""
 
 from __future__ import annotations
 
@@ -19,8 +16,7 @@ OFFLINE_CAPABILITIES = Capabilities(native_schemas=True, in_process=True, determ
 
 
 class OfflineEndpoint:
-    """Answers from ``OfflineChatModel.answer_async`` (LangChain's callbacks skipped: they cost
-    more than the answer)."""
+    """Answers from the offline chat model directly (LangChain's callbacks cost more than the answer)."""
 
     capabilities = OFFLINE_CAPABILITIES
     base_url: str | None = None

@@ -1,23 +1,8 @@
 """From an ``--llm`` spec to endpoints, with credentials kept to the endpoint they belong to.
 
-- ``offline`` — the deterministic offline engine (not a language model);
-- ``openai:<model>`` — OpenAI (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured);
-- ``http://host:port/v1`` — any OpenAI-compatible server (vLLM, Ollama, llama.cpp); the served
-  model name comes from ``?model=NAME`` or ``PERSONAHUB_MODEL``;
-- several URLs separated by commas — one endpoint each (``models.seam_failover`` rotates them);
-- ``offline?seed=N`` — the offline engine with seed N (``with_spec_seed``): offline "models"
-  that answer differently, e.g. an evaluation's solvers.
-
-``OPENAI_API_KEY`` goes only to OpenAI (or to the ``OPENAI_BASE_URL`` set with it); another
-server gets a key only when its URL names the variable holding it (``?api_key_env=NAME``), and
-never over plain http to a non-loopback host unless the URL says ``allow_http_key=1``. That
-variable must be one set to hold a key: its name ends in ``_API_KEY`` or starts with
-``PERSONAHUB_KEY_`` (``api_key_env=HOME`` or ``=AWS_SECRET_ACCESS_KEY`` would send that value as a
-Bearer token to whatever server the URL names). Other query
-parameters are forwarded to the server; every query value but ``model`` is redacted wherever a
-spec is stored or printed. A URL with credentials in it (``user:password@host``, also in
-``OPENAI_BASE_URL``) is refused up front: the client sends its own Authorization header.
-"""
+``OPENAI_API_KEY`` goes only to OpenAI; another server gets a key only from a variable its URL
+names (``?api_key_env=``, a ``*_API_KEY`` or ``PERSONAHUB_KEY_*`` name, so ``HOME`` cannot leak),
+never over plain http to a remote host without ``allow_http_key=1``. Stored specs are redacted."""
 
 from __future__ import annotations
 
@@ -63,8 +48,7 @@ def _redact_one(item: str) -> str:
 
 
 def redact_spec(spec: str) -> str:
-    """The spec with credentials in URLs (user:password@) and every query value but ``model``
-    replaced by ``***`` (a server's extra parameters may be signatures or keys)."""
+    """The spec with URL credentials and every query value but ``model`` replaced by ``***``."""
     return ",".join(_redact_one(item.strip()) if "://" in item else item.strip()
                     for item in spec.split(","))
 
@@ -83,17 +67,11 @@ def _ssl_context() -> Any:
 
 
 def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
-    """The endpoint's one async HTTP client, its pool sized to ``--concurrency`` (its ceiling for ``auto``).
+    """The endpoint's async HTTP client, its pool sized to ``--concurrency``.
 
-    A plain ``http://`` endpoint (a local llama.cpp or vLLM server) has no certificate to check
-    and the client never follows a redirect to one that has, so it skips loading the CA bundle.
-
-    The openai SDK's aiohttp transport (``DefaultAioHttpClient``, the ``openai[aiohttp]`` extra,
-    which the SDK's README recommends for concurrency) costs a fraction of httpx's pool in CPU per
-    call; without aiohttp the SDK's default httpx client is used. A private client (not
-    langchain-openai's per-process one), because pooled connections die with the event loop that
-    opened them.
-    """
+    Plain ``http://`` skips loading the CA bundle. The aiohttp transport (the ``openai[aiohttp]``
+    extra) costs a fraction of httpx's CPU per call. Private, because pooled connections die with the
+    event loop that opened them."""
     from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
 
     from personahub.models.openai_wire import merging_urls_once
@@ -102,7 +80,7 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
     options = {"limits": _sdk_httpx().Limits(max_connections=size, max_keepalive_connections=size),
                "timeout": settings.timeout_s,
                "verify": False if _is_plain_http(base_url) else _ssl_context(),
-               "follow_redirects": False}  # as before: a key never follows a redirect
+               "follow_redirects": False}  # a key never follows a redirect
     try:
         return merging_urls_once(DefaultAioHttpClient)(**options)
     except RuntimeError:  # the aiohttp extra is not installed
@@ -111,11 +89,10 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
 
 def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
                 query: dict[str, str] | None = None) -> Any:
-    """One ``ChatOpenAI`` with the endpoint's HTTP client, posting through ``PassThroughCompletions``.
+    """One ``ChatOpenAI`` with the endpoint's HTTP client, posting through the pass-through.
 
-    ``api_key`` is always given: with None, both the openai SDK and ``ChatOpenAI`` would read
-    ``OPENAI_API_KEY`` from the environment and send it to whatever server this is.
-    """
+    ``api_key`` is always given: with None, the SDK would send ``OPENAI_API_KEY`` to whatever server
+    this is."""
     from langchain_openai import ChatOpenAI
 
     from personahub.models.openai_wire import PassThroughOpenAI, pass_through_clients
@@ -162,10 +139,8 @@ def _named_key(url: str, query: dict[str, str]) -> str | None:
 def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
     """Refuse ``user:password@`` in an endpoint URL, before anything runs.
 
-    The HTTP client sends its own ``Authorization: Bearer`` header, so such a URL failed every
-    call (aiohttp: "Cannot combine AUTHORIZATION header with AUTH argument") after the job had
-    started, and the password sat in the spec. The message shows the URL redacted: never the
-    password."""
+    The client sends its own Authorization header, so such a URL failed every call after the job
+    started, with the password in the spec. The message shows the URL redacted."""
     if urlsplit(url).username is not None:  # not None whenever the URL has an '@' before the host
         raise LLMConfigError(
             f"{setting} {redact_spec(url)}: credentials in the URL (user:password@) are not "
@@ -174,7 +149,7 @@ def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
 
 
 def _endpoint_key(url: str, parsed: Any, query: dict[str, str]) -> str | None:
-    """The API key an OpenAI-compatible URL may be sent (see the module doc), or None."""
+    """The API key an OpenAI-compatible URL may be sent, or None."""
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
     key = _named_key(url, query)
     if key is None and os.environ.get("OPENAI_API_KEY") and (
@@ -234,15 +209,13 @@ def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:
 
 
 def with_spec_seed(settings: LLMSettings) -> LLMSettings:
-    """``settings`` with an ``offline?seed=N`` spec read: the offline engine, seed N (the spec's
-    seed wins over ``settings.seed``); any other spec as it is.
+    """``settings`` with an ``offline?seed=N`` spec read (its seed wins); other specs unchanged.
 
     Args:
         settings: the settings, their spec as given (``--llm``, a solver's spec).
 
     Returns:
-        The settings the client is built from (``models.client.LLMClient``).
-    """
+        The settings the client is built from."""
     base, _, query = settings.spec.strip().partition("?")
     if base != OFFLINE_MODEL_NAME or not query:
         return settings
@@ -257,7 +230,7 @@ def with_spec_seed(settings: LLMSettings) -> LLMSettings:
 
 
 def spec_size(spec: str) -> int:
-    """How many endpoints ``spec`` names (the ModeBook is sized before they are built)."""
+    """How many endpoints ``spec`` names (the mode book is sized before they are built)."""
     return max(1, len([u for u in spec.split(",") if u.strip()])) if "://" in spec else 1
 
 

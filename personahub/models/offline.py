@@ -1,10 +1,8 @@
 """The offline engine: a seeded, deterministic stand-in that fills any JSON schema.
 
-It is not a language model and never claims to be one: its model name is ``offline``. It exists
-so that every pipeline runs and is testable on machines with no model. Answers depend only on
-(seed, messages, schema), so a seeded run is reproducible. It serves both LangChain (as a
-``BaseChatModel`` with structured output and tool calls) and the loopback OpenAI-compatible server.
-"""
+It is not a language model and says so (model name ``offline``); it lets every pipeline run and be
+tested without a model. Answers depend only on (seed, messages, schema). It serves LangChain as a
+chat model and the loopback server."""
 
 from __future__ import annotations
 
@@ -68,8 +66,8 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
 
 
 def resolve_node(schema: Mapping[str, object], root: Mapping[str, object]) -> Mapping[str, Any]:
-    """``schema`` with its ``$ref`` (into ``root``) and ``anyOf``/``oneOf``/``allOf`` resolved
-    to the first non-null option."""
+    """``schema`` with its ``$ref`` and ``anyOf``/``oneOf``/``allOf`` resolved to the first non-null
+    option."""
     return _resolve(schema, root)
 
 
@@ -132,11 +130,9 @@ class SchemaFiller:
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """What a request asks for besides its messages: a JSON schema, tools to call, or neither.
+    """What a request asks besides its messages: a JSON schema, tools to call, or neither.
 
-    ``key`` (its part of the answer's seed) is serialised once: a request made once per schema
-    class and reused (``OfflineChatModel``) is not serialised again on every call.
-    """
+    ``key``, its part of the answer's seed, is serialised once per reused request."""
 
     json_schema: Mapping[str, Any] | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
@@ -144,16 +140,15 @@ class EngineRequest:
     key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # repr, not json.dumps(sort_keys=True): same determinism (schemas are built in a fixed
-        # order), a fraction of the cost. Bounds are left out: they clip what is written and
-        # change nothing else, in process and over HTTP alike (models.bounds).
+        # repr, not json.dumps(sort_keys=True): as deterministic, a fraction of the cost. Bounds are left
+        # out: they clip what is written and change nothing else.
         tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
         extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
 
 
 def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample: int = 0) -> int:
-    # sample 0 (a first answer) hashes as it always did: seeded runs keep their answers
+    # sample 0 hashes as it always did, so seeded runs keep their answers
     parts = [repr(seed).encode() if not sample else repr((seed, sample)).encode()]
     for message in messages:
         parts.append(b"\x1e" + str(message.get("role")).encode() + b"\x1f")
@@ -166,8 +161,7 @@ _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
 def _unbounded(schema: object) -> Any:
-    """A JSON schema without its bounds (what seeds an answer): no ``maxLength``/``maxItems``,
-    and a shaped string's pattern without its length (``bounds.pattern_for``)."""
+    """A JSON schema without its bounds (what seeds an answer), shaped patterns too."""
     return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
 
 
@@ -213,8 +207,7 @@ class OfflineEngine:
 
     def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
-        """``respond`` for a prepared request (one that can be reused across calls); ``sample``
-        > 0 asks for another answer to the same request (still a function of its inputs)."""
+        """``respond`` for a prepared request; ``sample`` > 0 asks another answer, still deterministic."""
         rng = random.Random(_digest(self.seed, messages, request.key, sample))
         maker = TextMaker(read_context(list(messages)), rng)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
@@ -287,17 +280,14 @@ def _is_model_class(value: object) -> bool:
 
 @lru_cache(maxsize=256)
 def _model_request(schema: type[BaseModel]) -> EngineRequest:
-    """The request for a pydantic ``response_format``, built once per class: its JSON schema and
-    key are not rebuilt on every call (a class's schema is fixed, as ``models`` assumes too)."""
+    """The request for a pydantic ``response_format``, built once per class (a class's schema is fixed)."""
     return EngineRequest(schema.model_json_schema())
 
 
 class OfflineChatModel(BaseChatModel):
     """LangChain chat model backed by the OfflineEngine (model name ``offline``, not an LLM).
 
-    Supports ``bind_tools`` (so ``with_structured_output`` works through tool calls) and an
-    OpenAI-style ``response_format`` bound as a call argument. ``latency_s`` simulates a slow model.
-    """
+    Supports ``bind_tools`` and a bound ``response_format``; ``latency_s`` simulates a slow model."""
 
     seed: int = 0
     latency_s: float = 0.0

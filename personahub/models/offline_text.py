@@ -1,11 +1,8 @@
-"""Deterministic text and value generation for the offline engine.
+"""Deterministic text and value generation for the offline engine (not a language model).
 
-The offline engine is not a language model. It reads the prompt's sections (persona, world,
-events, messages received), pulls content words out of them, and fills a JSON schema field by
-field with small templates chosen by a seeded RNG. Field names steer what is written, so a
-``function_name`` is an identifier, a ``relation`` is a relation label and an ``instruction`` is
-a request. Different personas give different words; the same (seed, prompt) gives the same answer.
-"""
+It pulls content words out of the prompt's sections and fills a JSON schema field by field with
+templates chosen by a seeded RNG; field names steer what is written. Different personas give
+different words; the same (seed, prompt) gives the same answer."""
 
 from __future__ import annotations
 
@@ -30,12 +27,11 @@ _STOPWORDS = frozenset(
     field fields write writes written someone person people like likes task following give return
     only valid object""".split()
 )
-# A word is ``[A-Za-z][A-Za-z'\-]{2,}``: a run of letters, apostrophes and hyphens from its first
-# letter on. ``_keywords`` strips apostrophes and hyphens off words, so it splits whole runs.
+# A word is a run of letters, apostrophes and hyphens from its first letter on.
 _RUN_CHARS = string.ascii_letters + "'-"
 _ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
-# the same headings without retrying the title one character at a time (see ``_heading_at``)
+# the same headings, without retrying the title one character at a time
 _FAST_SECTION = re.compile(r"^#++\s*+(\S(?:[^\n]*\S)?)\s*$", re.MULTILINE)
 
 RELATIONS = (
@@ -136,8 +132,8 @@ def keywords(text: str, limit: int = 40) -> list[str]:
 
 @lru_cache(maxsize=8192)
 def _keywords(text: str, limit: int) -> tuple[str, ...]:
-    # World texts and personas repeat across thousands of prompts: extract once. Runs are cut
-    # by a byte table: every non-ASCII character becomes "?", a separator, as for the regex.
+    # World texts and personas repeat across thousands of prompts: extract once. Non-ASCII characters
+    # become separators, as for the regex.
     runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
     if "'" in text or "-" in text:  # else no run has an apostrophe or hyphen to strip
         runs = [run.strip("'-") for run in runs if len(run) > 3]
@@ -148,10 +144,7 @@ def _keywords(text: str, limit: int) -> tuple[str, ...]:
 def _section_matches(text: str) -> list[re.Match[str]]:
     """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
 
-    The regex engine would try every position (a leading ``^`` gives it no literal prefix to
-    skip to); a heading starts at a ``#`` beginning a line, and resuming after each match's end
-    keeps finditer's non-overlapping matches.
-    """
+    The regex engine would try every position, since a leading ``^`` gives it no literal prefix."""
     matches: list[re.Match[str]] = []
     resume = 0
     start = 0 if text.startswith("#") else -1
@@ -166,9 +159,8 @@ def _section_matches(text: str) -> list[re.Match[str]]:
 
 
 def _heading_at(text: str, start: int) -> re.Match[str] | None:
-    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s and spaces
-    # (then the title is that line up to its last non-space); only at the end of the text can
-    # it miss, and _SECTION, backtracking into the '#'s and spaces, decides there.
+    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s; only at the end of
+    # the text can it miss, and _SECTION decides there.
     return _FAST_SECTION.match(text, start) or _SECTION.match(text, start)
 
 
@@ -245,8 +237,8 @@ class TextMaker:
     def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
         self.ctx = ctx
         self.rng = rng
-        # the field names of the object being filled (SchemaFiller sets them): a problem beside
-        # a ``question`` field leaves its question to that field
+        # the field names of the object being filled: a problem beside a ``question`` field leaves the
+        # question to it
         self.fields: frozenset[str] = frozenset()
         self._question = ""
 
@@ -321,8 +313,8 @@ class TextMaker:
         )
 
     def problem(self) -> str:
-        """A word problem with numbers, set among the prompt's content words: its facts and its
-        question, or only its facts when the schema asks for the question on its own."""
+        """A word problem with numbers among the prompt's words: facts and question, or only facts when
+        the schema asks for the question apart."""
         a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
         subject, other = self.topic(), " ".join(self.words(2))
         facts, question = self.rng.choice((
@@ -382,24 +374,22 @@ class TextMaker:
         if writer.__class__ is not str:  # a task's own writer (``add_field_writer``)
             return writer(self)  # type: ignore[operator]
         relation = siblings.get("relation") or siblings.get("relationship")
-        # a description beside a relation describes the related person (the expansion asks
-        # for its persona under "description": personas/expand.py)
+        # a description beside a relation describes the related person
         if writer == "persona" or (writer == "description" and relation):
             return self.persona(relation)
         return getattr(self, writer)()
 
 
-# Writers that output kinds added for their own field names (``tasks`` registers them):
-# a TextMaker method name or a function of the TextMaker. The built-in rules below stay as they are.
+# Writers added by output kinds for their own field names: a TextMaker method name or a function
+# of the TextMaker
 _ADDED_WRITERS: dict[str, str | Callable[[TextMaker], str]] = {}
 
 
 def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> bool:
     """Write fields called ``name`` with ``writer``; False when the built-in rules already do.
 
-    The engine sees field names only, so a writer applies to that field in every schema: a
-    writer that would change how an existing field name is written raises ``ValueError``.
-    """
+    A writer applies to that field name in every schema, so one that would change an existing
+    field's writing raises ``ValueError``."""
     current = _writer_for(name)
     if current == writer:
         return False
@@ -411,14 +401,14 @@ def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> boo
 
 
 def remove_field_writer(name: str) -> None:
-    """Forget the writer ``add_field_writer`` stored for ``name``: the built-in rules apply again."""
+    """Forget the writer stored for ``name``: the built-in rules apply again."""
     if _ADDED_WRITERS.pop(name.lower(), None) is not None:
         _writer_for.cache_clear()
 
 
 @lru_cache(maxsize=1024)
 def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
-    """The TextMaker method that writes a field called ``name`` (cached: names repeat every call)."""
+    """The TextMaker method that writes a field called ``name`` (cached)."""
     key = name.lower()
     added = _ADDED_WRITERS.get(key)
     if added is not None:

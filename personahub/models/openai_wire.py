@@ -1,32 +1,9 @@
 """An openai ``chat.completions`` resource that posts LangChain's request body as it is.
 
-``ChatOpenAI`` hands the openai SDK a payload of plain JSON values (messages already converted
-to wire dicts, the response format in ``extra_body``). The SDK's ``create`` then walks that
-payload against its TypedDict annotations, trying every member of the message-type union for
-every message, to apply aliases and formats that chat messages do not have: a sizeable share of a
-client's CPU per call (``bench/bench_concurrency.py`` measures it), paid on the event loop while
-dozens of answers wait. ``PassThroughCompletions.create`` sends the same body without that walk, through
-the SDK's own request path (headers, auth, retries and error handling unchanged).
-
-Its answer is the response's JSON as a dict (``CompletionJSON``), not a ``ChatCompletion``:
-``ChatOpenAI`` turns a typed answer straight back into a dict (``model_dump``) before reading it,
-so building the typed model first is work thrown away, twice over, on every call.
-
-It takes that shortcut only for payloads whose bytes provably do not change: the keys in
-``PLAIN_KEYS`` and messages whose content is a string. Anything else (streaming, typed response
-formats, multimodal content, unknown parameters) goes through the SDK's ``create`` unchanged.
-``tests/agents/test_openai_wire.py`` checks that both paths send the same JSON body (keys may come in
-another order) and the same headers.
-
-Four answers the SDK and httpx work out afresh on every request never change for a client, so
-they are worked out once (``bench/bench_concurrency.py``: together about a sixth of the client's
-CPU per call at concurrency 256, paid on the event loop while hundreds of answers wait): the
-request options' fixed part (``FinalRequestOptions.construct`` walks every field; a copy with
-this call's body and extras is the same object), the request URL merged from the base URL and the
-path (``PassThroughOpenAI``), httpx's parse of that URL's string and its merge of the request's
-headers with the client's (``MergedOnce``). The SDK's request path itself (headers, auth,
-retries, errors, the transport) runs unchanged.
-"""
+The SDK's payload walk and ``ChatOpenAI``'s typed answer cost a sizeable share of a client's CPU
+per call (``bench/bench_concurrency.py``), so plain payloads skip both, and per-client constants
+are worked out once; anything else goes through the SDK unchanged. ``tests/agents/test_openai_wire.py``
+checks both paths send the same body and headers."""
 
 from __future__ import annotations
 
@@ -56,9 +33,9 @@ _MAX_CACHED = 64  # a client sends one or two kinds of request; the bound keeps 
 
 
 class CompletionJSON(BaseModel):
-    """``cast_to`` of the pass-through: the SDK hands the decoded JSON to ``build`` (its
-    ``ModelBuilderProtocol``) and returns what it returns, here the JSON itself. Being an
-    openai ``BaseModel`` keeps the SDK's handling of JSON sent under another content type."""
+    """The pass-through's ``cast_to``: the SDK hands it the decoded JSON and returns the JSON itself.
+
+    Being an openai ``BaseModel`` keeps the SDK's handling of JSON under another content type."""
 
     @classmethod
     def build(cls, *, response: object, data: object) -> Any:  # noqa: ARG003 - the protocol's
@@ -70,7 +47,7 @@ def _given(value: object) -> bool:
 
 
 def is_plain(params: dict[str, Any]) -> bool:
-    """True when the SDK's transform would return ``params`` unchanged (see the module doc)."""
+    """True when the SDK's transform would return ``params`` unchanged."""
     if params.get("stream") or not set(params) <= PLAIN_KEYS:
         return False
     messages = params.get("messages")
@@ -98,8 +75,8 @@ class PassThroughCompletions(AsyncCompletions):
 
 
 def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
-    """The options ``AsyncAPIClient.post`` would construct for ``body`` and ``extras``
-    (``make_request_options``' keywords), as a copy of their fixed part."""
+    """The options the SDK's ``post`` would construct for ``body`` and ``extras``, copied from a cached
+    fixed part."""
     if _TAKES_SECURITY:
         extras["security"] = {"bearer_auth": True}
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
@@ -115,12 +92,11 @@ def _cached(cache: dict[Any, Any], key: Any, merge: Any) -> Any:
 
 
 class PassThroughOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` that merges its base URL with a request path once per path and base URL
-    (both are strings in, an immutable URL out)."""
+    """``AsyncOpenAI`` that merges its base URL with a request path once per pair."""
 
     @property
     def user_agent(self) -> str:
-        """The SDK's own (it names the client's class): a server sees an ``AsyncOpenAI``."""
+        """The SDK's own user agent, so a server sees an ``AsyncOpenAI``."""
         return f"{AsyncOpenAI.__name__}/Python {self._version}"
 
     def _prepare_url(self, url: str) -> Any:
@@ -133,16 +109,13 @@ class PassThroughOpenAI(AsyncOpenAI):
 
 
 class MergedOnce:
-    """Mixin for an httpx client class: what ``build_request`` merges from the client's settings
-    and a request's arguments is worked out once per distinct input (and an empty query is not
-    merged at all). The openai SDK hands it the
-    string of a URL it has just built and the same header list on every request of a kind;
-    httpx would parse the one and re-normalise and merge the other every time. ``Request``
-    copies the headers it is given, so a merged result is never changed by a request."""
+    """Mixin for an httpx client class that caches ``build_request``'s merges per distinct input.
+
+    The SDK passes the same URL string and header list on every request of a kind, which httpx would
+    parse and merge every time. ``Request`` copies its headers, so a cached result is never changed."""
 
     def build_request(self, method: str, url: object, *, params: object = None, **kwargs: Any) -> Any:
-        """httpx's own, but an empty query (the SDK always passes one) on a URL without a query
-        is passed as none: ``URL(url, params={})`` rebuilds the URL to the same thing."""
+        """httpx's own, but an empty query on a URL without one is passed as none (same URL, no rebuild)."""
         if params is not None and not params and isinstance(url, str) and "?" not in url \
                 and not self.params:  # type: ignore[attr-defined]
             params = None

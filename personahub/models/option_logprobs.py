@@ -1,21 +1,7 @@
 """Option probabilities from a server's token log-probabilities (one call, one answer token).
 
-A caller lists the labels its prompt asks the answer to start with (``"A"``, ``"B"``, ...);
-the call asks the chat endpoint for one token with ``logprobs=true, top_logprobs=N`` (OpenAI's
-shape, which vLLM and llama.cpp's ``llama-server`` return too) and reads the first token's
-alternatives: each label's probability is the summed probability of the tokens that are that
-label (surrounding spaces stripped), renormalised over the labels. A label the server did not
-list among its top N gets 0. This module knows nothing of what the labels mean.
-
-Every attempt is one ``CallRecord`` (``structured_mode`` ``"logprobs"``), returned with the
-result and counted and spilled like the seam's (``models.seam_accounting``); transport failures
-are classified as the seam's are and retried up to ``max_retries`` times with backoff. A server
-that answers without log-probabilities raises ``LogprobsUnavailable`` (one line naming the
-endpoint and the setting): no fallback could mean the same.
-
-The offline engine answers with seeded, deterministic probabilities (a Dirichlet draw keyed
-by the seed, the messages and the labels): an offline run is labelled offline as always.
-"""
+Each label's probability sums the first token's alternatives that are that label, renormalised.
+A server without log-probabilities raises ``LogprobsUnavailable``: no fallback could mean the same."""
 
 from __future__ import annotations
 
@@ -38,7 +24,7 @@ from personahub.models.settings import LLMSettings
 
 
 class LLMClient(Protocol):
-    """What these calls use of ``models.client.LLMClient`` (that module imports this one)."""
+    """What these calls use of the client (whose module imports this one)."""
 
     settings: LLMSettings
     endpoints: list[Any]
@@ -71,8 +57,7 @@ def _text(messages: Sequence[Any]) -> str:
 
 def offline_probabilities(seed: int, messages: Sequence[Any],
                           labels: Sequence[str]) -> dict[str, float]:
-    """The offline engine's probabilities: a Dirichlet(1, ..., 1) draw seeded by ``seed``, the
-    messages' text and the labels (the same call always gets the same answer)."""
+    """The offline probabilities: a Dirichlet(1, ..., 1) draw seeded by seed, messages and labels."""
     key = f"{seed}\x1f{_text(messages)}\x1f{'|'.join(labels)}".encode()
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     draw = rng.dirichlet(np.ones(len(labels)))
@@ -80,8 +65,7 @@ def offline_probabilities(seed: int, messages: Sequence[Any],
 
 
 def read_top_logprobs(body: Mapping[str, Any], labels: Sequence[str]) -> dict[str, float] | None:
-    """The labels' probabilities from a chat.completion's first answer token (renormalised over
-    the labels; all 0 when none is listed), or None when the body has no log-probabilities."""
+    """The labels' probabilities from a chat.completion's first answer token, or None without any."""
     choices = body.get("choices") or []
     logprobs = (choices[0] or {}).get("logprobs") if choices else None
     content = (logprobs or {}).get("content") or []
@@ -149,7 +133,7 @@ async def _attempt(client: LLMClient, index: int, messages: list[dict[str, Any]]
 async def option_probabilities(client: LLMClient, messages: Sequence[Any], labels: Sequence[str],
                                *, purpose: str, persona_id: str | None = None,
                                top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
-    """Each label's probability as the first answer token (see the module doc).
+    """Each label's probability as the first answer token.
 
     Args:
         client: The model client (its endpoints, settings and record sink).
@@ -160,12 +144,11 @@ async def option_probabilities(client: LLMClient, messages: Sequence[Any], label
         top_logprobs: How many alternatives the server lists (at least the labels' count).
 
     Returns:
-        ``value.probabilities`` label -> probability (None: every attempt failed, or no label was listed),
-        with every attempt's record.
+        ``value.probabilities`` label -> probability (None: every attempt failed, or no label was
+        listed), with every attempt's record.
 
     Raises:
-        LogprobsUnavailable: the server answered without log-probabilities.
-    """
+        LogprobsUnavailable: the server answered without log-probabilities."""
     settings, records = client.settings, []
     outcome: StructuredResult[OptionProbabilities] = StructuredResult(None, [])
     try:

@@ -1,12 +1,8 @@
 """How much of a stream of prompts a server's prefix cache could reuse.
 
-Servers with prefix caching (vLLM, SGLang, llama.cpp) skip the prompt tokens a request shares,
-from its first token on, with a request they have already seen. ``SharedPrefixMeter`` measures
-that on the prompts themselves: each prompt's longest common prefix with any earlier prompt,
-counted in the prompt budget's approximate tokens, against all its tokens. It assumes an
-unbounded cache (an upper bound of what a real one holds), and it needs no tokenizer: messages
-are laid out as role and content, one after the other, as chat templates do.
-"""
+``SharedPrefixMeter`` counts each prompt's longest common prefix with any earlier prompt, in the
+prompt budget's approximate tokens. It assumes an unbounded cache (an upper bound) and needs no
+tokenizer: messages are laid out as role and content, as chat templates do."""
 
 from __future__ import annotations
 
@@ -50,13 +46,11 @@ def common_prefix(a: str, b: str) -> int:
 
 @dataclass
 class PrefixWindow:
-    """The last ``capacity`` prompts (all of them when None), kept sorted: ``match`` finds the
-    longest prefix a new prompt shares with any of them.
+    """The last ``capacity`` prompts (all when None), kept sorted to find a new prompt's longest shared
+    prefix.
 
-    The remembered prompt sharing the longest prefix with a new one is a neighbour of it in
-    sorted order, so each prompt costs a binary search and two comparisons; a bounded window
-    forgets its oldest prompt as a server's cache evicts (and stays small at a million calls).
-    """
+    That prompt is a neighbour in sorted order, so a match costs a binary search and two comparisons;
+    a bounded window forgets its oldest prompt, as a server's cache evicts."""
 
     capacity: int | None = None
     _sorted: list[str] = field(default_factory=list)
@@ -78,8 +72,7 @@ class PrefixWindow:
 
 @dataclass
 class SharedPrefixMeter:
-    """Prompt tokens seen, and those in a prefix shared with an earlier prompt (of the last
-    ``capacity`` prompts; all of them when None)."""
+    """Prompt tokens seen, and those in a prefix shared with one of the last ``capacity`` prompts."""
 
     capacity: int | None = None
     total_tokens: int = 0

@@ -1,27 +1,7 @@
 """How a prompt carries a JSON schema when the request has none (the client's ``prompt`` mode).
 
-Servers without a usable ``response_format`` (or with plain ``{"type": "json_object"}``) are asked
-for JSON by writing the schema into the prompt. The loopback server must answer such requests with
-JSON that fits, so it reads the schema back out of the messages. The convention, which
-``render_schema_block`` writes and ``find_prompt_schema`` reads:
-
-- the schema sits in the system message or in the last user message;
-- it follows a line that names "JSON schema" (any case; "json_schema" and "JSON-schema" count);
-- it is a fenced block (three backticks, optionally tagged ``json``) holding the schema as JSON.
-
-Reading is tolerant, so small variations in the client's prompt still work:
-
-- messages are searched in this order: the last user message, the system messages (newest
-  first), then every other message (newest first); the first schema found wins;
-- within a message: a fenced block after the "JSON schema" line, then any fenced block, then the
-  first JSON object written after that line without a fence;
-- the fence's language tag is free, text around the JSON inside the fence is skipped;
-- a candidate counts only if it is a JSON object that looks like a schema (``properties``,
-  ``type`` object or array, ``$ref``, ``$defs``, ``anyOf``/``oneOf``/``allOf``); the wrappers
-  ``{"name": ..., "schema": {...}}`` (the ``json_schema`` response format's shape) and
-  ``{"json_schema": {...}}`` are unwrapped;
-- message content may be a string or a list of ``{"type": "text", "text": ...}`` parts.
-"""
+The schema is a fenced JSON block after a line naming "JSON schema", in the system or last user
+message; ``render_schema_block`` writes it and ``find_prompt_schema`` reads it back, tolerantly."""
 
 from __future__ import annotations
 
@@ -41,8 +21,7 @@ _DECODER = json.JSONDecoder()
 
 def render_schema_block(schema: Mapping[str, object],
                         intro: str = "Answer with one JSON object that fits this JSON schema:") -> str:
-    """The prompt text that carries ``schema`` by the convention above (``intro`` must keep the
-    words "JSON schema")."""
+    """The prompt text that carries ``schema`` (``intro`` must keep the words "JSON schema")."""
     if not _MARKER.search(intro):
         raise ValueError(f"the intro must name {SCHEMA_MARKER!r}: {intro!r}")
     text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))  # compact: fewer tokens
@@ -60,7 +39,7 @@ def message_text(content: object) -> str:
 
 
 def find_prompt_schema(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The JSON schema the messages carry by the convention above, or None (do not mutate it)."""
+    """The JSON schema the messages carry, or None (do not mutate it)."""
     for text in _search_order(messages):
         schema = schema_in_text(text)
         if schema is not None:
@@ -98,8 +77,7 @@ def schema_in_text(text: str) -> dict[str, Any] | None:
 
 
 def _first_schema(text: str, *, whole: bool) -> dict[str, Any] | None:
-    """The first JSON object in ``text`` that looks like a schema (``whole``: only the first
-    object is tried, as a fenced block holds one)."""
+    """The first JSON object in ``text`` that looks like a schema (``whole``: try only the first)."""
     start = text.find("{")
     while start != -1:
         try:

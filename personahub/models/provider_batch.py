@@ -1,33 +1,8 @@
 """Structured calls sent as a provider batch (the OpenAI Batch API) or as a batch file.
 
-The online seam answers one ``CallRequest`` at a time; this module sends many as one batch and
-turns each result line into the very ``StructuredResult`` the online stack would have returned:
-
-1. ``batch_call`` prepares a call as ``LLMClient.structured`` would (the bounded schema, the
-   purpose's ``max_tokens``); ``request_lines`` writes each call's chat.completions body with the
-   endpoint's own body builder (``HttpEndpoint.request_body``: the structured mode the endpoint
-   uses now, without the schema keywords it refused), so a batch line is byte for byte the body
-   an online call posts. The ``custom_id`` is the caller's key and the attempt (``key#1``).
-2. ``BatchSession`` drives the endpoint's own openai SDK client (``files`` and ``batches``):
-   upload (purpose ``batch``), create (the job's key in the batch's ``metadata``), poll with
-   backoff until a terminal status, download the output and error files. It hands every new
-   state to ``on_handle`` (``personahub.core.provider_batch_records.save_handle``) before going on, so a
-   crash loses no batch id; ``resume`` finds a batch whose create may have been sent (by its
-   key, through ``batches.list``) before it would create one again.
-3. ``collect`` reads the result lines: an answer is read as ChatOpenAI reads an online one,
-   validated and locally repaired by the seam's own ``Validated.judge`` (the one fresh sample or
-   repair prompt it earns becomes a request of the next batch), and recorded as a ``CallRecord``
-   with the batch id and custom_id. A failed line (a refusal, a 5xx, a request an expired or
-   cancelled batch never ran) is recorded as an error; it goes out again, up to the client's
-   ``max_retries`` times, in a follow-up batch or online (``finish_online``). A refusal naming
-   the structured mode or schema keywords moves the endpoint on (``ModeBook``), as online, and
-   its calls go out again in the new mode without spending a retry.
-
-Offline files: ``write_batch_file`` writes the request lines for another runner (vLLM's
-``run_batch``, a provider's console) and ``read_results_file`` + ``collect`` read its results.
-The Batch API has no refusal to learn the structured mode from before the batch runs: a job
-asks ``mode_known`` and learns it first (an online call, ``personahub doctor``, ``--structured``).
-"""
+Each line is the body an online call would post, and each result becomes the ``StructuredResult``
+the online stack would return. Every batch state is stored before going on, so a crash loses no
+batch id and a resume never creates one twice."""
 
 from __future__ import annotations
 
@@ -73,14 +48,14 @@ if TYPE_CHECKING:
     from personahub.models.client import LLMClient
 
 T = TypeVar("T", bound=BaseModel)
-#: The ``metadata`` key a batch carries the job's key under (what ``find`` looks for).
+#: The ``metadata`` key a batch carries the job's key under.
 KEY_FIELD = "personahub_key"
 #: Line errors of requests a batch never ran: they go out again like any transient failure.
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
 API_TRIES = 4  # attempts at one Batch API request that fails transiently (upload, create, read)
 POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: a batch's request lines for its calls, and the structured mode they were written in
+#: a batch's request lines and the structured mode they were written in
 RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
 
 
@@ -104,10 +79,8 @@ class BatchWire(Protocol):
 
 @dataclass
 class BatchCall(Generic[T]):
-    """One structured call travelling by batch: what the caller asked (``schema``, the bounded
-    ``request``), the request the next batch sends (``asked``: the first, a second chance, or a
-    resend), what it has spent (``progress``: records, last answer, second chance), transport
-    resends so far, and, once it ends, its ``result`` (as ``LLMClient.structured`` returns it)."""
+    """One structured call travelling by batch: what the caller asked, the request the next batch sends
+    (first, second chance or resend), what it has spent, and once it ends its ``result``."""
 
     key: str
     schema: type[T]
@@ -130,9 +103,7 @@ class BatchCall(Generic[T]):
 
 @dataclass
 class Collected:
-    """What one batch's results did: calls that ended (with a value or a recorded failure),
-    calls to send again (a second chance, a resend, a new structured mode), and the outcome of
-    every line (``ok``, ``invalid``, ``failed``, ``second chance``, ``resent: <reason>``)."""
+    """What one batch's results did: calls that ended, calls to send again, and each line's outcome."""
 
     finished: list[BatchCall[Any]] = field(default_factory=list)
     resend: list[BatchCall[Any]] = field(default_factory=list)
@@ -143,8 +114,9 @@ def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: 
                purpose: str, persona_id: str | None = None, step: int | None = None,
                check: Callable[[T], str | None] | None = None,
                sample: int = 0, max_tokens: int | None = None) -> BatchCall[T]:
-    """A call of ``schema`` to send by batch, prepared as ``client.structured`` prepares one;
-    ``key`` names it in ``custom_id``s (unique within the job, stable across a resume)."""
+    """A call of ``schema`` to send by batch, prepared as an online structured call is.
+
+    ``key`` names it in ``custom_id``s: unique within the job, stable across a resume."""
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                  step=step, check=check, sample=sample, max_tokens=max_tokens)
     return BatchCall(key, schema, request, request)
@@ -163,15 +135,13 @@ def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
 
 
 def mode_known(client: LLMClient, index: int = 0) -> bool:
-    """Whether endpoint ``index``'s structured mode is known (given with ``--structured``, or
-    learned by an answer): a batch gives no refusal to learn it from before it has run."""
+    """Whether endpoint ``index``'s structured mode is known (given, or learned by an answer)."""
     return not client.modes.adaptive or client.modes.settled(index)
 
 
 def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
                   endpoint: int = 0) -> tuple[list[dict[str, Any]], str]:
-    """The batch file's lines for ``calls`` (each one's ``asked`` request, as an online call
-    would post it now) and the structured mode they were written in."""
+    """The batch file's lines for ``calls``, as online calls would post them now, and their mode."""
     wire = batch_endpoint(client, endpoint)
     if not calls:
         raise PersonahubError("batch: no calls to send (a batch holds at least one request)")
@@ -188,8 +158,7 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
 # -- results ------------------------------------------------------------------------------
 
 def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
-    """What a failed result line (or a missing one, of ``handle``) means for what happens
-    next."""
+    """What a failed (or missing) result line means for what happens next."""
     if line is None:
         if handle is not None and handle.status == "failed":
             why = handle.errors[0] if handle.errors else "no reason given"
@@ -206,9 +175,10 @@ def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> 
 
 def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
             handle: BatchHandle) -> Collected:
-    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is
-    in ``handle``): see the module doc. Calls in the batch with no result line (a failed batch,
-    a results file missing lines) go out again like a transient failure."""
+    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is in ``handle``).
+
+    Calls with no result line (a failed batch, a short results file) go out again like a transient
+    failure. A refusal naming the mode or schema keywords moves the endpoint on, without spending a retry."""
     wire = batch_endpoint(client, handle.endpoint)
     found = by_custom_id(results)
     sent = set(handle.custom_ids)
@@ -278,8 +248,7 @@ def _failed(client: LLMClient, call: BatchCall[Any], record: CallRecord, failure
 
 
 def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | None:
-    """What a refusal taught the endpoint (schema keywords to leave out, or the next
-    structured mode), as the reason to send the call again; None when it taught nothing."""
+    """The reason to resend a call after a refusal taught the endpoint something, else None."""
     sent, index = record.structured_mode, record.endpoint
     if failure.status is None or sent is None or index is None:
         return None
@@ -298,7 +267,7 @@ def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | N
 
 def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
             failure: Failure | None = None) -> None:
-    """End ``call`` with ``value`` (the caller's schema, unbounded) and count its attempts."""
+    """End ``call`` with ``value`` (the caller's own schema, unbounded) and count its attempts."""
     done = call.progress
     if value is not None:
         value = unbounded(value, call.schema)
@@ -307,8 +276,7 @@ def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
 
 
 async def finish_online(client: LLMClient, call: BatchCall[T]) -> StructuredResult[T]:
-    """Go on with a call a batch left pending, online (``--batch-fallback online``): its next
-    request through the client's stack below validation, with the second chances it has left."""
+    """Go on online with a call a batch left pending, with the second chances it has left."""
     result = await client.validated.resume(call.request, call.asked, call.progress)
     value = unbounded(result.value, call.schema) if result.value is not None else None
     call.result = StructuredResult(value, result.records, result.raw, result.cache_entries,
@@ -329,15 +297,14 @@ def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredR
 def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
                      key: str, endpoint: int = 0, job_kind: str | None = None,
                      job_id: str | None = None) -> BatchHandle:
-    """Write ``calls`` as a batch input file for another runner (``BatchSession.write_file``)."""
+    """Write ``calls`` as a batch input file for another runner (vLLM's ``run_batch``, a console)."""
     return BatchSession(client, endpoint=endpoint).write_file(path, key, calls, job_kind=job_kind,
                                                               job_id=job_id)
 
 
 def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
                    handle: BatchHandle) -> tuple[BatchHandle, Collected]:
-    """Read a results file (vLLM ``run_batch``, or OpenAI output and error files joined) for
-    the batch file ``handle`` wrote; the handle is then ``completed``."""
+    """Read a results file for the batch file ``handle`` wrote; the handle is then ``completed``."""
     results = read_results_file(path)
     handle = handle.updated(status="completed", finished_at=time.time(),
                             completed=sum(r.answered for r in results),
@@ -348,11 +315,10 @@ def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str
 # -- the Batch API ------------------------------------------------------------------------
 
 class BatchSession:
-    """One endpoint's Batch API, through its own openai SDK client (see the module doc).
+    """One endpoint's Batch API, through its own openai SDK client.
 
-    ``poll_s`` is the first wait between polls, growing by half each time up to
-    ``max_poll_s``; ``on_handle`` receives each handle that must survive a crash.
-    """
+    Polls wait from ``poll_s`` growing by half to ``max_poll_s``; ``on_handle`` receives each handle
+    that must survive a crash."""
 
     def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
                  poll_s: float = 5.0, max_poll_s: float = 60.0,
@@ -378,8 +344,7 @@ class BatchSession:
 
     def write_file(self, path: str | Path, key: str, calls: Sequence[Any], *,
                    job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Write ``calls`` as a batch input file for another runner (whole or not at all) and
-        return the handle to store: status ``awaiting_results``, batch id ``file:<name>``."""
+        """Write ``calls`` as a batch input file (whole or not at all) and return the handle to store."""
         lines, mode = self.lines(calls)
         write_jsonl(path, lines)
         return BatchHandle(key=key, endpoint=self.index, model=self.wire.label,
@@ -390,9 +355,7 @@ class BatchSession:
 
     async def submit(self, key: str, calls: Sequence[Any], *,
                      job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Upload ``calls`` (each with a ``custom_id``: a chat ``BatchCall``, or what the
-        session's ``lines`` write) as a batch file and create the batch (``key`` in its
-        metadata)."""
+        """Upload ``calls`` as a batch file and create the batch, with ``key`` in its metadata."""
         lines, mode = self.lines(calls)
         handle = self._saved(BatchHandle(
             key=key, endpoint=self.index, model=self.wire.label,
@@ -401,9 +364,8 @@ class BatchSession:
         return await self._start(handle, to_jsonl(lines))
 
     async def resume(self, handle: BatchHandle, calls: Sequence[Any] = ()) -> BatchHandle:
-        """A stored handle, created for sure: a batch created before a crash is found by its
-        key and never created twice; otherwise the stored input file (or, when the crash came
-        before the upload finished, ``calls`` uploaded again) makes it now."""
+        """A stored handle, created for sure: a batch created before a crash is found by its key, never
+        created twice."""
         if handle.batch_id is not None or handle.status == AWAITING_RESULTS:
             return handle
         found = await self.find(handle.key)
@@ -431,8 +393,7 @@ class BatchSession:
         return self._saved(_from_batch(handle, await self._create(sdk, handle)))
 
     async def _create(self, sdk: Any, handle: BatchHandle) -> Any:
-        """``batches.create``; a create that failed in transit may have been made, so the key is
-        looked for before it is sent again."""
+        """Create a batch; a create that failed in transit may have been made, so look for it first."""
         for attempt in range(1, API_TRIES + 1):
             try:
                 return await sdk.batches.create(
@@ -470,8 +431,7 @@ class BatchSession:
 
     async def wait(self, handle: BatchHandle, *,
                    on_status: Callable[[BatchHandle], None] | None = None) -> BatchHandle:
-        """Poll until the batch reaches a terminal status (waits grow from ``poll_s`` to
-        ``max_poll_s``); ``on_status`` sees each poll's handle (progress)."""
+        """Poll until the batch reaches a terminal status; ``on_status`` sees each poll's handle."""
         if handle.batch_id is None:
             raise PersonahubError(f"batch {handle.key} has not been created; resume it first")
         delay, failures = self.poll_s, 0
@@ -492,7 +452,7 @@ class BatchSession:
         return handle
 
     async def cancel(self, handle: BatchHandle) -> BatchHandle:
-        """Ask the provider to cancel (the batch goes ``cancelling``; ``wait`` sees it end)."""
+        """Ask the provider to cancel; ``wait`` sees the batch end."""
         sdk = await self.wire.openai_client()
         batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(handle.batch_id))
         return self._saved(_from_batch(handle, batch))

@@ -1,24 +1,8 @@
 """A ``StructuredCaller`` that sends a job's calls as provider batches (``--batch``).
 
-A job's asker awaits ``caller.structured(...)`` in many coroutines at once (a synthesis batch's
-``gather``, a simulation step's). ``BatchingCaller`` queues each of those calls instead of
-posting it, and ``drive`` runs the asker to its end in rounds: once every coroutine is waiting
-on the queue (the loop has settled), the queued calls go out as batches (``models.provider_batch``:
-``BatchSession``), the results are validated as online answers are, and each waiting call gets
-its ``StructuredResult`` back; what those answers set going next (a solve call, a decide's act)
-and what must be sent again (a failed or expired request, a second chance) makes the next
-round. The asker cannot tell a batch from an online call: the rows are the same.
-
-A call's ``custom_id`` is a digest of what it asks (purpose, persona, step, sample, schema,
-messages) and its attempt, so a resumed job asks for the same ids again. Every handle is stored
-(``on_handle``) before the provider hears of it, and a call whose id is in a stored batch whose
-result was not committed yet (``BatchBook``) is collected from that batch (polled while it runs)
-instead of being sent again: a kill, then a resume, creates no second batch.
-
-``fallback`` says where the requests a batch failed go: ``batch`` (a follow-up batch) or
-``online`` (``finish_online``). The Batch API gives no refusal to learn the structured mode
-from, so an endpoint whose mode is not known yet answers one call online first.
-"""
+``BatchingCaller`` queues the asker's calls, and ``drive`` sends them in rounds once every
+coroutine waits; the asker cannot tell a batch from an online call. A call's ``custom_id`` is a
+digest of what it asks, so a kill and a resume collect from the stored batch instead of a new one."""
 
 from __future__ import annotations
 
@@ -55,12 +39,12 @@ T = TypeVar("T", bound=BaseModel)
 FALLBACKS = ("batch", "online")
 #: event-loop turns with no new call queued after which the asker is taken to wait on the queue
 SETTLE_TURNS = 4
-#: then one short wait, for calls a framework's own scheduling (threads, queues) still carries:
-#: a round costs the batch's wall time (minutes to hours), so this only keeps a step whole
+#: then one short wait for calls a framework's own threads or queues still carry (a round takes
+#: minutes to hours, so this only keeps a step whole)
 SETTLE_S = 0.02
 #: a results file imported for a batch file: the handle's output "file id" is its path
 LOCAL_PREFIX = "local:"
-MAX_ROUNDS = 64  # rounds of one asker run at most (a loop that never ends is a bug, said so)
+MAX_ROUNDS = 64  # rounds of one asker run at most (more is a bug)
 
 
 def check_fallback(value: str) -> None:
@@ -80,9 +64,9 @@ def call_key(schema: type[BaseModel], messages: Sequence[object], *, purpose: st
 
 @dataclass
 class BatchBook:
-    """A job's batches as a resume finds them: every stored handle, and which of their
-    requests were committed (``llm_calls`` rows with the batch id and custom_id). A request in
-    a stored batch and not committed is collected from it, never sent again."""
+    """A job's batches as a resume finds them: every stored handle and which requests were committed.
+
+    A request in a stored batch and not committed is collected from it, never sent again."""
 
     handles: dict[str, BatchHandle] = field(default_factory=dict)
     committed: set[tuple[str, str]] = field(default_factory=set)  # (batch_id, custom_id)
@@ -92,17 +76,16 @@ class BatchBook:
         self.handles[handle.key] = handle
 
     def spent(self, handle: BatchHandle) -> bool:
-        """True for a provider batch that ended, still has its files, and whose every request
-        was collected in this run or committed before it: once what was collected is
-        committed, its files can go."""
+        """True for an ended provider batch, files still there, whose every request was collected or
+        committed: its files can go once the collection is committed."""
         if not handle.done or handle.files_deleted or handle.from_file or handle.batch_id is None:
             return False
         return all((handle.key, c) in self.used or (handle.batch_id, c) in self.committed
                    for c in handle.custom_ids)
 
     def holding(self, custom_id: str) -> BatchHandle | None:
-        """The newest stored batch that carried ``custom_id`` and whose answer to it is
-        neither committed nor collected in this run."""
+        """The newest stored batch that carried ``custom_id`` with its answer neither committed nor
+        collected."""
         for handle in reversed(list(self.handles.values())):
             if custom_id not in handle.custom_ids or (handle.key, custom_id) in self.used:
                 continue
@@ -132,8 +115,7 @@ class BatchTally:
 
 
 class BatchingCaller:
-    """The job's client with its calls sent as batches (see the module doc). It answers the
-    ``StructuredCaller`` properties by delegating to ``client``."""
+    """The job's client with its calls sent as batches; other properties delegate to ``client``."""
 
     def __init__(self, client: LLMClient, book: BatchBook, *, job_kind: str, job_id: str,
                  size: int = 1000, window: str = "24h", fallback: str = "batch",
@@ -147,7 +129,7 @@ class BatchingCaller:
         self.job_kind, self.job_id = job_kind, job_id
         self.size, self.fallback, self.batch_file = size, fallback, batch_file
         self.on_handle, self.on_status = on_handle, on_status
-        # before each call's key: keeps apart the ids of clients that share a job's batch book
+        # before each call's key: keeps apart the ids of clients that share a batch book
         self.prefix = prefix
         self.session = BatchSession(client, window=window, poll_s=poll_s, max_poll_s=max_poll_s,
                                     on_handle=self._keep)
@@ -186,8 +168,9 @@ class BatchingCaller:
 
     # -- the driver's side ----------------------------------------------------------------
     async def drive(self, work: asyncio.Future[Any]) -> None:
-        """Send what ``work`` (the asker's coroutine, as a task) queues, round after round,
-        until it ends; its exception, if any, is left on it."""
+        """Send what ``work`` (the asker's task) queues, round after round, until it ends.
+
+        Its exception, if any, is left on it."""
         self._arrived = asyncio.Event()
         rounds = 0
         try:
@@ -228,8 +211,7 @@ class BatchingCaller:
                 return
 
     async def _round(self, queued: list[_Queued]) -> None:
-        """One round: the queued calls (and what they must send again) until each has its
-        result; resends of this round go out in its next batch."""
+        """One round: the queued calls until each has its result; resends go out in its next batch."""
         pending = list(queued)
         if pending and not mode_known(self.client):
             first = pending.pop(0)  # learns the endpoint's structured mode
@@ -263,7 +245,7 @@ class BatchingCaller:
         return [(self.book.handles[key], items) for key, items in stored.items()], fresh
 
     def _write_file(self, calls: list[BatchCall[Any]]) -> None:
-        """``--batch-file``: the round's requests into the file; the job waits for results."""
+        """Write the round's requests into the ``--batch-file``; the job then waits for results."""
         assert self.batch_file is not None
         self._keep(self.session.write_file(self.batch_file, f"{self.job_id}:{uuid.uuid4().hex[:12]}",
                                            calls, job_kind=self.job_kind, job_id=self.job_id))
@@ -285,7 +267,7 @@ class BatchingCaller:
         return await self._await(handle, items)
 
     async def _await(self, handle: BatchHandle, items: list[_Queued]) -> list[_Queued]:
-        """Wait for the batch, apply its results; the calls to send again."""
+        """Wait for the batch and apply its results; returns the calls to send again."""
         if not handle.done:
             self._status(handle)
             handle = await self.session.wait(handle, on_status=self._status)
@@ -316,8 +298,7 @@ class BatchingCaller:
         return again
 
     async def forget_spent(self) -> None:
-        """Delete the provider files of the batches whose answers are committed (see
-        ``forget_spent``)."""
+        """Delete the provider files of the batches whose answers are committed."""
         await forget_spent(self.session, self.book, self._keep, self.tally)
 
     def _status(self, handle: BatchHandle) -> None:
@@ -327,10 +308,10 @@ class BatchingCaller:
 
 async def forget_spent(session: BatchSession, book: BatchBook,
                        keep: Callable[[BatchHandle], None], tally: BatchTally) -> None:
-    """Delete the provider files of the batches ``BatchBook.spent`` finds, and ``keep`` their
-    handles without file ids. Call it only once what this run collected is committed (the
-    kernel's after-commit hook: ``pipelines.provider_batch_jobs``): a resume never needs them again. A
-    delete that fails is housekeeping left for the next commit, not an error."""
+    """Delete the provider files of spent batches and ``keep`` their handles without file ids.
+
+    Call it only after this run's collection is committed. A failed delete is retried after the
+    next commit, not an error."""
     for handle in [h for h in book.handles.values() if book.spent(h)]:
         try:
             await session.forget(handle)

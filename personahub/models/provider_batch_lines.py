@@ -1,14 +1,6 @@
 """The Batch API's JSONL files: request lines written, result lines read (no network here).
 
-A request line is ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``:
-the same body an online call posts. A result line, as the OpenAI Batch API writes its output and
-error files and vLLM's ``run_batch`` writes its output file, is
-``{"id", "custom_id", "response": {"status_code", "request_id", "body"} | null, "error"}``:
-an answered request has ``status_code`` 200 and the chat.completion as ``body``; a refused one
-another status (OpenAI puts the error in ``body``, vLLM in ``error``, with ``body`` null); one a
-cancelled or expired batch never ran has ``response`` null and ``error``
-``{"code": "batch_cancelled" | "batch_expired" | "request_timeout", "message"}``.
-"""
+Result lines are read as OpenAI and vLLM's ``run_batch`` write them."""
 
 from __future__ import annotations
 
@@ -40,8 +32,7 @@ def to_jsonl(lines: Iterable[Mapping[str, Any]]) -> bytes:
 
 
 def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, Any]]) -> int:
-    """Write ``lines`` to ``path`` whole or not at all (a temporary file renamed into place);
-    returns the bytes written."""
+    """Write ``lines`` to ``path`` whole or not at all; returns the bytes written."""
     target = Path(path)
     data = to_jsonl(lines)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -57,8 +48,7 @@ def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, Any]]) -> int:
 
 @dataclass(frozen=True)
 class ResultLine:
-    """One result: its request's ``custom_id``, the HTTP status (None when the request never
-    ran), the response body, and the line's ``error``."""
+    """One result: its ``custom_id``, the HTTP status (None: never ran), the body, and the ``error``."""
 
     custom_id: str
     status: int | None
@@ -147,8 +137,7 @@ def read_results_file(path: str | Path) -> list[ResultLine]:
 
 
 def by_custom_id(results: Sequence[ResultLine]) -> dict[str, ResultLine]:
-    """Results by ``custom_id``; where one appears twice (an output and an error file read
-    together), an answered line wins over a failed one."""
+    """Results by ``custom_id``; where one appears twice, an answered line wins over a failed one."""
     found: dict[str, ResultLine] = {}
     for line in results:
         held = found.get(line.custom_id)

@@ -1,13 +1,8 @@
 """Validate a structured answer, repairing it locally before any model call is spent on it.
 
-Small models wrap JSON in prose or code fences, leave trailing commas, stop a bracket short, or
-write ``"3"`` for ``3``. ``json-repair`` (a maintained library) fixes the text; pydantic's lax
-validation coerces obvious types. Only an answer that still does not validate earns the seam's one
-paid repair call. An answer the server cut off (``finish_reason == "length"``) is never repaired:
-closing its brackets would turn half an answer into a valid-looking one. An answer whose only
-fault is a string or list longer than its bound (``models.bounds``; a server that does not keep
-to ``maxLength``, or was sent the schema without it) is clipped to the bound at a word boundary.
-"""
+``json-repair`` and pydantic's lax validation mend the usual slips. An answer cut at
+``max_tokens`` is never repaired (that would pass half an answer as whole); one only past a bound
+is clipped at a word boundary."""
 
 from __future__ import annotations
 
@@ -42,12 +37,10 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _candidate(text: str) -> str | None:
-    """The part of ``text`` that holds the JSON object: a fenced block's, or from the first brace
-    to the brace that closes it. None when that object is never closed: that answer stopped
-    short, and closing its brackets here would accept half an answer as a whole one. The
-    outermost object is what must close: an answer cut after its second of four turns has
-    closed inner objects, and taking the text to the last ``}`` made it a valid two-turn answer
-    (issue 32: the soak run that sometimes wrote other texts than the fault-free one)."""
+    """The part of ``text`` holding the JSON object: a fenced block's, or the outermost braces'.
+
+    None when that object never closes: the answer stopped short. Taking text up to the last ``}``
+    once turned an answer cut after two of four turns into a valid two-turn answer."""
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1)
@@ -57,9 +50,8 @@ def _candidate(text: str) -> str | None:
 
 
 def _closing_brace(text: str, start: int) -> int | None:
-    """The index of the ``}`` closing the ``{`` at ``start``, braces inside strings (double- or
-    single-quoted, the quotes json-repair accepts) not counted; None when it never closes.
-    Square brackets are not counted: one missing inside a closed object is json-repair's to mend."""
+    """The index of the ``}`` closing the ``{`` at ``start`` (braces in quoted strings not counted), or
+    None. Square brackets are json-repair's to mend."""
     depth, quote, escaped = 0, "", False
     for i in range(start, len(text)):
         char = text[i]
@@ -116,7 +108,7 @@ def _clip_at(data: Any, loc: list[Any], bound: int) -> None:
 
 
 def check_answer(schema: type[T], raw: str, *, truncated: bool = False) -> Checked[T]:
-    """Validate ``raw`` against ``schema``; on failure try a local repair (see the module doc)."""
+    """Validate ``raw`` against ``schema``; on failure try a local repair."""
     if truncated:
         return Checked(None, "answer cut off at max_tokens (finish_reason=length)",
                        has_json="{" in raw)

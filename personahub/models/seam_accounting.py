@@ -1,11 +1,7 @@
-"""Accounting: running totals of every attempt (what progress displays show), the liveness a
-watchdog reads, and the record sink's last word on each call.
+"""Accounting: running totals of every attempt, the liveness a watchdog reads, and the record sink.
 
-Records and cache entries come back with each result and nowhere else: this layer only counts
-them, so two jobs sharing a client never see each other's records. A call that ends in an
-exception still counts, from the records the exception carries (``contracts.carry_records``).
-When a sink is set (``core.call_spill``), every attempt of a call that ended goes to it.
-"""
+This layer only counts records, which come back with each result, so two jobs sharing a client
+never see each other's. A call that raised still counts, from the records its exception carries."""
 
 from __future__ import annotations
 

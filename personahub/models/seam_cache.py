@@ -1,11 +1,8 @@
-"""Record / replay (``models.cache``) as a layer: answers from the cache, or recorded into it.
+"""Record / replay as a layer: answers from the cache, or recorded into it.
 
-Each call takes the next sample of its request (asking the same thing twice records two
-answers). A hit comes back as a ``cached`` record with the stored raw answer, valid or not, so
-that a replay repeats repair attempts; a call that failed for good is stored as a failure and a
-replay fails it the same way; a replay that misses raises ``CacheMiss``. The entries a call
-writes come back in ``StructuredResult.cache_entries`` (and nowhere else).
-"""
+Each call takes the next sample of its request. A hit returns the stored raw answer, valid or
+not, so a replay repeats repairs; a stored failure is replayed as a failure; a replay miss raises
+``CacheMiss``. New entries come back only in the result."""
 
 from __future__ import annotations
 
@@ -29,7 +26,7 @@ Slot = tuple[str, int, dict[str, Any]]  # key, sample index, request as stored
 
 
 class Cached:
-    """Answers from ``cache`` when it holds the answer; None (the default) passes calls through."""
+    """Answers from ``cache`` when it holds the answer; None passes calls through."""
 
     def __init__(self, inner: ModelEndpoint, *, params: Callable[[int], Mapping[str, Any]]) -> None:
         self.inner = inner

@@ -1,33 +1,9 @@
-"""Straggler deadlines: an attempt that takes far longer than the endpoint's recent answers is cut
-and asked again, long before ``--timeout``.
+"""Straggler deadlines: an attempt far slower than the endpoint's recent answers is cut and asked
+again, long before ``--timeout``.
 
-``--timeout`` has to be generous (a long answer from a slow model can take a minute), so a
-request the server dropped without a word (a hung worker, a connection nobody resets) would hold
-its call, its concurrency slot and the step or batch waiting for it for the whole timeout: at a
-10% hang rate every step waits that long, and a run takes tens of times its fault-free time.
-Answers say how fast the endpoint is, so each HTTP endpoint keeps, over its last ``WINDOW``
-answers, their pace (seconds per token: latency / (output tokens + ``FIXED_TOKENS``), as
-``models.adaptive_limit`` measures it) and per purpose the longest answers, and gives each
-attempt a deadline:
-
-    ``FACTOR`` x the pace's 90th percentile x (the purpose's longest recent answer + ``FIXED_TOKENS``)
-
-(``max_tokens`` for a purpose not seen yet), at least ``MIN_S``, at most ``--timeout``, and
-doubled for each earlier attempt of the call that was cut so: an answer that really needs longer
-gets it a few attempts later. Until ``WARM`` answers have been seen, attempts get ``--timeout``;
-when the estimate first exists, attempts sent before it that are still in flight are moved to
-their deadline (the first wave of calls would otherwise wait out ``--timeout`` on every hung
-request). The exception is a structured-mode probe (``--structured auto`` sends one request at a
-time to an endpoint until its mode is settled, ``endpoint_http``): everything waits for it, so
-before any answer it gets ``PROBE_S``, doubled for each probe cut in a row, whichever call sent
-it (a slow first answer costs a few single requests, never a wave of them; a server that never
-answers has the calls in line spend their budgets within about ``--timeout`` of probing).
-
-A cut attempt is a transient failure marked ``straggler``: the retry layer asks again at once
-(no backoff: the server is answering others) and the concurrency limits do not take it for
-overload. The estimate comes from the call records' latencies (``observe``), not from a clock,
-so tests drive it directly.
-"""
+A silently dropped request would otherwise hold its call and step for the whole timeout (at a 10%
+hang rate a run took tens of times its fault-free time). The deadline is ``FACTOR`` x the recent
+pace's 90th percentile x the purpose's longest answer, doubled per earlier cut of the call."""
 
 from __future__ import annotations
 
@@ -47,7 +23,9 @@ PROBE_S = 5.0  # a probe's deadline before any answer came (the rest wait for it
 
 
 class StragglerDeadlines:
-    """One endpoint's recent pace, and the deadline an attempt gets from it (module doc)."""
+    """One endpoint's recent pace, and the deadline an attempt gets from it.
+
+    Until ``WARM`` answers attempts get ``--timeout``; a mode probe, which all wait for, ``PROBE_S``."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
@@ -65,8 +43,7 @@ class StragglerDeadlines:
 
     def limit(self, purpose: str, max_tokens: int, stragglers: int = 0,
               probe: bool = False) -> float:
-        """Seconds the attempt may take (``--timeout`` until the estimate exists; ``PROBE_S``
-        for the one request a structured-mode probe lets through)."""
+        """Seconds the attempt may take (``--timeout`` before the estimate; ``PROBE_S`` for a probe)."""
         pace = self._pace
         if pace is None:
             if probe:
@@ -78,9 +55,10 @@ class StragglerDeadlines:
         return min(self.timeout_s, max(MIN_S, seconds))
 
     def observe(self, purpose: str, latency_s: float, tokens_out: int | None) -> None:
-        """An answer for ``purpose`` came back after ``latency_s``; the moment the estimate first
-        exists, attempts still in flight from before it are moved to their deadline. An answer
-        of unknown length (its server reported an impossible figure) tells no pace."""
+        """Note an answer for ``purpose`` after ``latency_s``.
+
+        When the estimate first exists, attempts still in flight are moved to their deadline. An answer
+        of impossible length tells no pace."""
         self._probe_cuts = 0
         if tokens_out is None:
             return
@@ -120,8 +98,7 @@ class StragglerDeadlines:
         self._cold.clear()
 
     def cut_short(self, scope: asyncio.Timeout, sent: float, probe: bool = False) -> bool:
-        """True when ``scope`` expired before ``--timeout`` would have: the attempt was a
-        straggler (a cut probe doubles the next probe's deadline until an answer comes)."""
+        """True when ``scope`` expired before ``--timeout`` would have: the attempt was a straggler."""
         when = scope.when()
         cut = scope.expired() and when is not None and when < sent + self.timeout_s - 1e-3
         if cut and probe and self._pace is None:

@@ -1,16 +1,7 @@
 """Record / replay of embeddings, one ``llm_cache`` entry per text.
 
-Chat answers are cached per request (``models.seam_cache``); an embedding is a function of the
-model and one text, so it is keyed by exactly that: a replay hits whatever batches the texts are
-sent in, and a text embedded once is never sent again while recording. The entries live in the
-same ``llm_cache`` table (``model`` = the embedding model's name, ``sample`` always 0, the
-``request`` names ``kind: embedding``, the ``response`` is the vector as JSON), so the kernel's
-cache switch and batch commit take them as they take chat answers.
-
-A batch's hits come back as one ``cached`` record; its misses go down the stack as one smaller
-request (``record``) or raise ``CacheMiss`` (``replay``). Failures are not cached: a failed
-batch stops the dedup job, so there is nothing for a replay to reproduce.
-"""
+An embedding depends only on the model and one text, so a replay hits whatever batches the texts
+come in and a text is never sent twice. Failures are not cached: a failed batch stops the job."""
 
 from __future__ import annotations
 
@@ -44,7 +35,8 @@ def token_shares(total: int, texts: Sequence[str]) -> list[int]:
 
 
 class EmbeddingCached:
-    """Answers texts from ``cache`` when it holds them; None (the default) passes calls through.
+    """Answers texts from ``cache`` when it holds them; None passes calls through.
+
     ``make_value`` builds a result's value from the batch's vectors."""
 
     def __init__(self, inner: ModelEndpoint, *, make_value: Any) -> None:

@@ -1,11 +1,8 @@
 """Rate and concurrency limits around the layer below.
 
-The rate limit is one token bucket shared by every endpoint (``--rps``); the concurrency limit
-(``models.limits.ConcurrencyLimit``, which grows back after a timeout lowered it, or
-``models.adaptive_limit.AdaptiveLimit`` for ``--concurrency auto``; this layer tells either
-how each call went) is skipped for endpoints that answer in process. The time spent waiting
-for either goes into the attempt's ``queue_ms``, not its latency.
-"""
+The rate limit is one token bucket shared by every endpoint (``--rps``); the concurrency limit,
+fixed or adaptive, is skipped for endpoints that answer in process. Time waiting for either goes
+into the attempt's ``queue_ms``, not its latency."""
 
 from __future__ import annotations
 
@@ -19,17 +16,16 @@ from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, Concur
 from personahub.models.limits import ConcurrencyLimit
 from personahub.models.settings import LLMConfigError
 
-# What an answer's fixed costs (prompt, connection) weigh in output tokens, when an adaptive
-# limit compares latencies: answers of one purpose vary in length, and a short one is not slow.
+# What an answer's fixed costs weigh in output tokens when an adaptive limit compares latencies
+# (a short answer is not a slow one).
 FIXED_TOKENS = 32
 
 
 class RateLimiter:
     """Token bucket: ``rate`` requests per second on average, bursts of at most ``burst``.
 
-    Each caller reserves a token (the balance may go negative) and sleeps until its token is
-    due, so waiting callers are served in arrival order without a lock held across awaits.
-    """
+    Callers reserve a token (the balance may go negative) and sleep until it is due, so waiters are
+    served in order without a lock held across awaits."""
 
     def __init__(self, rate: float, burst: float = 1.0) -> None:
         if rate <= 0 or burst < 1:
@@ -58,8 +54,8 @@ class RateLimiter:
 
 
 class Limited:
-    """At most ``concurrency`` calls in flight (None: no limit; ``auto``: as many as the server
-    takes, up to ``ceiling``) and at most ``rps`` a second."""
+    """At most ``concurrency`` calls in flight (None: no limit; ``auto``: up to ``ceiling``) and at most
+    ``rps`` a second."""
 
     def __init__(self, inner: ModelEndpoint, *, concurrency: Concurrency | None,
                  rps: float | None = None, ceiling: int = AUTO_CEILING) -> None:
@@ -96,9 +92,7 @@ class Limited:
         return self._slots
 
     def lower_on_timeout(self) -> int | None:
-        """Halve the limit to the calls in flight after a timeout (the server queues what it
-        cannot serve); the new limit, or None when nothing was lowered (an adaptive limit has
-        cut itself already, in ``call``)."""
+        """Halve the limit to the calls in flight after a timeout; the new limit, or None when unchanged."""
         if self._slots is None or self._slots.active <= 1 or isinstance(self._slots, AdaptiveLimit):
             return None
         return self._slots.lower()

@@ -1,26 +1,9 @@
 """Retry what can succeed on retry, within the call's budget; step the structured mode down on a
 refusal; stop fast.
 
-Policy from ``models.failures``: transient failures (429, 5xx gateways, timeouts, dropped
-connections) are retried with jittered exponential backoff (``backoff_s`` doubling, at most
-``BACKOFF_CAP_S``), honouring ``Retry-After``; an attempt cut as a straggler
-(``models.seam_deadlines``) is asked again at once. Each call has a budget: ``max_retries``
-retries, and ``budget_s`` seconds of attempts and backoff (waits for a concurrency slot do not
-count), a next attempt counted as ``attempt_s`` (``--timeout``) long, so a call never runs past
-its budget. The layer as a whole keeps the same budget: a failed attempt that would take the
-time since the first attempt failing after the last answer (of any call) past ``budget_s`` is
-not retried either. A call's budget leaves out its waits for a slot, so without this, a server
-that never answers, with calls in line behind a concurrency lowered to 1 (or behind a
-structured-mode probe), would let each call spend its budget in turn: N calls, N budgets. A
-transient fault that outlasts the budget raises ``EndpointFailing``: the job stops, resumably,
-instead of keeping an action it never got (``LLMUnavailable`` when the endpoint was
-unreachable). A refusal that names schema keywords strips them for that endpoint
-(``ModeBook.strip``) and asks again at once; one that names the structured mode moves the
-endpoint to the next mode (``ModeBook``) and asks again at once; any other rejection ends the
-call, and ``FailFast`` stops the job when an endpoint's first attempts all fail for one reason.
-Every attempt's record comes back with the result (or with the exception), and a failed one goes
-to the record sink as soon as it is decided (``core.call_spill``).
-"""
+The layer also keeps the budget since the last answer of any call: otherwise, with calls queued
+behind a concurrency of 1, a dead server would let each call spend its budget in turn. A fault
+that outlasts the budget raises ``EndpointFailing`` and the job stops, resumably."""
 
 from __future__ import annotations
 
@@ -54,7 +37,7 @@ BACKOFF_CAP_S = 2.0  # one backoff at most (before jitter), unless the server sa
 
 
 class Retrying:
-    """Asks the layer below again while the failure and the budget allow it (module doc)."""
+    """Asks the layer below again while the failure and the budget allow it."""
 
     def __init__(self, inner: ModelEndpoint, *, max_retries: int, backoff_s: float,
                  modes: ModeBook, fail_fast: FailFast,
@@ -107,8 +90,7 @@ class Retrying:
                               stragglers=request.stragglers + int(failure.straggler))
 
     def _refused_keywords(self, failure: Failure, record: CallRecord) -> frozenset[str]:
-        """The schema keywords the failure refuses that the call still sent (now stripped for
-        its endpoint), or none."""
+        """The schema keywords the failure refuses that the call still sent (now stripped), or none."""
         sent, index = record.structured_mode, record.endpoint
         if failure.retryable or sent is None or index is None or mode_of(sent) == "prompt":
             return frozenset()
@@ -126,9 +108,9 @@ class Retrying:
 
     async def _after_failure(self, failure: Failure, record: CallRecord, transient: int,
                              spent: float, attempt: list[CallRecord]) -> int:
-        """The transient-failure count to go on with (after any backoff), or -1 to give up;
-        ``spent``: the call's seconds so far, ``attempt``: the failed attempt's records (final
-        once decided here: they go to the record sink)."""
+        """The transient-failure count to go on with (after any backoff), or -1 to give up.
+
+        ``spent``: the call's seconds so far; ``attempt``: the failed attempt's records."""
         keywords = self._refused_keywords(failure, record)
         if keywords:  # ask again without them, at once
             record.error = (f"schema keywords {', '.join(sorted(keywords))} refused (stripped for "
@@ -171,8 +153,7 @@ class Retrying:
                 record.error = f"timeout (concurrency lowered to {lowered})"
 
     def _outage_s(self, record: CallRecord) -> float:
-        """Seconds since the first attempt (of any call) that failed after the last answer:
-        the failed attempt ``record`` is counted from when it was sent."""
+        """Seconds since the first attempt of any call that failed after the last answer."""
         now = time.monotonic()
         sent = max(now - (record.latency_ms or 0.0) / 1000, self._answered_at)
         if self._failing_since is None or sent < self._failing_since:

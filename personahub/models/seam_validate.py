@@ -1,19 +1,8 @@
 """Validate each answer against its schema and the job's check; give a weak answer one more try.
 
-The failure policy's quality half (its endpoint half is ``models.failures``): an answer that
-is not valid JSON for the schema after a local repair (``models.repair``), was cut off at
-``max_tokens``, or that the job's ``check`` (quality gate, validator) rejects, earns exactly one
-more attempt, a *fresh sample* (``CallRequest.sample``): not a cache hit, not the same request.
-An invalid answer's second attempt is the repair prompt (the answer shown back with what is
-wrong with it: another request); a cut-off or rejected answer's is the original request with
-``sample`` + 1, sampled again (showing a runaway back would only make the prompt longer). The
-offline engine answers a fresh sample deterministically from (seed, prompt, sample). After the
-second failure the call ends: every attempt is a record with its reason, and the job counts the
-item as failed and goes on.
-With ``--structured auto``, answers with no JSON at all tell ``ModeBook`` that the server ignores
-the mode: the endpoint steps down and the call is asked again in the next mode (that re-ask is
-the endpoint's, and spends no second chance).
-"""
+An invalid (after local repair), cut-off or rejected answer earns one more attempt: the repair
+prompt for an invalid one, a fresh sample for the others. Answers with no JSON at all step an
+``auto`` endpoint's mode down without spending that chance."""
 
 from __future__ import annotations
 
@@ -34,15 +23,15 @@ from personahub.core.contracts import (
 from personahub.models.repair import check_answer
 from personahub.models.structured import ModeBook, mode_of
 
-# how the repair prompt opens and ends (``models.fake_server.server`` knows a repair turn by them)
+# how the repair prompt opens and ends (the loopback server knows a repair turn by them)
 REPAIR_OPENING = "That answer is not valid for the schema"
 REPAIR_CLOSING = "Reply again with only valid JSON for the schema."
 
 
 @dataclass
 class Progress:
-    """What one call has spent so far: its attempts, cache entries and second chances (a
-    batched call carries one from batch to batch, ``models.provider_batch``)."""
+    """What one call has spent so far: attempts, cache entries and second chances (a batched call
+    carries it from batch to batch)."""
 
     records: list[CallRecord]
     entries: list[CacheEntry]
@@ -54,10 +43,10 @@ class Progress:
 
 
 class Validated:
-    """Returns a validated value, or None once the second chance is spent; ``modes`` is None
-    when no endpoint negotiates a structured mode (all take the schema natively). A value the
-    job's check rejects twice is returned all the same (its last record says why): the job
-    records the rejected item with its reason."""
+    """Returns a validated value, or None once the second chance is spent.
+
+    A value the job's check rejects twice is returned all the same, its last record saying why, so
+    the job records the rejected item. ``modes`` None: no endpoint negotiates a mode."""
 
     def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None,
                  spill: SinkSlot | None = None) -> None:
@@ -70,13 +59,12 @@ class Validated:
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The validated answer of ``request`` (see the module doc for the second chances)."""
+        """The validated answer of ``request``."""
         return await self.resume(request, request, Progress([], []))
 
     async def resume(self, request: CallRequest, asked: CallRequest,
                      done: Progress) -> StructuredResult[Any]:
-        """Go on with a call of ``request`` that has spent ``done`` and asks ``asked`` next
-        (``call`` starts one; a batched call left pending goes on online from here)."""
+        """Go on with a call of ``request`` that has spent ``done`` and asks ``asked`` next."""
         while True:
             try:
                 result = await self.inner.call(asked)
@@ -97,9 +85,9 @@ class Validated:
 
     def judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
               done: Progress) -> tuple[Any, CallRequest | None]:
-        """(value, None) when the call ends here, else (None, the request to ask next):
-        ``asked`` again in another mode, or the one fresh sample built on the original
-        ``request``. ``result`` is the answer to ``asked``; ``done`` is updated."""
+        """(value, None) when the call ends here, else (None, the request to ask next).
+
+        ``result`` is the answer to ``asked``; ``done`` is updated."""
         done.raw = result.raw
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
@@ -131,9 +119,7 @@ class Validated:
 
     @staticmethod
     def _repair_request(request: CallRequest, raw: str, error: str | None) -> CallRequest:
-        """The second attempt at an invalid answer: the answer shown back with what is wrong
-        with it (another request already, so its ``sample`` stays: the offline engine answers
-        it as it always did)."""
+        """The repair prompt: the answer shown back with what is wrong (its ``sample`` unchanged)."""
         messages = [*request.messages, AIMessage(raw[:4000]),
                     HumanMessage(f"{REPAIR_OPENING} ({error}). {REPAIR_CLOSING}")]
         return replace(request, messages=messages)

@@ -1,9 +1,6 @@
 """How the model is reached and called (``LLMSettings``), and the seam's configuration errors.
 
-Plain data, validated on construction, safe to log once the spec is redacted; every layer of the
-seam (``personahub.core.contracts``) is built from one of these by
-``models.client.make_client``.
-"""
+Plain data, validated on construction and safe to log once the spec is redacted."""
 
 from __future__ import annotations
 
@@ -23,25 +20,19 @@ class LLMConfigError(UsageError):
 
 
 class LLMUnavailable(ResumableStop):
-    """The model endpoint cannot be reached (connection refused, DNS failure...): a job stops,
-    resumable."""
+    """The model endpoint cannot be reached (connection refused, DNS failure...): the job stops, resumable."""
 
 
 class EndpointFailing(LLMUnavailable):
-    """A call's transient failures (5xx, 429, timeouts) outlasted its retry budget: the job
-    stops, resumably (``models.seam_retry``)."""
+    """A call's transient failures outlasted its retry budget: the job stops, resumably."""
 
 
 class Stalled(LLMUnavailable):
-    """No model call completed for the stall bound while calls were in flight: the job stops,
-    resumably (``models.liveness``)."""
+    """No model call completed for the stall bound while calls were in flight: the job stops, resumably."""
 
 
-# The retry budget of one call (``models.seam_retry``): transient failures are asked again up
-# to ``max_retries`` times, with backoff, while the call has spent (attempts and backoff, not
-# waits for a concurrency slot) less than its budget, counting a next attempt as ``--timeout``
-# long. With the defaults (60 s): two timed-out attempts, or nine fast errors (about 13 s of
-# backoff), at most 150 s.
+# A call's retry budget: with the defaults (60 s timeout), two timed-out attempts or nine fast
+# errors, at most 150 s.
 DEFAULT_MAX_RETRIES = 8
 CALL_BUDGET_TIMEOUTS = 2
 CALL_BUDGET_SLACK_S = 30.0
@@ -69,7 +60,7 @@ class LLMSettings:
     backoff_s: float = 0.5
     concurrency: Concurrency = default("concurrency")
     structured: StructuredSetting = default("structured")
-    # None: each call's own limit (its caller passes it: tasks.limits)
+    # None: each call's own limit, passed by its caller
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
@@ -78,9 +69,8 @@ class LLMSettings:
 
     @classmethod
     def of_job(cls, config: Any, **overrides: Any) -> LLMSettings:
-        """The settings of a job config holding the usual model fields (``llm``, ``seed``,
-        ``concurrency``, ``timeout_s``, ``structured``, ``max_tokens``, ``temperature``,
-        ``top_p``, ``rps``, ``offline_latency_s``): what a job spec's ``model_settings`` returns.
+        """The settings of a job config holding the usual model fields (``llm``, ``seed``, ...).
+
         ``overrides``: settings the job resolves otherwise (a run's seed, its retries)."""
         fields = {"spec": config.llm, "seed": config.seed, "concurrency": config.concurrency,
                   "timeout_s": config.timeout_s, "structured": config.structured,
@@ -107,16 +97,14 @@ class LLMSettings:
 
     @property
     def call_budget_s(self) -> float:
-        """Seconds one call may spend on attempts and backoff before its transient failures stop
-        the job (``models.seam_retry``): ``CALL_BUDGET_TIMEOUTS`` x ``--timeout`` +
-        ``CALL_BUDGET_SLACK_S``."""
+        """Seconds one call may spend on attempts and backoff before its transient failures stop the job."""
         return call_budget_s(self.timeout_s)
 
     @property
     def stall_bound_s(self) -> float:
-        """Seconds with calls in flight and none completed after which a job is stalled
-        (``models.liveness``): a call's budget, plus slack for a slot to come free and,
-        with ``--rps``, for a rate token."""
+        """Seconds with calls in flight and none completed after which a job is stalled.
+
+        A call's budget, plus slack for a slot to come free and, with ``--rps``, for a rate token."""
         return stall_bound_s(self.timeout_s, self.rps)
 
     @property

@@ -1,31 +1,8 @@
 """How a JSON schema is asked of a server: the one place that knows the structured-output modes.
 
-OpenAI-compatible servers differ in what they accept for structured output:
-
-- ``json_schema`` — ``response_format={"type": "json_schema", ...}`` (OpenAI, vLLM, Ollama, llama.cpp
-  ``llama-server``);
-- ``json_object`` — ``response_format={"type": "json_object", "schema": ...}`` (llama-cpp-python
-  turns the schema into a grammar; servers that ignore ``schema`` still return JSON);
-- ``tools`` — one function tool with the schema as its parameters, and ``tool_choice`` naming it;
-- ``prompt`` — no format parameter: the schema is written into the prompt and the answer is parsed
-  locally (any chat server).
-
-``auto`` starts with ``json_schema`` and steps down ``AUTO_ORDER`` on an endpoint when the server
-refuses the mode (an HTTP 400/422/500 whose message names it) or when its answers ignore the
-format (no JSON at all); the mode learned is kept per endpoint for the client's life (one run).
-
-Schema keywords are negotiated too, per endpoint and whatever the setting: a refusal (400/422/500)
-whose message names JSON Schema keywords (``maxLength``, ``pattern``, ``minItems``, ``format``,
-``default``...) strips them from every schema sent to that endpoint from then on, and the call is
-asked again at once. A stripped ``maxLength``/``maxItems`` is written into the field's
-description instead ("at most N characters"), and validation still holds answers to it. What was
-sent is recorded: ``llm_calls.structured_mode`` reads ``json_schema without default, maxLength``,
-and so does each endpoint's entry in the run's config (``runs.config.structured_modes``).
-
-OpenAI's strict structured outputs support neither ``minLength``, ``maxLength`` nor ``default``
-(the fake server's ``openai-strict`` dialect lists the keywords it does), so strict mode strips
-them.
-"""
+Modes: ``json_schema``, ``json_object`` with a schema, ``tools`` and ``prompt``. ``auto`` steps
+down per endpoint when a server refuses or ignores a mode; schema keywords refused by name are
+stripped from then on, and what was sent is recorded."""
 
 from __future__ import annotations
 
@@ -47,8 +24,8 @@ StructuredMode = Literal["json_schema", "json_object", "tools", "prompt"]
 StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prompt"]
 STRUCTURED_SETTINGS: tuple[str, ...] = ("auto", "json_schema", "json_object", "tools", "prompt")
 AUTO_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "tools", "prompt")
-# Answers with no JSON at all, in a row and before any valid one, after which ``auto`` decides
-# that the server ignores the mode (one such answer may be the model's fault, not the server's).
+# Answers with no JSON at all, in a row and before any valid one, after which ``auto`` decides the
+# server ignores the mode (one may be the model's fault).
 IGNORED_FORMAT_LIMIT = 2
 # Words in a refusal's message that say which part of the request the server objects to.
 _MODE_WORDS: dict[str, tuple[str, ...]] = {
@@ -58,14 +35,13 @@ _MODE_WORDS: dict[str, tuple[str, ...]] = {
     "prompt": (),
 }
 REFUSAL_STATUSES = frozenset({400, 422, 500})
-# The line that introduces the schema in ``prompt`` mode; the loopback server finds the fenced
-# JSON block after it (personahub/models/prompt_schema.py holds the convention).
+# The line that introduces the schema in ``prompt`` mode; the loopback server looks for the fenced
+# JSON block after it.
 SCHEMA_PROMPT_LEAD = "Reply with only one JSON object that matches this JSON schema:"
 
 
-# JSON Schema keywords a server may refuse by name, quoted ('maxLength', "pattern", `format`),
-# as OpenAI words it: "'maxLength' is not permitted". Only constraints and annotations a schema
-# works without (never type, properties, items, required...).
+# JSON Schema keywords a server may refuse by name, quoted as OpenAI words it ("'maxLength' is not
+# permitted"); only keywords a schema works without
 SCHEMA_KEYWORDS: tuple[str, ...] = (
     "minLength", "maxLength", "pattern", "format", "minItems", "maxItems", "uniqueItems",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "default",
@@ -91,15 +67,14 @@ NO_KEYWORDS: frozenset[str] = frozenset()
 
 @lru_cache(maxsize=256)
 def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
-    """The class's JSON schema without the ``stripped`` keywords (cached per class and set:
-    building it costs on every call)."""
+    """The class's JSON schema without the ``stripped`` keywords (cached: building it costs)."""
     built = schema.model_json_schema()
     return strip_keywords(built, stripped) if stripped else built
 
 
 def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> Any:
-    """A JSON schema without ``keywords`` (property names are kept, whatever they are called);
-    a stripped ``maxLength``/``maxItems`` goes into the description (unless not ``describe``)."""
+    """A JSON schema without ``keywords`` (property names kept); a stripped bound goes into the
+    description when ``describe``."""
     if not isinstance(node, Mapping):
         return node
     out: dict[str, Any] = {}
@@ -125,7 +100,7 @@ def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = T
 
 
 def refused_keywords(status: int | None, text: str) -> frozenset[str]:
-    """The JSON Schema keywords a refusal's message names (none when it is no refusal)."""
+    """The JSON Schema keywords a refusal's message names."""
     if status not in REFUSAL_STATUSES:
         return NO_KEYWORDS
     return frozenset(_KEYWORD.findall(text))
@@ -137,7 +112,7 @@ def sent_mode(mode: StructuredMode, stripped: frozenset[str]) -> str:
 
 
 def mode_of(recorded: str) -> StructuredMode:
-    """The mode of a recorded ``structured_mode`` (``sent_mode``'s first part)."""
+    """The mode of a recorded ``structured_mode``."""
     return recorded.split(_WITHOUT, 1)[0]  # type: ignore[return-value]
 
 
@@ -159,17 +134,14 @@ def response_format(schema: type[BaseModel], mode: StructuredMode,
     return None
 
 
-# ``json_object`` with a schema is llama-cpp-python's mode: its Python schema-to-grammar converter
-# writes ``maxLength: N`` as N nested optional groups, and llama.cpp's grammar parser fails on
-# a string of ~1,500 (a knowledge text's bound; 369 parsed), after which the server segfaults on
-# the request. So in this mode no string bound goes above ``GRAMMAR_SAFE_MAX_LENGTH``: a lower
-# bound only ends the string sooner, so the answer still closes within ``max_tokens``.
+# llama-cpp-python writes ``maxLength: N`` as N nested grammar groups; llama.cpp's parser fails at
+# ~1,500 (369 parsed) and the server then segfaults. So this mode caps string bounds; a lower bound
+# only ends the string sooner.
 GRAMMAR_SAFE_MAX_LENGTH = 360
 
 
 def grammar_safe(node: object) -> Any:
-    """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH``, a shaped string's
-    pattern with it (a copy when any changes)."""
+    """``node`` with every ``maxLength`` at most ``GRAMMAR_SAFE_MAX_LENGTH``, shaped patterns too."""
     if isinstance(node, list):
         return [grammar_safe(item) for item in node]
     if not isinstance(node, Mapping):
@@ -204,7 +176,7 @@ def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
 
 @lru_cache(maxsize=256)
 def schema_instruction(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> str:
-    """The text ``prompt`` mode adds to the last user message (``models.prompt_schema``'s form)."""
+    """The text ``prompt`` mode adds to the last user message."""
     return render_schema_block(schema_json(schema, stripped), intro=SCHEMA_PROMPT_LEAD)
 
 
@@ -254,10 +226,7 @@ def next_mode(mode: StructuredMode) -> StructuredMode | None:
 class ModeBook:
     """The structured-output mode in use per endpoint, learned once and kept for the run.
 
-    With a fixed setting every endpoint uses it; with ``auto`` each starts at ``json_schema`` and
-    ``step_down`` moves it along ``AUTO_ORDER``. Thread-safe: calls in flight that were all
-    refused at once move an endpoint down one mode, not one mode each.
-    """
+    Thread-safe: calls in flight refused at once move an endpoint down one mode, not one each."""
 
     def __init__(self, setting: StructuredSetting, endpoints: int) -> None:
         self.setting = setting
@@ -290,8 +259,8 @@ class ModeBook:
         return self._stripped[endpoint]
 
     def strip(self, endpoint: int, refused: frozenset[str], sent: frozenset[str]) -> bool:
-        """``endpoint`` refused a schema sent without ``sent`` for naming ``refused``: True when
-        leaving the refused keywords out too makes a different request (ask again at once)."""
+        """Note that ``endpoint`` refused the keywords ``refused``; True when leaving them out too makes a
+        different request (ask again at once)."""
         if not refused or refused <= sent:
             return False  # already left out when it was refused: not what the server objects to
         with self._lock:
@@ -299,10 +268,7 @@ class ModeBook:
         return True
 
     def step_down(self, endpoint: int, refused: StructuredMode) -> StructuredMode | None:
-        """``refused`` failed on ``endpoint``: the mode to use now, or None when none is left.
-
-        A call refused in a mode the endpoint already left just retries in the current one.
-        """
+        """``refused`` failed on ``endpoint``: the mode to use now, or None when none is left."""
         with self._lock:
             if not self.adaptive:
                 return None

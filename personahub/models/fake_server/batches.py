@@ -1,31 +1,8 @@
 """The loopback server's ``/v1/batches``: the OpenAI Batch API over the same answers as online.
 
-A batch reads an uploaded ``batch`` file (``models.fake_server.files``), one request a line
-(``custom_id``, ``method`` POST, ``url`` the batch's endpoint, ``body``), and answers each line's
-body through the very function that answers an online request (``answer``: dialect, bounds,
-structured output, the offline engine), so a batch answer equals the online answer to the same
-body. It moves through the API's statuses: ``validating`` (the file is read; a malformed file
-``failed`` with ``errors``), ``in_progress`` (lines answered, ``request_counts`` rising),
-``finalizing`` (files written), then ``completed``, ``expired``, or ``cancelling`` →
-``cancelled``. Results go to an output file (lines answered 200) and an error file (other
-statuses, and lines a cancelled or expired batch never ran: ``response`` null, ``error``
-``{"code": "batch_cancelled" | "batch_expired", "message"}``), each line
-``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}`` as the API
-and vLLM's ``run_batch`` write them.
-
-Timing and faults (``ServerOptions``), all deterministic for a given order of creates:
-
-- ``batch_delay_s``: a batch completes this long after it starts; its lines are answered spread
-  over that time (line ``i`` of ``n`` not before ``i/n`` of it), so a cancel part way keeps the
-  lines answered so far, as the API does;
-- ``batch_error_rate``: the share of lines answered with a 500 in the error file, drawn from a
-  hash of (``fault_seed``, the batch's creation ordinal, the line), so a resent request is drawn
-  afresh in its follow-up batch;
-- ``batch_fail_rate`` / ``batch_fail``: whole batches that fail validation (``failed``, no files);
-  ``batch_expire_rate`` / ``batch_expire``: batches that expire at the end of the delay with the
-  first half of their lines answered. The rates are drawn per creation ordinal; the tuples name
-  ordinals (1 = the first batch created) that always fail or expire.
-"""
+Each line is answered by the online route's own function, and batches move through the API's
+statuses and files. Delays, line errors, failures and expiries are drawn from hashes of the seed
+and creation ordinal, so they are deterministic."""
 
 from __future__ import annotations
 
@@ -55,7 +32,7 @@ CANCELLED_MESSAGE = "This request was not executed because the batch was cancell
 
 @dataclass(frozen=True)
 class BatchFaults:
-    """The batch options of ``ServerOptions`` (see the module doc)."""
+    """The batch options of ``ServerOptions``."""
 
     delay_s: float = 0.0
     error_rate: float = 0.0
@@ -132,7 +109,7 @@ class BatchBook:
 
     # -- the API ------------------------------------------------------------------------
     def create(self, request: Mapping[str, object]) -> dict[str, Any]:
-        """``POST /v1/batches``: check the request, start the batch, return it (validating)."""
+        """Create a batch: check the request, start it, return it (validating)."""
         input_file_id = request.get("input_file_id")
         if not isinstance(input_file_id, str) or not input_file_id:
             raise FileProblem(400, "Missing required parameter: 'input_file_id'.", "input_file_id")
@@ -166,13 +143,12 @@ class BatchBook:
         return described
 
     def get(self, batch_id: str) -> dict[str, Any]:
-        """``GET /v1/batches/{id}``."""
+        """Get one batch."""
         with self._lock:
             return self._find(batch_id).describe()
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
-        """``POST /v1/batches/{id}/cancel``: a running batch goes ``cancelling``, then its thread
-        writes what it answered and ends it ``cancelled``."""
+        """Cancel a batch: it goes ``cancelling``, then its thread writes what it answered and ends it."""
         with self._lock:
             batch = self._find(batch_id)
             if batch.status not in ("validating", "in_progress"):
@@ -185,7 +161,7 @@ class BatchBook:
         return described
 
     def listing(self, after: str | None, limit: int) -> dict[str, Any]:
-        """``GET /v1/batches``: newest first, ``limit`` after the batch ``after``."""
+        """List batches: newest first, ``limit`` after the batch ``after``."""
         with self._lock:
             ids = self._order[::-1]
             if after in self._batches:
@@ -297,9 +273,7 @@ class BatchBook:
 
 
 def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, Any]]]:
-    """The requests of a batch file, and the validation errors (``errors.data`` entries) that
-    fail the batch: bad JSON, a missing or repeated ``custom_id``, another method or url, a
-    body that is not an object, too many lines."""
+    """The requests of a batch file, and the validation errors that fail the batch."""
     lines: list[_Line] = []
     problems: list[dict[str, Any]] = []
     seen: set[str] = set()

@@ -1,100 +1,8 @@
-"""How the loopback server answers as particular OpenAI-compatible servers (its ``dialect``).
+"""How the loopback server answers as particular OpenAI-compatible servers (its dialect).
 
-Each dialect decides what a chat request may carry (``response_format``, ``tools``,
-``tool_choice``, ``max_tokens``), how a refusal looks (status and body), and how an answer is
-shaped (``content``, ``tool_calls``, ``finish_reason``), so fast tests reach every path of a
-client that negotiates structured output per server. The rules, as read in each server's source:
-
-``openai`` (this server's original behaviour, kept lenient)
-    ``response_format`` ``text``, ``json_object`` and ``json_schema``; tools with any
-    ``tool_choice`` (``none`` answers text); tool calls end with ``tool_calls``. ``max_tokens``
-    and ``max_completion_tokens`` (the latter wins) must be >= 1. Errors are
-    ``{"error": {"message", "type", "param", "code"}}``.
-
-``vllm`` (vllm ``entrypoints/openai/engine/protocol.py``, ``chat_completion/protocol.py``,
-``chat_completion/serving.py``, ``engine/serving.py``, ``api_server.py``)
-    ``response_format`` types ``text``, ``json_object``, ``json_schema`` (its ``json_schema``
-    needs a ``name``; the schema sits under ``schema``) and ``structural_tag``; extra keys are
-    allowed and ignored. ``tool_choice`` defaults to ``auto`` when tools are given; a
-    ``tool_choice`` without ``tools`` and a named tool missing from ``tools`` are refused. A named
-    tool call has ``content: ""`` and ends with ``stop``; ``required`` and ``auto`` calls end
-    with ``tool_calls``; a cut answer ends with ``length``. ``max_completion_tokens`` wins over
-    ``max_tokens``; below 1 is refused. Since v0.10.1 errors are 400
-    ``{"error": {"message", "type", "param", "code": <int status>}}`` with type
-    ``BadRequestError`` (request checks) or ``Bad Request`` (body validation). Emulated as run
-    with ``--enable-auto-tool-choice --tool-call-parser ...``; without them recent versions
-    refuse ``auto``, ``required`` and named tool choices with 400. Validation messages are
-    approximations of FastAPI's wording.
-
-``vllm-legacy``
-    ``vllm`` before v0.10.1: the same rules, errors flat as
-    ``{"object": "error", "message", "type", "param", "code"}`` (vllm PR 22099 nested them).
-
-``llama-cpp-python`` (``llama_cpp/server/types.py``, ``server/errors.py``, ``server/app.py``,
-``llama_types.py``, ``llama_chat_format.py``, ``llama.py``)
-    ``response_format`` is ``{"type": "text" | "json_object", "schema"?: ...}``; ``json_object``
-    is enforced by a grammar, from ``schema`` when given (else any JSON object). Any other type,
-    ``json_schema`` included, fails the request model's validation; the server's route class
-    catches that exception like any other and answers **500**
-    ``{"error": {"message": <str of FastAPI's RequestValidationError>, "type":
-    "internal_server_error", "param": null, "code": null}}`` (recent FastAPI words it
-    ``"1 validation error:\\n  {...'loc': ('body', 'response_format', 'type')...}"`` and then names
-    the endpoint's file and line, which this emulation leaves out). With the generic chat handler
-    (a GGUF's own template, as SmolLM2's): tools are used only when ``tool_choice`` names a
-    function (``{"type": "function", "function": {"name": ...}}``); the answer is then that tool
-    call, from a grammar on its parameters, with ``content: null``, a ``function_call`` copy and
-    ``finish_reason: "tool_calls"`` **even when cut by max_tokens**. A named tool missing from
-    ``tools`` is a 500 (``Tool choice '...' not found in tools.``). ``tool_choice`` ``auto``,
-    ``required`` or absent: tools are ignored and the model answers text. Only ``max_tokens``
-    counts (``max_completion_tokens`` is ignored); absent or <= 0 it generates to the end of the
-    context (``n_ctx``, 2048 by default), the limit is clamped to what the context leaves, and a
-    prompt that fills the context is a 400 ``context_length_exceeded``. A body that is not JSON
-    gets a plain-text 500 ``Internal Server Error``: the route's handler parses the body again
-    while reporting the validation error, and that raises past it.
-
-``ollama`` (``openai/openai.go``, ``middleware/openai.go``)
-    ``response_format`` ``json_object`` becomes JSON mode (any ``schema`` key is ignored),
-    ``json_schema`` becomes the schema (without ``json_schema.schema`` it is plain text), other
-    types are ignored. ``tools`` are passed to the model; ``tool_choice`` is not read. Only
-    ``max_tokens`` counts (as ``num_predict``; ``max_completion_tokens`` is ignored). A tool call
-    turns ``stop`` into ``tool_calls``; a cut answer ends with ``length``, and a tool call cut
-    short is no tool call (its arguments are parsed, so it stays text). An empty ``messages`` is
-    refused. Errors are ``{"error": {"message", "type", "param": null, "code": null}}`` with
-    type ``invalid_request_error`` (400), ``not_found_error`` (404) or ``api_error``.
-
-``openai-strict`` (OpenAI's strict structured outputs, as its guide documents the supported
-schemas)
-    ``openai``, but a schema (``response_format.json_schema.schema``, or a tool's
-    ``parameters``) may only use the keywords OpenAI lists as supported: ``type``,
-    ``properties``, ``required``, ``additionalProperties``, ``items``, ``enum``, ``const``,
-    ``anyOf``, ``$ref``, ``$defs``, ``description``, ``title``; ``pattern`` and ``format`` on
-    strings; ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``,
-    ``multipleOf`` on numbers; ``minItems``, ``maxItems`` on arrays. The first other keyword
-    (``minLength``, ``maxLength``, ``default``...) is a 400 worded as OpenAI words it:
-    ``Invalid schema for response_format 'NAME': In context=('properties', 'x'), 'maxLength' is
-    not permitted.`` Only keywords are checked (strict mode's other rules, every property
-    required and ``additionalProperties: false``, are not).
-
-``tools-only`` (made up, for clients' fallback paths)
-    ``openai``, but any ``response_format`` other than ``text`` is a 400 naming
-    ``response_format``; tools work.
-
-``n`` (choices): ``openai``, ``vllm`` and ``tools-only`` answer ``n`` choices (1 to 128);
-llama-cpp-python lists ``n`` among the fields it ignores and Ollama's request has none, so both
-answer one. A model the server is not configured with (``ServerOptions.models``) is a 404 in the
-dialect's words (OpenAI's ``model_not_found``, vLLM's ``does not exist``, Ollama's ``try pulling
-it first``); a server configured with no names answers any.
-
-Prefix-cache reuse: ``openai``, ``vllm`` and ``tools-only`` report the prompt tokens a prefix
-cache reused as ``usage.prompt_tokens_details.cached_tokens`` (vLLM does when run with
-``--enable-prompt-tokens-details``); llama-cpp-python and Ollama report none
-(``reports_cached_tokens``). The server counts them itself (``models.fake_server.server``).
-
-All dialects cut an answer longer than the limit to about ``limit * 4`` characters (the offline
-engine counts 4 characters a token) and report ``length`` (except as noted). Requests without a
-schema in ``response_format`` that want JSON (plain ``json_object``, or none at all) are answered
-from a schema written in the prompt (see ``models.prompt_schema``).
-"""
+Each dialect decides what a chat request may carry, how a refusal looks and how an answer is
+shaped, as read in each server's source, so fast tests reach every path of a client that
+negotiates structured output per server."""
 
 from __future__ import annotations
 
@@ -131,11 +39,8 @@ class Refusal:
 class Plan:
     """How to answer an accepted request.
 
-    ``json_schema`` is the schema to fill; ``wants_json`` says JSON is due even without one (the
-    prompt's schema is then used, or any object); ``prompt_schema`` says to look in the prompt.
-    ``tools``/``tool_choice`` go to the engine (None: answer without tools). ``max_tokens`` is the
-    limit (None: none).
-    """
+    ``wants_json``: JSON is due even without ``json_schema`` (the prompt's schema is then used, or any
+    object). ``tools`` None: answer without tools; ``max_tokens`` None: no limit."""
 
     json_schema: Mapping[str, Any] | None = None
     wants_json: bool = False
@@ -154,7 +59,11 @@ class Shaped:
 
 
 class Dialect:
-    """The ``openai`` dialect; the others override parts of it."""
+    """The ``openai`` dialect (lenient); the others override parts of it.
+
+    Takes ``text``, ``json_object`` and ``json_schema`` formats, tools with any ``tool_choice``,
+    answers 1 to 128 choices and reports prefix-cache reuse. ``max_completion_tokens`` wins over
+    ``max_tokens``. Errors are ``{"error": {"message", "type", "param", "code"}}``."""
 
     name = "openai"
     #: whether answers carry ``usage.prompt_tokens_details.cached_tokens``
@@ -171,8 +80,7 @@ class Dialect:
                                           "param": param, "code": code}})
 
     def bad_body(self, problem: str, *, parsed: bool, value: object = None) -> Refusal:
-        """The answer to a body that is not a JSON object (``parsed``: it was JSON, ``value``,
-        but not an object)."""
+        """The answer to a body that is not a JSON object (``parsed``: it was JSON, but not an object)."""
         return self.error(400, f"We could not parse the JSON body of your request. ({problem})")
 
     def messages_problem(self, messages: object) -> Refusal | None:
@@ -217,7 +125,7 @@ class Dialect:
         return None
 
     def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
-        """Plan fields for ``response_format``: its schema, whether JSON is due."""
+        """Plan fields for ``response_format``: its schema, and whether JSON is due."""
         if response_format is None:
             return {}
         kind = response_format.get("type") if isinstance(response_format, Mapping) else None
@@ -235,7 +143,7 @@ class Dialect:
         return {"tools": tools, "tool_choice": choice}
 
     def choices(self, request: Mapping[str, Any]) -> int | Refusal:
-        """How many choices to answer with: ``n`` (1 to 128, as the OpenAI API allows)."""
+        """How many choices to answer with: ``n``, 1 to 128 as the OpenAI API allows."""
         value = request.get("n")
         if value is None:
             return 1
@@ -261,7 +169,12 @@ class Dialect:
 
 
 class VllmDialect(Dialect):
-    """vLLM's OpenAI server (see the module docstring)."""
+    """vLLM's OpenAI server, as run with ``--enable-auto-tool-choice --tool-call-parser``.
+
+    Its ``json_schema`` needs a ``name``; ``structural_tag`` is taken too. ``tool_choice`` defaults to
+    ``auto`` with tools; a choice without tools, or naming a missing tool, is refused. A named tool
+    call has ``content: ""`` and ends with ``stop``. Since v0.10.1 errors are 400 with the int status
+    as ``code`` and type ``BadRequestError`` or ``Bad Request`` (validation, worded approximately)."""
 
     name = "vllm"
 
@@ -277,8 +190,8 @@ class VllmDialect(Dialect):
         return self.error(404, f"The model `{model}` does not exist.", param="model")
 
     def invalid(self, *errors: dict[str, Any]) -> Refusal:
-        """A FastAPI RequestValidationError as vllm's handler answers it: 400 ``Bad Request``,
-        the exception's text then its error list."""
+        """A FastAPI validation error as vllm answers it: 400 ``Bad Request``, its text, then its error
+        list."""
         listed = list(errors)
         return self.error(400, f"{validation_text(listed)} {listed}", kind="Bad Request")
 
@@ -352,7 +265,7 @@ class VllmDialect(Dialect):
 
 
 class VllmLegacyDialect(VllmDialect):
-    """vLLM before v0.10.1: flat error bodies."""
+    """vLLM before v0.10.1: flat error bodies (vllm PR 22099 nested them)."""
 
     name = "vllm-legacy"
 
@@ -363,8 +276,8 @@ class VllmLegacyDialect(VllmDialect):
         return Refusal(status, {"object": "error", **nested.body["error"]})
 
 
-# llama-cpp-python's request types, as far as this emulation checks them (llama_types.py);
-# named as there, since FastAPI's error locations name union members by their type names
+# llama-cpp-python's request types (llama_types.py), named as there because FastAPI's error
+# locations name union members by type
 _JsonType = None | int | str | bool | list[Any] | dict[str, Any]
 
 
@@ -414,7 +327,13 @@ class _LlamaCppChatRequest(BaseModel):
 
 
 class LlamaCppDialect(Dialect):
-    """llama-cpp-python's server with a GGUF's own chat template (see the module docstring)."""
+    """llama-cpp-python's server with a GGUF's own chat template (as SmolLM2's).
+
+    ``response_format`` is ``text`` or ``json_object`` with an optional schema; any other type fails
+    validation and its route class answers 500. Tools are used only when ``tool_choice`` names one:
+    the answer is then that call with ``finish_reason: "tool_calls"`` even when cut. Only
+    ``max_tokens`` counts, clamped to the context (``n_ctx``); a prompt filling the context is a 400.
+    A body that is not JSON gets a plain-text 500. ``n`` is ignored; no prefix-cache usage reported."""
 
     name = "llama-cpp-python"
     reports_cached_tokens = False
@@ -468,7 +387,7 @@ class LlamaCppDialect(Dialect):
         return Plan(**formats, max_tokens=limit)
 
     def choices(self, request: Mapping[str, object]) -> int | Refusal:
-        return 1  # ``n`` is among the request fields the server ignores
+        return 1  # the server ignores ``n``
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
         call = calls[0]
@@ -480,7 +399,11 @@ class LlamaCppDialect(Dialect):
 
 
 class OllamaDialect(Dialect):
-    """Ollama's OpenAI-compatible endpoint (see the module docstring)."""
+    """Ollama's OpenAI-compatible endpoint.
+
+    ``json_object`` is JSON mode, ``json_schema`` the schema (plain text without one), other types are
+    ignored; ``tool_choice`` is not read and only ``max_tokens`` counts. A cut tool call stays text.
+    Empty ``messages`` are refused; one choice; no prefix-cache usage reported."""
 
     name = "ollama"
     reports_cached_tokens = False
@@ -546,7 +469,9 @@ class OllamaDialect(Dialect):
 
 
 class OpenAIStrictDialect(Dialect):
-    """OpenAI with strict structured outputs: unsupported schema keywords are refused."""
+    """OpenAI strict structured outputs: a schema keyword outside the documented list is a 400.
+
+    Only keywords are checked, not strict mode's other rules (every property required, no extras)."""
 
     name = "openai-strict"
 
@@ -579,7 +504,7 @@ class OpenAIStrictDialect(Dialect):
 
 
 def _unsupported_keyword(node: object, context: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
-    """The first keyword of a schema outside ``STRICT_KEYWORDS`` and where it is, or None."""
+    """The first schema keyword outside ``STRICT_KEYWORDS`` and where it is, or None."""
     if not isinstance(node, Mapping):
         return None
     for key, value in node.items():
@@ -602,7 +527,7 @@ def _unsupported_keyword(node: object, context: tuple[str, ...]) -> tuple[tuple[
 
 
 class ToolsOnlyDialect(Dialect):
-    """A server that has tools but no ``response_format`` beyond ``text``."""
+    """A made-up server for clients' fallback paths: tools, but no ``response_format`` beyond ``text``."""
 
     name = "tools-only"
 
@@ -628,8 +553,7 @@ def make_dialect(name: str, *, context_tokens: int = LLAMA_CPP_N_CTX) -> Dialect
 
 
 def validation_text(errors: Sequence[Mapping[str, Any]]) -> str:
-    """How recent FastAPI words a RequestValidationError (without the endpoint's file and line,
-    which it appends)."""
+    """How recent FastAPI words a validation error (minus the endpoint's file and line it appends)."""
     count = len(errors)
     return f"{count} validation error{'s' if count != 1 else ''}:" + "".join(
         f"\n  {dict(e)}" for e in errors)

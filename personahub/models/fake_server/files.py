@@ -1,16 +1,8 @@
 """The loopback server's ``/v1/files``: batch input files uploaded, batch output files served.
 
-What the OpenAI Files API does for the Batch API, kept in memory and bounded: an upload is a
-``multipart/form-data`` body with a ``file`` part and a ``purpose`` field (only ``batch`` is
-taken here: it is the one purpose a batch reads), answered with a file object (``file-<hex>``,
-``bytes``, ``filename``, ``purpose``, ``created_at``, ``status``). A batch's output and error
-files are stored the same way with the purpose ``batch_output``. ``content`` returns the bytes
-as uploaded or written.
-
-The multipart body is read with the standard library's ``email`` parser (the maintained MIME
-parser; ``cgi`` is gone from Python 3.13): about 0.1 s per MB on this machine, paid once per
-upload, which is well inside what a batch of thousands of requests costs to answer.
-"""
+What the OpenAI Files API does for the Batch API, in memory and bounded. Multipart bodies are read
+with the standard library's ``email`` parser (``cgi`` is gone from Python 3.13): about 0.1 s per
+MB here, paid once per upload."""
 
 from __future__ import annotations
 

@@ -1,15 +1,7 @@
 """Bounds on what one request may ask of the loopback server, checked before any work.
 
-The offline engine does what a request says: a ``dimensions`` of 10^9 built a 4 GB vector, a
-schema with ``minItems: 10^8`` filled a hundred million items, a ``$ref`` to itself recursed
-until Python gave up. Real servers bound these (the OpenAI API: 2,048 inputs, 128 choices), so
-each is answered here with a 400 naming the bound, before the dialect's plan is carried out.
-
-Checks are iterative (an explicit stack), so a hostile nesting cannot exhaust Python's stack in
-the checker itself. ``answer_values`` bounds what an answer will hold: the engine writes
-``max(minItems, min(maxItems, minItems + 2))`` items per array at most, so the product of those
-counts along a schema's nesting is the number of values it writes.
-"""
+The offline engine does what a request says (a ``dimensions`` of 10^9 built a 4 GB vector), so each
+bound is a 400 naming it. Checks use an explicit stack, so hostile nesting cannot exhaust Python's."""
 
 from __future__ import annotations
 
@@ -22,10 +14,9 @@ from typing import Any
 
 SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
 
-# Connection limits of the server (``models.fake_server.server``'s doc; ``serve`` flags): connections
-# open at once, above every benchmark's concurrency (256) with room, one thread each; seconds for
-# a request's head from its first byte (a few hundred bytes on loopback); seconds an idle
-# connection is kept (beyond aiohttp's 15 s and httpx's 5 s client-side expiry)
+# Connection limits: open connections (above every benchmark's concurrency of 256, one thread each),
+# seconds for a request's head, and seconds an idle connection is kept (beyond aiohttp's 15 s and
+# httpx's 5 s client-side expiry)
 MAX_CONNECTIONS = 1024
 HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 30.0
@@ -61,8 +52,7 @@ class Problem(Exception):
 
 
 def check_body(value: object, limits: Limits = LIMITS) -> None:
-    """Refuse a parsed body nesting deeper than ``limits.depth`` or holding more than
-    ``limits.nodes`` values (only containers are walked: a body is mostly strings)."""
+    """Refuse a body nesting deeper than ``limits.depth`` or holding more than ``limits.nodes`` values."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     count = 1
     while stack:
@@ -108,7 +98,7 @@ def check_chat(max_tokens: int | None, choices: int, tools: object,
 
 
 def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> list[str]:
-    """The request's input texts (token arrays read as text, as before), or Problem."""
+    """The request's input texts (token arrays read as text), or Problem."""
     raw = request.get("input")
     if isinstance(raw, str):
         texts = [raw]
@@ -204,8 +194,8 @@ _CHECKED_LOCK = threading.Lock()
 
 
 def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
-    """``walk_schema``, remembered for the last few hundred schemas (a client sends the same
-    few schemas again and again; serialising one costs a tenth of checking it)."""
+    """``walk_schema``, remembered for recent schemas (clients resend the same few; a lookup costs a
+    tenth of a check)."""
     if not isinstance(schema, dict):
         raise Problem(f"{where}: a schema must be an object")
     try:
@@ -228,13 +218,10 @@ def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 
 
 def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
-    """Refuse a schema the engine cannot fill within the bounds; returns how many values an
-    answer to it holds at most.
+    """Refuse a schema the engine cannot fill within the bounds; returns the most values an answer holds.
 
-    Walks the schema as the engine fills it (``$ref`` followed, each option of ``anyOf`` /
-    ``oneOf`` / ``allOf``), refusing a recursive ``$ref``, a node that is not an object, a
-    keyword of the wrong type, and sizes out of bounds.
-    """
+    It walks the schema as the engine fills it, refusing recursive ``$ref``, non-object nodes, wrongly
+    typed keywords and sizes out of bounds."""
     if not isinstance(schema, Mapping):
         raise Problem(f"{where}: a schema must be an object")
     root = schema
@@ -269,8 +256,8 @@ def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 
 def _children(node: Mapping[str, Any], path: str, refs: tuple[int, ...],
               root: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str, tuple[int, ...]]]:
-    """The sub-schemas the engine fills for ``node``, with their paths and the ids of the
-    ``$ref`` targets followed on the way (a target met again on its own path is recursion)."""
+    """The sub-schemas the engine fills for ``node``, with their paths and the ``$ref`` targets followed
+    (a target met again on its own path is recursion)."""
     out: list[tuple[Mapping[str, Any], str, tuple[int, ...]]] = []
     ref = node.get("$ref")
     if isinstance(ref, str):

@@ -1,12 +1,8 @@
 """Token log-probabilities of the loopback server (``logprobs=true``, ``top_logprobs=N``).
 
-The first answer token's alternatives are the letters ``A``, ``B``, ... (as many as
-``top_logprobs`` asks, at most 26), their log-probabilities a Dirichlet draw seeded by the
-server's seed and the messages' text, in OpenAI's shape (``choices[i].logprobs.content[0]``),
-which vLLM and llama-server share. A test can compute them with ``letter_logprobs``. With
-``ServerOptions.logprobs`` False the server acts as one that ignores the request (``logprobs``
-stays null): what a client must refuse.
-"""
+The first token's alternatives are the letters A, B, ..., their log-probabilities a Dirichlet
+draw seeded by the seed and the messages, in OpenAI's shape. With logprobs off the server answers
+``logprobs: null``, as a server that ignores the request does."""
 
 from __future__ import annotations
 

@@ -1,21 +1,8 @@
 """Planted answers: the loopback server answering marked prompts otherwise, by a known share.
 
-An experiment's machinery is right only if it finds an effect that is there. Offline the engine
-answers a survey by a hash of the prompt (each option alike likely), so no treatment has an
-effect. A plant gives one: ``--plant "MARKER=OPTION:SHARE"`` makes the server answer ``OPTION``
-to a share ``SHARE`` of the survey questions whose prompt holds ``MARKER`` (and whose answer
-schema offers ``OPTION``); the other questions keep the engine's answer. The marker itself is
-invisible: a marked prompt is answered as the same prompt without the marker (and the white space
-before it), so an arm whose world text is the marker answers as its control does, but for the
-planted answers. On a ``k``-option choice survey its share of ``OPTION`` rises from about ``1/k``
-to ``SHARE + (1 - SHARE) / k``: an expected effect of ``SHARE * (1 - 1/k)``, and exactly
-``SHARE`` times the control's share of other options on the same agents, but for the draw.
-Which questions are planted is a hash of the prompt and the server's seed, so a run through the
-server is as reproducible as one offline.
-
-Only the answer field of a JSON object (the ``answer`` of ``tasks/survey.py``'s schemas) is
-planted, in content or tool-call arguments; an ``n`` > 1 request's further choices are not.
-"""
+An experiment's machinery is right only if it finds an effect that is there. ``--plant
+"MARKER=OPTION:SHARE"`` answers ``OPTION`` to that share of survey questions whose prompt holds the
+(otherwise invisible) marker: on k options, an expected effect of ``SHARE * (1 - 1/k)``."""
 
 from __future__ import annotations
 

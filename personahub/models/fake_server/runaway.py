@@ -1,13 +1,7 @@
 """The loopback server's ``runaway`` fault: an answer whose last string never ends.
 
-It copies what grammar-constrained decoding does with a small model that repeats itself
-(SmolLM2-135M on llama.cpp's ``llama-server``, issue 26): the answer's last string field repeats
-its text until the request's ``max_tokens`` is used up, and the answer is cut there
-(``finish_reason: length``, JSON left open) — unless the request's schema bounds that field with
-``maxLength``: the grammar then ends the string at the bound and the JSON closes. Tokens are
-counted as ``models.bounds`` assumes (``estimate_tokens``), so an answer to a schema bounded for
-its budget always closes, and one to an unbounded schema never does.
-"""
+As a small model under a grammar does, the last string repeats until ``max_tokens`` unless the
+schema bounds it with ``maxLength``; tokens are counted as the bounds assume."""
 
 from __future__ import annotations
 
@@ -62,8 +56,7 @@ def _set(value: Any, path: list[Any], new: Any) -> None:
 
 
 def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None) -> Runaway | None:
-    """``value`` (an answer) with its last string run away under ``limit`` tokens; None when
-    the answer has no string to repeat."""
+    """``value`` with its last string run away under ``limit`` tokens; None when it has no string."""
     limit = limit or NO_LIMIT_TOKENS
     root = schema or {}
     found = _last_string(value, schema, root)

@@ -1,65 +1,10 @@
 """A loopback OpenAI-compatible server that answers from the offline engine.
 
-Tests and benchmarks point the real ``langchain-openai`` client at it, so the HTTP path (JSON
-schema response formats, tool calls, usage, errors) is exercised without any model. It also
-serves ``/embeddings`` (deterministic word-hashing vectors, 64 dimensions unless the request
-asks for ``dimensions``) for the dedup embedding stage. Users can
-use it for dry runs: ``personahub serve`` then ``--llm http://127.0.0.1:PORT/v1``.
-
-``dialect`` makes it answer as vLLM, llama-cpp-python, Ollama or a tools-only server do: what
-each accepts, how it refuses, how answers end (``models.fake_server.dialects`` has the rules and their
-sources). Every dialect honours its token limit (cut answers end with ``length``), and answers
-requests that want JSON without a schema from the schema written in the prompt
-(``models.prompt_schema``). A body that is not a JSON object gets the dialect's error, never a
-dropped connection.
-
-``stream=True`` is answered as the OpenAI API streams (``models.fake_server.stream``: SSE chunks of
-the same answer, ``data: [DONE]`` last); ``n`` gives that many choices, the first the one-choice
-answer, the others seeded by their index. ``ServerOptions.models`` names the models served:
-``/models`` lists them and other names get the dialect's 404 (none named: any name is answered
-and ``/models`` lists ``offline``).
-
-It speaks the Batch API too (``models.fake_server.files``: ``/files``; ``models.fake_server.batches``:
-``/batches``): each batch line is answered by ``answer_line``, the online route's own code
-(``_prepare_chat`` and ``_chat_reply``) minus what belongs to a connection (latency, hangs,
-injected HTTP errors, streaming), so a batch answer equals the online answer to the same body.
-``GET /personahub/stats`` answers ``ServerStats`` as JSON (what a test in another process reads).
-
-Fault injection (each a probability per request, drawn from a seeded RNG): HTTP errors
-(``error_statuses``, 429/503 by default, both retryable; 429 and 503 carry ``Retry-After``
-when ``retry_after_s`` is set), malformed JSON answers, hangs (the request sleeps
-``hang_s`` before answering), impossible usage (``bad_usage_rate``: ``usage`` reports
-``completion_tokens`` 10**15 and ``prompt_tokens`` -100, as a broken server or proxy might; the
-answer itself is intact), and runaway answers (``models.fake_server.runaway``: the last string
-repeats until ``max_tokens`` unless the schema bounds it with ``maxLength``). A malformed answer
-is the intended one cut in half, a formatting slip: the client's repair prompt (its answer shown
-back with ``seam_validate``'s request to fix it) gets the intended answer, unbroken, as a model
-fixing its own slip would, so a run through faults can equal a fault-free one. With ``stubborn``
-a repair prompt draws its fault like any request (a model that cannot write the JSON: at
-``malformed_rate`` 1.0 every answer stays broken).
-Prefix cache: the server remembers its last ``prefix_cache_prompts`` prompts (contents joined as
-the engine counts them) and, in dialects that report it, answers
-``usage.prompt_tokens_details.cached_tokens`` with the longest prefix a new prompt shares with
-one of them, in its own 4-character tokens (whole tokens, never the whole prompt: the last token
-is always computed, as real servers do), so the client's ``llm_calls.cached_prompt_tokens`` can
-be tested without a model.
-``latency_s`` is the time from a request's arrival to its answer (the answer is computed
-meanwhile); refusals are answered at once, as real servers check requests before generating.
-Only binds to loopback addresses, and answers only requests a web page cannot forge
-(``personahub.core.hosts``): a ``Host`` naming this server, no foreign ``Origin``, a JSON
-``Content-Type``. What a request may ask is bounded (``models.fake_server.limits``: body size and
-nesting, ``dimensions``, ``n``, ``max_tokens``, schema size, ``minItems``/``maxItems``, ``$ref``
-recursion): beyond a bound it gets a 400 at once. No exception text reaches a client: a request
-that breaks the server is logged here and answered with a plain 500.
-
-Connections are bounded as uvicorn and llama-server bound theirs (issue 42: 3,000 connections
-sending partial headers held 3,004 threads): a request's head (request line and headers) must
-arrive within ``header_timeout_s`` of its first byte, and an idle connection sends its next
-request's first byte within ``keep_alive_s`` (longer than aiohttp's 15 s and httpx's 5 s
-client-side idle expiry, so a pooled client closes first), else the server closes it. At most
-``max_connections`` are open at once (one thread each); one more is answered 503 with
-``Retry-After: 1`` and closed.
-"""
+Tests, benchmarks and dry runs (``personahub serve``) point real clients at it, so the whole HTTP
+path runs without a model, in the dialects of real servers and with seeded fault injection. A
+malformed answer's repair prompt gets the intended answer, so a run through faults can equal a
+fault-free one. It binds loopback only, refuses forgeable requests, and bounds request sizes and
+connections (3,000 half-sent heads once held 3,004 threads)."""
 
 from __future__ import annotations
 
@@ -143,11 +88,11 @@ class ServerOptions:
     latency_s: float = 0.0
     error_rate: float = 0.0
     malformed_rate: float = 0.0
-    stubborn: bool = False  # repair prompts draw malformed answers too (module doc)
+    stubborn: bool = False  # repair prompts draw malformed answers too
     hang_rate: float = 0.0
     hang_s: float = 30.0
     runaway_rate: float = 0.0
-    bad_usage_rate: float = 0.0  # answers whose usage figures are impossible (module doc)
+    bad_usage_rate: float = 0.0  # answers whose usage figures are impossible
     fault_seed: int = 1234
     dialect: str = "openai"
     retry_after_s: float | None = None
@@ -155,33 +100,28 @@ class ServerOptions:
     context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
     #: prompts the emulated prefix cache remembers (1: a server with one slot and no prompt cache)
     prefix_cache_prompts: int = PREFIX_CACHE_PROMPTS
-    #: Model names served (``/models`` lists them; others are a 404). Empty: any name is
-    #: answered, and ``/models`` lists ``offline``.
+    #: Model names served; others get a 404. Empty: any name is answered and ``/models`` lists ``offline``.
     models: tuple[str, ...] = ()
-    #: The Batch API (``models.fake_server.batches``): seconds from a batch's start to its end, the
-    #: share of lines answered 500, whole-batch failures and expiries (a rate per batch, or the
-    #: creation ordinals, 1 = first, that always fail or expire).
+    #: The Batch API: seconds a batch runs, the share of lines answered 500, and whole-batch failures and
+    #: expiries (a rate per batch, or creation ordinals, 1 = first, that always fail or expire).
     batch_delay_s: float = 0.0
     batch_error_rate: float = 0.0
     batch_fail_rate: float = 0.0
     batch_expire_rate: float = 0.0
     batch_fail: tuple[int, ...] = ()
     batch_expire: tuple[int, ...] = ()
-    #: Connection limits (module doc): seconds for a request's head from its first byte, seconds
-    #: an idle connection is kept, and how many connections may be open at once.
+    #: Seconds for a request's head, seconds an idle connection is kept, and the most open connections.
     header_timeout_s: float = HEADER_TIMEOUT_S
     keep_alive_s: float = KEEP_ALIVE_S
     max_connections: int = MAX_CONNECTIONS
-    #: Planted answers (``models.fake_server.plant``): marked prompts answered otherwise, by a
-    #: known share, so an experiment has an effect to find.
+    #: Planted answers: marked prompts answered otherwise by a known share, so an experiment has an
+    #: effect to find.
     plants: tuple[Plant, ...] = ()
-    #: Token log-probabilities when a request asks ``logprobs=true`` (``fake_server.logprobs``);
-    #: False: a server that ignores the request and answers ``logprobs: null``.
+    #: Token log-probabilities for ``logprobs=true``; False: a server that answers ``logprobs: null``.
     logprobs: bool = True
 
     def __post_init__(self) -> None:
-        # every float is finite (``inf`` started the server, then each request's sleep raised
-        # OverflowError: issue 42), each named by its ``serve`` flag
+        # every float is finite: ``inf`` once made each request's sleep raise OverflowError
         for name in _RATES:
             value = check_number(getattr(self, name), f"--{name.replace('_', '-')}")
             if not 0.0 <= value <= 1.0:
@@ -209,7 +149,7 @@ class ServerOptions:
 
     @property
     def batch_faults(self) -> BatchFaults:
-        """The batch options, as ``models.fake_server.batches`` takes them."""
+        """The batch options, as the batches module takes them."""
         return BatchFaults(delay_s=self.batch_delay_s, error_rate=self.batch_error_rate,
                            fail_rate=self.batch_fail_rate, expire_rate=self.batch_expire_rate,
                            fail=tuple(self.batch_fail), expire=tuple(self.batch_expire),
@@ -220,17 +160,8 @@ class ServerOptions:
 class ServerStats:
     """Counts of what the server did, for tests and benchmarks.
 
-    ``refused``: requests the dialect refused; ``truncated``: answers cut at the token limit;
-    ``bad_bodies``: bodies that were not a JSON object (or had a bad Content-Length);
-    ``out_of_bounds``: requests past a bound of ``models.fake_server.limits``; ``forbidden``:
-    requests refused for their Host, Origin or Content-Type; ``repairs``: repair prompts answered.
-    ``requests`` and ``answered`` count online requests only; the Batch API has its own:
-    ``files_uploaded``, ``batches_created`` (``POST /v1/batches`` that made a batch),
-    ``batch_cancels``, ``batch_lines`` (batch requests answered) and ``batch_line_errors`` (of
-    them, injected failures). Connections: ``header_timeouts`` (closed for a head that took
-    longer than ``header_timeout_s``), ``idle_closed`` (idle past ``keep_alive_s``) and
-    ``turned_away`` (answered 503 at ``max_connections``).
-    """
+    ``requests`` and ``answered`` count online requests only; the ``batch_*``, ``files_uploaded`` and
+    ``batches_created`` fields count the Batch API's."""
 
     requests: int = 0
     answered: int = 0
@@ -250,8 +181,7 @@ class ServerStats:
     batch_cancels: int = 0
     batch_lines: int = 0
     batch_line_errors: int = 0
-    #: ``time.monotonic()`` when the first POST arrived (None before): tests time a client's
-    #: give-up from its first request, not from its start-up.
+    #: ``time.monotonic()`` of the first POST (None before): tests time a client's give-up from it.
     first_request_s: float | None = None
     header_timeouts: int = 0
     idle_closed: int = 0
@@ -299,8 +229,7 @@ class _Server(ThreadingHTTPServer):
         self.refused = LingeringCloser(self.stopping)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection in its own thread, or answer 503 and close it when
-        ``max_connections`` are open already (threads stay bounded)."""
+        """Serve the connection in its own thread, or answer 503 and close it at ``max_connections``."""
         with self.open_lock:
             full = self.open_connections >= self.options.max_connections
             if not full:
@@ -324,7 +253,7 @@ class _Server(ThreadingHTTPServer):
         self.refused.close_later(request)  # closed once drained: no reset eats the 503
 
     def shutdown_request(self, request: Any) -> None:
-        """Close a served connection and free its place (also after a failed thread start)."""
+        """Close a served connection and free its place."""
         try:
             super().shutdown_request(request)
         finally:
@@ -332,7 +261,7 @@ class _Server(ThreadingHTTPServer):
                 self.open_connections -= 1
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Ignore clients that hang up (timeouts in tests do that on purpose)."""
+        """Ignore clients that hang up (tests time out on purpose)."""
         import sys
 
         if not isinstance(sys.exc_info()[1], ConnectionError):
@@ -343,7 +272,7 @@ class _Server(ThreadingHTTPServer):
             return self.fault_rng.random()
 
     def cached_tokens(self, messages: list[dict[str, Any]], prompt_tokens: int) -> int:
-        """Tokens of the prompt's longest prefix shared with a recent prompt (then remembered)."""
+        """Tokens of the prompt's longest prefix shared with a recent prompt, which is then remembered."""
         text = " ".join(str(m.get("content") or "") for m in messages)
         with self.prefix_lock:
             shared = self.prefixes.match(text)
@@ -359,9 +288,9 @@ class _TooLarge(_BadBody):
 
 
 class _DeadlineReader(io.RawIOBase):
-    """A socket's reads, each bounded by ``deadline`` (``time.monotonic``) while it is set: a
-    per-read socket timeout alone lets a client that sends a byte now and then hold its
-    connection for ever. With no deadline the socket's own timeout applies."""
+    """Socket reads, each bounded by a deadline while one is set.
+
+    A per-read timeout alone lets a client that sends a byte now and then hold its connection for ever."""
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
@@ -395,15 +324,15 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence per-request logging (tests and benchmarks make many requests)."""
 
     def setup(self) -> None:
-        """Reads go through a ``_DeadlineReader`` (the head's and the idle wait's deadlines)."""
+        """Route reads through a deadline reader."""
         super().setup()
         self._reader = _DeadlineReader(self.connection)
         self._buffered = io.BufferedReader(self._reader)
         self.rfile = self._buffered
 
     def handle_one_request(self) -> None:
-        """Wait for a request's first byte at most ``keep_alive_s``, then give its head at most
-        ``header_timeout_s`` (``parse_request`` lifts the deadline); else close the connection."""
+        """Wait for a request's first byte at most ``keep_alive_s``, then its head at most
+        ``header_timeout_s``."""
         options = self.server.options
         self._reader.deadline = time.monotonic() + options.keep_alive_s
         self._reader.timed_out = False
@@ -447,9 +376,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
     def _guard(self) -> bool:
-        """Whether the request may be answered: a Host naming this server and no foreign
-        Origin (a web page's request, or DNS rebinding, otherwise). A refusal closes the
-        connection, since its body (if any) is left unread."""
+        """Whether the request may be answered: a Host naming this server and no foreign Origin.
+
+        This blocks web pages and DNS rebinding. A refusal closes the connection (any body is unread)."""
         address = self.server.server_address
         host, port = str(address[0]), int(address[1])
         problem = ""
@@ -465,8 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
-        """A same-origin preflight gets the methods; no CORS header is ever sent, so a browser
-        never lets another site's page make the request."""
+        """Answer a same-origin preflight; no CORS header is ever sent, so other sites' pages are refused."""
         if not self._guard():
             return
         self.send_response(204)
@@ -506,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
-        """``DELETE /v1/files/{id}`` (what a client frees the server's memory with)."""
+        """Free a file (``DELETE /v1/files/{id}``)."""
         files = _FILES.search(self.path.split("?")[0].rstrip("/"))
         if files is None or files.group(1) is None or files.group(2):
             self._not_allowed()
@@ -519,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get_batch_api(self, files: re.Match[str] | None,
                        batches: re.Match[str] | None) -> dict[str, Any] | bytes:
-        """The answer to a GET of ``/files…`` or ``/batches…``."""
+        """The answer to a GET of a files or batches route."""
         srv = self.server
         query = parse_qs(self.path.partition("?")[2])
         if files is not None:
@@ -567,9 +495,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(wait)
 
     def _read_body(self, bound: int = _MAX_BODY) -> bytes:
-        """The body, as long as Content-Length says (or chunked), at most ``bound`` bytes; a bad
-        or unmet length closes the connection afterwards (the next request's start would be
-        unknown)."""
+        """The body, as long as Content-Length says (or chunked), at most ``bound`` bytes.
+
+        A bad or unmet length closes the connection afterwards: the next request's start is unknown."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._read_chunked(bound)
         declared = self.headers.get("Content-Length")
@@ -689,7 +617,7 @@ class _Handler(BaseHTTPRequestHandler):
         return length not in ("", "0") or "Transfer-Encoding" in self.headers
 
     def _upload(self, kind: str) -> None:
-        """``POST /v1/files``: a multipart upload of a batch file, at most ``FILE_MAX_BYTES``."""
+        """Take a multipart upload of a batch file (``POST /v1/files``)."""
         srv = self.server
         if kind != "multipart/form-data":
             srv.stats.bump("forbidden")
@@ -716,7 +644,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._batch_api(store)
 
     def _post_batches(self, match: re.Match[str], raw: bytes | None, problem: str) -> None:
-        """``POST /v1/batches`` (create) and ``POST /v1/batches/{id}/cancel``."""
+        """Create or cancel a batch."""
         srv = self.server
         if match.group(2):
             self._batch_api(lambda: srv.batches.cancel(unquote(match.group(1))))
@@ -748,8 +676,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _embed(self, request: dict[str, Any], texts: list[str], received: float) -> None:
-        """``/embeddings``: deterministic word-hashing vectors (``personas.embedding``'s
-        ``HashEmbedder``), with the same latency and faults as chat answers."""
+        """Answer ``/embeddings`` with word-hashing vectors, with the chat answers' latency and faults."""
         if self._fault(received):
             return
         self._sleep_until(received + self.server.options.latency_s)
@@ -766,9 +693,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault(received):
             return
         body, cut, malformed = _chat_reply(srv, request, prepared)
-        # the answer is computed while the latency runs: each reply leaves ``latency_s`` after its
-        # request arrived, so the server's own CPU does not pile up on top of the latency when
-        # many requests arrive at once (it would otherwise serialise behind this process's lock)
+        # the answer is computed while the latency runs, so under load the server's CPU does not add to it
         self._sleep_until(received + opts.latency_s)
         if cut:
             srv.stats.bump("truncated")
@@ -779,8 +704,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, body)
 
     def _send_stream(self, events: Iterator[bytes]) -> None:
-        """A 200 ``text/event-stream`` answer, each event its own HTTP chunk (as servers flush
-        each token), so the connection stays open for the next request."""
+        """A 200 event-stream answer, one HTTP chunk per event, keeping the connection open."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -818,8 +742,9 @@ class _Prepared:
 
 
 def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
-    """The dialect's refusal of ``request``, or what answering it takes (``Problem`` when it is
-    past a bound). Shared by online requests and batch lines, so both are refused alike."""
+    """The dialect's refusal of ``request``, or what answering it takes.
+
+    Shared by online requests and batch lines, so both are refused alike."""
     dialect = srv.dialect
     messages = _plain_messages(request)
     plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
@@ -840,8 +765,7 @@ def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
 
 def _chat_reply(srv: _Server, request: dict[str, Any],
                 prepared: _Prepared) -> tuple[dict[str, Any], bool, bool]:
-    """The chat.completion answering a prepared request (malformed and runaway answers drawn
-    as the options say), whether it was cut, and whether it was malformed."""
+    """The chat.completion answering a prepared request, whether it was cut, and whether it was malformed."""
     opts = srv.options
     asked, repair = _before_repair(prepared.messages)
     malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
@@ -871,9 +795,10 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
 
 
 def answer_line(srv: _Server, url: str, request: object) -> tuple[int, Any]:
-    """(status, body) answering one batch line's ``request`` to ``url`` as the online route
-    would (the dialect's refusals, the bounds, the models served, the engine's answer), minus
-    what belongs to a connection: latency, hangs, injected HTTP errors, streaming."""
+    """(status, body) answering one batch line as the online route would.
+
+    Connection matters (latency, hangs, injected HTTP errors, streaming) are left out, so a batch
+    answer equals the online answer to the same body."""
     dialect = srv.dialect
     if not isinstance(request, dict):
         refusal = dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
@@ -910,9 +835,7 @@ def answer_line(srv: _Server, url: str, request: object) -> tuple[int, Any]:
 
 
 def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, Any]:
-    """An OpenAI ``/embeddings`` answer: one hashed vector per input text (``texts``, checked
-    by ``limits.check_embeddings``), in order (as floats, or base64 when ``encoding_format``
-    asks, which the openai SDK decodes)."""
+    """An ``/embeddings`` answer: one hashed vector per text, as floats or base64 as asked."""
     from personahub.personas.embedding import HashEmbedder
 
     dim = int(request.get("dimensions") or 64)
@@ -956,9 +879,9 @@ def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
 
 def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                                                              list[dict[str, Any]]]:
-    """(the conversation as first asked, the repair turn) of a repair prompt, whose last two
-    messages are the client's answer shown back and ``seam_validate``'s request to fix it; else
-    (``messages``, []). A repair is answered with the answer the first request got, unbroken."""
+    """Split a repair prompt into (the first conversation, the repair turn); else (``messages``, []).
+
+    A repair is answered with the answer the first request got, unbroken."""
     last = messages[-1]["content"] if messages else ""
     if not (len(messages) >= 3 and messages[-1]["role"] == "user" and last.startswith(REPAIR_OPENING)
             and messages[-2]["role"] == "assistant"):
@@ -974,8 +897,7 @@ def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
 
 def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,
                 dialect: Dialect | None = None) -> dict[str, Any]:
-    """The body answering ``request`` in ``dialect`` (``openai`` by default): a chat.completion,
-    or the refusal's body (no faults injected)."""
+    """The body answering ``request`` in ``dialect``: a chat.completion or the refusal (no faults)."""
     dialect = dialect or make_dialect("openai")
     messages = _plain_messages(request)
     plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
@@ -985,8 +907,8 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
 
 
 def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, Any] | None:
-    """The schema an answer fills: the plan's, else one written in the prompt (when the plan
-    looks there), else any object when JSON is due, else none."""
+    """The schema an answer fills: the plan's, else one written in the prompt, else any object when
+    JSON is due, else none."""
     schema = plan.json_schema
     if schema is None and plan.prompt_schema and not plan.tools:
         try:
@@ -1004,9 +926,7 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
                  malformed: bool, choices: int = 1, *,
                  runaway: bool = False,
                  schema: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
-    """An OpenAI chat.completion body answering ``request`` as ``plan`` says with ``choices``
-    choices, and whether an answer was cut at the token limit (``schema``: what
-    ``_answer_schema`` found, when the caller has it)."""
+    """A chat.completion answering ``request`` with ``choices`` choices, and whether one was cut."""
     if schema is None:
         schema = _answer_schema(plan, messages)
     answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
@@ -1031,9 +951,9 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
 
 
 def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
-    """The engine answering choice ``index``: the server's own for the first (so one-choice
-    answers stay as they were), one seeded from (seed, index) for the others, so each choice is
-    deterministic and differs from the rest wherever the engine has a choice to make."""
+    """The engine for choice ``index``: the server's own for the first, one seeded by index for others.
+
+    So each choice is deterministic and differs from the rest wherever the engine has a choice."""
     if index == 0:
         return engine
     digest = hashlib.blake2b(f"{engine.seed}/choice/{index}".encode(), digest_size=8).digest()
@@ -1085,7 +1005,7 @@ def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) 
 
 def _runaway_choice(dialect: Dialect, plan: Plan, reply: EngineReply, ran: Runaway,
                     malformed: bool) -> tuple[Shaped, bool, int, int]:
-    """The choice of a runaway answer (see ``models.fake_server.runaway``)."""
+    """The choice of a runaway answer."""
     text = ran.text[: len(ran.text) // 2] if malformed else ran.text
     if reply.tool_calls:
         call = reply.tool_calls[0]
@@ -1113,13 +1033,11 @@ class RunningServer:
 
 
 _ALLOW = "GET, POST, DELETE, OPTIONS"
-# the Batch API's routes: /files, /files/{id}, /files/{id}/content; /batches, /batches/{id},
-# /batches/{id}/cancel (after any prefix, as the other routes)
+# the Batch API's routes (after any prefix, as the other routes)
 _FILES = re.compile(r"/files(?:/([^/]+)(/content)?)?$")
 _BATCHES = re.compile(r"/batches(?:/([^/]+)(/cancel)?)?$")
 
-#: How often the serving loop checks for ``stop()``: socketserver's default (0.5 s) made every
-#: stop wait half a second, most of a short test's time.
+#: How often the serving loop checks for ``stop()``: the 0.5 s default made every stop wait that long.
 _POLL_S = 0.02
 
 
@@ -1131,9 +1049,7 @@ def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> RunningServer:
     """Start the server on a loopback address in a daemon thread (port 0 picks a free port).
 
-    ``::1`` binds IPv6 loopback; any other host is a UsageError. A port in use (or an address
-    this machine cannot bind) is a one-line PersonahubError naming the setting.
-    """
+    Another host is a UsageError; a port in use is a one-line PersonahubError."""
     if host not in _LOOPBACK:  # a value the server never takes: a usage error (exit 2)
         raise UsageError(f"--host {host!r}: the offline server only binds to loopback: "
                          f"{', '.join(_LOOPBACK)}")

@@ -1,12 +1,7 @@
 """A finished chat.completion body as the OpenAI API streams it (``stream=True``).
 
-The loopback server computes an answer whole, then sends it as server-sent events the way the
-OpenAI API does, so streaming clients (the openai SDK's ``Stream``/``AsyncStream``, LangChain's
-``stream``) see the same text a plain call returns: per choice a first chunk with the role, then
-content deltas (or, for tool calls, the call's id and name and then its arguments in pieces),
-then a chunk with the ``finish_reason``; with ``stream_options.include_usage`` a last chunk with
-no choices carries the usage; ``data: [DONE]`` ends the stream.
-"""
+The answer is computed whole, then sent as server-sent events in OpenAI's chunk shapes, so
+streaming clients see the same text a plain call returns."""
 
 from __future__ import annotations
 
@@ -14,8 +9,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-#: Characters per content delta: the offline engine has no tokens, so answers are cut in pieces
-#: about as long as a few tokens (4 characters a token), enough for a client to see many deltas.
+#: Characters per content delta: about a few tokens, so a client sees many deltas.
 PIECE_CHARS = 16
 
 

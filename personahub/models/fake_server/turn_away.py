@@ -1,12 +1,7 @@
 """Closing a connection turned away at ``--max-connections`` without losing its 503.
 
-The refusal is sent and the write side shut at once (the client reads the 503, then end of
-file), but closing the socket while the client's request bytes sit unread in it makes the kernel
-send a reset, and a reset can discard the 503 before the client read it. So the socket is handed
-to one shared thread that reads and drops what the client sends until the client closes or
-``LINGER_S`` passes, and only then closes it: the accepting thread never waits, and a flood of
-refused connections costs one thread.
-"""
+Closing a socket with unread bytes sends a reset that can discard the 503, so one shared thread
+drains such sockets before closing them."""
 
 from __future__ import annotations
 
@@ -19,7 +14,7 @@ POLL_S = 0.05
 
 
 class LingeringCloser:
-    """Sockets whose 503 was sent, closed once drained (module doc)."""
+    """Sockets whose 503 was sent, closed once drained."""
 
     def __init__(self, stopping: threading.Event) -> None:
         self._stopping = stopping
