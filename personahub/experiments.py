@@ -150,6 +150,8 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         raise PersonahubError(f"experiment: parallel must be >= 1, got {parallel}")
     options = {k: v for k, v in options.items() if v is not None}
     db = Path(db)
+    # the run options' own checks (a bad --archetype-elicit: one line), before any run starts
+    RunConfig(scenario=scenario, db=db, llm=llm, **options)
     done: dict[tuple[str, int], str] = {}
     if db.exists():
         con = connect(db)
