@@ -120,6 +120,60 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
                       ("rumour", 0, "run-rumour-7")]
 
 
+@pytest.mark.parametrize("parallel", [2, 1])
+def test_an_interrupt_stops_the_runs_under_way_and_starts_no_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: int) -> None:
+    """Ctrl-C while replicate 0's runs are under way (both at once with ``parallel=2``; the
+    first alone with 1): each run under way sees the interrupt in its own thread, no later run
+    starts, nothing is linked, and one ``Stopped`` line names the experiment, not a run."""
+    from personahub.core.interrupts import Stopped
+
+    main = threading.get_ident()
+    started: list[tuple[str, int]] = []
+    stopped: list[tuple[str, int]] = []
+    going = threading.Semaphore(0)
+
+    class Summary:
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+
+    def fake_run(config: Any, where: str) -> Any:
+        arm = "rumour" if "rumour" in (config.scenario.world or "") else "calm"
+        started.append((arm, config.seed - 7))
+        with experiments_module._stoppable():  # as the real ``_run``
+            going.release()
+            try:
+                for _ in range(500):  # 10 s: far longer than the interrupt takes to come
+                    threading.Event().wait(0.02)
+            except KeyboardInterrupt:
+                stopped.append((arm, config.seed - 7))
+                raise
+        return Summary(f"run-{arm}-{config.seed}")
+
+    def ctrl_c() -> None:
+        for _ in range(parallel):
+            assert going.acquire(timeout=60)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    monkeypatch.setattr(experiments_module, "_run", fake_run)
+    db = tmp_path / "exp.duckdb"
+    sender = threading.Thread(target=ctrl_c)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt) as caught:
+        experiment(scenario_file(tmp_path), db=db, parallel=parallel)
+    sender.join(timeout=60)
+    assert isinstance(caught.value, Stopped)
+    assert str(caught.value) == (
+        "experiment tiny_parallel interrupted by Ctrl-C after 0 of the 4 runs to go; the same "
+        "personahub experiment command goes on (finished runs are kept)")
+    under_way = [("calm", 0), ("rumour", 0)][:parallel]
+    assert sorted(started) == sorted(stopped) == under_way
+    if parallel > 1:  # the file the parallel runs share is open from the start
+        assert rows(db, "SELECT count(*) FROM experiments") == [(0,)]
+    else:
+        assert not db.exists()
+
+
 def test_parallel_is_no_run_setting_and_must_be_positive(tmp_path: Path) -> None:
     path = scenario_file(tmp_path)
     with pytest.raises(PersonahubError, match="parallel must be >= 1"):
