@@ -149,6 +149,10 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     Returns:
         The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids
         (in arm x replicate order, whatever order they finished in).
+
+    Raises:
+        Stopped: Ctrl-C or SIGTERM (a ``KeyboardInterrupt``): the runs under way were stopped
+            and marked ``interrupted``; its line names the experiment command, which goes on.
     """
     experiment_id = experiment.id or scenario.name
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario", "db", "llm", "seed"}
