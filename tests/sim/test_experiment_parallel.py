@@ -120,18 +120,23 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
                       ("rumour", 0, "run-rumour-7")]
 
 
-@pytest.mark.parametrize("parallel", [2, 1])
+@pytest.mark.parametrize(("parallel", "sig", "name"), [(2, signal.SIGINT, "Ctrl-C"),
+                                                       (1, signal.SIGINT, "Ctrl-C"),
+                                                       (2, signal.SIGTERM, "SIGTERM")])
 def test_an_interrupt_stops_the_runs_under_way_and_starts_no_other(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: int) -> None:
-    """Ctrl-C while replicate 0's runs are under way (both at once with ``parallel=2``; the
-    first alone with 1): each run under way sees the interrupt in its own thread, no later run
-    starts, nothing is linked, and one ``Stopped`` line names the experiment, not a run."""
-    from personahub.core.interrupts import Stopped
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: int, sig: int,
+        name: str) -> None:
+    """Ctrl-C (SIGTERM) while replicate 0's runs are under way (both at once with
+    ``parallel=2``; the first alone with 1): each run under way sees the interrupt in its own
+    thread, of the signal's kind, no later run starts, nothing is linked, and one ``Stopped``
+    line names the experiment, not a run."""
+    from personahub.core.interrupts import Stopped, Terminated, sigterm_as_interrupt
 
     main = threading.get_ident()
     started: list[tuple[str, int]] = []
     stopped: list[tuple[str, int]] = []
     going = threading.Semaphore(0)
+    kinds: set[type] = set()
 
     class Summary:
         def __init__(self, run_id: str) -> None:
@@ -145,29 +150,31 @@ def test_an_interrupt_stops_the_runs_under_way_and_starts_no_other(
             try:
                 for _ in range(500):  # 10 s: far longer than the interrupt takes to come
                     threading.Event().wait(0.02)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 stopped.append((arm, config.seed - 7))
+                kinds.add(type(exc))
                 raise
         return Summary(f"run-{arm}-{config.seed}")
 
     def ctrl_c() -> None:
         for _ in range(parallel):
             assert going.acquire(timeout=60)
-        signal.pthread_kill(main, signal.SIGINT)
+        signal.pthread_kill(main, sig)
 
     monkeypatch.setattr(experiments_module, "_run", fake_run)
     db = tmp_path / "exp.duckdb"
     sender = threading.Thread(target=ctrl_c)
     sender.start()
-    with pytest.raises(KeyboardInterrupt) as caught:
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_as_interrupt():
         experiment(scenario_file(tmp_path), db=db, parallel=parallel)
     sender.join(timeout=60)
     assert isinstance(caught.value, Stopped)
     assert str(caught.value) == (
-        "experiment tiny_parallel interrupted by Ctrl-C after 0 of the 4 runs to go; the same "
+        f"experiment tiny_parallel interrupted by {name} after 0 of the 4 runs to go; the same "
         "personahub experiment command goes on (finished runs are kept)")
     under_way = [("calm", 0), ("rumour", 0)][:parallel]
     assert sorted(started) == sorted(stopped) == under_way
+    assert kinds == ({Terminated} if sig == signal.SIGTERM else {KeyboardInterrupt})
     if parallel > 1:  # the file the parallel runs share is open from the start
         assert rows(db, "SELECT count(*) FROM experiments") == [(0,)]
     else:
