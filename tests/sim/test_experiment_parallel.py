@@ -215,16 +215,16 @@ def test_a_parallel_experiment_killed_mid_way_resumes_to_the_same_tables(tmp_pat
 @pytest.mark.slow
 def test_ctrl_c_stops_the_parallel_runs_under_way_and_the_command_goes_on(
         tmp_path: Path) -> None:
-    """Ctrl-C under ``--parallel 2`` once the first run finished (the next one under way, 12
-    steps of at least 0.5 s each): no further run starts, those under way stop at once (marked
+    """Ctrl-C under ``--parallel 2`` once the first run finished (the next one under way, 8
+    steps of at least 0.75 s each): no further run starts, those under way stop at once (marked
     ``interrupted`` mid-way, linked to nothing: before, they ran to their end), the exit is 130
     with one line pointing at the experiment command, and that command then makes the tables of
     an experiment never interrupted."""
-    path = scenario_file(tmp_path, steps=12)
+    path = scenario_file(tmp_path, steps=8)
     db, said = tmp_path / "exp.duckdb", tmp_path / "stderr.txt"
     args = ["experiment", str(path), "--db", str(db), "--parallel", "2"]
     with said.open("w") as stderr:
-        code = kill_when([*args, "--offline-latency", "0.5"], lambda: ": run " in said.read_text(),
+        code = kill_when([*args, "--offline-latency", "0.75"], lambda: ": run " in said.read_text(),
                          "no run finished", stderr=stderr, within_s=120, sig=signal.SIGINT,
                          delay_s=1.5)
     lines = [line for line in said.read_text().splitlines() if line.strip()]
@@ -238,9 +238,9 @@ def test_ctrl_c_stops_the_parallel_runs_under_way_and_the_command_goes_on(
                     "WHERE s.run_id = r.run_id) FROM runs r JOIN jobs j ON j.job_id = r.run_id")
     assert 1 <= len(linked) < 4
     assert {(status, steps) for run_id, status, steps in runs if run_id in linked} == \
-        {("finished", 12)}
+        {("finished", 8)}
     stopped = [(status, steps) for run_id, status, steps in runs if run_id not in linked]
-    assert stopped and all(status == "interrupted" and steps < 12 for status, steps in stopped)
+    assert stopped and all(status == "interrupted" and steps < 8 for status, steps in stopped)
     assert len(linked) + len(stopped) <= 4  # no run started after the signal
 
     resumed = invoke(*args)
