@@ -52,7 +52,7 @@ from personahub.analysis.experiment_effects import (
 from personahub.api import run_simulation
 from personahub.bridge import forget_interrupt, interrupt_thread
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
-from personahub.core.interrupts import Stopped, signal_name
+from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
@@ -191,8 +191,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                                            on_run=on_run))
     finished: list[str] = []  # the runs linked so far (for the interrupt's line)
     try:
-        results = _each(tasks, parallel, db, options.get("executor"), options.get("ray_address"),
-                        finished)
+        with interrupts_from_queries():  # Ctrl-C amid DuckDB's own query (the shared connect)
+            results = _each(tasks, parallel, db, options.get("executor"),
+                            options.get("ray_address"), finished)
     except KeyboardInterrupt as exc:
         raise Stopped(f"experiment {experiment_id} interrupted by {signal_name(exc)} after "
                       f"{len(finished)} of the {len(tasks)} runs to go; the same personahub "

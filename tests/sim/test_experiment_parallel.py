@@ -5,6 +5,7 @@ tables of the runs one after another; killed, the same command goes on to those 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -179,6 +180,25 @@ def test_an_interrupt_stops_the_runs_under_way_and_starts_no_other(
         assert rows(db, "SELECT count(*) FROM experiments") == [(0,)]
     else:
         assert not db.exists()
+
+
+def test_ctrl_c_amid_the_shared_connect_is_the_experiments_interrupt_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing while DuckDB builds the schema of the file the parallel runs share comes
+    out of DuckDB as "Query interrupted" (it was a traceback and exit 1): it is the interrupt,
+    with the experiment's line."""
+    from personahub.core import interrupts
+
+    def interrupted_connect(db: Any, **_: Any) -> Any:
+        with contextlib.suppress(KeyboardInterrupt):  # the handler notes the signal, as Ctrl-C
+            interrupts._raise_interrupt(signal.SIGINT, None)
+        raise RuntimeError("Query interrupted")
+
+    monkeypatch.setattr(experiments_module, "connect", interrupted_connect)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        experiment(scenario_file(tmp_path), db=tmp_path / "exp.duckdb", parallel=2)
+    assert str(caught.value).startswith(
+        "experiment tiny_parallel interrupted by Ctrl-C after 0 of the 4 runs to go; ")
 
 
 def test_parallel_is_no_run_setting_and_must_be_positive(tmp_path: Path) -> None:
