@@ -68,9 +68,29 @@ def interrupt(worker: _Worker) -> None:
     """Raise ``KeyboardInterrupt`` in ``worker``'s thread (at its next Python instruction)."""
     if worker.ident is None or worker.finished.is_set():
         return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(worker.ident),
-                                               ctypes.py_object(KeyboardInterrupt))
-    wake(worker.ident)
+    interrupt_thread(worker.ident)
+
+
+def interrupt_thread(ident: int, kind: type[KeyboardInterrupt] = KeyboardInterrupt) -> None:
+    """Raise ``kind`` (``KeyboardInterrupt`` or ``Terminated``) in thread ``ident`` at its next
+    Python instruction, and wake its job loops so a run waiting on the network sees it now
+    (an experiment's parallel runs are stopped so on Ctrl-C).
+
+    Args:
+        ident: the thread's ``threading.get_ident()``.
+        kind: the interrupt's class (SIGTERM's ``Terminated`` says so in the job's mark).
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(kind))
+    wake(ident)
+
+
+def forget_interrupt(ident: int) -> None:
+    """Drop an interrupt sent to thread ``ident`` that it has not raised yet.
+
+    Args:
+        ident: the thread's ``threading.get_ident()``.
+    """
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
 def _stopped(worker: _Worker, cause: KeyboardInterrupt) -> KeyboardInterrupt:

@@ -20,8 +20,12 @@ worker merged after). Write transactions take turns (``core.store.transaction``)
 allocate no shared counter, and runs sharing the file skip the per-step checkpoint under a
 lowered memory limit (``sim.store.shared_pool``). With ``--executor ray`` each run ships its
 calls to Ray (give ``--ray-workers`` so N runs' actor pools fit the cluster, else they wait on
-each other). Ctrl-C starts no further run; those under way finish first (the kernel's interrupt
-handling is the main thread's).
+each other). Ctrl-C (or SIGTERM) starts no further run and stops those under way as it stops a
+lone run: the signal lands in the main thread, which raises the interrupt in each run's thread
+(``bridge.interrupt_thread``, as a notebook's stop button does) and waits for them; each is marked
+``interrupted``, its open step rolled back, and linked to nothing (the next call starts it again).
+Either way the interrupt ends as one ``Stopped`` line naming the experiment command, not the
+run's own resume (``personahub run --resume`` would not rebuild an arm's scenario).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +50,9 @@ from personahub.analysis.experiment_effects import (
     outcome_values,
 )
 from personahub.api import run_simulation
+from personahub.bridge import forget_interrupt, interrupt_thread
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
+from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
@@ -142,6 +149,10 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     Returns:
         The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids
         (in arm x replicate order, whatever order they finished in).
+
+    Raises:
+        Stopped: Ctrl-C or SIGTERM (a ``KeyboardInterrupt``): the runs under way were stopped
+            and marked ``interrupted``; its line names the experiment command, which goes on.
     """
     experiment_id = experiment.id or scenario.name
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario", "db", "llm", "seed"}
@@ -150,6 +161,8 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         raise PersonahubError(f"experiment: parallel must be >= 1, got {parallel}")
     options = {k: v for k, v in options.items() if v is not None}
     db = Path(db)
+    # the run options' own checks (a bad --archetype-elicit: one line), before any run starts
+    RunConfig(scenario=scenario, db=db, llm=llm, **options)
     done: dict[tuple[str, int], str] = {}
     if db.exists():
         con = connect(db)
@@ -176,8 +189,16 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
             tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
                                            settings, db=db, llm=llm, options=options,
                                            on_run=on_run))
-    ran = [r for r in _each(tasks, parallel, db, options.get("executor"),
-                            options.get("ray_address")) if r is not None]
+    finished: list[str] = []  # the runs linked so far (for the interrupt's line)
+    try:
+        with interrupts_from_queries():  # Ctrl-C amid DuckDB's own query (the shared connect)
+            results = _each(tasks, parallel, db, options.get("executor"),
+                            options.get("ray_address"), finished)
+    except KeyboardInterrupt as exc:
+        raise Stopped(f"experiment {experiment_id} interrupted by {signal_name(exc)} after "
+                      f"{len(finished)} of the {len(tasks)} runs to go; the same personahub "
+                      "experiment command goes on (finished runs are kept)", exc) from None
+    ran = [r for r in results if r is not None]
     con = connect(db, read_only=True)
     try:
         runs = finished_arm_runs(con, experiment_id)
@@ -187,18 +208,30 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
 
 
 def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
-          executor: str | None, ray_address: str | None) -> list[str | None]:
-    """Each task's result, in task order: one after another, or ``parallel`` at once on threads.
+          executor: str | None, ray_address: str | None,
+          finished: list[str] | None = None) -> list[str | None]:
+    """Each task's result, in task order: one after another, or ``parallel`` at once on threads;
+    ``finished`` gets each new run id as its task ends.
 
     In parallel one read-write connection is held open around the runs: DuckDB opens a file
     once per process, so every run's connection (and ``connect``'s read-only probe, which falls
     back to it) shares that instance rather than racing to open it read-only and read-write; and
     with ``--executor ray`` one Ray connection is held around the runs (each run's own would
     shut Ray down under the others). The first task that fails stops the ones not started; the
-    ones under way finish (their runs are recorded), then its error is raised.
+    ones under way finish (their runs are recorded), then its error is raised. Ctrl-C (SIGTERM)
+    stops the ones under way too (``_Stopper``) and is raised once they ended.
     """
+    told = finished if finished is not None else []
+
+    def counted(task: Callable[[], str | None]) -> str | None:
+        run_id = task()
+        if run_id is not None:
+            told.append(run_id)
+        return run_id
+
     if parallel == 1 or len(tasks) <= 1:
-        return [task() for task in tasks]
+        return [counted(task) for task in tasks]
+    stopper = _Stopper()
     with contextlib.ExitStack() as stack:
         stack.callback(connect(db).close)
         stack.enter_context(shared_pool())  # no run lowers the shared pool's memory limit
@@ -209,10 +242,16 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
         pool = stack.enter_context(
             ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
                                thread_name_prefix="experiment-run"))
-        futures = [pool.submit(task) for task in tasks]
+        futures = [pool.submit(stopper.serve, functools.partial(counted, task))
+                   for task in tasks]
         try:
             wait(futures, return_when=FIRST_EXCEPTION)
-        finally:  # a failure or Ctrl-C: start no further run, let those under way finish
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: no further run, stop those going
+            for future in futures:
+                future.cancel()
+            stopper.stop(exc)
+            raise
+        finally:  # a failure: start no further run, let those under way finish
             for future in futures:
                 future.cancel()
             wait(futures)
@@ -220,6 +259,60 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
             if not future.cancelled() and future.exception() is not None:
                 raise cast(BaseException, future.exception())
         return [future.result() for future in futures]
+
+
+_here = threading.local()  # ``stopper``: the ``_Stopper`` of the thread's parallel experiment
+
+
+class _Stopper:
+    """The threads of a parallel experiment whose runs are under way, so that an interrupt of
+    the main thread (where signals land) reaches them: ``stop`` raises it in each run's thread.
+
+    Only a run is interrupted, never the linking after it: a finished run's pending interrupt
+    is dropped (the run is kept), and a task that starts after ``stop`` raises at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: set[int] = set()
+        self._stop: type[KeyboardInterrupt] | None = None
+
+    def serve(self, task: Callable[[], str | None]) -> str | None:
+        """``task()`` in a pool thread, its runs stoppable by ``stop``."""
+        _here.stopper = self
+        try:
+            return task()
+        finally:
+            _here.stopper = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Around a run in this thread: ``stop`` interrupts it."""
+        ident = threading.get_ident()
+        with self._lock:
+            if self._stop is not None:
+                raise self._stop()
+            self._running.add(ident)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running.discard(ident)
+                if self._stop is not None:  # sent, not raised yet: the run is over, keep it
+                    forget_interrupt(ident)
+
+    def stop(self, cause: KeyboardInterrupt) -> None:
+        """Raise ``cause``'s kind (Ctrl-C or SIGTERM) in every run under way; none starts after."""
+        kind = type(cause) if not isinstance(cause, Stopped) else KeyboardInterrupt
+        with self._lock:
+            self._stop = kind
+            for ident in self._running:
+                interrupt_thread(ident, kind)
+
+
+def _stoppable() -> contextlib.AbstractContextManager[None]:
+    """``_Stopper.running`` in a parallel experiment's thread, else nothing to do."""
+    stopper = getattr(_here, "stopper", None)
+    return stopper.running() if stopper is not None else contextlib.nullcontext()
 
 
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
@@ -255,7 +348,8 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
 def _run(config: RunConfig, where: str) -> Any:
     """``run_simulation``; a run stopped by its endpoint says the experiment command goes on."""
     try:
-        return run_simulation(config)
+        with _stoppable():
+            return run_simulation(config)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise

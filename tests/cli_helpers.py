@@ -56,10 +56,12 @@ def env() -> dict[str, str]:
 
 
 def kill_when(args: list[str], ready: Callable[[], bool], what: str, *,
-              stderr: IO[str] | int = subprocess.DEVNULL, within_s: float = 120) -> int:
-    """Start ``cli(*args)``, ``kill -9`` it once ``ready()`` holds (``what``: the assertion
-    message if it never does within ``within_s`` seconds); returns its exit code. ``stderr``:
-    where its stderr goes (a file lets ``ready`` read what it said)."""
+              stderr: IO[str] | int = subprocess.DEVNULL, within_s: float = 120,
+              sig: int = signal.SIGKILL, delay_s: float = 0) -> int:
+    """Start ``cli(*args)``, ``kill -9`` it (or send ``sig``) ``delay_s`` after ``ready()``
+    holds (``what``: the assertion message if it never does within ``within_s`` seconds);
+    returns its exit code. ``stderr``: where its stderr goes (a file lets ``ready`` read what
+    it said)."""
     proc = subprocess.Popen(cli(*args), cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
                             stderr=stderr)
     try:
@@ -67,8 +69,9 @@ def kill_when(args: list[str], ready: Callable[[], bool], what: str, *,
         while not ready() and proc.poll() is None:
             assert time.monotonic() < deadline, what
             time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        time.sleep(delay_s)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

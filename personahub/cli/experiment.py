@@ -17,6 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from personahub.cli.common import DbOption, Engine, engine_options, one_line_errors, out, say
+from personahub.cli.run import ArchetypeElicitOption
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ def experiment(
         "--archetypes", min=1, metavar="K",
         help="Every arm run asks its surveys and unaddressed actions once per archetype of K "
              "(as run --archetypes; default: the scenario's).")] = None,
+    archetype_elicit: ArchetypeElicitOption = None,
     parallel: Annotated[int, typer.Option(
         "--parallel", min=1, metavar="N",
         help="Arm runs under way at once (threads of this process, one database); the tables "
@@ -69,7 +71,7 @@ def experiment(
     watcher = _watcher(scenario, db, experiment_id, replicates, view_port) if view else None
     try:
         result = _run_it(scenario, db, replicates, experiment_id, told, steps, archetypes, compare,
-                         parallel, engine)
+                         parallel, engine, archetype_elicit)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -93,15 +95,15 @@ def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: in
 
 def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
-            parallel: int, engine: Engine) -> Any:
+            parallel: int, engine: Engine, archetype_elicit: str | None = None) -> Any:
     """The experiment's unfinished runs, then its tables (``personahub.experiment``)."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
+    given: dict[str, Any] = {"archetypes": archetypes, "archetype_elicit": archetype_elicit}
     return run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
                   experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
-                  parallel=parallel,
-                  **({"archetypes": archetypes} if archetypes is not None else {}),
+                  parallel=parallel, **{k: v for k, v in given.items() if v is not None},
                   **engine.settings(), **engine.flags.settings())
 
 

@@ -36,6 +36,14 @@ from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 
+# declared once: ``personahub experiment`` hands the same flag to every arm run (checked, as
+# here, by ``RunConfig``: a bad value is one line and exit 2)
+ArchetypeElicitOption = Annotated[str | None, typer.Option(
+    "--archetype-elicit", metavar="HOW",
+    help="How an archetype's answer distribution is elicited: 'stated' (its representative "
+         "states the shares, one call) or 'sample:N' (N of its asked members answer; "
+         "default: the scenario's, else stated).")]
+
 
 @one_line_errors
 @engine_options("model", "executor", "batch", without=("batch_file",))
@@ -51,11 +59,7 @@ def run(
                                  "surveys (and draw unaddressed actions) once per archetype; "
                                  "overrides the scenario's archetypes (docs/scenarios.md).")
     ] = None,
-    archetype_elicit: Annotated[str | None, typer.Option(
-        "--archetype-elicit", metavar="HOW",
-        help="How an archetype's answer distribution is elicited: 'stated' (its representative "
-             "states the shares, one call) or 'sample:N' (N of its asked members answer; "
-             "default: the scenario's, else stated).")] = None,
+    archetype_elicit: ArchetypeElicitOption = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="RUN_ID",
         help="Continue a stopped run from its last committed step (same seed and options).")] = None,

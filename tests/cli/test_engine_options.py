@@ -412,10 +412,24 @@ def test_experiment_cli_and_api_build_the_same_arm_run_config(given: bool, tmp_p
     path.write_text(EXPERIMENT_FILE, encoding="utf-8")
     db = tmp_path / "ab.duckdb"
     flags, kwargs = given_options("experiment") if given else ([], {})
+    if given:  # the run options an experiment takes too, as run declares them
+        flags += ["--archetypes", "2", "--archetype-elicit", "sample:2"]
     cli = cli_config("experiment", path, "--db", db, *flags)
-    made = api_config(lambda: personahub.experiment(path, db=db, **kwargs))
+    sampled = {"archetypes": 2, "archetype_elicit": "sample:2"} if given else {}
+    made = api_config(lambda: personahub.experiment(path, db=db, **kwargs, **sampled))
     assert cli.kind == "run"
     assert_same(cli, made)
     if given:  # every engine flag reached the arm run's config
         assert len(kwargs) == len(GIVEN)
         assert {k: getattr(cli.config, k) for k in kwargs} == kwargs
+        assert (cli.config.archetypes, cli.config.archetype_elicit) == (2, "sample:2")
+    else:
+        assert (cli.config.archetypes, cli.config.archetype_elicit) == (None, None)
+    # declared once: experiment's flag is run's (the same typer declaration, help included)
+    assert [_option(command, "archetype_elicit") for command in ("experiment", "run")] == \
+        [_option("run", "archetype_elicit")] * 2
+
+
+def _option(command: str, param: str) -> Any:
+    """The type (with its ``typer.Option``) ``command`` declares ``param`` with."""
+    return typing.get_type_hints(dict(commands())[command], include_extras=True)[param]

@@ -5,6 +5,7 @@ tables of the runs one after another; killed, the same command goes on to those 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -120,6 +121,86 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
                       ("rumour", 0, "run-rumour-7")]
 
 
+@pytest.mark.parametrize(("parallel", "sig", "name"), [(2, signal.SIGINT, "Ctrl-C"),
+                                                       (1, signal.SIGINT, "Ctrl-C"),
+                                                       (2, signal.SIGTERM, "SIGTERM")])
+def test_an_interrupt_stops_the_runs_under_way_and_starts_no_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: int, sig: int,
+        name: str) -> None:
+    """Ctrl-C (SIGTERM) while replicate 0's runs are under way (both at once with
+    ``parallel=2``; the first alone with 1): each run under way sees the interrupt in its own
+    thread, of the signal's kind, no later run starts, nothing is linked, and one ``Stopped``
+    line names the experiment, not a run."""
+    from personahub.core.interrupts import Stopped, Terminated, sigterm_as_interrupt
+
+    main = threading.get_ident()
+    started: list[tuple[str, int]] = []
+    stopped: list[tuple[str, int]] = []
+    going = threading.Semaphore(0)
+    kinds: set[type] = set()
+
+    class Summary:
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+
+    def fake_run(config: Any, where: str) -> Any:
+        arm = "rumour" if "rumour" in (config.scenario.world or "") else "calm"
+        started.append((arm, config.seed - 7))
+        with experiments_module._stoppable():  # as the real ``_run``
+            going.release()
+            try:
+                for _ in range(500):  # 10 s: far longer than the interrupt takes to come
+                    threading.Event().wait(0.02)
+            except KeyboardInterrupt as exc:
+                stopped.append((arm, config.seed - 7))
+                kinds.add(type(exc))
+                raise
+        return Summary(f"run-{arm}-{config.seed}")
+
+    def ctrl_c() -> None:
+        for _ in range(parallel):
+            assert going.acquire(timeout=60)
+        signal.pthread_kill(main, sig)
+
+    monkeypatch.setattr(experiments_module, "_run", fake_run)
+    db = tmp_path / "exp.duckdb"
+    sender = threading.Thread(target=ctrl_c)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_as_interrupt():
+        experiment(scenario_file(tmp_path), db=db, parallel=parallel)
+    sender.join(timeout=60)
+    assert isinstance(caught.value, Stopped)
+    assert str(caught.value) == (
+        f"experiment tiny_parallel interrupted by {name} after 0 of the 4 runs to go; the same "
+        "personahub experiment command goes on (finished runs are kept)")
+    under_way = [("calm", 0), ("rumour", 0)][:parallel]
+    assert sorted(started) == sorted(stopped) == under_way
+    assert kinds == ({Terminated} if sig == signal.SIGTERM else {KeyboardInterrupt})
+    if parallel > 1:  # the file the parallel runs share is open from the start
+        assert rows(db, "SELECT count(*) FROM experiments") == [(0,)]
+    else:
+        assert not db.exists()
+
+
+def test_ctrl_c_amid_the_shared_connect_is_the_experiments_interrupt_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing while DuckDB builds the schema of the file the parallel runs share comes
+    out of DuckDB as "Query interrupted" (it was a traceback and exit 1): it is the interrupt,
+    with the experiment's line."""
+    from personahub.core import interrupts
+
+    def interrupted_connect(db: Any, **_: Any) -> Any:
+        with contextlib.suppress(KeyboardInterrupt):  # the handler notes the signal, as Ctrl-C
+            interrupts._raise_interrupt(signal.SIGINT, None)
+        raise RuntimeError("Query interrupted")
+
+    monkeypatch.setattr(experiments_module, "connect", interrupted_connect)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        experiment(scenario_file(tmp_path), db=tmp_path / "exp.duckdb", parallel=2)
+    assert str(caught.value).startswith(
+        "experiment tiny_parallel interrupted by Ctrl-C after 0 of the 4 runs to go; ")
+
+
 def test_parallel_is_no_run_setting_and_must_be_positive(tmp_path: Path) -> None:
     path = scenario_file(tmp_path)
     with pytest.raises(PersonahubError, match="parallel must be >= 1"):
@@ -149,6 +230,46 @@ def test_a_parallel_experiment_killed_mid_way_resumes_to_the_same_tables(tmp_pat
     assert before <= set(resumed.runs.run_id) and before.isdisjoint(resumed.ran)
     whole = experiment(path, db=tmp_path / "whole.duckdb")
     assert_same_tables(resumed, whole)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_parallel_runs_under_way_and_the_command_goes_on(
+        tmp_path: Path) -> None:
+    """Ctrl-C under ``--parallel 2`` once the first run finished (the next one under way, 8
+    steps of at least 0.75 s each): no further run starts, those under way stop at once (marked
+    ``interrupted`` mid-way, linked to nothing: before, they ran to their end), the exit is 130
+    with one line pointing at the experiment command, and that command then makes the tables of
+    an experiment never interrupted."""
+    path = scenario_file(tmp_path, steps=8)
+    db, said = tmp_path / "exp.duckdb", tmp_path / "stderr.txt"
+    args = ["experiment", str(path), "--db", str(db), "--parallel", "2"]
+    with said.open("w") as stderr:
+        code = kill_when([*args, "--offline-latency", "0.75"], lambda: ": run " in said.read_text(),
+                         "no run finished", stderr=stderr, within_s=120, sig=signal.SIGINT,
+                         delay_s=1.5)
+    lines = [line for line in said.read_text().splitlines() if line.strip()]
+    assert code == 130, lines
+    assert not any("Traceback" in line for line in lines), lines
+    assert lines[-1].startswith("experiment tiny_parallel interrupted by Ctrl-C after ")
+    assert lines[-1].endswith(" runs to go; the same personahub experiment command goes on "
+                              "(finished runs are kept)")
+    linked = {r[0] for r in rows(db, "SELECT run_id FROM experiments")}
+    runs = rows(db, "SELECT r.run_id, j.status, (SELECT count(*) FROM steps s "
+                    "WHERE s.run_id = r.run_id) FROM runs r JOIN jobs j ON j.job_id = r.run_id")
+    assert 1 <= len(linked) < 4
+    assert {(status, steps) for run_id, status, steps in runs if run_id in linked} == \
+        {("finished", 8)}
+    stopped = [(status, steps) for run_id, status, steps in runs if run_id not in linked]
+    assert stopped and all(status == "interrupted" and steps < 8 for status, steps in stopped)
+    assert len(linked) + len(stopped) <= 4  # no run started after the signal
+
+    resumed = invoke(*args)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{4 - len(linked)} runs run now, {len(linked)} finished before" in resumed.stderr
+    whole = invoke("experiment", path, "--db", tmp_path / "whole.duckdb")
+    assert whole.exit_code == 0, whole.output
+    assert resumed.stdout == whole.stdout  # the effect table and verdicts
+    assert rows(db, ANSWERS) == rows(tmp_path / "whole.duckdb", ANSWERS)
 
 
 @pytest.mark.slow

@@ -268,3 +268,43 @@ def test_an_arm_run_stopped_by_a_failing_server_points_at_the_experiment(tmp_pat
     assert text.startswith("experiment tiny_launch, arm 'a' replicate 0: run ")
     assert "the same personahub experiment command goes on" in text
     assert "personahub run --resume" not in text
+
+
+def test_archetype_elicit_reaches_every_arm_run_and_is_part_of_the_experiment(tmp_path):
+    """``experiment --archetype-elicit sample:N`` (as ``run``'s): each arm run asks N members of
+    each of its K archetypes per survey; a resume with another value is refused in one line, as
+    for ``--archetypes``; a bad value exits 2 in one line before anything is written."""
+    from tests.cli_helpers import invoke
+
+    path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
+    db = tmp_path / "exp.duckdb"
+    args = ["experiment", path, "--db", db, "--replicates", "1", "--archetypes", "2"]
+    sampled = invoke(*args, "--archetype-elicit", "sample:3")
+    assert sampled.exit_code == 0, sampled.output
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        calls = con.execute(
+            "SELECT e.arm, s.step, s.n_archetype_calls FROM experiments e JOIN steps s "
+            "USING (run_id) ORDER BY ALL").fetchall()
+        configs = con.execute(
+            "SELECT DISTINCT json_extract_string(j.config, '$.archetype_elicit') FROM experiments "
+            "e JOIN jobs j ON j.job_id = e.run_id").fetchall()
+    finally:
+        con.close()
+    # step 2 asks two surveys: 2 archetypes x 3 sampled members x 2 surveys (stated: 2 x 2)
+    assert calls == [("a", 1, 0), ("a", 2, 12), ("b", 1, 0), ("b", 2, 12)]
+    assert configs == [("sample:3",)]
+    for other in (["--archetype-elicit", "stated"], []):
+        refused = invoke(*args, *other)
+        assert refused.exit_code == 1, refused.output
+        assert refused.stderr.strip().splitlines() == [
+            "error: experiment tiny_launch: arm 'a' replicate 0 was run with other settings (the "
+            "scenario file, --llm or a run option changed since); give a new --id"]
+    again = invoke(*args, "--archetype-elicit", "sample:3")
+    assert again.exit_code == 0 and "0 runs run now, 2 finished before" in again.stderr
+    bad = invoke("experiment", path, "--db", tmp_path / "bad.duckdb", "--archetype-elicit",
+                 "sample:0")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: --archetype-elicit must be 'stated' or 'sample:N' with N >= 1, got 'sample:0'"]
+    assert not (tmp_path / "bad.duckdb").exists()
