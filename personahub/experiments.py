@@ -37,7 +37,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -242,9 +242,10 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
         pool = stack.enter_context(
             ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
                                thread_name_prefix="experiment-run"))
-        futures = [pool.submit(stopper.serve, functools.partial(counted, task))
-                   for task in tasks]
-        try:
+        futures: list[Future[str | None]] = []
+        try:  # a signal can land while a task is handed over (its thread starting): stop it too
+            for task in tasks:
+                futures.append(pool.submit(stopper.serve, functools.partial(counted, task)))
             wait(futures, return_when=FIRST_EXCEPTION)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: no further run, stop those going
             for future in futures:

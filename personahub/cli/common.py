@@ -559,6 +559,14 @@ def json_mode(on: bool) -> bool:
     return on
 
 
+#: run's and experiment's --archetype-elicit, declared once (``RunConfig`` checks the value)
+ArchetypeElicitOption = Annotated[str | None, typer.Option(
+    "--archetype-elicit", metavar="HOW",
+    help="How an archetype's answer distribution is elicited: 'stated' (its representative "
+         "states the shares, one call) or 'sample:N' (N of its asked members answer; "
+         "default: the scenario's, else stated).")]
+
+
 JsonOption = Annotated[bool, typer.Option(
     "--json", callback=json_mode,
     help="When done, print one JSON object on stdout: ids, status, counts, paths (what the "

@@ -16,8 +16,15 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from personahub.cli.common import DbOption, Engine, engine_options, one_line_errors, out, say
-from personahub.cli.run import ArchetypeElicitOption
+from personahub.cli.common import (
+    ArchetypeElicitOption,
+    DbOption,
+    Engine,
+    engine_options,
+    one_line_errors,
+    out,
+    say,
+)
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    ArchetypeElicitOption,
     DbOption,
     Engine,
     JsonOption,
@@ -35,14 +36,6 @@ from personahub.cli.common import (
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
-
-# declared once: ``personahub experiment`` hands the same flag to every arm run (checked, as
-# here, by ``RunConfig``: a bad value is one line and exit 2)
-ArchetypeElicitOption = Annotated[str | None, typer.Option(
-    "--archetype-elicit", metavar="HOW",
-    help="How an archetype's answer distribution is elicited: 'stated' (its representative "
-         "states the shares, one call) or 'sample:N' (N of its asked members answer; "
-         "default: the scenario's, else stated).")]
 
 
 @one_line_errors
