@@ -1,14 +1,10 @@
-"""Dispersion control (issue 45, item 4): bring a panel's spread towards people's.
+"""Dispersion control: bring a simulated panel's spread towards people's.
 
-Simulated panels are under-dispersed (simulated SD / human SD of 0.40-0.56 in the digital-twin
-studies; 0 when every persona gives the same answer). ``temper`` spreads a panel's answer
-distribution: its substantive counts get a Jeffreys prior (half an answer per option, so a
-panel that gave one answer can still spread) and are raised to ``1 / T`` and renormalised
-(T > 1 flattens, T < 1 sharpens). ``fit_temperature`` picks T on *other* questions so that the
-mean log dispersion ratio (SD ratio on ordinal questions, entropy ratio on nominal ones) is 0;
-``cross_fitted`` splits the questions in two seeded halves and tempers each half with the T
-fitted on the other, so no question is scored with a T fitted on its own people's answers.
-The panel's size and refusals are kept: only the shares of its substantive answers change.
+Simulated panels are under-dispersed (SD ratio 0.40-0.56 in the digital-twin studies).
+``temper`` adds a Jeffreys prior to a panel's substantive counts (so a one-answer panel can
+still spread) and raises them to ``1 / T``. ``cross_fitted`` fits T on one seeded half of the
+questions and applies it to the other, so no question is scored with a T fitted on its own
+people. Panel size and refusals are kept.
 """
 
 from __future__ import annotations
@@ -31,15 +27,15 @@ Key = tuple[str, str, tuple[str, ...]]  # (question id, attribute, group)
 
 def temper(question: Question, counts: Sequence[float] | np.ndarray, temperature: float
            ) -> np.ndarray:
-    """A panel's counts with its substantive shares tempered (module doc).
+    """A panel's counts with its substantive shares tempered.
 
     Args:
-        question: the question (which options are substantive).
+        question: the question.
         counts: the panel's counts, aligned with ``question.options``.
         temperature: T; 1 keeps the smoothed shares, above 1 flattens them.
 
     Returns:
-        Counts with the same substantive total and the same refusal counts.
+        Counts with the same substantive total and refusal counts.
     """
     vector = np.asarray(counts, dtype=float)
     k = len(question.ordinal)
@@ -59,8 +55,7 @@ def _spread(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
 
 def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                     humans: Mapping[Key, np.ndarray]) -> float:
-    """The T whose tempered panels have a mean log dispersion ratio of 0 (nearest within
-    ``BOUNDS``); 1 when no pair has a ratio to fit.
+    """The T (within ``BOUNDS``) whose tempered panels have a mean log dispersion ratio of 0.
 
     Args:
         questions: the questions by id.
@@ -68,7 +63,7 @@ def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.n
         humans: human counts per (question, attribute, group).
 
     Returns:
-        The fitted temperature.
+        The fitted temperature; 1 when no pair has a ratio to fit.
     """
     pairs = []
     for key, counts in panels.items():
@@ -103,11 +98,10 @@ def cross_fitted(questions: Mapping[str, Question], panels: Mapping[Key, np.ndar
         questions: the questions by id.
         panels: simulated counts per (question, attribute, group).
         humans: human counts per (question, attribute, group).
-        seed: seeds the split of the questions in halves.
+        seed: seeds the split.
 
     Returns:
-        The tempered counts per key, and the T each question was tempered with (empty, and no
-        counts, with fewer than two questions: nothing to fit on).
+        The tempered counts per key and each question's T; both empty below two questions.
     """
     ids = sorted({key[0] for key in panels})
     if len(ids) < 2:
