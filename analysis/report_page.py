@@ -1,5 +1,4 @@
-"""The HTML a calibration or experiment report opens with: title, style, facts, then each
-figure with its heading and note. Kept in one place so the reports look alike."""
+"""The HTML opening of the calibration and experiment reports, in one place so they look alike."""
 
 from __future__ import annotations
 
@@ -41,8 +40,7 @@ def page_head(title: str, facts: Sequence[tuple[str, str]],
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Write ``fig`` as a PNG at ``path`` (atomically: no half-written file on a failure) and
-    close it."""
+    """Write ``fig`` as a PNG atomically and close it."""
     import matplotlib.pyplot as plt  # the caller chose the backend (Agg) before importing it
 
     fig.tight_layout()
