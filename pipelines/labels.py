@@ -1,13 +1,8 @@
-"""The shipped job kinds, each named once (``SHIPPED``: the module that registers its spec, and
-its label), and the labels: a few words on what a job makes, read from its stored config (the
-``what`` column of ``personahub jobs`` and ``personahub.jobs()``).
+"""The shipped job kinds, each named once with its module and label (a few words on what a job
+makes, read from its stored config, for ``personahub jobs``).
 
-The registry (``personahub.runtime.registered_spec`` / ``registered_kinds``) imports the modules
-``SHIPPED`` names, and ``personahub jobs`` labels rows and checks ``--kind`` from it; a test
-fails when the table and the registry disagree (``tests/test_shipped_kinds.py``). Kept apart from
-the specs so that listing jobs imports no model stack: every spec module imports LangGraph and
-LangChain, most of a listing's time before (``bench/bench_reads.py``). Each shipped spec's
-``label`` is its function here; a kind registered from outside keeps its own.
+Kept apart from the specs so listing jobs imports no model stack: the spec modules import
+LangGraph and LangChain, most of a listing's time (``bench/bench_reads.py``).
 """
 
 from __future__ import annotations
@@ -68,8 +63,7 @@ def evaluation(config: Config) -> str:
 
 @dataclass(frozen=True)
 class ShippedKind:
-    """Where a shipped kind lives: ``module`` registers its spec on import; ``label`` gives a
-    few words on what a job of it makes, from its stored config (the spec's ``label`` too)."""
+    """Where a shipped kind lives (``module`` registers its spec) and its ``label`` function."""
 
     module: str
     label: Callable[[Config], str]
