@@ -55,15 +55,8 @@ def _spread(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
 
 def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                     humans: Mapping[Key, np.ndarray]) -> float:
-    """The T (within ``BOUNDS``) whose tempered panels have a mean log dispersion ratio of 0.
-
-    Args:
-        questions: the questions by id.
-        panels: simulated counts per (question, attribute, group).
-        humans: human counts per (question, attribute, group).
-
-    Returns:
-        The fitted temperature; 1 when no pair has a ratio to fit.
+    """The T (within ``BOUNDS``) whose tempered panels have a mean log dispersion ratio of 0; 1 when
+    no question x group pair has a ratio to fit.
     """
     pairs = []
     for key, counts in panels.items():
@@ -92,16 +85,8 @@ def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.n
 def cross_fitted(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                  humans: Mapping[Key, np.ndarray], seed: int
                  ) -> tuple[dict[Key, np.ndarray], dict[str, float]]:
-    """Every panel tempered with the T fitted on the other half of the questions.
-
-    Args:
-        questions: the questions by id.
-        panels: simulated counts per (question, attribute, group).
-        humans: human counts per (question, attribute, group).
-        seed: seeds the split.
-
-    Returns:
-        The tempered counts per key and each question's T; both empty below two questions.
+    """Every panel tempered with the T fitted on the other seeded half of the questions; returns the
+    counts per key and each question's T (both empty below two questions).
     """
     ids = sorted({key[0] for key in panels})
     if len(ids) < 2:

@@ -45,17 +45,9 @@ class Interval:
 def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarray, *,
                alpha: float = 0.05, weights: np.ndarray | None = None
                ) -> dict[str, Interval]:
-    """Each option's share three ways, with ``1 - alpha`` intervals clipped to [0, 1].
-
-    Args:
-        answers: the humans' answers, one-hot (n x K).
-        predicted: the simulator's predicted shares for those humans (n x K).
-        unlabelled: its predicted shares for the panel personas (N x K).
-        alpha: one minus the intervals' coverage.
-        weights: the humans' survey weights (None: equal).
-
-    Returns:
-        ``ppi`` (PPI++), ``humans`` (humans alone) and ``simulated`` (trusting the panel).
+    """Each option's share three ways, with ``1 - alpha`` intervals clipped to [0, 1]: ``ppi``
+    (PPI++ from the humans' one-hot ``answers``, the simulator's ``predicted`` shares for them and
+    for the ``unlabelled`` panel), ``humans`` alone, and ``simulated`` (trusting the panel).
     """
     from ppi_py import classical_mean_ci, ppi_mean_ci  # heavy (numba): only when asked
 

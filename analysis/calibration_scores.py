@@ -157,18 +157,8 @@ def _representativeness_rows(question: Question, sims: np.ndarray, human: np.nda
 
 def drawn_representativeness(question: Question, source: np.ndarray, human: np.ndarray,
                              n: float, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """Representativeness of each of ``draws`` multinomial panels of ``n`` answers from ``source``.
-
-    Args:
-        question: the question.
-        source: the distribution answers are drawn from.
-        human: the distribution scored against.
-        n: answers per panel (rounded; below 1: an empty array).
-        rng: the generator.
-        draws: how many panels.
-
-    Returns:
-        One score per panel.
+    """Representativeness of each of ``draws`` multinomial panels of ``n`` answers from ``source``
+    (an empty array when ``n`` rounds below 1).
     """
     size = int(round(n))
     if size < 1:
@@ -179,18 +169,8 @@ def drawn_representativeness(question: Question, source: np.ndarray, human: np.n
 
 def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n: float,
                    rng: np.random.Generator, draws: int = DRAWS) -> dict[str, float]:
-    """Mean scores of ``draws`` multinomial panels of ``n`` answers from ``source`` against ``human``.
-
-    Args:
-        question: the question.
-        source: the distribution answers are drawn from.
-        human: the distribution scored against.
-        n: answers per draw (rounded; below 1 every score is NaN).
-        rng: the generator.
-        draws: how many draws.
-
-    Returns:
-        The mean of each score.
+    """Mean scores of ``draws`` multinomial panels of ``n`` answers from ``source`` against ``human``
+    (NaN when ``n`` rounds below 1).
     """
     size = int(round(n))
     if size < 1:
@@ -313,14 +293,8 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.Dat
 
 def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]]
                      ) -> np.ndarray | None:
-    """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size.
-
-    Args:
-        question: the question.
-        weighted: (weight, simulated counts) per group; weights need not sum to 1.
-
-    Returns:
-        Counts aligned with ``question.options``; None when no group has a substantive answer.
+    """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size
+    ``1 / sum(w**2 / n)``; None when no group has a substantive answer.
     """
     parts = [(w, split(question, c), np.asarray(c, dtype=float)) for w, c in weighted]
     parts = [(w, s, c) for w, s, c in parts if w > 0 and s.n > 0]
@@ -336,17 +310,8 @@ def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]
 def score_population(survey: Survey, model: GroupAnswers, *,
                      no_persona: Mapping[str, Counts] | None = None,
                      seed: int | None = None, draws: int = DRAWS) -> pd.DataFrame:
-    """Whole-population rows: per question and attribute, the mixed group panels against everyone.
-
-    Args:
-        survey: the survey.
-        model: simulated counts per (question id, attribute, group).
-        no_persona: the model's counts without a persona, per question.
-        seed: adds human_resample and perfect_panel rows (None: none).
-        draws: draws per floor/ceiling row.
-
-    Returns:
-        The columns of ``score_survey``; attribute is ``POPULATION``, group the mixed attribute.
+    """Whole-population rows: per question and attribute, the model's group panels mixed by the
+    groups' weights among respondents, scored against everyone; ``score_survey``'s columns.
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []

@@ -64,19 +64,8 @@ def write_evaluation_report(out_dir: str | Path, *, title: str,
                             facts: Sequence[tuple[str, str]], quality: pd.DataFrame,
                             quality_md: Sequence[str], scores: pd.DataFrame,
                             overwrite: bool = False) -> Path:
-    """Write an evaluation's ``index.html``, ``index.md`` and score chart, all or nothing.
-
-    Args:
-        out_dir: the report's folder.
-        title: the page's title.
-        facts: (label, value) rows.
-        quality: the quality table.
-        quality_md: the same as markdown lines.
-        scores: per-task score rows to draw (empty: no model scored).
-        overwrite: replace the files of an earlier report.
-
-    Returns:
-        The path of ``index.html``.
+    """Write an evaluation's ``index.html``, ``index.md`` and score chart, all or nothing; returns
+    the HTML path. ``scores`` empty: no model was scored.
     """
     drawn = not scores.empty and scores["accuracy"].notna().any()
     if drawn:

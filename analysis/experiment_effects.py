@@ -50,19 +50,9 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                    runs: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per outcome, arm and agent answer: outcome, arm, replicate, run_id, agent_id, value.
 
-    Args:
-        con: the experiment's database.
-        experiment: the experiment.
-        runs: its runs (arm, replicate, run_id).
-        agents: within a world, each agent's arm (run_id, agent_id, arm, replicate); None between
-            worlds.
-
-    Returns:
-        1.0/0.0 for a share outcome, the answer for a scale outcome, the query's number for a SQL
-        outcome (agent_id NULL when it gives one number per run).
-
-    Raises:
-        PersonahubError: a SQL outcome's query fails or returns the wrong shape.
+    The value is 1.0/0.0 for a share, the answer for a scale, the query's number for a SQL outcome
+    (agent_id NULL when it gives one per run). Within a world, ``agents`` gives each agent's arm.
+    Raises PersonahubError when a SQL outcome fails or has the wrong shape.
     """
     frames = []
     run_ids = list(dict.fromkeys(runs["run_id"]))  # within a world every arm has the same run
@@ -167,23 +157,11 @@ def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence
 def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control: np.ndarray,
                       control_clusters: np.ndarray, *, confidence: float = 0.95,
                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of mean(treated) - mean(control) by a two-stage bootstrap.
+    """Percentile interval of mean(treated) - mean(control) by a two-stage bootstrap; (0, 0) if flat.
 
-    Each resample draws replicates with replacement (one draw for both arms, as replicate r has
-    the same seed in every arm), then agents within each. Resampling agents alone ignores how much
-    whole worlds differ and is too narrow when they do.
-
-    Args:
-        treated: the treatment arm's values, one per agent.
-        treated_clusters: each treated value's replicate.
-        control: the control arm's values.
-        control_clusters: each control value's replicate.
-        confidence: the interval's level.
-        n_resamples: bootstrap resamples.
-        seed: the resampling's seed.
-
-    Returns:
-        (low, high); (0, 0) when every value is alike.
+    Each resample draws replicates (the clusters) with replacement, one draw for both arms since
+    replicate r has the same seed in every arm, then agents within each. Resampling agents alone
+    ignores how much whole worlds differ and is too narrow when they do.
     """
     if np.ptp(np.concatenate([treated, control])) == 0:
         return 0.0, 0.0

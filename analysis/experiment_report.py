@@ -53,17 +53,8 @@ ARM_STEP_COLUMNS = ["outcome", "arm", "step", "n", "value", "ci_low", "ci_high",
 
 def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
                              ) -> tuple[Scenario, Experiment, pd.DataFrame]:
-    """The scenario, experiment and runs of a recorded experiment.
-
-    Args:
-        con: the experiment's database.
-        experiment_id: its id.
-
-    Returns:
-        The scenario and experiment loaded from the file the runs recorded, and the recorded runs.
-
-    Raises:
-        PersonahubError: no such experiment, or its scenario file is gone or no longer fits.
+    """The scenario, experiment and runs of a recorded experiment, loaded from the scenario file its
+    runs recorded; PersonahubError when it is missing or that file is gone or no longer fits.
     """
     runs = finished_arm_runs(con, experiment_id)
     if runs.empty:
@@ -104,19 +95,8 @@ def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float
 def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Experiment,
               runs: pd.DataFrame, *, confidence: float = 0.95,
               agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each outcome per arm at every step its survey is asked.
-
-    Args:
-        con: the experiment's database.
-        scenario: the base scenario.
-        experiment: the arms and outcomes.
-        runs: the runs (arm, run_id), pooled over replicates.
-        confidence: the intervals' level.
-        agents: within a world, each agent's arm; None: an answer's arm is its run's.
-
-    Returns:
-        ``ARM_STEP_COLUMNS``: per outcome, arm and answered step, agents answering and the share (%)
-        or mean with its interval. SQL outcomes have no steps and are left out.
+    """Each outcome per arm at every step its survey is asked (``ARM_STEP_COLUMNS``): agents answering
+    and the share (%) or mean with its interval. SQL outcomes have no steps and are left out.
     """
     steps = {s.id: s.steps for s in scenario.surveys}
     rows = []
@@ -266,22 +246,8 @@ def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
 def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
                             experiment_id: str, *, confidence: float = 0.95, seed: int = 0,
                             overwrite: bool = False, compare: str | None = None) -> Path:
-    """Write the experiment's ``index.html`` and charts into ``out_dir``, all or nothing.
-
-    Args:
-        con: the experiment's database.
-        out_dir: the report's folder.
-        experiment_id: the experiment's id.
-        confidence: the intervals' level.
-        seed: the bootstrap's seed.
-        overwrite: replace the files of an earlier report.
-        compare: another experiment's id, whose intervals this one's effects are checked against.
-
-    Returns:
-        The path of ``index.html``.
-
-    Raises:
-        PersonahubError: either experiment is not found.
+    """Write the experiment's ``index.html`` and charts into ``out_dir``, all or nothing; returns its
+    path. With ``compare``, says whether each effect lies within that experiment's interval.
     """
     spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
                                                  seed=seed)

@@ -241,18 +241,11 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def experiment_state(con: duckdb.DuckDBPyConnection, experiment_id: str,
                      replicates_planned: int | None = None) -> dict[str, Any] | None:
-    """An experiment's arms side by side for the live view, pooled over the finished runs so far.
+    """An experiment's arms side by side for the live view, pooled over its finished runs so far.
 
-    Args:
-        con: the experiment's database.
-        experiment_id: its id.
-        replicates_planned: the replicates it will run, when known; None for a database viewed
-            afterwards.
-
-    Returns:
-        JSON-ready: ``experiment_id``, ``design``, ``arms``, ``outcomes`` (with a ``series`` per arm
-        of step, n, value and interval) and ``not_over_steps`` (SQL outcomes); None when no run
-        has finished.
+    JSON-ready: arms, outcomes with a per-arm ``series`` of (step, n, value, interval), and the SQL
+    outcomes in ``not_over_steps``; None when no run has finished. ``replicates_planned`` is None
+    for a database viewed afterwards.
     """
     import dataclasses
 

@@ -16,15 +16,8 @@ STYLE = ("<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:
 
 def page_head(title: str, facts: Sequence[tuple[str, str]],
               images: Sequence[tuple[str, str, str]]) -> list[str]:
-    """The page's opening parts, escaped.
-
-    Args:
-        title: the page's title and first heading.
-        facts: (label, value) rows of the facts table.
-        images: (heading, file name or "" when there is no figure, note) per figure.
-
-    Returns:
-        HTML fragments to join; the caller adds its own sections and closes the body.
+    """The page's opening HTML fragments, escaped: title, facts table, and each (heading, image or "",
+    note); the caller adds its sections and closes the body.
     """
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",

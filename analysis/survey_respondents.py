@@ -206,14 +206,8 @@ def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Resp
 
 
 def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
-    """Read a respondent-level file into a ``Survey`` of weighted counts per question and group.
-
-    Args:
-        path: a CSV or Parquet file, one row per respondent.
-        weight: the weight column (default: the one named ``weight`` or ``weight_*``, if any).
-
-    Returns:
-        The survey; its ``weighting`` says how the counts were made.
+    """Read a respondent-level file into a ``Survey`` of weighted counts per question and group;
+    ``weight`` names the weight column (default: ``weight`` or ``weight_*``, if any).
     """
     read = read_respondent_rows(path, weight=weight)
     questions, rows, skipped = read.questions, read.rows, dict(read.skipped)
