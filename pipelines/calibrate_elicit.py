@@ -51,16 +51,7 @@ def few_shot_k(method: str) -> int | None:
 
 
 def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
-    """The ``--elicit`` methods, checked.
-
-    Args:
-        methods: ``--elicit`` values.
-
-    Returns:
-        The methods, in the order given.
-
-    Raises:
-        UsageError: an unknown or repeated method, or none.
+    """The ``--elicit`` methods in the order given; UsageError on an unknown or repeated one, or none.
     """
     chosen = tuple(str(m).strip() for m in methods)
     if not chosen:
@@ -190,13 +181,8 @@ def scaled(probabilities: ArrayLike, temperature: float) -> np.ndarray:
 
 
 def fit_temperature(pairs: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
-    """The temperature minimising the mean cross-entropy of human distributions under scaled ones.
-
-    Args:
-        pairs: (model probabilities, human counts or shares) per held-out question x group.
-
-    Returns:
-        The fitted temperature (1.0 without pairs).
+    """The temperature minimising the mean cross-entropy of human distributions under the scaled model
+    ones, from (model probabilities, human counts) pairs; 1.0 without pairs.
     """
     usable = [(np.clip(np.asarray(m, float), 1e-9, None), np.asarray(h, float))
               for m, h in pairs if np.sum(m) > 0 and np.sum(h) > 0]

@@ -98,16 +98,8 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
 
 def temperature_scaled(survey: Any, stated: GroupCounts,
                        fit_questions: Sequence[str]) -> tuple[GroupCounts, float]:
-    """``--elicit logprobs``: the temperature fitted on the held-out questions' cells, and every
-    other cell's probabilities scaled by it.
-
-    Args:
-        survey: the job's survey.
-        stated: (question, attribute, group) -> raw option probabilities.
-        fit_questions: the held-out questions the temperature is fitted on.
-
-    Returns:
-        The scaled cells of the other questions, and the temperature.
+    """``--elicit logprobs``: the temperature fitted on the held-out questions' cells, and the other
+    questions' cells scaled by it.
     """
     fit = set(fit_questions)
     pairs = []

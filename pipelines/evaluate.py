@@ -92,15 +92,8 @@ def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | 
 
 
 def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
-    """A spec and its prompting mode, from a ``#cot`` or ``#answer`` suffix (a URL fragment is never
-    sent to a server, so ``#`` clashes with no spec).
-
-    Args:
-        spec: a solver spec, perhaps ending in ``#cot`` or ``#answer``.
-        default: the mode of a spec without one.
-
-    Returns:
-        The spec without its mode, and the mode; another word after ``#`` is a usage error.
+    """A spec and its prompting mode from a ``#cot`` or ``#answer`` suffix, else ``default``; a URL
+    fragment is never sent to a server, so ``#`` clashes with no spec. Another suffix is a usage error.
     """
     base, mark, mode = spec.rpartition("#")
     if not mark:
@@ -112,14 +105,8 @@ def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
 
 
 def answer_name(spec: str, default: SolveMode = "cot") -> str:
-    """The name answers are stored under: the redacted spec, plus ``#answer`` for no-reasoning mode.
-
-    Args:
-        spec: a solver spec, perhaps with its own mode.
-        default: the mode of a spec without one.
-
-    Returns:
-        The name, e.g. ``offline?seed=2#answer``.
+    """The name answers are stored under: the redacted spec, plus ``#answer`` for no-reasoning mode
+    (e.g. ``offline?seed=2#answer``), so one spec may solve in both modes.
     """
     base, mode = spec_mode(spec, default)
     return redact_spec(base) + ("" if mode == "cot" else f"#{mode}")
@@ -132,14 +119,8 @@ def _stored_spec(spec: str) -> str:
 
 
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
-    """The model settings of a solver spec, ``offline?seed=N`` included.
-
-    Args:
-        spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL; a ``#`` mode is dropped.
-        **settings: other ``LLMSettings`` fields.
-
-    Returns:
-        The settings; a malformed ``offline?...`` spec is a usage error now, not at job start.
+    """The model settings of a solver spec (``offline?seed=N`` included, a ``#`` mode dropped); a
+    malformed spec is a usage error now, not at job start.
     """
     from personahub.models.endpoint_specs import with_spec_seed
     from personahub.models.settings import LLMConfigError
@@ -189,20 +170,10 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
               exclude: frozenset[str] = frozenset()) -> SplitSummary:
     """Hold out a seeded test split of a job's items, near-duplicate groups kept together.
 
-    Groups are drawn in ``md5(seed:group)`` order and go to the test side while they fit its target;
-    a group that does not fit is passed over, so the test split never exceeds the target.
-
-    Args:
-        con: the database.
-        job_id: a synthesis job.
-        test_share: the test split's share of the items (0 < share < 1), or
-        test_n: its number of items (exactly one of the two).
-        seed: the draw's seed.
-        eval_id: the evaluation's id (default: derived from the settings).
-        exclude: items in neither split (contaminated).
-
-    Returns:
-        The split's counts; a split already stored under ``eval_id`` is read back.
+    Give ``test_share`` or ``test_n``. Groups are drawn in ``md5(seed:group)`` order and go to the
+    test side while they fit, a group that does not fit passed over, so the test split never exceeds
+    its target. ``exclude`` items (contaminated) are in neither side. A split already stored under
+    ``eval_id`` is read back.
     """
     if (test_share is None) == (test_n is None):
         raise UsageError("evaluate: give exactly one of --test-share or --test-n")
@@ -279,19 +250,8 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
                 batch_size: int = 32) -> SolveSummary:
     """Ask one solver (or a scored model, ``role="model"``) for every test item's final answer.
 
-    Args:
-        con: the database holding the split.
-        eval_id: the evaluation.
-        spec: the solver's spec.
-        caller: the client answering for it.
-        mode: ``cot`` or ``answer``, for a spec without its own.
-        samples: answers per item (self-consistency).
-        role: ``solver`` (verifies items) or ``model`` (is scored).
-        items: the items to ask (default: the test split).
-        batch_size: answers per transaction (a kill loses at most one batch).
-
-    Returns:
-        The counts; answers and their call rows are committed together.
+    ``samples`` answers per item give self-consistency; each batch of ``batch_size`` answers is
+    committed with its call rows, so a kill loses at most one batch. Returns the counts.
     """
     if mode not in SOLVE_MODES:
         raise UsageError(f"solver mode must be one of {SOLVE_MODES}, got {mode!r}")
@@ -336,16 +296,8 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
 
 def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2,
                  same: Same | None = None) -> Counter[str]:
-    """Mark each answered test item verified when at least ``agree`` solvers agree.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation.
-        agree: how many solvers must agree (the paper: 2 of 3).
-        same: answer equality (default: math-verify's).
-
-    Returns:
-        Counts of ``verified`` and ``unverified`` items.
+    """Mark each answered test item verified when at least ``agree`` solvers give equivalent answers
+    (the paper: 2 of 3); returns counts of verified and unverified items.
     """
     if agree < 1:
         raise UsageError(f"--agree must be >= 1, got {agree}")
@@ -370,15 +322,8 @@ def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2
 
 def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
                      same: Same | None = None) -> dict[str, dict[str, float | None]]:
-    """Per pair of solvers, the share of items both answered on which they agree.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation.
-        same: answer equality (default: math-verify's).
-
-    Returns:
-        ``{a: {b: share}}``; None where two solvers share no item.
+    """``{a: {b: share}}``: per pair of solvers, the share of items both answered on which they agree
+    (None where they share no item).
     """
     same = same or same_answers()
     answers = solver_answers(con, eval_id, same=same)
@@ -396,14 +341,8 @@ def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 
 def undecided_pairs(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str]]:
-    """The answer pairs to one item that math-verify cannot decide: what an equivalence judge is asked.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation.
-
-    Returns:
-        The pairs, each once and sorted, the smaller answer first.
+    """The answer pairs to one item that math-verify cannot decide, each once, sorted: what an
+    equivalence judge is asked.
     """
     by_item: dict[str, set[str]] = {}
     for item, answer in con.execute("SELECT item_id, answer FROM eval_answers WHERE eval_id = ? "
@@ -447,19 +386,7 @@ class Score:
 
 def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
           alpha: float = 0.05, mode: SolveMode = "cot", same: Same | None = None) -> Score:
-    """A scored model's accuracy on the verified test items.
-
-    Args:
-        con: the database, after ``solve`` and ``verify_items``.
-        eval_id: the evaluation.
-        spec: the model's spec, as given to ``solve``.
-        alpha: 1 - the interval's confidence.
-        mode: the prompting of a spec without its own.
-        same: answer equality (default: math-verify's).
-
-    Returns:
-        The score; a verified item the model did not answer counts as wrong.
-    """
+    """A scored model's accuracy on the verified test items; an item it did not answer is wrong."""
     name = answer_name(spec, mode)
     same = same or same_answers()
     model = solver_answers(con, eval_id, role="model", same=same).get(name, {})

@@ -242,17 +242,7 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
                  overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
-    """``report --evaluation ID``: the evaluation's page with its quality table and scores per task.
-
-    Args:
-        con: the database.
-        out_dir: the report's folder.
-        evaluation: an evaluation job's id or a split's id.
-        overwrite: replace the files of an earlier report.
-
-    Returns:
-        The path of ``index.html`` and the quality table drawn.
-    """
+    """``report --evaluation ID``: the evaluation's page; returns its path and the quality table."""
     import pandas as pd
 
     from personahub.analysis.evaluation_report import write_evaluation_report

@@ -41,13 +41,8 @@ def pair_key(a: str, b: str) -> tuple[str, str]:
 
 
 def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same:
-    """Answer equality: math-verify's verdict, else the equivalence judge's, else not equal.
-
-    Args:
-        verdicts: the judge's verdicts on undecidable pairs, keyed by ``pair_key``.
-
-    Returns:
-        A function of two answers, True when they count as the same.
+    """Answer equality: math-verify's verdict, else the equivalence judge's ``verdicts`` (keyed by
+    ``pair_key``), else not equal.
     """
     judged = verdicts or {}
 
@@ -119,17 +114,8 @@ def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
                  alpha: float = 0.05, same: Same | None = None) -> pd.DataFrame:
-    """Each model's accuracy overall and per task, prompting and persona source.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation's split.
-        specs: the scored models' answer names.
-        alpha: 1 - the Wilson intervals' confidence.
-        same: answer equality (default: math-verify's).
-
-    Returns:
-        One row per (model, ``by``, group): ``correct``, ``total``, ``accuracy``, ``low``, ``high``.
+    """Each model's accuracy overall and per task, prompting and persona source, with Wilson
+    intervals: one row per (model, ``by``, group).
     """
     import pandas as pd
 
@@ -153,20 +139,8 @@ def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[s
 def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
                       alpha: float = 0.05, seed: int = 0,
                       resamples: int = 9999, same: Same | None = None) -> pd.DataFrame:
-    """Each pair of models' accuracy difference (a - b) on the same verified items.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation's split.
-        specs: the scored models' names (every pair, in order).
-        alpha: 1 - the interval's confidence.
-        seed: the bootstrap's seed.
-        resamples: bootstrap resamples.
-        same: answer equality (default: math-verify's).
-
-    Returns:
-        One row per pair: items, both accuracies, ``difference`` with its paired bootstrap
-        interval, discordant counts ``only_a`` / ``only_b`` and McNemar's exact p-value.
+    """Each pair of models' accuracy difference (a - b) on the same verified items, with a seeded
+    paired bootstrap interval, the discordant counts and McNemar's exact p-value.
     """
     import numpy as np
     import pandas as pd

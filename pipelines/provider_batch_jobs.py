@@ -82,15 +82,8 @@ def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
 
 
 def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> BatchingCaller:
-    """A ``BatchingCaller`` of ``client`` with the job's batch settings and stored handles.
-
-    Args:
-        ctx: the job.
-        client: the client whose calls go as batches.
-        prefix: put before every ``custom_id``, so two clients of one job never share an id.
-
-    Returns:
-        The caller; make it once per client.
+    """A ``BatchingCaller`` of ``client`` with the job's batch settings and stored handles; make it
+    once per client. ``prefix`` goes before every ``custom_id``, so two clients never share one.
     """
     config = ctx.config
     return BatchingCaller(
