@@ -1,12 +1,9 @@
 """Group shares from a simulated panel corrected by a few humans: prediction-powered inference.
 
-PPI++ (Angelopoulos, Duchi and Zrnic 2023, via ``ppi-python``) estimates an option's share as
-the panel's mean prediction plus the humans' mean error, with a tuned weight on the predictions,
-so a biased simulator is corrected by its humans and an accurate one narrows their interval.
-The prediction for a person is the answer shares of the personas sharing their demographics
-(the group's panel shares below ``MIN_CELL`` personas); it is built from personas only, before
-the humans are seen. Assumed: the humans are a random sample of the group and the panel stands
-for the group's mix (docs/calibration.md). Refusals are left out, as in the scores.
+PPI++ (Angelopoulos, Duchi and Zrnic 2023, via ``ppi-python``) adds the humans' mean error to
+the panel's mean prediction, so a biased simulator is corrected and an accurate one narrows the
+humans' interval. A person's prediction is the answer shares of personas sharing their
+demographics, built before the humans are seen. Assumptions: docs/calibration.md.
 """
 
 from __future__ import annotations

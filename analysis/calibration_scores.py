@@ -1,17 +1,9 @@
 """Scores of simulated answer distributions against people's, per question and group.
 
-Counts are aligned with a question's options; refusals are split off and reported beside, as
-OpinionQA does. Scores: representativeness (1 - normalised Wasserstein for ordinal questions,
-OpinionQA's measure; 1 - Jensen-Shannon distance for nominal ones), dispersion (entropy ratio;
-below 1 is under-dispersed), modal agreement, and sd_ratio (ordinal only; the digital-twin
-studies' under-dispersion measure, 0.40-0.56 there).
-
-Baselines are scored the same way: uniform, human_overall (everyone's answers) and no_persona.
-Given a seed, floor/ceiling rows come from multinomial redraws: human_resample (the survey's own
-noise), perfect_panel (the group's answers at the model's panel size) and human_overall_panel.
-Each row's generator is seeded from its key, so a row does not depend on which others are scored.
-``score_population`` mixes the groups' panels by the groups' weights among respondents
-(post-stratification) and scores them against everyone, with Kish's effective size.
+Representativeness is OpinionQA's (1 - normalised Wasserstein on ordinal questions, 1 - Jensen-
+Shannon distance on nominal ones); dispersion and sd_ratio measure under-dispersion. Baselines
+and, given a seed, floor/ceiling rows from multinomial redraws are scored the same way, each
+row's generator seeded from its key so rows do not depend on each other. Refusals are split off.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Effects of an experiment's treatments against its control: intervals, tests, effect sizes, power.
 
-Per outcome and treatment: the difference (percentage points for a share, scale points for a
-scale or SQL outcome); a bootstrap interval that resamples replicates (worlds) and then agents,
-so world-to-world variation widens it; chi-squared (share) or Mann-Whitney U (scale), Holm-
-corrected over the whole experiment; Cohen's h or d; and the minimum detectable effect.
-
-Limit: agents of one run talk to each other, so the tests, which treat them as independent, are
-optimistic. Within a world (``design="within"``) treated agents also move their control
-neighbours (spill-over), biasing the effect towards zero; no interval corrects that.
+The bootstrap resamples replicates (worlds), then agents, so world-to-world variation widens the
+interval. The tests treat one run's agents as independent, which is optimistic when they talk;
+within a world, spill-over to control neighbours biases the effect towards zero.
 """
 
 from __future__ import annotations
@@ -409,25 +404,12 @@ WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm'
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
                alpha: float = 0.05, power: float = 0.8, icc: float = 0.0,
                design: str = "between", arms: int = 2) -> dict[str, int | float | str]:
-    """Agents per arm and replicates needed to detect an effect, before running.
+    """Agents per arm and replicates needed to detect ``effect_size`` (Cohen's h or d), before running.
 
-    Agents of one world answer alike, so ``icc`` (the outcome's intraclass correlation within a
-    run) inflates the agents needed by the Kish design effect ``1 + (m - 1) * icc``; 0 treats them
-    as independent, which is optimistic.
-
-    Args:
-        effect_size: Cohen's h for a share, Cohen's d for a scale.
-        agents_per_run: agents answering the outcome's survey in one run.
-        share: whether the outcome is a share (z test) or a scale (t test).
-        alpha: the two-sided test's level.
-        power: the wanted chance of detecting the effect.
-        icc: intraclass correlation within a run, 0 to 1.
-        design: ``between`` or ``within`` (one run's agents split evenly over ``arms``).
-        arms: the experiment's arms (used within a world).
-
-    Returns:
-        ``agents_per_arm``, ``replicates`` (per arm between worlds, in all within), the inputs,
-        ``design_effect`` and ``limit`` (what the figure leaves out).
+    ``icc``, the outcome's correlation within a run, inflates the agents needed by the Kish design
+    effect ``1 + (m - 1) * icc``; 0 treats agents as independent, which is optimistic. Within a
+    world one run's agents split over ``arms``. The result holds ``agents_per_arm``, ``replicates``,
+    ``design_effect`` and ``limit`` (what the figure leaves out).
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")

@@ -1,11 +1,9 @@
 """Arrow types of exported items: ``content`` and ``solution`` as typed struct columns.
 
-Kinds differ in shape, so ``content`` is one struct holding every exported kind's fields, each
-nullable. That loads as nested columns everywhere and keeps one schema per export; one column
-per kind would give a tool export a dozen empty columns, and a dense union is neither readable
-by ``datasets`` nor writable to Parquet. Field types come from each kind's pydantic schemas
-(so an all-null field is still typed), widened by what stored content holds; a field whose
-values share no type is written as JSON text.
+``content`` is one struct holding every exported kind's fields, each nullable: one column per
+kind would leave many empty columns, and a dense union is neither readable by ``datasets`` nor
+writable to Parquet. Types come from the kinds' pydantic schemas (so all-null fields are still
+typed); a field whose values share no type is written as JSON text.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The live view's web app: a static page and the JSON it polls (Starlette + uvicorn).
 
-A DuckDB file held by a writing process cannot be opened by another process, so ``run --view``
-serves from the run's own process through a second connection to the same instance, and
-``view --db`` opens a finished run's file read-only. Either way the page sees committed steps.
-
-The server binds loopback only and refuses requests whose Host does not name it or whose Origin
-is foreign (DNS rebinding). ``POST /api/steer`` takes only ``application/json``, which another
-site's page cannot send without a preflight this server never answers.
+A DuckDB file held by a writer cannot be opened by another process, so ``run --view`` serves
+from the run's own process through a second connection. The server binds loopback only and
+refuses foreign Host or Origin headers (DNS rebinding); ``POST /api/steer`` takes only JSON,
+which another site cannot send without a preflight.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """``personahub calibrate``: ask personas matched to a survey's groups its questions and score
 their answers against the people's, group by group, beside baselines.
 
-A kernel job: ``prepare`` reads the survey and draws each group's panel (a resume reads them
-back), ``start`` stores them, ``plan`` makes one structured ask per question, steering and panel
-persona (or per group for group-level ``--elicit`` methods) plus no-persona asks, skipping those
-answered. Refusal options are offered by default, as OpinionQA did, and left out when scoring;
-an ask without a valid option is a failure, asked again on resume. ``summary`` rescores from
-the stored answers, so a resumed job scores as an uninterrupted one.
+Refusal options are offered, as OpinionQA did, and left out when scoring; an ask without a valid
+option is a failure, asked again on resume. Scores are recomputed from the stored answers, so a
+resumed job scores as an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """How a calibration elicits the model's answers (``--elicit``); each method is a model row.
 
-``sample`` (default): each panel persona answers once. ``distribution``: one call per question x
-group states the group's shares (``distribution:panel`` shows some members' personas).
-``logprobs``: one call per question x group, read from the option letters' token
-probabilities, temperature-scaled on held-out questions. ``few-shot:K``: ``distribution`` with
-the group's answers to K held-out questions shown. Stating a group's distribution, and showing
-its other answers, scored closer to people than one sample per persona on OpinionQA groups
-(arXiv 2411.05403), at one call per question x group instead of N.
+``sample`` asks each panel persona; ``distribution``, ``logprobs`` and ``few-shot:K`` ask once
+per question x group. Stating a group's distribution, and showing its other answers, scored
+closer to people than one sample per persona on OpinionQA groups (arXiv 2411.05403), at a
+fraction of the calls.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """``personahub personas dedup`` as a job spec: MinHash, then embeddings, on the kernel.
 
-The data side is ``personas/dedup.py``; this spec orders it. Stage 1 is one batch (every
-survivor is compared with every other). Stage 2 embeds survivors in batches (stored vectors are
-read, not asked), then marks once every vector is in, so nothing is marked from part of a
-stage. A stage already noted is not run again, and a resumed stage 2 embeds only what is missing.
-What the job marks is the job's; how it runs (batch size, cache, executor) is the caller's.
+Stage 1 is one batch (every survivor against every other); stage 2 embeds in batches, reading
+stored vectors, and marks once every vector is in, so nothing is marked from part of a stage.
+A resume skips noted stages and embeds only what is missing.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Evaluate a synthesis job's items as the Persona Hub paper did (§4.1.2).
 
-A seeded held-out split keeps near-duplicate groups on one side. Solvers answer each test item
-(several samples for self-consistency); an item is verified when ``agree`` solvers give
-equivalent answers (math-verify, nothing executed), and the agreed answer is its reference.
-Scored models get accuracy on verified items with a Wilson interval.
-
-The evaluation is a kernel job whose id is derived from its settings, so a second start or
-``personahub resume`` goes on, asking only missing answers. Tables are keyed by the split, so
-jobs with other models on one split reuse its solvers' answers. Pairs math-verify cannot decide
-(``three`` vs ``3``) count as different unless an equivalence judge is given.
+A seeded held-out split keeps near-duplicate groups on one side; an item is verified when
+``agree`` solvers give equivalent answers (math-verify, nothing executed), and scored models get
+accuracy on verified items. The job's id comes from its settings, so a second start resumes it,
+and tables are keyed by the split, so jobs on one split share its solvers' answers.
 """
 
 from __future__ import annotations

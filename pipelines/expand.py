@@ -1,10 +1,8 @@
 """``personahub personas expand`` as a job spec: persona-to-persona expansion on the kernel.
 
-The data side is ``personas/expand.py``; this spec orders it level by level, two rounds a level
-(pending, then failed once), each batch planned after the last commit so its new personas are in
-the near-duplicate index the next batch checks. The asker lives on the driver (it holds the
-index and linking state); on Ray only the caller is remote. A run's setup expansion is the same
-spec as a child job, and stops on a level's persistent failures rather than shrink the society.
+Level by level, each batch planned after the last commit so its new personas are in the index
+the next batch checks; the asker stays on the driver (on Ray only the caller is remote). A run's
+setup expansion stops on a level's persistent failures rather than shrink the society.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Interviews: put a question to a run's agents, answered from each agent's stored state at a step.
 
-An interview must not change the run, so it is not a scenario step: it reads the agent's
-persona, memory and messages from ``agent_states`` and the world from the run's recorded config
-(the scenario file is never executed), asks one structured call per agent, and writes only
-``interviews`` rows and their calls. As a kernel job it commits batch by batch, and a resume asks
-only unanswered or failed agents at the step fixed at start. Every input is checked before any
-call, so a bad input writes nothing.
+An interview must not change the run, so it reads the agents' states and the recorded config
+(never executing the scenario) and writes only ``interviews`` rows and their calls. A resume
+asks only unanswered or failed agents, at the step fixed at start; a bad input writes nothing.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows; the kernel's
 reference job spec.
 
-A job draws a seeded sample of personas, asks ``per_persona`` items of each (each its own seeded
-sample), optionally solves them, flags MinHash near-duplicates, and commits each batch with its
-calls. A resume reloads the stored config and drawn personas and rebuilds the duplicate index
-from the kept items in selection order, so it flags exactly what an uninterrupted job would.
-Answers failing their task's check go to ``rejected`` and are asked again on resume. Fewer items
-than asked is an error for the callers unless ``allow_fewer``. Batches are planned ahead, so on
-Ray they ship to workers whole.
+A resume reloads the stored config and drawn personas and rebuilds the near-duplicate index from
+kept items in selection order, so it flags exactly what an uninterrupted job would. Answers
+failing their task's check go to ``rejected`` and are asked again on resume.
 """
 
 from __future__ import annotations
