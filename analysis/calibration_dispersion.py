@@ -1,10 +1,8 @@
-"""Dispersion control: bring a simulated panel's spread towards people's.
+"""Dispersion control: bring a simulated panel's under-dispersed spread towards people's.
 
-Simulated panels are under-dispersed (SD ratio 0.40-0.56 in the digital-twin studies).
-``temper`` adds a Jeffreys prior to a panel's substantive counts (so a one-answer panel can
-still spread) and raises them to ``1 / T``. ``cross_fitted`` fits T on one seeded half of the
-questions and applies it to the other, so no question is scored with a T fitted on its own
-people. Panel size and refusals are kept.
+``temper`` adds a Jeffreys prior (so a one-answer panel can spread) and raises shares to
+``1 / T``. T is cross-fitted on the other half of the questions, so no question is scored with
+a T fitted on its own people. Panel size and refusals are kept.
 """
 
 from __future__ import annotations
@@ -27,15 +25,8 @@ Key = tuple[str, str, tuple[str, ...]]  # (question id, attribute, group)
 
 def temper(question: Question, counts: Sequence[float] | np.ndarray, temperature: float
            ) -> np.ndarray:
-    """A panel's counts with its substantive shares tempered.
-
-    Args:
-        question: the question.
-        counts: the panel's counts, aligned with ``question.options``.
-        temperature: T; 1 keeps the smoothed shares, above 1 flattens them.
-
-    Returns:
-        Counts with the same substantive total and refusal counts.
+    """A panel's counts with substantive shares tempered by ``temperature`` (above 1 flattens); the
+    substantive total and refusal counts are kept.
     """
     vector = np.asarray(counts, dtype=float)
     k = len(question.ordinal)

@@ -1,9 +1,7 @@
-"""What a calibration's scores say, read from its per question x group x source table alone.
+"""What a calibration's scores say, read from its score table alone.
 
-Two intervals are reported side by side, not stacked: over questions (questions resampled whole;
-"over other questions like these") and over panel answers (each panel redrawn at its effective
-size, questions held fixed; "new panels for the same questions"). The question interval already
-carries the panel noise. Overall means weigh each attribute alike, as the summary does.
+Two intervals are shown side by side, not stacked: over questions (which already carries panel
+noise) and over panel answers with questions held fixed. Overall means weigh each attribute alike.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """``personahub report --experiment ID``: an experiment's HTML report (matplotlib, Agg).
 
-Read from the database and the scenario file its runs recorded: facts, each outcome per arm over
-steps (Wilson interval for a share, t interval for a mean), the effect forest plot and table,
-and with ``compare`` whether another experiment's effects (e.g. asking every agent instead of
-archetypes) agree. The comparison is computed when the report is written, so it follows
-replicates added later. The intervals treat one run's agents as independent, which is optimistic.
+Outcomes per arm over steps, the effect forest plot and table, and with ``compare`` whether
+another experiment's effects agree. Comparisons are computed when written, so they follow
+replicates added later. Intervals treat one run's agents as independent: optimistic.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""Export synthesized items and simulation emissions to training-data formats.
+"""Export synthesized items and simulation emissions as ``personahub``, ``chat`` or ``parquet``.
 
-``personahub`` (Persona Hub's release shape; a tool is JSON text inside a JSON string, as
-released), ``chat`` (alternating user/assistant messages, the assistant turn only when known) and
-``parquet`` (typed columns, ``content`` and ``solution`` as structs). An imported Persona Hub
-file goes back out row for row. Files are written atomically, so a failed export leaves nothing
-half-written and an existing file is replaced only when asked.
+The ``personahub`` format is Persona Hub's release shape (a tool is JSON text inside a JSON
+string, as released). Files are written atomically: a failed export leaves nothing half-written.
 """
 
 from __future__ import annotations

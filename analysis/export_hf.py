@@ -1,10 +1,8 @@
 """Export a job or run as a Hugging Face dataset folder in the Hub's layout.
 
-The folder holds ``data/*.parquet`` and a ``README.md`` card whose YAML ``configs`` name them,
-so ``load_dataset(DIR)`` reads it and ``push_to_hub`` uploads it unchanged. The card says what
-produced the data, the model, the prompting, the personas' sources and a licence note; with an
-evaluation's split it holds train and test files and the quality figures. It is written into a
-staged folder, so a failed export leaves DIR as it was. Needs the ``[hf]`` extra.
+``data/*.parquet`` plus a README card whose YAML names them, so ``load_dataset(DIR)`` reads it
+and the folder uploads unchanged. It is written into a staged folder, so a failed export leaves
+DIR as it was. Needs the ``[hf]`` extra.
 """
 
 from __future__ import annotations
@@ -163,12 +161,12 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
         kind: only items of this kind.
         drop_duplicates: leave near-duplicates out.
         overwrite: replace earlier files.
-        splits: an evaluation's sides ``{"train": ids, "test": ids}``; None writes all as train.
+        splits: an evaluation's sides (train, test ids); None writes all as train.
         evaluation: the evaluation's id, named in the card.
         quality: the evaluation's figures as markdown lines.
 
     Returns:
-        The rows written, counted by reading the Parquet files back.
+        The rows written, counted from the files read back.
     """
     datasets = _datasets()
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)

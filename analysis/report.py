@@ -1,9 +1,7 @@
 """An HTML report with PNG plots of a simulation run or a synthesis job (matplotlib, Agg).
 
-A run's report holds its facts, survey shares per step with events marked, emissions over
-steps, failed calls, near-duplicate rates, the relationship graph, the diversity analysis,
-samples, outliers and judge validity. A job's report holds the subset that applies. Sections
-without data say so instead of failing; chart data comes from ``report_data`` so tests can check it.
+Sections without data say so instead of failing; chart data comes from ``report_data`` so tests
+can check it without reading a PNG.
 """
 
 from __future__ import annotations

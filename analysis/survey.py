@@ -1,9 +1,7 @@
 """Human survey answers in memory: questions, their options, and answer counts per group.
 
-Every input layout (OpinionQA folders, a long CSV, respondent rows) is read into one ``Survey``,
-so calibration never sees a file format. Options list substantive ones first, each with an
-ordinal position, then refusals, which scores count apart as OpinionQA does. ``counts[qid]`` maps
-(attribute, group labels) to counts aligned with the options; ``overall`` is everyone's answers.
+Every input layout is read into one ``Survey``, so calibration never sees a file format. Options
+list substantive ones first, each with an ordinal position, then refusals, counted apart.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Read human answers from a long CSV: one row per question, group and option.
 
-Columns: ``question_id, question, options, attribute, group, option, count`` and optionally
-``ordinal``. ``options`` and ``ordinal`` are ``|``-separated or JSON arrays; ``ordinal`` gives
-the substantive options' positions as OpinionQA's ``option_ordinal`` does (without it the
-question is nominal and "Refused" options are refusals). ``attribute`` is a demographic,
-``a+b`` for a crossed one (its group ``X / Y``), or ``Overall``. Repeated rows add up, so one
-row per respondent also reads. Errors name the file and line.
+Columns ``question_id, question, options, attribute, group, option, count`` and optionally
+``ordinal`` (OpinionQA's option positions; without it the question is nominal). Lists are
+``|``-separated or JSON. Repeated rows add up, so one row per respondent also reads.
 """
 
 from __future__ import annotations

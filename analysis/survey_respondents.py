@@ -1,10 +1,8 @@
-"""Read human answers with one row per respondent (CSV or Parquet) into a ``Survey``'s group counts.
+"""Read human answers with one row per respondent (CSV or Parquet) into a Survey's group counts.
 
-Columns are classified by name: demographics the column set knows (their values are the groups),
-an optional weight column (rescaled to a mean of 1, so weighted counts sum to the respondents),
-identifiers (left out), and questions (everything else). A codebook ``<stem>.questions.csv``
-beside the file gives the questions' texts, options and positions; without one each question is
-nominal over the values seen. Everyone is the ``Overall`` group. Errors name file, line and column.
+Columns are told apart by name: known demographics, an optional weight (rescaled to a mean of
+1), identifiers, and questions. A codebook ``<stem>.questions.csv`` beside the file gives the
+questions' options; without one each question is nominal over the values seen.
 """
 
 from __future__ import annotations

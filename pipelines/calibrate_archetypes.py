@@ -1,9 +1,7 @@
 """``calibrate --archetypes K``: the price of one call per archetype instead of one per persona.
 
-The panels' personas are grouped into K seeded archetypes; each (archetype, question) is asked
-once for answer shares through its representative, and each member's answer is drawn from them
-with its own seeded generator. The row ``archetypes:K`` is scored like any model row, and
-``price_table`` sets it beside the per-agent row per group.
+Each (archetype, question) is asked once for shares, and each member's answer is drawn from them
+with its own seeded generator; the ``archetypes:K`` row is scored like any model row.
 """
 
 from __future__ import annotations

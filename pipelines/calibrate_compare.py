@@ -1,10 +1,8 @@
 """Calibrations side by side: each score's spread over seeds, and the results that flip.
 
-Jobs differing only in seed are one variant; any other difference makes another, labelled by
-the settings that differ. A result (the model against a baseline, one steering or variant
-against another) flips when its sign differs between seeds or variants, as AgentSociety's
-polarisation result did on another model. A flip is not an error: report that result with its
-spread. A difference of exactly zero flips nothing.
+Jobs differing only in seed form a variant. A result (model vs baseline, steering vs steering,
+variant vs variant) flips when its sign changes between seeds or variants, as AgentSociety's
+polarisation result did on another model; such a result needs its spread beside it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The judge job: rate a synthesis job's items or a run's emissions against per-kind criteria.
 
-The paper measured its data (96.5% of 200 math problems valid); this makes that measurement on
-any model, one structured call per item. ``sample`` takes the first N items in
-``md5(seed:item_id)`` order. The judge's id comes from its settings, so running it again (or
-``personahub resume``) skips the items it rated. The offline engine's verdicts say nothing of
-quality.
+It makes the paper's validity measurement (96.5% of 200) on any model. The judge's id comes from
+its settings, so running it again skips rated items. The offline engine's verdicts say nothing
+of quality.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """``personas sample-population --llm``: a drawn population's persona texts written by a model.
 
-The people are drawn as without a model (same inputs and seed, same people); each text is one
-structured call checked for consistency with the attributes. Written people form their own
-population ``<drawn id>-<6 hex of the job id>``, so template and model-written texts of one draw
-never mix. Persona ids come from that id and the person's place, so a resume writes only the
-missing people; a changed input file is refused.
+Written people form their own population ``<drawn id>-<6 hex of the job id>``, so template and
+model texts of one draw never mix; persona ids come from that id and each person's place, so a
+resume writes only the missing people. A changed input file is refused.
 """
 
 from __future__ import annotations

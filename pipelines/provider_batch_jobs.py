@@ -1,10 +1,9 @@
-"""``--batch`` for a job spec: its config's batch fields and the asker wrapper that sends a batch's
+"""``--batch`` for a job spec: the config's batch fields and an asker wrapper that sends a batch's
 model calls as provider batches.
 
-The wrapped asker's calls are queued, sent as provider batches (or written to
-``--batch-file``) and answered from the results, so the committed rows are an online job's.
-Handles are stored as they change, so a resumed job polls a batch created before a stop instead
-of creating it twice. Once a batch's answers are committed its provider files are deleted.
+The committed rows are an online job's. Handles are stored as they change, so a resume polls a
+batch created before a stop rather than creating it again; once its answers are committed, its
+provider files are deleted.
 """
 
 from __future__ import annotations

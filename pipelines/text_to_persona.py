@@ -1,10 +1,8 @@
 """``personahub personas from-text`` as a job spec: text-to-persona on the kernel.
 
-The data side is ``personas/text_to_persona.py``. ``prepare`` reads the corpus end to end once,
-so a binary, non-UTF-8, damaged or empty corpus is refused before anything is recorded. One
-job per corpus name: re-running over the corpus, ``--resume`` or ``personahub resume`` goes on
-with it. Batches of texts are independent, so on Ray they ship whole. ``path`` and ``limit``
-are the caller's (engine fields); the rest is the job's.
+The corpus is read end to end first, so a binary, damaged or empty corpus is refused before
+anything is recorded. One job per corpus name: a re-run or resume goes on with it. ``path`` and
+``limit`` are the caller's; the rest is the job's.
 """
 
 from __future__ import annotations
