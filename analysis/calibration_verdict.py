@@ -50,13 +50,8 @@ def _levels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's effective panel size (substantive answers per question x group).
-
-    Args:
-        scores: a job's per question x group x source scores.
-
-    Returns:
-        Per model source and level: ``min``, ``median`` and ``pairs``.
+    """The model's effective panel size per question x group: ``min``, ``median`` and ``pairs`` per
+    model source and level.
     """
     model = _labelled(scores[scores["source"] == MODEL])
     rows = []
@@ -114,14 +109,8 @@ def _gap_of(split: int) -> object:
 
 
 def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Each source's mean representativeness with a 95% bootstrap interval over questions.
-
-    Args:
-        scores: a job's per question x group x source scores.
-        seed: seeds the resampling.
-
-    Returns:
-        Per source and level: ``mean``, ``low``, ``high`` and ``questions``.
+    """Each source's mean representativeness per level with a 95% bootstrap interval over questions
+    (``mean``, ``low``, ``high``, ``questions``).
     """
     rows = []
     for where, part in _levels(_labelled(scores)):
@@ -160,17 +149,8 @@ def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: 
 
 def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
                     skip: Sequence[str] = (), resamples: int = RESAMPLES) -> pd.DataFrame:
-    """The model's mean representativeness with a 95% interval over panel answers, questions fixed.
-
-    Args:
-        scores: a job's per question x group x source scores, with the model rows' ``counts``.
-        survey: the job's survey.
-        seed: seeds the redraws.
-        skip: steerings without a panel to redraw (a stated distribution, a tempered row).
-        resamples: redraws per panel.
-
-    Returns:
-        Per model source and level: ``mean``, ``panel_low``, ``panel_high`` and ``pairs``.
+    """The model's mean representativeness per level with a 95% interval over panel answers,
+    questions fixed; ``skip`` names steerings without a panel to redraw.
     """
     frame = _labelled(scores)  # labelled before skipping: the labels name every steering
     frame = frame[(frame["source"] == MODEL) & ~frame["steering"].isin(list(skip))]
@@ -195,14 +175,8 @@ def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
 
 
 def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
-    """Each source's per-question representativeness and its spread across questions.
-
-    Args:
-        scores: a job's per question x group x source scores.
-
-    Returns:
-        Per source and level: ``mean``, ``sd`` (NaN with one question), ``min``, ``max``,
-        ``lowest`` (the question at the min) and ``questions``.
+    """Each source's per-question representativeness and its spread across questions: ``mean``,
+    ``sd``, ``min``, ``max``, ``lowest`` (the question at the min) and ``questions``.
     """
     frame = _labelled(scores).dropna(subset=[SCORE])
     per = frame.groupby(["who", "attribute", "question_id"], sort=False)[SCORE].mean()
@@ -223,14 +197,7 @@ def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's mean representativeness per group, lowest first.
-
-    Args:
-        scores: a job's per question x group x source scores.
-
-    Returns:
-        Per model source, attribute and group: ``mean`` and ``questions``.
-    """
+    """The model's mean representativeness per group, lowest first."""
     frame = _labelled(scores[scores["source"] == MODEL]).dropna(subset=[SCORE])
     grouped = frame.groupby(["who", "attribute", "group"], sort=False)[SCORE]
     table = grouped.agg(mean="mean", questions="count").reset_index()
@@ -258,15 +225,8 @@ def _ci(low: float, high: float) -> str:
 
 
 def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
-    """The calibration's verdict in plain sentences.
-
-    Args:
-        scores: a job's per question x group x source scores.
-        seed: seeds the bootstrap.
-
-    Returns:
-        One sentence a line: the winner overall and per attribute, the model between ceiling
-        (perfect_panel) and noise floor (human_resample), its worst group, and warnings.
+    """The calibration's verdict, one sentence a line: the winner overall and per attribute, the model
+    between ceiling (perfect_panel) and noise floor (human_resample), its worst group, warnings.
     """
     frame = _labelled(scores)
     means = intervals(scores, seed).set_index(["attribute", "who"])

@@ -144,10 +144,8 @@ def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMI
 
 
 def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
-    """The run's relationship graph with a seeded layout, each node's most frequent emission kind.
-
-    A large graph is sampled breadth-first from the best-connected agent, so what is drawn is a
-    real neighbourhood, not a scatter of unrelated dots.
+    """The run's relationship graph with a seeded layout and each node's most frequent emission kind;
+    a large graph is sampled breadth-first from the best-connected agent, a real neighbourhood.
     """
     # every read in a fixed order: the layout depends on the order nodes and edges are added
     agents = agent_ids(con, run_id)
@@ -188,8 +186,7 @@ def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "stream": stream(con, run_id), "validity": validity(con, run_id)}
 
 
-#: Layouts already computed, by (run, nodes, edges): the graph of a run changes rarely (edge
-#: interventions), while the page asks for it every few seconds.
+# layouts by (run, graph shape): a run's graph changes rarely, the page asks every few seconds
 _LAYOUTS: dict[tuple[str, int, int, int], dict[Any, Any]] = {}
 
 
