@@ -242,7 +242,7 @@ class SynthesisAsker:
             opts.task, persona.text, mode=opts.prompting,
             examples=[(d.text, d.persona) for d in self.demos], world=self.world,
             with_assistant=opts.with_assistant)
-        drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0 as before
+        drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0: no sample field
         result = await caller.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                          persona_id=persona.persona_id, check=self.task.gate,
                                          max_tokens=default_max_tokens(f"synth:{opts.task}"),
