@@ -1,9 +1,8 @@
 """``personahub report --calibration ID``: a calibration's HTML report (matplotlib, Agg).
 
-Read from the job's tables alone: its facts, per-group representativeness bars of the model
-beside the baselines (so a group where it does not beat human_overall shows at once), stacked
-answer bars of people against panels for the first questions, and the per-attribute tables.
-Chart data comes from ``group_bars`` and ``answer_bars`` so tests can check it.
+Read from the job's tables alone. The group bars set the model beside the baselines, so a group
+where it does not beat human_overall shows at once; chart data comes from ``group_bars`` and
+``answer_bars`` so tests can check it.
 """
 
 from __future__ import annotations

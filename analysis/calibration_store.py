@@ -1,8 +1,7 @@
-"""The SQL of the calibration tables; every other calibration module goes through these functions.
+"""The SQL of the calibration tables, for every other calibration module.
 
-It sits in ``analysis`` because both the job and the report read it, and imports run one way
-(pipelines → analysis). The kernel writes most rows; only the scores, which replace a job's
-earlier ones, are written here.
+It sits in analysis because both the job (pipelines) and the report read it, and imports run one
+way. Only the scores, which replace a job's earlier ones, are written here.
 """
 
 from __future__ import annotations

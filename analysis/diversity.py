@@ -1,9 +1,8 @@
-"""Diversity measures after the Persona Hub paper, over texts in memory.
+"""Diversity measures after the Persona Hub paper: distinct-n, and persona-vs-output similarity.
 
-Distinct-n, and persona-vs-output similarity on sampled pairs: diverse personas should give
-diverse outputs. Similarity is cosine through an embedder, or MinHash Jaccard; the ``hash``
-embedder sees only shared words, so its figures are labelled lexical. An embedder trained on
-some scripts only skips (and counts) pairs with texts in other scripts.
+Diverse personas should give diverse outputs. The ``hash`` embedder sees only shared words, so
+its figures are labelled lexical; an embedder trained on some scripts skips and counts pairs in
+others.
 """
 
 from __future__ import annotations

@@ -1,7 +1,5 @@
-"""The kept share per kind of call, in plain words, for summaries and the report.
-
-A call (its attempts numbered 1, 2, ...) is kept when its last attempt is ``ok``; failed calls
-count under their last attempt's reason, said plainly. Read from ``llm_calls``, so a resumed
+"""The kept share per kind of call, in plain words: a call is kept when its last attempt is ok,
+and failed calls count under their last attempt's reason. Read from ``llm_calls``, so a resumed
 job counts its whole history.
 """
 

@@ -1,8 +1,7 @@
 """Sampled generated rows to look at: ``--preview``, the report's samples and outliers, and ``show``.
 
-A preview shows per kind a few input → output rows (persona → item, text → persona, parent →
-related persona), picked by a stable hash of their ids, non-duplicates first, so the same
-database always previews the same rows and a preview does not open on a near-duplicate.
+Rows (persona → item, text → persona, parent → related persona) are picked by a stable hash of
+their ids, non-duplicates first, so the same database previews the same rows.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The data behind the report's charts, apart from the drawing so tests can check it.
 
-Surveys become shares per step (a share moving from 18% to 30% is the point; counts are not)
-in the scenario's option order. The graph is sampled breadth-first, since a random node sample
-of a large graph is a ring of unconnected dots.
+Surveys become shares per step, since a moving share is the point, not counts. The graph is
+sampled breadth-first: a random sample of a large graph is a ring of unconnected dots.
 """
 
 from __future__ import annotations

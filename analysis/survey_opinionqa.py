@@ -1,10 +1,7 @@
 """Read an OpinionQA wave folder (tatsu-lab/opinions_qa, ``data/human_resp/<wave>/``).
 
-``info.csv`` gives the questions (``key``, ``question``, ``references`` options,
-``option_ordinal`` positions of the substantive options; equal positions make it nominal).
-``<ATTRIBUTE>_data.json`` gives per question and group an option -> count map, one level deeper
-for crossed attributes. ``MC_options``, ``question_text`` and ``marginals`` repeat info.csv and are
-skipped, as is ``NONE_data.json`` (a copy of POLPARTY's). List literals go through
+Questions come from ``info.csv``, counts from ``<ATTRIBUTE>_data.json``; files repeating
+info.csv, and ``NONE_data.json`` (a copy of POLPARTY's), are skipped. List literals go through
 ``ast.literal_eval``, never executed.
 """
 

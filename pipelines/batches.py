@@ -1,7 +1,5 @@
-"""What most job specs' ``plan`` and ``commit`` share: the items not yet done, in batches, and a
-batch's answers sorted into kept rows and one error per answer that kept nothing.
-
-Shared because a slip in one copy (``done_before`` unset, an error not counted) changes progress,
+"""What most job specs' ``plan`` and ``commit`` share: undone items in batches, and a batch's
+answers sorted into kept rows and errors. Shared because a slip in one copy changes progress,
 end status or the failure policy without a test noticing.
 """
 

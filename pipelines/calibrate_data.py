@@ -1,9 +1,8 @@
 """What a calibration asks about and whom: questions, the human answers, and each group's panel.
 
-Human answers are stored with the job, so scores, reports and a resume never read the file
-again. Each group's panel is its first N members in the population's seeded order, a seeded
-uniform sample; a persona in several groups answers once and counts in each, as a real
-respondent does.
+Each group's panel is its first N members in the population's seeded order; a persona in
+several groups answers once and counts in each, as a real respondent does. Everything is stored
+with the job, so a resume never reads the survey file again.
 """
 
 from __future__ import annotations

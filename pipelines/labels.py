@@ -1,8 +1,6 @@
 """The shipped job kinds, each named once with its module and label (a few words on what a job
-makes, read from its stored config, for ``personahub jobs``).
-
-Kept apart from the specs so listing jobs imports no model stack: the spec modules import
-LangGraph and LangChain, most of a listing's time (``bench/bench_reads.py``).
+makes, for ``personahub jobs``). Kept apart from the specs so listing jobs imports no model stack,
+which took most of a listing's time (``bench/bench_reads.py``).
 """
 
 from __future__ import annotations

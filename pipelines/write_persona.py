@@ -1,8 +1,8 @@
 """Write one person's persona text from their attributes with a model, kept to the attributes.
 
-A pure async function of the attributes and a caller, so the population job only batches people
-and commits what comes back. An answer contradicting the attributes (or failing the gate) earns
-one fresh sample; if that fails too the person gets no text and the records say why.
+A pure async function of the attributes and a caller, so the population job only batches and
+commits. An answer contradicting the attributes earns one fresh sample; if that fails too the
+person gets no text.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The calibration prompt: one person (or nobody) and one survey question, answered as one option.
 
-The steering says how much of the person is shown (Park et al.'s question of what a persona adds
-over demographics): ``persona``, ``attributes``, both, or ``none`` (the no-persona baseline,
-where each ask names a respondent number so N asks are N samples rather than one cached answer).
+The steering says how much of the person is shown: ``persona``, ``attributes``, both, or
+``none``, whose asks name a respondent number so N asks are N samples, not one cached answer.
 """
 
 from __future__ import annotations
