@@ -1,14 +1,8 @@
-"""Dispersion control (issue 45, item 4): bring a panel's spread towards people's.
+"""Dispersion control: bring a simulated panel's under-dispersed spread towards people's.
 
-Simulated panels are under-dispersed (simulated SD / human SD of 0.40-0.56 in the digital-twin
-studies; 0 when every persona gives the same answer). ``temper`` spreads a panel's answer
-distribution: its substantive counts get a Jeffreys prior (half an answer per option, so a
-panel that gave one answer can still spread) and are raised to ``1 / T`` and renormalised
-(T > 1 flattens, T < 1 sharpens). ``fit_temperature`` picks T on *other* questions so that the
-mean log dispersion ratio (SD ratio on ordinal questions, entropy ratio on nominal ones) is 0;
-``cross_fitted`` splits the questions in two seeded halves and tempers each half with the T
-fitted on the other, so no question is scored with a T fitted on its own people's answers.
-The panel's size and refusals are kept: only the shares of its substantive answers change.
+``temper`` adds a Jeffreys prior (so a one-answer panel can spread) and raises shares to
+``1 / T``. T is cross-fitted on the other half of the questions, so no question is scored with
+a T fitted on its own people. Panel size and refusals are kept.
 """
 
 from __future__ import annotations
@@ -31,15 +25,8 @@ Key = tuple[str, str, tuple[str, ...]]  # (question id, attribute, group)
 
 def temper(question: Question, counts: Sequence[float] | np.ndarray, temperature: float
            ) -> np.ndarray:
-    """A panel's counts with its substantive shares tempered (module doc).
-
-    Args:
-        question: the question (which options are substantive).
-        counts: the panel's counts, aligned with ``question.options``.
-        temperature: T; 1 keeps the smoothed shares, above 1 flattens them.
-
-    Returns:
-        Counts with the same substantive total and the same refusal counts.
+    """A panel's counts with substantive shares tempered by ``temperature`` (above 1 flattens); the
+    substantive total and refusal counts are kept.
     """
     vector = np.asarray(counts, dtype=float)
     k = len(question.ordinal)
@@ -59,16 +46,8 @@ def _spread(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
 
 def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                     humans: Mapping[Key, np.ndarray]) -> float:
-    """The T whose tempered panels have a mean log dispersion ratio of 0 (nearest within
-    ``BOUNDS``); 1 when no pair has a ratio to fit.
-
-    Args:
-        questions: the questions by id.
-        panels: simulated counts per (question, attribute, group).
-        humans: human counts per (question, attribute, group).
-
-    Returns:
-        The fitted temperature.
+    """The T (within ``BOUNDS``) whose tempered panels have a mean log dispersion ratio of 0; 1 when
+    no question x group pair has a ratio to fit.
     """
     pairs = []
     for key, counts in panels.items():
@@ -97,17 +76,8 @@ def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.n
 def cross_fitted(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                  humans: Mapping[Key, np.ndarray], seed: int
                  ) -> tuple[dict[Key, np.ndarray], dict[str, float]]:
-    """Every panel tempered with the T fitted on the other half of the questions.
-
-    Args:
-        questions: the questions by id.
-        panels: simulated counts per (question, attribute, group).
-        humans: human counts per (question, attribute, group).
-        seed: seeds the split of the questions in halves.
-
-    Returns:
-        The tempered counts per key, and the T each question was tempered with (empty, and no
-        counts, with fewer than two questions: nothing to fit on).
+    """Every panel tempered with the T fitted on the other seeded half of the questions; returns the
+    counts per key and each question's T (both empty below two questions).
     """
     ids = sorted({key[0] for key in panels})
     if len(ids) < 2:

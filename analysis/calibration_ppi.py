@@ -1,23 +1,9 @@
-"""Group shares from a simulated panel corrected by a few humans: prediction-powered inference
-(PPI++, Angelopoulos, Duchi and Zrnic 2023, through ``ppi-python``'s ``ppi_mean_ci``), beside the
-humans-only and the simulated-only interval (issue 45, item 6).
+"""Group shares from a simulated panel corrected by a few humans: prediction-powered inference.
 
-For one question and group, each option's share is a mean of indicators. The simulator gives a
-**prediction** ``f(x)`` of a person's answer distribution from their demographics ``x``: the
-answer shares of the calibration's personas (every panel's, one steering) who share ``x`` on the
-demographics the human file has, or the group's panel shares when fewer than ``MIN_CELL`` such
-personas answered. ``f`` is applied alike to the group's panel personas (the unlabelled sample,
-many and cheap) and to the group's humans (the labelled sample, few, their real answers ``Y``).
-PPI estimates the share as the panel's mean prediction plus the humans' mean error ``Y - f(x)``
-(the rectifier), with the weight ``lambda`` on the predictions tuned by PPI++ so the interval is
-never much wider than the humans-only one: a biased simulator is corrected by its humans, an
-accurate one narrows their interval.
-
-Assumptions (docs/calibration.md): the humans are a random sample of the group (with their
-survey weights, if any); the group's panel personas stand for the group's demographic mix
-(drawn from a population matching it); ``f`` is fixed before the humans are seen (it is built
-from the personas only). Nothing is assumed about the simulator being right. Refusals are left
-out on both sides, as in the scores.
+PPI++ (Angelopoulos, Duchi and Zrnic 2023, via ``ppi-python``) adds the humans' mean error to
+the panel's mean prediction, so a biased simulator is corrected and an accurate one narrows the
+humans' interval. A person's prediction is the answer shares of personas sharing their
+demographics, built before the humans are seen. Assumptions: docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -56,20 +42,9 @@ class Interval:
 def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarray, *,
                alpha: float = 0.05, weights: np.ndarray | None = None
                ) -> dict[str, Interval]:
-    """Each option's share, three ways, with ``1 - alpha`` intervals.
-
-    Args:
-        answers: the humans' answers, one-hot (n x K).
-        predicted: the simulator's predicted shares for the same humans (n x K).
-        unlabelled: its predicted shares for the panel personas (N x K).
-        alpha: one minus the intervals' coverage.
-        weights: the humans' survey weights (None: equal).
-
-    Returns:
-        ``ppi`` (``ppi_py.ppi_mean_ci``, PPI++ with its tuned lambda), ``humans`` (the humans
-        alone, ``ppi_py.classical_mean_ci``) and ``simulated`` (the panel's mean prediction with
-        its CLT interval, ``classical_mean_ci`` on the panel: what trusting the simulator gives).
-        Bounds are clipped to [0, 1].
+    """Each option's share three ways, with ``1 - alpha`` intervals clipped to [0, 1]: ``ppi``
+    (PPI++ from the humans' one-hot ``answers``, the simulator's ``predicted`` shares for them and
+    for the ``unlabelled`` panel), ``humans`` alone, and ``simulated`` (trusting the panel).
     """
     from ppi_py import classical_mean_ci, ppi_mean_ci  # heavy (numba): only when asked
 
@@ -85,7 +60,7 @@ def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarra
         pl, ph = (float(np.ravel(v)[0]) for v in ppi_mean_ci(y, yhat, yu, alpha=alpha, w=weights))
         hl, hh = (float(np.ravel(v)[0]) for v in classical_mean_ci(y, w=weights, alpha=alpha))
         sl, sh = (float(np.ravel(v)[0]) for v in classical_mean_ci(yu, alpha=alpha))
-        # the intervals are symmetric (normal): their midpoint is the point estimate; a share
+        # the intervals are symmetric, so their midpoint is the estimate; a share lies in [0, 1], so
         # lies in [0, 1], so the bounds are clipped to it (no truth is cut off)
         for name, (low, high) in (("ppi", (pl, ph)), ("humans", (hl, hh)),
                                   ("simulated", (sl, sh))):
@@ -111,18 +86,17 @@ def _shares(answers: Sequence[int], k: int) -> np.ndarray:
 
 def ppi_table(con: duckdb.DuckDBPyConnection, job_id: str, humans: Respondents, *,
               steering: str | None = None, alpha: float = 0.05) -> pd.DataFrame:
-    """PPI shares for every question the job and the human file share, per group of the human
-    file's demographic columns that a panel of the job stands for (``PPI_COLUMNS``).
+    """PPI shares for every question the job and the human file share, per group a panel stands for.
 
     Args:
         con: the hub holding the calibration.
         job_id: the calibration job.
-        humans: the human sample, one row per respondent (``read_respondent_rows``).
+        humans: the human sample, one row per respondent.
         steering: whose answers predict (default: the job's first steering).
         alpha: one minus the intervals' coverage.
 
     Returns:
-        One row per question x group x substantive option; empty when nothing is shared.
+        ``PPI_COLUMNS``, one row per question x group x substantive option; empty if nothing is shared.
     """
     steerings = job_row(con, job_id)["steering"]
     steering = steering or steerings[0]

@@ -1,19 +1,8 @@
 """``personahub report --calibration ID``: a calibration's HTML report (matplotlib, Agg).
 
-Read from the job's tables alone (``analysis/calibration_store.py``):
-
-- its facts (survey, population, steering, engine — the offline engine said in words —, status,
-  answers, refusals);
-- per-group representativeness bars: for each scored group, the model (per steering) beside
-  the uniform, human-overall and no-persona baselines, so a group where the model does not
-  beat ``human_overall`` is seen at once (``calibration_groups.png``);
-- per-question answer bars: for the first questions, each group's people against its simulated
-  panel as stacked shares of the substantive options, above everyone's answers and the
-  no-persona answers (``calibration_answers.png``);
-- the per-attribute table the command prints, for every score.
-
-The data behind the charts is computed by ``group_bars`` and ``answer_bars`` so tests can check
-it without reading a PNG.
+Read from the job's tables alone. The group bars set the model beside the baselines, so a group
+where it does not beat human_overall shows at once; chart data comes from ``group_bars`` and
+``answer_bars`` so tests can check it.
 """
 
 from __future__ import annotations
@@ -63,8 +52,7 @@ def column_order(steerings: Sequence[str]) -> list[str]:
 
 
 def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Mean representativeness per group (rows ``attribute=group``), one column per source:
-    the model per steering first, then the baselines."""
+    """Mean representativeness per group (rows ``attribute=group``), one column per source."""
     summary = store.summary_frame(con, job_id)
     rows = summary[summary["level"] == "group"].copy()
     if rows.empty:
@@ -82,9 +70,9 @@ def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def group_marks(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Per group (rows ``attribute=group``, as ``group_bars``): the noise floor of the data
-    (``human_resample``) and the ceiling at the model's panel size (``perfect_panel`` under the
-    first steering), drawn as marks beside the group's bars so a bar reads against them."""
+    """Per group, the noise floor (human_resample) and the ceiling at the model's panel size
+    (perfect_panel), drawn beside the group's bars.
+    """
     summary = store.summary_frame(con, job_id)
     rows = summary[(summary["level"] == "group")
                    & summary["source"].isin(["human_resample", "perfect_panel"])].copy()
@@ -119,9 +107,9 @@ def _shares(counts: Any, k: int) -> np.ndarray:
 
 def answer_bars(con: duckdb.DuckDBPyConnection, job_id: str,
                 limit: int = MAX_QUESTIONS) -> list[QuestionBars]:
-    """Per question (the first ``limit``): everyone's answers and the no-persona answers, then
-    each group's people and its panel (the model under the first steering), over the
-    substantive options."""
+    """Per question (the first ``limit``): everyone's and the no-persona answers, then each group's
+    people and panel, as shares of the substantive options.
+    """
     scores = store.scores_frame(con, job_id)
     questions = store.question_rows(con, job_id)[:limit]
     human = {(q, a, json.loads(labels) and " / ".join(json.loads(labels))): counts
@@ -218,9 +206,9 @@ def _table_html(table: pd.DataFrame, title: str) -> str:
 
 
 def _verdict_html(scores: pd.DataFrame, seed: int) -> list[str]:
-    """The verdict lines the console prints, and each source's mean with its 95% interval over
-    questions (the panel-answer interval needs the survey file, which the report does not read:
-    ``Calibration.intervals()`` has it)."""
+    """The verdict lines and each source's mean with its interval over questions (the panel interval
+    needs the survey file, which the report does not read).
+    """
     esc = html.escape
     if scores.empty:
         return []
@@ -246,8 +234,7 @@ def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str
 
 def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, job_id: str,
                              *, overwrite: bool = False) -> Path:
-    """Write the calibration's ``index.html`` and charts into ``out_dir`` (all or nothing, as
-    ``analysis.report.write_report``); returns the index path."""
+    """Write the calibration's ``index.html`` and charts into ``out_dir``, all or nothing."""
     if not store.calibration_exists(con, job_id):
         raise PersonahubError(f"--calibration {job_id}: not found in the database "
                               "(personahub calibrations lists them)")
@@ -282,8 +269,7 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
 
 
 def per_attribute_table(summary: pd.DataFrame, score: str) -> pd.DataFrame:
-    """One row overall and per attribute, then one per whole-population mixture (``population
-    by SEX``: the panels mixed to the survey's shares of SEX's groups), one column per source."""
+    """One row overall, per attribute and per whole-population mixture; one column per source."""
     rows = summary[summary["level"].isin(["overall", "attribute", "population"])].copy()
     steerings = list(dict.fromkeys(rows.loc[rows["source"] == MODEL, "steering"]))
     rows["who"] = [source_label(s, t, steerings) for s, t in zip(rows["source"], rows["steering"],

@@ -1,53 +1,9 @@
-"""How close simulated answer distributions are to people's, per question and group.
+"""Scores of simulated answer distributions against people's, per question and group.
 
-Pure functions over count vectors aligned with a question's options (``analysis.survey``):
-refusal options are split off first, and each distribution is over the substantive options.
-
-- **representativeness** (1 is identical, 0 as far apart as possible):
-  an ordinal question scores ``1 - W1 / (max position - min position)``, W1 being the
-  Wasserstein distance between the two distributions placed at the options' ordinal positions:
-  OpinionQA's ``1 - W1/(K-1)`` for positions 1..K, and its own normaliser (the distance between
-  point masses on the extreme positions, ``get_max_wd``) for positions such as ``[1, 2, 1.5]``.
-  A nominal question (all positions equal) scores ``1 - JS``, JS the Jensen-Shannon distance
-  in bits (the square root of the divergence, in [0, 1]).
-- **dispersion**: the simulated distribution's entropy over the humans' (bits). Below 1 the
-  simulated group agrees with itself more than people do (under-dispersed); NaN when every
-  person gave the same answer (no spread to compare with).
-- **modal agreement**: the share of the simulated modal options (1 unless tied) that are modal
-  among people.
-- **sd_ratio** (ordinal questions only): the simulated distribution's standard deviation over
-  the options' ordinal positions over the humans' (the digital-twin studies' under-dispersion
-  measure: 0.40-0.56 there). Below 1: under-dispersed. NaN for a nominal question (positions
-  mean nothing there; the entropy ratio covers it) and when every person gave the same answer.
-
-Refusals: like OpinionQA, option counts after the substantive ones ("Refused") are left out of
-both distributions; their share is reported beside (``human_refusal``, ``sim_refusal``). A
-group with no substantive human answer is not scored (OpinionQA skips it too).
-
-Baselines scored the same way beside the model, per question and group: ``uniform`` (every
-substantive option alike), ``human_overall`` (everyone's answers, given to every group) and
-``no_persona`` (the model asked without a persona; passed in per question).
-
-Floor and ceiling rows, given a seed (``sampled_scores``: the expected scores over ``DRAWS``
-multinomial draws, ``numpy.random.Generator.multinomial``, each row's generator seeded from the
-seed and the row's key so a row does not depend on which others are scored):
-
-- ``human_resample``: the group's own answers redrawn at the group's size, scored against the
-  group: the sampling noise of the survey itself (near 1 for big groups);
-- ``perfect_panel``: the group's answers drawn at the model's *effective* panel size (its
-  substantive answers for that question and group): what a perfect simulator would score with
-  as few answers as the model gave;
-- ``human_overall_panel``: everyone's answers drawn at that same size: ``human_overall`` with
-  the model's sampling noise.
-
-The whole population (``score_population``; OpinionQA's headline, the model against everyone):
-per question and attribute, the groups' panels are mixed with the weights of the groups among the
-survey's respondents to that question (post-stratification: a panel drawn to the survey's
-distribution of groups) and scored against everyone's answers (``Survey.overall``), as rows of
-attribute ``POPULATION`` and group the stratifying attribute. Its effective size is Kish's for a
-stratified sample, ``1 / sum(w_g**2 / n_g)``; ``human_resample`` redraws everyone's answers at
-their own size, ``perfect_panel`` at the mixture's effective size; ``human_overall`` is the
-target itself and is not scored.
+Representativeness is OpinionQA's (1 - normalised Wasserstein on ordinal questions, 1 - Jensen-
+Shannon distance on nominal ones); dispersion and sd_ratio measure under-dispersion. Baselines
+and, given a seed, floor/ceiling rows from multinomial redraws are scored the same way, each
+row's generator seeded from its key so rows do not depend on each other. Refusals are split off.
 """
 
 from __future__ import annotations
@@ -98,8 +54,8 @@ GroupAnswers = Mapping[tuple[str, str, tuple[str, ...]], Counts]  # (qid, attrib
 
 @dataclass(frozen=True)
 class Split:
-    """A count vector split: the distribution over substantive options (None when it has no
-    substantive answer), how many substantive answers, and the refusal share of all answers."""
+    """A count vector split: substantive distribution (None if empty), its size, and the refusal share.
+    """
 
     distribution: np.ndarray | None
     n: float
@@ -121,7 +77,7 @@ def split(question: Question, counts: Counts) -> Split:
 
 
 def representativeness(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
-    """1 - normalised W1 (ordinal) or 1 - Jensen-Shannon distance (nominal); see the module doc."""
+    """1 - normalised W1 (ordinal) or 1 - Jensen-Shannon distance in bits (nominal)."""
     if question.is_ordinal:
         positions = np.asarray(question.ordinal, dtype=float)
         span = float(positions.max() - positions.min())
@@ -130,13 +86,14 @@ def representativeness(question: Question, sim: np.ndarray, human: np.ndarray) -
 
 
 def entropy_bits(distribution: np.ndarray) -> float:
-    """Shannon entropy in bits (0 log 0 = 0). ``scipy.special.entr`` rather than
-    ``scipy.stats.entropy``: the latter's argument handling took 85% of scoring a wave."""
+    """Shannon entropy in bits. Hand-written with ``entr``: ``scipy.stats.entropy``'s argument
+    handling took 85% of scoring a wave.
+    """
     return float(entr(distribution).sum() / np.log(2))
 
 
 def dispersion(sim: np.ndarray, human: np.ndarray) -> float:
-    """Entropy of ``sim`` over entropy of ``human`` (bits); NaN when people all agree."""
+    """Entropy of ``sim`` over entropy of ``human``; NaN when people all agree."""
     human_entropy = entropy_bits(human)
     if human_entropy <= 1e-12:
         return float("nan")
@@ -144,17 +101,16 @@ def dispersion(sim: np.ndarray, human: np.ndarray) -> float:
 
 
 def _ordinal_sd(positions: np.ndarray, distributions: np.ndarray) -> np.ndarray:
-    """The standard deviation of each row of ``distributions`` over ``positions``: the moments
-    as matrix products, so the floors' many draws cost one product (``np.cov`` with the shares
-    as ``aweights`` gives the same, one row at a time)."""
+    """Standard deviation of each row over ``positions``, as matrix products so many draws cost one.
+    """
     rows = np.atleast_2d(distributions)
     centred = positions[None, :] - (rows @ positions / rows.sum(axis=1))[:, None]
     return np.sqrt(np.maximum((rows * centred**2).sum(axis=1) / rows.sum(axis=1), 0.0))
 
 
 def sd_ratio(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
-    """Simulated SD over human SD on the ordinal positions; NaN for a nominal question or when
-    people all gave one answer."""
+    """Simulated SD over human SD on the ordinal positions; NaN for nominal questions or no spread.
+    """
     if not question.is_ordinal:
         return float("nan")
     positions = np.asarray(question.ordinal, dtype=float)
@@ -165,15 +121,15 @@ def sd_ratio(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
 
 
 def modal_agreement(sim: np.ndarray, human: np.ndarray) -> float:
-    """The share of ``sim``'s modal options that are modal in ``human`` (ties within 1e-12)."""
+    """Share of ``sim``'s modal options that are modal in ``human`` (ties within 1e-12)."""
     sim_modes = np.flatnonzero(sim >= sim.max() - 1e-12)
     human_modes = set(np.flatnonzero(human >= human.max() - 1e-12).tolist())
     return sum(int(i) in human_modes for i in sim_modes) / len(sim_modes)
 
 
 def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.ndarray:
-    """W1 between each row of ``sims`` and ``human`` on the same ``positions``: the integral of
-    the CDFs' gap (what ``wasserstein_distance`` computes, for many rows at once)."""
+    """W1 between each row of ``sims`` and ``human``: the CDF gap integrated, for many rows at once.
+    """
     order = np.argsort(positions, kind="stable")
     gaps = np.diff(positions[order])
     cdf_gap = np.cumsum(sims[:, order] - human[order], axis=1)[:, :-1]
@@ -182,7 +138,7 @@ def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.n
 
 def _representativeness_rows(question: Question, sims: np.ndarray, human: np.ndarray
                              ) -> np.ndarray:
-    """``representativeness`` of each row of ``sims`` against ``human``, vectorised."""
+    """Representativeness of each row of ``sims`` against ``human``, vectorised."""
     if question.is_ordinal:
         positions = np.asarray(question.ordinal, dtype=float)
         span = float(positions.max() - positions.min())
@@ -193,19 +149,8 @@ def _representativeness_rows(question: Question, sims: np.ndarray, human: np.nda
 
 def drawn_representativeness(question: Question, source: np.ndarray, human: np.ndarray,
                              n: float, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """The representativeness of each of ``draws`` panels of ``n`` answers drawn from
-    ``source`` (multinomial), scored against ``human``: what the panel bootstrap redraws.
-
-    Args:
-        question: the question (its ordinal positions choose the metric).
-        source: the distribution answers are drawn from (substantive options).
-        human: the distribution scored against.
-        n: answers per panel (rounded; below 1: an empty array).
-        rng: the generator of the draws.
-        draws: how many panels.
-
-    Returns:
-        One score per drawn panel.
+    """Representativeness of each of ``draws`` multinomial panels of ``n`` answers from ``source``
+    (an empty array when ``n`` rounds below 1).
     """
     size = int(round(n))
     if size < 1:
@@ -216,18 +161,8 @@ def drawn_representativeness(question: Question, source: np.ndarray, human: np.n
 
 def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n: float,
                    rng: np.random.Generator, draws: int = DRAWS) -> dict[str, float]:
-    """The expected scores of ``n`` answers drawn from ``source`` against ``human``.
-
-    Args:
-        question: the question (its ordinal positions choose the metric).
-        source: the distribution answers are drawn from (substantive options).
-        human: the distribution scored against.
-        n: answers per draw (rounded; below 1 every score is NaN).
-        rng: the generator of the draws.
-        draws: how many draws the means are over.
-
-    Returns:
-        The mean of each score in ``SCORES`` over the draws.
+    """Mean scores of ``draws`` multinomial panels of ``n`` answers from ``source`` against ``human``
+    (NaN when ``n`` rounds below 1).
     """
     size = int(round(n))
     if size < 1:
@@ -252,12 +187,12 @@ def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n:
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
-    """A generator for one row, from the seed and the row's key (stable across runs)."""
+    """A generator for one row from the seed and the row's key, stable across runs."""
     return np.random.default_rng([seed, zlib.crc32("\x1f".join(key).encode())])
 
 
 def score(question: Question, sim: np.ndarray, human: np.ndarray) -> dict[str, float]:
-    """The scores (``SCORES``) of one simulated distribution against one human one."""
+    """The scores of one simulated distribution against one human one."""
     return {"representativeness": representativeness(question, sim, human),
             "dispersion": dispersion(sim, human),
             "modal_agreement": modal_agreement(sim, human),
@@ -266,7 +201,7 @@ def score(question: Question, sim: np.ndarray, human: np.ndarray) -> dict[str, f
 
 def _row(question: Question, attribute: str, group: tuple[str, ...], source: str,
          sim_counts: Counts | None, human: Split) -> dict[str, object]:
-    """One table row: a source's scores for one question and group (NaN when it has no answer)."""
+    """One table row: a source's scores for one question and group (NaN without answers)."""
     row: dict[str, object] = {
         "question_id": question.qid, "attribute": attribute, "group": " / ".join(group),
         "source": source, "metric": "wasserstein" if question.is_ordinal else "jensen_shannon",
@@ -285,16 +220,10 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
                  no_persona: Mapping[str, Counts] | None = None,
                  matched_only: bool = True, seed: int | None = None,
                  draws: int = DRAWS) -> pd.DataFrame:
-    """Every question × group of ``survey`` scored for the model and the three baselines.
+    """Every question and group scored for the model and the baselines (and floors, given a seed).
 
-    ``model`` maps (question id, attribute, group) to the simulated counts (aligned with the
-    question's options, refusals included); groups it lacks get NaN scores for ``model``.
-    ``no_persona`` maps a question id to the counts of the model asked without a persona
-    (questions it lacks get NaN for ``no_persona``). Groups without a substantive human answer
-    are left out, and so, unless ``matched_only`` is false, are groups no persona can match
-    (``survey.conditions`` empty: "Refused", "Mixed Race"), as OpinionQA scores only the groups
-    of its metadata. Uniform's counts are one per substantive option. Given a ``seed``, the
-    ``FLOORS`` rows are added (module doc), each the mean over ``draws`` draws.
+    Groups without a substantive human answer are left out, and unless ``matched_only`` is false
+    so are groups no persona can match ("Refused", "Mixed Race"), as OpinionQA does.
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []
@@ -323,8 +252,7 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
 def _floor_rows(question: Question, attribute: str, group: tuple[str, ...], human: Split,
                 overall: Counts, model_row: Mapping[str, object], seed: int,
                 draws: int) -> list[dict[str, object]]:
-    """The ``FLOORS`` rows of one question and group (``model_row``: the model's row, whose
-    ``sim_n`` is the effective panel size)."""
+    """The floor/ceiling rows of one question and group, at the model row's panel size."""
     assert human.distribution is not None
     everyone = split(question, overall).distribution
     panel_n = float(model_row["sim_n"])  # type: ignore[arg-type]
@@ -343,9 +271,7 @@ def _floor_rows(question: Question, attribute: str, group: tuple[str, ...], huma
 
 
 def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.DataFrame:
-    """Mean scores per source, overall and per ``by`` (``("attribute",)``, or
-    ``("attribute", "group")``): one row per source and level; ``scored`` counts the rows that
-    had a score. NaN scores (no answers, people all agreeing) are left out of the means."""
+    """Mean scores per source, overall and per ``by``; ``scored`` counts rows with a score."""
     keys = ["source", *by]
     per = table.groupby(keys, sort=False)[list(SCORES)].mean()
     per["scored"] = table.groupby(keys, sort=False)["representativeness"].count()
@@ -359,17 +285,8 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.Dat
 
 def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]]
                      ) -> np.ndarray | None:
-    """The counts of a panel mixed over groups: each group's answer shares (refusals included)
-    weighted by ``weight`` (the group's share of the population), scaled so the substantive
-    answers sum to the mixture's effective size (Kish: ``1 / sum(w**2 / n)``, ``n`` a group's
-    substantive answers). None when no group has a substantive answer.
-
-    Args:
-        question: the question (its refusal options).
-        weighted: (weight, simulated counts) per group; the weights need not sum to 1.
-
-    Returns:
-        A count vector aligned with ``question.options``, or None.
+    """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size
+    ``1 / sum(w**2 / n)``; None when no group has a substantive answer.
     """
     parts = [(w, split(question, c), np.asarray(c, dtype=float)) for w, c in weighted]
     parts = [(w, s, c) for w, s, c in parts if w > 0 and s.n > 0]
@@ -385,21 +302,8 @@ def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]
 def score_population(survey: Survey, model: GroupAnswers, *,
                      no_persona: Mapping[str, Counts] | None = None,
                      seed: int | None = None, draws: int = DRAWS) -> pd.DataFrame:
-    """The whole-population rows: per question and attribute, the model's group panels mixed to
-    the survey's distribution of groups, scored against everyone's answers (module doc).
-
-    Args:
-        survey: the survey.
-        model: simulated counts per (question id, attribute, group), as ``score_survey`` takes.
-        no_persona: the model's counts without a persona per question (a baseline row).
-        seed: adds the ``human_resample`` and ``perfect_panel`` rows (None: none).
-        draws: draws per floor/ceiling row.
-
-    Returns:
-        ``score_survey``'s columns; ``attribute`` is ``POPULATION``, ``group`` the attribute
-        whose groups were mixed. The weights are the groups' respondents to the question
-        (refusals included); groups without a model answer are left out and the rest
-        reweighted.
+    """Whole-population rows: per question and attribute, the model's group panels mixed by the
+    groups' weights among respondents, scored against everyone; ``score_survey``'s columns.
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []
@@ -439,8 +343,8 @@ def score_population(survey: Survey, model: GroupAnswers, *,
 
 
 def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
-    """How tables name a source: ``model`` (``model[attributes]`` beside other steerings; so
-    too the rows drawn at the model's panel size, ``perfect_panel[attributes]``)."""
+    """How tables name a source: panel sources get ``[steering]`` when several steerings are shown.
+    """
     if source not in PANEL_SOURCES:
         return source
     return source if len(steerings) <= 1 else f"{source}[{steering}]"

@@ -1,11 +1,7 @@
-"""The SQL of the calibration tables (``calibration_jobs``, ``_questions``, ``_human``,
-``_panels``, ``_answers``, ``_scores``, ``_summary``; docs/database.md): every other module of
-the calibration reads and writes them through these functions.
+"""The SQL of the calibration tables, for every other calibration module.
 
-It sits in ``analysis`` because both the job (``pipelines/calibrate*.py``) and the report
-(``analysis/calibration_report.py``) read it, and imports run one way (pipelines → analysis).
-Rows are written by the kernel from a spec's ``BatchOutcome`` (table name → rows); only the
-scores, which replace a job's earlier ones, are written here.
+It sits in analysis because both the job (pipelines) and the report read it, and imports run one
+way. Only the scores, which replace a job's earlier ones, are written here.
 """
 
 from __future__ import annotations
@@ -31,8 +27,7 @@ ANSWERS = "calibration_answers"
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether the file has the calibration tables (a file no writer opened since they were
-    added has not; a reader does not create them)."""
+    """Whether the file has the calibration tables; a reader does not create them."""
     return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [JOBS]))
 
 
@@ -44,7 +39,7 @@ def calibration_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
 
 
 def job_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
-    """A calibration's row (``steering`` as a list) with its ``jobs`` status, seed and config."""
+    """A calibration's row (``steering`` as a list) with its job status, seed and config."""
     frame = con.execute(f"SELECT * FROM {JOBS} WHERE job_id = ?", [job_id]).df()
     job = find_job(con, job_id)
     if frame.empty or job is None:
@@ -126,8 +121,9 @@ def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple
 
 def stated_answers(con: duckdb.DuckDBPyConnection,
                    job_id: str) -> list[tuple[str, str, str, str]]:
-    """(method, question id, group key, shares JSON) of the group-level asks (``--elicit
-    distribution``, ``few-shot:K``: no persona, and not the no-persona baseline)."""
+    """(method, question id, group key, shares JSON) of group-level asks (``--elicit distribution``,
+    ``few-shot:K``).
+    """
     return [tuple(r) for r in con.execute(
         f"SELECT steering, question_id, respondent, reason FROM {ANSWERS} WHERE job_id = ? "
         "AND persona_id IS NULL AND steering <> 'none' ORDER BY ALL", [job_id]).fetchall()]

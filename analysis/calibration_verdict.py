@@ -1,30 +1,7 @@
-"""What a calibration's scores say, from its per question x group x source table alone
-(``pipelines/calibrate_scores.py``'s ``SCORE_COLUMNS``).
+"""What a calibration's scores say, read from its score table alone.
 
-- ``panel_sizes``: the model's effective panel size per question x group (its substantive
-  answers, refusals left out), min and median per attribute and overall;
-- ``intervals``: each source's mean representativeness per attribute and overall with a
-  bootstrap interval over *questions* (``scipy.stats.bootstrap``, percentile, seeded): questions
-  are resampled whole, a question's groups with it; the statistic is the mean over the
-  resampled rows within an attribute, and overall the mean of the attributes' means (each
-  attribute alike), so the point estimate is the summary's mean;
-- ``panel_intervals``: the model's same means with a bootstrap interval over *panel answers*,
-  the questions held fixed: each question x group panel is redrawn (multinomial, at its
-  effective size, from its own answer shares; ``numpy.random.Generator``, each row seeded from
-  the seed and its key) and re-scored against the group's people with OpinionQA's score; the
-  interval is the observed mean plus the percentiles of the redrawn means' deviations from
-  their centre. It answers "how far would this number move if the same questions were asked of
-  new panels"; the question interval answers "over other questions like these" and already
-  carries the panel noise each observed score holds, so the two are reported side by side, not
-  stacked (docs/calibration.md);
-- ``question_spread``: each source's per-question scores (a question's mean over its groups;
-  overall, the mean over attributes of those) summarised per level: mean, SD, min, max and the
-  lowest question;
-- ``worst_groups``: the model's mean per group over questions, lowest first;
-- ``verdict``: plain sentences: which source wins overall and per attribute and by how much
-  (the gap to the runner-up with a paired bootstrap interval over questions), where the model
-  sits between the ceiling (``perfect_panel``) and the data's noise floor (``human_resample``),
-  its worst group, and warnings when the model is degenerate (no spread, many refusals).
+Two intervals are shown side by side, not stacked: over questions (which already carries panel
+noise) and over panel answers with questions held fixed. Overall means weigh each attribute alike.
 """
 
 from __future__ import annotations
@@ -57,9 +34,8 @@ SCORE = "representativeness"
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` with a ``who`` column: the source as tables name it (the whole-population
-    rows left out: they are not a group's)."""
-    scores = scores[scores["attribute"] != POPULATION]  # the whole population: rows of its own
+    """``scores`` with ``who`` (the source as tables name it), whole-population rows left out."""
+    scores = scores[scores["attribute"] != POPULATION]
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     frame = scores.copy()
     frame["who"] = [source_label(s, t or "", steerings)
@@ -74,14 +50,8 @@ def _levels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's effective panel size (substantive answers per question x group).
-
-    Args:
-        scores: a job's per question x group x source scores.
-
-    Returns:
-        One row per model source (``who``) and level (``overall`` then each attribute):
-        ``min``, ``median``, and ``pairs`` (question x group pairs).
+    """The model's effective panel size per question x group: ``min``, ``median`` and ``pairs`` per
+    model source and level.
     """
     model = _labelled(scores[scores["source"] == MODEL])
     rows = []
@@ -94,9 +64,9 @@ def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_question(rows: pd.DataFrame, questions: pd.Index | None = None) -> list[np.ndarray]:
-    """Per question and attribute: the sum and count of its scored rows (what a cluster
-    resample carries), as [sums of attribute 1, counts of attribute 1, sums of attribute 2, ...]
-    aligned with ``questions`` (default: the questions ``rows`` scored; 0 where none)."""
+    """Per question, the sum and count of each attribute's scored rows, flattened for a cluster
+    bootstrap as [sums 1, counts 1, sums 2, ...], aligned with ``questions`` (0 where none).
+    """
     scored = rows.dropna(subset=[SCORE])
     per = scored.groupby(["question_id", "attribute"], sort=False)[SCORE].agg(["sum", "count"])
     sums = per["sum"].unstack(fill_value=0.0)
@@ -109,8 +79,8 @@ def _per_question(rows: pd.DataFrame, questions: pd.Index | None = None) -> list
 
 def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
               ) -> tuple[float, float]:
-    """A percentile bootstrap interval of ``statistic`` over paired per-question samples
-    (NaN, NaN with fewer than two questions)."""
+    """Percentile bootstrap interval over paired per-question samples (NaN with under two questions).
+    """
     if len(samples[0]) < 2:
         return float("nan"), float("nan")
     result = bootstrap(tuple(samples), statistic, paired=True, vectorized=True,
@@ -121,9 +91,8 @@ def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
 
 
 def _ratio(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-    """The mean over attributes of each attribute's mean (``samples``: sums and counts per
-    attribute, as ``_per_question`` gives them): each attribute weighs alike, as in the
-    summary's ``overall``. An attribute a resample left without a row is left out."""
+    """Mean over attributes of each attribute's mean; an attribute a resample left empty is skipped.
+    """
     means = [np.asarray(sums.sum(axis=axis), float) / counts.sum(axis=axis)
              for sums, counts in zip(samples[::2], samples[1::2], strict=True)]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -133,25 +102,15 @@ def _ratio(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def _gap_of(split: int) -> object:
-    """The statistic: the first ``split`` samples' ``_ratio`` minus the rest's."""
+    """The statistic: the first ``split`` samples' ratio minus the rest's."""
     def gap(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         return _ratio(*samples[:split], axis=axis) - _ratio(*samples[split:], axis=axis)
     return gap
 
 
 def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Each source's mean representativeness with a 95% bootstrap interval over questions.
-
-    Overall, each attribute weighs alike (the mean of the attributes' means, as the summary's
-    ``overall``); within an attribute every question x group row does.
-
-    Args:
-        scores: a job's per question x group x source scores.
-        seed: seeds the resampling.
-
-    Returns:
-        One row per source (``who``) and level (``overall``, then each attribute): ``mean``,
-        ``low``, ``high`` and ``questions`` (how many questions had a score).
+    """Each source's mean representativeness per level with a 95% bootstrap interval over questions
+    (``mean``, ``low``, ``high``, ``questions``).
     """
     rows = []
     for where, part in _levels(_labelled(scores)):
@@ -167,8 +126,8 @@ def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: int
                       ) -> np.ndarray:
-    """Per row of ``rows`` (model rows with a score), ``resamples`` redrawn scores of its panel
-    minus their mean (zeros for a row without a panel to redraw)."""
+    """Per scored model row, ``resamples`` redrawn scores of its panel minus their mean (zeros if none).
+    """
     humans = {(qid, attribute, " / ".join(labels)): counts for qid in survey.counts
               for attribute, labels, counts in survey.groups(qid)}
     deviations = np.zeros((len(rows), resamples))
@@ -190,19 +149,8 @@ def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: 
 
 def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
                     skip: Sequence[str] = (), resamples: int = RESAMPLES) -> pd.DataFrame:
-    """The model's mean representativeness with a 95% bootstrap interval over panel answers,
-    the questions held fixed (module doc).
-
-    Args:
-        scores: a job's per question x group x source scores (the model rows' ``counts``).
-        survey: the job's survey: the questions and the people's counts scored against.
-        seed: seeds the redraws.
-        skip: steerings without a panel to redraw (a stated distribution, a tempered row).
-        resamples: redraws per panel.
-
-    Returns:
-        One row per model source (``who``) and level (``overall``, then each attribute):
-        ``mean``, ``panel_low``, ``panel_high`` and ``pairs`` (question x group rows).
+    """The model's mean representativeness per level with a 95% interval over panel answers,
+    questions fixed; ``skip`` names steerings without a panel to redraw.
     """
     frame = _labelled(scores)  # labelled before skipping: the labels name every steering
     frame = frame[(frame["source"] == MODEL) & ~frame["steering"].isin(list(skip))]
@@ -227,18 +175,8 @@ def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
 
 
 def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
-    """Each source's per-question representativeness and its spread across questions.
-
-    A question's score is its mean over the level's question x group rows; overall, the mean
-    over attributes of each attribute's (each attribute alike, as the summary's ``overall``).
-
-    Args:
-        scores: a job's per question x group x source scores.
-
-    Returns:
-        One row per source (``who``) and level (``overall``, then each attribute): ``mean``,
-        ``sd`` (across questions, ddof 1; NaN with one question), ``min``, ``max``, ``lowest``
-        (the question at the min) and ``questions``.
+    """Each source's per-question representativeness and its spread across questions: ``mean``,
+    ``sd``, ``min``, ``max``, ``lowest`` (the question at the min) and ``questions``.
     """
     frame = _labelled(scores).dropna(subset=[SCORE])
     per = frame.groupby(["who", "attribute", "question_id"], sort=False)[SCORE].mean()
@@ -259,14 +197,7 @@ def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's mean representativeness per group (over its questions), lowest first.
-
-    Args:
-        scores: a job's per question x group x source scores.
-
-    Returns:
-        One row per model source (``who``), attribute and group: ``mean`` and ``questions``.
-    """
+    """The model's mean representativeness per group, lowest first."""
     frame = _labelled(scores[scores["source"] == MODEL]).dropna(subset=[SCORE])
     grouped = frame.groupby(["who", "attribute", "group"], sort=False)[SCORE]
     table = grouped.agg(mean="mean", questions="count").reset_index()
@@ -274,8 +205,8 @@ def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
-    """The gap of ``a``'s mean over ``b``'s, over the questions both scored, with its paired
-    bootstrap interval."""
+    """Gap of ``a``'s mean over ``b``'s on the questions both scored, with a paired bootstrap interval.
+    """
     own_a, own_b = part[part["who"] == a], part[part["who"] == b]
     both = (pd.Index(own_a.dropna(subset=[SCORE])["question_id"].unique())
             .intersection(pd.Index(own_b.dropna(subset=[SCORE])["question_id"].unique())))
@@ -294,15 +225,8 @@ def _ci(low: float, high: float) -> str:
 
 
 def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
-    """The calibration's verdict in plain sentences (module doc).
-
-    Args:
-        scores: a job's per question x group x source scores.
-        seed: seeds the bootstrap.
-
-    Returns:
-        One sentence a line: the winner overall and per attribute, the model between ceiling and
-        floor, and warnings.
+    """The calibration's verdict, one sentence a line: the winner overall and per attribute, the model
+    between ceiling (perfect_panel) and noise floor (human_resample), its worst group, warnings.
     """
     frame = _labelled(scores)
     means = intervals(scores, seed).set_index(["attribute", "who"])

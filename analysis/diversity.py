@@ -1,16 +1,8 @@
-"""Diversity measures after the Persona Hub paper's analysis, over texts in memory.
+"""Diversity measures after the Persona Hub paper: distinct-n, and persona-vs-output similarity.
 
-- distinct-n: distinct word n-grams / all word n-grams of a set of texts;
-- persona-vs-output similarity: for sampled pairs of items, the similarity of their personas
-  against that of what they produced. Diverse personas should give diverse outputs: points
-  should stay low on the output axis. The paper measures it with embeddings
-  (:func:`embedding_pairs`: cosine through any ``personas.embedding`` embedder); the ``hash``
-  embedder sees only shared words, so its figures are labelled *lexical*
-  (:func:`embedder_label`). :func:`pair_similarities` is the MinHash Jaccard version.
-
-An embedder that declares the scripts it was trained on (all-MiniLM-L6-v2: Latin only) does not
-judge a pair whose persona or output texts are in other scripts: the pair is skipped and
-counted, as dedup leaves such texts unjudged (``personas.scripts``).
+Diverse personas should give diverse outputs. The ``hash`` embedder sees only shared words, so
+its figures are labelled lexical; an embedder trained on some scripts skips and counts pairs in
+others.
 """
 
 from __future__ import annotations
@@ -60,8 +52,7 @@ def sample_pairs(count: int, pairs: int, seed: int) -> list[tuple[int, int]]:
 
 def pair_similarities(personas: Sequence[str], outputs: Sequence[str], *, pairs: int = 500,
                       seed: int = 0) -> list[tuple[float, float]]:
-    """(persona similarity, output similarity) for up to ``pairs`` random pairs of items, as
-    MinHash Jaccard estimates (word 1-grams)."""
+    """(persona, output) MinHash Jaccard similarity for up to ``pairs`` random item pairs."""
     chosen = sample_pairs(len(personas), pairs, seed)
     if not chosen:
         return []
@@ -80,8 +71,7 @@ def exact_jaccard(a: str, b: str) -> float:
 
 
 def embedder_label(embedder: Embedder) -> str:
-    """What figures from ``embedder`` are called: ``lexical (hash-512)`` for the hash embedder
-    (it sees words, not meaning), else the model's name (``local:all-MiniLM-L6-v2``, ...)."""
+    """What figures from ``embedder`` are called: ``lexical (hash-512)`` for the hash embedder."""
     if isinstance(embedder, HashEmbedder):
         return f"lexical ({embedder.name})"
     return embedder.name
@@ -119,11 +109,9 @@ def _cosines(vectors: dict[str, np.ndarray], left: list[str], right: list[str]) 
 def embedding_pairs(personas: Sequence[str], outputs: Sequence[str], embedder: Embedder, *,
                     pairs: int = 300, seed: int = 0,
                     stored: StoredVectors | None = None) -> EmbeddingPairs:
-    """Persona and output cosine similarity of up to ``pairs`` seeded random pairs of items.
+    """Persona and output cosine similarity of up to ``pairs`` seeded random item pairs.
 
-    Only the texts of the sampled pairs are embedded (each distinct text once); ``stored`` may
-    hand back persona vectors already computed with this embedder (dedup's
-    ``persona_embeddings``), which are then not embedded again.
+    Each distinct sampled text is embedded once; ``stored`` persona vectors are reused.
     """
     scripts = embedder_scripts(embedder)
     judged, skipped = [], 0
@@ -156,8 +144,9 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Spearman's rank correlation (ties averaged); None with fewer than 3 pairs or a constant
-    side, where it is undefined. Rank-based: similarity scales of embedders differ."""
+    """Spearman's rank correlation; None below 3 pairs or with a constant side. Rank-based because
+    embedders' similarity scales differ.
+    """
     if len(x) < 3:
         return None
     rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
@@ -206,7 +195,7 @@ def summarise(group: str, outputs: Sequence[str], sims: EmbeddingPairs) -> Diver
 
 
 def summary_row(summary: DiversitySummary) -> tuple[object, ...]:
-    """The summary as a row under :data:`SUMMARY_HEADER` ("n/a" where undefined)."""
+    """The summary as a row under ``SUMMARY_HEADER`` ("n/a" where undefined)."""
     values = (summary.group, summary.items, summary.pairs, summary.skipped, summary.persona_mean,
               summary.persona_median, summary.output_mean, summary.output_median,
               summary.spearman, summary.share_above, summary.distinct_1, summary.distinct_2)

@@ -1,9 +1,6 @@
-"""The paper's diversity analysis over a database: items grouped by kind/task, pairs judged by an
-embedder, one :class:`~personahub.analysis.diversity.DiversitySummary` per group.
+"""The paper's diversity analysis over a database: one summary per kind/task.
 
-Items are synthesis items (grouped ``synth <task>``) and a run's emissions (``run <kind>``).
-Persona vectors that dedup already stored for this embedder (``persona_embeddings``, keyed by
-persona and embedder name) are read instead of embedded again; nothing is written, so a
+Persona vectors dedup already stored for the embedder are reused; nothing is written, so a
 read-only connection is enough.
 """
 
@@ -56,10 +53,9 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[A
 
 def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                 job_id: str | None = None, all_jobs: bool = True) -> dict[str, list[Item]]:
-    """Items by 'synth <task>' / 'run <kind>': job ``job_id``'s (or every job's with
-    ``all_jobs``) and run ``run_id``'s emissions, each in the order they were written."""
+    """Items by ``synth <task>`` / ``run <kind>`` of a job (or all jobs) and a run, in written order.
+    """
     rows: list[Any] = []
-    # items whose persona is in the hub (``persona`` is NULL otherwise), through v_items
     if job_id is not None or all_jobs:
         where = "AND source_id = ?" if job_id is not None else ""
         rows += _rows(con, "SELECT 'synth ' || kind, persona_id, persona, text, is_duplicate "
@@ -82,8 +78,8 @@ def latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
                    ids_by_text: dict[str, str]) -> StoredVectors:
-    """A lookup of the ``model`` vectors stored for persona texts (none when the table is
-    missing, as in databases from before dedup stored vectors)."""
+    """A lookup of the stored ``model`` vectors of persona texts (none when the table is missing).
+    """
 
     def lookup(texts: list[str]) -> dict[str, np.ndarray]:
         ids = [ids_by_text[t] for t in texts if t in ids_by_text]
@@ -97,8 +93,8 @@ def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
 def diversity_table(con: duckdb.DuckDBPyConnection, embedder: Embedder, *,
                     run_id: str | None = None, job_id: str | None = None, all_jobs: bool = True,
                     pairs: int = DEFAULT_PAIRS, seed: int = 0) -> dict[str, GroupResult]:
-    """Per kind/task (sorted; the i-th sampled with ``seed + i``): pairs judged by ``embedder``
-    and the summary figures."""
+    """Per kind/task (the i-th sampled with ``seed + i``): pairs judged by ``embedder`` and the summary.
+    """
     if pairs < 1:
         raise PersonahubError(f"--pairs {pairs}: must be at least 1")
     for flag, source, key in (("--job", "job", job_id), ("--run", "run", run_id)):

@@ -1,12 +1,8 @@
-"""``personahub report --evaluation ID``: an evaluation's page (matplotlib, Agg), like the
-experiment report.
+"""``personahub report --evaluation ID``: an evaluation's page (matplotlib, Agg).
 
-It draws what the caller computed (``pipelines.evaluate_quality``: this layer reads no
-evaluation table): the quality table (verified share, solver agreement, contaminated share per
-benchmark, the judge's validity rate, model accuracy, diversity), and each scored model's
-accuracy per task with its 95% Wilson interval (``evaluation_scores.png``), the data behind it as
-a table too. The page is written twice, as ``index.html`` and as ``index.md`` (the markdown a
-repository or a dataset card can show), both all or nothing.
+It draws what the caller computed (this layer reads no evaluation table): the quality table and
+each model's accuracy per task with Wilson intervals. The page is written as ``index.html`` and
+``index.md`` (for a repository or dataset card), all or nothing.
 """
 
 from __future__ import annotations
@@ -68,19 +64,8 @@ def write_evaluation_report(out_dir: str | Path, *, title: str,
                             facts: Sequence[tuple[str, str]], quality: pd.DataFrame,
                             quality_md: Sequence[str], scores: pd.DataFrame,
                             overwrite: bool = False) -> Path:
-    """Write an evaluation's ``index.html``, ``index.md`` and score chart (all or nothing).
-
-    Args:
-        out_dir: the report's folder.
-        title: the page's title.
-        facts: (label, value) rows: the evaluation, its job, solvers, models.
-        quality: the quality table (``pipelines.evaluate_quality.quality_table``).
-        quality_md: the same as markdown lines (``card_lines``).
-        scores: ``group_scores`` rows to draw (``all`` and ``task``; empty: no model scored).
-        overwrite: replace the files of an earlier report.
-
-    Returns:
-        The path of ``index.html``.
+    """Write an evaluation's ``index.html``, ``index.md`` and score chart, all or nothing; returns
+    the HTML path. ``scores`` empty: no model was scored.
     """
     drawn = not scores.empty and scores["accuracy"].notna().any()
     if drawn:

@@ -1,33 +1,8 @@
-"""Effects of an experiment's treatments against its control, with intervals, tests and power.
+"""Effects of an experiment's treatments against its control: intervals, tests, effect sizes, power.
 
-The input is one value per agent and outcome (``outcome_values``): 1 or 0 for a share outcome
-(the agent chose one of the outcome's options, or not), the answer for a scale outcome, the
-query's number (per agent, or one per run) for a SQL outcome, compared as a scale is. For each
-outcome and treatment arm, ``effects`` gives
-
-- the effect: the treatment's share minus the control's, in percentage points, or the difference
-  of means, in scale points;
-- a bootstrap interval of that difference that respects the design (``cluster_bootstrap``): the
-  replicates (worlds, the same seeds in every arm) resampled, then the agents within each arm's
-  world, so that world-to-world variation widens the interval; with one replicate only agents
-  can be resampled (``bootstrap_difference``), which the ``resampled`` column says;
-- the test that fits: chi-squared on the 2x2 table for a share, Mann-Whitney U for a scale
-  (scipy), Holm-corrected across every outcome and treatment of the experiment (statsmodels);
-- an effect size: Cohen's h for a share, Cohen's d for a scale;
-- the minimum detectable effect at the sample sizes it had (statsmodels power, 80% power).
-
-Limit: agents of one run talk to each other, so they are not independent draws; the tests treat
-them as such and are optimistic when the society spreads opinions. The interval resamples whole
-worlds, so it carries that dependence once there are several replicates; with few replicates
-(under about ten) a percentile interval over them is itself somewhat narrow.
-
-Within a world (``design="within"``) the arms' agents live in the same runs: the clusters are
-the replicates (each world holds every arm), drawn once for both arms, then each arm's agents
-within them; the graph's communities are not resampled as clusters. Treated agents talk to
-control agents, so a treatment that spreads also moves the control (spill-over): the effect is
-then biased towards zero, which no interval corrects.
-
-``plan_power`` answers the question before running: agents per arm and replicates needed.
+The bootstrap resamples replicates (worlds), then agents, so world-to-world variation widens the
+interval. The tests treat one run's agents as independent, which is optimistic when they talk;
+within a world, spill-over to control neighbours biases the effect towards zero.
 """
 
 from __future__ import annotations
@@ -70,20 +45,9 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                    runs: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per outcome, arm and agent answer: outcome, arm, replicate, run_id, agent_id, value.
 
-    Args:
-        con: the experiment's database.
-        experiment: the experiment (its outcomes).
-        runs: its runs (``arm``, ``replicate``, ``run_id``), as the ``experiments`` table holds.
-        agents: within a world, each agent's arm (``run_id``, ``agent_id``, ``arm``,
-            ``replicate``, as ``experiment_agents`` holds it): an answer's arm is its agent's,
-            not its run's. None: between worlds.
-
-    Returns:
-        The values, 1.0/0.0 for a share outcome, the answer for a scale outcome and the query's
-        number for a SQL outcome (``agent_id`` NULL when it gives one number per run).
-
-    Raises:
-        PersonahubError: naming a SQL outcome whose query fails or returns the wrong shape.
+    The value is 1.0/0.0 for a share, the answer for a scale, the query's number for a SQL outcome
+    (agent_id NULL when it gives one per run). Within a world, ``agents`` gives each agent's arm.
+    Raises PersonahubError when a SQL outcome fails or has the wrong shape.
     """
     frames = []
     run_ids = list(dict.fromkeys(runs["run_id"]))  # within a world every arm has the same run
@@ -125,10 +89,9 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
 
 def _in_design_order(values: pd.DataFrame, experiment: Experiment,
                      between: bool) -> pd.DataFrame:
-    """``values`` by outcome, replicate, arm (between worlds; in the experiment's order) and
-    agent, not by run id: a run id starts with its start time, so runs started in the same
-    second (``experiment --parallel``) would come in random order, and the bootstrap draws and
-    the arm table's rows depend on the order."""
+    """Sort by outcome, replicate, arm and agent, not run id: runs started in the same second
+    (``--parallel``) would otherwise come in random order, and the bootstrap depends on the order.
+    """
     position = {o.name: i for i, o in enumerate(experiment.outcomes)}
     keys = pd.DataFrame({"outcome": values["outcome"].map(position),
                          "replicate": values["replicate"]})
@@ -140,7 +103,7 @@ def _in_design_order(values: pd.DataFrame, experiment: Experiment,
 
 
 def arm_table(values: pd.DataFrame) -> pd.DataFrame:
-    """Per outcome and arm: agents answering, replicates, and the share or mean (``value``)."""
+    """Per outcome and arm: agents answering, replicates, and the share or mean."""
     grouped = values.groupby(["outcome", "arm"], sort=False)
     return grouped.agg(n=("value", "size"), replicates=("replicate", "nunique"),
                        value=("value", "mean")).reset_index()
@@ -148,7 +111,7 @@ def arm_table(values: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Effect:
-    """One treatment against the control on one outcome (a row of ``effects``)."""
+    """One treatment against the control on one outcome."""
 
     outcome: str
     treatment: str
@@ -177,9 +140,8 @@ def _mean_difference(treated: np.ndarray, control: np.ndarray, axis: int = -1) -
 
 def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence: float = 0.95,
                          n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """The percentile bootstrap interval of mean(treated) - mean(control), each arm resampled
-    on its own (``scipy.stats.bootstrap``)."""
-    if np.ptp(np.concatenate([treated, control])) == 0:  # every value alike: no spread at all
+    """Percentile bootstrap interval of mean(treated) - mean(control), each arm resampled alone."""
+    if np.ptp(np.concatenate([treated, control])) == 0:
         return 0.0, 0.0
     result = stats.bootstrap((treated, control), _mean_difference, vectorized=True,
                              paired=False, confidence_level=confidence, n_resamples=n_resamples,
@@ -190,26 +152,11 @@ def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence
 def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control: np.ndarray,
                       control_clusters: np.ndarray, *, confidence: float = 0.95,
                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """The percentile interval of mean(treated) - mean(control) by a two-stage bootstrap.
+    """Percentile interval of mean(treated) - mean(control) by a two-stage bootstrap; (0, 0) if flat.
 
-    Each resample draws the clusters (replicates: worlds, whose labels are shared by the arms
-    since replicate ``r`` has the same seed in every arm) with replacement, the same draw for both
-    arms, then each arm's agents within every drawn cluster with replacement; the difference is
-    that of the agents' means pooled over the drawn clusters. Pooling agents as if independent
-    (``bootstrap_difference``) ignores how much whole worlds differ, and is too narrow when they
-    do.
-
-    Args:
-        treated: the treatment arm's values, one per agent.
-        treated_clusters: each treated value's cluster label (its replicate).
-        control: the control arm's values.
-        control_clusters: each control value's cluster label.
-        confidence: the interval's level.
-        n_resamples: bootstrap resamples.
-        seed: the resampling's seed.
-
-    Returns:
-        (low, high); (0, 0) when every value is alike.
+    Each resample draws replicates (the clusters) with replacement, one draw for both arms since
+    replicate r has the same seed in every arm, then agents within each. Resampling agents alone
+    ignores how much whole worlds differ and is too narrow when they do.
     """
     if np.ptp(np.concatenate([treated, control])) == 0:
         return 0.0, 0.0
@@ -241,8 +188,8 @@ def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control
 
 
 def share_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
-    """Chi-squared (no continuity correction) on the 2x2 table arm x chose-or-not: (chi2, p);
-    (0, 1) when nobody or everybody chose the options in both arms."""
+    """Chi-squared (no continuity correction) on arm x chose-or-not: (chi2, p); (0, 1) if degenerate.
+    """
     table = np.array([[treated.sum(), len(treated) - treated.sum()],
                       [control.sum(), len(control) - control.sum()]])
     if (table.sum(axis=0) == 0).any():
@@ -269,15 +216,14 @@ def cohens_d(treated: np.ndarray, control: np.ndarray) -> float:
 
 def minimum_detectable(*, share: bool, n_treatment: int, n_control: int, alpha: float = 0.05,
                        power: float = 0.8) -> float:
-    """The smallest effect size (Cohen's h for a share, d for a scale) a two-sided test at
-    ``alpha`` detects with ``power`` at these sample sizes (statsmodels)."""
+    """Smallest Cohen's h (share) or d (scale) a two-sided test detects at these sizes."""
     analysis = NormalIndPower() if share else TTestIndPower()
     return float(analysis.solve_power(effect_size=None, nobs1=n_treatment,
                                       ratio=n_control / n_treatment, alpha=alpha, power=power))
 
 
 def share_from_h(p_control: float, h: float) -> float:
-    """The share a Cohen's h of ``h`` above ``p_control`` reaches (capped at 1)."""
+    """The share Cohen's h above ``p_control`` reaches (capped at 1)."""
     angle = min(math.asin(math.sqrt(p_control)) + h / 2, math.pi / 2)
     return math.sin(angle) ** 2
 
@@ -287,9 +233,9 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: np
             alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
             control_clusters: np.ndarray | None = None, unit: str | None = None,
             within: bool = False) -> Effect:
-    """One treatment against the control on one outcome (see the module doc); with cluster
-    labels (replicates) over more than one cluster the interval is ``cluster_bootstrap``'s;
-    ``within``: the arms' agents share their worlds (the ``resampled`` text says so)."""
+    """One treatment against the control on one outcome; clusters over several replicates make the
+    interval a cluster bootstrap.
+    """
     scale = 100.0 if share else 1.0
     if (treated_clusters is not None and control_clusters is not None
             and len(np.unique(np.concatenate([treated_clusters, control_clusters]))) > 1):
@@ -326,17 +272,17 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: np
 
 def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float = 0.95,
             alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """The effect table: one row per outcome and treatment (columns ``EFFECT_COLUMNS``).
+    """The effect table: one row per outcome and treatment.
 
     Args:
-        values: one value per outcome, arm and agent (``outcome_values``).
+        values: one value per outcome, arm and agent (from ``outcome_values``).
         experiment: its outcomes and arms (the first arm is the control).
         confidence: the bootstrap interval's level.
-        alpha: the tests' level, after Holm's correction across every row.
-        seed: the bootstrap's seed (the table is a function of the values and the seed).
+        alpha: the tests' level after Holm's correction.
+        seed: the bootstrap's seed.
 
     Returns:
-        The table, with ``p_holm``, ``significant`` and a plain ``verdict`` per row.
+        ``EFFECT_COLUMNS``, with ``p_holm``, ``significant`` and a plain ``verdict`` per row.
     """
     rows: list[Effect] = []
     control = experiment.control.name
@@ -369,7 +315,8 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
 
 
 def describe_outcome(outcome: Outcome) -> str:
-    """An outcome in words: ``purchase_intent at step 5 (share answering definitely, probably)``."""
+    """An outcome in words, e.g. "purchase_intent at step 5 (share answering definitely, probably)".
+    """
     if outcome.is_sql:
         return f"{outcome.name} (mean of its SQL values)"
     what = f"share answering {', '.join(outcome.options)}" if outcome.is_share else "mean answer"
@@ -377,8 +324,7 @@ def describe_outcome(outcome: Outcome) -> str:
 
 
 def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) -> str:
-    """One plain line for a row of the effect table: the effect with its interval and corrected
-    test, and what it means."""
+    """One plain line for an effect row: the effect, its interval and test, and what it means."""
     unit = row["unit"]
     change = (f"{row['effect']:+.1f} {unit} ({confidence:.0%} CI {row['ci_low']:+.1f} to "
               f"{row['ci_high']:+.1f}; {row['test']} p={row['p_value']:.3g}, "
@@ -397,16 +343,13 @@ AGREEMENT_COLUMNS = ["outcome", "treatment", "control", "unit", "effect", "ci_lo
 
 def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
               compared_label: str) -> pd.DataFrame:
-    """Whether another estimate of an experiment's effects (``compared``: e.g. the same
-    experiment run with archetypes) agrees with ``base`` (e.g. asking every agent): for each
-    outcome and treatment both hold, whether the compared effect lies within the base effect's
-    interval, with a plain line saying so (or saying that it does not).
+    """Whether another estimate of the effects (e.g. with archetypes) lies within ``base``'s intervals.
 
     Args:
-        base: the reference effect table (``EFFECT_COLUMNS``).
+        base: the reference effect table.
         compared: the other effect table.
-        base_label: the reference in words (``experiment per-agent``).
-        compared_label: the other in words (``experiment with 100 archetypes``).
+        base_label: the reference in words.
+        compared_label: the other in words.
 
     Returns:
         One row per outcome and treatment in both tables (``AGREEMENT_COLUMNS``).
@@ -430,15 +373,14 @@ def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
 
 
 def agreement_verdict(table: pd.DataFrame, base_label: str) -> str:
-    """One plain line over an ``agreement`` table: on how many effects the two estimates agree,
-    and which they do not agree on.
+    """One plain line over an agreement table: how many effects agree, and which do not.
 
     Args:
-        table: an ``agreement`` table.
-        base_label: the reference in words (``experiment per-agent``).
+        table: an agreement table.
+        base_label: the reference in words.
 
     Returns:
-        ``agrees on 2 of 2 effects ...`` or ``does not agree on ...``; no common effect is said.
+        The line.
     """
     if table.empty:
         return f"no outcome and treatment in common with {base_label}"
@@ -462,31 +404,12 @@ WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm'
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
                alpha: float = 0.05, power: float = 0.8, icc: float = 0.0,
                design: str = "between", arms: int = 2) -> dict[str, int | float | str]:
-    """Agents per arm and replicates needed to detect an effect before running (statsmodels).
+    """Agents per arm and replicates needed to detect ``effect_size`` (Cohen's h or d), before running.
 
-    Agents of one world answer alike (they share events and talk to each other), so ``m``
-    agents of a run carry less than ``m`` independent answers. ``icc``, the intraclass
-    correlation of the outcome within a run, inflates the agents needed by the design effect
-    ``1 + (agents_per_run - 1) * icc`` (Kish); 0 (the default) treats agents as independent,
-    which is optimistic when the society spreads opinions.
-
-    Args:
-        effect_size: the standardised effect to detect: Cohen's h for a share
-            (``share_effect_size``), Cohen's d for a scale.
-        agents_per_run: agents that answer the outcome's survey in one run.
-        share: whether the outcome is a share (z test power) or a scale (t test power).
-        alpha: the two-sided test's level.
-        power: the wanted chance of detecting the effect.
-        icc: the outcome's intraclass correlation within a run, 0 to 1.
-        design: ``between`` (``agents_per_run`` agents per arm and run) or ``within`` (the
-            ``agents_per_run`` agents of one run split evenly over ``arms`` arms, so a run gives
-            each arm ``agents_per_run / arms``).
-        arms: the experiment's arms (used within a world).
-
-    Returns:
-        ``agents_per_arm`` and ``replicates`` (runs needed: per arm between worlds, in all within
-        a world), with the inputs, ``design_effect`` and ``limit`` (what the figure leaves out;
-        within a world the clustering by graph community and the spill-over).
+    ``icc``, the outcome's correlation within a run, inflates the agents needed by the Kish design
+    effect ``1 + (m - 1) * icc``; 0 treats agents as independent, which is optimistic. Within a
+    world one run's agents split over ``arms``. The result holds ``agents_per_arm``, ``replicates``,
+    ``design_effect`` and ``limit`` (what the figure leaves out).
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")
@@ -509,10 +432,10 @@ def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
 
 
 def share_effect_size(p_control: float, p_treatment: float) -> float:
-    """Cohen's h between two shares (statsmodels ``proportion_effectsize``)."""
+    """Cohen's h between two shares."""
     return float(proportion_effectsize(p_treatment, p_control))
 
 
 def detection_rate(p_values: Sequence[float], alpha: float = 0.05) -> float:
-    """The share of p values below ``alpha``: an A/A experiment's false-positive rate."""
+    """Share of p values below ``alpha``: an A/A experiment's false-positive rate."""
     return float(np.mean(np.asarray(p_values) < alpha))

@@ -1,25 +1,8 @@
 """``personahub report --experiment ID``: an experiment's HTML report (matplotlib, Agg).
 
-Read from the database and the scenario file its runs recorded (``runs.scenario_path``), which
-holds the experiment's arms and outcomes:
-
-- its facts (experiment, scenario file, arms, replicates, runs);
-- each outcome per arm over the steps its survey is asked, with intervals
-  (``experiment_arms.png``): the share (in %) of agents choosing the outcome's options with a
-  Wilson interval (statsmodels), or the mean of a scale with a t interval (scipy), pooled over
-  the replicates;
-- the effect forest plot (``experiment_effects.png``): each treatment's effect on each outcome
-  with its bootstrap interval (``analysis/experiment_effects.py``) and a zero line;
-- the effect table and its verdict lines;
-- with ``compare``, another experiment's effects (e.g. the same one asking every agent, where
-  this one drew answers from archetypes): per outcome and treatment whether this effect lies
-  within the other's interval (``agreement``), and one verdict line. The comparison is computed
-  from both experiments' recorded runs when the report is written, not stored, so it follows
-  replicates added to either later.
-
-Like the effect table, the intervals treat the agents of one run as independent draws, which they
-are not when the society spreads opinions. The data behind the charts is ``arm_steps`` and
-``experiment_tables``, so tests can check it without reading a PNG.
+Outcomes per arm over steps, the effect forest plot and table, and with ``compare`` whether
+another experiment's effects agree. Comparisons are computed when written, so they follow
+replicates added later. Intervals treat one run's agents as independent: optimistic.
 """
 
 from __future__ import annotations
@@ -68,18 +51,8 @@ ARM_STEP_COLUMNS = ["outcome", "arm", "step", "n", "value", "ci_low", "ci_high",
 
 def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
                              ) -> tuple[Scenario, Experiment, pd.DataFrame]:
-    """The scenario, experiment and runs of a recorded experiment.
-
-    Args:
-        con: the experiment's database.
-        experiment_id: its id in the ``experiments`` table.
-
-    Returns:
-        The scenario and experiment loaded from the file the runs recorded (its replicates those
-        recorded), and the recorded runs (``finished_arm_runs``).
-
-    Raises:
-        PersonahubError: no such experiment, or its scenario file is gone or no longer fits.
+    """The scenario, experiment and runs of a recorded experiment, loaded from the scenario file its
+    runs recorded; PersonahubError when it is missing or that file is gone or no longer fits.
     """
     runs = finished_arm_runs(con, experiment_id)
     if runs.empty:
@@ -120,21 +93,8 @@ def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float
 def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Experiment,
               runs: pd.DataFrame, *, confidence: float = 0.95,
               agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each outcome per arm at every step its survey is asked (columns ``ARM_STEP_COLUMNS``).
-
-    Args:
-        con: the experiment's database.
-        scenario: the base scenario (the surveys' steps).
-        experiment: the arms and outcomes.
-        runs: the runs (``arm``, ``run_id``), pooled over their replicates.
-        confidence: the intervals' level.
-        agents: within a world, each agent's arm (``experiment_agents``: ``run_id``,
-            ``agent_id``, ``arm``); None: an answer's arm is its run's.
-
-    Returns:
-        One row per outcome, arm and step: agents answering, the share (%) or mean and its
-        interval; a step nobody answered is left out, and so are SQL outcomes (one value per
-        run or agent, not per step: the forest plot shows them).
+    """Each outcome per arm at every step its survey is asked (``ARM_STEP_COLUMNS``): agents answering
+    and the share (%) or mean with its interval. SQL outcomes have no steps and are left out.
     """
     steps = {s.id: s.steps for s in scenario.surveys}
     rows = []
@@ -168,7 +128,7 @@ def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Ex
 def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                       confidence: float = 0.95, seed: int = 0
                       ) -> tuple[Experiment, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """A recorded experiment, its runs, its ``arm_steps`` and its effect table (``effects``)."""
+    """A recorded experiment, its runs, its per-step arm table and its effect table."""
     scenario, spec, runs = load_recorded_experiment(con, experiment_id)
     agents = None
     if spec.design == "within":
@@ -182,7 +142,7 @@ def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
 
 def compared_effects(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                      confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """The effect table of the experiment named by ``--compare`` (its errors say so)."""
+    """The effect table of the experiment named by ``--compare``."""
     try:
         return experiment_tables(con, experiment_id, confidence=confidence, seed=seed)[3]
     except PersonahubError as exc:
@@ -194,13 +154,13 @@ def experiment_agreement(base: pd.DataFrame, base_id: str, own: pd.DataFrame, ow
     """Whether experiment ``own_id``'s effects lie within experiment ``base_id``'s intervals.
 
     Args:
-        base: the reference experiment's effect table (e.g. asking every agent).
+        base: the reference effect table (e.g. asking every agent).
         base_id: its id.
         own: this experiment's effect table (e.g. with archetypes).
         own_id: its id.
 
     Returns:
-        The ``agreement`` table and its verdict line (``agreement_verdict``).
+        The agreement table and its verdict line.
     """
     label = f"experiment {base_id}"
     table = agreement(base, own, base_label=label, compared_label=f"experiment {own_id}")
@@ -284,23 +244,8 @@ def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
 def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
                             experiment_id: str, *, confidence: float = 0.95, seed: int = 0,
                             overwrite: bool = False, compare: str | None = None) -> Path:
-    """Write the experiment's ``index.html`` and charts into ``out_dir`` (all or nothing).
-
-    Args:
-        con: the experiment's database.
-        out_dir: the report's folder.
-        experiment_id: the experiment's id in the ``experiments`` table.
-        confidence: the intervals' level.
-        seed: the bootstrap's seed.
-        overwrite: replace the files of an earlier report.
-        compare: another experiment's id (e.g. the same one asking every agent): a section
-            saying whether each effect here lies within its interval (``experiment_agreement``).
-
-    Returns:
-        The path of ``index.html``.
-
-    Raises:
-        PersonahubError: either experiment is not found (one line naming its option).
+    """Write the experiment's ``index.html`` and charts into ``out_dir``, all or nothing; returns its
+    path. With ``compare``, says whether each effect lies within that experiment's interval.
     """
     spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
                                                  seed=seed)

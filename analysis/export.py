@@ -1,26 +1,7 @@
-"""Export synthesized data and simulation emissions to training-data formats.
+"""Export synthesized items and simulation emissions as ``personahub``, ``chat`` or ``parquet``.
 
-Formats:
-
-- ``personahub``: Persona Hub's release shape, one ``{"input persona", "synthesized text",
-  "description"}`` per line; a tool's ``synthesized text`` is a JSON string holding the tool
-  object's JSON text (decode twice), exactly as in Persona Hub's tool files;
-- ``chat``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}`` per line, roles
-  alternating and starting with the user (tool items also carry an OpenAI ``tools`` list). Kinds
-  whose item answers a request (npc_dialogue, tool) are the assistant's turn after that request
-  to the persona; kinds whose item is the user's turn (instruction, problems) have an assistant
-  turn only when one is known (``--solve``, ``--with-assistant``);
-- ``parquet``: one row per item with its persona, task, text, and ``content`` and ``solution``
-  as structs (``analysis.export_arrow``: one nullable-field struct over the export's kinds, a
-  tool's spec with its ``input_args`` list and ``return`` struct; ``solution`` is typed even
-  where every row's is null, as in a run's).
-
-Sources are synthesis jobs (``synth_items``) and simulation runs (``emissions``) alike; an
-imported Persona Hub synthesis file (``persona_texts``) goes back out row for row, as read
-(``export_source_file``, format ``personahub`` only). Files
-are written through ``personahub.core.outputs.atomic_file`` (a random, exclusively created temporary
-name, renamed on success), so a failed export leaves no half-written output and an existing file
-is only replaced when asked.
+The ``personahub`` format is Persona Hub's release shape (a tool is JSON text inside a JSON
+string, as released). Files are written atomically: a failed export leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -85,13 +66,11 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                run: str | None = None, kind: str | None = None,
                drop_duplicates: bool = False,
                only: Collection[str] | None = None) -> list[ExportItem]:
-    """Items of one synthesis job or one run (exactly one of ``job`` / ``run``); with ``only``,
-    just the items of those ids (one side of an evaluation's split: ``export --split``)."""
+    """Items of one job or one run; with ``only``, just those ids (one side of a split)."""
     if (job is None) == (run is None):
         raise UsageError("export: give exactly one of --job or --run")
     source, key = ("job", job) if job is not None else ("run", run)
     assert key is not None  # exactly one of job / run, checked above
-    # the items and what made them, through the analysis views (analysis/views.sql)
     sql = ("SELECT source, source_id, item_id, persona_id, persona, kind, content, text, solution, "
            "is_duplicate FROM v_items WHERE source = ? AND source_id = ?")
     order = "created_at, item_id" if source == "job" else "step, agent_id, item_id"
@@ -144,8 +123,7 @@ def chat_row(item: ExportItem) -> dict[str, Any]:
 
 
 def item_columns(items: Sequence[ExportItem]) -> tuple[dict[str, pa.Array], list[str]]:
-    """The export's columns as typed Arrow arrays, and the content fields kept as JSON text
-    (``export_arrow.content_type``: none for the built-in kinds)."""
+    """The export's columns as typed Arrow arrays, and the content fields kept as JSON text."""
     kinds = {(i.kind, i.source == "run"): i.output_task for i in items}
     structs = [model_type(model) for (_, emission), task in kinds.items() if task is not None
                for model in task_models(task, emission=emission)]
@@ -166,16 +144,14 @@ def item_columns(items: Sequence[ExportItem]) -> tuple[dict[str, pa.Array], list
 
 
 def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
-    """Items as an Arrow table: ``content`` and ``solution`` as structs (module doc)."""
+    """Items as an Arrow table, ``content`` and ``solution`` as structs."""
     columns, _ = item_columns(items)
     return pa.table(columns)
 
 
 def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,
                  overwrite: bool = False) -> int:
-    """Write ``items`` to ``path`` in ``fmt``; returns the number of records written.
-
-    An existing ``path`` is replaced only with ``overwrite`` (the CLI's ``--force``).
+    """Write ``items`` to ``path`` in ``fmt``, replacing a file only with ``overwrite``; returns the count.
     """
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
@@ -236,8 +212,8 @@ def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
            job: str | None = None, run: str | None = None, kind: str | None = None,
            drop_duplicates: bool = False, overwrite: bool = False,
            only: Collection[str] | None = None) -> int:
-    """Load items from a job or run (``only`` those ids, if given), write them in ``fmt``, and
-    validate the file."""
+    """Load a job's or run's items, write them in ``fmt`` and validate the file; returns the count.
+    """
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
                        only=only)
     written = write_export(items, path, fmt, overwrite=overwrite)
@@ -247,11 +223,7 @@ def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
 
 def export_source_file(con: duckdb.DuckDBPyConnection, path: str | Path, source: str, *,
                        fmt: str = "personahub", overwrite: bool = False) -> int:
-    """Write an imported Persona Hub synthesis file back, row for row and value-equal.
-
-    The rows are the ones ``personas import`` kept whole (``persona_texts``); duplicates of a
-    persona are rows of their own, so the file comes back with every line it had.
-    """
+    """Write an imported Persona Hub synthesis file back, row for row, duplicates included."""
     if fmt != "personahub":
         raise PersonahubError(f"--source-file exports the file's own rows: use --format "
                               f"personahub, not {fmt!r}")

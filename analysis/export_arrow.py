@@ -1,19 +1,9 @@
-"""Arrow types of exported items: ``content`` and ``solution`` as structs, typed per column.
+"""Arrow types of exported items: ``content`` and ``solution`` as typed struct columns.
 
-Parquet and Hugging Face exports hold an item's ``content`` as one struct column, not JSON text.
-Kinds differ in shape (an instruction has ``instruction``, a tool ``function_name``,
-``input_args``, ``return``, ...), so the column is one union-free struct whose fields are those
-of every kind in the export, each nullable: a row fills its kind's fields and leaves the others
-null. That loads as nested columns everywhere (pandas, Polars, DuckDB, ``datasets``), keeps one
-schema per export whatever the row order, and a one-kind export has exactly that kind's fields.
-(One struct column per kind would give a tool export a dozen empty columns named after other
-kinds; a dense Arrow union is not readable by ``datasets`` nor writable to Parquet.)
-
-Field types come from each kind's pydantic schemas (so an empty list or an all-null field is
-still typed: ``depend`` is ``list<string>``, a run's ``solution`` a struct, never ``null``),
-widened by what the stored content holds beyond its schema (a conversation's ``speaker``). A
-field whose values cannot share one type (a user-registered kind reusing a name with another
-shape) is written as JSON text, and ``json_fields`` names it.
+``content`` is one struct holding every exported kind's fields, each nullable: one column per
+kind would leave many empty columns, and a dense union is neither readable by ``datasets`` nor
+writable to Parquet. Types come from the kinds' pydantic schemas (so all-null fields are still
+typed); a field whose values share no type is written as JSON text.
 """
 
 from __future__ import annotations
@@ -35,12 +25,11 @@ _SCALARS: dict[type, pa.DataType] = {str: pa.string(), int: pa.int64(), float: p
 MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
-# --------------------------------------------------------------------------- from schemas
 
 
 def annotation_type(annotation: Any) -> pa.DataType | None:
-    """The Arrow type of a pydantic field annotation, or None when it has no single one
-    (``Any``, a dict of free keys, a union of different shapes)."""
+    """The Arrow type of a pydantic annotation; None when it has no single one (``Any``, free dicts).
+    """
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
@@ -84,7 +73,6 @@ def task_models(task: Task, *, emission: bool) -> list[type[BaseModel]]:
     return list(dict.fromkeys(models))
 
 
-# --------------------------------------------------------------------------- merging
 
 
 def merge_types(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | None:
@@ -139,12 +127,10 @@ def _is_usable(kind: pa.DataType) -> bool:
 
 def content_type(schema_types: Iterable[pa.DataType | None],
                  contents: Sequence[Mapping[str, Any]]) -> tuple[pa.DataType, list[str]]:
-    """The ``content`` struct of an export, and the names of the fields kept as JSON text.
+    """The ``content`` struct of an export, and the fields kept as JSON text.
 
-    ``schema_types`` are the structs of the kinds in the export (``model_type``); the stored
-    ``contents`` add fields or shapes the schemas do not name, and a schema field no content
-    has is left out. Each top-level field is typed on its own, so one field that cannot be
-    typed leaves the others as structs.
+    Each top-level field is typed on its own, so one untypeable field leaves the others structs;
+    a schema field no content has is left out.
     """
     present = {name for content in contents for name in content}
     fields: dict[str, pa.DataType | None] = {}

@@ -1,19 +1,8 @@
-"""Export a synthesis job or a simulation run as a Hugging Face dataset, in the Hub's layout.
+"""Export a job or run as a Hugging Face dataset folder in the Hub's layout.
 
-``export --format hf --out DIR`` writes what a dataset repository on the Hub holds:
-``data/train-00000-of-00001.parquet`` and a ``README.md`` dataset card whose YAML ``configs``
-name that file, so ``datasets.load_dataset(DIR)`` loads it as it is and ``push_to_hub`` uploads
-the folder unchanged. The card says what produced the data (personahub version, job or run,
-task or scenario), the model, the prompting, where the personas came from, and a licence note.
-The rows are the Parquet export's typed columns (``analysis.export.item_columns``: ``content``
-and ``solution`` as structs) plus ``messages``, the chat-format turns. Everything is written into
-a temporary folder beside DIR and moved in only once complete (``core.outputs.staged_folder``),
-so a failed export leaves DIR as it was. Given an evaluation's split (``splits``), the folder
-holds its two sides, ``data/train-*.parquet`` and ``data/test-*.parquet`` (contaminated items in
-neither unless the evaluation kept them), both named in the card's ``configs``, and the card
-states the evaluation's quality figures (``pipelines.evaluate_quality.quality_table``). Needs
-the ``[hf]`` extra (``pip install 'personahub[hf]'``): ``datasets`` checks that it can read every
-column's type.
+``data/*.parquet`` plus a README card whose YAML names them, so ``load_dataset(DIR)`` reads it
+and the folder uploads unchanged. It is written into a staged folder, so a failed export leaves
+DIR as it was. Needs the ``[hf]`` extra.
 """
 
 from __future__ import annotations
@@ -36,7 +25,7 @@ from personahub.personas.store import source_counts
 
 HUB_DATA = "data/train-00000-of-00001.parquet"
 HUB_TEST = "data/test-00000-of-00001.parquet"  # the test split, when the job has an evaluation
-#: the files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
+# files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
 HF_FILES = ("README.md", HUB_DATA, HUB_TEST)
 # what earlier versions wrote (Dataset.save_to_disk): removed from DIR by --force
 _OLD_FILES = ("dataset_info.json", "state.json", "data-00000-of-00001.arrow")
@@ -53,8 +42,7 @@ def _datasets() -> Any:
 
 
 def hf_table(items: Sequence[ExportItem]) -> tuple[pa.Table, list[str]]:
-    """The rows as an Arrow table (the Parquet export's columns plus ``messages``), and the
-    content fields kept as JSON text (none for the built-in kinds)."""
+    """The rows as an Arrow table plus ``messages``, and the content fields kept as JSON text."""
     columns, as_json = item_columns(items)
     columns["messages"] = pa.array([chat_row(item)["messages"] for item in items], MESSAGES_TYPE)
     return pa.table(columns), as_json
@@ -87,8 +75,9 @@ def _size_category(rows: int) -> str:
 
 
 def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]) -> list[tuple[str, int]]:
-    """(source, personas) of the items' personas; a file source by its name only, so a card
-    published on the Hub does not carry the exporting machine's paths."""
+    """(source, personas) of the items' personas; a file by its name only, so a published card does
+    not carry the exporting machine's paths.
+    """
     ids = sorted({item.persona_id for item in items})
     return [(Path(s).name if "/" in s else s, n) for s, n in source_counts(con, ids)]
 
@@ -105,8 +94,8 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
                  drop_duplicates: bool = False, as_json: Sequence[str] = (),
                  splits: Mapping[str, int] | None = None, evaluation: str | None = None,
                  quality: Sequence[str] = ()) -> str:
-    """The ``README.md`` of an exported dataset (Hub card: YAML header, then prose); with
-    ``splits`` (rows per side) and ``quality`` (a markdown table), an evaluation's section."""
+    """The ``README.md`` of an exported dataset; with ``splits`` and ``quality``, an evaluation section.
+    """
     from personahub import __version__
 
     source = _source(con, job, run)
@@ -166,17 +155,18 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
 
     Args:
         con: the database.
-        out_dir: the folder (the caller checked it: ``check_output(kind="dir",
-            names=HF_FILES)``).
-        job, run, kind, drop_duplicates: which items (as for ``load_items``).
-        overwrite: replace earlier files (``--force``).
-        splits: an evaluation's sides, ``{"train": ids, "test": ids}``: one Parquet file each
-            (items in neither are left out); None writes every item as ``train``.
+        out_dir: the folder, already checked by the caller.
+        job: the job whose items to write.
+        run: the run whose items to write.
+        kind: only items of this kind.
+        drop_duplicates: leave near-duplicates out.
+        overwrite: replace earlier files.
+        splits: an evaluation's sides (train, test ids); None writes all as train.
         evaluation: the evaluation's id, named in the card.
-        quality: the evaluation's figures as markdown lines, stated in the card.
+        quality: the evaluation's figures as markdown lines.
 
     Returns:
-        The rows written, after reading the Parquet files back.
+        The rows written, counted from the files read back.
     """
     datasets = _datasets()
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
@@ -221,8 +211,7 @@ def card_data_files(folder: str | Path) -> list[str]:
 
 
 def check_hub_folder(folder: str | Path) -> list[Path]:
-    """The files ``push_to_hub`` uploads from ``folder`` (``UPLOADED``), once the card's
-    ``data_files`` are found to name files that exist there; raises PersonahubError."""
+    """The files ``push_to_hub`` uploads, once the card's data files are found to exist."""
     folder = Path(folder)
     named = card_data_files(folder)
     if not named:
@@ -236,12 +225,10 @@ def check_hub_folder(folder: str | Path) -> list[Path]:
 
 def push_to_hub(dataset_dir: str | Path, repo_id: str, *, private: bool = True,
                 token: str | None = None) -> str:
-    """Publish an ``export --format hf`` folder to the Hugging Face Hub as dataset ``repo_id``.
+    """Publish an ``export --format hf`` folder to the Hub as dataset ``repo_id``, unchanged.
 
-    The folder is already the repository's layout: its card and ``data/*.parquet`` are uploaded
-    as they are (nothing else in the folder), with ``huggingface_hub`` (the token: ``token``,
-    else the one ``huggingface-cli login`` stored or ``HF_TOKEN``). Private unless
-    ``private=False``. Returns the repository URL.
+    Uploads the card and ``data/*.parquet`` only; the token is ``token``, else the stored login or
+    ``HF_TOKEN``. Private unless ``private=False``. Returns the repository URL.
     """
     from huggingface_hub import HfApi
 

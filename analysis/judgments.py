@@ -1,9 +1,7 @@
-"""Validity rates from ``judgments``: overall and per criterion, each with a 95% Wilson interval.
+"""Validity rates from ``judgments``, overall and per criterion, with 95% Wilson intervals.
 
-Why Wilson: the paper's figure (96.5% of 200) sits near 100%, where the normal approximation's
-interval spills past 1 and is too narrow; Wilson's score interval stays inside [0, 1] and keeps
-its coverage for small samples. The judge (``personahub judge``), the report and the live view
-all read the latest judge of a run or job through ``latest_validity``.
+Wilson because rates sit near 100% (the paper's 96.5% of 200), where the normal interval
+spills past 1 and is too narrow.
 """
 
 from __future__ import annotations
@@ -18,8 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``successes / n`` (statsmodels; (0, 1) when ``n``
-    is 0)."""
+    """Wilson score interval of ``successes / n``; (0, 1) when ``n`` is 0."""
     from statsmodels.stats.proportion import proportion_confint
 
     if n <= 0:

@@ -1,10 +1,6 @@
-"""The kept share per kind of call, in plain words, for summaries and the report.
-
-A *call* is one question to the model (its attempts share a purpose, persona and step, and
-number 1, 2, ... from its first); it is *kept* when its last attempt is ``ok``. A call whose
-last attempt failed counts under that attempt's reason, said plainly (``models.failures.
-plain_reason``): "instruction: 18 of 20 calls kept (90%); 2 failed: cut off at max_tokens ×1,
-rejected by the gate ×1". Read from ``llm_calls``, so a resumed job counts its whole history.
+"""The kept share per kind of call, in plain words: a call is kept when its last attempt is ok,
+and failed calls count under their last attempt's reason. Read from ``llm_calls``, so a resumed
+job counts its whole history.
 """
 
 from __future__ import annotations
@@ -21,7 +17,7 @@ if TYPE_CHECKING:
 
 TOP_REASONS = 3  # reasons named per kind
 
-# What a purpose's calls asked, for purposes whose name alone is jargon (issue 44): a summary
+# what a purpose's calls asked, where its name alone is jargon: a summary shows
 # shows "expand (who is close to a persona)", not a bare "expand" or "expand:link".
 PURPOSE_WORDS = {
     "expand": "expand (who is close to a persona)",
@@ -53,8 +49,7 @@ class KeptShare:
 
 
 def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str, int]) -> str:
-    """"KIND: K of N calls kept (P%); F failed: REASON ×n, ..." (the reasons most frequent
-    first): it counts model calls, not the personas or items they returned."""
+    """"KIND: K of N calls kept (P%); F failed: REASON ×n, ...": model calls, not items returned."""
     share = f"{kept / asked:.0%}" if asked else "-"
     line = f"{kind}: {kept} of {asked} calls kept ({share})"
     failed = asked - kept
@@ -67,8 +62,7 @@ def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str
 
 def kept_shares(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, job_kind: str | None = None,
                 job_id: str | None = None) -> list[KeptShare]:
-    """Each purpose's kept share among the calls of a run (``run_id``) or a job
-    (``job_kind`` and ``job_id``), by purpose name."""
+    """Each purpose's kept share among the calls of a run or a job, by purpose name."""
     rows = last_attempt_counts(con, run_id=run_id, job_kind=job_kind, job_id=job_id)
     shares: dict[str, KeptShare] = {}
     for purpose, status, error, n in rows:

@@ -1,8 +1,7 @@
-"""What the live view (``personahub view``, ``run --view``) shows, as JSON-ready dicts.
+"""What the live view shows, as JSON-ready dicts.
 
-Every function takes a DuckDB connection (a cursor of its own per request: connections are not
-thread-safe) and reads only committed rows, so a view served from a running process sees each
-step once its transaction commits. Nothing here writes.
+Each request reads through a cursor of its own (connections are not thread-safe) and sees only
+committed rows, so a view of a running process shows each step once it commits. Nothing here writes.
 """
 
 from __future__ import annotations
@@ -44,8 +43,7 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = No
 
 
 def run_rows(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The simulation runs with a lifecycle, newest first (by start, then id), as dicts of
-    ``v_runs``' columns (``personahub runs``), of ``status`` when given."""
+    """The runs with a lifecycle, newest first, as ``v_runs`` dicts; only ``status`` when given."""
     where = " AND status = ?" if status else ""
     return rows(con, "SELECT run_id, scenario, status, steps_done, steps_planned, started_at, "
                      f"finished_at, llm FROM v_runs WHERE status IS NOT NULL{where} "
@@ -98,8 +96,7 @@ def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 
 
 def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
-    """The run's batches that have not ended (``run --batch``: a step waits on its batch), as
-    ``batch ID (in_progress, 40/100)``; None when it waits on none."""
+    """The run's unfinished batches, as ``batch ID (in_progress, 40/100)``; None when none."""
     open_ = open_batches(con, run_id)
     if not open_:
         return None
@@ -108,8 +105,8 @@ def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
 
 
 def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """One row per committed step: actions, emissions, messages, failures, answers, duplicates,
-    calls and tokens."""
+    """One row per committed step: actions, emissions, messages, failures, answers, calls, tokens.
+    """
     by_step = calls_by_step(con, run_id)
     return [_jsonable({**{k: v for k, v in row.items() if k != "seconds"},
                        "calls": by_step.get(row["step"], (0, 0))[0],
@@ -118,15 +115,13 @@ def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any
 
 
 def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """Events delivered so far (step, text, audience, recipients, and who put them in: the
-    scenario, or ``view`` for one typed into the live view), in order."""
+    """Events delivered so far, with who put them in (the scenario, or ``view``), in order."""
     keys = ("step", "text", "audience", "n_recipients", "source")
     return [_jsonable(dict(zip(keys, row, strict=True))) for row in delivered_events(con, run_id)]
 
 
 def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """Per survey: its question, answer options in the scenario's order, and the count of each
-    answer per step answered so far (free-text answers are counted, not shown)."""
+    """Per survey: its question, options in order, and each answer's count per step so far."""
     planned = _planned_surveys(con, run_id)
     found = survey_counts(con, run_id)
     out: dict[str, dict[str, Any]] = {}
@@ -149,11 +144,8 @@ def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMI
 
 
 def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
-    """The run's relationship graph, sampled by neighbourhood when it is large, with a seeded
-    layout, each node coloured (by the page) by the kind its agent emitted most.
-
-    The sample grows breadth-first from the best-connected agent, so what is drawn is a real
-    neighbourhood (edges among kept nodes are all kept), not a scatter of unrelated dots.
+    """The run's relationship graph with a seeded layout and each node's most frequent emission kind;
+    a large graph is sampled breadth-first from the best-connected agent, a real neighbourhood.
     """
     # every read in a fixed order: the layout depends on the order nodes and edges are added
     agents = agent_ids(con, run_id)
@@ -179,8 +171,8 @@ def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAP
 
 
 def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """The latest judge's validity rate of the run's emissions (``personahub judge``) with its
-    95% interval, overall and per criterion; None while the run has no judgments."""
+    """The latest judge's validity rate with its 95% interval, overall and per criterion; None if unjudged.
+    """
     from personahub.analysis.judgments import latest_validity
 
     figures = latest_validity(con, run_id)
@@ -194,8 +186,7 @@ def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "stream": stream(con, run_id), "validity": validity(con, run_id)}
 
 
-#: Layouts already computed, by (run, nodes, edges): the graph of a run changes rarely (edge
-#: interventions), while the page asks for it every few seconds.
+# layouts by (run, graph shape): a run's graph changes rarely, the page asks every few seconds
 _LAYOUTS: dict[tuple[str, int, int, int], dict[Any, Any]] = {}
 
 
@@ -247,23 +238,11 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def experiment_state(con: duckdb.DuckDBPyConnection, experiment_id: str,
                      replicates_planned: int | None = None) -> dict[str, Any] | None:
-    """An experiment's arms side by side, for the live view: each arm's outcome at every step its
-    survey is asked, pooled over the replicates recorded so far, with its interval.
+    """An experiment's arms side by side for the live view, pooled over its finished runs so far.
 
-    A run counts once it finished (the ``experiments`` table links only finished runs), so the
-    series grow as runs land; an arm with no finished run yet has an empty series.
-
-    Args:
-        con: the experiment's database.
-        experiment_id: its id in the ``experiments`` table.
-        replicates_planned: the replicates the experiment will run, when known (the process
-            running it); None: unknown (a database viewed afterwards).
-
-    Returns:
-        JSON-ready: ``experiment_id``, ``design``, ``arms`` (name, control, replicates done,
-        run ids), ``outcomes`` (name, unit, steps, ``series`` of arm -> [step, n, value, ci_low,
-        ci_high]) and the SQL outcomes' names (``not_over_steps``: one number per run, not
-        per step); None when the experiment has no finished run.
+    JSON-ready: arms, outcomes with a per-arm ``series`` of (step, n, value, interval), and the SQL
+    outcomes in ``not_over_steps``; None when no run has finished. ``replicates_planned`` is None
+    for a database viewed afterwards.
     """
     import dataclasses
 

@@ -1,23 +1,9 @@
-"""The live view's web app: a small static page and the JSON it polls (Starlette + uvicorn).
+"""The live view's web app: a static page and the JSON it polls (Starlette + uvicorn).
 
-Where the data comes from is the one design question. A DuckDB file held by a writing process
-cannot be opened by any other process, so a run is watched *from its own process*:
-``personahub run … --view`` opens a second connection to the same database instance once the
-runner has opened the file (DuckDB shares one instance per file within a process, and a
-connection sees what other connections have committed), and each request reads through a cursor
-of its own. ``personahub view --db`` opens a file no process is writing, read-only, for a
-finished (or stopped) run. Either way the page only ever sees committed steps.
-
-The server binds 127.0.0.1 only and runs in a daemon thread; ``stop()`` ends it. It answers
-only requests whose ``Host`` names it and that carry no foreign ``Origin``
-(``personahub.core.hosts``): a page served under another name that re-resolves to 127.0.0.1
-(DNS rebinding) gets a 403, not the runs.
-
-A view served by ``run --view`` also steers its run (``sim/steering.py``): ``POST /api/steer``
-with a JSON body ``{"action": "pause" | "resume" | "step" | "inject", "text": ...}`` changes what
-the runner does at its next tick barrier. The guard above applies to it too, and it takes only
-``application/json`` (which a page on another site cannot send without a preflight this server
-never answers). A view of a database no process is writing (``personahub view``) only watches.
+A DuckDB file held by a writer cannot be opened by another process, so ``run --view`` serves
+from the run's own process through a second connection. The server binds loopback only and
+refuses foreign Host or Origin headers (DNS rebinding); ``POST /api/steer`` takes only JSON,
+which another site cannot send without a preflight.
 """
 
 from __future__ import annotations
@@ -49,7 +35,6 @@ from personahub.sim.steering import Steering, SteeringError
 if TYPE_CHECKING:
     import duckdb
 
-#: What ``POST /api/steer`` accepts (``Steering``'s methods of the same names).
 STEER_ACTIONS = ("pause", "resume", "step", "inject")
 
 _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8",
@@ -57,8 +42,7 @@ _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; c
 
 
 class ViewSource:
-    """Cursors over one open connection; ``run_id`` (when set) is the run the page follows by
-    default. A cursor is a connection of its own, so each request gets one."""
+    """Cursors over one open connection, one per request; ``run_id`` is the run shown by default."""
 
     def __init__(self, connect: Callable[[], Any], run_id: str | None = None) -> None:
         self._connect = connect
@@ -67,7 +51,7 @@ class ViewSource:
         self.run_id = run_id
 
     def open(self) -> None:
-        """Open the connection now (``run --view`` must do it while the runner holds the file)."""
+        """Open the connection now: ``run --view`` must do it while the runner holds the file."""
         with self._lock:
             if self._con is None:
                 self._con = self._connect()
@@ -75,7 +59,7 @@ class ViewSource:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         self.open()
         with self._lock:
-            assert self._con is not None  # opened above
+            assert self._con is not None
             return self._con.cursor()
 
     def close(self) -> None:
@@ -86,10 +70,7 @@ class ViewSource:
 
 
 class ExperimentFeed:
-    """What ``/api/experiment`` answers: an experiment's arms side by side
-    (``live_queries.experiment_state``), read through ``source``'s cursors on each request.
-
-    ``experiment_id`` is the experiment shown without ``?id=``."""
+    """What ``/api/experiment`` answers: an experiment's arms side by side, read on each request."""
 
     def __init__(self, source: ViewSource, experiment_id: str) -> None:
         self.source = source
@@ -105,9 +86,8 @@ class ExperimentFeed:
 
 
 class ExperimentSnapshots(ExperimentFeed):
-    """The feed of ``experiment --view``: the database is held by each arm run in turn, so the
-    state is read between runs (``refresh``, called by the experiment after each run landed,
-    from its own thread) and served from that copy; before the first run lands the page waits.
+    """The feed of ``experiment --view``: each arm run holds the database in turn, so the state is
+    read between runs (``refresh``) and served from that copy.
     """
 
     def __init__(self, db: Path, experiment_id: str, arms: list[str],
@@ -123,7 +103,7 @@ class ExperimentSnapshots(ExperimentFeed):
             "replicates_planned": replicates_planned, "outcomes": [], "not_over_steps": []}
 
     def refresh(self) -> None:
-        """Read the experiment's state again (call it while no run holds the database)."""
+        """Read the experiment's state again; call it while no run holds the database."""
         from personahub.core.store import connect
 
         con = connect(self.db, read_only=True)
@@ -142,8 +122,7 @@ class ExperimentSnapshots(ExperimentFeed):
 
 
 class HostGuard:
-    """ASGI middleware: a request whose ``Host`` does not name the server (the address and
-    port it is bound to, or a loopback name) or whose ``Origin`` is another site's gets a 403."""
+    """ASGI middleware: 403 for a Host that does not name the server or a foreign Origin."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -169,14 +148,11 @@ class HostGuard:
 
 def make_app(source: ViewSource | None, steering: Steering | None = None,
              experiments: ExperimentFeed | None = None) -> Starlette:
-    """The page (``/``), its script and style, and the JSON endpoints:
-    ``/api/runs``, ``/api/state?run=ID`` (header, steps, events, surveys, stream) and
-    ``/api/graph?run=ID``. Without ``run`` the source's run, else the newest, is shown.
-    With ``steering`` (the source's run is being run by this process), ``/api/steer``: GET its
-    state, POST a request (see the module doc). ``/experiment?id=ID`` is the page of an
-    experiment's arms side by side and ``/api/experiment?id=ID`` its JSON (``experiments``:
-    where it is read; without one, from ``source``). Without ``source`` (``experiment --view``:
-    the runs hold the database in turn) the run endpoints answer 409."""
+    """The page, its assets and the JSON endpoints (runs, state, graph, steer, experiment).
+
+    Without ``steering`` the view only watches; without ``source`` (``experiment --view``) the run
+    endpoints answer 409.
+    """
     if experiments is None and source is not None:
         experiments = ExperimentFeed(source, "")
     no_runs = JSONResponse({"error": "this view watches an experiment; see its runs with "
@@ -254,8 +230,8 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
 
 
 async def steer_request(request: Request, steering: Steering | None) -> Response:
-    """``/api/steer``: GET the steering state, POST one request; a one-line error otherwise
-    (400 bad body, 409 nothing to steer, 415 not JSON)."""
+    """``/api/steer``: GET the steering state, POST one action; 400/409/415 with a one-line error.
+    """
     if steering is None:
         return JSONResponse({"error": "this view only watches: steer a run from the view of "
                                       "personahub run --view"}, status_code=409)
@@ -304,9 +280,9 @@ class RunningView:
 
 
 def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket.socket:
-    """A listening socket on loopback (port 0 picks a free one); a port in use is a one-line
-    PersonahubError naming ``flag``, the option that gave the port (``run --view`` takes
-    ``--view-port``). Binding before a run starts refuses a taken port before anything is written."""
+    """A listening loopback socket (port 0: a free one), bound before a run starts so a taken port
+    is refused before anything is written; the error names ``flag``.
+    """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise PersonahubError(f"--host {host!r}: the view only binds to loopback")
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
@@ -325,8 +301,7 @@ def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket
 def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1",
                sock: socket.socket | None = None, steering: Steering | None = None,
                experiments: ExperimentFeed | None = None) -> RunningView:
-    """Serve the view in a daemon thread on ``sock`` (else on a new loopback socket at ``port``);
-    with ``steering``, the page steers the source's run; ``experiments``: see ``make_app``."""
+    """Serve the view in a daemon thread on ``sock``, else on a new loopback socket at ``port``."""
     import uvicorn
 
     sock = sock or bind(port, host)
@@ -347,7 +322,7 @@ def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1"
 
 def _serve_until_interrupted(say: Callable[[str], None], what: str,
                              stop: Callable[[], None]) -> None:
-    """Say ``what`` is over, keep serving until Ctrl-C or SIGTERM (quietly), then ``stop``."""
+    """Say ``what`` is over, serve until Ctrl-C or SIGTERM, then ``stop``."""
     say(f"{what}; the view stays up until Ctrl-C")
     try:
         while True:
@@ -359,10 +334,9 @@ def _serve_until_interrupted(say: Callable[[str], None], what: str,
 
 
 class RunView:
-    """The view a ``run --view`` serves from its own process: the port is taken when the command
-    starts (a taken port is refused before anything is written), the server starts once the
-    runner holds the database (a second connection to the same DuckDB instance), and it stays up
-    after the run ends until ``linger`` is interrupted."""
+    """The view ``run --view`` serves: the port is taken at once, the server starts once the runner
+    holds the database, and it stays up after the run until interrupted.
+    """
 
     def __init__(self, db: Path, port: int, say: Callable[[str], None], *,
                  paused: bool = False) -> None:
@@ -370,10 +344,10 @@ class RunView:
         self.say = say
         self.sock: socket.socket | None = bind(port, flag="--view-port")
         self.handle: RunningView | None = None
-        self.steering = Steering(paused=paused)  # what the page's buttons change
+        self.steering = Steering(paused=paused)
 
     def start(self, run_id: str) -> None:
-        """Start serving ``run_id`` (call it while the runner's connection is open)."""
+        """Start serving ``run_id``; call it while the runner's connection is open."""
         import duckdb
 
         if self.handle is not None or self.sock is None:
@@ -387,14 +361,14 @@ class RunView:
                  f"there){paused}")
 
     def linger(self) -> None:
-        """Keep serving the finished run until Ctrl-C or SIGTERM (an interrupt ends it quietly)."""
+        """Serve the finished run until Ctrl-C or SIGTERM."""
         self.steering.finish()
         if self.handle is None:
             return
         _serve_until_interrupted(self.say, "the run is over", self.stop)
 
     def stop(self) -> None:
-        """Stop serving (or give the reserved port back)."""
+        """Stop serving, or give the reserved port back."""
         self.steering.finish()
         if self.sock is not None:
             self.sock.close()
@@ -405,10 +379,9 @@ class RunView:
 
 
 class ExperimentView:
-    """The view an ``experiment --view`` serves from its own process: the port is taken when the
-    command starts, the page is served at once (it waits for the first run), each landed run
-    refreshes it (``landed``), and it stays up after the experiment ends until ``linger`` is
-    interrupted."""
+    """The view ``experiment --view`` serves: at once, refreshed as each run lands, and kept up after
+    the experiment until interrupted.
+    """
 
     def __init__(self, db: Path, port: int, say: Callable[[str], None], *, experiment_id: str,
                  arms: list[str], replicates: int) -> None:
@@ -426,7 +399,7 @@ class ExperimentView:
         self.feed.refresh()
 
     def linger(self) -> None:
-        """Keep serving until Ctrl-C or SIGTERM (an interrupt ends it quietly)."""
+        """Serve until Ctrl-C or SIGTERM."""
         if self.handle is None:
             return
         _serve_until_interrupted(self.say, "the experiment is over", self.stop)

@@ -1,12 +1,7 @@
-"""A few generated things to look at: the sampled rows a command prints when it ends (``--preview``),
-the report's samples and outliers sections, and one whole item, emission or persona
-(``personahub show``). Read-only queries; the CLI and the report render what they return.
+"""Sampled generated rows to look at: ``--preview``, the report's samples and outliers, and ``show``.
 
-A preview shows, per kind (a synthesis job's task, a run's emission kind, a from-text job's
-relation, an expansion's hop), a few rows of *input → output*: the persona beside the item it
-wrote, the text beside the persona it yielded, the parent beside the related persona. The rows
-are picked by a stable hash of their ids (the same database previews the same rows; no clock or
-global RNG), non-duplicates first, so a preview does not open on a near-duplicate by chance.
+Rows (persona → item, text → persona, parent → related persona) are picked by a stable hash of
+their ids, non-duplicates first, so the same database previews the same rows.
 """
 
 from __future__ import annotations
@@ -27,8 +22,7 @@ OUTLIERS = 3  # longest, shortest and near-duplicate rows in a report's outliers
 
 @dataclass(frozen=True)
 class Sample:
-    """One row of a preview: what went in (``source``: a persona's or a text's words) and what
-    came out, with the ids ``personahub show`` takes."""
+    """One preview row: what went in and what came out, with the ids ``show`` takes."""
 
     kind: str
     item_id: str
@@ -59,14 +53,14 @@ class Preview:
         return list(dict.fromkeys(s.kind for s in self.samples))
 
 
-# Each source yields (kind, item_id, source_id, source, output, is_duplicate, duplicate_of) for
+# each source yields (kind, item_id, source_id, source, output, is_duplicate, duplicate_of) for
 # one owner id (the one ? parameter).
 _ITEMS = """
 SELECT kind, item_id, persona_id, coalesce(persona, '(persona not in the hub)'), text,
        coalesce(is_duplicate, false), duplicate_of
 FROM v_items WHERE source = '{source}' AND source_id = ?
 """
-_JOB_ITEMS = _ITEMS.format(source="job")  # through the analysis views (analysis/views.sql)
+_JOB_ITEMS = _ITEMS.format(source="job")
 _RUN_EMISSIONS = _ITEMS.format(source="run")
 
 
@@ -129,8 +123,8 @@ class Outliers:
 
 def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
              run_id: str | None = None, count: int = OUTLIERS) -> Outliers:
-    """The ``count`` longest and shortest outputs of a job (or run), and ``count`` of those
-    flagged as near-duplicates (each with the id of the one it repeats)."""
+    """The ``count`` longest and shortest outputs, and ``count`` near-duplicates with what they repeat.
+    """
     source, owner = (_JOB_ITEMS, job_id) if job_id is not None else (_RUN_EMISSIONS, run_id)
     if owner is None:
         return Outliers([], [], [])
@@ -147,8 +141,8 @@ def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` on one line (whitespace collapsed), cut at a word boundary to at most ``limit``
-    characters with an ellipsis when it was longer."""
+    """``text`` on one line, cut at a word boundary to at most ``limit`` characters with an ellipsis.
+    """
     flat = " ".join(str(text).split())
     if len(flat) <= limit:
         return flat
@@ -163,8 +157,8 @@ def clip(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class Shown:
-    """One item, emission or persona as ``personahub show`` prints it: what it is, its id, and
-    labelled fields in order (long values whole)."""
+    """One item, emission or persona as ``show`` prints it: what, id, and labelled fields in order.
+    """
 
     what: str  # "synthesis item", "emission", "persona", "run"
     ident: str
@@ -202,8 +196,8 @@ def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
 
 
 def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
-    """The item, emission or persona ``ident`` names (an id or a unique prefix of one, at least
-    ``MIN_PREFIX`` characters), whole. An empty id is a usage error; an unknown one an error."""
+    """The item, emission or persona ``ident`` names (an id, or a unique prefix of ``MIN_PREFIX``+).
+    """
     ident = ident.strip()
     if not ident:
         raise UsageError("show: give an item, emission or persona id")

@@ -1,18 +1,7 @@
 """An HTML report with PNG plots of a simulation run or a synthesis job (matplotlib, Agg).
 
-A run's report opens with its facts (scenario, seed, engine — the offline engine said in words —,
-dates, calls, failures, tokens, cost; ``report_header``), then: survey answer shares per step
-with the events marked, emissions over steps by kind, failed calls, near-duplicate rates, the
-relationship graph's degree distribution and a drawing of a neighbourhood of it coloured by what
-agents did, and the paper's diversity analysis (embedding similarity of persona pairs vs that of
-their outputs on sampled pairs, with the summary figures, distinct-1/2 and near-duplicate rate per
-kind/task; ``analysis.diversity``). A job's report (``job_id``) has its facts, items per task,
-failures, duplicates and diversity. Both show samples per kind/task (a few outputs, each beside
-the persona that wrote it; ``analysis.preview``) and outliers (the longest and shortest outputs,
-and near-duplicates). A run or job that was judged (``personahub judge``) shows the
-latest judge's validity rate and per-criterion rates with their 95% intervals. Sections without
-data say so instead of failing; the data behind the charts is computed in ``report_data`` so tests
-can check it.
+Sections without data say so instead of failing; chart data comes from ``report_data`` so tests
+can check it without reading a PNG.
 """
 
 from __future__ import annotations
@@ -319,8 +308,8 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 
 def _share_colours(survey: SurveyShares) -> list[Any]:
-    """Ordered options on a red-to-green scale: a scale's low end red; a choice survey's first
-    option (``definitely`` in the shipped scenarios) green."""
+    """Options on a red-to-green scale: a scale's low end red, a choice survey's first option green.
+    """
     cmap = plt.get_cmap("RdYlGn")
     k = max(1, len(survey.options) - 1)
     positions = [i / k for i in range(len(survey.options))]
@@ -529,12 +518,9 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
                  overwrite: bool = False, embedder: Embedder | str = "hash") -> Path:
     """Write ``index.html`` and its PNGs into ``out_dir``; returns the index path.
 
-    A run's report (``run_id``, default the latest run), or a synthesis job's (``job_id``).
-    ``out_dir`` is created if missing (not its parents); files already in it are replaced only
-    with ``overwrite``. Everything is drawn into a temporary folder first (``staged_folder``),
-    so a failure half-way (a missing embedder model, a full disk, Ctrl-C) leaves ``out_dir`` as
-    it was: a report is all there or not at all. ``embedder`` (a spec for ``make_embedder`` or
-    an embedder) judges the diversity section's pairs; the default ``hash`` is labelled lexical.
+    A run's report (default: the latest run) or a synthesis job's (``job_id``). Files already in
+    ``out_dir`` are replaced only with ``overwrite``. Everything is drawn into a staged folder
+    first, so a failure half-way leaves ``out_dir`` as it was.
     """
     from personahub.core.errors import PersonahubError, UsageError
 

@@ -1,9 +1,7 @@
 """The data behind the report's charts, apart from the drawing so tests can check it.
 
-Survey answers become shares per step (not counts: 120 then 240 answers says nothing, a share
-moving from 18% to 30% is the scenario's point), in the order the scenario declared its options;
-the graph is drawn from a breadth-first neighbourhood (a random node sample of a large graph is a
-ring of unconnected dots) coloured by what each agent did.
+Surveys become shares per step, since a moving share is the point, not counts. The graph is
+sampled breadth-first: a random sample of a large graph is a ring of unconnected dots.
 """
 
 from __future__ import annotations
@@ -119,8 +117,9 @@ def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str,
 
 
 def neighbourhood_sample(graph: nx.Graph, limit: int) -> tuple[list[Any], list[Any]]:
-    """Up to ``limit`` nodes reached breadth-first from the best-connected node (then from the
-    best-connected node not yet reached, and so on); returns (nodes, start nodes)."""
+    """Up to ``limit`` nodes breadth-first from the best-connected node, then the next unreached
+    one; returns (nodes, start nodes).
+    """
     if graph.number_of_nodes() <= limit:
         return list(graph.nodes), []
     by_degree = sorted(graph.nodes, key=lambda n: (-graph.degree(n), str(n)))

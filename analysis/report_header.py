@@ -1,8 +1,5 @@
 """The facts a report opens with: what ran, on which engine, when, and what it cost.
-
-A reader must know before any chart whether the text came from a language model: the offline
-engine is labelled so in words, not only as ``offline``. Facts are (label, value) string pairs,
-so the HTML and the tests read the same data.
+The offline engine is said in words, so a reader knows before any chart that no model wrote it.
 """
 
 from __future__ import annotations
@@ -50,8 +47,7 @@ def _dates(started: datetime | None, finished: datetime | None) -> str:
 
 
 def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) -> Facts:
-    """Calls, failures, the kept share per kind (``analysis.kept``), tokens and cost of a run or
-    job (``v_run_cost.run_id``: the run's calls, else the job's)."""
+    """Calls, failures, kept share per kind, tokens and cost of a run or job."""
     by_status = call_counts(con, run_id=owner_id)
     n, cached = sum(by_status.values()), cached_calls(con, owner_id)
     ok, errors, invalid = (by_status.get(s, 0) for s in ("ok", "error", "invalid"))
@@ -78,8 +74,7 @@ def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) ->
 
 
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
-    """Header facts of a simulation run (``jobs``, ``runs``, ``steps``, ``run_agents``,
-    ``llm_calls``)."""
+    """Header facts of a simulation run."""
     detail = run_detail(con, run_id)
     job = find_job(con, run_id)
     if detail is None or job is None:
@@ -116,7 +111,7 @@ def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
 
 
 def job_facts(con: duckdb.DuckDBPyConnection, job_id: str) -> Facts:
-    """Header facts of a synthesis job (``jobs``, ``synth_jobs``, ``synth_items``, ``llm_calls``)."""
+    """Header facts of a synthesis job."""
     row = _one(con, "SELECT task, prompting, n, llm, items, duplicates FROM v_synth_jobs "
                     "WHERE job_id = ?", [job_id])
     job = find_job(con, job_id)

@@ -1,5 +1,4 @@
-"""The HTML a calibration or experiment report opens with: title, style, facts, then each
-figure with its heading and note. Kept in one place so the reports look alike."""
+"""The HTML opening of the calibration and experiment reports, in one place so they look alike."""
 
 from __future__ import annotations
 
@@ -17,15 +16,8 @@ STYLE = ("<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:
 
 def page_head(title: str, facts: Sequence[tuple[str, str]],
               images: Sequence[tuple[str, str, str]]) -> list[str]:
-    """The page's opening parts, escaped.
-
-    Args:
-        title: the page's title and first heading.
-        facts: (label, value) rows of the facts table.
-        images: (heading, file name or "" when there is no figure, note) per figure.
-
-    Returns:
-        HTML fragments to join; the caller adds its own sections and closes the body.
+    """The page's opening HTML fragments, escaped: title, facts table, and each (heading, image or "",
+    note); the caller adds its sections and closes the body.
     """
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
@@ -41,8 +33,7 @@ def page_head(title: str, facts: Sequence[tuple[str, str]],
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Write ``fig`` as a PNG at ``path`` (atomically: no half-written file on a failure) and
-    close it."""
+    """Write ``fig`` as a PNG atomically and close it."""
     import matplotlib.pyplot as plt  # the caller chose the backend (Agg) before importing it
 
     fig.tight_layout()

@@ -1,6 +1,6 @@
-"""A query result as text for scripts and documents: CSV, a JSON array, JSON Lines, a Markdown
-table, or one bare value. ``personahub sql`` prints these (and draws its own table); they take
-plain columns and rows, so a notebook can use them on any result too."""
+"""A query result as text: CSV, JSON, JSON Lines, a Markdown table, or one bare value.
+Plain columns and rows in, so a notebook can use them on any result.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +57,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | None = None) -> str:
-    """A GitHub-flavoured Markdown table (numbers right-aligned; ``|`` escaped, line breaks as
-    ``<br>``; NULL spelled out)."""
+    """A GitHub Markdown table: numbers right-aligned, ``|`` escaped, NULL spelled out."""
     kinds = list(types) if types else [""] * len(columns)
     rule = ["---:" if t.split("(")[0] in _NUMERIC else "---" for t in kinds]
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "| " + " | ".join(rule) + " |"]
@@ -67,8 +66,7 @@ def markdown_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | Non
 
 
 def scalar_text(value: Any) -> str:
-    """One value as a shell wants it: NULL as an empty line, booleans as ``true``/``false``,
-    lists and structs as JSON, JSON as its text, anything else as ``str``."""
+    """One value as a shell wants it: NULL as an empty line, lists and structs as JSON."""
     if value is None:
         return "\n"
     if isinstance(value, bool):

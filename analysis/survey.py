@@ -1,20 +1,7 @@
 """Human survey answers in memory: questions, their options, and answer counts per group.
 
-The input layouts (``survey_opinionqa``: OpinionQA's wave folders; ``survey_csv``: a plain long
-CSV; ``survey_respondents``: one row per respondent, CSV or Parquet) are read into one
-``Survey``, so the calibration and its scores never see a file format.
-
-- A ``Question`` has its options in order: the substantive ones first, each with an ordinal
-  position (OpinionQA's ``option_ordinal``), then the refusal options ("Refused", "Not sure"),
-  which scores leave out of the answer distribution and count apart, as OpinionQA does. A
-  question whose substantive options share one position is nominal (scored with
-  Jensen-Shannon), otherwise ordinal (scored with the Wasserstein distance over positions).
-- ``counts[qid][(attribute, group)]`` is a vector of counts aligned with the question's options.
-  ``attribute`` is the source's name (``SEX``, ``POLPARTY_RACE``, ``party``); ``group`` is a tuple
-  of labels, one per crossed attribute (``("Democrat", "Black")``). ``conditions`` maps each to
-  the canonical ``(key, slug)`` pairs personas are matched on (empty: read, matched to no one).
-- ``overall`` is each question's answers from everyone: an ``Overall`` attribute if the source
-  gives one, else the sum of the groups of the single attribute that covers the most answers.
+Every input layout is read into one ``Survey``, so calibration never sees a file format. Options
+list substantive ones first, each with an ordinal position, then refusals, counted apart.
 """
 
 from __future__ import annotations
@@ -69,7 +56,7 @@ class Question:
 
 @dataclass(frozen=True)
 class Survey:
-    """Questions and counts; see the module docstring. ``source`` names where it was read."""
+    """Questions and answer counts per group; ``source`` names where they were read."""
 
     questions: dict[str, Question]
     counts: dict[str, dict[GroupKey, tuple[float, ...]]]
@@ -98,12 +85,13 @@ class Survey:
         return group_conditions(attribute, group)
 
     def carve(self, attribute: str, group: tuple[str, ...]) -> tuple[str, ...]:
-        """The group as carve conditions (``personas.carve``: ``("party=democrat",
-        "race_ethnicity=black")``), the personas that answer for it; empty: none can."""
+        """The group as carve conditions (e.g. ``party=democrat``); empty when no persona can answer.
+        """
         return tuple(f"{key}={slug}" for key, slug in self.conditions(attribute, group))
 
     def overall(self, qid: str) -> np.ndarray:
-        """Everyone's counts for a question (see the module docstring)."""
+        """Everyone's counts: the ``Overall`` group if given, else the attribute covering most answers.
+        """
         groups = self.counts.get(qid, {})
         explicit = groups.get((OVERALL, (OVERALL,)))
         if explicit is not None:
@@ -127,8 +115,9 @@ class Survey:
 
 
 def match_option(question: Question, option: str) -> int | None:
-    """The index of ``option`` among the question's options: exact, else ignoring case and
-    spacing (OpinionQA's W42 files spell one option "noR" where info.csv has "nor")."""
+    """Index of ``option`` among the question's options: exact, else ignoring case and spacing
+    (OpinionQA's W42 spells "noR" where info.csv has "nor").
+    """
     try:
         return question.options.index(option)
     except ValueError:

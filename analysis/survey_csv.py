@@ -1,25 +1,8 @@
-"""Read human answers from a plain long CSV: one row per question, group and option.
+"""Read human answers from a long CSV: one row per question, group and option.
 
-Columns (a header row; order free):
-
-``question_id, question, options, attribute, group, option, count`` and, optionally, ``ordinal``.
-
-- ``options``: the question's options in order, ``|``-separated (``Yes | No | Refused``) or as a
-  JSON array (``["Yes", "No"]``) when an option holds a ``|``. Repeated on every row of the
-  question, identically.
-- ``ordinal``: positions of the leading substantive options, ``|``-separated or a JSON array
-  (``1 | 2 | 3``); the options after them are refusals. Equal positions, or no ``ordinal``,
-  make a nominal question; without ``ordinal`` the options named "Refused" are the refusals.
-  This is OpinionQA's ``option_ordinal``, so both layouts describe a question alike.
-- ``attribute``: a demographic (``sex``, ``age_group``; OpinionQA's ``SEX``, ``AGE``; any other
-  name is read and matched to no persona) or ``Overall`` for everyone's answers. A crossed
-  attribute is ``party+race_ethnicity`` (or OpinionQA's ``POLPARTY_RACE``), its ``group``
-  ``Democrat / Black``.
-- ``count``: a number >= 0 (weighted counts are fine). Rows repeating a question, group and
-  option add up, so a file with one row per respondent (``count`` 1, or the respondent's
-  weight) reads as the summed counts.
-
-Every problem is one error naming the file and line.
+Columns ``question_id, question, options, attribute, group, option, count`` and optionally
+``ordinal`` (OpinionQA's option positions; without it the question is nominal). Lists are
+``|``-separated or JSON. Repeated rows add up, so one row per respondent also reads.
 """
 
 from __future__ import annotations
@@ -140,7 +123,7 @@ def _count(row: _Row, name: str) -> float:
 
 
 def read_long_csv(path: str | Path) -> Survey:
-    """Read a long survey CSV into a ``Survey`` (see the module docstring)."""
+    """Read a long survey CSV into a ``Survey``."""
     name, path = str(path), Path(path)
     rows, has_ordinal = _rows(path, name)
     questions: dict[str, Question] = {}

@@ -1,20 +1,8 @@
 """Read an OpinionQA wave folder (tatsu-lab/opinions_qa, ``data/human_resp/<wave>/``).
 
-The layout, as released:
-
-- ``info.csv``: one row per question with ``key`` (the question id, ``SAFECRIME_W26``),
-  ``question``, ``references`` (the options, a Python list literal) and ``option_ordinal`` (the
-  positions of the leading substantive options, a list literal: ``[1.0, 2.0, 3.0, 4.0]``; the
-  options after them, "Refused" mostly, are refusals; ``[1.0, 2.0, 1.5]`` puts the third option
-  between the first two; equal positions mark a nominal question). Extra columns are ignored.
-- ``<ATTRIBUTE>_data.json``: per question id, per group label, a map option -> count. A crossed
-  attribute (``POLPARTY_RACE``) nests one level more (group -> subgroup -> option -> count) and
-  adds a ``marginals`` entry repeating the single attributes (skipped). ``MC_options`` and
-  ``question_text`` repeat info.csv (skipped: the release splits options at their commas).
-  ``NONE_data.json`` is skipped: in the release it is a byte-for-byte copy of POLPARTY's.
-
-List literals are parsed with ``ast.literal_eval`` (literals only, never executed). Groups
-outside OpinionQA's metadata.csv ("Refused", "Mixed Race") are read but map to no persona.
+Questions come from ``info.csv``, counts from ``<ATTRIBUTE>_data.json``; files repeating
+info.csv, and ``NONE_data.json`` (a copy of POLPARTY's), are skipped. List literals go through
+``ast.literal_eval``, never executed.
 """
 
 from __future__ import annotations
@@ -62,9 +50,9 @@ def _question(row: dict[str, str], name: str, line: int) -> Question:
 
 
 def _read_info(path: Path) -> tuple[dict[str, Question], dict[str, str]]:
-    """The questions of info.csv, and the keys skipped with why: W43 lists IDIMPORT_W43 five
-    times with five texts ("being white", "being black", ...) while its data files hold one
-    count map per key, so its answers cannot be told apart."""
+    """The questions of info.csv, and the keys skipped with why (W43 lists IDIMPORT_W43 five times
+    with five texts but has one count map for them).
+    """
     name = str(path)
     if not path.is_file():
         raise InputFileError(name, None, "file not found (an OpinionQA wave folder has info.csv)")
@@ -139,7 +127,7 @@ def _read_data(path: Path, attribute: str, questions: dict[str, Question],
 
 
 def read_opinionqa(folder: str | Path) -> Survey:
-    """Read a wave folder into a ``Survey`` (see the module docstring)."""
+    """Read a wave folder into a ``Survey``."""
     folder = Path(folder)
     questions, skipped = _read_info(folder / INFO)
     files = sorted(folder.glob("*" + DATA_SUFFIX))

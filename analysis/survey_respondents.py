@@ -1,27 +1,8 @@
-"""Read human answers as they arrive: one row per respondent (CSV or Parquet), aggregated into
-a ``Survey``'s counts per group (issue 45, item 5).
+"""Read human answers with one row per respondent (CSV or Parquet) into a Survey's group counts.
 
-Columns (a header row; order free), each classified by its name:
-
-- **demographics**: a column whose name is a demographic the column set knows (``sex``,
-  ``age_group``, ``party``; OpinionQA's ``SEX``, ``POLPARTY``); its values are the groups. An
-  empty cell puts the respondent in no group of that attribute.
-- **weight** (optional): the column named ``weight`` or ``weight_*`` (Pew's ``WEIGHT_W26``),
-  or the one ``weight=`` names. Weights are rescaled to a mean of 1 over the respondents, so
-  the weighted counts sum to the number of respondents (the sample size the floors redraw at)
-  and only the weights' proportions matter. Without one every respondent counts 1.
-- **identifiers** (``id``, ``respondent_id``, ``caseid``, ``qkey``): left out.
-- **questions**: every other column; a cell is the respondent's option (empty: not asked).
-
-The questions' texts, options and ordinal positions come from a codebook next to the file,
-``<file stem>.questions.csv`` with the long CSV's question columns (``question_id, question,
-options[, ordinal]``, ``survey_csv``), when there is one: then only its questions are read
-(other columns are listed in ``Survey.skipped``) and an answer that is not one of a question's
-options is an error. Without a codebook each question is nominal, its options the values seen
-(sorted; "Refused" last, a refusal), its text the column name.
-
-Everyone's answers are the ``Overall`` group. Every problem is one error naming the file, the
-line (CSV; "row N" for Parquet) and the column.
+Columns are told apart by name: known demographics, an optional weight (rescaled to a mean of
+1), identifiers, and questions. A codebook ``<stem>.questions.csv`` beside the file gives the
+questions' options; without one each question is nominal over the values seen.
 """
 
 from __future__ import annotations
@@ -51,7 +32,7 @@ def codebook_path(path: Path) -> Path:
 
 
 def _records(path: Path, name: str) -> tuple[list[str], Iterator[tuple[int | None, int, list[str]]]]:
-    """The header and (line or None, row number, cells as strings) of a CSV or Parquet file."""
+    """The header and (line or None, row number, cells as text) of a CSV or Parquet file."""
     if path.suffix.casefold() in (".parquet", ".pq"):
         try:
             frame = pd.read_parquet(path)
@@ -158,8 +139,9 @@ def _nominal(qid: str, values: set[str]) -> Question:
 
 @dataclass(frozen=True)
 class Respondents:
-    """A respondent-level file as read: its questions, demographic columns, weight column and
-    one ``(weight, groups, answers)`` per respondent (weights as given; empty cells left out)."""
+    """A respondent-level file as read: questions, demographic and weight columns, and one
+    (weight, groups, answers) per respondent.
+    """
 
     questions: dict[str, Question]
     demographics: tuple[str, ...]
@@ -169,14 +151,14 @@ class Respondents:
 
 
 def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Respondents:
-    """Read a respondent-level file (module docstring) without aggregating it.
+    """Read a respondent-level file without aggregating it.
 
     Args:
         path: a CSV or Parquet file, one row per respondent.
         weight: the weight column (default: the one named ``weight`` or ``weight_*``, if any).
 
     Returns:
-        The questions, the columns read as demographics, and each respondent's row.
+        The questions, the demographic columns, and each respondent's row.
     """
     name, path = str(path), Path(path)
     header, records = _records(path, name)
@@ -222,14 +204,8 @@ def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Resp
 
 
 def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
-    """Read a respondent-level file into a ``Survey`` (see the module docstring).
-
-    Args:
-        path: a CSV or Parquet file, one row per respondent.
-        weight: the weight column (default: the one named ``weight`` or ``weight_*``, if any).
-
-    Returns:
-        The survey: weighted counts per question and group, ``weighting`` saying which.
+    """Read a respondent-level file into a ``Survey`` of weighted counts per question and group;
+    ``weight`` names the weight column (default: ``weight`` or ``weight_*``, if any).
     """
     read = read_respondent_rows(path, weight=weight)
     questions, rows, skipped = read.questions, read.rows, dict(read.skipped)

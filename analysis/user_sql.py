@@ -1,6 +1,6 @@
-"""SQL a user typed (``personahub sql``), run over a read-only connection locked down by
-``personahub.core.sandbox`` with the analysis views installed. Kept out of the CLI so the
-command only parses and prints."""
+"""SQL a user typed (``personahub sql``), run read-only in the sandbox with the analysis views.
+Kept out of the CLI so the command only parses and prints.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ _STATUS_COLUMNS = (["Count"], ["Success"])
 
 @dataclass(frozen=True)
 class QueryResult:
-    """A result set with its DuckDB column types (JSON columns come back as text: the type
-    says which to decode so an export holds values, not JSON encoded twice)."""
+    """A result set with its DuckDB column types, so JSON columns are decoded once, not twice."""
 
     columns: list[str]
     types: list[str]
@@ -42,8 +41,8 @@ class QueryResult:
 
     @property
     def is_status(self) -> bool:
-        """Whether this is only a statement's status (``Count`` of a CREATE, ``Success`` of a
-        SET), not rows a user asked for."""
+        """Whether this is only a statement's status (``Count``, ``Success``), not rows asked for.
+        """
         return self.kind in _NEVER_ROWS or (self.kind not in _QUERY_KINDS
                                             and self.columns in _STATUS_COLUMNS)
 
@@ -51,8 +50,9 @@ class QueryResult:
 def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
                    write_dir: Path | None = None,
                    where: str = "") -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of the last statement of ``query``; any refusal or SQL error is one
-    ``PersonahubError`` line starting ``sql: {where}`` (``where`` names a file, or is empty)."""
+    """(column names, rows) of the last statement; any refusal or SQL error is one
+    ``PersonahubError`` line starting ``sql:``.
+    """
     result = user_query_result(db, query, allow_files=allow_files, write_dir=write_dir,
                                where=where)
     return result.columns, result.rows
@@ -66,8 +66,7 @@ def user_query_result(db: str | Path, query: str, *, allow_files: bool = False,
 
 def user_query_results(db: str | Path, query: str, *, allow_files: bool = False,
                        write_dir: Path | None = None, where: str = "") -> list[QueryResult]:
-    """The result of every statement of ``query`` that returns rows, in order (statement
-    statuses left out: see ``QueryResult.is_status``); errors as ``run_user_query``."""
+    """The result of every statement of ``query`` that returns rows, in order."""
     results = _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)
     return [r for r in results if not r.is_status]
 

@@ -1,11 +1,8 @@
-"""Install the documented analysis views (``analysis/views.sql``) on a DuckDB connection.
+"""Install the analysis views (``analysis/views.sql``) on a DuckDB connection.
 
-Every writer stores them in the database file (``personahub.core.stored_views``, from
-``core.store.connect``), so other DuckDB clients see them. The commands' readers lay TEMP copies
-over them on their own read-only connection before running SQL or a report when the file does
-not hold this version's: the views then match the installed code even on a file another version
-wrote last, and nothing in the file changes. ``temporary=False`` stores them on a writable
-connection.
+Writers store them in the file, so other DuckDB clients see them. Readers lay TEMP copies over
+them when the file holds another version's, so the views match the installed code without
+changing the file.
 """
 
 from __future__ import annotations
@@ -38,11 +35,10 @@ def view_statements(*, temporary: bool) -> list[str]:
 
 
 def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> list[str]:
-    """Create (or replace) every analysis view on ``con``; returns the view names.
+    """Create or replace every analysis view on ``con``; returns the view names.
 
-    With ``temporary=True`` nothing is laid when the file stores these views already (TEMP
-    copies would list every view twice), and tables the file lacks (an empty file) are stood in
-    for by empty TEMP tables, so every view exists and reads as empty.
+    TEMP views are skipped when the file already stores these (they would list twice); missing
+    tables get empty TEMP stand-ins, so every view exists.
     """
     if temporary:
         if holds_views(con):

@@ -1,9 +1,6 @@
-"""What most job specs' ``plan`` and ``commit`` share: the items not yet done, in batches, and a
-batch's answers sorted into what is kept and one error per answer that is not.
-
-Why a module: calibration, population writing and the judge each wrote these ~18 lines, and a
-slip in one (``done_before`` left unset, an error not counted) changes its progress, its end
-status or its failure policy without a test noticing.
+"""What most job specs' ``plan`` and ``commit`` share: undone items in batches, and a batch's
+answers sorted into kept rows and errors. Shared because a slip in one copy changes progress,
+end status or the failure policy without a test noticing.
 """
 
 from __future__ import annotations
@@ -21,8 +18,8 @@ K = TypeVar("K")  # what an answer keeps (a row, a persona)
 
 def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
               key: Callable[[T], Any], size: int) -> Iterator[Sequence[T]]:
-    """The ``items`` whose ``key`` is not in ``done``, in batches of ``size``; sets the job's
-    ``total`` (all items) and ``done_before`` (those an earlier run of it did)."""
+    """The ``items`` whose key is not in ``done``, in batches; sets the job's ``total`` and ``done_before``.
+    """
     todo = [item for item in items if key(item) not in done]
     ctx.total = len(items)
     ctx.done_before = len(items) - len(todo)
@@ -31,8 +28,8 @@ def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
 
 def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
                    error: Callable[[A], str | None]) -> tuple[list[K], list[str | None]]:
-    """What each answer keeps (``keep`` gives None for an answer without one) and, for each of
-    those, its ``error`` (for the failure policy), in the answers' order."""
+    """What each answer keeps and, for those that keep nothing, their errors, in the answers' order.
+    """
     kept: list[K] = []
     errors: list[str | None] = []
     for answer in answers:
@@ -47,9 +44,9 @@ def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
 def answered(batch: Sequence[Any], answers: Sequence[A], keep: Callable[[A], K | None],
              error: Callable[[A], str | None], *, table: str | None = None,
              then: Callable[[list[K]], Any] | None = None) -> BatchOutcome:
-    """A batch's outcome: what its answers keep (rows of ``table``, or handed to ``then``, which
-    runs inside the batch's transaction), its calls, asked / kept, and one error per answer
-    that kept nothing."""
+    """A batch's outcome: kept rows (of ``table``, or handed to ``then`` inside the transaction), its
+    calls, counts, and one error per answer that kept nothing.
+    """
     kept, errors = sorted_answers(answers, keep, error)
     rows = {table: cast(Sequence[Mapping[str, Any]], kept)} if table is not None else {}
     return BatchOutcome(rows=rows,

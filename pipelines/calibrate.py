@@ -1,33 +1,9 @@
-"""``personahub calibrate``: ask personas matched to a survey's groups its questions, and score
-their answers against the people's, group by group, beside three baselines (issue 28).
+"""``personahub calibrate``: ask personas matched to a survey's groups its questions and score
+their answers against the people's, group by group, beside baselines.
 
-A job spec of the kernel (``personahub/core/kernel.py``):
-
-- ``prepare`` reads the survey (either layout, ``analysis.survey_read.read_survey``) and picks its
-  questions and scored groups, and draws each group's panel of N personas from the population
-  (``pipelines/calibrate_data.py``); a resume reads all of that back from the job's tables.
-- ``start`` stores the questions, the human answers and the panels with the job's row.
-- ``plan``: one ask per (question, steering, persona) for every persona in a panel of one of
-  the question's groups (a persona in several groups answers once and counts in each), then the
-  no-persona pass: ``no_persona_n`` anonymous asks per question (the ``no_persona`` baseline).
-  The ``--elicit`` methods decide which: ``sample`` asks the personas; ``distribution`` and
-  ``few-shot:K`` ask one call per question x group (``pipelines/calibrate_elicit.py``).
-  Asks already answered are skipped, so a resume asks only the rest. The batches are
-  independent (planned ahead): on ``--executor ray`` they are shipped to workers whole.
-- Each ask is **one structured call** (``pipelines/prompts/calibration.py``) whose answer is an
-  enum of the options (``tasks.survey.survey_schema("choice", options)``), or for a group-level
-  method an object option -> percentage (``calibrate_elicit.distribution_schema``).
-- **Refusals.** The survey's refusal options ("Refused", "Not sure") are offered as options by
-  default, as OpinionQA's prompts did, so the model's refusal share can be set beside people's;
-  like OpinionQA, they are left out of both distributions when scoring (``sim_refusal`` and
-  ``human_refusal`` are reported beside). ``offer_refusal=False`` (``--no-refusal-option``)
-  leaves them out of the enum. Kept apart from both: an ask the model did not answer with an
-  option (a provider's refusal, invalid JSON, an error after the seam's retries) is a failure,
-  not an answer: it has no row in ``calibration_answers`` (its calls say why), counts in
-  ``sim_failed`` and is asked again on resume.
-- ``summary`` scores the answers (``pipelines/calibrate_scores.py``) into
-  ``calibration_scores`` and ``calibration_summary``, replacing the job's earlier scores: they
-  are a function of the answers, so an interrupted and resumed job scores as an uninterrupted one.
+Refusal options are offered, as OpinionQA did, and left out when scoring; an ask without a valid
+option is a failure, asked again on resume. Scores are recomputed from the stored answers, so a
+resumed job scores as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -119,8 +95,7 @@ __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "Calibra
 
 @dataclass(frozen=True, kw_only=True)
 class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
-    """What a calibration makes (stored in ``jobs.config``) and, in ``engine`` fields, how this
-    run of it asks (a resume takes those from its caller)."""
+    """What a calibration makes (stored) and, in ``engine`` fields, how this run asks."""
 
     survey: str  # an OpinionQA wave folder, a long CSV or a respondent-level CSV/Parquet
     population: str  # a sample-population id, or "all" (every persona of the hub)
@@ -210,9 +185,9 @@ def _respondent_number(respondent: str) -> int:
 
 
 class CalibrationAsker:
-    """Asks the model for a batch of asks: the questions' texts and offered options and the
-    panel personas' texts and demographics, nothing of the database (what a Ray worker
-    rebuilds). Also the batch's ``ShardCodec``."""
+    """Asks the model for a batch, holding nothing of the database (a Ray worker rebuilds it);
+    also the batch's ``ShardCodec``.
+    """
 
     def __init__(self, questions: Mapping[str, tuple[str, tuple[str, ...]]],
                  personas: Mapping[str, tuple[str, dict[str, str]]],
@@ -226,8 +201,8 @@ class CalibrationAsker:
         self.panels = dict(panels or {})  # group_key -> some members' "- text" lines
 
     async def _stated(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        """A group-level ask (``distribution``, ``few-shot:K``): the group's stated shares, as
-        the modal option and the shares' JSON (in ``reason``)."""
+        """A group-level ask: the modal option, and the group's stated shares as JSON in ``reason``.
+        """
         text, options = self.questions[ask.question_id]
         messages = distribution_messages(
             text, options, group=self.groups.get(ask.respondent, ask.respondent),
@@ -244,8 +219,8 @@ class CalibrationAsker:
         return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
 
     async def _logprobs(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        """A ``logprobs`` ask: the option letters' token probabilities for a member of the
-        group, as the modal option and the raw (unscaled) shares' JSON (in ``reason``)."""
+        """A ``logprobs`` ask: the modal option, and the option letters' raw probabilities in ``reason``.
+        """
         text, options = self.questions[ask.question_id]
         letters = LETTERS[:len(options)]
         ask_probabilities = getattr(caller, "option_probabilities", None)
@@ -288,7 +263,7 @@ class CalibrationAsker:
         """Every ask of a batch concurrently (the client bounds the calls in flight)."""
         return list(await asyncio.gather(*(self._one(ask, caller) for ask in batch)))
 
-    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    # ShardCodec: how an answer travels from a Ray worker
     def key(self, ask: Ask) -> str:
         return "\x1f".join((ask.question_id, ask.steering, ask.respondent))
 
@@ -327,7 +302,7 @@ class CalibrationSummary:
     engine: str = ""
     offline: bool = False
     per_attribute: pd.DataFrame = field(default_factory=pd.DataFrame)  # representativeness
-    # the overall row weighing each question x group alike (per_attribute's weighs attributes)
+    # the overall row weighing each question x group alike
     overall_per_group: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
@@ -372,7 +347,7 @@ def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
 
 
 class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary]):
-    """``personahub calibrate`` as a job spec (see the module doc)."""
+    """``personahub calibrate`` as a job spec."""
 
     kind = "calibration"
     config_type = CalibrateConfig
@@ -382,7 +357,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
     id_prefix = "calib"
 
     def prepare(self, ctx: JobContext[CalibrateConfig]) -> None:
-        """The questions, human answers and panels: read and drawn (a new job), or the job's."""
+        """The questions, human answers and panels: read and drawn, or the job's on resume."""
         config = ctx.config
         if ctx.resumed:
             selected = load_survey(ctx.con, ctx.job_id, config.survey)
@@ -437,9 +412,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                             calls=self._probe(ctx))
 
     def _probe(self, ctx: JobContext[CalibrateConfig]) -> list[StructuredResult[Any]]:
-        """With ``--elicit logprobs`` on a model server: one ask first, so that a server that
-        returns no log-probabilities stops the job before anything of it is written (its
-        ``LogprobsUnavailable``, one line). The probe's attempts are stored with the job."""
+        """With ``--elicit logprobs``, one ask first, so a server without log-probabilities stops the job
+        before anything is written.
+        """
         if LOGPROBS not in ctx.config.elicit or ctx.caller.is_offline:
             return []
         asks = [a for a in self._asks(ctx) if a.steering == LOGPROBS]
@@ -449,8 +424,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         return [answer.call]
 
     def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
-        """Every ask of the job, in order: per question, each steering's panel personas (once
-        each, in group order), then the no-persona asks."""
+        """Every ask in order: per question, each steering's panel personas once, then no-persona asks.
+        """
         state, config = _state(ctx), ctx.config
         group_methods = [m for m in config.elicit if is_group_method(m)]
         shown = {m: set(held_out(m, state.selected.questions, config.seed)) for m in group_methods}

@@ -1,20 +1,7 @@
-"""``calibrate --archetypes K``: the price of asking one call per archetype instead of one per
-persona, measured group by group (issue 48 item 3).
+"""``calibrate --archetypes K``: the price of one call per archetype instead of one per persona.
 
-The personas of a calibration's panels (all of them, in persona-id order) are grouped into K
-archetypes (``personas.archetypes.group_archetypes``, seeded with the calibration's seed). Each
-(archetype, question) is asked **once**, through the archetype's representative persona, for its
-answer shares (the ``distribution`` method's structured call); each member's answer is then drawn
-from those shares with the member's own generator (the calibration seed, the persona id and the
-question id), and the members' draws count in every group whose panel holds them, as a
-``sample`` answer would. The result is scored as a model row of its own, ``archetypes:K``, at
-K x questions calls instead of one per persona and question.
-
-``price_table`` sets each archetype row beside the per-agent ``sample`` row, per group: the
-mean similarity of the two distributions (``analysis.calibration_scores.representativeness``:
-1 - W1/(n_options - 1) on ordinal questions, 1 - Jensen-Shannon distance on nominal ones), the
-mean total variation distance, both rows' representativeness against people, the group's
-``human_resample`` floor, and the calls each made.
+Each (archetype, question) is asked once for shares, and each member's answer is drawn from them
+with its own seeded generator; the ``archetypes:K`` row is scored like any model row.
 """
 
 from __future__ import annotations
@@ -92,8 +79,8 @@ def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetyp
 
 
 def describe(personas: Personas, ids: Sequence[str], grouped: Archetypes, archetype: int) -> str:
-    """An archetype as the prompt's ``Group`` section: its size, its representative's text and
-    demographics."""
+    """An archetype as the prompt's ``Group`` section: size, representative's text and demographics.
+    """
     text, attributes = personas[ids[grouped.representatives[archetype]]]
     size = int(grouped.sizes[archetype])
     return (f"{size} people like this one:\n{text}\n" + attribute_lines(dict(attributes))).strip()
@@ -101,8 +88,9 @@ def describe(personas: Personas, ids: Sequence[str], grouped: Archetypes, archet
 
 def draw_members(shares: np.ndarray, members: Sequence[str], seed: int,
                  question_id: str) -> list[int]:
-    """Each member's answer (an option index), drawn from the archetype's shares with the
-    member's own generator (seed, persona id, question id): stable across runs and resumes."""
+    """Each member's answer index, drawn from the archetype's shares with the member's own seeded
+    generator, so it is stable across runs and resumes.
+    """
     p = np.asarray(shares, float)
     p = p / p.sum()
     return [int(row_rng(seed, ARCHETYPES, pid, question_id).choice(len(p), p=p))
@@ -113,8 +101,7 @@ def archetype_counts(con: duckdb.DuckDBPyConnection, job_id: str,
                      questions: Mapping[str, Question], panels: Mapping[GroupKey, Sequence[str]],
                      personas: Personas, ks: Sequence[int], seed: int
                      ) -> dict[str, dict[tuple[str, str, str], np.ndarray]]:
-    """Counts per ``archetypes:K`` row and (question, attribute, group): the members' draws
-    from their archetype's stored shares, counted in each group whose panel holds them."""
+    """Counts per ``archetypes:K`` row and (question, attribute, group), from the members' draws."""
     from personahub.pipelines.calibrate_elicit import stated_vector
 
     member_groups: dict[str, list[GroupKey]] = {}
@@ -150,18 +137,17 @@ def _tvd(a: np.ndarray, b: np.ndarray) -> float:
 
 def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
                 calls: Mapping[str, int], sample: str | None = None) -> pd.DataFrame:
-    """The price of each K, per group (``PRICE_COLUMNS``).
+    """The price of each K, per group.
 
     Args:
-        scores: a job's scores (``calibration_store.scores_frame`` or ``score_tables``).
+        scores: a job's scores.
         questions: the job's questions by id.
-        calls: answered calls per ``steering`` value (``answers_by_steering``).
+        calls: answered calls per steering value.
         sample: the per-agent row to compare with (default: the first steering scored).
 
     Returns:
-        One row per ``archetypes:K`` and group: mean similarity and total variation distance of
-        the archetype row's distribution to the per-agent one over the questions both answered,
-        both rows' mean representativeness, the group's ``human_resample`` floor, and the calls.
+        ``PRICE_COLUMNS``: similarity and total variation distance to the per-agent row, both
+        rows' representativeness, the human_resample floor, and the calls.
     """
     # per group only: the whole-population rows mix the groups (and may carry no counts)
     model = scores[(scores["source"] == "model") & (scores["attribute"] != POPULATION)]

@@ -1,25 +1,8 @@
 """Calibrations side by side: each score's spread over seeds, and the results that flip.
 
-Jobs are grouped into **variants**: jobs whose settings differ only in their seed are one
-variant run over several seeds; any other difference (the model, the population or persona
-source, the steering, the generation settings, N) makes another variant, labelled by the
-settings that differ. Every compared job must have scored the same survey (its fingerprint).
-
-Per variant, source and level (overall, each attribute) each score is given as its mean over
-the variant's seeds, standard deviation (ddof 1), minimum and maximum (``spread``).
-
-A **result** is a comparison of two mean representativeness figures at one level: the model
-against each baseline, one steering against another, or one variant's model against another's.
-It **flips** when its sign is not the same everywhere it was measured (``flips``):
-
-- between seeds: within one variant, the model beats a baseline (or a steering another) on
-  some seeds and not on others; or, for two variants, one beats the other on some shared seeds
-  and not on others;
-- between variants: the model beats a baseline in one variant (on its mean over seeds) and not
-  in another: AgentSociety's users found its polarisation result did not hold on another model.
-
-A difference of exactly zero has no sign and flips nothing. A flip is not an error: it says the
-result is not to be reported without the spread beside it.
+Jobs differing only in seed form a variant. A result (model vs baseline, steering vs steering,
+variant vs variant) flips when its sign changes between seeds or variants, as AgentSociety's
+polarisation result did on another model; such a result needs its spread beside it.
 """
 
 from __future__ import annotations
@@ -47,7 +30,7 @@ _NOT_VARIANT = {"seed", "concurrency", "timeout_s", "offline_latency_s", "batch_
 
 @dataclass(frozen=True)
 class Comparison:
-    """Jobs by variant, the spread of each score, and the flips (see the module doc)."""
+    """Jobs by variant, the spread of each score, and the flips."""
 
     jobs: pd.DataFrame  # job_id, variant, seed
     spread: pd.DataFrame  # variant, who, level, score, mean, sd, min, max, seeds
@@ -72,8 +55,7 @@ def _jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[dict[s
 
 
 def variants(configs: Sequence[dict[str, Any]]) -> list[str]:
-    """A label per config: the settings (other than the seed and how it ran) that differ among
-    them, ``key=value`` joined by ``, `` (``all`` when none differs)."""
+    """A label per config: the settings (other than seed and how it ran) that differ, or ``all``."""
     keys = sorted({k for c in configs for k in c} - _NOT_VARIANT)
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     labels = []
@@ -90,8 +72,7 @@ def _plain(value: Any) -> str:
 
 
 def _levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """A job's overall and per-attribute means, with a ``who`` label per source (the model
-    always with its steering: compared jobs may steer differently)."""
+    """A job's overall and per-attribute means, the model labelled with its steering."""
     frame = store.summary_levels(con, job_id)
     frame["who"] = [source_label(s, t, ("", "")) for s, t in zip(frame["source"],
                                                                   frame["steering"], strict=True)]
@@ -99,8 +80,7 @@ def _levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def spread(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sd, min and max of each score over a variant's seeds (one row per variant, who,
-    level and score)."""
+    """Mean, sd, min and max of each score over a variant's seeds."""
     long = scores.melt(id_vars=["variant", "seed", "who", "level"], value_vars=list(SCORES),
                        var_name="score", value_name="value")
     grouped = long.groupby(["variant", "who", "level", "score"], sort=False)["value"]
@@ -144,7 +124,7 @@ def _between_variants(at: pd.DataFrame, level: str, variant_names: list[str],
 
 
 def flips(scores: pd.DataFrame) -> pd.DataFrame:
-    """Every result whose sign is not the same across seeds or variants (see the module doc)."""
+    """Every result whose sign is not the same across seeds or variants."""
     wide = scores.pivot_table(index=["variant", "seed", "level"], columns="who",
                               values="representativeness", sort=False).reset_index()
     models = [c for c in wide.columns if str(c).startswith(MODEL)]
@@ -175,7 +155,7 @@ def flips(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def compare(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> Comparison:
-    """Compare two or more scored calibrations of one survey (see the module doc)."""
+    """Compare two or more scored calibrations of one survey."""
     if len(set(job_ids)) < 2:
         raise PersonahubError("compare: give two or more calibration job ids")
     jobs = _jobs(con, list(dict.fromkeys(job_ids)))

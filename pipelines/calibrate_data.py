@@ -1,20 +1,8 @@
-"""What a calibration job asks about and whom: its questions, the human answers it scores
-against, and the panel of personas that answers for each survey group.
+"""What a calibration asks about and whom: questions, the human answers, and each group's panel.
 
-- **Questions** are the survey's, in reading order, or those ``--question`` names, the first
-  ``--limit`` of them; ``--attribute`` keeps the groups of some attributes only. A question the
-  reader skipped (with its reason) or one without a group any persona can match is an error when
-  named, left out otherwise.
-- **Human answers** of the groups that are scored (a canonical demographic the personas can be
-  matched on, and at least one substantive answer) and each question's overall answers (the
-  ``human_overall`` baseline) are stored with the job (``calibration_questions``,
-  ``calibration_human``): scores, reports and a resume read them from the database, never the
-  file again.
-- **Panels.** The population (``--population ID``: a ``sample-population`` id, or ``all``, and
-  ``--carve`` conditions) is put in one seeded order (``personas.sampling``: ``md5(seed:id)``);
-  each group's panel is its first N members in that order, i.e. a seeded uniform sample of the
-  group. A persona in several groups (a woman who is a Democrat) answers once and counts in each,
-  as a real respondent does. Panels are stored with the job (``calibration_panels``).
+Each group's panel is its first N members in the population's seeded order; a persona in
+several groups answers once and counts in each, as a real respondent does. Everything is stored
+with the job, so a resume never reads the survey file again.
 """
 
 from __future__ import annotations
@@ -99,7 +87,7 @@ def _scored_groups(survey: Survey, qid: str, attributes: set[str] | None) -> tup
 
 def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequence[str] = (),
            limit: int | None = None) -> Selected:
-    """The questions and groups a job asks (see the module doc); a bad name is one line."""
+    """The questions and groups a job asks; a bad name is one line."""
     where = survey.source or "the survey"
     wanted_attributes = {a.upper() for a in attributes} or None
     if wanted_attributes is not None:
@@ -157,8 +145,8 @@ def human_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
 
 
 def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -> Selected:
-    """A job's stored questions and human answers (a ``Survey``, overall explicit) and each
-    question's scored groups, in order."""
+    """A job's stored questions and human answers as a ``Survey``, and each question's scored groups.
+    """
     questions: dict[str, Question] = {}
     for qid, text, options, ordinal in store.question_rows(con, job_id):
         questions[qid] = Question(qid, text, tuple(json.loads(options)),
@@ -177,8 +165,7 @@ def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -
 
 
 def population_query(population: str, carve: Sequence[str] = ()) -> HubQuery:
-    """The personas a calibration may ask: a population id (``sample-population``) or ``all``,
-    and carve conditions."""
+    """The personas a calibration may ask: a population id or ``all``, and carve conditions."""
     own = () if population == ALL else (f"population={population}",)
     return HubQuery(carve=(*own, *carve), carve_label="--population/--carve")
 
@@ -189,8 +176,7 @@ def _matches(attributes: Mapping[str, object], conditions: tuple[tuple[str, str]
 
 def draw_panels(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], query: HubQuery, n: int,
                 seed: int) -> dict[GroupKey, list[str]]:
-    """Each group's panel: its first ``n`` members in the population's seeded order (groups
-    nobody matches get an empty panel)."""
+    """Each group's panel: its first ``n`` members in the population's seeded order (or empty)."""
     try:
         # the population is named (population=ID): its members are drawn as the user asked
         order = draw_ids(con, query, None, seed=seed, gates=None)
@@ -231,8 +217,7 @@ def panel_personas(con: duckdb.DuckDBPyConnection,
 
 
 def demographics_of(attributes: Mapping[str, object]) -> dict[str, str]:
-    """A persona's canonical demographics (what ``attributes`` steering shows and archetypes
-    group by)."""
+    """A persona's canonical demographics."""
     return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
 
 

@@ -1,35 +1,9 @@
-"""How a calibration elicits the model's answers (``--elicit``, issue 45 item 3).
+"""How a calibration elicits the model's answers (``--elicit``); each method is a model row.
 
-Each method is scored as a ``model`` row of its own (its label in the ``steering`` column),
-beside the steerings and the baselines:
-
-- ``sample``: each persona of a group's panel answers once (one call per persona and question,
-  under each ``--steering``); the group's distribution is its panel's counts. The default.
-- ``distribution``: the model states the group's answer shares: **one** structured call per
-  question x group, whose answer is a JSON object option -> percentage
-  (``distribution_schema``). The shares are normalised; an answer whose shares sum to 0 is
-  rejected (one fresh sample, then a failed call, counted). Scored exactly as a panel's
-  distribution.
-- ``distribution:panel``: as ``distribution``, with the persona texts of (up to
-  ``PANEL_SHOWN`` of) the group's panel in the prompt, so the stated shares can lean on who the
-  group's members are, still one call per question x group.
-- ``logprobs``: **one** call per question x group asking for the letter of a group member's
-  answer, read as the server's token log-probabilities of the option letters
-  (``models.option_logprobs``): the group's distribution with no sampling at all. Per group,
-  not per persona, for the same reason as ``distribution`` (one call instead of N) and because
-  the probabilities are already a distribution. The raw probabilities are stored; **temperature
-  scaling** (``p_T ~ p ** (1 / T)``) is fitted on held-out questions (a seeded quarter of the
-  survey's questions, at least one) by minimising the cross-entropy of the human distributions
-  under the scaled ones (``scipy.optimize.minimize_scalar``), and those questions are out of the
-  row's score. A server that returns no log-probabilities stops the job before anything is
-  written (one line naming the endpoint).
-- ``few-shot:K``: as ``distribution``, with the group's human answer shares to K other
-  questions of the survey shown in the prompt. The K questions are drawn once per job (seeded)
-  and **held out** of that row's score, so its means are over the other questions.
-
-Why: asking the model to state a group's distribution, and showing it the group's answers to
-other questions, scored closer to people than one sample per persona on OpinionQA groups
-(arXiv 2411.05403), at one call per question x group instead of N.
+``sample`` asks each panel persona; ``distribution``, ``logprobs`` and ``few-shot:K`` ask once
+per question x group. Stating a group's distribution, and showing its other answers, scored
+closer to people than one sample per persona on OpinionQA groups (arXiv 2411.05403), at a
+fraction of the calls.
 """
 
 from __future__ import annotations
@@ -74,16 +48,7 @@ def few_shot_k(method: str) -> int | None:
 
 
 def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
-    """The methods, checked: one line naming the bad value otherwise.
-
-    Args:
-        methods: ``--elicit`` values.
-
-    Returns:
-        The methods as a tuple, in the order given.
-
-    Raises:
-        UsageError: an unknown or repeated method, or none.
+    """The ``--elicit`` methods in the order given; UsageError on an unknown or repeated one, or none.
     """
     chosen = tuple(str(m).strip() for m in methods)
     if not chosen:
@@ -103,8 +68,8 @@ def is_group_method(method: str) -> bool:
 
 
 def asks_held_out(method: str) -> bool:
-    """Whether a method asks its held-out questions too (``logprobs`` fits its temperature on
-    them; ``few-shot:K`` shows them instead of asking)."""
+    """Whether a method asks its held-out questions too (``logprobs`` fits on them; few-shot shows them).
+    """
     return method == LOGPROBS
 
 
@@ -120,9 +85,8 @@ def split_group_key(key: str) -> tuple[str, str]:
 
 
 def held_out(method: str, questions: Sequence[str], seed: int) -> tuple[str, ...]:
-    """The questions a row does not score (none for most methods): the K a ``few-shot:K`` row
-    shows, or the quarter (at least one) ``logprobs`` fits its temperature on; a seeded draw
-    from the job's questions, the same on resume and when scoring.
+    """The questions a row does not score: a ``few-shot:K`` row's K shown ones, or the quarter
+    ``logprobs`` fits on; a seeded draw, the same on resume and when scoring.
 
     Raises:
         UsageError: no question would be left to score.
@@ -148,8 +112,7 @@ def _percent(shares: Sequence[float]) -> list[str]:
 
 def shots_text(survey: Survey, shots: Sequence[str], attribute: str,
                labels: tuple[str, ...]) -> str:
-    """The group's answer shares to the ``shots`` questions, as prompt text (questions the group
-    has no answers to are left out)."""
+    """The group's answer shares to the ``shots`` questions, as prompt text."""
     blocks = []
     for qid in shots:
         counts = survey.counts.get(qid, {}).get((attribute, labels))
@@ -164,8 +127,8 @@ def shots_text(survey: Survey, shots: Sequence[str], attribute: str,
 
 
 def distribution_schema(options: Sequence[str]) -> type[BaseModel]:
-    """The answer schema of a stated distribution: an object whose keys are the options, each
-    a percentage 0..100 (normalised afterwards, so shares 0..1 read the same)."""
+    """Schema of a stated distribution: options as keys, percentages 0..100 (normalised afterwards).
+    """
     fields: dict[str, Any] = {
         f"o{i}": (float, Field(ge=0, le=100, alias=option, description="percent of the group"))
         for i, option in enumerate(options)}
@@ -205,8 +168,7 @@ def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str
 
 
 def scaled(probabilities: ArrayLike, temperature: float) -> np.ndarray:
-    """Temperature scaling of a distribution: ``p ** (1 / T)``, renormalised (T > 1 flattens
-    it, T < 1 sharpens it; options at 0 stay at 0)."""
+    """Temperature scaling ``p ** (1 / T)``, renormalised; T > 1 flattens."""
     p = np.asarray(probabilities, float)
     if p.sum() <= 0:
         return p
@@ -216,15 +178,8 @@ def scaled(probabilities: ArrayLike, temperature: float) -> np.ndarray:
 
 
 def fit_temperature(pairs: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
-    """The one temperature that minimises the mean cross-entropy of the human distributions
-    under the scaled model ones (``scipy.optimize.minimize_scalar`` over log T in [-4, 4]).
-
-    Args:
-        pairs: (model probabilities, human counts or shares) over the same options, one pair
-            per held-out question x group.
-
-    Returns:
-        The fitted temperature (1.0 without pairs).
+    """The temperature minimising the mean cross-entropy of human distributions under the scaled model
+    ones, from (model probabilities, human counts) pairs; 1.0 without pairs.
     """
     usable = [(np.clip(np.asarray(m, float), 1e-9, None), np.asarray(h, float))
               for m, h in pairs if np.sum(m) > 0 and np.sum(h) > 0]

@@ -1,13 +1,9 @@
-"""A calibration job's scores, from its tables alone: per question x group x source, and their
-means overall, per attribute and per group (``calibration_scores``, ``calibration_summary``).
+"""A calibration job's scores, from its tables alone: per question x group x source, and means.
 
-The simulated counts of a group are the answers of its panel's personas (a persona in several
-groups counts in each); each steering is scored as a ``model`` row of its own, beside the three
-baselines, which do not depend on it and are scored once (``analysis.calibration_scores``: the
-metrics, refusals left out as OpinionQA does). ``sim_failed`` counts the panel's asks without an
-answer. A group no persona matched (an empty panel) is not scored for any source, so the means
-of the model and the baselines are over the same questions and groups. Scoring replaces the
-job's earlier scores in one transaction.
+Each steering and elicitation method is scored as a ``model`` row of its own beside the
+baselines, which are scored once. A group no persona matched is scored for no source, so every
+source's means cover the same questions and groups. Scoring replaces earlier scores in one
+transaction.
 """
 
 from __future__ import annotations
@@ -81,9 +77,9 @@ TEMPERED = ":tempered"  # the steering suffix of a tempered model row
 
 def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: dict[str, Any]
                ) -> tuple[dict[str, GroupCounts], dict[str, np.ndarray]]:
-    """Counts per steering (or group-level method: its stated shares) and (question,
-    attribute, group), and the no-persona counts per question, aligned with each question's
-    options."""
+    """Counts per steering or method and (question, attribute, group), and no-persona counts per
+    question, aligned with each question's options.
+    """
     options = {qid: q.options for qid, q in survey_questions.items()}
     groups: dict[str, GroupCounts] = defaultdict(dict)
     for steering, qid, attribute, grp, answer, n in store.panel_answer_counts(con, job_id):
@@ -102,17 +98,8 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
 
 def temperature_scaled(survey: Any, stated: GroupCounts,
                        fit_questions: Sequence[str]) -> tuple[GroupCounts, float]:
-    """``--elicit logprobs``: the temperature fitted on the held-out questions' question x
-    group cells (the substantive options, against the human distributions), and every other
-    cell's probabilities scaled by it (``calibrate_elicit.fit_temperature``).
-
-    Args:
-        survey: The job's survey (questions and human counts).
-        stated: (question, attribute, group) -> raw option probabilities.
-        fit_questions: The held-out questions the temperature is fitted on.
-
-    Returns:
-        The scaled cells of the other questions, and the temperature.
+    """``--elicit logprobs``: the temperature fitted on the held-out questions' cells, and the other
+    questions' cells scaled by it.
     """
     fit = set(fit_questions)
     pairs = []
@@ -161,8 +148,7 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         personas = profiles(panel_personas(con, panels))
         simulated.update(archetype_counts(con, job_id, dict(survey.questions), panels, personas,
                                           ks, seed))
-    # one model row per steering (asked one answer per persona), then per group-level method,
-    # then per --archetypes K
+    # one model row per steering, then per group-level method, then per --archetypes K
     rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
         m for m in elicit if is_group_method(m)] + [archetype_method(k) for k in ks]
     if LOGPROBS in elicit:  # scaled by the temperature fitted on its held-out questions
@@ -178,8 +164,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
                           ignore_index=True)
         on_panel = table["source"].isin(PANEL_SOURCES)
         if is_group_method(steering) or archetype_k(steering) is not None:
-            # a stated distribution (or an archetype's draws) has no panel: no perfect_panel
-            # at its size; a few-shot row's shown questions are held out of its score
+            # a stated distribution (or an archetype's draws) has no panel, so no perfect_panel at its
+            # size; a few-shot row's shown questions are held out of its score
             shown = set(held_out(steering, selected.questions, seed))
             own = (table["source"] == MODEL) & ~table["question_id"].isin(shown)
             keep = own | (~on_panel if position == 0 else False)
@@ -191,9 +177,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         if control == TEMPER and not is_group_method(steering) and archetype_k(steering) is None:
             frames.append(_tempered(survey, given, none, seed, steering, simulated))
     scores = pd.concat(frames, ignore_index=True)
-    # a group no persona matched is not scored, for the baselines either: every source's means
-    # are over the same questions and groups
-    # (the whole-population rows mix the groups that were asked)
+    # a group no persona matched is scored for no source, so every source's means cover the
+    # same questions and groups (whole-population rows mix the groups that were asked)
     asked_groups = [a == POPULATION or panel_size.get((a, g), 0) > 0
                     for a, g in zip(scores["attribute"], scores["group"], strict=True)]
     scores = scores[asked_groups].reset_index(drop=True)
@@ -234,9 +219,9 @@ PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weig
 
 def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
               steering: str, simulated: dict[str, GroupCounts]) -> pd.DataFrame:
-    """The model rows of ``steering``'s panels tempered with cross-fitted temperatures
-    (``analysis.calibration_dispersion``), as steering ``<steering>:tempered``; its counts are
-    added to ``simulated`` under that name."""
+    """The model rows of ``steering``'s panels tempered with cross-fitted temperatures, as steering
+    ``<steering>:tempered``; their counts are added to ``simulated``.
+    """
     humans = {(qid, a, labels): counts for qid in survey.counts
               for a, labels, counts in survey.groups(qid)}
     tempered, temperatures = cross_fitted(dict(survey.questions), given, humans, seed)
@@ -251,15 +236,13 @@ def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], s
 
 
 def fitted_temperatures(scores: pd.DataFrame) -> pd.DataFrame:
-    """The temperatures ``--dispersion temper`` fitted (one per half of the questions, each
-    fitted on the other half), per tempered steering.
+    """The temperatures ``--dispersion temper`` fitted, per tempered steering.
 
     Args:
         scores: a job's per question x group x source scores.
 
     Returns:
-        One row per tempered steering and temperature: ``steering``, ``temperature`` and
-        ``questions`` (how many questions were tempered with it); empty without tempering.
+        ``steering``, ``temperature`` and ``questions`` tempered with it; empty without tempering.
     """
     columns = ["steering", "temperature", "questions"]
     if "temperature" not in scores:
@@ -281,16 +264,12 @@ def temperature_lines(temperatures: pd.DataFrame) -> list[str]:
 
 
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean scores per source and steering: overall, per attribute and per group
-    (``SUMMARY_COLUMNS``; ``scored`` counts the rows with a representativeness).
+    """Mean scores per source and steering: overall, per attribute and per group.
 
-    Two overall levels: ``overall`` gives each attribute equal weight (the mean over attributes
-    of each attribute's mean), so an attribute of eight groups does not outweigh one of two;
-    ``overall_per_group`` is the mean over every question x group row (each group alike). A
-    persona in several groups counts in each group's panel, but neither overall counts a row
-    twice: each row is one question x group. The whole-population rows (attribute
-    ``POPULATION``) are in neither: their level is ``population``, one per stratifying
-    attribute (``group``)."""
+    ``overall`` weighs each attribute alike, so one of eight groups does not outweigh one of two;
+    ``overall_per_group`` weighs each question x group row alike. Whole-population rows have their
+    own ``population`` level.
+    """
     keys = ["source", "steering"]
     population = scores["attribute"] == POPULATION
     scores, mixed = scores[~population], scores[population]
@@ -341,14 +320,12 @@ def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[d
 
 def per_attribute(summary: pd.DataFrame, score: str = "representativeness",
                   overall: str = "per-attribute") -> pd.DataFrame:
-    """One row per level (``overall``, then each attribute), one column per source: the model
-    under each steering first, then the baselines.
+    """One row per level, one column per source (the model's steerings first, then the baselines).
 
     Args:
-        summary: a job's means (``summarise_job``).
+        summary: a job's means.
         score: which score.
-        overall: ``per-attribute`` (each attribute alike: the default) or ``per-group`` (each
-            question x group row alike) for the ``overall`` row.
+        overall: ``per-attribute`` (default) or ``per-group`` weighting for the ``overall`` row.
 
     Returns:
         The table, indexed by ``attribute``.
@@ -361,9 +338,9 @@ def per_attribute(summary: pd.DataFrame, score: str = "representativeness",
 
 
 def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The model's dispersion overall and per attribute: the entropy ratio (every question) and
-    the SD ratio (ordinal questions) per steering, beside the SD ratio of ``perfect_panel`` (a
-    perfect simulator with as few answers: small panels understate the spread a little)."""
+    """The model's entropy and SD ratios overall and per attribute, beside perfect_panel's SD ratio
+    (small panels understate the spread a little).
+    """
     parts = []
     for score, suffix, sources in (("dispersion", "entropy", (MODEL,)),
                                    ("sd_ratio", "sd", (MODEL, "perfect_panel"))):
@@ -380,8 +357,7 @@ def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's SD ratio per ordinal question (its mean over the question's groups), one
-    column per steering, lowest first."""
+    """The model's SD ratio per ordinal question, one column per steering, lowest first."""
     rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()
                   & (scores["attribute"] != POPULATION)]
     if rows.empty:
@@ -393,8 +369,7 @@ def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
 
 def dispersion_lines(table: pd.DataFrame, per_question: pd.DataFrame | None = None,
                      shown: int = 8) -> list[str]:
-    """The dispersion table, and the ``shown`` most under-dispersed questions per steering, as
-    console lines (nothing when nothing was scored)."""
+    """The dispersion table and the ``shown`` most under-dispersed questions, as console lines."""
     if table.empty:
         return []
     lines = table_lines(table, "dispersion (simulated / human: entropy on every question, SD on "
@@ -425,8 +400,8 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
 
 
 def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
-    """A console line on how ``overall`` weighs its rows, with the per-group figures when they
-    differ (several attributes of different sizes)."""
+    """A console line on how ``overall`` weighs its rows, with per-group figures when they differ.
+    """
     if table.empty or per_group.empty:
         return []
     overall = table.loc["overall"].reindex(per_group.columns)
@@ -439,8 +414,8 @@ def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
 
 
 def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
-    """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) of the model
-    rows that have a panel: a stated distribution (``--elicit distribution``) has none."""
+    """Effective panel sizes of the model rows that have a panel (a stated distribution has none).
+    """
     from personahub.analysis.calibration_verdict import panel_sizes
 
     sizes = panel_sizes(scores)
@@ -451,9 +426,7 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def panel_intervals_of(scores: pd.DataFrame, survey: Any, seed: int) -> pd.DataFrame:
-    """The model's means with a bootstrap interval over panel answers
-    (``analysis.calibration_verdict.panel_intervals``), for the model rows that have a panel:
-    a stated distribution and a tempered row have none to redraw."""
+    """The model's means with an interval over panel answers, for rows with a panel to redraw."""
     from personahub.analysis.calibration_verdict import panel_intervals
 
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
@@ -462,8 +435,7 @@ def panel_intervals_of(scores: pd.DataFrame, survey: Any, seed: int) -> pd.DataF
 
 
 def interval_lines(panel: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
-    """One console line per model row with a panel: its overall mean with both 95% intervals,
-    over questions and over panel answers (the questions fixed), each named."""
+    """One console line per model row: its overall mean with both named 95% intervals."""
     if panel.empty:
         return []
     over_questions = questions.set_index(["attribute", "who"]) if not questions.empty else None
@@ -481,8 +453,7 @@ def interval_lines(panel: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
 
 
 def elicit_lines(summary: Any) -> list[str]:
-    """Calls per elicitation method (``--elicit``), and per question x group it scores, as
-    console lines (a ``CalibrationSummary``; nothing for a plain one-sample-per-persona job)."""
+    """Calls per ``--elicit`` method and per question x group, as console lines."""
     ks = tuple(getattr(summary, "archetypes", ()))
     if (tuple(summary.elicit) == (SAMPLE,) and not ks) or not summary.calls:
         return []
@@ -503,8 +474,7 @@ def elicit_lines(summary: Any) -> list[str]:
 
 
 def size_lines(sizes: pd.DataFrame) -> list[str]:
-    """The effective panel sizes (``analysis.calibration_verdict.panel_sizes``) as console
-    lines: min / median substantive answers per question x group, overall and per attribute."""
+    """Effective panel sizes (min / median per question x group) as console lines."""
     lines: list[str] = []
     if sizes.empty:
         return lines

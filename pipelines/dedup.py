@@ -1,25 +1,8 @@
 """``personahub personas dedup`` as a job spec: MinHash, then embeddings, on the kernel.
 
-The data side (stage 1's signatures and marks, the survivors with their stored vectors, the ANN
-marks, the judged-script log) is ``personas/dedup.py`` and its neighbours; this spec puts it in
-the kernel's order:
-
-- ``start``: the ``dedup_jobs`` row (no stage done), with the ``jobs`` row;
-- ``plan``: stage 1 as one batch (every survivor is compared with every other, so its marks are
-  one commit); then, with an embedder, stage 2's survivors in batches of ``batch_size``: a batch
-  whose vectors are all stored is read, not asked; the others are embedded and committed with
-  their call records; last, stage 2's marks as one batch, once every vector is in. A stage noted
-  in ``dedup_jobs`` is not run again, and a resumed stage 2 embeds only what is missing;
-- ``asker``: ``DedupAsker`` on the driver (it reads the survivors): stage 1 through the
-  executor's ``minhash_source`` (here, or on Ray up to the verified pairs), the embeddings
-  through the job's embedder, which is the job's model client when it calls a model
-  (``openai:<model>``, built by the model seam's one factory) and a local one otherwise;
-- ``commit``: a stage's marks with its ``dedup_jobs`` note, or a batch's vectors with its calls,
-  in one transaction. A batch whose embedding failed for good commits its calls' records and
-  stops the job, resumable (nothing of a stage is marked from part of its vectors).
-
-What the job makes (thresholds, n-grams, permutations, embedder, index) is the job's; how it
-runs (batch size, cache, rate, executor) is the caller's on a resume.
+Stage 1 is one batch (every survivor against every other); stage 2 embeds in batches, reading
+stored vectors, and marks once every vector is in, so nothing is marked from part of a stage.
+A resume skips noted stages and embeds only what is missing.
 """
 
 from __future__ import annotations
@@ -83,8 +66,9 @@ DRIVER_EMBEDDERS = ("hash",)
 
 @dataclass(frozen=True, kw_only=True)
 class DedupJobConfig(BatchFields):
-    """A dedup job: what it marks (stored in ``jobs.config``) and, in ``engine`` fields, how
-    this invocation runs. ``embedder`` None: stage 1 alone."""
+    """A dedup job: what it marks (stored) and, in ``engine`` fields, how this run goes. ``embedder``
+    None: stage 1 alone.
+    """
 
     threshold: float = 0.9  # stage 1: MinHash Jaccard
     num_perm: int = 128
@@ -208,14 +192,15 @@ def _state(ctx: JobContext[DedupJobConfig]) -> DedupState:
 
 class DedupAsker:
     """Stage 1's marks, a batch's vectors and stage 2's marks, on the driver (stage 1 reads the
-    survivors through the job's connection, and may send the work to Ray: ``minhash_source``)."""
+    survivors through the job's connection, and may send the work to Ray).
+    """
 
     def __init__(self, ctx: JobContext[DedupJobConfig], state: DedupState) -> None:
         self.con, self.config, self.state = ctx.con, ctx.config.stages(), state
         self.report = ctx.report
 
     async def committed(self) -> None:
-        """After each commit: the provider files of batches whose answers are in go (--batch)."""
+        """After each commit, delete the provider files of batches whose answers are in."""
         forget = getattr(self.state.embedder, "forget_spent", None)
         if forget is not None:
             await forget()
@@ -242,7 +227,7 @@ class DedupAsker:
 
 
 class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary]):
-    """``personahub personas dedup`` as a job spec (see the module doc)."""
+    """``personahub personas dedup`` as a job spec."""
 
     kind = "dedup"
     resume_command = "personahub personas dedup"
@@ -272,8 +257,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         return BatchOutcome(rows={"dedup_jobs": [detail_row(ctx.job_id)]})
 
     def asker(self, ctx: JobContext[DedupJobConfig]) -> DedupAsker:
-        """The driver's asker; the embedder is the job's model client (with ``--batch``, its
-        requests sent as provider batches), or a local one."""
+        """The driver's asker; the embedder is the job's model client, or a local one."""
         state, config = _state(ctx), ctx.config
         spec = config.embedder
         if spec is not None and not calls_model(spec):
@@ -300,8 +284,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary]):
         yield EmbeddingPass()
 
     def _embedding(self, ctx: JobContext[DedupJobConfig]) -> Iterator[EmbedBatch]:
-        """Stage 2's survivors batch by batch: those the embedder judges, stored vectors read,
-        missing ones asked (each asked batch is committed before the next is read)."""
+        """Stage 2's survivors batch by batch: stored vectors read, missing ones asked."""
         state = _state(ctx)
         embedder = state.embedder
         assert embedder is not None
@@ -381,9 +364,9 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary]):
 
 
 def dedup_job_of(db: str | Path, config: DedupJobConfig) -> str | None:
-    """The newest unfinished dedup job in ``db`` that marks what ``config`` marks (the same
-    identity fields): what running the same command again goes on with (None: none, or no
-    database)."""
+    """The newest unfinished dedup job in ``db`` marking what ``config`` marks (what re-running the
+    same command goes on with); None if none.
+    """
     from personahub.core.store import connect
 
     if not Path(db).exists():

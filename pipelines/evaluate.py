@@ -1,41 +1,9 @@
-"""Evaluate a synthesis job's items the way the Persona Hub paper did (§4.1.2, issue 46).
+"""Evaluate a synthesis job's items as the Persona Hub paper did (§4.1.2).
 
-A first slice, as library functions over one database connection:
-
-1. **A held-out split** (``split_job``): a seeded share or count of the job's items becomes the
-   test split, the rest train. Near-duplicates never straddle the two: the job's MinHash flags
-   (``synth_items.duplicate_of``) join items into groups, and a group goes whole to one side.
-   Stored in ``eval_splits``; a second call with the same ``eval_id`` reads it back.
-2. **Solver agreement** (``solve``, ``verify_items``): each solver answers every test item
-   with a structured final answer (``pipelines/prompts/evaluate.py``), ``samples`` times for
-   self-consistency (a solver's answer is the most frequent of its samples, by equivalence).
-   An item is **verified** when at least ``agree`` solvers give equivalent answers
-   (``tasks/answer_equivalence.py``: math-verify, nothing executed); the agreed answer is its
-   reference, stored with who agreed (``eval_verified``). ``agreement_matrix`` gives, per pair
-   of solvers, the share of items both answered on which they agree.
-3. **A model's score** (``score``): accuracy on the verified test items, with a Wilson interval
-   (statsmodels ``proportion_confint``).
-
-The whole evaluation is a job of the kernel (``EvaluationSpec``, kind ``evaluation``): its
-``jobs`` row (config with the specs redacted; ``parent_id`` the synthesis job) is written with
-the split, then each batch of one solver's (or scored model's) answers lands in
-``eval_answers`` with its calls' ``llm_calls`` rows (``job_kind`` = ``evaluation``, ``job_id``
-= the job; ``run_id`` NULL, not a run) in one transaction. Its id is derived from its settings
-(``evaluation_id_for``): a second start goes on with the same job (``evaluation_resume``), as
-does ``personahub resume ID`` after a kill, asking only the answers not stored. The tables are
-keyed by the split's id (``eval_id``), so jobs with other models on the same split reuse its
-solvers' answers. On any executor: on Ray (``--executor ray``) every spec's calls run on the
-job's one actor pool, each actor building the other specs' clients from their settings
-(``executors.ray_actors.RayCaller.alongside``), and the rows are the local run's. A solver spec may
-carry a seed, ``offline?seed=2`` (``solver_settings``), so that offline solvers differ, and
-its own prompting, ``offline?seed=2#answer`` (``spec_mode``; ``--mode`` is the default).
-
-Answer equality is math-verify's (``tasks/answer_equivalence.py``). A pair it cannot decide
-(``three`` against ``3``, a sentence) is not equal, unless the job has an equivalence judge
-(``equivalence_judge``, ``--equivalence-judge SPEC``): after the answers, the judge is asked a
-structured yes/no on each undecidable pair of answers to one item, its verdicts stored in
-``eval_equivalence`` with their calls in ``llm_calls``, and verification, the agreement matrix
-and the scores take its verdicts (``evaluate_scores.same_answers``).
+A seeded held-out split keeps near-duplicate groups on one side; an item is verified when
+``agree`` solvers give equivalent answers (math-verify, nothing executed), and scored models get
+accuracy on verified items. The job's id comes from its settings, so a second start resumes it,
+and tables are keyed by the split, so jobs on one split share its solvers' answers.
 """
 
 from __future__ import annotations
@@ -111,24 +79,16 @@ def _now() -> dt.datetime:
 
 
 def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | None) -> str:
-    """``eval-`` + 12 hex digits of SHA-1 over what names a split: the same settings, the same
-    evaluation (whose stored split and answers a re-run reuses)."""
+    """``eval-`` + 12 hex digits of SHA-1 over the split's settings: same settings, same evaluation.
+    """
     text = json.dumps({"job": job_id, "seed": seed, "test_share": test_share, "test_n": test_n},
                       sort_keys=True)
     return "eval-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
-    """A solver's (or scored model's) spec and its prompting mode: ``SPEC#answer`` or
-    ``SPEC#cot`` carries its own (a URL's fragment is never sent to a server, so ``#`` clashes
-    with no spec); a spec without one takes ``default`` (``--mode``).
-
-    Args:
-        spec: a solver spec, perhaps ending in ``#cot`` or ``#answer``.
-        default: the mode of a spec without one.
-
-    Returns:
-        The spec without its mode, and the mode; another word after ``#`` is a usage error.
+    """A spec and its prompting mode from a ``#cot`` or ``#answer`` suffix, else ``default``; a URL
+    fragment is never sent to a server, so ``#`` clashes with no spec. Another suffix is a usage error.
     """
     base, mark, mode = spec.rpartition("#")
     if not mark:
@@ -140,16 +100,8 @@ def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
 
 
 def answer_name(spec: str, default: SolveMode = "cot") -> str:
-    """The name a solver's or model's answers are stored and shown under (``eval_answers.spec``,
-    the agreement matrix, the scores): its spec redacted, then ``#answer`` when it answers
-    without reasoning (``cot`` has no mark), so one spec may solve in both modes.
-
-    Args:
-        spec: a solver spec, perhaps with its own mode (``spec_mode``).
-        default: the mode of a spec without one (``--mode``).
-
-    Returns:
-        The name, e.g. ``offline?seed=2`` or ``offline?seed=2#answer``.
+    """The name answers are stored under: the redacted spec, plus ``#answer`` for no-reasoning mode
+    (e.g. ``offline?seed=2#answer``), so one spec may solve in both modes.
     """
     base, mode = spec_mode(spec, default)
     return redact_spec(base) + ("" if mode == "cot" else f"#{mode}")
@@ -162,17 +114,8 @@ def _stored_spec(spec: str) -> str:
 
 
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
-    """The model settings of a solver spec: any ``--llm`` spec, ``offline?seed=N`` too (the
-    offline engine with seed N, read by the model layer: ``models.endpoint_specs``).
-
-    Args:
-        spec: ``offline``, ``offline?seed=N``, ``openai:<model>`` or a URL (a ``#cot`` or
-            ``#answer`` mode at its end is the prompting's, not the model's: dropped).
-        **settings: other ``LLMSettings`` fields (timeout, concurrency...).
-
-    Returns:
-        The settings to build the solver's client with (``models.client.make_client``); a
-        malformed ``offline?...`` spec is a usage error now, not when the job starts.
+    """The model settings of a solver spec (``offline?seed=N`` included, a ``#`` mode dropped); a
+    malformed spec is a usage error now, not at job start.
     """
     from personahub.models.endpoint_specs import with_spec_seed
     from personahub.models.settings import LLMConfigError
@@ -185,7 +128,6 @@ def solver_settings(spec: str, **settings: Any) -> LLMSettings:
     return LLMSettings(spec=spec, **settings)
 
 
-# -- 1. the held-out split ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -221,24 +163,12 @@ def _groups(rows: Sequence[tuple[str, str | None]]) -> dict[str, str]:
 def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float | None = None,
               test_n: int | None = None, seed: int = 0, eval_id: str | None = None,
               exclude: frozenset[str] = frozenset()) -> SplitSummary:
-    """Hold out a seeded test split of a synthesis job's items, near-duplicates kept together.
+    """Hold out a seeded test split of a job's items, near-duplicate groups kept together.
 
-    Groups (an item and its near-duplicates, by the job's MinHash flags) are drawn in
-    ``md5(seed:group)`` order and go to the test split while they fit in its target size
-    (``test_n``, or ``round(test_share * items)``); a group that does not fit is passed over
-    for a smaller one, so the test split never exceeds its target.
-
-    Args:
-        con: the database.
-        job_id: a synthesis job.
-        test_share: the test split's share of the items (0 < share < 1), or
-        test_n: its number of items (exactly one of the two).
-        seed: the draw's seed.
-        eval_id: the evaluation's id (default: ``eval_id_for`` the settings).
-        exclude: items in neither split (contaminated: stored with split ``excluded``).
-
-    Returns:
-        The split's counts; a split stored under ``eval_id`` already is read back, not redrawn.
+    Give ``test_share`` or ``test_n``. Groups are drawn in ``md5(seed:group)`` order and go to the
+    test side while they fit, a group that does not fit passed over, so the test split never exceeds
+    its target. ``exclude`` items (contaminated) are in neither side. A split already stored under
+    ``eval_id`` is read back.
     """
     if (test_share is None) == (test_n is None):
         raise UsageError("evaluate: give exactly one of --test-share or --test-n")
@@ -296,7 +226,6 @@ def held_out_items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[HeldOut
         "s.split = 'test' ORDER BY s.item_id", [eval_id]).fetchall()]
 
 
-# -- 2. solvers and their agreement ------------------------------------------------------------
 
 
 @dataclass
@@ -314,22 +243,10 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
                 caller: StructuredCaller, *, mode: SolveMode = "cot", samples: int = 1,
                 role: str = "solver", items: Sequence[HeldOutItem] | None = None,
                 batch_size: int = 32) -> SolveSummary:
-    """Ask one solver (or a scored model: ``role="model"``) for every test item's final answer.
+    """Ask one solver (or a scored model, ``role="model"``) for every test item's final answer.
 
-    Args:
-        con: the database (the split stored under ``eval_id``).
-        eval_id: the evaluation.
-        spec: the solver's spec (stored as ``answer_name`` names it in ``eval_answers``).
-        caller: the client answering for it (``models.client.make_client``).
-        mode: ``cot`` (reasoning, then the answer) or ``answer`` (the answer only), for a spec
-            without its own (``spec_mode``).
-        samples: answers per item (self-consistency); sample k is the engine's sample k.
-        role: ``solver`` (its answers verify items) or ``model`` (its answers are scored).
-        items: the items to ask (default: the test split).
-        batch_size: answers per transaction (a kill loses at most the batch in flight).
-
-    Returns:
-        The counts; answers and the calls' ``llm_calls`` rows are committed together.
+    ``samples`` answers per item give self-consistency; each batch of ``batch_size`` answers is
+    committed with its call rows, so a kill loses at most one batch. Returns the counts.
     """
     if mode not in SOLVE_MODES:
         raise UsageError(f"solver mode must be one of {SOLVE_MODES}, got {mode!r}")
@@ -374,16 +291,8 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
 
 def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2,
                  same: Same | None = None) -> Counter[str]:
-    """Mark each answered test item verified when at least ``agree`` solvers agree.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation (its solvers have answered: ``solve``).
-        agree: how many solvers must give equivalent answers (the paper: 2 of 3).
-        same: answer equality (default: math-verify's, undecidable pairs not equal).
-
-    Returns:
-        Counts of ``verified`` and ``unverified`` items; ``eval_verified`` is rewritten.
+    """Mark each answered test item verified when at least ``agree`` solvers give equivalent answers
+    (the paper: 2 of 3); returns counts of verified and unverified items.
     """
     if agree < 1:
         raise UsageError(f"--agree must be >= 1, got {agree}")
@@ -408,15 +317,8 @@ def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2
 
 def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
                      same: Same | None = None) -> dict[str, dict[str, float | None]]:
-    """Per pair of solvers, the share of the items both answered on which they agree.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation.
-        same: answer equality (default: math-verify's, undecidable pairs not equal).
-
-    Returns:
-        ``{a: {b: share}}`` (1.0 on the diagonal; None where two solvers share no item).
+    """``{a: {b: share}}``: per pair of solvers, the share of items both answered on which they agree
+    (None where they share no item).
     """
     same = same or same_answers()
     answers = solver_answers(con, eval_id, same=same)
@@ -434,16 +336,8 @@ def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 
 def undecided_pairs(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str]]:
-    """The pairs of answers to one test item (any solver's sample or scored model's) that
-    math-verify cannot decide: what an equivalence judge is asked, each pair once
-    (``pair_key`` order), sorted.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation (its answers stored).
-
-    Returns:
-        The undecidable pairs, the smaller answer first.
+    """The answer pairs to one item that math-verify cannot decide, each once, sorted: what an
+    equivalence judge is asked.
     """
     by_item: dict[str, set[str]] = {}
     for item, answer in con.execute("SELECT item_id, answer FROM eval_answers WHERE eval_id = ? "
@@ -467,7 +361,6 @@ def judge_verdicts(con: duckdb.DuckDBPyConnection, eval_id: str,
         [eval_id, judge]).fetchall()}
 
 
-# -- 3. a model's score ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -488,19 +381,7 @@ class Score:
 
 def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
           alpha: float = 0.05, mode: SolveMode = "cot", same: Same | None = None) -> Score:
-    """A scored model's accuracy on the verified test items (its answer against the reference).
-
-    Args:
-        con: the database (``solve(..., role="model")`` has run and ``verify_items`` too).
-        eval_id: the evaluation.
-        spec: the model's spec, as given to ``solve``.
-        alpha: 1 - the interval's confidence.
-        mode: the prompting of a spec without its own, as given to ``solve``.
-        same: answer equality (default: math-verify's, undecidable pairs not equal).
-
-    Returns:
-        The score; a verified item the model did not answer counts as wrong.
-    """
+    """A scored model's accuracy on the verified test items; an item it did not answer is wrong."""
     name = answer_name(spec, mode)
     same = same or same_answers()
     model = solver_answers(con, eval_id, role="model", same=same).get(name, {})
@@ -512,16 +393,11 @@ def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
 
 
 
-# -- decontamination and the whole evaluation --------------------------------------------------
 
 
 def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
                  against: Sequence[str], *, ngram: int = 13) -> frozenset[str]:
-    """Flag the job's items that overlap a benchmark file (``personas/decontaminate.py``) and
-    store the matches in ``eval_contamination``; a stored evaluation's flags are read back.
-
-    Returns:
-        The flagged items' ids.
+    """Flag the job's items that overlap a benchmark file and store the matches; returns their ids.
     """
     from personahub.personas.decontaminate import decontaminate, read_benchmark
 
@@ -544,9 +420,8 @@ def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
 class EvalConfig(BatchFields):
     """One evaluation: the job, its split, its solvers and the models scored.
 
-    ``solvers`` and ``models`` are engine fields that still name the job (``identity``): a
-    resume takes the caller's specs (with their credentials) and else the stored, redacted
-    ones; ``db``, ``concurrency``, ``timeout_s`` and ``batch_size`` are how this run asks."""
+    On resume the caller's specs (with credentials) are used, else the stored redacted ones.
+    """
 
     job: str
     solvers: tuple[str, ...] = engine((), identity=True)
@@ -566,7 +441,7 @@ class EvalConfig(BatchFields):
     concurrency: Concurrency = engine(16)
     timeout_s: float = engine(60.0)
     batch_size: int = engine(32)  # answers per committed batch (a kill loses at most one)
-    # where the calls run (personahub/executors/): local, or every spec's on one Ray actor pool
+    # where the calls run: local, or every spec's on one Ray actor pool
     executor: str = engine(default("executor"))
     ray_address: str | None = engine(default("ray_address"))  # None: RAY_ADDRESS, else local
     ray_workers: int | None = engine(default("ray_workers"))  # None: one per CPU
@@ -599,8 +474,8 @@ class EvalConfig(BatchFields):
 
     @property
     def eval_id(self) -> str:
-        """The split's id (the evaluation tables' key): its settings and the benchmark files.
-        Jobs with other solvers or models on the same split share its stored answers."""
+        """The split's id, from its settings and benchmark files; shared by jobs on the same split.
+        """
         base = eval_id_for(self.job, self.seed, self.test_share, self.test_n)
         if not self.against:
             return base
@@ -608,8 +483,7 @@ class EvalConfig(BatchFields):
         return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
 
     def identity(self) -> dict[str, Any]:
-        """What names the evaluation job: its split, solvers and models (``answer_name``: redacted,
-        with their prompting), and its equivalence judge when it has one."""
+        """What names the evaluation job: its split, solvers, models and equivalence judge."""
         judge = self.equivalence_judge
         return {"split": self.eval_id, "solvers": [answer_name(s, self.mode) for s in self.solvers],
                 "models": [answer_name(m, self.mode) for m in self.models], "agree": self.agree,
@@ -623,8 +497,7 @@ class EvalConfig(BatchFields):
 
 
 def evaluation_id_for(config: EvalConfig) -> str:
-    """``evaluation-`` + 12 hex digits of SHA-1 over the job's identity: the same settings, the
-    same job (a second start goes on with it, as a judge does)."""
+    """``evaluation-`` + 12 hex digits of SHA-1 over the job's identity: same settings, same job."""
     text = json.dumps(config.identity(), sort_keys=True)
     return "evaluation-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -643,8 +516,8 @@ class EvalSummary:
     scores: list[Score]
     calls: dict[str, int]
     job_id: str = ""  # the kernel job (``personahub resume`` takes it)
-    # each model's accuracy per task, prompting and persona source, and each pair's paired
-    # difference (``pipelines/evaluate_scores.py``): DataFrames, None without models
+    # each model's accuracy per task, prompting and persona source, and paired differences:
+    # DataFrames, None without models
     groups: Any = field(default=None, repr=False)
     differences: Any = field(default=None, repr=False)
     # answer pairs math-verify could not decide; the equivalence judge's verdicts on them
@@ -662,9 +535,9 @@ class EvalSummary:
 
 
 class Ask(NamedTuple):
-    """One call to make: an answer (who: ``role``, ``spec``; which test item, which sample;
-    ``name`` and ``mode`` as ``answer_name`` and ``spec_mode`` give them), or, with role
-    ``judge``, the equivalence judge's verdict on the answers ``text`` and ``other``."""
+    """One call to make: an answer (role, spec, item, sample), or with role ``judge`` a verdict on
+    the answers ``text`` and ``other``.
+    """
 
     role: str
     spec: str
@@ -697,18 +570,15 @@ def _base(spec: str) -> str:
 
 
 class EvalAsker:
-    """Asks one batch (one solver's or model's answers, or the judge's verdicts) of the client
-    of its spec; the job's own client (the first solver's, watched and spilled by the kernel)
-    for that spec in any prompting."""
+    """Asks one batch of the client of its spec; the first solver's client is the kernel's own."""
 
     def __init__(self, primary: str, clients: Mapping[str, StructuredCaller]) -> None:
         self.primary = _base(primary)
         self.clients = clients
 
     def client_for(self, spec: str, caller: StructuredCaller) -> StructuredCaller:
-        """The client answering for ``spec`` (``caller``: the kernel's, for the first solver).
-        A caller that asks elsewhere (the Ray executor's actor pool) asks for the other specs
-        too, through their own clients' settings (``alongside``); locally they answer here."""
+        """The client for ``spec``; a caller that asks elsewhere (Ray) asks for the other specs too.
+        """
         base = _base(spec)
         if base == self.primary:
             return caller
@@ -738,11 +608,11 @@ class EvalAsker:
 
 
 class BatchedEvalAsker:
-    """``EvalAsker`` with each spec's calls sent as provider batches (``--batch``): one
-    ``BatchingCaller`` per client, each with its own ``custom_id`` prefix (``c0.``, ``c1.``...:
-    the client's place in ``EvaluationSpec._specs``, stable across a resume), since two
-    solvers asked the same item in the same prompting make the same call key. The job's stored
-    batches and committed requests are shared: a prefix finds only its own client's."""
+    """``EvalAsker`` sending each spec's calls as provider batches (``--batch``).
+
+    Each client gets its own ``custom_id`` prefix (stable across a resume), since two solvers
+    asking the same item in the same mode make the same call key.
+    """
 
     def __init__(self, inner: EvalAsker, ctx: JobContext[EvalConfig], specs: Sequence[str]) -> None:
         self.inner, self.ctx = inner, ctx
@@ -764,7 +634,7 @@ class BatchedEvalAsker:
         return result
 
     async def committed(self) -> None:
-        """The kernel committed a batch: the provider files of spent batches go (issue 29)."""
+        """The kernel committed a batch: delete the provider files of spent batches."""
         for batching in self.callers.values():
             await batching.forget_spent()
 
@@ -776,8 +646,8 @@ class BatchedEvalAsker:
 
 @dataclass
 class EvalState:
-    """One evaluation's own state (``JobContext.state``): the other specs' clients (by spec
-    without its mode) and what this run of the job asked, per (role, name)."""
+    """One evaluation's state: the other specs' clients and what this run asked, per (role, name).
+    """
 
     clients: dict[str, StructuredCaller] = field(default_factory=dict)
     solved: dict[tuple[str, str], SolveSummary] = field(default_factory=dict)
@@ -792,18 +662,17 @@ def _eval_state(ctx: JobContext[EvalConfig]) -> EvalState:
 
 def _write_calls(con: duckdb.DuckDBPyConnection, job: JobRef, client: StructuredCaller,
                  results: Sequence[StructuredResult[Any]]) -> None:
-    """The call rows (model names from their own client) and cache entries of a batch asked
-    of a client other than the job's, inside the batch's transaction."""
+    """Call rows and cache entries of a batch asked of a client other than the job's."""
     write_calls(con, cast(ServesModels, client), results, job)
 
 
 class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],
                              EvalSummary]):
-    """``personahub evaluate`` as a job spec: the split and the benchmark matches are written
-    with the ``jobs`` row; each batch is one solver's (then one scored model's) answers, then
-    the equivalence judge's verdicts, committed with their calls; verification and scores are
-    computed from the stored answers at the end. On Ray, the other specs' calls go through the
-    job's actor pool too (``EvalAsker.client_for``)."""
+    """``personahub evaluate`` as a job spec.
+
+    The split and benchmark matches are written with the ``jobs`` row; each batch is one spec's
+    answers, then the judge's verdicts; verification and scores come from stored answers at the end.
+    """
 
     kind = EVAL_KIND
     calls_in_run = False
@@ -832,8 +701,8 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
         ctx.state = EvalState()
 
     def start(self, ctx: JobContext[EvalConfig]) -> BatchOutcome:
-        """The split and the benchmark matches, in the ``jobs`` row's transaction (a split that
-        would leave one side empty records nothing); the specs stored redacted."""
+        """The split and benchmark matches, in the ``jobs`` row's transaction (an empty side records nothing).
+        """
         config = ctx.config
         ctx.stored["solvers"] = [_stored_spec(s) for s in config.solvers]
         ctx.stored["models"] = [_stored_spec(m) for m in config.models]
@@ -850,10 +719,9 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
         return BatchOutcome(then=split)
 
     def plan(self, ctx: JobContext[EvalConfig]) -> Iterator[Sequence[Ask]]:
-        """Every solver's answers (``samples`` per item), then every model's (one per item),
-        less those stored (by any job on this split), in batches of one spec each; then, with
-        an equivalence judge, its verdicts on the undecidable pairs of the answers stored by
-        then (the local executor commits each batch before it asks for the next)."""
+        """Every solver's answers, then every model's, less those stored; then the judge's verdicts on
+        the undecidable pairs (each batch is committed before the next is asked for).
+        """
         config, state = ctx.config, _eval_state(ctx)
         eval_id = config.eval_id
         items = held_out_items(ctx.con, eval_id)
@@ -930,8 +798,7 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
                 client.spill_to(None)
 
     def running(self, ctx: JobContext[EvalConfig]) -> AbstractContextManager[None]:
-        """The other solvers', models' and judge's clients, built, checked and spilling while
-        it runs."""
+        """The other specs' clients, built, checked and spilling while the job runs."""
         return self._clients(ctx)
 
     def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker | BatchedEvalAsker:
@@ -945,7 +812,7 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
 
     def commit(self, ctx: JobContext[EvalConfig], batch: Sequence[Ask],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """The batch's answers (or verdicts); its calls with their own client's model names."""
+        """The batch's answers or verdicts, with its calls under their own client's model names."""
         config, state = ctx.config, _eval_state(ctx)
         first = batch[0]
         own = _base(first.spec) == _base(config.solvers[0])
@@ -981,7 +848,7 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
         return summary_lines(summary)
 
     def summary(self, ctx: JobContext[EvalConfig]) -> EvalSummary:
-        """Verification and scores from the stored answers (``eval_verified`` rewritten)."""
+        """Verification and scores from the stored answers."""
         from personahub.core.call_log import call_counts
 
         config, con = ctx.config, ctx.con
@@ -1016,9 +883,7 @@ EVALUATION = register(EvaluationSpec())
 
 
 def evaluation_resume(config: EvalConfig) -> str | None:
-    """The evaluation job to go on with: this one's id when ``config.db`` holds it (the same
-    settings, the same job), else None (a new one): what the command and the API hand the
-    kernel as ``resume``."""
+    """This config's job id when ``config.db`` holds it (to go on with), else None."""
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
 

@@ -1,18 +1,9 @@
-"""An evaluation at a glance, and the splits exports write (issue 46, items 1 and 5).
+"""An evaluation at a glance, and the splits exports write.
 
-``find_evaluation`` names an evaluation: an evaluation job's id (``evaluation-...``), its split's
-id (``eval-...``), or, given only a synthesis job, that job's latest evaluation.
-``split_item_ids`` gives the items of one side of its split: contaminated items are in neither
-side unless the evaluation kept them (``--keep-contaminated``; the split stores the choice).
-
-``quality_table`` puts the figures a user of the data asks for into one table: the split, the
-verified share of the test items (with its Wilson interval), the solvers' agreement (the mean
-and lowest pairwise share of ``agreement_matrix``), the contaminated share per benchmark file,
-the latest judge's validity rate where a judge ran on the job (``analysis.judgments``), each
-scored model's accuracy, and the diversity figures of ``personahub diversity``
-(``analysis.diversity_table``: distinct-2, mean persona and output similarity, with the feature-
-hashing embedder unless told otherwise). The console, ``report --evaluation`` and the dataset
-card all draw it.
+``find_evaluation`` resolves an evaluation by job id, split id or synthesis job.
+``quality_table`` gathers what a user of the data asks: split, verified share, solver
+agreement, contamination, judge validity, model accuracy and diversity; the console, the report
+and the dataset card all draw it.
 """
 
 from __future__ import annotations
@@ -46,8 +37,9 @@ Side = Literal["train", "test"]
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation: its split's id, the synthesis job, and the evaluation job (None when
-    only the split was named) with its settings."""
+    """One evaluation: its split's id, the synthesis job, and the evaluation job (None when only the
+    split was named).
+    """
 
     eval_id: str
     job: str
@@ -70,16 +62,15 @@ def _config(stored: Mapping[str, Any]) -> EvalConfig:
 
 def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = None, *,
                     job: str | None = None) -> Evaluation | None:
-    """The evaluation named by ``evaluation``, or else the latest one of synthesis job ``job``.
+    """The evaluation named by ``evaluation``, else the latest one of synthesis job ``job``.
 
     Args:
         con: the database.
-        evaluation: an evaluation job's id or a split's id (``eval-...``).
-        job: the synthesis job (its latest evaluation when ``evaluation`` is None; else it must
-            be the evaluation's job).
+        evaluation: an evaluation job's id or a split's id.
+        job: the synthesis job (it must match a named evaluation).
 
     Returns:
-        The evaluation; None when ``job`` has none (a named evaluation not found is an error).
+        The evaluation; None when ``job`` has none (a named one not found is an error).
     """
     if evaluation is None:
         if job is None:
@@ -107,8 +98,7 @@ def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = Non
 
 
 def split_item_ids(con: duckdb.DuckDBPyConnection, ev: Evaluation, side: Side) -> frozenset[str]:
-    """The items of one side of the evaluation's split (contaminated items, stored as
-    ``excluded``, are in neither unless the evaluation kept them)."""
+    """The items of one side of the split; contaminated ones are in neither unless kept."""
     if side not in ("train", "test"):
         raise PersonahubError(f"--split {side!r}: train or test")
     return frozenset(item for item, s in split_of(con, ev.eval_id).items() if s == side)
@@ -125,15 +115,13 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
 
     Args:
         con: the database.
-        ev: the evaluation (``find_evaluation``).
+        ev: the evaluation.
         embedder: the diversity figures' embedder spec (``hash``: no model called).
-        pairs: persona/output pairs sampled per task for the similarity figures.
+        pairs: persona/output pairs sampled per task.
         seed: their sampling seed.
 
     Returns:
-        One row per figure (``QUALITY_COLUMNS``): ``figure``, ``group`` (a benchmark, a solver
-        pair, a model, a task), ``value`` (a share, a count or a mean), ``low`` / ``high`` (a
-        95% Wilson interval where the value is a share of items) and ``detail`` (counts).
+        ``QUALITY_COLUMNS``: figure, group, value, a Wilson ``low``/``high`` for shares, detail.
     """
     import pandas as pd
 
@@ -229,13 +217,11 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
         con: the database.
         job: the synthesis job (None: the evaluation's).
         evaluation: the evaluation (None: the job's latest).
-        split: only this side (``train`` or ``test``); None writes every item, or, for the
-            Hugging Face folder, both sides when the job has an evaluation.
-        hf: for ``export_hf`` (its ``splits``, ``evaluation`` and ``quality`` card lines)
-            rather than ``export`` (its ``only``).
+        split: only this side; None writes every item, or both sides for a Hugging Face folder.
+        hf: for ``export_hf`` rather than ``export``.
 
     Returns:
-        Keyword arguments for ``export`` / ``export_hf``: ``job`` and the split's items.
+        Keyword arguments for ``export`` / ``export_hf``.
     """
     if job is None and evaluation is None:
         return {}
@@ -256,18 +242,7 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
                  overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
-    """``report --evaluation ID``: the page of ``analysis.evaluation_report`` with this
-    evaluation's quality table and its models' scores per task.
-
-    Args:
-        con: the database.
-        out_dir: the report's folder.
-        evaluation: an evaluation job's id or a split's id.
-        overwrite: replace the files of an earlier report.
-
-    Returns:
-        The path of ``index.html`` and the quality table drawn.
-    """
+    """``report --evaluation ID``: the evaluation's page; returns its path and the quality table."""
     import pandas as pd
 
     from personahub.analysis.evaluation_report import write_evaluation_report

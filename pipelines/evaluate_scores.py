@@ -1,14 +1,9 @@
-"""A scored model's accuracy broken down, and two models compared on the same items (issue 46).
+"""A scored model's accuracy broken down, and two models compared on the same items.
 
-``group_scores``: each model's accuracy on the verified test items overall, per task, per the
-prompting the item was synthesized with, and per persona cluster, each with a Wilson interval
-(statsmodels). The project computes no persona clusters, so the cluster is the persona's
-``source`` (``seed``, ``expansion``, ``text``, an import's name; ``unknown`` for a persona not
-in the hub). ``model_differences``: for each pair of models, the difference of their accuracies
-on the same verified items, with a paired bootstrap interval over items (scipy
-``stats.bootstrap``, ``paired=True``, seeded) and McNemar's exact test on the discordant items
-(statsmodels): the two models' answers to one item are not independent, so an interval for two
-independent proportions would be too wide.
+``group_scores``: accuracy per task, prompting and persona source (the project computes no
+persona clusters, so the source stands in), with Wilson intervals. ``model_differences``: each
+pair's difference on the same items with a paired bootstrap interval and McNemar's exact test,
+since two models' answers to one item are not independent.
 """
 
 from __future__ import annotations
@@ -33,8 +28,7 @@ DIFFERENCE_COLUMNS = ["model_a", "model_b", "items", "accuracy_a", "accuracy_b",
 BREAKDOWNS = (("task", "task"), ("prompting", "prompting"), ("cluster", "persona_source"))
 
 
-# -- a solver's or model's answer per item, and the Wilson interval (``pipelines/evaluate.py``
-# uses them too) ----------
+# a solver's or model's answer per item, and the Wilson interval (evaluate.py uses them too)
 
 
 #: whether two final answers are the same (``same_answers``)
@@ -47,15 +41,8 @@ def pair_key(a: str, b: str) -> tuple[str, str]:
 
 
 def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same:
-    """Answer equality: math-verify's verdict (``equivalent``); a pair it cannot decide is the
-    equivalence judge's verdict when ``verdicts`` holds one (keyed by ``pair_key``), else not
-    equal.
-
-    Args:
-        verdicts: the judge's verdicts on undecidable pairs (``--equivalence-judge``).
-
-    Returns:
-        A function of two answers, True when they count as the same.
+    """Answer equality: math-verify's verdict, else the equivalence judge's ``verdicts`` (keyed by
+    ``pair_key``), else not equal.
     """
     judged = verdicts or {}
 
@@ -69,8 +56,7 @@ def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same
 
 
 def _clusters(answers: Sequence[str], same: Same | None = None) -> list[list[int]]:
-    """Indices of ``answers`` grouped by equivalence to each group's first answer (undecided
-    pairs: the judge's verdict, else not equivalent: ``same_answers``)."""
+    """Indices of ``answers`` grouped by equivalence to each group's first answer."""
     same = same or same_answers()
     groups: list[list[int]] = []
     for i, answer in enumerate(answers):
@@ -118,8 +104,8 @@ def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str,
 
 def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
                 spec: str, same: Same | None = None) -> dict[str, bool]:
-    """``{item_id: answered correctly}`` of a scored model (named as ``answer_name`` gives) on
-    the verified test items (an item it did not answer is wrong, as in ``score``)."""
+    """``{item_id: answered correctly}`` of a scored model on the verified items (unanswered: wrong).
+    """
     same = same or same_answers()
     model = solver_answers(con, eval_id, role="model", same=same).get(spec, {})
     return {item: item in model and same(model[item], ref)
@@ -128,19 +114,8 @@ def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
                  alpha: float = 0.05, same: Same | None = None) -> pd.DataFrame:
-    """Each model's accuracy overall and per task, prompting and persona source.
-
-    Args:
-        con: the database (the evaluation verified and its models answered).
-        eval_id: the evaluation's split.
-        specs: the scored models' names (``answer_name``: the spec redacted, its mode).
-        alpha: 1 - the Wilson intervals' confidence.
-        same: answer equality (default: math-verify's, undecidable pairs not equal).
-
-    Returns:
-        One row per (model, breakdown, group): ``model``, ``by`` (``all``, ``task``,
-        ``prompting``, ``persona_source``), ``group``, ``correct``, ``total``, ``accuracy``
-        (None for no items), ``low``, ``high``.
+    """Each model's accuracy overall and per task, prompting and persona source, with Wilson
+    intervals: one row per (model, ``by``, group).
     """
     import pandas as pd
 
@@ -164,21 +139,8 @@ def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[s
 def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
                       alpha: float = 0.05, seed: int = 0,
                       resamples: int = 9999, same: Same | None = None) -> pd.DataFrame:
-    """Each pair of models' accuracy difference (a - b) on the same verified items.
-
-    Args:
-        con: the database.
-        eval_id: the evaluation's split.
-        specs: the scored models' names (every pair, in the order given).
-        alpha: 1 - the interval's confidence.
-        seed: the bootstrap's seed (the same seed, the same interval).
-        resamples: bootstrap resamples.
-        same: answer equality (default: math-verify's, undecidable pairs not equal).
-
-    Returns:
-        One row per pair: ``items``, both accuracies, ``difference``, its paired bootstrap
-        interval (percentile; NaN without items), the discordant counts ``only_a`` /
-        ``only_b`` and McNemar's exact p-value.
+    """Each pair of models' accuracy difference (a - b) on the same verified items, with a seeded
+    paired bootstrap interval, the discordant counts and McNemar's exact p-value.
     """
     import numpy as np
     import pandas as pd
@@ -215,8 +177,8 @@ def model_differences(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Seque
 
 
 def breakdown_lines(groups: pd.DataFrame, differences: pd.DataFrame) -> list[str]:
-    """The console's lines: each model's accuracy per breakdown of more than one group, and
-    each pair's difference."""
+    """Console lines: each model's accuracy per breakdown of several groups, and each pair's difference.
+    """
     lines = []
     for (model, by), part in groups[groups["by"] != "all"].groupby(["model", "by"], sort=False):
         if len(part) < 2:  # one group: the overall score says it already
@@ -235,12 +197,11 @@ def breakdown_lines(groups: pd.DataFrame, differences: pd.DataFrame) -> list[str
     return lines
 
 
-# -- what exports and the quality table read of an evaluation (``pipelines/evaluate_quality.py``)
+# what exports and the quality table read of an evaluation
 
 
 def split_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[str, str]:
-    """Each item's side of split ``eval_id``: ``train``, ``test`` or ``excluded``
-    (contaminated, left out of both)."""
+    """Each item's side of split ``eval_id``: ``train``, ``test`` or ``excluded`` (contaminated)."""
     return {str(item): str(side) for item, side in con.execute(
         "SELECT item_id, split FROM eval_splits WHERE eval_id = ? ORDER BY item_id",
         [eval_id]).fetchall()}

@@ -1,28 +1,8 @@
 """``personahub personas expand`` as a job spec: persona-to-persona expansion on the kernel.
 
-The data side (the frontier tables, the near-duplicate index, what a batch of frontier personas
-is asked and adds, the summary) is ``personas/expand.py``; this spec puts it in the kernel's
-order:
-
-- ``prepare``: the hub has personas to start from (a new job);
-- ``start``: the ``expansions`` row and the first level's frontier (the start personas in hub
-  order), with the ``jobs`` row;
-- ``plan``: level by level, two rounds a level (the pending personas, then those that failed
-  once), in batches of ``batch_size`` frontier personas; each batch is planned after the last
-  one committed (its new personas are in the near-duplicate index the next batch checks).
-  After a level's rounds, a run's setup (``stop_on_failure``) stops on the personas still
-  failing (``ExpansionIncomplete``; a resume asks them again); otherwise the next level is
-  written: everyone the level reached for the first time;
-- ``asker``: ``ExpandAsker``, on the driver (it holds the index and the linking state, so on
-  Ray only the caller is remote): the expansion question for each frontier persona of the
-  batch, then, with link candidates, the batch's triangle-closing questions;
-- ``commit``: the batch's personas, relations, merges, rejected answers and frontier marks with
-  its calls, in one transaction.
-
-A standalone expansion (the command, the API) and a run's setup expansion (a child job of the
-run: ``JobContext.run_child``) are the same spec; what the job makes (start personas, hops,
-fanout, threshold, language, linking, seed, generation settings) is the job's, how it asks is
-the caller's.
+Level by level, each batch planned after the last commit so its new personas are in the index
+the next batch checks; the asker stays on the driver (on Ray only the caller is remote). A run's
+setup expansion stops on a level's persistent failures rather than shrink the society.
 """
 
 from __future__ import annotations
@@ -81,8 +61,9 @@ ORIGINS = ("api", "cli", "run")
 
 @dataclass(frozen=True, kw_only=True)
 class ExpandConfig(BatchFields, ModelFields, ExecutorFields):
-    """An expansion: what it makes (stored in ``jobs.config``, model spec redacted) and, in
-    ``engine`` fields, how this invocation asks."""
+    """An expansion: what it makes (stored, model spec redacted) and, in ``engine`` fields, how this
+    run asks.
+    """
 
     hops: int = 1
     fanout: int = 2
@@ -99,11 +80,11 @@ class ExpandConfig(BatchFields, ModelFields, ExecutorFields):
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
     # frontier personas per transaction: what the job makes, as each batch is checked against
-    # the people the batches before it added (near duplicates, link candidates)
+    # the people earlier batches added
     batch_size: int = DEFAULT_BATCH
     db: str = engine(DEFAULT_DB)
-    # a run's setup: personas of a level still failing at the endpoint (or too many) stop the
-    # expansion before the next level, resumable, instead of shrinking the society
+    # a run's setup: a level's still-failing personas stop the expansion before the next level,
+    # resumable, instead of shrinking the society
     stop_on_failure: bool = engine(False)
 
     def __post_init__(self) -> None:
@@ -161,9 +142,9 @@ def _state(ctx: JobContext[ExpandConfig]) -> ExpandState:
 
 
 class ExpandAsker:
-    """Asks about one batch of frontier personas (``personas.expand.answer_batch``). It lives on
-    the driver: it checks answers against the hub's near-duplicate index and the expansion's
-    merges as they grow, batch after batch; on Ray only its caller is remote."""
+    """Asks about one batch of frontier personas, on the driver, checking answers against the index
+    and merges as they grow.
+    """
 
     def __init__(self, ctx: JobContext[ExpandConfig], index: NearDuplicateIndex,
                  linking: Linking) -> None:
@@ -178,7 +159,7 @@ class ExpandAsker:
 
 
 class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]):
-    """``personahub personas expand`` as a job spec (see the module doc)."""
+    """``personahub personas expand`` as a job spec."""
 
     kind = "expansion"
     resume_command = "personahub personas expand"
@@ -216,8 +197,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
                                                     config.threshold, config.hops, config.fanout))
 
     def asker(self, ctx: JobContext[ExpandConfig]) -> Any:
-        """The driver's asker, with the index rebuilt from the hub and the expansion's merges
-        and nearest-people pool loaded (with ``--batch``: its calls sent as provider batches)."""
+        """The driver's asker, with the index, merges and nearest-people pool loaded."""
         config, state = ctx.config, _state(ctx)
         state.index = hub_index(ctx.con, config.threshold)
         embedder = link_embedder_of(config.link_embedder)
@@ -235,7 +215,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         return self._levels(ctx)
 
     def _levels(self, ctx: JobContext[ExpandConfig]) -> Iterator[ExpandBatch]:
-        """Level by level from the first one not done (see the module doc)."""
+        """Level by level from the first one not done."""
         con, config, job_id = ctx.con, ctx.config, ctx.job_id
         first_level = hops_done(con, job_id)
         if ctx.resumed and (config.stop_on_failure or ctx.status == "failed"):
@@ -253,9 +233,9 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
             self._end_level(ctx, level, visited)
 
     def _end_level(self, ctx: JobContext[ExpandConfig], level: int, visited: set[str]) -> None:
-        """A level's rounds are done: a run's setup stops on its failures, or the next level is
-        written (everyone it reached for the first time, new or already in the hub, so a re-run
-        over an existing hub reaches the same people as the first run did)."""
+        """A level is done: a run's setup stops on its failures, or the next level is written (everyone
+        it reached first, new or already in the hub, so a re-run reaches the same people).
+        """
         con, config, job_id = ctx.con, ctx.config, ctx.job_id
         failed = frontier_count(con, job_id, level=level, status="failed")
         if failed and config.stop_on_failure and setup_stops(
@@ -271,9 +251,9 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
 
     def commit(self, ctx: JobContext[ExpandConfig], batch: ExpandBatch,
                result: BatchAnswer) -> BatchOutcome:
-        """The batch's graph rows and frontier marks with its calls; for the failure policy,
-        the error of each frontier persona that yielded no one (a run's setup decides on its
-        failures per level instead: ``_end_level``)."""
+        """The batch's graph rows and frontier marks with its calls; the error of each frontier persona
+        that yielded no one.
+        """
         state = _state(ctx)
 
         def write() -> None:

@@ -1,10 +1,5 @@
-"""What one batch of an expansion asks: the expansion question for each frontier persona, then,
-with link candidates, the batch's triangle-closing questions; and what the answers add to the
-hub, before the expansion spec (``pipelines/expand.py``) commits it.
-
-The prompts are the model seam's (``pipelines/prompts/personas.py``); what the answers become
-(personas, relations, merges, frontier marks) and the SQL are the data side's
-(``personas/expand.py``, ``personas/linking.py``, ``personas/link_merge.py``).
+"""What one batch of an expansion asks (the expansion question per frontier persona, then the
+triangle-closing questions) and what the answers add to the hub, before the spec commits it.
 """
 
 from __future__ import annotations
@@ -39,9 +34,9 @@ from personahub.tasks.limits import default_max_tokens
 
 @dataclass
 class BatchAnswer:
-    """What asking about one batch of frontier personas produced, before it is committed: the
-    graph's new rows, the frontier marks, the calls (for the commit) and, for the failure
-    policy, the error of each frontier persona that yielded no one."""
+    """What one batch produced, uncommitted: new graph rows, frontier marks, calls, and the error of
+    each frontier persona that yielded no one.
+    """
 
     created: list[Persona]
     relations: list[Relation]
@@ -57,10 +52,9 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                        index: NearDuplicateIndex, expansion_id: str, level: int,
                        parents: list[Persona], fanout: int, run_id: str | None, language: str | None = None,
                        linking: Linking | None = None) -> BatchAnswer:
-    """Ask about one batch of frontier personas (then, with link candidates, the batch's
-    triangle-closing questions) and work out what it adds to the hub; nothing is written (the
-    expansion spec commits it: ``pipelines/expand.py``). The near-duplicate index and the
-    linking's aliases take the batch's new personas at once, as the next batch must see them."""
+    """Ask about one batch of frontier personas and work out what it adds; nothing is written. The
+    index and aliases take the new personas at once, as the next batch must see them.
+    """
     linking = linking or Linking()
     asks = local_asks(caller)
     # what each call shows the model: its answer may not merely restate it (quality.echo_issue)
@@ -149,8 +143,9 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
 
 
 def nearest(linking: Linking, asks: list[tuple[str, str]]) -> list[list[tuple[str, float]]]:
-    """For each ``(text, source id)``, the pool's nearest people (none without an embedder):
-    enough to fill the link candidates and to tell whether the nearest is the same person."""
+    """For each (text, source id), the pool's nearest people: enough for link candidates and to tell
+    whether the nearest is the same person.
+    """
     if linking.pool is None:
         return [[] for _ in asks]
     k = max(linking.candidates, 1)
@@ -162,11 +157,9 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
                            marks: list[dict[str, Any]], limit: int, round_number: int,
                            nearest_of: dict[str, list[str]] | None = None,
                            ) -> tuple[list[Relation], list[Any], dict[str, str]]:
-    """Ask, for each new persona of the batch, which candidates near it it knows
-    (``personas.linking``); returns the edges, the call results (for the batch's commit) and
-    the new personas the answers called someone already known (id -> that person).
-    Each frontier row's ``linked`` counts its new personas' link edges. A failed link call adds
-    no edge: the persona stays linked to its source only."""
+    """Ask each new persona which nearby candidates it knows; returns the edges, the call results and
+    new personas that are someone already known. A failed call adds no edge.
+    """
     nearest_of = nearest_of or {}
     by_id = {p.persona_id: p for p in created}
     neighbours = hub_neighbours(con, [p.persona_id for p in parents])

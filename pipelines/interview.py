@@ -1,23 +1,8 @@
 """Interviews: put a question to a run's agents, answered from each agent's stored state at a step.
 
-Why a separate path, not a scenario step: an interview must not change the run. So it reads the
-run — the agent's persona text (``set_persona`` interventions included), memory and messages in
-view from ``agent_states`` (the latest row with step ≤ N: states are stored only for agents that
-changed), and the world from the run's recorded configuration — asks one structured call per
-agent (purpose ``interview``, concurrently, within the client's limits), and writes only
-``interviews`` rows and their ``llm_calls`` records.
-
-An interview is a job spec of the kernel (``InterviewSpec``): its answers are committed batch by
-batch (``batch_size`` agents), so a kill or Ctrl-C keeps what was answered, and ``interview
---resume ID`` (or ``personahub resume ID``) asks only the agents not yet answered — at the step
-and over the agents the job fixed when it started (stored in its config) — to the rows an
-uninterrupted interview writes. Its ``jobs.parent_id`` and its calls' ``llm_calls.run_id`` are
-the run. A failed answer is stored ``failed``; a resume asks that agent again and its new row
-replaces the failed one.
-
-Every input is checked before any model call or write (unknown run or agent, a step outside
-0..steps done, an empty question, a group that matches nobody), so a bad input writes nothing.
-The scenario file is never executed: what a prompt needs is in ``runs.config``.
+An interview must not change the run, so it reads the agents' states and the recorded config
+(never executing the scenario) and writes only ``interviews`` rows and their calls. A resume
+asks only unanswered or failed agents, at the step fixed at start; a bad input writes nothing.
 """
 
 from __future__ import annotations
@@ -72,10 +57,9 @@ PURPOSE = "interview"
 
 @dataclass(frozen=True, kw_only=True)
 class InterviewRequest:
-    """Who is asked what: one agent (``agent``: a persona id of the run, or an agent id 1..N) or a
-    group (``where``, an SQL condition over ``personas``, and/or ``carve`` conditions
-    ``KEY OP VALUE``, over the run's agents; at most ``limit`` of them, in agent-id order), at
-    ``step`` (None: the run's last committed step)."""
+    """Who is asked what: one agent, or a group (SQL ``where`` and/or carve conditions, at most
+    ``limit``, in agent-id order), at ``step`` (None: the last committed step).
+    """
 
     run_id: str
     question: str
@@ -138,7 +122,7 @@ class InterviewResult:
     offline: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
     batches: str | None = None  # --batch: what its provider batches did in this run
-    # agent id -> its persona text at the step (``set_persona`` included): who is speaking
+    # agent id -> its persona text at the step: who is speaking
     personas: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -168,8 +152,9 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
 
 
 def _world(scenario: dict[str, Any]) -> str:
-    """The world text as ``Scenario.world_text`` builds it; a world file gone since the run
-    leaves the inline world only (an interview should not fail on a moved file)."""
+    """The world text as the scenario builds it; a world file gone since the run leaves the inline
+    world only, so an interview does not fail on a moved file.
+    """
     parts = [str(scenario.get("world") or "").strip()]
     if scenario.get("world_file"):
         path = Path(scenario["world_file"])
@@ -214,8 +199,9 @@ def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> 
 
 def agents_at(con: duckdb.DuckDBPyConnection, facts: RunFacts, agents: Sequence[tuple[int, str]],
               step: int) -> list[AgentAt]:
-    """Each agent after ``step``: its latest checkpoint with step ≤ ``step`` restored through
-    ``AgentMemory.load_state`` (no checkpoint: the hub persona and an empty memory)."""
+    """Each agent after ``step``, from its latest checkpoint at or before it (else the hub persona
+    and an empty memory).
+    """
     states = latest_states(con, facts.run_id, step, [a for a, _ in agents])
     texts = _persona_texts(con, [p for _, p in agents])
     found = []
@@ -238,9 +224,9 @@ def _persona_texts(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[s
 
 def prompt_for(facts: RunFacts, agent: AgentAt, step: int, question: str,
                senders: dict[str, str]) -> list[Any]:
-    """The interview prompt: the run's world, the step's events, the agent's persona, memory,
-    messages in view (``senders``: persona text by id) and own latest output, then the question,
-    within the run's prompt budget."""
+    """The interview prompt: world, the step's events, persona, memory, messages in view and own
+    latest output, then the question, within the run's prompt budget.
+    """
     inbox: list[Message] = list(agent.memory.inbox)
     return interview_messages(
         persona=agent.persona_text, question=question, world=facts.world,
@@ -262,8 +248,9 @@ class Prepared:
 
 
 def prepare(db: Path | str, request: InterviewRequest) -> Prepared:
-    """Check the request against the database (read-only) and build every prompt: what the
-    adapters do before the job opens the database for writing, so a bad input writes nothing."""
+    """Check the request against the database read-only and build every prompt, before the job opens
+    the database for writing, so a bad input writes nothing.
+    """
     con = connect(db, read_only=True)
     try:
         return _prepared(con, request)
@@ -272,8 +259,9 @@ def prepare(db: Path | str, request: InterviewRequest) -> Prepared:
 
 
 async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredResult[Any]]:
-    """One structured call per agent, all at once: the client's limits pace them. ``step`` is
-    not passed, so the calls' ``llm_calls`` rows stay out of the run's step metrics."""
+    """One structured call per agent, paced by the client; no ``step``, so the calls stay out of the
+    run's step metrics.
+    """
     return list(await asyncio.gather(*[
         client.structured(InterviewAnswer, prompt, purpose=PURPOSE, persona_id=agent.persona_id,
                           max_tokens=default_max_tokens(PURPOSE))
@@ -292,13 +280,12 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
     return Prepared(request, facts, at, agents, prompts)
 
 
-# --- the job spec ------------------------------------------------------------------------------
 
 @dataclass(frozen=True, kw_only=True)
 class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
-    """What an interview asks of whom (``InterviewRequest``'s fields, and the generation
-    settings) and, in ``engine`` fields, how this run of it asks (a resume takes those from its
-    caller). ``seed`` None: the run's seed."""
+    """What an interview asks of whom and, in ``engine`` fields, how this run asks. ``seed`` None:
+    the run's seed.
+    """
 
     run_id: str
     question: str
@@ -340,9 +327,9 @@ class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
 
 
 def resume_settings(**given: Any) -> dict[str, Any]:
-    """What a resume of an interview takes from its caller: every engine setting, the defaults
-    for those not given, except ``max_failed_share`` (the job's own unless given). The command
-    and the API both hand the kernel this."""
+    """What a resume takes from its caller: every engine setting (defaults for those not given),
+    except ``max_failed_share``, which stays the job's unless given.
+    """
     defaults = {f.name: f.default for f in dataclasses.fields(InterviewConfig)
                 if f.metadata.get("engine") and f.name != "max_failed_share"}
     unknown = set(given) - set(defaults) - {"max_failed_share"}
@@ -355,9 +342,7 @@ def resume_settings(**given: Any) -> dict[str, Any]:
 
 
 class InterviewAsker:
-    """Asks the model one interview batch: the prompts of the job's agents, nothing of the
-    database. ``step`` is not passed, so the calls' ``llm_calls`` rows stay out of the run's
-    step metrics."""
+    """Asks the model one batch of the job's prompts, holding nothing of the database."""
 
     def __init__(self, prompts: Mapping[int, list[Any]]) -> None:
         self.prompts = dict(prompts)  # agent id -> its prompt
@@ -369,7 +354,7 @@ class InterviewAsker:
                               persona_id=persona_id, max_tokens=default_max_tokens(PURPOSE))
             for agent_id, persona_id in batch]))
 
-    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    # ShardCodec: how an answer travels from a Ray worker
     def key(self, agent: tuple[int, str]) -> str:
         return str(agent[0])
 
@@ -402,7 +387,7 @@ def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
 
 class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
                              list[StructuredResult[Any]], InterviewResult]):
-    """``personahub interview`` as a job spec (see the module doc)."""
+    """``personahub interview`` as a job spec."""
 
     kind = "interview"
     config_type = InterviewConfig
@@ -416,8 +401,8 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         return config.run_id
 
     def prepare(self, ctx: JobContext[InterviewConfig]) -> None:
-        """The run's facts, the step and agents (a resumed job's own), every agent's prompt;
-        ``seed`` None becomes the run's."""
+        """The run's facts, the fixed step and agents, and every prompt; ``seed`` None becomes the run's.
+        """
         stored = ctx.stored
         chosen = ([(int(a), str(p)) for a, p in stored["agents"]]
                   if ctx.resumed and "agents" in stored else None)
@@ -448,8 +433,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
 
     def commit(self, ctx: JobContext[InterviewConfig], batch: Sequence[tuple[int, str]],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """One row per agent asked (``failed`` with its error when the call failed); the failed
-        rows an earlier run of the job left for these agents go."""
+        """One row per agent asked (``failed`` with its error); earlier failed rows for them go."""
         config, step, label = ctx.config, _state(ctx).prepared.step, ctx.caller.label
         created = _now()
         rows: list[dict[str, Any]] = []

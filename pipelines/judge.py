@@ -1,19 +1,8 @@
 """The judge job: rate a synthesis job's items or a run's emissions against per-kind criteria.
 
-Why: the paper measured its data (96.5% of 200 sampled math problems were valid); this makes
-that measurement on any model. Each item gets one structured call (``pipelines/prompts/judge.py``,
-purpose ``judge``) whose verdicts land in ``judgments``, batch by batch with the calls'
-``llm_calls`` rows (``run_id`` NULL, ``job_kind`` = ``judge``, ``job_id`` =
-the judge's id). ``sample`` draws the first N items in ``md5(seed:item_id)`` order (as
-``personas/sampling.py`` draws personas), the same N for the same seed.
-
-A judge is a job spec of the kernel (``JudgeSpec``; ``core/kernel.py`` owns its life: the
-``jobs`` row, interrupts, the failure policy, the watchdog, the status). Its id is derived from
-its settings (``judge_id_for``), and ``jobs.parent_id`` is the judged job or run: running the
-same judge again goes on with that job (``judge_resume``), skipping the items it has rated, and
-``personahub resume JUDGE_ID`` does the same. A call that fails leaves no row (the next run asks
-again); a judge whose every call failed ends ``failed`` in one line. The offline engine's
-verdicts are deterministic and say nothing of quality.
+It makes the paper's validity measurement (96.5% of 200) on any model. The judge's id comes from
+its settings, so running it again skips rated items. The offline engine's verdicts say nothing
+of quality.
 """
 
 from __future__ import annotations
@@ -51,16 +40,15 @@ from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks import Criterion, Task, stored_task
 from personahub.tasks.limits import default_max_tokens
 
-# What makes two judges the same judge (its id): the target, the items drawn, the model asked.
+# what makes two judges the same judge (its id): the target, the items drawn, the model asked
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
                   "temperature", "top_p")
 
 
 @dataclass(frozen=True, kw_only=True)
 class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
-    """What a judge rates and with which model (its identity: ``JUDGE_IDENTITY``), and in
-    ``engine`` fields how this run of it asks (a resume takes those from its caller). Stored,
-    model spec redacted, in ``jobs.config`` and (its identity) in ``judgments.config``."""
+    """What a judge rates and with which model (its identity), and in ``engine`` fields how this run asks.
+    """
 
     job: str | None = None  # a synthesis job's synth_items
     run: str | None = None  # or a run's emissions
@@ -95,8 +83,7 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
 
 
 def judge_id_for(options: JudgeConfig) -> str:
-    """``judge-`` + 12 hex digits of SHA-1 over the judge's identity: the same settings, the same
-    judge (whose rated items a re-run skips)."""
+    """``judge-`` + 12 hex digits of SHA-1 over the judge's identity: same settings, same judge."""
     text = json.dumps(options.identity(), sort_keys=True)
     return "judge-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -160,8 +147,9 @@ def _solution_text(raw: Any) -> str:
 
 
 def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[Item]:
-    """The items the judge rates: all of the target's (of ``kind``), or the first ``sample``
-    in ``md5(seed:item_id)`` order — a seeded uniform sample, the same for the same seed."""
+    """The items to rate: all of the target's (of ``kind``), or the first ``sample`` in
+    ``md5(seed:item_id)`` order.
+    """
     what, target = options.target
     source = "job" if what == "synthesis" else "run"
     if not con.execute("SELECT 1 FROM v_item_sources WHERE source = ? AND source_id = ?",
@@ -214,15 +202,14 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
 
 
 def task_of(kind: str, *, emission: bool) -> Task:
-    """The task of a stored kind; an unknown kind (a toy kind no longer registered) is judged
-    with the default criteria."""
+    """The task of a stored kind; an unregistered kind is judged with the default criteria."""
     task = stored_task(kind, emission=emission)
     return task if task is not None else Task(name=kind, schema=BaseModel, check=lambda _: None)
 
 
 class JudgeAsker:
-    """Asks the model about a batch of items: the config, the judge's id and the target's world,
-    nothing of the database (picklable: what a worker rebuilds)."""
+    """Asks the model about a batch of items, holding nothing of the database (a worker rebuilds it).
+    """
 
     def __init__(self, config: JudgeConfig, judge_id: str, world: str) -> None:
         self.config = config
@@ -255,7 +242,7 @@ class JudgeAsker:
         """Judge a batch concurrently (the client bounds how many calls are in flight)."""
         return list(await asyncio.gather(*(self._one(item, caller) for item in batch)))
 
-    # -- ShardCodec: how a judgment travels from a Ray worker -----------------------------------
+    # ShardCodec: how a judgment travels from a Ray worker
     def key(self, item: Item) -> str:
         return item.item_id
 
@@ -288,14 +275,13 @@ def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
 
 
 class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary]):
-    """``personahub judge`` as a job spec (see the module doc)."""
+    """``personahub judge`` as a job spec."""
 
     kind = "judge"
     calls_in_run = False  # a judge of a run is its own job: its calls get no run_id
     config_type = JudgeConfig
     independent_batches = True  # every item's batch is planned ahead: Ray may ship them all
-    # the id is the settings: a second start of the same judge is the same job, which the
-    # adapters resume (``judge_resume``); no twin can exist
+    # the id is the settings: a second start is the same job, which the adapters resume
     refuses_twins = False
     noun = "judge"
     unit = "items"
@@ -372,9 +358,7 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
 
 
 def judge_resume(config: JudgeConfig) -> str | None:
-    """The judge to go on with: this judge's id when it has a job in ``config.db`` already (the
-    same settings, the same judge), else None (a new one). What the command and the API hand
-    the kernel as ``resume``."""
+    """This judge's id when ``config.db`` holds its job (to go on with), else None."""
     if not Path(config.db).exists():
         return None
     con = connect(config.db, read_only=True)

@@ -1,20 +1,9 @@
-"""The shipped job kinds, each named once (``SHIPPED``: the module that registers its spec, its
-label, its command and its public job functions), and the labels: a few words on what a job
-makes, read from its stored config (the ``what`` column of ``personahub jobs`` and
-``personahub.jobs()``).
-
-The registry (``personahub.runtime.registered_spec`` / ``registered_kinds``) imports the modules
-``SHIPPED`` names, and ``personahub jobs`` labels rows and checks ``--kind`` from it; the command
-line (``personahub/cli/app.py``) registers each kind's command at its path, and ``personahub``
-exports each kind's job functions with their ``_async`` twins (``personahub/__init__.py``); a
-test fails when the table and the registry, the commands or the exports disagree
-(``tests/test_shipped_kinds.py``). Commands and functions are import strings
-(``"module:name"``), resolved by the command line and the package: this module imports neither
-(they are above the pipelines' layer) nor the specs, so that listing jobs imports no model
-stack: every spec module imports LangGraph and LangChain, most of a listing's time before
-(``bench/bench_reads.py``). It imports no ``dataclasses`` either (``import personahub`` reads
-the table: ``dataclasses`` would load ``inspect``). Each shipped spec's ``label`` is its
-function here; a kind registered from outside keeps its own.
+"""The shipped job kinds, each named once: the module that registers its spec, its label (a few
+words on what a job makes, for ``personahub jobs``), its command and its public job functions.
+Commands and functions are import strings, resolved by the command line and the package, so this
+module imports neither them nor the specs: listing jobs imports no model stack, which took most of
+a listing's time (``bench/bench_reads.py``), and no ``dataclasses`` (``import personahub`` reads
+the table).
 """
 
 from __future__ import annotations
@@ -73,11 +62,9 @@ def evaluation(config: Config) -> str:
 
 
 class ShippedKind(NamedTuple):
-    """Where a shipped kind lives: ``module`` registers its spec on import; ``label`` gives a
-    few words on what a job of it makes, from its stored config (the spec's ``label`` too);
-    ``command`` (``"module:function"``) is its command, registered at ``command_path`` (a group's
-    name first for a subcommand); ``api`` are its public job functions (``"module:function"``),
-    each exported by ``personahub`` with its ``_async`` twin from the same module."""
+    """Where a shipped kind lives: ``module`` registers its spec; ``label`` describes a job of it;
+    ``command`` is registered at ``command_path``; ``api`` are its job functions, each exported
+    by ``personahub`` with its ``_async`` twin."""
 
     module: str
     label: Callable[[Config], str]

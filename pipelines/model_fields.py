@@ -1,11 +1,8 @@
-"""What every model job's config shares: the engine fields declared once (``ModelFields``: the
-model, concurrency, timeouts, rate and failure policy; ``ExecutorFields``: the cache and where the
-calls run), and the checks of those fields and the generation settings.
+"""The engine fields every model job's config shares, and their checks.
 
-A job's config inherits the field sets it has (with ``pipelines.provider_batch_jobs.BatchFields`` for
-``--batch``); its ``__post_init__`` checks what is its own, then calls
-``check_model_fields(self)``; each bad value is a one-line usage error naming its flag, before
-anything is opened.
+A config inherits ``ModelFields`` and ``ExecutorFields`` (and ``BatchFields`` for ``--batch``),
+checks its own fields, then calls ``check_model_fields``; each bad value is a one-line usage
+error naming its flag, before anything is opened.
 """
 
 from __future__ import annotations
@@ -26,8 +23,7 @@ from personahub.models.structured import check_setting
 
 @dataclass(frozen=True, kw_only=True)
 class ModelFields:
-    """How a job asks its model: engine fields (a resume takes the caller's), the model spec
-    also telling two jobs apart (it is stored redacted)."""
+    """How a job asks its model; the model spec also tells two jobs apart (stored redacted)."""
 
     llm: str = engine(default("llm"), identity=True, secret=True)
     concurrency: Concurrency = engine(default("concurrency"))
@@ -43,8 +39,8 @@ class ModelFields:
 
 @dataclass(frozen=True, kw_only=True)
 class ExecutorFields:
-    """Where a job's calls are answered from and run: the record / replay cache and the
-    executor (``personahub/executors/``: the rows are the same whichever runs them)."""
+    """Where a job's calls are answered from (the cache) and run (the executor); the rows are the same.
+    """
 
     cache: str = engine(default("cache"))  # off | record | replay (personahub/models/cache.py)
     executor: str = engine(default("executor"))
@@ -55,11 +51,8 @@ class ExecutorFields:
 
 
 def check_model_fields(config: Any) -> None:
-    """Check (and normalise ``concurrency`` of) a frozen config holding the usual model fields
-    (``seed``, ``structured``, ``max_tokens``, ``temperature``, ``top_p``, ``concurrency``,
-    ``cache``, ``executor``, ``ray_workers``, ``rps``, ``timeout_s``, ``offline_latency_s``,
-    ``max_failed_share``) and the batch ones (``pipelines.provider_batch_jobs.BatchFields``), when it
-    has them."""
+    """Check a config's model, executor and batch fields where it has them, normalising ``concurrency``.
+    """
     object.__setattr__(config, "concurrency", parse_concurrency(config.concurrency))
     check_seed(config.seed)
     check_setting(config.structured)

@@ -1,18 +1,8 @@
-"""``personas sample-population --llm``: a drawn population's persona texts written by a model,
-as a job of the kernel (attribute-to-persona, one structured call per person).
+"""``personas sample-population --llm``: a drawn population's persona texts written by a model.
 
-The people are drawn as without a model (``personas/population.py``: the same inputs and seed
-give the same people); each one's text is then written by ``pipelines.write_persona`` (one
-structured call; the quality gate and ``personas/persona_consistency.py`` are the call's check,
-so an answer that contradicts the attributes earns the seam's one fresh sample, and a person
-whose answers are all rejected gets no text: a failed action, asked again on resume).
-
-The written people are personas of their own population: ``attributes.population`` is
-``<drawn id>-<6 hex of the job id>`` (the drawn id stays in ``attributes.drawn_population``), so
-a template population and model-written ones of the same draw never mix under one ``--population``;
-``text_origin`` is ``model``. Persona ids come from that population id and the person's place
-in it, so a resumed job writes the people the interrupted one did not, and no one twice.
-A resume draws again from the stored inputs and refuses a changed file (the drawn id differs).
+Written people form their own population ``<drawn id>-<6 hex of the job id>``, so template and
+model texts of one draw never mix; persona ids come from that id and each person's place, so a
+resume writes only the missing people. A changed input file is refused.
 """
 
 from __future__ import annotations
@@ -79,7 +69,7 @@ class WriteConfig(ModelFields, ExecutorFields):
 
 
 def written_population_id(drawn_id: str, job_id: str) -> str:
-    """The population id of the people a job writes (see the module doc)."""
+    """The population id of the people a job writes."""
     return f"{drawn_id}-{hashlib.sha1(job_id.encode()).hexdigest()[:6]}"
 
 
@@ -164,7 +154,7 @@ def _state(ctx: JobContext[WriteConfig]) -> WriteState:
 
 
 class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSummary]):
-    """``personas sample-population --llm`` as a job spec (see the module doc)."""
+    """``personas sample-population --llm`` as a job spec."""
 
     kind = "population_write"
     config_type = WriteConfig

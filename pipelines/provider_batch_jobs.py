@@ -1,14 +1,9 @@
-"""``--batch`` for a job spec: its config's batch fields and the asker wrapper that sends a
-batch's model calls as provider batches (``models.provider_batch_caller``).
+"""``--batch`` for a job spec: the config's batch fields and an asker wrapper that sends a batch's
+model calls as provider batches.
 
-A spec adds ``BatchFields`` to its config and wraps its asker with ``batched_asker(ctx, asker)``
-when ``config.batch`` is on: the wrapped asker's calls are queued, sent as provider batches
-(or written to ``--batch-file``), and answered from their results, so the rows committed are
-those an online job writes. The handles go to ``llm_batches`` as they change; a resumed job
-loads them, with the (batch id, custom_id) pairs already committed, so a batch created before
-a stop is polled again and never created twice. Once a batch's answers are committed (the
-kernel calls the asker's ``committed`` after each commit), its files are deleted at the
-provider and its stored handle keeps no file ids.
+The committed rows are an online job's. Handles are stored as they change, so a resume polls a
+batch created before a stop rather than creating it again; once its answers are committed, its
+provider files are deleted.
 """
 
 from __future__ import annotations
@@ -36,9 +31,9 @@ MAX_REQUESTS = 50_000
 
 @dataclass(frozen=True, kw_only=True)
 class BatchFields:
-    """How a job sends its calls: online (default) or as provider batches (``--batch``), or
-    written to a batch file for another runner (``--batch-file``). All engine settings: a
-    resume may switch them (the rows are the same)."""
+    """How a job sends its calls: online, as provider batches, or to a batch file. Engine settings
+    only, so a resume may switch them.
+    """
 
     batch: bool = engine(default("batch"))
     # the provider's completion window (--batch-window)
@@ -72,8 +67,7 @@ class BatchFields:
 
 
 def job_book(ctx: JobContext[Any]) -> BatchBook:
-    """The job's stored batches and which of their requests are committed: what a resumed job
-    collects from instead of sending again."""
+    """The job's stored batches and their committed requests, which a resume collects from."""
     book = BatchBook()
     for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
         book.add(handle)
@@ -87,17 +81,8 @@ def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
 
 
 def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> BatchingCaller:
-    """A ``BatchingCaller`` of ``client`` for the job: its batch settings, its stored handles,
-    its handles saved as they change and its batch states reported.
-
-    Args:
-        ctx: the job (its config has ``BatchFields``).
-        client: the client whose calls go as batches.
-        prefix: put before every ``custom_id``: a job asking several clients (an evaluation)
-            gives each its own, so two clients asked the same call never share an id.
-
-    Returns:
-        The caller (load the handles once per client: make it once).
+    """A ``BatchingCaller`` of ``client`` with the job's batch settings and stored handles; make it
+    once per client. ``prefix`` goes before every ``custom_id``, so two clients never share one.
     """
     config = ctx.config
     return BatchingCaller(
@@ -123,8 +108,7 @@ class BatchedAsker(Generic[B, R]):
         return self.caller
 
     async def committed(self) -> None:
-        """The kernel committed the last batch's answers: the provider files of the batches
-        they came from go (issue 29: nothing is left at the provider once committed)."""
+        """The last batch's answers are committed: delete the provider files they came from."""
         if self.caller is not None:
             await self.caller.forget_spent()
 
@@ -144,8 +128,7 @@ def batched_asker(ctx: JobContext[Any], asker: Asker[B, R]) -> Asker[B, R]:
 
 
 def batch_line(asker: Any) -> str | None:
-    """What the job's batches did in this run, in one line (None for an online job): ``asker``
-    is a batched asker, or anything with a batch ``tally``."""
+    """What the job's batches did in this run, in one line; None for an online job."""
     caller = getattr(asker, "caller", None) or asker
     tally = getattr(caller, "tally", None)
     if tally is None:

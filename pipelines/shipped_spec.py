@@ -1,9 +1,5 @@
-"""The parts every shipped job kind's spec shares, stated once.
-
-A shipped kind's label is its row of ``labels.SHIPPED``, its model is built from its config's
-model fields, and a job stopped half-way is resumed by its own command when it has one. A spec
-subclasses ``ShippedSpec`` and overrides only where its kind differs (a run's seed, dedup's
-embedder).
+"""The parts every shipped job kind's spec shares: label, model settings and resume command.
+A spec overrides only where its kind differs.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
-"""What a synthesis job reads before it asks anything: its demonstrations (a file, a Persona Hub
-synthesis file or the shipped ones; persona-few-shot infers the missing personas), its world
-text, and the personas it draws from the hub (stored with the job, so a resume asks the same
-ones in the same order)."""
+"""What a synthesis job reads before asking: demonstrations, world text, and the personas it draws
+(stored with the job, so a resume asks the same ones in the same order).
+"""
 
 from __future__ import annotations
 
@@ -42,9 +41,9 @@ class Demo:
 
 
 def load_examples(path: str | Path) -> list[Demo]:
-    """Demonstrations from JSONL ``{"text": ..., "persona"?: ...}`` or a Persona Hub synthesis
-    file (``input persona`` + ``synthesized text``: persona-enhanced demonstrations), or the
-    shipped ones when ``path`` is ``builtin:<task>``; errors name file:line."""
+    """Demonstrations from JSONL, a Persona Hub synthesis file, or ``builtin:<task>``; errors name
+    file:line.
+    """
     if isinstance(path, str) and is_builtin(path):
         return _parse_examples(builtin_text(path).splitlines(), path)
     path = Path(path)
@@ -79,8 +78,7 @@ def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
 
 
 def _personahub_demo(row: dict[str, Any]) -> dict[str, Any]:
-    """A Persona Hub row as ``{"text", "persona"}``: a tool's text is JSON text inside a JSON
-    string (as released), so that one string layer comes off and the demo shows the tool."""
+    """A Persona Hub row as ``{"text", "persona"}``, a tool's extra JSON string layer taken off."""
     text = row.get("synthesized text")
     if isinstance(text, str) and text.startswith('"'):
         try:
@@ -94,8 +92,9 @@ def _personahub_demo(row: dict[str, Any]) -> dict[str, Any]:
 
 async def infer_personas(client: StructuredCaller,
                          demos: list[Demo]) -> tuple[list[Demo], list[StructuredResult[Any]]]:
-    """Give every demonstration without a persona one inferred by a text-to-persona call;
-    returns the demonstrations and the calls' results (their records are the job's)."""
+    """Give each demonstration without a persona one inferred by a text-to-persona call; returns the
+    demonstrations and the calls' results.
+    """
     async def fill(demo: Demo) -> tuple[Demo, StructuredResult[Any] | None]:
         if demo.persona:
             return demo, None
@@ -112,8 +111,8 @@ async def infer_personas(client: StructuredCaller,
 
 
 def load_world(config: Any) -> str:
-    """The world text for the prompt of a config's ``task`` and ``world`` (npc defaults to
-    the shipped fantasy village)."""
+    """The world text for a config's task and world (npc defaults to the shipped fantasy village).
+    """
     if config.world:
         path = Path(config.world)
     elif synthesis_task(config.task).synthesis_spec().needs_world:
@@ -126,9 +125,9 @@ def load_world(config: Any) -> str:
 def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,
                     carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform",
                     gates: Sequence[str] | None = DRAWN) -> list[Persona]:
-    """``n`` non-duplicate personas matching ``where`` (SQL) and ``carve`` and labelled one of
-    ``gates`` (``personas.hub_gate``): a seeded uniform sample in sample-key order (``head``: the
-    first in hub order). None matching is an error."""
+    """``n`` non-duplicate personas matching ``where``, ``carve`` and ``gates``: a seeded uniform
+    sample (``head``: hub order). None matching is an error.
+    """
     return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample,
                 gates=gates)
 

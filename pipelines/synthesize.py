@@ -1,29 +1,9 @@
-"""Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows. The reference
-job spec of the kernel (``personahub/core/kernel.py``).
+"""Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows; the kernel's
+reference job spec.
 
-A job draws a seeded uniform sample of N personas from the hub (all non-duplicates, or those
-matching an SQL ``WHERE`` filter and/or carve conditions; ``personas/sampling.py``), asks the
-model for ``per_persona`` items per persona (one by default; each its own seeded sample:
-``sample_seed``), concurrently, bounded by the client's concurrency, optionally
-solves math/reasoning problems in a second call, flags MinHash near-duplicates within the job,
-and writes each batch of results with its ``llm_calls`` rows in one transaction. The job id is
-the resume key: a resume reloads the stored configuration (seed and generation settings
-included) and the personas the job drew (``synth_job_personas``), skipping those done; its
-near-duplicate index is rebuilt from the items the job kept, in selection order, so a resumed
-job flags exactly what an uninterrupted one does. Starting a job whose settings match an
-unfinished one is refused (it would be a second copy); ``fresh`` marks the old one
-``superseded`` and starts anew (the kernel's rules, for every kind).
-
-An answer that fails its task's semantic check (``tasks.validators``) is not solved and not
-written as an item: it goes to ``rejected`` with its reason, in the same transaction, and counts
-as failed (a resume asks that persona again).
-
-A job that holds fewer items than it asked (N x per_persona) says why in its summary
-(``SynthSummary.shortfall``: too few personas match, or asks failed); its callers (the command
-and ``personahub.synthesize``) treat that as an error unless ``allow_fewer``.
-
-The batches are independent (planned ahead from the drawn personas), so on Ray they are shipped
-to workers whole; ``SynthesisAsker`` is what a worker rebuilds and how its answers travel.
+A resume reloads the stored config and drawn personas and rebuilds the near-duplicate index from
+kept items in selection order, so it flags exactly what an uninterrupted job would. Answers
+failing their task's check go to ``rejected`` and are asked again on resume.
 """
 
 from __future__ import annotations
@@ -96,16 +76,17 @@ __all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConf
 
 @dataclass(frozen=True, kw_only=True)
 class SynthConfig(BatchFields, ModelFields, ExecutorFields):
-    """What a synthesis job makes (stored, model spec redacted, in ``jobs.config``) and, in
-    ``engine`` fields, how this run of it asks (a resume takes those from its caller)."""
+    """What a synthesis job makes (stored, model spec redacted) and, in ``engine`` fields, how this
+    run asks (a resume takes those from its caller).
+    """
 
     task: str
     n: int = 10  # personas drawn
     per_persona: int = 1  # items asked of each, each its own sample (--per-persona)
     where: str | None = None  # one SQL condition (--personas)
     carve: tuple[str, ...] = ()  # carve conditions KEY OP VALUE, all must hold (--carve)
-    sample: str = "uniform"  # uniform (seeded by ``seed``) or head (hub order, as jobs did before)
-    # draw personas the quality gate did not pass too (personas/hub_gate.py; --include-ungated)
+    sample: str = "uniform"  # uniform (seeded by ``seed``) or head (hub order)
+    # draw personas the quality gate did not pass too (--include-ungated)
     include_ungated: bool = False
     prompting: str = "zero-shot"
     examples: str | None = None
@@ -113,14 +94,13 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     solve: bool = False
     with_assistant: bool = False
     seed: int = 0
-    structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
+    structured: str = default("structured")  # how the schema is asked for
     max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(64)
-    # a job writing fewer items than asked is an error for its caller unless this says otherwise
-    # (the adapters check it: the job itself keeps what it wrote either way)
+    # fewer items than asked is an error for the caller unless set (the job keeps what it wrote)
     allow_fewer: bool = engine(False)
 
     def __post_init__(self) -> None:
@@ -198,15 +178,15 @@ class Ask(NamedTuple):
 
     @property
     def key(self) -> str:
-        """Its key among a job's asks (the persona's id for the first sample, as before)."""
+        """Its key among a job's asks (the persona's id for the first sample)."""
         pid = self.persona.persona_id
         return pid if not self.sample else f"{pid}#{self.sample}"
 
 
 class Answer(NamedTuple):
-    """One persona's answer: its content (None if the call failed), solution, the quality
-    gate's verdict (set when the content was rejected), and the results of the calls it took
-    (whose records and cache entries the batch commit writes)."""
+    """One persona's answer: content (None if the call failed), solution, the gate's verdict, and
+    the call results whose records the batch commit writes.
+    """
 
     persona: Persona
     content: dict[str, Any] | None
@@ -227,23 +207,22 @@ class Answer(NamedTuple):
 
 
 def item_id_for(job_id: str, persona_id: str, sample: int = 0) -> str:
-    """Stable item id per (job, persona, sample), so a retried batch cannot create twins (the
-    first sample's id is the one jobs had before ``--per-persona``)."""
+    """Stable item id per (job, persona, sample), so a retried batch cannot create twins."""
     key = f"{job_id}\0{persona_id}" + (f"\0{sample}" if sample else "")
     return "s" + hashlib.sha1(key.encode()).hexdigest()[:15]
 
 
 def sample_seed(sample: int) -> int:
-    """The ``CallRequest.sample`` of a persona's ``sample``-th item: 0, 2, 4, ... (each odd one
-    stays free for the fresh sample a weak answer earns: ``models.seam_validate``), so each
-    item is its own draw, seeded (the offline engine's digest; an HTTP server's ``seed``)."""
+    """The request sample of a persona's ``sample``-th item: 0, 2, 4, ...; odd ones stay free for
+    the fresh sample a weak answer earns, so each item is its own seeded draw.
+    """
     return 2 * sample
 
 
 class SynthesisAsker:
-    """Asks the model for a batch of personas' items: the config, job id, world and
-    demonstrations, nothing of the database (what a Ray worker rebuilds). Also the batch's
-    ``ShardCodec``: a persona's answer travels as its content, solution and gate verdict."""
+    """Asks the model for a batch of items, holding nothing of the database (a Ray worker rebuilds
+    it); also the batch's ``ShardCodec``.
+    """
 
     def __init__(self, config: SynthConfig, job_id: str, world: str, demos: list[Demo]) -> None:
         self.config = config
@@ -263,7 +242,7 @@ class SynthesisAsker:
             opts.task, persona.text, mode=opts.prompting,
             examples=[(d.text, d.persona) for d in self.demos], world=self.world,
             with_assistant=opts.with_assistant)
-        drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0 as before
+        drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0: no sample field
         result = await caller.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                          persona_id=persona.persona_id, check=self.task.gate,
                                          max_tokens=default_max_tokens(f"synth:{opts.task}"),
@@ -287,7 +266,7 @@ class SynthesisAsker:
         """All of a batch's asks concurrently (the client bounds calls in flight)."""
         return list(await asyncio.gather(*(self._one(a, caller) for a in batch)))
 
-    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    # ShardCodec: how an answer travels from a Ray worker
     def key(self, ask: Ask) -> str:
         return ask.key
 
@@ -324,7 +303,7 @@ def _state(ctx: JobContext[SynthConfig]) -> SynthState:
 
 
 class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary]):
-    """``personahub synthesize`` as a job spec (see the module doc)."""
+    """``personahub synthesize`` as a job spec."""
 
     kind = "synthesis"
     resume_command = "personahub synthesize"
@@ -335,7 +314,7 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
     id_prefix = "synth"
 
     def prepare(self, ctx: JobContext[SynthConfig]) -> None:
-        """Demonstrations, world and the personas to ask (a resume's: those the job drew)."""
+        """Demonstrations, world and the personas to ask (on resume, those the job drew)."""
         config = ctx.config
         if ctx.resumed:
             demos = [Demo(**d) for d in ctx.stored.get("demos", [])]
@@ -343,7 +322,7 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
             demos = (load_examples(config.examples)
                      if config.examples and config.prompting != "zero-shot" else [])
         world = load_world(config)
-        # a resume asks the personas the job drew (stored with the job: ``store_selection``)
+        # a resume asks the personas the job drew
         personas = (job_personas(ctx.con, ctx.job_id) or []) if ctx.resumed else None
         seeded = 0
         held: str | None = None
@@ -368,8 +347,8 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
         ctx.total = len(personas) * config.per_persona
 
     def start(self, ctx: JobContext[SynthConfig]) -> BatchOutcome:
-        """The job's row, the personas it drew, and (persona-few-shot) the personas inferred
-        for its demonstrations, whose calls are the job's."""
+        """The job's row, its drawn personas, and (persona-few-shot) the demonstrations' inferred personas.
+        """
         state, config = _state(ctx), ctx.config
         inferred: list[StructuredResult[Any]] = []
         if config.prompting == "persona-few-shot":
@@ -382,8 +361,7 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
             calls=inferred, then=lambda: store_selection(ctx.con, ctx.job_id, state.personas))
 
     def plan(self, ctx: JobContext[SynthConfig]) -> Iterator[Sequence[Ask]]:
-        """The asks not yet done (each persona's samples in turn), in batches; the index rebuilt
-        from the items kept."""
+        """The asks not yet done, in batches, after rebuilding the index from kept items."""
         state = _state(ctx)
         _reload_index(ctx, state)
         done = {r[0] for r in ctx.con.execute("SELECT item_id FROM synth_items WHERE job_id = ?",
@@ -402,8 +380,7 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
 
     def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
-        """The batch's items (near-duplicates flagged) and rejected answers; one error per
-        failed persona (for the failure policy)."""
+        """The batch's items (near-duplicates flagged) and rejects; one error per failed persona."""
         state, config, summary = _state(ctx), ctx.config, _state(ctx).summary
         rows: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -480,8 +457,8 @@ def _asks(personas: Sequence[Persona], per_persona: int) -> list[Ask]:
 
 
 def shortfall(summary: SynthSummary, n: int, resume_hint: str) -> str | None:
-    """One line when the job holds fewer items than asked, with why; None when it holds all.
-    Near-duplicates count as items (they are written, flagged)."""
+    """One line when the job holds fewer items than asked, with why; near-duplicates count as items.
+    """
     if summary.items >= summary.asked:
         return None
     k = summary.per_persona
@@ -502,10 +479,9 @@ def shortfall(summary: SynthSummary, n: int, resume_hint: str) -> str | None:
 
 
 def _reload_index(ctx: JobContext[SynthConfig], state: SynthState) -> None:
-    """Index the items a resumed job already kept. Only kept items: an uninterrupted job never
-    indexes an item it flagged, so neither may a resume. In the order the job asked its
-    personas, which is the order an uninterrupted job indexed them in; items of personas no
-    longer selected go last."""
+    """Index a resumed job's kept items in the order the job asked them, as an uninterrupted job did;
+    flagged items are not indexed, as they never were.
+    """
     rows = ctx.con.execute("SELECT item_id, persona_id, text, is_duplicate FROM synth_items "
                            "WHERE job_id = ? ORDER BY created_at, item_id", [ctx.job_id]).fetchall()
     position = {item_id_for(ctx.job_id, a.persona.persona_id, a.sample): i

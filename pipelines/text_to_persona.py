@@ -1,24 +1,8 @@
 """``personahub personas from-text`` as a job spec: text-to-persona on the kernel.
 
-The data side (reading corpora, the schema, screening answers through the quality gate, the
-``text_done`` rows) is ``personas/text_to_persona.py``; this spec puts it in the kernel's order:
-
-- ``prepare``: the corpus read end to end once (a binary file, bytes not UTF-8 or a damaged
-  gzip stream is refused before anything is recorded, as is an empty corpus), its texts then
-  streamed; a new job over a corpus name that has one already is refused (one job per corpus:
-  the adapters resume it);
-- ``start``: the ``text_jobs`` row (corpus name → job id), with the ``jobs`` row;
-- ``plan``: the texts in batches of ``batch_size``, each batch the (text, relation) pairs not
-  in ``text_done`` and not planned by an earlier batch; a batch with nothing to ask is counted
-  and skipped. The batches are independent, so on Ray they are shipped whole;
-- ``asker``: one structured call per pair (``TextAsker``, also the ``ShardCodec``);
-- ``commit``: the batch's personas, rejected answers and ``text_done`` rows with its calls.
-
-One job per corpus name: the command re-run over the corpus (or ``--resume CORPUS|ID``),
-``personahub resume ID`` and ``personahub.text_to_persona`` all go on with it through
-``run_job``. What the job makes (relations, per-text, reading options, language, seed,
-generation settings) is the job's; ``path`` (where the corpus file is now) and ``limit`` (how
-far into the corpus this invocation reads) are engine fields, the caller's.
+The corpus is read end to end first, so a binary, damaged or empty corpus is refused before
+anything is recorded. One job per corpus name: a re-run or resume goes on with it. ``path`` and
+``limit`` are the caller's; the rest is the job's.
 """
 
 from __future__ import annotations
@@ -69,8 +53,9 @@ __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPerso
 
 @dataclass(frozen=True, kw_only=True)
 class TextConfig(BatchFields, ModelFields, ExecutorFields):
-    """A text-to-persona job: what it makes (stored in ``jobs.config``, model spec redacted)
-    and, in ``engine`` fields, how this invocation reads and asks."""
+    """A text-to-persona job: what it makes (stored, model spec redacted) and, in ``engine`` fields,
+    how this run reads and asks.
+    """
 
     corpus: str  # the corpus name: provenance and the job's key (default: the file's name)
     relations: tuple[str, ...] = RELATIONS
@@ -122,8 +107,8 @@ class TextAsk(NamedTuple):
 
 
 class TextBatch(list[TextAsk]):
-    """A batch's pairs, and how many texts of the corpus were read when it was planned (the
-    progress a commit reports)."""
+    """A batch's pairs, and how many texts were read when it was planned (the progress it reports).
+    """
 
     def __init__(self, asks: Sequence[TextAsk], texts_read: int) -> None:
         super().__init__(asks)
@@ -131,8 +116,9 @@ class TextBatch(list[TextAsk]):
 
 
 class TextAsker:
-    """Asks who reads / writes / likes / dislikes each text of a batch: the settings only,
-    nothing of the database (what a Ray worker rebuilds). Also the batch's ``ShardCodec``."""
+    """Asks who reads / writes / likes / dislikes each text of a batch, holding nothing of the
+    database (a Ray worker rebuilds it); also the batch's ``ShardCodec``.
+    """
 
     def __init__(self, per_text: int, language: str | None, max_chars: int = MAX_CHARS) -> None:
         self.per_text = per_text
@@ -155,7 +141,7 @@ class TextAsker:
 
         return list(await asyncio.gather(*(ask_one(caller, self.ask_of(p)) for p in batch)))
 
-    # -- ShardCodec: how an answer travels from a Ray worker ------------------------------------
+    # ShardCodec: how an answer travels from a Ray worker
     def key(self, pair: TextAsk) -> str:
         return pair.key
 
@@ -189,8 +175,7 @@ def _state(ctx: JobContext[TextConfig]) -> TextState:
 
 
 def text_job_of(db: str | Path, corpus: str) -> str | None:
-    """The id of the text job over ``corpus`` in ``db`` (None: none yet, or no database): what
-    a re-run over the corpus resumes."""
+    """The id of the text job over ``corpus`` in ``db`` (what a re-run resumes); None if none."""
     from personahub.core.store import connect
 
     if not Path(db).exists():
@@ -205,7 +190,7 @@ def text_job_of(db: str | Path, corpus: str) -> str | None:
 
 class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult[Any]],
                                  TextToPersonaSummary]):
-    """``personahub personas from-text`` as a job spec (see the module doc)."""
+    """``personahub personas from-text`` as a job spec."""
 
     kind = "text_to_persona"
     resume_command = "personahub personas from-text"
@@ -278,8 +263,9 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
 
     def commit(self, ctx: JobContext[TextConfig], batch: TextBatch,
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """The batch's personas, rejected answers and ``text_done`` rows with its calls; one
-        error per pair that kept no persona (for the failure policy)."""
+        """The batch's personas, rejects and ``text_done`` rows with its calls; one error per pair that
+        kept no persona.
+        """
         config, summary = ctx.config, _state(ctx).summary
         job = JobRef(self.kind, ctx.job_id)
         errors: list[str | None] = []
@@ -339,10 +325,9 @@ def text_line(summary: TextToPersonaSummary, relations: int, db: Path) -> str:
 
 
 def _checked_corpus(corpus: Path, config: TextConfig, stats: ImportStats) -> Iterator[SourceText]:
-    """The corpus's texts, once the file is found to be text and to hold one: read end to end
-    first (a binary file, bytes not UTF-8 or a damaged gzip stream would otherwise stop the job
-    half-way, its first batches committed), then its first text taken, so an empty corpus is an
-    error before any job is recorded, not a finished job of nothing."""
+    """The corpus's texts, after reading it end to end (so a bad file fails before its first batches
+    commit) and taking its first text (so an empty corpus fails before a job is recorded).
+    """
     from personahub.core.validate import check_text_file
 
     try:

@@ -1,14 +1,8 @@
 """Write one person's persona text from their attributes with a model, kept to the attributes.
 
-``write_persona`` is the model path of ``personas sample-population`` (the offline path is
-``personas.persona_template``). It is a pure async function of the attributes and a caller, so
-the job that runs it over a population (on the job kernel) only plans people into batches and
-commits what comes back: text, call records and cache entries travel in the result.
-
-An answer is checked before it is kept (``persona_check``): the quality gate's persona rules,
-then ``personas.persona_consistency`` (no other age, sex, party, ... than the attributes). A
-rejected answer earns the seam's one fresh sample; if that is rejected too the person gets no
-text (``text`` None) and the records say why.
+A pure async function of the attributes and a caller, so the population job only batches and
+commits. An answer contradicting the attributes earns one fresh sample; if that fails too the
+person gets no text.
 """
 
 from __future__ import annotations
@@ -33,8 +27,9 @@ __all__ = ["Written", "persona_check", "write_persona"]
 
 @dataclass(frozen=True)
 class Written:
-    """What one attribute-to-persona call gave: the text (None when every answer was
-    rejected or failed), why the last answer was rejected, and the call's records."""
+    """What one call gave: the text (None when every answer was rejected or failed), why the last
+    answer was rejected, and the call's records.
+    """
 
     text: str | None
     rejected: str | None
@@ -43,8 +38,9 @@ class Written:
 
 
 def persona_check(attributes: tuple[tuple[str, str], ...], answer: Any) -> str | None:
-    """Why a written persona is not kept (None: kept). Module-level and taking the attributes
-    as a tuple, so a ``partial`` of it pickles for Ray workers."""
+    """Why a written persona is not kept (None: kept); module-level with tuple attributes so a
+    ``partial`` of it pickles for Ray workers.
+    """
     text, issue = gate_item(answer)
     if issue is not None:
         return str(issue)

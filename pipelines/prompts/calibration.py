@@ -1,19 +1,7 @@
 """The calibration prompt: one person (or nobody) and one survey question, answered as one option.
 
-``personahub calibrate`` asks each matched persona every question of a survey in one structured
-call whose answer is an enum of the options (``tasks.survey.survey_schema("choice", ...)``).
-How much of the person the prompt shows is the job's **steering** (Park et al.'s question of
-what a persona adds over demographics):
-
-- ``persona``: the persona text, as a simulation's agent sees it (the default);
-- ``attributes``: only the person's demographics, as ``- Name: label`` lines;
-- ``attributes+persona``: both;
-- ``none``: nobody: the ``no_persona`` baseline. Each of its samples names a respondent number
-  and nothing else, so that N asks are N samples (a cache, a seeded server and the offline engine
-  would otherwise answer one identical prompt N times with one answer).
-
-Sections run from the most shared to the most specific after the person (question, options,
-task), in the ``## Section`` layout of every other prompt.
+The steering says how much of the person is shown: ``persona``, ``attributes``, both, or
+``none``, whose asks name a respondent number so N asks are N samples, not one cached answer.
 """
 
 from __future__ import annotations
@@ -39,7 +27,7 @@ CALIBRATE_TASK = ("Choose the one option that is your answer to the question, wr
 
 
 def person_section(steering: str, text: str, attributes: Mapping[str, object]) -> str:
-    """What the prompt says about the person under ``steering`` (see the module doc)."""
+    """What the prompt says about the person under ``steering``."""
     if steering == "persona":
         return section("Persona", text)
     lines = attribute_lines(attributes) or "- (no demographics known)"
@@ -53,8 +41,8 @@ def person_section(steering: str, text: str, attributes: Mapping[str, object]) -
 def calibration_messages(question: str, options: Sequence[str], *, steering: str,
                          text: str = "", attributes: Mapping[str, object] | None = None,
                          respondent: int = 0) -> list[BaseMessage]:
-    """The messages asking one person (``steering`` a ``STEERINGS`` value) or, with
-    ``steering="none"``, anonymous respondent number ``respondent``, one question."""
+    """The messages asking one person, or with ``steering="none"`` respondent ``respondent``, one question.
+    """
     listed = "\n".join(f"- {option}" for option in options)
     tail = (section("Question", question) + "\n" + section("Options", listed) + "\n"
             + section("Task", CALIBRATE_TASK))
@@ -65,7 +53,7 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
     return [SystemMessage(CALIBRATE_SYSTEM), HumanMessage(head + "\n" + tail)]
 
 
-# -- elicitation methods other than one answer per persona (issue 45; pipelines/calibrate_elicit.py)
+# elicitation methods other than one answer per persona (pipelines/calibrate_elicit.py)
 DISTRIBUTION_SYSTEM = ("You are a survey researcher who knows how groups of people answer "
                        "public opinion surveys. Answer only with JSON that matches the schema.")
 DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed), give the "
@@ -75,9 +63,9 @@ DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed),
 
 def distribution_messages(question: str, options: Sequence[str], *, group: str,
                           shots: str = "", panel: str = "") -> list[BaseMessage]:
-    """The messages asking for a group's answer shares to one question (``group``: the group's
-    ``- Name: label`` lines; ``shots``: the group's answers to other questions, for few-shot;
-    ``panel``: some members' persona texts, one ``- text`` line each)."""
+    """The messages asking for a group's answer shares to one question, optionally with its answers
+    to other questions (``shots``) or some members' personas (``panel``).
+    """
     listed = "\n".join(f"- {option}" for option in options)
     body = section("Group", group) + "\n"
     if panel:
@@ -96,9 +84,9 @@ LOGPROBS_TASK = "Answer with the letter of your option only."
 
 def logprobs_messages(question: str, options: Sequence[str], *, group: str,
                       letters: Sequence[str]) -> list[BaseMessage]:
-    """The messages asking a member of a group (``group``: its ``- Name: label`` lines) for the
-    letter of their answer to one question (``--elicit logprobs``: the letters' token
-    probabilities are the answer)."""
+    """The messages asking a group member for their answer's letter; the letters' token
+    probabilities are the answer.
+    """
     listed = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options,
                                                                       strict=True))
     body = (section("Group", group) + "\n" + section("Question", question) + "\n"

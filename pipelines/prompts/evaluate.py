@@ -1,11 +1,7 @@
-"""The solvers' one structured call per test item (issue 46: ``pipelines/evaluate.py``).
+"""The solvers' one structured call per test item, and the equivalence judge's call.
 
-A solver answers a synthesized problem with a structured final answer, in one of two promptings:
-``cot`` (reasoning, then the final answer) or ``answer`` (the final answer only). The final
-answer is compared by meaning (``personahub/tasks/answer_equivalence.py``); the reasoning is
-kept as data and never executed (no program-of-thought execution). The equivalence judge
-(``--equivalence-judge``) makes one structured yes/no call per answer pair math-verify cannot
-decide (``EquivalenceVerdict``).
+A solver answers in ``cot`` (reasoning, then the answer) or ``answer`` mode; the reasoning is
+kept as data and never executed. The judge gives a yes/no on a pair math-verify cannot decide.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The judge's one structured call per item: its answer schema and its prompt.
 
-``personahub judge`` (``pipelines/judge.py``) asks a model whether an item meets its kind's criteria
-(``Task.judge_criteria`` in ``personahub/tasks/``): each criterion yes/no with a short reason, then an
-overall ``valid`` flag with a reason — the paper's "96.5% of 200 math problems valid", measured
-on any model. The schema is built per set of criteria, once (a class's schema is fixed: the seam
-and the offline engine cache by class), and the offline engine fills it deterministically.
+Each of the kind's criteria gets yes/no with a short reason, then an overall ``valid``. The
+schema class is built once per set of criteria, since the seam and the offline engine cache by
+class.
 """
 
 from __future__ import annotations
@@ -37,8 +35,7 @@ class Verdict(BaseModel):
 
 @lru_cache(maxsize=64)
 def judge_schema(names: tuple[str, ...]) -> type[BaseModel]:
-    """The answer schema for criteria ``names`` (one ``Verdict`` each, then ``valid``, ``reason``);
-    the same class for the same names."""
+    """The answer schema for criteria ``names``; the same class for the same names."""
     fields: dict[str, Any] = {name: (Verdict, Field(description=f"criterion {name}"))
                               for name in names}
     fields["valid"] = (bool, Field(description="true when the item is valid overall"))
@@ -63,8 +60,7 @@ def judge_messages(task: Task, text: str, criteria: Sequence[Criterion], *, pers
 
 
 def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict[str, Any]]:
-    """``{criterion: {"yes": bool, "reason": str}}`` of an answer (what ``judgments.criteria``
-    stores), in the criteria's order."""
+    """``{criterion: {"yes": bool, "reason": str}}`` of an answer, in the criteria's order."""
     out = {}
     for criterion in criteria:
         verdict = getattr(answer, criterion.name)

@@ -33,8 +33,8 @@ def language_clause(language: str | None) -> str:
 
 
 def prompt_text(messages: list[BaseMessage]) -> str:
-    """What a prompt shows besides its system message (the quality gate's echo rule compares a
-    persona with it)."""
+    """What a prompt shows besides its system message (the gate's echo rule compares a persona with it).
+    """
     return "\n".join(str(m.content) for m in messages if not isinstance(m, SystemMessage))
 
 

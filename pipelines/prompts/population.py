@@ -1,9 +1,5 @@
 """Attribute-to-persona: the one structured call that writes a person from their attributes.
-
-``sample-population`` draws people as attributes (age group, sex, party, ...); this call turns
-one of them into persona text, and ``personas.persona_consistency`` checks the text keeps to
-the attributes. The prompt lists the attributes by their labels (not slugs) and asks for a
-description that adds detail without changing them.
+The prompt lists the attributes by label and asks for detail that does not change them.
 """
 
 from __future__ import annotations

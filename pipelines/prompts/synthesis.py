@@ -1,8 +1,5 @@
 """Synthesis prompts: one item of a task in a prompting mode, a solution, a demo's persona.
-
-Each task's instruction is in its module under ``personahub/tasks/``; the three prompting modes
-(zero-shot, few-shot, persona-few-shot) are built by ``tasks.prompting``. Prompts use
-``## Section`` headings; the offline engine finds its context by the same headings.
+Prompts use ``## Section`` headings, by which the offline engine finds its context.
 """
 
 from __future__ import annotations
@@ -49,11 +46,7 @@ def solve_messages(problem: str) -> list[BaseMessage]:
 
 
 def demo_persona_messages(text: str) -> list[BaseMessage]:
-    """Infer the persona behind a demonstration that came without one (persona-few-shot).
-
-    Corpus-scale text-to-persona (who reads, writes, likes ... a text) is
-    ``pipelines.prompts.personas.text_to_persona_messages``.
-    """
+    """Infer the persona behind a demonstration that came without one (persona-few-shot)."""
     body = section("Text", text) + "\n" + section("Task", TEXT_TO_PERSONA_TASK)
     return [SystemMessage("You infer personas from texts. Answer only with JSON for the schema."),
             HumanMessage(body)]
@@ -70,6 +63,6 @@ def world_for_prompt(markdown: str) -> str:
     return "\n".join(lines).strip()
 
 
-# the name this function had before it was told apart from the corpus text-to-persona prompt;
-# kept for the frozen golden data (tests/agents/test_offline_golden.py), not used by the project
+# an old name kept only for the frozen golden data (tests/agents/test_offline_golden.py);
+# not used by the project
 text_to_persona_messages = demo_persona_messages
