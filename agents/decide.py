@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 DECIDE_PURPOSE = "decide"
+DECIDE_MAX_TOKENS = 120  # output limit of a decision call: an action, a target and a short reason
 NOTHING = "nothing"
 NOBODY = "nobody"
 REASON_CHARS = 300  # what is stored of the model's reason

@@ -34,13 +34,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
-from personahub.agents.decide import DECIDE_PURPOSE, Decision, decision_schema, resolve
+from personahub.agents.decide import DECIDE_MAX_TOKENS, DECIDE_PURPOSE, Decision, decision_schema, resolve
 from personahub.agents.prompts.agent import agent_messages, decision_messages
 from personahub.agents.prompts.budget import DEFAULT_BUDGET, PromptBudget
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.quality import QualityIssue
 from personahub.tasks import addressed_kinds, emission_task
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import kind_max_tokens
 
 DEFAULT_CHUNK = 128
 
@@ -135,7 +135,7 @@ async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str,
             memory=a.get("memory", []), recent=a.get("recent", []), budget=budget)
         return await llm.structured(decision_schema(tuple(options), len(people)), messages,
                                     purpose=DECIDE_PURPOSE, persona_id=a["persona_id"],
-                                    step=a.get("step"), max_tokens=default_max_tokens(DECIDE_PURPOSE))
+                                    step=a.get("step"), max_tokens=DECIDE_MAX_TOKENS)
 
     answers = await asyncio.gather(*[ask(agents[i]) for i in deliberating])
     updated = list(agents)
@@ -196,7 +196,7 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
         llm.structured(emission_task(a["kind"]).schema, prompt, purpose=a["kind"],
                        persona_id=a["persona_id"], step=a.get("step"),
                        check=emission_task(a["kind"]).gate,
-                       max_tokens=default_max_tokens(a["kind"]))
+                       max_tokens=kind_max_tokens(a["kind"]))
         for _, a, prompt in acting
     ])
     results: list[StructuredResult[Any] | None] = [None] * len(state["agents"])

@@ -133,11 +133,11 @@ def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
     from personahub.models.structured import response_format
     from personahub.tasks import emission_kinds, emission_task
-    from personahub.tasks.limits import default_max_tokens
+    from personahub.tasks.limits import kind_max_tokens
 
     EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
-    return {k: {"model": model, "max_tokens": default_max_tokens(k),
+    return {k: {"model": model, "max_tokens": kind_max_tokens(k),
                 "response_format": response_format(s, "json_schema")}
             for k, s in EMISSION_SCHEMAS.items()}
 
@@ -215,7 +215,7 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
     from personahub.core.loop import run
     from personahub.models.client import LLMSettings, make_client
     from personahub.tasks import emission_kinds, emission_task
-    from personahub.tasks.limits import default_max_tokens
+    from personahub.tasks.limits import kind_max_tokens
 
     EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
@@ -232,7 +232,7 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
         async def one(item: Any) -> None:
             kind, messages = item
             result = await client.structured(EMISSION_SCHEMAS[kind], messages, purpose=kind,
-                                             max_tokens=default_max_tokens(kind))
+                                             max_tokens=kind_max_tokens(kind))
             assert result.value is not None, result
 
         # the seam applies ``concurrency`` itself; the outer semaphore only mirrors the others

@@ -123,7 +123,7 @@ def spill_cost(calls: int, repeat: int) -> None:
     from personahub.core.contracts import CallRecord
     from personahub.models.client import LLMClient, LLMSettings
     from personahub.tasks import emission_kinds, emission_task
-    from personahub.tasks.limits import default_max_tokens
+    from personahub.tasks.limits import kind_max_tokens
 
     EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
@@ -135,7 +135,7 @@ def spill_cost(calls: int, repeat: int) -> None:
             await asyncio.gather(*[
                 client.structured(EMISSION_SCHEMAS[inputs[i]["kind"]], prompts[i],
                                   purpose=inputs[i]["kind"], persona_id=inputs[i]["persona_id"],
-                                  step=2, max_tokens=default_max_tokens(inputs[i]["kind"]))
+                                  step=2, max_tokens=kind_max_tokens(inputs[i]["kind"]))
                 for i in range(start, min(start + DEFAULT_CHUNK, calls))])
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,7 +31,7 @@ from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.offline import OfflineEngine, to_openai_dicts
 from personahub.tasks import addressed_kinds, emission_kinds, emission_task
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import kind_max_tokens
 
 EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 ADDRESSED_KINDS = addressed_kinds()
@@ -84,7 +84,7 @@ async def structured_all(inputs: list[AgentInput], prompts: list[Any]) -> int:
         results = await asyncio.gather(*[
             client.structured(EMISSION_SCHEMAS[inputs[i]["kind"]], prompts[i], purpose=inputs[i]["kind"],
                               persona_id=inputs[i]["persona_id"], step=2,
-                              max_tokens=default_max_tokens(inputs[i]["kind"])) for i in chunk])
+                              max_tokens=kind_max_tokens(inputs[i]["kind"])) for i in chunk])
         ok += sum(r.value is not None for r in results)
     return ok
 

@@ -52,20 +52,19 @@ def _persona_key_schema(count: int) -> type[BaseModel]:
 def _asks(which: str, variant: str) -> list[tuple[list[dict[str, str]], type[BaseModel], str, int]]:
     """(messages, bounded schema, list key, max_tokens) for one seed of ``which``."""
     from personahub.models.bounds import bounded
-    from personahub.personas.expand import related_personas_schema
-    from personahub.personas.text_to_persona import text_personas_schema
+    from personahub.personas.expand import EXPAND_MAX_TOKENS, related_personas_schema
+    from personahub.personas.text_to_persona import TEXT_TO_PERSONA_MAX_TOKENS, text_personas_schema
     from personahub.pipelines.prompts.personas import expand_messages, text_to_persona_messages
-    from personahub.tasks.limits import default_max_tokens
     from tests.conftest import persona_texts
 
     def wire(messages: list[Any]) -> list[dict[str, str]]:
         return [{"role": ROLES[m.type], "content": str(m.content)} for m in messages]
 
     if which == "t2p":
-        budget = default_max_tokens("text-to-persona")
+        budget = TEXT_TO_PERSONA_MAX_TOKENS
         return [(wire(text_to_persona_messages(t, "read", 1)),
                  bounded(text_personas_schema(1), budget), "personas", budget) for t in TEXTS]
-    budget = default_max_tokens("expand")
+    budget = EXPAND_MAX_TOKENS
     schema = _persona_key_schema(2) if variant == "persona-key" else related_personas_schema(2)
     return [(wire(expand_messages(p, 2)), bounded(schema, budget), "people", budget)
             for p in persona_texts(4)]

@@ -54,13 +54,13 @@ def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
 
 async def _personahub(spec: str, requests: list, concurrency: int) -> tuple[float, int, list[int]]:
     from personahub.models.client import LLMClient, LLMSettings
-    from personahub.tasks.limits import default_max_tokens
+    from personahub.tasks.limits import kind_max_tokens
 
     client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, temperature=0.0,
                                    timeout_s=600))
     started = time.perf_counter()
     results = await asyncio.gather(*[client.structured(schema, messages, purpose=kind,
-                                                       max_tokens=default_max_tokens(kind))
+                                                       max_tokens=kind_max_tokens(kind))
                                      for kind, schema, messages, _ in requests])
     wall = time.perf_counter() - started
     oks = [r.records[-1] for r in results if r.records]
@@ -72,7 +72,7 @@ async def _plain(base: str, model: str, requests: list, concurrency: int) -> tup
     from langchain_core.messages import convert_to_openai_messages
     from openai import AsyncOpenAI
 
-    from personahub.tasks.limits import default_max_tokens
+    from personahub.tasks.limits import kind_max_tokens
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)
@@ -81,7 +81,7 @@ async def _plain(base: str, model: str, requests: list, concurrency: int) -> tup
         async with gate:
             return await client.chat.completions.create(
                 model=model, messages=convert_to_openai_messages(messages), temperature=0.0,
-                max_tokens=default_max_tokens(kind),
+                max_tokens=kind_max_tokens(kind),
                 response_format={"type": "json_object", "schema": schema.model_json_schema()})
 
     started = time.perf_counter()

@@ -41,6 +41,10 @@ from personahub.personas.store import fetch_personas, live_persona_texts, upsert
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
 ASKS_PER_ROUND = 2
+# Output limit of an expansion call (and of a link call, pipelines/expand_batch.py): persona fields
+# are bounded at one character a token (a small model's runaway: see RelatedPersona), so this
+# leaves room for the worst case at the default fanout
+EXPAND_MAX_TOKENS = 800
 
 
 class ExpansionIncomplete(PersonahubError):

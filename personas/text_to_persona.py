@@ -34,6 +34,9 @@ RELATIONS: tuple[str, ...] = ("read", "write", "like", "dislike")
 TEXT_FIELDS = ("text", "content", "body", "document")
 SPLITS = ("paragraph", "line")
 MAX_CHARS = 6000
+# Output limit of a text-to-persona call: persona fields are bounded at one character a token (a
+# small model's runaway: see personas/expand.py), so this leaves room for the worst case per text
+TEXT_TO_PERSONA_MAX_TOKENS = 400
 
 
 class TextPersona(BaseModel):

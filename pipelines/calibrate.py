@@ -86,8 +86,7 @@ from personahub.pipelines.prompts.calibration import (
 from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
-from personahub.tasks.limits import default_max_tokens
-from personahub.tasks.survey import survey_schema
+from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
 __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
            "CalibrationSummary"]
@@ -209,7 +208,7 @@ class CalibrationAsker:
             shots=self.shots.get(f"{ask.steering}\x1f{ask.respondent}", ""),
             panel=self.panels.get(ask.respondent, "") if ask.steering == DISTRIBUTION_PANEL
             else "")
-        limit = default_max_tokens(CALIBRATE_PURPOSE) + 16 * len(options)
+        limit = SURVEY_MAX_TOKENS + 16 * len(options)
         result = await caller.structured(distribution_schema(options), messages,
                                          purpose=f"{CALIBRATE_PURPOSE}-{ask.steering}",
                                          check=check_shares, max_tokens=limit)
@@ -253,7 +252,7 @@ class CalibrationAsker:
                                             attributes=attributes)
         result = await caller.structured(survey_schema("choice", options), messages,
                                          purpose=CALIBRATE_PURPOSE, persona_id=ask.persona_id,
-                                         max_tokens=default_max_tokens(CALIBRATE_PURPOSE))
+                                         max_tokens=SURVEY_MAX_TOKENS)
         if result.value is None:
             return Answer(ask, None, None, result)
         value = result.value.model_dump()

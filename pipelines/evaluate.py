@@ -46,7 +46,9 @@ from personahub.pipelines.evaluate_scores import (
     solver_answers,
 )
 from personahub.pipelines.prompts.evaluate import (
+    EQUIVALENCE_MAX_TOKENS,
     EQUIVALENCE_PURPOSE,
+    SOLVE_MAX_TOKENS,
     SOLVE_MODES,
     SOLVE_PURPOSE,
     EquivalenceVerdict,
@@ -61,7 +63,6 @@ from personahub.pipelines.provider_batch_jobs import (
     batching_caller,
 )
 from personahub.tasks.answer_equivalence import equivalent
-from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
            "SplitSummary", "agreement_matrix", "answer_name", "eval_id_for", "evaluation_id_for",
@@ -265,7 +266,7 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     async def one(item: HeldOutItem, k: int) -> StructuredResult[Any]:
         return await caller.structured(schema, solve_messages(item.text, mode),
                                        purpose=SOLVE_PURPOSE, sample=k,
-                                       max_tokens=default_max_tokens(SOLVE_PURPOSE))
+                                       max_tokens=SOLVE_MAX_TOKENS)
 
     job = JobRef(EVAL_KIND, eval_id)  # not part of a run: run_id stays NULL
     for start in range(0, len(todo), batch_size):  # a batch's answers and calls commit together
@@ -598,12 +599,12 @@ class EvalAsker:
             return list(await asyncio.gather(*(
                 client.structured(EquivalenceVerdict, equivalence_messages(ask.text, ask.other),
                                   purpose=EQUIVALENCE_PURPOSE,
-                                  max_tokens=default_max_tokens(EQUIVALENCE_PURPOSE))
+                                  max_tokens=EQUIVALENCE_MAX_TOKENS)
                 for ask in batch)))
         return list(await asyncio.gather(*(
             client.structured(solve_schema(ask.mode), solve_messages(ask.text, ask.mode),
                               purpose=SOLVE_PURPOSE, sample=ask.sample,
-                              max_tokens=default_max_tokens(SOLVE_PURPOSE))
+                              max_tokens=SOLVE_MAX_TOKENS)
             for ask in batch)))
 
 

@@ -13,7 +13,7 @@ import duckdb
 from personahub.core.contracts import StructuredCaller
 from personahub.core.failures import call_error
 from personahub.personas.asks import Ask, Asks, local_asks
-from personahub.personas.expand import Linking, related_personas_schema
+from personahub.personas.expand import EXPAND_MAX_TOKENS, Linking, related_personas_schema
 from personahub.personas.graph import Relation
 from personahub.personas.link_merge import apply_merges, merge_rows, resolve
 from personahub.personas.linking import (
@@ -29,7 +29,6 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import gate_answer, gate_item, rejected_row
 from personahub.personas.record import Persona
 from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
-from personahub.tasks.limits import default_max_tokens
 
 
 @dataclass
@@ -61,7 +60,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
     results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
                               purpose="expand", persona_id=p.persona_id,
-                              max_tokens=default_max_tokens("expand"),
+                              max_tokens=EXPAND_MAX_TOKENS,
                               check=partial(gate_answer, "people", language,
                                             shown=prompt_text(shown[p.persona_id])))
                           for p in parents])
@@ -178,7 +177,7 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
         link_messages(child.text, str(child.attributes.get("relation", "")), parent.text,
                       [texts[c] for c in candidates]),
         purpose=LINK_PURPOSE, persona_id=child.persona_id,
-        max_tokens=default_max_tokens(LINK_PURPOSE))
+        max_tokens=EXPAND_MAX_TOKENS)
         for _, parent, child, candidates in order]) if order else []
     edges: list[Relation] = []
     said_same: dict[str, str] = {}

@@ -50,9 +50,9 @@ from personahub.sim.store import (
     steps_done,
 )
 from personahub.tasks.interview import InterviewAnswer
-from personahub.tasks.limits import default_max_tokens
 
 PURPOSE = "interview"
+INTERVIEW_MAX_TOKENS = 240  # output limit of an interview answer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,7 +264,7 @@ async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredRe
     """
     return list(await asyncio.gather(*[
         client.structured(InterviewAnswer, prompt, purpose=PURPOSE, persona_id=agent.persona_id,
-                          max_tokens=default_max_tokens(PURPOSE))
+                          max_tokens=INTERVIEW_MAX_TOKENS)
         for agent, prompt in zip(prepared.agents, prepared.prompts, strict=True)]))
 
 
@@ -351,7 +351,7 @@ class InterviewAsker:
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
         return list(await asyncio.gather(*[
             caller.structured(InterviewAnswer, self.prompts[agent_id], purpose=PURPOSE,
-                              persona_id=persona_id, max_tokens=default_max_tokens(PURPOSE))
+                              persona_id=persona_id, max_tokens=INTERVIEW_MAX_TOKENS)
             for agent_id, persona_id in batch]))
 
     # ShardCodec: how an answer travels from a Ray worker

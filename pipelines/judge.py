@@ -33,12 +33,18 @@ from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
-from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
+from personahub.pipelines.prompts.judge import (
+    JUDGE_MAX_TOKENS,
+    JUDGE_PURPOSE,
+    judge_messages,
+    judge_schema,
+    overall,
+    verdicts,
+)
 from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks import Criterion, Task, stored_task
-from personahub.tasks.limits import default_max_tokens
 
 # what makes two judges the same judge (its id): the target, the items drawn, the model asked
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -227,7 +233,7 @@ class JudgeAsker:
         messages = judge_messages(task, item.text, criteria, persona=item.persona,
                                   solution=item.solution, world=self.world)
         result = await caller.structured(schema, messages, purpose=JUDGE_PURPOSE,
-                                         max_tokens=default_max_tokens(JUDGE_PURPOSE))
+                                         max_tokens=JUDGE_MAX_TOKENS)
         if result.value is None:
             return Judgment(item, None, result)
         what, target = self.config.target

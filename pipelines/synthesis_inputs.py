@@ -23,9 +23,9 @@ from personahub.personas.importers import iter_personas, seed_file
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw
 from personahub.personas.store import fetch_personas, persona_count, upsert_personas
+from personahub.personas.text_to_persona import TEXT_TO_PERSONA_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import demo_persona_messages, world_for_prompt
 from personahub.tasks import synthesis_task
-from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.shipped_demos import builtin_text, is_builtin
 from personahub.tasks.synthesis_schemas import InferredPersona
 
@@ -100,7 +100,7 @@ async def infer_personas(client: StructuredCaller,
             return demo, None
         result = await client.structured(InferredPersona, demo_persona_messages(demo.text),
                                          purpose="text_to_persona",
-                                         max_tokens=default_max_tokens("text_to_persona"))
+                                         max_tokens=TEXT_TO_PERSONA_MAX_TOKENS)
         if result.value is None:
             raise PersonahubError("--examples: text-to-persona failed for a demonstration "
                                   f"starting {demo.text[:40]!r}; give it a 'persona'")

@@ -50,6 +50,7 @@ from personahub.personas.quality import QualityIssue, rejected_row, rejection_li
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
+from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
@@ -65,7 +66,7 @@ from personahub.pipelines.synthesis_inputs import (
     store_selection,
 )
 from personahub.tasks import synthesis_task, tasks
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import synthesis_max_tokens
 from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
 
@@ -245,7 +246,7 @@ class SynthesisAsker:
         drawn: dict[str, Any] = {"sample": sample_seed(k)} if k else {}  # sample 0: no sample field
         result = await caller.structured(self.schema, messages, purpose=f"synth:{opts.task}",
                                          persona_id=persona.persona_id, check=self.task.gate,
-                                         max_tokens=default_max_tokens(f"synth:{opts.task}"),
+                                         max_tokens=synthesis_max_tokens(opts.task),
                                          **drawn)
         if result.value is None:
             return Answer(persona, None, calls=(result,), sample=k)
@@ -257,7 +258,7 @@ class SynthesisAsker:
             return Answer(persona, content, calls=(result,), sample=k)
         solved = await caller.structured(Solution, solve_messages(self.task.text(content)),
                                          purpose=f"solve:{opts.task}", persona_id=persona.persona_id,
-                                         max_tokens=default_max_tokens(f"solve:{opts.task}"),
+                                         max_tokens=SOLVE_MAX_TOKENS,
                                          **drawn)
         solution = solved.value.model_dump() if solved.value is not None else None
         return Answer(persona, content, solution, calls=(result, solved), sample=k)

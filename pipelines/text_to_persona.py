@@ -33,6 +33,7 @@ from personahub.personas.text_to_persona import (
     MAX_CHARS,
     RELATIONS,
     SPLITS,
+    TEXT_TO_PERSONA_MAX_TOKENS,
     SourceText,
     TextToPersonaSummary,
     done_pairs,
@@ -45,7 +46,6 @@ from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
-from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
            "text_job_of"]
@@ -131,7 +131,7 @@ class TextAsker:
                    text_to_persona_messages(pair.text[:self.max_chars], pair.relation,
                                             self.per_text, language=self.language),
                    purpose=f"text-to-persona:{pair.relation}", key=pair.key,
-                   max_tokens=default_max_tokens(f"text-to-persona:{pair.relation}"),
+                   max_tokens=TEXT_TO_PERSONA_MAX_TOKENS,
                    check=partial(gate_answer, "personas", self.language))
 
     async def run_batch(self, batch: Sequence[TextAsk],

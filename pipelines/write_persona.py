@@ -16,11 +16,11 @@ from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller
 from personahub.personas.persona_consistency import check_persona_text
 from personahub.personas.quality import gate_item
 from personahub.pipelines.prompts.population import (
+    WRITE_PERSONA_MAX_TOKENS,
     WRITE_PERSONA_PURPOSE,
     WrittenPersona,
     write_persona_messages,
 )
-from personahub.tasks.limits import default_max_tokens
 
 __all__ = ["Written", "persona_check", "write_persona"]
 
@@ -58,7 +58,7 @@ async def write_persona(attributes: Mapping[str, object], caller: StructuredCall
     check = partial(persona_check, _frozen(attributes))
     result = await caller.structured(WrittenPersona, write_persona_messages(attributes),
                                      purpose=WRITE_PERSONA_PURPOSE, persona_id=persona_id,
-                                     check=check, max_tokens=default_max_tokens(WRITE_PERSONA_PURPOSE))
+                                     check=check, max_tokens=WRITE_PERSONA_MAX_TOKENS)
     text: str | None = None
     rejected: str | None = None
     if result.value is not None:

@@ -16,10 +16,10 @@ from personahub.agents.prompts.agent import reflection_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.sim.memory import AgentMemory
-from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.reflection import Reflection
 
 PURPOSE = "reflection"
+REFLECTION_MAX_TOKENS = 200  # output limit of a reflection: two or three sentences
 
 
 async def reflect(llm: StructuredCaller, memory: AgentMemory, *, persona: str, persona_id: str,
@@ -28,7 +28,7 @@ async def reflect(llm: StructuredCaller, memory: AgentMemory, *, persona: str, p
     messages = reflection_messages(persona=persona, summary=memory.summary_lines(),
                                    memory=memory.reflection_material(step + 1), budget=budget)
     return await llm.structured(Reflection, messages, purpose=PURPOSE, persona_id=persona_id,
-                                step=step, max_tokens=default_max_tokens(PURPOSE))
+                                step=step, max_tokens=REFLECTION_MAX_TOKENS)
 
 
 def apply_reflection(memory: AgentMemory, step: int, result: StructuredResult[Any]) -> str | None:

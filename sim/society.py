@@ -64,8 +64,8 @@ from personahub.sim.scenario import (
     Survey,
 )
 from personahub.tasks import addressed_kinds, emission_task
-from personahub.tasks.limits import default_max_tokens
 from personahub.tasks.survey import (
+    SURVEY_MAX_TOKENS,
     normalised_shares,
     share_schema,
     survey_schema,
@@ -648,7 +648,7 @@ class SocietyModel(mesa.Model):
         return await self.llm.structured(
             share_schema(survey.answer, survey.options, survey.low, survey.high), messages,
             purpose="survey_archetype", persona_id=representative.persona_id, step=step,
-            max_tokens=default_max_tokens("survey"))
+            max_tokens=SURVEY_MAX_TOKENS)
 
     def _sampled(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                  group: list[int]) -> list[SocietyAgent]:
@@ -736,7 +736,7 @@ class SocietyModel(mesa.Model):
         )
         return await self.llm.structured(schema, messages, purpose=purpose,
                                          persona_id=agent.persona_id, step=step,
-                                         max_tokens=default_max_tokens("survey"))
+                                         max_tokens=SURVEY_MAX_TOKENS)
 
     def _intervene(self, step: int, result: StepResult) -> None:
         for index, x in self.scenario.interventions_at(step):

@@ -110,9 +110,14 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
 # The rooms below the tasks room know no kinds or purposes (issue 43): a call carries its own
 # max_tokens, and ``purpose`` is a label they record, never read.
 UNAWARE = ("personahub/core", "personahub/models", "personahub/executors")
-# the purposes the model layer's old limit table named (now ``personahub.tasks.limits``)
+# the purposes the old per-purpose limit tables named (the model layer's, then
+# ``personahub.tasks.limits``'s): each caller now states its own limit beside its purpose
 PURPOSES = frozenset({"survey", "reflection", "decide", "interview", "expand", "text-to-persona",
-                      "text_to_persona", "write_persona", "solve", "judge", "synth"})
+                      "text_to_persona", "write_persona", "solve", "judge", "synth",
+                      "equivalence"})
+# The tasks room knows its own kinds (and survey, a task there) but no purpose of a room above it.
+TASKS_ROOM = "personahub/tasks"
+TASKS_OWN = frozenset({"survey"})
 # the same words where they name something else: the offline engine reads prompt headings and
 # JSON keys
 NOT_KINDS = frozenset({("personahub/models/offline_text.py", "conversation"),
@@ -148,13 +153,19 @@ def kind_names() -> frozenset[str]:
 
 def test_no_room_below_the_tasks_names_a_kind_or_purpose() -> None:
     """No module of core, models or executors holds a kind's name or a purpose as a string
-    (docstrings aside): the model layer is told each call's limit, it does not look it up."""
+    (docstrings aside): the model layer is told each call's limit, it does not look it up. The
+    tasks room holds no purpose of a room above it either (no per-purpose limit table)."""
     names = kind_names()
     found = [f"{path.relative_to(ROOT).as_posix()}:{line} {text!r}"
              for path in sources() if path.relative_to(ROOT).as_posix().startswith(UNAWARE)
              for line, text in kind_literals(parsed(path), names)
              if (path.relative_to(ROOT).as_posix(), text) not in NOT_KINDS]
     assert not found, f"kind or purpose literals below the tasks room (issue 43): {found}"
+    foreign = PURPOSES - TASKS_OWN
+    found = [f"{path.relative_to(ROOT).as_posix()}:{line} {text!r}"
+             for path in sources() if path.relative_to(ROOT).as_posix().startswith(TASKS_ROOM)
+             for line, text in kind_literals(parsed(path), foreign)]
+    assert not found, f"purposes of the rooms above in the tasks room (issue 43): {found}"
 
 
 def test_the_kind_check_sees_a_purpose_literal_and_skips_docstrings() -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, create_model
 
+SURVEY_MAX_TOKENS = 160  # output limit of a survey answer: an answer and a one-sentence reason
 SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey honestly. "
                  "Answer only with JSON that matches the schema.")
 

@@ -15,7 +15,7 @@ from personahub.pipelines.prompts.population import attribute_lines
 
 STEERINGS = ("persona", "attributes", "attributes+persona")
 NO_PERSONA = "none"
-CALIBRATE_PURPOSE = "survey:calibrate"  # the survey output limit (personahub/tasks/limits.py)
+CALIBRATE_PURPOSE = "survey:calibrate"  # the survey output limit (SURVEY_MAX_TOKENS)
 
 CALIBRATE_SYSTEM = ("You are the person described under Persona, answering a public opinion "
                     "survey honestly, as that person would. Answer only with JSON that matches "

@@ -12,6 +12,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 SOLVE_PURPOSE = "solve"
+SOLVE_MAX_TOKENS = 600  # output limit of a solve call (a short worked solution and a final answer)
 SolveMode = Literal["cot", "answer"]
 SOLVE_MODES: tuple[SolveMode, ...] = ("cot", "answer")
 SOLVE_SYSTEM = ("You solve problems carefully. Answer only with JSON for the schema. The final "
@@ -47,6 +48,7 @@ def solve_messages(problem: str, mode: SolveMode) -> list[BaseMessage]:
 
 
 EQUIVALENCE_PURPOSE = "equivalence"
+EQUIVALENCE_MAX_TOKENS = 60  # a yes/no on two final answers
 EQUIVALENCE_SYSTEM = ("You compare two final answers to the same math problem. Answer only with "
                       "JSON for the schema: equal is true when they state the same value or "
                       "result, however written, and false otherwise.")

@@ -18,6 +18,7 @@ from personahub.core.sections import section
 from personahub.tasks.base import Criterion, Task
 
 JUDGE_PURPOSE = "judge"
+JUDGE_MAX_TOKENS = 400  # a verdict and a one-sentence reason per criterion (the prompt below)
 JUDGE_SYSTEM = ("You judge the quality of synthetic data items strictly and briefly. Answer only "
                 "with JSON for the schema.")
 JUDGE_TASK = ("Judge the item above against each criterion: answer yes (true) or no (false) with a "

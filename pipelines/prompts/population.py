@@ -13,6 +13,7 @@ from personahub.core.sections import section
 from personahub.personas.demographics import KEYS, label
 
 WRITE_PERSONA_PURPOSE = "write_persona"
+WRITE_PERSONA_MAX_TOKENS = 240  # two or three sentences about one person (the prompt below)
 WRITTEN_MAX_CHARS = 450  # two or three sentences; under the quality gate's 600
 
 WRITE_PERSONA_SYSTEM = (

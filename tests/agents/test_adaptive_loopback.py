@@ -16,7 +16,7 @@ from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.settings import EndpointFailing
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.survey import SURVEY_MAX_TOKENS
 from tests.cli_helpers import invoke
 
 
@@ -36,7 +36,7 @@ def _ask(client: LLMClient, calls: int, workers: int) -> list[int]:
                 i = pending.pop()
                 try:
                     await client.structured(_Reply, [("user", f"say hello {i}")], purpose="survey",
-                                            max_tokens=default_max_tokens("survey"))
+                                            max_tokens=SURVEY_MAX_TOKENS)
                 except EndpointFailing:  # max_retries=0: the first 429 spends a call's budget
                     pass
                 seen.append(client.concurrency_report()["final"])

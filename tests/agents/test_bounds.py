@@ -12,7 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ValidationError
 
-from personahub.agents.decide import decision_schema
+from personahub.agents.decide import DECIDE_MAX_TOKENS, decision_schema
 from personahub.models.bounds import (
     MIN_STRING_CHARS,
     bounded,
@@ -23,15 +23,18 @@ from personahub.models.bounds import (
 )
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.offline import resolve_node
-from personahub.personas.expand import related_personas_schema
+from personahub.personas.expand import EXPAND_MAX_TOKENS, related_personas_schema
 from personahub.personas.linking import link_schema
-from personahub.personas.text_to_persona import text_personas_schema
-from personahub.pipelines.prompts.judge import judge_schema
+from personahub.personas.text_to_persona import TEXT_TO_PERSONA_MAX_TOKENS, text_personas_schema
+from personahub.pipelines.interview import INTERVIEW_MAX_TOKENS
+from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
+from personahub.pipelines.prompts.judge import JUDGE_MAX_TOKENS, judge_schema
+from personahub.sim.reflection import REFLECTION_MAX_TOKENS
 from personahub.tasks import tasks
 from personahub.tasks.interview import InterviewAnswer
-from personahub.tasks.limits import DEFAULT_MAX_TOKENS, default_max_tokens
+from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
 from personahub.tasks.reflection import Reflection
-from personahub.tasks.survey import survey_schema
+from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 from personahub.tasks.synthesis_schemas import InferredPersona, Solution
 from personahub.tasks.tool_spec import ToolSpec
 
@@ -41,23 +44,23 @@ def _asked_schemas() -> list[tuple[str, type[BaseModel], int]]:
     out: list[tuple[str, type[BaseModel], int]] = []
     for task in tasks():
         if task.emission is not None:
-            out.append((task.name, task.schema, default_max_tokens(task.name)))
+            out.append((task.name, task.schema, kind_max_tokens(task.name)))
         if task.synthesis is not None:
-            budget = default_max_tokens(f"synth:{task.name}")
+            budget = synthesis_max_tokens(task.name)
             out.append((f"synth:{task.name}", task.synthesis_schema(), budget))
             out.append((f"synth:{task.name}+", task.synthesis_schema(with_assistant=True), budget))
     out += [
-        ("solve", Solution, DEFAULT_MAX_TOKENS["solve"]),
-        ("interview", InterviewAnswer, DEFAULT_MAX_TOKENS["interview"]),
-        ("reflection", Reflection, DEFAULT_MAX_TOKENS["reflection"]),
-        ("text-to-persona", InferredPersona, DEFAULT_MAX_TOKENS["text-to-persona"]),
-        ("from-text", text_personas_schema(3), DEFAULT_MAX_TOKENS["text-to-persona"]),
-        ("expand", related_personas_schema(5), DEFAULT_MAX_TOKENS["expand"]),
-        ("link", link_schema(4), DEFAULT_MAX_TOKENS["expand"]),
-        ("judge", judge_schema(("coherent", "persona_fit", "answerable")), DEFAULT_MAX_TOKENS["judge"]),
-        ("decide", decision_schema(("post", "reply to a message"), 3), DEFAULT_MAX_TOKENS["decide"]),
-        ("survey-text", survey_schema("text"), DEFAULT_MAX_TOKENS["survey"]),
-        ("survey-choice", survey_schema("choice", ("yes", "no", "unsure")), DEFAULT_MAX_TOKENS["survey"]),
+        ("solve", Solution, SOLVE_MAX_TOKENS),
+        ("interview", InterviewAnswer, INTERVIEW_MAX_TOKENS),
+        ("reflection", Reflection, REFLECTION_MAX_TOKENS),
+        ("text-to-persona", InferredPersona, TEXT_TO_PERSONA_MAX_TOKENS),
+        ("from-text", text_personas_schema(3), TEXT_TO_PERSONA_MAX_TOKENS),
+        ("expand", related_personas_schema(5), EXPAND_MAX_TOKENS),
+        ("link", link_schema(4), EXPAND_MAX_TOKENS),
+        ("judge", judge_schema(("coherent", "persona_fit", "answerable")), JUDGE_MAX_TOKENS),
+        ("decide", decision_schema(("post", "reply to a message"), 3), DECIDE_MAX_TOKENS),
+        ("survey-text", survey_schema("text"), SURVEY_MAX_TOKENS),
+        ("survey-choice", survey_schema("choice", ("yes", "no", "unsure")), SURVEY_MAX_TOKENS),
     ]
     return out
 
@@ -132,12 +135,12 @@ def test_client_asks_with_the_effective_max_tokens() -> None:
         client = LLMClient(LLMSettings(spec="offline", max_tokens=max_tokens))
         result = asyncio.run(client.structured(ToolSpec, [HumanMessage("A harbour master")],
                                                purpose="synth:tool",
-                                               max_tokens=default_max_tokens("synth:tool")))
+                                               max_tokens=synthesis_max_tokens("tool")))
         assert result.value is not None and type(result.value) is ToolSpec
         seen[result.records[-1].max_tokens] = result.value
-    assert set(seen) == {default_max_tokens("synth:tool"), 90}
+    assert set(seen) == {synthesis_max_tokens("tool"), 90}
     limit = bounded(ToolSpec, 90).model_json_schema()["properties"]["description"]["maxLength"]
-    assert len(seen[90].description) <= limit < len(seen[default_max_tokens("synth:tool")].description)
+    assert len(seen[90].description) <= limit < len(seen[synthesis_max_tokens("tool")].description)
 
 
 def test_json_object_mode_keeps_string_bounds_within_what_llama_cpp_python_can_parse() -> None:
@@ -170,8 +173,7 @@ def test_a_problem_of_nothing_but_digits_still_closes_in_time(task: str) -> None
     keep the larger bound of ``CHARS_PER_TOKEN``."""
     from personahub.tasks import synthesis_task
 
-    for purpose in (f"synth:{task}", task):
-        budget = default_max_tokens(purpose)
+    for purpose, budget in ((f"synth:{task}", synthesis_max_tokens(task)), (task, kind_max_tokens(task))):
         props = bounded(synthesis_task(task).synthesis_schema(), budget).model_json_schema()[
             "properties"]
         # the facts and the question: each of nothing but digits, as long as its bound allows
@@ -185,19 +187,18 @@ def test_a_problem_of_nothing_but_digits_still_closes_in_time(task: str) -> None
     assert prose["properties"]["instruction"]["maxLength"] > 2 * bound * 0.9
 
 
-@pytest.mark.parametrize(("name", "schema", "purpose"), [
-    ("from-text", text_personas_schema(1), "text-to-persona"),
-    ("from-text x3", text_personas_schema(3), "text-to-persona"),
-    ("expand", related_personas_schema(2), "expand"),
-    ("expand x3", related_personas_schema(3), "expand"),
+@pytest.mark.parametrize(("name", "schema", "budget"), [
+    ("from-text", text_personas_schema(1), TEXT_TO_PERSONA_MAX_TOKENS),
+    ("from-text x3", text_personas_schema(3), TEXT_TO_PERSONA_MAX_TOKENS),
+    ("expand", related_personas_schema(2), EXPAND_MAX_TOKENS),
+    ("expand x3", related_personas_schema(3), EXPAND_MAX_TOKENS),
 ])
 def test_a_persona_answer_of_one_character_tokens_still_closes_in_time(
-        name: str, schema: type[BaseModel], purpose: str) -> None:
+        name: str, schema: type[BaseModel], budget: int) -> None:
     """SmolLM2 on llama-server ran expansion personas away in one-character tokens
     ("A_JM_N_N_C_M_G…", "MALADES-2019-10-20_…") and was cut off at max_tokens: persona and
     relation fields are bounded at one character a token, so the fullest answer, every character
     a token and the JSON around it too, fits the purpose's default budget."""
-    budget = default_max_tokens(purpose)
     json_schema = bounded(schema, budget).model_json_schema()
     fullest = json.dumps(_fullest(json_schema, json_schema))
     assert len(fullest) <= budget, (name, len(fullest), budget)

@@ -14,7 +14,7 @@ import pytest
 from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.tasks.instruction import Instruction
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import kind_max_tokens
 
 SECRET = "sk-test-very-secret-value"
 
@@ -61,7 +61,7 @@ def call(spec: str) -> None:
     client = LLMClient(LLMSettings(spec=spec, structured="json_schema"))
     result = asyncio.run(client.structured(
         Instruction, agent_messages(persona="A ferry pilot", kind="instruction"), purpose="instruction",
-        max_tokens=default_max_tokens("instruction")))
+        max_tokens=kind_max_tokens("instruction")))
     assert result.value is not None
 
 

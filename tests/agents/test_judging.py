@@ -9,10 +9,16 @@ import pytest
 from pydantic import BaseModel
 
 from personahub.models.client import LLMSettings, make_client
-from personahub.pipelines.prompts.judge import JUDGE_PURPOSE, judge_messages, judge_schema, overall, verdicts
+from personahub.pipelines.prompts.judge import (
+    JUDGE_MAX_TOKENS,
+    JUDGE_PURPOSE,
+    judge_messages,
+    judge_schema,
+    overall,
+    verdicts,
+)
 from personahub.tasks import Criterion, Task, get, register, tasks, unregister
 from personahub.tasks.base import DEFAULT_CRITERIA
-from personahub.tasks.limits import default_max_tokens
 
 
 def test_every_kind_states_usable_criteria():
@@ -45,7 +51,7 @@ def test_schema_is_one_class_per_criteria_and_the_offline_answer_is_deterministi
     def ask(seed: int):
         client = make_client(LLMSettings(seed=seed))
         return asyncio.run(client.structured(schema, messages, purpose=JUDGE_PURPOSE,
-                                               max_tokens=default_max_tokens(JUDGE_PURPOSE)))
+                                               max_tokens=JUDGE_MAX_TOKENS))
 
     first, again = ask(1), ask(1)
     assert first.value is not None and first.value == again.value

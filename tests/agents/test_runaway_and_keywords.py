@@ -27,7 +27,7 @@ from personahub.models.structured import (
     strip_keywords,
     stripped_of,
 )
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import synthesis_max_tokens
 from personahub.tasks.tool_spec import ToolSpec
 from tests.synth_helpers import run_default_scenario
 
@@ -80,7 +80,7 @@ def test_through_the_client_seam_unbounded_is_cut_and_bounded_is_kept() -> None:
         loose = asyncio.run(client.uncached.call(
             CallRequest(ToolSpec, messages, "synth:tool", BUDGET)))  # the schema as it was
         kept = asyncio.run(client.structured(ToolSpec, messages, purpose="synth:tool",
-                                             max_tokens=default_max_tokens("synth:tool")))
+                                             max_tokens=synthesis_max_tokens("tool")))
     assert loose.truncated and check_answer(ToolSpec, loose.raw or "", truncated=True).value is None
     assert kept.value is not None and kept.last.status == "ok" and kept.last.finish_reason == "stop"
 

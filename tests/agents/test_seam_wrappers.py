@@ -32,7 +32,7 @@ from personahub.models.seam_retry import BACKOFF_CAP_S, Retrying
 from personahub.models.seam_validate import Validated
 from personahub.models.settings import EndpointFailing, LLMUnavailable
 from personahub.models.structured import ModeBook
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import kind_max_tokens
 
 TRANSIENT = Failure("HTTP 503: busy", True, 503)
 UNREACHABLE = Failure("connection error: refused", True, unreachable=True)
@@ -382,7 +382,7 @@ def test_the_client_stacks_the_layers_over_given_endpoints() -> None:
     client = LLMClient(LLMSettings(backoff_s=0.0), endpoints=[fake])
     client.use_cache(ResponseCache("record", client.cache_model))
     result = asyncio.run(client.structured(Answer, [HumanMessage("hi")], purpose="instruction",
-                                           max_tokens=default_max_tokens("instruction")))
+                                           max_tokens=kind_max_tokens("instruction")))
     assert result.value == Answer(text="ok")
     assert [r.status for r in result.records] == ["error", "invalid", "ok"]
     assert len(result.cache_entries) == 2 and client.stats.attempts == len(result.records) == 3

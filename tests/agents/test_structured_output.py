@@ -20,7 +20,8 @@ from personahub.models.structured import (
     prepare_messages,
     response_format,
 )
-from personahub.tasks.limits import default_max_tokens
+from personahub.personas.text_to_persona import TEXT_TO_PERSONA_MAX_TOKENS
+from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
 
 
 class Item(BaseModel):
@@ -221,10 +222,10 @@ def test_fail_fast_hints() -> None:
 
 
 def test_generation_limits() -> None:
-    assert default_max_tokens("instruction") == 256
-    assert default_max_tokens("synth:knowledge_text") == 700
-    assert default_max_tokens("text-to-persona:read") == 400
-    assert default_max_tokens("something-new") == 512
+    assert kind_max_tokens("instruction") == 256
+    assert synthesis_max_tokens("knowledge_text") == 700
+    assert TEXT_TO_PERSONA_MAX_TOKENS == 400
+    assert kind_max_tokens("something-new") == synthesis_max_tokens("something-new") == 512
     # the model layer: --max-tokens over the call's own limit, over the fallback
     assert Generation(max_tokens=50).max_tokens_for(256) == 50
     assert Generation().max_tokens_for(256) == 256

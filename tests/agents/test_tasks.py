@@ -20,6 +20,7 @@ from personahub.api import run_simulation, run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.models import offline_text
 from personahub.personas.quality import QualityIssue
+from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, ScenarioError
@@ -41,7 +42,7 @@ from personahub.tasks import (
 )
 from personahub.tasks.base import Content
 from personahub.tasks.instruction import Instruction, InstructionItem
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
 
 
 class Haiku(BaseModel):
@@ -127,7 +128,7 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
 
 def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
     assert "haiku" in emission_kinds() and "haiku" in synthesis_names()
-    assert default_max_tokens("haiku") == 99
+    assert kind_max_tokens("haiku") == 99
     assert offline_text._writer_for("season") is write_season
     unregister("haiku")
     try:
@@ -183,9 +184,9 @@ def test_built_in_kinds_keep_their_offline_writers_and_limits() -> None:
     for task in tasks():
         for field_name, writer in task.offline_writers.items():
             assert offline_text._writer_for(field_name) == writer, (task.name, field_name)
-    assert [default_max_tokens(p) for p in ("instruction", "tool_spec", "synth:tool_spec",
-                                            "synth:math_problem", "synth:multi_turn",
-                                            "solve:math_problem")] == [256, 400, 450, 640, 600, 600]
+    assert [kind_max_tokens("instruction"), kind_max_tokens("tool_spec"),
+            synthesis_max_tokens("tool_spec"), synthesis_max_tokens("math_problem"),
+            synthesis_max_tokens("multi_turn"), SOLVE_MAX_TOKENS] == [256, 400, 450, 640, 600, 600]
 
 
 def test_instruction_is_one_schema_under_two_wire_titles() -> None:

@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import ValidationError
 
 from personahub.models.client import LLMClient, LLMSettings
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import synthesis_max_tokens
 from personahub.tasks.tool_spec import (
     TASK,
     ReleasedToolSpec,
@@ -70,7 +70,7 @@ def test_offline_engine_fills_the_structured_shape_validly() -> None:
     messages = [HumanMessage("## Persona\nA harbour master in Cork who plans tide tables")]
     for seed in range(5):
         result = asyncio.run(LLMClient(LLMSettings(seed=seed)).structured(
-            ToolSpec, messages, purpose="synth:tool", max_tokens=default_max_tokens("synth:tool")))
+            ToolSpec, messages, purpose="synth:tool", max_tokens=synthesis_max_tokens("tool")))
         value = result.value
         assert value is not None and 1 <= len(value.input_args) <= 4 and value.depend
         assert all(a.name.isidentifier() for a in value.input_args)

@@ -20,7 +20,7 @@ from personahub.cli.app import app, print_summary
 from personahub.core.store import connect
 from personahub.models.client import LLMClient, LLMSettings, StructuredResult
 from personahub.personas import quality
-from personahub.personas.expand import related_personas_schema
+from personahub.personas.expand import EXPAND_MAX_TOKENS, related_personas_schema
 from personahub.personas.importers import iter_personas
 from personahub.personas.quality import (
     MAX_CHARS,
@@ -57,7 +57,7 @@ from personahub.tasks import (
     tasks,
 )
 from personahub.tasks.base import Content
-from personahub.tasks.limits import default_max_tokens
+from personahub.tasks.limits import kind_max_tokens
 from personahub.tasks.math_problem import MathProblem
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
 from personahub.tasks.tool_spec import ToolSpec
@@ -240,7 +240,7 @@ def _offline_personas() -> list[str]:
         for parent in parents:
             answer = await client.structured(related_personas_schema(3), expand_messages(parent, 3),
                                              purpose="expand",
-                                             max_tokens=default_max_tokens("expand"))
+                                             max_tokens=EXPAND_MAX_TOKENS)
             texts += [p.persona for p in answer.value.people]
             for relation in ("read", "dislike"):
                 answer = await client.structured(text_personas_schema(2),
@@ -433,7 +433,7 @@ def test_offline_emissions_and_items_all_pass() -> None:
                                           addressee=people[i - 1] if kind in ADDRESSED_KINDS
                                           else None)
                 answer = await client.structured(schema, messages, purpose=kind,
-                                                 max_tokens=default_max_tokens(kind))
+                                                 max_tokens=kind_max_tokens(kind))
                 out.append(("emission", kind, answer.value.model_dump(by_alias=True)))
             for task in SYNTH_SCHEMAS:
                 for assistant in (False, True) if task == "multi_turn" else (False,):
@@ -441,7 +441,7 @@ def test_offline_emissions_and_items_all_pass() -> None:
                                                   with_assistant=assistant)
                     answer = await client.structured(schema_for(task, with_assistant=assistant),
                                                      messages, purpose=task,
-                                                     max_tokens=default_max_tokens(task))
+                                                     max_tokens=kind_max_tokens(task))
                     out.append(("task", task, content_of(answer.value)))
         return out
 

@@ -117,7 +117,7 @@ def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
                         ).fetchone()
     assert calls == (20, 0)  # the evaluation's calls, none of a scenario run (run_id NULL)
     assert con.execute("SELECT DISTINCT max_tokens FROM llm_calls WHERE job_id = 'ev'"
-                       ).fetchall() == [(600,)]  # every call bounded (DEFAULT_MAX_TOKENS["solve"])
+                       ).fetchall() == [(600,)]  # every call bounded (SOLVE_MAX_TOKENS)
     # a second pass (a resume) asks nothing again
     again = asyncio.run(solve(con, "ev", "offline?seed=1",
                               make_client(solver_settings("offline?seed=1")), samples=2))
