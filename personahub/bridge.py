@@ -73,8 +73,7 @@ def interrupt(worker: _Worker) -> None:
 
 def interrupt_thread(ident: int, kind: type[KeyboardInterrupt] = KeyboardInterrupt) -> None:
     """Raise ``kind`` (``KeyboardInterrupt`` or ``Terminated``) in thread ``ident`` at its next
-    Python instruction, and wake its job loops so a run waiting on the network sees it now
-    (an experiment's parallel runs are stopped so on Ctrl-C).
+    Python instruction, and wake its job loops so a run waiting on the network sees it now.
 
     Args:
         ident: the thread's ``threading.get_ident()``.
@@ -82,15 +81,6 @@ def interrupt_thread(ident: int, kind: type[KeyboardInterrupt] = KeyboardInterru
     """
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(kind))
     wake(ident)
-
-
-def forget_interrupt(ident: int) -> None:
-    """Drop an interrupt sent to thread ``ident`` that it has not raised yet.
-
-    Args:
-        ident: the thread's ``threading.get_ident()``.
-    """
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
 
 def _stopped(worker: _Worker, cause: KeyboardInterrupt) -> KeyboardInterrupt:

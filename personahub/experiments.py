@@ -20,10 +20,10 @@ worker merged after). Write transactions take turns (``core.store.transaction``)
 allocate no shared counter, and runs sharing the file skip the per-step checkpoint under a
 lowered memory limit (``sim.store.shared_pool``). With ``--executor ray`` each run ships its
 calls to Ray (give ``--ray-workers`` so N runs' actor pools fit the cluster, else they wait on
-each other). Ctrl-C (or SIGTERM) starts no further run and stops those under way as it stops a
-lone run: the signal lands in the main thread, which raises the interrupt in each run's thread
-(``bridge.interrupt_thread``, as a notebook's stop button does) and waits for them; each is marked
-``interrupted``, its open step rolled back, and linked to nothing (the next call starts it again).
+each other). In parallel, Ctrl-C (or SIGTERM) starts no further run and lets those under way
+finish (a second one exits at once, as ``kill -9`` would: the runs under way are started again
+by the next call); the signal only sets a flag, since an interrupt raised inside
+``concurrent.futures``' locks can leave a future's lock held and the pool waiting forever.
 Either way the interrupt ends as one ``Stopped`` line naming the experiment command, not the
 run's own resume (``personahub run --resume`` would not rebuild an arm's scenario).
 """
@@ -35,9 +35,12 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
+import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -50,9 +53,8 @@ from personahub.analysis.experiment_effects import (
     outcome_values,
 )
 from personahub.api import run_simulation
-from personahub.bridge import forget_interrupt, interrupt_thread
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
-from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.interrupts import Stopped, Terminated, interrupts_from_queries, signal_name
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
@@ -151,8 +153,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         (in arm x replicate order, whatever order they finished in).
 
     Raises:
-        Stopped: Ctrl-C or SIGTERM (a ``KeyboardInterrupt``): the runs under way were stopped
-            and marked ``interrupted``; its line names the experiment command, which goes on.
+        Stopped: Ctrl-C or SIGTERM (a ``KeyboardInterrupt``): no further run started (in
+            parallel the runs under way finished first); its line names the experiment
+            command, which goes on.
     """
     experiment_id = experiment.id or scenario.name
     known = {f.name for f in dataclasses.fields(RunConfig)} - {"scenario", "db", "llm", "seed"}
@@ -219,7 +222,7 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
     with ``--executor ray`` one Ray connection is held around the runs (each run's own would
     shut Ray down under the others). The first task that fails stops the ones not started; the
     ones under way finish (their runs are recorded), then its error is raised. Ctrl-C (SIGTERM)
-    stops the ones under way too (``_Stopper``) and is raised once they ended.
+    does the same (``_signals_as_flags``) and is raised once they ended.
     """
     told = finished if finished is not None else []
 
@@ -231,7 +234,6 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
 
     if parallel == 1 or len(tasks) <= 1:
         return [counted(task) for task in tasks]
-    stopper = _Stopper()
     with contextlib.ExitStack() as stack:
         stack.callback(connect(db).close)
         stack.enter_context(shared_pool())  # no run lowers the shared pool's memory limit
@@ -242,78 +244,60 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
         pool = stack.enter_context(
             ThreadPoolExecutor(max_workers=min(parallel, len(tasks)),
                                thread_name_prefix="experiment-run"))
-        futures: list[Future[str | None]] = []
-        try:  # a signal can land while a task is handed over (its thread starting): stop it too
-            for task in tasks:
-                futures.append(pool.submit(stopper.serve, functools.partial(counted, task)))
-            wait(futures, return_when=FIRST_EXCEPTION)
-        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: no further run, stop those going
+        stops = stack.enter_context(_signals_as_flags(len(tasks), told))
+        futures = [pool.submit(counted, task) for task in tasks]
+        try:
+            while not stops:
+                done, pending = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+                if not pending or any(not f.cancelled() and f.exception() is not None
+                                      for f in done):
+                    break
+        finally:  # a failure or a signal: start no further run, let those under way finish
             for future in futures:
                 future.cancel()
-            stopper.stop(exc)
-            raise
-        finally:  # a failure: start no further run, let those under way finish
-            for future in futures:
-                future.cancel()
-            wait(futures)
+            while not all(f.done() for f in futures):
+                wait(futures, timeout=0.2)
+        if stops:
+            raise stops[0]()
         for future in futures:
             if not future.cancelled() and future.exception() is not None:
                 raise cast(BaseException, future.exception())
         return [future.result() for future in futures]
 
 
-_here = threading.local()  # ``stopper``: the ``_Stopper`` of the thread's parallel experiment
+@contextlib.contextmanager
+def _signals_as_flags(runs: int, finished: list[str]) -> Iterator[list[type[KeyboardInterrupt]]]:
+    """While parallel runs are under way, SIGINT and SIGTERM append their interrupt's class to
+    the yielded list instead of raising in the main thread (main thread only, and only where a
+    Python handler was installed). A second signal exits at once with 130 (143)."""
+    stops: list[type[KeyboardInterrupt]] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stops
+        return
 
+    def on_signal(signum: int, frame: object) -> None:
+        kind = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+        if stops:
+            sys.stderr.write("stopped at once; the same personahub experiment command goes on "
+                             "(the runs under way start again)\n")
+            sys.stderr.flush()
+            os._exit(143 if kind is Terminated else 130)
+        stops.append(kind)
+        sys.stderr.write(f"{signal_name(kind())}: no further run starts; the runs under way "
+                         f"finish first ({len(finished)} of {runs} done; press again to stop "
+                         "at once)\n")
+        sys.stderr.flush()
 
-class _Stopper:
-    """The threads of a parallel experiment whose runs are under way, so that an interrupt of
-    the main thread (where signals land) reaches them: ``stop`` raises it in each run's thread.
-
-    Only a run is interrupted, never the linking after it: a finished run's pending interrupt
-    is dropped (the run is kept), and a task that starts after ``stop`` raises at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._running: set[int] = set()
-        self._stop: type[KeyboardInterrupt] | None = None
-
-    def serve(self, task: Callable[[], str | None]) -> str | None:
-        """``task()`` in a pool thread, its runs stoppable by ``stop``."""
-        _here.stopper = self
-        try:
-            return task()
-        finally:
-            _here.stopper = None
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Around a run in this thread: ``stop`` interrupts it."""
-        ident = threading.get_ident()
-        with self._lock:
-            if self._stop is not None:
-                raise self._stop()
-            self._running.add(ident)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running.discard(ident)
-                if self._stop is not None:  # sent, not raised yet: the run is over, keep it
-                    forget_interrupt(ident)
-
-    def stop(self, cause: KeyboardInterrupt) -> None:
-        """Raise ``cause``'s kind (Ctrl-C or SIGTERM) in every run under way; none starts after."""
-        kind = type(cause) if not isinstance(cause, Stopped) else KeyboardInterrupt
-        with self._lock:
-            self._stop = kind
-            for ident in self._running:
-                interrupt_thread(ident, kind)
-
-
-def _stoppable() -> contextlib.AbstractContextManager[None]:
-    """``_Stopper.running`` in a parallel experiment's thread, else nothing to do."""
-    stopper = getattr(_here, "stopper", None)
-    return stopper.running() if stopper is not None else contextlib.nullcontext()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if callable(handler):
+            signal.signal(sig, on_signal)
+    try:
+        yield stops
+    finally:
+        for sig, handler in previous.items():
+            if callable(handler):
+                signal.signal(sig, handler)
 
 
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
@@ -349,8 +333,7 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
 def _run(config: RunConfig, where: str) -> Any:
     """``run_simulation``; a run stopped by its endpoint says the experiment command goes on."""
     try:
-        with _stoppable():
-            return run_simulation(config)
+        return run_simulation(config)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise
