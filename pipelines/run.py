@@ -524,7 +524,6 @@ def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]
                             f"often: {error}); resume with "
                             f"{RUN.resume_hint(ctx.job_id, ctx.db)}") from None
     except PersonahubError as exc:  # name the run's resume command, not the child's
-
         text, hint, _ = str(exc).partition(_CHILD_HINT)
         if not hint:
             raise

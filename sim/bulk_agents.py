@@ -32,7 +32,6 @@ def next_unique_ids(model: mesa.Model, n: int) -> list[int]:
 
 def register_agents(model: mesa.Model, agents: Sequence[Any]) -> None:
     """Add agents of one type to the model's collections, in order, as Mesa would one by one."""
-
     if not agents:
         return
     model._agents.update(dict.fromkeys(agents))

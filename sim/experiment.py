@@ -359,7 +359,6 @@ def assign_arms(persona_ids: Sequence[str], arms: Sequence[str], seed: int,
         seed: the replicate's run seed.
         labels: each agent's stratum; None: one stratum.
 
-
     Returns:
         persona id -> arm name.
     """

@@ -69,7 +69,6 @@ def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], n
     Raises:
         PersonahubError: the query fails or returns another shape.
     """
-
     frames = []
     for run_id in run_ids:
         try:

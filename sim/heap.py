@@ -35,7 +35,6 @@ class RunHeap:
 
     def settle(self) -> None:
         """Freeze everything alive now, then let the collector run again."""
-
         gc.freeze()
         if not self._frozen:
             young, middle, old = self._thresholds

@@ -291,7 +291,6 @@ def _line(item: Recollection) -> str:
 
 def _minmax(values: list[float]) -> list[float]:
     """Values scaled to 0..1; all 0 when they are equal."""
-
     low, high = min(values), max(values)
     if high - low <= 1e-12:
         return [0.0] * len(values)

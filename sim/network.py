@@ -77,5 +77,4 @@ class SocialNetwork(Network):
         """Nothing to do: connections come from the arrays when first read."""
 
 
-
 __all__ = ["SocialCell", "SocialNetwork"]

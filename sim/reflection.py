@@ -4,7 +4,6 @@ A reflection (Generative Agents' term) is a short summary in the agent's voice t
 keyword summary. A failed one changes nothing and counts as a failure of the step.
 """
 
-
 from __future__ import annotations
 
 from typing import Any

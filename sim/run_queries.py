@@ -160,6 +160,5 @@ def timeline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 
 def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
     """The run's agents' personas, in agent order."""
-
     return [str(r[0]) for r in con.execute(
         "SELECT persona_id FROM run_agents WHERE run_id = ?", [run_id]).fetchall()]

@@ -256,7 +256,6 @@ def flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str
 
 def estimated_prefix_share(endpoints: Sequence[Any]) -> float | None:
     """The estimated share of prompt tokens sent in a prefix shared with a recent prompt (None offline)."""
-
     meters = [m for m in (getattr(e, "prompt_prefix", None) for e in endpoints) if m is not None]
     total = sum(m.total_tokens for m in meters)
     return sum(m.shared_tokens for m in meters) / total if total else None

@@ -645,7 +645,6 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises:
         ScenarioError: the file is missing, raises, or defines no valid SCENARIO.
     """
-
     path = Path(path).resolve()
     if not path.is_file():
         what = "is a folder, not a scenario file" if path.is_dir() else "not found"
@@ -695,7 +694,6 @@ def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
     Checked before a run writes anything. Personas an expansion adds cannot be named: a model
     writes them, so which agent id each gets is not known in advance.
     """
-
     ids = {p.persona_id for p in personas}
     count = len(personas)
     prefix = str(scenario.source) if scenario.source else f"scenario {scenario.name}"

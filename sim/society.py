@@ -923,7 +923,6 @@ def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
 
 def unorder(items: Sequence[T_], order: Sequence[int]) -> list[T_]:
     """Items sent in ``order`` put back in their original positions."""
-
     out: list[Any] = [None] * len(items)
     for item, position in zip(items, order, strict=True):
         out[position] = item

@@ -127,6 +127,5 @@ class Steering:
 
     def wait_for(self, step: int, timeout: float) -> bool:
         """Block until the runner waits before ``step`` or the run is over; False on timeout."""
-
         with self._cond:
             return self._cond.wait_for(lambda: self._waiting == step or self._over, timeout)

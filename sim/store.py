@@ -387,7 +387,6 @@ def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
 def delivered_events(con: duckdb.DuckDBPyConnection,
                      run_id: str) -> list[tuple[int, str, str | None, int | None, str]]:
     """The events delivered in a run, in step order, with who put each in."""
-
     return [(int(step), str(text), audience, n, str(source)) for step, text, audience, n, source
             in con.execute(f"SELECT step, text, audience, n_recipients, {SOURCE} "
                            "FROM events WHERE run_id = ? ORDER BY step, event_index",
