@@ -1,14 +1,8 @@
 """``personahub run`` as a job spec: a scenario's society, one simulation step per batch.
 
-The job kernel owns the run's life; this spec orders the simulation's parts: the scenario is
-checked (a resume refuses a scenario file whose SHA-256 changed), the setup is committed part by
-part, then each step is asked and committed in one transaction with its model calls. A step
-depends on the one before, so on Ray only the model caller is remote.
-
-A step that lost an action to the endpoint (HTTP error, timeout) is not committed: the run stops,
-resumable, and a resume asks the step again from its checkpoint, giving the fault-free tables.
-Failed answers (invalid, cut off, rejected) are part of the run: counted, and stopping it past
-``--max-failed-share``.
+Each step commits in one transaction with its model calls; a step depends on the one before, so
+on Ray only the model caller is remote. A step that lost an action to the endpoint is not
+committed: the run stops, resumable, and a resume asks the step again from its checkpoint.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Bounded agent memory: recent observations, messages received, own emissions, and a summary.
 
-Each part is a fixed-size deque; what falls out is folded into a keyword summary with decaying
-weights. The default makes no model call, so memory is bounded, free per step, identical on
-every machine and restored byte for byte on resume; a model-written summary would read better
-but make the memory depend on the engine.
-
-Opt-in, after Generative Agents (Park et al. 2023): retrieval (evicted items go to a bounded
-store, and a prompt recalls the best-scored items) and reflection (a model call rewrites the
-summary in the agent's voice).
+What falls out of a fixed-size part is folded into a keyword summary, with no model call, so
+memory is bounded, free per step and identical on every machine and after a resume. Retrieval
+and reflection, after Generative Agents (Park et al. 2023), are opt-in.
 """
 
 from __future__ import annotations

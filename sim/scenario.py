@@ -453,8 +453,7 @@ class Scenario:
         steps: number of simulation steps.
         kinds: emission kinds agents choose from (any registered kind).
         kind_weights: relative weights for kinds (uniform when None).
-        policy: ``scripted`` (one model call: kind and addressee are drawn) or ``deliberate``
-            (a structured call first decides what to emit, to whom, or nothing).
+        policy: ``scripted`` (kind and addressee drawn) or ``deliberate`` (a model call decides).
         world: the world text every agent sees.
         world_file: a file holding more world text, relative to the scenario file.
         events: Event objects, or a mapping step -> texts broadcast to everyone.
@@ -466,14 +465,13 @@ class Scenario:
         prompt_budget: approximate tokens an agent prompt may spend, in all and per part.
         seed: default seed of the run (``--seed`` overrides).
         duplicate_window: near-duplicates are checked against this many latest emissions of a
-            kind (None: all); it bounds memory in very long runs and is far above real runs.
+            kind (None: all), which bounds memory in very long runs.
         within_arms: arms agents are randomised into in a within-world experiment (set by it).
         within_stratify: how that randomisation is stratified.
         within_worlds: (arm, text) pairs: extra world text an arm's agents see.
-        archetypes: group agents into this many archetypes and ask choice and scale surveys,
-            and draw free-text actions, once per archetype (None: every agent is asked).
-        archetype_elicit: ``stated`` (the representative states the answer shares in one call)
-            or ``sample:N`` (N answer calls from a seeded draw of the archetype's members).
+        archetypes: ask choice and scale surveys, and draw actions, once per archetype of this
+            many (None: every agent is asked).
+        archetype_elicit: ``stated`` (the representative states the shares) or ``sample:N``.
         base_dir, source: the file's folder and the file, set when it is loaded.
     """
 

@@ -178,15 +178,12 @@ def shared_pool() -> Iterator[None]:
 
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
                           room: int = 64 << 20) -> None:
-    """Checkpoint the step under a bounded buffer pool, then let the pool drop table blocks
-    already on disk, so a long run's memory stays flat.
+    """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
 
-    DuckDB's pool keeps every block until its limit (80% of RAM) forces them out, and its own
-    checkpoint (once the WAL passes 16 MiB) recompresses a table's last row group, each time
-    taking more memory (bench_memory_long.py). Lowering the limit to the other buffers plus
-    ``slack`` and checkpointing every step evicts as it goes; the limit then goes back to the
-    default (the value shown is rounded, so it cannot be set back exactly). When the pool
-    cannot shrink, settings are locked or another transaction is open, nothing changes.
+    DuckDB keeps every block until its limit (80% of RAM), and its own checkpoints grew in memory
+    each time (bench_memory_long.py); a checkpoint each step under a limit just above the other
+    buffers evicts blocks already on disk as it goes. The limit then goes back to the default.
+    When the pool cannot shrink, settings are locked or a transaction is open, nothing changes.
     """
     if _sharing[0]:
         return
