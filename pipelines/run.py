@@ -1,33 +1,8 @@
 """``personahub run`` as a job spec: a scenario's society, one simulation step per batch.
 
-The kernel (``core/kernel.py``) owns the run's life; this spec puts the simulation's parts
-(``sim/runner.py``, ``sim/society.py``, SQL in ``sim/store.py``) in order:
-
-- ``prepare``: the scenario (a resume reloads its file once its SHA-256 matches the one recorded
-  at the start: a changed or missing file is refused before it is executed), its personas (from
-  its file, or a seeded sample of the hub) and every check that needs no model;
-- ``start``: the ``runs`` row, and the scenario's personas upserted into the hub, with the
-  ``jobs`` row;
-- ``plan``: the setup, each part committed before the next (acquaintance links, the setup
-  expansion — a child job of the run, continued by a resume from its frontier — then the agents
-  and the starting graph), or on resume the society read back and brought to the last committed
-  step (each step checkpoints the agents it changed); then the remaining steps, one a batch;
-- ``asker``: runs a step (``SocietyModel.advance``: gather every action on the job's caller,
-  apply in agent-id order). A step depends on the one before, so the batches are not
-  independent: on Ray only the caller is remote (the ``RayCaller`` pool);
-- ``commit``: the step's rows (emissions flagged for near-duplicates, messages, events,
-  interventions, survey answers, rejects, decisions, agent checkpoints, the ``steps`` row,
-  ``runs.steps_done``) with its model calls, in one transaction. A step with an action lost to
-  the endpoint (an HTTP error, a timeout, a dropped connection that outlasted the seam's
-  retries) is not committed: the run stops, resumable, before it; resumed against a healthy
-  endpoint it ends with the fault-free tables (the step is asked again from its checkpoint, and
-  everything random derives from seed, step and persona). Failed answers (invalid, cut off,
-  rejected by a gate) are part of the run: counted per step, retried by the seam, stopping the
-  run past ``--max-failed-share``.
-
-A run whose agents failed some actions still ran every step: it ends ``finished`` (``end_status``),
-and ``failed`` when it kept nothing at all. An unexpected error names the step and the scenario
-code that raised (``failure_text``).
+Each step commits in one transaction with its model calls; a step depends on the one before, so
+on Ray only the model caller is remote. A step that lost an action to the endpoint is not
+committed: the run stops, resumable, and a resume asks the step again from its checkpoint.
 """
 
 from __future__ import annotations
@@ -87,38 +62,29 @@ __all__ = ["RUN", "RunConfig", "RunSpec", "RunSummary", "resume_settings"]
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig(BatchFields, ModelFields, ExecutorFields):
-    """A run: its scenario and what overrides it (what it makes, stored in ``jobs.config``,
-    model spec redacted) and, in ``engine`` fields, how this invocation asks (a resume takes
-    those from its caller).
+    """A run: its scenario, what overrides it, and (engine fields) how this invocation asks.
 
-    ``scenario`` is the scenario itself; what tells two runs apart is its file and SHA-256
-    (``scenario_file``, ``scenario_sha256``: filled in from it; for a scenario built in code,
-    the digest of its description). A resume reloads the scenario from its file, never from
-    the store, so ``scenario`` is an engine field. ``seed`` and ``steps`` default to the
-    scenario's."""
+    Two runs differ by the scenario's file and SHA-256; a resume reloads the scenario from its
+    file, never from the store. Seed and steps default to the scenario's."""
 
     scenario: Scenario | None = engine(None)
     scenario_file: str | None = None
     scenario_sha256: str | None = None
     steps: int | None = None
     seed: int | None = None
-    archetypes: int | None = None  # overrides scenario.archetypes (--archetypes)
-    # overrides scenario.archetype_elicit (--archetype-elicit): "stated" or "sample:N"
-    archetype_elicit: str | None = None
-    price_in: float | None = None  # USD per 1M input tokens (cost in v_run_cost)
+    archetypes: int | None = None  # overrides the scenario's
+    archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
+    price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
-    structured: str = default("structured")  # how the schema is asked for (personahub/models/structured.py)
-    max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
+    structured: str = default("structured")  # how the schema is asked for
+    max_tokens: int | None = default("max_tokens")  # None: per output kind
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
-    # a hub source draws personas the quality gate did not pass too (personas/hub_gate.py;
-    # --include-ungated); the scenario's personas.include_ungated says the same
-    include_ungated: bool = False
+    include_ungated: bool = False  # a hub source also draws personas the gate did not pass
     db: Path = engine(Path(DEFAULT_DB))
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
-    # pause / step / resume and injected events from the live view (``sim/steering.py``); a
-    # ``Steering`` of this invocation, never stored (a stored config says only ``view``)
+    # pause, step and inject events from the live view; never stored
     steering: Any = engine(None)
 
     def __post_init__(self) -> None:
@@ -192,21 +158,19 @@ class RunSummary:
     events: int = 0
     calls: dict[str, int] = field(default_factory=dict)
     failed_actions: int = 0  # includes emissions rejected by the quality gate
-    # quality-gate rejects by reason: the run's emissions and the personas its expansion refused
-    rejected: dict[str, int] = field(default_factory=dict)
-    prompt_tokens_per_action: float | None = None  # mean tokens_in of answered step calls
-    # prefix cache: (cached, prompt) tokens of the attempts whose server reported reuse (None: no
-    # attempt did), and the share of this invocation's prompts in a shared prefix (estimated)
+    rejected: dict[str, int] = field(default_factory=dict)  # quality-gate rejects by reason
+    prompt_tokens_per_action: float | None = None
+    # prefix cache: (cached, prompt) tokens where the server reported reuse, and the estimated
+    # share of prompts in a shared prefix
     prefix_reused: tuple[int, int] | None = None
     prefix_estimated: float | None = None
     wall_s: float = 0.0
-    kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
-    # the scenario's hub draw found fewer personas than its limit: how many, and why (None: all)
-    personas_note: str | None = None
-    surveys: list[str] = field(default_factory=list)  # per survey: question and top shares
-    archetypes: list[str] = field(default_factory=list)  # the grouping (none without archetypes)
-    archetype_calls: int = 0  # calls made once per archetype (survey shares, action pools)
-    drawn: int = 0  # answers and emissions drawn from them, one per member
+    kept: list[str] = field(default_factory=list)  # the kept share per kind, in words
+    personas_note: str | None = None  # why the hub draw found fewer personas than asked
+    surveys: list[str] = field(default_factory=list)
+    archetypes: list[str] = field(default_factory=list)
+    archetype_calls: int = 0
+    drawn: int = 0  # answers and emissions drawn from archetype calls
 
 
 class ActionsLost(ResumableStop):
@@ -231,18 +195,18 @@ class Taken:
 
 @dataclass
 class RunState:
-    """One run's own state (``JobContext.state``)."""
+    """One run's own state, kept by the job context."""
 
-    name: str  # the scenario's
-    scenario: Scenario | None  # None for a finished run asked to resume (nothing is asked)
-    personas: list[Persona] | None  # the scenario's, when the agents are still to be recorded
+    name: str
+    scenario: Scenario | None  # None for a finished run asked to resume
+    personas: list[Persona] | None  # while the agents are still to be recorded
     world: str = ""
     started: float = field(default_factory=time.perf_counter)
-    committed: int = 0  # the last committed step
+    committed: int = 0
     model: SocietyModel | None = None
     indexes: IndexesByKind | None = None
     heap: RunHeap | None = None
-    personas_note: str | None = None  # the hub draw's shortfall (runner.load_scenario_personas)
+    personas_note: str | None = None  # the hub draw's shortfall
 
     @property
     def scenario_now(self) -> Scenario:
@@ -257,16 +221,13 @@ def _state(ctx: JobContext[RunConfig]) -> RunState:
 
 
 def _steering(ctx: JobContext[RunConfig]) -> Steering | None:
-    """The invocation's steering, if the run is steered (a resume's config may hold the stored
-    placeholder text instead: not steering)."""
+    """The invocation's steering, if any (a stored placeholder text is not steering)."""
     steering = ctx.config.steering
     return steering if isinstance(steering, Steering) else None
 
 
 class RunAsker:
-    """Runs one step of the run's model on the job's caller. It holds the in-memory society, so
-    it stays with the driver (a run's batches are not independent): on Ray its caller is the
-    actor pool."""
+    """Runs one step on the job's caller; it holds the in-memory society, so it stays local."""
 
     def __init__(self, state: RunState) -> None:
         self.state = state
@@ -279,35 +240,34 @@ class RunAsker:
 
 
 class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
-    """``personahub run`` as a job spec (see the module doc)."""
+    """``personahub run`` as a job spec."""
 
     kind = "run"
     resume_command = "personahub run"
     config_type = RunConfig
     independent_batches = False
-    refuses_twins = False  # as before the kernel: a new run of a scenario is a new experiment
+    refuses_twins = False  # a new run of a scenario is a new experiment
     noun = "run"
     unit = "actions"
     progress_per_answer = False  # its progress counts its own stages, not batch items
 
     def new_id(self) -> str:
-        """UTC time and a random suffix (sortable, unique), as run ids were before the kernel."""
+        """UTC time and a random suffix: sortable and unique."""
         return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
     def model_settings(self, config: RunConfig) -> LLMSettings:
         return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """The stored config without its ``scenario``: a description (reports read it); a run
-        reloads its scenario from its file."""
+        """The stored config, the scenario replaced by its description (a run reloads the file)."""
         stored = dict(stored)
         stored.pop("scenario", None)
-        stored.pop("steering", None)  # this invocation's, never a stored one's
+        stored.pop("steering", None)
         return stored
 
     # -- before anything is recorded --------------------------------------------------------------
     def prepare(self, ctx: JobContext[RunConfig]) -> None:
-        """The scenario (a resume's: its verified file), its personas and the checks."""
+        """The scenario, its personas and every check that needs no model."""
         if ctx.status == "finished":  # nothing is asked: its summary reads the tables
             recorded = store.run_record(ctx.con, ctx.job_id)
             ctx.state = RunState(recorded.scenario if recorded else ctx.job_id, None, None)
@@ -324,7 +284,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         personas = None
         notes: list[str] = []
         if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
-            with RunHeap():  # many objects, all long-lived: no collector passes over them
+            with RunHeap():  # many long-lived objects: keep the collector off them
                 personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
                                                          offline=spec_is_offline(ctx.config.llm),
                                                          notes=notes)
@@ -334,7 +294,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
-        """The ``runs`` row, and the scenario's personas in the hub, with the ``jobs`` row."""
+        """The runs row, and the scenario's personas in the hub."""
         state, config = _state(ctx), ctx.config
         row = store.run_row(ctx.job_id, scenario=state.name,
                             scenario_path=config.scenario_file or "", llm=ctx.caller.label,
@@ -344,15 +304,14 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
 
     @contextmanager
     def running(self, ctx: JobContext[RunConfig]) -> Iterator[None]:
-        """The collector paused through setup and frozen between steps (``sim/heap.py``); the
-        structured-output modes and concurrency learned, stored however the run ends."""
+        """Hold the collector off the society, and store what was learned however the run ends."""
         try:
             with RunHeap() as heap:
                 _state(ctx).heap = heap
                 yield
         finally:
             steering = _steering(ctx)
-            if steering is not None:  # the page is told the run is over, however it ended
+            if steering is not None:  # tell the live view the run is over
                 state = ctx.state if isinstance(ctx.state, RunState) else None
                 steering.finish(state.committed if state is not None else None)
             merge_job_config(ctx.con, ctx.job_id, {
@@ -372,23 +331,21 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         con = ctx.con
         steering = _steering(ctx)
         for step in range(state.committed + 1, ctx.config.run_steps + 1):
-            if steering is not None:  # the tick barrier: paused here, events taken for this step
+            if steering is not None:  # waits here while paused; takes injected events
                 assert state.model is not None
                 state.model.injected.extend(steering.barrier(step))
-            yield step  # asked and committed before the loop goes on
+            yield step
             state.committed = step
-            store.release_cached_blocks(con)  # the run log is on disk: memory stays flat
+            store.release_cached_blocks(con)  # keeps memory flat over long runs
             if state.heap is not None:
                 state.heap.settle()
 
     def asker(self, ctx: JobContext[RunConfig]) -> Any:
-        """The step asker (with ``--batch``: each step's calls sent as provider batches, the
-        step committed when they are answered)."""
+        """The step asker (with ``--batch``, a step's calls go as provider batches)."""
         return batched_asker(ctx, RunAsker(_state(ctx)))
 
     def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
-        """The step's rows with its calls; a step with actions lost to the endpoint stops the
-        run before anything of it is written."""
+        """Write the step's rows with its calls; lost actions stop the run before any is written."""
         step = result.result
         errors = [error for _, error in step.failures]
         kept = len(step.emissions) + len(step.answers)
@@ -405,7 +362,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
 
     # -- how it ends -------------------------------------------------------------------------------
     def end_status(self, ctx: JobContext[RunConfig], asked: int, kept: int) -> str:
-        """Every step ran: failed actions are counted in ``steps.n_failed``, not missing."""
+        """Every step ran; failed actions are counted per step."""
         return "finished"
 
     def nothing_kept(self, ctx: JobContext[RunConfig], asked: int) -> str:
@@ -423,7 +380,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         return f" after step {committed}"
 
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
-        """The run's totals, read back from the database (the whole run, resumed or not)."""
+        """The run's totals, read back from the database (resumes included)."""
         con, run_id, caller = ctx.con, ctx.job_id, ctx.caller
         summary = RunSummary(run_id=run_id, scenario=_state(ctx).name, db=Path(ctx.db),
                              engine=caller.label, offline=caller.is_offline,
@@ -440,7 +397,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         return summary
 
     def report(self, summary: RunSummary, db: Path) -> list[str]:
-        """What the run did, in lines for the console (``personahub resume``)."""
+        """What the run did, as console lines."""
         emitted = sum(summary.emissions_by_kind.values())
         return [f"run {summary.run_id} ({summary.scenario}): {summary.steps} steps, "
                 f"{summary.agents} agents, {emitted} emissions, {summary.answers} survey answers, "
@@ -450,8 +407,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
 
 
 def check_new_run(config: RunConfig) -> None:
-    """What a new run refuses before the kernel opens (and so creates) its database: a replay
-    from a database that does not exist."""
+    """Refuse a replay from a database that does not exist, before opening creates it."""
     if config.cache == "replay":
         check_replay_file(config.db)
 
@@ -460,10 +416,9 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
                     offline_latency_s: float = 0.0, executor: str = "local",
                     ray_address: str | None = None, ray_workers: int | None = None,
                     max_failed_share: float | None = None) -> dict[str, Any]:
-    """How a resume of run ``run_id`` asks (the engine fields it gives the kernel): where its
-    calls run and the offline latency are the caller's (never the run's); ``llm`` None keeps
-    the run's recorded model spec (redacted: give ``llm`` when it needs credentials) and
-    ``max_failed_share`` None the run's share."""
+    """The engine fields of a resume: where calls run is the caller's; None keeps the run's own.
+
+    The recorded model spec is redacted, so give ``llm`` when it needs credentials."""
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
     settings: dict[str, Any] = {"db": Path(db), "offline_latency_s": offline_latency_s,
@@ -476,8 +431,7 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
 
 
 def _recorded_llm(db: str | Path, run_id: str) -> str:
-    """The (redacted) model spec run ``run_id`` recorded; ``offline`` for an unknown job (the
-    kernel then refuses it by name)."""
+    """The redacted model spec a run recorded; ``offline`` for an unknown job."""
     con = connect(db, read_only=True)
     try:
         job = find_job(con, run_id)
@@ -498,7 +452,7 @@ def _reloaded(ctx: JobContext[RunConfig]) -> RunConfig:
 
 
 def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
-    """Stop before committing a step that lost actions to the endpoint (see the module doc)."""
+    """Stop before committing a step that lost actions to the endpoint."""
     lost = [str(e) for e in errors if endpoint_error(e)]
     if lost:
         common = max(set(lost), key=lost.count)
@@ -508,8 +462,7 @@ def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
 
 
 def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
-    """Set up the society (a new run, or one stopped before its agents were recorded) or read
-    it back, and bring the model to the last committed step."""
+    """Set up the society or read it back, at the last committed step."""
     config, con, run_id = ctx.config, ctx.con, ctx.job_id
     scenario = state.scenario_now
     if state.personas is not None:
@@ -538,7 +491,7 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
                                state.model.next_intervention_index)
     state.committed = ctx.done_before = done
     if state.heap is not None:
-        state.heap.settle()  # the society is built: out of the collector's sight (sim/heap.py)
+        state.heap.settle()
 
 
 def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Persona]) -> tuple[str, ...]:
@@ -550,9 +503,7 @@ def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Person
 
 
 def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]:
-    """The setup expansion, a child job of the run (a resume goes on with the one it started):
-    on the run's connection, loop, client and executor. Its stops are the run's: resumed with
-    the run, whose command the one line names."""
+    """The setup expansion, a child job of the run; its stops are the run's, resumed with it."""
     growth = _state(ctx).scenario_now.graph
     children = list_jobs(ctx.con, kind="expansion", parent_id=ctx.job_id)
     previous = children[0].job_id if children else None
@@ -566,7 +517,7 @@ def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]
         raise ResumableStop(f"setup: {exc.failed} of {exc.asked} expansion calls failed (most "
                             f"often: {error}); resume with "
                             f"{RUN.resume_hint(ctx.job_id, ctx.db)}") from None
-    except PersonahubError as exc:  # the child's resume command is not the user's: the run's is
+    except PersonahubError as exc:  # name the run's resume command, not the child's
         text, hint, _ = str(exc).partition(_CHILD_HINT)
         if not hint:
             raise

@@ -1,12 +1,8 @@
 """Register many Mesa agents at once: what ``Agent.__init__`` does per agent, done per batch.
 
-Mesa 3's ``Agent.__init__`` draws the next unique id and calls ``Model.register_agent``, which adds
-the agent to three collections and formats a debug message, one agent at a time: a large part of
-setting up a million agents (``bench/bench_scale.py``). ``register_agents`` gives ids from the same
-counter and fills the same collections in bulk, so the model ends up as if each agent had been
-created in order.
-It uses Mesa's private fields; when they are not there (another Mesa), ``supported`` says so
-and callers create agents one by one.
+Registering agents one by one was a large part of setting up a million agents (bench_scale.py).
+This fills Mesa's collections in bulk, ending as if each agent had been created in order. It
+uses Mesa's private fields; when another Mesa lacks them, callers create agents one by one.
 """
 
 from __future__ import annotations
@@ -35,8 +31,7 @@ def next_unique_ids(model: mesa.Model, n: int) -> list[int]:
 
 
 def register_agents(model: mesa.Model, agents: Sequence[Any]) -> None:
-    """Add ``agents`` (all of one type, ids from ``next_unique_ids``) to the model's collections,
-    in order, as ``Model.register_agent`` would one by one."""
+    """Add agents of one type to the model's collections, in order, as Mesa would one by one."""
     if not agents:
         return
     model._agents.update(dict.fromkeys(agents))

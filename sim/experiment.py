@@ -8,18 +8,11 @@ A scenario file declares one next to its ``SCENARIO``::
         outcomes=(Outcome(survey="purchase_intent", step=5, options=("definitely", "probably")),),
     )
 
-The first arm is the control. The default design is *between worlds*: each arm is its own society
-built from the same seed, so only the arm's difference separates it from the control; replicate
-``r`` runs every arm with seed ``scenario.seed + r``. With ``design="within"`` replicate ``r`` is one
-society (seed ``scenario.seed + r``) whose agents are randomised into the arms (``assign_arms``,
-optionally stratified by an attribute or a graph community); an arm's added or dropped events and
-interventions, and its world text, reach only its own agents (``within_scenario``). An outcome
-is a survey's share of some options (a ``choice`` survey) or the mean of a ``scale`` survey, at
-one of the steps it is asked, or the mean of the numbers a SQL query returns per agent or per run
-(``Outcome(sql=..., name=...)``).
-
-Everything is validated against the scenario when the file is loaded (``load_experiment``), so a
-wrong arm or outcome fails with the file and the field at fault before any run starts.
+The first arm is the control. By default each arm is its own society built from the same seed
+(*between worlds*), so only the arm's difference separates it from the control. With
+``design="within"`` each replicate is one society whose agents are randomised into the arms, and
+an arm's changes reach only its own agents. Everything is checked against the scenario when the
+file loads, so a wrong arm or outcome fails before any run starts.
 """
 
 from __future__ import annotations
@@ -70,14 +63,12 @@ class Arm:
     """One arm: the base scenario with these differences (none: the base scenario itself).
 
     Attributes:
-        name: the arm's name (a short identifier, unique in the experiment).
-        drop_events: indices (0-based, in step order) of the base scenario's events this arm
-            leaves out.
-        add_events: ``Event`` objects this arm adds.
-        drop_interventions: indices of the base scenario's interventions this arm leaves out.
-        add_interventions: ``Intervention`` objects this arm adds.
-        world: text appended to the world text (None: the base world); within a world, only
-            this arm's agents see it.
+        name: a short identifier, unique in the experiment.
+        drop_events: indices (0-based, in step order) of the base events this arm leaves out.
+        add_events: Event objects this arm adds.
+        drop_interventions: indices of the base interventions this arm leaves out.
+        add_interventions: Intervention objects this arm adds.
+        world: text appended to the world text (None: the base world).
     """
 
     name: str
@@ -112,14 +103,12 @@ class Outcome:
 
     Attributes:
         survey: the survey id (empty for a SQL outcome).
-        step: the step whose answers count (one of the survey's steps).
-        options: for a ``choice`` survey, the options whose share is the outcome (e.g. the two
-            positive answers); empty for a ``scale`` survey, whose outcome is the mean.
-        name: the outcome's name in tables (default ``SURVEY@STEP``; a SQL outcome must give it).
-        sql: instead of a survey, a query over a run's tables returning one number per agent
-            (columns ``agent_id, value``) or per run (one row, column ``value``); it reads the
-            run's id from the parameter ``$run_id`` (bound, never pasted into the text). The
-            outcome is the mean of the values.
+        step: the step whose answers count.
+        options: for a choice survey, the options whose share is the outcome; empty for a
+            scale survey, whose outcome is the mean.
+        name: the outcome's name in tables (default ``SURVEY@STEP``; required with sql).
+        sql: a query returning ``agent_id, value`` rows or one ``value`` row, with the run's id
+            bound as ``$run_id``; the outcome is the mean of the values.
     """
 
     survey: str = ""
@@ -153,12 +142,12 @@ class Outcome:
 
     @property
     def is_share(self) -> bool:
-        """Whether the outcome is a share of options (else the mean of a scale or SQL values)."""
+        """Whether the outcome is a share of options rather than a mean."""
         return bool(self.options)
 
     @property
     def is_sql(self) -> bool:
-        """Whether the outcome is a SQL query's values (else a survey's answers)."""
+        """Whether the outcome comes from a SQL query rather than a survey."""
         return bool(self.sql)
 
 
@@ -168,16 +157,13 @@ class Experiment:
     """Arms (the first is the control), replicates and outcomes.
 
     Attributes:
-        arms: two or more ``Arm`` objects; the first is the control.
-        outcomes: one or more ``Outcome`` objects.
-        replicates: runs per arm, over seeds ``scenario.seed + 0 .. replicates - 1``.
-        design: ``between`` (each arm its own society from the same seed) or ``within`` (one
-            society per replicate, its agents randomised into the arms).
-        stratify: for ``within``: randomise within strata, ``attributes:<name>`` (the persona
-            attribute's values) or ``community`` (the graph's Louvain communities, seeded);
-            empty: one stratum.
-        id: the experiment's id in the ``experiments`` table (default: the scenario's name);
-            running it again with the same id skips its finished runs.
+        arms: two or more Arm objects; the first is the control.
+        outcomes: one or more Outcome objects.
+        replicates: runs per arm, with seeds scenario.seed + 0, 1, ...
+        design: ``between`` (each arm its own society) or ``within`` (one society per
+            replicate, its agents randomised into the arms).
+        stratify: within only: ``attributes:<name>`` or ``community`` (Louvain); empty: none.
+        id: the experiment's id (default: the scenario's name); a rerun skips finished runs.
     """
 
     arms: tuple[Arm, ...]
@@ -221,7 +207,7 @@ class Experiment:
         return self.arms[0]
 
     def with_replicates(self, replicates: int) -> Experiment:
-        """The same experiment with another number of replicates (``--replicates``)."""
+        """The same experiment with another number of replicates."""
         return dataclasses.replace(self, replicates=replicates)
 
 
@@ -239,7 +225,7 @@ def check_experiment(experiment: Experiment, scenario: Scenario) -> None:
                    f"has {interventions} interventions)")
     surveys = {s.id: s for s in scenario.surveys}
     for i, outcome in enumerate(experiment.outcomes):
-        if outcome.is_sql:  # checked when it runs, against a run's tables
+        if outcome.is_sql:  # checked when it runs
             continue
         where = f"experiment.outcomes[{i}] ({outcome.name})"
         survey = surveys.get(outcome.survey)
@@ -278,11 +264,7 @@ def arm_scenario(scenario: Scenario, arm: Arm) -> Scenario:
 
 
 def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
-    """A scenario file's ``SCENARIO`` and ``EXPERIMENT``, checked against each other.
-
-    Raises ScenarioError naming the file when it defines no valid ``EXPERIMENT`` or an arm or
-    outcome does not fit the scenario.
-    """
+    """A scenario file's SCENARIO and EXPERIMENT, checked against each other (ScenarioError)."""
     scenario = load_scenario(path)
     source = scenario.source or Path(path)
     try:
@@ -307,13 +289,8 @@ def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
 
 
 def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
-    """The one scenario of a within-world replicate: every arm's events and interventions, each
-    restricted to the arms that have it (``Audience.arms``, ``Intervention.arms``).
-
-    An event or intervention every arm keeps stays as it is; one some arms drop reaches only the
-    others' agents; one an arm adds reaches only that arm's agents. An arm's ``world`` text is
-    appended to the world text in its own agents' prompts only (``Scenario.within_worlds``).
-    """
+    """The one scenario of a within-world replicate: every arm's events, interventions and world
+    text, each reaching only the agents of the arms that have it."""
     names = tuple(a.name for a in experiment.arms)
 
     def keeping(dropped: str, index: int) -> tuple[str, ...]:
@@ -346,11 +323,10 @@ def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
 
 def strata(persona_ids: Sequence[str], attributes: Sequence[Mapping[str, Any]],
            graph: nx.Graph | None, stratify: str, seed: int) -> list[str]:
-    """Each agent's stratum label for ``stratify`` (see ``Experiment.stratify``).
+    """Each agent's stratum label.
 
-    ``community`` runs networkx's Louvain community detection (seeded) on the graph among these
-    agents, rebuilt with sorted nodes and edges so that the communities do not depend on the order
-    the graph was built in.
+    For communities the graph is rebuilt with sorted nodes and edges, so seeded Louvain does not
+    depend on the order the graph was built in.
     """
     if not stratify:
         return ["" for _ in persona_ids]
@@ -374,15 +350,14 @@ def assign_arms(persona_ids: Sequence[str], arms: Sequence[str], seed: int,
                 labels: Sequence[str] | None = None) -> dict[str, str]:
     """Randomise agents into arms, balanced within each stratum.
 
-    Within a stratum (strata in sorted order) the agents are shuffled (numpy, seeded) and dealt
-    to the arms in turn, the turn going on from one stratum to the next, so each arm's count
-    differs by at most one within every stratum and overall.
+    Each stratum is shuffled and dealt to the arms in turn, the turn carrying over between strata,
+    so arm counts differ by at most one within every stratum and overall.
 
     Args:
         persona_ids: the agents.
         arms: the arm names.
-        seed: the randomisation's seed (the replicate's run seed).
-        labels: each agent's stratum (``strata``); None: one stratum.
+        seed: the replicate's run seed.
+        labels: each agent's stratum; None: one stratum.
 
     Returns:
         persona id -> arm name.

@@ -1,9 +1,7 @@
-"""SQL of the ``experiments`` table and the survey answers an experiment's outcomes read.
+"""SQL of the experiment tables and the survey answers an experiment's outcomes read.
 
-An experiment's runs are ordinary runs (``runs``, ``survey_answers``, ...); ``experiments`` links
-each (experiment, arm, replicate) to its run, written once the run finished (within a world, every
-arm of a replicate links to its one run); ``experiment_agents`` holds a within-world replicate's
-randomisation of agents into arms.
+An experiment's runs are ordinary runs; ``experiments`` links each (experiment, arm, replicate)
+to its run once it finished, and ``experiment_agents`` holds a within-world randomisation.
 """
 
 from __future__ import annotations
@@ -18,8 +16,7 @@ from personahub.core.store import insert_rows
 
 
 def finished_arm_runs(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
-    """The experiment's recorded runs (arm, replicate, seed, run_id, is_control, settings), in
-    replicate and arm order: a run is recorded only once it finished."""
+    """The experiment's finished runs, in replicate and arm order."""
     return con.execute(
         "SELECT arm, replicate, seed, run_id, is_control, settings FROM experiments "
         "WHERE experiment_id = ? ORDER BY replicate, arm", [experiment_id]).df()
@@ -27,8 +24,7 @@ def finished_arm_runs(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.
 
 def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str, replicate: int,
                    seed: int, run_id: str, is_control: bool, settings: str) -> None:
-    """Link a finished run to its experiment, arm and replicate (replacing an older link);
-    ``settings`` is the digest of what the run was run with (``experiments.arm_settings``)."""
+    """Link a finished run to its experiment, arm and replicate, replacing an older link."""
     con.execute("DELETE FROM experiments WHERE experiment_id = ? AND arm = ? AND replicate = ?",
                 [experiment_id, arm, replicate])
     insert_rows(con, "experiments", [{"experiment_id": experiment_id, "arm": arm,
@@ -38,8 +34,7 @@ def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
 
 def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replicate: int,
                       run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
-    """Store a within-world replicate's randomisation (replacing an older one): one row per
-    (persona id, agent id, arm) of its run."""
+    """Store a within-world replicate's randomisation, replacing an older one."""
     con.execute("DELETE FROM experiment_agents WHERE experiment_id = ? AND replicate = ?",
                 [experiment_id, replicate])
     insert_rows(con, "experiment_agents", [
@@ -57,8 +52,7 @@ def arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFra
 
 def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], survey_id: str,
                     step: int) -> pd.DataFrame:
-    """One row per agent's answer to ``survey_id`` at ``step`` in these runs: run_id, agent_id,
-    answer_choice, answer_scale (failed answers are absent)."""
+    """Each agent's answer to the survey at ``step`` in these runs (failed answers absent)."""
     return con.execute(
         "SELECT run_id, agent_id, answer_choice, answer_scale FROM survey_answers "
         "WHERE run_id IN (SELECT unnest(?)) AND survey_id = ? AND step = ? "
@@ -69,14 +63,11 @@ def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], n
                        sql: str) -> pd.DataFrame:
     """The values a SQL outcome's query returns for each run: run_id, agent_id, value.
 
-    The query runs once per run with ``$run_id`` bound to the run's id (a parameter, never text
-    pasted into the query). It returns one number per agent (columns ``agent_id, value``, one row
-    per agent) or per run (one row, column ``value``; its ``agent_id`` is then NULL).
+    The query runs once per run with ``$run_id`` bound as a parameter; a per-run value has a
+    NULL agent_id.
 
     Raises:
-        PersonahubError: one line naming the outcome, when the query fails or returns another
-            shape (other columns, several rows without ``agent_id``, a repeated agent, a value
-            that is no number).
+        PersonahubError: the query fails or returns another shape.
     """
     frames = []
     for run_id in run_ids:

@@ -1,16 +1,10 @@
 """Garbage-collector policy for a run: quiet while the society is built, frozen between steps.
 
-A large society is millions of long-lived objects (personas, graph dicts, Mesa agents, memories).
-Python's cyclic collector makes a full pass over everything it tracks whenever enough objects
-have survived, so its cost grows with the society while it finds nothing to free: at 100,000
-agents it was a large share of a run's CPU, most of it during setup, then a pause for each of
-the dozen full passes a step triggered (``bench/bench_scale.py``).
-
-``RunHeap`` pauses the collector while the run sets up, and ``settle()`` (after setup and after
-every step) moves everything alive into the permanent generation with ``gc.freeze()``: the
-collector then only looks at what the current step allocates, which is where short-lived cycles
-(exceptions, futures) come and go. When the run ends everything is unfrozen, so whatever became
-garbage meanwhile is reclaimed by the next ordinary collection.
+A large society is millions of long-lived objects, and Python's collector makes full passes over
+them that free nothing: at 100,000 agents a large share of a run's CPU (bench_scale.py). So the
+collector is paused during setup, and after setup and every step ``gc.freeze()`` moves what is
+alive out of its sight; it then sees only the step's short-lived objects. At the end everything
+is unfrozen, so what became garbage is reclaimed.
 """
 
 from __future__ import annotations
@@ -40,7 +34,7 @@ class RunHeap:
         return self
 
     def settle(self) -> None:
-        """Freeze everything alive now out of the collector's sight, then let it run again."""
+        """Freeze everything alive now, then let the collector run again."""
         gc.freeze()
         if not self._frozen:
             young, middle, old = self._thresholds

@@ -1,28 +1,8 @@
 """Bounded agent memory: recent observations, messages received, own emissions, and a summary.
 
-Each part is a fixed-size deque. Whatever falls out of one is folded into a running summary of
-keywords with decaying weights (the offline engine's keyword extractor, no model call), and the
-summary keeps at most ``summary_terms`` words. So memory stays bounded however many steps run,
-costs nothing per step, is identical on every machine and survives a resume byte for byte.
-A model-written summary would read better but would add a model call per overflow and make the
-memory depend on the engine; the keyword summary is what an offline, replayable run needs, and
-it stays the default.
-
-Two opt-in additions (``Memory(retrieve=..., reflect_every=..., reflect_overflow=...)``) follow
-Generative Agents (Park et al. 2023):
-
-* **Retrieval.** What leaves the verbatim deques goes to a bounded *store* first (and only what
-  leaves the store is folded into the summary). A prompt gets the ``top_k`` items of
-  observations and store with the best score: recency + importance + relevance, as in
-  Generative Agents (``AgentMemory.retrieved`` says how each is scaled). Recency decays by ``RECENCY_DECAY``
-  a step; importance is fixed by where an item came from (``IMPORTANCE``); relevance is keyword
-  overlap (stems, as the prompt budget ranks memory) with this step's events and inbox.
-* **Reflection.** A model call (``sim/reflection.py``) writes a short summary in the agent's
-  voice from the old summary and what was evicted since; it replaces the keyword summary.
-  What it has not seen yet is kept (bounded) for the next one.
-
-All state is plain data (``to_state`` / ``from_state``) for checkpoints; a default memory's
-state is exactly what it was before these additions.
+What falls out of a fixed-size part is folded into a keyword summary, with no model call, so
+memory is bounded, free per step and identical on every machine and after a resume. Retrieval
+and reflection, after Generative Agents (Park et al. 2023), are opt-in.
 """
 
 from __future__ import annotations
@@ -36,11 +16,9 @@ from personahub.models.offline_text import keywords
 
 DECAY = 0.8  # weight kept by older summary terms at each eviction
 TERMS_PER_ITEM = 8
-RECENCY_DECAY = 0.9  # weight an item keeps per step of age (Generative Agents: 0.995 per hour)
-# Importance by source, cheap and deterministic (no model call to rate each memory, as the paper
-# does): what happened in the world (events, interventions' notes) shapes an agent's situation most;
-# what someone said *to* the agent comes next; its own survey answers and emissions it already
-# knows, so they matter least when choosing what to remind it of.
+RECENCY_DECAY = 0.9  # weight an item keeps per step of age (the paper: 0.995 per hour)
+# Importance by source, with no model call to rate each memory as the paper does: the world
+# shapes an agent's situation most, then what others said to it; its own output it already knows.
 IMPORTANCE: dict[str, float] = {"event": 1.0, "message": 0.6, "answer": 0.4, "own": 0.3}
 REFLECTION_CHARS = 280  # a reflection kept longer is cut at a word (~70 tokens, a memory cap)
 UNREFLECTED_KEEP = 12  # evicted items kept for the next reflection (at least)
@@ -52,8 +30,7 @@ LABELS = {"event": "", "message": "heard: ", "answer": "", "own": "I wrote: ",
 class Message:
     """A line of dialogue from one persona to a neighbour, delivered the step after.
 
-    ``thread_id`` is the id of the first message of the dialogue thread it belongs to
-    (``reply_to`` chains lead back to it).
+    ``thread_id`` is the id of the first message of its thread.
     """
 
     message_id: str
@@ -70,12 +47,7 @@ Recollection = tuple[int, str, str]  # (step, source, text): an item of the stor
 
 
 class AgentMemory:
-    """One agent's memory; every part is bounded.
-
-    ``retrieve`` turns retrieval on (``top_k`` items a prompt, from observations and a ``store``
-    of what left view); ``reflect`` keeps what is evicted for a reflection, which
-    ``reflect_overflow`` evictions make due.
-    """
+    """One agent's memory; every part is bounded."""
 
     def __init__(self, *, observations: int, messages: int, own: int, summary_terms: int,
                  retrieve: bool = False, store: int = 0, top_k: int = 6, reflect: bool = False,
@@ -99,7 +71,7 @@ class AgentMemory:
 
     # -- adding things -------------------------------------------------------------------------
     def observe(self, step: int, text: str, source: str = "event") -> None:
-        """Remember an event seen (or a note, or an answer: ``source``) at ``step``."""
+        """Remember an event, note or answer seen at ``step``."""
         if self.retrieve and self.observations.maxlen:
             if len(self.observations) == self.observations.maxlen:
                 (old_step, old_text), old_source = self.observations[0], self.sources[0]
@@ -139,7 +111,7 @@ class AgentMemory:
             evicted = queue[0]
             if isinstance(evicted, Message):
                 self._retire((evicted.step, "message", evicted.text))
-            elif len(evicted) == 3:  # own: (step, kind, text)
+            elif len(evicted) == 3:  # own emission
                 self._retire((evicted[0], "own", evicted[2]))
             else:
                 self._retire((evicted[0], "event", evicted[1]))
@@ -188,10 +160,9 @@ class AgentMemory:
         return lines + ([self.summary_text()] if self.summary else [])
 
     def prompt_lines(self, before_step: int) -> list[str]:
-        """What the agent recalls for a prompt, oldest first: the keyword summary, then
-        observations before a step (with retrieval: the ``top_k`` best-scored items of
-        observations and store), the latest reflection among them at the step it was written
-        (so the prompt budget, which favours newer lines, weighs it as of its step)."""
+        """What the agent recalls for a prompt, oldest first: the summary, then observations
+        (or the retrieved items), the reflection placed at its own step so the prompt budget
+        weighs it by age."""
         lines = [self.summary_text()] if self.summary else []
         recalled = self.recalled(before_step)
         if self.reflection:
@@ -213,17 +184,14 @@ class AgentMemory:
     def retrieved(self, before_step: int) -> list[Recollection]:
         """The ``top_k`` candidates by recency + importance + relevance, shown oldest first.
 
-        As Generative Agents scores: recency and relevance are min-max normalised over the
-        candidates; importance is already on a fixed 0..1 scale (``IMPORTANCE``) and is kept
-        there, so that an all-messages memory does not rank its messages as events. Relevance
-        weighs ``RELEVANCE_WEIGHT`` (2, as the prompt budget ranks memory): an old item about
-        this step's events beats the newest unrelated one. Relevance is the cosine of stem sets
-        (``prompt_budget.stems``) with the query, this step's events and the messages in view:
-        cheap, deterministic, no model or embedder. Ties go to the item kept later.
+        Recency and relevance are min-max normalised as in Generative Agents; importance keeps
+        its fixed scale, so an all-messages memory does not rank messages as events. Relevance
+        is the cosine of word stems with this step's events and messages (no model or embedder)
+        and weighs double, so an old item about this step beats the newest unrelated one.
         """
         items = self.candidates(before_step)
         if len(items) <= self.top_k:
-            return sorted(items, key=lambda item: item[0])  # stable: by step, then as kept
+            return sorted(items, key=lambda item: item[0])  # stable
         query = stems("\n".join([t for s, t in self.observations if s >= before_step]
                                  + [m.text for m in self.inbox]))
         recency = [RECENCY_DECAY ** max(before_step - 1 - s, 0) for s, _, _ in items]
@@ -244,9 +212,8 @@ class AgentMemory:
 
     # -- reflection ----------------------------------------------------------------------------
     def reflection_due(self, step: int, every: int | None) -> bool:
-        """Whether this agent reflects at ``step``: every ``every`` steps when something was
-        remembered since its last reflection, or once ``reflect_overflow`` items were evicted
-        unreflected."""
+        """Whether this agent reflects at ``step``: periodically when it has something new, or on
+        overflow."""
         if not self.reflect:
             return False
         if self.reflect_overflow and len(self.unreflected) >= self.reflect_overflow:
@@ -254,8 +221,8 @@ class AgentMemory:
         return every is not None and step % every == 0 and self.fresh > 0
 
     def reflection_material(self, before_step: int) -> list[str]:
-        """What a reflection looks back on, oldest first: what left memory since the last one,
-        then what is still in view (retrieved items, or observations), then own recent output."""
+        """What a reflection looks back on: what left memory since the last one, what is in
+        view, then its own recent output."""
         gone = [_line(item) for item in self.unreflected]
         held = [_line(item) for item in self.recalled(before_step)]
         mine = [_line((s, "own", t)) for s, _, t in self.own if s < before_step]
@@ -271,7 +238,7 @@ class AgentMemory:
 
     # -- plain data ----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
-        """Plain-data state (JSON-able); retrieval and reflection parts only when switched on."""
+        """JSON-able state; retrieval and reflection parts only when switched on."""
         state: dict[str, Any] = {
             "observations": [[s, t] for s, t in self.observations],
             "inbox": [vars(m).copy() for m in self.inbox],
@@ -289,7 +256,7 @@ class AgentMemory:
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what ``to_state`` returned."""
+        """Restore a state from to_state."""
         self.observations.clear()
         self.observations.extend((int(s), str(t)) for s, t in state.get("observations", []))
         self.inbox.clear()
@@ -318,7 +285,7 @@ def _line(item: Recollection) -> str:
 
 
 def _minmax(values: list[float]) -> list[float]:
-    """``values`` scaled to 0..1 (all 0 when they are all equal: the part does not discriminate)."""
+    """Values scaled to 0..1; all 0 when they are equal."""
     low, high = min(values), max(values)
     if high - low <= 1e-12:
         return [0.0] * len(values)

@@ -1,11 +1,8 @@
 """A Mesa ``Network`` space built from the social graph's arrays, with networkx made on demand.
 
-Mesa's ``Network`` wants a networkx graph and connects its cells one ``connect`` call per edge
-end, which dominated setup at a million personas (``bench/bench_scale.py``). This subclass
-takes ``SocialEdges`` (CSR adjacency), makes each cell's connections the first time they are
-read (most agents never act, so most cells never need them), and builds ``G`` only when
-something asks for it (a ``near`` audience, an edge intervention). Cells, connections and ``G``
-are what ``Network(social_edges.to_networkx())`` would hold.
+Mesa's ``Network`` connects its cells one call per edge end, which dominated setup at a million
+personas (bench_scale.py). Here each cell's connections are made when first read (most agents
+never act), and the networkx graph only when something walks it; the result equals Mesa's.
 """
 
 from __future__ import annotations
@@ -23,13 +20,13 @@ _CONNECTIONS: Any = Cell.connections  # the slot a Cell keeps its connections in
 
 
 class SocialCell(Cell):
-    """A Mesa ``Cell`` whose connections come from the network's CSR arrays when first read."""
+    """A Mesa cell whose connections come from the network's arrays when first read."""
 
     __slots__ = ("_network", "_position")
 
     @property
     def connections(self) -> dict[Any, Cell]:
-        """Neighbour cells by node id (persona id), in networkx's adjacency order."""
+        """Neighbour cells by persona id, in networkx's adjacency order."""
         try:
             return _CONNECTIONS.__get__(self)
         except AttributeError:
@@ -56,7 +53,7 @@ class SocialNetwork(Network):
         self._cells = dict(zip(ids, cells, strict=True))
 
     def _new_cell(self, node_id: str, position: int) -> SocialCell:
-        """What ``Cell(node_id, None, random=self.random)`` makes, connections left to be read."""
+        """A cell as Mesa makes it, its connections left to be read."""
         cell = SocialCell.__new__(SocialCell)
         cell.coordinate, cell._agents, cell.capacity = node_id, [], None
         cell.properties, cell.random = {}, self.random
@@ -64,7 +61,7 @@ class SocialNetwork(Network):
         return cell
 
     def connections_of(self, position: int) -> dict[Any, Cell]:
-        """The connections of the cell at ``position`` in ``ids`` order, from the CSR arrays."""
+        """The connections of the cell at ``position``, from the arrays."""
         lo, hi = int(self._starts[position]), int(self._starts[position + 1])
         ids, cells = self._ids, self._cell_list
         return {ids[t]: cells[t] for t in self._targets[lo:hi].tolist()}
@@ -77,7 +74,7 @@ class SocialNetwork(Network):
         return self._graph
 
     def _connect_cells(self) -> None:
-        """Connections come from the arrays when first read, not from walking ``G``."""
+        """Nothing to do: connections come from the arrays when first read."""
 
 
 __all__ = ["SocialCell", "SocialNetwork"]

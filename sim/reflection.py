@@ -1,11 +1,7 @@
 """Agent reflections: which agents reflect at a step, and the model call that writes one.
 
-A reflection (Generative Agents' term) is a short summary in the agent's voice of its summary so
-far and what it remembers; applied, it replaces the keyword summary (``AgentMemory.reflected``).
-Who reflects and what they are shown depend only on the step's frozen snapshot, and results are
-applied in agent-id order, so seeded runs stay identical whatever order the calls complete in. A
-failed reflection changes nothing (the old summary stays, nothing evicted is dropped) and is
-recorded as a failure of the step.
+A reflection (Generative Agents' term) is a short summary in the agent's voice that replaces its
+keyword summary. A failed one changes nothing and counts as a failure of the step.
 """
 
 from __future__ import annotations

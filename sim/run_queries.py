@@ -1,9 +1,7 @@
-"""Reads of a run's log for the live view, the report and the Python API's handles: its header,
-totals, steps, newest emissions, survey answers and graph, each as the run log's tables hold them.
+"""Reads of a run's log for the live view, the report and the Python API's handles.
 
-The run log's SQL lives with the run log (``sim/store.py`` writes it and reads what a resume
-needs; this module reads what is shown). Readers join these rows with the calls' figures
-(``core/call_log.py``) in Python, so no query here reaches into another family's tables.
+Callers join these rows with the model calls' figures in Python, so no query here reaches into
+another module's tables.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[
 
 
 def run_detail(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """The run's ``runs`` row: scenario, model spec, steps planned and done (None if absent)."""
+    """The run's ``runs`` row, or None."""
     found = _dicts(con, "SELECT run_id, scenario, scenario_path, llm, steps_planned, steps_done "
                         "FROM runs WHERE run_id = ?", [run_id])
     return found[0] if found else None
@@ -44,8 +42,7 @@ def run_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
 
 
 def step_table(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """One row per committed step: agents active, emissions, messages, failed actions, answers,
-    near-duplicates and seconds taken, in step order."""
+    """One row per committed step, in step order."""
     return _dicts(con, """
         SELECT s.step, s.n_active, s.n_emissions, s.n_messages, s.n_failed, s.n_answers,
                coalesce(d.duplicates, 0) AS duplicates,
@@ -67,8 +64,7 @@ def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str,
 
 
 def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` emissions: step, agent, kind, text, near-duplicate, and the agent a
-    message went to."""
+    """The newest ``limit`` emissions."""
     return _dicts(con, """
         SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
                t.agent_id AS to_agent
@@ -99,8 +95,7 @@ def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[in
 
 
 def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, int, int, int, int]]:
-    """A deliberate run's decisions per step: (step, decisions, chose nothing, addressee
-    fallbacks, failed); none for a scripted run."""
+    """A deliberate run's decision counts per step; none for a scripted run."""
     return [tuple(int(v) for v in row) for row in con.execute(  # type: ignore[misc]
         "SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
         "count(*) FILTER (WHERE fallback IS NOT NULL), "
@@ -110,8 +105,7 @@ def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tupl
 
 def choice_answer_counts(con: duckdb.DuckDBPyConnection,
                          run_id: str | None) -> list[tuple[Any, ...]]:
-    """Choice and scale answers per survey, kind, step and answer, of a run (every run's when
-    ``run_id`` is None): (survey, question, kind, step, answer, count), by survey and step."""
+    """Choice and scale answer counts per survey, step and answer (every run's when run_id is None)."""
     where = "AND run_id = ?" if run_id else ""
     return con.execute(
         "SELECT survey_id, any_value(question), answer_kind, step, "
@@ -121,8 +115,7 @@ def choice_answer_counts(con: duckdb.DuckDBPyConnection,
         [run_id] if where else []).fetchall()
 
 
-#: a run's rows of each run-log table the Python API hands out (``personahub.results.Run``),
-#: with the order they come in
+#: the run-log tables the Python API hands out, with the order their rows come in
 _RUN_ROWS = {
     "emissions": "step, agent_id",
     "survey_answers": "step, survey_id, agent_id",
@@ -132,16 +125,14 @@ _RUN_ROWS = {
 
 
 def run_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pd.DataFrame:
-    """Every column of ``table``'s rows for the run, as a DataFrame (``table`` is one of
-    emissions, survey_answers, messages, decisions)."""
+    """Every column of one of the tables above for the run, as a DataFrame."""
     order = _RUN_ROWS[table]
     return con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]).df()
 
 
 def survey_answer_values(con: duckdb.DuckDBPyConnection, run_id: str,
                          survey: str | None = None) -> pd.DataFrame:
-    """(survey_id, step, answer) per answer of the run, the answer as text whatever its kind;
-    one survey's with ``survey``."""
+    """(survey_id, step, answer) per answer of the run, the answer as text."""
     return con.execute(
         "SELECT survey_id, step, coalesce(answer_choice, CAST(answer_scale AS VARCHAR), "
         "answer_text) AS answer FROM survey_answers WHERE run_id = ?"
@@ -150,9 +141,7 @@ def survey_answer_values(con: duckdb.DuckDBPyConnection, run_id: str,
 
 
 def timeline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """One row per committed step: active agents, emissions, messages, survey answers, failed
-    actions, near-duplicates, events delivered and those injected while it ran (their texts),
-    the step's start and seconds."""
+    """One row per committed step with its counts, injected events, start and seconds."""
     source = SOURCE
     return con.execute(
         "SELECT s.step, s.n_active AS active, s.n_emissions AS emissions, "
@@ -170,6 +159,6 @@ def timeline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 
 
 def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """The personas the run's agents are, in the order ``run_agents`` holds them."""
+    """The run's agents' personas, in agent order."""
     return [str(r[0]) for r in con.execute(
         "SELECT persona_id FROM run_agents WHERE run_id = ?", [run_id]).fetchall()]

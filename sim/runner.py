@@ -1,20 +1,8 @@
 """What a run does to its society, apart from the job around it: personas → graph → Mesa model.
 
-The run's lifecycle (recording it, its steps as the job kernel's batches, resume, interrupts,
-its end status) is the job spec's, ``pipelines/run.py``; its SQL is ``sim/store.py``'s. This
-module holds the simulation's own parts that the spec puts in order:
-
-- the scenario's personas (from its file, or a seeded sample of the hub) and the checks made
-  before anything is recorded;
-- a scenario's identity (the SHA-256 of its file, or of its description when built in code) and
-  the check a resume makes before it executes the file again;
-- the society: acquaintance links, the agents (the scenario's personas and whom the setup
-  expansion reached) with the starting graph, recorded once; or, on resume, both read back;
-- a model brought to the end of a committed step (edge interventions, each agent's latest
-  checkpoint, the near-duplicate indexes rebuilt from the run's kept emissions);
-- a step's near-duplicate flags.
-
-Everything random derives from (seed, step, persona), so resumed steps equal those of an
+It loads and checks the scenario's personas, identifies a scenario by digest, records the agents
+and starting graph (or reads them back on resume), and brings a model to the end of a committed
+step. Everything random derives from (seed, step, persona), so resumed steps equal those of an
 uninterrupted run.
 """
 
@@ -51,12 +39,9 @@ from personahub.sim.society import SocietyModel, StepResult
 def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
                            con: duckdb.DuckDBPyConnection | None = None, *,
                            offline: bool = False, notes: list[str] | None = None) -> list[Persona]:
-    """The scenario's personas: from its source file (at most ``limit``, in file order), or a
-    seeded sample of the hub (``PersonaSource(path="hub")``: the run's database ``db``, read
-    through ``con`` when the run has it open; ``hub=FILE``: that database) among the personas
-    that passed the quality gate (``personas.hub_gate``; ``offline``: an offline run, which
-    takes the offline engine's too). A hub draw of fewer than ``limit`` adds to ``notes`` the
-    line saying how many matched and what the quality gate held back."""
+    """The scenario's personas: from its file, or a seeded sample of the gated hub personas.
+
+    A hub draw short of its limit adds a line to ``notes`` saying what the gate held back."""
     if scenario.personas.from_hub:
         return _hub_personas(scenario, db, con, offline, notes)
     stream = iter_personas(scenario.persona_path(), fmt=scenario.personas.fmt)
@@ -76,7 +61,7 @@ def _hub_personas(scenario: Scenario, db: Path | str | None,
     if path is None:
         raise PersonahubError(f"{prefix}.path='hub' samples the run's database; give --db")
     if con is not None and db is not None and path.resolve() != Path(db).resolve():
-        con = None  # another database than the open one
+        con = None  # another database
     if con is None and not path.exists():
         field_name = "hub" if source.hub else "path='hub'"
         raise PersonahubError(f"{prefix}.{field_name}: no database at {path} (import personas "
@@ -89,7 +74,7 @@ def _hub_personas(scenario: Scenario, db: Path | str | None,
         drawn = draw(hub, source.query(), source.limit, seed=source.seed, gates=gates)
         if notes is not None and source.limit is not None and len(drawn) < source.limit:
             held = gated_out(hub, source.query(), gates)
-            if held:  # the scenario's field, not a flag: personas.include_ungated
+            if held:
                 held = held.replace(INCLUDE_FLAG, f"{INCLUDE_FLAG} or personas.include_ungated")
             notes.append(fewer_than_asked(f"{prefix}.limit", source.limit, len(drawn), [held]))
         return drawn
@@ -101,8 +86,7 @@ def _hub_personas(scenario: Scenario, db: Path | str | None,
 
 
 def check_scenario(scenario: Scenario, personas: Sequence[Persona] | None) -> str:
-    """Everything about a scenario checkable before a run is recorded (steps, the agents it
-    names, its world file); returns the world text."""
+    """Check what can be checked before a run is recorded; returns the world text."""
     check_steps(scenario)  # load_scenario checks it too; a Scenario built in code may not
     if personas is not None:
         check_references(scenario, personas)
@@ -117,15 +101,13 @@ def scenario_digest(path: str | Path) -> str:
 
 
 def _plain(value: Any) -> str:
-    """A value of a scenario's description as text that is the same in every process (a
-    function by its qualified name, not its address)."""
+    """A description value as text that is the same in every process (functions by name)."""
     name = getattr(value, "__qualname__", None)
     return f"{getattr(value, '__module__', '')}.{name}" if name else str(value)
 
 
 def scenario_key(scenario: Scenario) -> str:
-    """What tells two scenarios apart: the SHA-256 of its file, or of its description (fields,
-    functions by name) for one built in code."""
+    """The SHA-256 of a scenario's file, or of its description for one built in code."""
     if scenario.source is not None:
         return scenario_digest(scenario.source)
     fields = {k: v for k, v in dataclasses.asdict(scenario).items() if k not in ("base_dir", "source")}
@@ -137,9 +119,8 @@ def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha2
                            scenario_path: str | None) -> Path:
     """The run's scenario file, if its bytes are the ones the run started with.
 
-    Checked before the file is executed: resuming with an edited scenario would mix two versions
-    in one run (the events of the new text, the config of the old), and a ``runs`` row alone is
-    no reason to run whatever file it names.
+    Checked before executing it: an edited scenario would mix two versions in one run, and a
+    stored row alone is no reason to run whatever file it names.
     """
     source = recorded_file or scenario_path
     if not source:
@@ -166,8 +147,7 @@ def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha2
 
 def save_acquaintances(con: duckdb.DuckDBPyConnection, ids: list[str], k: int, rewire: float,
                        seed: int, source: str) -> int:
-    """Store seeded small-world links among ``ids`` (Watts-Strogatz; k neighbours each) as
-    ``acquaintance`` relations; returns how many were offered."""
+    """Store seeded Watts-Strogatz links among ``ids``; returns how many were offered."""
     near, far = small_world_arrays(len(ids), k, rewire, seed)
     return save_links(con, ids, near, far, relation="acquaintance", hop=0, source=source)
 
@@ -182,10 +162,8 @@ def link_acquaintances(con: duckdb.DuckDBPyConnection, scenario: Scenario,
 
 
 def own_acquaintances(scenario: Scenario, personas: Sequence[Persona], seed: int) -> pa.Table:
-    """The links ``link_acquaintances`` stores for this seed, as (src, dst, relation) columns.
-
-    A run's graph takes these, not every acquaintance link in the database: runs that share a
-    database (an experiment's arms and replicates) would otherwise see each other's links."""
+    """This seed's acquaintance links as columns: runs sharing a database must not see each
+    other's."""
     ids = [p.persona_id for p in personas]
     near, far = small_world_arrays(len(ids), scenario.graph.acquaintances, scenario.graph.rewire,
                                    seed)
@@ -196,12 +174,10 @@ def own_acquaintances(scenario: Scenario, personas: Sequence[Persona], seed: int
 
 def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[Persona],
                    reached: Sequence[str], own_links: pa.Table) -> tuple[list[Persona], SocialEdges]:
-    """The run's agents (the scenario's personas, then whom the expansion reached) and their
-    starting graph (the hub's links among them with ``own_links`` as the acquaintances),
-    recorded in one transaction; agent ids are 1, 2, ... in that order."""
+    """Record the run's agents (personas, then whom the expansion reached) and starting graph."""
     start_ids = [p.persona_id for p in personas]
     agent_ids = list(dict.fromkeys([*start_ids, *reached]))
-    if len(agent_ids) == len(personas):  # no one reached: the agents are the personas, in order
+    if len(agent_ids) == len(personas):  # the expansion reached no one
         agents = list(personas)
     else:
         known = set(start_ids)
@@ -217,10 +193,9 @@ def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[P
 
 def archetype_grouping(con: duckdb.DuckDBPyConnection, run_id: str, k: int | None,
                        agents: Sequence[Persona], seed: int) -> tuple[list[int], list[str]] | None:
-    """The run's archetypes as (each agent's archetype in agent order, each archetype's
-    representative persona id): read back when recorded, else grouped (``group_archetypes``
-    on the agents' texts and attributes, seeded by the run seed; at most one per agent) and
-    recorded in one transaction. None when the scenario asks for none."""
+    """The run's archetypes and representatives: read back, or grouped (seeded) and recorded.
+
+    None when the scenario asks for none."""
     if k is None:
         return None
     recorded = store.archetypes_of(con, run_id)
@@ -246,7 +221,7 @@ def restore_society(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[P
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise PersonahubError(f"run {run_id}: personas {missing[:3]} are missing from the hub")
-    # agent ids are 1..n in persona order, so agent_id - 1 is a persona's position in ``ids``
+    # agent ids are 1..n in persona order
     found = store.starting_edges(con, run_id)
     edges = SocialEdges.from_positions(ids, np.asarray(found["pa"]), np.asarray(found["pb"]),
                                        [None if r is None else str(r) for r in found["r"].tolist()])
@@ -259,7 +234,7 @@ def restore_model(con: duckdb.DuckDBPyConnection, model: SocietyModel, run_id: s
     for action, a, b, relation in store.applied_edge_changes(con, run_id, done):
         model.change_edge(action, a, b, relation)
     model.restore(done, store.latest_states(con, run_id, done))
-    for rows in store.kept_emissions(con, run_id, done):  # in the order they were indexed
+    for rows in store.kept_emissions(con, run_id, done):
         by_kind: dict[str, list[tuple[str, str]]] = {}
         for emission_id, kind, text in rows:
             by_kind.setdefault(kind, []).append((emission_id, text))
@@ -270,7 +245,7 @@ def restore_model(con: duckdb.DuckDBPyConnection, model: SocietyModel, run_id: s
 def flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str | None]:
     """Per-kind MinHash near-duplicate flags, in agent-id order (earliest emission kept)."""
     by_kind: dict[str, list[tuple[str, str]]] = {}
-    for emission in result.emissions:  # agent-id order within each kind
+    for emission in result.emissions:
         by_kind.setdefault(emission.kind, []).append((emission.emission_id, emission.text))
     flags: dict[str, str | None] = {}
     for kind, items in by_kind.items():
@@ -280,8 +255,7 @@ def flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str
 
 
 def estimated_prefix_share(endpoints: Sequence[Any]) -> float | None:
-    """The share of prompt tokens the endpoints sent in a prefix shared with a recent prompt
-    (``HttpEndpoint.prompt_prefix``); None for endpoints that do not estimate it (offline)."""
+    """The estimated share of prompt tokens sent in a prefix shared with a recent prompt (None offline)."""
     meters = [m for m in (getattr(e, "prompt_prefix", None) for e in endpoints) if m is not None]
     total = sum(m.total_tokens for m in meters)
     return sum(m.shared_tokens for m in meters) / total if total else None

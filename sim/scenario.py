@@ -1,11 +1,7 @@
 """The scenario contract: a Python file that defines ``SCENARIO = Scenario(...)``.
 
-A scenario names its personas, how the relationship graph grows, how many steps run, which
-emission kinds agents produce, the world text and scheduled events. Everything is a frozen,
-keyword-only dataclass validated on construction, so a broken scenario fails at load time with
-the field at fault, before any database is touched.
-
-Run one with ``personahub run FILE`` or ``python FILE`` (which calls ``personahub.cli.main(__file__)``).
+Every part is a frozen, keyword-only dataclass validated on construction, so a broken scenario
+fails at load time naming the field at fault, before any database is touched.
 """
 
 from __future__ import annotations
@@ -41,9 +37,8 @@ HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
 ACTIVATION_MODES = ("all", "probability", "count", "function")
 INTERVENTION_ACTIONS = ("set_persona", "add_memory", "forget", "add_edge", "remove_edge")
 ANSWER_KINDS = ("choice", "scale", "text")
-POLICIES = ("scripted", "deliberate")  # how an active agent chooses what it does (Scenario.policy)
-# One of the scenario's own personas: a persona id, or an agent id (file order: 1, 2, ...).
-# Personas an expansion adds cannot be named (check_references).
+POLICIES = ("scripted", "deliberate")
+# A persona id, or an agent id (file order: 1, 2, ...); personas an expansion adds cannot be named.
 AgentRef = str | int
 _T = TypeVar("_T")
 
@@ -62,7 +57,7 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a shared validator (``core.validate``), its UsageError as a ScenarioValueError."""
+    """Run a shared validator, turning its UsageError into a ScenarioValueError."""
     try:
         return check(*args, **kwargs)
     except UsageError as exc:
@@ -70,9 +65,10 @@ def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _named_fields(cls: type[_T]) -> type[_T]:
-    """Make a scenario dataclass refuse an unknown or missing field as a ScenarioValueError (a
-    usage error, exit 2, naming the class, the field and the known ones), as it refuses a bad
-    value: both are the author's mistake in the file, not Python's ``TypeError``."""
+    """Make a scenario dataclass refuse an unknown or missing field as a ScenarioValueError.
+
+    A wrong field name is the author's mistake, like a bad value, so it exits 2 with the known
+    fields listed instead of raising Python's TypeError."""
     init = cls.__init__
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     shown = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
@@ -108,19 +104,15 @@ class PersonaSource:
     """Where the scenario's personas come from: a file (the default), or the hub.
 
     Attributes:
-        path: a persona file (any importer format), relative to the scenario file; ``seed``
-            (default) is the shipped set of original personas; ``hub`` samples the run's own
-            database (``--db``).
-        limit: take at most this many: in file order from a file; a seeded uniform sample
-            from the hub (all matching personas when None).
-        fmt: importer format name (``auto`` detects it); files only.
-        hub: sample from this database file (relative to the scenario file) instead of a file.
+        path: a persona file relative to the scenario file; ``seed`` (default) is the shipped
+            set, ``hub`` samples the run's own database.
+        limit: take at most this many (first in file order, or a seeded sample from the hub).
+        fmt: importer format name; ``auto`` detects it.
+        hub: sample from this database file instead of a persona file.
         where: hub only: one SQL condition over the ``personas`` table.
-        carve: hub only: carve conditions ``KEY OP VALUE`` (as ``personas sample -w``), all
-            must hold, e.g. ``("age>30", "occupation~nurse")``.
-        seed: hub only: the sampling seed (the same seed and hub give the same personas).
-        include_ungated: hub only: draw personas the quality gate did not pass too
-            (``personas/hub_gate.py``; an offline run takes the offline engine's regardless).
+        carve: hub only: conditions ``KEY OP VALUE`` that must all hold, e.g. ``"age>30"``.
+        seed: hub only: the sampling seed.
+        include_ungated: hub only: also draw personas the quality gate did not pass.
     """
 
     path: str = SEED_PERSONAS
@@ -175,8 +167,8 @@ class GraphGrowth:
     Attributes:
         hops: persona-to-persona expansion rounds (0 to 6, as in the paper).
         fanout: related people asked for per persona per round.
-        acquaintances: each scenario persona is linked to about this many others by a seeded
-            small-world graph (relation ``acquaintance``), so a community starts connected.
+        acquaintances: links per persona in a seeded small-world graph, so a community starts
+            connected.
         rewire: small-world rewiring probability.
     """
 
@@ -210,12 +202,11 @@ class Activation:
     """Which agents act in a step (idle agents make no model call).
 
     Attributes:
-        mode: ``all``; ``probability`` (each agent acts with probability ``p``); ``count``
-            (exactly ``count`` agents, drawn per step); ``function`` (``when(step, info, rng)``
-            decides for each agent, ``info`` an ``AgentInfo``, ``rng`` a derived ``random.Random``).
-        p: the per-agent probability for ``probability``.
-        count: agents per step for ``count`` (all of them when there are fewer).
-        when: the decision function for ``function``.
+        mode: ``all``, ``probability`` (each agent with probability p), ``count`` (exactly
+            count agents, drawn per step) or ``function`` (``when(step, info, rng)`` decides).
+        p: the per-agent probability.
+        count: agents per step (all of them when there are fewer).
+        when: the decision function, given an AgentInfo and a seeded random.Random.
     """
 
     mode: str = "all"
@@ -243,11 +234,10 @@ class Audience:
         personas: these agents only (persona ids, or agent ids as ints).
         text_contains: agents whose persona text contains any of these (case-insensitive).
         attributes: agents whose persona attributes have all these values.
-        where: agents for which ``where(info)`` is true (``info`` an ``AgentInfo``).
-        near: agents within ``hops`` of this agent on the relationship graph (itself included).
+        where: agents for which this predicate of an AgentInfo is true.
+        near: agents within ``hops`` of this agent on the graph (itself included).
         hops: radius for ``near``.
-        arms: agents randomised into one of these arms of a within-world experiment (set by
-            ``sim/experiment.py``, not in scenario files).
+        arms: agents in one of these arms of a within-world experiment (set by the experiment).
     Set criteria combine with AND.
     """
 
@@ -319,15 +309,12 @@ class Intervention:
 
     Attributes:
         step: when (applied before anyone acts).
-        action: ``set_persona`` (replace the agent's persona text with ``text``), ``add_memory``
-            (the agent remembers ``text``), ``forget`` (clear the agent's memory), ``add_edge`` /
-            ``remove_edge`` (between ``target`` and ``other``, labelled ``relation``).
+        action: ``set_persona``, ``add_memory``, ``forget``, ``add_edge`` or ``remove_edge``.
         target: the agent changed (persona id, or agent id as an int).
         other: the other end of an edge.
         text: the new persona text or the memory.
         relation: label of an added edge.
-        arms: applied only when the target is in one of these arms of a within-world experiment
-            (set by ``sim/experiment.py``, not in scenario files).
+        arms: applied only to targets in these arms of a within-world experiment.
     """
 
     step: int
@@ -354,18 +341,17 @@ class Intervention:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Survey:
-    """A question asked to (a group of) agents at chosen steps; answers go to ``survey_answers``.
+    """A question asked to agents at chosen steps; answers go to ``survey_answers``.
 
     Attributes:
         id: short identifier (``survey_id`` in the table).
         question: the question text.
         steps: the steps at which it is asked.
-        answer: ``choice`` (one of ``options``), ``scale`` (an integer ``low``..``high``) or ``text``.
-        options: the choices for ``choice``.
-        low, high: the range for ``scale``.
+        answer: ``choice`` (one of options), ``scale`` (an integer low..high) or ``text``.
+        options: the choices.
+        low, high: the scale's range.
         audience: who is asked (everyone by default).
-        remember: when true the agent remembers its answer (otherwise surveys leave no trace
-            in the agents' memory).
+        remember: the agent remembers its answer (otherwise a survey leaves no trace).
     """
 
     id: str
@@ -406,19 +392,15 @@ class Memory:
         observations: events (and remembered notes) kept verbatim.
         own: the agent's own latest emissions kept verbatim.
         summary_terms: keywords kept in the running summary of everything evicted.
-        retrieve: retrieval (Generative Agents): what leaves view goes to a store of ``store``
-            items, and a prompt gets the ``top_k`` items of observations and store that score
-            best on recency + importance + relevance to the step's events and messages.
-        store: items kept for retrieval besides the verbatim ones (with ``retrieve``).
-        top_k: items a prompt recalls (with ``retrieve``; the prompt budget still applies).
-        reflect_every: every this many steps, an agent that remembered something new since its
-            last reflection reflects: a model call (purpose ``reflection``) writes a short
-            summary in its voice that replaces the keyword summary. None: no periodic reflection.
-        reflect_overflow: an agent also reflects as soon as this many items have left its
-            memory since its last reflection. None: not on overflow.
-    The messages kept in view are ``Scenario.inbox_size``. The defaults are the keyword memory
-    (no retrieval, no reflection, no extra model call); ``Memory(retrieve=True, reflect_every=3)``
-    switches both on.
+        retrieve: Generative Agents retrieval: evicted items go to a store, and a prompt
+            recalls the items scoring best on recency, importance and relevance.
+        store: items kept for retrieval besides the verbatim ones.
+        top_k: items a prompt recalls (the prompt budget still applies).
+        reflect_every: every this many steps an agent with new memories reflects: one model
+            call writes a summary in its voice that replaces the keyword summary.
+        reflect_overflow: also reflect once this many items have left memory.
+    The defaults make no extra model call; ``Memory(retrieve=True, reflect_every=3)`` turns
+    both retrieval and reflection on.
     """
 
     observations: int = 6
@@ -451,8 +433,7 @@ class Memory:
         return self.reflect_every is not None or self.reflect_overflow is not None
 
     def new_agent_memory(self, inbox_size: int) -> AgentMemory:
-        """An empty memory of these sizes: the society's agents and interviews build theirs
-        here, so a memory restored from a checkpoint is configured as the run's was."""
+        """An empty memory of these sizes; built in one place so a restored one matches the run's."""
         return AgentMemory(observations=self.observations, messages=inbox_size, own=self.own,
                            summary_terms=self.summary_terms, retrieve=self.retrieve,
                            store=self.store, top_k=self.top_k, reflect=self.reflects,
@@ -470,45 +451,28 @@ class Scenario:
         personas: where the personas come from.
         graph: how the relationship graph grows before the first step.
         steps: number of simulation steps.
-        kinds: emission kinds agents choose from (instruction, npc_dialogue, tool_spec,
-            conversation, math_problem, reasoning_problem, knowledge_text, or any kind
-            registered in ``tasks``).
-        kind_weights: relative weights for ``kinds`` (uniform when None).
-        policy: how an active agent chooses what it does. ``scripted`` (default, one model call):
-            the kind is drawn from ``kind_weights`` and the addressee from its neighbours.
-            ``deliberate``: the agent first decides with a structured call (purpose ``decide``)
-            which of the kinds (those with a positive weight) to emit, whom to address, or
-            nothing, then acts; each decision is stored in ``decisions``.
+        kinds: emission kinds agents choose from (any registered kind).
+        kind_weights: relative weights for kinds (uniform when None).
+        policy: ``scripted`` (kind and addressee drawn) or ``deliberate`` (a model call decides).
         world: the world text every agent sees.
-        world_file: a file holding the world text, relative to the scenario file.
-        events: ``Event`` objects, or a mapping step → texts broadcast to everyone at that step.
-        interventions: ``Intervention`` objects (persona text, memory or edge changes).
-        surveys: ``Survey`` objects.
-        activation: an ``Activation``, or a float: the probability that an agent acts in a step
-            (idle agents make no model call).
+        world_file: a file holding more world text, relative to the scenario file.
+        events: Event objects, or a mapping step -> texts broadcast to everyone.
+        interventions: Intervention objects.
+        surveys: Survey objects.
+        activation: an Activation, or the probability that an agent acts in a step.
         memory: how much each agent remembers.
         inbox_size: how many received messages an agent keeps in view.
-        prompt_budget: approximate tokens an agent prompt may spend, in all and per part
-            (world, events, inbox, memory); ``PromptBudget.unlimited()`` shows everything.
+        prompt_budget: approximate tokens an agent prompt may spend, in all and per part.
         seed: default seed of the run (``--seed`` overrides).
-        duplicate_window: an emission is checked for near-duplicates against the latest this
-            many kept emissions of its kind (None: all of them), which bounds the index's memory
-            in very long runs; the default is far above what runs of realistic size keep, so
-            their flags are those of an unbounded index.
-        within_arms: the arms agents are randomised into when the run is one world of a
-            within-world experiment (set by ``sim/experiment.py``; empty: no randomisation).
-        within_stratify: how that randomisation is stratified (``Experiment.stratify``).
-        within_worlds: (arm, text) pairs: the text an arm's agents see after the world text in
-            every prompt, in a within-world run (``Arm.world``; set by ``sim/experiment.py``).
-        archetypes: group the agents into this many archetypes at setup (``personas.archetypes``,
-            seeded by the run seed) and ask choice and scale surveys, and draw free-text actions,
-            once per archetype instead of once per agent (None: every agent is asked; see
-            docs/scenarios.md, "Archetypes").
-        archetype_elicit: how an archetype's answer distribution to a choice or scale survey is
-            elicited: ``stated`` (one call: its representative states the shares) or
-            ``sample:N`` (N answer calls by a seeded draw of its asked members; their answers'
-            raw counts are the distribution). See ``archetype_sample_size``.
-        base_dir, source: set by ``load_scenario`` (the file's folder and the file itself).
+        duplicate_window: near-duplicates are checked against this many latest emissions of a
+            kind (None: all), which bounds memory in very long runs.
+        within_arms: arms agents are randomised into in a within-world experiment (set by it).
+        within_stratify: how that randomisation is stratified.
+        within_worlds: (arm, text) pairs: extra world text an arm's agents see.
+        archetypes: ask choice and scale surveys, and draw actions, once per archetype of this
+            many (None: every agent is asked).
+        archetype_elicit: ``stated`` (the representative states the shares) or ``sample:N``.
+        base_dir, source: the file's folder and the file, set when it is loaded.
     """
 
     name: str
@@ -597,11 +561,7 @@ class Scenario:
 
     @property
     def scheduled_events(self) -> tuple[Event, ...]:
-        """``events`` as ``__post_init__`` leaves it: ``Event`` objects sorted by step.
-
-        The field also accepts a step -> texts mapping, so its declared type is wider than what it
-        holds after construction; read it through here to get the narrow type.
-        """
+        """The events sorted by step, typed narrowly (the field also accepts a step -> texts mapping)."""
         return cast(tuple[Event, ...], self.events)
 
     def events_at(self, step: int) -> list[Event]:
@@ -617,7 +577,7 @@ class Scenario:
         return [s for s in self.surveys if step in s.steps]
 
     def world_text(self) -> str:
-        """The world text: ``world`` plus the contents of ``world_file`` if given."""
+        """The world text plus the contents of the world file, if given."""
         parts = [self.world.strip()] if self.world.strip() else []
         if self.world_file:
             path = self.resolve(self.world_file)
@@ -645,18 +605,7 @@ SCENARIO_MODULE = "__personahub_scenario__"  # the module name a scenario file r
 
 
 def archetype_sample_size(elicit: object, name: str = "--archetype-elicit") -> int | None:
-    """The N of an ``archetype_elicit`` value ``sample:N`` (None for ``stated``).
-
-    Args:
-        elicit: ``stated`` or ``sample:N`` with N >= 1.
-        name: what the value is called in the error.
-
-    Returns:
-        N, or None when the archetype states its shares in one call.
-
-    Raises:
-        UsageError: any other value (one line).
-    """
+    """The N of an archetype_elicit value ``sample:N``; None for ``stated``; else UsageError."""
     if elicit == "stated":
         return None
     head, _, count = str(elicit).partition(":")
@@ -666,11 +615,7 @@ def archetype_sample_size(elicit: object, name: str = "--archetype-elicit") -> i
 
 
 def scenario_frame(exc: BaseException) -> str | None:
-    """``FILE:LINE`` of the innermost scenario-file code in ``exc``'s traceback, if any.
-
-    Scenario code is recognised by its module name, so an activation or audience function
-    that raises mid-run is found as well as the file's top level.
-    """
+    """``FILE:LINE`` of the innermost scenario-file frame in the traceback, also mid-run."""
     where = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         if frame.f_globals.get("__name__") == SCENARIO_MODULE:
@@ -687,10 +632,16 @@ def raised_text(exc: BaseException) -> str:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Execute a scenario file and return its ``SCENARIO`` (with ``base_dir`` set).
+    """Execute a scenario file; its own CLI hook does not fire (it runs under another module name).
 
-    Raises ScenarioError naming the file (and line) when it is missing, raises, or defines no
-    valid ``SCENARIO``. The file runs under a non-``__main__`` name, so its own CLI hook is inert.
+    Args:
+        path: the scenario file.
+
+    Returns:
+        Its ``SCENARIO``, with base_dir and source set.
+
+    Raises:
+        ScenarioError: the file is missing, raises, or defines no valid SCENARIO.
     """
     path = Path(path).resolve()
     if not path.is_file():
@@ -715,10 +666,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 
 def check_steps(scenario: Scenario) -> None:
-    """Fail when an event, intervention or survey is scheduled after the scenario's last step.
-
-    It would never happen (a shorter ``--steps`` still leaves later ones out on purpose).
-    """
+    """Fail when an event, intervention or survey is scheduled after the last step."""
     last = scenario.steps
 
     def late(what: str, step: int) -> None:
@@ -734,17 +682,15 @@ def check_steps(scenario: Scenario) -> None:
             late(f"survey {survey.id!r}", step)
 
 
-# keys persona-to-persona expansion gives the personas it adds (personas/expand.py)
+# attributes expansion gives the personas it adds
 EXPANDED_ATTRIBUTES = frozenset({"parent", "relation"})
 
 
 def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
     """Fail, naming the field, when the scenario names agents or attributes its personas lack.
 
-    Called before a run writes anything. A scenario refers to agents among its own
-    ``personas`` (``Persona`` objects, in agent-id order): by persona id, or by agent id
-    1..len(personas). The personas an expansion adds are written by a model, so they cannot be
-    named in advance (their agent ids follow, but which persona gets which is not known).
+    Checked before a run writes anything. Personas an expansion adds cannot be named: a model
+    writes them, so which agent id each gets is not known in advance.
     """
     ids = {p.persona_id for p in personas}
     count = len(personas)

@@ -1,23 +1,10 @@
-"""The Mesa model of a persona society on a ``mesa.discrete_space.Network`` of its relationships.
+"""The Mesa model of a persona society: one agent per persona on a network of its relationships.
 
-Each persona is a ``FixedAgent`` on the cell of its persona id (a cell's connections are its
-acquaintances); the model's ``AgentSet`` (``model.agents``, agent-id order) is what audiences
-and activation select from.
-
-A step is *gather, then apply*:
-
-1. the step's interventions change persona texts, memories or edges;
-2. messages sent last step are delivered; the step's events reach their audiences' memories;
-3. the activation policy picks who acts (idle agents make no model call);
-4. every active agent's LangGraph run (a deliberating agent's decision, then its action), every
-   survey question and every due reflection (``sim/reflection.py``) go concurrently, all reading
-   the same frozen snapshot;
-5. results are applied in agent-id order (reflections, then decisions, emissions, messages,
-   memories, survey answers).
-
-Random draws come from RNGs derived from (run seed, step, persona), never from completion order,
-so a seeded run is identical however the model calls interleave. ``StepResult.states`` carries
-the state (as JSON text) of every agent touched in the step, the checkpoint a resume starts from.
+A step is *gather, then apply*: interventions, message delivery and events first; then every
+active agent's call, survey question and due reflection run concurrently on a frozen snapshot;
+then the results are applied in agent-id order. Random draws come from RNGs derived from (run
+seed, step, persona), never from completion order, so a seeded run is identical however the
+model calls interleave.
 """
 
 from __future__ import annotations
@@ -90,7 +77,7 @@ class Emission:
     content: dict[str, Any]
     text: str
     target_persona_id: str | None = None
-    archetype: int | None = None  # set when drawn from its archetype's pool (not its own call)
+    archetype: int | None = None  # set when drawn from its archetype's pool
 
 
 @dataclass
@@ -102,21 +89,21 @@ class StepResult:
     emissions: list[Emission] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (persona_id, error)
-    events: list[dict[str, Any]] = field(default_factory=list)  # delivered events (rows)
-    interventions: list[dict[str, Any]] = field(default_factory=list)  # applied (rows)
-    answers: list[dict[str, Any]] = field(default_factory=list)  # survey answers (rows)
-    n_asked: int = 0  # survey questions asked
-    states: list[tuple[int, str]] = field(default_factory=list)  # touched agents' states (JSON)
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects (rows)
-    decisions: list[dict[str, Any]] = field(default_factory=list)  # deliberate decisions (rows)
-    records: list[CallRecord] = field(default_factory=list)  # the step's model calls' attempts
-    cache_entries: list[CacheEntry] = field(default_factory=list)  # answers the calls recorded
-    archetype_calls: int = 0  # calls made once per archetype (survey shares, action pools)
-    drawn: int = 0  # answers and emissions drawn from those calls (one per member)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    interventions: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    n_asked: int = 0
+    states: list[tuple[int, str]] = field(default_factory=list)  # touched agents' JSON: the checkpoint
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    records: list[CallRecord] = field(default_factory=list)
+    cache_entries: list[CacheEntry] = field(default_factory=list)
+    archetype_calls: int = 0  # calls made once per archetype
+    drawn: int = 0  # answers and emissions drawn from those calls
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
-    """64 bits from ``parts`` (run seed, step, persona...), independent of call order."""
+    """64 bits hashed from parts (run seed, step, persona...)."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
 
 
@@ -133,11 +120,10 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 
 def step_draws(keys: np.ndarray, step: int) -> np.ndarray:
-    """One uniform draw in [0, 1) per key for ``step``, as float64 (vectorised).
+    """One uniform draw in [0, 1) per per-agent seed for this step, vectorised.
 
-    ``keys`` are per-agent 64-bit seeds (``_derived_seed`` of run seed and persona), computed once
-    per run; a draw mixes the key with the step. Hashing every persona every step cost about a
-    fifth of a second per step at 100,000 agents; this costs milliseconds.
+    Hashing every persona every step cost about 0.2 s per step at 100,000 agents; this costs
+    milliseconds.
     """
     salt = _mix64(np.array([step], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return (_mix64(keys ^ salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
@@ -150,9 +136,9 @@ class SocietyAgent(FixedAgent):
 
     def __init__(self, model: SocietyModel, persona: Persona, inbox_size: int) -> None:
         super().__init__(model)
-        self.cell = model.network[persona.persona_id]  # node ids are persona ids
+        self.cell = model.network[persona.persona_id]
         self.persona = persona
-        self.persona_text = persona.text  # interventions may change it for this run
+        self.persona_text = persona.text  # an intervention may change it
         self._inbox_size = inbox_size
         self._memory: AgentMemory | None = None
         self.pending: list[Message] = []
@@ -160,9 +146,8 @@ class SocietyAgent(FixedAgent):
     @classmethod
     def create_many(cls, model: SocietyModel, personas: Sequence[Persona],
                     inbox_size: int) -> list[SocietyAgent]:
-        """One agent per persona, in order, as ``cls(model, persona, inbox_size)`` each would be,
-        registered with Mesa in bulk (``sim.bulk_agents``): per-agent creation took about 10 s
-        at a million agents."""
+        """One agent per persona, in order, registered with Mesa in bulk (one by one took about
+        10 s at a million agents)."""
         if not bulk_agents.supported(model):
             return [cls(model, persona, inbox_size) for persona in personas]
         network = model.network
@@ -198,10 +183,7 @@ class SocietyAgent(FixedAgent):
         return self._memory.inbox if self._memory is not None else ()
 
     def neighbour_ids(self) -> list[str]:
-        """Persona ids adjacent on the relationship graph, sorted for determinism.
-
-        A cell's connections are keyed by the neighbour's node id, which is its persona id.
-        """
+        """Persona ids adjacent on the relationship graph, sorted for determinism."""
         return sorted(self.cell.connections)
 
     def info(self, step: int) -> AgentInfo:
@@ -212,7 +194,7 @@ class SocietyAgent(FixedAgent):
                          memory=tuple(self.memory.prompt_lines(step + 1)))
 
     def touch(self) -> None:
-        """Note that this agent's state changed this step (its checkpoint will be written)."""
+        """Mark this agent's state as changed this step, so it is checkpointed."""
         self.model.touched.add(self.unique_id)
 
     def deliver(self) -> None:
@@ -234,7 +216,7 @@ class SocietyAgent(FixedAgent):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore what ``get_state`` returned."""
+        """Restore a state from get_state."""
         if state.get("persona_id", self.persona_id) != self.persona_id:
             raise ValueError(f"state of {state['persona_id']} given to agent {self.persona_id}")
         self.persona_text = state.get("persona_text", self.persona.text)
@@ -243,18 +225,16 @@ class SocietyAgent(FixedAgent):
 
 
 Plan = tuple[SocietyAgent, str, str | None]
-# an archetype's free-text action pool: (archetype, kind, its active members in agent-id order)
+# an archetype's free-text action pool: (archetype, kind, its active members)
 Pool = tuple[int, str, list[SocietyAgent]]
-# what a step's calls returned: the agents' outcomes (then the pools'), the survey answers (one
-# per asked agent; drawn ones too), the reflections, the archetypes' survey-share calls
+# what a step's calls returned: outcomes, survey answers, reflections, archetype share calls
 Gathered = tuple[list[AgentOutcome], list[Any], list[StructuredResult[Any]],
                  list[StructuredResult[Any]]]
 
 
 @dataclass(frozen=True)
 class _Drawn:
-    """A member's survey answer drawn from its archetype's stated distribution (no call of its
-    own: the call's records are counted once, with the archetype's call)."""
+    """A member's survey answer drawn from its archetype's distribution (no call of its own)."""
 
     value: Any
     error: str | None = None
@@ -264,8 +244,7 @@ class _Drawn:
 
 @dataclass
 class _Planned:
-    """A step up to its model calls: its result so far, who acts (with their inputs), who is
-    asked which survey, who saw which events, who reflects."""
+    """A step up to its model calls: who acts, who is asked, who saw what, who reflects."""
 
     result: StepResult
     planned: list[Plan]
@@ -273,7 +252,7 @@ class _Planned:
     asked: list[tuple[Survey, SocietyAgent]]
     seen: dict[int, list[str]]
     reflecting: list[SocietyAgent]
-    pools: list[Pool] = field(default_factory=list)  # their inputs follow the agents' in inputs
+    pools: list[Pool] = field(default_factory=list)  # their inputs follow the agents'
 
 
 class SocietyModel(mesa.Model):
@@ -295,12 +274,10 @@ class SocietyModel(mesa.Model):
         archetype_sample: int | None = None,
     ) -> None:
         """Args:
-            archetypes: each agent's archetype (in agent order) and each archetype's
-                representative persona id (``sim.runner.archetype_grouping``); None asks every
-                agent itself.
-            archetype_sample: N of ``archetype_elicit="sample:N"``: an archetype's answer
-                distribution is the answers of N of its asked members (None: its
-                representative states it in one call).
+            archetypes: each agent's archetype and each archetype's representative persona id;
+                None asks every agent itself.
+            archetype_sample: sample an archetype's answers from N members (None: its
+                representative states them in one call).
         """
         super().__init__(seed=seed)
         self.scenario = scenario
@@ -311,30 +288,28 @@ class SocietyModel(mesa.Model):
         self.chunk_size = chunk_size
         self._runner = runner
         self.last_result: StepResult | None = None
-        # one cell per persona id; from arrays, networkx is built only if something walks it
+        # built from arrays; networkx is built only if something walks the graph
         self.network = (Network(graph, random=self.random) if isinstance(graph, nx.Graph)
                         else SocialNetwork(graph, random=self.random))
-        # creation order fixes agent ids (1, 2, ...) and the order of ``self.agents``
+        # creation order fixes agent ids (1, 2, ...)
         created = SocietyAgent.create_many(self, personas, scenario.inbox_size)
         self.by_persona: dict[str, SocietyAgent] = dict(
             zip([p.persona_id for p in personas], created, strict=True))
         self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in created}
-        # agents by position (agent id - 1), as ``self.agents`` holds them: per-step passes index
-        # this list instead of running an ``AgentSet`` filter over every agent (seconds per step
-        # at a million agents)
+        # agents by position (agent id - 1): indexing this beats an AgentSet filter over every
+        # agent (seconds per step at a million agents)
         self._positions: list[SocietyAgent] = created
-        # agents whose state changed this step: only they are checkpointed (a fresh agent's
-        # state follows from its persona)
+        # only changed agents are checkpointed: a fresh one's state follows from its persona
         self.touched: set[int] = set()
-        self._activation_keys: np.ndarray | None = None  # per-agent seeds of activation draws
-        # events injected while the run runs (``sim/steering.py``), delivered at the next step;
-        # their rows are numbered after the scenario's own (a resume sets the next numbers)
+        self._activation_keys: np.ndarray | None = None
+        # events injected while the run runs, delivered at the next step and numbered after
+        # the scenario's own
         self.injected: list[Any] = []
         self.next_event_index = len(scenario.scheduled_events)
         self.next_intervention_index = len(scenario.interventions)
-        # a within-world experiment's replicate: each agent's arm, drawn from the run seed
+        # in a within-world experiment: each agent's arm, drawn from the run seed
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
-        # its world-text arms: the world each arm's agents see (the others see ``world``)
+        # the world text each arm's agents see
         self.arm_worlds: dict[str, str] = {
             arm: "\n\n".join(part for part in (world.strip(), text.strip()) if part)
             for arm, text in scenario.within_worlds}
@@ -353,13 +328,11 @@ class SocietyModel(mesa.Model):
         self.archetype_sample = archetype_sample
 
     def pooled_survey(self, survey: Survey) -> bool:
-        """Whether ``survey`` is asked once per archetype (choice and scale, in a run with
-        archetypes); free-text answers stay per agent."""
+        """Whether the survey is asked once per archetype (choice and scale; free text is not)."""
         return self.archetype_of is not None and survey.answer in ("choice", "scale")
 
     def _assign_arms(self, personas: Sequence[Persona]) -> dict[str, str]:
-        """Each agent's arm (``sim/experiment.py``'s ``assign_arms``, as the experiment records
-        it after the run from the same personas, graph and seed)."""
+        """Each agent's arm, drawn as the experiment redraws it afterwards from the same inputs."""
         ids = [p.persona_id for p in personas]
         graph = self.network.G if self.scenario.within_stratify == STRATIFY_COMMUNITY else None
         labels = strata(ids, [p.attributes for p in personas], graph,
@@ -367,15 +340,14 @@ class SocietyModel(mesa.Model):
         return assign_arms(ids, self.scenario.within_arms, self.run_seed, labels)
 
     def world_of(self, agent: SocietyAgent) -> str:
-        """The world text ``agent`` sees: its arm's in a within-world run with world-text arms,
-        else the run's."""
+        """The world text the agent sees (its arm's, in a within-world run)."""
         if not self.arm_worlds:
             return self.world
         return self.arm_worlds.get(self.arm_of.get(agent.persona_id, ""), self.world)
 
     @property
     def ordered(self) -> list[SocietyAgent]:
-        """The agents in agent-id order, as a list (``self.agents`` holds them in that order)."""
+        """The agents in agent-id order, as a list."""
         return list(self.agents)
 
     # -- references and audiences ----------------------------------------------------------------
@@ -404,7 +376,7 @@ class SocietyModel(mesa.Model):
             check(x.other, f"intervention at step {x.step}: other")
 
     def audience(self, audience: Audience, step: int) -> list[SocietyAgent]:
-        """The agents an audience covers, in agent-id order (each filter an ``AgentSet.select``)."""
+        """The agents an audience covers, in agent-id order."""
         agents = self.agents
         if audience.personas:
             wanted = {self.agent(r).unique_id for r in audience.personas}
@@ -417,8 +389,8 @@ class SocietyModel(mesa.Model):
             agents = agents.select(
                 lambda a: all(a.persona.attributes.get(k) == v for k, v in wanted_attributes))
         if audience.near is not None:
-            # networkx's ball, not ``cell.get_neighborhood(radius)``: Mesa caches those and does
-            # not clear radius > 1 when an intervention adds or removes an edge
+            # not cell.get_neighborhood: Mesa caches radius > 1 and does not clear it when an
+            # intervention changes an edge
             centre = self.agent(audience.near).persona_id
             within = nx.single_source_shortest_path_length(self.network.G, centre,
                                                            cutoff=audience.hops)
@@ -426,17 +398,17 @@ class SocietyModel(mesa.Model):
         if audience.where is not None:
             where = audience.where
             agents = agents.select(lambda a: where(a.info(step)))
-        if audience.arms:  # a within-world arm's event: its arm's agents only
+        if audience.arms:
             arms = set(audience.arms)
             agents = agents.select(lambda a: self.arm_of.get(a.persona_id) in arms)
         return list(agents)
 
     # -- planning ------------------------------------------------------------------------------
     def _active(self, step: int) -> list[SocietyAgent]:
-        """Who acts this step, in agent-id order (positions drawn, or a policy function's select).
+        """Who acts this step, in agent-id order.
 
-        Draws come from RNGs derived from (run seed, step[, persona]), not from ``self.random``,
-        so a resumed run draws what the uninterrupted one drew.
+        Draws come from derived RNGs, not self.random, so a resumed run draws what the
+        uninterrupted one drew.
         """
         policy = self.scenario.activation
         assert not isinstance(policy, float)
@@ -452,7 +424,7 @@ class SocietyModel(mesa.Model):
                 self._activation_keys = np.array(
                     [_derived_seed((self.run_seed, pid, "active")) for pid in self.agents.get("persona_id")],
                     dtype=np.uint64)
-            drawn = np.flatnonzero(step_draws(self._activation_keys, step) < policy.p)  # positions
+            drawn = np.flatnonzero(step_draws(self._activation_keys, step) < policy.p)
             return [self._positions[i] for i in drawn.tolist()]
         when = policy.when
         assert when is not None
@@ -480,9 +452,9 @@ class SocietyModel(mesa.Model):
         return kind, rng.choice(neighbours)
 
     def _deliberate_input(self, agent: SocietyAgent, step: int) -> AgentInput | None:
-        """The deliberate policy's options for an active agent (``agents.decide.choices``; the
-        neighbours beyond what fits drawn from an RNG derived from (seed, step, persona)), or
-        None when it has nothing to choose from."""
+        """The deliberate policy's options for an active agent, or None when it has none.
+
+        Neighbours beyond what fits are drawn with a derived RNG."""
         rng = derived_rng(self.run_seed, step, agent.persona_id, "people")
         options, people = choices(
             self.scenario.kinds, self.scenario.kind_weights, agent.neighbour_ids(),
@@ -494,14 +466,12 @@ class SocietyModel(mesa.Model):
 
     # -- the step ------------------------------------------------------------------------------
     def step(self) -> None:
-        """Intervene, deliver, broadcast; gather every action and survey answer; apply in order
-        (the gather on ``runner``, for Mesa's synchronous ``step``)."""
+        """Run one step synchronously, as Mesa expects (the gather runs on ``runner``)."""
         planned = self._open_step(self.steps)  # Mesa increments ``steps`` before calling ``step``
         self.last_result = self._close_step(planned, self._runner(self._gather_step(planned)))
 
     async def advance(self, llm: StructuredCaller | None = None) -> StepResult:
-        """The next step, its gather awaited on the caller's loop (what a job's batch runs),
-        its calls made through ``llm`` when given (the job's caller: local, or Ray actors)."""
+        """Run the next step on the caller's event loop, through ``llm`` when given."""
         if llm is not None:
             self.llm = llm
         self.steps += 1  # as Mesa's wrapped ``step`` does
@@ -510,14 +480,13 @@ class SocietyModel(mesa.Model):
         return self.last_result
 
     def _open_step(self, step: int) -> _Planned:
-        """Interventions, deliveries and events; who acts and with what, who is asked, who
-        reflects (everything before the step's model calls)."""
+        """Everything before the step's model calls: interventions, deliveries, events, plans."""
         result = StepResult(step=step, n_active=0)
         self._intervene(step, result)
-        # in agent-id order, not ``shuffle_do``: delivery touches only the agent's own memory, and
-        # a shuffle would draw from ``self.random`` for nothing
+        # not shuffle_do: delivery touches only the agent's own memory, and a shuffle would
+        # draw from self.random for nothing
         for agent in self._positions:
-            if agent.pending:  # ``deliver`` does nothing to the others
+            if agent.pending:
                 agent.deliver()
         seen = self._broadcast(step, result)
         self._deliver_injected(step, result, seen)
@@ -533,7 +502,7 @@ class SocietyModel(mesa.Model):
             if plan is not None and plan[1] is None and self.archetype_of is not None:
                 pooled.setdefault((self.archetype_of[agent.unique_id], plan[0]), []).append(agent)
                 continue
-            kind, addressee = plan or ("", None)  # a deliberating agent's come from its decision
+            kind, addressee = plan or ("", None)  # a deliberating agent decides them
             planned.append((agent, kind, addressee))
             inputs.append(AgentInput(
                 persona_id=agent.persona_id,
@@ -589,8 +558,7 @@ class SocietyModel(mesa.Model):
             len(shares) if self.archetype_sample is None
             else sum(min(self.archetype_sample, len(g)) for g in self._share_groups(p.asked)))
         result.drawn += sum(isinstance(a, _Drawn) for a in answers)
-        # agents in id order, pools, survey answers as asked (then the archetypes' share calls),
-        # then reflections in agent-id order
+        # agents, pools, survey answers, archetype share calls, then reflections
         calls: list[Any] = [*outcomes, *answers, *shares, *reflections]
         for call in calls:
             result.records.extend(call.records)
@@ -607,7 +575,7 @@ class SocietyModel(mesa.Model):
                              budget=self.scenario.prompt_budget)
         groups = self._share_groups(asked)
         grouped = {i for group in groups for i in group}
-        own = [i for i in range(len(asked)) if i not in grouped]  # asked one by one
+        own = [i for i in range(len(asked)) if i not in grouped]
         asked_order = prefix_order([tuple(seen.get(asked[i][1].unique_id, [])) for i in own])
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
                      for survey, agent in (asked[own[i]] for i in asked_order)]
@@ -637,8 +605,7 @@ class SocietyModel(mesa.Model):
 
     async def _ask_shares(self, step: int, survey: Survey, representative: SocietyAgent,
                           events: list[str]) -> StructuredResult[Any]:
-        """One archetype's answer distribution to a choice or scale survey, asked through its
-        representative's persona text (with the events its first asked member saw)."""
+        """One archetype's answer distribution, stated by its representative in one call."""
         values = survey_values(survey.answer, survey.options, survey.low, survey.high)
         hint = ("For each of these answers, in this order, the percent of people like you "
                 "(the persona's archetype) who would give it: " + " | ".join(map(str, values)))
@@ -652,9 +619,8 @@ class SocietyModel(mesa.Model):
 
     def _sampled(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                  group: list[int]) -> list[SocietyAgent]:
-        """The members of one (survey, archetype) group whose answers sample its distribution:
-        ``archetype_sample`` of them (all when fewer), drawn with an RNG derived from (run seed,
-        step, survey, archetype) so that a resume draws the same, in agent-id order."""
+        """The members whose answers sample one archetype's distribution, drawn with a derived
+        RNG so a resume draws the same."""
         assert self.archetype_sample is not None and self.archetype_of is not None
         survey, first = asked[group[0]]
         members = [asked[i][1] for i in group]
@@ -666,11 +632,10 @@ class SocietyModel(mesa.Model):
 
     async def _sample_shares(self, step: int, survey: Survey, members: list[SocietyAgent],
                              seen: dict[int, list[str]]) -> StructuredResult[Any]:
-        """One archetype's answer distribution sampled by asking ``members`` the survey (each
-        with its own persona, events, inbox and memory; purpose ``survey_archetype``): the raw
-        shares of their valid answers, as a ``share_schema`` answer with every call's records.
-        Raw, not smoothed: an answer no sampled member gave is never drawn, as in the
-        calibration's ``sample`` method, rather than pulling small samples toward uniform."""
+        """One archetype's answer distribution: the raw shares of its sampled members' answers.
+
+        Raw, not smoothed (as in calibration): an answer no member gave is never drawn, rather
+        than pulling small samples toward uniform."""
         results = await asyncio.gather(*(
             self._ask(step, survey, agent, seen.get(agent.unique_id, []),
                       purpose="survey_archetype") for agent in members))
@@ -686,8 +651,7 @@ class SocietyModel(mesa.Model):
 
     def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
                       stated: StructuredResult[Any]) -> _Drawn:
-        """A member's answer drawn from its archetype's stated shares with an RNG derived from
-        (run seed, step, persona, survey), so it does not depend on who else was asked."""
+        """A member's answer drawn from its archetype's shares, independent of who else was asked."""
         if stated.value is None:
             last = stated.records[-1] if stated.records else None
             return _Drawn(None, "archetype call: " + (getattr(last, "error", None)
@@ -701,8 +665,7 @@ class SocietyModel(mesa.Model):
             {"answer": value, "reason": f"drawn from archetype {archetype}'s shares"}))
 
     def _reflecting(self, step: int) -> list[SocietyAgent]:
-        """Agents due to reflect at ``step``, in agent-id order (none unless the scenario's
-        memory reflects; agents that never remembered anything have no memory to reflect on)."""
+        """Agents due to reflect at this step, in agent-id order."""
         cfg = self.scenario.memory
         if not cfg.reflects:
             return []
@@ -742,7 +705,7 @@ class SocietyModel(mesa.Model):
         for index, x in self.scenario.interventions_at(step):
             agent = self.agent(x.target)
             if x.arms and self.arm_of.get(agent.persona_id) not in x.arms:
-                continue  # a within-world arm's intervention on an agent of another arm
+                continue  # the target is in another arm
             other = self.agent(x.other) if x.other is not None else None
             applied = self.apply_intervention(x, step)
             result.interventions.append({
@@ -770,13 +733,13 @@ class SocietyModel(mesa.Model):
         return True
 
     def change_edge(self, action: str, a: str, b: str, relation: str | None = None) -> bool:
-        """Add or remove an edge of the run's social graph (not of the hub's ``relations``)."""
+        """Add or remove an edge of the run's graph (the hub's relations stay as they are)."""
         network = self.network
         linked = network.G.has_edge(a, b)
         if action == "add_edge":
             if linked:
                 return False
-            network.add_connection(network[a], network[b])  # both cells and G
+            network.add_connection(network[a], network[b])
             network.G.edges[a, b]["relation"] = relation
             return True
         if not linked:
@@ -803,9 +766,8 @@ class SocietyModel(mesa.Model):
         return seen
 
     def _deliver_injected(self, step: int, result: StepResult, seen: dict[int, list[str]]) -> None:
-        """Deliver the events injected since the last step to every agent, after the scenario's
-        own; each is an ``events`` row and an ``interventions`` row (action ``event``, persona
-        ``*`` for everyone) naming its source."""
+        """Deliver the events injected since the last step to every agent, recording each as an
+        event and an intervention that names its source."""
         injected, self.injected = self.injected, []
         everyone = [str(p) for p in self.by_persona]
         for item in injected:
@@ -830,7 +792,7 @@ class SocietyModel(mesa.Model):
             if outcome.decision is not None:
                 decision = outcome.decision
                 result.decisions.append(self._decision_row(step, agent, decision))
-                if not decision.acts:  # nothing, or a failed decision (a failed action)
+                if not decision.acts:
                     if decision.error is not None:
                         result.failures.append((agent.persona_id, decision.error))
                     continue
@@ -872,8 +834,7 @@ class SocietyModel(mesa.Model):
 
     def _apply_pools(self, step: int, pools: list[Pool], outcomes: list[AgentOutcome],
                      result: StepResult) -> None:
-        """Each pool's one action, emitted by each of its members as its own emission (marked
-        with the archetype); a failed or rejected pool call fails every member's action."""
+        """Each pool's one action, emitted by each member; a failed pool call fails them all."""
         for (archetype, kind, members), outcome in zip(pools, outcomes, strict=True):
             error = (outcome.error or "failed") if outcome.output is None or outcome.text is None \
                 else (f"quality gate: {outcome.rejected}" if outcome.rejected is not None else None)
@@ -899,7 +860,7 @@ class SocietyModel(mesa.Model):
 
     @staticmethod
     def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
-        """A ``decisions`` row (without run id) for one deliberating agent's step."""
+        """A decisions row (without run id) for one deliberating agent's step."""
         return {"step": step, "agent_id": agent.unique_id, "persona_id": agent.persona_id,
                 "action": decision.action, "addressee_id": decision.addressee_id,
                 "addressee_label": decision.label, "fallback": decision.fallback,
@@ -935,15 +896,14 @@ class SocietyModel(mesa.Model):
     def _changed_states(self) -> list[tuple[int, str]]:
         """(agent id, state as JSON) of every agent touched this step, in agent-id order.
 
-        Only touched agents are serialised (all of them every step cost seconds at 100,000
-        agents), each once: the JSON text is what ``agent_states`` stores.
+        Only touched agents: serialising all of them cost seconds per step at 100,000 agents.
         """
         touched, self.touched = sorted(self.touched), set()
         return [(agent_id, json.dumps(self.by_agent_id[agent_id].get_state(), ensure_ascii=False))
                 for agent_id in touched]
 
     def restore(self, steps_done: int, states: dict[int, dict[str, Any]]) -> None:
-        """Put the model where it was after ``steps_done`` (agent states from a checkpoint)."""
+        """Put the model where it was after steps_done, from checkpointed agent states."""
         for agent_id, state in states.items():
             self.by_agent_id[agent_id].set_state(state)
         self.steps = steps_done
@@ -953,10 +913,8 @@ T_ = TypeVar("T_")
 
 
 def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
-    """Positions in the order a step's requests are sent: those whose prompts share a prefix
-    after the system and world text (the same events) next to each other, first-seen group
-    first, agent-id order within a group. A server's prefix cache then finds the group's
-    prefix in the prompt it has just seen."""
+    """The order a step's requests are sent: prompts sharing a prefix (the same events) next to
+    each other, so a server's prefix cache finds it in the prompt it has just seen."""
     first: dict[tuple[str, ...], int] = {}
     for key in keys:
         first.setdefault(key, len(first))
@@ -964,7 +922,7 @@ def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
 
 
 def unorder(items: Sequence[T_], order: Sequence[int]) -> list[T_]:
-    """``items`` (in ``order``) put back in their original positions."""
+    """Items sent in ``order`` put back in their original positions."""
     out: list[Any] = [None] * len(items)
     for item, position in zip(items, order, strict=True):
         out[position] = item

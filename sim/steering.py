@@ -1,15 +1,10 @@
 """Steering a run while it runs: pause, one step at a time, resume, and events typed in by hand.
 
-The live view's page (``run --view``) and the runner share one ``Steering``. The page's requests
-(a server thread) only change what it holds; the runner consults it at the *tick barrier*, before
-each step is opened (``barrier``), in its own thread. So a step is never changed half-way: a
-pause takes effect before the next step starts, and an injected event is delivered at the start
-of the next step that runs, to every agent, and recorded with that step (``events`` and
-``interventions`` rows whose ``source`` is who injected it), in the step's transaction. A resume
-restores the agents' memories from their checkpoints, so the event's effect survives a kill.
-
-While paused, the runner waits in short slices, so Ctrl-C and SIGTERM still stop it at once
-(the run is marked ``interrupted``, resumable, as for any stop).
+The live view's page and the runner share one ``Steering``. The page's requests only change what
+it holds; the runner consults it before opening each step, so a step is never changed half-way.
+An injected event reaches every agent at the next step and is recorded in that step's
+transaction, so it survives a kill and resume. While paused, the runner waits in short slices,
+so Ctrl-C still stops it at once.
 """
 
 from __future__ import annotations
@@ -46,11 +41,11 @@ class Steering:
         self._queue: list[Injected] = []
         self._source = source
         self._waiting: int | None = None  # the step the runner waits to open, while it waits
-        self._committed = 0  # the last step the runner finished (as it told ``barrier``)
+        self._committed = 0  # the last step the runner finished
         self._over = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Steering:
-        return self  # a config holding it is copied when stored: the steering stays one object
+        return self  # a stored config is copied: the steering stays one object
 
     def __str__(self) -> str:
         return self._source  # what a stored config says of it
@@ -105,8 +100,8 @@ class Steering:
 
     # -- the runner's side ---------------------------------------------------------------------------
     def barrier(self, step: int) -> list[Injected]:
-        """Called before ``step`` opens: wait while paused (unless a step was granted), then take
-        the events queued for it."""
+        """Before a step opens: wait while paused (unless a step was granted), then take the
+        queued events."""
         with self._cond:
             self._committed = step - 1
             self._waiting = step
@@ -131,7 +126,6 @@ class Steering:
             self._cond.notify_all()
 
     def wait_for(self, step: int, timeout: float) -> bool:
-        """Block until the runner waits before ``step`` (or the run is over); False on timeout.
-        For tests and scripts that steer a run deterministically."""
+        """Block until the runner waits before ``step`` or the run is over; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._waiting == step or self._over, timeout)

@@ -1,13 +1,8 @@
-"""The run log's SQL, in one place: ``runs``, ``run_agents``, ``run_edges``, ``steps``,
-``emissions``, ``messages``, ``events``, ``interventions``, ``survey_answers``,
-``agent_states``, ``decisions``, ``run_archetypes`` and ``run_agent_archetypes`` (the run's
-own tables; ``jobs`` is ``core/jobs_store.py``'s).
+"""The run log's SQL in one place: the tables a scenario run writes, and what reads them back.
 
-A step is the unit of durability: its rows (``step_rows``) are committed together with the
-step's model-call records by the job kernel (``core.commit.commit_batch``), and ``steps_done``
-moves in the same transaction, so a crash leaves the database at the last complete step and a
-resume continues from exactly there. Writes are Arrow batches or row batches, never per-row
-statements. The readers below are what a resume restores from and what a summary counts.
+A step is the unit of durability: its rows and its model calls commit in one transaction, so a
+crash leaves the database at the last complete step and a resume continues from there. Writes
+are Arrow or row batches, never per-row statements.
 """
 
 from __future__ import annotations
@@ -30,7 +25,7 @@ if TYPE_CHECKING:
     from personahub.sim.society import StepResult
 
 Rows = dict[str, list[dict[str, Any]]]
-_RESTORE_CHUNK = 100_000  # emissions read at a time while the near-duplicate indexes are rebuilt
+_RESTORE_CHUNK = 100_000  # emissions read at a time when rebuilding the near-duplicate indexes
 
 
 def _now() -> dt.datetime:
@@ -41,7 +36,7 @@ def _now() -> dt.datetime:
 
 def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
             steps_planned: int) -> dict[str, Any]:
-    """The run's ``runs`` row (written with its ``jobs`` row)."""
+    """Write the run's ``runs`` row."""
     return {"run_id": run_id, "scenario": scenario, "scenario_path": scenario_path, "llm": llm,
             "steps_planned": steps_planned, "steps_done": 0}
 
@@ -49,8 +44,7 @@ def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
 def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
                agent_ids: Sequence[int] | np.ndarray,
                edges: tuple[Any, Any, Any] = ((), (), ())) -> None:
-    """Record which persona each agent id plays and the run's starting social graph (``edges``
-    as columns: src, dst, relation; lists or Arrow arrays), in the caller's transaction."""
+    """Record which persona each agent plays and the starting graph (src, dst, relation columns)."""
     src, dst, relation = edges
     run = pa.scalar(run_id, pa.string())
     insert_columns(con, "run_agents", {
@@ -64,8 +58,7 @@ def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequenc
 def add_archetypes(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
                    labels: Sequence[int], representatives: Sequence[str], sizes: Sequence[int],
                    attribute_shares: Sequence[Mapping[str, Any]], method: str) -> None:
-    """Record a run's archetypes and each agent's (``persona_ids`` and ``labels`` in agent
-    order), in the caller's transaction."""
+    """Record a run's archetypes and each agent's, in agent order."""
     insert_columns(con, "run_archetypes", {
         "run_id": [run_id] * len(sizes), "archetype": list(range(len(sizes))),
         "size": [int(n) for n in sizes], "representative": list(representatives),
@@ -79,8 +72,7 @@ def add_archetypes(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Seq
 
 def archetypes_of(con: duckdb.DuckDBPyConnection,
                   run_id: str) -> tuple[dict[str, int], list[str]] | None:
-    """A run's recorded grouping: each persona's archetype and each archetype's representative
-    persona id (None when the run recorded none)."""
+    """Each persona's archetype and each archetype's representative; None without archetypes."""
     reps = [str(r[0]) for r in con.execute(
         "SELECT representative FROM run_archetypes WHERE run_id = ? ORDER BY archetype",
         [run_id]).fetchall()]
@@ -97,8 +89,7 @@ ARCHETYPE_LINES = 5  # archetypes ``personahub show`` names, largest first
 
 def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
                     top: int = ARCHETYPE_LINES) -> list[str]:
-    """A run's grouping as lines (none without archetypes): how many, how made, then the
-    largest ``top`` with their size and representative persona."""
+    """A run's grouping as console lines, the largest archetypes first."""
     rows = con.execute("SELECT archetype, size, representative, method FROM run_archetypes "
                        "WHERE run_id = ? ORDER BY size DESC, archetype", [run_id]).fetchall()
     if not rows:
@@ -114,9 +105,8 @@ def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
 
 def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
                     ) -> tuple[str, list[tuple[int, int, str, str]]]:
-    """A run's grouping for its report: how it was made, and per archetype (largest first) its
-    size, representative persona and members' attribute shares as ``name: value 60%`` text
-    (no rows: the run has no archetypes)."""
+    """A run's grouping for its report: per archetype, its size, representative and members'
+    attribute shares, largest first."""
     rows = con.execute("SELECT archetype, size, representative, attribute_shares, method "
                        "FROM run_archetypes WHERE run_id = ? ORDER BY size DESC, archetype",
                        [run_id]).fetchall()
@@ -132,10 +122,7 @@ def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
 
 def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | None],
               started_at: dt.datetime, *, model: str) -> Rows:
-    """A step's rows by table, in the order they are inserted: its emissions (with their
-    near-duplicate flags), messages, delivered events, interventions, survey answers, emissions
-    rejected by the quality gate, decisions, the checkpoint of changed agent states and its
-    ``steps`` row."""
+    """A step's rows by table, in insertion order, its ``steps`` row last."""
     emissions = [{
         "emission_id": e.emission_id, "run_id": run_id, "step": e.step,
         "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
@@ -176,10 +163,10 @@ _sharing_lock = threading.Lock()
 
 @contextlib.contextmanager
 def shared_pool() -> Iterator[None]:
-    """Within the block several runs of this process write one database (``experiment
-    --parallel``): they share its instance's buffer pool, whose limit ``release_cached_blocks``
-    would lower under the others' allocations (DuckDB then fails them: out of memory), so it
-    leaves the checkpoints to DuckDB's own."""
+    """Mark several runs of this process as sharing one database instance.
+
+    While they do, release_cached_blocks leaves the pool alone: lowering its limit under the
+    others' allocations makes DuckDB fail them for lack of memory."""
     with _sharing_lock:
         _sharing[0] += 1
     try:
@@ -191,25 +178,12 @@ def shared_pool() -> Iterator[None]:
 
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
                           room: int = 64 << 20) -> None:
-    """Checkpoint the step under a bounded buffer pool, then let the pool drop its copies of
-    table blocks that are already on disk.
+    """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
 
-    The pool keeps every block it wrote or read until its memory limit (80% of RAM by default)
-    forces blocks out, so a long-running writer holds all it wrote in memory. Lowering the
-    limit to what the other buffers (unwritten rows, indexes) use, plus ``slack``, evicts those
-    blocks, which costs no write since they are on disk. The limit then goes back to DuckDB's
-    default (connections here never set another; the one shown, '18.8 GiB', is rounded, so it
-    could not be set back exactly). When the pool cannot shrink that far, or settings are
-    locked, nothing changes.
-
-    The checkpoint is why memory was not flat (issue 32, ``bench/bench_memory_long.py``):
-    DuckDB checkpoints on its own inside a commit once the WAL passes 16 MiB, about every tenth
-    step of a 1,000-agent run, and a checkpoint reads back and recompresses a table's last row
-    group (up to 122,880 rows: a whole run log of that size), so each one took more memory than
-    the last (the every-tenth-step spike). Checkpointing every step here, with the pool limited
-    to the other buffers plus ``room``, makes DuckDB evict as it goes; a checkpoint that cannot
-    fit (or another transaction open, as a live view's) is left to DuckDB's own, as it is while
-    runs share the pool (``shared_pool``).
+    DuckDB keeps every block until its limit (80% of RAM), and its own checkpoints grew in memory
+    each time (bench_memory_long.py); a checkpoint each step under a limit just above the other
+    buffers evicts blocks already on disk as it goes. The limit then goes back to the default.
+    When the pool cannot shrink, settings are locked or a transaction is open, nothing changes.
     """
     if _sharing[0]:
         return
@@ -231,14 +205,14 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
         con.execute("RESET memory_limit")
 
 
-#: who put a row of ``events`` or ``interventions`` into the run (NULL: the scenario)
+#: who put an event or intervention row into the run (NULL: the scenario)
 SOURCE: Final = "coalesce(source, 'scenario')"
 
 
 # --- what a resume restores from ---------------------------------------------------------------
 
 class RunRecord(NamedTuple):
-    """A run's ``runs`` row: its scenario's name and file as recorded, and its steps planned."""
+    """A run's ``runs`` row: scenario name and file, and steps planned."""
 
     scenario: str
     scenario_path: str
@@ -268,8 +242,7 @@ def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
 
 
 def starting_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, np.ndarray]:
-    """The run's starting graph as agent positions (``pa``, ``pb``: agent id - 1) and relations
-    (``r``), ordered by persona ids."""
+    """The run's starting graph as agent positions (agent id - 1) and relations."""
     return con.execute("""
         SELECT a.agent_id - 1 AS pa, b.agent_id - 1 AS pb, e.relation AS r FROM run_edges e
         JOIN run_agents a ON a.run_id = e.run_id AND a.persona_id = e.src
@@ -279,8 +252,7 @@ def starting_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, np.
 
 def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
                          done: int) -> list[tuple[str, str, str, str | None]]:
-    """(action, persona, other persona, relation) of the edge interventions applied up to step
-    ``done``, in the order they were applied."""
+    """The edge interventions applied up to step ``done``, in order."""
     return [tuple(r) for r in con.execute(
         "SELECT action, persona_id, other_persona_id, relation FROM interventions WHERE run_id = ? "
         "AND step <= ? AND applied AND action IN ('add_edge', 'remove_edge') "
@@ -289,8 +261,7 @@ def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
 
 def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
                  interventions: int) -> tuple[int, int]:
-    """The numbers the run's next injected event and intervention rows take: past the
-    scenario's own (``events``, ``interventions``) and past every row recorded so far."""
+    """The numbers the next injected event and intervention rows take, past every one so far."""
     last_event = scalar(con, "SELECT coalesce(max(event_index), -1) FROM events WHERE run_id = ?",
                         [run_id])
     last_x = scalar(con, "SELECT coalesce(max(intervention_index), -1) FROM interventions "
@@ -300,8 +271,7 @@ def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
 
 def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int,
                   agent_ids: Sequence[int] | None = None) -> dict[int, Any]:
-    """Each checkpointed agent's latest state up to step ``done`` (agent id → state), of the
-    agents ``agent_ids`` only when given."""
+    """Each checkpointed agent's latest state up to step ``done``, by agent id."""
     only, params = "", [run_id, done]
     if agent_ids is not None:
         only, params = " AND list_contains(?, agent_id)", [*params, list(agent_ids)]
@@ -326,8 +296,7 @@ def agent_count(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
 
 def agents_playing(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
                    limit: int | None = None) -> list[tuple[int, str]]:
-    """(agent id, persona id) of the run's agents playing one of ``persona_ids``, in agent-id
-    order, the first ``limit`` of them when given."""
+    """(agent id, persona id) of the agents playing these personas, in agent-id order."""
     con.register("_playing_ids", pa.table({"id": pa.array(list(persona_ids), type=pa.string())}))
     try:
         sql = ("SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND persona_id IN "
@@ -342,8 +311,7 @@ def agents_playing(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Seq
 
 def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
                    done: int) -> Iterator[list[tuple[str, str, str]]]:
-    """(emission id, kind, text) of the run's kept emissions up to step ``done``, in the order
-    they were indexed, in chunks (a long run's texts are not all held at once)."""
+    """The kept emissions up to step ``done`` in indexing order, in chunks to bound memory."""
     result = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? "
                          "AND step <= ? AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done])
     while rows := result.fetchmany(_RESTORE_CHUNK):
@@ -351,8 +319,8 @@ def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
 
 
 def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], list[str]]:
-    """Committed emissions' texts by id: what the near-duplicate indexes read back instead of
-    keeping every signature (personas/near_dup.py)."""
+    """Committed emissions' texts by id: the near-duplicate index reads them back instead of
+    keeping every signature in memory."""
     def read(ids: Sequence[str]) -> list[str]:
         found: dict[str, str] = {}
         for lo in range(0, len(ids), 1000):  # constants: a filter in the scan, not a join
@@ -366,10 +334,7 @@ def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], 
 # --- what a summary counts ---------------------------------------------------------------------
 
 def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """A run's totals, read back (the whole run, resumed or not): agents, edges, steps
-    committed, failed actions, emissions by kind, near-duplicates, messages, survey answers,
-    delivered events, its model calls by status, and the calls made once per archetype with the
-    answers and emissions drawn from them."""
+    """A run's totals, read back from its tables (resumes included)."""
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return con.execute(sql, [run_id]).fetchall()
 
@@ -393,9 +358,8 @@ SURVEY_SHARES = 3  # answers a summary names per survey, most frequent first
 
 
 def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """One line per survey of a run, at the last step it was asked: its question and its most
-    frequent answers with their shares (``purchase_intent, step 5: "How likely ...?" likely 40%,
-    unsure 35%, unlikely 15% (of 240 answers)``): what a run's summary shows of its surveys."""
+    """One line per survey, at the last step it was asked: the question and its most frequent
+    answers with their shares."""
     rows = con.execute("""
         WITH last AS (SELECT survey_id, max(step) AS step FROM survey_answers WHERE run_id = ?
                       GROUP BY 1)
@@ -419,8 +383,7 @@ def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
 
 def delivered_events(con: duckdb.DuckDBPyConnection,
                      run_id: str) -> list[tuple[int, str, str | None, int | None, str]]:
-    """The events delivered in a run, in step order: (step, text, audience, recipients, who put
-    it in: the scenario, or ``view`` for one typed into the live view)."""
+    """The events delivered in a run, in step order, with who put each in."""
     return [(int(step), str(text), audience, n, str(source)) for step, text, audience, n, source
             in con.execute(f"SELECT step, text, audience, n_recipients, {SOURCE} "
                            "FROM events WHERE run_id = ? ORDER BY step, event_index",
