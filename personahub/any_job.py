@@ -167,7 +167,7 @@ def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = 
         job_id: the job's id (text or a number).
         db: the DuckDB file holding it.
         llm: the model spec to ask, with its credentials (None: the one the job recorded).
-        progress: as for ``run_scenario``.
+        progress: as for run_scenario.
         **engine: how this resume runs: cache, executor, ray_address, ray_workers,
             max_failed_share (None or not given: the job's); an unknown keyword is refused.
 
@@ -183,10 +183,10 @@ def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = 
 @speaks_python()
 async def resume_async(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
                        progress: ProgressSetting = None, **engine: Any) -> Job:
-    """``resume`` for ``await``: the job runs in a worker thread.
+    """resume for await: the job runs in a worker thread.
 
     Args:
-        job_id, db, llm, progress, **engine: as for ``resume``.
+        job_id, db, llm, progress, **engine: as for resume.
 
     Returns:
         The job's handle.

@@ -68,17 +68,17 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
     """Run a scenario run, or go on with one (the Python calls and the command share it).
 
     Args:
-        config: the run's ``RunConfig``, or a resume's settings as a mapping.
+        config: the run's RunConfig, or a resume's settings as a mapping.
         resume: the id of the run to go on with.
         fresh: start over rather than resume an unfinished run of the same config.
         client: a model client of your own, used as it is.
-        progress: a progress hook ``(phase, done, total)``.
+        progress: a progress hook (phase, done, total).
         on_ready: called with the model client once it is ready.
         on_start: called with the run's id and whether it resumed.
         warn: where warnings go.
 
     Returns:
-        The run's ``RunSummary``.
+        The run's RunSummary.
 
     Raises:
         PersonahubError: a finished run was asked to resume.
@@ -115,14 +115,14 @@ def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
         run_id: the run to go on with.
         db: the DuckDB file holding it.
         llm: the model spec (None: the recorded one, whose credentials were redacted).
-        progress: a progress hook ``(phase, done, total)``.
+        progress: a progress hook (phase, done, total).
         client: a model client of your own, used as it is.
         on_ready: called once the model client is ready.
         **engine: how this resume runs: max_failed_share (None: the recorded share),
             offline_latency_s, executor, ray_address, ray_workers; an unknown keyword is refused.
 
     Returns:
-        The run's ``RunSummary``.
+        The run's RunSummary.
 
     Raises:
         PersonahubError: the run had already finished.
@@ -161,19 +161,19 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig
     """Run a scenario and return a handle on the run's tables.
 
     Args:
-        scenario_or_path: a ``Scenario`` or the path of its file.
-        run_options: a ``RunConfig`` the other arguments override (positional only).
+        scenario_or_path: a Scenario or the path of its file.
+        run_options: a RunConfig the other arguments override (positional only).
         db: the DuckDB file (default: the base's, else ``society.duckdb``).
         llm: the model spec (default: the offline engine).
         seed: the run's seed (default: the scenario's).
         steps: how many steps (default: the scenario's).
         progress: True/False for a bar per phase (default: in a notebook or on a terminal), or a
-            hook ``(phase, done, total)``.
-        **options: further ``RunConfig`` fields (concurrency, cache, temperature, ...); an unknown
+            hook (phase, done, total).
+        **options: further RunConfig fields (concurrency, cache, temperature, ...); an unknown
             one is refused by name.
 
     Returns:
-        The ``Run``: its ``run_id``, summary and tables as DataFrames.
+        The Run: its run_id, summary and tables as DataFrames.
     """
     return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
                                         options, progress))
@@ -185,13 +185,13 @@ async def run_scenario_async(scenario_or_path: Scenario | str | Path,
                              db: str | Path | None = None, llm: str | None = None,
                              seed: int | None = None, steps: int | None = None,
                              progress: ProgressSetting = None, **options: Any) -> Run:
-    """``run_scenario`` for ``await``: the job runs in a worker thread.
+    """run_scenario for await: the job runs in a worker thread.
 
     Args:
-        scenario_or_path, run_options, db, llm, seed, steps, progress, **options: as for ``run_scenario``.
+        scenario_or_path, run_options, db, llm, seed, steps, progress, **options: as for run_scenario.
 
     Returns:
-        The ``Run``.
+        The Run.
     """
     return await call_in_thread(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
                                                options, progress))
@@ -213,16 +213,16 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
     """Run or resume a synthesis job (the Python call and the command share it).
 
     Args:
-        options: the job's ``SynthConfig``.
+        options: the job's SynthConfig.
         resume: the id of the job to go on with.
         client: a model client of your own, used as it is.
-        progress: a progress hook ``(phase, done, total)``.
+        progress: a progress hook (phase, done, total).
         on_ready: called once the model client is ready.
         fresh: start over rather than resume an unfinished job of the same config.
         on_start: called with the job's id.
 
     Returns:
-        The job's ``SynthSummary``.
+        The job's SynthSummary.
     """
     from personahub import runtime
     from personahub.pipelines.synthesize import SYNTHESIS
@@ -267,16 +267,16 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
         llm: the model spec (default: the offline engine).
         seed: the job's seed.
         n: how many personas are drawn.
-        progress: as for ``run_scenario``.
-        **options: further ``SynthConfig`` fields (prompting, examples, carve, solve,
+        progress: as for run_scenario.
+        **options: further SynthConfig fields (prompting, examples, carve, solve,
             per_persona, allow_fewer, ...).
 
     Returns:
-        The job's ``Job`` handle (``items()``, ``export()``).
+        The job's Job handle (``items()``, ``export()``).
 
     Raises:
-        FewerItems: the job holds fewer than ``n`` x ``per_persona`` items and ``allow_fewer``
-            was not given; its ``job`` attribute is the handle.
+        FewerItems: the job holds fewer than n x per_persona items and allow_fewer
+            was not given; its job attribute is the handle.
     """
     return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
@@ -285,13 +285,13 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
 async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                            seed: int = 0, n: int = 10, progress: ProgressSetting = None,
                            **options: Any) -> Job:
-    """``synthesize`` for ``await``: the job runs in a worker thread.
+    """synthesize for await: the job runs in a worker thread.
 
     Args:
-        task, db, llm, seed, n, progress, **options: as for ``synthesize``.
+        task, db, llm, seed, n, progress, **options: as for synthesize.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
@@ -364,14 +364,14 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
         db: the DuckDB file the personas go to.
         llm: the model spec (default: the offline engine).
         seed: the job's seed.
-        progress: as for ``run_scenario`` (counts the texts read).
+        progress: as for run_scenario (counts the texts read).
         **options: relations, per_text, limit, corpus_name, text_column, id_column, split,
             skip_bad, batch_size, concurrency, language, cache, executor, ray_address,
             ray_workers, max_failed_share, offline_latency_s, the model flags and the batch ones
             (docs/batch.md).
 
     Returns:
-        The job's ``Job`` handle; ``items()`` are the personas it made.
+        The job's Job handle; ``items()`` are the personas it made.
     """
     return call_blocking(_text_call(corpus, db, llm, seed, options, progress))
 
@@ -380,13 +380,13 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
 async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
                                 llm: str = "offline", seed: int = 0,
                                 progress: ProgressSetting = None, **options: Any) -> Job:
-    """``text_to_persona`` for ``await``: the job runs in a worker thread.
+    """text_to_persona for await: the job runs in a worker thread.
 
     Args:
-        corpus, db, llm, seed, progress, **options: as for ``text_to_persona``.
+        corpus, db, llm, seed, progress, **options: as for text_to_persona.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
 
@@ -420,14 +420,14 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
         seed: the job's seed.
         resume: an expansion id to go on with; an option naming what it makes otherwise is an
             error.
-        progress: as for ``run_scenario``.
+        progress: as for run_scenario.
         **options: hops, fanout, limit (start from the first N personas) or start_ids,
             batch_size, concurrency, language, link_candidates, link_embedder (None: no
             nearest-people links), cache, executor, ray_address, ray_workers, max_failed_share,
             offline_latency_s, the model flags and the batch ones (docs/batch.md).
 
     Returns:
-        The job's ``Job`` handle; its id is the expansion id, ``items()`` the new personas.
+        The job's Job handle; its id is the expansion id, ``items()`` the new personas.
     """
     return call_blocking(partial(_expansion, db, llm, seed, resume, options, progress))
 
@@ -436,13 +436,13 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
 async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                        resume: str | int | None = None, progress: ProgressSetting = None,
                        **options: Any) -> Job:
-    """``expand`` for ``await``: the job runs in a worker thread.
+    """expand for await: the job runs in a worker thread.
 
     Args:
-        db, llm, seed, resume, progress, **options: as for ``expand``.
+        db, llm, seed, resume, progress, **options: as for expand.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
@@ -465,13 +465,13 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
         db: the DuckDB file holding the personas.
         resume: a dedup job id to go on with; an option naming what it marks otherwise is an
             error.
-        progress: as for ``run_scenario`` (a bar per stage: minhash, embedding).
+        progress: as for run_scenario (a bar per stage: minhash, embedding).
         **options: embedder (hash, local, ``openai:<model>``, None for MinHash only), threshold,
             num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s, executor,
             ray_address, ray_workers and, for a model embedder, the batch ones (docs/batch.md).
 
     Returns:
-        The job's ``Job`` handle; ``items()`` are the flagged personas.
+        The job's Job handle; ``items()`` are the flagged personas.
     """
     return call_blocking(_dedup_call(db, resume, options, progress))
 
@@ -479,13 +479,13 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
 @speaks_python()
 async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
                       progress: ProgressSetting = None, **options: Any) -> Job:
-    """``dedup`` for ``await``: the job runs in a worker thread.
+    """dedup for await: the job runs in a worker thread.
 
     Args:
-        db, resume, progress, **options: as for ``dedup``.
+        db, resume, progress, **options: as for dedup.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(_dedup_call(db, resume, options, progress))
 
@@ -532,17 +532,17 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
     The same settings are the same judge: calling again skips the items it has rated.
 
     Args:
-        job: the synthesis job to judge (or give ``run``).
+        job: the synthesis job to judge (or give run).
         run: the run whose emissions to judge.
         db: the DuckDB file.
         llm: the judge's model spec (default: the offline engine).
         seed: the judge's seed (which items a sample takes).
-        progress: as for ``run_scenario``.
-        **options: further ``JudgeConfig`` fields: kind, sample, concurrency, timeout_s,
+        progress: as for run_scenario.
+        **options: further JudgeConfig fields: kind, sample, concurrency, timeout_s,
             batch_size, rps, the model flags and the batch ones (docs/batch.md).
 
     Returns:
-        A ``Judged`` handle: ``items()`` the judgments, ``validity()`` the rates.
+        A Judged handle: ``items()`` the judgments, ``validity()`` the rates.
     """
     return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
 
@@ -551,13 +551,13 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
 async def judge_async(*, job: str | int | None = None, run: str | int | None = None,
                       db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                       progress: ProgressSetting = None, **options: Any) -> Judged:
-    """``judge`` for ``await``: the job runs in a worker thread.
+    """judge for await: the job runs in a worker thread.
 
     Args:
-        job, run, db, llm, seed, progress, **options: as for ``judge``.
+        job, run, db, llm, seed, progress, **options: as for judge.
 
     Returns:
-        A ``Judged`` handle.
+        A Judged handle.
     """
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
 
@@ -604,15 +604,15 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 
     Args:
         job: the synthesis job.
-        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones;
-            ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else ``mode``).
+        solvers: solver specs (any llm spec; ``offline?seed=N`` for differing offline ones;
+            ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else mode).
         db: the DuckDB file.
-        **options: further ``EvalConfig`` fields: test_share or test_n, models, agree, samples,
+        **options: further EvalConfig fields: test_share or test_n, models, agree, samples,
             mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s, executor
             (``ray``: every spec's calls on one Ray actor pool), ray_address, ray_workers.
 
     Returns:
-        An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses the
+        An EvalSummary (``verified_share``, ``matrix``, ``scores``); calling again reuses the
         stored split and answers.
     """
     return call_blocking(partial(_evaluating, job, tuple(solvers), db, dict(options)))
@@ -621,13 +621,13 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 @speaks_python()
 async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...],
                          db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
-    """``evaluate`` for ``await``: the job runs in a worker thread.
+    """evaluate for await: the job runs in a worker thread.
 
     Args:
-        job, solvers, db, **options: as for ``evaluate``.
+        job, solvers, db, **options: as for evaluate.
 
     Returns:
-        An ``EvalSummary``.
+        An EvalSummary.
     """
     return await call_in_thread(partial(_evaluating, job, tuple(solvers), db, dict(options)))
 
@@ -710,20 +710,20 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
         llm: the model spec (default: the offline engine).
         seed: the job's seed.
         n: personas per group.
-        resume: a calibration job id to go on with (then only ``llm`` and the engine settings
+        resume: a calibration job id to go on with (then only llm and the engine settings
             apply).
-        progress: as for ``run_scenario``.
-        **options: further ``CalibrateConfig`` fields (steering, questions, attributes, limit,
+        progress: as for run_scenario.
+        **options: further CalibrateConfig fields (steering, questions, attributes, limit,
             no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, the model
             flags, the batch ones, ...).
 
     Returns:
-        A ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``,
+        A Calibration whose ``per_attribute()``, ``scores()``, ``summary_table()``,
         ``answers()``, ``sd_ratios()``, ``archetype_price()``, ``intervals()``,
         ``question_spread()``, ``temperatures()`` and ``ppi(FILE)`` are DataFrames.
 
     Raises:
-        UsageError: neither a survey and population nor ``resume`` was given.
+        UsageError: neither a survey and population nor resume was given.
     """
     return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
                                  options, progress))
@@ -734,13 +734,13 @@ async def calibrate_async(survey: str | Path | None = None, *, population: str |
                           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                           n: int = 20, resume: str | int | None = None,
                           progress: ProgressSetting = None, **options: Any) -> Calibration:
-    """``calibrate`` for ``await``: the job runs in a worker thread.
+    """calibrate for await: the job runs in a worker thread.
 
     Args:
-        survey, population, db, llm, seed, n, resume, progress, **options: as for ``calibrate``.
+        survey, population, db, llm, seed, n, resume, progress, **options: as for calibrate.
 
     Returns:
-        A ``Calibration`` handle.
+        A Calibration handle.
     """
     return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
                                         resume, options, progress))
@@ -805,24 +805,24 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
     """Draw people matching census-like tables and have a model write each one's text.
 
     Args:
-        marginals: the marginals file (give it, ``joint``, or both).
+        marginals: the marginals file (give it, joint, or both).
         joint: the joint table's file.
         n: how many people to draw.
         seed: the job's seed.
         db: the DuckDB file.
         llm: the model spec; on a resume the default asks the model the job recorded.
         resume: a stopped job's id; its files, n, seed and generation settings stay the job's.
-        progress: as for ``run_scenario``.
-        **options: further ``WriteConfig`` fields: the model flags, concurrency, timeout_s, rps,
+        progress: as for run_scenario.
+        **options: further WriteConfig fields: the model flags, concurrency, timeout_s, rps,
             offline_latency_s, cache, batch_size, max_failed_share, executor, ray_address,
             ray_workers.
 
     Returns:
-        A ``Job`` (kind ``population_write``) whose ``items()`` are the people written and whose
+        A Job (kind population_write) whose ``items()`` are the people written and whose
         ``population_id`` names their population.
 
     Raises:
-        UsageError: a resume was also given ``marginals`` or ``joint``.
+        UsageError: a resume was also given marginals or joint.
     """
     return call_blocking(partial(_population_writing, marginals, joint, n, seed, db, llm, resume,
                                  options, progress))
@@ -834,13 +834,13 @@ async def write_population_async(marginals: str | Path | None = None,
                                  seed: int = 0, db: str | Path = DEFAULT_DB,
                                  llm: str = "offline", resume: str | int | None = None,
                                  progress: ProgressSetting = None, **options: Any) -> Job:
-    """``write_population`` for ``await``: the job runs in a worker thread.
+    """write_population for await: the job runs in a worker thread.
 
     Args:
-        marginals, joint, n, seed, db, llm, resume, progress, **options: as for ``write_population``.
+        marginals, joint, n, seed, db, llm, resume, progress, **options: as for write_population.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(partial(_population_writing, marginals, joint, n, seed, db, llm,
                                         resume, options, progress))

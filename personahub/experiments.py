@@ -394,7 +394,7 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         scenario_file: a scenario file defining SCENARIO and EXPERIMENT.
         db: the database.
         llm: the model spec of every run.
-        replicates: runs per arm instead of the experiment's ``replicates``.
+        replicates: runs per arm instead of the experiment's replicates.
         experiment_id: the id instead of the experiment's (default: the scenario's name).
         confidence: the bootstrap intervals' level.
         alpha: the tests' level after Holm's correction.

@@ -104,12 +104,12 @@ def interview(question: str | None = None, *, run: str | int | None = None,
     """Ask a run's agents a question; the run is not changed, the answers are stored.
 
     Args:
-        question: what to ask (None only with ``resume``).
+        question: what to ask (None only with resume).
         run: the run whose agents answer (text or a number).
         db: the DuckDB file.
         llm: the model spec (default: the offline engine).
         resume: a stopped interview's batch_id: only agents not yet answered are asked.
-        progress: as for ``run_scenario``.
+        progress: as for run_scenario.
         **options: agent for one agent, or carve (``KEY OP VALUE``) and/or where (SQL over
             personas) for a group; limit, step, batch_size, the model and batch flags.
 
@@ -127,10 +127,10 @@ async def interview_async(question: str | None = None, *, run: str | int | None 
                           db: str | Path = DEFAULT_DB, llm: str = "offline",
                           resume: str | int | None = None, progress: ProgressSetting = None,
                           **options: Any) -> pd.DataFrame:
-    """``interview`` for ``await``: the job runs in a worker thread.
+    """interview for await: the job runs in a worker thread.
 
     Args:
-        question, run, db, llm, resume, progress, **options: as for ``interview``.
+        question, run, db, llm, resume, progress, **options: as for interview.
 
     Returns:
         A pandas DataFrame, one row per agent asked.

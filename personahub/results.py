@@ -155,7 +155,7 @@ class Job:
             n: how many rows.
 
         Returns:
-            A DataFrame of at most ``n`` rows.
+            A DataFrame of at most n rows.
         """
         query = _SAMPLES.get(self.kind)
         if query:
@@ -408,10 +408,10 @@ class Run(Job):
 
     async def interview_async(self, question: str, *, llm: str = "offline",
                               **options: Any) -> pd.DataFrame:
-        """``interview`` for ``await``.
+        """interview for await.
 
         Args:
-            question, llm, **options: as for ``interview``.
+            question, llm, **options: as for interview.
 
         Returns:
             A DataFrame, one row per agent asked.
