@@ -366,9 +366,7 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
         seed: the job's seed.
         progress: as for run_scenario (counts the texts read).
         **options: relations, per_text, limit, corpus_name, text_column, id_column, split,
-            skip_bad, batch_size, concurrency, language, cache, executor, ray_address,
-            ray_workers, max_failed_share, offline_latency_s, the model flags and the batch ones
-            (docs/batch.md).
+            skip_bad, language, and the engine, model and batch options (docs/api.md).
 
     Returns:
         The job's Job handle; ``items()`` are the personas it made.
@@ -421,10 +419,8 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
         resume: an expansion id to go on with; an option naming what it makes otherwise is an
             error.
         progress: as for run_scenario.
-        **options: hops, fanout, limit (start from the first N personas) or start_ids,
-            batch_size, concurrency, language, link_candidates, link_embedder (None: no
-            nearest-people links), cache, executor, ray_address, ray_workers, max_failed_share,
-            offline_latency_s, the model flags and the batch ones (docs/batch.md).
+        **options: hops, fanout, limit or start_ids, language, link_candidates, link_embedder
+            (None: no nearest-people links), and the engine, model and batch options.
 
     Returns:
         The job's Job handle; its id is the expansion id, ``items()`` the new personas.
@@ -467,8 +463,7 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
             error.
         progress: as for run_scenario (a bar per stage: minhash, embedding).
         **options: embedder (hash, local, ``openai:<model>``, None for MinHash only), threshold,
-            num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s, executor,
-            ray_address, ray_workers and, for a model embedder, the batch ones (docs/batch.md).
+            num_perm, ngram, embed_threshold, ann, and the engine and batch options.
 
     Returns:
         The job's Job handle; ``items()`` are the flagged personas.
@@ -538,8 +533,8 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
         llm: the judge's model spec (default: the offline engine).
         seed: the judge's seed (which items a sample takes).
         progress: as for run_scenario.
-        **options: further JudgeConfig fields: kind, sample, concurrency, timeout_s,
-            batch_size, rps, the model flags and the batch ones (docs/batch.md).
+        **options: further JudgeConfig fields: kind, sample, and the engine, model and batch
+            options.
 
     Returns:
         A Judged handle: ``items()`` the judgments, ``validity()`` the rates.
@@ -608,8 +603,7 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
             ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else mode).
         db: the DuckDB file.
         **options: further EvalConfig fields: test_share or test_n, models, agree, samples,
-            mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s, executor
-            (``ray``: every spec's calls on one Ray actor pool), ray_address, ray_workers.
+            mode, equivalence_judge, against, ngram, seed, and the engine options.
 
     Returns:
         An EvalSummary (``verified_share``, ``matrix``, ``scores``); calling again reuses the
@@ -813,9 +807,7 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
         llm: the model spec; on a resume the default asks the model the job recorded.
         resume: a stopped job's id; its files, n, seed and generation settings stay the job's.
         progress: as for run_scenario.
-        **options: further WriteConfig fields: the model flags, concurrency, timeout_s, rps,
-            offline_latency_s, cache, batch_size, max_failed_share, executor, ray_address,
-            ray_workers.
+        **options: further WriteConfig fields: the engine and model options.
 
     Returns:
         A Job (kind population_write) whose ``items()`` are the people written and whose
