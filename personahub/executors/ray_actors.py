@@ -2,7 +2,8 @@
 
 The seam is the model caller, not the agent graph: every model call of a step goes through
 RayCaller.structured, so calls added later (decisions, reflections, interviews) run on the
-actors without their code knowing. The step is unchanged: the gather awaits the actors on the
+actors without their code knowing (shipping agent inputs instead would move only today's
+agent-graph calls and duplicate the gather). The step is unchanged: the gather awaits the actors on the
 driver's loop and the apply phase runs on the driver in agent-id order, so a seeded run's tables
 equal a local run's. Answers come back as field values and are rebuilt with the driver's schema
 class, since survey schemas are made at run time.
@@ -11,7 +12,8 @@ Actors restart and re-ask a lost batch, whose calls were never returned, so noth
 twice; an actor that cannot come back fails the step, and ``--resume`` continues the run. No
 secret travels through Ray: keys are read from the worker's environment. Workers have no
 database, so with ``--cache`` the driver client's cache answers and only its misses go to the
-actors.
+actors. Structured-output modes learned on workers are not reported back; the run records the
+driver's.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ MAX_BATCH = 64  # large enough to amortise a task, small enough to spread over t
 ACTOR_RESTARTS = 3  # restarts of a dead actor, and retries of its batch, before failing
 ACTOR_PREFIX = "personahub-run-"  # named so that tests can find the actors
 
-# a call's arguments, and the settings of the client it is asked of (None: the pool's)
+# schema, messages, purpose, persona_id, step, check, sample, max_tokens, and the settings of
+# the job's client it is asked of (None: the pool's)
 Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int, int | None,
              LLMSettings | None]
 
