@@ -1,9 +1,7 @@
 """personahub: persona-driven synthetic data and virtual-society simulation.
 
-The project's folders (``sim/``, ``agents/``, ``personas/``, ``pipelines/``, ``analysis/``,
-``scenarios/``) live at the repository root; this folder links to each, so they are imported as
-``personahub.sim``, ``personahub.agents``, … and nothing generic (``agents`` is also the OpenAI
-Agents SDK) is installed at top level.
+The project's folders live at the repository root and are linked here, so nothing generic
+(``agents`` is also the OpenAI Agents SDK) is installed at top level.
 
 The public API is imported lazily, so ``import personahub`` stays cheap::
 
@@ -11,8 +9,7 @@ The public API is imported lazily, so ``import personahub`` stays cheap::
     run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)
     run.emissions()  # a pandas DataFrame; run.survey_answers(), run.items(), run.sql("...")
 
-Each job has a sync form, safe inside a running event loop (Jupyter), and an ``_async`` twin
-(``personahub.api``, documented in docs/api.md).
+Each job has a sync form, safe inside a running event loop, and an async twin (docs/api.md).
 """
 
 from __future__ import annotations
@@ -28,8 +25,7 @@ except PackageNotFoundError:  # a source checkout that was never installed
 
 
 def _job_functions() -> dict[str, str]:
-    """Each job function -> its module: the shipped kinds' (``pipelines/labels.py``, a cheap
-    import: strings and labels), then ``resume``; each comes with an ``_async`` twin there."""
+    """Each job function's module, read from the cheap labels module; twins live alongside."""
     from personahub.pipelines.labels import SHIPPED
 
     refs = [ref.split(":") for shipped in SHIPPED.values() for ref in shipped.api]

@@ -1,9 +1,7 @@
 """Any job by its id, whatever its kind: list every job, or resume one.
 
-``personahub jobs`` and ``personahub resume`` use these functions too, so the command and the API
-cannot drift. A resume runs the kind's registered spec on the job kernel: the job keeps what it
-makes (its stored config) and the model it recorded unless given another; only how it runs
-(cache, executor, failure share) is the caller's.
+The jobs and resume commands use these functions too, so command and API cannot drift. A
+resumed job keeps its stored config and recorded model; only how it runs is the caller's.
 """
 
 from __future__ import annotations
@@ -30,23 +28,21 @@ if TYPE_CHECKING:
     from personahub.core.kernel import JobResult
 
 def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str | None) -> None:
-    """A kind neither registered nor in the database, or an unknown status, is a usage error
-    (an empty listing would hide the typo)."""
+    """Refuse an unknown kind or status: an empty listing would hide the typo."""
     from personahub.core.jobs_store import job_kinds
     from personahub.core.kernel import registered
     from personahub.pipelines.labels import SHIPPED
 
     if status is not None and status not in STATUSES:
         raise UsageError(f"--status {status}: no such status; choose from {', '.join(STATUSES)}")
-    if kind is not None:  # the shipped kinds without importing their specs, and any registered
+    if kind is not None:  # shipped kinds are known without importing their specs
         kinds = sorted({*SHIPPED, *registered(), *job_kinds(con)})
         if kind not in kinds:
             raise UsageError(f"--kind {kind}: no such job kind; choose from {', '.join(kinds)}")
 
 
 def _what(kind: str, config: dict[str, Any]) -> str:
-    """A few words on what a job makes: a shipped kind's label without importing its spec (the
-    model stack); a kind registered from outside in this process labels itself."""
+    """A few words on what a job makes; shipped kinds avoid importing the model stack."""
     from personahub.core.kernel import spec_for
     from personahub.pipelines.labels import SHIPPED
 
@@ -58,10 +54,7 @@ def _what(kind: str, config: dict[str, Any]) -> str:
 
 def job_rows(db: str | Path, *, kind: str | None = None,
              status: str | None = None) -> list[dict[str, Any]]:
-    """Every job in ``db``, newest first, as plain rows: id, kind, status, times, a few words on
-    what it makes (``what``), its parent run or job, and why it stopped (``error``). Every key
-    but ``what`` (a few words from the job's ``config``, by its kind) is the ``jobs`` table's
-    column of that name."""
+    """Every job, newest first, as rows of the jobs table's columns plus ``what`` it makes."""
     from personahub.core.jobs_store import list_jobs
     from personahub.core.store import connect
 
@@ -85,7 +78,7 @@ def job_rows(db: str | Path, *, kind: str | None = None,
 @speaks_python()
 def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
          status: str | None = None) -> pd.DataFrame:
-    """Every job in a database, newest first, as ``personahub jobs`` lists them.
+    """Every job in a database, newest first.
 
     Args:
         db: the DuckDB file.
@@ -93,11 +86,10 @@ def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
         status: keep only jobs with this status (finished, interrupted, ...).
 
     Returns:
-        A DataFrame with the ``jobs`` table's columns (job_id, kind, status, started_at,
-        finished_at, parent_id, error) and ``what``, a few words on what each job makes.
+        A DataFrame of the jobs table's columns and ``what``, a few words on what each makes.
 
     Raises:
-        UsageError: an unknown kind or status (an empty listing would hide the typo).
+        UsageError: an unknown kind or status.
     """
     import pandas as pd
 
@@ -108,8 +100,7 @@ def jobs(*, db: str | Path = DEFAULT_DB, kind: str | None = None,
 
 @dataclass(frozen=True)
 class Resumed:
-    """What a resume did: the job's ``kind`` and the kernel's ``result`` (``result.ran`` is
-    False for a job that had already ended: nothing was asked)."""
+    """What a resume did: the job's kind and the kernel's result (ran is False if it had ended)."""
 
     kind: str
     result: JobResult[Any]
@@ -121,10 +112,8 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
                on_ready: Callable[[StructuredCaller | None], None] | None = None,
                on_start: Callable[[str, bool], None] | None = None,
                warn: Callable[[str], None] | None = None) -> Resumed:
-    """Resume job ``job_id`` of ``db`` through the kernel with its kind's spec. ``llm`` replaces
-    the recorded (redacted) model spec; ``engine`` holds how it runs this time (``cache``,
-    ``executor``, ``ray_address``, ``ray_workers``, ``max_failed_share``; None values are
-    dropped). An unknown job or database is one error naming it."""
+    """Resume a job with its kind's spec; llm replaces the recorded (redacted) model spec and
+    engine says how it runs this time."""
     from personahub import runtime
     from personahub.models.client import resolve_spec
 
@@ -136,8 +125,7 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
     spec = runtime.registered_spec(row.kind)
     if spec is None:
         raise PersonahubError(f"resume {job_id}: no job spec of kind {row.kind!r} is registered")
-    # without llm the recorded spec, as every command's --resume does: a resume asks the model
-    # the job was asking
+    # without llm, ask the model the job was asking
     model = resolve_spec(llm) if llm is not None else runtime.recorded_llm(db, job_id)
     given = {"llm": model, **{k: v for k, v in (engine or {}).items() if v is not None}}
     result = runtime.run(spec, given, db, resume=job_id, client=client, progress=progress,
@@ -146,8 +134,7 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
 
 
 def handle_of(resumed: Resumed, db: str | Path) -> Job:
-    """The API's handle of a resumed job: its kind's own (``Run``, ``Judged``,
-    ``Calibration``) or ``Job`` (``personahub.results.handle_class``)."""
+    """The API's handle of a resumed job, of its kind's class."""
     handle = handle_class(resumed.kind)
     return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
                   summary=resumed.result.summary)
@@ -160,13 +147,13 @@ def _resume(job_id: str | int, db: str | Path, engine: dict[str, Any], llm: str 
     return handle_of(resumed, db)
 
 
-#: the engine options a resume of any job takes from its caller (``personahub resume``'s too)
+#: the engine options a resume of any job takes from its caller
 RESUME_OPTIONS = frozenset({"cache", "executor", "ray_address", "ray_workers",
                             "max_failed_share"})
 
 
 def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
-    """``resume``'s engine keywords, an unknown one refused by name."""
+    """resume's engine keywords; an unknown one is refused by name."""
     refuse_unknown("resume", engine, set(RESUME_OPTIONS))
     return {name: engine.get(name) for name in sorted(RESUME_OPTIONS)}
 
@@ -174,21 +161,18 @@ def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
 @speaks_python()
 def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
            progress: ProgressSetting = None, **engine: Any) -> Job:
-    """Resume any stopped job by its id, as ``personahub resume ID`` does.
-
-    The job goes on with its own settings; a job that had already ended is returned as it is,
-    nothing asked.
+    """Resume any stopped job by its id; one that had ended is returned as it is.
 
     Args:
         job_id: the job's id (text or a number).
         db: the DuckDB file holding it.
         llm: the model spec to ask, with its credentials (None: the one the job recorded).
-        progress: as for ``run_scenario``.
+        progress: as for run_scenario.
         **engine: how this resume runs: cache, executor, ray_address, ray_workers,
             max_failed_share (None or not given: the job's); an unknown keyword is refused.
 
     Returns:
-        The job's handle: ``Run`` for a run, ``Judged``, ``Calibration``, else ``Job``.
+        The job's handle: Run, Judged, Calibration, or Job.
 
     Raises:
         PersonahubError: no such database, job, or registered kind.
@@ -199,10 +183,10 @@ def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = 
 @speaks_python()
 async def resume_async(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
                        progress: ProgressSetting = None, **engine: Any) -> Job:
-    """``resume`` for ``await``: the job runs in a worker thread.
+    """resume for await: the job runs in a worker thread.
 
     Args:
-        job_id, db, llm, progress, **engine: as for ``resume``.
+        job_id, db, llm, progress, **engine: as for resume.
 
     Returns:
         The job's handle.

@@ -1,10 +1,8 @@
-"""The Python API: each job as a plain call and an ``async`` twin, returning a handle on its tables.
+"""The Python API: each job as a plain call and an async twin, returning a handle on its tables.
 
-The functions build the same configs as the CLI commands and run the same job functions, so a
-notebook and a command do the same work. Each job owns an event loop for its model calls; inside
-a running loop (Jupyter) the sync form runs the job in a worker thread, and the ``_async`` form
-always does. In a notebook a job shows a progress bar, and the stop button marks the job
-``interrupted``, to be resumed as after Ctrl-C in a command::
+The functions build the same configs as the CLI commands, so a notebook and a command do the
+same work. Inside a running event loop (Jupyter) a job runs in a worker thread; the stop
+button marks it interrupted, to be resumed like a command after Ctrl-C::
 
     import personahub
     run = personahub.run_scenario("scenarios/riverside_town.py", db="society.duckdb", steps=2)
@@ -47,8 +45,7 @@ if TYPE_CHECKING:
 
 def run_config(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None,
                overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """The ``RunConfig`` of ``run_scenario(scenario_or_path, run_options, **overrides)`` (the
-    command builds the same one from its flags); None overrides keep the base's value."""
+    """The RunConfig that run_scenario builds; a None override keeps the base's value."""
     from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
@@ -68,22 +65,20 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
                    on_ready: Callable[[StructuredCaller | None], None] | None = None,
                    on_start: Callable[[str, bool], None] | None = None,
                    warn: Callable[[str], None] | None = None) -> RunSummary:
-    """Run a scenario run on the job kernel, or go on with one.
-
-    What ``run_scenario``, ``resume_run`` and ``personahub run`` go through.
+    """Run a scenario run, or go on with one (the Python calls and the command share it).
 
     Args:
-        config: the run's ``RunConfig``, or a resume's settings as a mapping.
+        config: the run's RunConfig, or a resume's settings as a mapping.
         resume: the id of the run to go on with.
         fresh: start over rather than resume an unfinished run of the same config.
         client: a model client of your own, used as it is.
-        progress: a progress hook ``(phase, done, total)``.
+        progress: a progress hook (phase, done, total).
         on_ready: called with the model client once it is ready.
         on_start: called with the run's id and whether it resumed.
         warn: where warnings go.
 
     Returns:
-        The run's ``RunSummary``.
+        The run's RunSummary.
 
     Raises:
         PersonahubError: a finished run was asked to resume.
@@ -105,7 +100,7 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
     return summary
 
 
-#: the engine options ``resume_run`` takes (``resume_settings``): how this resume runs
+#: the engine options resume_run takes: how this resume runs, not what it makes
 RUN_RESUME_OPTIONS = frozenset({"offline_latency_s", "executor", "ray_address", "ray_workers",
                                 "max_failed_share"})
 
@@ -114,23 +109,20 @@ RUN_RESUME_OPTIONS = frozenset({"offline_latency_s", "executor", "ray_address", 
 def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
                progress: ProgressHook | None = None, client: StructuredCaller | None = None,
                on_ready: Callable[[], None] | None = None, **engine: Any) -> RunSummary:
-    """Continue a run from its last committed step, its scenario file checked first.
-
-    The run keeps what it makes (scenario, seed, steps, generation settings) and its model
-    settings.
+    """Continue a run from its last committed step; it keeps its scenario, seed and model settings.
 
     Args:
         run_id: the run to go on with.
         db: the DuckDB file holding it.
         llm: the model spec (None: the recorded one, whose credentials were redacted).
-        progress: a progress hook ``(phase, done, total)``.
+        progress: a progress hook (phase, done, total).
         client: a model client of your own, used as it is.
         on_ready: called once the model client is ready.
         **engine: how this resume runs: max_failed_share (None: the recorded share),
             offline_latency_s, executor, ray_address, ray_workers; an unknown keyword is refused.
 
     Returns:
-        The run's ``RunSummary``.
+        The run's RunSummary.
 
     Raises:
         PersonahubError: the run had already finished.
@@ -146,11 +138,11 @@ def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
 
 def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
                   overrides: dict[str, Any], progress: ProgressSetting = None) -> Run:
-    quiet_tqdm_auto()  # before loading the scenario imports what imports tqdm.auto
+    quiet_tqdm_auto()  # must precede the scenario's imports, which may import tqdm.auto
     config = run_config(scenario_or_path, run_options, overrides)
     with progress_hook(progress) as hook:
         summary = run_simulation(config, progress=hook)
-    if summary.personas_note:  # fewer personas than the scenario's limit: said, on stderr
+    if summary.personas_note:  # fewer personas than the scenario asked for
         print(f"note: {python_message(summary.personas_note)}", file=sys.stderr)
     return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
 
@@ -168,22 +160,20 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig
                  steps: int | None = None, progress: ProgressSetting = None, **options: Any) -> Run:
     """Run a scenario and return a handle on the run's tables.
 
-    Safe inside a running event loop (Jupyter): the run then goes on in a worker thread.
-
     Args:
-        scenario_or_path: a ``Scenario`` or the path of its file.
-        run_options: a ``RunConfig`` the other arguments override (positional only).
+        scenario_or_path: a Scenario or the path of its file.
+        run_options: a RunConfig the other arguments override (positional only).
         db: the DuckDB file (default: the base's, else ``society.duckdb``).
         llm: the model spec (default: the offline engine).
         seed: the run's seed (default: the scenario's).
         steps: how many steps (default: the scenario's).
         progress: True/False for a bar per phase (default: in a notebook or on a terminal), or a
-            hook ``(phase, done, total)``.
-        **options: further ``RunConfig`` fields (concurrency, cache, temperature, ...); an unknown
+            hook (phase, done, total).
+        **options: further RunConfig fields (concurrency, cache, temperature, ...); an unknown
             one is refused by name.
 
     Returns:
-        The ``Run``: its ``run_id``, summary and tables as DataFrames.
+        The Run: its run_id, summary and tables as DataFrames.
     """
     return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
                                         options, progress))
@@ -195,13 +185,13 @@ async def run_scenario_async(scenario_or_path: Scenario | str | Path,
                              db: str | Path | None = None, llm: str | None = None,
                              seed: int | None = None, steps: int | None = None,
                              progress: ProgressSetting = None, **options: Any) -> Run:
-    """``run_scenario`` for ``await``: the job runs in a worker thread.
+    """run_scenario for await: the job runs in a worker thread.
 
     Args:
-        scenario_or_path, run_options, db, llm, seed, steps, progress, **options: as for ``run_scenario``.
+        scenario_or_path, run_options, db, llm, seed, steps, progress, **options: as for run_scenario.
 
     Returns:
-        The ``Run``.
+        The Run.
     """
     return await call_in_thread(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
                                                options, progress))
@@ -209,8 +199,7 @@ async def run_scenario_async(scenario_or_path: Scenario | str | Path,
 
 def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
                      options: dict[str, Any]) -> SynthConfig:
-    """The ``SynthConfig`` of ``synthesize(task, db=..., llm=..., seed=..., n=..., **options)``
-    (the command builds the same one from its flags)."""
+    """The SynthConfig that synthesize builds; unknown options are refused by name."""
     from personahub.pipelines.synthesize import SynthConfig
 
     refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
@@ -221,21 +210,19 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
                   client: StructuredCaller | None = None, progress: ProgressHook | None = None,
                   on_ready: Callable[[], None] | None = None, fresh: bool = False,
                   on_start: Callable[[str], None] | None = None) -> SynthSummary:
-    """Run or resume a synthesis job on the job kernel.
-
-    What ``synthesize`` and ``personahub synthesize`` go through.
+    """Run or resume a synthesis job (the Python call and the command share it).
 
     Args:
-        options: the job's ``SynthConfig``.
+        options: the job's SynthConfig.
         resume: the id of the job to go on with.
         client: a model client of your own, used as it is.
-        progress: a progress hook ``(phase, done, total)``.
+        progress: a progress hook (phase, done, total).
         on_ready: called once the model client is ready.
         fresh: start over rather than resume an unfinished job of the same config.
         on_start: called with the job's id.
 
     Returns:
-        The job's ``SynthSummary``.
+        The job's SynthSummary.
     """
     from personahub import runtime
     from personahub.pipelines.synthesize import SYNTHESIS
@@ -248,9 +235,9 @@ def run_synthesis(options: SynthConfig, *, resume: str | None = None,
 
 
 class FewerItems(PersonahubError):
-    """A synthesis job holds fewer items than it asked and ``allow_fewer`` was not given.
+    """A synthesis job made fewer items than asked without allow_fewer; its items are kept.
 
-    What it wrote is kept: ``job`` is its handle; the message says why it fell short.
+    The attribute job is the handle; the message says why it fell short.
     """
 
     def __init__(self, message: str, job: Job) -> None:
@@ -280,16 +267,16 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
         llm: the model spec (default: the offline engine).
         seed: the job's seed.
         n: how many personas are drawn.
-        progress: as for ``run_scenario``.
-        **options: further ``SynthConfig`` fields (prompting, examples, carve, solve,
+        progress: as for run_scenario.
+        **options: further SynthConfig fields (prompting, examples, carve, solve,
             per_persona, allow_fewer, ...).
 
     Returns:
-        The job's ``Job`` handle (``items()``, ``export()``).
+        The job's Job handle (``items()``, ``export()``).
 
     Raises:
-        FewerItems: the job holds fewer than ``n`` x ``per_persona`` items and ``allow_fewer``
-            was not given; its ``job`` attribute is the handle.
+        FewerItems: the job holds fewer than n x per_persona items and allow_fewer
+            was not given; its job attribute is the handle.
     """
     return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
@@ -298,18 +285,18 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
 async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                            seed: int = 0, n: int = 10, progress: ProgressSetting = None,
                            **options: Any) -> Job:
-    """``synthesize`` for ``await``: the job runs in a worker thread.
+    """synthesize for await: the job runs in a worker thread.
 
     Args:
-        task, db, llm, seed, n, progress, **options: as for ``synthesize``.
+        task, db, llm, seed, n, progress, **options: as for synthesize.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options, progress))
 
 
-# how a persona job runs, unless the caller says (pipelines/engine_options.py)
+# how a persona job runs, unless the caller says
 _PERSONA_ENGINE = ("concurrency", "cache", "executor", "ray_address", "ray_workers",
                    "max_failed_share", "offline_latency_s")
 _TEXT_DEFAULTS: dict[str, Any] = {
@@ -319,8 +306,7 @@ _TEXT_DEFAULTS: dict[str, Any] = {
 
 
 def _expand_defaults() -> dict[str, Any]:
-    """What ``expand`` starts with unless told (``personas expand``'s defaults: the same
-    constants; imported here, not with the API, as they load the persona layer)."""
+    """expand's defaults, the command's constants; imported late as they load the persona layer."""
     from personahub.personas.expand import DEFAULT_BATCH
     from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LINK_EMBEDDER
 
@@ -335,17 +321,16 @@ _EXPAND_IDENTITY = {"hops", "fanout", "limit", "start_ids", "language", "link_ca
 _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
-# how a dedup job runs (pipelines/dedup.py DedupJobConfig's engine fields)
+# how a dedup job runs (its engine fields)
 _DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers"}
 _MODEL_FLAGS = {*SAMPLING, "timeout_s", "rps"}
-# --batch and its options (pipelines/provider_batch_jobs.py BatchFields; docs/batch.md)
+# --batch and its options (docs/batch.md)
 _BATCH_FLAGS = set(BATCH)
 
 
 def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str | Path,
                  options: dict[str, Any], progress: ProgressSetting = None, **fixed: Any) -> Job:
-    """Run one of ``personahub.persona_jobs`` with ``defaults`` overridden by ``options``
-    (``progress`` as for ``run_scenario``)."""
+    """Run a persona job with its defaults overridden by the caller's options."""
     from personahub import persona_jobs
 
     refuse_unknown(kind, options, set(defaults) | flags)
@@ -360,7 +345,7 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
 
 def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
                options: dict[str, Any], progress: ProgressSetting = None) -> Callable[[], Job]:
-    # the options named here are what a run over a corpus with its job already must agree on
+    # the options the caller named must agree with an existing job over the same corpus
     return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS | _BATCH_FLAGS,
                    db, options, progress,
                    corpus=Path(corpus), llm=llm, seed=seed, given=frozenset(options))
@@ -371,22 +356,20 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
                     seed: int = 0, progress: ProgressSetting = None, **options: Any) -> Job:
     """Text-to-persona over a corpus file: who is likely to read, write, like or dislike each text.
 
-    The same job as ``personahub personas from-text``. Running again over the same corpus name
-    goes on with its job, skipping what it did; an option that job fixed otherwise is an error.
+    Running again over the same corpus name goes on with its job; an option that job fixed
+    otherwise is an error.
 
     Args:
         corpus: the corpus file.
         db: the DuckDB file the personas go to.
         llm: the model spec (default: the offline engine).
         seed: the job's seed.
-        progress: as for ``run_scenario`` (counts the texts read).
+        progress: as for run_scenario (counts the texts read).
         **options: relations, per_text, limit, corpus_name, text_column, id_column, split,
-            skip_bad, batch_size, concurrency, language, cache, executor, ray_address,
-            ray_workers, max_failed_share, offline_latency_s, the model flags and the batch ones
-            (docs/batch.md).
+            skip_bad, language, and the engine, model and batch options (docs/api.md).
 
     Returns:
-        The job's ``Job`` handle; ``items()`` are the personas it made.
+        The job's Job handle; ``items()`` are the personas it made.
     """
     return call_blocking(_text_call(corpus, db, llm, seed, options, progress))
 
@@ -395,13 +378,13 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
 async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
                                 llm: str = "offline", seed: int = 0,
                                 progress: ProgressSetting = None, **options: Any) -> Job:
-    """``text_to_persona`` for ``await``: the job runs in a worker thread.
+    """text_to_persona for await: the job runs in a worker thread.
 
     Args:
-        corpus, db, llm, seed, progress, **options: as for ``text_to_persona``.
+        corpus, db, llm, seed, progress, **options: as for text_to_persona.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
 
@@ -416,7 +399,7 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
     start = _expand_defaults()
     refuse_unknown("expand", options, set(start) | _MODEL_FLAGS | _BATCH_FLAGS)
     settings = {**start, **options, "llm": llm, "seed": seed}
-    # a resume takes what the job makes from the job: only what the caller named is compared
+    # a resume keeps what the job makes: only what the caller named is compared
     named = {k: v for k, v in options.items() if k in _EXPAND_IDENTITY}
     with progress_hook(progress) as hook:
         job_id, summary = persona_jobs.expand_job(db=Path(db), resume=resume, progress=hook,
@@ -427,9 +410,7 @@ def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
 @speaks_python()
 def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
            resume: str | int | None = None, progress: ProgressSetting = None, **options: Any) -> Job:
-    """Persona-to-persona: grow the hub in ``db`` by rounds of people related to those in it.
-
-    The same job as ``personahub personas expand``.
+    """Persona-to-persona: grow the hub by rounds of people related to those in it.
 
     Args:
         db: the DuckDB file holding the hub.
@@ -437,14 +418,12 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
         seed: the job's seed.
         resume: an expansion id to go on with; an option naming what it makes otherwise is an
             error.
-        progress: as for ``run_scenario``.
-        **options: hops, fanout, limit (start from the first N personas) or start_ids,
-            batch_size, concurrency, language, link_candidates, link_embedder (None: no
-            nearest-people links), cache, executor, ray_address, ray_workers, max_failed_share,
-            offline_latency_s, the model flags and the batch ones (docs/batch.md).
+        progress: as for run_scenario.
+        **options: hops, fanout, limit or start_ids, language, link_candidates, link_embedder
+            (None: no nearest-people links), and the engine, model and batch options.
 
     Returns:
-        The job's ``Job`` handle; its id is the expansion id, ``items()`` the new personas.
+        The job's Job handle; its id is the expansion id, ``items()`` the new personas.
     """
     return call_blocking(partial(_expansion, db, llm, seed, resume, options, progress))
 
@@ -453,13 +432,13 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
 async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                        resume: str | int | None = None, progress: ProgressSetting = None,
                        **options: Any) -> Job:
-    """``expand`` for ``await``: the job runs in a worker thread.
+    """expand for await: the job runs in a worker thread.
 
     Args:
-        db, llm, seed, resume, progress, **options: as for ``expand``.
+        db, llm, seed, resume, progress, **options: as for expand.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
 
@@ -474,22 +453,20 @@ def _dedup_call(db: str | Path, resume: str | int | None, options: dict[str, Any
 @speaks_python()
 def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
           progress: ProgressSetting = None, **options: Any) -> Job:
-    """Flag near-duplicate personas in ``db``: MinHash, then embeddings. Nothing is deleted.
+    """Flag near-duplicate personas: MinHash, then embeddings. Nothing is deleted.
 
-    The same job as ``personahub personas dedup``; an unfinished job with the same settings is
-    resumed.
+    An unfinished job with the same settings is resumed.
 
     Args:
         db: the DuckDB file holding the personas.
         resume: a dedup job id to go on with; an option naming what it marks otherwise is an
             error.
-        progress: as for ``run_scenario`` (a bar per stage: minhash, embedding).
+        progress: as for run_scenario (a bar per stage: minhash, embedding).
         **options: embedder (hash, local, ``openai:<model>``, None for MinHash only), threshold,
-            num_perm, ngram, embed_threshold, ann, batch_size, cache, rps, timeout_s, executor,
-            ray_address, ray_workers and, for a model embedder, the batch ones (docs/batch.md).
+            num_perm, ngram, embed_threshold, ann, and the engine and batch options.
 
     Returns:
-        The job's ``Job`` handle; ``items()`` are the flagged personas.
+        The job's Job handle; ``items()`` are the flagged personas.
     """
     return call_blocking(_dedup_call(db, resume, options, progress))
 
@@ -497,21 +474,20 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
 @speaks_python()
 async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
                       progress: ProgressSetting = None, **options: Any) -> Job:
-    """``dedup`` for ``await``: the job runs in a worker thread.
+    """dedup for await: the job runs in a worker thread.
 
     Args:
-        db, resume, progress, **options: as for ``dedup``.
+        db, resume, progress, **options: as for dedup.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(_dedup_call(db, resume, options, progress))
 
 
 def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
                  options: dict[str, Any]) -> JudgeConfig:
-    """The ``JudgeConfig`` of ``judge(job=..., run=..., db=..., llm=..., seed=..., **options)``
-    (the command builds the same one from its flags)."""
+    """The JudgeConfig that judge builds; unknown options are refused by name."""
     from personahub.pipelines.judge import JudgeConfig
 
     known = {f.name for f in dataclasses.fields(JudgeConfig)} - {"job", "run", "db", "llm", "seed"}
@@ -524,9 +500,7 @@ def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
               on_ready: Callable[[StructuredCaller | None], None] | None = None,
               on_start: Callable[[str, bool], None] | None = None,
               warn: Callable[[str], None] | None = None) -> JudgeSummary:
-    """Run a judge on the kernel, going on with the same judge when it has run before (its
-    rated items skipped), and return its summary (what ``judge`` and ``personahub judge`` go
-    through; ``client``: a model client of your own, used as it is)."""
+    """Run a judge, going on with the same judge if it ran before (rated items skipped)."""
     from personahub import runtime
     from personahub.pipelines.judge import JUDGE, judge_resume
 
@@ -553,17 +527,17 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
     The same settings are the same judge: calling again skips the items it has rated.
 
     Args:
-        job: the synthesis job to judge (or give ``run``).
+        job: the synthesis job to judge (or give run).
         run: the run whose emissions to judge.
         db: the DuckDB file.
         llm: the judge's model spec (default: the offline engine).
         seed: the judge's seed (which items a sample takes).
-        progress: as for ``run_scenario``.
-        **options: further ``JudgeConfig`` fields: kind, sample, concurrency, timeout_s,
-            batch_size, rps, the model flags and the batch ones (docs/batch.md).
+        progress: as for run_scenario.
+        **options: further JudgeConfig fields: kind, sample, and the engine, model and batch
+            options.
 
     Returns:
-        A ``Judged`` handle: ``items()`` the judgments, ``validity()`` the rates.
+        A Judged handle: ``items()`` the judgments, ``validity()`` the rates.
     """
     return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
 
@@ -572,28 +546,27 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
 async def judge_async(*, job: str | int | None = None, run: str | int | None = None,
                       db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                       progress: ProgressSetting = None, **options: Any) -> Judged:
-    """``judge`` for ``await``: the job runs in a worker thread.
+    """judge for await: the job runs in a worker thread.
 
     Args:
-        job, run, db, llm, seed, progress, **options: as for ``judge``.
+        job, run, db, llm, seed, progress, **options: as for judge.
 
     Returns:
-        A ``Judged`` handle.
+        A Judged handle.
     """
     return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
 
 
 def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path | None = None,
                           resume: str | None = None) -> EvalSummary:
-    """Run one evaluation job through the kernel (what ``evaluate`` and ``personahub evaluate``
-    go through): a new one, the stored one with the same settings, or with ``resume`` (and
-    ``config`` the engine fields given, ``db`` the database) the job of that id."""
+    """Run an evaluation job: a new one, the stored one with the same settings, or, with
+    resume, that job (config then holds only engine fields)."""
     from personahub import runtime
     from personahub.core.errors import PersonahubError
     from personahub.pipelines.evaluate import EVALUATION, EvalConfig, evaluation_resume
 
     if isinstance(config, EvalConfig):
-        if not Path(config.db).exists():  # nothing to evaluate: no empty database left behind
+        if not Path(config.db).exists():  # don't leave an empty database behind
             raise PersonahubError(f"--job {config.job}: no such synthesis job in {config.db}")
         db, resume = config.db, resume or evaluation_resume(config)
     elif db is None or not Path(db).exists():
@@ -626,15 +599,14 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 
     Args:
         job: the synthesis job.
-        solvers: solver specs (any ``llm`` spec; ``offline?seed=N`` for differing offline ones;
-            ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else ``mode``).
+        solvers: solver specs (any llm spec; ``offline?seed=N`` for differing offline ones;
+            ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else mode).
         db: the DuckDB file.
-        **options: further ``EvalConfig`` fields: test_share or test_n, models, agree, samples,
-            mode, equivalence_judge, against, ngram, seed, concurrency, timeout_s, executor
-            (``ray``: every spec's calls on one Ray actor pool), ray_address, ray_workers.
+        **options: further EvalConfig fields: test_share or test_n, models, agree, samples,
+            mode, equivalence_judge, against, ngram, seed, and the engine options.
 
     Returns:
-        An ``EvalSummary`` (``verified_share``, ``matrix``, ``scores``); calling again reuses the
+        An EvalSummary (``verified_share``, ``matrix``, ``scores``); calling again reuses the
         stored split and answers.
     """
     return call_blocking(partial(_evaluating, job, tuple(solvers), db, dict(options)))
@@ -643,13 +615,13 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
 @speaks_python()
 async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...],
                          db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
-    """``evaluate`` for ``await``: the job runs in a worker thread.
+    """evaluate for await: the job runs in a worker thread.
 
     Args:
-        job, solvers, db, **options: as for ``evaluate``.
+        job, solvers, db, **options: as for evaluate.
 
     Returns:
-        An ``EvalSummary``.
+        An EvalSummary.
     """
     return await call_in_thread(partial(_evaluating, job, tuple(solvers), db, dict(options)))
 
@@ -657,12 +629,10 @@ async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...]
 @speaks_python()
 def evaluation_quality(evaluation: str | None = None, *, job: str | int | None = None,
                        db: str | Path = DEFAULT_DB, embedder: str = "hash") -> pd.DataFrame:
-    """An evaluation's quality at a glance, as one table (``pipelines.evaluate_quality``).
+    """An evaluation's quality as one table, the one ``report --evaluation ID`` draws.
 
-    The verified share of the test items, the solvers' agreement, the contaminated share per
-    benchmark, the latest judge's validity rate where a judge ran on the job, each scored
-    model's accuracy, and the job's diversity figures; shares of items with a 95% Wilson
-    interval. ``report --evaluation ID`` draws the same table.
+    Verified share, solver agreement, contamination per benchmark, the latest judge's validity,
+    each model's accuracy and the diversity figures; shares with a 95% Wilson interval.
 
     Args:
         evaluation: an evaluation job's id or its split's ``eval-...`` id; or
@@ -688,8 +658,7 @@ def evaluation_quality(evaluation: str | None = None, *, job: str | int | None =
 
 def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,
                        options: dict[str, Any]) -> CalibrateConfig:
-    """The ``CalibrateConfig`` of ``calibrate(survey, population=..., ...)`` (the command builds
-    the same one from its flags)."""
+    """The CalibrateConfig that calibrate builds; unknown options are refused by name."""
     from personahub.pipelines.calibrate import CalibrateConfig
 
     known = {f.name for f in dataclasses.fields(CalibrateConfig)}
@@ -708,7 +677,7 @@ def _calibration(survey: str | Path | None, population: str | None, db: str | Pa
 
     population, resume = as_id(population), as_id(resume)
     config: CalibrateConfig | dict[str, Any]
-    if resume is not None:  # a resume takes only how it runs from the caller (engine fields)
+    if resume is not None:  # a resume takes only engine fields from the caller
         allowed = engine_fields(CalibrateConfig)
         refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
         config = {"llm": llm, **options}
@@ -726,7 +695,7 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
               db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
               resume: str | int | None = None, progress: ProgressSetting = None,
               **options: Any) -> Calibration:
-    """Calibrate a population against a human survey, as ``personahub calibrate`` does.
+    """Calibrate a population against a human survey.
 
     Args:
         survey: an OpinionQA wave folder, a long CSV, or a respondent-level CSV or Parquet.
@@ -735,20 +704,20 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
         llm: the model spec (default: the offline engine).
         seed: the job's seed.
         n: personas per group.
-        resume: a calibration job id to go on with (then only ``llm`` and the engine settings
+        resume: a calibration job id to go on with (then only llm and the engine settings
             apply).
-        progress: as for ``run_scenario``.
-        **options: further ``CalibrateConfig`` fields (steering, questions, attributes, limit,
+        progress: as for run_scenario.
+        **options: further CalibrateConfig fields (steering, questions, attributes, limit,
             no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, the model
             flags, the batch ones, ...).
 
     Returns:
-        A ``Calibration`` whose ``per_attribute()``, ``scores()``, ``summary_table()``,
+        A Calibration whose ``per_attribute()``, ``scores()``, ``summary_table()``,
         ``answers()``, ``sd_ratios()``, ``archetype_price()``, ``intervals()``,
         ``question_spread()``, ``temperatures()`` and ``ppi(FILE)`` are DataFrames.
 
     Raises:
-        UsageError: neither a survey and population nor ``resume`` was given.
+        UsageError: neither a survey and population nor resume was given.
     """
     return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
                                  options, progress))
@@ -759,13 +728,13 @@ async def calibrate_async(survey: str | Path | None = None, *, population: str |
                           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                           n: int = 20, resume: str | int | None = None,
                           progress: ProgressSetting = None, **options: Any) -> Calibration:
-    """``calibrate`` for ``await``: the job runs in a worker thread.
+    """calibrate for await: the job runs in a worker thread.
 
     Args:
-        survey, population, db, llm, seed, n, resume, progress, **options: as for ``calibrate``.
+        survey, population, db, llm, seed, n, resume, progress, **options: as for calibrate.
 
     Returns:
-        A ``Calibration`` handle.
+        A Calibration handle.
     """
     return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
                                         resume, options, progress))
@@ -777,8 +746,8 @@ _POPULATION_MADE = {"marginals", "joint", "n", "seed"}
 
 def population_write_config(marginals: str | Path | None, joint: str | Path | None, n: int,
                             seed: int, llm: str, options: dict[str, Any]) -> WriteConfig:
-    """The ``WriteConfig`` of ``write_population(marginals, joint, n=..., ...)``; ``personas
-    sample-population --llm`` builds its config here too, so the two cannot drift."""
+    """The WriteConfig of write_population; the command builds its config here too, so the
+    two cannot drift."""
     from personahub.pipelines.population_write import WriteConfig
 
     known = {f.name for f in dataclasses.fields(WriteConfig)}
@@ -789,9 +758,7 @@ def population_write_config(marginals: str | Path | None, joint: str | Path | No
 
 
 def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]:
-    """What a resume of a population job takes from its caller: how it runs (the config's
-    engine fields) and nothing of what it makes (files, n, seed, generation settings), which
-    stay the job's; any other option is refused by name."""
+    """A population resume's settings: engine fields only; what the job makes stays its own."""
     from personahub.core.kernel import engine_fields
     from personahub.pipelines.population_write import WriteConfig
 
@@ -831,27 +798,23 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
                      progress: ProgressSetting = None, **options: Any) -> Job:
     """Draw people matching census-like tables and have a model write each one's text.
 
-    As ``personahub personas sample-population --llm`` does.
-
     Args:
-        marginals: the marginals file (give it, ``joint``, or both).
+        marginals: the marginals file (give it, joint, or both).
         joint: the joint table's file.
         n: how many people to draw.
         seed: the job's seed.
         db: the DuckDB file.
         llm: the model spec; on a resume the default asks the model the job recorded.
         resume: a stopped job's id; its files, n, seed and generation settings stay the job's.
-        progress: as for ``run_scenario``.
-        **options: further ``WriteConfig`` fields: the model flags, concurrency, timeout_s, rps,
-            offline_latency_s, cache, batch_size, max_failed_share, executor, ray_address,
-            ray_workers.
+        progress: as for run_scenario.
+        **options: further WriteConfig fields: the engine and model options.
 
     Returns:
-        A ``Job`` (kind ``population_write``) whose ``items()`` are the people written and whose
+        A Job (kind population_write) whose ``items()`` are the people written and whose
         ``population_id`` names their population.
 
     Raises:
-        UsageError: a resume was also given ``marginals`` or ``joint``.
+        UsageError: a resume was also given marginals or joint.
     """
     return call_blocking(partial(_population_writing, marginals, joint, n, seed, db, llm, resume,
                                  options, progress))
@@ -863,13 +826,13 @@ async def write_population_async(marginals: str | Path | None = None,
                                  seed: int = 0, db: str | Path = DEFAULT_DB,
                                  llm: str = "offline", resume: str | int | None = None,
                                  progress: ProgressSetting = None, **options: Any) -> Job:
-    """``write_population`` for ``await``: the job runs in a worker thread.
+    """write_population for await: the job runs in a worker thread.
 
     Args:
-        marginals, joint, n, seed, db, llm, resume, progress, **options: as for ``write_population``.
+        marginals, joint, n, seed, db, llm, resume, progress, **options: as for write_population.
 
     Returns:
-        The job's ``Job`` handle.
+        The job's Job handle.
     """
     return await call_in_thread(partial(_population_writing, marginals, joint, n, seed, db, llm,
                                         resume, options, progress))

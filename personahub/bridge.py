@@ -1,15 +1,9 @@
 """Run a blocking job from any context: a script, a worker thread, or a running event loop.
 
-Each job owns an event loop for its model calls. Inside a running loop, as in Jupyter, a second
-loop in the same thread fails ("Cannot run the event loop while another loop is running"), so
-there the job runs in a worker thread, and the ``_async`` forms always do, leaving the caller's
-loop free.
-
-A notebook's stop button (SIGINT) raises ``KeyboardInterrupt`` in the waiting thread, not in the
-worker. The waiter passes it on: it raises ``KeyboardInterrupt`` in the worker and wakes the
-worker's event loop (so a job waiting on the network sees it at once), waits for the job to mark
-itself ``interrupted`` as after Ctrl-C in a command, and raises the job's ``Stopped`` (its id and
-how to resume). A second interrupt stops the waiting.
+Each job owns an event loop, and a second loop cannot run in a thread that has one (Jupyter),
+so there the job runs in a worker thread. A notebook's stop button interrupts the waiting
+thread, which passes the interrupt to the worker, waits for the job to mark itself interrupted,
+and raises its Stopped. A second interrupt stops the waiting.
 """
 
 from __future__ import annotations
@@ -36,16 +30,16 @@ def loop_is_running() -> bool:
 
 
 class _Worker(threading.Thread):
-    """A daemon thread running ``job`` once, keeping its result or the exception it raised."""
+    """A daemon thread running a job once, keeping its result or exception."""
 
     def __init__(self, job: Callable[[], Any], on_finish: Callable[[], None] | None = None) -> None:
         super().__init__(name="personahub-job", daemon=True)
         self.job = job
-        self.on_finish = on_finish  # called last, once the result is kept
+        self.on_finish = on_finish
         self.value: Any = None
         self.error: BaseException | None = None
-        # waited on instead of ``join``: a join interrupted by Ctrl-C marks the thread stopped
-        # while it still runs (CPython's bpo-45274 handling), and a second join returns at once
+        # not join: a join interrupted by Ctrl-C marks the thread stopped while it still runs
+        # (CPython bpo-45274), and a second join returns at once
         self.finished = threading.Event()
 
     def run(self) -> None:
@@ -65,32 +59,31 @@ class _Worker(threading.Thread):
 
 
 def interrupt(worker: _Worker) -> None:
-    """Raise ``KeyboardInterrupt`` in ``worker``'s thread (at its next Python instruction)."""
+    """Raise KeyboardInterrupt in the worker's thread at its next Python instruction."""
     if worker.ident is None or worker.finished.is_set():
         return
     interrupt_thread(worker.ident)
 
 
 def interrupt_thread(ident: int, kind: type[KeyboardInterrupt] = KeyboardInterrupt) -> None:
-    """Raise ``kind`` (``KeyboardInterrupt`` or ``Terminated``) in thread ``ident`` at its next
-    Python instruction, and wake its job loops so a run waiting on the network sees it now.
+    """Raise an interrupt in a thread and wake its job loops, so a run waiting on the network
+    sees it now.
 
     Args:
-        ident: the thread's ``threading.get_ident()``.
-        kind: the interrupt's class (SIGTERM's ``Terminated`` says so in the job's mark).
+        ident: the thread's ident.
+        kind: KeyboardInterrupt, or Terminated for SIGTERM.
     """
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(kind))
     wake(ident)
 
 
 def _stopped(worker: _Worker, cause: KeyboardInterrupt) -> KeyboardInterrupt:
-    """What to raise once an interrupted worker has ended: the job's own ``Stopped`` line when
-    it marked itself, else the caller's interrupt."""
+    """What to raise after an interrupted worker ended: the job's Stopped, else the interrupt."""
     return worker.error if isinstance(worker.error, KeyboardInterrupt) else cause
 
 
 def call_blocking(job: Callable[[], T]) -> T:
-    """``job()`` here, or in a worker thread (waited for) when this thread runs an event loop."""
+    """Run a job here, or in a waited-for worker thread when this thread runs an event loop."""
     if not loop_is_running():
         return job()
     worker = _Worker(job)
@@ -105,8 +98,7 @@ def call_blocking(job: Callable[[], T]) -> T:
 
 
 async def call_in_thread(job: Callable[[], T]) -> T:
-    """Await ``job()`` run in a worker thread, so the caller's loop keeps serving meanwhile; a
-    cancelled or interrupted await interrupts the job (marked ``interrupted``, resumable)."""
+    """Run a job in a worker thread, leaving the caller's loop free; cancelling interrupts it."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
 

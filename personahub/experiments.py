@@ -1,31 +1,16 @@
-"""``personahub experiment``: run a scenario file's ``EXPERIMENT`` and read its effects.
+"""Run a scenario file's EXPERIMENT and read its effects.
 
-Each arm x replicate is an ordinary run on the job kernel (``run_simulation``), the arm's scenario
-being the base with the arm's differences (``sim/experiment.py``) and the replicate's seed
-``scenario.seed + replicate``, the same in every arm. A finished run is linked to its experiment in
-the ``experiments`` table; running the experiment again with the same id (in the same database)
-skips the runs already linked, so a killed experiment goes on where it stopped. A run stopped
-mid-way is started again from its first step (its arm's scenario is not its file's, so
-``personahub run --resume`` would not rebuild it).
+Each arm x replicate is an ordinary run of the base scenario with the arm's differences, seeded
+scenario.seed + replicate in every arm, and linked to the experiment once finished; running
+again skips linked runs, and restarts a stopped run from step one (``run --resume`` cannot
+rebuild an arm's scenario). Within a world, a replicate is one run holding every arm, its
+randomisation recorded after it finished.
 
-Within a world (``design="within"``) replicate ``r`` is one run of ``within_scenario`` (every arm's
-differences, each restricted to its arm's agents); once it finished, its randomisation is written
-to ``experiment_agents`` (recomputed from the run's recorded agents and starting graph, as the
-society drew it) and every arm's ``experiments`` row links to that run.
-
-``parallel=N`` (``--parallel N``) keeps N runs under way at once, on threads of this process,
-each run on its own kernel loop and DuckDB connection to the one file: threads, since a run over
-a server mostly waits on model calls, and one file keeps resume as it is (rather than a file per
-worker merged after). Write transactions take turns (``core.store.transaction``), random run ids
-allocate no shared counter, and runs sharing the file skip the per-step checkpoint under a
-lowered memory limit (``sim.store.shared_pool``). With ``--executor ray`` each run ships its
-calls to Ray (give ``--ray-workers`` so N runs' actor pools fit the cluster, else they wait on
-each other). In parallel, Ctrl-C (or SIGTERM) starts no further run and lets those under way
-finish (a second one exits at once, as ``kill -9`` would: the runs under way are started again
-by the next call); the signal only sets a flag, since an interrupt raised inside
+``parallel=N`` keeps N runs under way on threads of this process, each on its own connection to
+the one file: a run over a server mostly waits on model calls, and one file keeps resume as it
+is. In parallel, Ctrl-C (or SIGTERM) only sets a flag: no further run starts, those under way
+finish, and a second one exits at once (as ``kill -9`` would). An interrupt raised inside
 ``concurrent.futures``' locks can leave a future's lock held and the pool waiting forever.
-Either way the interrupt ends as one ``Stopped`` line naming the experiment command, not the
-run's own resume (``personahub run --resume`` would not rebuild an arm's scenario).
 """
 
 from __future__ import annotations
@@ -85,19 +70,15 @@ class ExperimentResult:
     """An experiment's tables as DataFrames.
 
     Attributes:
-        experiment_id: its id in the ``experiments`` table.
-        runs: arm, replicate, seed, run_id, is_control of each run (within a world: each arm
-            of a replicate has the replicate's one run).
-        agents: within a world, each agent's arm per replicate (replicate, run_id, persona_id,
-            agent_id, arm); empty between worlds.
-        arms: per outcome and arm, agents answering (``n``), replicates and the share or mean.
-        effects: per outcome and treatment, the effect table (``analysis/experiment_effects.py``).
-        values: one value per outcome, arm and agent answer (what ``effects`` is computed from).
-        ran: the run ids this call ran (the others were finished before).
-        agreement: with ``compare``, per outcome and treatment whether this effect lies within
-            the compared experiment's interval (``analysis.experiment_effects.agreement``);
-            else empty.
-        agreement_verdict: with ``compare``, one line over ``agreement``; else "".
+        experiment_id: its id in the experiments table.
+        runs: arm, replicate, seed, run_id, is_control of each run.
+        agents: within a world, each agent's arm per replicate; empty between worlds.
+        arms: per outcome and arm, agents answering, replicates and the share or mean.
+        effects: per outcome and treatment, the effect table.
+        values: one value per outcome, arm and agent answer (what effects is computed from).
+        ran: the run ids this call ran.
+        agreement: with compare, whether each effect lies within the compared interval.
+        agreement_verdict: with compare, one line over agreement; else "".
     """
 
     experiment_id: str
@@ -116,16 +97,13 @@ class ExperimentResult:
 
 
 def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]) -> str:
-    """SHA-256 of what an arm's runs are run with: the scenario (its file's bytes, which hold the
-    experiment too), the arm, the model spec and the run options that say what a run makes
-    (``steps``, sampling, ...; not at their defaults), not how it runs (``engine`` fields:
-    timeouts, concurrency, cache, executor, ...). A re-run whose settings differ from a
-    finished run's is refused rather than mixing two experiments under one id; one with another
-    timeout or executor goes on."""
+    """SHA-256 of what decides an arm's runs: scenario file, arm, model and the options that
+    change what a run makes (not engine fields). A re-run with other settings is refused rather
+    than mixing two experiments under one id."""
     how = engine_fields(RunConfig)
     defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)
                 if f.default is not dataclasses.MISSING}
-    # an option at its default is no option: the command passes them all, the API none
+    # defaults are dropped: the command passes every option, the API none
     made = sorted((k, v) for k, v in options.items()
                   if k not in how and not (k in defaults and defaults[k] == v))
     text = json.dumps([scenario_key(scenario), arm, llm, made], default=str)
@@ -135,22 +113,19 @@ def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]
 def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path = DEFAULT_DB,
                    llm: str = "offline", on_run: Callable[[str, int, str], None] | None = None,
                    parallel: int = 1, **options: Any) -> tuple[pd.DataFrame, list[str]]:
-    """Run every arm x replicate not finished yet; the experiment's runs and the ids run now.
+    """Run every arm x replicate not finished yet.
 
     Args:
         scenario: the base scenario.
-        experiment: its experiment (``experiment.id`` names it in the table).
+        experiment: its experiment.
         db: the database every run writes to.
         llm: the model spec of every run.
-        on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
-            within-world replicate's one run); with ``parallel`` > 1 from the run's thread.
-        parallel: runs under way at once (threads of this process, see the module docstring);
-            1 runs them one after another. It changes no run's rows.
-        **options: further ``RunConfig`` fields (``steps``, ``concurrency``, ...).
+        on_run: told (arm, replicate, run_id) after each run (from the run's thread in parallel).
+        parallel: runs under way at once; it changes no run's rows.
+        **options: further RunConfig fields.
 
     Returns:
-        The ``experiments`` rows (arm, replicate, seed, run_id, is_control) and the new run ids
-        (in arm x replicate order, whatever order they finished in).
+        The experiment's rows and the new run ids, in arm x replicate order.
 
     Raises:
         Stopped: Ctrl-C or SIGTERM (a ``KeyboardInterrupt``): no further run started (in
@@ -164,7 +139,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         raise PersonahubError(f"experiment: parallel must be >= 1, got {parallel}")
     options = {k: v for k, v in options.items() if v is not None}
     db = Path(db)
-    # the run options' own checks (a bad --archetype-elicit: one line), before any run starts
+    # check the run options before any run starts
     RunConfig(scenario=scenario, db=db, llm=llm, **options)
     done: dict[tuple[str, int], str] = {}
     if db.exists():
@@ -182,7 +157,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
-            if (arm.name, replicate) in done:  # checked for all before any run starts
+            if (arm.name, replicate) in done:
                 if done[arm.name, replicate] != settings:
                     raise PersonahubError(
                         f"experiment {experiment_id}: arm {arm.name!r} replicate {replicate} was "
@@ -192,9 +167,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
             tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
                                            settings, db=db, llm=llm, options=options,
                                            on_run=on_run))
-    finished: list[str] = []  # the runs linked so far (for the interrupt's line)
+    finished: list[str] = []  # for the interrupt's message
     try:
-        with interrupts_from_queries():  # Ctrl-C amid DuckDB's own query (the shared connect)
+        with interrupts_from_queries():  # Ctrl-C can land inside a DuckDB query
             results = _each(tasks, parallel, db, options.get("executor"),
                             options.get("ray_address"), finished)
     except KeyboardInterrupt as exc:
@@ -213,8 +188,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
 def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
           executor: str | None, ray_address: str | None,
           finished: list[str] | None = None) -> list[str | None]:
-    """Each task's result, in task order: one after another, or ``parallel`` at once on threads;
-    ``finished`` gets each new run id as its task ends.
+    """Each task's result in task order, run one after another or in parallel on threads.
 
     In parallel one read-write connection is held open around the runs: DuckDB opens a file
     once per process, so every run's connection (and ``connect``'s read-only probe, which falls
@@ -236,7 +210,7 @@ def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
         return [counted(task) for task in tasks]
     with contextlib.ExitStack() as stack:
         stack.callback(connect(db).close)
-        stack.enter_context(shared_pool())  # no run lowers the shared pool's memory limit
+        stack.enter_context(shared_pool())
         if executor == "ray":
             from personahub.executors.ray_batches import ray_session
 
@@ -303,7 +277,7 @@ def _signals_as_flags(runs: int, finished: list[str]) -> Iterator[list[type[Keyb
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
               settings: str, *, db: Path, llm: str, options: dict[str, Any],
               on_run: Callable[[str, int, str], None] | None) -> str:
-    """Run one arm x replicate between worlds and link it to the experiment; its run id."""
+    """Run one arm x replicate between worlds and link it; returns the run id."""
     experiment_id = experiment.id or scenario.name
     seed = scenario.seed + replicate
     config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
@@ -323,7 +297,7 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
                  done: dict[tuple[str, int], str], *, db: Path, llm: str,
                  options: dict[str, Any],
                  on_run: Callable[[str, int, str], None] | None) -> str | None:
-    """``_run_within``, telling ``on_run`` (arm ``all``: one world holds every arm)."""
+    """Run a within-world replicate and tell on_run (arm "all")."""
     run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options)
     if run_id is not None and on_run is not None:
         on_run("all", replicate, run_id)
@@ -331,13 +305,13 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
 
 
 def _run(config: RunConfig, where: str) -> Any:
-    """``run_simulation``; a run stopped by its endpoint says the experiment command goes on."""
+    """Run one simulation; a stop message points at the experiment command, not the run's."""
     try:
         return run_simulation(config)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise
-        reason = str(exc).split("; resume with ", 1)[0]  # the run's own resume command
+        reason = str(exc).split("; resume with ", 1)[0]
         raise PersonahubError(f"{where}: {reason}; the same personahub experiment command goes "
                               "on (finished runs are kept)") from None
 
@@ -345,8 +319,9 @@ def _run(config: RunConfig, where: str) -> Any:
 def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
                 done: dict[tuple[str, int], str], *, db: Path, llm: str,
                 options: dict[str, Any]) -> str | None:
-    """Run a within-world replicate's one run unless finished; record its randomisation and
-    link every arm to it. Returns the new run's id (None: it was finished)."""
+    """Run a within-world replicate unless finished, record its randomisation, link every arm.
+
+    Returns the new run's id, or None when it had finished."""
     experiment_id = experiment.id or scenario.name
     settings = arm_settings(scenario, "within:" + experiment.stratify, llm, options)
     recorded = [done.get((arm.name, replicate)) for arm in experiment.arms]
@@ -370,7 +345,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
         arm_of = assign_arms(ids, [a.name for a in experiment.arms], seed, labels)
         record_arm_agents(con, experiment_id, replicate, summary.run_id,
                           [(pid, position + 1, arm_of[pid]) for position, pid in enumerate(ids)])
-        for arm in experiment.arms:  # last: these rows say the replicate finished
+        for arm in experiment.arms:  # last, as these rows mark the replicate finished
             record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
                            arm is experiment.control, settings)
     finally:
@@ -381,7 +356,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
 def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,
                     confidence: float = 0.95, alpha: float = 0.05, seed: int = 0,
                     ran: list[str] | None = None) -> ExperimentResult:
-    """The tables of an experiment whose runs are ``runs`` (see ``ExperimentResult``)."""
+    """An experiment's tables from its runs."""
     runs = runs[runs["replicate"] < experiment.replicates].reset_index(drop=True)
     con = connect(db, read_only=True)
     try:
@@ -404,29 +379,24 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
                confidence: float = 0.95, alpha: float = 0.05,
                on_run: Callable[[str, int, str], None] | None = None, parallel: int = 1,
                compare: str | None = None, **options: Any) -> ExperimentResult:
-    """Run a scenario file's ``EXPERIMENT`` (its unfinished runs) and return its tables.
+    """Run a scenario file's EXPERIMENT (its unfinished runs) and return its tables.
 
     Args:
-        scenario_file: a scenario file defining ``SCENARIO`` and ``EXPERIMENT``.
-        db: the database the runs and the ``experiments`` table are in.
-        llm: the model spec of every run (``offline`` by default).
-        replicates: runs per arm instead of the experiment's ``replicates``.
+        scenario_file: a scenario file defining SCENARIO and EXPERIMENT.
+        db: the database.
+        llm: the model spec of every run.
+        replicates: runs per arm instead of the experiment's replicates.
         experiment_id: the id instead of the experiment's (default: the scenario's name).
         confidence: the bootstrap intervals' level.
         alpha: the tests' level after Holm's correction.
-        on_run: told (arm, replicate, run_id) after each run finished (arm ``all`` for a
-            within-world replicate's one run).
-        parallel: arm runs under way at once (threads of this process, each run on its own
-            connection to ``db``); the tables are those of the runs one after another.
-        compare: an earlier experiment's id in ``db`` (e.g. the same one asking every agent,
-            where this one runs with ``archetypes``): ``agreement`` and ``agreement_verdict``
-            say whether each effect here lies within its interval (checked before any run).
-        **options: further ``RunConfig`` fields, handed to every arm run: ``steps``, the
-            sampling options and the engine options (``timeout_s``, ``concurrency``, ``cache``,
-            ``executor``, ...; those change no run's settings, see ``arm_settings``).
+        on_run: told (arm, replicate, run_id) after each run finished.
+        parallel: runs under way at once, on threads; the tables are the same as one by one.
+        compare: an earlier experiment's id: agreement says whether each effect here lies
+            within its interval.
+        **options: further RunConfig fields for every run (steps, sampling, engine options).
 
     Returns:
-        An ``ExperimentResult``: ``runs``, ``arms``, ``effects`` and ``values`` DataFrames.
+        An ExperimentResult with runs, arms, effects and values DataFrames.
     """
     scenario, spec = load_experiment(scenario_file)
     if replicates is not None:
@@ -447,12 +417,12 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
 
 def recorded_effects(db: str | Path, experiment_id: str, confidence: float = 0.95
                      ) -> pd.DataFrame:
-    """The effect table of an experiment recorded in ``db`` (for ``compare``).
+    """The effect table of an experiment recorded in db, for compare.
 
     Raises:
-        PersonahubError: no such database or experiment (one line naming ``--compare``).
+        PersonahubError: no such database or experiment.
     """
-    from personahub.analysis.experiment_report import compared_effects  # matplotlib: lazily
+    from personahub.analysis.experiment_report import compared_effects  # imports matplotlib
 
     if not Path(db).exists():
         raise PersonahubError(f"--compare {experiment_id}: {db} does not exist")

@@ -1,7 +1,6 @@
-"""The Python API's interview: ask a run's agents a question, as ``personahub interview`` does.
+"""The Python API's interview: ask a run's agents a question.
 
-A module of its own so that a run's handle can ask through it without the API module and the
-handles importing each other.
+A module of its own so a run's handle can use it without api and results importing each other.
 """
 
 from __future__ import annotations
@@ -30,8 +29,7 @@ _ASKS = ("agent", "where", "carve", "step", "limit")
 
 def interview_config(question: str, db: str | Path, run: str, llm: str,
                      options: dict[str, Any]) -> InterviewConfig:
-    """The ``InterviewConfig`` of ``interview(question, run=..., db=..., llm=..., **options)``
-    (the command builds the same one from its flags)."""
+    """The InterviewConfig that interview builds; the command builds the same one."""
     from personahub.pipelines.interview import InterviewConfig
 
     known = {f.name for f in dataclasses.fields(InterviewConfig)}
@@ -48,10 +46,9 @@ def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *
                   on_ready: Callable[[StructuredCaller | None], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,
                   warn: Callable[[str], None] | None = None) -> InterviewResult:
-    """Run (or, with ``resume``, go on with) an interview on the kernel and return every answer
-    of it (what ``interview`` and ``personahub interview`` go through; ``client``: a model
-    client of your own, used as it is). A new one is checked against the database read-only
-    first, so a bad input writes nothing."""
+    """Run or resume an interview and return all its answers.
+
+    A new one is checked read-only first, so a bad input writes nothing."""
     from personahub import runtime
     from personahub.pipelines.interview import INTERVIEW, InterviewConfig, prepare
 
@@ -68,14 +65,14 @@ def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *
 def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
                options: dict[str, Any], resume: str | int | None = None,
                progress: ProgressSetting = None) -> pd.DataFrame:
-    """Ask (or go on asking), store, and return the answers as a DataFrame (one row per agent)."""
+    """Ask or go on asking, store, and return the answers, one row per agent."""
     import pandas as pd
 
     run, resume = as_id(run), as_id(resume)
     if "agent" in options:
         options = {**options, "agent": as_id(options["agent"])}
     config: InterviewConfig | dict[str, Any]
-    if resume is not None:  # a resume takes only how it asks from the caller
+    if resume is not None:  # a resume takes only engine settings from the caller
         from personahub.pipelines.interview import resume_settings
 
         if question is not None or run is not None:
@@ -89,7 +86,7 @@ def _interview(question: str | None, db: str | Path, run: str | int | None, llm:
     with progress_hook(progress) as hook:
         result = run_interview(config, db, resume=resume, progress=hook)
     frame = pd.DataFrame(result.rows).drop(columns=["content"], errors="ignore")
-    frame.attrs["offline"] = result.offline  # the offline engine answered (not a language model)
+    frame.attrs["offline"] = result.offline
     frame.attrs["batch_id"] = result.batch_id
     return frame
 
@@ -104,29 +101,23 @@ def _interview_call(question: str | None, db: str | Path, run: str | int | None,
 def interview(question: str | None = None, *, run: str | int | None = None,
               db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
               progress: ProgressSetting = None, **options: Any) -> pd.DataFrame:
-    """Ask a run's agents a question, as ``personahub interview`` does; the run is not changed.
-
-    The answers are stored in ``interviews``, batch by batch. ``model == 'offline'`` in the
-    answers is the offline engine, not a language model.
+    """Ask a run's agents a question; the run is not changed, the answers are stored.
 
     Args:
-        question: what to ask (None only with ``resume``).
+        question: what to ask (None only with resume).
         run: the run whose agents answer (text or a number).
         db: the DuckDB file.
         llm: the model spec (default: the offline engine).
-        resume: a stopped interview's ``batch_id``: only the agents not yet answered are asked,
-            and only ``llm`` and the engine settings apply.
-        progress: as for ``run_scenario``.
-        **options: ``agent`` (a persona or agent id) for one agent, or ``carve`` (``KEY OP
-            VALUE`` conditions) and/or ``where`` (SQL over ``personas``) for a group; limit,
-            step (default: the run's last), batch_size, the model flags and the batch ones.
+        resume: a stopped interview's batch_id: only agents not yet answered are asked.
+        progress: as for run_scenario.
+        **options: agent for one agent, or carve (``KEY OP VALUE``) and/or where (SQL over
+            personas) for a group; limit, step, batch_size, the model and batch flags.
 
     Returns:
-        A pandas DataFrame, one row per agent asked: interview_id, batch_id, agent_id,
-        persona_id, step, answer, status, error, model.
+        A DataFrame, one row per agent asked, with its answer, status and model.
 
     Raises:
-        PersonahubError: neither a question and run nor ``resume`` was given, or both.
+        PersonahubError: neither a question and run nor resume was given, or both.
     """
     return call_blocking(_interview_call(question, db, run, llm, options, resume, progress))
 
@@ -136,10 +127,10 @@ async def interview_async(question: str | None = None, *, run: str | int | None 
                           db: str | Path = DEFAULT_DB, llm: str = "offline",
                           resume: str | int | None = None, progress: ProgressSetting = None,
                           **options: Any) -> pd.DataFrame:
-    """``interview`` for ``await``: the job runs in a worker thread.
+    """interview for await: the job runs in a worker thread.
 
     Args:
-        question, run, db, llm, resume, progress, **options: as for ``interview``.
+        question, run, db, llm, resume, progress, **options: as for interview.
 
     Returns:
         A pandas DataFrame, one row per agent asked.

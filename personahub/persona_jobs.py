@@ -1,10 +1,6 @@
-"""The persona jobs for the Python API, without the CLI's console. Text-to-persona is a job
-spec (``pipelines/text_to_persona.py``): the API and ``personahub personas from-text`` build the
-same ``TextConfig`` and run it through ``run_text_job`` (the kernel); expansion likewise
-(``pipelines/expand.py``, ``run_expansion``) and dedup (``pipelines/dedup.py``,
-``run_dedup_job``).
+"""The persona jobs (text-to-persona, expansion, dedup), shared by the API and the commands.
 
-Each function blocks; ``personahub.api`` runs it in a worker thread where a loop is running.
+Each function blocks; the API runs it in a worker thread where a loop is running.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ if TYPE_CHECKING:
 
 def _client(llm: str, seed: int, concurrency: Concurrency, cache: str, **settings: Any) -> LLMClient:
     client = make_client(LLMSettings(spec=llm, seed=seed, concurrency=concurrency, **settings))
-    if cache != "replay":  # a replay calls no model
+    if cache != "replay":
         check_reachable(client)
     return client
 
@@ -42,8 +38,7 @@ def text_config(corpus: str | Path, *, db: str | Path, llm: str, seed: int,
                 corpus_name: str | None, text_column: str | None, id_column: str | None,
                 split: str, batch_size: int, concurrency: Concurrency, language: str | None,
                 cache: str, **settings: Any) -> TextConfig:
-    """The ``TextConfig`` of ``personahub.text_to_persona(corpus, ...)`` (the command builds
-    the same one from its flags): the corpus named after its file unless ``corpus_name``."""
+    """The TextConfig of text_to_persona; the corpus is named after its file unless named."""
     from personahub.pipelines.text_to_persona import TextConfig
 
     return TextConfig(corpus=corpus_name or Path(corpus).name, path=str(Path(corpus).resolve()),
@@ -55,9 +50,8 @@ def text_config(corpus: str | Path, *, db: str | Path, llm: str, seed: int,
 
 
 def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, Any]:
-    """What a run over a corpus that has its job already hands the kernel: every engine field
-    of ``config`` and the fields of what the job makes that the caller ``given`` (the kernel
-    refuses those that differ from the job's)."""
+    """Settings for going on with a corpus's existing job: engine fields and what the caller
+    named, which the kernel refuses if they differ from the job's."""
     from personahub.core.kernel import engine_fields
 
     names = engine_fields(type(config)) | set(given)
@@ -70,9 +64,7 @@ def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
                  on_ready: Callable[[Any], None] | None = None,
                  on_start: Callable[[str, bool], None] | None = None,
                  warn: Callable[[str], None] | None = None) -> JobResult[Any]:
-    """Run a text-to-persona job on the kernel: ``resume`` (its id) goes on with it; a new
-    config over a corpus that has its job already goes on with that job (``rerun_settings``);
-    else a new job. The command and the API both come here."""
+    """Run a text-to-persona job: resume it, go on with the corpus's existing job, or start one."""
     from personahub import runtime
     from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig, text_job_of
 
@@ -86,16 +78,14 @@ def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
 
 def text_to_persona_job(corpus: Path, *, db: Path, given: Iterable[str] = (),
                         progress: ProgressHook | None = None, **options: Any) -> tuple[str, Any]:
-    """(job id, ``TextToPersonaSummary``): ask who reads/writes/likes/dislikes each text (a
-    corpus that has its job already: that job goes on, skipping what it did)."""
+    """Ask who reads, writes, likes or dislikes each text; returns (job id, summary)."""
     result = run_text_job(text_config(corpus, db=db, **options), db=db, given=given,
                           progress=progress)
     return result.job_id, result.summary
 
 
 def expand_config(*, db: str | Path, llm: str, seed: int, **options: Any) -> ExpandConfig:
-    """The ``ExpandConfig`` of ``personahub.expand(...)`` (the command builds the same one from
-    its flags)."""
+    """The ExpandConfig of expand; the command builds the same one."""
     from personahub.pipelines.expand import ExpandConfig
 
     return ExpandConfig(db=str(db), llm=llm, seed=seed, origin="api", **options)
@@ -106,8 +96,7 @@ def run_expansion(config: ExpandConfig | Mapping[str, Any], *, db: str | Path,
                   on_ready: Callable[[Any], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,
                   warn: Callable[[str], None] | None = None) -> JobResult[Any]:
-    """Run (``resume``: go on with) an expansion on the kernel; the command and the API both
-    come here. A new expansion of 0 hops asks nothing and records nothing."""
+    """Run or resume an expansion; one of 0 hops asks and records nothing."""
     from personahub import runtime
     from personahub.personas.expand import ExpandSummary
     from personahub.pipelines.expand import EXPANSION, ExpandConfig
@@ -121,9 +110,8 @@ def run_expansion(config: ExpandConfig | Mapping[str, Any], *, db: str | Path,
 
 def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | None = None,
                given: Mapping[str, Any] | None = None, **options: Any) -> tuple[str, Any]:
-    """(expansion id, ``ExpandSummary``): grow the hub hop by hop from its first personas;
-    ``resume`` goes on with that expansion, taking of ``options`` how it asks and, of what it
-    makes, only what the caller ``given`` (named otherwise than the job: an error)."""
+    """Grow the hub hop by hop; returns (expansion id, summary). A resume refuses named
+    options that differ from the job's."""
     if resume is not None:
         from personahub.core.kernel import engine_fields
         from personahub.pipelines.expand import ExpandConfig
@@ -131,7 +119,7 @@ def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | 
 
         engine = {k: v for k, v in options.items() if k in engine_fields(ExpandConfig)}
         settings: dict[str, Any] = {**engine, **(given or {}), "db": str(db)}
-        if settings.get("llm") in (None, "offline"):  # the model the job recorded
+        if settings.get("llm") in (None, "offline"):  # ask the model the job recorded
             settings["llm"] = recorded_llm(db, resume)
         result = run_expansion(settings, db=db, resume=resume, progress=progress)
     else:
@@ -140,8 +128,7 @@ def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | 
 
 
 def dedup_config(*, db: str | Path, embedder: str | None, **options: Any) -> DedupJobConfig:
-    """The ``DedupJobConfig`` of ``personahub.dedup(...)`` (the command builds the same one
-    from its flags; ``embedder`` None: stage 1 alone)."""
+    """The DedupJobConfig of dedup; embedder None runs MinHash alone."""
     from personahub.pipelines.dedup import DedupJobConfig
 
     return DedupJobConfig(db=str(db), embedder=embedder, **options)
@@ -152,9 +139,7 @@ def run_dedup_job(config: DedupJobConfig | Mapping[str, Any], *, db: str | Path,
                   on_ready: Callable[[Any], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,
                   warn: Callable[[str], None] | None = None) -> JobResult[Any]:
-    """Run a dedup job on the kernel: ``resume`` (its id) goes on with it; a new config that
-    marks what an unfinished job marks goes on with that job (the caller's engine settings);
-    else a new job. The command and the API both come here."""
+    """Run a dedup job: resume it, go on with an unfinished job marking the same, or start one."""
     from personahub import runtime
     from personahub.core.kernel import engine_fields
     from personahub.pipelines.dedup import DEDUP, DedupJobConfig, dedup_job_of
@@ -170,9 +155,8 @@ def run_dedup_job(config: DedupJobConfig | Mapping[str, Any], *, db: str | Path,
 
 def dedup_job_run(*, db: Path, progress: ProgressHook | None = None, resume: str | None = None,
                   given: Iterable[str] = (), **options: Any) -> tuple[str, Any]:
-    """(job id, ``DedupSummary``): MinHash, then embeddings (unless ``embedder`` is None);
-    ``resume`` goes on with that job, taking of ``options`` how it runs and, of what it marks,
-    only what the caller ``given`` (named otherwise than the job: an error)."""
+    """MinHash, then embeddings; returns (job id, summary). A resume refuses named options
+    that differ from the job's."""
     if resume is None:
         result = run_dedup_job(dedup_config(db=db, **options), db=db, progress=progress)
         return result.job_id, result.summary

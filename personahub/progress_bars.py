@@ -1,11 +1,7 @@
 """Progress of an API job: a bar per phase, as a notebook widget where one can be drawn.
 
-The Python API's jobs report through the one progress hook ``(phase, done, total)`` the CLI's
-display listens to too. Here ``tqdm.auto`` draws it: a widget in Jupyter when ``ipywidgets`` is
-installed, else tqdm's text bar on stderr (which a notebook shows as the cell's stream). By
-default bars are shown in a notebook (an IPython kernel is loaded) or when stderr is a terminal,
-and not in scripts whose output goes to a file; ``progress=False`` turns them off, ``True`` on,
-and a callable is used as the hook itself.
+Jobs report through the progress hook the CLI's display uses too; here tqdm draws it. Bars
+show by default in a notebook or on a terminal, not when output goes to a file.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 ProgressHook = Callable[[str, int, "int | None"], None]
-#: what the API's ``progress=`` takes
+#: True/False for bars, None for the default, or a hook of your own
 ProgressSetting = bool | ProgressHook | None
 
 
@@ -32,8 +28,8 @@ def _widgets() -> bool:
 
 
 def _bar_class() -> Any:
-    """tqdm's notebook bar where ipywidgets can draw it, else its text bar (tqdm.auto would
-    fall back too, but with a warning in the cell)."""
+    """tqdm's notebook bar where ipywidgets can draw it, else its text bar, without the
+    warning tqdm.auto would print in the cell."""
     if in_notebook() and _widgets():
         from tqdm.auto import tqdm
     else:
@@ -42,9 +38,8 @@ def _bar_class() -> Any:
 
 
 def quiet_tqdm_auto() -> None:
-    """Import ``tqdm.auto`` once without its "IProgress not found" warning: libraries a job
-    loads (huggingface_hub, ...) import it, and in a notebook without ipywidgets the warning
-    would land in the cell's output."""
+    """Import tqdm.auto once without its "IProgress not found" warning, which libraries a job
+    loads would otherwise print in a notebook without ipywidgets."""
     if in_notebook() and not _widgets() and "tqdm.auto" not in sys.modules:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -52,7 +47,7 @@ def quiet_tqdm_auto() -> None:
 
 
 class Bars:
-    """A progress hook drawing one bar per phase (``step``, ``synthesis``, ``judge``, ...)."""
+    """A progress hook drawing one bar per phase."""
 
     def __init__(self) -> None:
         self.bars: dict[str, Any] = {}
@@ -78,8 +73,7 @@ def shows_by_default() -> bool:
 
 @contextmanager
 def progress_hook(setting: ProgressSetting) -> Iterator[ProgressHook | None]:
-    """The hook a job reports to for ``setting`` (None: ``shows_by_default``); bars are closed
-    when the job ends, however it ends."""
+    """The hook for a progress setting; bars are closed however the job ends."""
     quiet_tqdm_auto()
     if callable(setting):
         yield setting

@@ -1,13 +1,8 @@
 """Errors raised to Python name Python arguments, not the command's flags.
 
-The checks the CLI and the API share (``core.outputs.check_output``, the job configs, the
-kernel) word their errors for a command: ``--out x: already exists; add --force``. A caller of
-``job.export(path)`` has no ``--out`` and no ``--force``; it has ``path`` and
-``overwrite=True``. ``speaks_python`` wraps a public API function (sync or async) so that a
-``PersonahubError`` leaving it names the caller's keywords: each ``--flag`` becomes its keyword
-(``--allow-fewer`` -> ``allow_fewer=True``, ``--db X`` -> ``db=X``, ``--no-cache`` ->
-``cache=False``), with the function's own renames (``--out`` -> ``path``). A command line quoted
-in a message (``personahub synthesize --resume ID --db DB``) is left as it is: it is one to type.
+The checks shared with the CLI word their errors for a command (``--out x: already exists; add
+--force``). speaks_python rewrites each flag in such a message as the caller's keyword
+(``--allow-fewer`` -> ``allow_fewer=True``); a quoted command line is left as it is.
 """
 
 from __future__ import annotations
@@ -22,8 +17,7 @@ from personahub.core.errors import PersonahubError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: the database every API function opens when given no ``db`` (``core.store.DEFAULT_DB``,
-#: without importing DuckDB)
+#: the database an API function opens when given no db (the store's default, without DuckDB)
 DEFAULT_DB = "personahub.duckdb"
 
 
@@ -34,7 +28,7 @@ def refuse_unknown(what: str, given: Mapping[str, Any], known: set[str]) -> None
         raise PersonahubError(f"{what}: unknown option(s) {', '.join(unknown)}; "
                               f"choose from {', '.join(sorted(known))}")
 
-#: flags that take no value: said as ``keyword=True`` (``--no-X``: ``X=False``)
+#: flags that take no value: said as keyword=True (and --no-X as X=False)
 SWITCHES = frozenset({
     "force", "overwrite", "include-ungated", "include-duplicates", "allow-fewer", "fresh",
     "skip-bad", "solve", "equal", "wide", "with-attributes", "drop-duplicates", "with-assistant",
@@ -49,7 +43,7 @@ _COMMAND = re.compile(r"personahub [^;()]*")
 
 
 def python_message(message: str, renames: Mapping[str, str] | None = None) -> str:
-    """``message`` with each ``--flag`` outside a quoted command line said as its keyword."""
+    """The message with each flag outside a quoted command line said as its keyword."""
     names = {**RENAMES, **(renames or {})}
 
     def keyword(match: re.Match[str]) -> str:
@@ -66,7 +60,7 @@ def python_message(message: str, renames: Mapping[str, str] | None = None) -> st
         parts += [_FLAG.sub(keyword, message[last:command.start()]), command.group()]
         last = command.end()
     text = "".join(parts) + _FLAG.sub(keyword, message[last:])
-    # a line written for both ("--x, or x=True from Python") says it once
+    # a message already naming both forms says it once
     return re.sub(r"(\w+=True), or \1 from Python,?", r"\1", text)
 
 
@@ -76,8 +70,8 @@ def _reword(exc: PersonahubError, renames: Mapping[str, str] | None) -> None:
 
 
 def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
-    """Decorate an API function (or an ``async`` one) so the ``PersonahubError`` it raises
-    names its keywords (``renames``: flag -> keyword where they differ, ``{"out": "path"}``)."""
+    """Decorate an API function so its errors name its keywords; renames maps a flag to a
+    keyword where they differ."""
     def wrap(function: F) -> F:
         if inspect.iscoroutinefunction(function):
             @functools.wraps(function)
@@ -105,6 +99,5 @@ def as_id(value: None) -> None: ...
 @overload
 def as_id(value: str | int) -> str: ...
 def as_id(value: str | int | None) -> str | None:
-    """An id given as a number (``agent=1``, ``resume=12``) as the text every id is stored as;
-    None and text pass through."""
+    """An id given as a number, as the text ids are stored as; None and text pass through."""
     return str(value) if isinstance(value, int) else value

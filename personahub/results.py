@@ -1,9 +1,7 @@
 """What the Python API returns: a handle on one run or job in its DuckDB file, read as DataFrames.
 
-A handle holds ids and the database path, not a connection: every read opens the file
-read-only and closes it, so a notebook never keeps the file locked against the next run or the
-CLI. In a notebook a handle shows as a short HTML card (ids, status, counts, a few sampled
-rows); ``repr`` is one line.
+A handle holds ids and the path, not a connection: every read opens the file read-only and
+closes it, so a notebook never locks the file against the next run or the CLI.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-    """``query`` on a read-only connection (with the analysis views), closed before returning."""
+    """Run a query on a read-only connection with the analysis views."""
     from personahub.analysis.views import install_views
     from personahub.core.store import connect
 
@@ -38,8 +36,7 @@ def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataF
 
 
 def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFrame:
-    """``read(con, *args)`` (a table owner's read) on a read-only connection with the analysis
-    views, closed before returning."""
+    """Call a table owner's read on a read-only connection with the analysis views."""
     from personahub.analysis.views import install_views
     from personahub.core.store import connect
 
@@ -52,7 +49,7 @@ def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFr
 
 
 def _items_frame(db: Path, *, job: str | None = None, run: str | None = None) -> pd.DataFrame:
-    """A run's or synthesis job's items in the export's column layout (``analysis.export``)."""
+    """A run's or synthesis job's items in the export's column layout."""
     from personahub.analysis.export import load_items, parquet_table
     from personahub.core.store import connect
 
@@ -63,7 +60,7 @@ def _items_frame(db: Path, *, job: str | None = None, run: str | None = None) ->
         con.close()
 
 
-#: the few rows a handle's card shows, sampled by a hash of their id (the same rows every time)
+#: rows a handle's card shows, picked by a hash of their id so they are the same each time
 SAMPLE_ROWS = 3
 _SAMPLES = {
     "run": "SELECT step, agent_id, kind, text FROM v_items WHERE source = 'run' AND "
@@ -75,7 +72,7 @@ _CELL = 120  # characters of a text cell in a card
 
 
 def _counts(summary: object) -> dict[str, int | str]:
-    """A summary's counts: its whole-number fields and small dicts of them (per kind, ...)."""
+    """A summary's whole-number fields and small dicts of them."""
     if summary is None or not dataclasses.is_dataclass(summary):
         return {}
     counts: dict[str, int | str] = {}
@@ -97,24 +94,23 @@ def _cut(value: object) -> object:
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Job:
-    """A finished or stopped job in a DuckDB file: its ``kind``, ``job_id``, ``db`` and ``summary``.
+    """A finished or stopped job in a DuckDB file: its kind, id, database and summary.
 
-    ``summary`` is what the job function returned; an attribute the handle lacks is read from it
-    (``job.written``).
+    An attribute the handle lacks is read from the summary (job.written).
     """
 
-    kind: str  # the job's kind, as the jobs table names it (synthesis, expansion, run, ...)
+    kind: str  # as the jobs table names it
     job_id: str
     db: Path
     summary: Any = None
 
     def __post_init__(self) -> None:
-        # an id typed as a number (``Job(job_id=12, ...)``) is the text the tables hold
+        # the tables hold ids as text, whatever the caller typed
         object.__setattr__(self, "job_id", str(self.job_id))
         object.__setattr__(self, "db", Path(self.db))
 
     def __getattr__(self, name: str) -> Any:
-        # keeps code written against the summaries (``summary.written``) working on handles
+        # code written against the summaries keeps working on handles
         summary = self.__dict__.get("summary")
         if name.startswith("_") or summary is None:
             raise AttributeError(name)
@@ -133,7 +129,7 @@ class Job:
         return _read(self.db, query, params)
 
     def _row(self) -> JobRow | None:
-        """The job's row of ``jobs`` (None for a handle whose job is not there)."""
+        """The job's row of the jobs table, or None."""
         from personahub.core.jobs_store import find_job
         from personahub.core.store import connect
 
@@ -153,13 +149,13 @@ class Job:
         return f"{type(self).__name__}(kind={self.kind!r}, job_id={self.job_id!r}, db={str(self.db)!r})"
 
     def sample(self, n: int = SAMPLE_ROWS) -> pd.DataFrame:
-        """A few of what the job made, the same rows each time, text cut to a line's length.
+        """A few of the job's items, the same rows each time, text cut short.
 
         Args:
             n: how many rows.
 
         Returns:
-            A DataFrame of at most ``n`` rows.
+            A DataFrame of at most n rows.
         """
         query = _SAMPLES.get(self.kind)
         if query:
@@ -202,12 +198,11 @@ class Job:
     @speaks_python({"out": "path", "force": "overwrite"})
     def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
                drop_duplicates: bool = False, overwrite: bool = False) -> int:
-        """Write a run's or synthesis job's items to a file, as ``personahub export`` does.
+        """Write a run's or synthesis job's items to a file, as the export command does.
 
         Args:
             path: the file, or for ``hf`` the folder, to write.
-            fmt: personahub, chat, parquet, or hf (the Hub's layout: data/*.parquet and a card that
-                ``datasets.load_dataset`` reads).
+            fmt: personahub, chat, parquet, or hf (the Hub's layout, which datasets reads).
             kind: keep only items of this kind.
             drop_duplicates: leave out items flagged as near-duplicates.
             overwrite: replace an existing file or folder.
@@ -234,7 +229,7 @@ class Job:
                 from personahub.pipelines.evaluate_quality import export_selection
 
                 check_output(path, db=self.db, force=overwrite, kind="dir", names=HF_FILES)
-                if self.kind == "synthesis":  # with an evaluation: its train and test splits
+                if self.kind == "synthesis":  # an evaluated job writes its splits
                     which |= export_selection(con, job=self.job_id, hf=True)
                 return export_hf(con, path, kind=kind, drop_duplicates=drop_duplicates,
                                  overwrite=overwrite, **which)
@@ -248,9 +243,7 @@ class Job:
         """What the job made, as a DataFrame.
 
         Returns:
-            Synthesized items, or the personas a persona job produced (an expansion's new people, a
-            text-to-persona job's, the people a ``population_write`` job wrote); for ``dedup``, the
-            personas flagged as duplicates.
+            Synthesized items, or the personas a persona job made; for dedup, those flagged.
         """
         if self.kind == "synthesis":
             return _items_frame(self.db, job=self.job_id)
@@ -259,12 +252,12 @@ class Job:
         from personahub.personas.store import flagged_duplicates, personas_frame
         from personahub.personas.text_to_persona import text_job_persona_ids
 
-        if self.kind == "dedup":  # the personas flagged as near-duplicates
+        if self.kind == "dedup":
             return _frame(self.db, flagged_duplicates)
-        if self.kind == "text_to_persona":  # in hub order, as personas_frame gives them
+        if self.kind == "text_to_persona":
             return _frame(self.db, lambda con: personas_frame(
                 con, text_job_persona_ids(con, self.job_id)))
-        if self.kind == "population_write":  # the people it wrote (its own population)
+        if self.kind == "population_write":
             return self._population_personas()
         raise KeyError(self.kind)
 
@@ -284,7 +277,7 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Run(Job):
-    """A simulation run: ``run_id``, ``db``, the ``RunSummary`` and the run's tables as DataFrames."""
+    """A simulation run: its id, database, summary and tables as DataFrames."""
 
     kind: str = "run"
 
@@ -320,16 +313,14 @@ class Run(Job):
     def survey_shares(self, survey: str | None = None, *, wide: bool = False) -> pd.DataFrame:
         """Each survey answer's share per step.
 
-        Answers come in the survey's own order (a categorical); a choice nobody picked at a step shows
-        as 0.
+        Answers keep the survey's order; a choice nobody picked at a step shows as 0.
 
         Args:
             survey: keep only this survey.
             wide: one survey as steps x answers, ready for ``.plot.bar(stacked=True)``.
 
         Returns:
-            One row per (survey_id, step, answer) with ``n`` and ``share`` (a step's shares sum to 1),
-            or the wide table.
+            One row per survey, step and answer with n and share, or the wide table.
 
         Raises:
             PersonahubError: ``wide=True`` over more than one survey.
@@ -372,9 +363,8 @@ class Run(Job):
         """The run step by step.
 
         Returns:
-            One row per committed step: active agents, emissions, messages, survey answers, failed
-            actions, near-duplicates flagged, events delivered, the texts injected by hand while it
-            ran (``injected``), and the step's start and seconds.
+            One row per committed step: its counts (emissions, messages, answers, failures,
+            duplicates, events, injected texts), start and seconds.
         """
         from personahub.sim.run_queries import timeline
 
@@ -402,12 +392,12 @@ class Run(Job):
         return _frame(self.db, run_rows, table, self.job_id)
 
     def interview(self, question: str, *, llm: str = "offline", **options: Any) -> pd.DataFrame:
-        """Ask this run's agents a question (``personahub.interview`` on this run).
+        """Ask this run's agents a question.
 
         Args:
             question: what to ask.
             llm: the model spec (default: the offline engine).
-            **options: as for ``personahub.interview``: agent, or carve and where; step, model flags.
+            **options: as for personahub.interview (agent or carve and where, step, model flags).
 
         Returns:
             A DataFrame, one row per agent asked.
@@ -418,10 +408,10 @@ class Run(Job):
 
     async def interview_async(self, question: str, *, llm: str = "offline",
                               **options: Any) -> pd.DataFrame:
-        """``interview`` for ``await``.
+        """interview for await.
 
         Args:
-            question, llm, **options: as for ``interview``.
+            question, llm, **options: as for interview.
 
         Returns:
             A DataFrame, one row per agent asked.
@@ -433,7 +423,7 @@ class Run(Job):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Judged(Job):
-    """A judge's handle: ``judge_id``, ``db``, the ``JudgeSummary``, its judgments and validity figures."""
+    """A judge's handle: its id, database, summary, judgments and validity figures."""
 
     kind: str = "judge"
 
@@ -456,8 +446,7 @@ class Judged(Job):
         """The validity rate and per-criterion rates with 95% Wilson intervals.
 
         Returns:
-            A ``Validity`` (``.valid.text()``, ``.as_dict()``), or None when the judge has no
-            judgments.
+            A Validity, or None when the judge has no judgments.
         """
         from personahub.analysis.judgments import validity
         from personahub.core.store import connect
@@ -471,10 +460,7 @@ class Judged(Job):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class Calibration(Job):
-    """A calibration's handle: ``job_id``, ``db``, the ``CalibrationSummary`` and its tables.
-
-    docs/calibration.md explains the scores.
-    """
+    """A calibration's handle: its id, database, summary and tables (docs/calibration.md)."""
 
     kind: str = "calibration"
 
@@ -493,10 +479,8 @@ class Calibration(Job):
         """The scores of every source, per question and group.
 
         Returns:
-            One row per question x group x source (``model`` per steering; the baselines uniform,
-            human_overall, no_persona; the floor human_resample; the ceilings perfect_panel and
-            human_overall_panel): representativeness, dispersion, modal agreement, refusal shares and
-            simulated counts.
+            One row per question, group and source (the model per steering, the baselines,
+            floor and ceilings): representativeness, dispersion, modal agreement, refusals, counts.
         """
         return self._frame("scores_frame")
 
@@ -504,7 +488,7 @@ class Calibration(Job):
         """The scores' means per source and steering.
 
         Returns:
-            A DataFrame with ``level`` overall, attribute and group.
+            A DataFrame with levels overall, attribute and group.
         """
         return self._frame("summary_frame")
 
@@ -514,8 +498,7 @@ class Calibration(Job):
 
         Args:
             score: which score (a column of ``summary_table()``).
-            overall: how the ``overall`` row weighs: ``per-attribute`` (each attribute alike,
-                the default) or ``per-group`` (each question x group alike).
+            overall: how the overall row weighs: ``per-attribute`` (the default) or ``per-group``.
 
         Returns:
             One row overall and per attribute, one column per source.
@@ -535,9 +518,9 @@ class Calibration(Job):
             con.close()
 
     def sd_ratios(self) -> pd.DataFrame:
-        """The model's SD ratio (simulated / human SD) per ordinal question, its mean over the
-        question's groups: one column per steering, so with ``dispersion="temper"`` the
-        ``STEERING:tempered`` column beside ``STEERING`` is the same question after.
+        """The model's SD ratio (simulated / human) per ordinal question, mean over groups.
+
+        One column per steering; a tempered steering adds a column for after tempering.
 
         Returns:
             One row per ordinal question, lowest first.
@@ -547,12 +530,10 @@ class Calibration(Job):
         return sd_by_question(self.scores())
 
     def temperatures(self) -> pd.DataFrame:
-        """The temperatures ``dispersion="temper"`` fitted, each on the other half of the
-        questions (docs/calibration.md).
+        """The temperatures tempering fitted, each on the other half of the questions.
 
         Returns:
-            One row per tempered steering and temperature: ``steering``, ``temperature`` and
-            ``questions`` tempered with it; empty without tempering.
+            One row per steering and temperature with the questions tempered; empty without.
         """
         from personahub.pipelines.calibrate_scores import fitted_temperatures
 
@@ -561,7 +542,7 @@ class Calibration(Job):
     def panel_sizes(self) -> pd.DataFrame:
         """The model's effective panel size: substantive answers per question x group.
 
-        A stated distribution (``--elicit distribution``) has no panel and is not listed.
+        A stated distribution has no panel and is not listed.
 
         Returns:
             Min and median per attribute and overall, per steering.
@@ -571,14 +552,11 @@ class Calibration(Job):
         return panel_sizes_of(self.scores())
 
     def archetype_price(self) -> pd.DataFrame:
-        """The price of ``--archetypes K``: per K and group, the archetype row's distribution
-        against the per-agent ``sample`` row's (docs/calibration.md).
+        """What ``--archetypes K`` costs: per K and group, the archetype answers against per-agent ones.
 
         Returns:
-            One row per ``archetypes:K`` and group: ``similarity`` (1 - W1/(options-1); 1 -
-            Jensen-Shannon on nominal questions) and ``tvd`` (total variation distance), means
-            over questions, both rows' representativeness, the ``human_resample`` floor and the
-            calls of each; empty without ``--archetypes``.
+            One row per K and group: similarity and total variation distance (means over
+            questions), both rows' representativeness, the floor and the calls; empty without.
         """
         from personahub.analysis import calibration_store
         from personahub.core.store import connect
@@ -595,15 +573,13 @@ class Calibration(Job):
         return price_table(scores, questions, calls)
 
     def intervals(self) -> pd.DataFrame:
-        """Every source's mean representativeness with a 95% bootstrap interval over questions
-        (``low``, ``high``) and, for a model row with panels, one over panel answers with the
-        questions fixed (``panel_low``, ``panel_high``; docs/calibration.md).
+        """Every source's mean representativeness with 95% bootstrap intervals.
 
-        The bootstraps are seeded with the job's seed, so the intervals are the same each time.
+        One interval resamples questions; for a model with panels, another resamples panel
+        answers. Seeded with the job's seed, so they repeat.
 
         Returns:
-            One row per source, per attribute and overall (``panel_low``/``panel_high`` NaN for
-            a baseline, a stated distribution or a tempered row).
+            One row per source, per attribute and overall (panel bounds NaN where no panel).
         """
         from personahub.analysis import calibration_store
         from personahub.analysis.calibration_verdict import intervals
@@ -625,12 +601,11 @@ class Calibration(Job):
     def question_spread(self) -> pd.DataFrame:
         """Every source's per-question representativeness summarised across questions.
 
-        A question's score is its mean over the level's groups (overall: over attributes, each
-        alike), so the spread is between questions, not groups.
+        A question's score is its mean over the level's groups, so the spread is between
+        questions.
 
         Returns:
-            One row per source and level (overall, then each attribute): ``mean``, ``sd``,
-            ``min``, ``max``, ``lowest`` (the question at the min) and ``questions``.
+            One row per source and level: mean, sd, min, max, the lowest question and the count.
         """
         from personahub.analysis.calibration_verdict import question_spread
 
@@ -640,7 +615,7 @@ class Calibration(Job):
             alpha: float = 0.05) -> pd.DataFrame:
         """Group shares corrected by a small human sample (prediction-powered inference).
 
-        Shown beside the humans-only and simulated-only intervals (docs/calibration.md).
+        Shown beside the humans-only and simulated-only intervals.
 
         Args:
             humans: a respondent-level file (CSV or Parquet) on the same questions.
@@ -648,7 +623,7 @@ class Calibration(Job):
             alpha: one minus the intervals' coverage.
 
         Returns:
-            One row per question x group x option (columns: ``analysis.calibration_ppi.PPI_COLUMNS``).
+            One row per question, group and option.
         """
         from personahub.analysis.calibration_ppi import ppi_table
         from personahub.analysis.survey_respondents import read_respondent_rows
@@ -665,8 +640,7 @@ class Calibration(Job):
     def verdict(self) -> list[str]:
         """The scores in plain sentences, as the command prints them.
 
-        The winner overall and per attribute with its margin's interval, the model between ceiling and
-        noise floor, and warnings on a degenerate model.
+        The winner overall and per attribute, the model between ceiling and floor, and warnings.
         """
         from personahub.analysis.calibration_verdict import verdict
 
@@ -676,16 +650,13 @@ class Calibration(Job):
         """Every answer the calibration collected.
 
         Returns:
-            Question, steering, respondent (a persona id, ``#k`` without one), the option chosen,
-            whether it is a refusal, and the model's reason.
+            Question, steering, respondent, the option chosen, refusal, and the model's reason.
         """
         return self._frame("answers_frame")
 
 
 def handle_class(kind: str) -> type[Job]:
-    """The handle a job of ``kind`` gets: the ``Job`` subclass made for that kind (whose
-    ``kind`` default names it: ``Run``, ``Judged``, ``Calibration``), else ``Job``. A kind with
-    a handle of its own declares it there, and nowhere else.
+    """The handle class for a job kind: the Job subclass whose kind default names it, else Job.
 
     Args:
         kind: a job kind, as the ``jobs`` table names it.

@@ -1,9 +1,7 @@
 """The standard wiring of the job kernel: what the CLI and the Python API run every job with.
 
-The kernel is handed its dependencies (the core imports nothing above it). This module supplies
-the standard ones: the model layer's client factory with its reachability check and
-record/replay cache, and the executor a config names (local or Ray). Only the CLI and the API
-call ``run``; a test may hand it a client of its own.
+The core imports nothing above it, so the kernel is handed its dependencies; this module
+supplies the standard ones: the model client factory with its cache, and the executor.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ S = TypeVar("S")
 class StandardModels:
     """The model layer as the kernel uses it: build a client, check it is reachable, cache it.
 
-    A ``client`` given here is used as it is (its maker built and checked it: a test double, a
-    command's own). ``warn`` hears of each unreachable endpoint of several; the others are used.
+    A client given here is used as it is. warn hears of each unreachable endpoint of several.
     """
 
     def __init__(self, client: StructuredCaller | None = None,
@@ -66,7 +63,7 @@ class StandardModels:
 
 
 def executor_for(config: object) -> Executor:
-    """The executor a (resolved) config names: ``local`` (default) or ``ray``."""
+    """The executor a config names: local (default) or ray."""
     name = getattr(config, "executor", "local")
     if name == "ray":
         from personahub.executors.ray_executor import RayExecutor
@@ -84,16 +81,14 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
         on_start: Callable[[str, bool], None] | None = None,
         warn: Callable[[str], None] | None = None,
         con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
-    """Run (or resume) one job of ``spec`` with the standard model seam and executors
-    (``con``: on that open connection to ``db``, which the caller closes)."""
+    """Run or resume one job with the standard model layer and executors."""
     return run_job(spec, config, db, models=StandardModels(client, warn), executor=executor_for,
                    resume=resume, fresh=fresh, progress=progress, on_ready=on_ready,
                    on_start=on_start, con=con)
 
 
 def stored_job(db: str | Path, job_id: str) -> JobRow | None:
-    """Job ``job_id``'s row in ``db``, read through a read-only connection closed at once (None:
-    no such job or database)."""
+    """A job's row, read-only; None when there is no such job or database."""
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
 
@@ -107,8 +102,7 @@ def stored_job(db: str | Path, job_id: str) -> JobRow | None:
 
 
 def recorded_spec(db: str | Path, job_id: str) -> str | None:
-    """The (redacted) model spec job ``job_id`` recorded (None: no such job or database, or a
-    job that recorded none)."""
+    """The redacted model spec a job recorded, or None."""
     job = stored_job(db, job_id)
     if job is None:
         return None
@@ -118,14 +112,12 @@ def recorded_spec(db: str | Path, job_id: str) -> str | None:
 
 
 def recorded_llm(db: str | Path, job_id: str) -> str:
-    """What a resume of ``job_id`` asks with unless it is given a model (``--llm``): the model
-    spec the job recorded, redacted (give ``--llm`` when it needs credentials); ``offline`` for
-    an unknown job (the kernel then refuses it by name) or one that recorded none."""
+    """The model a resume asks unless given one: the recorded, redacted spec, else offline."""
     return recorded_spec(db, job_id) or "offline"
 
 
 def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
-    """The spec of ``kind`` once the shipped specs are registered (they register on import)."""
+    """The spec of a job kind, the shipped specs registered first."""
     _register_shipped()
     return spec_for(kind)
 
@@ -137,7 +129,7 @@ def registered_kinds() -> list[str]:
 
 
 def _register_shipped() -> None:
-    """Import the shipped specs' modules (``pipelines/labels.py``): each registers its kind."""
+    """Import the shipped specs' modules, each registering its kind."""
     from personahub.pipelines.labels import SHIPPED
 
     for shipped in SHIPPED.values():

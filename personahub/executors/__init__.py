@@ -1,12 +1,8 @@
-"""Where a job's batches run: ``local`` (the job's own event loop, the default; ``local.py``) or
-``ray`` (Ray Data workers and actor pools, the ``[ray]`` extra; ``ray_executor.py``).
+"""Where a job's batches run: local (the job's own event loop, the default) or ray (the extra).
 
-The executor changes only where a batch's calls are made. The job kernel (``core/kernel.py``)
-stays the one place rows are committed: each batch's answers reach the driver (on Ray, an
-independent-batches job's answers as Parquet shards under the job's folder: ``shards.py``) and
-are committed in batch order, so the same seed gives the same rows whichever executor (and
-however many workers) ran them. This module imports no Ray: the local path does not pay for the
-extra.
+The executor changes only where calls are made: the kernel commits every batch in batch order,
+so a seed gives the same rows whichever executor and however many workers ran them. No Ray
+import here, so the local path does not pay for the extra.
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray
 
 
 def ray_installed() -> bool:
-    """Whether the [ray] extra is importable (looked up, not imported: importing Ray takes seconds)."""
+    """Whether the [ray] extra is installed; looked up, not imported, as importing Ray takes seconds."""
     return importlib.util.find_spec("ray") is not None
 
 
@@ -31,10 +27,8 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
                    cache_on_driver: bool = False) -> None:
     """Refuse an unknown executor, or a Ray run it cannot do yet, before anything is opened.
 
-    A Ray worker has no database connection, so it cannot answer from (or record into) the
-    ``llm_cache`` table. A job whose calls go through ``executor_ray_run.RayCaller``
-    (``cache_on_driver``: ``run``, ``personas expand``) keeps the cache on the driver and sends
-    only its misses to the workers; the others must keep ``--cache off`` on Ray for now.
+    A Ray worker has no database, so it cannot use the cache. Jobs that ask the actor pool
+    keep the cache on the driver; the others need ``--cache off`` on Ray for now.
     """
     if name not in EXECUTORS:
         raise UsageError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
@@ -51,8 +45,7 @@ def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
 
 @contextmanager
 def executor_session(name: str, address: str | None) -> Iterator[None]:
-    """One Ray connection for a whole job on ``ray`` (a job asking many passes, as an expansion
-    does, must not start a Ray per batch); nothing for ``local``."""
+    """One Ray connection for a whole job, so a job of many passes does not start Ray per batch."""
     if name != "ray":
         yield
         return
@@ -63,10 +56,8 @@ def executor_session(name: str, address: str | None) -> Iterator[None]:
 
 
 def minhash_source(executor: object) -> Any:
-    """Where dedup's stage 1 runs on ``executor``: signatures in this process (``local``), or,
-    on Ray, the whole stage up to its verified pairs (band buckets through a Ray Data shuffle:
-    ``ray_minhash.minhash_pair_finder``), so no signature comes to the driver. The dedup spec
-    asks this, not which executor it has."""
+    """Where dedup's stage 1 runs: signatures here (local), or on Ray the whole stage up to its
+    verified pairs, so no signature comes to the driver."""
     if getattr(executor, "name", "local") != "ray":
         from personahub.personas.dedup import local_signatures
 

@@ -15,8 +15,7 @@ R = TypeVar("R")
 
 
 class LocalExecutor:
-    """Runs ``asker.run_batch`` on the job's loop with the job's client, batch by batch: the
-    next batch is planned only after the previous one is committed."""
+    """Runs batches on the job's loop; the next is planned only after the last is committed."""
 
     name = "local"
 
@@ -28,10 +27,10 @@ class LocalExecutor:
 
     def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
-        caller = cast(StructuredCaller, ctx.client)  # None for a job that calls no model
+        caller = cast(StructuredCaller, ctx.client)  # None when the job calls no model
         for batch in plan:
             yield batch, ctx.run(asker.run_batch(batch, ctx.counting(caller, batch)))
 
     def finish(self, ctx: JobContext[Any]) -> None:
-        """Every answer is committed: what an earlier Ray attempt left on disk goes."""
+        """Remove what an earlier Ray attempt left on disk."""
         clear_job_folder(ctx.db, ctx.job_id)

@@ -10,9 +10,9 @@ from personahub.core.errors import PersonahubError
 
 
 def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) -> Iterator[list[Any]]:
-    """Answers (``index``, pickled ``answer`` columns, any order) regrouped into the batches of
-    ``sizes``, each yielded once it and every batch before it are complete. An answer given
-    twice (a retried task) counts once; one arriving after its batch was yielded is dropped."""
+    """Answers regrouped into their batches, each yielded once it and those before are complete.
+
+    An answer given twice (a retried task) counts once; a late one is dropped."""
     pending: dict[int, Any] = {}
     start = 0
     batch = 0

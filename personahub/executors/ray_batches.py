@@ -1,45 +1,16 @@
 """Ray Data passes (the ``[ray]`` extra): a job's batches of model calls, and MinHash signatures.
 
-Only WHERE the calls run changes. The driver keeps the job kernel: it plans the batches, opens
-the job, and commits each batch in batch order (``core/kernel.py``; ``ray_executor.RayExecutor``
-drives this module). The work items go to Ray Data ``map_batches`` with an actor class; each
-actor builds its own model client from the driver client's ``LLMSettings`` and runs a batch's
-calls on its own event loop, bounded by the same ``--concurrency`` (so ``--concurrency`` and
-``--rps`` hold per worker).
+Only where the calls run changes: the driver plans the batches and commits each in batch order,
+while actors rebuild the model client from its settings and answer the items (concurrency and
+rate limits hold per worker). Jobs whose next batch depends on the last commit use the actor
+pool instead.
 
-Every job whose batches are planned ahead takes the one path ``_stream``: a job spec with
-independent batches (synthesis, from-text) ships its items to ``_BatchActor``, which runs the
-spec's own asker (``run_batch``; a persona's item and solution are asked on the same worker).
-A job whose next batch depends on the last commit (a run, an expansion) asks each batch of a
-job-long actor pool instead (``ray_actors``): a round trip, not a Ray Data pass.
-
-Answers come back as Parquet shards under a job folder next to the database (``<db>.jobs/<job>/``,
-``personahub/executors/shards.py``), not through the driver's memory. Each worker writes each finished
-Ray Data batch as one shard (a temporary name, then a rename: the completion marker) and returns
-only the shard's name; the driver reads each job batch's answers from the shards once it and
-every batch before it are answered, commits it, and deletes a shard once every answer in it is
-committed. So a driver that dies loses no paid answer: a resume commits the answers the shards
-hold without asking the model (a temporary or unreadable file is ignored: its answers are asked
-again), and what waits for its turn waits on disk. The batch commit stays the resume's record of
-what is done: an answer is in the database or in a shard, and a shard row whose item is
-committed is never read again, so nothing is lost or doubled. On a cluster the database's folder
-must be on a filesystem every worker mounts at the same path (a worker that cannot see the job
-folder refuses to start).
-
-Answers come back in any order; the driver (``in_batch_order``, ``shards.batches_from_shards``)
-holds each batch until it is complete and the batches before it are committed, so the same seed
-gives the same rows whatever the number of workers or the order they finish in. Every answer
-carries its calls' records and new cache entries (a shard's ``calls`` column), which the batch
-commit writes.
-
-``minhash_signer`` computes stage 1's MinHash signatures (the same function as the local
-stage, so bit-identical) in Ray Data ``map_batches`` tasks over blocks of texts; they come back
-to the driver, which bands, verifies and marks. ``personas dedup --executor ray`` goes further
-(``ray_minhash``: band buckets through a shuffle, only verified pairs come back).
-
-No secret travels through Ray: a spec carrying one (``user:password@`` or a query value other
-than ``model``) is refused; keys are read on the worker from its environment
-(``OPENAI_API_KEY``, or the variable ``?api_key_env=NAME`` names), as on the driver.
+Workers write answers as Parquet shards next to the database and return only the shard's name,
+so a driver that dies loses no paid answer: a resume commits what the shards hold without
+asking again. Answers arrive in any order; the driver holds each batch until it and those
+before it are complete, so a seed gives the same rows whatever the number of workers. On a
+cluster every worker must mount the database's folder at the same path. No secret travels
+through Ray: keys are read from the worker's environment.
 """
 
 from __future__ import annotations
@@ -70,14 +41,14 @@ from personahub.models.client import LLMSettings, make_client, redact_spec
 from personahub.personas.dedup import Signer
 from personahub.personas.minhash import FeatureSets, MinHashConfig, sketch
 
-# blocks of work items per worker: a block's batches run concurrently on its actor (Ray Data
-# runs up to 4 of an async actor's batches at once), and more blocks balance the workers
+# several blocks per worker: an async actor runs up to 4 batches at once, and more blocks
+# balance the workers
 BLOCKS_PER_WORKER = 4
 
 
 def check_ray_client(client: StructuredCaller) -> LLMSettings:
-    """The settings a worker rebuilds ``client`` from; refuses a client that has none (a test
-    double) or whose spec carries a secret (it would sit in Ray's object store and logs)."""
+    """The settings a worker rebuilds the client from; refuses a secret in the spec, which
+    would sit in Ray's object store and logs."""
     settings = getattr(client, "settings", None)
     if not isinstance(settings, LLMSettings):
         raise PersonahubError("--executor ray: the model client must be built from --llm "
@@ -91,8 +62,7 @@ def check_ray_client(client: StructuredCaller) -> LLMSettings:
 
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
-    """Use the Ray this process is connected to, else connect to ``address`` (None: the
-    ``RAY_ADDRESS`` variable, else a local Ray for this job, shut down after it)."""
+    """Use the connected Ray, else connect to address, else start a local Ray for this job."""
     if ray.is_initialized():
         yield
         return
@@ -112,12 +82,10 @@ def _quiet_data() -> None:
 
 
 class _BatchActor:
-    """One Ray worker running a job spec's asker: a model client rebuilt from the driver's
-    ``LLMSettings`` (None for a job that calls no model) answering Ray Data batches of the
-    job's items. ``__call__`` is an async generator, so Ray Data runs several batches at once
-    on the actor's one event loop (the client's ``--concurrency`` bounds the calls in flight),
-    as a model endpoint's latency wants. Each batch's answers are written to the job ``folder``
-    as one shard (the asker is its ``ShardCodec``) and only the shard's name comes back."""
+    """One Ray worker answering batches of a job's items with the job spec's asker.
+
+    An async generator, so Ray Data runs several batches at once on one event loop, as model
+    latency wants. Each batch's answers go to one shard; only its name comes back."""
 
     def __init__(self, context: bytes, folder: str | None = None,
                  spill: WorkerSpill | None = None) -> None:
@@ -128,7 +96,7 @@ class _BatchActor:
         self.folder = folder
         self.asker = asker
         self.client = make_client(settings) if settings is not None else None
-        if self.client is not None and spill is not None:  # attempts outlive a killed driver
+        if self.client is not None and spill is not None:  # so attempts outlive a killed driver
             self.client.spill_to(spill.open())
 
     async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -150,22 +118,17 @@ def _stream(actor: type, context: bytes, items: Sequence[object], sizes: Sequenc
             batch_size: int, address: str | None, workers: int | None,
             store: ShardStore | None = None, keys: Sequence[str] = (),
             spill: WorkerSpill | None = None) -> Iterator[list[Any]]:
-    """The answers to ``items`` (the job's batches of ``sizes``, flattened), asked by a pool of
-    ``actor(context)`` through Ray Data ``map_batches`` and yielded batch by batch, in batch
-    order: the one path every job's model calls take on Ray.
+    """The answers to a job's items, asked by a pool of actors and yielded batch by batch.
 
-    With a ``store`` (the job folder; ``keys``: each item's stable key) the workers write their
-    answers as shards and what is yielded are the shards' rows: an item an earlier pass left an
-    answer for is not asked again, and each batch's shards go once the caller has committed it
-    (it asks for the next batch). ``spill``: where the workers spill their attempts (for an
-    actor that takes it: ``_BatchActor``)."""
+    With a shard store, an item answered by an earlier pass is not asked again, and a batch's
+    shards are deleted once the caller has committed it."""
     if not items:
         return
     send = list(range(len(items)))
     if store is not None:
         store.open(keys)
         send = [i for i, key in enumerate(keys) if key not in store.ready]
-        if not send:  # every answer is in a shard already: no Ray pass
+        if not send:  # every answer is in a shard already
             yield from batches_from_shards((), sizes, store, keys)
             return
     rows = [{"index": i, "key": keys[i] if store is not None else "", "item": pickle.dumps(items[i])}
@@ -187,7 +150,7 @@ def _stream(actor: type, context: bytes, items: Sequence[object], sizes: Sequenc
                 yield from in_batch_order(pieces, sizes)
             else:
                 yield from batches_from_shards(pieces, sizes, store, keys)
-        finally:  # a job stopped mid-stream releases its actors now, not when garbage is collected
+        finally:  # release the actors now, not when garbage is collected
             close = getattr(pieces, "close", None)
             if close is not None:
                 close()
@@ -200,8 +163,7 @@ def _blobs(values: Sequence[object]) -> np.ndarray:
 
 
 def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:
-    """One block's signatures and feature sets (the same function as the local stage:
-    bit-identical); each row's features travel as a variable-length column."""
+    """One block's signatures and feature sets, computed as the local stage does."""
     sigs, features = sketch(list(rows["text"]), config)
     bounds = features.offsets
     feats = np.empty(len(features), dtype=object)
@@ -211,9 +173,8 @@ def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:
 
 
 def minhash_signer(address: str | None = None, workers: int | None = None) -> Signer:
-    """Stage 1's ``Signer`` on Ray: the texts go to Ray Data ``map_batches`` tasks in blocks,
-    their signatures come back to the driver, which does the banding and verification
-    (``personas.minhash.duplicates_from_signatures``): the flags are the local stage's."""
+    """MinHash signing on Ray; banding and verification stay on the driver, so the flags
+    equal the local stage's."""
 
     def sign(texts: Iterator[list[str]], config: MinHashConfig
              ) -> Iterator[tuple[np.ndarray, FeatureSets]]:

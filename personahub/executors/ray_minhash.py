@@ -1,32 +1,14 @@
 """Stage 1 of ``personas dedup --executor ray``: MinHash band buckets through a Ray shuffle.
 
-At a billion personas the signatures (``4 * num_perm`` bytes each) cannot all come to one
-machine, so only verified pairs do. Ray Data ``map_batches`` signs each block of texts (the local
-stage's ``sketch``: bit-identical) and emits one row per (text, band): ``part, band, key, index,
-slots, features``, plus one more "band" whose key is the text's ``signature_keys`` (identical
-signatures share it). ``slots`` is the low byte of every signature slot (``slot_low_bytes``, all
-the pre-filter reads). ``groupby("part").map_groups`` brings every row of a partition together,
-``part`` being a hash of (band, key), so each bucket lies whole in one partition; there the
-local stage's own functions run on the partition's rows at once: per band ``bucket_pairs``
-(each later text with the earliest ``max_bucket_pairs`` of its bucket; the signature band with
-its group's first), the band pairs through ``slot_prefilter``, then ``exact_jaccard``. Every
-function is a function of the pair alone (or of a whole bucket), so the verified pairs are
-exactly the local stage's. The driver gets them, deduplicates them (a pair can share several
-bands) and resolves the marks with ``resolve_first_seen``: the flags are the local stage's.
+At a billion personas the signatures cannot all come to one machine, so only verified pairs
+do. Tasks sign each block of texts and emit one row per (text, band), plus one for identical
+signatures; a shuffle by partition hash brings each bucket into one partition, where the local
+stage's own functions find and verify the pairs, so the flags equal the local stage's.
 
-Grouping by a partition hash, not by (band, key), is what makes this fast: Ray Data calls a
-``map_groups`` function once per group, and most (band, key) buckets are singletons, so
-grouping by bucket made nearly a Python call per row (100k texts: 1.7M rows). A partition
-is sized to ~200k rows, so the work is a few numpy passes per partition.
-
-What crosses the shuffle: each row carries its text's feature set and slot bytes (~230 bytes
-for a persona), once per band, singleton buckets included. Neither cut the issue suggests is
-done: shipping features once per text would need a second shuffle (the pairs joined to the
-texts' data), and a counting pre-pass that emits rows only for repeated keys would need a second
-signing pass or a global count structure; on bench_ray's templated 100k, 60% of the rows sit in
-repeated buckets, so it would save at most 40% of the rows.
-
-Texts without words (all-max signature) get no band rows, as ``verified_pairs`` skips them.
+Grouping by a partition hash, not by bucket, is what makes this fast: Ray calls the function
+once per group and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
+text's features once per band; shipping them once per text would need a second shuffle, and on
+bench_ray's templated 100k it could save at most 40% of the rows.
 """
 
 from __future__ import annotations
@@ -52,7 +34,7 @@ from personahub.personas.minhash import (
     slot_prefilter,
 )
 
-_EMPTY = np.iinfo(np.uint32).max  # the signature slot of a text without words
+_EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
 _ROWS_PER_PARTITION = 200_000
 _SPREAD = np.uint64(0x9E3779B97F4A7C15)  # separates equal keys of different bands
@@ -65,8 +47,8 @@ def _band_schema(num_perm: int) -> pa.Schema:
 
 
 def band_rows(block: pa.Table, config: MinHashConfig, partitions: int) -> pa.Table:
-    """One row per (text with words, band) of a block, and one for its signature key: the
-    bucket's partition, band and key, the text's index, slot low bytes and feature set."""
+    """One row per (text, band) of a block and one for its signature key, with the text's
+    slot low bytes and feature set."""
     sigs, features = sketch(block.column("text").to_pylist(), config)
     index = block.column("index").to_numpy().astype(np.int64)
     kept = np.flatnonzero(sigs[:, 0] != _EMPTY)
@@ -77,7 +59,7 @@ def band_rows(block: pa.Table, config: MinHashConfig, partitions: int) -> pa.Tab
     keys = np.concatenate([keys, signature_keys(keys)[:, None]], axis=1)  # (kept, bands + 1)
     bands = keys.shape[1]
     band = np.tile(np.arange(bands, dtype=np.int32), kept.size)
-    flat = keys.reshape(-1)  # row-major: text by text
+    flat = keys.reshape(-1)
     with np.errstate(over="ignore"):
         part = ((flat + band.astype(np.uint64) * _SPREAD) % np.uint64(partitions)).astype(np.int32)
     by_row = np.repeat(kept, bands)
@@ -104,8 +86,7 @@ def _slot_array(column: pa.ChunkedArray, width: int) -> np.ndarray:
 
 
 def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
-    """The verified (earlier, later) pairs of every bucket of one partition, found as
-    ``verified_pairs`` finds them (band pairs pre-filtered, signature-key pairs not)."""
+    """The verified (earlier, later) pairs of one partition's buckets, as the local stage finds them."""
     if rows.num_rows < 2:
         return _PAIR_SCHEMA.empty_table()
     rows = rows.take(pa.array(np.argsort(rows.column("index").to_numpy(), kind="stable")))
@@ -117,14 +98,14 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     found = []
     for b in np.unique(band):
         members = np.flatnonzero(band == b)  # ascending, so by text index within each bucket
-        if b == signature_band:  # identical signatures: each with its group's first, as is
+        if b == signature_band:  # identical signatures need no verifying
             found.append(bucket_pairs(keys[members], members, 1))
         else:
             found.append(prefilter(bucket_pairs(keys[members], members, config.max_bucket_pairs)))
     pairs = np.concatenate(found)
     if len(pairs) == 0:
         return _PAIR_SCHEMA.empty_table()
-    # a text pair may meet in several bands of this partition: check it once (indices < 2^32)
+    # a pair may meet in several bands: check it once
     code = (index[pairs[:, 0]].astype(np.uint64) << np.uint64(32)) | index[pairs[:, 1]].astype(np.uint64)
     pairs = pairs[np.unique(code, return_index=True)[1]]
     sets = rows.column("features").combine_chunks()
@@ -135,9 +116,7 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
 
 
 def minhash_pair_finder(address: str | None = None, workers: int | None = None) -> PairFinder:
-    """Stage 1 on Ray up to its verified pairs: signing and banding in ``map_batches`` tasks,
-    buckets through a ``groupby`` shuffle of bucket partitions; only the pairs come back to the
-    driver."""
+    """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver."""
 
     def find(texts: Iterator[list[str]], config: MinHashConfig) -> tuple[int, np.ndarray]:
         flat = [text for batch in texts for text in batch]

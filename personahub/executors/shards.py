@@ -1,20 +1,11 @@
 """A Ray job's answers on disk: Parquet shards under a job folder next to the database.
 
-A worker writes each finished batch's answers as one shard (``write_shard``): a temporary name,
-then a rename, so a shard under its final name is complete — the rename is the batch's
-completion marker — and a half-written one never is. The driver commits the shards' answers in
-batch order through the job's own commit code and deletes a shard once every answer in it is
-committed (``ShardStore``). A driver that dies leaves the uncommitted shards behind; the resumed
-job commits their answers without asking the model again, ignores a temporary or unreadable
-file (its answers are asked again), and empties the folder when its pass ends.
-
-A shard holds plain columns, no pickles (answers are data): ``key`` (the item the answer is for,
-stable across resumes: a persona id, a text id and relation), ``value`` (the answer as JSON text)
-and ``calls`` (the answer's call records and cache entries as JSON text). No credential is in
-them: call records name the endpoint by its index, never by its URL.
-
-This module imports no Ray (the driver reads what the workers wrote with pyarrow alone), and
-pyarrow's Parquet reader only when a shard is read or written: a local job pays for neither.
+A worker writes each batch's answers to a temporary name and renames it, so the rename marks the
+shard complete. The driver commits answers in batch order and deletes a shard once all its
+answers are committed; after a crash the resumed job commits what the shards hold without asking
+the model again. Shards hold plain columns (key, answer JSON, calls JSON), no pickles and no
+credentials. No Ray import here, and pyarrow only when a shard is touched, so a local job pays
+for neither.
 """
 
 from __future__ import annotations
@@ -42,17 +33,16 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("key", "value", "calls")
 SHARD_SUFFIX = ".parquet"
-PART_SUFFIX = ".part"  # a shard being written; never read
+PART_SUFFIX = ".part"  # a shard still being written
 
 
 def jobs_root(db: str | Path) -> Path:
-    """The folder holding a database's job folders: ``<db>.jobs`` beside the file."""
+    """The folder of a database's job folders, beside the file."""
     return Path(f"{db}.jobs")
 
 
 def job_folder(db: str | Path, job: str) -> Path:
-    """Job ``job``'s folder (``<db>.jobs/<job>``); a job key that is not a plain file name
-    (a corpus name may hold anything) gets a readable prefix and a hash."""
+    """A job's folder; a key that is not a plain file name gets a readable prefix and a hash."""
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", job):
         return jobs_root(db) / job
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job)[:40].strip("._") or "job"
@@ -60,8 +50,7 @@ def job_folder(db: str | Path, job: str) -> Path:
 
 
 def clear_job_folder(db: str | Path, job: str) -> None:
-    """Remove job ``job``'s folder (its job is over: every answer is committed), and the
-    ``<db>.jobs`` folder when no other job has one."""
+    """Remove a finished job's folder, and the parent folder when it is empty."""
     folder = job_folder(db, job)
     if folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
@@ -79,7 +68,7 @@ def calls_json(calls: Sequence[StructuredResult[Any]]) -> str:
 
 
 def calls_of(text: str) -> list[StructuredResult[Any]]:
-    """``calls_json`` read back: results without values, carrying what a batch commit writes."""
+    """Calls read back from JSON: results without values, for the batch commit."""
     return [StructuredResult(None, [CallRecord(**r) for r in call["records"]],
                              cache_entries=[CacheEntry(**e) for e in call["cache_entries"]])
             for call in json.loads(text)]
@@ -87,8 +76,7 @@ def calls_of(text: str) -> list[StructuredResult[Any]]:
 
 def write_shard(folder: str | Path, keys: Sequence[str], values: Sequence[str | None],
                 calls: Sequence[str]) -> str:
-    """Write one batch's answers as a shard in ``folder`` (temporary name, then renamed:
-    complete or absent); returns the shard's file name."""
+    """Write one batch's answers as a shard, complete or absent; returns its file name."""
     import pyarrow.parquet as pq
 
     name = uuid.uuid4().hex
@@ -102,34 +90,32 @@ def write_shard(folder: str | Path, keys: Sequence[str], values: Sequence[str | 
 
 
 def check_folder(folder: str | Path) -> None:
-    """Refuse to start a worker that cannot see the job folder (a node without the shared
-    filesystem the database is on): its answers would have nowhere to go."""
+    """Refuse to start a worker that cannot see the job folder: its answers would be lost."""
     if not Path(folder).is_dir():
         raise RuntimeError(f"job folder {folder} is not visible on this Ray node: put the database "
                            "on a filesystem every worker mounts at the same path")
 
 
 class ShardStore:
-    """The driver's side of a job folder: the answers earlier passes left (``ready``), the
-    shards of this pass as they arrive, and each shard deleted once its answers are committed."""
+    """The driver's side of a job folder: answers left by earlier passes, this pass's shards,
+    and deletion once a shard's answers are committed."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self.ready: dict[str, str] = {}  # item key -> the shard (file name) answering it
+        self.ready: dict[str, str] = {}  # item key -> shard file name
         self._tables: dict[str, dict[str, dict[str, Any]]] = {}
-        self._waiting: Counter[str] = Counter()  # shard -> answers not yet committed
+        self._waiting: Counter[str] = Counter()  # shard -> uncommitted answers
 
     def open(self, needed: Iterable[str]) -> int:
-        """Create the folder, or read the shards an earlier pass left: their answers to the
-        ``needed`` keys become ``ready``; shards answering none, temporary files and unreadable
-        shards are deleted. Returns how many answers are ready."""
+        """Create the folder, or load the answers earlier shards hold for the needed keys,
+        deleting useless or broken files. Returns how many answers are ready."""
         import pyarrow.parquet as pq
 
         self.folder.mkdir(parents=True, exist_ok=True)
         wanted = set(needed)
         for path in sorted(self.folder.iterdir()):
             if path.name.endswith(PART_SUFFIX) or not path.name.endswith(SHARD_SUFFIX):
-                path.unlink(missing_ok=True)  # a write the dead driver's worker never finished
+                path.unlink(missing_ok=True)  # a write that never finished
                 continue
             try:
                 keys = pq.read_table(path, columns=["key"]).column("key").to_pylist()
@@ -148,11 +134,11 @@ class ShardStore:
         return len(self.ready)
 
     def arrived(self, shard: str, count: int) -> None:
-        """``count`` answers of this pass are in ``shard``, waiting for their batch's commit."""
+        """Note a new shard's answers, waiting for their batch's commit."""
         self._waiting[shard] += count
 
     def row(self, shard: str, key: str) -> dict[str, Any]:
-        """The answer to ``key`` in ``shard`` (each shard read once, when first needed)."""
+        """The answer to a key; each shard is read once, when first needed."""
         table = self._tables.get(shard)
         if table is None:
             import pyarrow.parquet as pq
@@ -162,8 +148,7 @@ class ShardStore:
         return table[key]
 
     def committed(self, shards: Iterable[str]) -> None:
-        """One committed answer per entry of ``shards``: a shard all of whose answers are
-        committed is deleted."""
+        """Count committed answers; delete shards whose answers are all committed."""
         for shard in shards:
             self._waiting[shard] -= 1
             if self._waiting[shard] <= 0:
@@ -172,8 +157,7 @@ class ShardStore:
                 (self.folder / shard).unlink(missing_ok=True)
 
     def close(self) -> None:
-        """The pass is over and every batch committed: what is left (a shard of a retried
-        task whose first try also finished) is nobody's; the folder goes."""
+        """Remove the folder after the pass; leftovers come from retried tasks."""
         shutil.rmtree(self.folder, ignore_errors=True)
         try:
             self.folder.parent.rmdir()
@@ -183,16 +167,14 @@ class ShardStore:
 
 def batches_from_shards(pieces: Iterable[Any], sizes: Sequence[int], store: ShardStore,
                         keys: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
-    """Each batch's answer rows (the ``keys`` of the job's batches of ``sizes``, flattened), in
-    batch order: from the shards an earlier pass left (``store.ready``) and from this pass's
-    ``pieces`` (``index`` and ``answer``: the shard a worker wrote it to; any order). A batch is
-    yielded once it and every batch before it are answered; when the caller asks for the next
-    one, the batch is committed and its answers' shards are released. An answer given twice (a
-    retried task) counts once."""
+    """Each batch's answer rows in batch order, from earlier shards and this pass's pieces.
+
+    A batch is yielded once it and every batch before it are answered, and released when the
+    caller asks for the next. An answer given twice (a retried task) counts once."""
     where = {i: store.ready[k] for i, k in enumerate(keys) if k in store.ready}
     start = 0
     batch = 0
-    for piece in chain([{"index": (), "answer": ()}], pieces):  # first: what is ready already
+    for piece in chain([{"index": (), "answer": ()}], pieces):  # what is ready first
         for index, shard in zip(piece["index"], piece["answer"], strict=True):
             i = int(index)
             if i >= start and i not in where:

@@ -1,9 +1,7 @@
 """One module per output kind, and the registry every pipeline looks kinds up in.
 
-A kind's module holds its schema, agent prompt, synthesis instruction, validator, text and
-export rendering, and the offline engine's field writers, as one ``Task``. Adding a kind is one
-module plus one ``register`` line below (or a ``register`` call from the caller's own code).
-Registration order is listing order (``synthesize --list``, error messages).
+A kind's module holds everything about it as one Task. Adding a kind is one module plus one
+register line below; registration order is listing order.
 """
 
 from __future__ import annotations

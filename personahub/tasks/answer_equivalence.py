@@ -1,24 +1,12 @@
-"""Final answers compared by meaning, not by string (issue 46: solver agreement and scoring).
+"""Final answers compared by meaning, not by string, for solver agreement and scoring.
 
-Why: three solvers that answer ``0.5``, ``1/2`` and ``\\frac{1}{2}`` agree; a string comparison
-says they do not. Answers go through Hugging Face's ``math-verify`` (sympy underneath), which
-parses LaTeX and plain expressions and compares numbers (rounded to 6 places), fractions,
-percentages, equations (``x=3`` is ``3``), sets, intervals and expressions. Nothing is executed:
-the verifier parses text into sympy objects.
+Solvers answering ``0.5``, ``1/2`` and ``\\frac{1}{2}`` agree. Hugging Face's math-verify (sympy
+underneath) parses and compares them; nothing is executed. A number followed by words keeps the
+number; other text is read as LaTeX unless it holds a plain word. When the verifier cannot
+decide, equivalent returns None for a model judge to settle, unless the texts match.
 
-Before parsing, an answer that is a number followed by plain words (``12 dollars``, ``3 cm``)
-keeps only the number, and an answer without math delimiters is read as LaTeX between ``$``
-(so ``{1, 2}`` is a set and ``[1, 2)`` an interval, not the last number) unless it holds a
-plain word (``three`` read as LaTeX would be the product of its letters).
-
-``equivalent`` answers True or False when the verifier decides, and None when it cannot (an
-answer the verifier does not parse, such as ``three`` or a sentence): what a model judge
-(``--equivalence-judge``) would settle. Two undecided answers that normalise to the same text
-(case, spaces and a final full stop aside) are equivalent.
-
-Known leniencies of the verifier, kept as it has them: a percentage matches both its fraction
-and its number (``50%`` is ``0.5`` and ``50``); rounding is to 6 decimal places, so ``0.333`` is
-not ``1/3`` but ``0.3333333`` is.
+Known leniencies of the verifier, kept: ``50%`` matches both ``0.5`` and ``50``, and rounding is
+to 6 places, so ``0.333`` is not ``1/3``.
 """
 
 from __future__ import annotations
@@ -30,7 +18,7 @@ from typing import Any
 
 __all__ = ["MAX_ANSWER_CHARS", "equivalent", "parse_answer"]
 
-MAX_ANSWER_CHARS = 300  # a longer "final answer" is prose: left to the judge, never parsed
+MAX_ANSWER_CHARS = 300  # a longer answer is prose, left to the judge
 _DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
 # a number, then only plain words (units, currency names): the words are dropped
 _NUMBER_THEN_WORDS = re.compile(r"^([-+]?\$?\d[\d,]*(?:\.\d+)?%?)\s+[A-Za-z][A-Za-z .^/\d]*$")
@@ -39,8 +27,8 @@ _MATH_WORDS = frozenset({"sqrt", "sin", "cos", "tan", "log", "exp", "infty", "in
 
 
 def _quiet() -> None:
-    # parse() logs a warning on each call made without its signal-based timeout (which only
-    # works in the main thread); answers are short and capped at MAX_ANSWER_CHARS instead
+    # parse's signal-based timeout works only in the main thread and warns elsewhere; answers
+    # are capped at MAX_ANSWER_CHARS instead
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 

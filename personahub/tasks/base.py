@@ -1,10 +1,8 @@
-"""What one output kind is: the ``Task`` every pipeline (simulation, synthesis, export) reads.
+"""What one output kind is: the Task that simulation, synthesis and export all read.
 
-A task holds its schema, its semantic check, the text near-duplicate detection and exports look
-at, and the parts each pipeline needs: an ``EmissionSpec`` when agents emit it in a scenario run,
-a ``SynthesisSpec`` when ``personahub synthesize`` makes it. Rendering for export (chat messages,
-Persona Hub's ``synthesized text``, tool lists) has defaults here; a kind with its own shape
-overrides the method in a ``Task`` subclass in its own module.
+A task holds its schema, its semantic check, the text dedup and exports look at, and the spec of
+each pipeline that makes it. Export rendering has defaults here; a kind with its own shape
+overrides them in a Task subclass.
 """
 
 from __future__ import annotations
@@ -20,27 +18,23 @@ from personahub.personas.quality import QualityIssue
 
 Content = Mapping[str, Any]
 Validator = Callable[[Content], QualityIssue | None]
-# How the offline engine writes a string field: a ``TextMaker`` method name, or a function of the
-# ``TextMaker`` (``models.offline_text``); it sees field names only, so writers are per field name.
+# How the offline engine writes a string field: a TextMaker method name or a function of it.
+# The engine sees field names only, so writers are per field name.
 OfflineWriter = str | Callable[[Any], str]
 
 
 @dataclass(frozen=True, kw_only=True)
 class EmissionSpec:
-    """The simulation side: the agent prompt. The kind's name in scenarios and ``emissions.kind``
-    is the task's name: one name per kind, in runs, jobs and exports alike."""
+    """The simulation side of a kind: what the agent prompt asks."""
 
     prompt: str  # the agent prompt's ``## Task`` section
-    addressed: bool = False  # said to a graph neighbour (needs one, sends them a message)
-    max_tokens: int | None = None  # default output limit of one call (None: the fallback)
+    addressed: bool = False  # said to a graph neighbour, as a message
+    max_tokens: int | None = None  # one call's output limit (None: the fallback)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SynthesisSpec:
-    """The synthesis side: what ``synthesize --list`` shows and the prompt's task text.
-
-    The same instruction serves the three prompting modes (``tasks.prompting``).
-    """
+    """The synthesis side of a kind: its listing and the prompt's task text, for every prompting mode."""
 
     summary: str
     instruction: str
@@ -52,11 +46,7 @@ class SynthesisSpec:
 
 @dataclass(frozen=True)
 class Criterion:
-    """One yes/no question the judge (``personahub judge``) answers about an item of a kind.
-
-    ``name`` is the answer's field and the key in ``judgments.criteria``; ``needs_solution``
-    criteria are asked only of items that carry a solution (``synthesize --solve``).
-    """
+    """One yes/no question the judge answers about an item; some apply only to solved items."""
 
     name: str
     question: str
@@ -69,10 +59,9 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
     Criterion("fits_kind", "The item is what its kind asks for, not something else."),
 )
 
-# The output limit of a math or logic problem. Its statement is bounded at one character a token
-# (``models.bounds.DIGITS``: a small model may write nothing but digits, and still has to
-# close the JSON in time), so the limit is twice what prose would need: 640 tokens leave a
-# statement of 560 characters, above the 350-550 of the shipped demonstrations.
+# A problem's output limit is twice what prose needs: a small model may write only digits (one
+# character a token) and must still close the JSON; 640 tokens leave 560 characters, above the
+# 350-550 of the shipped demonstrations.
 PROBLEM_MAX_TOKENS = 640
 
 # What the paper measured of its math problems (96.5% of 200 valid), for problem kinds.
@@ -94,19 +83,17 @@ def _joined_values(content: Content) -> str:
 class Task:
     """One output kind, for every pipeline that makes or exports it."""
 
-    name: str  # the kind's one name: scenarios, ``emissions.kind``, ``synth_items.task``, exports
+    name: str  # the kind's one name everywhere: scenarios, tables, exports
     schema: type[BaseModel]
-    check: Validator  # the semantic check after schema validation (first issue, or None)
-    describe: Callable[[Content], str] = _joined_values  # the searchable text of the content
-    description: str = ""  # Persona Hub's ``description`` in exports ("" : the name, spaced)
+    check: Validator  # the semantic check after schema validation
+    describe: Callable[[Content], str] = _joined_values  # the content's searchable text
+    description: str = ""  # Persona Hub's description in exports ("": the name, spaced)
     emission: EmissionSpec | None = None
     synthesis: SynthesisSpec | None = None
     offline_writers: Mapping[str, OfflineWriter] = field(default_factory=dict)
-    # What the persona was asked, for kinds whose item is an answer (a line said, a tool designed):
-    # chat exports then hold that request as the user turn and the item as the assistant's.
-    # None for kinds whose item is itself the user's turn (an instruction, a problem).
+    # For kinds whose item answers a request: chat exports hold the request as the user turn.
+    # None when the item is itself the user's turn (an instruction, a problem).
     chat_request: str | None = None
-    # What ``personahub judge`` asks of an item of this kind (each answered yes/no with a reason).
     judge_criteria: tuple[Criterion, ...] = DEFAULT_CRITERIA
 
     def criteria_for(self, *, has_solution: bool) -> tuple[Criterion, ...]:
@@ -114,8 +101,7 @@ class Task:
         return tuple(c for c in self.judge_criteria if has_solution or not c.needs_solution)
 
     def gate(self, value: BaseModel) -> str | None:
-        """The check of a valid answer as the model seam takes it (``structured(check=...)``):
-        a rejected answer earns one fresh sample before the job records it as rejected."""
+        """The check as the model call takes it: a rejected answer earns one fresh sample."""
         issue = self.check(value.model_dump(by_alias=True))
         return None if issue is None else str(issue)
 
@@ -125,19 +111,19 @@ class Task:
         return self.describe(content)
 
     def emission_text(self, content: Content) -> str:
-        """The text of an emission as a run stores it (the same as ``text`` unless overridden)."""
+        """The text of an emission as a run stores it."""
         return self.text(content)
 
     # -- simulation ----------------------------------------------------------------------------
     def agent_prompt(self) -> str:
-        """The agent prompt's ``## Task`` section (KeyError when agents do not emit this kind)."""
+        """The agent prompt's task section (KeyError when agents do not emit this kind)."""
         if self.emission is None:
             raise KeyError(self.name)
         return self.emission.prompt
 
     def addressed_content(self, content: dict[str, Any], text: str, speaker: str,
                           listener: str) -> tuple[dict[str, Any], str]:
-        """(content to store, text sent to ``listener``) of an emission said to a neighbour."""
+        """(content to store, text sent to the listener) of an emission said to a neighbour."""
         return content, text
 
     # -- synthesis -----------------------------------------------------------------------------
@@ -160,13 +146,13 @@ class Task:
     # -- export --------------------------------------------------------------------------------
     @property
     def export_description(self) -> str:
-        """Persona Hub's ``description`` field of an exported item."""
+        """Persona Hub's description field of an exported item."""
         return self.description or self.name.replace("_", " ")
 
     def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
                       persona: str = "") -> list[dict[str, str]]:
-        """Chat messages (user first, roles alternating); the assistant only when known: the
-        item itself when it answers ``chat_request`` (asked of ``persona``), else a solution."""
+        """Chat messages, user first; the assistant turn is the item when it answers a request,
+        else a solution, else absent."""
         if self.chat_request is not None:
             ask = f"You are this person: {persona.strip()}\n\n{self.chat_request}" \
                 if persona.strip() else self.chat_request
@@ -179,11 +165,11 @@ class Task:
         return messages
 
     def chat_tools(self, content: Content) -> list[dict[str, Any]] | None:
-        """OpenAI ``tools`` for a chat-format row, when the item describes tools."""
+        """OpenAI tools for a chat-format row, when the item describes tools."""
         return None
 
     def personahub_text(self, content: Content, text: str) -> str:
-        """Persona Hub's ``synthesized text`` of an item whose stored text is ``text``."""
+        """Persona Hub's synthesized text of an item."""
         return text
 
 

@@ -1,7 +1,7 @@
 """Interview answers: what an agent says when a user asks it a question about a run.
 
-Not a registered task, like survey answers: an interview is asked after (or between) steps from
-an agent's stored state, its answers go to ``interviews``, never to emissions or items.
+Not a registered task: an interview is asked from an agent's stored state, and its answers go to
+their own table, never to emissions or items.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Output limits (``max_tokens``) of the output kinds: what a kind's caller passes its model call.
+"""Output limits (``max_tokens``) of the output kinds, which a kind's caller passes its model call.
 
-The model layer knows no kinds or purposes: a call carries its own ``max_tokens``, which
-``--max-tokens`` overrides (``models.generation``). A kind's limits are in its task
-(``personahub/tasks/``); the calls that are no kind's (surveys, decisions, judging, ...) state
-their own limit as a constant beside their purpose (issue 43).
+The model layer knows no kinds, so each call carries its own limit (``--max-tokens`` overrides
+it); calls that are no kind's state their own limit beside their purpose.
 """
 
 from __future__ import annotations
@@ -13,14 +11,13 @@ from personahub.tasks.registry import stored_task
 
 
 def kind_max_tokens(kind: str) -> int:
-    """The output limit of a call emitting ``kind``: its task's emission limit.
+    """The output limit of a call emitting a kind.
 
     Args:
         kind: an emission kind (e.g. ``instruction``).
 
     Returns:
-        The task's emission ``max_tokens``, else the model layer's fallback (an unknown kind, or a
-        task without a limit).
+        The task's emission limit, else the model layer's fallback.
     """
     task = stored_task(kind, emission=True)
     if task is not None and task.emission and task.emission.max_tokens:
@@ -29,14 +26,13 @@ def kind_max_tokens(kind: str) -> int:
 
 
 def synthesis_max_tokens(task_name: str) -> int:
-    """The output limit of a synthesis call for ``task_name`` (e.g. ``math_problem``).
+    """The output limit of a synthesis call for a task.
 
     Args:
         task_name: a registered task's name.
 
     Returns:
-        The task's synthesis ``max_tokens``, else its emission limit, else the model layer's
-        fallback.
+        The task's synthesis limit, else its emission limit, else the fallback.
     """
     task = stored_task(task_name, emission=False)
     if task is not None and task.synthesis and task.synthesis.max_tokens:

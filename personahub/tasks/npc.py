@@ -38,7 +38,7 @@ def npc_text(content: Content) -> str:
     return f"{head} \"{content['line']}\""
 
 
-# The user's turn of an NPC's chat row: the player walks up to the character (issue 44).
+# The user's turn of an NPC's chat row: the player walks up to the character.
 PLAYER_MEETS = "You meet the player. What do you say?"
 
 
@@ -48,8 +48,7 @@ def npc_setup(content: Content) -> str:
 
 
 class NpcTask(Task):
-    """An NPC exports as a chat exchange: the character is set up and met by the player (user
-    turn), and the NPC's line is the assistant's answer, as chat format alternates."""
+    """An NPC exports as a chat exchange: the player meets the character, the NPC answers."""
 
     def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
                       persona: str = "") -> list[dict[str, str]]:

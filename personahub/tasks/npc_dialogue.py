@@ -10,7 +10,7 @@ from personahub.personas.quality import QualityIssue
 from personahub.tasks.base import Content, Criterion, EmissionSpec, Task
 from personahub.tasks.validators import has_letters
 
-# A tone is a choice, not free text: small models fill an enum reliably (issue 26).
+# A tone is a choice, not free text: small models fill an enum reliably.
 Tone = Literal["neutral", "warm", "friendly", "curt", "worried", "angry", "excited", "formal",
                "playful", "sad"]
 

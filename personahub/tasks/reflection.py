@@ -1,7 +1,7 @@
 """Reflections: a short summary an agent writes, in its own voice, of what it remembers.
 
-Not a registered task (like surveys): a reflection is not an emission; it replaces the keyword
-summary in the agent's memory (``sim/memory.py``), asked by ``sim/reflection.py``.
+Not a registered task: a reflection is not an emission; it replaces the keyword summary in the
+agent's memory.
 """
 
 from __future__ import annotations

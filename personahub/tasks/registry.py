@@ -1,10 +1,7 @@
 """The task registry: every output kind, looked up by its one name.
 
-Simulation (scenario validation, the agent graph, the society), synthesis and export all ask
-here, so a kind registered once is usable everywhere. A kind has one name: a scenario lists it,
-``emissions.kind`` and ``synth_items.task`` store it, ``synthesize`` and ``judge --kind`` take
-it; any other name is an unknown kind (a usage error). Registration also tells
-the offline engine how to write the kind's fields (``Task.offline_writers``).
+Simulation, synthesis and export all ask here, so a kind registered once is usable everywhere;
+registering also teaches the offline engine the kind's fields.
 """
 
 from __future__ import annotations
@@ -15,8 +12,7 @@ from personahub.tasks.base import Task
 
 
 class UnknownTaskError(UsageError, KeyError):
-    """No task of that name: a name the user gave (``synthesize TASK``, a scenario's kinds), so a
-    usage error (the CLI exits 2); a ``KeyError`` too, as a missing registry key always was."""
+    """No task of that name: a usage error, as the user gave it, and a KeyError for callers."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
@@ -24,12 +20,12 @@ class UnknownTaskError(UsageError, KeyError):
 
 _TASKS: dict[str, Task] = {}  # by task name, in registration order
 _EMISSIONS: dict[str, Task] = {}  # the tasks agents emit in runs, by name
-_WRITERS_ADDED: dict[str, list[str]] = {}  # field writers each task added to the offline engine
+_WRITERS_ADDED: dict[str, list[str]] = {}  # offline field writers each task added
 _addressed: frozenset[str] = frozenset()  # kinds said to a neighbour (asked per agent and step)
 
 
 def register(task: Task) -> Task:
-    """Add ``task`` (its name must be new); returns it."""
+    """Add a task under a new name; returns it."""
     if task.name in _TASKS:
         raise ValueError(f"task {task.name!r} is already registered")
     added: list[str] = []
@@ -76,7 +72,7 @@ def emission_task(kind: str) -> Task:
 
 
 def synthesis_task(name: str) -> Task:
-    """The task ``synthesize --task name`` makes."""
+    """The task a synthesis job of that name makes."""
     task = _TASKS.get(name)
     if task is None or task.synthesis is None:
         raise UnknownTaskError(f"task {name!r}: choose one of {', '.join(synthesis_names())}")

@@ -1,10 +1,8 @@
-"""Demonstrations shipped with the package, one JSONL file per synthesis task (``demos/``).
+"""Demonstrations shipped with the package, one JSONL file per synthesis task.
 
-The few-shot prompting modes need demonstrations; without ``--examples FILE`` a job uses these,
-written for this project. A job names them ``builtin:<task>`` in its configuration, so a resume
-or a cache replay reads the same ones. Each line is ``{"persona", "text", "content"}``: the text
-is what the prompt shows (the task's own text of ``content``), ``content`` the structured item it
-renders (tests validate it with the task's schema and check).
+Few-shot prompting uses these unless given ``--examples FILE``. A job records them as
+``builtin:<task>``, so a resume or cache replay reads the same ones. Each line holds a persona,
+the text the prompt shows, and the structured content (tests validate it against the task).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ BUILTIN_PREFIX = "builtin:"
 
 
 def builtin_name(task: str) -> str:
-    """How a job's configuration names the shipped demonstrations of ``task``."""
+    """How a job's configuration names a task's shipped demonstrations."""
     return f"{BUILTIN_PREFIX}{task}"
 
 
@@ -34,7 +32,7 @@ def shipped_tasks() -> tuple[str, ...]:
 
 
 def builtin_text(examples: str) -> str:
-    """The JSONL text of ``builtin:<task>`` (PersonahubError naming the tasks that have some)."""
+    """The JSONL text of a task's shipped demonstrations; an error names the tasks that have some."""
     task = examples.removeprefix(BUILTIN_PREFIX)
     entry = resources.files("personahub.tasks").joinpath("demos", f"{task}.jsonl")
     if not task or "/" in task or not entry.is_file():

@@ -1,7 +1,7 @@
 """Survey answers: what an agent answers when a scenario's survey asks it a question.
 
-Not a registered task: a survey's answer schema is built from the survey itself (choice, scale or
-free text), not chosen by name, and answers go to ``survey_answers``, not to emissions or items.
+Not a registered task: the answer schema is built from the survey itself, and answers go to
+their own table, not to emissions or items.
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey
 @lru_cache(maxsize=256)
 def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
                   high: int = 5) -> type[BaseModel]:
-    """The answer schema of a survey: ``choice`` (one of ``options``), ``scale`` or ``text``.
-
-    Choice and scale answers are in ``answer``; a free-text answer is in ``reply``.
-    """
+    """The answer schema of a choice, scale or text survey (free text goes in reply)."""
     reason = (str, Field(default="", description="why, in one sentence"))
     if answer == "choice":
         choice: Any = Literal[options]
@@ -58,8 +55,7 @@ def survey_values(answer: str, options: tuple[str, ...] = (), low: int = 1,
 @lru_cache(maxsize=256)
 def share_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
                  high: int = 5) -> type[BaseModel]:
-    """The schema of an archetype's answer distribution to a choice or scale survey: the
-    percent of its members giving each allowed answer, in order (``survey_values``)."""
+    """The schema of an archetype's answer distribution: the percent giving each allowed answer."""
     n = len(survey_values(answer, options, low, high))
     percent = Annotated[float, Field(ge=0, le=100)]
 
@@ -76,7 +72,7 @@ def share_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
 
 
 def normalised_shares(content: dict[str, Any]) -> list[float]:
-    """An ``share_schema`` answer's shares, summing to 1."""
+    """A distribution answer's shares, summing to 1."""
     shares = [float(s) for s in content["shares"]]
     total = sum(shares)
     return [s / total for s in shares]

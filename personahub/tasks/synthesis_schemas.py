@@ -1,8 +1,7 @@
 """Schemas of the synthesis passes that are not output kinds: solutions and inferred personas.
 
-Each output kind's schema is in its module under ``personahub/tasks/``; ``SYNTH_SCHEMAS`` and
-``schema_for`` are views of the built-in tasks under the names used before the task registry,
-kept for the frozen golden data (``tests/agents/test_offline_golden.py``).
+SYNTH_SCHEMAS and schema_for keep the built-in tasks' older names, which the frozen offline
+goldens hold.
 """
 
 from __future__ import annotations
@@ -36,10 +35,10 @@ SYNTH_SCHEMAS = MappingProxyType({name: synthesis_task(name).synthesis_schema()
 
 
 def schema_for(task: str, *, with_assistant: bool = False) -> type[BaseModel]:
-    """The schema a synthesis task asks for (``Task.synthesis_schema``)."""
+    """The schema a synthesis task asks for."""
     return synthesis_task(task).synthesis_schema(with_assistant=with_assistant)
 
 
 def content_of(value: BaseModel) -> dict[str, Any]:
-    """The stored JSON content of an answer (tool keys as in Persona Hub: ``return``)."""
+    """The stored JSON content of an answer, keys as Persona Hub has them."""
     return value.model_dump(by_alias=True)

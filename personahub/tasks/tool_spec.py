@@ -1,13 +1,8 @@
-"""``tool_spec``: a function interface in Persona Hub's tool shape, data only and never executed
-(one name in runs and synthesis; exported with an OpenAI tools list).
+"""tool_spec: a function interface in Persona Hub's tool shape, data only and never executed.
 
-Two schemas: ``ToolSpec`` is what models are asked for, in shapes Persona Hub released that a
-small model can fill: ``input_args`` a list of ``{name, type, description}`` (the name a Python
-identifier, the type one of the JSON types), ``return`` an object ``{type, description}``,
-``depend`` a list of library or API names (a free string invited "python 3.7 (latest)"). Lists
-and strings are bounded for the call's budget by ``models.bounds``. ``ReleasedToolSpec`` is what
-Persona Hub released, where ``input_args``, ``return`` and ``depend`` may be any JSON value (an
-object, a list or a string). Validation, import and export accept the released shapes.
+Two schemas: ToolSpec is what models are asked for, in a shape a small model can fill, bounded
+for the call's budget; ReleasedToolSpec is what Persona Hub released, where input_args, return
+and depend may be any JSON value. Validation, import and export accept the released shapes.
 """
 
 from __future__ import annotations
@@ -97,8 +92,7 @@ class ReleasedToolSpec(_ToolIdentity):
 
 
 def released_tool(text: str) -> dict[str, Any] | None:
-    """A Persona Hub ``synthesized text`` as tool content (JSON text inside a JSON string, or
-    plain JSON text), or None when it does not parse into the released tool shape."""
+    """A Persona Hub synthesized text as tool content, or None when it is not a released tool."""
     try:
         value: Any = json.loads(text)
         if isinstance(value, str):
@@ -132,8 +126,7 @@ def check_tool_spec(content: Content) -> QualityIssue | None:
 
 
 def _text_params(text: str) -> dict[str, Any]:
-    """Free-text arguments ("city, date" or "year: int"): each identifier before an optional
-    ``:`` type becomes a string parameter described by its chunk."""
+    """Free-text arguments ("city, date" or "year: int") as string parameters."""
     params: dict[str, Any] = {}
     for chunk in text.split(","):
         match = _ARG.search(chunk.split(":")[0])
@@ -148,8 +141,7 @@ def _json_type(name: object) -> str | None:
 
 
 def _param(spec: object) -> dict[str, Any]:
-    """One argument's JSON schema from what a released tool says of it (a type name, a
-    description, or an object with ``type`` / ``description``)."""
+    """One argument's JSON schema from a released tool's type name, description or object."""
     if isinstance(spec, dict):
         param: dict[str, Any] = {"type": _json_type(spec.get("type", "")) or "string"}
         if spec.get("description") is not None:
@@ -161,8 +153,7 @@ def _param(spec: object) -> dict[str, Any]:
 
 
 def _structured_params(args: dict[str, Any] | list[Any]) -> dict[str, Any]:
-    """Released ``input_args`` as parameters: ``{"name": spec}``, a JSON schema's
-    ``properties``, ``["name", ...]`` or ``[{"name": ..., "type": ...}, ...]``."""
+    """Released input_args, in any of the release's shapes, as parameters."""
     params: dict[str, Any] = {}
     if isinstance(args, dict):
         fields = args.get("properties", args)
@@ -183,9 +174,7 @@ def _shown(value: object) -> str:
 def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
     """Persona Hub's tool shape as an OpenAI function-calling tool (a description, not code).
 
-    ``input_args`` may be free text, an object or a list (as in the release); every argument
-    becomes a required parameter. A ``{type, description}`` return is described in words, any
-    other ``return`` that is not text as JSON.
+    Every argument becomes a required parameter; the return is described in words.
     """
     data = tool.model_dump(by_alias=True) if isinstance(tool, _ToolIdentity) else dict(tool)
     args = data.get("input_args", "")
@@ -208,9 +197,7 @@ def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
 
 
 def tool_text(content: Content) -> str:
-    """A tool as one readable line: ``name: description function(arg: type, ...) -> type:
-    what it returns. Depends on: ...`` (lists of ``{name, type}`` and ``{type, description}``
-    objects are spelled out; other released shapes shown as JSON)."""
+    """A tool as one readable line: name, description, signature, return and dependencies."""
     args = content.get("input_args")
     if isinstance(args, list) and all(isinstance(a, dict) for a in args):
         signature = ", ".join(f"{a.get('name')}: {a.get('type')}" for a in args)
@@ -238,7 +225,7 @@ class ToolTask(Task):
         return [tool_to_openai_function(content)]
 
     def personahub_text(self, content: Content, text: str) -> str:
-        # JSON text inside a JSON string (decode twice), exactly as in Persona Hub's tool files
+        # JSON text inside a JSON string, as in Persona Hub's tool files
         return json.dumps(json.dumps(dict(content), ensure_ascii=False, indent=0),
                           ensure_ascii=False)
 

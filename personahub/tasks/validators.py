@@ -1,11 +1,8 @@
-"""Building blocks of the semantic checks of generated items (each kind's check is in its task).
+"""Building blocks of the semantic checks that run after schema validation.
 
-The model seam already validates every answer against its Pydantic schema; the checks run after
-it and catch what a schema cannot: a tool whose ``function_name`` is a keyword, a "math problem"
-that asks nothing, a conversation of one real turn. A check takes the stored content (the
-schema's ``model_dump(by_alias=True)``) and returns the first ``QualityIssue`` or None; each
-kind's check lives in its module under ``personahub/tasks/``. Generated code and tool specs are
-data: nothing here executes or imports what they name. The thresholds are the constants below.
+They catch what a schema cannot: a tool named by a keyword, a math problem that asks nothing, a
+conversation of one real turn. A check takes the stored content and returns the first issue or
+None. Generated code and tools are data: nothing here executes what they name.
 """
 
 from __future__ import annotations
@@ -99,7 +96,7 @@ def _json_args_issue(text: str) -> str | None:
 
 
 def _structured_args_issue(data: object) -> str | None:
-    """Arguments as a JSON value (Persona Hub's release has objects and lists as well as text)."""
+    """Arguments as a JSON value, as the release also has them."""
     if isinstance(data, dict):
         names = list(data.get("properties", data))
     elif isinstance(data, list):
@@ -112,12 +109,12 @@ def _structured_args_issue(data: object) -> str | None:
 
 
 def args_issue(value: object) -> str | None:
-    """Why ``input_args`` does not read as ``name: type`` entries (or JSON), or None."""
+    """Why input_args does not read as name: type entries or JSON, or None."""
     if isinstance(value, dict | list) and value:
         return _structured_args_issue(value)
     text = str(value or "").strip()
     if text.lower() in _NO_ARGS:
-        return None  # a function without arguments
+        return None
     if text[0] in "[{":
         return _json_args_issue(text)
     if text.startswith("(") and text.endswith(")"):
@@ -135,8 +132,7 @@ def args_issue(value: object) -> str | None:
 
 
 def problem_text(content: Content) -> str:
-    """A problem's whole text: its facts, then its question (items made before the question had
-    its own field hold the whole problem in ``problem``)."""
+    """A problem's whole text: its facts, then its question (older items hold both in problem)."""
     return " ".join(part for part in (squash(content.get("problem")),
                                       squash(content.get("question"))) if part)
 
