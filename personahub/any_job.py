@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import STATUSES
+from personahub.job_calls import async_twin, job_function
 from personahub.progress_bars import ProgressSetting, progress_hook
 from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown, speaks_python
 from personahub.results import Job, handle_class
@@ -139,14 +138,6 @@ def handle_of(resumed: Resumed, db: str | Path) -> Job:
     return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
                   summary=resumed.result.summary)
 
-def _resume(job_id: str | int, db: str | Path, engine: dict[str, Any], llm: str | None,
-            progress: ProgressSetting) -> Job:
-    job_id = as_id(job_id)
-    with progress_hook(progress) as hook:
-        resumed = resume_job(job_id, db, llm=llm, engine=engine, progress=hook)
-    return handle_of(resumed, db)
-
-
 #: the engine options a resume of any job takes from its caller
 RESUME_OPTIONS = frozenset({"cache", "executor", "ray_address", "ray_workers",
                             "max_failed_share"})
@@ -158,7 +149,7 @@ def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
     return {name: engine.get(name) for name in sorted(RESUME_OPTIONS)}
 
 
-@speaks_python()
+@job_function
 def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
            progress: ProgressSetting = None, **engine: Any) -> Job:
     """Resume any stopped job by its id; one that had ended is returned as it is.
@@ -177,19 +168,10 @@ def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = 
     Raises:
         PersonahubError: no such database, job, or registered kind.
     """
-    return call_blocking(partial(_resume, job_id, db, _resume_engine(engine), llm, progress))
+    job_id = as_id(job_id)
+    with progress_hook(progress) as hook:
+        resumed = resume_job(job_id, db, llm=llm, engine=_resume_engine(engine), progress=hook)
+    return handle_of(resumed, db)
 
 
-@speaks_python()
-async def resume_async(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
-                       progress: ProgressSetting = None, **engine: Any) -> Job:
-    """resume for await: the job runs in a worker thread.
-
-    Args:
-        job_id, db, llm, progress, **engine: as for resume.
-
-    Returns:
-        The job's handle.
-    """
-    return await call_in_thread(partial(_resume, job_id, db, _resume_engine(engine), llm,
-                                        progress))
+resume_async = async_twin(resume)

@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.engine_options import BATCH, SAMPLING, defaults
 from personahub.core.errors import PersonahubError
+from personahub.job_calls import async_twin, job_function
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_unknown, speaks_python
 from personahub.results import Calibration, Job, Judged, Run
@@ -136,25 +135,7 @@ def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
                           on_ready=None if on_ready is None else lambda _: on_ready())
 
 
-def _scenario_run(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
-                  overrides: dict[str, Any], progress: ProgressSetting = None) -> Run:
-    quiet_tqdm_auto()  # must precede the scenario's imports, which may import tqdm.auto
-    config = run_config(scenario_or_path, run_options, overrides)
-    with progress_hook(progress) as hook:
-        summary = run_simulation(config, progress=hook)
-    if summary.personas_note:  # fewer personas than the scenario asked for
-        print(f"note: {python_message(summary.personas_note)}", file=sys.stderr)
-    return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
-
-
-def _scenario_call(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None,
-                   db: str | Path | None, llm: str | None, seed: int | None, steps: int | None,
-                   options: dict[str, Any], progress: ProgressSetting = None) -> Callable[[], Run]:
-    return partial(_scenario_run, scenario_or_path, run_options,
-                   {"db": db, "llm": llm, "seed": seed, "steps": steps, **options}, progress)
-
-
-@speaks_python()
+@job_function
 def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None, /,
                  *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
                  steps: int | None = None, progress: ProgressSetting = None, **options: Any) -> Run:
@@ -175,26 +156,17 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig
     Returns:
         The Run: its run_id, summary and tables as DataFrames.
     """
-    return call_blocking(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
-                                        options, progress))
+    quiet_tqdm_auto()  # must precede the scenario's imports, which may import tqdm.auto
+    overrides = {"db": db, "llm": llm, "seed": seed, "steps": steps, **options}
+    config = run_config(scenario_or_path, run_options, overrides)
+    with progress_hook(progress) as hook:
+        summary = run_simulation(config, progress=hook)
+    if summary.personas_note:  # fewer personas than the scenario asked for
+        print(f"note: {python_message(summary.personas_note)}", file=sys.stderr)
+    return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
 
 
-@speaks_python()
-async def run_scenario_async(scenario_or_path: Scenario | str | Path,
-                             run_options: RunConfig | None = None, /, *,
-                             db: str | Path | None = None, llm: str | None = None,
-                             seed: int | None = None, steps: int | None = None,
-                             progress: ProgressSetting = None, **options: Any) -> Run:
-    """run_scenario for await: the job runs in a worker thread.
-
-    Args:
-        scenario_or_path, run_options, db, llm, seed, steps, progress, **options: as for run_scenario.
-
-    Returns:
-        The Run.
-    """
-    return await call_in_thread(_scenario_call(scenario_or_path, run_options, db, llm, seed, steps,
-                                               options, progress))
+run_scenario_async = async_twin(run_scenario)
 
 
 def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
@@ -245,18 +217,7 @@ class FewerItems(PersonahubError):
         self.job = job
 
 
-def _synthesis(task: str, db: str | Path, llm: str, seed: int, n: int, options: dict[str, Any],
-               progress: ProgressSetting = None) -> Job:
-    config = synthesis_config(task, db, llm, seed, n, options)
-    with progress_hook(progress) as hook:
-        summary = run_synthesis(config, progress=hook)
-    job = Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
-    if summary.shortfall and not config.allow_fewer:
-        raise FewerItems(f"{summary.shortfall} (allow_fewer=True accepts fewer)", job)
-    return job
-
-
-@speaks_python()
+@job_function
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
                n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
     """Run a synthesis job: each persona writes items of one task kind.
@@ -278,22 +239,16 @@ def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", 
         FewerItems: the job holds fewer than n x per_persona items and allow_fewer
             was not given; its job attribute is the handle.
     """
-    return call_blocking(partial(_synthesis, task, db, llm, seed, n, options, progress))
+    config = synthesis_config(task, db, llm, seed, n, options)
+    with progress_hook(progress) as hook:
+        summary = run_synthesis(config, progress=hook)
+    job = Job(kind="synthesis", job_id=summary.job_id, db=Path(db), summary=summary)
+    if summary.shortfall and not config.allow_fewer:
+        raise FewerItems(f"{summary.shortfall} (allow_fewer=True accepts fewer)", job)
+    return job
 
 
-@speaks_python()
-async def synthesize_async(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
-                           seed: int = 0, n: int = 10, progress: ProgressSetting = None,
-                           **options: Any) -> Job:
-    """synthesize for await: the job runs in a worker thread.
-
-    Args:
-        task, db, llm, seed, n, progress, **options: as for synthesize.
-
-    Returns:
-        The job's Job handle.
-    """
-    return await call_in_thread(partial(_synthesis, task, db, llm, seed, n, options, progress))
+synthesize_async = async_twin(synthesize)
 
 
 # how a persona job runs, unless the caller says
@@ -343,15 +298,7 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
     return Job(kind=kind, job_id=job_id, db=Path(db), summary=summary)
 
 
-def _text_call(corpus: str | Path, db: str | Path, llm: str, seed: int,
-               options: dict[str, Any], progress: ProgressSetting = None) -> Callable[[], Job]:
-    # the options the caller named must agree with an existing job over the same corpus
-    return partial(_persona_job, "text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS | _BATCH_FLAGS,
-                   db, options, progress,
-                   corpus=Path(corpus), llm=llm, seed=seed, given=frozenset(options))
-
-
-@speaks_python()
+@job_function
 def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
                     seed: int = 0, progress: ProgressSetting = None, **options: Any) -> Job:
     """Text-to-persona over a corpus file: who is likely to read, write, like or dislike each text.
@@ -371,43 +318,16 @@ def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str
     Returns:
         The job's Job handle; ``items()`` are the personas it made.
     """
-    return call_blocking(_text_call(corpus, db, llm, seed, options, progress))
+    # the options the caller named must agree with an existing job over the same corpus
+    return _persona_job("text_to_persona", _TEXT_DEFAULTS, _MODEL_FLAGS | _BATCH_FLAGS, db,
+                        options, progress, corpus=Path(corpus), llm=llm, seed=seed,
+                        given=frozenset(options))
 
 
-@speaks_python()
-async def text_to_persona_async(corpus: str | Path, *, db: str | Path = DEFAULT_DB,
-                                llm: str = "offline", seed: int = 0,
-                                progress: ProgressSetting = None, **options: Any) -> Job:
-    """text_to_persona for await: the job runs in a worker thread.
-
-    Args:
-        corpus, db, llm, seed, progress, **options: as for text_to_persona.
-
-    Returns:
-        The job's Job handle.
-    """
-    return await call_in_thread(_text_call(corpus, db, llm, seed, options, progress))
+text_to_persona_async = async_twin(text_to_persona)
 
 
-def _expansion(db: str | Path, llm: str, seed: int, resume: str | int | None,
-               options: dict[str, Any], progress: ProgressSetting = None) -> Job:
-    from personahub import persona_jobs
-
-    resume = as_id(resume)
-    if isinstance(options.get("start_ids"), list | tuple):
-        options = {**options, "start_ids": [as_id(i) for i in options["start_ids"]]}
-    start = _expand_defaults()
-    refuse_unknown("expand", options, set(start) | _MODEL_FLAGS | _BATCH_FLAGS)
-    settings = {**start, **options, "llm": llm, "seed": seed}
-    # a resume keeps what the job makes: only what the caller named is compared
-    named = {k: v for k, v in options.items() if k in _EXPAND_IDENTITY}
-    with progress_hook(progress) as hook:
-        job_id, summary = persona_jobs.expand_job(db=Path(db), resume=resume, progress=hook,
-                                                  given=named, **settings)
-    return Job(kind="expansion", job_id=job_id, db=Path(db), summary=summary)
-
-
-@speaks_python()
+@job_function
 def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
            resume: str | int | None = None, progress: ProgressSetting = None, **options: Any) -> Job:
     """Persona-to-persona: grow the hub by rounds of people related to those in it.
@@ -425,32 +345,26 @@ def expand(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
     Returns:
         The job's Job handle; its id is the expansion id, ``items()`` the new personas.
     """
-    return call_blocking(partial(_expansion, db, llm, seed, resume, options, progress))
+    from personahub import persona_jobs
+
+    resume = as_id(resume)
+    if isinstance(options.get("start_ids"), list | tuple):
+        options = {**options, "start_ids": [as_id(i) for i in options["start_ids"]]}
+    start = _expand_defaults()
+    refuse_unknown("expand", options, set(start) | _MODEL_FLAGS | _BATCH_FLAGS)
+    settings = {**start, **options, "llm": llm, "seed": seed}
+    # a resume keeps what the job makes: only what the caller named is compared
+    named = {k: v for k, v in options.items() if k in _EXPAND_IDENTITY}
+    with progress_hook(progress) as hook:
+        job_id, summary = persona_jobs.expand_job(db=Path(db), resume=resume, progress=hook,
+                                                  given=named, **settings)
+    return Job(kind="expansion", job_id=job_id, db=Path(db), summary=summary)
 
 
-@speaks_python()
-async def expand_async(*, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-                       resume: str | int | None = None, progress: ProgressSetting = None,
-                       **options: Any) -> Job:
-    """expand for await: the job runs in a worker thread.
-
-    Args:
-        db, llm, seed, resume, progress, **options: as for expand.
-
-    Returns:
-        The job's Job handle.
-    """
-    return await call_in_thread(partial(_expansion, db, llm, seed, resume, options, progress))
+expand_async = async_twin(expand)
 
 
-def _dedup_call(db: str | Path, resume: str | int | None, options: dict[str, Any],
-                progress: ProgressSetting = None) -> Callable[[], Job]:
-    return partial(_persona_job, "dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE | _BATCH_FLAGS, db,
-                   options, progress,
-                   resume=as_id(resume), given=frozenset(options))
-
-
-@speaks_python()
+@job_function
 def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
           progress: ProgressSetting = None, **options: Any) -> Job:
     """Flag near-duplicate personas: MinHash, then embeddings. Nothing is deleted.
@@ -468,21 +382,11 @@ def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
     Returns:
         The job's Job handle; ``items()`` are the flagged personas.
     """
-    return call_blocking(_dedup_call(db, resume, options, progress))
+    return _persona_job("dedup", _DEDUP_DEFAULTS, _DEDUP_ENGINE | _BATCH_FLAGS, db, options,
+                        progress, resume=as_id(resume), given=frozenset(options))
 
 
-@speaks_python()
-async def dedup_async(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
-                      progress: ProgressSetting = None, **options: Any) -> Job:
-    """dedup for await: the job runs in a worker thread.
-
-    Args:
-        db, resume, progress, **options: as for dedup.
-
-    Returns:
-        The job's Job handle.
-    """
-    return await call_in_thread(_dedup_call(db, resume, options, progress))
+dedup_async = async_twin(dedup)
 
 
 def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
@@ -510,15 +414,7 @@ def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
     return summary
 
 
-def _judging(job: str | int | None, run: str | int | None, db: str | Path, llm: str, seed: int,
-             options: dict[str, Any], progress: ProgressSetting = None) -> Judged:
-    config = judge_config(as_id(job), as_id(run), db, llm, seed, options)
-    with progress_hook(progress) as hook:
-        summary = run_judge(config, progress=hook)
-    return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
-
-
-@speaks_python()
+@job_function
 def judge(*, job: str | int | None = None, run: str | int | None = None,
           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
           progress: ProgressSetting = None, **options: Any) -> Judged:
@@ -539,22 +435,13 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
     Returns:
         A Judged handle: ``items()`` the judgments, ``validity()`` the rates.
     """
-    return call_blocking(partial(_judging, job, run, db, llm, seed, options, progress))
+    config = judge_config(as_id(job), as_id(run), db, llm, seed, options)
+    with progress_hook(progress) as hook:
+        summary = run_judge(config, progress=hook)
+    return Judged(job_id=summary.judge_id, db=Path(db), summary=summary)
 
 
-@speaks_python()
-async def judge_async(*, job: str | int | None = None, run: str | int | None = None,
-                      db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-                      progress: ProgressSetting = None, **options: Any) -> Judged:
-    """judge for await: the job runs in a worker thread.
-
-    Args:
-        job, run, db, llm, seed, progress, **options: as for judge.
-
-    Returns:
-        A Judged handle.
-    """
-    return await call_in_thread(partial(_judging, job, run, db, llm, seed, options, progress))
+judge_async = async_twin(judge)
 
 
 def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path | None = None,
@@ -576,20 +463,7 @@ def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path
     return summary
 
 
-def _evaluating(job: str | int, solvers: tuple[str, ...], db: str | Path,
-                options: dict[str, Any]) -> EvalSummary:
-    from personahub.pipelines.evaluate import EvalConfig
-
-    known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
-    refuse_unknown("evaluate", options, known)
-    for key in ("models", "against"):
-        if key in options:
-            options[key] = tuple(str(v) for v in options[key])
-    return run_evaluation_config(EvalConfig(job=str(as_id(job)), solvers=solvers, db=str(db),
-                                            **options))
-
-
-@speaks_python()
+@job_function
 def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
              db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
     """Evaluate a synthesis job's items as the Persona Hub paper did.
@@ -609,21 +483,18 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
         An EvalSummary (``verified_share``, ``matrix``, ``scores``); calling again reuses the
         stored split and answers.
     """
-    return call_blocking(partial(_evaluating, job, tuple(solvers), db, dict(options)))
+    from personahub.pipelines.evaluate import EvalConfig
+
+    known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
+    refuse_unknown("evaluate", options, known)
+    for key in ("models", "against"):
+        if key in options:
+            options[key] = tuple(str(v) for v in options[key])
+    return run_evaluation_config(EvalConfig(job=str(as_id(job)), solvers=tuple(solvers),
+                                            db=str(db), **options))
 
 
-@speaks_python()
-async def evaluate_async(*, job: str | int, solvers: list[str] | tuple[str, ...],
-                         db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
-    """evaluate for await: the job runs in a worker thread.
-
-    Args:
-        job, solvers, db, **options: as for evaluate.
-
-    Returns:
-        An EvalSummary.
-    """
-    return await call_in_thread(partial(_evaluating, job, tuple(solvers), db, dict(options)))
+evaluate_async = async_twin(evaluate)
 
 
 @speaks_python()
@@ -667,30 +538,7 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
                            **options)
 
 
-def _calibration(survey: str | Path | None, population: str | None, db: str | Path, llm: str,
-                 seed: int, n: int, resume: str | int | None, options: dict[str, Any],
-                 progress: ProgressSetting = None) -> Calibration:
-    from personahub import runtime
-    from personahub.core.errors import UsageError
-    from personahub.core.kernel import engine_fields
-    from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
-
-    population, resume = as_id(population), as_id(resume)
-    config: CalibrateConfig | dict[str, Any]
-    if resume is not None:  # a resume takes only engine fields from the caller
-        allowed = engine_fields(CalibrateConfig)
-        refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
-        config = {"llm": llm, **options}
-    else:
-        if survey is None or population is None:
-            raise UsageError("calibrate: give a survey and population= (or resume=JOB_ID)")
-        config = calibration_config(survey, population, llm, seed, n, options)
-    with progress_hook(progress) as hook:
-        result = runtime.run(CALIBRATION, config, db, resume=resume, progress=hook)
-    return Calibration(job_id=result.job_id, db=Path(db), summary=result.summary)
-
-
-@speaks_python()
+@job_function
 def calibrate(survey: str | Path | None = None, *, population: str | None = None,
               db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
               resume: str | int | None = None, progress: ProgressSetting = None,
@@ -719,25 +567,27 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
     Raises:
         UsageError: neither a survey and population nor resume was given.
     """
-    return call_blocking(partial(_calibration, survey, population, db, llm, seed, n, resume,
-                                 options, progress))
+    from personahub import runtime
+    from personahub.core.errors import UsageError
+    from personahub.core.kernel import engine_fields
+    from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+
+    population, resume = as_id(population), as_id(resume)
+    config: CalibrateConfig | dict[str, Any]
+    if resume is not None:  # a resume takes only engine fields from the caller
+        allowed = engine_fields(CalibrateConfig)
+        refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
+        config = {"llm": llm, **options}
+    else:
+        if survey is None or population is None:
+            raise UsageError("calibrate: give a survey and population= (or resume=JOB_ID)")
+        config = calibration_config(survey, population, llm, seed, n, options)
+    with progress_hook(progress) as hook:
+        result = runtime.run(CALIBRATION, config, db, resume=resume, progress=hook)
+    return Calibration(job_id=result.job_id, db=Path(db), summary=result.summary)
 
 
-@speaks_python()
-async def calibrate_async(survey: str | Path | None = None, *, population: str | None = None,
-                          db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-                          n: int = 20, resume: str | int | None = None,
-                          progress: ProgressSetting = None, **options: Any) -> Calibration:
-    """calibrate for await: the job runs in a worker thread.
-
-    Args:
-        survey, population, db, llm, seed, n, resume, progress, **options: as for calibrate.
-
-    Returns:
-        A Calibration handle.
-    """
-    return await call_in_thread(partial(_calibration, survey, population, db, llm, seed, n,
-                                        resume, options, progress))
+calibrate_async = async_twin(calibrate)
 
 
 # what a population job makes: a new job is built from these, a resume keeps the job's
@@ -767,31 +617,7 @@ def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]
     return {"llm": llm, **options}
 
 
-def _population_writing(marginals: str | Path | None, joint: str | Path | None, n: int,
-                        seed: int, db: str | Path, llm: str, resume: str | int | None,
-                        options: dict[str, Any], progress: ProgressSetting = None) -> Job:
-    from personahub import runtime
-    from personahub.core.errors import UsageError
-    from personahub.pipelines.population_write import POPULATION_WRITE
-
-    resume = as_id(resume)
-    config: WriteConfig | dict[str, Any]
-    if resume is not None:
-        if marginals is not None or joint is not None:
-            raise UsageError("write_population(resume=...): the job keeps its marginals and "
-                             "joint files; give neither")
-        # the default llm means the model the job recorded, as a command's --resume does
-        model = runtime.recorded_llm(db, resume) if llm == "offline" else llm
-        config = population_write_resume(model, options)
-    else:
-        config = population_write_config(marginals, joint, n, seed, llm, options)
-    with progress_hook(progress) as hook:
-        result = runtime.run(POPULATION_WRITE, config, db, resume=resume, progress=hook)
-    return Job(kind=POPULATION_WRITE.kind, job_id=result.job_id, db=Path(db),
-               summary=result.summary)
-
-
-@speaks_python()
+@job_function
 def write_population(marginals: str | Path | None = None, joint: str | Path | None = None, *,
                      n: int = 1000, seed: int = 0, db: str | Path = DEFAULT_DB,
                      llm: str = "offline", resume: str | int | None = None,
@@ -816,23 +642,25 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
     Raises:
         UsageError: a resume was also given marginals or joint.
     """
-    return call_blocking(partial(_population_writing, marginals, joint, n, seed, db, llm, resume,
-                                 options, progress))
+    from personahub import runtime
+    from personahub.core.errors import UsageError
+    from personahub.pipelines.population_write import POPULATION_WRITE
+
+    resume = as_id(resume)
+    config: WriteConfig | dict[str, Any]
+    if resume is not None:
+        if marginals is not None or joint is not None:
+            raise UsageError("write_population(resume=...): the job keeps its marginals and "
+                             "joint files; give neither")
+        # the default llm means the model the job recorded, as a command's --resume does
+        model = runtime.recorded_llm(db, resume) if llm == "offline" else llm
+        config = population_write_resume(model, options)
+    else:
+        config = population_write_config(marginals, joint, n, seed, llm, options)
+    with progress_hook(progress) as hook:
+        result = runtime.run(POPULATION_WRITE, config, db, resume=resume, progress=hook)
+    return Job(kind=POPULATION_WRITE.kind, job_id=result.job_id, db=Path(db),
+               summary=result.summary)
 
 
-@speaks_python()
-async def write_population_async(marginals: str | Path | None = None,
-                                 joint: str | Path | None = None, *, n: int = 1000,
-                                 seed: int = 0, db: str | Path = DEFAULT_DB,
-                                 llm: str = "offline", resume: str | int | None = None,
-                                 progress: ProgressSetting = None, **options: Any) -> Job:
-    """write_population for await: the job runs in a worker thread.
-
-    Args:
-        marginals, joint, n, seed, db, llm, resume, progress, **options: as for write_population.
-
-    Returns:
-        The job's Job handle.
-    """
-    return await call_in_thread(partial(_population_writing, marginals, joint, n, seed, db, llm,
-                                        resume, options, progress))
+write_population_async = async_twin(write_population)

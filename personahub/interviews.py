@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from personahub.bridge import call_blocking, call_in_thread
 from personahub.core.errors import PersonahubError
+from personahub.job_calls import async_twin, job_function
 from personahub.progress_bars import ProgressSetting, progress_hook
-from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown, speaks_python
+from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,10 +61,28 @@ def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *
     return summary
 
 
-def _interview(question: str | None, db: str | Path, run: str | int | None, llm: str,
-               options: dict[str, Any], resume: str | int | None = None,
-               progress: ProgressSetting = None) -> pd.DataFrame:
-    """Ask or go on asking, store, and return the answers, one row per agent."""
+@job_function
+def interview(question: str | None = None, *, run: str | int | None = None,
+              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
+              progress: ProgressSetting = None, **options: Any) -> pd.DataFrame:
+    """Ask a run's agents a question; the run is not changed, the answers are stored.
+
+    Args:
+        question: what to ask (None only with resume).
+        run: the run whose agents answer (text or a number).
+        db: the DuckDB file.
+        llm: the model spec (default: the offline engine).
+        resume: a stopped interview's batch_id: only agents not yet answered are asked.
+        progress: as for run_scenario.
+        **options: agent for one agent, or carve (``KEY OP VALUE``) and/or where (SQL over
+            personas) for a group; limit, step, batch_size, the model and batch flags.
+
+    Returns:
+        A DataFrame, one row per agent asked, with its answer, status and model.
+
+    Raises:
+        PersonahubError: neither a question and run nor resume was given, or both.
+    """
     import pandas as pd
 
     run, resume = as_id(run), as_id(resume)
@@ -91,49 +108,4 @@ def _interview(question: str | None, db: str | Path, run: str | int | None, llm:
     return frame
 
 
-def _interview_call(question: str | None, db: str | Path, run: str | int | None, llm: str,
-                    options: dict[str, Any], resume: str | int | None,
-                    progress: ProgressSetting = None) -> Callable[[], pd.DataFrame]:
-    return partial(_interview, question, db, run, llm, options, resume, progress)
-
-
-@speaks_python()
-def interview(question: str | None = None, *, run: str | int | None = None,
-              db: str | Path = DEFAULT_DB, llm: str = "offline", resume: str | int | None = None,
-              progress: ProgressSetting = None, **options: Any) -> pd.DataFrame:
-    """Ask a run's agents a question; the run is not changed, the answers are stored.
-
-    Args:
-        question: what to ask (None only with resume).
-        run: the run whose agents answer (text or a number).
-        db: the DuckDB file.
-        llm: the model spec (default: the offline engine).
-        resume: a stopped interview's batch_id: only agents not yet answered are asked.
-        progress: as for run_scenario.
-        **options: agent for one agent, or carve (``KEY OP VALUE``) and/or where (SQL over
-            personas) for a group; limit, step, batch_size, the model and batch flags.
-
-    Returns:
-        A DataFrame, one row per agent asked, with its answer, status and model.
-
-    Raises:
-        PersonahubError: neither a question and run nor resume was given, or both.
-    """
-    return call_blocking(_interview_call(question, db, run, llm, options, resume, progress))
-
-
-@speaks_python()
-async def interview_async(question: str | None = None, *, run: str | int | None = None,
-                          db: str | Path = DEFAULT_DB, llm: str = "offline",
-                          resume: str | int | None = None, progress: ProgressSetting = None,
-                          **options: Any) -> pd.DataFrame:
-    """interview for await: the job runs in a worker thread.
-
-    Args:
-        question, run, db, llm, resume, progress, **options: as for interview.
-
-    Returns:
-        A pandas DataFrame, one row per agent asked.
-    """
-    return await call_in_thread(_interview_call(question, db, run, llm, options, resume,
-                                                progress))
+interview_async = async_twin(interview)

@@ -1,0 +1,70 @@
+"""Job functions of the Python API: one written body gives the blocking call and its await twin.
+
+A job function runs its body here, or in a worker thread when the caller's thread runs an event
+loop (Jupyter), and its errors name the function's keywords rather than the command's flags.
+Its await twin runs the same body in a worker thread; its signature and docstring follow from
+the job function's, so a kind's API is one function.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from personahub.bridge import call_blocking, call_in_thread
+from personahub.python_names import speaks_python
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_BODY = "_job_body"  # the attribute a job function keeps its body under, for its twin
+
+
+def job_function(body: Callable[P, R]) -> Callable[P, R]:
+    """The blocking job function over body: its name, signature and docstring are body's.
+
+    Args:
+        body: the function that runs the job and returns its handle.
+
+    Returns:
+        The function to export.
+    """
+    @functools.wraps(body)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return call_blocking(functools.partial(body, *args, **kwargs))
+
+    setattr(call, _BODY, body)
+    return speaks_python()(call)
+
+
+def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """The await twin of a job function: the same body, run in a worker thread.
+
+    Args:
+        function: a function made by job_function.
+
+    Returns:
+        A coroutine function named ``<name>_async`` with function's signature.
+    """
+    body: Callable[P, R] = getattr(function, _BODY)
+
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await call_in_thread(functools.partial(body, *args, **kwargs))
+
+    functools.update_wrapper(call, function)
+    name = f"{function.__name__}_async"
+    call.__name__, call.__qualname__ = name, name
+    call.__doc__ = _twin_doc(function)
+    delattr(call, _BODY)  # copied over by update_wrapper; a twin has no twin
+    return speaks_python()(call)
+
+
+def _twin_doc(function: Callable[..., Any]) -> str:
+    """The twin's docstring: what it is, and its parameters as the job function's."""
+    names = ", ".join(("**" if p.kind is p.VAR_KEYWORD else "") + p.name
+                      for p in inspect.signature(function).parameters.values())
+    return (f"{function.__name__} for await: the job runs in a worker thread.\n\n"
+            f"Args:\n    {names}: as for {function.__name__}.\n\n"
+            f"Returns:\n    What {function.__name__} returns.\n")
