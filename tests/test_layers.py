@@ -168,6 +168,35 @@ def test_no_room_below_the_tasks_names_a_kind_or_purpose() -> None:
     assert not found, f"purposes of the rooms above in the tasks room (issue 43): {found}"
 
 
+# The rooms between the tasks and the pipelines name the purposes of their own calls (the label
+# each call records) and the kinds of the rooms below them, never a job kind or purpose of a room
+# above: the persona layer labels its expansion calls, the agent its decide step, the society
+# its reflections, and none of them dispatches on what a pipeline is making.
+OWN_PURPOSES = {"personas": frozenset({"expand", "expansion", "text-to-persona", "text_to_persona",
+                                       "dedup", "write_persona"}),
+                "agents": frozenset({"decide"}),
+                "sim": frozenset({"reflection"})}
+# the quality gate's `rejected` rows name where an item came from; synthesis is one source
+NOT_PURPOSES = frozenset({("personas/quality.py", "synthesis")})
+
+
+def test_the_rooms_above_the_tasks_name_only_their_own_purposes() -> None:
+    from personahub.pipelines.labels import SHIPPED
+
+    every = PURPOSES | set(SHIPPED)
+    below: frozenset[str] = TASKS_OWN
+    found = []
+    for room, own in OWN_PURPOSES.items():
+        below |= own
+        foreign = frozenset(every - below)
+        found += [f"{path.relative_to(ROOT).as_posix()}:{line} {text!r}"
+                  for path in sources() if path.relative_to(ROOT).as_posix().startswith(room + "/")
+                  for line, text in kind_literals(parsed(path), foreign)
+                  if (path.relative_to(ROOT).as_posix(), text) not in NOT_PURPOSES]
+    assert not found, f"a job kind or purpose of a room above (issue 43): {found}"
+    assert ORDER.index("personas") < ORDER.index("agents") < ORDER.index("sim")
+
+
 def test_the_kind_check_sees_a_purpose_literal_and_skips_docstrings() -> None:
     tree = ast.parse('"""About survey."""\ndef f():\n    """The judge."""\n'
                      '    return {"synth:math_problem": 1, "decide": 2, "text-to-persona:read": 3,'
