@@ -14,8 +14,10 @@ import typer
 from personahub.cli.common import (
     DbOption,
     Engine,
+    FreshOption,
     JobHooks,
     JsonOption,
+    batch_size_option,
     emit_job_json,
     engine_options,
     missing_argument,
@@ -93,13 +95,9 @@ def calibrate(
                          "interval.")] = None,
     resume: Annotated[str | None, typer.Option(
         help="Go on with this calibration job (its survey, panels and settings).")] = None,
-    fresh: Annotated[bool, typer.Option(
-        help="Start a new job even if an unfinished one has the same settings (it is marked "
-             "superseded).")] = False,
+    fresh: FreshOption = False,
     db: DbOption = Path(DEFAULT_DB),
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Answers per transaction (default 256); with --batch also the most "
-                    "requests in one provider batch (default 1000).")] = None,
+    batch_size: Annotated[int | None, batch_size_option("Answers", 256)] = None,
     as_json: JsonOption = False,
     *,
     engine: Engine,

@@ -180,6 +180,29 @@ ENGINE_PARAMS: Mapping[str, Any] = MappingProxyType({
 DEFAULT_ONLINE_SIZE = 64  # items per transaction online
 DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
 
+
+def batch_size_option(per: str, online: int) -> Any:
+    """The ``--batch-size`` option of a job command taking ``--batch``, declared once.
+
+    Args:
+        per: what one transaction holds, capitalised (``"Items"``).
+        online: the command's items per transaction online (its ``Engine.batching``
+            ``online_size``), stated in the help beside the provider batch's default.
+
+    Returns:
+        The typer option, for ``Annotated[int | None, batch_size_option(...)] = None``.
+    """
+    return typer.Option(min=1, help=f"{per} per transaction (default {online}); with --batch "
+                                    f"also the most requests in one provider batch (default "
+                                    f"{DEFAULT_BATCH_SIZE}).")
+
+
+#: ``--fresh`` of the job commands that find an unfinished job by its settings
+FreshOption = Annotated[bool, typer.Option(
+    help="Start a new job even if an unfinished one has the same settings (it is marked "
+         "superseded).")]
+
+
 #: the panels of ``--help`` a command can take whole (``engine_options("model", ...)``)
 ENGINE_GROUPS = {"model": MODEL_PANEL, "executor": EXECUTOR_PANEL, "batch": BATCH_PANEL}
 

@@ -38,6 +38,18 @@ def _stamp(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
+def _printed_plain(listed: list[dict[str, Any]], as_json: bool, empty: str) -> bool:
+    """Print what needs no table: ``listed`` as one JSON array (``--json``), or ``empty`` when
+    nothing is listed. True when printed (the caller draws its table else)."""
+    if as_json:
+        out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
+        return True
+    if not listed:
+        say(empty, to=out)
+        return True
+    return False
+
+
 @one_line_errors
 def jobs(
     db: DbOption = Path(DEFAULT_DB),
@@ -58,11 +70,7 @@ def jobs(
 
     listed = [{**r, "started_at": _stamp(r["started_at"]), "finished_at": _stamp(r["finished_at"])}
               for r in job_rows(db, kind=kind, status=status)]
-    if as_json:
-        out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
-        return
-    if not listed:
-        say(f"no jobs in {db}", to=out)
+    if _printed_plain(listed, as_json, f"no jobs in {db}"):
         return
     # the columns are the jobs table's, by their names (docs/database.md), but what
     table = Table(title=f"jobs in {db} (newest first)", caption=JOBS_CAPTION)
@@ -95,11 +103,7 @@ def runs(
     listed = [{**{k: v for k, v in r.items() if not k.endswith("_at")},
                "started": _stamp(r["started_at"]), "finished": _stamp(r["finished_at"])}
               for r in rows]
-    if as_json:
-        out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
-        return
-    if not listed:
-        say(f"no runs in {db}", to=out)
+    if _printed_plain(listed, as_json, f"no runs in {db}"):
         return
     table = Table(title=f"runs in {db} (newest first)")
     table.add_column("run", no_wrap=True)  # what the user copies: never wrapped

@@ -16,6 +16,7 @@ from personahub.cli.common import (
     awaiting_results,
     banner,
     batch_progress,
+    batch_size_option,
     emit_job_json,
     engine_options,
     job_progress,
@@ -39,9 +40,7 @@ def judge(
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the sample and the offline engine.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Judgments per transaction (default 32); with --batch also the most "
-                    "requests in one provider batch (default 1000).")] = None,
+    batch_size: Annotated[int | None, batch_size_option("Judgments", 32)] = None,
     as_json: JsonOption = False,
     *,
     engine: Engine,

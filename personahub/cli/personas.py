@@ -14,6 +14,7 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    DEFAULT_ONLINE_SIZE,
     DbOption,
     Engine,
     JsonOption,
@@ -22,6 +23,7 @@ from personahub.cli.common import (
     awaiting_results,
     banner,
     batch_progress,
+    batch_size_option,
     console,
     emit_job_json,
     engine_options,
@@ -274,9 +276,7 @@ def personas_from_text(
     language: LanguageOption = None,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Texts per transaction (default 64); with --batch also the most requests "
-                    "in one provider batch (default 1000).")] = None,
+    batch_size: Annotated[int | None, batch_size_option("Texts", DEFAULT_ONLINE_SIZE)] = None,
     resume: Annotated[str | None, typer.Option(
         "--resume", metavar="CORPUS",
         help="Continue the job over this corpus name (with its corpus file, relations, reading "
@@ -305,7 +305,7 @@ def personas_from_text(
         missing_argument(ctx, "corpus")
     # how this invocation reads and asks (a resume keeps what the job makes)
     settings: dict[str, Any] = {"db": str(db), **engine.settings(),
-                                **engine.batching(batch_size, online_size=64)}
+                                **engine.batching(batch_size)}
     if corpus is not None:
         settings["path"] = str(corpus.resolve())
     config: TextConfig | dict[str, Any]

@@ -36,6 +36,12 @@ class CallCounts(Protocol):
     def rate(self) -> float: ...
 
 
+def _followed(count: str) -> Any:
+    """A read-only ``LateCounts`` property: the followed client's ``count``, 0 before it is
+    followed (one definition for the five counts ``CallCounts`` names)."""
+    return property(lambda self: getattr(self._stats, count) if self._stats else 0)
+
+
 class LateCounts:
     """The call counts of a client built later (the job kernel builds it once the job's inputs
     are checked): zero until ``follow`` names the client's counts."""
@@ -47,25 +53,11 @@ class LateCounts:
         """Show ``stats`` from now on."""
         self._stats = stats
 
-    @property
-    def attempts(self) -> int:
-        return self._stats.attempts if self._stats else 0
-
-    @property
-    def ok(self) -> int:
-        return self._stats.ok if self._stats else 0
-
-    @property
-    def failed(self) -> int:
-        return self._stats.failed if self._stats else 0
-
-    @property
-    def tokens_in(self) -> int:
-        return self._stats.tokens_in if self._stats else 0
-
-    @property
-    def tokens_out(self) -> int:
-        return self._stats.tokens_out if self._stats else 0
+    attempts = _followed("attempts")
+    ok = _followed("ok")
+    failed = _followed("failed")
+    tokens_in = _followed("tokens_in")
+    tokens_out = _followed("tokens_out")
 
     def rate(self) -> float:
         return self._stats.rate() if self._stats else 0.0

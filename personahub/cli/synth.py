@@ -12,11 +12,14 @@ import typer
 
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
+    DEFAULT_ONLINE_SIZE,
     DbOption,
     Engine,
+    FreshOption,
     JobHooks,
     JsonOption,
     PreviewOption,
+    batch_size_option,
     embedder_spec,
     emit_job_json,
     engine_options,
@@ -92,9 +95,7 @@ def synthesize(
         help="multi_turn: ask for assistant turns too.")] = False,
     resume: Annotated[str | None, typer.Option(
         help="Resume the job with this id (with its task, seed and generation settings).")] = None,
-    fresh: Annotated[bool, typer.Option(
-        help="Start a new job even if an unfinished one has the same settings (it is marked "
-             "superseded).")] = False,
+    fresh: FreshOption = False,
     db: DbOption = Path(DEFAULT_DB),
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Also export the job as Persona Hub JSONL to this file.")] = None,
@@ -102,9 +103,7 @@ def synthesize(
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the persona sample and the offline engine.")] = 0,
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Items per transaction (default 64); with --batch also the most requests "
-                    "in one provider batch (default 1000).")] = None,
+    batch_size: Annotated[int | None, batch_size_option("Items", DEFAULT_ONLINE_SIZE)] = None,
     preview: PreviewOption = DEFAULT_PREVIEW,
     as_json: JsonOption = False,
     *,

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from personahub.cli.progress import JobProgress
+from personahub.cli.progress import JobProgress, LateCounts, calls_text
 from personahub.models.client import CallRecord, CallStats
 
 
@@ -32,3 +32,16 @@ def test_no_lines_when_told_not_to() -> None:
     with JobProgress(Console(file=sink, force_terminal=False), None, every_s=0) as bar:
         bar.add_task("x", total=2)
     assert sink.getvalue() == ""
+
+
+def test_late_counts_are_zero_until_followed_then_the_clients() -> None:
+    late = LateCounts()
+    assert calls_text(late) == "0 calls (0.0/s), 0 tokens in, 0 out, 0 failed"
+    stats = CallStats()
+    stats.add([CallRecord(purpose="t", model="m", attempt=1, status="ok", latency_ms=1.0,
+                          tokens_in=7, tokens_out=3),
+               CallRecord(purpose="t", model="m", attempt=2, status="error", latency_ms=1.0)])
+    late.follow(stats)
+    assert (late.attempts, late.ok, late.failed, late.tokens_in, late.tokens_out) == (
+        stats.attempts, stats.ok, stats.failed, 7, 3)
+    assert late.attempts == 2 and late.failed == 1
