@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from personahub.api import run_synthesis
 from personahub.core.store import connect
 from personahub.pipelines.synthesize import SynthConfig
@@ -32,7 +34,9 @@ def test_judge_prints_the_rate_with_its_interval_and_says_offline(tmp_path: Path
     con.close()
 
 
-def test_judge_errors_are_one_line(tmp_path: Path):
+def test_judge_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # a plain progress line is due every 5 s; a slow machine's unreachable call can take longer
+    monkeypatch.setenv("PERSONAHUB_PROGRESS_EVERY", "3600")
     db = tmp_path / "err.duckdb"
     job = _job(db)
     assert "exactly one of --job or --run" in usage_error(invoke("judge", "--db", db))
