@@ -137,7 +137,7 @@ def _stream(actor: type, context: bytes, items: Sequence[object], sizes: Sequenc
         _quiet_data()
         size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         blocks = min(max(len(sizes), -(-len(rows) // batch_size)), size * BLOCKS_PER_WORKER)
-        kwargs: dict[str, Any] = {"context": context,
+        kwargs: dict[str, bytes | str | WorkerSpill | None] = {"context": context,
                                   "folder": None if store is None else str(store.folder)}
         if spill is not None:
             kwargs["spill"] = spill
