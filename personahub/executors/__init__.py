@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 from personahub.core.errors import PersonahubError, UsageError
+
+if TYPE_CHECKING:
+    from personahub.personas.dedup import MinHashSource
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs the [ray] extra: pip install 'personahub[ray]' (ray[data]>=2.40)"
@@ -55,7 +58,7 @@ def executor_session(name: str, address: str | None) -> Iterator[None]:
         yield
 
 
-def minhash_source(executor: object) -> Any:
+def minhash_source(executor: object) -> MinHashSource:
     """Where dedup's stage 1 runs: signatures here (local), or on Ray the whole stage up to its
     verified pairs, so no signature comes to the driver."""
     if getattr(executor, "name", "local") != "ray":

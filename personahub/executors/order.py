@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personahub.core.errors import PersonahubError
 
+if TYPE_CHECKING:
+    import numpy as np
 
-def in_batch_order(pieces: Iterable[Mapping[str, Any]], sizes: Sequence[int]) -> Iterator[list[Any]]:
+
+def in_batch_order(pieces: Iterable[Mapping[str, np.ndarray]], sizes: Sequence[int]) -> Iterator[list[Any]]:
     """Answers regrouped into their batches, each yielded once it and those before are complete.
 
     An answer given twice (a retried task) counts once; a late one is dropped."""
-    pending: dict[int, Any] = {}
+    pending: dict[int, bytes] = {}
     start = 0
     batch = 0
     for piece in pieces:

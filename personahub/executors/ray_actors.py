@@ -24,12 +24,13 @@ import pickle
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
 from personahub.core.call_spill import WorkerSpill
 from personahub.core.contracts import (
+    CallRecord,
     CallRequest,
     CallStats,
     Endpoint,
@@ -41,7 +42,8 @@ from personahub.core.contracts import (
 from personahub.core.errors import PersonahubError
 from personahub.core.optional import ray
 from personahub.executors.ray_batches import check_ray_client, ray_session
-from personahub.models.client import LLMSettings, make_client
+from personahub.models.cache import ResponseCache
+from personahub.models.client import LLMClient, LLMSettings, make_client
 from personahub.models.repair import check_answer
 from personahub.models.structured import mode_of
 
@@ -52,8 +54,12 @@ ACTOR_PREFIX = "personahub-run-"  # named so that tests can find the actors
 
 # schema, messages, purpose, persona_id, step, check, sample, max_tokens, and the settings of
 # the job's client it is asked of (None: the pool's)
-Call = tuple[type[BaseModel], list[Any], str, str | None, int | None, Any, int, int | None,
-             LLMSettings | None]
+Call = tuple[type[BaseModel], list[Any], str, str | None, int | None,
+             Callable[[Any], str | None] | None, int, int | None, LLMSettings | None]
+#: an actor's answer to one call: ("ok", the value's fields or None, the result without its
+#: value) or ("raised", the exception, made to pickle)
+Answer = (tuple[Literal["ok"], dict[str, Any] | None, StructuredResult[Any]]
+          | tuple[Literal["raised"], Exception])
 
 
 def _portable_error(exc: Exception) -> Exception:
@@ -75,14 +81,14 @@ class _CallActor:
         self.client = make_client(settings)
         self.settings = settings
         # the job's other clients, built here on their first call
-        self.others: dict[str, Any] = {}
+        self.others: dict[str, LLMClient] = {}
         # spill each final attempt to disk: if the driver dies mid-step its calls are still billed
         self.spill = spill.open() if spill is not None else None
         self.client.spill_to(self.spill)
         # a worker learns which structured-output modes its endpoints ignore
         self.negotiates = not all(e.capabilities.native_schemas for e in self.client.endpoints)
 
-    async def answer(self, calls: Sequence[Call | CallRequest]) -> list[tuple[Any, ...]]:
+    async def answer(self, calls: Sequence[Call | CallRequest]) -> list[Answer]:
         """Per call, in order: ("ok", value fields, result) or ("raised", exception).
 
         A cache miss is answered below the cache, without a value: the driver validates it."""
@@ -90,7 +96,7 @@ class _CallActor:
             self._attempt(call) if isinstance(call, CallRequest) else self._one(*call)
             for call in calls]))
 
-    async def _attempt(self, request: CallRequest) -> tuple[Any, ...]:
+    async def _attempt(self, request: CallRequest) -> Answer:
         try:
             result = await self.client.uncached.call(request)
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
@@ -105,7 +111,7 @@ class _CallActor:
             self.client.modes.answered(record.endpoint, mode_of(record.structured_mode), has_json)
         return ("ok", None, result)
 
-    def _client_for(self, settings: LLMSettings | None) -> Any:
+    def _client_for(self, settings: LLMSettings | None) -> LLMClient:
         """The pool's client, or another of the job's clients built here once from settings."""
         if settings is None or settings == self.settings:
             return self.client
@@ -116,7 +122,7 @@ class _CallActor:
             self.others[key] = client
         return self.others[key]
 
-    def _spilled(self, records: Sequence[Any]) -> None:
+    def _spilled(self, records: Sequence[CallRecord]) -> None:
         if self.spill is not None:
             self.spill.done(records)
 
@@ -124,7 +130,7 @@ class _CallActor:
                    persona_id: str | None, step: int | None,
                    check: Callable[[Any], str | None] | None = None,
                    sample: int = 0, max_tokens: int | None = None,
-                   settings: LLMSettings | None = None) -> tuple[Any, ...]:
+                   settings: LLMSettings | None = None) -> Answer:
         try:
             client = self._client_for(settings)
             result = await client.structured(schema, messages, purpose=purpose,
@@ -155,16 +161,17 @@ class RayCaller:
                              f"personahub run --resume {run_id}")
         self.actors = list(actors)
         self._outstanding = [0] * len(self.actors)
-        self._pending: list[tuple[Call | CallRequest, asyncio.Future[tuple[Any, ...]]]] = []
+        self._pending: list[tuple[Call | CallRequest, asyncio.Future[Answer]]] = []
         self.cached = False
         self._flush_scheduled = False
         self._sending: set[asyncio.Task[None]] = set()
 
     # -- answered by the driver's client --
     @property
-    def settings(self) -> Any:
+    def settings(self) -> LLMSettings | None:
         """The driver client's settings, which the workers were built from."""
-        return getattr(self.inner, "settings", None)
+        settings: LLMSettings | None = getattr(self.inner, "settings", None)  # checked by check_ray_client
+        return settings
 
     @property
     def label(self) -> str:
@@ -193,7 +200,7 @@ class RayCaller:
         """The driver's; each worker has its own limit."""
         return {**self.inner.concurrency_report(), "per_worker": True}
 
-    def use_cache(self, cache: Any) -> None:
+    def use_cache(self, cache: ResponseCache | None) -> None:
         """Answer from the cache on the driver as a local run does; only misses go to the
         actors, so the cache never leaves the database's process."""
         route = getattr(self.inner, "answer_misses_with", None)
@@ -216,7 +223,7 @@ class RayCaller:
         answer = await self.ask((schema, list(messages), purpose, persona_id, step, check, sample,
                                  max_tokens, self.target))
         if answer[0] == "raised":
-            error: Exception = answer[1]
+            error = answer[1]
             self.stats.add(carried_records(error))
             raise error
         _, fields, bare = answer
@@ -244,10 +251,10 @@ class RayCaller:
             self._alongside[id(client)] = other
         return self._alongside[id(client)]
 
-    async def ask(self, call: Call | CallRequest) -> tuple[Any, ...]:
+    async def ask(self, call: Call | CallRequest) -> Answer:
         """An actor's answer, the call batched with others of the same loop turn."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+        future: asyncio.Future[Answer] = loop.create_future()
         self._pending.append((call, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -267,7 +274,7 @@ class RayCaller:
             task.add_done_callback(self._sending.discard)
 
     async def _send(self, index: int,
-                    batch: list[tuple[Call | CallRequest, asyncio.Future[tuple[Any, ...]]]]) -> None:
+                    batch: list[tuple[Call | CallRequest, asyncio.Future[Answer]]]) -> None:
         self._outstanding[index] += len(batch)
         try:
             answers = await self.actors[index].answer.remote([call for call, _ in batch])
@@ -300,8 +307,7 @@ class _Misses:
         answer = await self.caller.ask(request)
         if answer[0] == "raised":
             raise answer[1]
-        result: StructuredResult[Any] = answer[2]
-        return result
+        return answer[2]
 
 
 @contextmanager

@@ -99,7 +99,7 @@ class _BatchActor:
         if self.client is not None and spill is not None:  # so attempts outlive a killed driver
             self.client.spill_to(spill.open())
 
-    async def __call__(self, rows: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def __call__(self, rows: Mapping[str, np.ndarray]) -> AsyncIterator[dict[str, np.ndarray]]:
         items = [pickle.loads(blob) for blob in rows["item"]]
         answers = await self.asker.run_batch(items, self.client)
         shard = write_shard(self.folder, [str(k) for k in rows["key"]],
@@ -137,7 +137,7 @@ def _stream(actor: type, context: bytes, items: Sequence[object], sizes: Sequenc
         _quiet_data()
         size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         blocks = min(max(len(sizes), -(-len(rows) // batch_size)), size * BLOCKS_PER_WORKER)
-        kwargs: dict[str, Any] = {"context": context,
+        kwargs: dict[str, bytes | str | WorkerSpill | None] = {"context": context,
                                   "folder": None if store is None else str(store.folder)}
         if spill is not None:
             kwargs["spill"] = spill
@@ -162,7 +162,7 @@ def _blobs(values: Sequence[object]) -> np.ndarray:
     return blobs
 
 
-def _sign(rows: Mapping[str, Any], config: MinHashConfig) -> dict[str, Any]:
+def _sign(rows: Mapping[str, np.ndarray], config: MinHashConfig) -> dict[str, np.ndarray]:
     """One block's signatures and feature sets, computed as the local stage does."""
     sigs, features = sketch(list(rows["text"]), config)
     bounds = features.offsets

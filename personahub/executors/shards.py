@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pyarrow as pa
 
@@ -34,6 +34,14 @@ log = logging.getLogger(__name__)
 COLUMNS = ("key", "value", "calls")
 SHARD_SUFFIX = ".parquet"
 PART_SUFFIX = ".part"  # a shard still being written
+
+
+class ShardRow(TypedDict):
+    """One answer as a shard holds it (the columns of ``COLUMNS``)."""
+
+    key: str
+    value: str  # the answer's text, as the asker's ``dump`` wrote it
+    calls: str  # its calls, as ``calls_json`` wrote them
 
 
 def jobs_root(db: str | Path) -> Path:
@@ -103,7 +111,7 @@ class ShardStore:
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.ready: dict[str, str] = {}  # item key -> shard file name
-        self._tables: dict[str, dict[str, dict[str, Any]]] = {}
+        self._tables: dict[str, dict[str, ShardRow]] = {}
         self._waiting: Counter[str] = Counter()  # shard -> uncommitted answers
 
     def open(self, needed: Iterable[str]) -> int:
@@ -137,7 +145,7 @@ class ShardStore:
         """Note a new shard's answers, waiting for their batch's commit."""
         self._waiting[shard] += count
 
-    def row(self, shard: str, key: str) -> dict[str, Any]:
+    def row(self, shard: str, key: str) -> ShardRow:
         """The answer to a key; each shard is read once, when first needed."""
         table = self._tables.get(shard)
         if table is None:
@@ -166,7 +174,7 @@ class ShardStore:
 
 
 def batches_from_shards(pieces: Iterable[Any], sizes: Sequence[int], store: ShardStore,
-                        keys: Sequence[str]) -> Iterator[list[dict[str, Any]]]:
+                        keys: Sequence[str]) -> Iterator[list[ShardRow]]:
     """Each batch's answer rows in batch order, from earlier shards and this pass's pieces.
 
     A batch is yielded once it and every batch before it are answered, and released when the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from personahub.core.contracts import Failure
 from personahub.models.limits import ConcurrencyLimit
 
 #: ``--concurrency``: a fixed number of calls in flight, or ``auto``
@@ -104,7 +105,7 @@ def concurrency_bound(value: Concurrency) -> int:
     return AUTO_CEILING if value == "auto" else int(value)
 
 
-def overload_reason(failure: Any) -> str | None:
+def overload_reason(failure: Failure) -> str | None:
     """Why a failed attempt means the server is overloaded ("429", "timeout"...), or None."""
     if failure.description == "timeout":
         return "timeout"

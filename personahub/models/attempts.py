@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personahub.core.contracts import CallRecord, StructuredResult, token_count
 from personahub.models.failures import classify
 from personahub.models.structured import StructuredMode, answer_text
+
+if TYPE_CHECKING:
+    from langchain_core.messages import AIMessage
 
 
 def usage(message: object) -> tuple[int | None, int | None]:
@@ -28,7 +31,7 @@ def cached_prompt_tokens(message: object) -> int | None:
     return None if value is None else token_count(value)
 
 
-def answered(record: CallRecord, message: Any, mode: StructuredMode,
+def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
              started: float) -> StructuredResult[Any]:
     """The result of an attempt that got ``message`` back (valid or not: validation is above)."""
     record.latency_ms = (time.perf_counter() - started) * 1000

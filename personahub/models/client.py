@@ -30,6 +30,7 @@ from personahub.models.endpoint_specs import (
     with_spec_seed,
 )
 from personahub.models.failures import FailFast
+from personahub.models.limits import ConcurrencyLimit
 from personahub.models.liveness import Liveness
 from personahub.models.offline import OFFLINE_MODEL_NAME
 from personahub.models.option_logprobs import OptionProbabilities, option_probabilities
@@ -67,7 +68,7 @@ class LLMClient:
         settings, caps = self.settings, [e.capabilities for e in self.endpoints]
         fail_fast = FailFast(len(self.endpoints))
         self._failover = Failover(self.endpoints, fail_fast=fail_fast)
-        below: Any = self._failover
+        below: ModelEndpoint = self._failover
         self._limits: Limited | None = None
         in_process = all(c.in_process for c in caps)
         if settings.rps or not in_process:
@@ -118,7 +119,7 @@ class LLMClient:
         return self._cached.cache
 
     @property
-    def _semaphore(self) -> Any:
+    def _semaphore(self) -> ConcurrencyLimit | None:
         """The concurrency limit of the current event loop (None for in-process engines)."""
         return self._limits.slots if self._limits is not None else None
 

@@ -10,11 +10,18 @@ from typing import Any
 
 import numpy as np
 
-from personahub.core.contracts import carry_records
+from personahub.core.call_spill import RecordSink
+from personahub.core.contracts import CallStats, StructuredResult, carry_records
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError
 from personahub.core.loop import run as run_on_loop
-from personahub.models.endpoint_embeddings import EmbeddingClient, openai_embedding_endpoint
+from personahub.models.cache import ResponseCache
+from personahub.models.endpoint_embeddings import (
+    EmbeddingClient,
+    EmbeddingEndpoint,
+    openai_embedding_endpoint,
+)
+from personahub.models.liveness import Liveness
 from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.personas.embedding import (
     Embedder,
@@ -67,7 +74,7 @@ class OpenAIEmbedder:
     rps: float | None = None
     name: str = field(init=False)
     scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)  # multilingual models
-    _client: Any = field(default=None, init=False, repr=False)
+    _client: EmbeddingClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.name = f"openai:{self.model}"
@@ -85,7 +92,8 @@ class OpenAIEmbedder:
             self._client = EmbeddingClient(openai_embedding_endpoint(self.model, settings), settings)
         return self._client
 
-    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
+    async def embed_with_results(self, texts: Sequence[str]
+                                 ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
         """(normalised vectors, the requests' results) of ``texts``, in requests of ``batch_size``.
 
         A request that fails for good raises, its attempts' records on the exception."""
@@ -93,7 +101,7 @@ class OpenAIEmbedder:
             return np.zeros((0, 0), dtype=np.float32), []
         client = self._get_client()
         out: list[list[float]] = []
-        results: list[Any] = []
+        results: list[StructuredResult[Any]] = []
         for lo in range(0, len(texts), self.batch_size):
             vectors, result = await client.embed(texts[lo : lo + self.batch_size])
             results.append(result)
@@ -107,7 +115,7 @@ class OpenAIEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed via the API in batches (from synchronous code); re-normalised locally."""
 
-        async def once() -> tuple[np.ndarray, list[Any]]:
+        async def once() -> tuple[np.ndarray, list[StructuredResult[Any]]]:
             try:
                 return await self.embed_with_results(list(texts))
             finally:
@@ -121,7 +129,7 @@ class OpenAIEmbedder:
             await self._client.aclose()
 
     @property
-    def endpoints(self) -> list[Any]:
+    def endpoints(self) -> list[EmbeddingEndpoint]:
         """The seam's endpoint (its ``model_name`` tags ``llm_calls``)."""
         return self._get_client().endpoints
 
@@ -131,20 +139,20 @@ class OpenAIEmbedder:
         return self.model
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> CallStats:
         """Running call counts (for progress displays)."""
         return self._get_client().stats
 
     @property
-    def liveness(self) -> Any:
+    def liveness(self) -> Liveness:
         """The seam's watch on completed calls (the job loop's stall watchdog reads it)."""
         return self._get_client().liveness
 
-    def spill_to(self, sink: Any) -> None:
+    def spill_to(self, sink: RecordSink | None) -> None:
         """Every attempt to ``sink`` once final (the job kernel's call spill; None: stop)."""
         self._get_client().spill_to(sink)
 
-    def use_cache(self, cache: Any) -> None:
+    def use_cache(self, cache: ResponseCache | None) -> None:
         """Answer from (and record into) a ``ResponseCache`` of vectors."""
         self._get_client().use_cache(cache)
 

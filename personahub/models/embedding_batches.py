@@ -114,7 +114,8 @@ class BatchingEmbedder:
         return ([request_line(c.custom_id, {**body, "input": list(c.texts)}, EMBEDDINGS_URL)
                  for c in calls], "embeddings")
 
-    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
+    async def embed_with_results(self, texts: Sequence[str]
+                                 ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
         """(normalised vectors, one result per request with its records), as the wrapped embedder answers.
 
         A request that fails for good raises, every attempt's record carried on the error."""

@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -32,6 +32,9 @@ from personahub.models.seam_retry import Retrying
 from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.models.structured import ModeBook
 
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
 EMBED_PURPOSE = "embed"
 #: what a stopped embedding job tells the user to check (not --llm: it has none)
 EMBED_SERVER = "--embedder (OPENAI_BASE_URL)"
@@ -49,24 +52,24 @@ class EmbeddingEndpoint:
     capabilities = Capabilities()
     setting = "--embedder / OPENAI_BASE_URL"  # what an unreachable one's error line points to
 
-    def __init__(self, *, model_name: str, base_url: str | None, make_client: Callable[[], Any],
+    def __init__(self, *, model_name: str, base_url: str | None, make_client: Callable[[], AsyncOpenAI],
                  timeout_s: float, index: int = 0) -> None:
         self.model_name, self.base_url, self.timeout_s, self.index = model_name, base_url, timeout_s, index
         self.label = f"openai:{model_name}"
         self._make_client = make_client
-        self._client: tuple[asyncio.AbstractEventLoop, Any] | None = None
+        self._client: tuple[asyncio.AbstractEventLoop, AsyncOpenAI] | None = None
 
     def current_mode(self) -> str:
         """Embeddings have no structured mode."""
         return "embeddings"
 
-    def _client_now(self) -> Any:
+    def _client_now(self) -> AsyncOpenAI:
         loop = asyncio.get_running_loop()
         if self._client is None or self._client[0] is not loop:  # pools belong to one loop
             self._client = (loop, self._make_client())
         return self._client[1]
 
-    async def openai_client(self) -> Any:
+    async def openai_client(self) -> AsyncOpenAI:
         """The running loop's ``AsyncOpenAI`` (what a Batch API session asks of an endpoint)."""
         return self._client_now()
 
@@ -105,7 +108,7 @@ def openai_embedding_endpoint(model: str, settings: LLMSettings) -> EmbeddingEnd
 
         refuse_url_credentials(base, "OPENAI_BASE_URL")
 
-    def client() -> Any:
+    def client() -> AsyncOpenAI:
         from openai import AsyncOpenAI
 
         return AsyncOpenAI(api_key=key, base_url=base, timeout=settings.timeout_s, max_retries=0)

@@ -10,7 +10,7 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
@@ -29,6 +29,15 @@ from personahub.models.structured import (
     sent_mode,
     tool_choice,
 )
+
+if TYPE_CHECKING:
+    from contextvars import ContextVar
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatResult
+    from langchain_core.runnables import RunnableConfig
+    from langchain_openai import ChatOpenAI
+    from openai import AsyncOpenAI
 
 HTTP_CAPABILITIES = Capabilities()
 
@@ -80,7 +89,7 @@ def _callbacks_configured() -> bool:
 
 
 @cache
-def _child_config() -> Any:
+def _child_config() -> ContextVar[RunnableConfig | None]:
     """LangChain's context variable holding a running run's config (imported on first use)."""
     from langchain_core.runnables.config import var_child_runnable_config
 
@@ -93,8 +102,8 @@ def _parent_callbacks() -> bool:
     return bool(config and config.get("callbacks"))
 
 
-async def generate(model: Any, messages: list[Any], kwargs: dict[str, Any],
-                   callbacks: bool) -> Any:
+async def generate(model: ChatOpenAI, messages: list[Any], kwargs: dict[str, Any],
+                   callbacks: bool) -> AIMessage:
     """The chat model's answer to ``messages`` as an ``AIMessage``.
 
     Without callbacks to serve it calls the model's ``_agenerate`` directly: ``ainvoke`` would open
@@ -105,16 +114,16 @@ async def generate(model: Any, messages: list[Any], kwargs: dict[str, Any],
     return first_message(await model._agenerate(messages, **kwargs))
 
 
-def first_message(result: Any) -> Any:
+def first_message(result: ChatResult) -> AIMessage:
     """The first generation's message, with its info merged into ``response_metadata`` as ``ainvoke`` does."""
     generation = result.generations[0]
-    message = generation.message
+    message = cast("AIMessage", generation.message)  # a chat model's generation is an AIMessage
     message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
                                  **message.response_metadata}
     return message
 
 
-def wire_body(model: Any, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def wire_body(model: ChatOpenAI, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The JSON body ``model`` posts to ``/chat/completions``: LangChain's payload with ``extra_body``
     merged in, as the openai SDK merges it."""
     payload = model._get_request_payload(messages, **kwargs)
@@ -138,13 +147,13 @@ class HttpEndpoint:
     capabilities = HTTP_CAPABILITIES
 
     def __init__(self, *, label: str, model_name: str, base_url: str | None,
-                 make_model: Callable[[], Any], timeout_s: float, modes: ModeBook,
+                 make_model: Callable[[], ChatOpenAI], timeout_s: float, modes: ModeBook,
                  index: int = 0, max_tokens_param: str = "max_tokens") -> None:
         self.label, self.model_name, self.base_url = label, model_name, base_url
         self.index, self.modes, self.timeout_s = index, modes, timeout_s
         self.max_tokens_param = max_tokens_param
         self._make_model = make_model
-        self.model: Any = make_model()
+        self.model = make_model()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kwargs: dict[tuple[type[BaseModel], str, int, int, frozenset[str]],
                            dict[str, Any]] = {}
@@ -221,11 +230,11 @@ class HttpEndpoint:
         body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
         return body, sent_mode(mode, stripped)
 
-    def answer_message(self, body: dict[str, Any]) -> Any:
+    def answer_message(self, body: dict[str, Any]) -> AIMessage:
         """A chat.completion body read as ``ChatOpenAI`` reads an online answer, as an ``AIMessage``."""
         return first_message(self.model._create_chat_result(body))
 
-    async def openai_client(self) -> Any:
+    async def openai_client(self) -> AsyncOpenAI:
         """This endpoint's ``AsyncOpenAI`` client for the running event loop (for files and batches)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()

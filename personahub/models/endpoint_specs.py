@@ -10,8 +10,8 @@ import os
 import re
 from dataclasses import replace
 from functools import cache, partial
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -21,6 +21,11 @@ from personahub.models.endpoint_offline import OfflineEndpoint
 from personahub.models.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.models.structured import ModeBook
+
+if TYPE_CHECKING:
+    import ssl
+
+    from langchain_openai import ChatOpenAI
 
 # query parameters of a --llm URL that personahub reads itself (never forwarded to the server)
 _OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
@@ -61,7 +66,7 @@ def _sdk_httpx() -> Any:
 
 
 @cache
-def _ssl_context() -> Any:
+def _ssl_context() -> ssl.SSLContext:
     """One TLS context for every client of the process (loading the CA bundle is slow to repeat)."""
     return _sdk_httpx().create_ssl_context()
 
@@ -88,7 +93,7 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
 
 
 def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
-                query: dict[str, str] | None = None) -> Any:
+                query: dict[str, str] | None = None) -> ChatOpenAI:
     """One ``ChatOpenAI`` with the endpoint's HTTP client, posting through the pass-through.
 
     ``api_key`` is always given: with None, the SDK would send ``OPENAI_API_KEY`` to whatever server
@@ -148,7 +153,7 @@ def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
             "?api_key_env=NAME (docs/models.md, Credentials)")
 
 
-def _endpoint_key(url: str, parsed: Any, query: dict[str, str]) -> str | None:
+def _endpoint_key(url: str, parsed: SplitResult, query: dict[str, str]) -> str | None:
     """The API key an OpenAI-compatible URL may be sent, or None."""
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
     key = _named_key(url, query)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -26,6 +26,10 @@ from pydantic import BaseModel
 from personahub.models.bounds import clip, without_bound
 from personahub.models.offline_text import TextMaker, read_context
 from personahub.models.structured import strip_keywords
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import LanguageModelInput
+    from langchain_core.runnables import Runnable
 
 OFFLINE_MODEL_NAME = "offline"
 
@@ -301,7 +305,8 @@ class OfflineChatModel(BaseChatModel):
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "seed": self.seed}
 
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None,
+                   **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools as OpenAI tool dicts, like ChatOpenAI does."""
         formatted = [convert_to_openai_tool(t) for t in tools]
         if tool_choice is not None:

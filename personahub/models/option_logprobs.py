@@ -17,7 +17,14 @@ from langchain_core.messages import convert_to_openai_messages
 from pydantic import BaseModel
 
 from personahub.core.call_spill import SinkSlot
-from personahub.core.contracts import CallRecord, CallStats, StructuredResult, carried_records, carry_records
+from personahub.core.contracts import (
+    CallRecord,
+    CallStats,
+    Endpoint,
+    StructuredResult,
+    carried_records,
+    carry_records,
+)
 from personahub.core.errors import PersonahubError
 from personahub.models.attempts import failed
 from personahub.models.settings import LLMSettings
@@ -27,7 +34,7 @@ class LLMClient(Protocol):
     """What these calls use of the client (whose module imports this one)."""
 
     settings: LLMSettings
-    endpoints: list[Any]
+    endpoints: list[Endpoint]
     stats: CallStats
     _spill: SinkSlot
 

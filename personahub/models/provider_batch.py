@@ -45,9 +45,14 @@ from personahub.models.structured import (
 )
 
 if TYPE_CHECKING:
+    from langchain_core.messages import AIMessage
+    from openai import AsyncOpenAI
+    from openai.types import Batch
+
     from personahub.models.client import LLMClient
 
 T = TypeVar("T", bound=BaseModel)
+X = TypeVar("X")  # what one Batch API request returns
 #: The ``metadata`` key a batch carries the job's key under.
 KEY_FIELD = "personahub_key"
 #: Line errors of requests a batch never ran: they go out again like any transient failure.
@@ -63,18 +68,23 @@ class BatchApiError(PersonahubError):
     """The endpoint's Batch API refused or failed a request (one line, with a likely fix)."""
 
 
-@runtime_checkable
-class BatchWire(Protocol):
-    """What an endpoint offers a batch: its body builder, its answer reader, its SDK client."""
+class BatchApi(Protocol):
+    """What a Batch API session needs of an endpoint: its name and its SDK client."""
 
     label: str
+
+    async def openai_client(self) -> AsyncOpenAI: ...
+
+
+@runtime_checkable
+class BatchWire(BatchApi, Protocol):
+    """What a chat endpoint offers a batch: its body builder, its answer reader, its SDK client."""
+
     index: int
 
     def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]: ...
 
-    def answer_message(self, body: dict[str, Any]) -> Any: ...
-
-    async def openai_client(self) -> Any: ...
+    def answer_message(self, body: dict[str, Any]) -> AIMessage: ...
 
 
 @dataclass
@@ -220,7 +230,7 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
     return out
 
 
-def _answer(wire: BatchWire, line: ResultLine) -> Any:
+def _answer(wire: BatchWire, line: ResultLine) -> AIMessage | None:
     """The line's answer as an ``AIMessage``, or None when its body is no chat.completion."""
     try:
         return wire.answer_message(line.body)
@@ -265,7 +275,7 @@ def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | N
     return None
 
 
-def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
+def _finish(client: LLMClient, call: BatchCall[Any], value: BaseModel | None,
             failure: Failure | None = None) -> None:
     """End ``call`` with ``value`` (the caller's own schema, unbounded) and count its attempts."""
     done = call.progress
@@ -323,7 +333,7 @@ class BatchSession:
     def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
                  poll_s: float = 5.0, max_poll_s: float = 60.0,
                  on_handle: Callable[[BatchHandle], None] | None = None,
-                 wire: Any = None, lines: RequestLines | None = None,
+                 wire: BatchApi | None = None, lines: RequestLines | None = None,
                  url: str = CHAT_URL) -> None:
         if poll_s <= 0 or max_poll_s < poll_s:
             raise LLMConfigError(f"batch polling: need 0 < poll_s <= max_poll_s, got {poll_s} "
@@ -392,11 +402,13 @@ class BatchSession:
             handle = self._saved(handle.updated(input_file_id=uploaded.id))
         return self._saved(_from_batch(handle, await self._create(sdk, handle)))
 
-    async def _create(self, sdk: Any, handle: BatchHandle) -> Any:
+    async def _create(self, sdk: AsyncOpenAI, handle: BatchHandle) -> Batch:
         """Create a batch; a create that failed in transit may have been made, so look for it first."""
+        # the SDK types the window and URL as OpenAI's values; other servers take others
+        batches: Any = sdk.batches
         for attempt in range(1, API_TRIES + 1):
             try:
-                return await sdk.batches.create(
+                return await batches.create(
                     input_file_id=handle.input_file_id, endpoint=self.url,
                     completion_window=handle.window, metadata={KEY_FIELD: handle.key})
             except Exception as exc:  # noqa: BLE001 - classified below
@@ -409,7 +421,7 @@ class BatchSession:
             await asyncio.sleep(min(self.max_poll_s, self.poll_s * attempt))
         raise AssertionError("unreachable")
 
-    async def find(self, key: str, pages: int = 5) -> Any | None:
+    async def find(self, key: str, pages: int = 5) -> Batch | None:
         """The newest batch created with ``key`` (among the latest ``pages`` x 100), or None."""
         sdk = await self.wire.openai_client()
         page = await self._api("list batches", lambda: sdk.batches.list(limit=100))
@@ -425,7 +437,8 @@ class BatchSession:
     async def refresh(self, handle: BatchHandle) -> BatchHandle:
         """The handle as the provider sees it now (one retrieve)."""
         sdk = await self.wire.openai_client()
-        batch = await self._api("read the batch", lambda: sdk.batches.retrieve(handle.batch_id))
+        batch = await self._api("read the batch", lambda: sdk.batches.retrieve(
+            cast(str, handle.batch_id)))  # None: the SDK refuses it
         updated = _from_batch(handle, batch)
         return self._saved(updated) if updated != handle else handle
 
@@ -454,7 +467,8 @@ class BatchSession:
     async def cancel(self, handle: BatchHandle) -> BatchHandle:
         """Ask the provider to cancel; ``wait`` sees the batch end."""
         sdk = await self.wire.openai_client()
-        batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(handle.batch_id))
+        batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(
+            cast(str, handle.batch_id)))  # None: the SDK refuses it
         return self._saved(_from_batch(handle, batch))
 
     async def results(self, handle: BatchHandle) -> list[ResultLine]:
@@ -478,7 +492,7 @@ class BatchSession:
                 except Exception:  # noqa: BLE001, S112 - a file already gone is what was wanted
                     continue
 
-    async def _api(self, what: str, request: Callable[[], Awaitable[Any]]) -> Any:
+    async def _api(self, what: str, request: Callable[[], Awaitable[X]]) -> X:
         """One Batch API request, retried while its failure is transient."""
         for attempt in range(1, API_TRIES + 1):
             try:
@@ -503,7 +517,7 @@ class BatchSession:
         return error
 
 
-def _from_batch(handle: BatchHandle, batch: Any) -> BatchHandle:
+def _from_batch(handle: BatchHandle, batch: Batch) -> BatchHandle:
     """``handle`` with what the provider's batch object says."""
     counts = batch.request_counts
     ended = next((t for t in (batch.completed_at, batch.failed_at, batch.expired_at,

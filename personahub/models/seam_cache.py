@@ -11,6 +11,7 @@ from typing import Any
 
 from personahub.core.contracts import CallRequest, Failure, ModelEndpoint, StructuredResult
 from personahub.models.cache import (
+    Answer,
     CacheEntry,
     CacheMiss,
     ResponseCache,
@@ -62,7 +63,7 @@ class Cached:
         self._store(cache, slot, result)
         return result
 
-    def _hit(self, cache: ResponseCache, request: CallRequest, hit: Any) -> StructuredResult[Any]:
+    def _hit(self, cache: ResponseCache, request: CallRequest, hit: Answer) -> StructuredResult[Any]:
         raw, tokens_in, tokens_out, note = hit
         record = request.record(model=cache.model, endpoint=None, cached=True, tokens_in=tokens_in,
                                 tokens_out=tokens_out,

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from pydantic import BaseModel
 
 from personahub.core.contracts import CacheEntry, CallRecord, CallRequest, ModelEndpoint, StructuredResult
 from personahub.models.cache import CacheMiss, ResponseCache, request_hash
@@ -39,7 +41,7 @@ class EmbeddingCached:
 
     ``make_value`` builds a result's value from the batch's vectors."""
 
-    def __init__(self, inner: ModelEndpoint, *, make_value: Any) -> None:
+    def __init__(self, inner: ModelEndpoint, *, make_value: Callable[[list[list[float]]], BaseModel]) -> None:
         self.inner = inner
         self.make_value = make_value
         self.cache: ResponseCache | None = None

@@ -10,12 +10,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
+from pydantic import BaseModel
 
 from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
     CacheEntry,
     CallRecord,
     CallRequest,
+    Failure,
     ModelEndpoint,
     StructuredResult,
     carry_records,
@@ -38,7 +40,8 @@ class Progress:
     raw: str | None = None
     retried: bool = False  # the one fresh sample is spent
 
-    def result(self, value: Any = None, failure: Any = None) -> StructuredResult[Any]:
+    def result(self, value: BaseModel | None = None,
+               failure: Failure | None = None) -> StructuredResult[Any]:
         return StructuredResult(value, self.records, self.raw, self.entries, failure)
 
 
@@ -84,7 +87,7 @@ class Validated:
             asked = replace(again, attempt=asked.attempt + len(result.records))
 
     def judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
-              done: Progress) -> tuple[Any, CallRequest | None]:
+              done: Progress) -> tuple[BaseModel | None, CallRequest | None]:
         """(value, None) when the call ends here, else (None, the request to ask next).
 
         ``result`` is the answer to ``asked``; ``done`` is updated."""

@@ -18,7 +18,7 @@ from typing import Any
 from personahub.models.fake_server.files import FileProblem, FileStore, new_id
 
 #: (url, parsed body) -> (HTTP status, answer body): the server's online answer to one request.
-Answer = Callable[[str, Any], tuple[int, Any]]
+Answer = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any] | str]]
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 MAX_LINES = 50_000  # the OpenAI API's bound on requests per batch
 MAX_RUNNING = 64  # batches in progress at once (each runs on a thread of its own)
@@ -53,7 +53,7 @@ def draw(seed: int, *parts: object) -> float:
 class _Line:
     custom_id: str
     url: str
-    body: Any
+    body: dict[str, Any]
 
 
 @dataclass
@@ -237,7 +237,7 @@ class BatchBook:
         self._finish(batch, outputs + skipped,
                      "cancelled" if cancelled else "expired" if expire else "completed")
 
-    def _answer_line(self, batch: _Batch, index: int, line: _Line) -> tuple[int, Any]:
+    def _answer_line(self, batch: _Batch, index: int, line: _Line) -> tuple[int, dict[str, Any] | str]:
         """A line's answer: the online answer, or an injected failure."""
         self.bump("batch_lines")
         if self.faults.error_rate and draw(self.faults.seed, "line", batch.ordinal,

@@ -16,6 +16,8 @@ from personahub.models.offline import resolve_node
 
 NO_LIMIT_TOKENS = 4096  # what a request without max_tokens runs to (a server's context)
 _MARK = "@@personahub-runaway@@"
+#: where a value sits in a JSON document: object keys and array indices, outermost first
+JsonPath = list[str | int]
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Runaway:
 
 
 def _last_string(value: object, schema: Mapping[str, Any] | None,
-                 root: Mapping[str, object]) -> tuple[list[Any], Mapping[str, Any]] | None:
+                 root: Mapping[str, object]) -> tuple[JsonPath, Mapping[str, Any]] | None:
     """The path to the last free string in ``value`` (document order) and its schema node."""
     node = resolve_node(schema, root) if schema else {}
     if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
@@ -49,7 +51,7 @@ def _last_string(value: object, schema: Mapping[str, Any] | None,
     return found
 
 
-def _set(value: Any, path: list[Any], new: Any) -> None:
+def _set(value: Any, path: JsonPath, new: Any) -> None:
     for step in path[:-1]:
         value = value[step]
     value[path[-1]] = new
@@ -74,7 +76,7 @@ def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None)
     return _cut(value, path, original, limit)
 
 
-def _get(value: Any, path: list[Any]) -> Any:
+def _get(value: Any, path: JsonPath) -> Any:
     for step in path:
         value = value[step]
     return value
@@ -84,7 +86,7 @@ def _repeat(text: str, length: int) -> str:
     return ((text + " ") * (length // (len(text) + 1) + 1))[:length]
 
 
-def _cut(value: object, path: list[Any], original: str, limit: int) -> Runaway:
+def _cut(value: object, path: JsonPath, original: str, limit: int) -> Runaway:
     """The answer cut where its repeating string reaches ``limit`` tokens: JSON left open."""
     _set(value, path, "")
     content, structure = json_chars(value)

@@ -20,12 +20,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote
 
 from personahub.core.errors import PersonahubError, UsageError
@@ -62,6 +62,9 @@ from personahub.models.offline import EngineReply, OfflineEngine, approx_tokens,
 from personahub.models.prompt_prefix import PrefixWindow
 from personahub.models.prompt_schema import find_prompt_schema, message_text
 from personahub.models.seam_validate import REPAIR_CLOSING, REPAIR_OPENING
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +304,7 @@ class _DeadlineReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         if self.deadline is None:
             return self.sock.recv_into(buffer)
         left = self.deadline - time.monotonic()
@@ -466,7 +469,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise FileProblem(405, "cancel a batch with POST")
         return srv.batches.get(unquote(batches.group(1)))
 
-    def _batch_api(self, answer: Any) -> None:
+    def _batch_api(self, answer: Callable[[], dict[str, Any] | bytes]) -> None:
         """Send what ``answer()`` returns (a JSON object, or a file's bytes), or its error."""
         try:
             body = answer()
@@ -794,7 +797,7 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
     return body, cut, malformed
 
 
-def answer_line(srv: _Server, url: str, request: object) -> tuple[int, Any]:
+def answer_line(srv: _Server, url: str, request: object) -> tuple[int, dict[str, Any] | str]:
     """(status, body) answering one batch line as the online route would.
 
     Connection matters (latency, hangs, injected HTTP errors, streaming) are left out, so a batch
