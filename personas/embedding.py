@@ -63,7 +63,6 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser, vectorised."""
     with np.errstate(over="ignore"):
         x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
@@ -133,7 +132,6 @@ _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-
 
 
 def _resolve_local_model(name: str) -> str:
-    """Return the bundled MiniLM's path when asked for it, else the name unchanged."""
     if name and Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.lower() in _MINILM_ALIASES:

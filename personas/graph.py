@@ -212,7 +212,6 @@ _REWIRE_ROUNDS = 100
 
 
 def _ring_lattice(n: int, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return each node and its half successors on the ring, as (near, far) arrays."""
     near = np.tile(np.arange(n, dtype=np.int64), half)
     far = (near + np.repeat(np.arange(1, half + 1, dtype=np.int64), n)) % n
     return near, far
@@ -235,7 +234,6 @@ def _rewired(keys: np.ndarray, near: np.ndarray, n: int, rewire: float,
 
 def _free_partners(near: np.ndarray, lattice: np.ndarray, n: int,
                    rng: np.random.Generator) -> np.ndarray:
-    """Draw a new free pair key per node, or -1 if none is found."""
     found = np.full(near.size, -1, dtype=np.int64)
     taken = np.empty(0, dtype=np.int64)
     pending = np.arange(near.size)

@@ -1,7 +1,7 @@
 """Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams, bit-identical to datasketch.
 
 Bands are chosen for recall (16 x 8 proposes 99.99% of pairs at J = 0.9, datasketch's 5 x 25
-only 31%) and candidates are checked by exact Jaccard; bench/bench_minhash.py times it.
+only 31%); candidates are checked by exact Jaccard.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY = np.iinfo(np.uint32).max
-_BATCH_TEXTS = 50_000  # texts tokenised at a time
+_BATCH_TEXTS = 50_000
 _GATHER_ROWS = 1 << 17
 
 
@@ -86,7 +86,6 @@ def tokenize(text: str) -> list[str]:
 
 
 def _fmix64(x: np.ndarray) -> np.ndarray:
-    """Murmur3's 64-bit finaliser."""
     x = x ^ (x >> _U64(33))
     x = x * _MIX1
     x = x ^ (x >> _U64(33))
@@ -100,7 +99,6 @@ def token_hash(token: str) -> int:
 
 
 def _fmix32(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finaliser."""
     x = x ^ (x >> np.uint32(16))
     x = x * np.uint32(0x85EBCA6B)
     x = x ^ (x >> np.uint32(13))
@@ -120,7 +118,6 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _permuted(
     hashes: np.ndarray, config: MinHashConfig, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Return the permuted values of the hashes' low 32 bits, shape (n, num_perm)."""
     a, b = _permutations(config.num_perm, config.seed)
     if out is None:
         out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
@@ -155,8 +152,7 @@ class _Ids(dict[str, int]):
 class _Vocabulary:
     """Token ids, with permuted rows cached for the first _TABLE_ROWS tokens.
 
-    The cap keeps the table at 64 MiB: templated personas bring a new token each, whose rows cost
-    more to store than to recompute.
+    The cap keeps the table at 64 MiB: templated personas bring a new token each, cheaper to recompute.
     """
 
     def __init__(self, config: MinHashConfig) -> None:
@@ -173,7 +169,6 @@ class _Vocabulary:
 
     @property
     def table(self) -> np.ndarray:
-        """Permuted rows of the cached ids."""
         return self._table[: self.table_rows] if self.config.ngram == 1 else self._table
 
     @property
@@ -181,7 +176,6 @@ class _Vocabulary:
         return min(self.size, _TABLE_ROWS)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Return the ids of tokens, adding unseen ones."""
         known = self.size
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
@@ -238,7 +232,6 @@ def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np
 def _ngram_features(
     token_hashes: np.ndarray, counts: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return hashes of word n-grams per text and each text's feature count."""
     total = token_hashes.size
     starts = np.cumsum(counts) - counts
     text_of = np.repeat(np.arange(counts.size), counts)
@@ -263,10 +256,7 @@ _TABLE_ROWS = 1 << 17  # tokens whose permuted rows the vocabulary keeps (64 MiB
 def _segment_min(
     table: np.ndarray, index: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Return each text's column-wise min over its features' rows.
-
-    Texts are folded longest first in cache-sized segments: no padding and no per-text Python work.
-    """
+    """Return each text's column-wise min over its features' rows, folded in cache-sized segments."""
     n = counts.size
     width = table.shape[1]
     if out is None:
@@ -317,7 +307,6 @@ class FeatureSets:
 
     @staticmethod
     def concat(parts: Sequence[FeatureSets]) -> FeatureSets:
-        """Concatenate several feature sets in order."""
         if not parts:
             return FeatureSets(np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
         counts = np.concatenate([np.diff(p.offsets) for p in parts])
@@ -429,7 +418,6 @@ _KEY_CHUNK = 1 << 14
 
 
 def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Pack each band's slots two per uint64 word (a view when rows is even)."""
     n = sigs.shape[0]
     per = (rows + 1) // 2
     if rows % 2 == 0 and sigs.dtype == np.uint32 and sigs.strides[1] == 4 and \
@@ -443,7 +431,6 @@ def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """Return (n, bands) band keys; a collision only proposes a candidate."""
     n = sigs.shape[0]
     words = _band_words(sigs, bands, rows)
     per = words.shape[2]
@@ -534,7 +521,7 @@ _ROW_PAD = _U64(1 << 40)
 
 
 def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Return exact Jaccard of each pair's feature sets; short sets are sorted row by row, which is faster."""
+    """Return exact Jaccard of each pair's feature sets."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
@@ -547,7 +534,6 @@ def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
 
 def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard over padded rows, sorted along the row."""
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
     step = 1 << 14
@@ -574,7 +560,6 @@ def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
 
 def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard for any set sizes, by one sort of packed keys."""
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
     step = 1 << 16
@@ -655,7 +640,6 @@ def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
 
 
 def _slot_bytes(sigs: np.ndarray, slots: int | None = None, bits: int = 8) -> np.ndarray:
-    """Pack the low bits of the first slots of each signature into uint64 words."""
     n = sigs.shape[0]
     slots = sigs.shape[1] if slots is None else slots
     width = -(-slots // (64 // bits)) * (64 // bits)
@@ -696,10 +680,7 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
 
 
 def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """Return keep(pairs), which keeps pairs with enough equal low bits.
-
-    sigs may be the low bytes only (what the Ray shuffle ships).
-    """
+    """Return keep(pairs), which keeps pairs with enough equal low bits."""
     floor = prefilter_floor(float(config.threshold), config.num_perm)
     # a first look at 4 bits of 64 slots drops most pairs far below the threshold
     head_slots = min(config.num_perm, 64)
@@ -738,12 +719,10 @@ def slot_low_bytes(sigs: np.ndarray) -> np.ndarray:
 
 
 def bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
-    """Return (earlier, later) pairs of members sharing a key."""
     return _bucket_pairs(keys, members, max_pairs)
 
 
 def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """Return the band keys verified_pairs buckets by."""
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
@@ -814,10 +793,7 @@ def duplicates_from_signatures(
 
 
 def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConfig()) -> np.ndarray:
-    """Return near-duplicate marks: -1 kept, else the index of an earlier kept text.
-
-    Texts in creation order keep the first-seen persona.
-    """
+    """Return near-duplicate marks: -1 kept, else the index of an earlier kept text."""
     if len(texts) == 0:
         return np.empty(0, dtype=np.int64)
     sigs, features = sketch(texts, config)

@@ -164,7 +164,6 @@ _META_PHRASE_LOWER = re.compile(_META_PHRASE.pattern)
 
 
 def _person_cue(text: str) -> bool:
-    """Whether the text opens with a pronoun or holds a person cue."""
     if text.isascii():
         low = text.lower()
         return bool(_PERSON_OPENING_LOWER.match(low) or _PERSON_CUES_LOWER.search(low))
@@ -172,7 +171,6 @@ def _person_cue(text: str) -> bool:
 
 
 def _meta_phrase(text: str) -> bool:
-    """Whether the text holds model chatter such as 'as an AI'."""
     if text.isascii():
         low = text.lower()
         return ("as an ai" in low or "language model" in low) and bool(_META_PHRASE_LOWER.search(low))
@@ -263,7 +261,7 @@ def digit_share(text: str) -> float:
 
 def script_share(text: str, scripts: tuple[str, ...]) -> float:
     """Return the share of letters written in one of the scripts (1.0 when no letters)."""
-    if text.isascii():  # every ASCII letter is Latin (the common case)
+    if text.isascii():
         return 1.0 if "LATIN" in scripts or not any(map(str.isalpha, text)) else 0.0
     letters = [c for c in text if c.isalpha()]
     if not letters:
@@ -272,14 +270,14 @@ def script_share(text: str, scripts: tuple[str, ...]) -> float:
 
 
 def _wide(text: str) -> int:
-    """Count letters of wide scripts written without spaces (Han, kana, Hangul)."""
+    """Count letters of wide scripts (Han, kana, Hangul)."""
     if text.isascii():
         return 0
     return sum(unicodedata.east_asian_width(c) in "WF" and c.isalpha() for c in text)
 
 
 def text_length(text: str) -> int:
-    """Count characters, a wide (CJK) letter as two: it carries about two Latin letters' worth."""
+    """Count characters, a wide (CJK) letter as two, as it carries about two Latin letters' worth."""
     return len(text) + _wide(text)
 
 
@@ -514,7 +512,7 @@ def _many_people(text: str) -> bool:
 def _either_or(text: str) -> bool:
     """Whether the head offers two roles as alternatives: 'A nurse or a teacher'."""
     head = _head(text)
-    if "/" not in head and "or" not in head.lower():  # what every alternative is written with
+    if "/" not in head and "or" not in head.lower():
         return False
     return any(_singular_role(a) and _singular_role(b) for a, b in _EITHER_OR.findall(head))
 
@@ -595,7 +593,6 @@ _TRAILING = " ,;:-–—(/&"
 
 
 def _drop_tail(text: str) -> str:
-    """Drop trailing punctuation, else the last clause, else the last word."""
     stripped = text.rstrip(_TRAILING)
     if stripped != text:
         return stripped

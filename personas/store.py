@@ -52,7 +52,6 @@ def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dic
 
 
 def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
-    """Convert persona columns to typed Arrow arrays."""
     return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
             for name, values in columns.items()}
 
