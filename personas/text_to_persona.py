@@ -40,7 +40,7 @@ TEXT_TO_PERSONA_MAX_TOKENS = 400
 
 
 class TextPersona(BaseModel):
-    """One person likely to read, write, like or dislike a text."""
+    """One person likely to read / write / like / dislike a text."""
 
     # one sentence, bounded at one character a token: a small model copying the text's figures
     # writes them
