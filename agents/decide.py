@@ -1,10 +1,8 @@
 """The deliberate policy's decision: which kind to emit this step, to whom, or nothing.
 
-The schema offers the allowed kinds or "nothing", and short positional labels (P1, P2, ...) for
-the people shown, or "nobody". Labels keep the schema small and cacheable, and a small model
-copies a two-character label more reliably than a persona id. When a kind needs an addressee
-and the answer names no one shown, the agent addresses the first person shown and the decision
-records fallback="addressee", so a model that cannot pick shows in the decisions table.
+The schema offers the allowed kinds or "nothing", and positional labels (P1, P2, ...) for the
+people shown, or "nobody": a small schema that caches, and a small model copies a two-character
+label more reliably than a persona id.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ MAX_PEOPLE = 6  # people shown to a deliberating agent: enough to choose, short 
 
 
 def label(index: int) -> str:
-    """The label of the ``index``-th person shown (``P1`` for index 0)."""
+    """Return the label of the index-th person shown (P1 for index 0)."""
     return f"P{index + 1}"
 
 
@@ -88,9 +86,9 @@ def resolve(answer: BaseModel | None, error: str | None, options: list[str],
             people: list[tuple[str, str]], addressed: frozenset[str]) -> Decision:
     """Map a model's answer to a Decision.
 
-    "nothing" means no act. An action outside the options (a client that skips validation) is a
-    failed decision. A kind said to someone whose label names no one shown falls back to the
-    first person shown.
+    An action outside the options (a client that skips validation) is a failed decision. A kind
+    said to someone whose label names no one shown goes to the first person shown, recorded as
+    fallback="addressee" so a model that cannot pick shows in the decisions table.
     """
     if answer is None:
         return Decision(None, error=error or "no valid answer")

@@ -41,7 +41,7 @@ class AgentInput(TypedDict, total=False):
     events: list[str]
     inbox: list[tuple[str, str]]  # (sender persona text, message text)
     addressee: str | None
-    memory: list[str]  # what the agent recalls (summary, earlier events)
+    memory: list[str]  # summary and earlier events
     recent: list[str]  # its own latest emissions
     policy: str  # "scripted" or "deliberate"
     options: list[str]  # kinds a deliberating agent may emit
@@ -53,7 +53,6 @@ DELIBERATE = "deliberate"
 
 
 def deliberates(agent: AgentInput) -> bool:
-    """Whether this input decides before it acts (the deliberate policy)."""
     return agent.get("policy") == DELIBERATE
 
 
@@ -79,11 +78,11 @@ class ChunkState(TypedDict, total=False):
 
     agents: list[AgentInput]
     prompts: list[list[BaseMessage]]
-    values: list[BaseModel | None]  # the validated answers (None where the call failed)
+    values: list[BaseModel | None]
     errors: list[str | None]
-    calls: list[StructuredResult[Any] | None]  # each agent's call (None: it did not act)
-    decisions: list[Decision | None]  # deliberate agents' decisions (None: scripted)
-    decide_calls: list[StructuredResult[Any] | None]  # their decision calls
+    calls: list[StructuredResult[Any] | None]  # None: it did not act
+    decisions: list[Decision | None]  # None: scripted
+    decide_calls: list[StructuredResult[Any] | None]
     outcomes: list[AgentOutcome]
 
 

@@ -59,11 +59,9 @@ class PromptBudget:
 
     @classmethod
     def unlimited(cls) -> PromptBudget:
-        """Return a budget with no limit anywhere."""
         return cls(total=None, world=None, events=None, inbox=None, memory=None)
 
     def cap(self, part: str) -> int | None:
-        """Return the cap of one part."""
         cap: int | None = getattr(self, part)
         return cap
 
@@ -111,7 +109,6 @@ class Part:
     sep: str = "\n"
 
     def render(self, chosen: Sequence[int], items: Sequence[Item] | None = None) -> str:
-        """Render the chosen items as sections ('' if none)."""
         items = self.items if items is None else items
         groups: dict[str, list[str]] = {}
         for i in chosen:
@@ -171,7 +168,6 @@ def stems(text: str) -> frozenset[str]:
 
 
 def newest_first(n: int) -> tuple[int, ...]:
-    """Return the preference order of n chronological items: newest first."""
     return tuple(range(n - 1, -1, -1))
 
 
@@ -231,7 +227,6 @@ def _flat(line: str) -> str:
 
 
 def _list_items(lines: list[str]) -> list[str]:
-    """Return the items of a block that is a list, else []."""
     if not lines[0].lstrip().startswith(("- ", "* ")):
         return []
     items: list[str] = []
@@ -244,7 +239,6 @@ def _list_items(lines: list[str]) -> list[str]:
 
 
 def world_part(world: str) -> Part:
-    """Return the world as a part with every unit, in order."""
     units = world_units(world)
     return Part(tuple(Item("World", u) for u in units), tuple(range(len(units))), sep="\n\n")
 
