@@ -1,4 +1,4 @@
-"""Agents: the model seam (endpoints, structured output, retries, cache), prompts and the offline engine."""
+"""Agents: the persona agent's LangGraph graph, the deliberate policy's decision, and the prompts."""
 
 if __name__ == "agents":  # the repository root is on sys.path: this folder is not a top-level package
     raise ModuleNotFoundError(

@@ -1,22 +1,8 @@
 """The deliberate policy's decision: which kind to emit this step, to whom, or nothing.
 
-A deliberate agent makes one structured call (purpose ``decide``) before it acts. The schema is
-built from the step's options: ``action`` is one of the kinds the agent may emit or ``nothing``;
-``addressee`` is a short label (``P1``, ``P2``, ...) of one of the people shown to it, or
-``nobody``. Labels are positional, so the schema depends only on the kinds and the number of
-people (cached), a small model copies a two-character label instead of a persona id, and a
-grammar-constrained server (llama.cpp) cannot answer outside the options.
-
-Mapping the answer back (``resolve``), decided once here:
-
-- ``nothing``: the agent does not act; no addressee is kept.
-- a kind that is not said to anyone: any addressee is ignored.
-- a kind said to someone (``npc_dialogue``, ``conversation``) with ``nobody`` or a label that
-  names no one shown: the agent addresses the first person shown (the latest sender still in
-  its inbox, else a neighbour) and the decision records ``fallback="addressee"``, so a model
-  that cannot pick is visible in the ``decisions`` table rather than silently corrected.
-- an action that is none of the options (a client that skips validation): a failed decision,
-  ``error`` set; the agent does not act and the step records a failure.
+The schema offers the allowed kinds or "nothing", and positional labels (P1, P2, ...) for the
+people shown, or "nobody": a small schema that caches, and a small model copies a two-character
+label more reliably than a persona id.
 """
 
 from __future__ import annotations
@@ -29,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 DECIDE_PURPOSE = "decide"
-DECIDE_MAX_TOKENS = 120  # output limit of a decision call: an action, a target and a short reason
+DECIDE_MAX_TOKENS = 120  # an action, a target and a short reason
 NOTHING = "nothing"
 NOBODY = "nobody"
 REASON_CHARS = 300  # what is stored of the model's reason
@@ -37,20 +23,18 @@ MAX_PEOPLE = 6  # people shown to a deliberating agent: enough to choose, short 
 
 
 def label(index: int) -> str:
-    """The label of the ``index``-th person shown (``P1`` for index 0)."""
+    """Return the label of the index-th person shown (P1 for index 0)."""
     return f"P{index + 1}"
 
 
 def choices(kinds: Sequence[str], weights: Sequence[float] | None, neighbours: Sequence[str],
             senders: Sequence[str], addressed: frozenset[str],
             draw: Callable[[list[str], int], list[str]]) -> tuple[list[str], list[str]]:
-    """(kinds, people) a deliberating agent chooses from this step.
+    """Return (kinds, people) a deliberating agent chooses from this step.
 
-    Kinds: those with a positive weight; those said to someone only when someone is near.
-    People: the latest senders still in its inbox first (``senders``, newest first) among its
-    ``neighbours``, then the other neighbours, at most ``MAX_PEOPLE``; when more neighbours
-    remain than fit, ``draw(rest, k)`` picks ``k`` of them (a seeded sample, so a resumed run
-    shows the same people), kept in neighbour order.
+    Kinds need a positive weight; kinds said to someone need someone near. People are the latest
+    senders among the neighbours, then other neighbours, at most MAX_PEOPLE; extra neighbours are
+    drawn by the seeded draw so a resumed run shows the same people.
     """
     near = set(neighbours)
     first = list(dict.fromkeys(s for s in senders if s in near))[:MAX_PEOPLE]
@@ -67,7 +51,7 @@ def choices(kinds: Sequence[str], weights: Sequence[float] | None, neighbours: S
 
 @lru_cache(maxsize=256)
 def decision_schema(options: tuple[str, ...], people: int) -> type[BaseModel]:
-    """The decision schema for these kind options and ``people`` labelled people."""
+    """Build the decision schema for these kinds and this many labelled people."""
     actions: Any = Literal[(*options, NOTHING)]
     labels: Any = Literal[(NOBODY, *(label(i) for i in range(people)))]
     return create_model(
@@ -82,8 +66,7 @@ def decision_schema(options: tuple[str, ...], people: int) -> type[BaseModel]:
 class Decision:
     """A deliberate agent's decision for one step, mapped back to persona ids.
 
-    ``action`` is the kind chosen, ``nothing``, or None when the decision failed (``error``);
-    ``fallback`` names what ``resolve`` had to fill in (``addressee``), else None.
+    action is None when the decision failed (error is set); fallback names what was filled in.
     """
 
     action: str | None
@@ -91,7 +74,7 @@ class Decision:
     reason: str = ""
     error: str | None = None
     fallback: str | None = None
-    label: str | None = None  # the addressee label the model answered
+    label: str | None = None
 
     @property
     def acts(self) -> bool:
@@ -101,10 +84,11 @@ class Decision:
 
 def resolve(answer: BaseModel | None, error: str | None, options: list[str],
             people: list[tuple[str, str]], addressed: frozenset[str]) -> Decision:
-    """The decision an answer means (see the module docstring for the rules).
+    """Map a model's answer to a Decision.
 
-    ``people`` are (persona id, persona text) in label order; ``addressed`` the kinds said to
-    someone.
+    An action outside the options (a client that skips validation) is a failed decision. A kind
+    said to someone whose label names no one shown goes to the first person shown, recorded as
+    fallback="addressee" so a model that cannot pick shows in the decisions table.
     """
     if answer is None:
         return Decision(None, error=error or "no valid answer")

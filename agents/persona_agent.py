@@ -1,25 +1,10 @@
-"""The persona agent: one compiled LangGraph ``StateGraph`` shared by every agent.
+"""The persona agent: one compiled LangGraph graph shared by every agent.
 
-    START ─┬──────────────▶ observe ──▶ act ──▶ record
-           └─▶ decide ──────┘
-    decide: deliberate agents only (a structured call: which kind, to whom, or nothing)
-    observe: prompts from persona, world, memory, events, inbox, within the run's prompt budget
-    act: the model; record: emission texts, or failures; the quality gate's verdict
-
-A chunk with no deliberate agent (``policy`` absent or ``scripted``: the scenario drew the kind)
-goes straight to ``observe``, so the scripted path is the same graph walk as before policies
-existed. In a chunk that goes through ``decide``, scripted agents pass through it untouched, and
-agents that decided ``nothing`` (or whose decision failed) make no act call.
-
-Per-agent state is plain data (``AgentInput``); the graph holds nothing, so 100,000 agents cost
-one graph. The model is injected through the run context (``AgentContext``), never built inside
-a node, so tests and the offline engine slot in without patching.
-
-The graph runs over a *chunk* of agents per invocation: each node maps over the chunk and ``act``
-issues the chunk's model calls concurrently. A LangGraph invocation has a fixed
-orchestration cost whatever its nodes do, which would cap a one-invocation-per-agent design far
-below what the offline engine answers; chunking amortises that without changing what an agent
-does (``bench/bench_offline_engine.py`` times the agent graph).
+Nodes: decide (deliberate agents only) -> observe (build prompts) -> act (model calls) -> record.
+Per-agent state is plain data, so 100,000 agents cost one graph; the model comes in through
+the run context, so tests and the offline engine need no patching. The graph runs over a chunk
+of agents per invocation because each invocation has a fixed orchestration cost
+(bench/bench_offline_engine.py times it).
 """
 
 from __future__ import annotations
@@ -46,7 +31,7 @@ DEFAULT_CHUNK = 128
 
 
 class AgentInput(TypedDict, total=False):
-    """What the simulation hands one agent for one step (a frozen snapshot)."""
+    """What the simulation hands one agent for one step."""
 
     persona_id: str
     persona: str
@@ -56,33 +41,27 @@ class AgentInput(TypedDict, total=False):
     events: list[str]
     inbox: list[tuple[str, str]]  # (sender persona text, message text)
     addressee: str | None
-    memory: list[str]  # what the agent recalls (summary, earlier events)
+    memory: list[str]  # summary and earlier events
     recent: list[str]  # its own latest emissions
-    # the deliberate policy (absent: scripted, ``kind`` and ``addressee`` given)
     policy: str  # "scripted" or "deliberate"
     options: list[str]  # kinds a deliberating agent may emit
     people: list[tuple[str, str]]  # (persona id, persona text) it may address, label order
-    addressee_id: str | None  # set by ``decide``: whom the chosen kind is said to
+    addressee_id: str | None  # set by decide: whom the chosen kind is said to
 
 
 DELIBERATE = "deliberate"
 
 
 def deliberates(agent: AgentInput) -> bool:
-    """Whether this input decides before it acts (the deliberate policy)."""
     return agent.get("policy") == DELIBERATE
 
 
 @dataclass(frozen=True)
 class AgentOutcome:
-    """What one agent produced: the validated output, its text, or the failure.
+    """What one agent produced: the validated output and its text, or the failure.
 
-    ``rejected`` is set when the output passed its schema but failed the kind's semantic check
-    (``tasks.validators``): the output is kept for the ``rejected`` table, not emitted.
-    ``records`` and ``cache_entries`` are those of the agent's model calls (the decision's
-    first, for a deliberating agent), for the step's commit. ``decision`` is set for deliberate
-    inputs: what the agent chose; when it chose ``nothing`` or the decision failed there is no
-    output (and ``error`` is the decision's error, or None for ``nothing``).
+    rejected is set when the output passed its schema but failed the kind's semantic check; it is
+    kept for the rejected table, not emitted. records and cache_entries cover all the agent's calls.
     """
 
     output: dict[str, Any] | None
@@ -99,30 +78,29 @@ class ChunkState(TypedDict, total=False):
 
     agents: list[AgentInput]
     prompts: list[list[BaseMessage]]
-    values: list[BaseModel | None]  # the validated answers (None where the call failed)
+    values: list[BaseModel | None]
     errors: list[str | None]
-    calls: list[StructuredResult[Any] | None]  # each agent's call (None: it did not act)
-    decisions: list[Decision | None]  # deliberate agents' decisions (None: scripted)
-    decide_calls: list[StructuredResult[Any] | None]  # their decision calls
+    calls: list[StructuredResult[Any] | None]  # None: it did not act
+    decisions: list[Decision | None]  # None: scripted
+    decide_calls: list[StructuredResult[Any] | None]
     outcomes: list[AgentOutcome]
 
 
 @dataclass(frozen=True)
 class AgentContext:
-    """Run-scoped dependencies injected into the graph (the model seam, the prompt budget)."""
+    """Run-scoped dependencies injected into the graph: the model and the prompt budget."""
 
     llm: StructuredCaller
     budget: PromptBudget = DEFAULT_BUDGET
 
 
 def route(state: ChunkState) -> str:
-    """``decide`` when any agent of the chunk deliberates, else straight to ``observe``."""
+    """Route the chunk to decide when any agent deliberates, else to observe."""
     return "decide" if any(deliberates(a) for a in state["agents"]) else "observe"
 
 
 async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Ask each deliberating agent what it does this step, concurrently; set its kind and
-    addressee from the answer (``agents/decide.py``), or leave it without a kind (no act)."""
+    """Ask each deliberating agent what it does, and set its kind and addressee from the answer."""
     llm, budget = runtime.context.llm, runtime.context.budget
     agents = state["agents"]
     deliberating = [i for i, a in enumerate(agents) if deliberates(a)]
@@ -159,7 +137,7 @@ async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str,
 
 
 def _error_of(result: StructuredResult[Any]) -> str | None:
-    """Why a call has no value (its last attempt's error), or None when it has one."""
+    """Return why a call has no value, or None when it has one."""
     if result.value is not None:
         return None
     last = result.records[-1] if result.records else None
@@ -167,8 +145,7 @@ def _error_of(result: StructuredResult[Any]) -> str | None:
 
 
 def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Turn each agent's snapshot (persona, world, events, inbox, addressee) into its prompt
-    (none for an agent that has no kind: it decided not to act)."""
+    """Build each acting agent's prompt; an agent without a kind decided not to act."""
     budget = runtime.context.budget
     prompts = [
         [] if "kind" not in a else agent_messages(
@@ -188,7 +165,7 @@ def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]
 
 
 async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
-    """Ask the model for each acting agent's structured emission, concurrently."""
+    """Ask the model for each acting agent's emission, concurrently."""
     llm = runtime.context.llm
     acting = [(i, a, prompt) for i, (a, prompt) in enumerate(zip(state["agents"], state["prompts"],
                                                                  strict=True)) if "kind" in a]
@@ -207,8 +184,7 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
 
 
 def record(state: ChunkState) -> dict[str, Any]:
-    """Each emission as stored (the validated answer's fields), its searchable text, and the
-    quality gate's verdict on it."""
+    """Turn each answer into an outcome: stored fields, searchable text and the quality verdict."""
     outcomes = []
     n = len(state["agents"])
     decisions = state.get("decisions") or [None] * n
@@ -216,7 +192,7 @@ def record(state: ChunkState) -> dict[str, Any]:
     for agent, value, error, call, decision, asked in zip(
             state["agents"], state["values"], state["errors"], state["calls"], decisions,
             decide_calls, strict=True):
-        if asked is None and call is not None:  # scripted: the act call's, as they are
+        if asked is None and call is not None:
             records, cached = call.records, call.cache_entries
         else:
             records = [*(asked.records if asked else ()), *(call.records if call else ())]
@@ -236,7 +212,7 @@ def record(state: ChunkState) -> dict[str, Any]:
 
 
 def build_agent_graph() -> Any:
-    """Wire (decide →) observe → act → record and compile (done once, at import)."""
+    """Wire and compile the agent graph (once, at import)."""
     graph = StateGraph(ChunkState, context_schema=AgentContext)
     graph.add_node("decide", decide)
     graph.add_node("observe", observe)
@@ -256,7 +232,7 @@ AGENT_GRAPH = build_agent_graph()
 async def run_agents(agents: Sequence[AgentInput], llm: StructuredCaller, *,
                      chunk_size: int = DEFAULT_CHUNK,
                      budget: PromptBudget = DEFAULT_BUDGET) -> list[AgentOutcome]:
-    """Run the agent graph for every input (chunks in parallel); outcomes in input order."""
+    """Run the agent graph over all inputs in chunks; return outcomes in input order."""
     if not agents:
         return []
     context = AgentContext(llm=llm, budget=budget)

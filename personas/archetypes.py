@@ -1,19 +1,11 @@
 """Archetypes: a population grouped into K clusters, so a step can ask one model call per
-archetype instead of one per agent (issue 48).
+archetype instead of one per agent.
 
-Each persona becomes a feature vector: one-hot columns for its demographic attributes (each
-attribute's block scaled to unit length, so every attribute weighs the same whatever its number of
-values) beside its text's embedding (``hash`` by default: word overlap, no model call), scaled by
-``text_weight``. SciPy's k-means (``scipy.cluster.vq.kmeans2``, seeded) groups them, started
-from K distinct persona profiles drawn at random: its k-means++ start computes n·K² distances,
-which dominated the time in ``bench/bench_archetypes.py``. On large populations the centroids
-are fitted on a seeded sample of ``fit_sample`` personas and every persona is then assigned to
-its nearest centroid (``scipy.cluster.vq.vq``), which keeps a million personas within seconds.
-Empty clusters are dropped, so an ``Archetypes`` may hold fewer than K groups;
-``k`` says how many were asked for.
-
-Each archetype is described by its representative (the member nearest its centroid) and its
-members' attribute shares.
+Features are one-hot demographic attributes (each attribute's block at unit length, so all weigh
+the same) beside a text embedding. SciPy's seeded kmeans2 groups them, started from K distinct
+persona profiles: its k-means++ start dominated bench/bench_archetypes.py. Large populations are
+fitted on a sample and then assigned to the nearest centroid, which keeps a million personas within
+seconds. Empty clusters are dropped, so there may be fewer than K groups.
 """
 
 from __future__ import annotations
@@ -41,11 +33,11 @@ class Archetypes:
 
     Attributes:
         k: the number of archetypes asked for.
-        labels: the archetype (0..len(sizes)-1) of every persona, in input order.
-        representatives: for each archetype, the input index of its representative persona.
+        labels: the archetype of every persona, in input order.
+        representatives: the input index of each archetype's member nearest its centroid.
         sizes: members per archetype.
         attribute_shares: for each archetype, attribute -> value -> share of its members.
-        method: how the grouping was made (clustering, features, seed), for the record.
+        method: how the grouping was made, for the record.
     """
 
     k: int
@@ -59,14 +51,13 @@ class Archetypes:
         return len(self.representatives)
 
     def members(self, archetype: int) -> np.ndarray:
-        """Input indices of one archetype's members, ascending."""
+        """Return the input indices of one archetype's members, ascending."""
         return np.flatnonzero(self.labels == archetype)
 
 
 def _attribute_features(attributes: Sequence[Mapping[str, Any]],
                         names: Sequence[str]) -> np.ndarray:
-    """One-hot columns per attribute value; each attribute's block has unit length per row, so an
-    attribute with many values weighs no more than one with two."""
+    """Return one-hot columns per attribute, each attribute's block at unit length per row."""
     blocks = []
     for name in names:
         values = [str(a.get(name, "")) for a in attributes]
@@ -81,7 +72,7 @@ def _attribute_features(attributes: Sequence[Mapping[str, Any]],
 
 def _shares(attributes: Sequence[Mapping[str, Any]], idx: np.ndarray,
             names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """attribute -> value -> share among the personas at ``idx``."""
+    """Return attribute -> value -> share among the given personas."""
     out: dict[str, dict[str, float]] = {}
     for name in names:
         counts = Counter(str(attributes[i].get(name, "")) for i in idx.tolist())
@@ -93,25 +84,23 @@ def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, Any
                      seed: int, *, attribute_names: Sequence[str] | None = None,
                      embedder: Embedder | None = None, text_weight: float = 0.5,
                      fit_sample: int = 50_000) -> Archetypes:
-    """Group personas into at most ``k`` archetypes by demographics and text.
+    """Group personas into at most k archetypes by demographics and text.
 
     Args:
         texts: persona texts.
-        attributes: each persona's attributes (same order as ``texts``).
+        attributes: each persona's attributes, in the same order.
         k: archetypes to make (1 <= k <= len(texts)).
         seed: seeds the fit sample and k-means.
-        attribute_names: the demographic attributes to group by (default: every attribute
-            name present, sorted).
-        embedder: text embedder (default ``HashEmbedder(64)``: no model call).
-        text_weight: the text vector's length beside the attributes' (0 groups by
-            demographics only).
+        attribute_names: attributes to group by (default: every name present, sorted).
+        embedder: text embedder (default: a 64-dim hash embedder, no model call).
+        text_weight: the text vector's length beside the attributes' (0: demographics only).
         fit_sample: personas the centroids are fitted on; the rest are assigned to them.
 
     Returns:
         The grouping; archetypes are numbered by their first member's input position.
 
     Raises:
-        ValueError: ``k`` out of range, or ``texts`` and ``attributes`` of different lengths.
+        ValueError: k out of range, or texts and attributes of different lengths.
     """
     n = len(texts)
     if len(attributes) != n:
@@ -131,17 +120,17 @@ def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, Any
         x = np.zeros((n, 1))
     rng = np.random.default_rng(seed)
     fit = x if n <= fit_sample else x[np.sort(rng.choice(n, fit_sample, replace=False))]
-    # start from K distinct rows (random points would repeat where personas share every feature)
+    # start from K distinct rows: random points would repeat where personas share every feature
     distinct = np.unique(fit, axis=0)
     if len(distinct) <= k:
-        centroids = distinct  # every distinct persona profile is its own archetype
+        centroids = distinct
     else:
         start = distinct[np.sort(rng.choice(len(distinct), k, replace=False))]
-        with warnings.catch_warnings():  # an empty cluster is dropped below, not an error
+        with warnings.catch_warnings():  # an empty cluster is dropped below
             warnings.simplefilter("ignore", UserWarning)
             centroids, _ = kmeans2(fit, start, minit="matrix")
     raw, distance = vq(x, centroids, check_finite=False)
-    # compact the numbering (empty clusters dropped), ordered by first member
+    # renumber by first member, empty clusters dropped
     _, first = np.unique(raw, return_index=True)
     order = raw[np.sort(first)]
     renumber = np.full(len(centroids), -1, dtype=np.int64)

@@ -1,8 +1,7 @@
 """Carving the hub: select personas by attribute, text or graph neighbourhood, then sample.
 
-Conditions are `KEY OP VALUE` (OP one of `= != >= <= > < ~`): numbers compare numerically,
-strings case-insensitively, `=` on a list means "contains", and demographic keys take any known
-spelling. Duplicates are left out unless asked for; sampling is seeded, uniform or stratified.
+Conditions are KEY OP VALUE: numbers compare numerically, strings case-insensitively, = on a list
+means "contains", and demographic keys take any known spelling. Sampling is seeded.
 """
 
 from __future__ import annotations
@@ -33,12 +32,12 @@ _KNOWN_SHOWN = 30  # attribute names an unknown --stratify lists at most
 
 
 class ConditionError(UsageError, ValueError):
-    """A `KEY OP VALUE` condition that does not parse: a usage error (exit 2), also a ValueError."""
+    """A condition that does not parse: a usage error (exit 2), also a ValueError."""
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One parsed attribute condition such as `age>=30`."""
+    """One parsed attribute condition such as age>=30."""
 
     key: str
     op: str
@@ -46,12 +45,12 @@ class Condition:
 
     @classmethod
     def parse(cls, text: str, *, flag: str = "--where") -> Condition:
-        """Parse `KEY OP VALUE`; raises ConditionError naming `flag` and the condition."""
+        """Parse KEY OP VALUE; raise ConditionError naming the flag and the condition."""
         match = _CONDITION.match(text)
         if not match or not match.group(3):
             raise ConditionError(f"{flag} {text!r}: expected KEY OP VALUE, e.g. age>=30 or occupation=nurse")
         key, op, value = match.groups()
-        if op != "~" and value[0] in "<>=!":  # "age>>3", "age=>3": a typo, not a value to match
+        if op != "~" and value[0] in "<>=!":  # a typo, not a value to match
             raise ConditionError(f"{flag} {text!r}: the value starts with {value[0]!r}; "
                              f"use one operator of = != >= <= > < ~, e.g. age>=30")
         op = "=" if op == "==" else op
@@ -60,7 +59,7 @@ class Condition:
         return cls(key, op, value)
 
     def sql(self) -> tuple[str, list[Any]]:
-        """A SQL predicate over the personas table and its parameters."""
+        """Return a SQL predicate over the personas table and its parameters."""
         if self.key in COLUMNS:
             value, value_params = f"CAST({self.key} AS VARCHAR)", []
             items = "[]::VARCHAR[]"
@@ -95,12 +94,11 @@ class Selection:
     within: int = 1
     include_duplicates: bool = False
     sources: Sequence[str] = field(default_factory=tuple)
-    include_ungated: bool = False  # personas the quality gate did not pass too
+    include_ungated: bool = False
 
 
 def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) -> set[str]:
-    """Ids within `hops` relation edges of `persona_id` (either direction), itself included. An unknown
-    id is an error: a typo must not read as an empty neighbourhood."""
+    """Return ids within hops relation edges of a persona, itself included; an unknown id is an error."""
     if hops < 0:
         raise ValueError(f"--within must be >= 0, got {hops}")
     if not has_persona(con, persona_id):
@@ -116,7 +114,7 @@ def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) ->
 
 
 def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
-    """Ids of the personas matching `selection`, in hub order."""
+    """Return ids of the personas matching the selection, in hub order."""
     selection = selection or Selection()
     clauses: list[str] = []
     params: list[Any] = []
@@ -163,7 +161,7 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
 
 
 def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:
-    """How many to draw per stratum: proportional (largest remainder) or equal, capped by size."""
+    """Return how many to draw per stratum: proportional (largest remainder) or equal, capped by size."""
     total = sum(sizes.values())
     if k >= total:
         return dict(sizes)
@@ -185,7 +183,7 @@ def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:
 
 
 def strata(con: duckdb.DuckDBPyConnection, ids: Sequence[str], attribute: str) -> dict[str, list[str]]:
-    """Group `ids` (kept in order) by the value of `attribute`."""
+    """Group ids, kept in order, by an attribute's value."""
     if attribute in COLUMNS:
         expr, params = f"CAST({attribute} AS VARCHAR)", []
     else:
@@ -206,8 +204,7 @@ def strata(con: duckdb.DuckDBPyConnection, ids: Sequence[str], attribute: str) -
 
 def check_attribute(con: duckdb.DuckDBPyConnection, attribute: str,
                     flag: str = "--stratify") -> None:
-    """Refuse an attribute no persona has: a typo would stratify into one `(missing)` stratum, an
-    unstratified sample that looks right."""
+    """Refuse an attribute no persona has: a typo would give one (missing) stratum that looks right."""
     if attribute in COLUMNS:
         return
     path = '$."' + attribute.replace('"', '\\"') + '"'
@@ -224,7 +221,7 @@ def check_attribute(con: duckdb.DuckDBPyConnection, attribute: str,
 
 def sample_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str], k: int | None, *, seed: int = 0,
                stratify: str | None = None, equal: bool = False) -> list[str]:
-    """Draw `k` of `ids` (all when None), uniformly or stratified; result in hub order."""
+    """Draw k of the ids (all when None), uniformly or stratified; result in hub order."""
     if stratify is not None:
         check_attribute(con, stratify)
     if k is None or k >= len(ids):
@@ -245,15 +242,18 @@ def sample_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str], k: int | None
 
 def carve(con: duckdb.DuckDBPyConnection, selection: Selection | None = None, *, k: int | None = None,
           seed: int = 0, stratify: str | None = None, equal: bool = False) -> list[Persona]:
-    """Select, then sample: the personas themselves, in hub order."""
+    """Select, then sample; return the personas in hub order."""
     ids = sample_ids(con, select_ids(con, selection), k, seed=seed, stratify=stratify, equal=equal)
     return fetch_personas(con, ids)
 
 
 def shortfall(con: duckdb.DuckDBPyConnection, selection: Selection | None, k: int | None,
               got: int, what: str = "personas sample") -> str | None:
-    """The line a short draw prints: how many matched, and the personas the gate or the duplicate flag
-    left out with the flag that takes them (None: it returned what was asked)."""
+    """Return the line a short draw prints: how many matched and what the gate or duplicate flag held
+    back.
+
+    None when the draw returned what was asked.
+    """
     if k is None or got >= k:
         return None
     selection = selection or Selection()

@@ -1,8 +1,7 @@
 """Decontamination: flag synthesized items that overlap a benchmark.
 
-As Persona Hub and the usual pipelines (GPT-3, NeMo Curator) do: an item sharing one word 13-gram
-with a benchmark item, or whose MinHash Jaccard estimate with one reaches 0.8, is flagged, once
-per benchmark. N-grams are hashed in numpy and looked up in a sorted array.
+As Persona Hub, GPT-3 and NeMo Curator do: an item sharing one word 13-gram with a benchmark
+item, or whose MinHash Jaccard estimate with one reaches 0.8, is flagged once per benchmark.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ __all__ = ["TEXT_COLUMNS", "Match", "decontaminate", "read_benchmark"]
 
 TEXT_COLUMNS = ("text", "question", "problem", "prompt", "input", "content")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_BATCH = 50_000  # items hashed and signed at a time: bounds the temporaries, not the result
+_BATCH = 50_000  # bounds the temporaries, not the result
 _MAX_PER_BUCKET = 4  # benchmark rows an item is compared with per LSH band bucket
 
 
@@ -56,11 +55,11 @@ class Match:
 
 
 def read_benchmark(path: str | Path, text_column: str | None = None) -> list[str]:
-    """Texts of a benchmark file: JSONL, Parquet or CSV (by extension).
+    """Read the texts of a benchmark file: JSONL, Parquet or CSV, by extension.
 
     Args:
         path: The file.
-        text_column: The column holding the text; None takes the first of `TEXT_COLUMNS` present.
+        text_column: The column holding the text; None takes the first of TEXT_COLUMNS present.
 
     Returns:
         The texts in file order (a missing value reads as "", never matched).
@@ -94,7 +93,7 @@ def read_benchmark(path: str | Path, text_column: str | None = None) -> list[str
 
 
 def _column(path: Path, columns: Sequence[str], wanted: str | None) -> str:
-    """The text column of a benchmark file, or a one-line error naming its columns."""
+    """Return the text column of a benchmark file, or raise a one-line error naming its columns."""
     tried = (wanted,) if wanted else TEXT_COLUMNS
     for name in tried:
         if name in columns:
@@ -111,19 +110,21 @@ class _Ngrams:
         self.vocab = _Vocabulary(config)
 
     def ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids of a batch and each text's word count."""
+        """Return token ids of a batch and each text's word count."""
         return _batch_ids(texts, self.vocab)
 
     def signatures(self, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """MinHash signatures of a batch from its ids."""
+        """Return MinHash signatures of a batch from its ids."""
         out = np.empty((counts.size, self.vocab.config.num_perm), dtype=np.uint32)
         _signatures_of_ids(self.vocab, ids, counts, out)
         return out
 
     def hashes(self, ids: np.ndarray, counts: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(hashes, text index, start word) of every n-gram of a batch; a short text gives one hash of all
-        its words, an empty one none. A rolling multiply-mix over fmix64 word hashes, in `n` passes."""
+        """Return (hash, text index, start word) of every n-gram of a batch, by a rolling hash.
+
+        A short text gives one hash of all its words, an empty one none.
+        """
         with np.errstate(over="ignore"):
             word = _fmix64(ids.astype(np.uint64) * _GOLDEN + np.uint64(1))
         total = word.size
@@ -136,7 +137,7 @@ class _Ngrams:
             for k in range(self.n):
                 combined *= _GOLDEN
                 combined += padded[k : k + total]
-                done = counts[short] == k + 1  # short texts of k + 1 words: their whole hash
+                done = counts[short] == k + 1
                 short_hash[done] = combined[starts[short[done]]]
         full = counts >= self.n
         per_text = np.where(full, counts - self.n + 1, 0)
@@ -145,7 +146,7 @@ class _Ngrams:
         hashes = np.concatenate([combined[starts[text_of] + pos], short_hash])
         text_of = np.concatenate([text_of, short])
         pos = np.concatenate([pos, np.zeros(short.size, dtype=pos.dtype)])
-        order = np.argsort(text_of, kind="stable")  # by text, then start word
+        order = np.argsort(text_of, kind="stable")
         return _fmix64(hashes[order]), text_of[order], pos[order]
 
 
@@ -167,7 +168,7 @@ def decontaminate(
         minhash: False runs the n-gram check only.
 
     Returns:
-        One `Match` per flagged (item, benchmark), ordered by benchmark then item.
+        One Match per flagged (item, benchmark), ordered by benchmark then item.
     """
     if ngram < 1:
         raise ValueError(f"ngram must be >= 1, got {ngram}")
@@ -226,7 +227,7 @@ def _ngram_matches(grams: _Ngrams, ids: tuple[np.ndarray, np.ndarray], batch: li
 def _minhash_matches(sigs: np.ndarray, lo: int, config: MinHashConfig, b_sigs: np.ndarray,
                      b_sorted: np.ndarray, b_order: np.ndarray, params: tuple[int, int],
                      name: str) -> list[Match]:
-    """Each item of a batch whose best LSH candidate has estimated Jaccard >= threshold."""
+    """Return each item whose best LSH candidate has estimated Jaccard >= threshold."""
     keys = _band_keys(sigs, *params)
     pairs: list[np.ndarray] = []
     n_bench = b_sorted.shape[0]

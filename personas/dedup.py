@@ -1,9 +1,8 @@
-"""Persona Hub dedup over the `personas` table: MinHash, then embeddings.
+"""Persona Hub dedup over the personas table: MinHash, then embeddings.
 
 Each stage reads the live personas in creation order and marks near-duplicates of an earlier kept
 one in one transaction. Nothing is deleted, so a wrong threshold is undone by one UPDATE and an
-interrupted stage leaves the table as it was. `run_dedup` runs both stages in memory; the
-resumable job is `pipelines/dedup.py`. Stage 2 judges only texts in its embedder's scripts.
+interrupted stage leaves the table as it was. Stage 2 judges only texts in its embedder's scripts.
 """
 
 from __future__ import annotations
@@ -53,19 +52,19 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], None]
-# stage 1's signatures of each batch, in order, computed here or on Ray workers; banding runs here
+# stage 1's signatures per batch, computed here or on Ray workers; banding runs here
 Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarray, FeatureSets]]]
 
 
 @dataclass(frozen=True)
 class PairFinder:
-    """Stage 1 done elsewhere up to its verified pairs (a Ray shuffle), so no signature comes here.
-    `find(texts, config)` returns (texts seen, unique verified pairs); the marks are resolved here."""
+    """Stage 1 done elsewhere up to its verified pairs (a Ray shuffle); find returns (texts seen,
+    pairs).
+    """
 
     find: Callable[[Iterator[list[str]], MinHashConfig], tuple[int, np.ndarray]]
 
 
-# where stage 1's work runs: signatures (banded here) or verified pairs (banded elsewhere)
 MinHashSource = Signer | PairFinder
 
 
@@ -76,8 +75,8 @@ class DedupConfig:
     Attributes:
         minhash: Stage-1 settings (paper: 1-grams, 128 permutations, Jaccard 0.9).
         embed_threshold: Stage 2 marks pairs with cosine similarity above this.
-        embedder: Embedder spec for stage 2 (`hash`, `openai:<model>`, `local`); None skips it.
-        ann_index: ANN backend for stage 2 (`auto`, `faiss`, `usearch`, `ivf`).
+        embedder: Embedder spec for stage 2 (hash, openai:<model>, local); None skips it.
+        ann_index: ANN backend for stage 2 (auto, faiss, usearch, ivf).
         batch_rows: Rows fetched from DuckDB per batch while streaming.
     """
 
@@ -96,7 +95,7 @@ class DedupConfig:
 
 @dataclass(frozen=True)
 class StageSummary:
-    """What one stage saw and did; `skipped` texts were kept unjudged (not in the embedder's scripts)."""
+    """What one stage saw and did; skipped texts were kept unjudged (not in the embedder's scripts)."""
 
     stage: str
     input: int
@@ -118,10 +117,10 @@ class StageSummary:
 
 @dataclass(frozen=True)
 class DedupSummary:
-    """Per-stage counts of a :func:`run_dedup` call, printable as a small table."""
+    """Per-stage counts of a dedup run, printable as a small table."""
 
     stages: tuple[StageSummary, ...]
-    provider_batches: str | None = None  # what a --batch job's batches did, in one line
+    provider_batches: str | None = None
 
     @property
     def marked(self) -> int:
@@ -129,7 +128,7 @@ class DedupSummary:
         return sum(s.marked for s in self.stages)
 
     def stage(self, name: str) -> StageSummary | None:
-        """The summary of stage `name`, if it ran."""
+        """Return the summary of a stage, if it ran."""
         return next((s for s in self.stages if s.stage == name), None)
 
     def __str__(self) -> str:
@@ -142,8 +141,9 @@ class DedupSummary:
 
 def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray,
                 stage: str) -> int:
-    """Mark `ids[j]` as a duplicate of `ids[dup[j]]` for every `dup[j] >= 0`, in the caller's
-    transaction; returns how many were marked."""
+    """Mark ids[j] a duplicate of ids[dup[j]] where dup[j] >= 0, in the caller's transaction; return
+    the count.
+    """
     rows = np.flatnonzero(dup >= 0)
     if rows.size == 0:
         return 0
@@ -158,22 +158,23 @@ def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray
 
 
 def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:
-    """`write_marks` in a transaction of its own."""
     with transaction(con):
         return write_marks(con, ids, dup, stage)
 
 
 def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
                      ) -> Iterator[tuple[np.ndarray, FeatureSets]]:
-    """Each batch's signatures and feature sets, computed in this process."""
+    """Compute each batch's signatures and feature sets in this process."""
     return (sketch(batch, config) for batch in texts)
 
 
 def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
                        progress: Progress | None = None,
                        sign: MinHashSource = local_signatures) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 1 up to its marks, nothing written: the live ids in order and, for each, the position of
-    the earlier one it duplicates (-1: kept). `sign` computes signatures or finds verified pairs."""
+    """Run stage 1 up to its marks, writing nothing.
+
+    Returns the live ids in order and, for each, the position of the earlier one it duplicates (-1: kept).
+    """
     total = survivor_count(con)
     ids: list[str] = []
 
@@ -211,7 +212,7 @@ def run_minhash_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
     *, sign: MinHashSource = local_signatures,
 ) -> StageSummary:
-    """Stage 1 alone, marked in one transaction."""
+    """Run stage 1 alone, marked in one transaction."""
     t0 = time.perf_counter()
     ids, dup = minhash_duplicates(con, config, progress, sign)
     marked = _mark(con, ids, dup, "minhash")
@@ -220,7 +221,7 @@ def run_minhash_stage(
 
 def embedding_marks(ids: list[str], parts: list[np.ndarray], embedder: Embedder,
                     config: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Stage 2's marks once every judged survivor's vector is in."""
+    """Return stage 2's marks once every judged survivor's vector is in."""
     if not ids:
         return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
     dup = embedding_duplicates(ids, embedder, config.embed_threshold, index=config.ann_index,
@@ -229,7 +230,7 @@ def embedding_marks(ids: list[str], parts: list[np.ndarray], embedder: Embedder,
 
 
 async def embed_texts(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
-    """(vectors, results): a model embedder's calls come back on results."""
+    """Return (vectors, call results); only a model embedder has results."""
     if isinstance(embedder, ModelEmbedder):
         return await embedder.embed_with_results(texts)
     return embedder.embed(texts), []
@@ -239,8 +240,7 @@ async def embedding_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, embedder: Embedder, *,
     progress: Progress | None = None,
 ) -> StageSummary:
-    """Stage 2 with vectors in memory: embed the live personas in the embedder's scripts, then mark ANN
-    pairs above threshold."""
+    """Run stage 2 in memory: embed the live personas in the embedder's scripts, then mark ANN pairs."""
     t0 = time.perf_counter()
     total = survivor_count(con)
     scripts = embedder_scripts(embedder)
@@ -265,7 +265,7 @@ def run_embedding_stage(
     con: duckdb.DuckDBPyConnection, config: DedupConfig, progress: Progress | None = None,
     embedder: Embedder | None = None,
 ) -> StageSummary:
-    """Stage 2 alone, vectors in memory, with an embedder that calls no model."""
+    """Run stage 2 alone with an embedder that calls no model."""
     if embedder is None:
         if config.embedder is None:
             raise PersonahubError("embedding stage needs DedupConfig.embedder (e.g. 'hash')")
@@ -281,7 +281,7 @@ def run_dedup(
     sign: MinHashSource = local_signatures,
     embedder: Embedder | None = None,
 ) -> DedupSummary:
-    """Stage 1, then stage 2 on its survivors (when an embedder is given); idempotent."""
+    """Run stage 1, then stage 2 on its survivors when an embedder is given; idempotent."""
     stages = [run_minhash_stage(con, config, progress, sign=sign)]
     if config.embedder is not None or embedder is not None:
         stages.append(run_embedding_stage(con, config, progress, embedder))

@@ -1,6 +1,8 @@
-"""Which texts the embedding stage judges: those in its embedder's scripts. An English-only model
-puts texts in other scripts close together whoever wrote them, so they are left to MinHash, and
-`dedup_judged` records per persona and embedder whether each was judged."""
+"""Which texts the embedding stage judges: those in its embedder's scripts.
+
+An English-only model puts texts in other scripts close together whoever wrote them, so they are
+left to MinHash; dedup_judged records per persona and embedder whether each was judged.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ __all__ = ["JudgedLog", "split_by_script", "write_judged"]
 
 
 def split_by_script(texts: list[str], scripts: frozenset[str] | None) -> tuple[np.ndarray, list[str]]:
-    """(bool per text: the embedder judges it, each text's dominant script)."""
+    """Return whether the embedder judges each text, and each text's dominant script."""
     judged = np.fromiter((covered(t, scripts) for t in texts), dtype=bool, count=len(texts))
     return judged, [dominant_script(t) for t in texts]
 
@@ -43,14 +45,14 @@ class JudgedLog:
         return len(self.judged) - sum(self.judged)
 
     def skipped_by_script(self) -> tuple[tuple[str, int], ...]:
-        """(script, count) of the texts left out, most first."""
+        """Return (script, count) of the texts left out, most first."""
         counts = Counter(s for s, j in zip(self.scripts, self.judged, strict=True) if not j)
         return tuple(counts.most_common())
 
 
 def write_judged(con: duckdb.DuckDBPyConnection, log: JudgedLog, model: str,
                  job_id: str | None) -> int:
-    """Store `log` under embedder `model` (a persona judged again replaces its row)."""
+    """Store the log under an embedder name; a persona judged again replaces its row."""
     n = len(log.ids)
     if n == 0:
         return 0

@@ -1,9 +1,8 @@
-"""Attribute-table columns to canonical demographics, for the `attributes` importer.
+"""Attribute-table columns to canonical demographics, for the attributes importer.
 
-A column named like a canonical key (`sex`, `party`) must hold that key's vocabulary: its value
-becomes the slug, and an unknown value is a bad record. A column the key derives from (`age` ->
-`age_group`, `state` -> `region`) is kept, the key added when the value maps, and unmapped values
-are counted. A key given directly wins over a derived one.
+A column named like a canonical key must hold that key's vocabulary; an unknown value is a bad
+record. A column a key derives from (age -> age_group, state -> region) is kept and the key added
+when the value maps; unmapped values are counted. A key given directly wins over a derived one.
 """
 
 from __future__ import annotations
@@ -72,12 +71,12 @@ class DemographicProblem(ValueError):
 
 
 def region_of_state(state: object) -> str | None:
-    """The Census region of a US state (postal code or name), or None."""
+    """Return the Census region of a US state (postal code or name), or None."""
     return _STATE_REGION.get(str(state).strip().casefold()) if state is not None else None
 
 
 def _number(raw: object) -> float | None:
-    """`raw` as a number when it is one (bools are not), else None."""
+    """Return raw as a number when it is one (bools are not), else None."""
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int | float):
@@ -90,8 +89,9 @@ def _number(raw: object) -> float | None:
 
 
 def parse(key: str, raw: object) -> str | None:
-    """The slug of `key` that `raw` stands for, or None: a vocabulary spelling, an age, an income, or a
-    US state."""
+    """Return the slug of key that raw stands for: a vocabulary spelling, an age, an income or a US
+    state.
+    """
     slug = canonical(key, raw)
     if slug is not None:
         return slug
@@ -114,8 +114,10 @@ def _parse_cached(key: str, raw: str | int | float) -> str | None:
 
 
 def _parse_value(key: str, raw: object) -> str | None:
-    """`parse`, cached: tables repeat their demographic values on every row. Uncached it cost about 30%
-    of a 200,000-row import's rate (21,000 -> 15,000 rows/s)."""
+    """Parse a value, cached: tables repeat their values on every row.
+
+    Uncached it cost about 30% of a 200,000-row import's rate (21,000 -> 15,000 rows/s).
+    """
     if isinstance(raw, str | int | float) and not isinstance(raw, bool):
         return _parse_cached(key, raw)
     return parse(key, raw)
@@ -125,14 +127,15 @@ def _present(value: object) -> bool:
     return value is not None and value != ""
 
 
-# the keys a column feeds, for skipping rows no demographic column touches
+# the keys a column feeds, to skip rows no demographic column touches
 _FEEDS: dict[str, str] = {**{k: k for k in KEYS},
                           **{c: k for k, columns in SOURCES.items() for c in columns}}
 
 
 def normalise_row(fields: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:
-    """`fields` with canonical keys normalised or derived, and the derivable columns that mapped to
-    nothing."""
+    """Return fields with canonical keys normalised or derived, and the derivable columns that mapped
+    to nothing.
+    """
     out = dict(fields)
     unmapped: list[str] = []
     touched = {_FEEDS[c] for c in fields if c in _FEEDS}

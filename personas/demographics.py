@@ -1,9 +1,8 @@
 """The demographic column set: canonical keys, their vocabularies, and other sources' names for them.
 
-A calibration matches personas to survey groups ("women", "aged 30-49"), which only works if
-imports, drawn populations and surveys spell values alike. Values are short slugs, easy to type
-in carve conditions, each with a label for prompts and synonyms (OpinionQA's and Nemotron's
-spellings). docs/personas.md has the table.
+Calibration matches personas to survey groups, which only works if imports, drawn populations and
+surveys spell values alike. Values are short slugs with a label for prompts and synonyms
+(OpinionQA's and Nemotron's spellings); docs/personas.md has the table.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ def _values(*items: tuple[str, str, tuple[str, ...]]) -> tuple[Value, ...]:
     return tuple(Value(slug, text, synonyms) for slug, text, synonyms in items)
 
 
-# order matters: it is the order of groups in tables and of ordinal keys (low to high)
+# order matters: the order of groups in tables and of ordinal keys (low to high)
 VOCABULARY: dict[str, tuple[Value, ...]] = {
     "age_group": _values(
         ("0-17", "under 18", ("under 18", "under_18")),
@@ -109,8 +108,8 @@ VOCABULARY: dict[str, tuple[Value, ...]] = {
 }
 KEYS: tuple[str, ...] = tuple(VOCABULARY)
 
-# OpinionQA's attribute names. Their group labels are synonyms in VOCABULARY; groups outside
-# metadata.csv ("Refused") map to nothing, as OpinionQA leaves them out of its scores.
+# OpinionQA's attribute names; groups outside metadata.csv ("Refused") map to nothing,
+# as OpinionQA leaves them out of its scores.
 OPINIONQA_ATTRIBUTES: dict[str, str] = {
     "AGE": "age_group",
     "SEX": "sex",
@@ -127,7 +126,7 @@ _SPACES = re.compile(r"\s+")
 
 
 def _fold(text: str) -> str:
-    """The spelling comparisons use: case-folded, `_` as a space, one space, plain quotes."""
+    """Fold a spelling for comparison: case-folded, underscores as spaces, one space, plain quotes."""
     text = str(text).replace("’", "'").replace("_", " ")
     return _SPACES.sub(" ", text).strip().casefold()
 
@@ -143,24 +142,24 @@ _LABELS: dict[str, dict[str, str]] = {
 
 
 def values_of(key: str) -> tuple[str, ...]:
-    """The slugs of `key`, in vocabulary order."""
+    """Return the slugs of a key, in vocabulary order."""
     return tuple(value.slug for value in VOCABULARY[key])
 
 
 def canonical(key: str, raw: object) -> str | None:
-    """The slug `raw` spells for `key` ("Female" -> "female"), or None if it spells none."""
+    """Return the slug raw spells for key ("Female" -> "female"), or None."""
     if raw is None:
         return None
     return _LOOKUP[key].get(_fold(str(raw)))
 
 
 def label(key: str, slug: str) -> str:
-    """The label of a slug ("bachelors" -> "a bachelor's degree"); other values as they are."""
+    """Return a slug's label ("bachelors" -> "a bachelor's degree"); other values as they are."""
     return _LABELS.get(key, {}).get(slug, slug)
 
 
 def canonical_key(name: str) -> str | None:
-    """The canonical key a name stands for: the key itself or an OpinionQA attribute name."""
+    """Return the canonical key a name stands for: the key itself or an OpinionQA attribute name."""
     folded = name.strip()
     if folded.lower() in VOCABULARY:
         return folded.lower()
@@ -168,8 +167,9 @@ def canonical_key(name: str) -> str | None:
 
 
 def attribute_keys(attribute: str) -> tuple[str, ...] | None:
-    """The canonical keys a survey attribute crosses (`POLPARTY_RACE` -> (party, race_ethnicity)); None
-    when a part is not a known demographic."""
+    """Return the canonical keys a survey attribute crosses, or None when a part is not a known
+    demographic.
+    """
     single = canonical_key(attribute)
     if single is not None:
         return (single,)
@@ -183,7 +183,7 @@ def attribute_keys(attribute: str) -> tuple[str, ...] | None:
 
 
 def group_conditions(attribute: str, groups: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """The `(key, slug)` pairs a survey group stands for (empty when outside the vocabulary)."""
+    """Return the (key, slug) pairs a survey group stands for (empty when outside the vocabulary)."""
     keys = attribute_keys(attribute)
     if keys is None or len(keys) != len(groups):
         return ()
@@ -197,7 +197,7 @@ def group_conditions(attribute: str, groups: tuple[str, ...]) -> tuple[tuple[str
 
 
 def age_group_of(age: float) -> str:
-    """The age group of an age in years (`ValueError` outside 0..130)."""
+    """Return the age group of an age in years (ValueError outside 0..130)."""
     if not 0 <= age <= 130:
         raise ValueError(f"age {age:g} is not between 0 and 130")
     for bound, slug in ((18, "0-17"), (30, "18-29"), (50, "30-49"), (65, "50-64")):
@@ -207,7 +207,7 @@ def age_group_of(age: float) -> str:
 
 
 def income_bracket_of(amount: float) -> str:
-    """The income bracket of a yearly household income in dollars (`ValueError` below 0)."""
+    """Return the income bracket of a yearly household income in dollars (ValueError below 0)."""
     if amount < 0:
         raise ValueError(f"income {amount:g} is negative")
     for bound, slug in ((30_000, "under_30k"), (50_000, "30k_50k"), (75_000, "50k_75k"),
@@ -218,5 +218,5 @@ def income_bracket_of(amount: float) -> str:
 
 
 def describe(attributes: Mapping[str, object]) -> dict[str, str]:
-    """The canonical keys of `attributes` with their labels."""
+    """Return the canonical keys of attributes with their labels."""
     return {key: label(key, str(attributes[key])) for key in KEYS if attributes.get(key)}

@@ -1,8 +1,8 @@
-"""Stage 2 of persona dedup: embeddings + approximate nearest neighbours.
+"""Stage 2 of persona dedup: embeddings and approximate nearest neighbours.
 
 Persona Hub drops personas whose embedding has cosine above 0.9 with an earlier one; an ANN index
-keeps this from being quadratic. Embedders: `hash` (lexical, deterministic, no model),
-`openai:<model>` (built by the model layer) and `local[:<name>]` (sentence-transformers).
+keeps this from being quadratic. Embedders: hash (lexical, no model), openai:<model> (built by the
+model layer) and local[:<name>] (sentence-transformers).
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ class Embedder(Protocol):
     name: str
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """(len(texts), dim) float32, each row of unit length (or all zero for no words)."""
+        """Return (len(texts), dim) float32 rows of unit length (all zero for no words)."""
         ...
 
 
 def embedder_scripts(embedder: object) -> frozenset[str] | None:
-    """The scripts `embedder` was trained on (None: any); an embedder that declares none judges any text."""
+    """Return the scripts an embedder was trained on, or None for any."""
     scripts = getattr(embedder, "scripts", ANY_SCRIPT)
     return None if scripts is None else frozenset(scripts)
 
@@ -63,7 +63,6 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser, vectorised (wrapping uint64 arithmetic)."""
     with np.errstate(over="ignore"):
         x = (x ^ (x >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> _U64(27))) * _U64(0x94D049BB133111EB)
@@ -72,16 +71,15 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class HashEmbedder:
-    """Signed feature hashing of word unigrams and bigrams (not a neural model).
+    """Signed feature hashing of word unigrams and bigrams, not a neural model.
 
-    Cosine tracks word overlap, which near-duplicate personas share; paraphrases are invisible to it.
-    Hashes are blake2b-based, never Python's salted `hash`.
+    Cosine tracks word overlap, which near-duplicates share; paraphrases are invisible to it.
     """
 
     dim: int = 512
     bigram_weight: float = 0.7
     name: str = field(init=False)
-    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)  # lexical: any
+    scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)
     _cache: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -90,7 +88,7 @@ class HashEmbedder:
         self.name = f"hash-{self.dim}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Hash every text's words and word pairs into `dim` signed buckets."""
+        """Hash every text's words and word pairs into dim signed buckets."""
         n = len(texts)
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -118,15 +116,15 @@ class HashEmbedder:
 
 @runtime_checkable
 class ModelEmbedder(Embedder, Protocol):
-    """An embedder that calls a model: its calls come back on results, for `llm_calls`."""
+    """An embedder that calls a model; its call records come back with the vectors."""
 
     async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
-        """(vectors, results carrying call records and cache entries) of `texts`."""
+        """Return vectors and the call results of texts."""
         ...
 
     @property
     def stats(self) -> Any:
-        """Running call counts (for progress displays)."""
+        """Running call counts, for progress displays."""
         ...
 
 
@@ -134,7 +132,6 @@ _MINILM_ALIASES = {"", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-
 
 
 def _resolve_local_model(name: str) -> str:
-    """A path for the bundled MiniLM when asked for it, else `name` unchanged."""
     if name and Path(name).expanduser().exists():
         return str(Path(name).expanduser())
     if name.lower() in _MINILM_ALIASES:
@@ -163,7 +160,7 @@ class LocalEmbedder:
 
     def __post_init__(self) -> None:
         self.name = f"local:{self.model or 'all-MiniLM-L6-v2'}"
-        # MiniLM was trained on English only; another model is the user's choice, judged as any
+        # MiniLM was trained on English only; another model is judged as any
         if self.model.lower() in _MINILM_ALIASES or Path(self.model).name.lower() in _MINILM_ALIASES:
             self.scripts = LATIN
 
@@ -183,7 +180,7 @@ class LocalEmbedder:
         return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode with the model; sentence-transformers normalises, we re-check."""
+        """Encode with the model and re-normalise."""
         model = self._get_model()
         vectors = model.encode(
             list(texts),
@@ -199,8 +196,7 @@ EMBEDDER_SPECS = "hash[:<dim>], local[:<name-or-path>] or openai:<model>"
 
 
 def check_embedder_spec(spec: str) -> None:
-    """Refuse a spec no embedder answers to (a UsageError), building nothing, so a typo fails before
-    any database or model is touched."""
+    """Raise UsageError for a spec no embedder answers to, before any database or model is touched."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind == "hash":
@@ -216,8 +212,7 @@ def check_embedder_spec(spec: str) -> None:
 
 
 def offline_embedder(spec: str) -> Embedder:
-    """An embedder that calls no model, from `hash`, `hash:<dim>` or `local[:<m>]`; model embedders are
-    the model layer's to build."""
+    """Build an embedder that calls no model (hash or local); model embedders are the model layer's."""
     check_embedder_spec(spec)
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
@@ -229,8 +224,8 @@ def offline_embedder(spec: str) -> Embedder:
                           "personahub.models.embedders.make_embedder")
 
 
-# Each ANN backend answers: for every row, its k nearest rows by inner product (cosine: rows are
-# unit length), as (indices, similarities), -1 where missing.
+# Each ANN backend returns every row's k nearest rows by inner product as
+# (indices, similarities), -1 where missing.
 
 KnnFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 Timings = dict[str, float] | None
@@ -271,7 +266,7 @@ def _knn_usearch(x: np.ndarray, k: int, timings: Timings = None) -> tuple[np.nda
 
 
 def _kmeans(x: np.ndarray, cells: int, rng: np.random.Generator, iters: int = 8) -> np.ndarray:
-    """Spherical k-means centroids on a sample; good enough to partition for IVF."""
+    """Return spherical k-means centroids on a sample, enough to partition for IVF."""
     sample = x[rng.choice(x.shape[0], size=min(x.shape[0], cells * 40), replace=False)]
     cent = sample[rng.choice(sample.shape[0], size=cells, replace=False)].copy()
     for _ in range(iters):
@@ -293,8 +288,10 @@ def _pairs_ivf(
     probes: int = 3,
     seed: int = 0,
 ) -> np.ndarray:
-    """Built-in IVF in numpy: each vector is compared with about `probes * sqrt(n)` others in its
-    nearest k-means cells. Returns (a, b) pairs with cosine above `threshold`, at most `k` per vector."""
+    """Return pairs with cosine above threshold, at most k per vector, by a numpy IVF.
+
+    Each vector is compared with about probes * sqrt(n) others in its nearest k-means cells.
+    """
     t0 = time.perf_counter()
     n = x.shape[0]
     rng = np.random.default_rng(seed)
@@ -355,9 +352,11 @@ def _available(backend: str) -> bool:
 
 
 def pick_index(index: str) -> str:
-    """Resolve `auto` and validate explicit choices. `auto` is the built-in IVF: on the 2-core bench
-    machine it built and queried 100k 512-d vectors faster than faiss or usearch HNSW at the same
-    recall (~0.99), with no extra dependency."""
+    """Resolve auto and check the backend is installed.
+
+    auto is the built-in IVF: on the 2-core bench machine it beat faiss and usearch HNSW on 100k
+    512-d vectors at the same recall (~0.99), with no extra dependency.
+    """
     if index == "auto":
         return "ivf"
     if index not in ANN_BACKENDS:
@@ -375,7 +374,7 @@ def neighbour_pairs(
     index: str = "auto",
     timings: Timings = None,
 ) -> np.ndarray:
-    """Unique (earlier, later) pairs among each row's `k` ANN neighbours with cosine > `threshold`."""
+    """Return unique (earlier, later) pairs among each row's k neighbours with cosine above threshold."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     n = x.shape[0]
     if n < 2:
@@ -396,7 +395,7 @@ def neighbour_pairs(
 
 
 def _component_roots(n: int, pairs: np.ndarray) -> np.ndarray:
-    """Smallest index of each connected component of the pair graph (vectorised label propagation)."""
+    """Return the smallest index of each connected component, by label propagation."""
     labels = np.arange(n)
     if len(pairs) == 0:
         return labels
@@ -425,10 +424,10 @@ def embedding_duplicates(
     k: int = 16,
     vectors: np.ndarray | None = None,
 ) -> np.ndarray:
-    """int64 marks: -1 = kept, else the index of the earlier kept text it duplicates.
+    """Return marks: -1 kept, else the index of the earlier kept text it duplicates.
 
-    Pairs come from the ANN index; each text is also checked against its group's first text, so
-    groups of more than `k` copies still collapse onto their first member.
+    Each text is also checked against its component's first text, so groups of more than k copies
+    still collapse onto one.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -437,8 +436,6 @@ def embedding_duplicates(
         return np.empty(0, dtype=np.int64)
     x = embedder.embed(texts) if vectors is None else normalise(vectors)
     pairs = neighbour_pairs(x, threshold, k=k, index=index)
-    # a group of more than k near-copies links through a few neighbours each: pair every member with
-    # its component's first text too, when it is close enough
     roots = _component_roots(n, pairs)
     linked = np.flatnonzero(roots != np.arange(n))
     to_root = np.stack([roots[linked], linked], axis=1)
@@ -446,7 +443,7 @@ def embedding_duplicates(
     if to_root.size:
         pairs = np.unique(np.concatenate([pairs, to_root]), axis=0)
     dup = resolve_first_seen(n, pairs)
-    for _ in range(4):  # a few rounds settle it; each only adds verified pairs
+    for _ in range(4):  # each round only adds verified pairs
         kept_later = dup[pairs[:, 1]] == -1
         via = pairs[kept_later & (dup[pairs[:, 0]] >= 0)]
         if via.size == 0:

@@ -1,7 +1,8 @@
-"""Stored dedup vectors (`persona_embeddings`), which a resumed or repeated embedding stage reads
-instead of embedding again. Keyed by persona and embedder; a persona's id derives from its text,
-so a vector never goes stale. Stored as the embedder's own float32 bits, so a resumed stage marks
-what an uninterrupted one marks."""
+"""Stored dedup vectors, which a resumed or repeated embedding stage reads instead of embedding again.
+
+A persona's id derives from its text, so a vector never goes stale. Vectors keep the embedder's
+own float32 bits, so a resumed stage marks what an uninterrupted one marks.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pyarrow.compute as pc
 
 from personahub.personas.store import SURVIVORS
 
-# the live personas with this table's vector of one embedder
 _SURVIVORS_WITH_VECTORS = f"""
 SELECT p.persona_id, p.text, e.vector
 FROM ({SURVIVORS}) AS p
@@ -33,15 +33,15 @@ class SurvivorBatch:
     ids: list[str]
     texts: list[str]
     has_vector: np.ndarray
-    stored: np.ndarray  # (has_vector.sum(), dim) float32, in batch order
+    stored: np.ndarray
 
     @property
     def missing(self) -> list[int]:
-        """Positions of the personas still to embed."""
+        """Return positions of the personas still to embed."""
         return np.flatnonzero(~self.has_vector).tolist()
 
     def select(self, keep: np.ndarray) -> SurvivorBatch:
-        """The personas where `keep` is true, with their stored vectors."""
+        """Return the personas where keep is true, with their stored vectors."""
         if keep.all():
             return self
         stored = self.stored[keep[self.has_vector]]
@@ -50,7 +50,7 @@ class SurvivorBatch:
                              self.has_vector[keep], stored)
 
     def with_new(self, new: np.ndarray) -> np.ndarray:
-        """All the batch's vectors: the stored ones and `new` (one per missing persona)."""
+        """Return all the batch's vectors: the stored ones and one new per missing persona."""
         if not self.has_vector.any():
             return new
         out = np.empty((len(self.ids), self.stored.shape[1]), dtype=np.float32)
@@ -61,7 +61,7 @@ class SurvivorBatch:
 
 
 def _batch(ids: list[str], texts: list[str], column: pa.Array) -> SurvivorBatch:
-    """One batch from its vector column (null where no vector is stored)."""
+    """Build a batch from its vector column (null where none is stored)."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     has = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     present = column.filter(pa.array(has))
@@ -72,8 +72,9 @@ def _batch(ids: list[str], texts: list[str], column: pa.Array) -> SurvivorBatch:
 
 def survivor_batches(con: duckdb.DuckDBPyConnection, model: str,
                      batch_rows: int) -> Iterator[SurvivorBatch]:
-    """The live personas with their stored `model` vectors, streamed in batches on a cursor of their
-    own, so vectors can be written on `con` while the stream is open."""
+    """Stream live personas with their stored vectors on a cursor of their own, so con stays free for
+    writes.
+    """
     reader_con = con.cursor()
     try:
         rel = reader_con.sql(_SURVIVORS_WITH_VECTORS, params=[model])
@@ -86,7 +87,7 @@ def survivor_batches(con: duckdb.DuckDBPyConnection, model: str,
 
 def write_vectors(con: duckdb.DuckDBPyConnection, ids: list[str], model: str, vectors: np.ndarray,
                   job_id: str | None) -> int:
-    """Store `vectors` under `model`; ids stored before keep theirs."""
+    """Store vectors under a model name; ids stored before keep theirs."""
     n = len(ids)
     if n == 0:
         return 0
@@ -106,21 +107,21 @@ def write_vectors(con: duckdb.DuckDBPyConnection, ids: list[str], model: str, ve
     con.register(view, table)
     try:
         con.execute(f"INSERT OR IGNORE INTO persona_embeddings ({cols}) SELECT {cols} FROM {view}")
-    finally:  # in an aborted transaction unregistering fails too: the insert's error counts
+    finally:  # in an aborted transaction unregistering fails too
         with contextlib.suppress(duckdb.Error):
             con.unregister(view)
     return n
 
 
 def stored_vector_count(con: duckdb.DuckDBPyConnection, model: str) -> int:
-    """How many personas have a stored `model` vector."""
+    """Count personas with a stored vector for this model."""
     return int(con.execute("SELECT count(*) FROM persona_embeddings WHERE model = ?",
                            [model]).fetchall()[0][0])
 
 
 def vectors_of(con: duckdb.DuckDBPyConnection, model: str,
                persona_ids: list[str]) -> list[tuple[str, list[float]]]:
-    """(persona id, vector) stored for `model` among `persona_ids`."""
+    """Return (persona id, vector) stored for this model among the given personas."""
     if not con.execute("SELECT 1 FROM information_schema.tables WHERE table_name = "
                        "'persona_embeddings'").fetchall():
         return []

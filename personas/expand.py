@@ -1,8 +1,8 @@
-"""Persona-to-persona expansion, its data side: grow the hub by asking who is close to each persona.
+"""Persona-to-persona expansion, data side: grow the hub by asking who is close to each persona.
 
-Breadth-first, `fanout` people per persona per hop; a near-duplicate of a hub persona becomes an
-edge to it, so the graph gets cycles. The job is `pipelines/expand.py`; this module holds the
-frontier tables, one batch's answer and writes, and the summary.
+Breadth-first, fanout people per persona per hop; a near-duplicate of a hub persona becomes an
+edge to it, so the graph gets cycles. This module holds the frontier tables, one batch's writes
+and the summary; the job itself is in the pipelines.
 """
 
 from __future__ import annotations
@@ -41,15 +41,15 @@ from personahub.personas.store import fetch_personas, live_persona_texts, upsert
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
 ASKS_PER_ROUND = 2
-# Output limit of an expansion call (and of a link call, pipelines/expand_batch.py): persona fields
-# are bounded at one character a token (a small model's runaway: see RelatedPersona), so this
-# leaves room for the worst case at the default fanout
+# Output limit of an expansion or link call: persona fields are bounded at one character a
+# token (a small model's runaway), so this fits the worst case at the default fanout
 EXPAND_MAX_TOKENS = 800
 
 
 class ExpansionIncomplete(PersonahubError):
-    """Frontier personas of a level still failed after their second round: the expansion stops there,
-    so a resume asks them again."""
+    """A level's personas still failed after their second round; the expansion stops so a resume asks
+    them again.
+    """
 
     def __init__(self, expansion_id: str, failed: int, asked: int, level: int) -> None:
         super().__init__(f"expansion {expansion_id}: {failed} of {asked} calls failed in round "
@@ -65,13 +65,13 @@ class RelatedPersona(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    # Both fields are bounded at one character a token: a small model that degenerates here writes
-    # one-character tokens ("A_JM_N_N_C_M_G…"), and the bound must still close the JSON.
+    # Bounded at one character a token: a degenerate small model writes one-character tokens
+    # and the bound must still close the JSON.
     relation: Annotated[str, SHORT, DIGITS] = Field(
         min_length=2, max_length=RELATION_MAX_CHARS,
         description="how they relate, e.g. patient, supplier")
-    # one sentence, well inside the gate's limits. Asked as "description": SmolLM2-135M filled a
-    # "persona" key with a name far more often (bench/RESULTS.md); either key validates
+    # Asked as "description": SmolLM2-135M filled a "persona" key with a name far more often
+    # (bench/RESULTS.md); either key validates
     persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
                                             alias="description",
                                             description="a one-sentence persona description")
@@ -79,7 +79,7 @@ class RelatedPersona(BaseModel):
 
 @lru_cache(maxsize=32)
 def related_personas_schema(count: int) -> type[BaseModel]:
-    """Schema asking for exactly `count` related personas."""
+    """Build a schema asking for exactly count related personas."""
     if count < 1:
         raise ValueError("fanout must be >= 1")
     return create_model(
@@ -98,14 +98,14 @@ class ExpandSummary:
     new_personas: int = 0
     merged_into_existing: int = 0
     edges: int = 0
-    linked: int = 0  # edges added by triangle closing, not in edges
+    linked: int = 0  # triangle-closing edges, not in edges
     failed_calls: int = 0
-    kept: int = 0  # frontier personas whose answer yielded someone
+    kept: int = 0
     new_ids: tuple[str, ...] = ()
     reached_ids: tuple[str, ...] = ()
     expansion_id: str = ""
     resumed: bool = False
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason
+    rejected: dict[str, int] = field(default_factory=dict)
     graph: dict[str, Any] = field(default_factory=dict)
     provider_batches: str | None = None
 
@@ -117,14 +117,14 @@ def hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicate
 
 
 def params_key(start_ids: Sequence[str], hops: int, fanout: int, threshold: float) -> str:
-    """What makes two expansions the same job: start ids (in order), hops, fanout, threshold."""
+    """Hash what makes two expansions the same job: start ids, hops, fanout, threshold."""
     payload = json.dumps([list(start_ids), hops, fanout, threshold])
     return hashlib.sha1(payload.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
 class ExpansionInfo:
-    """A stored expansion (see the `expansions` table)."""
+    """A stored expansion."""
 
     expansion_id: str
     params_key: str
@@ -135,7 +135,7 @@ class ExpansionInfo:
 
 
 def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False) -> list[ExpansionInfo]:
-    """Stored expansions, newest first (only unfinished ones with `unfinished`)."""
+    """Return stored expansions, newest first (only unfinished ones if asked)."""
     jobs = list_jobs(con, kind="expansion", status=UNFINISHED if unfinished else None)
     if not jobs:
         return []
@@ -149,7 +149,7 @@ def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False)
 
 
 def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionInfo | None:
-    """The newest running expansion whose config has all the given items."""
+    """Return the newest running expansion whose config has all the given items."""
     for info in list_expansions(con, unfinished=True):
         if all(info.config.get(k) == v for k, v in config.items()):
             return info
@@ -157,12 +157,12 @@ def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionI
 
 
 def find_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpansionInfo | None:
-    """The stored expansion `expansion_id` (any status), or None."""
+    """Return a stored expansion of any status, or None."""
     return next((e for e in list_expansions(con) if e.expansion_id == expansion_id), None)
 
 
 def supersede_expansion(con: duckdb.DuckDBPyConnection, expansion_id: str) -> None:
-    """Mark an unfinished expansion `superseded`: it is never resumed automatically again."""
+    """Mark an unfinished expansion superseded so it is never resumed automatically."""
     supersede_jobs(con, [expansion_id])
 
 
@@ -176,14 +176,14 @@ def insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 
 
 def level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[Any, ...]]:
-    """(persona id, status, asks so far) of a level's frontier rows, in frontier order."""
+    """Return (persona id, status, asks so far) of a level's frontier rows, in order."""
     return con.execute(
         "SELECT persona_id, status, coalesce(attempts, 0) FROM expansion_frontier "
         "WHERE expansion_id = ? AND hop = ? ORDER BY position", [expansion_id, level]).fetchall()
 
 
 def to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
-    """Who a level's round asks: the pending personas first, then those that failed once."""
+    """Return who a level's round asks: pending personas first, then those that failed once."""
     if round_ == 0:
         return [pid for pid, status, _ in rows if status == "pending"]
     return [pid for pid, status, asks in rows if status == "failed" and asks < ASKS_PER_ROUND]
@@ -191,7 +191,7 @@ def to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
 
 def mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                rows: list[dict[str, Any]]) -> None:
-    """Record a batch's answers on the frontier (one UPDATE from an Arrow batch)."""
+    """Record a batch's answers on the frontier, in one UPDATE."""
     data = pa.table({
         "persona_id": [r["persona_id"] for r in rows],
         "status": [r["status"] for r in rows],
@@ -214,7 +214,7 @@ def mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 
 
 def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSummary:
-    """The whole expansion's counts, from its frontier rows (so a resumed one reports all of it)."""
+    """Count the whole expansion from its frontier rows, so a resumed one reports all of it."""
     rows = con.execute(
         "SELECT status, targets, created, merged, coalesce(linked, 0) FROM expansion_frontier "
         "WHERE expansion_id = ? AND status <> 'pending' ORDER BY hop, position", [expansion_id]).fetchall()
@@ -243,7 +243,7 @@ def summary_of(con: duckdb.DuckDBPyConnection, expansion_id: str) -> ExpandSumma
     return summary
 
 
-# each (parent, child) pair expansion ? made: a frontier persona and each persona its answer made
+# (parent, child, hop) pairs an expansion made
 EXPANSION_CHILDREN = """
 SELECT persona_id AS parent, unnest(from_json(created, '["VARCHAR"]')) AS child, hop + 1 AS hop
 FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
@@ -251,7 +251,7 @@ FROM expansion_frontier WHERE expansion_id = ? AND created IS NOT NULL
 
 
 def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> list[str]:
-    """Every persona an expansion asked about, reached or created, in first-seen order."""
+    """Return every persona an expansion asked about, reached or created, in first-seen order."""
     rows = con.execute(
         "SELECT persona_id, targets, created FROM expansion_frontier WHERE expansion_id = ? "
         "ORDER BY hop, position", [expansion_id]).fetchall()
@@ -264,7 +264,7 @@ def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> lis
 
 
 def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> dict[str, Any]:
-    """`shape_stats` of the social graph among an expansion's personas (a tree has 0 cycles)."""
+    """Return the shape of the social graph among an expansion's personas (a tree has 0 cycles)."""
     return shape_stats(social_graph(con, expansion_personas(con, expansion_id)))
 
 
@@ -272,16 +272,16 @@ def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> 
 class Linking:
     """How an expansion closes triangles and merges the same person."""
 
-    candidates: int = 0  # link candidates per new persona; 0 asks no link question
-    pool: NearestPool | None = None  # committed personas by embedding; None: no embedder
-    aliases: dict[str, str] = field(default_factory=dict)  # merged id -> the person it is
+    candidates: int = 0  # 0 asks no link question
+    pool: NearestPool | None = None  # None: no embedder
+    aliases: dict[str, str] = field(default_factory=dict)
     threshold: float = 0.9
 
 
 def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expansion_id: str,
                  level: int, created: Sequence[Persona], relations: Sequence[Relation],
                  merges: list[dict[str, Any]], marks: list[dict[str, Any]]) -> None:
-    """A batch's graph rows and frontier marks (inside the batch's commit)."""
+    """Write a batch's graph rows and frontier marks, inside the batch's commit."""
     upsert_personas(con, list(created), caller)
     save_relations(con, list(relations))
     save_merges(con, merges)
@@ -289,15 +289,17 @@ def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expan
 
 
 def link_embedder_of(spec: str | None) -> Embedder | None:
-    """The pool's embedder for `--link-embedder` (None: no pool)."""
+    """Return the embedder for the link pool, or None for no pool."""
     return None if spec is None else pool_embedder(spec)
 
 
 def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                  run_id: str | None, failed: int, max_failed_share: float) -> bool:
-    """Whether a run's setup stops on the level's personas still failed after their second round: when
-    one failed at the endpoint, none answered, or their share passes `--max-failed-share`. Personas
-    that failed on weak answers are counted, and the society grows without them."""
+    """Whether setup stops on a level's personas still failed after their second round.
+
+    It stops when one failed at the endpoint, none answered, or their share passes the maximum.
+    Personas that failed on weak answers are counted, and the society grows without them.
+    """
     size = int(scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                            "AND hop = ?", [expansion_id, level]))
     if failed >= size or (size >= QUALITY_FAIL_MIN_ACTIONS and failed > size * max_failed_share):
@@ -312,7 +314,7 @@ def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,
                        start_ids: Sequence[str], threshold: float, hops: int,
                        fanout: int) -> dict[str, list[dict[str, Any]]]:
-    """A new expansion's `expansions` row and first frontier level (unknown ids dropped)."""
+    """Return a new expansion's row and first frontier level (unknown ids dropped)."""
     start = [p.persona_id for p in fetch_personas(con, list(start_ids))]
     return {"expansions": [{"expansion_id": expansion_id, "hops_done": 0,
                             "params_key": params_key(start_ids, hops, fanout, threshold)}],
@@ -320,19 +322,19 @@ def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,
 
 
 def level_frontier(expansion_id: str, level: int, persona_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """A level's frontier rows, pending, in the given order."""
+    """Return a level's pending frontier rows, in the given order."""
     return [{"expansion_id": expansion_id, "hop": level, "position": i, "persona_id": pid,
              "status": "pending"} for i, pid in enumerate(persona_ids)]
 
 
 def hops_done(con: duckdb.DuckDBPyConnection, expansion_id: str) -> int:
-    """The levels an expansion finished."""
+    """Return how many levels an expansion finished."""
     return int(scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?",
                       [expansion_id]) or 0)
 
 
 def frontier_ids(con: duckdb.DuckDBPyConnection, expansion_id: str) -> set[str]:
-    """Every persona on the expansion's frontier so far (the ones it visited)."""
+    """Return every persona the expansion visited so far."""
     return {pid for (pid,) in con.execute(
         "SELECT DISTINCT persona_id FROM expansion_frontier WHERE expansion_id = ?",
         [expansion_id]).fetchall()}
@@ -341,7 +343,7 @@ def frontier_ids(con: duckdb.DuckDBPyConnection, expansion_id: str) -> set[str]:
 def frontier_count(con: duckdb.DuckDBPyConnection, expansion_id: str, *,
                    level: int | None = None, status: str | None = None,
                    asked: bool = False) -> int:
-    """Frontier rows of the expansion (of one level, one status, or asked)."""
+    """Count frontier rows, optionally of one level, one status, or asked."""
     return int(scalar(con, "SELECT count(*) FROM expansion_frontier WHERE expansion_id = ? "
                            "AND (? IS NULL OR hop = ?) AND (? IS NULL OR status = ?) "
                            "AND (NOT ? OR status <> 'pending')",
@@ -349,13 +351,13 @@ def frontier_count(con: duckdb.DuckDBPyConnection, expansion_id: str, *,
 
 
 def ask_failed_again(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> None:
-    """The level's failed frontier personas pending again, their asks reset."""
+    """Set the level's failed frontier personas pending again, with asks reset."""
     con.execute("UPDATE expansion_frontier SET status = 'pending', attempts = 0 "
                 "WHERE expansion_id = ? AND hop = ? AND status = 'failed'", [expansion_id, level])
 
 
 def level_targets(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[str]:
-    """Everyone a level's answers reached, in frontier order."""
+    """Return everyone a level's answers reached, in frontier order."""
     return [t for (t,) in con.execute(
         "SELECT unnest(CAST(targets AS VARCHAR[])) FROM expansion_frontier "
         "WHERE expansion_id = ? AND hop = ? AND status = 'done' ORDER BY position",
@@ -364,7 +366,7 @@ def level_targets(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int)
 
 def write_next_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
                      persona_ids: Sequence[str]) -> None:
-    """Level `level` done: the next level's frontier and the count, in one transaction."""
+    """Write the next level's frontier and the hop count in one transaction."""
     with transaction(con):
         insert_level(con, expansion_id, level + 1, persona_ids)
         con.execute("UPDATE expansions SET hops_done = ? WHERE expansion_id = ?",

@@ -1,6 +1,8 @@
-"""The relationship graph: networkx in memory, the `relations` table in DuckDB. Stored as a
-MultiDiGraph so several labels between two people survive a round trip; simulations use the
-undirected simple view."""
+"""The relationship graph: networkx in memory, the relations table in DuckDB.
+
+Stored as a MultiDiGraph so several labels between two people survive a round trip; simulations
+use the undirected simple view.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from personahub.personas.store import (
 
 @dataclass(frozen=True, slots=True)
 class Relation:
-    """A directed, labelled edge: `dst` is `src`'s `relation` (e.g. patient)."""
+    """A directed, labelled edge: dst is src's relation (e.g. patient)."""
 
     src: str
     dst: str
@@ -37,7 +39,7 @@ class Relation:
 
 
 def save_relations(con: duckdb.DuckDBPyConnection, relations: Iterable[Relation]) -> int:
-    """Insert relations not yet stored; returns how many rows were offered."""
+    """Insert relations not yet stored; return how many rows were offered."""
     unique = [r for r in dict.fromkeys(relations) if r.src != r.dst]
     return add_relations(con, {
         "src": [r.src for r in unique], "dst": [r.dst for r in unique],
@@ -47,7 +49,7 @@ def save_relations(con: duckdb.DuckDBPyConnection, relations: Iterable[Relation]
 
 def load_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | None = None,
                *, include_duplicates: bool = True) -> nx.MultiDiGraph:
-    """The persona graph (all of it, or the subgraph induced by `persona_ids`)."""
+    """Load the persona graph, or the subgraph induced by the given ids."""
     graph = nx.MultiDiGraph()
     for p in fetch_personas(con, persona_ids):
         graph.add_node(p.persona_id, text=p.text, hop=p.hop, source=p.source,
@@ -79,23 +81,22 @@ def save_graph(con: duckdb.DuckDBPyConnection, graph: nx.MultiDiGraph) -> None:
 
 @dataclass(frozen=True)
 class SocialEdges:
-    """The undirected simple social graph among `ids` as arrays (no networkx).
+    """The undirected simple social graph as arrays, without networkx.
 
-    Edges are in the order networkx lists them, so rows written from either agree. A million-persona
-    graph took about 17 s as networkx; these arrays take a fraction of that.
+    Edges are in networkx's order, so rows written from either agree. A million-persona graph took
+    about 17 s in networkx; these arrays take a fraction of that.
     """
 
     ids: list[str]
     lo: np.ndarray
     hi: np.ndarray
-    # a list, or an Arrow string array (no Python str per edge)
     relation: list[str | None] | pa.Array
     added: np.ndarray  # rank of each edge in the order networkx adds them
 
     @classmethod
     def from_positions(cls, ids: list[str], a: np.ndarray, b: np.ndarray,
                        relation: list[str | None] | pa.Array) -> SocialEdges:
-        """Edges `ids[a[i]] -- ids[b[i]]` given in the order networkx would add them."""
+        """Build edges from position arrays given in the order networkx would add them."""
         a, b = a.astype(np.int64, copy=False), b.astype(np.int64, copy=False)
         added = np.arange(a.size, dtype=np.int64)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
@@ -108,24 +109,24 @@ class SocialEdges:
         return int(self.lo.size)
 
     def relations(self) -> list[str | None]:
-        """The edge labels as a Python list."""
+        """Return the edge labels as a list."""
         rel = self.relation
         return rel.to_pylist() if isinstance(rel, pa.Array) else list(rel)
 
     def rows(self) -> tuple[list[str], list[str], list[str | None]]:
-        """(src, dst, relation) columns: src is the pair's persona that comes first in `ids`."""
+        """Return (src, dst, relation) columns; src is the pair's member that comes first in ids."""
         ids = np.asarray(self.ids, dtype=object)
         return ids[self.lo].tolist(), ids[self.hi].tolist(), self.relations()
 
     def columns(self) -> tuple[pa.Array, pa.Array, pa.Array]:
-        """`rows()` as Arrow arrays, for bulk writers."""
+        """Return the rows as Arrow arrays, for bulk writers."""
         names = pa.array(self.ids, type=pa.string())
         rel = self.relation
         return (names.take(pa.array(self.lo)), names.take(pa.array(self.hi)),
                 rel if isinstance(rel, pa.Array) else pa.array(rel, type=pa.string()))
 
     def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
-        """CSR adjacency `(starts, targets)`, in the order networkx's adjacency holds them."""
+        """Return CSR adjacency (starts, targets), in networkx's adjacency order."""
         rank = np.concatenate([self.added, self.added])
         source = np.concatenate([self.lo, self.hi])
         target = np.concatenate([self.hi, self.lo])
@@ -135,7 +136,7 @@ class SocialEdges:
         return starts, target[order]
 
     def to_networkx(self) -> nx.Graph:
-        """The same graph in networkx."""
+        """Return the same graph in networkx."""
         graph = nx.Graph()
         graph.add_nodes_from(self.ids)
         ids, by_added = self.ids, np.argsort(self.added, kind="stable")
@@ -149,9 +150,11 @@ class SocialEdges:
 
 def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
                  own_links: pa.Table | None = None) -> SocialEdges:
-    """Undirected simple graph among `persona_ids` straight from the `relations` table, as arrays: one
-    edge per related pair, labelled with its alphabetically first relation; no Python object per edge.
-    `own_links`: a run's own acquaintance links, in place of those stored by scenario runs."""
+    """Load the undirected simple graph among the personas straight from SQL, as arrays.
+
+    One edge per related pair, labelled with its first relation; own_links replaces links stored by
+    scenario runs with a run's own.
+    """
     ids = list(dict.fromkeys(persona_ids))
     found = social_pairs(con, ids, own_links)
     return SocialEdges.from_positions(ids, found.column("pa").to_numpy(),
@@ -160,20 +163,22 @@ def social_edges(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
 
 
 def social_graph(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> nx.Graph:
-    """`social_edges` as a networkx graph, for callers that walk it."""
+    """Return the social graph as networkx, for callers that walk it."""
     return social_edges(con, persona_ids).to_networkx()
 
 
 def small_world_pairs(n: int, k: int, rewire: float, seed: int) -> list[tuple[int, int]]:
-    """Watts-Strogatz edges on `n` nodes (ring of `k` nearest, each edge rewired with probability
-    `rewire`), sorted as (u, v) with u < v: `n * (k // 2)` distinct edges, no self loops."""
+    """Return Watts-Strogatz edges (u, v), u < v, sorted: n * (k // 2) distinct edges, no self loops."""
     near, far = small_world_arrays(n, k, rewire, seed)
     return list(zip(near.tolist(), far.tolist(), strict=True))
 
 
 def small_world_arrays(n: int, k: int, rewire: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`small_world_pairs` as parallel int64 arrays. Vectorised (a Python loop took about a second at
-    100,000 personas) and seeded through PCG64, the same on every platform."""
+    """Return Watts-Strogatz edges as two int64 arrays.
+
+    Vectorised (a Python loop took about a second at 100,000 personas) and seeded through PCG64, so
+    the same on every platform.
+    """
     if n < 3 or k < 2:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
     half = min(k, n - 1) // 2
@@ -188,8 +193,9 @@ def small_world_arrays(n: int, k: int, rewire: float, seed: int) -> tuple[np.nda
 
 def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndarray,
                far: np.ndarray, *, relation: str, hop: int | None, source: str) -> int:
-    """Insert relations `ids[near[i]] -> ids[far[i]]` not yet stored, as columns, with no `Relation`
-    object per link; returns how many were offered."""
+    """Insert links between ids as relation columns, without an object per link; return how many were
+    offered.
+    """
     names = pa.array(ids, type=pa.string())
     count = int(near.size)
     distinct = len(set(ids)) == len(ids)
@@ -201,27 +207,24 @@ def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndar
         new_by=("src", "dst", "relation") if distinct else ())
 
 
-# Rounds of redrawing a rewired edge's end before it stays put: far more than a large graph needs;
-# it bounds small graphs with no room.
+# Rounds of redrawing a rewired edge's end; bounds small graphs with no room.
 _REWIRE_ROUNDS = 100
 
 
 def _ring_lattice(n: int, half: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each node and its `half` successors on the ring, as (near end, far end) arrays."""
     near = np.tile(np.arange(n, dtype=np.int64), half)
     far = (near + np.repeat(np.arange(1, half + 1, dtype=np.int64), n)) % n
     return near, far
 
 
 def _pair_keys(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """One int64 per undirected pair (`min * n + max`), so sets of edges are sorted arrays."""
+    """Encode each undirected pair as one int64, so edge sets are sorted arrays."""
     return np.minimum(a, b) * n + np.maximum(a, b)
 
 
 def _rewired(keys: np.ndarray, near: np.ndarray, n: int, rewire: float,
              rng: np.random.Generator) -> np.ndarray:
-    """`keys` with each edge's far end moved, with probability `rewire`, to a free node, so the edge
-    count stays exact; an edge that finds none stays."""
+    """Move each edge's far end to a free node with probability rewire; the edge count stays exact."""
     moved = rng.random(keys.size) < rewire
     new = _free_partners(near[moved], np.sort(keys), n, rng)
     out = keys.copy()
@@ -231,7 +234,6 @@ def _rewired(keys: np.ndarray, near: np.ndarray, n: int, rewire: float,
 
 def _free_partners(near: np.ndarray, lattice: np.ndarray, n: int,
                    rng: np.random.Generator) -> np.ndarray:
-    """A new pair key per node in `near`, or -1 if none found; clashing draws are drawn again."""
     found = np.full(near.size, -1, dtype=np.int64)
     taken = np.empty(0, dtype=np.int64)
     pending = np.arange(near.size)
@@ -250,7 +252,7 @@ def _free_partners(near: np.ndarray, lattice: np.ndarray, n: int,
 
 
 def _contains(sorted_keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Mask of `values` present in `sorted_keys` (binary search; np.isin re-sorts both)."""
+    """Mask values present in sorted keys, by binary search (np.isin re-sorts both)."""
     if not sorted_keys.size:
         return np.zeros(values.size, dtype=bool)
     at = np.minimum(np.searchsorted(sorted_keys, values), sorted_keys.size - 1)
@@ -264,7 +266,7 @@ def _first_occurrences(values: np.ndarray) -> np.ndarray:
 
 
 def social_view(graph: nx.MultiDiGraph) -> nx.Graph:
-    """Undirected simple graph for neighbourhoods: who can talk to whom."""
+    """Return the undirected simple graph: who can talk to whom."""
     simple = nx.Graph()
     simple.add_nodes_from(graph.nodes(data=True))
     for u, v, data in graph.edges(data=True):
@@ -274,7 +276,7 @@ def social_view(graph: nx.MultiDiGraph) -> nx.Graph:
 
 
 def graph_summary(graph: nx.MultiDiGraph) -> dict[str, Any]:
-    """Nodes, edges and connected components (for console summaries)."""
+    """Return nodes, edges and connected components, for console summaries."""
     return {
         "nodes": graph.number_of_nodes(),
         "edges": graph.number_of_edges(),
@@ -286,7 +288,7 @@ _DEGREE_BINS = ((0, 0), (1, 1), (2, 2), (3, 4), (5, 8), (9, 16), (17, 32), (33, 
 
 
 def degree_histogram(degrees: Sequence[int]) -> dict[str, int]:
-    """Degrees binned as 0, 1, 2, 3-4, 5-8, ... 33+ (empty bins left out)."""
+    """Bin degrees as 0, 1, 2, 3-4, 5-8, ... 33+, leaving out empty bins."""
     histogram: dict[str, int] = {}
     for low, high in _DEGREE_BINS:
         label = str(low) if high == low else (f"{low}+" if high is None else f"{low}-{high}")
@@ -295,8 +297,7 @@ def degree_histogram(degrees: Sequence[int]) -> dict[str, int]:
 
 
 def shape_stats(graph: nx.Graph) -> dict[str, Any]:
-    """How social a simple undirected graph is: nodes, edges, components, independent cycles,
-    average clustering and the degree histogram."""
+    """Return nodes, edges, components, independent cycles, clustering and degree histogram."""
     nodes, edges = graph.number_of_nodes(), graph.number_of_edges()
     components = nx.number_connected_components(graph) if nodes else 0
     return {"nodes": nodes, "edges": edges, "components": components,
@@ -306,8 +307,7 @@ def shape_stats(graph: nx.Graph) -> dict[str, Any]:
 
 
 def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
-    """Nodes, edges, components, degrees (both directions), hop and relation-label counts, plus the
-    `shape_stats` of the undirected view."""
+    """Return graph statistics: sizes, degrees, hops, sources, labels and the undirected shape."""
     from collections import Counter
     from statistics import median
 
@@ -339,13 +339,13 @@ def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, An
 
 
 def _source_kind(source: str) -> str:
-    """`expand`, `text-to-persona`, `seed` kept; file paths summarised as `file`."""
+    """Summarise a persona source: file paths become 'file'."""
     return source if source in ("expand", "text-to-persona", "seed", "") else (
         source.split(":", 1)[0] if source.startswith("scenario:") else "file")
 
 
 def write_graphml(graph: nx.MultiDiGraph, path: str | Path | BinaryIO) -> None:
-    """Write GraphML to a path or binary file (`attributes` stored JSON-encoded: GraphML takes scalars)."""
+    """Write GraphML; attributes are JSON-encoded because GraphML takes scalars."""
     out = nx.MultiDiGraph()
     for node, data in graph.nodes(data=True):
         out.add_node(node, text=data.get("text", ""), hop=int(data.get("hop", 0) or 0),
@@ -360,7 +360,7 @@ def write_graphml(graph: nx.MultiDiGraph, path: str | Path | BinaryIO) -> None:
 
 
 def read_graphml(path: str | Path) -> nx.MultiDiGraph:
-    """Read a GraphML file written by `write_graphml` back."""
+    """Read a GraphML file written by write_graphml."""
     raw = nx.read_graphml(str(path), force_multigraph=True)
     graph = nx.MultiDiGraph()
     for node, data in raw.nodes(data=True):

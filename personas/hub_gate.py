@@ -1,4 +1,4 @@
-"""The hub's reads of the `personas.gate` label: which rows a draw may take, and why none can."""
+"""The hub's reads of the gate label: which rows a draw may take, and why none can."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from personahub.personas.store import failed_count, gate_counts, gates_of
 
 
 def gate_clause(gates: Sequence[str] | None) -> str | None:
-    """An SQL condition keeping the rows labelled `gates` (None: no condition); the labels are our
-    constants, never user text, so they are inlined."""
+    """Return an SQL condition keeping rows with these labels (inlined: they are constants, not user
+    text).
+    """
     if gates is None:
         return None
     for gate in gates:
@@ -23,8 +24,7 @@ def gate_clause(gates: Sequence[str] | None) -> str | None:
 
 
 def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
-    """The line a draw that found nobody eligible prints: how many were left out, and the flag that
-    takes them."""
+    """Return the line a draw that found nobody eligible prints, with the flag that takes the rest."""
     left = ", ".join(f"{n} {gate}" for gate, n in gate_counts(con) if gate not in DRAWN)
     if not left:
         return f"{what}: no personas match"
@@ -33,8 +33,7 @@ def none_eligible(con: duckdb.DuckDBPyConnection, what: str) -> str:
 
 
 def held_back(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str | None:
-    """How many of the matching `ids` the gate left out, their labels and the flag that takes them;
-    None when none."""
+    """Describe how many matching ids the gate left out and the flag that takes them; None when none."""
     if not ids:
         return None
     counts: dict[str, int] = {}
@@ -46,22 +45,21 @@ def held_back(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> str | None:
 
 
 def fewer_than_asked(what: str, asked: int, got: int, reasons: Sequence[str | None]) -> str:
-    """The line a draw of `asked` that found `got` prints: how many matched and why the rest were left
-    out."""
+    """Return the line a short draw prints: how many matched and why the rest were left out."""
     why = "; ".join(r for r in reasons if r)
     return (f"{what}: {got} of {asked} asked: only {got} personas match"
             + (f"; {why}" if why else ""))
 
 
 def persona_gates(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    """Each of `ids`'s label."""
+    """Map ids to their gate label."""
     if not ids:
         return {}
     return gates_of(con, ids)
 
 
 def count_failed(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> int:
-    """How many of `ids` are labelled `failed`."""
+    """Count ids labelled failed."""
     if not ids:
         return 0
     return failed_count(con, ids)

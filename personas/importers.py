@@ -1,7 +1,7 @@
 """Streaming importers that turn persona files (Persona Hub, FinePersonas, tables) into Personas.
 
-Files can be far larger than memory, so every reader streams. Problems with the whole file raise
-at once; a bad record raises when reached, or is counted and skipped with `skip_bad=True`.
+Files can be larger than memory, so every reader streams. Whole-file problems raise at once; a
+bad record raises when reached, or is counted and skipped with skip_bad.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ FORMATS: dict[str, str] = {
 }
 
 MAX_BAD_EXAMPLES = 5
-#: the source of the shipped seed personas, by whatever path they were read
+# the source of the shipped seed personas, by whatever path they were read
 SEED_SOURCE = "seed"
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -84,11 +84,10 @@ class ImportStats:
     imported: int = 0
     bad: int = 0
     bad_examples: list[str] = field(default_factory=list)
-    # attribute tables: demographic values that mapped to no canonical value
     unmapped: Counter[str] = field(default_factory=Counter)
 
     def note_bad(self, error: PersonaFileError) -> None:
-        """Count a skipped record and keep its message if fewer than five are kept."""
+        """Count a skipped record and keep its message while fewer than five are kept."""
         self.bad += 1
         if len(self.bad_examples) < MAX_BAD_EXAMPLES:
             self.bad_examples.append(str(error))
@@ -159,8 +158,9 @@ _LINE_ENDS = ("", "\n", "\r\n")
 
 
 def _decode_json(text: str) -> Any:
-    """`json.loads(text)` without its per-call checks on the usual line; anything else goes through
-    `json.loads` itself, so values and errors are exactly its own."""
+    """Parse JSON fast on the usual line; anything else goes through json.loads for its exact values
+    and errors.
+    """
     try:
         value, end = _raw_decode(text)
     except (json.JSONDecodeError, RecursionError):
@@ -186,7 +186,7 @@ def _parse_json_line(raw: bytes, line_no: int) -> Row:
     value = _decode_json(text)
     if not isinstance(value, dict):
         raise _BadRecord(f"expected a JSON object, got {_json_type(value)}")
-    # counting brackets costs a C-level pass, so only a line with that many is measured
+    # counting brackets is one C-level pass, so only such lines are measured
     if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:
         for key, field in value.items():
             problem = too_deep(field)
@@ -218,8 +218,10 @@ def _read_csv_header(path: Path, name: str) -> list[str]:
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
-    """Yield (line where the row starts, cells or reason) for each data row. The reader is strict about
-    quotes: a lenient one glues rows after a stray quote into one field (two personas become one)."""
+    """Yield (start line, cells or reason) for each data row.
+
+    The reader is strict about quotes: a lenient one glues rows after a stray quote into one field.
+    """
     with _open_text(path) as f:
         reader = csv.reader(f, strict=True)
         header = next(reader)
@@ -243,7 +245,7 @@ def _csv_records(path: Path) -> Iterator[tuple[int, Row | _BadRecord]]:
 
 
 def _quoting_problem(reason: str, start: int, end: int) -> str:
-    """The reason shown for a row the strict CSV reader refused."""
+    """Return the reason shown for a row the strict CSV reader refused."""
     if reason == "unexpected end of data":
         return "bad quoting: a quote opened here is never closed (it runs to the end of the file)"
     span = f" (the quoted field runs on to line {end})" if end > start else ""
@@ -304,12 +306,11 @@ def _format_from_keys(keys: Iterable[str], plain: str) -> str:
 
 
 class FormatNotKnown(PersonaFileError, UsageError):
-    """The file's name does not tell its format and `--format` does not say it: a usage error (exit 2),
-    decided before the file is read."""
+    """The format is neither given nor told by the file name: a usage error (exit 2)."""
 
 
 def detect_format(path: str | Path) -> str:
-    """Guess the format from the extension and field names, so users rarely need `--format`."""
+    """Guess the format from the extension and field names."""
     name = str(path)
     path = Path(path)
     _check_file(path, name)
@@ -358,7 +359,7 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
         raise _BadRecord(f'field "{name}" is null')
     if not isinstance(value, str):
         raise _BadRecord(f'field "{name}" is {_json_type(value)}, not a string')
-    if not value or value.isspace():  # "only whitespace" without strip()'s copy
+    if not value or value.isspace():
         raise _BadRecord(f'field "{name}" is empty')
     problem = persona_text_problem(value)
     if problem is not None:
@@ -417,8 +418,7 @@ def _attribute_builder(fmt: str, container: str,
 
 
 def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
-    """An attribute table's fields with the canonical demographic keys normalised; what did not map is
-    counted."""
+    """Normalise an attribute table's demographic fields, counting values that did not map."""
     try:
         attributes, unmapped = normalise_row(fields)
     except DemographicProblem as exc:
@@ -471,7 +471,7 @@ def seed_file() -> Path:
 
 
 def is_seed_file(path: Path) -> bool:
-    """Whether `path` is the shipped seed file, or a byte-for-byte copy of it."""
+    """Whether the path is the shipped seed file, or a byte-for-byte copy of it."""
     seed = seed_file()
     try:
         if path.resolve() == seed.resolve():
@@ -492,13 +492,10 @@ def iter_personas(
     source: str | None = None,
     synth_rows: list[KeptRow] | None = None,
 ) -> Iterator[Persona]:
-    """Stream Personas from a file, with provenance (file and line/row) on each one.
+    """Stream Personas from a file, each with its file and line or row as provenance.
 
-    `synth_rows` receives each record of a Persona Hub synthesis file whole (its synthesized text is
-    data the persona does not carry). `source` names where the personas came from (the shipped seed
-    file is `seed` by any path). File-level problems raise `PersonaFileError` at once; a bad record
-    raises when reached, or is counted in `stats` and skipped with `skip_bad`. Repeated texts are
-    yielded too: deduplication happens later.
+    synth_rows receives each record of a Persona Hub synthesis file whole. The shipped seed file
+    gets source "seed" by any path. Repeated texts are yielded too: dedup happens later.
     """
     name = str(path)
     path = Path(path)
@@ -555,7 +552,7 @@ def _generate(
                 text=text, source=source, source_ref=f"{ref_word} {number}", attributes=attributes
             )
             if kept is not None:
-                assert isinstance(record, dict)  # a _BadRecord was raised above
+                assert isinstance(record, dict)
                 kept.append((number, record, persona))
             yield persona
 
@@ -565,7 +562,7 @@ _UNREADABLE = (OSError, EOFError, zlib.error, csv.Error, UnicodeDecodeError, pa.
 
 @contextmanager
 def _unreadable_as_file_error(name: str) -> Iterator[None]:
-    """Bytes that cannot be read (bad gzip, CSV or UTF-8) as a one-line file error, not an EOFError."""
+    """Turn unreadable bytes (bad gzip, CSV or UTF-8) into a one-line file error."""
     try:
         yield
     except _UNREADABLE as exc:
@@ -576,8 +573,9 @@ def _unreadable_as_file_error(name: str) -> Iterator[None]:
 def _closing_stream(
     records: Iterator[tuple[int, Row | _BadRecord]], name: str
 ) -> Iterator[Iterator[tuple[int, Row | _BadRecord]]]:
-    """Close the reader with the generator; report damaged bytes as file errors (they break the stream,
-    so they cannot be skipped like one bad record)."""
+    """Close the reader with the generator; damaged bytes break the stream, so they raise as file
+    errors.
+    """
     try:
         yield records
     except _UNREADABLE as exc:
@@ -591,7 +589,7 @@ def _closing_stream(
 def iter_persona_batches(
     path: str | Path, *, batch_size: int = 10_000, **kwargs: Any
 ) -> Iterator[list[Persona]]:
-    """Group `iter_personas` output into lists, for bulk inserts."""
+    """Group streamed personas into lists, for bulk inserts."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     personas = iter_personas(path, **kwargs)
@@ -604,15 +602,14 @@ def _batched(personas: Iterator[Persona], batch_size: int) -> Iterator[list[Pers
 
 
 def container_of(path: str | Path) -> str | None:
-    """Physical layout of a file by its extension (.gz ignored): jsonl, csv, parquet or None."""
+    """Return a file's layout by extension (.gz ignored): jsonl, csv, parquet or None."""
     return _container_of(Path(path))
 
 
 def iter_rows(
     path: str | Path, *, skip_bad: bool = False, stats: ImportStats | None = None
 ) -> Iterator[tuple[int, Row]]:
-    """Stream the raw records of a JSONL/CSV/Parquet file as (line or row number, field dict), with
-    `iter_personas`' streaming, gzip and error handling (text-to-persona reads corpora this way)."""
+    """Stream the raw records of a JSONL, CSV or Parquet file as (line or row number, fields)."""
     name = str(path)
     path = Path(path)
     _check_file(path, name)

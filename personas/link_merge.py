@@ -1,9 +1,8 @@
 """Same-person merges during expansion: a new persona that is someone already known.
 
-The same person can come back in other words; the embedding pool or the link question says so.
-Such a persona is not added: its edges go to the person it is, and a `persona_merges` row keeps
-its text and why. Its text stays in the MinHash index under its own id, so a later near-copy
-lands on the same person, after a resume too.
+Such a persona is not added: its edges go to the person it is, and a merge row keeps its text and
+why. Its text stays in the MinHash index under its own id, so a later near-copy lands on the same
+person, after a resume too.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ def resolve(aliases: Mapping[str, str], persona_id: str) -> str:
 
 def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: list[Relation],
                  marks: list[dict[str, Any]]) -> tuple[list[Persona], list[Relation]]:
-    """A batch after its merges: merged personas dropped, their edges moved to the person they are
-    (self-loops and repeats dropped), frontier marks counted again."""
+    """Apply merges to a batch: drop merged personas, move their edges, recount frontier marks."""
     if not merges:
         return created, relations
     moved: list[Relation] = []
@@ -55,7 +53,7 @@ def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: l
 
 def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
                  index: NearDuplicateIndex) -> dict[str, str]:
-    """An expansion's merges so far (id -> person), their texts put back into `index`."""
+    """Return an expansion's merges so far (id -> person), putting their texts back into the index."""
     rows = expansion_merges(con, expansion_id)
     index.add_many([(pid, text) for pid, text, _ in rows])
     return {pid: into for pid, _, into in rows}
@@ -63,7 +61,7 @@ def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
 
 def merge_rows(expansion_id: str, first_position: int, hop: int,
                merges: Sequence[tuple[Persona, str, str, float | None]]) -> list[dict[str, Any]]:
-    """`persona_merges` rows for `(persona, merged into, method, score)` in order."""
+    """Build merge rows for (persona, merged into, method, score), in order."""
     return [{"expansion_id": expansion_id, "position": first_position + i,
              "persona_id": person.persona_id, "text": person.text, "merged_into": into,
              "method": method, "score": score, "hop": hop}
@@ -71,6 +69,6 @@ def merge_rows(expansion_id: str, first_position: int, hop: int,
 
 
 def save_merges(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
-    """Insert merge rows (inside the batch's transaction)."""
+    """Insert merge rows, inside the batch's transaction."""
     if rows:
         add_merges(con, rows)

@@ -1,9 +1,8 @@
 """Nearest people by embedding, for triangle closing and same-person merges during expansion.
 
-A source's neighbourhood only proposes people in the same tree. A pool of the expansion's
-committed personas, embedded offline, proposes the nearest ones too, and a new persona at cosine
->= the threshold is merged into its nearest one. Ranking by (rounded cosine, id) makes a resumed
-expansion propose the same people.
+A source's neighbourhood only proposes people in the same tree; a pool of committed personas
+proposes the nearest ones too, and a new persona at or above the threshold is merged into its
+nearest. Ranking by (rounded cosine, id) makes a resumed expansion propose the same people.
 """
 
 from __future__ import annotations
@@ -19,14 +18,14 @@ from personahub.personas.scripts import covered
 from personahub.personas.store import texts_by_id
 
 OFFLINE_EMBEDDERS = ("hash", "local")
-DEFAULT_LINK_EMBEDDER = "hash"  # what `personas expand` uses unless told otherwise
-# and its candidates per new persona (ExpandConfig itself defaults to 0: trees)
+DEFAULT_LINK_EMBEDDER = "hash"
+# the expand command's defaults (ExpandConfig itself defaults to 0 candidates: trees)
 DEFAULT_LINK_CANDIDATES = 4
-_DECIMALS = 5  # ranks ties (and float noise between runs) by id
+_DECIMALS = 5  # ranks ties and float noise by id
 
 
 def pool_embedder(spec: str) -> Embedder:
-    """An offline embedder for the pool: pool embeddings are not model calls on the job kernel."""
+    """Build an offline embedder for the pool: pool embeddings are not model calls."""
     if spec.strip().partition(":")[0].lower() not in OFFLINE_EMBEDDERS:
         raise UsageError(f"--link-embedder {spec!r}: use hash or local[:model] "
                               "(embeddings made during expansion are not accounted calls)")
@@ -47,11 +46,11 @@ class NearestPool:
         return len(self._ids)
 
     def judges(self, text: str) -> bool:
-        """Whether the embedder was trained on `text`'s script (else it proposes nobody)."""
+        """Whether the embedder was trained on the text's script (else it proposes nobody)."""
         return covered(text, self._scripts)
 
     def add(self, people: Sequence[tuple[str, str]]) -> None:
-        """Add `(persona_id, text)` pairs not yet in the pool (texts it cannot judge are left out)."""
+        """Add (persona_id, text) pairs not yet in the pool, leaving out texts it cannot judge."""
         fresh = [(pid, text) for pid, text in dict(people).items()
                  if pid not in self._known and self.judges(text)]
         if not fresh:
@@ -63,7 +62,7 @@ class NearestPool:
 
     def nearest(self, texts: Sequence[str], k: int, exclude: Sequence[set[str]]
                 ) -> list[list[tuple[str, float]]]:
-        """For each text, up to `k` `(persona_id, cosine)` best first, skipping `exclude[i]`."""
+        """Return, per text, up to k (persona_id, cosine) best first, skipping exclude[i]."""
         out: list[list[tuple[str, float]]] = [[] for _ in texts]
         judged = [i for i, text in enumerate(texts) if self.judges(text)]
         if not self._ids or not judged or k < 1:
@@ -72,7 +71,7 @@ class NearestPool:
         scores = np.round(queries @ self._vectors.T, _DECIMALS)
         for row, i in enumerate(judged):
             take = min(len(self._ids), k + len(exclude[i]))
-            # everyone tied with the take-th best too, so the pool's order never decides
+            # everyone tied with the last taken too, so pool order never decides
             bound = np.partition(-scores[row], take - 1)[take - 1]
             top = np.flatnonzero(-scores[row] <= bound)
             ranked = sorted((-float(scores[row, j]), self._ids[j]) for j in top)
@@ -82,7 +81,7 @@ class NearestPool:
 
 def load_pool(con: duckdb.DuckDBPyConnection, embedder: Embedder, persona_ids: Sequence[str]
               ) -> NearestPool:
-    """A pool of an expansion's committed personas with their hub texts."""
+    """Build a pool of an expansion's committed personas with their hub texts."""
     pool = NearestPool(embedder)
     if persona_ids:
         rows = texts_by_id(con, persona_ids)

@@ -1,9 +1,8 @@
-"""Triangle closing for persona-to-persona expansion: does a new persona know people already near it?
+"""Triangle closing for expansion: does a new persona know people already near it?
 
-Expansion alone grows trees; real social graphs close triangles. So the model is shown a few
-candidates near the new persona and says which it knows and how: yes-answers become relations
-(source `expand:link`), and `same person` merges it into the existing one. The schema is a
-fixed-length list, so the offline engine closes some triangles too.
+Expansion alone grows trees; real social graphs close triangles. The model is shown a few
+candidates and says which it knows and how: yes-answers become relations, and "same person"
+merges it into the existing one.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class CandidateLink(BaseModel):
 
 @lru_cache(maxsize=32)
 def link_schema(count: int) -> type[BaseModel]:
-    """Schema with exactly `count` entries, one per candidate in order."""
+    """Build a schema with exactly count entries, one per candidate in order."""
     if count < 1:
         raise ValueError("a link question needs at least one candidate")
     return create_model(
@@ -47,7 +46,7 @@ def link_schema(count: int) -> type[BaseModel]:
 
 def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
                    ) -> dict[str, list[str]]:
-    """Each persona's stored relations in either direction, sorted by id (deterministic)."""
+    """Return each persona's stored relations in either direction, sorted by id."""
     if not persona_ids:
         return {}
     return relation_neighbours(con, persona_ids)
@@ -55,8 +54,11 @@ def hub_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
 
 def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours: Sequence[str],
                     limit: int, nearest: Sequence[str] = ()) -> list[str]:
-    """Up to `limit` candidates for `child`: the people described alongside it first (each yes closes a
-    triangle), then its source's neighbours, and the nearest people by embedding."""
+    """Return up to limit link candidates for a new persona.
+
+    People described alongside it come first (each yes closes a triangle), then its source's
+    neighbours and the nearest by embedding.
+    """
     circle = [pid for pid in dict.fromkeys((*siblings, *neighbours)) if pid not in (child, source)]
     near = [pid for pid in dict.fromkeys(nearest) if pid not in (child, source)]
     picked: dict[str, None] = {}
@@ -69,7 +71,7 @@ def pick_candidates(child: str, source: str, siblings: Sequence[str], neighbours
 
 def link_relations(child: str, candidates: Sequence[str], links: Sequence[CandidateLink],
                    hop: int) -> list[Relation]:
-    """The edges a link answer adds: child -> candidate for each yes."""
+    """Return the edges a link answer adds: child -> candidate for each yes."""
     out: list[Relation] = []
     for candidate, link in zip(candidates, links, strict=False):
         label = _label(link)
@@ -79,7 +81,7 @@ def link_relations(child: str, candidates: Sequence[str], links: Sequence[Candid
 
 
 def same_person(candidates: Sequence[str], links: Sequence[CandidateLink]) -> str | None:
-    """The first candidate the answer calls the new persona themself, if any."""
+    """Return the first candidate the answer calls the new persona themself, if any."""
     for candidate, link in zip(candidates, links, strict=False):
         if link.knows and _label(link) == SAME_PERSON:
             return candidate
@@ -96,7 +98,7 @@ def _label(link: CandidateLink) -> str:
 
 def texts_of(con: duckdb.DuckDBPyConnection, ids: Sequence[str],
              known: Mapping[str, str]) -> dict[str, str]:
-    """Persona texts of `ids`: from `known` (this batch's new personas), else the hub."""
+    """Return persona texts, from this batch's new personas, else the hub."""
     missing = [i for i in ids if i not in known]
     found = dict(known)
     if missing:

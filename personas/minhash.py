@@ -1,8 +1,7 @@
 """Stage 1 of persona dedup: vectorised MinHash + LSH over word n-grams, bit-identical to datasketch.
 
-Persona Hub's settings (1-grams, 128 permutations, 0.9), on whole batches in numpy. Bands are
-chosen for recall (16 x 8 proposes 99.99% of pairs at J = 0.9, datasketch's 5 x 25 only 31%) and
-candidates are verified by exact Jaccard; templated text is kept near linear (bench_minhash.py).
+Bands are chosen for recall (16 x 8 proposes 99.99% of pairs at J = 0.9, datasketch's 5 x 25
+only 31%); candidates are checked by exact Jaccard.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
 _EMPTY = np.iinfo(np.uint32).max
-_BATCH_TEXTS = 50_000  # texts tokenised at a time
+_BATCH_TEXTS = 50_000
 _GATHER_ROWS = 1 << 17
 
 
@@ -57,10 +56,9 @@ class MinHashConfig:
         num_perm: Number of hash permutations (signature length).
         threshold: Jaccard similarity at or above which two texts are duplicates.
         ngram: Word n-gram size of the features (1 = bag of words).
-        seed: Seeds the permutations; the same seed gives the same signatures everywhere.
+        seed: Seeds the permutations.
         max_bucket_pairs: Each text in an LSH bucket is compared with at most this many of the
-            bucket's earliest texts. On templated personas, 2 found 99.86% of planted copies
-            (99.1% at 1, all at 4); identical signatures are paired apart and all found.
+            bucket's earliest texts. On templated personas 2 found 99.86% of planted copies.
     """
 
     num_perm: int = 128
@@ -83,12 +81,11 @@ class MinHashConfig:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased word tokens; punctuation and whitespace only separate words."""
+    """Return lower-cased word tokens."""
     return _TOKEN_RE.findall(text.lower())
 
 
 def _fmix64(x: np.ndarray) -> np.ndarray:
-    """Murmur3's 64-bit finaliser (wrapping uint64)."""
     x = x ^ (x >> _U64(33))
     x = x * _MIX1
     x = x ^ (x >> _U64(33))
@@ -97,13 +94,11 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 
 
 def token_hash(token: str) -> int:
-    """32-bit token hash: the first 4 bytes of SHA-1, little-endian (datasketch's default), so our
-    signatures match `datasketch.MinHash(num_perm, seed)` bit for bit."""
+    """Hash a token to 32 bits as datasketch does (SHA-1, first 4 bytes, little-endian)."""
     return int.from_bytes(hashlib.sha1(token.encode("utf-8")).digest()[:4], "little")
 
 
 def _fmix32(x: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finaliser (wrapping uint32)."""
     x = x ^ (x >> np.uint32(16))
     x = x * np.uint32(0x85EBCA6B)
     x = x ^ (x >> np.uint32(13))
@@ -113,7 +108,7 @@ def _fmix32(x: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Affine permutations h -> a*h + b mod 2^32, drawn as datasketch draws them from `seed`."""
+    """Draw datasketch's affine permutations a*h + b mod 2^32."""
     gen = np.random.RandomState(seed)
     a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
     b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
@@ -123,8 +118,6 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _permuted(
     hashes: np.ndarray, config: MinHashConfig, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """(len(hashes), num_perm) uint32 permuted values of the low 32 bits of `hashes`, written into
-    `out` when given."""
     a, b = _permutations(config.num_perm, config.seed)
     if out is None:
         out = np.empty((hashes.size, config.num_perm), dtype=np.uint32)
@@ -151,22 +144,19 @@ class _Ids(dict[str, int]):
         return new_id
 
     def take_new(self) -> list[str]:
-        """Tokens numbered since the last call, in id order (walking the dict from its start instead was
-        quadratic on templated text)."""
+        """Return tokens numbered since the last call (walking the dict was quadratic on templated text)."""
         new, self._new = self._new, []
         return new
 
 
 class _Vocabulary:
-    """Token -> id, with each token's permuted values computed once for the first `_TABLE_ROWS` tokens.
+    """Token ids, with permuted rows cached for the first _TABLE_ROWS tokens.
 
-    Arrays grow by doubling. The cap keeps the table at 64 MiB: templated personas bring a new token
-    each (900k at 1M texts), whose rows cost more to store than to compute again.
+    The cap keeps the table at 64 MiB: templated personas bring a new token each, cheaper to recompute.
     """
 
     def __init__(self, config: MinHashConfig) -> None:
         self.config = config
-        # id 0 is the text separator of a batch; its row is never gathered
         self.ids = _Ids({TEXT_SEPARATOR: 0})
         self._hashes = np.zeros(1024, dtype=np.uint64)
         self._table = np.full((1024 if config.ngram == 1 else 1, config.num_perm), _EMPTY,
@@ -179,7 +169,6 @@ class _Vocabulary:
 
     @property
     def table(self) -> np.ndarray:
-        """Permuted rows of ids below `table_rows`."""
         return self._table[: self.table_rows] if self.config.ngram == 1 else self._table
 
     @property
@@ -187,7 +176,6 @@ class _Vocabulary:
         return min(self.size, _TABLE_ROWS)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Ids of `tokens` (int64), adding unseen tokens to the vocabulary."""
         known = self.size
         ids = np.fromiter(map(self.ids.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         total = len(self.ids)
@@ -211,7 +199,7 @@ class _Vocabulary:
 
 
 def _ascii_table() -> bytes:
-    """bytes.translate table that leaves exactly the `\\w+` tokens, lower-cased, for `split()`."""
+    """Build a bytes.translate table that leaves exactly the lower-cased \\w+ tokens."""
     table = bytearray(b" " * 256)
     for c in range(128):
         ch = chr(c)
@@ -225,7 +213,7 @@ _JOIN = f" {TEXT_SEPARATOR} "
 
 
 def batch_tokens(texts: Sequence[str]) -> list[str]:
-    """All lower-cased tokens of a batch, texts separated by a `TEXT_SEPARATOR` token."""
+    """Return all lower-cased tokens of a batch, texts separated by TEXT_SEPARATOR."""
     joined = _JOIN.join(texts)
     if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
         joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
@@ -244,8 +232,6 @@ def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np
 def _ngram_features(
     token_hashes: np.ndarray, counts: np.ndarray, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of word n-grams inside each text, and each text's feature count. A text shorter than `n`
-    words gives one feature of all its words."""
     total = token_hashes.size
     starts = np.cumsum(counts) - counts
     text_of = np.repeat(np.arange(counts.size), counts)
@@ -270,11 +256,7 @@ _TABLE_ROWS = 1 << 17  # tokens whose permuted rows the vocabulary keeps (64 MiB
 def _segment_min(
     table: np.ndarray, index: np.ndarray, counts: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """Per-text column-wise min of `table[index]` over each text's features, into `out`.
-
-    Texts are folded longest first, `_SEGMENT_ROWS` at a time, into reused buffers: no padding, no
-    per-text Python work, faster than a whole batch at once (bench/bench_minhash.py).
-    """
+    """Return each text's column-wise min over its features' rows, folded in cache-sized segments."""
     n = counts.size
     width = table.shape[1]
     if out is None:
@@ -293,7 +275,7 @@ def _segment_min(
         active = np.searchsorted(-chunk_counts, -np.arange(max(longest, 1)), side="left")
         have = int(active[0]) if longest else 0
         rows[have:] = _EMPTY
-        # mode="clip": the ids are in range, and mode="raise" copies out through a buffer
+        # mode=clip: ids are in range, and mode=raise copies through a buffer
         if have:
             np.take(table, index[chunk_starts[:have]], axis=0, out=rows[:have], mode="clip")
         for k in range(1, longest):
@@ -306,8 +288,10 @@ def _segment_min(
 
 @dataclass(frozen=True)
 class FeatureSets:
-    """Each text's features as packed 32-bit values, kept for the exact Jaccard check: an estimate from
-    128 slots misses about half of the pairs right at J = 0.9."""
+    """Each text's features as packed 32-bit values, for the exact Jaccard check.
+
+    An estimate from 128 slots misses about half the pairs at J = 0.9.
+    """
 
     values: np.ndarray
     offsets: np.ndarray
@@ -323,7 +307,6 @@ class FeatureSets:
 
     @staticmethod
     def concat(parts: Sequence[FeatureSets]) -> FeatureSets:
-        """One `FeatureSets` of several, in order."""
         if not parts:
             return FeatureSets(np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
         counts = np.concatenate([np.diff(p.offsets) for p in parts])
@@ -333,8 +316,7 @@ class FeatureSets:
 def _signatures_of_ids(
     vocab: _Vocabulary, ids: np.ndarray, counts: np.ndarray, out: np.ndarray
 ) -> None:
-    """Signatures of a batch of 1-gram texts into `out`: table rows for known ids, per-batch rows for
-    the tail, folded by `np.minimum`."""
+    """Write signatures of a batch of 1-gram texts: cached rows plus per-batch rows for the rest."""
     tail = ids >= vocab.table_rows
     if not tail.any():
         _segment_min(vocab.table, ids, counts, out)
@@ -349,15 +331,14 @@ def _signatures_of_ids(
 
 
 def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
-    """Signatures of `texts` and their feature sets, in one pass."""
+    """Return signatures and feature sets of texts, in one pass."""
     sigs, feats = _sketch(texts, config, with_features=True)
     assert feats is not None
     return sigs, feats
 
 
 def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
-    """MinHash signatures of `texts` as an (n, num_perm) uint32 array; a text without words is never
-    matched."""
+    """Return MinHash signatures, shape (n, num_perm); a text without words never matches."""
     return _sketch(texts, config, with_features=False)[0]
 
 
@@ -402,7 +383,7 @@ def lsh_params(
     false_positive_weight: float = 0.5,
     false_negative_weight: float = 0.5,
 ) -> tuple[int, int]:
-    """(bands, rows) minimising weighted false-positive + false-negative areas, as datasketch does."""
+    """Return (bands, rows) minimising weighted false-positive + false-negative areas, like datasketch."""
     grid = np.unique(np.concatenate([np.linspace(0.0, 1.0, 2001), [threshold]]))
     best, best_err = (1, 1), float("inf")
     for bands in range(1, num_perm + 1):
@@ -417,9 +398,10 @@ def lsh_params(
 
 @lru_cache(maxsize=64)
 def recall_lsh_params(threshold: float, num_perm: int, miss: float = 1e-3) -> tuple[int, int]:
-    """(bands, rows) for the batch stage: the longest rows whose bands still propose a pair at
-    `threshold` with probability >= 1 - `miss` (128 perms at 0.9: 16 x 8). A false candidate costs a
-    little time, a missed one recall."""
+    """Return (bands, rows): the longest rows still proposing a pair at threshold with P >= 1 - miss.
+
+    A false candidate costs a little time, a missed one recall.
+    """
     for rows in range(num_perm, 0, -1):
         bands = num_perm // rows
         if 1.0 - (1.0 - threshold**rows) ** bands >= 1.0 - miss:
@@ -427,17 +409,15 @@ def recall_lsh_params(threshold: float, num_perm: int, miss: float = 1e-3) -> tu
     return num_perm, 1
 
 
-# odd 64-bit multipliers: a band's words are combined as sum(word_j * K_j) before one fmix64
+# odd multipliers for combining a band's words
 _WORD_MULTIPLIERS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9,
                               0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
                               0x94D049BB133111EB, 0xBF58476D1CE4E5B9], dtype=np.uint64)
 _KEY_ROWS = 1 << 16  # texts keyed per chunk: the temporaries stay in cache
-_KEY_CHUNK = 1 << 14  # texts per chunk of _keys_by_band: its transpose stays in cache
+_KEY_CHUNK = 1 << 14
 
 
 def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands, ceil(rows / 2)) uint64: each band's slots, two 32-bit slots per word (a view when
-    `rows` is even)."""
     n = sigs.shape[0]
     per = (rows + 1) // 2
     if rows % 2 == 0 and sigs.dtype == np.uint32 and sigs.strides[1] == 4 and \
@@ -451,7 +431,6 @@ def _band_words(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64 keys, one per text and band; a collision only proposes a candidate."""
     n = sigs.shape[0]
     words = _band_words(sigs, bands, rows)
     per = words.shape[2]
@@ -467,8 +446,7 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bands, n) band keys and the (n,) signature keys in one chunked pass, each band's keys
-    contiguous for bucketing (faster than strided reads)."""
+    """Return band keys as (bands, n) and signature keys, in one chunked pass."""
     n = sigs.shape[0]
     keys = np.empty((bands, n), dtype=np.uint64)
     signature = np.empty(n, dtype=np.uint64)
@@ -483,8 +461,7 @@ def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, 
 
 
 def _shared_keys(keys: np.ndarray) -> np.ndarray:
-    """Mask of keys that may occur more than once, by counting passes over low and high bits, so only
-    those few need sorting."""
+    """Mask keys that may repeat, by counting low and high bits, so only those few are sorted."""
     maybe = _repeated_bits(keys, high=False)
     kept = np.flatnonzero(maybe)
     if 2 * kept.size < keys.size:  # templated text: most keys repeat, a second pass is waste
@@ -501,7 +478,7 @@ def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
 
 
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
-    """(earlier, later) pairs of texts sharing a key, each later with up to `max_pairs` earliest."""
+    """Return (earlier, later) pairs sharing a key, each later text with up to max_pairs earliest ones."""
     maybe = _shared_keys(keys)
     keys, members = keys[maybe], members[maybe]
     order = np.argsort(keys, kind="stable")
@@ -512,7 +489,6 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
     positions = np.arange(idx.size)
     group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
     rank = positions - group_start
-    # one masked pass per j (max_pairs is small) instead of repeating each member
     earlier: list[np.ndarray] = []
     later: list[np.ndarray] = []
     at = np.flatnonzero(rank > 0)
@@ -545,8 +521,7 @@ _ROW_PAD = _U64(1 << 40)
 
 
 def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of the feature sets of each (i, j) pair. Short pairs are sorted row by row (faster
-    than one global sort), the rest by `_exact_jaccard_sorted`."""
+    """Return exact Jaccard of each pair's feature sets."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
@@ -559,7 +534,6 @@ def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
 
 def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Row-wise exact Jaccard over padded rows of `value << 1 | side`, sorted along the row."""
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
     step = 1 << 14
@@ -586,8 +560,6 @@ def _exact_jaccard_rows(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
 
 
 def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard for any set sizes: keys `pair << 33 | value << 1 | side` sorted once, no Python
-    work per pair."""
     out = np.empty(len(pairs), dtype=np.float64)
     lens = np.diff(features.offsets)
     step = 1 << 16
@@ -618,7 +590,7 @@ def _exact_jaccard_sorted(features: FeatureSets, pairs: np.ndarray) -> np.ndarra
 def candidate_pairs(
     sigs: np.ndarray, config: MinHashConfig, params: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """Unique (earlier, later) pairs sharing at least one LSH band bucket, shape (m, 2)."""
+    """Return unique (earlier, later) pairs sharing at least one LSH bucket."""
     n = sigs.shape[0]
     bands, rows = params or recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY) if n else np.empty(0, dtype=np.int64)
@@ -629,7 +601,7 @@ def candidate_pairs(
 
 
 def _unique_pairs(found: Sequence[np.ndarray], n: int) -> np.ndarray:
-    """The distinct pairs of `found`, sorted: `np.unique` is ten times slower on millions of codes."""
+    """Return the distinct pairs, sorted (np.unique is ten times slower on millions)."""
     pairs = np.concatenate(found) if len(found) else np.empty((0, 2), dtype=np.int64)
     if pairs.size == 0:
         return np.empty((0, 2), dtype=np.int64)
@@ -641,7 +613,7 @@ def _unique_pairs(found: Sequence[np.ndarray], n: int) -> np.ndarray:
 
 
 def signature_keys(band_keys: np.ndarray) -> np.ndarray:
-    """One uint64 per text, equal for equal banded signatures; a collision only proposes a candidate."""
+    """Return one key per text, equal for equal banded signatures."""
     weights = _signature_weights(band_keys.shape[1])
     with np.errstate(over="ignore"):
         return _fmix64((band_keys * weights).sum(axis=1, dtype=np.uint64))
@@ -653,9 +625,10 @@ def _signature_weights(bands: int) -> np.ndarray:
 
 
 def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
-    """Fewest equal slots a pair needs to pass the pre-filter: the largest `m` with
-    P(Binomial(num_perm, threshold) < m) <= `miss`, so a pair at the threshold is rejected with
-    probability <= `miss`. At 0.9 and 128 slots: 99; pairs at J 0.7 pass with ~6%."""
+    """Return the fewest equal slots a pair needs to pass the pre-filter.
+
+    A pair at the threshold is rejected with probability <= miss. At 0.9 and 128 slots: 99.
+    """
     p = float(threshold)
     cdf = 0.0
     for m in range(num_perm + 1):
@@ -667,7 +640,6 @@ def prefilter_floor(threshold: float, num_perm: int, miss: float = 1e-5) -> int:
 
 
 def _slot_bytes(sigs: np.ndarray, slots: int | None = None, bits: int = 8) -> np.ndarray:
-    """(n, words) uint64: the low `bits` of each of the first `slots` slots, packed."""
     n = sigs.shape[0]
     slots = sigs.shape[1] if slots is None else slots
     width = -(-slots // (64 // bits)) * (64 // bits)
@@ -683,8 +655,7 @@ _FOLD = {8: ((4, 2, 1), _U64(0x0101010101010101)), 4: ((2, 1), _U64(0x1111111111
 
 
 def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 8) -> np.ndarray:
-    """Equal packed fields per pair, by XOR and bit counts in reused buffers (fresh temporaries were
-    twice as slow)."""
+    """Count equal packed fields per pair, in reused buffers (fresh temporaries were twice as slow)."""
     shifts, mask = _FOLD[bits]
     out = np.empty(len(pairs), dtype=np.int64)
     step = 1 << 13
@@ -709,9 +680,7 @@ def _equal_slots(packed: np.ndarray, pairs: np.ndarray, slots: int, bits: int = 
 
 
 def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndarray], np.ndarray]:
-    """The band pairs' pre-filter: `keep(pairs)` returns the pairs of `sigs` with enough equal low
-    bits. `sigs` may be the signatures or their low bytes (what the Ray shuffle ships). Every text's
-    bits are packed only once a call brings many pairs."""
+    """Return keep(pairs), which keeps pairs with enough equal low bits."""
     floor = prefilter_floor(float(config.threshold), config.num_perm)
     # a first look at 4 bits of 64 slots drops most pairs far below the threshold
     head_slots = min(config.num_perm, 64)
@@ -745,31 +714,26 @@ def _equal_low_bits(
 
 
 def slot_low_bytes(sigs: np.ndarray) -> np.ndarray:
-    """(n, num_perm) uint8: the low byte of every slot, all the pre-filter needs."""
+    """Return the low byte of every slot, all the pre-filter needs."""
     return sigs.astype(np.uint8)
 
 
 def bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
-    """(earlier, later) pairs of `members` sharing a key, each later one with up to `max_pairs` of the
-    earliest of its bucket."""
     return _bucket_pairs(keys, members, max_pairs)
 
 
 def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """(n, bands) uint64 band keys of `sigs`, as `verified_pairs` buckets them."""
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-# On varied text band pairs are held, deduplicated and pre-filtered once (a near-duplicate is
-# proposed up to 16 times); on templated text a band's pairs are mostly distinct junk and are
-# pre-filtered at once.
+# Varied text: band pairs are pooled and pre-filtered once. Templated text: a band's
+# pairs are mostly junk and are pre-filtered at once.
 _JUNK_BAND = 8
 _PENDING_PAIRS = 1 << 22
 
 
 def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
-    """(earlier, later) pairs with exact Jaccard >= threshold: band buckets plus groups of identical
-    signatures, deduplicated, pre-filtered, then checked exactly."""
+    """Return pairs with exact Jaccard >= threshold: bucketed, pre-filtered, then checked exactly."""
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
@@ -795,14 +759,13 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
 
 
 def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
-    """-1 for kept texts, else the earliest kept earlier text a text is paired with. Kept texts never
-    point anywhere, so chains never form."""
+    """Return -1 for kept texts, else the earliest kept text each is paired with (no chains)."""
     if len(pairs) == 0:
         return np.full(n, -1, dtype=np.int64)
     order = np.lexsort((pairs[:, 0], pairs[:, 1]))
     earlier = pairs[order, 0].tolist()
     later = pairs[order, 1].tolist()
-    marks: dict[int, int] = {}  # only texts in some pair; Python ints keep the loop cheap
+    marks: dict[int, int] = {}
     for i, j in zip(earlier, later, strict=True):
         if j not in marks and i not in marks:
             marks[j] = i
@@ -817,8 +780,7 @@ def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
 def duplicates_from_signatures(
     sigs: np.ndarray, config: MinHashConfig, features: FeatureSets | None = None
 ) -> np.ndarray:
-    """The marks of `minhash_duplicates` from precomputed signatures, so a stream keeps only
-    signatures and feature sets in memory. Without `features` pairs are judged by estimated Jaccard."""
+    """Return duplicate marks from precomputed signatures; without features, by estimated Jaccard."""
     n = sigs.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64)
@@ -831,8 +793,7 @@ def duplicates_from_signatures(
 
 
 def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConfig()) -> np.ndarray:
-    """Near-duplicate marks for `texts`: int64, -1 = kept, else the index of an earlier kept text with
-    exact Jaccard >= threshold. Texts fed in creation order keep the first-seen persona."""
+    """Return near-duplicate marks: -1 kept, else the index of an earlier kept text."""
     if len(texts) == 0:
         return np.empty(0, dtype=np.int64)
     sigs, features = sketch(texts, config)

@@ -1,8 +1,8 @@
-"""Incremental near-duplicate detection (MinHash LSH) for texts flagged as they arrive: a run's
-emissions, expansion's personas. The earliest text is kept.
+"""Incremental near-duplicate detection (MinHash LSH) for texts flagged as they arrive.
 
-Flags equal datasketch's `MinHashLSH` plus verification, at half the time and a quarter of the
-memory (bench_near_dup.py, bench_memory.py): band hashes live in sorted numpy arrays.
+Used for a run's emissions and an expansion's personas; the earliest text is kept. Flags equal
+datasketch's MinHashLSH plus verification at half the time and a quarter of the memory
+(bench_near_dup.py, bench_memory.py): band hashes live in sorted numpy arrays.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ _U64 = np.uint64
 _MIX1 = _U64(0xFF51AFD7ED558CCD)
 _MIX2 = _U64(0xC4CEB9FE1A85EC53)
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
-BLOCK = 1024  # texts per signature block: the unit of growth and of eviction
-MERGE = 2048  # texts in the small sorted level of newest texts before it joins the large one
+BLOCK = 1024  # the unit of growth and of eviction
+MERGE = 2048  # newest texts kept apart before joining the sorted level
 BULK = 65_536
-HOT = 4096  # with a reader: signatures of the newest texts kept, older ones read back
-READ_CACHE = 4096  # older signatures read back and kept for later calls (LRU)
+HOT = 4096  # with a reader: signatures kept for the newest texts
+READ_CACHE = 4096  # older signatures read back, LRU
 
 TextReader = Callable[[Sequence[str]], Sequence[str]]
 
 
 def word_ngrams(text: str, n: int = 1) -> set[str]:
-    """Lower-cased word n-grams of `text` (1-grams by default, as in the paper)."""
+    """Return lower-cased word n-grams of text (1-grams by default, as in the paper)."""
     words = tokenize(text)
     if n == 1:
         return set(words)
@@ -38,7 +38,6 @@ def word_ngrams(text: str, n: int = 1) -> set[str]:
 
 
 def _fmix64(x: Any) -> Any:
-    """Murmur3's 64-bit finaliser (wrapping uint64)."""
     x = x ^ (x >> _U64(33))
     x = x * _MIX1
     x = x ^ (x >> _U64(33))
@@ -47,7 +46,7 @@ def _fmix64(x: Any) -> Any:
 
 
 def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(n, bands) uint64: one hash per LSH band of each signature, the band number mixed in."""
+    """Return one hash per LSH band of each signature, the band number mixed in."""
     out = np.empty((sigs.shape[0], bands), dtype=np.uint64)
     with np.errstate(over="ignore"):
         for b in range(bands):
@@ -59,7 +58,7 @@ def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 class _Keys:
-    """Keys by text number, a full block packed into one string plus offsets."""
+    """Keys by text number; a full block is packed into one string plus offsets."""
 
     def __init__(self) -> None:
         self._packed: list[tuple[str, np.ndarray]] = []
@@ -83,14 +82,14 @@ class _Keys:
 
 
 class _Sorted:
-    """Band hashes, sorted, and the number of the text each belongs to."""
+    """Band hashes, sorted, with the number of the text each belongs to."""
 
     def __init__(self) -> None:
         self.hashes = np.empty(0, dtype=np.uint64)
         self.numbers = np.empty(0, dtype=np.int64)
 
     def add(self, hashes: np.ndarray, numbers: np.ndarray, first: int) -> None:
-        """Merge flat `hashes` of `numbers`, dropping texts numbered below `first`."""
+        """Merge hashes of numbered texts, dropping texts numbered below first."""
         keep = self.numbers >= first
         old_hashes, old_numbers = self.hashes[keep], self.numbers[keep]
         order = np.argsort(hashes, kind="stable")
@@ -99,7 +98,7 @@ class _Sorted:
         self.numbers = np.insert(old_numbers, at, numbers[order])
 
     def hits(self, flat: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """(position in `flat`, numbers with that hash) for every hash of `flat` found."""
+        """Return (position in flat, text numbers) for every hash of flat found."""
         if self.hashes.size == 0 or flat.size == 0:
             return []
         lo = np.searchsorted(self.hashes, flat, side="left")
@@ -108,10 +107,10 @@ class _Sorted:
 
 
 class NearDuplicateIndex:
-    """MinHash LSH over the texts seen so far; `check_and_add` flags and indexes in one go.
+    """MinHash LSH over the texts seen so far; check_and_add flags and indexes in one go.
 
-    `max_items` makes a text match only the latest texts and lets older ones go. `texts` reads back
-    the texts of keys indexed earlier, so the index keeps few signatures between calls.
+    max_items keeps only the latest texts. texts reads back texts indexed earlier, so the index
+    keeps few signatures between calls.
     """
 
     def __init__(self, *, threshold: float = 0.9, num_perm: int = 128, ngram: int = 1,
@@ -125,16 +124,16 @@ class NearDuplicateIndex:
         self.threshold = threshold
         self.max_items = max_items
         self.bands, self.rows = lsh_params(threshold, num_perm)
-        self._count = 0  # texts ever indexed: a text's number is its position in that order
-        self._first = 0  # first text whose key is kept (a multiple of BLOCK)
-        self._hot = 0  # ... and the first whose signature is
+        self._count = 0  # a text's number is its position in indexing order
+        self._first = 0  # first text whose key is kept
+        self._hot = 0  # first text whose signature is kept
         self._blocks: list[np.ndarray] = []
         self._reader = texts
         self._held: dict[int, np.ndarray] = {}
         self._read: OrderedDict[int, np.ndarray] = OrderedDict()
         self._keys = _Keys()
-        self._merged = _Sorted()  # most texts' band hashes ...
-        self._recent = _Sorted()  # ... and the newest texts', merged in when MERGE wait
+        self._merged = _Sorted()
+        self._recent = _Sorted()
 
     def __len__(self) -> int:
         return self._count - self._start()
@@ -152,7 +151,6 @@ class NearDuplicateIndex:
         return self._keys.get(*divmod(number - self._first, BLOCK))
 
     def _proposed(self, hashes: np.ndarray) -> dict[int, list[tuple[int, list[int]]]]:
-        """Row -> (band, numbers) of indexed texts sharing a band hash with the row."""
         flat = hashes.ravel()
         found: dict[int, list[tuple[int, list[int]]]] = {}
         for level in (self._merged, self._recent):
@@ -162,14 +160,14 @@ class NearDuplicateIndex:
         return found
 
     def _read_back(self, proposed: dict[int, list[tuple[int, list[int]]]]) -> None:
-        """With a reader: the signatures of the older texts the call's band hashes propose."""
+        """With a reader, load the signatures of the older texts the band hashes propose."""
         if self._reader is None:
             return
         start, hot = self._start(), self._hot
         wanted = sorted({number for found in proposed.values() for _, numbers in found
                          for number in numbers if start <= number < hot})
         missing = []
-        for number in wanted:  # texts of templated kinds are proposed step after step
+        for number in wanted:  # templated kinds propose the same texts step after step
             sig = self._read.get(number)
             if sig is None:
                 missing.append(number)
@@ -179,13 +177,12 @@ class NearDuplicateIndex:
         if missing:
             texts = list(self._reader([self._key(number) for number in missing]))
             for number, sig in zip(missing, signatures(texts, self.config), strict=True):
-                self._held[number] = self._read[number] = sig.copy()  # not a view of them all
+                self._held[number] = self._read[number] = sig.copy()
             while len(self._read) > READ_CACHE:
                 self._read.popitem(last=False)
 
     def _verify(self, sig: np.ndarray, proposed: list[tuple[int, list[int]]]) -> int | None:
-        """The earliest proposed text whose band values equal the query's and whose estimated Jaccard
-        reaches the threshold."""
+        """Return the earliest proposed text whose band and estimated Jaccard match, or None."""
         start, r = self._start(), self.rows
         candidates: set[int] = set()
         for band, numbers in proposed:
@@ -206,7 +203,7 @@ class NearDuplicateIndex:
         block, row = divmod(number - self._hot, BLOCK)
         if block == len(self._blocks):
             self._blocks.append(np.empty((min(BLOCK, 64), sig.size), dtype=np.uint32))
-        elif row == len(self._blocks[block]):  # the last block grows by doubling up to BLOCK
+        elif row == len(self._blocks[block]):
             grown = np.empty((min(BLOCK, 2 * row), sig.size), dtype=np.uint32)
             grown[:row] = self._blocks[block]
             self._blocks[block] = grown
@@ -214,7 +211,7 @@ class NearDuplicateIndex:
         return number
 
     def _settle(self, hashes: np.ndarray, numbers: list[int]) -> None:
-        """End of a call: index its new texts' hashes; let texts out of reach go."""
+        """Index a call's new texts and let texts out of reach go."""
         self._held = {}
         start = self._start()
         stale = (start - self._first) // BLOCK
@@ -229,7 +226,7 @@ class NearDuplicateIndex:
         if numbers:
             flat = hashes.ravel()
             repeated = np.repeat(np.asarray(numbers, dtype=np.int64), self.bands)
-            if len(numbers) >= MERGE:  # a bulk load: straight into the merged level
+            if len(numbers) >= MERGE:
                 self._merged.add(flat, repeated, self._first)
             else:
                 self._recent.add(flat, repeated, self._first)
@@ -238,13 +235,13 @@ class NearDuplicateIndex:
             self._recent = _Sorted()
 
     def check_and_add_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
-        """For each (key, text) in order: the key it duplicates, or None after indexing it."""
+        """For each (key, text) in order, return the key it duplicates, or None after indexing it."""
         sigs = signatures([text for _, text in items], self.config)
         hashes = band_hashes(sigs, self.bands, self.rows)
-        words = (sigs != _EMPTY).any(axis=1).tolist()  # a text without words matches nothing
+        words = (sigs != _EMPTY).any(axis=1).tolist()
         proposed = {i: found for i, found in self._proposed(hashes).items() if words[i]}
         self._read_back(proposed)
-        # a band hash another text of this call has too: the earlier one may be a candidate
+        # another text of this call may share a band hash
         _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
         shared = cast(list[bool], (counts[inverse.reshape(hashes.shape)] > 1).any(axis=1).tolist())
         in_call: dict[int, list[int]] = {}
@@ -270,15 +267,15 @@ class NearDuplicateIndex:
         return flags
 
     def add_many(self, items: Sequence[tuple[str, str]]) -> None:
-        """Index every (key, text) without checking (keys must be unique)."""
-        for lo in range(0, len(items), BULK):  # a bulk load (a resume, a hub) a chunk at a time
+        """Index every (key, text) without checking; keys must be unique."""
+        for lo in range(0, len(items), BULK):
             chunk = items[lo : lo + BULK]
             sigs = signatures([text for _, text in chunk], self.config)
             numbers = [self._store(key, sig) for (key, _), sig in zip(chunk, sigs, strict=True)]
             self._settle(band_hashes(sigs, self.bands, self.rows), numbers)
 
     def find(self, text: str) -> str | None:
-        """Key of the earliest indexed text whose estimated Jaccard is >= threshold, if any."""
+        """Return the key of the earliest indexed text at or above the threshold, if any."""
         sig = signatures([text], self.config)
         if not (sig[0] != _EMPTY).any():
             return None
@@ -289,16 +286,16 @@ class NearDuplicateIndex:
         return None if number is None else self._key(number)
 
     def add(self, key: str, text: str) -> None:
-        """Index `text` under `key` (keys must be unique)."""
+        """Index text under key; keys must be unique."""
         self.add_many([(key, text)])
 
     def check_and_add(self, key: str, text: str) -> str | None:
-        """The key `text` duplicates, or None after indexing it under `key`."""
+        """Return the key text duplicates, or None after indexing it."""
         return self.check_and_add_many([(key, text)])[0]
 
 
 class IndexesByKind(dict[str, NearDuplicateIndex]):
-    """One index per emission kind, each made on first use with the same settings."""
+    """One index per emission kind, made on first use with the same settings."""
 
     def __init__(self, *, max_items: int | None = None, texts: TextReader | None = None) -> None:
         super().__init__()

@@ -1,9 +1,7 @@
 """Does a written persona contradict the attributes it was written from?
 
-A model asked to write a woman aged 30-49 in the South may write a 62-year-old man from Ohio.
-`check_persona_text` lists such contradictions from what the text states about the person
-itself (its first age, own noun and pronouns, party, ideology, degree, state, race). It lets pass
-what it cannot read; income is not checked, as amounts are too loosely phrased.
+A model asked for a woman aged 30-49 in the South may write a 62-year-old man from Ohio. Only what
+the text states about the person itself is read; income is not checked, being too loosely phrased.
 """
 
 from __future__ import annotations
@@ -65,7 +63,7 @@ _RACE_LEAD = re.compile(r"^\W*(?:[Aa]n?)\s+(?:[\w-]+[\s,]+){0,3}?"
 
 
 def _first_age(text: str) -> tuple[str, set[str]] | None:
-    """The first age the text gives the person: (what it says, the age groups it allows)."""
+    """Return the first age the text gives the person, and the age groups it allows."""
     for match in _AGE.finditer(text):
         if match.group("n"):
             before = (match.group("before") or "").strip().lower()
@@ -173,6 +171,6 @@ _CHECKS = (_age, _sex, _party, _ideology, _education, _region, _race)
 
 
 def check_persona_text(text: str, attributes: Mapping[str, object]) -> list[str]:
-    """Every contradiction between `text` and the canonical `attributes` (empty: none)."""
+    """Return every contradiction between the text and the canonical attributes."""
     attrs = {k: str(v) for k, v in attributes.items() if v not in (None, "")}
     return [problem for check in _CHECKS if (problem := check(text, attrs)) is not None]

@@ -1,8 +1,6 @@
 """Persona text written offline from a person's attributes, by a fixed template.
 
-Stored with `attributes.text_origin = "template"`, so nothing downstream takes it for a written
-description. It says only what the attributes say, so the consistency check finds nothing to
-contradict.
+Stored with text_origin "template", so nothing downstream takes it for a written description.
 """
 
 from __future__ import annotations
@@ -29,8 +27,7 @@ def _article(phrase: str) -> str:
 
 
 def _who(attrs: Mapping[str, str]) -> str:
-    """The first sentence: race or ethnicity, sex, age, region ("A woman." alone would be too short for
-    the quality gate)."""
+    """Write the first sentence ("A woman." alone would be too short for the quality gate)."""
     noun, young, *_ = _NOUNS.get(attrs.get("sex", ""), _NEUTRAL)
     age = attrs.get("age_group")
     head = young if age == "0-17" else noun
@@ -71,7 +68,7 @@ def _politics(attrs: Mapping[str, str], pronoun: str, is_: str) -> str | None:
 
 
 def template_text(attributes: Mapping[str, object]) -> str:
-    """The template persona for `attributes`."""
+    """Return the template persona text for the attributes."""
     attrs = {k: str(v) for k, v in attributes.items() if v not in (None, "")}
     *_, subject, pronoun, has, is_ = _NOUNS.get(attrs.get("sex", ""), _NEUTRAL)
     sentences = [_who(attrs), *_life(attrs, subject, has, is_)]

@@ -1,6 +1,7 @@
-"""What an imported Persona Hub synthesis row held besides its persona, kept whole in
-`persona_texts` so `export --source-file` reproduces the file row for row and `synthesize
---examples` can use the rows as demonstrations."""
+"""What an imported Persona Hub synthesis row held besides its persona, kept whole.
+
+Export reproduces the file row for row, and synthesis can use the rows as demonstrations.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ class SourceText:
 
 
 def _text_or_none(value: object) -> str | None:
-    """A field as stored: strings verbatim, other JSON values as JSON text, absent as NULL."""
+    """Store a field: strings verbatim, other JSON values as JSON text, absent as NULL."""
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def insert_source_texts(con: duckdb.DuckDBPyConnection, texts: Sequence[SourceText]) -> int:
-    """Keep rows (a re-import adds nothing); returns how many were given."""
+    """Keep rows (a re-import adds nothing); return how many were given."""
     if not texts:
         return 0
     insert_columns(con, "persona_texts", {
@@ -55,7 +56,7 @@ def insert_source_texts(con: duckdb.DuckDBPyConnection, texts: Sequence[SourceTe
 
 
 def resolve_source(con: duckdb.DuckDBPyConnection, name: str) -> str:
-    """The stored source a user means: the path as imported, or its file name if that is unique."""
+    """Return the stored source a user means: the path as imported, or its unique file name."""
     sources = [r[0] for r in con.execute(
         "SELECT DISTINCT source FROM persona_texts ORDER BY 1").fetchall()]
     if name in sources:
@@ -69,7 +70,7 @@ def resolve_source(con: duckdb.DuckDBPyConnection, name: str) -> str:
 
 
 def iter_source_rows(con: duckdb.DuckDBPyConnection, source: str) -> Iterator[dict[str, Any]]:
-    """The rows of one imported file, in file order, exactly as they were read."""
+    """Yield one imported file's rows in file order, exactly as read."""
     cursor = con.execute("SELECT raw FROM persona_texts WHERE source = ? ORDER BY row_no",
                          [source])
     while batch := cursor.fetchmany(10_000):

@@ -1,8 +1,8 @@
 """Seeded synthetic populations whose attribute shares match given ones.
 
-Marginals alone are dealt independently with exact counts (largest remainder), so 10,000 people
-match every share within half a person (a multinomial draw missed by over 1 point for 45% of
-seeds). A joint table is raked (IPF) to the marginals and its counts then made exact.
+Marginals are dealt with exact counts (largest remainder), so 10,000 people match every share
+within half a person (a multinomial draw missed by over 1 point for 45% of seeds). A joint table
+is raked (IPF) to the marginals and its counts then made exact.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class Population:
 
     population_id: str
     people: tuple[dict[str, str], ...]
-    targets: dict[str, dict[str, float]]  # the shares each attribute was drawn to
+    targets: dict[str, dict[str, float]]
     seed: int
 
     @property
@@ -43,7 +43,7 @@ class Population:
 
 
 def exact_counts(shares: Mapping[str, float], n: int) -> dict[str, int]:
-    """`n × share` per value as integers summing to `n` (largest remainder; ties in order)."""
+    """Turn shares into integer counts summing to n (largest remainder; ties in order)."""
     quotas = {value: n * share for value, share in shares.items()}
     counts = {value: int(np.floor(q)) for value, q in quotas.items()}
     order = sorted(quotas, key=lambda v: -(quotas[v] - counts[v]))
@@ -53,8 +53,10 @@ def exact_counts(shares: Mapping[str, float], n: int) -> dict[str, int]:
 
 
 def rake(joint: Joint, marginals: Marginals) -> np.ndarray:
-    """The joint's shares raked (IPF) to the marginals of the attributes both give. Raises
-    `PersonahubError` when a target value has no cell, or zero cells make the marginals unreachable."""
+    """Rake the joint's shares (IPF) to the marginals of the attributes both give.
+
+    Raises PersonahubError when a target value has no cell or the marginals are unreachable.
+    """
     weights = np.asarray(joint.shares, dtype=float)
     shared = [k for k in joint.keys if k in marginals.shares]
     index = {k: joint.keys.index(k) for k in shared}
@@ -86,7 +88,7 @@ def rake(joint: Joint, marginals: Marginals) -> np.ndarray:
 
 
 def _population_id(marginals: Marginals | None, joint: Joint | None, n: int, seed: int) -> str:
-    """A stable id for the inputs: drawing the same population twice gives the same people."""
+    """Return a stable id for the inputs, so the same draw gives the same people."""
     what = json.dumps({"marginals": marginals.shares if marginals else None,
                        "joint": [joint.keys, joint.cells, joint.shares] if joint else None,
                        "n": n, "seed": seed}, sort_keys=True)
@@ -100,7 +102,7 @@ def _deal(shares: Mapping[str, float], n: int, rng: np.random.Generator) -> list
 
 
 def _systematic(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """`n` cell indices by systematic sampling over the cells in a random order."""
+    """Return n cell indices by systematic sampling over the cells in a random order."""
     order = rng.permutation(len(weights))
     cumulative = np.cumsum(weights[order]) * n / weights.sum()
     points = rng.random() + np.arange(n)
@@ -110,7 +112,7 @@ def _systematic(weights: np.ndarray, n: int, rng: np.random.Generator) -> np.nda
 
 def _fix_counts(cells: list[list[str]], column: int, targets: dict[str, int],
                 weight_of: dict[tuple[str, ...], float], rng: np.random.Generator) -> None:
-    """Bring one attribute's counts to `targets` by changing that attribute only (in place)."""
+    """Bring one attribute's counts to its targets by changing that attribute only, in place."""
     counts = {value: 0 for value in targets}
     for cell in cells:
         counts[cell[column]] = counts.get(cell[column], 0) + 1
@@ -153,7 +155,7 @@ def _draw_joint(joint: Joint, weights: np.ndarray, n: int,
 
 def draw_population(n: int, *, seed: int = 0, marginals: Marginals | None = None,
                     joint: Joint | None = None) -> Population:
-    """Draw `n` people matching `marginals` and/or `joint`, seeded."""
+    """Draw n people matching the marginals and/or joint, seeded."""
     if n < 1:
         raise PersonahubError(f"--n must be >= 1, got {n}")
     if marginals is None and joint is None:
@@ -178,7 +180,7 @@ def draw_population(n: int, *, seed: int = 0, marginals: Marginals | None = None
 
 def marginal_errors(people: Sequence[Mapping[str, str]],
                     targets: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """Per attribute and value: the drawn share minus the target share."""
+    """Return the drawn share minus the target share, per attribute and value."""
     n = len(people)
     errors: dict[str, dict[str, float]] = {}
     for key, shares in targets.items():
@@ -191,13 +193,12 @@ def marginal_errors(people: Sequence[Mapping[str, str]],
 
 
 def person_id(population_id: str, index: int) -> str:
-    """A drawn person's persona id, from the population and their place in it: people alike in every
-    attribute share a template text and are still two people."""
+    """Return a drawn person's persona id: people alike in every attribute are still two people."""
     return "p" + hashlib.sha1(f"{population_id}:{index}".encode()).hexdigest()[:15]
 
 
 def template_personas(population: Population) -> list[Persona]:
-    """The population as personas with template text."""
+    """Return the population as personas with template text."""
     return [Persona(text=template_text(person), source=SOURCE,
                     source_ref=f"{population.population_id} person {i + 1}",
                     attributes={**person, "population": population.population_id,

@@ -1,9 +1,8 @@
-"""The inputs of `personas sample-population`: marginal shares or a joint table, read strictly.
+"""The inputs of population sampling: marginal shares or a joint table, read strictly.
 
-Marginals are a CSV (`attribute, value` and `share`, `count` or `weight`) or JSON
-(`{"sex": {"female": 0.5, ...}}`); a joint table is a CSV with a column per attribute and a weight.
-Attributes named like a canonical key take its vocabulary; others keep their names and values.
-Every problem is one error naming the file (and line).
+Marginals are a CSV (attribute, value and share, count or weight) or JSON; a joint table is a CSV
+with a column per attribute and a weight. Canonical keys take their vocabulary. Every problem is
+one error naming the file and line.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ def _key_of(name: str) -> str:
 
 
 def _value_of(key: str, raw: str, where: str, name: str, line: int | None) -> str:
-    """A value as stored: the slug for a canonical key (an error if it spells none)."""
+    """Return a value as stored: the slug for a canonical key (an error if it spells none)."""
     text = str(raw).strip()
     if not text:
         raise InputFileError(name, line, f"{where}: empty value")
@@ -65,7 +64,7 @@ def _value_of(key: str, raw: str, where: str, name: str, line: int | None) -> st
 
 
 def _weight(raw: Any, column: str, name: str, line: int | None) -> float:
-    """A non-negative, finite number from a share/count/weight cell."""
+    """Return a non-negative, finite number from a share, count or weight cell."""
     try:
         value = float(raw)
     except (TypeError, ValueError):
@@ -76,7 +75,7 @@ def _weight(raw: Any, column: str, name: str, line: int | None) -> float:
 
 
 def _normalised(weights: dict[str, float], column: str, what: str, name: str) -> dict[str, float]:
-    """Weights as shares: `share` columns must already sum to 1; counts and weights are scaled."""
+    """Return weights as shares: share columns must already sum to 1; counts and weights are scaled."""
     total = sum(weights.values())
     if total <= 0:
         raise InputFileError(name, None, f"{what}: the {column}s sum to 0")
@@ -91,7 +90,7 @@ def _check_file(path: Path, name: str) -> None:
         raise InputFileError(name, None, "file not found")
 
 
-Rows = list[tuple[int, dict[str, str]]]  # (line, cells by column)
+Rows = list[tuple[int, dict[str, str]]]
 
 
 def _csv_rows(path: Path, name: str, required: tuple[str, ...]) -> tuple[list[str], str, Rows]:

@@ -1,9 +1,7 @@
-"""The quality gate for generated personas, and the `rejected` rows every gate writes.
+"""The quality gate for generated personas, and the rejected rows every gate writes.
 
-A small model asked for "a persona" may answer with a bare name, an age, a heading or chatter
-("Sure! Here is a persona:"). Generated personas pass these rules before entering the hub; a
-rejected one is kept in `rejected` with its reason. The rules run in a fixed order and the first
-that fails names the reason. Nothing here calls a model: the language rule looks at scripts only.
+Small models asked for "a persona" may answer with a bare name, an age, a heading or chatter.
+Rules run in a fixed order and the first that fails names the reason; no model is called.
 """
 
 from __future__ import annotations
@@ -22,13 +20,13 @@ MIN_CHARS = 15  # "A local historian" (17) passes; "I am a" does not
 MIN_WORDS = 3
 MAX_CHARS = 600  # a persona is a sentence or two; Persona Hub's run far below this
 MAX_WORDS = 100
-PERSONA_MAX_CHARS = 300  # the maxLength a model is asked to keep a persona within (one sentence)
+PERSONA_MAX_CHARS = 300  # the maxLength a model is asked to keep within (one sentence)
 RELATION_MAX_CHARS = 40  # a relation label: one or two words ("night-shift colleague")
 MIN_LETTER_SHARE = 0.7  # letters among the non-space characters
 MAX_DIGIT_SHARE = 0.25  # digits among letters and digits ("1234567890 Patients": 0.56)
 MIN_SCRIPT_SHARE = 0.75  # letters in the requested language's script, among all letters
 MAX_NAME_TOKENS = 5  # "Dr. Maria de la Cruz" is a bare name; longer runs are something else
-MAX_ECHO_SHARE = 0.8  # of a related persona's words found in the persona it was asked about
+MAX_ECHO_SHARE = 0.8
 TOP_REASONS = 3
 
 
@@ -48,7 +46,7 @@ _LABEL = re.compile(r"^\s*(?:\*\*)?persona(?:\s*\d+)?(?:\*\*)?\s*[:：]\s*(?:\*\
 
 
 def clean_persona_text(text: str) -> str:
-    """Strip surrounding whitespace and quotes and a leading `Persona:` label (nothing else)."""
+    """Strip surrounding whitespace, quotes and a leading 'Persona:' label (nothing else)."""
     previous = None
     text = text.strip()
     while text != previous:
@@ -95,7 +93,6 @@ _SMALL_WORDS = frozenset({"the", "a", "an", "and", "of", "in", "on", "at", "to",
 _FUNCTION_WORDS = _DANGLING | _SMALL_WORDS | frozenset(
     "from with by as who aged has have had her him she he they them its our your".split())
 
-# nouns that name a person by role, relation or situation (singular; plurals are folded)
 ROLE_WORDS = frozenset("""
 person people man woman men women someone somebody individual guy lady gentleman boy girl kid
 child children teen teenager adolescent toddler baby infant adult senior elder retiree pensioner
@@ -167,7 +164,6 @@ _META_PHRASE_LOWER = re.compile(_META_PHRASE.pattern)
 
 
 def _person_cue(text: str) -> bool:
-    """A pronoun opening the text, or a person cue anywhere in it."""
     if text.isascii():
         low = text.lower()
         return bool(_PERSON_OPENING_LOWER.match(low) or _PERSON_CUES_LOWER.search(low))
@@ -175,7 +171,6 @@ def _person_cue(text: str) -> bool:
 
 
 def _meta_phrase(text: str) -> bool:
-    """Model chatter anywhere in the text ("as an AI", "language model")."""
     if text.isascii():
         low = text.lower()
         return ("as an ai" in low or "language model" in low) and bool(_META_PHRASE_LOWER.search(low))
@@ -223,12 +218,12 @@ def _language_key(language: str) -> str:
 
 
 def language_name(language: str) -> str:
-    """The English name of `language` (a code such as `en` or a name), for prompts."""
+    """Return the English name of a language code or name, for prompts."""
     return LANGUAGE_NAMES[_language_key(language)]
 
 
 def language_scripts(language: str) -> tuple[str, ...]:
-    """The scripts of `language` (a code or a name)."""
+    """Return the Unicode scripts of a language code or name."""
     return LANGUAGE_SCRIPTS[_language_key(language)]
 
 
@@ -244,7 +239,7 @@ def _ascii_count(raw: bytes, kind: bytes) -> int:
 
 
 def letter_share(text: str) -> float:
-    """Letters among the non-space characters (1.0 for an empty text)."""
+    """Return the share of letters among non-space characters (1.0 when empty)."""
     if text.isascii():
         raw = text.encode("ascii")
         non_space = len(raw) - _ascii_count(raw, _ASCII_SPACES)
@@ -254,7 +249,7 @@ def letter_share(text: str) -> float:
 
 
 def digit_share(text: str) -> float:
-    """Digits among the letters and digits (0.0 when there are none)."""
+    """Return the share of digits among letters and digits (0.0 when none)."""
     if text.isascii():
         raw = text.encode("ascii")
         digits = _ascii_count(raw, _ASCII_DIGITS)
@@ -265,8 +260,8 @@ def digit_share(text: str) -> float:
 
 
 def script_share(text: str, scripts: tuple[str, ...]) -> float:
-    """Letters written in one of `scripts` among all letters (1.0 when there are none)."""
-    if text.isascii():  # every ASCII letter is Latin (the common case)
+    """Return the share of letters written in one of the scripts (1.0 when no letters)."""
+    if text.isascii():
         return 1.0 if "LATIN" in scripts or not any(map(str.isalpha, text)) else 0.0
     letters = [c for c in text if c.isalpha()]
     if not letters:
@@ -275,24 +270,24 @@ def script_share(text: str, scripts: tuple[str, ...]) -> float:
 
 
 def _wide(text: str) -> int:
-    """Letters of scripts written without spaces and twice as wide (Han, kana, Hangul)."""
+    """Count letters of wide scripts (Han, kana, Hangul)."""
     if text.isascii():
         return 0
     return sum(unicodedata.east_asian_width(c) in "WF" and c.isalpha() for c in text)
 
 
 def text_length(text: str) -> int:
-    """Characters, a wide (CJK) letter counting twice: it carries about two Latin letters' worth."""
+    """Count characters, a wide (CJK) letter as two, as it carries about two Latin letters' worth."""
     return len(text) + _wide(text)
 
 
 def word_count(text: str) -> int:
-    """Whitespace-separated words, plus one per two wide letters (CJK text has no spaces)."""
+    """Count words, plus one per two wide letters (CJK text has no spaces)."""
     return len(text.split()) + _wide(text) // 2
 
 
 def is_role_word(word: str) -> bool:
-    """True for a noun naming a person by role or situation (plurals and compounds folded)."""
+    """Whether the word names a person by role or situation (plurals and compounds folded)."""
     word = word.lower().strip("'’")
     parts = {word, word.split("-")[-1]}
     for part in list(parts):
@@ -335,8 +330,7 @@ _AGE_TOKEN = re.compile(r"\d+(?:[.,]\d+)?|[^\W\d_]+(?:/[^\W\d_]+)?")
 
 
 def _age_only(text: str) -> bool:
-    """Numbers and age words only, with one number at least ("aged 42 years"); read token by token, so
-    a description stops at its first other word."""
+    """Whether the text is numbers and age words only, with at least one number."""
     number = False
     for found in _AGE_TOKEN.finditer(text.lower()):
         token = found.group()
@@ -362,8 +356,7 @@ def _has_role(text: str) -> bool:
 
 
 def _judges_roles(text: str, language: str | None) -> bool:
-    """The role rule knows English words only, so it applies to English or unspecified requests
-    answered in Latin script."""
+    """Whether the role rule applies: it knows English words only, so English or unspecified requests."""
     if language is not None and language_name(language) != "English":
         return False
     return script_share(text, _LATIN) >= MIN_SCRIPT_SHARE
@@ -457,8 +450,7 @@ PERSONA_RULES: tuple[Rule, ...] = (_control, _placeholder, _meta, _mostly_digits
 
 
 def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | None:
-    """The first persona rule `text` fails, or None when it passes. Clean `text` first; `language`
-    adds the script check."""
+    """Return the first persona rule the cleaned text fails, or None; language adds the script check."""
     text = " ".join(text.split())
     if not text:
         return QualityIssue("empty", "the persona is empty")
@@ -469,8 +461,7 @@ def screen_persona(text: str, *, language: str | None = None) -> QualityIssue | 
     return None
 
 
-# Coherence: form says a text could be a persona, coherence that it is one person. Cheap rules over
-# the head of the description and, for an expansion, its relation.
+# Coherence: form says a text could be a persona, coherence that it is one person.
 
 _GROUP_OPENERS = re.compile(
     r"^(?:(?:a|an|the)\s+)?(?:group|team|family|couple|pair|crew|panel|community|class|club|"
@@ -479,7 +470,6 @@ _GROUP_OPENERS = re.compile(
     re.IGNORECASE)
 _PLURAL_PEOPLE = frozenset({"people", "children", "men", "women", "folks", "folk", "kids",
                             "persons", "individuals", "adults", "teens", "teenagers", "families"})
-# where the head noun phrase ends: a relative clause, a preposition or punctuation
 _HEAD_END = re.compile(r"\s(?:who|whose|whom|which|that|with|from|in|at|on|of|for|to|by|"
                        r"working|living|known)\b|[,;:.!?(]", re.IGNORECASE)
 _EITHER_OR = re.compile(r"([^\W\d_]+)\s*(?:\bor\b|\band/or\b|/)\s*(?:(?:a|an|the)\s+)?"
@@ -490,7 +480,7 @@ _RELATION_PLACEHOLDERS = frozenset({"relation", "relationship", "related", "othe
 
 
 def _head(text: str) -> str:
-    """The description's head noun phrase: "A nurse or teacher" of "A nurse or teacher who ..."."""
+    """Return the head noun phrase: 'A nurse or teacher' of 'A nurse or teacher who ...'."""
     found = _HEAD_END.search(text)
     return text[:found.start()] if found else text
 
@@ -506,7 +496,7 @@ def _singular_role(word: str) -> bool:
 
 
 def _many_people(text: str) -> bool:
-    """A group or a plural: "A group of nurses", "Patients of the clinic", "Two farmers"."""
+    """Whether the text names a group or a plural: 'A group of nurses', 'Two farmers'."""
     if _GROUP_OPENERS.match(text):
         return True
     words = _WORD.finditer(text)
@@ -520,15 +510,15 @@ def _many_people(text: str) -> bool:
 
 
 def _either_or(text: str) -> bool:
-    """Two roles offered as alternatives in the head: "A nurse or a teacher", "doctor/lawyer"."""
+    """Whether the head offers two roles as alternatives: 'A nurse or a teacher'."""
     head = _head(text)
-    if "/" not in head and "or" not in head.lower():  # what every alternative is written with
+    if "/" not in head and "or" not in head.lower():
         return False
     return any(_singular_role(a) and _singular_role(b) for a, b in _EITHER_OR.findall(head))
 
 
 def relation_issue(relation: str) -> QualityIssue | None:
-    """A relation label that is not one relation: a placeholder, a list or choice, or a sentence."""
+    """Return an issue when a relation label is a placeholder, a list or a sentence."""
     label = " ".join(relation.lower().split()).strip(" .")
     if not label or label in _RELATION_PLACEHOLDERS:
         return QualityIssue("bad_relation", f"relation {relation!r} names no relation")
@@ -543,9 +533,10 @@ def relation_issue(relation: str) -> QualityIssue | None:
 
 def coherence_issue(text: str, *, relation: str | None = None,
                     language: str | None = None) -> QualityIssue | None:
-    """The first coherence rule a persona fails, or None: `many_people` (a group or a plural),
-    `either_or` (two roles offered), `bad_relation` (an expansion's label is not one relation).
-    English only, like the role rule."""
+    """Return the first coherence rule a persona fails, or None.
+
+    It rejects groups, two roles offered as alternatives, and bad relation labels. English only.
+    """
     text = " ".join(text.split())
     if relation is not None:
         issue = relation_issue(relation)
@@ -566,11 +557,9 @@ def _content_words(text: str) -> list[str]:
 
 
 def echo_issue(text: str, shown: str) -> QualityIssue | None:
-    """A persona that only restates `shown` (the persona it was asked about and the task).
+    """Return an issue when a persona only restates the persona it was asked about.
 
-    A small model asked who is close to "A welder from Osaka aged 24 who loves gardening" often
-    answers "A welder from Osaka" or copies the task. Rejected when at least `MAX_ECHO_SHARE` of its
-    content words are words of `shown`.
+    Small models asked who is close to "A welder from Osaka aged 24" often answer "A welder from Osaka".
     """
     words = _content_words(text)
     if not words:
@@ -582,15 +571,15 @@ def echo_issue(text: str, shown: str) -> QualityIssue | None:
     return None
 
 
-# where a clause ends: a stop, comma, semicolon or closing bracket before a space, or a spaced dash
 _CLAUSE_END = re.compile(r"[.;,:!?)](?=\s)|\s[-–—]\s")
 _MAX_TRIMS = 3
 
 
 def finish_persona(text: str, *, cut: bool = False) -> str:
-    """`text` cut back to its last whole clause when it is unfinished (ends on a comma or dangling
-    word, or reached its maxLength). A small model that runs to the bound writes a good first clause
-    and a broken tail; the finished part is the persona it meant, and must still pass every rule."""
+    """Cut an unfinished text back to its last whole clause.
+
+    A small model that runs to the length bound writes a good first clause and a broken tail.
+    """
     if cut and text and text[-1] not in ".!?":
         text = _drop_tail(text)
     for _ in range(_MAX_TRIMS):
@@ -604,7 +593,6 @@ _TRAILING = " ,;:-–—(/&"
 
 
 def _drop_tail(text: str) -> str:
-    """`text` without its unfinished end: trailing punctuation, else its last clause, else its last word."""
     stripped = text.rstrip(_TRAILING)
     if stripped != text:
         return stripped
@@ -615,7 +603,7 @@ def _drop_tail(text: str) -> str:
 
 
 def max_length(item: object, name: str) -> int | None:
-    """The maxLength the schema of `item` set on field `name`, if any."""
+    """Return the maxLength the item's schema sets on a field, if any."""
     info = getattr(type(item), "model_fields", {}).get(name)
     for meta in getattr(info, "metadata", ()):
         bound = getattr(meta, "max_length", None)
@@ -627,8 +615,7 @@ def max_length(item: object, name: str) -> int | None:
 def gate_persona(text: str, *, language: str | None = None, shown: str | None = None,
                  bound: int | None = None,
                  relation: str | None = None) -> tuple[str, QualityIssue | None]:
-    """`text` cleaned, finished (`bound`: the maxLength it was asked within) and the first rule it fails,
-    if any: form, coherence (`relation`: an expansion's label), then an echo of `shown`."""
+    """Clean and finish a persona, and return it with the first form, coherence or echo issue."""
     cleaned = finish_persona(clean_persona_text(text),
                              cut=bound is not None and len(text.strip()) >= bound)
     issue = screen_persona(cleaned, language=language)
@@ -641,7 +628,7 @@ def gate_persona(text: str, *, language: str | None = None, shown: str | None = 
 
 def gate_item(item: object, *, language: str | None = None,
               shown: str | None = None) -> tuple[str, QualityIssue | None]:
-    """`gate_persona` of an answered item's persona (bounded by its schema), its relation checked too."""
+    """Gate an answered item's persona, bounded by its schema, with its relation."""
     relation = getattr(item, "relation", None)
     return gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
                         bound=max_length(item, "persona"),
@@ -650,8 +637,10 @@ def gate_item(item: object, *, language: str | None = None,
 
 def gate_answer(field: str, language: str | None, value: object, *,
                 shown: str | None = None) -> str | None:
-    """The model layer's check of an answer listing personas: the first rejection when the gate keeps
-    none of them, else None. Module-level (`functools.partial` it) so it pickles to a Ray worker."""
+    """Return the first rejection when the gate keeps none of an answer's personas, else None.
+
+    Module-level so it pickles to a Ray worker.
+    """
     issues = [gate_item(item, language=language, shown=shown)[1]
               for item in getattr(value, field, None) or ()]
     if not issues or any(issue is None for issue in issues):
@@ -665,8 +654,7 @@ SOURCES = ("text_to_persona", "expand", "emission", "synthesis")
 def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
                  run_id: str | None = None, job_id: str | None = None, step: int | None = None,
                  persona_id: str | None = None, kind: str | None = None) -> dict[str, Any]:
-    """A `rejected` row; `key` (unique within `source`) makes the id stable, so a retried batch or
-    resumed job rewrites the same row."""
+    """Build a rejected row; key makes the id stable, so a retried batch rewrites the same row."""
     if source not in SOURCES:
         raise ValueError(f"rejected source {source!r}: use one of {', '.join(SOURCES)}")
     digest = hashlib.sha1(f"{source}\0{key}".encode()).hexdigest()[:15]
@@ -678,7 +666,7 @@ def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
 
 def rejected_counts(con: duckdb.DuckDBPyConnection, *, source: str | None = None,
                     run_id: str | None = None, job_id: str | None = None) -> dict[str, int]:
-    """Rejected rows by reason (most frequent first) for a source, run or job."""
+    """Count rejected rows by reason, most frequent first."""
     where = {"source": source, "run_id": run_id, "job_id": job_id}
     given = {k: v for k, v in where.items() if v is not None}
     sql = "SELECT reason, count(*) FROM rejected"
@@ -689,7 +677,7 @@ def rejected_counts(con: duckdb.DuckDBPyConnection, *, source: str | None = None
 
 
 def tally(counts: Mapping[str, int], reasons: Iterable[str] = ()) -> dict[str, int]:
-    """`counts` plus one per reason in `reasons`, most frequent first."""
+    """Add one per reason to counts, most frequent first."""
     merged = dict(counts)
     for reason in reasons:
         merged[reason] = merged.get(reason, 0) + 1
@@ -697,7 +685,7 @@ def tally(counts: Mapping[str, int], reasons: Iterable[str] = ()) -> dict[str, i
 
 
 def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
-    """`N WHAT (top reasons: a 2, b 1)`."""
+    """Format 'N WHAT (top reasons: a 2, b 1)'."""
     total = sum(counts.values())
     count = f"{total} {what}" if what else str(total)
     if not total:
@@ -707,5 +695,5 @@ def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
 
 
 def rejection_line(counts: Mapping[str, int], what: str) -> str:
-    """The summary line every command prints: `WHAT rejected by the quality gate: N (...)`."""
+    """Return the summary line every command prints about the quality gate."""
     return f"{what} rejected by the quality gate: {rejection_text(counts)}"

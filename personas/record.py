@@ -1,5 +1,7 @@
-"""The persona record shared by every pipeline stage. Its id derives from its normalised text, so
-the same description imported twice is one persona and a re-run job cannot create twins."""
+"""The persona record shared by every stage.
+
+Its id derives from its normalised text, so the same description imported twice is one persona.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +12,16 @@ from typing import Any
 
 
 def normalize_text(text: str) -> str:
-    """Collapse whitespace so trivially different spellings of one persona share an id."""
+    """Collapse whitespace so trivially different spellings share an id."""
     return " ".join(text.split())
 
 
 def persona_id_for(text: str) -> str:
-    """Stable 16-hex-digit id from the normalised, case-folded persona text."""
+    """Return a stable 16-hex-digit id from the normalised, case-folded text."""
     return _id_of_normalized(normalize_text(text))
 
 
 def _id_of_normalized(text: str) -> str:
-    """`persona_id_for` of text already normalised."""
     digest = hashlib.sha1(text.casefold().encode("utf-8")).hexdigest()
     return "p" + digest[:15]
 
@@ -30,12 +31,12 @@ class Persona:
     """One persona description plus where it came from.
 
     Attributes:
-        text: The persona description, e.g. "a pediatric nurse who volunteers at a rural clinic".
-        source: Where it came from: a file path, `seed`, `expand` or `text-to-persona`.
-        source_ref: Position inside the source (`line 12`, `row 7`, a text id).
-        attributes: Structured fields kept from the source (age, occupation, labels, ...).
+        text: The description, e.g. "a pediatric nurse who volunteers at a rural clinic".
+        source: A file path, seed, expand or text-to-persona.
+        source_ref: Position inside the source (line 12, row 7, a text id).
+        attributes: Structured fields kept from the source.
         hop: Persona-to-persona distance from an imported persona (0 for imported ones).
-        persona_id: Derived from `text` when not given.
+        persona_id: Derived from text when not given.
     """
 
     text: str

@@ -1,8 +1,7 @@
 """Seeded samples of the hub, drawn in SQL: who a synthesis job or a scenario takes.
 
-Ordering by `md5(seed:persona_id)` makes the sample independent of import order, keeps all but
-the chosen ids in the database, and makes the sample of `n` the head of that of `n + 1`. User
-conditions run in the sandbox; a query that matches nothing is an error.
+Ordering by md5(seed:persona_id) makes the sample independent of import order and the sample of
+n the head of that of n + 1. User conditions run in the sandbox; a query matching nothing is an error.
 """
 
 from __future__ import annotations
@@ -26,7 +25,9 @@ SAMPLE_MODES = ("uniform", "head")
 
 @dataclass(frozen=True)
 class HubQuery:
-    """Which personas: an SQL condition and carve conditions (all must hold), and their names in errors."""
+    """Which personas: an SQL condition and carve conditions (all must hold), and their names in
+    errors.
+    """
 
     where: str | None = None
     carve: Sequence[str] = ()
@@ -34,7 +35,7 @@ class HubQuery:
     carve_label: str = "--carve"
 
     def conditions(self) -> list[tuple[str, str, list[Any]]]:
-        """`(label, sql, params)` per condition; raises UsageError naming a bad one."""
+        """Return (label, sql, params) per condition; raise UsageError naming a bad one."""
         parts: list[tuple[str, str, list[Any]]] = []
         if self.where is not None:
             if not self.where.strip():
@@ -50,19 +51,21 @@ class HubQuery:
         return parts
 
     def describe(self) -> str:
-        """The query as the user wrote it, for messages."""
+        """Return the query as the user wrote it, for messages."""
         return "; ".join(label for label, _, _ in self.conditions()) or "all personas"
 
 
 def check_query(query: HubQuery) -> None:
-    """Parse-level checks (no database): carve syntax, one SQL condition."""
+    """Check carve syntax and a single SQL condition, without a database."""
     query.conditions()
 
 
 def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
              mode: str = "uniform", gates: Sequence[str] | None = DRAWN) -> list[str]:
-    """Ids of `n` (all when None) live personas matching `query` and labelled one of `gates`: a seeded
-    uniform sample, or the first in hub order (`head`). An empty result is an error."""
+    """Return ids of n live personas matching the query and labelled one of gates (all when n is None).
+
+    mode is a seeded uniform sample, or head for the first in hub order. An empty result is an error.
+    """
     if mode not in SAMPLE_MODES:
         raise UsageError(f"sample mode {mode!r}: choose one of {', '.join(SAMPLE_MODES)}")
     parts = query.conditions()
@@ -94,7 +97,7 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
 
 
 def draw_ids_exist(con: duckdb.DuckDBPyConnection, query: HubQuery) -> bool:
-    """Whether `query` matches any live persona whatever its gate label."""
+    """Whether the query matches any live persona, whatever its gate label."""
     try:
         return bool(draw_ids(con, query, 1, gates=None))
     except PersonahubError:
@@ -102,7 +105,7 @@ def draw_ids_exist(con: duckdb.DuckDBPyConnection, query: HubQuery) -> bool:
 
 
 def matching_ids(con: duckdb.DuckDBPyConnection, query: HubQuery) -> list[str]:
-    """Ids of every persona (duplicates too) matching `query`, in hub order, evaluated in the sandbox."""
+    """Return ids of every persona matching the query (duplicates too), in hub order, in the sandbox."""
     parts = query.conditions()
     if not parts:
         return [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
@@ -126,8 +129,10 @@ def _selected(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any],
 
 def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[Any]]],
              exc: duckdb.Error) -> str:
-    """One line naming the first condition that fails on its own, with DuckDB's reason. Evaluated on
-    rows (LIMIT 1, not 0): DuckDB 2 compiles a regex parameter only when a row reaches it."""
+    """Name the first condition that fails on its own, with DuckDB's reason.
+
+    Evaluated on rows (LIMIT 1, not 0): DuckDB 2 compiles a regex parameter only when a row reaches it.
+    """
     for label, sql, params in parts:
         try:
             con.execute(f"SELECT persona_id FROM personas WHERE \n{sql}\n LIMIT 1", params).fetchall()
@@ -144,7 +149,7 @@ def _reason(exc: duckdb.Error) -> str:
 
 def gated_out(con: duckdb.DuckDBPyConnection, query: HubQuery,
               gates: Sequence[str] | None = DRAWN) -> str | None:
-    """The live personas `query` matches that `gates` leave out, by label, and the flag that takes them."""
+    """Describe the live matches the gates leave out, by label, with the flag that takes them."""
     if gates is None:
         return None
     drawn = set(draw_ids(con, query, None, mode="head", gates=gates))
@@ -154,7 +159,7 @@ def gated_out(con: duckdb.DuckDBPyConnection, query: HubQuery,
 
 def draw(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, seed: int = 0,
          mode: str = "uniform", gates: Sequence[str] | None = DRAWN) -> list[Persona]:
-    """The personas `draw_ids` picks, in its order."""
+    """Return the personas draw_ids picks, in its order."""
     ids = draw_ids(con, query, n, seed=seed, mode=mode, gates=gates)
     found = {p.persona_id: p for p in fetch_personas(con, ids)}
     return [found[i] for i in ids]

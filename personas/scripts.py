@@ -1,9 +1,8 @@
-"""Which writing system a text is in, so an embedder judges only the texts it was trained on.
+"""Which writing system a text is in, so an embedder judges only texts it was trained on.
 
 all-MiniLM-L6-v2 was trained on English: Chinese or Thai personas of different people land at
-cosine > 0.9 with it. The script needs no model: fontTools (maintained, installed with
-matplotlib) carries the Unicode script data. A language detector would add a model to tell apart
-languages that share a script, which a Latin-only embedder treats alike anyway.
+cosine > 0.9. fontTools (installed with matplotlib) carries the Unicode script data, so no
+language-detection model is needed.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ __all__ = [
     "script_counts",
 ]
 
-# not a writing system: punctuation, digits, symbols (Common), combining marks (Inherited), unknown
+# not writing systems: Common, Inherited, unknown
 _NEUTRAL: Final = frozenset({"Zyyy", "Zinh", "Zzzz"})
 
 ANY_SCRIPT: Final = None
@@ -44,8 +43,8 @@ def _script(char: str) -> str:
 
 
 def script_counts(text: str) -> Counter[str]:
-    """How many characters of each script `text` has, neutral ones (digits, punctuation) left out."""
-    if text.isascii():  # the common case, without a per-character lookup
+    """Count characters per script, leaving out neutral ones (digits, punctuation)."""
+    if text.isascii():
         letters = sum(c.isalpha() for c in text)
         return Counter({"Latn": letters}) if letters else Counter()
     counts = Counter(map(_script, text))
@@ -55,14 +54,13 @@ def script_counts(text: str) -> Counter[str]:
 
 
 def dominant_script(text: str) -> str:
-    """The script most of `text`'s letters are in (`Zyyy`, Common, when it has none)."""
+    """Return the script most letters are in (Zyyy, Common, when there are none)."""
     counts = script_counts(text)
     return counts.most_common(1)[0][0] if counts else "Zyyy"
 
 
 def covered(text: str, scripts: Iterable[str] | None) -> bool:
-    """Whether an embedder trained on `scripts` (None: any) should judge `text`: at least
-    `MIN_COVERED_SHARE` of its letters are in them."""
+    """Whether an embedder trained on these scripts (None: any) should judge the text."""
     if scripts is None:
         return True
     counts = script_counts(text)

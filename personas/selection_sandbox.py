@@ -1,7 +1,8 @@
-"""Where user-written selection conditions run: a sandboxed in-memory DuckDB connection holding an
-Arrow copy of the `personas` columns they name. The caller's connection never runs them, so a
-condition cannot read a file one answer at a time. Only named columns are copied: a
-million-persona hub copies four small columns for `hop >= 1`."""
+"""Where user-written selection conditions run: a sandboxed in-memory DuckDB connection.
+
+It holds an Arrow copy of only the personas columns the conditions name, so a condition cannot
+read a file, and a million-persona hub copies a few small columns.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ _KEY_COLUMNS = ("persona_id", "seq", "is_duplicate", "gate")  # what every selec
 @contextmanager
 def persona_sandbox(con: duckdb.DuckDBPyConnection,
                     fragments: Sequence[str]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A sandboxed in-memory connection whose `personas` holds the columns the `fragments` name, plus the
-    key columns."""
+    """Open a sandbox whose personas table holds the named columns plus the key columns."""
     columns = persona_table_columns(con)
     keep = set(referenced_columns(fragments, columns)) | set(_KEY_COLUMNS)
     table = personas_arrow(con, [c for c in columns if c in keep])

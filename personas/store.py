@@ -1,6 +1,7 @@
-"""The persona hub's rows: personas (written once, read in hub order), relations and same-person
-merges. This module owns the SQL of those tables. Writes are Arrow batches: a dict per row cost
-seconds per 100,000 personas."""
+"""The persona hub's tables: personas (written once, read in hub order), relations and merges.
+
+This module owns their SQL. Writes are Arrow batches: a dict per row cost seconds per 100,000 personas.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +22,15 @@ from personahub.personas.record import Persona
 if TYPE_CHECKING:
     import pandas as pd
 
-# A live persona is one not flagged as a duplicate. SURVIVORS is every live persona with its hub
-# order (seq); other owners join their rows to it as a subquery.
+# A live persona is one not flagged as a duplicate; other owners join SURVIVORS as a subquery.
 _LIVE = "NOT coalesce(is_duplicate, false)"
 SURVIVORS = f"SELECT persona_id, text, seq FROM personas WHERE {_LIVE}"
 
 
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
-    """Columns for `personas`, one row per distinct id (first wins); `gate` labels every row (None:
-    each row's text is checked)."""
+    """Return persona columns, one row per distinct id (first wins); gate labels every row, else each
+    text is checked.
+    """
     people = list(personas)
     ids = [p.persona_id for p in people]
     if len(set(ids)) < len(ids):
@@ -51,16 +52,17 @@ def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dic
 
 
 def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
-    """`persona_columns` as typed Arrow arrays."""
     return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
             for name, values in columns.items()}
 
 
 def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
                     written_by: StructuredCaller | None = None, *, gate: str | None = None) -> int:
-    """Insert personas not yet in the hub; returns how many were new. A model's answers are `passed`
-    (`offline` from the offline engine); rows written without a model have their text checked;
-    `gate` sets the label outright."""
+    """Insert personas not yet in the hub; return how many were new.
+
+    A model's answers are labelled passed (offline from the offline engine); rows written without
+    a model have their text checked; gate sets the label outright.
+    """
     if gate is None and written_by is not None:
         gate = written_gate(written_by.is_offline)
     columns = persona_columns(personas, gate)
@@ -74,10 +76,10 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
 def fetch_personas(
     con: duckdb.DuckDBPyConnection, ids: Sequence[str] | None = None
 ) -> list[Persona]:
-    """Personas in hub order, as `Persona` records.
+    """Return personas in hub order.
 
     Args:
-        con: A connection to the database (`personahub.connect`).
+        con: A connection to the database (from personahub.connect).
         ids: Keep only these persona ids (None: every persona).
 
     Returns:
@@ -102,63 +104,63 @@ def fetch_personas(
 
 
 def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
-    """How many personas the dedup stages flagged as near-duplicates."""
+    """Count personas flagged as near-duplicates."""
     return int(scalar(con, "SELECT count(*) FROM personas WHERE is_duplicate"))
 
 
 def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
-    """Ids of the personas not flagged as duplicates, in hub order (the first `limit`)."""
+    """Return ids of live personas in hub order, the first limit of them."""
     rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq").fetchall()
     return [r[0] for r in rows][:limit]
 
 
 def persona_count(con: duckdb.DuckDBPyConnection) -> int:
-    """How many personas the hub holds (duplicates and ungated ones too)."""
+    """Count all personas, duplicates and ungated ones too."""
     return int(scalar(con, "SELECT count(*) FROM personas"))
 
 
 def population_persona_ids(con: duckdb.DuckDBPyConnection, population_id: str) -> set[str]:
-    """The ids of the personas written for population `population_id`."""
+    """Return the ids of the personas written for a population."""
     return {r[0] for r in con.execute(
         "SELECT persona_id FROM personas WHERE json_extract_string(attributes, '$.population') = ?",
         [population_id]).fetchall()}
 
 
 def source_counts(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[tuple[str, int]]:
-    """(source, personas) among `persona_ids`, most first."""
+    """Return (source, count) among the given personas, most first."""
     return [(str(s), int(n)) for s, n in con.execute(
         "SELECT coalesce(source, 'unknown'), count(*) FROM personas WHERE list_contains(?, persona_id) "
         "GROUP BY 1 ORDER BY 2 DESC, 1", [list(persona_ids)]).fetchall()]
 
 
 def persona_sources(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """`{persona_id: source}` of the given personas found."""
+    """Map the given personas found to their source."""
     return dict(con.execute(
         "SELECT persona_id, source FROM personas WHERE persona_id IN "
         "(SELECT unnest(?::VARCHAR[]))", [list(persona_ids)]).fetchall())
 
 
 def persona_text(con: duckdb.DuckDBPyConnection, persona_id: str) -> str | None:
-    """The text of persona `persona_id` (None when it is not in the hub)."""
+    """Return a persona's text, or None when it is not in the hub."""
     row = con.execute("SELECT text FROM personas WHERE persona_id = ?", [persona_id]).fetchone()
     return str(row[0]) if row else None
 
 
 def flagged_duplicates(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Every column of the personas flagged as near-duplicates, in hub order."""
+    """Return every column of the flagged duplicates, in hub order."""
     return con.execute("SELECT * FROM personas WHERE coalesce(is_duplicate, false) "
                        "ORDER BY seq").df()
 
 
 def personas_frame(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> pd.DataFrame:
-    """Every column of the personas among `persona_ids`, in hub order."""
+    """Return every column of the given personas, in hub order."""
     return con.execute("SELECT * FROM personas WHERE list_contains(?, persona_id) ORDER BY seq",
                        [list(persona_ids)]).df()
 
 
 def relation_edges(con: duckdb.DuckDBPyConnection,
                    persona_ids: Sequence[str] | None = None) -> list[tuple[str, str]]:
-    """The graph's edges (src, dst): all, or those between two of `persona_ids`."""
+    """Return relation edges (src, dst): all, or those between two of the given personas."""
     if persona_ids is None:
         return [(str(s), str(d)) for s, d in con.execute("SELECT src, dst FROM relations").fetchall()]
     ids = list(persona_ids)
@@ -167,9 +169,8 @@ def relation_edges(con: duckdb.DuckDBPyConnection,
         [ids, ids]).fetchall()]
 
 
-# What a text-to-persona job or an expansion made, one row per persona in the preview's shape, for
-# one corpus or expansion id (the one ? parameter). Text-to-persona does not store its texts: the
-# source column names the text by corpus and id.
+# A text-to-persona job's personas in the preview's shape, for one corpus (the ? parameter).
+# Texts are not stored: the source column names each text by corpus and id.
 CORPUS_PERSONAS = """
 SELECT coalesce(attributes->>'relation', 'persona'), persona_id, attributes->>'text_id',
        'text ' || coalesce(attributes->>'text_id', '?') || ' of ' || (attributes->>'corpus'), text,
@@ -179,8 +180,10 @@ FROM personas WHERE source = 'text-to-persona' AND attributes->>'corpus' = ?
 
 
 def child_personas(children: str) -> str:
-    """The preview's rows of the personas `children` made (a query of (parent, child, hop) taking one ?
-    parameter), joined here to both personas. `hop` is the job's own, not the stored hop from a seed."""
+    """Return SQL for the preview rows of the personas a (parent, child, hop) query made.
+
+    hop is the job's own, not the stored hop from a seed.
+    """
     return f"""
 WITH made AS ({children})
 SELECT 'hop ' || m.hop, c.persona_id, m.parent, coalesce(p.text, '?'),
@@ -191,32 +194,32 @@ FROM made m JOIN personas c ON c.persona_id = m.child LEFT JOIN personas p ON p.
 
 
 def persona_table_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The `personas` table's column names, in table order."""
+    """Return the personas table's column names, in table order."""
     return list(con.sql("SELECT * FROM personas LIMIT 0").columns)
 
 
 def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa.Table:
-    """The `columns` of every persona as one Arrow table, in table order."""
+    """Return the given columns of every persona as one Arrow table."""
     names = ", ".join(f'"{c}"' for c in columns)
     return con.sql(f"SELECT {names} FROM personas").to_arrow_table()
 
 
 def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
-    """(gate label, personas) among the non-duplicates, by label."""
+    """Return (gate label, count) among live personas."""
     return [(str(gate), int(n)) for gate, n in con.execute(
         f"SELECT gate, count(*) FROM personas WHERE {_LIVE} "
         "GROUP BY ALL ORDER BY 1").fetchall()]
 
 
 def gates_of(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """The gate label of each of `persona_ids` the hub holds."""
+    """Map the given personas the hub holds to their gate label."""
     rows = con.execute("SELECT persona_id, gate FROM personas "
                        "WHERE persona_id IN (SELECT unnest(?))", [list(persona_ids)]).fetchall()
     return {pid: gate for pid, gate in rows}
 
 
 def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> int:
-    """How many of `persona_ids` are labelled `failed`."""
+    """Count the given personas labelled failed."""
     # fetchall: DuckDB 2 keeps a result open after fetchone, refusing the connection's next work
     rows = con.execute("SELECT count(*) FROM personas WHERE gate = 'failed' AND persona_id IN "
                        "(SELECT unnest(?))", [list(persona_ids)]).fetchall()
@@ -224,36 +227,36 @@ def failed_count(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
 
 
 def has_persona(con: duckdb.DuckDBPyConnection, persona_id: str) -> bool:
-    """Whether the hub holds persona `persona_id` (flagged duplicates too)."""
+    """Whether the hub holds a persona, flagged duplicates too."""
     return bool(con.execute("SELECT 1 FROM personas WHERE persona_id = ?", [persona_id]).fetchall())
 
 
 def texts_by_id(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> dict[str, str]:
-    """The text of each of `persona_ids` the hub holds."""
+    """Map the given personas the hub holds to their text."""
     return dict(con.execute("SELECT persona_id, text FROM personas WHERE persona_id IN "
                             "(SELECT unnest(?))", [list(persona_ids)]).fetchall())
 
 
 def duplicate_ids(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """Ids of the personas flagged as near-duplicates."""
+    """Return ids of personas flagged as near-duplicates."""
     return {r[0] for r in con.execute("SELECT persona_id FROM personas WHERE is_duplicate").fetchall()}
 
 
 def live_persona_texts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-    """(persona id, text) of the personas not flagged as duplicates, in hub order."""
+    """Return (persona id, text) of live personas, in hub order."""
     rows: list[tuple[str, str]] = con.execute(
         f"SELECT persona_id, text FROM ({SURVIVORS}) ORDER BY seq").fetchall()
     return rows
 
 
 def survivor_count(con: duckdb.DuckDBPyConnection) -> int:
-    """How many personas are not (yet) flagged as duplicates."""
+    """Count personas not (yet) flagged as duplicates."""
     return int(scalar(con, f"SELECT count(*) FROM ({SURVIVORS})"))
 
 
 def survivor_batches(con: duckdb.DuckDBPyConnection,
                      batch_rows: int) -> Iterator[tuple[list[str], list[str]]]:
-    """(persona_ids, texts) of the live personas in hub order, streamed in Arrow batches."""
+    """Stream (persona ids, texts) of live personas in hub order, in Arrow batches."""
     rel = con.sql(f"SELECT persona_id, text FROM ({SURVIVORS}) ORDER BY seq, persona_id")
     # duckdb 2 names it to_arrow_reader, 1.x fetch_arrow_reader
     to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
@@ -262,8 +265,7 @@ def survivor_batches(con: duckdb.DuckDBPyConnection,
 
 
 def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:
-    """Flag each `marks.persona_id` as a duplicate of its `duplicate_of` by dedup stage `stage`,
-    unless already flagged: one UPDATE joined against `marks` (inside the marks' transaction)."""
+    """Flag each marked persona as a duplicate by this dedup stage, unless already flagged."""
     view = f"_dedup_marks_{stage}"
     con.register(view, marks)
     try:
@@ -285,18 +287,18 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str)
 def add_relations(con: duckdb.DuckDBPyConnection,
                   columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray], *,
                   new_by: Sequence[str] = ()) -> int:
-    """Insert relation rows given as columns, leaving stored ones; returns how many were offered."""
+    """Insert relation rows given as columns, leaving stored ones; return how many were offered."""
     return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
 
 
 def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    """Every stored relation as (src, dst, relation, hop, source), ordered."""
+    """Return every stored relation as (src, dst, relation, hop, source), ordered."""
     rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")
     return rows.fetchall()
 
 
 def adjacent_ids(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> list[str]:
-    """The ids one relation away from any of `persona_ids`, in either direction, in no set order."""
+    """Return ids one relation away from any of the given personas, in no set order."""
     con.register("_adjacent_of", pa.table({"id": list(persona_ids)}))
     try:
         rows = con.execute(
@@ -310,7 +312,7 @@ def adjacent_ids(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]) -> 
 
 def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str]
                         ) -> dict[str, list[str]]:
-    """Each of `persona_ids`'s relations in either direction, sorted by id, itself left out."""
+    """Map each given persona to its related ids in either direction, sorted."""
     rows = con.execute(
         "SELECT p, list(DISTINCT q ORDER BY q) FROM ("
         " SELECT src AS p, dst AS q FROM relations WHERE src IN (SELECT unnest(?))"
@@ -319,18 +321,17 @@ def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[st
     return {p: list(qs) for p, qs in rows}
 
 
-#: the source of the acquaintance links a scenario run stores (``scenario:NAME``)
+# source prefix of the acquaintance links a scenario run stores
 SCENARIO_LINKS = "scenario:"
 
 
 def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
                  own_links: pa.Table | None = None) -> pa.Table:
-    """The undirected simple graph among `persona_ids` as positions: one row (pa, pb, r) per related
-    pair, pa the lesser id, r the alphabetically first relation.
+    """Return the undirected simple graph among the personas as (pa, pb, r) position rows.
 
-    With `own_links` (src, dst, relation), the acquaintance links that scenario runs stored are
-    left out and these are used instead: a run's graph holds its own seed's links, not those of
-    other runs in the same database."""
+    pa is the lesser id and r the first relation. With own_links, links stored by other scenario
+    runs are replaced by these, so a run's graph holds its own seed's links only.
+    """
     ids = list(persona_ids)
     con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
     links = "relations"
@@ -341,7 +342,7 @@ def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
     try:
         if own_links is not None:
             con.register("_own_links", own_links.select(["src", "dst", "relation"]))
-        # id ranks stand in for ids: pairs are grouped and sorted as integers, not strings
+        # ranks stand in for ids, so pairs group and sort as integers
         return con.sql(f"""
             WITH ranked AS (
                 SELECT id, pos, row_number() OVER (ORDER BY id) AS rk FROM _social_ids),
@@ -360,13 +361,13 @@ def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
 
 
 def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert `persona_merges` rows, leaving stored ones."""
+    """Insert persona_merges rows, leaving stored ones."""
     insert_rows(con, "persona_merges", rows, ignore_conflicts=True)
 
 
 def expansion_merges(con: duckdb.DuckDBPyConnection,
                      expansion_id: str) -> list[tuple[str, str, str]]:
-    """(persona id, text, merged into) of an expansion's merges, in their order."""
+    """Return (persona id, text, merged into) of an expansion's merges, in order."""
     rows: list[tuple[str, str, str]] = con.execute(
         "SELECT persona_id, text, merged_into FROM persona_merges "
         "WHERE expansion_id = ? ORDER BY position", [expansion_id]).fetchall()

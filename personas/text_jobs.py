@@ -1,5 +1,6 @@
-"""The `text_jobs` record: which text-to-persona job works on which corpus. One job per corpus: a
-re-run goes on with it, with the configuration it stored first."""
+"""The text_jobs record: one text-to-persona job per corpus; a re-run continues it with its first
+configuration.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class TextJob:
 
 
 def new_text_job_id() -> str:
-    """`text-` + UTC time + random suffix (sortable, unique)."""
+    """Return a sortable, unique id: text- + UTC time + random suffix."""
     return "text-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 
@@ -38,19 +39,19 @@ def _job(con: duckdb.DuckDBPyConnection, job_id: str, corpus: str) -> TextJob | 
 
 
 def find_text_job(con: duckdb.DuckDBPyConnection, corpus: str) -> TextJob | None:
-    """The text-to-persona job over `corpus`, if one was started."""
+    """Return the job over a corpus, if one was started."""
     rows = con.execute("SELECT job_id FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
     return _job(con, rows[0][0], corpus) if rows else None
 
 
 def text_job_by_id(con: duckdb.DuckDBPyConnection, job_id: str) -> TextJob | None:
-    """The text-to-persona job `job_id`, if there is one."""
+    """Return a text-to-persona job by id, if there is one."""
     rows = con.execute("SELECT corpus FROM text_jobs WHERE job_id = ?", [job_id]).fetchall()
     return _job(con, job_id, rows[0][0]) if rows else None
 
 
 def start_text_job(con: duckdb.DuckDBPyConnection, corpus: str, config: Mapping[str, Any]) -> str:
-    """Record the job over `corpus`, or mark the one started before running again; returns its id."""
+    """Record the job over a corpus, or mark the earlier one running again; return its id."""
     with transaction(con):
         known = con.execute("SELECT job_id FROM text_jobs WHERE corpus = ?", [corpus]).fetchall()
         if known:
@@ -65,5 +66,5 @@ def start_text_job(con: duckdb.DuckDBPyConnection, corpus: str, config: Mapping[
 
 def finish_text_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
                     error: str | None = None) -> None:
-    """Mark the text job finished / interrupted / failed."""
+    """Mark the text job finished, interrupted or failed."""
     finish_job(con, job_id, status, error)

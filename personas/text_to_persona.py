@@ -1,8 +1,8 @@
-"""Text-to-persona (Persona Hub section 2.1): ask who is likely to read, write, like or dislike a text.
+"""Text-to-persona (Persona Hub section 2.1), data side: ask who is likely to read, write, like or
+dislike a text.
 
-This is the data side (corpora, schema, screening); the job is `pipelines/text_to_persona.py`.
-Persona ids derive from the text and each batch commits with its `text_done` rows, so a resumed
-job gives the same hub. Corpora are JSONL/CSV/Parquet or plain text (a text per paragraph).
+Persona ids derive from the text and each batch commits with its text_done rows, so a resumed job
+gives the same hub. Corpora are JSONL, CSV, Parquet or plain text (a text per paragraph).
 """
 
 from __future__ import annotations
@@ -34,23 +34,23 @@ RELATIONS: tuple[str, ...] = ("read", "write", "like", "dislike")
 TEXT_FIELDS = ("text", "content", "body", "document")
 SPLITS = ("paragraph", "line")
 MAX_CHARS = 6000
-# Output limit of a text-to-persona call: persona fields are bounded at one character a token (a
-# small model's runaway: see personas/expand.py), so this leaves room for the worst case per text
+# Output limit of a text-to-persona call: persona fields are bounded at one character a token
+# (a small model's runaway), so this fits the worst case per text
 TEXT_TO_PERSONA_MAX_TOKENS = 400
 
 
 class TextPersona(BaseModel):
     """One person likely to read / write / like / dislike a text."""
 
-    # one sentence, well inside the gate's limits; bounded at one character a token, as a small model
-    # copying the text's figures writes them
+    # one sentence, bounded at one character a token: a small model copying the text's figures
+    # writes them
     persona: Annotated[str, DIGITS] = Field(min_length=12, max_length=PERSONA_MAX_CHARS,
                                             description="a specific one-sentence persona description")
 
 
 @lru_cache(maxsize=32)
 def text_personas_schema(count: int) -> type[BaseModel]:
-    """Schema asking for 1..`count` personas."""
+    """Build a schema asking for 1 to count personas."""
     if count < 1:
         raise ValueError(f"per-text must be >= 1, got {count}")
     return create_model(
@@ -70,28 +70,27 @@ class SourceText:
 
 @dataclass
 class TextToPersonaSummary:
-    """What a text-to-persona job did (this session)."""
+    """What a text-to-persona job did in this session."""
 
     texts: int = 0
     already_done: int = 0
     asked: int = 0
     failed_calls: int = 0
-    rejected_answers: int = 0  # answered, but the gate kept none of the answer's personas
+    rejected_answers: int = 0  # answered, but the gate kept none of its personas
     personas: int = 0
     new_personas: int = 0
     batches: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)  # by reason
-    # what the job is over (the job spec fills these in)
+    rejected: dict[str, int] = field(default_factory=dict)
     corpus: str = ""
     path: str = ""
     relations: int = 0
-    bad_records: int = 0  # malformed records skipped (--skip-bad)
+    bad_records: int = 0
     bad_examples: list[str] = field(default_factory=list)
     provider_batches: str | None = None
 
 
 def parse_relations(value: str | Sequence[str]) -> tuple[str, ...]:
-    """`"read,like"` (or a list) as a validated tuple of relations, in order."""
+    """Parse "read,like" or a list into a validated tuple of relations, in order."""
     items = value.split(",") if isinstance(value, str) else list(value)
     relations = tuple(dict.fromkeys(r.strip().lower() for r in items if r.strip()))
     unknown = [r for r in relations if r not in RELATIONS]
@@ -111,7 +110,7 @@ def iter_texts(
     skip_bad: bool = False,
     stats: ImportStats | None = None,
 ) -> Iterator[SourceText]:
-    """Stream the texts of a corpus file (formats and ids as the module says)."""
+    """Stream the texts of a corpus file."""
     path = Path(path)
     label = name or path.name
     if not path.is_file():
@@ -156,7 +155,7 @@ def _table_texts(rows: Iterator[tuple[int, dict[str, Any]]], path: str, label: s
 
 
 def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
-    """Paragraphs (blank-line separated) or non-blank lines of a UTF-8 text file."""
+    """Yield paragraphs (blank-line separated) or non-blank lines of a UTF-8 text file."""
     with open(path, encoding="utf-8-sig", errors="replace") as f:
         lines: list[str] = []
         start = 0
@@ -177,7 +176,7 @@ def _plain_texts(path: Path, label: str, split: str) -> Iterator[SourceText]:
 
 
 def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str]) -> set[tuple[str, str]]:
-    """(text_id, relation) pairs of `text_ids` already answered for `corpus`."""
+    """Return (text_id, relation) pairs already answered for a corpus."""
     con.register("_t2p_ids", pa.table({"text_id": text_ids}))
     try:
         rows = con.execute(
@@ -189,7 +188,7 @@ def done_pairs(con: duckdb.DuckDBPyConnection, corpus: str, text_ids: list[str])
 
 
 def text_job_persona_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> list[str]:
-    """The ids of the personas job `job_id`'s corpus produced, each once, in no set order."""
+    """Return the ids of the personas a job's corpus produced, in no set order."""
     return [r[0] for r in con.execute(
         "SELECT DISTINCT unnest(CAST(persona_ids AS VARCHAR[])) FROM text_done WHERE corpus = "
         "(SELECT corpus FROM text_jobs WHERE job_id = ?)", [job_id]).fetchall()]
@@ -197,7 +196,7 @@ def text_job_persona_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> list[st
 
 def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
             job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
-    """The answered personas that pass the quality gate, and `rejected` rows for the others."""
+    """Return the answered personas that pass the quality gate, and rejected rows for the others."""
     kept: list[Persona] = []
     refused: list[dict[str, Any]] = []
     for position, item in enumerate(items):

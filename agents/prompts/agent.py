@@ -1,13 +1,8 @@
-"""Prompt templates, kept as plain data in one module.
+"""Prompt templates for agents, surveys, reflections and interviews, kept as plain data.
 
-Prompts use ``## Section`` headings (World, Events, Persona, Memory, Messages received, Task). A
-real model reads them as ordinary structure; the offline engine uses the same headings to find its
-context. Sections run from the most shared to the most specific: the system text, the world
-(the same summary for every agent of a run), the step's events, then persona, memory, messages
-and task, so a server's prefix cache holds the world once for a whole run
-(``personahub/models/prompt_prefix.py`` measures how much of a run's prompts such a cache could reuse).
-Texts are short and plain, for small instruction models; a ``PromptBudget`` trims the variable
-parts (``agents/prompts/budget.py``). Each kind's task text is in its module under ``personahub/tasks/``.
+Prompts use "## Section" headings, which the offline engine also reads to find its context.
+Sections run from the most shared (system, world, events) to the most specific (persona,
+memory, messages, task), so a server's prefix cache holds the world once per run.
 """
 
 from __future__ import annotations
@@ -35,7 +30,7 @@ from personahub.tasks.survey import SURVEY_SYSTEM
 AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
                 "Answer only with JSON that matches the schema.")
 
-ADDRESSEE_CHARS = 120  # who the agent talks to: a name tag, not a second persona to read
+ADDRESSEE_CHARS = 120  # a name tag, not a second persona to read
 
 
 def agent_messages(
@@ -50,12 +45,10 @@ def agent_messages(
     recent: Sequence[str] = (),
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
-    """Messages for one agent action of ``kind`` (inbox items are (sender persona, text)).
+    """Build the messages for one agent action of this kind.
 
-    ``memory`` holds what the agent remembers (summary of older things, earlier events), and
-    ``recent`` its own latest emissions, so it does not repeat itself; all lists oldest first.
-    ``budget`` trims world, events, inbox and memory (the world to a summary shared by every
-    agent, memory by relevance to the events, messages and task).
+    memory and recent (its own latest emissions, so it does not repeat itself) are oldest first;
+    budget trims world, events, inbox and memory.
     """
     task = emission_task(kind).agent_prompt()
     tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
@@ -80,11 +73,9 @@ def decision_messages(
     recent: Sequence[str] = (),
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
-    """Messages asking a deliberating agent what to do this step (``agents/decide.py``).
+    """Build the messages asking a deliberating agent what to do this step.
 
-    ``options`` are the kinds it may emit (each shown with its task's first sentence) and
-    ``people`` the persona texts of those it may address, shown as ``P1``, ``P2``, ... in order
-    (those who wrote to it marked, so it can answer them).
+    people are shown as P1, P2, ... in order; those who wrote to the agent are marked.
     """
     lines = [f"- {kind}: {_first_sentence(emission_task(kind).agent_prompt())}".replace(
         "the neighbour under Talking to", "one of the People") for kind in options]
@@ -103,7 +94,7 @@ def decision_messages(
 
 
 def _first_sentence(text: str) -> str:
-    """The first sentence of a task prompt: what the action is, not how to write it."""
+    """Return a task prompt's first sentence: what the action is, not how to write it."""
     head = text.strip().split("\n", 1)[0]
     cut = head.find(". ")
     return head[: cut + 1] if cut >= 0 else head
@@ -120,7 +111,7 @@ def survey_messages(
     memory: Sequence[str] = (),
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
-    """Messages asking one agent a survey question (``answer_hint`` says the answer format)."""
+    """Build the messages asking one agent a survey question."""
     tail = [section("Question", question), section("Answer format", answer_hint)]
     return _messages(SURVEY_SYSTEM, persona, tail, Context(world, events, inbox, memory), budget,
                      question)
@@ -133,9 +124,10 @@ def reflection_messages(
     memory: Sequence[str] = (),
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
-    """Messages asking one agent to reflect: its summary so far and what it remembers (oldest
-    first). The memory part may take three times the budget's memory cap: a reflection looks
-    back on more than one action's prompt recalls, and it is asked only every few steps.
+    """Build the messages asking one agent to reflect on its summary and memory.
+
+    Memory may take three times the budget's cap: a reflection looks back further than one
+    action, and it is asked only every few steps.
     """
     tail = [section("Your summary so far", "\n".join(summary) or "(nothing yet)"),
             section("Task", REFLECTION_TASK)]
@@ -155,8 +147,7 @@ def interview_messages(
     recent: Sequence[str] = (),
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
-    """Messages putting a user's question to one agent, from its state at a step: the step's
-    events, messages in view, what it remembers and its own latest output (all oldest first)."""
+    """Build the messages putting a user's question to one agent, from its state at a step."""
     tail = [section("Interview question", question)]
     return _messages(INTERVIEW_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
                      budget, question)
@@ -164,10 +155,9 @@ def interview_messages(
 
 def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,
               focus: str) -> list[BaseMessage]:
-    """System and user messages: shared parts, persona, specific parts, then ``tail``.
+    """Assemble system and user messages: shared parts, persona, specific parts, then tail.
 
-    Memory is ranked against the events, the messages received and ``focus`` (the task or
-    question); the world does not depend on them, so that it stays a shared prefix.
+    Memory is ranked against events, messages and focus; the world is not, so it stays a shared prefix.
     """
     head = section("Persona", persona)
     fixed = part_tokens(system) + sum(part_tokens(p) for p in (head, *tail))

@@ -1,17 +1,9 @@
 """Prompt budgets: count prompt tokens cheaply and trim an agent's context to fit.
 
-A field run against a small instruction model (SmolLM2-135M: 8k context, tens of tokens/s) found
-agent prompts of ~1,000 tokens, against ~50 for a Persona Hub prompt: most of it world text and
-memory that a small model cannot use, paid for on every call. A ``PromptBudget`` caps the whole
-prompt and each variable part (world, events, inbox, memory); the system text, the persona and
-the task or question are never cut (nor is an addressee, shown by its first words anyway).
-
-Trimming keeps what matters for this step: the newest events and messages; the memory items that
-share most words with this step's events and messages, then the newest; for the world, a summary
-(its opening paragraph, then each section's lead sentences, breadth first) that is the same for
-every agent, task and step, so the prompts of a run share it as a cacheable prefix. It is a pure
-function of its inputs (no RNG, no clock, and the same approximate counter on every machine, never
-a tokenizer that may or may not be installed), so seeded runs stay identical.
+A field run with SmolLM2-135M found agent prompts of ~1,000 tokens (a Persona Hub prompt is ~50),
+mostly world text and memory a small model cannot use. A budget caps the whole prompt and each
+variable part; system text, persona and task are never cut. Trimming is a pure function with a
+fixed approximate token counter (not an optional tokenizer), so seeded runs stay identical.
 """
 
 from __future__ import annotations
@@ -34,7 +26,7 @@ RELEVANCE_WEIGHT = 2.0  # of a memory item's relevance against its recency (both
 
 
 class PromptBudgetError(PersonahubError):
-    """A prompt budget value is invalid (the message names the field)."""
+    """A prompt budget value is invalid."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,14 +34,12 @@ class PromptBudget:
     """Approximate tokens (4 characters each) an agent prompt may spend; None means no limit.
 
     Attributes:
-        total: the whole prompt (system and user text; a schema a server needs comes on top).
-        world: the world text (whole if it fits, else its summary: the opening paragraph,
-            then each section's first sentences).
-        events: this step's events (newest first).
-        inbox: messages received (newest first).
-        memory: what the agent remembers and its own recent output (most relevant, then newest).
-    The defaults fit small instruction models: about 270 tokens at step 1 of the default
-    scenario, at most 400 once memory and messages fill.
+        total: the whole prompt (a schema the server needs comes on top).
+        world: the world text, whole if it fits, else its summary.
+        events: this step's events, newest first.
+        inbox: messages received, newest first.
+        memory: memory and recent output, most relevant first.
+    The defaults fit small instruction models: about 270 tokens at step 1, at most 400 later.
     """
 
     total: int | None = 400
@@ -69,11 +59,9 @@ class PromptBudget:
 
     @classmethod
     def unlimited(cls) -> PromptBudget:
-        """No limit anywhere: every part in full (what prompts were before budgets)."""
         return cls(total=None, world=None, events=None, inbox=None, memory=None)
 
     def cap(self, part: str) -> int | None:
-        """The cap of one part (``world``, ``events``, ``inbox`` or ``memory``)."""
         cap: int | None = getattr(self, part)
         return cap
 
@@ -81,35 +69,32 @@ class PromptBudget:
 DEFAULT_BUDGET = PromptBudget()
 
 
-# -- counting --------------------------------------------------------------------------------
 def count_tokens(text: str) -> int:
-    """Approximate tokens of ``text``: the offline engine's 4 characters a token (0 for '')."""
+    """Return approximate tokens of text: 4 characters a token, like the offline engine."""
     return approx_tokens(text) if text else 0
 
 
 def count_prompt_tokens(messages: Sequence[Any]) -> int:
-    """Approximate prompt tokens of a message list (LangChain messages or role/content dicts)."""
+    """Return approximate prompt tokens of LangChain messages or role/content dicts."""
     total = 0
     for message in messages:
         content = message.get("content") if isinstance(message, Mapping) else message.content
-        if isinstance(content, list):  # OpenAI content parts
+        if isinstance(content, list):
             content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
         total += count_tokens(str(content or ""))
     return total
 
 
 def part_tokens(text: str) -> int:
-    """Tokens a prompt part costs, with the newline that joins it to the next part.
+    """Return the tokens a prompt part costs, with its joining newline.
 
-    Parts are counted one by one and rounded up, so their sum never falls below the count of
-    the joined prompt: parts within budget make a prompt within budget.
+    Rounding each part up keeps the sum of parts at or above the joined prompt's count.
     """
     return count_tokens(text + "\n") if text else 0
 
 
-# -- one part: items kept in order of preference, shown in their own order ------------------
 class Item(NamedTuple):
-    """One line (or paragraph) of a part, and the ``## heading`` it is shown under."""
+    """One line or paragraph of a part, and the heading it is shown under."""
 
     heading: str
     text: str
@@ -117,14 +102,13 @@ class Item(NamedTuple):
 
 @dataclass(frozen=True)
 class Part:
-    """A trimmable part of a prompt: ``items`` in display order, ``order`` most wanted first."""
+    """A trimmable part of a prompt: items in display order, order most wanted first."""
 
     items: tuple[Item, ...]
     order: tuple[int, ...]
     sep: str = "\n"
 
     def render(self, chosen: Sequence[int], items: Sequence[Item] | None = None) -> str:
-        """The chosen items (indices, in display order) as ``## heading`` sections ('' if none)."""
         items = self.items if items is None else items
         groups: dict[str, list[str]] = {}
         for i in chosen:
@@ -133,10 +117,9 @@ class Part:
 
 
 def fit(part: Part, cap: int | None) -> str:
-    """The part's text within ``cap`` tokens: items taken greedily in order of preference.
+    """Return the part's text within cap tokens, taking items greedily by preference.
 
-    An item that does not fit is skipped (a shorter, less wanted one may still fit); when even
-    the most wanted item alone is too long, its head is kept, cut at a word.
+    An item that does not fit is skipped; if even the first alone is too long, its head is kept.
     """
     if cap is None:
         return part.render(range(len(part.items)))
@@ -155,7 +138,7 @@ def fit(part: Part, cap: int | None) -> str:
 
 
 def _clip_item(part: Part, items: list[Item], i: int, cap: int) -> Item | None:
-    """Item ``i`` cut so that it alone fits ``cap`` (None when not even a few words fit)."""
+    """Return item i cut to fit cap alone, or None when not even a few words fit."""
     probe = [*items[:i], items[i]._replace(text="x"), *items[i + 1 :]]
     overhead = len(part.render([i], probe)) - 1
     room = 4 * cap - 1 - overhead  # a part of n characters costs ceil((n + 1) / 4) tokens
@@ -168,7 +151,7 @@ def _clip_item(part: Part, items: list[Item], i: int, cap: int) -> Item | None:
 
 
 def clip_text(text: str, max_chars: int) -> str:
-    """``text`` cut to at most ``max_chars`` characters at a word boundary, marked with '…'."""
+    """Cut text to at most max_chars at a word boundary, marked with an ellipsis."""
     text = " ".join(text.split())
     if len(text) <= max_chars:
         return text
@@ -179,25 +162,21 @@ def clip_text(text: str, max_chars: int) -> str:
     return head.rstrip(" ,;:.-") + ELLIPSIS
 
 
-# -- ranking ---------------------------------------------------------------------------------
 def stems(text: str) -> frozenset[str]:
-    """Content words of ``text``, compared by their first letters (a cheap, fixed stemmer)."""
+    """Return the content words of text, compared by their first letters (a cheap stemmer)."""
     return frozenset(word[:STEM] for word in keywords(text, 200))
 
 
 def newest_first(n: int) -> tuple[int, ...]:
-    """Preference order of ``n`` chronological items: the newest first."""
     return tuple(range(n - 1, -1, -1))
 
 
 def relevance_recency(texts: Sequence[str], query: frozenset[str],
                       offset: int = 0) -> list[tuple[float, int, int]]:
-    """Sort keys of chronological ``texts`` (index ``offset`` on): best first when sorted.
+    """Return sort keys for chronological texts, best first when sorted.
 
-    The score is twice the relevance, the share of a text's words found in ``query`` (0..1),
-    plus the recency, ``1 / (1 + age)`` with age 0 for the newest text: an old item with half
-    its words about this step beats any item with none, and among equally relevant items (all
-    of them, when the step brings no events or messages) the newer wins.
+    Score: twice the share of a text's words found in query, plus 1 / (1 + age). An old item half
+    about this step beats any unrelated one; among equals the newer wins.
     """
     n = len(texts)
     keys = []
@@ -208,13 +187,11 @@ def relevance_recency(texts: Sequence[str], query: frozenset[str],
     return keys
 
 
-# -- the world -------------------------------------------------------------------------------
 @lru_cache(maxsize=64)
 def world_units(world: str) -> tuple[str, ...]:
-    """The world text as units to keep or drop: paragraphs, and each item of a list.
+    """Split the world text into units to keep or drop: paragraphs and list items.
 
-    Markdown headings become ``Title:`` lines (so they stay inside the ``## World`` section) and
-    join the unit that follows them.
+    Markdown headings become "Title:" lines joined to the unit that follows.
     """
     units: list[str] = []
     heading = ""
@@ -250,7 +227,6 @@ def _flat(line: str) -> str:
 
 
 def _list_items(lines: list[str]) -> list[str]:
-    """The items of a block that is a list (continuation lines join their item), else []."""
     if not lines[0].lstrip().startswith(("- ", "* ")):
         return []
     items: list[str] = []
@@ -263,18 +239,15 @@ def _list_items(lines: list[str]) -> list[str]:
 
 
 def world_part(world: str) -> Part:
-    """The world as a part: every unit, in its own order (what an unlimited cap shows)."""
     units = world_units(world)
     return Part(tuple(Item("World", u) for u in units), tuple(range(len(units))), sep="\n\n")
 
 
 @lru_cache(maxsize=64)
 def fit_world(world: str, cap: int | None) -> str:
-    """The ``## World`` section within ``cap``: the whole world when it fits, else its summary.
+    """Return the World section within cap: the whole world if it fits, else its summary.
 
-    It depends on the world and the cap only (never on the agent, its task or the step), so
-    every prompt of a run carries the same world text right after the system message and a
-    server's prefix cache holds it once.
+    It depends only on the world and the cap, so every prompt of a run shares it as a cacheable prefix.
     """
     if not world.strip():
         return ""
@@ -289,7 +262,7 @@ SHORT_SENTENCE = 4  # words: a lead-in such as "The mill." joins the sentence af
 
 
 def sentences(text: str) -> list[str]:
-    """``text`` as sentences (markdown emphasis dropped; lead-ins joined to what follows)."""
+    """Split text into sentences, dropping emphasis and joining short lead-ins to what follows."""
     flat = " ".join(text.replace("**", "").replace("__", "").split())
     out: list[str] = []
     carry = ""
@@ -311,14 +284,10 @@ class _Piece(NamedTuple):
 
 
 def _summary_pieces(world: str) -> list[_Piece]:
-    """Every sentence of the world with the level it enters a summary at (lower first).
+    """Return every world sentence with the level it enters a summary at (lower first).
 
-    The opening unit (the world file's own summary) comes whole at level 0; then, breadth
-    first, each section's first sentence (under its title), the first sentence of each
-    section's second unit (a list item or paragraph), then of its third unit or the second
-    sentence of its first, and so on (level ``1 + unit in section + 2 * sentence``), in the
-    file's order within a level: a tight cap keeps the outline of every section, a looser one
-    fills in details.
+    The opening unit comes whole at level 0; then, breadth first, each section's first sentence,
+    then later units and sentences. A tight cap keeps every section's outline; a looser one adds detail.
     """
     pieces = []
     in_section = 0
@@ -338,21 +307,16 @@ def _summary_pieces(world: str) -> list[_Piece]:
 
 @lru_cache(maxsize=64)
 def world_summary(world: str, cap: int) -> str:
-    """The ``## World`` section summarised within ``cap`` tokens.
-
-    Sentences enter by level (``_summary_pieces``), one unit's sentences in their order; a
-    sentence that does not fit is skipped and a shorter one later may still fit. Units are
-    shown one a line, in the file's order.
-    """
+    """Summarise the World section within cap tokens, taking sentences by level."""
     chosen: dict[int, list[str]] = {}
     for piece in sorted(_summary_pieces(world)):
         have = chosen.get(piece.unit, [])
         if len(have) != piece.nth:
-            continue  # the sentence before it in its unit was left out
+            continue
         trial = {**chosen, piece.unit: [*have, piece.text]}
         if part_tokens(_render_summary(trial)) <= cap:
             chosen = trial
-    if not chosen:  # not one sentence fits: the opening's head, cut at a word
+    if not chosen:
         return fit(world_part(world), cap)
     return _render_summary(chosen)
 
@@ -361,10 +325,9 @@ def _render_summary(chosen: Mapping[int, list[str]]) -> str:
     return section("World", "\n".join(" ".join(chosen[u]) for u in sorted(chosen)))
 
 
-# -- the whole context -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Context:
-    """What an agent prompt may show besides its fixed text, untrimmed (chronological lists)."""
+    """What an agent prompt may show besides its fixed text, untrimmed and chronological."""
 
     world: str = ""
     events: Sequence[str] = ()
@@ -378,7 +341,7 @@ RECENT_CHARS = 200
 
 
 def context_parts(ctx: Context, memory_query: str) -> dict[str, Part]:
-    """The events, inbox and memory parts of ``ctx`` with their preference orders."""
+    """Return the events, inbox and memory parts with their preference orders."""
     heard = tuple(Item("Messages received", f"- from {clip_text(s, SENDER_CHARS)}: {t}")
                   for s, t in ctx.inbox)
     remembered = [Item("Memory", f"- {m}") for m in ctx.memory]
@@ -397,13 +360,10 @@ def context_parts(ctx: Context, memory_query: str) -> dict[str, Part]:
 
 def fit_context(ctx: Context, budget: PromptBudget, *, fixed: int,
                 memory_query: str) -> dict[str, str]:
-    """Each part's text (``world``, ``events``, ``inbox``, ``memory``; '' when empty).
+    """Return each part's trimmed text ('' when empty).
 
-    ``fixed`` is what the prompt spends whatever happens (system, persona, task). The shared
-    parts come first, the most shared first, so that every agent of a run gets the same world
-    and every agent of a step the same events (a server's prefix cache holds them once): the
-    world, then the events, each within its cap; inbox and memory then share what is left
-    evenly, each within its cap.
+    fixed is what the prompt spends anyway. World then events take their caps first, most shared
+    first, so prefix caches can hold them; inbox and memory share the rest evenly.
     """
     parts = context_parts(ctx, memory_query)
     room = None if budget.total is None else budget.total - fixed
@@ -431,10 +391,9 @@ def _spend(room: int | None, text: str) -> int | None:
 
 
 def share_evenly(wants: Mapping[str, int], room: int) -> dict[str, int]:
-    """Split ``room`` tokens: each gets what it wants or an even share, the smallest first.
+    """Split room tokens: each gets what it wants or an even share, smallest first.
 
-    What a small part does not need goes to the larger ones (water-filling), so a short inbox
-    leaves memory its full cap.
+    What a small part does not need goes to the larger ones, so a short inbox leaves memory its cap.
     """
     shares: dict[str, int] = {}
     left = sorted(wants, key=lambda name: (wants[name], name))
