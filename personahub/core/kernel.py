@@ -1,9 +1,8 @@
-"""The job kernel: every job kind is a `JobSpec`, and `run_job` runs any of them.
+"""The job kernel: every job kind is a spec, and one runner runs any of them.
 
-A spec says what a job checks, plans, asks the model and commits; the kernel does the rest once
-for every kind: opening or resuming the job, building the model client, committing each batch in
-order in one transaction, the failure policy, Ctrl-C and stalls (resumable stops), progress, and
-child jobs. Nothing here imports more of the project than `personahub.core`.
+A spec says what a job checks, plans, asks and commits; the kernel does the rest once for all kinds:
+opening or resuming, the model client, ordered commits, the failure policy, Ctrl-C and stalls,
+progress and child jobs. It imports nothing outside personahub.core.
 """
 
 from __future__ import annotations
@@ -38,10 +37,10 @@ from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_
 from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import connect, insert_rows, transaction
 
-C = TypeVar("C")  # a job kind's config (a frozen dataclass)
-B = TypeVar("B")  # one batch of work
-R = TypeVar("R")  # what asking the model for a batch returned
-S = TypeVar("S")  # what the job reports at its end
+C = TypeVar("C")  # config dataclass
+B = TypeVar("B")  # one batch
+R = TypeVar("R")  # the model's answers to a batch
+S = TypeVar("S")  # end-of-job report
 T = TypeVar("T")
 B_contra = TypeVar("B_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
@@ -50,8 +49,9 @@ S_co = TypeVar("S_co", covariant=True)
 
 def engine(default: Any = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
-    """A config field that says how the job runs, not what it makes: on resume the caller's value wins.
-    `identity`: it still tells two jobs apart; `secret`: stored redacted, so a resume needs it again."""
+    """A config field on how the job runs, not what it makes: a resume takes the caller's value.
+    An identity one still tells two jobs apart; a secret one is stored redacted.
+    """
     meta = {"engine": True, "identity": identity, "secret": secret}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
@@ -68,7 +68,7 @@ def engine_fields(config_type: type) -> frozenset[str]:
 
 
 def identity_fields(config_type: type) -> tuple[str, ...]:
-    """The fields that say what a job makes: two unfinished jobs alike in these are twins."""
+    """The fields that say what a job makes; two unfinished jobs alike in these are twins."""
     return tuple(f.name for f in _fields(config_type)
                  if not f.metadata.get("engine") or f.metadata.get("identity"))
 
@@ -79,23 +79,22 @@ def check_cache_mode(mode: str) -> None:
         raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
 
 
-# --- what a spec gives and gets --------------------------------------------------------------
-
 class Asker(Protocol[B_contra, R_co]):
-    """Asks the model for one batch. Picklable and free of the database, so a Ray worker can rebuild it;
-    an optional `async committed()` runs after each batch's commit."""
+    """Asks the model for one batch. Picklable and database-free, so a Ray worker can rebuild it; an
+    optional async committed method runs after each commit.
+    """
 
     async def run_batch(self, batch: B_contra, caller: StructuredCaller) -> R_co: ...
 
 
-I_contra = TypeVar("I_contra", contravariant=True)  # one item of an independent batch
-A = TypeVar("A")  # the answer to one item
+I_contra = TypeVar("I_contra", contravariant=True)
+A = TypeVar("A")
 
 
 class ShardCodec(Protocol[I_contra, A]):
-    """What an independent-batches asker adds so its batches can be shipped to workers as plain data.
-    `key` is an item's stable key across resumes: an answer a dead driver left in a shard is committed,
-    not asked again."""
+    """How an asker of independent batches ships them to workers as plain data. An item's key is stable
+    across resumes, so an answer a dead driver left in a shard is committed, not asked again.
+    """
 
     def key(self, item: I_contra) -> str:
         """The item's stable key."""
@@ -110,17 +109,13 @@ class ShardCodec(Protocol[I_contra, A]):
         ...
 
     def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
-        """The answer to `item`, back from `dump`'s text and its calls."""
+        """The answer to an item, back from its JSON text and its calls."""
         ...
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one batch (or a job's start) writes and how it went.
-
-    `rows` (by table), the calls' records and cache entries, and `then` are written in one
-    transaction; `asked`/`kept`/`errors` feed the failure policy and the end status.
-    """
+    """What one batch (or a job's start) writes, in one transaction, and counts for the failure policy."""
 
     rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     calls: Sequence[CarriesCalls] = ()
@@ -178,11 +173,11 @@ class Executor(Protocol):
 
 
 class JobSpec(Protocol[C, B, R, S_co]):
-    """A job kind. `SpecBase` gives the optional parts defaults."""
+    """A job kind; SpecBase gives the optional parts defaults."""
 
     @property
     def kind(self) -> str:
-        """The key in the registry and `jobs.kind`."""
+        """The registry key and the jobs.kind value."""
         ...
 
     @property
@@ -192,13 +187,12 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
     @property
     def independent_batches(self) -> bool:
-        """True: every batch is planned ahead, so an executor may ship them all at once; False: each batch
-        is planned after the last commit."""
+        """True: every batch is planned ahead, so an executor may ship them at once."""
         ...
 
     @property
     def refuses_twins(self) -> bool:
-        """True: a new job is refused while an unfinished twin (same identity) exists, unless `fresh`."""
+        """True: a new job is refused while an unfinished twin exists, unless fresh."""
         ...
 
     @property
@@ -233,7 +227,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
 
 class SpecBase(Generic[C, B, R, S]):
-    """Defaults for the optional parts of a `JobSpec`."""
+    """Defaults for the optional parts of a job spec."""
 
     kind: ClassVar[str]
     config_type: type[C]
@@ -248,18 +242,18 @@ class SpecBase(Generic[C, B, R, S]):
     calls_in_run: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> Any | None:
-        """What `Models.build` makes the client from (None: the job calls no model)."""
+        """What the model client is built from (None: the job calls no model)."""
         return None
 
     def prepare(self, ctx: JobContext[C]) -> None:
         """Check inputs before anything is recorded."""
 
     def start(self, ctx: JobContext[C]) -> BatchOutcome:
-        """The job's own rows, written with its `jobs` row."""
+        """The job's own rows, written with its jobs row."""
         return BatchOutcome()
 
     def new_id(self) -> str:
-        """`<prefix>-` + UTC time + a random suffix: sortable and unique."""
+        """A prefix, the UTC time and a random suffix: sortable and unique."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-")
         return f"{self.id_prefix or self.kind}-{stamp}{uuid.uuid4().hex[:6]}"
 
@@ -268,7 +262,7 @@ class SpecBase(Generic[C, B, R, S]):
         return self.new_id()
 
     def belongs_to(self, config: C) -> str | None:
-        """The run or job this kind works on (its `jobs.parent_id`), or None."""
+        """The run or job this kind works on (its parent id), or None."""
         return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
@@ -292,8 +286,8 @@ class SpecBase(Generic[C, B, R, S]):
         return ""
 
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
-        """The status of a job that ran to its end and kept something: `partial` when it kept less than it
-        asked, else `finished`."""
+        """The status of a job that ran to its end and kept something: partial when it kept less than asked.
+        """
         return "finished" if kept >= asked else "partial"
 
     def nothing_kept(self, ctx: JobContext[C], asked: int) -> str:
@@ -311,7 +305,7 @@ class SpecBase(Generic[C, B, R, S]):
 
 @dataclass(frozen=True)
 class JobResult(Generic[S]):
-    """How `run_job` ended; `ran` is False for a finished job asked to resume."""
+    """How a job ended; ran is False for a finished job asked to resume."""
 
     job_id: str
     status: str
@@ -339,8 +333,7 @@ class _Env:
 
 @dataclass(eq=False)
 class JobContext(Generic[C]):
-    """One job as its spec sees it: its own `state`, the `stored` config, and `done_before`/`total` for
-    progress and the end status."""
+    """One job as its spec sees it: its state, stored config and progress counts."""
 
     spec: JobSpec[C, Any, Any, Any]
     config: C
@@ -354,7 +347,7 @@ class JobContext(Generic[C]):
     total: int | None = None
     status: str = "running"
     spill: call_spill.CallSpill | None = None
-    # call ids an earlier run may have committed from its spills: a later commit of one replaces its row
+    # call ids an earlier run may have committed from its spills
     spilled_ids: frozenset[str] = frozenset()
     asked: int = 0
     executor: Executor = field(init=False)
@@ -379,8 +372,7 @@ class JobContext(Generic[C]):
 
     @property
     def ref(self) -> JobRef:
-        """How the job's model calls are tagged. `run_id` is set only for calls that are part of a scenario
-        run (its own, its expansion's, its interviews'); a judge's calls are its own job's."""
+        """How the job's model calls are tagged: a run id only for calls that are part of a scenario run."""
         kind = self.spec.kind
         in_run = getattr(self.spec, "calls_in_run", True)
         run_id = self.job_id if kind == "run" else self.parent_id if in_run else None
@@ -403,7 +395,7 @@ class JobContext(Generic[C]):
             self.env.progress(phase, done, total)
 
     def counting(self, caller: StructuredCaller, batch: Any) -> StructuredCaller:
-        """`caller`, reporting progress as each call is answered, so a bar moves before the batch lands."""
+        """The client, reporting progress per answered call so a bar moves before the batch lands."""
         if (self.env.progress is None or not getattr(self.spec, "progress_per_answer", True)
                 or not isinstance(batch, Sequence)):
             return caller
@@ -411,7 +403,7 @@ class JobContext(Generic[C]):
 
     def run_child(self, spec: JobSpec[Any, Any, Any, S], config: Any, *,
                   resume: str | None = None) -> JobResult[S]:
-        """Run `spec` under this job: same connection, loop, client and executor."""
+        """Run a child job on this job's connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
                                     choice=self.executor, on_ready=None, on_start=None)
         return _run(spec, config, child, resume=resume, fresh=False)
@@ -440,7 +432,7 @@ _REGISTRY: dict[str, JobSpec[Any, Any, Any, Any]] = {}
 
 
 def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
-    """Make a kind known to `personahub jobs` and `personahub resume`; returns `spec`."""
+    """Make a kind known to the jobs and resume commands; returns the spec."""
     known = _REGISTRY.get(spec.kind)
     if known is not None and type(known) is not type(spec):
         raise PersonahubError(f"job kind {spec.kind!r} is registered already ({type(known).__name__})")
@@ -449,7 +441,7 @@ def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
 
 
 def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
-    """The registered spec of `kind`, or None."""
+    """The registered spec of a kind, or None."""
     return _REGISTRY.get(kind)
 
 
@@ -465,11 +457,10 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
             on_ready: Callable[[StructuredCaller | None], None] | None = None,
             on_start: Callable[[str, bool], None] | None = None,
             con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
-    """Run (or, with `resume`, go on with) one job of `spec` in `db`.
+    """Run (or, with resume, go on with) one job of a spec in a database.
 
-    On resume `config` holds the caller's engine settings (a whole config or a mapping). `executor`
-    is an executor or a function picking one from the config. `on_ready` runs before anything is
-    recorded, `on_start` before the first batch. `con`: an open connection to run on.
+    On resume the config holds the caller's engine settings. The executor may be a function
+    picking one from the config. The hooks run before anything is recorded and before the first batch.
     """
     if con is not None:
         with job_loop() as loop:
@@ -504,7 +495,7 @@ def _nothing_recorded(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _remove_database(db: Path) -> None:
-    """Remove a database this call created and recorded nothing in, so a refused input leaves no file."""
+    """Remove a database this call created and left empty, so a refused input leaves no file."""
     for path in (db, db.with_name(db.name + ".wal")):
         path.unlink(missing_ok=True)
 
@@ -562,8 +553,9 @@ def config_json(config: Any, models: Models) -> dict[str, Any]:
 
 def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
                    caller: C | Mapping[str, Any], job_id: str) -> C:
-    """The config a resume runs with: identity fields stored, engine fields the caller's (a secret one
-    never from the store). A differing identity field is an error: it is another job."""
+    """The config a resume runs with: stored identity fields, the caller's engine fields. A differing
+    identity field is an error: it is another job.
+    """
     config_type = spec.config_type
     engines = engine_fields(config_type)
     whole = isinstance(caller, config_type)
@@ -600,7 +592,7 @@ def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
 
 def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConnection,
                      stored: Mapping[str, Any]) -> list[str]:
-    """Unfinished jobs of `spec`'s kind with the identity of `stored`, newest first."""
+    """Unfinished jobs of the spec's kind with the stored identity, newest first."""
     names = identity_fields(spec.config_type)
     mine = {k: stored.get(k) for k in names}
     return [row.job_id for row in jobs_store.list_jobs(con, kind=spec.kind,
@@ -609,7 +601,7 @@ def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConn
 
 
 def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCaller | None:
-    """The model client (None for a job that calls no model): built, checked, cache attached."""
+    """The model client (None for a job that calls no model), checked and with the cache attached."""
     settings = spec.model_settings(ctx.config)
     if settings is None:
         return None
@@ -659,9 +651,7 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
 
 @contextmanager
 def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
-    """Spill every final attempt of the job's calls as it happens, so no billed attempt is lost to a
-    stop or a kill: what a killed run left is committed first, and what this run did not commit when
-    it ends."""
+    """Spill every final attempt as it happens, so no billed attempt is lost to a stop or a kill."""
     client = ctx.client
     spill_to = getattr(client, "spill_to", None)
     if client is None or spill_to is None or ctx.env.client is not None:
@@ -672,7 +662,7 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
                                                call_spill.read_job(ctx.db, ctx.job_id)))
     if ctx.resumed:
         ctx.spilled_ids |= not_kept_call_ids(ctx.con, ctx.job_id)
-    call_spill.remove_workers(ctx.db, ctx.job_id)  # committed: a new run's workers start afresh
+    call_spill.remove_workers(ctx.db, ctx.job_id)
     ref = ctx.ref
     spill = call_spill.CallSpill(path, tags={"job_kind": ref.kind, "job_id": ref.job_id,
                                              "run_id": ref.run_id})
@@ -709,8 +699,7 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
 
 @contextmanager
 def _closing(*generators: Iterator[Any]) -> Iterator[None]:
-    """Close the plan however the job ends, so a cursor it holds open is closed now, not by the garbage
-    collector: a stopped job leaves no database open."""
+    """Close the plan however the job ends, so a stopped job leaves no cursor or database open."""
     failing = True
     try:
         yield
@@ -748,7 +737,7 @@ def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
 
 
 def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
-    """The job's end status: `failed` when it never kept anything, else the spec's `end_status`."""
+    """The end status: failed when nothing was ever kept, else the spec's choice."""
     if asked and not kept and not ctx.done_before:
         error = call_log.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
@@ -764,7 +753,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
 
 @contextmanager
 def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None]:
-    """Ctrl-C / SIGTERM → `interrupted` and `Stopped`; any other error → `failed`."""
+    """Ctrl-C or SIGTERM: interrupted and resumable; any other error: failed."""
     hint = spec.resume_hint(ctx.job_id, ctx.db)
     try:
         with interrupts_from_queries():
@@ -778,7 +767,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
         raise Stopped(f"{spec.noun} {ctx.job_id} interrupted by {how}{spec.stop_note(ctx)}; "
                       f"resume with {hint}", exc) from None
     except BaseException as exc:
-        if is_disk_full(exc):  # not the job's fault: interrupted, resumable
+        if is_disk_full(exc):  # not the job's fault: resumable
             inner = exc if isinstance(exc, DiskFull) else None
             reason = inner.reason if inner is not None else what_filled(exc)
             unmarked = list(inner.unmarked) if inner is not None else []
@@ -786,7 +775,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
                 unmarked.append(ctx.job_id)
             raise DiskFull(spec.noun, ctx.job_id, reason, hint, unmarked) from None
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed", f"{type(exc).__name__}: {exc}")
-        # still a ResumableStop: callers that go on themselves (an experiment's arms) check its type
+        # still a ResumableStop: experiments check its type
         if isinstance(exc, ResumableStop) and hint not in str(exc):
             raise ResumableStop(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "
                                 f"{hint}") from None
@@ -797,5 +786,5 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
 
 
 def iter_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    """`items` in consecutive batches of `size` (the last may be shorter)."""
+    """The items in consecutive batches of a size (the last may be shorter)."""
     return (items[start:start + size] for start in range(0, len(items), size))
