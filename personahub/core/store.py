@@ -36,13 +36,12 @@ from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
-#: the version of the file's tables (schema_meta.schema_version); a file of another version is
-#: refused, never converted
+#: the version of the file's tables; a file of another version is refused, never converted
 SCHEMA_VERSION: Final = 1
 
 
-# schema_meta's key for the digest of the DDL a file was last brought up to: a file that holds it
-# runs no DDL on open (about half of a writer's connect; bench_connect)
+# the digest of the DDL a file was last brought up to: such a file runs no DDL on open (about half of
+# a writer's connect; bench_connect)
 DDL_KEY = "schema_ddl"
 
 
@@ -51,11 +50,10 @@ def _digest(ddl: str) -> str:
 
 
 def _schema_current(con: duckdb.DuckDBPyConnection, ddl: str) -> bool:
-    """Whether the file was brought up to this DDL and schema version already."""
     try:
         rows = dict(con.execute("SELECT key, value FROM schema_meta WHERE key IN (?, ?)",
                                 [DDL_KEY, "schema_version"]).fetchall())
-    except duckdb.CatalogException:  # a new (empty) file
+    except duckdb.CatalogException:
         return False
     return rows.get(DDL_KEY) == _digest(ddl) and rows.get("schema_version") == str(SCHEMA_VERSION)
 
@@ -70,8 +68,9 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a personahub file of another schema version in one line: before 1.0 there are no
-    migrations. An empty DuckDB file passes; a foreign file is refused as such."""
+    """Refuse a personahub file of another schema version in one line (no migrations before 1.0). An
+    empty DuckDB file passes; a foreign file is refused as such.
+    """
     try:
         found = schema_version(con)
     except duckdb.Error:  # a damaged file: the block checks that follow name the damage
@@ -91,11 +90,10 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def schema_sql() -> str:
-    """The DDL of every table (`schema.sql`)."""
+    """The DDL of every table."""
     return resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-# DuckDB's refusal of a second connection to a file this process holds with other settings
 SAME_FILE_OTHER_CONFIG = "different configuration than existing connections"
 
 
@@ -104,7 +102,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
         if read_only and SAME_FILE_OTHER_CONFIG in str(exc):
-            # this process already holds the file read-write (a live view): DuckDB opens it once per
+            # this process already holds the file read-write (a live view): DuckDB opens a file once per
             # process, so a reader shares that instance
             return duckdb.connect(str(path))
         if is_damage(exc):
@@ -119,7 +117,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def _lock_holder(message: str) -> str | None:
-    """Who holds the database's lock ("PID 1234"), from DuckDB's lock error; None for another error."""
+    """Who holds the database's lock, from DuckDB's lock error; None for another error."""
     if "Could not set lock" not in message and "Conflicting lock" not in message:
         return None
     match = re.search(r"\(PID (\d+)\)", message)
@@ -127,11 +125,11 @@ def _lock_holder(message: str) -> str | None:
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and for writers, create) the database at `path`.
+    """Open (and for writers, create) a database.
 
     An existing file is checked first and left untouched when refused: not DuckDB, another program's,
-    another schema version, or (for writers) a damaged block. A writer stores the analysis views in
-    the file; a reader lays TEMP copies instead.
+    another schema version, or (for writers) damaged. A writer stores the analysis views in the file;
+    a reader makes TEMP copies.
 
     Args:
         path: The database file.
@@ -148,7 +146,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
     if exists:
         check_header(path)
-        probe = _open(path, read_only=True)  # read-only: looking cannot change the file
+        probe = _open(path, read_only=True)
         try:
             check_version(probe, path)
             check_shape(probe, path)
@@ -169,7 +167,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
             lay_views(probe)  # TEMP views: nothing written
             return probe
         probe.close()
-    elif not path.parent.is_dir():  # a typo'd folder is not created: the database would hide there
+    elif not path.parent.is_dir():  # a mistyped folder is not created: the database would hide there
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise UsageError(f"--db {path}: the folder {path.parent} {what}; create it first")
     con = _open(path, read_only=False)
@@ -180,7 +178,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 con.execute(ddl)
                 con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
                             "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
-        sync_views(con)  # the analysis views, in the file for any DuckDB client
+        sync_views(con)
     except BaseException:
         con.close()
         raise
@@ -188,16 +186,17 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
 
 
 # Write transactions of this process take turns: DuckDB's concurrency is optimistic, so two
-# connections' transactions inserting the same key (a persona two concurrent runs draw, with
-# INSERT OR IGNORE) both pass and one fails at COMMIT; in turn, the second sees the first's row.
-# Re-entrant: a transaction's own thread may take it again (a fresh connection's mark).
+# transactions inserting the same key (a persona two concurrent runs draw, with INSERT OR IGNORE)
+# both pass and one fails at COMMIT; in turn, the second sees the first's row. Re-entrant for the
+# transaction's own thread.
 _WRITES = threading.RLock()
 
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All-or-nothing block: commit on success, roll back on any exception. Write transactions
-    of several threads (``experiment --parallel``) run one at a time (``_WRITES``)."""
+    """All-or-nothing block: commit on success, roll back on any exception. Write transactions of
+    several threads run one at a time.
+    """
     with _WRITES:
         yield from _transaction(con)
 
@@ -226,7 +225,6 @@ def is_damage(exc: BaseException) -> bool:
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:
-    """The file behind a connection (for messages)."""
     try:
         rows = con.execute("SELECT path FROM duckdb_databases() "
                            "WHERE database_name = current_database()").fetchall()
@@ -257,7 +255,7 @@ def insert_rows(
     *,
     ignore_conflicts: bool = False,
 ) -> int:
-    """Insert `rows` (dicts with the same keys) into `table` as one Arrow batch."""
+    """Insert row dicts with the same keys into a table as one Arrow batch."""
     if not rows:
         return 0
     return insert_columns(con, table, {c: [r.get(c) for r in rows] for c in rows[0]},
@@ -272,11 +270,11 @@ def insert_columns(
     ignore_conflicts: bool = False,
     new_by: Sequence[str] = (),
 ) -> int:
-    """Insert column lists or Arrow arrays of one length into `table` as one Arrow batch.
+    """Insert column lists or Arrow arrays of one length into a table as one Arrow batch.
 
-    `new_by` (key columns) inserts only rows whose key is not stored yet, by an anti-join: a quarter
-    faster than a per-row conflict check at a million personas. Bulk writers build columns directly
-    because one dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
+    With key columns given, only rows whose key is not stored yet go in, by an anti-join: a quarter
+    faster than a per-row conflict check at a million personas. Bulk writers build columns because one
+    dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
     """
     data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
     for name, values in columns.items():
@@ -310,7 +308,7 @@ def insert_columns(
 
 
 def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
-    """Dataclass records as row dicts; float `*_at` epoch fields become timestamps."""
+    """Dataclass records as row dicts; float epoch fields ending in _at become timestamps."""
     rows = []
     layouts: dict[type, tuple[list[str], list[str]]] = {}
     for record in records:

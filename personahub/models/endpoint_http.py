@@ -1,7 +1,8 @@
-"""An OpenAI-compatible HTTP server (or OpenAI itself) as an endpoint, through ``ChatOpenAI``.
+"""An OpenAI-compatible HTTP server (or OpenAI itself) as an endpoint, through LangChain's ChatOpenAI.
 
-While ``auto`` has not settled an endpoint's mode, one request at a time goes to it, so the first
-refusal moves every waiting call on instead of each call being refused once."""
+While auto mode has not settled an endpoint's mode, one request at a time goes to it, so the first
+refusal moves every waiting call on instead of each call being refused once.
+"""
 
 from __future__ import annotations
 
@@ -38,9 +39,8 @@ for _advice in ("Invalid schema for OpenAI's structured output feature",
                 "This model does not support OpenAI's structured output feature"):
     warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
 PREFIX_WINDOW = 1024  # prompts the shared-prefix estimate compares a new prompt with
-# One HTTP client per endpoint and event loop, its pool sized to --concurrency: over aiohttp one
-# pool of 256 costs well under a millisecond of CPU per call (httpcore's pool re-scanned every
-# connection per waiting request: 7-9 s of setup at 256).
+# One HTTP client per endpoint and event loop, its pool sized to the concurrency: over aiohttp one
+# pool of 256 costs well under a millisecond of CPU per call (httpcore's took 7-9 s of setup at 256).
 
 
 # A fresh sample is seeded with this + sample, so a server that seeds its sampler draws another
@@ -52,11 +52,12 @@ FRESH_TEMPERATURE = 0.7
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
                    max_tokens_param: str, sample: int = 0, greedy: bool = False,
                    stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
-    """The keyword arguments that ask for ``schema`` in ``mode`` with an output limit.
+    """The keyword arguments that ask for a schema in a mode with an output limit.
 
-    The response format and limit travel in ``extra_body``: as typed parameters the openai SDK walks
-    the whole schema on every request (more CPU than the rest of the call), and langchain-openai
-    renames ``max_tokens`` to ``max_completion_tokens``, which llama-cpp-python ignores."""
+    The response format and limit travel in the extra body: as typed parameters the openai SDK walks the
+    whole schema on every request (more CPU than the rest of the call), and langchain-openai renames
+    max_tokens to max_completion_tokens, which llama-cpp-python ignores.
+    """
     body: dict[str, Any] = {max_tokens_param: max_tokens}
     if sample:
         body["seed"] = FRESH_SEED_BASE + sample
@@ -81,7 +82,6 @@ def _callbacks_configured() -> bool:
 
 @cache
 def _child_config() -> Any:
-    """LangChain's context variable holding a running run's config (imported on first use)."""
     from langchain_core.runnables.config import var_child_runnable_config
 
     return var_child_runnable_config
@@ -95,18 +95,19 @@ def _parent_callbacks() -> bool:
 
 async def generate(model: Any, messages: list[Any], kwargs: dict[str, Any],
                    callbacks: bool) -> Any:
-    """The chat model's answer to ``messages`` as an ``AIMessage``.
+    """The chat model's answer to the messages.
 
-    Without callbacks to serve it calls the model's ``_agenerate`` directly: ``ainvoke`` would open
-    an empty callback run costing about a fifth of the client's CPU per call and a dozen event-loop
-    turns (``bench/bench_concurrency.py``). The message equals what ``ainvoke`` returns."""
+    Without callbacks to serve it calls the model's generate method directly: ainvoke would open an
+    empty callback run costing about a fifth of the client's CPU per call (bench/bench_concurrency.py).
+    The message is the same.
+    """
     if callbacks or _parent_callbacks():
         return await model.ainvoke(messages, **kwargs)
     return first_message(await model._agenerate(messages, **kwargs))
 
 
 def first_message(result: Any) -> Any:
-    """The first generation's message, with its info merged into ``response_metadata`` as ``ainvoke`` does."""
+    """The first generation's message, with its info merged into the metadata as ainvoke does."""
     generation = result.generations[0]
     message = generation.message
     message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
@@ -115,15 +116,14 @@ def first_message(result: Any) -> Any:
 
 
 def wire_body(model: Any, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body ``model`` posts to ``/chat/completions``: LangChain's payload with ``extra_body``
-    merged in, as the openai SDK merges it."""
+    """The JSON body the model posts: LangChain's payload with the extra body merged in, as the SDK does."""
     payload = model._get_request_payload(messages, **kwargs)
     extra = payload.pop("extra_body", None) or {}
     return {**payload, **extra}
 
 
 async def _close_at_shutdown(model: object) -> AsyncGenerator[None, None]:
-    """Wait for the event loop's shutdown, then close ``model``'s client."""
+    """Wait for the event loop's shutdown, then close the model's client."""
     try:
         yield
     finally:
@@ -152,8 +152,7 @@ class HttpEndpoint:
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
-        self.deadlines = StragglerDeadlines(timeout_s)  # an attempt's deadline (seam_deadlines)
-        # where an attempt is recorded as it goes out
+        self.deadlines = StragglerDeadlines(timeout_s)
         self.spill = SinkSlot()
 
     def current_mode(self) -> str:
@@ -161,10 +160,9 @@ class HttpEndpoint:
         return sent_mode(self.modes.mode(self.index), self.modes.stripped(self.index))
 
     async def _on_loop(self) -> None:
-        """The chat model for the running event loop.
-
-        Connection pools are bound to the loop that opened them, so a new loop gets a fresh client, and
-        the client is closed when its loop shuts down (aiohttp warns about open sessions)."""
+        """The chat model for the running event loop: pools are bound to the loop that opened them, so a new
+        loop gets a fresh client, closed when its loop shuts down.
+        """
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None:
@@ -189,7 +187,7 @@ class HttpEndpoint:
         return kwargs
 
     async def _probe(self) -> asyncio.Lock | None:
-        """The held probe lock while ``auto`` has not settled this endpoint's mode, else None."""
+        """The held probe lock while auto mode has not settled this endpoint's mode, else None."""
         if not self.modes.adaptive or self.modes.settled(self.index):
             return None
         loop = asyncio.get_running_loop()
@@ -213,20 +211,20 @@ class HttpEndpoint:
             if probe is not None:
                 probe.release()
 
-    # -- what a batch needs: the same body, the same reading --
+    # what a batch needs: the same body, the same reading
     def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]:
-        """The body an online call of ``request`` would post now, and its mode as recorded."""
+        """The body an online call would post now, and its mode as recorded."""
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
         return body, sent_mode(mode, stripped)
 
     def answer_message(self, body: dict[str, Any]) -> Any:
-        """A chat.completion body read as ``ChatOpenAI`` reads an online answer, as an ``AIMessage``."""
+        """A completion body read as ChatOpenAI reads an online answer."""
         return first_message(self.model._create_chat_result(body))
 
     async def openai_client(self) -> Any:
-        """This endpoint's ``AsyncOpenAI`` client for the running event loop (for files and batches)."""
+        """This endpoint's openai client for the running event loop (for files and batches)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()
         return self.model.root_async_client
@@ -244,7 +242,7 @@ class HttpEndpoint:
             sink.sent(record)
         sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
-        scope = asyncio.timeout(limit)  # no extra task per call
+        scope = asyncio.timeout(limit)
         try:
             async with scope:
                 if not deadlines.warm:

@@ -1,8 +1,9 @@
 """Structured calls sent as a provider batch (the OpenAI Batch API) or as a batch file.
 
-Each line is the body an online call would post, and each result becomes the ``StructuredResult``
-the online stack would return. Every batch state is stored before going on, so a crash loses no
-batch id and a resume never creates one twice."""
+Each line is the body an online call would post, and each result becomes the result the online
+stack would return. Every batch state is stored before going on, so a crash loses no batch id and a
+resume never creates a batch twice.
+"""
 
 from __future__ import annotations
 
@@ -48,14 +49,13 @@ if TYPE_CHECKING:
     from personahub.models.client import LLMClient
 
 T = TypeVar("T", bound=BaseModel)
-#: The ``metadata`` key a batch carries the job's key under.
+#: The metadata key a batch carries the job's key under.
 KEY_FIELD = "personahub_key"
 #: Line errors of requests a batch never ran: they go out again like any transient failure.
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
 API_TRIES = 4  # attempts at one Batch API request that fails transiently (upload, create, read)
 POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: a batch's request lines and the structured mode they were written in
 RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
 
 
@@ -79,8 +79,9 @@ class BatchWire(Protocol):
 
 @dataclass
 class BatchCall(Generic[T]):
-    """One structured call travelling by batch: what the caller asked, the request the next batch sends
-    (first, second chance or resend), what it has spent, and once it ends its ``result``."""
+    """One structured call travelling by batch: what the caller asked, the request the next batch sends,
+    what it has spent, and its result once it ends.
+    """
 
     key: str
     schema: type[T]
@@ -92,12 +93,11 @@ class BatchCall(Generic[T]):
 
     @property
     def custom_id(self) -> str:
-        """The ``custom_id`` of the next request: the key and the attempt (``key#1``)."""
+        """The next request's custom id: the key and the attempt."""
         return f"{self.key}#{self.asked.attempt}"
 
     @property
     def done(self) -> bool:
-        """True once the call has its result."""
         return self.result is not None
 
 
@@ -114,16 +114,16 @@ def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: 
                purpose: str, persona_id: str | None = None, step: int | None = None,
                check: Callable[[T], str | None] | None = None,
                sample: int = 0, max_tokens: int | None = None) -> BatchCall[T]:
-    """A call of ``schema`` to send by batch, prepared as an online structured call is.
-
-    ``key`` names it in ``custom_id``s: unique within the job, stable across a resume."""
+    """A call to send by batch, prepared as an online structured call is. The key must be unique within
+    the job and stable across a resume.
+    """
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                  step=step, check=check, sample=sample, max_tokens=max_tokens)
     return BatchCall(key, schema, request, request)
 
 
 def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
-    """Endpoint ``index`` of ``client`` if it can take batches, else a one-line error."""
+    """The client's endpoint if it can take batches, else a one-line error."""
     endpoints = client.endpoints
     if not 0 <= index < len(endpoints):
         raise LLMConfigError(f"--batch: endpoint {index} does not exist ({len(endpoints)} given)")
@@ -135,13 +135,13 @@ def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
 
 
 def mode_known(client: LLMClient, index: int = 0) -> bool:
-    """Whether endpoint ``index``'s structured mode is known (given, or learned by an answer)."""
+    """Whether the endpoint's structured mode is known (given, or learned from an answer)."""
     return not client.modes.adaptive or client.modes.settled(index)
 
 
 def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
                   endpoint: int = 0) -> tuple[list[dict[str, Any]], str]:
-    """The batch file's lines for ``calls``, as online calls would post them now, and their mode."""
+    """The batch file's lines for the calls, as online calls would post them now, and their mode."""
     wire = batch_endpoint(client, endpoint)
     if not calls:
         raise PersonahubError("batch: no calls to send (a batch holds at least one request)")
@@ -154,8 +154,6 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
         raise PersonahubError("batch: two calls share a custom_id (their keys must differ)")
     return lines, modes.pop() if len(modes) == 1 else ", ".join(sorted(modes))
 
-
-# -- results ------------------------------------------------------------------------------
 
 def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
     """What a failed (or missing) result line means for what happens next."""
@@ -175,10 +173,11 @@ def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> 
 
 def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
             handle: BatchHandle) -> Collected:
-    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is in ``handle``).
+    """Apply one batch's results to the calls it carried.
 
-    Calls with no result line (a failed batch, a short results file) go out again like a transient
-    failure. A refusal naming the mode or schema keywords moves the endpoint on, without spending a retry."""
+    Calls with no result line (a failed batch, a short file) go out again like a transient failure. A
+    refusal naming the mode or schema keywords moves the endpoint on without spending a retry.
+    """
     wire = batch_endpoint(client, handle.endpoint)
     found = by_custom_id(results)
     sent = set(handle.custom_ids)
@@ -221,7 +220,7 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
 
 
 def _answer(wire: BatchWire, line: ResultLine) -> Any:
-    """The line's answer as an ``AIMessage``, or None when its body is no chat.completion."""
+    """The line's answer as a message, or None when its body is no chat completion."""
     try:
         return wire.answer_message(line.body)
     except Exception:  # noqa: BLE001 - a body the reader cannot take is a failed line
@@ -230,7 +229,6 @@ def _answer(wire: BatchWire, line: ResultLine) -> Any:
 
 def _failed(client: LLMClient, call: BatchCall[Any], record: CallRecord, failure: Failure,
             out: Collected) -> None:
-    """Record a failed line; send the call again, or end it."""
     record.status, record.error = "error", failure.description
     call.progress.records.append(record)
     reason = _learned(client, record, failure)
@@ -267,7 +265,7 @@ def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | N
 
 def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
             failure: Failure | None = None) -> None:
-    """End ``call`` with ``value`` (the caller's own schema, unbounded) and count its attempts."""
+    """End a call with its value (the caller's own schema) and count its attempts."""
     done = call.progress
     if value is not None:
         value = unbounded(value, call.schema)
@@ -292,19 +290,17 @@ def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredR
     return call.result
 
 
-# -- offline batch files ------------------------------------------------------------------
-
 def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
                      key: str, endpoint: int = 0, job_kind: str | None = None,
                      job_id: str | None = None) -> BatchHandle:
-    """Write ``calls`` as a batch input file for another runner (vLLM's ``run_batch``, a console)."""
+    """Write the calls as a batch input file for another runner (vLLM's run_batch, a console)."""
     return BatchSession(client, endpoint=endpoint).write_file(path, key, calls, job_kind=job_kind,
                                                               job_id=job_id)
 
 
 def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
                    handle: BatchHandle) -> tuple[BatchHandle, Collected]:
-    """Read a results file for the batch file ``handle`` wrote; the handle is then ``completed``."""
+    """Read a results file for the batch file a handle wrote; the handle is then completed."""
     results = read_results_file(path)
     handle = handle.updated(status="completed", finished_at=time.time(),
                             completed=sum(r.answered for r in results),
@@ -312,13 +308,11 @@ def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str
     return handle, collect(client, calls, results, handle)
 
 
-# -- the Batch API ------------------------------------------------------------------------
-
 class BatchSession:
     """One endpoint's Batch API, through its own openai SDK client.
 
-    Polls wait from ``poll_s`` growing by half to ``max_poll_s``; ``on_handle`` receives each handle
-    that must survive a crash."""
+    Poll waits grow by half up to a bound; each handle that must survive a crash goes to a callback.
+    """
 
     def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
                  poll_s: float = 5.0, max_poll_s: float = 60.0,
@@ -344,7 +338,7 @@ class BatchSession:
 
     def write_file(self, path: str | Path, key: str, calls: Sequence[Any], *,
                    job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Write ``calls`` as a batch input file (whole or not at all) and return the handle to store."""
+        """Write the calls as a batch input file (whole or not at all); returns the handle to store."""
         lines, mode = self.lines(calls)
         write_jsonl(path, lines)
         return BatchHandle(key=key, endpoint=self.index, model=self.wire.label,
@@ -355,7 +349,7 @@ class BatchSession:
 
     async def submit(self, key: str, calls: Sequence[Any], *,
                      job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Upload ``calls`` as a batch file and create the batch, with ``key`` in its metadata."""
+        """Upload the calls as a batch file and create the batch, keyed in its metadata."""
         lines, mode = self.lines(calls)
         handle = self._saved(BatchHandle(
             key=key, endpoint=self.index, model=self.wire.label,
@@ -364,8 +358,7 @@ class BatchSession:
         return await self._start(handle, to_jsonl(lines))
 
     async def resume(self, handle: BatchHandle, calls: Sequence[Any] = ()) -> BatchHandle:
-        """A stored handle, created for sure: a batch created before a crash is found by its key, never
-        created twice."""
+        """A stored handle, created for sure: a batch created before a crash is found by its key."""
         if handle.batch_id is not None or handle.status == AWAITING_RESULTS:
             return handle
         found = await self.find(handle.key)
@@ -410,7 +403,7 @@ class BatchSession:
         raise AssertionError("unreachable")
 
     async def find(self, key: str, pages: int = 5) -> Any | None:
-        """The newest batch created with ``key`` (among the latest ``pages`` x 100), or None."""
+        """The newest batch created with a key (among the latest pages), or None."""
         sdk = await self.wire.openai_client()
         page = await self._api("list batches", lambda: sdk.batches.list(limit=100))
         for _ in range(pages):
@@ -423,7 +416,6 @@ class BatchSession:
         return None
 
     async def refresh(self, handle: BatchHandle) -> BatchHandle:
-        """The handle as the provider sees it now (one retrieve)."""
         sdk = await self.wire.openai_client()
         batch = await self._api("read the batch", lambda: sdk.batches.retrieve(handle.batch_id))
         updated = _from_batch(handle, batch)
@@ -431,7 +423,7 @@ class BatchSession:
 
     async def wait(self, handle: BatchHandle, *,
                    on_status: Callable[[BatchHandle], None] | None = None) -> BatchHandle:
-        """Poll until the batch reaches a terminal status; ``on_status`` sees each poll's handle."""
+        """Poll until the batch reaches a terminal status."""
         if handle.batch_id is None:
             raise PersonahubError(f"batch {handle.key} has not been created; resume it first")
         delay, failures = self.poll_s, 0
@@ -452,7 +444,7 @@ class BatchSession:
         return handle
 
     async def cancel(self, handle: BatchHandle) -> BatchHandle:
-        """Ask the provider to cancel; ``wait`` sees the batch end."""
+        """Ask the provider to cancel; the wait sees the batch end."""
         sdk = await self.wire.openai_client()
         batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(handle.batch_id))
         return self._saved(_from_batch(handle, batch))
@@ -504,7 +496,7 @@ class BatchSession:
 
 
 def _from_batch(handle: BatchHandle, batch: Any) -> BatchHandle:
-    """``handle`` with what the provider's batch object says."""
+    """The handle updated from the provider's batch object."""
     counts = batch.request_counts
     ended = next((t for t in (batch.completed_at, batch.failed_at, batch.expired_at,
                               batch.cancelled_at) if t is not None), None)
