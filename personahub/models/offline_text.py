@@ -1,8 +1,9 @@
-"""Deterministic text and value generation for the offline engine (not a language model).
+"""Deterministic text and values for the offline engine (not a language model).
 
-It pulls content words out of the prompt's sections and fills a JSON schema field by field with
-templates chosen by a seeded RNG; field names steer what is written. Different personas give
-different words; the same (seed, prompt) gives the same answer."""
+It pulls content words out of the prompt's sections and fills a JSON schema field by field from
+seeded templates steered by field names: different personas give different words, the same seed and
+prompt the same answer.
+"""
 
 from __future__ import annotations
 
@@ -111,29 +112,28 @@ class PromptContext:
     world: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)
-    source_text: list[str] = field(default_factory=list)  # a "## Text" section (text-to-persona)
+    source_text: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
     persona_text: str = ""
     neighbour_names: list[str] = field(default_factory=list)
 
     def pool(self) -> list[str]:
-        """Words to draw from, persona first so the persona dominates what is written."""
+        """Words to draw from, persona first so it dominates what is written."""
         words = self.persona + self.heard + self.events + self.world + self.other
         return words or ["everyday", "matters"]
 
 
-_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")  # deduplicated
+_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")
 
 
 def keywords(text: str, limit: int = 40) -> list[str]:
-    """Distinct lower-case content words of ``text`` in first-seen order."""
+    """Distinct lower-case content words in first-seen order."""
     return list(_keywords(text, limit))
 
 
 @lru_cache(maxsize=8192)
 def _keywords(text: str, limit: int) -> tuple[str, ...]:
-    # World texts and personas repeat across thousands of prompts: extract once. Non-ASCII characters
-    # become separators, as for the regex.
+    # World texts and personas repeat across thousands of prompts: extract once.
     runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
     if "'" in text or "-" in text:  # else no run has an apostrophe or hyphen to strip
         runs = [run.strip("'-") for run in runs if len(run) > 3]
@@ -142,9 +142,9 @@ def _keywords(text: str, limit: int) -> tuple[str, ...]:
 
 
 def _section_matches(text: str) -> list[re.Match[str]]:
-    """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
-
-    The regex engine would try every position, since a leading ``^`` gives it no literal prefix."""
+    """Section heading matches, tried only where a heading can start (a leading ^ gives the regex engine no
+    literal prefix, so it would try every position).
+    """
     matches: list[re.Match[str]] = []
     resume = 0
     start = 0 if text.startswith("#") else -1
@@ -159,13 +159,13 @@ def _section_matches(text: str) -> list[re.Match[str]]:
 
 
 def _heading_at(text: str, start: int) -> re.Match[str] | None:
-    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s; only at the end of
-    # the text can it miss, and _SECTION decides there.
+    # the fast pattern matches as the full one wherever a non-space follows the '#'s; at the text's end
+    # the full one decides
     return _FAST_SECTION.match(text, start) or _SECTION.match(text, start)
 
 
 def split_sections(text: str) -> dict[str, str]:
-    """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
+    """Map a prompt's markdown heading sections to their bodies (lower-case keys)."""
     sections: dict[str, str] = {}
     heading, body_start = "", 0  # the text before the first heading is keyed ""
     for match in _section_matches(text):
@@ -179,7 +179,7 @@ def split_sections(text: str) -> dict[str, str]:
 
 @lru_cache(maxsize=256)
 def _field_for(heading: str) -> str:
-    """The PromptContext field a section feeds (cached: the same few headings come every call)."""
+    """The context field a section feeds (cached: the same few headings come every call)."""
     if heading.startswith("persona") or heading == "you":
         return "persona"
     if heading.startswith("world") or heading.startswith("setting"):
@@ -196,14 +196,13 @@ def _field_for(heading: str) -> str:
 
 
 def _text_of(content: Any) -> str:
-    """A message's content as text (OpenAI content parts joined)."""
     if isinstance(content, str):
         return content
     return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
 
 
 def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
-    """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
+    """Build a prompt context from chat messages whose content uses markdown section headings."""
     found: dict[str, list[tuple[str, ...]]] = {name: [] for name in _WORD_FIELDS}
     names: list[str] = []
     persona_text = ""
@@ -225,20 +224,20 @@ def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
 
 
 def _distinct(parts: list[tuple[str, ...]]) -> list[str]:
-    """The words of ``parts`` in first-seen order, once each (one part is distinct already)."""
+    """The words of the parts in first-seen order, once each."""
     if len(parts) == 1:
         return list(parts[0])
     return list(dict.fromkeys(chain.from_iterable(parts)))
 
 
 class TextMaker:
-    """Writes field values from a PromptContext with one seeded RNG."""
+    """Writes field values from a prompt context with one seeded RNG."""
 
     def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
         self.ctx = ctx
         self.rng = rng
-        # the field names of the object being filled: a problem beside a ``question`` field leaves the
-        # question to it
+        # the field names of the object being filled: a problem beside a question field leaves the question
+        # to it
         self.fields: frozenset[str] = frozenset()
         self._question = ""
 
@@ -313,8 +312,9 @@ class TextMaker:
         )
 
     def problem(self) -> str:
-        """A word problem with numbers among the prompt's words: facts and question, or only facts when
-        the schema asks for the question apart."""
+        """A word problem with numbers among the prompt's words; the question is left out when the schema asks
+        for it apart.
+        """
         a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
         subject, other = self.topic(), " ".join(self.words(2))
         facts, question = self.rng.choice((
@@ -334,12 +334,12 @@ class TextMaker:
         return f"{facts} {question}"
 
     def question(self) -> str:
-        """The question of the problem written beside it, else a request (the built-in rule)."""
+        """The question of the problem beside it, else a request."""
         question, self._question = self._question, ""
         return question or self.request()
 
     def solution(self) -> str:
-        """A short worked solution (the offline engine does not actually solve anything)."""
+        """A short worked solution (nothing is actually solved)."""
         return (f"Step 1: list what is known about {self.topic()}. Step 2: set up the relation "
                 f"between {' and '.join(self.words(2))}. Step 3: solve and check the result.")
 
@@ -356,10 +356,10 @@ class TextMaker:
         return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
 
     def dependencies(self) -> str:
-        return self.rng.choice(_DEPENDS)  # one library or API (``depend`` lists them)
+        return self.rng.choice(_DEPENDS)  # one library or API
 
     def argument_name(self) -> str:
-        """A lower-case identifier from the prompt's content words (a tool argument's name)."""
+        """A lower-case identifier from the prompt's words (a tool argument's name)."""
         return re.sub(r"[^a-z]", "", self.words(1)[0].lower()) or "value"
 
     def answer(self) -> str:
@@ -369,9 +369,9 @@ class TextMaker:
         return f"Here is how I would approach it: {self.description()}"
 
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
-        """A string value for a field called ``name`` (already-filled siblings may steer it)."""
+        """A string value for a named field (filled siblings may steer it)."""
         writer = _writer_for(name)
-        if writer.__class__ is not str:  # a task's own writer (``add_field_writer``)
+        if writer.__class__ is not str:  # an output kind's own writer
             return writer(self)  # type: ignore[operator]
         relation = siblings.get("relation") or siblings.get("relationship")
         # a description beside a relation describes the related person
@@ -380,16 +380,16 @@ class TextMaker:
         return getattr(self, writer)()
 
 
-# Writers added by output kinds for their own field names: a TextMaker method name or a function
-# of the TextMaker
+# Writers output kinds add for their own field names: a method name or a function of the text maker
 _ADDED_WRITERS: dict[str, str | Callable[[TextMaker], str]] = {}
 
 
 def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> bool:
-    """Write fields called ``name`` with ``writer``; False when the built-in rules already do.
+    """Write fields of a name with a writer; False when the built-in rules already do.
 
-    A writer applies to that field name in every schema, so one that would change an existing
-    field's writing raises ``ValueError``."""
+    A writer applies to that field name in every schema, so one that would change an existing field's
+    writing raises ValueError.
+    """
     current = _writer_for(name)
     if current == writer:
         return False
@@ -401,14 +401,14 @@ def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> boo
 
 
 def remove_field_writer(name: str) -> None:
-    """Forget the writer stored for ``name``: the built-in rules apply again."""
+    """Forget a field's writer: the built-in rules apply again."""
     if _ADDED_WRITERS.pop(name.lower(), None) is not None:
         _writer_for.cache_clear()
 
 
 @lru_cache(maxsize=1024)
 def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
-    """The TextMaker method that writes a field called ``name`` (cached)."""
+    """The method that writes a field of this name (cached)."""
     key = name.lower()
     added = _ADDED_WRITERS.get(key)
     if added is not None:

@@ -1,7 +1,8 @@
 """Bounds on what one request may ask of the loopback server, checked before any work.
 
-The offline engine does what a request says (a ``dimensions`` of 10^9 built a 4 GB vector), so each
-bound is a 400 naming it. Checks use an explicit stack, so hostile nesting cannot exhaust Python's."""
+The offline engine does what a request says (a dimension of 10^9 built a 4 GB vector), so each bound
+is a 400 naming it. Checks use an explicit stack, so hostile nesting cannot exhaust Python's.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from typing import Any
 
 SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
 
-# Connection limits: open connections (above every benchmark's concurrency of 256, one thread each),
-# seconds for a request's head, and seconds an idle connection is kept (beyond aiohttp's 15 s and
-# httpx's 5 s client-side expiry)
+# Connection limits: open connections (above every benchmark's concurrency of 256), seconds for a
+# request's head, and for an idle connection (beyond aiohttp's 15 s and httpx's 5 s client expiry)
 MAX_CONNECTIONS = 1024
 HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 30.0
@@ -24,19 +24,19 @@ KEEP_ALIVE_S = 30.0
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for (each bound is checked inclusively)."""
+    """What one request may ask for (bounds are inclusive)."""
 
-    depth: int = 64  # JSON nesting of the body, and of a schema after $ref
+    depth: int = 64  # nesting of the body, and of a schema after $ref
     nodes: int = 200_000  # JSON values in a body
     max_tokens: int = 262_144
-    token_budget: int = 1_048_576  # choices x max_tokens (a runaway answer writes max_tokens)
+    token_budget: int = 1_048_576  # choices times the token limit (a runaway answer writes all of it)
     dimensions: int = 4_096
     inputs: int = 2_048  # the OpenAI API's bound on embedding inputs
-    vector_values: int = 1_048_576  # inputs x dimensions of one embeddings answer
+    vector_values: int = 1_048_576  # inputs times dimensions of one embeddings answer
     tools: int = 128
     schema_nodes: int = 10_000
-    items: int = 10_000  # minItems / maxItems
-    string_length: int = 65_536  # minLength / maxLength
+    items: int = 10_000
+    string_length: int = 65_536
     answer_values: int = 100_000  # values one answer holds, times its choices
 
 
@@ -52,7 +52,7 @@ class Problem(Exception):
 
 
 def check_body(value: object, limits: Limits = LIMITS) -> None:
-    """Refuse a body nesting deeper than ``limits.depth`` or holding more than ``limits.nodes`` values."""
+    """Refuse a body nesting too deep or holding too many values."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     count = 1
     while stack:
@@ -68,13 +68,12 @@ def check_body(value: object, limits: Limits = LIMITS) -> None:
 
 
 def is_int(value: object) -> bool:
-    """A JSON integer (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_chat(max_tokens: int | None, choices: int, tools: object,
                limits: Limits = LIMITS) -> None:
-    """Refuse a token limit, a choices x tokens product or a ``tools`` list out of bounds."""
+    """Refuse a token limit, a choices-times-tokens product or a tools list out of bounds."""
     if max_tokens is not None and max_tokens > limits.max_tokens:
         raise Problem(f"max_tokens {max_tokens} is above this server's bound of "
                       f"{limits.max_tokens}", "max_tokens")
@@ -98,7 +97,7 @@ def check_chat(max_tokens: int | None, choices: int, tools: object,
 
 
 def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> list[str]:
-    """The request's input texts (token arrays read as text), or Problem."""
+    """The request's input texts (token arrays read as text), or the problem."""
     raw = request.get("input")
     if isinstance(raw, str):
         texts = [raw]
@@ -137,7 +136,7 @@ def _number(value: Any) -> bool:
 
 
 def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, Any] | None:
-    """The node a local ``$ref`` points at (None: nothing there, which the engine reads as {})."""
+    """The node a local $ref points at (None: nothing there, read as {})."""
     if not ref.startswith("#/"):
         return None
     node: Any = root
@@ -153,7 +152,7 @@ def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, A
 
 
 def _check_keywords(node: Mapping[str, Any], where: str, limits: Limits) -> None:
-    """The keywords the engine reads have the types it needs, and sizes within the bounds."""
+    """The keywords the engine reads have the types it needs and sizes within the bounds."""
     kind = node.get("type")
     if kind is not None and not isinstance(kind, str) and not (
             isinstance(kind, list) and all(isinstance(k, str) for k in kind)):
@@ -194,13 +193,14 @@ _CHECKED_LOCK = threading.Lock()
 
 
 def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
-    """``walk_schema``, remembered for recent schemas (clients resend the same few; a lookup costs a
-    tenth of a check)."""
+    """The schema walk, remembered for recent schemas (clients resend the same few; a lookup costs a tenth
+    of a check).
+    """
     if not isinstance(schema, dict):
         raise Problem(f"{where}: a schema must be an object")
     try:
         key = (json.dumps(schema, separators=(",", ":")), where, limits)
-    except (TypeError, ValueError):  # not JSON data (a caller's own object): check it afresh
+    except (TypeError, ValueError):  # not JSON data: check it afresh
         return walk_schema(schema, where, limits)
     found = _CHECKED.get(key)
     if found is None:
@@ -220,15 +220,16 @@ def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
     """Refuse a schema the engine cannot fill within the bounds; returns the most values an answer holds.
 
-    It walks the schema as the engine fills it, refusing recursive ``$ref``, non-object nodes, wrongly
-    typed keywords and sizes out of bounds."""
+    It walks the schema as the engine fills it, refusing recursive refs, non-object nodes, wrongly
+    typed keywords and sizes out of bounds.
+    """
     if not isinstance(schema, Mapping):
         raise Problem(f"{where}: a schema must be an object")
     root = schema
     nodes = 0
-    sizes: dict[int, int] = {}  # id(node) -> values, filled once its children are done
+    sizes: dict[int, int] = {}  # node id to values, filled once its children are done
     cap = limits.answer_values + 1
-    # (node, path, refs on the way here, depth, children done?)
+    # node, path, refs on the way, depth, children done
     stack: list[tuple[Mapping[str, Any], str, tuple[int, ...], int, bool]] = [
         (schema, where, (), 1, False)]
     while stack:
@@ -256,8 +257,9 @@ def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 
 def _children(node: Mapping[str, Any], path: str, refs: tuple[int, ...],
               root: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str, tuple[int, ...]]]:
-    """The sub-schemas the engine fills for ``node``, with their paths and the ``$ref`` targets followed
-    (a target met again on its own path is recursion)."""
+    """The sub-schemas the engine fills for a node, with paths and the refs followed (a ref met again on
+    its own path is recursion).
+    """
     out: list[tuple[Mapping[str, Any], str, tuple[int, ...]]] = []
     ref = node.get("$ref")
     if isinstance(ref, str):
@@ -279,7 +281,7 @@ def _children(node: Mapping[str, Any], path: str, refs: tuple[int, ...],
 
 def _size(node: Mapping[str, Any], root: Mapping[str, Any], sizes: Mapping[int, int],
           cap: int) -> int:
-    """Values an answer to ``node`` holds at most (its children already sized), capped."""
+    """Values an answer to a node holds at most (children already sized), capped."""
     ref = node.get("$ref")
     target = _resolve(ref, root, "") if isinstance(ref, str) else None
     if target is not None:
