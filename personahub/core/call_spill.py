@@ -1,8 +1,8 @@
 """Call records that outlive a kill: each final attempt is appended to a small file at once.
 
-Batch commits would lose the billed attempts of a batch that never commits, so each attempt goes
-to a JSON-lines file with one `O_APPEND` write (HTTP attempts also as they go out); the kernel
-commits what is left at resume or stop. Ray workers spill to files of their own.
+Batch commits would lose the billed attempts of a batch that never commits, so each attempt goes to
+a JSON-lines file with one append write; the kernel commits what is left at resume or stop. Ray
+workers spill to files of their own.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ class RecordSink(Protocol):
         """An attempt about to go out."""
 
     def early(self, records: Sequence[CallRecord]) -> None:
-        """Attempts of a call still going on that no layer will change any more."""
+        """Attempts of a call still going on that no layer will change."""
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Every attempt of a call that ended (those given to `early` among them)."""
+        """Every attempt of a call that ended."""
 
 
 class SinkSlot:
-    """The sink the seam's layers write to (None: none); one per client, so `spill_to` switches them all."""
+    """The sink the seam's layers write to (None: none); one per client, so one switch reaches them all."""
 
     __slots__ = ("sink",)
 
@@ -60,7 +60,7 @@ def spill_path(db: str | Path, job_id: str) -> Path:
 
 
 class CallSpill:
-    """Appends final call records to `path` as JSON lines tagged with `tags`."""
+    """Appends final call records as tagged JSON lines."""
 
     def __init__(self, path: str | Path, tags: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
@@ -79,8 +79,9 @@ class CallSpill:
         os.write(self._fd, b"".join(head + orjson.dumps(r.__dict__) + b"}\n" for r in records))
 
     def sent(self, record: CallRecord) -> None:
-        """Write an attempt as it goes out (status `sent`, tokens unknown), before the request, so a kill
-        after it leaves the billed attempt on record."""
+        """Write an attempt before its request goes out, so a kill after it leaves the billed attempt on
+        record.
+        """
         if self._fd is None:
             return
         self._pending.add(record.call_id)
@@ -88,13 +89,13 @@ class CallSpill:
         os.write(self._fd, self._head + orjson.dumps(line) + b"}\n")
 
     def early(self, records: Sequence[CallRecord]) -> None:
-        """Write attempts of a call still going on (remembered, so `done` skips them)."""
+        """Write attempts of a call still going on (remembered, so the end skips them)."""
         fresh = [r for r in records if r.call_id not in self._early]
         self._early.update(r.call_id for r in fresh)
         self._write(fresh)
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Write a finished call's attempts that `early` did not."""
+        """Write a finished call's attempts not written early."""
         if self._early:
             written = self._early
             fresh = [r for r in records if r.call_id not in written]
@@ -108,19 +109,18 @@ class CallSpill:
             os.fsync(self._fd)
 
     def clear(self) -> None:
-        """Empty the file: every line in it is in `llm_calls`."""
+        """Empty the file: every line in it is committed."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
         self._pending.clear()
 
     def committed(self, call_ids: Iterable[str]) -> None:
-        """These attempts are committed; once every line is, the file is emptied, so it stays small."""
+        """Note committed attempts; once every line is, the file is emptied, so it stays small."""
         self._pending.difference_update(call_ids)
         if not self._pending:
             self.clear()
 
     def close(self) -> None:
-        """Close the file (kept on disk)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -133,8 +133,9 @@ class CallSpill:
 
 
 def read(path: str | Path) -> list[SpilledCall]:
-    """The attempts a spill holds, in the order written; none when the file is missing. A line cut
-    short by a kill, or one that is not a record, is skipped."""
+    """The attempts a spill holds, in order; none when the file is missing. A line cut by a kill, or not a
+    record, is skipped.
+    """
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -151,12 +152,11 @@ def read(path: str | Path) -> list[SpilledCall]:
 
 
 def remove(path: str | Path) -> None:
-    """Delete a spill whose lines are all in `llm_calls`."""
+    """Delete a spill whose lines are all committed."""
     Path(path).unlink(missing_ok=True)
 
 
 def worker_folder(db: str | Path, job_id: str) -> Path:
-    """Where a job's workers spill (a file each), next to the database."""
     db = Path(db)
     return db.with_name(f"{db.name}.{job_id}.calls.d")
 
@@ -185,7 +185,7 @@ class WorkerSpill:
 
 
 def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
-    """Every attempt the job's spills hold: the driver's file first, then each worker's."""
+    """Every attempt the job's spills hold: the driver's first, then each worker's."""
     spilled = read(spill_path(db, job_id))
     folder = worker_folder(db, job_id)
     if folder.is_dir():
@@ -195,11 +195,10 @@ def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
 
 
 def remove_job(db: str | Path, job_id: str) -> None:
-    """Delete the driver's spill and the worker folder once every line is in `llm_calls`."""
+    """Delete the driver's spill and the worker folder once every line is committed."""
     remove(spill_path(db, job_id))
     remove_workers(db, job_id)
 
 
 def remove_workers(db: str | Path, job_id: str) -> None:
-    """Delete the job's worker folder."""
     shutil.rmtree(worker_folder(db, job_id), ignore_errors=True)
