@@ -37,10 +37,10 @@ from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_
 from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import connect, insert_rows, transaction
 
-C = TypeVar("C")  # config dataclass
-B = TypeVar("B")  # one batch
-R = TypeVar("R")  # the model's answers to a batch
-S = TypeVar("S")  # end-of-job report
+C = TypeVar("C")
+B = TypeVar("B")
+R = TypeVar("R")
+S = TypeVar("S")
 T = TypeVar("T")
 B_contra = TypeVar("B_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
@@ -63,7 +63,6 @@ def _fields(config_type: type) -> tuple[dataclasses.Field[Any], ...]:
 
 
 def engine_fields(config_type: type) -> frozenset[str]:
-    """The fields a resume takes from the caller."""
     return frozenset(f.name for f in _fields(config_type) if f.metadata.get("engine"))
 
 
@@ -97,7 +96,6 @@ class ShardCodec(Protocol[I_contra, A]):
     """
 
     def key(self, item: I_contra) -> str:
-        """The item's stable key."""
         ...
 
     def dump(self, answer: A) -> str:
@@ -105,7 +103,7 @@ class ShardCodec(Protocol[I_contra, A]):
         ...
 
     def calls(self, answer: A) -> Sequence[StructuredResult[Any]]:
-        """The calls the answer took (their records and cache entries travel with it)."""
+        """The calls the answer took, whose records and cache entries travel with it."""
         ...
 
     def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
@@ -131,7 +129,6 @@ class Models(Protocol):
     """The model seam as the kernel sees it."""
 
     def build(self, settings: Any) -> StructuredCaller:
-        """A client from a spec's model settings."""
         ...
 
     def check_reachable(self, client: StructuredCaller) -> None:
@@ -140,11 +137,10 @@ class Models(Protocol):
 
     def attach_cache(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller,
                      mode: str) -> None:
-        """Answer from and record into the database's cache."""
         ...
 
     def redact(self, spec: str) -> str:
-        """A model spec without its credentials (what a job stores)."""
+        """A model spec without its credentials."""
         ...
 
 
@@ -177,12 +173,10 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
     @property
     def kind(self) -> str:
-        """The registry key and the jobs.kind value."""
         ...
 
     @property
     def config_type(self) -> type[C]:
-        """The frozen, kw_only config dataclass."""
         ...
 
     @property
@@ -197,12 +191,10 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
     @property
     def noun(self) -> str:
-        """How messages name a job of this kind."""
         ...
 
     @property
     def unit(self) -> str:
-        """What it asks for, plural."""
         ...
 
     def model_settings(self, config: C) -> Any | None: ...
@@ -266,11 +258,9 @@ class SpecBase(Generic[C, B, R, S]):
         return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A stored config as a resume reads it."""
         return stored
 
     def resume_hint(self, job_id: str, db: Path) -> str:
-        """The command that resumes the job."""
         return f"personahub resume {job_id} --db {db}"
 
     def stop_note(self, ctx: JobContext[C]) -> str:
@@ -278,7 +268,6 @@ class SpecBase(Generic[C, B, R, S]):
         return ""
 
     def report(self, summary: Any, db: Path) -> list[str]:
-        """What a job did, as console lines."""
         return [f"{self.noun}: {summary}"]
 
     def label(self, config: Mapping[str, Any]) -> str:
@@ -333,7 +322,7 @@ class _Env:
 
 @dataclass(eq=False)
 class JobContext(Generic[C]):
-    """One job as its spec sees it: its state, stored config and progress counts."""
+    """One job as its spec sees it: state, stored config and progress counts."""
 
     spec: JobSpec[C, Any, Any, Any]
     config: C
@@ -380,17 +369,15 @@ class JobContext(Generic[C]):
 
     @property
     def caller(self) -> StructuredCaller:
-        """The job's model client (after `prepare`)."""
+        """The job's model client (once prepared)."""
         if self.client is None:
             raise PersonahubError(f"{self.spec.kind}: this job calls no model")
         return self.client
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the job's loop."""
         return self.env.loop.run(coro)
 
     def report(self, phase: str, done: int, total: int | None) -> None:
-        """Progress, through the caller's hook."""
         if self.env.progress is not None:
             self.env.progress(phase, done, total)
 
@@ -441,12 +428,10 @@ def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
 
 
 def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
-    """The registered spec of a kind, or None."""
     return _REGISTRY.get(kind)
 
 
 def registered() -> dict[str, JobSpec[Any, Any, Any, Any]]:
-    """Every registered kind."""
     return dict(_REGISTRY)
 
 
@@ -543,7 +528,7 @@ def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _
 
 
 def config_json(config: Any, models: Models) -> dict[str, Any]:
-    """A config as stored: plain JSON values, secret fields redacted."""
+    """A config as stored: JSON values, secrets redacted."""
     stored = dataclasses.asdict(config)
     for f in _fields(type(config)):
         if f.metadata.get("secret") and isinstance(stored[f.name], str):
@@ -688,7 +673,7 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
-    """Plan, ask, commit, check, batch after batch; returns (asked, kept) of this run."""
+    """Plan, ask, commit, check, batch after batch; returns this run's asked and kept counts."""
     asker = spec.asker(ctx)
     after_commit = getattr(asker, "committed", None)
     plan = spec.plan(ctx)
