@@ -1,8 +1,9 @@
-"""``personahub doctor``: what an endpoint can do, measured before a million-call job.
+"""The doctor command: what an endpoint can do, measured before a million-call job.
 
 A handful of requests through a job's own client stack probe which structured modes work, whether
-bounded strings close, throughput per concurrency level, and prefix-cache reuse; it recommends
-the smallest level within 5% of the best throughput."""
+bounded strings close, throughput per concurrency level and prefix-cache reuse; it recommends the
+smallest level within 5% of the best throughput.
+"""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ _RUNAWAY = [SystemMessage("You are a novelist who never stops writing."),
                          "Go on for pages; do not summarise.")]
 _COUNTRIES = ("France", "Japan", "Brazil", "Kenya", "Canada", "India", "Italy", "Peru", "Egypt",
               "Norway", "Chile", "Spain", "Mexico", "Ghana", "Vietnam", "Poland")
-# a long shared prefix for the cache probe (about 600 tokens): the same for both requests
+# a long shared prefix for the cache probe (about 600 tokens)
 _PREFIX = " ".join(
     f"Rule {i}: in the town of Aldmere the {w} market opens at {6 + i % 5} in the morning, "
     f"closes at {4 + i % 4} in the afternoon, and its stalls are counted every {i % 7 + 2} days."
@@ -66,7 +67,7 @@ _PREFIX = " ".join(
 
 @dataclass
 class ModeResult:
-    """How one structured mode fared: ``accepted``, ``refused``, ``ignored`` or ``invalid``."""
+    """How one structured mode fared: accepted, refused, ignored or invalid."""
 
     mode: str
     verdict: str
@@ -76,7 +77,7 @@ class ModeResult:
 
 @dataclass
 class RunawayResult:
-    """Whether a bounded string closed its JSON within ``max_tokens``."""
+    """Whether a bounded string closed its JSON within the token limit."""
 
     mode: str
     closed: bool
@@ -94,11 +95,11 @@ class LoadLevel:
     answered: int
     failed: int
     wall_s: float
-    latency_ms: float  # median of the answered requests
+    latency_ms: float
     tokens_out: int
     tokens_per_s: float
     requests_per_s: float
-    failure: str | None = None  # the most common failure, if any
+    failure: str | None = None
 
 
 @dataclass
@@ -120,7 +121,7 @@ class CacheResult:
 
 @dataclass
 class DoctorReport:
-    """What the doctor found at one endpoint (see the module doc)."""
+    """What the doctor found at one endpoint."""
 
     endpoint: str
     modes: list[ModeResult] = field(default_factory=list)
@@ -134,11 +135,11 @@ class DoctorReport:
 
     @property
     def best_mode(self) -> str | None:
-        """The first accepted mode in ``auto``'s order (what ``--structured auto`` settles on)."""
+        """The first accepted mode in auto's order (what auto settles on)."""
         return next((m.mode for m in self.modes if m.verdict == "accepted"), None)
 
     def as_dict(self) -> dict[str, Any]:
-        """For ``--json``."""
+        """For --json."""
         data = asdict(self)
         data["best_mode"] = self.best_mode
         if self.cache is not None:
@@ -153,8 +154,8 @@ def _settings(spec: str, timeout_s: float, **overrides: Any) -> LLMSettings:
     return LLMSettings(**values)
 
 
-# Every client made on the probe's event loop, kept until the loop ends: one collected earlier
-# would leave its connection pool open.
+# Every client made on the probe's loop, kept until the loop ends: one collected earlier would leave
+# its connection pool open.
 _LIVE: dict[asyncio.AbstractEventLoop, list[LLMClient]] = {}
 
 
@@ -173,7 +174,7 @@ def _failure_text(result: StructuredResult[Any]) -> str:
 
 async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[Any]
                ) -> tuple[StructuredResult[Any] | None, str]:
-    """One call; (result, "") or (None, why it raised)."""
+    """One call: the result, or None and why it raised."""
     try:
         return await client.structured(schema, messages, purpose=_PURPOSE), ""
     except ModelRejected as exc:
@@ -184,7 +185,7 @@ async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[Any]
 
 
 async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:
-    """One request per structured mode (raises ``LLMUnavailable`` when nothing answers)."""
+    """One request per structured mode (raises when nothing answers)."""
     results = []
     for mode in AUTO_ORDER:
         client = _client(spec, timeout_s, structured=mode, max_tokens=PROBE_MAX_TOKENS)
@@ -205,7 +206,7 @@ async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:
 
 
 async def probe_runaway(spec: str, timeout_s: float, mode: StructuredMode) -> RunawayResult:
-    """Does a bounded string close its JSON within ``max_tokens`` in ``mode``?"""
+    """Whether a bounded string closes its JSON within the token limit in a mode."""
     client = _client(spec, timeout_s, structured=mode, max_tokens=PROBE_MAX_TOKENS)
     result, raised = await _ask(client, RunawayProbe, list(_RUNAWAY))
     if result is None:
@@ -276,15 +277,15 @@ async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_c
         if concurrency * 2 > max_concurrency:
             return levels, f"reached --max-concurrency {max_concurrency}"
         spent = time.perf_counter() - started
-        if spent + level.wall_s * 2 > budget_s:  # the next level takes about twice as long
+        if spent + level.wall_s * 2 > budget_s:
             return levels, f"time budget ({budget_s:g} s) spent"
         concurrency *= 2
 
 
 def recommend(levels: Sequence[LoadLevel]) -> int | None:
-    """The smallest failure-free level within ``NEAR_BEST`` of the best throughput.
-
-    1 when even one call at a time sometimes failed; None when nothing was answered."""
+    """The smallest failure-free level near the best throughput; 1 when even one call at a time sometimes
+    failed, None when nothing was answered.
+    """
     clean = [x for x in levels if not x.failed and x.answered]
     if not clean:
         return 1 if any(x.answered for x in levels) else None
@@ -294,7 +295,7 @@ def recommend(levels: Sequence[LoadLevel]) -> int | None:
 
 
 def _cache_numbers(body: Any) -> CacheResult:
-    """The cached prompt tokens an answer body reports, and where it reports them."""
+    """The cached prompt tokens an answer body reports, and where."""
     if not isinstance(body, dict):
         body = body.model_dump() if hasattr(body, "model_dump") else {}
     usage = body.get("usage") or {}
@@ -340,7 +341,7 @@ def _no_mode_problem(modes: Sequence[ModeResult]) -> str:
 
 async def diagnose(spec: str, *, timeout_s: float = 30.0, max_concurrency: int = 32,
                    budget_s: float = 60.0) -> DoctorReport:
-    """Probe the one endpoint ``spec`` names."""
+    """Probe the one endpoint a spec names."""
     client = _client(spec, timeout_s)
     report = DoctorReport(endpoint=client.label)
     try:
@@ -350,7 +351,7 @@ async def diagnose(spec: str, *, timeout_s: float = 30.0, max_concurrency: int =
         cause = exc.__cause__
         report.problem = f"it is unreachable ({type(cause).__name__ if cause else 'no answer'})"
     finally:
-        _LIVE.pop(asyncio.get_running_loop(), None)  # the loop closes them as it ends
+        _LIVE.pop(asyncio.get_running_loop(), None)
     return report
 
 

@@ -1,9 +1,9 @@
-"""An openai ``chat.completions`` resource that posts LangChain's request body as it is.
+"""An openai chat completions resource that posts LangChain's request body as it is.
 
-The SDK's payload walk and ``ChatOpenAI``'s typed answer cost a sizeable share of a client's CPU
-per call (``bench/bench_concurrency.py``), so plain payloads skip both, and per-client constants
-are worked out once; anything else goes through the SDK unchanged. ``tests/agents/test_openai_wire.py``
-checks both paths send the same body and headers."""
+The SDK's payload walk and ChatOpenAI's typed answer cost a sizeable share of a client's CPU per call
+(bench/bench_concurrency.py), so plain payloads skip both; anything else goes through the SDK
+unchanged. tests/agents/test_openai_wire.py checks both paths send the same body and headers.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from openai._types import NOT_GIVEN, NotGiven, Omit
 from openai.resources.chat.completions import AsyncCompletions
 from openai.types.chat import ChatCompletionChunk
 
-# parameters whose values the SDK's transform leaves as they are (no aliases, no formats)
+# parameters the SDK's transform leaves as they are (no aliases, no formats)
 PLAIN_KEYS = frozenset({
     "model", "messages", "stream", "temperature", "top_p", "n", "seed", "stop", "max_tokens",
     "max_completion_tokens", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
@@ -26,16 +26,16 @@ PLAIN_KEYS = frozenset({
 })
 _TAKES_SECURITY = "security" in inspect.signature(make_request_options).parameters
 _PATH = "/chat/completions"
-# what ``AsyncAPIClient.post`` constructs before adding the call's body and options
+# what the SDK's post constructs before adding the call's body and options
 _POST_OPTIONS = FinalRequestOptions.construct(method="post", url=_PATH, json_data=None, content=None,
                                               files=None)
 _MAX_CACHED = 64  # a client sends one or two kinds of request; the bound keeps a leak impossible
 
 
 class CompletionJSON(BaseModel):
-    """The pass-through's ``cast_to``: the SDK hands it the decoded JSON and returns the JSON itself.
-
-    Being an openai ``BaseModel`` keeps the SDK's handling of JSON under another content type."""
+    """The pass-through's result type: the decoded JSON itself. Being an openai model keeps the SDK's
+    handling of JSON under another content type.
+    """
 
     @classmethod
     def build(cls, *, response: object, data: object) -> Any:  # noqa: ARG003 - the protocol's
@@ -47,7 +47,7 @@ def _given(value: object) -> bool:
 
 
 def is_plain(params: dict[str, Any]) -> bool:
-    """True when the SDK's transform would return ``params`` unchanged."""
+    """True when the SDK's transform would return the parameters unchanged."""
     if params.get("stream") or not set(params) <= PLAIN_KEYS:
         return False
     messages = params.get("messages")
@@ -57,11 +57,11 @@ def is_plain(params: dict[str, Any]) -> bool:
 
 
 class PassThroughCompletions(AsyncCompletions):
-    """``chat.completions`` of an ``AsyncOpenAI`` client, minus the per-request payload walk."""
+    """Chat completions of an async openai client, minus the per-request payload walk."""
 
     async def create(self, *, extra_headers: Any = None, extra_query: Any = None,
                      extra_body: Any = None, timeout: Any = NOT_GIVEN, **params: Any) -> Any:
-        """Post ``params`` as the body when they are plain; otherwise the SDK's ``create``."""
+        """Post plain parameters as the body; otherwise the SDK's own create."""
         params = {k: v for k, v in params.items() if _given(v)}
         if not is_plain(params):
             return await super().create(extra_headers=extra_headers, extra_query=extra_query,
@@ -75,8 +75,7 @@ class PassThroughCompletions(AsyncCompletions):
 
 
 def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
-    """The options the SDK's ``post`` would construct for ``body`` and ``extras``, copied from a cached
-    fixed part."""
+    """The options the SDK's post would construct, copied from a cached fixed part."""
     if _TAKES_SECURITY:
         extras["security"] = {"bearer_auth": True}
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
@@ -92,11 +91,11 @@ def _cached(cache: dict[Any, Any], key: Any, merge: Any) -> Any:
 
 
 class PassThroughOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` that merges its base URL with a request path once per pair."""
+    """An async openai client that merges its base URL with a request path once per pair."""
 
     @property
     def user_agent(self) -> str:
-        """The SDK's own user agent, so a server sees an ``AsyncOpenAI``."""
+        """The SDK's own user agent, so a server sees the SDK."""
         return f"{AsyncOpenAI.__name__}/Python {self._version}"
 
     def _prepare_url(self, url: str) -> Any:
@@ -109,13 +108,13 @@ class PassThroughOpenAI(AsyncOpenAI):
 
 
 class MergedOnce:
-    """Mixin for an httpx client class that caches ``build_request``'s merges per distinct input.
-
-    The SDK passes the same URL string and header list on every request of a kind, which httpx would
-    parse and merge every time. ``Request`` copies its headers, so a cached result is never changed."""
+    """Mixin for an httpx client class that caches request building per distinct input: the SDK passes the
+    same URL and headers on every request of a kind. Requests copy their headers, so a cached result is
+    never changed.
+    """
 
     def build_request(self, method: str, url: object, *, params: object = None, **kwargs: Any) -> Any:
-        """httpx's own, but an empty query on a URL without one is passed as none (same URL, no rebuild)."""
+        """httpx's own, but an empty query on a URL without one is passed as none (no rebuild)."""
         if params is not None and not params and isinstance(url, str) and "?" not in url \
                 and not self.params:  # type: ignore[attr-defined]
             params = None
@@ -143,10 +142,10 @@ class MergedOnce:
 
 @cache
 def merging_urls_once(client_class: type) -> type:
-    """``client_class`` (an httpx client class) with ``MergedOnce`` mixed in."""
+    """The httpx client class with the mixin added."""
     return type(client_class.__name__, (MergedOnce, client_class), {})
 
 
 def pass_through_clients(client: AsyncOpenAI) -> dict[str, Any]:
-    """``ChatOpenAI`` keyword arguments that make it use ``client`` with the pass-through."""
+    """ChatOpenAI keyword arguments that make it use a client with the pass-through."""
     return {"root_async_client": client, "async_client": PassThroughCompletions(client)}
