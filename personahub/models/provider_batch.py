@@ -1,8 +1,8 @@
 """Structured calls sent as a provider batch (the OpenAI Batch API) or as a batch file.
 
-Each line is the body an online call would post, and each result becomes the result the online
-stack would return. Every batch state is stored before going on, so a crash loses no batch id and a
-resume never creates a batch twice.
+Each line is the body an online call would post, and each result becomes what the online stack
+would return. Every batch state is stored before going on, so a crash loses no batch id and a resume
+never creates a batch twice.
 """
 
 from __future__ import annotations
@@ -49,23 +49,22 @@ if TYPE_CHECKING:
     from personahub.models.client import LLMClient
 
 T = TypeVar("T", bound=BaseModel)
-#: The metadata key a batch carries the job's key under.
 KEY_FIELD = "personahub_key"
-#: Line errors of requests a batch never ran: they go out again like any transient failure.
+#: line errors of requests a batch never ran: sent again like any transient failure
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
-API_TRIES = 4  # attempts at one Batch API request that fails transiently (upload, create, read)
+API_TRIES = 4  # attempts at one Batch API request that fails transiently
 POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
 
 
 class BatchApiError(PersonahubError):
-    """The endpoint's Batch API refused or failed a request (one line, with a likely fix)."""
+    """The endpoint's Batch API refused or failed a request."""
 
 
 @runtime_checkable
 class BatchWire(Protocol):
-    """What an endpoint offers a batch: its body builder, its answer reader, its SDK client."""
+    """What an endpoint offers a batch: body builder, answer reader, SDK client."""
 
     label: str
     index: int
@@ -79,9 +78,7 @@ class BatchWire(Protocol):
 
 @dataclass
 class BatchCall(Generic[T]):
-    """One structured call travelling by batch: what the caller asked, the request the next batch sends,
-    what it has spent, and its result once it ends.
-    """
+    """One structured call travelling by batch, from the caller's ask to its result."""
 
     key: str
     schema: type[T]
@@ -93,7 +90,6 @@ class BatchCall(Generic[T]):
 
     @property
     def custom_id(self) -> str:
-        """The next request's custom id: the key and the attempt."""
         return f"{self.key}#{self.asked.attempt}"
 
     @property
@@ -103,7 +99,7 @@ class BatchCall(Generic[T]):
 
 @dataclass
 class Collected:
-    """What one batch's results did: calls that ended, calls to send again, and each line's outcome."""
+    """What one batch's results did: calls that ended, calls to send again, each line's outcome."""
 
     finished: list[BatchCall[Any]] = field(default_factory=list)
     resend: list[BatchCall[Any]] = field(default_factory=list)
@@ -114,9 +110,7 @@ def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: 
                purpose: str, persona_id: str | None = None, step: int | None = None,
                check: Callable[[T], str | None] | None = None,
                sample: int = 0, max_tokens: int | None = None) -> BatchCall[T]:
-    """A call to send by batch, prepared as an online structured call is. The key must be unique within
-    the job and stable across a resume.
-    """
+    """A call to send by batch; the key must be unique within the job and stable across a resume."""
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                  step=step, check=check, sample=sample, max_tokens=max_tokens)
     return BatchCall(key, schema, request, request)
@@ -135,7 +129,6 @@ def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
 
 
 def mode_known(client: LLMClient, index: int = 0) -> bool:
-    """Whether the endpoint's structured mode is known (given, or learned from an answer)."""
     return not client.modes.adaptive or client.modes.settled(index)
 
 
@@ -156,7 +149,7 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
 
 
 def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
-    """What a failed (or missing) result line means for what happens next."""
+    """What a failed or missing result line means for what happens next."""
     if line is None:
         if handle is not None and handle.status == "failed":
             why = handle.errors[0] if handle.errors else "no reason given"
@@ -173,10 +166,8 @@ def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> 
 
 def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
             handle: BatchHandle) -> Collected:
-    """Apply one batch's results to the calls it carried.
-
-    Calls with no result line (a failed batch, a short file) go out again like a transient failure. A
-    refusal naming the mode or schema keywords moves the endpoint on without spending a retry.
+    """Apply one batch's results to the calls it carried. Calls with no result line go out again; a refusal
+    naming the mode or keywords moves the endpoint on without spending a retry.
     """
     wire = batch_endpoint(client, handle.endpoint)
     found = by_custom_id(results)
@@ -220,7 +211,6 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
 
 
 def _answer(wire: BatchWire, line: ResultLine) -> Any:
-    """The line's answer as a message, or None when its body is no chat completion."""
     try:
         return wire.answer_message(line.body)
     except Exception:  # noqa: BLE001 - a body the reader cannot take is a failed line
@@ -265,7 +255,7 @@ def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | N
 
 def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
             failure: Failure | None = None) -> None:
-    """End a call with its value (the caller's own schema) and count its attempts."""
+    """End a call with its value and count its attempts."""
     done = call.progress
     if value is not None:
         value = unbounded(value, call.schema)
@@ -274,17 +264,17 @@ def _finish(client: LLMClient, call: BatchCall[Any], value: Any,
 
 
 async def finish_online(client: LLMClient, call: BatchCall[T]) -> StructuredResult[T]:
-    """Go on online with a call a batch left pending, with the second chances it has left."""
+    """Go on online with a call a batch left pending."""
     result = await client.validated.resume(call.request, call.asked, call.progress)
     value = unbounded(result.value, call.schema) if result.value is not None else None
     call.result = StructuredResult(value, result.records, result.raw, result.cache_entries,
                                    result.failure)
-    client.stats.add(result.records)  # the batch attempts too: they were not counted yet
+    client.stats.add(result.records)
     return call.result
 
 
 def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredResult[Any]:
-    """End a pending call without sending it again (its failure says why)."""
+    """End a pending call without sending it again."""
     _finish(client, call, None, Failure(reason, False))
     assert call.result is not None
     return call.result
@@ -293,14 +283,14 @@ def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredR
 def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
                      key: str, endpoint: int = 0, job_kind: str | None = None,
                      job_id: str | None = None) -> BatchHandle:
-    """Write the calls as a batch input file for another runner (vLLM's run_batch, a console)."""
+    """Write the calls as a batch input file for another runner."""
     return BatchSession(client, endpoint=endpoint).write_file(path, key, calls, job_kind=job_kind,
                                                               job_id=job_id)
 
 
 def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
                    handle: BatchHandle) -> tuple[BatchHandle, Collected]:
-    """Read a results file for the batch file a handle wrote; the handle is then completed."""
+    """Read a results file for a written batch file; the handle is then completed."""
     results = read_results_file(path)
     handle = handle.updated(status="completed", finished_at=time.time(),
                             completed=sum(r.answered for r in results),
@@ -309,10 +299,7 @@ def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str
 
 
 class BatchSession:
-    """One endpoint's Batch API, through its own openai SDK client.
-
-    Poll waits grow by half up to a bound; each handle that must survive a crash goes to a callback.
-    """
+    """One endpoint's Batch API, through its own openai SDK client."""
 
     def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
                  poll_s: float = 5.0, max_poll_s: float = 60.0,
@@ -325,7 +312,6 @@ class BatchSession:
         self.client, self.index, self.window, self.url = client, endpoint, window, url
         if client is None and (wire is None or lines is None):
             raise LLMConfigError("batch: a session without a chat client needs its wire and lines")
-        # a chat client's endpoint and request lines, unless given (an embedding model's)
         self.wire = wire if wire is not None else batch_endpoint(cast("LLMClient", client), endpoint)
         self.lines: RequestLines = lines if lines is not None else partial(
             request_lines, cast("LLMClient", client), endpoint=endpoint)
@@ -338,7 +324,7 @@ class BatchSession:
 
     def write_file(self, path: str | Path, key: str, calls: Sequence[Any], *,
                    job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Write the calls as a batch input file (whole or not at all); returns the handle to store."""
+        """Write the calls as a batch input file; returns the handle to store."""
         lines, mode = self.lines(calls)
         write_jsonl(path, lines)
         return BatchHandle(key=key, endpoint=self.index, model=self.wire.label,
@@ -349,7 +335,7 @@ class BatchSession:
 
     async def submit(self, key: str, calls: Sequence[Any], *,
                      job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Upload the calls as a batch file and create the batch, keyed in its metadata."""
+        """Upload the calls and create the batch, keyed in its metadata."""
         lines, mode = self.lines(calls)
         handle = self._saved(BatchHandle(
             key=key, endpoint=self.index, model=self.wire.label,
@@ -386,7 +372,7 @@ class BatchSession:
         return self._saved(_from_batch(handle, await self._create(sdk, handle)))
 
     async def _create(self, sdk: Any, handle: BatchHandle) -> Any:
-        """Create a batch; a create that failed in transit may have been made, so look for it first."""
+        """Create a batch; a create that failed in transit may have been made, so look first."""
         for attempt in range(1, API_TRIES + 1):
             try:
                 return await sdk.batches.create(
@@ -403,7 +389,7 @@ class BatchSession:
         raise AssertionError("unreachable")
 
     async def find(self, key: str, pages: int = 5) -> Any | None:
-        """The newest batch created with a key (among the latest pages), or None."""
+        """The newest recent batch created with a key, or None."""
         sdk = await self.wire.openai_client()
         page = await self._api("list batches", lambda: sdk.batches.list(limit=100))
         for _ in range(pages):
@@ -423,7 +409,6 @@ class BatchSession:
 
     async def wait(self, handle: BatchHandle, *,
                    on_status: Callable[[BatchHandle], None] | None = None) -> BatchHandle:
-        """Poll until the batch reaches a terminal status."""
         if handle.batch_id is None:
             raise PersonahubError(f"batch {handle.key} has not been created; resume it first")
         delay, failures = self.poll_s, 0
@@ -444,13 +429,12 @@ class BatchSession:
         return handle
 
     async def cancel(self, handle: BatchHandle) -> BatchHandle:
-        """Ask the provider to cancel; the wait sees the batch end."""
         sdk = await self.wire.openai_client()
         batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(handle.batch_id))
         return self._saved(_from_batch(handle, batch))
 
     async def results(self, handle: BatchHandle) -> list[ResultLine]:
-        """The result lines of a finished batch (its output and error files)."""
+        """The result lines of a finished batch."""
         sdk = await self.wire.openai_client()
         lines: list[ResultLine] = []
         for file_id in (handle.output_file_id, handle.error_file_id):
@@ -461,7 +445,7 @@ class BatchSession:
         return lines
 
     async def forget(self, handle: BatchHandle) -> None:
-        """Delete the batch's files at the provider (once its results are committed)."""
+        """Delete the batch's files at the provider once its results are committed."""
         sdk = await self.wire.openai_client()
         for file_id in (handle.input_file_id, handle.output_file_id, handle.error_file_id):
             if file_id:
@@ -496,7 +480,6 @@ class BatchSession:
 
 
 def _from_batch(handle: BatchHandle, batch: Any) -> BatchHandle:
-    """The handle updated from the provider's batch object."""
     counts = batch.request_counts
     ended = next((t for t in (batch.completed_at, batch.failed_at, batch.expired_at,
                               batch.cancelled_at) if t is not None), None)

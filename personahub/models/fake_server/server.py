@@ -67,9 +67,9 @@ log = logging.getLogger(__name__)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
-_MAX_BODY = 8 * 1024 * 1024  # personahub's own requests are well under 1 MB
+_MAX_BODY = 8 * 1024 * 1024
 PREFIX_CACHE_PROMPTS = 64
-#: the usage a bad-usage answer reports: no real call has these
+#: the usage a bad-usage answer reports
 IMPOSSIBLE_USAGE = {"prompt_tokens": -100, "completion_tokens": 10**15, "total_tokens": 10**15 - 100}
 # option shares lie in [0, 1] and times in seconds are >= 0
 _RATES = ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
@@ -87,7 +87,7 @@ class ServerOptions:
     latency_s: float = 0.0
     error_rate: float = 0.0
     malformed_rate: float = 0.0
-    stubborn: bool = False  # repair prompts draw malformed answers too
+    stubborn: bool = False
     hang_rate: float = 0.0
     hang_s: float = 30.0
     runaway_rate: float = 0.0
@@ -96,27 +96,26 @@ class ServerOptions:
     dialect: str = "openai"
     retry_after_s: float | None = None
     error_statuses: tuple[int, ...] = (429, 503)
-    context_tokens: int = LLAMA_CPP_N_CTX  # llama-cpp-python's context size
+    context_tokens: int = LLAMA_CPP_N_CTX
     #: prompts the emulated prefix cache remembers (1: one slot, no prompt cache)
     prefix_cache_prompts: int = PREFIX_CACHE_PROMPTS
     #: Model names served; others get a 404. Empty: any name is answered.
     models: tuple[str, ...] = ()
-    #: Batch API: seconds a batch runs, the share of lines answered 500, and whole-batch failures and
-    #: expiries (a rate, or creation ordinals that always fail or expire).
+    #: Batch API: run time, the share of lines answered 500, and whole-batch failures and expiries (a
+    #: rate, or creation ordinals).
     batch_delay_s: float = 0.0
     batch_error_rate: float = 0.0
     batch_fail_rate: float = 0.0
     batch_expire_rate: float = 0.0
     batch_fail: tuple[int, ...] = ()
     batch_expire: tuple[int, ...] = ()
-    #: Seconds for a request's head and for an idle connection, and the most open connections.
+    #: Seconds for a request's head and an idle connection, and the most open connections.
     header_timeout_s: float = HEADER_TIMEOUT_S
     keep_alive_s: float = KEEP_ALIVE_S
     max_connections: int = MAX_CONNECTIONS
-    #: Planted answers: marked prompts answered otherwise by a known share, so an experiment has an
-    #: effect to find.
+    #: planted answers, so an experiment has an effect to find
     plants: tuple[Plant, ...] = ()
-    #: Token log-probabilities when asked; False: a server that answers null.
+    #: token log-probabilities when asked; False: answered null
     logprobs: bool = True
 
     def __post_init__(self) -> None:
@@ -156,7 +155,7 @@ class ServerOptions:
 
 @dataclass
 class ServerStats:
-    """Counts of what the server did, for tests and benchmarks (online and Batch API counts apart)."""
+    """Counts of what the server did, for tests and benchmarks."""
 
     requests: int = 0
     answered: int = 0
@@ -188,7 +187,6 @@ class ServerStats:
             setattr(self, name, getattr(self, name) + 1)
 
     def arrived(self, received: float) -> None:
-        """Note a POST's arrival time (only the first one is kept)."""
         with self.lock:
             if self.first_request_s is None:
                 self.first_request_s = received
@@ -237,7 +235,7 @@ class _Server(ThreadingHTTPServer):
         body = json.dumps(refusal.body).encode("utf-8")
         head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
-        try:  # never blocks: a fresh socket's send buffer is empty
+        try:
             request.setblocking(False)
             request.send(head.encode("ascii") + body)
             request.shutdown(socket.SHUT_WR)
@@ -310,7 +308,7 @@ class _DeadlineReader(io.RawIOBase):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
@@ -338,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reader.deadline = time.monotonic() + options.header_timeout_s
         self._reader.timed_out = False
-        super().handle_one_request()  # its TimeoutError closes the connection
+        super().handle_one_request()
         if self._reader.timed_out and self._reader.deadline is not None:
             self.server.stats.bump("header_timeouts")
 
@@ -367,9 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
     def _guard(self) -> bool:
-        """Whether the request may be answered: a Host naming this server and no foreign Origin.
-
-        This blocks web pages and DNS rebinding; a refusal closes the connection.
+        """Whether the request may be answered: a Host naming this server and no foreign Origin (this blocks
+        web pages and DNS rebinding).
         """
         address = self.server.server_address
         host, port = str(address[0]), int(address[1])
@@ -416,7 +413,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._batch_api(lambda: self._get_batch_api(files, batches))
         elif path.endswith("/models"):
             self._send(200, {"object": "list", "data": [_model_entry(n) for n in names]})
-        elif "/models/" in path:  # one model by id (ids may hold slashes)
+        elif "/models/" in path:
             name = unquote(path.split("/models/", 1)[1])
             if self.server.options.models and name not in names:
                 self._refuse(self.server.dialect.model_not_found(name))
@@ -457,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         return srv.batches.get(unquote(batches.group(1)))
 
     def _batch_api(self, answer: Any) -> None:
-        """Send what the route returns (a JSON object or a file's bytes), or its error."""
+        """Send what the route returns, or its error."""
         try:
             body = answer()
         except FileProblem as exc:
@@ -485,8 +482,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(wait)
 
     def _read_body(self, bound: int = _MAX_BODY) -> bytes:
-        """The body, as long as its headers say (or chunked), within a bound. A bad or unmet length closes the
-        connection afterwards, as the next request's start is unknown.
+        """The body, within a bound. A bad or unmet length closes the connection afterwards: the next
+        request's
+        start is unknown.
         """
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._read_chunked(bound)
@@ -517,7 +515,6 @@ class _Handler(BaseHTTPRequestHandler):
         return raw
 
     def _read_chunked(self, bound: int = _MAX_BODY) -> bytes:
-        """A chunked body (clients that stream their upload send one)."""
         self.connection.settimeout(_BODY_TIMEOUT_S)
         parts: list[bytes] = []
         try:
@@ -583,7 +580,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         served = srv.options.models
         if served and request.get("model") not in served:
-            srv.stats.bump("refused")  # checked first: servers route by model
+            srv.stats.bump("refused")
             self._refuse(dialect.model_not_found(request.get("model")))
             return
         try:
@@ -592,7 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._embed(request, check_embeddings(request), received)
             else:
                 self._answer(request, received)
-        except Problem as exc:  # past a bound: answered at once
+        except Problem as exc:
             srv.stats.bump("out_of_bounds")
             self._refuse(dialect.error(400, str(exc), param=exc.param))
         except OSError:
@@ -602,7 +599,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(dialect.error(500, "offline server error (the server logged it)"))
 
     def _declares_body(self) -> bool:
-        """Whether the request says it has a body (a POST without one needs no Content-Type)."""
+        """Whether the request says it has a body."""
         length = (self.headers.get("Content-Length") or "0").strip()
         return length not in ("", "0") or "Transfer-Encoding" in self.headers
 
@@ -692,7 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, body)
 
     def _send_stream(self, events: Iterator[bytes]) -> None:
-        """A 200 event-stream answer, one HTTP chunk per event, keeping the connection open."""
+        """A 200 event-stream answer, one HTTP chunk per event."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -706,7 +703,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
-    """The request object in the body, or the dialect's answer to a body that is not one."""
     try:
         request = json.loads(raw)
     except RecursionError:
@@ -721,7 +717,7 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A chat request the dialect takes: its plan, messages, choices and answer schema."""
+    """A chat request the dialect takes: plan, messages, choices and answer schema."""
 
     plan: Plan
     messages: list[dict[str, Any]]
@@ -730,8 +726,8 @@ class _Prepared:
 
 
 def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
-    """The dialect's refusal of the request, or what answering it takes; online requests and batch lines
-    share it, so both are refused alike.
+    """The dialect's refusal of the request, or what answering it takes (shared with batch lines, so both
+    are refused alike).
     """
     dialect = srv.dialect
     messages = _plain_messages(request)
@@ -753,7 +749,7 @@ def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
 
 def _chat_reply(srv: _Server, request: dict[str, Any],
                 prepared: _Prepared) -> tuple[dict[str, Any], bool, bool]:
-    """The completion for a prepared request, whether it was cut, and whether it was malformed."""
+    """The completion, whether it was cut, and whether it was malformed."""
     opts = srv.options
     asked, repair = _before_repair(prepared.messages)
     malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
@@ -783,9 +779,7 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
 
 
 def answer_line(srv: _Server, url: str, request: object) -> tuple[int, Any]:
-    """Status and body answering one batch line as the online route would, minus connection matters
-    (latency, hangs, HTTP errors), so a batch answer equals the online answer to the same body.
-    """
+    """Status and body answering one batch line as the online route would, minus connection faults."""
     dialect = srv.dialect
     if not isinstance(request, dict):
         refusal = dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
@@ -827,7 +821,7 @@ def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, A
     dim = int(request.get("dimensions") or 64)
     vectors = HashEmbedder(dim=dim).embed(texts)
     tokens = sum(approx_tokens(t) for t in texts)
-    as_base64 = request.get("encoding_format") == "base64"  # little-endian float32, as the API
+    as_base64 = request.get("encoding_format") == "base64"
     return {"object": "list", "model": request.get("model", "offline"),
             "data": [{"object": "embedding", "index": i,
                       "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
@@ -846,14 +840,12 @@ def _model_entry(name: str) -> dict[str, Any]:
 
 
 def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
-    """The Retry-After header of an answer with this status (429 and 503 only)."""
     if seconds is None or status not in (429, 503):
         return {}
     return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
 
 
 def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
-    """The messages as role and text (the form the engine hashes)."""
     raw = request.get("messages")
     if not isinstance(raw, list):
         return []
@@ -863,9 +855,8 @@ def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
 
 def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                                                              list[dict[str, Any]]]:
-    """Split a repair prompt into the first conversation and the repair turn (else the messages and []).
-
-    A repair is answered with the first request's answer, unbroken.
+    """Split a repair prompt into the first conversation and the repair turn; a repair is answered with the
+    first request's answer, unbroken.
     """
     last = messages[-1]["content"] if messages else ""
     if not (len(messages) >= 3 and messages[-1]["role"] == "user" and last.startswith(REPAIR_OPENING)
@@ -933,9 +924,7 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
 
 
 def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
-    """The engine for a choice: the server's own for the first, one seeded by index for the others, so
-    each choice is deterministic and differs from the rest.
-    """
+    """The engine for a choice: the server's own for the first, one seeded by index for the others."""
     if index == 0:
         return engine
     digest = hashlib.blake2b(f"{engine.seed}/choice/{index}".encode(), digest_size=8).digest()
@@ -1015,7 +1004,7 @@ _ALLOW = "GET, POST, DELETE, OPTIONS"
 _FILES = re.compile(r"/files(?:/([^/]+)(/content)?)?$")
 _BATCHES = re.compile(r"/batches(?:/([^/]+)(/cancel)?)?$")
 
-#: How often the serving loop checks for a stop: the 0.5 s default made every stop wait that long.
+#: how often the serving loop checks for a stop (the 0.5 s default made every stop wait that long)
 _POLL_S = 0.02
 
 
@@ -1025,10 +1014,7 @@ class _Server6(_Server):
 
 def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> RunningServer:
-    """Start the server on a loopback address in a daemon thread (port 0 picks a free port).
-
-    Another host is a usage error; a port in use is a one-line error.
-    """
+    """Start the server on a loopback address in a daemon thread (port 0 picks a free port)."""
     if host not in _LOOPBACK:
         raise UsageError(f"--host {host!r}: the offline server only binds to loopback: "
                          f"{', '.join(_LOOPBACK)}")
@@ -1051,7 +1037,6 @@ def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
 
 @contextmanager
 def running_server(options: ServerOptions | None = None, **kwargs: Any) -> Iterator[RunningServer]:
-    """Start a server for the with-block, and always stop it."""
     handle = start_server(options or ServerOptions(**kwargs))
     try:
         yield handle
