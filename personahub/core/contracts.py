@@ -1,8 +1,5 @@
-"""The contracts of the model seam: what a call asks, what it returns, and what answers it.
-
-Kept to a few imports so callers and test doubles can type against the seam without loading it.
-Every layer (an endpoint, or a wrapper: failover, limits, retry, cache, validation, accounting)
-takes a call request and returns a structured result with its records.
+"""The contracts of the model seam: what a call asks, what it returns, and what answers it. Kept to a
+few imports so callers and test doubles can type against the seam without loading it.
 """
 
 from __future__ import annotations
@@ -21,17 +18,15 @@ T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
-#: the most tokens one attempt can report: a larger, negative or fractional figure (a broken
-#: server) is stored as unknown
+#: the most tokens one attempt can report; a larger, negative or fractional figure is stored as
+#: unknown
 MAX_CALL_TOKENS = 10**9
 #: the status of an attempt whose outcome never came back (a kill)
 SENT = "sent"
 
 
 def token_count(value: object) -> int | None:
-    """A server's token figure as a count, or None when it cannot be one: a server's report never stops a
-    job.
-    """
+    """A server's token figure as a count, or None: a server's report never stops a job."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -53,10 +48,10 @@ class CallRecord:
     purpose: str
     model: str
     attempt: int
-    # ok | error (endpoint) | invalid (cut off, not JSON, or rejected) | sent (no outcome recorded)
+    # ok, error (endpoint), invalid (cut off, not JSON, rejected), sent (no outcome)
     status: str
     latency_ms: float
-    # as the server reports them; None: unknown or still out
+    # None: unknown or still out
     tokens_in: int | None = 0
     tokens_out: int | None = 0
     error: str | None = None
@@ -68,10 +63,10 @@ class CallRecord:
     max_tokens: int | None = None
     finish_reason: str | None = None
     repaired: bool = False
-    queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
-    # prompt tokens the server's prefix cache reused (None: not reported)
+    queue_ms: float = 0.0  # waiting for a slot or rate token
+    # None: not reported
     cached_prompt_tokens: int | None = None
-    # provider batch id (or file:NAME) and custom id; None online
+    # provider batch id and custom id; None online
     batch_id: str | None = None
     custom_id: str | None = None
     call_id: str = field(default_factory=new_call_id)
@@ -95,7 +90,7 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed attempt, described for the log and for what happens next."""
+    """A failed attempt, for the log and for what happens next."""
 
     description: str
     retryable: bool
@@ -104,7 +99,7 @@ class Failure:
     retry_after_s: float | None = None
     unreachable: bool = False
     other_endpoint_up: bool = False
-    # cut short for taking far longer than the endpoint's recent answers: asked again at once
+    # a straggler: asked again at once
     straggler: bool = False
 
     @property
@@ -115,11 +110,8 @@ class Failure:
 
 @dataclass(frozen=True)
 class CallRequest:
-    """One structured call as it travels down the stack.
-
-    The failed endpoint is kept so a retry moves on. A weak answer earns a fresh sample, which is in
-    the cache key and reaches the endpoint, so the second attempt is a different request. The check
-    rejects a valid but poor answer.
+    """One structured call as it travels down the stack. A weak answer earns a fresh sample, part of the
+    cache key, so the second attempt is a different request.
     """
 
     schema: type[BaseModel]
@@ -144,9 +136,7 @@ class CallRequest:
 
 @dataclass
 class StructuredResult(Generic[T]):
-    """A validated answer (or None), the attempts it took, and the cache entries they made. Below the
-    validating layer the value stays None and the raw text is the answer.
-    """
+    """A validated answer (or None), the attempts it took, and the cache entries they made."""
 
     value: T | None
     records: list[CallRecord]
@@ -160,7 +150,6 @@ class StructuredResult(Generic[T]):
 
     @property
     def truncated(self) -> bool:
-        """True when the server cut the answer off at the token limit."""
         return bool(self.records) and self.records[-1].finish_reason == "length"
 
 
@@ -176,7 +165,6 @@ class CallStats:
     started: float = field(default_factory=time.monotonic)
 
     def add(self, records: Sequence[CallRecord]) -> None:
-        """Count a finished call's attempts."""
         for record in records:
             self.attempts += 1
             self.tokens_in += record.tokens_in or 0
@@ -193,7 +181,7 @@ class CallStats:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an endpoint can do, declared by the endpoint so no layer asks what class it is."""
+    """What an endpoint can do, declared so no layer asks what class it is."""
 
     native_schemas: bool = False
     in_process: bool = False
@@ -230,7 +218,7 @@ class Endpoint(ModelEndpoint, Protocol):
 
 
 class CarriesCalls(Protocol):
-    """Anything carrying its calls' records and cache entries: what a batch commit writes."""
+    """Anything carrying its calls' records and cache entries."""
 
     @property
     def records(self) -> Sequence[CallRecord]: ...
@@ -240,15 +228,15 @@ class CarriesCalls(Protocol):
 
 
 class ServesModels(Protocol):
-    """A client as the batch commit sees it: its endpoints name each record's model."""
+    """A client whose endpoints name each record's model."""
 
     @property
     def endpoints(self) -> Sequence[Endpoint]: ...
 
 
 class StructuredCaller(ServesModels, Protocol):
-    """The client job loops and agents call. Records and cache entries come back with each result,
-    nowhere else; the purpose only labels them.
+    """The client job loops and agents call. Records and cache entries come back with each result, nowhere
+    else.
     """
 
     @property
@@ -259,7 +247,6 @@ class StructuredCaller(ServesModels, Protocol):
 
     @property
     def cache_model(self) -> str:
-        """The model name cache entries are keyed under."""
         ...
 
     @property
@@ -267,15 +254,12 @@ class StructuredCaller(ServesModels, Protocol):
         ...
 
     def use_cache(self, cache: Any) -> None:
-        """Answer from and record into a cache (None turns caching off)."""
         ...
 
     def structured_modes(self) -> dict[str, str]:
-        """The structured-output mode each endpoint uses now."""
         ...
 
     def concurrency_report(self) -> dict[str, Any]:
-        """The concurrency asked for and the limit it came to."""
         ...
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,

@@ -1,8 +1,5 @@
-"""Output files that never destroy inputs: checks for output paths and an atomic, no-follow writer.
-
-The check refuses the database, an existing file without force, and devices; writes go to an
-exclusive temporary in the target's folder, renamed into place, so an error or Ctrl-C leaves the
-target as it was.
+"""Output files that never destroy inputs: output path checks and an atomic, no-follow writer that
+writes an exclusive temporary and renames it into place.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ FORCE_HELP = "Overwrite an existing --out file."
 _CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                  | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _ATTEMPTS = 100
-# temporary names: .NAME.<16 hex>.<host tag>-<pid>.tmp (older: .NAME.<16 hex>.tmp)
+# temporary names: .NAME.<16 hex>.<host tag>-<pid>.tmp
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}(?:\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+))?"
                         r"\.tmp$")
 STALE_AFTER_S = 3600.0  # a temporary whose writer cannot be asked is left alone this long
@@ -36,7 +33,6 @@ _ROOM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """True if two paths name one file (same real path or inode)."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
@@ -58,7 +54,7 @@ def _refuse_database(path: Path, db: Path | None, flag: str) -> None:
 
 
 def _file_type(mode: int) -> str | None:
-    """What a non-regular file is, in words (None for a file or a link)."""
+    """What a non-regular file is, in words."""
     for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISDIR, "a folder")):
@@ -92,7 +88,7 @@ def _require_folder(folder: Path, path: Path, flag: str) -> None:
 
 
 def _probe_folder(folder: Path, path: Path, flag: str) -> None:
-    """Refuse early a folder that takes no new file (/proc, a read-only mount)."""
+    """Refuse early a folder that takes no new file."""
     try:
         fd, tmp = _create_temp(folder / path.name)
     except OSError as exc:
@@ -106,10 +102,7 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
                  kind: OutputKind = "file", names: Sequence[str] = (),
                  flag: str = "--out") -> Path:
     """Refuse an output that would destroy the database or an existing file (without force), is not a
-    regular file, or sits in a folder that takes no file.
-
-    A dir kind is a folder the command fills with the names given. Returns the path; raises a one-line
-    usage error naming the flag.
+    regular file, or sits in a folder that takes no file. Returns the path.
     """
     path = Path(path)
     db_path = Path(db) if db is not None else None
@@ -133,7 +126,7 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
 
 
 def _host_tag() -> str:
-    """Eight hex digits naming this machine in temporary names (a pid means nothing on another host)."""
+    """Eight hex digits naming this machine (a pid means nothing on another host)."""
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
@@ -145,20 +138,19 @@ def _temp_name(target: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process exists here (True when that cannot be told)."""
     if os.name == "nt":
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # EPERM: another user's
+    except OSError:
         return True
     return True
 
 
 def _stale(match: re.Match[str], entry: os.DirEntry[str], now: float) -> bool:
-    """Whether a temporary of ours can go: its writer is dead, or (writer unknown) it is old."""
+    """Whether a temporary can go: its writer is dead, or (writer unknown) it is old."""
     pid = match.group("pid")
     if pid is not None and match.group("host") == HOST_TAG:
         return int(pid) != os.getpid() and not _alive(int(pid))
@@ -169,9 +161,7 @@ def _stale(match: re.Match[str], entry: os.DirEntry[str], now: float) -> bool:
 
 
 def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
-    """Remove the stale temporaries killed writers left; returns what was removed. Only our own names,
-    never a link; errors are ignored, as housekeeping never fails a write.
-    """
+    """Remove the stale temporaries killed writers left; errors are ignored."""
     now = time.time() if now is None else now
     removed: list[Path] = []
     try:
@@ -196,7 +186,6 @@ def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:
-    """Create the temporary exclusively, after sweeping what killed writers left."""
     sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):
         tmp = _temp_name(target)
@@ -223,7 +212,7 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
         os.replace(tmp, target)
         return
     try:
-        os.link(tmp, target)  # atomic, and fails if anything (even a dangling link) is there
+        os.link(tmp, target)  # atomic; fails if anything is there
     except FileExistsError:
         raise PersonahubError(f"{target}: already exists; add --force to overwrite it") from None
     except OSError:  # no hard links here: check, then rename
@@ -236,7 +225,7 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> Iterator[IO]:
-    """Yield a file to write the new contents into; it replaces the path only on success. Text is UTF-8."""
+    """Yield a file to write the new contents into; it replaces the path only on success."""
     target = Path(path)
     try:
         fd, tmp = _create_temp(target)
@@ -272,12 +261,7 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
 
 @contextlib.contextmanager
 def staged_folder(path: str | Path, *, overwrite: bool, names: Sequence[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder for a folder output; on success its files move into the path, on
-    any error it is removed.
-
-    With overwrite, listed files this output did not write are removed, so the folder never mixes two
-    outputs; unlisted files are kept.
-    """
+    """Yield an empty temporary folder that replaces the output folder's listed files on success."""
     target = Path(path)
     sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):

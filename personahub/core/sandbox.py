@@ -1,8 +1,6 @@
-"""The one sandbox for SQL a user writes: the sql command and selection conditions.
-
-Each rule closed an escape found in DuckDB 2.0, which always lets a connection write its own files:
-the local file system is switched off, file-writing statements are refused by kind, ATTACH is
-read-only, and the configuration is locked last.
+"""The one sandbox for SQL a user writes. Each rule closed an escape found in DuckDB 2.0: the local file
+system is off, file-writing statements are refused by kind, ATTACH is read-only, and the
+configuration is locked last.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import pyarrow as pa
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 
-# settings applied before the lock
 _QUIET = (("autoinstall_known_extensions", "false"), ("autoload_known_extensions", "false"),
           ("allow_community_extensions", "false"), ("allow_persistent_secrets", "false"),
           ("python_enable_replacements", "false"))
@@ -34,7 +31,7 @@ class SandboxRefusal(PersonahubError):
 
 @dataclass(frozen=True)
 class FileAccess:
-    """What user SQL may do with files: nothing, read any file but the database's, or write in one folder."""
+    """What user SQL may do with files: nothing, read all but the database, or write in one folder."""
 
     read: bool = False
     write_dir: Path | None = None
@@ -49,9 +46,7 @@ class FileAccess:
 def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
                   no_files: bool = False, temp_dir: str = "",
                   allowed_dirs: Sequence[str] = ()) -> None:
-    """Close the connection off and lock every setting. Order matters: DuckDB refuses to change the folders
-    once external access is off, and everything once the configuration is locked.
-    """
+    """Close the connection off and lock every setting, in the only order DuckDB accepts."""
     for name, value in _QUIET:
         con.execute(f"SET {name} = {value}")
     con.execute(f"SET temp_directory = {quoted(temp_dir)}")
@@ -72,9 +67,7 @@ def quoted(text: str) -> str:
 def user_sql_connection(db: str | Path, access: FileAccess,
                         prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None
                         ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection for user SQL, locked for the access given; with a write folder it holds a
-    private copy of the database, never the file.
-    """
+    """A read-only connection for user SQL; with a write folder it holds a private copy of the database."""
     db = Path(db)
     private = Path(tempfile.mkdtemp(prefix="personahub-sql-"))
     con: duckdb.DuckDBPyConnection | None = None
@@ -94,7 +87,7 @@ def user_sql_connection(db: str | Path, access: FileAccess,
             lock_settings(con, temp_dir=str(spill), allowed_dirs=allowed)
         elif access.read:
             lock_settings(con, external=True, temp_dir=str(spill))
-        else:  # no spilling either: the file system is off
+        else:
             lock_settings(con, no_files=True)
         yield con
     finally:
@@ -105,9 +98,7 @@ def user_sql_connection(db: str | Path, access: FileAccess,
 
 def run_user_sql(con: duckdb.DuckDBPyConnection, query: str,
                  access: FileAccess) -> duckdb.DuckDBPyConnection:
-    """Run every statement of a query; returns the connection holding the last result. All statements are
-    checked first, so a refused one leaves nothing half done.
-    """
+    """Run every statement of a query, all checked first; returns the connection holding the last result."""
     for _ in user_sql_statements(con, query, access):
         pass
     return con
@@ -133,7 +124,7 @@ def user_sql_statements(con: duckdb.DuckDBPyConnection, query: str,
 def _kind(statement: duckdb.Statement) -> str:
     try:
         return statement.type.name
-    except ValueError:  # a kind the Python API cannot name (checked_statement refuses it)
+    except ValueError:
         return "UNKNOWN"
 
 
@@ -146,12 +137,10 @@ _ALLOWED_KINDS = frozenset({
 
 def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement,
                       access: FileAccess) -> tuple[str, bool]:
-    """The SQL to run for a statement and whether it is an ATTACH to re-issue read-only, or a refusal.
-    Kinds come from DuckDB's own parser; file paths are checked by DuckDB.
-    """
+    """The SQL to run for a statement and whether it is an ATTACH to re-issue read-only, or a refusal."""
     try:
         kind = statement.type.name
-    except ValueError:  # UPDATE EXTENSIONS: a kind the Python API cannot name
+    except ValueError:
         raise SandboxRefusal(_EXTENSIONS) from None
     text = statement.query
     words = _words(text)
@@ -159,7 +148,7 @@ def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statemen
         raise SandboxRefusal(_EXTENSIONS)
     if kind in _ALLOWED_KINDS:
         return text, False
-    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement: check that one
+    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement
         inner = _after_explain(text)
         for sub in con.extract_statements(inner):
             checked_statement(con, sub, access)
@@ -182,7 +171,7 @@ def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statemen
         raise SandboxRefusal(f"COPY {_WRITES}" + ("; to load a file use SELECT ... FROM "
                                                   "read_csv(...)" if access.read else ""))
     if kind == "ATTACH":
-        if writing:  # DuckDB confines it to the folder
+        if writing:
             return text, False
         if access.read:
             return read_only_attach(text), True
@@ -197,7 +186,7 @@ def _writable_databases(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def tokens(sql: str) -> list[tuple[str, str]]:
-    """Text and kind of each token by DuckDB's tokenizer, comments left out."""
+    """Text and kind of each token, comments left out."""
     found = duckdb.tokenize(sql)
     out = []
     for i, (start, kind) in enumerate(found):
@@ -263,7 +252,7 @@ def read_only_attach(sql: str) -> str:
 
 
 def _attach_options(toks: list[tuple[str, str]]) -> list[str]:
-    """The options of a read-only ATTACH to keep; any but READ_ONLY or TYPE is refused."""
+    """The options of a read-only ATTACH to keep."""
     groups: list[list[str]] = [[]]
     for text, _ in toks:
         if text == ",":
@@ -337,7 +326,7 @@ def _walk(root: Path) -> Iterable[Path]:
 
 
 def _snapshot(db: Path, into: Path) -> Path:
-    """A private copy of the database (and its WAL) that the sandbox opens instead of the file."""
+    """A private copy of the database and WAL for the sandbox."""
     if not db.is_file():
         raise PersonahubError(f"--db {db}: no such database (run a scenario first)")
     into.mkdir(parents=True)
@@ -372,7 +361,7 @@ def refusal_text(exc: BaseException, access: FileAccess) -> str:
 
 
 def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list[str]:
-    """The columns SQL fragments may read: those named, or all when a fragment could reach one another way."""
+    """The columns SQL fragments may read: those named, or all when a fragment could reach more."""
     wanted = {c.lower() for c in columns}
     named: set[str] = set()
     for fragment in fragments:
@@ -391,9 +380,7 @@ def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list
 def fragment_sandbox(tables: Mapping[str, pa.Table],
                      json_columns: Mapping[str, Sequence[str]] | None = None
                      ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection with no file system and locked settings, each Arrow table a view. User
-    conditions run here, never where files can be reached.
-    """
+    """An in-memory connection without file system, each Arrow table a view: user conditions run here."""
     con = duckdb.connect(":memory:")
     try:
         lock_settings(con, no_files=True)
