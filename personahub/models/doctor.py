@@ -1,8 +1,6 @@
-"""The doctor command: what an endpoint can do, measured before a million-call job.
-
-A handful of requests through a job's own client stack probe which structured modes work, whether
-bounded strings close, throughput per concurrency level and prefix-cache reuse; it recommends the
-smallest level within 5% of the best throughput.
+"""The doctor command: what an endpoint can do, measured before a million-call job. A few requests
+through a job's own client stack probe structured modes, bounded strings, throughput per concurrency
+level and prefix-cache reuse.
 """
 
 from __future__ import annotations
@@ -23,8 +21,8 @@ from personahub.models.client import LLMClient, LLMSettings, check_reachable
 from personahub.models.settings import EndpointFailing, LLMUnavailable
 from personahub.models.structured import AUTO_ORDER, StructuredMode
 
-GROWTH = 1.1  # a level must beat the best throughput so far by this factor to go on doubling
-NEAR_BEST = 0.95  # the recommendation: the smallest level within this share of the best
+GROWTH = 1.1  # a level must beat the best so far by this factor to go on doubling
+NEAR_BEST = 0.95
 PROBE_MAX_TOKENS = 160
 LOAD_MAX_TOKENS = 48
 RUNAWAY_CHARS = 200
@@ -56,7 +54,7 @@ _RUNAWAY = [SystemMessage("You are a novelist who never stops writing."),
                          "Go on for pages; do not summarise.")]
 _COUNTRIES = ("France", "Japan", "Brazil", "Kenya", "Canada", "India", "Italy", "Peru", "Egypt",
               "Norway", "Chile", "Spain", "Mexico", "Ghana", "Vietnam", "Poland")
-# a long shared prefix for the cache probe (about 600 tokens)
+# a long shared prefix for the cache probe
 _PREFIX = " ".join(
     f"Rule {i}: in the town of Aldmere the {w} market opens at {6 + i % 5} in the morning, "
     f"closes at {4 + i % 4} in the afternoon, and its stalls are counted every {i % 7 + 2} days."
@@ -67,7 +65,7 @@ _PREFIX = " ".join(
 
 @dataclass
 class ModeResult:
-    """How one structured mode fared: accepted, refused, ignored or invalid."""
+    """How one structured mode fared."""
 
     mode: str
     verdict: str
@@ -104,7 +102,7 @@ class LoadLevel:
 
 @dataclass
 class CacheResult:
-    """The prefix-cache reuse the server reported for a request sharing a long prefix."""
+    """The prefix-cache reuse reported for a request sharing a long prefix."""
 
     reported: bool
     cached_tokens: int | None = None
@@ -113,7 +111,6 @@ class CacheResult:
 
     @property
     def share(self) -> float | None:
-        """Cached share of the prompt tokens (None when not reported)."""
         if self.cached_tokens is None or not self.prompt_tokens:
             return None
         return self.cached_tokens / self.prompt_tokens
@@ -135,7 +132,7 @@ class DoctorReport:
 
     @property
     def best_mode(self) -> str | None:
-        """The first accepted mode in auto's order (what auto settles on)."""
+        """The first accepted mode in auto's order."""
         return next((m.mode for m in self.modes if m.verdict == "accepted"), None)
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,8 +151,7 @@ def _settings(spec: str, timeout_s: float, **overrides: Any) -> LLMSettings:
     return LLMSettings(**values)
 
 
-# Every client made on the probe's loop, kept until the loop ends: one collected earlier would leave
-# its connection pool open.
+# clients made on the probe's loop, kept until it ends: one collected earlier leaves its pool open
 _LIVE: dict[asyncio.AbstractEventLoop, list[LLMClient]] = {}
 
 
@@ -179,13 +175,13 @@ async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[Any]
         return await client.structured(schema, messages, purpose=_PURPOSE), ""
     except ModelRejected as exc:
         return None, str(exc)
-    except EndpointFailing as exc:  # the call's retries spent: what the endpoint last said
+    except EndpointFailing as exc:
         records = carried_records(exc)
         return None, (records[-1].error if records and records[-1].error else str(exc))
 
 
 async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:
-    """One request per structured mode (raises when nothing answers)."""
+    """One request per structured mode."""
     results = []
     for mode in AUTO_ORDER:
         client = _client(spec, timeout_s, structured=mode, max_tokens=PROBE_MAX_TOKENS)
@@ -206,7 +202,7 @@ async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:
 
 
 async def probe_runaway(spec: str, timeout_s: float, mode: StructuredMode) -> RunawayResult:
-    """Whether a bounded string closes its JSON within the token limit in a mode."""
+    """Whether a bounded string closes its JSON within the token limit."""
     client = _client(spec, timeout_s, structured=mode, max_tokens=PROBE_MAX_TOKENS)
     result, raised = await _ask(client, RunawayProbe, list(_RUNAWAY))
     if result is None:
@@ -260,7 +256,7 @@ def _throughput(level: LoadLevel, by_tokens: bool) -> float:
 
 async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_concurrency: int,
                      budget_s: float) -> tuple[list[LoadLevel], str]:
-    """Levels 1, 2, 4, ...: the levels, and why doubling stopped."""
+    """Levels 1, 2, 4, ... until throughput stops growing."""
     levels: list[LoadLevel] = []
     started, concurrency, sent = time.perf_counter(), 1, 0
     while True:
@@ -283,9 +279,7 @@ async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_c
 
 
 def recommend(levels: Sequence[LoadLevel]) -> int | None:
-    """The smallest failure-free level near the best throughput; 1 when even one call at a time sometimes
-    failed, None when nothing was answered.
-    """
+    """The smallest failure-free level within a share of the best throughput."""
     clean = [x for x in levels if not x.failed and x.answered]
     if not clean:
         return 1 if any(x.answered for x in levels) else None
@@ -295,7 +289,6 @@ def recommend(levels: Sequence[LoadLevel]) -> int | None:
 
 
 def _cache_numbers(body: Any) -> CacheResult:
-    """The cached prompt tokens an answer body reports, and where."""
     if not isinstance(body, dict):
         body = body.model_dump() if hasattr(body, "model_dump") else {}
     usage = body.get("usage") or {}
@@ -312,7 +305,7 @@ def _cache_numbers(body: Any) -> CacheResult:
 
 
 async def probe_cache(spec: str, timeout_s: float) -> CacheResult:
-    """Two plain requests with one long shared prefix; what the second reports as cached."""
+    """Two requests with one long shared prefix; what the second reports as cached."""
     client = _client(spec, timeout_s)
     endpoint: Any = client.endpoints[0]
     root = endpoint.model.root_async_client
@@ -341,7 +334,7 @@ def _no_mode_problem(modes: Sequence[ModeResult]) -> str:
 
 async def diagnose(spec: str, *, timeout_s: float = 30.0, max_concurrency: int = 32,
                    budget_s: float = 60.0) -> DoctorReport:
-    """Probe the one endpoint a spec names."""
+    """Probe the endpoint a spec names."""
     client = _client(spec, timeout_s)
     report = DoctorReport(endpoint=client.label)
     try:

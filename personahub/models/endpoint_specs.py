@@ -1,8 +1,8 @@
 """From an --llm spec to endpoints, with credentials kept to the endpoint they belong to.
 
 OPENAI_API_KEY goes only to OpenAI; another server gets a key only from a variable its URL names
-(matching *_API_KEY or PERSONAHUB_KEY_*, so HOME cannot leak), never over plain http to a remote
-host unless allowed. Stored specs are redacted.
+(*_API_KEY or PERSONAHUB_KEY_*, so HOME cannot leak), never over plain http to a remote host unless
+allowed.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from personahub.models.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.models.structured import ModeBook
 
-# query parameters personahub reads itself, never forwarded to the server
+# query parameters personahub reads itself
 _OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
-# query parameters stored as they are; every other value is redacted
+# query parameters stored unredacted
 _PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 OPENAI_API_BASE = "https://api.openai.com/v1"
@@ -39,7 +39,7 @@ def _redact_one(item: str) -> str:
             netloc = f"[{netloc}]"
         if url.port:
             netloc += f":{url.port}"
-    except ValueError:  # a port out of range or not a number: shown as written, credentials not
+    except ValueError:  # a bad port: shown as written, credentials not
         netloc = url.netloc.rsplit("@", 1)[-1]
     if url.username or url.password:
         netloc = "***@" + netloc
@@ -49,13 +49,13 @@ def _redact_one(item: str) -> str:
 
 
 def redact_spec(spec: str) -> str:
-    """The spec with URL credentials and every query value but the model's redacted."""
+    """The spec with credentials and query values (but the model) redacted."""
     return ",".join(_redact_one(item.strip()) if "://" in item else item.strip()
                     for item in spec.split(","))
 
 
 def _sdk_httpx() -> Any:
-    """The httpx the installed openai SDK is built on (httpx2 from openai 3)."""
+    """The httpx the installed openai SDK is built on."""
     from openai import _base_client
 
     return getattr(_base_client, "httpx2", None) or getattr(_base_client, "httpx")  # noqa: B009
@@ -63,15 +63,13 @@ def _sdk_httpx() -> Any:
 
 @cache
 def _ssl_context() -> Any:
-    """One TLS context for the process (loading the CA bundle is slow to repeat)."""
+    """One TLS context for the process (loading the CA bundle is slow)."""
     return _sdk_httpx().create_ssl_context()
 
 
 def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
-    """The endpoint's async HTTP client, its pool sized to the concurrency.
-
-    The aiohttp transport costs a fraction of httpx's CPU per call. Private, because pooled connections
-    die with the event loop that opened them.
+    """The endpoint's async HTTP client (aiohttp costs a fraction of httpx's CPU per call). Private:
+    pooled connections die with their event loop.
     """
     from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
 
@@ -90,7 +88,7 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
 
 def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
                 query: dict[str, str] | None = None) -> Any:
-    """One ChatOpenAI with the endpoint's HTTP client. A key is always given: with None, the SDK would send
+    """One ChatOpenAI with the endpoint's HTTP client; a key is always given, or the SDK would send
     OPENAI_API_KEY to whatever server this is.
     """
     from langchain_openai import ChatOpenAI
@@ -121,7 +119,6 @@ KEY_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY|PERSONAHUB_KEY_[A-Za-
 
 
 def _named_key(url: str, query: dict[str, str]) -> str | None:
-    """The key the URL names, if any."""
     key_env = query.get("api_key_env")
     if key_env is not None and not KEY_VARIABLE.fullmatch(key_env):
         raise LLMConfigError(f"--llm {redact_spec(url)}: api_key_env={key_env} is not a key "
@@ -137,8 +134,8 @@ def _named_key(url: str, query: dict[str, str]) -> str | None:
 
 
 def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
-    """Refuse user:password@ in an endpoint URL before anything runs: the client sends its own
-    Authorization header, so such a URL failed every call, with the password in the spec.
+    """Refuse user:password@ in an endpoint URL before anything runs (it failed every call, with the
+    password in the spec).
     """
     if urlsplit(url).username is not None:
         raise LLMConfigError(
@@ -186,7 +183,7 @@ def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: 
     query = dict(pairs)
     name = query.get("model") or os.environ.get("PERSONAHUB_MODEL") or "default"
     key = _endpoint_key(url, parsed, query) or "not-needed"
-    forward = {k: v for k, v in pairs if k not in _OWN_PARAMS}  # e.g. api-version
+    forward = {k: v for k, v in pairs if k not in _OWN_PARAMS}
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
     param = "max_completion_tokens" if _same_base(base, OPENAI_API_BASE) else "max_tokens"
     return _http(settings, modes, index, label=f"{name}@{redact_spec(base)}", name=name, base=base,
@@ -230,12 +227,12 @@ def with_spec_seed(settings: LLMSettings) -> LLMSettings:
 
 
 def spec_size(spec: str) -> int:
-    """How many endpoints a spec names (the mode book is sized before they are built)."""
+    """How many endpoints a spec names."""
     return max(1, len([u for u in spec.split(",") if u.strip()])) if "://" in spec else 1
 
 
 def make_endpoints(settings: LLMSettings, modes: ModeBook) -> list[Endpoint]:
-    """The endpoints a spec names; raises a config error naming the setting at fault."""
+    """The endpoints a spec names."""
     spec = settings.spec.strip()
     if not spec:
         raise LLMConfigError("--llm is empty (use 'offline', 'openai:<model>' or a URL)")
