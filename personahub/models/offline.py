@@ -1,8 +1,6 @@
-"""The offline engine: a seeded, deterministic stand-in that fills any JSON schema.
-
-It is not a language model and says so (its model name is offline); it lets every pipeline run and
-be tested without one. Answers depend only on the seed, messages and schema. It serves LangChain as a
-chat model, and the loopback server.
+"""The offline engine: a seeded, deterministic stand-in that fills any JSON schema, so every pipeline
+runs and is tested without a model. It is not a language model and says so. Answers depend only on
+the seed, messages and schema.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ OFFLINE_MODEL_NAME = "offline"
 
 @dataclass(frozen=True)
 class EngineReply:
-    """What the engine answered: text or tool calls, plus approximate token counts."""
+    """What the engine answered: text or tool calls, and approximate token counts."""
 
     content: str
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -41,11 +39,11 @@ class EngineReply:
     tokens_out: int = 0
 
 
-_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a field with this pattern gets an identifier
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def approx_tokens(text: str) -> int:
-    """Rough token count (4 characters a token) for offline calls' accounting."""
+    """Rough token count (4 characters a token)."""
     return max(1, (len(text) + 3) // 4)
 
 
@@ -112,7 +110,7 @@ class SchemaFiller:
         if kind == "integer":
             low = int(schema.get("minimum", 1))
             high = int(schema.get("maximum", low + 9))
-            if high < low and "minimum" not in schema:  # only a maximum, below the default 1
+            if high < low and "minimum" not in schema:
                 low = high
             return rng.randint(low, high)
         if kind == "number":
@@ -130,9 +128,7 @@ class SchemaFiller:
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """What a request asks besides its messages: a JSON schema, tools to call, or neither. Its part of the
-    answer's seed is serialised once per reused request.
-    """
+    """What a request asks besides its messages: a JSON schema, tools, or neither."""
 
     json_schema: Mapping[str, Any] | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
@@ -140,8 +136,8 @@ class EngineRequest:
     key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # repr, not sorted json.dumps: as deterministic at a fraction of the cost. Bounds are left out: they
-        # clip what is written and change nothing else.
+        # repr, not sorted json.dumps: as deterministic and far cheaper. Bounds only clip what is written,
+        # so they are left out.
         tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
         extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
@@ -161,7 +157,7 @@ _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
 def _unbounded(schema: object) -> Any:
-    """A JSON schema without its bounds (what seeds an answer)."""
+    """A schema without its bounds (what seeds an answer)."""
     return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
 
 
@@ -175,7 +171,6 @@ def _unshaped(node: object) -> Any:
 
 
 def _unbounded_tool(tool: object) -> Any:
-    """A tool without its parameters' bounds (what seeds a tool call)."""
     if not isinstance(tool, Mapping):
         return tool
     function = tool.get("function", tool)
@@ -189,7 +184,7 @@ _JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 class OfflineEngine:
-    """Answers chat requests deterministically from the seed, messages and schema or tools."""
+    """Answers chat requests deterministically."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -202,12 +197,11 @@ class OfflineEngine:
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: object = None,
     ) -> EngineReply:
-        """Answer with a tool call when tools are given, JSON when a schema is, else plain text."""
         return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
 
     def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
-        """The answer to a prepared request; a sample above 0 asks another, still deterministic."""
+        """The answer to a prepared request; a sample above 0 asks another."""
         rng = random.Random(_digest(self.seed, messages, request.key, sample))
         maker = TextMaker(read_context(list(messages)), rng)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
@@ -246,7 +240,7 @@ def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> Mappin
 
 
 def response_format_schema(response_format: Any) -> dict[str, Any] | None:
-    """The JSON schema inside an OpenAI response format (dict or pydantic class), if any."""
+    """The JSON schema inside an OpenAI response format, if any."""
     if response_format is None:
         return None
     if _is_model_class(response_format):
@@ -260,13 +254,12 @@ def response_format_schema(response_format: Any) -> dict[str, Any] | None:
 
 
 def to_openai_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as plain role/content dicts (the form the engine hashes)."""
+    """LangChain messages as role/content dicts (the form the engine hashes)."""
     roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
     return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
 
 
 def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
-    """The engine request of a chat model call's response format or tools."""
     response_format = kwargs.get("response_format")
     tools, tool_choice = kwargs.get("tools"), kwargs.get("tool_choice")
     if _is_model_class(response_format) and tools is None and tool_choice is None:
@@ -285,9 +278,7 @@ def _model_request(schema: type[BaseModel]) -> EngineRequest:
 
 
 class OfflineChatModel(BaseChatModel):
-    """LangChain chat model backed by the offline engine (not an LLM). Supports tools and a bound response
-    format; a latency setting simulates a slow model.
-    """
+    """LangChain chat model backed by the offline engine; a latency setting simulates a slow model."""
 
     seed: int = 0
     latency_s: float = 0.0
@@ -302,14 +293,13 @@ class OfflineChatModel(BaseChatModel):
         return {"model_name": self.model_name, "seed": self.seed}
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        """Bind tools as OpenAI tool dicts, as ChatOpenAI does."""
         formatted = [convert_to_openai_tool(t) for t in tools]
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
     async def answer_async(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
-        """The answer message, without LangChain's callback machinery."""
+        """The answer message, without LangChain's callbacks."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self._reply_message(messages, kwargs)
