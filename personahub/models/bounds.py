@@ -1,9 +1,6 @@
-"""Bounded by construction: every string and array a model fills is bounded so that a whole answer
-fits in the call's token limit.
-
-Grammar-constrained servers force a schema's shape but not an end: a small model may repeat its
-last string until cut. Three characters per token is a floor measured with SmolLM2's vocabulary
-(bench/bench_chars_per_token.py); digits are a token each.
+"""Bounded by construction: every string and array a model fills is bounded so that a whole answer fits
+in the call's token limit, as grammar-constrained servers force a schema's shape but not an end.
+Three characters per token is a floor measured with SmolLM2 (bench/bench_chars_per_token.py).
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ __all__ = ["DIGITS", "QUESTION", "SENTENCE", "SHORT", "Density", "Shape", "Share
 
 CHARS_PER_TOKEN = 3.0  # a floor for English text
 JSON_CHARS_PER_TOKEN = 2.0
-BUDGET_SHARE = 0.9  # of the token limit; the rest is room for whitespace
+BUDGET_SHARE = 0.9  # the rest is room for whitespace
 DEFAULT_MAX_ITEMS = 4
 MIN_STRING_CHARS = 8  # no string bound below this (nor below the field's own minimum)
 
@@ -35,7 +32,7 @@ _NONE = type(None)
 
 @dataclass(frozen=True)
 class Plan:
-    """How a schema is sized for a budget: characters per string slot."""
+    """How a schema is sized for a budget."""
 
     max_tokens: int
     slots: float
@@ -54,7 +51,6 @@ def estimate_tokens(value: object) -> int:
 
 
 def json_chars(value: object, *, key: bool = False) -> tuple[int, int]:
-    """String and structure characters of a value as compact JSON."""
     if isinstance(value, str):
         return (0, len(value) + 3) if key else (len(value), 2)
     if isinstance(value, dict):
@@ -131,7 +127,6 @@ def _max_items(metadata: list[Any]) -> int:
 
 
 def _fixed_value_chars(annotation: object) -> int:
-    """Characters of a value that is not free text (a choice, a number, a flag)."""
     if get_origin(annotation) is Literal:
         return max((len(str(a)) + 2 for a in get_args(annotation)), default=4)
     if annotation is bool:
@@ -166,9 +161,7 @@ def _measure_model(model: type[BaseModel]) -> tuple[float, int]:
 
 
 def plan(schema: type[BaseModel], max_tokens: int) -> Plan:
-    """How a schema's strings share the token limit: the fixed JSON part first, then string slots (a short
-    field a quarter slot, a list one per item).
-    """
+    """How a schema's strings share the token limit."""
     slots, fixed = _measure_model(schema)
     usable = max_tokens * BUDGET_SHARE - fixed / JSON_CHARS_PER_TOKEN
     return Plan(max_tokens, slots, fixed, max(0, int(usable * CHARS_PER_TOKEN)))
@@ -185,7 +178,7 @@ def _string_bound(per_slot: int, metadata: list[Any]) -> int:
     return min(bound, own_max) if own_max is not None else bound
 
 
-# a JSON string character needing no escape (llama.cpp takes a pattern's "." as any character)
+# a JSON string character needing no escape (llama.cpp takes "." as any character)
 _PLAIN_CHAR = r'[^"\\\x00-\x1f]'
 
 
@@ -199,7 +192,6 @@ def pattern_for(shape: Shape, min_len: int, max_len: int) -> str:
 
 
 def without_bound(pattern: str) -> str:
-    """A shaped pattern without its length (to seed offline answers)."""
     head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
     if not plain:
         return pattern
@@ -253,7 +245,6 @@ def _bound_type(annotation: object, metadata: list[Any], per_slot: int
 
 @lru_cache(maxsize=1024)
 def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
-    """The model with every string and list bounded, nested models too."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation, bound, extras = _bound_type(info.annotation, list(info.metadata), per_slot)
@@ -275,9 +266,7 @@ def _own_copy(doc: str | None) -> str | None:
 
 @lru_cache(maxsize=1024)
 def bounded(schema: type[M], max_tokens: int) -> type[M]:
-    """The schema bounded for a token limit (cached): a subclass with the same name, or the schema itself
-    when no field is free text.
-    """
+    """The schema bounded for a token limit (cached): a same-named subclass, or the schema itself."""
     return _bounded_model(schema, plan(schema, max_tokens).per_slot)  # type: ignore[return-value]
 
 

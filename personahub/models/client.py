@@ -1,8 +1,5 @@
-"""The one seam to language models: the client factory and the client it returns.
-
-The client is a stack of layers with one interface, outermost first: accounting, validation,
-cache, retries, limits, failover, then the endpoints. Every call carries a token limit, a schema
-bounded for it and a timeout; every attempt gets a call record.
+"""The one seam to language models: the client factory and the client it returns, a stack of layers
+with one interface (accounting, validation, cache, retries, limits, failover, endpoints).
 """
 
 from __future__ import annotations
@@ -50,9 +47,7 @@ __all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LL
 
 
 class LLMClient:
-    """The stack's top: validated structured answers with their call records. Tests may replace the
-    endpoints.
-    """
+    """The stack's top: validated structured answers with their call records."""
 
     def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
         settings = with_spec_seed(settings)  # offline?seed=N: the offline engine, seed N
@@ -75,7 +70,7 @@ class LLMClient:
             below = self._limits = Limited(below, rps=settings.rps,
                                            concurrency=None if in_process else settings.concurrency)
         self._spill = SinkSlot()
-        for endpoint in self.endpoints:  # an HTTP endpoint records each attempt as it goes out
+        for endpoint in self.endpoints:
             if isinstance(getattr(endpoint, "spill", None), SinkSlot):
                 endpoint.spill = self._spill  # type: ignore[attr-defined]
         retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
@@ -107,7 +102,6 @@ class LLMClient:
 
     @property
     def cache_model(self) -> str:
-        """The model name cache entries are keyed under."""
         return ",".join(sorted({e.model_name for e in self.endpoints}))
 
     @property
@@ -127,18 +121,16 @@ class LLMClient:
         return self._retry
 
     def answer_misses_with(self, below: ModelEndpoint | None) -> None:
-        """Send cache misses to other layers: a Ray run keeps the cache on the driver, which holds the
-        database.
-        """
+        """Send cache misses to other layers (a Ray run keeps the cache on the driver)."""
         self._cached.inner = below if below is not None else self._retry
 
     def _cache_params(self, max_tokens: int) -> dict[str, Any]:
-        """What besides the conversation decides an answer (part of the cache key)."""
+        """What besides the conversation decides an answer."""
         settings = self.settings
         params: dict[str, Any] = {"structured": settings.structured, "max_tokens": max_tokens,
                                   "temperature": settings.temperature, "top_p": settings.top_p}
         if self.is_offline:
-            params["seed"] = settings.seed  # the offline engine's answers depend on it
+            params["seed"] = settings.seed
         return params
 
     def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
@@ -149,7 +141,7 @@ class LLMClient:
         return {e.label: e.current_mode() for e in self.endpoints}
 
     def concurrency_report(self) -> dict[str, Any]:
-        """The concurrency asked for and the limit it came to (final, peak, and why auto cut it)."""
+        """The concurrency asked for and the limit it came to."""
         if self._limits is None or self._limits.concurrency is None:
             return {"setting": self.settings.concurrency, "final": None, "peak": None}
         return self._limits.report()
@@ -158,10 +150,8 @@ class LLMClient:
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
                          max_tokens: int | None = None) -> StructuredResult[T]:
-        """Ask for an instance of a schema; the value is None when every attempt failed.
-
-        A rejected answer earns one fresh sample. Raises when no endpoint is reachable, when every request
-        was rejected for one reason, or when a replay holds no answer.
+        """Ask for an instance of a schema; the value is None when every attempt failed. A rejected answer
+        earns one fresh sample.
         """
         request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                    step=step, check=check, sample=sample, max_tokens=max_tokens)
@@ -181,11 +171,11 @@ class LLMClient:
                     persona_id: str | None = None, step: int | None = None,
                     check: Callable[[T], str | None] | None = None, sample: int = 0,
                     max_tokens: int | None = None) -> CallRequest:
-        """The request a structured call (or a batch) sends. Callers ask further samples with even numbers:
-        odd ones are for the fresh sample a weak answer earns.
+        """The request a structured call (or a batch) sends. Further samples use even numbers: odd ones are
+        for
+        a weak answer's fresh sample.
         """
         max_tokens = self.generation.max_tokens_for(max_tokens)
-        # bounds sized for this call's budget, so the JSON closes in time
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
                            persona_id, step, check=check, sample=sample)
 
@@ -197,16 +187,14 @@ def make_client(settings: EmbedderSettings) -> OpenAIEmbedder: ...
 
 
 def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIEmbedder:
-    """The client factory: the chat stack or the embedding one, by the settings' type."""
+    """The client factory, by the settings' type."""
     if isinstance(settings, EmbedderSettings):
         return OpenAIEmbedder.of(settings)
     return LLMClient(settings)
 
 
 def resolve_spec(cli_value: str | None) -> str:
-    """The spec from --llm, else PERSONAHUB_LLM, else offline; an empty --llm is refused, so an unset
-    shell variable does not quietly mean offline.
-    """
+    """The spec from --llm, else PERSONAHUB_LLM, else offline; an empty --llm is refused."""
     if cli_value is not None and not cli_value.strip():
         raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
                              "(an unset shell variable?)")
@@ -214,9 +202,7 @@ def resolve_spec(cli_value: str | None) -> str:
 
 
 def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
-    """Fail fast with one line when no HTTP endpoint answers at all. Unreachable endpoints among several
-    are marked down and their labels returned.
-    """
+    """Fail fast with one line when no HTTP endpoint answers; returns the labels of unreachable ones."""
     import httpx
 
     down: list[str] = []

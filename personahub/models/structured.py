@@ -1,7 +1,5 @@
-"""How a JSON schema is asked of a server: the one place that knows the structured-output modes.
-
-Auto mode steps down per endpoint when a server refuses or ignores a mode; schema keywords refused
-by name are stripped from then on, and what was sent is recorded.
+"""How a JSON schema is asked of a server: the one place that knows the structured-output modes. Auto
+mode steps down per endpoint when a server refuses or ignores a mode, and strips refused keywords.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ STRUCTURED_SETTINGS: tuple[str, ...] = ("auto", "json_schema", "json_object", "t
 AUTO_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object", "tools", "prompt")
 # no-JSON answers in a row, before any valid one, after which auto decides the server ignores the mode
 IGNORED_FORMAT_LIMIT = 2
-# Words in a refusal's message that say which part of the request the server objects to.
+# words in a refusal saying which part of the request the server objects to
 _MODE_WORDS: dict[str, tuple[str, ...]] = {
     "json_schema": ("response_format", "json_schema", "response format"),
     "json_object": ("response_format", "json_object", "response format"),
@@ -63,13 +61,13 @@ NO_KEYWORDS: frozenset[str] = frozenset()
 
 @lru_cache(maxsize=256)
 def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
-    """The class's JSON schema without the stripped keywords (cached: building it costs)."""
+    """The class's JSON schema without stripped keywords (cached)."""
     built = schema.model_json_schema()
     return strip_keywords(built, stripped) if stripped else built
 
 
 def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> Any:
-    """A JSON schema without some keywords; a stripped bound may go into the description."""
+    """A JSON schema without some keywords."""
     if not isinstance(node, Mapping):
         return node
     out: dict[str, Any] = {}
@@ -149,7 +147,6 @@ def grammar_safe(node: object) -> Any:
 @lru_cache(maxsize=256)
 def openai_tools(schema: type[BaseModel],
                  stripped: frozenset[str] = NO_KEYWORDS) -> list[dict[str, Any]]:
-    """The schema as a one-tool list (cached; never changed)."""
     tool = convert_to_openai_tool(schema)
     if stripped:
         function = tool["function"]
@@ -170,7 +167,7 @@ def schema_instruction(schema: type[BaseModel], stripped: frozenset[str] = NO_KE
 def prepare_messages(mode: StructuredMode, schema: type[BaseModel],
                      messages: Sequence[BaseMessage],
                      stripped: frozenset[str] = NO_KEYWORDS) -> list[BaseMessage]:
-    """The conversation as sent in a mode (prompt mode appends the schema)."""
+    """The conversation as sent in a mode."""
     if mode != "prompt":
         return list(messages)
     out = list(messages)
@@ -183,7 +180,6 @@ def prepare_messages(mode: StructuredMode, schema: type[BaseModel],
 
 
 def answer_text(message: AIMessage, mode: StructuredMode) -> str:
-    """The JSON text of an answer: the tool call's arguments, else the content."""
     if mode == "tools":
         if message.tool_calls:
             return json.dumps(message.tool_calls[0]["args"])
@@ -197,7 +193,7 @@ def answer_text(message: AIMessage, mode: StructuredMode) -> str:
 
 
 def names_mode(mode: StructuredMode, status: int | None, text: str) -> bool:
-    """True when an HTTP error refuses the mode itself, so another mode may succeed."""
+    """True when an HTTP error refuses the mode itself."""
     if status not in REFUSAL_STATUSES:
         return False
     lowered = text.lower()
@@ -210,7 +206,7 @@ def next_mode(mode: StructuredMode) -> StructuredMode | None:
 
 
 class ModeBook:
-    """The structured-output mode per endpoint, learned once for the run. Thread-safe: calls refused at
+    """The structured-output mode per endpoint, learned once for the run; thread-safe, so calls refused at
     once move an endpoint down one mode, not one each.
     """
 
@@ -228,7 +224,6 @@ class ModeBook:
         return self.setting == "auto"
 
     def settled(self, endpoint: int) -> bool:
-        """True once the endpoint's mode is known to work or was fixed."""
         return self._settled[endpoint]
 
     def mode(self, endpoint: int) -> StructuredMode:
@@ -243,7 +238,7 @@ class ModeBook:
     def strip(self, endpoint: int, refused: frozenset[str], sent: frozenset[str]) -> bool:
         """Note refused keywords; True when leaving them out makes a different request."""
         if not refused or refused <= sent:
-            return False  # left out already: not what the server objects to
+            return False
         with self._lock:
             self._stripped[endpoint] = self._stripped[endpoint] | refused
         return True
