@@ -1,8 +1,6 @@
-"""The event loop model calls run on, tuned for many calls in flight.
-
-Default-executor work runs inline (at 64 calls the thread hops cost more than the work), young
-collections stop re-scanning every live request (bench_concurrency), a loop ends quietly after
-Ctrl-C, and stalled calls become a resumable stop.
+"""The event loop model calls run on, tuned for many calls in flight: default-executor work runs inline
+(at 64 calls thread hops cost more than the work), young collections stop re-scanning every live
+request (bench_concurrency), and stalled calls become a resumable stop.
 """
 
 from __future__ import annotations
@@ -53,7 +51,6 @@ def steady_gc_start() -> None:
 
 
 def steady_gc_stop() -> None:
-    """Undo the outermost start."""
     global _steady_depth
     _steady_depth = max(0, _steady_depth - 1)
     if _steady_depth == 0 and _saved_threshold:
@@ -70,8 +67,8 @@ class Watchdog(Protocol):
 
 
 class RunLoop(asyncio.SelectorEventLoop):
-    """A selector event loop whose default-executor work runs at once: a concurrent future alone costs a
-    self-pipe write and three loop turns per call. Every coroutine runs under its watchdog.
+    """A selector event loop whose default-executor work runs at once: a concurrent future costs a
+    self-pipe write and three loop turns per call.
     """
 
     watched: Watchdog | None = None
@@ -94,12 +91,10 @@ class RunLoop(asyncio.SelectorEventLoop):
         return future
 
 
-# the job loops of each thread, so another thread can wake them
 _LOOPS: dict[int, weakref.WeakSet[asyncio.AbstractEventLoop]] = {}
 
 
 def new_run_loop() -> asyncio.AbstractEventLoop:
-    """A fresh run loop with an inline default executor."""
     loop = RunLoop()
     loop.set_default_executor(InlineExecutor(max_workers=4, thread_name_prefix="personahub-dns"))
     _LOOPS.setdefault(threading.get_ident(), weakref.WeakSet()).add(loop)
@@ -114,7 +109,6 @@ def wake(thread_id: int) -> None:
 
 
 def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Drop what an interrupt leaves behind; report the rest."""
     exc = context.get("exception")
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         return
@@ -124,7 +118,6 @@ def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
 
 
 def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel the loop's pending tasks, let them unwind, and close it."""
     if loop.is_closed():
         return
     loop.set_exception_handler(_quiet)
@@ -154,7 +147,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class JobLoop:
-    """The one event loop a job's batches run on; the collector stays steady meanwhile."""
+    """The one event loop a job's batches run on."""
 
     def __init__(self) -> None:
         self.loop = new_run_loop()
@@ -180,7 +173,6 @@ class JobLoop:
 
 @contextmanager
 def job_loop() -> Iterator[JobLoop]:
-    """One loop for the whole job."""
     owned = JobLoop()
     try:
         yield owned

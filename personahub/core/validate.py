@@ -1,8 +1,5 @@
-"""Shared checks of what a user gives: flag and scenario values, and the files they name.
-
-The CLI, the Python API and the kernel all refuse a bad value here before anything is recorded.
-Bounds follow the schema and the libraries the values reach (a seed fits a BIGINT and numpy; every
-float is finite, since nan passes every comparison).
+"""Shared checks of what a user gives: flag and scenario values, and the files they name, refused
+before anything is recorded. Every float is finite, since nan passes every comparison.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
 MAX_PERSONA_CHARS = 20_000
 # real records nest two or three levels; Python's parser gives up near 1,000
 MAX_JSON_DEPTH = 64
-_SNIFF_BYTES = 8192  # where a NUL byte marks a binary file (as git and grep decide)
+_SNIFF_BYTES = 8192  # a NUL byte marks a binary file (as git and grep decide)
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -90,7 +87,7 @@ def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[floa
 
 
 def json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
-    """The nesting depth of a decoded JSON value, counted up to a limit without recursion."""
+    """The nesting depth of a JSON value, counted up to a limit without recursion."""
     depth = 0
     level: list[object] = [value]
     while depth <= limit:
@@ -129,7 +126,6 @@ def _file_error(setting: str, path: Path, reason: str) -> PersonahubError:
 
 def _utf8_problem(data: bytes, path: Path, setting: str, offset: int = 0,
                   line: int = 1) -> PersonahubError | None:
-    """The one-line error for bytes that are not UTF-8, naming the line, or None."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -149,8 +145,8 @@ def _nul_problem(data: bytes, path: Path, setting: str, offset: int = 0) -> Pers
 
 def read_text_file(path: str | Path, setting: str, *,
                    max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
-    """A small text file read whole as UTF-8 (BOM dropped); refused in one line naming the setting and the
-    file when missing, a folder, too large, binary or not UTF-8.
+    """A small text file read whole as UTF-8, refused in one line when missing, a folder, too large, binary
+    or not UTF-8.
     """
     path = Path(path)
     try:
@@ -180,8 +176,8 @@ def _open_maybe_gzip(path: Path) -> Iterator[IO[bytes]]:
 
 
 def check_text_file(path: str | Path, setting: str, *, strict_utf8: bool = True) -> None:
-    """Read a (possibly gzipped) text file end to end before a job starts on it, refusing damage, binary
-    bytes or bad UTF-8 that would otherwise stop the job half-way.
+    """Read a (possibly gzipped) text file end to end before a job starts on it, so damage does not stop
+    the job half-way.
     """
     path = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -193,7 +189,7 @@ def check_text_file(path: str | Path, setting: str, *, strict_utf8: bool = True)
                 if problem is not None:
                     raise problem
                 if strict_utf8:
-                    pending = len(decoder.getstate()[0])  # bytes of a character split last time
+                    pending = len(decoder.getstate()[0])
                     try:
                         decoder.decode(chunk)
                     except UnicodeDecodeError as exc:
