@@ -1,5 +1,6 @@
-"""The contracts of the model seam: what a call asks, what it returns, and what answers it. Kept to a
-few imports so callers and test doubles can type against the seam without loading it.
+"""The contracts of the model seam: what a call asks, what it returns, and what answers it.
+
+Kept to a few imports so callers and test doubles can type against the seam without loading it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The engine options, declared once: how a job asks its model, where its calls run and how they are
-sent. Configs, the CLI and the API all take them from here. Plain data: no typer, no model client.
+"""The engine options, declared once: how a job asks its model, where its calls run and how they are sent.
+
+Configs, the CLI and the API all take them from here. Plain data: no typer, no model client.
 """
 
 from __future__ import annotations

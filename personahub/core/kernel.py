@@ -1,6 +1,7 @@
-"""The job kernel: every job kind is a spec, and one runner runs any of them. A spec says what a job
-checks, plans, asks and commits; the kernel does the rest (resume, client, ordered commits, failure
-policy, interrupts, progress, child jobs) once for all kinds.
+"""The job kernel: every job kind is a spec, and one runner runs any of them.
+
+A spec says what a job checks, plans, asks and commits; the kernel does the rest (resume, client,
+ordered commits, failure policy, interrupts, progress, child jobs) once for all kinds.
 """
 
 from __future__ import annotations

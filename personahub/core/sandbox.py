@@ -1,6 +1,7 @@
-"""The one sandbox for SQL a user writes. Each rule closed an escape found in DuckDB 2.0: the local file
-system is off, file-writing statements are refused by kind, ATTACH is read-only, and the
-configuration is locked last.
+"""The one sandbox for SQL a user writes.
+
+Each rule closed an escape found in DuckDB 2.0: the local file system is off, file-writing
+statements are refused by kind, ATTACH is read-only, and the configuration is locked last.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""DuckDB access shared by every layer: open a database, create the schema, batch-insert rows. Rows go
-as Arrow batches: a per-row INSERT loop is orders of magnitude slower (bench/bench_runlog_writes.py).
+"""DuckDB access shared by every layer: open a database, create the schema, batch-insert rows.
+
+Rows go as Arrow batches: a per-row INSERT loop is orders of magnitude slower
+(bench/bench_runlog_writes.py).
 """
 
 from __future__ import annotations

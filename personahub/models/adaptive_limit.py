@@ -1,6 +1,8 @@
-"""Automatic concurrency: a limit that finds what the server can take (AIMD). Like TCP's congestion
-window, it grows by one per success while latency holds, and is cut on overload or queueing latency,
-once per round. Decisions count calls and never read a clock, so tests drive it.
+"""Automatic concurrency: a limit that finds what the server can take (AIMD).
+
+Like TCP's congestion window, it grows by one per success while latency holds, and is cut on
+overload or queueing latency, once per round. Decisions count calls and never read a clock, so tests
+drive it.
 """
 
 from __future__ import annotations

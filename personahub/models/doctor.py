@@ -1,6 +1,7 @@
-"""The doctor command: what an endpoint can do, measured before a million-call job. A few requests
-through a job's own client stack probe structured modes, bounded strings, throughput per concurrency
-level and prefix-cache reuse.
+"""The doctor command: what an endpoint can do, measured before a million-call job.
+
+A few requests through a job's own client stack probe structured modes, bounded strings, throughput
+per concurrency level and prefix-cache reuse.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The offline engine as an endpoint: in process, deterministic, and given the schema itself. It needs
-no mode negotiation, pool or concurrency limit.
+"""The offline engine as an endpoint: in process, deterministic, and given the schema itself.
+
+It needs no mode negotiation, pool or concurrency limit.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""How a prompt carries a JSON schema when the request has none (the client's prompt mode). The schema
-is a fenced JSON block after a line naming "JSON schema", written here and read back tolerantly.
+"""How a prompt carries a JSON schema when the request has none (the client's prompt mode).
+
+The schema is a fenced JSON block after a line naming "JSON schema", written here and read back
+tolerantly.
 """
 
 from __future__ import annotations

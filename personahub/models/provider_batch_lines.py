@@ -1,5 +1,6 @@
-"""The Batch API's JSONL files: request lines written, result lines read (no network here). Result
-lines are read as OpenAI and vLLM's run_batch write them.
+"""The Batch API's JSONL files: request lines written, result lines read (no network here).
+
+Result lines are read as OpenAI and vLLM's run_batch write them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""How a JSON schema is asked of a server: the one place that knows the structured-output modes. Auto
-mode steps down per endpoint when a server refuses or ignores a mode, and strips refused keywords.
+"""How a JSON schema is asked of a server: the one place that knows the structured-output modes.
+
+Auto mode steps down per endpoint when a server refuses or ignores a mode, and strips refused
+keywords.
 """
 
 from __future__ import annotations
