@@ -1,2 +1,4 @@
-"""The core every package may import: contracts, errors, the database, the job kernel, the event
-loop. Imports nothing else of the project."""
+"""The core every package may import: contracts, errors, the database, the job kernel, the event loop.
+
+Imports nothing else of the project.
+"""

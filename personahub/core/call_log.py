@@ -1,6 +1,6 @@
-"""Reads of the call log (`llm_calls`): what job summaries, stop messages and run figures say of
-the model calls. A `run_id` argument names a run or another job, grouped as
-`coalesce(run_id, job_id)`."""
+"""Reads of the call log: what job summaries, stop messages and run figures say of the model calls.
+A run id argument names a run or another job.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ _OWNER = "coalesce(run_id, job_id)"
 
 def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                 job_id: str | None = None) -> dict[str, int]:
-    """`llm_calls` rows by status, of a run or job (`run_id`) or of one job (`job_id`)."""
+    """Call-log rows by status, of a run or job, or of one job."""
     column, value = ("job_id", job_id) if job_id is not None else (_OWNER, run_id)
     rows = con.execute(f"SELECT status, count(*) FROM llm_calls WHERE {column} = ? "
                        "GROUP BY 1 ORDER BY 1", [value]).fetchall()
@@ -32,27 +32,25 @@ def call_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
 
 def unknown_usage(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                   job_id: str | None = None) -> int:
-    """Rows of a run or job whose token counts are unknown (out at a kill, or an impossible figure):
-    billed, but in no token sum."""
+    """Rows whose token counts are unknown (out at a kill, or impossible): billed, but in no token sum."""
     column, value = ("job_id", job_id) if job_id is not None else (_OWNER, run_id)
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {column} = ? AND "
                            "(tokens_in IS NULL OR tokens_out IS NULL)", [value]).fetchall()[0][0])
 
 
 def unknown_usage_note(count: int) -> str:
-    """What a summary's model-calls line adds for `count` attempts of unknown tokens."""
+    """What a summary's model-calls line adds for attempts of unknown tokens."""
     return f" ({count} with unknown token usage: not in the token counts)" if count else ""
 
 
 def committed_requests(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str]]:
-    """(batch id, custom_id) of the job's committed batch requests: what a resume never collects again."""
+    """Batch id and custom id of the job's committed batch requests: what a resume never collects again."""
     return {(b, c) for b, c in con.execute(
         "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT NULL "
         "AND custom_id IS NOT NULL", [job_id]).fetchall()}
 
 
 def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str) -> str:
-    """The most frequent error of a job's failed model attempts."""
     rows = con.execute("SELECT error, count(*) AS n FROM llm_calls WHERE job_kind = ? AND job_id = ? "
                        "AND status <> 'ok' AND error IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 "
                        "LIMIT 1", [kind, job_id]).fetchall()
@@ -60,8 +58,7 @@ def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str
 
 
 def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
-    """(cached, prompt) tokens over the run's own attempts whose server reported prefix-cache reuse;
-    None when none did."""
+    """Cached and prompt tokens over the run's attempts whose server reported prefix-cache reuse, or None."""
     cached, prompt = con.execute(
         f"SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND "
         "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
@@ -70,9 +67,8 @@ def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int
 
 
 def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
-    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown).
-
-    Offline runs count 4 characters a token, as the offline engine does.
+    """Mean prompt tokens of the run's answered actions and survey questions (None if unknown). Offline
+    runs count 4 characters a token, as the offline engine does.
     """
     mean = con.execute(f"SELECT avg(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND status = 'ok' "
                        "AND step IS NOT NULL", [run_id]).fetchall()[0][0]
@@ -81,7 +77,7 @@ def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> flo
 
 def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
                          purpose: str | None = None) -> str:
-    """The most frequent error of a run's failed model calls (of `purpose` only, when given)."""
+    """The most frequent error of a run's failed model calls (of one purpose, when given)."""
     rows = con.execute(f"SELECT error, count(*) AS n FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "
                        "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
                        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
@@ -91,7 +87,7 @@ def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
 
 def last_errors(con: duckdb.DuckDBPyConnection, purpose: str, persona_ids: Sequence[str], *,
                 run_id: str | None = None) -> dict[str, str | None]:
-    """Each persona's last failed `purpose` attempt's error: how a persona that yielded nothing failed."""
+    """Each persona's last failed attempt's error: how a persona that yielded nothing failed."""
     if not persona_ids:
         return {}
     marks = ", ".join("?" * len(persona_ids))
@@ -102,7 +98,7 @@ def last_errors(con: duckdb.DuckDBPyConnection, purpose: str, persona_ids: Seque
     return {str(pid): (None if error is None else str(error)) for pid, error in rows}
 
 
-# each call's attempts in order: a call starts at attempt 1 (or at the first row of its group)
+# a call starts at attempt 1 (or at the first row of its group)
 _LAST_ATTEMPTS = """
 WITH calls AS (
     SELECT purpose, status, error, attempt, started_at, call_id,
@@ -127,7 +123,7 @@ SELECT purpose, status, error, count(*) FROM last WHERE back = 1 GROUP BY 1, 2, 
 def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                         job_kind: str | None = None,
                         job_id: str | None = None) -> list[tuple[str, str, str | None, int]]:
-    """(purpose, status, error, calls) of the last attempt of each call of a run or job."""
+    """Purpose, status, error and calls of the last attempt of each call."""
     params: list[str | None]
     if run_id is not None:
         where, params = f"{_OWNER} = ?", [run_id]
@@ -138,8 +134,7 @@ def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = 
 
 
 def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """A run's (or job's) calls so far: attempts, failures, tokens, cached answers, and the seconds
-    between its first and last call."""
+    """A run's calls so far: attempts, failures, tokens, cached answers, and seconds from first to last."""
     cursor = con.execute(f"""
         SELECT count(*) AS calls,
                count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
@@ -154,27 +149,27 @@ def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, An
 
 
 def calls_since(con: duckdb.DuckDBPyConnection, run_id: str, epoch_s: float) -> int:
-    """A run's calls started after `epoch_s` (epoch seconds)."""
+    """A run's calls started after a time (epoch seconds)."""
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {_OWNER} = ? AND epoch(started_at) > ?",
                            [run_id, epoch_s]).fetchall()[0][0])
 
 
 def calls_by_step(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, tuple[int, int]]:
-    """Step → (calls, tokens in and out) of a run."""
+    """Calls and tokens in and out of a run, by step."""
     return {int(step): (int(calls), int(tokens)) for step, calls, tokens in con.execute(
         "SELECT step, count(*), coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) "
         f"FROM llm_calls WHERE {_OWNER} = ? GROUP BY step", [run_id]).fetchall() if step is not None}
 
 
 def cached_calls(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    """A run's (or job's) calls answered from the record/replay cache."""
+    """A run's calls answered from the cache."""
     return int(con.execute("SELECT count(*) FILTER (WHERE coalesce(cached, false)) FROM llm_calls "
                            f"WHERE {_OWNER} = ?", [run_id]).fetchall()[0][0])
 
 
 def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
                        limit: int = 20) -> list[tuple[str, str, str, int]]:
-    """A run's (or job's) failed attempts grouped by purpose, status and first error line, most first."""
+    """A run's failed attempts by purpose, status and first error line, most first."""
     return [(str(p), str(s), str(e), int(n)) for p, s, e, n in con.execute(
         "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, count(*) "
         f"FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "
@@ -182,6 +177,6 @@ def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
 
 
 def job_calls(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Every column of a job's (or run's) model calls, in the order they started."""
+    """Every column of a job's model calls, in the order they started."""
     return con.execute("SELECT * FROM llm_calls WHERE job_id = ? ORDER BY started_at",
                        [job_id]).df()

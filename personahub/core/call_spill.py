@@ -1,8 +1,6 @@
-"""Call records that outlive a kill: each final attempt is appended to a small file at once.
-
-Batch commits would lose the billed attempts of a batch that never commits, so each attempt goes
-to a JSON-lines file with one `O_APPEND` write (HTTP attempts also as they go out); the kernel
-commits what is left at resume or stop. Ray workers spill to files of their own.
+"""Call records that outlive a kill: each final attempt is appended at once to a small JSON-lines file,
+which the kernel commits at resume or stop; batch commits alone would lose the billed attempts of a
+batch that never commits.
 """
 
 from __future__ import annotations
@@ -30,14 +28,14 @@ class RecordSink(Protocol):
         """An attempt about to go out."""
 
     def early(self, records: Sequence[CallRecord]) -> None:
-        """Attempts of a call still going on that no layer will change any more."""
+        """Attempts of a call still going on that no layer will change."""
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Every attempt of a call that ended (those given to `early` among them)."""
+        """Every attempt of a call that ended."""
 
 
 class SinkSlot:
-    """The sink the seam's layers write to (None: none); one per client, so `spill_to` switches them all."""
+    """The sink the seam's layers write to; one per client, so one switch reaches them all."""
 
     __slots__ = ("sink",)
 
@@ -54,13 +52,13 @@ class SpilledCall:
 
 
 def spill_path(db: str | Path, job_id: str) -> Path:
-    """Where a job's spill lives: next to its database, named after the job."""
+    """Where a job's spill lives: next to its database."""
     db = Path(db)
     return db.with_name(f"{db.name}.{job_id}{SUFFIX}")
 
 
 class CallSpill:
-    """Appends final call records to `path` as JSON lines tagged with `tags`."""
+    """Appends final call records as tagged JSON lines."""
 
     def __init__(self, path: str | Path, tags: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
@@ -79,8 +77,7 @@ class CallSpill:
         os.write(self._fd, b"".join(head + orjson.dumps(r.__dict__) + b"}\n" for r in records))
 
     def sent(self, record: CallRecord) -> None:
-        """Write an attempt as it goes out (status `sent`, tokens unknown), before the request, so a kill
-        after it leaves the billed attempt on record."""
+        """Write an attempt before its request goes out, so a kill leaves the billed attempt on record."""
         if self._fd is None:
             return
         self._pending.add(record.call_id)
@@ -88,13 +85,12 @@ class CallSpill:
         os.write(self._fd, self._head + orjson.dumps(line) + b"}\n")
 
     def early(self, records: Sequence[CallRecord]) -> None:
-        """Write attempts of a call still going on (remembered, so `done` skips them)."""
+        """Write attempts of a call still going on."""
         fresh = [r for r in records if r.call_id not in self._early]
         self._early.update(r.call_id for r in fresh)
         self._write(fresh)
 
     def done(self, records: Sequence[CallRecord]) -> None:
-        """Write a finished call's attempts that `early` did not."""
         if self._early:
             written = self._early
             fresh = [r for r in records if r.call_id not in written]
@@ -108,19 +104,17 @@ class CallSpill:
             os.fsync(self._fd)
 
     def clear(self) -> None:
-        """Empty the file: every line in it is in `llm_calls`."""
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
         self._pending.clear()
 
     def committed(self, call_ids: Iterable[str]) -> None:
-        """These attempts are committed; once every line is, the file is emptied, so it stays small."""
+        """Note committed attempts; once all are, the file is emptied."""
         self._pending.difference_update(call_ids)
         if not self._pending:
             self.clear()
 
     def close(self) -> None:
-        """Close the file (kept on disk)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -133,8 +127,7 @@ class CallSpill:
 
 
 def read(path: str | Path) -> list[SpilledCall]:
-    """The attempts a spill holds, in the order written; none when the file is missing. A line cut
-    short by a kill, or one that is not a record, is skipped."""
+    """The attempts a spill holds, in order; a line cut by a kill is skipped."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -151,12 +144,10 @@ def read(path: str | Path) -> list[SpilledCall]:
 
 
 def remove(path: str | Path) -> None:
-    """Delete a spill whose lines are all in `llm_calls`."""
     Path(path).unlink(missing_ok=True)
 
 
 def worker_folder(db: str | Path, job_id: str) -> Path:
-    """Where a job's workers spill (a file each), next to the database."""
     db = Path(db)
     return db.with_name(f"{db.name}.{job_id}.calls.d")
 
@@ -170,13 +161,13 @@ class WorkerSpill:
 
     @classmethod
     def beside(cls, db: str | Path, job_id: str, tags: Mapping[str, Any]) -> WorkerSpill:
-        """The job's worker folder, created on the driver (a worker never creates it)."""
+        """The job's worker folder, created on the driver."""
         folder = worker_folder(db, job_id)
         folder.mkdir(exist_ok=True)
         return cls(str(folder), dict(tags))
 
     def open(self) -> CallSpill | None:
-        """This worker's spill file; None when the worker does not see the folder (another machine)."""
+        """This worker's spill file; None when the worker does not see the folder."""
         folder = Path(self.folder)
         if not folder.is_dir():
             return None
@@ -185,7 +176,7 @@ class WorkerSpill:
 
 
 def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
-    """Every attempt the job's spills hold: the driver's file first, then each worker's."""
+    """Every attempt the job's spills hold, the driver's first."""
     spilled = read(spill_path(db, job_id))
     folder = worker_folder(db, job_id)
     if folder.is_dir():
@@ -195,11 +186,9 @@ def read_job(db: str | Path, job_id: str) -> list[SpilledCall]:
 
 
 def remove_job(db: str | Path, job_id: str) -> None:
-    """Delete the driver's spill and the worker folder once every line is in `llm_calls`."""
     remove(spill_path(db, job_id))
     remove_workers(db, job_id)
 
 
 def remove_workers(db: str | Path, job_id: str) -> None:
-    """Delete the job's worker folder."""
     shutil.rmtree(worker_folder(db, job_id), ignore_errors=True)

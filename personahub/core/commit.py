@@ -1,5 +1,6 @@
-"""The one batch commit every job writes through: a batch's rows with its model-call records and new
-cache answers in one transaction, the `JobRef` that tags calls, and the progress-hook signature."""
+"""The one batch commit every job writes through: a batch's rows, call records and new cache answers in
+one transaction, plus the tag that says which job a call belongs to.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from personahub.core.store import insert_rows, record_rows, transaction
 
 T = TypeVar("T")
 JobKind = str
-# one progress signature for every job: (phase, done, total or None when unknown)
+# phase, done, total (None when unknown)
 ProgressHook = Callable[[str, int, "int | None"], None]
-# tables whose batch rows may repeat after a retried batch (their keys are stable ids)
+# tables whose rows may repeat after a retried batch (their keys are stable ids)
 IDEMPOTENT_TABLES = frozenset({"synth_items", "rejected", "text_done", "llm_cache", "judgments"})
 _TOKEN_COLUMNS = ("tokens_in", "tokens_out", "cached_prompt_tokens")
 
 
 @dataclass(frozen=True)
 class JobRef:
-    """Which job a call belongs to; `run_id` only when the call is part of a scenario run."""
+    """Which job a call belongs to; the run id only for calls that are part of a scenario run."""
 
     kind: JobKind
     job_id: str
@@ -33,14 +34,14 @@ class JobRef:
 
 
 def model_names(client: ServesModels) -> dict[int, str]:
-    """The served model's name per endpoint index."""
     return {i: e.model_name or e.label for i, e in enumerate(client.endpoints)}
 
 
 def call_rows(client: ServesModels, records: Iterable[CallRecord],
               job: JobRef | None) -> list[dict[str, Any]]:
-    """`llm_calls` rows for `records`, tagged with the job and the model name. Every token figure goes
-    through `token_count` here: an impossible one is stored as NULL, never refused."""
+    """Call-log rows for records, tagged with the job and model. An impossible token figure is stored as
+    NULL, never refused.
+    """
     records = list(records)
     names = model_names(client) if records else {}
     rows = record_rows(records, run_id=job.run_id if job else None,
@@ -49,19 +50,18 @@ def call_rows(client: ServesModels, records: Iterable[CallRecord],
         for name in _TOKEN_COLUMNS:
             row[name] = token_count(row.get(name))
         endpoint = row.get("endpoint")
-        label = row.pop("model")  # the record's engine label: the table's llm column
+        label = row.pop("model")  # the record's engine label
         row["llm"] = label
         row["model_name"] = names.get(endpoint, label) if endpoint is not None else label
     return rows
 
 
 def records_of(results: Iterable[CarriesCalls]) -> list[CallRecord]:
-    """The call records the batch's results carry, in order."""
     return [record for result in results for record in result.records]
 
 
 def cache_rows_of(results: Iterable[CarriesCalls]) -> list[dict[str, Any]]:
-    """`llm_cache` rows of the answers the batch's results recorded."""
+    """Cache rows of the answers the batch's results recorded."""
     return record_rows(entry for result in results for entry in result.cache_entries)
 
 
@@ -69,10 +69,10 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
                  rows: Mapping[str, Sequence[Mapping[str, Any]]], results: Sequence[CarriesCalls],
                  *, then: Callable[[], T] | None = None,
                  replacing: Sequence[str] = ()) -> T | None:
-    """Write a batch's rows, its results' call records and new cache answers in one transaction; `then`
-    runs last inside it and its value is returned. `replacing`: call ids already stored from a spill,
-    whose rows the batch's replace. Records come from the results, never the client, so two jobs
-    sharing a client write only their own calls."""
+    """Write a batch's rows, call records and new cache answers in one transaction; a final callback runs
+    inside it and its value is returned. Records come from the results, never the client, so two jobs
+    sharing a client write only their own calls.
+    """
     with transaction(con):
         for table, table_rows in rows.items():
             insert_rows(con, table, table_rows, ignore_conflicts=table in IDEMPOTENT_TABLES)
@@ -87,35 +87,34 @@ def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: Ser
 
 def write_calls(con: duckdb.DuckDBPyConnection, client: ServesModels,
                 results: Iterable[CarriesCalls], job: JobRef | None) -> None:
-    """Write the call records and new cache answers `results` carry, in the caller's transaction."""
+    """Write the call records and cache answers the results carry, in the caller's transaction."""
     insert_rows(con, "llm_calls", call_rows(client, records_of(results), job))
     insert_rows(con, "llm_cache", cache_rows_of(results), ignore_conflicts=True)
 
 
 def not_kept_call_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> frozenset[str]:
-    """Call ids of the job's rows that are not kept answers: the only ones a spill can have written
-    before their batch committed."""
+    """Call ids of the job's rows that are not kept answers: the only ones a spill can have written early."""
     return frozenset(row[0] for row in con.execute(
         "SELECT call_id FROM llm_calls WHERE job_id = ? AND status <> 'ok'", [job_id]).fetchall())
 
 
-#: llm_calls.status of an answer the job never committed: billed and counted, but not kept
+#: the status of an answer the job never committed: billed and counted, not kept
 DISCARDED = "discarded"
 
 
 def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
                    spilled: Sequence[SpilledCall]) -> list[str]:
-    """Write the spilled attempts no batch committed, tagged as the spill's job; returns their call ids.
-    A successful one is written `discarded` (a resume asks it again); an attempt with only a `sent`
-    line is written `sent`, its tokens unknown."""
+    """Write the spilled attempts no batch committed; returns their call ids. A successful one is written
+    discarded (a resume asks it again); one only sent is written sent, its tokens unknown.
+    """
     if not spilled:
         return []
     ids = list({s.record.call_id for s in spilled})
-    # a semi-join, not list_contains per row: a Ray job's worker spills can be as long as llm_calls
+    # a semi-join: a Ray job's worker spills can be as long as the call log
     known = {row[0] for row in con.execute(
         "SELECT call_id FROM llm_calls WHERE call_id IN (SELECT unnest(?::VARCHAR[]))",
         [ids]).fetchall()}
-    chosen: dict[str, SpilledCall] = {}  # each attempt's line: the first final one, else sent
+    chosen: dict[str, SpilledCall] = {}  # the first final line of each attempt, else sent
     for item in spilled:
         call_id = item.record.call_id
         if call_id in known:

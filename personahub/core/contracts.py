@@ -1,8 +1,6 @@
 """The contracts of the model seam: what a call asks, what it returns, and what answers it.
 
 Kept to a few imports so callers and test doubles can type against the seam without loading it.
-Every layer (an endpoint, or a wrapper: failover, limits, retry, cache, validation, accounting)
-is a `ModelEndpoint`: a `CallRequest` in, a `StructuredResult` with its records out.
 """
 
 from __future__ import annotations
@@ -17,20 +15,19 @@ from pydantic import BaseModel
 
 T = TypeVar("T", bound=BaseModel)
 T_co = TypeVar("T_co", bound=BaseModel, covariant=True)
-#: the record/replay cache's modes (--cache)
+#: the record/replay cache's modes
 CACHE_MODES: tuple[str, ...] = ("off", "record", "replay")
 
 
-#: the most tokens one attempt can report: a larger, negative or fractional figure (a broken
-#: server) is stored as unknown (NULL)
+#: the most tokens one attempt can report; a larger, negative or fractional figure is stored as
+#: unknown
 MAX_CALL_TOKENS = 10**9
-#: llm_calls.status of an attempt that went out and whose outcome never came back (a kill)
+#: the status of an attempt whose outcome never came back (a kill)
 SENT = "sent"
 
 
 def token_count(value: object) -> int | None:
-    """A server's token figure as a count, or None when it cannot be one. What a server reports is
-    data, never a reason for a job to stop."""
+    """A server's token figure as a count, or None: a server's report never stops a job."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -47,15 +44,15 @@ def new_call_id() -> str:
 
 @dataclass
 class CallRecord:
-    """One attempt at one model call, as written to `llm_calls`."""
+    """One attempt at one model call, as written to llm_calls."""
 
     purpose: str
     model: str
     attempt: int
-    # ok | error (endpoint) | invalid (cut off, not JSON, or rejected) | sent (no outcome recorded)
+    # ok, error (endpoint), invalid (cut off, not JSON, rejected), sent (no outcome)
     status: str
     latency_ms: float
-    # as the server reports them; None: unknown or still out
+    # None: unknown or still out
     tokens_in: int | None = 0
     tokens_out: int | None = 0
     error: str | None = None
@@ -67,10 +64,10 @@ class CallRecord:
     max_tokens: int | None = None
     finish_reason: str | None = None
     repaired: bool = False
-    queue_ms: float = 0.0  # waiting for a concurrency slot or rate token (not in latency_ms)
-    # prompt tokens the server's prefix cache reused (None: not reported)
+    queue_ms: float = 0.0  # waiting for a slot or rate token
+    # None: not reported
     cached_prompt_tokens: int | None = None
-    # sent in a provider batch: its batch id (or file:NAME) and custom_id; None online
+    # provider batch id and custom id; None online
     batch_id: str | None = None
     custom_id: str | None = None
     call_id: str = field(default_factory=new_call_id)
@@ -79,7 +76,7 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class CacheEntry:
-    """One recorded answer, as written to `llm_cache`."""
+    """One recorded answer, as written to llm_cache."""
 
     key: str
     model: str
@@ -94,7 +91,7 @@ class CacheEntry:
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed attempt, described for `llm_calls.error` and for what happens next."""
+    """A failed attempt, for the log and for what happens next."""
 
     description: str
     retryable: bool
@@ -103,26 +100,23 @@ class Failure:
     retry_after_s: float | None = None
     unreachable: bool = False
     other_endpoint_up: bool = False
-    # cut short for taking far longer than the endpoint's recent answers: asked again at once
+    # a straggler: asked again at once
     straggler: bool = False
 
     @property
     def reason_key(self) -> str:
-        """What makes two failures 'the same reason' (status and the message's start)."""
+        """What makes two failures the same reason (status and the message's start)."""
         return f"{self.status}:{self.body[:80]}"
 
 
 @dataclass(frozen=True)
 class CallRequest:
-    """One structured call as it travels down the stack.
-
-    `attempt` numbers the next attempt; `after` is the endpoint that just failed, so a retry moves on.
-    `sample` is 1 for the fresh sample a weak answer earns: it is in the cache key and reaches the
-    endpoint, so the second attempt is not the same request. `check` rejects a valid but poor answer.
+    """One structured call as it travels down the stack. A weak answer earns a fresh sample, part of the
+    cache key, so the second attempt is a different request.
     """
 
     schema: type[BaseModel]
-    messages: Sequence[Any]  # langchain_core BaseMessage
+    messages: Sequence[Any]
     purpose: str
     max_tokens: int
     persona_id: str | None = None
@@ -134,7 +128,6 @@ class CallRequest:
     stragglers: int = 0
 
     def record(self, **fields: Any) -> CallRecord:
-        """A fresh record of one attempt at this request."""
         values: dict[str, Any] = {"purpose": self.purpose, "attempt": self.attempt,
                                   "persona_id": self.persona_id, "step": self.step,
                                   "max_tokens": self.max_tokens, "status": "", "latency_ms": 0.0}
@@ -144,10 +137,7 @@ class CallRequest:
 
 @dataclass
 class StructuredResult(Generic[T]):
-    """A validated answer (or None), the attempts it took, and the cache entries they made.
-
-    Below the validating layer `value` stays None and `raw` is the answer text.
-    """
+    """A validated answer (or None), the attempts it took, and the cache entries they made."""
 
     value: T | None
     records: list[CallRecord]
@@ -157,18 +147,16 @@ class StructuredResult(Generic[T]):
 
     @property
     def last(self) -> CallRecord:
-        """The last attempt's record."""
         return self.records[-1]
 
     @property
     def truncated(self) -> bool:
-        """True when the server cut the answer off at `max_tokens`."""
         return bool(self.records) and self.records[-1].finish_reason == "length"
 
 
 @dataclass
 class CallStats:
-    """Running totals of the attempts a client made (what progress displays show)."""
+    """Running totals of a client's attempts, for progress displays."""
 
     attempts: int = 0
     ok: int = 0
@@ -178,7 +166,6 @@ class CallStats:
     started: float = field(default_factory=time.monotonic)
 
     def add(self, records: Sequence[CallRecord]) -> None:
-        """Count `records` (a finished call's attempts)."""
         for record in records:
             self.attempts += 1
             self.tokens_in += record.tokens_in or 0
@@ -190,13 +177,12 @@ class CallStats:
                 self.failed += 1
 
     def rate(self) -> float:
-        """Attempts per second since the client was made."""
         return self.attempts / max(1e-9, time.monotonic() - self.started)
 
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an endpoint can do, declared by the endpoint so no layer asks what class it is."""
+    """What an endpoint can do, declared so no layer asks what class it is."""
 
     native_schemas: bool = False
     in_process: bool = False
@@ -213,7 +199,7 @@ class ModelEndpoint(Protocol):
         ...
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """Make the call; transport failures come back in `failure`, never raised."""
+        """Make the call; transport failures come back in the result, never raised."""
         ...
 
 
@@ -222,19 +208,18 @@ class Endpoint(ModelEndpoint, Protocol):
 
     @property
     def model_name(self) -> str:
-        """The served model's name (what the cache keys on)."""
+        """The served model's name (the cache's key)."""
         ...
 
     base_url: str | None
     capabilities: Capabilities
 
     def current_mode(self) -> str:
-        """The structured-output mode it uses now."""
         ...
 
 
 class CarriesCalls(Protocol):
-    """Anything that carries the call records and cache entries of its calls: what a batch commit writes."""
+    """Anything carrying its calls' records and cache entries."""
 
     @property
     def records(self) -> Sequence[CallRecord]: ...
@@ -244,15 +229,16 @@ class CarriesCalls(Protocol):
 
 
 class ServesModels(Protocol):
-    """A client as the batch commit sees it: its endpoints name each record's model."""
+    """A client whose endpoints name each record's model."""
 
     @property
     def endpoints(self) -> Sequence[Endpoint]: ...
 
 
 class StructuredCaller(ServesModels, Protocol):
-    """The client the job loops and agents call. Records and cache entries come back with each result,
-    nowhere else; `purpose` only labels them."""
+    """The client job loops and agents call. Records and cache entries come back with each result, nowhere
+    else.
+    """
 
     @property
     def label(self) -> str: ...
@@ -262,24 +248,19 @@ class StructuredCaller(ServesModels, Protocol):
 
     @property
     def cache_model(self) -> str:
-        """The model name cache entries are keyed and stored under."""
         ...
 
     @property
     def stats(self) -> CallStats:
-        """Running totals of the attempts made (what progress displays show)."""
         ...
 
     def use_cache(self, cache: Any) -> None:
-        """Answer from and record into `cache` (None turns caching off)."""
         ...
 
     def structured_modes(self) -> dict[str, str]:
-        """The structured-output mode each endpoint uses now."""
         ...
 
     def concurrency_report(self) -> dict[str, Any]:
-        """The concurrency asked for and the limit it came to."""
         ...
 
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
@@ -289,7 +270,7 @@ class StructuredCaller(ServesModels, Protocol):
 
 
 def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:
-    """Put `earlier` attempts in front of those an exception carries, so every attempt is counted."""
+    """Put earlier attempts in front of those an exception carries, so every attempt is counted."""
     exc.seam_records = [*earlier, *getattr(exc, "seam_records", [])]  # type: ignore[attr-defined]
 
 

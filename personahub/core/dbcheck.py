@@ -1,8 +1,8 @@
 """Recognise a damaged or foreign database file before anything writes to it.
 
 DuckDB checks a block only when a query reads it, so a damaged file took inserts without a word.
-Here every block is checked with DuckDB's own checksum when the header verifies with it, else
-every table is read back; foreign files are refused by their columns.
+Every block is checked with DuckDB's own checksum when the header verifies with it, else every table
+is read back; foreign files are refused by their columns.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def check_header(path: Path) -> None:
 
 
 def checksum(words: np.ndarray) -> int:
-    """DuckDB's block checksum of the little-endian 64-bit words after the stored checksum."""
+    """DuckDB's block checksum of the 64-bit words after the stored checksum."""
     with np.errstate(over="ignore"):
         folded = np.bitwise_xor.reduce(words * _MULTIPLIER) if words.size else np.uint64(0)
     return int(folded) ^ _SEED
@@ -61,7 +61,7 @@ def _stored_and_computed(block: bytes | memoryview) -> tuple[int, int]:
 
 
 def format_is_known(path: Path) -> bool:
-    """True when the main header verifies with DuckDB's checksum as implemented here."""
+    """True when the main header verifies with the checksum as implemented here."""
     with open(path, "rb") as f:
         header = f.read(HEADER_SIZE)
     if len(header) < HEADER_SIZE:
@@ -71,10 +71,8 @@ def format_is_known(path: Path) -> bool:
 
 
 def block_count(path: Path) -> int | None:
-    """The number of blocks the active database header counts; None when neither header verifies.
-
-    Bytes past them belong to no checkpoint: a failed one (a full disk, a kill) leaves a tail that
-    may end inside a block while the file and its WAL are whole.
+    """The number of blocks the active header counts (None when neither verifies). Bytes past them are a
+    failed checkpoint's tail, which may end inside a block while the file and its WAL are whole.
     """
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE)
@@ -92,7 +90,7 @@ def block_count(path: Path) -> int | None:
 
 
 def _chunks(path: Path, block_size: int, blocks: int | None) -> Iterator[tuple[int, bytes]]:
-    """(first block number, bytes) of the first `blocks` blocks after the headers, 16 MiB at a time."""
+    """First block number and bytes of the counted blocks, 16 MiB at a time."""
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE * HEADERS)
         number = 0
@@ -110,9 +108,8 @@ def _chunks(path: Path, block_size: int, blocks: int | None) -> Iterator[tuple[i
 def check_blocks(path: Path, block_size: int) -> None:
     """Refuse a file any counted block of which fails its checksum, or that ends inside one.
 
-    A tail past the counted blocks is what a failed checkpoint wrote, and DuckDB reopens it whole. A
-    file shorter than its count is fine (DuckDB trims free blocks off the end); all-zero blocks are
-    holes DuckDB punched where it freed blocks. About a second per GiB with numpy.
+    A tail past the counted blocks is a failed checkpoint's, and DuckDB reopens it whole; a shorter file
+    is fine (DuckDB trims free blocks), and all-zero blocks are punched holes. About a second per GiB.
     """
     words_per_block = block_size // 8
     held = block_count(path)
@@ -135,8 +132,9 @@ def check_blocks(path: Path, block_size: int) -> None:
 
 
 def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Read every column of every table (DuckDB verifies each block it reads): the fallback when the
-    block layout is unknown. Index blocks are not read."""
+    """Read every column of every table (DuckDB verifies each block it reads) when the block layout is
+    unknown. Index blocks are not read.
+    """
     tables = [r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND NOT temporary").fetchall()]
@@ -151,7 +149,6 @@ def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an error's message."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 
@@ -164,7 +161,7 @@ _TABLE_COLUMNS = ("SELECT c.table_name, c.column_name FROM duckdb_columns() c "
 
 @functools.lru_cache(maxsize=1)
 def expected_tables() -> dict[str, frozenset[str]]:
-    """Per personahub table, its columns, read from `schema.sql` itself so the check never drifts."""
+    """Each personahub table's columns, read from schema.sql itself so the check never drifts."""
     sql = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     con = duckdb.connect(":memory:")
     try:

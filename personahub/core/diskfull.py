@@ -1,9 +1,8 @@
-"""A full disk stops a job as an interruption: one line, status `interrupted`, resumable.
+"""A full disk stops a job as an interruption: one line, resumable.
 
-It is not the job's fault: once space is back the job goes on from its last commit. DuckDB says
-"No space left on device" in an IO or transaction error, or invalidates the instance on a failed
-checkpoint; then the job is marked through a fresh connection, and if even that fails it stays
-`running`, which a resume takes too.
+It is not the job's fault: once space is back the job goes on from its last commit. DuckDB reports it
+in an IO or transaction error, or invalidates the instance on a failed checkpoint; the job is then
+marked through a fresh connection, or stays running, which a resume takes too.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ _FILE = re.compile(r'Could not (?:write|open|create|truncate|sync)[^"]*"([^"]+)"
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
-    """True when `exc`, or an error it was raised from or during, says the disk is full."""
+    """True when the error, or one it was raised from or during, says the disk is full."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -39,7 +38,7 @@ def is_disk_full(exc: BaseException | None) -> bool:
 
 
 def what_filled(exc: BaseException) -> str:
-    """The file that could not be written, when the error names it, for the one line."""
+    """The file that could not be written, when the error names it."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -54,7 +53,7 @@ def what_filled(exc: BaseException) -> str:
 
 
 class DiskFull(PersonahubError):
-    """A job (and the jobs it ran in) stopped by a full disk; `str()` is the line to print."""
+    """A job (and the jobs it ran in) stopped by a full disk; its text is the line to print."""
 
     def __init__(self, noun: str, job_id: str, reason: str, hint: str,
                  unmarked: list[str]) -> None:
@@ -69,7 +68,7 @@ class DiskFull(PersonahubError):
 
 
 def mark(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> bool:
-    """Mark `job_id` interrupted by a full disk; False when the database cannot be written now."""
+    """Mark a job interrupted by a full disk; False when the database cannot be written now."""
     try:
         jobs_store.finish_job(con, job_id, "interrupted", f"disk full: {reason}")
     except duckdb.Error:
@@ -78,8 +77,9 @@ def mark(con: duckdb.DuckDBPyConnection, job_id: str, reason: str) -> bool:
 
 
 def mark_unmarked(db: Path, stop: DiskFull) -> None:
-    """Mark the jobs of `stop` that their own connection could not, through a fresh one (call once that
-    connection is closed: DuckDB keeps one instance per file and process)."""
+    """Mark the jobs their own connection could not, through a fresh one. Call it once that connection is
+    closed: DuckDB keeps one instance per file and process.
+    """
     if not stop.unmarked:
         return
     try:

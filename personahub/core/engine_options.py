@@ -1,6 +1,7 @@
-"""The engine options, declared once: how a job asks its model, where its calls run and how they
-are sent. Config dataclasses take their defaults from here, the CLI builds its shared options
-from here, and the API fills the same names. Plain data: no typer, no model client."""
+"""The engine options, declared once: how a job asks its model, where its calls run and how they are sent.
+
+Configs, the CLI and the API all take them from here. Plain data: no typer, no model client.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ BATCH_PANEL = "Batch"
 
 @dataclass(frozen=True)
 class EngineOption:
-    """One engine option: config field, CLI flag, defaults, help text, panel and bounds. `cli_default`
-    is None where a command means "the job's"."""
+    """One engine option: config field, CLI flag, defaults, help text, panel and bounds. The CLI default is
+    None where a command means the job's.
+    """
 
     field: str
     flag: str
@@ -34,16 +36,15 @@ class EngineOption:
 
     @property
     def param(self) -> str:
-        """The command function's parameter name (`--batch-poll` -> `batch_poll`)."""
+        """The command function's parameter name."""
         return self.flag.lstrip("-").replace("-", "_")
 
     @property
     def command_default(self) -> Any:
-        """What a command's parameter defaults to."""
         return self.default if self.cli_default is ... else self.cli_default
 
 
-# in the order --help lists them within their panel
+# in --help order within their panel
 _OPTIONS = (
     EngineOption(
         "llm", "--llm", "offline", cli_default=None,
@@ -130,21 +131,20 @@ _OPTIONS = (
 ENGINE_OPTIONS: MappingProxyType[str, EngineOption] = MappingProxyType(
     {option.field: option for option in _OPTIONS})
 
-#: the same options by their command parameter name
+#: the same, by command parameter name
 BY_PARAM: MappingProxyType[str, EngineOption] = MappingProxyType(
     {option.param: option for option in _OPTIONS})
 
 #: the generation settings (part of what a job makes, not how it runs)
 SAMPLING = ("structured", "max_tokens", "temperature", "top_p")
-#: --batch and its options
+#: the batch options
 BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s")
 
 
 def default(field: str) -> Any:
-    """The config default of engine option `field`."""
     return ENGINE_OPTIONS[field].default
 
 
 def defaults(*fields: str) -> dict[str, Any]:
-    """The config defaults of engine options `fields`, by name."""
+    """The config defaults of some engine options, by name."""
     return {field: ENGINE_OPTIONS[field].default for field in fields}

@@ -1,4 +1,4 @@
-"""Errors that carry a one-line, user-facing message naming the file/line or setting at fault."""
+"""Errors that carry a one-line, user-facing message naming the file, line or setting at fault."""
 
 
 class PersonahubError(Exception):
@@ -6,8 +6,9 @@ class PersonahubError(Exception):
 
 
 class ResumableStop(PersonahubError):
-    """The endpoint or the failure policy stopped a job after its last commit: marked `failed`, and a
-    resume goes on from there."""
+    """The endpoint or the failure policy stopped a job after its last commit: marked failed, and a
+    resume goes on from there.
+    """
 
 
 class AwaitingResults(ResumableStop):

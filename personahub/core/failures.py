@@ -1,9 +1,8 @@
 """The job-level failure policy: when a step or batch of model calls stops the job.
 
-Endpoint failures (HTTP errors, timeouts) stop a job when more than half of a batch's actions
-failed at the endpoint. Quality failures (invalid JSON, cut off, rejected) already had a fresh
-sample, and stop it only when the failed share passes `--max-failed-share`. Classifying and
-retrying a call is the model layer's business; this module reads the errors calls left.
+Endpoint failures (HTTP errors, timeouts) stop a job when more than half of a batch failed at the
+endpoint. Quality failures (invalid, cut off, rejected) already had a fresh sample, and stop it only
+past the allowed failed share. Retrying a call is the model layer's business.
 """
 
 from __future__ import annotations
@@ -19,13 +18,14 @@ ENDPOINT_FAIL_SHARE = 0.5
 ENDPOINT_FAIL_MIN = 3
 DEFAULT_MAX_FAILED_SHARE = 0.8
 QUALITY_FAIL_MIN_ACTIONS = 5
-# how an endpoint failure reads in llm_calls.error, after a job's "what: " prefix
+# how an endpoint failure reads in the log, after a job's prefix
 _ENDPOINT_ERROR = re.compile(r"(?:^|: )(?:HTTP \d{3}\b|timeout\b|connection error\b)")
 
 
 class ModelRejected(ResumableStop):
     """The endpoint rejects every request for one reason, or a batch failed the policy: the job stops,
-    resumable."""
+    resumable.
+    """
 
 
 def endpoint_error(error: str | None) -> bool:
@@ -34,14 +34,14 @@ def endpoint_error(error: str | None) -> bool:
 
 
 def check_max_failed_share(value: float) -> float:
-    """`--max-failed-share` (a share in (0, 1]) or a usage error naming the flag."""
+    """The allowed failed share (in (0, 1]) or a usage error naming the flag."""
     if not 0 < value <= 1:
         raise UsageError(f"--max-failed-share must be > 0 and <= 1, got {value}")
     return float(value)
 
 
 def most_common_error(records: Sequence[Any]) -> str | None:
-    """The most frequent `error` among failed attempts (None when none failed)."""
+    """The most frequent error among failed attempts (None when none failed)."""
     errors = Counter(r.error for r in records if r.status != "ok" and r.error)
     return errors.most_common(1)[0][0] if errors else None
 
@@ -65,7 +65,7 @@ def _fix(error: str, records: Sequence[Any]) -> str:
 
 def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[Any],
                   max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
-    """A one-line reason to stop after a batch of `actions` whose failures were `errors`, else None."""
+    """A one-line reason to stop after a batch with these errors, else None."""
     failed = len(errors)
     endpoint = sum(endpoint_error(e) for e in errors)
     if endpoint >= ENDPOINT_FAIL_MIN and endpoint > actions * ENDPOINT_FAIL_SHARE:

@@ -1,9 +1,9 @@
-"""Which requests a loopback server (`personahub serve`, the live view) answers at all.
+"""Which requests a loopback server (serve, the live view) answers at all.
 
-Binding 127.0.0.1 keeps other machines out but not web pages: a page can POST to it, and DNS
+Binding loopback keeps other machines out but not web pages: a page can POST to it, and DNS
 rebinding can read the answers. So a request is answered only when its Host is a loopback name or
-the bound address (and port), and its Origin, if any, is the server's own. Starlette's
-TrustedHostMiddleware misreads `[::1]:8765` and ignores ports.
+the bound address, and its Origin, if any, is the server's own. Starlette's host middleware
+misreads IPv6 hosts and ignores ports.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 def split_host(value: str) -> tuple[str, int | None] | None:
-    """(host, port or None) of a Host header value; None when it is not one."""
+    """Host and port (or None) of a Host header value; None when it is not one."""
     value = value.strip()
     if value.startswith("["):
         end = value.find("]")

@@ -1,9 +1,8 @@
-"""Ctrl-C and SIGTERM end a command the same way: the job is marked `interrupted`, one line.
+"""Ctrl-C and SIGTERM end a command the same way: the job is marked interrupted, one line.
 
-SIGTERM would kill the process on the spot and leave a job `running` forever, so it is raised as
-`Terminated`, a KeyboardInterrupt. A signal landing while DuckDB runs a query comes out as
-DuckDB's "Query interrupted" RuntimeError; `interrupts_from_queries` turns it back into the
-interrupt, so the job is resumable rather than failed.
+SIGTERM would kill the process on the spot and leave a job running for ever, so it is raised as a
+KeyboardInterrupt. A signal landing during a DuckDB query comes out as DuckDB's "Query interrupted"
+error, which is turned back into the interrupt, so the job is resumable rather than failed.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ _raised: list[KeyboardInterrupt] = []  # interrupts the handlers raised, newest 
 
 
 class Stopped(KeyboardInterrupt):
-    """An interrupt after which the job was marked `interrupted`; `str()` is the line."""
+    """An interrupt after which the job was marked interrupted; its text is the line."""
 
     def __init__(self, message: str, cause: KeyboardInterrupt) -> None:
         super().__init__(message)
@@ -33,13 +32,13 @@ class Stopped(KeyboardInterrupt):
 
 
 def signal_name(exc: BaseException) -> str:
-    """How the interrupt came: `SIGTERM` or `Ctrl-C`."""
+    """How the interrupt came: SIGTERM or Ctrl-C."""
     terminated = isinstance(exc, Terminated) or getattr(exc, "terminated", False)
     return "SIGTERM" if terminated else "Ctrl-C"
 
 
 def exit_code(exc: BaseException) -> int:
-    """128 + the signal number: 143 for SIGTERM, 130 for Ctrl-C."""
+    """128 plus the signal number."""
     return 143 if signal_name(exc) == "SIGTERM" else 130
 
 
@@ -54,8 +53,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt `exc` stands for: itself, or the signal hidden in DuckDB's "Query interrupted" or
-    "... Arrow data failed: Terminated"."""
+    """The interrupt an error stands for: itself, or the signal hidden in DuckDB's interrupted-query or
+    Arrow errors.
+    """
     if isinstance(exc, KeyboardInterrupt):
         return exc
     if _raised and isinstance(exc, RuntimeError | duckdb.Error):
@@ -67,7 +67,7 @@ def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
 
 @contextmanager
 def interrupts_from_queries() -> Iterator[None]:
-    """Within the block, DuckDB's "Query interrupted" is re-raised as the signal's interrupt."""
+    """Within the block, DuckDB's interrupted query is re-raised as the signal's interrupt."""
     try:
         yield
     except (RuntimeError, duckdb.Error) as exc:
@@ -79,7 +79,7 @@ def interrupts_from_queries() -> Iterator[None]:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block SIGTERM raises `Terminated` (main thread only; restored after)."""
+    """Within the block SIGTERM raises an interrupt (main thread only; restored after)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,7 +1,6 @@
-"""The `jobs` table: one row per job of every kind, and every SQL statement on it.
+"""The jobs table: one row per job of every kind, and every SQL statement on it.
 
-A job's lifecycle (kind, status, redacted config, seed, error, times, parent) lives here; what a
-kind keeps besides stays in its own detail table keyed by the job id. Functions run single
+A kind keeps what it needs besides in its own table keyed by the job id. Functions run single
 statements; a caller writing a job's row with its detail rows wraps both in one transaction.
 """
 
@@ -29,13 +28,13 @@ _COLUMNS = ("job_id, kind, status, config, seed, error, started_at, updated_at, 
 
 
 def now() -> dt.datetime:
-    """UTC now, without tzinfo (as every timestamp column holds it)."""
+    """UTC now without tzinfo, as the timestamp columns hold it."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
 class JobRow:
-    """One row of `jobs`; `config` is the stored JSON, parsed."""
+    """One jobs row, its config parsed."""
 
     job_id: str
     kind: str
@@ -73,7 +72,7 @@ def mark_running(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
 
 def finish_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
                error: str | None = None) -> None:
-    """End a job with `status` and, when it stopped, why (cut to 1,000 characters)."""
+    """End a job with a status and, when it stopped, why (cut to 1,000 characters)."""
     if status not in STATUSES:
         raise ValueError(f"unknown job status {status!r}")
     stamp = now()
@@ -83,24 +82,22 @@ def finish_job(con: duckdb.DuckDBPyConnection, job_id: str, status: str,
 
 
 def touch_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
-    """Note progress: `updated_at` is now."""
     con.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", [now(), job_id])
 
 
 def merge_job_config(con: duckdb.DuckDBPyConnection, job_id: str, items: Mapping[str, Any]) -> None:
-    """Add what a job learned while running (a run's structured-output modes) to its config."""
+    """Add what a job learned while running to its config."""
     con.execute("UPDATE jobs SET config = json_merge_patch(coalesce(config, '{}'), ?) "
                 "WHERE job_id = ?", [json.dumps(dict(items), default=str), job_id])
 
 
 def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[str, Any]) -> None:
-    """Replace a job's stored configuration."""
     con.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
                 [json.dumps(dict(config), ensure_ascii=False, default=str), job_id])
 
 
 def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
-    """The job `job_id` (any kind, any status), or None."""
+    """A job of any kind and status, or None."""
     rows = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchall()
     return _row(rows[0]) if rows else None
 
@@ -108,7 +105,7 @@ def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
 def list_jobs(con: duckdb.DuckDBPyConnection, *, kind: str | None = None,
               status: str | Sequence[str] | None = None,
               parent_id: str | None = None) -> list[JobRow]:
-    """Jobs, newest first, of `kind` / with `status` / under `parent_id`."""
+    """Jobs, newest first, filtered by kind, status or parent."""
     where, params = [], []
     if kind is not None:
         where.append("kind = ?")
@@ -128,19 +125,18 @@ def list_jobs(con: duckdb.DuckDBPyConnection, *, kind: str | None = None,
 
 
 def job_kinds(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The kinds of the jobs the database holds."""
     return [str(r[0]) for r in con.execute("SELECT DISTINCT kind FROM jobs ORDER BY 1").fetchall()]
 
 
 def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
-    """The id of the newest job of `kind`."""
+    """The newest job of a kind."""
     rows = con.execute("SELECT job_id FROM jobs WHERE kind = ? ORDER BY started_at DESC NULLS LAST, "
                        "job_id DESC LIMIT 1", [kind]).fetchall()
     return str(rows[0][0]) if rows else None
 
 
 def supersede_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> None:
-    """Mark unfinished jobs `superseded` (started anew): never resumed again."""
+    """Mark unfinished jobs superseded (started anew): never resumed again."""
     if not job_ids:
         return
     stamp = now()

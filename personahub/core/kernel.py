@@ -1,9 +1,7 @@
-"""The job kernel: every job kind is a `JobSpec`, and `run_job` runs any of them.
+"""The job kernel: every job kind is a spec, and one runner runs any of them.
 
-A spec says what a job checks, plans, asks the model and commits; the kernel does the rest once
-for every kind: opening or resuming the job, building the model client, committing each batch in
-order in one transaction, the failure policy, Ctrl-C and stalls (resumable stops), progress, and
-child jobs. Nothing here imports more of the project than `personahub.core`.
+A spec says what a job checks, plans, asks and commits; the kernel does the rest (resume, client,
+ordered commits, failure policy, interrupts, progress, child jobs) once for all kinds.
 """
 
 from __future__ import annotations
@@ -38,10 +36,10 @@ from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_
 from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import connect, insert_rows, transaction
 
-C = TypeVar("C")  # a job kind's config (a frozen dataclass)
-B = TypeVar("B")  # one batch of work
-R = TypeVar("R")  # what asking the model for a batch returned
-S = TypeVar("S")  # what the job reports at its end
+C = TypeVar("C")
+B = TypeVar("B")
+R = TypeVar("R")
+S = TypeVar("S")
 T = TypeVar("T")
 B_contra = TypeVar("B_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
@@ -50,8 +48,9 @@ S_co = TypeVar("S_co", covariant=True)
 
 def engine(default: Any = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
-    """A config field that says how the job runs, not what it makes: on resume the caller's value wins.
-    `identity`: it still tells two jobs apart; `secret`: stored redacted, so a resume needs it again."""
+    """A config field on how the job runs, not what it makes: a resume takes the caller's value. An
+    identity one still tells jobs apart; a secret one is stored redacted.
+    """
     meta = {"engine": True, "identity": identity, "secret": secret}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=meta)
@@ -63,64 +62,52 @@ def _fields(config_type: type) -> tuple[dataclasses.Field[Any], ...]:
 
 
 def engine_fields(config_type: type) -> frozenset[str]:
-    """The fields a resume takes from the caller."""
     return frozenset(f.name for f in _fields(config_type) if f.metadata.get("engine"))
 
 
 def identity_fields(config_type: type) -> tuple[str, ...]:
-    """The fields that say what a job makes: two unfinished jobs alike in these are twins."""
+    """The fields that say what a job makes."""
     return tuple(f.name for f in _fields(config_type)
                  if not f.metadata.get("engine") or f.metadata.get("identity"))
 
 
 def check_cache_mode(mode: str) -> None:
-    """Refuse an unknown cache mode before anything is opened."""
     if mode not in CACHE_MODES:
         raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
 
 
-# --- what a spec gives and gets --------------------------------------------------------------
-
 class Asker(Protocol[B_contra, R_co]):
-    """Asks the model for one batch. Picklable and free of the database, so a Ray worker can rebuild it;
-    an optional `async committed()` runs after each batch's commit."""
+    """Asks the model for one batch; picklable and database-free, so a Ray worker can rebuild it."""
 
     async def run_batch(self, batch: B_contra, caller: StructuredCaller) -> R_co: ...
 
 
-I_contra = TypeVar("I_contra", contravariant=True)  # one item of an independent batch
-A = TypeVar("A")  # the answer to one item
+I_contra = TypeVar("I_contra", contravariant=True)
+A = TypeVar("A")
 
 
 class ShardCodec(Protocol[I_contra, A]):
-    """What an independent-batches asker adds so its batches can be shipped to workers as plain data.
-    `key` is an item's stable key across resumes: an answer a dead driver left in a shard is committed,
-    not asked again."""
+    """How an asker of independent batches ships them to workers as plain data, keyed stably across
+    resumes.
+    """
 
     def key(self, item: I_contra) -> str:
-        """The item's stable key."""
         ...
 
     def dump(self, answer: A) -> str:
-        """The answer without its calls, as JSON text."""
         ...
 
     def calls(self, answer: A) -> Sequence[StructuredResult[Any]]:
-        """The calls the answer took (their records and cache entries travel with it)."""
+        """The calls the answer took, whose records and cache entries travel with it."""
         ...
 
     def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
-        """The answer to `item`, back from `dump`'s text and its calls."""
         ...
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What one batch (or a job's start) writes and how it went.
-
-    `rows` (by table), the calls' records and cache entries, and `then` are written in one
-    transaction; `asked`/`kept`/`errors` feed the failure policy and the end status.
-    """
+    """What one batch (or a job's start) writes in one transaction, and its counts."""
 
     rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     calls: Sequence[CarriesCalls] = ()
@@ -136,79 +123,68 @@ class Models(Protocol):
     """The model seam as the kernel sees it."""
 
     def build(self, settings: Any) -> StructuredCaller:
-        """A client from a spec's model settings."""
         ...
 
     def check_reachable(self, client: StructuredCaller) -> None:
-        """Fail fast when no endpoint answers; warn about the ones that do not."""
+        """Fail fast when no endpoint answers."""
         ...
 
     def attach_cache(self, con: duckdb.DuckDBPyConnection, client: StructuredCaller,
                      mode: str) -> None:
-        """Answer from and record into the database's cache."""
         ...
 
     def redact(self, spec: str) -> str:
-        """A model spec without its credentials (what a job stores)."""
         ...
 
 
 class Executor(Protocol):
-    """Where a job's batches are asked (local or Ray); rows are still committed by the kernel, in order."""
+    """Where a job's batches are asked (local or Ray); the kernel still commits in order."""
 
     name: str
 
     def check(self, spec: JobSpec[Any, Any, Any, Any], ctx: JobContext[Any]) -> None:
-        """Refuse, before anything is recorded, a job this executor cannot run."""
+        """Refuse early a job this executor cannot run."""
         ...
 
     def session(self, ctx: JobContext[Any]) -> AbstractContextManager[None]:
-        """What the executor holds for the whole job (a Ray connection)."""
         ...
 
     def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
-        """Each planned batch with its answers, in plan order. The next batch is planned only after the last
-        commit, unless the spec's batches are independent."""
+        """Each planned batch with its answers, in plan order."""
         ...
 
     def finish(self, ctx: JobContext[Any]) -> None:
-        """The job ended well: every answer is committed."""
         ...
 
 
 class JobSpec(Protocol[C, B, R, S_co]):
-    """A job kind. `SpecBase` gives the optional parts defaults."""
+    """A job kind; SpecBase gives the optional parts defaults."""
 
     @property
     def kind(self) -> str:
-        """The key in the registry and `jobs.kind`."""
         ...
 
     @property
     def config_type(self) -> type[C]:
-        """The frozen, kw_only config dataclass."""
         ...
 
     @property
     def independent_batches(self) -> bool:
-        """True: every batch is planned ahead, so an executor may ship them all at once; False: each batch
-        is planned after the last commit."""
+        """True: every batch is planned ahead, so an executor may ship them at once."""
         ...
 
     @property
     def refuses_twins(self) -> bool:
-        """True: a new job is refused while an unfinished twin (same identity) exists, unless `fresh`."""
+        """True: a new job is refused while an unfinished twin exists."""
         ...
 
     @property
     def noun(self) -> str:
-        """How messages name a job of this kind."""
         ...
 
     @property
     def unit(self) -> str:
-        """What it asks for, plural."""
         ...
 
     def model_settings(self, config: C) -> Any | None: ...
@@ -233,7 +209,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
 
 
 class SpecBase(Generic[C, B, R, S]):
-    """Defaults for the optional parts of a `JobSpec`."""
+    """Defaults for the optional parts of a job spec."""
 
     kind: ClassVar[str]
     config_type: type[C]
@@ -242,76 +218,68 @@ class SpecBase(Generic[C, B, R, S]):
     noun: ClassVar[str] = "job"
     unit: ClassVar[str] = "items"
     id_prefix: ClassVar[str] = ""
-    # progress hears each answered call; False for a kind whose progress counts something else
+    # False for a kind whose progress counts something else
     progress_per_answer: ClassVar[bool] = True
-    # False for a kind whose calls are not part of the run it belongs to (a judge of a run)
+    # False for a kind whose calls are not part of its run (a judge)
     calls_in_run: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> Any | None:
-        """What `Models.build` makes the client from (None: the job calls no model)."""
+        """The model settings (None: the job calls no model)."""
         return None
 
     def prepare(self, ctx: JobContext[C]) -> None:
         """Check inputs before anything is recorded."""
 
     def start(self, ctx: JobContext[C]) -> BatchOutcome:
-        """The job's own rows, written with its `jobs` row."""
+        """The job's own rows, written with its jobs row."""
         return BatchOutcome()
 
     def new_id(self) -> str:
-        """`<prefix>-` + UTC time + a random suffix: sortable and unique."""
+        """Sortable and unique: a prefix, the UTC time and a random suffix."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-")
         return f"{self.id_prefix or self.kind}-{stamp}{uuid.uuid4().hex[:6]}"
 
     def job_id_for(self, config: C) -> str:
-        """A new job's id; a kind whose id follows from its settings (a judge) overrides it."""
+        """A new job's id (a judge's follows from its settings)."""
         return self.new_id()
 
     def belongs_to(self, config: C) -> str | None:
-        """The run or job this kind works on (its `jobs.parent_id`), or None."""
+        """The run or job this kind works on, or None."""
         return None
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A stored config as a resume reads it."""
         return stored
 
     def resume_hint(self, job_id: str, db: Path) -> str:
-        """The command that resumes the job."""
         return f"personahub resume {job_id} --db {db}"
 
     def stop_note(self, ctx: JobContext[C]) -> str:
-        """What an interrupted job had done, for its stop line."""
         return ""
 
     def report(self, summary: Any, db: Path) -> list[str]:
-        """What a job did, as console lines."""
         return [f"{self.noun}: {summary}"]
 
     def label(self, config: Mapping[str, Any]) -> str:
-        """A few words on what a job makes, from its stored config."""
         return ""
 
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
-        """The status of a job that ran to its end and kept something: `partial` when it kept less than it
-        asked, else `finished`."""
+        """The status of a job that ran to its end and kept something."""
         return "finished" if kept >= asked else "partial"
 
     def nothing_kept(self, ctx: JobContext[C], asked: int) -> str:
-        """How the line of a job that kept nothing says so."""
         return f"kept none of its {asked} {self.unit}"
 
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str:
-        """An unexpected error as the job's stop line says it."""
         return f"failed: {type(exc).__name__}: {exc}"
 
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
-        """A context held while the batches run, put back however the job ends."""
+        """A context held while the batches run."""
         return nullcontext()
 
 
 @dataclass(frozen=True)
 class JobResult(Generic[S]):
-    """How `run_job` ended; `ran` is False for a finished job asked to resume."""
+    """How a job ended."""
 
     job_id: str
     status: str
@@ -339,8 +307,7 @@ class _Env:
 
 @dataclass(eq=False)
 class JobContext(Generic[C]):
-    """One job as its spec sees it: its own `state`, the `stored` config, and `done_before`/`total` for
-    progress and the end status."""
+    """One job as its spec sees it."""
 
     spec: JobSpec[C, Any, Any, Any]
     config: C
@@ -354,7 +321,6 @@ class JobContext(Generic[C]):
     total: int | None = None
     status: str = "running"
     spill: call_spill.CallSpill | None = None
-    # call ids an earlier run may have committed from its spills: a later commit of one replaces its row
     spilled_ids: frozenset[str] = frozenset()
     asked: int = 0
     executor: Executor = field(init=False)
@@ -374,13 +340,12 @@ class JobContext(Generic[C]):
 
     @property
     def parent_id(self) -> str | None:
-        """The job this one runs under (a child's parent), or the one it works on."""
+        """The job this one runs under, or the one it works on."""
         return self.env.parent or self.spec.belongs_to(self.config)
 
     @property
     def ref(self) -> JobRef:
-        """How the job's model calls are tagged. `run_id` is set only for calls that are part of a scenario
-        run (its own, its expansion's, its interviews'); a judge's calls are its own job's."""
+        """How the job's model calls are tagged."""
         kind = self.spec.kind
         in_run = getattr(self.spec, "calls_in_run", True)
         run_id = self.job_id if kind == "run" else self.parent_id if in_run else None
@@ -388,22 +353,19 @@ class JobContext(Generic[C]):
 
     @property
     def caller(self) -> StructuredCaller:
-        """The job's model client (after `prepare`)."""
         if self.client is None:
             raise PersonahubError(f"{self.spec.kind}: this job calls no model")
         return self.client
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on the job's loop."""
         return self.env.loop.run(coro)
 
     def report(self, phase: str, done: int, total: int | None) -> None:
-        """Progress, through the caller's hook."""
         if self.env.progress is not None:
             self.env.progress(phase, done, total)
 
     def counting(self, caller: StructuredCaller, batch: Any) -> StructuredCaller:
-        """`caller`, reporting progress as each call is answered, so a bar moves before the batch lands."""
+        """The client, reporting progress per answered call."""
         if (self.env.progress is None or not getattr(self.spec, "progress_per_answer", True)
                 or not isinstance(batch, Sequence)):
             return caller
@@ -411,7 +373,7 @@ class JobContext(Generic[C]):
 
     def run_child(self, spec: JobSpec[Any, Any, Any, S], config: Any, *,
                   resume: str | None = None) -> JobResult[S]:
-        """Run `spec` under this job: same connection, loop, client and executor."""
+        """Run a child job on this job's connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
                                     choice=self.executor, on_ready=None, on_start=None)
         return _run(spec, config, child, resume=resume, fresh=False)
@@ -440,7 +402,7 @@ _REGISTRY: dict[str, JobSpec[Any, Any, Any, Any]] = {}
 
 
 def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
-    """Make a kind known to `personahub jobs` and `personahub resume`; returns `spec`."""
+    """Make a kind known to the jobs and resume commands."""
     known = _REGISTRY.get(spec.kind)
     if known is not None and type(known) is not type(spec):
         raise PersonahubError(f"job kind {spec.kind!r} is registered already ({type(known).__name__})")
@@ -449,12 +411,10 @@ def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
 
 
 def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
-    """The registered spec of `kind`, or None."""
     return _REGISTRY.get(kind)
 
 
 def registered() -> dict[str, JobSpec[Any, Any, Any, Any]]:
-    """Every registered kind."""
     return dict(_REGISTRY)
 
 
@@ -465,12 +425,7 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
             on_ready: Callable[[StructuredCaller | None], None] | None = None,
             on_start: Callable[[str, bool], None] | None = None,
             con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
-    """Run (or, with `resume`, go on with) one job of `spec` in `db`.
-
-    On resume `config` holds the caller's engine settings (a whole config or a mapping). `executor`
-    is an executor or a function picking one from the config. `on_ready` runs before anything is
-    recorded, `on_start` before the first batch. `con`: an open connection to run on.
-    """
+    """Run (or resume) one job of a spec in a database."""
     if con is not None:
         with job_loop() as loop:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
@@ -482,7 +437,7 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
         try:
             env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
             return _run(spec, config, env, resume=resume, fresh=fresh)
-        except DiskFull as stop:  # marked through a fresh connection: its own may have failed
+        except DiskFull as stop:  # a fresh connection: its own may have failed
             con.close()
             mark_unmarked(Path(db), stop)
             raise
@@ -496,7 +451,7 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
 
 
 def _nothing_recorded(con: duckdb.DuckDBPyConnection) -> bool:
-    """True when the database holds no job (False when it cannot be read: keep it)."""
+    """True when the database holds no job (False when unreadable: keep it)."""
     try:
         return not jobs_store.list_jobs(con)
     except duckdb.Error:
@@ -504,7 +459,7 @@ def _nothing_recorded(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def _remove_database(db: Path) -> None:
-    """Remove a database this call created and recorded nothing in, so a refused input leaves no file."""
+    """Remove a database this call created and left empty."""
     for path in (db, db.with_name(db.name + ".wal")):
         path.unlink(missing_ok=True)
 
@@ -525,7 +480,7 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     if env.on_ready is not None:
         env.on_ready(ctx.client)
     _record(spec, ctx, twins)
-    if env.client is None:  # a child runs on its parent's loop, watched already
+    if env.client is None:
         env.loop.watch(getattr(ctx.client, "liveness", None))
     with _guard(spec, ctx), _spilling(ctx):
         if env.on_start is not None:
@@ -552,7 +507,6 @@ def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _
 
 
 def config_json(config: Any, models: Models) -> dict[str, Any]:
-    """A config as stored: plain JSON values, secret fields redacted."""
     stored = dataclasses.asdict(config)
     for f in _fields(type(config)):
         if f.metadata.get("secret") and isinstance(stored[f.name], str):
@@ -562,8 +516,7 @@ def config_json(config: Any, models: Models) -> dict[str, Any]:
 
 def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
                    caller: C | Mapping[str, Any], job_id: str) -> C:
-    """The config a resume runs with: identity fields stored, engine fields the caller's (a secret one
-    never from the store). A differing identity field is an error: it is another job."""
+    """The config a resume runs with: stored identity fields, the caller's engine fields."""
     config_type = spec.config_type
     engines = engine_fields(config_type)
     whole = isinstance(caller, config_type)
@@ -600,7 +553,7 @@ def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
 
 def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConnection,
                      stored: Mapping[str, Any]) -> list[str]:
-    """Unfinished jobs of `spec`'s kind with the identity of `stored`, newest first."""
+    """Unfinished jobs with the same identity, newest first."""
     names = identity_fields(spec.config_type)
     mine = {k: stored.get(k) for k in names}
     return [row.job_id for row in jobs_store.list_jobs(con, kind=spec.kind,
@@ -609,7 +562,7 @@ def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConn
 
 
 def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCaller | None:
-    """The model client (None for a job that calls no model): built, checked, cache attached."""
+    """The model client, checked and with the cache attached."""
     settings = spec.model_settings(ctx.config)
     if settings is None:
         return None
@@ -659,9 +612,7 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
 
 @contextmanager
 def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
-    """Spill every final attempt of the job's calls as it happens, so no billed attempt is lost to a
-    stop or a kill: what a killed run left is committed first, and what this run did not commit when
-    it ends."""
+    """Spill every final attempt as it happens, so no billed attempt is lost."""
     client = ctx.client
     spill_to = getattr(client, "spill_to", None)
     if client is None or spill_to is None or ctx.env.client is not None:
@@ -672,7 +623,7 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
                                                call_spill.read_job(ctx.db, ctx.job_id)))
     if ctx.resumed:
         ctx.spilled_ids |= not_kept_call_ids(ctx.con, ctx.job_id)
-    call_spill.remove_workers(ctx.db, ctx.job_id)  # committed: a new run's workers start afresh
+    call_spill.remove_workers(ctx.db, ctx.job_id)
     ref = ctx.ref
     spill = call_spill.CallSpill(path, tags={"job_kind": ref.kind, "job_id": ref.job_id,
                                              "run_id": ref.run_id})
@@ -692,13 +643,13 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
         except duckdb.Error:
             if not stopping:
                 raise
-            # the job is stopping already: its error is the one to tell; the resume commits the spill
+            # stopping already: this error is the one to tell
         else:
             call_spill.remove_job(ctx.db, ctx.job_id)
 
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
-    """Plan, ask, commit, check, batch after batch; returns (asked, kept) of this run."""
+    """Plan, ask, commit, check, batch after batch; returns the asked and kept counts."""
     asker = spec.asker(ctx)
     after_commit = getattr(asker, "committed", None)
     plan = spec.plan(ctx)
@@ -709,8 +660,7 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
 
 @contextmanager
 def _closing(*generators: Iterator[Any]) -> Iterator[None]:
-    """Close the plan however the job ends, so a cursor it holds open is closed now, not by the garbage
-    collector: a stopped job leaves no database open."""
+    """Close the plan however the job ends, so no cursor or database stays open."""
     failing = True
     try:
         yield
@@ -748,7 +698,9 @@ def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
 
 
 def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
-    """The job's end status: `failed` when it never kept anything, else the spec's `end_status`."""
+    """Run (or resume) one job of a spec in a database. On resume the config holds the caller's engine
+    settings; the executor may be a function of the config.
+    """
     if asked and not kept and not ctx.done_before:
         error = call_log.most_common_job_error(ctx.con, spec.kind, ctx.job_id)
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed",
@@ -764,7 +716,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
 
 @contextmanager
 def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None]:
-    """Ctrl-C / SIGTERM → `interrupted` and `Stopped`; any other error → `failed`."""
+    """Ctrl-C or SIGTERM: interrupted, resumable; any other error: failed."""
     hint = spec.resume_hint(ctx.job_id, ctx.db)
     try:
         with interrupts_from_queries():
@@ -778,7 +730,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
         raise Stopped(f"{spec.noun} {ctx.job_id} interrupted by {how}{spec.stop_note(ctx)}; "
                       f"resume with {hint}", exc) from None
     except BaseException as exc:
-        if is_disk_full(exc):  # not the job's fault: interrupted, resumable
+        if is_disk_full(exc):
             inner = exc if isinstance(exc, DiskFull) else None
             reason = inner.reason if inner is not None else what_filled(exc)
             unmarked = list(inner.unmarked) if inner is not None else []
@@ -786,7 +738,7 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
                 unmarked.append(ctx.job_id)
             raise DiskFull(spec.noun, ctx.job_id, reason, hint, unmarked) from None
         jobs_store.finish_job(ctx.con, ctx.job_id, "failed", f"{type(exc).__name__}: {exc}")
-        # still a ResumableStop: callers that go on themselves (an experiment's arms) check its type
+        # still a ResumableStop: experiments check its type
         if isinstance(exc, ResumableStop) and hint not in str(exc):
             raise ResumableStop(f"{spec.noun} {ctx.job_id} stopped: {exc}; resume with "
                                 f"{hint}") from None
@@ -797,5 +749,5 @@ def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None
 
 
 def iter_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    """`items` in consecutive batches of `size` (the last may be shorter)."""
+    """The items in batches of a size."""
     return (items[start:start + size] for start in range(0, len(items), size))

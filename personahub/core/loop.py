@@ -1,8 +1,6 @@
-"""The event loop model calls run on, tuned for many calls in flight.
-
-`RunLoop` runs default-executor work inline (at 64 calls the thread hops cost more than the work),
-`steady_gc` keeps young collections from re-scanning every live request (bench_concurrency),
-`close_quietly` ends a loop after Ctrl-C, and `JobLoop.watch` turns stalled calls into `Stalled`.
+"""The event loop model calls run on, tuned for many calls in flight: default-executor work runs inline
+(at 64 calls thread hops cost more than the work), young collections stop re-scanning every live
+request (bench_concurrency), and stalled calls become a resumable stop.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ class InlineExecutor(ThreadPoolExecutor):
     """Runs submitted work at once in the caller's thread, except name resolution."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """A finished future holding `fn(*args, **kwargs)` (or a thread's, for DNS)."""
+        """A finished future holding the call's result (a thread's, for DNS)."""
         if fn in _BLOCKING:
             return super().submit(fn, *args, **kwargs)
         future: Future[T] = Future()
@@ -53,7 +51,6 @@ def steady_gc_start() -> None:
 
 
 def steady_gc_stop() -> None:
-    """Undo the outermost `steady_gc_start`."""
     global _steady_depth
     _steady_depth = max(0, _steady_depth - 1)
     if _steady_depth == 0 and _saved_threshold:
@@ -65,14 +62,14 @@ class Watchdog(Protocol):
     """What stops work whose model calls stopped completing."""
 
     async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
-        """`await work`, raising a resumable stop when no call completes for too long."""
+        """Await work, raising a resumable stop when no call completes for too long."""
         ...
 
 
 class RunLoop(asyncio.SelectorEventLoop):
-    """A selector event loop whose default-executor work runs at once and answers with a finished
-    asyncio future: a concurrent future alone still costs a self-pipe write and three loop turns per
-    call. `watched`: the watchdog every coroutine run to completion runs under."""
+    """A selector event loop whose default-executor work runs at once: a concurrent future costs a
+    self-pipe write and three loop turns per call.
+    """
 
     watched: Watchdog | None = None
 
@@ -94,12 +91,10 @@ class RunLoop(asyncio.SelectorEventLoop):
         return future
 
 
-# the job loops of each thread, so another thread can wake them
 _LOOPS: dict[int, weakref.WeakSet[asyncio.AbstractEventLoop]] = {}
 
 
 def new_run_loop() -> asyncio.AbstractEventLoop:
-    """A fresh `RunLoop` with an `InlineExecutor` as default executor."""
     loop = RunLoop()
     loop.set_default_executor(InlineExecutor(max_workers=4, thread_name_prefix="personahub-dns"))
     _LOOPS.setdefault(threading.get_ident(), weakref.WeakSet()).add(loop)
@@ -107,14 +102,13 @@ def new_run_loop() -> asyncio.AbstractEventLoop:
 
 
 def wake(thread_id: int) -> None:
-    """Wake thread `thread_id`'s job loops from another thread, so an interrupt sent to it is raised now."""
+    """Wake a thread's job loops from another thread, so an interrupt sent to it is raised now."""
     for loop in list(_LOOPS.get(thread_id, ())):
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(lambda: None)
 
 
 def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Drop what an interrupt leaves behind (cancelled or interrupted tasks); report the rest."""
     exc = context.get("exception")
     if isinstance(exc, KeyboardInterrupt | asyncio.CancelledError):
         return
@@ -124,7 +118,6 @@ def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
 
 
 def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
-    """Cancel the loop's pending tasks, let them unwind, and close it."""
     if loop.is_closed():
         return
     loop.set_exception_handler(_quiet)
@@ -140,7 +133,7 @@ def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run` on a `RunLoop`, closed quietly after an interrupt."""
+    """asyncio.run on a run loop, closed quietly after an interrupt."""
     steady_gc_start()
     try:
         with asyncio.Runner(loop_factory=new_run_loop) as runner:
@@ -154,7 +147,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 class JobLoop:
-    """The one event loop a job's batches run on, closed quietly; the collector stays steady meanwhile."""
+    """The one event loop a job's batches run on."""
 
     def __init__(self) -> None:
         self.loop = new_run_loop()
@@ -162,11 +155,10 @@ class JobLoop:
         self._steady = True
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run one batch (or setup) coroutine to completion."""
         return self.loop.run_until_complete(coro)
 
     def watch(self, watchdog: Watchdog | None) -> None:
-        """Run every coroutine from now on under `watchdog`, so calls that never complete stop the job."""
+        """Run every coroutine from now on under a watchdog, so calls that never complete stop the job."""
         if isinstance(self.loop, RunLoop):
             self.loop.watched = watchdog
 
@@ -181,7 +173,6 @@ class JobLoop:
 
 @contextmanager
 def job_loop() -> Iterator[JobLoop]:
-    """One loop for the whole job: `with job_loop() as loop: loop.run(batch())`."""
     owned = JobLoop()
     try:
         yield owned

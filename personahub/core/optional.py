@@ -1,5 +1,8 @@
-"""Optional extras imported on first use, so every module imports without them. The first attribute
-a command reaches imports the extra or stops with one line saying which to install."""
+"""Optional extras imported on first use, so every module imports without them.
+
+The first attribute a command reaches imports the extra or stops with one line saying which to
+install.
+"""
 
 from __future__ import annotations
 

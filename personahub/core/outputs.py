@@ -1,8 +1,5 @@
-"""Output files that never destroy inputs: checks for `--out` and an atomic, no-follow writer.
-
-`check_output` refuses the database, an existing file without `--force`, and devices; writes go
-to an `O_EXCL` temporary in the target's folder, renamed into place, so an error or Ctrl-C leaves
-the target as it was. Lives in `core` so every layer can use it.
+"""Output files that never destroy inputs: output path checks and an atomic, no-follow writer that
+writes an exclusive temporary and renames it into place.
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ FORCE_HELP = "Overwrite an existing --out file."
 _CREATE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
                  | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 _ATTEMPTS = 100
-# our temporary names: .NAME.<16 hex>.<host tag>-<pid>.tmp (older versions: .NAME.<16 hex>.tmp)
+# temporary names: .NAME.<16 hex>.<host tag>-<pid>.tmp
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}(?:\.(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+))?"
                         r"\.tmp$")
 STALE_AFTER_S = 3600.0  # a temporary whose writer cannot be asked is left alone this long
@@ -36,7 +33,6 @@ _ROOM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """True if `a` and `b` name one file: same real path, or same inode."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
@@ -58,7 +54,7 @@ def _refuse_database(path: Path, db: Path | None, flag: str) -> None:
 
 
 def _file_type(mode: int) -> str | None:
-    """What a non-regular file is, in words (None for a regular file or a symbolic link)."""
+    """What a non-regular file is, in words."""
     for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISDIR, "a folder")):
@@ -68,7 +64,6 @@ def _file_type(mode: int) -> str | None:
 
 
 def _refuse_special(path: Path, flag: str) -> None:
-    """Refuse to replace anything but a regular file or a symlink."""
     try:
         mode = os.lstat(path).st_mode
     except OSError:
@@ -93,7 +88,7 @@ def _require_folder(folder: Path, path: Path, flag: str) -> None:
 
 
 def _probe_folder(folder: Path, path: Path, flag: str) -> None:
-    """Refuse, before any work, a folder that takes no new file (`/proc`, a read-only mount)."""
+    """Refuse early a folder that takes no new file."""
     try:
         fd, tmp = _create_temp(folder / path.name)
     except OSError as exc:
@@ -106,11 +101,8 @@ def _probe_folder(folder: Path, path: Path, flag: str) -> None:
 def check_output(path: str | Path, *, db: str | Path | None, force: bool,
                  kind: OutputKind = "file", names: Sequence[str] = (),
                  flag: str = "--out") -> Path:
-    """Refuse an output that would destroy the database or an existing file (without `force`), or
-    that is not a regular file, or sits in a folder that takes no file.
-
-    `kind="dir"` is a folder the command fills with `names`. Returns `path` as a Path; raises
-    UsageError with a one-line message naming `flag`.
+    """Refuse an output that would destroy the database or an existing file (without force), is not a
+    regular file, or sits in a folder that takes no file. Returns the path.
     """
     path = Path(path)
     db_path = Path(db) if db is not None else None
@@ -134,7 +126,7 @@ def check_output(path: str | Path, *, db: str | Path | None, force: bool,
 
 
 def _host_tag() -> str:
-    """Eight hex digits naming this machine in temporary names (a pid means nothing on another host)."""
+    """Eight hex digits naming this machine (a pid means nothing on another host)."""
     return hashlib.sha1(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
@@ -146,20 +138,19 @@ def _temp_name(target: Path) -> Path:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine (True when that cannot be told)."""
     if os.name == "nt":
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:  # EPERM: it exists, as another user's
+    except OSError:
         return True
     return True
 
 
 def _stale(match: re.Match[str], entry: os.DirEntry[str], now: float) -> bool:
-    """Whether a temporary of ours can go: its writer is dead, or (writer unknown) it is old."""
+    """Whether a temporary can go: its writer is dead, or (writer unknown) it is old."""
     pid = match.group("pid")
     if pid is not None and match.group("host") == HOST_TAG:
         return int(pid) != os.getpid() and not _alive(int(pid))
@@ -170,10 +161,7 @@ def _stale(match: re.Match[str], entry: os.DirEntry[str], now: float) -> bool:
 
 
 def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
-    """Remove the stale temporaries killed writers left in `folder`; returns what was removed.
-
-    Only our own names, never a symlink; errors are ignored (housekeeping never fails a write).
-    """
+    """Remove the stale temporaries killed writers left; errors are ignored."""
     now = time.time() if now is None else now
     removed: list[Path] = []
     try:
@@ -198,7 +186,6 @@ def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
 
 
 def _create_temp(target: Path) -> tuple[int, Path]:
-    """Create the temporary file exclusively, after sweeping what killed writers left."""
     sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):
         tmp = _temp_name(target)
@@ -219,16 +206,16 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
-    """Move `tmp` onto `target`; without `overwrite` never replace an existing target."""
+    """Move the temporary onto the target; without overwrite never replace one."""
     if overwrite:
-        _refuse_special(target, str(target))  # the target may have changed since it was checked
+        _refuse_special(target, str(target))
         os.replace(tmp, target)
         return
     try:
-        os.link(tmp, target)  # atomic, and fails if anything (even a dangling link) is there
+        os.link(tmp, target)  # atomic; fails if anything is there
     except FileExistsError:
         raise PersonahubError(f"{target}: already exists; add --force to overwrite it") from None
-    except OSError:  # a filesystem without hard links: check, then rename
+    except OSError:  # no hard links here: check, then rename
         if os.path.lexists(target):
             raise PersonahubError(f"{target}: already exists; add --force to overwrite it") from None
         os.replace(tmp, target)
@@ -238,10 +225,7 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> Iterator[IO]:
-    """Yield a file to write `path`'s new contents into; it replaces `path` only on success.
-
-    Text files are UTF-8; writers that take a file object (pyarrow, networkx, matplotlib) take it.
-    """
+    """Yield a file to write the new contents into; it replaces the path only on success."""
     target = Path(path)
     try:
         fd, tmp = _create_temp(target)
@@ -277,12 +261,7 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
 
 @contextlib.contextmanager
 def staged_folder(path: str | Path, *, overwrite: bool, names: Sequence[str]) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `path` for a folder output; on success its files move
-    into `path`, on any error it is removed.
-
-    With `overwrite`, files in `names` that this output did not write are removed, so the folder never
-    mixes two outputs; files not in `names` are kept.
-    """
+    """Yield an empty temporary folder that replaces the output folder's listed files on success."""
     target = Path(path)
     sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):
@@ -315,7 +294,7 @@ def _publish_folder(staged: Path, target: Path, overwrite: bool, names: Sequence
             raise
     written = sorted(Path(root, name).relative_to(staged)
                      for root, _, files in os.walk(staged) for name in files)
-    if not overwrite:  # refuse before moving anything, however late a file appeared
+    if not overwrite:  # refuse before moving anything
         present = [name for name in written if os.path.lexists(target / name)]
         if present:
             raise PersonahubError(f"{target / present[0]}: already exists; add --force to "

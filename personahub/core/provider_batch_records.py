@@ -1,8 +1,7 @@
-"""What a job keeps of its provider batches (`llm_batches`), so a resume polls and never resubmits.
+"""What a job keeps of its provider batches, so a resume polls and never resubmits.
 
-A `BatchHandle` is one submission's state, keyed deterministically (job id, round, place) so a
-resumed job asks for the same key again. The job saves it after each change that must survive a
-crash (upload, create, each new status). Plain data and SQL only: nothing of the SDK.
+A handle is one submission's state, keyed deterministically so a resumed job asks for the same key
+again; the job saves it after each change that must survive a crash. Plain data and SQL, no SDK.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import duckdb
 
 from personahub.core.errors import PersonahubError
 
-#: statuses after which a batch changes no more (the Batch API's terminal ones)
+#: the Batch API's terminal statuses
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 #: a batch file written for another runner (--batch-file), waiting for its results
 AWAITING_RESULTS = "awaiting_results"
@@ -25,45 +24,41 @@ AWAITING_RESULTS = "awaiting_results"
 
 @dataclass(frozen=True)
 class BatchHandle:
-    """One batch of a job, as stored in `llm_batches`."""
+    """One batch of a job, as stored."""
 
     key: str
     endpoint: int
     model: str
     custom_ids: tuple[str, ...]
     window: str = "24h"
-    structured_mode: str | None = None  # the mode every line was sent in
+    structured_mode: str | None = None
     job_kind: str | None = None
     job_id: str | None = None
     input_file_id: str | None = None
     batch_id: str | None = None
-    status: str = "pending"  # pending: not created yet; else the provider's status
+    status: str = "pending"  # pending: not created yet
     output_file_id: str | None = None
     error_file_id: str | None = None
     completed: int = 0
     failed: int = 0
-    created_at: float | None = None  # epoch seconds, the provider's created_at
-    finished_at: float | None = None  # epoch seconds, when it reached a terminal status
+    created_at: float | None = None  # epoch seconds
+    finished_at: float | None = None  # epoch seconds
     errors: tuple[str, ...] = field(default=())  # a failed batch's validation errors
 
     @property
     def done(self) -> bool:
-        """True once the batch changes no more."""
         return self.status in TERMINAL_STATUSES
 
     @property
     def from_file(self) -> bool:
-        """True for a batch file written for another runner."""
         return (self.batch_id or "").startswith("file:")
 
     @property
     def files_deleted(self) -> bool:
-        """True for a provider batch whose files were deleted once its results were committed: nothing is
-        left to collect from it."""
+        """True once the files were deleted after the commit: nothing is left to collect."""
         return self.done and self.input_file_id is None and not self.from_file
 
     def updated(self, **changes: Any) -> BatchHandle:
-        """A copy with `changes`."""
         return replace(self, **changes)
 
 
@@ -86,7 +81,7 @@ _COLUMNS = ("batch_key", "job_kind", "job_id", "endpoint", "model", "structured_
 
 
 def save_handle(con: duckdb.DuckDBPyConnection, handle: BatchHandle) -> None:
-    """Insert or update `handle`'s row (one statement: durable when it returns)."""
+    """Insert or update a handle's row (one statement: durable when it returns)."""
     row = (handle.key, handle.job_kind, handle.job_id, handle.endpoint, handle.model,
            handle.structured_mode, handle.batch_id, handle.input_file_id, handle.output_file_id,
            handle.error_file_id,
@@ -102,7 +97,6 @@ def save_handle(con: duckdb.DuckDBPyConnection, handle: BatchHandle) -> None:
 
 def load_handles(con: duckdb.DuckDBPyConnection, job_kind: str | None,
                  job_id: str) -> dict[str, BatchHandle]:
-    """A job's handles by key."""
     rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM llm_batches WHERE job_id = ? AND "
                        "job_kind IS NOT DISTINCT FROM ? ORDER BY created_at NULLS LAST, batch_key",
                        [job_id, job_kind]).fetchall()
@@ -124,8 +118,9 @@ def _handle(row: Mapping[str, Any]) -> BatchHandle:
 
 def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id: str,
                    custom_ids: list[str], output: str) -> BatchHandle:
-    """Mark the job's batch file that `custom_ids` answer as completed, its results at `output`; one
-    line when the job has no waiting batch file or the results answer none of its requests."""
+    """Mark the job's batch file these requests answer as completed; one line when the job has no waiting
+    batch file or the results answer none of its requests.
+    """
     waiting = [h for h in load_handles(con, job_kind, job_id).values()
                if h.status == AWAITING_RESULTS]
     if not waiting:
@@ -146,7 +141,7 @@ def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id:
 
 
 def open_batches(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[Any, ...]]:
-    """A job's batches that have not ended: (batch id or key, status, lines done, lines), oldest first."""
+    """A job's batches that have not ended (id, status, lines done, lines), oldest first."""
     return [tuple(row) for row in con.execute(
         "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
         "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "

@@ -1,7 +1,6 @@
-"""The one sandbox for SQL a user writes: `personahub sql` and the selection conditions.
+"""The one sandbox for SQL a user writes.
 
-Each rule closed an escape found in DuckDB 2.0, which always lets a connection write its own
-database files: without file access the local file system is switched off, file-writing
+Each rule closed an escape found in DuckDB 2.0: the local file system is off, file-writing
 statements are refused by kind, ATTACH is read-only, and the configuration is locked last.
 """
 
@@ -22,20 +21,18 @@ import pyarrow as pa
 from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 
-# settings applied before the lock: what may reach past the connection without naming a file
 _QUIET = (("autoinstall_known_extensions", "false"), ("autoload_known_extensions", "false"),
           ("allow_community_extensions", "false"), ("allow_persistent_secrets", "false"),
           ("python_enable_replacements", "false"))
 
 
 class SandboxRefusal(PersonahubError):
-    """A statement the sandbox refuses by its kind (the message says which flag allows it)."""
+    """A statement refused by its kind (the message names the flag that allows it)."""
 
 
 @dataclass(frozen=True)
 class FileAccess:
-    """What user SQL may do with files: nothing (default), read any file but the database's own, or
-    read and write inside one folder."""
+    """What user SQL may do with files: nothing, read all but the database, or write in one folder."""
 
     read: bool = False
     write_dir: Path | None = None
@@ -50,11 +47,7 @@ class FileAccess:
 def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
                   no_files: bool = False, temp_dir: str = "",
                   allowed_dirs: Sequence[str] = ()) -> None:
-    """Close `con` off and lock every setting.
-
-    The order matters: DuckDB refuses to change the temp or allowed folders once external access is
-    off, and everything once the configuration is locked.
-    """
+    """Close the connection off and lock every setting, in the only order DuckDB accepts."""
     for name, value in _QUIET:
         con.execute(f"SET {name} = {value}")
     con.execute(f"SET temp_directory = {quoted(temp_dir)}")
@@ -68,7 +61,6 @@ def lock_settings(con: duckdb.DuckDBPyConnection, *, external: bool = False,
 
 
 def quoted(text: str) -> str:
-    """`text` as an SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -76,8 +68,7 @@ def quoted(text: str) -> str:
 def user_sql_connection(db: str | Path, access: FileAccess,
                         prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None
                         ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to `db` for SQL a user wrote, locked for `access`; `prepare` runs before
-    the lock. With a `write_dir` it holds a private copy of the database, never the file."""
+    """A read-only connection for user SQL; with a write folder it holds a private copy of the database."""
     db = Path(db)
     private = Path(tempfile.mkdtemp(prefix="personahub-sql-"))
     con: duckdb.DuckDBPyConnection | None = None
@@ -97,7 +88,7 @@ def user_sql_connection(db: str | Path, access: FileAccess,
             lock_settings(con, temp_dir=str(spill), allowed_dirs=allowed)
         elif access.read:
             lock_settings(con, external=True, temp_dir=str(spill))
-        else:  # no spilling either: the file system is off
+        else:
             lock_settings(con, no_files=True)
         yield con
     finally:
@@ -108,8 +99,7 @@ def user_sql_connection(db: str | Path, access: FileAccess,
 
 def run_user_sql(con: duckdb.DuckDBPyConnection, query: str,
                  access: FileAccess) -> duckdb.DuckDBPyConnection:
-    """Run every statement of `query` on `con`; returns the connection holding the last result. All
-    statements are checked first, so a refused one leaves nothing half done."""
+    """Run every statement of a query, all checked first; returns the connection holding the last result."""
     for _ in user_sql_statements(con, query, access):
         pass
     return con
@@ -117,8 +107,7 @@ def run_user_sql(con: duckdb.DuckDBPyConnection, query: str,
 
 def user_sql_statements(con: duckdb.DuckDBPyConnection, query: str,
                         access: FileAccess) -> Iterator[str]:
-    """Run the statements of `query` one by one, checked; after each, yield its kind with its result
-    ready to fetch."""
+    """Run a query's statements one by one, checked, yielding each kind with its result ready."""
     plan = [(_kind(statement), *checked_statement(con, statement, access))
             for statement in con.extract_statements(query)]
     if not plan:
@@ -136,7 +125,7 @@ def user_sql_statements(con: duckdb.DuckDBPyConnection, query: str,
 def _kind(statement: duckdb.Statement) -> str:
     try:
         return statement.type.name
-    except ValueError:  # a kind the Python API cannot name (checked_statement refuses it)
+    except ValueError:
         return "UNKNOWN"
 
 
@@ -149,11 +138,10 @@ _ALLOWED_KINDS = frozenset({
 
 def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement,
                       access: FileAccess) -> tuple[str, bool]:
-    """The SQL to run for `statement` and whether it is an ATTACH to re-issue read-only, or
-    SandboxRefusal. Statement kinds come from DuckDB's own parser; file paths are checked by DuckDB."""
+    """The SQL to run for a statement and whether it is an ATTACH to re-issue read-only, or a refusal."""
     try:
         kind = statement.type.name
-    except ValueError:  # UPDATE EXTENSIONS: a kind the Python API cannot name
+    except ValueError:
         raise SandboxRefusal(_EXTENSIONS) from None
     text = statement.query
     words = _words(text)
@@ -161,7 +149,7 @@ def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statemen
         raise SandboxRefusal(_EXTENSIONS)
     if kind in _ALLOWED_KINDS:
         return text, False
-    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement: check that one
+    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement
         inner = _after_explain(text)
         for sub in con.extract_statements(inner):
             checked_statement(con, sub, access)
@@ -184,7 +172,7 @@ def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statemen
         raise SandboxRefusal(f"COPY {_WRITES}" + ("; to load a file use SELECT ... FROM "
                                                   "read_csv(...)" if access.read else ""))
     if kind == "ATTACH":
-        if writing:  # DuckDB confines it to the folder; read-write is what the flag is for
+        if writing:
             return text, False
         if access.read:
             return read_only_attach(text), True
@@ -199,7 +187,7 @@ def _writable_databases(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def tokens(sql: str) -> list[tuple[str, str]]:
-    """(text, kind) of each token of `sql` by DuckDB's tokenizer, comments left out."""
+    """Text and kind of each token, comments left out."""
     found = duckdb.tokenize(sql)
     out = []
     for i, (start, kind) in enumerate(found):
@@ -236,7 +224,7 @@ _TRUE = {"TRUE", "1", "'TRUE'", "ON", "'1'"}
 
 
 def read_only_attach(sql: str) -> str:
-    """ATTACH re-issued READ_ONLY, or SandboxRefusal: path a quoted string, options READ_ONLY or TYPE."""
+    """ATTACH re-issued read-only, or a refusal."""
     toks = [t for t in tokens(sql) if t[0] != ";"]
     words = [t.upper() for t, _ in toks]
     i = 1
@@ -265,7 +253,7 @@ def read_only_attach(sql: str) -> str:
 
 
 def _attach_options(toks: list[tuple[str, str]]) -> list[str]:
-    """The options of a read-only ATTACH to keep (TYPE); anything but READ_ONLY or TYPE is refused."""
+    """The options of a read-only ATTACH to keep."""
     groups: list[list[str]] = [[]]
     for text, _ in toks:
         if text == ",":
@@ -301,7 +289,7 @@ def _database_files(db: Path) -> list[Path]:
 
 
 def check_write_dir(folder: Path, db: Path) -> None:
-    """Refuse a `--allow-writes` folder that holds the database, its WAL or temp folder, or a link to one."""
+    """Refuse a writes folder that holds the database, its WAL or temp folder, or a link to one."""
     label = f"--allow-writes {folder}"
     if not folder.is_dir():
         raise PersonahubError(f"{label}: no such folder (create it first)")
@@ -333,14 +321,13 @@ def check_write_dir(folder: Path, db: Path) -> None:
 
 
 def _walk(root: Path) -> Iterable[Path]:
-    """Every entry under `root` (symbolic links listed, not followed)."""
     for folder, dirs, files in os.walk(root, followlinks=False):
         for name in (*dirs, *files):
             yield Path(folder) / name
 
 
 def _snapshot(db: Path, into: Path) -> Path:
-    """A private copy of `db` (and its WAL) that the sandbox opens instead of the file."""
+    """A private copy of the database and WAL for the sandbox."""
     if not db.is_file():
         raise PersonahubError(f"--db {db}: no such database (run a scenario first)")
     into.mkdir(parents=True)
@@ -375,8 +362,7 @@ def refusal_text(exc: BaseException, access: FileAccess) -> str:
 
 
 def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list[str]:
-    """The `columns` that SQL `fragments` may read: those named, or all when a fragment could reach one
-    another way (`*`, `#n`, `COLUMNS(...)`)."""
+    """The columns SQL fragments may read: those named, or all when a fragment could reach more."""
     wanted = {c.lower() for c in columns}
     named: set[str] = set()
     for fragment in fragments:
@@ -395,8 +381,7 @@ def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list
 def fragment_sandbox(tables: Mapping[str, pa.Table],
                      json_columns: Mapping[str, Sequence[str]] | None = None
                      ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection with no file system and locked settings, where each Arrow table reads as a
-    view. User-written conditions run here, never on a connection with file access."""
+    """An in-memory connection without file system, each Arrow table a view: user conditions run here."""
     con = duckdb.connect(":memory:")
     try:
         lock_settings(con, no_files=True)

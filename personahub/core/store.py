@@ -1,6 +1,6 @@
 """DuckDB access shared by every layer: open a database, create the schema, batch-insert rows.
 
-Rows are written as Arrow batches: a per-row INSERT in a loop is orders of magnitude slower
+Rows go as Arrow batches: a per-row INSERT loop is orders of magnitude slower
 (bench/bench_runlog_writes.py).
 """
 
@@ -36,13 +36,11 @@ from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
-#: the version of the file's tables (schema_meta.schema_version); a file of another version is
-#: refused, never converted
+#: a file of another version is refused, never converted
 SCHEMA_VERSION: Final = 1
 
 
-# schema_meta's key for the digest of the DDL a file was last brought up to: a file that holds it
-# runs no DDL on open (about half of a writer's connect; bench_connect)
+# a file that holds this DDL's digest runs no DDL on open (about half of a writer's connect)
 DDL_KEY = "schema_ddl"
 
 
@@ -51,17 +49,15 @@ def _digest(ddl: str) -> str:
 
 
 def _schema_current(con: duckdb.DuckDBPyConnection, ddl: str) -> bool:
-    """Whether the file was brought up to this DDL and schema version already."""
     try:
         rows = dict(con.execute("SELECT key, value FROM schema_meta WHERE key IN (?, ?)",
                                 [DDL_KEY, "schema_version"]).fetchall())
-    except duckdb.CatalogException:  # a new (empty) file
+    except duckdb.CatalogException:
         return False
     return rows.get(DDL_KEY) == _digest(ddl) and rows.get("schema_version") == str(SCHEMA_VERSION)
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The file's schema version (None: the file has no such table or key)."""
     try:
         rows = con.execute("SELECT value FROM schema_meta WHERE key = 'schema_version'").fetchall()
     except duckdb.CatalogException:
@@ -70,8 +66,7 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a personahub file of another schema version in one line: before 1.0 there are no
-    migrations. An empty DuckDB file passes; a foreign file is refused as such."""
+    """Refuse a personahub file of another schema version in one line (no migrations before 1.0)."""
     try:
         found = schema_version(con)
     except duckdb.Error:  # a damaged file: the block checks that follow name the damage
@@ -91,11 +86,9 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def schema_sql() -> str:
-    """The DDL of every table (`schema.sql`)."""
     return resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
-# DuckDB's refusal of a second connection to a file this process holds with other settings
 SAME_FILE_OTHER_CONFIG = "different configuration than existing connections"
 
 
@@ -104,14 +97,13 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
         if read_only and SAME_FILE_OTHER_CONFIG in str(exc):
-            # this process already holds the file read-write (a live view): DuckDB opens it once per
-            # process, so a reader shares that instance
+            # this process already holds the file read-write: DuckDB opens a file once per process
             return duckdb.connect(str(path))
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
                                     f"({first_line(exc)}); nothing was written to it") from None
         holder = _lock_holder(str(exc))
-        if holder is not None:  # another process writes to it
+        if holder is not None:
             raise DatabaseFileError(f"--db {path}: in use by another process ({holder} holds its "
                                     "lock); try again when it has finished") from None
         how = "read-only " if read_only else ""
@@ -119,7 +111,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 
 def _lock_holder(message: str) -> str | None:
-    """Who holds the database's lock ("PID 1234"), from DuckDB's lock error; None for another error."""
+    """Who holds the database's lock, from DuckDB's error; None for another error."""
     if "Could not set lock" not in message and "Conflicting lock" not in message:
         return None
     match = re.search(r"\(PID (\d+)\)", message)
@@ -127,11 +119,7 @@ def _lock_holder(message: str) -> str | None:
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and for writers, create) the database at `path`.
-
-    An existing file is checked first and left untouched when refused: not DuckDB, another program's,
-    another schema version, or (for writers) a damaged block. A writer stores the analysis views in
-    the file; a reader lays TEMP copies instead.
+    """Open (and for writers, create) a database; a refused file is left untouched.
 
     Args:
         path: The database file.
@@ -148,7 +136,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
     if exists:
         check_header(path)
-        probe = _open(path, read_only=True)  # read-only: looking cannot change the file
+        probe = _open(path, read_only=True)
         try:
             check_version(probe, path)
             check_shape(probe, path)
@@ -166,10 +154,10 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
-            lay_views(probe)  # TEMP views: nothing written
+            lay_views(probe)
             return probe
         probe.close()
-    elif not path.parent.is_dir():  # a typo'd folder is not created: the database would hide there
+    elif not path.parent.is_dir():  # a mistyped folder is not created
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise UsageError(f"--db {path}: the folder {path.parent} {what}; create it first")
     con = _open(path, read_only=False)
@@ -180,7 +168,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 con.execute(ddl)
                 con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
                             "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
-        sync_views(con)  # the analysis views, in the file for any DuckDB client
+        sync_views(con)
     except BaseException:
         con.close()
         raise
@@ -188,16 +176,13 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
 
 
 # Write transactions of this process take turns: DuckDB's concurrency is optimistic, so two
-# connections' transactions inserting the same key (a persona two concurrent runs draw, with
-# INSERT OR IGNORE) both pass and one fails at COMMIT; in turn, the second sees the first's row.
-# Re-entrant: a transaction's own thread may take it again (a fresh connection's mark).
+# transactions inserting the same key both pass and one fails at COMMIT. Re-entrant.
 _WRITES = threading.RLock()
 
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All-or-nothing block: commit on success, roll back on any exception. Write transactions
-    of several threads (``experiment --parallel``) run one at a time (``_WRITES``)."""
+    """All-or-nothing block: commit on success, roll back on any exception."""
     with _WRITES:
         yield from _transaction(con)
 
@@ -209,7 +194,7 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
     except BaseException as exc:
         try:
             con.execute("ROLLBACK")
-        except duckdb.Error:  # the connection itself is broken: the error that broke it counts
+        except duckdb.Error:  # a broken connection: the error that broke it counts
             pass
         if isinstance(exc, duckdb.Error) and is_damage(exc):
             raise DatabaseFileError(f"--db {database_path(con)}: the database file is damaged "
@@ -220,13 +205,11 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
 
 
 def is_damage(exc: BaseException) -> bool:
-    """True for DuckDB's errors about a damaged file."""
     text = str(exc)
     return "Corrupt database file" in text or "not a valid DuckDB database file" in text
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:
-    """The file behind a connection (for messages)."""
     try:
         rows = con.execute("SELECT path FROM duckdb_databases() "
                            "WHERE database_name = current_database()").fetchall()
@@ -257,7 +240,7 @@ def insert_rows(
     *,
     ignore_conflicts: bool = False,
 ) -> int:
-    """Insert `rows` (dicts with the same keys) into `table` as one Arrow batch."""
+    """Insert row dicts into a table as one Arrow batch."""
     if not rows:
         return 0
     return insert_columns(con, table, {c: [r.get(c) for r in rows] for c in rows[0]},
@@ -272,16 +255,12 @@ def insert_columns(
     ignore_conflicts: bool = False,
     new_by: Sequence[str] = (),
 ) -> int:
-    """Insert column lists or Arrow arrays of one length into `table` as one Arrow batch.
-
-    `new_by` (key columns) inserts only rows whose key is not stored yet, by an anti-join: a quarter
-    faster than a per-row conflict check at a million personas. Bulk writers build columns directly
-    because one dict per row cost seconds per 100,000 rows. Mappings and lists become JSON text.
+    """Insert columns of one length into a table as one Arrow batch. With key columns, only new keys go in,
+    by an anti-join (a quarter faster than a conflict check at a million personas).
     """
     data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
     for name, values in columns.items():
-        # Arrow columns go as they are; a column of plain scalars needs no per-value conversion
-        # (isinstance against the Mapping ABC cost about a second per 100k-row insert)
+        # plain scalars need no per-value conversion (an isinstance check cost a second per 100k rows)
         if isinstance(values, pa.Array | pa.ChunkedArray) or set(map(type, values)) <= _SCALARS:
             data[name] = values
         else:
@@ -301,7 +280,7 @@ def insert_columns(
     try:
         con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {view}{where}")
     except BaseException:
-        # in an aborted transaction unregistering fails too; the insert's error is the one to see
+        # in an aborted transaction unregistering fails too; the insert's error counts
         with contextlib.suppress(duckdb.Error):
             con.unregister(view)
         raise
@@ -310,7 +289,7 @@ def insert_columns(
 
 
 def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
-    """Dataclass records as row dicts; float `*_at` epoch fields become timestamps."""
+    """Dataclass records as row dicts; float epoch fields ending in _at become timestamps."""
     rows = []
     layouts: dict[type, tuple[list[str], list[str]]] = {}
     for record in records:
@@ -319,7 +298,7 @@ def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
             names = [f.name for f in dataclasses.fields(record)]
             layout = layouts[type(record)] = (names, [n for n in names if n.endswith("_at")])
         names, stamps = layout
-        # shallow: records hold flat values, and asdict's deep copy dominated step writes
+        # shallow: asdict's deep copy dominated step writes
         row = {name: getattr(record, name) for name in names}
         for key in stamps:
             value = row[key]

@@ -1,9 +1,8 @@
 """The analysis views stored in the database file, so any DuckDB client sees them.
 
-Every writer creates `analysis/views.sql` in the file when the file holds another text of them
-(tracked by a hash in `schema_meta`). A read-only connection never writes: it lays TEMP copies
-over stale views, so every reader sees the installed code's views. The core reads `views.sql` as
-data; it imports no analysis code.
+A writer re-creates the views when the file holds another text of them (tracked by a hash). A
+read-only connection never writes: it lays TEMP copies over stale views. The core reads the views'
+SQL as data and imports no analysis code.
 """
 
 from __future__ import annotations
@@ -19,18 +18,18 @@ NAMES_KEY = "views"
 
 
 def views_text() -> str:
-    """The text of `analysis/views.sql`, as installed."""
+    """The text of the installed views.sql."""
     return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
 
 
 def statements(text: str, *, temporary: bool) -> list[str]:
-    """The CREATE VIEW statements of `text`, TEMP or stored."""
+    """The CREATE VIEW statements of a text, TEMP or stored."""
     text = text.replace("{temp}", "TEMP" if temporary else "")
     return [s.strip() for s in text.split("\n;") if "CREATE" in s]
 
 
 def view_names(text: str) -> list[str]:
-    """The names of the views `text` creates, in order."""
+    """The names of the views a text creates, in order."""
     names = []
     for statement in statements(text, temporary=False):
         words = statement[statement.index("CREATE"):].split()
@@ -55,8 +54,7 @@ def _stored(con: duckdb.DuckDBPyConnection) -> set[str]:
 
 
 def sync_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
-    """On a writable connection: store the views of `text` unless the file holds them already; True
-    when they were (re-)created."""
+    """On a writable connection, store the views unless the file holds them; True when (re-)created."""
     text = views_text() if text is None else text
     wanted, names = version(text), view_names(text)
     if _meta(con, VERSION_KEY) == wanted and set(names) <= _stored(con):
@@ -81,8 +79,7 @@ _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", re.DOTALL)
 
 
 def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Empty TEMP copies of schema tables a read-only file lacks, so every view reads as empty; returns
-    their names."""
+    """Empty TEMP copies of tables a read-only file lacks, so every view reads as empty; returns the names."""
     ddl = resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
     present = {r[0] for r in con.execute(
         "SELECT table_name FROM information_schema.tables").fetchall()}
@@ -96,17 +93,16 @@ def stand_in_missing_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def holds_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
-    """Whether the file stores the views of `text` already (TEMP copies would list every view twice)."""
+    """Whether the file stores these views already (TEMP copies would list every view twice)."""
     text = views_text() if text is None else text
     try:
         return _meta(con, VERSION_KEY) == version(text)
-    except duckdb.CatalogException:  # an empty file: no schema_meta
+    except duckdb.CatalogException:
         return False
 
 
 def lay_views(con: duckdb.DuckDBPyConnection, text: str | None = None) -> bool:
-    """On a read-only connection: TEMP copies of the views of `text` unless the file holds them; True
-    when they were laid."""
+    """On a read-only connection, lay TEMP copies of the views unless the file holds them; True when laid."""
     text = views_text() if text is None else text
     if holds_views(con, text):
         return False

@@ -1,9 +1,5 @@
-"""Shared checks of what a user gives: flag and scenario values, and the files they name.
-
-Configs check their values through these functions, so the CLI, the Python API and the kernel
-all refuse a bad value before anything is recorded: `UsageError` for a value, `PersonahubError`
-naming the file for a file. Bounds follow the schema and the libraries the values reach (a seed
-fits a BIGINT and numpy; every float is finite, since nan passes every comparison).
+"""Shared checks of what a user gives: flag and scenario values, and the files they name, refused
+before anything is recorded. Every float is finite, since nan passes every comparison.
 """
 
 from __future__ import annotations
@@ -21,20 +17,20 @@ from personahub.core.errors import PersonahubError, UsageError
 
 MAX_SEED = 2**63 - 1
 MAX_TOKENS = 1_000_000
-# a world, a demonstrations file or a .sql file is read whole; a text this size is a mistake
+# a world, demonstrations or .sql file is read whole; a text this size is a mistake
 MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
-# an imported persona text: Nemotron's longest are under 5,000 characters; 20,000 refuses a book
+# Nemotron's longest persona texts are under 5,000 characters; 20,000 refuses a book
 MAX_PERSONA_CHARS = 20_000
-# JSON nesting: real records nest two or three levels; Python's parser gives up near 1,000
+# real records nest two or three levels; Python's parser gives up near 1,000
 MAX_JSON_DEPTH = 64
-_SNIFF_BYTES = 8192  # where a NUL byte marks a binary file (as git and grep decide)
+_SNIFF_BYTES = 8192  # a NUL byte marks a binary file (as git and grep decide)
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def check_int(value: object, setting: str, *, low: int | None = None,
               high: int | None = None) -> int:
-    """`value` as an int within `low..high` (a bool, a float or a string is refused)."""
+    """The value as an int within bounds (a bool, a float or a string is refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{setting} must be an integer, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -49,18 +45,18 @@ def check_int(value: object, setting: str, *, low: int | None = None,
 
 
 def check_seed(value: object, setting: str = "--seed") -> int:
-    """A seed: an int within 0 .. 2**63 - 1 (what numpy takes and a BIGINT stores)."""
+    """A seed: an int that numpy takes and a BIGINT stores."""
     return check_int(value, setting, low=0, high=MAX_SEED)
 
 
 def check_max_tokens(value: object, setting: str = "--max-tokens") -> int | None:
-    """An answer's token limit: None (the default) or an int within 1..MAX_TOKENS."""
+    """An answer's token limit: None or an int up to the maximum."""
     return None if value is None else check_int(value, setting, low=1, high=MAX_TOKENS)
 
 
 def check_number(value: object, setting: str, *, low: float | None = None,
                  high: float | None = None, above: float | None = None) -> float:
-    """`value` as a finite float; `low`/`high` are inclusive bounds, `above` exclusive."""
+    """The value as a finite float within bounds (inclusive, or exclusive below)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{setting} must be a number, got {value!r}")
     if not math.isfinite(value):
@@ -75,12 +71,11 @@ def check_number(value: object, setting: str, *, low: float | None = None,
 
 
 def check_optional_number(value: object, setting: str, **bounds: float) -> float | None:
-    """`check_number` for a setting that may be None."""
     return None if value is None else check_number(value, setting, **bounds)
 
 
 def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[float, ...]:
-    """Relative weights: `count` finite numbers >= 0, not all zero."""
+    """Relative weights: finite numbers >= 0, not all zero."""
     weights = tuple(values)
     if len(weights) != count:
         raise UsageError(f"{setting} must hold one weight per kind ({count}), got {len(weights)}")
@@ -92,7 +87,7 @@ def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[floa
 
 
 def json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
-    """The nesting depth of a decoded JSON value, counted up to `limit + 1` without recursion."""
+    """The nesting depth of a JSON value, counted up to a limit without recursion."""
     depth = 0
     level: list[object] = [value]
     while depth <= limit:
@@ -106,7 +101,7 @@ def json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
 
 
 def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Why `value` nests too deeply to keep, or None."""
+    """Why a value nests too deeply to keep, or None."""
     items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
     if not any(isinstance(item, dict | list) for item in items):
         return None
@@ -116,7 +111,7 @@ def too_deep(value: object, limit: int = MAX_JSON_DEPTH) -> str | None:
 
 
 def persona_text_problem(text: str) -> str | None:
-    """Why an imported persona text cannot be kept (its size or a NUL character), or None."""
+    """Why an imported persona text cannot be kept (size or a NUL), or None."""
     if len(text) > MAX_PERSONA_CHARS:
         return (f"the persona text has {len(text):,} characters; a persona may have at most "
                 f"{MAX_PERSONA_CHARS:,}")
@@ -131,7 +126,6 @@ def _file_error(setting: str, path: Path, reason: str) -> PersonahubError:
 
 def _utf8_problem(data: bytes, path: Path, setting: str, offset: int = 0,
                   line: int = 1) -> PersonahubError | None:
-    """The one-line error for bytes that are not UTF-8 text, naming the line, or None."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -151,8 +145,9 @@ def _nul_problem(data: bytes, path: Path, setting: str, offset: int = 0) -> Pers
 
 def read_text_file(path: str | Path, setting: str, *,
                    max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
-    """A small text file read whole as UTF-8 (BOM dropped); refused in one line naming `setting` and the
-    file when missing, a folder, too large, binary or not UTF-8."""
+    """A small text file read whole as UTF-8, refused in one line when missing, a folder, too large, binary
+    or not UTF-8.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -181,8 +176,9 @@ def _open_maybe_gzip(path: Path) -> Iterator[IO[bytes]]:
 
 
 def check_text_file(path: str | Path, setting: str, *, strict_utf8: bool = True) -> None:
-    """Read a (possibly gzipped) text file end to end before a job starts on it, refusing damage,
-    binary bytes or (with `strict_utf8`) bad UTF-8: a job would otherwise stop half-way."""
+    """Read a (possibly gzipped) text file end to end before a job starts on it, so damage does not stop
+    the job half-way.
+    """
     path = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset, line = 0, 1
@@ -193,7 +189,7 @@ def check_text_file(path: str | Path, setting: str, *, strict_utf8: bool = True)
                 if problem is not None:
                     raise problem
                 if strict_utf8:
-                    pending = len(decoder.getstate()[0])  # bytes of a character split last time
+                    pending = len(decoder.getstate()[0])
                     try:
                         decoder.decode(chunk)
                     except UnicodeDecodeError as exc:

@@ -1,8 +1,9 @@
-"""``--concurrency auto``: a concurrency limit that finds what the server can take (AIMD).
+"""Automatic concurrency: a limit that finds what the server can take (AIMD).
 
-Like TCP's congestion window, it grows by one per success (per window after the first cut) while
-latency holds and the window is used, and is cut by ``decrease`` on a 429, 502-504, a timeout, or
-queueing latency; one cut per round. Decisions count calls, never read a clock, so tests drive it."""
+Like TCP's congestion window, it grows by one per success while latency holds, and is cut on
+overload or queueing latency, once per round. Decisions count calls and never read a clock, so tests
+drive it.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +12,17 @@ from typing import Any, Literal
 from personahub.core.contracts import Failure
 from personahub.models.limits import ConcurrencyLimit
 
-#: ``--concurrency``: a fixed number of calls in flight, or ``auto``
 Concurrency = int | Literal["auto"]
 AUTO_START = 2
 AUTO_CEILING = 64
 QUEUE_SAMPLES = 4  # answers in an epoch before its latency may cut the limit
-OUTLIER_RATIO = 2.0  # one answer's latency ratio counts for at most this times queue_factor
-# statuses that mean "fewer at once, please" (a refusal of the request itself is not overload)
+OUTLIER_RATIO = 2.0  # cap on one answer's latency ratio, in units of queue_factor
+# overload statuses (a refusal of the request itself is not overload)
 OVERLOAD_STATUSES = frozenset({429, 502, 503, 504})
 
 
 class AdaptiveLimit(ConcurrencyLimit):
-    """A ``ConcurrencyLimit`` whose limit follows the server."""
+    """A concurrency limit that follows the server."""
 
     def __init__(self, start: int = AUTO_START, ceiling: int = AUTO_CEILING, *,
                  decrease: float = 0.5, grow_factor: float = 2.0, queue_factor: float = 3.0,
@@ -36,14 +36,14 @@ class AdaptiveLimit(ConcurrencyLimit):
         self.decrease, self.smoothing = decrease, smoothing
         self.grow_factor, self.queue_factor = grow_factor, queue_factor
         self.peak = self.limit
-        self.epoch = 0  # bumped by every cut: a call remembers the epoch it started in
-        self.cuts: dict[str, int] = {}  # why the limit was cut, how often
+        self.epoch = 0  # bumped by every cut
+        self.cuts: dict[str, int] = {}
         self._slow_start = True
-        self._successes = 0  # since the last change of the limit
-        self._saturated = False  # the window was full since the last change
-        self._best: dict[str, float] = {}  # the best latency per token per purpose (all epochs)
-        self._ratio: float | None = None  # smoothed latency / best, in this epoch
-        self._samples = 0  # latency samples in this epoch
+        self._successes = 0
+        self._saturated = False
+        self._best: dict[str, float] = {}
+        self._ratio: float | None = None
+        self._samples = 0
 
     async def __aenter__(self) -> None:
         await super().__aenter__()
@@ -51,13 +51,13 @@ class AdaptiveLimit(ConcurrencyLimit):
             self._saturated = True
 
     def succeeded(self, purpose: str, cost: float, epoch: int) -> None:
-        """A call that started in ``epoch`` answered, at ``cost`` seconds per output token."""
+        """A call from an epoch answered, at a cost per output token."""
         if epoch != self.epoch:
-            return  # sent before the last cut: says nothing about the limit now
+            return  # sent before the last cut: says nothing now
         best = self._best.get(purpose)
         if best is None or cost < best:
             self._best[purpose] = best = cost
-        # one answer counts for at most ``OUTLIER_RATIO`` times the best: a late straggler is not a queue
+        # a late straggler is not a queue
         ratio = min(OUTLIER_RATIO * self.queue_factor, cost / best if best > 0 else 1.0)
         self._ratio = ratio if self._ratio is None else self._ratio + self.smoothing * (ratio - self._ratio)
         self._samples += 1
@@ -67,12 +67,12 @@ class AdaptiveLimit(ConcurrencyLimit):
             return
         self._successes += 1
         if not self._saturated or self.limit >= self.ceiling or self._ratio > self.grow_factor:
-            return  # not used in full, at the ceiling, or latency no longer holds
+            return
         if self._slow_start or self._successes >= self.limit:
             self._set(self.limit + 1)
 
     def overloaded(self, reason: str, epoch: int) -> None:
-        """A call that started in ``epoch`` was refused for overload (429, 503, timeout...)."""
+        """A call from an epoch was refused for overload."""
         if epoch == self.epoch:
             self._cut(reason)
 
@@ -90,23 +90,21 @@ class AdaptiveLimit(ConcurrencyLimit):
         self._wake()
 
     def carry_from(self, other: AdaptiveLimit) -> None:
-        """Start from what ``other`` (the same endpoint's limit on an earlier event loop) learned."""
+        """Start from what this endpoint's limit learned on an earlier event loop."""
         self.limit, self.peak, self.cuts = other.limit, other.peak, dict(other.cuts)
         self._slow_start, self._best = other._slow_start, dict(other._best)
 
     def report(self) -> dict[str, Any]:
-        """What a run records about its concurrency (``runs.config.concurrency_limit``)."""
         return {"setting": "auto", "start": self.start, "ceiling": self.ceiling,
                 "final": self.limit, "peak": self.peak, "cuts": dict(self.cuts)}
 
 
 def concurrency_bound(value: Concurrency) -> int:
-    """The most calls in flight ``value`` allows (``auto``: its ceiling)."""
+    """The most calls in flight a setting allows."""
     return AUTO_CEILING if value == "auto" else int(value)
 
 
 def overload_reason(failure: Failure) -> str | None:
-    """Why a failed attempt means the server is overloaded ("429", "timeout"...), or None."""
     if failure.description == "timeout":
         return "timeout"
     if failure.status in OVERLOAD_STATUSES:

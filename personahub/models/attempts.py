@@ -15,16 +15,16 @@ if TYPE_CHECKING:
 
 
 def usage(message: object) -> tuple[int | None, int | None]:
-    """(input tokens, output tokens) the answer reports (0 when none; None when impossible)."""
+    """Input and output tokens the answer reports (0 when none; None when impossible)."""
     counts = getattr(message, "usage_metadata", None) or {}
     return (token_count(counts.get("input_tokens", 0) or 0),
             token_count(counts.get("output_tokens", 0) or 0))
 
 
 def cached_prompt_tokens(message: object) -> int | None:
-    """Prompt tokens the server says its prefix cache reused (None when it says nothing).
-
-    langchain-openai leaves the key out when the server sent none, so 0 means "reported, none reused"."""
+    """Prompt tokens the server says its prefix cache reused (None when it says nothing). langchain-openai
+    leaves the key out when the server sent none, so 0 means reported, none reused.
+    """
     counts = getattr(message, "usage_metadata", None) or {}
     details = counts.get("input_token_details") or {}
     value = details.get("cache_read")
@@ -33,7 +33,7 @@ def cached_prompt_tokens(message: object) -> int | None:
 
 def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
              started: float) -> StructuredResult[Any]:
-    """The result of an attempt that got ``message`` back (valid or not: validation is above)."""
+    """The result of an attempt that got a message back (validation is above)."""
     record.latency_ms = (time.perf_counter() - started) * 1000
     record.tokens_in, record.tokens_out = usage(message)
     record.cached_prompt_tokens = cached_prompt_tokens(message)
@@ -42,7 +42,7 @@ def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
 
 
 def failed(record: CallRecord, exc: BaseException, started: float) -> StructuredResult[Any]:
-    """The result of an attempt that raised ``exc`` (classified for what happens next)."""
+    """The result of an attempt that raised (classified for what happens next)."""
     record.latency_ms = (time.perf_counter() - started) * 1000
     failure = classify(exc)
     record.status, record.error = "error", failure.description
@@ -50,9 +50,7 @@ def failed(record: CallRecord, exc: BaseException, started: float) -> Structured
 
 
 def straggled(result: StructuredResult[Any], warm: bool = True) -> StructuredResult[Any]:
-    """``result`` of an attempt cut at its straggler deadline: a transient failure, asked again at once.
-
-    ``warm``: the deadline came from the endpoint's answers (else: a probe before any answer)."""
+    """The result of an attempt cut at its straggler deadline: a transient failure, asked again at once."""
     record, failure = result.last, result.failure
     assert failure is not None
     seconds = record.latency_ms / 1000

@@ -1,10 +1,7 @@
-"""Bounded by construction: every string a model fills gets ``maxLength``, every array ``maxItems``,
-sized so that a whole answer fits in the call's ``max_tokens``.
-
-Grammar-constrained servers force the schema's shape but not an end: a small model may repeat its
-last string until cut, and the JSON never closes. ``CHARS_PER_TOKEN = 3.0`` is a floor measured
-with SmolLM2's vocabulary (``bench/bench_chars_per_token.py``: prose 3.4-5.5, math 3.0-4.6);
-digits are a token each, so ``DIGITS`` fields are bounded at one character a token."""
+"""Bounded by construction: every string and array a model fills is bounded so that a whole answer fits
+in the call's token limit, as grammar-constrained servers force a schema's shape but not an end.
+Three characters per token is a floor measured with SmolLM2 (bench/bench_chars_per_token.py).
+"""
 
 from __future__ import annotations
 
@@ -24,40 +21,38 @@ M = TypeVar("M", bound=BaseModel)
 __all__ = ["DIGITS", "QUESTION", "SENTENCE", "SHORT", "Density", "Shape", "Share", "bounded", "clip",
            "estimate_tokens", "pattern_for", "plan", "unbounded", "with_bound", "without_bound"]
 
-CHARS_PER_TOKEN = 3.0  # characters of string content per token (a floor for English text)
-JSON_CHARS_PER_TOKEN = 2.0  # characters of JSON structure (keys, quotes, braces) per token
-BUDGET_SHARE = 0.9  # of max_tokens; the rest is room for whitespace
-DEFAULT_MAX_ITEMS = 4  # maxItems of a list whose field sets none
-MIN_STRING_CHARS = 8  # no string bound below this (nor below the field's own min_length)
+CHARS_PER_TOKEN = 3.0  # a floor for English text
+JSON_CHARS_PER_TOKEN = 2.0
+BUDGET_SHARE = 0.9  # the rest is room for whitespace
+DEFAULT_MAX_ITEMS = 4
+MIN_STRING_CHARS = 8  # no string bound below this (nor below the field's own minimum)
 
 _NONE = type(None)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How a schema is sized for a budget: characters per string slot."""
+    """How a schema is sized for a budget."""
 
     max_tokens: int
-    slots: float  # string slots in a full answer
-    fixed_chars: int  # characters of everything but string content
-    string_chars: int  # characters of string content the budget leaves
+    slots: float
+    fixed_chars: int
+    string_chars: int
 
     @property
     def per_slot(self) -> int:
-        """The ``maxLength`` of one whole string slot (before a field's own bounds)."""
         return int(self.string_chars / max(self.slots, 1.0))
 
 
 def estimate_tokens(value: object) -> int:
-    """Tokens an answer is counted at, as ``bounded`` assumes (the runaway fault cuts by it too)."""
+    """Tokens an answer is counted at (the runaway fault cuts by it too)."""
     content, structure = json_chars(value)
     return math.ceil(content / CHARS_PER_TOKEN + structure / JSON_CHARS_PER_TOKEN)
 
 
 def json_chars(value: object, *, key: bool = False) -> tuple[int, int]:
-    """(string content characters, structure characters) of ``value`` as compact JSON."""
     if isinstance(value, str):
-        return (0, len(value) + 3) if key else (len(value), 2)  # a key: quotes and the colon
+        return (0, len(value) + 3) if key else (len(value), 2)
     if isinstance(value, dict):
         content, structure = 0, 2 + max(0, len(value) - 1)
         for name, item in value.items():
@@ -75,7 +70,7 @@ def json_chars(value: object, *, key: bool = False) -> tuple[int, int]:
 
 
 def clip(text: str, max_len: int, min_len: int = 0) -> str:
-    """``text`` cut to ``max_len`` characters at a word boundary, or hard when that leaves too little."""
+    """Text cut at a word boundary, or hard when that leaves too little."""
     if len(text) <= max_len:
         return text
     cut = text[:max_len]
@@ -87,9 +82,7 @@ def clip(text: str, max_len: int, min_len: int = 0) -> str:
     return cut
 
 
-# -- annotations ------------------------------------------------------------------------------
 def _unwrap(annotation: object) -> tuple[Any, list[Any], bool]:
-    """(the type, its ``Annotated`` metadata, whether None is allowed)."""
     metadata: list[Any] = []
     while get_origin(annotation) is Annotated:
         annotation, *extra = get_args(annotation)
@@ -113,7 +106,6 @@ def _is_list(annotation: object) -> bool:
 
 
 def _limit(metadata: list[Any], name: str) -> int | None:
-    """A ``max_length``/``min_length`` found in a field's or an annotation's metadata."""
     for item in metadata:
         value = getattr(item, name, None)
         if isinstance(value, int):
@@ -135,7 +127,6 @@ def _max_items(metadata: list[Any]) -> int:
 
 
 def _fixed_value_chars(annotation: object) -> int:
-    """Characters of a value that is not free text (a choice, a number, a flag)."""
     if get_origin(annotation) is Literal:
         return max((len(str(a)) + 2 for a in get_args(annotation)), default=4)
     if annotation is bool:
@@ -146,7 +137,6 @@ def _fixed_value_chars(annotation: object) -> int:
 
 
 def _measure(annotation: object, metadata: list[Any]) -> tuple[float, int]:
-    """(string slots, fixed characters) of one value of ``annotation``."""
     kind, more, _ = _unwrap(annotation)
     metadata = metadata + more
     if kind is str:
@@ -171,16 +161,12 @@ def _measure_model(model: type[BaseModel]) -> tuple[float, int]:
 
 
 def plan(schema: type[BaseModel], max_tokens: int) -> Plan:
-    """How ``schema``'s strings share ``max_tokens``.
-
-    The fixed JSON part is counted first; the rest of the budget is shared among string slots (a
-    ``SHORT`` field gets a quarter slot, a list ``maxItems`` slots)."""
+    """How a schema's strings share the token limit."""
     slots, fixed = _measure_model(schema)
     usable = max_tokens * BUDGET_SHARE - fixed / JSON_CHARS_PER_TOKEN
     return Plan(max_tokens, slots, fixed, max(0, int(usable * CHARS_PER_TOKEN)))
 
 
-# -- bounding ---------------------------------------------------------------------------------
 def _density(metadata: list[Any]) -> float:
     return next((m.chars_per_token for m in metadata if isinstance(m, Density)), CHARS_PER_TOKEN)
 
@@ -192,23 +178,20 @@ def _string_bound(per_slot: int, metadata: list[Any]) -> int:
     return min(bound, own_max) if own_max is not None else bound
 
 
-# a JSON string character that needs no escape (llama.cpp copies a pattern's "." as any character,
-# quotes included)
+# a JSON string character needing no escape (llama.cpp takes "." as any character)
 _PLAIN_CHAR = r'[^"\\\x00-\x1f]'
 
 
 def pattern_for(shape: Shape, min_len: int, max_len: int) -> str:
-    """The ``pattern`` of a shaped string of ``min_len``..``max_len`` characters.
-
-    The bound is inside the pattern because llama.cpp's grammar converters ignore ``maxLength``
-    beside a ``pattern``."""
+    """The pattern of a shaped string; the bound is inside it because llama.cpp's grammar converters ignore
+    a maximum length beside a pattern.
+    """
     ends = int(bool(shape.first)) + int(bool(shape.last))
     low, high = max(0, min_len - ends), max(1, max_len - ends)
     return f"^{shape.first}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{shape.last}$"
 
 
 def without_bound(pattern: str) -> str:
-    """A pattern from ``pattern_for`` without its length quantifier (to seed offline answers)."""
     head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
     if not plain:
         return pattern
@@ -216,7 +199,6 @@ def without_bound(pattern: str) -> str:
 
 
 def with_bound(pattern: str, cut: int) -> str:
-    """A pattern from ``pattern_for`` for a string ``cut`` characters shorter; others unchanged."""
     head, plain, tail = pattern.partition(_PLAIN_CHAR + "{")
     if not plain or cut <= 0:
         return pattern
@@ -227,7 +209,6 @@ def with_bound(pattern: str, cut: int) -> str:
 
 
 def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
-    """The ``Field`` extras of a string bounded at ``bound``: its ``max_length`` and its shape's pattern."""
     extras: list[Any] = [Field(max_length=bound)]
     shape = next((m for m in metadata if isinstance(m, Shape)), None)
     if shape is not None:
@@ -238,7 +219,6 @@ def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
 
 def _bound_type(annotation: object, metadata: list[Any], per_slot: int
                 ) -> tuple[Any, int | None, list[Any]]:
-    """(the bounded annotation, its field's ``max_length`` if any, its ``Field`` extras)."""
     kind, more, optional = _unwrap(annotation)
     metadata = metadata + more
     extras: list[Any] = []
@@ -252,7 +232,7 @@ def _bound_type(annotation: object, metadata: list[Any], per_slot: int
     elif _is_list(kind):
         item, item_meta, item_optional = _unwrap(_item_type(kind))
         inner, inner_bound, extra = _bound_type(item, item_meta, per_slot)
-        if item_meta or extra:  # the item's own constraints kept, the bound added
+        if item_meta or extra:
             inner = Annotated[(inner, *item_meta, *extra)]
         if item_optional:
             inner = inner | None
@@ -265,7 +245,6 @@ def _bound_type(annotation: object, metadata: list[Any], per_slot: int
 
 @lru_cache(maxsize=1024)
 def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
-    """``model`` with every string and list bounded (own bounds kept), nested models too."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation, bound, extras = _bound_type(info.annotation, list(info.metadata), per_slot)
@@ -279,25 +258,20 @@ def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
 
 
 def _own_copy(doc: str | None) -> str | None:
-    """``doc`` as a string object of its own.
-
-    cloudpickle (Ray) drops class-dict entries shared by identity with the base class, so a shared
-    docstring vanished on Ray workers and pydantic's field descriptions (the prompt) changed."""
+    """The docstring as a string object of its own: cloudpickle (Ray) drops class-dict entries shared
+    with the base class, so pydantic's field descriptions (the prompt) changed on workers.
+    """
     return None if doc is None else doc.encode().decode()
 
 
 @lru_cache(maxsize=1024)
 def bounded(schema: type[M], max_tokens: int) -> type[M]:
-    """``schema`` bounded for ``max_tokens``, cached per class and budget.
-
-    A subclass with the same name, so the JSON schema keeps its shape; ``schema`` itself when no
-    field is free text."""
+    """The schema bounded for a token limit (cached): a same-named subclass, or the schema itself."""
     return _bounded_model(schema, plan(schema, max_tokens).per_slot)  # type: ignore[return-value]
 
 
 def unbounded(value: BaseModel, schema: type[M]) -> M:
-    """``value`` as an instance of ``schema`` itself: bounded classes are made at run time and do not
-    pickle by name."""
+    """The value as the schema's own class: bounded classes are made at run time and do not pickle."""
     if type(value) is schema:
         return value
     return schema.model_validate(value.model_dump(by_alias=True))

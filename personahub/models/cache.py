@@ -1,8 +1,9 @@
-"""Record / replay cache of model answers, kept in the ``llm_cache`` table.
+"""Record/replay cache of model answers, in the llm_cache table.
 
-Keyed by model name (not URL, so replicas share entries), messages, schema, parameters and a
-sample index, so repeated prompts keep distinct answers. The raw payload is stored, valid or not,
-so a replay repeats repairs; the job kernel writes entries in the batch's transaction."""
+Keyed by model name (not URL, so replicas share entries), messages, schema, parameters and a sample
+index, so repeated prompts keep distinct answers. The raw payload is stored, valid or not, so a
+replay repeats repairs.
+"""
 
 from __future__ import annotations
 
@@ -27,22 +28,22 @@ __all__ = ["CACHE_MODES", "CacheMiss", "ResponseCache", "attach_cache", "check_r
 
 
 class CacheMiss(PersonahubError):
-    """``--cache replay`` met a request the cache holds no answer for."""
+    """A replay met a request the cache holds no answer for."""
 
 
-Answer = tuple[str | None, int, int, str | None]  # response, tokens in, tokens out, error
+Answer = tuple[str | None, int, int, str | None]
 
 
 @lru_cache(maxsize=256)
 def schema_fingerprint(schema: type[BaseModel]) -> str:
-    """Short SHA-256 of the schema's JSON schema (the request stores this, not the schema)."""
+    """Short hash of the schema's JSON schema."""
     text = json.dumps(schema.model_json_schema(), sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[BaseModel],
                     params: Mapping[str, object]) -> dict[str, Any]:
-    """The request as keyed and stored: no URL, no credentials, schema by name and fingerprint."""
+    """The request as keyed and stored: no URL, no credentials."""
     return {
         "model": model,
         "messages": to_openai_dicts(messages),
@@ -52,19 +53,18 @@ def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[Ba
 
 
 def request_hash(request: Mapping[str, object]) -> str:
-    """SHA-256 of the canonical JSON of a request (sample index not included)."""
+    """SHA-256 of a request's canonical JSON."""
     text = json.dumps(request, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def cache_key(base: str, sample: int) -> str:
-    """The ``llm_cache.key`` of sample ``sample`` of the request hashing to ``base``."""
     return hashlib.sha256(f"{base}:{sample}".encode()).hexdigest()
 
 
 def failure_key(key: str) -> str:
-    """Where a call that failed for good is recorded (replays reproduce the failure)."""
+    """Where a call that failed for good is recorded, so replays reproduce the failure."""
     return f"{key}:failed"
 
 
@@ -82,7 +82,6 @@ class ResponseCache:
 
     @classmethod
     def load(cls, con: duckdb.DuckDBPyConnection, mode: CacheMode, model: str) -> ResponseCache:
-        """The cache over the ``llm_cache`` rows of ``model`` in the database ``con``."""
         rows = con.execute("SELECT key, response, tokens_in, tokens_out, error FROM llm_cache "
                            "WHERE model = ?", [model]).fetchall()
         return cls(mode, model, {k: (r, int(ti or 0), int(to or 0), e) for k, r, ti, to, e in rows})
@@ -91,28 +90,26 @@ class ResponseCache:
         return len(self._answers)
 
     def next_sample(self, base: str) -> int:
-        """The sample index for one more asking of the request ``base`` in this run."""
+        """The sample index for one more asking of a request."""
         sample = self._samples.get(base, 0)
         self._samples[base] = sample + 1
         return sample
 
     def get(self, key: str) -> Answer | None:
-        """(raw answer, tokens in, tokens out, error) recorded under ``key``, or None."""
         return self._answers.get(key)
 
     def put(self, entry: CacheEntry) -> None:
-        """Remember an answer (later samples of this run may hit it); writing it is the job's."""
+        """Remember an answer for later samples of this run; writing it is the job's."""
         self._answers[entry.key] = (entry.response, entry.tokens_in or 0, entry.tokens_out or 0,
-                                    entry.error)  # unknown counts replay as 0, as ``load`` reads them
+                                    entry.error)
 
 
 def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
-    """Rows for ``llm_cache`` (``created_at`` as a naive UTC timestamp), as the job kernel writes them."""
     return record_rows(entries)
 
 
 def check_replay_cache(db: str | Path, model: str) -> None:
-    """Refuse a replay with nothing recorded, which would fail at its first call and leave a job behind."""
+    """Refuse a replay with nothing recorded before it leaves a job behind."""
     check_replay_file(db)
     con = connect(db, read_only=True)
     try:
@@ -122,7 +119,6 @@ def check_replay_cache(db: str | Path, model: str) -> None:
 
 
 def check_replay_file(db: str | Path) -> None:
-    """Refuse a replay from a database that does not exist (before anything creates it)."""
     if not Path(db).is_file():
         raise PersonahubError(f"--cache replay: {db} does not exist, so no answer is recorded; "
                               "record them first with --cache record")
@@ -133,7 +129,7 @@ def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) 
     if not recorded:
         others = [r[0] for r in con.execute(
             "SELECT DISTINCT model FROM llm_cache ORDER BY 1 LIMIT 4").fetchall()]
-        if others:  # answers of another model: the --llm is what differs
+        if others:
             raise PersonahubError(
                 f"--cache replay: {db} holds no recorded answer of model {model!r}, only of "
                 f"{', '.join(repr(m) for m in others)}; use the same --llm they were recorded with "
@@ -143,9 +139,7 @@ def _check_recorded(con: duckdb.DuckDBPyConnection, db: str | Path, model: str) 
 
 
 def attach_cache(con: duckdb.DuckDBPyConnection, client: StructuredCaller, mode: str) -> None:
-    """Answer the job's calls from (and record into) ``llm_cache``; ``off`` does nothing.
-
-    A replay with nothing recorded for the client's model is refused before any call."""
+    """Answer the job's calls from and record into the cache."""
     if mode not in CACHE_MODES:
         raise UsageError(f"--cache {mode!r}: use one of {', '.join(CACHE_MODES)}")
     if mode == "replay":

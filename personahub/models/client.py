@@ -1,8 +1,6 @@
-"""The one seam to language models: ``make_client(settings)`` and the client it returns.
-
-The client is a stack of layers with one interface, outermost first: accounting, validation,
-cache, retries, limits, failover, then the endpoints (offline engine or HTTP servers). Every call
-carries ``max_tokens``, a schema bounded for it and a timeout; every attempt gets a ``CallRecord``."""
+"""The one seam to language models: the client factory and the client it returns, a stack of layers
+with one interface (accounting, validation, cache, retries, limits, failover, endpoints).
+"""
 
 from __future__ import annotations
 
@@ -50,11 +48,10 @@ __all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LL
 
 
 class LLMClient:
-    """The stack's top for callers: validated structured answers with their call records, plus what
-    job loops ask of a client (label, cache, modes, totals). ``endpoints`` replaces the spec's (tests)."""
+    """The stack's top: validated structured answers with their call records."""
 
     def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
-        settings = with_spec_seed(settings)  # ``offline?seed=N``: the offline engine, seed N
+        settings = with_spec_seed(settings)  # offline?seed=N: the offline engine, seed N
         self.settings = settings
         self.generation = settings.generation
         self.modes = ModeBook(settings.structured,
@@ -64,7 +61,6 @@ class LLMClient:
         self._build()
 
     def _build(self) -> None:
-        """Stack the layers over ``self.endpoints``."""
         settings, caps = self.settings, [e.capabilities for e in self.endpoints]
         fail_fast = FailFast(len(self.endpoints))
         self._failover = Failover(self.endpoints, fail_fast=fail_fast)
@@ -75,7 +71,7 @@ class LLMClient:
             below = self._limits = Limited(below, rps=settings.rps,
                                            concurrency=None if in_process else settings.concurrency)
         self._spill = SinkSlot()
-        for endpoint in self.endpoints:  # an HTTP endpoint records each attempt as it goes out
+        for endpoint in self.endpoints:
             if isinstance(getattr(endpoint, "spill", None), SinkSlot):
                 endpoint.spill = self._spill  # type: ignore[attr-defined]
         retry = Retrying(below, max_retries=settings.max_retries, backoff_s=settings.backoff_s,
@@ -85,7 +81,7 @@ class LLMClient:
                          spill=self._spill)
         self._retry = retry
         self._cached = Cached(retry, params=self._cache_params)
-        negotiated = not all(c.native_schemas for c in caps)  # else no mode is ever learned
+        negotiated = not all(c.native_schemas for c in caps)
         validated = self.validated = Validated(self._cached, modes=self.modes if negotiated
                                                else None, spill=self._spill)
         self._top = Accounted(validated, liveness=Liveness(settings.stall_bound_s),
@@ -94,71 +90,59 @@ class LLMClient:
         self.liveness = self._top.liveness
 
     def spill_to(self, sink: RecordSink | None) -> None:
-        """Hand every attempt to ``sink`` as soon as it is final (None: stop), so a kill loses no billed
-        attempt."""
+        """Hand every attempt to a sink once final (None: stop), so a kill loses no billed attempt."""
         self._spill.sink = sink
 
     @property
     def label(self) -> str:
-        """What the console banner and the run log call this engine."""
         return self._failover.label
 
     @property
     def is_offline(self) -> bool:
-        """True when the offline engine answers (no language model is used)."""
         return all(e.capabilities.deterministic for e in self.endpoints)
 
     @property
     def cache_model(self) -> str:
-        """The model name cache entries are keyed and stored under (endpoints' names, sorted)."""
         return ",".join(sorted({e.model_name for e in self.endpoints}))
 
     @property
     def cache(self) -> ResponseCache | None:
-        """The record/replay cache in use, if any."""
         return self._cached.cache
 
     @property
     def _semaphore(self) -> ConcurrencyLimit | None:
-        """The concurrency limit of the current event loop (None for in-process engines)."""
         return self._limits.slots if self._limits is not None else None
 
     def use_cache(self, cache: ResponseCache | None) -> None:
-        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        """Answer from and record into a cache from now on (None: off)."""
         self._cached.cache = cache
 
     @property
     def uncached(self) -> ModelEndpoint:
-        """The layers below the cache (retries, limits, endpoints): what answers a cache miss."""
         return self._retry
 
     def answer_misses_with(self, below: ModelEndpoint | None) -> None:
-        """Send the attempts the cache does not answer to ``below`` (None: this client's own layers).
-
-        A Ray run keeps the cache on the driver, which holds the database, and sends only misses on."""
+        """Send cache misses to other layers (a Ray run keeps the cache on the driver)."""
         self._cached.inner = below if below is not None else self._retry
 
     def _cache_params(self, max_tokens: int) -> dict[str, Any]:
-        """What besides the conversation decides an answer (the cache key's ``params``)."""
+        """What besides the conversation decides an answer."""
         settings = self.settings
         params: dict[str, Any] = {"structured": settings.structured, "max_tokens": max_tokens,
                                   "temperature": settings.temperature, "top_p": settings.top_p}
         if self.is_offline:
-            params["seed"] = settings.seed  # the offline engine's answers depend on it
+            params["seed"] = settings.seed
         return params
 
     def mark_down(self, index: int, seconds: float = DEAD_ENDPOINT_COOLDOWN_S) -> None:
-        """Skip endpoint ``index`` in round-robin for ``seconds`` (it refused a connection)."""
+        """Skip an endpoint for some seconds (it refused a connection)."""
         self._failover.mark_down(index, seconds)
 
     def structured_modes(self) -> dict[str, str]:
-        """The structured-output mode each endpoint uses now (for the run's config)."""
         return {e.label: e.current_mode() for e in self.endpoints}
 
     def concurrency_report(self) -> dict[str, Any]:
-        """``--concurrency`` and the limit it came to (final, peak, and why ``auto`` cut it).
-
-        An in-process engine has no limit (``final`` None)."""
+        """The concurrency asked for and the limit it came to."""
         if self._limits is None or self._limits.concurrency is None:
             return {"setting": self.settings.concurrency, "final": None, "peak": None}
         return self._limits.report()
@@ -167,11 +151,9 @@ class LLMClient:
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
                          max_tokens: int | None = None) -> StructuredResult[T]:
-        """Ask for an instance of ``schema``; ``value=None`` when every attempt failed.
-
-        ``check`` is the job's quality check: a rejected answer earns one fresh sample. Raises
-        ``LLMUnavailable`` (no endpoint reachable), ``ModelRejected`` (every request rejected for one
-        reason) or ``CacheMiss`` (a replay holds no answer)."""
+        """Ask for an instance of a schema; the value is None when every attempt failed. A rejected answer
+        earns one fresh sample.
+        """
         request = self.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                    step=step, check=check, sample=sample, max_tokens=max_tokens)
         result = await self._top.call(request)
@@ -182,9 +164,7 @@ class LLMClient:
     async def option_probabilities(self, messages: list[Any], labels: Sequence[str], *,
                                    purpose: str, persona_id: str | None = None,
                                    top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
-        """Each label's probability as the answer's first token (offline: seeded probabilities).
-
-        Raises ``LogprobsUnavailable`` when the server answers without log-probabilities."""
+        """Each label's probability as the answer's first token; raises without log-probabilities."""
         return await option_probabilities(self, messages, labels, purpose=purpose,
                                           persona_id=persona_id, top_logprobs=top_logprobs)
 
@@ -192,12 +172,11 @@ class LLMClient:
                     persona_id: str | None = None, step: int | None = None,
                     check: Callable[[T], str | None] | None = None, sample: int = 0,
                     max_tokens: int | None = None) -> CallRequest:
-        """The request ``structured`` sends for these arguments (a batch sends the same).
-
-        ``sample`` > 0 asks another sample of the same prompt (callers use even numbers: odd ones are
-        for the fresh sample a weak answer earns). ``--max-tokens`` overrides ``max_tokens``."""
+        """The request a structured call (or a batch) sends. Further samples use even numbers: odd ones are
+        for
+        a weak answer's fresh sample.
+        """
         max_tokens = self.generation.max_tokens_for(max_tokens)
-        # bounds sized for this call's budget, so a grammar-constrained server closes the JSON in time
         return CallRequest(bounded(schema, max_tokens), messages, purpose, max_tokens,
                            persona_id, step, check=check, sample=sample)
 
@@ -209,17 +188,14 @@ def make_client(settings: EmbedderSettings) -> OpenAIEmbedder: ...
 
 
 def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIEmbedder:
-    """The project's one client factory: the chat stack for ``LLMSettings``, the embedding one for
-    ``EmbedderSettings``."""
+    """The client factory, by the settings' type."""
     if isinstance(settings, EmbedderSettings):
         return OpenAIEmbedder.of(settings)
     return LLMClient(settings)
 
 
 def resolve_spec(cli_value: str | None) -> str:
-    """The spec from --llm, else ``PERSONAHUB_LLM``, else ``offline``.
-
-    ``--llm ""`` is refused, so an unset shell variable does not quietly mean the offline engine."""
+    """The spec from --llm, else PERSONAHUB_LLM, else offline; an empty --llm is refused."""
     if cli_value is not None and not cli_value.strip():
         raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
                              "(an unset shell variable?)")
@@ -227,10 +203,7 @@ def resolve_spec(cli_value: str | None) -> str:
 
 
 def check_reachable(client: LLMClient, timeout_s: float = 5.0) -> list[str]:
-    """Fail fast with one line when no HTTP endpoint answers at all.
-
-    Any HTTP answer counts as reachable. Unreachable endpoints among several are marked down and
-    their labels returned; the error comes only when none is reachable."""
+    """Fail fast with one line when no HTTP endpoint answers; returns the labels of unreachable ones."""
     import httpx
 
     down: list[str] = []

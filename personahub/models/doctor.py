@@ -1,8 +1,8 @@
-"""``personahub doctor``: what an endpoint can do, measured before a million-call job.
+"""The doctor command: what an endpoint can do, measured before a million-call job.
 
-A handful of requests through a job's own client stack probe which structured modes work, whether
-bounded strings close, throughput per concurrency level, and prefix-cache reuse; it recommends
-the smallest level within 5% of the best throughput."""
+A few requests through a job's own client stack probe structured modes, bounded strings, throughput
+per concurrency level and prefix-cache reuse.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from personahub.models.client import LLMClient, LLMSettings, check_reachable
 from personahub.models.settings import EndpointFailing, LLMUnavailable
 from personahub.models.structured import AUTO_ORDER, StructuredMode
 
-GROWTH = 1.1  # a level must beat the best throughput so far by this factor to go on doubling
-NEAR_BEST = 0.95  # the recommendation: the smallest level within this share of the best
+GROWTH = 1.1  # a level must beat the best so far by this factor to go on doubling
+NEAR_BEST = 0.95
 PROBE_MAX_TOKENS = 160
 LOAD_MAX_TOKENS = 48
 RUNAWAY_CHARS = 200
@@ -55,7 +55,7 @@ _RUNAWAY = [SystemMessage("You are a novelist who never stops writing."),
                          "Go on for pages; do not summarise.")]
 _COUNTRIES = ("France", "Japan", "Brazil", "Kenya", "Canada", "India", "Italy", "Peru", "Egypt",
               "Norway", "Chile", "Spain", "Mexico", "Ghana", "Vietnam", "Poland")
-# a long shared prefix for the cache probe (about 600 tokens): the same for both requests
+# a long shared prefix for the cache probe
 _PREFIX = " ".join(
     f"Rule {i}: in the town of Aldmere the {w} market opens at {6 + i % 5} in the morning, "
     f"closes at {4 + i % 4} in the afternoon, and its stalls are counted every {i % 7 + 2} days."
@@ -66,7 +66,7 @@ _PREFIX = " ".join(
 
 @dataclass
 class ModeResult:
-    """How one structured mode fared: ``accepted``, ``refused``, ``ignored`` or ``invalid``."""
+    """How one structured mode fared."""
 
     mode: str
     verdict: str
@@ -76,7 +76,7 @@ class ModeResult:
 
 @dataclass
 class RunawayResult:
-    """Whether a bounded string closed its JSON within ``max_tokens``."""
+    """Whether a bounded string closed its JSON within the token limit."""
 
     mode: str
     closed: bool
@@ -94,16 +94,16 @@ class LoadLevel:
     answered: int
     failed: int
     wall_s: float
-    latency_ms: float  # median of the answered requests
+    latency_ms: float
     tokens_out: int
     tokens_per_s: float
     requests_per_s: float
-    failure: str | None = None  # the most common failure, if any
+    failure: str | None = None
 
 
 @dataclass
 class CacheResult:
-    """The prefix-cache reuse the server reported for a request sharing a long prefix."""
+    """The prefix-cache reuse reported for a request sharing a long prefix."""
 
     reported: bool
     cached_tokens: int | None = None
@@ -112,7 +112,6 @@ class CacheResult:
 
     @property
     def share(self) -> float | None:
-        """Cached share of the prompt tokens (None when not reported)."""
         if self.cached_tokens is None or not self.prompt_tokens:
             return None
         return self.cached_tokens / self.prompt_tokens
@@ -120,7 +119,7 @@ class CacheResult:
 
 @dataclass
 class DoctorReport:
-    """What the doctor found at one endpoint (see the module doc)."""
+    """What the doctor found at one endpoint."""
 
     endpoint: str
     modes: list[ModeResult] = field(default_factory=list)
@@ -134,11 +133,11 @@ class DoctorReport:
 
     @property
     def best_mode(self) -> str | None:
-        """The first accepted mode in ``auto``'s order (what ``--structured auto`` settles on)."""
+        """The first accepted mode in auto's order."""
         return next((m.mode for m in self.modes if m.verdict == "accepted"), None)
 
     def as_dict(self) -> dict[str, Any]:
-        """For ``--json``."""
+        """For --json."""
         data = asdict(self)
         data["best_mode"] = self.best_mode
         if self.cache is not None:
@@ -153,8 +152,7 @@ def _settings(spec: str, timeout_s: float, **overrides: Any) -> LLMSettings:
     return LLMSettings(**values)
 
 
-# Every client made on the probe's event loop, kept until the loop ends: one collected earlier
-# would leave its connection pool open.
+# clients made on the probe's loop, kept until it ends: one collected earlier leaves its pool open
 _LIVE: dict[asyncio.AbstractEventLoop, list[LLMClient]] = {}
 
 
@@ -173,18 +171,18 @@ def _failure_text(result: StructuredResult[Any]) -> str:
 
 async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[Any]
                ) -> tuple[StructuredResult[Any] | None, str]:
-    """One call; (result, "") or (None, why it raised)."""
+    """One call: the result, or None and why it raised."""
     try:
         return await client.structured(schema, messages, purpose=_PURPOSE), ""
     except ModelRejected as exc:
         return None, str(exc)
-    except EndpointFailing as exc:  # the call's retries spent: what the endpoint last said
+    except EndpointFailing as exc:
         records = carried_records(exc)
         return None, (records[-1].error if records and records[-1].error else str(exc))
 
 
 async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:
-    """One request per structured mode (raises ``LLMUnavailable`` when nothing answers)."""
+    """One request per structured mode."""
     results = []
     for mode in AUTO_ORDER:
         client = _client(spec, timeout_s, structured=mode, max_tokens=PROBE_MAX_TOKENS)
@@ -205,7 +203,7 @@ async def probe_modes(spec: str, timeout_s: float) -> list[ModeResult]:
 
 
 async def probe_runaway(spec: str, timeout_s: float, mode: StructuredMode) -> RunawayResult:
-    """Does a bounded string close its JSON within ``max_tokens`` in ``mode``?"""
+    """Whether a bounded string closes its JSON within the token limit."""
     client = _client(spec, timeout_s, structured=mode, max_tokens=PROBE_MAX_TOKENS)
     result, raised = await _ask(client, RunawayProbe, list(_RUNAWAY))
     if result is None:
@@ -259,7 +257,7 @@ def _throughput(level: LoadLevel, by_tokens: bool) -> float:
 
 async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_concurrency: int,
                      budget_s: float) -> tuple[list[LoadLevel], str]:
-    """Levels 1, 2, 4, ...: the levels, and why doubling stopped."""
+    """Levels 1, 2, 4, ... until throughput stops growing."""
     levels: list[LoadLevel] = []
     started, concurrency, sent = time.perf_counter(), 1, 0
     while True:
@@ -276,15 +274,13 @@ async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_c
         if concurrency * 2 > max_concurrency:
             return levels, f"reached --max-concurrency {max_concurrency}"
         spent = time.perf_counter() - started
-        if spent + level.wall_s * 2 > budget_s:  # the next level takes about twice as long
+        if spent + level.wall_s * 2 > budget_s:
             return levels, f"time budget ({budget_s:g} s) spent"
         concurrency *= 2
 
 
 def recommend(levels: Sequence[LoadLevel]) -> int | None:
-    """The smallest failure-free level within ``NEAR_BEST`` of the best throughput.
-
-    1 when even one call at a time sometimes failed; None when nothing was answered."""
+    """The smallest failure-free level within a share of the best throughput."""
     clean = [x for x in levels if not x.failed and x.answered]
     if not clean:
         return 1 if any(x.answered for x in levels) else None
@@ -294,7 +290,6 @@ def recommend(levels: Sequence[LoadLevel]) -> int | None:
 
 
 def _cache_numbers(body: Any) -> CacheResult:
-    """The cached prompt tokens an answer body reports, and where it reports them."""
     if not isinstance(body, dict):
         body = body.model_dump() if hasattr(body, "model_dump") else {}
     usage = body.get("usage") or {}
@@ -311,7 +306,7 @@ def _cache_numbers(body: Any) -> CacheResult:
 
 
 async def probe_cache(spec: str, timeout_s: float) -> CacheResult:
-    """Two plain requests with one long shared prefix; what the second reports as cached."""
+    """Two requests with one long shared prefix; what the second reports as cached."""
     client = _client(spec, timeout_s)
     endpoint: Any = client.endpoints[0]
     root = endpoint.model.root_async_client
@@ -340,7 +335,7 @@ def _no_mode_problem(modes: Sequence[ModeResult]) -> str:
 
 async def diagnose(spec: str, *, timeout_s: float = 30.0, max_concurrency: int = 32,
                    budget_s: float = 60.0) -> DoctorReport:
-    """Probe the one endpoint ``spec`` names."""
+    """Probe the endpoint a spec names."""
     client = _client(spec, timeout_s)
     report = DoctorReport(endpoint=client.label)
     try:
@@ -350,7 +345,7 @@ async def diagnose(spec: str, *, timeout_s: float = 30.0, max_concurrency: int =
         cause = exc.__cause__
         report.problem = f"it is unreachable ({type(cause).__name__ if cause else 'no answer'})"
     finally:
-        _LIVE.pop(asyncio.get_running_loop(), None)  # the loop closes them as it ends
+        _LIVE.pop(asyncio.get_running_loop(), None)
     return report
 
 

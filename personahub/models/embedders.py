@@ -1,6 +1,6 @@
-"""Embedders as the model seam builds them: ``make_embedder`` for every spec, and ``OpenAIEmbedder``,
-an ``/embeddings`` model behind the seam's policy that a dedup job's kernel checks, caches and
-accounts like a chat model."""
+"""Embedders as the model seam builds them: a factory for every spec, and an OpenAI embeddings model
+behind the seam's policy that a dedup job checks, caches and accounts like a chat model.
+"""
 
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ EMBED_MAX_RETRIES = 3  # an embedding request is cheap to ask again; a stage sto
 
 
 def calls_model(spec: str) -> bool:
-    """Whether the embedder ``spec`` names calls a model (``openai:<model>``)."""
+    """Whether an embedder spec calls a model."""
     return spec.strip().partition(":")[0].lower() == "openai"
 
 
 @dataclass(frozen=True, kw_only=True)
 class EmbedderSettings:
-    """How to reach an embedding model (``openai:<model>``)."""
+    """How to reach an embedding model."""
 
     spec: str
     rps: float | None = default("rps")
@@ -62,10 +62,9 @@ class EmbedderSettings:
 
 @dataclass
 class OpenAIEmbedder:
-    """OpenAI (or compatible) ``/embeddings`` through the model seam's policy.
-
-    It is a dedup job's model client: a call record (purpose ``embed``) per attempt comes back with the
-    vectors, and record / replay works per text."""
+    """OpenAI (or compatible) embeddings through the model seam's policy: a dedup job's model client, a
+    call record per attempt, record/replay per text.
+    """
 
     model: str
     batch_size: int = 256
@@ -81,7 +80,7 @@ class OpenAIEmbedder:
 
     @classmethod
     def of(cls, settings: EmbedderSettings) -> OpenAIEmbedder:
-        """The embedder ``settings`` describe."""
+        """The embedder some settings describe."""
         return cls(model=settings.spec.partition(":")[2].strip(), timeout_s=settings.timeout_s,
                    max_retries=settings.max_retries, rps=settings.rps)
 
@@ -94,9 +93,9 @@ class OpenAIEmbedder:
 
     async def embed_with_results(self, texts: Sequence[str]
                                  ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
-        """(normalised vectors, the requests' results) of ``texts``, in requests of ``batch_size``.
-
-        A request that fails for good raises, its attempts' records on the exception."""
+        """Normalised vectors of texts and the requests' results, in batches. A request that fails for good
+        raises, its attempts' records on the exception.
+        """
         if not texts:
             return np.zeros((0, 0), dtype=np.float32), []
         client = self._get_client()
@@ -113,7 +112,7 @@ class OpenAIEmbedder:
         return normalise(np.asarray(out, dtype=np.float32)), results
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed via the API in batches (from synchronous code); re-normalised locally."""
+        """Embed via the API in batches from synchronous code; re-normalised locally."""
 
         async def once() -> tuple[np.ndarray, list[StructuredResult[Any]]]:
             try:
@@ -130,7 +129,7 @@ class OpenAIEmbedder:
 
     @property
     def endpoints(self) -> list[EmbeddingEndpoint]:
-        """The seam's endpoint (its ``model_name`` tags ``llm_calls``)."""
+        """The seam's endpoint (its model name tags the call log)."""
         return self._get_client().endpoints
 
     @property
@@ -140,31 +139,28 @@ class OpenAIEmbedder:
 
     @property
     def stats(self) -> CallStats:
-        """Running call counts (for progress displays)."""
         return self._get_client().stats
 
     @property
     def liveness(self) -> Liveness:
-        """The seam's watch on completed calls (the job loop's stall watchdog reads it)."""
+        """The seam's watch on completed calls (the stall watchdog reads it)."""
         return self._get_client().liveness
 
     def spill_to(self, sink: RecordSink | None) -> None:
-        """Every attempt to ``sink`` once final (the job kernel's call spill; None: stop)."""
+        """Every attempt to a sink once final (None: stop)."""
         self._get_client().spill_to(sink)
 
     def use_cache(self, cache: ResponseCache | None) -> None:
-        """Answer from (and record into) a ``ResponseCache`` of vectors."""
+        """Answer from and record into a cache of vectors."""
         self._get_client().use_cache(cache)
 
     def mark_down(self, index: int, seconds: float | None = None) -> None:
-        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
+        """Skip an endpoint for a while (a reachability check found it down)."""
         self._get_client().mark_down(index, seconds)
 
 
 def make_embedder(spec: str, *, rps: float | None = None) -> Embedder:
-    """Any embedder from its spec: ``hash[:<dim>]``, ``local[:<model>]`` or ``openai:<model>``.
-
-    ``rps`` caps requests per second. An unknown spec is a UsageError."""
+    """Any embedder from its spec: hash, local or openai. An unknown spec is a usage error."""
     check_embedder_spec(spec)
     if calls_model(spec):
         try:

@@ -1,7 +1,8 @@
-"""``--batch`` for an embedding model: a dedup job's ``/v1/embeddings`` requests as provider batches.
+"""Provider batches for an embedding model: a dedup job's embeddings requests sent as batches.
 
-``BatchingEmbedder`` returns what the wrapped embedder returns online. ``custom_id``s are digests
-of the texts, so a resume collects from a stored batch instead of sending twice."""
+The batching embedder returns what the wrapped embedder returns online. Custom ids are digests of the
+texts, so a resume collects from a stored batch instead of sending twice.
+"""
 
 from __future__ import annotations
 
@@ -52,8 +53,9 @@ EMBEDDINGS_URL = "/v1/embeddings"
 
 @dataclass
 class EmbedCall:
-    """One ``/v1/embeddings`` request travelling by batch: its texts, attempt, records so far and, once
-    answered, its vectors or the error that ended it."""
+    """One embeddings request travelling by batch: its texts, attempt, records so far and, once answered,
+    its vectors or the error that ended it.
+    """
 
     key: str
     texts: list[str]
@@ -82,7 +84,7 @@ def embed_key(texts: Sequence[str]) -> str:
 
 
 class BatchingEmbedder:
-    """``embedder`` with its requests sent as provider batches; every other attribute is the embedder's."""
+    """An embedder with its requests sent as provider batches; everything else is the embedder's."""
 
     def __init__(self, embedder: OpenAIEmbedder, book: BatchBook, *, job_kind: str, job_id: str,
                  window: str = "24h", fallback: str = "batch", batch_file: str | None = None,
@@ -116,9 +118,9 @@ class BatchingEmbedder:
 
     async def embed_with_results(self, texts: Sequence[str]
                                  ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
-        """(normalised vectors, one result per request with its records), as the wrapped embedder answers.
-
-        A request that fails for good raises, every attempt's record carried on the error."""
+        """Normalised vectors and one result per request, as the wrapped embedder answers. A request that
+        fails for good raises, every attempt's record carried on the error.
+        """
         if not texts:
             return np.zeros((0, 0), dtype=np.float32), []
         size = self.embedder.batch_size
@@ -220,7 +222,7 @@ class BatchingEmbedder:
         return again
 
     async def _online(self, calls: list[EmbedCall]) -> None:
-        """``--batch-fallback online``: what the batches left, asked online."""
+        """The online fallback: what the batches left, asked online."""
         for call in calls:
             self.tally.online += 1
             try:
@@ -233,7 +235,7 @@ class BatchingEmbedder:
             call.vectors = vectors.tolist()
 
     async def forget_spent(self) -> None:
-        """Delete the provider files of the batches whose answers are committed (after-commit hook)."""
+        """Delete the provider files of the batches whose answers are committed."""
         await forget_spent(self.session, self.book, self._keep, self.tally)
 
     def _status(self, handle: BatchHandle) -> None:
@@ -242,7 +244,7 @@ class BatchingEmbedder:
 
 
 def _vectors(line: ResultLine, n: int) -> list[list[float]] | None:
-    """The vectors of an answered line, in input order (None: not ``n`` of them)."""
+    """The vectors of an answered line, in input order (None: not as many as asked)."""
     data = line.body.get("data") if isinstance(line.body, dict) else None
     if not isinstance(data, list) or len(data) != n:
         return None

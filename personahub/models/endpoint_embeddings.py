@@ -1,7 +1,6 @@
-"""Embeddings (an OpenAI-compatible ``/embeddings``) through the seam's policy.
-
-The texts travel as a ``CallRequest``'s messages under the same layers as chat calls, with record /
-replay per text."""
+"""OpenAI-compatible embeddings through the seam's policy: the texts travel as a call request's messages
+under the same layers as chat calls, with record/replay per text.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
 EMBED_PURPOSE = "embed"
-#: what a stopped embedding job tells the user to check (not --llm: it has none)
+#: what a stopped embedding job tells the user to check (it has no --llm)
 EMBED_SERVER = "--embedder (OPENAI_BASE_URL)"
 
 
@@ -47,7 +46,7 @@ class EmbeddingVectors(BaseModel):
 
 
 class EmbeddingEndpoint:
-    """One ``/embeddings`` endpoint; ``make_client`` builds its ``AsyncOpenAI`` per event loop."""
+    """One embeddings endpoint; its SDK client is built per event loop."""
 
     capabilities = Capabilities()
     setting = "--embedder / OPENAI_BASE_URL"  # what an unreachable one's error line points to
@@ -70,17 +69,17 @@ class EmbeddingEndpoint:
         return self._client[1]
 
     async def openai_client(self) -> AsyncOpenAI:
-        """The running loop's ``AsyncOpenAI`` (what a Batch API session asks of an endpoint)."""
+        """The running loop's SDK client (what a Batch API session asks of an endpoint)."""
         return self._client_now()
 
     async def aclose(self) -> None:
-        """Close the running loop's HTTP client before the loop closes (not later, on a dead loop)."""
+        """Close the running loop's HTTP client before the loop closes."""
         held, self._client = self._client, None
         if held is not None and held[0] is asyncio.get_running_loop():
             await held[1].close()
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The vectors of ``request.messages`` (the texts)."""
+        """The vectors of the request's texts."""
         record = request.record(model=self.label, endpoint=self.index, max_tokens=None)
         started = time.perf_counter()
         try:
@@ -98,7 +97,7 @@ class EmbeddingEndpoint:
 
 
 def openai_embedding_endpoint(model: str, settings: LLMSettings) -> EmbeddingEndpoint:
-    """The endpoint for ``openai:<model>`` (``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` honoured)."""
+    """The endpoint for an OpenAI model (OPENAI_API_KEY; OPENAI_BASE_URL honoured)."""
     key = os.environ.get("OPENAI_API_KEY")
     if not key:
         raise LLMConfigError("openai embedder: OPENAI_API_KEY is not set")
@@ -140,30 +139,30 @@ class EmbeddingClient:
         self.liveness = self._top.liveness
 
     def spill_to(self, sink: RecordSink | None) -> None:
-        """Hand every attempt to ``sink`` as soon as it is final (None: stop), so a kill loses no billed
-        attempt."""
+        """Hand every attempt to a sink once final (None: stop), so a kill loses no billed attempt."""
         self._spill.sink = sink
 
     @property
     def cache_model(self) -> str:
-        """The model name cached vectors are keyed and stored under."""
+        """The model name cached vectors are keyed under."""
         return self.endpoint.model_name
 
     def use_cache(self, cache: ResponseCache | None) -> None:
-        """Answer from (and record into) ``cache`` from now on; None turns caching off."""
+        """Answer from and record into a cache from now on (None: off)."""
         self._cached.cache = cache
 
     def mark_down(self, index: int, seconds: float | None = None) -> None:
-        """Skip endpoint ``index`` for a while (a reachability check found it down)."""
+        """Skip an endpoint for a while (a reachability check found it down)."""
         self._failover.mark_down(index, seconds)
 
     async def aclose(self) -> None:
-        """Close the endpoint's HTTP client (call on the loop that used it)."""
+        """Close the endpoint's HTTP client on the loop that used it."""
         await self.endpoint.aclose()
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, StructuredResult[Any]]:
-        """(vectors, the result with the attempts' records and new cache entries); vectors None when every
-        attempt failed. A call that raises carries its records on the exception."""
+        """The vectors (None when every attempt failed) and the result with its records and cache entries. A
+        call that raises carries its records on the exception.
+        """
         request = CallRequest(EmbeddingVectors, list(texts), EMBED_PURPOSE, 0)
         result = await self._top.call(request)
         value = result.value

@@ -1,7 +1,8 @@
-"""An OpenAI-compatible HTTP server (or OpenAI itself) as an endpoint, through ``ChatOpenAI``.
+"""An OpenAI-compatible HTTP server (or OpenAI itself) as an endpoint, through LangChain's ChatOpenAI.
 
-While ``auto`` has not settled an endpoint's mode, one request at a time goes to it, so the first
-refusal moves every waiting call on instead of each call being refused once."""
+While auto mode has not settled an endpoint's mode, one request at a time goes to it, so the first
+refusal moves every waiting call on instead of each call being refused once.
+"""
 
 from __future__ import annotations
 
@@ -41,19 +42,16 @@ if TYPE_CHECKING:
 
 HTTP_CAPABILITIES = Capabilities()
 
-# langchain-openai's warning on a refused response_format advises code that is not this one; the
-# seam handles the refusal itself, so the warning is silenced
+# langchain-openai's warning on a refused response format advises other code; the seam handles it
 for _advice in ("Invalid schema for OpenAI's structured output feature",
                 "This model does not support OpenAI's structured output feature"):
     warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
-PREFIX_WINDOW = 1024  # prompts the shared-prefix estimate compares a new prompt with
-# One HTTP client per endpoint and event loop, its pool sized to --concurrency: over aiohttp one
-# pool of 256 costs well under a millisecond of CPU per call (httpcore's pool re-scanned every
-# connection per waiting request: 7-9 s of setup at 256).
+PREFIX_WINDOW = 1024
+# One HTTP client per endpoint and event loop, its pool sized to the concurrency: over aiohttp one
+# pool of 256 costs well under a millisecond of CPU per call (httpcore's took 7-9 s of setup at 256).
 
 
-# A fresh sample is seeded with this + sample, so a server that seeds its sampler draws another
-# answer (and, under greedy decoding, gets a temperature that lets it differ).
+# a fresh sample's seed, so a seeding server draws another answer (and a greedy one gets a temperature)
 FRESH_SEED_BASE = 7919
 FRESH_TEMPERATURE = 0.7
 
@@ -61,11 +59,11 @@ FRESH_TEMPERATURE = 0.7
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
                    max_tokens_param: str, sample: int = 0, greedy: bool = False,
                    stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
-    """The keyword arguments that ask for ``schema`` in ``mode`` with an output limit.
+    """The keyword arguments that ask for a schema in a mode with an output limit.
 
-    The response format and limit travel in ``extra_body``: as typed parameters the openai SDK walks
-    the whole schema on every request (more CPU than the rest of the call), and langchain-openai
-    renames ``max_tokens`` to ``max_completion_tokens``, which llama-cpp-python ignores."""
+    They travel in the extra body: as typed parameters the openai SDK walks the whole schema on every
+    request, and langchain-openai renames max_tokens, which llama-cpp-python then ignores.
+    """
     body: dict[str, Any] = {max_tokens_param: max_tokens}
     if sample:
         body["seed"] = FRESH_SEED_BASE + sample
@@ -81,7 +79,7 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
 
 
 def _callbacks_configured() -> bool:
-    """Whether LangChain would hand a chat model call to callbacks (tracing or env handlers)."""
+    """Whether LangChain would hand a chat model call to callbacks."""
     from langchain_core.callbacks.manager import AsyncCallbackManager
 
     manager = AsyncCallbackManager.configure()
@@ -90,32 +88,29 @@ def _callbacks_configured() -> bool:
 
 @cache
 def _child_config() -> ContextVar[RunnableConfig | None]:
-    """LangChain's context variable holding a running run's config (imported on first use)."""
     from langchain_core.runnables.config import var_child_runnable_config
 
     return var_child_runnable_config
 
 
 def _parent_callbacks() -> bool:
-    """Whether the caller runs inside a LangChain run that passes callbacks down (a traced node)."""
+    """Whether the caller runs inside a LangChain run that passes callbacks down."""
     config = _child_config().get()
     return bool(config and config.get("callbacks"))
 
 
 async def generate(model: ChatOpenAI, messages: list[Any], kwargs: dict[str, Any],
                    callbacks: bool) -> AIMessage:
-    """The chat model's answer to ``messages`` as an ``AIMessage``.
-
-    Without callbacks to serve it calls the model's ``_agenerate`` directly: ``ainvoke`` would open
-    an empty callback run costing about a fifth of the client's CPU per call and a dozen event-loop
-    turns (``bench/bench_concurrency.py``). The message equals what ``ainvoke`` returns."""
+    """The chat model's answer, bypassing ainvoke's empty callback run when no callback needs it: that
+    costs about a fifth of the client's CPU per call (bench/bench_concurrency.py).
+    """
     if callbacks or _parent_callbacks():
         return await model.ainvoke(messages, **kwargs)
     return first_message(await model._agenerate(messages, **kwargs))
 
 
 def first_message(result: ChatResult) -> AIMessage:
-    """The first generation's message, with its info merged into ``response_metadata`` as ``ainvoke`` does."""
+    """The first generation's message, its info merged in as ainvoke does."""
     generation = result.generations[0]
     message = cast("AIMessage", generation.message)  # a chat model's generation is an AIMessage
     message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
@@ -124,15 +119,13 @@ def first_message(result: ChatResult) -> AIMessage:
 
 
 def wire_body(model: ChatOpenAI, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON body ``model`` posts to ``/chat/completions``: LangChain's payload with ``extra_body``
-    merged in, as the openai SDK merges it."""
+    """The JSON body the model posts, extra body merged in as the SDK does."""
     payload = model._get_request_payload(messages, **kwargs)
     extra = payload.pop("extra_body", None) or {}
     return {**payload, **extra}
 
 
 async def _close_at_shutdown(model: object) -> AsyncGenerator[None, None]:
-    """Wait for the event loop's shutdown, then close ``model``'s client."""
     try:
         yield
     finally:
@@ -142,7 +135,7 @@ async def _close_at_shutdown(model: object) -> AsyncGenerator[None, None]:
 
 
 class HttpEndpoint:
-    """One server: its chat model, its structured mode, and a timeout per request."""
+    """One server: its chat model, structured mode and per-request timeout."""
 
     capabilities = HTTP_CAPABILITIES
 
@@ -161,19 +154,15 @@ class HttpEndpoint:
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
-        self.deadlines = StragglerDeadlines(timeout_s)  # an attempt's deadline (seam_deadlines)
-        # where an attempt is recorded as it goes out
+        self.deadlines = StragglerDeadlines(timeout_s)
         self.spill = SinkSlot()
 
     def current_mode(self) -> str:
-        """The structured mode this endpoint is asked in now, with the keywords it is sent without."""
+        """The structured mode in use now, with the keywords left out."""
         return sent_mode(self.modes.mode(self.index), self.modes.stripped(self.index))
 
     async def _on_loop(self) -> None:
-        """The chat model for the running event loop.
-
-        Connection pools are bound to the loop that opened them, so a new loop gets a fresh client, and
-        the client is closed when its loop shuts down (aiohttp warns about open sessions)."""
+        """The chat model for the running event loop: pools are bound to the loop that opened them."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None:
@@ -187,7 +176,7 @@ class HttpEndpoint:
 
     def _request_kwargs(self, request: CallRequest, mode: StructuredMode,
                         stripped: frozenset[str]) -> dict[str, Any]:
-        """The call's arguments for this schema, mode, limit, sample and stripped keywords (cached)."""
+        """The call's arguments (cached)."""
         key = (request.schema, mode, request.max_tokens, request.sample, stripped)
         kwargs = self._kwargs.get(key)
         if kwargs is None:
@@ -198,15 +187,15 @@ class HttpEndpoint:
         return kwargs
 
     async def _probe(self) -> asyncio.Lock | None:
-        """The held probe lock while ``auto`` has not settled this endpoint's mode, else None."""
+        """The held probe lock while auto mode has not settled, else None."""
         if not self.modes.adaptive or self.modes.settled(self.index):
             return None
         loop = asyncio.get_running_loop()
         if self._probe_locks is None or self._probe_locks[0] is not loop:
-            self._probe_locks = (loop, asyncio.Lock())  # a lock belongs to one event loop
+            self._probe_locks = (loop, asyncio.Lock())
         lock = self._probe_locks[1]
         await lock.acquire()
-        if self.modes.settled(self.index):  # settled while this call waited
+        if self.modes.settled(self.index):
             lock.release()
             return None
         return lock
@@ -222,20 +211,20 @@ class HttpEndpoint:
             if probe is not None:
                 probe.release()
 
-    # -- what a batch needs: the same body, the same reading --
+    # what a batch needs: the same body, the same reading
     def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]:
-        """The body an online call of ``request`` would post now, and its mode as recorded."""
+        """The body an online call would post now, and its mode."""
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
         return body, sent_mode(mode, stripped)
 
     def answer_message(self, body: dict[str, Any]) -> AIMessage:
-        """A chat.completion body read as ``ChatOpenAI`` reads an online answer, as an ``AIMessage``."""
+        """A completion body read as ChatOpenAI reads an online answer."""
         return first_message(self.model._create_chat_result(body))
 
     async def openai_client(self) -> AsyncOpenAI:
-        """This endpoint's ``AsyncOpenAI`` client for the running event loop (for files and batches)."""
+        """This endpoint's openai client for the running loop (for files and batches)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()
         return self.model.root_async_client
@@ -249,11 +238,11 @@ class HttpEndpoint:
         deadlines = self.deadlines
         limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers, probe)
         sink = self.spill.sink
-        if sink is not None:  # on record before the server has it
+        if sink is not None:
             sink.sent(record)
         sent = asyncio.get_running_loop().time()
         started = time.perf_counter()
-        scope = asyncio.timeout(limit)  # no extra task per call
+        scope = asyncio.timeout(limit)
         try:
             async with scope:
                 if not deadlines.warm:

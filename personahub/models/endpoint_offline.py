@@ -1,6 +1,7 @@
 """The offline engine as an endpoint: in process, deterministic, and given the schema itself.
 
-Its ``Capabilities`` say it needs no mode negotiation, pool or concurrency limit."""
+It needs no mode negotiation, pool or concurrency limit.
+"""
 
 from __future__ import annotations
 
@@ -34,17 +35,16 @@ class OfflineEndpoint:
         return str(getattr(self.model, "model_name", None) or self.label)
 
     def current_mode(self) -> str:
-        """The structured mode this endpoint answers in (fixed: nothing to negotiate)."""
+        """The structured mode this endpoint answers in (fixed)."""
         return self.mode
 
     def _kwargs(self, request: CallRequest) -> dict[str, Any]:
-        """The schema class itself as ``response_format`` (one engine request per class), or tools."""
+        """The schema class itself as the response format (one engine request per class), or tools."""
         if self.mode == "tools":
             return {"tools": openai_tools(request.schema), "tool_choice": request.schema.__name__}
         return {"response_format": request.schema}
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """One answer from the engine."""
         record = request.record(model=self.label, endpoint=self.index, structured_mode=self.mode)
         started = time.perf_counter()
         try:

@@ -1,8 +1,9 @@
-"""From an ``--llm`` spec to endpoints, with credentials kept to the endpoint they belong to.
+"""From an --llm spec to endpoints, with credentials kept to the endpoint they belong to.
 
-``OPENAI_API_KEY`` goes only to OpenAI; another server gets a key only from a variable its URL
-names (``?api_key_env=``, a ``*_API_KEY`` or ``PERSONAHUB_KEY_*`` name, so ``HOME`` cannot leak),
-never over plain http to a remote host without ``allow_http_key=1``. Stored specs are redacted."""
+OPENAI_API_KEY goes only to OpenAI; another server gets a key only from a variable its URL names
+(*_API_KEY or PERSONAHUB_KEY_*, so HOME cannot leak), never over plain http to a remote host unless
+allowed.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ if TYPE_CHECKING:
 
     from langchain_openai import ChatOpenAI
 
-# query parameters of a --llm URL that personahub reads itself (never forwarded to the server)
+# query parameters personahub reads itself
 _OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
-# query parameters whose values are shown and stored as they are; every other value is redacted
+# query parameters stored unredacted
 _PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 OPENAI_API_BASE = "https://api.openai.com/v1"
@@ -43,7 +44,7 @@ def _redact_one(item: str) -> str:
             netloc = f"[{netloc}]"
         if url.port:
             netloc += f":{url.port}"
-    except ValueError:  # a port out of range or not a number: shown as written, credentials not
+    except ValueError:  # a bad port: shown as written, credentials not
         netloc = url.netloc.rsplit("@", 1)[-1]
     if url.username or url.password:
         netloc = "***@" + netloc
@@ -53,13 +54,13 @@ def _redact_one(item: str) -> str:
 
 
 def redact_spec(spec: str) -> str:
-    """The spec with URL credentials and every query value but ``model`` replaced by ``***``."""
+    """The spec with credentials and query values (but the model) redacted."""
     return ",".join(_redact_one(item.strip()) if "://" in item else item.strip()
                     for item in spec.split(","))
 
 
 def _sdk_httpx() -> Any:
-    """The httpx the installed openai SDK is built on (``httpx2`` from openai 3, else ``httpx``)."""
+    """The httpx the installed openai SDK is built on."""
     from openai import _base_client
 
     return getattr(_base_client, "httpx2", None) or getattr(_base_client, "httpx")  # noqa: B009
@@ -67,16 +68,14 @@ def _sdk_httpx() -> Any:
 
 @cache
 def _ssl_context() -> ssl.SSLContext:
-    """One TLS context for every client of the process (loading the CA bundle is slow to repeat)."""
+    """One TLS context for the process (loading the CA bundle is slow)."""
     return _sdk_httpx().create_ssl_context()
 
 
 def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
-    """The endpoint's async HTTP client, its pool sized to ``--concurrency``.
-
-    Plain ``http://`` skips loading the CA bundle. The aiohttp transport (the ``openai[aiohttp]``
-    extra) costs a fraction of httpx's CPU per call. Private, because pooled connections die with the
-    event loop that opened them."""
+    """The endpoint's async HTTP client (aiohttp costs a fraction of httpx's CPU per call). Private:
+    pooled connections die with their event loop.
+    """
     from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
 
     from personahub.models.openai_wire import merging_urls_once
@@ -88,16 +87,15 @@ def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
                "follow_redirects": False}  # a key never follows a redirect
     try:
         return merging_urls_once(DefaultAioHttpClient)(**options)
-    except RuntimeError:  # the aiohttp extra is not installed
+    except RuntimeError:
         return merging_urls_once(DefaultAsyncHttpxClient)(**options)
 
 
 def chat_openai(model: str, base_url: str | None, api_key: str, settings: LLMSettings,
                 query: dict[str, str] | None = None) -> ChatOpenAI:
-    """One ``ChatOpenAI`` with the endpoint's HTTP client, posting through the pass-through.
-
-    ``api_key`` is always given: with None, the SDK would send ``OPENAI_API_KEY`` to whatever server
-    this is."""
+    """One ChatOpenAI with the endpoint's HTTP client; a key is always given, or the SDK would send
+    OPENAI_API_KEY to whatever server this is.
+    """
     from langchain_openai import ChatOpenAI
 
     from personahub.models.openai_wire import PassThroughOpenAI, pass_through_clients
@@ -126,7 +124,6 @@ KEY_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*_API_KEY|PERSONAHUB_KEY_[A-Za-
 
 
 def _named_key(url: str, query: dict[str, str]) -> str | None:
-    """The key the URL names (``api_key_env`` or ``api_key``), if any."""
     key_env = query.get("api_key_env")
     if key_env is not None and not KEY_VARIABLE.fullmatch(key_env):
         raise LLMConfigError(f"--llm {redact_spec(url)}: api_key_env={key_env} is not a key "
@@ -142,11 +139,10 @@ def _named_key(url: str, query: dict[str, str]) -> str | None:
 
 
 def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
-    """Refuse ``user:password@`` in an endpoint URL, before anything runs.
-
-    The client sends its own Authorization header, so such a URL failed every call after the job
-    started, with the password in the spec. The message shows the URL redacted."""
-    if urlsplit(url).username is not None:  # not None whenever the URL has an '@' before the host
+    """Refuse user:password@ in an endpoint URL before anything runs (it failed every call, with the
+    password in the spec).
+    """
+    if urlsplit(url).username is not None:
         raise LLMConfigError(
             f"{setting} {redact_spec(url)}: credentials in the URL (user:password@) are not "
             "supported; put the key in a variable named ..._API_KEY and name it in the URL with "
@@ -160,7 +156,7 @@ def _endpoint_key(url: str, parsed: SplitResult, query: dict[str, str]) -> str |
     if key is None and os.environ.get("OPENAI_API_KEY") and (
             _same_base(base, OPENAI_API_BASE)
             or _same_base(base, os.environ.get("OPENAI_BASE_URL") or OPENAI_API_BASE)):
-        key = os.environ["OPENAI_API_KEY"]  # the endpoint the key was set for
+        key = os.environ["OPENAI_API_KEY"]
     if key is None:
         return None
     if (parsed.scheme == "http" and not _is_loopback(parsed.hostname)
@@ -192,7 +188,7 @@ def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: 
     query = dict(pairs)
     name = query.get("model") or os.environ.get("PERSONAHUB_MODEL") or "default"
     key = _endpoint_key(url, parsed, query) or "not-needed"
-    forward = {k: v for k, v in pairs if k not in _OWN_PARAMS}  # e.g. api-version
+    forward = {k: v for k, v in pairs if k not in _OWN_PARAMS}
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
     param = "max_completion_tokens" if _same_base(base, OPENAI_API_BASE) else "max_tokens"
     return _http(settings, modes, index, label=f"{name}@{redact_spec(base)}", name=name, base=base,
@@ -214,13 +210,14 @@ def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:
 
 
 def with_spec_seed(settings: LLMSettings) -> LLMSettings:
-    """``settings`` with an ``offline?seed=N`` spec read (its seed wins); other specs unchanged.
+    """The settings with an offline seed spec read (its seed wins); other specs unchanged.
 
     Args:
-        settings: the settings, their spec as given (``--llm``, a solver's spec).
+        settings: The settings, their spec as given.
 
     Returns:
-        The settings the client is built from."""
+        The settings the client is built from.
+    """
     base, _, query = settings.spec.strip().partition("?")
     if base != OFFLINE_MODEL_NAME or not query:
         return settings
@@ -235,12 +232,12 @@ def with_spec_seed(settings: LLMSettings) -> LLMSettings:
 
 
 def spec_size(spec: str) -> int:
-    """How many endpoints ``spec`` names (the mode book is sized before they are built)."""
+    """How many endpoints a spec names."""
     return max(1, len([u for u in spec.split(",") if u.strip()])) if "://" in spec else 1
 
 
 def make_endpoints(settings: LLMSettings, modes: ModeBook) -> list[Endpoint]:
-    """The endpoint(s) a spec names; raises LLMConfigError with the setting at fault."""
+    """The endpoints a spec names."""
     spec = settings.spec.strip()
     if not spec:
         raise LLMConfigError("--llm is empty (use 'offline', 'openai:<model>' or a URL)")

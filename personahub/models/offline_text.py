@@ -1,8 +1,9 @@
-"""Deterministic text and value generation for the offline engine (not a language model).
+"""Deterministic text and values for the offline engine (not a language model).
 
-It pulls content words out of the prompt's sections and fills a JSON schema field by field with
-templates chosen by a seeded RNG; field names steer what is written. Different personas give
-different words; the same (seed, prompt) gives the same answer."""
+It pulls content words out of the prompt's sections and fills a JSON schema field by field from
+seeded templates steered by field names: different personas give different words, the same seed and
+prompt the same answer.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ _STOPWORDS = frozenset(
     field fields write writes written someone person people like likes task following give return
     only valid object""".split()
 )
-# A word is a run of letters, apostrophes and hyphens from its first letter on.
+# a word: letters, apostrophes and hyphens from its first letter on
 _RUN_CHARS = string.ascii_letters + "'-"
-_ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()  # others: space
+_ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
 # the same headings, without retrying the title one character at a time
 _FAST_SECTION = re.compile(r"^#++\s*+(\S(?:[^\n]*\S)?)\s*$", re.MULTILINE)
@@ -105,46 +106,44 @@ _DEPENDS = (
 
 @dataclass
 class PromptContext:
-    """Content words pulled from a prompt, by section, in first-seen order."""
+    """A prompt's content words by section, in first-seen order."""
 
     persona: list[str] = field(default_factory=list)
     world: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     heard: list[str] = field(default_factory=list)
-    source_text: list[str] = field(default_factory=list)  # a "## Text" section (text-to-persona)
+    source_text: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)
     persona_text: str = ""
     neighbour_names: list[str] = field(default_factory=list)
 
     def pool(self) -> list[str]:
-        """Words to draw from, persona first so the persona dominates what is written."""
+        """Words to draw from, persona first so it dominates what is written."""
         words = self.persona + self.heard + self.events + self.world + self.other
         return words or ["everyday", "matters"]
 
 
-_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")  # deduplicated
+_WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")
 
 
 def keywords(text: str, limit: int = 40) -> list[str]:
-    """Distinct lower-case content words of ``text`` in first-seen order."""
     return list(_keywords(text, limit))
 
 
 @lru_cache(maxsize=8192)
 def _keywords(text: str, limit: int) -> tuple[str, ...]:
-    # World texts and personas repeat across thousands of prompts: extract once. Non-ASCII characters
-    # become separators, as for the regex.
+    # World texts and personas repeat across thousands of prompts: extract once.
     runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
-    if "'" in text or "-" in text:  # else no run has an apostrophe or hyphen to strip
+    if "'" in text or "-" in text:
         runs = [run.strip("'-") for run in runs if len(run) > 3]
     seen = dict.fromkeys([word for word in runs if len(word) > 3 and word not in _STOPWORDS])
     return tuple(seen)[: max(limit, 1)]
 
 
 def _section_matches(text: str) -> list[re.Match[str]]:
-    """What ``_SECTION.finditer(text)`` finds, trying only where a heading can start.
-
-    The regex engine would try every position, since a leading ``^`` gives it no literal prefix."""
+    """Section heading matches, tried only where a heading can start (a leading ^ gives the regex engine no
+    literal prefix).
+    """
     matches: list[re.Match[str]] = []
     resume = 0
     start = 0 if text.startswith("#") else -1
@@ -159,15 +158,14 @@ def _section_matches(text: str) -> list[re.Match[str]]:
 
 
 def _heading_at(text: str, start: int) -> re.Match[str] | None:
-    # _FAST_SECTION matches as _SECTION does wherever a non-space follows the '#'s; only at the end of
-    # the text can it miss, and _SECTION decides there.
+    # the fast pattern matches as the full one except at the text's end, where the full one decides
     return _FAST_SECTION.match(text, start) or _SECTION.match(text, start)
 
 
 def split_sections(text: str) -> dict[str, str]:
-    """Map markdown-style ``## Heading`` sections of a prompt to their bodies (lower-case keys)."""
+    """Map a prompt's markdown sections to their bodies (lower-case keys)."""
     sections: dict[str, str] = {}
-    heading, body_start = "", 0  # the text before the first heading is keyed ""
+    heading, body_start = "", 0
     for match in _section_matches(text):
         sections[heading] = text[body_start : match.start()]
         heading, body_start = match.group(1).lower(), match.end()
@@ -179,7 +177,7 @@ def split_sections(text: str) -> dict[str, str]:
 
 @lru_cache(maxsize=256)
 def _field_for(heading: str) -> str:
-    """The PromptContext field a section feeds (cached: the same few headings come every call)."""
+    """The context field a section feeds (cached)."""
     if heading.startswith("persona") or heading == "you":
         return "persona"
     if heading.startswith("world") or heading.startswith("setting"):
@@ -196,14 +194,13 @@ def _field_for(heading: str) -> str:
 
 
 def _text_of(content: Any) -> str:
-    """A message's content as text (OpenAI content parts joined)."""
     if isinstance(content, str):
         return content
     return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
 
 
 def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
-    """Build a PromptContext from chat messages whose content uses ``## Section`` headings."""
+    """Build a prompt context from chat messages with markdown sections."""
     found: dict[str, list[tuple[str, ...]]] = {name: [] for name in _WORD_FIELDS}
     names: list[str] = []
     persona_text = ""
@@ -211,7 +208,7 @@ def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
         system = message.get("role") == "system"
         for heading, body in split_sections(_text_of(message.get("content") or "")).items():
             if heading == "" and system:
-                continue  # instructions to the model, not context to write about
+                continue
             field_name = _field_for(heading)
             words = _keywords(body, 40)
             if field_name == "neighbour_names":
@@ -225,20 +222,18 @@ def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
 
 
 def _distinct(parts: list[tuple[str, ...]]) -> list[str]:
-    """The words of ``parts`` in first-seen order, once each (one part is distinct already)."""
     if len(parts) == 1:
         return list(parts[0])
     return list(dict.fromkeys(chain.from_iterable(parts)))
 
 
 class TextMaker:
-    """Writes field values from a PromptContext with one seeded RNG."""
+    """Writes field values from a prompt context with one seeded RNG."""
 
     def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
         self.ctx = ctx
         self.rng = rng
-        # the field names of the object being filled: a problem beside a ``question`` field leaves the
-        # question to it
+        # a problem beside a question field leaves the question to it
         self.fields: frozenset[str] = frozenset()
         self._question = ""
 
@@ -267,7 +262,7 @@ class TextMaker:
         place = self.rng.choice(_PLACES)
         activity = self.rng.choice(_ACTIVITIES)
         if self.ctx.source_text and not self.ctx.persona:
-            # text-to-persona: someone defined by the text's subject, not by another persona
+            # text-to-persona: someone defined by the text's subject
             subject = " ".join(self.words(3, self.ctx.source_text))
             detail = " ".join(self.words(2, self.ctx.source_text))
             return f"A {role} from {place} who {activity} {subject}, especially {detail}."
@@ -313,8 +308,9 @@ class TextMaker:
         )
 
     def problem(self) -> str:
-        """A word problem with numbers among the prompt's words: facts and question, or only facts when
-        the schema asks for the question apart."""
+        """A word problem with numbers from the prompt's words, without the question when the schema asks it
+        apart.
+        """
         a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
         subject, other = self.topic(), " ".join(self.words(2))
         facts, question = self.rng.choice((
@@ -334,12 +330,10 @@ class TextMaker:
         return f"{facts} {question}"
 
     def question(self) -> str:
-        """The question of the problem written beside it, else a request (the built-in rule)."""
         question, self._question = self._question, ""
         return question or self.request()
 
     def solution(self) -> str:
-        """A short worked solution (the offline engine does not actually solve anything)."""
         return (f"Step 1: list what is known about {self.topic()}. Step 2: set up the relation "
                 f"between {' and '.join(self.words(2))}. Step 3: solve and check the result.")
 
@@ -356,10 +350,10 @@ class TextMaker:
         return f"a list of {' '.join(self.words(2))} records with their {self.words(1)[0]}"
 
     def dependencies(self) -> str:
-        return self.rng.choice(_DEPENDS)  # one library or API (``depend`` lists them)
+        return self.rng.choice(_DEPENDS)
 
     def argument_name(self) -> str:
-        """A lower-case identifier from the prompt's content words (a tool argument's name)."""
+        """A lower-case identifier from the prompt's words."""
         return re.sub(r"[^a-z]", "", self.words(1)[0].lower()) or "value"
 
     def answer(self) -> str:
@@ -369,27 +363,24 @@ class TextMaker:
         return f"Here is how I would approach it: {self.description()}"
 
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
-        """A string value for a field called ``name`` (already-filled siblings may steer it)."""
+        """A string value for a named field (filled siblings may steer it)."""
         writer = _writer_for(name)
-        if writer.__class__ is not str:  # a task's own writer (``add_field_writer``)
+        if writer.__class__ is not str:
             return writer(self)  # type: ignore[operator]
         relation = siblings.get("relation") or siblings.get("relationship")
-        # a description beside a relation describes the related person
         if writer == "persona" or (writer == "description" and relation):
             return self.persona(relation)
         return getattr(self, writer)()
 
 
-# Writers added by output kinds for their own field names: a TextMaker method name or a function
-# of the TextMaker
+# writers output kinds add for their own field names
 _ADDED_WRITERS: dict[str, str | Callable[[TextMaker], str]] = {}
 
 
 def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> bool:
-    """Write fields called ``name`` with ``writer``; False when the built-in rules already do.
-
-    A writer applies to that field name in every schema, so one that would change an existing
-    field's writing raises ``ValueError``."""
+    """Write fields of a name with a writer; False when the built-in rules already do. A writer that would
+    change an existing field's writing raises ValueError.
+    """
     current = _writer_for(name)
     if current == writer:
         return False
@@ -401,14 +392,13 @@ def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> boo
 
 
 def remove_field_writer(name: str) -> None:
-    """Forget the writer stored for ``name``: the built-in rules apply again."""
+    """Forget a field's writer."""
     if _ADDED_WRITERS.pop(name.lower(), None) is not None:
         _writer_for.cache_clear()
 
 
 @lru_cache(maxsize=1024)
 def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
-    """The TextMaker method that writes a field called ``name`` (cached)."""
     key = name.lower()
     added = _ADDED_WRITERS.get(key)
     if added is not None:

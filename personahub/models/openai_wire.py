@@ -1,9 +1,7 @@
-"""An openai ``chat.completions`` resource that posts LangChain's request body as it is.
-
-The SDK's payload walk and ``ChatOpenAI``'s typed answer cost a sizeable share of a client's CPU
-per call (``bench/bench_concurrency.py``), so plain payloads skip both, and per-client constants
-are worked out once; anything else goes through the SDK unchanged. ``tests/agents/test_openai_wire.py``
-checks both paths send the same body and headers."""
+"""An openai chat completions resource that posts LangChain's request body as it is: the SDK's payload
+walk and typed answer cost a sizeable share of a client's CPU per call (bench/bench_concurrency.py).
+tests/agents/test_openai_wire.py checks both paths send the same body and headers.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from openai._types import NOT_GIVEN, NotGiven, Omit
 from openai.resources.chat.completions import AsyncCompletions
 from openai.types.chat import ChatCompletionChunk
 
-# parameters whose values the SDK's transform leaves as they are (no aliases, no formats)
+# parameters the SDK's transform leaves as they are
 PLAIN_KEYS = frozenset({
     "model", "messages", "stream", "temperature", "top_p", "n", "seed", "stop", "max_tokens",
     "max_completion_tokens", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
@@ -26,16 +24,13 @@ PLAIN_KEYS = frozenset({
 })
 _TAKES_SECURITY = "security" in inspect.signature(make_request_options).parameters
 _PATH = "/chat/completions"
-# what ``AsyncAPIClient.post`` constructs before adding the call's body and options
 _POST_OPTIONS = FinalRequestOptions.construct(method="post", url=_PATH, json_data=None, content=None,
                                               files=None)
 _MAX_CACHED = 64  # a client sends one or two kinds of request; the bound keeps a leak impossible
 
 
 class CompletionJSON(BaseModel):
-    """The pass-through's ``cast_to``: the SDK hands it the decoded JSON and returns the JSON itself.
-
-    Being an openai ``BaseModel`` keeps the SDK's handling of JSON under another content type."""
+    """The pass-through's result type: the decoded JSON itself."""
 
     @classmethod
     def build(cls, *, response: object, data: object) -> Any:  # noqa: ARG003 - the protocol's
@@ -47,7 +42,7 @@ def _given(value: object) -> bool:
 
 
 def is_plain(params: dict[str, Any]) -> bool:
-    """True when the SDK's transform would return ``params`` unchanged."""
+    """True when the SDK's transform would return the parameters unchanged."""
     if params.get("stream") or not set(params) <= PLAIN_KEYS:
         return False
     messages = params.get("messages")
@@ -57,11 +52,11 @@ def is_plain(params: dict[str, Any]) -> bool:
 
 
 class PassThroughCompletions(AsyncCompletions):
-    """``chat.completions`` of an ``AsyncOpenAI`` client, minus the per-request payload walk."""
+    """Chat completions without the per-request payload walk."""
 
     async def create(self, *, extra_headers: Any = None, extra_query: Any = None,
                      extra_body: Any = None, timeout: Any = NOT_GIVEN, **params: Any) -> Any:
-        """Post ``params`` as the body when they are plain; otherwise the SDK's ``create``."""
+        """Post plain parameters as the body, else the SDK's own create."""
         params = {k: v for k, v in params.items() if _given(v)}
         if not is_plain(params):
             return await super().create(extra_headers=extra_headers, extra_query=extra_query,
@@ -75,8 +70,7 @@ class PassThroughCompletions(AsyncCompletions):
 
 
 def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
-    """The options the SDK's ``post`` would construct for ``body`` and ``extras``, copied from a cached
-    fixed part."""
+    """The SDK's post options, from a cached fixed part."""
     if _TAKES_SECURITY:
         extras["security"] = {"bearer_auth": True}
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
@@ -92,11 +86,11 @@ def _cached(cache: dict[Any, Any], key: Any, merge: Any) -> Any:
 
 
 class PassThroughOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` that merges its base URL with a request path once per pair."""
+    """An openai client that merges its base URL with a path once per pair."""
 
     @property
     def user_agent(self) -> str:
-        """The SDK's own user agent, so a server sees an ``AsyncOpenAI``."""
+        """The SDK's own user agent."""
         return f"{AsyncOpenAI.__name__}/Python {self._version}"
 
     def _prepare_url(self, url: str) -> Any:
@@ -109,13 +103,12 @@ class PassThroughOpenAI(AsyncOpenAI):
 
 
 class MergedOnce:
-    """Mixin for an httpx client class that caches ``build_request``'s merges per distinct input.
-
-    The SDK passes the same URL string and header list on every request of a kind, which httpx would
-    parse and merge every time. ``Request`` copies its headers, so a cached result is never changed."""
+    """Mixin caching an httpx client's request building per distinct input (the SDK repeats the same URL
+    and headers); requests copy their headers, so a cached result never changes.
+    """
 
     def build_request(self, method: str, url: object, *, params: object = None, **kwargs: Any) -> Any:
-        """httpx's own, but an empty query on a URL without one is passed as none (same URL, no rebuild)."""
+        """httpx's own, but an empty query on a URL without one is passed as none."""
         if params is not None and not params and isinstance(url, str) and "?" not in url \
                 and not self.params:  # type: ignore[attr-defined]
             params = None
@@ -124,7 +117,7 @@ class MergedOnce:
     def _merge_url(self, url: object) -> Any:
         merge = super()._merge_url  # type: ignore[misc]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            return merge(url)  # relative: the answer depends on the client's base URL
+            return merge(url)
         cache: dict[Any, Any] = self.__dict__.setdefault("_merged_urls", {})
         return _cached(cache, url, merge)
 
@@ -132,10 +125,10 @@ class MergedOnce:
         merge = super()._merge_headers  # type: ignore[misc]
         if not isinstance(headers, list):
             return merge(headers)
-        try:  # the client's own headers are part of the answer (and may change in place)
+        try:  # the client's own headers are part of the answer
             key = (tuple(self.headers.raw), tuple(headers))  # type: ignore[attr-defined]
             hash(key)
-        except TypeError:  # a header given in an unhashable form
+        except TypeError:
             return merge(headers)
         cache: dict[Any, Any] = self.__dict__.setdefault("_merged_headers", {})
         return _cached(cache, key, lambda _: merge(headers))
@@ -143,10 +136,9 @@ class MergedOnce:
 
 @cache
 def merging_urls_once(client_class: type) -> type:
-    """``client_class`` (an httpx client class) with ``MergedOnce`` mixed in."""
     return type(client_class.__name__, (MergedOnce, client_class), {})
 
 
 def pass_through_clients(client: AsyncOpenAI) -> dict[str, Any]:
-    """``ChatOpenAI`` keyword arguments that make it use ``client`` with the pass-through."""
+    """ChatOpenAI arguments that make it use a client with the pass-through."""
     return {"root_async_client": client, "async_client": PassThroughCompletions(client)}

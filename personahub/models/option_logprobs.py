@@ -1,7 +1,8 @@
 """Option probabilities from a server's token log-probabilities (one call, one answer token).
 
-Each label's probability sums the first token's alternatives that are that label, renormalised.
-A server without log-probabilities raises ``LogprobsUnavailable``: no fallback could mean the same."""
+Each label's probability sums the first token's alternatives that are that label, renormalised. A
+server without log-probabilities raises: no fallback could mean the same.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +45,8 @@ class LLMClient(Protocol):
 __all__ = ["LOGPROBS_MODE", "LogprobsUnavailable", "OptionProbabilities", "offline_probabilities",
            "option_probabilities", "read_top_logprobs"]
 
-LOGPROBS_MODE = "logprobs"  # ``llm_calls.structured_mode`` of these calls
-_SLOTS: dict[tuple[int, int], asyncio.Semaphore] = {}  # (client, loop) -> calls in flight
+LOGPROBS_MODE = "logprobs"  # the structured mode these calls record
+_SLOTS: dict[tuple[int, int], asyncio.Semaphore] = {}  # client and loop to calls in flight
 
 
 class OptionProbabilities(BaseModel):
@@ -64,7 +65,7 @@ def _text(messages: Sequence[Any]) -> str:
 
 def offline_probabilities(seed: int, messages: Sequence[Any],
                           labels: Sequence[str]) -> dict[str, float]:
-    """The offline probabilities: a Dirichlet(1, ..., 1) draw seeded by seed, messages and labels."""
+    """The offline probabilities: a flat Dirichlet draw seeded by seed, messages and labels."""
     key = f"{seed}\x1f{_text(messages)}\x1f{'|'.join(labels)}".encode()
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     draw = rng.dirichlet(np.ones(len(labels)))
@@ -72,7 +73,7 @@ def offline_probabilities(seed: int, messages: Sequence[Any],
 
 
 def read_top_logprobs(body: Mapping[str, Any], labels: Sequence[str]) -> dict[str, float] | None:
-    """The labels' probabilities from a chat.completion's first answer token, or None without any."""
+    """The labels' probabilities from a completion's first answer token, or None without any."""
     choices = body.get("choices") or []
     logprobs = (choices[0] or {}).get("logprobs") if choices else None
     content = (logprobs or {}).get("content") or []
@@ -91,7 +92,7 @@ def read_top_logprobs(body: Mapping[str, Any], labels: Sequence[str]) -> dict[st
 
 
 def _slots(client: LLMClient) -> asyncio.Semaphore:
-    """This client's bound on calls in flight on the running loop (``--concurrency``)."""
+    """This client's bound on calls in flight on the running loop."""
     key = (id(client), id(asyncio.get_running_loop()))
     slot = _SLOTS.get(key)
     if slot is None:
@@ -144,18 +145,19 @@ async def option_probabilities(client: LLMClient, messages: Sequence[Any], label
 
     Args:
         client: The model client (its endpoints, settings and record sink).
-        messages: The prompt (LangChain messages), asking for an answer starting with a label.
-        labels: The answer labels, each one token (e.g. ``"A"``, ``"B"``).
-        purpose: The calls' label in ``llm_calls``.
-        persona_id: The persona asked, if any (``llm_calls.persona_id``).
+        messages: The prompt, asking for an answer starting with a label.
+        labels: The answer labels, each one token (e.g. A, B).
+        purpose: The calls' label in the call log.
+        persona_id: The persona asked, if any.
         top_logprobs: How many alternatives the server lists (at least the labels' count).
 
     Returns:
-        ``value.probabilities`` label -> probability (None: every attempt failed, or no label was
-        listed), with every attempt's record.
+        The probabilities by label (None: every attempt failed, or no label was listed), with every
+        attempt's record.
 
     Raises:
-        LogprobsUnavailable: the server answered without log-probabilities."""
+        LogprobsUnavailable: the server answered without log-probabilities.
+    """
     settings, records = client.settings, []
     outcome: StructuredResult[OptionProbabilities] = StructuredResult(None, [])
     try:

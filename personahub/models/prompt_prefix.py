@@ -1,8 +1,9 @@
 """How much of a stream of prompts a server's prefix cache could reuse.
 
-``SharedPrefixMeter`` counts each prompt's longest common prefix with any earlier prompt, in the
-prompt budget's approximate tokens. It assumes an unbounded cache (an upper bound) and needs no
-tokenizer: messages are laid out as role and content, as chat templates do."""
+Each prompt's longest common prefix with any earlier prompt is counted in approximate tokens. It
+assumes an unbounded cache (an upper bound) and needs no tokenizer: messages are laid out as role and
+content, as chat templates do.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from personahub.models.offline import approx_tokens
 
 
 def prompt_text(messages: Sequence[Any]) -> str:
-    """A message list laid out as one string (role, then content), as a chat template would."""
+    """A message list laid out as one string, as a chat template would."""
     parts = []
     for message in messages:
         if isinstance(message, Mapping):
@@ -32,7 +33,7 @@ def prompt_text(messages: Sequence[Any]) -> str:
 
 
 def common_prefix(a: str, b: str) -> int:
-    """Characters ``a`` and ``b`` share from their start."""
+    """Characters two strings share from their start."""
     n = min(len(a), len(b))
     low, high = 0, n
     while low < high:  # binary search on slice equality: C speed for long shared prefixes
@@ -46,18 +47,17 @@ def common_prefix(a: str, b: str) -> int:
 
 @dataclass
 class PrefixWindow:
-    """The last ``capacity`` prompts (all when None), kept sorted to find a new prompt's longest shared
-    prefix.
-
-    That prompt is a neighbour in sorted order, so a match costs a binary search and two comparisons;
-    a bounded window forgets its oldest prompt, as a server's cache evicts."""
+    """The last prompts (all when unbounded), kept sorted: a new prompt's longest shared prefix is with a
+    neighbour, so a match costs a binary search and two comparisons. A bounded window forgets its oldest
+    prompt, as a server's cache evicts.
+    """
 
     capacity: int | None = None
     _sorted: list[str] = field(default_factory=list)
     _order: deque[str] = field(default_factory=deque)
 
     def match(self, text: str) -> int:
-        """Characters ``text`` shares from its start with a remembered prompt; then remembers it."""
+        """Characters a text shares from its start with a remembered prompt; then remembers it."""
         at = bisect.bisect_left(self._sorted, text)
         shared = max((common_prefix(self._sorted[i], text) for i in (at - 1, at)
                       if 0 <= i < len(self._sorted)), default=0)
@@ -72,7 +72,7 @@ class PrefixWindow:
 
 @dataclass
 class SharedPrefixMeter:
-    """Prompt tokens seen, and those in a prefix shared with one of the last ``capacity`` prompts."""
+    """Prompt tokens seen, and those in a prefix shared with a recent prompt."""
 
     capacity: int | None = None
     total_tokens: int = 0

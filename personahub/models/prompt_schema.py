@@ -1,7 +1,8 @@
-"""How a prompt carries a JSON schema when the request has none (the client's ``prompt`` mode).
+"""How a prompt carries a JSON schema when the request has none (the client's prompt mode).
 
-The schema is a fenced JSON block after a line naming "JSON schema", in the system or last user
-message; ``render_schema_block`` writes it and ``find_prompt_schema`` reads it back, tolerantly."""
+The schema is a fenced JSON block after a line naming "JSON schema", written here and read back
+tolerantly.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ _DECODER = json.JSONDecoder()
 
 def render_schema_block(schema: Mapping[str, object],
                         intro: str = "Answer with one JSON object that fits this JSON schema:") -> str:
-    """The prompt text that carries ``schema`` (``intro`` must keep the words "JSON schema")."""
+    """The prompt text that carries a schema (the intro must keep the words "JSON schema")."""
     if not _MARKER.search(intro):
         raise ValueError(f"the intro must name {SCHEMA_MARKER!r}: {intro!r}")
     text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))  # compact: fewer tokens
@@ -48,7 +49,7 @@ def find_prompt_schema(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any] 
 
 
 def _search_order(messages: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Message texts in the order they are searched: last user, systems, then the rest."""
+    """Message texts in search order: last user, systems, then the rest."""
     indexed = list(enumerate(messages))
     users = [i for i, m in indexed if m.get("role") == "user"]
     first = users[-1:]
@@ -59,7 +60,7 @@ def _search_order(messages: Sequence[Mapping[str, Any]]) -> list[str]:
 
 @lru_cache(maxsize=1024)
 def schema_in_text(text: str) -> dict[str, Any] | None:
-    """The schema one message text carries, or None (cached: prompts repeat across calls)."""
+    """The schema one message text carries, or None (cached: prompts repeat)."""
     if "{" not in text:
         return None
     marker = _MARKER.search(text)
@@ -77,7 +78,7 @@ def schema_in_text(text: str) -> dict[str, Any] | None:
 
 
 def _first_schema(text: str, *, whole: bool) -> dict[str, Any] | None:
-    """The first JSON object in ``text`` that looks like a schema (``whole``: try only the first)."""
+    """The first JSON object in a text that looks like a schema."""
     start = text.find("{")
     while start != -1:
         try:

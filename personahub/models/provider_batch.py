@@ -1,8 +1,9 @@
 """Structured calls sent as a provider batch (the OpenAI Batch API) or as a batch file.
 
-Each line is the body an online call would post, and each result becomes the ``StructuredResult``
-the online stack would return. Every batch state is stored before going on, so a crash loses no
-batch id and a resume never creates one twice."""
+Each line is the body an online call would post, and each result becomes what the online stack
+would return. Every batch state is stored before going on, so a crash loses no batch id and a resume
+never creates a batch twice.
+"""
 
 from __future__ import annotations
 
@@ -53,23 +54,21 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound=BaseModel)
 X = TypeVar("X")  # what one Batch API request returns
-#: The ``metadata`` key a batch carries the job's key under.
 KEY_FIELD = "personahub_key"
-#: Line errors of requests a batch never ran: they go out again like any transient failure.
+#: line errors of requests a batch never ran: sent again like any transient failure
 NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
-API_TRIES = 4  # attempts at one Batch API request that fails transiently (upload, create, read)
+API_TRIES = 4  # attempts at one Batch API request that fails transiently
 POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: a batch's request lines and the structured mode they were written in
 RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
 
 
 class BatchApiError(PersonahubError):
-    """The endpoint's Batch API refused or failed a request (one line, with a likely fix)."""
+    """The endpoint's Batch API refused or failed a request."""
 
 
 class BatchApi(Protocol):
-    """What a Batch API session needs of an endpoint: its name and its SDK client."""
+    """What an endpoint offers a batch: body builder, answer reader, SDK client."""
 
     label: str
 
@@ -89,8 +88,7 @@ class BatchWire(BatchApi, Protocol):
 
 @dataclass
 class BatchCall(Generic[T]):
-    """One structured call travelling by batch: what the caller asked, the request the next batch sends
-    (first, second chance or resend), what it has spent, and once it ends its ``result``."""
+    """One structured call travelling by batch, from the caller's ask to its result."""
 
     key: str
     schema: type[T]
@@ -102,18 +100,16 @@ class BatchCall(Generic[T]):
 
     @property
     def custom_id(self) -> str:
-        """The ``custom_id`` of the next request: the key and the attempt (``key#1``)."""
         return f"{self.key}#{self.asked.attempt}"
 
     @property
     def done(self) -> bool:
-        """True once the call has its result."""
         return self.result is not None
 
 
 @dataclass
 class Collected:
-    """What one batch's results did: calls that ended, calls to send again, and each line's outcome."""
+    """What one batch's results did: calls that ended, calls to send again, each line's outcome."""
 
     finished: list[BatchCall[Any]] = field(default_factory=list)
     resend: list[BatchCall[Any]] = field(default_factory=list)
@@ -124,16 +120,14 @@ def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: 
                purpose: str, persona_id: str | None = None, step: int | None = None,
                check: Callable[[T], str | None] | None = None,
                sample: int = 0, max_tokens: int | None = None) -> BatchCall[T]:
-    """A call of ``schema`` to send by batch, prepared as an online structured call is.
-
-    ``key`` names it in ``custom_id``s: unique within the job, stable across a resume."""
+    """A call to send by batch; the key must be unique within the job and stable across a resume."""
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                  step=step, check=check, sample=sample, max_tokens=max_tokens)
     return BatchCall(key, schema, request, request)
 
 
 def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
-    """Endpoint ``index`` of ``client`` if it can take batches, else a one-line error."""
+    """The client's endpoint if it can take batches, else a one-line error."""
     endpoints = client.endpoints
     if not 0 <= index < len(endpoints):
         raise LLMConfigError(f"--batch: endpoint {index} does not exist ({len(endpoints)} given)")
@@ -145,13 +139,12 @@ def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
 
 
 def mode_known(client: LLMClient, index: int = 0) -> bool:
-    """Whether endpoint ``index``'s structured mode is known (given, or learned by an answer)."""
     return not client.modes.adaptive or client.modes.settled(index)
 
 
 def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
                   endpoint: int = 0) -> tuple[list[dict[str, Any]], str]:
-    """The batch file's lines for ``calls``, as online calls would post them now, and their mode."""
+    """The batch file's lines for the calls, as online calls would post them now, and their mode."""
     wire = batch_endpoint(client, endpoint)
     if not calls:
         raise PersonahubError("batch: no calls to send (a batch holds at least one request)")
@@ -165,10 +158,8 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
     return lines, modes.pop() if len(modes) == 1 else ", ".join(sorted(modes))
 
 
-# -- results ------------------------------------------------------------------------------
-
 def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
-    """What a failed (or missing) result line means for what happens next."""
+    """What a failed or missing result line means for what happens next."""
     if line is None:
         if handle is not None and handle.status == "failed":
             why = handle.errors[0] if handle.errors else "no reason given"
@@ -185,10 +176,9 @@ def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> 
 
 def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
             handle: BatchHandle) -> Collected:
-    """Apply one batch's ``results`` to the ``calls`` it carried (those whose ``custom_id`` is in ``handle``).
-
-    Calls with no result line (a failed batch, a short results file) go out again like a transient
-    failure. A refusal naming the mode or schema keywords moves the endpoint on, without spending a retry."""
+    """Apply one batch's results to the calls it carried. Calls with no result line go out again; a refusal
+    naming the mode or keywords moves the endpoint on without spending a retry.
+    """
     wire = batch_endpoint(client, handle.endpoint)
     found = by_custom_id(results)
     sent = set(handle.custom_ids)
@@ -231,7 +221,6 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
 
 
 def _answer(wire: BatchWire, line: ResultLine) -> AIMessage | None:
-    """The line's answer as an ``AIMessage``, or None when its body is no chat.completion."""
     try:
         return wire.answer_message(line.body)
     except Exception:  # noqa: BLE001 - a body the reader cannot take is a failed line
@@ -240,7 +229,6 @@ def _answer(wire: BatchWire, line: ResultLine) -> AIMessage | None:
 
 def _failed(client: LLMClient, call: BatchCall[Any], record: CallRecord, failure: Failure,
             out: Collected) -> None:
-    """Record a failed line; send the call again, or end it."""
     record.status, record.error = "error", failure.description
     call.progress.records.append(record)
     reason = _learned(client, record, failure)
@@ -277,7 +265,7 @@ def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | N
 
 def _finish(client: LLMClient, call: BatchCall[Any], value: BaseModel | None,
             failure: Failure | None = None) -> None:
-    """End ``call`` with ``value`` (the caller's own schema, unbounded) and count its attempts."""
+    """End a call with its value and count its attempts."""
     done = call.progress
     if value is not None:
         value = unbounded(value, call.schema)
@@ -286,35 +274,33 @@ def _finish(client: LLMClient, call: BatchCall[Any], value: BaseModel | None,
 
 
 async def finish_online(client: LLMClient, call: BatchCall[T]) -> StructuredResult[T]:
-    """Go on online with a call a batch left pending, with the second chances it has left."""
+    """Go on online with a call a batch left pending."""
     result = await client.validated.resume(call.request, call.asked, call.progress)
     value = unbounded(result.value, call.schema) if result.value is not None else None
     call.result = StructuredResult(value, result.records, result.raw, result.cache_entries,
                                    result.failure)
-    client.stats.add(result.records)  # the batch attempts too: they were not counted yet
+    client.stats.add(result.records)
     return call.result
 
 
 def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredResult[Any]:
-    """End a pending call without sending it again (its failure says why)."""
+    """End a pending call without sending it again."""
     _finish(client, call, None, Failure(reason, False))
     assert call.result is not None
     return call.result
 
 
-# -- offline batch files ------------------------------------------------------------------
-
 def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
                      key: str, endpoint: int = 0, job_kind: str | None = None,
                      job_id: str | None = None) -> BatchHandle:
-    """Write ``calls`` as a batch input file for another runner (vLLM's ``run_batch``, a console)."""
+    """Write the calls as a batch input file for another runner."""
     return BatchSession(client, endpoint=endpoint).write_file(path, key, calls, job_kind=job_kind,
                                                               job_id=job_id)
 
 
 def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
                    handle: BatchHandle) -> tuple[BatchHandle, Collected]:
-    """Read a results file for the batch file ``handle`` wrote; the handle is then ``completed``."""
+    """Read a results file for a written batch file; the handle is then completed."""
     results = read_results_file(path)
     handle = handle.updated(status="completed", finished_at=time.time(),
                             completed=sum(r.answered for r in results),
@@ -322,13 +308,8 @@ def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str
     return handle, collect(client, calls, results, handle)
 
 
-# -- the Batch API ------------------------------------------------------------------------
-
 class BatchSession:
-    """One endpoint's Batch API, through its own openai SDK client.
-
-    Polls wait from ``poll_s`` growing by half to ``max_poll_s``; ``on_handle`` receives each handle
-    that must survive a crash."""
+    """One endpoint's Batch API, through its own openai SDK client."""
 
     def __init__(self, client: LLMClient | None, *, endpoint: int = 0, window: str = "24h",
                  poll_s: float = 5.0, max_poll_s: float = 60.0,
@@ -341,7 +322,6 @@ class BatchSession:
         self.client, self.index, self.window, self.url = client, endpoint, window, url
         if client is None and (wire is None or lines is None):
             raise LLMConfigError("batch: a session without a chat client needs its wire and lines")
-        # a chat client's endpoint and request lines, unless given (an embedding model's)
         self.wire = wire if wire is not None else batch_endpoint(cast("LLMClient", client), endpoint)
         self.lines: RequestLines = lines if lines is not None else partial(
             request_lines, cast("LLMClient", client), endpoint=endpoint)
@@ -354,7 +334,7 @@ class BatchSession:
 
     def write_file(self, path: str | Path, key: str, calls: Sequence[Any], *,
                    job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Write ``calls`` as a batch input file (whole or not at all) and return the handle to store."""
+        """Write the calls as a batch input file; returns the handle to store."""
         lines, mode = self.lines(calls)
         write_jsonl(path, lines)
         return BatchHandle(key=key, endpoint=self.index, model=self.wire.label,
@@ -365,7 +345,7 @@ class BatchSession:
 
     async def submit(self, key: str, calls: Sequence[Any], *,
                      job_kind: str | None = None, job_id: str | None = None) -> BatchHandle:
-        """Upload ``calls`` as a batch file and create the batch, with ``key`` in its metadata."""
+        """Upload the calls and create the batch, keyed in its metadata."""
         lines, mode = self.lines(calls)
         handle = self._saved(BatchHandle(
             key=key, endpoint=self.index, model=self.wire.label,
@@ -374,8 +354,7 @@ class BatchSession:
         return await self._start(handle, to_jsonl(lines))
 
     async def resume(self, handle: BatchHandle, calls: Sequence[Any] = ()) -> BatchHandle:
-        """A stored handle, created for sure: a batch created before a crash is found by its key, never
-        created twice."""
+        """A stored handle, created for sure: a batch created before a crash is found by its key."""
         if handle.batch_id is not None or handle.status == AWAITING_RESULTS:
             return handle
         found = await self.find(handle.key)
@@ -403,7 +382,7 @@ class BatchSession:
         return self._saved(_from_batch(handle, await self._create(sdk, handle)))
 
     async def _create(self, sdk: AsyncOpenAI, handle: BatchHandle) -> Batch:
-        """Create a batch; a create that failed in transit may have been made, so look for it first."""
+        """Create a batch; a create that failed in transit may have been made, so look first."""
         # the SDK types the window and URL as OpenAI's values; other servers take others
         batches: Any = sdk.batches
         for attempt in range(1, API_TRIES + 1):
@@ -422,7 +401,7 @@ class BatchSession:
         raise AssertionError("unreachable")
 
     async def find(self, key: str, pages: int = 5) -> Batch | None:
-        """The newest batch created with ``key`` (among the latest ``pages`` x 100), or None."""
+        """The newest recent batch created with a key, or None."""
         sdk = await self.wire.openai_client()
         page = await self._api("list batches", lambda: sdk.batches.list(limit=100))
         for _ in range(pages):
@@ -435,7 +414,6 @@ class BatchSession:
         return None
 
     async def refresh(self, handle: BatchHandle) -> BatchHandle:
-        """The handle as the provider sees it now (one retrieve)."""
         sdk = await self.wire.openai_client()
         batch = await self._api("read the batch", lambda: sdk.batches.retrieve(
             cast(str, handle.batch_id)))  # None: the SDK refuses it
@@ -444,7 +422,6 @@ class BatchSession:
 
     async def wait(self, handle: BatchHandle, *,
                    on_status: Callable[[BatchHandle], None] | None = None) -> BatchHandle:
-        """Poll until the batch reaches a terminal status; ``on_status`` sees each poll's handle."""
         if handle.batch_id is None:
             raise PersonahubError(f"batch {handle.key} has not been created; resume it first")
         delay, failures = self.poll_s, 0
@@ -465,14 +442,13 @@ class BatchSession:
         return handle
 
     async def cancel(self, handle: BatchHandle) -> BatchHandle:
-        """Ask the provider to cancel; ``wait`` sees the batch end."""
         sdk = await self.wire.openai_client()
         batch = await self._api("cancel the batch", lambda: sdk.batches.cancel(
             cast(str, handle.batch_id)))  # None: the SDK refuses it
         return self._saved(_from_batch(handle, batch))
 
     async def results(self, handle: BatchHandle) -> list[ResultLine]:
-        """The result lines of a finished batch (its output and error files)."""
+        """The result lines of a finished batch."""
         sdk = await self.wire.openai_client()
         lines: list[ResultLine] = []
         for file_id in (handle.output_file_id, handle.error_file_id):
@@ -483,7 +459,7 @@ class BatchSession:
         return lines
 
     async def forget(self, handle: BatchHandle) -> None:
-        """Delete the batch's files at the provider (once its results are committed)."""
+        """Delete the batch's files at the provider once its results are committed."""
         sdk = await self.wire.openai_client()
         for file_id in (handle.input_file_id, handle.output_file_id, handle.error_file_id):
             if file_id:
@@ -518,7 +494,6 @@ class BatchSession:
 
 
 def _from_batch(handle: BatchHandle, batch: Batch) -> BatchHandle:
-    """``handle`` with what the provider's batch object says."""
     counts = batch.request_counts
     ended = next((t for t in (batch.completed_at, batch.failed_at, batch.expired_at,
                               batch.cancelled_at) if t is not None), None)

@@ -1,8 +1,9 @@
-"""A ``StructuredCaller`` that sends a job's calls as provider batches (``--batch``).
+"""A structured caller that sends a job's calls as provider batches.
 
-``BatchingCaller`` queues the asker's calls, and ``drive`` sends them in rounds once every
-coroutine waits; the asker cannot tell a batch from an online call. A call's ``custom_id`` is a
-digest of what it asks, so a kill and a resume collect from the stored batch instead of a new one."""
+It queues the asker's calls and sends them in rounds once every coroutine waits, so the asker
+cannot tell a batch from an online call. A call's custom id is a digest of what it asks, so a kill
+and a resume collect from the stored batch instead of creating a new one.
+"""
 
 from __future__ import annotations
 
@@ -37,25 +38,23 @@ if TYPE_CHECKING:
 
 T = TypeVar("T", bound=BaseModel)
 FALLBACKS = ("batch", "online")
-#: event-loop turns with no new call queued after which the asker is taken to wait on the queue
+#: event-loop turns with no new call after which the asker is taken to wait on the queue
 SETTLE_TURNS = 4
-#: then one short wait for calls a framework's own threads or queues still carry (a round takes
-#: minutes to hours, so this only keeps a step whole)
+#: then one short wait for calls a framework's own threads still carry
 SETTLE_S = 0.02
-#: a results file imported for a batch file: the handle's output "file id" is its path
+#: an imported results file: the handle's output file id is its path
 LOCAL_PREFIX = "local:"
 MAX_ROUNDS = 64  # rounds of one asker run at most (more is a bug)
 
 
 def check_fallback(value: str) -> None:
-    """Refuse an unknown ``--batch-fallback`` in one line."""
+    """Refuse an unknown batch fallback in one line."""
     if value not in FALLBACKS:
         raise LLMConfigError(f"--batch-fallback {value!r}: choose one of {', '.join(FALLBACKS)}")
 
 
 def call_key(schema: type[BaseModel], messages: Sequence[object], *, purpose: str,
              persona_id: str | None, step: int | None, sample: int) -> str:
-    """What a call asks, as a short stable digest (its ``custom_id`` before the attempt)."""
     text = json.dumps([purpose, persona_id, step, sample, schema.__name__,
                        [[getattr(m, "type", type(m).__name__), getattr(m, "content", str(m))]
                         for m in messages]], default=str, ensure_ascii=False)
@@ -64,32 +63,30 @@ def call_key(schema: type[BaseModel], messages: Sequence[object], *, purpose: st
 
 @dataclass
 class BatchBook:
-    """A job's batches as a resume finds them: every stored handle and which requests were committed.
-
-    A request in a stored batch and not committed is collected from it, never sent again."""
+    """A job's batches as a resume finds them: a request in a stored batch and not committed is collected
+    from it, never sent again.
+    """
 
     handles: dict[str, BatchHandle] = field(default_factory=dict)
-    committed: set[tuple[str, str]] = field(default_factory=set)  # (batch_id, custom_id)
-    used: set[tuple[str, str]] = field(default_factory=set)  # (batch key, custom_id) collected
+    committed: set[tuple[str, str]] = field(default_factory=set)
+    used: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, handle: BatchHandle) -> None:
         self.handles[handle.key] = handle
 
     def spent(self, handle: BatchHandle) -> bool:
-        """True for an ended provider batch, files still there, whose every request was collected or
-        committed: its files can go once the collection is committed."""
+        """True for an ended batch, files still there, whose every request was collected or committed."""
         if not handle.done or handle.files_deleted or handle.from_file or handle.batch_id is None:
             return False
         return all((handle.key, c) in self.used or (handle.batch_id, c) in self.committed
                    for c in handle.custom_ids)
 
     def holding(self, custom_id: str) -> BatchHandle | None:
-        """The newest stored batch that carried ``custom_id`` with its answer neither committed nor
-        collected."""
+        """The newest stored batch holding an answer neither committed nor collected."""
         for handle in reversed(list(self.handles.values())):
             if custom_id not in handle.custom_ids or (handle.key, custom_id) in self.used:
                 continue
-            if handle.files_deleted:  # its answers were committed, or are gone with its files
+            if handle.files_deleted:
                 continue
             if handle.batch_id is not None and (handle.batch_id, custom_id) in self.committed:
                 continue
@@ -105,17 +102,17 @@ class _Queued:
 
 @dataclass
 class BatchTally:
-    """What the batches of a job did in this run (for its summary)."""
+    """What the batches of a job did in this run."""
 
-    created: int = 0  # batches created at the provider (or files written)
+    created: int = 0
     polled: int = 0  # stored batches picked up again after a stop
-    online: int = 0  # calls answered online (mode learning, --batch-fallback online)
-    deleted: int = 0  # batches whose provider files were deleted after their commit
+    online: int = 0  # calls answered online
+    deleted: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
 class BatchingCaller:
-    """The job's client with its calls sent as batches; other properties delegate to ``client``."""
+    """The job's client with its calls sent as batches."""
 
     def __init__(self, client: LLMClient, book: BatchBook, *, job_kind: str, job_id: str,
                  size: int = 1000, window: str = "24h", fallback: str = "batch",
@@ -129,7 +126,7 @@ class BatchingCaller:
         self.job_kind, self.job_id = job_kind, job_id
         self.size, self.fallback, self.batch_file = size, fallback, batch_file
         self.on_handle, self.on_status = on_handle, on_status
-        # before each call's key: keeps apart the ids of clients that share a batch book
+        # keeps apart the ids of clients that share a batch book
         self.prefix = prefix
         self.session = BatchSession(client, window=window, poll_s=poll_s, max_poll_s=max_poll_s,
                                     on_handle=self._keep)
@@ -138,7 +135,7 @@ class BatchingCaller:
         self._arrived: asyncio.Event | None = None
         self._keys: Counter[str] = Counter()
 
-    def __getattr__(self, name: str) -> Any:  # label, stats, modes, cache_model, ...
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.client, name)
 
     def _keep(self, handle: BatchHandle) -> None:
@@ -146,12 +143,10 @@ class BatchingCaller:
         if self.on_handle is not None:
             self.on_handle(handle)
 
-    # -- the caller's side ----------------------------------------------------------------
     async def structured(self, schema: type[T], messages: list[Any], *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Callable[[T], str | None] | None = None, sample: int = 0,
                          max_tokens: int | None = None) -> StructuredResult[T]:
-        """Queue the call for the next batch and wait for its result."""
         key = self.prefix + call_key(schema, messages, purpose=purpose, persona_id=persona_id,
                                      step=step, sample=sample)
         self._keys[key] += 1  # the same call twice in one job: a suffix keeps the ids apart
@@ -166,11 +161,8 @@ class BatchingCaller:
             self._arrived.set()
         return await future
 
-    # -- the driver's side ----------------------------------------------------------------
     async def drive(self, work: asyncio.Future[Any]) -> None:
-        """Send what ``work`` (the asker's task) queues, round after round, until it ends.
-
-        Its exception, if any, is left on it."""
+        """Send what the asker's task queues, round after round, until it ends."""
         self._arrived = asyncio.Event()
         rounds = 0
         try:
@@ -178,7 +170,7 @@ class BatchingCaller:
                 await self._settle(work)
                 if work.done():
                     break
-                if not self._queue:  # the asker waits on something else: a call will come
+                if not self._queue:
                     self._arrived.clear()
                     waiter = asyncio.ensure_future(self._arrived.wait())
                     await asyncio.wait({work, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,7 +191,6 @@ class BatchingCaller:
             self._arrived = None
 
     async def _settle(self, work: asyncio.Future[Any]) -> None:
-        """Let the asker's coroutines run until none queues another call."""
         while not work.done():
             quiet, seen = 0, -1
             while not work.done() and quiet < SETTLE_TURNS:
@@ -211,10 +202,10 @@ class BatchingCaller:
                 return
 
     async def _round(self, queued: list[_Queued]) -> None:
-        """One round: the queued calls until each has its result; resends go out in its next batch."""
+        """One round: the queued calls until each has its result."""
         pending = list(queued)
         if pending and not mode_known(self.client):
-            first = pending.pop(0)  # learns the endpoint's structured mode
+            first = pending.pop(0)
             self.tally.online += 1
             first.future.set_result(await finish_online(self.client, first.call))
             if not mode_known(self.client) and pending:
@@ -233,7 +224,7 @@ class BatchingCaller:
 
     def _group(self, pending: Sequence[_Queued]
                ) -> tuple[list[tuple[BatchHandle, list[_Queued]]], list[_Queued]]:
-        """The calls a stored batch still holds an answer for (by batch), and the rest."""
+        """The calls a stored batch still holds an answer for, and the rest."""
         stored: dict[str, list[_Queued]] = {}
         fresh = []
         for item in pending:
@@ -245,7 +236,7 @@ class BatchingCaller:
         return [(self.book.handles[key], items) for key, items in stored.items()], fresh
 
     def _write_file(self, calls: list[BatchCall[Any]]) -> None:
-        """Write the round's requests into the ``--batch-file``; the job then waits for results."""
+        """Write the round's requests into the batch file."""
         assert self.batch_file is not None
         self._keep(self.session.write_file(self.batch_file, f"{self.job_id}:{uuid.uuid4().hex[:12]}",
                                            calls, job_kind=self.job_kind, job_id=self.job_id))
@@ -298,7 +289,6 @@ class BatchingCaller:
         return again
 
     async def forget_spent(self) -> None:
-        """Delete the provider files of the batches whose answers are committed."""
         await forget_spent(self.session, self.book, self._keep, self.tally)
 
     def _status(self, handle: BatchHandle) -> None:
@@ -308,10 +298,9 @@ class BatchingCaller:
 
 async def forget_spent(session: BatchSession, book: BatchBook,
                        keep: Callable[[BatchHandle], None], tally: BatchTally) -> None:
-    """Delete the provider files of spent batches and ``keep`` their handles without file ids.
-
-    Call it only after this run's collection is committed. A failed delete is retried after the
-    next commit, not an error."""
+    """Delete the provider files of spent batches, once this run's collection is committed. A failed
+    delete is retried after the next commit.
+    """
     for handle in [h for h in book.handles.values() if book.spent(h)]:
         try:
             await session.forget(handle)
@@ -322,7 +311,7 @@ async def forget_spent(session: BatchSession, book: BatchBook,
 
 
 def written_for_import(n: int, path: str, job_id: str) -> AwaitingResults:
-    """What a job that wrote its ``--batch-file`` stops with: where to run it, how to import."""
+    """What a job that wrote its batch file stops with: where to run it, how to import."""
     return AwaitingResults(
         f"{n} requests written to {path} (OpenAI batch format); run them (e.g. `vllm run-batch "
         f"-i {path} -o results.jsonl --model ...`), then: personahub batch import results.jsonl "
@@ -330,13 +319,12 @@ def written_for_import(n: int, path: str, job_id: str) -> AwaitingResults:
 
 
 def still_awaiting(handle: BatchHandle, job_id: str) -> StillAwaiting:
-    """What a job whose batch file has no results yet stops with (it runs nothing)."""
+    """What a job whose batch file has no results yet stops with."""
     return StillAwaiting(f"batch file {handle.batch_id} is still waiting for its results: "
                          f"personahub batch import RESULTS.jsonl --job {job_id}")
 
 
 def status_text(handle: BatchHandle) -> str:
-    """A batch's state for a progress display (``batch batch_abc in_progress 40/64``)."""
     return (f"batch {handle.batch_id or handle.key} {handle.status} "
             f"{handle.completed + handle.failed}/{len(handle.custom_ids)}")
 

@@ -1,6 +1,7 @@
 """The Batch API's JSONL files: request lines written, result lines read (no network here).
 
-Result lines are read as OpenAI and vLLM's ``run_batch`` write them."""
+Result lines are read as OpenAI and vLLM's run_batch write them.
+"""
 
 from __future__ import annotations
 
@@ -21,18 +22,17 @@ class BatchFileError(PersonahubError):
 
 
 def request_line(custom_id: str, body: Mapping[str, object], url: str = CHAT_URL) -> dict[str, Any]:
-    """One request line of a batch input file."""
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}
 
 
 def to_jsonl(lines: Iterable[Mapping[str, Any]]) -> bytes:
-    """``lines`` as JSONL bytes (UTF-8, one object a line, a newline after each)."""
+    """Lines as JSONL bytes (UTF-8, a newline after each object)."""
     return "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
                    for line in lines).encode("utf-8")
 
 
 def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, Any]]) -> int:
-    """Write ``lines`` to ``path`` whole or not at all; returns the bytes written."""
+    """Write lines to a file whole or not at all; returns the bytes written."""
     target = Path(path)
     data = to_jsonl(lines)
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -48,7 +48,7 @@ def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, Any]]) -> int:
 
 @dataclass(frozen=True)
 class ResultLine:
-    """One result: its ``custom_id``, the HTTP status (None: never ran), the body, and the ``error``."""
+    """One result: its custom id, the HTTP status (None: never ran), the body and the error."""
 
     custom_id: str
     status: int | None
@@ -57,12 +57,12 @@ class ResultLine:
 
     @property
     def answered(self) -> bool:
-        """True for a 200 with a chat.completion (or embeddings) body."""
+        """True for a 200 with a completion (or embeddings) body."""
         return self.status == 200 and isinstance(self.body, dict)
 
     @property
     def error_code(self) -> str | None:
-        """The line's error code (``batch_expired``, ``batch_cancelled``…), if it has one."""
+        """The line's error code (expired, cancelled...), if it has one."""
         error = self.error
         if isinstance(error, dict):
             inner = error.get("error", error)
@@ -71,7 +71,7 @@ class ResultLine:
         return None
 
     def message(self) -> str:
-        """What went wrong, in the server's words (OpenAI, vLLM and FastAPI error shapes)."""
+        """What went wrong, in the server's words."""
         for source in (self.error, self.body):
             text = _message_of(source)
             if text:
@@ -96,7 +96,7 @@ def _message_of(value: object) -> str | None:
 
 
 def read_results(data: bytes | str, source: str) -> list[ResultLine]:
-    """The result lines of a batch output or error file (``source`` names it in errors)."""
+    """The result lines of a batch output or error file."""
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     results = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -126,7 +126,7 @@ def read_results(data: bytes | str, source: str) -> list[ResultLine]:
 
 
 def read_results_file(path: str | Path) -> list[ResultLine]:
-    """``read_results`` of a file (a missing or unreadable file is one line naming it)."""
+    """The results of a file (a missing or unreadable file is one line naming it)."""
     target = Path(path)
     try:
         data = target.read_bytes()
@@ -137,7 +137,7 @@ def read_results_file(path: str | Path) -> list[ResultLine]:
 
 
 def by_custom_id(results: Sequence[ResultLine]) -> dict[str, ResultLine]:
-    """Results by ``custom_id``; where one appears twice, an answered line wins over a failed one."""
+    """Results by custom id; where one appears twice, an answered line wins."""
     found: dict[str, ResultLine] = {}
     for line in results:
         held = found.get(line.custom_id)

@@ -1,8 +1,9 @@
 """Validate a structured answer, repairing it locally before any model call is spent on it.
 
-``json-repair`` and pydantic's lax validation mend the usual slips. An answer cut at
-``max_tokens`` is never repaired (that would pass half an answer as whole); one only past a bound
-is clipped at a word boundary."""
+json-repair and pydantic's lax validation mend the usual slips. An answer cut at the token limit is
+never repaired (that would pass half an answer as whole); one only past a bound is clipped at a word
+boundary.
+"""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _candidate(text: str) -> str | None:
-    """The part of ``text`` holding the JSON object: a fenced block's, or the outermost braces'.
-
-    None when that object never closes: the answer stopped short. Taking text up to the last ``}``
-    once turned an answer cut after two of four turns into a valid two-turn answer."""
+    """The part of the text holding the JSON object: a fenced block's, or the outermost braces'. None when
+    that object never closes: taking text up to the last brace once turned an answer cut after two of
+    four turns into a valid two-turn answer.
+    """
     fenced = _FENCE.search(text)
     if fenced:
         text = fenced.group(1)
@@ -50,8 +51,9 @@ def _candidate(text: str) -> str | None:
 
 
 def _closing_brace(text: str, start: int) -> int | None:
-    """The index of the ``}`` closing the ``{`` at ``start`` (braces in quoted strings not counted), or
-    None. Square brackets are json-repair's to mend."""
+    """The index of the brace closing the one at start (braces in strings not counted), or None. Square
+    brackets are json-repair's to mend.
+    """
     depth, quote, escaped = 0, "", False
     for i in range(start, len(text)):
         char = text[i]
@@ -84,7 +86,7 @@ _TOO_LONG = ("string_too_long", "too_long")
 
 
 def _clipped(schema: type[T], data: object, exc: ValidationError) -> T | None:
-    """``data`` valid once its over-long strings and lists are cut to their bounds, else None."""
+    """The data, valid once its over-long strings and lists are cut to their bounds, else None."""
     for _ in range(4):  # a list cut may leave errors inside the items it keeps: a few rounds
         errors = exc.errors()
         if not errors or any(e["type"] not in _TOO_LONG for e in errors):
@@ -99,7 +101,7 @@ def _clipped(schema: type[T], data: object, exc: ValidationError) -> T | None:
 
 
 def _clip_at(data: Any, loc: list[Any], bound: int) -> None:
-    """Cut the string or list at ``loc`` in ``data`` to ``bound``."""
+    """Cut the string or list at a location to its bound."""
     *path, last = loc or [None]
     for step in path:
         data = data[step]
@@ -108,7 +110,7 @@ def _clip_at(data: Any, loc: list[Any], bound: int) -> None:
 
 
 def check_answer(schema: type[T], raw: str, *, truncated: bool = False) -> Checked[T]:
-    """Validate ``raw`` against ``schema``; on failure try a local repair."""
+    """Validate a raw answer against a schema; on failure try a local repair."""
     if truncated:
         return Checked(None, "answer cut off at max_tokens (finish_reason=length)",
                        has_json="{" in raw)

@@ -1,8 +1,9 @@
-"""Record / replay as a layer: answers from the cache, or recorded into it.
+"""Record/replay as a layer: answers from the cache, or recorded into it.
 
-Each call takes the next sample of its request. A hit returns the stored raw answer, valid or
-not, so a replay repeats repairs; a stored failure is replayed as a failure; a replay miss raises
-``CacheMiss``. New entries come back only in the result."""
+Each call takes the next sample of its request. A hit returns the stored raw answer, valid or not, so
+a replay repeats repairs; a stored failure replays as a failure; a replay miss raises. New entries
+come back only in the result.
+"""
 
 from __future__ import annotations
 
@@ -21,27 +22,26 @@ from personahub.models.cache import (
     request_payload,
 )
 
-# marks a cached answer the server cut off at max_tokens (``llm_cache.error``)
+# marks a cached answer the server cut off at the token limit
 CUT_OFF = "finish_reason=length"
-Slot = tuple[str, int, dict[str, Any]]  # key, sample index, request as stored
+Slot = tuple[str, int, dict[str, Any]]
 
 
 class Cached:
-    """Answers from ``cache`` when it holds the answer; None passes calls through."""
+    """Answers from a cache when it holds the answer; None passes calls through."""
 
     def __init__(self, inner: ModelEndpoint, *, params: Callable[[int], Mapping[str, Any]]) -> None:
         self.inner = inner
-        self.params = params  # what besides the conversation decides an answer, per max_tokens
+        self.params = params  # what besides the conversation decides an answer, per token limit
         self.cache: ResponseCache | None = None
 
     @property
     def label(self) -> str:
-        """The label of the layer below."""
         return self.inner.label
 
     def _slot(self, cache: ResponseCache, request: CallRequest) -> Slot:
         params = self.params(request.max_tokens)
-        if request.sample:  # a fresh sample is another request (seam_validate)
+        if request.sample:  # a fresh sample is another request
             params = {**params, "sample": request.sample}
         payload = request_payload(cache.model, request.messages, request.schema, params)
         base = request_hash(payload)
@@ -90,7 +90,7 @@ class Cached:
             record = result.last
             entry = CacheEntry(key, cache.model, payload, result.raw, record.tokens_in,
                                record.tokens_out, sample, error=CUT_OFF if result.truncated else None)
-        else:  # failed for good: a replay reproduces the failure
+        else:
             entry = CacheEntry(failure_key(key), cache.model, payload, None, 0, 0, sample,
                                error=result.failure.description)
         cache.put(entry)

@@ -1,9 +1,10 @@
 """Straggler deadlines: an attempt far slower than the endpoint's recent answers is cut and asked
-again, long before ``--timeout``.
+again, long before the timeout.
 
-A silently dropped request would otherwise hold its call and step for the whole timeout (at a 10%
-hang rate a run took tens of times its fault-free time). The deadline is ``FACTOR`` x the recent
-pace's 90th percentile x the purpose's longest answer, doubled per earlier cut of the call."""
+A silently dropped request would otherwise hold its call for the whole timeout (at a 10% hang rate a
+run took tens of times its fault-free time). The deadline is a factor times the recent pace's 90th
+percentile times the purpose's longest answer, doubled per earlier cut of the call.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from personahub.models.seam_limits import FIXED_TOKENS
 
 WINDOW = 64  # answers the pace looks back on
 LENGTHS = 16  # answers per purpose the longest-answer estimate looks back on
-WARM = 4  # answers before attempts get a deadline shorter than --timeout (a batch of 8 warms it)
+WARM = 4  # answers before the deadline may be shorter than --timeout (a batch of 8 warms it)
 QUANTILE = 0.9
 FACTOR = 4.0
 MIN_S = 0.25  # no attempt is cut sooner: a loopback server answers in milliseconds
@@ -23,27 +24,26 @@ PROBE_S = 5.0  # a probe's deadline before any answer came (the rest wait for it
 
 
 class StragglerDeadlines:
-    """One endpoint's recent pace, and the deadline an attempt gets from it.
-
-    Until ``WARM`` answers attempts get ``--timeout``; a mode probe, which all wait for, ``PROBE_S``."""
+    """One endpoint's recent pace, and the deadline an attempt gets from it. Until warm, attempts get the
+    timeout; a mode probe, which all wait for, a short bound.
+    """
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self._paces: deque[float] = deque(maxlen=WINDOW)
-        self._pace: float | None = None  # the quantile, recomputed every few answers
+        self._pace: float | None = None
         self._lengths: dict[str, deque[int]] = {}
         self._probe_cuts = 0  # probes cut in a row before any answer
-        # attempts sent before the estimate existed: loop time sent, purpose, max_tokens, stragglers
+        # attempts sent before the estimate existed: loop time, purpose, token limit, stragglers
         self._cold: dict[asyncio.Timeout, tuple[float, str, int, int]] = {}
 
     @property
     def warm(self) -> bool:
-        """True once the estimate exists."""
         return self._pace is not None
 
     def limit(self, purpose: str, max_tokens: int, stragglers: int = 0,
               probe: bool = False) -> float:
-        """Seconds the attempt may take (``--timeout`` before the estimate; ``PROBE_S`` for a probe)."""
+        """Seconds the attempt may take."""
         pace = self._pace
         if pace is None:
             if probe:
@@ -55,10 +55,10 @@ class StragglerDeadlines:
         return min(self.timeout_s, max(MIN_S, seconds))
 
     def observe(self, purpose: str, latency_s: float, tokens_out: int | None) -> None:
-        """Note an answer for ``purpose`` after ``latency_s``.
-
-        When the estimate first exists, attempts still in flight are moved to their deadline. An answer
-        of impossible length tells no pace."""
+        """Note an answer's latency for a purpose. When the estimate first exists, attempts in flight get
+        their
+        deadline. An answer of impossible length tells no pace.
+        """
         self._probe_cuts = 0
         if tokens_out is None:
             return
@@ -78,15 +78,14 @@ class StragglerDeadlines:
 
     def track(self, scope: asyncio.Timeout, sent: float, purpose: str, max_tokens: int,
               stragglers: int) -> None:
-        """Remember an attempt sent under ``--timeout`` before the estimate existed."""
+        """Remember an attempt sent before the estimate existed."""
         self._cold[scope] = (sent, purpose, max_tokens, stragglers)
 
     def untrack(self, scope: asyncio.Timeout) -> None:
-        """The attempt is over."""
         self._cold.pop(scope, None)
 
     def forget_in_flight(self) -> None:
-        """A new event loop: the timeouts of the old one are gone."""
+        """A new event loop: the old one's timeouts are gone."""
         self._cold.clear()
 
     def _tighten(self) -> None:
@@ -98,7 +97,7 @@ class StragglerDeadlines:
         self._cold.clear()
 
     def cut_short(self, scope: asyncio.Timeout, sent: float, probe: bool = False) -> bool:
-        """True when ``scope`` expired before ``--timeout`` would have: the attempt was a straggler."""
+        """True when the scope expired before the timeout would have: the attempt was a straggler."""
         when = scope.when()
         cut = scope.expired() and when is not None and when < sent + self.timeout_s - 1e-3
         if cut and probe and self._pace is None:

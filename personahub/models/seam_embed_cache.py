@@ -1,7 +1,8 @@
-"""Record / replay of embeddings, one ``llm_cache`` entry per text.
+"""Record/replay of embeddings, one cache entry per text.
 
-An embedding depends only on the model and one text, so a replay hits whatever batches the texts
-come in and a text is never sent twice. Failures are not cached: a failed batch stops the job."""
+An embedding depends only on the model and one text, so a replay hits whatever batches the texts come
+in and a text is never sent twice. Failures are not cached: a failed batch stops the job.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +23,12 @@ def embedding_request(model: str, text: str) -> dict[str, Any]:
 
 
 def embedding_key(model: str, text: str) -> str:
-    """The ``llm_cache.key`` of ``text``'s vector under ``model``."""
+    """The cache key of a text's vector under a model."""
     return request_hash(embedding_request(model, text))
 
 
 def token_shares(total: int, texts: Sequence[str]) -> list[int]:
-    """``total`` prompt tokens of one request split over its texts by length (they sum to it)."""
+    """A request's prompt tokens split over its texts by length (they sum to the total)."""
     sizes = [max(1, len(t)) for t in texts]
     whole = sum(sizes)
     shares = [total * s // whole for s in sizes]
@@ -37,9 +38,7 @@ def token_shares(total: int, texts: Sequence[str]) -> list[int]:
 
 
 class EmbeddingCached:
-    """Answers texts from ``cache`` when it holds them; None passes calls through.
-
-    ``make_value`` builds a result's value from the batch's vectors."""
+    """Answers texts from a cache when it holds them; None passes calls through."""
 
     def __init__(self, inner: ModelEndpoint, *, make_value: Callable[[list[list[float]]], BaseModel]) -> None:
         self.inner = inner
@@ -48,11 +47,10 @@ class EmbeddingCached:
 
     @property
     def label(self) -> str:
-        """The label of the layer below."""
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The batch's vectors: cached ones, and the misses asked below (or a ``CacheMiss``)."""
+        """The batch's vectors: cached ones, and the misses asked below."""
         cache = self.cache
         if cache is None:
             return await self.inner.call(request)
@@ -85,7 +83,7 @@ class EmbeddingCached:
     @staticmethod
     def _store(cache: ResponseCache, texts: list[str], result: StructuredResult[Any]) -> list[CacheEntry]:
         assert result.value is not None  # only answered calls are stored
-        shares = token_shares(result.last.tokens_in or 0, texts)  # unknown: none
+        shares = token_shares(result.last.tokens_in or 0, texts)
         entries = [CacheEntry(embedding_key(cache.model, text), cache.model,
                               embedding_request(cache.model, text), json.dumps(vector), tokens, 0, 0)
                    for text, vector, tokens in zip(texts, result.value.vectors, shares, strict=True)]

@@ -1,5 +1,6 @@
-"""Round-robin over endpoints, with failover: a retry goes to the next endpoint, and one that
-refuses connections is skipped for ``DEAD_ENDPOINT_COOLDOWN_S`` seconds."""
+"""Round-robin over endpoints, with failover: a retry goes to the next endpoint, and one that refuses
+connections is skipped for a cooldown.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ DEAD_ENDPOINT_COOLDOWN_S = 5.0
 
 
 class Failover:
-    """Sends each call to the next endpoint in turn (after ``request.after`` for a retry)."""
+    """Sends each call to the next endpoint in turn (after the failed one for a retry)."""
 
     def __init__(self, endpoints: Sequence[ModelEndpoint],
                  cooldown_s: float = DEAD_ENDPOINT_COOLDOWN_S,
@@ -30,20 +31,19 @@ class Failover:
 
     @property
     def label(self) -> str:
-        """The endpoints' labels, comma-separated."""
         return ",".join(e.label for e in self.endpoints)
 
     def mark_down(self, index: int, seconds: float | None = None) -> None:
-        """Skip endpoint ``index`` for ``seconds`` (it refused a connection)."""
+        """Skip an endpoint for some seconds (it refused a connection)."""
         self._down_until[index] = time.monotonic() + (self.cooldown_s if seconds is None else seconds)
 
     def healthy_other(self, index: int) -> bool:
-        """True when an endpoint other than ``index`` is not marked down."""
+        """True when another endpoint is not marked down."""
         now = time.monotonic()
         return any(i != index and until <= now for i, until in enumerate(self._down_until))
 
     def pick(self, after: int | None = None) -> int:
-        """The next endpoint in round-robin (after ``after`` for a retry), skipping dead ones."""
+        """The next endpoint in round-robin, skipping dead ones."""
         n = len(self.endpoints)
         if after is None:
             start, self._next = self._next, self._next + 1
@@ -58,8 +58,9 @@ class Failover:
         return start % n  # all down (or only one): try it anyway
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The call on the picked endpoint; an unreachable one is marked down. Nothing is sent
-        once ``fail_fast`` has stopped the job."""
+        """The call on the picked endpoint; an unreachable one is marked down. Nothing is sent once the job is
+        stopped.
+        """
         if self.fail_fast is not None:
             self.fail_fast.check()
         index = self.pick(request.after)

@@ -1,8 +1,9 @@
 """Rate and concurrency limits around the layer below.
 
-The rate limit is one token bucket shared by every endpoint (``--rps``); the concurrency limit,
-fixed or adaptive, is skipped for endpoints that answer in process. Time waiting for either goes
-into the attempt's ``queue_ms``, not its latency."""
+The rate limit is one token bucket shared by every endpoint; the concurrency limit, fixed or
+adaptive, is skipped for endpoints that answer in process. Waiting for either counts as queue time,
+not latency.
+"""
 
 from __future__ import annotations
 
@@ -16,16 +17,15 @@ from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, Concur
 from personahub.models.limits import ConcurrencyLimit
 from personahub.models.settings import LLMConfigError
 
-# What an answer's fixed costs weigh in output tokens when an adaptive limit compares latencies
-# (a short answer is not a slow one).
+# an answer's fixed costs in output tokens when an adaptive limit compares latencies (a short answer
+# is not a slow one)
 FIXED_TOKENS = 32
 
 
 class RateLimiter:
-    """Token bucket: ``rate`` requests per second on average, bursts of at most ``burst``.
-
-    Callers reserve a token (the balance may go negative) and sleep until it is due, so waiters are
-    served in order without a lock held across awaits."""
+    """Token bucket: a rate per second on average, bursts of a bound. Callers reserve a token (the balance
+    may go negative) and sleep until it is due, so waiters are served in order without a lock.
+    """
 
     def __init__(self, rate: float, burst: float = 1.0) -> None:
         if rate <= 0 or burst < 1:
@@ -37,7 +37,7 @@ class RateLimiter:
         self._lock = threading.Lock()
 
     def reserve(self) -> float:
-        """Take one token; the seconds to wait before using it (0 when one was available)."""
+        """Take one token; returns the seconds to wait before using it."""
         with self._lock:
             now = time.monotonic()
             if self._stamp is not None:
@@ -47,15 +47,13 @@ class RateLimiter:
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
     async def acquire(self) -> None:
-        """Wait for a token."""
         wait = self.reserve()
         if wait > 0:
             await asyncio.sleep(wait)
 
 
 class Limited:
-    """At most ``concurrency`` calls in flight (None: no limit; ``auto``: up to ``ceiling``) and at most
-    ``rps`` a second."""
+    """At most some calls in flight (None: no limit; auto: up to a ceiling) and some a second."""
 
     def __init__(self, inner: ModelEndpoint, *, concurrency: Concurrency | None,
                  rps: float | None = None, ceiling: int = AUTO_CEILING) -> None:
@@ -68,7 +66,6 @@ class Limited:
 
     @property
     def label(self) -> str:
-        """The label of the layer below."""
         return self.inner.label
 
     @property
@@ -79,7 +76,7 @@ class Limited:
     def _limit(self) -> ConcurrencyLimit:
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots_loop is not loop:
-            # a limit belongs to one event loop; each run may bring its own loop
+            # a limit belongs to one event loop; each run may bring its own
             assert self.concurrency is not None
             slots: ConcurrencyLimit
             if self.concurrency == "auto":
@@ -92,13 +89,13 @@ class Limited:
         return self._slots
 
     def lower_on_timeout(self) -> int | None:
-        """Halve the limit to the calls in flight after a timeout; the new limit, or None when unchanged."""
+        """Halve the limit to the calls in flight after a timeout; returns the new limit, or None."""
         if self._slots is None or self._slots.active <= 1 or isinstance(self._slots, AdaptiveLimit):
             return None
         return self._slots.lower()
 
     def report(self) -> dict[str, Any]:
-        """The concurrency setting and the limit it came to (for the run's config)."""
+        """The concurrency setting and the limit it came to."""
         slots = self._slots
         if isinstance(slots, AdaptiveLimit):
             return slots.report()
@@ -109,7 +106,7 @@ class Limited:
         return {"setting": self.concurrency, "final": final, "peak": self.concurrency}
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The call once a slot and a rate token are held; waiting goes into ``queue_ms``."""
+        """The call once a slot and a rate token are held; waiting counts as queue time."""
         waited = time.perf_counter()
         if self.concurrency is None:
             if self.limiter is not None:
@@ -124,7 +121,7 @@ class Limited:
                     await self.limiter.acquire()
                 queue_ms = (time.perf_counter() - waited) * 1000
                 result = await self.inner.call(request)
-                if isinstance(slots, AdaptiveLimit):  # before the slot is released
+                if isinstance(slots, AdaptiveLimit):
                     _tell(slots, request, result, epoch)
                 elif result.failure is None:
                     slots.grow_back()
@@ -134,7 +131,7 @@ class Limited:
 
 def _tell(slots: AdaptiveLimit, request: CallRequest, result: StructuredResult[Any],
           epoch: int) -> None:
-    """How the call went, for an adaptive limit: overload, or the latency per output token."""
+    """How the call went, for an adaptive limit: overload, or latency per output token."""
     if result.failure is not None:
         reason = overload_reason(result.failure)
         if reason is not None:

@@ -1,9 +1,10 @@
 """Retry what can succeed on retry, within the call's budget; step the structured mode down on a
 refusal; stop fast.
 
-The layer also keeps the budget since the last answer of any call: otherwise, with calls queued
-behind a concurrency of 1, a dead server would let each call spend its budget in turn. A fault
-that outlasts the budget raises ``EndpointFailing`` and the job stops, resumably."""
+The budget also runs from the last answer of any call: otherwise, with calls queued behind a
+concurrency of 1, a dead server would let each call spend its budget in turn. A fault that outlasts
+the budget stops the job, resumably.
+"""
 
 from __future__ import annotations
 
@@ -54,7 +55,6 @@ class Retrying:
 
     @property
     def label(self) -> str:
-        """The label of the layer below."""
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
@@ -73,7 +73,7 @@ class Retrying:
             if failure is None:
                 self._answered_at, self._failing_since = time.monotonic(), None
                 if record.endpoint is not None:
-                    self.fail_fast.succeeded(record.endpoint)  # it answered: it takes the request
+                    self.fail_fast.succeeded(record.endpoint)
                 result.records = records
                 return result
             try:
@@ -90,7 +90,7 @@ class Retrying:
                               stragglers=request.stragglers + int(failure.straggler))
 
     def _refused_keywords(self, failure: Failure, record: CallRecord) -> frozenset[str]:
-        """The schema keywords the failure refuses that the call still sent (now stripped), or none."""
+        """The refused schema keywords the call still sent (now stripped), or none."""
         sent, index = record.structured_mode, record.endpoint
         if failure.retryable or sent is None or index is None or mode_of(sent) == "prompt":
             return frozenset()
@@ -98,7 +98,7 @@ class Retrying:
         return refused if self.modes.strip(index, refused, stripped_of(sent)) else frozenset()
 
     def _refused_mode(self, failure: Failure, record: CallRecord) -> bool:
-        """True when the failure refuses the structured mode and ``auto`` has another to try."""
+        """True when the failure refuses the structured mode and auto has another to try."""
         sent, index = record.structured_mode, record.endpoint
         if failure.retryable or sent is None or index is None:
             return False
@@ -108,9 +108,7 @@ class Retrying:
 
     async def _after_failure(self, failure: Failure, record: CallRecord, transient: int,
                              spent: float, attempt: list[CallRecord]) -> int:
-        """The transient-failure count to go on with (after any backoff), or -1 to give up.
-
-        ``spent``: the call's seconds so far; ``attempt``: the failed attempt's records."""
+        """The transient-failure count to go on with (after any backoff), or -1 to give up."""
         keywords = self._refused_keywords(failure, record)
         if keywords:  # ask again without them, at once
             record.error = (f"schema keywords {', '.join(sorted(keywords))} refused (stripped for "
@@ -146,14 +144,14 @@ class Retrying:
         return transient
 
     def _lower_on_timeout(self, failure: Failure, record: CallRecord) -> None:
-        """A timeout lowers the adaptive concurrency (``on_timeout``), and its record says so."""
+        """A timeout lowers the adaptive concurrency, and its record says so."""
         if failure.description == "timeout" and self.on_timeout is not None:
             lowered = self.on_timeout()
             if lowered is not None:
                 record.error = f"timeout (concurrency lowered to {lowered})"
 
     def _outage_s(self, record: CallRecord) -> float:
-        """Seconds since the first attempt of any call that failed after the last answer."""
+        """Seconds since the first failed attempt of any call after the last answer."""
         now = time.monotonic()
         sent = max(now - (record.latency_ms or 0.0) / 1000, self._answered_at)
         if self._failing_since is None or sent < self._failing_since:
@@ -162,7 +160,7 @@ class Retrying:
 
     def _unanswered(self, failure: Failure, record: CallRecord, outage: float,
                     delay: float) -> str:
-        """The one line that stops the job when no call was answered for the budget."""
+        """The line that stops the job when no call was answered for the budget."""
         return (f"model endpoint {record.model} kept failing: no call was answered in "
                 f"{outage + delay:.0f} s, the last attempt: {failure.description[:160]}; another "
                 f"attempt could end past the {self.budget_s:.0f} s retry budget "
@@ -176,7 +174,7 @@ class Retrying:
 
     def _spent(self, failure: Failure, record: CallRecord, transient: int, spent: float,
                delay: float) -> str:
-        """The one line that stops the job when a call's budget is spent."""
+        """The line that stops the job when a call's budget is spent."""
         why = (f"all {self.max_retries} retries failed" if transient > self.max_retries
                else f"another attempt could end past the call's {self.budget_s:.0f} s retry budget "
                     f"({CALL_BUDGET_TIMEOUTS} x --timeout + {CALL_BUDGET_SLACK_S:g} s)")
@@ -186,7 +184,7 @@ class Retrying:
                 f"{self.server} server")
 
     def _delay(self, failure: Failure, transient: int) -> float:
-        """Jittered exponential backoff, or longer when the server says when (``Retry-After``)."""
+        """Jittered exponential backoff, or longer when the server says (Retry-After)."""
         delay = min(BACKOFF_CAP_S, self.backoff_s * 2 ** (transient - 1)) * (0.5 + random.random())
         if failure.retry_after_s is not None:
             delay = max(delay, failure.retry_after_s)

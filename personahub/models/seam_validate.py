@@ -1,8 +1,9 @@
 """Validate each answer against its schema and the job's check; give a weak answer one more try.
 
-An invalid (after local repair), cut-off or rejected answer earns one more attempt: the repair
-prompt for an invalid one, a fresh sample for the others. Answers with no JSON at all step an
-``auto`` endpoint's mode down without spending that chance."""
+An invalid (after local repair), cut-off or rejected answer earns one more attempt: the repair prompt
+for an invalid one, a fresh sample for the others. Answers with no JSON at all step an auto
+endpoint's mode down without spending that chance.
+"""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ REPAIR_CLOSING = "Reply again with only valid JSON for the schema."
 
 @dataclass
 class Progress:
-    """What one call has spent so far: attempts, cache entries and second chances (a batched call
-    carries it from batch to batch)."""
+    """What one call has spent: attempts, cache entries and second chances (a batched call carries it from
+    batch to batch).
+    """
 
     records: list[CallRecord]
     entries: list[CacheEntry]
@@ -46,10 +48,9 @@ class Progress:
 
 
 class Validated:
-    """Returns a validated value, or None once the second chance is spent.
-
-    A value the job's check rejects twice is returned all the same, its last record saying why, so
-    the job records the rejected item. ``modes`` None: no endpoint negotiates a mode."""
+    """Returns a validated value, or None once the second chance is spent. A value the check rejects twice
+    is returned all the same, its last record saying why, so the job records the rejected item.
+    """
 
     def __init__(self, inner: ModelEndpoint, *, modes: ModeBook | None,
                  spill: SinkSlot | None = None) -> None:
@@ -58,16 +59,15 @@ class Validated:
 
     @property
     def label(self) -> str:
-        """The label of the layer below."""
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The validated answer of ``request``."""
+        """The validated answer of a request."""
         return await self.resume(request, request, Progress([], []))
 
     async def resume(self, request: CallRequest, asked: CallRequest,
                      done: Progress) -> StructuredResult[Any]:
-        """Go on with a call of ``request`` that has spent ``done`` and asks ``asked`` next."""
+        """Go on with a call that has spent some attempts and asks a given request next."""
         while True:
             try:
                 result = await self.inner.call(asked)
@@ -88,9 +88,7 @@ class Validated:
 
     def judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
               done: Progress) -> tuple[BaseModel | None, CallRequest | None]:
-        """(value, None) when the call ends here, else (None, the request to ask next).
-
-        ``result`` is the answer to ``asked``; ``done`` is updated."""
+        """The value when the call ends here, else the request to ask next; the progress is updated."""
         done.raw = result.raw
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
@@ -122,7 +120,7 @@ class Validated:
 
     @staticmethod
     def _repair_request(request: CallRequest, raw: str, error: str | None) -> CallRequest:
-        """The repair prompt: the answer shown back with what is wrong (its ``sample`` unchanged)."""
+        """The repair prompt: the answer shown back with what is wrong (same sample)."""
         messages = [*request.messages, AIMessage(raw[:4000]),
                     HumanMessage(f"{REPAIR_OPENING} ({error}). {REPAIR_CLOSING}")]
         return replace(request, messages=messages)

@@ -1,6 +1,4 @@
-"""How the model is reached and called (``LLMSettings``), and the seam's configuration errors.
-
-Plain data, validated on construction and safe to log once the spec is redacted."""
+"""How the model is reached and called, and the seam's configuration errors."""
 
 from __future__ import annotations
 
@@ -16,11 +14,11 @@ from personahub.models.structured import STRUCTURED_SETTINGS, StructuredSetting
 
 
 class LLMConfigError(UsageError):
-    """The --llm spec or its environment is unusable: a usage error (the CLI exits 2)."""
+    """The --llm spec or its environment is unusable: a usage error."""
 
 
 class LLMUnavailable(ResumableStop):
-    """The model endpoint cannot be reached (connection refused, DNS failure...): the job stops, resumable."""
+    """The model endpoint cannot be reached: the job stops, resumably."""
 
 
 class EndpointFailing(LLMUnavailable):
@@ -28,11 +26,10 @@ class EndpointFailing(LLMUnavailable):
 
 
 class Stalled(LLMUnavailable):
-    """No model call completed for the stall bound while calls were in flight: the job stops, resumably."""
+    """No model call completed for the stall bound: the job stops, resumably."""
 
 
-# A call's retry budget: with the defaults (60 s timeout), two timed-out attempts or nine fast
-# errors, at most 150 s.
+# a call's retry budget: two timed-out attempts or nine fast errors, at most 150 s
 DEFAULT_MAX_RETRIES = 8
 CALL_BUDGET_TIMEOUTS = 2
 CALL_BUDGET_SLACK_S = 30.0
@@ -40,18 +37,18 @@ STALL_SLACK_S = 30.0
 
 
 def call_budget_s(timeout_s: float) -> float:
-    """Seconds one call may spend before its transient failures stop the job."""
+    """Seconds one call may spend before its failures stop the job."""
     return CALL_BUDGET_TIMEOUTS * timeout_s + CALL_BUDGET_SLACK_S
 
 
 def stall_bound_s(timeout_s: float, rps: float | None = None) -> float:
-    """Seconds without a completed call (while some are in flight) that mean a stalled job."""
+    """Seconds without a completed call that mean a stalled job."""
     return call_budget_s(timeout_s) + STALL_SLACK_S + (1 / rps if rps else 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
 class LLMSettings:
-    """How to reach and call the model; plain data, safe to log once redacted."""
+    """How to reach and call the model."""
 
     spec: str = default("llm")
     seed: int = 0
@@ -60,7 +57,6 @@ class LLMSettings:
     backoff_s: float = 0.5
     concurrency: Concurrency = default("concurrency")
     structured: StructuredSetting = default("structured")
-    # None: each call's own limit, passed by its caller
     max_tokens: int | None = default("max_tokens")
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
@@ -69,9 +65,7 @@ class LLMSettings:
 
     @classmethod
     def of_job(cls, config: Any, **overrides: Any) -> LLMSettings:
-        """The settings of a job config holding the usual model fields (``llm``, ``seed``, ...).
-
-        ``overrides``: settings the job resolves otherwise (a run's seed, its retries)."""
+        """The settings of a job config with the usual model fields, plus overrides."""
         fields = {"spec": config.llm, "seed": config.seed, "concurrency": config.concurrency,
                   "timeout_s": config.timeout_s, "structured": config.structured,
                   "max_tokens": config.max_tokens, "temperature": config.temperature,
@@ -80,7 +74,7 @@ class LLMSettings:
         return cls(**{**fields, **overrides})
 
     def __post_init__(self) -> None:
-        try:  # every job's client is built here: one check of these for all of them
+        try:
             check_seed(self.seed)
             check_optional_number(self.rps, "--rps", above=0)
             check_number(self.timeout_s, "--timeout", above=0)
@@ -97,29 +91,25 @@ class LLMSettings:
 
     @property
     def call_budget_s(self) -> float:
-        """Seconds one call may spend on attempts and backoff before its transient failures stop the job."""
         return call_budget_s(self.timeout_s)
 
     @property
     def stall_bound_s(self) -> float:
-        """Seconds with calls in flight and none completed after which a job is stalled.
-
-        A call's budget, plus slack for a slot to come free and, with ``--rps``, for a rate token."""
+        """A call's budget, plus slack for a free slot and a rate token."""
         return stall_bound_s(self.timeout_s, self.rps)
 
     @property
     def max_in_flight(self) -> int:
-        """The most calls in flight this setting allows (an HTTP pool's size)."""
+        """The most calls in flight (an HTTP pool's size)."""
         return concurrency_bound(self.concurrency)
 
     @property
     def generation(self) -> Generation:
-        """Output limit and sampling settings of every call."""
         return Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
 
 
 def parse_concurrency(value: object) -> Concurrency:
-    """``value`` as a concurrency setting: an integer >= 1 or ``auto`` (a one-line error else)."""
+    """An integer >= 1 or auto, else a one-line error."""
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "auto":

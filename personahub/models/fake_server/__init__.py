@@ -1,2 +1,3 @@
-"""The loopback OpenAI-compatible server (``personahub serve``): the offline engine over HTTP, with
-the dialects of real servers and fault injection, for tests and dry runs."""
+"""The loopback OpenAI-compatible server: the offline engine over HTTP, with the dialects of real
+servers and fault injection, for tests and dry runs.
+"""

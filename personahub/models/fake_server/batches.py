@@ -1,8 +1,9 @@
-"""The loopback server's ``/v1/batches``: the OpenAI Batch API over the same answers as online.
+"""The loopback server's Batch API over the same answers as online.
 
 Each line is answered by the online route's own function, and batches move through the API's
-statuses and files. Delays, line errors, failures and expiries are drawn from hashes of the seed
-and creation ordinal, so they are deterministic."""
+statuses and files. Delays, line errors, failures and expiries are drawn from hashes of the seed and
+creation ordinal, so they are deterministic.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from personahub.models.fake_server.files import FileProblem, FileStore, new_id
 
-#: (url, parsed body) -> (HTTP status, answer body): the server's online answer to one request.
+#: the server's online answer (status, body) to one request
 Answer = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any] | str]]
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 MAX_LINES = 50_000  # the OpenAI API's bound on requests per batch
@@ -32,7 +33,7 @@ CANCELLED_MESSAGE = "This request was not executed because the batch was cancell
 
 @dataclass(frozen=True)
 class BatchFaults:
-    """The batch options of ``ServerOptions``."""
+    """The batch options of the server options."""
 
     delay_s: float = 0.0
     error_rate: float = 0.0
@@ -44,7 +45,7 @@ class BatchFaults:
 
 
 def draw(seed: int, *parts: object) -> float:
-    """A number in [0, 1) from a hash of ``seed`` and ``parts`` (independent of thread order)."""
+    """A number in [0, 1) from a hash of the seed and parts (independent of thread order)."""
     digest = hashlib.blake2b("/".join(map(str, (seed, *parts))).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -58,7 +59,7 @@ class _Line:
 
 @dataclass
 class _Batch:
-    """One batch's state; ``lock``-guarded by its ``BatchBook``."""
+    """One batch's state, guarded by its book's lock."""
 
     batch_id: str
     ordinal: int
@@ -107,9 +108,8 @@ class BatchBook:
         self._order: list[str] = []
         self._lock = threading.Lock()
 
-    # -- the API ------------------------------------------------------------------------
     def create(self, request: Mapping[str, object]) -> dict[str, Any]:
-        """Create a batch: check the request, start it, return it (validating)."""
+        """Create a batch: check the request, start it, return it."""
         input_file_id = request.get("input_file_id")
         if not isinstance(input_file_id, str) or not input_file_id:
             raise FileProblem(400, "Missing required parameter: 'input_file_id'.", "input_file_id")
@@ -143,12 +143,11 @@ class BatchBook:
         return described
 
     def get(self, batch_id: str) -> dict[str, Any]:
-        """Get one batch."""
         with self._lock:
             return self._find(batch_id).describe()
 
     def cancel(self, batch_id: str) -> dict[str, Any]:
-        """Cancel a batch: it goes ``cancelling``, then its thread writes what it answered and ends it."""
+        """Cancel a batch: its thread writes what it answered and ends it."""
         with self._lock:
             batch = self._find(batch_id)
             if batch.status not in ("validating", "in_progress"):
@@ -161,7 +160,7 @@ class BatchBook:
         return described
 
     def listing(self, after: str | None, limit: int) -> dict[str, Any]:
-        """List batches: newest first, ``limit`` after the batch ``after``."""
+        """List batches, newest first, paged."""
         with self._lock:
             ids = self._order[::-1]
             if after in self._batches:
@@ -173,7 +172,7 @@ class BatchBook:
                 "last_id": page[-1]["id"] if page else None}
 
     def close(self) -> None:
-        """Wake every batch thread (the server is stopping: they end without writing)."""
+        """Wake every batch thread: the server is stopping, so they end without writing."""
         with self._lock:
             for batch in self._batches.values():
                 batch.cancel.set()
@@ -184,7 +183,6 @@ class BatchBook:
             raise FileProblem(404, f"No batch found with id '{batch_id}'.", "batch_id")
         return batch
 
-    # -- one batch's run ------------------------------------------------------------------
     def _set(self, batch: _Batch, status: str, **changes: Any) -> None:
         with self._lock:
             if batch.status == "cancelling" and status in ("in_progress", "finalizing"):
@@ -225,7 +223,7 @@ class BatchBook:
                     batch.completed += 1
                 else:
                     batch.failed += 1
-        if not batch.cancel.is_set():  # the rest of the delay: completion (or expiry) time
+        if not batch.cancel.is_set():  # the rest of the delay
             batch.cancel.wait(max(0.0, start + faults.delay_s - time.monotonic()))
         if self.stopping.is_set():
             return
@@ -249,7 +247,7 @@ class BatchBook:
         return self.answer(line.url, line.body)
 
     def _finish(self, batch: _Batch, results: list[dict[str, Any]], status: str) -> None:
-        """Write the output and error files and end the batch with ``status``."""
+        """Write the output and error files and end the batch with a status."""
         ok = [r for r in results if r["response"] is not None
               and r["response"]["status_code"] == 200]
         bad = [r for r in results if not (r["response"] is not None
@@ -318,7 +316,7 @@ def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, 
 
 
 def _metadata(value: object) -> dict[str, str] | None:
-    """The create request's ``metadata`` (at most 16 string pairs), or a ``FileProblem``."""
+    """The create request's metadata (at most 16 string pairs), or a problem."""
     if value is None:
         return None
     if (not isinstance(value, dict) or len(value) > 16

@@ -1,8 +1,6 @@
-"""How the loopback server answers as particular OpenAI-compatible servers (its dialect).
-
-Each dialect decides what a chat request may carry, how a refusal looks and how an answer is
-shaped, as read in each server's source, so fast tests reach every path of a client that
-negotiates structured output per server."""
+"""How the loopback server answers as particular OpenAI-compatible servers, each as read in its source,
+so fast tests reach every path of a client's structured-output negotiation.
+"""
 
 from __future__ import annotations
 
@@ -15,14 +13,14 @@ from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 DIALECTS: tuple[str, ...] = ("openai", "openai-strict", "vllm", "vllm-legacy", "llama-cpp-python",
                              "ollama", "tools-only")
-# The schema keywords OpenAI's strict structured outputs document as supported.
+# the schema keywords OpenAI documents for strict structured outputs
 STRICT_KEYWORDS = frozenset({
     "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf",
     "$ref", "$defs", "definitions", "description", "title", "pattern", "format", "minimum",
     "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems"})
 _FORMAT_TYPES = ("text", "json_object", "json_schema")
-LLAMA_CPP_N_CTX = 2048  # llama_cpp/server/settings.py default
-MAX_CHOICES = 128  # the OpenAI API's bound on ``n``
+LLAMA_CPP_N_CTX = 2048
+MAX_CHOICES = 128
 _NOT_AN_OBJECT = "Input should be a valid dictionary or object to extract fields from"
 
 
@@ -37,10 +35,7 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Plan:
-    """How to answer an accepted request.
-
-    ``wants_json``: JSON is due even without ``json_schema`` (the prompt's schema is then used, or any
-    object). ``tools`` None: answer without tools; ``max_tokens`` None: no limit."""
+    """How to answer an accepted request (None for tools or the token limit means none)."""
 
     json_schema: Mapping[str, Any] | None = None
     wants_json: bool = False
@@ -52,27 +47,21 @@ class Plan:
 
 @dataclass(frozen=True)
 class Shaped:
-    """A finished assistant message and its ``finish_reason``."""
+    """A finished assistant message and its finish reason."""
 
     message: dict[str, Any]
     finish_reason: str
 
 
 class Dialect:
-    """The ``openai`` dialect (lenient); the others override parts of it.
-
-    Takes ``text``, ``json_object`` and ``json_schema`` formats, tools with any ``tool_choice``,
-    answers 1 to 128 choices and reports prefix-cache reuse. ``max_completion_tokens`` wins over
-    ``max_tokens``. Errors are ``{"error": {"message", "type", "param", "code"}}``."""
+    """The lenient openai dialect; the others override parts of it."""
 
     name = "openai"
-    #: whether answers carry ``usage.prompt_tokens_details.cached_tokens``
+    #: whether answers report cached prompt tokens
     reports_cached_tokens = True
 
-    # -- errors ---------------------------------------------------------------------------
     def error(self, status: int, message: str, *, param: str | None = None,
               code: str | None = None) -> Refusal:
-        """An error answer in this dialect's body shape."""
         kinds = {400: "invalid_request_error", 403: "invalid_request_error",
                  404: "invalid_request_error", 413: "invalid_request_error",
                  415: "invalid_request_error", 429: "rate_limit_exceeded", 503: "server_error"}
@@ -80,11 +69,10 @@ class Dialect:
                                           "param": param, "code": code}})
 
     def bad_body(self, problem: str, *, parsed: bool, value: object = None) -> Refusal:
-        """The answer to a body that is not a JSON object (``parsed``: it was JSON, but not an object)."""
         return self.error(400, f"We could not parse the JSON body of your request. ({problem})")
 
     def messages_problem(self, messages: object) -> Refusal | None:
-        """Why ``messages`` cannot be answered, if it cannot."""
+        """Why the messages cannot be answered, if they cannot."""
         if messages is None:
             return self.error(400, "Missing required parameter: 'messages'.", param="messages")
         if not isinstance(messages, list):
@@ -94,9 +82,8 @@ class Dialect:
             return self.error(400, "[] is too short - 'messages'", param="messages")
         return None
 
-    # -- requests -------------------------------------------------------------------------
     def plan(self, request: dict[str, Any], prompt_tokens: int) -> Plan | Refusal:
-        """How to answer ``request``, or why it is refused."""
+        """How to answer a request, or why it is refused."""
         problem = self.messages_problem(request.get("messages"))
         if problem is not None:
             return problem
@@ -112,7 +99,6 @@ class Dialect:
         return Plan(**formats, **tools, max_tokens=limit)
 
     def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
-        """The answer's token limit: ``max_completion_tokens``, else ``max_tokens``."""
         for key in ("max_completion_tokens", "max_tokens"):
             value = request.get(key)
             if value is None:
@@ -125,7 +111,6 @@ class Dialect:
         return None
 
     def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
-        """Plan fields for ``response_format``: its schema, and whether JSON is due."""
         if response_format is None:
             return {}
         kind = response_format.get("type") if isinstance(response_format, Mapping) else None
@@ -136,14 +121,12 @@ class Dialect:
         return _format_plan(kind, _schema_of(response_format))
 
     def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
-        """Plan fields for ``tools``/``tool_choice``."""
         tools, choice = request.get("tools"), request.get("tool_choice")
         if not tools or choice == "none":
             return {}
         return {"tools": tools, "tool_choice": choice}
 
     def choices(self, request: Mapping[str, Any]) -> int | Refusal:
-        """How many choices to answer with: ``n``, 1 to 128 as the OpenAI API allows."""
         value = request.get("n")
         if value is None:
             return 1
@@ -153,28 +136,25 @@ class Dialect:
         return int(value)
 
     def model_not_found(self, model: object) -> Refusal:
-        """The answer to a request for a model the server does not serve."""
         return self.error(404, f"The model `{model}` does not exist or you do not have access "
                           "to it.", param="model", code="model_not_found")
 
-    # -- answers --------------------------------------------------------------------------
     def text_answer(self, content: str, cut: bool) -> Shaped:
-        """A text (or JSON) answer."""
         return Shaped({"role": "assistant", "content": content}, "length" if cut else "stop")
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
-        """A tool-call answer; each call has ``id``, ``name`` and ``arguments`` (a string)."""
+        """A tool-call answer; each call's arguments are a string."""
         message = {"role": "assistant", "content": None, "tool_calls": _wire_calls(calls)}
         return Shaped(message, "length" if cut else "tool_calls")
 
 
 class VllmDialect(Dialect):
-    """vLLM's OpenAI server, as run with ``--enable-auto-tool-choice --tool-call-parser``.
+    """vLLM's OpenAI server with auto tool choice and a tool-call parser.
 
-    Its ``json_schema`` needs a ``name``; ``structural_tag`` is taken too. ``tool_choice`` defaults to
-    ``auto`` with tools; a choice without tools, or naming a missing tool, is refused. A named tool
-    call has ``content: ""`` and ends with ``stop``. Since v0.10.1 errors are 400 with the int status
-    as ``code`` and type ``BadRequestError`` or ``Bad Request`` (validation, worded approximately)."""
+    Its JSON schema format needs a name. Tool choice defaults to auto with tools; a choice without tools,
+    or naming a missing tool, is refused. A named tool call has empty content and ends with stop. Since
+    v0.10.1 errors are 400 with the status as the code.
+    """
 
     name = "vllm"
 
@@ -190,8 +170,7 @@ class VllmDialect(Dialect):
         return self.error(404, f"The model `{model}` does not exist.", param="model")
 
     def invalid(self, *errors: dict[str, Any]) -> Refusal:
-        """A FastAPI validation error as vllm answers it: 400 ``Bad Request``, its text, then its error
-        list."""
+        """A FastAPI validation error as vLLM answers it."""
         listed = list(errors)
         return self.error(400, f"{validation_text(listed)} {listed}", kind="Bad Request")
 
@@ -276,20 +255,20 @@ class VllmLegacyDialect(VllmDialect):
         return Refusal(status, {"object": "error", **nested.body["error"]})
 
 
-# llama-cpp-python's request types (llama_types.py), named as there because FastAPI's error
-# locations name union members by type
+# llama-cpp-python's request types, named as there: FastAPI's error locations name union members by
+# type
 _JsonType = None | int | str | bool | list[Any] | dict[str, Any]
 
 
 class ChatCompletionRequestResponseFormat(TypedDict):
-    """``response_format``: text, or JSON with an optional schema."""
+    """The response format."""
 
     type: Literal["text", "json_object"]
     schema: NotRequired[_JsonType]
 
 
 class ChatCompletionToolFunction(TypedDict):
-    """A tool's function: name, description, parameters."""
+    """A tool's function."""
 
     name: str
     description: NotRequired[str]
@@ -297,27 +276,27 @@ class ChatCompletionToolFunction(TypedDict):
 
 
 class ChatCompletionTool(TypedDict):
-    """One entry of ``tools``."""
+    """A tool."""
 
     type: Literal["function"]
     function: ChatCompletionToolFunction
 
 
 class ChatCompletionNamedToolChoiceFunction(TypedDict):
-    """The function a named ``tool_choice`` picks."""
+    """The function a named tool choice picks."""
 
     name: str
 
 
 class ChatCompletionNamedToolChoice(TypedDict):
-    """``tool_choice`` naming one function."""
+    """A named tool choice."""
 
     type: Literal["function"]
     function: ChatCompletionNamedToolChoiceFunction
 
 
 class _LlamaCppChatRequest(BaseModel):
-    """The fields of llama-cpp-python's chat request model this emulation checks."""
+    """The chat request fields this emulation checks."""
 
     messages: list[dict[str, Any]] = []
     tools: list[ChatCompletionTool] | None = None
@@ -329,11 +308,10 @@ class _LlamaCppChatRequest(BaseModel):
 class LlamaCppDialect(Dialect):
     """llama-cpp-python's server with a GGUF's own chat template (as SmolLM2's).
 
-    ``response_format`` is ``text`` or ``json_object`` with an optional schema; any other type fails
-    validation and its route class answers 500. Tools are used only when ``tool_choice`` names one:
-    the answer is then that call with ``finish_reason: "tool_calls"`` even when cut. Only
-    ``max_tokens`` counts, clamped to the context (``n_ctx``); a prompt filling the context is a 400.
-    A body that is not JSON gets a plain-text 500. ``n`` is ignored; no prefix-cache usage reported."""
+    An unknown response format type fails validation with a 500. Tools are used only when the tool
+    choice names one, and that call ends with tool_calls even when cut. Only max_tokens counts, clamped
+    to the context; a prompt filling the context is a 400. A non-JSON body gets a plain-text 500.
+    """
 
     name = "llama-cpp-python"
     reports_cached_tokens = False
@@ -387,7 +365,7 @@ class LlamaCppDialect(Dialect):
         return Plan(**formats, max_tokens=limit)
 
     def choices(self, request: Mapping[str, object]) -> int | Refusal:
-        return 1  # the server ignores ``n``
+        return 1  # the server ignores n
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
         call = calls[0]
@@ -399,11 +377,9 @@ class LlamaCppDialect(Dialect):
 
 
 class OllamaDialect(Dialect):
-    """Ollama's OpenAI-compatible endpoint.
-
-    ``json_object`` is JSON mode, ``json_schema`` the schema (plain text without one), other types are
-    ignored; ``tool_choice`` is not read and only ``max_tokens`` counts. A cut tool call stays text.
-    Empty ``messages`` are refused; one choice; no prefix-cache usage reported."""
+    """Ollama's OpenAI-compatible endpoint: JSON-object format is JSON mode, other types are ignored, the
+    tool choice is not read and a cut tool call stays text. Empty messages are refused; one choice.
+    """
 
     name = "ollama"
     reports_cached_tokens = False
@@ -456,7 +432,7 @@ class OllamaDialect(Dialect):
         return {"tools": tools, "tool_choice": None} if tools else {}
 
     def choices(self, request: Mapping[str, object]) -> int | Refusal:
-        return 1  # the request type has no ``n``: one choice whatever is asked
+        return 1
 
     def model_not_found(self, model: object) -> Refusal:
         return self.error(404, f'model "{model}" not found, try pulling it first')
@@ -469,9 +445,9 @@ class OllamaDialect(Dialect):
 
 
 class OpenAIStrictDialect(Dialect):
-    """OpenAI strict structured outputs: a schema keyword outside the documented list is a 400.
-
-    Only keywords are checked, not strict mode's other rules (every property required, no extras)."""
+    """OpenAI strict structured outputs: a schema keyword outside the documented list is a 400 (strict
+    mode's other rules are not checked).
+    """
 
     name = "openai-strict"
 
@@ -504,7 +480,6 @@ class OpenAIStrictDialect(Dialect):
 
 
 def _unsupported_keyword(node: object, context: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
-    """The first schema keyword outside ``STRICT_KEYWORDS`` and where it is, or None."""
     if not isinstance(node, Mapping):
         return None
     for key, value in node.items():
@@ -527,7 +502,7 @@ def _unsupported_keyword(node: object, context: tuple[str, ...]) -> tuple[tuple[
 
 
 class ToolsOnlyDialect(Dialect):
-    """A made-up server for clients' fallback paths: tools, but no ``response_format`` beyond ``text``."""
+    """A made-up server for clients' fallback paths: tools, but no response format beyond text."""
 
     name = "tools-only"
 
@@ -541,7 +516,6 @@ class ToolsOnlyDialect(Dialect):
 
 
 def make_dialect(name: str, *, context_tokens: int = LLAMA_CPP_N_CTX) -> Dialect:
-    """The dialect called ``name`` (one of ``DIALECTS``)."""
     kinds: dict[str, type[Dialect]] = {
         "openai": Dialect, "openai-strict": OpenAIStrictDialect, "vllm": VllmDialect,
         "vllm-legacy": VllmLegacyDialect, "ollama": OllamaDialect, "tools-only": ToolsOnlyDialect}
@@ -553,14 +527,13 @@ def make_dialect(name: str, *, context_tokens: int = LLAMA_CPP_N_CTX) -> Dialect
 
 
 def validation_text(errors: Sequence[Mapping[str, Any]]) -> str:
-    """How recent FastAPI words a validation error (minus the endpoint's file and line it appends)."""
+    """How recent FastAPI words a validation error (minus the file and line it appends)."""
     count = len(errors)
     return f"{count} validation error{'s' if count != 1 else ''}:" + "".join(
         f"\n  {dict(e)}" for e in errors)
 
 
 def _format_plan(kind: str, schema: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Plan fields for a response format of type ``kind`` carrying ``schema`` (or none)."""
     if kind == "text":
         return {}
     if schema:
@@ -569,7 +542,7 @@ def _format_plan(kind: str, schema: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _schema_of(response_format: Mapping[str, object]) -> dict[str, Any] | None:
-    """The schema a ``json_schema`` response format carries (json_object's is not read)."""
+    """The schema a JSON-schema response format carries."""
     if response_format.get("type") != "json_schema":
         return None
     spec = response_format.get("json_schema")

@@ -1,8 +1,9 @@
-"""The loopback server's ``/v1/files``: batch input files uploaded, batch output files served.
+"""The loopback server's files route: batch input files uploaded, batch output files served.
 
 What the OpenAI Files API does for the Batch API, in memory and bounded. Multipart bodies are read
-with the standard library's ``email`` parser (``cgi`` is gone from Python 3.13): about 0.1 s per
-MB here, paid once per upload."""
+with the standard library's email parser (cgi is gone from Python 3.13): about 0.1 s per MB, paid
+once per upload.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from email import policy
 from email.parser import BytesParser
 from typing import Any
 
-#: One upload's size bound (the OpenAI API takes 200 MB; this server holds files in memory).
+#: one upload's size bound (OpenAI takes 200 MB; this server holds files in memory)
 FILE_MAX_BYTES = 128 * 1024 * 1024
-#: What all stored files together may hold; past it an upload is refused until files are deleted.
+#: all stored files together; past it an upload is refused until files are deleted
 STORE_MAX_BYTES = 512 * 1024 * 1024
 UPLOAD_PURPOSES = ("batch",)
 
@@ -40,7 +41,6 @@ class StoredFile:
     created_at: int
 
     def describe(self) -> dict[str, Any]:
-        """The OpenAI file object."""
         return {"id": self.file_id, "object": "file", "bytes": len(self.data),
                 "created_at": self.created_at, "filename": self.filename,
                 "purpose": self.purpose, "status": "processed", "expires_at": None,
@@ -48,7 +48,7 @@ class StoredFile:
 
 
 def new_id(prefix: str) -> str:
-    """An id as the OpenAI API shapes them (``file-…``, ``batch_…``)."""
+    """An id shaped as the OpenAI API's."""
     return f"{prefix}{os.urandom(12).hex()}"
 
 
@@ -62,7 +62,7 @@ class FileStore:
         self._lock = threading.Lock()
 
     def add(self, filename: str, purpose: str, data: bytes) -> StoredFile:
-        """Store ``data``; a ``FileProblem`` (400) when the store would pass its bound."""
+        """Store data; a 400 problem when the store would pass its bound."""
         stored = StoredFile(new_id("file-"), filename, purpose, data, int(time.time()))
         with self._lock:
             if self._held + len(data) > self.max_bytes:
@@ -73,7 +73,7 @@ class FileStore:
         return stored
 
     def get(self, file_id: str) -> StoredFile:
-        """The file ``file_id``, or a ``FileProblem`` (404)."""
+        """The file, or a 404 problem."""
         with self._lock:
             stored = self._files.get(file_id)
         if stored is None:
@@ -81,7 +81,7 @@ class FileStore:
         return stored
 
     def delete(self, file_id: str) -> dict[str, Any]:
-        """Forget ``file_id`` (404 when unknown); the API's deletion answer."""
+        """Forget a file (404 when unknown); the API's deletion answer."""
         with self._lock:
             stored = self._files.pop(file_id, None)
             if stored is not None:
@@ -91,7 +91,7 @@ class FileStore:
         return {"id": file_id, "object": "file", "deleted": True}
 
     def listing(self, purpose: str | None = None) -> dict[str, Any]:
-        """Every file (of ``purpose``), newest first, as the API lists them."""
+        """Every file (of a purpose), newest first, as the API lists them."""
         with self._lock:
             files = [f for f in self._files.values() if purpose in (None, f.purpose)]
         files.sort(key=lambda f: f.created_at, reverse=True)
@@ -99,7 +99,7 @@ class FileStore:
 
 
 def parse_upload(content_type: str, body: bytes) -> tuple[str, str, bytes]:
-    """(filename, purpose, bytes) of a ``multipart/form-data`` upload, or a ``FileProblem``."""
+    """Filename, purpose and bytes of a multipart upload, or a problem."""
     if "boundary=" not in content_type:
         raise FileProblem(400, "a file upload is multipart/form-data with a boundary")
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")

@@ -1,7 +1,7 @@
-"""Bounds on what one request may ask of the loopback server, checked before any work.
-
-The offline engine does what a request says (a ``dimensions`` of 10^9 built a 4 GB vector), so each
-bound is a 400 naming it. Checks use an explicit stack, so hostile nesting cannot exhaust Python's."""
+"""Bounds on what one request may ask of the loopback server, checked before any work: the offline
+engine does what a request says (a dimension of 10^9 built a 4 GB vector). Checks use an explicit
+stack, so hostile nesting cannot exhaust Python's.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from typing import Any
 
 SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
 
-# Connection limits: open connections (above every benchmark's concurrency of 256, one thread each),
-# seconds for a request's head, and seconds an idle connection is kept (beyond aiohttp's 15 s and
-# httpx's 5 s client-side expiry)
+# open connections (above every benchmark's 256), head and idle seconds (beyond clients' expiry)
 MAX_CONNECTIONS = 1024
 HEADER_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 30.0
@@ -24,20 +22,20 @@ KEEP_ALIVE_S = 30.0
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for (each bound is checked inclusively)."""
+    """What one request may ask for (bounds are inclusive)."""
 
-    depth: int = 64  # JSON nesting of the body, and of a schema after $ref
-    nodes: int = 200_000  # JSON values in a body
+    depth: int = 64
+    nodes: int = 200_000
     max_tokens: int = 262_144
-    token_budget: int = 1_048_576  # choices x max_tokens (a runaway answer writes max_tokens)
+    token_budget: int = 1_048_576  # choices times the token limit (a runaway answer writes all of it)
     dimensions: int = 4_096
-    inputs: int = 2_048  # the OpenAI API's bound on embedding inputs
-    vector_values: int = 1_048_576  # inputs x dimensions of one embeddings answer
+    inputs: int = 2_048
+    vector_values: int = 1_048_576
     tools: int = 128
     schema_nodes: int = 10_000
-    items: int = 10_000  # minItems / maxItems
-    string_length: int = 65_536  # minLength / maxLength
-    answer_values: int = 100_000  # values one answer holds, times its choices
+    items: int = 10_000
+    string_length: int = 65_536
+    answer_values: int = 100_000
 
 
 LIMITS = Limits()
@@ -52,7 +50,7 @@ class Problem(Exception):
 
 
 def check_body(value: object, limits: Limits = LIMITS) -> None:
-    """Refuse a body nesting deeper than ``limits.depth`` or holding more than ``limits.nodes`` values."""
+    """Refuse a body nesting too deep or holding too many values."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     count = 1
     while stack:
@@ -68,13 +66,12 @@ def check_body(value: object, limits: Limits = LIMITS) -> None:
 
 
 def is_int(value: object) -> bool:
-    """A JSON integer (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_chat(max_tokens: int | None, choices: int, tools: object,
                limits: Limits = LIMITS) -> None:
-    """Refuse a token limit, a choices x tokens product or a ``tools`` list out of bounds."""
+    """Refuse a token limit, a choices-times-tokens product or a tools list out of bounds."""
     if max_tokens is not None and max_tokens > limits.max_tokens:
         raise Problem(f"max_tokens {max_tokens} is above this server's bound of "
                       f"{limits.max_tokens}", "max_tokens")
@@ -98,7 +95,7 @@ def check_chat(max_tokens: int | None, choices: int, tools: object,
 
 
 def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> list[str]:
-    """The request's input texts (token arrays read as text), or Problem."""
+    """The request's input texts, or the problem."""
     raw = request.get("input")
     if isinstance(raw, str):
         texts = [raw]
@@ -124,7 +121,7 @@ def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> lis
 
 
 def _count(value: Any) -> int | None:
-    """A non-negative integral count (an int, or a float like 3.0), else None."""
+    """A non-negative integral count, else None."""
     if is_int(value) and value >= 0:
         return int(value)
     if isinstance(value, float) and value.is_integer() and value >= 0:
@@ -137,7 +134,7 @@ def _number(value: Any) -> bool:
 
 
 def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, Any] | None:
-    """The node a local ``$ref`` points at (None: nothing there, which the engine reads as {})."""
+    """The node a local $ref points at (None: read as {})."""
     if not ref.startswith("#/"):
         return None
     node: Any = root
@@ -153,7 +150,7 @@ def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, A
 
 
 def _check_keywords(node: Mapping[str, Any], where: str, limits: Limits) -> None:
-    """The keywords the engine reads have the types it needs, and sizes within the bounds."""
+    """The keywords the engine reads have the right types and sizes."""
     kind = node.get("type")
     if kind is not None and not isinstance(kind, str) and not (
             isinstance(kind, list) and all(isinstance(k, str) for k in kind)):
@@ -188,19 +185,18 @@ def _check_keywords(node: Mapping[str, Any], where: str, limits: Limits) -> None
         raise Problem(f"{where}: 'minimum' is above 'maximum'")
 
 
-_CHECKED: dict[tuple[str, str, Limits], int | Problem] = {}  # schemas repeat across requests
+_CHECKED: dict[tuple[str, str, Limits], int | Problem] = {}
 _CHECKED_SIZE = 256
 _CHECKED_LOCK = threading.Lock()
 
 
 def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
-    """``walk_schema``, remembered for recent schemas (clients resend the same few; a lookup costs a
-    tenth of a check)."""
+    """The schema walk, remembered for recent schemas (a lookup costs a tenth of a check)."""
     if not isinstance(schema, dict):
         raise Problem(f"{where}: a schema must be an object")
     try:
         key = (json.dumps(schema, separators=(",", ":")), where, limits)
-    except (TypeError, ValueError):  # not JSON data (a caller's own object): check it afresh
+    except (TypeError, ValueError):  # not JSON data: check it afresh
         return walk_schema(schema, where, limits)
     found = _CHECKED.get(key)
     if found is None:
@@ -208,7 +204,7 @@ def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
             found = walk_schema(schema, where, limits)
         except Problem as exc:
             found = exc
-        with _CHECKED_LOCK:  # the server answers requests on threads
+        with _CHECKED_LOCK:
             if len(_CHECKED) >= _CHECKED_SIZE:
                 _CHECKED.pop(next(iter(_CHECKED)), None)
             _CHECKED[key] = found
@@ -218,17 +214,13 @@ def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 
 
 def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
-    """Refuse a schema the engine cannot fill within the bounds; returns the most values an answer holds.
-
-    It walks the schema as the engine fills it, refusing recursive ``$ref``, non-object nodes, wrongly
-    typed keywords and sizes out of bounds."""
+    """Refuse a schema the engine cannot fill within the bounds; returns the most values an answer holds."""
     if not isinstance(schema, Mapping):
         raise Problem(f"{where}: a schema must be an object")
     root = schema
     nodes = 0
-    sizes: dict[int, int] = {}  # id(node) -> values, filled once its children are done
+    sizes: dict[int, int] = {}
     cap = limits.answer_values + 1
-    # (node, path, refs on the way here, depth, children done?)
     stack: list[tuple[Mapping[str, Any], str, tuple[int, ...], int, bool]] = [
         (schema, where, (), 1, False)]
     while stack:
@@ -256,8 +248,7 @@ def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 
 def _children(node: Mapping[str, Any], path: str, refs: tuple[int, ...],
               root: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str, tuple[int, ...]]]:
-    """The sub-schemas the engine fills for ``node``, with their paths and the ``$ref`` targets followed
-    (a target met again on its own path is recursion)."""
+    """The sub-schemas the engine fills for a node, with paths and refs followed."""
     out: list[tuple[Mapping[str, Any], str, tuple[int, ...]]] = []
     ref = node.get("$ref")
     if isinstance(ref, str):
@@ -279,7 +270,7 @@ def _children(node: Mapping[str, Any], path: str, refs: tuple[int, ...],
 
 def _size(node: Mapping[str, Any], root: Mapping[str, Any], sizes: Mapping[int, int],
           cap: int) -> int:
-    """Values an answer to ``node`` holds at most (its children already sized), capped."""
+    """Values an answer to a node holds at most, capped."""
     ref = node.get("$ref")
     target = _resolve(ref, root, "") if isinstance(ref, str) else None
     if target is not None:
@@ -296,13 +287,13 @@ def _size(node: Mapping[str, Any], root: Mapping[str, Any], sizes: Mapping[int, 
         each = sizes.get(id(items), cap) if isinstance(items, Mapping) else 1
         total = min(cap, total + count * each)
     options = [sizes.get(id(o), cap) for key in SCHEMA_LISTS for o in node.get(key) or ()]
-    # the engine merges the node with one option: count the largest on top of its own
+    # the engine merges the node with one option: count the largest
     return min(cap, total + max(options, default=0))
 
 
 def check_answer(schemas: Sequence[tuple[Any, str]], choices: int,
                  limits: Limits = LIMITS) -> None:
-    """Refuse when the schemas an answer fills, times its choices, hold too many values."""
+    """Refuse answers that would hold too many values."""
     most = max((check_schema(s, where, limits) for s, where in schemas if s is not None),
                default=1)
     if most * choices > limits.answer_values:

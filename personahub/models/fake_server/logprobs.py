@@ -1,8 +1,9 @@
-"""Token log-probabilities of the loopback server (``logprobs=true``, ``top_logprobs=N``).
+"""Token log-probabilities of the loopback server.
 
-The first token's alternatives are the letters A, B, ..., their log-probabilities a Dirichlet
-draw seeded by the seed and the messages, in OpenAI's shape. With logprobs off the server answers
-``logprobs: null``, as a server that ignores the request does."""
+The first token's alternatives are the letters A, B, ..., their log-probabilities a Dirichlet draw
+seeded by the seed and the messages, in OpenAI's shape. With log-probabilities off the server answers
+null, as a server that ignores the request does.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ __all__ = ["letter_logprobs", "logprobs_content"]
 
 
 def letter_logprobs(seed: int, messages: Sequence[Mapping[str, Any]], n: int) -> dict[str, float]:
-    """The log-probability of each of the first ``n`` letters as the first answer token."""
+    """The log-probability of each of the first letters as the first answer token."""
     letters = string.ascii_uppercase[:max(1, min(n, 26))]
     text = "\x1e".join(str(m.get("content", "")) for m in messages)
     digest = hashlib.sha256(f"{seed}\x1flogprobs\x1f{text}".encode()).digest()
@@ -29,7 +30,7 @@ def letter_logprobs(seed: int, messages: Sequence[Mapping[str, Any]], n: int) ->
 
 def logprobs_content(seed: int, messages: Sequence[Mapping[str, Any]],
                      request: Mapping[str, Any]) -> dict[str, Any]:
-    """A choice's ``logprobs`` object for ``request`` (its ``top_logprobs``, default 1)."""
+    """A choice's log-probabilities object for a request."""
     top = request.get("top_logprobs")
     n = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 1
     ranked = sorted(letter_logprobs(seed, messages, n).items(), key=lambda kv: -kv[1])

@@ -1,8 +1,9 @@
 """Planted answers: the loopback server answering marked prompts otherwise, by a known share.
 
-An experiment's machinery is right only if it finds an effect that is there. ``--plant
-"MARKER=OPTION:SHARE"`` answers ``OPTION`` to that share of survey questions whose prompt holds the
-(otherwise invisible) marker: on k options, an expected effect of ``SHARE * (1 - 1/k)``."""
+An experiment's machinery is right only if it finds an effect that is there. A plant answers its
+option to that share of survey questions whose prompt holds the (otherwise invisible) marker: on k
+options, an expected effect of share times (1 - 1/k).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ __all__ = ["Plant", "PlantedEngine", "parse_plant"]
 
 @dataclass(frozen=True)
 class Plant:
-    """Answer ``option`` to a ``share`` of the questions whose prompt holds ``marker``."""
+    """Answer an option to a share of the questions whose prompt holds a marker."""
 
     marker: str
     option: str
@@ -43,7 +44,7 @@ class Plant:
 
 
 def parse_plant(text: str) -> Plant:
-    """``MARKER=OPTION:SHARE`` as a ``Plant`` (a usage error naming the flag otherwise)."""
+    """A MARKER=OPTION:SHARE value as a plant (a usage error naming the flag otherwise)."""
     marker, equals, rest = text.partition("=")
     option, colon, share = rest.rpartition(":")
     if not equals or not colon:
@@ -59,7 +60,7 @@ def parse_plant(text: str) -> Plant:
 
 
 def _offered(schema: Mapping[str, Any] | None, option: str) -> tuple[bool, Any]:
-    """Whether the schema's ``answer`` property offers ``option`` (by its text), and its value."""
+    """Whether the schema's answer property offers the option (by its text), and its value."""
     if not isinstance(schema, Mapping):
         return False, None
     answer = (schema.get("properties") or {}).get("answer")
@@ -71,14 +72,14 @@ def _offered(schema: Mapping[str, Any] | None, option: str) -> tuple[bool, Any]:
 
 
 def _unmark(content: Any, marker: str) -> Any:
-    """``content`` without ``marker`` and the white space before it (text content only)."""
+    """The content without the marker and the white space before it."""
     if not isinstance(content, str):
         return content
     return re.sub(r"\s*" + re.escape(marker), "", content)
 
 
 def _draw(seed: int, prompt: str) -> float:
-    """A uniform draw in [0, 1) that is a function of the server's seed and the prompt."""
+    """A uniform draw in [0, 1) from the server's seed and the prompt."""
     digest = hashlib.blake2b(f"{seed}/plant/{prompt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0 ** 64
 
@@ -92,7 +93,7 @@ class PlantedEngine(OfflineEngine):
 
     def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
-        """The engine's answer, its ``answer`` field replaced when a plant applies."""
+        """The engine's answer, its answer field replaced when a plant applies."""
         prompt = " ".join(str(m.get("content") or "") for m in messages)
         plant = next((p for p in self.plants if p.marker in prompt), None)
         if plant is None:

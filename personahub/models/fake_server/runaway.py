@@ -1,7 +1,8 @@
-"""The loopback server's ``runaway`` fault: an answer whose last string never ends.
+"""The loopback server's runaway fault: an answer whose last string never ends.
 
-As a small model under a grammar does, the last string repeats until ``max_tokens`` unless the
-schema bounds it with ``maxLength``; tokens are counted as the bounds assume."""
+As a small model under a grammar does, the last string repeats until the token limit unless the
+schema bounds it; tokens are counted as the bounds assume.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class Runaway:
 
 def _last_string(value: object, schema: Mapping[str, Any] | None,
                  root: Mapping[str, object]) -> tuple[JsonPath, Mapping[str, Any]] | None:
-    """The path to the last free string in ``value`` (document order) and its schema node."""
+    """The path to the last free string in a value (document order) and its schema node."""
     node = resolve_node(schema, root) if schema else {}
     if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
         return None if "enum" in node or "const" in node else ([], node)
@@ -58,14 +59,14 @@ def _set(value: Any, path: JsonPath, new: Any) -> None:
 
 
 def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None) -> Runaway | None:
-    """``value`` with its last string run away under ``limit`` tokens; None when it has no string."""
+    """The value with its last string run away under a token limit; None when it has no string."""
     limit = limit or NO_LIMIT_TOKENS
     root = schema or {}
     found = _last_string(value, schema, root)
     if found is None:
         return None
     path, node = found
-    value = json.loads(json.dumps(value))  # a copy to change
+    value = json.loads(json.dumps(value))
     original = _get(value, path) or "and so on"
     bound = node.get("maxLength")
     if isinstance(bound, int):  # the grammar ends the string at the bound, the JSON closes
@@ -87,7 +88,7 @@ def _repeat(text: str, length: int) -> str:
 
 
 def _cut(value: object, path: JsonPath, original: str, limit: int) -> Runaway:
-    """The answer cut where its repeating string reaches ``limit`` tokens: JSON left open."""
+    """The answer cut where its repeating string reaches the limit: JSON left open."""
     _set(value, path, "")
     content, structure = json_chars(value)
     length = max(0, math.ceil((limit - structure / JSON_CHARS_PER_TOKEN) * CHARS_PER_TOKEN

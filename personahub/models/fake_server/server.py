@@ -1,10 +1,9 @@
 """A loopback OpenAI-compatible server that answers from the offline engine.
 
-Tests, benchmarks and dry runs (``personahub serve``) point real clients at it, so the whole HTTP
-path runs without a model, in the dialects of real servers and with seeded fault injection. A
-malformed answer's repair prompt gets the intended answer, so a run through faults can equal a
-fault-free one. It binds loopback only, refuses forgeable requests, and bounds request sizes and
-connections (3,000 half-sent heads once held 3,004 threads)."""
+Tests, benchmarks and dry runs point real clients at it, so the whole HTTP path runs without a
+model, in real servers' dialects and with seeded faults. It binds loopback only, refuses forgeable
+requests, and bounds request sizes and connections (3,000 half-sent heads once held 3,004 threads).
+"""
 
 from __future__ import annotations
 
@@ -71,11 +70,11 @@ log = logging.getLogger(__name__)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _ANY_OBJECT = {"type": "object", "properties": {"text": {"type": "string"}}}
 _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on after this
-_MAX_BODY = 8 * 1024 * 1024  # the largest requests personahub sends are well under 1 MB
-PREFIX_CACHE_PROMPTS = 64  # prompts the emulated prefix cache remembers
-#: what an answer drawn at ``bad_usage_rate`` reports as its usage: no real call has these
+_MAX_BODY = 8 * 1024 * 1024
+PREFIX_CACHE_PROMPTS = 64
+#: the usage a bad-usage answer reports
 IMPOSSIBLE_USAGE = {"prompt_tokens": -100, "completion_tokens": 10**15, "total_tokens": 10**15 - 100}
-# ServerOptions' shares (each within [0, 1]) and times in seconds (>= 0), by their serve flag
+# option shares lie in [0, 1] and times in seconds are >= 0
 _RATES = ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
           "bad_usage_rate", "batch_error_rate",
           "batch_fail_rate", "batch_expire_rate")
@@ -91,40 +90,39 @@ class ServerOptions:
     latency_s: float = 0.0
     error_rate: float = 0.0
     malformed_rate: float = 0.0
-    stubborn: bool = False  # repair prompts draw malformed answers too
+    stubborn: bool = False
     hang_rate: float = 0.0
     hang_s: float = 30.0
     runaway_rate: float = 0.0
-    bad_usage_rate: float = 0.0  # answers whose usage figures are impossible
+    bad_usage_rate: float = 0.0
     fault_seed: int = 1234
     dialect: str = "openai"
     retry_after_s: float | None = None
     error_statuses: tuple[int, ...] = (429, 503)
-    context_tokens: int = LLAMA_CPP_N_CTX  # the llama-cpp-python dialect's n_ctx
-    #: prompts the emulated prefix cache remembers (1: a server with one slot and no prompt cache)
+    context_tokens: int = LLAMA_CPP_N_CTX
+    #: prompts the emulated prefix cache remembers (1: one slot, no prompt cache)
     prefix_cache_prompts: int = PREFIX_CACHE_PROMPTS
-    #: Model names served; others get a 404. Empty: any name is answered and ``/models`` lists ``offline``.
+    #: Model names served; others get a 404. Empty: any name is answered.
     models: tuple[str, ...] = ()
-    #: The Batch API: seconds a batch runs, the share of lines answered 500, and whole-batch failures and
-    #: expiries (a rate per batch, or creation ordinals, 1 = first, that always fail or expire).
+    #: Batch API: run time, the share of lines answered 500, and whole-batch failures and expiries (a
+    #: rate, or creation ordinals).
     batch_delay_s: float = 0.0
     batch_error_rate: float = 0.0
     batch_fail_rate: float = 0.0
     batch_expire_rate: float = 0.0
     batch_fail: tuple[int, ...] = ()
     batch_expire: tuple[int, ...] = ()
-    #: Seconds for a request's head, seconds an idle connection is kept, and the most open connections.
+    #: Seconds for a request's head and an idle connection, and the most open connections.
     header_timeout_s: float = HEADER_TIMEOUT_S
     keep_alive_s: float = KEEP_ALIVE_S
     max_connections: int = MAX_CONNECTIONS
-    #: Planted answers: marked prompts answered otherwise by a known share, so an experiment has an
-    #: effect to find.
+    #: planted answers, so an experiment has an effect to find
     plants: tuple[Plant, ...] = ()
-    #: Token log-probabilities for ``logprobs=true``; False: a server that answers ``logprobs: null``.
+    #: token log-probabilities when asked; False: answered null
     logprobs: bool = True
 
     def __post_init__(self) -> None:
-        # every float is finite: ``inf`` once made each request's sleep raise OverflowError
+        # every float is finite: inf once made each request's sleep raise OverflowError
         for name in _RATES:
             value = check_number(getattr(self, name), f"--{name.replace('_', '-')}")
             if not 0.0 <= value <= 1.0:
@@ -152,7 +150,6 @@ class ServerOptions:
 
     @property
     def batch_faults(self) -> BatchFaults:
-        """The batch options, as the batches module takes them."""
         return BatchFaults(delay_s=self.batch_delay_s, error_rate=self.batch_error_rate,
                            fail_rate=self.batch_fail_rate, expire_rate=self.batch_expire_rate,
                            fail=tuple(self.batch_fail), expire=tuple(self.batch_expire),
@@ -161,10 +158,7 @@ class ServerOptions:
 
 @dataclass
 class ServerStats:
-    """Counts of what the server did, for tests and benchmarks.
-
-    ``requests`` and ``answered`` count online requests only; the ``batch_*``, ``files_uploaded`` and
-    ``batches_created`` fields count the Batch API's."""
+    """Counts of what the server did, for tests and benchmarks."""
 
     requests: int = 0
     answered: int = 0
@@ -184,7 +178,7 @@ class ServerStats:
     batch_cancels: int = 0
     batch_lines: int = 0
     batch_line_errors: int = 0
-    #: ``time.monotonic()`` of the first POST (None before): tests time a client's give-up from it.
+    #: monotonic time of the first POST: tests time a client's give-up from it.
     first_request_s: float | None = None
     header_timeouts: int = 0
     idle_closed: int = 0
@@ -196,13 +190,11 @@ class ServerStats:
             setattr(self, name, getattr(self, name) + 1)
 
     def arrived(self, received: float) -> None:
-        """Note a POST's arrival time (only the first one is kept)."""
         with self.lock:
             if self.first_request_s is None:
                 self.first_request_s = received
 
     def snapshot(self) -> dict[str, int]:
-        """Every count, as ``GET /personahub/stats`` answers them."""
         with self.lock:
             return {name: value for name, value in vars(self).items() if isinstance(value, int)}
 
@@ -232,7 +224,7 @@ class _Server(ThreadingHTTPServer):
         self.refused = LingeringCloser(self.stopping)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection in its own thread, or answer 503 and close it at ``max_connections``."""
+        """Serve the connection in its own thread, or answer 503 and close it when full."""
         with self.open_lock:
             full = self.open_connections >= self.options.max_connections
             if not full:
@@ -246,17 +238,16 @@ class _Server(ThreadingHTTPServer):
         body = json.dumps(refusal.body).encode("utf-8")
         head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n")
-        try:  # never blocks the accepting thread: a fresh socket's send buffer is empty
+        try:
             request.setblocking(False)
             request.send(head.encode("ascii") + body)
             request.shutdown(socket.SHUT_WR)
         except OSError:
             self.close_request(request)
             return
-        self.refused.close_later(request)  # closed once drained: no reset eats the 503
+        self.refused.close_later(request)  # closed once drained, so no reset eats the 503
 
     def shutdown_request(self, request: Any) -> None:
-        """Close a served connection and free its place."""
         try:
             super().shutdown_request(request)
         finally:
@@ -275,7 +266,7 @@ class _Server(ThreadingHTTPServer):
             return self.fault_rng.random()
 
     def cached_tokens(self, messages: list[dict[str, Any]], prompt_tokens: int) -> int:
-        """Tokens of the prompt's longest prefix shared with a recent prompt, which is then remembered."""
+        """Tokens of the prompt's longest prefix shared with a recent prompt; remembers the prompt."""
         text = " ".join(str(m.get("content") or "") for m in messages)
         with self.prefix_lock:
             shared = self.prefixes.match(text)
@@ -291,15 +282,15 @@ class _TooLarge(_BadBody):
 
 
 class _DeadlineReader(io.RawIOBase):
-    """Socket reads, each bounded by a deadline while one is set.
-
-    A per-read timeout alone lets a client that sends a byte now and then hold its connection for ever."""
+    """Socket reads bounded by a deadline while one is set: a per-read timeout alone lets a client that
+    sends a byte now and then hold its connection for ever.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         super().__init__()
         self.sock = sock
         self.deadline: float | None = None
-        self.timed_out = False  # a read under the deadline timed out
+        self.timed_out = False
 
     def readable(self) -> bool:
         return True
@@ -320,22 +311,20 @@ class _DeadlineReader(io.RawIOBase):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Silence per-request logging (tests and benchmarks make many requests)."""
 
     def setup(self) -> None:
-        """Route reads through a deadline reader."""
         super().setup()
         self._reader = _DeadlineReader(self.connection)
         self._buffered = io.BufferedReader(self._reader)
         self.rfile = self._buffered
 
     def handle_one_request(self) -> None:
-        """Wait for a request's first byte at most ``keep_alive_s``, then its head at most
-        ``header_timeout_s``."""
+        """Wait a bounded time for a request's first byte, then for its head."""
         options = self.server.options
         self._reader.deadline = time.monotonic() + options.keep_alive_s
         self._reader.timed_out = False
@@ -345,12 +334,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.stats.bump("idle_closed")
             self.close_connection = True
             return
-        if not started:  # the client closed it
+        if not started:
             self.close_connection = True
             return
         self._reader.deadline = time.monotonic() + options.header_timeout_s
         self._reader.timed_out = False
-        super().handle_one_request()  # its TimeoutError closes the connection
+        super().handle_one_request()
         if self._reader.timed_out and self._reader.deadline is not None:
             self.server.stats.bump("header_timeouts")
 
@@ -379,9 +368,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(refusal.status, body, refusal.headers, plain=isinstance(body, str))
 
     def _guard(self) -> bool:
-        """Whether the request may be answered: a Host naming this server and no foreign Origin.
-
-        This blocks web pages and DNS rebinding. A refusal closes the connection (any body is unread)."""
+        """Whether the request may be answered: a Host naming this server and no foreign Origin (this blocks
+        web pages and DNS rebinding).
+        """
         address = self.server.server_address
         host, port = str(address[0]), int(address[1])
         problem = ""
@@ -397,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
-        """Answer a same-origin preflight; no CORS header is ever sent, so other sites' pages are refused."""
+        """Answer a same-origin preflight; no CORS header is sent, so other sites' pages are refused."""
         if not self._guard():
             return
         self.send_response(204)
@@ -427,7 +416,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._batch_api(lambda: self._get_batch_api(files, batches))
         elif path.endswith("/models"):
             self._send(200, {"object": "list", "data": [_model_entry(n) for n in names]})
-        elif "/models/" in path:  # retrieve one model (the id may hold slashes)
+        elif "/models/" in path:
             name = unquote(path.split("/models/", 1)[1])
             if self.server.options.models and name not in names:
                 self._refuse(self.server.dialect.model_not_found(name))
@@ -437,7 +426,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
-        """Free a file (``DELETE /v1/files/{id}``)."""
         files = _FILES.search(self.path.split("?")[0].rstrip("/"))
         if files is None or files.group(1) is None or files.group(2):
             self._not_allowed()
@@ -450,7 +438,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get_batch_api(self, files: re.Match[str] | None,
                        batches: re.Match[str] | None) -> dict[str, Any] | bytes:
-        """The answer to a GET of a files or batches route."""
         srv = self.server
         query = parse_qs(self.path.partition("?")[2])
         if files is not None:
@@ -470,13 +457,13 @@ class _Handler(BaseHTTPRequestHandler):
         return srv.batches.get(unquote(batches.group(1)))
 
     def _batch_api(self, answer: Callable[[], dict[str, Any] | bytes]) -> None:
-        """Send what ``answer()`` returns (a JSON object, or a file's bytes), or its error."""
+        """Send what the route returns, or its error."""
         try:
             body = answer()
         except FileProblem as exc:
             self._refuse(self.server.dialect.error(exc.status, str(exc), param=exc.param))
             return
-        except OSError:  # the client hung up
+        except OSError:
             raise
         except Exception:  # never a dropped connection, never exception text to a client
             log.exception("offline server: %s %s failed", self.command, self.path)
@@ -498,9 +485,10 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(wait)
 
     def _read_body(self, bound: int = _MAX_BODY) -> bytes:
-        """The body, as long as Content-Length says (or chunked), at most ``bound`` bytes.
-
-        A bad or unmet length closes the connection afterwards: the next request's start is unknown."""
+        """The body, within a bound. A bad or unmet length closes the connection afterwards: the next
+        request's
+        start is unknown.
+        """
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._read_chunked(bound)
         declared = self.headers.get("Content-Length")
@@ -530,7 +518,6 @@ class _Handler(BaseHTTPRequestHandler):
         return raw
 
     def _read_chunked(self, bound: int = _MAX_BODY) -> bytes:
-        """A chunked body (clients that stream their upload send one)."""
         self.connection.settimeout(_BODY_TIMEOUT_S)
         parts: list[bytes] = []
         try:
@@ -538,7 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
                 size = int(self.rfile.readline(1024).split(b";")[0].strip() or b"x", 16)
                 if size == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
+                        pass
                     return b"".join(parts)
                 if sum(map(len, parts)) + size > bound:
                     self.close_connection = True
@@ -596,7 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         served = srv.options.models
         if served and request.get("model") not in served:
-            srv.stats.bump("refused")  # checked first, as servers route by model
+            srv.stats.bump("refused")
             self._refuse(dialect.model_not_found(request.get("model")))
             return
         try:
@@ -605,22 +592,21 @@ class _Handler(BaseHTTPRequestHandler):
                 self._embed(request, check_embeddings(request), received)
             else:
                 self._answer(request, received)
-        except Problem as exc:  # past a bound: answered at once, before any work
+        except Problem as exc:
             srv.stats.bump("out_of_bounds")
             self._refuse(dialect.error(400, str(exc), param=exc.param))
-        except OSError:  # the client hung up
+        except OSError:
             raise
         except Exception:  # a request shape nobody checked: answer, never drop it
             log.exception("offline server: request to %s failed", self.path)
             self._refuse(dialect.error(500, "offline server error (the server logged it)"))
 
     def _declares_body(self) -> bool:
-        """Whether the request says it has a body (a POST without one needs no Content-Type)."""
+        """Whether the request says it has a body."""
         length = (self.headers.get("Content-Length") or "0").strip()
         return length not in ("", "0") or "Transfer-Encoding" in self.headers
 
     def _upload(self, kind: str) -> None:
-        """Take a multipart upload of a batch file (``POST /v1/files``)."""
         srv = self.server
         if kind != "multipart/form-data":
             srv.stats.bump("forbidden")
@@ -647,7 +633,6 @@ class _Handler(BaseHTTPRequestHandler):
         self._batch_api(store)
 
     def _post_batches(self, match: re.Match[str], raw: bytes | None, problem: str) -> None:
-        """Create or cancel a batch."""
         srv = self.server
         if match.group(2):
             self._batch_api(lambda: srv.batches.cancel(unquote(match.group(1))))
@@ -679,7 +664,7 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _embed(self, request: dict[str, Any], texts: list[str], received: float) -> None:
-        """Answer ``/embeddings`` with word-hashing vectors, with the chat answers' latency and faults."""
+        """Answer embeddings with word-hashing vectors, with the chat answers' latency and faults."""
         if self._fault(received):
             return
         self._sleep_until(received + self.server.options.latency_s)
@@ -687,7 +672,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, _embedding_body(request, texts))
 
     def _answer(self, request: dict[str, Any], received: float) -> None:
-        """Refuse ``request`` as the dialect would, inject faults, or answer it."""
+        """Refuse as the dialect would, inject faults, or answer."""
         srv, opts = self.server, self.server.options
         prepared = _prepare_chat(srv, request)
         if isinstance(prepared, Refusal):
@@ -696,18 +681,18 @@ class _Handler(BaseHTTPRequestHandler):
         if self._fault(received):
             return
         body, cut, malformed = _chat_reply(srv, request, prepared)
-        # the answer is computed while the latency runs, so under load the server's CPU does not add to it
+        # computed during the latency, so the server's CPU under load does not add to it
         self._sleep_until(received + opts.latency_s)
         if cut:
             srv.stats.bump("truncated")
-        srv.stats.bump("malformed" if malformed else "answered")  # before the client can see it
+        srv.stats.bump("malformed" if malformed else "answered")
         if wants_stream(request):
             self._send_stream(sse_events(body, include_usage=include_usage(request)))
         else:
             self._send(200, body)
 
     def _send_stream(self, events: Iterator[bytes]) -> None:
-        """A 200 event-stream answer, one HTTP chunk per event, keeping the connection open."""
+        """A 200 event-stream answer, one HTTP chunk per event."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -721,7 +706,6 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
-    """The request object in ``raw``, or the dialect's answer to a body that is not one."""
     try:
         request = json.loads(raw)
     except RecursionError:
@@ -736,7 +720,7 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A chat request the dialect takes: its plan, messages, choices and answer schema."""
+    """A chat request the dialect takes: plan, messages, choices and answer schema."""
 
     plan: Plan
     messages: list[dict[str, Any]]
@@ -745,9 +729,9 @@ class _Prepared:
 
 
 def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
-    """The dialect's refusal of ``request``, or what answering it takes.
-
-    Shared by online requests and batch lines, so both are refused alike."""
+    """The dialect's refusal of the request, or what answering it takes (shared with batch lines, so both
+    are refused alike).
+    """
     dialect = srv.dialect
     messages = _plain_messages(request)
     plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
@@ -768,7 +752,7 @@ def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
 
 def _chat_reply(srv: _Server, request: dict[str, Any],
                 prepared: _Prepared) -> tuple[dict[str, Any], bool, bool]:
-    """The chat.completion answering a prepared request, whether it was cut, and whether it was malformed."""
+    """The completion, whether it was cut, and whether it was malformed."""
     opts = srv.options
     asked, repair = _before_repair(prepared.messages)
     malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
@@ -781,7 +765,7 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
                              schema=prepared.schema)
     if repair:
         srv.stats.bump("repairs")
-        usage = body["usage"]  # the prompt as sent, repair turn included
+        usage = body["usage"]
         usage["prompt_tokens"] += approx_tokens(" ".join(m["content"] for m in repair))
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
     if srv.dialect.reports_cached_tokens:
@@ -798,10 +782,7 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
 
 
 def answer_line(srv: _Server, url: str, request: object) -> tuple[int, dict[str, Any] | str]:
-    """(status, body) answering one batch line as the online route would.
-
-    Connection matters (latency, hangs, injected HTTP errors, streaming) are left out, so a batch
-    answer equals the online answer to the same body."""
+    """Status and body answering one batch line as the online route would, minus connection faults."""
     dialect = srv.dialect
     if not isinstance(request, dict):
         refusal = dialect.bad_body(f"the body is a JSON {type(request).__name__}, not an object",
@@ -838,13 +819,12 @@ def answer_line(srv: _Server, url: str, request: object) -> tuple[int, dict[str,
 
 
 def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, Any]:
-    """An ``/embeddings`` answer: one hashed vector per text, as floats or base64 as asked."""
     from personahub.personas.embedding import HashEmbedder
 
     dim = int(request.get("dimensions") or 64)
     vectors = HashEmbedder(dim=dim).embed(texts)
     tokens = sum(approx_tokens(t) for t in texts)
-    as_base64 = request.get("encoding_format") == "base64"  # little-endian float32, as the API
+    as_base64 = request.get("encoding_format") == "base64"
     return {"object": "list", "model": request.get("model", "offline"),
             "data": [{"object": "embedding", "index": i,
                       "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode("ascii")
@@ -854,25 +834,21 @@ def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, A
 
 
 def _first(query: Mapping[str, list[str]], name: str) -> str | None:
-    """A query parameter's first value, if given."""
     values = query.get(name)
     return values[0] if values else None
 
 
 def _model_entry(name: str) -> dict[str, Any]:
-    """A ``/models`` entry as the OpenAI API lists one."""
     return {"id": name, "object": "model", "created": 0, "owned_by": "personahub-offline"}
 
 
 def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
-    """The Retry-After header of an answer with ``status`` (429 and 503 only)."""
     if seconds is None or status not in (429, 503):
         return {}
     return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
 
 
 def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
-    """The request's messages as role and text (the form the engine hashes)."""
     raw = request.get("messages")
     if not isinstance(raw, list):
         return []
@@ -882,15 +858,15 @@ def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
 
 def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
                                                              list[dict[str, Any]]]:
-    """Split a repair prompt into (the first conversation, the repair turn); else (``messages``, []).
-
-    A repair is answered with the answer the first request got, unbroken."""
+    """Split a repair prompt into the first conversation and the repair turn; a repair is answered with the
+    first request's answer, unbroken.
+    """
     last = messages[-1]["content"] if messages else ""
     if not (len(messages) >= 3 and messages[-1]["role"] == "user" and last.startswith(REPAIR_OPENING)
             and messages[-2]["role"] == "assistant"):
         return messages, []
     asked = messages[:-2]
-    # in ``prompt`` mode the schema's instruction follows the last user turn: the repair's, now
+    # in prompt mode the schema's instruction follows the last user turn: now the repair's
     tail = last[last.find(REPAIR_CLOSING) + len(REPAIR_CLOSING):] if REPAIR_CLOSING in last else ""
     if tail.strip() and asked[-1]["role"] == "user":
         asked[-1] = {**asked[-1], "content": asked[-1]["content"] + tail}
@@ -900,7 +876,6 @@ def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
 
 def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,
                 dialect: Dialect | None = None) -> dict[str, Any]:
-    """The body answering ``request`` in ``dialect``: a chat.completion or the refusal (no faults)."""
     dialect = dialect or make_dialect("openai")
     messages = _plain_messages(request)
     plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
@@ -910,8 +885,7 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
 
 
 def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, Any] | None:
-    """The schema an answer fills: the plan's, else one written in the prompt, else any object when
-    JSON is due, else none."""
+    """The schema an answer fills: the plan's, else the prompt's, else any object when JSON is due."""
     schema = plan.json_schema
     if schema is None and plan.prompt_schema and not plan.tools:
         try:
@@ -929,7 +903,6 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
                  malformed: bool, choices: int = 1, *,
                  runaway: bool = False,
                  schema: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
-    """A chat.completion answering ``request`` with ``choices`` choices, and whether one was cut."""
     if schema is None:
         schema = _answer_schema(plan, messages)
     answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
@@ -954,9 +927,7 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
 
 
 def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
-    """The engine for choice ``index``: the server's own for the first, one seeded by index for others.
-
-    So each choice is deterministic and differs from the rest wherever the engine has a choice."""
+    """The engine for a choice: the server's own for the first, one seeded by index for the others."""
     if index == 0:
         return engine
     digest = hashlib.blake2b(f"{engine.seed}/choice/{index}".encode(), digest_size=8).digest()
@@ -966,7 +937,6 @@ def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
 def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, Any]], plan: Plan,
             schema: Mapping[str, Any] | None, malformed: bool,
             runaway: bool = False) -> tuple[Shaped, bool, int, int]:
-    """One choice: its shaped message, whether it was cut, and its tokens in and out."""
     reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
                            tool_choice=plan.tool_choice)
     limit = plan.max_tokens
@@ -995,7 +965,6 @@ def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, An
 
 
 def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) -> Runaway | None:
-    """The reply's JSON (its content, or its first tool call's arguments) run away."""
     if reply.tool_calls:
         tool = pick_tool(plan.tools, plan.tool_choice) if plan.tools else {}
         return run_away(reply.tool_calls[0]["args"], tool.get("parameters"), plan.max_tokens)
@@ -1008,7 +977,6 @@ def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) 
 
 def _runaway_choice(dialect: Dialect, plan: Plan, reply: EngineReply, ran: Runaway,
                     malformed: bool) -> tuple[Shaped, bool, int, int]:
-    """The choice of a runaway answer."""
     text = ran.text[: len(ran.text) // 2] if malformed else ran.text
     if reply.tool_calls:
         call = reply.tool_calls[0]
@@ -1036,11 +1004,10 @@ class RunningServer:
 
 
 _ALLOW = "GET, POST, DELETE, OPTIONS"
-# the Batch API's routes (after any prefix, as the other routes)
 _FILES = re.compile(r"/files(?:/([^/]+)(/content)?)?$")
 _BATCHES = re.compile(r"/batches(?:/([^/]+)(/cancel)?)?$")
 
-#: How often the serving loop checks for ``stop()``: the 0.5 s default made every stop wait that long.
+#: how often the serving loop checks for a stop (the 0.5 s default made every stop wait that long)
 _POLL_S = 0.02
 
 
@@ -1050,10 +1017,8 @@ class _Server6(_Server):
 
 def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
                  port: int = 0) -> RunningServer:
-    """Start the server on a loopback address in a daemon thread (port 0 picks a free port).
-
-    Another host is a UsageError; a port in use is a one-line PersonahubError."""
-    if host not in _LOOPBACK:  # a value the server never takes: a usage error (exit 2)
+    """Start the server on a loopback address in a daemon thread (port 0 picks a free port)."""
+    if host not in _LOOPBACK:
         raise UsageError(f"--host {host!r}: the offline server only binds to loopback: "
                          f"{', '.join(_LOOPBACK)}")
     ipv6 = ":" in host
@@ -1075,7 +1040,6 @@ def start_server(options: ServerOptions | None = None, host: str = "127.0.0.1",
 
 @contextmanager
 def running_server(options: ServerOptions | None = None, **kwargs: Any) -> Iterator[RunningServer]:
-    """Context manager form of ``start_server`` that always stops the server."""
     handle = start_server(options or ServerOptions(**kwargs))
     try:
         yield handle

@@ -1,7 +1,6 @@
-"""A finished chat.completion body as the OpenAI API streams it (``stream=True``).
-
-The answer is computed whole, then sent as server-sent events in OpenAI's chunk shapes, so
-streaming clients see the same text a plain call returns."""
+"""A finished completion body as the OpenAI API streams it: computed whole, then sent as server-sent
+events in OpenAI's chunk shapes, so streaming clients see the same text a plain call returns.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +8,17 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-#: Characters per content delta: about a few tokens, so a client sees many deltas.
+#: characters per content delta (a few tokens), so a client sees many deltas
 PIECE_CHARS = 16
 
 
 def wants_stream(request: Mapping[str, object]) -> bool:
-    """True when the request asked for a stream."""
     return request.get("stream") is True
 
 
 def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
                       piece_chars: int = PIECE_CHARS) -> Iterator[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects that stream ``body`` (a chat.completion)."""
+    """The chunk objects that stream a completion body."""
     head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
             "model": body["model"], "system_fingerprint": body.get("system_fingerprint")}
 
@@ -53,14 +51,14 @@ def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
 
 
 def sse_events(body: Mapping[str, object], *, include_usage: bool = False) -> Iterator[bytes]:
-    """The stream of ``body`` as server-sent event lines, ``data: [DONE]`` last."""
+    """The stream of a body as server-sent event lines, DONE last."""
     for item in completion_chunks(body, include_usage=include_usage):
         yield b"data: " + json.dumps(item, ensure_ascii=False).encode("utf-8") + b"\n\n"
     yield b"data: [DONE]\n\n"
 
 
 def include_usage(request: Mapping[str, object]) -> bool:
-    """Whether the request's ``stream_options`` ask for a usage chunk."""
+    """Whether the request's stream options ask for a usage chunk."""
     options = request.get("stream_options")
     return isinstance(options, Mapping) and options.get("include_usage") is True
 

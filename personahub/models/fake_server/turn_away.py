@@ -1,7 +1,6 @@
-"""Closing a connection turned away at ``--max-connections`` without losing its 503.
-
-Closing a socket with unread bytes sends a reset that can discard the 503, so one shared thread
-drains such sockets before closing them."""
+"""Closing a connection turned away when full without losing its 503: closing a socket with unread
+bytes sends a reset that can discard the 503, so one shared thread drains such sockets first.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ class LingeringCloser:
         self._thread: threading.Thread | None = None
 
     def close_later(self, sock: socket.socket) -> None:
-        """Close ``sock`` (non-blocking, its write side shut) once the client is done with it."""
+        """Close a socket once the client is done with it."""
         with self._lock:
             self._pending.append((sock, time.monotonic() + LINGER_S))
             if self._thread is None:
@@ -50,7 +49,7 @@ class LingeringCloser:
         try:
             while chunk := sock.recv(65536):
                 del chunk
-            done = True  # end of file: the client closed its side
+            done = True
         except BlockingIOError:
             pass
         except OSError:
