@@ -42,8 +42,8 @@ from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields
-from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker
+from personahub.pipelines.model_fields import EngineFields
+from personahub.pipelines.provider_batch_jobs import batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
@@ -61,7 +61,7 @@ __all__ = ["RUN", "RunConfig", "RunSpec", "RunSummary", "resume_settings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig(BatchFields, ModelFields, ExecutorFields):
+class RunConfig(EngineFields):
     """A run: its scenario, what overrides it, and (engine fields) how this invocation asks.
 
     Two runs differ by the scenario's file and SHA-256; a resume reloads the scenario from its
