@@ -74,7 +74,7 @@ from personahub.pipelines.calibrate_elicit import (
     shares_of,
     shots_text,
 )
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.calibration import (
     CALIBRATE_PURPOSE,
     NO_PERSONA,
@@ -84,7 +84,7 @@ from personahub.pipelines.prompts.calibration import (
     logprobs_messages,
 )
 from personahub.pipelines.prompts.population import attribute_lines
-from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
@@ -93,7 +93,7 @@ __all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "Calibra
 
 
 @dataclass(frozen=True, kw_only=True)
-class CalibrateConfig(BatchFields, ModelFields, ExecutorFields):
+class CalibrateConfig(EngineFields):
     """What a calibration makes (stored) and, in ``engine`` fields, how this run asks."""
 
     survey: str  # an OpinionQA wave folder, a long CSV or a respondent-level CSV/Parquet

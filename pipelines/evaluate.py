@@ -62,6 +62,7 @@ from personahub.pipelines.provider_batch_jobs import (
     batch_line,
     batching_caller,
 )
+from personahub.pipelines.shipped_spec import stored_job_id
 from personahub.tasks.answer_equivalence import equivalent
 
 __all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
@@ -885,16 +886,7 @@ EVALUATION = register(EvaluationSpec())
 
 def evaluation_resume(config: EvalConfig) -> str | None:
     """This config's job id when ``config.db`` holds it (to go on with), else None."""
-    from personahub.core.jobs_store import find_job
-    from personahub.core.store import connect
-
-    if not Path(config.db).exists():
-        return None
-    con = connect(config.db, read_only=True)
-    try:
-        return job_id if find_job(con, job_id := evaluation_id_for(config)) is not None else None
-    finally:
-        con.close()
+    return stored_job_id(config.db, evaluation_id_for(config))
 
 
 def summary_lines(summary: EvalSummary) -> list[str]:

@@ -49,8 +49,8 @@ from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
-from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.model_fields import EngineFields, check_model_fields
+from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
@@ -60,7 +60,7 @@ ORIGINS = ("api", "cli", "run")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExpandConfig(BatchFields, ModelFields, ExecutorFields):
+class ExpandConfig(EngineFields):
     """An expansion: what it makes (stored, model spec redacted) and, in ``engine`` fields, how this
     run asks.
     """

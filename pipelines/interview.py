@@ -282,18 +282,12 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
 
 
 @dataclass(frozen=True, kw_only=True)
-class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
-    """What an interview asks of whom and, in ``engine`` fields, how this run asks. ``seed`` None:
-    the run's seed.
+class InterviewConfig(InterviewRequest, BatchFields, ExecutorFields, ModelFields):
+    """What an interview asks of whom (its ``InterviewRequest`` fields) and, in ``engine`` fields,
+    how this run asks. ``seed`` None: the run's seed.
     """
 
-    run_id: str
-    question: str
-    agent: str | None = None
-    where: str | None = None
-    carve: tuple[str, ...] = ()
-    step: int | None = None
-    limit: int | None = None
+    # the request is the first base, so its fields follow the engine ones, as they always have
     seed: int | None = None
     structured: str = default("structured")
     max_tokens: int | None = default("max_tokens")
@@ -303,9 +297,8 @@ class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
     batch_size: int = engine(16)  # agents whose answers are committed together
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "carve", tuple(self.carve))
+        super().__post_init__()  # the question, who is asked, the step: one line each
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
-        self.request()  # the question, who is asked, the step: one line each
         if self.seed is not None:
             check_seed(self.seed)
         check_setting(self.structured)
@@ -320,10 +313,9 @@ class InterviewConfig(BatchFields, ExecutorFields, ModelFields):
         self.check_batch(executor=self.executor, cache=self.cache)
 
     def request(self) -> InterviewRequest:
-        """Who is asked what, at which step."""
-        return InterviewRequest(run_id=self.run_id, question=self.question, agent=self.agent,
-                                where=self.where, carve=self.carve, step=self.step,
-                                limit=self.limit)
+        """Who is asked what, at which step: the request fields alone."""
+        return InterviewRequest(**{f.name: getattr(self, f.name)
+                                   for f in dataclasses.fields(InterviewRequest)})
 
 
 def resume_settings(**given: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
-from personahub.core.store import DEFAULT_DB, connect
+from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
 from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
@@ -43,7 +43,7 @@ from personahub.pipelines.prompts.judge import (
 )
 from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
-from personahub.pipelines.shipped_spec import ShippedSpec
+from personahub.pipelines.shipped_spec import ShippedSpec, stored_job_id
 from personahub.tasks import Criterion, Task, stored_task
 
 # what makes two judges the same judge (its id): the target, the items drawn, the model asked
@@ -365,13 +365,7 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
 
 def judge_resume(config: JudgeConfig) -> str | None:
     """This judge's id when ``config.db`` holds its job (to go on with), else None."""
-    if not Path(config.db).exists():
-        return None
-    con = connect(config.db, read_only=True)
-    try:
-        return judge_id if find_job(con, judge_id := judge_id_for(config)) is not None else None
-    finally:
-        con.close()
+    return stored_job_id(config.db, judge_id_for(config))
 
 
 JUDGE = register(JudgeSpec())

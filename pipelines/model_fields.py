@@ -1,8 +1,8 @@
 """The engine fields every model job's config shares, and their checks.
 
-A config inherits ``ModelFields`` and ``ExecutorFields`` (and ``BatchFields`` for ``--batch``),
-checks its own fields, then calls ``check_model_fields``; each bad value is a one-line usage
-error naming its flag, before anything is opened.
+A config inherits ``EngineFields`` (or ``ModelFields`` and ``ExecutorFields``, and ``BatchFields``
+for ``--batch``), checks its own fields, then calls ``check_model_fields``; each bad value is a
+one-line usage error naming its flag, before anything is opened.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from personahub.models.adaptive_limit import Concurrency
 from personahub.models.generation import Generation
 from personahub.models.settings import parse_concurrency
 from personahub.models.structured import check_setting
+from personahub.pipelines.provider_batch_jobs import BatchFields
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +49,13 @@ class ExecutorFields:
     ray_address: str | None = engine(default("ray_address"))
     # Ray actors asking the model; None: one per CPU
     ray_workers: int | None = engine(default("ray_workers"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineFields(BatchFields, ModelFields, ExecutorFields):
+    """Every engine field of a model job that may send its calls as provider batches: the
+    executor's, then the model's, then the batch fields, the order its config lists them in.
+    """
 
 
 def check_model_fields(config: Any) -> None:

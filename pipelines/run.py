@@ -42,8 +42,8 @@ from personahub.personas.quality import rejected_counts
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields
-from personahub.pipelines.provider_batch_jobs import BatchFields, batched_asker
+from personahub.pipelines.model_fields import EngineFields
+from personahub.pipelines.provider_batch_jobs import batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
@@ -61,7 +61,7 @@ __all__ = ["RUN", "RunConfig", "RunSpec", "RunSummary", "resume_settings"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class RunConfig(BatchFields, ModelFields, ExecutorFields):
+class RunConfig(EngineFields):
     """A run: its scenario, what overrides it, and (engine fields) how this invocation asks.
 
     Two runs differ by the scenario's file and SHA-256; a resume reloads the scenario from its
@@ -179,18 +179,11 @@ class ActionsLost(ResumableStop):
 
 @dataclass
 class Taken:
-    """A step as its batch returns it: the result and when the step started."""
+    """A step as its batch returns it: the result (which carries the step's calls) and when the
+    step started."""
 
     result: StepResult
     started_at: dt.datetime
-
-    @property
-    def records(self) -> list[Any]:
-        return self.result.records
-
-    @property
-    def cache_entries(self) -> list[Any]:
-        return self.result.cache_entries
 
 
 @dataclass
@@ -355,7 +348,7 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
         duplicates = runner.flag_duplicates(step, state.indexes)
         rows = store.step_rows(ctx.job_id, step, duplicates, result.started_at,
                                model=ctx.caller.label)
-        return BatchOutcome(rows=rows, calls=[result], asked=kept + len(errors), kept=kept,
+        return BatchOutcome(rows=rows, calls=[step], asked=kept + len(errors), kept=kept,
                             errors=errors, label=f"step {batch}",
                             progress=("step", batch, ctx.config.run_steps),
                             then=lambda: store.set_steps_done(ctx.con, ctx.job_id, batch))

@@ -8,9 +8,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from personahub.core.jobs_store import find_job
 from personahub.core.kernel import SpecBase
+from personahub.core.store import connect
 from personahub.models.settings import LLMSettings
 from personahub.pipelines.labels import SHIPPED
+
+__all__ = ["ShippedSpec", "stored_job_id"]
 
 C = TypeVar("C")
 B = TypeVar("B")
@@ -38,3 +42,23 @@ class ShippedSpec(SpecBase[C, B, R, S]):
     def label(self, config: Mapping[str, Any]) -> str:
         """A few words on what a job makes, from its stored config (``personahub jobs``)."""
         return SHIPPED[self.kind].label(config)
+
+
+def stored_job_id(db: str | Path, job_id: str) -> str | None:
+    """``job_id`` when the database at ``db`` holds that job, else None: for a kind whose id is its
+    settings (judge, evaluation), a second start of the same settings goes on with the job.
+
+    Args:
+        db: the database file; a missing one holds no job (and is not created).
+        job_id: the id the kind derives from a config.
+
+    Returns:
+        ``job_id``, or None when the database does not hold it.
+    """
+    if not Path(db).exists():
+        return None
+    con = connect(db, read_only=True)
+    try:
+        return job_id if find_job(con, job_id) is not None else None
+    finally:
+        con.close()

@@ -22,12 +22,10 @@ from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import now as _now
 from personahub.core.kernel import (
     BatchOutcome,
     JobContext,
-    check_cache_mode,
     engine,
     iter_batches,
     register,
@@ -35,24 +33,17 @@ from personahub.core.kernel import (
 from personahub.core.store import DEFAULT_DB, scalar
 from personahub.core.validate import (
     check_int,
-    check_number,
-    check_optional_number,
-    check_seed,
 )
-from personahub.executors import check_executor
 from personahub.models.failures import call_error
-from personahub.models.generation import Generation
-from personahub.models.settings import parse_concurrency
-from personahub.models.structured import check_setting
 from personahub.personas.gate_labels import drawn_gates, spec_is_offline
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import QualityIssue, rejected_row, rejection_line, tally
 from personahub.personas.record import Persona
 from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields
+from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
-from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.synthesis_inputs import (
     DEFAULT_NPC_WORLD,
@@ -76,7 +67,7 @@ __all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConf
 
 
 @dataclass(frozen=True, kw_only=True)
-class SynthConfig(BatchFields, ModelFields, ExecutorFields):
+class SynthConfig(EngineFields):
     """What a synthesis job makes (stored, model spec redacted) and, in ``engine`` fields, how this
     run asks (a resume takes those from its caller).
     """
@@ -105,21 +96,11 @@ class SynthConfig(BatchFields, ModelFields, ExecutorFields):
     allow_fewer: bool = engine(False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         object.__setattr__(self, "carve", tuple(self.carve))
-        check_setting(self.structured)
-        check_max_failed_share(self.max_failed_share)
-        check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        self.check_batch(executor=self.executor, cache=self.cache)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_seed(self.seed)
+        check_model_fields(self)
         check_int(self.n, "--n", low=1)
         check_int(self.per_persona, "--per-persona", low=1, high=MAX_PER_PERSONA)
         check_int(self.batch_size, "batch size", low=1)
-        check_number(self.offline_latency_s, "offline latency", low=0)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
         task = synthesis_task(self.task)  # PersonahubError naming the tasks when unknown
         if self.prompting not in PROMPTING_MODES:
             raise UsageError(

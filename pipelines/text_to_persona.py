@@ -42,9 +42,9 @@ from personahub.personas.text_to_persona import (
     screen,
     text_personas_schema,
 )
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
-from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
@@ -52,7 +52,7 @@ __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPerso
 
 
 @dataclass(frozen=True, kw_only=True)
-class TextConfig(BatchFields, ModelFields, ExecutorFields):
+class TextConfig(EngineFields):
     """A text-to-persona job: what it makes (stored, model spec redacted) and, in ``engine`` fields,
     how this run reads and asks.
     """
