@@ -202,7 +202,7 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
         con.execute("RESET memory_limit")
 
 
-# who put an event or intervention row into the run (NULL: the scenario)
+#: who put an event or intervention row into the run (NULL: the scenario)
 SOURCE: Final = "coalesce(source, 'scenario')"
 
 
