@@ -1,7 +1,7 @@
 """The scenario contract: a Python file that defines ``SCENARIO = Scenario(...)``.
 
 Every part is a frozen, keyword-only dataclass validated on construction, so a broken scenario
-fails at load time, naming the bad field, before any database is touched.
+fails at load time, naming the bad field.
 """
 
 from __future__ import annotations
@@ -65,10 +65,7 @@ def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _named_fields(cls: type[_T]) -> type[_T]:
-    """Make a scenario dataclass report an unknown or missing field as a ScenarioValueError.
-
-    A wrong field name is the author's mistake, so it exits 2 listing the known fields.
-    """
+    """Make a scenario dataclass report an unknown or missing field as a usage error listing the fields."""
     init = cls.__init__
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     shown = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
@@ -104,13 +101,13 @@ class PersonaSource:
     """Where the scenario's personas come from: a file (the default), or the hub.
 
     Attributes:
-        path: a persona file relative to the scenario file; ``seed`` (default) is the shipped
-            set, ``hub`` samples the run's own database.
-        limit: take at most this many (first in file order, or a seeded sample from the hub).
-        fmt: importer format name; ``auto`` detects it.
-        hub: sample from this database file instead of a persona file.
+        path: a persona file relative to the scenario file; seed (default) is the shipped set, hub
+            samples the run's own database.
+        limit: take at most this many (the first, or a seeded sample from the hub).
+        fmt: importer format name; auto detects it.
+        hub: sample from this database file instead.
         where: hub only: one SQL condition over the personas table.
-        carve: hub only: conditions KEY OP VALUE that must all hold, e.g. "age>30".
+        carve: hub only: KEY OP VALUE conditions that must all hold, e.g. "age>30".
         seed: hub only: the sampling seed.
         include_ungated: hub only: also draw personas the quality gate did not pass.
     """
@@ -167,8 +164,7 @@ class GraphGrowth:
     Attributes:
         hops: persona-to-persona expansion rounds (0 to 6, as in the paper).
         fanout: related people asked for per persona per round.
-        acquaintances: links per persona in a seeded small-world graph, so a community starts
-            connected.
+        acquaintances: links per persona in a seeded small-world graph.
         rewire: small-world rewiring probability.
     """
 
@@ -202,11 +198,11 @@ class Activation:
     """Which agents act in a step (idle agents make no model call).
 
     Attributes:
-        mode: all, probability (each agent with probability p), count (exactly count agents,
-            drawn per step) or function (``when(step, info, rng)`` decides).
+        mode: all, probability (each agent with probability p), count (count agents drawn per
+            step) or function (``when(step, info, rng)`` decides).
         p: the per-agent probability.
-        count: agents per step (all of them when there are fewer).
-        when: the decision function, given an AgentInfo and a seeded random.Random.
+        count: agents per step.
+        when: the decision function.
     """
 
     mode: str = "all"
@@ -228,16 +224,15 @@ class Activation:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Audience:
-    """Who receives an event or a survey. With no field set: everyone; set fields combine with AND.
+    """Who receives an event or a survey: everyone, or the agents meeting every set field.
 
     Attributes:
-        personas: these agents only (persona ids, or agent ids as ints).
-        text_contains: agents whose persona text contains any of these (case-insensitive).
-        attributes: agents whose persona attributes have all these values.
-        where: agents for which this predicate of an AgentInfo is true.
-        near: agents within hops of this agent on the graph (itself included).
-        hops: radius for near.
-        arms: agents in one of these arms of a within-world experiment (set by the experiment).
+        personas: these agents (persona ids, or agent ids as ints).
+        text_contains: persona text contains any of these (case-insensitive).
+        attributes: persona attributes have all these values.
+        where: this predicate of an AgentInfo is true.
+        near, hops: within hops of this agent on the graph (itself included).
+        arms: in one of these arms of a within-world experiment (set by the experiment).
     """
 
     personas: tuple[AgentRef, ...] = ()
@@ -304,10 +299,10 @@ class Event:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Intervention:
-    """A change made to the society at the start of a step.
+    """A change made to the society at the start of a step, before anyone acts.
 
     Attributes:
-        step: when (applied before anyone acts).
+        step: when.
         action: set_persona, add_memory, forget, add_edge or remove_edge.
         target: the agent changed (persona id, or agent id as an int).
         other: the other end of an edge.
@@ -343,14 +338,14 @@ class Survey:
     """A question asked to agents at chosen steps; answers go to the survey_answers table.
 
     Attributes:
-        id: short identifier (survey_id in the table).
+        id: short identifier.
         question: the question text.
         steps: the steps at which it is asked.
         answer: choice (one of options), scale (an integer low..high) or text.
         options: the choices.
         low, high: the scale's range.
         audience: who is asked (everyone by default).
-        remember: the agent remembers its answer (otherwise a survey leaves no trace).
+        remember: the agent remembers its answer.
     """
 
     id: str
@@ -385,21 +380,20 @@ class Survey:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Memory:
-    """How much each agent remembers; older items are folded into a bounded keyword summary.
+    """How much each agent remembers; older items fold into a bounded keyword summary.
 
     Attributes:
-        observations: events (and remembered notes) kept verbatim.
+        observations: events and notes kept verbatim.
         own: the agent's own latest emissions kept verbatim.
-        summary_terms: keywords kept in the running summary of everything evicted.
-        retrieve: Generative Agents retrieval: evicted items go to a store, and a prompt
-            recalls the items scoring best on recency, importance and relevance.
+        summary_terms: keywords kept in the summary of everything evicted.
+        retrieve: Generative Agents retrieval: a prompt recalls the stored items scoring best on
+            recency, importance and relevance.
         store: items kept for retrieval besides the verbatim ones.
-        top_k: items a prompt recalls (the prompt budget still applies).
-        reflect_every: every this many steps an agent with new memories reflects: one model
-            call writes a summary in its voice that replaces the keyword summary.
+        top_k: items a prompt recalls.
+        reflect_every: every this many steps an agent with new memories reflects: one model call
+            writes a summary in its voice that replaces the keyword summary.
         reflect_overflow: also reflect once this many items have left memory.
-    The defaults make no extra model call; ``Memory(retrieve=True, reflect_every=3)`` turns
-    both on.
+    The defaults make no extra model call.
     """
 
     observations: int = 6
@@ -432,7 +426,7 @@ class Memory:
         return self.reflect_every is not None or self.reflect_overflow is not None
 
     def new_agent_memory(self, inbox_size: int) -> AgentMemory:
-        """An empty memory of these sizes; built in one place so a restored one matches the run's."""
+        """An empty memory of these sizes, so a restored one matches the run's."""
         return AgentMemory(observations=self.observations, messages=inbox_size, own=self.own,
                            summary_terms=self.summary_terms, retrieve=self.retrieve,
                            store=self.store, top_k=self.top_k, reflect=self.reflects,
@@ -450,24 +444,23 @@ class Scenario:
         personas: where the personas come from.
         graph: how the relationship graph grows before the first step.
         steps: number of simulation steps.
-        kinds: emission kinds agents choose from (any registered kind).
+        kinds: emission kinds agents choose from.
         kind_weights: relative weights for kinds (uniform when None).
         policy: scripted (kind and addressee drawn) or deliberate (a model call decides).
         world: the world text every agent sees.
-        world_file: a file holding more world text, relative to the scenario file.
+        world_file: a file of more world text, relative to the scenario file.
         events: Event objects, or a mapping step -> texts broadcast to everyone.
         interventions: Intervention objects.
         surveys: Survey objects.
         activation: an Activation, or the probability that an agent acts in a step.
         memory: how much each agent remembers.
-        inbox_size: how many received messages an agent keeps in view.
+        inbox_size: received messages an agent keeps in view.
         prompt_budget: approximate tokens an agent prompt may spend, in all and per part.
-        seed: default seed of the run (``--seed`` overrides).
-        duplicate_window: near-duplicates are checked against this many latest emissions of a
-            kind (None: all), which bounds memory in very long runs.
-        within_arms: arms agents are randomised into in a within-world experiment (set by it).
-        within_stratify: how that randomisation is stratified.
-        within_worlds: (arm, text) pairs: extra world text an arm's agents see.
+        seed: default seed of the run.
+        duplicate_window: near-duplicates are checked against this many latest emissions of a kind
+            (None: all); bounds memory in long runs.
+        within_arms, within_stratify, within_worlds: a within-world experiment's arms, their
+            stratification and each arm's extra world text (set by the experiment).
         archetypes: ask choice and scale surveys, and draw actions, once per archetype of this
             many (None: every agent is asked).
         archetype_elicit: stated (the representative states the shares) or sample:N.
@@ -560,7 +553,7 @@ class Scenario:
 
     @property
     def scheduled_events(self) -> tuple[Event, ...]:
-        """The events sorted by step (the field also accepts a step -> texts mapping)."""
+        """The events sorted by step."""
         return cast(tuple[Event, ...], self.events)
 
     def events_at(self, step: int) -> list[Event]:
@@ -631,7 +624,7 @@ def raised_text(exc: BaseException) -> str:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Execute a scenario file (its own CLI hook does not fire: it runs under another module name).
+    """Execute a scenario file under another module name (so its own CLI hook does not fire).
 
     Args:
         path: the scenario file.
@@ -688,7 +681,7 @@ EXPANDED_ATTRIBUTES = frozenset({"parent", "relation"})
 def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
     """Fail, naming the field, when the scenario names agents or attributes its personas lack.
 
-    Personas an expansion adds cannot be named: a model writes them, so their agent ids are unknown.
+    Personas an expansion adds cannot be named: their agent ids are unknown in advance.
     """
     ids = {p.persona_id for p in personas}
     count = len(personas)

@@ -1,9 +1,8 @@
 """The Mesa model of a persona society: one agent per persona on its relationship graph.
 
-A step gathers, then applies: interventions, deliveries and events first; then the agents'
-calls, survey questions and reflections run concurrently on a frozen snapshot; then results
-apply in agent-id order. Random draws come from RNGs derived from (run seed, step, persona),
-so a seeded run is identical however the model calls interleave.
+A step applies interventions and events, runs the agents' model calls concurrently on a frozen
+snapshot, then applies results in agent-id order. Random draws derive from (run seed, step,
+persona), so a seeded run is identical however the calls interleave.
 """
 
 from __future__ import annotations
@@ -102,7 +101,7 @@ class StepResult:
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
-    """64 bits hashed from parts (run seed, step, persona...)."""
+    """64 bits hashed from parts."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
 
 
@@ -119,9 +118,8 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 
 def step_draws(keys: np.ndarray, step: int) -> np.ndarray:
-    """One uniform draw in [0, 1) per agent seed for this step, vectorised.
-
-    Hashing every persona every step cost about 0.2 s per step at 100,000 agents.
+    """One uniform draw per agent for this step, vectorised (hashing per persona cost 0.2 s per step
+    at 100,000 agents).
     """
     salt = _mix64(np.array([step], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return (_mix64(keys ^ salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
@@ -204,7 +202,7 @@ class SocietyAgent(FixedAgent):
         self.touch()
 
     def get_state(self) -> dict[str, Any]:
-        """Plain-data state (persona text, memory, undelivered messages) for checkpoints."""
+        """Plain-data state for checkpoints."""
         return {
             "persona_id": self.persona_id,
             "persona_text": self.persona_text,
@@ -231,7 +229,7 @@ Gathered = tuple[list[AgentOutcome], list[Any], list[StructuredResult[Any]],
 
 @dataclass(frozen=True)
 class _Drawn:
-    """A member's survey answer drawn from its archetype's distribution (no call of its own)."""
+    """A member's survey answer drawn from its archetype's distribution."""
 
     value: Any
     error: str | None = None
@@ -241,7 +239,7 @@ class _Drawn:
 
 @dataclass
 class _Planned:
-    """A step up to its model calls: who acts, who is asked, who saw what, who reflects."""
+    """A step up to its model calls."""
 
     result: StepResult
     planned: list[Plan]
@@ -324,7 +322,7 @@ class SocietyModel(mesa.Model):
         return self.archetype_of is not None and survey.answer in ("choice", "scale")
 
     def _assign_arms(self, personas: Sequence[Persona]) -> dict[str, str]:
-        """Each agent's arm, drawn as the experiment redraws it afterwards from the same inputs."""
+        """Each agent's arm, drawn as the experiment redraws it from the same inputs."""
         ids = [p.persona_id for p in personas]
         graph = self.network.G if self.scenario.within_stratify == STRATIFY_COMMUNITY else None
         labels = strata(ids, [p.attributes for p in personas], graph,
@@ -349,7 +347,7 @@ class SocietyModel(mesa.Model):
         return self.by_persona[str(ref)]
 
     def _check_references(self) -> None:
-        """Fail before step 1 when the scenario names agents that are not in this run."""
+        """Fail before step 1 when the scenario names agents not in this run."""
         def check(ref: AgentRef | None, where: str) -> None:
             if ref is not None and not (ref in self.by_agent_id if isinstance(ref, int)
                                         else ref in self.by_persona):
@@ -394,10 +392,7 @@ class SocietyModel(mesa.Model):
         return list(agents)
 
     def _active(self, step: int) -> list[SocietyAgent]:
-        """Who acts this step, in agent-id order.
-
-        Draws come from derived RNGs so a resumed run draws what the uninterrupted one drew.
-        """
+        """Who acts this step, in agent-id order, drawn so a resumed run draws the same."""
         policy = self.scenario.activation
         assert not isinstance(policy, float)
         n = len(self.agents)
@@ -465,7 +460,7 @@ class SocietyModel(mesa.Model):
         return self.last_result
 
     def _open_step(self, step: int) -> _Planned:
-        """Everything before the step's model calls: interventions, deliveries, events, plans."""
+        """Everything before the step's model calls."""
         result = StepResult(step=step, n_active=0)
         self._intervene(step, result)
         # not shuffle_do: a shuffle would draw from self.random for nothing
@@ -602,8 +597,7 @@ class SocietyModel(mesa.Model):
 
     def _sampled(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                  group: list[int]) -> list[SocietyAgent]:
-        """The members sampled for one archetype's distribution (a derived RNG, so a resume draws the same).
-        """
+        """The members sampled for one archetype's distribution, drawn so a resume draws the same."""
         assert self.archetype_sample is not None and self.archetype_of is not None
         survey, first = asked[group[0]]
         members = [asked[i][1] for i in group]
@@ -615,9 +609,8 @@ class SocietyModel(mesa.Model):
 
     async def _sample_shares(self, step: int, survey: Survey, members: list[SocietyAgent],
                              seen: dict[int, list[str]]) -> StructuredResult[Any]:
-        """One archetype's answer distribution: the raw shares of its sampled members' answers.
-
-        Not smoothed: an answer no member gave is never drawn.
+        """Raw shares of an archetype's sampled members' answers (unsmoothed: an answer no one gave is
+        never drawn).
         """
         results = await asyncio.gather(*(
             self._ask(step, survey, agent, seen.get(agent.unique_id, []),
@@ -634,7 +627,7 @@ class SocietyModel(mesa.Model):
 
     def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
                       stated: StructuredResult[Any]) -> _Drawn:
-        """A member's answer drawn from its archetype's shares, independent of who else was asked."""
+        """A member's answer drawn from its archetype's shares."""
         if stated.value is None:
             last = stated.records[-1] if stated.records else None
             return _Drawn(None, "archetype call: " + (getattr(last, "error", None)
