@@ -8,9 +8,8 @@ A scenario file declares one next to its SCENARIO::
         outcomes=(Outcome(survey="purchase_intent", step=5, options=("definitely", "probably")),),
     )
 
-The first arm is the control. By default each arm is its own society built from the same seed
-(between worlds); with ``design="within"`` each replicate is one society whose agents are
-randomised into the arms. Everything is checked when the file loads.
+The first arm is the control. Each arm is its own society from the same seed, or with
+``design="within"`` each replicate is one society whose agents are randomised into the arms.
 """
 
 from __future__ import annotations
@@ -102,11 +101,10 @@ class Outcome:
     Attributes:
         survey: the survey id (empty for a SQL outcome).
         step: the step whose answers count.
-        options: for a choice survey, the options whose share is the outcome; empty for a
-            scale survey, whose outcome is the mean.
+        options: a choice survey's options whose share is the outcome; empty: the scale's mean.
         name: the outcome's name in tables (default SURVEY@STEP; required with sql).
-        sql: a query returning (agent_id, value) rows or one value row, with the run's id
-            bound as ``$run_id``; the outcome is the mean of the values.
+        sql: a query of (agent_id, value) rows or one value row, the run's id bound as
+            ``$run_id``; the outcome is the mean.
     """
 
     survey: str = ""
@@ -158,8 +156,7 @@ class Experiment:
         arms: two or more Arm objects; the first is the control.
         outcomes: one or more Outcome objects.
         replicates: runs per arm, with seeds scenario.seed + 0, 1, ...
-        design: between (each arm its own society) or within (one society per replicate,
-            its agents randomised into the arms).
+        design: between (each arm its own society) or within (agents randomised into the arms).
         stratify: within only: ``attributes:<name>`` or ``community`` (Louvain); empty: none.
         id: the experiment's id (default: the scenario's name); a rerun skips finished runs.
     """
@@ -287,9 +284,7 @@ def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
 
 
 def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
-    """The one scenario of a within-world replicate: every arm's changes, each reaching only its
-    arm's agents.
-    """
+    """The one scenario of a within-world replicate: each arm's changes reach only its agents."""
     names = tuple(a.name for a in experiment.arms)
 
     def keeping(dropped: str, index: int) -> tuple[str, ...]:
@@ -322,10 +317,7 @@ def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
 
 def strata(persona_ids: Sequence[str], attributes: Sequence[Mapping[str, Any]],
            graph: nx.Graph | None, stratify: str, seed: int) -> list[str]:
-    """Each agent's stratum label.
-
-    Communities use a graph rebuilt in sorted order, so seeded Louvain does not depend on build order.
-    """
+    """Each agent's stratum label (communities from a sorted graph, so seeded Louvain is stable)."""
     if not stratify:
         return ["" for _ in persona_ids]
     if stratify.startswith(STRATIFY_ATTRIBUTES):
@@ -348,8 +340,8 @@ def assign_arms(persona_ids: Sequence[str], arms: Sequence[str], seed: int,
                 labels: Sequence[str] | None = None) -> dict[str, str]:
     """Randomise agents into arms, balanced within each stratum.
 
-    Each stratum is shuffled and dealt to the arms in turn, the turn carrying over between strata,
-    so arm counts differ by at most one within every stratum and overall.
+    Strata are shuffled and dealt to the arms in turn, the turn carrying over, so arm counts differ
+    by at most one within every stratum and overall.
 
     Args:
         persona_ids: the agents.

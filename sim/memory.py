@@ -1,8 +1,7 @@
-"""Bounded agent memory: recent observations, messages received, own emissions, and a summary.
+"""Bounded agent memory: recent observations, messages, own emissions, and a keyword summary.
 
-What leaves a fixed-size part is folded into a keyword summary without a model call, so memory
-is bounded, free and identical after a resume. Retrieval and reflection, after Generative
-Agents (Park et al. 2023), are opt-in.
+What leaves a fixed-size part folds into the summary without a model call, so memory is bounded,
+free and identical after a resume. Retrieval and reflection (Generative Agents) are opt-in.
 """
 
 from __future__ import annotations
@@ -158,8 +157,8 @@ class AgentMemory:
         return lines + ([self.summary_text()] if self.summary else [])
 
     def prompt_lines(self, before_step: int) -> list[str]:
-        """What the agent recalls for a prompt, oldest first; the reflection sits at its own step so
-        the prompt budget weighs it by age.
+        """What the agent recalls for a prompt, oldest first; the reflection sits at its own step so the
+        prompt budget weighs it by age.
         """
         lines = [self.summary_text()] if self.summary else []
         recalled = self.recalled(before_step)
@@ -183,8 +182,8 @@ class AgentMemory:
         """The top_k candidates by recency + importance + relevance, shown oldest first.
 
         Recency and relevance are min-max normalised as in Generative Agents; importance keeps its
-        fixed scale. Relevance is the cosine of word stems with this step's events and messages and
-        weighs double, so an old item about this step beats the newest unrelated one.
+        fixed scale. Relevance (word-stem cosine with this step's events and messages) weighs double,
+        so an old item about this step beats the newest unrelated one.
         """
         items = self.candidates(before_step)
         if len(items) <= self.top_k:

@@ -1,7 +1,5 @@
-"""What a run does to its society, apart from the job around it: personas, graph, Mesa model.
-
-It loads the scenario's personas, identifies a scenario by digest, records the agents and
-starting graph (or reads them back on resume), and restores a model to a committed step.
+"""What a run does to its society: load personas, record the agents and starting graph (or read
+them back on resume), and restore a model to a committed step.
 """
 
 from __future__ import annotations
@@ -37,9 +35,8 @@ from personahub.sim.society import SocietyModel, StepResult
 def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
                            con: duckdb.DuckDBPyConnection | None = None, *,
                            offline: bool = False, notes: list[str] | None = None) -> list[Persona]:
-    """The scenario's personas: from its file, or a seeded sample of the gated hub personas.
-
-    A hub draw short of its limit adds a note saying what the gate held back.
+    """The scenario's personas: from its file, or a seeded sample of the gated hub personas (a short
+    draw adds a note on what the gate held back).
     """
     if scenario.personas.from_hub:
         return _hub_personas(scenario, db, con, offline, notes)
@@ -115,9 +112,8 @@ def scenario_key(scenario: Scenario) -> str:
 
 def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha256: str | None,
                            scenario_path: str | None) -> Path:
-    """The run's scenario file, if its bytes are the ones the run started with.
-
-    An edited scenario would mix two versions in one run.
+    """The run's scenario file, if its bytes are the ones the run started with (an edited one would
+    mix two versions in one run).
     """
     source = recorded_file or scenario_path
     if not source:

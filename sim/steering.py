@@ -1,8 +1,7 @@
 """Steering a live run: pause, single steps, resume, and events typed in by hand.
 
-The live page and the runner share one Steering; the runner consults it before each step, so a
-step is never changed half-way. An injected event is recorded in the next step's transaction,
-so it survives a kill and resume.
+The runner consults the shared Steering before each step, so a step is never changed half-way;
+an injected event is recorded in the next step's transaction.
 """
 
 from __future__ import annotations

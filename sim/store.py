@@ -1,7 +1,7 @@
 """The run log's SQL: the tables a scenario run writes, and what reads them back.
 
-A step's rows and model calls commit in one transaction, so a crash leaves the database at the
-last complete step and a resume continues from there.
+A step's rows and model calls commit in one transaction, so a resume continues from the last
+complete step.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
 
 def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
                     ) -> tuple[str, list[tuple[int, int, str, str]]]:
-    """Per archetype, largest first: its size, representative and members' attribute shares."""
+    """Per archetype, largest first: size, representative and members' attribute shares."""
     rows = con.execute("SELECT archetype, size, representative, attribute_shares, method "
                        "FROM run_archetypes WHERE run_id = ? ORDER BY size DESC, archetype",
                        [run_id]).fetchall()
@@ -160,10 +160,8 @@ _sharing_lock = threading.Lock()
 
 @contextlib.contextmanager
 def shared_pool() -> Iterator[None]:
-    """Mark several runs of this process as sharing one database instance.
-
-    Meanwhile release_cached_blocks leaves the pool alone: lowering its limit under the others'
-    allocations makes DuckDB fail them for lack of memory.
+    """Mark several runs of this process as sharing one database instance, so release_cached_blocks
+    does not lower the pool's limit under the others' allocations (DuckDB fails them).
     """
     with _sharing_lock:
         _sharing[0] += 1
@@ -178,9 +176,8 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
                           room: int = 64 << 20) -> None:
     """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
 
-    DuckDB keeps every block until its limit (80% of RAM) and its own checkpoints grew in memory
-    (bench_memory_long.py); a checkpoint under a limit just above the other buffers evicts blocks
-    already on disk. Nothing changes when the pool cannot shrink or a transaction is open.
+    DuckDB keeps every block up to 80% of RAM and its own checkpoints grew in memory
+    (bench_memory_long.py). Nothing changes when the pool cannot shrink or a transaction is open.
     """
     if _sharing[0]:
         return
@@ -315,7 +312,7 @@ def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
 
 
 def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], list[str]]:
-    """Committed emissions' texts by id (the near-duplicate index reads them back, not from memory)."""
+    """Committed emissions' texts by id, read back instead of kept in memory."""
     def read(ids: Sequence[str]) -> list[str]:
         found: dict[str, str] = {}
         for lo in range(0, len(ids), 1000):  # constants: a filter in the scan, not a join
