@@ -125,7 +125,6 @@ def _question_rows(question: Question,
                    panels: Mapping[tuple[tuple[str, str], ...], tuple[str, str, set[str]]],
                    humans: Respondents, keys: Sequence[str], alpha: float
                    ) -> list[dict[str, object]]:
-    """One question's rows of the PPI table."""
     k = len(question.ordinal)
     sim: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}  # persona -> answer, profile
     for qid, pid, answer, attributes in answered:

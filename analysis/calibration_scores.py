@@ -133,7 +133,6 @@ def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.n
 
 def _representativeness_rows(question: Question, sims: np.ndarray, human: np.ndarray
                              ) -> np.ndarray:
-    """Representativeness of each row of sims against human, vectorised."""
     if question.is_ordinal:
         positions = np.asarray(question.ordinal, dtype=float)
         span = float(positions.max() - positions.min())

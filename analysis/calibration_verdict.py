@@ -98,7 +98,6 @@ def _ratio(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def _gap_of(split: int) -> object:
-    """The first split samples' ratio minus the rest's."""
     def gap(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         return _ratio(*samples[:split], axis=axis) - _ratio(*samples[split:], axis=axis)
     return gap

@@ -75,7 +75,6 @@ def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
 
 
 def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float, float, float]:
-    """The share (in %) or mean of the values and its interval."""
     n = len(values)
     if share:
         low, high = proportion_confint(int(values.sum()), n, alpha=1 - confidence,

@@ -107,7 +107,6 @@ def merge_types(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | N
 
 
 def _inferred(values: list[Any]) -> pa.DataType | None:
-    """The type Arrow infers, or None when the values share none."""
     try:
         return pa.array(values).type
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):

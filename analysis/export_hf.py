@@ -68,7 +68,6 @@ def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) ->
 
 
 def _size_category(rows: int) -> str:
-    """The Hub's size category for a row count."""
     bounds = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
               (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))
     return next((label for bound, label in bounds if rows < bound), "10M<n<100M")

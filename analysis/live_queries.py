@@ -214,7 +214,6 @@ def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
 
 
 def _planned_surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
-    """The scenario's surveys as stored in the run's configuration."""
     job = find_job(con, run_id)
     config = job.config if job is not None else {}
     return {s["id"]: s for s in (config.get("scenario") or {}).get("surveys") or [] if "id" in s}

@@ -319,7 +319,6 @@ def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1"
 
 def _serve_until_interrupted(say: Callable[[str], None], what: str,
                              stop: Callable[[], None]) -> None:
-    """Say what is over, serve until Ctrl-C or SIGTERM, then stop."""
     say(f"{what}; the view stays up until Ctrl-C")
     try:
         while True:

@@ -157,7 +157,6 @@ def duplicate_axis_limit(rates: list[float]) -> float:
 
 
 def _archetypes(con: duckdb.DuckDBPyConnection, run_id: str) -> Section | None:
-    """The run's archetypes, largest first; None without them."""
     method, rows = archetype_table(con, run_id)
     if not rows:
         return None
@@ -336,7 +335,6 @@ def _plot_survey(ax: Any, survey: SurveyShares, rep: Report, last_step: int) -> 
 
 
 def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
-    """Survey answer shares per step; no section when there are none."""
     columns = {r[0] for r in _rows(con, "SELECT column_name FROM information_schema.columns "
                                         "WHERE table_name = 'survey_answers'")}
     if not columns:
@@ -370,7 +368,6 @@ def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
 
 
 def _failures(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
-    """Failed model calls by purpose and first error line, and what the quality gate refused."""
     section = Section("Failures")
     owner = rep.job_id or rep.run_id
     calls = failed_call_groups(con, owner, limit=20)
@@ -415,7 +412,6 @@ def _output_cell(sample: Sample) -> str:
 
 
 def _samples(con: duckdb.DuckDBPyConnection, rep: Report) -> list[Section]:
-    """One section per kind/task: a few outputs, each beside the persona that wrote it."""
     preview = _preview_of(con, rep, REPORT_SAMPLES)
     if preview is None or not preview.samples:
         return [Section("Samples", note="No items to show.")]
@@ -434,7 +430,6 @@ def _samples(con: duckdb.DuckDBPyConnection, rep: Report) -> list[Section]:
 
 
 def _outliers(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
-    """The longest and shortest outputs, and some flagged as near-duplicates."""
     section = Section("Outliers")
     found = outliers(con, job_id=rep.job_id, run_id=None if rep.job_id else rep.run_id)
     groups = [("longest", found.longest), ("shortest", found.shortest),
@@ -453,7 +448,6 @@ def _outliers(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 
 def _validity(con: duckdb.DuckDBPyConnection, owner_id: str | None) -> Section | None:
-    """The latest judge's validity rate and per-criterion rates, if any."""
     figures = latest_validity(con, owner_id) if owner_id else None
     if figures is None:
         return None
@@ -544,7 +538,6 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
 
 
 def _write_sections(con: duckdb.DuckDBPyConnection, rep: Report) -> None:
-    """Draw every section into its staged, empty folder, then its index.html."""
     job_id, run = rep.job_id, rep.run_id
     if job_id is not None:
         rep.facts = job_facts(con, job_id)

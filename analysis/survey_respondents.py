@@ -77,7 +77,6 @@ def _text(value: object) -> str:
 
 
 def _codebook(path: Path) -> dict[str, Question] | None:
-    """The codebook's questions, or None when there is no codebook."""
     book = codebook_path(path)
     if not book.is_file():
         return None

@@ -135,7 +135,6 @@ class AgentMemory:
             self.unreflected.append(item)
 
     def _fold(self, text: str) -> None:
-        """Fold an evicted item's keywords into the summary (older terms decay)."""
         if self.summary_terms == 0:
             return
         terms = {w: round(v * DECAY, 6) for w, v in self.summary.items()}
@@ -287,7 +286,6 @@ def _minmax(values: list[float]) -> list[float]:
 
 
 def _overlap(words: frozenset[str], query: frozenset[str]) -> float:
-    """Cosine of two word sets (0 when either is empty)."""
     if not words or not query:
         return 0.0
     return len(words & query) / (len(words) * len(query)) ** 0.5

@@ -52,7 +52,6 @@ class SocialNetwork(Network):
         self._cells = dict(zip(ids, cells, strict=True))
 
     def _new_cell(self, node_id: str, position: int) -> SocialCell:
-        """A cell as Mesa makes it, its connections left to be read."""
         cell = SocialCell.__new__(SocialCell)
         cell.coordinate, cell._agents, cell.capacity = node_id, [], None
         cell.properties, cell.random = {}, self.random

@@ -57,7 +57,6 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a shared validator, turning its UsageError into a ScenarioValueError."""
     try:
         return check(*args, **kwargs)
     except UsageError as exc:

@@ -101,7 +101,6 @@ class StepResult:
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
-    """64 bits hashed from parts."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
 
 
@@ -239,8 +238,6 @@ class _Drawn:
 
 @dataclass
 class _Planned:
-    """A step up to its model calls."""
-
     result: StepResult
     planned: list[Plan]
     inputs: list[AgentInput]
@@ -347,7 +344,6 @@ class SocietyModel(mesa.Model):
         return self.by_persona[str(ref)]
 
     def _check_references(self) -> None:
-        """Fail before step 1 when the scenario names agents not in this run."""
         def check(ref: AgentRef | None, where: str) -> None:
             if ref is not None and not (ref in self.by_agent_id if isinstance(ref, int)
                                         else ref in self.by_persona):
@@ -460,7 +456,6 @@ class SocietyModel(mesa.Model):
         return self.last_result
 
     def _open_step(self, step: int) -> _Planned:
-        """Everything before the step's model calls."""
         result = StepResult(step=step, n_active=0)
         self._intervene(step, result)
         # not shuffle_do: a shuffle would draw from self.random for nothing
@@ -524,7 +519,6 @@ class SocietyModel(mesa.Model):
         return list(groups.values())
 
     def _close_step(self, p: _Planned, gathered: Gathered) -> StepResult:
-        """Apply what the step's calls returned, in agent-id order."""
         outcomes, answers, reflections, shares = gathered
         step, result = p.result.step, p.result
         n = len(p.planned)
@@ -577,7 +571,6 @@ class SocietyModel(mesa.Model):
         return (unorder(sent, order), answers, rest[len(questions) + len(groups):], shares)
 
     def _archetype(self, agent: SocietyAgent) -> SocietyAgent:
-        """The representative of the agent's archetype."""
         assert self.archetype_of is not None
         return self.representatives[self.archetype_of[agent.unique_id]]
 
@@ -627,7 +620,6 @@ class SocietyModel(mesa.Model):
 
     def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
                       stated: StructuredResult[Any]) -> _Drawn:
-        """A member's answer drawn from its archetype's shares."""
         if stated.value is None:
             last = stated.records[-1] if stated.records else None
             return _Drawn(None, "archetype call: " + (getattr(last, "error", None)
@@ -641,7 +633,6 @@ class SocietyModel(mesa.Model):
             {"answer": value, "reason": f"drawn from archetype {archetype}'s shares"}))
 
     def _reflecting(self, step: int) -> list[SocietyAgent]:
-        """Agents due to reflect at this step, in agent-id order."""
         cfg = self.scenario.memory
         if not cfg.reflects:
             return []
@@ -724,7 +715,6 @@ class SocietyModel(mesa.Model):
         return True
 
     def _broadcast(self, step: int, result: StepResult) -> dict[int, list[str]]:
-        """Deliver the step's events to their audiences; returns who saw what."""
         seen: dict[int, list[str]] = {}
         for index, event in enumerate(self.scenario.scheduled_events):
             if event.step != step:
@@ -837,7 +827,6 @@ class SocietyModel(mesa.Model):
 
     @staticmethod
     def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
-        """A decisions row (without run id) for one deliberating agent's step."""
         return {"step": step, "agent_id": agent.unique_id, "persona_id": agent.persona_id,
                 "action": decision.action, "addressee_id": decision.addressee_id,
                 "addressee_label": decision.label, "fallback": decision.fallback,
