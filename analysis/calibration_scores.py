@@ -1,8 +1,8 @@
 """Scores of simulated answer distributions against people's, per question and group.
 
-Representativeness is OpinionQA's (1 - normalised Wasserstein on ordinal questions, 1 - Jensen-
-Shannon distance on nominal ones); dispersion and sd_ratio measure under-dispersion. Baselines
-and floor/ceiling rows (multinomial redraws) are scored the same way. Refusals are split off.
+Representativeness is OpinionQA's (1 - normalised Wasserstein for ordinal questions, 1 - Jensen-
+Shannon distance for nominal); dispersion and sd_ratio measure under-dispersion. Baselines and
+floor/ceiling rows are scored the same way. Refusals are split off.
 """
 
 from __future__ import annotations
@@ -212,8 +212,8 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
                  draws: int = DRAWS) -> pd.DataFrame:
     """Every question and group scored for the model and the baselines (and floors, given a seed).
 
-    Groups without a substantive human answer are left out, and by default so are groups no
-    persona can match ("Refused", "Mixed Race"), as OpinionQA does.
+    Like OpinionQA, leaves out groups without a substantive human answer and, by default, groups
+    no persona can match ("Refused", "Mixed Race").
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []

@@ -1,7 +1,7 @@
 """Effects of an experiment's treatments against its control: intervals, tests, effect sizes, power.
 
-The bootstrap resamples replicates (worlds), then agents, so world-to-world variation widens the
-interval. The tests treat one run's agents as independent, which is optimistic when they talk.
+The bootstrap resamples replicates, then agents, so world-to-world variation widens the
+interval; the tests treat one run's agents as independent, which is optimistic.
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "t
 
 def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                    runs: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per outcome, arm and agent answer: outcome, arm, replicate, run_id, agent_id, value.
+    """One row per outcome, arm and agent answer (outcome, arm, replicate, run_id, agent_id, value).
 
     The value is 1.0/0.0 for a share, the answer for a scale, the query's number for a SQL outcome
-    (agent_id NULL when it gives one per run). Raises PersonahubError when a SQL outcome fails.
+    (agent_id NULL for one per run). Raises PersonahubError when a SQL outcome fails.
     """
     frames = []
     run_ids = list(dict.fromkeys(runs["run_id"]))  # within a world every arm has the same run
@@ -87,8 +87,8 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
 
 def _in_design_order(values: pd.DataFrame, experiment: Experiment,
                      between: bool) -> pd.DataFrame:
-    """Sort by outcome, replicate, arm and agent: runs started in the same second come in random
-    run-id order, and the bootstrap depends on the order.
+    """Sort in design order: runs started in the same second have random run ids, and the bootstrap
+    depends on the order.
     """
     position = {o.name: i for i, o in enumerate(experiment.outcomes)}
     keys = pd.DataFrame({"outcome": values["outcome"].map(position),
@@ -152,8 +152,8 @@ def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control
                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """Two-stage percentile bootstrap of mean(treated) - mean(control); (0, 0) if flat.
 
-    Replicates are drawn once for both arms (replicate r has the same seed in every arm), then
-    agents within each; agents alone would give too narrow an interval when worlds differ.
+    Replicates are drawn once for both arms (they share seeds), then agents within each; agents
+    alone give too narrow an interval when worlds differ.
     """
     if np.ptp(np.concatenate([treated, control])) == 0:
         return 0.0, 0.0
@@ -399,8 +399,8 @@ def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
                design: str = "between", arms: int = 2) -> dict[str, int | float | str]:
     """Agents per arm and replicates needed to detect an effect size (Cohen's h or d), before running.
 
-    icc, the outcome's correlation within a run, inflates the agents needed by the Kish design
-    effect 1 + (m - 1) * icc; 0 treats agents as independent, which is optimistic.
+    icc, the outcome's correlation within a run, inflates the agents by the Kish design effect
+    1 + (m - 1) * icc; 0 treats agents as independent, which is optimistic.
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")

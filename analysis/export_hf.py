@@ -1,8 +1,7 @@
 """Export a job or run as a Hugging Face dataset folder in the Hub's layout.
 
-Parquet files under data/ plus a README card whose YAML names them, so load_dataset(DIR) reads
-it and the folder uploads unchanged. Written into a staged folder, so a failed export leaves DIR
-as it was. Needs the hf extra.
+Parquet files plus a README card naming them, so load_dataset(DIR) reads it and it uploads
+unchanged. Written into a staged folder, so a failed export leaves DIR as it was.
 """
 
 from __future__ import annotations
@@ -225,8 +224,8 @@ def push_to_hub(dataset_dir: str | Path, repo_id: str, *, private: bool = True,
                 token: str | None = None) -> str:
     """Publish an exported hf folder to the Hub as a dataset repository, unchanged.
 
-    Uploads the card and the Parquet files only; the token is the given one, else the stored login
-    or HF_TOKEN. Private by default. Returns the repository URL.
+    Uploads the card and Parquet files only, with the given token, else the stored login or
+    HF_TOKEN. Private by default. Returns the repository URL.
     """
     from huggingface_hub import HfApi
 

@@ -1,8 +1,8 @@
 """The live view's web app: a static page and the JSON it polls (Starlette + uvicorn).
 
 A DuckDB file held by a writer cannot be opened by another process, so the run's own process
-serves it through a second connection. The server binds loopback only and refuses foreign Host
-or Origin headers (DNS rebinding); the steering endpoint takes only JSON, which needs a preflight.
+serves it. The server binds loopback only and refuses foreign Host or Origin headers (DNS
+rebinding); the steering endpoint takes only JSON, which needs a preflight.
 """
 
 from __future__ import annotations
@@ -85,8 +85,7 @@ class ExperimentFeed:
 
 
 class ExperimentSnapshots(ExperimentFeed):
-    """An experiment's state read between runs (each run holds the database in turn) and served from
-    that copy.
+    """An experiment's state, read between runs (each holds the database in turn) and served from that copy.
     """
 
     def __init__(self, db: Path, experiment_id: str, arms: list[str],
@@ -330,8 +329,8 @@ def _serve_until_interrupted(say: Callable[[str], None], what: str,
 
 
 class RunView:
-    """A run's view: the port is taken at once, the server starts once the runner holds the database,
-    and it stays up after the run until interrupted.
+    """A run's view: the port is taken at once, serving starts once the runner holds the database and
+    lasts until interrupted.
     """
 
     def __init__(self, db: Path, port: int, say: Callable[[str], None], *,
