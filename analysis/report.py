@@ -397,7 +397,7 @@ def _items_per_task(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 
 SAMPLE_PERSONA_CHARS = 300
-SAMPLE_OUTPUT_CHARS = 1200
+SAMPLE_OUTPUT_CHARS = 1200  # show ID prints an output whole
 
 
 def _preview_of(con: duckdb.DuckDBPyConnection, rep: Report, per_kind: int) -> Preview | None:
