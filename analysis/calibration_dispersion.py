@@ -1,8 +1,8 @@
 """Dispersion control: bring a simulated panel's under-dispersed spread towards people's.
 
-``temper`` adds a Jeffreys prior (so a one-answer panel can spread) and raises shares to
-``1 / T``. T is cross-fitted on the other half of the questions, so no question is scored with
-a T fitted on its own people. Panel size and refusals are kept.
+A Jeffreys prior lets a one-answer panel spread, then shares are raised to 1 / T. T is
+cross-fitted on the other half of the questions, so no question is scored with a T fitted on
+its own people. Panel size and refusals are kept.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ Key = tuple[str, str, tuple[str, ...]]  # (question id, attribute, group)
 
 def temper(question: Question, counts: Sequence[float] | np.ndarray, temperature: float
            ) -> np.ndarray:
-    """A panel's counts with substantive shares tempered by ``temperature`` (above 1 flattens); the
-    substantive total and refusal counts are kept.
+    """A panel's counts with substantive shares tempered (a temperature above 1 flattens); totals and
+    refusals are kept.
     """
     vector = np.asarray(counts, dtype=float)
     k = len(question.ordinal)
@@ -46,9 +46,7 @@ def _spread(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
 
 def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                     humans: Mapping[Key, np.ndarray]) -> float:
-    """The T (within ``BOUNDS``) whose tempered panels have a mean log dispersion ratio of 0; 1 when
-    no question x group pair has a ratio to fit.
-    """
+    """The T whose tempered panels have a mean log dispersion ratio of 0; 1 when nothing can be fitted."""
     pairs = []
     for key, counts in panels.items():
         question = questions[key[0]]

@@ -1,9 +1,9 @@
 """Group shares from a simulated panel corrected by a few humans: prediction-powered inference.
 
-PPI++ (Angelopoulos, Duchi and Zrnic 2023, via ``ppi-python``) adds the humans' mean error to
-the panel's mean prediction, so a biased simulator is corrected and an accurate one narrows the
+PPI++ (Angelopoulos, Duchi and Zrnic 2023, via ppi-python) adds the humans' mean error to the
+panel's mean prediction, so a biased simulator is corrected and an accurate one narrows the
 humans' interval. A person's prediction is the answer shares of personas sharing their
-demographics, built before the humans are seen. Assumptions: docs/calibration.md.
+demographics. Assumptions: docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -42,9 +42,8 @@ class Interval:
 def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarray, *,
                alpha: float = 0.05, weights: np.ndarray | None = None
                ) -> dict[str, Interval]:
-    """Each option's share three ways, with ``1 - alpha`` intervals clipped to [0, 1]: ``ppi``
-    (PPI++ from the humans' one-hot ``answers``, the simulator's ``predicted`` shares for them and
-    for the ``unlabelled`` panel), ``humans`` alone, and ``simulated`` (trusting the panel).
+    """Each option's share three ways, with 1 - alpha intervals clipped to [0, 1]: PPI++, the humans
+    alone, and the simulated panel alone.
     """
     from ppi_py import classical_mean_ci, ppi_mean_ci  # heavy (numba): only when asked
 
@@ -60,8 +59,8 @@ def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarra
         pl, ph = (float(np.ravel(v)[0]) for v in ppi_mean_ci(y, yhat, yu, alpha=alpha, w=weights))
         hl, hh = (float(np.ravel(v)[0]) for v in classical_mean_ci(y, w=weights, alpha=alpha))
         sl, sh = (float(np.ravel(v)[0]) for v in classical_mean_ci(yu, alpha=alpha))
-        # the intervals are symmetric, so their midpoint is the estimate; a share lies in [0, 1], so
-        # lies in [0, 1], so the bounds are clipped to it (no truth is cut off)
+        # the intervals are symmetric, so their midpoint is the estimate; clipping to [0, 1] cuts off
+        # no truth
         for name, (low, high) in (("ppi", (pl, ph)), ("humans", (hl, hh)),
                                   ("simulated", (sl, sh))):
             out[name].append([(low + high) / 2, max(low, 0.0), min(high, 1.0)])
@@ -96,7 +95,7 @@ def ppi_table(con: duckdb.DuckDBPyConnection, job_id: str, humans: Respondents, 
         alpha: one minus the intervals' coverage.
 
     Returns:
-        ``PPI_COLUMNS``, one row per question x group x substantive option; empty if nothing is shared.
+        One row per question x group x substantive option; empty if nothing is shared.
     """
     steerings = job_row(con, job_id)["steering"]
     steering = steering or steerings[0]
@@ -126,7 +125,6 @@ def _question_rows(question: Question,
                    panels: Mapping[tuple[tuple[str, str], ...], tuple[str, str, set[str]]],
                    humans: Respondents, keys: Sequence[str], alpha: float
                    ) -> list[dict[str, object]]:
-    """One question's rows of ``ppi_table``."""
     k = len(question.ordinal)
     sim: dict[str, tuple[int, tuple[tuple[str, str], ...]]] = {}  # persona -> answer, profile
     for qid, pid, answer, attributes in answered:

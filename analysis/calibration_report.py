@@ -1,8 +1,7 @@
-"""``personahub report --calibration ID``: a calibration's HTML report (matplotlib, Agg).
+"""A calibration's HTML report (``personahub report --calibration ID``; matplotlib, Agg).
 
 Read from the job's tables alone. The group bars set the model beside the baselines, so a group
-where it does not beat human_overall shows at once; chart data comes from ``group_bars`` and
-``answer_bars`` so tests can check it.
+where it does not beat human_overall shows at once.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ __all__ = ["BASELINES", "CALIBRATION_FILES", "answer_bars", "group_bars", "group
 
 CALIBRATION_FILES = ("index.html", "calibration_groups.png", "calibration_answers.png")
 BASELINES = ("uniform", "human_overall", "no_persona")
-MAX_QUESTIONS = 6  # questions drawn in calibration_answers.png (the table has them all)
+MAX_QUESTIONS = 6  # questions drawn in the answers chart (the table has them all)
 
 
 def column_order(steerings: Sequence[str]) -> list[str]:
@@ -52,7 +51,7 @@ def column_order(steerings: Sequence[str]) -> list[str]:
 
 
 def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Mean representativeness per group (rows ``attribute=group``), one column per source."""
+    """Mean representativeness per group, one column per source."""
     summary = store.summary_frame(con, job_id)
     rows = summary[summary["level"] == "group"].copy()
     if rows.empty:
@@ -70,9 +69,7 @@ def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def group_marks(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Per group, the noise floor (human_resample) and the ceiling at the model's panel size
-    (perfect_panel), drawn beside the group's bars.
-    """
+    """Per group, the noise floor and the ceiling at the model's panel size, drawn beside its bars."""
     summary = store.summary_frame(con, job_id)
     rows = summary[(summary["level"] == "group")
                    & summary["source"].isin(["human_resample", "perfect_panel"])].copy()
@@ -96,7 +93,7 @@ class QuestionBars:
     text: str
     options: tuple[str, ...]  # the substantive options
     labels: list[str]
-    shares: np.ndarray  # len(labels) x len(options), rows sum to 1 (or 0: no answer)
+    shares: np.ndarray  # rows sum to 1 (or 0: no answer)
 
 
 def _shares(counts: Any, k: int) -> np.ndarray:
@@ -107,8 +104,8 @@ def _shares(counts: Any, k: int) -> np.ndarray:
 
 def answer_bars(con: duckdb.DuckDBPyConnection, job_id: str,
                 limit: int = MAX_QUESTIONS) -> list[QuestionBars]:
-    """Per question (the first ``limit``): everyone's and the no-persona answers, then each group's
-    people and panel, as shares of the substantive options.
+    """Per question: everyone's and the no-persona answers, then each group's people and panel, as
+    shares of the substantive options.
     """
     scores = store.scores_frame(con, job_id)
     questions = store.question_rows(con, job_id)[:limit]
@@ -234,7 +231,7 @@ def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str
 
 def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, job_id: str,
                              *, overwrite: bool = False) -> Path:
-    """Write the calibration's ``index.html`` and charts into ``out_dir``, all or nothing."""
+    """Write the calibration's index.html and charts into a folder, all or nothing."""
     if not store.calibration_exists(con, job_id):
         raise PersonahubError(f"--calibration {job_id}: not found in the database "
                               "(personahub calibrations lists them)")

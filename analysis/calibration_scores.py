@@ -1,9 +1,8 @@
 """Scores of simulated answer distributions against people's, per question and group.
 
-Representativeness is OpinionQA's (1 - normalised Wasserstein on ordinal questions, 1 - Jensen-
-Shannon distance on nominal ones); dispersion and sd_ratio measure under-dispersion. Baselines
-and, given a seed, floor/ceiling rows from multinomial redraws are scored the same way, each
-row's generator seeded from its key so rows do not depend on each other. Refusals are split off.
+Representativeness is OpinionQA's (1 - normalised Wasserstein for ordinal questions, 1 - Jensen-
+Shannon distance for nominal); dispersion and sd_ratio measure under-dispersion. Baselines and
+floor/ceiling rows are scored the same way. Refusals are split off.
 """
 
 from __future__ import annotations
@@ -47,15 +46,14 @@ SCORES = ("representativeness", "dispersion", "modal_agreement", "sd_ratio")
 FLOORS = ("human_resample", "perfect_panel", "human_overall_panel")
 PANEL_SOURCES = (MODEL, "perfect_panel", "human_overall_panel")  # depend on the model's panel
 DRAWS = 200  # multinomial draws behind each floor/ceiling row
-POPULATION = "(population)"  # the attribute of the whole-population rows (score_population)
+POPULATION = "(population)"  # the attribute of the whole-population rows
 Counts = Sequence[float] | np.ndarray
 GroupAnswers = Mapping[tuple[str, str, tuple[str, ...]], Counts]  # (qid, attribute, group)
 
 
 @dataclass(frozen=True)
 class Split:
-    """A count vector split: substantive distribution (None if empty), its size, and the refusal share.
-    """
+    """A count vector split: substantive distribution (None if empty), its size, and the refusal share."""
 
     distribution: np.ndarray | None
     n: float
@@ -63,7 +61,7 @@ class Split:
 
 
 def split(question: Question, counts: Counts) -> Split:
-    """Split ``counts`` (aligned with ``question.options``) into opinion and refusals."""
+    """Split counts (aligned with the question's options) into opinion and refusals."""
     vector = np.asarray(counts, dtype=float)
     if vector.shape != (len(question.options),):
         raise ValueError(f"question {question.qid}: {vector.size} counts for "
@@ -86,14 +84,14 @@ def representativeness(question: Question, sim: np.ndarray, human: np.ndarray) -
 
 
 def entropy_bits(distribution: np.ndarray) -> float:
-    """Shannon entropy in bits. Hand-written with ``entr``: ``scipy.stats.entropy``'s argument
-    handling took 85% of scoring a wave.
+    """Shannon entropy in bits (hand-written: scipy.stats.entropy's argument handling took 85% of
+    scoring a wave).
     """
     return float(entr(distribution).sum() / np.log(2))
 
 
 def dispersion(sim: np.ndarray, human: np.ndarray) -> float:
-    """Entropy of ``sim`` over entropy of ``human``; NaN when people all agree."""
+    """Entropy of sim over entropy of human; NaN when people all agree."""
     human_entropy = entropy_bits(human)
     if human_entropy <= 1e-12:
         return float("nan")
@@ -101,16 +99,14 @@ def dispersion(sim: np.ndarray, human: np.ndarray) -> float:
 
 
 def _ordinal_sd(positions: np.ndarray, distributions: np.ndarray) -> np.ndarray:
-    """Standard deviation of each row over ``positions``, as matrix products so many draws cost one.
-    """
+    """Standard deviation of each row over the positions, as matrix products so many draws cost one."""
     rows = np.atleast_2d(distributions)
     centred = positions[None, :] - (rows @ positions / rows.sum(axis=1))[:, None]
     return np.sqrt(np.maximum((rows * centred**2).sum(axis=1) / rows.sum(axis=1), 0.0))
 
 
 def sd_ratio(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
-    """Simulated SD over human SD on the ordinal positions; NaN for nominal questions or no spread.
-    """
+    """Simulated SD over human SD on the ordinal positions; NaN for nominal questions or no spread."""
     if not question.is_ordinal:
         return float("nan")
     positions = np.asarray(question.ordinal, dtype=float)
@@ -121,15 +117,14 @@ def sd_ratio(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
 
 
 def modal_agreement(sim: np.ndarray, human: np.ndarray) -> float:
-    """Share of ``sim``'s modal options that are modal in ``human`` (ties within 1e-12)."""
+    """Share of sim's modal options that are modal in human (ties within 1e-12)."""
     sim_modes = np.flatnonzero(sim >= sim.max() - 1e-12)
     human_modes = set(np.flatnonzero(human >= human.max() - 1e-12).tolist())
     return sum(int(i) in human_modes for i in sim_modes) / len(sim_modes)
 
 
 def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.ndarray:
-    """W1 between each row of ``sims`` and ``human``: the CDF gap integrated, for many rows at once.
-    """
+    """W1 between each row of sims and human: the CDF gap integrated, for many rows at once."""
     order = np.argsort(positions, kind="stable")
     gaps = np.diff(positions[order])
     cdf_gap = np.cumsum(sims[:, order] - human[order], axis=1)[:, :-1]
@@ -138,7 +133,6 @@ def _w1_rows(positions: np.ndarray, sims: np.ndarray, human: np.ndarray) -> np.n
 
 def _representativeness_rows(question: Question, sims: np.ndarray, human: np.ndarray
                              ) -> np.ndarray:
-    """Representativeness of each row of ``sims`` against ``human``, vectorised."""
     if question.is_ordinal:
         positions = np.asarray(question.ordinal, dtype=float)
         span = float(positions.max() - positions.min())
@@ -149,9 +143,7 @@ def _representativeness_rows(question: Question, sims: np.ndarray, human: np.nda
 
 def drawn_representativeness(question: Question, source: np.ndarray, human: np.ndarray,
                              n: float, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """Representativeness of each of ``draws`` multinomial panels of ``n`` answers from ``source``
-    (an empty array when ``n`` rounds below 1).
-    """
+    """Representativeness of each of several multinomial panels of n answers (empty when n rounds to 0)."""
     size = int(round(n))
     if size < 1:
         return np.empty(0)
@@ -161,9 +153,7 @@ def drawn_representativeness(question: Question, source: np.ndarray, human: np.n
 
 def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n: float,
                    rng: np.random.Generator, draws: int = DRAWS) -> dict[str, float]:
-    """Mean scores of ``draws`` multinomial panels of ``n`` answers from ``source`` against ``human``
-    (NaN when ``n`` rounds below 1).
-    """
+    """Mean scores of multinomial panels of n answers against human (NaN when n rounds to 0)."""
     size = int(round(n))
     if size < 1:
         return dict.fromkeys(SCORES, float("nan"))
@@ -187,7 +177,7 @@ def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n:
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
-    """A generator for one row from the seed and the row's key, stable across runs."""
+    """A generator for one row from the seed and the row's key, so rows do not depend on each other."""
     return np.random.default_rng([seed, zlib.crc32("\x1f".join(key).encode())])
 
 
@@ -222,8 +212,8 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
                  draws: int = DRAWS) -> pd.DataFrame:
     """Every question and group scored for the model and the baselines (and floors, given a seed).
 
-    Groups without a substantive human answer are left out, and unless ``matched_only`` is false
-    so are groups no persona can match ("Refused", "Mixed Race"), as OpinionQA does.
+    Like OpinionQA, leaves out groups without a substantive human answer and, by default, groups
+    no persona can match ("Refused", "Mixed Race").
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []
@@ -271,7 +261,7 @@ def _floor_rows(question: Question, attribute: str, group: tuple[str, ...], huma
 
 
 def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.DataFrame:
-    """Mean scores per source, overall and per ``by``; ``scored`` counts rows with a score."""
+    """Mean scores per source, overall and per grouping column; scored counts rows with a score."""
     keys = ["source", *by]
     per = table.groupby(keys, sort=False)[list(SCORES)].mean()
     per["scored"] = table.groupby(keys, sort=False)["representativeness"].count()
@@ -285,8 +275,8 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.Dat
 
 def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]]
                      ) -> np.ndarray | None:
-    """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size
-    ``1 / sum(w**2 / n)``; None when no group has a substantive answer.
+    """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size;
+    None when no group has a substantive answer.
     """
     parts = [(w, split(question, c), np.asarray(c, dtype=float)) for w, c in weighted]
     parts = [(w, s, c) for w, s, c in parts if w > 0 and s.n > 0]
@@ -302,8 +292,8 @@ def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]
 def score_population(survey: Survey, model: GroupAnswers, *,
                      no_persona: Mapping[str, Counts] | None = None,
                      seed: int | None = None, draws: int = DRAWS) -> pd.DataFrame:
-    """Whole-population rows: per question and attribute, the model's group panels mixed by the
-    groups' weights among respondents, scored against everyone; ``score_survey``'s columns.
+    """Whole-population rows: the model's group panels mixed by the groups' weights, scored against
+    everyone.
     """
     no_persona = no_persona or {}
     rows: list[dict[str, object]] = []
@@ -343,8 +333,7 @@ def score_population(survey: Survey, model: GroupAnswers, *,
 
 
 def source_label(source: str, steering: str, steerings: Sequence[str]) -> str:
-    """How tables name a source: panel sources get ``[steering]`` when several steerings are shown.
-    """
+    """How tables name a source: panel sources get [steering] when several steerings are shown."""
     if source not in PANEL_SOURCES:
         return source
     return source if len(steerings) <= 1 else f"{source}[{steering}]"

@@ -1,7 +1,7 @@
 """The SQL of the calibration tables, for every other calibration module.
 
-It sits in analysis because both the job (pipelines) and the report read it, and imports run one
-way. Only the scores, which replace a job's earlier ones, are written here.
+It sits in analysis because both the job (pipelines) and the report read it. Only the scores
+are written here.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def calibration_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
-    """Whether ``job_id`` is a calibration of this database."""
+    """Whether the job is a calibration of this database."""
     if not _has_tables(con):
         return False
     return bool(scalar(con, f"SELECT count(*) FROM {JOBS} WHERE job_id = ?", [job_id]))
 
 
 def job_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
-    """A calibration's row (``steering`` as a list) with its job status, seed and config."""
+    """A calibration's row (steering as a list) with its job status, seed and config."""
     frame = con.execute(f"SELECT * FROM {JOBS} WHERE job_id = ?", [job_id]).df()
     job = find_job(con, job_id)
     if frame.empty or job is None:
@@ -58,14 +58,14 @@ def question_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str
 
 
 def question_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[str, ...]:
-    """The job's question ids, sorted (what a comparison checks is shared)."""
+    """The job's question ids, sorted."""
     return tuple(r[0] for r in con.execute(
         "SELECT question_id FROM calibration_questions WHERE job_id = ? ORDER BY question_id",
         [job_id]).fetchall())
 
 
 def human_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str, str, str, str]]:
-    """(question id, attribute, labels JSON, counts JSON) in question order, then as stored."""
+    """(question id, attribute, labels JSON, counts JSON) in question order."""
     return [tuple(r) for r in con.execute(
         "SELECT h.question_id, h.attribute, h.labels, h.counts FROM calibration_human h "
         "JOIN calibration_questions q USING (job_id, question_id) WHERE h.job_id = ? "
@@ -95,7 +95,7 @@ def answer_totals(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[int, int
 
 
 def answers_by_steering(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, int]:
-    """Answers per ``steering`` value (a steering, ``none``, or an ``--elicit`` method)."""
+    """Answers per steering value (a steering, none, or an elicitation method)."""
     return {str(s): int(n) for s, n in con.execute(
         f"SELECT steering, count(*) FROM {ANSWERS} WHERE job_id = ? GROUP BY ALL",
         [job_id]).fetchall()}
@@ -103,8 +103,9 @@ def answers_by_steering(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str
 
 def panel_answer_counts(con: duckdb.DuckDBPyConnection,
                         job_id: str) -> list[tuple[str, str, str, str, str, int]]:
-    """(steering, question id, attribute, group, answer, count): each panel's answers (a
-    persona in several panels counts in each)."""
+    """(steering, question id, attribute, group, answer, count) per panel; a persona in several
+    panels counts in each.
+    """
     return [tuple(r) for r in con.execute(
         f"SELECT a.steering, a.question_id, p.attribute, p.grp, a.answer, count(*) "
         f"FROM {ANSWERS} a JOIN calibration_panels p "
@@ -121,9 +122,7 @@ def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple
 
 def stated_answers(con: duckdb.DuckDBPyConnection,
                    job_id: str) -> list[tuple[str, str, str, str]]:
-    """(method, question id, group key, shares JSON) of group-level asks (``--elicit distribution``,
-    ``few-shot:K``).
-    """
+    """(method, question id, group key, shares JSON) of group-level asks."""
     return [tuple(r) for r in con.execute(
         f"SELECT steering, question_id, respondent, reason FROM {ANSWERS} WHERE job_id = ? "
         "AND persona_id IS NULL AND steering <> 'none' ORDER BY ALL", [job_id]).fetchall()]
@@ -140,14 +139,14 @@ def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence
 
 
 def scores_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's per question x group x source scores (``grp`` as ``group``)."""
+    """The job's per question x group x source scores."""
     return con.execute(
         "SELECT * EXCLUDE (job_id, grp), grp AS \"group\" FROM calibration_scores "
         "WHERE job_id = ? ORDER BY rowid", [job_id]).df()
 
 
 def summary_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's mean scores per source, steering and level (``grp`` as ``group``)."""
+    """The job's mean scores per source, steering and level."""
     return con.execute(
         "SELECT source, steering, level, attribute, grp AS \"group\", representativeness, "
         "dispersion, modal_agreement, sd_ratio, scored FROM calibration_summary WHERE job_id = ? "
@@ -155,7 +154,7 @@ def summary_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def summary_levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's overall and per-attribute means (``level`` is ``overall`` or the attribute)."""
+    """The job's overall and per-attribute means."""
     return con.execute(
         "SELECT source, steering, CASE WHEN level = 'overall' THEN 'overall' ELSE attribute END "
         "AS level, representativeness, dispersion, modal_agreement, sd_ratio "

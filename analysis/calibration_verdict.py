@@ -34,7 +34,7 @@ SCORE = "representativeness"
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
-    """``scores`` with ``who`` (the source as tables name it), whole-population rows left out."""
+    """The scores with each source named as tables name it, whole-population rows left out."""
     scores = scores[scores["attribute"] != POPULATION]
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     frame = scores.copy()
@@ -44,15 +44,13 @@ def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _levels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(``overall``, every row), then (attribute, its rows) per attribute."""
+    """("overall", every row), then (attribute, its rows) per attribute."""
     return [("overall", frame), *((str(a), rows) for a, rows in
                                   frame.groupby("attribute", sort=False))]
 
 
 def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's effective panel size per question x group: ``min``, ``median`` and ``pairs`` per
-    model source and level.
-    """
+    """The model's effective panel size per question x group: min, median and pairs per source and level."""
     model = _labelled(scores[scores["source"] == MODEL])
     rows = []
     for who, own in model.groupby("who", sort=False):
@@ -65,7 +63,7 @@ def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
 
 def _per_question(rows: pd.DataFrame, questions: pd.Index | None = None) -> list[np.ndarray]:
     """Per question, the sum and count of each attribute's scored rows, flattened for a cluster
-    bootstrap as [sums 1, counts 1, sums 2, ...], aligned with ``questions`` (0 where none).
+    bootstrap as [sums 1, counts 1, sums 2, ...] (0 where none).
     """
     scored = rows.dropna(subset=[SCORE])
     per = scored.groupby(["question_id", "attribute"], sort=False)[SCORE].agg(["sum", "count"])
@@ -79,8 +77,7 @@ def _per_question(rows: pd.DataFrame, questions: pd.Index | None = None) -> list
 
 def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
               ) -> tuple[float, float]:
-    """Percentile bootstrap interval over paired per-question samples (NaN with under two questions).
-    """
+    """Percentile bootstrap interval over paired per-question samples (NaN with under two questions)."""
     if len(samples[0]) < 2:
         return float("nan"), float("nan")
     result = bootstrap(tuple(samples), statistic, paired=True, vectorized=True,
@@ -91,8 +88,7 @@ def _interval(samples: Sequence[np.ndarray], statistic: object, seed: int
 
 
 def _ratio(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Mean over attributes of each attribute's mean; an attribute a resample left empty is skipped.
-    """
+    """Mean over attributes of each attribute's mean; an attribute a resample left empty is skipped."""
     means = [np.asarray(sums.sum(axis=axis), float) / counts.sum(axis=axis)
              for sums, counts in zip(samples[::2], samples[1::2], strict=True)]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -102,16 +98,13 @@ def _ratio(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def _gap_of(split: int) -> object:
-    """The statistic: the first ``split`` samples' ratio minus the rest's."""
     def gap(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         return _ratio(*samples[:split], axis=axis) - _ratio(*samples[split:], axis=axis)
     return gap
 
 
 def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Each source's mean representativeness per level with a 95% bootstrap interval over questions
-    (``mean``, ``low``, ``high``, ``questions``).
-    """
+    """Each source's mean representativeness per level with a 95% bootstrap interval over questions."""
     rows = []
     for where, part in _levels(_labelled(scores)):
         for who, own in part.groupby("who", sort=False):
@@ -126,8 +119,7 @@ def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: int
                       ) -> np.ndarray:
-    """Per scored model row, ``resamples`` redrawn scores of its panel minus their mean (zeros if none).
-    """
+    """Per scored model row, redrawn scores of its panel minus their mean (zeros if none)."""
     humans = {(qid, attribute, " / ".join(labels)): counts for qid in survey.counts
               for attribute, labels, counts in survey.groups(qid)}
     deviations = np.zeros((len(rows), resamples))
@@ -150,7 +142,7 @@ def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: 
 def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
                     skip: Sequence[str] = (), resamples: int = RESAMPLES) -> pd.DataFrame:
     """The model's mean representativeness per level with a 95% interval over panel answers,
-    questions fixed; ``skip`` names steerings without a panel to redraw.
+    questions fixed; skip names steerings without a panel to redraw.
     """
     frame = _labelled(scores)  # labelled before skipping: the labels name every steering
     frame = frame[(frame["source"] == MODEL) & ~frame["steering"].isin(list(skip))]
@@ -175,9 +167,7 @@ def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
 
 
 def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
-    """Each source's per-question representativeness and its spread across questions: ``mean``,
-    ``sd``, ``min``, ``max``, ``lowest`` (the question at the min) and ``questions``.
-    """
+    """Each source's per-question representativeness and its spread across questions."""
     frame = _labelled(scores).dropna(subset=[SCORE])
     per = frame.groupby(["who", "attribute", "question_id"], sort=False)[SCORE].mean()
     rows = []
@@ -205,7 +195,8 @@ def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
-    """Gap of ``a``'s mean over ``b``'s on the questions both scored, with a paired bootstrap interval.
+    """Gap of one source's mean over another's on the questions both scored, with a paired bootstrap
+    interval.
     """
     own_a, own_b = part[part["who"] == a], part[part["who"] == b]
     both = (pd.Index(own_a.dropna(subset=[SCORE])["question_id"].unique())
@@ -226,7 +217,7 @@ def _ci(low: float, high: float) -> str:
 
 def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
     """The calibration's verdict, one sentence a line: the winner overall and per attribute, the model
-    between ceiling (perfect_panel) and noise floor (human_resample), its worst group, warnings.
+    between ceiling and noise floor, its worst group, warnings.
     """
     frame = _labelled(scores)
     means = intervals(scores, seed).set_index(["attribute", "who"])

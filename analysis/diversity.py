@@ -1,8 +1,6 @@
 """Diversity measures after the Persona Hub paper: distinct-n, and persona-vs-output similarity.
 
-Diverse personas should give diverse outputs. The ``hash`` embedder sees only shared words, so
-its figures are labelled lexical; an embedder trained on some scripts skips and counts pairs in
-others.
+The hash embedder sees only shared words, so its figures are labelled lexical.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ StoredVectors = Callable[[list[str]], dict[str, np.ndarray]]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Share of word n-grams that are distinct across ``texts`` (0 when there are none)."""
+    """Share of word n-grams that are distinct across the texts (0 when there are none)."""
     total, seen = 0, set()
     for text in texts:
         words = text.lower().split()
@@ -38,7 +36,7 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def sample_pairs(count: int, pairs: int, seed: int) -> list[tuple[int, int]]:
-    """Up to ``pairs`` distinct (smaller, larger) index pairs of ``count`` items, seeded, sorted."""
+    """Up to the given number of distinct (smaller, larger) index pairs, seeded, sorted."""
     if count < 2:
         return []
     rng = random.Random(seed)
@@ -52,7 +50,7 @@ def sample_pairs(count: int, pairs: int, seed: int) -> list[tuple[int, int]]:
 
 def pair_similarities(personas: Sequence[str], outputs: Sequence[str], *, pairs: int = 500,
                       seed: int = 0) -> list[tuple[float, float]]:
-    """(persona, output) MinHash Jaccard similarity for up to ``pairs`` random item pairs."""
+    """(persona, output) MinHash Jaccard similarity for sampled item pairs."""
     chosen = sample_pairs(len(personas), pairs, seed)
     if not chosen:
         return []
@@ -71,7 +69,7 @@ def exact_jaccard(a: str, b: str) -> float:
 
 
 def embedder_label(embedder: Embedder) -> str:
-    """What figures from ``embedder`` are called: ``lexical (hash-512)`` for the hash embedder."""
+    """What an embedder's figures are called ("lexical (hash-512)" for the hash embedder)."""
     if isinstance(embedder, HashEmbedder):
         return f"lexical ({embedder.name})"
     return embedder.name
@@ -82,7 +80,7 @@ class EmbeddingPairs:
     """Cosine similarities of the sampled pairs an embedder judged, and what it skipped."""
 
     label: str
-    persona: np.ndarray  # float, one per judged pair
+    persona: np.ndarray  # one per judged pair
     output: np.ndarray
     skipped: int  # sampled pairs with a text outside the embedder's scripts
     reused: int = 0  # persona vectors read from the store instead of embedded
@@ -109,10 +107,7 @@ def _cosines(vectors: dict[str, np.ndarray], left: list[str], right: list[str]) 
 def embedding_pairs(personas: Sequence[str], outputs: Sequence[str], embedder: Embedder, *,
                     pairs: int = 300, seed: int = 0,
                     stored: StoredVectors | None = None) -> EmbeddingPairs:
-    """Persona and output cosine similarity of up to ``pairs`` seeded random item pairs.
-
-    Each distinct sampled text is embedded once; ``stored`` persona vectors are reused.
-    """
+    """Persona and output cosine similarity of seeded random item pairs (stored persona vectors reused)."""
     scripts = embedder_scripts(embedder)
     judged, skipped = [], 0
     for a, b in sample_pairs(len(personas), pairs, seed):
@@ -144,9 +139,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Spearman's rank correlation; None below 3 pairs or with a constant side. Rank-based because
-    embedders' similarity scales differ.
-    """
+    """Spearman's rank correlation (embedders' scales differ); None below 3 pairs or a constant side."""
     if len(x) < 3:
         return None
     rx, ry = _ranks(np.asarray(x, dtype=np.float64)), _ranks(np.asarray(y, dtype=np.float64))
@@ -195,7 +188,7 @@ def summarise(group: str, outputs: Sequence[str], sims: EmbeddingPairs) -> Diver
 
 
 def summary_row(summary: DiversitySummary) -> tuple[object, ...]:
-    """The summary as a row under ``SUMMARY_HEADER`` ("n/a" where undefined)."""
+    """The summary as a table row ("n/a" where undefined)."""
     values = (summary.group, summary.items, summary.pairs, summary.skipped, summary.persona_mean,
               summary.persona_median, summary.output_mean, summary.output_median,
               summary.spearman, summary.share_above, summary.distinct_1, summary.distinct_2)

@@ -1,7 +1,6 @@
 """The paper's diversity analysis over a database: one summary per kind/task.
 
-Persona vectors dedup already stored for the embedder are reused; nothing is written, so a
-read-only connection is enough.
+Stored persona vectors are reused; nothing is written, so a read-only connection is enough.
 """
 
 from __future__ import annotations
@@ -53,8 +52,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[A
 
 def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
                 job_id: str | None = None, all_jobs: bool = True) -> dict[str, list[Item]]:
-    """Items by ``synth <task>`` / ``run <kind>`` of a job (or all jobs) and a run, in written order.
-    """
+    """Items by task of a job (or all jobs) and by kind of a run, in written order."""
     rows: list[Any] = []
     if job_id is not None or all_jobs:
         where = "AND source_id = ?" if job_id is not None else ""
@@ -78,8 +76,7 @@ def latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
 
 def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
                    ids_by_text: dict[str, str]) -> StoredVectors:
-    """A lookup of the stored ``model`` vectors of persona texts (none when the table is missing).
-    """
+    """A lookup of a model's stored persona vectors (none when the table is missing)."""
 
     def lookup(texts: list[str]) -> dict[str, np.ndarray]:
         ids = [ids_by_text[t] for t in texts if t in ids_by_text]
@@ -93,8 +90,7 @@ def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
 def diversity_table(con: duckdb.DuckDBPyConnection, embedder: Embedder, *,
                     run_id: str | None = None, job_id: str | None = None, all_jobs: bool = True,
                     pairs: int = DEFAULT_PAIRS, seed: int = 0) -> dict[str, GroupResult]:
-    """Per kind/task (the i-th sampled with ``seed + i``): pairs judged by ``embedder`` and the summary.
-    """
+    """Per kind/task (the i-th sampled with seed + i): the judged pairs and the summary."""
     if pairs < 1:
         raise PersonahubError(f"--pairs {pairs}: must be at least 1")
     for flag, source, key in (("--job", "job", job_id), ("--run", "run", run_id)):

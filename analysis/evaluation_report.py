@@ -1,8 +1,7 @@
-"""``personahub report --evaluation ID``: an evaluation's page (matplotlib, Agg).
+"""An evaluation's page (``personahub report --evaluation ID``; matplotlib, Agg).
 
-It draws what the caller computed (this layer reads no evaluation table): the quality table and
-each model's accuracy per task with Wilson intervals. The page is written as ``index.html`` and
-``index.md`` (for a repository or dataset card), all or nothing.
+It draws what the caller computed: the quality table and each model's accuracy per task with
+Wilson intervals, as index.html and index.md (for a dataset card).
 """
 
 from __future__ import annotations
@@ -64,9 +63,7 @@ def write_evaluation_report(out_dir: str | Path, *, title: str,
                             facts: Sequence[tuple[str, str]], quality: pd.DataFrame,
                             quality_md: Sequence[str], scores: pd.DataFrame,
                             overwrite: bool = False) -> Path:
-    """Write an evaluation's ``index.html``, ``index.md`` and score chart, all or nothing; returns
-    the HTML path. ``scores`` empty: no model was scored.
-    """
+    """Write an evaluation's page and score chart, all or nothing; returns the HTML path."""
     drawn = not scores.empty and scores["accuracy"].notna().any()
     if drawn:
         scores = scores[scores["accuracy"].notna()]

@@ -1,8 +1,7 @@
 """Effects of an experiment's treatments against its control: intervals, tests, effect sizes, power.
 
-The bootstrap resamples replicates (worlds), then agents, so world-to-world variation widens the
-interval. The tests treat one run's agents as independent, which is optimistic when they talk;
-within a world, spill-over to control neighbours biases the effect towards zero.
+The bootstrap resamples replicates, then agents, so world-to-world variation widens the
+interval; the tests treat one run's agents as independent, which is optimistic.
 """
 
 from __future__ import annotations
@@ -43,11 +42,10 @@ EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "t
 
 def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                    runs: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per outcome, arm and agent answer: outcome, arm, replicate, run_id, agent_id, value.
+    """One row per outcome, arm and agent answer (outcome, arm, replicate, run_id, agent_id, value).
 
     The value is 1.0/0.0 for a share, the answer for a scale, the query's number for a SQL outcome
-    (agent_id NULL when it gives one per run). Within a world, ``agents`` gives each agent's arm.
-    Raises PersonahubError when a SQL outcome fails or has the wrong shape.
+    (agent_id NULL for one per run). Raises PersonahubError when a SQL outcome fails.
     """
     frames = []
     run_ids = list(dict.fromkeys(runs["run_id"]))  # within a world every arm has the same run
@@ -89,8 +87,8 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
 
 def _in_design_order(values: pd.DataFrame, experiment: Experiment,
                      between: bool) -> pd.DataFrame:
-    """Sort by outcome, replicate, arm and agent, not run id: runs started in the same second
-    (``--parallel``) would otherwise come in random order, and the bootstrap depends on the order.
+    """Sort in design order: runs started in the same second have random run ids, and the bootstrap
+    depends on the order.
     """
     position = {o.name: i for i, o in enumerate(experiment.outcomes)}
     keys = pd.DataFrame({"outcome": values["outcome"].map(position),
@@ -152,11 +150,10 @@ def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence
 def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control: np.ndarray,
                       control_clusters: np.ndarray, *, confidence: float = 0.95,
                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of mean(treated) - mean(control) by a two-stage bootstrap; (0, 0) if flat.
+    """Two-stage percentile bootstrap of mean(treated) - mean(control); (0, 0) if flat.
 
-    Each resample draws replicates (the clusters) with replacement, one draw for both arms since
-    replicate r has the same seed in every arm, then agents within each. Resampling agents alone
-    ignores how much whole worlds differ and is too narrow when they do.
+    Replicates are drawn once for both arms (they share seeds), then agents within each; agents
+    alone give too narrow an interval when worlds differ.
     """
     if np.ptp(np.concatenate([treated, control])) == 0:
         return 0.0, 0.0
@@ -188,8 +185,7 @@ def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control
 
 
 def share_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
-    """Chi-squared (no continuity correction) on arm x chose-or-not: (chi2, p); (0, 1) if degenerate.
-    """
+    """Chi-squared (no continuity correction) on arm x chose-or-not: (chi2, p); (0, 1) if degenerate."""
     table = np.array([[treated.sum(), len(treated) - treated.sum()],
                       [control.sum(), len(control) - control.sum()]])
     if (table.sum(axis=0) == 0).any():
@@ -223,7 +219,7 @@ def minimum_detectable(*, share: bool, n_treatment: int, n_control: int, alpha: 
 
 
 def share_from_h(p_control: float, h: float) -> float:
-    """The share Cohen's h above ``p_control`` reaches (capped at 1)."""
+    """The share Cohen's h above the control's reaches (capped at 1)."""
     angle = min(math.asin(math.sqrt(p_control)) + h / 2, math.pi / 2)
     return math.sin(angle) ** 2
 
@@ -233,9 +229,7 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: np
             alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
             control_clusters: np.ndarray | None = None, unit: str | None = None,
             within: bool = False) -> Effect:
-    """One treatment against the control on one outcome; clusters over several replicates make the
-    interval a cluster bootstrap.
-    """
+    """One treatment against the control on one outcome (a cluster bootstrap over several replicates)."""
     scale = 100.0 if share else 1.0
     if (treated_clusters is not None and control_clusters is not None
             and len(np.unique(np.concatenate([treated_clusters, control_clusters]))) > 1):
@@ -275,14 +269,14 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
     """The effect table: one row per outcome and treatment.
 
     Args:
-        values: one value per outcome, arm and agent (from ``outcome_values``).
+        values: one value per outcome, arm and agent.
         experiment: its outcomes and arms (the first arm is the control).
         confidence: the bootstrap interval's level.
         alpha: the tests' level after Holm's correction.
         seed: the bootstrap's seed.
 
     Returns:
-        ``EFFECT_COLUMNS``, with ``p_holm``, ``significant`` and a plain ``verdict`` per row.
+        The effect columns, with Holm's p, significance and a plain verdict per row.
     """
     rows: list[Effect] = []
     control = experiment.control.name
@@ -315,8 +309,7 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
 
 
 def describe_outcome(outcome: Outcome) -> str:
-    """An outcome in words, e.g. "purchase_intent at step 5 (share answering definitely, probably)".
-    """
+    """An outcome in words, e.g. "purchase_intent at step 5 (share answering definitely, probably)"."""
     if outcome.is_sql:
         return f"{outcome.name} (mean of its SQL values)"
     what = f"share answering {', '.join(outcome.options)}" if outcome.is_share else "mean answer"
@@ -343,7 +336,7 @@ AGREEMENT_COLUMNS = ["outcome", "treatment", "control", "unit", "effect", "ci_lo
 
 def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
               compared_label: str) -> pd.DataFrame:
-    """Whether another estimate of the effects (e.g. with archetypes) lies within ``base``'s intervals.
+    """Whether another estimate of the effects (e.g. with archetypes) lies within the reference intervals.
 
     Args:
         base: the reference effect table.
@@ -352,7 +345,7 @@ def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
         compared_label: the other in words.
 
     Returns:
-        One row per outcome and treatment in both tables (``AGREEMENT_COLUMNS``).
+        One row per outcome and treatment in both tables.
     """
     keys = ["outcome", "treatment", "control"]
     joined = base.merge(compared[[*keys, "effect"]].rename(columns={"effect": "compared_effect"}),
@@ -404,12 +397,10 @@ WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm'
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
                alpha: float = 0.05, power: float = 0.8, icc: float = 0.0,
                design: str = "between", arms: int = 2) -> dict[str, int | float | str]:
-    """Agents per arm and replicates needed to detect ``effect_size`` (Cohen's h or d), before running.
+    """Agents per arm and replicates needed to detect an effect size (Cohen's h or d), before running.
 
-    ``icc``, the outcome's correlation within a run, inflates the agents needed by the Kish design
-    effect ``1 + (m - 1) * icc``; 0 treats agents as independent, which is optimistic. Within a
-    world one run's agents split over ``arms``. The result holds ``agents_per_arm``, ``replicates``,
-    ``design_effect`` and ``limit`` (what the figure leaves out).
+    icc, the outcome's correlation within a run, inflates the agents by the Kish design effect
+    1 + (m - 1) * icc; 0 treats agents as independent, which is optimistic.
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")
@@ -437,5 +428,5 @@ def share_effect_size(p_control: float, p_treatment: float) -> float:
 
 
 def detection_rate(p_values: Sequence[float], alpha: float = 0.05) -> float:
-    """Share of p values below ``alpha``: an A/A experiment's false-positive rate."""
+    """Share of p values below alpha: an A/A experiment's false-positive rate."""
     return float(np.mean(np.asarray(p_values) < alpha))

@@ -1,8 +1,7 @@
-"""``personahub report --experiment ID``: an experiment's HTML report (matplotlib, Agg).
+"""An experiment's HTML report (``personahub report --experiment ID``; matplotlib, Agg).
 
-Outcomes per arm over steps, the effect forest plot and table, and with ``compare`` whether
-another experiment's effects agree. Comparisons are computed when written, so they follow
-replicates added later. Intervals treat one run's agents as independent: optimistic.
+Outcomes per arm over steps, the effect forest plot and table, and optionally whether another
+experiment's effects agree. Intervals treat one run's agents as independent: optimistic.
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ ARM_STEP_COLUMNS = ["outcome", "arm", "step", "n", "value", "ci_low", "ci_high",
 
 def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
                              ) -> tuple[Scenario, Experiment, pd.DataFrame]:
-    """The scenario, experiment and runs of a recorded experiment, loaded from the scenario file its
-    runs recorded; PersonahubError when it is missing or that file is gone or no longer fits.
+    """The scenario, experiment and runs of a recorded experiment, from the scenario file its runs
+    recorded; PersonahubError when that file is gone or no longer fits.
     """
     runs = finished_arm_runs(con, experiment_id)
     if runs.empty:
@@ -76,7 +75,6 @@ def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
 
 
 def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float, float, float]:
-    """The share (in %) or mean of ``values`` and its interval."""
     n = len(values)
     if share:
         low, high = proportion_confint(int(values.sum()), n, alpha=1 - confidence,
@@ -93,8 +91,8 @@ def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float
 def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Experiment,
               runs: pd.DataFrame, *, confidence: float = 0.95,
               agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each outcome per arm at every step its survey is asked (``ARM_STEP_COLUMNS``): agents answering
-    and the share (%) or mean with its interval. SQL outcomes have no steps and are left out.
+    """Each outcome per arm at every step its survey is asked: agents answering and the share (%) or
+    mean with its interval. SQL outcomes have no steps and are left out.
     """
     steps = {s.id: s.steps for s in scenario.surveys}
     rows = []
@@ -142,7 +140,7 @@ def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
 
 def compared_effects(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                      confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """The effect table of the experiment named by ``--compare``."""
+    """The effect table of the experiment compared with."""
     try:
         return experiment_tables(con, experiment_id, confidence=confidence, seed=seed)[3]
     except PersonahubError as exc:
@@ -151,7 +149,7 @@ def compared_effects(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
 
 def experiment_agreement(base: pd.DataFrame, base_id: str, own: pd.DataFrame, own_id: str
                          ) -> tuple[pd.DataFrame, str]:
-    """Whether experiment ``own_id``'s effects lie within experiment ``base_id``'s intervals.
+    """Whether one experiment's effects lie within another's intervals.
 
     Args:
         base: the reference effect table (e.g. asking every agent).
@@ -244,9 +242,7 @@ def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
 def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
                             experiment_id: str, *, confidence: float = 0.95, seed: int = 0,
                             overwrite: bool = False, compare: str | None = None) -> Path:
-    """Write the experiment's ``index.html`` and charts into ``out_dir``, all or nothing; returns its
-    path. With ``compare``, says whether each effect lies within that experiment's interval.
-    """
+    """Write the experiment's index.html and charts into a folder, all or nothing; returns its path."""
     spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
                                                  seed=seed)
     compared = None

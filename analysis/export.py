@@ -1,7 +1,7 @@
-"""Export synthesized items and simulation emissions as ``personahub``, ``chat`` or ``parquet``.
+"""Export synthesized items and simulation emissions as personahub, chat or parquet files.
 
-The ``personahub`` format is Persona Hub's release shape (a tool is JSON text inside a JSON
-string, as released). Files are written atomically: a failed export leaves nothing half-written.
+The personahub format is Persona Hub's release shape. Files are written atomically: a failed
+export leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ExportItem:
 
     @property
     def task(self) -> str:
-        """The name of the item's kind (as stored, for a kind no longer registered)."""
+        """The name of the item's kind."""
         task = self.output_task
         return task.name if task is not None else self.kind
 
@@ -66,7 +66,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                run: str | None = None, kind: str | None = None,
                drop_duplicates: bool = False,
                only: Collection[str] | None = None) -> list[ExportItem]:
-    """Items of one job or one run; with ``only``, just those ids (one side of a split)."""
+    """Items of one job or one run; optionally just some ids (one side of a split)."""
     if (job is None) == (run is None):
         raise UsageError("export: give exactly one of --job or --run")
     source, key = ("job", job) if job is not None else ("run", run)
@@ -144,15 +144,14 @@ def item_columns(items: Sequence[ExportItem]) -> tuple[dict[str, pa.Array], list
 
 
 def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
-    """Items as an Arrow table, ``content`` and ``solution`` as structs."""
+    """Items as an Arrow table, content and solution as structs."""
     columns, _ = item_columns(items)
     return pa.table(columns)
 
 
 def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,
                  overwrite: bool = False) -> int:
-    """Write ``items`` to ``path`` in ``fmt``, replacing a file only with ``overwrite``; returns the count.
-    """
+    """Write items to a file in a format, replacing a file only when overwriting; returns the count."""
     if fmt not in EXPORT_FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "parquet":
@@ -212,8 +211,7 @@ def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
            job: str | None = None, run: str | None = None, kind: str | None = None,
            drop_duplicates: bool = False, overwrite: bool = False,
            only: Collection[str] | None = None) -> int:
-    """Load a job's or run's items, write them in ``fmt`` and validate the file; returns the count.
-    """
+    """Load a job's or run's items, write them and validate the file; returns the count."""
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
                        only=only)
     written = write_export(items, path, fmt, overwrite=overwrite)
@@ -233,7 +231,7 @@ def export_source_file(con: duckdb.DuckDBPyConnection, path: str | Path, source:
         for row in iter_source_rows(con, stored):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             written += 1
-    with open(path, encoding="utf-8") as f:  # reads back: one JSON object per line
+    with open(path, encoding="utf-8") as f:  # one JSON object per line
         if sum(1 for line in f if isinstance(json.loads(line), dict)) != written:
             raise PersonahubError(f"{path}: export did not read back")
     return written

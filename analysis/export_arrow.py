@@ -1,9 +1,9 @@
-"""Arrow types of exported items: ``content`` and ``solution`` as typed struct columns.
+"""Arrow types of exported items: content and solution as typed struct columns.
 
-``content`` is one struct holding every exported kind's fields, each nullable: one column per
-kind would leave many empty columns, and a dense union is neither readable by ``datasets`` nor
-writable to Parquet. Types come from the kinds' pydantic schemas (so all-null fields are still
-typed); a field whose values share no type is written as JSON text.
+Content is one struct holding every exported kind's fields, each nullable: a column per kind
+would leave many empty, and a dense union is neither readable by datasets nor writable to
+Parquet. Types come from the kinds' pydantic schemas; a field whose values share no type is
+written as JSON text.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string
 
 
 def annotation_type(annotation: Any) -> pa.DataType | None:
-    """The Arrow type of a pydantic annotation; None when it has no single one (``Any``, free dicts).
-    """
+    """The Arrow type of a pydantic annotation; None when it has no single one."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
@@ -78,7 +77,7 @@ def task_models(task: Task, *, emission: bool) -> list[type[BaseModel]]:
 def merge_types(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | None:
     """One type both values fit (structs gain each other's fields), or None when they conflict.
 
-    ``null`` (a field no row filled) yields to anything; an int widens to a float.
+    Null yields to anything; an int widens to a float.
     """
     if a is None or b is None:
         return None
@@ -108,7 +107,6 @@ def merge_types(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | N
 
 
 def _inferred(values: list[Any]) -> pa.DataType | None:
-    """The type Arrow gives ``values``, or None when they share none (a string and a list)."""
     try:
         return pa.array(values).type
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
@@ -116,7 +114,7 @@ def _inferred(values: list[Any]) -> pa.DataType | None:
 
 
 def _is_usable(kind: pa.DataType) -> bool:
-    """Whether Parquet and ``datasets`` take the type (no empty struct anywhere)."""
+    """Whether Parquet and datasets take the type (no empty struct anywhere)."""
     if pa.types.is_struct(kind):
         return kind.num_fields > 0 and all(_is_usable(kind.field(i).type)
                                            for i in range(kind.num_fields))
@@ -127,10 +125,9 @@ def _is_usable(kind: pa.DataType) -> bool:
 
 def content_type(schema_types: Iterable[pa.DataType | None],
                  contents: Sequence[Mapping[str, Any]]) -> tuple[pa.DataType, list[str]]:
-    """The ``content`` struct of an export, and the fields kept as JSON text.
+    """The content struct of an export, and the fields kept as JSON text.
 
-    Each top-level field is typed on its own, so one untypeable field leaves the others structs;
-    a schema field no content has is left out.
+    Each top-level field is typed on its own, so one untypeable field leaves the others structs.
     """
     present = {name for content in contents for name in content}
     fields: dict[str, pa.DataType | None] = {}
@@ -160,7 +157,7 @@ def content_type(schema_types: Iterable[pa.DataType | None],
 
 def content_array(contents: Sequence[Mapping[str, Any]], kind: pa.DataType,
                   as_json: Sequence[str]) -> pa.Array:
-    """The contents as an Arrow array of ``kind`` (the ``as_json`` fields as JSON text)."""
+    """The contents as an Arrow array of the type (JSON-text fields as text)."""
     if as_json:
         contents = [{k: (json.dumps(v, ensure_ascii=False) if k in as_json and v is not None
                          else v) for k, v in c.items()} for c in contents]

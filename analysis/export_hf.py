@@ -1,8 +1,7 @@
 """Export a job or run as a Hugging Face dataset folder in the Hub's layout.
 
-``data/*.parquet`` plus a README card whose YAML names them, so ``load_dataset(DIR)`` reads it
-and the folder uploads unchanged. It is written into a staged folder, so a failed export leaves
-DIR as it was. Needs the ``[hf]`` extra.
+Parquet files plus a README card naming them, so load_dataset(DIR) reads it and it uploads
+unchanged. Written into a staged folder, so a failed export leaves DIR as it was.
 """
 
 from __future__ import annotations
@@ -25,12 +24,12 @@ from personahub.personas.store import source_counts
 
 HUB_DATA = "data/train-00000-of-00001.parquet"
 HUB_TEST = "data/test-00000-of-00001.parquet"  # the test split, when the job has an evaluation
-# files ``export --format hf`` writes into DIR (``check_output`` refuses to overwrite them)
+# files the hf export writes into DIR (refused unless overwriting)
 HF_FILES = ("README.md", HUB_DATA, HUB_TEST)
 # what earlier versions wrote (Dataset.save_to_disk): removed from DIR by --force
 _OLD_FILES = ("dataset_info.json", "state.json", "data-00000-of-00001.arrow")
 INSTALL_HINT = "the hf format needs the datasets package: pip install 'personahub[hf]'"
-UPLOADED = ("README.md", "data/*.parquet")  # what push_to_hub sends (allow_patterns)
+UPLOADED = ("README.md", "data/*.parquet")  # what push_to_hub sends
 
 
 def _datasets() -> Any:
@@ -42,7 +41,7 @@ def _datasets() -> Any:
 
 
 def hf_table(items: Sequence[ExportItem]) -> tuple[pa.Table, list[str]]:
-    """The rows as an Arrow table plus ``messages``, and the content fields kept as JSON text."""
+    """The rows as an Arrow table plus messages, and the content fields kept as JSON text."""
     columns, as_json = item_columns(items)
     columns["messages"] = pa.array([chat_row(item)["messages"] for item in items], MESSAGES_TYPE)
     return pa.table(columns), as_json
@@ -68,7 +67,6 @@ def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) ->
 
 
 def _size_category(rows: int) -> str:
-    """The Hub's ``size_categories`` value for ``rows``."""
     bounds = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
               (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"))
     return next((label for bound, label in bounds if rows < bound), "10M<n<100M")
@@ -83,7 +81,7 @@ def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]
 
 
 def _card_split_lines(splits: Mapping[str, int] | None) -> list[str]:
-    """The YAML ``data_files`` entries: one train file, or each side of the split."""
+    """The card's data file entries: one train file, or each side of the split."""
     files = {"train": HUB_DATA, "test": HUB_TEST}
     return [line for side in (splits or {"train": 0}) for line in
             (f"  - split: {side}", f"    path: {files[side]}")]
@@ -94,8 +92,7 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
                  drop_duplicates: bool = False, as_json: Sequence[str] = (),
                  splits: Mapping[str, int] | None = None, evaluation: str | None = None,
                  quality: Sequence[str] = ()) -> str:
-    """The ``README.md`` of an exported dataset; with ``splits`` and ``quality``, an evaluation section.
-    """
+    """The README of an exported dataset; with splits and quality, an evaluation section."""
     from personahub import __version__
 
     source = _source(con, job, run)
@@ -151,7 +148,7 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
               run: str | None = None, kind: str | None = None, drop_duplicates: bool = False,
               overwrite: bool = False, splits: Mapping[str, Collection[str]] | None = None,
               evaluation: str | None = None, quality: Sequence[str] = ()) -> int:
-    """Write the items of a job or run into ``out_dir`` in the Hub's layout.
+    """Write the items of a job or run into a folder in the Hub's layout.
 
     Args:
         con: the database.
@@ -200,7 +197,7 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
 
 
 def card_data_files(folder: str | Path) -> list[str]:
-    """The ``path`` entries of a dataset card's YAML ``configs`` (what ``load_dataset`` reads)."""
+    """The data file paths a dataset card's YAML lists (what load_dataset reads)."""
     card = Path(folder) / "README.md"
     try:
         text = card.read_text(encoding="utf-8")
@@ -211,7 +208,7 @@ def card_data_files(folder: str | Path) -> list[str]:
 
 
 def check_hub_folder(folder: str | Path) -> list[Path]:
-    """The files ``push_to_hub`` uploads, once the card's data files are found to exist."""
+    """The files push_to_hub uploads, once the card's data files are found to exist."""
     folder = Path(folder)
     named = card_data_files(folder)
     if not named:
@@ -225,10 +222,10 @@ def check_hub_folder(folder: str | Path) -> list[Path]:
 
 def push_to_hub(dataset_dir: str | Path, repo_id: str, *, private: bool = True,
                 token: str | None = None) -> str:
-    """Publish an ``export --format hf`` folder to the Hub as dataset ``repo_id``, unchanged.
+    """Publish an exported hf folder to the Hub as a dataset repository, unchanged.
 
-    Uploads the card and ``data/*.parquet`` only; the token is ``token``, else the stored login or
-    ``HF_TOKEN``. Private unless ``private=False``. Returns the repository URL.
+    Uploads the card and Parquet files only, with the given token, else the stored login or
+    HF_TOKEN. Private by default. Returns the repository URL.
     """
     from huggingface_hub import HfApi
 

@@ -1,4 +1,4 @@
-"""Validity rates from ``judgments``, overall and per criterion, with 95% Wilson intervals.
+"""Validity rates from judgments, overall and per criterion, with 95% Wilson intervals.
 
 Wilson because rates sit near 100% (the paper's 96.5% of 200), where the normal interval
 spills past 1 and is too narrow.
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval of ``successes / n``; (0, 1) when ``n`` is 0."""
+    """Wilson score interval of successes / n; (0, 1) when n is 0."""
     from statsmodels.stats.proportion import proportion_confint
 
     if n <= 0:
@@ -27,7 +27,7 @@ def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Rate:
-    """``yes`` of ``n`` with its 95% Wilson interval."""
+    """Yes of n with its 95% Wilson interval."""
 
     yes: int
     n: int
@@ -41,7 +41,7 @@ class Rate:
         return wilson(self.yes, self.n)
 
     def text(self) -> str:
-        """``96.5% (193/200; 95% CI 93.0–98.3%)``."""
+        """E.g. "96.5% (193/200; 95% CI 93.0–98.3%)"."""
         low, high = self.interval
         return (f"{100 * self.value:.1f}% ({self.yes}/{self.n}; 95% CI "
                 f"{100 * low:.1f}–{100 * high:.1f}%)")
@@ -65,14 +65,14 @@ class Validity:
         return "offline" in [part.strip() for part in self.model.split(",")]
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (what the live view sends)."""
+        """JSON-ready, for the live view."""
         return {"judge_id": self.judge_id, "model": self.model, "offline": self.offline,
                 "valid": self.valid.as_dict(),
                 "criteria": {name: rate.as_dict() for name, rate in self.criteria.items()}}
 
 
 def validity(con: duckdb.DuckDBPyConnection, judge_id: str) -> Validity | None:
-    """The figures of judge ``judge_id`` (None when it has no judgments)."""
+    """A judge's figures (None when it has no judgments)."""
     found = con.execute("SELECT valid, criteria, model FROM judgments WHERE judge_id = ? "
                         "ORDER BY item_id", [judge_id]).fetchall()
     if not found:
@@ -88,32 +88,32 @@ def validity(con: duckdb.DuckDBPyConnection, judge_id: str) -> Validity | None:
 
 
 def judged_item_ids(con: duckdb.DuckDBPyConnection, judge_id: str) -> set[str]:
-    """The items judge ``judge_id`` has rated (what its resume skips)."""
+    """The items a judge has rated (what its resume skips)."""
     return {r[0] for r in con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
                                       [judge_id]).fetchall()}
 
 
 def judgment_rows(con: duckdb.DuckDBPyConnection, judge_id: str) -> pd.DataFrame:
-    """Every column of judge ``judge_id``'s judgments (criteria as JSON text), by item id."""
+    """Every column of a judge's judgments (criteria as JSON text), by item id."""
     return con.execute("SELECT * FROM judgments WHERE judge_id = ? ORDER BY item_id",
                        [judge_id]).df()
 
 
 def sample_judgments(con: duckdb.DuckDBPyConnection, judge_id: str, n: int) -> pd.DataFrame:
-    """``n`` of the judge's verdicts (item_id, valid, criteria), the same ones every time."""
+    """Some of the judge's verdicts (item_id, valid, criteria), the same ones every time."""
     return con.execute("SELECT item_id, valid, criteria FROM judgments WHERE judge_id = ? "
                        "ORDER BY hash(item_id) LIMIT ?", [judge_id, n]).df()
 
 
 def latest_judge(con: duckdb.DuckDBPyConnection, target_id: str) -> str | None:
-    """The judge that last wrote judgments of run or job ``target_id`` (None if none did)."""
+    """The judge that last judged a run or job (None if none did)."""
     found = con.execute("SELECT judge_id FROM judgments WHERE target_id = ? GROUP BY judge_id "
                         "ORDER BY max(created_at) DESC, judge_id LIMIT 1", [target_id]).fetchall()
     return found[0][0] if found else None
 
 
 def latest_validity(con: duckdb.DuckDBPyConnection, target_id: str) -> Validity | None:
-    """The latest judge's figures for run or job ``target_id``, if it was judged."""
+    """The latest judge's figures for a run or job, if it was judged."""
     judge_id = latest_judge(con, target_id)
     return validity(con, judge_id) if judge_id is not None else None
 
@@ -123,7 +123,7 @@ OFFLINE_NOTE = ("the offline engine is not a judge of quality: its verdicts are 
 
 
 def validity_lines(figures: Validity) -> list[str]:
-    """The figures as lines of text (the CLI prints them; the report shows them)."""
+    """The figures as lines of text, for the CLI and the report."""
     lines = [f"valid: {figures.valid.text()}  [judge {figures.judge_id}, model {figures.model}]"]
     lines += [f"  {name}: {rate.text()}" for name, rate in figures.criteria.items()]
     if figures.offline:

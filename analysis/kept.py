@@ -1,6 +1,5 @@
-"""The kept share per kind of call, in plain words: a call is kept when its last attempt is ok,
-and failed calls count under their last attempt's reason. Read from ``llm_calls``, so a resumed
-job counts its whole history.
+"""The kept share per kind of call: a call is kept when its last attempt is ok; failed calls count
+under their last attempt's reason. A resumed job counts its whole history.
 """
 
 from __future__ import annotations
@@ -17,8 +16,7 @@ if TYPE_CHECKING:
 
 TOP_REASONS = 3  # reasons named per kind
 
-# what a purpose's calls asked, where its name alone is jargon: a summary shows
-# shows "expand (who is close to a persona)", not a bare "expand" or "expand:link".
+# plain words where a purpose's name alone is jargon, e.g. "expand (who is close to a persona)"
 PURPOSE_WORDS = {
     "expand": "expand (who is close to a persona)",
     "expand:link": "expand, linking (are two personas related)",
@@ -26,7 +24,7 @@ PURPOSE_WORDS = {
 
 
 def purpose_label(kind: str) -> str:
-    """The purpose as a summary names it: its plain words where it has them, else its name."""
+    """The purpose in plain words where it has them, else its name."""
     return PURPOSE_WORDS.get(kind, kind)
 
 
@@ -62,7 +60,7 @@ def kept_line(kind: str, asked: int, kept: int, reasons: Counter[str] | dict[str
 
 def kept_shares(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, job_kind: str | None = None,
                 job_id: str | None = None) -> list[KeptShare]:
-    """Each purpose's kept share among the calls of a run or a job, by purpose name."""
+    """Each purpose's kept share among the calls of a run or a job."""
     rows = last_attempt_counts(con, run_id=run_id, job_kind=job_kind, job_id=job_id)
     shares: dict[str, KeptShare] = {}
     for purpose, status, error, n in rows:
@@ -77,5 +75,5 @@ def kept_shares(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, jo
 
 
 def kept_lines(con: duckdb.DuckDBPyConnection, **job: Any) -> list[str]:
-    """``kept_shares`` as lines (none when the job made no call)."""
+    """The kept shares as lines (none when the job made no call)."""
     return [share.line() for share in kept_shares(con, **job)]

@@ -1,7 +1,7 @@
 """What the live view shows, as JSON-ready dicts.
 
-Each request reads through a cursor of its own (connections are not thread-safe) and sees only
-committed rows, so a view of a running process shows each step once it commits. Nothing here writes.
+Each request reads through its own cursor (connections are not thread-safe) and sees only
+committed rows, so a running process shows each step once it commits.
 """
 
 from __future__ import annotations
@@ -31,19 +31,19 @@ from personahub.sim.store import delivered_events
 MAX_GRAPH_NODES = 150
 #: Emissions and messages the stream returns (newest first).
 STREAM_LIMIT = 40
-#: Seconds of the most recent calls that ``calls_per_s_recent`` is measured over.
+#: Seconds of recent calls the recent call rate is measured over.
 RECENT_S = 10.0
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Rows of ``sql`` as dicts keyed by column name."""
+    """Rows of a query as dicts keyed by column name."""
     cursor = con.execute(sql, params or [])
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def run_rows(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The runs with a lifecycle, newest first, as ``v_runs`` dicts; only ``status`` when given."""
+    """The runs with a lifecycle, newest first; only those with a status when given."""
     where = " AND status = ?" if status else ""
     return rows(con, "SELECT run_id, scenario, status, steps_done, steps_planned, started_at, "
                      f"finished_at, llm FROM v_runs WHERE status IS NOT NULL{where} "
@@ -51,13 +51,13 @@ def run_rows(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> li
 
 
 def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every run, newest first (id, scenario, status, steps), for the live view."""
+    """Every run, newest first (id, scenario, status, steps)."""
     keys = ("run_id", "scenario", "status", "steps_done", "steps_planned", "started_at")
     return [_jsonable({key: row[key] for key in keys}) for row in run_rows(con)]
 
 
 def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | None:
-    """``run_id`` when it exists, else None; without one, the newest run (None if none)."""
+    """The run id when it exists, else None; without one, the newest run."""
     if run_id:
         job = find_job(con, run_id)
         return job.job_id if job is not None and job.kind == "run" else None
@@ -96,7 +96,7 @@ def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 
 
 def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
-    """The run's unfinished batches, as ``batch ID (in_progress, 40/100)``; None when none."""
+    """The run's unfinished batches, as "batch ID (in_progress, 40/100)"; None when none."""
     open_ = open_batches(con, run_id)
     if not open_:
         return None
@@ -105,8 +105,7 @@ def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
 
 
 def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """One row per committed step: actions, emissions, messages, failures, answers, calls, tokens.
-    """
+    """One row per committed step: actions, emissions, messages, failures, answers, calls, tokens."""
     by_step = calls_by_step(con, run_id)
     return [_jsonable({**{k: v for k, v in row.items() if k != "seconds"},
                        "calls": by_step.get(row["step"], (0, 0))[0],
@@ -115,7 +114,7 @@ def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any
 
 
 def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """Events delivered so far, with who put them in (the scenario, or ``view``), in order."""
+    """Events delivered so far, with who put them in, in order."""
     keys = ("step", "text", "audience", "n_recipients", "source")
     return [_jsonable(dict(zip(keys, row, strict=True))) for row in delivered_events(con, run_id)]
 
@@ -144,10 +143,10 @@ def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMI
 
 
 def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
-    """The run's relationship graph with a seeded layout and each node's most frequent emission kind;
-    a large graph is sampled breadth-first from the best-connected agent, a real neighbourhood.
+    """The run's graph with a seeded layout and each node's most frequent emission kind; a large
+    graph is sampled breadth-first from the best-connected agent.
     """
-    # every read in a fixed order: the layout depends on the order nodes and edges are added
+    # a fixed order: the layout depends on the order nodes and edges are added
     agents = agent_ids(con, run_id)
     g = nx.Graph()
     g.add_nodes_from(agents.values())
@@ -171,8 +170,7 @@ def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAP
 
 
 def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """The latest judge's validity rate with its 95% interval, overall and per criterion; None if unjudged.
-    """
+    """The latest judge's validity rate with its 95% interval, overall and per criterion; None if unjudged."""
     from personahub.analysis.judgments import latest_validity
 
     figures = latest_validity(con, run_id)
@@ -180,18 +178,18 @@ def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | No
 
 
 def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """Everything the page polls each second, in one answer (the graph comes separately)."""
+    """Everything the page polls each second (the graph comes separately)."""
     return {"run": overview(con, run_id), "steps": step_rows(con, run_id),
             "events": events(con, run_id), "surveys": surveys(con, run_id),
             "stream": stream(con, run_id), "validity": validity(con, run_id)}
 
 
-# layouts by (run, graph shape): a run's graph changes rarely, the page asks every few seconds
+# a run's graph changes rarely, the page asks every few seconds
 _LAYOUTS: dict[tuple[str, int, int, int], dict[Any, Any]] = {}
 
 
 def _layout(run_id: str, g: nx.Graph) -> dict[Any, Any]:
-    """A seeded spring layout of ``g``, computed once per shape of the run's graph."""
+    """A seeded spring layout, computed once per shape of the run's graph."""
     if not g.number_of_nodes():
         return {}
     key = (run_id, g.number_of_nodes(), g.number_of_edges(), hash(tuple(sorted(g.edges))))
@@ -203,7 +201,7 @@ def _layout(run_id: str, g: nx.Graph) -> dict[Any, Any]:
 
 
 def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
-    """Up to ``max_nodes`` nodes breadth-first from the highest-degree node (ties: lowest id)."""
+    """Up to max_nodes nodes breadth-first from the highest-degree node (ties: lowest id)."""
     start = min(g.nodes, key=lambda n: (-g.degree[n], n))
     seen = {start}
     queue = deque([start])
@@ -216,7 +214,6 @@ def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
 
 
 def _planned_surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
-    """The scenario's surveys as stored in the run's configuration (empty if absent)."""
     job = find_job(con, run_id)
     config = job.config if job is not None else {}
     return {s["id"]: s for s in (config.get("scenario") or {}).get("surveys") or [] if "id" in s}
@@ -238,11 +235,9 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
 
 def experiment_state(con: duckdb.DuckDBPyConnection, experiment_id: str,
                      replicates_planned: int | None = None) -> dict[str, Any] | None:
-    """An experiment's arms side by side for the live view, pooled over its finished runs so far.
+    """An experiment's arms side by side, pooled over its finished runs so far; None before any.
 
-    JSON-ready: arms, outcomes with a per-arm ``series`` of (step, n, value, interval), and the SQL
-    outcomes in ``not_over_steps``; None when no run has finished. ``replicates_planned`` is None
-    for a database viewed afterwards.
+    Outcomes carry a per-arm series of (step, n, value, interval).
     """
     import dataclasses
 

@@ -1,9 +1,8 @@
 """The live view's web app: a static page and the JSON it polls (Starlette + uvicorn).
 
-A DuckDB file held by a writer cannot be opened by another process, so ``run --view`` serves
-from the run's own process through a second connection. The server binds loopback only and
-refuses foreign Host or Origin headers (DNS rebinding); ``POST /api/steer`` takes only JSON,
-which another site cannot send without a preflight.
+A DuckDB file held by a writer cannot be opened by another process, so the run's own process
+serves it. The server binds loopback only and refuses foreign Host or Origin headers (DNS
+rebinding); the steering endpoint takes only JSON, which needs a preflight.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; c
 
 
 class ViewSource:
-    """Cursors over one open connection, one per request; ``run_id`` is the run shown by default."""
+    """Cursors over one open connection, one per request, and the run shown by default."""
 
     def __init__(self, connect: Callable[[], Any], run_id: str | None = None) -> None:
         self._connect = connect
@@ -51,7 +50,7 @@ class ViewSource:
         self.run_id = run_id
 
     def open(self) -> None:
-        """Open the connection now: ``run --view`` must do it while the runner holds the file."""
+        """Open the connection now, while the runner holds the file."""
         with self._lock:
             if self._con is None:
                 self._con = self._connect()
@@ -70,7 +69,7 @@ class ViewSource:
 
 
 class ExperimentFeed:
-    """What ``/api/experiment`` answers: an experiment's arms side by side, read on each request."""
+    """An experiment's arms side by side, read on each request."""
 
     def __init__(self, source: ViewSource, experiment_id: str) -> None:
         self.source = source
@@ -86,8 +85,7 @@ class ExperimentFeed:
 
 
 class ExperimentSnapshots(ExperimentFeed):
-    """The feed of ``experiment --view``: each arm run holds the database in turn, so the state is
-    read between runs (``refresh``) and served from that copy.
+    """An experiment's state, read between runs (each holds the database in turn) and served from that copy.
     """
 
     def __init__(self, db: Path, experiment_id: str, arms: list[str],
@@ -150,8 +148,7 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
              experiments: ExperimentFeed | None = None) -> Starlette:
     """The page, its assets and the JSON endpoints (runs, state, graph, steer, experiment).
 
-    Without ``steering`` the view only watches; without ``source`` (``experiment --view``) the run
-    endpoints answer 409.
+    Without steering the view only watches; without a source the run endpoints answer 409.
     """
     if experiments is None and source is not None:
         experiments = ExperimentFeed(source, "")
@@ -230,8 +227,7 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
 
 
 async def steer_request(request: Request, steering: Steering | None) -> Response:
-    """``/api/steer``: GET the steering state, POST one action; 400/409/415 with a one-line error.
-    """
+    """GET the steering state, POST one action; 400/409/415 with a one-line error."""
     if steering is None:
         return JSONResponse({"error": "this view only watches: steer a run from the view of "
                                       "personahub run --view"}, status_code=409)
@@ -281,7 +277,7 @@ class RunningView:
 
 def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket.socket:
     """A listening loopback socket (port 0: a free one), bound before a run starts so a taken port
-    is refused before anything is written; the error names ``flag``.
+    fails before anything is written.
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise PersonahubError(f"--host {host!r}: the view only binds to loopback")
@@ -301,7 +297,7 @@ def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket
 def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1",
                sock: socket.socket | None = None, steering: Steering | None = None,
                experiments: ExperimentFeed | None = None) -> RunningView:
-    """Serve the view in a daemon thread on ``sock``, else on a new loopback socket at ``port``."""
+    """Serve the view in a daemon thread on the socket, else on a new loopback socket."""
     import uvicorn
 
     sock = sock or bind(port, host)
@@ -322,7 +318,6 @@ def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1"
 
 def _serve_until_interrupted(say: Callable[[str], None], what: str,
                              stop: Callable[[], None]) -> None:
-    """Say ``what`` is over, serve until Ctrl-C or SIGTERM, then ``stop``."""
     say(f"{what}; the view stays up until Ctrl-C")
     try:
         while True:
@@ -334,8 +329,8 @@ def _serve_until_interrupted(say: Callable[[str], None], what: str,
 
 
 class RunView:
-    """The view ``run --view`` serves: the port is taken at once, the server starts once the runner
-    holds the database, and it stays up after the run until interrupted.
+    """A run's view: the port is taken at once, serving starts once the runner holds the database and
+    lasts until interrupted.
     """
 
     def __init__(self, db: Path, port: int, say: Callable[[str], None], *,
@@ -347,13 +342,13 @@ class RunView:
         self.steering = Steering(paused=paused)
 
     def start(self, run_id: str) -> None:
-        """Start serving ``run_id``; call it while the runner's connection is open."""
+        """Start serving a run; call it while the runner's connection is open."""
         import duckdb
 
         if self.handle is not None or self.sock is None:
             return
         source = ViewSource(lambda: duckdb.connect(str(self.db)), run_id)
-        source.open()  # now, while the runner holds the file: same instance, same settings
+        source.open()  # while the runner holds the file: same instance, same settings
         self.handle, self.sock = start_view(source, sock=self.sock, steering=self.steering), None
         paused = " — paused before step 1: press Resume or Step" if self.steering.status()["paused"] \
             else ""
@@ -379,9 +374,7 @@ class RunView:
 
 
 class ExperimentView:
-    """The view ``experiment --view`` serves: at once, refreshed as each run lands, and kept up after
-    the experiment until interrupted.
-    """
+    """An experiment's view: served at once, refreshed as each run lands, kept up until interrupted."""
 
     def __init__(self, db: Path, port: int, say: Callable[[str], None], *, experiment_id: str,
                  arms: list[str], replicates: int) -> None:

@@ -1,7 +1,7 @@
-"""Sampled generated rows to look at: ``--preview``, the report's samples and outliers, and ``show``.
+"""Sampled generated rows to look at: end-of-job previews, the report's samples and outliers, show.
 
-Rows (persona → item, text → persona, parent → related persona) are picked by a stable hash of
-their ids, non-duplicates first, so the same database previews the same rows.
+Rows are picked by a stable hash of their ids, non-duplicates first, so the same database
+previews the same rows.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.store import CORPUS_PERSONAS, child_personas, persona_text
 from personahub.sim.store import archetype_lines
 
-DEFAULT_PREVIEW = 3  # rows per kind a command's end-of-job preview shows
+DEFAULT_PREVIEW = 3  # rows per kind in an end-of-job preview
 REPORT_SAMPLES = 5  # rows per kind in a report's samples section
-OUTLIERS = 3  # longest, shortest and near-duplicate rows in a report's outliers section
+OUTLIERS = 3  # rows per list in a report's outliers section
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One preview row: what went in and what came out, with the ids ``show`` takes."""
+    """One preview row: what went in and what came out, with the ids show takes."""
 
     kind: str
     item_id: str
@@ -46,7 +46,7 @@ class Preview:
     source_label: str  # "persona", "text", "parent persona"
     output_label: str  # "output", "persona", "related persona"
     samples: list[Sample] = field(default_factory=list)
-    totals: dict[str, int] = field(default_factory=dict)  # rows per kind, all of them
+    totals: dict[str, int] = field(default_factory=dict)
 
     def kinds(self) -> list[str]:
         """The kinds in the order their rows come."""
@@ -87,25 +87,25 @@ def _preview(con: duckdb.DuckDBPyConnection, source: str, owner: str, per_kind: 
 
 
 def job_preview(con: duckdb.DuckDBPyConnection, job_id: str, per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """A synthesis job's items: persona → item, ``per_kind`` per task."""
+    """A synthesis job's items: persona to item, per task."""
     return _preview(con, _JOB_ITEMS, job_id, per_kind, f"job {job_id}", ("persona", "output"))
 
 
 def run_preview(con: duckdb.DuckDBPyConnection, run_id: str, per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """A run's emissions: persona → emission, ``per_kind`` per emission kind."""
+    """A run's emissions: persona to emission, per emission kind."""
     return _preview(con, _RUN_EMISSIONS, run_id, per_kind, f"run {run_id}", ("persona", "output"))
 
 
 def corpus_preview(con: duckdb.DuckDBPyConnection, corpus: str,
                    per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """A text-to-persona corpus's personas: text → persona, ``per_kind`` per relation."""
+    """A text-to-persona corpus's personas: text to persona, per relation."""
     return _preview(con, CORPUS_PERSONAS, corpus, per_kind, f"corpus {corpus}", ("text", "persona"))
 
 
 def expansion_preview(con: duckdb.DuckDBPyConnection, expansion_id: str,
                       per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """An expansion's new personas: parent → relation: persona, ``per_kind`` per hop."""
-    # deferred: the expansion module (its model schemas, the graph) is loaded when one is shown
+    """An expansion's new personas: parent to persona, per hop."""
+    # deferred: the expansion module is loaded only when one is shown
     from personahub.personas.expand import EXPANSION_CHILDREN
 
     return _preview(con, child_personas(EXPANSION_CHILDREN), expansion_id, per_kind,
@@ -123,8 +123,7 @@ class Outliers:
 
 def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
              run_id: str | None = None, count: int = OUTLIERS) -> Outliers:
-    """The ``count`` longest and shortest outputs, and ``count`` near-duplicates with what they repeat.
-    """
+    """The longest and shortest outputs, and near-duplicates with what they repeat."""
     source, owner = (_JOB_ITEMS, job_id) if job_id is not None else (_RUN_EMISSIONS, run_id)
     if owner is None:
         return Outliers([], [], [])
@@ -141,8 +140,7 @@ def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
 
 
 def clip(text: str, limit: int) -> str:
-    """``text`` on one line, cut at a word boundary to at most ``limit`` characters with an ellipsis.
-    """
+    """The text on one line, cut at a word boundary to at most limit characters with an ellipsis."""
     flat = " ".join(str(text).split())
     if len(flat) <= limit:
         return flat
@@ -153,12 +151,10 @@ def clip(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:.") + "…"
 
 
-# -- one whole thing: personahub show --------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Shown:
-    """One item, emission or persona as ``show`` prints it: what, id, and labelled fields in order.
-    """
+    """One item, emission or persona as show prints it: what, id, and labelled fields in order."""
 
     what: str  # "synthesis item", "emission", "persona", "run"
     ident: str
@@ -171,11 +167,11 @@ _LOOKUPS: list[tuple[str, str, str]] = [
     ("persona", "personas", "persona_id"),
     ("run", "runs", "run_id"),
 ]
-MIN_PREFIX = 6  # the shortest id prefix show takes (shorter ones match too much)
+MIN_PREFIX = 6  # shorter prefixes match too much
 
 
 def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
-    """(what, table, full id) of ``ident``: an exact id, else a unique id prefix."""
+    """(what, table, full id) of an exact id, else a unique id prefix."""
     for what, table, column in _LOOKUPS:
         if con.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", [ident]).fetchone():
             return what, table, ident
@@ -196,8 +192,7 @@ def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
 
 
 def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
-    """The item, emission or persona ``ident`` names (an id, or a unique prefix of ``MIN_PREFIX``+).
-    """
+    """The item, emission or persona an id or unique id prefix names."""
     ident = ident.strip()
     if not ident:
         raise UsageError("show: give an item, emission or persona id")

@@ -1,7 +1,7 @@
 """An HTML report with PNG plots of a simulation run or a synthesis job (matplotlib, Agg).
 
-Sections without data say so instead of failing; chart data comes from ``report_data`` so tests
-can check it without reading a PNG.
+Sections without data say so instead of failing; chart data is computed apart from drawing,
+so tests can check it without reading a PNG.
 """
 
 from __future__ import annotations
@@ -55,14 +55,13 @@ from personahub.sim.run_queries import agent_persona_ids  # noqa: E402
 from personahub.sim.store import archetype_table  # noqa: E402
 
 MAX_DRAWN_NODES = 300
-# Every file a report may write into its folder (checked up front so --force means something).
+# Every file a report may write (checked up front so --force means something).
 REPORT_FILES = ("index.html", "emissions_over_steps.png", "duplicate_rate.png",
                 "degree_distribution.png", "relationship_graph.png", "diversity.png",
                 "survey_answers.png")
 EVENT_COLOUR = "tab:purple"
-# Every text reaches matplotlib as written: survey options, questions, kinds, persona texts are
-# user text, and mathtext would turn "$5 to $10" into an italic "5to10" and fail on "$\\x$".
-# This is the one place text styling is set: write_report draws every chart inside it.
+# Text reaches matplotlib as written: user text like "$5 to $10" would otherwise become mathtext
+# and fail on "$\\x$". write_report draws every chart inside this style.
 LITERAL_TEXT: dict[Any, Any] = {"text.parse_math": False, "text.usetex": False}
 
 
@@ -111,8 +110,7 @@ def _latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def _mark_events(ax: Any, events: list[Event]) -> None:
-    """Dashed lines just before each event's step (events reach agents before they act and
-    answer), labelled E1, E2, ... at the top of the axes."""
+    """Dashed lines just before each event's step, labelled E1, E2, ... at the top."""
     for event in events:
         ax.axvline(event.step - 0.45, color=EVENT_COLOUR, linestyle="--", linewidth=1)
         ax.annotate(event.label, (event.step - 0.45, 1.0), xycoords=("data", "axes fraction"),
@@ -154,13 +152,11 @@ def _emissions_over_steps(con: duckdb.DuckDBPyConnection, rep: Report) -> Sectio
 
 
 def duplicate_axis_limit(rates: list[float]) -> float:
-    """The x-axis end for duplicate rates: the largest rate with room for its label, at least
-    1%, at most 100% (a 0-1 axis shows 0.3% as nothing)."""
+    """The x-axis end for duplicate rates: room for the largest label, between 1% and 100%."""
     return min(1.0, max(0.01, max(rates, default=0.0) * 1.35))
 
 
 def _archetypes(con: duckdb.DuckDBPyConnection, run_id: str) -> Section | None:
-    """The run's archetypes (``run --archetypes K``), largest first; None without them."""
     method, rows = archetype_table(con, run_id)
     if not rows:
         return None
@@ -180,7 +176,7 @@ def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
         rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
                           "FROM v_duplicate_rate WHERE source = 'job' AND source_id = ? "
                           "ORDER BY kind", [rep.job_id])
-    else:  # the run's own emissions: a synthesis job in the same file is not this run's
+    else:  # a synthesis job in the same file is not this run's
         rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
                           "FROM v_duplicate_rate WHERE source = 'run' AND source_id = ? "
                           "ORDER BY source, source_id, kind", [rep.run_id])
@@ -308,8 +304,7 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 
 def _share_colours(survey: SurveyShares) -> list[Any]:
-    """Options on a red-to-green scale: a scale's low end red, a choice survey's first option green.
-    """
+    """Options on a red-to-green scale: a scale's low end red, a choice survey's first option green."""
     cmap = plt.get_cmap("RdYlGn")
     k = max(1, len(survey.options) - 1)
     positions = [i / k for i in range(len(survey.options))]
@@ -340,7 +335,6 @@ def _plot_survey(ax: Any, survey: SurveyShares, rep: Report, last_step: int) -> 
 
 
 def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
-    """Survey answer shares per step; no section when there are none (or no ``survey_answers``)."""
     columns = {r[0] for r in _rows(con, "SELECT column_name FROM information_schema.columns "
                                         "WHERE table_name = 'survey_answers'")}
     if not columns:
@@ -374,7 +368,6 @@ def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
 
 
 def _failures(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
-    """Failed model calls by purpose and first error line, and what the quality gate refused."""
     section = Section("Failures")
     owner = rep.job_id or rep.run_id
     calls = failed_call_groups(con, owner, limit=20)
@@ -403,8 +396,8 @@ def _items_per_task(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     return section
 
 
-SAMPLE_PERSONA_CHARS = 300  # a persona beside its output in the samples and outliers tables
-SAMPLE_OUTPUT_CHARS = 1200  # an output there (show ID prints it whole)
+SAMPLE_PERSONA_CHARS = 300
+SAMPLE_OUTPUT_CHARS = 1200  # show ID prints an output whole
 
 
 def _preview_of(con: duckdb.DuckDBPyConnection, rep: Report, per_kind: int) -> Preview | None:
@@ -419,7 +412,6 @@ def _output_cell(sample: Sample) -> str:
 
 
 def _samples(con: duckdb.DuckDBPyConnection, rep: Report) -> list[Section]:
-    """One section per kind/task: a few outputs, each beside the persona that wrote it."""
     preview = _preview_of(con, rep, REPORT_SAMPLES)
     if preview is None or not preview.samples:
         return [Section("Samples", note="No items to show.")]
@@ -438,7 +430,6 @@ def _samples(con: duckdb.DuckDBPyConnection, rep: Report) -> list[Section]:
 
 
 def _outliers(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
-    """The longest and shortest outputs, and some flagged as near-duplicates."""
     section = Section("Outliers")
     found = outliers(con, job_id=rep.job_id, run_id=None if rep.job_id else rep.run_id)
     groups = [("longest", found.longest), ("shortest", found.shortest),
@@ -457,7 +448,6 @@ def _outliers(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 
 def _validity(con: duckdb.DuckDBPyConnection, owner_id: str | None) -> Section | None:
-    """The latest judge's validity rate and per-criterion rates (``personahub judge``), if any."""
     figures = latest_validity(con, owner_id) if owner_id else None
     if figures is None:
         return None
@@ -516,11 +506,10 @@ def _html(rep: Report) -> str:
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
                  run_id: str | None = None, job_id: str | None = None, seed: int = 0,
                  overwrite: bool = False, embedder: Embedder | str = "hash") -> Path:
-    """Write ``index.html`` and its PNGs into ``out_dir``; returns the index path.
+    """Write index.html and its PNGs into a folder; returns the index path.
 
-    A run's report (default: the latest run) or a synthesis job's (``job_id``). Files already in
-    ``out_dir`` are replaced only with ``overwrite``. Everything is drawn into a staged folder
-    first, so a failure half-way leaves ``out_dir`` as it was.
+    A run's report (default: the latest run) or a synthesis job's. Drawn into a staged folder
+    first, so a failure half-way leaves the folder as it was.
     """
     from personahub.core.errors import PersonahubError, UsageError
 
@@ -549,7 +538,6 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
 
 
 def _write_sections(con: duckdb.DuckDBPyConnection, rep: Report) -> None:
-    """Draw every section of ``rep`` into its (staged, empty) folder, then its index.html."""
     job_id, run = rep.job_id, rep.run_id
     if job_id is not None:
         rep.facts = job_facts(con, job_id)

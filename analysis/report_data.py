@@ -1,7 +1,7 @@
 """The data behind the report's charts, apart from the drawing so tests can check it.
 
-Surveys become shares per step, since a moving share is the point, not counts. The graph is
-sampled breadth-first: a random sample of a large graph is a ring of unconnected dots.
+Surveys become shares per step, since a moving share is the point. The graph is sampled
+breadth-first: a random sample of a large graph is a ring of unconnected dots.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Event:
     step: int
     text: str
     recipients: int
-    source: str = "scenario"  # or who injected it while the run ran (``view``)
+    source: str = "scenario"  # or who injected it while the run ran
 
 
 def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, Any]]:
@@ -75,7 +75,7 @@ def _option_order(declared: dict[str, Any] | None, kind: str, seen: list[str]) -
 
 
 def survey_shares(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[SurveyShares]:
-    """Choice and scale surveys of a run (all answers when ``run_id`` is None), by survey id."""
+    """Choice and scale surveys of a run (of all runs without one), by survey id."""
     rows = choice_answer_counts(con, run_id)
     declared = declared_surveys(con, run_id)
     grouped: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
@@ -104,7 +104,7 @@ def run_events(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[Event
 
 
 def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, str]:
-    """What each persona did in the run: its most frequent emission kind (ties: by name)."""
+    """Each persona's most frequent emission kind in the run (ties: by name)."""
     if run_id is None:
         return {}
     rows = con.execute("SELECT persona_id, kind, count(*) FROM v_items WHERE source = 'run' "
@@ -117,8 +117,8 @@ def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str,
 
 
 def neighbourhood_sample(graph: nx.Graph, limit: int) -> tuple[list[Any], list[Any]]:
-    """Up to ``limit`` nodes breadth-first from the best-connected node, then the next unreached
-    one; returns (nodes, start nodes).
+    """Nodes breadth-first from the best-connected node, then the next unreached one; returns (nodes,
+    start nodes).
     """
     if graph.number_of_nodes() <= limit:
         return list(graph.nodes), []
@@ -142,5 +142,5 @@ def neighbourhood_sample(graph: nx.Graph, limit: int) -> tuple[list[Any], list[A
 
 
 def role_counts(nodes: list[Any], roles: dict[str, str]) -> Counter[str]:
-    """How many of ``nodes`` have each role (``no emission`` for the rest)."""
+    """How many nodes have each role ("no emission" for the rest)."""
     return Counter(roles.get(n, NO_EMISSION) for n in nodes)

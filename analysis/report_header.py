@@ -1,6 +1,4 @@
-"""The facts a report opens with: what ran, on which engine, when, and what it cost.
-The offline engine is said in words, so a reader knows before any chart that no model wrote it.
-"""
+"""The facts a report opens with: what ran, on which engine, when, and what it cost."""
 
 from __future__ import annotations
 
@@ -24,7 +22,7 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> tuple[A
 
 
 def engine_text(llm: str | None) -> str:
-    """The engine label, saying in words when it is the offline engine (alone or in a failover)."""
+    """The engine label, saying in words when it is the offline engine, so no one mistakes its output."""
     if not llm:
         return "unknown"
     parts = [p.strip() for p in llm.split(",")]
@@ -100,7 +98,7 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
 
 
 def decision_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> Facts:
-    """Deliberate runs' decisions per step (none for scripted runs)."""
+    """Deliberate runs' decisions per step."""
     per_step = decisions_per_step(con, run_id)
     if not per_step:
         return []

@@ -16,9 +16,7 @@ STYLE = ("<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:
 
 def page_head(title: str, facts: Sequence[tuple[str, str]],
               images: Sequence[tuple[str, str, str]]) -> list[str]:
-    """The page's opening HTML fragments, escaped: title, facts table, and each (heading, image or "",
-    note); the caller adds its sections and closes the body.
-    """
+    """The page's opening HTML, escaped: title, facts table, and each (heading, image or "", note)."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              STYLE + "</head><body>", f"<h1>{esc(title)}</h1>",
@@ -33,7 +31,7 @@ def page_head(title: str, facts: Sequence[tuple[str, str]],
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Write ``fig`` as a PNG atomically and close it."""
+    """Write a figure as a PNG atomically and close it."""
     import matplotlib.pyplot as plt  # the caller chose the backend (Agg) before importing it
 
     fig.tight_layout()

@@ -1,6 +1,4 @@
-"""A query result as text: CSV, JSON, JSON Lines, a Markdown table, or one bare value.
-Plain columns and rows in, so a notebook can use them on any result.
-"""
+"""A query result as text: CSV, JSON, JSON Lines, a Markdown table, or one bare value."""
 
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ def json_records(columns: Sequence[str], rows: Rows,
 
 
 def csv_text(columns: Sequence[str], rows: Rows, *, header: bool = True) -> str:
-    """CSV with ``\\n`` line ends (CRLF would leave ``\\r`` in ``$(...)``)."""
+    """CSV with LF line ends (CRLF would leave a CR in a shell's command substitution)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     if header:
@@ -41,7 +39,7 @@ def csv_text(columns: Sequence[str], rows: Rows, *, header: bool = True) -> str:
 
 
 def json_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | None = None) -> str:
-    """One JSON array of objects (``[]`` when there is no row), on lines of one record."""
+    """One JSON array of objects, on lines of one record."""
     return "[" + ",\n ".join(json_records(columns, rows, types)) + "]\n"
 
 
@@ -57,7 +55,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | None = None) -> str:
-    """A GitHub Markdown table: numbers right-aligned, ``|`` escaped, NULL spelled out."""
+    """A GitHub Markdown table: numbers right-aligned, pipes escaped, NULL spelled out."""
     kinds = list(types) if types else [""] * len(columns)
     rule = ["---:" if t.split("(")[0] in _NUMERIC else "---" for t in kinds]
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "| " + " | ".join(rule) + " |"]

@@ -1,7 +1,7 @@
 """Human survey answers in memory: questions, their options, and answer counts per group.
 
-Every input layout is read into one ``Survey``, so calibration never sees a file format. Options
-list substantive ones first, each with an ordinal position, then refusals, counted apart.
+Every input layout is read into one Survey, so calibration never sees a file format. Substantive
+options come first, each with an ordinal position, then refusals, counted apart.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Question:
 
     @property
     def refusals(self) -> tuple[str, ...]:
-        """Options that are not an opinion ("Refused"): counted apart."""
+        """Options that are not an opinion ("Refused")."""
         return self.options[len(self.ordinal):]
 
     @property
@@ -56,12 +56,12 @@ class Question:
 
 @dataclass(frozen=True)
 class Survey:
-    """Questions and answer counts per group; ``source`` names where they were read."""
+    """Questions and answer counts per group, and where they were read."""
 
     questions: dict[str, Question]
     counts: dict[str, dict[GroupKey, tuple[float, ...]]]
     source: str = field(default="", compare=False)
-    # question ids the source holds but that cannot be scored, with why (read, then left out)
+    # question ids read but left out as unscorable, with why
     skipped: dict[str, str] = field(default_factory=dict, compare=False)
     # how the counts were made from respondents (weighted or not); empty: counts as given
     weighting: str = field(default="", compare=False)
@@ -75,23 +75,21 @@ class Survey:
                                      f"{width} options")
 
     def groups(self, qid: str) -> Iterator[tuple[str, tuple[str, ...], np.ndarray]]:
-        """(attribute, group, counts) of a question, in reading order (``Overall`` left out)."""
+        """(attribute, group, counts) of a question, in reading order (Overall left out)."""
         for (attribute, group), vector in self.counts.get(qid, {}).items():
             if attribute != OVERALL:
                 yield attribute, group, np.asarray(vector, dtype=float)
 
     def conditions(self, attribute: str, group: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        """The canonical ``(key, slug)`` pairs a group stands for (empty: none)."""
+        """The canonical (key, slug) pairs a group stands for."""
         return group_conditions(attribute, group)
 
     def carve(self, attribute: str, group: tuple[str, ...]) -> tuple[str, ...]:
-        """The group as carve conditions (e.g. ``party=democrat``); empty when no persona can answer.
-        """
+        """The group as carve conditions (e.g. party=democrat); empty when no persona can answer."""
         return tuple(f"{key}={slug}" for key, slug in self.conditions(attribute, group))
 
     def overall(self, qid: str) -> np.ndarray:
-        """Everyone's counts: the ``Overall`` group if given, else the attribute covering most answers.
-        """
+        """Everyone's counts: the Overall group if given, else the attribute covering most answers."""
         groups = self.counts.get(qid, {})
         explicit = groups.get((OVERALL, (OVERALL,)))
         if explicit is not None:
@@ -115,8 +113,8 @@ class Survey:
 
 
 def match_option(question: Question, option: str) -> int | None:
-    """Index of ``option`` among the question's options: exact, else ignoring case and spacing
-    (OpinionQA's W42 spells "noR" where info.csv has "nor").
+    """Index of an option among the question's: exact, else ignoring case and spacing (OpinionQA's W42
+    spells "noR" where info.csv has "nor").
     """
     try:
         return question.options.index(option)
@@ -129,7 +127,7 @@ def match_option(question: Question, option: str) -> int | None:
 
 def add_counts(into: dict[GroupKey, list[float]], key: GroupKey, question: Question,
                answers: Mapping[str, float], name: str, line: int | None, where: str) -> None:
-    """Add one group's option -> count map to ``into``, refusing unknown options and bad counts."""
+    """Add one group's option -> count map, refusing unknown options and bad counts."""
     vector = into.setdefault(key, [0.0] * len(question.options))
     for option, count in answers.items():
         index = match_option(question, option)

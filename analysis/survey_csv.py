@@ -1,8 +1,7 @@
 """Read human answers from a long CSV: one row per question, group and option.
 
-Columns ``question_id, question, options, attribute, group, option, count`` and optionally
-``ordinal`` (OpinionQA's option positions; without it the question is nominal). Lists are
-``|``-separated or JSON. Repeated rows add up, so one row per respondent also reads.
+Columns: question_id, question, options, attribute, group, option, count, and optionally
+ordinal (without it the question is nominal). Repeated rows add up.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ class _Row:
 
 
 def _items(cell: str, what: str, name: str, line: int) -> list[str]:
-    """A ``|``-separated list or a JSON array of strings or numbers, as strings."""
+    """A pipe-separated list or a JSON array of strings or numbers, as strings."""
     text = cell.strip()
     if text.startswith("["):
         try:
@@ -123,7 +122,7 @@ def _count(row: _Row, name: str) -> float:
 
 
 def read_long_csv(path: str | Path) -> Survey:
-    """Read a long survey CSV into a ``Survey``."""
+    """Read a long survey CSV into a Survey."""
     name, path = str(path), Path(path)
     rows, has_ordinal = _rows(path, name)
     questions: dict[str, Question] = {}

@@ -1,8 +1,7 @@
-"""Read an OpinionQA wave folder (tatsu-lab/opinions_qa, ``data/human_resp/<wave>/``).
+"""Read an OpinionQA wave folder (tatsu-lab/opinions_qa, data/human_resp/WAVE/).
 
-Questions come from ``info.csv``, counts from ``<ATTRIBUTE>_data.json``; files repeating
-info.csv, and ``NONE_data.json`` (a copy of POLPARTY's), are skipped. List literals go through
-``ast.literal_eval``, never executed.
+Questions come from info.csv, counts from ATTRIBUTE_data.json (NONE_data.json, a copy of
+POLPARTY's, is skipped). List literals are parsed, never executed.
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ def _question(row: dict[str, str], name: str, line: int) -> Question:
 
 def _read_info(path: Path) -> tuple[dict[str, Question], dict[str, str]]:
     """The questions of info.csv, and the keys skipped with why (W43 lists IDIMPORT_W43 five times
-    with five texts but has one count map for them).
+    with one count map).
     """
     name = str(path)
     if not path.is_file():
@@ -127,7 +126,7 @@ def _read_data(path: Path, attribute: str, questions: dict[str, Question],
 
 
 def read_opinionqa(folder: str | Path) -> Survey:
-    """Read a wave folder into a ``Survey``."""
+    """Read a wave folder into a Survey."""
     folder = Path(folder)
     questions, skipped = _read_info(folder / INFO)
     files = sorted(folder.glob("*" + DATA_SUFFIX))

@@ -1,5 +1,4 @@
-"""Which reader a survey path takes: an OpinionQA wave folder, a long CSV, or a
-respondent-level file (CSV or Parquet)."""
+"""Which reader a survey path takes: an OpinionQA folder, a long CSV, or a respondent-level file."""
 
 from __future__ import annotations
 
@@ -14,8 +13,7 @@ from personahub.core.errors import InputFileError
 
 
 def _is_long_csv(path: Path) -> bool:
-    """A CSV whose header names ``question_id`` is the long layout; any other is one row per
-    respondent."""
+    """A CSV whose header names question_id is the long layout; any other is one row per respondent."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             header = next(csv.reader(f), [])
@@ -25,8 +23,7 @@ def _is_long_csv(path: Path) -> bool:
 
 
 def read_survey(path: str | Path) -> Survey:
-    """Read human answers: an OpinionQA wave folder, a long CSV (``survey_csv``), or one row
-    per respondent, CSV or Parquet (``survey_respondents``)."""
+    """Read human answers: an OpinionQA wave folder, a long CSV, or one row per respondent."""
     path = Path(path)
     if path.is_dir():
         return read_opinionqa(path)

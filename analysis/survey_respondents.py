@@ -1,8 +1,8 @@
 """Read human answers with one row per respondent (CSV or Parquet) into a Survey's group counts.
 
 Columns are told apart by name: known demographics, an optional weight (rescaled to a mean of
-1), identifiers, and questions. A codebook ``<stem>.questions.csv`` beside the file gives the
-questions' options; without one each question is nominal over the values seen.
+1), identifiers, and questions. A codebook beside the file gives the questions' options; without
+one each question is nominal over the values seen.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CODEBOOK_COLUMNS = ("question_id", "question", "options")
 
 
 def codebook_path(path: Path) -> Path:
-    """Where a respondent file's codebook is looked for: ``<stem>.questions.csv`` beside it."""
+    """Where a respondent file's codebook is looked for: STEM.questions.csv beside it."""
     return path.with_name(f"{path.stem}.questions.csv")
 
 
@@ -70,14 +70,13 @@ def _records(path: Path, name: str) -> tuple[list[str], Iterator[tuple[int | Non
 
 
 def _text(value: object) -> str:
-    """A Parquet cell as an option label: whole floats without ``.0`` (a column of codes)."""
+    """A Parquet cell as an option label: whole floats without ".0" (a column of codes)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()
 
 
 def _codebook(path: Path) -> dict[str, Question] | None:
-    """The codebook's questions, or None when there is no codebook."""
     book = codebook_path(path)
     if not book.is_file():
         return None
@@ -155,7 +154,7 @@ def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Resp
 
     Args:
         path: a CSV or Parquet file, one row per respondent.
-        weight: the weight column (default: the one named ``weight`` or ``weight_*``, if any).
+        weight: the weight column (default: one named weight or weight_*, if any).
 
     Returns:
         The questions, the demographic columns, and each respondent's row.
@@ -204,9 +203,7 @@ def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Resp
 
 
 def read_respondents(path: str | Path, *, weight: str | None = None) -> Survey:
-    """Read a respondent-level file into a ``Survey`` of weighted counts per question and group;
-    ``weight`` names the weight column (default: ``weight`` or ``weight_*``, if any).
-    """
+    """Read a respondent-level file into a Survey of weighted counts per question and group."""
     read = read_respondent_rows(path, weight=weight)
     questions, rows, skipped = read.questions, read.rows, dict(read.skipped)
     scale = len(rows) / sum(w for w, _, _ in rows)

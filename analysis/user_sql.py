@@ -1,6 +1,4 @@
-"""SQL a user typed (``personahub sql``), run read-only in the sandbox with the analysis views.
-Kept out of the CLI so the command only parses and prints.
-"""
+"""SQL a user typed, run read-only in the sandbox with the analysis views."""
 
 from __future__ import annotations
 
@@ -20,9 +18,8 @@ from personahub.core.sandbox import (
     user_sql_statements,
 )
 
-# Statements whose result is rows to show; those that never return rows (their status: Count or
-# Success; after an ATTACH the sandbox's own check query); and the others (INSERT, UPDATE, COPY...),
-# shown only when their result is not a status (INSERT ... RETURNING).
+# Statements whose result is rows; those that never return rows (only a status); and the others
+# (INSERT, COPY...), shown only when their result is not a status (INSERT ... RETURNING).
 _QUERY_KINDS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL", "MULTI", "UNKNOWN"})
 _NEVER_ROWS = frozenset({"ATTACH", "DETACH", "SET", "VARIABLE_SET", "TRANSACTION", "VACUUM",
                          "ANALYZE", "DROP", "ALTER", "CREATE", "CREATE_FUNC", "LOAD", "EXTENSION",
@@ -32,7 +29,7 @@ _STATUS_COLUMNS = (["Count"], ["Success"])
 
 @dataclass(frozen=True)
 class QueryResult:
-    """A result set with its DuckDB column types, so JSON columns are decoded once, not twice."""
+    """A result set with its DuckDB column types, so JSON columns are decoded once."""
 
     columns: list[str]
     types: list[str]
@@ -41,8 +38,7 @@ class QueryResult:
 
     @property
     def is_status(self) -> bool:
-        """Whether this is only a statement's status (``Count``, ``Success``), not rows asked for.
-        """
+        """Whether this is only a statement's status, not rows asked for."""
         return self.kind in _NEVER_ROWS or (self.kind not in _QUERY_KINDS
                                             and self.columns in _STATUS_COLUMNS)
 
@@ -50,9 +46,7 @@ class QueryResult:
 def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
                    write_dir: Path | None = None,
                    where: str = "") -> tuple[list[str], list[tuple[Any, ...]]]:
-    """(column names, rows) of the last statement; any refusal or SQL error is one
-    ``PersonahubError`` line starting ``sql:``.
-    """
+    """(column names, rows) of the last statement; a refusal or SQL error is one PersonahubError line."""
     result = user_query_result(db, query, allow_files=allow_files, write_dir=write_dir,
                                where=where)
     return result.columns, result.rows
@@ -60,13 +54,13 @@ def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
 
 def user_query_result(db: str | Path, query: str, *, allow_files: bool = False,
                       write_dir: Path | None = None, where: str = "") -> QueryResult:
-    """``run_user_query`` with the column types."""
+    """The last statement's result with its column types."""
     return _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)[-1]
 
 
 def user_query_results(db: str | Path, query: str, *, allow_files: bool = False,
                        write_dir: Path | None = None, where: str = "") -> list[QueryResult]:
-    """The result of every statement of ``query`` that returns rows, in order."""
+    """The result of every statement that returns rows, in order."""
     results = _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)
     return [r for r in results if not r.is_status]
 

@@ -1,8 +1,7 @@
-"""Install the analysis views (``analysis/views.sql``) on a DuckDB connection.
+"""Install the analysis views on a DuckDB connection.
 
-Writers store them in the file, so other DuckDB clients see them. Readers lay TEMP copies over
-them when the file holds another version's, so the views match the installed code without
-changing the file.
+Writers store them in the file, so other DuckDB clients see them; readers of a file holding
+another version's lay TEMP copies over them without changing the file.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_c
 
 
 def views_sql() -> str:
-    """The text of ``analysis/views.sql``."""
+    """The text of views.sql."""
     return views_text()
 
 
@@ -35,10 +34,9 @@ def view_statements(*, temporary: bool) -> list[str]:
 
 
 def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> list[str]:
-    """Create or replace every analysis view on ``con``; returns the view names.
+    """Create or replace every analysis view; returns the view names.
 
-    TEMP views are skipped when the file already stores these (they would list twice); missing
-    tables get empty TEMP stand-ins, so every view exists.
+    Missing tables get empty TEMP stand-ins, so every view exists.
     """
     if temporary:
         if holds_views(con):
@@ -50,6 +48,6 @@ def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> 
 
 
 def query_files() -> dict[str, Path]:
-    """Ready-made queries shipped in ``analysis/queries`` by name (file stem)."""
+    """The shipped ready-made queries by name (file stem)."""
     folder = Path(str(resources.files("personahub.analysis").joinpath("queries")))
     return {p.stem: p for p in sorted(folder.glob("*.sql"))}

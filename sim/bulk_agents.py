@@ -1,8 +1,7 @@
-"""Register many Mesa agents at once: what ``Agent.__init__`` does per agent, done per batch.
+"""Register many Mesa agents at once, ending as if each had been created in order.
 
-Registering agents one by one was a large part of setting up a million agents (bench_scale.py).
-This fills Mesa's collections in bulk, ending as if each agent had been created in order. It
-uses Mesa's private fields; when another Mesa lacks them, callers create agents one by one.
+One by one was a large part of setting up a million agents (bench_scale.py). This uses Mesa's
+private fields; when a Mesa version lacks them, callers create agents one by one.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from mesa.agent import AgentSet
 
 
 def supported(model: mesa.Model) -> bool:
-    """True when this Mesa keeps its agents where ``register_agents`` puts them."""
+    """True when this Mesa keeps its agents where register_agents puts them."""
     return (isinstance(getattr(model, "_agents", None), dict)
             and isinstance(getattr(model, "_agents_by_type", None), dict)
             and isinstance(getattr(model, "_all_agents", None), AgentSet)
@@ -25,7 +24,7 @@ def supported(model: mesa.Model) -> bool:
 
 
 def next_unique_ids(model: mesa.Model, n: int) -> list[int]:
-    """The next ``n`` unique ids Mesa would give agents of ``model`` (drawn from its counter)."""
+    """The next n unique ids Mesa would give the model's agents."""
     counter = mesa.Agent._ids[model]
     return [next(counter) for _ in range(n)]
 

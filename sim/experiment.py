@@ -1,6 +1,6 @@
 """Experiments on the society: arms as differences from a scenario, replicated over seeds.
 
-A scenario file declares one next to its ``SCENARIO``::
+A scenario file declares one next to its SCENARIO::
 
     EXPERIMENT = Experiment(
         arms=(Arm(name="no_rumour", drop_events=(1,)), Arm(name="rumour")),
@@ -8,11 +8,8 @@ A scenario file declares one next to its ``SCENARIO``::
         outcomes=(Outcome(survey="purchase_intent", step=5, options=("definitely", "probably")),),
     )
 
-The first arm is the control. By default each arm is its own society built from the same seed
-(*between worlds*), so only the arm's difference separates it from the control. With
-``design="within"`` each replicate is one society whose agents are randomised into the arms, and
-an arm's changes reach only its own agents. Everything is checked against the scenario when the
-file loads, so a wrong arm or outcome fails before any run starts.
+The first arm is the control. Each arm is its own society from the same seed, or with
+``design="within"`` each replicate is one society whose agents are randomised into the arms.
 """
 
 from __future__ import annotations
@@ -42,8 +39,8 @@ from personahub.sim.scenario import (
 )
 
 DESIGNS = ("between", "within")
-STRATIFY_ATTRIBUTES = "attributes:"  # stratify="attributes:<name>"
-STRATIFY_COMMUNITY = "community"  # stratify="community": Louvain communities of the graph
+STRATIFY_ATTRIBUTES = "attributes:"
+STRATIFY_COMMUNITY = "community"  # Louvain communities of the graph
 
 
 def _check(condition: bool, message: str) -> None:
@@ -104,11 +101,10 @@ class Outcome:
     Attributes:
         survey: the survey id (empty for a SQL outcome).
         step: the step whose answers count.
-        options: for a choice survey, the options whose share is the outcome; empty for a
-            scale survey, whose outcome is the mean.
-        name: the outcome's name in tables (default ``SURVEY@STEP``; required with sql).
-        sql: a query returning ``agent_id, value`` rows or one ``value`` row, with the run's id
-            bound as ``$run_id``; the outcome is the mean of the values.
+        options: a choice survey's options whose share is the outcome; empty: the scale's mean.
+        name: the outcome's name in tables (default SURVEY@STEP; required with sql).
+        sql: a query of (agent_id, value) rows or one value row, the run's id bound as
+            ``$run_id``; the outcome is the mean.
     """
 
     survey: str = ""
@@ -160,8 +156,7 @@ class Experiment:
         arms: two or more Arm objects; the first is the control.
         outcomes: one or more Outcome objects.
         replicates: runs per arm, with seeds scenario.seed + 0, 1, ...
-        design: ``between`` (each arm its own society) or ``within`` (one society per
-            replicate, its agents randomised into the arms).
+        design: between (each arm its own society) or within (agents randomised into the arms).
         stratify: within only: ``attributes:<name>`` or ``community`` (Louvain); empty: none.
         id: the experiment's id (default: the scenario's name); a rerun skips finished runs.
     """
@@ -289,8 +284,7 @@ def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
 
 
 def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
-    """The one scenario of a within-world replicate: every arm's events, interventions and world
-    text, each reaching only the agents of the arms that have it."""
+    """The one scenario of a within-world replicate: each arm's changes reach only its agents."""
     names = tuple(a.name for a in experiment.arms)
 
     def keeping(dropped: str, index: int) -> tuple[str, ...]:
@@ -323,11 +317,7 @@ def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
 
 def strata(persona_ids: Sequence[str], attributes: Sequence[Mapping[str, Any]],
            graph: nx.Graph | None, stratify: str, seed: int) -> list[str]:
-    """Each agent's stratum label.
-
-    For communities the graph is rebuilt with sorted nodes and edges, so seeded Louvain does not
-    depend on the order the graph was built in.
-    """
+    """Each agent's stratum label (communities from a sorted graph, so seeded Louvain is stable)."""
     if not stratify:
         return ["" for _ in persona_ids]
     if stratify.startswith(STRATIFY_ATTRIBUTES):
@@ -350,8 +340,8 @@ def assign_arms(persona_ids: Sequence[str], arms: Sequence[str], seed: int,
                 labels: Sequence[str] | None = None) -> dict[str, str]:
     """Randomise agents into arms, balanced within each stratum.
 
-    Each stratum is shuffled and dealt to the arms in turn, the turn carrying over between strata,
-    so arm counts differ by at most one within every stratum and overall.
+    Strata are shuffled and dealt to the arms in turn, the turn carrying over, so arm counts differ
+    by at most one within every stratum and overall.
 
     Args:
         persona_ids: the agents.

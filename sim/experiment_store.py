@@ -1,7 +1,7 @@
 """SQL of the experiment tables and the survey answers an experiment's outcomes read.
 
-An experiment's runs are ordinary runs; ``experiments`` links each (experiment, arm, replicate)
-to its run once it finished, and ``experiment_agents`` holds a within-world randomisation.
+An experiment's runs are ordinary runs; experiments links each (experiment, arm, replicate) to
+its finished run, and experiment_agents holds a within-world randomisation.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFra
 
 def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], survey_id: str,
                     step: int) -> pd.DataFrame:
-    """Each agent's answer to the survey at ``step`` in these runs (failed answers absent)."""
+    """Each agent's answer to the survey at a step in these runs (failed answers absent)."""
     return con.execute(
         "SELECT run_id, agent_id, answer_choice, answer_scale FROM survey_answers "
         "WHERE run_id IN (SELECT unnest(?)) AND survey_id = ? AND step = ? "
@@ -63,8 +63,7 @@ def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], n
                        sql: str) -> pd.DataFrame:
     """The values a SQL outcome's query returns for each run: run_id, agent_id, value.
 
-    The query runs once per run with ``$run_id`` bound as a parameter; a per-run value has a
-    NULL agent_id.
+    The query runs once per run with ``$run_id`` bound; a per-run value has a NULL agent_id.
 
     Raises:
         PersonahubError: the query fails or returns another shape.

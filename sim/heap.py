@@ -1,10 +1,8 @@
-"""Garbage-collector policy for a run: quiet while the society is built, frozen between steps.
+"""Garbage-collector policy for a run: paused while the society is built, frozen between steps.
 
-A large society is millions of long-lived objects, and Python's collector makes full passes over
-them that free nothing: at 100,000 agents a large share of a run's CPU (bench_scale.py). So the
-collector is paused during setup, and after setup and every step ``gc.freeze()`` moves what is
-alive out of its sight; it then sees only the step's short-lived objects. At the end everything
-is unfrozen, so what became garbage is reclaimed.
+A large society is millions of long-lived objects; the collector's full passes over them took a
+large share of a run's CPU at 100,000 agents (bench_scale.py). Freezing after each step leaves it
+only the step's short-lived objects; everything is unfrozen at the end.
 """
 
 from __future__ import annotations
@@ -12,13 +10,13 @@ from __future__ import annotations
 import gc
 from types import TracebackType
 
-# after a freeze the collector counts nothing as long-lived, so it would make a full pass every
-# 10 middle-generation passes; a step's survivors die with the step, so look far less often
+# after a freeze every object looks young, so full passes would come every 10 middle ones;
+# a step's survivors die with the step, so look far less often
 FULL_PASS_EVERY = 100
 
 
 class RunHeap:
-    """Context manager: collector paused on entry; ``settle()`` freezes and resumes it."""
+    """Context manager: collector paused on entry; settle() freezes and resumes it."""
 
     _was_enabled: bool
     _thresholds: tuple[int, int, int]
@@ -27,7 +25,6 @@ class RunHeap:
         self._frozen = False
 
     def __enter__(self) -> RunHeap:
-        # the collector's settings as found on entry, to put back on exit
         self._was_enabled = gc.isenabled()
         self._thresholds = gc.get_threshold()
         gc.disable()

@@ -1,8 +1,7 @@
-"""Bounded agent memory: recent observations, messages received, own emissions, and a summary.
+"""Bounded agent memory: recent observations, messages, own emissions, and a keyword summary.
 
-What falls out of a fixed-size part is folded into a keyword summary, with no model call, so
-memory is bounded, free per step and identical on every machine and after a resume. Retrieval
-and reflection, after Generative Agents (Park et al. 2023), are opt-in.
+What leaves a fixed-size part folds into the summary without a model call, so memory is bounded,
+free and identical after a resume. Retrieval and reflection (Generative Agents) are opt-in.
 """
 
 from __future__ import annotations
@@ -16,11 +15,11 @@ from personahub.models.offline_text import keywords
 
 DECAY = 0.8  # weight kept by older summary terms at each eviction
 TERMS_PER_ITEM = 8
-RECENCY_DECAY = 0.9  # weight an item keeps per step of age (the paper: 0.995 per hour)
-# Importance by source, with no model call to rate each memory as the paper does: the world
-# shapes an agent's situation most, then what others said to it; its own output it already knows.
+RECENCY_DECAY = 0.9  # per step of age (the paper: 0.995 per hour)
+# Importance by source, not rated by a model as in the paper: the world shapes an agent most,
+# then what others said to it.
 IMPORTANCE: dict[str, float] = {"event": 1.0, "message": 0.6, "answer": 0.4, "own": 0.3}
-REFLECTION_CHARS = 280  # a reflection kept longer is cut at a word (~70 tokens, a memory cap)
+REFLECTION_CHARS = 280  # cut at a word (~70 tokens)
 UNREFLECTED_KEEP = 12  # evicted items kept for the next reflection (at least)
 LABELS = {"event": "", "message": "heard: ", "answer": "", "own": "I wrote: ",
           "reflection": "In my own words: "}
@@ -30,7 +29,7 @@ LABELS = {"event": "", "message": "heard: ", "answer": "", "own": "I wrote: ",
 class Message:
     """A line of dialogue from one persona to a neighbour, delivered the step after.
 
-    ``thread_id`` is the id of the first message of its thread.
+    thread_id is the id of the first message of its thread.
     """
 
     message_id: str
@@ -43,7 +42,7 @@ class Message:
     thread_id: str | None = None
 
 
-Recollection = tuple[int, str, str]  # (step, source, text): an item of the store
+Recollection = tuple[int, str, str]  # (step, source, text)
 
 
 class AgentMemory:
@@ -60,18 +59,17 @@ class AgentMemory:
         self.retrieve = retrieve
         self.top_k = top_k
         self.store: deque[Recollection] = deque(maxlen=store if retrieve else 0)
-        self.sources: deque[str] = deque(maxlen=observations)  # each observation's source
+        self.sources: deque[str] = deque(maxlen=observations)
         self.reflect = reflect
         self.reflect_overflow = reflect_overflow
-        self.reflection = ""  # the latest reflection ('' before the first)
-        self.reflected_at = 0  # step of the latest reflection
+        self.reflection = ""  # '' before the first
+        self.reflected_at = 0
         self.fresh = 0  # items remembered since the latest reflection (capped)
         self.unreflected: deque[Recollection] = deque(
             maxlen=max(reflect_overflow or 0, UNREFLECTED_KEEP) if reflect else 0)
 
-    # -- adding things -------------------------------------------------------------------------
     def observe(self, step: int, text: str, source: str = "event") -> None:
-        """Remember an event, note or answer seen at ``step``."""
+        """Remember an event, note or answer seen at a step."""
         if self.retrieve and self.observations.maxlen:
             if len(self.observations) == self.observations.maxlen:
                 (old_step, old_text), old_source = self.observations[0], self.sources[0]
@@ -111,7 +109,7 @@ class AgentMemory:
             evicted = queue[0]
             if isinstance(evicted, Message):
                 self._retire((evicted.step, "message", evicted.text))
-            elif len(evicted) == 3:  # own emission
+            elif len(evicted) == 3:
                 self._retire((evicted[0], "own", evicted[2]))
             else:
                 self._retire((evicted[0], "event", evicted[1]))
@@ -137,7 +135,6 @@ class AgentMemory:
             self.unreflected.append(item)
 
     def _fold(self, text: str) -> None:
-        """Fold an evicted item's keywords into the summary (older terms decay)."""
         if self.summary_terms == 0:
             return
         terms = {w: round(v * DECAY, 6) for w, v in self.summary.items()}
@@ -146,7 +143,6 @@ class AgentMemory:
         ranked = sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[: self.summary_terms]
         self.summary = dict(ranked)
 
-    # -- reading -------------------------------------------------------------------------------
     def summary_text(self) -> str:
         """The running summary, strongest terms first ('' when nothing was evicted)."""
         if not self.summary:
@@ -155,14 +151,14 @@ class AgentMemory:
             ", ".join(self.summary)
 
     def summary_lines(self) -> list[str]:
-        """The reflection (if any), then the keyword summary of what it has not seen (if any)."""
+        """The reflection, then the keyword summary of what it has not seen."""
         lines = [f"In my own words: {self.reflection}"] if self.reflection else []
         return lines + ([self.summary_text()] if self.summary else [])
 
     def prompt_lines(self, before_step: int) -> list[str]:
-        """What the agent recalls for a prompt, oldest first: the summary, then observations
-        (or the retrieved items), the reflection placed at its own step so the prompt budget
-        weighs it by age."""
+        """What the agent recalls for a prompt, oldest first; the reflection sits at its own step so the
+        prompt budget weighs it by age.
+        """
         lines = [self.summary_text()] if self.summary else []
         recalled = self.recalled(before_step)
         if self.reflection:
@@ -171,23 +167,22 @@ class AgentMemory:
         return lines + [_line(item) for item in recalled]
 
     def recalled(self, before_step: int) -> list[Recollection]:
-        """The items a prompt shows before ``before_step``, oldest first (without summaries)."""
+        """The items a prompt shows before a step, oldest first (without summaries)."""
         if self.retrieve:
             return self.retrieved(before_step)
         return [(s, "event", text) for s, text in self.observations if s < before_step]
 
     def candidates(self, before_step: int) -> list[Recollection]:
-        """Retrievable items from before ``before_step``, oldest first (store, then observations)."""
+        """Retrievable items from before a step, oldest first (store, then observations)."""
         seen = [(s, src, t) for (s, t), src in zip(self.observations, self.sources, strict=True)]
         return [item for item in (*self.store, *seen) if item[0] < before_step]
 
     def retrieved(self, before_step: int) -> list[Recollection]:
-        """The ``top_k`` candidates by recency + importance + relevance, shown oldest first.
+        """The top_k candidates by recency + importance + relevance, shown oldest first.
 
-        Recency and relevance are min-max normalised as in Generative Agents; importance keeps
-        its fixed scale, so an all-messages memory does not rank messages as events. Relevance
-        is the cosine of word stems with this step's events and messages (no model or embedder)
-        and weighs double, so an old item about this step beats the newest unrelated one.
+        Recency and relevance are min-max normalised as in Generative Agents; importance keeps its
+        fixed scale. Relevance (word-stem cosine with this step's events and messages) weighs double,
+        so an old item about this step beats the newest unrelated one.
         """
         items = self.candidates(before_step)
         if len(items) <= self.top_k:
@@ -203,17 +198,15 @@ class AgentMemory:
         return [items[i] for i in sorted(best, key=lambda i: (items[i][0], i))]
 
     def current_events(self, step: int) -> list[str]:
-        """Observations made at ``step`` (this step's events)."""
+        """Observations made at a step (this step's events)."""
         return [text for s, text in self.observations if s == step]
 
     def recent_own(self) -> list[str]:
         """The agent's own latest emissions (texts)."""
         return [text for _, _, text in self.own]
 
-    # -- reflection ----------------------------------------------------------------------------
     def reflection_due(self, step: int, every: int | None) -> bool:
-        """Whether this agent reflects at ``step``: periodically when it has something new, or on
-        overflow."""
+        """Whether this agent reflects at a step: periodically when it has something new, or on overflow."""
         if not self.reflect:
             return False
         if self.reflect_overflow and len(self.unreflected) >= self.reflect_overflow:
@@ -221,22 +214,22 @@ class AgentMemory:
         return every is not None and step % every == 0 and self.fresh > 0
 
     def reflection_material(self, before_step: int) -> list[str]:
-        """What a reflection looks back on: what left memory since the last one, what is in
-        view, then its own recent output."""
+        """What a reflection looks back on: what left memory since the last one, what is in view, then
+        its own recent output.
+        """
         gone = [_line(item) for item in self.unreflected]
         held = [_line(item) for item in self.recalled(before_step)]
         mine = [_line((s, "own", t)) for s, _, t in self.own if s < before_step]
         return gone + held + mine
 
     def reflected(self, step: int, text: str) -> None:
-        """Apply a reflection written at ``step``: it replaces the summary and what it saw."""
+        """Apply a reflection: it replaces the summary and what it saw."""
         self.reflection = clip_text(text, REFLECTION_CHARS)
         self.reflected_at = step
         self.summary = {}
         self.unreflected.clear()
         self.fresh = 0
 
-    # -- plain data ----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         """JSON-able state; retrieval and reflection parts only when switched on."""
         state: dict[str, Any] = {
@@ -279,7 +272,7 @@ class AgentMemory:
 
 
 def _line(item: Recollection) -> str:
-    """A remembered item as a prompt line: ``(step N) [label]text``."""
+    """A remembered item as a prompt line: (step N) [label]text."""
     step, source, text = item
     return f"(step {step}) {LABELS.get(source, '')}{text}"
 
@@ -293,7 +286,6 @@ def _minmax(values: list[float]) -> list[float]:
 
 
 def _overlap(words: frozenset[str], query: frozenset[str]) -> float:
-    """Cosine of two word sets (0 when either is empty)."""
     if not words or not query:
         return 0.0
     return len(words & query) / (len(words) * len(query)) ** 0.5

@@ -1,8 +1,7 @@
-"""A Mesa ``Network`` space built from the social graph's arrays, with networkx made on demand.
+"""A Mesa Network space built from the social graph's arrays, with networkx made on demand.
 
-Mesa's ``Network`` connects its cells one call per edge end, which dominated setup at a million
-personas (bench_scale.py). Here each cell's connections are made when first read (most agents
-never act), and the networkx graph only when something walks it; the result equals Mesa's.
+Mesa connects cells one call per edge end, which dominated setup at a million personas
+(bench_scale.py). Here a cell's connections are made when first read; the result equals Mesa's.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ class SocialCell(Cell):
 
 
 class SocialNetwork(Network):
-    """One cell per persona id, connected as ``edges`` say; ``G`` is built on first use."""
+    """One cell per persona id, connected by the edges; G is built on first use."""
 
     def __init__(self, edges: SocialEdges, random: Random) -> None:  # noqa: D107
         DiscreteSpace.__init__(self, capacity=None, random=random, cell_klass=Cell)
@@ -53,7 +52,6 @@ class SocialNetwork(Network):
         self._cells = dict(zip(ids, cells, strict=True))
 
     def _new_cell(self, node_id: str, position: int) -> SocialCell:
-        """A cell as Mesa makes it, its connections left to be read."""
         cell = SocialCell.__new__(SocialCell)
         cell.coordinate, cell._agents, cell.capacity = node_id, [], None
         cell.properties, cell.random = {}, self.random
@@ -61,14 +59,14 @@ class SocialNetwork(Network):
         return cell
 
     def connections_of(self, position: int) -> dict[Any, Cell]:
-        """The connections of the cell at ``position``, from the arrays."""
+        """The connections of the cell at a position, from the arrays."""
         lo, hi = int(self._starts[position]), int(self._starts[position + 1])
         ids, cells = self._ids, self._cell_list
         return {ids[t]: cells[t] for t in self._targets[lo:hi].tolist()}
 
     @property
     def G(self) -> nx.Graph:  # noqa: N802 - Mesa's name
-        """The graph as networkx, built from the arrays the first time it is asked for."""
+        """The graph as networkx, built on first use."""
         if self._graph is None:
             self._graph = self._edges.to_networkx()
         return self._graph

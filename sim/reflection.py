@@ -1,7 +1,5 @@
-"""Agent reflections: which agents reflect at a step, and the model call that writes one.
-
-A reflection (Generative Agents' term) is a short summary in the agent's voice that replaces its
-keyword summary. A failed one changes nothing and counts as a failure of the step.
+"""Agent reflections (Generative Agents' term): a short summary in the agent's voice that replaces
+its keyword summary. A failed one changes nothing and counts as a failure of the step.
 """
 
 from __future__ import annotations
@@ -15,12 +13,12 @@ from personahub.sim.memory import AgentMemory
 from personahub.tasks.reflection import Reflection
 
 PURPOSE = "reflection"
-REFLECTION_MAX_TOKENS = 200  # output limit of a reflection: two or three sentences
+REFLECTION_MAX_TOKENS = 200  # two or three sentences
 
 
 async def reflect(llm: StructuredCaller, memory: AgentMemory, *, persona: str, persona_id: str,
                   step: int, budget: PromptBudget) -> StructuredResult[Any]:
-    """Ask the model for one agent's reflection at ``step`` (memory is only read)."""
+    """Ask the model for one agent's reflection at a step (memory is only read)."""
     messages = reflection_messages(persona=persona, summary=memory.summary_lines(),
                                    memory=memory.reflection_material(step + 1), budget=budget)
     return await llm.structured(Reflection, messages, purpose=PURPOSE, persona_id=persona_id,

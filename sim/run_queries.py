@@ -1,7 +1,7 @@
 """Reads of a run's log for the live view, the report and the Python API's handles.
 
-Callers join these rows with the model calls' figures in Python, so no query here reaches into
-another module's tables.
+Callers join these rows with the model calls' figures, so no query here reads another
+module's tables.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[
 
 
 def run_detail(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """The run's ``runs`` row, or None."""
+    """The run's runs row, or None."""
     found = _dicts(con, "SELECT run_id, scenario, scenario_path, llm, steps_planned, steps_done "
                         "FROM runs WHERE run_id = ?", [run_id])
     return found[0] if found else None
@@ -54,7 +54,7 @@ def step_table(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, An
 
 
 def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
-    """Answers per survey, step and answer (a free-text answer counts as ``(text)``)."""
+    """Answers per survey, step and answer (free text counts as "(text)")."""
     return _dicts(con, """
         SELECT survey_id, any_value(question) AS question, any_value(answer_kind) AS kind, step,
                coalesce(answer_choice, CAST(answer_scale AS VARCHAR), '(text)') AS answer,
@@ -64,7 +64,7 @@ def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str,
 
 
 def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` emissions."""
+    """The newest emissions."""
     return _dicts(con, """
         SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
                t.agent_id AS to_agent
@@ -75,7 +75,7 @@ def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) ->
 
 
 def agent_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
-    """Persona id → agent id, in agent order."""
+    """Persona id to agent id, in agent order."""
     return {str(p): int(a) for p, a in con.execute(
         "SELECT persona_id, agent_id FROM run_agents WHERE run_id = ? ORDER BY agent_id",
         [run_id]).fetchall()}
@@ -95,7 +95,7 @@ def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[in
 
 
 def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, int, int, int, int]]:
-    """A deliberate run's decision counts per step; none for a scripted run."""
+    """A deliberate run's decision counts per step."""
     return [tuple(int(v) for v in row) for row in con.execute(  # type: ignore[misc]
         "SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
         "count(*) FILTER (WHERE fallback IS NOT NULL), "
@@ -115,7 +115,7 @@ def choice_answer_counts(con: duckdb.DuckDBPyConnection,
         [run_id] if where else []).fetchall()
 
 
-#: the run-log tables the Python API hands out, with the order their rows come in
+#: the run-log tables the Python API hands out, with their row order
 _RUN_ROWS = {
     "emissions": "step, agent_id",
     "survey_answers": "step, survey_id, agent_id",
@@ -125,7 +125,7 @@ _RUN_ROWS = {
 
 
 def run_rows(con: duckdb.DuckDBPyConnection, table: str, run_id: str) -> pd.DataFrame:
-    """Every column of one of the tables above for the run, as a DataFrame."""
+    """Every column of one of those tables for the run, as a DataFrame."""
     order = _RUN_ROWS[table]
     return con.execute(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]).df()
 

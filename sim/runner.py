@@ -1,9 +1,5 @@
-"""What a run does to its society, apart from the job around it: personas → graph → Mesa model.
-
-It loads and checks the scenario's personas, identifies a scenario by digest, records the agents
-and starting graph (or reads them back on resume), and brings a model to the end of a committed
-step. Everything random derives from (seed, step, persona), so resumed steps equal those of an
-uninterrupted run.
+"""What a run does to its society: load personas, record the agents and starting graph (or read
+them back on resume), and restore a model to a committed step.
 """
 
 from __future__ import annotations
@@ -39,9 +35,9 @@ from personahub.sim.society import SocietyModel, StepResult
 def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
                            con: duckdb.DuckDBPyConnection | None = None, *,
                            offline: bool = False, notes: list[str] | None = None) -> list[Persona]:
-    """The scenario's personas: from its file, or a seeded sample of the gated hub personas.
-
-    A hub draw short of its limit adds a line to ``notes`` saying what the gate held back."""
+    """The scenario's personas: from its file, or a seeded sample of the gated hub personas (a short
+    draw adds a note on what the gate held back).
+    """
     if scenario.personas.from_hub:
         return _hub_personas(scenario, db, con, offline, notes)
     stream = iter_personas(scenario.persona_path(), fmt=scenario.personas.fmt)
@@ -87,13 +83,12 @@ def _hub_personas(scenario: Scenario, db: Path | str | None,
 
 def check_scenario(scenario: Scenario, personas: Sequence[Persona] | None) -> str:
     """Check what can be checked before a run is recorded; returns the world text."""
-    check_steps(scenario)  # load_scenario checks it too; a Scenario built in code may not
+    check_steps(scenario)  # a Scenario built in code was not checked by load_scenario
     if personas is not None:
         check_references(scenario, personas)
     return scenario.world_text()  # a missing world file fails here, not after setup
 
 
-# --- a scenario's identity -------------------------------------------------------------------
 
 def scenario_digest(path: str | Path) -> str:
     """SHA-256 (hex) of a scenario file's bytes."""
@@ -117,10 +112,8 @@ def scenario_key(scenario: Scenario) -> str:
 
 def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha256: str | None,
                            scenario_path: str | None) -> Path:
-    """The run's scenario file, if its bytes are the ones the run started with.
-
-    Checked before executing it: an edited scenario would mix two versions in one run, and a
-    stored row alone is no reason to run whatever file it names.
+    """The run's scenario file, if its bytes are the ones the run started with (an edited one would
+    mix two versions in one run).
     """
     source = recorded_file or scenario_path
     if not source:
@@ -143,18 +136,17 @@ def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha2
     return path
 
 
-# --- the society ---------------------------------------------------------------------------------
 
 def save_acquaintances(con: duckdb.DuckDBPyConnection, ids: list[str], k: int, rewire: float,
                        seed: int, source: str) -> int:
-    """Store seeded Watts-Strogatz links among ``ids``; returns how many were offered."""
+    """Store seeded Watts-Strogatz links among the ids; returns how many were offered."""
     near, far = small_world_arrays(len(ids), k, rewire, seed)
     return save_links(con, ids, near, far, relation="acquaintance", hop=0, source=source)
 
 
 def link_acquaintances(con: duckdb.DuckDBPyConnection, scenario: Scenario,
                        personas: Sequence[Persona], seed: int) -> None:
-    """The scenario's acquaintance links among its personas, committed (the setup's first part)."""
+    """The scenario's acquaintance links among its personas, committed."""
     growth = scenario.graph
     with transaction(con):
         save_acquaintances(con, [p.persona_id for p in personas], growth.acquaintances,
@@ -162,8 +154,7 @@ def link_acquaintances(con: duckdb.DuckDBPyConnection, scenario: Scenario,
 
 
 def own_acquaintances(scenario: Scenario, personas: Sequence[Persona], seed: int) -> pa.Table:
-    """This seed's acquaintance links as columns: runs sharing a database must not see each
-    other's."""
+    """This seed's acquaintance links as columns (runs sharing a database must not see each other's)."""
     ids = [p.persona_id for p in personas]
     near, far = small_world_arrays(len(ids), scenario.graph.acquaintances, scenario.graph.rewire,
                                    seed)
@@ -193,9 +184,7 @@ def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[P
 
 def archetype_grouping(con: duckdb.DuckDBPyConnection, run_id: str, k: int | None,
                        agents: Sequence[Persona], seed: int) -> tuple[list[int], list[str]] | None:
-    """The run's archetypes and representatives: read back, or grouped (seeded) and recorded.
-
-    None when the scenario asks for none."""
+    """The run's archetypes and representatives: read back, or grouped and recorded; None if unused."""
     if k is None:
         return None
     recorded = store.archetypes_of(con, run_id)
@@ -221,7 +210,6 @@ def restore_society(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[P
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise PersonahubError(f"run {run_id}: personas {missing[:3]} are missing from the hub")
-    # agent ids are 1..n in persona order
     found = store.starting_edges(con, run_id)
     edges = SocialEdges.from_positions(ids, np.asarray(found["pa"]), np.asarray(found["pb"]),
                                        [None if r is None else str(r) for r in found["r"].tolist()])
@@ -230,7 +218,7 @@ def restore_society(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[P
 
 def restore_model(con: duckdb.DuckDBPyConnection, model: SocietyModel, run_id: str, done: int,
                   indexes: IndexesByKind) -> None:
-    """Bring a fresh model to the end of committed step ``done``."""
+    """Bring a fresh model to the end of a committed step."""
     for action, a, b, relation in store.applied_edge_changes(con, run_id, done):
         model.change_edge(action, a, b, relation)
     model.restore(done, store.latest_states(con, run_id, done))

@@ -1,7 +1,7 @@
 """The scenario contract: a Python file that defines ``SCENARIO = Scenario(...)``.
 
 Every part is a frozen, keyword-only dataclass validated on construction, so a broken scenario
-fails at load time naming the field at fault, before any database is touched.
+fails at load time, naming the bad field.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from personahub.sim.memory import AgentMemory
 from personahub.tasks import emission_kinds
 
 SEED_PERSONAS = "seed"
-HUB = "hub"  # PersonaSource(path="hub"): sample the run's own database
+HUB = "hub"  # sample the run's own database
 ACTIVATION_MODES = ("all", "probability", "count", "function")
 INTERVENTION_ACTIONS = ("set_persona", "add_memory", "forget", "add_edge", "remove_edge")
 ANSWER_KINDS = ("choice", "scale", "text")
@@ -57,7 +57,6 @@ def _check(condition: bool, message: str) -> None:
 
 
 def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a shared validator, turning its UsageError into a ScenarioValueError."""
     try:
         return check(*args, **kwargs)
     except UsageError as exc:
@@ -65,14 +64,11 @@ def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _named_fields(cls: type[_T]) -> type[_T]:
-    """Make a scenario dataclass refuse an unknown or missing field as a ScenarioValueError.
-
-    A wrong field name is the author's mistake, like a bad value, so it exits 2 with the known
-    fields listed instead of raising Python's TypeError."""
+    """Make a scenario dataclass report an unknown or missing field as a usage error listing the fields."""
     init = cls.__init__
     names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
     shown = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-             if f.init and f.compare]  # not base_dir and source: load_scenario sets those
+             if f.init and f.compare]  # load_scenario sets base_dir and source
     required = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
                 if f.init and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
@@ -104,13 +100,13 @@ class PersonaSource:
     """Where the scenario's personas come from: a file (the default), or the hub.
 
     Attributes:
-        path: a persona file relative to the scenario file; ``seed`` (default) is the shipped
-            set, ``hub`` samples the run's own database.
-        limit: take at most this many (first in file order, or a seeded sample from the hub).
-        fmt: importer format name; ``auto`` detects it.
-        hub: sample from this database file instead of a persona file.
-        where: hub only: one SQL condition over the ``personas`` table.
-        carve: hub only: conditions ``KEY OP VALUE`` that must all hold, e.g. ``"age>30"``.
+        path: a persona file relative to the scenario file; seed (default) is the shipped set, hub
+            samples the run's own database.
+        limit: take at most this many (the first, or a seeded sample from the hub).
+        fmt: importer format name; auto detects it.
+        hub: sample from this database file instead.
+        where: hub only: one SQL condition over the personas table.
+        carve: hub only: KEY OP VALUE conditions that must all hold, e.g. "age>30".
         seed: hub only: the sampling seed.
         include_ungated: hub only: also draw personas the quality gate did not pass.
     """
@@ -167,8 +163,7 @@ class GraphGrowth:
     Attributes:
         hops: persona-to-persona expansion rounds (0 to 6, as in the paper).
         fanout: related people asked for per persona per round.
-        acquaintances: links per persona in a seeded small-world graph, so a community starts
-            connected.
+        acquaintances: links per persona in a seeded small-world graph.
         rewire: small-world rewiring probability.
     """
 
@@ -202,11 +197,11 @@ class Activation:
     """Which agents act in a step (idle agents make no model call).
 
     Attributes:
-        mode: ``all``, ``probability`` (each agent with probability p), ``count`` (exactly
-            count agents, drawn per step) or ``function`` (``when(step, info, rng)`` decides).
+        mode: all, probability (each agent with probability p), count (count agents drawn per
+            step) or function (``when(step, info, rng)`` decides).
         p: the per-agent probability.
-        count: agents per step (all of them when there are fewer).
-        when: the decision function, given an AgentInfo and a seeded random.Random.
+        count: agents per step.
+        when: the decision function.
     """
 
     mode: str = "all"
@@ -228,17 +223,15 @@ class Activation:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Audience:
-    """Who receives an event or a survey. With no field set: everyone.
+    """Who receives an event or a survey: everyone, or the agents meeting every set field.
 
     Attributes:
-        personas: these agents only (persona ids, or agent ids as ints).
-        text_contains: agents whose persona text contains any of these (case-insensitive).
-        attributes: agents whose persona attributes have all these values.
-        where: agents for which this predicate of an AgentInfo is true.
-        near: agents within ``hops`` of this agent on the graph (itself included).
-        hops: radius for ``near``.
-        arms: agents in one of these arms of a within-world experiment (set by the experiment).
-    Set criteria combine with AND.
+        personas: these agents (persona ids, or agent ids as ints).
+        text_contains: persona text contains any of these (case-insensitive).
+        attributes: persona attributes have all these values.
+        where: this predicate of an AgentInfo is true.
+        near, hops: within hops of this agent on the graph (itself included).
+        arms: in one of these arms of a within-world experiment (set by the experiment).
     """
 
     personas: tuple[AgentRef, ...] = ()
@@ -267,7 +260,7 @@ class Audience:
                     or self.near is not None or self.arms)
 
     def describe(self) -> str:
-        """A short description stored with delivered events (``all`` for everyone)."""
+        """A short description stored with delivered events ("all" for everyone)."""
         if self.everyone:
             return "all"
         parts = []
@@ -305,11 +298,11 @@ class Event:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Intervention:
-    """A change made to the society at the start of a step.
+    """A change made to the society at the start of a step, before anyone acts.
 
     Attributes:
-        step: when (applied before anyone acts).
-        action: ``set_persona``, ``add_memory``, ``forget``, ``add_edge`` or ``remove_edge``.
+        step: when.
+        action: set_persona, add_memory, forget, add_edge or remove_edge.
         target: the agent changed (persona id, or agent id as an int).
         other: the other end of an edge.
         text: the new persona text or the memory.
@@ -341,17 +334,17 @@ class Intervention:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Survey:
-    """A question asked to agents at chosen steps; answers go to ``survey_answers``.
+    """A question asked to agents at chosen steps; answers go to the survey_answers table.
 
     Attributes:
-        id: short identifier (``survey_id`` in the table).
+        id: short identifier.
         question: the question text.
         steps: the steps at which it is asked.
-        answer: ``choice`` (one of options), ``scale`` (an integer low..high) or ``text``.
+        answer: choice (one of options), scale (an integer low..high) or text.
         options: the choices.
         low, high: the scale's range.
         audience: who is asked (everyone by default).
-        remember: the agent remembers its answer (otherwise a survey leaves no trace).
+        remember: the agent remembers its answer.
     """
 
     id: str
@@ -386,21 +379,20 @@ class Survey:
 @_named_fields
 @dataclass(frozen=True, kw_only=True)
 class Memory:
-    """How much each agent remembers; older items are folded into a bounded keyword summary.
+    """How much each agent remembers; older items fold into a bounded keyword summary.
 
     Attributes:
-        observations: events (and remembered notes) kept verbatim.
+        observations: events and notes kept verbatim.
         own: the agent's own latest emissions kept verbatim.
-        summary_terms: keywords kept in the running summary of everything evicted.
-        retrieve: Generative Agents retrieval: evicted items go to a store, and a prompt
-            recalls the items scoring best on recency, importance and relevance.
+        summary_terms: keywords kept in the summary of everything evicted.
+        retrieve: Generative Agents retrieval: a prompt recalls the stored items scoring best on
+            recency, importance and relevance.
         store: items kept for retrieval besides the verbatim ones.
-        top_k: items a prompt recalls (the prompt budget still applies).
-        reflect_every: every this many steps an agent with new memories reflects: one model
-            call writes a summary in its voice that replaces the keyword summary.
+        top_k: items a prompt recalls.
+        reflect_every: every this many steps an agent with new memories reflects: one model call
+            writes a summary in its voice that replaces the keyword summary.
         reflect_overflow: also reflect once this many items have left memory.
-    The defaults make no extra model call; ``Memory(retrieve=True, reflect_every=3)`` turns
-    both retrieval and reflection on.
+    The defaults make no extra model call.
     """
 
     observations: int = 6
@@ -433,7 +425,7 @@ class Memory:
         return self.reflect_every is not None or self.reflect_overflow is not None
 
     def new_agent_memory(self, inbox_size: int) -> AgentMemory:
-        """An empty memory of these sizes; built in one place so a restored one matches the run's."""
+        """An empty memory of these sizes, so a restored one matches the run's."""
         return AgentMemory(observations=self.observations, messages=inbox_size, own=self.own,
                            summary_terms=self.summary_terms, retrieve=self.retrieve,
                            store=self.store, top_k=self.top_k, reflect=self.reflects,
@@ -451,27 +443,26 @@ class Scenario:
         personas: where the personas come from.
         graph: how the relationship graph grows before the first step.
         steps: number of simulation steps.
-        kinds: emission kinds agents choose from (any registered kind).
+        kinds: emission kinds agents choose from.
         kind_weights: relative weights for kinds (uniform when None).
-        policy: ``scripted`` (kind and addressee drawn) or ``deliberate`` (a model call decides).
+        policy: scripted (kind and addressee drawn) or deliberate (a model call decides).
         world: the world text every agent sees.
-        world_file: a file holding more world text, relative to the scenario file.
+        world_file: a file of more world text, relative to the scenario file.
         events: Event objects, or a mapping step -> texts broadcast to everyone.
         interventions: Intervention objects.
         surveys: Survey objects.
         activation: an Activation, or the probability that an agent acts in a step.
         memory: how much each agent remembers.
-        inbox_size: how many received messages an agent keeps in view.
+        inbox_size: received messages an agent keeps in view.
         prompt_budget: approximate tokens an agent prompt may spend, in all and per part.
-        seed: default seed of the run (``--seed`` overrides).
-        duplicate_window: near-duplicates are checked against this many latest emissions of a
-            kind (None: all), which bounds memory in very long runs.
-        within_arms: arms agents are randomised into in a within-world experiment (set by it).
-        within_stratify: how that randomisation is stratified.
-        within_worlds: (arm, text) pairs: extra world text an arm's agents see.
+        seed: default seed of the run.
+        duplicate_window: near-duplicates are checked against this many latest emissions of a kind
+            (None: all); bounds memory in long runs.
+        within_arms, within_stratify, within_worlds: a within-world experiment's arms, their
+            stratification and each arm's extra world text (set by the experiment).
         archetypes: ask choice and scale surveys, and draw actions, once per archetype of this
             many (None: every agent is asked).
-        archetype_elicit: ``stated`` (the representative states the shares) or ``sample:N``.
+        archetype_elicit: stated (the representative states the shares) or sample:N.
         base_dir, source: the file's folder and the file, set when it is loaded.
     """
 
@@ -561,19 +552,19 @@ class Scenario:
 
     @property
     def scheduled_events(self) -> tuple[Event, ...]:
-        """The events sorted by step, typed narrowly (the field also accepts a step -> texts mapping)."""
+        """The events sorted by step."""
         return cast(tuple[Event, ...], self.events)
 
     def events_at(self, step: int) -> list[Event]:
-        """The events scheduled for ``step``, in scenario order."""
+        """The events scheduled for a step, in scenario order."""
         return [e for e in self.scheduled_events if e.step == step]
 
     def interventions_at(self, step: int) -> list[tuple[int, Intervention]]:
-        """(index, intervention) pairs scheduled for ``step``, in scenario order."""
+        """(index, intervention) pairs scheduled for a step, in scenario order."""
         return [(i, x) for i, x in enumerate(self.interventions) if x.step == step]
 
     def surveys_at(self, step: int) -> list[Survey]:
-        """The surveys asked at ``step``."""
+        """The surveys asked at a step."""
         return [s for s in self.surveys if step in s.steps]
 
     def world_text(self) -> str:
@@ -605,7 +596,7 @@ SCENARIO_MODULE = "__personahub_scenario__"  # the module name a scenario file r
 
 
 def archetype_sample_size(elicit: object, name: str = "--archetype-elicit") -> int | None:
-    """The N of an archetype_elicit value ``sample:N``; None for ``stated``; else UsageError."""
+    """The N of archetype_elicit "sample:N"; None for "stated"; else a UsageError."""
     if elicit == "stated":
         return None
     head, _, count = str(elicit).partition(":")
@@ -615,7 +606,7 @@ def archetype_sample_size(elicit: object, name: str = "--archetype-elicit") -> i
 
 
 def scenario_frame(exc: BaseException) -> str | None:
-    """``FILE:LINE`` of the innermost scenario-file frame in the traceback, also mid-run."""
+    """FILE:LINE of the innermost scenario-file frame in the traceback, also mid-run."""
     where = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         if frame.f_globals.get("__name__") == SCENARIO_MODULE:
@@ -624,7 +615,7 @@ def scenario_frame(exc: BaseException) -> str | None:
 
 
 def raised_text(exc: BaseException) -> str:
-    """What user code did, in words: a ``sys.exit`` is not an error it raised."""
+    """What user code did, in words: a sys.exit is not an error it raised."""
     if isinstance(exc, SystemExit):
         return f"called sys.exit({exc.code!r})"
     text = str(exc).strip().splitlines()
@@ -632,13 +623,13 @@ def raised_text(exc: BaseException) -> str:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Execute a scenario file; its own CLI hook does not fire (it runs under another module name).
+    """Execute a scenario file under another module name (so its own CLI hook does not fire).
 
     Args:
         path: the scenario file.
 
     Returns:
-        Its ``SCENARIO``, with base_dir and source set.
+        Its SCENARIO, with base_dir and source set.
 
     Raises:
         ScenarioError: the file is missing, raises, or defines no valid SCENARIO.
@@ -689,8 +680,7 @@ EXPANDED_ATTRIBUTES = frozenset({"parent", "relation"})
 def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
     """Fail, naming the field, when the scenario names agents or attributes its personas lack.
 
-    Checked before a run writes anything. Personas an expansion adds cannot be named: a model
-    writes them, so which agent id each gets is not known in advance.
+    Personas an expansion adds cannot be named: their agent ids are unknown in advance.
     """
     ids = {p.persona_id for p in personas}
     count = len(personas)

@@ -1,10 +1,8 @@
-"""The Mesa model of a persona society: one agent per persona on a network of its relationships.
+"""The Mesa model of a persona society: one agent per persona on its relationship graph.
 
-A step is *gather, then apply*: interventions, message delivery and events first; then every
-active agent's call, survey question and due reflection run concurrently on a frozen snapshot;
-then the results are applied in agent-id order. Random draws come from RNGs derived from (run
-seed, step, persona), never from completion order, so a seeded run is identical however the
-model calls interleave.
+A step applies interventions and events, runs the agents' model calls concurrently on a frozen
+snapshot, then applies results in agent-id order. Random draws derive from (run seed, step,
+persona), so a seeded run is identical however the calls interleave.
 """
 
 from __future__ import annotations
@@ -77,7 +75,7 @@ class Emission:
     content: dict[str, Any]
     text: str
     target_persona_id: str | None = None
-    archetype: int | None = None  # set when drawn from its archetype's pool
+    archetype: int | None = None  # drawn from its archetype's pool
 
 
 @dataclass
@@ -93,7 +91,7 @@ class StepResult:
     interventions: list[dict[str, Any]] = field(default_factory=list)
     answers: list[dict[str, Any]] = field(default_factory=list)
     n_asked: int = 0
-    states: list[tuple[int, str]] = field(default_factory=list)  # touched agents' JSON: the checkpoint
+    states: list[tuple[int, str]] = field(default_factory=list)  # the checkpoint
     rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects
     decisions: list[dict[str, Any]] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
@@ -103,34 +101,31 @@ class StepResult:
 
 
 def _derived_seed(parts: tuple[object, ...]) -> int:
-    """64 bits hashed from parts (run seed, step, persona...)."""
     return int.from_bytes(hashlib.blake2b(repr(parts).encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def derived_rng(*parts: object) -> random.Random:
-    """An RNG seeded from ``parts``, independent of call order."""
+    """An RNG seeded from parts, independent of call order."""
     return random.Random(_derived_seed(parts))
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser over uint64 arrays (wrapping arithmetic): a bijective scrambler."""
+    """SplitMix64's finaliser over uint64 arrays: a bijective scrambler."""
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return x ^ (x >> np.uint64(31))
 
 
 def step_draws(keys: np.ndarray, step: int) -> np.ndarray:
-    """One uniform draw in [0, 1) per per-agent seed for this step, vectorised.
-
-    Hashing every persona every step cost about 0.2 s per step at 100,000 agents; this costs
-    milliseconds.
+    """One uniform draw per agent for this step, vectorised (hashing per persona cost 0.2 s per step
+    at 100,000 agents).
     """
     salt = _mix64(np.array([step], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return (_mix64(keys ^ salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 class SocietyAgent(FixedAgent):
-    """A persona fixed to its cell of the graph; its LangGraph behaviour is shared, its state is data."""
+    """A persona on its cell of the graph; its behaviour is shared, its state is data."""
 
     model: SocietyModel
 
@@ -146,8 +141,7 @@ class SocietyAgent(FixedAgent):
     @classmethod
     def create_many(cls, model: SocietyModel, personas: Sequence[Persona],
                     inbox_size: int) -> list[SocietyAgent]:
-        """One agent per persona, in order, registered with Mesa in bulk (one by one took about
-        10 s at a million agents)."""
+        """One agent per persona, registered with Mesa in bulk (one by one took 10 s at a million)."""
         if not bulk_agents.supported(model):
             return [cls(model, persona, inbox_size) for persona in personas]
         network = model.network
@@ -167,7 +161,7 @@ class SocietyAgent(FixedAgent):
 
     @property
     def memory(self) -> AgentMemory:
-        """The agent's bounded memory, made on first use (most of 100,000 agents stay idle)."""
+        """The agent's memory, made on first use (most of 100,000 agents stay idle)."""
         if self._memory is None:
             self._memory = self.model.scenario.memory.new_agent_memory(self._inbox_size)
         return self._memory
@@ -179,11 +173,11 @@ class SocietyAgent(FixedAgent):
 
     @property
     def inbox(self) -> Sequence[Message]:
-        """Messages in view (the memory's bounded inbox)."""
+        """Messages in view."""
         return self._memory.inbox if self._memory is not None else ()
 
     def neighbour_ids(self) -> list[str]:
-        """Persona ids adjacent on the relationship graph, sorted for determinism."""
+        """Persona ids adjacent on the graph, sorted for determinism."""
         return sorted(self.cell.connections)
 
     def info(self, step: int) -> AgentInfo:
@@ -194,11 +188,11 @@ class SocietyAgent(FixedAgent):
                          memory=tuple(self.memory.prompt_lines(step + 1)))
 
     def touch(self) -> None:
-        """Mark this agent's state as changed this step, so it is checkpointed."""
+        """Mark this agent as changed this step, so it is checkpointed."""
         self.model.touched.add(self.unique_id)
 
     def deliver(self) -> None:
-        """Move messages received last step into view (the oldest fold into the summary)."""
+        """Move messages received last step into view."""
         if not self.pending:
             return
         for message in self.pending:
@@ -207,7 +201,7 @@ class SocietyAgent(FixedAgent):
         self.touch()
 
     def get_state(self) -> dict[str, Any]:
-        """Plain-data state (persona text, memory, undelivered messages) for checkpoints."""
+        """Plain-data state for checkpoints."""
         return {
             "persona_id": self.persona_id,
             "persona_text": self.persona_text,
@@ -225,16 +219,16 @@ class SocietyAgent(FixedAgent):
 
 
 Plan = tuple[SocietyAgent, str, str | None]
-# an archetype's free-text action pool: (archetype, kind, its active members)
+# (archetype, kind, its active members)
 Pool = tuple[int, str, list[SocietyAgent]]
-# what a step's calls returned: outcomes, survey answers, reflections, archetype share calls
+# outcomes, survey answers, reflections, archetype share calls
 Gathered = tuple[list[AgentOutcome], list[Any], list[StructuredResult[Any]],
                  list[StructuredResult[Any]]]
 
 
 @dataclass(frozen=True)
 class _Drawn:
-    """A member's survey answer drawn from its archetype's distribution (no call of its own)."""
+    """A member's survey answer drawn from its archetype's distribution."""
 
     value: Any
     error: str | None = None
@@ -244,8 +238,6 @@ class _Drawn:
 
 @dataclass
 class _Planned:
-    """A step up to its model calls: who acts, who is asked, who saw what, who reflects."""
-
     result: StepResult
     planned: list[Plan]
     inputs: list[AgentInput]
@@ -288,7 +280,7 @@ class SocietyModel(mesa.Model):
         self.chunk_size = chunk_size
         self._runner = runner
         self.last_result: StepResult | None = None
-        # built from arrays; networkx is built only if something walks the graph
+        # networkx is built only if something walks the graph
         self.network = (Network(graph, random=self.random) if isinstance(graph, nx.Graph)
                         else SocialNetwork(graph, random=self.random))
         # creation order fixes agent ids (1, 2, ...)
@@ -296,20 +288,16 @@ class SocietyModel(mesa.Model):
         self.by_persona: dict[str, SocietyAgent] = dict(
             zip([p.persona_id for p in personas], created, strict=True))
         self.by_agent_id: dict[int, SocietyAgent] = {a.unique_id: a for a in created}
-        # agents by position (agent id - 1): indexing this beats an AgentSet filter over every
-        # agent (seconds per step at a million agents)
+        # indexing by position beats an AgentSet filter (seconds per step at a million agents)
         self._positions: list[SocietyAgent] = created
-        # only changed agents are checkpointed: a fresh one's state follows from its persona
+        # only changed agents are checkpointed
         self.touched: set[int] = set()
         self._activation_keys: np.ndarray | None = None
-        # events injected while the run runs, delivered at the next step and numbered after
-        # the scenario's own
+        # events injected mid-run, delivered at the next step
         self.injected: list[Any] = []
         self.next_event_index = len(scenario.scheduled_events)
         self.next_intervention_index = len(scenario.interventions)
-        # in a within-world experiment: each agent's arm, drawn from the run seed
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
-        # the world text each arm's agents see
         self.arm_worlds: dict[str, str] = {
             arm: "\n\n".join(part for part in (world.strip(), text.strip()) if part)
             for arm, text in scenario.within_worlds}
@@ -318,7 +306,6 @@ class SocietyModel(mesa.Model):
             raise PersonahubError("a within-world experiment whose arms differ by world text "
                                   "cannot ask per archetype (an archetype's agents span the "
                                   "arms); run it without archetypes or with design='between'")
-        # archetype by agent id, and each archetype's representative agent
         self.archetype_of: dict[int, int] | None = None
         self.representatives: list[SocietyAgent] = []
         if archetypes is not None:
@@ -332,7 +319,7 @@ class SocietyModel(mesa.Model):
         return self.archetype_of is not None and survey.answer in ("choice", "scale")
 
     def _assign_arms(self, personas: Sequence[Persona]) -> dict[str, str]:
-        """Each agent's arm, drawn as the experiment redraws it afterwards from the same inputs."""
+        """Each agent's arm, drawn as the experiment redraws it from the same inputs."""
         ids = [p.persona_id for p in personas]
         graph = self.network.G if self.scenario.within_stratify == STRATIFY_COMMUNITY else None
         labels = strata(ids, [p.attributes for p in personas], graph,
@@ -347,18 +334,16 @@ class SocietyModel(mesa.Model):
 
     @property
     def ordered(self) -> list[SocietyAgent]:
-        """The agents in agent-id order, as a list."""
+        """The agents in agent-id order."""
         return list(self.agents)
 
-    # -- references and audiences ----------------------------------------------------------------
     def agent(self, ref: AgentRef) -> SocietyAgent:
-        """The agent a scenario refers to by persona id or agent id (KeyError if none)."""
+        """The agent a scenario names by persona id or agent id (KeyError if none)."""
         if isinstance(ref, int) and not isinstance(ref, bool):
             return self.by_agent_id[ref]
         return self.by_persona[str(ref)]
 
     def _check_references(self) -> None:
-        """Fail before step 1 when the scenario names agents that are not in this run."""
         def check(ref: AgentRef | None, where: str) -> None:
             if ref is not None and not (ref in self.by_agent_id if isinstance(ref, int)
                                         else ref in self.by_persona):
@@ -389,8 +374,7 @@ class SocietyModel(mesa.Model):
             agents = agents.select(
                 lambda a: all(a.persona.attributes.get(k) == v for k, v in wanted_attributes))
         if audience.near is not None:
-            # not cell.get_neighborhood: Mesa caches radius > 1 and does not clear it when an
-            # intervention changes an edge
+            # not cell.get_neighborhood: Mesa caches radius > 1 and does not clear it when an edge changes
             centre = self.agent(audience.near).persona_id
             within = nx.single_source_shortest_path_length(self.network.G, centre,
                                                            cutoff=audience.hops)
@@ -403,19 +387,14 @@ class SocietyModel(mesa.Model):
             agents = agents.select(lambda a: self.arm_of.get(a.persona_id) in arms)
         return list(agents)
 
-    # -- planning ------------------------------------------------------------------------------
     def _active(self, step: int) -> list[SocietyAgent]:
-        """Who acts this step, in agent-id order.
-
-        Draws come from derived RNGs, not self.random, so a resumed run draws what the
-        uninterrupted one drew.
-        """
+        """Who acts this step, in agent-id order, drawn so a resumed run draws the same."""
         policy = self.scenario.activation
         assert not isinstance(policy, float)
         n = len(self.agents)
         if policy.mode == "all":
             return list(self.agents)
-        if policy.mode == "count":  # agent ids are 1..n: position i is agent id i + 1
+        if policy.mode == "count":  # position i is agent id i + 1
             rng = derived_rng(self.run_seed, step, "activation")
             chosen = sorted(rng.sample(range(n), min(policy.count, n)))
             return [self._positions[i] for i in chosen]
@@ -452,9 +431,7 @@ class SocietyModel(mesa.Model):
         return kind, rng.choice(neighbours)
 
     def _deliberate_input(self, agent: SocietyAgent, step: int) -> AgentInput | None:
-        """The deliberate policy's options for an active agent, or None when it has none.
-
-        Neighbours beyond what fits are drawn with a derived RNG."""
+        """The deliberate policy's options for an active agent, or None when it has none."""
         rng = derived_rng(self.run_seed, step, agent.persona_id, "people")
         options, people = choices(
             self.scenario.kinds, self.scenario.kind_weights, agent.neighbour_ids(),
@@ -464,27 +441,24 @@ class SocietyModel(mesa.Model):
         return AgentInput(policy=DELIBERATE, options=options,
                           people=[(p, self.by_persona[p].persona_text) for p in people])
 
-    # -- the step ------------------------------------------------------------------------------
     def step(self) -> None:
-        """Run one step synchronously, as Mesa expects (the gather runs on ``runner``)."""
-        planned = self._open_step(self.steps)  # Mesa increments ``steps`` before calling ``step``
+        """Run one step synchronously, as Mesa expects."""
+        planned = self._open_step(self.steps)  # Mesa increments steps before calling step
         self.last_result = self._close_step(planned, self._runner(self._gather_step(planned)))
 
     async def advance(self, llm: StructuredCaller | None = None) -> StepResult:
-        """Run the next step on the caller's event loop, through ``llm`` when given."""
+        """Run the next step on the caller's event loop."""
         if llm is not None:
             self.llm = llm
-        self.steps += 1  # as Mesa's wrapped ``step`` does
+        self.steps += 1  # as Mesa's wrapped step does
         planned = self._open_step(self.steps)
         self.last_result = self._close_step(planned, await self._gather_step(planned))
         return self.last_result
 
     def _open_step(self, step: int) -> _Planned:
-        """Everything before the step's model calls: interventions, deliveries, events, plans."""
         result = StepResult(step=step, n_active=0)
         self._intervene(step, result)
-        # not shuffle_do: delivery touches only the agent's own memory, and a shuffle would
-        # draw from self.random for nothing
+        # not shuffle_do: a shuffle would draw from self.random for nothing
         for agent in self._positions:
             if agent.pending:
                 agent.deliver()
@@ -533,7 +507,7 @@ class SocietyModel(mesa.Model):
         return self._gather(p.result.step, p.inputs, p.asked, p.seen, p.reflecting)
 
     def _share_groups(self, asked: list[tuple[Survey, SocietyAgent]]) -> list[list[int]]:
-        """Positions in ``asked`` of each (survey, archetype) asked once, first asked first."""
+        """Positions of each (survey, archetype) asked once, first asked first."""
         groups: dict[tuple[int, int], list[int]] = {}
         if self.archetype_of is None:
             return []
@@ -545,7 +519,6 @@ class SocietyModel(mesa.Model):
         return list(groups.values())
 
     def _close_step(self, p: _Planned, gathered: Gathered) -> StepResult:
-        """Apply what the step's calls returned, in agent-id order."""
         outcomes, answers, reflections, shares = gathered
         step, result = p.result.step, p.result
         n = len(p.planned)
@@ -558,7 +531,6 @@ class SocietyModel(mesa.Model):
             len(shares) if self.archetype_sample is None
             else sum(min(self.archetype_sample, len(g)) for g in self._share_groups(p.asked)))
         result.drawn += sum(isinstance(a, _Drawn) for a in answers)
-        # agents, pools, survey answers, archetype share calls, then reflections
         calls: list[Any] = [*outcomes, *answers, *shares, *reflections]
         for call in calls:
             result.records.extend(call.records)
@@ -599,7 +571,6 @@ class SocietyModel(mesa.Model):
         return (unorder(sent, order), answers, rest[len(questions) + len(groups):], shares)
 
     def _archetype(self, agent: SocietyAgent) -> SocietyAgent:
-        """The representative of ``agent``'s archetype."""
         assert self.archetype_of is not None
         return self.representatives[self.archetype_of[agent.unique_id]]
 
@@ -619,8 +590,7 @@ class SocietyModel(mesa.Model):
 
     def _sampled(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                  group: list[int]) -> list[SocietyAgent]:
-        """The members whose answers sample one archetype's distribution, drawn with a derived
-        RNG so a resume draws the same."""
+        """The members sampled for one archetype's distribution, drawn so a resume draws the same."""
         assert self.archetype_sample is not None and self.archetype_of is not None
         survey, first = asked[group[0]]
         members = [asked[i][1] for i in group]
@@ -632,10 +602,9 @@ class SocietyModel(mesa.Model):
 
     async def _sample_shares(self, step: int, survey: Survey, members: list[SocietyAgent],
                              seen: dict[int, list[str]]) -> StructuredResult[Any]:
-        """One archetype's answer distribution: the raw shares of its sampled members' answers.
-
-        Raw, not smoothed (as in calibration): an answer no member gave is never drawn, rather
-        than pulling small samples toward uniform."""
+        """Raw shares of an archetype's sampled members' answers (unsmoothed: an answer no one gave is
+        never drawn).
+        """
         results = await asyncio.gather(*(
             self._ask(step, survey, agent, seen.get(agent.unique_id, []),
                       purpose="survey_archetype") for agent in members))
@@ -651,7 +620,6 @@ class SocietyModel(mesa.Model):
 
     def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
                       stated: StructuredResult[Any]) -> _Drawn:
-        """A member's answer drawn from its archetype's shares, independent of who else was asked."""
         if stated.value is None:
             last = stated.records[-1] if stated.records else None
             return _Drawn(None, "archetype call: " + (getattr(last, "error", None)
@@ -665,7 +633,6 @@ class SocietyModel(mesa.Model):
             {"answer": value, "reason": f"drawn from archetype {archetype}'s shares"}))
 
     def _reflecting(self, step: int) -> list[SocietyAgent]:
-        """Agents due to reflect at this step, in agent-id order."""
         cfg = self.scenario.memory
         if not cfg.reflects:
             return []
@@ -718,7 +685,7 @@ class SocietyModel(mesa.Model):
             })
 
     def apply_intervention(self, x: Intervention, step: int) -> bool:
-        """Apply one intervention; False when it changed nothing (edge already there / absent)."""
+        """Apply one intervention; False when it changed nothing."""
         agent = self.agent(x.target)
         agent.touch()
         if x.action == "set_persona":
@@ -748,7 +715,6 @@ class SocietyModel(mesa.Model):
         return True
 
     def _broadcast(self, step: int, result: StepResult) -> dict[int, list[str]]:
-        """Deliver the step's events into their audiences' memories; returns who saw what."""
         seen: dict[int, list[str]] = {}
         for index, event in enumerate(self.scenario.scheduled_events):
             if event.step != step:
@@ -766,8 +732,9 @@ class SocietyModel(mesa.Model):
         return seen
 
     def _deliver_injected(self, step: int, result: StepResult, seen: dict[int, list[str]]) -> None:
-        """Deliver the events injected since the last step to every agent, recording each as an
-        event and an intervention that names its source."""
+        """Deliver the events injected since the last step to every agent, each recorded as an event
+        and an intervention naming its source.
+        """
         injected, self.injected = self.injected, []
         everyone = [str(p) for p in self.by_persona]
         for item in injected:
@@ -860,7 +827,6 @@ class SocietyModel(mesa.Model):
 
     @staticmethod
     def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
-        """A decisions row (without run id) for one deliberating agent's step."""
         return {"step": step, "agent_id": agent.unique_id, "persona_id": agent.persona_id,
                 "action": decision.action, "addressee_id": decision.addressee_id,
                 "addressee_label": decision.label, "fallback": decision.fallback,
@@ -892,11 +858,10 @@ class SocietyModel(mesa.Model):
                                      source="answer")
                 agent.touch()
 
-    # -- checkpoints ---------------------------------------------------------------------------
     def _changed_states(self) -> list[tuple[int, str]]:
         """(agent id, state as JSON) of every agent touched this step, in agent-id order.
 
-        Only touched agents: serialising all of them cost seconds per step at 100,000 agents.
+        Only touched ones: serialising all cost seconds per step at 100,000 agents.
         """
         touched, self.touched = sorted(self.touched), set()
         return [(agent_id, json.dumps(self.by_agent_id[agent_id].get_state(), ensure_ascii=False))
@@ -913,8 +878,9 @@ T_ = TypeVar("T_")
 
 
 def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
-    """The order a step's requests are sent: prompts sharing a prefix (the same events) next to
-    each other, so a server's prefix cache finds it in the prompt it has just seen."""
+    """The order a step's requests are sent: prompts sharing a prefix sit together, so a server's
+    prefix cache finds it.
+    """
     first: dict[tuple[str, ...], int] = {}
     for key in keys:
         first.setdefault(key, len(first))
@@ -922,7 +888,7 @@ def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
 
 
 def unorder(items: Sequence[T_], order: Sequence[int]) -> list[T_]:
-    """Items sent in ``order`` put back in their original positions."""
+    """Items sent in order put back in their original positions."""
     out: list[Any] = [None] * len(items)
     for item, position in zip(items, order, strict=True):
         out[position] = item

@@ -1,10 +1,7 @@
-"""Steering a run while it runs: pause, one step at a time, resume, and events typed in by hand.
+"""Steering a live run: pause, single steps, resume, and events typed in by hand.
 
-The live view's page and the runner share one ``Steering``. The page's requests only change what
-it holds; the runner consults it before opening each step, so a step is never changed half-way.
-An injected event reaches every agent at the next step and is recorded in that step's
-transaction, so it survives a kill and resume. While paused, the runner waits in short slices,
-so Ctrl-C still stops it at once.
+The runner consults the shared Steering before each step, so a step is never changed half-way;
+an injected event is recorded in the next step's transaction.
 """
 
 from __future__ import annotations
@@ -13,9 +10,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-#: Longest text an injected event may have (a page is not a place for documents).
+#: Longest text an injected event may have.
 MAX_EVENT_CHARS = 2000
-#: How long a paused runner sleeps between looks at its interrupts (seconds).
+#: How long a paused runner sleeps between looks at its interrupts (seconds), so Ctrl-C works.
 _SLICE_S = 0.2
 
 
@@ -40,19 +37,18 @@ class Steering:
         self._grants = 0  # single steps granted while paused
         self._queue: list[Injected] = []
         self._source = source
-        self._waiting: int | None = None  # the step the runner waits to open, while it waits
-        self._committed = 0  # the last step the runner finished
+        self._waiting: int | None = None  # the step the runner waits to open
+        self._committed = 0
         self._over = False
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Steering:
         return self  # a stored config is copied: the steering stays one object
 
     def __str__(self) -> str:
-        return self._source  # what a stored config says of it
+        return self._source
 
-    # -- the page's side ---------------------------------------------------------------------------
     def pause(self) -> None:
-        """Stop before the next step (the step running now finishes)."""
+        """Stop before the next step."""
         with self._cond:
             self._check_open()
             self._paused, self._grants = True, 0
@@ -66,7 +62,7 @@ class Steering:
             self._cond.notify_all()
 
     def step(self) -> None:
-        """Run exactly one more step, then stay paused (pauses a running run after its next step)."""
+        """Run exactly one more step, then stay paused."""
         with self._cond:
             self._check_open()
             if not self._paused:
@@ -98,10 +94,8 @@ class Steering:
         if self._over:
             raise SteeringError("the run is over: nothing left to steer")
 
-    # -- the runner's side ---------------------------------------------------------------------------
     def barrier(self, step: int) -> list[Injected]:
-        """Before a step opens: wait while paused (unless a step was granted), then take the
-        queued events."""
+        """Before a step opens: wait while paused (unless a step was granted), then take the queued events."""
         with self._cond:
             self._committed = step - 1
             self._waiting = step
@@ -118,7 +112,7 @@ class Steering:
             return taken
 
     def finish(self, committed: int | None = None) -> None:
-        """The run ended (finished, failed or stopped): requests are refused from now on."""
+        """The run ended: requests are refused from now on."""
         with self._cond:
             self._over = True
             if committed is not None:
@@ -126,6 +120,6 @@ class Steering:
             self._cond.notify_all()
 
     def wait_for(self, step: int, timeout: float) -> bool:
-        """Block until the runner waits before ``step`` or the run is over; False on timeout."""
+        """Block until the runner waits before a step or the run is over; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: self._waiting == step or self._over, timeout)

@@ -1,8 +1,7 @@
-"""The run log's SQL in one place: the tables a scenario run writes, and what reads them back.
+"""The run log's SQL: the tables a scenario run writes, and what reads them back.
 
-A step is the unit of durability: its rows and its model calls commit in one transaction, so a
-crash leaves the database at the last complete step and a resume continues from there. Writes
-are Arrow or row batches, never per-row statements.
+A step's rows and model calls commit in one transaction, so a resume continues from the last
+complete step.
 """
 
 from __future__ import annotations
@@ -32,11 +31,10 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-# --- writes ------------------------------------------------------------------------------------
 
 def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
             steps_planned: int) -> dict[str, Any]:
-    """Write the run's ``runs`` row."""
+    """Write the run's runs row."""
     return {"run_id": run_id, "scenario": scenario, "scenario_path": scenario_path, "llm": llm,
             "steps_planned": steps_planned, "steps_done": 0}
 
@@ -44,7 +42,7 @@ def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
 def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
                agent_ids: Sequence[int] | np.ndarray,
                edges: tuple[Any, Any, Any] = ((), (), ())) -> None:
-    """Record which persona each agent plays and the starting graph (src, dst, relation columns)."""
+    """Record which persona each agent plays and the starting graph."""
     src, dst, relation = edges
     run = pa.scalar(run_id, pa.string())
     insert_columns(con, "run_agents", {
@@ -84,7 +82,7 @@ def archetypes_of(con: duckdb.DuckDBPyConnection,
     return labels, reps
 
 
-ARCHETYPE_LINES = 5  # archetypes ``personahub show`` names, largest first
+ARCHETYPE_LINES = 5  # archetypes show names, largest first
 
 
 def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
@@ -105,8 +103,7 @@ def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
 
 def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
                     ) -> tuple[str, list[tuple[int, int, str, str]]]:
-    """A run's grouping for its report: per archetype, its size, representative and members'
-    attribute shares, largest first."""
+    """Per archetype, largest first: size, representative and members' attribute shares."""
     rows = con.execute("SELECT archetype, size, representative, attribute_shares, method "
                        "FROM run_archetypes WHERE run_id = ? ORDER BY size DESC, archetype",
                        [run_id]).fetchall()
@@ -122,7 +119,7 @@ def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
 
 def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | None],
               started_at: dt.datetime, *, model: str) -> Rows:
-    """A step's rows by table, in insertion order, its ``steps`` row last."""
+    """A step's rows by table, in insertion order, its steps row last."""
     emissions = [{
         "emission_id": e.emission_id, "run_id": run_id, "step": e.step,
         "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
@@ -157,16 +154,15 @@ def set_steps_done(con: duckdb.DuckDBPyConnection, run_id: str, step: int) -> No
     con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
 
 
-_sharing = [0]  # runs under way in this process that share one DuckDB instance
+_sharing = [0]  # runs in this process that share one DuckDB instance
 _sharing_lock = threading.Lock()
 
 
 @contextlib.contextmanager
 def shared_pool() -> Iterator[None]:
-    """Mark several runs of this process as sharing one database instance.
-
-    While they do, release_cached_blocks leaves the pool alone: lowering its limit under the
-    others' allocations makes DuckDB fail them for lack of memory."""
+    """Mark several runs of this process as sharing one database instance, so release_cached_blocks
+    does not lower the pool's limit under the others' allocations (DuckDB fails them).
+    """
     with _sharing_lock:
         _sharing[0] += 1
     try:
@@ -180,10 +176,8 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
                           room: int = 64 << 20) -> None:
     """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
 
-    DuckDB keeps every block until its limit (80% of RAM), and its own checkpoints grew in memory
-    each time (bench_memory_long.py); a checkpoint each step under a limit just above the other
-    buffers evicts blocks already on disk as it goes. The limit then goes back to the default.
-    When the pool cannot shrink, settings are locked or a transaction is open, nothing changes.
+    DuckDB keeps every block up to 80% of RAM and its own checkpoints grew in memory
+    (bench_memory_long.py). Nothing changes when the pool cannot shrink or a transaction is open.
     """
     if _sharing[0]:
         return
@@ -209,10 +203,9 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
 SOURCE: Final = "coalesce(source, 'scenario')"
 
 
-# --- what a resume restores from ---------------------------------------------------------------
 
 class RunRecord(NamedTuple):
-    """A run's ``runs`` row: scenario name and file, and steps planned."""
+    """A run's runs row: scenario name and file, and steps planned."""
 
     scenario: str
     scenario_path: str
@@ -220,7 +213,7 @@ class RunRecord(NamedTuple):
 
 
 def run_record(con: duckdb.DuckDBPyConnection, run_id: str) -> RunRecord | None:
-    """The run's ``runs`` row, or None when there is no such run."""
+    """The run's runs row, or None when there is no such run."""
     rows = con.execute("SELECT scenario, scenario_path, steps_planned FROM runs WHERE run_id = ?",
                        [run_id]).fetchall()
     if not rows:
@@ -236,7 +229,7 @@ def steps_done(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
 
 
 def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """The persona each agent plays, in agent-id order (empty before the agents are recorded)."""
+    """The persona each agent plays, in agent-id order."""
     return [r[0] for r in con.execute("SELECT persona_id FROM run_agents WHERE run_id = ? "
                                       "ORDER BY agent_id", [run_id]).fetchall()]
 
@@ -252,7 +245,7 @@ def starting_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, np.
 
 def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
                          done: int) -> list[tuple[str, str, str, str | None]]:
-    """The edge interventions applied up to step ``done``, in order."""
+    """The edge interventions applied up to a step, in order."""
     return [tuple(r) for r in con.execute(
         "SELECT action, persona_id, other_persona_id, relation FROM interventions WHERE run_id = ? "
         "AND step <= ? AND applied AND action IN ('add_edge', 'remove_edge') "
@@ -261,7 +254,7 @@ def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
 
 def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
                  interventions: int) -> tuple[int, int]:
-    """The numbers the next injected event and intervention rows take, past every one so far."""
+    """The numbers the next injected event and intervention rows take."""
     last_event = scalar(con, "SELECT coalesce(max(event_index), -1) FROM events WHERE run_id = ?",
                         [run_id])
     last_x = scalar(con, "SELECT coalesce(max(intervention_index), -1) FROM interventions "
@@ -271,7 +264,7 @@ def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
 
 def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int,
                   agent_ids: Sequence[int] | None = None) -> dict[int, Any]:
-    """Each checkpointed agent's latest state up to step ``done``, by agent id."""
+    """Each checkpointed agent's latest state up to a step, by agent id."""
     only, params = "", [run_id, done]
     if agent_ids is not None:
         only, params = " AND list_contains(?, agent_id)", [*params, list(agent_ids)]
@@ -282,7 +275,7 @@ def latest_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int,
 
 def run_agent(con: duckdb.DuckDBPyConnection, run_id: str, *, agent_id: int | None = None,
               persona_id: str | None = None) -> tuple[int, str] | None:
-    """(agent id, persona id) of the run's agent with that agent id or playing that persona."""
+    """(agent id, persona id) of the agent with that agent id or playing that persona."""
     column, value = ("agent_id", agent_id) if agent_id is not None else ("persona_id", persona_id)
     rows = con.execute(f"SELECT agent_id, persona_id FROM run_agents WHERE run_id = ? AND "
                        f"{column} = ?", [run_id, value]).fetchall()
@@ -311,7 +304,7 @@ def agents_playing(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Seq
 
 def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
                    done: int) -> Iterator[list[tuple[str, str, str]]]:
-    """The kept emissions up to step ``done`` in indexing order, in chunks to bound memory."""
+    """The kept emissions up to a step in indexing order, in chunks to bound memory."""
     result = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? "
                          "AND step <= ? AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done])
     while rows := result.fetchmany(_RESTORE_CHUNK):
@@ -319,8 +312,7 @@ def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
 
 
 def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], list[str]]:
-    """Committed emissions' texts by id: the near-duplicate index reads them back instead of
-    keeping every signature in memory."""
+    """Committed emissions' texts by id, read back instead of kept in memory."""
     def read(ids: Sequence[str]) -> list[str]:
         found: dict[str, str] = {}
         for lo in range(0, len(ids), 1000):  # constants: a filter in the scan, not a join
@@ -331,7 +323,6 @@ def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], 
     return read
 
 
-# --- what a summary counts ---------------------------------------------------------------------
 
 def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
     """A run's totals, read back from its tables (resumes included)."""
@@ -354,12 +345,11 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "drawn": int(drawn)}
 
 
-SURVEY_SHARES = 3  # answers a summary names per survey, most frequent first
+SURVEY_SHARES = 3  # answers a summary names per survey
 
 
 def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """One line per survey, at the last step it was asked: the question and its most frequent
-    answers with their shares."""
+    """One line per survey at the last step it was asked: the question and its top answers' shares."""
     rows = con.execute("""
         WITH last AS (SELECT survey_id, max(step) AS step FROM survey_answers WHERE run_id = ?
                       GROUP BY 1)
