@@ -345,15 +345,12 @@ def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
     return question.options if offer_refusal else question.substantive
 
 
-class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary]):
+class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary],
+                      kind="calibration"):
     """``personahub calibrate`` as a job spec."""
 
-    kind = "calibration"
     config_type = CalibrateConfig
     independent_batches = True
-    noun = "calibration"
-    unit = "answers"
-    id_prefix = "calib"
 
     def prepare(self, ctx: JobContext[CalibrateConfig]) -> None:
         """The questions, human answers and panels: read and drawn, or the job's on resume."""

@@ -226,17 +226,12 @@ class DedupAsker:
         return Marks(ids, dup, time.perf_counter() - t0)
 
 
-class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary]):
+class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind="dedup"):
     """``personahub personas dedup`` as a job spec."""
 
-    kind = "dedup"
-    resume_command = "personahub personas dedup"
     config_type = DedupJobConfig
     refuses_twins = False  # the adapters find an unfinished twin and resume it
-    noun = "dedup job"
-    unit = "personas embedded"
     progress_per_answer = False  # its progress counts its own stages, not batch items
-    id_prefix = "dedup"
 
     def model_settings(self, config: DedupJobConfig) -> EmbedderSettings | None:
         """A model embedder's settings (the seam's factory builds it); None for an offline one."""

@@ -680,8 +680,7 @@ class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[A
     calls_in_run = False
     config_type = EvalConfig
     refuses_twins = False  # the id is the settings: a second start is the same job, resumed
-    noun = "evaluation"
-    unit = "answers"
+    noun, unit = labels.SHIPPED[EVAL_KIND].noun, labels.SHIPPED[EVAL_KIND].unit
 
     def job_id_for(self, config: EvalConfig) -> str:
         return evaluation_id_for(config)

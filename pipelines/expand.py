@@ -158,17 +158,12 @@ class ExpandAsker:
                                   self.config.language, self.linking)
 
 
-class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary]):
+class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary], kind="expansion"):
     """``personahub personas expand`` as a job spec."""
 
-    kind = "expansion"
-    resume_command = "personahub personas expand"
     config_type = ExpandConfig
     refuses_twins = False  # the adapters find an unfinished twin and resume it
-    noun = "expansion"
-    unit = "personas asked"
     progress_per_answer = False  # its progress counts its own stages, not batch items
-    id_prefix = "exp"
 
     def end_status(self, ctx: JobContext[ExpandConfig], asked: int, kept: int) -> str:
         """Finished: personas whose answers failed are counted on the frontier, not missing."""

@@ -378,16 +378,11 @@ def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
 
 
 class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
-                             list[StructuredResult[Any]], InterviewResult]):
+                             list[StructuredResult[Any]], InterviewResult], kind="interview"):
     """``personahub interview`` as a job spec."""
 
-    kind = "interview"
     config_type = InterviewConfig
     independent_batches = True  # the agents' batches are planned ahead: Ray may ship them all
-    noun = "interview"
-    unit = "answers"
-    id_prefix = "iv"
-    resume_command = "personahub interview"
 
     def belongs_to(self, config: InterviewConfig) -> str | None:
         return config.run_id

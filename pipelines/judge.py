@@ -280,17 +280,14 @@ def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
     return state
 
 
-class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary]):
+class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary], kind="judge"):
     """``personahub judge`` as a job spec."""
 
-    kind = "judge"
     calls_in_run = False  # a judge of a run is its own job: its calls get no run_id
     config_type = JudgeConfig
     independent_batches = True  # every item's batch is planned ahead: Ray may ship them all
     # the id is the settings: a second start is the same job, which the adapters resume
     refuses_twins = False
-    noun = "judge"
-    unit = "items"
 
     def job_id_for(self, config: JudgeConfig) -> str:
         return judge_id_for(config)

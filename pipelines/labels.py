@@ -62,46 +62,66 @@ def evaluation(config: Config) -> str:
 
 
 class ShippedKind(NamedTuple):
-    """Where a shipped kind lives: ``module`` registers its spec; ``label`` describes a job of it;
-    ``command`` is registered at ``command_path``; ``api`` are its job functions, each exported
-    by ``personahub`` with its ``_async`` twin."""
+    """Where a shipped kind lives and what its messages call it.
+
+    module registers its spec; label describes a job of it; command is registered at
+    command_path; api are its job functions, each exported with its _async twin. noun and unit
+    name a job and what it counts in messages; id_prefix starts a new job's id (empty: the kind);
+    resumed_by_command: a stop's message says to run the command again with --resume (else
+    personahub resume).
+    """
 
     module: str
     label: Callable[[Config], str]
     command: str
     command_path: tuple[str, ...]
-    api: tuple[str, ...] = ()
+    api: tuple[str, ...]
+    noun: str
+    unit: str
+    id_prefix: str = ""
+    resumed_by_command: bool = False
+
+    @property
+    def resume_command(self) -> str | None:
+        """The command a stopped job is resumed with, or None for personahub resume."""
+        return " ".join(("personahub", *self.command_path)) if self.resumed_by_command else None
 
 
 #: every shipped kind: the one place a kind shipped with personahub is named (in the order
 #: ``personahub.__all__`` lists their job functions)
 SHIPPED: dict[str, ShippedKind] = {
-    "run": ShippedKind("personahub.pipelines.run", run, "personahub.cli.run:run", ("run",),
-                       ("personahub.api:run_scenario",)),
-    "synthesis": ShippedKind("personahub.pipelines.synthesize", synthesis,
-                             "personahub.cli.synth:synthesize", ("synthesize",),
-                             ("personahub.api:synthesize",)),
-    "text_to_persona": ShippedKind("personahub.pipelines.text_to_persona", text_to_persona,
-                                   "personahub.cli.personas:personas_from_text",
-                                   ("personas", "from-text"), ("personahub.api:text_to_persona",)),
-    "expansion": ShippedKind("personahub.pipelines.expand", expansion,
-                             "personahub.cli.personas:personas_expand", ("personas", "expand"),
-                             ("personahub.api:expand",)),
-    "dedup": ShippedKind("personahub.pipelines.dedup", dedup, "personahub.cli.dedup:personas_dedup",
-                         ("personas", "dedup"), ("personahub.api:dedup",)),
-    "interview": ShippedKind("personahub.pipelines.interview", interview,
-                             "personahub.cli.interview:interview", ("interview",),
-                             ("personahub.interviews:interview",)),
-    "judge": ShippedKind("personahub.pipelines.judge", judge, "personahub.cli.judge:judge",
-                         ("judge",), ("personahub.api:judge",)),
-    "evaluation": ShippedKind("personahub.pipelines.evaluate", evaluation,
-                              "personahub.cli.evaluate:evaluate", ("evaluate",),
-                              ("personahub.api:evaluate",)),
-    "calibration": ShippedKind("personahub.pipelines.calibrate", calibration,
-                               "personahub.cli.calibrate:calibrate", ("calibrate",),
-                               ("personahub.api:calibrate",)),
-    "population_write": ShippedKind("personahub.pipelines.population_write", population_write,
-                                    "personahub.cli.population:personas_sample_population",
-                                    ("personas", "sample-population"),
-                                    ("personahub.api:write_population",)),
+    "run": ShippedKind(
+        "personahub.pipelines.run", run, "personahub.cli.run:run", ("run",),
+        ("personahub.api:run_scenario",), "run", "actions", resumed_by_command=True),
+    "synthesis": ShippedKind(
+        "personahub.pipelines.synthesize", synthesis, "personahub.cli.synth:synthesize",
+        ("synthesize",), ("personahub.api:synthesize",), "synthesis job", "items", "synth", True),
+    "text_to_persona": ShippedKind(
+        "personahub.pipelines.text_to_persona", text_to_persona,
+        "personahub.cli.personas:personas_from_text", ("personas", "from-text"),
+        ("personahub.api:text_to_persona",), "text-to-persona job", "answers", "text", True),
+    "expansion": ShippedKind(
+        "personahub.pipelines.expand", expansion, "personahub.cli.personas:personas_expand",
+        ("personas", "expand"), ("personahub.api:expand",), "expansion", "personas asked", "exp",
+        True),
+    "dedup": ShippedKind(
+        "personahub.pipelines.dedup", dedup, "personahub.cli.dedup:personas_dedup",
+        ("personas", "dedup"), ("personahub.api:dedup",), "dedup job", "personas embedded",
+        "dedup", True),
+    "interview": ShippedKind(
+        "personahub.pipelines.interview", interview, "personahub.cli.interview:interview",
+        ("interview",), ("personahub.interviews:interview",), "interview", "answers", "iv", True),
+    "judge": ShippedKind(
+        "personahub.pipelines.judge", judge, "personahub.cli.judge:judge", ("judge",),
+        ("personahub.api:judge",), "judge", "items"),
+    "evaluation": ShippedKind(
+        "personahub.pipelines.evaluate", evaluation, "personahub.cli.evaluate:evaluate",
+        ("evaluate",), ("personahub.api:evaluate",), "evaluation", "answers"),
+    "calibration": ShippedKind(
+        "personahub.pipelines.calibrate", calibration, "personahub.cli.calibrate:calibrate",
+        ("calibrate",), ("personahub.api:calibrate",), "calibration", "answers", "calib"),
+    "population_write": ShippedKind(
+        "personahub.pipelines.population_write", population_write,
+        "personahub.cli.population:personas_sample_population", ("personas", "sample-population"),
+        ("personahub.api:write_population",), "population job", "personas", "popwrite"),
 }

@@ -153,15 +153,12 @@ def _state(ctx: JobContext[WriteConfig]) -> WriteState:
     return state
 
 
-class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSummary]):
+class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSummary],
+                kind="population_write"):
     """``personas sample-population --llm`` as a job spec."""
 
-    kind = "population_write"
     config_type = WriteConfig
     independent_batches = True
-    noun = "population job"
-    unit = "personas"
-    id_prefix = "popwrite"
 
     def prepare(self, ctx: JobContext[WriteConfig]) -> None:
         population = ctx.config.draw()

@@ -232,16 +232,12 @@ class RunAsker:
         return Taken(await model.advance(caller), started)
 
 
-class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary]):
+class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
     """``personahub run`` as a job spec."""
 
-    kind = "run"
-    resume_command = "personahub run"
     config_type = RunConfig
     independent_batches = False
     refuses_twins = False  # a new run of a scenario is a new experiment
-    noun = "run"
-    unit = "actions"
     progress_per_answer = False  # its progress counts its own stages, not batch items
 
     def new_id(self) -> str:

@@ -23,11 +23,20 @@ S = TypeVar("S")
 
 
 class ShippedSpec(SpecBase[C, B, R, S]):
-    """``SpecBase`` with a shipped kind's defaults: label, model settings and resume command."""
+    """SpecBase with a shipped kind's defaults: its names from its SHIPPED row, model settings,
+    label and resume command. A subclass names its kind in its class line (kind="judge")."""
 
-    #: the command that goes on with a stopped job (``--resume ID --db DB`` follows); None:
-    #: ``personahub resume``
+    #: the command that goes on with a stopped job (--resume ID --db DB follows); None:
+    #: personahub resume
     resume_command: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is None:
+            return
+        row = SHIPPED[kind]
+        cls.kind, cls.noun, cls.unit = kind, row.noun, row.unit
+        cls.id_prefix, cls.resume_command = row.id_prefix, row.resume_command
 
     def model_settings(self, config: C) -> Any | None:
         """The model the job asks, from its config's model fields."""

@@ -284,16 +284,11 @@ def _state(ctx: JobContext[SynthConfig]) -> SynthState:
     return state
 
 
-class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary]):
+class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary], kind="synthesis"):
     """``personahub synthesize`` as a job spec."""
 
-    kind = "synthesis"
-    resume_command = "personahub synthesize"
     config_type = SynthConfig
     independent_batches = True
-    noun = "synthesis job"
-    unit = "items"
-    id_prefix = "synth"
 
     def prepare(self, ctx: JobContext[SynthConfig]) -> None:
         """Demonstrations, world and the personas to ask (on resume, those the job drew)."""

@@ -189,18 +189,13 @@ def text_job_of(db: str | Path, corpus: str) -> str | None:
 
 
 class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult[Any]],
-                                 TextToPersonaSummary]):
+                                 TextToPersonaSummary], kind="text_to_persona"):
     """``personahub personas from-text`` as a job spec."""
 
-    kind = "text_to_persona"
-    resume_command = "personahub personas from-text"
     config_type = TextConfig
     independent_batches = True
     refuses_twins = False  # one job per corpus name: ``prepare`` refuses a second
-    noun = "text-to-persona job"
-    unit = "answers"
     progress_per_answer = False  # its progress counts its own stages, not batch items
-    id_prefix = "text"
 
     def prepare(self, ctx: JobContext[TextConfig]) -> None:
         """The corpus, read end to end and found to hold a text (nothing is recorded before)."""

@@ -218,3 +218,21 @@ def test_no_hand_list_of_the_kinds_commands_or_functions_is_left() -> None:
     strings = {node.value for node in ast.walk(modules["personahub"])
                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     assert not strings & {*functions, *(f"{f}_async" for f in functions)}
+
+
+def test_each_spec_takes_its_names_from_its_row() -> None:
+    """A spec names its kind in its class line; its noun, unit, id prefix and resume command
+    are its SHIPPED row's, so a new job's id and a stop's message follow the table."""
+    from personahub import runtime
+
+    for kind, shipped in SHIPPED.items():
+        spec = runtime.registered_spec(kind)
+        assert spec is not None and spec.kind == kind
+        assert (spec.noun, spec.unit) == (shipped.noun, shipped.unit), kind
+        assert spec.id_prefix == shipped.id_prefix, kind
+        hint = spec.resume_hint("J1", Path("x.duckdb"))
+        expected = ("personahub resume J1" if shipped.resume_command is None
+                    else f"{shipped.resume_command} --resume J1 --db x.duckdb")
+        assert hint.startswith(expected), (kind, hint)
+    assert SHIPPED["expansion"].resume_command == "personahub personas expand"
+    assert SHIPPED["judge"].resume_command is None
