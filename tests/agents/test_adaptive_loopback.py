@@ -39,7 +39,7 @@ def _ask(client: LLMClient, calls: int, workers: int,
                 try:
                     await client.structured(_Reply, [("user", f"say hello {i}")], purpose="survey",
                                             max_tokens=SURVEY_MAX_TOKENS)
-                except EndpointFailing:  # max_retries=0: the first 429 spends a call's budget
+                except EndpointFailing:  # the 429s spend a call's retries
                     if failed is not None:
                         failed.append(i)
                 seen.append(client.concurrency_report()["final"])
@@ -53,8 +53,10 @@ def _ask(client: LLMClient, calls: int, workers: int,
 @pytest.mark.slow
 def test_auto_backs_off_on_429_and_grows_back_when_calls_succeed(server) -> None:
     srv = server(error_rate=1.0, error_statuses=(429,), retry_after_s=0.0, latency_s=0.05)
+    # two retries: a recovery call that meets a slow or dropped connection on a loaded machine
+    # is asked again rather than lost (CI saw 19 of 240 end in EndpointFailing with none)
     client = LLMClient(LLMSettings(spec=f"{srv.base_url}?model=offline", concurrency="auto",
-                                   max_retries=0, timeout_s=20))
+                                   max_retries=2, timeout_s=20))
     _ask(client, 12, 8)
     refused = client.concurrency_report()
     assert refused["setting"] == "auto" and refused["final"] == 1  # 2, cut to 1 on the 429s
@@ -63,8 +65,7 @@ def test_auto_backs_off_on_429_and_grows_back_when_calls_succeed(server) -> None
     failed: list[int] = []
     limits = _ask(client, 240, 24, failed)  # one event loop per _ask: the limit carries over
     grown = client.concurrency_report()
-    # every call that did not fail was answered (CI once saw one call of the 240 end as
-    # EndpointFailing without reaching the server, right after the 429s)
+    # every call that did not fail was answered
     assert len(failed) <= 2 and srv.stats.answered >= 240 - len(failed)
     assert max(limits) >= 4 and grown["peak"] >= 4  # it grew back from 1
     assert grown["cuts"].get("429") == refused["cuts"]["429"]  # no new 429 cuts
