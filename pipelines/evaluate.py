@@ -62,7 +62,7 @@ from personahub.pipelines.provider_batch_jobs import (
     batch_line,
     batching_caller,
 )
-from personahub.pipelines.shipped_spec import stored_job_id
+from personahub.pipelines.shipped_spec import NamedFromRow, stored_job_id
 from personahub.tasks.answer_equivalence import equivalent
 
 __all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
@@ -668,19 +668,17 @@ def _write_calls(con: duckdb.DuckDBPyConnection, job: JobRef, client: Structured
     write_calls(con, cast(ServesModels, client), results, job)
 
 
-class EvaluationSpec(SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],
-                             EvalSummary]):
+class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],
+                                           EvalSummary], kind=EVAL_KIND):
     """``personahub evaluate`` as a job spec.
 
     The split and benchmark matches are written with the ``jobs`` row; each batch is one spec's
     answers, then the judge's verdicts; verification and scores come from stored answers at the end.
     """
 
-    kind = EVAL_KIND
     calls_in_run = False
     config_type = EvalConfig
     refuses_twins = False  # the id is the settings: a second start is the same job, resumed
-    noun, unit = labels.SHIPPED[EVAL_KIND].noun, labels.SHIPPED[EVAL_KIND].unit
 
     def job_id_for(self, config: EvalConfig) -> str:
         return evaluation_id_for(config)

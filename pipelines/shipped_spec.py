@@ -14,7 +14,7 @@ from personahub.core.store import connect
 from personahub.models.settings import LLMSettings
 from personahub.pipelines.labels import SHIPPED
 
-__all__ = ["ShippedSpec", "stored_job_id"]
+__all__ = ["NamedFromRow", "ShippedSpec", "stored_job_id"]
 
 C = TypeVar("C")
 B = TypeVar("B")
@@ -22,21 +22,34 @@ R = TypeVar("R")
 S = TypeVar("S")
 
 
-class ShippedSpec(SpecBase[C, B, R, S]):
+class NamedFromRow:
+    """A spec whose kind, noun, unit and id prefix are its SHIPPED row's: the subclass names its
+    kind in its class line (kind="judge")."""
+
+    kind: ClassVar[str]
+    noun: ClassVar[str]
+    unit: ClassVar[str]
+    id_prefix: ClassVar[str]
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            row = SHIPPED[kind]
+            cls.kind, cls.noun, cls.unit, cls.id_prefix = kind, row.noun, row.unit, row.id_prefix
+
+
+class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
     """SpecBase with a shipped kind's defaults: its names from its SHIPPED row, model settings,
-    label and resume command. A subclass names its kind in its class line (kind="judge")."""
+    label and resume command."""
 
     #: the command that goes on with a stopped job (--resume ID --db DB follows); None:
     #: personahub resume
     resume_command: ClassVar[str | None] = None
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if kind is None:
-            return
-        row = SHIPPED[kind]
-        cls.kind, cls.noun, cls.unit = kind, row.noun, row.unit
-        cls.id_prefix, cls.resume_command = row.id_prefix, row.resume_command
+        super().__init_subclass__(kind=kind, **kwargs)
+        if kind is not None:
+            cls.resume_command = SHIPPED[kind].resume_command
 
     def model_settings(self, config: C) -> Any | None:
         """The model the job asks, from its config's model fields."""
