@@ -84,7 +84,6 @@ from personahub.pipelines.prompts.calibration import (
     logprobs_messages,
 )
 from personahub.pipelines.prompts.population import attribute_lines
-from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
@@ -331,7 +330,6 @@ class CalibrationState:
     panels: dict[GroupKey, list[str]]
     personas: dict[str, tuple[str, dict[str, str]]]
     summary: CalibrationSummary
-    asker: Any = None  # this run's asker (a batched one tallies its batches)
     archetypes: dict[int, tuple[list[str], Any]] = field(default_factory=dict)  # K -> grouping
 
 
@@ -416,7 +414,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         asks = [a for a in self._asks(ctx) if a.steering == LOGPROBS]
         if not asks:
             return []
-        answer = ctx.run(self._plain_asker(ctx).run_batch(asks[:1], ctx.caller))[0]
+        answer = ctx.run(self.plain_asker(ctx).run_batch(asks[:1], ctx.caller))[0]
         return [answer.call]
 
     def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
@@ -468,13 +466,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         self._count_calls(ctx, asks)
         return batches
 
-    def asker(self, ctx: JobContext[CalibrateConfig]) -> Any:
-        """The asker (with ``--batch``: its calls sent as provider batches)."""
-        state = _state(ctx)
-        state.asker = batched_asker(ctx, self._plain_asker(ctx))
-        return state.asker
 
-    def _plain_asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
+    def plain_asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
         """The job's asker, calling the model directly."""
         state = _state(ctx)
         config, survey = ctx.config, state.selected.survey
@@ -556,7 +549,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         if ctx.config.archetypes:
             summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
                                         by_steering)
-        summary.batches = batch_line(_state(ctx).asker)
+        summary.batches = self.batches_line(ctx)
         return summary
 
     def stop_note(self, ctx: JobContext[CalibrateConfig]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from personahub.core.contracts import StructuredCaller
 from personahub.core.engine_options import default
@@ -50,7 +49,6 @@ from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
-from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 
 __all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
@@ -133,7 +131,6 @@ class ExpandState:
     start: list[str] = field(default_factory=list)  # a new job's start personas
     index: NearDuplicateIndex | None = None
     linking: Linking | None = None
-    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[ExpandConfig]) -> ExpandState:
@@ -191,7 +188,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         return BatchOutcome(rows=new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start,
                                                     config.threshold, config.hops, config.fanout))
 
-    def asker(self, ctx: JobContext[ExpandConfig]) -> Any:
+    def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:
         """The driver's asker, with the index, merges and nearest-people pool loaded."""
         config, state = ctx.config, _state(ctx)
         state.index = hub_index(ctx.con, config.threshold)
@@ -201,8 +198,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
             aliases=load_aliases(ctx.con, ctx.job_id, state.index),
             pool=load_pool(ctx.con, embedder, expansion_personas(ctx.con, ctx.job_id))
             if embedder is not None else None)
-        state.asker = batched_asker(ctx, ExpandAsker(ctx, state.index, state.linking))
-        return state.asker
+        return ExpandAsker(ctx, state.index, state.linking)
 
     def plan(self, ctx: JobContext[ExpandConfig]) -> Iterator[ExpandBatch]:
         if ctx.status == "finished":
@@ -278,8 +274,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
     def summary(self, ctx: JobContext[ExpandConfig]) -> ExpandSummary:
         summary = summary_of(ctx.con, ctx.job_id)
         summary.resumed = ctx.resumed
-        state = ctx.state if isinstance(ctx.state, ExpandState) else None
-        summary.provider_batches = batch_line(state.asker) if state is not None else None
+        summary.provider_batches = self.batches_line(ctx)
         return summary
 
     def report(self, summary: ExpandSummary, db: Path) -> list[str]:

@@ -37,7 +37,7 @@ from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines.batches import remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields
-from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.provider_batch_jobs import BatchFields
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.scenario import Memory
@@ -369,7 +369,6 @@ class InterviewState:
     """One interview's own state: its prepared request (step and agents fixed)."""
 
     prepared: Prepared
-    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
@@ -410,13 +409,11 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
             [ctx.job_id]).fetchall()}
         return remaining(ctx, agents, done, lambda agent: agent[0], ctx.config.batch_size)
 
-    def asker(self, ctx: JobContext[InterviewConfig]) -> Any:
-        """The asker (with ``--batch``: its calls sent as provider batches)."""
-        state = _state(ctx)
-        prepared = state.prepared
-        state.asker = batched_asker(ctx, InterviewAsker(
-            {a.agent_id: prompt for a, prompt in zip(prepared.agents, prepared.prompts, strict=True)}))
-        return state.asker
+    def plain_asker(self, ctx: JobContext[InterviewConfig]) -> InterviewAsker:
+        """The asker of each agent's prepared prompt."""
+        prepared = _state(ctx).prepared
+        return InterviewAsker(
+            {a.agent_id: prompt for a, prompt in zip(prepared.agents, prepared.prompts, strict=True)})
 
     def commit(self, ctx: JobContext[InterviewConfig], batch: Sequence[tuple[int, str]],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
@@ -466,7 +463,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         config, prepared = ctx.config, _state(ctx).prepared
         out = InterviewResult(ctx.job_id, config.run_id, prepared.step, config.question,
                               ctx.caller.label, ctx.caller.is_offline,
-                              batches=batch_line(_state(ctx).asker),
+                              batches=self.batches_line(ctx),
                               personas={a.agent_id: a.persona_text for a in prepared.agents})
         cursor = ctx.con.execute("SELECT * FROM interviews WHERE batch_id = ? ORDER BY agent_id",
                                  [ctx.job_id])

@@ -42,7 +42,7 @@ from personahub.pipelines.prompts.judge import (
     verdicts,
 )
 from personahub.pipelines.prompts.synthesis import world_for_prompt
-from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batched_asker
+from personahub.pipelines.provider_batch_jobs import BatchFields
 from personahub.pipelines.shipped_spec import ShippedSpec, stored_job_id
 from personahub.tasks import Criterion, Task, stored_task
 
@@ -272,7 +272,6 @@ class JudgeState:
     items: list[Item]
     world: str
     summary: JudgeSummary
-    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
@@ -314,11 +313,9 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         state.summary.skipped_done = ctx.done_before
         return batches
 
-    def asker(self, ctx: JobContext[JudgeConfig]) -> Any:
-        """The asker (with ``--batch``: its calls sent as provider batches)."""
-        state = _state(ctx)
-        state.asker = batched_asker(ctx, JudgeAsker(ctx.config, ctx.job_id, state.world))
-        return state.asker
+    def plain_asker(self, ctx: JobContext[JudgeConfig]) -> JudgeAsker:
+        """The judge's asker, over the world it judges in."""
+        return JudgeAsker(ctx.config, ctx.job_id, _state(ctx).world)
 
     def commit(self, ctx: JobContext[JudgeConfig], batch: Sequence[Item],
                result: list[Judgment]) -> BatchOutcome:
@@ -356,7 +353,7 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         summary = _state(ctx).summary
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
         summary.calls = call_counts(ctx.con, job_id=ctx.job_id)
-        summary.batches = batch_line(_state(ctx).asker)
+        summary.batches = self.batches_line(ctx)
         return summary
 
 

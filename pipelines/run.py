@@ -43,7 +43,6 @@ from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
-from personahub.pipelines.provider_batch_jobs import batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
@@ -329,9 +328,9 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
             if state.heap is not None:
                 state.heap.settle()
 
-    def asker(self, ctx: JobContext[RunConfig]) -> Any:
-        """The step asker (with ``--batch``, a step's calls go as provider batches)."""
-        return batched_asker(ctx, RunAsker(_state(ctx)))
+    def plain_asker(self, ctx: JobContext[RunConfig]) -> RunAsker:
+        """The step asker."""
+        return RunAsker(_state(ctx))
 
     def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
         """Write the step's rows with its calls; lost actions stop the run before any is written."""

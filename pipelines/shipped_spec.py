@@ -1,5 +1,6 @@
-"""The parts every shipped job kind's spec shares: label, model settings and resume command.
-A spec overrides only where its kind differs.
+"""The parts every shipped job kind's spec shares: label, model settings, resume command, and
+the asker sent as provider batches when the config asks. A spec overrides only where its kind
+differs.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from personahub.core.jobs_store import find_job
-from personahub.core.kernel import SpecBase
+from personahub.core.kernel import Asker, JobContext, SpecBase
 from personahub.core.store import connect
 from personahub.models.settings import LLMSettings
 from personahub.pipelines.labels import SHIPPED
+from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 
 __all__ = ["NamedFromRow", "ShippedSpec", "stored_job_id"]
 
@@ -54,6 +56,18 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
     def model_settings(self, config: C) -> Any | None:
         """The model the job asks, from its config's model fields."""
         return LLMSettings.of_job(config)
+
+    def asker(self, ctx: JobContext[C]) -> Asker[B, R]:
+        """The kind's asker; with ``--batch`` its calls go as provider batches."""
+        return batched_asker(ctx, self.plain_asker(ctx))
+
+    def plain_asker(self, ctx: JobContext[C]) -> Asker[B, R]:
+        """The kind's own asker, which sends each call as it comes."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither asker nor plain_asker")
+
+    def batches_line(self, ctx: JobContext[C]) -> str | None:
+        """What this run's provider batches did, in one line; None for an online job."""
+        return batch_line(ctx.asker)
 
     def resume_hint(self, job_id: str, db: Path) -> str:
         """The command that resumes the job."""

@@ -43,7 +43,6 @@ from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
-from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.synthesis_inputs import (
     DEFAULT_NPC_WORLD,
@@ -276,7 +275,6 @@ class SynthState:
     personas: list[Persona]
     summary: SynthSummary
     index: NearDuplicateIndex = field(default_factory=NearDuplicateIndex)
-    asker: Any = None  # the asker of this run (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[SynthConfig]) -> SynthState:
@@ -348,12 +346,10 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
         ctx.done_before = state.summary.skipped_done = len(asks) - len(todo)
         return iter(list(iter_batches(todo, ctx.config.batch_size)))
 
-    def asker(self, ctx: JobContext[SynthConfig]) -> Any:
-        """The asker (with ``--batch``: its calls sent as provider batches)."""
+    def plain_asker(self, ctx: JobContext[SynthConfig]) -> SynthesisAsker:
+        """The synthesis asker, with the job's world and demonstrations."""
         state = _state(ctx)
-        state.asker = batched_asker(ctx, SynthesisAsker(ctx.config, ctx.job_id, state.world,
-                                                        state.demos))
-        return state.asker
+        return SynthesisAsker(ctx.config, ctx.job_id, state.world, state.demos)
 
     def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
@@ -424,7 +420,7 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
         summary.items = int(scalar(ctx.con, "SELECT count(*) FROM synth_items WHERE job_id = ?",
                                    [ctx.job_id]))
         summary.shortfall = shortfall(summary, ctx.config.n, self.resume_hint(ctx.job_id, ctx.db))
-        summary.batches = batch_line(_state(ctx).asker)
+        summary.batches = self.batches_line(ctx)
         return summary
 
 

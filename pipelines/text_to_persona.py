@@ -44,7 +44,6 @@ from personahub.personas.text_to_persona import (
 )
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
-from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 from personahub.pipelines.shipped_spec import ShippedSpec
 
 __all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
@@ -166,7 +165,6 @@ class TextState:
     texts: Iterator[SourceText] | None
     stats: ImportStats
     summary: TextToPersonaSummary = field(default_factory=TextToPersonaSummary)
-    asker: Any = None  # this run's asker (a batched one tallies its batches)
 
 
 def _state(ctx: JobContext[TextConfig]) -> TextState:
@@ -250,11 +248,9 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
             if asks:
                 yield TextBatch(asks, summary.texts)
 
-    def asker(self, ctx: JobContext[TextConfig]) -> Any:
-        """The asker (with ``--batch``: its calls sent as provider batches)."""
-        state = _state(ctx)
-        state.asker = batched_asker(ctx, TextAsker(ctx.config.per_text, ctx.config.language))
-        return state.asker
+    def plain_asker(self, ctx: JobContext[TextConfig]) -> TextAsker:
+        """The asker of each text's personas."""
+        return TextAsker(ctx.config.per_text, ctx.config.language)
 
     def commit(self, ctx: JobContext[TextConfig], batch: TextBatch,
                result: list[StructuredResult[Any]]) -> BatchOutcome:
@@ -303,7 +299,7 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
         state = _state(ctx)
         state.summary.bad_records = state.stats.bad
         state.summary.bad_examples = [str(e) for e in state.stats.bad_examples]
-        state.summary.provider_batches = batch_line(state.asker)
+        state.summary.provider_batches = self.batches_line(ctx)
         return state.summary
 
     def report(self, summary: TextToPersonaSummary, db: Path) -> list[str]:

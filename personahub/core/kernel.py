@@ -323,6 +323,7 @@ class JobContext(Generic[C]):
     spill: call_spill.CallSpill | None = None
     spilled_ids: frozenset[str] = frozenset()
     asked: int = 0
+    asker: Asker[Any, Any] | None = None  # the asker this run drives (set by the kernel)
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -650,7 +651,7 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
 
 def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
     """Plan, ask, commit, check, batch after batch; returns the asked and kept counts."""
-    asker = spec.asker(ctx)
+    asker = ctx.asker = spec.asker(ctx)
     after_commit = getattr(asker, "committed", None)
     plan = spec.plan(ctx)
     batches = ctx.executor.batches(spec, ctx, asker, plan)
