@@ -87,9 +87,6 @@ from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
-__all__ = ["CALIBRATION", "Ask", "CalibrateConfig", "CalibrationAsker", "CalibrationSpec",
-           "CalibrationSummary"]
-
 
 @dataclass(frozen=True, kw_only=True)
 class CalibrateConfig(EngineFields):

@@ -57,8 +57,6 @@ from personahub.personas.store import survivor_count
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
 from personahub.pipelines.shipped_spec import ShippedSpec
 
-__all__ = ["DEDUP", "DedupAsker", "DedupJobConfig", "DedupSpec", "dedup_job_of", "dedup_lines"]
-
 ANN_CHOICES = ("auto", *ANN_BACKENDS)
 # stage-2 embedders that compute no model's vectors: cheap enough for the driver on any executor
 DRIVER_EMBEDDERS = ("hash",)

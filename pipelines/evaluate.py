@@ -65,12 +65,6 @@ from personahub.pipelines.provider_batch_jobs import (
 from personahub.pipelines.shipped_spec import NamedFromRow, stored_job_id
 from personahub.tasks.answer_equivalence import equivalent
 
-__all__ = ["EVALUATION", "EVAL_KIND", "EvalConfig", "EvalSummary", "HeldOutItem", "Score",
-           "SplitSummary", "agreement_matrix", "answer_name", "eval_id_for", "evaluation_id_for",
-           "evaluation_resume", "held_out_items", "score", "solve", "solver_answers",
-           "BatchedEvalAsker", "solver_settings", "spec_mode", "split_job", "summary_lines",
-           "undecided_pairs", "verify_items", "wilson"]
-
 EVAL_KIND = "evaluation"
 _ANSWER_CHARS = 500  # what a row keeps of a final answer
 _REASONING_CHARS = 4000

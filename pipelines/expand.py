@@ -51,9 +51,6 @@ from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.shipped_spec import ShippedSpec
 
-__all__ = ["EXPANSION", "ExpandAsker", "ExpandBatch", "ExpandConfig", "ExpandSpec",
-           "expansion_lines"]
-
 ORIGINS = ("api", "cli", "run")
 
 

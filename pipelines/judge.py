@@ -189,7 +189,8 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
     job = find_job(con, target)
     config = job.config if job is not None else {}
     if what == "synthesis":
-        from personahub.pipelines.synthesize import SynthConfig, load_world
+        from personahub.pipelines.synthesis_inputs import load_world
+        from personahub.pipelines.synthesize import SynthConfig
 
         try:
             return load_world(SynthConfig(task=config["task"], world=config.get("world")))

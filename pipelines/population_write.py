@@ -34,9 +34,6 @@ from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.write_persona import Written, write_persona
 
-__all__ = ["POPULATION_WRITE", "TEXT_ORIGIN", "WriteConfig", "WriteSpec", "WriteSummary",
-           "written_population_id"]
-
 TEXT_ORIGIN = "model"
 
 
@@ -143,6 +140,8 @@ class WriteSummary:
 
 @dataclass
 class WriteState:
+    """One job's own state: the population it writes and its running summary."""
+
     population: Population
     population_id: str
     summary: WriteSummary

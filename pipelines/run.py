@@ -56,8 +56,6 @@ from personahub.sim.scenario import (
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
 
-__all__ = ["RUN", "RunConfig", "RunSpec", "RunSummary", "resume_settings"]
-
 
 @dataclass(frozen=True, kw_only=True)
 class RunConfig(EngineFields):

@@ -45,7 +45,6 @@ from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.synthesis_inputs import (
-    DEFAULT_NPC_WORLD,
     Demo,
     infer_personas,
     job_personas,
@@ -59,10 +58,6 @@ from personahub.tasks import synthesis_task, tasks
 from personahub.tasks.limits import synthesis_max_tokens
 from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
-
-__all__ = ["DEFAULT_NPC_WORLD", "SYNTHESIS", "Answer", "Ask", "Demo", "SynthConfig",
-           "SynthSummary", "SynthesisAsker", "SynthesisSpec", "item_id_for", "load_examples",
-           "load_world", "select_personas"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -46,9 +46,6 @@ from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.shipped_spec import ShippedSpec
 
-__all__ = ["TEXT_TO_PERSONA", "TextAsk", "TextAsker", "TextConfig", "TextToPersonaSpec",
-           "text_job_of"]
-
 
 @dataclass(frozen=True, kw_only=True)
 class TextConfig(EngineFields):

@@ -64,7 +64,7 @@ def test_wheel_installs_only_personahub(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                     str(wheel)], check=True, capture_output=True)
     probe = ("import personahub.core.store as s, personahub.analysis.views as v;"
-             "from personahub.pipelines.synthesize import load_examples as e;"
+             "from personahub.pipelines.synthesis_inputs import load_examples as e;"
              "print(len(s.schema_sql()) > 0 and len(e('builtin:tool_spec')) > 0, s.__file__)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})

@@ -10,7 +10,7 @@ from importlib import resources
 import pytest
 
 from personahub.core.errors import PersonahubError
-from personahub.pipelines.synthesize import DEFAULT_NPC_WORLD, load_examples
+from personahub.pipelines.synthesis_inputs import DEFAULT_NPC_WORLD, load_examples
 from personahub.tasks import synthesis_names, synthesis_task
 from personahub.tasks.shipped_demos import builtin_name, builtin_text, shipped_tasks
 from tests.official_sample import sample_path

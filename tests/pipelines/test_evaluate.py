@@ -20,14 +20,13 @@ from personahub.pipelines.evaluate import (
     held_out_items,
     score,
     solve,
-    solver_answers,
     solver_settings,
     spec_mode,
     split_job,
     undecided_pairs,
     verify_items,
 )
-from personahub.pipelines.evaluate_scores import pair_key, same_answers
+from personahub.pipelines.evaluate_scores import pair_key, same_answers, solver_answers
 
 JOB = "synth-test"
 

@@ -15,7 +15,8 @@ from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.fake_server.server import running_server
 from personahub.pipelines import synthesize
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES
-from personahub.pipelines.synthesize import SynthConfig, load_examples
+from personahub.pipelines.synthesis_inputs import load_examples
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.tasks import synthesis_names, synthesis_task
 from personahub.tasks.multi_turn import Conversation
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, schema_for

@@ -13,7 +13,8 @@ import pytest
 
 from personahub.api import run_synthesis
 from personahub.core.store import connect
-from personahub.pipelines.synthesize import SynthConfig, load_examples
+from personahub.pipelines.synthesis_inputs import load_examples
+from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke
 from tests.fakes import FakeClient
 from tests.synth_helpers import write_examples

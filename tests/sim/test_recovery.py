@@ -24,7 +24,8 @@ from personahub.models.client import CallRecord, StructuredResult
 from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig
-from personahub.pipelines.synthesize import SynthConfig, select_personas
+from personahub.pipelines.synthesis_inputs import select_personas
+from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.runner import load_scenario_personas
 from personahub.sim.scenario import load_scenario
 from tests.cli_helpers import cli, env
