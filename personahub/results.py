@@ -48,18 +48,6 @@ def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFr
         con.close()
 
 
-def _items_frame(db: Path, *, job: str | None = None, run: str | None = None) -> pd.DataFrame:
-    """A run's or synthesis job's items in the export's column layout."""
-    from personahub.analysis.export import load_items, parquet_table
-    from personahub.core.store import connect
-
-    con = connect(db, read_only=True)
-    try:
-        return parquet_table(load_items(con, job=job, run=run)).to_pandas()
-    finally:
-        con.close()
-
-
 #: rows a handle's card shows, picked by a hash of their id so they are the same each time
 SAMPLE_ROWS = 3
 _SAMPLES = {
@@ -240,39 +228,22 @@ class Job:
             con.close()
 
     def items(self) -> pd.DataFrame:
-        """What the job made, as a DataFrame.
+        """What the job made, as a DataFrame: what its kind's spec reads (``JobSpec.items``).
 
         Returns:
-            Synthesized items, or the personas a persona job made; for dedup, those flagged.
+            A run's emissions or a synthesis job's items in the export's column layout, the
+            personas a persona job made, a dedup's flagged duplicates, a judge's judgments.
+
+        Raises:
+            KeyError: The job's kind makes nothing a handle lists.
         """
-        if self.kind == "synthesis":
-            return _items_frame(self.db, job=self.job_id)
-        if self.kind == "expansion":
-            return self._expansion_personas()
-        from personahub.personas.store import flagged_duplicates, personas_frame
-        from personahub.personas.text_to_persona import text_job_persona_ids
+        from personahub.runtime import registered_spec
 
-        if self.kind == "dedup":
-            return _frame(self.db, flagged_duplicates)
-        if self.kind == "text_to_persona":
-            return _frame(self.db, lambda con: personas_frame(
-                con, text_job_persona_ids(con, self.job_id)))
-        if self.kind == "population_write":
-            return self._population_personas()
-        raise KeyError(self.kind)
-
-    def _population_personas(self) -> pd.DataFrame:
-        from personahub.personas.store import personas_frame, population_persona_ids
-
-        population = self.summary.population_id
-        return _frame(self.db, lambda con: personas_frame(
-            con, sorted(population_persona_ids(con, population))))
-
-    def _expansion_personas(self) -> pd.DataFrame:
-        from personahub.personas.expand import expansion_personas
-        from personahub.personas.store import personas_frame
-
-        return _frame(self.db, lambda con: personas_frame(con, expansion_personas(con, self.job_id)))
+        spec = registered_spec(self.kind)
+        made = _frame(self.db, spec.items, self.job_id) if spec is not None else None
+        if made is None:
+            raise KeyError(self.kind)
+        return made
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -285,14 +256,6 @@ class Run(Job):
     def run_id(self) -> str:
         """The run's id (the job id)."""
         return self.job_id
-
-    def items(self) -> pd.DataFrame:
-        """The run's emissions in the export's column layout.
-
-        Returns:
-            A DataFrame: persona text, task, JSON content, one row per emission.
-        """
-        return _items_frame(self.db, run=self.job_id)
 
     def emissions(self) -> pd.DataFrame:
         """What the agents emitted in this run.
@@ -431,16 +394,6 @@ class Judged(Job):
     def judge_id(self) -> str:
         """The judge's id (the job id)."""
         return self.job_id
-
-    def items(self) -> pd.DataFrame:
-        """The judge's judgments.
-
-        Returns:
-            Its rows of ``judgments`` by item id, criteria as JSON text.
-        """
-        from personahub.analysis.judgments import judgment_rows
-
-        return _frame(self.db, judgment_rows, self.job_id)
 
     def validity(self) -> Validity | None:
         """The validity rate and per-criterion rates with 95% Wilson intervals.

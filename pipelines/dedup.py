@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,9 +53,13 @@ from personahub.personas.embedding import (
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
-from personahub.personas.store import survivor_count
+from personahub.personas.store import flagged_duplicates, survivor_count
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
 from personahub.pipelines.shipped_spec import ShippedSpec
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 ANN_CHOICES = ("auto", *ANN_BACKENDS)
 # stage-2 embedders that compute no model's vectors: cheap enough for the driver on any executor
@@ -338,6 +342,10 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind
     def stop_note(self, ctx: JobContext[DedupJobConfig]) -> str:
         done = stages_of(ctx.con, ctx.job_id)
         return f" (stages done: {', '.join(done) or 'none'})"
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The hub's flagged duplicates."""
+        return flagged_duplicates(con)
 
     def summary(self, ctx: JobContext[DedupJobConfig]) -> DedupSummary:
         state = _state(ctx)  # set by prepare, which runs for a finished job too

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from personahub.core.contracts import StructuredCaller
 from personahub.core.engine_options import default
@@ -46,10 +47,14 @@ from personahub.personas.link_nearest import load_pool
 from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
-from personahub.personas.store import fetch_personas, live_persona_ids
+from personahub.personas.store import fetch_personas, live_persona_ids, personas_frame
 from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.shipped_spec import ShippedSpec
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 ORIGINS = ("api", "cli", "run")
 
@@ -267,6 +272,10 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
 
     def stop_note(self, ctx: JobContext[ExpandConfig]) -> str:
         return f" ({frontier_count(ctx.con, ctx.job_id, asked=True)} personas asked)"
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """Every persona the expansion asked about, reached or created."""
+        return personas_frame(con, expansion_personas(con, job_id))
 
     def summary(self, ctx: JobContext[ExpandConfig]) -> ExpandSummary:
         summary = summary_of(ctx.con, ctx.job_id)

@@ -14,12 +14,12 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import duckdb
 from pydantic import BaseModel
 
-from personahub.analysis.judgments import judged_item_ids
+from personahub.analysis.judgments import judged_item_ids, judgment_rows
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
@@ -45,6 +45,9 @@ from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields
 from personahub.pipelines.shipped_spec import ShippedSpec, stored_job_id
 from personahub.tasks import Criterion, Task, stored_task
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # what makes two judges the same judge (its id): the target, the items drawn, the model asked
 JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
@@ -349,6 +352,10 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         if summary.failed:
             lines.append("run the same command again to retry the failed items")
         return lines
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The judge's judgments by item id, criteria as JSON text."""
+        return judgment_rows(con, job_id)
 
     def summary(self, ctx: JobContext[JudgeConfig]) -> JudgeSummary:
         summary = _state(ctx).summary

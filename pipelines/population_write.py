@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.core.engine_options import default
@@ -28,11 +28,15 @@ from personahub.core.validate import check_int
 from personahub.personas.population import SOURCE, Population, draw_population, person_id
 from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
-from personahub.personas.store import population_persona_ids, upsert_personas
+from personahub.personas.store import personas_frame, population_persona_ids, upsert_personas
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.write_persona import Written, write_persona
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 TEXT_ORIGIN = "model"
 
@@ -211,6 +215,13 @@ class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSum
         return answered(batch, result, persona,
                         lambda w: w.written.rejected or "no valid answer",
                         then=lambda personas: upsert_personas(ctx.con, personas, ctx.caller))
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The personas written for the job's population."""
+        row = con.execute("SELECT population_id FROM population_jobs WHERE job_id = ?",
+                          [job_id]).fetchone()
+        ids = population_persona_ids(con, row[0]) if row is not None else set()
+        return personas_frame(con, sorted(ids))
 
     def summary(self, ctx: JobContext[WriteConfig]) -> WriteSummary:
         summary = _state(ctx).summary

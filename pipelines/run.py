@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
@@ -55,6 +55,10 @@ from personahub.sim.scenario import (
 )
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -364,6 +368,12 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
     def stop_note(self, ctx: JobContext[RunConfig]) -> str:
         committed = _state(ctx).committed if isinstance(ctx.state, RunState) else 0
         return f" after step {committed}"
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The run's emissions in the export's column layout."""
+        from personahub.analysis.export import load_items, parquet_table
+
+        return parquet_table(load_items(con, run=job_id)).to_pandas()
 
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
         """The run's totals, read back from the database (resumes included)."""

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts, unknown_usage, unknown_usage_note
@@ -58,6 +58,10 @@ from personahub.tasks import synthesis_task, tasks
 from personahub.tasks.limits import synthesis_max_tokens
 from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,6 +409,12 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
         summary = _state(ctx).summary
         total = summary.selected * summary.per_persona
         return f" ({summary.skipped_done + summary.written} of {total} items written)"
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The job's items in the export's column layout."""
+        from personahub.analysis.export import load_items, parquet_table
+
+        return parquet_table(load_items(con, job=job_id)).to_pandas()
 
     def summary(self, ctx: JobContext[SynthConfig]) -> SynthSummary:
         summary = _state(ctx).summary

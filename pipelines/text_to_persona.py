@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
@@ -27,7 +27,7 @@ from personahub.personas.asks import Ask, ask_one
 from personahub.personas.importers import ImportStats, container_of
 from personahub.personas.quality import gate_answer, language_scripts, rejection_line, tally
 from personahub.personas.record import Persona
-from personahub.personas.store import upsert_personas
+from personahub.personas.store import personas_frame, upsert_personas
 from personahub.personas.text_jobs import find_text_job
 from personahub.personas.text_to_persona import (
     MAX_CHARS,
@@ -40,11 +40,16 @@ from personahub.personas.text_to_persona import (
     iter_texts,
     parse_relations,
     screen,
+    text_job_persona_ids,
     text_personas_schema,
 )
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.personas import text_to_persona_messages
 from personahub.pipelines.shipped_spec import ShippedSpec
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -291,6 +296,10 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
     def stop_note(self, ctx: JobContext[TextConfig]) -> str:
         summary = _state(ctx).summary if isinstance(ctx.state, TextState) else None
         return "" if summary is None else f" ({summary.asked} answers asked)"
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The personas the job's corpus produced."""
+        return personas_frame(con, text_job_persona_ids(con, job_id))
 
     def summary(self, ctx: JobContext[TextConfig]) -> TextToPersonaSummary:
         state = _state(ctx)

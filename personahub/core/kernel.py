@@ -15,9 +15,12 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Se
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import duckdb
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from personahub.core import call_log, call_spill, jobs_store
 from personahub.core.commit import (
@@ -206,6 +209,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def nothing_kept(self, ctx: JobContext[C], asked: int) -> str: ...
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str: ...
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]: ...
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame | None: ...
 
 
 class SpecBase(Generic[C, B, R, S]):
@@ -275,6 +279,11 @@ class SpecBase(Generic[C, B, R, S]):
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
         """A context held while the batches run."""
         return nullcontext()
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame | None:
+        """What a job of this kind made, as a DataFrame, for its handle's ``items()``; None: the
+        kind makes nothing a handle lists."""
+        return None
 
 
 @dataclass(frozen=True)

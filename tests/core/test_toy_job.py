@@ -27,6 +27,7 @@ from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, i
 from personahub.core.store import transaction
 from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
+from personahub.results import Job
 from tests.cli_helpers import invoke
 from tests.optional import need_ray
 
@@ -131,6 +132,10 @@ class CountSpec(SpecBase[CountConfig, Sequence[tuple[int, str]], list[Counted], 
 
     def report(self, summary: int, db: Path) -> list[str]:
         return [f"{summary} texts counted"]
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> Any:
+        return con.execute("SELECT position, words FROM toy_word_counts WHERE job_id = ? "
+                           "ORDER BY position", [job_id]).df()
 
 
 TOY = register(CountSpec())
@@ -248,3 +253,14 @@ def test_a_child_job_runs_under_its_parent(tmp_path: Path) -> None:
     assert jobs["toy_word_count"]["status"] == jobs["toy_two_counts"]["status"] == "finished"
     child = jobs["toy_word_count"]["job_id"]
     assert len(counts(db, child)["rows"]) == 3 and len(counts(db, parent.job_id)["rows"]) == 7
+
+
+def test_a_handle_lists_what_its_kinds_spec_reads(tmp_path: Path) -> None:
+    db = tmp_path / "items.duckdb"
+    done = runtime.run(TOY, CountConfig(texts=TEXTS[:3]), db)
+    handle = Job(kind="toy_word_count", job_id=done.job_id, db=db)
+    rows = counts(db, done.job_id)["rows"]
+    assert len(rows) == 3
+    assert list(handle.items().itertuples(index=False, name=None)) == rows
+    with pytest.raises(KeyError, match="no_such_kind"):
+        Job(kind="no_such_kind", job_id=done.job_id, db=db).items()
