@@ -247,3 +247,7 @@ def calibrations(
     if len(set(jobs)) < 2:
         raise UsageError("--compare: give two or more calibration job ids to compare")
     _compare(db, list(jobs), as_json)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("calibrations",): calibrations}

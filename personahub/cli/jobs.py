@@ -186,3 +186,7 @@ def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
         emit_job_json("resume", db, job_id=job_id, id_key=job_id_key(kind), counts=counts,
                       kind=kind, **({"shortfall": shortfall} if shortfall else {}))
     return shortfall
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("jobs",): jobs, ("runs",): runs, ("resume",): resume}

@@ -448,3 +448,7 @@ def diversity(
     if reused:
         out.print(f"{reused} persona vectors read from persona_embeddings (not embedded again)",
                   highlight=False, soft_wrap=True)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("export",): export_cmd, ("report",): report, ("diversity",): diversity}
