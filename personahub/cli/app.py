@@ -20,7 +20,8 @@ export-graph), ``population`` (personas sample-population), ``dedup`` (personas 
 ``personas`` (personas expand, from-text).
 
 A shipped job kind's command is registered from its row in ``pipelines/labels.py`` (its import
-string and path); the other commands are listed here (``OWN``), and ``HELP_ORDER`` places both.
+string and path); each other command module lists its own commands by path (``COMMANDS``, below
+them) and this module gathers those (``OWN``); ``HELP_ORDER`` places both.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from importlib import import_module
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -131,28 +133,38 @@ def _root(version: Annotated[bool, typer.Option(
     """Persona-driven synthetic data and virtual-society simulation (offline by default)."""
 
 
+#: the command modules of the commands that are no shipped kind's (each lists its own, where
+#: they are defined, as ``COMMANDS``)
+OWN_MODULES: tuple[ModuleType, ...] = (
+    cli_experiment, cli_sql, cli_serve, cli_synth, cli_calibrate, cli_view, cli_doctor, cli_jobs,
+    cli_show, cli_hub, cli_batch)
+
+
+def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callable[..., Any]]:
+    """The commands ``modules`` list as their ``COMMANDS``, by path.
+
+    Args:
+        modules: Command modules.
+
+    Returns:
+        Command path -> the command's function.
+
+    Raises:
+        ValueError: Two modules list the same path.
+    """
+    found: dict[tuple[str, ...], Callable[..., Any]] = {}
+    for module in modules:
+        listed: Mapping[tuple[str, ...], Callable[..., Any]] = module.COMMANDS
+        if listed.keys() & found.keys():
+            raise ValueError(f"{module.__name__} lists a command another module does: "
+                             f"{sorted(listed.keys() & found.keys())}")
+        found.update(listed)
+    return found
+
+
 #: the commands that are no shipped kind's, by path (a kind's command comes from its row in
 #: ``pipelines/labels.py``)
-OWN: dict[tuple[str, ...], Callable[..., Any]] = {
-    ("experiment",): cli_experiment.experiment,
-    ("sql",): cli_sql.sql,
-    ("serve",): cli_serve.serve,
-    ("export",): cli_synth.export_cmd,
-    ("report",): cli_synth.report,
-    ("diversity",): cli_synth.diversity,
-    ("calibrations",): cli_calibrate.calibrations,
-    ("view",): cli_view.view,
-    ("doctor",): cli_doctor.doctor,
-    ("jobs",): cli_jobs.jobs,
-    ("runs",): cli_jobs.runs,
-    ("resume",): cli_jobs.resume,
-    ("show",): cli_show.show,
-    ("personas", "import"): cli_hub.personas_import,
-    ("personas", "sample"): cli_hub.personas_sample,
-    ("personas", "stats"): cli_hub.personas_stats,
-    ("personas", "export-graph"): cli_hub.personas_export_graph,
-    ("batch", "import"): cli_batch.batch_import,
-}
+OWN = own_commands(OWN_MODULES)
 
 #: each group's commands in the order ``--help`` lists them; a command not named here (a new
 #: shipped kind's) comes last in its group

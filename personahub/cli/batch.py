@@ -67,3 +67,6 @@ def batch_import(
     for line in spec.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
 
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("batch", "import"): batch_import}

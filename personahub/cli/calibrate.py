@@ -12,17 +12,19 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
+    CarveOption,
     DbOption,
     Engine,
     FreshOption,
     JobHooks,
-    JsonOption,
+    Shown,
     batch_size_option,
     emit_job_json,
     engine_options,
     missing_argument,
     one_line_errors,
     out,
+    output_options,
     say,
     summary_counts,
 )
@@ -33,6 +35,7 @@ from personahub.core.validate import MAX_SEED
 
 @one_line_errors
 @engine_options("model", "batch", "executor")
+@output_options()
 def calibrate(
     ctx: typer.Context,
     survey: Annotated[str | None, typer.Argument(
@@ -43,9 +46,7 @@ def calibrate(
     population: Annotated[str | None, typer.Option(
         "--population", help="Who answers: a population id (personas sample-population) or "
                              "'all' (every persona with demographics in the hub).")] = None,
-    carve: Annotated[list[str] | None, typer.Option(
-        "--carve", help="Further condition on the population, KEY OP VALUE as in personas "
-                        "sample -w (e.g. source=population); repeat to require several.")] = None,
+    carve: CarveOption = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Personas per group (a seeded uniform "
                                                       "sample of the group's members).")] = 20,
     no_persona_n: Annotated[int | None, typer.Option(
@@ -98,8 +99,8 @@ def calibrate(
     fresh: FreshOption = False,
     db: DbOption = Path(DEFAULT_DB),
     batch_size: Annotated[int | None, batch_size_option("Answers", 256)] = None,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Calibrate personas against a human survey: ask N matched personas per group every
@@ -147,7 +148,7 @@ def calibrate(
             con.close()
         for line in ppi_lines(table):
             out.print(line, highlight=False, soft_wrap=True)
-    if as_json:
+    if shown.json:
         emit_job_json("calibrate", db, job_id=result.job_id, counts=summary_counts(result.summary))
 
 
@@ -246,3 +247,7 @@ def calibrations(
     if len(set(jobs)) < 2:
         raise UsageError("--compare: give two or more calibration job ids to compare")
     _compare(db, list(jobs), as_json)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("calibrations",): calibrations}

@@ -12,12 +12,22 @@ import functools
 import inspect
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Protocol, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    TypeVar,
+    cast,
+)
 
 import duckdb
 import typer
@@ -25,6 +35,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.text import Text
 
+from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.core.dbcheck import first_line
 from personahub.core.engine_options import (
     BATCH,
@@ -264,6 +275,47 @@ class Engine:
                             self.given["batch_poll_s"], online_size=online_size)
 
 
+class Injected(NamedTuple):
+    """One shared typer parameter a decorator puts in a command's signature: its flag (for the
+    error naming it), the parameter typer reads, and the key its value is handed on by."""
+
+    flag: str
+    param: inspect.Parameter
+    key: str
+
+
+def inject_options(func: Callable[..., Any], place: str, kind: str, options: Sequence[Injected],
+                   collect: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
+    """The command ``func`` with the shared parameters ``options`` put in the signature typer
+    reads where ``func`` declares the keyword-only parameter ``place: kind`` (in that order:
+    ``--help``'s order), handed to ``func`` as that one parameter: ``collect`` of their values
+    by key. What ``engine_options`` and ``output_options`` share.
+
+    Raises:
+        TypeError: ``func`` has no keyword-only ``place``, or lists one of ``options`` itself.
+    """
+    signature = inspect.signature(func, eval_str=True)
+    own = signature.parameters
+    spot = own.get(place)
+    if spot is None or spot.kind is not inspect.Parameter.KEYWORD_ONLY:
+        raise TypeError(f"{func.__name__}: declare a keyword-only '{place}: {kind}' parameter")
+    listed = [o.flag for o in options if o.param.name in own]
+    if listed:
+        raise TypeError(f"{func.__name__} lists {', '.join(listed)} itself")
+    params = [q for p in own.values()
+              for q in ([o.param.replace(kind=p.kind) for o in options] if p is spot else [p])]
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        given = {o.key: kwargs.pop(o.param.name, o.param.default) for o in options}
+        return func(*args, **{place: collect(given)}, **kwargs)
+
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__annotations__ = {**{p.name: p.annotation for p in params},
+                               "return": signature.return_annotation}
+    return command
+
+
 def engine_options(*taken: str, without: tuple[str, ...] = ()
                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the engine options ``taken`` (``engine_fields``) as one value: the
@@ -279,31 +331,14 @@ def engine_options(*taken: str, without: tuple[str, ...] = ()
     Returns:
         A decorator for the command function (below ``one_line_errors``).
     """
-    options = [ENGINE_OPTIONS[field] for field in engine_fields(*taken) if field not in without]
+    options = [Injected(o.flag, inspect.Parameter(o.param, inspect.Parameter.KEYWORD_ONLY,
+                                                  default=o.command_default,
+                                                  annotation=ENGINE_PARAMS[o.field]), o.field)
+               for field in engine_fields(*taken) if field not in without
+               for o in [ENGINE_OPTIONS[field]]]
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(func, eval_str=True)
-        own = signature.parameters
-        place = own.get("engine")
-        if place is None or place.kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise TypeError(f"{func.__name__}: declare a keyword-only 'engine: Engine' parameter")
-        listed = [o.flag for o in options if o.param in own]
-        if listed:
-            raise TypeError(f"{func.__name__} lists {', '.join(listed)} itself")
-        params = [q for p in own.values()
-                  for q in ([inspect.Parameter(o.param, p.kind, default=o.command_default,
-                                               annotation=ENGINE_PARAMS[o.field])
-                             for o in options] if p is place else [p])]
-
-        @functools.wraps(func)
-        def command(*args: Any, **kwargs: Any) -> Any:
-            given = {o.field: kwargs.pop(o.param, o.command_default) for o in options}
-            return func(*args, engine=Engine(given), **kwargs)
-
-        command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        command.__annotations__ = {**{p.name: p.annotation for p in params},
-                                   "return": signature.return_annotation}
-        return command
+        return inject_options(func, "engine", "Engine", options, Engine)
 
     return decorate
 
@@ -459,6 +494,18 @@ def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, t
     return client
 
 
+def serve_until_stopped(stop: Callable[[], None]) -> None:
+    """Keep a server of this process up until Ctrl-C or SIGTERM (``one_line_errors`` reports
+    them), then ``stop`` it (``serve``, ``view``)."""
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        stop()
+
+
 def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
     """A progress display (with the client's call counts when it calls a model, or ``counts``:
     a ``progress.LateCounts`` for a client the job kernel builds later): nothing under ``-q``,
@@ -582,6 +629,13 @@ def json_mode(on: bool) -> bool:
     return on
 
 
+#: synthesize's and calibrate's --carve, declared once (``personas.carve`` parses each condition)
+CarveOption = Annotated[list[str] | None, typer.Option(
+    "--carve", help="Persona condition KEY OP VALUE as in personas sample -w (OP one of = != >= "
+                    "<= > < ~), e.g. \"age>30\" or \"occupation~nurse\"; repeat to require "
+                    "several; each narrows the personas drawn.")]
+
+
 #: run's and experiment's --archetype-elicit, declared once (``RunConfig`` checks the value)
 ArchetypeElicitOption = Annotated[str | None, typer.Option(
     "--archetype-elicit", metavar="HOW",
@@ -606,8 +660,8 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
 
     ``ids`` become top-level keys (``job_id``, ``run_id``); ``status`` is the job's stored status
     (``finished``, ``failed``, ``interrupted``...); ``paths`` as given (None left out); ``more`` adds
-    command-specific keys. A command taking ``--json`` declares ``as_json: JsonOption = False``
-    (its callback sends ``out`` to stderr) and calls this function last, when ``as_json``; also
+    command-specific keys. A job command takes ``--json`` from ``output_options`` (its callback
+    sends ``out`` to stderr) and calls this function last, when ``shown.json``; also
     when the job fails after it started: the object then says so, and the exit stays non-zero.
     """
     record: dict[str, Any] = {"command": command, "status": status, **ids,
@@ -651,6 +705,45 @@ PreviewOption = Annotated[int, typer.Option(
     "--preview", min=0, metavar="N",
     help="At the end, a table of N sampled outputs per kind/task beside their persona (0: none; "
          "-q: none). personahub show ID prints one whole.")]
+
+@dataclass(frozen=True)
+class Shown:
+    """How a command shows its result, as ``output_options`` hands it: ``preview``, the rows
+    per kind of its end-of-job table (``--preview``; 0 for a command that takes none), and
+    ``json``, whether ``--json`` was given."""
+
+    preview: int = 0
+    json: bool = False
+
+
+#: the output options, in ``--help`` order: (flag, typer parameter, ``Shown`` field)
+_OUTPUT_OPTIONS = {
+    "preview": Injected("--preview", inspect.Parameter(
+        "preview", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_PREVIEW,
+        annotation=PreviewOption), "preview"),
+    "json": Injected("--json", inspect.Parameter(
+        "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption), "json")}
+
+
+def output_options(*, preview: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a job command ``--json`` (and ``--preview`` when ``preview``) as one value: the
+    command declares a keyword-only ``shown: Shown`` parameter (before ``engine``), and this
+    decorator puts the shared ``PreviewOption`` and ``JsonOption`` in its place in the signature
+    typer reads, then hands the command their values as ``shown`` (``shown.preview``,
+    ``shown.json``). A command listing either option itself is refused.
+
+    Returns:
+        A decorator for the command function (below ``engine_options``).
+    """
+    options = [_OUTPUT_OPTIONS["preview"]] if preview else []
+    options.append(_OUTPUT_OPTIONS["json"])
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        return inject_options(func, "shown", "Shown", options, lambda given: Shown(**given))
+
+    return decorate
+
+
 PREVIEW_SOURCE_CHARS = 80  # a preview row's persona (or text) at most, on one line
 PREVIEW_OUTPUT_CHARS = 240  # and its output
 

@@ -20,7 +20,7 @@ from personahub.cli.common import (
     DbOption,
     Engine,
     JobHooks,
-    JsonOption,
+    Shown,
     awaiting_results,
     console,
     embedder_spec_or_none,
@@ -29,6 +29,7 @@ from personahub.cli.common import (
     given_on_command_line,
     one_line_errors,
     out,
+    output_options,
     unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
@@ -40,6 +41,7 @@ DEDUP_FIXED = ("threshold", "num_perm", "ngram", "embedder", "embed_threshold", 
 
 @one_line_errors
 @engine_options("cache", "rps", "timeout_s", "executor", "batch")
+@output_options()
 def personas_dedup(
     ctx: typer.Context,
     db: DbOption = Path(DEFAULT_DB),
@@ -62,8 +64,8 @@ def personas_dedup(
         "--resume", metavar="JOB_ID",
         help="Continue this dedup job from its stored vectors (with its thresholds, embedder "
              "and index).")] = None,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Flag near-duplicate personas: MinHash LSH, then embedding similarity (never deletes).
@@ -103,7 +105,7 @@ def personas_dedup(
                       soft_wrap=True)
     for line in dedup_lines(summary):
         out.print(line, highlight=False, soft_wrap=True)
-    if as_json:
+    if shown.json:
         emit_job_json("personas dedup", db, job_id=result.job_id, kind="dedup",
                       counts={"marked": summary.marked,
                               **{f"{s.stage}_marked": s.marked for s in summary.stages}})

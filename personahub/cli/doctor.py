@@ -120,3 +120,7 @@ def _print(report: DoctorReport) -> None:
         return
     out.print(f"recommended: --concurrency {report.recommended} --structured {report.best_mode} "
               "(or --concurrency auto to follow the server as it goes)", soft_wrap=True)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("doctor",): doctor}

@@ -153,3 +153,7 @@ def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str
     held = int(table["agrees"].sum())
     return [*table["line"], f"{held} of {len(table)} effects within experiment {base_id}'s "
                             "intervals"]
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("experiment",): experiment}

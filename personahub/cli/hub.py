@@ -238,3 +238,12 @@ def personas_export_graph(
         write_graphml(graph, cast(BinaryIO, f))  # opened binary=True
     out.print(f"wrote {graph.number_of_nodes()} nodes and {graph.number_of_edges()} edges to {output}",
               soft_wrap=True)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {
+    ("personas", "import"): personas_import,
+    ("personas", "sample"): personas_sample,
+    ("personas", "stats"): personas_stats,
+    ("personas", "export-graph"): personas_export_graph,
+}

@@ -16,13 +16,14 @@ from personahub.cli.common import (
     DbOption,
     Engine,
     JobHooks,
-    JsonOption,
+    Shown,
     awaiting_results,
     batch_progress,
     emit_job_json,
     engine_options,
     one_line_errors,
     out,
+    output_options,
     say,
     unreachable,
 )
@@ -39,6 +40,7 @@ OFFLINE_NOTE = "offline engine — deterministic, not a language model"
 
 @one_line_errors
 @engine_options("model", "batch", "executor")
+@output_options()
 def interview(
     question: Annotated[str | None, typer.Argument(
         help="The question to ask, in quotes (not with --resume).")] = None,
@@ -72,8 +74,8 @@ def interview(
     batch_size: Annotated[int | None, typer.Option(
         min=1, help="Answers committed together: a stop keeps every batch before it (default "
                     "16; with --batch 1000, also the most requests in one provider batch).")] = None,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Ask a run's agent, or a carved group of its agents, a question; answers come in character
@@ -104,12 +106,12 @@ def interview(
         result = run_interview(config, db, resume=resume, fresh=fresh, on_ready=hooks.on_ready,
                                on_start=hooks.on_start, warn=unreachable,
                                progress=batch_progress(bar, handle, "interviewing"))
-    if output == "json" and not as_json:
+    if output == "json" and not shown.json:
         sys.stdout.write(json.dumps(answers_json(result), ensure_ascii=False, default=str,
                                     indent=2) + "\n")
     else:
         _table(result)
-    if as_json:
+    if shown.json:
         emit_job_json("interview", db, job_id=result.batch_id, id_key="batch_id",
                       counts={"asked": len(result.rows), "answered": len(result.rows) - result.failed,
                               "failed": result.failed}, run_id=result.run_id, step=result.step)

@@ -13,7 +13,7 @@ import typer
 from personahub.cli.common import (
     DbOption,
     Engine,
-    JsonOption,
+    Shown,
     awaiting_results,
     emit_job_json,
     engine_options,
@@ -21,6 +21,7 @@ from personahub.cli.common import (
     job_id_key,
     one_line_errors,
     out,
+    output_options,
     run_counts,
     say,
     summary_counts,
@@ -117,6 +118,7 @@ def runs(
 
 @one_line_errors
 @engine_options("llm", "max_failed_share", "ray_address", "ray_workers")
+@output_options()
 def resume(
     job_id: Annotated[str, typer.Argument(help="The job's id (personahub jobs lists them).")],
     db: DbOption = Path(DEFAULT_DB),
@@ -128,8 +130,8 @@ def resume(
     allow_fewer: Annotated[bool, typer.Option(
         "--allow-fewer", help="Exit 0 when the resumed job holds fewer items than it asked for "
                               "(as synthesize --allow-fewer); otherwise that exits 1.")] = False,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Resume any stopped job by its id: it goes on with its own settings (what it makes, its
@@ -141,7 +143,7 @@ def resume(
     settings = {"cache": cache, "executor": executor, "ray_address": engine.ray_address,
                 "ray_workers": engine.ray_workers, "max_failed_share": engine.max_failed_share}
     with awaiting_results():  # a job waiting on its batch file: the import command, exit 3
-        shortfall = _by_kernel(job_id, db, engine.llm, settings, as_json)
+        shortfall = _by_kernel(job_id, db, engine.llm, settings, shown.json)
     if shortfall:
         if not allow_fewer:
             error_line(f"{shortfall} (--allow-fewer accepts fewer)")
@@ -184,3 +186,7 @@ def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
         emit_job_json("resume", db, job_id=job_id, id_key=job_id_key(kind), counts=counts,
                       kind=kind, **({"shortfall": shortfall} if shortfall else {}))
     return shortfall
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("jobs",): jobs, ("runs",): runs, ("resume",): resume}

@@ -12,7 +12,7 @@ import typer
 from personahub.cli.common import (
     DbOption,
     Engine,
-    JsonOption,
+    Shown,
     awaiting_results,
     banner,
     batch_progress,
@@ -22,6 +22,7 @@ from personahub.cli.common import (
     job_progress,
     one_line_errors,
     out,
+    output_options,
     started,
     unreachable,
 )
@@ -31,6 +32,7 @@ from personahub.core.validate import MAX_SEED
 
 @one_line_errors
 @engine_options("model", "batch", "executor")
+@output_options()
 def judge(
     job: Annotated[str | None, typer.Option(help="Judge this synthesis job's items.")] = None,
     run: Annotated[str | None, typer.Option(help="Judge this run's emissions.")] = None,
@@ -41,8 +43,8 @@ def judge(
         min=0, max=MAX_SEED, help="Seed: the sample and the offline engine.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
     batch_size: Annotated[int | None, batch_size_option("Judgments", 32)] = None,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Ask a model whether each item meets its kind's criteria; print the validity rate with a
@@ -82,7 +84,7 @@ def judge(
             out.print(line, highlight=False, soft_wrap=True)
     for line in lines[1:]:
         out.print(line, highlight=False, soft_wrap=True)
-    if as_json:
+    if shown.json:
         emit_job_json("judge", db, job_id=summary.judge_id, id_key="judge_id",
                       counts={"selected": summary.selected, "judged": summary.judged,
                               "already_judged": summary.skipped_done, "failed": summary.failed},

@@ -12,14 +12,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     DEFAULT_ONLINE_SIZE,
     DbOption,
     Engine,
-    JsonOption,
     LanguageOption,
-    PreviewOption,
+    Shown,
     awaiting_results,
     banner,
     batch_progress,
@@ -33,6 +31,7 @@ from personahub.cli.common import (
     note_job,
     one_line_errors,
     out,
+    output_options,
     print_preview,
     say,
     started,
@@ -118,6 +117,7 @@ def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
 
 @one_line_errors
 @engine_options("model", "batch", "executor")
+@output_options(preview=True)
 def personas_expand(
     ctx: typer.Context,
     db: DbOption = Path(DEFAULT_DB),
@@ -145,9 +145,8 @@ def personas_expand(
         help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
              "language, seed and generation settings, and the model it recorded unless --llm).")
     ] = None,
-    preview: PreviewOption = DEFAULT_PREVIEW,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Grow the hub: ask who is in close relationship with each persona, hop by hop.
@@ -225,8 +224,8 @@ def personas_expand(
     for line in expansion_lines(summary) + kept:
         out.print(line, highlight=False, soft_wrap=True)
     if result.job_id:
-        print_preview("expansion", summary.expansion_id, preview, db=db)
-    if as_json:
+        print_preview("expansion", summary.expansion_id, shown.preview, db=db)
+    if shown.json:
         emit_job_json("personas expand", db, job_id=summary.expansion_id, id_key="expansion_id",
                       counts={"hops": summary.hops, "asked": summary.asked,
                               "new_personas": summary.new_personas,
@@ -252,6 +251,7 @@ def _text_job(db: Path, resume: str) -> str:
 
 @one_line_errors
 @engine_options("model", "batch", "executor", without=("offline_latency_s",))
+@output_options(preview=True)
 def personas_from_text(
     ctx: typer.Context,
     corpus: Annotated[Path | None, typer.Argument(
@@ -281,9 +281,8 @@ def personas_from_text(
         "--resume", metavar="CORPUS",
         help="Continue the job over this corpus name (with its corpus file, relations, reading "
              "options, seed and generation settings).")] = None,
-    preview: PreviewOption = DEFAULT_PREVIEW,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Text-to-persona: ask who is likely to read / write / like / dislike each text.
@@ -353,8 +352,8 @@ def personas_from_text(
         out.print(f"{summary.bad_records} bad records skipped", soft_wrap=True)
         for example in summary.bad_examples:
             out.print(f"  skipped {example}", highlight=False, soft_wrap=True)
-    print_preview("corpus", summary.corpus, preview, db=db)
-    if as_json:
+    print_preview("corpus", summary.corpus, shown.preview, db=db)
+    if shown.json:
         emit_job_json("personas from-text", db, job_id=result.job_id,
                       paths={"corpus": corpus or summary.path},
                       counts={"texts": summary.texts, "already_done": summary.already_done,

@@ -24,12 +24,13 @@ from personahub.cli.common import (
     DbOption,
     Engine,
     JobHooks,
-    JsonOption,
+    Shown,
     console,
     emit_job_json,
     engine_options,
     one_line_errors,
     out,
+    output_options,
     summary_counts,
 )
 from personahub.core.errors import PersonahubError, UsageError
@@ -81,6 +82,7 @@ def _error_lines(population: Any) -> list[str]:
 
 @one_line_errors
 @engine_options("model", "executor")
+@output_options()
 def personas_sample_population(
     ctx: typer.Context,
     marginals: Annotated[Path | None, typer.Option(
@@ -105,8 +107,8 @@ def personas_sample_population(
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
     batch_size: Annotated[int, typer.Option(
         min=1, help="With --llm: people written per transaction.")] = 64,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Draw a seeded population whose attribute shares match --marginals (and/or --joint).
@@ -143,7 +145,7 @@ def personas_sample_population(
             raise typer.BadParameter("--llm writes the people to the hub (--db), not --out",
                                      param_hint="--out")
         _write_with_model(marginals, joint, n, seed, db, resume, fresh, engine, batch_size,
-                          as_json)
+                          shown.json)
         return
     targets = read_marginals(marginals) if marginals is not None else None
     table = read_joint(joint) if joint is not None else None

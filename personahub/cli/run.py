@@ -13,13 +13,11 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     ArchetypeElicitOption,
     DbOption,
     Engine,
-    JsonOption,
-    PreviewOption,
+    Shown,
     banner,
     emit_job_json,
     engine_options,
@@ -27,6 +25,7 @@ from personahub.cli.common import (
     note_job,
     one_line_errors,
     out,
+    output_options,
     print_preview,
     run_counts,
     say,
@@ -40,6 +39,7 @@ from personahub.core.validate import MAX_SEED
 
 @one_line_errors
 @engine_options("model", "executor", "batch", without=("batch_file",))
+@output_options(preview=True)
 def run(
     scenario: Annotated[Path | None, typer.Argument(
         help="Scenario script (a .py file defining SCENARIO); omit with --resume.")] = None,
@@ -72,9 +72,8 @@ def run(
         help="A hub source draws personas the quality gate did not pass too: imported rows "
              "that fail it and, for a model run, the offline engine's (docs/personas.md).")
     ] = False,
-    preview: PreviewOption = DEFAULT_PREVIEW,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log.
@@ -94,8 +93,8 @@ def run(
         if watcher is not None:
             watcher.stop()
         raise
-    print_preview("run", summary.run_id, preview, db=Path(summary.db))
-    if as_json:
+    print_preview("run", summary.run_id, shown.preview, db=Path(summary.db))
+    if shown.json:
         emit_job_json("run", db, job_id=summary.run_id, id_key="run_id", counts=run_counts(summary))
     if watcher is not None:
         watcher.linger()

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from personahub.cli.common import console, one_line_errors
+from personahub.cli.common import console, one_line_errors, serve_until_stopped
 from personahub.core.validate import MAX_SEED
 from personahub.models.fake_server.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, MAX_CONNECTIONS
 
@@ -73,8 +73,6 @@ def serve(
              "(repeatable): a known effect for an arm whose world text carries the marker.")] = None,
 ) -> None:
     """Serve the offline engine as an OpenAI-compatible endpoint on loopback (for dry runs)."""
-    import time
-
     from personahub.models.fake_server.plant import parse_plant
     from personahub.models.fake_server.server import ServerOptions, start_server
 
@@ -98,8 +96,8 @@ def serve(
                           host=host, port=port)
     console.print(f"offline engine (not a language model) serving OpenAI-compatible API ({dialect}) at "
                   f"{handle.base_url} — use --llm {handle.base_url}; Ctrl-C stops.", soft_wrap=True)
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        handle.stop()
+    serve_until_stopped(handle.stop)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("serve",): serve}

@@ -53,3 +53,7 @@ def show(
                 say("  ", line, to=out)
         else:
             say((f"{name}:", "bold"), " ", text, to=out)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("show",): show}

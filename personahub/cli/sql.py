@@ -157,3 +157,7 @@ def print_table(columns: Sequence[str], rows: Sequence[tuple[object, ...]], *,
     wide = Measurement.get(out, out.options.update_width(MAX_TABLE_WIDTH), table).maximum
     Console(file=out.file, width=max(wide, 20), markup=False, emoji=False, highlight=False,
             color_system=None).print(table)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("sql",): sql}

@@ -10,15 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli.common import (
     DEFAULT_ONLINE_SIZE,
+    CarveOption,
     DbOption,
     Engine,
     FreshOption,
     JobHooks,
-    JsonOption,
-    PreviewOption,
+    Shown,
     batch_size_option,
     embedder_spec,
     emit_job_json,
@@ -26,6 +25,7 @@ from personahub.cli.common import (
     error_line,
     one_line_errors,
     out,
+    output_options,
     print_preview,
     say,
 )
@@ -57,6 +57,7 @@ def _list_templates() -> None:
 
 @one_line_errors
 @engine_options("model", "batch", "executor")
+@output_options(preview=True)
 def synthesize(
     task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Personas to synthesize from: a uniform "
@@ -70,10 +71,7 @@ def synthesize(
     personas: Annotated[str | None, typer.Option(
         "--personas", help="SQL WHERE condition over the personas table, e.g. "
                            "\"text ILIKE '%nurse%'\" (default: all).")] = None,
-    carve: Annotated[list[str] | None, typer.Option(
-        "--carve", help="Carve condition KEY OP VALUE as in personas sample -w (OP one of "
-                        "= != >= <= > < ~), e.g. \"age>30\" or \"occupation~nurse\"; repeat "
-                        "to require several; combines with --personas.")] = None,
+    carve: CarveOption = None,
     sample: Annotated[Literal["uniform", "head"], typer.Option(
         help="uniform: a seeded uniform sample of --n; head: the first --n in hub order.")
     ] = "uniform",
@@ -104,9 +102,8 @@ def synthesize(
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the persona sample and the offline engine.")] = 0,
     batch_size: Annotated[int | None, batch_size_option("Items", DEFAULT_ONLINE_SIZE)] = None,
-    preview: PreviewOption = DEFAULT_PREVIEW,
-    as_json: JsonOption = False,
     *,
+    shown: Shown,
     engine: Engine,
 ) -> None:
     """Synthesize data from personas: one item per persona for TASK, into synth_items.
@@ -145,8 +142,8 @@ def synthesize(
     if out_file is not None:
         _export(db, out_file, "personahub", job=summary.job_id, overwrite=force)
     out.print(lines[-1], highlight=False, soft_wrap=True)  # how to export it
-    print_preview("job", summary.job_id, preview, db=db)
-    if as_json:
+    print_preview("job", summary.job_id, shown.preview, db=db)
+    if shown.json:
         emit_job_json("synthesize", db, job_id=summary.job_id, paths={"out": out_file},
                       counts={"selected": summary.selected, "written": summary.written,
                               "already_done": summary.skipped_done, "failed": summary.failed,
@@ -451,3 +448,7 @@ def diversity(
     if reused:
         out.print(f"{reused} persona vectors read from persona_embeddings (not embedded again)",
                   highlight=False, soft_wrap=True)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("export",): export_cmd, ("report",): report, ("diversity",): diversity}

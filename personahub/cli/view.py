@@ -7,14 +7,13 @@ writing (a finished or stopped run) read-only. ``analysis/live_view.py`` says ho
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 import typer
 
-from personahub.cli.common import DbOption, one_line_errors, say
+from personahub.cli.common import DbOption, one_line_errors, say, serve_until_stopped
 from personahub.core.dbcheck import DatabaseFileError
 from personahub.core.errors import PersonahubError
 from personahub.core.store import DEFAULT_DB
@@ -71,8 +70,8 @@ def view(
     url = f"{handle.url}experiment?id={quote(experiment)}" if experiment is not None \
         else handle.url
     say(f"view: {url} ({db}, read-only); Ctrl-C stops.")
-    try:
-        while True:
-            time.sleep(3600)
-    finally:
-        handle.stop()
+    serve_until_stopped(handle.stop)
+
+
+#: this module's commands by path: ``personahub/cli/app.py`` registers them
+COMMANDS = {("view",): view}
