@@ -50,12 +50,6 @@ def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFr
 
 #: rows a handle's card shows, picked by a hash of their id so they are the same each time
 SAMPLE_ROWS = 3
-_SAMPLES = {
-    "run": "SELECT step, agent_id, kind, text FROM v_items WHERE source = 'run' AND "
-           "source_id = ? ORDER BY hash(item_id) LIMIT {n}",
-    "synthesis": "SELECT persona, text FROM v_items WHERE source = 'job' AND source_id = ? "
-                 "ORDER BY hash(item_id) LIMIT {n}",
-}
 _CELL = 120  # characters of a text cell in a card
 
 
@@ -145,14 +139,11 @@ class Job:
         Returns:
             A DataFrame of at most n rows.
         """
-        query = _SAMPLES.get(self.kind)
-        if query:
-            frame = self.sql(query.format(n=int(n)), [self.job_id])
-        elif self.kind == "judge":
-            from personahub.analysis.judgments import sample_judgments
+        from personahub.runtime import registered_spec
 
-            frame = _frame(self.db, sample_judgments, self.job_id, int(n))
-        else:
+        spec = registered_spec(self.kind)
+        frame = _frame(self.db, spec.sample, self.job_id, int(n)) if spec is not None else None
+        if frame is None:
             frame = self.items().head(n)
         return frame.apply(lambda column: column.map(_cut))
 

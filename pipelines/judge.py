@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import duckdb
 from pydantic import BaseModel
 
-from personahub.analysis.judgments import judged_item_ids, judgment_rows
+from personahub.analysis.judgments import judged_item_ids, judgment_rows, sample_judgments
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
@@ -356,6 +356,10 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         """The judge's judgments by item id, criteria as JSON text."""
         return judgment_rows(con, job_id)
+
+    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
+        """A few of the judge's verdicts, the same ones each time."""
+        return sample_judgments(con, job_id, n)
 
     def summary(self, ctx: JobContext[JudgeConfig]) -> JudgeSummary:
         summary = _state(ctx).summary

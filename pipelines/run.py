@@ -375,6 +375,11 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
 
         return parquet_table(load_items(con, run=job_id)).to_pandas()
 
+    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
+        """A few of the run's emissions, picked by a hash of their id."""
+        return con.execute("SELECT step, agent_id, kind, text FROM v_items WHERE source = 'run' "
+                           "AND source_id = ? ORDER BY hash(item_id) LIMIT ?", [job_id, n]).df()
+
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
         """The run's totals, read back from the database (resumes included)."""
         con, run_id, caller = ctx.con, ctx.job_id, ctx.caller

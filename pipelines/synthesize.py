@@ -416,6 +416,11 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
 
         return parquet_table(load_items(con, job=job_id)).to_pandas()
 
+    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
+        """A few of the job's items beside their persona, picked by a hash of their id."""
+        return con.execute("SELECT persona, text FROM v_items WHERE source = 'job' AND "
+                           "source_id = ? ORDER BY hash(item_id) LIMIT ?", [job_id, n]).df()
+
     def summary(self, ctx: JobContext[SynthConfig]) -> SynthSummary:
         summary = _state(ctx).summary
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline

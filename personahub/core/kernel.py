@@ -210,6 +210,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str: ...
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]: ...
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame | None: ...
+    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame | None: ...
 
 
 class SpecBase(Generic[C, B, R, S]):
@@ -283,6 +284,11 @@ class SpecBase(Generic[C, B, R, S]):
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame | None:
         """What a job of this kind made, as a DataFrame, for its handle's ``items()``; None: the
         kind makes nothing a handle lists."""
+        return None
+
+    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame | None:
+        """A few of a job's rows, the same ones each time, for its handle's card; None: the first
+        n of ``items``."""
         return None
 
 

@@ -262,5 +262,7 @@ def test_a_handle_lists_what_its_kinds_spec_reads(tmp_path: Path) -> None:
     rows = counts(db, done.job_id)["rows"]
     assert len(rows) == 3
     assert list(handle.items().itertuples(index=False, name=None)) == rows
+    # a spec without its own sample: the card's rows are the first of its items
+    assert list(handle.sample(2).itertuples(index=False, name=None)) == rows[:2]
     with pytest.raises(KeyError, match="no_such_kind"):
         Job(kind="no_such_kind", job_id=done.job_id, db=db).items()
