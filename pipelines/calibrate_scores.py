@@ -89,7 +89,7 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
     for qid, answer, n in store.no_persona_counts(con, job_id):
         none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
     for method, qid, key, shares in store.stated_answers(con, job_id):
-        if archetype_k(method) is not None:  # its members' draws: _archetype_rows
+        if archetype_k(method) is not None:  # counted from its members' draws (archetype_counts)
             continue
         attribute, group = split_group_key(key)
         groups[method][(qid, attribute, group)] = stated_vector(survey_questions[qid], shares)
