@@ -447,8 +447,8 @@ def shortfall(summary: SynthSummary, n: int, resume_hint: str) -> str | None:
 
 
 def _reload_index(ctx: JobContext[SynthConfig], state: SynthState) -> None:
-    """Index a resumed job's kept items in the order the job asked them, as an uninterrupted job did;
-    flagged items are not indexed, as they never were.
+    """Index a resumed job's kept items in the order the job asked them, as an uninterrupted job
+    would have; items flagged as near-duplicates stay out of the index.
     """
     rows = ctx.con.execute("SELECT item_id, persona_id, text, is_duplicate FROM synth_items "
                            "WHERE job_id = ? ORDER BY created_at, item_id", [ctx.job_id]).fetchall()
