@@ -171,7 +171,9 @@ def _world(scenario: dict[str, Any]) -> str:
 
 
 def check_step(facts: RunFacts, step: int | None) -> int:
-    """The step to read (default: the run's last committed step); a step not yet run is an error."""
+    """The step to read (default: the run's last committed step); one the run has not reached is an
+    error.
+    """
     if step is None:
         return facts.steps_done
     if not 0 <= step <= facts.steps_done:
