@@ -42,7 +42,7 @@ def person_section(steering: str, text: str, attributes: Mapping[str, object]) -
 def calibration_messages(question: str, options: Sequence[str], *, steering: str,
                          text: str = "", attributes: Mapping[str, object] | None = None,
                          respondent: int = 0) -> list[BaseMessage]:
-    """The messages asking one person one question (with steering "none", an anonymous respondent).
+    """The messages asking one person one question (with steering "none", a numbered respondent).
     """
     listed = "\n".join(f"- {option}" for option in options)
     tail = (section("Question", question) + "\n" + section("Options", listed) + "\n"
