@@ -1,6 +1,6 @@
-"""What most job specs' ``plan`` and ``commit`` share: undone items in batches, and a batch's
-answers sorted into kept rows and errors. Shared because a slip in one copy changes progress,
-end status or the failure policy without a test noticing.
+"""Helpers most job specs' plan and commit share: undone items in batches, and a batch's answers
+sorted into kept rows and errors. One copy, so progress, end status and the failure policy cannot
+drift apart between specs.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ K = TypeVar("K")  # what an answer keeps (a row, a persona)
 
 def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
               key: Callable[[T], Any], size: int) -> Iterator[Sequence[T]]:
-    """The ``items`` whose key is not in ``done``, in batches; sets the job's ``total`` and ``done_before``.
+    """The items whose key is not yet done, in batches; sets the job's total and done_before counts.
     """
     todo = [item for item in items if key(item) not in done]
     ctx.total = len(items)
@@ -44,8 +44,8 @@ def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
 def answered(batch: Sequence[Any], answers: Sequence[A], keep: Callable[[A], K | None],
              error: Callable[[A], str | None], *, table: str | None = None,
              then: Callable[[list[K]], Any] | None = None) -> BatchOutcome:
-    """A batch's outcome: kept rows (of ``table``, or handed to ``then`` inside the transaction), its
-    calls, counts, and one error per answer that kept nothing.
+    """A batch's outcome: its kept rows (for `table`, or passed to `then` inside the transaction),
+    its calls, counts, and one error per answer that kept nothing.
     """
     kept, errors = sorted_answers(answers, keep, error)
     rows = {table: cast(Sequence[Mapping[str, Any]], kept)} if table is not None else {}

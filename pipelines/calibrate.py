@@ -1,5 +1,5 @@
-"""``personahub calibrate``: ask personas matched to a survey's groups its questions and score
-their answers against the people's, group by group, beside baselines.
+"""personahub calibrate: ask personas matched to a survey's groups the survey's questions, and
+score their answers against the real respondents', group by group, beside baselines.
 
 Refusal options are offered, as OpinionQA did, and left out when scoring; an ask without a valid
 option is a failure, asked again on resume. Scores are recomputed from the stored answers, so a
@@ -90,7 +90,9 @@ from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
 @dataclass(frozen=True, kw_only=True)
 class CalibrateConfig(EngineFields):
-    """What a calibration makes (stored) and, in ``engine`` fields, how this run asks."""
+    """What a calibration makes (stored with the job) and, in the engine fields, how this
+    invocation asks.
+    """
 
     survey: str  # an OpinionQA wave folder, a long CSV or a respondent-level CSV/Parquet
     population: str  # a sample-population id, or "all" (every persona of the hub)
@@ -103,7 +105,7 @@ class CalibrateConfig(EngineFields):
     limit: int | None = None  # the first questions only
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
-    elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/calibrate_elicit.py)
+    elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (calibrate_elicit.py)
     dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
     archetypes: tuple[int, ...] = ()  # K values: one call per archetype (calibrate_archetypes.py)
     structured: str = default("structured")
@@ -150,7 +152,7 @@ class CalibrateConfig(EngineFields):
 
 
 class Ask(NamedTuple):
-    """One call: a question, a steering, and who answers (a persona id; ``#k`` without one)."""
+    """One call: a question, a steering, and who answers (a persona id, or "#k" with no persona)."""
 
     question_id: str
     steering: str
@@ -159,7 +161,7 @@ class Ask(NamedTuple):
 
 
 class Answer(NamedTuple):
-    """What one ask gave: the option chosen (None: no valid answer), its reason, the call."""
+    """What one ask gave: the option chosen (None when no answer was valid), its reason, the call."""
 
     ask: Ask
     option: str | None
@@ -180,8 +182,8 @@ def _respondent_number(respondent: str) -> int:
 
 
 class CalibrationAsker:
-    """Asks the model for a batch, holding nothing of the database (a Ray worker rebuilds it);
-    also the batch's ``ShardCodec``.
+    """Asks the model for a batch, holding nothing of the database (a Ray worker rebuilds it); also
+    encodes answers for Ray workers (a ShardCodec).
     """
 
     def __init__(self, questions: Mapping[str, tuple[str, tuple[str, ...]]],
@@ -196,7 +198,7 @@ class CalibrationAsker:
         self.panels = dict(panels or {})  # group_key -> some members' "- text" lines
 
     async def _stated(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        """A group-level ask: the modal option, and the group's stated shares as JSON in ``reason``.
+        """A group-level ask: the modal option, with the group's stated shares (JSON) as the reason.
         """
         text, options = self.questions[ask.question_id]
         messages = distribution_messages(
@@ -214,7 +216,8 @@ class CalibrationAsker:
         return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
 
     async def _logprobs(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        """A ``logprobs`` ask: the modal option, and the option letters' raw probabilities in ``reason``.
+        """A logprobs ask: the modal option, with the option letters' raw probabilities (JSON) as the
+        reason.
         """
         text, options = self.questions[ask.question_id]
         letters = LETTERS[:len(options)]
@@ -307,7 +310,7 @@ class CalibrationSummary:
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
     logprobs_temperature: float | None = None  # --elicit logprobs: its fitted temperature
     archetypes: tuple[int, ...] = ()  # --archetypes K values
-    price: pd.DataFrame = field(default_factory=pd.DataFrame)  # calibrate_archetypes.price_table
+    price: pd.DataFrame = field(default_factory=pd.DataFrame)  # the archetypes' price table
     # the model's overall means with intervals over questions and over panel answers
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -321,7 +324,8 @@ class CalibrationSummary:
 
 @dataclass
 class CalibrationState:
-    """One job's own state (``JobContext.state``)."""
+    """One job's own state: the questions, panels, panel personas, summary and archetype groupings.
+    """
 
     selected: Selected
     panels: dict[GroupKey, list[str]]
@@ -342,7 +346,7 @@ def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
 
 class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], CalibrationSummary],
                       kind="calibration"):
-    """``personahub calibrate`` as a job spec."""
+    """The job spec behind personahub calibrate."""
 
     config_type = CalibrateConfig
     independent_batches = True
@@ -403,8 +407,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                             calls=self._probe(ctx))
 
     def _probe(self, ctx: JobContext[CalibrateConfig]) -> list[StructuredResult[Any]]:
-        """With ``--elicit logprobs``, one ask first, so a server without log-probabilities stops the job
-        before anything is written.
+        """With --elicit logprobs, make one ask first, so a server without log-probabilities stops the
+        job before anything is written.
         """
         if LOGPROBS not in ctx.config.elicit or ctx.caller.is_offline:
             return []

@@ -1,7 +1,8 @@
-"""``calibrate --archetypes K``: the price of one call per archetype instead of one per persona.
+"""calibrate --archetypes K: what is lost by asking once per archetype instead of once per persona.
 
-Each (archetype, question) is asked once for shares, and each member's answer is drawn from them
-with its own seeded generator; the ``archetypes:K`` row is scored like any model row.
+Each archetype is asked once per question for answer shares, and each member's answer is drawn
+from them with the member's own seeded generator; the resulting "archetypes:K" row is scored like
+any model row.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ Personas = Mapping[str, tuple[str, Mapping[str, str]]]  # id -> (text, demograph
 
 
 def archetype_method(k: int) -> str:
-    """The row label of ``--archetypes K``: ``archetypes:K``."""
+    """The row label of --archetypes K, "archetypes:K"."""
     return f"{ARCHETYPES}:{k}"
 
 
 def archetype_k(method: str) -> int | None:
-    """K of an ``archetypes:K`` label (None for any other)."""
+    """The K of an "archetypes:K" label (None for any other label)."""
     head, colon, tail = method.partition(":")
     return int(tail) if head == ARCHETYPES and colon and tail.isdigit() else None
 
@@ -50,7 +51,7 @@ def archetype_respondent(k: int, archetype: int) -> str:
 
 
 def check_archetypes(values: Iterable[int]) -> tuple[int, ...]:
-    """``--archetypes`` values, checked (whole numbers from 1, none twice).
+    """The --archetypes values, checked: whole numbers from 1, none given twice.
 
     Raises:
         UsageError: a bad or repeated value.
@@ -65,10 +66,10 @@ def check_archetypes(values: Iterable[int]) -> tuple[int, ...]:
 
 
 def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetypes]:
-    """The panel personas (sorted ids) and their grouping into ``k`` archetypes.
+    """The panel personas (sorted ids) and their grouping into k archetypes.
 
     Raises:
-        UsageError: ``k`` larger than the panels' personas.
+        UsageError: k is larger than the number of panel personas.
     """
     ids = sorted(personas)
     if k > len(ids):
@@ -79,7 +80,8 @@ def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetyp
 
 
 def describe(personas: Personas, ids: Sequence[str], grouped: Archetypes, archetype: int) -> str:
-    """An archetype as the prompt's ``Group`` section: size, representative's text and demographics.
+    """An archetype as the prompt's Group section: its size, and its representative's text and
+    demographics.
     """
     text, attributes = personas[ids[grouped.representatives[archetype]]]
     size = int(grouped.sizes[archetype])
@@ -101,7 +103,7 @@ def archetype_counts(con: duckdb.DuckDBPyConnection, job_id: str,
                      questions: Mapping[str, Question], panels: Mapping[GroupKey, Sequence[str]],
                      personas: Personas, ks: Sequence[int], seed: int
                      ) -> dict[str, dict[tuple[str, str, str], np.ndarray]]:
-    """Counts per ``archetypes:K`` row and (question, attribute, group), from the members' draws."""
+    """Answer counts per archetypes row and (question, attribute, group), from the members' draws."""
     from personahub.pipelines.calibrate_elicit import stated_vector
 
     member_groups: dict[str, list[GroupKey]] = {}
@@ -146,8 +148,8 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
         sample: the per-agent row to compare with (default: the first steering scored).
 
     Returns:
-        ``PRICE_COLUMNS``: similarity and total variation distance to the per-agent row, both
-        rows' representativeness, the human_resample floor, and the calls.
+        A frame with PRICE_COLUMNS: similarity and total variation distance to the per-agent
+        row, both rows' representativeness, the human_resample floor, and the calls.
     """
     # per group only: the whole-population rows mix the groups (and may carry no counts)
     model = scores[(scores["source"] == "model") & (scores["attribute"] != POPULATION)]

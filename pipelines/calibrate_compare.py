@@ -55,7 +55,9 @@ def _jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[dict[s
 
 
 def variants(configs: Sequence[dict[str, Any]]) -> list[str]:
-    """A label per config: the settings (other than seed and how it ran) that differ, or ``all``."""
+    """A label per config: the settings that differ between the configs (ignoring the seed and how
+    a job ran), or "all" when none does.
+    """
     keys = sorted({k for c in configs for k in c} - _NOT_VARIANT)
     differing = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     labels = []
@@ -108,7 +110,7 @@ def _flip(level: str, result: str, across: str, variant: str,
 
 def _between_variants(at: pd.DataFrame, level: str, variant_names: list[str],
                       models: list[str]) -> list[dict[str, str]]:
-    """One variant's model against another's at ``level``, on the seeds both ran."""
+    """One variant's model against another's at one level, on the seeds both ran."""
     found = []
     for i, first in enumerate(variant_names):
         for second in variant_names[i + 1:]:

@@ -66,7 +66,8 @@ class Selected:
 
 
 def survey_sha1(survey: Survey) -> str:
-    """A fingerprint of a survey's questions and counts (what a comparison checks is shared)."""
+    """A fingerprint of a survey's questions and counts, so a comparison can check two jobs share it.
+    """
     what = [[q.qid, q.text, list(q.options), list(q.ordinal),
              sorted([a, list(g), list(v)] for (a, g), v in survey.counts.get(q.qid, {}).items())]
             for q in survey.questions.values()]
@@ -87,7 +88,7 @@ def _scored_groups(survey: Survey, qid: str, attributes: set[str] | None) -> tup
 
 def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequence[str] = (),
            limit: int | None = None) -> Selected:
-    """The questions and groups a job asks; a bad name is one line."""
+    """The questions and groups a job asks; an unknown name is a one-line usage error."""
     where = survey.source or "the survey"
     wanted_attributes = {a.upper() for a in attributes} or None
     if wanted_attributes is not None:
@@ -118,7 +119,7 @@ def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequenc
 
 
 def question_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
-    """``calibration_questions`` rows."""
+    """The job's rows of the calibration_questions table."""
     rows = []
     for position, qid in enumerate(selected.questions):
         q = selected.survey.questions[qid]
@@ -128,7 +129,7 @@ def question_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
 
 
 def human_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
-    """``calibration_human`` rows: each scored group's counts and each question's overall."""
+    """The job's calibration_human rows: each scored group's counts and each question's overall."""
     survey = selected.survey
     rows: list[dict[str, object]] = []
     for qid in selected.questions:
@@ -145,7 +146,7 @@ def human_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
 
 
 def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -> Selected:
-    """A job's stored questions and human answers as a ``Survey``, and each question's scored groups.
+    """A job's stored questions and human answers as a Survey, and each question's scored groups.
     """
     questions: dict[str, Question] = {}
     for qid, text, options, ordinal in store.question_rows(con, job_id):
@@ -165,7 +166,7 @@ def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -
 
 
 def population_query(population: str, carve: Sequence[str] = ()) -> HubQuery:
-    """The personas a calibration may ask: a population id or ``all``, and carve conditions."""
+    """The personas a calibration may ask: a population id (or "all") and carve conditions."""
     own = () if population == ALL else (f"population={population}",)
     return HubQuery(carve=(*own, *carve), carve_label="--population/--carve")
 
@@ -176,7 +177,7 @@ def _matches(attributes: Mapping[str, object], conditions: tuple[tuple[str, str]
 
 def draw_panels(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], query: HubQuery, n: int,
                 seed: int) -> dict[GroupKey, list[str]]:
-    """Each group's panel: its first ``n`` members in the population's seeded order (or empty)."""
+    """Each group's panel: its first n members in the population's seeded order (maybe none)."""
     try:
         # the population is named (population=ID): its members are drawn as the user asked
         order = draw_ids(con, query, None, seed=seed, gates=None)
@@ -196,7 +197,7 @@ def draw_panels(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], query: 
 
 
 def group_rows(job_id: str, panels: Mapping[GroupKey, Sequence[str]]) -> list[dict[str, object]]:
-    """``calibration_panels`` rows."""
+    """The job's calibration_panels rows."""
     return [{"job_id": job_id, "attribute": attribute, "grp": grp, "position": i, "persona_id": pid}
             for (attribute, grp), members in panels.items() for i, pid in enumerate(members)]
 

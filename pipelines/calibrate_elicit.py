@@ -1,8 +1,8 @@
-"""How a calibration elicits the model's answers (``--elicit``); each method is a model row.
+"""How a calibration elicits the model's answers (--elicit); each method is scored as a model row.
 
-``sample`` asks each panel persona; ``distribution``, ``logprobs`` and ``few-shot:K`` ask once
-per question x group. Stating a group's distribution, and showing its other answers, scored
-closer to people than one sample per persona on OpinionQA groups (arXiv 2411.05403), at a
+The sample method asks each panel persona; the distribution, logprobs and few-shot:K methods ask
+once per question x group. Stating a group's distribution, and showing the group's other answers,
+came closer to people than one sample per persona on OpinionQA groups (arXiv 2411.05403), at a
 fraction of the calls.
 """
 
@@ -40,7 +40,7 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def few_shot_k(method: str) -> int | None:
-    """K of a ``few-shot:K`` method (None for any other method or a malformed one)."""
+    """The K of a "few-shot:K" method (None for any other method or a malformed one)."""
     head, colon, tail = method.partition(":")
     if head != FEW_SHOT or not colon or not tail.isdigit() or int(tail) < 1:
         return None
@@ -48,7 +48,8 @@ def few_shot_k(method: str) -> int | None:
 
 
 def check_elicit(methods: Iterable[str]) -> tuple[str, ...]:
-    """The ``--elicit`` methods in the order given; UsageError on an unknown or repeated one, or none.
+    """The --elicit methods in the order given; UsageError when none is given, or one is unknown or
+    repeated.
     """
     chosen = tuple(str(m).strip() for m in methods)
     if not chosen:
@@ -68,25 +69,26 @@ def is_group_method(method: str) -> bool:
 
 
 def asks_held_out(method: str) -> bool:
-    """Whether a method asks its held-out questions too (``logprobs`` fits on them; few-shot shows them).
+    """Whether a method asks its held-out questions too: logprobs does (it fits on them); few-shot
+    only shows them.
     """
     return method == LOGPROBS
 
 
 def group_key(attribute: str, group: str) -> str:
-    """The respondent of a group-level ask: ``attribute=group``."""
+    """The respondent name of a group-level ask, "attribute=group"."""
     return f"{attribute}={group}"
 
 
 def split_group_key(key: str) -> tuple[str, str]:
-    """(attribute, group) of ``group_key``."""
+    """The attribute and group of a group_key."""
     attribute, _, group = key.partition("=")
     return attribute, group
 
 
 def held_out(method: str, questions: Sequence[str], seed: int) -> tuple[str, ...]:
-    """The questions a row does not score: a ``few-shot:K`` row's K shown ones, or the quarter
-    ``logprobs`` fits on; a seeded draw, the same on resume and when scoring.
+    """The questions a row does not score: the K a few-shot row shows, or the quarter logprobs fits
+    its temperature on. The draw is seeded, so it is the same on resume and when scoring.
 
     Raises:
         UsageError: no question would be left to score.
@@ -112,7 +114,7 @@ def _percent(shares: Sequence[float]) -> list[str]:
 
 def shots_text(survey: Survey, shots: Sequence[str], attribute: str,
                labels: tuple[str, ...]) -> str:
-    """The group's answer shares to the ``shots`` questions, as prompt text."""
+    """The group's answer shares to the shown questions, as prompt text."""
     blocks = []
     for qid in shots:
         counts = survey.counts.get(qid, {}).get((attribute, labels))
@@ -153,13 +155,13 @@ def check_shares(value: BaseModel) -> str | None:
 
 
 def stated_vector(question: Question, shares_json: str) -> np.ndarray:
-    """Stored shares (``{option: share}``) as a vector over the question's options."""
+    """Stored shares (JSON, option to share) as a vector over the question's options."""
     shares = json.loads(shares_json)
     return np.array([float(shares.get(o, 0.0)) for o in question.options])
 
 
 def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str, int]:
-    """Calls per method: ``methods`` maps an ask's ``steering`` to its method."""
+    """Calls per method; methods maps an ask's steering to its method."""
     counts: dict[str, int] = {}
     for ask in asks:
         method = methods.get(ask.steering, ask.steering)
@@ -168,7 +170,7 @@ def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str
 
 
 def scaled(probabilities: ArrayLike, temperature: float) -> np.ndarray:
-    """Temperature scaling ``p ** (1 / T)``, renormalised; T > 1 flattens."""
+    """Temperature scaling p^(1/T), renormalised; T > 1 flattens the distribution."""
     p = np.asarray(probabilities, float)
     if p.sum() <= 0:
         return p

@@ -1,7 +1,7 @@
 """A calibration job's scores, from its tables alone: per question x group x source, and means.
 
-Each steering and elicitation method is scored as a ``model`` row of its own beside the
-baselines, which are scored once. A group no persona matched is scored for no source, so every
+Each steering and elicitation method is scored as a model row of its own beside the baselines,
+which are scored once. A group no persona matched is scored for no source, so every
 source's means cover the same questions and groups. Scoring replaces earlier scores in one
 transaction.
 """
@@ -89,7 +89,7 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
     for qid, answer, n in store.no_persona_counts(con, job_id):
         none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
     for method, qid, key, shares in store.stated_answers(con, job_id):
-        if archetype_k(method) is not None:  # its members' draws: _archetype_rows
+        if archetype_k(method) is not None:  # counted from its members' draws (archetype_counts)
             continue
         attribute, group = split_group_key(key)
         groups[method][(qid, attribute, group)] = stated_vector(survey_questions[qid], shares)
@@ -98,8 +98,8 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
 
 def temperature_scaled(survey: Any, stated: GroupCounts,
                        fit_questions: Sequence[str]) -> tuple[GroupCounts, float]:
-    """``--elicit logprobs``: the temperature fitted on the held-out questions' cells, and the other
-    questions' cells scaled by it.
+    """For --elicit logprobs: the temperature fitted on the held-out questions' cells, and the
+    other questions' cells scaled by it.
     """
     fit = set(fit_questions)
     pairs = []
@@ -116,7 +116,7 @@ def temperature_scaled(survey: Any, stated: GroupCounts,
 
 
 def logprobs_temperature(con: duckdb.DuckDBPyConnection, job_id: str) -> float | None:
-    """The temperature a job's ``logprobs`` row is scaled by (None: no such row)."""
+    """The temperature a job's logprobs row is scaled by (None when it has no such row)."""
     job = store.job_row(con, job_id)
     if LOGPROBS not in list((job.get("config") or {}).get("elicit") or []):
         return None
@@ -131,7 +131,7 @@ def _counts(vector: Any) -> str | None:
 
 
 def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's per question x group x source scores (``SCORE_COLUMNS``)."""
+    """The job's scores per question x group x source, in SCORE_COLUMNS."""
     selected = load_survey(con, job_id)
     survey = selected.survey
     job = store.job_row(con, job_id)
@@ -164,8 +164,8 @@ def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
                           ignore_index=True)
         on_panel = table["source"].isin(PANEL_SOURCES)
         if is_group_method(steering) or archetype_k(steering) is not None:
-            # a stated distribution (or an archetype's draws) has no panel, so no perfect_panel at its
-            # size; a few-shot row's shown questions are held out of its score
+            # a stated distribution (or an archetype's draws) has no panel, so no perfect_panel
+            # baseline at its size; a few-shot row does not score the questions it showed
             shown = set(held_out(steering, selected.questions, seed))
             own = (table["source"] == MODEL) & ~table["question_id"].isin(shown)
             keep = own | (~on_panel if position == 0 else False)
@@ -219,8 +219,8 @@ PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weig
 
 def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
               steering: str, simulated: dict[str, GroupCounts]) -> pd.DataFrame:
-    """The model rows of ``steering``'s panels tempered with cross-fitted temperatures, as steering
-    ``<steering>:tempered``; their counts are added to ``simulated``.
+    """The model rows of one steering's panels, tempered with cross-fitted temperatures, under the
+    steering name plus ":tempered"; their counts are added to the simulated counts.
     """
     humans = {(qid, a, labels): counts for qid in survey.counts
               for a, labels, counts in survey.groups(qid)}
@@ -236,13 +236,14 @@ def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], s
 
 
 def fitted_temperatures(scores: pd.DataFrame) -> pd.DataFrame:
-    """The temperatures ``--dispersion temper`` fitted, per tempered steering.
+    """The temperatures that --dispersion temper fitted, per tempered steering.
 
     Args:
         scores: a job's per question x group x source scores.
 
     Returns:
-        ``steering``, ``temperature`` and ``questions`` tempered with it; empty without tempering.
+        Each steering, its temperature and how many questions were tempered with it; empty
+        without tempering.
     """
     columns = ["steering", "temperature", "questions"]
     if "temperature" not in scores:
@@ -266,9 +267,9 @@ def temperature_lines(temperatures: pd.DataFrame) -> list[str]:
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
     """Mean scores per source and steering: overall, per attribute and per group.
 
-    ``overall`` weighs each attribute alike, so one of eight groups does not outweigh one of two;
-    ``overall_per_group`` weighs each question x group row alike. Whole-population rows have their
-    own ``population`` level.
+    The overall level weighs each attribute alike, so one of eight groups does not outweigh one of
+    two; the overall_per_group level weighs each question x group row alike. Whole-population rows
+    get a population level of their own.
     """
     keys = ["source", "steering"]
     population = scores["attribute"] == POPULATION
@@ -312,7 +313,7 @@ def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
 
 
 def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[dict[str, Any]]:
-    """A frame's rows as plain dicts for ``insert_rows`` (NaN as NULL)."""
+    """A frame's rows as plain dicts for the store (NaN as NULL)."""
     frame = frame.rename(columns=rename).astype(object)
     frame = frame.where(pd.notna(frame), None)
     return [{"job_id": job_id, **row} for row in frame.to_dict("records")]
@@ -325,10 +326,10 @@ def per_attribute(summary: pd.DataFrame, score: str = "representativeness",
     Args:
         summary: a job's means.
         score: which score.
-        overall: ``per-attribute`` (default) or ``per-group`` weighting for the ``overall`` row.
+        overall: how the overall row weighs its rows: "per-attribute" (default) or "per-group".
 
     Returns:
-        The table, indexed by ``attribute``.
+        The table, indexed by attribute.
     """
     if overall not in OVERALL:
         raise ValueError(f"overall must be one of {', '.join(OVERALL)}, not {overall!r}")
@@ -369,7 +370,7 @@ def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
 
 def dispersion_lines(table: pd.DataFrame, per_question: pd.DataFrame | None = None,
                      shown: int = 8) -> list[str]:
-    """The dispersion table and the ``shown`` most under-dispersed questions, as console lines."""
+    """The dispersion table and the most under-dispersed questions, as console lines."""
     if table.empty:
         return []
     lines = table_lines(table, "dispersion (simulated / human: entropy on every question, SD on "
@@ -400,7 +401,8 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
 
 
 def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
-    """A console line on how ``overall`` weighs its rows, with per-group figures when they differ.
+    """A console line on how the overall row weighs its rows, with per-group figures when they
+    differ.
     """
     if table.empty or per_group.empty:
         return []
@@ -453,7 +455,7 @@ def interval_lines(panel: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
 
 
 def elicit_lines(summary: Any) -> list[str]:
-    """Calls per ``--elicit`` method and per question x group, as console lines."""
+    """Calls per --elicit method and per question x group, as console lines."""
     ks = tuple(getattr(summary, "archetypes", ()))
     if (tuple(summary.elicit) == (SAMPLE,) and not ks) or not summary.calls:
         return []

@@ -1,8 +1,8 @@
-"""``personahub personas dedup`` as a job spec: MinHash, then embeddings, on the kernel.
+"""personahub personas dedup as a job spec: near-duplicates by MinHash, then by embeddings.
 
-Stage 1 is one batch (every survivor against every other); stage 2 embeds in batches, reading
-stored vectors, and marks once every vector is in, so nothing is marked from part of a stage.
-A resume skips noted stages and embeds only what is missing.
+Stage 1 is one batch (every survivor against every other). Stage 2 embeds in batches, reusing
+stored vectors, and marks only once every vector is in, so nothing is marked from part of a
+stage. A resume skips finished stages and embeds only what is missing.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ DRIVER_EMBEDDERS = ("hash",)
 
 @dataclass(frozen=True, kw_only=True)
 class DedupJobConfig(BatchFields):
-    """A dedup job: what it marks (stored) and, in ``engine`` fields, how this run goes. ``embedder``
-    None: stage 1 alone.
+    """A dedup job: what it marks (stored with the job) and, in the engine fields, how this
+    invocation runs. With no embedder only stage 1 runs.
     """
 
     threshold: float = 0.9  # stage 1: MinHash Jaccard
@@ -138,7 +138,7 @@ class MinHashPass:
 
 @dataclass(frozen=True)
 class EmbedBatch:
-    """Survivors of stage 2 with vectors still to make (``batch.missing``)."""
+    """A batch of stage 2's survivors, some of whose vectors are still to be made."""
 
     batch: SurvivorBatch
 
@@ -165,7 +165,7 @@ class Marks:
 
 @dataclass(frozen=True)
 class Vectors:
-    """A batch's new vectors with the calls that made them (``vectors`` None: it failed)."""
+    """A batch's new vectors with the calls that made them (vectors is None when it failed)."""
 
     vectors: np.ndarray | None
     calls: list[Any]
@@ -174,9 +174,9 @@ class Vectors:
 
 @dataclass
 class DedupState:
-    """What the driver keeps between batches (``JobContext.state``)."""
+    """What the driver keeps between batches (the job context's state)."""
 
-    sign: MinHashSource  # where stage 1 runs (the executor's ``minhash_source``)
+    sign: MinHashSource  # where stage 1 runs (chosen by the executor)
     embedder: Embedder | None = None
     log: JudgedLog = field(default_factory=JudgedLog)
     ids: list[str] = field(default_factory=list)  # stage 2's judged survivors, in seq order
@@ -229,7 +229,7 @@ class DedupAsker:
 
 
 class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind="dedup"):
-    """``personahub personas dedup`` as a job spec."""
+    """The job spec behind personahub personas dedup."""
 
     config_type = DedupJobConfig
     refuses_twins = False  # the adapters find an unfinished twin and resume it
@@ -365,8 +365,8 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind
 
 
 def dedup_job_of(db: str | Path, config: DedupJobConfig) -> str | None:
-    """The newest unfinished dedup job in ``db`` marking what ``config`` marks (what re-running the
-    same command goes on with); None if none.
+    """The newest unfinished dedup job in the database that marks what this config marks (the one
+    re-running the same command resumes); None if there is none.
     """
     from personahub.core.store import connect
 

@@ -1,9 +1,9 @@
 """Evaluate a synthesis job's items as the Persona Hub paper did (§4.1.2).
 
-A seeded held-out split keeps near-duplicate groups on one side; an item is verified when
-``agree`` solvers give equivalent answers (math-verify, nothing executed), and scored models get
-accuracy on verified items. The job's id comes from its settings, so a second start resumes it,
-and tables are keyed by the split, so jobs on one split share its solvers' answers.
+A seeded held-out split keeps each near-duplicate group on one side. A test item is verified
+when enough solvers give equivalent answers (math-verify; nothing executed), and scored models
+get accuracy on the verified items. The job's id comes from its settings, so a second start
+resumes it; tables are keyed by the split, so jobs on one split share its solvers' answers.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _now() -> dt.datetime:
 
 
 def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | None) -> str:
-    """``eval-`` + 12 hex digits of SHA-1 over the split's settings: same settings, same evaluation.
+    """The split's id, a hash of its settings: the same settings give the same split id.
     """
     text = json.dumps({"job": job_id, "seed": seed, "test_share": test_share, "test_n": test_n},
                       sort_keys=True)
@@ -83,8 +83,9 @@ def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | 
 
 
 def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
-    """A spec and its prompting mode from a ``#cot`` or ``#answer`` suffix, else ``default``; a URL
-    fragment is never sent to a server, so ``#`` clashes with no spec. Another suffix is a usage error.
+    """Split a solver spec into the spec and its prompting mode, read from a "#cot" or "#answer"
+    suffix (default when there is none). "#" is safe to use: a URL fragment is never sent to a
+    server. Any other suffix is a usage error.
     """
     base, mark, mode = spec.rpartition("#")
     if not mark:
@@ -96,8 +97,8 @@ def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
 
 
 def answer_name(spec: str, default: SolveMode = "cot") -> str:
-    """The name answers are stored under: the redacted spec, plus ``#answer`` for no-reasoning mode
-    (e.g. ``offline?seed=2#answer``), so one spec may solve in both modes.
+    """The name a solver's answers are stored under: the redacted spec, with "#answer" appended
+    in answer-only mode, so one spec can solve in both modes.
     """
     base, mode = spec_mode(spec, default)
     return redact_spec(base) + ("" if mode == "cot" else f"#{mode}")
@@ -110,8 +111,8 @@ def _stored_spec(spec: str) -> str:
 
 
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
-    """The model settings of a solver spec (``offline?seed=N`` included, a ``#`` mode dropped); a
-    malformed spec is a usage error now, not at job start.
+    """The model settings of a solver spec, its "#" mode dropped. A malformed spec fails here as a
+    usage error rather than later at job start.
     """
     from personahub.models.endpoint_specs import with_spec_seed
     from personahub.models.settings import LLMConfigError
@@ -139,7 +140,7 @@ class SplitSummary:
 
 
 def _groups(rows: Sequence[tuple[str, str | None]]) -> dict[str, str]:
-    """Each item's group: the root of its ``duplicate_of`` chain (union-find over the flags)."""
+    """Each item's near-duplicate group: the root of its duplicate-of chain (union-find)."""
     parent = {item: item for item, _ in rows}
 
     def root(item: str) -> str:
@@ -161,10 +162,10 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
               exclude: frozenset[str] = frozenset()) -> SplitSummary:
     """Hold out a seeded test split of a job's items, near-duplicate groups kept together.
 
-    Give ``test_share`` or ``test_n``. Groups are drawn in ``md5(seed:group)`` order and go to the
-    test side while they fit, a group that does not fit passed over, so the test split never exceeds
-    its target. ``exclude`` items (contaminated) are in neither side. A split already stored under
-    ``eval_id`` is read back.
+    Give exactly one of test_share or test_n. Groups are taken in a seeded hash order and go to
+    the test side while they fit (a group too big is skipped), so the test side never exceeds its
+    target. Excluded (contaminated) items go to neither side. A split already stored under the
+    same id is read back instead.
     """
     if (test_share is None) == (test_n is None):
         raise UsageError("evaluate: give exactly one of --test-share or --test-n")
@@ -239,10 +240,10 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
                 caller: StructuredCaller, *, mode: SolveMode = "cot", samples: int = 1,
                 role: str = "solver", items: Sequence[HeldOutItem] | None = None,
                 batch_size: int = 32) -> SolveSummary:
-    """Ask one solver (or a scored model, ``role="model"``) for every test item's final answer.
+    """Ask one solver (or, with role "model", a scored model) for every test item's final answer.
 
-    ``samples`` answers per item give self-consistency; each batch of ``batch_size`` answers is
-    committed with its call rows, so a kill loses at most one batch. Returns the counts.
+    Several samples per item give self-consistency. Each batch of answers is committed with its
+    call rows, so a kill loses at most one batch. Returns the counts.
     """
     if mode not in SOLVE_MODES:
         raise UsageError(f"solver mode must be one of {SOLVE_MODES}, got {mode!r}")
@@ -287,8 +288,8 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
 
 def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2,
                  same: Same | None = None) -> Counter[str]:
-    """Mark each answered test item verified when at least ``agree`` solvers give equivalent answers
-    (the paper: 2 of 3); returns counts of verified and unverified items.
+    """Mark each answered test item verified when at least `agree` solvers give equivalent answers
+    (the paper used 2 of 3); returns the counts of verified and unverified items.
     """
     if agree < 1:
         raise UsageError(f"--agree must be >= 1, got {agree}")
@@ -313,8 +314,8 @@ def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2
 
 def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
                      same: Same | None = None) -> dict[str, dict[str, float | None]]:
-    """``{a: {b: share}}``: per pair of solvers, the share of items both answered on which they agree
-    (None where they share no item).
+    """For each pair of solvers, the share of the items both answered on which they agree
+    (None where they answered no item in common).
     """
     same = same or same_answers()
     answers = solver_answers(con, eval_id, same=same)
@@ -332,8 +333,8 @@ def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 
 def undecided_pairs(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str]]:
-    """The answer pairs to one item that math-verify cannot decide, each once, sorted: what an
-    equivalence judge is asked.
+    """The pairs of answers to the same item that math-verify cannot decide, each once, sorted:
+    what an equivalence judge is asked.
     """
     by_item: dict[str, set[str]] = {}
     for item, answer in con.execute("SELECT item_id, answer FROM eval_answers WHERE eval_id = ? "
@@ -487,13 +488,13 @@ class EvalConfig(BatchFields):
                 **({"equivalence_judge": redact_spec(judge)} if judge else {})}
 
     def names(self, role: str) -> list[str]:
-        """The solvers' (``role="solver"``) or scored models' answer names, in order."""
+        """The answer names of the solvers (role "solver") or of the scored models, in order."""
         specs = self.solvers if role == "solver" else self.models
         return [answer_name(s, self.mode) for s in specs]
 
 
 def evaluation_id_for(config: EvalConfig) -> str:
-    """``evaluation-`` + 12 hex digits of SHA-1 over the job's identity: same settings, same job."""
+    """The job's id, a hash of its identity: the same settings give the same job."""
     text = json.dumps(config.identity(), sort_keys=True)
     return "evaluation-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -511,7 +512,7 @@ class EvalSummary:
     matrix: dict[str, dict[str, float | None]]
     scores: list[Score]
     calls: dict[str, int]
-    job_id: str = ""  # the kernel job (``personahub resume`` takes it)
+    job_id: str = ""  # the kernel job's id (what personahub resume takes)
     # each model's accuracy per task, prompting and persona source, and paired differences:
     # DataFrames, None without models
     groups: Any = field(default=None, repr=False)
@@ -531,8 +532,8 @@ class EvalSummary:
 
 
 class Ask(NamedTuple):
-    """One call to make: an answer (role, spec, item, sample), or with role ``judge`` a verdict on
-    the answers ``text`` and ``other``.
+    """One call to make: an answer (role, spec, item, sample), or, with role "judge", a verdict on
+    whether the answers text and other are equal.
     """
 
     role: str
@@ -546,7 +547,7 @@ class Ask(NamedTuple):
 
 
 def _answer_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any]:
-    """An ``eval_answers`` row of a structured answer."""
+    """The eval_answers row of a structured answer."""
     return {"eval_id": eval_id, "item_id": ask.item_id, "role": ask.role,
             "spec": ask.name, "mode": ask.mode, "sample": ask.sample,
             "answer": str(value.final_answer)[:_ANSWER_CHARS],
@@ -555,13 +556,13 @@ def _answer_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any
 
 
 def _verdict_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any]:
-    """An ``eval_equivalence`` row of the judge's structured verdict."""
+    """The eval_equivalence row of the judge's structured verdict."""
     return {"eval_id": eval_id, "answer_a": ask.text, "answer_b": ask.other, "judge": ask.name,
             "equal": bool(value.equal), "model": label, "created_at": _now()}
 
 
 def _base(spec: str) -> str:
-    """The spec a client is built for: without its prompting mode (``#answer``)."""
+    """The spec a client is built for: the spec without its prompting mode."""
     return spec_mode(spec)[0]
 
 
@@ -573,7 +574,7 @@ class EvalAsker:
         self.clients = clients
 
     def client_for(self, spec: str, caller: StructuredCaller) -> StructuredCaller:
-        """The client for ``spec``; a caller that asks elsewhere (Ray) asks for the other specs too.
+        """The client for a spec; a caller that runs elsewhere (Ray) is used for the other specs too.
         """
         base = _base(spec)
         if base == self.primary:
@@ -589,7 +590,7 @@ class EvalAsker:
 
     async def ask(self, batch: Sequence[Ask],
                   client: StructuredCaller) -> list[StructuredResult[Any]]:
-        """The batch's answers (or verdicts), asked of ``client``."""
+        """The batch's answers (or verdicts), asked of the given client."""
         if batch[0].role == "judge":
             return list(await asyncio.gather(*(
                 client.structured(EquivalenceVerdict, equivalence_messages(ask.text, ask.other),
@@ -604,10 +605,10 @@ class EvalAsker:
 
 
 class BatchedEvalAsker:
-    """``EvalAsker`` sending each spec's calls as provider batches (``--batch``).
+    """An EvalAsker that sends each spec's calls as provider batches (--batch).
 
-    Each client gets its own ``custom_id`` prefix (stable across a resume), since two solvers
-    asking the same item in the same mode make the same call key.
+    Each client gets its own custom_id prefix, stable across a resume, because two solvers asking
+    the same item in the same mode make the same call key.
     """
 
     def __init__(self, inner: EvalAsker, ctx: JobContext[EvalConfig], specs: Sequence[str]) -> None:
@@ -664,10 +665,11 @@ def _write_calls(con: duckdb.DuckDBPyConnection, job: JobRef, client: Structured
 
 class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[StructuredResult[Any]],
                                            EvalSummary], kind=EVAL_KIND):
-    """``personahub evaluate`` as a job spec.
+    """The job spec behind personahub evaluate.
 
-    The split and benchmark matches are written with the ``jobs`` row; each batch is one spec's
-    answers, then the judge's verdicts; verification and scores come from stored answers at the end.
+    The split and the benchmark matches are written with the job's row. Each batch holds one spec's
+    answers; the judge's verdicts come last. Verification and scores are computed from the stored
+    answers at the end.
     """
 
     calls_in_run = False
@@ -694,7 +696,8 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         ctx.state = EvalState()
 
     def start(self, ctx: JobContext[EvalConfig]) -> BatchOutcome:
-        """The split and benchmark matches, in the ``jobs`` row's transaction (an empty side records nothing).
+        """Write the split and benchmark matches in the job row's transaction (a split that would
+        leave one side empty records nothing).
         """
         config = ctx.config
         ctx.stored["solvers"] = [_stored_spec(s) for s in config.solvers]
@@ -795,7 +798,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         return self._clients(ctx)
 
     def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker | BatchedEvalAsker:
-        """The asker; with ``--batch`` each spec's calls go as provider batches."""
+        """The asker; with --batch each spec's calls go as provider batches."""
         state = _eval_state(ctx)
         asker = EvalAsker(ctx.config.solvers[0], state.clients)
         if not ctx.config.batching:
@@ -876,7 +879,7 @@ EVALUATION = register(EvaluationSpec())
 
 
 def evaluation_resume(config: EvalConfig) -> str | None:
-    """This config's job id when ``config.db`` holds it (to go on with), else None."""
+    """This config's job id when its database already holds the job (to resume), else None."""
     return stored_job_id(config.db, evaluation_id_for(config))
 
 

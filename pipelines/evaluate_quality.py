@@ -1,9 +1,9 @@
 """An evaluation at a glance, and the splits exports write.
 
-``find_evaluation`` resolves an evaluation by job id, split id or synthesis job.
-``quality_table`` gathers what a user of the data asks: split, verified share, solver
-agreement, contamination, judge validity, model accuracy and diversity; the console, the report
-and the dataset card all draw it.
+An evaluation is found by its job id, its split id or its synthesis job. The quality table
+gathers what a user of the data asks about: the split, verified share, solver agreement,
+contamination, judge validity, model accuracy and diversity. The console, the report and the
+dataset card all show it.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _config(stored: Mapping[str, Any]) -> EvalConfig:
 
 def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = None, *,
                     job: str | None = None) -> Evaluation | None:
-    """The evaluation named by ``evaluation``, else the latest one of synthesis job ``job``.
+    """The named evaluation, else the latest evaluation of the synthesis job.
 
     Args:
         con: the database.
@@ -70,7 +70,7 @@ def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = Non
         job: the synthesis job (it must match a named evaluation).
 
     Returns:
-        The evaluation; None when ``job`` has none (a named one not found is an error).
+        The evaluation; None when the job has none (a named one that is not found is an error).
     """
     if evaluation is None:
         if job is None:
@@ -116,12 +116,12 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
     Args:
         con: the database.
         ev: the evaluation.
-        embedder: the diversity figures' embedder spec (``hash``: no model called).
+        embedder: the diversity figures' embedder spec ("hash" calls no model).
         pairs: persona/output pairs sampled per task.
         seed: their sampling seed.
 
     Returns:
-        ``QUALITY_COLUMNS``: figure, group, value, a Wilson ``low``/``high`` for shares, detail.
+        A frame with QUALITY_COLUMNS: figure, group, value, Wilson low/high for shares, detail.
     """
     import pandas as pd
 
@@ -186,7 +186,7 @@ def _value(value: Any, figure: str = "") -> str:
 
 
 def quality_lines(table: pd.DataFrame) -> list[str]:
-    """The table as aligned console lines (value, then ``[low, high]`` where there is one)."""
+    """The table as aligned console lines (each value followed by its interval, if any)."""
     cells = [(str(r.figure), str(r.group), _value(r.value, str(r.figure))
               + (f" [{_value(r.low)}, {_value(r.high)}]" if r.low is not None and r.low == r.low
                  else ""), str(r.detail)) for r in table.itertuples()]
@@ -197,7 +197,7 @@ def quality_lines(table: pd.DataFrame) -> list[str]:
 
 
 def card_lines(table: pd.DataFrame) -> list[str]:
-    """The table as a markdown table (the dataset card's and the report page's)."""
+    """The table in markdown, for the dataset card and the report page."""
     lines = ["| figure | group | value | 95% CI | detail |", "| --- | --- | --- | --- | --- |"]
     for r in table.itertuples():
         ci = (f"{_value(r.low)}–{_value(r.high)}" if r.low is not None and r.low == r.low
@@ -211,17 +211,17 @@ def card_lines(table: pd.DataFrame) -> list[str]:
 def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
                      evaluation: str | None = None, split: Side | None = None,
                      hf: bool = False) -> dict[str, Any]:
-    """What an export of a synthesis job writes, given ``--evaluation`` / ``--split``.
+    """What an export of a synthesis job writes, given --evaluation and --split.
 
     Args:
         con: the database.
         job: the synthesis job (None: the evaluation's).
         evaluation: the evaluation (None: the job's latest).
         split: only this side; None writes every item, or both sides for a Hugging Face folder.
-        hf: for ``export_hf`` rather than ``export``.
+        hf: for a Hugging Face export rather than a plain one.
 
     Returns:
-        Keyword arguments for ``export`` / ``export_hf``.
+        Keyword arguments for export or export_hf.
     """
     if job is None and evaluation is None:
         return {}
@@ -242,7 +242,7 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
                  overwrite: bool = False) -> tuple[Path, pd.DataFrame]:
-    """``report --evaluation ID``: the evaluation's page; returns its path and the quality table."""
+    """Write the evaluation's report page (report --evaluation); returns its path and quality table."""
     import pandas as pd
 
     from personahub.analysis.evaluation_report import write_evaluation_report

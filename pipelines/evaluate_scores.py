@@ -1,9 +1,9 @@
 """A scored model's accuracy broken down, and two models compared on the same items.
 
-``group_scores``: accuracy per task, prompting and persona source (the project computes no
-persona clusters, so the source stands in), with Wilson intervals. ``model_differences``: each
-pair's difference on the same items with a paired bootstrap interval and McNemar's exact test,
-since two models' answers to one item are not independent.
+Accuracy is broken down per task, prompting and persona source (the source stands in for
+persona clusters, which the project does not compute), with Wilson intervals. Two models are
+compared on the same items with a paired bootstrap interval and McNemar's exact test, because
+two models' answers to one item are not independent.
 """
 
 from __future__ import annotations
@@ -24,25 +24,25 @@ if TYPE_CHECKING:
 GROUP_COLUMNS = ["model", "by", "group", "correct", "total", "accuracy", "low", "high"]
 DIFFERENCE_COLUMNS = ["model_a", "model_b", "items", "accuracy_a", "accuracy_b", "difference",
                       "low", "high", "only_a", "only_b", "mcnemar_p"]
-#: the breakdowns: column of ``_items`` -> its name in the table
+#: the breakdowns as (facet, name in the table); nothing in the repository reads it
 BREAKDOWNS = (("task", "task"), ("prompting", "prompting"), ("cluster", "persona_source"))
 
 
-# a solver's or model's answer per item, and the Wilson interval (evaluate.py uses them too)
+# each solver's or model's answer per item (evaluate.py uses these too)
 
 
-#: whether two final answers are the same (``same_answers``)
+#: whether two final answers are the same (see same_answers)
 Same = Callable[[str, str], bool]
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
-    """An unordered answer pair as stored in ``eval_equivalence`` (the smaller first)."""
+    """An unordered answer pair in the order the equivalence table stores it (smaller first)."""
     return (a, b) if a <= b else (b, a)
 
 
 def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same:
-    """Answer equality: math-verify's verdict, else the equivalence judge's ``verdicts`` (keyed by
-    ``pair_key``), else not equal.
+    """Answer equality: math-verify's verdict when it decides, else the equivalence judge's
+    verdict on the pair, else not equal.
     """
     judged = verdicts or {}
 
@@ -56,7 +56,7 @@ def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same
 
 
 def _clusters(answers: Sequence[str], same: Same | None = None) -> list[list[int]]:
-    """Indices of ``answers`` grouped by equivalence to each group's first answer."""
+    """The answers' indices, grouped by equivalence to each group's first answer."""
     same = same or same_answers()
     groups: list[list[int]] = []
     for i, answer in enumerate(answers):
@@ -77,7 +77,7 @@ def _consensus(samples: Sequence[str], same: Same | None = None) -> str:
 
 def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
                    role: str = "solver", same: Same | None = None) -> dict[str, dict[str, str]]:
-    """``{spec: {item_id: answer}}``: each solver's (self-consistent) answer per item."""
+    """Each solver's answer per item (the consensus of its samples), by spec and item id."""
     by: dict[tuple[str, str], list[str]] = {}
     for spec, item, answer in con.execute(
             "SELECT spec, item_id, answer FROM eval_answers WHERE eval_id = ? AND role = ? "
@@ -104,7 +104,7 @@ def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str,
 
 def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
                 spec: str, same: Same | None = None) -> dict[str, bool]:
-    """``{item_id: answered correctly}`` of a scored model on the verified items (unanswered: wrong).
+    """Whether a scored model answered each verified item correctly (an unanswered item is wrong).
     """
     same = same or same_answers()
     model = solver_answers(con, eval_id, role="model", same=same).get(spec, {})
@@ -115,7 +115,7 @@ def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
 def group_scores(con: duckdb.DuckDBPyConnection, eval_id: str, specs: Sequence[str], *,
                  alpha: float = 0.05, same: Same | None = None) -> pd.DataFrame:
     """Each model's accuracy overall and per task, prompting and persona source, with Wilson
-    intervals: one row per (model, ``by``, group).
+    intervals: one row per model, breakdown and group.
     """
     import pandas as pd
 
@@ -201,7 +201,7 @@ def breakdown_lines(groups: pd.DataFrame, differences: pd.DataFrame) -> list[str
 
 
 def split_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[str, str]:
-    """Each item's side of split ``eval_id``: ``train``, ``test`` or ``excluded`` (contaminated)."""
+    """Each item's side of the split: train, test or excluded (contaminated)."""
     return {str(item): str(side) for item, side in con.execute(
         "SELECT item_id, split FROM eval_splits WHERE eval_id = ? ORDER BY item_id",
         [eval_id]).fetchall()}
@@ -215,14 +215,14 @@ def contamination_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[s
 
 
 def verified_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> tuple[int, int]:
-    """(verified, answered) test items of split ``eval_id`` (``eval_verified``)."""
+    """The split's counts of verified and of answered test items."""
     row = con.execute("SELECT count(*) FILTER (verified), count(*) FROM eval_verified WHERE "
                       "eval_id = ?", [eval_id]).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def split_job_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> str | None:
-    """The synthesis job whose items split ``eval_id`` divides (None: no such split)."""
+    """The synthesis job whose items the split divides (None when there is no such split)."""
     row = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
                       [eval_id]).fetchone()
     return str(row[0]) if row and row[0] is not None else None

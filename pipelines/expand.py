@@ -1,8 +1,9 @@
-"""``personahub personas expand`` as a job spec: persona-to-persona expansion on the kernel.
+"""personahub personas expand as a job spec: persona-to-persona expansion on the kernel.
 
-Level by level, each batch planned after the last commit so its new personas are in the index
-the next batch checks; the asker stays on the driver (on Ray only the caller is remote). A run's
-setup expansion stops on a level's persistent failures rather than shrink the society.
+The expansion goes level by level. Each batch is planned after the previous commit, so the next
+batch checks its answers against every persona added so far; the asker therefore stays on the
+driver (with Ray only the model calls are remote). An expansion that sets up a run stops when a
+level keeps failing, rather than shrink the society.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ ORIGINS = ("api", "cli", "run")
 
 @dataclass(frozen=True, kw_only=True)
 class ExpandConfig(EngineFields):
-    """An expansion: what it makes (stored, model spec redacted) and, in ``engine`` fields, how this
-    run asks.
+    """An expansion: what it makes (stored, model spec redacted) and, in the engine fields, how this
+    invocation asks.
     """
 
     hops: int = 1
@@ -128,7 +129,7 @@ class ExpandBatch:
 
 @dataclass
 class ExpandState:
-    """One expansion's own state (``JobContext.state``): what the driver keeps between batches."""
+    """One expansion's own state: what the driver keeps between batches."""
 
     start: list[str] = field(default_factory=list)  # a new job's start personas
     index: NearDuplicateIndex | None = None
@@ -158,7 +159,7 @@ class ExpandAsker:
 
 
 class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSummary], kind="expansion"):
-    """``personahub personas expand`` as a job spec."""
+    """The job spec behind personahub personas expand."""
 
     config_type = ExpandConfig
     refuses_twins = False  # the adapters find an unfinished twin and resume it
@@ -172,7 +173,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         return f"none of its {asked} calls yielded a persona"
 
     def prepare(self, ctx: JobContext[ExpandConfig]) -> None:
-        """A new expansion has someone to start from (nothing is recorded before)."""
+        """Check that a new expansion has personas to start from, before anything is recorded."""
         ctx.state = ExpandState()
         if ctx.resumed:
             ctx.done_before = frontier_count(ctx.con, ctx.job_id, asked=True)

@@ -51,12 +51,13 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                        index: NearDuplicateIndex, expansion_id: str, level: int,
                        parents: list[Persona], fanout: int, run_id: str | None, language: str | None = None,
                        linking: Linking | None = None) -> BatchAnswer:
-    """Ask about one batch of frontier personas and work out what it adds; nothing is written. The
-    index and aliases take the new personas at once, as the next batch must see them.
+    """Ask about one batch of frontier personas and work out what it adds, writing nothing. The
+    near-duplicate index and the aliases take in the new personas at once, because the next batch
+    must see them.
     """
     linking = linking or Linking()
     asks = local_asks(caller)
-    # what each call shows the model: its answer may not merely restate it (quality.echo_issue)
+    # what each call shows the model; the quality gate rejects an answer that merely restates it
     shown = {p.persona_id: expand_messages(p.text, fanout, language=language) for p in parents}
     results = await asks([Ask(related_personas_schema, (fanout,), shown[p.persona_id],
                               purpose="expand", persona_id=p.persona_id,

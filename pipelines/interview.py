@@ -1,8 +1,9 @@
 """Interviews: put a question to a run's agents, answered from each agent's stored state at a step.
 
-An interview must not change the run, so it reads the agents' states and the recorded config
-(never executing the scenario) and writes only ``interviews`` rows and their calls. A resume
-asks only unanswered or failed agents, at the step fixed at start; a bad input writes nothing.
+An interview must not change the run: it reads the agents' stored states and the recorded
+config (it never executes the scenario) and writes only interview rows and their calls. A resume
+asks only the agents not yet answered (or failed), at the step fixed at start; a bad input writes
+nothing.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ INTERVIEW_MAX_TOKENS = 240  # output limit of an interview answer
 
 @dataclass(frozen=True, kw_only=True)
 class InterviewRequest:
-    """Who is asked what: one agent, or a group (SQL ``where`` and/or carve conditions, at most
-    ``limit``, in agent-id order), at ``step`` (None: the last committed step).
+    """Who is asked what, and at which step (None: the last committed step). Either one agent, or a
+    group picked by SQL and/or carve conditions (at most `limit` agents, in agent-id order).
     """
 
     run_id: str
@@ -89,7 +90,8 @@ class InterviewRequest:
 
 @dataclass(frozen=True)
 class RunFacts:
-    """What a prompt needs of the run, read from ``runs``: never by executing the scenario."""
+    """What a prompt needs of the run, read from its stored record, never by executing the scenario.
+    """
 
     run_id: str
     seed: int
@@ -112,7 +114,7 @@ class AgentAt:
 
 @dataclass
 class InterviewResult:
-    """What one interview call wrote: its batch id, the rows (in agent-id order), the engine."""
+    """What one interview wrote: its batch id, the rows (in agent-id order), and the model."""
 
     batch_id: str
     run_id: str
@@ -135,7 +137,8 @@ def _now() -> dt.datetime:
 
 
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
-    """The run's seed, steps done, world, prompt budget and memory sizes (unknown run: error)."""
+    """The run's seed, steps done, world, prompt budget and memory sizes; an unknown run is an error.
+    """
     job = find_job(con, run_id)
     if job is None or run_record(con, run_id) is None:
         raise PersonahubError(f"--run {run_id}: no such run in this database")
@@ -152,8 +155,8 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
 
 
 def _world(scenario: dict[str, Any]) -> str:
-    """The world text as the scenario builds it; a world file gone since the run leaves the inline
-    world only, so an interview does not fail on a moved file.
+    """The world text as the scenario builds it. If the world file has gone since the run, only the
+    inline world is used, so an interview does not fail on a moved file.
     """
     parts = [str(scenario.get("world") or "").strip()]
     if scenario.get("world_file"):
@@ -168,7 +171,9 @@ def _world(scenario: dict[str, Any]) -> str:
 
 
 def check_step(facts: RunFacts, step: int | None) -> int:
-    """The step to read (default: the run's last committed step); outside 0..done is an error."""
+    """The step to read (default: the run's last committed step); one the run has not reached is an
+    error.
+    """
     if step is None:
         return facts.steps_done
     if not 0 <= step <= facts.steps_done:
@@ -178,7 +183,7 @@ def check_step(facts: RunFacts, step: int | None) -> int:
 
 
 def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> list[tuple[int, str]]:
-    """(agent id, persona id) of the agents asked, in agent-id order; none found is an error."""
+    """The (agent id, persona id) pairs asked, in agent-id order; finding none is an error."""
     run_id = request.run_id
     if request.agent is not None:
         ref = request.agent.strip()
@@ -190,7 +195,7 @@ def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> 
                                   f"of the run, or an agent id 1..{agent_count(con, run_id)})")
         return [found]
     query = HubQuery(where=request.where, carve=request.carve)
-    ids = matching_ids(con, query)  # user SQL: evaluated in the sandbox, never on ``con``
+    ids = matching_ids(con, query)  # user SQL runs in the sandbox, never on this connection
     rows = agents_playing(con, run_id, ids, request.limit)
     if not rows:
         raise PersonahubError(f"{query.describe()}: no agent of run {run_id} matches")
@@ -199,8 +204,8 @@ def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> 
 
 def agents_at(con: duckdb.DuckDBPyConnection, facts: RunFacts, agents: Sequence[tuple[int, str]],
               step: int) -> list[AgentAt]:
-    """Each agent after ``step``, from its latest checkpoint at or before it (else the hub persona
-    and an empty memory).
+    """Each agent as it was after the step, from its latest checkpoint at or before it (else the
+    hub persona and an empty memory).
     """
     states = latest_states(con, facts.run_id, step, [a for a, _ in agents])
     texts = _persona_texts(con, [p for _, p in agents])
@@ -217,7 +222,7 @@ def agents_at(con: duckdb.DuckDBPyConnection, facts: RunFacts, agents: Sequence[
 
 
 def _persona_texts(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    """Persona id → text, of ``ids`` (the hub's owner reads them)."""
+    """The text of each persona id (read through the persona store)."""
     return {p.persona_id: p.text for p in fetch_personas(con, list(dict.fromkeys(ids)))} \
         if ids else {}
 
@@ -259,8 +264,8 @@ def prepare(db: Path | str, request: InterviewRequest) -> Prepared:
 
 
 async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredResult[Any]]:
-    """One structured call per agent, paced by the client; no ``step``, so the calls stay out of the
-    run's step metrics.
+    """One structured call per agent, paced by the client. The calls carry no step, so they stay
+    out of the run's step metrics.
     """
     return list(await asyncio.gather(*[
         client.structured(InterviewAnswer, prompt, purpose=PURPOSE, persona_id=agent.persona_id,
@@ -271,7 +276,7 @@ async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredRe
 def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
               step: int | None = None,
               chosen: Sequence[tuple[int, str]] | None = None) -> Prepared:
-    """``prepare`` on an open connection; ``step`` and ``chosen`` (a resumed job's) fixed."""
+    """prepare on an open connection; a resumed job passes its fixed step and agents."""
     facts = run_facts(con, request.run_id)
     at = check_step(facts, request.step if step is None else step)
     agents = agents_at(con, facts, chosen if chosen is not None else select_agents(con, request), at)
@@ -283,11 +288,11 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
 
 @dataclass(frozen=True, kw_only=True)
 class InterviewConfig(InterviewRequest, BatchFields, ExecutorFields, ModelFields):
-    """What an interview asks of whom (its ``InterviewRequest`` fields) and, in ``engine`` fields,
-    how this run asks. ``seed`` None: the run's seed.
+    """What an interview asks of whom (the request fields) and, in the engine fields, how this
+    invocation asks. A seed of None means the run's seed.
     """
 
-    # the request is the first base, so its fields follow the engine ones, as they always have
+    # InterviewRequest is the first base, so its fields come after the engine ones
     seed: int | None = None
     structured: str = default("structured")
     max_tokens: int | None = default("max_tokens")
@@ -297,7 +302,7 @@ class InterviewConfig(InterviewRequest, BatchFields, ExecutorFields, ModelFields
     batch_size: int = engine(16)  # agents whose answers are committed together
 
     def __post_init__(self) -> None:
-        super().__post_init__()  # the question, who is asked, the step: one line each
+        super().__post_init__()  # the request's own checks
         object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if self.seed is not None:
             check_seed(self.seed)
@@ -320,7 +325,7 @@ class InterviewConfig(InterviewRequest, BatchFields, ExecutorFields, ModelFields
 
 def resume_settings(**given: Any) -> dict[str, Any]:
     """What a resume takes from its caller: every engine setting (defaults for those not given),
-    except ``max_failed_share``, which stays the job's unless given.
+    except max_failed_share, which stays the job's unless given.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(InterviewConfig)
                 if f.metadata.get("engine") and f.name != "max_failed_share"}
@@ -378,7 +383,7 @@ def _state(ctx: JobContext[InterviewConfig]) -> InterviewState:
 
 class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
                              list[StructuredResult[Any]], InterviewResult], kind="interview"):
-    """``personahub interview`` as a job spec."""
+    """The job spec behind personahub interview."""
 
     config_type = InterviewConfig
     independent_batches = True  # the agents' batches are planned ahead: Ray may ship them all
@@ -387,7 +392,8 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         return config.run_id
 
     def prepare(self, ctx: JobContext[InterviewConfig]) -> None:
-        """The run's facts, the fixed step and agents, and every prompt; ``seed`` None becomes the run's.
+        """The run's facts, the fixed step and agents, and every prompt; a seed of None becomes the
+        run's seed.
         """
         stored = ctx.stored
         chosen = ([(int(a), str(p)) for a, p in stored["agents"]]
@@ -417,7 +423,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
 
     def commit(self, ctx: JobContext[InterviewConfig], batch: Sequence[tuple[int, str]],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """One row per agent asked (``failed`` with its error); earlier failed rows for them go."""
+        """One row per agent asked (failed ones with their error); older failed rows for them go."""
         config, step, label = ctx.config, _state(ctx).prepared.step, ctx.caller.label
         created = _now()
         rows: list[dict[str, Any]] = []

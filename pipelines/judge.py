@@ -56,7 +56,8 @@ JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "
 
 @dataclass(frozen=True, kw_only=True)
 class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
-    """What a judge rates and with which model (its identity), and in ``engine`` fields how this run asks.
+    """What a judge rates and with which model (its identity), and, in the engine fields, how this
+    invocation asks.
     """
 
     job: str | None = None  # a synthesis job's synth_items
@@ -81,7 +82,7 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
 
     @property
     def target(self) -> tuple[str, str]:
-        """(``synthesis`` or ``run``, its id)."""
+        """What is judged: ("synthesis", job id) or ("run", run id)."""
         return ("synthesis", self.job) if self.job is not None else ("run", str(self.run))
 
     def identity(self) -> dict[str, Any]:
@@ -92,7 +93,7 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
 
 
 def judge_id_for(options: JudgeConfig) -> str:
-    """``judge-`` + 12 hex digits of SHA-1 over the judge's identity: same settings, same judge."""
+    """The judge's id, a hash of its identity: the same settings give the same judge."""
     text = json.dumps(options.identity(), sort_keys=True)
     return "judge-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -156,8 +157,8 @@ def _solution_text(raw: Any) -> str:
 
 
 def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[Item]:
-    """The items to rate: all of the target's (of ``kind``), or the first ``sample`` in
-    ``md5(seed:item_id)`` order.
+    """The items to rate: all of the target's items (of the chosen kind, if any), or a seeded sample
+    of them.
     """
     what, target = options.target
     source = "job" if what == "synthesis" else "run"
@@ -271,7 +272,7 @@ class JudgeAsker:
 
 @dataclass
 class JudgeState:
-    """One judge's own state (``JobContext.state``): what it rates, in what world, its counts."""
+    """One judge's own state: what it rates, in what world, and its counts."""
 
     items: list[Item]
     world: str
@@ -284,7 +285,7 @@ def _state(ctx: JobContext[JudgeConfig]) -> JudgeState:
 
 
 class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSummary], kind="judge"):
-    """``personahub judge`` as a job spec."""
+    """The job spec behind personahub judge."""
 
     calls_in_run = False  # a judge of a run is its own job: its calls get no run_id
     config_type = JudgeConfig
@@ -299,7 +300,8 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         return config.target[1]
 
     def prepare(self, ctx: JobContext[JudgeConfig]) -> None:
-        """The target's items (a missing target or no items: one line, nothing recorded)."""
+        """Read the target's items; a missing target or no items is a one-line error, nothing recorded.
+        """
         config = ctx.config
         items = select_items(ctx.con, config)
         what, target = config.target
@@ -370,7 +372,7 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
 
 
 def judge_resume(config: JudgeConfig) -> str | None:
-    """This judge's id when ``config.db`` holds its job (to go on with), else None."""
+    """This judge's id when its database already holds the job (to resume), else None."""
     return stored_job_id(config.db, judge_id_for(config))
 
 

@@ -1,9 +1,9 @@
 """The shipped job kinds, each named once: the module that registers its spec, its label (a few
-words on what a job makes, for ``personahub jobs``), its command and its public job functions.
-Commands and functions are import strings, resolved by the command line and the package, so this
-module imports neither them nor the specs: listing jobs imports no model stack, which took most of
-a listing's time (``bench/bench_reads.py``), and no ``dataclasses`` (``import personahub`` reads
-the table).
+words on what a job makes, for personahub jobs), its command and its public job functions.
+
+Commands and functions are import strings, resolved by the command line and the package. This
+module imports neither them nor the specs, so listing jobs does not load the model stack, and it
+avoids dataclasses because import personahub reads this table.
 """
 
 from __future__ import annotations
@@ -87,8 +87,7 @@ class ShippedKind(NamedTuple):
         return " ".join(("personahub", *self.command_path)) if self.resumed_by_command else None
 
 
-#: every shipped kind: the one place a kind shipped with personahub is named (in the order
-#: ``personahub.__all__`` lists their job functions)
+#: every shipped kind, in the order personahub.__all__ lists their job functions
 SHIPPED: dict[str, ShippedKind] = {
     "run": ShippedKind(
         "personahub.pipelines.run", run, "personahub.cli.run:run", ("run",),

@@ -1,8 +1,8 @@
 """The engine fields every model job's config shares, and their checks.
 
-A config inherits ``EngineFields`` (or ``ModelFields`` and ``ExecutorFields``, and ``BatchFields``
-for ``--batch``), checks its own fields, then calls ``check_model_fields``; each bad value is a
-one-line usage error naming its flag, before anything is opened.
+A config inherits EngineFields (or ModelFields and ExecutorFields, plus BatchFields for --batch),
+checks its own fields, then calls check_model_fields. Each bad value is a one-line usage error
+naming its flag, raised before anything is opened.
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ class ModelFields:
     offline_latency_s: float = engine(default("offline_latency_s"))
     # model requests per second at most, all endpoints together
     rps: float | None = engine(default("rps"))
-    # a batch or step whose failed share passes this (and has >= 5 actions) stops the job
-    # (core.failures); not part of what a job makes
+    # a batch or step whose failed share passes this (and has >= 5 actions) stops the job;
+    # not part of the job's identity
     max_failed_share: float = engine(default("max_failed_share"))
 
 
 @dataclass(frozen=True, kw_only=True)
 class ExecutorFields:
-    """Where a job's calls are answered from (the cache) and run (the executor); the rows are the same.
+    """Where a job's calls are answered from (the cache) and run (the executor); neither changes the
+    rows a job writes.
     """
 
     cache: str = engine(default("cache"))  # off | record | replay (personahub/models/cache.py)
@@ -59,7 +60,7 @@ class EngineFields(BatchFields, ModelFields, ExecutorFields):
 
 
 def check_model_fields(config: Any) -> None:
-    """Check a config's model, executor and batch fields where it has them, normalising ``concurrency``.
+    """Check a config's model, executor and batch fields where it has them; normalises concurrency.
     """
     object.__setattr__(config, "concurrency", parse_concurrency(config.concurrency))
     check_seed(config.seed)

@@ -1,8 +1,9 @@
-"""``personas sample-population --llm``: a drawn population's persona texts written by a model.
+"""personas sample-population --llm: a model writes the persona texts of a drawn population.
 
-Written people form their own population ``<drawn id>-<6 hex of the job id>``, so template and
-model texts of one draw never mix; persona ids come from that id and each person's place, so a
-resume writes only the missing people. A changed input file is refused.
+The written people form a population of their own (the drawn id plus a hash of the job id), so
+template texts and model texts of one draw never mix. Persona ids come from that population id
+and each person's place, so a resume writes only the missing people. A resume whose input files
+have changed is refused.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ TEXT_ORIGIN = "model"
 
 @dataclass(frozen=True, kw_only=True)
 class WriteConfig(ModelFields, ExecutorFields):
-    """What a population-writing job makes and, in ``engine`` fields, how this run asks."""
+    """What a population-writing job makes and, in the engine fields, how this invocation asks."""
 
     marginals: str | None = None
     joint: str | None = None
@@ -63,7 +64,7 @@ class WriteConfig(ModelFields, ExecutorFields):
         check_int(self.batch_size, "batch size", low=1)
 
     def draw(self) -> Population:
-        """The people (the same inputs and seed: the same people)."""
+        """The drawn people; the same inputs and seed always draw the same people."""
         return draw_population(self.n, seed=self.seed,
                                marginals=read_marginals(self.marginals) if self.marginals else None,
                                joint=read_joint(self.joint) if self.joint else None)
@@ -83,7 +84,7 @@ class Person(NamedTuple):
 
 
 class Wrote(NamedTuple):
-    """What writing one person gave (``written.text`` None: rejected or failed)."""
+    """What writing one person gave (no text when the answer was rejected or failed)."""
 
     person: Person
     written: Written
@@ -98,7 +99,7 @@ class Wrote(NamedTuple):
 
 
 class WriteAsker:
-    """One ``write_persona`` call per person; also the batch's ``ShardCodec``."""
+    """One write_persona call per person; also encodes answers for Ray workers (a ShardCodec)."""
 
     async def run_batch(self, batch: Sequence[Person], caller: StructuredCaller) -> list[Wrote]:
         async def one(person: Person) -> Wrote:
@@ -158,7 +159,7 @@ def _state(ctx: JobContext[WriteConfig]) -> WriteState:
 
 class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSummary],
                 kind="population_write"):
-    """``personas sample-population --llm`` as a job spec."""
+    """The job spec behind personas sample-population --llm."""
 
     config_type = WriteConfig
     independent_batches = True

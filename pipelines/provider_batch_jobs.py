@@ -1,9 +1,9 @@
-"""``--batch`` for a job spec: the config's batch fields and an asker wrapper that sends a batch's
+"""--batch for a job spec: the config's batch fields, and an asker wrapper that sends a batch's
 model calls as provider batches.
 
-The committed rows are an online job's. Handles are stored as they change, so a resume polls a
-batch created before a stop rather than creating it again; once its answers are committed, its
-provider files are deleted.
+The committed rows are the same as an online job's. Batch handles are stored as they change, so a
+resume polls a batch created before a stop instead of creating it again; once a batch's answers
+are committed, its provider files are deleted.
 """
 
 from __future__ import annotations
@@ -76,13 +76,13 @@ def job_book(ctx: JobContext[Any]) -> BatchBook:
 
 
 def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
-    """Where a job's batches report their states: its progress hook (a phase ``batch ...``)."""
+    """Where a job's batches report their states: the job's progress hook."""
     return lambda text: ctx.report(text, ctx.done_before, ctx.total)
 
 
 def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> BatchingCaller:
-    """A ``BatchingCaller`` of ``client`` with the job's batch settings and stored handles; make it
-    once per client. ``prefix`` goes before every ``custom_id``, so two clients never share one.
+    """A BatchingCaller for the client, with the job's batch settings and stored handles; make one
+    per client. The prefix starts every custom_id, so two clients never share an id.
     """
     config = ctx.config
     return BatchingCaller(
@@ -95,7 +95,7 @@ def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> Batc
 
 
 class BatchedAsker(Generic[B, R]):
-    """``inner`` with its calls sent as batches through one ``BatchingCaller`` per job."""
+    """An inner asker whose calls are sent as batches through one BatchingCaller per job."""
 
     def __init__(self, inner: Asker[B, R], ctx: JobContext[Any]) -> None:
         self.inner, self.ctx = inner, ctx
@@ -121,7 +121,7 @@ class BatchedAsker(Generic[B, R]):
 
 
 def batched_asker(ctx: JobContext[Any], asker: Asker[B, R]) -> Asker[B, R]:
-    """``asker``, batched when the job's config asks for batches."""
+    """The asker, wrapped to send batches when the job's config asks for them."""
     if getattr(ctx.config, "batching", False):
         return BatchedAsker(asker, ctx)
     return asker

@@ -1,7 +1,7 @@
-"""``personahub run`` as a job spec: a scenario's society, one simulation step per batch.
+"""personahub run as a job spec: a scenario's society, one simulation step per batch.
 
-Each step commits in one transaction with its model calls; a step depends on the one before, so
-on Ray only the model caller is remote. A step that lost an action to the endpoint is not
+Each step commits in one transaction with its model calls. A step depends on the one before, so
+with Ray only the model calls are remote. A step that lost an action to the endpoint is not
 committed: the run stops, resumable, and a resume asks the step again from its checkpoint.
 """
 
@@ -234,7 +234,7 @@ class RunAsker:
 
 
 class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
-    """``personahub run`` as a job spec."""
+    """The job spec behind personahub run."""
 
     config_type = RunConfig
     independent_batches = False
@@ -419,7 +419,7 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
                     max_failed_share: float | None = None) -> dict[str, Any]:
     """The engine fields of a resume: where calls run is the caller's; None keeps the run's own.
 
-    The recorded model spec is redacted, so give ``llm`` when it needs credentials."""
+    The recorded model spec is redacted, so pass llm when the model needs credentials."""
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
     settings: dict[str, Any] = {"db": Path(db), "offline_latency_s": offline_latency_s,
@@ -432,7 +432,7 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
 
 
 def _recorded_llm(db: str | Path, run_id: str) -> str:
-    """The redacted model spec a run recorded; ``offline`` for an unknown job."""
+    """The redacted model spec a run recorded; "offline" for an unknown job."""
     con = connect(db, read_only=True)
     try:
         job = find_job(con, run_id)

@@ -44,7 +44,7 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
     """SpecBase with a shipped kind's defaults: its names from its SHIPPED row, model settings,
     label and resume command."""
 
-    #: the command that goes on with a stopped job (--resume ID --db DB follows); None:
+    #: the command that resumes a stopped job (followed by --resume ID --db DB); None means
     #: personahub resume
     resume_command: ClassVar[str | None] = None
 
@@ -58,7 +58,7 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
         return LLMSettings.of_job(config)
 
     def asker(self, ctx: JobContext[C]) -> Asker[B, R]:
-        """The kind's asker; with ``--batch`` its calls go as provider batches."""
+        """The kind's asker; with --batch its calls go as provider batches."""
         return batched_asker(ctx, self.plain_asker(ctx))
 
     def plain_asker(self, ctx: JobContext[C]) -> Asker[B, R]:
@@ -76,20 +76,20 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
         return f"{self.resume_command} --resume {job_id} --db {db}"
 
     def label(self, config: Mapping[str, Any]) -> str:
-        """A few words on what a job makes, from its stored config (``personahub jobs``)."""
+        """A few words on what a job makes, from its stored config (shown by personahub jobs)."""
         return SHIPPED[self.kind].label(config)
 
 
 def stored_job_id(db: str | Path, job_id: str) -> str | None:
-    """``job_id`` when the database at ``db`` holds that job, else None: for a kind whose id is its
-    settings (judge, evaluation), a second start of the same settings goes on with the job.
+    """The job id if the database holds that job, else None. For kinds whose id comes from their
+    settings (judge, evaluation), a second start with the same settings resumes the job.
 
     Args:
         db: the database file; a missing one holds no job (and is not created).
         job_id: the id the kind derives from a config.
 
     Returns:
-        ``job_id``, or None when the database does not hold it.
+        The job id, or None when the database does not hold it.
     """
     if not Path(db).exists():
         return None

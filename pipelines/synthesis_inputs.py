@@ -41,8 +41,8 @@ class Demo:
 
 
 def load_examples(path: str | Path) -> list[Demo]:
-    """Demonstrations from JSONL, a Persona Hub synthesis file, or ``builtin:<task>``; errors name
-    file:line.
+    """Demonstrations from JSONL, a Persona Hub synthesis file, or a shipped "builtin:<task>" set;
+    errors name the file and line.
     """
     if isinstance(path, str) and is_builtin(path):
         return _parse_examples(builtin_text(path).splitlines(), path)
@@ -51,7 +51,7 @@ def load_examples(path: str | Path) -> list[Demo]:
 
 
 def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
-    """The demonstrations of a file's lines (``path`` names the file in errors)."""
+    """The demonstrations in a file's lines (the path only names the file in errors)."""
     demos = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -78,7 +78,9 @@ def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
 
 
 def _personahub_demo(row: dict[str, Any]) -> dict[str, Any]:
-    """A Persona Hub row as ``{"text", "persona"}``, a tool's extra JSON string layer taken off."""
+    """A Persona Hub row as a text and persona, with the extra layer of JSON string quoting that
+    some tools add taken off.
+    """
     text = row.get("synthesized text")
     if isinstance(text, str) and text.startswith('"'):
         try:
@@ -125,15 +127,15 @@ def load_world(config: Any) -> str:
 def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,
                     carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform",
                     gates: Sequence[str] | None = DRAWN) -> list[Persona]:
-    """``n`` non-duplicate personas matching ``where``, ``carve`` and ``gates``: a seeded uniform
-    sample (``head``: hub order). None matching is an error.
+    """n non-duplicate personas matching the SQL filter, carve conditions and gates: a seeded
+    uniform sample, or the first in hub order with sample="head". Finding none is an error.
     """
     return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample,
                 gates=gates)
 
 
 def job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> list[Persona] | None:
-    """The personas job ``job_id`` drew, in its order (None for a job that stored none)."""
+    """The personas a job drew, in its order (None for a job that stored none)."""
     ids = [r[0] for r in con.execute("SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
                                      "ORDER BY position", [job_id]).fetchall()]
     if not ids:
@@ -159,7 +161,7 @@ def seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
 
 def item_facets(con: duckdb.DuckDBPyConnection,
                 item_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
-    """``{item_id: (task, prompting, persona_id)}`` of synthesized items (those found)."""
+    """The task, prompting and persona id of each synthesized item found, by item id."""
     return {item: (task, prompting, persona) for item, task, prompting, persona in con.execute(
         "SELECT item_id, task, prompting, persona_id FROM synth_items "
         "WHERE item_id IN (SELECT unnest(?::VARCHAR[]))", [list(item_ids)]).fetchall()}

@@ -1,9 +1,9 @@
-"""Persona-driven synthesis jobs: N personas x one task -> ``synth_items`` rows; the kernel's
-reference job spec.
+"""Persona-driven synthesis jobs: N personas x one task, written as synthesized items. This is
+the kernel's reference job spec.
 
 A resume reloads the stored config and drawn personas and rebuilds the near-duplicate index from
-kept items in selection order, so it flags exactly what an uninterrupted job would. Answers
-failing their task's check go to ``rejected`` and are asked again on resume.
+the kept items in selection order, so it flags exactly what an uninterrupted job would. Answers
+that fail their task's check are stored as rejected and asked again on resume.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class SynthConfig(EngineFields):
-    """What a synthesis job makes (stored, model spec redacted) and, in ``engine`` fields, how this
-    run asks (a resume takes those from its caller).
+    """What a synthesis job makes (stored, model spec redacted) and, in the engine fields, how this
+    invocation asks (a resume takes those from its caller).
     """
 
     task: str
@@ -75,7 +75,7 @@ class SynthConfig(EngineFields):
     per_persona: int = 1  # items asked of each, each its own sample (--per-persona)
     where: str | None = None  # one SQL condition (--personas)
     carve: tuple[str, ...] = ()  # carve conditions KEY OP VALUE, all must hold (--carve)
-    sample: str = "uniform"  # uniform (seeded by ``seed``) or head (hub order)
+    sample: str = "uniform"  # uniform (seeded by seed) or head (hub order)
     # draw personas the quality gate did not pass too (--include-ungated)
     include_ungated: bool = False
     prompting: str = "zero-shot"
@@ -85,7 +85,7 @@ class SynthConfig(EngineFields):
     with_assistant: bool = False
     seed: int = 0
     structured: str = default("structured")  # how the schema is asked for
-    max_tokens: int | None = default("max_tokens")  # None: per output kind (personahub/tasks/limits.py)
+    max_tokens: int | None = default("max_tokens")  # None: a limit per output kind
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
@@ -137,7 +137,7 @@ class SynthSummary:
     solved: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # quality-gate rejects by reason
     calls: dict[str, int] = field(default_factory=dict)
-    unknown_usage: int = 0  # attempts whose token counts are unknown (call_log.unknown_usage)
+    unknown_usage: int = 0  # attempts whose token counts are unknown
     db: str = DEFAULT_DB
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
     asked: int = 0  # items asked: --n personas x --per-persona
@@ -151,7 +151,7 @@ class SynthSummary:
 
 
 class Ask(NamedTuple):
-    """One item asked: a persona and which of its ``--per-persona`` samples (0 first)."""
+    """One item asked: a persona and which of its --per-persona samples (0 first)."""
 
     persona: Persona
     sample: int = 0
@@ -173,7 +173,7 @@ class Answer(NamedTuple):
     solution: dict[str, Any] | None = None
     rejected: QualityIssue | None = None
     calls: tuple[StructuredResult[Any], ...] = ()
-    sample: int = 0  # which of the persona's samples (``Ask.sample``)
+    sample: int = 0  # which of the persona's samples (as in Ask)
 
     @property
     def records(self) -> list[CallRecord]:
@@ -193,7 +193,7 @@ def item_id_for(job_id: str, persona_id: str, sample: int = 0) -> str:
 
 
 def sample_seed(sample: int) -> int:
-    """The request sample of a persona's ``sample``-th item: 0, 2, 4, ...; odd ones stay free for
+    """The request sample number of a persona's nth item: 0, 2, 4, ... The odd numbers stay free for
     the fresh sample a weak answer earns, so each item is its own seeded draw.
     """
     return 2 * sample
@@ -201,7 +201,7 @@ def sample_seed(sample: int) -> int:
 
 class SynthesisAsker:
     """Asks the model for a batch of items, holding nothing of the database (a Ray worker rebuilds
-    it); also the batch's ``ShardCodec``.
+    it); also encodes answers for Ray workers (a ShardCodec).
     """
 
     def __init__(self, config: SynthConfig, job_id: str, world: str, demos: list[Demo]) -> None:
@@ -267,7 +267,7 @@ class SynthesisAsker:
 
 @dataclass
 class SynthState:
-    """One job's own state (``JobContext.state``): its inputs, index and counts."""
+    """One job's own state: its inputs, near-duplicate index and counts."""
 
     demos: list[Demo]
     world: str
@@ -282,7 +282,7 @@ def _state(ctx: JobContext[SynthConfig]) -> SynthState:
 
 
 class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary], kind="synthesis"):
-    """``personahub synthesize`` as a job spec."""
+    """The job spec behind personahub synthesize."""
 
     config_type = SynthConfig
     independent_batches = True
@@ -462,8 +462,8 @@ def shortfall(summary: SynthSummary, n: int, resume_hint: str) -> str | None:
 
 
 def _reload_index(ctx: JobContext[SynthConfig], state: SynthState) -> None:
-    """Index a resumed job's kept items in the order the job asked them, as an uninterrupted job did;
-    flagged items are not indexed, as they never were.
+    """Index a resumed job's kept items in the order the job asked them, as an uninterrupted job
+    would have; items flagged as near-duplicates stay out of the index.
     """
     rows = ctx.con.execute("SELECT item_id, persona_id, text, is_duplicate FROM synth_items "
                            "WHERE job_id = ? ORDER BY created_at, item_id", [ctx.job_id]).fetchall()

@@ -1,8 +1,8 @@
-"""``personahub personas from-text`` as a job spec: text-to-persona on the kernel.
+"""personahub personas from-text as a job spec: text-to-persona on the kernel.
 
 The corpus is read end to end first, so a binary, damaged or empty corpus is refused before
-anything is recorded. One job per corpus name: a re-run or resume goes on with it. ``path`` and
-``limit`` are the caller's; the rest is the job's.
+anything is recorded. There is one job per corpus name, which a re-run or resume continues. The
+file path and limit come from each invocation; every other setting is the job's.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class TextConfig(EngineFields):
-    """A text-to-persona job: what it makes (stored, model spec redacted) and, in ``engine`` fields,
-    how this run reads and asks.
+    """A text-to-persona job: what it makes (stored, model spec redacted) and, in the engine fields,
+    how this invocation reads and asks.
     """
 
     corpus: str  # the corpus name: provenance and the job's key (default: the file's name)
@@ -117,8 +117,8 @@ class TextBatch(list[TextAsk]):
 
 
 class TextAsker:
-    """Asks who reads / writes / likes / dislikes each text of a batch, holding nothing of the
-    database (a Ray worker rebuilds it); also the batch's ``ShardCodec``.
+    """Asks who reads, writes, likes or dislikes each text of a batch. It holds nothing of the
+    database (a Ray worker rebuilds it) and also encodes answers for Ray workers (a ShardCodec).
     """
 
     def __init__(self, per_text: int, language: str | None, max_chars: int = MAX_CHARS) -> None:
@@ -162,7 +162,7 @@ class TextAsker:
 
 @dataclass
 class TextState:
-    """One job's own state (``JobContext.state``)."""
+    """One job's own state: the corpus texts still to read, import stats and the summary."""
 
     texts: Iterator[SourceText] | None
     stats: ImportStats
@@ -175,7 +175,7 @@ def _state(ctx: JobContext[TextConfig]) -> TextState:
 
 
 def text_job_of(db: str | Path, corpus: str) -> str | None:
-    """The id of the text job over ``corpus`` in ``db`` (what a re-run resumes); None if none."""
+    """The id of the database's text job over this corpus (what a re-run resumes); None if none."""
     from personahub.core.store import connect
 
     if not Path(db).exists():
@@ -190,11 +190,11 @@ def text_job_of(db: str | Path, corpus: str) -> str | None:
 
 class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult[Any]],
                                  TextToPersonaSummary], kind="text_to_persona"):
-    """``personahub personas from-text`` as a job spec."""
+    """The job spec behind personahub personas from-text."""
 
     config_type = TextConfig
     independent_batches = True
-    refuses_twins = False  # one job per corpus name: ``prepare`` refuses a second
+    refuses_twins = False  # one job per corpus name: prepare refuses a second
     progress_per_answer = False  # its progress counts its own stages, not batch items
 
     def prepare(self, ctx: JobContext[TextConfig]) -> None:
@@ -222,7 +222,9 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
                                                  "corpus": ctx.config.corpus}]})
 
     def plan(self, ctx: JobContext[TextConfig]) -> Iterator[TextBatch]:
-        """The pairs not done, in batches of texts; a finished job's counts (nothing asked)."""
+        """The (text, relation) pairs not yet done, in batches of texts; for a finished job, only
+        the counts (nothing is asked).
+        """
         batches = self._batches(ctx)
         if ctx.status == "finished":
             for _ in batches:  # counted, not asked
@@ -256,8 +258,8 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
 
     def commit(self, ctx: JobContext[TextConfig], batch: TextBatch,
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """The batch's personas, rejects and ``text_done`` rows with its calls; one error per pair that
-        kept no persona.
+        """The batch's personas, rejected personas and done-pair rows with its calls; one error per
+        pair that kept no persona.
         """
         config, summary = ctx.config, _state(ctx).summary
         job = JobRef(self.kind, ctx.job_id)

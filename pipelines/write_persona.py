@@ -38,8 +38,8 @@ class Written:
 
 
 def persona_check(attributes: tuple[tuple[str, str], ...], answer: Any) -> str | None:
-    """Why a written persona is not kept (None: kept); module-level with tuple attributes so a
-    ``partial`` of it pickles for Ray workers.
+    """Why a written persona is not kept (None when it is kept). It is a module-level function of
+    tuple attributes so that a partial of it pickles for Ray workers.
     """
     text, issue = gate_item(answer)
     if issue is not None:
@@ -54,7 +54,7 @@ def _frozen(attributes: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
 
 async def write_persona(attributes: Mapping[str, object], caller: StructuredCaller, *,
                         persona_id: str | None = None) -> Written:
-    """Ask ``caller`` to write the person ``attributes`` describe (one structured call)."""
+    """Ask the caller to write the person the attributes describe (one structured call)."""
     check = partial(persona_check, _frozen(attributes))
     result = await caller.structured(WrittenPersona, write_persona_messages(attributes),
                                      purpose=WRITE_PERSONA_PURPOSE, persona_id=persona_id,

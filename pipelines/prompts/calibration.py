@@ -1,7 +1,8 @@
 """The calibration prompt: one person (or nobody) and one survey question, answered as one option.
 
-The steering says how much of the person is shown: ``persona``, ``attributes``, both, or
-``none``, whose asks name a respondent number so N asks are N samples, not one cached answer.
+The steering says how much of the person is shown: the persona text, the attributes, both, or
+none. With none, each ask names a respondent number, so N asks are N samples rather than one
+cached answer.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ CALIBRATE_TASK = ("Choose the one option that is your answer to the question, wr
 
 
 def person_section(steering: str, text: str, attributes: Mapping[str, object]) -> str:
-    """What the prompt says about the person under ``steering``."""
+    """The prompt's section about the person, as the steering asks."""
     if steering == "persona":
         return section("Persona", text)
     lines = attribute_lines(attributes) or "- (no demographics known)"
@@ -41,7 +42,7 @@ def person_section(steering: str, text: str, attributes: Mapping[str, object]) -
 def calibration_messages(question: str, options: Sequence[str], *, steering: str,
                          text: str = "", attributes: Mapping[str, object] | None = None,
                          respondent: int = 0) -> list[BaseMessage]:
-    """The messages asking one person, or with ``steering="none"`` respondent ``respondent``, one question.
+    """The messages asking one person one question (with steering "none", a numbered respondent).
     """
     listed = "\n".join(f"- {option}" for option in options)
     tail = (section("Question", question) + "\n" + section("Options", listed) + "\n"
@@ -63,8 +64,8 @@ DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed),
 
 def distribution_messages(question: str, options: Sequence[str], *, group: str,
                           shots: str = "", panel: str = "") -> list[BaseMessage]:
-    """The messages asking for a group's answer shares to one question, optionally with its answers
-    to other questions (``shots``) or some members' personas (``panel``).
+    """The messages asking for a group's answer shares to one question, optionally with the group's
+    answers to other questions (shots) or some members' personas (panel).
     """
     listed = "\n".join(f"- {option}" for option in options)
     body = section("Group", group) + "\n"

@@ -1,7 +1,7 @@
 """The solvers' one structured call per test item, and the equivalence judge's call.
 
-A solver answers in ``cot`` (reasoning, then the answer) or ``answer`` mode; the reasoning is
-kept as data and never executed. The judge gives a yes/no on a pair math-verify cannot decide.
+A solver either reasons first and then answers (cot) or answers alone; the reasoning is kept as
+data and never executed. The judge gives a yes/no on a pair math-verify cannot decide.
 """
 
 from __future__ import annotations
@@ -61,6 +61,6 @@ class EquivalenceVerdict(BaseModel):
 
 
 def equivalence_messages(a: str, b: str) -> list[BaseMessage]:
-    """The messages asking the equivalence judge whether answers ``a`` and ``b`` are equal."""
+    """The messages asking the equivalence judge whether two answers are equal."""
     return [SystemMessage(EQUIVALENCE_SYSTEM),
             HumanMessage(f"Answer A: {a}\nAnswer B: {b}\n\nDo A and B mean the same?")]

@@ -1,8 +1,7 @@
 """The judge's one structured call per item: its answer schema and its prompt.
 
-Each of the kind's criteria gets yes/no with a short reason, then an overall ``valid``. The
-schema class is built once per set of criteria, since the seam and the offline engine cache by
-class.
+Each of the kind's criteria gets yes/no with a short reason, then an overall verdict. The schema
+class is built once per set of criteria, because the seam and the offline engine cache by class.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ class Verdict(BaseModel):
 
 @lru_cache(maxsize=64)
 def judge_schema(names: tuple[str, ...]) -> type[BaseModel]:
-    """The answer schema for criteria ``names``; the same class for the same names."""
+    """The answer schema for these criteria; the same names always give the same class."""
     fields: dict[str, Any] = {name: (Verdict, Field(description=f"criterion {name}"))
                               for name in names}
     fields["valid"] = (bool, Field(description="true when the item is valid overall"))
@@ -46,7 +45,7 @@ def judge_schema(names: tuple[str, ...]) -> type[BaseModel]:
 
 def judge_messages(task: Task, text: str, criteria: Sequence[Criterion], *, persona: str = "",
                    solution: str = "", world: str = "") -> list[BaseMessage]:
-    """The prompt judging one item of ``task`` (its text, and the solution when it has one)."""
+    """The prompt judging one item of a task (its text, and its solution when it has one)."""
     body = section("Kind", task.export_description)
     if world:
         body += "\n" + section("World", world)
@@ -61,7 +60,7 @@ def judge_messages(task: Task, text: str, criteria: Sequence[Criterion], *, pers
 
 
 def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict[str, Any]]:
-    """``{criterion: {"yes": bool, "reason": str}}`` of an answer, in the criteria's order."""
+    """Each criterion's yes/no and reason from an answer, in the criteria's order."""
     out = {}
     for criterion in criteria:
         verdict = getattr(answer, criterion.name)
@@ -71,6 +70,6 @@ def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict
 
 
 def overall(answer: BaseModel) -> tuple[bool, str]:
-    """The answer's overall ``valid`` flag and its reason (cut to ``MAX_REASON_CHARS``)."""
-    fields = answer.model_dump()  # a schema made by ``judge_schema``: it has both
+    """The answer's overall valid flag and its reason (cut to MAX_REASON_CHARS)."""
+    fields = answer.model_dump()  # a judge_schema class: it has both fields
     return bool(fields["valid"]), str(fields.get("reason") or "")[:MAX_REASON_CHARS]

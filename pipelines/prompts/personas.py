@@ -1,6 +1,6 @@
 """Prompt templates of the persona pipeline (text-to-persona, persona-to-persona), as plain data.
 
-Prompts use ``## Section`` headings; the offline engine finds its context by the same headings.
+Prompts use "## Section" headings; the offline engine finds its context by them.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def prompt_text(messages: list[BaseMessage]) -> str:
 
 
 def expand_messages(persona: str, count: int, *, language: str | None = None) -> list[BaseMessage]:
-    """Persona-to-persona prompt: who is in close relationship with ``persona``."""
+    """Persona-to-persona prompt: people in close relationship with the given persona."""
     task = EXPAND_TASK.format(count=count) + language_clause(language)
     body = section("Persona", persona) + "\n" + section("Task", task)
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
@@ -65,7 +65,7 @@ TEXT_TO_PERSONA_TASK = (
 
 def text_to_persona_messages(text: str, relation: str, count: int, *,
                              language: str | None = None) -> list[BaseMessage]:
-    """Text-to-persona prompt: who is likely to ``relation`` (read, write, ...) ``text``."""
+    """Text-to-persona prompt: who is likely to read, write, like or dislike the text."""
     if relation not in TEXT_RELATIONS:
         raise ValueError(f"unknown relation {relation!r}; known: {', '.join(TEXT_RELATIONS)}")
     count_words = "the most likely person" if count == 1 else f"up to {count} different people"

@@ -42,7 +42,7 @@ class WrittenPersona(BaseModel):
 
 
 def attribute_lines(attributes: Mapping[str, object]) -> str:
-    """The attributes as ``- Name: label`` lines, canonical keys first, free others after."""
+    """The attributes as "- Name: label" lines, the canonical keys first, any others after."""
     lines = [f"- {_NAMES[key]}: {label(key, str(attributes[key]))}"
              for key in KEYS if attributes.get(key) not in (None, "")]
     lines += [f"- {key.replace('_', ' ').capitalize()}: {value}"

@@ -1,5 +1,5 @@
 """Synthesis prompts: one item of a task in a prompting mode, a solution, a demo's persona.
-Prompts use ``## Section`` headings, by which the offline engine finds its context.
+Prompts use "## Section" headings, by which the offline engine finds its context.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def synthesis_messages(
     world: str = "",
     with_assistant: bool = False,
 ) -> list[BaseMessage]:
-    """Messages asking for one item of ``task`` from ``persona`` (examples: (text, persona))."""
+    """Messages asking for one item of a task from a persona (examples are (text, persona) pairs)."""
     instruction = synthesis_task(task).synthesis_instruction(with_assistant=with_assistant)
     return prompt_messages(instruction, persona, mode=mode, examples=examples, world=world)
 
@@ -53,7 +53,7 @@ def demo_persona_messages(text: str) -> list[BaseMessage]:
 
 
 def world_for_prompt(markdown: str) -> str:
-    """A world/lore file flattened so its own headings stay inside the ``## World`` section."""
+    """A world/lore file flattened so that its own headings stay inside the prompt's World section."""
     lines = []
     for line in markdown.splitlines():
         stripped = line.lstrip()
@@ -63,6 +63,5 @@ def world_for_prompt(markdown: str) -> str:
     return "\n".join(lines).strip()
 
 
-# an old name kept only for the frozen golden data (tests/agents/test_offline_golden.py);
-# not used by the project
+# alias kept only for the frozen golden data (tests/agents/test_offline_golden.py)
 text_to_persona_messages = demo_persona_messages
