@@ -10,7 +10,7 @@ import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -27,6 +27,9 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import atomic_file
 from personahub.personas.persona_texts import iter_source_rows, resolve_source
 from personahub.tasks import Task, stored_task
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPORT_FORMATS = ("personahub", "chat", "parquet")
 
@@ -147,6 +150,12 @@ def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
     """Items as an Arrow table, content and solution as structs."""
     columns, _ = item_columns(items)
     return pa.table(columns)
+
+
+def items_frame(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
+                run: str | None = None) -> pd.DataFrame:
+    """A synthesis job's or a run's items as a DataFrame, in the export's column layout."""
+    return parquet_table(load_items(con, job=job, run=run)).to_pandas()
 
 
 def write_export(items: Sequence[ExportItem], path: str | Path, fmt: str, *,

@@ -371,9 +371,9 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         """The run's emissions in the export's column layout."""
-        from personahub.analysis.export import load_items, parquet_table
+        from personahub.analysis.export import items_frame
 
-        return parquet_table(load_items(con, run=job_id)).to_pandas()
+        return items_frame(con, run=job_id)
 
     def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
         """A few of the run's emissions, picked by a hash of their id."""

@@ -412,9 +412,9 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
         """The job's items in the export's column layout."""
-        from personahub.analysis.export import load_items, parquet_table
+        from personahub.analysis.export import items_frame
 
-        return parquet_table(load_items(con, job=job_id)).to_pandas()
+        return items_frame(con, job=job_id)
 
     def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
         """A few of the job's items beside their persona, picked by a hash of their id."""
