@@ -25,6 +25,7 @@ from personahub.cli.common import (
     one_line_errors,
     out,
     output_options,
+    resume_option,
     say,
     summary_counts,
 )
@@ -94,8 +95,7 @@ def calibrate(
                          "CSV or Parquet): print group shares by prediction-powered inference "
                          "(the panel corrected by these humans) beside the humans-only "
                          "interval.")] = None,
-    resume: Annotated[str | None, typer.Option(
-        help="Go on with this calibration job (its survey, panels and settings).")] = None,
+    resume: Annotated[str | None, resume_option("JOB_ID", "its survey, panels and settings")] = None,
     fresh: FreshOption = False,
     db: DbOption = Path(DEFAULT_DB),
     batch_size: Annotated[int | None, batch_size_option("Answers", 256)] = None,

@@ -214,6 +214,20 @@ FreshOption = Annotated[bool, typer.Option(
          "superseded).")]
 
 
+def resume_option(metavar: str, keeps: str) -> Any:
+    """The ``--resume`` option of a job command, declared once in one wording.
+
+    Args:
+        metavar: what the option takes (``JOB_ID``, or the id a kind finds its job by).
+        keeps: what the resumed job keeps from its start, and anything else it does.
+
+    Returns:
+        The typer option, for ``Annotated[str | None, resume_option(...)] = None``.
+    """
+    return typer.Option("--resume", metavar=metavar,
+                        help=f"Go on with the stopped job {metavar}; it keeps {keeps}.")
+
+
 #: the panels of ``--help`` a command can take whole (``engine_options("model", ...)``)
 ENGINE_GROUPS = {"model": MODEL_PANEL, "executor": EXECUTOR_PANEL, "batch": BATCH_PANEL}
 

@@ -30,6 +30,7 @@ from personahub.cli.common import (
     one_line_errors,
     out,
     output_options,
+    resume_option,
     unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
@@ -60,10 +61,8 @@ def personas_dedup(
         help="Stage 2 index.")] = "auto",
     batch_size: Annotated[int, typer.Option(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="JOB_ID",
-        help="Continue this dedup job from its stored vectors (with its thresholds, embedder "
-             "and index).")] = None,
+    resume: Annotated[str | None, resume_option(
+        "JOB_ID", "its stored vectors, thresholds, embedder and index")] = None,
     *,
     shown: Shown,
     engine: Engine,

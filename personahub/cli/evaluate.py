@@ -15,6 +15,7 @@ from personahub.cli.common import (
     engine_options,
     one_line_errors,
     out,
+    resume_option,
 )
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
@@ -61,9 +62,9 @@ def evaluate(
     batch_size: Annotated[int, typer.Option(
         min=1, help="Answers per committed batch (a kill loses at most the batch in flight).")
     ] = 32,
-    resume: Annotated[str | None, typer.Option(
-        metavar="ID", help="Go on with evaluation job ID (stopped or killed) with its own "
-             "settings; --solver / --model here give the specs' credentials again.")] = None,
+    resume: Annotated[str | None, resume_option(
+        "JOB_ID", "its own settings; --solver / --model here give the specs' credentials "
+                  "again")] = None,
     *,
     engine: Engine,
 ) -> None:

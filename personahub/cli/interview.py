@@ -24,6 +24,7 @@ from personahub.cli.common import (
     one_line_errors,
     out,
     output_options,
+    resume_option,
     say,
     unreachable,
 )
@@ -65,9 +66,8 @@ def interview(
                               "first; default: the run's last committed step).")] = None,
     output: Annotated[Literal["table", "json"], typer.Option(
         "--format", help="How the answers are printed.")] = "table",
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="ID", help="Go on with a stopped interview (its batch id): only the "
-                                       "agents not yet answered are asked.")] = None,
+    resume: Annotated[str | None, resume_option(
+        "BATCH_ID", "its question and run, and asks only the agents not yet answered")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start anew although the same interview is unfinished (it is marked "
                         "superseded).")] = False,

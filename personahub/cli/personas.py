@@ -33,6 +33,7 @@ from personahub.cli.common import (
     out,
     output_options,
     print_preview,
+    resume_option,
     say,
     started,
     unreachable,
@@ -140,11 +141,9 @@ def personas_expand(
              ">= 0.9 with its nearest; 'none' turns both off.")] = DEFAULT_LINK_EMBEDDER,
     fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
                                               "same --hops/--fanout/--limit exists.")] = False,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="EXPANSION_ID",
-        help="Continue this expansion from its stored frontier (with its hops, fanout, limit, "
-             "language, seed and generation settings, and the model it recorded unless --llm).")
-    ] = None,
+    resume: Annotated[str | None, resume_option(
+        "EXPANSION_ID", "its frontier, hops, fanout, limit, language, seed and generation "
+                        "settings, and the model it recorded unless --llm")] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -277,10 +276,9 @@ def personas_from_text(
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
     batch_size: Annotated[int | None, batch_size_option("Texts", DEFAULT_ONLINE_SIZE)] = None,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="CORPUS",
-        help="Continue the job over this corpus name (with its corpus file, relations, reading "
-             "options, seed and generation settings).")] = None,
+    resume: Annotated[str | None, resume_option(
+        "CORPUS", "its corpus file, relations, reading options, seed and generation "
+                  "settings")] = None,
     *,
     shown: Shown,
     engine: Engine,

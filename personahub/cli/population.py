@@ -31,6 +31,7 @@ from personahub.cli.common import (
     one_line_errors,
     out,
     output_options,
+    resume_option,
     summary_counts,
 )
 from personahub.core.errors import PersonahubError, UsageError
@@ -94,9 +95,9 @@ def personas_sample_population(
     n: Annotated[int, typer.Option("--n", "-n", min=1, max=10_000_000,
                                    help="How many people to draw.")] = 1000,
     seed: Annotated[int, typer.Option(help="Sampling seed (same inputs and seed: same people).")] = 0,
-    resume: Annotated[str | None, typer.Option(
-        metavar="JOB_ID", help="Go on with this population job (its files, -n, seed and "
-                               "settings), writing only the people not yet written.")] = None,
+    resume: Annotated[str | None, resume_option(
+        "JOB_ID", "its files, -n, seed and settings, and writes only the people not yet "
+                  "written")] = None,
     fresh: Annotated[bool, typer.Option(
         help="With --llm: start a new job even if an unfinished one has the same settings (it "
              "is marked superseded).")] = False,

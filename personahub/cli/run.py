@@ -27,6 +27,7 @@ from personahub.cli.common import (
     out,
     output_options,
     print_preview,
+    resume_option,
     run_counts,
     say,
     started,
@@ -53,9 +54,8 @@ def run(
                                  "overrides the scenario's archetypes (docs/scenarios.md).")
     ] = None,
     archetype_elicit: ArchetypeElicitOption = None,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="RUN_ID",
-        help="Continue a stopped run from its last committed step (same seed and options).")] = None,
+    resume: Annotated[str | None, resume_option(
+        "RUN_ID", "its seed and options, and goes on from its last committed step")] = None,
     price_in: Annotated[float | None, typer.Option(
         "--price-in", min=0, help="USD per 1M input tokens, for v_run_cost.")] = None,
     price_out: Annotated[float | None, typer.Option(

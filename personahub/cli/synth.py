@@ -27,6 +27,7 @@ from personahub.cli.common import (
     out,
     output_options,
     print_preview,
+    resume_option,
     say,
 )
 from personahub.core.errors import UsageError
@@ -91,8 +92,7 @@ def synthesize(
         help="Second pass: solve math/reasoning problems.")] = False,
     with_assistant: Annotated[bool, typer.Option(
         help="multi_turn: ask for assistant turns too.")] = False,
-    resume: Annotated[str | None, typer.Option(
-        help="Resume the job with this id (with its task, seed and generation settings).")] = None,
+    resume: Annotated[str | None, resume_option("JOB_ID", "its task, seed and generation settings")] = None,
     fresh: FreshOption = False,
     db: DbOption = Path(DEFAULT_DB),
     out_file: Annotated[Path | None, typer.Option(
