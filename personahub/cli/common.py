@@ -58,7 +58,6 @@ except ImportError:  # pragma: no cover - older typer runs on click itself
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
     from personahub.core.contracts import StructuredCaller
     from personahub.models.adaptive_limit import Concurrency as _ConcurrencyValue
-    from personahub.models.client import LLMClient
 else:  # typer reads annotations at run time and takes no Union: the parser gives the value
     _ConcurrencyValue = Any
 
@@ -480,34 +479,6 @@ def unreachable(label: str) -> None:
     say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
 
 
-def command_client(llm: str | None, seed: int, concurrency: _ConcurrencyValue, timeout: float,
-                offline_latency: float = 0.0, *, rps: float | None = None,
-                check: bool = True, flags: ModelFlags | None = None,
-                announce: bool = True) -> LLMClient:
-    """Build the model client for a command and check the endpoint answers (unless ``check``
-    is off, as for a replay from the cache, which calls no model). ``announce=False`` leaves
-    the banner to the caller, once its input is checked (a bad input then prints one line)."""
-    from personahub.models.client import LLMSettings, check_reachable, resolve_spec
-    from personahub.models.client import make_client as make_llm_client
-
-    client = make_llm_client(LLMSettings(spec=resolve_spec(llm), seed=seed, concurrency=concurrency,
-                                         timeout_s=timeout, offline_latency_s=offline_latency, rps=rps,
-                                         **(flags or ModelFlags()).settings()))
-    if check:
-        for label in check_reachable(client):
-            unreachable(label)
-    if announce:
-        banner(client)
-    if verbosity() > 0:
-        from personahub.models.endpoint_specs import redact_spec
-
-        detail(f"model: {redact_spec(resolve_spec(llm))}; seed {seed}, concurrency {concurrency}, "
-               f"timeout {timeout:g}s, rps {rps if rps is not None else 'unlimited'}, "
-               + ", ".join(f"{k} {v}" for k, v in (flags or ModelFlags()).settings().items()
-                           if v is not None))
-    return client
-
-
 def serve_until_stopped(stop: Callable[[], None]) -> None:
     """Keep a server of this process up until Ctrl-C or SIGTERM (``one_line_errors`` reports
     them), then ``stop`` it (``serve``, ``view``)."""
@@ -614,12 +585,6 @@ def note_job(what: str, key: str, db: Path) -> None:
     """Remember the job this invocation runs (started or resumed): if it stops, ``--json``
     still prints its object, with the status the job was left in."""
     _chat.job = (job_id_key(what), key, Path(db))
-
-
-def stored_flags(stored: Mapping[str, Any], default: ModelFlags) -> ModelFlags:
-    """The generation flags a job was started with (``default`` for each one it did not store)."""
-    return ModelFlags(*(stored.get(k, getattr(default, k)) for k in
-                        SAMPLING))
 
 
 def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
