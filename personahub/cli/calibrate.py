@@ -18,7 +18,6 @@ from personahub.cli.common import (
     FreshOption,
     JobHooks,
     Shown,
-    batch_size_option,
     emit_job_json,
     engine_options,
     missing_argument,
@@ -35,7 +34,7 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
-@engine_options("model", "batch", "executor")
+@engine_options("model", "batch", "executor", batch_size=("Answers", 256))
 @output_options()
 def calibrate(
     ctx: typer.Context,
@@ -98,7 +97,6 @@ def calibrate(
     resume: Annotated[str | None, resume_option("JOB_ID", "its survey, panels and settings")] = None,
     fresh: FreshOption = False,
     db: DbOption = Path(DEFAULT_DB),
-    batch_size: Annotated[int | None, batch_size_option("Answers", 256)] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -114,7 +112,7 @@ def calibrate(
     if resume is None and population is None:
         raise UsageError("--population: give a population id (personas sample-population) or "
                          "'all'")
-    settings = {**engine.settings(llm=True), **engine.batching(batch_size, online_size=256)}
+    settings = {**engine.settings(llm=True), **engine.batching()}
     config: CalibrateConfig | dict[str, Any]
     if resume:
         config = settings

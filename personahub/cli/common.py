@@ -192,19 +192,20 @@ DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transact
 
 
 def batch_size_option(per: str, online: int) -> Any:
-    """The ``--batch-size`` option of a job command taking ``--batch``, declared once.
+    """The ``--batch-size`` option ``engine_options(batch_size=(per, online))`` gives a command,
+    in the Batch panel.
 
     Args:
         per: what one transaction holds, capitalised (``"Items"``).
-        online: the command's items per transaction online (its ``Engine.batching``
-            ``online_size``), stated in the help beside the provider batch's default.
+        online: the command's items per transaction online, stated in the help beside the
+            provider batch's default.
 
     Returns:
-        The typer option, for ``Annotated[int | None, batch_size_option(...)] = None``.
+        The typer option.
     """
-    return typer.Option(min=1, help=f"{per} per transaction (default {online}); with --batch "
-                                    f"also the most requests in one provider batch (default "
-                                    f"{DEFAULT_BATCH_SIZE}).")
+    return typer.Option(min=1, rich_help_panel=BATCH_PANEL,
+                        help=f"{per} per transaction (default {online}); with --batch also the "
+                             f"most requests in one provider batch (default {DEFAULT_BATCH_SIZE}).")
 
 
 #: ``--fresh`` of the job commands that find an unfinished job by its settings
@@ -253,6 +254,7 @@ class Engine:
     no command lists the options (or passes them on) one by one."""
 
     given: Mapping[str, Any]
+    online_size: int = DEFAULT_ONLINE_SIZE
 
     def __getattr__(self, field: str) -> Any:
         given = self.__dict__.get("given", {})
@@ -272,7 +274,7 @@ class Engine:
         ``max_failed_share`` when it was not given (the job's own, or the default). ``llm``:
         with the model spec too, resolved (``--llm``, ``PERSONAHUB_LLM`` or offline)."""
         settings = {k: v for k, v in self.given.items()
-                    if k not in ("llm", *SAMPLING, *BATCH)
+                    if k not in ("llm", *SAMPLING, *BATCH, "batch_size")
                     and not (k == "max_failed_share" and v is None)}
         if llm:
             from personahub.models.client import resolve_spec
@@ -280,12 +282,15 @@ class Engine:
             settings["llm"] = resolve_spec(self.given.get("llm"))
         return settings
 
-    def batching(self, batch_size: int | None, *,
-                 online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, Any]:
-        """The batch options as job config keywords (``batch_engine``)."""
-        return batch_engine(self.given["batch"], batch_size, self.given["batch_window"],
+    def batching(self, batch_size: int | None = None, *,
+                 online_size: int | None = None) -> dict[str, Any]:
+        """The batch options as job config keywords (``batch_engine``): the ``--batch-size``
+        given (or ``batch_size``, a command's own), and the command's online size."""
+        size = batch_size if batch_size is not None else self.given.get("batch_size")
+        return batch_engine(self.given["batch"], size, self.given["batch_window"],
                             self.given["batch_fallback"], self.given.get("batch_file"),
-                            self.given["batch_poll_s"], online_size=online_size)
+                            self.given["batch_poll_s"],
+                            online_size=self.online_size if online_size is None else online_size)
 
 
 class Injected(NamedTuple):
@@ -329,7 +334,8 @@ def inject_options(func: Callable[..., Any], place: str, kind: str, options: Seq
     return command
 
 
-def engine_options(*taken: str, without: tuple[str, ...] = ()
+def engine_options(*taken: str, without: tuple[str, ...] = (),
+                   batch_size: tuple[str, int] | None = None
                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the engine options ``taken`` (``engine_fields``) as one value: the
     command declares a keyword-only ``engine: Engine`` parameter, and this decorator puts the
@@ -340,6 +346,9 @@ def engine_options(*taken: str, without: tuple[str, ...] = ()
     Args:
         taken: group names (``model``, ``executor``, ``batch``) and config field names.
         without: config fields of those groups the command does not take.
+        batch_size: ``(per, online)`` for a command whose transactions hold ``per`` things,
+            ``online`` of them by default: it takes ``--batch-size`` too (``batch_size_option``),
+            and ``Engine.batching()`` reads both.
 
     Returns:
         A decorator for the command function (below ``one_line_errors``).
@@ -349,9 +358,17 @@ def engine_options(*taken: str, without: tuple[str, ...] = ()
                                                   annotation=ENGINE_PARAMS[o.field]), o.field)
                for field in engine_fields(*taken) if field not in without
                for o in [ENGINE_OPTIONS[field]]]
+    online = DEFAULT_ONLINE_SIZE
+    if batch_size is not None:
+        per, online = batch_size
+        size = Annotated[int | None, batch_size_option(per, online)]
+        options.append(Injected("--batch-size", inspect.Parameter(
+            "batch_size", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=size),
+            "batch_size"))
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        return inject_options(func, "engine", "Engine", options, Engine)
+        return inject_options(func, "engine", "Engine", options,
+                              lambda given: Engine(given, online_size=online))
 
     return decorate
 

@@ -40,7 +40,7 @@ OFFLINE_NOTE = "offline engine — deterministic, not a language model"
 
 
 @one_line_errors
-@engine_options("model", "batch", "executor")
+@engine_options("model", "batch", "executor", batch_size=("Answers", 16))
 @output_options()
 def interview(
     question: Annotated[str | None, typer.Argument(
@@ -71,9 +71,6 @@ def interview(
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start anew although the same interview is unfinished (it is marked "
                         "superseded).")] = False,
-    batch_size: Annotated[int | None, typer.Option(
-        min=1, help="Answers committed together: a stop keeps every batch before it (default "
-                    "16; with --batch 1000, also the most requests in one provider batch).")] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -88,7 +85,7 @@ def interview(
         raise UsageError(f"--format {output}: choose one of {', '.join(FORMATS)}")
     # how this run asks (a resume keeps what the interview asks of whom, and its settings)
     settings = {"db": str(db), **engine.settings(llm=True),
-                **engine.batching(batch_size, online_size=16)}
+                **engine.batching()}
     config: InterviewConfig | dict[str, Any]
     if resume:
         if question is not None or run is not None:

@@ -16,7 +16,6 @@ from personahub.cli.common import (
     awaiting_results,
     banner,
     batch_progress,
-    batch_size_option,
     emit_job_json,
     engine_options,
     job_progress,
@@ -31,7 +30,7 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
-@engine_options("model", "batch", "executor")
+@engine_options("model", "batch", "executor", batch_size=("Judgments", 32))
 @output_options()
 def judge(
     job: Annotated[str | None, typer.Option(help="Judge this synthesis job's items.")] = None,
@@ -42,7 +41,6 @@ def judge(
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the sample and the offline engine.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
-    batch_size: Annotated[int | None, batch_size_option("Judgments", 32)] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -58,7 +56,7 @@ def judge(
     # without --max-failed-share, JudgeConfig's default (the declared one)
     config = JudgeConfig(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
                          **engine.settings(llm=True), **engine.flags.settings(),
-                         **engine.batching(batch_size, online_size=32))
+                         **engine.batching())
     counts = LateCounts()
 
     def on_ready(client: Any) -> None:

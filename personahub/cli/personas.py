@@ -21,7 +21,6 @@ from personahub.cli.common import (
     awaiting_results,
     banner,
     batch_progress,
-    batch_size_option,
     console,
     emit_job_json,
     engine_options,
@@ -249,7 +248,8 @@ def _text_job(db: Path, resume: str) -> str:
 
 
 @one_line_errors
-@engine_options("model", "batch", "executor", without=("offline_latency_s",))
+@engine_options("model", "batch", "executor", without=("offline_latency_s",),
+                batch_size=("Texts", DEFAULT_ONLINE_SIZE))
 @output_options(preview=True)
 def personas_from_text(
     ctx: typer.Context,
@@ -275,7 +275,6 @@ def personas_from_text(
     language: LanguageOption = None,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
-    batch_size: Annotated[int | None, batch_size_option("Texts", DEFAULT_ONLINE_SIZE)] = None,
     resume: Annotated[str | None, resume_option(
         "CORPUS", "its corpus file, relations, reading options, seed and generation "
                   "settings")] = None,
@@ -302,7 +301,7 @@ def personas_from_text(
         missing_argument(ctx, "corpus")
     # how this invocation reads and asks (a resume keeps what the job makes)
     settings: dict[str, Any] = {"db": str(db), **engine.settings(),
-                                **engine.batching(batch_size)}
+                                **engine.batching()}
     if corpus is not None:
         settings["path"] = str(corpus.resolve())
     config: TextConfig | dict[str, Any]

@@ -18,7 +18,6 @@ from personahub.cli.common import (
     FreshOption,
     JobHooks,
     Shown,
-    batch_size_option,
     embedder_spec,
     emit_job_json,
     engine_options,
@@ -57,7 +56,7 @@ def _list_templates() -> None:
 
 
 @one_line_errors
-@engine_options("model", "batch", "executor")
+@engine_options("model", "batch", "executor", batch_size=("Items", DEFAULT_ONLINE_SIZE))
 @output_options(preview=True)
 def synthesize(
     task: Annotated[str | None, typer.Argument(help="Task name (see --list).")] = None,
@@ -101,7 +100,6 @@ def synthesize(
     list_templates: Annotated[bool, typer.Option("--list", help="List tasks and prompts.")] = False,
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the persona sample and the offline engine.")] = 0,
-    batch_size: Annotated[int | None, batch_size_option("Items", DEFAULT_ONLINE_SIZE)] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -121,7 +119,7 @@ def synthesize(
         check_output(out_file, db=db, force=force)
     # how this run asks (a resume keeps what the job makes: task, seed, generation settings, ...)
     settings: dict[str, Any] = {"db": str(db), **engine.settings(llm=True),
-                                "allow_fewer": allow_fewer, **engine.batching(batch_size)}
+                                "allow_fewer": allow_fewer, **engine.batching()}
     config: SynthConfig | dict[str, Any]
     if resume:
         config = {**settings, **({"task": task} if task else {})}
