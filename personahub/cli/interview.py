@@ -15,6 +15,7 @@ from rich.text import Text
 from personahub.cli.common import (
     DbOption,
     Engine,
+    FreshOption,
     JobHooks,
     Shown,
     awaiting_results,
@@ -68,9 +69,7 @@ def interview(
         "--format", help="How the answers are printed.")] = "table",
     resume: Annotated[str | None, resume_option(
         "BATCH_ID", "its question and run, and asks only the agents not yet answered")] = None,
-    fresh: Annotated[bool, typer.Option(
-        "--fresh", help="Start anew although the same interview is unfinished (it is marked "
-                        "superseded).")] = False,
+    fresh: FreshOption = False,
     *,
     shown: Shown,
     engine: Engine,

@@ -16,6 +16,7 @@ from personahub.cli.common import (
     DEFAULT_ONLINE_SIZE,
     DbOption,
     Engine,
+    FreshOption,
     LanguageOption,
     Shown,
     awaiting_results,
@@ -138,8 +139,7 @@ def personas_expand(
         help="Offline embedder (hash, lexical; or local[:model]) proposing the nearest people "
              "of the whole expansion as link candidates and merging a new persona at cosine "
              ">= 0.9 with its nearest; 'none' turns both off.")] = DEFAULT_LINK_EMBEDDER,
-    fresh: Annotated[bool, typer.Option(help="Start anew even if an unfinished expansion with the "
-                                              "same --hops/--fanout/--limit exists.")] = False,
+    fresh: FreshOption = False,
     resume: Annotated[str | None, resume_option(
         "EXPANSION_ID", "its frontier, hops, fanout, limit, language, seed and generation "
                         "settings, and the model it recorded unless --llm")] = None,
