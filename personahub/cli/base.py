@@ -18,13 +18,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from personahub.cli import helpfmt
-from personahub.cli.common import (
-    click_exceptions,
-    detail,
-    request_verbosity,
-    reset_cli_state,
-    verbosity,
-)
+from personahub.cli.common import click_exceptions, detail, request_verbosity, reset_cli_state, verbosity
 
 # One meaning per short flag across the app: a command with the long option gets the short one
 # (unless it already uses that letter for something else). ``-h``, ``-q`` and ``-v`` are on

@@ -11,22 +11,17 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.cli.common import (
+from personahub.cli.common import emit_job_json, missing_argument, one_line_errors, out, say, summary_counts
+from personahub.cli.job_running import JobHooks
+from personahub.cli.options import (
     CarveOption,
     DbOption,
     Engine,
     FreshOption,
-    JobHooks,
     Shown,
-    emit_job_json,
     engine_options,
-    missing_argument,
-    one_line_errors,
-    out,
     output_options,
     resume_option,
-    say,
-    summary_counts,
 )
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB

@@ -16,22 +16,16 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from personahub.cli.common import (
+from personahub.cli.common import console, emit_job_json, given_on_command_line, one_line_errors, out
+from personahub.cli.job_running import JobHooks, awaiting_results, unreachable
+from personahub.cli.options import (
     DbOption,
     Engine,
-    JobHooks,
     Shown,
-    awaiting_results,
-    console,
     embedder_spec_or_none,
-    emit_job_json,
     engine_options,
-    given_on_command_line,
-    one_line_errors,
-    out,
     output_options,
     resume_option,
-    unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB

@@ -8,15 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from personahub.cli.common import (
-    Engine,
-    console,
-    engine_options,
-    error_line,
-    one_line_errors,
-    out,
-    say,
-)
+from personahub.cli.common import console, error_line, one_line_errors, out, say
+from personahub.cli.options import Engine, engine_options
 
 if TYPE_CHECKING:
     from personahub.models.doctor import DoctorReport

@@ -9,14 +9,8 @@ from typing import Annotated
 
 import typer
 
-from personahub.cli.common import (
-    DbOption,
-    Engine,
-    engine_options,
-    one_line_errors,
-    out,
-    resume_option,
-)
+from personahub.cli.common import one_line_errors, out
+from personahub.cli.options import DbOption, Engine, engine_options, resume_option
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 

@@ -16,15 +16,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from personahub.cli.common import (
-    ArchetypeElicitOption,
-    DbOption,
-    Engine,
-    engine_options,
-    one_line_errors,
-    out,
-    say,
-)
+from personahub.cli.common import one_line_errors, out, say
+from personahub.cli.options import ArchetypeElicitOption, DbOption, Engine, engine_options
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:

@@ -12,7 +12,9 @@ from typing import Annotated, Any, BinaryIO, Literal, cast
 import typer
 from rich.table import Table
 
-from personahub.cli.common import DbOption, console, job_progress, one_line_errors, out, say
+from personahub.cli.common import console, one_line_errors, out, say
+from personahub.cli.job_running import job_progress
+from personahub.cli.options import DbOption
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.core.store import DEFAULT_DB

@@ -12,22 +12,16 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from personahub.cli.common import (
+from personahub.cli.common import emit_job_json, one_line_errors, out, say
+from personahub.cli.job_running import JobHooks, awaiting_results, batch_progress, unreachable
+from personahub.cli.options import (
     DbOption,
     Engine,
     FreshOption,
-    JobHooks,
     Shown,
-    awaiting_results,
-    batch_progress,
-    emit_job_json,
     engine_options,
-    one_line_errors,
-    out,
     output_options,
     resume_option,
-    say,
-    unreachable,
 )
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB

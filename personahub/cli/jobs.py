@@ -11,22 +11,17 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import (
-    DbOption,
-    Engine,
-    Shown,
-    awaiting_results,
     emit_job_json,
-    engine_options,
     error_line,
     job_id_key,
     one_line_errors,
     out,
-    output_options,
     run_counts,
     say,
     summary_counts,
-    unreachable,
 )
+from personahub.cli.job_running import awaiting_results, unreachable
+from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options
 from personahub.core.store import DEFAULT_DB
 
 # what ``personahub jobs`` shows of each job: the jobs table's columns of these names (times in
@@ -158,7 +153,7 @@ def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
     if any."""
     from personahub import runtime
     from personahub.any_job import resume_job
-    from personahub.cli.common import banner
+    from personahub.cli.job_running import banner
 
     def on_ready(client: Any) -> None:
         if client is not None:

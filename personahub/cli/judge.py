@@ -9,22 +9,16 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.cli.common import (
-    DbOption,
-    Engine,
-    Shown,
+from personahub.cli.common import emit_job_json, one_line_errors, out
+from personahub.cli.job_running import (
     awaiting_results,
     banner,
     batch_progress,
-    emit_job_json,
-    engine_options,
     job_progress,
-    one_line_errors,
-    out,
-    output_options,
     started,
     unreachable,
 )
+from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 

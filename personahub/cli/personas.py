@@ -13,30 +13,34 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.cli.common import (
+    console,
+    emit_job_json,
+    given_on_command_line,
+    missing_argument,
+    note_job,
+    one_line_errors,
+    out,
+    say,
+)
+from personahub.cli.job_running import (
+    awaiting_results,
+    banner,
+    batch_progress,
+    job_progress,
+    print_preview,
+    started,
+    unreachable,
+)
+from personahub.cli.options import (
     DEFAULT_ONLINE_SIZE,
     DbOption,
     Engine,
     FreshOption,
     LanguageOption,
     Shown,
-    awaiting_results,
-    banner,
-    batch_progress,
-    console,
-    emit_job_json,
     engine_options,
-    given_on_command_line,
-    job_progress,
-    missing_argument,
-    note_job,
-    one_line_errors,
-    out,
     output_options,
-    print_preview,
     resume_option,
-    say,
-    started,
-    unreachable,
 )
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import UNFINISHED

@@ -13,25 +13,16 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from personahub.cli.common import (
+from personahub.cli.common import emit_job_json, note_job, one_line_errors, out, run_counts, say
+from personahub.cli.job_running import banner, job_progress, print_preview, started, unreachable
+from personahub.cli.options import (
     ArchetypeElicitOption,
     DbOption,
     Engine,
     Shown,
-    banner,
-    emit_job_json,
     engine_options,
-    job_progress,
-    note_job,
-    one_line_errors,
-    out,
     output_options,
-    print_preview,
     resume_option,
-    run_counts,
-    say,
-    started,
-    unreachable,
 )
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.cli.common import DbOption, one_line_errors, out, say
+from personahub.cli.common import one_line_errors, out, say
+from personahub.cli.options import DbOption
 from personahub.core.store import DEFAULT_DB
 
 

@@ -13,7 +13,8 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Column, Table
 
-from personahub.cli.common import DbOption, console, error_line, one_line_errors, out, say
+from personahub.cli.common import console, error_line, one_line_errors, out, say
+from personahub.cli.options import DbOption
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import read_text_file

@@ -10,24 +10,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from personahub.cli.common import (
+from personahub.cli.common import emit_job_json, error_line, one_line_errors, out, say
+from personahub.cli.job_running import JobHooks, print_preview
+from personahub.cli.options import (
     DEFAULT_ONLINE_SIZE,
     CarveOption,
     DbOption,
     Engine,
     FreshOption,
-    JobHooks,
     Shown,
     embedder_spec,
-    emit_job_json,
     engine_options,
-    error_line,
-    one_line_errors,
-    out,
     output_options,
-    print_preview,
     resume_option,
-    say,
 )
 from personahub.core.errors import UsageError
 from personahub.core.outputs import FORCE_HELP, check_output

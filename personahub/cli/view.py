@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 import typer
 
-from personahub.cli.common import DbOption, one_line_errors, say, serve_until_stopped
+from personahub.cli.common import one_line_errors, say, serve_until_stopped
+from personahub.cli.options import DbOption
 from personahub.core.dbcheck import DatabaseFileError
 from personahub.core.errors import PersonahubError
 from personahub.core.store import DEFAULT_DB

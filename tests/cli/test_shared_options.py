@@ -1,5 +1,5 @@
 """The output options (``--preview``, ``--json``) and ``--carve`` are declared once (issue 43):
-``cli/common.py``. A job command takes ``--json`` (and ``--preview``) from ``@output_options``,
+``cli/options.py``. A job command takes ``--json`` (and ``--preview``) from ``@output_options``,
 as one ``shown: Shown`` value, never by listing them itself; synthesize and calibrate take the
 one ``CarveOption``. The commands that are no job kind's are listed by their own modules
 (``COMMANDS``), and ``cli/app.py`` gathers them.
@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from personahub.analysis.preview import DEFAULT_PREVIEW
 from personahub.cli import app as cli_app
 from personahub.cli import common
+from personahub.cli import options as cli_options
 from personahub.cli.base import PersonahubTyper
 from tests.cli.test_engine_options import commands
 
@@ -30,7 +31,7 @@ def info_of(annotation: Any) -> OptionInfo | None:
     return found[0] if found else None
 
 
-SHARED = {id(info_of(common.JsonOption)): "--json", id(info_of(common.PreviewOption)): "--preview"}
+SHARED = {id(info_of(cli_options.JsonOption)): "--json", id(info_of(cli_options.PreviewOption)): "--preview"}
 
 
 def listed_by_hand(name: str, callback: Callable[..., Any]) -> list[str]:
@@ -60,34 +61,34 @@ def test_every_job_command_takes_the_output_options_from_output_options() -> Non
 
 
 def test_a_command_listing_an_output_option_itself_is_refused() -> None:
-    def own_json(as_json: common.JsonOption = False, *,  # type: ignore[valid-type]
-                 shown: common.Shown) -> None:
+    def own_json(as_json: cli_options.JsonOption = False, *,  # type: ignore[valid-type]
+                 shown: cli_options.Shown) -> None:
         """A command listing --json beside ``@output_options``."""
 
-    def own_preview(preview: common.PreviewOption = 3, *,  # type: ignore[valid-type]
-                    shown: common.Shown) -> None:
+    def own_preview(preview: cli_options.PreviewOption = 3, *,  # type: ignore[valid-type]
+                    shown: cli_options.Shown) -> None:
         """A command listing --preview beside ``@output_options(preview=True)``."""
 
     def no_place(as_json: bool = False) -> None:
         """A command with nowhere to take the options."""
 
     with pytest.raises(TypeError, match="own_json lists --json itself"):
-        common.output_options()(own_json)
+        cli_options.output_options()(own_json)
     with pytest.raises(TypeError, match="own_preview lists --preview itself"):
-        common.output_options(preview=True)(own_preview)
+        cli_options.output_options(preview=True)(own_preview)
     with pytest.raises(TypeError, match="declare a keyword-only 'shown: Shown' parameter"):
-        common.output_options()(no_place)
+        cli_options.output_options()(no_place)
     # and the scan above finds such a command
     assert listed_by_hand("own", own_json) == ["own: as_json is listed by hand"]
 
 
 def test_output_options_hand_the_command_one_shown() -> None:
     demo = PersonahubTyper()
-    seen: list[common.Shown] = []
+    seen: list[cli_options.Shown] = []
 
     @demo.command()
-    @common.output_options(preview=True)
-    def job(n: int = 1, *, shown: common.Shown) -> None:
+    @cli_options.output_options(preview=True)
+    def job(n: int = 1, *, shown: cli_options.Shown) -> None:
         """A job with a preview and a JSON result."""
         seen.append(shown)
 
@@ -96,12 +97,12 @@ def test_output_options_hand_the_command_one_shown() -> None:
     assert runner.invoke(demo, []).exit_code == 0
     assert runner.invoke(demo, ["--preview", "5", "--json"]).exit_code == 0
     common.reset_cli_state()  # --json moved results to stderr
-    assert seen == [common.Shown(DEFAULT_PREVIEW, False), common.Shown(5, True)]
+    assert seen == [cli_options.Shown(DEFAULT_PREVIEW, False), cli_options.Shown(5, True)]
     assert runner.invoke(demo, ["--preview", "-1"]).exit_code == 2  # the shared bounds
 
 
 def test_synthesize_and_calibrate_take_the_one_carve_option() -> None:
-    shared = id(info_of(common.CarveOption))
+    shared = id(info_of(cli_options.CarveOption))
     taking = {name for name, cb in commands()
               if "carve" in inspect.signature(cb).parameters
               and id(info_of(typing.get_type_hints(cb, include_extras=True)["carve"])) == shared}

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from personahub.cli import common
+from personahub.cli import options as cli_options
 from personahub.cli.base import PersonahubTyper
 from tests.cli_helpers import invoke, one_line_error, usage_error
 
@@ -70,7 +71,7 @@ def test_emit_json_prints_one_object_and_json_mode_moves_results_to_stderr(
     demo = PersonahubTyper()
 
     @demo.command()
-    def job(as_json: common.JsonOption = False) -> None:
+    def job(as_json: cli_options.JsonOption = False) -> None:
         """A job that prints a summary, then its result."""
         common.out.print("summary table")
         common.say("chatter")

@@ -1,0 +1,196 @@
+"""What a job command shows and hears while its job runs: the engine banner, the progress
+display with the client's call counts, the job's id as it starts, the preview of what it
+made, provider batches' states, and the exit of a job that waits for its batch file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import typer
+from rich.progress import Progress
+
+from personahub.cli.common import console, note_job, say, verbosity
+from personahub.core.errors import AwaitingResults, StillAwaiting
+
+if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    from personahub.core.contracts import StructuredCaller
+
+
+class CountsCalls(Protocol):
+    """What a progress display reads of a model client: its running call counts."""
+
+    @property
+    def stats(self) -> Any: ...
+
+
+def banner(client: StructuredCaller) -> None:
+    """Say which engine answers, plainly."""
+    if client.is_offline:
+        say("engine: ", ("offline", "bold"), " — deterministic offline engine; "
+            "no language model is used.")
+    else:
+        say("engine: ", (client.label, "bold"), " (language model over HTTP)")
+
+
+def unreachable(label: str) -> None:
+    """Warn that one endpoint of several does not answer (the others are used)."""
+    say(("warning:", "yellow"), f" endpoint {label} is unreachable; using the others")
+
+
+def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
+    """A progress display (with the client's call counts when it calls a model, or ``counts``:
+    a ``progress.LateCounts`` for a client the job kernel builds later): nothing under ``-q``,
+    a line per update (each batch or step) under ``-v``."""
+    from personahub.cli.progress import JobProgress
+
+    return JobProgress(console, counts if counts is not None
+                       else client.stats if client is not None else None,
+                       every_update=verbosity() > 0)
+
+
+class JobHooks:
+    """What a job command hands its job to hear from it: ``on_ready`` (the client is built: its
+    call counts shown from now on, and its banner) and ``on_start`` (the job's id named as it
+    starts or resumes, so ``--json`` can print it if the job stops).
+
+    Args:
+        noun: how the console names the job ("job", "interview", ...).
+        db: the database the job writes.
+        show_banner: print the client's banner when it is ready.
+    """
+
+    def __init__(self, noun: str, db: Path, *, show_banner: bool = True) -> None:
+        from personahub.cli.progress import LateCounts
+
+        self.noun, self.db, self.show_banner = noun, db, show_banner
+        self.counts = LateCounts()
+
+    def on_ready(self, client: Any) -> None:
+        """Follow the client's call counts (None: a job that calls no model)."""
+        if client is None:
+            return
+        self.counts.follow(client.stats)
+        if self.show_banner:
+            banner(client)
+
+    def on_start(self, job_id: str, resumed: bool) -> None:
+        """Name the job on stderr and remember it for ``--json``."""
+        if resumed:
+            say(f"resuming {self.noun} ", (job_id, "bold"), f" in {self.db}")
+            note_job(self.noun, job_id, self.db)
+        else:
+            started(self.noun, job_id, self.db)
+
+    def progress(self) -> Progress:
+        """The progress display, with the client's counts once it is ready."""
+        return job_progress(counts=self.counts)
+
+    def run(self, spec: Any, config: Any, *, resume: str | None, fresh: bool, label: str,
+            total: int | None = None) -> Any:
+        """Run a job kind under one progress bar, and say so when a resumed job had nothing left.
+
+        Args:
+            spec: the kind's job spec.
+            config: its config (or, on resume, the settings to check against the stored one).
+            resume: the job id to go on with.
+            fresh: start a new job even where one with these settings is unfinished.
+            label: the bar's label.
+            total: what the bar counts to (None: unknown).
+
+        Returns:
+            The kernel's result (``job_id``, ``summary``, ``ran``).
+        """
+        from personahub import runtime
+
+        with self.progress() as bar, awaiting_results():
+            handle = bar.add_task(label, total=total)
+            result = runtime.run(spec, config, self.db, resume=resume, fresh=fresh,
+                                 on_ready=self.on_ready, on_start=self.on_start, warn=unreachable,
+                                 progress=batch_progress(bar, handle, label))
+        if not result.ran:
+            say(f"{self.noun} ", (result.job_id, "bold"), " already finished; nothing to resume")
+        return result
+
+
+def started(what: str, key: str, db: Path) -> None:
+    """Name a job on stderr as it starts: its id is what resumes it if it stops."""
+    say(f"{what} ", (key, "bold"), f" started in {db}")
+    note_job(what, key, db)
+
+
+PREVIEW_SOURCE_CHARS = 80  # a preview row's persona (or text) at most, on one line
+
+
+PREVIEW_OUTPUT_CHARS = 240  # and its output
+
+
+def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
+    """The end-of-job table of sampled rows (``analysis.preview``): ``what`` is job, run,
+    corpus or expansion, ``owner`` its id, read over a read-only connection to ``db`` (the job
+    has closed its own). On stderr with the other chatter (``-q`` leaves it out); nothing when
+    ``per_kind`` is 0 or there is nothing to show."""
+    if per_kind < 1 or verbosity() < 0 or not Path(db).exists():
+        return
+    from rich.table import Table
+
+    from personahub.analysis import preview as previews
+    from personahub.core.store import connect
+
+    load = {"job": previews.job_preview, "run": previews.run_preview,
+            "corpus": previews.corpus_preview, "expansion": previews.expansion_preview}[what]
+    con = connect(db, read_only=True)
+    try:
+        preview = load(con, owner, per_kind)
+    finally:
+        con.close()
+    if not preview.samples:
+        return
+    counts = ", ".join(f"{min(per_kind, n)} of {n} {kind}" for kind, n in preview.totals.items())
+    kinds = len(preview.totals) > 1  # one kind: the title names it; else above each id
+    table = Table(title=f"preview of {preview.title}: {counts}", title_justify="left",
+                  show_lines=True)
+    # an id is what show takes: never wrapped or cut (the text columns give way)
+    table.add_column("kind / id" if kinds else "id", no_wrap=True)
+    table.add_column(preview.source_label)
+    table.add_column(preview.output_label)
+    for sample in preview.samples:
+        output = previews.clip(sample.output, PREVIEW_OUTPUT_CHARS)
+        if sample.is_duplicate:
+            output = f"(near-duplicate of {sample.duplicate_of}) {output}"
+        table.add_row(f"{sample.kind}\n{sample.item_id}" if kinds else sample.item_id,
+                      previews.clip(sample.source, PREVIEW_SOURCE_CHARS), output)
+    console.print(table, highlight=False)
+    say(f"  personahub show {preview.samples[0].item_id} --db {db}  "
+        "prints one whole; --preview 0 leaves this table out")
+
+
+def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int | None], None]:
+    """A progress hook that shows a batch's state (``batch ID in_progress 40/64``) beside the
+    label, and the items done as the bar."""
+
+    def hook(phase: str, done: int, total: int | None) -> None:
+        if phase.startswith("batch "):
+            bar.update(task, description=f"{label} · {phase}")
+        else:
+            bar.update(task, completed=done, total=total, description=label)
+
+    return hook
+
+
+#: the exit code of a resume whose job still waits for its batch file's results (docs/cli.md)
+EXIT_AWAITING = 3
+
+
+@contextmanager
+def awaiting_results() -> Iterator[None]:
+    """A job that wrote its batch file ends here: what to do next, exit 0. A job resumed while
+    its batch file still waits for results did nothing: the same line, exit ``EXIT_AWAITING``
+    (not an error, and not done: a script polling with ``personahub resume`` can tell)."""
+    try:
+        yield
+    except AwaitingResults as exc:
+        say(("awaiting results:", "yellow"), f" {exc}")
+        raise typer.Exit(EXIT_AWAITING if isinstance(exc, StillAwaiting) else 0) from None
