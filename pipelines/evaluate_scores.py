@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 GROUP_COLUMNS = ["model", "by", "group", "correct", "total", "accuracy", "low", "high"]
 DIFFERENCE_COLUMNS = ["model_a", "model_b", "items", "accuracy_a", "accuracy_b", "difference",
                       "low", "high", "only_a", "only_b", "mcnemar_p"]
-#: the breakdowns as (facet, name in the table); nothing in the repository reads it
-BREAKDOWNS = (("task", "task"), ("prompting", "prompting"), ("cluster", "persona_source"))
 
 
 # each solver's or model's answer per item (evaluate.py uses these too)
