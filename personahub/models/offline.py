@@ -136,7 +136,7 @@ class EngineRequest:
 
     json_schema: Mapping[str, Any] | None = None
     tools: Sequence[Mapping[str, Any]] | None = None
-    tool_choice: Any = None
+    tool_choice: object = None
     key: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
@@ -193,7 +193,7 @@ def _field_for(heading: str) -> str:
     return "other"
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: str | Iterable[object]) -> str:
     if isinstance(content, str):
         return content
     return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))

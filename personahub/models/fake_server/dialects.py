@@ -41,7 +41,7 @@ class Plan:
     wants_json: bool = False
     prompt_schema: bool = True
     tools: Sequence[Mapping[str, Any]] | None = None
-    tool_choice: Any = None
+    tool_choice: object = None
     max_tokens: int | None = None
 
 

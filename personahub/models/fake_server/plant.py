@@ -59,7 +59,7 @@ def parse_plant(text: str) -> Plant:
     return Plant(marker=marker, option=option, share=value)
 
 
-def _offered(schema: Mapping[str, Any] | None, option: str) -> tuple[bool, Any]:
+def _offered(schema: Mapping[str, Any] | None, option: str) -> tuple[bool, object]:
     """Whether the schema's answer property offers the option (by its text), and its value."""
     if not isinstance(schema, Mapping):
         return False, None
@@ -71,7 +71,7 @@ def _offered(schema: Mapping[str, Any] | None, option: str) -> tuple[bool, Any]:
     return False, None
 
 
-def _unmark(content: Any, marker: str) -> Any:
+def _unmark(content: object, marker: str) -> object:
     """The content without the marker and the white space before it."""
     if not isinstance(content, str):
         return content
