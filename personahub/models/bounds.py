@@ -82,8 +82,8 @@ def clip(text: str, max_len: int, min_len: int = 0) -> str:
     return cut
 
 
-def _unwrap(annotation: object) -> tuple[Any, list[Any], bool]:
-    metadata: list[Any] = []
+def _unwrap(annotation: object) -> tuple[Any, list[object], bool]:
+    metadata: list[object] = []
     while get_origin(annotation) is Annotated:
         annotation, *extra = get_args(annotation)
         metadata.extend(extra)
@@ -105,7 +105,7 @@ def _is_list(annotation: object) -> bool:
     return get_origin(annotation) in (list, typing.List) or annotation is list  # noqa: UP006
 
 
-def _limit(metadata: list[Any], name: str) -> int | None:
+def _limit(metadata: list[object], name: str) -> int | None:
     for item in metadata:
         value = getattr(item, name, None)
         if isinstance(value, int):
@@ -113,16 +113,16 @@ def _limit(metadata: list[Any], name: str) -> int | None:
     return None
 
 
-def _item_type(annotation: object) -> Any:
+def _item_type(annotation: object) -> object:
     args = get_args(annotation)
     return args[0] if args else Any
 
 
-def _weight(metadata: list[Any]) -> float:
+def _weight(metadata: list[object]) -> float:
     return next((m.weight for m in metadata if isinstance(m, Share)), 1.0)
 
 
-def _max_items(metadata: list[Any]) -> int:
+def _max_items(metadata: list[object]) -> int:
     return max(1, _limit(metadata, "max_length") or DEFAULT_MAX_ITEMS)
 
 
@@ -136,7 +136,7 @@ def _fixed_value_chars(annotation: object) -> int:
     return 8
 
 
-def _measure(annotation: object, metadata: list[Any]) -> tuple[float, int]:
+def _measure(annotation: object, metadata: list[object]) -> tuple[float, int]:
     kind, more, _ = _unwrap(annotation)
     metadata = metadata + more
     if kind is str:
@@ -167,11 +167,11 @@ def plan(schema: type[BaseModel], max_tokens: int) -> Plan:
     return Plan(max_tokens, slots, fixed, max(0, int(usable * CHARS_PER_TOKEN)))
 
 
-def _density(metadata: list[Any]) -> float:
+def _density(metadata: list[object]) -> float:
     return next((m.chars_per_token for m in metadata if isinstance(m, Density)), CHARS_PER_TOKEN)
 
 
-def _string_bound(per_slot: int, metadata: list[Any]) -> int:
+def _string_bound(per_slot: int, metadata: list[object]) -> int:
     own_max, own_min = _limit(metadata, "max_length"), _limit(metadata, "min_length") or 0
     chars = per_slot * _weight(metadata) * min(1.0, _density(metadata) / CHARS_PER_TOKEN)
     bound = max(int(chars), MIN_STRING_CHARS, own_min, 1)
@@ -208,8 +208,8 @@ def with_bound(pattern: str, cut: int) -> str:
     return f"{head}{_PLAIN_CHAR}{{{min(low, high)},{high}}}{rest}"
 
 
-def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
-    extras: list[Any] = [Field(max_length=bound)]
+def _string_extras(metadata: list[object], bound: int) -> list[FieldInfo]:
+    extras: list[FieldInfo] = [Field(max_length=bound)]
     shape = next((m for m in metadata if isinstance(m, Shape)), None)
     if shape is not None:
         pattern = pattern_for(shape, _limit(metadata, "min_length") or 0, bound)
@@ -217,11 +217,11 @@ def _string_extras(metadata: list[Any], bound: int) -> list[Any]:
     return extras
 
 
-def _bound_type(annotation: object, metadata: list[Any], per_slot: int
-                ) -> tuple[Any, int | None, list[Any]]:
+def _bound_type(annotation: object, metadata: list[object], per_slot: int
+                ) -> tuple[Any, int | None, list[FieldInfo]]:
     kind, more, optional = _unwrap(annotation)
     metadata = metadata + more
-    extras: list[Any] = []
+    extras: list[FieldInfo] = []
     if kind is str:
         out: Any = str
         chars = _string_bound(per_slot, metadata)
