@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
 from personahub.core.contracts import CallRecord, StructuredResult, carried_records
@@ -169,7 +169,7 @@ def _failure_text(result: StructuredResult[Any]) -> str:
     return (record.error if record is not None and record.error else "no valid answer")[:200]
 
 
-async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[Any]
+async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[BaseMessage]
                ) -> tuple[StructuredResult[Any] | None, str]:
     """One call: the result, or None and why it raised."""
     try:
@@ -219,7 +219,7 @@ async def probe_runaway(spec: str, timeout_s: float, mode: StructuredMode) -> Ru
     return RunawayResult(mode, False, why, last.tokens_out or 0)
 
 
-def _messages(i: int) -> list[Any]:
+def _messages(i: int) -> list[BaseMessage]:
     country = _COUNTRIES[i % len(_COUNTRIES)]
     return [SystemMessage(_FACTS),
             HumanMessage(f"Name a city in {country} (request {i}), its country, whether it is a "
