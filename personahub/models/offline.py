@@ -160,12 +160,12 @@ def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample
 _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
-def _unbounded(schema: object) -> Any:
+def _unbounded(schema: object) -> object:
     """A schema without its bounds (what seeds an answer)."""
     return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
 
 
-def _unshaped(node: object) -> Any:
+def _unshaped(node: object) -> object:
     if isinstance(node, dict):
         return {key: without_bound(value) if key == "pattern" and isinstance(value, str)
                 else _unshaped(value) for key, value in node.items()}
@@ -174,7 +174,7 @@ def _unshaped(node: object) -> Any:
     return node
 
 
-def _unbounded_tool(tool: object) -> Any:
+def _unbounded_tool(tool: object) -> object:
     if not isinstance(tool, Mapping):
         return tool
     function = tool.get("function", tool)
