@@ -10,7 +10,7 @@ import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 SCHEMA_LISTS = ("anyOf", "oneOf", "allOf")
 
@@ -65,7 +65,7 @@ def check_body(value: object, limits: Limits = LIMITS) -> None:
         stack.extend((c, depth + 1) for c in inner)
 
 
-def is_int(value: object) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -120,7 +120,7 @@ def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> lis
     return texts
 
 
-def _count(value: Any) -> int | None:
+def _count(value: object) -> int | None:
     """A non-negative integral count, else None."""
     if is_int(value) and value >= 0:
         return int(value)
@@ -129,7 +129,7 @@ def _count(value: Any) -> int | None:
     return None
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> bool:
     return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
@@ -137,7 +137,7 @@ def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, A
     """The node a local $ref points at (None: read as {})."""
     if not ref.startswith("#/"):
         return None
-    node: Any = root
+    node: object = root
     for part in ref[2:].split("/"):
         if not isinstance(node, Mapping):
             raise Problem(f"{where}: $ref {ref!r} passes through a value that is not an object")
@@ -291,7 +291,7 @@ def _size(node: Mapping[str, Any], root: Mapping[str, Any], sizes: Mapping[int, 
     return min(cap, total + max(options, default=0))
 
 
-def check_answer(schemas: Sequence[tuple[Any, str]], choices: int,
+def check_answer(schemas: Sequence[tuple[object, str]], choices: int,
                  limits: Limits = LIMITS) -> None:
     """Refuse answers that would hold too many values."""
     most = max((check_schema(s, where, limits) for s, where in schemas if s is not None),
