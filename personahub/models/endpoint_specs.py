@@ -25,6 +25,7 @@ from personahub.models.structured import ModeBook
 
 if TYPE_CHECKING:
     import ssl
+    from types import ModuleType
 
     from langchain_openai import ChatOpenAI
 
@@ -59,7 +60,7 @@ def redact_spec(spec: str) -> str:
                     for item in spec.split(","))
 
 
-def _sdk_httpx() -> Any:
+def _sdk_httpx() -> ModuleType:
     """The httpx the installed openai SDK is built on."""
     from openai import _base_client
 

@@ -6,6 +6,7 @@ tests/agents/test_openai_wire.py checks both paths send the same body and header
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -76,7 +77,7 @@ def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
 
 
-def _cached(cache: dict[Any, Any], key: Any, merge: Any) -> Any:
+def _cached(cache: dict[Any, Any], key: Any, merge: Callable[[Any], Any]) -> Any:
     hit = cache.get(key)
     if hit is None:
         hit = merge(key)
