@@ -486,7 +486,7 @@ def _unsupported_keyword(node: object, context: tuple[str, ...]) -> tuple[tuple[
         if key not in STRICT_KEYWORDS:
             return context, key
         if key in ("properties", "$defs", "definitions") and isinstance(value, Mapping):
-            children: list[tuple[tuple[str, ...], Any]] = [
+            children: list[tuple[tuple[str, ...], object]] = [
                 ((*context, key, name), sub) for name, sub in value.items()]
         elif key == "anyOf" and isinstance(value, list):
             children = [((*context, key, str(i)), sub) for i, sub in enumerate(value)]

@@ -52,7 +52,7 @@ def _last_string(value: object, schema: Mapping[str, Any] | None,
     return found
 
 
-def _set(value: Any, path: JsonPath, new: Any) -> None:
+def _set(value: Any, path: JsonPath, new: object) -> None:
     for step in path[:-1]:
         value = value[step]
     value[path[-1]] = new
