@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from langchain_core.messages import convert_to_openai_messages
+from langchain_core.messages import MessageLikeRepresentation, convert_to_openai_messages
 from pydantic import BaseModel
 
 from personahub.core.call_spill import SinkSlot
@@ -59,11 +59,11 @@ class LogprobsUnavailable(PersonahubError):
     """The server answered without the token log-probabilities it was asked for."""
 
 
-def _text(messages: Sequence[Any]) -> str:
+def _text(messages: Sequence[MessageLikeRepresentation]) -> str:
     return "\x1e".join(str(m.get("content", "")) for m in convert_to_openai_messages(list(messages)))
 
 
-def offline_probabilities(seed: int, messages: Sequence[Any],
+def offline_probabilities(seed: int, messages: Sequence[MessageLikeRepresentation],
                           labels: Sequence[str]) -> dict[str, float]:
     """The offline probabilities: a flat Dirichlet draw seeded by seed, messages and labels."""
     key = f"{seed}\x1f{_text(messages)}\x1f{'|'.join(labels)}".encode()
@@ -138,8 +138,9 @@ async def _attempt(client: LLMClient, index: int, messages: list[dict[str, Any]]
     return StructuredResult(OptionProbabilities(probabilities=probabilities), [record])
 
 
-async def option_probabilities(client: LLMClient, messages: Sequence[Any], labels: Sequence[str],
-                               *, purpose: str, persona_id: str | None = None,
+async def option_probabilities(client: LLMClient, messages: Sequence[MessageLikeRepresentation],
+                               labels: Sequence[str], *, purpose: str,
+                               persona_id: str | None = None,
                                top_logprobs: int = 20) -> StructuredResult[OptionProbabilities]:
     """Each label's probability as the first answer token.
 
