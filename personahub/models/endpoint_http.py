@@ -34,7 +34,7 @@ from personahub.models.structured import (
 if TYPE_CHECKING:
     from contextvars import ContextVar
 
-    from langchain_core.messages import AIMessage
+    from langchain_core.messages import AIMessage, BaseMessage
     from langchain_core.outputs import ChatResult
     from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
@@ -99,7 +99,7 @@ def _parent_callbacks() -> bool:
     return bool(config and config.get("callbacks"))
 
 
-async def generate(model: ChatOpenAI, messages: list[Any], kwargs: dict[str, Any],
+async def generate(model: ChatOpenAI, messages: list[BaseMessage], kwargs: dict[str, Any],
                    callbacks: bool) -> AIMessage:
     """The chat model's answer, bypassing ainvoke's empty callback run when no callback needs it: that
     costs about a fifth of the client's CPU per call (bench/bench_concurrency.py).
@@ -118,7 +118,7 @@ def first_message(result: ChatResult) -> AIMessage:
     return message
 
 
-def wire_body(model: ChatOpenAI, messages: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+def wire_body(model: ChatOpenAI, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
     """The JSON body the model posts, extra body merged in as the SDK does."""
     payload = model._get_request_payload(messages, **kwargs)
     extra = payload.pop("extra_body", None) or {}
