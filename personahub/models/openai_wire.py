@@ -34,7 +34,7 @@ class CompletionJSON(BaseModel):
     """The pass-through's result type: the decoded JSON itself."""
 
     @classmethod
-    def build(cls, *, response: object, data: object) -> Any:  # noqa: ARG003 - the protocol's
+    def build(cls, *, response: object, data: object) -> object:  # noqa: ARG003 - the protocol's
         return data
 
 
