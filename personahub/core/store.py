@@ -221,7 +221,7 @@ def database_path(con: duckdb.DuckDBPyConnection) -> str:
     return str(rows[0][0]) if rows and rows[0][0] else "?"
 
 
-def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
     """First column of the first row (reads the whole result, as DuckDB 2 requires)."""
     rows = con.execute(sql, list(params)).fetchall()
     return rows[0][0] if rows else None
