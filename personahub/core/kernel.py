@@ -404,7 +404,7 @@ class _Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._caller, name)
 
-    async def structured(self, *args: Any, **kwargs: Any) -> Any:
+    async def structured(self, *args: Any, **kwargs: Any) -> StructuredResult[Any]:
         try:
             return await self._caller.structured(*args, **kwargs)
         finally:
@@ -694,7 +694,7 @@ def _closing(*generators: Iterator[object]) -> Iterator[None]:
 
 def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
                    batches: Iterator[tuple[B, R]],
-                   after_commit: Callable[[], Coroutine[Any, Any, Any]] | None) -> tuple[int, int]:
+                   after_commit: Callable[[], Coroutine[Any, Any, object]] | None) -> tuple[int, int]:
     asked = kept = 0
     share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for number, (batch, result) in enumerate(batches, 1):
