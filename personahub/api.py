@@ -289,7 +289,7 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
     from personahub import persona_jobs
 
     refuse_unknown(kind, options, set(defaults) | flags)
-    jobs: dict[str, Callable[..., tuple[str, Any]]] = {
+    jobs: dict[str, Callable[..., tuple[str, object]]] = {
         "text_to_persona": persona_jobs.text_to_persona_job,
         "dedup": persona_jobs.dedup_job_run}
     run = jobs[kind]

@@ -32,7 +32,7 @@ def loop_is_running() -> bool:
 class _Worker(threading.Thread):
     """A daemon thread running a job once, keeping its result or exception."""
 
-    def __init__(self, job: Callable[[], Any], on_finish: Callable[[], None] | None = None) -> None:
+    def __init__(self, job: Callable[[], object], on_finish: Callable[[], None] | None = None) -> None:
         super().__init__(name="personahub-job", daemon=True)
         self.job = job
         self.on_finish = on_finish

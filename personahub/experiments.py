@@ -42,7 +42,7 @@ from personahub.core.errors import AwaitingResults, PersonahubError, ResumableSt
 from personahub.core.interrupts import Stopped, Terminated, interrupts_from_queries, signal_name
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
-from personahub.pipelines.run import RunConfig
+from personahub.pipelines.run import RunConfig, RunSummary
 from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import (
     STRATIFY_COMMUNITY,
@@ -304,7 +304,7 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
     return run_id
 
 
-def _run(config: RunConfig, where: str) -> Any:
+def _run(config: RunConfig, where: str) -> RunSummary:
     """Run one simulation; a stop message points at the experiment command, not the run's."""
     try:
         return run_simulation(config)

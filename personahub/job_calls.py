@@ -61,7 +61,7 @@ def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     return speaks_python()(call)
 
 
-def _twin_doc(function: Callable[..., Any]) -> str:
+def _twin_doc(function: Callable[..., object]) -> str:
     """The twin's docstring: what it is, and its parameters as the job function's."""
     names = ", ".join(("**" if p.kind is p.VAR_KEYWORD else "") + p.name
                       for p in inspect.signature(function).parameters.values())

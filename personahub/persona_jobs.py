@@ -16,6 +16,10 @@ from personahub.models.adaptive_limit import Concurrency
 from personahub.models.client import LLMClient, LLMSettings, check_reachable, make_client
 
 if TYPE_CHECKING:
+    from personahub.core.contracts import StructuredCaller
+    from personahub.personas.dedup import DedupSummary
+    from personahub.personas.expand import ExpandSummary
+    from personahub.personas.text_to_persona import TextToPersonaSummary
     from personahub.pipelines.dedup import DedupJobConfig
     from personahub.pipelines.expand import ExpandConfig
     from personahub.pipelines.text_to_persona import TextConfig
@@ -61,9 +65,9 @@ def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, Any]:
 def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
                  resume: str | None = None, given: Iterable[str] = (),
                  progress: ProgressHook | None = None,
-                 on_ready: Callable[[Any], None] | None = None,
+                 on_ready: Callable[[StructuredCaller | None], None] | None = None,
                  on_start: Callable[[str, bool], None] | None = None,
-                 warn: Callable[[str], None] | None = None) -> JobResult[Any]:
+                 warn: Callable[[str], None] | None = None) -> JobResult[TextToPersonaSummary]:
     """Run a text-to-persona job: resume it, go on with the corpus's existing job, or start one."""
     from personahub import runtime
     from personahub.pipelines.text_to_persona import TEXT_TO_PERSONA, TextConfig, text_job_of
@@ -77,7 +81,8 @@ def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
 
 
 def text_to_persona_job(corpus: Path, *, db: Path, given: Iterable[str] = (),
-                        progress: ProgressHook | None = None, **options: Any) -> tuple[str, Any]:
+                        progress: ProgressHook | None = None,
+                        **options: Any) -> tuple[str, TextToPersonaSummary]:
     """Ask who reads, writes, likes or dislikes each text; returns (job id, summary)."""
     result = run_text_job(text_config(corpus, db=db, **options), db=db, given=given,
                           progress=progress)
@@ -93,9 +98,9 @@ def expand_config(*, db: str | Path, llm: str, seed: int, **options: Any) -> Exp
 
 def run_expansion(config: ExpandConfig | Mapping[str, Any], *, db: str | Path,
                   resume: str | None = None, progress: ProgressHook | None = None,
-                  on_ready: Callable[[Any], None] | None = None,
+                  on_ready: Callable[[StructuredCaller | None], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,
-                  warn: Callable[[str], None] | None = None) -> JobResult[Any]:
+                  warn: Callable[[str], None] | None = None) -> JobResult[ExpandSummary]:
     """Run or resume an expansion; one of 0 hops asks and records nothing."""
     from personahub import runtime
     from personahub.personas.expand import ExpandSummary
@@ -109,7 +114,7 @@ def run_expansion(config: ExpandConfig | Mapping[str, Any], *, db: str | Path,
 
 
 def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | None = None,
-               given: Mapping[str, Any] | None = None, **options: Any) -> tuple[str, Any]:
+               given: Mapping[str, Any] | None = None, **options: Any) -> tuple[str, ExpandSummary]:
     """Grow the hub hop by hop; returns (expansion id, summary). A resume refuses named
     options that differ from the job's."""
     if resume is not None:
@@ -136,9 +141,9 @@ def dedup_config(*, db: str | Path, embedder: str | None, **options: Any) -> Ded
 
 def run_dedup_job(config: DedupJobConfig | Mapping[str, Any], *, db: str | Path,
                   resume: str | None = None, progress: ProgressHook | None = None,
-                  on_ready: Callable[[Any], None] | None = None,
+                  on_ready: Callable[[StructuredCaller | None], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,
-                  warn: Callable[[str], None] | None = None) -> JobResult[Any]:
+                  warn: Callable[[str], None] | None = None) -> JobResult[DedupSummary]:
     """Run a dedup job: resume it, go on with an unfinished job marking the same, or start one."""
     from personahub import runtime
     from personahub.core.kernel import engine_fields
@@ -154,7 +159,7 @@ def run_dedup_job(config: DedupJobConfig | Mapping[str, Any], *, db: str | Path,
 
 
 def dedup_job_run(*, db: Path, progress: ProgressHook | None = None, resume: str | None = None,
-                  given: Iterable[str] = (), **options: Any) -> tuple[str, Any]:
+                  given: Iterable[str] = (), **options: Any) -> tuple[str, DedupSummary]:
     """MinHash, then embeddings; returns (job id, summary). A resume refuses named options
     that differ from the job's."""
     if resume is None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from personahub.core.jobs_store import JobRow
 
 
-def _read(db: Path, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+def _read(db: Path, query: str, params: Sequence[object] | None = None) -> pd.DataFrame:
     """Run a query on a read-only connection with the analysis views."""
     from personahub.analysis.views import install_views
     from personahub.core.store import connect
@@ -98,7 +98,7 @@ class Job:
             raise AttributeError(name)
         return getattr(summary, name)
 
-    def sql(self, query: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+    def sql(self, query: str, params: Sequence[object] | None = None) -> pd.DataFrame:
         """Run any SQL over the database, read-only, with the analysis views installed.
 
         Args:

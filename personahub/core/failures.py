@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from personahub.core.errors import ResumableStop, UsageError
+
+if TYPE_CHECKING:
+    from personahub.core.contracts import CallRecord
 
 ENDPOINT_FAIL_SHARE = 0.5
 ENDPOINT_FAIL_MIN = 3
@@ -40,13 +43,13 @@ def check_max_failed_share(value: float) -> float:
     return float(value)
 
 
-def most_common_error(records: Sequence[Any]) -> str | None:
+def most_common_error(records: Sequence[CallRecord]) -> str | None:
     """The most frequent error among failed attempts (None when none failed)."""
     errors = Counter(r.error for r in records if r.status != "ok" and r.error)
     return errors.most_common(1)[0][0] if errors else None
 
 
-def _fix(error: str, records: Sequence[Any]) -> str:
+def _fix(error: str, records: Sequence[CallRecord]) -> str:
     """A likely fix for the most common error of a stopped step or batch."""
     modes = {str(r.structured_mode).split(" without ")[0] for r in records
              if getattr(r, "structured_mode", None)}
@@ -63,7 +66,7 @@ def _fix(error: str, records: Sequence[Any]) -> str:
             "(grammar-constrained on llama.cpp servers), or a larger model")
 
 
-def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[Any],
+def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[CallRecord],
                   max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
     """A one-line reason to stop after a batch with these errors, else None."""
     failed = len(errors)
@@ -82,7 +85,7 @@ def batch_failure(what: str, actions: int, errors: Sequence[str | None], records
             f"{max_failed_share:g} (most often: {error[:160]}); {_fix(error, records)}")
 
 
-def call_error(result: Any) -> str | None:
+def call_error(result: object) -> str | None:
     """Why a call has no value (its last attempt's error); None when it has one."""
     if getattr(result, "value", None) is not None:
         return None

@@ -49,7 +49,7 @@ R_co = TypeVar("R_co", covariant=True)
 S_co = TypeVar("S_co", covariant=True)
 
 
-def engine(default: Any = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
+def engine(default: object = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field on how the job runs, not what it makes: a resume takes the caller's value. An
     identity one still tells jobs apart; a secret one is stored redacted.
@@ -117,7 +117,7 @@ class BatchOutcome:
     asked: int = 0
     kept: int = 0
     errors: Sequence[str | None] = ()
-    then: Callable[[], Any] | None = None
+    then: Callable[[], object] | None = None
     label: str | None = None
     progress: tuple[str, int, int | None] | None = None
 
@@ -380,14 +380,14 @@ class JobContext(Generic[C]):
         if self.env.progress is not None:
             self.env.progress(phase, done, total)
 
-    def counting(self, caller: StructuredCaller, batch: Any) -> StructuredCaller:
+    def counting(self, caller: StructuredCaller, batch: object) -> StructuredCaller:
         """The client, reporting progress per answered call."""
         if (self.env.progress is None or not getattr(self.spec, "progress_per_answer", True)
                 or not isinstance(batch, Sequence)):
             return caller
         return cast(StructuredCaller, _Counting(caller, self, len(batch)))
 
-    def run_child(self, spec: JobSpec[Any, Any, Any, S], config: Any, *,
+    def run_child(self, spec: JobSpec[Any, Any, Any, S], config: object, *,
                   resume: str | None = None) -> JobResult[S]:
         """Run a child job on this job's connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
@@ -404,7 +404,7 @@ class _Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._caller, name)
 
-    async def structured(self, *args: Any, **kwargs: Any) -> Any:
+    async def structured(self, *args: Any, **kwargs: Any) -> StructuredResult[Any]:
         try:
             return await self._caller.structured(*args, **kwargs)
         finally:
@@ -555,7 +555,7 @@ def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
     return config_type(**values)
 
 
-def _typed(value: Any, hint: Any) -> Any:
+def _typed(value: object, hint: object) -> object:
     if isinstance(value, list) and hint is not None and (
             typing.get_origin(hint) is tuple or hint is tuple
             or any(typing.get_origin(a) is tuple for a in typing.get_args(hint))):
@@ -602,7 +602,7 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
     outcome = spec.start(ctx)
     seed = getattr(ctx.config, "seed", None)
 
-    def record() -> Any:
+    def record() -> object:
         jobs_store.create_job(ctx.con, ctx.job_id, spec.kind, ctx.stored,
                               seed=seed if isinstance(seed, int) else None, parent_id=ctx.parent_id)
         return outcome.then() if outcome.then is not None else None
@@ -610,7 +610,7 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
     _write(ctx, dataclasses.replace(outcome, then=record))
 
 
-def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> Any:
+def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> object:
     if ctx.client is None:
         with transaction(ctx.con):
             for table, rows in outcome.rows.items():
@@ -675,7 +675,7 @@ def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
 
 
 @contextmanager
-def _closing(*generators: Iterator[Any]) -> Iterator[None]:
+def _closing(*generators: Iterator[object]) -> Iterator[None]:
     """Close the plan however the job ends, so no cursor or database stays open."""
     failing = True
     try:
@@ -694,7 +694,7 @@ def _closing(*generators: Iterator[Any]) -> Iterator[None]:
 
 def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
                    batches: Iterator[tuple[B, R]],
-                   after_commit: Callable[[], Coroutine[Any, Any, Any]] | None) -> tuple[int, int]:
+                   after_commit: Callable[[], Coroutine[Any, Any, object]] | None) -> tuple[int, int]:
     asked = kept = 0
     share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for number, (batch, result) in enumerate(batches, 1):

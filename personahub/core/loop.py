@@ -12,7 +12,7 @@ import socket
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -79,7 +79,7 @@ class RunLoop(asyncio.SelectorEventLoop):
         return super().run_until_complete(future)
 
     def run_in_executor(  # type: ignore[override]  # typeshed's variadic generics, same call
-            self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+            self, executor: Executor | None, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         if executor is not None or func in _BLOCKING:
             return super().run_in_executor(executor, func, *args)
         self._check_closed()  # type: ignore[attr-defined]  # as the base method does

@@ -67,7 +67,7 @@ def _stamp(epoch: float | None) -> dt.datetime | None:
         tzinfo=None)
 
 
-def _epoch(value: Any) -> float | None:
+def _epoch(value: dt.datetime | None) -> float | None:
     if value is None:
         return None
     return float(value.replace(tzinfo=dt.UTC).timestamp())

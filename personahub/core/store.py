@@ -17,10 +17,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import duckdb
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 from personahub.core.dbcheck import (
     DatabaseFileError,
@@ -218,7 +221,7 @@ def database_path(con: duckdb.DuckDBPyConnection) -> str:
     return str(rows[0][0]) if rows and rows[0][0] else "?"
 
 
-def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) -> Any:
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = ()) -> Any:
     """First column of the first row (reads the whole result, as DuckDB 2 requires)."""
     rows = con.execute(sql, list(params)).fetchall()
     return rows[0][0] if rows else None
@@ -227,7 +230,7 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ())
 _SCALARS = frozenset({str, int, float, bool, type(None), dt.datetime, dt.date})
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if isinstance(value, Mapping | list | tuple) and not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False, default=str)
     return value
@@ -288,7 +291,7 @@ def insert_columns(
     return count
 
 
-def record_rows(records: Iterable[Any], **extra: Any) -> list[dict[str, Any]]:
+def record_rows(records: Iterable[DataclassInstance], **extra: Any) -> list[dict[str, Any]]:
     """Dataclass records as row dicts; float epoch fields ending in _at become timestamps."""
     rows = []
     layouts: dict[type, tuple[list[str], list[str]]] = {}
