@@ -41,9 +41,9 @@ def unreachable(label: str) -> None:
 
 
 def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
-    """A progress display (with the client's call counts when it calls a model, or ``counts``:
-    a ``progress.LateCounts`` for a client the job kernel builds later): nothing under ``-q``,
-    a line per update (each batch or step) under ``-v``."""
+    """A progress display (with the client's call counts when it calls a model, or counts:
+    a progress.LateCounts for a client the job kernel builds later): nothing under -q,
+    a line per update (each batch or step) under -v."""
     from personahub.cli.progress import JobProgress
 
     return JobProgress(console, counts if counts is not None
@@ -52,9 +52,9 @@ def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Pr
 
 
 class JobHooks:
-    """What a job command hands its job to hear from it: ``on_ready`` (the client is built: its
-    call counts shown from now on, and its banner) and ``on_start`` (the job's id named as it
-    starts or resumes, so ``--json`` can print it if the job stops).
+    """What a job command hands its job to hear from it: on_ready (the client is built: its
+    call counts shown from now on, and its banner) and on_start (the job's id named as it
+    starts or resumes, so --json can print it if the job stops).
 
     Args:
         noun: how the console names the job ("job", "interview", ...).
@@ -77,7 +77,7 @@ class JobHooks:
             banner(client)
 
     def on_start(self, job_id: str, resumed: bool) -> None:
-        """Name the job on stderr and remember it for ``--json``."""
+        """Name the job on stderr and remember it for --json."""
         if resumed:
             say(f"resuming {self.noun} ", (job_id, "bold"), f" in {self.db}")
             note_job(self.noun, job_id, self.db)
@@ -128,10 +128,10 @@ PREVIEW_OUTPUT_CHARS = 240  # and its output
 
 
 def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
-    """The end-of-job table of sampled rows (``analysis.preview``): ``what`` is job, run,
-    corpus or expansion, ``owner`` its id, read over a read-only connection to ``db`` (the job
-    has closed its own). On stderr with the other chatter (``-q`` leaves it out); nothing when
-    ``per_kind`` is 0 or there is nothing to show."""
+    """The end-of-job table of sampled rows (analysis.preview): what is job, run,
+    corpus or expansion, owner its id, read over a read-only connection to db (the job
+    has closed its own). On stderr with the other chatter (-q leaves it out); nothing when
+    per_kind is 0 or there is nothing to show."""
     if per_kind < 1 or verbosity() < 0 or not Path(db).exists():
         return
     from rich.table import Table
@@ -168,7 +168,7 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
 
 
 def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int | None], None]:
-    """A progress hook that shows a batch's state (``batch ID in_progress 40/64``) beside the
+    """A progress hook that shows a batch's state (batch ID in_progress 40/64) beside the
     label, and the items done as the bar."""
 
     def hook(phase: str, done: int, total: int | None) -> None:
@@ -187,8 +187,8 @@ EXIT_AWAITING = 3
 @contextmanager
 def awaiting_results() -> Iterator[None]:
     """A job that wrote its batch file ends here: what to do next, exit 0. A job resumed while
-    its batch file still waits for results did nothing: the same line, exit ``EXIT_AWAITING``
-    (not an error, and not done: a script polling with ``personahub resume`` can tell)."""
+    its batch file still waits for results did nothing: the same line, exit EXIT_AWAITING
+    (not an error, and not done: a script polling with personahub resume can tell)."""
     try:
         yield
     except AwaitingResults as exc:
