@@ -34,8 +34,8 @@ _LIST_ITEM = re.compile(r"^(\s*)([-*•]|\d+[.)])\s+")
 # --- text -----------------------------------------------------------------------------------
 
 def plain(text: str) -> str:
-    """text without RST marks: ``code → code, Example:: → Example:, a lone
-    ::`` dropped."""
+    """text without RST marks: double-backquoted code loses its quotes, a line-ending "::"
+    becomes ":" (" ::" is dropped), and a line of only "::" goes."""
     text = _LITERAL.sub(r"\1", text)
     text = re.sub(r"(?m)(?<=\S) ::$", "", text)
     text = re.sub(r"(?m)(?<=\S)::$", ":", text)
