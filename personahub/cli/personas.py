@@ -1,8 +1,9 @@
-"""personahub personas commands that call a model: expand (persona-to-persona) and
-from-text (text-to-persona). Both are resumable jobs: by re-running the same command, or
-explicitly with --resume and the job's id (an expansion id; a text job's corpus name or id).
-from-text is a thin adapter over the job spec pipelines/text_to_persona.py (the API builds
-the same TextConfig: personahub.persona_jobs).
+"""The personas commands that call a model: expand (persona-to-persona) and from-text
+(text-to-persona).
+
+Both are resumable jobs: re-run the same command, or pass --resume with the expansion id
+(from-text: the corpus name or id). from-text adapts the job spec
+pipelines/text_to_persona.py, building the same TextConfig as personahub.persona_jobs.
 """
 
 from __future__ import annotations
@@ -86,11 +87,11 @@ def _open_hub(db: Path) -> Any:
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
                          fresh: bool, language: str | None = None,
                          resume: str | None = None) -> str | None:
-    """The expansion personas expand goes on with (None: a new one).
+    """The expansion personas expand should continue, or None to start a new one.
 
-    resume names it. Without it, an unfinished CLI expansion with the same hops, fanout,
-    limit and language is resumed (its own start personas are kept: the hub has grown since);
-    fresh marks it superseded and starts anew. The database must exist.
+    `resume` names it. Otherwise an unfinished CLI expansion with the same hops, fanout,
+    limit and language is picked up, keeping its own start personas even if the hub has
+    grown; `fresh` marks that one superseded instead. The database must exist.
     """
     from personahub.personas.expand import find_expansion, find_unfinished, supersede_expansion
 
