@@ -1,6 +1,5 @@
-"""personahub jobs (every job of every kind, from the jobs table), personahub runs (the
-simulation runs, with their scenario and steps) and personahub resume
-ID (any job, by its id alone, through the job kernel: every kind is a job spec)."""
+"""personahub jobs (every job of every kind), runs (simulation runs with their scenario and
+steps) and resume ID (any job by its id alone, through the job kernel)."""
 
 from __future__ import annotations
 
