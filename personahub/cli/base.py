@@ -1,10 +1,9 @@
-"""What every personahub command has, whichever module declares it: the short flags, -q and
--v, -h, help rendered by personahub.cli.helpfmt, usage errors that name their
-command, and (with -v) the resolved settings printed before the command runs.
+"""What every personahub command gets without declaring it: the short flags, -q and -v,
+-h, help rendered by helpfmt, usage errors that name their command, and (with -v) the
+resolved settings printed before the command runs.
 
-app.py builds the app from PersonahubTyper, so a command registered with
-app.command() gets all of this with no declaration of its own (tests/cli/test_help.py
-checks that every command does). Command modules do not import this module.
+app.py builds the app from PersonahubTyper, so every registered command gets all of this.
+Command modules do not import this module.
 """
 
 from __future__ import annotations
@@ -130,9 +129,10 @@ _NOT_A_CHOICE = re.compile(r"(?:Value error, )?'(?P<value>.*)' is not one of (?P
 
 
 def usage_message(exc: Any) -> str:
-    """A usage error's text for the one error: line: a value that is not one of the choices
-    reads as the commands' own checks do (--cache 'bogus': use one of off, record, replay);
-    the rest as click words them, without pydantic's "Value error, " prefix."""
+    """A usage error's text for the error: line.
+
+    A bad choice reads like the commands' own checks (--cache 'bogus': use one of off,
+    record, replay); other errors keep click's words, minus pydantic's "Value error, "."""
     param = getattr(exc, "param", None)
     match = _NOT_A_CHOICE.fullmatch(str(getattr(exc, "message", "")))
     if match and param is not None and param.param_type_name == "option":
