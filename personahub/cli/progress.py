@@ -43,14 +43,14 @@ def _followed(count: str) -> Any:
 
 
 class LateCounts:
-    """The call counts of a client built later (the job kernel builds it once the job's inputs
-    are checked): zero until follow names the client's counts."""
+    """Call counts of a client the job kernel builds later (once the job's inputs are
+    checked): zero until follow() names the client's counts."""
 
     def __init__(self) -> None:
         self._stats: CallCounts | None = None
 
     def follow(self, stats: CallCounts) -> None:
-        """Show stats from now on."""
+        """Show the counts of `stats` from now on."""
         self._stats = stats
 
     attempts = _followed("attempts")
