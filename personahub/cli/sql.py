@@ -103,7 +103,7 @@ def sql(
 
 
 def _write(text: str) -> None:
-    """Text on stdout as is (through out's file, which --json elsewhere may move)."""
+    """Text on stdout as is, through the out console's file (which --json may move)."""
     out.file.write(text)
     out.file.flush()
 
