@@ -139,8 +139,8 @@ def _print(result: Any, db: Path, compare: str | None) -> None:
 
 
 def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str]:
-    """Whether this experiment's effects lie within experiment base_id's intervals
-    (table: the result's agreement)."""
+    """Lines saying whether this experiment's effects lie within experiment `base_id`'s
+    intervals; `table` is the result's agreement table."""
     if table.empty:
         return [f"--compare {base_id}: no outcome and treatment in common with {own_id}"]
     held = int(table["agrees"].sum())
