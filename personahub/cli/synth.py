@@ -351,7 +351,7 @@ def report(
 def _folder_report(option: str, out_dir: Path, db: Path, force: bool, given: str | None,
                    others: str, names: tuple[str, ...],
                    write: Callable[[duckdb.DuckDBPyConnection], Path]) -> None:
-    """Write a report folder (a calibration's or an experiment's) with write over a
+    """Write a report folder (a calibration's or an experiment's) with `write` over a
     read-only connection, after refusing other targets and files of an earlier report."""
     from personahub.core.store import connect
 
