@@ -23,8 +23,8 @@ from personahub.cli.job_running import awaiting_results, unreachable
 from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options
 from personahub.core.store import DEFAULT_DB
 
-# what personahub jobs shows of each job: the jobs table's columns of these names (times in
-# UTC), and what, which no table holds
+# The columns personahub jobs shows: jobs-table columns (times in UTC), except "what",
+# which no table holds.
 LISTED = ("job_id", "kind", "status", "started_at", "finished_at", "what")
 JOBS_CAPTION = "times in UTC; what: a few words from the job's config, not a column"
 
