@@ -1,7 +1,7 @@
 """Developer community: contributors of an open-source orchestrator react to a broken release.
 
 Fifty seed personas (plus one hop) form the community around Ferrule
-(``worlds/developer_community.md``). Each step about two in three of them act: they sketch a
+(worlds/developer_community.md). Each step about two in three of them act: they sketch a
 tool (Persona Hub's function-interface shape, never executed), write a prompt they would give an
 AI assistant, or pose a reasoning problem about scheduling. The 3.0 release breaks the scheduler
 at step 2 (everyone hears), a maintainer's migration guide reaches only their neighbourhood at

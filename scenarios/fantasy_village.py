@@ -1,14 +1,16 @@
 """Fantasy village: game NPCs of Sallowmere talking to their neighbours as the lake sinks.
 
 Forty of the shipped seed personas are recast as villagers of Sallowmere (the lore is in
-``worlds/fantasy_village.md``) and linked, with one persona-to-persona hop, into a village graph.
+worlds/fantasy_village.md) and linked, with one persona-to-persona hop, into a village graph.
 Each step the villagers who are awake say a line to a neighbour or hold a short conversation with
 one; the dialogue threads carry over from step to step. Rumours spread only to the houses near
 the mine, the whole village sees the lake fall, a villager joins the Reedwardens (persona
 intervention) and two rivals are made to share a watch (a new edge).
 
-Run it with ``personahub run scenarios/fantasy_village.py``; then for instance
-``personahub sql "select thread_id, count(*) from messages group by 1 order by 2 desc limit 5"``.
+Run it, then look at the longest threads:
+
+    personahub run scenarios/fantasy_village.py
+    personahub sql "select thread_id, count(*) from messages group by 1 order by 2 desc limit 5"
 """
 
 import random

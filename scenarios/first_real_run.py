@@ -1,7 +1,9 @@
 """A first run against a real model: four residents of the river town, one hop, two steps, a survey.
 
 Small on purpose: a local model answering one request at a time finishes it in a minute or two.
-``personahub run scenarios/first_real_run.py --llm "http://127.0.0.1:8812/v1?model=NAME"``.
+Run it with:
+
+    personahub run scenarios/first_real_run.py --llm "http://127.0.0.1:8812/v1?model=NAME"
 """
 
 from personahub.cli import main

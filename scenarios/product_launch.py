@@ -1,7 +1,7 @@
 """Product launch: how purchase intent for the Hoopoe Strider e-bike moves over a launch week.
 
 Sixty seed personas (plus one persona-to-persona hop) hear about Hoopoe Cycles' first e-bike
-(``worlds/product_launch.md``). The launch event reaches everyone at step 2; a battery rumour
+(worlds/product_launch.md). The launch event reaches everyone at step 2; a battery rumour
 reaches only people who ride or commute at step 4, and the company's answer everyone at step 5.
 Thirty people act each step: they ask an assistant something, talk to a neighbour, or write a
 short explainer. At steps 1, 3 and 5 everyone answers a purchase-intent survey (one choice), and
@@ -10,8 +10,8 @@ at step 5 a price-fairness scale. Read the answers with one query per step, e.g.
     personahub sql "select step, answer_choice, count(*) from survey_answers
                     where survey_id = 'purchase_intent' group by all order by all"
 
-Its ``EXPERIMENT`` runs it as three arms (no rumour, rumour, rumour answered) over five seeds:
-``personahub experiment product_launch.py`` prints the effects (docs/scenarios.md).
+Its EXPERIMENT runs it as three arms (no rumour, rumour, rumour answered) over five seeds:
+"personahub experiment product_launch.py" prints the effects (docs/scenarios.md).
 """
 
 from personahub.cli import main
@@ -49,7 +49,7 @@ SCENARIO = Scenario(
     seed=21,
 )
 
-# ``personahub experiment product_launch.py``: what the rumour changes against no rumour, and
+# "personahub experiment product_launch.py": what the rumour changes against no rumour, and
 # what the company's answer changes against leaving it unanswered; each arm its own society from
 # the same seeds (events are numbered from 0 in step order: 1 the rumour, 2 the answer).
 EXPERIMENT = Experiment(

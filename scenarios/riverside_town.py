@@ -4,7 +4,10 @@
 hop, live through six steps of an ordinary week in Millbrook-on-Vale. Each step every resident
 writes a prompt for an AI assistant, says a line to a neighbour, or sketches a software tool;
 at the last step every resident also answers one survey question on the postponed flood wall.
-Run it with ``personahub run scenarios/riverside_town.py`` or ``python scenarios/riverside_town.py``.
+Run it with either of:
+
+    personahub run scenarios/riverside_town.py
+    python scenarios/riverside_town.py
 """
 
 from personahub.cli import main

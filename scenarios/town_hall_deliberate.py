@@ -1,16 +1,16 @@
 """Town hall, deliberate: the Port Carrow debate where each resident decides what to do.
 
-The same town, events, intervention and surveys as ``town_hall_policy.py`` (seed 31), with
-``policy="deliberate"``: before acting, an active resident makes one structured call (purpose
-``decide``) choosing which of the four kinds to write, whom among up to six neighbours to
+The same town, events, intervention and surveys as town_hall_policy.py (seed 31), with
+policy="deliberate": before acting, an active resident makes one structured call (purpose
+"decide") choosing which of the four kinds to write, whom among up to six neighbours to
 address (the latest senders in its inbox are listed first, marked "wrote to you"), or nothing,
-with a short reason. The decision is stored in ``decisions``; whoever chose ``nothing`` writes
+with a short reason. The decision is stored in the decisions table; whoever chose "nothing" writes
 nothing that step. Deliberation matters here because the survey answers are shaped by what
 people heard: who talks, and to whom, changes what each resident's inbox and memory hold when
 the step-5 survey asks again.
 
 Compared with the scripted policy (offline engine, seed 31, 120 agents, both files run with
-``personahub run`` as shipped; the offline engine answers at random from the prompt, so these
+"personahub run" as shipped; the offline engine answers at random from the prompt, so these
 figures show the mechanics, not opinion dynamics a model would produce):
 
                                       scripted           deliberate
@@ -26,7 +26,7 @@ figures show the mechanics, not opinion dynamics a model would produce):
 
 The scripted policy answers the latest sender 70% of the time by rule; a deliberating agent
 answers whom its decision names (the offline engine picks a label at random; 47 decisions named
-nobody for a kind said to someone and fell back to the first person shown, ``fallback``).
+nobody for a kind said to someone and fell back to the first person shown: "fallback").
 With a real model, compare the two files' trajectories with::
 
     personahub sql "select step, answer_choice, count(*) from survey_answers

@@ -1,7 +1,7 @@
 """Town hall policy: opinion on a short-term rental cap before and after the council acts.
 
 Sixty seed personas (plus one hop) live in Port Carrow, where Proposal 26-14 would cap and tax
-whole-home short-term rentals (``worlds/town_hall_policy.md``). Residents argue with neighbours
+whole-home short-term rentals (worlds/town_hall_policy.md). Residents argue with neighbours
 (lines and short conversations), ask assistants about it, and work through the numbers (math
 problems). Everyone is surveyed at step 2 (before) and step 5 (after): support or oppose (choice)
 and how strongly they feel (scale 1..7). At step 3 the council passes the proposal on first

@@ -1,27 +1,19 @@
-"""The ``personahub`` command line: this module assembles the app from the command modules.
+"""The personahub command line: this module assembles the app from the command modules.
 
-Every command that calls a model takes ``--llm SPEC`` (default: ``PERSONAHUB_LLM`` or
-``offline``). Errors print as one line on stderr with a non-zero exit; nothing is half-written.
-Ctrl-C and SIGTERM print one line too (the interrupted job and how to resume it) and exit 130
-and 143; a job names itself on stderr when it starts.
+Every command follows the app's conventions (personahub/cli/base.py): -h, -q/-v, the shared
+short flags, and help rendered by helpfmt. Commands that call a model take --llm SPEC
+(default: PERSONAHUB_LLM or offline).
 
-Every command follows the app's conventions (``personahub/cli/base.py``): ``-h``, ``-q``/``-v``,
-the short flags, help rendered by ``helpfmt``. Every usage error (unknown flag or command,
-missing or bad value, a bad choice) exits 2 with one ``error:`` line.
+Errors print one error: line on stderr and exit non-zero; nothing is half-written. Usage
+errors (unknown flag or command, missing or bad value) exit 2. Ctrl-C and SIGTERM print one
+line naming the interrupted job and how to resume it, and exit 130 and 143. A job names
+itself on stderr when it starts.
 
-Layout (the CLI is the outermost layer; no command module imports another, nor this one), all
-in ``personahub/cli/``: ``base`` and ``helpfmt`` (the conventions above), ``common`` (options,
-consoles, errors, client, progress, the JSON result), ``run``, ``experiment``,
-``sql``, ``serve``, ``view``, ``synth`` (synthesize, export, report, diversity), ``interview``,
-``judge``, ``evaluate``, ``batch`` (batch import), ``calibrate`` (calibrate, calibrations), ``doctor``,
-``jobs`` (jobs, runs, resume),
-``show`` (one item, emission or persona), ``hub`` (personas import, sample, stats,
-export-graph), ``population`` (personas sample-population), ``dedup`` (personas dedup) and
-``personas`` (personas expand, from-text).
-
-A shipped job kind's command is registered from its row in ``pipelines/labels.py`` (its import
-string and path); each other command module lists its own commands by path (``COMMANDS``, below
-them) and this module gathers those (``OWN``); ``HELP_ORDER`` places both.
+Layout: the CLI is the outermost layer, and no command module imports another or this one.
+base, helpfmt, common, options, job_running and progress hold what commands share; the
+other modules hold commands. A shipped job kind's command is registered from its row in
+pipelines/labels.py; every other command module lists its own in COMMANDS, gathered here
+as OWN. HELP_ORDER sets the order --help lists them in.
 """
 
 from __future__ import annotations
@@ -76,8 +68,8 @@ __all__ = ["app", "print_summary"]
 
 
 class OneLineGroup(PersonahubGroup):
-    """The root command: a usage error (bad flag or value, missing argument, unknown command)
-    is one ``error:`` line naming where help is, not click's usage block; help is unchanged."""
+    """The root command: a usage error prints one error: line pointing at --help, instead
+    of click's usage block."""
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
@@ -100,8 +92,8 @@ class OneLineGroup(PersonahubGroup):
             error_line(exc.format_message())
             sys.exit(exc.exit_code)
         except typer.Abort as exc:  # click's own Abort in older typer
-            # click turns an EOFError that escaped a command into Abort: name the cause (a
-            # truncated compressed file said only "aborted")
+            # click turns an escaped EOFError into Abort: name the cause, e.g. a truncated
+            # compressed file
             cause = exc.__cause__ or exc.__context__
             error_line("aborted" if cause is None or isinstance(cause, KeyboardInterrupt)
                        else f"aborted: unexpected end of data ({type(cause).__name__}: {cause})")
@@ -133,15 +125,14 @@ def _root(version: Annotated[bool, typer.Option(
     """Persona-driven synthetic data and virtual-society simulation (offline by default)."""
 
 
-#: the command modules of the commands that are no shipped kind's (each lists its own, where
-#: they are defined, as ``COMMANDS``)
+#: the modules of the commands that belong to no shipped kind (each lists them in COMMANDS)
 OWN_MODULES: tuple[ModuleType, ...] = (
     cli_experiment, cli_sql, cli_serve, cli_synth, cli_calibrate, cli_view, cli_doctor, cli_jobs,
     cli_show, cli_hub, cli_batch)
 
 
 def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callable[..., Any]]:
-    """The commands ``modules`` list as their ``COMMANDS``, by path.
+    """The commands modules list as their COMMANDS, by path.
 
     Args:
         modules: Command modules.
@@ -162,11 +153,10 @@ def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callabl
     return found
 
 
-#: the commands that are no shipped kind's, by path (a kind's command comes from its row in
-#: ``pipelines/labels.py``)
+#: the commands that belong to no shipped kind, by path
 OWN = own_commands(OWN_MODULES)
 
-#: each group's commands in the order ``--help`` lists them; a command not named here (a new
+#: each group's commands in the order --help lists them; a command not named here (a new
 #: shipped kind's) comes last in its group
 HELP_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {
     (): ("run", "experiment", "sql", "serve", "synthesize", "export", "report", "diversity",
@@ -178,8 +168,10 @@ HELP_ORDER: dict[tuple[str, ...], tuple[str, ...]] = {
 
 
 def resolve(ref: str) -> Any:
-    """The object an import string ``"module:name"`` names (the table's commands and job
-    functions are strings: ``pipelines`` may not import the command line or the API)."""
+    """Import the object named by "module:name".
+
+    The kinds table names commands and job functions as strings: pipelines may not import
+    the CLI or the API."""
     module, _, name = ref.partition(":")
     return getattr(import_module(module), name)
 
@@ -188,7 +180,7 @@ def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Cal
     """Each shipped kind's command by its path, resolved from the table.
 
     Args:
-        table: Kind -> its row (``pipelines.labels.SHIPPED``).
+        table: Kind -> its row (pipelines.labels.SHIPPED).
 
     Returns:
         Command path -> the command's function.
@@ -209,11 +201,10 @@ def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Cal
 def register(groups: Mapping[tuple[str, ...], typer.Typer],
              commands: Mapping[tuple[str, ...], Callable[..., Any]],
              order: Mapping[tuple[str, ...], tuple[str, ...]]) -> None:
-    """Register each command in its group, each group's in ``order`` (the others after, as
-    given).
+    """Register each command in its group, in each group's `order` (unlisted ones last).
 
     Args:
-        groups: Group path -> its app (``()`` the root).
+        groups: Group path -> its app (() the root).
         commands: Command path (its group's, then its name) -> its function.
         order: Group path -> its command names in help order.
 

@@ -1,10 +1,9 @@
-"""What every ``personahub`` command has, whichever module declares it: the short flags, ``-q`` and
-``-v``, ``-h``, help rendered by ``personahub.cli.helpfmt``, usage errors that name their
-command, and (with ``-v``) the resolved settings printed before the command runs.
+"""What every personahub command gets without declaring it: the short flags, -q and -v,
+-h, help rendered by helpfmt, usage errors that name their command, and (with -v) the
+resolved settings printed before the command runs.
 
-``app.py`` builds the app from ``PersonahubTyper``, so a command registered with
-``app.command()`` gets all of this with no declaration of its own (``tests/cli/test_help.py``
-checks that every command does). Command modules do not import this module.
+app.py builds the app from PersonahubTyper, so every registered command gets all of this.
+Command modules do not import this module.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from personahub.cli import helpfmt
 from personahub.cli.common import click_exceptions, detail, request_verbosity, reset_cli_state, verbosity
 
 # One meaning per short flag across the app: a command with the long option gets the short one
-# (unless it already uses that letter for something else). ``-h``, ``-q`` and ``-v`` are on
-# every command; ``-f`` (sql --file), ``-k``, ``-w`` are declared where they are used.
+# (unless it already uses that letter for something else). -h, -q and -v are on
+# every command; -f (sql --file), -k, -w are declared where they are used.
 SHORT_FLAGS: dict[str, str] = {
     "--db": "-d",
     "--out": "-o",
@@ -40,8 +39,8 @@ SECRET_WORDS = ("key", "token", "secret", "password")
 
 
 def conventional_names(params: list[Any]) -> None:
-    """Give each option named in ``SHORT_FLAGS`` its short flag, where the letter is free, and
-    each one in ``VALUE_NAMES`` its value's name unless it declares one."""
+    """Give each option named in SHORT_FLAGS its short flag, where the letter is free, and
+    each one in VALUE_NAMES its value's name unless it declares one."""
     taken = {opt for p in params for opt in [*p.opts, *getattr(p, "secondary_opts", [])]}
     taken.update(HELP_NAMES)
     for param in params:
@@ -69,7 +68,7 @@ def _verbose(value: bool) -> bool:
 
 
 def verbosity_params() -> list[Any]:
-    """``-q/--quiet`` and ``-v/--verbose`` as parameters (built through Typer's own declaration,
+    """-q/--quiet and -v/--verbose as parameters (built through Typer's own declaration,
     whatever click copy it uses), not passed to the command's function."""
     probe = typer.Typer(add_completion=False)
 
@@ -95,7 +94,7 @@ def _long_name(param: Any) -> str:
 
 
 def _shown(name: str, value: Any) -> str:
-    """A setting as ``-v`` prints it: secrets hidden, URLs (model specs) redacted."""
+    """A setting as -v prints it: secrets hidden, URLs (model specs) redacted."""
     if any(word in name for word in SECRET_WORDS):
         return "***"
     if isinstance(value, str) and "://" in value:
@@ -108,7 +107,7 @@ def _shown(name: str, value: Any) -> str:
 
 
 def show_settings(ctx: Any) -> None:
-    """With ``-v``: every parameter's value and where it came from (given, env, default)."""
+    """With -v: every parameter's value and where it came from (given, env, default)."""
     detail(f"settings of {ctx.command_path}:")
     for param in ctx.command.params:
         if not param.expose_value or param.name not in ctx.params:
@@ -130,9 +129,10 @@ _NOT_A_CHOICE = re.compile(r"(?:Value error, )?'(?P<value>.*)' is not one of (?P
 
 
 def usage_message(exc: Any) -> str:
-    """A usage error's text for the one ``error:`` line: a value that is not one of the choices
-    reads as the commands' own checks do (``--cache 'bogus': use one of off, record, replay``);
-    the rest as click words them, without pydantic's "Value error, " prefix."""
+    """A usage error's text for the error: line.
+
+    A bad choice reads like the commands' own checks (--cache 'bogus': use one of off,
+    record, replay); other errors keep click's words, minus pydantic's "Value error, "."""
     param = getattr(exc, "param", None)
     match = _NOT_A_CHOICE.fullmatch(str(getattr(exc, "message", "")))
     if match and param is not None and param.param_type_name == "option":
@@ -143,7 +143,7 @@ def usage_message(exc: Any) -> str:
 
 def _located(parse: Callable[[], Any], ctx: Any) -> Any:
     """Run click's parsing; a usage error raised without its context (a missing option value)
-    gets this command's, so the message names ``personahub CMD --help``."""
+    gets this command's, so the message names personahub CMD --help."""
     try:
         return parse()
     except click_exceptions.UsageError as exc:
@@ -200,8 +200,8 @@ class PersonahubGroup(_Conventions, TyperGroup):
 
 
 class PersonahubTyper(typer.Typer):
-    """``typer.Typer`` whose commands and groups are ``PersonahubCommand``/``PersonahubGroup``
-    unless a ``cls`` is given, with ``-h`` as well as ``--help``."""
+    """typer.Typer whose commands and groups are PersonahubCommand/PersonahubGroup
+    unless a cls is given, with -h as well as --help."""
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("cls", PersonahubGroup)

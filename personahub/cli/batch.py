@@ -1,8 +1,8 @@
-"""``personahub batch import``: the results of a ``--batch-file`` run elsewhere (vLLM
-``run-batch``, a provider's console); the ``--batch`` options are in ``cli/options.py``.
+"""personahub batch import: the results of a --batch-file run elsewhere (vLLM
+run-batch, a provider's console); the --batch options are in cli/options.py.
 
-A job sent as batches writes the same rows as an online one (``pipelines/provider_batch_jobs.py``);
-``docs/batch.md`` says when it pays.
+A job sent as batches writes the same rows as an online one (pipelines/provider_batch_jobs.py);
+docs/batch.md says when it pays.
 """
 
 from __future__ import annotations
@@ -62,5 +62,5 @@ def batch_import(
         out.print(line, highlight=False, soft_wrap=True)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("batch", "import"): batch_import}

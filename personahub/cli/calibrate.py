@@ -1,6 +1,6 @@
-"""``personahub calibrate`` (ask personas matched to a survey's groups its questions and score the
-answers against people's, beside three baselines) and ``personahub calibrations`` (list them,
-or compare two or more side by side, ``--compare ID --compare ID``, with their spread over seeds
+"""personahub calibrate (ask personas matched to a survey's groups its questions and score the
+answers against people's, beside three baselines) and personahub calibrations (list them,
+or compare two or more side by side, --compare ID --compare ID, with their spread over seeds
 and what flips). docs/calibration.md describes both."""
 
 from __future__ import annotations
@@ -242,5 +242,5 @@ def calibrations(
     _compare(db, list(jobs), as_json)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("calibrations",): calibrations}

@@ -31,14 +31,12 @@ try:  # typer >= 0.22 ships its own copy of click
 except ImportError:  # pragma: no cover - older typer runs on click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
-# Markup is off on every console: messages, file names, hints and table cells hold user and data
-# text (``pip install 'personahub[embed]'``, a path with ``[/]``) that must print verbatim. Our own
-# emphasis goes through ``say`` as styled ``Text`` pieces, never through markup.
-# ``console``: chatter on stderr (banners, progress, summaries, hints), silenced by ``-q``;
-# ``errors``: the one ``error:`` line and interrupt lines, on stderr whatever ``-q`` says;
-# ``out``: results on stdout (tables, exported data), moved to stderr under ``--json``.
-# Emoji codes are off too: a label such as ``expand:link`` or a persona's ``:smile:`` is data, not
-# an emoji (issue 44).
+# Markup and emoji codes are off on every console: messages and table cells hold user data
+# (a path with [/], a label like expand:link) that must print verbatim. Styling goes through
+# say as styled Text pieces.
+# console: chatter on stderr (banners, progress, hints), silenced by -q.
+# errors: the error: line and interrupt lines, on stderr even under -q.
+# out: results on stdout (tables, exported data), moved to stderr under --json.
 console = Console(stderr=True, markup=False, emoji=False)
 errors = Console(stderr=True, markup=False, emoji=False)
 out = Console(markup=False, emoji=False)
@@ -47,7 +45,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass
 class Chattiness:
-    """How much this invocation prints: -1 quiet (``-q``), 0 normal, 1 verbose (``-v``)."""
+    """How much this invocation prints: -1 quiet (-q), 0 normal, 1 verbose (-v)."""
 
     level: int = 0
     asked: int = 0  # what -q/-v asked in this invocation (0: neither yet)
@@ -68,7 +66,7 @@ def reset_cli_state() -> None:
 
 
 def request_verbosity(level: int) -> None:
-    """``-q`` (-1) or ``-v`` (1), on the root command or the command itself; both at once is a
+    """-q (-1) or -v (1), on the root command or the command itself; both at once is a
     usage error."""
     if _chat.asked and _chat.asked != level:
         raise typer.BadParameter("-q and -v cannot be combined")
@@ -77,38 +75,36 @@ def request_verbosity(level: int) -> None:
 
 
 def verbosity() -> int:
-    """-1 under ``-q``, 1 under ``-v``, else 0."""
+    """-1 under -q, 1 under -v, else 0."""
     return _chat.level
 
 
 def detail(*parts: str | tuple[str, str]) -> None:
-    """A line only ``-v`` shows (settings, per-batch progress), on stderr."""
+    """A line only -v shows (settings, per-batch progress), on stderr."""
     if _chat.level > 0:
         say(*parts)
 
 
 def say(*parts: str | tuple[str, str], to: Console | None = None) -> None:
-    """Print one line from plain strings and ``(text, style)`` pairs, every character verbatim
-    (no markup, no highlighting, not wrapped); on stderr unless ``to`` names another console."""
+    """Print one line from plain strings and (text, style) pairs, every character verbatim
+    (no markup, no highlighting, not wrapped); on stderr unless to names another console."""
     (to or console).print(Text.assemble(*parts), highlight=False, soft_wrap=True)
 
 
 def error_line(message: str) -> None:
-    """Print ``error: MESSAGE`` as one line on stderr (never wrapped, markup not interpreted,
-    shown under ``-q`` too)."""
+    """Print error: MESSAGE as one line on stderr (never wrapped, markup not interpreted,
+    shown under -q too)."""
     first = " ".join(str(message).split()) or "unknown error"
     say(("error:", "bold red"), " ", first, to=errors)
 
 
 def one_line_errors(func: F) -> F:
-    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit (2 for a
-    UsageError: a flag or scenario value, as for a flag click refuses).
+    """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
 
-    SIGTERM is turned into an interrupt for the command's duration (``personahub.core.interrupts``), so a
-    run or job it stops is marked ``interrupted`` as after Ctrl-C; the exit is 143, not 130.
-    ``sys.exit`` and other BaseExceptions raised by scenario code become one line too, naming
-    the scenario's file and line: they are not this program's way out, so they must not end it
-    silently (loading and running a scenario already turn them into errors; this is the net).
+    A UsageError exits 2, like a flag click refuses. SIGTERM acts as an interrupt, so the
+    run or job it stops is marked interrupted as after Ctrl-C, but exits 143, not 130.
+    sys.exit and other BaseExceptions from scenario code also become one line naming the
+    scenario's file and line, so scenario code cannot end the program silently.
     """
 
     @functools.wraps(func)
@@ -146,8 +142,8 @@ def one_line_errors(func: F) -> F:
 
 
 def _stopped_json(function: str) -> None:
-    """Under ``--json``, the object of a job that started and then stopped (failed,
-    interrupted): the exit code stays the error's."""
+    """Under --json, print the object of a job that started and then failed or was
+    interrupted (the exit code stays the error's)."""
     if not _chat.as_json or _chat.job is None:
         return
     id_key, job_id, db = _chat.job
@@ -159,8 +155,7 @@ def _stopped_json(function: str) -> None:
 
 
 def serve_until_stopped(stop: Callable[[], None]) -> None:
-    """Keep a server of this process up until Ctrl-C or SIGTERM (``one_line_errors`` reports
-    them), then ``stop`` it (``serve``, ``view``)."""
+    """Keep this process's server up until Ctrl-C or SIGTERM, then call `stop`."""
     import time
 
     try:
@@ -175,20 +170,21 @@ _ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id",
 
 
 def job_id_key(kind: str) -> str:
-    """The key ``--json`` names a job's id by (``run_id`` for a run, ``job_id`` by default)."""
+    """The key --json names a job's id by (run_id for a run, job_id by default)."""
     return _ID_KEYS.get(kind, "job_id")
 
 
 def note_job(what: str, key: str, db: Path) -> None:
-    """Remember the job this invocation runs (started or resumed): if it stops, ``--json``
+    """Remember the job this invocation runs (started or resumed): if it stops, --json
     still prints its object, with the status the job was left in."""
     _chat.job = (job_id_key(what), key, Path(db))
 
 
 def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
-    """Which of the parameters ``names`` the user gave (on the command line or in the
-    environment), as ``--flag`` spellings: a resume refuses those its job already fixes.
-    (Sources compare by name: typer may run on its own copy of click.)"""
+    """The `names` the user set on the command line or in the environment, as --flags.
+
+    A resume refuses those its job already fixes. Sources compare by name because typer
+    may run on its own copy of click."""
     chosen = []
     for name in names:
         source = ctx.get_parameter_source(name)
@@ -198,8 +194,9 @@ def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]
 
 
 def json_mode(on: bool) -> bool:
-    """Under ``--json`` stdout holds only the result object: ``out`` writes to stderr (the
-    ``--json`` option's callback; ``reset_cli_state`` puts it back)."""
+    """The --json callback: keep stdout for the result object by sending `out` to stderr.
+
+    reset_cli_state undoes it."""
     if on:
         out.stderr = True
         _chat.as_json = True
@@ -214,11 +211,10 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
         {"command": "synthesize", "status": "finished", "job_id": "...", "counts": {"written": 50},
          "paths": {"db": "hub.duckdb", "out": "math.jsonl"}}
 
-    ``ids`` become top-level keys (``job_id``, ``run_id``); ``status`` is the job's stored status
-    (``finished``, ``failed``, ``interrupted``...); ``paths`` as given (None left out); ``more`` adds
-    command-specific keys. A job command takes ``--json`` from ``output_options`` (its callback
-    sends ``out`` to stderr) and calls this function last, when ``shown.json``; also
-    when the job fails after it started: the object then says so, and the exit stays non-zero.
+    ids become top-level keys (job_id, run_id); status is the job's stored status
+    (finished, failed, interrupted...); paths skip None values; `more` adds
+    command-specific keys. A job command calls this last when shown.json is set. It is also
+    called when a started job fails: the object says so and the exit stays non-zero.
     """
     record: dict[str, Any] = {"command": command, "status": status, **ids,
                               "counts": dict(counts or {}),
@@ -231,8 +227,9 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
 def emit_job_json(command: str, db: Path, *, job_id: str | None, kind: str | None = None,
                   id_key: str = "job_id", counts: Mapping[str, int | float | None] | None = None,
                   paths: Mapping[str, str | Path | None] | None = None, **more: Any) -> None:
-    """``emit_json`` for a job the command just ran: its status as the ``jobs`` table stores it
-    (with ``kind`` and no ``job_id``: the newest job of that kind), ``paths`` with ``db``."""
+    """emit_json for a job the command just ran, with its stored status and the db path.
+
+    With `kind` and no job_id, the newest job of that kind is reported."""
     from personahub.core.jobs_store import find_job, list_jobs
     from personahub.core.store import connect
 
@@ -251,14 +248,14 @@ def emit_job_json(command: str, db: Path, *, job_id: str | None, kind: str | Non
 
 
 def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
-    """Click's own "Missing argument" usage error, for an argument that is optional only
-    alongside ``--resume`` (same message and exit code as when it was required)."""
+    """Raise click's own "Missing argument" error for an argument optional only with
+    --resume, so the message and exit code match a required argument."""
     param = next(p for p in ctx.command.params if p.name == name)
     raise click_exceptions.MissingParameter(ctx=ctx, param=cast(Any, param))  # typer's click copy
 
 
 def run_counts(summary: Any) -> dict[str, int]:
-    """A run's counts for ``--json``."""
+    """A run's counts for --json."""
     return {"agents": summary.agents, "steps": summary.steps,
             "emissions": sum(summary.emissions_by_kind.values()), "messages": summary.messages,
             "survey_answers": summary.answers, "duplicates": summary.duplicates,
@@ -266,7 +263,7 @@ def run_counts(summary: Any) -> dict[str, int]:
 
 
 def summary_counts(summary: Any) -> dict[str, int]:
-    """The whole-number fields of a spec's summary (a dataclass), for ``--json``."""
+    """The whole-number fields of a spec's summary (a dataclass), for --json."""
     import dataclasses
 
     if not dataclasses.is_dataclass(summary):

@@ -1,12 +1,13 @@
-"""``personahub personas dedup``: MinHash, then embeddings, as a resumable job on the kernel.
+"""personahub personas dedup: MinHash, then embeddings, as a resumable job on the kernel.
 
-The command is a thin adapter over the ``dedup`` job spec (``pipelines/dedup.py``): it builds
-the same ``DedupJobConfig`` as ``personahub.dedup`` and runs it on the kernel. Each stage-2 batch's
-vectors are committed with that batch's model-call records and cache entries, and the ANN
-marking runs once every vector is in. Re-running the same command, or ``--resume JOB_ID``, goes
-on from the stored vectors. ``--cache``, ``--rps`` and ``--timeout`` apply to model
-embedders (``openai:<model>``); ``hash`` and ``local`` call no model. Stage 2 judges only texts
-in the scripts its embedder was trained on; the summary counts the others ("skipped for language").
+A thin adapter over the dedup job spec (pipelines/dedup.py): it builds the same
+DedupJobConfig as personahub.dedup and runs it on the kernel.
+
+Stage 2 commits each batch's vectors with its model-call records, then marks duplicates
+once all vectors are in; re-running the command, or --resume JOB_ID, goes on from the
+stored vectors. --cache, --rps and --timeout matter only for model embedders
+(openai:<model>). Stage 2 skips texts in scripts its embedder was not trained on and
+counts them as "skipped for language".
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def personas_dedup(
 
 
 def _check_resumable(db: Path, job_id: str) -> None:
-    """Refuse, before anything runs, a ``--resume`` of no dedup job or of a finished one."""
+    """Refuse, before anything runs, a --resume of no dedup job or of a finished one."""
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
 
@@ -122,7 +123,7 @@ def _check_resumable(db: Path, job_id: str) -> None:
 
 
 def _progress_hook(bar: Any) -> Any:
-    """A bar per stage (``minhash``, ``embedding``) from the kernel's progress reports."""
+    """A bar per stage (minhash, embedding) from the kernel's progress reports."""
     tasks: dict[str, Any] = {}
 
     def hook(stage: str, done: int, total: int | None) -> None:

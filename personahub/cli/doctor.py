@@ -1,4 +1,4 @@
-"""``personahub doctor``: probe a model endpoint before a big job (``models.doctor``)."""
+"""personahub doctor: probe a model endpoint before a big job (models.doctor)."""
 
 from __future__ import annotations
 
@@ -115,5 +115,5 @@ def _print(report: DoctorReport) -> None:
               "(or --concurrency auto to follow the server as it goes)", soft_wrap=True)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("doctor",): doctor}

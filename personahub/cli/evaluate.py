@@ -1,6 +1,6 @@
-"""CLI command ``personahub evaluate`` (registered by ``personahub/cli/app.py``): hold out a
+"""CLI command personahub evaluate (registered by personahub/cli/app.py): hold out a
 seeded test split of a synthesis job's items, have several solvers answer it, keep the items
-enough of them agree on, and score models on those (``pipelines/evaluate.py``, issue 46)."""
+enough of them agree on, and score models on those (pipelines/evaluate.py, issue 46)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""``personahub experiment``: run a scenario file's ``EXPERIMENT`` and print its effect table.
+"""personahub experiment: run a scenario file's EXPERIMENT and print its effect table.
 
-Each arm x replicate is a run in ``--db``; running the command again goes on with the runs not
-finished (``personahub/experiments.py``). The table has, per outcome and treatment, the effect
+Each arm x replicate is a run in --db; running the command again goes on with the runs not
+finished (personahub/experiments.py). The table has, per outcome and treatment, the effect
 against the control with its bootstrap interval, the test, Holm's corrected p and the effect
 size; a plain verdict line per outcome follows.
 """
@@ -83,7 +83,7 @@ def experiment(
 
 def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: int | None,
              port: int) -> Any:
-    """The ``--view`` server (``ExperimentView``), its port taken before any run starts."""
+    """The --view server (ExperimentView), its port taken before any run starts."""
     from personahub.analysis.live_view import ExperimentView
     from personahub.sim.experiment import load_experiment
 
@@ -96,7 +96,7 @@ def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: in
 def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
             parallel: int, engine: Engine, archetype_elicit: str | None = None) -> Any:
-    """The experiment's unfinished runs, then its tables (``personahub.experiment``)."""
+    """The experiment's unfinished runs, then its tables (personahub.experiment)."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
@@ -108,7 +108,7 @@ def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str
 
 
 def _print(result: Any, db: Path, compare: str | None) -> None:
-    """The effect table, its verdicts and (``--compare``) the agreement lines."""
+    """The effect table, its verdicts and (--compare) the agreement lines."""
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
         f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "
@@ -139,8 +139,8 @@ def _print(result: Any, db: Path, compare: str | None) -> None:
 
 
 def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str]:
-    """Whether this experiment's effects lie within experiment ``base_id``'s intervals
-    (``table``: the result's ``agreement``)."""
+    """Lines saying whether this experiment's effects lie within experiment `base_id`'s
+    intervals; `table` is the result's agreement table."""
     if table.empty:
         return [f"--compare {base_id}: no outcome and treatment in common with {own_id}"]
     held = int(table["agrees"].sum())
@@ -148,5 +148,5 @@ def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str
                             "intervals"]
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("experiment",): experiment}

@@ -1,10 +1,10 @@
-"""``--help`` as plain text that reads well at any width: paragraphs reflowed (docstrings are
+"""--help as plain text that reads well at any width: paragraphs reflowed (docstrings are
 hard-wrapped in the source), lists and indented examples kept, no RST marks, one label per option
-(``-d, --db PATH``; choices as ``[off|record|replay]``; flags with no value label), options
-grouped into sections by their ``rich_help_panel``.
+(-d, --db PATH; choices as [off|record|replay]; flags with no value label), options
+grouped into sections by their rich_help_panel.
 
-Typer's own help is not used: it shows ``<bool>`` after every flag, ``<str>`` for choices and the
-source's line breaks, and reads text as Rich markup (``personahub[embed]`` loses ``[embed]``). This
+Typer's own help is not used: it shows <bool> after every flag, <str> for choices and the
+source's line breaks, and reads text as Rich markup (personahub[embed] loses [embed]). This
 module reads only what click's objects hold (names, help, defaults, types), so it does not depend
 on Typer's renderer, which changes between releases.
 """
@@ -34,8 +34,8 @@ _LIST_ITEM = re.compile(r"^(\s*)([-*•]|\d+[.)])\s+")
 # --- text -----------------------------------------------------------------------------------
 
 def plain(text: str) -> str:
-    """``text`` without RST marks: ````code```` → ``code``, ``Example::`` → ``Example:``, a lone
-    ``::`` dropped."""
+    """text without RST marks: double-backquoted code loses its quotes, a line-ending "::"
+    becomes ":" (" ::" is dropped), and a line of only "::" goes."""
     text = _LITERAL.sub(r"\1", text)
     text = re.sub(r"(?m)(?<=\S) ::$", "", text)
     text = re.sub(r"(?m)(?<=\S)::$", ":", text)
@@ -43,7 +43,7 @@ def plain(text: str) -> str:
 
 
 def paragraphs(text: str) -> list[str]:
-    """The paragraphs of a docstring-like text (dedented; ``\\f`` and what follows dropped)."""
+    """The paragraphs of a docstring-like text (dedented; \\f and what follows dropped)."""
     text = textwrap.dedent(text.partition("\f")[0]).strip("\n")
     if "\n" in text:  # docstrings: the first line has no indent, the others do
         first, rest = text.split("\n", 1)
@@ -52,7 +52,7 @@ def paragraphs(text: str) -> list[str]:
 
 
 def _is_verbatim(paragraph: str) -> bool:
-    """An example or a preformatted block: indented, a shell prompt, or click's ``\\b`` mark."""
+    """An example or a preformatted block: indented, a shell prompt, or click's \\b mark."""
     lines = paragraph.splitlines()
     return (paragraph.startswith("\b") or all(line.startswith((" ", "\t")) for line in lines)
             or lines[0].lstrip().startswith("$ "))
@@ -86,7 +86,7 @@ def _blocks(paragraph: str) -> list[tuple[str, list[str]]]:
 
 
 def reflow(text: str, width: int, indent: str = "") -> str:
-    """``text`` wrapped to ``width``: each paragraph's lines joined and wrapped again, list items
+    """text wrapped to width: each paragraph's lines joined and wrapped again, list items
     with a hanging indent, indented examples as they are; paragraphs separated by a blank line."""
     out: list[str] = []
     for paragraph in paragraphs(plain(text)):
@@ -116,8 +116,8 @@ def summary(text: str | None) -> str:
 # --- parameters -----------------------------------------------------------------------------
 
 def choices(param: Any) -> tuple[str, ...] | None:
-    """The values a parameter accepts, when it is a choice (a ``Literal``/``Enum`` annotation in
-    Typer >= 0.2x, a ``click.Choice`` before)."""
+    """The values a parameter accepts, when it is a choice (a Literal/Enum annotation in
+    Typer >= 0.2x, a click.Choice before)."""
     descriptor = getattr(param, "type_descriptor", None)
     found = getattr(descriptor, "choices", None) if descriptor is not None else None
     if found is None:
@@ -137,7 +137,7 @@ def _annotation(param: Any) -> Any:
 
 def value_label(param: Any) -> str:
     """What follows an option's name in help: nothing for a flag, the declared metavar, the
-    choices as ``[a|b|c]``, or the type (``N``, ``X``, ``PATH``, ``TEXT``)."""
+    choices as [a|b|c], or the type (N, X, PATH, TEXT)."""
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
         return ""
     if param.metavar:
@@ -157,7 +157,7 @@ def value_label(param: Any) -> str:
 
 
 def argument_label(param: Any) -> str:
-    """An argument as usage shows it: ``SCENARIO``, ``[QUERY]`` when optional, ``FILE...``."""
+    """An argument as usage shows it: SCENARIO, [QUERY] when optional, FILE...."""
     name = str(param.metavar or (param.name or "").upper())
     if getattr(param, "nargs", 1) == -1:
         name += "..."
@@ -165,8 +165,8 @@ def argument_label(param: Any) -> str:
 
 
 def option_label(param: Any) -> str:
-    """``-d, --db PATH``; long names aligned past short ones. Of a boolean pair Typer makes
-    (``--force``/``--no-force``) only the one that changes the default is shown."""
+    """-d, --db PATH; long names aligned past short ones. Of a boolean pair Typer makes
+    (--force/--no-force) only the one that changes the default is shown."""
     shorts = [o for o in param.opts if not o.startswith("--")]
     longs = [o for o in param.opts if o.startswith("--")]
     negatives = list(getattr(param, "secondary_opts", []) or [])
@@ -183,7 +183,7 @@ def _number(value: float) -> str:
 
 
 def bounds(param: Any) -> str:
-    """A number option's range, as ``x>=1`` or ``0<=x<=2`` (type-sized bounds left out)."""
+    """A number option's range, as x>=1 or 0<=x<=2 (type-sized bounds left out)."""
     low: float | None = getattr(param, "min", None)
     high: float | None = getattr(param, "max", None)
     if high is not None and abs(high) >= UNBOUNDED:
@@ -242,20 +242,20 @@ def param_help(param: Any) -> str:
 # --- layout ---------------------------------------------------------------------------------
 
 def width_now() -> int:
-    """The terminal's width (``COLUMNS`` first), between ``MIN_WIDTH`` and ``MAX_WIDTH``."""
+    """The terminal's width (COLUMNS first), between MIN_WIDTH and MAX_WIDTH."""
     columns = shutil.get_terminal_size((80, 24)).columns
     return max(MIN_WIDTH, min(MAX_WIDTH, columns))
 
 
 def label_column(rows: Iterable[tuple[str, str]], width: int) -> int:
-    """The width of the label column: the longest label that fits (``LABEL_MAX``, or a third of
+    """The width of the label column: the longest label that fits (LABEL_MAX, or a third of
     a narrow page), plus a gap; a longer label goes on a line of its own."""
     cap = min(LABEL_MAX, width // 3)
     return max((len(label) for label, _ in rows if len(label) <= cap), default=cap) + 2
 
 
 def two_columns(rows: Sequence[tuple[str, str]], width: int, column: int | None = None) -> str:
-    """Rows of (label, text): labels in a column (``label_column`` unless given), text wrapped
+    """Rows of (label, text): labels in a column (label_column unless given), text wrapped
     beside them; a longer label gets its text on the next line."""
     column = column or label_column(rows, width)
     text_width = max(width - len(INDENT) - column, 20)
@@ -273,7 +273,7 @@ def two_columns(rows: Sequence[tuple[str, str]], width: int, column: int | None 
 
 
 def usage_line(command_path: str, params: Iterable[Any], is_group: bool) -> str:
-    """``Usage: personahub run [OPTIONS] [SCENARIO]``."""
+    """Usage: personahub run [OPTIONS] [SCENARIO]."""
     pieces = [command_path, "[OPTIONS]"]
     pieces += [argument_label(p) for p in params if p.param_type_name == "argument"]
     if is_group:
@@ -282,7 +282,7 @@ def usage_line(command_path: str, params: Iterable[Any], is_group: bool) -> str:
 
 
 def sections(params: Iterable[Any]) -> list[tuple[str, list[Any]]]:
-    """Visible options grouped by ``rich_help_panel``: ``Options`` first, then the others in
+    """Visible options grouped by rich_help_panel: Options first, then the others in
     the order they first appear."""
     grouped: dict[str, list[Any]] = {OPTIONS_SECTION: []}
     for param in params:

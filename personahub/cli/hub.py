@@ -1,5 +1,5 @@
-"""``personahub personas`` commands that call no model: import, sample (carving), stats and
-export-graph (``dedup`` is a job of its own: ``personahub.cli.dedup``)."""
+"""personahub personas commands that call no model: import, sample (carving), stats and
+export-graph (dedup is a job of its own: personahub.cli.dedup)."""
 
 from __future__ import annotations
 
@@ -242,7 +242,7 @@ def personas_export_graph(
               soft_wrap=True)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {
     ("personas", "import"): personas_import,
     ("personas", "sample"): personas_sample,

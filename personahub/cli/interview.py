@@ -1,4 +1,4 @@
-"""``personahub interview``: ask a run's agent (or a carved group of its agents) a question,
+"""personahub interview: ask a run's agent (or a carved group of its agents) a question,
 answered in character from its stored state at a step; the run's own tables stay unchanged."""
 
 from __future__ import annotations

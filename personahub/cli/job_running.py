@@ -41,9 +41,10 @@ def unreachable(label: str) -> None:
 
 
 def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
-    """A progress display (with the client's call counts when it calls a model, or ``counts``:
-    a ``progress.LateCounts`` for a client the job kernel builds later): nothing under ``-q``,
-    a line per update (each batch or step) under ``-v``."""
+    """A progress display for a job: silent under -q, a line per batch or step under -v.
+
+    It shows the client's call counts when the job calls a model; pass a
+    progress.LateCounts as `counts` when the job kernel builds the client later."""
     from personahub.cli.progress import JobProgress
 
     return JobProgress(console, counts if counts is not None
@@ -52,9 +53,11 @@ def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Pr
 
 
 class JobHooks:
-    """What a job command hands its job to hear from it: ``on_ready`` (the client is built: its
-    call counts shown from now on, and its banner) and ``on_start`` (the job's id named as it
-    starts or resumes, so ``--json`` can print it if the job stops).
+    """The callbacks a job command hands its job.
+
+    on_ready runs once the client is built: progress shows its call counts from then on,
+    and its banner prints. on_start names the job's id as it starts or resumes, so --json
+    can still print it if the job stops.
 
     Args:
         noun: how the console names the job ("job", "interview", ...).
@@ -77,7 +80,7 @@ class JobHooks:
             banner(client)
 
     def on_start(self, job_id: str, resumed: bool) -> None:
-        """Name the job on stderr and remember it for ``--json``."""
+        """Name the job on stderr and remember it for --json."""
         if resumed:
             say(f"resuming {self.noun} ", (job_id, "bold"), f" in {self.db}")
             note_job(self.noun, job_id, self.db)
@@ -128,10 +131,10 @@ PREVIEW_OUTPUT_CHARS = 240  # and its output
 
 
 def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
-    """The end-of-job table of sampled rows (``analysis.preview``): ``what`` is job, run,
-    corpus or expansion, ``owner`` its id, read over a read-only connection to ``db`` (the job
-    has closed its own). On stderr with the other chatter (``-q`` leaves it out); nothing when
-    ``per_kind`` is 0 or there is nothing to show."""
+    """Print the end-of-job table of sampled rows (analysis.preview) on stderr.
+
+    `what` is job, run, corpus or expansion and `owner` its id; rows are read read-only
+    from db. Nothing prints under -q, when per_kind is 0, or when there is nothing to show."""
     if per_kind < 1 or verbosity() < 0 or not Path(db).exists():
         return
     from rich.table import Table
@@ -168,7 +171,7 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
 
 
 def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int | None], None]:
-    """A progress hook that shows a batch's state (``batch ID in_progress 40/64``) beside the
+    """A progress hook that shows a batch's state (batch ID in_progress 40/64) beside the
     label, and the items done as the bar."""
 
     def hook(phase: str, done: int, total: int | None) -> None:
@@ -186,9 +189,11 @@ EXIT_AWAITING = 3
 
 @contextmanager
 def awaiting_results() -> Iterator[None]:
-    """A job that wrote its batch file ends here: what to do next, exit 0. A job resumed while
-    its batch file still waits for results did nothing: the same line, exit ``EXIT_AWAITING``
-    (not an error, and not done: a script polling with ``personahub resume`` can tell)."""
+    """End a job that wrote its batch file: say what to do next and exit 0.
+
+    A resume while the batch still awaits results prints the same line but exits
+    EXIT_AWAITING, so a script polling with personahub resume can tell "not done yet"
+    from both success and failure."""
     try:
         yield
     except AwaitingResults as exc:

@@ -1,6 +1,5 @@
-"""``personahub jobs`` (every job of every kind, from the ``jobs`` table), ``personahub runs`` (the
-simulation runs, with their scenario and steps) and ``personahub resume
-ID`` (any job, by its id alone, through the job kernel: every kind is a job spec)."""
+"""personahub jobs (every job of every kind), runs (simulation runs with their scenario and
+steps) and resume ID (any job by its id alone, through the job kernel)."""
 
 from __future__ import annotations
 
@@ -24,8 +23,8 @@ from personahub.cli.job_running import awaiting_results, unreachable
 from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options
 from personahub.core.store import DEFAULT_DB
 
-# what ``personahub jobs`` shows of each job: the jobs table's columns of these names (times in
-# UTC), and ``what``, which no table holds
+# The columns personahub jobs shows: jobs-table columns (times in UTC), except "what",
+# which no table holds.
 LISTED = ("job_id", "kind", "status", "started_at", "finished_at", "what")
 JOBS_CAPTION = "times in UTC; what: a few words from the job's config, not a column"
 
@@ -35,7 +34,7 @@ def _stamp(value: Any) -> str:
 
 
 def _printed_plain(listed: list[dict[str, Any]], as_json: bool, empty: str) -> bool:
-    """Print what needs no table: ``listed`` as one JSON array (``--json``), or ``empty`` when
+    """Print what needs no table: listed as one JSON array (--json), or empty when
     nothing is listed. True when printed (the caller draws its table else)."""
     if as_json:
         out.print(json.dumps(listed, ensure_ascii=False), highlight=False, soft_wrap=True)
@@ -148,7 +147,7 @@ def resume(
 
 def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
                as_json: bool) -> str | None:
-    """The job, resumed through the kernel (``any_job.resume_job``, as ``personahub.resume``);
+    """The job, resumed through the kernel (any_job.resume_job, as personahub.resume);
     its report printed. Returns its shortfall (the line saying it holds fewer items than asked),
     if any."""
     from personahub import runtime
@@ -183,5 +182,5 @@ def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
     return shortfall
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("jobs",): jobs, ("runs",): runs, ("resume",): resume}

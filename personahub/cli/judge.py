@@ -1,6 +1,6 @@
-"""CLI command ``personahub judge`` (registered by ``personahub/cli/app.py``): rate a synthesis job's items
+"""CLI command personahub judge (registered by personahub/cli/app.py): rate a synthesis job's items
 or a run's emissions against their kind's criteria and print the validity rate with its 95%
-Wilson interval, overall and per criterion (``pipelines/judge.py``, ``analysis/judgments.py``)."""
+Wilson interval, overall and per criterion (pipelines/judge.py, analysis/judgments.py)."""
 
 from __future__ import annotations
 

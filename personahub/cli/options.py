@@ -1,7 +1,7 @@
-"""The options several commands share, each declared once (flag, default, help, bounds),
-and the decorators that put them in a command's signature: ``engine_options`` hands a
-command its engine options as one ``Engine``, ``output_options`` its ``--json`` and
-``--preview`` as one ``Shown``."""
+"""Options several commands share, each declared once, and the decorators that add them.
+
+engine_options hands a command its engine options as one Engine; output_options hands it
+--json and --preview as one Shown."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ ExecutorName = Literal["local", "ray"]  # personahub/executors
 
 
 def engine_option(field: str, **more: Any) -> Any:
-    """The typer option of engine option ``field``: flag, help, panel, bounds and environment
-    variable as ``core.engine_options`` declares them (``more``: typer's parser or
-    callback). Every command taking the option uses this one object (tests/cli/
-    test_engine_options.py checks it), so none can declare it differently."""
+    """The typer option for one engine config field, as core.engine_options declares it.
+
+    `more` passes typer a parser or callback. Every command shares this one object, so no
+    command can declare the option differently."""
     option = ENGINE_OPTIONS[field]
     bounds: dict[str, Any] = {k: v for k, v in (("min", option.low), ("max", option.high))
                               if v is not None}
@@ -64,7 +64,7 @@ DbOption = Annotated[Path, typer.Option("--db", envvar="PERSONAHUB_DB",
 # or connection pool to protect, so a limit would only queue calls; with --offline-latency it
 # stands for a model whose every call waits that long at once (timed tests rely on that).
 def parse_concurrency(value: Any) -> Any:
-    """``--concurrency``: a number >= 1, or ``auto`` (a usage error else)."""
+    """--concurrency: a number >= 1, or auto (a usage error else)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     text = str(value).strip().lower()
@@ -76,7 +76,7 @@ def parse_concurrency(value: Any) -> Any:
 
 
 def _failed_share(value: float | None) -> float | None:
-    """``--max-failed-share`` in (0, 1], else a usage error (exit 2) naming the flag."""
+    """--max-failed-share in (0, 1], else a usage error (exit 2) naming the flag."""
     if value is not None and not 0 < value <= 1:
         raise typer.BadParameter(f"must be > 0 and <= 1, got {value:g}")
     return value
@@ -98,9 +98,9 @@ _PARSING: dict[str, dict[str, Any]] = {"concurrency": {"parser": parse_concurren
                                        "max_failed_share": {"callback": _failed_share}}
 
 
-#: each engine option's command parameter type, ``Annotated[type, typer.Option(...)]``, by
+#: each engine option's command parameter type, Annotated[type, typer.Option(...)], by
 #: config field: built once, and every command taking the option gets this very object
-#: (through ``engine_options``)
+#: (through engine_options)
 ENGINE_PARAMS: Mapping[str, Any] = MappingProxyType({
     field: Annotated[_VALUE_TYPES[field], engine_option(field, **_PARSING.get(field, {}))]
     for field in ENGINE_OPTIONS})
@@ -113,11 +113,11 @@ DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transact
 
 
 def batch_size_option(per: str, online: int) -> Any:
-    """The ``--batch-size`` option ``engine_options(batch_size=(per, online))`` gives a command,
+    """The --batch-size option engine_options(batch_size=(per, online)) gives a command,
     in the Batch panel.
 
     Args:
-        per: what one transaction holds, capitalised (``"Items"``).
+        per: what one transaction holds, capitalised ("Items").
         online: the command's items per transaction online, stated in the help beside the
             provider batch's default.
 
@@ -129,33 +129,32 @@ def batch_size_option(per: str, online: int) -> Any:
                              f"most requests in one provider batch (default {DEFAULT_BATCH_SIZE}).")
 
 
-#: ``--fresh`` of the job commands that find an unfinished job by its settings
+#: --fresh of the job commands that find an unfinished job by its settings
 FreshOption = Annotated[bool, typer.Option(
     help="Start a new job even if an unfinished one has the same settings (it is marked "
          "superseded).")]
 
 
 def resume_option(metavar: str, keeps: str) -> Any:
-    """The ``--resume`` option of a job command, declared once in one wording.
+    """The --resume option of a job command, declared once in one wording.
 
     Args:
-        metavar: what the option takes (``JOB_ID``, or the id a kind finds its job by).
+        metavar: what the option takes (JOB_ID, or the id a kind finds its job by).
         keeps: what the resumed job keeps from its start, and anything else it does.
 
     Returns:
-        The typer option, for ``Annotated[str | None, resume_option(...)] = None``.
+        The typer option, for Annotated[str | None, resume_option(...)] = None.
     """
     return typer.Option("--resume", metavar=metavar,
                         help=f"Go on with the stopped job {metavar}; it keeps {keeps}.")
 
 
-#: the panels of ``--help`` a command can take whole (``engine_options("model", ...)``)
+#: the panels of --help a command can take whole (engine_options("model", ...))
 ENGINE_GROUPS = {"model": MODEL_PANEL, "executor": EXECUTOR_PANEL, "batch": BATCH_PANEL}
 
 
 def engine_fields(*taken: str) -> tuple[str, ...]:
-    """The config fields of ``taken``: group names (``ENGINE_GROUPS``: every option of that
-    panel, in declaration order) and field names, in the order given."""
+    """Expand group names (ENGINE_GROUPS) and field names into config fields, in order."""
     fields: list[str] = []
     for name in taken:
         if name in ENGINE_GROUPS:
@@ -170,9 +169,10 @@ def engine_fields(*taken: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Engine:
-    """The engine options one invocation of a command was given, by config field
-    (``engine.timeout_s``): what ``engine_options`` hands the command as one value, so that
-    no command lists the options (or passes them on) one by one."""
+    """The engine options a command was given, read as attributes (engine.timeout_s).
+
+    engine_options hands this to the command as one value, so no command lists the options
+    one by one."""
 
     given: Mapping[str, Any]
     online_size: int = DEFAULT_ONLINE_SIZE
@@ -185,15 +185,15 @@ class Engine:
 
     @property
     def flags(self) -> ModelFlags:
-        """The generation flags (``ModelFlags``; the defaults of those the command does not
-        take)."""
+        """The generation flags, with defaults for those the command does not take."""
         return ModelFlags(**{k: self.given.get(k, default(k)) for k in SAMPLING})
 
     def settings(self, *, llm: bool = False) -> dict[str, Any]:
-        """How the job runs, as job config keywords: every option given but the model, the
-        generation flags and the batch options (``flags``, ``batching``); no
-        ``max_failed_share`` when it was not given (the job's own, or the default). ``llm``:
-        with the model spec too, resolved (``--llm``, ``PERSONAHUB_LLM`` or offline)."""
+        """The options given, as job config keywords, minus the model, generation flags and
+        batch options (see flags and batching) and an unset max_failed_share.
+
+        With llm=True, the resolved model spec is added too (--llm, PERSONAHUB_LLM or
+        offline)."""
         settings = {k: v for k, v in self.given.items()
                     if k not in ("llm", *SAMPLING, *BATCH, "batch_size")
                     and not (k == "max_failed_share" and v is None)}
@@ -205,8 +205,8 @@ class Engine:
 
     def batching(self, batch_size: int | None = None, *,
                  online_size: int | None = None) -> dict[str, Any]:
-        """The batch options as job config keywords (``batch_engine``): the ``--batch-size``
-        given (or ``batch_size``, a command's own), and the command's online size."""
+        """The batch options as job config keywords (batch_engine): the --batch-size
+        given (or batch_size, a command's own), and the command's online size."""
         size = batch_size if batch_size is not None else self.given.get("batch_size")
         return batch_engine(self.given["batch"], size, self.given["batch_window"],
                             self.given["batch_fallback"], self.given.get("batch_file"),
@@ -225,13 +225,15 @@ class Injected(NamedTuple):
 
 def inject_options(func: Callable[..., Any], place: str, kind: str, options: Sequence[Injected],
                    collect: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
-    """The command ``func`` with the shared parameters ``options`` put in the signature typer
-    reads where ``func`` declares the keyword-only parameter ``place: kind`` (in that order:
-    ``--help``'s order), handed to ``func`` as that one parameter: ``collect`` of their values
-    by key. What ``engine_options`` and ``output_options`` share.
+    """Wrap a command so typer sees shared options in place of one bundled parameter.
+
+    The shared parameters go where `func` declares the keyword-only parameter `place`, in
+    the given order (their --help order). At call time their values, by key, go through
+    `collect`, and the result is passed as `place`. engine_options and output_options
+    both use this.
 
     Raises:
-        TypeError: ``func`` has no keyword-only ``place``, or lists one of ``options`` itself.
+        TypeError: func has no keyword-only `place`, or declares one of the options itself.
     """
     signature = inspect.signature(func, eval_str=True)
     own = signature.parameters
@@ -258,21 +260,20 @@ def inject_options(func: Callable[..., Any], place: str, kind: str, options: Seq
 def engine_options(*taken: str, without: tuple[str, ...] = (),
                    batch_size: tuple[str, int] | None = None
                    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command the engine options ``taken`` (``engine_fields``) as one value: the
-    command declares a keyword-only ``engine: Engine`` parameter, and this decorator puts the
-    shared typer parameter of each option in its place in the signature typer reads (their
-    order is ``--help``'s order within each panel, and the panels' order), then hands the
-    command the values given as ``engine``.
+    """Give a command the chosen engine options, bundled as one Engine value.
+
+    The command declares a keyword-only `engine: Engine` parameter; typer sees each shared
+    option there instead, in --help order.
 
     Args:
-        taken: group names (``model``, ``executor``, ``batch``) and config field names.
+        taken: group names (model, executor, batch) and config field names.
         without: config fields of those groups the command does not take.
-        batch_size: ``(per, online)`` for a command whose transactions hold ``per`` things,
-            ``online`` of them by default: it takes ``--batch-size`` too (``batch_size_option``),
-            and ``Engine.batching()`` reads both.
+        batch_size: (per, online) adds --batch-size (batch_size_option): `per` names
+            what a transaction holds, `online` how many by default. Engine.batching()
+            reads both.
 
     Returns:
-        A decorator for the command function (below ``one_line_errors``).
+        A decorator for the command function (below one_line_errors).
     """
     options = [Injected(o.flag, inspect.Parameter(o.param, inspect.Parameter.KEYWORD_ONLY,
                                                   default=o.command_default,
@@ -295,9 +296,10 @@ def engine_options(*taken: str, without: tuple[str, ...] = (),
 
 
 def embedder_spec(value: str) -> str:
-    """``--embedder`` (report, diversity): a spec some embedder answers to, else a usage error
-    (exit 2) naming the flag, raised as the flag is parsed, before any database is opened. One
-    check for every command and the library: ``personas.embedding.check_embedder_spec``."""
+    """Check --embedder (report, diversity) as it is parsed, before any database opens.
+
+    An unknown spec is a usage error (exit 2) naming the flag; the check itself is
+    personas.embedding.check_embedder_spec, shared with the library."""
     from personahub.personas.embedding import check_embedder_spec
 
     try:
@@ -308,7 +310,7 @@ def embedder_spec(value: str) -> str:
 
 
 def embedder_spec_or_none(value: str) -> str:
-    """``personas dedup --embedder``: as ``embedder_spec``, or ``none`` (no stage 2)."""
+    """personas dedup --embedder: as embedder_spec, or "none" (skip stage 2)."""
     return value if value.strip().lower() in ("", "none") else embedder_spec(value)
 
 
@@ -327,19 +329,19 @@ class ModelFlags:
     top_p: float | None = default("top_p")
 
     def settings(self) -> dict[str, Any]:
-        """As ``LLMSettings`` / job option keyword arguments."""
+        """As LLMSettings / job option keyword arguments."""
         return {"structured": self.structured, "max_tokens": self.max_tokens,
                 "temperature": self.temperature, "top_p": self.top_p}
 
 
-#: synthesize's and calibrate's --carve, declared once (``personas.carve`` parses each condition)
+#: synthesize's and calibrate's --carve, declared once (personas.carve parses each condition)
 CarveOption = Annotated[list[str] | None, typer.Option(
     "--carve", help="Persona condition KEY OP VALUE as in personas sample -w (OP one of = != >= "
                     "<= > < ~), e.g. \"age>30\" or \"occupation~nurse\"; repeat to require "
                     "several; each narrows the personas drawn.")]
 
 
-#: run's and experiment's --archetype-elicit, declared once (``RunConfig`` checks the value)
+#: run's and experiment's --archetype-elicit, declared once (RunConfig checks the value)
 ArchetypeElicitOption = Annotated[str | None, typer.Option(
     "--archetype-elicit", metavar="HOW",
     help="How an archetype's answer distribution is elicited: 'stated' (its representative "
@@ -361,15 +363,16 @@ PreviewOption = Annotated[int, typer.Option(
 
 @dataclass(frozen=True)
 class Shown:
-    """How a command shows its result, as ``output_options`` hands it: ``preview``, the rows
-    per kind of its end-of-job table (``--preview``; 0 for a command that takes none), and
-    ``json``, whether ``--json`` was given."""
+    """How a command shows its result, as output_options hands it.
+
+    preview is the rows per kind in the end-of-job table (0 if the command takes no
+    --preview); json says whether --json was given."""
 
     preview: int = 0
     json: bool = False
 
 
-#: the output options, in ``--help`` order: (flag, typer parameter, ``Shown`` field)
+#: the output options, in --help order: (flag, typer parameter, Shown field)
 _OUTPUT_OPTIONS = {
     "preview": Injected("--preview", inspect.Parameter(
         "preview", inspect.Parameter.KEYWORD_ONLY, default=DEFAULT_PREVIEW,
@@ -379,14 +382,13 @@ _OUTPUT_OPTIONS = {
 
 
 def output_options(*, preview: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a job command ``--json`` (and ``--preview`` when ``preview``) as one value: the
-    command declares a keyword-only ``shown: Shown`` parameter (before ``engine``), and this
-    decorator puts the shared ``PreviewOption`` and ``JsonOption`` in its place in the signature
-    typer reads, then hands the command their values as ``shown`` (``shown.preview``,
-    ``shown.json``). A command listing either option itself is refused.
+    """Give a job command --json (and --preview if asked) bundled as one Shown value.
+
+    The command declares a keyword-only `shown: Shown` parameter, before `engine`. A
+    command that declares either option itself is refused.
 
     Returns:
-        A decorator for the command function (below ``engine_options``).
+        A decorator for the command function (below engine_options).
     """
     options = [_OUTPUT_OPTIONS["preview"]] if preview else []
     options.append(_OUTPUT_OPTIONS["json"])
@@ -400,8 +402,9 @@ def output_options(*, preview: bool = False) -> Callable[[Callable[..., Any]], C
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,
                  batch_file: Path | None, poll_s: float, *,
                  online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, Any]:
-    """The engine settings of the batch options (a job config's ``BatchFields``);
-    ``online_size``: the command's own items per transaction online."""
+    """The batch options as engine settings (a job config's BatchFields).
+
+    online_size is the command's own items per transaction when not batching."""
     if not batch and batch_file is None:
         return {"batch_size": batch_size or online_size}
     return {"batch": batch, "batch_file": None if batch_file is None else str(batch_file),

@@ -1,8 +1,9 @@
-"""``personahub personas`` commands that call a model: ``expand`` (persona-to-persona) and
-``from-text`` (text-to-persona). Both are resumable jobs: by re-running the same command, or
-explicitly with ``--resume`` and the job's id (an expansion id; a text job's corpus name or id).
-``from-text`` is a thin adapter over the job spec ``pipelines/text_to_persona.py`` (the API builds
-the same ``TextConfig``: ``personahub.persona_jobs``).
+"""The personas commands that call a model: expand (persona-to-persona) and from-text
+(text-to-persona).
+
+Both are resumable jobs: re-run the same command, or pass --resume with the expansion id
+(from-text: the corpus name or id). from-text adapts the job spec
+pipelines/text_to_persona.py, building the same TextConfig as personahub.persona_jobs.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, .
 
 
 def _check_language(language: str | None) -> None:
-    """An unknown ``--language`` is one error line before the database is opened."""
+    """An unknown --language is one error line before the database is opened."""
     from personahub.personas.quality import language_scripts
 
     try:
@@ -86,11 +87,11 @@ def _open_hub(db: Path) -> Any:
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
                          fresh: bool, language: str | None = None,
                          resume: str | None = None) -> str | None:
-    """The expansion ``personas expand`` goes on with (None: a new one).
+    """The expansion personas expand should continue, or None to start a new one.
 
-    ``resume`` names it. Without it, an unfinished CLI expansion with the same hops, fanout,
-    limit and language is resumed (its own start personas are kept: the hub has grown since);
-    ``fresh`` marks it superseded and starts anew. The database must exist.
+    `resume` names it. Otherwise an unfinished CLI expansion with the same hops, fanout,
+    limit and language is picked up, keeping its own start personas even if the hub has
+    grown; `fresh` marks that one superseded instead. The database must exist.
     """
     from personahub.personas.expand import find_expansion, find_unfinished, supersede_expansion
 
@@ -237,7 +238,7 @@ def personas_expand(
 
 
 def _text_job(db: Path, resume: str) -> str:
-    """The id of the text job ``resume`` names (its corpus name, or its job id)."""
+    """The id of the text job resume names (its corpus name, or its job id)."""
     from personahub.personas.text_jobs import find_text_job, text_job_by_id
 
     con = _open_hub(db)

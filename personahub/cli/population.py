@@ -1,14 +1,14 @@
-"""``personahub personas sample-population``: draw a seeded population matching given shares.
+"""personahub personas sample-population: draw a seeded population matching given shares.
 
-Without ``--llm`` no model is called: each person's text is written from a template
-(``attributes.text_origin`` is ``template``). The people go into the hub (``--db``, one
-transaction) or, with ``--out``, to a JSONL/CSV attribute table that ``personas import`` reads
-back. With ``--llm`` the same people's texts are written by the model, one structured call per
-person checked against the attributes (``pipelines/population_write.py``, a job of the kernel:
-``--resume ID`` or ``personahub resume ID`` goes on with an interrupted one). Its config is
-built by ``personahub.api.population_write_config``, as ``personahub.write_population``'s is.
-The model and engine flags mean nothing to the template path: without ``--llm`` (or
-``--resume``) they are a usage error, not silently ignored.
+Without --llm, no model is called: each person's text comes from a template. The people
+go into the hub (--db, one transaction) or, with --out, to a JSONL/CSV table that personas
+import reads back.
+
+With --llm, the model writes each text in one structured call, checked against the
+person's attributes. This is a resumable kernel job (pipelines/population_write.py) whose
+config comes from personahub.api.population_write_config, as for
+personahub.write_population. Model and engine flags without --llm (or --resume) are a
+usage error rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -36,16 +36,17 @@ RESUME_FIXED = ("marginals", "joint", "n", "seed", "output")
 
 
 def _typed(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
-    """The flags among the parameters ``names`` typed on the command line, as spelled there.
-    A value from the environment does not count: RAY_ADDRESS or PERSONAHUB_OFFLINE_LATENCY in
-    the shell must not break the template path."""
+    """The `names` typed on the command line, as spelled there.
+
+    Environment values do not count, so RAY_ADDRESS or PERSONAHUB_OFFLINE_LATENCY set in
+    the shell cannot break the template path."""
     return [next(o for o in param.opts if o.startswith("--")) for param in ctx.command.params
             if param.name in names and getattr(ctx.get_parameter_source(param.name), "name", "")
             == "COMMANDLINE"]
 
 
 def _write_table(path: Path, personas: list[Any], force: bool) -> None:
-    """The personas as an attribute table: JSONL (``.jsonl``) or CSV (``.csv``)."""
+    """The personas as an attribute table: JSONL (.jsonl) or CSV (.csv)."""
     suffix = path.suffix.lower()
     rows = [{"persona": p.text, **p.attributes} for p in personas]
     with atomic_file(path, overwrite=force) as f:
@@ -167,8 +168,8 @@ def personas_sample_population(
 def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: int, db: Path,
                       resume: str | None, fresh: bool, engine: Engine, batch_size: int,
                       as_json: bool) -> None:
-    """The people drawn as without a model, their texts written by ``engine.llm`` (a kernel
-    job); the config is the one ``personahub.write_population`` builds from the same
+    """The people drawn as without a model, their texts written by engine.llm (a kernel
+    job); the config is the one personahub.write_population builds from the same
     settings."""
     from personahub import runtime
     from personahub.api import population_write_config, population_write_resume

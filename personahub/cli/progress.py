@@ -1,6 +1,6 @@
 """Progress of long model-calling work: a live bar on a terminal, a plain line every few seconds
 otherwise (logs, CI, pipes), both with calls/s, tokens, failures and ETA; nothing on a quiet
-console (``-q``), and a line per update, i.e. per batch or step, when asked (``-v``)."""
+console (-q), and a line per update, i.e. per batch or step, when asked (-v)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ LINE_EVERY_S = 5.0
 
 
 class CallCounts(Protocol):
-    """What a model client counts (``models.CallStats``)."""
+    """What a model client counts (models.CallStats)."""
 
     attempts: int
     ok: int
@@ -37,20 +37,20 @@ class CallCounts(Protocol):
 
 
 def _followed(count: str) -> Any:
-    """A read-only ``LateCounts`` property: the followed client's ``count``, 0 before it is
-    followed (one definition for the five counts ``CallCounts`` names)."""
+    """A read-only LateCounts property: the followed client's count, 0 before it is
+    followed (one definition for the five counts CallCounts names)."""
     return property(lambda self: getattr(self._stats, count) if self._stats else 0)
 
 
 class LateCounts:
-    """The call counts of a client built later (the job kernel builds it once the job's inputs
-    are checked): zero until ``follow`` names the client's counts."""
+    """Call counts of a client the job kernel builds later (once the job's inputs are
+    checked): zero until follow() names the client's counts."""
 
     def __init__(self) -> None:
         self._stats: CallCounts | None = None
 
     def follow(self, stats: CallCounts) -> None:
-        """Show ``stats`` from now on."""
+        """Show the counts of `stats` from now on."""
         self._stats = stats
 
     attempts = _followed("attempts")
@@ -87,7 +87,7 @@ class _CallsColumn(ProgressColumn):
 
 
 class JobProgress(Progress):
-    """``rich`` progress with model-call counts; without a terminal, a line every ``every_s``."""
+    """rich progress with model-call counts; without a terminal, a line every every_s."""
 
     def __init__(self, console: Console, stats: CallCounts | None = None, *,
                  every_s: float | None = None, every_update: bool = False) -> None:
@@ -118,14 +118,14 @@ class JobProgress(Progress):
         return "; ".join(parts)
 
     def update(self, task_id: Any, *args: Any, **kwargs: Any) -> None:
-        """Rich's update; with ``every_update``, a progress line when a count moved."""
+        """Rich's update; with every_update, a progress line when a count moved."""
         before = self._tasks[task_id].completed if task_id in self._tasks else None
         super().update(task_id, *args, **kwargs)
         if self.every_update and self._tasks[task_id].completed != before:
             self._print_line()
 
     def advance(self, task_id: Any, advance: float = 1) -> None:
-        """Rich's advance; with ``every_update``, a progress line."""
+        """Rich's advance; with every_update, a progress line."""
         super().advance(task_id, advance)
         if self.every_update:
             self._print_line()

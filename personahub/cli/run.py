@@ -1,4 +1,4 @@
-"""``personahub run``: a scenario run (or the resume of a stopped one) and its summary."""
+"""personahub run: a scenario run (or the resume of a stopped one) and its summary."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
          resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
          watcher: Any, include_ungated: bool = False, archetypes: int | None = None,
          archetype_elicit: str | None = None) -> Any:
-    """The run (or resume) itself, on the job kernel; ``watcher`` (a ``RunView``) starts once
+    """The run (or resume) itself, on the job kernel; watcher (a RunView) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
     from personahub.cli.progress import LateCounts
@@ -155,8 +155,8 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
                 price_in: float | None, price_out: float | None, engine: Engine,
                 include_ungated: bool = False, archetypes: int | None = None,
                 archetype_elicit: str | None = None) -> Any:
-    """The ``RunConfig`` of ``personahub run SCENARIO`` and its flags, built by
-    ``personahub.api.run_config`` as ``personahub.run_scenario``'s is (None: the default)."""
+    """The RunConfig of personahub run SCENARIO and its flags, built by
+    personahub.api.run_config as personahub.run_scenario's is (None: the default)."""
     from personahub.api import run_config
 
     return run_config(scenario, None, {
@@ -167,7 +167,7 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
 
 
 def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
-    """The engine settings of ``personahub run --resume RUN_ID`` (the run keeps the rest)."""
+    """The engine settings of personahub run --resume RUN_ID (the run keeps the rest)."""
     from personahub.models.client import resolve_spec
     from personahub.pipelines.run import resume_settings
 
@@ -188,8 +188,8 @@ def _batching(engine: Engine) -> dict[str, Any]:
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
-    """Progress callback: the bar on a terminal, else one ``step N/M committed`` line per step
-    (none under ``-q``); with --batch, the step's batch and its state beside the bar."""
+    """Progress callback: the bar on a terminal, else one step N/M committed line per step
+    (none under -q); with --batch, the step's batch and its state beside the bar."""
     tasks: dict[str, Any] = {}
 
     def hook(phase: str, done: int, total: int | None) -> None:

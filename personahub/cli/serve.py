@@ -1,4 +1,4 @@
-"""``personahub serve``: the offline engine as an OpenAI-compatible endpoint on loopback."""
+"""personahub serve: the offline engine as an OpenAI-compatible endpoint on loopback."""
 
 from __future__ import annotations
 
@@ -99,5 +99,5 @@ def serve(
     serve_until_stopped(handle.stop)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("serve",): serve}

@@ -1,5 +1,5 @@
-"""``personahub show ID``: one synthesis item, emission or persona, whole (registered by
-``personahub/cli/app.py``; the lookup is ``analysis.preview.show``)."""
+"""personahub show ID: one synthesis item, emission or persona, whole (registered by
+personahub/cli/app.py; the lookup is analysis.preview.show)."""
 
 from __future__ import annotations
 
@@ -56,5 +56,5 @@ def show(
             say((f"{name}:", "bold"), " ", text, to=out)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("show",): show}

@@ -1,6 +1,6 @@
-"""``personahub sql``: read a query (argument or file), run it through ``analysis.user_sql`` and
+"""personahub sql: read a query (argument or file), run it through analysis.user_sql and
 print every statement's result in order: a table (as wide as its rows when piped, fitted to a
-terminal), CSV, JSON, JSON Lines or Markdown (``analysis.result_text``), or one bare value."""
+terminal), CSV, JSON, JSON Lines or Markdown (analysis.result_text), or one bare value."""
 
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def sql(
 
 
 def _write(text: str) -> None:
-    """Text on stdout as is (through ``out``'s file, which ``--json`` elsewhere may move)."""
+    """Text on stdout as is, through the out console's file (which --json may move)."""
     out.file.write(text)
     out.file.flush()
 
@@ -127,7 +127,7 @@ def print_scalar(results: Sequence[QueryResult]) -> None:
 
 
 def print_result(result: QueryResult, fmt: Format, limit: int, *, header: bool = True) -> None:
-    """One result set in ``fmt`` (``limit`` rows at most in a table or Markdown)."""
+    """One result set in fmt (limit rows at most in a table or Markdown)."""
     from personahub.analysis import result_text as text
 
     columns, rows, types = result.columns, result.rows, result.types
@@ -160,5 +160,5 @@ def print_table(columns: Sequence[str], rows: Sequence[tuple[object, ...]], *,
             color_system=None).print(table)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("sql",): sql}

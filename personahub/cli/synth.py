@@ -1,5 +1,5 @@
 """CLI commands for synthesis, export, reports and the diversity table (registered by
-``personahub/cli/app.py``). Analysis modules are imported lazily inside commands (the CLI is the outermost
+personahub/cli/app.py). Analysis modules are imported lazily inside commands (the CLI is the outermost
 layer)."""
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
 
 def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
                **which: Any) -> None:
-    """``--format hf``: the Hub's layout, data/*.parquet and a card (``analysis.export_hf``)."""
+    """--format hf: the Hub's layout, data/*.parquet and a card (analysis.export_hf)."""
     from personahub.analysis.export_hf import HF_FILES, export_hf
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import export_selection
@@ -254,7 +254,7 @@ def export_cmd(
 
 
 def _evaluation_job(db: Path, evaluation: str) -> str:
-    """The synthesis job that evaluation ``evaluation`` evaluates."""
+    """The synthesis job that evaluation evaluation evaluates."""
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import find_evaluation
 
@@ -269,7 +269,7 @@ def _evaluation_job(db: Path, evaluation: str) -> str:
 
 def _split_selection(db: Path, job: str | None, evaluation: str | None,
                      split: Literal["train", "test"] | None) -> dict[str, Any]:
-    """``export``'s items of one side of the split (``pipelines.evaluate_quality``)."""
+    """export's items of one side of the split (pipelines.evaluate_quality)."""
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import export_selection
 
@@ -351,7 +351,7 @@ def report(
 def _folder_report(option: str, out_dir: Path, db: Path, force: bool, given: str | None,
                    others: str, names: tuple[str, ...],
                    write: Callable[[duckdb.DuckDBPyConnection], Path]) -> None:
-    """Write a report folder (a calibration's or an experiment's) with ``write`` over a
+    """Write a report folder (a calibration's or an experiment's) with `write` over a
     read-only connection, after refusing other targets and files of an earlier report."""
     from personahub.core.store import connect
 
@@ -443,5 +443,5 @@ def diversity(
                   highlight=False, soft_wrap=True)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("export",): export_cmd, ("report",): report, ("diversity",): diversity}

@@ -1,8 +1,8 @@
-"""``personahub view`` and ``run --view``: the live view of a run in a browser (loopback only).
+"""personahub view and run --view: the live view of a run in a browser (loopback only).
 
 A DuckDB file being written by one process cannot be opened by another, so a running run is
-watched from its own process (``run --view``); ``view --db`` serves a database no process is
-writing (a finished or stopped run) read-only. ``analysis/live_view.py`` says how.
+watched from its own process (run --view); view --db serves a database no process is
+writing (a finished or stopped run) read-only. analysis/live_view.py says how.
 """
 
 from __future__ import annotations
@@ -74,5 +74,5 @@ def view(
     serve_until_stopped(handle.stop)
 
 
-#: this module's commands by path: ``personahub/cli/app.py`` registers them
+#: this module's commands by path: personahub/cli/app.py registers them
 COMMANDS = {("view",): view}
