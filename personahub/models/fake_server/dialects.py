@@ -461,7 +461,8 @@ class OpenAIStrictDialect(Dialect):
         return self._check(schema, f"response_format {name!r}", "response_format") or planned
 
     def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
-        for tool in request.get("tools") or []:
+        tools = request.get("tools")
+        for tool in tools if isinstance(tools, list) else []:  # the base dialect refuses others
             function = tool.get("function") if isinstance(tool, Mapping) else None
             if isinstance(function, Mapping):
                 refusal = self._check(function.get("parameters"),

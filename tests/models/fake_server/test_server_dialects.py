@@ -355,6 +355,15 @@ def test_openai_strict_names_the_first_unsupported_keyword_as_openai_does(server
         "name": "ToolSpec", "parameters": supported}}], tool_choice=NAMED))
 
 
+
+@pytest.mark.parametrize("tools", [True, 1, "x", {"function": {}}])
+def test_openai_strict_refuses_tools_that_are_not_a_list_without_a_server_error(server, tools):
+    """A ``tools`` value that is no list gets the base dialect's 4xx, not a 500 (the strict
+    dialect's schema check once iterated it)."""
+    srv = server(dialect="openai-strict")
+    answer = chat(srv.base_url, tools=tools, tool_choice="auto")
+    assert 400 <= answer.status_code < 500, answer.text[:300]
+
 # -- faults ----------------------------------------------------------------------------------
 
 def test_retry_after_on_429_and_503_only(server):
