@@ -33,6 +33,7 @@ from personahub.sim.steering import Steering, SteeringError
 
 if TYPE_CHECKING:
     import duckdb
+    import uvicorn
 
 STEER_ACTIONS = ("pause", "resume", "step", "inject")
 
@@ -43,7 +44,7 @@ _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; c
 class ViewSource:
     """Cursors over one open connection, one per request, and the run shown by default."""
 
-    def __init__(self, connect: Callable[[], Any], run_id: str | None = None) -> None:
+    def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], run_id: str | None = None) -> None:
         self._connect = connect
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -263,7 +264,7 @@ class RunningView:
     """A view being served: its address, and how to stop it."""
 
     url: str
-    server: Any
+    server: uvicorn.Server
     thread: threading.Thread
     source: ViewSource | None
 
