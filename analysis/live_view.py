@@ -156,7 +156,7 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
     no_runs = JSONResponse({"error": "this view watches an experiment; see its runs with "
                                      "personahub view --db once it is over"}, status_code=409)
 
-    def read(request: Request, what: Callable[[Any, str], Any]) -> Response:
+    def read(request: Request, what: Callable[[duckdb.DuckDBPyConnection, str], dict[str, Any]]) -> Response:
         if source is None:
             return no_runs
         cursor = source.cursor()
