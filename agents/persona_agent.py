@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from langchain_core.messages import BaseMessage
 from langgraph.graph import END, START, StateGraph
@@ -26,6 +26,9 @@ from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, 
 from personahub.personas.quality import QualityIssue
 from personahub.tasks import addressed_kinds, emission_task
 from personahub.tasks.limits import kind_max_tokens
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
 
 DEFAULT_CHUNK = 128
 
@@ -211,7 +214,7 @@ def record(state: ChunkState) -> dict[str, Any]:
     return {"outcomes": outcomes}
 
 
-def build_agent_graph() -> Any:
+def build_agent_graph() -> CompiledStateGraph[ChunkState, AgentContext, ChunkState, ChunkState]:
     """Wire and compile the agent graph (once, at import)."""
     graph = StateGraph(ChunkState, context_schema=AgentContext)
     graph.add_node("decide", decide)

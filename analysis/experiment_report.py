@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import html
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import matplotlib
@@ -212,7 +211,7 @@ def _draw_forest(table: pd.DataFrame, path: Path) -> None:
 def _frame_html(frame: pd.DataFrame) -> str:
     esc = html.escape
 
-    def cell(v: Any) -> str:
+    def cell(v: object) -> str:
         return f"{v:.3g}" if isinstance(v, float) else esc(str(v))
 
     head = "".join(f"<th>{esc(str(c))}</th>" for c in frame.columns)

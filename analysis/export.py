@@ -198,7 +198,7 @@ def validate_export(path: str | Path, fmt: str) -> int:
     return count
 
 
-def _check_row(row: Any, fmt: str) -> str | None:
+def _check_row(row: object, fmt: str) -> str | None:
     if fmt == "personahub":
         keys = {"input persona", "synthesized text", "description"}
         if not isinstance(row, dict) or set(row) != keys:

@@ -33,6 +33,7 @@ from personahub.sim.steering import Steering, SteeringError
 
 if TYPE_CHECKING:
     import duckdb
+    import uvicorn
 
 STEER_ACTIONS = ("pause", "resume", "step", "inject")
 
@@ -43,7 +44,7 @@ _STATIC = {"view.js": "text/javascript; charset=utf-8", "view.css": "text/css; c
 class ViewSource:
     """Cursors over one open connection, one per request, and the run shown by default."""
 
-    def __init__(self, connect: Callable[[], Any], run_id: str | None = None) -> None:
+    def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], run_id: str | None = None) -> None:
         self._connect = connect
         self._con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
@@ -155,7 +156,7 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
     no_runs = JSONResponse({"error": "this view watches an experiment; see its runs with "
                                      "personahub view --db once it is over"}, status_code=409)
 
-    def read(request: Request, what: Callable[[Any, str], Any]) -> Response:
+    def read(request: Request, what: Callable[[duckdb.DuckDBPyConnection, str], dict[str, Any]]) -> Response:
         if source is None:
             return no_runs
         cursor = source.cursor()
@@ -263,7 +264,7 @@ class RunningView:
     """A view being served: its address, and how to stop it."""
 
     url: str
-    server: Any
+    server: uvicorn.Server
     thread: threading.Thread
     source: ViewSource | None
 

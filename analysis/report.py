@@ -10,7 +10,7 @@ import html
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import matplotlib
@@ -54,6 +54,10 @@ from personahub.personas.store import relation_edges  # noqa: E402
 from personahub.sim.run_queries import agent_persona_ids  # noqa: E402
 from personahub.sim.store import archetype_table  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
 MAX_DRAWN_NODES = 300
 # Every file a report may write (checked up front so --force means something).
 REPORT_FILES = ("index.html", "emissions_over_steps.png", "duplicate_rate.png",
@@ -89,7 +93,7 @@ class Report:
     facts: Facts = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
-    def save(self, fig: Any, name: str) -> str:
+    def save(self, fig: Figure, name: str) -> str:
         """Write a figure as PNG (atomically) and close it; returns the file name."""
         assert name in REPORT_FILES, name  # a new plot must be listed for the up-front check
         fig.tight_layout()
@@ -109,7 +113,7 @@ def _latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
     return latest_job_id(con, "run")
 
 
-def _mark_events(ax: Any, events: list[Event]) -> None:
+def _mark_events(ax: Axes, events: list[Event]) -> None:
     """Dashed lines just before each event's step, labelled E1, E2, ... at the top."""
     for event in events:
         ax.axvline(event.step - 0.45, color=EVENT_COLOUR, linestyle="--", linewidth=1)
@@ -313,7 +317,7 @@ def _share_colours(survey: SurveyShares) -> list[Any]:
     return [cmap(0.08 + 0.84 * p) for p in positions]
 
 
-def _plot_survey(ax: Any, survey: SurveyShares, rep: Report, last_step: int) -> None:
+def _plot_survey(ax: Axes, survey: SurveyShares, rep: Report, last_step: int) -> None:
     shares = survey.shares()
     bottoms = [0.0] * len(survey.steps)
     for j, (option, colour) in enumerate(zip(survey.options, _share_colours(survey), strict=True)):

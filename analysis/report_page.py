@@ -5,9 +5,12 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from personahub.core.outputs import atomic_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 STYLE = ("<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:0 1em}"
          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
@@ -30,7 +33,7 @@ def page_head(title: str, facts: Sequence[tuple[str, str]],
     return parts
 
 
-def save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Figure, path: Path) -> None:
     """Write a figure as a PNG atomically and close it."""
     import matplotlib.pyplot as plt  # the caller chose the backend (Agg) before importing it
 

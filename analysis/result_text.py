@@ -48,7 +48,7 @@ def jsonl_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | None =
     return "".join(record + "\n" for record in json_records(columns, rows, types))
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     text = "NULL" if value is None else str(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r\n", "<br>") \
         .replace("\n", "<br>")
@@ -63,7 +63,7 @@ def markdown_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | Non
     return "\n".join(lines) + "\n"
 
 
-def scalar_text(value: Any) -> str:
+def scalar_text(value: object) -> str:
     """One value as a shell wants it: NULL as an empty line, lists and structs as JSON."""
     if value is None:
         return "\n"

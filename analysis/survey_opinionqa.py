@@ -83,7 +83,7 @@ def _read_info(path: Path) -> tuple[dict[str, Question], dict[str, str]]:
     return questions, skipped
 
 
-def _group_counts(attribute: str, label: str, value: Any, question: Question,
+def _group_counts(attribute: str, label: str, value: object, question: Question,
                   into: dict[GroupKey, list[float]], name: str) -> None:
     """One group of a question: a map option -> count, or (crossed) subgroup -> that map."""
     where = f"{question.qid}, group {label!r}"

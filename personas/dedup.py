@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -35,6 +35,9 @@ from personahub.personas.minhash import (
     sketch,
 )
 from personahub.personas.store import mark_duplicates, survivor_batches, survivor_count
+
+if TYPE_CHECKING:
+    from personahub.core.contracts import StructuredResult
 
 __all__ = [
     "DedupConfig",
@@ -229,7 +232,8 @@ def embedding_marks(ids: list[str], parts: list[np.ndarray], embedder: Embedder,
     return np.asarray(ids, dtype=object), dup
 
 
-async def embed_texts(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, list[Any]]:
+async def embed_texts(embedder: Embedder, texts: list[str]
+                      ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
     """Return (vectors, call results); only a model embedder has results."""
     if isinstance(embedder, ModelEmbedder):
         return await embedder.embed_with_results(texts)

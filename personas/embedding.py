@@ -11,13 +11,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
 from personahub.personas.scripts import ANY_SCRIPT, LATIN
+
+if TYPE_CHECKING:
+    from personahub.core.contracts import CallStats, StructuredResult
 
 __all__ = [
     "ANN_BACKENDS",
@@ -118,12 +121,13 @@ class HashEmbedder:
 class ModelEmbedder(Embedder, Protocol):
     """An embedder that calls a model; its call records come back with the vectors."""
 
-    async def embed_with_results(self, texts: Sequence[str]) -> tuple[np.ndarray, list[Any]]:
+    async def embed_with_results(self, texts: Sequence[str]
+                                 ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
         """Return vectors and the call results of texts."""
         ...
 
     @property
-    def stats(self) -> Any:
+    def stats(self) -> CallStats:
         """Running call counts, for progress displays."""
         ...
 

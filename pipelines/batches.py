@@ -41,9 +41,9 @@ def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
     return kept, errors
 
 
-def answered(batch: Sequence[Any], answers: Sequence[A], keep: Callable[[A], K | None],
+def answered(batch: Sequence[object], answers: Sequence[A], keep: Callable[[A], K | None],
              error: Callable[[A], str | None], *, table: str | None = None,
-             then: Callable[[list[K]], Any] | None = None) -> BatchOutcome:
+             then: Callable[[list[K]], object] | None = None) -> BatchOutcome:
     """A batch's outcome: its kept rows (for `table`, or passed to `then` inside the transaction),
     its calls, counts, and one error per answer that kept nothing.
     """

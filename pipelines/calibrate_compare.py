@@ -67,7 +67,7 @@ def variants(configs: Sequence[dict[str, Any]]) -> list[str]:
     return labels
 
 
-def _plain(value: Any) -> str:
+def _plain(value: object) -> str:
     if isinstance(value, list | tuple):
         return "/".join(str(v) for v in value) or "-"
     return str(value)

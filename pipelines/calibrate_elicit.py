@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -160,7 +160,14 @@ def stated_vector(question: Question, shares_json: str) -> np.ndarray:
     return np.array([float(shares.get(o, 0.0)) for o in question.options])
 
 
-def asks_per_method(asks: Iterable[Any], methods: Mapping[str, str]) -> dict[str, int]:
+class _Steered(Protocol):
+    """An ask, as asks_per_method reads it."""
+
+    @property
+    def steering(self) -> str: ...
+
+
+def asks_per_method(asks: Iterable[_Steered], methods: Mapping[str, str]) -> dict[str, int]:
     """Calls per method; methods maps an ask's steering to its method."""
     counts: dict[str, int] = {}
     for ask in asks:

@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -31,6 +31,7 @@ from personahub.analysis.calibration_scores import (
     score_survey,
     source_label,
 )
+from personahub.analysis.survey import Survey
 from personahub.pipelines.calibrate_archetypes import (
     archetype_counts,
     archetype_k,
@@ -96,7 +97,7 @@ def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: di
     return groups, none
 
 
-def temperature_scaled(survey: Any, stated: GroupCounts,
+def temperature_scaled(survey: Survey, stated: GroupCounts,
                        fit_questions: Sequence[str]) -> tuple[GroupCounts, float]:
     """For --elicit logprobs: the temperature fitted on the held-out questions' cells, and the
     other questions' cells scaled by it.
@@ -217,7 +218,7 @@ OVERALL = ("per-attribute", "per-group")  # how "overall" weighs its rows (summa
 PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weighting
 
 
-def _tempered(survey: Any, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
+def _tempered(survey: Survey, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
               steering: str, simulated: dict[str, GroupCounts]) -> pd.DataFrame:
     """The model rows of one steering's panels, tempered with cross-fitted temperatures, under the
     steering name plus ":tempered"; their counts are added to the simulated counts.
@@ -427,7 +428,7 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
 
 
-def panel_intervals_of(scores: pd.DataFrame, survey: Any, seed: int) -> pd.DataFrame:
+def panel_intervals_of(scores: pd.DataFrame, survey: Survey, seed: int) -> pd.DataFrame:
     """The model's means with an interval over panel answers, for rows with a panel to redraw."""
     from personahub.analysis.calibration_verdict import panel_intervals
 
@@ -454,7 +455,20 @@ def interval_lines(panel: pd.DataFrame, questions: pd.DataFrame) -> list[str]:
     return lines
 
 
-def elicit_lines(summary: Any) -> list[str]:
+class _ElicitCalls(Protocol):
+    """What elicit_lines reads of a calibration summary."""
+
+    @property
+    def elicit(self) -> tuple[str, ...]: ...
+    @property
+    def calls(self) -> dict[str, int]: ...
+    @property
+    def answered_calls(self) -> dict[str, int]: ...
+    @property
+    def cells(self) -> dict[str, int]: ...
+
+
+def elicit_lines(summary: _ElicitCalls) -> list[str]:
     """Calls per --elicit method and per question x group, as console lines."""
     ks = tuple(getattr(summary, "archetypes", ()))
     if (tuple(summary.elicit) == (SAMPLE,) and not ks) or not summary.calls:

@@ -168,7 +168,7 @@ class Vectors:
     """A batch's new vectors with the calls that made them (vectors is None when it failed)."""
 
     vectors: np.ndarray | None
-    calls: list[Any]
+    calls: list[StructuredResult[Any]]
     error: str | None = None
 
 

@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import duckdb
 
@@ -64,6 +64,9 @@ from personahub.pipelines.provider_batch_jobs import (
 )
 from personahub.pipelines.shipped_spec import NamedFromRow, stored_job_id
 from personahub.tasks.answer_equivalence import equivalent
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EVAL_KIND = "evaluation"
 _ANSWER_CHARS = 500  # what a row keeps of a final answer
@@ -515,8 +518,8 @@ class EvalSummary:
     job_id: str = ""  # the kernel job's id (what personahub resume takes)
     # each model's accuracy per task, prompting and persona source, and paired differences:
     # DataFrames, None without models
-    groups: Any = field(default=None, repr=False)
-    differences: Any = field(default=None, repr=False)
+    groups: pd.DataFrame | None = field(default=None, repr=False)
+    differences: pd.DataFrame | None = field(default=None, repr=False)
     # answer pairs math-verify could not decide; the equivalence judge's verdicts on them
     undecided: int = 0
     judge: str | None = None

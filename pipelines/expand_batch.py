@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 
-from personahub.core.contracts import StructuredCaller
+from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.failures import call_error
 from personahub.personas.asks import Ask, Asks, local_asks
 from personahub.personas.expand import EXPAND_MAX_TOKENS, Linking, related_personas_schema
@@ -42,7 +42,7 @@ class BatchAnswer:
     rejected: list[dict[str, Any]]
     marks: list[dict[str, Any]]
     merges: list[dict[str, Any]]
-    calls: list[Any]
+    calls: list[StructuredResult[Any]]
     errors: list[str | None]
     kept: int  # frontier personas whose answer yielded someone
 
@@ -120,7 +120,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
         if target != parent.persona_id:
             relations.append(Relation(parent.persona_id, target, label, round_number, "expand"))
             mark["targets"].append(target)
-    link_results: list[Any] = []
+    link_results: list[StructuredResult[Any]] = []
     if linking.candidates > 0 and created:
         link_edges, link_results, said_same = await _close_triangles(
             con, asks, parents, created, marks, linking.candidates, round_number, nearest_of)
@@ -156,7 +156,7 @@ async def _close_triangles(con: duckdb.DuckDBPyConnection, asks: Asks,
                            parents: list[Persona], created: list[Persona],
                            marks: list[dict[str, Any]], limit: int, round_number: int,
                            nearest_of: dict[str, list[str]] | None = None,
-                           ) -> tuple[list[Relation], list[Any], dict[str, str]]:
+                           ) -> tuple[list[Relation], list[StructuredResult[Any]], dict[str, str]]:
     """Ask each new persona which nearby candidates it knows; returns the edges, the call results and
     new personas that are someone already known. A failed call adds no edge.
     """

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -51,6 +51,9 @@ from personahub.sim.store import (
     steps_done,
 )
 from personahub.tasks.interview import InterviewAnswer
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 PURPOSE = "interview"
 INTERVIEW_MAX_TOKENS = 240  # output limit of an interview answer
@@ -228,7 +231,7 @@ def _persona_texts(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[s
 
 
 def prompt_for(facts: RunFacts, agent: AgentAt, step: int, question: str,
-               senders: dict[str, str]) -> list[Any]:
+               senders: dict[str, str]) -> list[BaseMessage]:
     """The interview prompt: world, the step's events, persona, memory, messages in view and own
     latest output, then the question, within the run's prompt budget.
     """
@@ -249,7 +252,7 @@ class Prepared:
     facts: RunFacts
     step: int
     agents: list[AgentAt]
-    prompts: list[list[Any]]
+    prompts: list[list[BaseMessage]]
 
 
 def prepare(db: Path | str, request: InterviewRequest) -> Prepared:
@@ -341,7 +344,7 @@ def resume_settings(**given: Any) -> dict[str, Any]:
 class InterviewAsker:
     """Asks the model one batch of the job's prompts, holding nothing of the database."""
 
-    def __init__(self, prompts: Mapping[int, list[Any]]) -> None:
+    def __init__(self, prompts: Mapping[int, list[BaseMessage]]) -> None:
         self.prompts = dict(prompts)  # agent id -> its prompt
 
     async def run_batch(self, batch: Sequence[tuple[int, str]],

@@ -147,7 +147,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def _solution_text(raw: Any) -> str:
+def _solution_text(raw: object) -> str:
     if not raw:
         return ""
     value = json.loads(raw) if isinstance(raw, str) else raw

@@ -8,7 +8,7 @@ naming its flag, raised before anything is opened.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from personahub.core.engine_options import default
 from personahub.core.failures import check_max_failed_share
@@ -59,7 +59,40 @@ class EngineFields(BatchFields, ModelFields, ExecutorFields):
     """
 
 
-def check_model_fields(config: Any) -> None:
+class _ModelJobConfig(Protocol):
+    """The fields check_model_fields reads: ModelFields', ExecutorFields' and the generation fields
+    each model job's config declares.
+    """
+
+    @property
+    def concurrency(self) -> Concurrency: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def structured(self) -> str: ...
+    @property
+    def max_tokens(self) -> int | None: ...
+    @property
+    def temperature(self) -> float | None: ...
+    @property
+    def top_p(self) -> float | None: ...
+    @property
+    def max_failed_share(self) -> float: ...
+    @property
+    def cache(self) -> str: ...
+    @property
+    def executor(self) -> str: ...
+    @property
+    def ray_workers(self) -> int | None: ...
+    @property
+    def rps(self) -> float | None: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def offline_latency_s(self) -> float: ...
+
+
+def check_model_fields(config: _ModelJobConfig) -> None:
     """Check a config's model, executor and batch fields where it has them; normalises concurrency.
     """
     object.__setattr__(config, "concurrency", parse_concurrency(config.concurrency))

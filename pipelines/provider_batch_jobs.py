@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from personahub.core.call_log import committed_requests
+from personahub.core.contracts import StructuredCaller
 from personahub.core.engine_options import default
 from personahub.core.errors import UsageError
 from personahub.core.kernel import Asker, JobContext, engine
@@ -112,7 +113,7 @@ class BatchedAsker(Generic[B, R]):
         if self.caller is not None:
             await self.caller.forget_spent()
 
-    async def run_batch(self, batch: B, caller: Any) -> R:
+    async def run_batch(self, batch: B, caller: StructuredCaller) -> R:
         """The inner asker's batch, its calls sent as provider batches."""
         batching = self.make(caller)
         work = asyncio.ensure_future(self.inner.run_batch(batch, batching))
@@ -127,7 +128,7 @@ def batched_asker(ctx: JobContext[Any], asker: Asker[B, R]) -> Asker[B, R]:
     return asker
 
 
-def batch_line(asker: Any) -> str | None:
+def batch_line(asker: object) -> str | None:
     """What the job's batches did in this run, in one line; None for an online job."""
     caller = getattr(asker, "caller", None) or asker
     tally = getattr(caller, "tally", None)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -112,7 +112,16 @@ async def infer_personas(client: StructuredCaller,
     return [demo for demo, _ in filled], [result for _, result in filled if result is not None]
 
 
-def load_world(config: Any) -> str:
+class _WorldConfig(Protocol):
+    """What load_world reads of a synthesis config."""
+
+    @property
+    def task(self) -> str: ...
+    @property
+    def world(self) -> str | None: ...
+
+
+def load_world(config: _WorldConfig) -> str:
     """The world text for a config's task and world (npc defaults to the shipped fantasy village).
     """
     if config.world:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller
 from personahub.personas.persona_consistency import check_persona_text
@@ -37,7 +36,7 @@ class Written:
     cache_entries: list[CacheEntry]
 
 
-def persona_check(attributes: tuple[tuple[str, str], ...], answer: Any) -> str | None:
+def persona_check(attributes: tuple[tuple[str, str], ...], answer: object) -> str | None:
     """Why a written persona is not kept (None when it is kept). It is a module-level function of
     tuple attributes so that a partial of it pickles for Ray workers.
     """

@@ -10,7 +10,6 @@ import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import numpy as np
@@ -95,7 +94,7 @@ def scenario_digest(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def _plain(value: Any) -> str:
+def _plain(value: object) -> str:
     """A description value as text that is the same in every process (functions by name)."""
     name = getattr(value, "__qualname__", None)
     return f"{getattr(value, '__module__', '')}.{name}" if name else str(value)
@@ -242,7 +241,7 @@ def flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str
     return flags
 
 
-def estimated_prefix_share(endpoints: Sequence[Any]) -> float | None:
+def estimated_prefix_share(endpoints: Sequence[object]) -> float | None:
     """The estimated share of prompt tokens sent in a prefix shared with a recent prompt (None offline)."""
     meters = [m for m in (getattr(e, "prompt_prefix", None) for e in endpoints) if m is not None]
     total = sum(m.total_tokens for m in meters)

@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import mesa
 import networkx as nx
@@ -57,6 +57,9 @@ from personahub.tasks.survey import (
     survey_value,
     survey_values,
 )
+
+if TYPE_CHECKING:
+    from personahub.sim.steering import Injected
 
 T = TypeVar("T")
 __all__ = ["AgentInfo", "Emission", "Message", "SocietyAgent", "SocietyModel", "StepResult",
@@ -294,7 +297,7 @@ class SocietyModel(mesa.Model):
         self.touched: set[int] = set()
         self._activation_keys: np.ndarray | None = None
         # events injected mid-run, delivered at the next step
-        self.injected: list[Any] = []
+        self.injected: list[Injected] = []
         self.next_event_index = len(scenario.scheduled_events)
         self.next_intervention_index = len(scenario.interventions)
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
