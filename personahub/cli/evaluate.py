@@ -75,7 +75,7 @@ def evaluate(
         summary_lines,
     )
 
-    settings = {**engine.settings(), **engine.batching(batch_size, online_size=batch_size)}
+    settings = {**engine.settings(), **engine.batching(batch_size)}
     summary: EvalSummary
     if resume is not None:  # only how it runs is this command's: the rest is the job's
         given = {"db": str(db), **settings,

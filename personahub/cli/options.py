@@ -203,15 +203,13 @@ class Engine:
             settings["llm"] = resolve_spec(self.given.get("llm"))
         return settings
 
-    def batching(self, batch_size: int | None = None, *,
-                 online_size: int | None = None) -> dict[str, Any]:
+    def batching(self, batch_size: int | None = None) -> dict[str, Any]:
         """The batch options as job config keywords (batch_engine): the --batch-size
         given (or batch_size, a command's own), and the command's online size."""
         size = batch_size if batch_size is not None else self.given.get("batch_size")
         return batch_engine(self.given["batch"], size, self.given["batch_window"],
                             self.given["batch_fallback"], self.given.get("batch_file"),
-                            self.given["batch_poll_s"],
-                            online_size=self.online_size if online_size is None else online_size)
+                            self.given["batch_poll_s"], online_size=self.online_size)
 
 
 class Injected(NamedTuple):

@@ -135,6 +135,27 @@ def test_a_command_declaring_its_own_engine_option_is_found() -> None:
         cli_options.engine_options("concurrency")(by_hand)
 
 
+
+def test_engine_options_gives_batch_size_with_its_online_default() -> None:
+    """engine_options(batch_size=(per, online)) adds --batch-size to the Batch panel; without it
+    engine.batching() gives the online default, with it the value given."""
+    got: list[cli_options.Engine] = []
+    toy = typer.Typer()
+
+    @toy.command()
+    @cli_options.engine_options("batch", batch_size=("Things", 7))
+    def command(n: int = 1, *, engine: cli_options.Engine) -> None:
+        got.append(engine)
+
+    assert CliRunner().invoke(toy, []).exit_code == 0
+    assert got[-1].batching() == {"batch_size": 7}
+    assert CliRunner().invoke(toy, ["--batch-size", "3"]).exit_code == 0
+    assert got[-1].batching() == {"batch_size": 3}
+    assert got[-1].settings() == {}
+    shown = CliRunner().invoke(toy, ["--help"], env={"COLUMNS": "200"}).output
+    assert "Things per transaction (default 7)" in shown
+    assert shown.index("Batch") < shown.index("--batch-size")
+
 def test_engine_options_hands_the_command_one_engine() -> None:
     """The decorated command's typer signature holds the shared options, in the order asked
     (panels as given: --help lists them so), and the command gets their values as one
