@@ -1,5 +1,5 @@
 """personahub batch import: the results of a --batch-file run elsewhere (vLLM
-run-batch, a provider's console); the --batch options are in cli/options.py.
+run-batch, a provider's console); the --batch options are in cli/engine.py.
 
 A job sent as batches writes the same rows as an online one (pipelines/provider_batch_jobs.py);
 docs/batch.md says when it pays.
@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import one_line_errors, out, say
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import awaiting_results
-from personahub.cli.options import DbOption, Engine, engine_options
+from personahub.cli.options import DbOption
 from personahub.core.errors import PersonahubError
 from personahub.core.store import DEFAULT_DB
 

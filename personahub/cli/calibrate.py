@@ -12,17 +12,9 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import emit_job_json, missing_argument, one_line_errors, out, say, summary_counts
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks
-from personahub.cli.options import (
-    CarveOption,
-    DbOption,
-    Engine,
-    FreshOption,
-    Shown,
-    engine_options,
-    output_options,
-    resume_option,
-)
+from personahub.cli.options import CarveOption, DbOption, FreshOption, Shown, output_options, resume_option
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED

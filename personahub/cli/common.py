@@ -1,9 +1,9 @@
 """What every CLI command module shares: the consoles and how chatty they are (-q / -v), one-line
 errors and exits, the job an invocation announced, and the one JSON object of --json.
 
-The options commands share live in cli/options.py, and what a job command shows while its job
-runs in cli/job_running.py. Command modules import these three (and cli/progress.py) and nothing
-of each other; cli/app.py assembles them into the personahub app.
+The engine options live in cli/engine.py, the other options commands share in cli/options.py,
+and what a job command shows while its job runs in cli/job_running.py. Command modules import
+these four (and cli/progress.py) and nothing of each other; cli/app.py assembles them into the personahub app.
 """
 
 from __future__ import annotations

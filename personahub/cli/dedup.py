@@ -18,16 +18,9 @@ from typing import Annotated, Any, Literal
 import typer
 
 from personahub.cli.common import console, emit_job_json, given_on_command_line, one_line_errors, out
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks, awaiting_results, unreachable
-from personahub.cli.options import (
-    DbOption,
-    Engine,
-    Shown,
-    embedder_spec_or_none,
-    engine_options,
-    output_options,
-    resume_option,
-)
+from personahub.cli.options import DbOption, Shown, embedder_spec_or_none, output_options, resume_option
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import DEFAULT_DB
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from personahub.cli.common import console, error_line, one_line_errors, out, say
-from personahub.cli.options import Engine, engine_options
+from personahub.cli.engine import Engine, engine_options
 
 if TYPE_CHECKING:
     from personahub.models.doctor import DoctorReport

@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from personahub.cli.common import one_line_errors, out
-from personahub.cli.options import DbOption, Engine, engine_options, resume_option
+from personahub.cli.engine import Engine, engine_options
+from personahub.cli.options import DbOption, resume_option
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 

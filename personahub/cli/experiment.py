@@ -17,7 +17,8 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from personahub.cli.common import one_line_errors, out, say
-from personahub.cli.options import ArchetypeElicitOption, DbOption, Engine, engine_options
+from personahub.cli.engine import Engine, engine_options
+from personahub.cli.options import ArchetypeElicitOption, DbOption
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:

@@ -13,16 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from personahub.cli.common import emit_job_json, one_line_errors, out, say
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks, awaiting_results, batch_progress, unreachable
-from personahub.cli.options import (
-    DbOption,
-    Engine,
-    FreshOption,
-    Shown,
-    engine_options,
-    output_options,
-    resume_option,
-)
+from personahub.cli.options import DbOption, FreshOption, Shown, output_options, resume_option
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 

@@ -19,8 +19,9 @@ from personahub.cli.common import (
     say,
     summary_counts,
 )
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import awaiting_results, unreachable
-from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options
+from personahub.cli.options import DbOption, Shown, output_options
 from personahub.core.store import DEFAULT_DB
 
 # The columns personahub jobs shows: jobs-table columns (times in UTC), except "what",

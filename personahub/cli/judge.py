@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import emit_job_json, one_line_errors, out
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import (
     awaiting_results,
     banner,
@@ -18,7 +19,7 @@ from personahub.cli.job_running import (
     started,
     unreachable,
 )
-from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options
+from personahub.cli.options import DbOption, Shown, output_options
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 

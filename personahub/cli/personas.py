@@ -23,6 +23,7 @@ from personahub.cli.common import (
     out,
     say,
 )
+from personahub.cli.engine import DEFAULT_ONLINE_SIZE, Engine, engine_options
 from personahub.cli.job_running import (
     awaiting_results,
     banner,
@@ -32,17 +33,7 @@ from personahub.cli.job_running import (
     started,
     unreachable,
 )
-from personahub.cli.options import (
-    DEFAULT_ONLINE_SIZE,
-    DbOption,
-    Engine,
-    FreshOption,
-    LanguageOption,
-    Shown,
-    engine_options,
-    output_options,
-    resume_option,
-)
+from personahub.cli.options import DbOption, FreshOption, LanguageOption, Shown, output_options, resume_option
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import UNFINISHED
 from personahub.core.store import DEFAULT_DB

@@ -21,8 +21,9 @@ from typing import Annotated, Any
 import typer
 
 from personahub.cli.common import console, emit_job_json, one_line_errors, out, summary_counts
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks
-from personahub.cli.options import DbOption, Engine, Shown, engine_options, output_options, resume_option
+from personahub.cli.options import DbOption, Shown, output_options, resume_option
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.outputs import FORCE_HELP, atomic_file, check_output
 from personahub.core.store import DEFAULT_DB

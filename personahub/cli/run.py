@@ -14,16 +14,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from personahub.cli.common import emit_job_json, note_job, one_line_errors, out, run_counts, say
+from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import banner, job_progress, print_preview, started, unreachable
-from personahub.cli.options import (
-    ArchetypeElicitOption,
-    DbOption,
-    Engine,
-    Shown,
-    engine_options,
-    output_options,
-    resume_option,
-)
+from personahub.cli.options import ArchetypeElicitOption, DbOption, Shown, output_options, resume_option
 from personahub.core.errors import UsageError
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED

@@ -11,16 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from personahub.cli.common import emit_job_json, error_line, one_line_errors, out, say
+from personahub.cli.engine import DEFAULT_ONLINE_SIZE, Engine, engine_options
 from personahub.cli.job_running import JobHooks, print_preview
 from personahub.cli.options import (
-    DEFAULT_ONLINE_SIZE,
     CarveOption,
     DbOption,
-    Engine,
     FreshOption,
     Shown,
     embedder_spec,
-    engine_options,
     output_options,
     resume_option,
 )

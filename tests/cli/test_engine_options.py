@@ -1,7 +1,7 @@
 """Every engine option is declared once (issue 43, item 2): ``core/engine_options.py``.
 
 * each command taking an engine option takes the one shared typer option built from the
-  declaration (``cli.options.engine_option``) with the declared default, never its own, and
+  declaration (``cli.engine.engine_option``) with the declared default, never its own, and
   gets it from ``@engine_options``: no command lists an engine option parameter by hand;
 * each config dataclass defaults an engine field to the declared default;
 * no public API function declares an engine option as a parameter of its own (``llm`` aside,
@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 import personahub
 from personahub import any_job, api, interviews, runtime
-from personahub.cli import options as cli_options
+from personahub.cli import engine as cli_engine
 from personahub.cli.app import app
 from personahub.core.engine_options import BY_PARAM, ENGINE_OPTIONS
 
@@ -43,9 +43,9 @@ def flag_of(info: OptionInfo) -> Any:
 
 
 def shared_infos() -> dict[int, str]:
-    """id of each shared engine ``OptionInfo`` in ``cli.options`` -> its flag."""
+    """id of each shared engine ``OptionInfo`` in ``cli.engine`` -> its flag."""
     found = {}
-    for value in cli_options.ENGINE_PARAMS.values():
+    for value in cli_engine.ENGINE_PARAMS.values():
         assert typing.get_origin(value) is typing.Annotated
         for meta in typing.get_args(value)[1:]:
             if isinstance(meta, OptionInfo) and \
@@ -105,8 +105,8 @@ def test_every_command_takes_the_shared_engine_options() -> None:
 
 
 # the shared parameter types, as a command would name them (typer reads them at run time)
-SharedConcurrency = cli_options.ENGINE_PARAMS["concurrency"]
-SharedTopP = cli_options.ENGINE_PARAMS["top_p"]
+SharedConcurrency = cli_engine.ENGINE_PARAMS["concurrency"]
+SharedTopP = cli_engine.ENGINE_PARAMS["top_p"]
 
 
 def test_a_command_declaring_its_own_engine_option_is_found() -> None:
@@ -121,7 +121,7 @@ def test_a_command_declaring_its_own_engine_option_is_found() -> None:
         """A command with the shared option and its own default."""
 
     def by_hand(concurrency: SharedConcurrency = 16,  # type: ignore[valid-type]
-                *, engine: cli_options.Engine) -> None:
+                *, engine: cli_engine.Engine) -> None:
         """A command listing the shared --concurrency itself, beside ``@engine_options``."""
 
     assert redeclared("own", own) == ["own: --concurrency is declared in the command, not shared"]
@@ -129,22 +129,22 @@ def test_a_command_declaring_its_own_engine_option_is_found() -> None:
         "other: --concurrency defaults to 8, the declaration to 16"]
     assert redeclared("by-hand", by_hand) == []  # shared, with its default: yet by hand
     assert listed_by_hand("by-hand", by_hand) == ["by-hand: --concurrency is listed by hand"]
-    assert listed_by_hand("decorated", cli_options.engine_options("model")(
+    assert listed_by_hand("decorated", cli_engine.engine_options("model")(
         lambda *, engine: None)) == []
     with pytest.raises(TypeError, match="lists --concurrency itself"):
-        cli_options.engine_options("concurrency")(by_hand)
+        cli_engine.engine_options("concurrency")(by_hand)
 
 
 
 def test_engine_options_gives_batch_size_with_its_online_default() -> None:
     """engine_options(batch_size=(per, online)) adds --batch-size to the Batch panel; without it
     engine.batching() gives the online default, with it the value given."""
-    got: list[cli_options.Engine] = []
+    got: list[cli_engine.Engine] = []
     toy = typer.Typer()
 
     @toy.command()
-    @cli_options.engine_options("batch", batch_size=("Things", 7))
-    def command(n: int = 1, *, engine: cli_options.Engine) -> None:
+    @cli_engine.engine_options("batch", batch_size=("Things", 7))
+    def command(n: int = 1, *, engine: cli_engine.Engine) -> None:
         got.append(engine)
 
     assert CliRunner().invoke(toy, []).exit_code == 0
@@ -160,12 +160,12 @@ def test_engine_options_hands_the_command_one_engine() -> None:
     """The decorated command's typer signature holds the shared options, in the order asked
     (panels as given: --help lists them so), and the command gets their values as one
     ``Engine``."""
-    got: list[cli_options.Engine] = []
+    got: list[cli_engine.Engine] = []
     toy = typer.Typer()
 
     @toy.command()
-    @cli_options.engine_options("model", "batch", without=("offline_latency_s",))
-    def command(n: int = 1, *, engine: cli_options.Engine) -> None:
+    @cli_engine.engine_options("model", "batch", without=("offline_latency_s",))
+    def command(n: int = 1, *, engine: cli_engine.Engine) -> None:
         got.append(engine)
 
     params = list(inspect.signature(command).parameters)
@@ -177,12 +177,12 @@ def test_engine_options_hands_the_command_one_engine() -> None:
     assert result.exit_code == 0, result.output
     engine = got[-1]
     assert engine.concurrency == "auto" and engine.rps == 3.0 and engine.llm is None
-    assert engine.flags == cli_options.ModelFlags(top_p=0.5)
+    assert engine.flags == cli_engine.ModelFlags(top_p=0.5)
     assert engine.settings() == {"concurrency": "auto", "timeout_s": 60.0, "cache": "off",
                                  "rps": 3.0}
     assert engine.batching(None) == {
         "batch": True, "batch_file": None, "batch_window": "1h", "batch_fallback": "batch",
-        "batch_poll_s": 5.0, "batch_size": cli_options.DEFAULT_BATCH_SIZE}
+        "batch_poll_s": 5.0, "batch_size": cli_engine.DEFAULT_BATCH_SIZE}
     with pytest.raises(AttributeError, match="executor"):
         _ = engine.executor
     result = CliRunner().invoke(toy, ["--max-failed-share", "0.5"])

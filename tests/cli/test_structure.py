@@ -1,5 +1,6 @@
 """The CLI is the outermost layer: its modules import without a circle (command modules import
-only the shared ``cli.common``, ``cli.options``, ``cli.job_running`` and ``cli.progress``; the
+only the shared ``cli.common``, ``cli.options``, ``cli.engine``, ``cli.job_running`` and
+``cli.progress``; the
 framework modules ``cli.base`` and ``cli.helpfmt`` are used by ``cli.app`` alone, and ``cli.app``
 assembles them), and none of them holds SQL — database access goes
 through the store, kernel and analysis modules."""
@@ -16,8 +17,8 @@ import pytest
 CLI = Path(__file__).resolve().parents[2] / "personahub" / "cli"
 CLI_MODULES = sorted(p.stem for p in CLI.glob("*.py") if p.stem != "__init__")
 ASSEMBLER, COMMON, PROGRESS = "app", "common", "progress"
-OPTIONS, JOB_RUNNING = "options", "job_running"
-SHARED = {COMMON, PROGRESS, OPTIONS, JOB_RUNNING}
+OPTIONS, ENGINE, JOB_RUNNING = "options", "engine", "job_running"
+SHARED = {COMMON, PROGRESS, OPTIONS, ENGINE, JOB_RUNNING}
 FRAMEWORK = {"base", "helpfmt"}  # the app's conventions: command classes, help rendering
 SQL_START = re.compile(r"^\s*(select|insert|update|delete|create|drop|alter)\s", re.IGNORECASE)
 
@@ -77,7 +78,8 @@ def test_cli_modules_import_without_a_circle() -> None:
     graph = {name: imported_cli_modules(name) for name in CLI_MODULES}
     assert find_cycle(graph) is None, graph
     assert graph[PROGRESS] == set() and graph[COMMON] <= {PROGRESS}
-    assert graph[OPTIONS] <= {COMMON} and graph[JOB_RUNNING] <= {COMMON, PROGRESS}
+    assert graph[OPTIONS] <= {COMMON} and graph[ENGINE] <= {OPTIONS}
+    assert graph[JOB_RUNNING] <= {COMMON, PROGRESS}
     for name in FRAMEWORK:
         assert graph[name] <= SHARED | FRAMEWORK, (name, graph[name])
     for name in set(CLI_MODULES) - {ASSEMBLER, *SHARED, *FRAMEWORK}:  # command modules
