@@ -45,6 +45,10 @@ from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LI
 EXPANSION_FIXED = ("hops", "fanout", "limit", "language", "seed", "fresh")
 TEXT_JOB_FIXED = ("relations", "text_column", "id_column", "limit", "per_text", "split",
                   "corpus_name", "skip_bad", "language", "seed")
+# The same, in the words of each --resume's help.
+EXPANSION_KEEPS = ("its frontier, hops, fanout, limit, language, seed and generation settings, and "
+                   "the model it recorded unless --llm")
+TEXT_JOB_KEEPS = "its corpus file, relations, reading options, seed and generation settings"
 
 
 def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, ...]) -> None:
@@ -136,9 +140,7 @@ def personas_expand(
              "of the whole expansion as link candidates and merging a new persona at cosine "
              ">= 0.9 with its nearest; 'none' turns both off.")] = DEFAULT_LINK_EMBEDDER,
     fresh: FreshOption = False,
-    resume: Annotated[str | None, resume_option(
-        "EXPANSION_ID", "its frontier, hops, fanout, limit, language, seed and generation "
-                        "settings, and the model it recorded unless --llm")] = None,
+    resume: Annotated[str | None, resume_option("EXPANSION_ID", EXPANSION_KEEPS)] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -271,9 +273,7 @@ def personas_from_text(
     language: LanguageOption = None,
     seed: Annotated[int | None, typer.Option(min=0, max=MAX_SEED,
         help="Seed (offline engine; default: the seed the corpus's job was started with, else 0).")] = None,
-    resume: Annotated[str | None, resume_option(
-        "CORPUS", "its corpus file, relations, reading options, seed and generation "
-                  "settings")] = None,
+    resume: Annotated[str | None, resume_option("CORPUS", TEXT_JOB_KEEPS)] = None,
     *,
     shown: Shown,
     engine: Engine,
