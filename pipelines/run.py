@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
@@ -43,7 +43,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
-from personahub.pipelines.shipped_spec import ShippedSpec
+from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import (
@@ -55,10 +55,6 @@ from personahub.sim.scenario import (
 )
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
-
-if TYPE_CHECKING:
-    import duckdb
-    import pandas as pd
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,13 +229,15 @@ class RunAsker:
         return Taken(await model.advance(caller), started)
 
 
-class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
+class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
     """The job spec behind personahub run."""
 
     config_type = RunConfig
     independent_batches = False
     refuses_twins = False  # a new run of a scenario is a new experiment
     progress_per_answer = False  # its progress counts its own stages, not batch items
+    item_source = "run"
+    sample_columns = "step, agent_id, kind, text"
 
     def new_id(self) -> str:
         """UTC time and a random suffix: sortable and unique."""
@@ -368,17 +366,6 @@ class RunSpec(ShippedSpec[RunConfig, int, Taken, RunSummary], kind="run"):
     def stop_note(self, ctx: JobContext[RunConfig]) -> str:
         committed = _state(ctx).committed if isinstance(ctx.state, RunState) else 0
         return f" after step {committed}"
-
-    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The run's emissions in the export's column layout."""
-        from personahub.analysis.export import items_frame
-
-        return items_frame(con, run=job_id)
-
-    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
-        """A few of the run's emissions, picked by a hash of their id."""
-        return con.execute("SELECT step, agent_id, kind, text FROM v_items WHERE source = 'run' "
-                           "AND source_id = ? ORDER BY hash(item_id) LIMIT ?", [job_id, n]).df()
 
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
         """The run's totals, read back from the database (resumes included)."""

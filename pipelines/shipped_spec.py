@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import Asker, JobContext, SpecBase
@@ -16,7 +16,11 @@ from personahub.models.settings import LLMSettings
 from personahub.pipelines.labels import SHIPPED
 from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 
-__all__ = ["NamedFromRow", "ShippedSpec", "stored_job_id"]
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+
+__all__ = ["ItemsInView", "NamedFromRow", "ShippedSpec", "stored_job_id"]
 
 C = TypeVar("C")
 B = TypeVar("B")
@@ -78,6 +82,29 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
     def label(self, config: Mapping[str, Any]) -> str:
         """A few words on what a job makes, from its stored config (shown by personahub jobs)."""
         return SHIPPED[self.kind].label(config)
+
+
+class ItemsInView:
+    """items() and sample() for a kind whose items are rows of the v_items view (a run's
+    emissions, a synthesis job's items): the export's column layout, and a sample picked by a
+    hash of each item's id. The spec names its source and the sample's columns."""
+
+    #: v_items.source of the kind's items, also items_frame's keyword
+    item_source: ClassVar[Literal["run", "job"]]
+    #: the columns of v_items a job's sample shows
+    sample_columns: ClassVar[str]
+
+    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
+        """The job's items in the export's column layout."""
+        from personahub.analysis.export import items_frame
+
+        return items_frame(con, **{self.item_source: job_id})
+
+    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
+        """A few of the job's items, picked by a hash of their id."""
+        return con.execute(f"SELECT {self.sample_columns} FROM v_items WHERE source = ? AND "
+                           "source_id = ? ORDER BY hash(item_id) LIMIT ?",
+                           [self.item_source, job_id, n]).df()
 
 
 def stored_job_id(db: str | Path, job_id: str) -> str | None:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts, unknown_usage, unknown_usage_note
@@ -43,7 +43,7 @@ from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
-from personahub.pipelines.shipped_spec import ShippedSpec
+from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
 from personahub.pipelines.synthesis_inputs import (
     Demo,
     infer_personas,
@@ -58,10 +58,6 @@ from personahub.tasks import synthesis_task, tasks
 from personahub.tasks.limits import synthesis_max_tokens
 from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
-
-if TYPE_CHECKING:
-    import duckdb
-    import pandas as pd
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -281,11 +277,14 @@ def _state(ctx: JobContext[SynthConfig]) -> SynthState:
     return state
 
 
-class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary], kind="synthesis"):
+class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthSummary],
+                    kind="synthesis"):
     """The job spec behind personahub synthesize."""
 
     config_type = SynthConfig
     independent_batches = True
+    item_source = "job"
+    sample_columns = "persona, text"
 
     def prepare(self, ctx: JobContext[SynthConfig]) -> None:
         """Demonstrations, world and the personas to ask (on resume, those the job drew)."""
@@ -409,17 +408,6 @@ class SynthesisSpec(ShippedSpec[SynthConfig, Sequence[Ask], list[Answer], SynthS
         summary = _state(ctx).summary
         total = summary.selected * summary.per_persona
         return f" ({summary.skipped_done + summary.written} of {total} items written)"
-
-    def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The job's items in the export's column layout."""
-        from personahub.analysis.export import items_frame
-
-        return items_frame(con, job=job_id)
-
-    def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
-        """A few of the job's items beside their persona, picked by a hash of their id."""
-        return con.execute("SELECT persona, text FROM v_items WHERE source = 'job' AND "
-                           "source_id = ? ORDER BY hash(item_id) LIMIT ?", [job_id, n]).df()
 
     def summary(self, ctx: JobContext[SynthConfig]) -> SynthSummary:
         summary = _state(ctx).summary
