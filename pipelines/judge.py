@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -43,7 +43,7 @@ from personahub.pipelines.prompts.judge import (
 )
 from personahub.pipelines.prompts.synthesis import world_for_prompt
 from personahub.pipelines.provider_batch_jobs import BatchFields
-from personahub.pipelines.shipped_spec import ShippedSpec, stored_job_id
+from personahub.pipelines.shipped_spec import ItemJobSummary, ShippedSpec, stored_job_id
 from personahub.tasks import Criterion, Task, stored_task
 
 if TYPE_CHECKING:
@@ -108,23 +108,15 @@ class Item(NamedTuple):
     solution: str
 
 
-@dataclass
-class JudgeSummary:
+@dataclass(kw_only=True)
+class JudgeSummary(ItemJobSummary):
     """What a judge did, for the console and for tests."""
 
     judge_id: str
     target_kind: str
     target_id: str
-    engine: str
-    offline: bool
-    selected: int = 0
-    skipped_done: int = 0
     judged: int = 0
-    failed: int = 0
     last_error: str | None = None
-    calls: dict[str, int] = field(default_factory=dict)
-    db: str = DEFAULT_DB
-    batches: str | None = None  # --batch: what the judge's provider batches did in this run
 
 
 class Judgment(NamedTuple):

@@ -37,6 +37,15 @@ class ModelFields:
     # not part of the job's identity
     max_failed_share: float = engine(default("max_failed_share"))
 
+    def check_model(self) -> None:
+        """Check these fields, each bad value a usage error naming its flag; normalises
+        concurrency (a number or auto)."""
+        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        check_max_failed_share(self.max_failed_share)
+        check_optional_number(self.rps, "--rps", above=0)
+        check_number(self.timeout_s, "--timeout", above=0)
+        check_number(self.offline_latency_s, "offline latency", low=0)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExecutorFields:
@@ -51,6 +60,15 @@ class ExecutorFields:
     # Ray actors asking the model; None: one per CPU
     ray_workers: int | None = engine(default("ray_workers"))
 
+    def check_executor(self) -> None:
+        """Check the cache mode, the executor with its workers and, in a config with BatchFields,
+        that its batch options go with both (usage errors)."""
+        check_cache_mode(self.cache)
+        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        check_batch = getattr(self, "check_batch", None)
+        if check_batch is not None:
+            check_batch(executor=self.executor, cache=self.cache)
+
 
 @dataclass(frozen=True, kw_only=True)
 class EngineFields(BatchFields, ModelFields, ExecutorFields):
@@ -60,12 +78,9 @@ class EngineFields(BatchFields, ModelFields, ExecutorFields):
 
 
 class _ModelJobConfig(Protocol):
-    """The fields check_model_fields reads: ModelFields', ExecutorFields' and the generation fields
-    each model job's config declares.
-    """
+    """A model job's config as check_model_fields reads it: its own seed and generation fields,
+    and the checks of the ModelFields and ExecutorFields it inherits."""
 
-    @property
-    def concurrency(self) -> Concurrency: ...
     @property
     def seed(self) -> int: ...
     @property
@@ -76,35 +91,15 @@ class _ModelJobConfig(Protocol):
     def temperature(self) -> float | None: ...
     @property
     def top_p(self) -> float | None: ...
-    @property
-    def max_failed_share(self) -> float: ...
-    @property
-    def cache(self) -> str: ...
-    @property
-    def executor(self) -> str: ...
-    @property
-    def ray_workers(self) -> int | None: ...
-    @property
-    def rps(self) -> float | None: ...
-    @property
-    def timeout_s(self) -> float: ...
-    @property
-    def offline_latency_s(self) -> float: ...
+    def check_model(self) -> None: ...
+    def check_executor(self) -> None: ...
 
 
 def check_model_fields(config: _ModelJobConfig) -> None:
-    """Check a config's model, executor and batch fields where it has them; normalises concurrency.
-    """
-    object.__setattr__(config, "concurrency", parse_concurrency(config.concurrency))
+    """Check a config's model, generation, executor and batch fields where it has them;
+    normalises concurrency."""
+    config.check_model()
     check_seed(config.seed)
     check_setting(config.structured)
     Generation(max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p)
-    check_max_failed_share(config.max_failed_share)
-    check_cache_mode(config.cache)
-    check_executor(config.executor, cache=config.cache, workers=config.ray_workers)
-    check_optional_number(config.rps, "--rps", above=0)
-    check_number(config.timeout_s, "--timeout", above=0)
-    check_number(config.offline_latency_s, "offline latency", low=0)
-    check_batch = getattr(config, "check_batch", None)
-    if check_batch is not None:
-        check_batch(executor=config.executor, cache=config.cache)
+    config.check_executor()

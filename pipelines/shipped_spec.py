@@ -1,17 +1,19 @@
 """The parts every shipped job kind's spec shares: label, model settings, resume command, and
 the asker sent as provider batches when the config asks. A spec overrides only where its kind
-differs.
+differs. Also what kinds over items share: their items() and sample() from v_items, and the
+counts their summaries report.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import Asker, JobContext, SpecBase
-from personahub.core.store import connect
+from personahub.core.store import DEFAULT_DB, connect
 from personahub.models.settings import LLMSettings
 from personahub.pipelines.labels import SHIPPED
 from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     import duckdb
     import pandas as pd
 
-__all__ = ["ItemsInView", "NamedFromRow", "ShippedSpec", "stored_job_id"]
+__all__ = ["ItemJobSummary", "ItemsInView", "NamedFromRow", "ShippedSpec", "stored_job_id"]
 
 C = TypeVar("C")
 B = TypeVar("B")
@@ -105,6 +107,21 @@ class ItemsInView:
         return con.execute(f"SELECT {self.sample_columns} FROM v_items WHERE source = ? AND "
                            "source_id = ? ORDER BY hash(item_id) LIMIT ?",
                            [self.item_source, job_id, n]).df()
+
+
+@dataclass(kw_only=True)
+class ItemJobSummary:
+    """What a job over drawn items (a synthesis, a judge) reports, whatever its kind: the
+    engine that answered, and how many items it selected, found done before and failed."""
+
+    engine: str
+    offline: bool
+    selected: int = 0
+    skipped_done: int = 0
+    failed: int = 0
+    calls: dict[str, int] = field(default_factory=dict)  # calls per purpose
+    db: str = DEFAULT_DB
+    batches: str | None = None  # --batch: what the job's provider batches did in this run
 
 
 def stored_job_id(db: str | Path, job_id: str) -> str | None:

@@ -43,7 +43,7 @@ from personahub.personas.sampling import SAMPLE_MODES, HubQuery, gated_out
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.prompts.synthesis import PROMPTING_MODES, solve_messages, synthesis_messages
-from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
+from personahub.pipelines.shipped_spec import ItemJobSummary, ItemsInView, ShippedSpec
 from personahub.pipelines.synthesis_inputs import (
     Demo,
     infer_personas,
@@ -116,25 +116,19 @@ class SynthConfig(EngineFields):
 MAX_PER_PERSONA = 1000  # --per-persona at most (a typo of 10000 would ask for a fortune)
 
 
-@dataclass
-class SynthSummary:
-    """What a job did, for the console and for tests."""
+@dataclass(kw_only=True)
+class SynthSummary(ItemJobSummary):
+    """What a job did, for the console and for tests; its failed items include those the
+    quality gate rejected."""
 
     job_id: str
     task: str
     prompting: str
-    engine: str
-    offline: bool
-    selected: int = 0
-    skipped_done: int = 0
     written: int = 0
     duplicates: int = 0
-    failed: int = 0  # includes items rejected by the quality gate
     solved: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # quality-gate rejects by reason
-    calls: dict[str, int] = field(default_factory=dict)
     unknown_usage: int = 0  # attempts whose token counts are unknown
-    db: str = DEFAULT_DB
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in plain words
     asked: int = 0  # items asked: --n personas x --per-persona
     per_persona: int = 1
@@ -143,7 +137,6 @@ class SynthSummary:
     shortfall: str | None = None  # one line: fewer items than asked, and why (None: as asked)
     # fewer personas drawn than --n: the matching ones the quality gate held back, and the flag
     held_back: str | None = None
-    batches: str | None = None  # --batch: what the job's provider batches did in this run
 
 
 class Ask(NamedTuple):
