@@ -21,7 +21,6 @@ from personahub.analysis.calibration_store import answer_totals, answered_keys, 
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -108,10 +107,6 @@ class CalibrateConfig(EngineFields):
     elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (calibrate_elicit.py)
     dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
     archetypes: tuple[int, ...] = ()  # K values: one call per archetype (calibrate_archetypes.py)
-    structured: str = default("structured")
-    max_tokens: int | None = default("max_tokens")
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     batch_size: int = engine(256)
 
     def __post_init__(self) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from personahub.core.contracts import StructuredCaller
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB
@@ -76,10 +75,6 @@ class ExpandConfig(EngineFields):
     start_ids: tuple[str, ...] | None = None  # start from these personas (hub order)
     origin: str = "api"  # who started it: api, cli, or a run's setup
     seed: int = 0
-    structured: str = default("structured")
-    max_tokens: int | None = default("max_tokens")
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     # frontier personas per transaction: what the job makes, as each batch is checked against
     # the people earlier batches added
     batch_size: int = DEFAULT_BATCH

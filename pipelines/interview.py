@@ -23,7 +23,6 @@ import duckdb
 from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.contracts import StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
@@ -37,7 +36,7 @@ from personahub.models.structured import check_setting
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines.batches import remaining
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields
+from personahub.pipelines.model_fields import ExecutorFields, GenerationFields, ModelFields
 from personahub.pipelines.provider_batch_jobs import BatchFields
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.sim.memory import AgentMemory, Message
@@ -290,17 +289,13 @@ def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
 
 
 @dataclass(frozen=True, kw_only=True)
-class InterviewConfig(InterviewRequest, BatchFields, ExecutorFields, ModelFields):
+class InterviewConfig(InterviewRequest, GenerationFields, BatchFields, ExecutorFields, ModelFields):
     """What an interview asks of whom (the request fields) and, in the engine fields, how this
     invocation asks. A seed of None means the run's seed.
     """
 
     # InterviewRequest is the first base, so its fields come after the engine ones
     seed: int | None = None
-    structured: str = default("structured")
-    max_tokens: int | None = default("max_tokens")
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(16)  # agents whose answers are committed together
 

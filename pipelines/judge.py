@@ -23,7 +23,6 @@ from personahub.analysis.judgments import judged_item_ids, judgment_rows, sample
 from personahub.core.call_log import call_counts
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
@@ -32,7 +31,12 @@ from personahub.core.validate import check_int
 from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
 from personahub.pipelines.batches import answered, remaining
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.model_fields import (
+    ExecutorFields,
+    GenerationFields,
+    ModelFields,
+    check_model_fields,
+)
 from personahub.pipelines.prompts.judge import (
     JUDGE_MAX_TOKENS,
     JUDGE_PURPOSE,
@@ -55,7 +59,7 @@ JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "
 
 
 @dataclass(frozen=True, kw_only=True)
-class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
+class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
     """What a judge rates and with which model (its identity), and, in the engine fields, how this
     invocation asks.
     """
@@ -65,10 +69,6 @@ class JudgeConfig(BatchFields, ExecutorFields, ModelFields):
     kind: str | None = None  # only items of this task / emission kind
     sample: int | None = None  # at most N items, drawn in md5(seed:item_id) order
     seed: int = 0
-    structured: str = default("structured")
-    max_tokens: int | None = default("max_tokens")
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(32)
 

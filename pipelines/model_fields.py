@@ -1,8 +1,8 @@
 """The engine fields every model job's config shares, and their checks.
 
-A config inherits EngineFields (or ModelFields and ExecutorFields, plus BatchFields for --batch),
-checks its own fields, then calls check_model_fields. Each bad value is a one-line usage error
-naming its flag, raised before anything is opened.
+A config inherits EngineFields (or ModelFields, ExecutorFields and GenerationFields, plus
+BatchFields for --batch), checks its own fields, then calls check_model_fields. Each bad value
+is a one-line usage error naming its flag, raised before anything is opened.
 """
 
 from __future__ import annotations
@@ -71,9 +71,21 @@ class ExecutorFields:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EngineFields(BatchFields, ModelFields, ExecutorFields):
-    """Every engine field of a model job that may send its calls as provider batches: the
-    executor's, then the model's, then the batch fields, the order its config lists them in.
+class GenerationFields:
+    """How a model job's answers are asked for and sampled, declared once for every job config
+    (the defaults from core.engine_options). They are part of what the job makes."""
+
+    structured: str = default("structured")  # how the schema is asked for
+    max_tokens: int | None = default("max_tokens")  # None: a limit per output kind
+    temperature: float | None = default("temperature")
+    top_p: float | None = default("top_p")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineFields(GenerationFields, BatchFields, ModelFields, ExecutorFields):
+    """Every engine field of a model job that may send its calls as provider batches, and its
+    generation fields: the executor's, the model's, the batch fields, then the generation
+    fields, the order its config lists them in.
     """
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -31,7 +30,12 @@ from personahub.personas.population_files import read_joint, read_marginals
 from personahub.personas.record import Persona
 from personahub.personas.store import personas_frame, population_persona_ids, upsert_personas
 from personahub.pipelines.batches import answered, remaining
-from personahub.pipelines.model_fields import ExecutorFields, ModelFields, check_model_fields
+from personahub.pipelines.model_fields import (
+    ExecutorFields,
+    GenerationFields,
+    ModelFields,
+    check_model_fields,
+)
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.pipelines.write_persona import Written, write_persona
 
@@ -43,17 +47,13 @@ TEXT_ORIGIN = "model"
 
 
 @dataclass(frozen=True, kw_only=True)
-class WriteConfig(ModelFields, ExecutorFields):
+class WriteConfig(GenerationFields, ModelFields, ExecutorFields):
     """What a population-writing job makes and, in the engine fields, how this invocation asks."""
 
     marginals: str | None = None
     joint: str | None = None
     n: int = 1000
     seed: int = 0
-    structured: str = default("structured")
-    max_tokens: int | None = default("max_tokens")
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     batch_size: int = engine(64)
 
     def __post_init__(self) -> None:

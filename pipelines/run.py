@@ -20,7 +20,6 @@ from typing import Any
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import (
     check_max_failed_share,
@@ -73,10 +72,6 @@ class RunConfig(EngineFields):
     archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
-    structured: str = default("structured")  # how the schema is asked for
-    max_tokens: int | None = default("max_tokens")  # None: per output kind
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     include_ungated: bool = False  # a hub source also draws personas the gate did not pass
     db: Path = engine(Path(DEFAULT_DB))
     max_retries: int = engine(DEFAULT_MAX_RETRIES)

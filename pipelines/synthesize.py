@@ -20,7 +20,6 @@ from personahub.analysis.kept import kept_lines
 from personahub.core.call_log import call_counts, unknown_usage, unknown_usage_note
 from personahub.core.commit import records_of
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import now as _now
 from personahub.core.kernel import (
@@ -80,10 +79,6 @@ class SynthConfig(EngineFields):
     solve: bool = False
     with_assistant: bool = False
     seed: int = 0
-    structured: str = default("structured")  # how the schema is asked for
-    max_tokens: int | None = default("max_tokens")  # None: a limit per output kind
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     db: str = engine(DEFAULT_DB)
     batch_size: int = engine(64)
     # fewer items than asked is an error for the caller unless set (the job keeps what it wrote)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from personahub.core.commit import JobRef
 from personahub.core.contracts import StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.failures import call_error
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
@@ -67,10 +66,6 @@ class TextConfig(EngineFields):
     skip_bad: bool = False
     language: str | None = None
     seed: int = 0
-    structured: str = default("structured")
-    max_tokens: int | None = default("max_tokens")
-    temperature: float | None = default("temperature")
-    top_p: float | None = default("top_p")
     path: str = engine("")  # the corpus file (resolved): where it is now
     limit: int | None = engine(None)  # the first N texts of the corpus
     db: str = engine(DEFAULT_DB)
