@@ -132,28 +132,21 @@ class WriteSummary:
     population_id: str
     drawn_id: str
     n: int
+    population: Population  # the drawn people the job writes texts for
     written: int = 0
     skipped_done: int = 0
     engine: str = ""
     offline: bool = False
-    population: Population | None = None
 
     @property
     def failed(self) -> int:
         return self.n - self.written
 
 
-@dataclass
-class WriteState:
-    """One job's own state: the population it writes and its running summary."""
-
-    population: Population
-    population_id: str
-    summary: WriteSummary
-
-
-def _state(ctx: JobContext[WriteConfig]) -> WriteState:
-    state: WriteState = ctx.state
+def _state(ctx: JobContext[WriteConfig]) -> WriteSummary:
+    """The job's running summary, which is all its state: the written population's id and the
+    drawn people."""
+    state: WriteSummary = ctx.state
     return state
 
 
@@ -171,9 +164,8 @@ class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSum
                                   "since the job started (they draw other people now)")
         ctx.stored["drawn_id"] = population.population_id
         written_id = written_population_id(population.population_id, ctx.job_id)
-        summary = WriteSummary(ctx.job_id, written_id, population.population_id, ctx.config.n,
-                               population=population)
-        ctx.state = WriteState(population, written_id, summary)
+        ctx.state = WriteSummary(ctx.job_id, written_id, population.population_id, ctx.config.n,
+                                 population)
         ctx.total = ctx.config.n
 
     def start(self, ctx: JobContext[WriteConfig]) -> BatchOutcome:
@@ -192,7 +184,7 @@ class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSum
         done = population_persona_ids(ctx.con, _state(ctx).population_id)
         batches = remaining(ctx, self._people(ctx), done, lambda p: p.persona_id,
                             ctx.config.batch_size)
-        _state(ctx).summary.skipped_done = ctx.done_before
+        _state(ctx).skipped_done = ctx.done_before
         return batches
 
     def asker(self, ctx: JobContext[WriteConfig]) -> WriteAsker:
@@ -225,7 +217,7 @@ class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSum
         return personas_frame(con, sorted(ids))
 
     def summary(self, ctx: JobContext[WriteConfig]) -> WriteSummary:
-        summary = _state(ctx).summary
+        summary = _state(ctx)
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
         summary.written = len(population_persona_ids(ctx.con, summary.population_id))
         return summary

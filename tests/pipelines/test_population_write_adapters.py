@@ -17,6 +17,7 @@ import pytest
 import personahub
 from personahub import executors, runtime
 from personahub.core.kernel import JobResult, engine_fields
+from personahub.personas.population import Population
 from personahub.pipelines.population_write import WriteConfig, WriteSummary
 from tests.cli_helpers import invoke, usage_error
 from tests.pipelines.calibrate_fixtures import MARGINALS
@@ -47,7 +48,8 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         seen.append({"kind": spec.kind, "config": config, "db": str(db),
                      "resume": kwargs["resume"]})
         return JobResult("popwrite-x", "finished",
-                         WriteSummary("popwrite-x", "pop-1-abcdef", "pop-1", 1, written=1))
+                         WriteSummary("popwrite-x", "pop-1-abcdef", "pop-1", 1,
+                                      Population("pop-1", ({"age": "18-29"},), {}, 0), written=1))
 
     monkeypatch.setattr(runtime, "run", fake_run)
     monkeypatch.setattr(executors, "ray_installed", lambda: True)  # compared, never run
