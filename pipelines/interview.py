@@ -24,15 +24,10 @@ from personahub.agents.prompts.agent import interview_messages
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
-from personahub.core.failures import check_max_failed_share
 from personahub.core.jobs_store import find_job
-from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB, connect
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
-from personahub.executors import check_executor
-from personahub.models.generation import Generation
-from personahub.models.settings import parse_concurrency
-from personahub.models.structured import check_setting
+from personahub.core.validate import check_int, check_seed
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines.batches import remaining
@@ -301,19 +296,12 @@ class InterviewConfig(InterviewRequest, GenerationFields, BatchFields, ExecutorF
 
     def __post_init__(self) -> None:
         super().__post_init__()  # the request's own checks
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
+        self.check_model()
         if self.seed is not None:
             check_seed(self.seed)
-        check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        check_max_failed_share(self.max_failed_share)
+        self.check_generation()
         check_int(self.batch_size, "--batch-size", low=1)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "--offline-latency", low=0)
-        check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
-        self.check_batch(executor=self.executor, cache=self.cache)
+        self.check_executor()
 
     def request(self) -> InterviewRequest:
         """Who is asked what, at which step: the request fields alone."""

@@ -44,7 +44,7 @@ class ModelFields:
         check_max_failed_share(self.max_failed_share)
         check_optional_number(self.rps, "--rps", above=0)
         check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "offline latency", low=0)
+        check_number(self.offline_latency_s, "--offline-latency", low=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +80,11 @@ class GenerationFields:
     temperature: float | None = default("temperature")
     top_p: float | None = default("top_p")
 
+    def check_generation(self) -> None:
+        """Check how the schema is asked for and the sampling settings (usage errors)."""
+        check_setting(self.structured)
+        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+
 
 @dataclass(frozen=True, kw_only=True)
 class EngineFields(GenerationFields, BatchFields, ModelFields, ExecutorFields):
@@ -90,20 +95,13 @@ class EngineFields(GenerationFields, BatchFields, ModelFields, ExecutorFields):
 
 
 class _ModelJobConfig(Protocol):
-    """A model job's config as check_model_fields reads it: its own seed and generation fields,
-    and the checks of the ModelFields and ExecutorFields it inherits."""
+    """A model job's config as check_model_fields reads it: its own seed, and the checks of the
+    ModelFields, GenerationFields and ExecutorFields it inherits."""
 
     @property
     def seed(self) -> int: ...
-    @property
-    def structured(self) -> str: ...
-    @property
-    def max_tokens(self) -> int | None: ...
-    @property
-    def temperature(self) -> float | None: ...
-    @property
-    def top_p(self) -> float | None: ...
     def check_model(self) -> None: ...
+    def check_generation(self) -> None: ...
     def check_executor(self) -> None: ...
 
 
@@ -112,6 +110,5 @@ def check_model_fields(config: _ModelJobConfig) -> None:
     normalises concurrency."""
     config.check_model()
     check_seed(config.seed)
-    check_setting(config.structured)
-    Generation(max_tokens=config.max_tokens, temperature=config.temperature, top_p=config.top_p)
+    config.check_generation()
     config.check_executor()

@@ -21,19 +21,14 @@ from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
-from personahub.core.failures import (
-    check_max_failed_share,
-    endpoint_error,
-)
+from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
 from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
 from personahub.core.store import DEFAULT_DB, connect
-from personahub.core.validate import check_int, check_number, check_optional_number, check_seed
+from personahub.core.validate import check_int, check_optional_number, check_seed
 from personahub.executors import check_executor
 from personahub.models.cache import check_replay_file
-from personahub.models.generation import Generation
-from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings, parse_concurrency
-from personahub.models.structured import check_setting
+from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings
 from personahub.personas.expand import ExpansionIncomplete
 from personahub.personas.gate_labels import spec_is_offline
 from personahub.personas.near_dup import IndexesByKind
@@ -84,14 +79,9 @@ class RunConfig(EngineFields):
         check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
                        cache_on_driver=True)
         self.check_batch(executor=self.executor, cache=self.cache)
-        check_max_failed_share(self.max_failed_share)
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
-        check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-        check_number(self.offline_latency_s, "--offline-latency", low=0)
-        check_number(self.timeout_s, "--timeout", above=0)
         check_cache_mode(self.cache)
-        check_optional_number(self.rps, "--rps", above=0)
+        self.check_model()
+        self.check_generation()
         check_optional_number(self.price_in, "--price-in", low=0)
         check_optional_number(self.price_out, "--price-out", low=0)
         check_int(self.chunk_size, "chunk size", low=1)
