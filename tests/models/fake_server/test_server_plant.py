@@ -2,6 +2,7 @@
 prompts with a known option by a known share, so an experiment has an effect to find; the
 experiment's interval covers it. A marked prompt is answered as its control's, byte for byte."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ SCHEMA = survey_schema("choice", ("yes", "no")).model_json_schema()
 SCALE = survey_schema("scale", (), 1, 5).model_json_schema()
 
 
+@functools.cache
 def prompt(i: int, marked: bool) -> list[dict[str, str]]:
     """A survey prompt as agents get it; marked: its arm's world text is the marker."""
     return to_openai_dicts(survey_messages(
