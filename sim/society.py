@@ -301,9 +301,9 @@ class SocietyModel(mesa.Model):
         self.next_event_index = len(scenario.scheduled_events)
         self.next_intervention_index = len(scenario.interventions)
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
-        self.arm_worlds: dict[str, str] = {
-            arm: "\n\n".join(part for part in (world.strip(), text.strip()) if part)
-            for arm, text in scenario.within_worlds}
+        # each within-world arm's own world text, shown after the run's world
+        self.arm_worlds: dict[str, str] = {arm: text.strip()
+                                           for arm, text in scenario.within_worlds}
         self._check_references()
         if self.arm_worlds and archetypes is not None:
             raise PersonahubError("a within-world experiment whose arms differ by world text "
@@ -329,11 +329,14 @@ class SocietyModel(mesa.Model):
                         self.scenario.within_stratify, self.run_seed)
         return assign_arms(ids, self.scenario.within_arms, self.run_seed, labels)
 
-    def world_of(self, agent: SocietyAgent) -> str:
-        """The world text the agent sees (its arm's, in a within-world run)."""
+    def arm_world_of(self, agent: SocietyAgent) -> str:
+        """Return the arm's world text the agent sees after the run's world ("" for none).
+
+        Between worlds it is the arm scenario's arm_world; within one, the agent's arm's text.
+        """
         if not self.arm_worlds:
-            return self.world
-        return self.arm_worlds.get(self.arm_of.get(agent.persona_id, ""), self.world)
+            return self.scenario.arm_world
+        return self.arm_worlds.get(self.arm_of.get(agent.persona_id, ""), "")
 
     @property
     def ordered(self) -> list[SocietyAgent]:
@@ -486,7 +489,8 @@ class SocietyModel(mesa.Model):
                 persona=agent.persona_text,
                 step=step,
                 **({"kind": kind} if plan else {}),
-                world=self.world_of(agent),
+                world=self.world,
+                arm_world=self.arm_world_of(agent),
                 events=seen.get(agent.unique_id, []),
                 inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
                 addressee=self.by_persona[addressee].persona_text if addressee else None,
@@ -499,7 +503,7 @@ class SocietyModel(mesa.Model):
             representative = self.representatives[archetype]
             inputs.append(AgentInput(
                 persona_id=representative.persona_id, persona=representative.persona_text,
-                step=step, kind=kind, world=self.world,
+                step=step, kind=kind, world=self.world, arm_world=self.scenario.arm_world,
                 events=seen.get(members[0].unique_id, []), inbox=[], addressee=None, memory=[],
                 recent=[]))
         asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
@@ -585,7 +589,8 @@ class SocietyModel(mesa.Model):
                 "(the persona's archetype) who would give it: " + " | ".join(map(str, values)))
         messages = survey_messages(
             persona=representative.persona_text, question=survey.question, answer_hint=hint,
-            world=self.world, events=events, budget=self.scenario.prompt_budget)
+            world=self.world, arm_world=self.scenario.arm_world, events=events,
+            budget=self.scenario.prompt_budget)
         return await self.llm.structured(
             share_schema(survey.answer, survey.options, survey.low, survey.high), messages,
             purpose="survey_archetype", persona_id=representative.persona_id, step=step,
@@ -663,7 +668,7 @@ class SocietyModel(mesa.Model):
             hint = "A short answer in your own words."
         messages = survey_messages(
             persona=agent.persona_text, question=survey.question, answer_hint=hint,
-            world=self.world_of(agent), events=events,
+            world=self.world, arm_world=self.arm_world_of(agent), events=events,
             inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
             memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget,
         )

@@ -135,8 +135,8 @@ def test_a_stopped_arm_run_says_the_experiment_goes_on_not_the_run(tmp_path, mon
     calls = []
 
     def stops_on_b(config, *args, **kwargs):
-        calls.append(config.scenario.world)
-        if config.scenario.world:
+        calls.append(config.scenario.arm_world)
+        if config.scenario.arm_world:
             raise ResumableStop("run r-b stopped: model endpoint kept failing; resume with "
                                 "personahub run --resume r-b --db x.duckdb")
         return real(config, *args, **kwargs)
