@@ -51,7 +51,8 @@ def experiment(
     compare: Annotated[str | None, typer.Option(
         "--compare", metavar="ID",
         help="An earlier experiment in the same database (e.g. the same one without "
-             "--archetypes): say whether each effect here lies within its interval.")] = None,
+             "--archetypes): say whether each effect here agrees with it: within its "
+             "interval, and found where it finds one.")] = None,
     view: Annotated[bool, typer.Option(
         "--view", help="Serve the arms side by side on 127.0.0.1, updated as each run finishes, "
                        "and after the experiment until Ctrl-C.")] = False,
