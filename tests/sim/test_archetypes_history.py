@@ -115,3 +115,26 @@ def test_within_a_world_each_arm_of_an_archetype_is_asked_with_its_own_history(t
     # the rumour reaches the told arm's members at step 1; the quiet arm's call never sees it
     assert told and set(told) <= set(stormy)
     assert set(result.agents.arm) == {"quiet", "told"}
+
+
+@pytest.mark.slow
+def test_a_large_archetype_reads_a_seeded_sample_of_its_members(tmp_path, monkeypatch):
+    """Beyond MEMBERS_READ members a call reads a sample drawn from the run seed, so two runs (and
+    a resume) ask the same prompts; answers kept with remember=True come back as the members'
+    shares."""
+    from personahub.sim import society
+    from tests.fakes import FakeClient
+    from tests.sim.test_archetypes_run import SEED, _run, _scenario, _snapshot
+
+    monkeypatch.setattr(society, "MEMBERS_READ", 3)
+    path = _scenario(tmp_path)
+    clients = [FakeClient(seed=SEED), FakeClient(seed=SEED)]
+    tables = [_snapshot(tmp_path / f"{i}.duckdb", _run(path, tmp_path / f"{i}.duckdb", client))
+              for i, client in enumerate(clients)]
+    assert tables[0] == tables[1]
+    prompts = [[p for purpose, _, p in c.prompts if purpose == "survey_archetype"]
+               for c in clients]
+    assert prompts[0] == prompts[1]
+    # step 3 asks "mood" again: the step-1 answers the members kept are in the one call's memory
+    later = [p for p in prompts[0] if "Asked 'How is the town doing?'" in p]
+    assert later and any("% of people like you]" in p for p in later)
