@@ -308,6 +308,7 @@ class CalibrationSummary:
     sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
     logprobs_temperature: float | None = None  # --elicit logprobs: its fitted temperature
+    logprobs_fit_questions: int = 0  # --elicit logprobs: the held-out questions it is fitted on
     archetypes: tuple[int, ...] = ()  # --archetypes K values
     price: pd.DataFrame = field(default_factory=pd.DataFrame)  # the archetypes' price table
     # the model's overall means with intervals over questions and over panel answers
@@ -552,6 +553,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.panel_intervals = panel_intervals_of(
             scored.scores, _state(ctx).selected.survey, ctx.config.seed)
         summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
+        if LOGPROBS in ctx.config.elicit:
+            summary.logprobs_fit_questions = len(held_out(
+                LOGPROBS, _state(ctx).selected.questions, ctx.config.seed))
         if ctx.config.archetypes:
             summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
                                         by_steering)
