@@ -176,8 +176,8 @@ def _question_rows(question: Question,
             yu = np.vstack([predict(profile) for _, profile in panel])
             weights = (np.asarray([w for w, _, _ in labelled])
                        if humans.weight_column is not None else None)
-            answered = np.eye(k)[[i for i, _ in panel]]
-            got = ppi_shares(y, yhat, yu, answered, alpha=alpha, weights=weights)
+            chosen = np.eye(k)[[i for i, _ in panel]]  # the panel's own answers
+            got = ppi_shares(y, yhat, yu, chosen, alpha=alpha, weights=weights)
             for i, label in enumerate(question.substantive):
                 row: dict[str, object] = {
                     "question_id": question.qid, "attribute": attribute, "group": grp,

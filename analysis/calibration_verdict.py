@@ -30,7 +30,7 @@ __all__ = ["REFUSAL_WARNING", "STANDING_BASELINES", "intervals", "panel_interval
 LEVEL = 0.95
 RESAMPLES = 2000
 # Jeffreys: half an answer per substantive option is added to a panel before it is redrawn, so a
-# small panel that gave one answer (whose plain redraws never vary) still carries its noise
+# small panel whose answers all agree (its raw redraws never vary) still carries its noise
 PANEL_PRIOR = 0.5
 REFUSAL_WARNING = 0.25  # a refusal share above this is warned about
 SCORE = "representativeness"

@@ -125,12 +125,12 @@ def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequenc
     for qid in survey.questions:
         if qid in questions or qid in survey.skipped:
             continue
-        reason = ("not named by --question" if questions
-                  else "no answers" if qid not in survey.counts
-                  else unmatched if not groups[qid]
-                  else f"beyond --limit {limit}" if qid in limited else None)
-        if reason is not None:
-            left_out.setdefault(reason, []).append(qid)
+        why = ("not named by --question" if questions
+               else "no answers" if qid not in survey.counts
+               else unmatched if not groups[qid]
+               else f"beyond --limit {limit}" if qid in limited else None)
+        if why is not None:
+            left_out.setdefault(why, []).append(qid)
     return Selected(survey, tuple(kept), {qid: groups[qid] for qid in kept},
                     {reason: tuple(ids) for reason, ids in left_out.items()})
 
