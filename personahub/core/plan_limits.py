@@ -21,7 +21,8 @@ MAX_SAMPLES = 1_000
 MAX_REPLICATES = 10_000
 # run and experiment --steps, and a scenario's steps
 MAX_STEPS = 10_000
-# the model calls one job plans, unless PLAN_ENV raises it (about 150 MB of planned asks)
+# the model calls one job plans, unless PLAN_ENV raises it (a calibration this size peaks near
+# 700 MB: bench/RESULTS.md)
 MAX_PLANNED_CALLS = 1_000_000
 PLAN_ENV = "PERSONAHUB_MAX_CALLS"
 
