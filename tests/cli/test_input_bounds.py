@@ -252,3 +252,24 @@ def test_credentials_in_any_evaluate_spec_are_refused_before_anything_is_written
     assert "pw" not in line
     assert count(db, "SELECT count(*) FROM jobs WHERE kind = 'evaluation'") == 0
     assert count(db, "SELECT count(*) FROM eval_splits") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("options", [
+    {"elicit": ("sample", "distribution", "few-shot:1"), "steering": ("persona", "attributes")},
+    {"archetypes": (2, 3), "no_persona_n": 0},
+], ids=["methods", "archetypes"])
+def test_the_counted_plan_is_the_plan_asked(hub: tuple[Path, Path, str],
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            options: dict[str, object]) -> None:
+    """The limit counts a calibration's asks without making them: the count must be what the job
+    then asks, for every elicitation method."""
+    import personahub
+    from personahub.pipelines import calibrate as calibrate_module
+
+    counted: list[int] = []
+    monkeypatch.setattr(calibrate_module, "check_plan",
+                        lambda calls, what, fewer: counted.append(calls))
+    db, survey, population = hub
+    job = personahub.calibrate(survey, population=population, db=db, n=4, seed=2, **options)
+    assert counted == [job.summary.asks] and job.summary.asks > 0
