@@ -65,7 +65,7 @@ def evaluation(config: Config) -> str:
 
 
 class ShippedKind:
-    """Hold where a job kind lives, what its messages call it, its tables and a sample config.
+    """One job kind's row: where it lives, what its messages call it, its tables, a sample config.
 
     Every field is a keyword, so a row reads as what it says. The kernel registers the spec
     that ``module`` defines; ``label`` describes a job of the kind in ``personahub jobs``;
