@@ -91,10 +91,6 @@ def engine_option(field: str, **more: Any) -> Any:
                         envvar=option.envvar, metavar=option.metavar, **more)
 
 
-# The offline engine ignores --concurrency on purpose: it answers in this process, with no server
-# or connection pool to protect, so a limit would only queue calls; with --offline-latency it
-# stands for a model whose every call waits that long at once (timed tests rely on that).
-
 # What typer parses each engine option's value into (typer reads these types at run time).
 _VALUE_TYPES: dict[str, Any] = {
     "llm": str | None, "concurrency": _ConcurrencyValue, "timeout_s": float,

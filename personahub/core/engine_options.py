@@ -24,6 +24,9 @@ BATCH_PANEL = "Batch"
 AUTO = "auto"  # --concurrency auto: the limit follows the server (models/adaptive_limit.py)
 
 
+# The offline engine ignores --concurrency on purpose: it answers in this process, with no server
+# or connection pool to protect, so a limit would only queue calls; with --offline-latency it
+# stands for a model whose every call waits that long at once (timed tests rely on that).
 def check_concurrency(value: object, setting: str = "--concurrency") -> int | str:
     """Return a concurrency given as a whole number >= 1 or 'auto' (any case, as text too).
 
