@@ -386,7 +386,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         pairs = [(qid, g.key) for qid in state.selected.questions
                  for g in state.selected.groups[qid] if state.panels.get(g.key)]
         summary.cells = {}
-        for method in state.methods:
+        chosen = parse_all(ctx.config.elicit)  # in --elicit's order, then the archetype rows
+        for method in (*chosen, *state.methods[len(chosen):]):
             shown = set(method.held_out(state.selected.questions, ctx.config.seed))
             summary.cells[method.label] = sum(1 for qid, _ in pairs if qid not in shown)
 

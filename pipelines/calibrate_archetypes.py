@@ -21,6 +21,7 @@ from personahub.analysis.survey import Question
 from personahub.core.errors import UsageError
 from personahub.personas.archetypes import Archetypes, group_archetypes
 from personahub.pipelines.calibrate_data import panel_personas, profiles
+from personahub.pipelines.elicit import stated_row
 from personahub.pipelines.elicit.base import Ask, GroupCounts, QuestionPlan, Stored, stated_vector
 from personahub.pipelines.elicit.distribution import Distribution
 from personahub.pipelines.prompts.population import attribute_lines
@@ -197,7 +198,7 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
         scores: a job's scores.
         questions: the job's questions by id.
         calls: answered calls per steering value.
-        sample: the per-agent row to compare with (default: the first steering scored).
+        sample: the per-agent row to compare with (default: the first sampled row: a steering).
 
     Returns:
         A frame with PRICE_COLUMNS: similarity to the per-agent row over the substantive
@@ -208,8 +209,9 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
     # per group only: the whole-population rows mix the groups (and may carry no counts)
     model = scores[(scores["source"] == "model") & (scores["attribute"] != POPULATION)]
     methods = [m for m in dict.fromkeys(model["steering"]) if archetype_k(m) is not None]
+    # a sampled row: no archetype, no tempered row (":tempered"), no group-level method's row
     agents = [m for m in dict.fromkeys(model["steering"])
-              if archetype_k(m) is None and ":" not in m and m != "distribution"]
+              if archetype_k(m) is None and ":" not in m and not stated_row(m)]
     sample = sample or (agents[0] if agents else None)
     if not methods or sample is None:
         return pd.DataFrame(columns=PRICE_COLUMNS)
