@@ -55,7 +55,7 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
-from personahub.pipelines.elicit import check_elicit, find, job_order, parse_all
+from personahub.pipelines.elicit import check_elicit, find, job_order, parse, parse_all
 from personahub.pipelines.elicit.base import (
     Answer,
     Ask,
@@ -480,9 +480,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.panel_intervals = panel_intervals_of(
             scored.scores, _state(ctx).selected.survey, ctx.config.seed)
         summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
-        logprobs = find(LOGPROBS)
-        if logprobs is not None and LOGPROBS in ctx.config.elicit:
-            summary.logprobs_fit_questions = len(logprobs.held_out(
+        if LOGPROBS in ctx.config.elicit:
+            summary.logprobs_fit_questions = len(parse(LOGPROBS).held_out(
                 _state(ctx).selected.questions, ctx.config.seed))
         if ctx.config.archetypes:
             summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
