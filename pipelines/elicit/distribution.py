@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from personahub.core.contracts import StructuredCaller
 from personahub.pipelines.elicit.base import (
@@ -28,6 +27,9 @@ from personahub.pipelines.elicit.base import (
     respondent_group,
 )
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
 __all__ = ["DISTRIBUTION", "Distribution", "check_shares", "distribution_schema", "modal_answer",
            "shares_of", "stated_shares"]
 
@@ -38,6 +40,8 @@ def distribution_schema(options: Sequence[str]) -> type[BaseModel]:
     """Build the schema of a stated distribution: options as keys, percentages 0..100 (normalised
     afterwards).
     """
+    from pydantic import ConfigDict, Field, create_model
+
     fields: dict[str, Any] = {
         f"o{i}": (float, Field(ge=0, le=100, alias=option, description="percent of the group"))
         for i, option in enumerate(options)}

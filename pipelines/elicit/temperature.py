@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.typing import ArrayLike
 
 if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
     from personahub.analysis.survey import Survey
     from personahub.pipelines.elicit.base import GroupCounts
 
