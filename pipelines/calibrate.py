@@ -28,6 +28,7 @@ from personahub.core.kernel import (
     engine,
     register,
 )
+from personahub.core.plan_limits import MAX_GROUP_N, check_plan
 from personahub.core.validate import check_int
 from personahub.models.failures import call_error
 from personahub.pipelines.batches import answered, remaining
@@ -119,9 +120,9 @@ class CalibrateConfig(EngineFields):
             raise UsageError("--steering: a steering is given twice")
         if self.dispersion not in ("none", "temper"):
             raise UsageError(f"--dispersion {self.dispersion!r}: use none or temper")
-        check_int(self.n, "--n", low=1)
+        check_int(self.n, "--n", low=1, high=MAX_GROUP_N)
         if self.no_persona_n is not None:
-            check_int(self.no_persona_n, "--no-persona-n", low=0)
+            check_int(self.no_persona_n, "--no-persona-n", low=0, high=MAX_GROUP_N)
         if self.limit is not None:
             check_int(self.limit, "--limit", low=1)
         check_model_fields(self)
@@ -324,6 +325,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                    *(ArchetypeMethod(k, len(grouped)) for k, (_, grouped) in groupings.items()))
         ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings,
                                      methods=methods)
+        if not ctx.resumed:  # a plan too large is refused before anything is recorded
+            check_plan(self._planned(ctx), "calibrate", "--n, --no-persona-n, --question, "
+                                                        "--attribute or --limit")
 
     def start(self, ctx: JobContext[CalibrateConfig]) -> BatchOutcome:
         """The job's row, its questions, the human answers it scores against, its panels."""
@@ -355,23 +359,39 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         answers = ctx.run(self.plain_asker(ctx).run_batch(list(firsts.values()), ctx.caller))
         return [answer.call for answer in answers]
 
+    def _plans(self, ctx: JobContext[CalibrateConfig]) -> Iterator[QuestionPlan]:
+        """Yield each question's plan in order: its groups with a panel and their personas."""
+        state = _state(ctx)
+        for qid in state.selected.questions:
+            asked = [g.key for g in state.selected.groups[qid] if state.panels.get(g.key)]
+            people = tuple(dict.fromkeys(pid for key in asked for pid in state.panels[key]))
+            yield QuestionPlan(qid, tuple(asked), people, ctx.config.steering)
+
+    def _held_out(self, ctx: JobContext[CalibrateConfig]) -> dict[str, frozenset[str]]:
+        """Return each method's held-out questions, by its label."""
+        questions, seed = _state(ctx).selected.questions, ctx.config.seed
+        return {m.label: frozenset(m.held_out(questions, seed)) for m in _state(ctx).methods}
+
     def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
         """Plan every ask in order: per question, each method's (the sample method's per steering
         and panel persona), then the no-persona asks.
         """
-        state, config = _state(ctx), ctx.config
-        held = {m.label: frozenset(m.held_out(state.selected.questions, config.seed))
-                for m in state.methods}
+        held = self._held_out(ctx)
         asks: list[Ask] = []
-        for qid in state.selected.questions:
-            asked = [g.key for g in state.selected.groups[qid] if state.panels.get(g.key)]
-            people = tuple(dict.fromkeys(pid for key in asked for pid in state.panels[key]))
-            plan = QuestionPlan(qid, tuple(asked), people, config.steering)
-            for method in state.methods:
+        for plan in self._plans(ctx):
+            for method in _state(ctx).methods:
                 asks += method.asks(plan, held[method.label])
-            asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
-                     for k in range(config.asks_without_persona)]
+            asks += [Ask(plan.question_id, NO_PERSONA, f"#{k}", None)
+                     for k in range(ctx.config.asks_without_persona)]
         return asks
+
+    def _planned(self, ctx: JobContext[CalibrateConfig]) -> int:
+        """Count the asks _asks returns without making them (a plan too large to hold is refused
+        before it is made)."""
+        state, config = _state(ctx), ctx.config
+        held = self._held_out(ctx)
+        return sum(sum(m.ask_count(plan, held[m.label]) for m in state.methods)
+                   + config.asks_without_persona for plan in self._plans(ctx))
 
     def _row_methods(self, ctx: JobContext[CalibrateConfig]) -> dict[str, str]:
         """Map each row an ask answers for to its method's label ("none": the no_persona baseline)."""

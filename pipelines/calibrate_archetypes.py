@@ -160,6 +160,10 @@ class ArchetypeMethod(Distribution):
         return [Ask(plan.question_id, self.label, archetype_respondent(self.k, a), None)
                 for a in range(self.size)]
 
+    def ask_count(self, plan: QuestionPlan, held_out: Collection[str]) -> int:
+        """Count one ask per archetype."""
+        return self.size
+
     def distributions(self, stored: Stored) -> dict[str, GroupCounts]:
         """Return the members' draws from their archetype's stated shares, counted per group."""
         personas = profiles(panel_personas(stored.con, stored.panels))

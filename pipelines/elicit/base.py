@@ -256,6 +256,12 @@ class ElicitMethod:
             return []
         return [Ask(plan.question_id, self.label, group_key(*key), None) for key in plan.groups]
 
+    def ask_count(self, plan: QuestionPlan, held_out: Collection[str]) -> int:
+        """Count one question's asks without making them (a plan too large is refused first)."""
+        if plan.question_id in held_out and not self.asks_held_out:
+            return 0
+        return len(plan.groups)
+
     def texts(self, setup: Setup) -> dict[str, str]:
         """Return its own prompt text per respondent (none by default)."""
         return {}

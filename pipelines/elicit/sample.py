@@ -67,6 +67,10 @@ class Sample(ElicitMethod):
         return [Ask(plan.question_id, steering, pid, pid) for steering in plan.steerings
                 for pid in plan.people]
 
+    def ask_count(self, plan: QuestionPlan, held_out: Collection[str]) -> int:
+        """Count one ask per steering and panel persona."""
+        return len(plan.steerings) * len(plan.people)
+
     async def ask(self, ask: Ask, inputs: AskInputs, caller: StructuredCaller) -> Answer:
         """Ask the persona (or, for the no-persona baseline, a numbered respondent)."""
         from personahub.pipelines.prompts.calibration import NO_PERSONA
