@@ -23,9 +23,9 @@ from personahub.models.fake_server.logprobs import letter_logprobs
 from personahub.models.fake_server.server import running_server
 from personahub.models.option_logprobs import LogprobsUnavailable, offline_probabilities
 from personahub.pipelines.calibrate import Ask, CalibrationAsker
+from personahub.pipelines.calibrate_scores import elicit_lines
 from personahub.pipelines.elicit.logprobs import LOGPROBS, Logprobs
 from personahub.pipelines.elicit.temperature import LOG_T_BOUNDS, at_bound, fit_temperature, scaled
-from personahub.pipelines.calibrate_scores import elicit_lines
 from personahub.pipelines.prompts.calibration import logprobs_messages
 from tests.cli_helpers import invoke, usage_error
 from tests.pipeline_helpers import rows
