@@ -25,7 +25,7 @@ import duckdb
 from personahub.analysis.judgments import wilson
 from personahub.core.commit import JobRef, commit_batch, write_calls
 from personahub.core.contracts import ServesModels, StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
+from personahub.core.engine_options import check_fields, default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.plan_limits import MAX_SAMPLES, check_plan
@@ -449,8 +449,8 @@ class EvalConfig(BatchFields):
     ngram: int = 13
     keep_contaminated: bool = False  # flagged items stay in the splits (their matches stored)
     db: str = engine(DEFAULT_DB)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
+    concurrency: Concurrency = engine(default("concurrency"))
+    timeout_s: float = engine(default("timeout_s"))
     batch_size: int = engine(32)  # answers per committed batch (a kill loses at most one)
     # where the calls run: local, or every spec's on one Ray actor pool
     executor: str = engine(default("executor"))
@@ -480,7 +480,8 @@ class EvalConfig(BatchFields):
             for spec in specs:  # refused before the split is written, as the first solver is
                 _refuse_credentials(spec, flag)
         check_int(self.batch_size, "batch size", low=1)
-        check_executor(self.executor, workers=self.ray_workers)
+        check_fields(self)  # the engine options' own checks; concurrency parsed
+        check_executor(self.executor)
         if self.batch_file is not None:
             raise UsageError("evaluate: --batch-file is not supported (an evaluation asks "
                              "several endpoints); use --batch")

@@ -23,11 +23,10 @@ from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
-from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_optional_number, check_seed
-from personahub.executors import check_executor
 from personahub.models.cache import check_replay_file
 from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings
 from personahub.personas.expand import ExpansionIncomplete
@@ -77,10 +76,7 @@ class RunConfig(EngineFields):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Path(self.db))
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
-                       cache_on_driver=True)
-        self.check_batch(executor=self.executor, cache=self.cache)
-        check_cache_mode(self.cache)
+        self.check_executor(cache_on_driver=True)  # the batch options too
         self.check_model()
         self.check_generation()
         check_optional_number(self.price_in, "--price-in", low=0)

@@ -29,9 +29,10 @@ GOLDEN = Path(__file__).with_name("config_fields.txt")
 GROUPS = {
     "ENGINE": "{EXECUTOR} {MODEL} {BATCH} {GENERATION}",  # pipelines.model_fields.EngineFields
     "EXECUTOR": "cache* executor* ray_address* ray_workers*",
-    "MODEL": "llm* concurrency* timeout_s* offline_latency_s* rps* max_failed_share*",
+    "MODEL": "{REQUEST} llm* concurrency* offline_latency_s* max_failed_share*",
     "BATCH": "batch* batch_window* batch_fallback* batch_file* batch_poll_s*",
     "GENERATION": "structured max_tokens temperature top_p",  # model_fields.GenerationFields
+    "REQUEST": "timeout_s* rps*",  # model_fields.RequestFields, in MODEL: after it
 }
 
 
