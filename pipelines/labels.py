@@ -57,8 +57,10 @@ def population_write(config: Config) -> str:
 
 def evaluation(config: Config) -> str:
     solvers, models = config.get("solvers") or [], config.get("models") or []
-    return (f"job {config.get('job', '?')}: {len(solvers)} solver(s)"
-            + (f", {len(models)} model(s)" if models else ""))
+    what = (f"items {Path(str(config['items'])).name}" if config.get("items")
+            else f"job {config.get('job', '?')}")
+    return (f"{what}: {len(solvers)} solver(s)" if solvers else f"{what}: no solver") \
+        + (f", {len(models)} model(s)" if models else "")
 
 
 class ShippedKind(NamedTuple):

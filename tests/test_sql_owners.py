@@ -63,8 +63,10 @@ FAMILIES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({"analysis/calibration_store.py"})),
     "population": (frozenset({"population_jobs"}), frozenset({"pipelines/population_write.py"})),
     "evaluation": (frozenset({"eval_splits", "eval_contamination", "eval_answers",
-                              "eval_verified", "eval_equivalence"}),
-                   frozenset({"pipelines/evaluate.py", "pipelines/evaluate_scores.py"})),
+                              "eval_verified", "eval_equivalence", "eval_item_sets",
+                              "eval_items"}),
+                   frozenset({"pipelines/evaluate.py", "pipelines/evaluate_scores.py",
+                              "pipelines/evaluate_split.py", "pipelines/evaluate_items.py"})),
 }
 
 # modules whose SQL names its table through a variable the scanner cannot follow (``FROM {table}``),

@@ -27,8 +27,9 @@ FIELDS = {
         (f"{BATCH} threshold num_perm ngram embedder embed_threshold ann batch_size* db* cache* "
          "rps* timeout_s* executor* ray_address* ray_workers*"),
     ("evaluate", "EvalConfig"):
-        (f"{BATCH} job solvers* models* equivalence_judge* test_share test_n seed agree samples "
-         "mode against ngram keep_contaminated db* concurrency* timeout_s* batch_size* "
+        (f"{BATCH} job items question_column answer_column items_sha256 solvers* models* "
+         "equivalence_judge* test_share test_n seed agree samples mode against against_sha256 "
+         "ngram keep_contaminated family_threshold db* concurrency* timeout_s* batch_size* "
          "executor* ray_address* ray_workers*"),
     ("expand", "ExpandConfig"):
         (f"{ENGINE} hops fanout threshold language link_candidates link_embedder limit "
