@@ -13,6 +13,7 @@ import csv
 import hashlib
 import io
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,8 +157,11 @@ def _folder_rows(folder: Path, flag: str) -> tuple[list[str], list[dict[str, Any
         raise PersonahubError(f"{flag} {folder}: {HF_HINT}") from None
     saved = (folder / "state.json").exists() or (folder / "dataset_dict.json").exists()
     try:
-        loaded = (datasets.load_from_disk(str(folder)) if saved
-                  else datasets.load_dataset(str(folder)))
+        if saved:
+            loaded = datasets.load_from_disk(str(folder))
+        else:  # the Hub's layout: its Arrow cache in a folder of its own, gone once read
+            with tempfile.TemporaryDirectory(prefix="personahub-items-") as cache:
+                loaded = datasets.load_dataset(str(folder), cache_dir=cache, keep_in_memory=True)
     except (FileNotFoundError, ValueError) as exc:
         raise InputFileError(f"{flag} {folder}", None, f"not a datasets folder ({exc})") \
             from None

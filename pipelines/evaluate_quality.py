@@ -260,6 +260,8 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
     if job is None and evaluation is None:
         return {}
     ev = find_evaluation(con, evaluation, job=job)
+    if ev is not None and ev.outside:
+        refuse_outside(con, ev)
     if ev is None:
         if split is not None:
             raise PersonahubError(f"--split {split}: job {job} has no evaluation (personahub "
@@ -272,6 +274,15 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
     return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in sides},
             "evaluation": ev.job_id or ev.eval_id,
             "quality": card_lines(quality_table(con, ev))}
+
+
+def refuse_outside(con: duckdb.DuckDBPyConnection, ev: Evaluation) -> None:
+    """Refuse to export an outside item set's evaluation: its items are someone else's data, in
+    eval_items, not a synthesis job's to export."""
+    items = item_set(con, ev.job)
+    raise PersonahubError(f"--evaluation {ev.job_id or ev.eval_id} evaluates an outside item set "
+                          f"({items.path if items is not None else ev.job}): export exports "
+                          "synthesized items; its items are in eval_items")
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
@@ -287,8 +298,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation
     scores = group_scores(con, ev.eval_id, ev.models) if ev.models else pd.DataFrame(
         columns=["model", "by", "group", "correct", "total", "accuracy", "low", "high"])
     scores = scores[scores["by"].isin(["all", "task"])].reset_index(drop=True)
+    items = item_set(con, ev.job) if ev.outside else None
     facts = [("evaluation", ev.job_id or ev.eval_id), ("split", ev.eval_id),
-             ("synthesis job", ev.job)]
+             ("item file", f"{items.path} (SHA-256 {items.sha256[:12]}…, {ev.job})")
+             if items is not None else ("synthesis job", ev.job)]
     if ev.config is not None:
         facts += [("solvers", ", ".join(ev.config.solvers)),
                   ("agree", f"{ev.config.agree} of {len(ev.config.solvers)}"),

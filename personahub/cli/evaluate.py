@@ -104,7 +104,7 @@ def evaluate(
                   **({"models": tuple(model)} if model else {}),
                   **({"equivalence_judge": equivalence_judge} if equivalence_judge else {})}
     else:
-        if (job is None) == (items is None) or not (solver or (items and model)):
+        if (job is None and items is None) or not (solver or (items and model)):
             raise UsageError("evaluate: give --job and at least one --solver, or --items and a "
                              "--solver or --model (or --resume ID)")
         config = EvalConfig(job=job, items=None if items is None else str(items),

@@ -268,6 +268,32 @@ def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
         "(--keep-contaminated)" in summary_lines(kept)
 
 
+@pytest.mark.slow
+def test_editing_the_against_file_changes_the_result(tmp_path):
+    """The check is keyed by the benchmark's contents, not its path: after the file is edited,
+    the same command flags what the new file holds, not what the old one did."""
+    from personahub.api import run_evaluation_config as run_evaluation
+    from personahub.pipelines.evaluate import EvalConfig
+
+    db = tmp_path / "edited.duckdb"
+    con = connect(db)
+    texts = _word_items(con, 40)
+    con.close()
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": texts[i]}) + "\n" for i in (1, 5, 9)))
+
+    def evaluate():
+        return run_evaluation(EvalConfig(job=JOB, solvers=("offline?seed=1",), agree=1,
+                                         test_n=5, against=(str(bench),), db=str(db)))
+
+    before = evaluate()
+    assert (before.contaminated, before.split.train) == (3, 32)
+    bench.write_text(json.dumps({"question": "an unrelated benchmark question"}) + "\n")
+    after = evaluate()
+    assert (after.contaminated, after.split.train) == (0, 35)
+    assert after.eval_id != before.eval_id and after.job_id != before.job_id
+
+
 def test_a_split_that_would_leave_one_side_empty_is_refused(con):
     _items(con, 10)
     with pytest.raises(PersonahubError, match="would leave one split empty"):
