@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
+from personahub.analysis.export import EvaluationSides
 from personahub.analysis.judgments import latest_validity, wilson
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import find_job, list_jobs
@@ -255,7 +256,8 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
         hf: for a Hugging Face export rather than a plain one.
 
     Returns:
-        Keyword arguments for export or export_hf.
+        Keyword arguments for export_accounted or export_hf_accounted (``split``: the sides,
+        so the export can say what it left out).
     """
     if job is None and evaluation is None:
         return {}
@@ -267,13 +269,15 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
             raise PersonahubError(f"--split {split}: job {job} has no evaluation (personahub "
                                   "evaluate --job ... makes its split)")
         return {"job": job}
+    name = ev.job_id or ev.eval_id
+    sides = split_of(con, ev.eval_id)
     if not hf:
-        return {"job": ev.job} | ({"only": split_item_ids(con, ev, split)}
-                                  if split is not None else {})
-    sides: tuple[Side, ...] = (split,) if split is not None else ("train", "test")
-    return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in sides},
-            "evaluation": ev.job_id or ev.eval_id,
-            "quality": card_lines(quality_table(con, ev))}
+        return {"job": ev.job, "split": EvaluationSides(name, sides, (split,) if split else None)} \
+            | ({"only": split_item_ids(con, ev, split)} if split is not None else {})
+    written: tuple[Side, ...] = (split,) if split is not None else ("train", "test")
+    return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in written},
+            "evaluation": name, "quality": card_lines(quality_table(con, ev)),
+            "split": EvaluationSides(name, sides, written)}
 
 
 def refuse_outside(con: duckdb.DuckDBPyConnection, ev: Evaluation) -> None:
