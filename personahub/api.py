@@ -520,7 +520,7 @@ def evaluation_quality(evaluation: str | None = None, *, job: str | int | None =
     each model's accuracy and the diversity figures; shares with a 95% Wilson interval.
 
     Args:
-        evaluation: an evaluation job's id or its split's ``eval-...`` id; or
+        evaluation: an evaluation's ``evaluation-...`` id; or
         job: a synthesis job (its latest evaluation).
         db: the DuckDB file.
         embedder: the diversity figures' embedder spec (``hash``: no model called).

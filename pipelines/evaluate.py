@@ -911,6 +911,10 @@ def evaluation_resume(config: EvalConfig) -> str | None:
     return stored_job_id(config.db, evaluation_id_for(config))
 
 
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
 def summary_lines(summary: EvalSummary) -> list[str]:
     """The console's lines: the items and what was left out, the split and its families, the
     verified share, the agreement matrix, scores with intervals."""
@@ -919,12 +923,12 @@ def summary_lines(summary: EvalSummary) -> list[str]:
     lines = [f"evaluation {summary.job_id or summary.eval_id} of {source}: {s.items} items, "
              f"test {s.test}, train {s.train}"
              + (" (no --test-n or --test-share: every item is a test item)"
-                if items is not None and not s.train and not s.excluded else "")]
+                if items is not None and not s.train else "")]
     if items is not None:
         answers = (f"answer column {items.answer_column!r}: {items.with_reference} with a "
                    "reference answer" if items.answer_column else "no answer column")
-        lines.append(f"items: {items.rows} rows, question column {items.question_column!r}, "
-                     f"{answers}" + (f"; {items.left_out} rows without a question left out"
+        lines.append(f"items: {_rows(items.rows)}, question column {items.question_column!r}, "
+                     f"{answers}" + (f"; left out {_rows(items.left_out)} without a question"
                                      if items.left_out else ""))
     if summary.contaminated:
         where = ", ".join(f"{Path(bench).name} {n}" for bench, n in summary.contaminated_by.items())

@@ -148,7 +148,8 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
     rows = []
     items = item_set(con, ev.job) if ev.outside else None
     if items is not None:
-        left = f"; {items.left_out} rows without a question left out" if items.left_out else ""
+        left = (f"; left out {items.left_out} row{'' if items.left_out == 1 else 's'} without a "
+                "question" if items.left_out else "")
         answers = (f"answer column {items.answer_column!r}, {items.with_reference} with a "
                    "reference" if items.answer_column else "no answer column")
         rows.append(_row("item file", Path(items.path).name, items.rows,

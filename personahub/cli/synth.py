@@ -222,7 +222,7 @@ def export_cmd(
              "evaluation); contaminated items are in neither unless the evaluation kept "
              "them.")] = None,
     evaluation: Annotated[str | None, typer.Option(
-        metavar="ID", help="The evaluation (job id or eval-... split id) whose split --split "
+        metavar="ID", help="The evaluation (its evaluation-... id) whose split --split "
              "and --format hf use (default: the job's latest).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
@@ -303,7 +303,7 @@ def report(
         help="Experiment id: each outcome per arm over the steps and the effect forest plot, "
              "with intervals, instead of a run.")] = None,
     evaluation: Annotated[str | None, typer.Option(
-        metavar="ID", help="Evaluation job id (or eval-... split id): its quality at a glance "
+        metavar="ID", help="Evaluation id (evaluation-...): its quality at a glance "
              "and each model's score per task with Wilson intervals (index.html, index.md), "
              "instead of a run.")] = None,
     compare: Annotated[str | None, typer.Option(

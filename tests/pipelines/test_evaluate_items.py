@@ -91,7 +91,7 @@ def test_the_score_equals_a_hand_count(tmp_path: Path) -> None:
     assert lines[0].endswith(": 10 items, test 10, train 0 (no --test-n or --test-share: "
                              "every item is a test item)")
     assert lines[1] == ("items: 11 rows, question column 'question', answer column 'answer': "
-                        "8 with a reference answer; 1 rows without a question left out")
+                        "8 with a reference answer; left out 1 row without a question")
     assert "verified: 9 of 10 test items (90.0%): 8 by their reference answer, 1 by solver " \
         "agreement" in lines
     assert "score offline?seed=3: 6/9 = 66.7% (95% Wilson 35.4%-87.9%)" in lines
@@ -256,7 +256,7 @@ def test_a_split_of_an_item_set_and_its_report(tmp_path: Path) -> None:
     report = invoke("report", "--evaluation", job_id, "--db", db, "--out", tmp_path / "rep")
     assert report.exit_code == 0, report.output
     page = (tmp_path / "rep" / "index.md").read_text()
-    assert "| item file | s.jsonl | 11 |" in page and "1 rows without a question left out" in page
+    assert "| item file | s.jsonl | 11 |" in page and "left out 1 row without a question" in page
     refused = invoke("export", "--evaluation", job_id, "--split", "test", "--db", db,
                      "--out", tmp_path / "t.jsonl")
     assert "evaluates an outside item set (" in one_line_error(refused)
@@ -295,3 +295,15 @@ def test_a_killed_item_evaluation_resumes_to_the_tables_of_an_uninterrupted_one(
     unreferenced = rows(whole, "SELECT count(*) FROM eval_splits s JOIN eval_items i USING "
                         "(item_id) WHERE s.split = 'test' AND i.reference IS NULL")[0][0]
     assert len(rows(whole, tables[0])) == 2 * unreferenced + 8
+
+
+@pytest.mark.slow
+def test_the_api_evaluates_an_item_file(tmp_path: Path) -> None:
+    import personahub
+
+    items = write_jsonl(tmp_path / "api.jsonl", [{"question": q, "answer": a or "0"}
+                                                 for q, a, _ in HAND[:4]])
+    summary = personahub.evaluate(items=items, models=["offline?seed=3"],
+                                  db=tmp_path / "api.duckdb", progress=False)
+    assert summary.item_set is not None and summary.item_set.rows == 4
+    assert (summary.by_reference, summary.scores[0].total, summary.calls) == (4, 4, {"ok": 4})
