@@ -31,7 +31,7 @@ def _halves(groups: dict[str, str], seed: int) -> set[str]:
     members: dict[str, list[str]] = {}
     for item, group in groups.items():
         members.setdefault(group, []).append(item)
-    target, test = len(groups) // 2, set()
+    target, test = len(groups) // 2, set[str]()
     for group in sorted(members, key=lambda g: hashlib.md5(f"{seed}:{g}".encode()).hexdigest()):
         if len(test) + len(members[group]) <= target:
             test.update(members[group])

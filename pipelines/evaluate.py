@@ -29,6 +29,7 @@ from personahub.core.contracts import ServesModels, StructuredCaller, Structured
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.plan_limits import MAX_SAMPLES, check_plan
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
 from personahub.executors import check_executor
@@ -67,12 +68,12 @@ from personahub.pipelines.evaluate_split import (
 from personahub.pipelines.prompts.evaluate import (
     EQUIVALENCE_MAX_TOKENS,
     EQUIVALENCE_PURPOSE,
-    SOLVE_MAX_TOKENS,
     SOLVE_MODES,
     SOLVE_PURPOSE,
     EquivalenceVerdict,
     SolveMode,
     equivalence_messages,
+    solve_max_tokens,
     solve_messages,
     solve_schema,
 )
@@ -116,6 +117,15 @@ def answer_name(spec: str, default: SolveMode = "cot") -> str:
     """
     base, mode = spec_mode(spec, default)
     return redact_spec(base) + ("" if mode == "cot" else f"#{mode}")
+
+
+def _refuse_credentials(spec: str, flag: str) -> None:
+    """Refuse user:password@ in any URL of a spec, naming its flag (a usage error)."""
+    from personahub.models.endpoint_specs import refuse_url_credentials
+
+    for url in spec_mode(spec)[0].split(","):
+        if "://" in url:
+            refuse_url_credentials(url.strip(), flag)
 
 
 def _stored_spec(spec: str) -> str:
@@ -178,7 +188,7 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     async def one(item: HeldOutItem, k: int) -> StructuredResult[Any]:
         return await caller.structured(schema, solve_messages(item.text, mode),
                                        purpose=SOLVE_PURPOSE, sample=k,
-                                       max_tokens=SOLVE_MAX_TOKENS)
+                                       max_tokens=solve_max_tokens(mode))
 
     job = JobRef(EVAL_KIND, eval_id)  # not part of a run: run_id stays NULL
     for start in range(0, len(todo), batch_size):  # a batch's answers and calls commit together
@@ -413,11 +423,14 @@ class EvalConfig(BatchFields):
         if self.solvers and not 1 <= self.agree <= len(self.solvers):
             raise UsageError(f"--agree must be between 1 and the {len(self.solvers)} solvers, "
                              f"got {self.agree}")
-        if self.samples < 1:
-            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+        check_int(self.samples, "--samples", low=1, high=MAX_SAMPLES)
         if not 0 < self.family_threshold < 1:
             raise UsageError(f"--family-threshold must be between 0 and 1, got "
                              f"{self.family_threshold}")
+        for flag, specs in (("--solver", self.solvers), ("--model", self.models),
+                            ("--equivalence-judge", (self.equivalence_judge or "",))):
+            for spec in specs:  # refused before the split is written, as the first solver is
+                _refuse_credentials(spec, flag)
         check_int(self.batch_size, "batch size", low=1)
         check_executor(self.executor, workers=self.ray_workers)
         if self.batch_file is not None:
@@ -590,7 +603,7 @@ class EvalAsker:
         return list(await asyncio.gather(*(
             client.structured(solve_schema(ask.mode), solve_messages(ask.text, ask.mode),
                               purpose=SOLVE_PURPOSE, sample=ask.sample,
-                              max_tokens=SOLVE_MAX_TOKENS)
+                              max_tokens=solve_max_tokens(ask.mode))
             for ask in batch)))
 
 
@@ -693,19 +706,30 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
                                 "source_id = ?", [config.job]).fetchone()
             if not found or not found[0]:
                 raise PersonahubError(f"--job {config.job}: no synthesized items")
-            return
-        if item_set(con, config.source) is None:
-            assert config.items is not None  # one of job / items, checked by the config
-            state.outside = read_items(config.items, question=config.question_column,
-                                       answer=config.answer_column, sha256=config.items_sha256)
-            missing = sum(ref is None for _, _, ref in state.outside.items)
+            total = int(found[0])
         else:
-            missing = items_without_reference(con, config.source)
-        if missing and not config.solvers:
-            answer = state.outside.answer_column if state.outside is not None else None
-            raise UsageError(f"--items {config.items}: {missing} item(s) have no reference "
-                             f"answer{f' in column {answer!r}' if answer else ''}; give --solver "
-                             "to verify them by agreement (or --answer-column)")
+            stored = item_set(con, config.source)
+            if stored is None:
+                assert config.items is not None  # one of job / items, checked by the config
+                state.outside = read_items(config.items, question=config.question_column,
+                                           answer=config.answer_column,
+                                           sha256=config.items_sha256)
+                total = len(state.outside.items)
+                missing = sum(ref is None for _, _, ref in state.outside.items)
+            else:
+                total, missing = stored.items, items_without_reference(con, config.source)
+            if missing and not config.solvers:
+                answer = state.outside.answer_column if state.outside is not None else None
+                raise UsageError(f"--items {config.items}: {missing} item(s) have no reference "
+                                 f"answer{f' in column {answer!r}' if answer else ''}; give "
+                                 "--solver to verify them by agreement (or --answer-column)")
+        if not ctx.resumed:  # an upper bound: solvers answer only items without a reference
+            test = (config.test_n if config.test_n is not None
+                    else round(float(config.test_share) * total)
+                    if config.test_share is not None else total)
+            check_plan(min(test, total) * (len(config.solvers) * config.samples
+                                           + len(config.models)),
+                       "evaluate", "--samples, --test-n or --test-share, fewer --solver/--model")
 
     def start(self, ctx: JobContext[EvalConfig]) -> BatchOutcome:
         """Write the item set, the split and benchmark matches in the job row's transaction (a

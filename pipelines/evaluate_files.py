@@ -4,7 +4,7 @@ checks them against (``--against``).
 A file is JSONL, CSV or Parquet (by its extension), or a Hugging Face ``datasets`` folder (the
 ``[hf]`` extra; without it a folder is refused in one line). Each is known by the SHA-256 of its
 bytes (of a folder, of every file in it), so an edited file is a new item set or a new check,
-never a stale one. Every byte read goes through ``_read_bytes``.
+never a stale one. A file must be a regular one within the table-file cap (core/input_files).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from personahub.core.errors import InputFileError, PersonahubError, UsageError
+from personahub.core.input_files import check_input_file, read_input_bytes
 from personahub.personas.decontaminate import TEXT_COLUMNS
 
 #: the answer column taken when --answer-column is not given (none when the file has none)
@@ -33,13 +34,19 @@ _FINAL_MARK = "####"
 
 
 def _read_bytes(path: Path, flag: str) -> bytes:
-    """A named input file's bytes, refused in one line when it cannot be read."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{flag} {path}: file not found") from None
-    except OSError as exc:
-        raise InputFileError(f"{flag} {path}", None, str(exc.strerror or exc)) from None
+    """A named input file's bytes: a regular file within the table-file cap, refused in one line
+    otherwise (core/input_files)."""
+    return read_input_bytes(path, flag)
+
+
+def _file_digest(path: Path, flag: str) -> bytes:
+    """The SHA-256 of one file of a datasets folder, read in chunks (an Arrow shard can be
+    larger than a table file may be: datasets maps it, nothing here holds it whole)."""
+    digest = hashlib.sha256()
+    with open(check_input_file(path, flag, max_bytes=None), "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.digest()
 
 
 def _folder_files(folder: Path) -> list[Path]:
@@ -63,16 +70,15 @@ def content_sha256(path: str | Path, flag: str) -> str:
     if path.is_dir():
         for file in _folder_files(path):
             digest.update(file.relative_to(path).as_posix().encode() + b"\x00")
-            digest.update(hashlib.sha256(_read_bytes(file, flag)).digest())
+            digest.update(_file_digest(file, flag))
         return digest.hexdigest()
     digest.update(_read_bytes(_checked(path, flag), flag))
     return digest.hexdigest()
 
 
 def _checked(path: Path, flag: str) -> Path:
-    """A file path with a known extension (a folder is a datasets folder, checked on reading)."""
-    if not path.exists():
-        raise UsageError(f"{flag} {path}: file not found")
+    """A regular file with a known extension (a folder is a datasets folder, read apart)."""
+    check_input_file(path, flag)
     if path.suffix.lower() not in SUFFIXES:
         raise UsageError(f"{flag} {path}: unknown format {path.suffix or '(no extension)'!r} "
                          "(use .jsonl, .csv, .parquet or a datasets folder)")

@@ -125,6 +125,8 @@ def test_a_jsonl_of_200_questions_runs_offline_with_its_reference_answers(
                and int(answers[k]) == int(refs[k]) for k in refs)
     assert f"score offline?seed=3#answer: {hand}/200 = " in result.stdout
     assert "model calls: ok=200" in result.stdout
+    # an answer-only call is bounded for the answer alone (ANSWER_MAX_TOKENS), not a solution
+    assert rows(db, "SELECT DISTINCT max_tokens FROM llm_calls") == [(96,)]
     assert "progress: evaluating 200/200" in result.stderr  # shown as it runs
     again = invoke(*args)  # finished: the same lines, nothing asked
     assert again.stdout == result.stdout
@@ -205,8 +207,8 @@ def test_bad_item_files_and_flags_are_one_line_and_write_nothing(tmp_path: Path)
     assert "no column 'x'; its columns are q, a (choose with --answer-column)" in usage_error(
         invoke("evaluate", "--items", plain, "--question-column", "q", "--answer-column", "x",
                *ask))
-    assert f"--items {tmp_path / 'none.jsonl'}: file not found" in usage_error(
-        invoke("evaluate", "--items", tmp_path / "none.jsonl", *ask))
+    assert one_line_error(invoke("evaluate", "--items", tmp_path / "none.jsonl", *ask)) == \
+        f"error: --items {tmp_path / 'none.jsonl'}: file not found"
     (tmp_path / "plain.txt").write_text("What is 1 + 1?")
     assert "unknown format '.txt' (use .jsonl, .csv, .parquet or a datasets folder)" in \
         usage_error(invoke("evaluate", "--items", tmp_path / "plain.txt", *ask))
