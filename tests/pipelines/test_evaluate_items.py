@@ -309,3 +309,19 @@ def test_the_api_evaluates_an_item_file(tmp_path: Path) -> None:
                                   db=tmp_path / "api.duckdb", progress=False)
     assert summary.item_set is not None and summary.item_set.rows == 4
     assert (summary.by_reference, summary.scores[0].total, summary.calls) == (4, 4, {"ok": 4})
+
+
+@pytest.mark.slow
+def test_an_item_set_is_checked_against_another_file(tmp_path: Path) -> None:
+    """--against works on an outside item set as on a job's items: flagged items are in neither
+    side, and the summary says how many and by which file."""
+    items = write_jsonl(tmp_path / "mine.jsonl", [{"question": q, "answer": a or "1"}
+                                                  for q, a, _ in HAND])
+    bench = write_jsonl(tmp_path / "bench.jsonl", [{"question": HAND[0][0]},
+                                                   {"question": HAND[2][0]}])
+    result = invoke("evaluate", "--items", items, "--model", "offline?seed=3", "--against",
+                    bench, "--db", tmp_path / "c.duckdb")
+    assert result.exit_code == 0, result.output
+    assert ": 10 items, test 8, train 0 (no --test-n" in result.stdout
+    assert "contaminated: 2 items flagged by --against (bench.jsonl 2), left out of both sides" \
+        in result.stdout
