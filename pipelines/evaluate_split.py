@@ -180,9 +180,10 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
     stored = split_summary(con, eval_id)
     if stored is not None:
         return stored
+    flag = "--items" if is_outside(job_id) else "--job"
     rows = source_items(con, job_id)
     if not rows:
-        raise PersonahubError(f"{'--items' if is_outside(job_id) else '--job'} {job_id}: no "
+        raise PersonahubError(f"{flag} {job_id}: no "
                               f"{'items' if is_outside(job_id) else 'synthesized items'}")
     kept = [row for row in rows if row.item_id not in exclude]
     excluded = sorted(row.item_id for row in rows if row.item_id in exclude)
@@ -197,7 +198,7 @@ def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float 
               else test_n if test_n is not None else round(float(test_share or 0) * len(kept)))
     whole = test_share is None and test_n is None
     if not 0 < target < len(kept) and not (whole and kept):
-        raise PersonahubError(f"--job {job_id}: a test split of {target} of the {len(kept)} "
+        raise PersonahubError(f"{flag} {job_id}: a test split of {target} of the {len(kept)} "
                               f"items left{' after decontamination' if excluded else ''} would "
                               "leave one split empty")
     order = sorted(members, key=lambda g: (hashlib.md5(f"{seed}:{g}".encode()).hexdigest(), g))
