@@ -60,8 +60,10 @@ def population_write(config: Config) -> str:
 
 def evaluation(config: Config) -> str:
     solvers, models = config.get("solvers") or [], config.get("models") or []
-    return (f"job {config.get('job', '?')}: {len(solvers)} solver(s)"
-            + (f", {len(models)} model(s)" if models else ""))
+    what = (f"items {Path(str(config['items'])).name}" if config.get("items")
+            else f"job {config.get('job', '?')}")
+    return (f"{what}: {len(solvers)} solver(s)" if solvers else f"{what}: no solver") \
+        + (f", {len(models)} model(s)" if models else "")
 
 
 class ShippedKind:
@@ -129,8 +131,8 @@ _RUN_LOG = ("runs", "run_agents", "run_archetypes", "run_agent_archetypes", "ste
 _CALIBRATION = ("calibration_jobs", "calibration_questions", "calibration_human",
                 "calibration_panels", "calibration_answers", "calibration_scores",
                 "calibration_summary")
-_EVALUATION = ("eval_splits", "eval_contamination", "eval_answers", "eval_verified",
-               "eval_equivalence")
+_EVALUATION = ("eval_item_sets", "eval_items", "eval_splits", "eval_contamination",
+               "eval_answers", "eval_verified", "eval_equivalence")
 
 #: every shipped kind, in the order personahub.__all__ lists their job functions
 SHIPPED: dict[str, ShippedKind] = {
@@ -198,7 +200,8 @@ SHIPPED: dict[str, ShippedKind] = {
         command="personahub.cli.evaluate:evaluate", command_path=("evaluate",),
         api=("personahub.api:evaluate",), noun="evaluation", unit="answers",
         tables=_EVALUATION,
-        sql_owners=("personahub.pipelines.evaluate", "personahub.pipelines.evaluate_scores"),
+        sql_owners=("personahub.pipelines.evaluate", "personahub.pipelines.evaluate_scores",
+                    "personahub.pipelines.evaluate_split", "personahub.pipelines.evaluate_items"),
         sample={"job": "synth-20250101-090000-a1b2c3", "test_n": 3, "agree": 1,
                 "solvers": ["offline?seed=1", "offline?seed=2"], "models": ["offline?seed=3"]}),
     "calibration": ShippedKind(

@@ -404,6 +404,13 @@ class _Counting:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._caller, name)
 
+    def alongside(self, client: StructuredCaller) -> StructuredCaller:
+        """Another client a batch asks instead (a job of several models), counted the same way
+        and run where this caller runs."""
+        inner = getattr(self._caller, "alongside", None)
+        return cast(StructuredCaller, _Counting(inner(client) if inner is not None else client,
+                                                self._ctx, self._size))
+
     async def structured(self, *args: Any, **kwargs: Any) -> StructuredResult[Any]:
         try:
             return await self._caller.structured(*args, **kwargs)
