@@ -41,6 +41,7 @@ class AgentInput(TypedDict, total=False):
     step: int
     kind: str
     world: str
+    arm_world: str  # an experiment arm's world text, the World section's last paragraph
     events: list[str]
     inbox: list[tuple[str, str]]  # (sender persona text, message text)
     addressee: str | None
@@ -112,7 +113,8 @@ async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str,
         options, people = a.get("options", []), a.get("people", [])
         messages = decision_messages(
             persona=a["persona"], options=options, people=[text for _, text in people],
-            world=a.get("world", ""), events=a.get("events", []), inbox=a.get("inbox", []),
+            world=a.get("world", ""), arm_world=a.get("arm_world", ""),
+            events=a.get("events", []), inbox=a.get("inbox", []),
             memory=a.get("memory", []), recent=a.get("recent", []), budget=budget)
         return await llm.structured(decision_schema(tuple(options), len(people)), messages,
                                     purpose=DECIDE_PURPOSE, persona_id=a["persona_id"],
@@ -155,6 +157,7 @@ def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]
             persona=a["persona"],
             kind=a["kind"],
             world=a.get("world", ""),
+            arm_world=a.get("arm_world", ""),
             events=a.get("events", []),
             inbox=a.get("inbox", []),
             addressee=a.get("addressee"),

@@ -309,12 +309,18 @@ def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) ->
 
 
 AGREEMENT_COLUMNS = ["outcome", "treatment", "control", "unit", "effect", "ci_low", "ci_high",
-                     "compared_effect", "agrees", "line"]
+                     "compared_effect", "agrees", "significant", "compared_ci_low",
+                     "compared_ci_high", "compared_significant", "missed", "line"]
 
 
 def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
               compared_label: str) -> pd.DataFrame:
-    """Whether another estimate of the effects (e.g. with archetypes) lies within the reference intervals.
+    """Whether another estimate of the effects (e.g. with archetypes) agrees with the reference.
+
+    An effect agrees when the other estimate lies within the reference interval and, where the
+    reference finds an effect (significant after Holm), the other finds it too: an estimate that
+    is not significant, or whose own interval holds 0, misses it. A near-zero estimate inside a
+    wide interval would otherwise pass for agreement while the answer it gives is "no effect".
 
     Args:
         base: the reference effect table.
@@ -326,20 +332,37 @@ def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
         One row per outcome and treatment in both tables.
     """
     keys = ["outcome", "treatment", "control"]
-    joined = base.merge(compared[[*keys, "effect"]].rename(columns={"effect": "compared_effect"}),
-                        on=keys)
+    theirs = compared[[*keys, "effect", "ci_low", "ci_high", "significant"]].rename(columns={
+        "effect": "compared_effect", "ci_low": "compared_ci_low", "ci_high": "compared_ci_high",
+        "significant": "compared_significant"})
+    joined = base.merge(theirs, on=keys)
     rows = []
     for row in joined.to_dict("records"):
-        agrees = bool(row["ci_low"] <= row["compared_effect"] <= row["ci_high"])
+        within = bool(row["ci_low"] <= row["compared_effect"] <= row["ci_high"])
+        found, also = bool(row["significant"]), bool(row["compared_significant"])
+        holds_zero = bool(row["compared_ci_low"] <= 0 <= row["compared_ci_high"])
+        missed = found and (not also or holds_zero)
+        agrees = within and not missed
         line = (f"{row['outcome']}, {row['treatment']} against {row['control']}: "
-                f"{compared_label} estimates {row['compared_effect']:+.1f} {row['unit']}, "
-                + ("within" if agrees else "OUTSIDE")
-                + f" {base_label}'s interval {row['ci_low']:+.1f} to {row['ci_high']:+.1f} "
-                f"(its effect {row['effect']:+.1f})"
-                + ("." if agrees else ": the two estimates do not agree."))
+                f"{compared_label} estimates {row['compared_effect']:+.1f} {row['unit']}")
+        if missed:
+            line += (f" ({row['compared_ci_low']:+.1f} to {row['compared_ci_high']:+.1f}, "
+                     + ("its interval holds 0" if also else "not significant") + ")")
+        line += (", " + ("within" if within else "OUTSIDE")
+                 + f" {base_label}'s interval {row['ci_low']:+.1f} to {row['ci_high']:+.1f} "
+                 f"(its effect {row['effect']:+.1f}" + (", significant" if found else "") + ")")
+        if agrees:
+            line += "."
+        elif missed:
+            line += f": {compared_label} misses the effect {base_label} finds; the two do not agree."
+        else:
+            line += ": the two estimates do not agree."
         rows.append({**{k: row[k] for k in (*keys, "unit", "effect", "ci_low", "ci_high",
                                              "compared_effect")},
-                     "agrees": agrees, "line": line})
+                     "agrees": agrees, "significant": found,
+                     "compared_ci_low": row["compared_ci_low"],
+                     "compared_ci_high": row["compared_ci_high"],
+                     "compared_significant": also, "missed": missed, "line": line})
     return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
@@ -357,12 +380,13 @@ def agreement_verdict(table: pd.DataFrame, base_label: str) -> str:
         return f"no outcome and treatment in common with {base_label}"
     held = int(table["agrees"].sum())
     said = (f"agrees on {held} of {len(table)} effects with {base_label} (each effect within "
-            "its interval)")
+            "its interval, and each effect it finds found)")
     if held == len(table):
         return said
     off = table[~table["agrees"].astype(bool)]
     return said + "; does not agree on " + ", ".join(
-        f"{r['outcome']} ({r['treatment']} against {r['control']})"
+        f"{r['outcome']} ({r['treatment']} against {r['control']}"
+        + (f": {base_label} finds an effect, this misses it" if r["missed"] else "") + ")"
         for r in off.to_dict("records"))
 
 

@@ -37,8 +37,9 @@ Ray run's wall time and RSS over the local run's. Run it with an interpreter tha
 extra.
 
 Lines: ``PRICE engine=<offline|server> k=<K> calls=<n> calls_per_answer=<x> similarity=<mean>
-tvd=<mean>`` and ``GROUP <attribute>=<group> ...`` under each, then ``SCALE personas=<n> k=100
-seconds=<s> rss_before_mb=<m> peak_rss_mb=<m>``, and ``RUN engine=<offline|server> agents=<n>
+tvd=<mean> refusal=<mean> sample_refusal=<mean>`` (TVD counts refusal as an answer) and
+``GROUP <attribute>=<group> ...`` under each, then ``SCALE personas=<n> k=100 seconds=<s>
+rss_before_mb=<m> peak_rss_mb=<m>``, and ``RUN engine=<offline|server> agents=<n>
 archetypes=<K> step=<s> ... calls=<c> calls_per_active=<x>`` per step (engine ``ray`` too, then
 ``RAY workers=<n> workers_peak_rss_mb=<sum> ...`` and ``RATIO ray/local ...``).
 """
@@ -98,10 +99,13 @@ def price(engine: str, llm: str, personas: int, questions: int, ks: list[int]) -
         part = table[table["k"] == k]
         calls = summary.calls.get(f"archetypes:{k}", 0)
         print(f"PRICE engine={engine} k={k} calls={calls} calls_per_answer={calls / answers:.4f} "
-              f"similarity={part['similarity'].mean():.3f} tvd={part['tvd'].mean():.3f}")
+              f"similarity={part['similarity'].mean():.3f} tvd={part['tvd'].mean():.3f} "
+              f"refusal={part['archetype_refusal'].mean():.3f} "
+              f"sample_refusal={part['sample_refusal'].mean():.3f}")
         for row in part.itertuples(index=False):
             print(f"  GROUP {row.attribute}={row.group} similarity={row.similarity:.3f} "
-                  f"tvd={row.tvd:.3f} floor={row.human_resample:.3f}")
+                  f"tvd={row.tvd:.3f} refusal={row.archetype_refusal:.3f} "
+                  f"sample_refusal={row.sample_refusal:.3f} floor={row.human_resample:.3f}")
 
 
 def _rss_mb() -> float:

@@ -77,7 +77,8 @@ class ExperimentResult:
         effects: per outcome and treatment, the effect table.
         values: one value per outcome, arm and agent answer (what effects is computed from).
         ran: the run ids this call ran.
-        agreement: with compare, whether each effect lies within the compared interval.
+        agreement: with compare, whether each effect agrees with the compared experiment's
+            (within its interval, and found where it finds one).
         agreement_verdict: with compare, one line over agreement; else "".
     """
 
@@ -391,8 +392,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         alpha: the tests' level after Holm's correction.
         on_run: told (arm, replicate, run_id) after each run finished.
         parallel: runs under way at once, on threads; the tables are the same as one by one.
-        compare: an earlier experiment's id: agreement says whether each effect here lies
-            within its interval.
+        compare: an earlier experiment's id: agreement says whether each effect here agrees
+            with its (within its interval, and found where it finds one).
         **options: further RunConfig fields for every run (steps, sampling, engine options).
 
     Returns:

@@ -499,8 +499,9 @@ class Calibration(Job):
         """What ``--archetypes K`` costs: per K and group, the archetype answers against per-agent ones.
 
         Returns:
-            One row per K and group: similarity and total variation distance (means over
-            questions), both rows' representativeness, the floor and the calls; empty without.
+            One row per K and group: similarity (substantive answers) and total variation
+            distance (refusal counted as an answer), means over questions, both rows' refusal
+            shares and representativeness, the floor and the calls; empty without.
         """
         from personahub.analysis import calibration_store
         from personahub.core.store import connect

@@ -21,14 +21,14 @@ from personahub.core.errors import UsageError
 from personahub.personas.archetypes import Archetypes, group_archetypes
 from personahub.pipelines.prompts.population import attribute_lines
 
-__all__ = ["ARCHETYPES", "PRICE_COLUMNS", "archetype_k", "archetype_method", "archetype_respondent",
-           "check_archetypes", "describe", "draw_members", "grouping", "price_lines",
-           "price_table"]
+__all__ = ["ARCHETYPES", "PRICE_COLUMNS", "answer_classes", "archetype_k", "archetype_method",
+           "archetype_respondent", "check_archetypes", "describe", "draw_members", "grouping",
+           "price_lines", "price_table"]
 
 ARCHETYPES = "archetypes"
 PRICE_COLUMNS = ["method", "k", "attribute", "group", "questions", "similarity",
-                 "tvd", "archetype_representativeness", "sample_representativeness",
-                 "human_resample", "calls", "sample_calls"]
+                 "tvd", "archetype_refusal", "sample_refusal", "archetype_representativeness",
+                 "sample_representativeness", "human_resample", "calls", "sample_calls"]
 
 GroupKey = tuple[str, str]
 Personas = Mapping[str, tuple[str, Mapping[str, str]]]  # id -> (text, demographics)
@@ -137,6 +137,20 @@ def _tvd(a: np.ndarray, b: np.ndarray) -> float:
     return 0.5 * float(np.abs(a - b).sum())
 
 
+def answer_classes(question: Question, counts: Sequence[float]) -> np.ndarray | None:
+    """Counts as shares of the answer classes: each substantive option, then refusal (every
+    refusal option together); None when nothing was answered.
+
+    A refusal is an answer the price compares, not one it drops: a row that refuses less than
+    asking every agent differs from it by that much.
+    """
+    vector = np.asarray(counts, float)
+    n = len(question.ordinal)
+    classes = np.append(vector[:n], vector[n:].sum())
+    total = float(classes.sum())
+    return classes / total if total > 0 else None
+
+
 def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
                 calls: Mapping[str, int], sample: str | None = None) -> pd.DataFrame:
     """The price of each K, per group.
@@ -148,8 +162,10 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
         sample: the per-agent row to compare with (default: the first steering scored).
 
     Returns:
-        A frame with PRICE_COLUMNS: similarity and total variation distance to the per-agent
-        row, both rows' representativeness, the human_resample floor, and the calls.
+        A frame with PRICE_COLUMNS: similarity to the per-agent row over the substantive
+        answers (as representativeness, so it reads against the floor), total variation
+        distance over the answer classes with refusal as one (answer_classes), both rows'
+        refusal shares and representativeness, the human_resample floor, and the calls.
     """
     # per group only: the whole-population rows mix the groups (and may carry no counts)
     model = scores[(scores["source"] == "model") & (scores["attribute"] != POPULATION)]
@@ -168,7 +184,7 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
         k = archetype_k(method)
         mine = model[model["steering"] == method]
         for (attribute, group), cells in mine.groupby(["attribute", "group"], sort=False):
-            sims, tvds, reps, theirs = [], [], [], []
+            sims, tvds, reps, theirs, refused, others = [], [], [], [], [], []
             for row in cells.itertuples(index=False):
                 key = (row.question_id, attribute, group)
                 if key not in own.index or not isinstance(row.counts, str):
@@ -177,18 +193,27 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
                 if not isinstance(other["counts"], str):
                     continue
                 question = questions[row.question_id]
-                a = split(question, json.loads(row.counts)).distribution
-                b = split(question, json.loads(other["counts"])).distribution
-                if a is None or b is None:
+                mine_counts, their_counts = json.loads(row.counts), json.loads(other["counts"])
+                full_a = answer_classes(question, mine_counts)
+                full_b = answer_classes(question, their_counts)
+                if full_a is None or full_b is None:
                     continue
-                sims.append(representativeness(question, a, b))
-                tvds.append(_tvd(a, b))
+                tvds.append(_tvd(full_a, full_b))
+                refused.append(float(full_a[-1]))
+                others.append(float(full_b[-1]))
                 reps.append(row.representativeness)
                 theirs.append(other["representativeness"])
+                a = split(question, mine_counts).distribution
+                b = split(question, their_counts).distribution
+                if a is not None and b is not None:  # all refused: no opinion to compare
+                    sims.append(representativeness(question, a, b))
             rows.append({"method": method, "k": k, "attribute": attribute, "group": group,
-                         "questions": len(sims),
+                         "questions": len(tvds),
                          "similarity": float(np.mean(sims)) if sims else float("nan"),
                          "tvd": float(np.mean(tvds)) if tvds else float("nan"),
+                         "archetype_refusal": float(np.mean(refused)) if refused
+                         else float("nan"),
+                         "sample_refusal": float(np.mean(others)) if others else float("nan"),
                          "archetype_representativeness": float(np.nanmean(reps)) if reps
                          else float("nan"),
                          "sample_representativeness": float(np.nanmean(theirs)) if theirs
@@ -204,15 +229,20 @@ def price_lines(table: pd.DataFrame) -> list[str]:
     if table.empty:
         return []
     lines = ["the price of archetypes (archetype row vs per-agent sample, per group; "
-             "similarity 1 - W1/(options-1), TVD, beside people's resample floor):"]
+             "similarity 1 - W1/(options-1) over the substantive answers, TVD over the answers "
+             "with refusal as one, beside people's resample floor):"]
     for method, part in table.groupby("method", sort=False):
         first = part.iloc[0]
         lines.append(f"  {method}: {first['calls']} calls vs {first['sample_calls']} per agent; "
                      f"mean similarity {part['similarity'].mean():.3f}, "
-                     f"mean TVD {part['tvd'].mean():.3f}")
+                     f"mean TVD {part['tvd'].mean():.3f}, refusals "
+                     f"{part['archetype_refusal'].mean():.0%} vs "
+                     f"{part['sample_refusal'].mean():.0%} per agent")
         for row in part.itertuples(index=False):
             lines.append(f"    {row.attribute}={row.group}: similarity {row.similarity:.3f}, "
-                         f"TVD {row.tvd:.3f}, representativeness {row.archetype_representativeness:.3f}"
+                         f"TVD {row.tvd:.3f}, refusals {row.archetype_refusal:.0%} (per agent "
+                         f"{row.sample_refusal:.0%}), representativeness "
+                         f"{row.archetype_representativeness:.3f}"
                          f" (per agent {row.sample_representativeness:.3f}, floor "
                          f"{row.human_resample:.3f})")
     return lines

@@ -97,6 +97,7 @@ class RunFacts:
     budget: PromptBudget
     memory: Memory
     inbox_size: int
+    arm_world: str = ""  # an experiment arm's world text (between worlds), after world
 
 
 @dataclass
@@ -148,7 +149,8 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
                              if k in budget_known})
     return RunFacts(run_id=run_id, seed=int(seed or 0), steps_done=int(done or 0),
                     world=_world(scenario), budget=budget, memory=memory,
-                    inbox_size=int(scenario.get("inbox_size", 5)))
+                    inbox_size=int(scenario.get("inbox_size", 5)),
+                    arm_world=str(scenario.get("arm_world") or ""))
 
 
 def _world(scenario: dict[str, Any]) -> str:
@@ -232,7 +234,7 @@ def prompt_for(facts: RunFacts, agent: AgentAt, step: int, question: str,
     inbox: list[Message] = list(agent.memory.inbox)
     return interview_messages(
         persona=agent.persona_text, question=question, world=facts.world,
-        events=agent.memory.current_events(step),
+        arm_world=facts.arm_world, events=agent.memory.current_events(step),
         inbox=[(senders.get(m.sender_id, ""), m.text) for m in inbox],
         memory=agent.memory.prompt_lines(step), recent=agent.memory.recent_own(),
         budget=facts.budget)

@@ -200,6 +200,7 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
             parts.append(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):  # gone, or no longer UTF-8 text
             pass
+    parts.append(str(scenario.get("arm_world") or "").strip())  # an arm's text comes last
     text = "\n".join(p for p in parts if p)
     return world_for_prompt(text) if text else ""
 

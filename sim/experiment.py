@@ -65,7 +65,8 @@ class Arm:
         add_events: Event objects this arm adds.
         drop_interventions: indices of the base interventions this arm leaves out.
         add_interventions: Intervention objects this arm adds.
-        world: text appended to the world text (None: the base world).
+        world: text shown after the base world (its world and world_file) as the World
+            section's last paragraph, whole (None: the base world alone).
     """
 
     name: str
@@ -245,15 +246,19 @@ def check_experiment(experiment: Experiment, scenario: Scenario) -> None:
 
 
 def arm_scenario(scenario: Scenario, arm: Arm) -> Scenario:
-    """The base scenario with the arm's differences (the same file, name and seed)."""
+    """The base scenario with the arm's differences (the same file, name and seed).
+
+    The arm's world text goes to arm_world, not into world: the prompt shows it after the whole
+    base world (world, then world_file) as the World section's last paragraph, so a treated prompt
+    is its control's plus that paragraph whatever the base world's source.
+    """
     events = [e for i, e in enumerate(scenario.scheduled_events) if i not in arm.drop_events]
     interventions = [x for i, x in enumerate(scenario.interventions)
                      if i not in arm.drop_interventions]
-    world = scenario.world if arm.world is None else "\n\n".join(
-        part for part in (scenario.world.strip(), arm.world.strip()) if part)
+    arm_world = scenario.arm_world if arm.world is None else arm.world.strip()
     changed = dataclasses.replace(scenario, events=(*events, *arm.add_events),
                                   interventions=(*interventions, *arm.add_interventions),
-                                  world=world)
+                                  arm_world=arm_world)
     check_steps(changed)
     return changed
 

@@ -164,7 +164,7 @@ class AgentMemory:
         if self.reflection:
             at = sum(1 for s, _, _ in recalled if s <= self.reflected_at)
             recalled.insert(at, (self.reflected_at, "reflection", self.reflection))
-        return lines + [_line(item) for item in recalled]
+        return lines + [recollection_line(item) for item in recalled]
 
     def recalled(self, before_step: int) -> list[Recollection]:
         """The items a prompt shows before a step, oldest first (without summaries)."""
@@ -217,9 +217,9 @@ class AgentMemory:
         """What a reflection looks back on: what left memory since the last one, what is in view, then
         its own recent output.
         """
-        gone = [_line(item) for item in self.unreflected]
-        held = [_line(item) for item in self.recalled(before_step)]
-        mine = [_line((s, "own", t)) for s, _, t in self.own if s < before_step]
+        gone = [recollection_line(item) for item in self.unreflected]
+        held = [recollection_line(item) for item in self.recalled(before_step)]
+        mine = [recollection_line((s, "own", t)) for s, _, t in self.own if s < before_step]
         return gone + held + mine
 
     def reflected(self, step: int, text: str) -> None:
@@ -271,7 +271,7 @@ class AgentMemory:
                                 for s, src, t in state.get("unreflected", []))
 
 
-def _line(item: Recollection) -> str:
+def recollection_line(item: Recollection) -> str:
     """A remembered item as a prompt line: (step N) [label]text."""
     step, source, text = item
     return f"(step {step}) {LABELS.get(source, '')}{text}"

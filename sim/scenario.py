@@ -447,7 +447,7 @@ class Scenario:
         kind_weights: relative weights for kinds (uniform when None).
         policy: scripted (kind and addressee drawn) or deliberate (a model call decides).
         world: the world text every agent sees.
-        world_file: a file of more world text, relative to the scenario file.
+        world_file: a file of more world text, relative to the scenario file, shown after world.
         events: Event objects, or a mapping step -> texts broadcast to everyone.
         interventions: Intervention objects.
         surveys: Survey objects.
@@ -460,6 +460,8 @@ class Scenario:
             (None: all); bounds memory in long runs.
         within_arms, within_stratify, within_worlds: a within-world experiment's arms, their
             stratification and each arm's extra world text (set by the experiment).
+        arm_world: an experiment arm's world text (set by the experiment): the World section's
+            last paragraph, after world and world_file, shown whole whatever the prompt budget.
         archetypes: ask choice and scale surveys, and draw actions, once per archetype of this
             many (None: every agent is asked).
         archetype_elicit: stated (the representative states the shares) or sample:N.
@@ -488,6 +490,7 @@ class Scenario:
     within_arms: tuple[str, ...] = ()
     within_stratify: str = ""
     within_worlds: tuple[tuple[str, str], ...] = ()
+    arm_world: str = ""
     archetypes: int | None = None
     archetype_elicit: str = "stated"
     base_dir: Path = field(default=Path("."), compare=False)
@@ -518,6 +521,7 @@ class Scenario:
         _check(isinstance(self.memory, Memory), "scenario.memory must be a Memory(...)")
         _valid(check_int, self.inbox_size, "scenario.inbox_size", low=0)
         _check(isinstance(self.world, str), "scenario.world must be a string")
+        _check(isinstance(self.arm_world, str), "scenario.arm_world must be a string")
         _check(self.world_file is None or isinstance(self.world_file, str),
                "scenario.world_file must be a file path (a string)")
         _check(isinstance(self.prompt_budget, PromptBudget),
@@ -568,7 +572,11 @@ class Scenario:
         return [s for s in self.surveys if step in s.steps]
 
     def world_text(self) -> str:
-        """The world text plus the contents of the world file, if given."""
+        """The world text plus the contents of the world file, if given.
+
+        Not arm_world: prompts show an arm's text after this world, once the budget trimmed it
+        (agents/prompts/budget.py, fit_context).
+        """
         parts = [self.world.strip()] if self.world.strip() else []
         if self.world_file:
             path = self.resolve(self.world_file)

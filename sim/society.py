@@ -30,12 +30,12 @@ from personahub.agents.persona_agent import (
 )
 from personahub.agents.prompts.agent import survey_messages
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
-from personahub.core.errors import PersonahubError
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
 from personahub.sim import bulk_agents
 from personahub.sim.experiment import STRATIFY_COMMUNITY, assign_arms, strata
+from personahub.sim.group_memory import MEMBERS_READ, GroupHistory, group_history
 from personahub.sim.memory import AgentMemory, Message
 from personahub.sim.network import SocialNetwork
 from personahub.sim.reflection import apply_reflection, reflect
@@ -301,14 +301,10 @@ class SocietyModel(mesa.Model):
         self.next_event_index = len(scenario.scheduled_events)
         self.next_intervention_index = len(scenario.interventions)
         self.arm_of: dict[str, str] = self._assign_arms(personas) if scenario.within_arms else {}
-        self.arm_worlds: dict[str, str] = {
-            arm: "\n\n".join(part for part in (world.strip(), text.strip()) if part)
-            for arm, text in scenario.within_worlds}
+        # each within-world arm's own world text, shown after the run's world
+        self.arm_worlds: dict[str, str] = {arm: text.strip()
+                                           for arm, text in scenario.within_worlds}
         self._check_references()
-        if self.arm_worlds and archetypes is not None:
-            raise PersonahubError("a within-world experiment whose arms differ by world text "
-                                  "cannot ask per archetype (an archetype's agents span the "
-                                  "arms); run it without archetypes or with design='between'")
         self.archetype_of: dict[int, int] | None = None
         self.representatives: list[SocietyAgent] = []
         if archetypes is not None:
@@ -329,11 +325,18 @@ class SocietyModel(mesa.Model):
                         self.scenario.within_stratify, self.run_seed)
         return assign_arms(ids, self.scenario.within_arms, self.run_seed, labels)
 
-    def world_of(self, agent: SocietyAgent) -> str:
-        """The world text the agent sees (its arm's, in a within-world run)."""
+    def arm(self, agent: SocietyAgent) -> str:
+        """Return the agent's arm in a within-world run ('' otherwise)."""
+        return self.arm_of.get(agent.persona_id, "")
+
+    def arm_world_of(self, agent: SocietyAgent) -> str:
+        """Return the arm's world text the agent sees after the run's world ("" for none).
+
+        Between worlds it is the arm scenario's arm_world; within one, the agent's arm's text.
+        """
         if not self.arm_worlds:
-            return self.world
-        return self.arm_worlds.get(self.arm_of.get(agent.persona_id, ""), self.world)
+            return self.scenario.arm_world
+        return self.arm_worlds.get(self.arm_of.get(agent.persona_id, ""), "")
 
     @property
     def ordered(self) -> list[SocietyAgent]:
@@ -470,14 +473,15 @@ class SocietyModel(mesa.Model):
         planned: list[Plan] = []
         inputs: list[AgentInput] = []
         deliberate = self.scenario.policy == DELIBERATE
-        pooled: dict[tuple[int, str], list[SocietyAgent]] = {}
+        pooled: dict[tuple[int, str, str], list[SocietyAgent]] = {}
         for agent in self._active(step):
             choice = self._deliberate_input(agent, step) if deliberate else None
             plan = self._plan(agent, step) if not deliberate else None
             if choice is None and plan is None:
                 continue
             if plan is not None and plan[1] is None and self.archetype_of is not None:
-                pooled.setdefault((self.archetype_of[agent.unique_id], plan[0]), []).append(agent)
+                key = (self.archetype_of[agent.unique_id], self.arm(agent), plan[0])
+                pooled.setdefault(key, []).append(agent)
                 continue
             kind, addressee = plan or ("", None)  # a deliberating agent decides them
             planned.append((agent, kind, addressee))
@@ -486,7 +490,8 @@ class SocietyModel(mesa.Model):
                 persona=agent.persona_text,
                 step=step,
                 **({"kind": kind} if plan else {}),
-                world=self.world_of(agent),
+                world=self.world,
+                arm_world=self.arm_world_of(agent),
                 events=seen.get(agent.unique_id, []),
                 inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
                 addressee=self.by_persona[addressee].persona_text if addressee else None,
@@ -494,13 +499,15 @@ class SocietyModel(mesa.Model):
                 recent=agent.memory.recent_own(),
                 **(choice or {}),
             ))
-        pools = [(archetype, kind, members) for (archetype, kind), members in sorted(pooled.items())]
+        pools = [(archetype, kind, members)
+                 for (archetype, _, kind), members in sorted(pooled.items())]
         for archetype, kind, members in pools:
             representative = self.representatives[archetype]
+            history = self._history(step, members, seen, ("pool", archetype, kind))
             inputs.append(AgentInput(
                 persona_id=representative.persona_id, persona=representative.persona_text,
-                step=step, kind=kind, world=self.world,
-                events=seen.get(members[0].unique_id, []), inbox=[], addressee=None, memory=[],
+                step=step, kind=kind, world=self.world, arm_world=self.arm_world_of(members[0]),
+                events=history.events, inbox=[], addressee=None, memory=history.memory,
                 recent=[]))
         asked = [(survey, agent) for survey in self.scenario.surveys_at(step)
                  for agent in self.audience(survey.audience, step)]
@@ -510,14 +517,19 @@ class SocietyModel(mesa.Model):
         return self._gather(p.result.step, p.inputs, p.asked, p.seen, p.reflecting)
 
     def _share_groups(self, asked: list[tuple[Survey, SocietyAgent]]) -> list[list[int]]:
-        """Positions of each (survey, archetype) asked once, first asked first."""
-        groups: dict[tuple[int, int], list[int]] = {}
+        """Positions of each (survey, archetype, arm) asked once, first asked first.
+
+        A within-world run asks each arm's part of an archetype apart: one call for members of
+        several arms would give them one distribution and erase the arms' difference.
+        """
+        groups: dict[tuple[int, int, str], list[int]] = {}
         if self.archetype_of is None:
             return []
         surveys: dict[int, int] = {}
         for i, (survey, agent) in enumerate(asked):
             if self.pooled_survey(survey):
-                key = (surveys.setdefault(id(survey), len(surveys)), self.archetype_of[agent.unique_id])
+                key = (surveys.setdefault(id(survey), len(surveys)),
+                       self.archetype_of[agent.unique_id], self.arm(agent))
                 groups.setdefault(key, []).append(i)
         return list(groups.values())
 
@@ -554,8 +566,7 @@ class SocietyModel(mesa.Model):
         asked_order = prefix_order([tuple(seen.get(asked[i][1].unique_id, [])) for i in own])
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
                      for survey, agent in (asked[own[i]] for i in asked_order)]
-        share_calls = [self._ask_shares(step, asked[g[0]][0], self._archetype(asked[g[0]][1]),
-                                        seen.get(asked[g[0]][1].unique_id, []))
+        share_calls = [self._ask_shares(step, asked[g[0]][0], [asked[i][1] for i in g], seen)
                        if self.archetype_sample is None
                        else self._sample_shares(step, asked[g[0]][0],
                                                 self._sampled(step, asked, g), seen)
@@ -577,15 +588,46 @@ class SocietyModel(mesa.Model):
         assert self.archetype_of is not None
         return self.representatives[self.archetype_of[agent.unique_id]]
 
-    async def _ask_shares(self, step: int, survey: Survey, representative: SocietyAgent,
-                          events: list[str]) -> StructuredResult[Any]:
-        """One archetype's answer distribution, stated by its representative in one call."""
+    def _history(self, step: int, members: Sequence[SocietyAgent], seen: dict[int, list[str]],
+                 salt: tuple[object, ...]) -> GroupHistory:
+        """What a group's members saw this step and remember, for the one call that speaks for them.
+
+        At most MEMBERS_READ members are read (a sample drawn from the run seed, the step and
+        salt, so a resume reads the same); the memory keeps as many items as a member's prompt.
+        """
+        read = list(members)
+        if len(read) > MEMBERS_READ:
+            read = sorted(derived_rng(self.run_seed, step, "history", *salt).sample(
+                read, MEMBERS_READ), key=lambda a: a.unique_id)
+        cfg = self.scenario.memory
+        limit = (cfg.top_k if cfg.retrieve else cfg.observations) + (1 if cfg.reflects else 0)
+        return group_history([a._memory for a in read],
+                             [seen.get(a.unique_id, []) for a in read], step, limit)
+
+    def _arm_key(self, members: Sequence[SocietyAgent]) -> str:
+        """The arm of a pool's or group's members as a key part ('' outside a within run)."""
+        arm = self.arm(members[0])
+        return f":{arm}" if arm else ""
+
+    async def _ask_shares(self, step: int, survey: Survey, members: Sequence[SocietyAgent],
+                          seen: dict[int, list[str]]) -> StructuredResult[Any]:
+        """One archetype's answer distribution, stated by its representative in one call.
+
+        The call sees what its asked members saw and remember (group_memory), and their arm's
+        world text, as each member's own survey would.
+        """
+        representative = self._archetype(members[0])
+        archetype = self.archetype_of[members[0].unique_id] if self.archetype_of else -1
+        history = self._history(step, members, seen,
+                                ("survey", survey.id, archetype, self.arm(members[0])))
         values = survey_values(survey.answer, survey.options, survey.low, survey.high)
         hint = ("For each of these answers, in this order, the percent of people like you "
                 "(the persona's archetype) who would give it: " + " | ".join(map(str, values)))
         messages = survey_messages(
             persona=representative.persona_text, question=survey.question, answer_hint=hint,
-            world=self.world, events=events, budget=self.scenario.prompt_budget)
+            world=self.world, arm_world=self.arm_world_of(members[0]), events=history.events,
+            memory=history.memory,
+            budget=self.scenario.prompt_budget)
         return await self.llm.structured(
             share_schema(survey.answer, survey.options, survey.low, survey.high), messages,
             purpose="survey_archetype", persona_id=representative.persona_id, step=step,
@@ -598,8 +640,9 @@ class SocietyModel(mesa.Model):
         survey, first = asked[group[0]]
         members = [asked[i][1] for i in group]
         if len(members) > self.archetype_sample:
+            arm = self.arm(first)  # a within run samples each arm's part apart
             rng = derived_rng(self.run_seed, step, survey.id, "sample",
-                              self.archetype_of[first.unique_id])
+                              self.archetype_of[first.unique_id], *((arm,) if arm else ()))
             members = rng.sample(members, self.archetype_sample)
         return sorted(members, key=lambda a: a.unique_id)
 
@@ -663,7 +706,7 @@ class SocietyModel(mesa.Model):
             hint = "A short answer in your own words."
         messages = survey_messages(
             persona=agent.persona_text, question=survey.question, answer_hint=hint,
-            world=self.world_of(agent), events=events,
+            world=self.world, arm_world=self.arm_world_of(agent), events=events,
             inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
             memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget,
         )
@@ -812,7 +855,8 @@ class SocietyModel(mesa.Model):
                 if outcome.rejected is not None and outcome.output is not None:
                     result.rejected.append(rejected_row(
                         "emission", outcome.rejected, outcome.output,
-                        key=f"{self.run_id}:{step}:a{archetype}:{kind}", run_id=self.run_id,
+                        key=f"{self.run_id}:{step}:a{archetype}{self._arm_key(members)}:{kind}",
+                        run_id=self.run_id,
                         step=step, persona_id=self.representatives[archetype].persona_id,
                         kind=kind))
                 result.failures.extend(

@@ -2,7 +2,10 @@
 
 Prompts use "## Section" headings, which the offline engine also reads to find its context.
 Sections run from the most shared (system, world, events) to the most specific (persona,
-memory, messages, task), so a server's prefix cache holds the world once per run.
+memory, messages, task), so a server's prefix cache holds the world once per run. An experiment
+arm's world text (``arm_world``) is the World section's last paragraph, after the scenario's world
+and world file, whole and outside the budget: a treated prompt is its control's prompt plus that
+paragraph, one blank line before it (core/sections.py, PARAGRAPH_BREAK).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def agent_messages(
     persona: str,
     kind: str,
     world: str = "",
+    arm_world: str = "",
     events: Sequence[str] = (),
     inbox: Sequence[tuple[str, str]] = (),
     addressee: str | None = None,
@@ -53,7 +57,7 @@ def agent_messages(
     task = emission_task(kind).agent_prompt()
     tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
     tail.append(section("Task", task))
-    context = Context(world, events, inbox, memory, recent)
+    context = Context(world, events, inbox, memory, recent, arm_world)
     return _messages(AGENT_SYSTEM, persona, tail, context, budget, task)
 
 
@@ -67,6 +71,7 @@ def decision_messages(
     options: Sequence[str],
     people: Sequence[str],
     world: str = "",
+    arm_world: str = "",
     events: Sequence[str] = (),
     inbox: Sequence[tuple[str, str]] = (),
     memory: Sequence[str] = (),
@@ -89,8 +94,8 @@ def decision_messages(
     task = ("Choose one action. If it is said to someone, choose the label of that person, "
             f"else {NOBODY}. Give a short reason.")
     tail.append(section("Task", task))
-    return _messages(DECIDE_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
-                     budget, task)
+    return _messages(DECIDE_SYSTEM, persona, tail,
+                     Context(world, events, inbox, memory, recent, arm_world), budget, task)
 
 
 def _first_sentence(text: str) -> str:
@@ -106,6 +111,7 @@ def survey_messages(
     question: str,
     answer_hint: str,
     world: str = "",
+    arm_world: str = "",
     events: Sequence[str] = (),
     inbox: Sequence[tuple[str, str]] = (),
     memory: Sequence[str] = (),
@@ -113,8 +119,8 @@ def survey_messages(
 ) -> list[BaseMessage]:
     """Build the messages asking one agent a survey question."""
     tail = [section("Question", question), section("Answer format", answer_hint)]
-    return _messages(SURVEY_SYSTEM, persona, tail, Context(world, events, inbox, memory), budget,
-                     question)
+    return _messages(SURVEY_SYSTEM, persona, tail,
+                     Context(world, events, inbox, memory, arm_world=arm_world), budget, question)
 
 
 def reflection_messages(
@@ -141,6 +147,7 @@ def interview_messages(
     persona: str,
     question: str,
     world: str = "",
+    arm_world: str = "",
     events: Sequence[str] = (),
     inbox: Sequence[tuple[str, str]] = (),
     memory: Sequence[str] = (),
@@ -149,8 +156,8 @@ def interview_messages(
 ) -> list[BaseMessage]:
     """Build the messages putting a user's question to one agent, from its state at a step."""
     tail = [section("Interview question", question)]
-    return _messages(INTERVIEW_SYSTEM, persona, tail, Context(world, events, inbox, memory, recent),
-                     budget, question)
+    return _messages(INTERVIEW_SYSTEM, persona, tail,
+                     Context(world, events, inbox, memory, recent, arm_world), budget, question)
 
 
 def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,

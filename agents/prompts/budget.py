@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from personahub.core.errors import PersonahubError
-from personahub.core.sections import section
+from personahub.core.sections import section, with_last_paragraph
 from personahub.models.offline import approx_tokens
 from personahub.models.offline_text import keywords
 
@@ -34,7 +34,8 @@ class PromptBudget:
     """Approximate tokens (4 characters each) an agent prompt may spend; None means no limit.
 
     Attributes:
-        total: the whole prompt (a schema the server needs comes on top).
+        total: the whole prompt (a schema the server needs, and an experiment arm's world
+            text, come on top).
         world: the world text, whole if it fits, else its summary.
         events: this step's events, newest first.
         inbox: messages received, newest first.
@@ -327,13 +328,18 @@ def _render_summary(chosen: Mapping[int, list[str]]) -> str:
 
 @dataclass(frozen=True)
 class Context:
-    """What an agent prompt may show besides its fixed text, untrimmed and chronological."""
+    """What an agent prompt may show besides its fixed text, untrimmed and chronological.
+
+    arm_world is an experiment arm's world text: the World section's last paragraph, shown whole
+    and not charged to the budget, so a treated prompt is its control's plus that paragraph.
+    """
 
     world: str = ""
     events: Sequence[str] = ()
     inbox: Sequence[tuple[str, str]] = ()  # (sender persona, text)
     memory: Sequence[str] = ()
     recent: Sequence[str] = ()
+    arm_world: str = ""
 
 
 SENDER_CHARS = 60
@@ -363,7 +369,9 @@ def fit_context(ctx: Context, budget: PromptBudget, *, fixed: int,
     """Return each part's trimmed text ('' when empty).
 
     fixed is what the prompt spends anyway. World then events take their caps first, most shared
-    first, so prefix caches can hold them; inbox and memory share the rest evenly.
+    first, so prefix caches can hold them; inbox and memory share the rest evenly. The arm's world
+    text is appended to the World section last, whole and uncharged: every other part is trimmed
+    as in its control's prompt.
     """
     parts = context_parts(ctx, memory_query)
     room = None if budget.total is None else budget.total - fixed
@@ -373,10 +381,14 @@ def fit_context(ctx: Context, budget: PromptBudget, *, fixed: int,
     room = _spend(room, texts["events"])
     wants = {name: fit(parts[name], budget.cap(name)) for name in ("inbox", "memory")}
     if room is None:
-        return {**texts, **wants}
-    shares = share_evenly({name: part_tokens(text) for name, text in wants.items()}, room)
-    for name, text in wants.items():
-        texts[name] = text if part_tokens(text) <= shares[name] else fit(parts[name], shares[name])
+        texts.update(wants)
+    else:
+        shares = share_evenly({name: part_tokens(text) for name, text in wants.items()}, room)
+        for name, text in wants.items():
+            texts[name] = (text if part_tokens(text) <= shares[name]
+                           else fit(parts[name], shares[name]))
+    if ctx.arm_world.strip():
+        texts["world"] = with_last_paragraph(texts["world"], "World", ctx.arm_world)
     return texts
 
 

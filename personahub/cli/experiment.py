@@ -57,7 +57,8 @@ def experiment(
     compare: Annotated[str | None, typer.Option(
         "--compare", metavar="ID",
         help="An earlier experiment in the same database (e.g. the same one without "
-             "--archetypes): say whether each effect here lies within its interval.")] = None,
+             "--archetypes): say whether each effect here agrees with it: within its "
+             "interval, and found where it finds one.")] = None,
     view: Annotated[bool, typer.Option(
         "--view", help="Serve the arms side by side on 127.0.0.1, updated as each run finishes, "
                        "and after the experiment until Ctrl-C.")] = False,
@@ -155,13 +156,19 @@ def _units(row: dict[str, Any]) -> str:
 
 
 def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str]:
-    """Lines saying whether this experiment's effects lie within experiment `base_id`'s
-    intervals; `table` is the result's agreement table."""
+    """Lines saying whether this experiment's effects agree with experiment `base_id`'s: within
+    its intervals, and found where it finds one; `table` is the result's agreement table."""
     if table.empty:
         return [f"--compare {base_id}: no outcome and treatment in common with {own_id}"]
     held = int(table["agrees"].sum())
-    return [*table["line"], f"{held} of {len(table)} effects within experiment {base_id}'s "
-                            "intervals"]
+    last = (f"{held} of {len(table)} effects agree with experiment {base_id} (within its "
+            "intervals, and found where it finds one)")
+    missed = int(table["missed"].sum())
+    if held < len(table):
+        last += f"; experiment {own_id} does not agree on {len(table) - held}" + (
+            f" (it misses {missed} effect{'s' if missed > 1 else ''} experiment {base_id} "
+            "finds)" if missed else "")
+    return [*table["line"], last]
 
 
 #: this module's commands by path: personahub/cli/app.py registers them

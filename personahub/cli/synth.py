@@ -303,8 +303,8 @@ def report(
              "instead of a run.")] = None,
     compare: Annotated[str | None, typer.Option(
         metavar="ID", help="With --experiment: another experiment in the database (e.g. the "
-             "same one asking every agent): whether each effect lies within its interval, "
-             "with a verdict line.")] = None,
+             "same one asking every agent): whether each effect agrees with it (within its "
+             "interval, and found where it finds one), with a verdict line.")] = None,
     db: DbOption = Path(DEFAULT_DB),
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed for sampling pairs and nodes.")] = 0,
     embedder: Annotated[str, typer.Option(callback=embedder_spec, help=EMBEDDER_HELP)] = "hash",

@@ -48,11 +48,11 @@ def test_the_price_is_computed_as_by_hand() -> None:
                 "counts": None if counts is None else json.dumps(counts)}
 
     scores = pd.DataFrame([
-        # archetype shares (.5, .25, .25), the panel's (.25, .25, .5): refusals left out
+        # opinions: archetype (.5, .25, .25), the panel's (.25, .25, .5); the panel refuses 7/11
         row("Q", "model", "persona", [1, 1, 2, 7], 0.8),
         row("Q", "model", "archetypes:10", [2, 1, 1, 0], 0.6),
         row("Q", "human_resample", "", None, 0.9),
-        # nominal: identical distributions
+        # nominal: identical opinions; the archetype refuses 5/13, the panel never
         row("N", "model", "persona", [3, 1, 0], 0.7),
         row("N", "model", "archetypes:10", [6, 2, 5], 0.5),
         row("N", "human_resample", "", None, 0.95),
@@ -60,10 +60,16 @@ def test_the_price_is_computed_as_by_hand() -> None:
     table = price_table(scores, {"Q": question, "N": nominal},
                         {"persona": 40, "archetypes:10": 20, "none": 2})
     (got,) = table.to_dict("records")
-    # Q: W1 = |.5-.25| + |.75-.5| = .5 over a span of 2 -> .75; TVD = (.25 + 0 + .25)/2 = .25
-    # N: the same distribution -> similarity 1, TVD 0
+    # similarity over the opinions, as representativeness:
+    # Q: W1 = |.5-.25| + |.75-.5| = .5 over a span of 2 -> .75; N: the same distribution -> 1
     assert got["similarity"] == pytest.approx((0.75 + 1.0) / 2)
-    assert got["tvd"] == pytest.approx((0.25 + 0.0) / 2)
+    # TVD over the answers with refusal as one class:
+    # Q: (.5, .25, .25, 0) vs (1, 1, 2, 7)/11 -> (.5 - 1/11 + .25 - 1/11 + .25 - 2/11 + 7/11)/2
+    #    = 7/11 (the panel's refusals; opinions alone would be .25)
+    # N: (6, 2, 5)/13 vs (.75, .25, 0) -> (.75 - 6/13 + .25 - 2/13 + 5/13)/2 = 5/13 (not 0)
+    assert got["tvd"] == pytest.approx((7 / 11 + 5 / 13) / 2)
+    assert got["archetype_refusal"] == pytest.approx((0 + 5 / 13) / 2)
+    assert got["sample_refusal"] == pytest.approx((7 / 11 + 0) / 2)
     assert got["questions"] == 2 and got["k"] == 10
     assert got["archetype_representativeness"] == pytest.approx(0.55)
     assert got["sample_representativeness"] == pytest.approx(0.75)
@@ -71,6 +77,38 @@ def test_the_price_is_computed_as_by_hand() -> None:
     assert (got["calls"], got["sample_calls"]) == (20, 40)
     assert price_table(scores[scores["steering"] != "archetypes:10"],
                        {"Q": question, "N": nominal}, {}).empty
+
+
+def test_the_price_counts_refusals_as_an_answer() -> None:
+    """Archetypes that refuse 5% where asking every agent refuses 20%, with the same opinions:
+    the price shows the gap (TVD .15 and both refusal shares), not a perfect match."""
+    question = Question("Q", "Q?", ("Low", "High", "Refused", "Don't know"), (1.0, 2.0))
+
+    def row(steering: str, counts: list[float] | None, source: str = "model") -> dict[str, Any]:
+        return {"question_id": "Q", "attribute": "AGE", "group": "18-29", "source": source,
+                "steering": steering, "representativeness": 0.9,
+                "counts": None if counts is None else json.dumps(counts)}
+
+    scores = pd.DataFrame([row("persona", [40, 40, 15, 5]), row("archetypes:4", [57, 38, 5, 0]),
+                           row("", None, "human_resample")])
+    table = price_table(scores, {"Q": question}, {"persona": 100, "archetypes:4": 4})
+    (got,) = table.to_dict("records")
+    # opinions (.5, .5) vs (.6, .4): similarity 1 - .1; answers (.4, .4, .2) vs (.57, .38, .05)
+    assert got["similarity"] == pytest.approx(0.9)
+    assert got["tvd"] == pytest.approx((0.17 + 0.02 + 0.15) / 2)
+    assert (got["archetype_refusal"], got["sample_refusal"]) == pytest.approx((0.05, 0.20))
+    from personahub.pipelines.calibrate_archetypes import price_lines
+
+    lines = price_lines(table)
+    assert "mean TVD 0.170, refusals 5% vs 20% per agent" in lines[1]
+    assert "AGE=18-29: similarity 0.900, TVD 0.170, refusals 5% (per agent 20%)" in lines[2]
+    # every answer refused: no opinion to compare, but the refusal gap still counts
+    none = price_table(pd.DataFrame([row("persona", [40, 40, 15, 5]),
+                                     row("archetypes:4", [0, 0, 3, 1])]),
+                       {"Q": question}, {})
+    (got,) = none.to_dict("records")
+    assert np.isnan(got["similarity"]) and got["tvd"] == pytest.approx(0.8)
+    assert got["questions"] == 1
 
 
 def test_members_draw_from_their_archetype_with_their_own_seed() -> None:

@@ -104,7 +104,7 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
             self.run_id = run_id
 
     def fake_run(config: Any, where: str) -> Summary:
-        arm = "rumour" if "rumour" in (config.scenario.world or "") else "calm"
+        arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
         started.append((arm, config.seed - 7))
         if config.seed == 7:  # replicate 0: both arms at once
             meeting.wait()
@@ -145,7 +145,7 @@ def test_an_interrupt_starts_no_further_run(
             self.run_id = run_id
 
     def fake_run(config: Any, where: str) -> Any:
-        arm = "rumour" if "rumour" in (config.scenario.world or "") else "calm"
+        arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
         started.append((arm, config.seed - 7))
         going.release()
         try:

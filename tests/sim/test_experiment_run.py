@@ -135,8 +135,8 @@ def test_a_stopped_arm_run_says_the_experiment_goes_on_not_the_run(tmp_path, mon
     calls = []
 
     def stops_on_b(config, *args, **kwargs):
-        calls.append(config.scenario.world)
-        if config.scenario.world:
+        calls.append(config.scenario.arm_world)
+        if config.scenario.arm_world:
             raise ResumableStop("run r-b stopped: model endpoint kept failing; resume with "
                                 "personahub run --resume r-b --db x.duckdb")
         return real(config, *args, **kwargs)
@@ -177,12 +177,15 @@ def test_agreement_says_whether_an_effect_lies_within_the_reference_interval():
 
     keys = {"treatment": "b", "control": "a", "unit": "percentage points"}
     base = pd.DataFrame([{"outcome": "buy@2", **keys, "effect": 5.0, "ci_low": -2.0,
-                          "ci_high": 12.0},
+                          "ci_high": 12.0, "significant": False},
                          {"outcome": "fair@2", **keys, "effect": 0.5, "ci_low": 0.1,
-                          "ci_high": 0.9}])
-    compared = pd.DataFrame([{"outcome": "buy@2", **keys, "effect": 11.5},
-                             {"outcome": "fair@2", **keys, "effect": 1.2},
-                             {"outcome": "other@1", **keys, "effect": 0.0}])
+                          "ci_high": 0.9, "significant": True}])
+    compared = pd.DataFrame([{"outcome": "buy@2", **keys, "effect": 11.5, "ci_low": 2.0,
+                              "ci_high": 20.0, "significant": True},
+                             {"outcome": "fair@2", **keys, "effect": 1.2, "ci_low": 0.6,
+                              "ci_high": 1.8, "significant": True},
+                             {"outcome": "other@1", **keys, "effect": 0.0, "ci_low": -1.0,
+                              "ci_high": 1.0, "significant": False}])
     table = agreement(base, compared, base_label="experiment full",
                       compared_label="experiment arch")
     assert list(table["outcome"]) == ["buy@2", "fair@2"]  # only what both hold
@@ -196,7 +199,8 @@ def test_agreement_says_whether_an_effect_lies_within_the_reference_interval():
     assert said.startswith("agrees on 1 of 2 effects with experiment full")
     assert said.endswith("does not agree on fair@2 (b against a)")
     assert agreement_verdict(table.iloc[:1], "experiment full") == (
-        "agrees on 1 of 1 effects with experiment full (each effect within its interval)")
+        "agrees on 1 of 1 effects with experiment full (each effect within its interval, and "
+        "each effect it finds found)")
 
 
 def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_path):
@@ -213,8 +217,9 @@ def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_pa
     compared = [line for line in lines if "experiment arch estimates" in line]
     assert [line.split(",")[0] for line in compared] == ["buy@2", "fair@2"]
     assert all("experiment full's interval" in line for line in compared)
-    held = sum(" within experiment full" in line for line in compared)
-    assert f"{held} of 2 effects within experiment full's intervals" in lines
+    held = sum(line.endswith(").") for line in compared)
+    assert any(line.startswith(f"{held} of 2 effects agree with experiment full (within its "
+                               "intervals, and found where it finds one)") for line in lines)
     con = duckdb.connect(str(db), read_only=True)
     try:
         grouped = con.execute(

@@ -37,7 +37,8 @@ EXPERIMENT = Experiment(arms=(Arm(name="none", drop_events=(1,)), Arm(name="rumo
     texts = [[e.text for e in arm_scenario(scenario, arm).scheduled_events]
              for arm in experiment.arms]
     assert texts == [["launch"], ["launch", "rumour"], ["launch", "rumour", "answer"]]
-    assert arm_scenario(scenario, experiment.arms[2]).world == "A rainy town."
+    extra = arm_scenario(scenario, experiment.arms[2])
+    assert (extra.world, extra.arm_world) == (scenario.world, "A rainy town.")
     assert arm_scenario(scenario, experiment.arms[1]) == scenario
 
 

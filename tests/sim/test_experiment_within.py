@@ -157,10 +157,3 @@ def test_a_world_text_arm_reaches_only_its_agents_prompts(tmp_path):
     assert len(seen["plain"]) >= 4 and len(seen["storm"]) >= 4  # every agent's survey at least
     assert not any(seen["plain"]) and all(seen["storm"])
 
-
-def test_world_text_arms_within_a_world_refuse_archetypes(tmp_path):
-    path = tmp_path / "world_arms.py"
-    path.write_text(WORLD_ARMS)
-    from personahub.core.errors import PersonahubError
-    with pytest.raises(PersonahubError, match="differ by world text cannot ask per archetype"):
-        experiment(path, db=tmp_path / "exp.duckdb", archetypes=2)

@@ -3,18 +3,23 @@
 An experiment's machinery is right only if it finds an effect that is there. A plant answers its
 option to that share of survey questions whose prompt holds the (otherwise invisible) marker: on k
 options, an expected effect of share times (1 - 1/k).
+
+The marker is invisible because a marked prompt is answered as the prompt without the paragraphs
+that hold it, each with the paragraph break before it (core/sections.py). An experiment arm's world
+text is the World section's last paragraph, so an arm with ``world="TREATED"`` is answered exactly
+as its control, then planted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from personahub.core.errors import UsageError
+from personahub.core.sections import PARAGRAPH_BREAK
 from personahub.models.offline import (
     EngineReply,
     EngineRequest,
@@ -72,10 +77,14 @@ def _offered(schema: Mapping[str, Any] | None, option: str) -> tuple[bool, objec
 
 
 def _unmark(content: object, marker: str) -> object:
-    """The content without the marker and the white space before it."""
-    if not isinstance(content, str):
+    """Return the content without each paragraph holding the marker, nor its paragraph break.
+
+    An arm's world text is the World section's last paragraph (agents/prompts/agent.py), so this
+    takes the arm's text out whole and leaves its control's prompt, byte for byte.
+    """
+    if not isinstance(content, str) or marker not in content:
         return content
-    return re.sub(r"\s*" + re.escape(marker), "", content)
+    return PARAGRAPH_BREAK.join(p for p in content.split(PARAGRAPH_BREAK) if marker not in p)
 
 
 def _draw(seed: int, prompt: str) -> float:

@@ -1,26 +1,33 @@
 """Planted answers (models/fake_server/plant.py): the loopback server answers marked survey
 prompts with a known option by a known share, so an experiment has an effect to find; the
-experiment's interval covers it (issue 47, "Done when")."""
+experiment's interval covers it. A marked prompt is answered as its control's, byte for byte."""
 
+import functools
 import json
+from pathlib import Path
 
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
+from personahub.agents.prompts.agent import survey_messages
+from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.errors import UsageError
 from personahub.experiments import experiment
-from personahub.models.fake_server.plant import Plant, PlantedEngine, parse_plant
-from personahub.models.offline import EngineRequest, OfflineEngine
+from personahub.models.fake_server.plant import Plant, PlantedEngine, _unmark, parse_plant
+from personahub.models.offline import EngineRequest, OfflineEngine, to_openai_dicts
 from personahub.tasks.survey import survey_schema
 
 SCHEMA = survey_schema("choice", ("yes", "no")).model_json_schema()
 SCALE = survey_schema("scale", (), 1, 5).model_json_schema()
 
 
+@functools.cache
 def prompt(i: int, marked: bool) -> list[dict[str, str]]:
-    marker = " TREATED" if marked else ""
-    return [{"role": "system", "content": f"A town.{marker} You are person {i}."},
-            {"role": "user", "content": "Buy it? Choose exactly one of: yes | no"}]
+    """A survey prompt as agents get it; marked: its arm's world text is the marker."""
+    return to_openai_dicts(survey_messages(
+        persona=f"You are person {i}.", question="Buy it?",
+        answer_hint="Choose exactly one of: yes | no", world="A town.",
+        arm_world="TREATED" if marked else ""))
 
 
 def answers(engine: OfflineEngine, marked: bool, schema=SCHEMA, n: int = 600) -> list:
@@ -55,6 +62,29 @@ def test_marked_prompts_get_the_option_by_its_share_and_others_are_untouched():
     five = answers(PlantedEngine(3, (Plant("TREATED", "5", 1.0),)), True, SCALE, 50)
     assert five == [5] * 50
     assert answers(PlantedEngine(3, (Plant("TREATED", "maybe", 1.0),)), True) == base
+
+
+WORLD = (Path(__file__).resolve().parents[3] / "scenarios/worlds/product_launch.md").read_text(
+    encoding="utf-8")
+
+
+@pytest.mark.parametrize("budget", [PromptBudget(), PromptBudget.unlimited()], ids=["default", "none"])
+@pytest.mark.parametrize("arm", ["TREATED", "A notice went up (TREATED).\n\nIt stayed up."])
+def test_unmarking_a_marked_arms_prompt_gives_its_controls_prompt_byte_for_byte(arm, budget):
+    """The arm's world text, with the break before it, is taken out whole: what remains is the
+    control's prompt, whether the base world is summarised or shown whole."""
+    def messages(arm_world: str = "") -> list[dict[str, str]]:
+        return to_openai_dicts(survey_messages(
+            persona="A commuter.", question="Buy it?", answer_hint="Choose exactly one of: yes | no",
+            world=WORLD, arm_world=arm_world, events=["Launch day."],
+            memory=["I saw an ad.", "A neighbour rides one."], budget=budget))
+
+    control, marked = messages(), messages(arm)
+    assert marked != control
+    assert [{**m, "content": _unmark(m["content"], "TREATED")} for m in marked] == control
+    request = EngineRequest(json_schema=SCHEMA)
+    never = PlantedEngine(3, (Plant("TREATED", "yes", 0.0),))
+    assert never.answer(marked, request) == OfflineEngine(3).answer(control, request)
 
 
 SCENARIO = '''
