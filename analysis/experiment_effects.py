@@ -338,6 +338,19 @@ def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
     joined = base.merge(theirs, on=keys)
     rows = []
     for row in joined.to_dict("records"):
+        if pd.isna(row["ci_low"]):  # the reference has no test: nothing to agree with
+            rows.append({**{k: row[k] for k in (*keys, "unit", "effect", "ci_low", "ci_high",
+                                                 "compared_effect")},
+                         "agrees": False, "significant": False,
+                         "compared_ci_low": row["compared_ci_low"],
+                         "compared_ci_high": row["compared_ci_high"],
+                         "compared_significant": bool(row["compared_significant"]),
+                         "missed": False,
+                         "line": (f"{row['outcome']}, {row['treatment']} against "
+                                  f"{row['control']}: {base_label} has no interval to compare "
+                                  f"with (too few replicates to test; give it at least "
+                                  f"{MIN_REPLICATES}).")})
+            continue
         within = bool(row["ci_low"] <= row["compared_effect"] <= row["ci_high"])
         found, also = bool(row["significant"]), bool(row["compared_significant"])
         holds_zero = bool(row["compared_ci_low"] <= 0 <= row["compared_ci_high"])

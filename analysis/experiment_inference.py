@@ -148,8 +148,8 @@ def _no_test(treated: np.ndarray, control: np.ndarray, personas: int, replicates
 
 def _too_few(personas: int, replicates: int, enough_personas: int) -> str:
     if replicates < MIN_REPLICATES:
-        return (f"no test: {replicates} replicate{'s' if replicates != 1 else ''} cannot tell "
-                "the arm from its worlds' chance; run --replicates "
+        return (f"no test: {replicates} replicate{'s' if replicates != 1 else ''} cannot "
+                "separate the effect of the arm from chance between worlds; run --replicates "
                 f"{RECOMMENDED_REPLICATES} (at least {MIN_REPLICATES})")
     if enough_personas < MIN_PERSONAS:
         return (f"no test: {enough_personas} personas answered in both arms; at least "
