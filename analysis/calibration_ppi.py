@@ -3,7 +3,7 @@
 PPI++ (Angelopoulos, Duchi and Zrnic 2023, via ppi-python) adds the humans' mean error to the
 panel's mean prediction, so a biased simulator is corrected and an accurate one narrows the
 humans' interval. A person's prediction is the answer shares of personas sharing their
-demographics. Assumptions: docs/calibration.md.
+demographics; the panel-alone share is its own answers. Assumptions: docs/calibration.md.
 """
 
 from __future__ import annotations
@@ -39,31 +39,39 @@ class Interval:
     high: np.ndarray
 
 
-def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarray, *,
-               alpha: float = 0.05, weights: np.ndarray | None = None
+def ppi_shares(answers: np.ndarray, predicted: np.ndarray, unlabelled: np.ndarray,
+               panel: np.ndarray, *, alpha: float = 0.05, weights: np.ndarray | None = None
                ) -> dict[str, Interval]:
     """Each option's share three ways, with 1 - alpha intervals clipped to [0, 1]: PPI++, the humans
     alone, and the simulated panel alone.
+
+    The panel-alone share is the panel's own answers (one-hot rows of ``panel``) with a Wilson
+    interval, not the mean of its smoothed predictions: those are cell shares averaged over the
+    panel, narrower than its answers allow and off its own share.
     """
     from ppi_py import classical_mean_ci, ppi_mean_ci  # heavy (numba): only when asked
+    from statsmodels.stats.proportion import proportion_confint
 
-    answers, predicted, unlabelled = (np.asarray(a, dtype=float)
-                                      for a in (answers, predicted, unlabelled))
-    if answers.shape != predicted.shape or answers.shape[1] != unlabelled.shape[1]:
-        raise ValueError("answers, predictions and panel predictions must have K columns alike")
-    if len(answers) < 2 or len(unlabelled) < 2:
+    answers, predicted, unlabelled, panel = (np.asarray(a, dtype=float)
+                                             for a in (answers, predicted, unlabelled, panel))
+    if (answers.shape != predicted.shape or answers.shape[1] != unlabelled.shape[1]
+            or panel.shape[1:] != answers.shape[1:]):
+        raise ValueError("answers, predictions, panel predictions and panel answers must have K "
+                         "columns alike")
+    if len(answers) < 2 or len(unlabelled) < 2 or len(panel) < 2:
         raise ValueError("PPI needs at least two humans and two panel personas")
     out: dict[str, list[list[float]]] = {"ppi": [], "humans": [], "simulated": []}
     for k in range(answers.shape[1]):
         y, yhat, yu = answers[:, k], predicted[:, k], unlabelled[:, k]
         pl, ph = (float(np.ravel(v)[0]) for v in ppi_mean_ci(y, yhat, yu, alpha=alpha, w=weights))
         hl, hh = (float(np.ravel(v)[0]) for v in classical_mean_ci(y, w=weights, alpha=alpha))
-        sl, sh = (float(np.ravel(v)[0]) for v in classical_mean_ci(yu, alpha=alpha))
-        # the intervals are symmetric, so their midpoint is the estimate; clipping to [0, 1] cuts off
-        # no truth
-        for name, (low, high) in (("ppi", (pl, ph)), ("humans", (hl, hh)),
-                                  ("simulated", (sl, sh))):
+        # the normal intervals are symmetric, so their midpoint is the estimate; clipping to
+        # [0, 1] cuts off no truth
+        for name, (low, high) in (("ppi", (pl, ph)), ("humans", (hl, hh))):
             out[name].append([(low + high) / 2, max(low, 0.0), min(high, 1.0)])
+        chose = float(panel[:, k].sum())
+        sl, sh = proportion_confint(chose, len(panel), alpha=alpha, method="wilson")
+        out["simulated"].append([chose / len(panel), float(sl), float(sh)])
     return {name: Interval(*np.asarray(rows).T) for name, rows in out.items()}
 
 
@@ -168,7 +176,8 @@ def _question_rows(question: Question,
             yu = np.vstack([predict(profile) for _, profile in panel])
             weights = (np.asarray([w for w, _, _ in labelled])
                        if humans.weight_column is not None else None)
-            got = ppi_shares(y, yhat, yu, alpha=alpha, weights=weights)
+            chosen = np.eye(k)[[i for i, _ in panel]]  # the panel's own answers
+            got = ppi_shares(y, yhat, yu, chosen, alpha=alpha, weights=weights)
             for i, label in enumerate(question.substantive):
                 row: dict[str, object] = {
                     "question_id": question.qid, "attribute": attribute, "group": grp,
@@ -189,7 +198,9 @@ def ppi_lines(table: pd.DataFrame, shown: int = 6) -> list[str]:
              for name in ("ppi", "humans", "simulated")}
     lines = [f"prediction-powered shares ({table['humans_n'].max()} humans at most per group; "
              f"median 95% interval width: PPI {width['ppi']:.3f}, humans only "
-             f"{width['humans']:.3f}, simulated only {width['simulated']:.3f})"]
+             f"{width['humans']:.3f}, simulated only {width['simulated']:.3f})",
+             "  simulated: the panel's own answers (Wilson interval); PPI: the panel's "
+             "predictions corrected by the humans"]
     for row in table.head(shown).itertuples(index=False):
         lines.append(f"  {row.question_id} {row.attribute}={row.group} {row.option!r}: "
                      f"PPI {row.ppi:.2f} [{row.ppi_low:.2f}, {row.ppi_high:.2f}]  humans "

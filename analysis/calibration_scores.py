@@ -277,16 +277,26 @@ def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]
                      ) -> np.ndarray | None:
     """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size;
     None when no group has a substantive answer.
+
+    Only the groups' substantive shares are mixed: a group's refusals neither move the mixture's
+    opinion nor its weight (mixing shares with refusals in them gave a group that refused more
+    less say). The result's refusal share is the weighted mean of the groups'.
     """
-    parts = [(w, split(question, c), np.asarray(c, dtype=float)) for w, c in weighted]
-    parts = [(w, s, c) for w, s, c in parts if w > 0 and s.n > 0]
+    k = len(question.ordinal)
+    parts = []  # (weight, substantive shares, substantive answers, counts)
+    for w, counts in weighted:
+        vector = np.asarray(counts, dtype=float)
+        own = split(question, vector)
+        if w > 0 and own.distribution is not None:
+            parts.append((w, own.distribution, own.n, vector))
     if not parts:
         return None
-    total = sum(w for w, _, _ in parts)
-    shares = sum((w / total) * c / c.sum() for w, _, c in parts)
-    effective = 1.0 / sum((w / total) ** 2 / s.n for w, s, _ in parts)
-    substantive = float(np.sum(shares[: len(question.ordinal)]))
-    return np.asarray(shares * effective / substantive)
+    shares = np.array([w for w, _, _, _ in parts]) / sum(w for w, _, _, _ in parts)
+    opinion = shares @ np.vstack([d for _, d, _, _ in parts])
+    refusals = shares @ np.vstack([c[k:] / c.sum() for _, _, _, c in parts])
+    effective = 1.0 / float(np.sum(shares**2 / np.array([n for _, _, n, _ in parts])))
+    return np.concatenate([opinion * effective,
+                           refusals * effective / (1.0 - float(np.sum(refusals)))])
 
 
 def score_population(survey: Survey, model: GroupAnswers, *,
@@ -306,8 +316,9 @@ def score_population(survey: Survey, model: GroupAnswers, *,
         weighted: dict[str, list[tuple[float, Counts]]] = {}
         for attribute, group, counts in survey.groups(qid):
             sim = model.get((qid, attribute, group))
-            if sim is not None:
-                weighted.setdefault(attribute, []).append((float(np.sum(counts)), sim))
+            if sim is not None:  # weighed by the group's substantive answers
+                weighted.setdefault(attribute, []).append(
+                    (float(np.sum(counts[: len(question.ordinal)])), sim))
         for attribute, parts in weighted.items():
             panel = population_panel(question, parts)
             sources: dict[str, Counts | None] = {

@@ -24,13 +24,17 @@ from personahub.analysis.calibration_scores import (
 )
 from personahub.analysis.survey import Survey
 
-__all__ = ["REFUSAL_WARNING", "intervals", "panel_intervals", "panel_sizes", "question_spread",
-           "verdict", "worst_groups"]
+__all__ = ["REFUSAL_WARNING", "STANDING_BASELINES", "intervals", "panel_intervals", "panel_sizes",
+           "question_spread", "standings", "verdict", "worst_groups"]
 
 LEVEL = 0.95
 RESAMPLES = 2000
+# Jeffreys: half an answer per substantive option is added to a panel before it is redrawn, so a
+# small panel whose answers all agree (its raw redraws never vary) still carries its noise
+PANEL_PRIOR = 0.5
 REFUSAL_WARNING = 0.25  # a refusal share above this is warned about
 SCORE = "representativeness"
+STANDING_BASELINES = ("uniform", "no_persona")  # every model row is set against these
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
@@ -119,7 +123,12 @@ def intervals(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: int
                       ) -> np.ndarray:
-    """Per scored model row, redrawn scores of its panel minus their mean (zeros if none)."""
+    """Per scored model row, redrawn scores of its panel minus their mean (zeros if none).
+
+    Each panel is redrawn at its size from its shares smoothed by PANEL_PRIOR: redrawn from its
+    raw shares, a panel of two that agreed never varies, and the interval under-covered at small
+    panels (docs/calibration.md gives the coverage measured at each size).
+    """
     humans = {(qid, attribute, " / ".join(labels)): counts for qid in survey.counts
               for attribute, labels, counts in survey.groups(qid)}
     deviations = np.zeros((len(rows), resamples))
@@ -132,8 +141,9 @@ def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: 
         if sim.distribution is None or people.distribution is None:
             continue
         rng = row_rng(seed, row.question_id, row.attribute, row.group, row.steering, "panel")
-        drawn = drawn_representativeness(question, sim.distribution, people.distribution,
-                                         sim.n, rng, resamples)
+        smoothed = sim.distribution * sim.n + PANEL_PRIOR
+        drawn = drawn_representativeness(question, smoothed / smoothed.sum(),
+                                         people.distribution, sim.n, rng, resamples)
         if drawn.size:
             deviations[i] = drawn - drawn.mean()
     return deviations
@@ -194,30 +204,115 @@ def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["who", "mean"], kind="stable").reset_index(drop=True)
 
 
-def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
-    """Gap of one source's mean over another's on the questions both scored, with a paired bootstrap
-    interval.
+def _paired(part: pd.DataFrame, a: str, b: str, seed: int
+            ) -> tuple[float, float, float, int]:
+    """Gap of one source's mean over another's on the questions both scored, with a paired
+    bootstrap interval (the same resampled questions for both) and the number of those questions.
     """
     own_a, own_b = part[part["who"] == a], part[part["who"] == b]
     both = (pd.Index(own_a.dropna(subset=[SCORE])["question_id"].unique())
             .intersection(pd.Index(own_b.dropna(subset=[SCORE])["question_id"].unique())))
     samples_a = _per_question(own_a[own_a["question_id"].isin(both)], both)
     samples_b = _per_question(own_b[own_b["question_id"].isin(both)], both)
-    if not samples_a or not samples_b:
-        return float("nan"), float("nan"), float("nan")
+    if not len(both) or not samples_a or not samples_b:
+        return float("nan"), float("nan"), float("nan"), 0
     statistic = _gap_of(len(samples_a))
     gap = float(statistic(*samples_a, *samples_b))  # type: ignore[operator]
     low, high = _interval([*samples_a, *samples_b], statistic, seed)
-    return gap, low, high
+    return gap, low, high, len(both)
+
+
+def _gap_interval(part: pd.DataFrame, a: str, b: str, seed: int) -> tuple[float, float, float]:
+    """Gap of one source's mean over another's on the questions both scored, with a paired bootstrap
+    interval.
+    """
+    return _paired(part, a, b, seed)[:3]
+
+
+def _standing(low: float, high: float) -> str:
+    """Above, below or indistinguishable, from a gap's interval ("no interval" without one)."""
+    if np.isnan(low):
+        return "no interval"
+    return "above" if low > 0 else "below" if high < 0 else "indistinguishable"
+
+
+def standings(scores: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """Each model row's overall mean against uniform and no_persona, on its own questions.
+
+    The gap is the model's mean minus the baseline's over the questions both scored (a
+    few-shot or logprobs row leaves its held-out questions out, so its baselines do too), with
+    a 95% paired bootstrap interval over those questions.
+
+    Args:
+        scores: a calibration's per question x group x source scores.
+        seed: the bootstrap's seed.
+
+    Returns:
+        One row per model row and baseline: who, baseline, questions, gap, low, high and
+        standing ("above", "below", "indistinguishable", or "no interval" with one question).
+        A baseline with no score (no_persona not asked) has no row.
+    """
+    frame = _labelled(scores)
+    models = list(dict.fromkeys(frame.loc[frame["source"] == MODEL, "who"]))
+    rows = []
+    for who in models:
+        for baseline in STANDING_BASELINES:
+            gap, low, high, questions = _paired(frame, who, baseline, seed)
+            if questions:
+                rows.append({"who": who, "baseline": baseline, "questions": questions,
+                             "gap": gap, "low": low, "high": high,
+                             "standing": _standing(low, high)})
+    return pd.DataFrame(rows, columns=["who", "baseline", "questions", "gap", "low", "high",
+                                       "standing"])
+
+
+def _standing_line(row: pd.Series) -> str:
+    """One plain sentence: a model row above, below or level with a baseline."""
+    on = f"on its {row['questions']} question{'s' * (row['questions'] != 1)}"
+    who, baseline, gap = row["who"], row["baseline"], float(row["gap"])
+    if row["standing"] == "no interval":
+        side = "above" if gap >= 0 else "below"
+        return f"{who} is {abs(gap):.3f} {side} {baseline} {on} (one question: no interval)"
+    if row["standing"] == "indistinguishable":
+        return (f"{who} is indistinguishable from {baseline}: {gap:+.3f}"
+                f"{_ci(row['low'], row['high'])} {on}")
+    side = "above" if row["standing"] == "above" else "below"
+    low, high = sorted((abs(row["low"]), abs(row["high"])))
+    return f"{who} is {side} {baseline}: by {abs(gap):.3f}{_ci(low, high)} {on}"
 
 
 def _ci(low: float, high: float) -> str:
     return "" if np.isnan(low) else f" [{low:.3f}, {high:.3f}]"
 
 
+def _ceiling_lines(part: pd.DataFrame, overall: pd.DataFrame, who: str, seed: int) -> list[str]:
+    """Where a model row stands between perfect_panel (its ceiling at its panel size) and
+    human_resample (the data's noise floor), and what a larger --n can change.
+    """
+    ceiling, floor = f"perfect_panel{who[len(MODEL):]}", "human_resample"
+    if ceiling not in overall.index or floor not in overall.index:
+        return []
+    model, top, noise = (float(overall.loc[w, "mean"]) for w in (who, ceiling, floor))
+    lines = [f"{who} scores {model:.3f}: perfect_panel (a perfect simulator, as many answers) "
+             f"{top:.3f}, human_resample {noise:.3f}"]
+    gap, low, high, _ = _paired(part, who, ceiling, seed)  # the model minus its ceiling
+    if _standing(low, high) == "indistinguishable":
+        lines.append(f"{who} is level with perfect_panel ({gap:+.3f}{_ci(low, high)}): "
+                     "a larger --n would lift both")
+    elif np.isfinite(gap) and gap < 0:
+        lines.append(f"{who} is {-gap:.3f}{_ci(-high, -low)} below perfect_panel: its answers "
+                     "are off, not its panel size")
+    uniform = float(overall.loc["uniform", "mean"]) if "uniform" in overall.index else np.nan
+    if top < uniform:
+        lines.append(f"even perfect_panel ({top:.3f}) is below uniform ({uniform:.3f}) at this "
+                     "panel size: a larger --n is needed")
+    return lines
+
+
 def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
-    """The calibration's verdict, one sentence a line: the winner overall and per attribute, the model
-    between ceiling and noise floor, its worst group, warnings.
+    """The calibration's verdict, one sentence a line: the winner overall and per attribute, each
+    model row against uniform and no_persona, the model between ceiling and noise floor, its
+    worst group, warnings.
     """
     frame = _labelled(scores)
     means = intervals(scores, seed).set_index(["attribute", "who"])
@@ -243,17 +338,11 @@ def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
             for who in (m for m in models if m not in (first, second) and m in level.index):
                 gap, low, high = _gap_interval(part, first, who, seed)
                 lines.append(f"overall: {who} is {gap:.3f}{_ci(low, high)} below {first}")
+    standing = standings(scores, seed)
     overall = means.loc["overall"]
     for who in models:
-        suffix = who[len(MODEL):]
-        ceiling, floor = f"perfect_panel{suffix}", "human_resample"
-        if ceiling not in overall.index or floor not in overall.index:
-            continue
-        model, top, noise = (float(overall.loc[w, "mean"]) for w in (who, ceiling, floor))
-        lines.append(f"{who} scores {model:.3f}: a perfect simulator with as many answers "
-                     f"(perfect_panel) scores {top:.3f}, the survey's own sampling noise "
-                     f"(human_resample) {noise:.3f}; the model is {top - model:.3f} below what "
-                     "its panel size allows")
+        lines += [_standing_line(row) for _, row in standing[standing["who"] == who].iterrows()]
+        lines += _ceiling_lines(frame, overall, who, seed)
     worst = worst_groups(scores)
     for who in models:
         own = worst[worst["who"] == who]

@@ -86,6 +86,8 @@ from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.shipped_spec import ShippedSpec
 from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
+LEFT_OUT = "questions_left_out"  # stored with the job: the survey's questions not asked, by why
+
 
 @dataclass(frozen=True, kw_only=True)
 class CalibrateConfig(EngineFields):
@@ -280,6 +282,8 @@ class CalibrationSummary:
     population: str
     steering: tuple[str, ...]
     questions: int = 0
+    # the survey's questions not asked: why -> their ids (empty: every question was asked)
+    left_out: dict[str, tuple[str, ...]] = field(default_factory=dict)
     groups: int = 0
     empty_groups: list[str] = field(default_factory=list)  # no persona matched them
     small_groups: list[str] = field(default_factory=list)  # fewer than n matched
@@ -304,12 +308,15 @@ class CalibrationSummary:
     sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)
     logprobs_temperature: float | None = None  # --elicit logprobs: its fitted temperature
+    logprobs_fit_questions: int = 0  # --elicit logprobs: the held-out questions it is fitted on
     archetypes: tuple[int, ...] = ()  # --archetypes K values
     price: pd.DataFrame = field(default_factory=pd.DataFrame)  # the archetypes' price table
     # the model's overall means with intervals over questions and over panel answers
     intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_intervals: pd.DataFrame = field(default_factory=pd.DataFrame)
     temperatures: pd.DataFrame = field(default_factory=pd.DataFrame)  # --dispersion temper
+    # the questions each source scored (a few-shot or logprobs row leaves some out)
+    question_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def failed(self) -> int:
@@ -357,6 +364,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             selected = select(survey, questions=config.questions, attributes=config.attributes,
                               limit=config.limit)
             ctx.stored["survey_sha1"] = survey_sha1(survey)
+            ctx.stored[LEFT_OUT] = {why: list(ids) for why, ids in selected.left_out.items()}
             panels = draw_panels(ctx.con, selected.all_groups(), population_query(
                 config.population, config.carve), config.n, config.seed)
         everyone = panel_personas(ctx.con, panels)
@@ -378,6 +386,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             job_id=ctx.job_id, survey=config.survey, population=config.population,
             steering=config.steering, elicit=config.elicit, archetypes=config.archetypes,
             questions=len(selected.questions),
+            left_out={why: tuple(ids) for why, ids in (ctx.stored.get(LEFT_OUT) or {}).items()},
             groups=len(names),
             empty_groups=[n for n in names if sizes[n] == 0],
             small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
@@ -508,6 +517,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
         from personahub.analysis.calibration_verdict import intervals, verdict
+        from personahub.pipelines.calibrate_questions import questions_per_row
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
             fitted_temperatures,
@@ -537,11 +547,15 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.sd_per_question = sd_by_question(scored.scores)
         summary.temperatures = fitted_temperatures(scored.scores)
         summary.panel_sizes = panel_sizes_of(scored.scores)
+        summary.question_counts = questions_per_row(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.intervals = intervals(scored.scores, ctx.config.seed)
         summary.panel_intervals = panel_intervals_of(
             scored.scores, _state(ctx).selected.survey, ctx.config.seed)
         summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
+        if LOGPROBS in ctx.config.elicit:
+            summary.logprobs_fit_questions = len(held_out(
+                LOGPROBS, _state(ctx).selected.questions, ctx.config.seed))
         if ctx.config.archetypes:
             summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
                                         by_steering)
@@ -554,6 +568,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
         """What the job did and its per-attribute representativeness, as console lines."""
+        from personahub.pipelines.calibrate_questions import left_out_lines, question_count_lines
         from personahub.pipelines.calibrate_scores import (
             dispersion_lines,
             elicit_lines,
@@ -573,6 +588,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                                                 if summary.offline else "")]
         if summary.weighting:
             lines.append(f"human answers: one row per respondent, {summary.weighting}")
+        lines += left_out_lines(summary.questions, summary.left_out)
         if summary.empty_groups:
             lines.append(f"{len(summary.empty_groups)} groups without a matching persona, not "
                          f"scored: {', '.join(summary.empty_groups[:6])}"
@@ -584,6 +600,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         lines += elicit_lines(summary)
         lines += table_lines(summary.per_attribute)
         lines += overall_lines(summary.per_attribute, summary.overall_per_group)
+        lines += question_count_lines(summary.question_counts)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
         lines += temperature_lines(summary.temperatures)
         lines += size_lines(summary.panel_sizes)

@@ -25,7 +25,8 @@ __all__ = ["Comparison", "compare", "flips", "spread", "variants"]
 
 # settings that do not change what a calibration measures (how it ran, not what it asked)
 _NOT_VARIANT = {"seed", "concurrency", "timeout_s", "offline_latency_s", "batch_size", "cache",
-                "rps", "executor", "ray_address", "ray_workers", "max_failed_share", "survey"}
+                "rps", "executor", "ray_address", "ray_workers", "max_failed_share", "survey",
+                "questions_left_out"}
 
 
 @dataclass(frozen=True)

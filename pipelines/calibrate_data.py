@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -55,6 +55,8 @@ class Selected:
     survey: Survey
     questions: tuple[str, ...]
     groups: dict[str, tuple[Group, ...]]  # question id -> its scored groups
+    # the survey's other questions: why each was left out -> their ids, in reading order
+    left_out: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def all_groups(self) -> list[Group]:
         """Every group of every question, once, in reading order."""
@@ -109,13 +111,28 @@ def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequenc
             raise UsageError(f"--question {qid}: no group of it matches a persona demographic "
                              "(docs/personas.md#demographics)")
     kept = [qid for qid in chosen if groups[qid]]
-    if limit is not None:
-        kept = kept[:limit]
+    limited = kept[limit:] if limit is not None else []
+    kept = kept[:limit] if limit is not None else kept
     if not kept:
         raise PersonahubError(f"{where}: no question has a group personas can be matched to "
                               "(age, sex, race, region, education, income, party, ideology, "
                               "marital status)")
-    return Selected(survey, tuple(kept), {qid: groups[qid] for qid in kept})
+    left_out: dict[str, list[str]] = {}
+    for qid, reason in survey.skipped.items():
+        left_out.setdefault(reason, []).append(qid)
+    unmatched = ("no group of --attribute " + ", ".join(sorted(wanted_attributes))
+                 if wanted_attributes else "no group with answers that a persona can match")
+    for qid in survey.questions:
+        if qid in questions or qid in survey.skipped:
+            continue
+        why = ("not named by --question" if questions
+               else "no answers" if qid not in survey.counts
+               else unmatched if not groups[qid]
+               else f"beyond --limit {limit}" if qid in limited else None)
+        if why is not None:
+            left_out.setdefault(why, []).append(qid)
+    return Selected(survey, tuple(kept), {qid: groups[qid] for qid in kept},
+                    {reason: tuple(ids) for reason, ids in left_out.items()})
 
 
 def question_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:

@@ -23,7 +23,8 @@ from personahub.core.errors import UsageError
 
 __all__ = ["DISTRIBUTION", "DISTRIBUTION_PANEL", "FEW_SHOT", "LETTERS", "LOGPROBS", "PANEL_SHOWN",
            "SAMPLE", "asks_held_out",
-           "asks_per_method", "fit_temperature", "scaled", "check_elicit", "check_shares",
+           "LOG_T_BOUNDS", "MIN_FIT_QUESTIONS", "asks_per_method", "at_bound", "fit_temperature",
+           "scaled", "check_elicit", "check_shares",
            "distribution_schema", "few_shot_k", "group_key", "held_out", "is_group_method", "shares_of",
            "shots_text",
            "split_group_key", "stated_vector"]
@@ -37,6 +38,10 @@ LOGPROBS = "logprobs"
 _USE = (f"use {SAMPLE}, {DISTRIBUTION}, {DISTRIBUTION_PANEL}, {LOGPROBS} or {FEW_SHOT}:K "
         "(K a whole number from 1)")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+# logprobs fits its temperature on a quarter of the questions, and on no fewer than this: a fit to
+# one question's few groups is a fit to that question (SmolLM2's, on one, stopped at its bound)
+MIN_FIT_QUESTIONS = 3
+LOG_T_BOUNDS = (-4.0, 4.0)  # the temperatures searched, as log T: T from 0.018 to 54.6
 
 
 def few_shot_k(method: str) -> int | None:
@@ -87,19 +92,21 @@ def split_group_key(key: str) -> tuple[str, str]:
 
 
 def held_out(method: str, questions: Sequence[str], seed: int) -> tuple[str, ...]:
-    """The questions a row does not score: the K a few-shot row shows, or the quarter logprobs fits
-    its temperature on. The draw is seeded, so it is the same on resume and when scoring.
+    """The questions a row does not score: the K a few-shot row shows, or the quarter (at least
+    MIN_FIT_QUESTIONS) logprobs fits its temperature on. The draw is seeded, so it is the same on
+    resume and when scoring.
 
     Raises:
-        UsageError: no question would be left to score.
+        UsageError: no question would be left to score, or too few to fit logprobs' temperature.
     """
     k = few_shot_k(method)
     if method == LOGPROBS:
-        if len(questions) < 2:
+        if len(questions) <= MIN_FIT_QUESTIONS:
             raise UsageError(f"--elicit {LOGPROBS}: the calibration asks {len(questions)} "
-                             "question; fitting the temperature on held-out questions needs "
-                             "at least 2")
-        k = max(1, len(questions) // 4)
+                             f"question{'s' * (len(questions) != 1)}; its temperature is fitted "
+                             f"on {MIN_FIT_QUESTIONS} held-out questions and one more is needed "
+                             f"to score ({MIN_FIT_QUESTIONS + 1} in all)")
+        k = max(MIN_FIT_QUESTIONS, len(questions) // 4)
     if k is None:
         return ()
     if k >= len(questions):
@@ -201,5 +208,19 @@ def fit_temperature(pairs: Sequence[tuple[ArrayLike, ArrayLike]]) -> float:
             total -= float(np.dot(human / human.sum(), np.log(scaled(model, float(np.exp(log_t))))))
         return total / len(usable)
 
-    fitted = minimize_scalar(loss, bounds=(-4.0, 4.0), method="bounded")
+    fitted = minimize_scalar(loss, bounds=LOG_T_BOUNDS, method="bounded")
     return float(np.exp(fitted.x))
+
+
+def at_bound(temperature: float) -> str | None:
+    """Which end of the search a fitted temperature stopped at ("upper", "lower"), or None.
+
+    At the upper end the scaled probabilities are nearly uniform (the raw ones fit people worse
+    than guessing); at the lower end nearly all the mass is on one option.
+    """
+    log_t = float(np.log(temperature))
+    if log_t >= LOG_T_BOUNDS[1] - 1e-3:
+        return "upper"
+    if log_t <= LOG_T_BOUNDS[0] + 1e-3:
+        return "lower"
+    return None

@@ -41,6 +41,7 @@ from personahub.pipelines.calibrate_data import load_panels, load_survey, panel_
 from personahub.pipelines.calibrate_elicit import (
     LOGPROBS,
     SAMPLE,
+    at_bound,
     fit_temperature,
     held_out,
     is_group_method,
@@ -484,9 +485,24 @@ def elicit_lines(summary: _ElicitCalls) -> list[str]:
     lines = [f"calls per method (--elicit): {'; '.join(cells)}"]
     temperature = getattr(summary, "logprobs_temperature", None)
     if temperature is not None:
-        lines.append(f"logprobs: temperature {temperature:.3g}, fitted on held-out questions "
-                     "(not scored in its row)")
+        fitted_on = getattr(summary, "logprobs_fit_questions", 0)
+        lines.append(f"logprobs: temperature {temperature:.3g}, fitted on {fitted_on} held-out "
+                     "questions (not scored in its row)")
+        lines += _bound_lines(temperature)
     return lines
+
+
+def _bound_lines(temperature: float) -> list[str]:
+    """A warning when the logprobs temperature stopped at an end of its search."""
+    end = at_bound(temperature)
+    if end is None:
+        return []
+    head = (f"warning: logprobs: the temperature stopped at its {end} bound ({temperature:.3g}): "
+            "its scaled")
+    if end == "upper":
+        return [head, "  probabilities are nearly uniform: the raw ones fit the held-out answers "
+                "worse than guessing"]
+    return [head, "  probabilities put nearly all their mass on one option"]
 
 
 def size_lines(sizes: pd.DataFrame) -> list[str]:

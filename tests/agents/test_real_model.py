@@ -609,7 +609,9 @@ def test_kept_share_over_the_module(llama: LlamaServer) -> None:
 
 def test_calibrate_opinionqa_wave_every_method_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
     """``calibrate`` of an OpinionQA wave folder (the self-made fixture) on SmolLM2 with every
-    elicitation method (llama-server only: about 30 calls): the console prints the table with
+    elicitation method but logprobs, whose temperature needs four questions to the wave's three
+    (llama-server only: about 25 calls; logprobs has its own test in
+    tests/pipelines/test_calibrate_logprobs.py): the console prints the table with
     floor, ceiling, the three baselines and one row per method, the intervals, the effective
     panel size and the verdict; every call is accounted for; the report draws it."""
     if llama.server != "llama-server":
@@ -622,13 +624,13 @@ def test_calibrate_opinionqa_wave_every_method_on_smollm2(llama: LlamaServer, tm
     code, output = invoke("calibrate", str(wave), "--population", population, "--n", "2",
                           "--no-persona-n", "1", "--attribute", "SEX",
                           "--elicit", "sample", "--elicit", "distribution",
-                          "--elicit", "few-shot:1", "--elicit", "logprobs",
+                          "--elicit", "few-shot:1",
                           "--db", str(db), "--llm", llama.spec, "--timeout", "120")
     assert_ends_clearly(code, output)
     assert_accounted(db, llama, "purpose LIKE 'survey:calibrate%'", kept_floor=False)
     if code != 0:
         return
-    for shown in ("model[persona]", "model[distribution]", "model[few-shot:1]", "model[logprobs]",
+    for shown in ("model[persona]", "model[distribution]", "model[few-shot:1]",
                   "uniform", "human_overall", "no_persona", "human_resample", "perfect_panel",
                   "calls per method", "effective panel size", "verdict:"):
         assert shown in output, shown

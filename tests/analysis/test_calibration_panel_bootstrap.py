@@ -37,14 +37,12 @@ def _survey(questions: int, rng: np.random.Generator) -> tuple[Survey, dict, dic
 
 
 def _expected(question: Question, model: np.ndarray, human: np.ndarray, n: int) -> float:
-    """The exact expected representativeness of a panel of ``n`` drawn from ``model``."""
-    total = 0.0
-    for a, b in itertools.product(range(n + 1), repeat=2):
-        if a + b <= n:
-            drawn = np.array([a, b, n - a - b], float)
-            total += multinomial.pmf(drawn, n, model) * representativeness(question, drawn / n,
-                                                                           human)
-    return total
+    """The exact expected representativeness of a panel of ``n`` drawn from ``model``: every
+    panel of three options weighed by its multinomial probability."""
+    panels = np.array([(a, b, n - a - b) for a, b in itertools.product(range(n + 1), repeat=2)
+                       if a + b <= n], float)
+    scores = [representativeness(question, panel / n, human) for panel in panels]
+    return float(multinomial.pmf(panels, n, model) @ np.asarray(scores))
 
 
 def _table(survey: Survey, humans: dict, model: dict, n: int, rng: np.random.Generator
@@ -81,18 +79,21 @@ def test_panel_interval_is_around_the_observed_mean_and_reproducible() -> None:
     assert narrow["panel_high"] - narrow["panel_low"] < wide / 2
 
 
-@pytest.mark.slow  # about 16 s on a loaded two-core machine
-def test_panel_interval_covers_the_true_expected_score_at_about_its_nominal_rate() -> None:
+@pytest.mark.slow  # about 10 s a size on a loaded two-core machine
+@pytest.mark.parametrize("n", [2, 5, 8, 20])
+def test_panel_interval_covers_the_true_expected_score_at_every_panel_size(n: int) -> None:
+    # small panels are where real ones sit (SmolLM2's median was 4.5 answers); redrawn from
+    # their raw shares, panels of 2 to 5 were covered 82.5% of the time
     rng = np.random.default_rng(45)
-    n = 8
     survey, humans, model = _survey(15, rng)
     truth = float(np.mean([_expected(survey.questions[k[0]], p, humans[k], n)
                            for k, p in model.items()]))
-    trials, covered = 200, 0
+    trials, covered = 400, 0
     for trial in range(trials):
         table = _table(survey, humans, model, n, rng)
         row = panel_intervals(table, survey, seed=trial, resamples=400).iloc[0]
         covered += row["panel_low"] <= truth <= row["panel_high"]
-    # measured 0.945 (the question-only interval, over 300 such draws: 0.983, over-covering:
-    # with the questions fixed, question-to-question spread is not uncertainty)
-    assert 0.91 <= covered / trials <= 0.99
+    # a binomial(400, 0.95) falls below 0.93 with probability about 3%; the measured rates
+    # are in docs/calibration.md (the question-only interval over-covers with the questions
+    # fixed: question-to-question spread is not uncertainty then)
+    assert covered / trials >= 0.93

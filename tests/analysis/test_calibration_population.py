@@ -27,11 +27,10 @@ def test_the_population_panel_is_the_groups_mixed_by_the_surveys_shares() -> Non
     assert list(table["source"]) == ["model", "uniform", "no_persona", "human_resample",
                                      "perfect_panel"]
     model = _row(table, "model")
-    # women and men weigh 1/2 each (100 respondents each): shares [0.5, 0.4, 0.1], i.e. 5/9 Yes
-    # among substantive answers, against everyone's 110/180; pooling the panels' answers
-    # (9 Yes, 5 No) would give 9/14 instead
-    assert model["representativeness"] == pytest.approx(1 - abs(5 / 9 - 11 / 18))
-    assert model["sim_refusal"] == pytest.approx(0.1)
+    # women and men weigh 1/2 each (90 substantive answers each): Yes 0.8 and 0.25, i.e. 0.525
+    # Yes against everyone's 110/180; pooling the panels' answers (9 Yes, 5 No) would give 9/14
+    assert model["representativeness"] == pytest.approx(1 - abs(0.525 - 11 / 18))
+    assert model["sim_refusal"] == pytest.approx(0.1)  # the groups' refusal shares, mixed
     # Kish's effective size of the stratified panel: 1 / (0.5**2/10 + 0.5**2/4)
     assert model["sim_n"] == pytest.approx(1 / (0.25 / 10 + 0.25 / 4))
     assert _row(table, "uniform")["representativeness"] == pytest.approx(1 - abs(0.5 - 11 / 18))
@@ -49,3 +48,18 @@ def test_a_group_without_a_panel_is_left_out_and_the_rest_reweighted() -> None:
     model = _row(score_population(SURVEY, only_women), "model")
     assert model["representativeness"] == pytest.approx(1 - abs(0.8 - 11 / 18))
     assert population_panel(YES_NO, [(1.0, [0.0, 0.0, 3.0])]) is None  # only refusals
+
+
+def test_a_simulator_right_about_opinions_scores_the_population_exactly_whatever_it_refuses(
+        ) -> None:
+    # the groups' substantive shares are mixed, weighed by their people's substantive answers:
+    # a panel that refuses more (men here) keeps its say, and opinions right per group give
+    # everyone's opinion exactly
+    survey = Survey({"Y": YES_NO}, {"Y": {("SEX", ("Female",)): (60.0, 30.0, 10.0),
+                                          ("SEX", ("Male",)): (20.0, 60.0, 20.0),
+                                          ("Overall", ("Overall",)): (80.0, 90.0, 30.0)}})
+    model = {("Y", "SEX", ("Female",)): [6.0, 3.0, 0.0], ("Y", "SEX", ("Male",)): [2.0, 6.0, 10.0]}
+    row = _row(score_population(survey, model), "model")
+    assert row["representativeness"] == pytest.approx(1.0)
+    assert row["sim_refusal"] == pytest.approx((90 * 0 + 80 * 10 / 18) / 170)
+    assert row["sim_n"] == pytest.approx(1 / ((90 / 170) ** 2 / 9 + (80 / 170) ** 2 / 8))

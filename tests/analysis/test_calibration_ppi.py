@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from statsmodels.stats.proportion import proportion_confint
 
 from personahub.analysis.calibration_ppi import ppi_shares
 
@@ -17,8 +18,9 @@ TRUTH = 0.5
 
 
 def _draw(rng: np.random.Generator, bias: float, n: int = 150, big: int = 2000
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Humans' one-hot answers, the simulator's predictions for them and for the panel."""
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Humans' one-hot answers, the simulator's predictions for them and for the panel, and the
+    panel's own one-hot answers (drawn from the simulator)."""
     x, xu = rng.integers(0, 2, n), rng.integers(0, 2, big)
     chose = rng.random(n) < TRUE[x]
     answers = np.column_stack([chose, ~chose]).astype(float)
@@ -27,7 +29,9 @@ def _draw(rng: np.random.Generator, bias: float, n: int = 150, big: int = 2000
         p = np.clip(TRUE[cell] + bias, 0, 1)
         return np.column_stack([p, 1 - p])
 
-    return answers, predict(x), predict(xu)
+    simulated = predict(xu)
+    picked = rng.random(big) < simulated[:, 0]
+    return answers, predict(x), simulated, np.column_stack([picked, ~picked]).astype(float)
 
 
 def test_ppi_covers_the_truth_where_a_biased_simulator_alone_does_not() -> None:
@@ -56,7 +60,22 @@ def test_with_a_good_simulator_ppi_is_not_wider_than_humans_only() -> None:
 
 def test_shapes_are_checked() -> None:
     with pytest.raises(ValueError, match="K columns"):
-        ppi_shares(np.ones((3, 2)), np.ones((3, 3)), np.ones((5, 2)))
+        ppi_shares(np.ones((3, 2)), np.ones((3, 3)), np.ones((5, 2)), np.ones((5, 2)))
+    with pytest.raises(ValueError, match="K columns"):
+        ppi_shares(np.ones((3, 2)), np.ones((3, 2)), np.ones((5, 2)), np.ones((5, 3)))
+
+
+def test_the_simulated_only_share_is_the_panels_own_answers() -> None:
+    # 20 panel personas: 6 chose the first option; their smoothed predictions say about 0.32
+    panel = np.eye(2)[[0] * 6 + [1] * 14]
+    first = np.tile([0.30, 0.34], 10)
+    predictions = np.column_stack([first, 1 - first])
+    humans = np.eye(2)[[0, 1, 1, 0, 1]]
+    got = ppi_shares(humans, predictions[:5], predictions, panel)["simulated"]
+    assert got.estimate.tolist() == pytest.approx([0.3, 0.7])
+    low, high = proportion_confint(6, 20, alpha=0.05, method="wilson")
+    assert (got.low[0], got.high[0]) == pytest.approx((low, high))
+    assert got.high[0] - got.low[0] > 0.3  # 20 answers: not the 0.02 of the predictions' mean
 
 
 
@@ -87,8 +106,17 @@ def test_calibrate_with_humans_prints_ppi_and_the_api_returns_it(tmp_path: Path)
     assert set(table["attribute"]) == {"sex", "party"}
     female = table[(table["question_id"] == "WHY") & (table["group"] == "Female")]
     answered = people.iloc[:30][people.iloc[:30]["sex"] == "Female"]
+    panel = [p for a, g, p in rows(db, "SELECT attribute, grp, persona_id FROM "
+                                       "calibration_panels WHERE job_id = ?", [job_id])
+             if (a, g) == ("sex", "Female")]
+    chosen = [a for (a,) in rows(db, "SELECT answer FROM calibration_answers WHERE job_id = ? AND "
+                                     "question_id = 'WHY' AND steering = 'persona' AND NOT refused "
+                                     "AND list_contains(?, persona_id)", [job_id, panel])]
+    assert chosen and female["sim_n"].iloc[0] == len(chosen)
     for row in female.itertuples():  # the humans-only estimate is their weighted share
         share = (answered["weight"] * (answered["WHY"] == row.option)).sum() / answered["weight"].sum()
         assert row.humans == pytest.approx(share)
         assert row.humans_n == len(answered)
         assert row.ppi_low <= row.ppi <= row.ppi_high
+        # the simulated-only share is the panel's own answers
+        assert row.simulated == pytest.approx(chosen.count(row.option) / len(chosen))

@@ -13,6 +13,7 @@ from personahub.analysis.calibration_verdict import (
     intervals,
     panel_sizes,
     question_spread,
+    standings,
     verdict,
     worst_groups,
 )
@@ -81,8 +82,8 @@ def test_verdict_names_the_winner_its_margin_and_the_ceiling() -> None:
     assert lines[0].startswith("overall: model wins (0.8")
     assert "0.10" in lines[0] and "above human_overall" in lines[0]
     assert "not a clear win" not in lines[0]
-    assert any("perfect_panel) scores 0.900" in line and "(human_resample) 0.990" in line
-               for line in lines)
+    assert any("perfect_panel (a perfect simulator, as many answers) 0.900" in line
+               and "human_resample 0.990" in line for line in lines)
     assert not any(line.startswith("warning") for line in lines)
 
 
@@ -149,3 +150,85 @@ def test_the_verdict_names_the_worst_group_with_its_score() -> None:
     (line,) = [line for line in verdict(_hand_made(), seed=0) if "worst group" in line]
     assert line.startswith("model's worst group: SEX=Female at 0.500 (its mean over 3 questions")
     assert "SEX=Male, 0.900" in line
+
+
+def _rows(values: dict[tuple[str, str], dict[int, float]], attribute: str = "SEX"
+          ) -> pd.DataFrame:
+    """Score rows from {(source, steering): {question: score}}, one group per question."""
+    rows = []
+    for (source, steering), scores in values.items():
+        for q, value in scores.items():
+            rows.append({"question_id": f"Q{q}", "attribute": attribute, "group": "g",
+                         "source": source, "steering": steering, "representativeness": value,
+                         "dispersion": 0.8, "modal_agreement": 1.0, "sim_n": 10.0,
+                         "sim_refusal": 0.0, "counts": json.dumps([10.0, 0.0])})
+    return pd.DataFrame(rows)
+
+
+def test_every_model_row_stands_against_uniform_and_no_persona_with_a_paired_interval() -> None:
+    rng = np.random.default_rng(4)
+    uniform = rng.uniform(0.6, 0.9, 22)  # questions differ a lot; the gaps are steady
+    table = _rows({("model", "persona"): dict(enumerate(uniform - 0.03 + rng.normal(0, 0.005, 22))),
+                   ("model", "attributes"): dict(enumerate(uniform + 0.05)),
+                   ("uniform", ""): dict(enumerate(uniform)),
+                   ("no_persona", ""): dict(enumerate(uniform - 0.03 + rng.normal(0, 0.05, 22)))})
+    got = standings(table, seed=0).set_index(["who", "baseline"])
+    below = got.loc[("model[persona]", "uniform")]
+    assert below["standing"] == "below" and below["questions"] == 22
+    assert below["gap"] == pytest.approx(-0.03, abs=0.003)
+    # paired over questions: the questions' spread (0.6 to 0.9) cancels, the interval is tight
+    assert below["high"] - below["low"] < 0.01
+    assert got.loc[("model[persona]", "no_persona"), "standing"] == "indistinguishable"
+    assert set(got.loc["model[attributes]", "standing"]) == {"above"}
+    lines = verdict(table, seed=0)
+    (line,) = [x for x in lines if x.startswith("model[persona] is below uniform")]
+    assert line.startswith(f"model[persona] is below uniform: by {-below['gap']:.3f} "
+                           f"[{-below['high']:.3f}, {-below['low']:.3f}] on its 22 questions")
+    assert any(x.startswith("model[persona] is indistinguishable from no_persona: ")
+               for x in lines)
+    assert any(x.startswith("model[attributes] is above no_persona: by ") for x in lines)
+    assert all(len(x) <= 100 for x in lines if " is above " in x or " is below " in x)
+
+
+def test_a_row_scored_on_fewer_questions_is_compared_on_its_own() -> None:
+    # a logprobs row held out 5 of 22 questions; on its own 17 it equals uniform, which scores
+    # higher on the other 5: over each source's own questions it looked below uniform
+    uniform = np.r_[np.full(17, 0.7), np.full(5, 0.9)]
+    model = dict(enumerate(uniform[:17] + np.tile([0.01, -0.01], 9)[:17]))
+    table = _rows({("model", "logprobs"): model, ("uniform", ""): dict(enumerate(uniform)),
+                   ("no_persona", ""): dict(enumerate(np.full(22, 0.5)))})
+    means = intervals(table).set_index(["attribute", "who"])["mean"]["overall"]
+    assert means["model"] < means["uniform"] - 0.03  # the table's means: different questions
+    got = standings(table, seed=0).set_index("baseline")
+    assert got.loc["uniform", "questions"] == 17
+    assert got.loc["uniform", "standing"] == "indistinguishable"
+    assert got.loc["uniform", "gap"] == pytest.approx(np.mean(list(model.values())) - 0.7)
+    lines = verdict(table, seed=0)
+    assert any(x.startswith("model is indistinguishable from uniform: ")
+               and x.endswith("on its 17 questions") for x in lines)
+    assert any(x.startswith("model is above no_persona: by 0.2") for x in lines)
+
+
+def test_the_ceiling_lines_say_the_gap_is_in_the_answers_or_in_the_panel_size() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.uniform(0.6, 0.8, 20)
+    table = _rows({("model", "persona"): dict(enumerate(base - 0.1)),
+                   ("perfect_panel", "persona"): dict(enumerate(base)),
+                   ("human_resample", ""): dict(enumerate(np.full(20, 0.97))),
+                   ("uniform", ""): dict(enumerate(base - 0.05))})
+    lines = verdict(table, seed=0)
+    assert "model scores 0.6" in "\n".join(lines)
+    (gap,) = [x for x in lines if "below perfect_panel" in x]
+    assert gap.startswith("model is 0.100 [0.100, 0.100] below perfect_panel: its answers are "
+                          "off, not its panel size")
+    assert not any("a larger --n" in x for x in lines)
+    # tiny panels: even a perfect simulator scores below uniform, and the model is level with it
+    tiny = _rows({("model", "persona"): dict(enumerate(base + np.tile([0.01, -0.01], 10))),
+                  ("perfect_panel", "persona"): dict(enumerate(base)),
+                  ("human_resample", ""): dict(enumerate(np.full(20, 0.97))),
+                  ("uniform", ""): dict(enumerate(base + 0.05))})
+    lines = verdict(tiny, seed=0)
+    assert any(x.startswith("model is level with perfect_panel (") and
+               x.endswith("a larger --n would lift both") for x in lines)
+    assert any(x.startswith("even perfect_panel (") and "is below uniform (" in x
+               for x in lines)

@@ -50,6 +50,15 @@ FIVE_COUNTS = {
                              (("POLPARTY", "Democrat"), [15, 55, 20, 10, 0], [35, 45, 10, 10, 0]),
                              (("Overall", "all"), [45, 95, 45, 15, 1], [70, 70, 40, 20, 1]))}
 
+# four questions for every group of COUNTS: what --elicit logprobs needs (three fit its temperature)
+FOUR_QUESTIONS = {**QUESTIONS, "TRUST": FIVE_QUESTIONS["TRUST"]}
+FOUR_COUNTS = {
+    key: {**COUNTS[key], "TRUST": trust}
+    for key, trust in ((("SEX", "Female"), [20, 50, 20, 10, 1]), (("SEX", "Male"), [25, 45, 25, 5, 0]),
+                       (("POLPARTY", "Democrat"), [15, 55, 20, 10, 0]),
+                       (("POLPARTY", "Republican"), [30, 40, 25, 5, 0]),
+                       (("AGE", "65+"), [35, 45, 15, 5, 1]), (("Overall", "all"), [45, 95, 45, 15, 1]))}
+
 
 def write_survey(path: Path, questions: dict[str, tuple[str, list[str], list[float] | None]] = QUESTIONS,
                  counts: dict[tuple[str, str], dict[str, list[float]]] = COUNTS) -> Path:

@@ -59,7 +59,9 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     (sizes_line,) = [line for line in lines if line.startswith("effective panel size of model")]
     assert "SEX " in sizes_line and "POLPARTY " in sizes_line
     assert any(line.startswith("verdict: overall: ") and " wins (" in line for line in lines)
-    assert any("(perfect_panel) scores" in line for line in lines)
+    assert any("perfect_panel (a perfect simulator, as many answers)" in line for line in lines)
+    assert any(line.startswith("  model is ") and " uniform" in line for line in lines)
+    assert any(line.startswith("  model is ") and " no_persona" in line for line in lines)
     (span_line,) = [line for line in lines if line.startswith("95% intervals of model overall")]
     assert "over questions [" in span_line and "over panel answers [" in span_line
 

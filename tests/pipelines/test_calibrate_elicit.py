@@ -31,7 +31,13 @@ from personahub.pipelines.calibrate_elicit import (
 from personahub.pipelines.prompts.calibration import distribution_messages
 from tests.cli_helpers import invoke, usage_error
 from tests.pipeline_helpers import rows
-from tests.pipelines.calibrate_fixtures import COUNTS, QUESTIONS, make_population, write_survey
+from tests.pipelines.calibrate_fixtures import (
+    COUNTS,
+    FIVE_QUESTIONS,
+    QUESTIONS,
+    make_population,
+    write_survey,
+)
 
 GROUPS = (("SEX", "Female"), ("SEX", "Male"), ("POLPARTY", "Democrat"), ("POLPARTY", "Republican"))
 
@@ -45,8 +51,8 @@ def hub(tmp_path: Path) -> dict[str, Any]:
 
 def _expected(qid: str, human: list[float], model: np.ndarray) -> float:
     """Representativeness computed here with scipy (refusals left out)."""
-    ordinal = QUESTIONS[qid][2]
-    k = len(ordinal) if ordinal else len(QUESTIONS[qid][1]) - 1
+    ordinal = FIVE_QUESTIONS[qid][2]
+    k = len(ordinal) if ordinal else len(FIVE_QUESTIONS[qid][1]) - 1
     h, m = np.asarray(human[:k], float), np.asarray(model[:k], float)
     if ordinal is None:
         return 1 - float(jensenshannon(h / h.sum(), m / m.sum(), base=2))

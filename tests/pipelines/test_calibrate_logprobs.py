@@ -1,4 +1,4 @@
-"""``calibrate --elicit logprobs`` (issue 45 item 3): option probabilities from the server's
+"""``calibrate --elicit logprobs``: option probabilities from the server's
 token log-probabilities, temperature scaling fitted on held-out questions, and a clear refusal
 from a server that returns none. Offline, over the loopback server, and on llama-server."""
 
@@ -9,6 +9,7 @@ import json
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,15 +24,22 @@ from personahub.models.fake_server.server import running_server
 from personahub.models.option_logprobs import LogprobsUnavailable, offline_probabilities
 from personahub.pipelines.calibrate import Ask, CalibrationAsker
 from personahub.pipelines.calibrate_elicit import (
+    LOG_T_BOUNDS,
     LOGPROBS,
+    at_bound,
     fit_temperature,
     held_out,
     scaled,
 )
+from personahub.pipelines.calibrate_scores import elicit_lines
 from personahub.pipelines.prompts.calibration import logprobs_messages
-from tests.cli_helpers import invoke
+from tests.cli_helpers import invoke, usage_error
 from tests.pipeline_helpers import rows
-from tests.pipelines.calibrate_fixtures import COUNTS, QUESTIONS, make_population, write_survey
+from tests.pipelines.calibrate_fixtures import COUNTS as THREE_COUNTS
+from tests.pipelines.calibrate_fixtures import FOUR_COUNTS as COUNTS
+from tests.pipelines.calibrate_fixtures import FOUR_QUESTIONS as QUESTIONS
+from tests.pipelines.calibrate_fixtures import QUESTIONS as THREE_QUESTIONS
+from tests.pipelines.calibrate_fixtures import make_population, write_survey
 from tests.pipelines.test_calibrate_elicit import GROUPS, _expected
 
 LETTERS = "ABCDE"
@@ -41,7 +49,8 @@ LETTERS = "ABCDE"
 def hub(tmp_path: Path) -> dict[str, Any]:
     db = tmp_path / "hub.duckdb"
     population = make_population(tmp_path, db)
-    return {"db": db, "survey": write_survey(tmp_path / "survey.csv"), "population": population}
+    return {"db": db, "survey": write_survey(tmp_path / "survey.csv", QUESTIONS, COUNTS),
+            "population": population}
 
 
 def _raw(db: Path, job_id: str) -> dict[tuple[str, str], np.ndarray]:
@@ -63,7 +72,7 @@ def _check_scaled(db: Path, job: Any, seed: int) -> float:
     raw = _raw(db, job.job_id)
     assert set(raw) == {(q, f"{a}={g}") for q in QUESTIONS for a, g in GROUPS}
     fit = held_out(LOGPROBS, tuple(QUESTIONS), seed)
-    assert len(fit) == 1
+    assert len(fit) == 3  # at least three questions fit the temperature
     pairs = []
     for qid in fit:
         keep = [i for i, o in enumerate(QUESTIONS[qid][1]) if o != "Refused"]
@@ -116,8 +125,9 @@ def test_logprobs_is_a_row_of_its_own_offline(hub: dict[str, Any], tmp_path: Pat
     assert job.summary.offline
     assert "model[logprobs]" in job.per_attribute().columns
     # one call per question x group, held-out question included; scored on the other two
-    assert job.summary.calls["logprobs"] == 3 * 4
-    assert job.summary.cells["logprobs"] == 2 * 4
+    assert job.summary.calls["logprobs"] == 4 * 4
+    assert job.summary.cells["logprobs"] == 1 * 4
+    assert job.summary.logprobs_fit_questions == 3
     _check_scaled(db, job, seed=5)
     out = tmp_path / "report"
     report = invoke("report", "--calibration", job.job_id, "--db", db, "--out", out)
@@ -130,9 +140,43 @@ def test_the_console_prints_the_logprobs_calls_and_temperature(hub: dict[str, An
                     "--db", hub["db"], "--no-persona-n", 1, "--seed", 5, "--elicit", "logprobs")
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("calls per method")]
-    assert "logprobs 12, 1.50 per question x group" in line  # 12 calls, 8 pairs scored
+    assert "logprobs 16, 4.00 per question x group" in line  # 16 calls, 4 pairs scored
     (scaled_line,) = [x for x in result.stdout.splitlines() if x.startswith("logprobs: temp")]
-    assert "fitted on held-out questions" in scaled_line
+    assert "fitted on 3 held-out questions" in scaled_line
+    assert "warning: logprobs: the temperature stopped at its upper bound" in result.stdout
+
+
+def test_too_few_questions_to_fit_the_temperature_are_refused_in_one_line(
+        hub: dict[str, Any], tmp_path: Path) -> None:
+    three = write_survey(tmp_path / "three.csv", THREE_QUESTIONS, THREE_COUNTS)
+    line = usage_error(invoke("calibrate", three, "--population", hub["population"], "--n", 2,
+                              "--elicit", "logprobs", "--db", hub["db"]))
+    assert line == ("error: --elicit logprobs: the calibration asks 3 questions; its temperature "
+                    "is fitted on 3 held-out questions and one more is needed to score (4 in all)")
+    assert rows(hub["db"], "SELECT count(*) FROM calibration_jobs") == [(0,)]
+    many = tuple(f"Q{i}" for i in range(20))
+    assert len(held_out(LOGPROBS, many[:4], 0)) == 3  # at least three fit it
+    assert len(held_out(LOGPROBS, many, 0)) == 5  # else a quarter
+
+
+def test_a_temperature_at_an_end_of_its_search_is_warned_of() -> None:
+    def lines(temperature: float) -> list[str]:
+        return elicit_lines(SimpleNamespace(
+            elicit=("logprobs",), calls={"logprobs": 16}, answered_calls={"logprobs": 16},
+            cells={"logprobs": 4}, logprobs_temperature=temperature, logprobs_fit_questions=3))
+
+    assert lines(2.0)[1:] == ["logprobs: temperature 2, fitted on 3 held-out questions (not "
+                              "scored in its row)"]
+    upper = lines(math.exp(LOG_T_BOUNDS[1]))
+    assert upper[2].startswith("warning: logprobs: the temperature stopped at its upper bound "
+                               "(54.6)")
+    assert "nearly uniform" in upper[3]
+    assert "upper" not in " ".join(lines(math.exp(LOG_T_BOUNDS[1]) * 0.9))
+    lower = lines(math.exp(LOG_T_BOUNDS[0]))
+    assert "its lower bound (0.0183)" in lower[2] and "one option" in lower[3]
+    assert all(len(line) <= 100 for line in upper + lower)
+    # random offline probabilities fit people worse than guessing: the fit ends at the top
+    assert at_bound(fit_temperature([([0.98, 0.01, 0.01], [1, 1, 1])])) == "upper"
 
 
 def test_logprobs_over_the_loopback_server_reads_the_servers_probabilities(
@@ -161,9 +205,9 @@ def test_logprobs_over_the_loopback_server_reads_the_servers_probabilities(
     calls = rows(hub["db"], "SELECT purpose, structured_mode, count(*) FROM llm_calls WHERE "
                             "job_id = ? AND status = 'ok' GROUP BY ALL ORDER BY ALL",
                  [job.job_id])
-    # the 12 asks and the probe that checks the server before anything is written
-    assert calls == [("survey:calibrate", "json_schema", 3),
-                     ("survey:calibrate-logprobs", "logprobs", 13)]
+    # the 16 asks and the probe that checks the server before anything is written
+    assert calls == [("survey:calibrate", "json_schema", 4),
+                     ("survey:calibrate-logprobs", "logprobs", 17)]
 
 
 def test_a_server_without_logprobs_is_refused_in_one_line(hub: dict[str, Any]) -> None:
@@ -201,7 +245,7 @@ def test_logprobs_on_llama_server_with_smollm2(hub: dict[str, Any]) -> None:
                                    elicit=("logprobs",), attributes=("SEX",), timeout_s=120)
     raw = rows(hub["db"], "SELECT reason FROM calibration_answers WHERE job_id = ? AND "
                           "steering = 'logprobs'", [job.job_id])
-    assert len(raw) == 3 * 2, raw  # three questions x two groups
+    assert len(raw) == 4 * 2, raw  # four questions x two groups
     shares = [json.loads(r) for (r,) in raw]
     assert all(sum(s.values()) == pytest.approx(1.0) for s in shares)
     # a model's letter probabilities (SmolLM2's are close to uniform), not a constant
@@ -209,7 +253,7 @@ def test_logprobs_on_llama_server_with_smollm2(hub: dict[str, Any]) -> None:
     assert len({json.dumps(s) for s in shares}) == len(shares)
     calls = rows(hub["db"], "SELECT status, structured_mode, tokens_in FROM llm_calls WHERE "
                             "job_id = ? AND purpose = 'survey:calibrate-logprobs'", [job.job_id])
-    assert len(calls) >= 3 * 2 + 1, calls  # the asks and the probe
+    assert len(calls) >= 4 * 2 + 1, calls  # the asks and the probe
     assert all(mode == "logprobs" and tokens for _, mode, tokens in calls), calls
     print(f"\nSmolLM2 letter probabilities: {shares}; temperature "
           f"{job.summary.logprobs_temperature:.3g}")
