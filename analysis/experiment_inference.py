@@ -11,13 +11,14 @@ outcomes. Here the variance of an effect has two sources, crossed:
 
 Between worlds each persona answers in both arms of a replicate, so its two answers are a pair
 and its own leaning cancels. The effect is the mean paired difference; its variance is the
-two-way cluster-robust one (Cameron, Gelbach and Miller 2011; statsmodels' CRV1 pieces) with the
-world part kept only where it exceeds what chance gives (its estimate minus the residual's, the
-random-effects analysis of variance of a persona x replicate table), and the t test's degrees
-of freedom come from Satterthwaite's approximation over the parts it uses. Within a world the
-arms are randomised among one world's agents: the world cancels (a replicate fixed effect), and
-the same two-way variance covers personas met again in later replicates and effects that differ
-from world to world. ``bench/bench_experiment_inference.py`` checks the false-positive rate of
+persona part (the paired differences clustered by persona, statsmodels' CRV1) plus each arm's
+world part, its replicate-to-replicate variation beyond the residual's of a persona + replicate
+fit, counted where an F test finds it above chance (the random-effects analysis of variance of a
+persona x replicate table); the t test's degrees of freedom come from Satterthwaite's
+approximation over the parts it uses. Within a world the arms are randomised among one world's
+agents: the world cancels (a replicate fixed effect), and a two-way cluster-robust variance
+(persona, world; Cameron, Gelbach and Miller 2011) covers personas met again in later replicates
+and effects that differ from world to world, its world part counted by the same rule. ``bench/bench_experiment_inference.py`` checks the false-positive rate of
 A/A experiments and the power of planted ones at the sizes users run.
 """
 
@@ -40,10 +41,11 @@ MIN_PERSONAS = 5
 #: the replicates the help recommends: the world part's estimate has 4 degrees of freedom
 RECOMMENDED_REPLICATES = 5
 
-PAIRED = ("paired by persona within each replicate; personas and worlds are crossed random "
-          "factors (two-way cluster-robust variance, Satterthwaite df)")
-RANDOMISED = ("arms randomised within each world (a world fixed effect); personas and worlds "
-              "are crossed random factors (two-way cluster-robust variance, Satterthwaite df)")
+PAIRED = ("paired by persona within each replicate; persona and world parts of the variance "
+          "(the world's counted when above chance), Satterthwaite df")
+RANDOMISED = ("arms randomised within each world (a world fixed effect); persona and world parts "
+              "of the variance (two-way cluster-robust, the world's counted when above chance), "
+              "Satterthwaite df")
 PER_RUN = "one value per run: the paired difference of each replicate is the unit (t over replicates)"
 
 
@@ -196,16 +198,41 @@ def _residual(y: np.ndarray, personas: np.ndarray, worlds: np.ndarray) -> _Part:
     return _Part(float((residuals ** 2).sum() / df / n), float(df))
 
 
+#: the world part counts when its excess over chance has p below this: Bancroft's "sometimes
+#: pool" rule at the level Paull and Bozivich et al. recommend (bench_experiment_inference.py
+#: measures its A/A rate against counting any positive excess)
+POOL_LEVEL = 0.25
+
+
+def _pooled(parts: list[_Part]) -> _Part:
+    """The sum of variance parts, with Satterthwaite's degrees of freedom."""
+    variance = sum(p.variance for p in parts)
+    spread = sum(p.variance ** 2 / p.df for p in parts)
+    return _Part(variance, variance ** 2 / spread if spread > 0 else 1.0)
+
+
+def world_counts(worlds: list[_Part], chance: list[_Part]) -> bool:
+    """Whether the world parts exceed chance (F test at POOL_LEVEL of their sums)."""
+    world, noise = _pooled(worlds), _pooled(chance)
+    if world.variance <= noise.variance:
+        return False
+    if noise.variance <= 0:
+        return True
+    return bool(stats.f.sf(world.variance / noise.variance, world.df, noise.df) < POOL_LEVEL)
+
+
 def _combine(kept: list[_Part], worlds: list[_Part], chance: list[_Part]) -> tuple[float, float]:
     """Add the world parts where they exceed chance; return the variance and Satterthwaite's df.
 
-    A world part's estimate holds the world-to-world variance plus the residual's; it is kept only
-    by its excess, and left out when chance explains it all (the positive-part estimate of a
-    random-effects analysis of variance).
+    A world part's estimate holds the world-to-world variance plus the residual's; it is added by
+    its excess when an F test finds it above chance, and left out when chance explains it (the
+    random-effects analysis of variance of a persona x replicate design, pooled by Bancroft's
+    rule).
     """
+    counted = world_counts(worlds, chance)
+    used = [*kept, *worlds, *chance] if counted else kept
     excess = sum(p.variance for p in worlds) - sum(p.variance for p in chance)
-    used = [*kept, *worlds, *chance] if excess > 0 else kept
-    variance = sum(p.variance for p in kept) + max(excess, 0.0)
+    variance = sum(p.variance for p in kept) + (excess if counted else 0.0)
     spread = sum(p.variance ** 2 / p.df for p in used)
     df = variance ** 2 / spread if spread > 0 else float(min(p.df for p in kept))
     return max(variance, 0.0), max(df, 1.0)
@@ -408,8 +435,14 @@ def paired_power(effect_size: float, *, personas: int, replicates: int, icc: flo
     n = personas * replicates
     persona_part, _, _ = _mean_squares(arms[0] - arms[1])
     squares = [_mean_squares(a) for a in arms]
-    excess = sum(world - residual for _, world, residual in squares)
-    counted = excess > 0
+    world = sum(w for _, w, _ in squares)
+    chance = sum(r for _, _, r in squares)
+    excess = world - chance
+    world_df = world ** 2 / sum(w ** 2 / (replicates - 1) for _, w, _ in squares)
+    chance_df = chance ** 2 / sum(r ** 2 / ((personas - 1) * (replicates - 1))
+                                  for _, _, r in squares)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        counted = (excess > 0) & (stats.f.sf(world / chance, world_df, chance_df) < POOL_LEVEL)
     variance = (persona_part + np.where(counted, excess, 0.0)) / n
     spread = persona_part ** 2 / (personas - 1) + np.where(counted, sum(
         world ** 2 / (replicates - 1) + residual ** 2 / ((personas - 1) * (replicates - 1))

@@ -131,9 +131,10 @@ def mean_squares(frame: pd.DataFrame) -> pd.Series:
 def test_worlds_that_differ_widen_the_test_as_the_random_effects_anova_says():
     """Between worlds the variance of the mean paired difference is the persona part,
     MS_persona(differences) / (personas x replicates), plus each arm's world part,
-    (MS_replicate - MS_residual) / (personas x replicates), summed and kept when positive: the
-    analysis of variance of a persona x replicate design with random factors (statsmodels'
-    mean squares), with Satterthwaite's degrees of freedom over the parts used."""
+    (MS_replicate - MS_residual) / (personas x replicates), summed and counted when an F test of
+    the summed mean squares finds it above chance at p < 0.25: the analysis of variance of a
+    persona x replicate design with random factors (statsmodels' mean squares), with
+    Satterthwaite's degrees of freedom over the parts used."""
     n = 12 * 6
     for world_sd, counted in ((0.6, True), (0.0, False)):
         treated, control = paired_arms(4, world_sd)
@@ -141,13 +142,18 @@ def test_worlds_that_differ_widen_the_test_as_the_random_effects_anova_says():
         difference = treated.assign(value=treated.value - control.value)
         ms_p = mean_squares(difference).iloc[0]
         arms = [mean_squares(a) for a in (treated, control)]
-        excess = sum(a.iloc[1] - a.iloc[2] for a in arms)
-        assert (excess > 0) == counted
-        variance = (ms_p + max(excess, 0.0)) / n
+        world, chance = sum(a.iloc[1] for a in arms), sum(a.iloc[2] for a in arms)
+        world_df = world ** 2 / sum(a.iloc[1] ** 2 / 5 for a in arms)
+        chance_df = chance ** 2 / sum(a.iloc[2] ** 2 / 55 for a in arms)
+        above = stats.f.sf(world / chance, world_df, chance_df) < 0.25
+        assert above == counted
+        excess = world - chance
+        variance = (ms_p + (excess if counted else 0.0)) / n
         terms = [(ms_p, 11)]
         if counted:
             terms += [(a.iloc[1], 5) for a in arms] + [(a.iloc[2], 55) for a in arms]
-        satterthwaite = (ms_p + max(excess, 0.0)) ** 2 / sum(m ** 2 / d for m, d in terms)
+        satterthwaite = (ms_p + (excess if counted else 0.0)) ** 2 / sum(m ** 2 / d
+                                                                      for m, d in terms)
         assert tested.se ** 2 == pytest.approx(variance, rel=1e-9)
         assert tested.df == pytest.approx(satterthwaite, rel=1e-9)
         assert tested.effect == pytest.approx(difference.value.mean())
@@ -288,7 +294,9 @@ def test_an_aa_experiment_rejects_at_its_nominal_rate_over_200_seeded_datasets(k
     or worlds differ."""
     rate, pooled = aa_rate(kind, icc, 200, seed=int(icc * 1000) + len(kind))
     print(f"A/A {kind} icc={icc}: design test {rate:.1%}, pooled chi-squared {pooled:.1%}")
-    assert 0.03 <= rate <= 0.07, rate
+    # 200 datasets: a binomial test does not tell the rate from 5% (2-8.5% pass); the bench
+    # measures it over 1,000 at more sizes
+    assert stats.binomtest(round(rate * 200), 200, 0.05).pvalue > 0.05, rate
     if kind != "independent":
         assert pooled > 0.12, pooled
 
