@@ -9,17 +9,25 @@ from __future__ import annotations
 import csv
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from personahub.analysis.survey import OVERALL, GroupKey, Question, Survey, add_counts
 from personahub.core.errors import InputFileError
+from personahub.core.input_files import open_text_input
 from personahub.personas.demographics import attribute_keys
 
-__all__ = ["COLUMNS", "read_long_csv"]
+__all__ = ["COLUMNS", "column_name", "read_long_csv"]
 
 COLUMNS = ("question_id", "question", "options", "attribute", "group", "option", "count")
 REFUSAL_LABELS = {"refused"}
+
+
+def column_name(text: str) -> str:
+    """A header cell as a column name: stripped, in Unicode's compatibility form (NFKC), so a
+    full-width ＳＥＸ is the demographic SEX, not a question."""
+    return unicodedata.normalize("NFKC", text).strip()
 
 
 @dataclass
@@ -85,11 +93,11 @@ def _group_key(row: _Row, name: str) -> GroupKey:
 
 def _rows(path: Path, name: str) -> tuple[list[_Row], bool]:
     rows: list[_Row] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open_text_input(path) as f:
         reader = csv.reader(f, strict=True)
         start = 1
         try:
-            header = [h.strip() for h in next(reader, [])]
+            header = [column_name(h) for h in next(reader, [])]
             missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise InputFileError(name, 1, f"missing column {', '.join(missing)} (a long survey "

@@ -14,6 +14,7 @@ from typing import Any
 
 from personahub.analysis.survey import GroupKey, Question, Survey, add_counts
 from personahub.core.errors import InputFileError
+from personahub.core.input_files import check_input_file, open_text_input, read_input_bytes
 
 __all__ = ["read_opinionqa"]
 
@@ -53,11 +54,10 @@ def _read_info(path: Path) -> tuple[dict[str, Question], dict[str, str]]:
     with one count map).
     """
     name = str(path)
-    if not path.is_file():
-        raise InputFileError(name, None, "file not found (an OpinionQA wave folder has info.csv)")
+    check_input_file(path, hint="an OpinionQA wave folder has info.csv")
     questions: dict[str, Question] = {}
     skipped: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open_text_input(path) as f:
         reader = csv.DictReader(f, strict=True)
         missing = [c for c in _INFO_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -105,7 +105,7 @@ def _read_data(path: Path, attribute: str, questions: dict[str, Question],
                counts: dict[str, dict[GroupKey, list[float]]], skipped: dict[str, str]) -> None:
     name = str(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_input_bytes(path).decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise InputFileError(name, exc.lineno, f"invalid JSON ({exc.msg})") from None
     except UnicodeDecodeError:

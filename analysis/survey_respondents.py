@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from personahub.analysis.survey import OVERALL, GroupKey, Question, Survey, match_option
-from personahub.analysis.survey_csv import REFUSAL_LABELS, _question, _Row
+from personahub.analysis.survey_csv import REFUSAL_LABELS, _question, _Row, column_name
 from personahub.core.errors import InputFileError
+from personahub.core.input_files import check_input_file, open_text_input
 from personahub.personas.demographics import attribute_keys
 
 __all__ = ["Respondents", "codebook_path", "read_respondent_rows", "read_respondents"]
@@ -31,23 +32,27 @@ def codebook_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.questions.csv")
 
 
-def _records(path: Path, name: str) -> tuple[list[str], Iterator[tuple[int | None, int, list[str]]]]:
-    """The header and (line or None, row number, cells as text) of a CSV or Parquet file."""
+def _records(path: Path, name: str, setting: str | None = None
+             ) -> tuple[list[str], Iterator[tuple[int | None, int, list[str]]]]:
+    """The header (names in NFKC) and (line or None, row number, cells as text) of a CSV or
+    Parquet file; setting: the flag that named it, for a file that is none."""
     if path.suffix.casefold() in (".parquet", ".pq"):
+        check_input_file(path, setting)
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many kinds: all mean "not a readable Parquet"
             raise InputFileError(name, None, f"not a readable Parquet file ({type(exc).__name__})"
                                  ) from None
-        header = [str(c).strip() for c in frame.columns]
+        header = [column_name(str(c)) for c in frame.columns]
         cells = frame.astype(object).where(pd.notna(frame), "")
         return header, ((None, i + 1, [_text(v) for v in row])
                         for i, row in enumerate(cells.itertuples(index=False, name=None)))
+    f = open_text_input(path, setting)  # closed by the generator, or below on a bad header
     try:
-        f = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed by the generator)
         reader = csv.reader(f, strict=True)
-        header = [h.strip() for h in next(reader, [])]
+        header = [column_name(h) for h in next(reader, [])]
     except (csv.Error, UnicodeDecodeError) as exc:
+        f.close()
         raise InputFileError(name, 1, f"bad CSV header ({exc})") from None
 
     def rows() -> Iterator[tuple[int | None, int, list[str]]]:
@@ -78,20 +83,21 @@ def _text(value: object) -> str:
 
 def _codebook(path: Path) -> dict[str, Question] | None:
     book = codebook_path(path)
-    if not book.is_file():
+    if not book.exists():
         return None
     name = str(book)
     questions: dict[str, Question] = {}
-    with open(book, encoding="utf-8-sig", newline="") as f:
+    with open_text_input(book) as f:
         reader = csv.DictReader(f, strict=True)
-        header = [h.strip() for h in reader.fieldnames or []]
+        header = [column_name(h) for h in reader.fieldnames or []]
         missing = [c for c in CODEBOOK_COLUMNS if c not in header]
         if missing:
             raise InputFileError(name, 1, f"missing column {', '.join(missing)} (a codebook has "
                                           f"{', '.join(CODEBOOK_COLUMNS)}[, ordinal])")
         try:
             for row in reader:
-                cells = {k.strip(): (v or "") for k, v in row.items() if k is not None}
+                cells = {column_name(k): (v or "") for k, v in row.items() if k is not None}
+                cells["question_id"] = column_name(cells.get("question_id", ""))
                 question = _question(_Row(reader.line_num, cells), "ordinal" in header, name)
                 if question.qid in questions:
                     raise InputFileError(name, reader.line_num,
@@ -149,18 +155,20 @@ class Respondents:
     skipped: dict[str, str]
 
 
-def read_respondent_rows(path: str | Path, *, weight: str | None = None) -> Respondents:
+def read_respondent_rows(path: str | Path, *, weight: str | None = None,
+                         setting: str | None = None) -> Respondents:
     """Read a respondent-level file without aggregating it.
 
     Args:
         path: a CSV or Parquet file, one row per respondent.
         weight: the weight column (default: one named weight or weight_*, if any).
+        setting: the flag that named the file (--humans), for the message when it is none.
 
     Returns:
         The questions, the demographic columns, and each respondent's row.
     """
     name, path = str(path), Path(path)
-    header, records = _records(path, name)
+    header, records = _records(path, name, setting)
     if len(set(header)) != len(header):
         raise InputFileError(name, 1, "a column name is given twice")
     weight_column = _weight_column(header, weight, name)

@@ -42,6 +42,7 @@ from personahub.core.errors import AwaitingResults, PersonahubError, ResumableSt
 from personahub.core.interrupts import Stopped, Terminated, interrupts_from_queries, signal_name
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
+from personahub.core.validate import check_id
 from personahub.pipelines.run import RunConfig, RunSummary
 from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import (
@@ -399,6 +400,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
     Returns:
         An ExperimentResult with runs, arms, effects and values DataFrames.
     """
+    if experiment_id is not None:  # "" is not the default: it is refused, as a path in it is
+        check_id(experiment_id, "--id")
     scenario, spec = load_experiment(scenario_file)
     if replicates is not None:
         spec = spec.with_replicates(replicates)

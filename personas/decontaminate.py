@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from personahub.core.errors import InputFileError
+from personahub.core.input_files import UnusableInputError, check_input_file, open_text_input
 from personahub.personas.minhash import (
     _EMPTY,
     MinHashConfig,
@@ -27,7 +29,8 @@ from personahub.personas.minhash import (
     tokenize,
 )
 
-__all__ = ["TEXT_COLUMNS", "Match", "decontaminate", "read_benchmark"]
+__all__ = ["TEXT_COLUMNS", "BenchmarkFileError", "BenchmarkUsageError", "Match", "decontaminate",
+           "read_benchmark"]
 
 TEXT_COLUMNS = ("text", "question", "problem", "prompt", "input", "content")
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -54,52 +57,116 @@ class Match:
     detail: str
 
 
-def read_benchmark(path: str | Path, text_column: str | None = None) -> list[str]:
+class BenchmarkFileError(InputFileError, ValueError):
+    """A benchmark file cannot be read: one line naming it (a ValueError, as before)."""
+
+
+class BenchmarkUsageError(UnusableInputError, ValueError):
+    """A benchmark path names no regular file within the size cap: a usage error (exit 2)."""
+
+
+def read_benchmark(path: str | Path, text_column: str | None = None, *,
+                   setting: str | None = None, column_flag: str | None = "--text-column"
+                   ) -> list[str]:
     """Read the texts of a benchmark file: JSONL, Parquet or CSV, by extension.
 
     Args:
-        path: The file.
+        path: The file: a regular file of at most MAX_TABLE_FILE_BYTES.
         text_column: The column holding the text; None takes the first of TEXT_COLUMNS present.
+        setting: The flag that named the file (--against), for messages.
+        column_flag: The flag that chooses the text column, named when none is found (None: the
+            command has none, so the message says which names are looked for).
 
     Returns:
         The texts in file order (a missing value reads as "", never matched).
 
     Raises:
-        ValueError: No such column, or an unknown extension.
+        ValueError: No such file, an empty, binary or damaged one, no such column, or an
+            unknown extension (a BenchmarkFileError, one line naming the file); a path that is
+            no regular file, or one too large, is a BenchmarkUsageError.
     """
     path = Path(path)
+    name = f"{setting} {path}" if setting else str(path)
     suffix = path.suffix.lower()
-    rows: list[dict[str, object]]
-    if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh if line.strip()]
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        columns = table.column_names
-        column = _column(path, columns, text_column)
-        return [v if isinstance(v, str) else "" for v in table.column(column).to_pylist()]
-    else:
-        raise ValueError(f"{path}: unknown benchmark format {suffix!r} (use .jsonl, .parquet or .csv)")
-    column = _column(path, columns, text_column)
+    try:
+        check_input_file(path, setting)
+    except UnusableInputError as exc:
+        raise BenchmarkUsageError(exc.path, None, exc.reason) from None
+    except InputFileError as exc:
+        raise BenchmarkFileError(exc.path, None, exc.reason) from None
+    if suffix not in (".jsonl", ".json", ".csv", ".parquet"):
+        raise BenchmarkUsageError(name, None, f"unknown benchmark format {suffix!r} (use .jsonl, "
+                                              ".parquet or .csv)")
+    if path.stat().st_size == 0:
+        raise BenchmarkFileError(name, None, "is empty; give a benchmark file with a text column")
+    if suffix == ".parquet":
+        return _parquet_texts(path, name, text_column, column_flag)
+    rows, columns = _text_rows(path, name, setting, suffix)
+    column = _column(name, columns, text_column, column_flag)
     return [v if isinstance(v := r.get(column), str) else "" for r in rows]
 
 
-def _column(path: Path, columns: Sequence[str], wanted: str | None) -> str:
+def _text_rows(path: Path, name: str, setting: str | None,
+               suffix: str) -> tuple[list[dict[str, object]], list[str]]:
+    """The records of a JSONL or CSV benchmark and its column names (one line on any damage)."""
+    rows: list[dict[str, object]] = []
+    line = 0
+    try:
+        with open_text_input(path, setting, encoding="utf-8") as fh:
+            if suffix == ".csv":
+                reader = csv.DictReader(fh, strict=True)
+                rows = list(reader)
+                return rows, list(reader.fieldnames or [])
+            for line, text in enumerate(fh, 1):
+                if not text.strip():
+                    continue
+                if "\x00" in text:
+                    raise BenchmarkFileError(name, line, "is a binary file (a NUL byte), not text")
+                value = json.loads(text)
+                if not isinstance(value, dict):
+                    raise BenchmarkFileError(name, line, "not a JSON object")
+                rows.append(value)
+    except UnusableInputError as exc:
+        raise BenchmarkUsageError(exc.path, None, exc.reason) from None
+    except UnicodeDecodeError:
+        raise BenchmarkFileError(name, line + 1 if line else None,
+                                 "not UTF-8 text (a binary file?)") from None
+    except json.JSONDecodeError as exc:
+        raise BenchmarkFileError(name, line, f"invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise BenchmarkFileError(name, line, "JSON nested too deeply") from None
+    except csv.Error as exc:
+        raise BenchmarkFileError(name, None, f"bad CSV ({exc})") from None
+    return rows, list(dict.fromkeys(k for r in rows for k in r))
+
+
+def _parquet_texts(path: Path, name: str, text_column: str | None,
+                   column_flag: str | None) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        columns = pq.read_schema(path).names
+        column = _column(name, columns, text_column, column_flag)
+        values = pq.read_table(path, columns=[column]).column(column).to_pylist()
+    except BenchmarkFileError:
+        raise
+    except Exception as exc:  # pyarrow raises many kinds: all mean "not a readable Parquet"
+        raise BenchmarkFileError(name, None, f"not a readable Parquet file "
+                                             f"({type(exc).__name__})") from None
+    return [v if isinstance(v, str) else "" for v in values]
+
+
+def _column(name: str, columns: Sequence[str], wanted: str | None,
+            column_flag: str | None = "--text-column") -> str:
     """Return the text column of a benchmark file, or raise a one-line error naming its columns."""
     tried = (wanted,) if wanted else TEXT_COLUMNS
-    for name in tried:
-        if name in columns:
-            return name
-    raise ValueError(f"{path}: no text column {' / '.join(tried)}; its columns are "
-                     f"{', '.join(columns) or '(none)'} (choose one with --text-column)")
+    for column in tried:
+        if column in columns:
+            return column
+    fix = (f"choose one with {column_flag}" if column_flag else
+           f"name the column of its texts {' or '.join(TEXT_COLUMNS[:2])}")
+    raise BenchmarkFileError(name, None, f"no text column {' / '.join(tried)}; its columns are "
+                                         f"{', '.join(columns) or '(none)'} ({fix})")
 
 
 class _Ngrams:

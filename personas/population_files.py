@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from personahub.core.errors import InputFileError
+from personahub.core.input_files import check_input_file, open_text_input, read_input_bytes
 from personahub.personas.demographics import canonical, canonical_key, values_of
 
 __all__ = ["Joint", "Marginals", "read_joint", "read_marginals"]
@@ -86,15 +87,14 @@ def _normalised(weights: dict[str, float], column: str, what: str, name: str) ->
 
 
 def _check_file(path: Path, name: str) -> None:
-    if not path.is_file():
-        raise InputFileError(name, None, "file not found")
+    check_input_file(path)
 
 
 Rows = list[tuple[int, dict[str, str]]]
 
 
 def _csv_rows(path: Path, name: str, required: tuple[str, ...]) -> tuple[list[str], str, Rows]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open_text_input(path) as f:
         reader = csv.reader(f, strict=True)
         try:
             header = [h.strip() for h in next(reader, [])]
@@ -143,7 +143,7 @@ def read_marginals(path: str | Path) -> Marginals:
 
 def _marginals_json(path: Path, name: str) -> Marginals:
     try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        data = json.loads(read_input_bytes(path).decode("utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(name, getattr(exc, "lineno", None), f"invalid JSON ({exc})") from None
     if not isinstance(data, dict) or not data:

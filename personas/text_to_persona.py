@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, create_model
 
 from personahub.core.commit import JobRef
 from personahub.core.errors import PersonaFileError
+from personahub.core.input_files import check_input_file
 from personahub.core.text_bounds import DIGITS
 from personahub.personas.importers import ImportStats, container_of, iter_rows
 from personahub.personas.quality import (
@@ -113,8 +114,7 @@ def iter_texts(
     """Stream the texts of a corpus file."""
     path = Path(path)
     label = name or path.name
-    if not path.is_file():
-        raise PersonaFileError(str(path), None, "file not found")
+    check_input_file(path, max_bytes=None)  # streamed: any size, but a regular file
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if container_of(path) is None:

@@ -28,6 +28,7 @@ from personahub.core.kernel import (
     engine,
     register,
 )
+from personahub.core.plan_limits import MAX_GROUP_N, check_plan
 from personahub.core.validate import check_int
 from personahub.models.failures import call_error
 from personahub.pipelines.batches import answered, remaining
@@ -133,9 +134,9 @@ class CalibrateConfig(EngineFields):
             raise UsageError("--steering: a steering is given twice")
         if self.dispersion not in ("none", "temper"):
             raise UsageError(f"--dispersion {self.dispersion!r}: use none or temper")
-        check_int(self.n, "--n", low=1)
+        check_int(self.n, "--n", low=1, high=MAX_GROUP_N)
         if self.no_persona_n is not None:
-            check_int(self.no_persona_n, "--no-persona-n", low=0)
+            check_int(self.no_persona_n, "--no-persona-n", low=0, high=MAX_GROUP_N)
         if self.limit is not None:
             check_int(self.limit, "--limit", low=1)
         check_model_fields(self)
@@ -395,6 +396,9 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         personas = profiles(everyone)
         groupings = {k: grouping(personas, k, config.seed) for k in config.archetypes}
         ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings)
+        if not ctx.resumed:  # a plan too large is refused before anything is recorded
+            check_plan(self._planned(ctx), "calibrate", "--n, --no-persona-n, --question, "
+                                                        "--attribute or --limit")
 
     def start(self, ctx: JobContext[CalibrateConfig]) -> BatchOutcome:
         """The job's row, its questions, the human answers it scores against, its panels."""
@@ -444,6 +448,24 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
                      for k in range(config.asks_without_persona)]
         return asks
+
+    def _planned(self, ctx: JobContext[CalibrateConfig]) -> int:
+        """How many asks _asks returns, counted without making them (a plan too large to hold is
+        refused before it is made)."""
+        state, config = _state(ctx), ctx.config
+        group_methods = [m for m in config.elicit if is_group_method(m)]
+        shown = {m: set(held_out(m, state.selected.questions, config.seed)) for m in group_methods}
+        per_archetype = sum(len(grouped) for _, grouped in state.archetypes.values())
+        total = 0
+        for qid in state.selected.questions:
+            asked = [g for g in state.selected.groups[qid] if state.panels.get(g.key)]
+            if SAMPLE in config.elicit:
+                people = {pid for group in asked for pid in state.panels[group.key]}
+                total += len(people) * len(config.steering)
+            total += len(asked) * sum(qid not in shown[m] or asks_held_out(m)
+                                      for m in group_methods)
+            total += per_archetype + config.asks_without_persona
+        return total
 
     def _count_calls(self, ctx: JobContext[CalibrateConfig], asks: Sequence[Ask]) -> None:
         """Calls per method and the question x group pairs each scores, for the summary."""

@@ -28,6 +28,7 @@ from personahub.core.contracts import ServesModels, StructuredCaller, Structured
 from personahub.core.engine_options import default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
+from personahub.core.plan_limits import MAX_SAMPLES, check_plan
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
 from personahub.executors import check_executor
@@ -105,6 +106,15 @@ def answer_name(spec: str, default: SolveMode = "cot") -> str:
     """
     base, mode = spec_mode(spec, default)
     return redact_spec(base) + ("" if mode == "cot" else f"#{mode}")
+
+
+def _refuse_credentials(spec: str, flag: str) -> None:
+    """Refuse user:password@ in any URL of a spec, naming its flag (a usage error)."""
+    from personahub.models.endpoint_specs import refuse_url_credentials
+
+    for url in spec_mode(spec)[0].split(","):
+        if "://" in url:
+            refuse_url_credentials(url.strip(), flag)
 
 
 def _stored_spec(spec: str) -> str:
@@ -407,8 +417,9 @@ def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
             "SELECT item_id FROM eval_contamination WHERE eval_id = ?", [eval_id]).fetchall())
     rows = con.execute("SELECT item_id, text FROM v_items WHERE source = 'job' AND source_id = ? "
                        "ORDER BY item_id", [job_id]).fetchall()
-    matches = decontaminate([text for _, text in rows],
-                            {path: read_benchmark(path) for path in against}, ngram=ngram)
+    benchmarks = {path: read_benchmark(path, setting="--against", column_flag=None)
+                  for path in against}
+    matches = decontaminate([text for _, text in rows], benchmarks, ngram=ngram)
     found = [[eval_id, rows[m.item][0], m.benchmark, m.benchmark_row, m.kind, m.detail]
              for m in matches]
     if found:
@@ -463,8 +474,11 @@ class EvalConfig(BatchFields):
         if not 1 <= self.agree <= len(self.solvers):
             raise UsageError(f"--agree must be between 1 and the {len(self.solvers)} solvers, "
                              f"got {self.agree}")
-        if self.samples < 1:
-            raise UsageError(f"--samples must be >= 1, got {self.samples}")
+        check_int(self.samples, "--samples", low=1, high=MAX_SAMPLES)
+        for flag, specs in (("--solver", self.solvers), ("--model", self.models),
+                            ("--equivalence-judge", (self.equivalence_judge or "",))):
+            for spec in specs:  # refused before the split is written, as the first solver is
+                _refuse_credentials(spec, flag)
         check_int(self.batch_size, "batch size", low=1)
         check_executor(self.executor, workers=self.ray_workers)
         if self.batch_file is not None:
@@ -696,6 +710,12 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
                                 "source_id = ?", [config.job]).fetchone()
         if not found or not found[0]:
             raise PersonahubError(f"--job {config.job}: no synthesized items")
+        if not ctx.resumed:
+            test = config.test_n if config.test_n is not None else \
+                round(float(config.test_share or 0) * found[0])
+            check_plan(min(test, found[0]) * (len(config.solvers) * config.samples
+                                              + len(config.models)),
+                       "evaluate", "--samples, --test-n or --test-share, fewer --solver/--model")
         ctx.state = EvalState()
 
     def start(self, ctx: JobContext[EvalConfig]) -> BatchOutcome:

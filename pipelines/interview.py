@@ -27,7 +27,7 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB, connect
-from personahub.core.validate import check_int, check_seed
+from personahub.core.validate import check_int, check_seed, read_text_file
 from personahub.personas.sampling import HubQuery, matching_ids
 from personahub.personas.store import fetch_personas
 from personahub.pipelines.batches import remaining
@@ -163,8 +163,8 @@ def _world(scenario: dict[str, Any]) -> str:
         if not path.is_absolute():
             path = Path(scenario.get("base_dir") or ".") / path
         try:
-            parts.append(path.read_text(encoding="utf-8").strip())
-        except (OSError, ValueError):  # gone, or no longer UTF-8 text
+            parts.append(read_text_file(path, "world_file").strip())
+        except PersonahubError:  # gone, or no longer a UTF-8 text file
             pass
     return "\n\n".join(p for p in parts if p)
 

@@ -27,7 +27,7 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB
-from personahub.core.validate import check_int
+from personahub.core.validate import check_int, read_text_file
 from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
 from personahub.pipelines.batches import answered, remaining
@@ -197,8 +197,8 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
     if scenario.get("world_file") and config.get("scenario_file"):
         path = Path(config["scenario_file"]).parent / scenario["world_file"]
         try:
-            parts.append(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # gone, or no longer UTF-8 text
+            parts.append(read_text_file(path, "world_file"))
+        except PersonahubError:  # gone, or no longer a UTF-8 text file
             pass
     parts.append(str(scenario.get("arm_world") or "").strip())  # an arm's text comes last
     text = "\n".join(p for p in parts if p)

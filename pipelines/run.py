@@ -24,6 +24,7 @@ from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
 from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
+from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_optional_number, check_seed
 from personahub.executors import check_executor
@@ -91,11 +92,16 @@ class RunConfig(EngineFields):
         if self.seed is not None:
             check_seed(self.seed)
         if self.steps is not None:
-            check_int(self.steps, "--steps", low=1)
+            check_int(self.steps, "--steps", low=1, high=MAX_STEPS)
         if self.archetypes is not None:
             check_int(self.archetypes, "--archetypes", low=1)
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
+            if self.scenario is not None and (self.archetypes is None
+                                              and self.scenario.archetypes is None):
+                raise UsageError(f"--archetype-elicit {self.archetype_elicit}: there are no "
+                                 "archetypes to elicit; give --archetypes K too (or "
+                                 "archetypes=K in the scenario)")
 
     def _fill_from(self, scenario: Scenario) -> None:
         """Seed, steps, file and digest from the scenario where not given."""

@@ -24,6 +24,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from personahub.core.plan_limits import MAX_REPLICATES
+from personahub.core.validate import check_id
 from personahub.sim.scenario import (
     SCENARIO_MODULE,
     Event,
@@ -32,6 +34,7 @@ from personahub.sim.scenario import (
     ScenarioError,
     ScenarioValueError,
     _named_fields,
+    _valid,
     check_steps,
     load_scenario,
     raised_text,
@@ -182,8 +185,9 @@ class Experiment:
         _check(len(set(outcome_names)) == len(outcome_names),
                f"experiment.outcomes: duplicate outcome names in {outcome_names} (give name=)")
         _check(isinstance(self.replicates, int) and not isinstance(self.replicates, bool)
-               and self.replicates >= 1,
-               f"experiment.replicates must be an int >= 1, got {self.replicates!r}")
+               and 1 <= self.replicates <= MAX_REPLICATES,
+               f"experiment.replicates must be an int within 1..{MAX_REPLICATES}, got "
+               f"{self.replicates!r}")
         _check(self.design in DESIGNS,
                f"experiment.design must be one of {DESIGNS}, got {self.design!r}")
         _check(isinstance(self.stratify, str) and (
@@ -196,6 +200,8 @@ class Experiment:
                f"experiment.stratify: {self.stratify!r} needs design='within' (between worlds "
                "randomises no agents)")
         _check(isinstance(self.id, str), f"experiment.id must be a string, got {self.id!r}")
+        if self.id:  # empty: the scenario's name
+            _valid(check_id, self.id, "experiment.id")
 
     @property
     def control(self) -> Arm:

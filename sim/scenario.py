@@ -19,6 +19,8 @@ from typing import Any, TypeVar, cast
 
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.input_files import MAX_TEXT_FILE_BYTES, MB, file_kind
+from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.validate import (
     check_int,
     check_number,
@@ -218,6 +220,16 @@ class Activation:
             _valid(check_int, self.count, "activation.count", low=1)
         if self.mode == "function":
             _check(callable(self.when), "activation.when must be a function (step, info, rng) -> bool")
+        # a setting the mode never reads would do nothing, silently
+        _check(self.when is None or self.mode == "function",
+               f"activation.when is given, but mode={self.mode!r} never calls it; give "
+               "mode='function'")
+        _check(self.p == 1.0 or self.mode == "probability",
+               f"activation.p is given, but mode={self.mode!r} never reads it; give "
+               "mode='probability'")
+        _check(self.count == 0 or self.mode == "count",
+               f"activation.count is given, but mode={self.mode!r} never reads it; give "
+               "mode='count'")
 
 
 @_named_fields
@@ -499,7 +511,7 @@ class Scenario:
     def __post_init__(self) -> None:
         _check(isinstance(self.name, str) and bool(self.name.strip()),
                "scenario.name must be a non-empty string")
-        _valid(check_int, self.steps, "scenario.steps", low=1)
+        _valid(check_int, self.steps, "scenario.steps", low=1, high=MAX_STEPS)
         _valid(check_seed, self.seed, "scenario.seed")
         _check(len(self.kinds) > 0, "scenario.kinds must name at least one emission kind")
         known = emission_kinds()
@@ -645,7 +657,12 @@ def load_scenario(path: str | Path) -> Scenario:
     path = Path(path).resolve()
     if not path.is_file():
         what = "is a folder, not a scenario file" if path.is_dir() else "not found"
+        if path.exists() and not path.is_dir():  # a device or a FIFO: never read
+            what = f"is {file_kind(path.stat().st_mode)}, not a scenario file"
         raise ScenarioError(f"scenario file {what}: {path}")
+    if path.stat().st_size > MAX_TEXT_FILE_BYTES:
+        raise ScenarioError(f"scenario file is larger than {MAX_TEXT_FILE_BYTES // MB} MB, not a "
+                            f"scenario: {path}")
     try:
         namespace = runpy.run_path(str(path), run_name=SCENARIO_MODULE)
     except ScenarioError as exc:  # a bad field: still a usage error once the file is named

@@ -16,6 +16,7 @@ from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks
 from personahub.cli.options import CarveOption, DbOption, FreshOption, Shown, output_options, resume_option
 from personahub.core.errors import UsageError
+from personahub.core.plan_limits import MAX_GROUP_N
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 
@@ -34,11 +35,12 @@ def calibrate(
         "--population", help="Who answers: a population id (personas sample-population) or "
                              "'all' (every persona with demographics in the hub).")] = None,
     carve: CarveOption = None,
-    n: Annotated[int, typer.Option("--n", min=1, help="Personas per group (a seeded uniform "
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_GROUP_N, help="Personas per group (a seeded uniform "
                                                       "sample of the group's members).")] = 20,
     no_persona_n: Annotated[int | None, typer.Option(
-        "--no-persona-n", min=0, help="Asks per question without a persona, for the no_persona "
-                                      "baseline (default: --n; 0: no such baseline).")] = None,
+        "--no-persona-n", min=0, max=MAX_GROUP_N,
+        help="Asks per question without a persona, for the no_persona baseline (default: --n; 0: "
+             "no such baseline).")] = None,
     steering: Annotated[list[str] | None, typer.Option(
         "--steering", help="What the prompt shows of a person: persona (its text; default), "
                            "attributes (its demographics only) or attributes+persona; repeat "
@@ -117,7 +119,7 @@ def calibrate(
     if humans is not None:  # a bad file fails before any model is asked
         from personahub.analysis.survey_respondents import read_respondent_rows
 
-        sample = read_respondent_rows(humans)
+        sample = read_respondent_rows(humans, setting="--humans")
     result = JobHooks("calibration", db).run(CALIBRATION, config, resume=resume, fresh=fresh,
                                              label=f"calibrating {survey or resume}")
     for line in CALIBRATION.report(result.summary, db):

@@ -12,6 +12,7 @@ import typer
 from personahub.cli.common import one_line_errors, out
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.options import DbOption, resume_option
+from personahub.core.plan_limits import MAX_SAMPLES
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 
@@ -40,7 +41,8 @@ def evaluate(
     agree: Annotated[int, typer.Option(
         min=1, help="Solvers that must give equivalent answers for an item to be verified.")] = 2,
     samples: Annotated[int, typer.Option(
-        min=1, help="Answers per solver and item (self-consistency: the most frequent counts).")] = 1,
+        min=1, max=MAX_SAMPLES,
+        help="Answers per solver and item (self-consistency: the most frequent counts).")] = 1,
     mode: Annotated[str, typer.Option(
         metavar="cot|answer",
         help="Prompting of a solver or model without its own #mode: cot (reasoning, then the "

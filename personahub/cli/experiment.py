@@ -21,6 +21,7 @@ from rich.table import Table
 from personahub.cli.common import one_line_errors, out, say
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.options import ArchetypeElicitOption, DbOption
+from personahub.core.plan_limits import MAX_REPLICATES, MAX_STEPS
 from personahub.core.store import DEFAULT_DB
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def experiment(
         help="A scenario file defining SCENARIO and EXPERIMENT.")],
     db: DbOption = Path(DEFAULT_DB),
     replicates: Annotated[int | None, typer.Option(
-        "--replicates", min=1,
+        "--replicates", min=1, max=MAX_REPLICATES,
         help="Runs per arm (default: the experiment's). A test needs 3, and 5 are "
              "recommended: the same personas answer in every replicate, so replicates add "
              "worlds, not people; the tests count each persona once and each replicate as a "
@@ -43,7 +44,7 @@ def experiment(
         "--id", help="The experiment's id (default: the experiment's, else the scenario's name); "
                      "the same id goes on with its unfinished runs.")] = None,
     steps: Annotated[int | None, typer.Option(
-        "--steps", min=1, help="Steps per run (default: the scenario's).")] = None,
+        "--steps", min=1, max=MAX_STEPS, help="Steps per run (default: the scenario's).")] = None,
     archetypes: Annotated[int | None, typer.Option(
         "--archetypes", min=1, metavar="K",
         help="Every arm run asks its surveys and unaddressed actions once per archetype of K "

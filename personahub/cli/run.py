@@ -18,6 +18,7 @@ from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import banner, job_progress, print_preview, started, unreachable
 from personahub.cli.options import ArchetypeElicitOption, DbOption, Shown, output_options, resume_option
 from personahub.core.errors import UsageError
+from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
 
@@ -29,7 +30,8 @@ def run(
     scenario: Annotated[Path | None, typer.Argument(
         help="Scenario script (a .py file defining SCENARIO); omit with --resume.")] = None,
     db: DbOption = Path(DEFAULT_DB),
-    steps: Annotated[int | None, typer.Option(min=1, help="Override the scenario's steps.")] = None,
+    steps: Annotated[int | None, typer.Option(
+        min=1, max=MAX_STEPS, help="Override the scenario's steps.")] = None,
     seed: Annotated[int | None, typer.Option(
         min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
     archetypes: Annotated[int | None, typer.Option(

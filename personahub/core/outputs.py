@@ -12,13 +12,13 @@ import re
 import secrets
 import shutil
 import socket
-import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.input_files import file_kind
 
 OutputKind = Literal["file", "dir"]
 FORCE_HELP = "Overwrite an existing --out file."
@@ -30,6 +30,7 @@ _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{16}(?:\.(?P<host>[0-9a-f]{8}
                         r"\.tmp$")
 STALE_AFTER_S = 3600.0  # a temporary whose writer cannot be asked is left alone this long
 _ROOM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_OWN_FDS = "/proc/self/fd"  # where a file without a name can be linked from (Linux)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -53,22 +54,12 @@ def _refuse_database(path: Path, db: Path | None, flag: str) -> None:
                          f"(--db {db}); choose another output")
 
 
-def _file_type(mode: int) -> str | None:
-    """What a non-regular file is, in words."""
-    for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return None if stat.S_ISREG(mode) or stat.S_ISLNK(mode) else "not a regular file"
-
-
 def _refuse_special(path: Path, flag: str) -> None:
     try:
         mode = os.lstat(path).st_mode
     except OSError:
         return
-    what = _file_type(mode)
+    what = file_kind(mode)
     if what is not None:
         raise UsageError(f"{flag} {path}: is {what}; --force replaces only a regular file")
 
@@ -88,7 +79,12 @@ def _require_folder(folder: Path, path: Path, flag: str) -> None:
 
 
 def _probe_folder(folder: Path, path: Path, flag: str) -> None:
-    """Refuse early a folder that takes no new file."""
+    """Refuse early a folder that takes no new file; sweep what killed writers left there."""
+    sweep_temps(folder)
+    fd = _unnamed_temp(folder)
+    if fd is not None:
+        os.close(fd)
+        return
     try:
         fd, tmp = _create_temp(folder / path.name)
     except OSError as exc:
@@ -185,6 +181,69 @@ def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
     return removed
 
 
+def _unnamed_temp(folder: Path) -> int | None:
+    """A file without a name in the folder (Linux's O_TMPFILE), which a kill leaves nothing of; None
+    where the system or the file system makes none (then a hidden named temporary is written)."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not os.path.isdir(_OWN_FDS):
+        return None
+    try:
+        return os.open(folder, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError:  # not supported here (EOPNOTSUPP, EISDIR, EINVAL), or no room: named instead
+        return None
+
+
+def _link_unnamed(fd: int, target: Path, overwrite: bool) -> bool:
+    """Give the unnamed file its name; without overwrite never replace one. False when the file
+    system refuses the link (the caller writes a named temporary instead)."""
+    source = f"{_OWN_FDS}/{fd}"
+    if not overwrite:
+        try:
+            os.link(source, target)  # atomic; fails if anything is there
+        except FileExistsError:
+            raise PersonahubError(f"{target}: already exists; add --force to overwrite it") from None
+        except OSError as exc:
+            if exc.errno in _ROOM_ERRORS:
+                raise
+            return False
+        return True
+    _refuse_special(target, str(target))
+    for _ in range(_ATTEMPTS):  # a name for the instant before the rename: swept if killed there
+        tmp = _temp_name(target)
+        try:
+            os.link(source, tmp)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno in _ROOM_ERRORS:
+                raise
+            return False
+    else:
+        raise FileExistsError(errno.EEXIST, "no unused temporary name found", str(target))
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
+
+
+def _copy_to_named(fd: int, target: Path, overwrite: bool) -> None:
+    """Publish the unnamed file's bytes through a named temporary (a file system without links)."""
+    named, tmp = _create_temp(target)
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(named, "wb") as out, os.fdopen(os.dup(fd), "rb") as written:
+            shutil.copyfileobj(written, out)
+            out.flush()
+            os.fsync(out.fileno())
+        _publish(tmp, target, overwrite)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _create_temp(target: Path) -> tuple[int, Path]:
     sweep_temps(target.parent)
     for _ in range(_ATTEMPTS):
@@ -225,13 +284,22 @@ def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> Iterator[IO]:
-    """Yield a file to write the new contents into; it replaces the path only on success."""
+    """Yield a file to write the new contents into; it replaces the path only on success.
+
+    Where the system allows, the file has no name until it is complete, so a kill -9 while writing
+    leaves nothing beside the target; elsewhere it is a hidden temporary the next write to the
+    folder sweeps.
+    """
     target = Path(path)
-    try:
-        fd, tmp = _create_temp(target)
-    except OSError as exc:
-        raise PersonahubError(f"{target}: cannot create a file in {target.parent} "
-                              f"({exc.strerror or exc})") from None
+    tmp: Path | None = None
+    sweep_temps(target.parent)
+    fd = _unnamed_temp(target.parent)
+    if fd is None:
+        try:
+            fd, tmp = _create_temp(target)
+        except OSError as exc:
+            raise PersonahubError(f"{target}: cannot create a file in {target.parent} "
+                                  f"({exc.strerror or exc})") from None
     try:
         if binary:
             handle: IO = os.fdopen(fd, "wb")
@@ -239,22 +307,28 @@ def atomic_file(path: str | Path, *, overwrite: bool, binary: bool = False) -> I
             handle = os.fdopen(fd, "w", encoding="utf-8", newline="")
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     try:
         with handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(tmp, target, overwrite)
+            if tmp is None and not _link_unnamed(handle.fileno(), target, overwrite):
+                _copy_to_named(handle.fileno(), target, overwrite)
+        if tmp is not None:
+            _publish(tmp, target, overwrite)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         if exc.errno in _ROOM_ERRORS:
             raise PersonahubError(f"{target}: cannot write it ({exc.strerror}); nothing was "
                                   "written") from None
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     _fsync_folder(target.parent)
 

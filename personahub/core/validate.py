@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.input_files import MAX_TEXT_FILE_BYTES, read_input_bytes
 
 MAX_SEED = 2**63 - 1
 MAX_TOKENS = 1_000_000
-# a world, demonstrations or .sql file is read whole; a text this size is a mistake
-MAX_TEXT_FILE_BYTES = 64 * 1024 * 1024
+MAX_ID_CHARS = 200  # an id a user chooses: a name, not a text
 # Nemotron's longest persona texts are under 5,000 characters; 20,000 refuses a book
 MAX_PERSONA_CHARS = 20_000
 # real records nest two or three levels; Python's parser gives up near 1,000
@@ -41,6 +41,23 @@ def check_int(value: object, setting: str, *, low: int | None = None,
         else:
             bound = f"within {low}..{high}"
         raise UsageError(f"{setting} must be an integer {bound}, got {value}")
+    return value
+
+
+def check_id(value: object, setting: str) -> str:
+    """An id a user chooses (an experiment's): a non-empty string without a path separator, a
+    control character, or a name a path gives a meaning to ("." and "..")."""
+    if not isinstance(value, str):
+        raise UsageError(f"{setting} must be a string, got {value!r}")
+    if not value.strip():
+        raise UsageError(f"{setting}: give a non-empty id")
+    if "/" in value or "\\" in value:
+        raise UsageError(f"{setting} {value!r}: an id holds no path separator (/ or \\)")
+    if value in (".", "..") or any(not ch.isprintable() for ch in value):
+        raise UsageError(f"{setting} {value!r}: an id is printable text, not . or ..")
+    if len(value) > MAX_ID_CHARS:
+        raise UsageError(f"{setting}: an id has at most {MAX_ID_CHARS} characters, got "
+                         f"{len(value)}")
     return value
 
 
@@ -145,20 +162,11 @@ def _nul_problem(data: bytes, path: Path, setting: str, offset: int = 0) -> Pers
 
 def read_text_file(path: str | Path, setting: str, *,
                    max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
-    """A small text file read whole as UTF-8, refused in one line when missing, a folder, too large, binary
-    or not UTF-8.
+    """A small text file read whole as UTF-8, refused in one line when missing, not a regular file, too
+    large, binary or not UTF-8.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except IsADirectoryError:
-        raise _file_error(setting, path, "is a folder; give a file") from None
-    except OSError as exc:
-        raise _file_error(setting, path, str(exc.strerror or exc)) from None
-    if len(data) > max_bytes:
-        raise _file_error(setting, path, f"is larger than {max_bytes // (1024 * 1024)} MB; "
-                                         "give a smaller file")
+    data = read_input_bytes(path, setting, max_bytes=max_bytes)
     problem = _nul_problem(data, path, setting) or _utf8_problem(data, path, setting)
     if problem is not None:
         raise problem

@@ -12,9 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from personahub.core.errors import PersonahubError
+from personahub.core.errors import InputFileError, PersonahubError
+from personahub.core.input_files import MB, UnusableInputError, read_input_bytes
 
 CHAT_URL = "/v1/chat/completions"
+
+
+# a results file is read whole: 50,000 requests (a batch's most) of up to about 10 KB a line
+MAX_RESULTS_FILE_BYTES = 512 * MB
 
 
 class BatchFileError(PersonahubError):
@@ -129,10 +134,11 @@ def read_results_file(path: str | Path) -> list[ResultLine]:
     """The results of a file (a missing or unreadable file is one line naming it)."""
     target = Path(path)
     try:
-        data = target.read_bytes()
-    except OSError as exc:
-        raise BatchFileError(f"{target}: cannot read the results file ({exc.strerror or exc})"
-                             ) from None
+        data = read_input_bytes(target, max_bytes=MAX_RESULTS_FILE_BYTES)
+    except UnusableInputError:  # a device, a FIFO, a folder or too large: exit 2, never read
+        raise
+    except InputFileError as exc:
+        raise BatchFileError(f"{target}: cannot read the results file ({exc.reason})") from None
     return read_results(data, str(target))
 
 

@@ -168,7 +168,7 @@ def test_too_few_replicates_give_no_p_value_but_say_why(replicates):
     assert table.ci_low.isna().all() and not table.significant.any()
     assert (table.test.str.startswith("no test:")).all()
     for line in table.verdict:
-        assert f"{replicates} replicate" in line and f"--replicates" in line
+        assert f"{replicates} replicate" in line and "--replicates" in line
         assert "p=" not in line
     assert MIN_REPLICATES == 3
 

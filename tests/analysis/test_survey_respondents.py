@@ -170,3 +170,25 @@ def test_a_long_csv_with_one_row_per_respondent_sums_its_counts(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert "given twice" not in result.output
     assert "human answers: one row per respondent" not in result.stdout  # counts as given
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_full_width_column_name_is_the_demographic_it_spells(tmp_path: Path,
+                                                               suffix: str) -> None:
+    """Ｓｅｘ typed on a full-width keyboard is the column sex (NFKC), not a question; a codebook's
+    question ids are read alike."""
+    from personahub.analysis.survey_respondents import read_respondent_rows
+
+    people = _people(12)[["sex", "SAFE"]].rename(columns={"sex": "ＳＥＸ", "SAFE": "ＳＡＦＥ"})
+    path = tmp_path / f"people{suffix}"
+    if suffix == ".csv":
+        people.to_csv(path, index=False)
+        header, safe, _ = CODEBOOK.splitlines()
+        (tmp_path / "people.questions.csv").write_text(
+            f"{header}\n{safe.replace('SAFE,', 'ＳＡＦＥ,', 1)}\n", encoding="utf-8")
+    else:
+        people.to_parquet(path)
+    read = read_respondent_rows(path)
+    assert read.demographics == ("SEX",)
+    assert list(read.questions) == ["SAFE"]
+    assert {groups["SEX"] for _, groups, _ in read.rows} == {"Female", "Male"}

@@ -163,9 +163,12 @@ def test_sweep_removes_only_stale_temporaries_of_ours(tmp_path) -> None:
 
 _WRITER = textwrap.dedent("""\
     import sys, time
+    from personahub.core import outputs
     from personahub.core.interrupts import sigterm_as_interrupt
     from personahub.core.outputs import atomic_file
 
+    if sys.argv[2] == "named":  # as where the system makes no file without a name
+        outputs._unnamed_temp = lambda folder: None
     with sigterm_as_interrupt():
         with atomic_file(sys.argv[1], overwrite=False) as f:
             f.write("x" * 100_000)
@@ -175,10 +178,12 @@ _WRITER = textwrap.dedent("""\
     """)
 
 
-def _writer(target: Path) -> subprocess.Popen[str]:
+def _writer(target: Path, temp: str = "named") -> subprocess.Popen[str]:
+    """A process writing target through atomic_file, paused mid-write; temp: "named" (the hidden
+    temporary) or "unnamed" (whatever the system gives)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target), temp],
+                            stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
     return proc
 
@@ -207,6 +212,51 @@ def test_kill_9_leaves_a_temp_the_next_write_sweeps(run_db, tmp_path) -> None:
     done = invoke("export", "--db", db, "--run", run, "--out", tmp_path / "other.jsonl")
     assert done.exit_code == 0, done.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl"]
+
+
+def _need_unnamed(folder: Path) -> None:
+    """Skip where the system makes no file without a name in the folder (not Linux, or a file
+    system without O_TMPFILE)."""
+    fd = outputs._unnamed_temp(folder)
+    if fd is None:
+        pytest.skip("no O_TMPFILE files in the test's folder")
+    os.close(fd)
+
+
+def test_a_file_being_written_has_no_name_until_it_is_complete(tmp_path) -> None:
+    """A kill can come at any instant of a write: what the folder shows then is what it leaves."""
+    _need_unnamed(tmp_path)
+    for overwrite in (False, True):
+        with atomic_file(tmp_path / "out.jsonl", overwrite=overwrite) as f:
+            f.write("half")
+            f.flush()
+            assert sorted(p.name for p in tmp_path.iterdir()) == (["out.jsonl"] if overwrite
+                                                                  else [])
+        assert (tmp_path / "out.jsonl").read_text() == "half"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_file_system_refusing_the_link_gets_the_file_through_a_named_temp(
+        tmp_path, monkeypatch, overwrite) -> None:
+    _need_unnamed(tmp_path)
+    monkeypatch.setattr(outputs, "_link_unnamed", lambda fd, target, overwrite: False)
+    if overwrite:
+        (tmp_path / "out.jsonl").write_text("earlier\n")
+    with atomic_file(tmp_path / "out.jsonl", overwrite=overwrite) as f:
+        f.write("whole\n" * 1000)
+    assert (tmp_path / "out.jsonl").read_text() == "whole\n" * 1000
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+@pytest.mark.slow
+def test_kill_9_while_writing_leaves_nothing_visible(tmp_path) -> None:
+    _need_unnamed(tmp_path)
+    proc = _writer(tmp_path / "out.jsonl", "unnamed")
+    assert list(tmp_path.iterdir()) == []
+    proc.kill()
+    proc.wait(timeout=60)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- folder outputs

@@ -95,7 +95,7 @@ def test_read_text_file(tmp_path: Path) -> None:
         read_text_file(path, "--world")
     with pytest.raises(PersonahubError, match="is a folder"):
         read_text_file(tmp_path, "--world")
-    with pytest.raises(PersonahubError, match="No such file"):
+    with pytest.raises(PersonahubError, match="file not found"):
         read_text_file(tmp_path / "none.md", "--world")
     path.write_bytes(b"x" * 2048)
     with pytest.raises(PersonahubError, match="larger than"):

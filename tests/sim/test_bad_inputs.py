@@ -395,7 +395,7 @@ CASES = [
     Case("scenario path is a folder", folder("scenarios"),
          ("run", "{tmp}/scenarios", "--db", "{db}"), "is a folder, not a scenario file"),
     Case("scenario with a bad field", hub_and_scenario(steps=0),
-         ("run", "{tmp}/scenario.py", "--db", "{db}"), "scenario.steps must be an integer >= 1",
+         ("run", "{tmp}/scenario.py", "--db", "{db}"), "scenario.steps must be an integer within 1..10000",
          exit_code=2, tables=RUN),
     Case("event after the last step",
          hub_and_scenario(extra="events=(Event(step=5, text='Late news.'),),"),

@@ -84,7 +84,7 @@ def test_bad_replicates_and_options_are_refused_before_any_run(tmp_path):
     from personahub.core.errors import PersonahubError
     from personahub.sim.scenario import ScenarioValueError
     path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
-    with pytest.raises(ScenarioValueError, match="replicates must be an int >= 1"):
+    with pytest.raises(ScenarioValueError, match="replicates must be an int within 1..10000"):
         experiment(path, db=tmp_path / "x.duckdb", replicates=0)
     with pytest.raises(PersonahubError, match="experiment: unknown option.s. stepz; choose from"):
         experiment(path, db=tmp_path / "x.duckdb", stepz=2)

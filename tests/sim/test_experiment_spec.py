@@ -84,7 +84,7 @@ def test_a_file_without_an_experiment_says_so(tmp_path):
 def test_fields_are_checked_on_construction():
     with pytest.raises(ScenarioValueError, match="experiment.arms must hold two or more"):
         Experiment(arms=(Arm(name="a"),), outcomes=(Outcome(survey="s", step=1),))
-    with pytest.raises(ScenarioValueError, match="replicates must be an int >= 1"):
+    with pytest.raises(ScenarioValueError, match="replicates must be an int within 1..10000"):
         Experiment(arms=(Arm(name="a"), Arm(name="b")), outcomes=(Outcome(survey="s", step=1),),
                    replicates=0)
     with pytest.raises(ScenarioValueError, match="Arm: unknown field 'drop_event'"):

@@ -57,6 +57,6 @@ def test_graph_growth_limits():
 
 def test_invalid_field_in_a_file_is_reported_with_the_file(scenario_file):
     path = scenario_file(steps=0)
-    with pytest.raises(ScenarioError, match="steps must be an integer >= 1") as info:
+    with pytest.raises(ScenarioError, match="steps must be an integer within 1..10000") as info:
         load_scenario(path)
     assert str(path.name) in str(info.value)
