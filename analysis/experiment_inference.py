@@ -198,10 +198,16 @@ def _residual(y: np.ndarray, personas: np.ndarray, worlds: np.ndarray) -> _Part:
     return _Part(float((residuals ** 2).sum() / df / n), float(df))
 
 
-#: the world part counts when its excess over chance has p below this: Bancroft's "sometimes
-#: pool" rule at the level Paull and Bozivich et al. recommend (bench_experiment_inference.py
-#: measures its A/A rate against counting any positive excess)
+#: from RECOMMENDED_REPLICATES on, the world part counts when its excess over chance has p below
+#: this: Bancroft's "sometimes pool" rule at the level Paull and Bozivich et al. recommend. With
+#: fewer replicates its F test rests on too few degrees of freedom to leave a real world part
+#: out, and any excess counts (bench_experiment_inference.py measures both)
 POOL_LEVEL = 0.25
+
+
+def pool_level(replicates: int) -> float:
+    """The level at which the world part's F test counts it (1: any excess over chance counts)."""
+    return POOL_LEVEL if replicates >= RECOMMENDED_REPLICATES else 1.0
 
 
 def _pooled(parts: list[_Part]) -> _Part:
@@ -211,17 +217,18 @@ def _pooled(parts: list[_Part]) -> _Part:
     return _Part(variance, variance ** 2 / spread if spread > 0 else 1.0)
 
 
-def world_counts(worlds: list[_Part], chance: list[_Part]) -> bool:
-    """Whether the world parts exceed chance (F test at POOL_LEVEL of their sums)."""
+def world_counts(worlds: list[_Part], chance: list[_Part], level: float) -> bool:
+    """Whether the world parts exceed chance (an F test of their sums at this level)."""
     world, noise = _pooled(worlds), _pooled(chance)
     if world.variance <= noise.variance:
         return False
-    if noise.variance <= 0:
+    if noise.variance <= 0 or level >= 1:
         return True
-    return bool(stats.f.sf(world.variance / noise.variance, world.df, noise.df) < POOL_LEVEL)
+    return bool(stats.f.sf(world.variance / noise.variance, world.df, noise.df) < level)
 
 
-def _combine(kept: list[_Part], worlds: list[_Part], chance: list[_Part]) -> tuple[float, float]:
+def _combine(kept: list[_Part], worlds: list[_Part], chance: list[_Part],
+             level: float) -> tuple[float, float]:
     """Add the world parts where they exceed chance; return the variance and Satterthwaite's df.
 
     A world part's estimate holds the world-to-world variance plus the residual's; it is added by
@@ -229,7 +236,7 @@ def _combine(kept: list[_Part], worlds: list[_Part], chance: list[_Part]) -> tup
     random-effects analysis of variance of a persona x replicate design, pooled by Bancroft's
     rule).
     """
-    counted = world_counts(worlds, chance)
+    counted = world_counts(worlds, chance, level)
     used = [*kept, *worlds, *chance] if counted else kept
     excess = sum(p.variance for p in worlds) - sum(p.variance for p in chance)
     variance = sum(p.variance for p in kept) + (excess if counted else 0.0)
@@ -292,7 +299,8 @@ def paired_between(treated: pd.DataFrame, control: pd.DataFrame) -> DesignTest:
     variance, df = _combine(
         [_clustered(difference, ones, persona_codes)],
         [_clustered(arm, ones, world_codes) for arm in (mine, theirs)],
-        [_residual(arm, persona_codes, world_codes) for arm in (mine, theirs)])
+        [_residual(arm, persona_codes, world_codes) for arm in (mine, theirs)],
+        pool_level(replicates))
     return _finish(mine, theirs, float(difference.mean()), variance, df, personas, replicates,
                    PAIRED)
 
@@ -332,7 +340,8 @@ def randomised_within(treated: pd.DataFrame, control: pd.DataFrame) -> DesignTes
     by_cell = _clustered(y, x, cells)
     variance, df = _combine([_clustered(y, x, persona_codes)], [_clustered(y, x, world)],
                             [_Part(by_cell.variance, max(by_cell.df - personas - replicates + 2,
-                                                         1.0))])
+                                                         1.0))],
+                            pool_level(replicates))
     return _finish(mine, theirs, estimate, variance, df, personas, replicates, RANDOMISED)
 
 
@@ -382,7 +391,8 @@ def mean_interval(values: pd.DataFrame, confidence: float = 0.95) -> tuple[float
     ones = np.ones(len(y))
     if len(np.unique(worlds)) >= MIN_REPLICATES:
         variance, df = _combine([_clustered(y, ones, personas)], [_clustered(y, ones, worlds)],
-                                [_residual(y, personas, worlds)])
+                                [_residual(y, personas, worlds)],
+                                pool_level(len(np.unique(worlds))))
     else:
         by_persona = _clustered(y, ones, personas)
         variance, df = by_persona.variance, by_persona.df
@@ -442,7 +452,8 @@ def paired_power(effect_size: float, *, personas: int, replicates: int, icc: flo
     chance_df = chance ** 2 / sum(r ** 2 / ((personas - 1) * (replicates - 1))
                                   for _, _, r in squares)
     with np.errstate(divide="ignore", invalid="ignore"):
-        counted = (excess > 0) & (stats.f.sf(world / chance, world_df, chance_df) < POOL_LEVEL)
+        counted = (excess > 0) & (stats.f.sf(world / chance, world_df, chance_df)
+                                  < pool_level(replicates))
     variance = (persona_part + np.where(counted, excess, 0.0)) / n
     spread = persona_part ** 2 / (personas - 1) + np.where(counted, sum(
         world ** 2 / (replicates - 1) + residual ** 2 / ((personas - 1) * (replicates - 1))

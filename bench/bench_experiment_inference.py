@@ -41,6 +41,7 @@ from personahub.analysis.experiment_effects import (
     plan_power,
     share_effect_size,
 )
+from personahub.analysis.experiment_inference import paired_between
 from personahub.core.store import connect
 from personahub.experiments import run_experiment
 from personahub.models.fake_server.server import ServerOptions, start_server
@@ -54,10 +55,19 @@ SPEC = Experiment(arms=(Arm(name="control"), Arm(name="treated")),
 def frame(y: np.ndarray) -> pd.DataFrame:
     """Values of a share outcome from y[arm, persona, replicate]."""
     arms, personas, replicates = y.shape
-    rows = [{"outcome": "buy@1", "arm": ("control", "treated")[a], "replicate": r,
-             "persona_id": f"p{i}", "agent_id": i, "run_id": f"{a}-{r}", "value": y[a, i, r]}
-            for a in range(arms) for i in range(personas) for r in range(replicates)]
-    return pd.DataFrame(rows)
+    arm, persona, replicate = np.meshgrid(np.arange(arms), np.arange(personas),
+                                          np.arange(replicates), indexing="ij")
+    return pd.DataFrame({"outcome": "buy@1",
+                         "arm": np.array(["control", "treated"])[arm.ravel()],
+                         "replicate": replicate.ravel(), "persona_id": persona.ravel(),
+                         "agent_id": persona.ravel(), "run_id": "r", "value": y.ravel()})
+
+
+def design_p(y: np.ndarray) -> float:
+    """The p value of the test ``effects`` applies between worlds (paired_between)."""
+    values = frame(y)
+    return paired_between(values[values.arm == "treated"],
+                          values[values.arm == "control"]).p_value
 
 
 def simulated(kind: str, icc: float, replicates: int, rng: np.random.Generator) -> np.ndarray:
@@ -90,7 +100,7 @@ def simulations(datasets: int) -> None:
             design, pooled = [], []
             for _ in range(datasets):
                 y = simulated(kind, icc, replicates, rng)
-                design.append(effects(frame(y), SPEC).iloc[0].p_value)
+                design.append(design_p(y))
                 pooled.append(pooled_share_p(y))
             print(f"SIM kind={kind} icc={icc} replicates={replicates} datasets={datasets} "
                   f"design={detection_rate(design):.3f} pooled={detection_rate(pooled):.3f}",
@@ -103,7 +113,7 @@ def simulations(datasets: int) -> None:
         hits = []
         for _ in range(datasets):
             y = np.stack([rng.random((PERSONAS, replicates)) < p for p in (0.5, 0.62)])
-            hits.append(effects(frame(y.astype(float)), SPEC).iloc[0].p_value)
+            hits.append(design_p(y.astype(float)))
         print(f"POWER wanted={wanted} replicates={replicates} predicted={plan['achieved']:.3f} "
               f"detected={detection_rate(hits):.3f}", flush=True)
 
