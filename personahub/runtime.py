@@ -6,7 +6,7 @@ supplies the standard ones: the model client factory with its cache, and the exe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from personahub.core.jobs_store import JobRow
+    from personahub.pipelines.labels import ShippedKind
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -128,9 +129,18 @@ def registered_kinds() -> list[str]:
     return sorted(registered())
 
 
+def register_kinds(rows: Iterable[ShippedKind]) -> None:
+    """Register each row's kind by importing the module its row names, which registers its spec.
+
+    Args:
+        rows: Kind rows (pipelines.labels.ShippedKind), the shipped ones or a test's own.
+    """
+    for row in rows:
+        import_module(row.module)
+
+
 def _register_shipped() -> None:
-    """Import the shipped specs' modules, each registering its kind."""
+    """Register the shipped kinds from their rows."""
     from personahub.pipelines.labels import SHIPPED
 
-    for shipped in SHIPPED.values():
-        import_module(shipped.module)
+    register_kinds(SHIPPED.values())
