@@ -212,7 +212,9 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: pd
     low, high = tested.interval(confidence)
     mine, theirs = treated["value"].to_numpy(float), controls["value"].to_numpy(float)
     if share:
-        size = float(proportion_effectsize(tested.treated_value, tested.control_value))
+        shares = (tested.treated_value, tested.control_value)
+        size = (float(proportion_effectsize(*shares)) if all(0 <= v <= 1 for v in shares)
+                else math.nan)
     else:
         size = cohens_d(mine, theirs)
     return Effect(outcome=outcome, treatment=treatment, control=control,

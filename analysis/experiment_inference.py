@@ -18,8 +18,9 @@ persona x replicate table); the t test's degrees of freedom come from Satterthwa
 approximation over the parts it uses. Within a world the arms are randomised among one world's
 agents: the world cancels (a replicate fixed effect), and a two-way cluster-robust variance
 (persona, world; Cameron, Gelbach and Miller 2011) covers personas met again in later replicates
-and effects that differ from world to world, its world part counted by the same rule. ``bench/bench_experiment_inference.py`` checks the false-positive rate of
-A/A experiments and the power of planted ones at the sizes users run.
+and effects that differ from world to world, its world part counted by the same rule.
+``bench/bench_experiment_inference.py`` checks the false-positive rate of A/A experiments and the
+power of planted ones at the sizes users run.
 """
 
 from __future__ import annotations
