@@ -356,7 +356,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
 
 
 def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,
-                    confidence: float = 0.95, alpha: float = 0.05, seed: int = 0,
+                    confidence: float = 0.95, alpha: float = 0.05,
                     ran: list[str] | None = None) -> ExperimentResult:
     """An experiment's tables from its runs."""
     runs = runs[runs["replicate"] < experiment.replicates].reset_index(drop=True)
@@ -372,7 +372,7 @@ def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Pat
         con.close()
     return ExperimentResult(experiment_id=experiment.id, runs=runs, arms=arm_table(values),
                             effects=effects(values, experiment, confidence=confidence,
-                                            alpha=alpha, seed=seed),
+                                            alpha=alpha),
                             values=values, ran=list(ran or []), agents=agents)
 
 
@@ -389,7 +389,7 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         llm: the model spec of every run.
         replicates: runs per arm instead of the experiment's replicates.
         experiment_id: the id instead of the experiment's (default: the scenario's name).
-        confidence: the bootstrap intervals' level.
+        confidence: the intervals' level.
         alpha: the tests' level after Holm's correction.
         on_run: told (arm, replicate, run_id) after each run finished.
         parallel: runs under way at once, on threads; the tables are the same as one by one.

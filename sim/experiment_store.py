@@ -54,9 +54,16 @@ def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], surv
                     step: int) -> pd.DataFrame:
     """Each agent's answer to the survey at a step in these runs (failed answers absent)."""
     return con.execute(
-        "SELECT run_id, agent_id, answer_choice, answer_scale FROM survey_answers "
+        "SELECT run_id, agent_id, persona_id, answer_choice, answer_scale FROM survey_answers "
         "WHERE run_id IN (SELECT unnest(?)) AND survey_id = ? AND step = ? "
         "ORDER BY run_id, agent_id", [list(run_ids), survey_id, step]).df()
+
+
+def run_personas(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Each agent's persona in these runs: run_id, agent_id, persona_id."""
+    return con.execute(
+        "SELECT run_id, agent_id, persona_id FROM run_agents "
+        "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, agent_id", [list(run_ids)]).df()
 
 
 def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], name: str,

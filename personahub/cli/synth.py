@@ -333,7 +333,7 @@ def report(
                             given=run or job or experiment or evaluation)
         return
     if experiment is not None:
-        _experiment_report(out_dir, experiment, db, force, seed, given=run or job or evaluation,
+        _experiment_report(out_dir, experiment, db, force, given=run or job or evaluation,
                            compare=compare)
         return
     if evaluation is not None:
@@ -379,12 +379,12 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
                    lambda con: write_calibration_report(con, out_dir, job_id, overwrite=force))
 
 
-def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool, seed: int,
+def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool,
                        given: str | None, compare: str | None = None) -> None:
     from personahub.analysis.experiment_report import EXPERIMENT_FILES, write_experiment_report
 
     _folder_report("--experiment", out_dir, db, force, given, "--run or --job", EXPERIMENT_FILES,
-                   lambda con: write_experiment_report(con, out_dir, experiment_id, seed=seed,
+                   lambda con: write_experiment_report(con, out_dir, experiment_id,
                                                        overwrite=force, compare=compare))
 
 
