@@ -511,7 +511,21 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
         with ctx.executor.session(ctx), spec.running(ctx):
             asked, kept = _drive(spec, ctx)
     status = _conclude(spec, ctx, asked, kept)
-    return JobResult(ctx.job_id, status, spec.summary(ctx))
+    return JobResult(ctx.job_id, status, _summary(spec, ctx, status))
+
+
+def _summary(spec: JobSpec[C, Any, Any, S], ctx: JobContext[C], status: str) -> S:
+    """The ended job's summary; a full disk while a summary writes (a calibration's scores) is one
+    line naming the command that writes it once space is back."""
+    try:
+        return spec.summary(ctx)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise PersonahubError(
+            f"{spec.noun} {ctx.job_id} {status}, but "
+            f"the disk filled while its summary was written ({what_filled(exc)}: no space left on "
+            f"device); free space, then {spec.resume_hint(ctx.job_id, ctx.db)} writes it") from None
 
 
 def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _Env,

@@ -30,8 +30,10 @@ from personahub.core.dbcheck import (
     check_blocks,
     check_header,
     check_shape,
+    damage_reason,
     first_line,
     format_is_known,
+    is_damage,
     read_back,
 )
 from personahub.core.errors import PersonahubError, UsageError
@@ -104,7 +106,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             return duckdb.connect(str(path))
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
-                                    f"({first_line(exc)}); nothing was written to it") from None
+                                    f"({damage_reason(exc)}); nothing was written to it") from None
         holder = _lock_holder(str(exc))
         if holder is not None:
             raise DatabaseFileError(f"--db {path}: in use by another process ({holder} holds its "
@@ -201,15 +203,10 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
             pass
         if isinstance(exc, duckdb.Error) and is_damage(exc):
             raise DatabaseFileError(f"--db {database_path(con)}: the database file is damaged "
-                                    f"({first_line(exc)}); this transaction was rolled back"
+                                    f"({damage_reason(exc)}); this transaction was rolled back"
                                     ) from None
         raise
     con.execute("COMMIT")
-
-
-def is_damage(exc: BaseException) -> bool:
-    text = str(exc)
-    return "Corrupt database file" in text or "not a valid DuckDB database file" in text
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:
