@@ -36,6 +36,7 @@ from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.live_jobs import running_here
 from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import connect, insert_rows, transaction
 
@@ -498,19 +499,20 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     ctx.client = env.client if env.client is not None else _client(spec, ctx)
     if ctx.status == "finished":
         spec.plan(ctx)
-        return JobResult(ctx.job_id, "finished", spec.summary(ctx), ran=False)
+        return JobResult(ctx.job_id, "finished", _summary(spec, ctx, "finished"), ran=False)
     ctx.executor.check(spec, ctx)
     if env.on_ready is not None:
         env.on_ready(ctx.client)
-    _record(spec, ctx, twins)
-    if env.client is None:
-        env.loop.watch(getattr(ctx.client, "liveness", None))
-    with _guard(spec, ctx), _spilling(ctx):
-        if env.on_start is not None:
-            env.on_start(ctx.job_id, ctx.resumed)
-        with ctx.executor.session(ctx), spec.running(ctx):
-            asked, kept = _drive(spec, ctx)
-    status = _conclude(spec, ctx, asked, kept)
+    with running_here(ctx.job_id):  # from before its row says running until its end is written
+        _record(spec, ctx, twins)
+        if env.client is None:
+            env.loop.watch(getattr(ctx.client, "liveness", None))
+        with _guard(spec, ctx), _spilling(ctx):
+            if env.on_start is not None:
+                env.on_start(ctx.job_id, ctx.resumed)
+            with ctx.executor.session(ctx), spec.running(ctx):
+                asked, kept = _drive(spec, ctx)
+        status = _conclude(spec, ctx, asked, kept)
     return JobResult(ctx.job_id, status, _summary(spec, ctx, status))
 
 

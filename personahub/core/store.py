@@ -37,6 +37,7 @@ from personahub.core.dbcheck import (
     read_back,
 )
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.live_jobs import interrupt_orphans
 from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
@@ -126,6 +127,9 @@ def _lock_holder(message: str) -> str | None:
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and for writers, create) a database; a refused file is left untouched.
 
+    A writer also marks interrupted the jobs the file says are running whose process is gone
+    (``core/live_jobs.py``).
+
     Args:
         path: The database file.
         read_only: Open without writing anything.
@@ -174,6 +178,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
                             "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
         sync_views(con)
+        if exists:  # this process holds the file: a running job it does not run has no process
+            interrupt_orphans(con)
     except BaseException:
         con.close()
         raise
