@@ -1,10 +1,11 @@
 """Run a scenario file's EXPERIMENT and read its effects.
 
 Each arm x replicate is an ordinary run of the base scenario with the arm's differences, seeded
-scenario.seed + replicate in every arm, and linked to the experiment once finished; running
-again skips linked runs, and restarts a stopped run from step one (``run --resume`` cannot
-rebuild an arm's scenario). Within a world, a replicate is one run holding every arm, its
-randomisation recorded after it finished.
+scenario.seed + replicate in every arm, noted as it starts (``experiment_attempts``) and linked to
+the experiment once finished; running again skips linked runs and goes on with a noted run that
+did not finish (killed, interrupted or failed), handing it its arm's scenario, so no run is left
+behind. Within a world, a replicate is one run holding every arm, its randomisation recorded
+after it finished.
 
 ``parallel=N`` keeps N runs under way on threads of this process, each on its own connection to
 the one file: a run over a server mostly waits on model calls, and one file keeps resume as it
@@ -40,6 +41,7 @@ from personahub.analysis.experiment_effects import (
 from personahub.api import run_simulation
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
 from personahub.core.interrupts import Stopped, Terminated, interrupts_from_queries, signal_name
+from personahub.core.jobs_store import UNFINISHED, find_job, supersede_jobs
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.core.validate import check_id
@@ -57,9 +59,11 @@ from personahub.sim.experiment import (
 )
 from personahub.sim.experiment_store import (
     arm_agents,
+    attempt_of,
     finished_arm_runs,
     record_arm_agents,
     record_arm_run,
+    record_attempt,
 )
 from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
@@ -175,9 +179,8 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
             results = _each(tasks, parallel, db, options.get("executor"),
                             options.get("ray_address"), finished)
     except KeyboardInterrupt as exc:
-        raise Stopped(f"experiment {experiment_id} interrupted by {signal_name(exc)} after "
-                      f"{len(finished)} of the {len(tasks)} runs to go; the same personahub "
-                      "experiment command goes on (finished runs are kept)", exc) from None
+        raise Stopped(_stopped_line(experiment_id, signal_name(exc), len(finished), len(tasks)),
+                      exc) from None
     ran = [r for r in results if r is not None]
     con = connect(db, read_only=True)
     try:
@@ -185,6 +188,17 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     finally:
         con.close()
     return runs, ran
+
+
+def _stopped_line(experiment_id: str, how: str, finished: int, to_go: int) -> str:
+    """What an interrupted experiment says: how many of its runs to go finished, or that all did
+    (the signal came once every run was under way)."""
+    if finished == to_go:
+        return (f"experiment {experiment_id} interrupted by {how} once every run had started: "
+                f"all {to_go} runs finished and are kept; the same personahub experiment command "
+                "prints its tables")
+    return (f"experiment {experiment_id} interrupted by {how} after {finished} of the {to_go} "
+            "runs to go; the same personahub experiment command goes on (finished runs are kept)")
 
 
 def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
@@ -283,16 +297,17 @@ def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: i
     experiment_id = experiment.id or scenario.name
     seed = scenario.seed + replicate
     config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
-    summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}")
+    run_id = _slot_run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate "
+                               f"{replicate}", _Slot(experiment_id, arm.name, replicate, settings))
     con = connect(db)
     try:
-        record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+        record_arm_run(con, experiment_id, arm.name, replicate, seed, run_id,
                        arm is experiment.control, settings)
     finally:
         con.close()
     if on_run is not None:
-        on_run(arm.name, replicate, summary.run_id)
-    return str(summary.run_id)
+        on_run(arm.name, replicate, run_id)
+    return run_id
 
 
 def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
@@ -306,10 +321,69 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
     return run_id
 
 
-def _run(config: RunConfig, where: str) -> RunSummary:
-    """Run one simulation; a stop message points at the experiment command, not the run's."""
+@dataclass(frozen=True)
+class _Slot:
+    """The arm x replicate a run is for (arm WITHIN: a within-world replicate's one run)."""
+
+    experiment_id: str
+    arm: str
+    replicate: int
+    settings: str
+
+
+WITHIN = "*"
+
+
+def _slot_run(config: RunConfig, where: str, slot: _Slot) -> str:
+    """The id of the slot's finished run: the one an earlier invocation started, finished now
+    (resumed from its last committed step) or already; else a new one's."""
+    earlier = _earlier_run(config.db, slot)
+    if earlier is not None and earlier[1] == "finished":  # stopped before it was linked
+        return earlier[0]
+    resume = earlier[0] if earlier is not None else None
+    return str(_run(config, where, resume=resume, slot=slot).run_id)
+
+
+def _earlier_run(db: Path, slot: _Slot) -> tuple[str, str] | None:
+    """The run the slot last started with these settings and its status, when it finished or can
+    go on; one started with other settings that did not finish is superseded."""
+    if not db.exists():
+        return None
+    con = connect(db)  # a writer: a run left running with no process is marked interrupted
     try:
-        return run_simulation(config)
+        noted = attempt_of(con, slot.experiment_id, slot.arm, slot.replicate)
+        job = find_job(con, noted[0]) if noted is not None else None
+        if noted is None or job is None or job.kind != "run":
+            return None
+        if noted[1] != slot.settings:
+            if job.status in UNFINISHED:
+                supersede_jobs(con, [job.job_id])
+            return None
+        return (job.job_id, job.status) if job.status in ("finished", *UNFINISHED) else None
+    finally:
+        con.close()
+
+
+def _note_start(db: Path, slot: _Slot, run_id: str) -> None:
+    con = connect(db)
+    try:
+        record_attempt(con, slot.experiment_id, slot.arm, slot.replicate, run_id, slot.settings)
+    finally:
+        con.close()
+
+
+def _run(config: RunConfig, where: str, *, resume: str | None = None,
+         slot: _Slot | None = None) -> RunSummary:
+    """Run one simulation, or go on with ``resume`` (given the arm's scenario, which the file
+    alone cannot rebuild); a new run is noted for its slot as it starts. A stop message points
+    at the experiment command, not the run's."""
+
+    def started(run_id: str, resumed: bool) -> None:
+        if slot is not None and not resumed:
+            _note_start(config.db, slot, run_id)
+
+    try:
+        return run_simulation(config, resume=resume, on_start=started)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise
@@ -336,23 +410,24 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
     seed = scenario.seed + replicate
     config = RunConfig(scenario=within_scenario(scenario, experiment), db=db, llm=llm, seed=seed,
                        **options)
-    summary = _run(config, f"experiment {experiment_id}, replicate {replicate} (one world)")
+    run_id = _slot_run(config, f"experiment {experiment_id}, replicate {replicate} (one world)",
+                       _Slot(experiment_id, WITHIN, replicate, settings))
     con = connect(db)
     try:
-        personas, graph = restore_society(con, summary.run_id)
+        personas, graph = restore_society(con, run_id)
         ids = [p.persona_id for p in personas]
         labels = strata(ids, [p.attributes for p in personas],
                         graph.to_networkx() if experiment.stratify == STRATIFY_COMMUNITY else None,
                         experiment.stratify, seed)
         arm_of = assign_arms(ids, [a.name for a in experiment.arms], seed, labels)
-        record_arm_agents(con, experiment_id, replicate, summary.run_id,
+        record_arm_agents(con, experiment_id, replicate, run_id,
                           [(pid, position + 1, arm_of[pid]) for position, pid in enumerate(ids)])
         for arm in experiment.arms:  # last, as these rows mark the replicate finished
-            record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+            record_arm_run(con, experiment_id, arm.name, replicate, seed, run_id,
                            arm is experiment.control, settings)
     finally:
         con.close()
-    return str(summary.run_id)
+    return run_id
 
 
 def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,

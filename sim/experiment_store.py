@@ -1,18 +1,20 @@
 """SQL of the experiment tables and the survey answers an experiment's outcomes read.
 
 An experiment's runs are ordinary runs; experiments links each (experiment, arm, replicate) to
-its finished run, and experiment_agents holds a within-world randomisation.
+its finished run, experiment_attempts to the run it last started, and experiment_agents holds a
+within-world randomisation.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import duckdb
 import pandas as pd
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import insert_rows
+from personahub.core.store import insert_rows, transaction
 
 
 def finished_arm_runs(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
@@ -30,6 +32,26 @@ def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
     insert_rows(con, "experiments", [{"experiment_id": experiment_id, "arm": arm,
                                       "replicate": replicate, "seed": seed, "run_id": run_id,
                                       "is_control": is_control, "settings": settings}])
+
+
+def record_attempt(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str, replicate: int,
+                   run_id: str, settings: str) -> None:
+    """Note the run an arm x replicate just started, in place of an earlier one."""
+    with transaction(con):
+        con.execute("DELETE FROM experiment_attempts WHERE experiment_id = ? AND arm = ? "
+                    "AND replicate = ?", [experiment_id, arm, replicate])
+        insert_rows(con, "experiment_attempts", [
+            {"experiment_id": experiment_id, "arm": arm, "replicate": replicate,
+             "run_id": run_id, "settings": settings,
+             "started_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
+
+
+def attempt_of(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
+               replicate: int) -> tuple[str, str] | None:
+    """The run an arm x replicate last started and its settings, or None."""
+    rows = con.execute("SELECT run_id, settings FROM experiment_attempts WHERE experiment_id = ? "
+                       "AND arm = ? AND replicate = ?", [experiment_id, arm, replicate]).fetchall()
+    return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
 
 def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replicate: int,
