@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import duckdb
 import pandas as pd
 
 from personahub.analysis.experiment_effects import (
@@ -59,7 +60,7 @@ from personahub.sim.experiment import (
 )
 from personahub.sim.experiment_store import (
     arm_agents,
-    attempt_of,
+    attempts,
     finished_arm_runs,
     record_arm_agents,
     record_arm_run,
@@ -148,18 +149,21 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     # check the run options before any run starts
     RunConfig(scenario=scenario, db=db, llm=llm, **options)
     done: dict[tuple[str, int], str] = {}
+    earlier: dict[tuple[str, int], _Earlier] = {}
     if db.exists():
-        con = connect(db)
+        con = connect(db)  # a writer: a run left running with no process is marked interrupted
         try:
             done = {(r.arm, int(r.replicate)): r.settings
                     for r in finished_arm_runs(con, experiment_id).itertuples()}
+            earlier = _earlier_runs(con, experiment_id)
         finally:
             con.close()
     tasks: list[Callable[[], str | None]] = []
     for replicate in range(experiment.replicates):
         if experiment.design == "within":
             tasks.append(functools.partial(_within_task, scenario, experiment, replicate, done,
-                                           db=db, llm=llm, options=options, on_run=on_run))
+                                           db=db, llm=llm, options=options, on_run=on_run,
+                                           earlier=earlier))
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
@@ -172,7 +176,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                 continue
             tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
                                            settings, db=db, llm=llm, options=options,
-                                           on_run=on_run))
+                                           on_run=on_run, earlier=earlier))
     finished: list[str] = []  # for the interrupt's message
     try:
         with interrupts_from_queries():  # Ctrl-C can land inside a DuckDB query
@@ -292,13 +296,15 @@ def _signals_as_flags(runs: int, finished: list[str]) -> Iterator[list[type[Keyb
 
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
               settings: str, *, db: Path, llm: str, options: dict[str, Any],
-              on_run: Callable[[str, int, str], None] | None) -> str:
+              on_run: Callable[[str, int, str], None] | None,
+              earlier: dict[tuple[str, int], _Earlier]) -> str:
     """Run one arm x replicate between worlds and link it; returns the run id."""
     experiment_id = experiment.id or scenario.name
     seed = scenario.seed + replicate
     config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
     run_id = _slot_run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate "
-                               f"{replicate}", _Slot(experiment_id, arm.name, replicate, settings))
+                               f"{replicate}", _Slot(experiment_id, arm.name, replicate, settings),
+                       earlier.get((arm.name, replicate)))
     con = connect(db)
     try:
         record_arm_run(con, experiment_id, arm.name, replicate, seed, run_id,
@@ -313,9 +319,11 @@ def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: i
 def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
                  done: dict[tuple[str, int], str], *, db: Path, llm: str,
                  options: dict[str, Any],
-                 on_run: Callable[[str, int, str], None] | None) -> str | None:
+                 on_run: Callable[[str, int, str], None] | None,
+                 earlier: dict[tuple[str, int], _Earlier]) -> str | None:
     """Run a within-world replicate and tell on_run (arm "all")."""
-    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options)
+    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options,
+                         earlier=earlier.get((WITHIN, replicate)))
     if run_id is not None and on_run is not None:
         on_run("all", replicate, run_id)
     return run_id
@@ -334,32 +342,47 @@ class _Slot:
 WITHIN = "*"
 
 
-def _slot_run(config: RunConfig, where: str, slot: _Slot) -> str:
+@dataclass(frozen=True)
+class _Earlier:
+    """The run an arm x replicate last started, with the settings it was started with and its
+    status when this invocation began."""
+
+    run_id: str
+    settings: str
+    status: str
+
+
+def _earlier_runs(con: duckdb.DuckDBPyConnection,
+                  experiment_id: str) -> dict[tuple[str, int], _Earlier]:
+    """Each arm x replicate's last started run (read after connect marked any left running with
+    no process interrupted)."""
+    found = {}
+    for arm, replicate, run_id, settings in attempts(con, experiment_id):
+        job = find_job(con, run_id)
+        if job is not None and job.kind == "run":
+            found[arm, replicate] = _Earlier(run_id, settings, job.status)
+    return found
+
+
+def _slot_run(config: RunConfig, where: str, slot: _Slot, earlier: _Earlier | None) -> str:
     """The id of the slot's finished run: the one an earlier invocation started, finished now
-    (resumed from its last committed step) or already; else a new one's."""
-    earlier = _earlier_run(config.db, slot)
-    if earlier is not None and earlier[1] == "finished":  # stopped before it was linked
-        return earlier[0]
-    resume = earlier[0] if earlier is not None else None
+    (resumed from its last committed step, with its arm's scenario) or already (stopped before
+    it was linked); else a new one's. An unfinished one of other settings is superseded."""
+    resume = None
+    if earlier is not None and earlier.settings != slot.settings:
+        if earlier.status in UNFINISHED:
+            _supersede(config.db, earlier.run_id)
+    elif earlier is not None and earlier.status == "finished":
+        return earlier.run_id
+    elif earlier is not None and earlier.status in UNFINISHED:
+        resume = earlier.run_id
     return str(_run(config, where, resume=resume, slot=slot).run_id)
 
 
-def _earlier_run(db: Path, slot: _Slot) -> tuple[str, str] | None:
-    """The run the slot last started with these settings and its status, when it finished or can
-    go on; one started with other settings that did not finish is superseded."""
-    if not db.exists():
-        return None
-    con = connect(db)  # a writer: a run left running with no process is marked interrupted
+def _supersede(db: Path, run_id: str) -> None:
+    con = connect(db)
     try:
-        noted = attempt_of(con, slot.experiment_id, slot.arm, slot.replicate)
-        job = find_job(con, noted[0]) if noted is not None else None
-        if noted is None or job is None or job.kind != "run":
-            return None
-        if noted[1] != slot.settings:
-            if job.status in UNFINISHED:
-                supersede_jobs(con, [job.job_id])
-            return None
-        return (job.job_id, job.status) if job.status in ("finished", *UNFINISHED) else None
+        supersede_jobs(con, [run_id])
     finally:
         con.close()
 
@@ -394,7 +417,7 @@ def _run(config: RunConfig, where: str, *, resume: str | None = None,
 
 def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
                 done: dict[tuple[str, int], str], *, db: Path, llm: str,
-                options: dict[str, Any]) -> str | None:
+                options: dict[str, Any], earlier: _Earlier | None = None) -> str | None:
     """Run a within-world replicate unless finished, record its randomisation, link every arm.
 
     Returns the new run's id, or None when it had finished."""
@@ -411,7 +434,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
     config = RunConfig(scenario=within_scenario(scenario, experiment), db=db, llm=llm, seed=seed,
                        **options)
     run_id = _slot_run(config, f"experiment {experiment_id}, replicate {replicate} (one world)",
-                       _Slot(experiment_id, WITHIN, replicate, settings))
+                       _Slot(experiment_id, WITHIN, replicate, settings), earlier)
     con = connect(db)
     try:
         personas, graph = restore_society(con, run_id)

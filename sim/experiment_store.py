@@ -46,12 +46,13 @@ def record_attempt(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
              "started_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
 
 
-def attempt_of(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
-               replicate: int) -> tuple[str, str] | None:
-    """The run an arm x replicate last started and its settings, or None."""
-    rows = con.execute("SELECT run_id, settings FROM experiment_attempts WHERE experiment_id = ? "
-                       "AND arm = ? AND replicate = ?", [experiment_id, arm, replicate]).fetchall()
-    return (str(rows[0][0]), str(rows[0][1])) if rows else None
+def attempts(con: duckdb.DuckDBPyConnection,
+             experiment_id: str) -> list[tuple[str, int, str, str]]:
+    """The run each arm x replicate of an experiment last started: arm, replicate, run id and
+    settings."""
+    return [(str(a), int(r), str(i), str(s)) for a, r, i, s in con.execute(
+        "SELECT arm, replicate, run_id, settings FROM experiment_attempts WHERE experiment_id = ? "
+        "ORDER BY replicate, arm", [experiment_id]).fetchall()]
 
 
 def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replicate: int,
