@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from personahub import runtime
 from personahub.core import jobs_store
@@ -68,6 +69,7 @@ def test_a_job_this_process_runs_stays_running_for_its_other_connections(tmp_pat
     assert seen and all(found == ["running"] for found in seen)
 
 
+@pytest.mark.slow  # two runs; connect's marking is covered by the fast tests above
 def test_the_same_run_command_marks_a_run_left_running_and_names_its_resume(
         tmp_path: Path) -> None:
     """The run's row as a kill -9 leaves it (running, no end), then the same command."""

@@ -238,6 +238,7 @@ def test_an_interrupted_calibration_resumes_to_the_uninterrupted_rows(
     assert rows(cut_db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
 
 
+@pytest.mark.slow  # a calibration and its resume
 def test_a_disk_that_fills_while_the_scores_are_stored_is_one_line(
         hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """The answers are in and the job finished; storing its scores filled the disk: one line

@@ -183,6 +183,7 @@ def test_an_interrupt_starts_no_further_run(
         assert not db.exists()
 
 
+@pytest.mark.slow  # waits 1 s for the signal
 def test_a_signal_once_every_run_is_under_way_says_they_all_finished(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM once both runs to go are under way (``parallel=2``, one replicate): both finish
