@@ -273,6 +273,11 @@ def test_a_parallel_experiment_killed_mid_way_resumes_to_the_same_tables(tmp_pat
     assert before <= set(resumed.runs.run_id) and before.isdisjoint(resumed.ran)
     whole = experiment(path, db=tmp_path / "whole.duckdb")
     assert_same_tables(resumed, whole)
+    # the runs the kill cut were gone on with: no run's rows are left over, linked to nothing
+    assert rows(db, "SELECT count(*) FROM runs WHERE run_id NOT IN "
+                    "(SELECT run_id FROM experiments)") == [(0,)]
+    agents = "SELECT count(*) FROM run_agents"
+    assert rows(db, agents) == rows(tmp_path / "whole.duckdb", agents)
 
 
 @pytest.mark.slow
