@@ -387,26 +387,20 @@ def _supersede(db: Path, run_id: str) -> None:
         con.close()
 
 
-def _note_start(db: Path, slot: _Slot, run_id: str) -> None:
-    con = connect(db)
-    try:
-        record_attempt(con, slot.experiment_id, slot.arm, slot.replicate, run_id, slot.settings)
-    finally:
-        con.close()
-
-
 def _run(config: RunConfig, where: str, *, resume: str | None = None,
          slot: _Slot | None = None) -> RunSummary:
     """Run one simulation, or go on with ``resume`` (given the arm's scenario, which the file
-    alone cannot rebuild); a new run is noted for its slot as it starts. A stop message points
-    at the experiment command, not the run's."""
+    alone cannot rebuild); a new run is noted for its slot in the transaction that records it,
+    so no kill leaves a run the next invocation cannot find. A stop message points at the
+    experiment command, not the run's."""
 
-    def started(run_id: str, resumed: bool) -> None:
-        if slot is not None and not resumed:
-            _note_start(config.db, slot, run_id)
+    def noted(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        if slot is not None:
+            record_attempt(con, slot.experiment_id, slot.arm, slot.replicate, run_id,
+                           slot.settings)
 
     try:
-        return run_simulation(config, resume=resume, on_start=started)
+        return run_simulation(config, resume=resume, on_record=noted)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise

@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 
 from personahub.core.errors import PersonahubError
-from personahub.core.store import insert_rows, transaction
+from personahub.core.store import insert_rows
 
 
 def finished_arm_runs(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
@@ -36,14 +36,13 @@ def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
 
 def record_attempt(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str, replicate: int,
                    run_id: str, settings: str) -> None:
-    """Note the run an arm x replicate just started, in place of an earlier one."""
-    with transaction(con):
-        con.execute("DELETE FROM experiment_attempts WHERE experiment_id = ? AND arm = ? "
-                    "AND replicate = ?", [experiment_id, arm, replicate])
-        insert_rows(con, "experiment_attempts", [
-            {"experiment_id": experiment_id, "arm": arm, "replicate": replicate,
-             "run_id": run_id, "settings": settings,
-             "started_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
+    """Note the run an arm x replicate starts, in place of an earlier one (in the caller's
+    transaction: the one that records the run)."""
+    con.execute("DELETE FROM experiment_attempts WHERE experiment_id = ? AND arm = ? "
+                "AND replicate = ?", [experiment_id, arm, replicate])
+    insert_rows(con, "experiment_attempts", [
+        {"experiment_id": experiment_id, "arm": arm, "replicate": replicate, "run_id": run_id,
+         "settings": settings, "started_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
 
 
 def attempts(con: duckdb.DuckDBPyConnection,

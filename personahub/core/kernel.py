@@ -306,6 +306,10 @@ class JobResult(Generic[S]):
 ExecutorChoice = Executor | Callable[[Any], Executor]
 
 
+#: called with the connection and the new job's id inside the transaction that records the job
+RecordHook = Callable[[duckdb.DuckDBPyConnection, str], object]
+
+
 @dataclass(frozen=True)
 class _Env:
 
@@ -319,6 +323,7 @@ class _Env:
     on_start: Callable[[str, bool], None] | None = None
     parent: str | None = None
     client: StructuredCaller | None = None
+    on_record: RecordHook | None = None
 
 
 @dataclass(eq=False)
@@ -392,7 +397,8 @@ class JobContext(Generic[C]):
                   resume: str | None = None) -> JobResult[S]:
         """Run a child job on this job's connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
-                                    choice=self.executor, on_ready=None, on_start=None)
+                                    choice=self.executor, on_ready=None, on_start=None,
+                                    on_record=None)
         return _run(spec, config, child, resume=resume, fresh=False)
 
 
@@ -448,18 +454,22 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
             progress: ProgressHook | None = None,
             on_ready: Callable[[StructuredCaller | None], None] | None = None,
             on_start: Callable[[str, bool], None] | None = None,
-            con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
-    """Run (or resume) one job of a spec in a database."""
+            con: duckdb.DuckDBPyConnection | None = None,
+            on_record: RecordHook | None = None) -> JobResult[S]:
+    """Run (or resume) one job of a spec in a database; ``on_record`` writes what belongs with a
+    new job's row in its transaction (an experiment notes its arm run), so no kill falls between."""
     if con is not None:
         with job_loop() as loop:
-            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
+            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start,
+                       on_record=on_record)
             return _run(spec, config, env, resume=resume, fresh=fresh)
     created = not Path(db).exists()
     empty = False
     with job_loop() as loop:
         con = connect(db)
         try:
-            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
+            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start,
+                       on_record=on_record)
             return _run(spec, config, env, resume=resume, fresh=fresh)
         except DiskFull as stop:  # a fresh connection: its own may have failed
             con.close()
@@ -628,6 +638,8 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
     def record() -> object:
         jobs_store.create_job(ctx.con, ctx.job_id, spec.kind, ctx.stored,
                               seed=seed if isinstance(seed, int) else None, parent_id=ctx.parent_id)
+        if ctx.env.on_record is not None:
+            ctx.env.on_record(ctx.con, ctx.job_id)
         return outcome.then() if outcome.then is not None else None
 
     _write(ctx, dataclasses.replace(outcome, then=record))
