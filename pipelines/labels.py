@@ -127,7 +127,7 @@ class ShippedKind:
 
 _RUN_LOG = ("runs", "run_agents", "run_archetypes", "run_agent_archetypes", "steps", "emissions",
             "messages", "run_edges", "events", "interventions", "survey_answers", "agent_states",
-            "decisions", "experiments", "experiment_agents")
+            "decisions", "experiments", "experiment_attempts", "experiment_agents")
 _CALIBRATION = ("calibration_jobs", "calibration_questions", "calibration_human",
                 "calibration_panels", "calibration_answers", "calibration_scores",
                 "calibration_summary")

@@ -279,6 +279,18 @@ CREATE TABLE IF NOT EXISTS experiments (
     settings      VARCHAR NOT NULL,
     PRIMARY KEY (experiment_id, arm, replicate)
 );
+-- experiment_attempts (sim/experiment_store.py): the run each arm x replicate started (arm '*' for
+-- a within-world replicate's one run), written with the run's jobs row: running the experiment
+-- again goes on with a run that did not finish (a kill, Ctrl-C, a failure), not leaving it behind
+CREATE TABLE IF NOT EXISTS experiment_attempts (
+    experiment_id VARCHAR NOT NULL,
+    arm           VARCHAR NOT NULL,
+    replicate     INTEGER NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    settings      VARCHAR NOT NULL,
+    started_at    TIMESTAMP NOT NULL,
+    PRIMARY KEY (experiment_id, arm, replicate)
+);
 -- experiment_agents (sim/experiment_store.py): a within-world experiment's randomisation, each
 -- agent of a replicate's one run and its arm (written with the run's ``experiments`` rows)
 CREATE TABLE IF NOT EXISTS experiment_agents (
