@@ -39,7 +39,7 @@ from personahub.sim.population_plan import (
     StepOpen,
     SurveyAsk,
 )
-from personahub.sim.scenario import Audience, Scenario
+from personahub.sim.scenario import AgentRef, Audience, Scenario
 from personahub.sim.society import prefix_order, unorder
 from personahub.tasks import addressed_kinds
 from personahub.tasks.survey import (
@@ -132,7 +132,7 @@ class ColumnSociety:
     """The driver of a column society: plans each step over the shards and asks the groups."""
 
     def __init__(self, *, scenario: Scenario, shards: Shards, representatives: Sequence[str],
-                 representative_texts: Sequence[str], refs: Mapping[object, tuple[int, str]],
+                 representative_texts: Sequence[str], refs: Mapping[AgentRef, tuple[int, str]],
                  llm: StructuredCaller, run_id: str, seed: int, world: str,
                  folder: Callable[[int], str], indexes: IndexesByKind,
                  chunk_size: int = DEFAULT_CHUNK, read: int = MEMBERS_READ) -> None:
@@ -186,9 +186,12 @@ class ColumnSociety:
                      for key in (*pools, *surveys)}
         outcomes, shares = await self._ask(step, plan, pools, surveys, histories)
         result.archetype_calls = len(pools) + len(surveys)
-        for call in (*outcomes, *shares):
-            result.records.extend(call.records)
-            result.cache_entries.extend(call.cache_entries)
+        for outcome in outcomes:
+            result.records.extend(outcome.records)
+            result.cache_entries.extend(outcome.cache_entries)
+        for stated in shares:
+            result.records.extend(stated.records)
+            result.cache_entries.extend(stated.cache_entries)
         close = StepClose(step=step, run_id=self.run_id, model=self.model_label,
                           folder=self.folder(step),
                           pools=self._pool_answers(step, pools, groups, outcomes, result),

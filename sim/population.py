@@ -102,14 +102,12 @@ class PopulationShard:
         groups: list[GroupAsk] = []
         for k, kind in enumerate(plan.kinds):
             members = active[kinds == k]
-            groups += self._groups(members, rank, plan.read,
-                                   lambda a, kind=kind: ("pool", a, kind))
+            groups += self._groups(members, rank, plan.read, ("pool", kind))
         asked: dict[int, np.ndarray] = {}
         for survey in plan.surveys:
             members = np.flatnonzero(self.audience(survey.audience))
             asked[survey.index] = members
-            groups += self._groups(members, rank, plan.read,
-                                   lambda a, s=survey.index: ("survey", s, a))
+            groups += self._groups(members, rank, plan.read, ("survey", survey.index))
         shown: dict[int, int] = {}
         memories: dict[int, str] = {}
         candidates = []
@@ -151,8 +149,11 @@ class PopulationShard:
         return np.flatnonzero(step_draws(self.keys, plan.step) < p)
 
     def _groups(self, members: np.ndarray, rank: np.ndarray, read: int,
-                key: Callable[[int], tuple[Any, ...]]) -> list[GroupAsk]:
-        """Group members by archetype: counts, lowest agent id and the ``read`` lowest ranks."""
+                what: tuple[str, Any]) -> list[GroupAsk]:
+        """Group members by archetype: counts, lowest agent id and the ``read`` lowest ranks.
+
+        A pool's key is ("pool", archetype, kind), a survey group's ("survey", index, archetype).
+        """
         if members.size == 0:
             return []
         order = np.lexsort((rank[members], self.archetypes[members]))
@@ -165,7 +166,10 @@ class PopulationShard:
             part = ordered[lo:hi]
             first = int(self.agent_ids[part].min())
             chosen = part[:read]
-            out.append(GroupAsk(key(int(labels[lo])), int(hi - lo), first,
+            archetype = int(labels[lo])
+            key = (("pool", archetype, what[1]) if what[0] == "pool"
+                   else ("survey", what[1], archetype))
+            out.append(GroupAsk(key, int(hi - lo), first,
                                 [(int(rank[p]), int(p), 0, 0) for p in chosen.tolist()]))
         return out
 
@@ -269,8 +273,9 @@ class PopulationShard:
                     ok[archetype] = True
             done.drawn += int(members.size)
             for archetype in np.unique(labels[~ok[labels]]).tolist():
-                share = given.get(archetype)
-                error = "archetype call: " + ((share.error if share else None) or "no valid answer")
+                stated = given.get(archetype)
+                error = "archetype call: " + ((stated.error if stated else None)
+                                              or "no valid answer")
                 reason = f"survey {survey.survey_id}: {error}"
                 done.failures[reason] = done.failures.get(reason, 0) + int(
                     (labels == archetype).sum())
