@@ -272,7 +272,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 scenario.personas, include_ungated=True))
         personas = None
         notes: list[str] = []
-        if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
+        if not (ctx.resumed and store.agent_count(ctx.con, ctx.job_id)):
             with RunHeap():  # many long-lived objects: keep the collector off them
                 personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
                                                          offline=spec_is_offline(ctx.config.llm),
@@ -529,6 +529,10 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     """Set up the society or read it back, at the last committed step."""
     config, con, run_id = ctx.config, ctx.con, ctx.job_id
     scenario = state.scenario_now
+    representatives = store.archetype_representatives(con, run_id)
+    if state.columns and state.personas is None and representatives:
+        _columns_society(ctx, state, representatives, store.steps_done(con, run_id))
+        return  # a resume reads no agent into this process
     if state.personas is not None:
         reached = _setup(ctx, scenario, state.personas)
         own = runner.own_acquaintances(scenario, state.personas, config.run_seed)
@@ -545,17 +549,7 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
         assert grouping is not None
         state.personas = None
         del agents, graph
-        state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
-                                      texts=store.emission_texts(con))
-        state.model = population_setup.column_society(
-            con, run_id=run_id, scenario=scenario, representatives=grouping[1], done=done,
-            db=ctx.db, llm=ctx.caller, seed=config.run_seed, world=state.world,
-            indexes=state.indexes, chunk_size=config.chunk_size, shards=config.shards,
-            ray_workers=config.ray_workers if config.executor == "ray" else None,
-            held=state.held)
-        state.committed = ctx.done_before = done
-        if state.heap is not None:
-            state.heap.settle()
+        _columns_society(ctx, state, grouping[1], done)
         return
     state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
@@ -569,6 +563,22 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
         state.model.next_event_index, state.model.next_intervention_index = \
             store.next_indexes(con, run_id, state.model.next_event_index,
                                state.model.next_intervention_index)
+    state.committed = ctx.done_before = done
+    if state.heap is not None:
+        state.heap.settle()
+
+
+def _columns_society(ctx: JobContext[RunConfig], state: RunState, representatives: list[str],
+                     done: int) -> None:
+    """Start the run's column society at step ``done`` (its agents are in the database)."""
+    config, scenario = ctx.config, state.scenario_now
+    state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
+                                  texts=store.emission_texts(ctx.con))
+    state.model = population_setup.column_society(
+        ctx.con, run_id=ctx.job_id, scenario=scenario, representatives=representatives,
+        done=done, db=ctx.db, llm=ctx.caller, seed=config.run_seed, world=state.world,
+        indexes=state.indexes, chunk_size=config.chunk_size, shards=config.shards,
+        ray_workers=config.ray_workers if config.executor == "ray" else None, held=state.held)
     state.committed = ctx.done_before = done
     if state.heap is not None:
         state.heap.settle()

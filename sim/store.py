@@ -84,6 +84,13 @@ def archetypes_of(con: duckdb.DuckDBPyConnection,
     return labels, reps
 
 
+def archetype_representatives(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """Each archetype's representative persona id, in archetype order ([] without archetypes)."""
+    return [str(r[0]) for r in con.execute(
+        "SELECT representative FROM run_archetypes WHERE run_id = ? ORDER BY archetype",
+        [run_id]).fetchall()]
+
+
 ARCHETYPE_LINES = 5  # archetypes show names, largest first
 
 
