@@ -197,7 +197,7 @@ def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archety
     prices = step_prices(scenario, len(personas), personas[0].text, archetypes=archetypes,
                          elicit=archetype_elicit)
     for line in plan_lines(prices, len(personas), min(k, len(personas)) if k else None):
-        out.print(line, highlight=False, markup=False)
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:

@@ -241,3 +241,20 @@ def test_the_plan_counts_calls_per_archetype_and_per_agent(tmp_path):
     assert [round(p.calls) for p in pooled] == [300, 300, 300]  # every pool has members
     assert [round(p.calls) for p in each] == [1_600_000, 1_600_000, 1_600_000]
     assert all(p.prompt_tokens > 0 and p.completion_tokens_max > 0 for p in pooled)
+
+
+def test_run_plan_prints_each_steps_price_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from personahub.cli.app import app
+
+    path = _scenario(tmp_path)
+    db = tmp_path / "plan.duckdb"
+    result = CliRunner().invoke(app, ["run", str(path), "--plan", "--db", str(db)],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert lines[0].startswith(f"plan: {N} agents, 4 archetypes")
+    assert [line.split(":")[0] for line in lines[1:4]] == ["step 1", "step 2", "step 3"]
+    assert "calls (" in lines[1] and "prompt tokens" in lines[1] and lines[4].startswith("run:")
+    assert not db.exists()
