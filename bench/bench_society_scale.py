@@ -128,7 +128,7 @@ def _steps(db: str, run_id: str, ray_nodes: int, shards: int | None, out: Any) -
     resume_run(run_id, db=db, progress=lambda phase, done, total: marks.append(time.perf_counter()),
                **options)
     seconds = time.perf_counter() - began
-    workers["_commits"] = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    commits = [b - a for a, b in zip(marks, marks[1:], strict=False)]
     if ray_nodes:
         import ray
 
@@ -139,7 +139,7 @@ def _steps(db: str, run_id: str, ray_nodes: int, shards: int | None, out: Any) -
         ray.shutdown()
         assert cluster is not None
         cluster.shutdown()
-    out.put((seconds, _rss_mb(), workers))
+    out.put((seconds, _rss_mb(), {**workers, "_commits": commits}))
 
 
 def _agents_path(scenario: str, db: str, out: Any) -> None:
