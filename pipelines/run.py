@@ -12,7 +12,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
 from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
-from personahub.sim import runner, store
+from personahub.sim import population_setup, runner, store
+from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_refusal
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import (
     Scenario,
@@ -49,6 +50,8 @@ from personahub.sim.scenario import (
 )
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
+
+SOCIETIES = ("agents", "columns", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +71,10 @@ class RunConfig(EngineFields):
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
     include_ungated: bool = False  # a hub source also draws personas the gate did not pass
+    # agents: one Mesa agent object per persona; columns: the population in column shards (a run
+    # with archetypes whose scenario fits, sim/column_society.py); auto: columns when it fits
+    society: str = "agents"
+    shards: int | None = engine(None)  # column shards (default: one locally, --ray-workers on Ray)
     db: Path = engine(Path(DEFAULT_DB))
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
@@ -91,6 +98,11 @@ class RunConfig(EngineFields):
             check_int(self.steps, "--steps", low=1, high=MAX_STEPS)
         if self.archetypes is not None:
             check_int(self.archetypes, "--archetypes", low=1)
+        if self.society not in SOCIETIES:
+            raise UsageError(f"--society must be one of {', '.join(SOCIETIES)}, "
+                             f"got {self.society!r}")
+        if self.shards is not None:
+            check_int(self.shards, "shards", low=1)
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
             if self.scenario is not None and (self.archetypes is None
@@ -166,7 +178,7 @@ class Taken:
     """A step as its batch returns it: the result (which carries the step's calls) and when the
     step started."""
 
-    result: StepResult
+    result: StepResult | ColumnStep
     started_at: dt.datetime
 
 
@@ -180,10 +192,12 @@ class RunState:
     world: str = ""
     started: float = field(default_factory=time.perf_counter)
     committed: int = 0
-    model: SocietyModel | None = None
+    model: SocietyModel | ColumnSociety | None = None
     indexes: IndexesByKind | None = None
     heap: RunHeap | None = None
     personas_note: str | None = None  # the hub draw's shortfall
+    columns: bool = False  # the population lives in column shards
+    held: ExitStack = field(default_factory=ExitStack)  # what lives as long as the run (actors)
 
     @property
     def scenario_now(self) -> Scenario:
@@ -258,14 +272,15 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 scenario.personas, include_ungated=True))
         personas = None
         notes: list[str] = []
-        if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
+        if not (ctx.resumed and store.agent_count(ctx.con, ctx.job_id)):
             with RunHeap():  # many long-lived objects: keep the collector off them
                 personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
                                                          offline=spec_is_offline(ctx.config.llm),
                                                          notes=notes)
         world = runner.check_scenario(scenario, personas)
         ctx.state = RunState(scenario.name, scenario, personas, world,
-                             personas_note=notes[0] if notes else None)
+                             personas_note=notes[0] if notes else None,
+                             columns=_columns(ctx.config, scenario))
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
@@ -285,6 +300,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 _state(ctx).heap = heap
                 yield
         finally:
+            if isinstance(ctx.state, RunState):
+                ctx.state.held.close()
             steering = _steering(ctx)
             if steering is not None:  # tell the live view the run is over
                 state = ctx.state if isinstance(ctx.state, RunState) else None
@@ -311,6 +328,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 state.model.injected.extend(steering.barrier(step))
             yield step
             state.committed = step
+            if state.columns:
+                population_setup.clear_step(ctx.db, ctx.job_id, step)
             store.release_cached_blocks(con)  # keeps memory flat over long runs
             if state.heap is not None:
                 state.heap.settle()
@@ -321,6 +340,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
 
     def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
         """Write the step's rows with its calls; lost actions stop the run before any is written."""
+        if isinstance(result.result, ColumnStep):
+            return _commit_columns(ctx, batch, result.result, result.started_at)
         step = result.result
         errors = [error for _, error in step.failures]
         kept = len(step.emissions) + len(step.answers)
@@ -471,10 +492,47 @@ def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
                           "the --llm server (its log says more)")
 
 
+def _columns(config: RunConfig, scenario: Scenario) -> bool:
+    """Whether the run's population lives in column shards (a usage error when asked for one
+    whose scenario does not fit)."""
+    if config.society == "agents":
+        return False
+    k = config.archetypes if config.archetypes is not None else scenario.archetypes
+    elicit = (config.archetype_elicit if config.archetype_elicit is not None
+              else scenario.archetype_elicit)
+    why = columns_refusal(dataclasses.replace(scenario, archetypes=k),
+                          archetype_sample_size(elicit))
+    if why is not None and config.society == "columns":
+        raise UsageError(f"--society columns: scenario {scenario.name} needs an agent object per "
+                         f"agent ({why}); use --society agents or auto")
+    return why is None
+
+
+def _commit_columns(ctx: JobContext[RunConfig], batch: int, step: ColumnStep,
+                    started_at: dt.datetime) -> BatchOutcome:
+    """Write a column step: its small rows and calls, and its shards' files in bulk."""
+    errors = step.errors
+    kept = step.emissions + step.answers
+    _refuse_lost(batch, errors, kept + len(errors))
+    rows = store.column_step_rows(ctx.job_id, step, started_at)
+
+    def then() -> None:
+        store.commit_step_files(ctx.con, ctx.job_id, step.step, step.files)
+        store.set_steps_done(ctx.con, ctx.job_id, batch)
+
+    return BatchOutcome(rows=rows, calls=[step], asked=kept + len(errors), kept=kept,
+                        errors=errors, label=f"step {batch}",
+                        progress=("step", batch, ctx.config.run_steps), then=then)
+
+
 def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     """Set up the society or read it back, at the last committed step."""
     config, con, run_id = ctx.config, ctx.con, ctx.job_id
     scenario = state.scenario_now
+    representatives = store.archetype_representatives(con, run_id)
+    if state.columns and state.personas is None and representatives:
+        _columns_society(ctx, state, representatives, store.steps_done(con, run_id))
+        return  # a resume reads no agent into this process
     if state.personas is not None:
         reached = _setup(ctx, scenario, state.personas)
         own = runner.own_acquaintances(scenario, state.personas, config.run_seed)
@@ -487,6 +545,12 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     grouping = runner.archetype_grouping(con, run_id, k, agents, config.run_seed)
     elicit = (config.archetype_elicit if config.archetype_elicit is not None
               else scenario.archetype_elicit)
+    if state.columns:
+        assert grouping is not None
+        state.personas = None
+        del agents, graph
+        _columns_society(ctx, state, grouping[1], done)
+        return
     state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
                                runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
@@ -499,6 +563,22 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
         state.model.next_event_index, state.model.next_intervention_index = \
             store.next_indexes(con, run_id, state.model.next_event_index,
                                state.model.next_intervention_index)
+    state.committed = ctx.done_before = done
+    if state.heap is not None:
+        state.heap.settle()
+
+
+def _columns_society(ctx: JobContext[RunConfig], state: RunState, representatives: list[str],
+                     done: int) -> None:
+    """Start the run's column society at step ``done`` (its agents are in the database)."""
+    config, scenario = ctx.config, state.scenario_now
+    state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
+                                  texts=store.emission_texts(ctx.con))
+    state.model = population_setup.column_society(
+        ctx.con, run_id=ctx.job_id, scenario=scenario, representatives=representatives,
+        done=done, db=ctx.db, llm=ctx.caller, seed=config.run_seed, world=state.world,
+        indexes=state.indexes, chunk_size=config.chunk_size, shards=config.shards,
+        ray_workers=config.ray_workers if config.executor == "ray" else None, held=state.held)
     state.committed = ctx.done_before = done
     if state.heap is not None:
         state.heap.settle()
