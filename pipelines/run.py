@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
@@ -29,6 +31,7 @@ from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_optional_number, check_seed
 from personahub.executors import check_executor
 from personahub.models.cache import check_replay_file
+from personahub.models.endpoint_specs import served_models
 from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings
 from personahub.personas.expand import ExpansionIncomplete
 from personahub.personas.gate_labels import spec_is_offline
@@ -39,6 +42,7 @@ from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
 from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
+from personahub.pipelines.survey_profile import SurveyProfile, load_profile
 from personahub.sim import runner, store
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import (
@@ -66,6 +70,7 @@ class RunConfig(EngineFields):
     seed: int | None = None
     archetypes: int | None = None  # overrides the scenario's
     archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
+    survey_profile: str | None = None  # a fitted calibration answering every choice survey
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
     include_ungated: bool = False  # a hub source also draws personas the gate did not pass
@@ -95,6 +100,8 @@ class RunConfig(EngineFields):
             check_int(self.steps, "--steps", low=1, high=MAX_STEPS)
         if self.archetypes is not None:
             check_int(self.archetypes, "--archetypes", low=1)
+        if self.survey_profile is not None and not str(self.survey_profile).strip():
+            raise UsageError("--survey-profile: give the id of a calibration fitted with --fit")
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
             if self.scenario is not None and (self.archetypes is None
@@ -188,6 +195,7 @@ class RunState:
     indexes: IndexesByKind | None = None
     heap: RunHeap | None = None
     personas_note: str | None = None  # the hub draw's shortfall
+    profiles: dict[str, SurveyProfile] = field(default_factory=dict)  # by survey id
 
     @property
     def scenario_now(self) -> Scenario:
@@ -268,13 +276,22 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                                                          offline=spec_is_offline(ctx.config.llm),
                                                          notes=notes)
         world = runner.check_scenario(scenario, personas)
+        profiles = _profiles(ctx.con, scenario, ctx.config.survey_profile)
+        if not ctx.resumed:  # the spec's model, before the client is built or anything written
+            for survey_id, profile in profiles.items():
+                profile.check_served(served_models(ctx.config.llm),
+                                     _profile_flag(ctx.config, survey_id))
         ctx.state = RunState(scenario.name, scenario, personas, world,
-                             personas_note=notes[0] if notes else None)
+                             personas_note=notes[0] if notes else None, profiles=profiles)
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
-        """The runs row, and the scenario's personas in the hub."""
+        """The runs row, and the scenario's personas in the hub; a survey profile fitted on
+        another model is refused first.
+        """
         state, config = _state(ctx), ctx.config
+        for survey_id, profile in state.profiles.items():  # a client of one's own, too
+            profile.check_model(ctx.caller, _profile_flag(config, survey_id))
         row = store.run_row(ctx.job_id, scenario=state.name,
                             scenario_path=config.scenario_file or "", llm=ctx.caller.label,
                             steps_planned=config.run_steps)
@@ -460,7 +477,8 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
                                runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
                                archetypes=grouping,
-                               archetype_sample=archetype_sample_size(elicit))
+                               archetype_sample=archetype_sample_size(elicit),
+                               survey_answerers=state.profiles)
     state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
                                   texts=store.emission_texts(con))
     if done:
@@ -471,6 +489,31 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     state.committed = ctx.done_before = done
     if state.heap is not None:
         state.heap.settle()
+
+
+def _profile_flag(config: RunConfig, survey_id: str) -> str:
+    """How a refusal names where a survey's profile came from."""
+    return "--survey-profile" if config.survey_profile else f"survey {survey_id!r}: profile"
+
+
+def _profiles(con: duckdb.DuckDBPyConnection, scenario: Scenario,
+              given: str | None) -> dict[str, SurveyProfile]:
+    """The survey profile answering each choice survey, by survey id (--survey-profile: every
+    choice survey's; else the surveys' own profile field); an unknown or unfitted one is refused.
+    """
+    loaded: dict[str, SurveyProfile] = {}
+    out = {}
+    for survey in scenario.surveys:
+        job_id = given if given is not None and survey.answer == "choice" else survey.profile
+        if job_id is None:
+            continue
+        flag = "--survey-profile" if given is not None else f"survey {survey.id!r}: profile"
+        if job_id not in loaded:
+            loaded[job_id] = load_profile(con, job_id, flag)
+        out[survey.id] = loaded[job_id]
+    if given is not None and not out:
+        raise UsageError(f"--survey-profile {given}: the scenario has no choice survey to answer")
+    return out
 
 
 def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Persona]) -> tuple[str, ...]:

@@ -221,7 +221,14 @@ class SurveyProfile:
         Raises:
             UsageError: the caller serves another model than the profile was fitted on.
         """
-        served = model_name(caller)
+        self.check_served(model_name(caller), flag)
+
+    def check_served(self, served: str, flag: str = "--survey-profile") -> None:
+        """Refuse another served model than the profile was fitted on, in one line.
+
+        Raises:
+            UsageError: the names differ.
+        """
         if served != self.model:
             raise UsageError(f"{flag} {self.job_id}: the profile was fitted on {self.model}, and "
                              f"this run asks {served}; fit one on this model (personahub "
