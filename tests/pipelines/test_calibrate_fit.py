@@ -67,6 +67,7 @@ def test_folds_are_seeded_balanced_and_held_out_is_fold_zero() -> None:
     assert set(training_questions(folds)).isdisjoint(held_out_questions(folds))
 
 
+@pytest.mark.slow
 def test_the_split_is_stored_with_the_job(fitted: dict[str, Any]) -> None:
     stored = dict(_rows(fitted["db"], "SELECT question_id, fold FROM calibration_folds "
                                       "WHERE job_id = ?", [fitted["job"]]))
@@ -75,6 +76,7 @@ def test_the_split_is_stored_with_the_job(fitted: dict[str, Any]) -> None:
     assert stored == fold_split(questions, 3, 0)
 
 
+@pytest.mark.slow
 def test_console_prints_the_choice_and_held_out_scores_with_intervals(fitted: dict[str, Any]
                                                                       ) -> None:
     console = fitted["console"]
@@ -100,6 +102,7 @@ def test_console_prints_the_choice_and_held_out_scores_with_intervals(fitted: di
     assert f"personahub run SCENARIO --survey-profile {fitted['job']}" in console
 
 
+@pytest.mark.slow
 def test_the_held_out_table_holds_only_held_out_questions(fitted: dict[str, Any]) -> None:
     held = {q for (q,) in _rows(fitted["db"], "SELECT question_id FROM calibration_folds WHERE "
                                               "job_id = ? AND fold = 0", [fitted["job"]])}
@@ -113,6 +116,7 @@ def test_the_held_out_table_holds_only_held_out_questions(fitted: dict[str, Any]
     assert steering == {"profile"}
 
 
+@pytest.mark.slow
 def test_the_profile_is_stored_and_listed(fitted: dict[str, Any]) -> None:
     import personahub
 
@@ -132,6 +136,7 @@ def test_the_profile_is_stored_and_listed(fitted: dict[str, Any]) -> None:
     assert "survey profile" in table.replace("\n", " ") or "survey" in table
 
 
+@pytest.mark.slow
 def test_few_shot_examples_come_from_training_folds_only(fitted: dict[str, Any]) -> None:
     survey = read_survey(fitted["tmp"] / "wave")
     selected = select(survey)
@@ -166,6 +171,7 @@ def _leak_into_held_out(db: Path, job_id: str, chosen: str) -> None:
                         "NULL", [chosen, junk, people, job_id, qid])
 
 
+@pytest.mark.slow
 def test_a_held_out_score_is_computed_only_on_questions_the_fit_never_saw(tmp_path: Path) -> None:
     """The held-out fold is rewritten after the fit: every configuration but the chosen one
     answers it as people do, the chosen one as badly as it can. Scored again (a finished job's
