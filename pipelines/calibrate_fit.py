@@ -50,7 +50,7 @@ from personahub.pipelines.elicit.base import (
 )
 from personahub.pipelines.elicit.distribution import modal_answer
 from personahub.pipelines.elicit.few_shot import FewShot
-from personahub.pipelines.elicit.temperature import LOG_T_BOUNDS
+from personahub.pipelines.elicit.temperature import LOG_T_BOUNDS, at_bound
 from personahub.pipelines.prompts.calibration import NO_PERSONA
 from personahub.pipelines.survey_profile import (
     ProfileConfig,
@@ -67,6 +67,7 @@ MIN_FOLDS = 3  # the held-out fold and two training folds (each scored with the 
 HELD_OUT = 0  # the held-out fold's number
 FEW_SHOT_SETS = 2  # seeded sets of example questions tried per few-shot:K method
 FITTED_ROW = store.FITTED_ROW  # the held-out model row's steering
+DRAWN_AT_PANEL = ("perfect_panel", "human_overall_panel")  # not scored beside a profile
 
 
 def fold_split(questions: Sequence[str], k: int, seed: int) -> dict[str, int]:
@@ -357,15 +358,18 @@ def _counts(vector: Any) -> str | None:
 def held_out_table(survey: Survey, cells: Sequence[_Cell], temperature: float,
                    none: Mapping[str, np.ndarray], no_persona_n: int, seed: int,
                    asked_groups: Collection[tuple[str, str]]) -> pd.DataFrame:
-    """Score the profile's expected shares on the held-out questions beside the baselines, floor
-    and ceiling (at the panels' answered size), in SCORE_COLUMNS; model rows have steering
-    FITTED_ROW.
+    """Score the profile's expected shares on the held-out questions beside the baselines and
+    human_resample (the people's own noise: a perfect simulator's ceiling), in SCORE_COLUMNS;
+    model rows have steering FITTED_ROW.
     """
     held = _held_out_survey(survey, {c.question.qid for c in cells} | set(none))
     model = {c.key: _expected(c, temperature) * len(c.personas) for c in cells}
     table = pd.concat([score_survey(held, model, no_persona=none, seed=seed),
                        score_population(held, model, no_persona=none, seed=seed)],
                       ignore_index=True)
+    # expected shares are no panel of answers: no ceiling drawn at a panel's size (human_resample,
+    # the people's own noise, is the ceiling of a perfect simulator's expected shares)
+    table = table[~table["source"].isin(DRAWN_AT_PANEL)].reset_index(drop=True)
     on_panel = table["source"].isin(PANEL_SOURCES)
     table.insert(4, "steering", np.where(on_panel, FITTED_ROW, ""))
     keep = [a == POPULATION or (a, g) in asked_groups
@@ -488,16 +492,26 @@ def fit_lines(outcome: FitOutcome | None, intervals: pd.DataFrame | None = None,
                  f"{profile.config.steering}, temperature {profile.temperature:.3g} (fitted on "
                  f"the training folds)" + (f", examples {', '.join(shown)}" if shown else "")
                  + f"; model {profile.model}")
+    end = at_bound(profile.temperature) if _tuned(profile.config) else None
+    if end == "upper":
+        lines.append(f"warning: the profile's temperature stopped at its upper bound "
+                     f"({profile.temperature:.3g}): its answers are nearly uniform (the "
+                     "method's own distributions fit the training folds worse than guessing)")
+    elif end == "lower":
+        lines.append(f"warning: the profile's temperature stopped at its lower bound "
+                     f"({profile.temperature:.3g}): nearly all of each agent's mass is on one "
+                     "option")
     lines += _beats_uniform(standing)
     if intervals is None or intervals.empty:
         return lines
     overall = intervals[intervals["attribute"] == "overall"].set_index("who")
     cells = []
-    for who in ("model", "uniform", "no_persona", "human_overall"):
+    for who in ("model", "uniform", "no_persona", "human_overall", "human_resample"):
         if who in overall.index:
             r = overall.loc[who]
             ci = "" if pd.isna(r["low"]) else f" [{r['low']:.3f}, {r['high']:.3f}]"
-            cells.append(f"{'profile' if who == 'model' else who} {r['mean']:.3f}{ci}")
+            name = {"model": "profile", "human_resample": "ceiling (human_resample)"}.get(who, who)
+            cells.append(f"{name} {r['mean']:.3f}{ci}")
     if cells:
         lines.append("held-out representativeness (95% interval over the held-out questions): "
                      + ", ".join(cells))
@@ -514,8 +528,9 @@ def _beats_uniform(standing: pd.DataFrame | None) -> list[str]:
     row = rows.iloc[0]
     questions = int(row["questions"])
     on = f"on the {questions} held-out question{'s' * (questions != 1)}"
-    gap = f"{row['gap']:+.3f}" + ("" if pd.isna(row["low"]) else
-                                  f" [{row['low']:.3f}, {row['high']:.3f}]")
+    digits = 4 if abs(float(row["gap"])) < 0.0005 else 3  # a gap that rounds to 0 is still shown
+    gap = f"{row['gap']:+.{digits}f}" + ("" if pd.isna(row["low"]) else
+                                         f" [{row['low']:.{digits}f}, {row['high']:.{digits}f}]")
     said = {"above": "beats uniform", "below": "is below uniform",
             "indistinguishable": "does not beat uniform (the interval holds 0)",
             "no interval": "cannot be told from uniform (one question: no interval)"}
