@@ -277,10 +277,9 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                                                          notes=notes)
         world = runner.check_scenario(scenario, personas)
         profiles = _profiles(ctx.con, scenario, ctx.config.survey_profile)
-        if not ctx.resumed:  # the spec's model, before the client is built or anything written
-            for survey_id, profile in profiles.items():
-                profile.check_served(served_models(ctx.config.llm),
-                                     _profile_flag(ctx.config, survey_id))
+        for survey_id, profile in profiles.items():  # before the client or anything is written
+            profile.check_served(served_models(ctx.config.llm),
+                                 _profile_flag(ctx.config, survey_id))
         ctx.state = RunState(scenario.name, scenario, personas, world,
                              personas_note=notes[0] if notes else None, profiles=profiles)
         ctx.total = ctx.config.run_steps

@@ -19,12 +19,13 @@ import pytest
 import personahub
 from personahub.analysis.calibration_scores import representativeness, split
 from personahub.analysis.survey_read import read_survey
-from personahub.api import run_simulation
+from personahub.api import resume_run, run_simulation
+from personahub.core.errors import PersonahubError
 from personahub.personas.demographics import canonical
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import ScenarioError, Survey, load_scenario
 from tests.cli_helpers import invoke, usage_error
-from tests.fakes import FakeClient
+from tests.fakes import FakeClient, unreachable_from_step
 from tests.pipelines.calibrate_fixtures import make_population
 from tests.pipelines.fit_fixtures import write_wave
 
@@ -33,9 +34,10 @@ from personahub.sim.scenario import Event, GraphGrowth, PersonaSource, Scenario,
 SURVEYS = {surveys!r}
 SCENARIO = Scenario(
     name="profiled", personas=PersonaSource(path="hub", carve=("population={population}",)),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("instruction",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps={steps}, kinds=("instruction",),
     events={events},
-    surveys=tuple(Survey(id=i, steps=(1,), question=q, options=o{profile}) for i, q, o in SURVEYS),
+    surveys=tuple(Survey(id=i, steps=({steps},), question=q, options=o{profile})
+                  for i, q, o in SURVEYS),
     {extra})
 '''
 
@@ -63,12 +65,12 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _scenario(fitted: dict[str, Any], path: Path, *, questions: list[str] | None = None,
-              profile: str = "", events: str = "()", extra: str = "") -> Path:
+              profile: str = "", events: str = "()", extra: str = "", steps: int = 1) -> Path:
     survey = fitted["survey"]
     asked = [(qid, survey.questions[qid].text, survey.questions[qid].options)
              for qid in (questions or fitted["held"])]
     path.write_text(SCENARIO.format(surveys=asked, population=fitted["population"],
-                                    profile=profile, events=events, extra=extra))
+                                    profile=profile, events=events, extra=extra, steps=steps))
     return path
 
 
@@ -280,3 +282,23 @@ def test_experiment_hands_the_profile_to_every_arm_run(fitted: dict[str, Any],
                                "experiments e USING (run_id)").fetchall()
     assert runs == [("a", fitted["job"]), ("b", fitted["job"])]
     assert answered == [(fitted["job"],)]
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_to_the_answers_of_an_uninterrupted_one(
+        fitted: dict[str, Any], tmp_path: Path) -> None:
+    """The endpoint goes away at step 2, where the profile answers: the step is not committed,
+    and the resume draws the answers an uninterrupted run draws."""
+    db = _copy(fitted, tmp_path)
+    path = _scenario(fitted, tmp_path / "two.py", questions=fitted["held"][:2], steps=2)
+    config = RunConfig(scenario=load_scenario(path), db=db, survey_profile=fitted["job"])
+    whole = run_simulation(config)
+    with pytest.raises(PersonahubError, match="unreachable"):
+        run_simulation(config, client=FakeClient(unreachable_from_step(2), seed=0))
+    with duckdb.connect(str(db), read_only=True) as con:
+        stopped, done = con.execute("SELECT run_id, steps_done FROM runs WHERE run_id <> ? "
+                                    "ORDER BY run_id", [whole.run_id]).fetchall()[0]
+    assert done == 1
+    resume_run(stopped, db=db)
+    assert [(s, a) for s, a, _, _ in _answers(db, stopped)] == \
+           [(s, a) for s, a, _, _ in _answers(db, whole.run_id)]
