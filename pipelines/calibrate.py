@@ -68,6 +68,7 @@ from personahub.pipelines.calibrate_fit import (
     FitOutcome,
     candidates,
     check_fit,
+    fit_ask_count,
     fit_asks,
     fold_split,
 )
@@ -444,8 +445,10 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         """Count the asks _asks returns without making them (a plan too large to hold is refused
         before it is made)."""
         state, config = _state(ctx), ctx.config
-        if config.fit:  # people x configurations x questions: small enough to plan
-            return len(self._asks(ctx))
+        if config.fit:
+            return fit_ask_count(self._plans(ctx), [m.config for m in state.methods
+                                                    if isinstance(m, FitCandidate) and m.config],
+                                 state.folds, config.asks_without_persona)
         held = self._held_out(ctx)
         return sum(sum(m.ask_count(plan, held[m.label]) for m in state.methods)
                    + config.asks_without_persona for plan in self._plans(ctx))

@@ -60,7 +60,8 @@ from personahub.pipelines.survey_profile import (
 )
 
 __all__ = ["FEW_SHOT_SETS", "FOLDS", "HELD_OUT", "MIN_FOLDS", "FitCandidate", "FitOutcome",
-           "candidates", "check_fit", "fit_asks", "fit_lines", "fold_split", "score_fit"]
+           "candidates", "check_fit", "fit_ask_count", "fit_asks", "fit_lines", "fold_split",
+           "score_fit"]
 
 FOLDS = 3  # --folds' default
 MIN_FOLDS = 3  # the held-out fold and two training folds (each scored with the other's fit)
@@ -176,6 +177,15 @@ def fit_asks(plans: Iterable[QuestionPlan], configs: Sequence[ProfileConfig],
         if folds.get(plan.question_id) == HELD_OUT:
             asks += [Ask(plan.question_id, NO_PERSONA, f"#{k}", None) for k in range(no_persona_n)]
     return asks
+
+
+def fit_ask_count(plans: Iterable[QuestionPlan], configs: Sequence[ProfileConfig],
+                  folds: Mapping[str, int], no_persona_n: int) -> int:
+    """Count fit_asks' asks without making them (a plan too large is refused first)."""
+    shown = [shown_questions(c) for c in configs]
+    return sum(sum(len(plan.people) for s in shown if plan.question_id not in s)
+               + (no_persona_n if folds.get(plan.question_id) == HELD_OUT else 0)
+               for plan in plans)
 
 
 # -- scoring ---------------------------------------------------------------------------------------

@@ -280,6 +280,11 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         for survey_id, profile in profiles.items():  # before the client or anything is written
             profile.check_served(served_models(ctx.config.llm),
                                  _profile_flag(ctx.config, survey_id))
+            remote = ctx.config.executor != "local" or ctx.config.batch
+            if profile.config.method.probes and remote:
+                raise UsageError(f"{_profile_flag(ctx.config, survey_id)} {profile.job_id}: its "
+                                 f"method ({profile.config.method.label}) reads token "
+                                 "log-probabilities, which --executor ray and --batch cannot")
         ctx.state = RunState(scenario.name, scenario, personas, world,
                              personas_note=notes[0] if notes else None, profiles=profiles)
         ctx.total = ctx.config.run_steps

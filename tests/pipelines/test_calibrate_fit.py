@@ -67,6 +67,24 @@ def test_folds_are_seeded_balanced_and_held_out_is_fold_zero() -> None:
     assert set(training_questions(folds)).isdisjoint(held_out_questions(folds))
 
 
+def test_the_plan_limit_counts_the_asks_the_fit_makes(tmp_path: Path) -> None:
+    from personahub.pipelines.calibrate_fit import fit_ask_count, fit_asks
+    from personahub.pipelines.elicit.base import QuestionPlan
+
+    survey = read_survey(write_wave(tmp_path / "wave"))
+    selected = select(survey)
+    folds = fold_split(selected.questions, 3, 0)
+    configs = candidates(parse_all(["distribution", "few-shot:2", "sample"]),
+                         ["persona", "attributes"], survey, selected.groups, folds, 0)
+    plans = [QuestionPlan(q, (), tuple(f"p{j}" for j in range(i % 4 + 1)), ())
+             for i, q in enumerate(selected.questions)]
+    asks = fit_asks(plans, configs, folds, 3)
+    assert fit_ask_count(plans, configs, folds, 3) == len(asks)
+    assert sum(a.method == "none" for a in asks) == 3 * len(held_out_questions(folds))
+    assert not any(a.question_id in {e.question_id for e in c.examples}
+                   for c in configs for a in asks if a.method == c.label)
+
+
 @pytest.mark.slow
 def test_the_split_is_stored_with_the_job(fitted: dict[str, Any]) -> None:
     stored = dict(_rows(fitted["db"], "SELECT question_id, fold FROM calibration_folds "

@@ -219,6 +219,19 @@ def test_a_profile_fitted_on_another_model_is_refused_before_anything_is_written
 
 
 @pytest.mark.slow
+def test_a_logprobs_profile_is_refused_where_no_log_probabilities_come_back(
+        fitted: dict[str, Any], tmp_path: Path) -> None:
+    db = _copy(fitted, tmp_path)
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE calibration_profiles SET method = 'logprobs'")
+    path = _scenario(fitted, tmp_path / "batch.py", questions=fitted["held"][:1])
+    line = usage_error(invoke("run", path, "--db", db, "--survey-profile", fitted["job"],
+                              "--batch"))
+    assert line == (f"error: --survey-profile {fitted['job']}: its method (logprobs) reads token "
+                    "log-probabilities, which --executor ray and --batch cannot")
+
+
+@pytest.mark.slow
 def test_an_unknown_or_unfitted_calibration_is_refused_in_one_line(
         fitted: dict[str, Any], tmp_path: Path) -> None:
     db = _copy(fitted, tmp_path)
