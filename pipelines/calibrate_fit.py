@@ -103,7 +103,7 @@ def check_fit(methods: Sequence[ElicitMethod], questions: Sequence[str], k: int)
     if len(questions) < k:
         raise UsageError(f"--folds {k}: the calibration asks {len(questions)} questions; each "
                          "fold needs one at least (give fewer folds or more questions)")
-    training = len(training_questions(fold_split(questions, k, 0)))
+    training = len(questions) - math.ceil(len(questions) / k)  # fold 0 is dealt first
     for method in methods:
         if isinstance(method, FewShot) and method.k > training - 2:
             raise UsageError(f"--fit: --elicit {method.label} shows {method.k} of the "

@@ -166,6 +166,11 @@ def test_the_run_records_which_profile_answered(fitted: dict[str, Any], tmp_path
                                      survey_profile=fitted["job"]))
     assert [a for _, a, _, _ in _answers(db, again.run_id)] == [a for _, a, _, _ in answers]
     assert any(f"answered by survey profile {fitted['job']})" in line for line in again.surveys)
+    report = invoke("report", "--run", run_id, "--db", db, "--out", tmp_path / "report")
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    assert f"survey profile (each agent&#x27;s answer drawn from its distribution): " \
+           f"{fitted['held'][0]}: {fitted['job']}." in page
 
 
 @pytest.mark.slow
