@@ -575,13 +575,14 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
             apply).
         progress: as for run_scenario.
         **options: further CalibrateConfig fields (steering, questions, attributes, limit,
-            no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, the model
-            flags, the batch ones, ...).
+            no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, fit, folds, the
+            model flags, the batch ones, ...).
 
     Returns:
         A Calibration whose ``per_attribute()``, ``scores()``, ``summary_table()``,
         ``answers()``, ``sd_ratios()``, ``archetype_price()``, ``intervals()``,
-        ``question_spread()``, ``temperatures()`` and ``ppi(FILE)`` are DataFrames.
+        ``question_spread()``, ``temperatures()``, ``ranking()`` and ``ppi(FILE)`` are
+        DataFrames, and whose ``profile()`` is the survey profile ``fit=True`` chose.
 
     Raises:
         UsageError: neither a survey and population nor resume was given.

@@ -130,7 +130,7 @@ _RUN_LOG = ("runs", "run_agents", "run_archetypes", "run_agent_archetypes", "ste
             "decisions", "experiments", "experiment_attempts", "experiment_agents")
 _CALIBRATION = ("calibration_jobs", "calibration_questions", "calibration_human",
                 "calibration_panels", "calibration_answers", "calibration_scores",
-                "calibration_summary")
+                "calibration_summary", "calibration_folds", "calibration_profiles")
 _EVALUATION = ("eval_item_sets", "eval_items", "eval_splits", "eval_contamination",
                "eval_answers", "eval_verified", "eval_equivalence")
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
@@ -28,6 +30,7 @@ from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_optional_number, check_seed
 from personahub.models.cache import check_replay_file
+from personahub.models.endpoint_specs import served_models
 from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings
 from personahub.personas.expand import ExpansionIncomplete
 from personahub.personas.gate_labels import spec_is_offline
@@ -38,6 +41,7 @@ from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
 from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
+from personahub.pipelines.survey_profile import SurveyProfile, load_profile
 from personahub.sim import population_setup, runner, store
 from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_refusal
 from personahub.sim.heap import RunHeap
@@ -68,6 +72,7 @@ class RunConfig(EngineFields):
     seed: int | None = None
     archetypes: int | None = None  # overrides the scenario's
     archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
+    survey_profile: str | None = None  # a fitted calibration answering every choice survey
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
     include_ungated: bool = False  # a hub source also draws personas the gate did not pass
@@ -103,6 +108,8 @@ class RunConfig(EngineFields):
                              f"got {self.society!r}")
         if self.shards is not None:
             check_int(self.shards, "shards", low=1)
+        if self.survey_profile is not None and not str(self.survey_profile).strip():
+            raise UsageError("--survey-profile: give the id of a calibration fitted with --fit")
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
             if self.scenario is not None and (self.archetypes is None
@@ -198,6 +205,7 @@ class RunState:
     personas_note: str | None = None  # the hub draw's shortfall
     columns: bool = False  # the population lives in column shards
     held: ExitStack = field(default_factory=ExitStack)  # what lives as long as the run (actors)
+    profiles: dict[str, SurveyProfile] = field(default_factory=dict)  # by survey id
 
     @property
     def scenario_now(self) -> Scenario:
@@ -278,14 +286,28 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                                                          offline=spec_is_offline(ctx.config.llm),
                                                          notes=notes)
         world = runner.check_scenario(scenario, personas)
+        profiles = _profiles(ctx.con, scenario, ctx.config.survey_profile)
+        for survey_id, profile in profiles.items():  # before the client or anything is written
+            profile.check_served(served_models(ctx.config.llm),
+                                 _profile_flag(ctx.config, survey_id))
+            remote = ctx.config.executor != "local" or ctx.config.batch
+            if profile.config.method.probes and remote:
+                raise UsageError(f"{_profile_flag(ctx.config, survey_id)} {profile.job_id}: its "
+                                 f"method ({profile.config.method.label}) reads token "
+                                 "log-probabilities, which --executor ray and --batch cannot")
         ctx.state = RunState(scenario.name, scenario, personas, world,
                              personas_note=notes[0] if notes else None,
-                             columns=_columns(ctx.config, scenario))
+                             columns=_columns(ctx.config, scenario, bool(profiles)),
+                             profiles=profiles)
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
-        """The runs row, and the scenario's personas in the hub."""
+        """The runs row, and the scenario's personas in the hub; a survey profile fitted on
+        another model is refused first.
+        """
         state, config = _state(ctx), ctx.config
+        for survey_id, profile in state.profiles.items():  # a client of one's own, too
+            profile.check_model(ctx.caller, _profile_flag(config, survey_id))
         row = store.run_row(ctx.job_id, scenario=state.name,
                             scenario_path=config.scenario_file or "", llm=ctx.caller.label,
                             steps_planned=config.run_steps)
@@ -492,9 +514,9 @@ def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
                           "the --llm server (its log says more)")
 
 
-def _columns(config: RunConfig, scenario: Scenario) -> bool:
+def _columns(config: RunConfig, scenario: Scenario, profiled: bool = False) -> bool:
     """Whether the run's population lives in column shards (a usage error when asked for one
-    whose scenario does not fit)."""
+    whose scenario does not fit, or whose surveys are answered by a survey profile)."""
     if config.society == "agents":
         return False
     k = config.archetypes if config.archetypes is not None else scenario.archetypes
@@ -502,6 +524,8 @@ def _columns(config: RunConfig, scenario: Scenario) -> bool:
               else scenario.archetype_elicit)
     why = columns_refusal(dataclasses.replace(scenario, archetypes=k),
                           archetype_sample_size(elicit))
+    if why is None and profiled:
+        why = "a survey answered by a survey profile"
     if why is not None and config.society == "columns":
         raise UsageError(f"--society columns: scenario {scenario.name} needs an agent object per "
                          f"agent ({why}); use --society agents or auto")
@@ -555,7 +579,8 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
                                runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
                                archetypes=grouping,
-                               archetype_sample=archetype_sample_size(elicit))
+                               archetype_sample=archetype_sample_size(elicit),
+                               survey_answerers=state.profiles)
     state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
                                   texts=store.emission_texts(con))
     if done:
@@ -582,6 +607,29 @@ def _columns_society(ctx: JobContext[RunConfig], state: RunState, representative
     state.committed = ctx.done_before = done
     if state.heap is not None:
         state.heap.settle()
+def _profile_flag(config: RunConfig, survey_id: str) -> str:
+    """How a refusal names where a survey's profile came from."""
+    return "--survey-profile" if config.survey_profile else f"survey {survey_id!r}: profile"
+
+
+def _profiles(con: duckdb.DuckDBPyConnection, scenario: Scenario,
+              given: str | None) -> dict[str, SurveyProfile]:
+    """The survey profile answering each choice survey, by survey id (--survey-profile: every
+    choice survey's; else the surveys' own profile field); an unknown or unfitted one is refused.
+    """
+    loaded: dict[str, SurveyProfile] = {}
+    out = {}
+    for survey in scenario.surveys:
+        job_id = given if given is not None and survey.answer == "choice" else survey.profile
+        if job_id is None:
+            continue
+        flag = "--survey-profile" if given is not None else f"survey {survey.id!r}: profile"
+        if job_id not in loaded:
+            loaded[job_id] = load_profile(con, job_id, flag)
+        out[survey.id] = loaded[job_id]
+    if given is not None and not out:
+        raise UsageError(f"--survey-profile {given}: the scenario has no choice survey to answer")
+    return out
 
 
 def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Persona]) -> tuple[str, ...]:

@@ -357,6 +357,9 @@ class Survey:
         low, high: the scale's range.
         audience: who is asked (everyone by default).
         remember: the agent remembers its answer.
+        profile: a choice survey only: the id of a calibration fitted with --fit whose survey
+            profile answers it (each agent's answer drawn from the profile's distribution for
+            it); run --survey-profile sets one for every choice survey.
     """
 
     id: str
@@ -368,6 +371,7 @@ class Survey:
     high: int = 5
     audience: Audience = field(default_factory=Audience)
     remember: bool = False
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         where = f"survey {self.id!r}"
@@ -386,6 +390,11 @@ class Survey:
             _valid(check_int, self.low, f"{where}: low")
             _valid(check_int, self.high, f"{where}: high")
             _check(self.low < self.high, f"{where}: scale needs low < high, got {self.low}..{self.high}")
+        if self.profile is not None:
+            _check(isinstance(self.profile, str) and bool(self.profile.strip()),
+                   f"{where}: profile must be a calibration id, got {self.profile!r}")
+            _check(self.answer == "choice", f"{where}: a survey profile answers choice surveys "
+                                            f"only, not answer={self.answer!r}")
 
 
 @_named_fields

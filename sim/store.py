@@ -374,13 +374,15 @@ SURVEY_SHARES = 3  # answers a summary names per survey
 
 
 def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """One line per survey at the last step it was asked: the question and its top answers' shares."""
+    """One line per survey at the last step it was asked: the question, its top answers' shares
+    and, for a survey answered through a survey profile, the profile's id.
+    """
     rows = con.execute("""
         WITH last AS (SELECT survey_id, max(step) AS step FROM survey_answers WHERE run_id = ?
                       GROUP BY 1)
         SELECT a.survey_id, a.step, any_value(a.question),
                coalesce(a.answer_choice, CAST(a.answer_scale AS VARCHAR), a.answer_text, '?'),
-               count(*) AS n
+               count(*) AS n, string_agg(DISTINCT a.content->>'profile', ', ')
         FROM survey_answers a JOIN last USING (survey_id, step)
         WHERE a.run_id = ? GROUP BY 1, 2, 4 ORDER BY 1, n DESC, 4""", [run_id, run_id]).fetchall()
     surveys: dict[str, list[tuple[Any, ...]]] = {}
@@ -390,8 +392,10 @@ def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
     for survey_id, answers in surveys.items():
         total = sum(int(r[4]) for r in answers)
         shares = ", ".join(f"{r[3]} {int(r[4]) / total:.0%}" for r in answers[:SURVEY_SHARES])
+        profiles = sorted({p for r in answers if r[5] for p in str(r[5]).split(", ")})
+        through = f"; answered by survey profile {', '.join(profiles)}" if profiles else ""
         lines.append(f"{survey_id}, step {answers[0][1]}: \"{answers[0][2]}\" {shares} "
-                     f"(of {total} answers)")
+                     f"(of {total} answers{through})")
     return lines
 
 

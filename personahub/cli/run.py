@@ -16,7 +16,14 @@ from rich.table import Table
 from personahub.cli.common import emit_job_json, note_job, one_line_errors, out, run_counts, say
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import banner, job_progress, print_preview, started, unreachable
-from personahub.cli.options import ArchetypeElicitOption, DbOption, Shown, output_options, resume_option
+from personahub.cli.options import (
+    ArchetypeElicitOption,
+    DbOption,
+    Shown,
+    SurveyProfileOption,
+    output_options,
+    resume_option,
+)
 from personahub.core.errors import UsageError
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB
@@ -47,6 +54,7 @@ def run(
     plan: Annotated[bool, typer.Option(
         "--plan", help="Print the calls and tokens each step is expected to cost, then exit "
                        "without running or writing anything.")] = False,
+    survey_profile: SurveyProfileOption = None,
     resume: Annotated[str | None, resume_option(
         "RUN_ID", "its seed and options, and goes on from its last committed step")] = None,
     price_in: Annotated[float | None, typer.Option(
@@ -84,7 +92,8 @@ def run(
     watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
         summary = _run(scenario, db, steps, seed, resume, price_in, price_out, engine, watcher,
-                       include_ungated, archetypes, archetype_elicit, society)
+                       include_ungated, archetypes, archetype_elicit, society,
+                             survey_profile)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -99,7 +108,8 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
          resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
          watcher: Any, include_ungated: bool = False, archetypes: int | None = None,
-         archetype_elicit: str | None = None, society: str = "agents") -> Any:
+         archetype_elicit: str | None = None, society: str = "agents",
+                survey_profile: str | None = None) -> Any:
     """The run (or resume) itself, on the job kernel; watcher (a RunView) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
@@ -111,9 +121,10 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
     if resume is not None:
         if (scenario is not None or steps is not None or seed is not None or include_ungated
                 or archetypes is not None or archetype_elicit is not None
-                or society != "agents"):
+                or society != "agents" or survey_profile is not None):
             raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes, "
-                             "--archetype-elicit, --society and --include-ungated from the run; "
+                             "--archetype-elicit, --society, --survey-profile and "
+                             "--include-ungated from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
         config = {**_resumed(resume, db, engine), **batching}
@@ -123,7 +134,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
         config = run_options(scenario, db, steps, seed, price_in, price_out, engine,
-                             include_ungated, archetypes, archetype_elicit, society)
+                             include_ungated, archetypes, archetype_elicit, society,
+                             survey_profile)
         if batching:
             config = dataclasses.replace(config, **batching)
         if watcher is not None:
@@ -164,7 +176,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
 def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
                 price_in: float | None, price_out: float | None, engine: Engine,
                 include_ungated: bool = False, archetypes: int | None = None,
-                archetype_elicit: str | None = None, society: str = "agents") -> Any:
+                archetype_elicit: str | None = None, society: str = "agents",
+                survey_profile: str | None = None) -> Any:
     """The RunConfig of personahub run SCENARIO and its flags, built by
     personahub.api.run_config as personahub.run_scenario's is (None: the default)."""
     from personahub.api import run_config
@@ -173,7 +186,8 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
         "db": db, "steps": steps, "seed": seed, **engine.settings(llm=True),
         "price_in": price_in, "price_out": price_out, **engine.flags.settings(),
         "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share,
-        "archetypes": archetypes, "archetype_elicit": archetype_elicit, "society": society})
+        "archetypes": archetypes, "archetype_elicit": archetype_elicit, "society": society,
+        "survey_profile": survey_profile})
 
 
 def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archetypes: int | None,
