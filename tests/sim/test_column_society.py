@@ -109,7 +109,6 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, lis
     return path, _snapshot(folder / "run.duckdb", _run(path, folder / "run.duckdb"))
 
 
-@pytest.mark.slow
 def test_one_call_per_archetype_and_kind_and_a_row_per_agent(whole):
     _, tables = whole
     calls = {(s, p): n for s, p, _, n in tables["llm_calls"]}
