@@ -22,7 +22,14 @@ from personahub.core.engine_options import BATCH, SAMPLING, defaults
 from personahub.core.errors import PersonahubError
 from personahub.job_calls import async_twin, job_function
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
-from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_unknown, speaks_python
+from personahub.python_names import (
+    DEFAULT_DB,
+    as_conditions,
+    as_id,
+    python_message,
+    refuse_unknown,
+    speaks_python,
+)
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -175,7 +182,7 @@ def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
     from personahub.pipelines.synthesize import SynthConfig
 
     refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
-    return SynthConfig(task=task, db=str(db), llm=llm, seed=seed, n=n, **options)
+    return SynthConfig(task=task, db=str(db), llm=llm, seed=seed, n=n, **as_conditions(options))
 
 
 def run_synthesis(options: SynthConfig, *, resume: str | None = None,
@@ -445,9 +452,11 @@ judge_async = async_twin(judge)
 
 
 def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path | None = None,
-                          resume: str | None = None) -> EvalSummary:
+                          resume: str | None = None,
+                          progress: ProgressHook | None = None) -> EvalSummary:
     """Run an evaluation job: a new one, the stored one with the same settings, or, with
-    resume, that job (config then holds only engine fields)."""
+    resume, that job (config then holds only engine fields); progress is told (phase, done,
+    total) as answers come."""
     from personahub import runtime
     from personahub.core.errors import PersonahubError
     from personahub.pipelines.evaluate import EVALUATION, EvalConfig, evaluation_resume
@@ -458,14 +467,15 @@ def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path
         db, resume = config.db, resume or evaluation_resume(config)
     elif db is None or not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
-    result = runtime.run(EVALUATION, config, db, resume=resume)
+    result = runtime.run(EVALUATION, config, db, resume=resume, progress=progress)
     summary: EvalSummary = result.summary
     return summary
 
 
 @job_function
 def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
-             db: str | Path = DEFAULT_DB, **options: Any) -> EvalSummary:
+             db: str | Path = DEFAULT_DB, progress: ProgressSetting = None,
+             **options: Any) -> EvalSummary:
     """Evaluate a synthesis job's items as the Persona Hub paper did.
 
     A seeded held-out split (near-duplicates kept together, benchmark overlaps left out), solver
@@ -476,6 +486,7 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
         solvers: solver specs (any llm spec; ``offline?seed=N`` for differing offline ones;
             ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else mode).
         db: the DuckDB file.
+        progress: as for run_scenario.
         **options: further EvalConfig fields: test_share or test_n, models, agree, samples,
             mode, equivalence_judge, against, ngram, seed, and the engine options.
 
@@ -490,8 +501,9 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
     for key in ("models", "against"):
         if key in options:
             options[key] = tuple(str(v) for v in options[key])
-    return run_evaluation_config(EvalConfig(job=str(as_id(job)), solvers=tuple(solvers),
-                                            db=str(db), **options))
+    config = EvalConfig(job=str(as_id(job)), solvers=tuple(solvers), db=str(db), **options)
+    with progress_hook(progress) as hook:
+        return run_evaluation_config(config, progress=hook)
 
 
 evaluate_async = async_twin(evaluate)
@@ -535,7 +547,7 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
     known = {f.name for f in dataclasses.fields(CalibrateConfig)}
     refuse_unknown("calibrate", options, known - {"survey", "population", "llm", "seed", "n"})
     return CalibrateConfig(survey=str(survey), population=population, llm=llm, seed=seed, n=n,
-                           **options)
+                           **as_conditions(options))
 
 
 @job_function

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 
@@ -43,7 +43,9 @@ from personahub.core.interrupts import Stopped, Terminated, interrupts_from_quer
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.core.validate import check_id
+from personahub.job_calls import async_twin, job_function
 from personahub.pipelines.run import RunConfig, RunSummary
+from personahub.progress_bars import ProgressHook, ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import (
     STRATIFY_COMMUNITY,
@@ -64,6 +66,12 @@ from personahub.sim.experiment_store import (
 from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
 from personahub.sim.store import shared_pool
+
+if TYPE_CHECKING:
+    from personahub.core.contracts import StructuredCaller
+
+#: called with each arm run's model client once it is ready (None: a run that calls no model)
+OnReady = Callable[["StructuredCaller | None"], None]
 
 
 @dataclass
@@ -114,7 +122,9 @@ def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]
 
 def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path = DEFAULT_DB,
                    llm: str = "offline", on_run: Callable[[str, int, str], None] | None = None,
-                   parallel: int = 1, **options: Any) -> tuple[pd.DataFrame, list[str]]:
+                   parallel: int = 1, progress: ProgressHook | None = None,
+                   on_ready: OnReady | None = None, **options: Any
+                   ) -> tuple[pd.DataFrame, list[str]]:
     """Run every arm x replicate not finished yet.
 
     Args:
@@ -124,6 +134,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         llm: the model spec of every run.
         on_run: told (arm, replicate, run_id) after each run (from the run's thread in parallel).
         parallel: runs under way at once; it changes no run's rows.
+        progress: told (phase, done, total) within each run, the phase prefixed with its arm and
+            replicate (``arm a #0: step``).
+        on_ready: called with each run's model client once it is ready.
         **options: further RunConfig fields.
 
     Returns:
@@ -155,7 +168,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     for replicate in range(experiment.replicates):
         if experiment.design == "within":
             tasks.append(functools.partial(_within_task, scenario, experiment, replicate, done,
-                                           db=db, llm=llm, options=options, on_run=on_run))
+                                           db=db, llm=llm, options=options, on_run=on_run,
+                                           hooks=_Hooks(f"replicate {replicate}", progress,
+                                                        on_ready)))
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
@@ -168,7 +183,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                 continue
             tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
                                            settings, db=db, llm=llm, options=options,
-                                           on_run=on_run))
+                                           on_run=on_run,
+                                           hooks=_Hooks(f"arm {arm.name} #{replicate}", progress,
+                                                        on_ready)))
     finished: list[str] = []  # for the interrupt's message
     try:
         with interrupts_from_queries():  # Ctrl-C can land inside a DuckDB query
@@ -276,14 +293,31 @@ def _signals_as_flags(runs: int, finished: list[str]) -> Iterator[list[type[Keyb
                 signal.signal(sig, handler)
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """What one arm run tells its caller: progress under its own label, and its client."""
+
+    label: str
+    progress: ProgressHook | None = None
+    on_ready: OnReady | None = None
+
+    def run_progress(self) -> ProgressHook | None:
+        """The run's progress hook: each phase prefixed with the run's label."""
+        if self.progress is None:
+            return None
+        told = self.progress
+        return lambda phase, done, total: told(f"{self.label}: {phase}", done, total)
+
+
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
               settings: str, *, db: Path, llm: str, options: dict[str, Any],
-              on_run: Callable[[str, int, str], None] | None) -> str:
+              on_run: Callable[[str, int, str], None] | None, hooks: _Hooks = _Hooks("")) -> str:
     """Run one arm x replicate between worlds and link it; returns the run id."""
     experiment_id = experiment.id or scenario.name
     seed = scenario.seed + replicate
     config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
-    summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}")
+    summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}",
+                   hooks)
     con = connect(db)
     try:
         record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
@@ -298,18 +332,20 @@ def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: i
 def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
                  done: dict[tuple[str, int], str], *, db: Path, llm: str,
                  options: dict[str, Any],
-                 on_run: Callable[[str, int, str], None] | None) -> str | None:
+                 on_run: Callable[[str, int, str], None] | None,
+                 hooks: _Hooks = _Hooks("")) -> str | None:
     """Run a within-world replicate and tell on_run (arm "all")."""
-    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options)
+    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options,
+                         hooks=hooks)
     if run_id is not None and on_run is not None:
         on_run("all", replicate, run_id)
     return run_id
 
 
-def _run(config: RunConfig, where: str) -> RunSummary:
+def _run(config: RunConfig, where: str, hooks: _Hooks = _Hooks("")) -> RunSummary:
     """Run one simulation; a stop message points at the experiment command, not the run's."""
     try:
-        return run_simulation(config)
+        return run_simulation(config, progress=hooks.run_progress(), on_ready=hooks.on_ready)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise
@@ -320,7 +356,7 @@ def _run(config: RunConfig, where: str) -> RunSummary:
 
 def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
                 done: dict[tuple[str, int], str], *, db: Path, llm: str,
-                options: dict[str, Any]) -> str | None:
+                options: dict[str, Any], hooks: _Hooks = _Hooks("")) -> str | None:
     """Run a within-world replicate unless finished, record its randomisation, link every arm.
 
     Returns the new run's id, or None when it had finished."""
@@ -336,7 +372,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
     seed = scenario.seed + replicate
     config = RunConfig(scenario=within_scenario(scenario, experiment), db=db, llm=llm, seed=seed,
                        **options)
-    summary = _run(config, f"experiment {experiment_id}, replicate {replicate} (one world)")
+    summary = _run(config, f"experiment {experiment_id}, replicate {replicate} (one world)", hooks)
     con = connect(db)
     try:
         personas, graph = restore_society(con, summary.run_id)
@@ -376,12 +412,17 @@ def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Pat
                             values=values, ran=list(ran or []), agents=agents)
 
 
-def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
-               replicates: int | None = None, experiment_id: str | None = None,
-               confidence: float = 0.95, alpha: float = 0.05,
-               on_run: Callable[[str, int, str], None] | None = None, parallel: int = 1,
-               compare: str | None = None, **options: Any) -> ExperimentResult:
+def experiment_file(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB,
+                    llm: str = "offline", replicates: int | None = None,
+                    experiment_id: str | None = None, confidence: float = 0.95,
+                    alpha: float = 0.05, on_run: Callable[[str, int, str], None] | None = None,
+                    parallel: int = 1, compare: str | None = None,
+                    progress: ProgressHook | None = None, on_ready: OnReady | None = None,
+                    **options: Any) -> ExperimentResult:
     """Run a scenario file's EXPERIMENT (its unfinished runs) and return its tables.
+
+    What ``personahub experiment`` calls; ``experiment`` is the same for Python (any thread or
+    event loop, progress bars, errors naming its keywords).
 
     Args:
         scenario_file: a scenario file defining SCENARIO and EXPERIMENT.
@@ -395,6 +436,9 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         parallel: runs under way at once, on threads; the tables are the same as one by one.
         compare: an earlier experiment's id: agreement says whether each effect here agrees
             with its (within its interval, and found where it finds one).
+        progress: a progress hook (phase, done, total), each phase prefixed with its run's arm
+            and replicate.
+        on_ready: called with each run's model client once it is ready.
         **options: further RunConfig fields for every run (steps, sampling, engine options).
 
     Returns:
@@ -409,7 +453,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         spec = dataclasses.replace(spec, id=experiment_id)
     base = recorded_effects(db, compare, confidence) if compare is not None else None
     runs, ran = run_experiment(scenario, spec, db=db, llm=llm, on_run=on_run,
-                               parallel=parallel, **options)
+                               parallel=parallel, progress=progress, on_ready=on_ready,
+                               **options)
     result = read_experiment(spec, runs, db=db, confidence=confidence, alpha=alpha, ran=ran)
     if compare is not None and base is not None:
         from personahub.analysis.experiment_report import experiment_agreement
@@ -417,6 +462,46 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         result.agreement, result.agreement_verdict = experiment_agreement(
             base, compare, result.effects, result.experiment_id)
     return result
+
+
+@job_function(renames={"id": "experiment_id"})
+def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
+               replicates: int | None = None, experiment_id: str | None = None,
+               confidence: float = 0.95, alpha: float = 0.05,
+               on_run: Callable[[str, int, str], None] | None = None, parallel: int = 1,
+               compare: str | None = None, progress: ProgressSetting = None,
+               **options: Any) -> ExperimentResult:
+    """Run a scenario file's EXPERIMENT (its unfinished runs) and return its tables.
+
+    Inside a running event loop (Jupyter) the runs go in a worker thread, as every job's do.
+
+    Args:
+        scenario_file: a scenario file defining SCENARIO and EXPERIMENT.
+        db: the database.
+        llm: the model spec of every run.
+        replicates: runs per arm instead of the experiment's replicates.
+        experiment_id: the id instead of the experiment's (default: the scenario's name).
+        confidence: the bootstrap intervals' level.
+        alpha: the tests' level after Holm's correction.
+        on_run: told (arm, replicate, run_id) after each run finished.
+        parallel: runs under way at once, on threads; the tables are the same as one by one.
+        compare: an earlier experiment's id: agreement says whether each effect here agrees
+            with its (within its interval, and found where it finds one).
+        progress: as for run_scenario: a bar per run and phase (``arm rumour #0: step``).
+        **options: further RunConfig fields for every run (steps, sampling, engine options).
+
+    Returns:
+        An ExperimentResult with runs, arms, effects and values DataFrames.
+    """
+    quiet_tqdm_auto()  # must precede the scenario's imports, which may import tqdm.auto
+    with progress_hook(progress) as hook:
+        return experiment_file(scenario_file, db=db, llm=llm, replicates=replicates,
+                               experiment_id=experiment_id, confidence=confidence, alpha=alpha,
+                               on_run=on_run, parallel=parallel, compare=compare,
+                               progress=hook, **options)
+
+
+experiment_async = async_twin(experiment)
 
 
 def recorded_effects(db: str | Path, experiment_id: str, confidence: float = 0.95

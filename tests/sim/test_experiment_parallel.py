@@ -103,7 +103,7 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
         def __init__(self, run_id: str) -> None:
             self.run_id = run_id
 
-    def fake_run(config: Any, where: str) -> Summary:
+    def fake_run(config: Any, where: str, *hooks: Any) -> Summary:
         arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
         started.append((arm, config.seed - 7))
         if config.seed == 7:  # replicate 0: both arms at once
@@ -144,7 +144,7 @@ def test_an_interrupt_starts_no_further_run(
         def __init__(self, run_id: str) -> None:
             self.run_id = run_id
 
-    def fake_run(config: Any, where: str) -> Any:
+    def fake_run(config: Any, where: str, *hooks: Any) -> Any:
         arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
         started.append((arm, config.seed - 7))
         going.release()
@@ -173,7 +173,7 @@ def test_an_interrupt_starts_no_further_run(
     done = parallel if parallel > 1 else 0
     assert str(caught.value) == (
         f"experiment tiny_parallel interrupted by {name} after {done} of the 4 runs to go; the "
-        "same personahub experiment command goes on (finished runs are kept)")
+        "same personahub.experiment(...) call goes on (finished runs are kept)")
     assert sorted(started) == under_way  # no further run started
     if parallel > 1:
         assert stopped == []
