@@ -44,7 +44,7 @@ MAX_QUESTIONS = 6  # questions drawn in the answers chart (the table has them al
 
 
 def column_order(steerings: Sequence[str]) -> list[str]:
-    """The sources' columns: the model per steering, the baselines, then floor and ceilings."""
+    """The sources' columns: the model per steering, the baselines, then the ceilings."""
     return ([source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
             + ["human_resample"]
             + [source_label(f, s, steerings) for f in FLOORS[1:] for s in steerings])
@@ -69,7 +69,8 @@ def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def group_marks(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Per group, the noise floor and the ceiling at the model's panel size, drawn beside its bars."""
+    """Per group, the two ceilings drawn beside its bars: the best the data allows and the best at
+    the model's panel size."""
     summary = store.summary_frame(con, job_id)
     rows = summary[(summary["level"] == "group")
                    & summary["source"].isin(["human_resample", "perfect_panel"])].copy()
@@ -137,8 +138,8 @@ def answer_bars(con: duckdb.DuckDBPyConnection, job_id: str,
     return bars
 
 
-MARKS = {"human_resample": ("|", "black", "noise floor of the data (human_resample)"),
-         "perfect_panel": ("D", "dimgray", "ceiling at this panel size (perfect_panel)")}
+MARKS = {"human_resample": ("|", "black", "best the data allows (human_resample)"),
+         "perfect_panel": ("D", "dimgray", "best at this panel size (perfect_panel)")}
 
 
 def _draw_groups(table: pd.DataFrame, path: Path, marks: pd.DataFrame | None = None) -> None:
@@ -248,10 +249,10 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
         images.append(("Representativeness per group", "calibration_groups.png"
                        if not groups.empty else "", "The model beside the baselines, per group: "
                        "uniform (guessing), human_overall (knows the question, not the group), "
-                       "no_persona (the model without a persona). Marks: | the noise floor of "
-                       "the data (the people's own answers resampled), ◆ the ceiling at this "
-                       "panel size (what a perfect simulator would score with this many "
-                       "answers)."))
+                       "no_persona (the model without a persona). Marks, two ceilings: | the best "
+                       "the data allows (the people's own answers resampled at their size), ◆ "
+                       "the best at this panel size (what a perfect simulator scores with this "
+                       "many answers); the lower of the two is the one a model can reach."))
         if bars:
             _draw_answers(bars, staged / "calibration_answers.png")
         images.append(("Answers: people against the simulated panel", "calibration_answers.png"

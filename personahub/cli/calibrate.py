@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.cli.common import emit_job_json, missing_argument, one_line_errors, out, say, summary_counts
+from personahub.cli.common import (
+    emit_job_json,
+    missing_argument,
+    one_line_errors,
+    out,
+    say,
+    summary_counts,
+    verbosity,
+)
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks
 from personahub.cli.options import CarveOption, DbOption, FreshOption, Shown, output_options, resume_option
@@ -120,9 +128,10 @@ def calibrate(
         from personahub.analysis.survey_respondents import read_respondent_rows
 
         sample = read_respondent_rows(humans, setting="--humans")
-    result = JobHooks("calibration", db).run(CALIBRATION, config, resume=resume, fresh=fresh,
-                                             label=f"calibrating {survey or resume}")
-    for line in CALIBRATION.report(result.summary, db):
+    result = JobHooks("calibration", db).run(
+        CALIBRATION, config, resume=resume, fresh=fresh, label=f"calibrating {survey or resume}",
+        finishing="every answer in; scoring them (scores, intervals, verdict)")
+    for line in console_lines(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
     if sample is not None:
         from personahub.analysis.calibration_ppi import ppi_lines, ppi_table
@@ -137,6 +146,70 @@ def calibrate(
             out.print(line, highlight=False, soft_wrap=True)
     if shown.json:
         emit_job_json("calibrate", db, job_id=result.job_id, counts=summary_counts(result.summary))
+
+
+def console_lines(summary: Any, db: Path) -> list[str]:
+    """What calibrate prints: under -v every table (the job's report); else lines fitting 100
+    columns: what was asked, the engine, a row per method and baseline with its intervals,
+    questions and calls, the price of archetypes in words, and the verdict."""
+    from personahub.analysis.calibration_console import fitted, method_table
+    from personahub.analysis.calibration_verdict import archetype_verdicts
+    from personahub.pipelines.calibrate import CALIBRATION
+    from personahub.pipelines.calibrate_questions import left_out_lines
+    from personahub.pipelines.calibrate_scores import elicit_lines
+
+    full = CALIBRATION.report(summary, db)
+    if verbosity() > 0:
+        return full
+    lines = full[:2]  # what was asked and answered, and the engine
+    if summary.weighting:
+        lines.append(f"human answers: one row per respondent, {summary.weighting}")
+    lines += left_out_lines(summary.questions, summary.left_out)
+    for name, groups in (("without a matching persona, not scored", summary.empty_groups),
+                         ("with fewer personas than --n", summary.small_groups)):
+        if groups:
+            lines.append(f"{len(groups)} groups {name}: {', '.join(groups[:6])}"
+                         + (" ..." if len(groups) > 6 else ""))
+    lines += elicit_lines(summary)[1:]  # the logprobs temperature (the calls are in the table)
+    intervals = summary.intervals
+    lines += method_table(intervals, summary.panel_intervals, summary.steering, summary.calls)
+    if not summary.price.empty:
+        lines.append("the price of archetypes:")
+        lines += [f"  {line}" for line in archetype_verdicts(_scores(db, summary.job_id),
+                                                               summary.price, _seed(db, summary))]
+    if summary.verdict:
+        lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]
+    if summary.batches:
+        lines.append(summary.batches)
+    if summary.failed:
+        lines.append(f"resume to ask the failed ones again: "
+                     f"{CALIBRATION.resume_hint(summary.job_id, db)}")
+    lines.append("every table (per attribute, dispersion, panel sizes, the price per group): -v, "
+                 "or the report:")
+    lines.append(f"  personahub report --calibration {summary.job_id} --db {db} --out report/")
+    return fitted(lines)
+
+
+def _scores(db: Path, job_id: str) -> Any:
+    from personahub.analysis.calibration_store import scores_frame
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        return scores_frame(con, job_id)
+    finally:
+        con.close()
+
+
+def _seed(db: Path, summary: Any) -> int:
+    from personahub.analysis.calibration_store import job_row
+    from personahub.core.store import connect
+
+    con = connect(db, read_only=True)
+    try:
+        return int(job_row(con, summary.job_id)["seed"] or 0)
+    finally:
+        con.close()
 
 
 def _list(db: Path, as_json: bool) -> None:
