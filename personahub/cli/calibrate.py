@@ -82,8 +82,9 @@ def calibrate(
         "--limit", min=1, help="Only the first K questions.")] = None,
     refusal_option: Annotated[bool, typer.Option(
         "--refusal-option/--no-refusal-option",
-        help="Offer the survey's refusal options (Refused, ...) as answers, as OpinionQA did. "
-             "Scores leave them out either way.")] = True,
+        help="Leave the survey's refusal options (Refused, ...) out of the answers offered (by "
+             "default they are offered, as OpinionQA did). Scores leave them out either way.")
+    ] = True,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed: the panels and the "
                                                                 "offline engine.")] = 0,
     humans: Annotated[Path | None, typer.Option(

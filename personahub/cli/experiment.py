@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
-from personahub.cli.common import one_line_errors, out, say
+from personahub.cli.common import one_line_errors, out, print_whole, say
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import banner, job_progress
 from personahub.cli.options import ArchetypeElicitOption, DbOption
@@ -209,12 +207,7 @@ def _print(result: Any, db: Path, compare: str | None, offline: bool | None = No
                       f"{row['p_value']:.3g}", f"{row['p_holm']:.3g}",
                       f"{row['effect_size']:+.2f} {row['effect_size_kind'][-1]}",
                       f"{row['n_treatment']}/{row['n_control']}")
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped: as wide as its rows, never cut
-        wide = Measurement.get(out, out.options.update_width(1000), table).maximum
-        Console(file=out.file, width=wide, markup=False, emoji=False, highlight=False,
-                color_system=None).print(table)
+    print_whole(table)  # piped: as wide as its rows, never cut
     for unit in result.effects["resampled"].unique():
         say(f"intervals: {unit} resampled", to=out)
     if offline:

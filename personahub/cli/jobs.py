@@ -15,6 +15,7 @@ from personahub.cli.common import (
     job_id_key,
     one_line_errors,
     out,
+    print_whole,
     run_counts,
     say,
     summary_counts,
@@ -75,7 +76,7 @@ def jobs(
         table.add_column(name, no_wrap=name in ("job_id", "kind", "status"))
     for job in listed:
         table.add_row(*(job[name] for name in LISTED))
-    out.print(table)
+    print_whole(table)
 
 
 @one_line_errors
@@ -108,7 +109,7 @@ def runs(
     for run in listed:
         table.add_row(run["run_id"], run["scenario"], run["status"],
                       f"{run['steps_done']}/{run['steps_planned']}", run["started"])
-    out.print(table)
+    print_whole(table)
 
 
 @one_line_errors
