@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from personahub.analysis.calibration_console import fitted, method_table
 from personahub.analysis.calibration_ppi import ppi_lines
 from personahub.analysis.calibration_report import MARKS
 from personahub.analysis.calibration_verdict import _share_above, _warnings
@@ -128,3 +129,24 @@ def test_a_zero_width_interval_is_not_printed_as_one() -> None:
     line = ppi_lines(pd.DataFrame([row]))[2]
     assert "[1.00, 1.00]" not in line and "1.00 (no interval: its answers do not vary)" in line
     assert "simulated 0.50 [0.19, 0.81]" in line
+
+
+def test_the_method_table_has_a_row_per_source_within_100_columns() -> None:
+    intervals = pd.DataFrame({
+        "who": ["model[persona]", "model[distribution]", "uniform", "no_persona",
+                "human_resample", "perfect_panel[persona]", "human_overall_panel[persona]"],
+        "attribute": "overall", "mean": [0.84, 0.82, 0.87, 0.85, 0.97, 0.92, 0.82],
+        "low": [0.82, 0.79, 0.85, 0.83, 0.96, 0.91, 0.80],
+        "high": [0.86, 0.85, 0.89, 0.87, 0.97, 0.92, 0.85], "questions": 10})
+    panel = pd.DataFrame({"who": ["model[persona]"], "attribute": ["overall"],
+                          "panel_low": [0.821], "panel_high": [0.861]})
+    lines = method_table(intervals, panel, ("persona",),
+                         {"sample": 600, "distribution": 40, "no_persona": 200})
+    assert max(len(line) for line in lines) <= 100
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line[:1].strip()}
+    assert rows["model[persona]"] == ["0.840", "[0.820,", "0.860]", "[0.821,", "0.861]", "10",
+                                      "600"]
+    assert rows["model[distribution]"][-1] == "40" and rows["no_persona"][-1] == "200"
+    assert "human_overall_panel[persona]" not in rows  # under -v only
+    assert any("best the data allows" in line for line in lines)
+    assert fitted(["x " * 80]) == ["x " * 49 + "x", "  " + "x " * 29 + "x"]
