@@ -84,7 +84,8 @@ def experiment(
         if watcher is not None:
             watcher.stop()
         raise
-    _print(result, db, compare, offline=shown.offline)
+    _print(result, db, compare, offline=shown.offline if shown.offline is not None
+           else _offline_spec(engine.llm))
     if watcher is not None:
         watcher.linger()
 
@@ -99,6 +100,14 @@ def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: in
     return ExperimentView(db, port, say, experiment_id=experiment_id or spec.id,
                           arms=[a.name for a in spec.arms],
                           replicates=replicates or spec.replicates)
+
+
+def _offline_spec(llm: str | None) -> bool:
+    """Whether a --llm spec names only the offline engine (what a run would have said, had one
+    run now: every run of the experiment had finished before)."""
+    from personahub.models.client import resolve_spec
+
+    return all(part.strip().split("?", 1)[0] == "offline" for part in resolve_spec(llm).split(","))
 
 
 class _AllRuns:
