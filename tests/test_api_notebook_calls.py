@@ -97,6 +97,7 @@ def test_calibrates_carve_string_is_one_condition(tmp_path: Path) -> None:
                               {"carve": ["age>30", "sex=female"]}).carve == ("age>30", "sex=female")
 
 
+@pytest.mark.slow
 def test_a_missing_population_names_the_python_call(tmp_path: Path) -> None:
     """``personahub.calibrate`` said "draw one with personas sample-population", a command."""
     db = tmp_path / "hub.duckdb"
