@@ -28,7 +28,13 @@ from personahub.analysis.calibration_scores import (  # noqa: E402
     SCORES,
     source_label,
 )
-from personahub.analysis.calibration_verdict import intervals, verdict  # noqa: E402
+from personahub.analysis.calibration_verdict import (  # noqa: E402
+    archetype_verdicts,
+    intervals,
+    is_stated,
+    panel_sizes,
+    verdict,
+)
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_header import engine_text  # noqa: E402
 from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
@@ -222,6 +228,42 @@ def _verdict_html(scores: pd.DataFrame, seed: int) -> list[str]:
             f"<th>questions</th></tr>{rows}</table>"]
 
 
+def _sizes_html(scores: pd.DataFrame) -> list[str]:
+    """The model's effective panel sizes per attribute (substantive answers per question x
+    group: min and median), as on the console under -v."""
+    esc = html.escape
+    model = scores[scores["source"] == MODEL] if not scores.empty else scores
+    stated = [steering for steering, own in model.groupby("steering", sort=False)
+              if steering.endswith(":tempered")
+              or is_stated([json.loads(c) for c in own["counts"] if isinstance(c, str)])]
+    scores = scores[~scores["steering"].isin(stated)] if stated else scores  # no panel of answers
+    sizes = panel_sizes(scores) if not scores.empty else pd.DataFrame()
+    if sizes.empty:
+        return []
+    rows = "".join(f"<tr><td>{esc(str(r.who))}</td><td>{esc(str(r.attribute))}</td>"
+                   f"<td>{r.min:g}</td><td>{r.median:g}</td></tr>" for r in sizes.itertuples())
+    return ["<h3>Effective panel size (substantive answers per question x group)</h3>",
+            "<table><tr><th>source</th><th>level</th><th>min</th><th>median</th></tr>"
+            f"{rows}</table>"]
+
+
+def _price_html(scores: pd.DataFrame, price: pd.DataFrame | None, seed: int) -> list[str]:
+    """The price of archetypes: its verdict in words, then the table per K and group."""
+    esc = html.escape
+    if price is None or price.empty:
+        return []
+    said = "".join(f"<li>{esc(line)}</li>" for line in archetype_verdicts(scores, price, seed))
+    columns = ["method", "attribute", "group", "similarity", "tvd", "archetype_refusal",
+               "sample_refusal", "archetype_representativeness", "sample_representativeness",
+               "human_resample", "calls", "sample_calls"]
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(
+        f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{esc(str(v))}</td>"
+        for v in (getattr(r, c) for c in columns)) + "</tr>" for r in price.itertuples())
+    return ["<h2>The price of archetypes</h2>", f"<ul>{said}</ul>",
+            f"<table><tr>{head}</tr>{body}</table>"]
+
+
 def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
           tables: list[str], judged: list[str]) -> str:
     title = f"personahub report — calibration {job_id}"
@@ -231,8 +273,20 @@ def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str
 
 
 def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, job_id: str,
-                             *, overwrite: bool = False) -> Path:
-    """Write the calibration's index.html and charts into a folder, all or nothing."""
+                             *, overwrite: bool = False, price: pd.DataFrame | None = None) -> Path:
+    """Write the calibration's index.html and charts into a folder, all or nothing.
+
+    Args:
+        con: the database holding the calibration.
+        out_dir: the folder to write.
+        job_id: the calibration.
+        overwrite: replace an earlier report's files.
+        price: its archetype price table (``Calibration.archetype_price()``), shown with its
+            verdict in words; None or empty: no such section.
+
+    Returns:
+        The path of index.html.
+    """
     if not store.calibration_exists(con, job_id):
         raise PersonahubError(f"--calibration {job_id}: not found in the database "
                               "(personahub calibrations lists them)")
@@ -259,8 +313,10 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
                        if bars else "", f"The first {len(bars)} questions, shares of the "
                        "substantive options (refusals left out)."))
         tables = [_table_html(per_attribute_table(summary, score), score) for score in SCORES]
-        judged = _verdict_html(store.scores_frame(con, job_id),
-                               int(store.job_row(con, job_id)["seed"] or 0))
+        scores = store.scores_frame(con, job_id)
+        seed = int(store.job_row(con, job_id)["seed"] or 0)
+        judged = [*_verdict_html(scores, seed), *_price_html(scores, price, seed),
+                  *_sizes_html(scores)]
         with atomic_file(staged / "index.html", overwrite=False) as f:
             f.write(_html(job_id, _facts(con, job_id), images, tables, judged))
     return Path(out_dir) / "index.html"

@@ -377,7 +377,7 @@ def _warnings(frame: pd.DataFrame, models: Sequence[str]) -> list[str]:
         if share <= REFUSAL_WARNING:
             continue
         shown = _share_above(share, REFUSAL_WARNING)
-        if _stated(counts):
+        if is_stated(counts):
             lines.append(f"note: {who} put {shown} of its stated shares on refusal options "
                          f"(above {REFUSAL_WARNING:.0%}): its scores compare the substantive "
                          "shares, rescaled to sum to 1")
@@ -387,7 +387,7 @@ def _warnings(frame: pd.DataFrame, models: Sequence[str]) -> list[str]:
     return lines
 
 
-def _stated(counts: Sequence[Sequence[float]]) -> bool:
+def is_stated(counts: Sequence[Sequence[float]]) -> bool:
     """Whether a row's counts are stated shares (each question x group's sum to 1, not whole
     answers): a distribution, logprobs or few-shot row, as against a panel's answers."""
     return (bool(counts) and all(abs(sum(c) - 1.0) < 1e-6 for c in counts)

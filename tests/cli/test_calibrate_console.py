@@ -33,7 +33,7 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert brief.exit_code == 0, brief.output
     full = invoke(*args, "--seed", 1, "-v")  # -v: every table, and a progress line per update
     assert full.exit_code == 0, full.output
-    return {"brief": brief, "full": full}
+    return {"brief": brief, "full": full, "db": db, "tmp": tmp}
 
 
 @pytest.mark.slow
@@ -68,6 +68,17 @@ def test_the_archetype_price_has_a_verdict_in_words(calibrated: dict[str, Any]) 
     assert said.startswith("archetypes:2: ") and " calls instead of " in said
     assert any(words in said for words in ("the saving costs accuracy", "cheaper and no worse",
                                            "the saving costs no accuracy"))
+
+
+@pytest.mark.slow
+def test_the_report_holds_what_the_default_console_leaves_out(calibrated: dict[str, Any]) -> None:
+    job_id = calibrated["brief"].stdout.split()[1].rstrip(":")
+    out = calibrated["tmp"] / "report"
+    result = invoke("report", "--calibration", job_id, "--db", calibrated["db"], "--out", out)
+    assert result.exit_code == 0, result.output
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<h2>The price of archetypes</h2>" in page and "archetypes:2: " in page
+    assert "Effective panel size" in page and "dispersion" in page
 
 
 @pytest.mark.slow
