@@ -171,7 +171,13 @@ def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
     if not result.ran:
         say("job ", (job_id, "bold"), " already finished; nothing to resume")
     shortfall = getattr(result.summary, "shortfall", None) or None
-    for line in spec.report(result.summary, db):
+    if kind == "calibration":  # the calibrate command's console: 100 columns, tables under -v
+        from personahub.cli.calibrate import console_lines
+
+        report = console_lines(result.summary, db)
+    else:
+        report = spec.report(result.summary, db)
+    for line in report:
         if line != shortfall:  # said once, at the end, with what it means for the exit code
             out.print(line, highlight=False, soft_wrap=True)
     if as_json:

@@ -54,6 +54,15 @@ def test_the_default_console_fits_100_columns(calibrated: dict[str, Any]) -> Non
 
 
 @pytest.mark.slow
+def test_resume_prints_the_same_console(calibrated: dict[str, Any]) -> None:
+    job_id = calibrated["brief"].stdout.split()[1].rstrip(":")
+    result = invoke("resume", job_id, "--db", calibrated["db"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100 and any(line.startswith("row ") for line in lines)
+
+
+@pytest.mark.slow
 def test_verbose_prints_every_table(calibrated: dict[str, Any]) -> None:
     text = calibrated["full"].stdout
     assert "dispersion (simulated / human" in text and "effective panel size of" in text
