@@ -1,7 +1,9 @@
 """Effects of an experiment's treatments against its control: intervals, tests, effect sizes, power.
 
-The bootstrap resamples replicates, then agents, so world-to-world variation widens the
-interval; the tests treat one run's agents as independent, which is optimistic.
+Every test, interval, Holm p and smallest detectable effect uses the unit of analysis the design
+implies (``analysis/experiment_inference.py``): between worlds a persona's answers in the two
+arms of a replicate are a pair, personas and worlds are crossed random factors, and too few
+replicates give no test rather than a p value built on answers that are not independent.
 """
 
 from __future__ import annotations
@@ -15,37 +17,51 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
-from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from statsmodels.stats.proportion import proportion_effectsize
 
+from personahub.analysis.experiment_inference import (
+    MIN_REPLICATES,
+    DesignTest,
+    paired_between,
+    paired_power,
+    per_run,
+    power_at,
+    randomised_within,
+)
 from personahub.core.errors import PersonahubError
 from personahub.sim.experiment import Experiment, Outcome
-from personahub.sim.experiment_store import outcome_answers, sql_outcome_values
+from personahub.sim.experiment_store import outcome_answers, run_personas, sql_outcome_values
 
 SHARE_UNIT = "percentage points"
 SCALE_UNIT = "scale points"
 SQL_UNIT = "units of the query's value"
-RESAMPLED_WORLDS = "replicates, then agents within them"
-RESAMPLED_AGENTS = "agents (one replicate: world-to-world variation not measured)"
-RESAMPLED_WITHIN = ("replicates (worlds, each holding every arm), then agents within them; "
-                    "graph communities are not clusters")
-RESAMPLED_WITHIN_AGENTS = ("agents within the one world (one replicate: world-to-world "
-                           "variation not measured)")
 EFFECT_COLUMNS = ["outcome", "treatment", "control", "unit", "control_value", "treatment_value",
-                  "effect", "ci_low", "ci_high", "resampled", "test", "statistic", "p_value",
-                  "p_holm",
-                  "effect_size", "effect_size_kind", "n_control", "n_treatment", "replicates",
-                  "mde", "significant", "verdict"]
+                  "effect", "ci_low", "ci_high", "inference", "test", "statistic", "df",
+                  "p_value", "p_holm", "effect_size", "effect_size_kind", "n_control",
+                  "n_treatment", "personas", "replicates", "design_effect", "mde",
+                  "significant", "verdict"]
+VALUE_COLUMNS = ["outcome", "arm", "replicate", "run_id", "agent_id", "persona_id", "value"]
 
 
 def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                    runs: pd.DataFrame, agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per outcome, arm and agent answer (outcome, arm, replicate, run_id, agent_id, value).
+    """One row per outcome, arm and agent answer.
 
-    The value is 1.0/0.0 for a share, the answer for a scale, the query's number for a SQL outcome
-    (agent_id NULL for one per run). Raises PersonahubError when a SQL outcome fails.
+    Args:
+        con: the experiment's database.
+        experiment: its outcomes.
+        runs: its runs (arm, replicate, run_id).
+        agents: within a world, each agent's arm per replicate; None between worlds.
+
+    Returns:
+        The columns outcome, arm, replicate, run_id, agent_id, persona_id and value: 1.0/0.0
+        for a share, the answer for a scale, the query's number for a SQL outcome (agent_id and
+        persona_id NULL for one value per run).
+
+    Raises:
+        PersonahubError: a SQL outcome fails.
     """
     frames = []
     run_ids = list(dict.fromkeys(runs["run_id"]))  # within a world every arm has the same run
@@ -64,10 +80,11 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
                 raise PersonahubError(f"outcome {outcome.name!r}: a within-world experiment "
                                       "compares agents of one run; its sql must return one "
                                       "value per agent (agent_id, value)")
-            got = attach(got)
+            got = attach(_with_personas(con, got, run_ids))
             frames.append(pd.DataFrame({"outcome": outcome.name, "arm": got["arm"],
                                         "replicate": got["replicate"], "run_id": got["run_id"],
                                         "agent_id": got["agent_id"],
+                                        "persona_id": got["persona_id"],
                                         "value": got["value"]}).dropna(subset=["value"]))
             continue
         answers = attach(outcome_answers(con, run_ids, outcome.survey, outcome.step))
@@ -78,18 +95,26 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
         frames.append(pd.DataFrame({"outcome": outcome.name, "arm": answers["arm"],
                                     "replicate": answers["replicate"],
                                     "run_id": answers["run_id"], "agent_id": answers["agent_id"],
+                                    "persona_id": answers["persona_id"],
                                     "value": value}).dropna(subset=["value"]))
-    columns = ["outcome", "arm", "replicate", "run_id", "agent_id", "value"]
     if not frames:
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=VALUE_COLUMNS)
     return _in_design_order(pd.concat(frames, ignore_index=True), experiment, agents is None)
+
+
+def _with_personas(con: duckdb.DuckDBPyConnection, got: pd.DataFrame,
+                   run_ids: Sequence[str]) -> pd.DataFrame:
+    """A SQL outcome's values with each agent's persona (NULL for a value per run)."""
+    if got.empty or got["agent_id"].isna().all():
+        return got.assign(persona_id=None)
+    personas = run_personas(con, run_ids).astype({"agent_id": "float64"})
+    return got.astype({"agent_id": "float64"}).merge(personas, on=["run_id", "agent_id"],
+                                                     how="left")
 
 
 def _in_design_order(values: pd.DataFrame, experiment: Experiment,
                      between: bool) -> pd.DataFrame:
-    """Sort in design order: runs started in the same second have random run ids, and the bootstrap
-    depends on the order.
-    """
+    """Sort in design order: runs started in the same second have random run ids."""
     position = {o.name: i for i, o in enumerate(experiment.outcomes)}
     keys = pd.DataFrame({"outcome": values["outcome"].map(position),
                          "replicate": values["replicate"]})
@@ -120,86 +145,19 @@ class Effect:
     effect: float
     ci_low: float
     ci_high: float
-    resampled: str
+    inference: str
     test: str
     statistic: float
+    df: float
     p_value: float
     effect_size: float
     effect_size_kind: str
     n_control: int
     n_treatment: int
+    personas: int
     replicates: int
+    design_effect: float
     mde: float
-
-
-def _mean_difference(treated: np.ndarray, control: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.asarray(np.mean(treated, axis=axis) - np.mean(control, axis=axis))
-
-
-def bootstrap_difference(treated: np.ndarray, control: np.ndarray, *, confidence: float = 0.95,
-                         n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(treated) - mean(control), each arm resampled alone."""
-    if np.ptp(np.concatenate([treated, control])) == 0:
-        return 0.0, 0.0
-    result = stats.bootstrap((treated, control), _mean_difference, vectorized=True,
-                             paired=False, confidence_level=confidence, n_resamples=n_resamples,
-                             method="percentile", rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
-def cluster_bootstrap(treated: np.ndarray, treated_clusters: np.ndarray, control: np.ndarray,
-                      control_clusters: np.ndarray, *, confidence: float = 0.95,
-                      n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Two-stage percentile bootstrap of mean(treated) - mean(control); (0, 0) if flat.
-
-    Replicates are drawn once for both arms (they share seeds), then agents within each; agents
-    alone give too narrow an interval when worlds differ.
-    """
-    if np.ptp(np.concatenate([treated, control])) == 0:
-        return 0.0, 0.0
-    rng = np.random.default_rng(seed)
-    labels = np.unique(np.concatenate([treated_clusters, control_clusters]))
-    drawn = rng.integers(0, len(labels), size=(n_resamples, len(labels)))
-    means = []
-    for values, clusters in ((treated, treated_clusters), (control, control_clusters)):
-        sums = np.zeros(n_resamples)
-        counts = np.zeros(n_resamples)
-        for k, label in enumerate(labels):
-            members = values[clusters == label]
-            times = (drawn == k).sum(axis=1)  # how often resample b drew this cluster
-            if len(members) == 0 or not times.any():
-                continue
-            total = int(times.sum())
-            picks = members[rng.integers(0, len(members), size=(total, len(members)))]
-            draw_sums = picks.sum(axis=1)
-            owner = np.repeat(np.arange(n_resamples), times)
-            sums += np.bincount(owner, weights=draw_sums, minlength=n_resamples)
-            counts += times * len(members)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means.append(sums / counts)
-    difference = means[0] - means[1]
-    difference = difference[np.isfinite(difference)]  # a resample without one arm's agents
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(difference, [tail, 1 - tail])
-    return float(low), float(high)
-
-
-def share_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
-    """Chi-squared (no continuity correction) on arm x chose-or-not: (chi2, p); (0, 1) if degenerate."""
-    table = np.array([[treated.sum(), len(treated) - treated.sum()],
-                      [control.sum(), len(control) - control.sum()]])
-    if (table.sum(axis=0) == 0).any():
-        return 0.0, 1.0
-    result = stats.chi2_contingency(table, correction=False)
-    return float(result.statistic), float(result.pvalue)
-
-
-def scale_test(treated: np.ndarray, control: np.ndarray) -> tuple[float, float]:
-    """Two-sided Mann-Whitney U: (U, p); (U, 1) when every answer is alike."""
-    if np.ptp(np.concatenate([treated, control])) == 0:
-        return float(len(treated) * len(control) / 2), 1.0
-    result = stats.mannwhitneyu(treated, control, alternative="two-sided")
-    return float(result.statistic), float(result.pvalue)
 
 
 def cohens_d(treated: np.ndarray, control: np.ndarray) -> float:
@@ -210,98 +168,109 @@ def cohens_d(treated: np.ndarray, control: np.ndarray) -> float:
     return float((treated.mean() - control.mean()) / pooled) if pooled > 0 else 0.0
 
 
-def minimum_detectable(*, share: bool, n_treatment: int, n_control: int, alpha: float = 0.05,
-                       power: float = 0.8) -> float:
-    """Smallest Cohen's h (share) or d (scale) a two-sided test detects at these sizes."""
-    analysis = NormalIndPower() if share else TTestIndPower()
-    return float(analysis.solve_power(effect_size=None, nobs1=n_treatment,
-                                      ratio=n_control / n_treatment, alpha=alpha, power=power))
+def design_test(treated: pd.DataFrame, control: pd.DataFrame, *, within: bool) -> DesignTest:
+    """The test that fits the design and the outcome's values.
+
+    Args:
+        treated: the treatment's values (replicate, persona_id, value).
+        control: the control's values.
+        within: whether the arms share their worlds (randomised among one world's agents).
+
+    Returns:
+        A paired test between worlds, a randomised one within, or one over replicates when
+        the outcome has one value per run.
+    """
+    if treated["persona_id"].isna().all() or control["persona_id"].isna().all():
+        return per_run(treated, control)
+    if within:
+        return randomised_within(treated, control)
+    return paired_between(treated, control)
 
 
-def share_from_h(p_control: float, h: float) -> float:
-    """The share Cohen's h above the control's reaches (capped at 1)."""
-    angle = min(math.asin(math.sqrt(p_control)) + h / 2, math.pi / 2)
-    return math.sin(angle) ** 2
+def compare(outcome: str, share: bool, treatment: str, control: str, treated: pd.DataFrame,
+            controls: pd.DataFrame, *, confidence: float = 0.95, alpha: float = 0.05,
+            unit: str | None = None, within: bool = False) -> Effect:
+    """One treatment against the control on one outcome, with the design's test and interval.
 
+    Args:
+        outcome: the outcome's name.
+        share: whether values are 1/0 (a share, reported in percentage points).
+        treatment: the treatment arm's name.
+        control: the control arm's name.
+        treated: the treatment's values (replicate, persona_id, value).
+        controls: the control's values.
+        confidence: the interval's level.
+        alpha: the level of the smallest detectable effect (80% power).
+        unit: the unit in words (default: by share).
+        within: whether the arms were randomised within worlds.
 
-def compare(outcome: str, share: bool, treatment: str, control: str, treated: np.ndarray,
-            controls: np.ndarray, replicates: int, *, confidence: float = 0.95,
-            alpha: float = 0.05, seed: int = 0, treated_clusters: np.ndarray | None = None,
-            control_clusters: np.ndarray | None = None, unit: str | None = None,
-            within: bool = False) -> Effect:
-    """One treatment against the control on one outcome (a cluster bootstrap over several replicates)."""
+    Returns:
+        The effect row (p, interval and smallest detectable effect NaN without a test).
+    """
     scale = 100.0 if share else 1.0
-    if (treated_clusters is not None and control_clusters is not None
-            and len(np.unique(np.concatenate([treated_clusters, control_clusters]))) > 1):
-        low, high = cluster_bootstrap(treated, treated_clusters, controls, control_clusters,
-                                      confidence=confidence, seed=seed)
-        resampled = RESAMPLED_WITHIN if within else RESAMPLED_WORLDS
-    else:
-        low, high = bootstrap_difference(treated, controls, confidence=confidence, seed=seed)
-        resampled = RESAMPLED_WITHIN_AGENTS if within else RESAMPLED_AGENTS
+    tested = design_test(treated, controls, within=within)
+    low, high = tested.interval(confidence)
+    mine, theirs = treated["value"].to_numpy(float), controls["value"].to_numpy(float)
     if share:
-        statistic, p = share_test(treated, controls)
-        size = float(proportion_effectsize(treated.mean(), controls.mean()))
-        mde_h = minimum_detectable(share=True, n_treatment=len(treated),
-                                   n_control=len(controls), alpha=alpha)
-        mde = (share_from_h(float(controls.mean()), mde_h) - float(controls.mean())) * scale
+        shares = (tested.treated_value, tested.control_value)
+        size = (float(proportion_effectsize(*shares)) if all(0 <= v <= 1 for v in shares)
+                else math.nan)
     else:
-        statistic, p = scale_test(treated, controls)
-        size = cohens_d(treated, controls)
-        mde_d = minimum_detectable(share=False, n_treatment=len(treated),
-                                   n_control=len(controls), alpha=alpha)
-        spread = float(np.std(np.concatenate([treated, controls]), ddof=1))
-        mde = mde_d * spread
+        size = cohens_d(mine, theirs)
     return Effect(outcome=outcome, treatment=treatment, control=control,
                   unit=unit or (SHARE_UNIT if share else SCALE_UNIT),
-                  control_value=float(controls.mean()), treatment_value=float(treated.mean()),
-                  effect=float(treated.mean() - controls.mean()) * scale, ci_low=low * scale,
-                  ci_high=high * scale, resampled=resampled,
-                  test="chi-squared" if share else "Mann-Whitney U",
-                  statistic=statistic, p_value=p, effect_size=size,
-                  effect_size_kind="Cohen's h" if share else "Cohen's d",
-                  n_control=len(controls), n_treatment=len(treated), replicates=replicates,
-                  mde=mde)
+                  control_value=tested.control_value, treatment_value=tested.treated_value,
+                  effect=tested.effect * scale, ci_low=low * scale, ci_high=high * scale,
+                  inference=tested.inference, test="t" if tested.tested else tested.reason,
+                  statistic=tested.statistic, df=tested.df, p_value=tested.p_value,
+                  effect_size=size, effect_size_kind="Cohen's h" if share else "Cohen's d",
+                  n_control=len(theirs), n_treatment=len(mine), personas=tested.personas,
+                  replicates=tested.replicates, design_effect=tested.design_effect,
+                  mde=tested.detectable(alpha) * scale)
 
 
 def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float = 0.95,
-            alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+            alpha: float = 0.05) -> pd.DataFrame:
     """The effect table: one row per outcome and treatment.
 
     Args:
-        values: one value per outcome, arm and agent.
+        values: one value per outcome, arm and agent (outcome_values).
         experiment: its outcomes and arms (the first arm is the control).
-        confidence: the bootstrap interval's level.
+        confidence: the intervals' level.
         alpha: the tests' level after Holm's correction.
-        seed: the bootstrap's seed.
 
     Returns:
-        The effect columns, with Holm's p, significance and a plain verdict per row.
+        The effect columns, with Holm's p over the rows that have a test, significance and a
+        plain verdict per row.
     """
     rows: list[Effect] = []
     control = experiment.control.name
+    if "persona_id" not in values.columns:
+        values = values.assign(persona_id=values["agent_id"] if "agent_id" in values.columns
+                               else None)
     for outcome in experiment.outcomes:
         mine = values[values["outcome"] == outcome.name]
         control_rows = mine[mine["arm"] == control]
-        controls = control_rows["value"].to_numpy(dtype=float)
         for arm in experiment.arms[1:]:
             treated_rows = mine[mine["arm"] == arm.name]
-            treated = treated_rows["value"].to_numpy(dtype=float)
-            if len(treated) < 2 or len(controls) < 2:
+            if len(treated_rows) < 2 or len(control_rows) < 2:
                 continue
-            replicates = int(treated_rows["replicate"].nunique())
-            rows.append(compare(outcome.name, outcome.is_share, arm.name, control, treated,
-                                controls, replicates, confidence=confidence, alpha=alpha,
-                                seed=seed, treated_clusters=treated_rows["replicate"].to_numpy(),
-                                control_clusters=control_rows["replicate"].to_numpy(),
-                                unit=SQL_UNIT if outcome.is_sql else None,
+            rows.append(compare(outcome.name, outcome.is_share, arm.name, control,
+                                treated_rows, control_rows, confidence=confidence,
+                                alpha=alpha, unit=SQL_UNIT if outcome.is_sql else None,
                                 within=experiment.design == "within"))
     if not rows:
         return pd.DataFrame(columns=EFFECT_COLUMNS)
     table = pd.DataFrame([dataclasses.asdict(r) for r in rows])
-    rejected, holm, _, _ = multipletests(table["p_value"].to_numpy(), alpha=alpha, method="holm")
-    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", holm)
-    table["significant"] = rejected
+    table.insert(table.columns.get_loc("p_value") + 1, "p_holm", math.nan)
+    table["significant"] = False
+    has_test = table["p_value"].notna()
+    if has_test.any():
+        rejected, holm, _, _ = multipletests(table.loc[has_test, "p_value"].to_numpy(),
+                                             alpha=alpha, method="holm")
+        table.loc[has_test, "p_holm"] = holm
+        table.loc[has_test, "significant"] = rejected
+    table["significant"] = table["significant"].astype(bool)
     described = {o.name: describe_outcome(o) for o in experiment.outcomes}
     table["verdict"] = [verdict(row, described[row["outcome"]], confidence)
                         for row in table.to_dict("records")]
@@ -309,25 +278,36 @@ def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float =
 
 
 def describe_outcome(outcome: Outcome) -> str:
-    """An outcome in words, e.g. "purchase_intent at step 5 (share answering definitely, probably)"."""
+    """Say an outcome in words, e.g. "purchase_intent at step 5 (share answering definitely, probably)"."""
     if outcome.is_sql:
         return f"{outcome.name} (mean of its SQL values)"
     what = f"share answering {', '.join(outcome.options)}" if outcome.is_share else "mean answer"
     return f"{outcome.survey} at step {outcome.step} ({what})"
 
 
+def _units(row: Mapping[str, Any]) -> str:
+    """Say what the test counted as independent, e.g. "30 personas x 5 replicates"."""
+    replicates = f"{row['replicates']} replicate{'s' if row['replicates'] != 1 else ''}"
+    if not row["personas"]:
+        return replicates
+    return f"{row['personas']} personas x {replicates}"
+
+
 def verdict(row: Mapping[str, Any], described: str, confidence: float = 0.95) -> str:
-    """One plain line for an effect row: the effect, its interval and test, and what it means."""
+    """Write one plain line for an effect row: the effect, its interval and test, and what it means."""
     unit = row["unit"]
-    change = (f"{row['effect']:+.1f} {unit} ({confidence:.0%} CI {row['ci_low']:+.1f} to "
-              f"{row['ci_high']:+.1f}; {row['test']} p={row['p_value']:.3g}, "
-              f"Holm p={row['p_holm']:.3g})")
     who = f"{row['treatment']} against {row['control']}"
+    if pd.isna(row["p_value"]):
+        return (f"{described}: {who} differs by {row['effect']:+.1f} {unit} ({_units(row)}); "
+                f"{row['test']}.")
+    change = (f"{row['effect']:+.1f} {unit} ({confidence:.0%} CI {row['ci_low']:+.1f} to "
+              f"{row['ci_high']:+.1f}; t({row['df']:.0f}) p={row['p_value']:.3g}, "
+              f"Holm p={row['p_holm']:.3g}; {_units(row)})")
     if row["significant"]:
         way = "raises" if row["effect"] > 0 else "lowers"
         return f"{described}: {row['treatment']} {way} it by {change}, {who}."
-    return (f"{described}: no detectable effect of {who}, {change}; the smallest effect these "
-            f"sizes detect is about {abs(row['mde']):.1f} {unit}.")
+    return (f"{described}: no detectable effect of {who}, {change}; the smallest effect this "
+            f"design detects is about {abs(row['mde']):.1f} {unit}.")
 
 
 AGREEMENT_COLUMNS = ["outcome", "treatment", "control", "unit", "effect", "ci_low", "ci_high",
@@ -360,6 +340,19 @@ def agreement(base: pd.DataFrame, compared: pd.DataFrame, *, base_label: str,
     joined = base.merge(theirs, on=keys)
     rows = []
     for row in joined.to_dict("records"):
+        if pd.isna(row["ci_low"]):  # the reference has no test: nothing to agree with
+            rows.append({**{k: row[k] for k in (*keys, "unit", "effect", "ci_low", "ci_high",
+                                                 "compared_effect")},
+                         "agrees": False, "significant": False,
+                         "compared_ci_low": row["compared_ci_low"],
+                         "compared_ci_high": row["compared_ci_high"],
+                         "compared_significant": bool(row["compared_significant"]),
+                         "missed": False,
+                         "line": (f"{row['outcome']}, {row['treatment']} against "
+                                  f"{row['control']}: {base_label} has no interval to compare "
+                                  f"with (too few replicates to test; give it at least "
+                                  f"{MIN_REPLICATES}).")})
+            continue
         within = bool(row["ci_low"] <= row["compared_effect"] <= row["ci_high"])
         found, also = bool(row["significant"]), bool(row["compared_significant"])
         holds_zero = bool(row["compared_ci_low"] <= 0 <= row["compared_ci_high"])
@@ -416,34 +409,79 @@ WITHIN_LIMIT = ("within a world, icc is the outcome's correlation among one arm'
                 "run; agents of one graph community answer more alike than that, and "
                 "spill-over from treated to control neighbours shrinks the effect itself: "
                 "neither is in this figure, which is a lower bound on what is needed")
+MAX_PLANNED_REPLICATES = 1000
+PERSONAS_LIMIT = ("the personas are the same in every replicate: with a deterministic model "
+                  "(temperature 0) their answers repeat, and only more personas per run (not "
+                  "more replicates) narrow the part of the interval that comes from them")
+
+
+def _power_within(effect_size: float, replicates: int, per_arm_run: float,
+                  design_effect: float, alpha: float, icc: float) -> float:
+    """Power of a t test after this many within-world replicates (df from worlds when icc > 0)."""
+    agents = replicates * per_arm_run
+    se = math.sqrt(2 * design_effect / agents)  # in standard deviations (Cohen's h or d)
+    df = replicates - 1.0 if icc > 0 else 2 * agents - 2.0
+    return power_at(effect_size, se, df, alpha)
 
 
 def plan_power(effect_size: float, *, agents_per_run: int, share: bool = True,
                alpha: float = 0.05, power: float = 0.8, icc: float = 0.0,
                design: str = "between", arms: int = 2) -> dict[str, int | float | str]:
-    """Agents per arm and replicates needed to detect an effect size (Cohen's h or d), before running.
+    """Plan the agents per arm and replicates that detect an effect size (Cohen's h or d).
 
-    icc, the outcome's correlation within a run, inflates the agents by the Kish design effect
-    1 + (m - 1) * icc; 0 treats agents as independent, which is optimistic.
+    Between worlds the replicates grow until the test ``effects`` applies (personas paired,
+    each arm's worlds a random part) reaches the power, by a seeded simulation of that test
+    (``paired_power``): its world part, estimated from few replicates, costs power that a
+    formula for independent answers does not see. Within a world the Kish design effect
+    1 + (m - 1) * icc inflates the agents and the worlds give the test's degrees of freedom.
+    Every plan has at least the replicates a test needs. The arms are taken as independent
+    samples; a persona's own leaning, which cancels in its pair, only adds power.
+
+    Args:
+        effect_size: Cohen's h (share_effect_size) or d.
+        agents_per_run: agents in one run.
+        share: whether the outcome is a share (normal power) or a scale (t power).
+        alpha: the test's level.
+        power: the power wanted.
+        icc: the outcome's intraclass correlation within a run.
+        design: between (each arm its own world) or within (arms share a world).
+        arms: the arms sharing a world (within).
+
+    Returns:
+        effect_size, alpha, power, icc, design, design_effect, agents_per_arm, agents_per_run,
+        replicates, the power those replicates reach (achieved) and a limit line.
     """
     if effect_size == 0:
         raise ValueError("an effect size of 0 cannot be detected by any sample size")
-    if not 0.0 <= icc <= 1.0:
-        raise ValueError(f"icc must be between 0 and 1, got {icc}")
+    if not 0.0 <= icc < 1.0:
+        raise ValueError(f"icc must be at least 0 and below 1, got {icc}")
+    if design not in ("between", "within"):
+        raise ValueError(f"design must be 'between' or 'within', got {design!r}")
     analysis = NormalIndPower() if share else TTestIndPower()
     n = float(analysis.solve_power(effect_size=abs(effect_size), nobs1=None, ratio=1.0,
                                    alpha=alpha, power=power))
-    if design not in ("between", "within"):
-        raise ValueError(f"design must be 'between' or 'within', got {design!r}")
     per_arm_run = agents_per_run / arms if design == "within" else float(agents_per_run)
     design_effect = 1.0 + (per_arm_run - 1) * icc
-    agents = math.ceil(n * design_effect)
+    start = max(MIN_REPLICATES, math.ceil(math.ceil(n * design_effect) / per_arm_run))
+
+    def reached(replicates: int) -> float:
+        if design == "within":
+            return _power_within(effect_size, replicates, per_arm_run, design_effect, alpha,
+                                 icc)
+        return paired_power(effect_size, personas=agents_per_run, replicates=replicates,
+                            icc=icc, alpha=alpha)
+
+    replicates = start  # the formula for independent answers: the test needs at least this
+    while reached(replicates) < power and replicates < MAX_PLANNED_REPLICATES:
+        replicates += 1
     limit = WITHIN_LIMIT if design == "within" else (
-        "icc 0 treats agents of one run as independent" if icc == 0 else "")
+        "icc 0 treats agents of one run as independent; " + PERSONAS_LIMIT if icc == 0
+        else PERSONAS_LIMIT)
     return {"effect_size": effect_size, "alpha": alpha, "power": power, "icc": icc,
-            "design": design, "design_effect": design_effect, "agents_per_arm": agents,
-            "agents_per_run": agents_per_run,
-            "replicates": math.ceil(agents / per_arm_run), "limit": limit}
+            "design": design, "design_effect": design_effect,
+            "agents_per_arm": math.ceil(replicates * per_arm_run),
+            "agents_per_run": agents_per_run, "replicates": replicates,
+            "achieved": reached(replicates), "limit": limit}
 
 
 def share_effect_size(p_control: float, p_treatment: float) -> float:

@@ -1,7 +1,8 @@
 """An experiment's HTML report (``personahub report --experiment ID``; matplotlib, Agg).
 
 Outcomes per arm over steps, the effect forest plot and table, and optionally whether another
-experiment's effects agree. Intervals treat one run's agents as independent: optimistic.
+experiment's effects agree. Every interval counts a persona once and a world (a replicate) as a
+cluster, as the effect table's tests do.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import duckdb
 import matplotlib
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
@@ -26,6 +25,7 @@ from personahub.analysis.experiment_effects import (  # noqa: E402
     effects,
     outcome_values,
 )
+from personahub.analysis.experiment_inference import MIN_REPLICATES, mean_interval  # noqa: E402
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
 from personahub.core.errors import PersonahubError  # noqa: E402
@@ -73,25 +73,14 @@ def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
     return scenario, dataclasses.replace(spec, id=experiment_id), runs
 
 
-def _interval(values: np.ndarray, share: bool, confidence: float) -> tuple[float, float, float]:
-    n = len(values)
-    if share:
-        low, high = proportion_confint(int(values.sum()), n, alpha=1 - confidence,
-                                       method="wilson")
-        return 100 * float(values.mean()), 100 * float(low), 100 * float(high)
-    mean = float(values.mean())
-    sem = float(stats.sem(values)) if n > 1 else 0.0
-    if sem == 0 or not np.isfinite(sem):
-        return mean, mean, mean
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=sem)
-    return mean, float(low), float(high)
-
-
 def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Experiment,
               runs: pd.DataFrame, *, confidence: float = 0.95,
               agents: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Each outcome per arm at every step its survey is asked: agents answering and the share (%) or
-    mean with its interval. SQL outcomes have no steps and are left out.
+    """Tabulate each outcome per arm at every step its survey is asked.
+
+    Each row holds the agents answering and the share (%) or mean with a t interval whose units
+    are the arm's personas and worlds (``experiment_inference.mean_interval``). SQL outcomes
+    have no steps and are left out.
     """
     steps = {s.id: s.steps for s in scenario.surveys}
     rows = []
@@ -103,27 +92,30 @@ def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Ex
             answers = outcome_answers(con, list(dict.fromkeys(runs["run_id"])), outcome.survey,
                                       step)
             if agents is not None:
-                answers = answers.merge(agents[["run_id", "agent_id", "arm"]],
+                answers = answers.merge(agents[["run_id", "agent_id", "arm", "replicate"]],
                                         on=["run_id", "agent_id"])
             else:
-                answers = answers.merge(runs[["run_id", "arm"]], on="run_id")
+                answers = answers.merge(runs[["run_id", "arm", "replicate"]], on="run_id")
             for arm in experiment.arms:
                 mine = answers[answers["arm"] == arm.name]
                 if outcome.is_share:
-                    values = mine["answer_choice"].isin(outcome.options).to_numpy(float)
+                    mine = mine.assign(value=mine["answer_choice"].isin(outcome.options)
+                                       .astype(float))
                 else:
-                    values = mine["answer_scale"].dropna().to_numpy(float)
-                if len(values) == 0:
+                    mine = mine.assign(value=mine["answer_scale"].astype(float)).dropna(
+                        subset=["value"])
+                if mine.empty:
                     continue
-                value, low, high = _interval(values, outcome.is_share, confidence)
+                scale = 100.0 if outcome.is_share else 1.0
+                value, low, high = (scale * v for v in mean_interval(mine, confidence))
                 rows.append({"outcome": outcome.name, "arm": arm.name, "step": step,
-                             "n": len(values), "value": value, "ci_low": low, "ci_high": high,
+                             "n": len(mine), "value": value, "ci_low": low, "ci_high": high,
                              "unit": unit})
     return pd.DataFrame(rows, columns=ARM_STEP_COLUMNS)
 
 
 def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
-                      confidence: float = 0.95, seed: int = 0
+                      confidence: float = 0.95
                       ) -> tuple[Experiment, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """A recorded experiment, its runs, its per-step arm table and its effect table."""
     scenario, spec, runs = load_recorded_experiment(con, experiment_id)
@@ -132,16 +124,16 @@ def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
         agents = arm_agents(con, experiment_id)
         agents = agents[agents["run_id"].isin(runs["run_id"])]
     values = outcome_values(con, spec, runs, agents)
-    table = effects(values, spec, confidence=confidence, seed=seed)
+    table = effects(values, spec, confidence=confidence)
     return spec, runs, arm_steps(con, scenario, spec, runs, confidence=confidence,
                                  agents=agents), table
 
 
 def compared_effects(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
-                     confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+                     confidence: float = 0.95) -> pd.DataFrame:
     """The effect table of the experiment compared with."""
     try:
-        return experiment_tables(con, experiment_id, confidence=confidence, seed=seed)[3]
+        return experiment_tables(con, experiment_id, confidence=confidence)[3]
     except PersonahubError as exc:
         raise PersonahubError(str(exc).replace("--experiment", "--compare", 1)) from None
 
@@ -198,8 +190,8 @@ def _draw_forest(table: pd.DataFrame, path: Path) -> None:
         labels = [f"{r.outcome}: {r.treatment}" for r in mine.itertuples()]
         y = np.arange(len(mine))
         effect = mine["effect"].to_numpy(float)
-        err = np.vstack([effect - mine["ci_low"].to_numpy(float),
-                         mine["ci_high"].to_numpy(float) - effect])
+        err = np.nan_to_num(np.vstack([effect - mine["ci_low"].to_numpy(float),
+                                       mine["ci_high"].to_numpy(float) - effect]))  # no test: no bar
         ax.errorbar(effect, y, xerr=err, fmt="o", capsize=3)
         ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
         ax.set_yticks(y, labels)
@@ -239,15 +231,14 @@ def _html(spec: Experiment, facts: list[tuple[str, str]], steps: pd.DataFrame,
 
 
 def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
-                            experiment_id: str, *, confidence: float = 0.95, seed: int = 0,
+                            experiment_id: str, *, confidence: float = 0.95,
                             overwrite: bool = False, compare: str | None = None) -> Path:
     """Write the experiment's index.html and charts into a folder, all or nothing; returns its path."""
-    spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence,
-                                                 seed=seed)
+    spec, runs, steps, table = experiment_tables(con, experiment_id, confidence=confidence)
     compared = None
     if compare is not None:
         agreed, said = experiment_agreement(
-            compared_effects(con, compare, confidence=confidence, seed=seed), compare, table,
+            compared_effects(con, compare, confidence=confidence), compare, table,
             spec.id)
         compared = (compare, agreed, said)
     record = run_record(con, runs["run_id"].iloc[0])
@@ -263,14 +254,16 @@ def write_experiment_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path,
         if not steps.empty:
             _draw_arms(steps, spec, staged / "experiment_arms.png")
         images.append(("Outcomes per arm over the steps", "experiment_arms.png"
-                       if not steps.empty else "", f"Each arm pooled over its replicates, with "
-                       f"{level} intervals: Wilson for a share, t for a mean."))
+                       if not steps.empty else "", f"Each arm over its replicates, with {level} t "
+                       "intervals whose units are its personas and its worlds (with fewer than "
+                       f"{MIN_REPLICATES} replicates, its personas only)."))
         if not table.empty:
             _draw_forest(table, staged / "experiment_effects.png")
         images.append(("Effects against the control", "experiment_effects.png"
-                       if not table.empty else "", f"Each treatment's effect with its {level} "
-                       "bootstrap interval; an interval crossing the dashed zero line is no "
-                       "clear effect."))
+                       if not table.empty else "", f"Each treatment's effect with the {level} "
+                       "interval of its test (personas paired, worlds as clusters); an interval "
+                       "crossing the dashed zero line is no clear effect, and an effect with "
+                       "too few replicates to test is drawn without one."))
         with atomic_file(staged / "index.html", overwrite=False) as f:
             f.write(_html(spec, facts, steps, table, images, compared))
     return Path(out_dir) / "index.html"

@@ -7,7 +7,7 @@ export leaves nothing half-written.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,16 +216,133 @@ def _check_row(row: object, fmt: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class EvaluationSides:
+    """The split an export follows: its evaluation's id, each item's side (train, test or
+    excluded: contaminated) and the sides written (None: every item)."""
+
+    evaluation: str
+    sides: Mapping[str, str]
+    written: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ExportAccount:
+    """What an export wrote of a job's or run's items, what it left out and what it kept that a
+    reader of the data should know, each with its count and why.
+
+    Attributes:
+        written: the rows written.
+        of: the job's or run's items.
+        left_out: (count, why) of the items not written.
+        kept: (count, what) of notable items written: flagged near-duplicates, contaminated
+            items, rows without an assistant turn, rows drawn from an archetype's one call.
+        sides: the rows of each side of a split written (a Hugging Face folder's files).
+    """
+
+    written: int
+    of: int
+    left_out: tuple[tuple[int, str], ...] = ()
+    kept: tuple[tuple[int, str], ...] = ()
+    sides: tuple[tuple[str, int], ...] = ()  # rows per side of a split, as written
+
+    def lines(self) -> list[str]:
+        """The account as console lines (none when nothing was left out or is notable)."""
+        out = []
+        if self.left_out:
+            out.append(f"left out {self.of - self.written} of {self.of}: "
+                       + "; ".join(f"{n} {why}" for n, why in self.left_out))
+        if self.kept:
+            out.append("kept: " + "; ".join(f"{n} {what}" for n, what in self.kept))
+        return out
+
+
+def account(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], fmt: str, *,
+            job: str | None = None, run: str | None = None, kind: str | None = None,
+            drop_duplicates: bool = False, split: EvaluationSides | None = None
+            ) -> ExportAccount:
+    """What an export of these items left out of the job's or run's items and kept, and why.
+
+    Args:
+        con: the database.
+        items: the items written.
+        fmt: the format written (personahub, chat, parquet or hf).
+        job: the synthesis job exported.
+        run: the run exported.
+        kind: the --kind asked for.
+        drop_duplicates: whether flagged near-duplicates were left out.
+        split: the evaluation whose split the export follows.
+
+    Returns:
+        The counts, in the order the filters apply.
+    """
+    source, key = ("job", job) if job is not None else ("run", run)
+    every = con.execute("SELECT item_id, kind, coalesce(is_duplicate, false), archetype FROM "
+                        "v_items WHERE source = ? AND source_id = ?", [source, key]).fetchall()
+    left: list[tuple[int, str]] = []
+    rest = every
+    if kind is not None:
+        left.append((sum(r[1] != kind for r in rest), f"of other kinds than {kind} (--kind)"))
+        rest = [r for r in rest if r[1] == kind]
+    if drop_duplicates:
+        left.append((sum(r[2] for r in rest), "flagged near-duplicates (--drop-duplicates)"))
+        rest = [r for r in rest if not r[2]]
+    if split is not None and split.written is not None:
+        out = [r for r in rest if split.sides.get(r[0]) not in split.written]
+        dirty = sum(split.sides.get(r[0]) == "excluded" for r in out)
+        left.append((dirty, f"contaminated: flagged by --against in evaluation "
+                            f"{split.evaluation}, in neither side"))
+        left.append((len(out) - dirty, f"on the other side of evaluation {split.evaluation}'s "
+                                       f"split (--split {'/'.join(split.written)})"))
+    kept: list[tuple[int, str]] = []
+    if not drop_duplicates:
+        kept.append((sum(item.is_duplicate for item in items),
+                     "flagged near-duplicates (is_duplicate; --drop-duplicates leaves them out)"))
+    if split is not None:
+        kept.append((sum(split.sides.get(item.item_id) == "excluded" for item in items),
+                     f"contaminated: flagged by --against in evaluation {split.evaluation} "
+                     "(--split leaves them out)"))
+    if fmt in ("chat", "hf"):
+        bare: dict[str, int] = {}
+        for item in items:
+            if len(chat_row(item)["messages"]) == 1:
+                bare[item.task] = bare.get(item.task, 0) + 1
+        kept += [(n, f"{task} rows with the user's turn only: no answer is known (synthesize "
+                     "--solve, or multi_turn --with-assistant, adds one)")
+                 for task, n in sorted(bare.items())]
+    drawn = {r[0] for r in every if r[3] is not None}
+    if drawn:
+        kept.append((sum(item.item_id in drawn for item in items),
+                     "rows drawn from an archetype's pool: one call answered for its members, "
+                     "so their texts repeat (scenario.archetypes)"))
+    return ExportAccount(len(items), len(every), tuple(c for c in left if c[0]),
+                         tuple(c for c in kept if c[0]))
+
+
 def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
            job: str | None = None, run: str | None = None, kind: str | None = None,
            drop_duplicates: bool = False, overwrite: bool = False,
            only: Collection[str] | None = None) -> int:
     """Load a job's or run's items, write them and validate the file; returns the count."""
+    return export_accounted(con, path, fmt, job=job, run=run, kind=kind,
+                            drop_duplicates=drop_duplicates, overwrite=overwrite,
+                            only=only).written
+
+
+def export_accounted(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
+                     job: str | None = None, run: str | None = None, kind: str | None = None,
+                     drop_duplicates: bool = False, overwrite: bool = False,
+                     only: Collection[str] | None = None,
+                     split: EvaluationSides | None = None) -> ExportAccount:
+    """Export as export does; returns what was written, left out and kept (ExportAccount)."""
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
                        only=only)
-    written = write_export(items, path, fmt, overwrite=overwrite)
-    validate_export(path, fmt)
-    return written
+    write_export(items, path, fmt, overwrite=overwrite)
+    written = validate_export(path, fmt)
+    if written != len(items):
+        raise PersonahubError(f"{path}: {written} records read back of {len(items)} written")
+    return account(con, items, fmt, job=job, run=run, kind=kind,
+                   drop_duplicates=drop_duplicates, split=split)
 
 
 def export_source_file(con: duckdb.DuckDBPyConnection, path: str | Path, source: str, *,

@@ -6,6 +6,7 @@ unchanged. Written into a staged folder, so a failed export leaves DIR as it was
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
@@ -15,7 +16,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personahub.analysis.export import ExportItem, chat_row, item_columns, load_items
+from personahub.analysis.export import (
+    EvaluationSides,
+    ExportAccount,
+    ExportItem,
+    account,
+    chat_row,
+    item_columns,
+    load_items,
+)
 from personahub.analysis.export_arrow import MESSAGES_TYPE
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import find_job
@@ -87,12 +96,28 @@ def _card_split_lines(splits: Mapping[str, int] | None) -> list[str]:
             (f"  - split: {side}", f"    path: {files[side]}")]
 
 
+def _holds(held: ExportAccount | None, archetypes: str | None) -> list[str]:
+    """The card's section on what the export left out and kept, and why."""
+    if held is None:
+        return []
+    lines = [f"- **Left out:** {held.of - held.written} of the {held.of} items: "
+             + "; ".join(f"{n} {why}" for n, why in held.left_out) if held.left_out
+             else f"- **Left out:** nothing: all {held.of} items are here."]
+    lines += [f"- **Kept:** {n} {what}." for n, what in held.kept]
+    if archetypes is not None:
+        lines.append(f"- **Archetypes:** the run grouped its agents ({archetypes}); an "
+                     "archetype's members answer from one call, so a row drawn from its pool "
+                     "(`messages` alike across members) speaks for many people, not for one.")
+    return ["## What this export holds", "", *lines, ""]
+
+
 def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
                  job: str | None = None, run: str | None = None, kind: str | None = None,
                  drop_duplicates: bool = False, as_json: Sequence[str] = (),
                  splits: Mapping[str, int] | None = None, evaluation: str | None = None,
-                 quality: Sequence[str] = ()) -> str:
-    """The README of an exported dataset; with splits and quality, an evaluation section."""
+                 quality: Sequence[str] = (), held: ExportAccount | None = None) -> str:
+    """The README of an exported dataset; with splits and quality, an evaluation section; with
+    held, what the export left out and kept."""
     from personahub import __version__
 
     source = _source(con, job, run)
@@ -126,6 +151,7 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
         "`is_duplicate`, and `messages` (chat turns, user first)."
         + (f" Content fields kept as JSON text: {', '.join(f'`{n}`' for n in as_json)}."
            if as_json else ""), "",
+        *_holds(held, _archetypes(con, run)),
         *(["## Evaluation", "",
             f"Split and figures of evaluation `{evaluation}` (`personahub evaluate`): "
             + ", ".join(f"{side} {n} rows" for side, n in (splits or {}).items())
@@ -144,10 +170,35 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
     return "\n".join(lines) + "\n"
 
 
+def _archetypes(con: duckdb.DuckDBPyConnection, run: str | None) -> str | None:
+    """A run's archetypes in a few words (None: not a run, or a run without archetypes)."""
+    if run is None:
+        return None
+    from personahub.sim.store import archetype_lines
+
+    lines = archetype_lines(con, run)
+    return lines[0].removeprefix("archetypes: ") if lines else None
+
+
 def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str | None = None,
               run: str | None = None, kind: str | None = None, drop_duplicates: bool = False,
               overwrite: bool = False, splits: Mapping[str, Collection[str]] | None = None,
-              evaluation: str | None = None, quality: Sequence[str] = ()) -> int:
+              evaluation: str | None = None, quality: Sequence[str] = (),
+              split: EvaluationSides | None = None) -> int:
+    """Write the items of a job or run into a folder in the Hub's layout; returns the rows
+    written (export_hf_accounted: with what it left out and kept)."""
+    return export_hf_accounted(con, out_dir, job=job, run=run, kind=kind,
+                               drop_duplicates=drop_duplicates, overwrite=overwrite,
+                               splits=splits, evaluation=evaluation, quality=quality,
+                               split=split).written
+
+
+def export_hf_accounted(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
+                        job: str | None = None, run: str | None = None, kind: str | None = None,
+                        drop_duplicates: bool = False, overwrite: bool = False,
+                        splits: Mapping[str, Collection[str]] | None = None,
+                        evaluation: str | None = None, quality: Sequence[str] = (),
+                        split: EvaluationSides | None = None) -> ExportAccount:
     """Write the items of a job or run into a folder in the Hub's layout.
 
     Args:
@@ -161,9 +212,10 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
         splits: an evaluation's sides (train, test ids); None writes all as train.
         evaluation: the evaluation's id, named in the card.
         quality: the evaluation's figures as markdown lines.
+        split: the evaluation's sides, so the card and the account say what was left out.
 
     Returns:
-        The rows written, counted from the files read back.
+        The rows written (counted from the files read back), left out and kept, and why.
     """
     datasets = _datasets()
     items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
@@ -178,10 +230,14 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
             raise PersonahubError(f"{out_dir}: datasets cannot read these columns ({exc})") \
                 from None
     kept = [item for part in parts.values() for item in part]
+    held = dataclasses.replace(
+        account(con, kept, "hf", job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+                split=split),
+        sides=tuple((side, len(part)) for side, part in parts.items()) if splits else ())
     card = dataset_card(con, kept, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
                         as_json=sorted({n for _, as_json in tables.values() for n in as_json}),
                         splits=None if splits is None else {s: len(p) for s, p in parts.items()},
-                        evaluation=evaluation, quality=quality)
+                        evaluation=evaluation, quality=quality, held=held)
     files = {"train": HUB_DATA, "test": HUB_TEST}
     out_dir = Path(out_dir)
     with staged_folder(out_dir, overwrite=overwrite, names=HF_FILES + _OLD_FILES) as staged:
@@ -193,7 +249,7 @@ def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str |
                 raise PersonahubError(f"{out_dir}: the dataset did not read back")
         with atomic_file(staged / "README.md", overwrite=False) as f:
             f.write(card)
-    return len(kept)
+    return held
 
 
 def card_data_files(folder: str | Path) -> list[str]:

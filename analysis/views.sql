@@ -188,15 +188,17 @@ SELECT 'run', run_id, scenario, NULL, llm FROM runs
 -- v_items: every generated item in one shape, a synthesis job's (source 'job', kind = its task)
 -- and a run's emissions (source 'run', kind = the emission kind), with its persona's text
 -- (persona NULL when the persona is not in the hub). solution and created_at are NULL for
--- emissions, step and agent_id for synthesis items. A kind has one name in both sources.
+-- emissions, step, agent_id and archetype for synthesis items. A kind has one name in both
+-- sources.
 CREATE OR REPLACE {temp} VIEW v_items AS
 SELECT 'job' AS source, i.job_id AS source_id, i.item_id, i.task AS kind, i.persona_id,
        p.text AS persona, i.content, i.text, i.solution, i.is_duplicate, i.duplicate_of,
-       i.created_at, CAST(NULL AS INTEGER) AS step, CAST(NULL AS INTEGER) AS agent_id
+       i.created_at, CAST(NULL AS INTEGER) AS step, CAST(NULL AS INTEGER) AS agent_id,
+       CAST(NULL AS INTEGER) AS archetype
 FROM synth_items i LEFT JOIN personas p USING (persona_id)
 UNION ALL
 SELECT 'run', e.run_id, e.emission_id, e.kind, e.persona_id, p.text, e.content, e.text, NULL,
-       e.is_duplicate, e.duplicate_of, NULL, e.step, e.agent_id
+       e.is_duplicate, e.duplicate_of, NULL, e.step, e.agent_id, e.archetype
 FROM emissions e LEFT JOIN personas p USING (persona_id)
 ;
 -- v_runs: each simulation run with its lifecycle (the jobs row): scenario, status, steps done

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
+    from personahub.core.kernel import RecordHook
     from personahub.pipelines.calibrate import CalibrateConfig
     from personahub.pipelines.evaluate import EvalConfig, EvalSummary
     from personahub.pipelines.judge import JudgeConfig, JudgeSummary
@@ -70,7 +71,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
                    progress: ProgressHook | None = None,
                    on_ready: Callable[[StructuredCaller | None], None] | None = None,
                    on_start: Callable[[str, bool], None] | None = None,
-                   warn: Callable[[str], None] | None = None) -> RunSummary:
+                   warn: Callable[[str], None] | None = None,
+                   on_record: RecordHook | None = None) -> RunSummary:
     """Run a scenario run, or go on with one (the Python calls and the command share it).
 
     Args:
@@ -82,6 +84,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
         on_ready: called with the model client once it is ready.
         on_start: called with the run's id and whether it resumed.
         warn: where warnings go.
+        on_record: called with the connection and a new run's id inside the transaction that
+            records the run, to write what must not be lost apart from it.
 
     Returns:
         The run's RunSummary.
@@ -99,7 +103,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
         check_new_run(config)
         db = config.db
     result = runtime.run(RUN, config, db, resume=resume, fresh=fresh, client=client,
-                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn,
+                         on_record=on_record)
     if not result.ran:
         raise PersonahubError(f"--resume {resume}: the run already finished")
     summary: RunSummary = result.summary
@@ -452,43 +457,49 @@ judge_async = async_twin(judge)
 
 
 def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path | None = None,
-                          resume: str | None = None,
-                          progress: ProgressHook | None = None) -> EvalSummary:
+                          resume: str | None = None, progress: ProgressHook | None = None,
+                          on_ready: Callable[[StructuredCaller | None], None] | None = None,
+                          on_start: Callable[[str, bool], None] | None = None,
+                          warn: Callable[[str], None] | None = None) -> EvalSummary:
     """Run an evaluation job: a new one, the stored one with the same settings, or, with
-    resume, that job (config then holds only engine fields); progress is told (phase, done,
-    total) as answers come."""
+    resume, that job (config then holds only engine fields)."""
     from personahub import runtime
     from personahub.core.errors import PersonahubError
     from personahub.pipelines.evaluate import EVALUATION, EvalConfig, evaluation_resume
 
     if isinstance(config, EvalConfig):
-        if not Path(config.db).exists():  # don't leave an empty database behind
+        if config.job is not None and not Path(config.db).exists():  # leave no empty database
             raise PersonahubError(f"--job {config.job}: no such synthesis job in {config.db}")
         db, resume = config.db, resume or evaluation_resume(config)
     elif db is None or not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
-    result = runtime.run(EVALUATION, config, db, resume=resume, progress=progress)
+    result = runtime.run(EVALUATION, config, db, resume=resume, progress=progress,
+                         on_ready=on_ready, on_start=on_start, warn=warn)
     summary: EvalSummary = result.summary
     return summary
 
 
 @job_function
-def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
-             db: str | Path = DEFAULT_DB, progress: ProgressSetting = None,
-             **options: Any) -> EvalSummary:
-    """Evaluate a synthesis job's items as the Persona Hub paper did.
+def evaluate(*, job: str | int | None = None, items: str | Path | None = None,
+             solvers: list[str] | tuple[str, ...] = (), db: str | Path = DEFAULT_DB,
+             progress: ProgressSetting = None, **options: Any) -> EvalSummary:
+    """Evaluate a synthesis job's items, or an outside item file's, as the Persona Hub paper did.
 
-    A seeded held-out split (near-duplicates kept together, benchmark overlaps left out), solver
-    agreement on the test items, and models scored on the verified ones with a Wilson interval.
+    A seeded held-out split (near-duplicate families kept together, benchmark overlaps left out),
+    items with a reference answer scored against it and the others verified by solver agreement,
+    and models scored on the verified items with a Wilson interval.
 
     Args:
-        job: the synthesis job.
+        job: the synthesis job (or give items).
+        items: a JSONL, CSV or Parquet file, or a datasets folder, of questions and, where it has
+            them, reference answers (``question_column``, ``answer_column`` choose the columns).
         solvers: solver specs (any llm spec; ``offline?seed=N`` for differing offline ones;
             ``SPEC#answer`` or ``SPEC#cot`` for the solver's own prompting, else mode).
         db: the DuckDB file.
         progress: as for run_scenario.
         **options: further EvalConfig fields: test_share or test_n, models, agree, samples,
-            mode, equivalence_judge, against, ngram, seed, and the engine options.
+            mode, equivalence_judge, against, ngram, family_threshold, question_column,
+            answer_column, seed, and the engine options.
 
     Returns:
         An EvalSummary (``verified_share``, ``matrix``, ``scores``); calling again reuses the
@@ -496,12 +507,15 @@ def evaluate(*, job: str | int, solvers: list[str] | tuple[str, ...],
     """
     from personahub.pipelines.evaluate import EvalConfig
 
-    known = {f.name for f in dataclasses.fields(EvalConfig)} - {"job", "solvers", "db"}
+    known = {f.name for f in dataclasses.fields(EvalConfig)} - {
+        "job", "items", "solvers", "db", "items_sha256", "against_sha256"}
     refuse_unknown("evaluate", options, known)
     for key in ("models", "against"):
         if key in options:
             options[key] = tuple(str(v) for v in options[key])
-    config = EvalConfig(job=str(as_id(job)), solvers=tuple(solvers), db=str(db), **options)
+    config = EvalConfig(job=None if job is None else str(as_id(job)),
+                        items=None if items is None else str(items), solvers=tuple(solvers),
+                        db=str(db), **options)
     with progress_hook(progress) as hook:
         return run_evaluation_config(config, progress=hook)
 
@@ -518,7 +532,7 @@ def evaluation_quality(evaluation: str | None = None, *, job: str | int | None =
     each model's accuracy and the diversity figures; shares with a 95% Wilson interval.
 
     Args:
-        evaluation: an evaluation job's id or its split's ``eval-...`` id; or
+        evaluation: an evaluation's ``evaluation-...`` id; or
         job: a synthesis job (its latest evaluation).
         db: the DuckDB file.
         embedder: the diversity figures' embedder spec (``hash``: no model called).

@@ -6,19 +6,28 @@ supplies the standard ones: the model client factory with its cache, and the exe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from personahub.core.commit import ProgressHook
 from personahub.core.contracts import StructuredCaller
-from personahub.core.kernel import Executor, JobResult, JobSpec, registered, run_job, spec_for
+from personahub.core.kernel import (
+    Executor,
+    JobResult,
+    JobSpec,
+    RecordHook,
+    registered,
+    run_job,
+    spec_for,
+)
 
 if TYPE_CHECKING:
     import duckdb
 
     from personahub.core.jobs_store import JobRow
+    from personahub.pipelines.labels import ShippedKind
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -80,11 +89,12 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
         on_ready: Callable[[StructuredCaller | None], None] | None = None,
         on_start: Callable[[str, bool], None] | None = None,
         warn: Callable[[str], None] | None = None,
-        con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
+        con: duckdb.DuckDBPyConnection | None = None,
+        on_record: RecordHook | None = None) -> JobResult[S]:
     """Run or resume one job with the standard model layer and executors."""
     return run_job(spec, config, db, models=StandardModels(client, warn), executor=executor_for,
                    resume=resume, fresh=fresh, progress=progress, on_ready=on_ready,
-                   on_start=on_start, con=con)
+                   on_start=on_start, con=con, on_record=on_record)
 
 
 def stored_job(db: str | Path, job_id: str) -> JobRow | None:
@@ -128,9 +138,18 @@ def registered_kinds() -> list[str]:
     return sorted(registered())
 
 
+def register_kinds(rows: Iterable[ShippedKind]) -> None:
+    """Register each row's kind by importing the module its row names, which registers its spec.
+
+    Args:
+        rows: Kind rows (pipelines.labels.ShippedKind), the shipped ones or a test's own.
+    """
+    for row in rows:
+        import_module(row.module)
+
+
 def _register_shipped() -> None:
-    """Import the shipped specs' modules, each registering its kind."""
+    """Register the shipped kinds from their rows."""
     from personahub.pipelines.labels import SHIPPED
 
-    for shipped in SHIPPED.values():
-        import_module(shipped.module)
+    register_kinds(SHIPPED.values())

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pandas as pd
 
 from personahub.analysis.calibration_store import answer_totals, answered_keys, answers_by_steering
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
-from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.contracts import StructuredCaller, StructuredResult
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -33,8 +33,7 @@ from personahub.core.validate import check_int
 from personahub.models.failures import call_error
 from personahub.pipelines.batches import answered, remaining
 from personahub.pipelines.calibrate_archetypes import (
-    archetype_k,
-    archetype_method,
+    ArchetypeMethod,
     archetype_respondent,
     check_archetypes,
     describe,
@@ -57,35 +56,22 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
-from personahub.pipelines.calibrate_elicit import (
-    DISTRIBUTION_PANEL,
-    LETTERS,
-    LOGPROBS,
-    PANEL_SHOWN,
-    SAMPLE,
-    asks_held_out,
-    asks_per_method,
-    check_elicit,
-    check_shares,
-    distribution_schema,
+from personahub.pipelines.elicit import check_elicit, find, job_order, parse, parse_all
+from personahub.pipelines.elicit.base import (
+    Answer,
+    Ask,
+    AskInputs,
+    ElicitMethod,
+    QuestionPlan,
+    Setup,
     group_key,
-    held_out,
-    is_group_method,
-    shares_of,
-    shots_text,
 )
+from personahub.pipelines.elicit.logprobs import LOGPROBS
+from personahub.pipelines.elicit.sample import SAMPLE, Sample
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
-from personahub.pipelines.prompts.calibration import (
-    CALIBRATE_PURPOSE,
-    NO_PERSONA,
-    STEERINGS,
-    calibration_messages,
-    distribution_messages,
-    logprobs_messages,
-)
+from personahub.pipelines.prompts.calibration import NO_PERSONA, STEERINGS
 from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.shipped_spec import ShippedSpec
-from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
 LEFT_OUT = "questions_left_out"  # stored with the job: the survey's questions not asked, by why
 
@@ -107,7 +93,7 @@ class CalibrateConfig(EngineFields):
     limit: int | None = None  # the first questions only
     offer_refusal: bool = True  # the survey's refusal options are in the enum
     seed: int = 0
-    elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (calibrate_elicit.py)
+    elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/elicit/)
     dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
     archetypes: tuple[int, ...] = ()  # K values: one call per archetype (calibrate_archetypes.py)
     batch_size: int = engine(256)
@@ -149,119 +135,41 @@ class CalibrateConfig(EngineFields):
         return self.n if self.no_persona_n is None else self.no_persona_n
 
 
-class Ask(NamedTuple):
-    """One call: a question, a steering, and who answers (a persona id, or "#k" with no persona)."""
-
-    question_id: str
-    steering: str
-    respondent: str
-    persona_id: str | None
-
-
-class Answer(NamedTuple):
-    """What one ask gave: the option chosen (None when no answer was valid), its reason, the call."""
-
-    ask: Ask
-    option: str | None
-    reason: str | None
-    call: StructuredResult[Any]
-
-    @property
-    def records(self) -> list[CallRecord]:
-        return list(self.call.records)
-
-    @property
-    def cache_entries(self) -> list[CacheEntry]:
-        return list(self.call.cache_entries)
-
-
-def _respondent_number(respondent: str) -> int:
-    return int(respondent.removeprefix("#"))
-
-
 class CalibrationAsker:
-    """Asks the model for a batch, holding nothing of the database (a Ray worker rebuilds it); also
-    encodes answers for Ray workers (a ShardCodec).
+    """Ask the model for a batch, holding nothing of the database (a Ray worker rebuilds it); also
+    encode answers for Ray workers (a ShardCodec).
+
+    Each ask is made by the method of its row: the given ones (a sample steering, "none",
+    "archetypes:K"), else the registered method its row names.
     """
 
     def __init__(self, questions: Mapping[str, tuple[str, tuple[str, ...]]],
                  personas: Mapping[str, tuple[str, dict[str, str]]],
                  groups: Mapping[str, str] | None = None,
-                 shots: Mapping[str, str] | None = None,
-                 panels: Mapping[str, str] | None = None) -> None:
-        self.questions = dict(questions)  # id -> (text, offered options)
-        self.personas = dict(personas)  # id -> (text, canonical demographics)
-        self.groups = dict(groups or {})  # group_key -> the group's "- Name: label" lines
-        self.shots = dict(shots or {})  # "method\x1fgroup_key" -> the group's other answers
-        self.panels = dict(panels or {})  # group_key -> some members' "- text" lines
+                 texts: Mapping[str, Mapping[str, str]] | None = None,
+                 methods: Mapping[str, ElicitMethod] | None = None) -> None:
+        self.inputs = AskInputs(
+            questions=dict(questions),  # id -> (text, offered options)
+            personas=dict(personas),  # id -> (text, canonical demographics)
+            groups=dict(groups or {}),  # respondent -> its "- Name: label" lines
+            texts={label: dict(own) for label, own in (texts or {}).items()})  # method's own
+        self.methods = dict(methods or {})  # row -> its method
 
-    async def _stated(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        """A group-level ask: the modal option, with the group's stated shares (JSON) as the reason.
-        """
-        text, options = self.questions[ask.question_id]
-        messages = distribution_messages(
-            text, options, group=self.groups.get(ask.respondent, ask.respondent),
-            shots=self.shots.get(f"{ask.steering}\x1f{ask.respondent}", ""),
-            panel=self.panels.get(ask.respondent, "") if ask.steering == DISTRIBUTION_PANEL
-            else "")
-        limit = SURVEY_MAX_TOKENS + 16 * len(options)
-        result = await caller.structured(distribution_schema(options), messages,
-                                         purpose=f"{CALIBRATE_PURPOSE}-{ask.steering}",
-                                         check=check_shares, max_tokens=limit)
-        shares = None if result.value is None else shares_of(result.value)
-        if shares is None:
-            return Answer(ask, None, None, result)
-        return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
-
-    async def _logprobs(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        """A logprobs ask: the modal option, with the option letters' raw probabilities (JSON) as the
-        reason.
-        """
-        text, options = self.questions[ask.question_id]
-        letters = LETTERS[:len(options)]
-        ask_probabilities = getattr(caller, "option_probabilities", None)
-        if ask_probabilities is None or len(options) > len(LETTERS):
-            raise UsageError(f"--elicit {LOGPROBS}: this model client cannot read token "
-                             "log-probabilities (not with --batch or a remote executor; at "
-                             f"most {len(LETTERS)} options)")
-        messages = logprobs_messages(text, options, letters=letters,
-                                     group=self.groups.get(ask.respondent, ask.respondent))
-        result = await ask_probabilities(messages, letters,
-                                         purpose=f"{CALIBRATE_PURPOSE}-{LOGPROBS}")
-        if result.value is None:
-            return Answer(ask, None, None, result)
-        shares = {o: float(result.value.probabilities.get(letter, 0.0))
-                  for letter, o in zip(letters, options, strict=True)}
-        return Answer(ask, max(shares, key=lambda o: shares[o]), json.dumps(shares), result)
-
-    async def _one(self, ask: Ask, caller: StructuredCaller) -> Answer:
-        if ask.steering == LOGPROBS:
-            return await self._logprobs(ask, caller)
-        if is_group_method(ask.steering) or archetype_k(ask.steering) is not None:
-            return await self._stated(ask, caller)
-        text, options = self.questions[ask.question_id]
-        if ask.persona_id is None:
-            messages = calibration_messages(text, options, steering=NO_PERSONA,
-                                            respondent=_respondent_number(ask.respondent))
-        else:
-            persona, attributes = self.personas[ask.persona_id]
-            messages = calibration_messages(text, options, steering=ask.steering, text=persona,
-                                            attributes=attributes)
-        result = await caller.structured(survey_schema("choice", options), messages,
-                                         purpose=CALIBRATE_PURPOSE, persona_id=ask.persona_id,
-                                         max_tokens=SURVEY_MAX_TOKENS)
-        if result.value is None:
-            return Answer(ask, None, None, result)
-        value = result.value.model_dump()
-        return Answer(ask, str(value["answer"]), str(value.get("reason") or "") or None, result)
+    def method(self, row: str) -> ElicitMethod:
+        """Return the method that asks a row's asks."""
+        method = self.methods.get(row) or find(row)
+        if method is None:
+            raise KeyError(f"no elicitation method asks row {row!r}")
+        return method
 
     async def run_batch(self, batch: Sequence[Ask], caller: StructuredCaller) -> list[Answer]:
-        """Every ask of a batch concurrently (the client bounds the calls in flight)."""
-        return list(await asyncio.gather(*(self._one(ask, caller) for ask in batch)))
+        """Ask every ask of a batch concurrently (the client bounds the calls in flight)."""
+        return list(await asyncio.gather(*(self.method(ask.method).ask(ask, self.inputs, caller)
+                                           for ask in batch)))
 
     # ShardCodec: how an answer travels from a Ray worker
     def key(self, ask: Ask) -> str:
-        return "\x1f".join((ask.question_id, ask.steering, ask.respondent))
+        return "\x1f".join((ask.question_id, ask.method, ask.respondent))
 
     def dump(self, answer: Answer) -> str:
         return json.dumps([answer.option, answer.reason])
@@ -335,11 +243,40 @@ class CalibrationState:
     personas: dict[str, tuple[str, dict[str, str]]]
     summary: CalibrationSummary
     archetypes: dict[int, tuple[list[str], Any]] = field(default_factory=dict)  # K -> grouping
+    # the job's methods in asking and scoring order: sampled first, then --elicit's order, then
+    # --archetypes'
+    methods: tuple[ElicitMethod, ...] = ()
 
 
 def _state(ctx: JobContext[CalibrateConfig]) -> CalibrationState:
     state: CalibrationState = ctx.state
     return state
+
+
+def _first_summary(ctx: JobContext[CalibrateConfig], selected: Selected,
+                   panels: Mapping[GroupKey, Sequence[str]], personas: int) -> CalibrationSummary:
+    """Start a job's summary: what it asks of whom, and the groups no or few personas matched."""
+    config = ctx.config
+    all_groups = [(qid, key) for qid in selected.questions
+                  for key in (g.key for g in selected.groups[qid])]
+    names = list(dict.fromkeys(f"{a}={g}" for _, (a, g) in all_groups))
+    sizes = {f"{a}={g}": len(panels.get((a, g), [])) for _, (a, g) in all_groups}
+    return CalibrationSummary(
+        job_id=ctx.job_id, survey=config.survey, population=config.population,
+        steering=config.steering, elicit=config.elicit, archetypes=config.archetypes,
+        questions=len(selected.questions),
+        left_out={why: tuple(ids) for why, ids in (ctx.stored.get(LEFT_OUT) or {}).items()},
+        groups=len(names), empty_groups=[n for n in names if sizes[n] == 0],
+        small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=personas)
+
+
+def asks_per_method(asks: Iterable[Ask], methods: Mapping[str, str]) -> dict[str, int]:
+    """Count the calls per method; methods maps an ask's row to its method (else the row's own)."""
+    counts: dict[str, int] = {}
+    for ask in asks:
+        method = methods.get(ask.method, ask.method)
+        counts[method] = counts.get(method, 0) + 1
+    return counts
 
 
 def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
@@ -377,25 +314,17 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                 f"--population {config.population}: no persona matches any group of "
                 f"{config.survey} (personas need demographics: personas sample-population, or "
                 "an attribute table import; docs/calibration.md)")
-        all_groups = [(qid, key) for qid in selected.questions
-                      for key in (g.key for g in selected.groups[qid])]
-        names = list(dict.fromkeys(f"{a}={g}" for _, (a, g) in all_groups))
-        sizes = {f"{a}={g}": len(panels.get((a, g), [])) for _, (a, g) in all_groups}
-        for method in config.elicit:  # K too large for the questions: one line, nothing asked
-            held_out(method, selected.questions, config.seed)
-        summary = CalibrationSummary(
-            job_id=ctx.job_id, survey=config.survey, population=config.population,
-            steering=config.steering, elicit=config.elicit, archetypes=config.archetypes,
-            questions=len(selected.questions),
-            left_out={why: tuple(ids) for why, ids in (ctx.stored.get(LEFT_OUT) or {}).items()},
-            groups=len(names),
-            empty_groups=[n for n in names if sizes[n] == 0],
-            small_groups=[n for n in names if 0 < sizes[n] < config.n], personas=len(everyone))
+        for method in parse_all(config.elicit):  # K too large: one line, nothing asked
+            method.held_out(selected.questions, config.seed)
+        summary = _first_summary(ctx, selected, panels, len(everyone))
         if not ctx.resumed:
             summary.weighting = survey.weighting
         personas = profiles(everyone)
         groupings = {k: grouping(personas, k, config.seed) for k in config.archetypes}
-        ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings)
+        methods = (*job_order(parse_all(config.elicit)),
+                   *(ArchetypeMethod(k, len(grouped)) for k, (_, grouped) in groupings.items()))
+        ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings,
+                                     methods=methods)
         if not ctx.resumed:  # a plan too large is refused before anything is recorded
             check_plan(self._planned(ctx), "calibrate", "--n, --no-persona-n, --question, "
                                                         "--attribute or --limit")
@@ -415,78 +344,78 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                             calls=self._probe(ctx))
 
     def _probe(self, ctx: JobContext[CalibrateConfig]) -> list[StructuredResult[Any]]:
-        """With --elicit logprobs, make one ask first, so a server without log-probabilities stops the
-        job before anything is written.
+        """Make one ask of each method that needs a capability a server may lack (logprobs) first,
+        so such a server stops the job before anything is written.
         """
-        if LOGPROBS not in ctx.config.elicit or ctx.caller.is_offline:
+        if ctx.caller.is_offline:
             return []
-        asks = [a for a in self._asks(ctx) if a.steering == LOGPROBS]
-        if not asks:
+        probing = {m.label for m in _state(ctx).methods if m.probes}
+        firsts: dict[str, Ask] = {}
+        for ask in self._asks(ctx) if probing else ():
+            if ask.method in probing:
+                firsts.setdefault(ask.method, ask)
+        if not firsts:
             return []
-        answer = ctx.run(self.plain_asker(ctx).run_batch(asks[:1], ctx.caller))[0]
-        return [answer.call]
+        answers = ctx.run(self.plain_asker(ctx).run_batch(list(firsts.values()), ctx.caller))
+        return [answer.call for answer in answers]
+
+    def _plans(self, ctx: JobContext[CalibrateConfig]) -> Iterator[QuestionPlan]:
+        """Yield each question's plan in order: its groups with a panel and their personas."""
+        state = _state(ctx)
+        for qid in state.selected.questions:
+            asked = [g.key for g in state.selected.groups[qid] if state.panels.get(g.key)]
+            people = tuple(dict.fromkeys(pid for key in asked for pid in state.panels[key]))
+            yield QuestionPlan(qid, tuple(asked), people, ctx.config.steering)
+
+    def _held_out(self, ctx: JobContext[CalibrateConfig]) -> dict[str, frozenset[str]]:
+        """Return each method's held-out questions, by its label."""
+        questions, seed = _state(ctx).selected.questions, ctx.config.seed
+        return {m.label: frozenset(m.held_out(questions, seed)) for m in _state(ctx).methods}
 
     def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
-        """Every ask in order: per question, each steering's panel personas once, then no-persona asks.
+        """Plan every ask in order: per question, each method's (the sample method's per steering
+        and panel persona), then the no-persona asks.
         """
-        state, config = _state(ctx), ctx.config
-        group_methods = [m for m in config.elicit if is_group_method(m)]
-        shown = {m: set(held_out(m, state.selected.questions, config.seed)) for m in group_methods}
+        held = self._held_out(ctx)
         asks: list[Ask] = []
-        for qid in state.selected.questions:
-            asked = [g for g in state.selected.groups[qid] if state.panels.get(g.key)]
-            people = list(dict.fromkeys(pid for group in asked for pid in state.panels[group.key]))
-            if SAMPLE in config.elicit:
-                for steering in config.steering:
-                    asks += [Ask(qid, steering, pid, pid) for pid in people]
-            for method in group_methods:
-                if qid not in shown[method] or asks_held_out(method):
-                    asks += [Ask(qid, method, group_key(*g.key), None) for g in asked]
-            for k, (_, grouped) in state.archetypes.items():
-                asks += [Ask(qid, archetype_method(k), archetype_respondent(k, a), None)
-                         for a in range(len(grouped))]
-            asks += [Ask(qid, NO_PERSONA, f"#{k}", None)
-                     for k in range(config.asks_without_persona)]
+        for plan in self._plans(ctx):
+            for method in _state(ctx).methods:
+                asks += method.asks(plan, held[method.label])
+            asks += [Ask(plan.question_id, NO_PERSONA, f"#{k}", None)
+                     for k in range(ctx.config.asks_without_persona)]
         return asks
 
     def _planned(self, ctx: JobContext[CalibrateConfig]) -> int:
-        """How many asks _asks returns, counted without making them (a plan too large to hold is
-        refused before it is made)."""
+        """Count the asks _asks returns without making them (a plan too large to hold is refused
+        before it is made)."""
         state, config = _state(ctx), ctx.config
-        group_methods = [m for m in config.elicit if is_group_method(m)]
-        shown = {m: set(held_out(m, state.selected.questions, config.seed)) for m in group_methods}
-        per_archetype = sum(len(grouped) for _, grouped in state.archetypes.values())
-        total = 0
-        for qid in state.selected.questions:
-            asked = [g for g in state.selected.groups[qid] if state.panels.get(g.key)]
-            if SAMPLE in config.elicit:
-                people = {pid for group in asked for pid in state.panels[group.key]}
-                total += len(people) * len(config.steering)
-            total += len(asked) * sum(qid not in shown[m] or asks_held_out(m)
-                                      for m in group_methods)
-            total += per_archetype + config.asks_without_persona
-        return total
+        held = self._held_out(ctx)
+        return sum(sum(m.ask_count(plan, held[m.label]) for m in state.methods)
+                   + config.asks_without_persona for plan in self._plans(ctx))
+
+    def _row_methods(self, ctx: JobContext[CalibrateConfig]) -> dict[str, str]:
+        """Map each row an ask answers for to its method's label ("none": the no_persona baseline)."""
+        rows = {row: m.label for m in _state(ctx).methods for row in m.rows(ctx.config.steering)}
+        return rows | {NO_PERSONA: "no_persona"}
 
     def _count_calls(self, ctx: JobContext[CalibrateConfig], asks: Sequence[Ask]) -> None:
-        """Calls per method and the question x group pairs each scores, for the summary."""
-        state, config = _state(ctx), ctx.config
-        methods = {s: SAMPLE for s in config.steering} | {NO_PERSONA: "no_persona"}
+        """Count the calls per method and the question x group pairs each scores, for the summary."""
+        state = _state(ctx)
         summary = state.summary
-        summary.calls = asks_per_method(asks, methods)
+        summary.calls = asks_per_method(asks, self._row_methods(ctx))
         pairs = [(qid, g.key) for qid in state.selected.questions
                  for g in state.selected.groups[qid] if state.panels.get(g.key)]
         summary.cells = {}
-        for method in config.elicit:
-            shown = set(held_out(method, state.selected.questions, config.seed))
-            summary.cells[method] = sum(1 for qid, _ in pairs if qid not in shown)
-        for k in config.archetypes:
-            summary.cells[archetype_method(k)] = len(pairs)
+        chosen = parse_all(ctx.config.elicit)  # in --elicit's order, then the archetype rows
+        for method in (*chosen, *state.methods[len(chosen):]):
+            shown = set(method.held_out(state.selected.questions, ctx.config.seed))
+            summary.cells[method.label] = sum(1 for qid, _ in pairs if qid not in shown)
 
     def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
         """The asks not yet answered, in batches."""
         asks = self._asks(ctx)
         batches = remaining(ctx, asks, answered_keys(ctx.con, ctx.job_id),
-                            lambda a: (a.question_id, a.steering, a.respondent),
+                            lambda a: (a.question_id, a.method, a.respondent),
                             ctx.config.batch_size)
         summary = _state(ctx).summary
         summary.asks, summary.skipped_done = len(asks), ctx.done_before
@@ -495,7 +424,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
 
 
     def plain_asker(self, ctx: JobContext[CalibrateConfig]) -> CalibrationAsker:
-        """The job's asker, calling the model directly."""
+        """Build the job's asker, calling the model directly."""
         state = _state(ctx)
         config, survey = ctx.config, state.selected.survey
         questions = {qid: (q.text, offered(q, config.offer_refusal))
@@ -505,18 +434,14 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         for k, (ids, grouped) in state.archetypes.items():
             groups |= {archetype_respondent(k, a): describe(state.personas, ids, grouped, a)
                        for a in range(len(grouped))}
-        shots: dict[str, str] = {}
-        for method in config.elicit:
-            shown = held_out(method, state.selected.questions, config.seed)
-            if shown and not asks_held_out(method):
-                shots |= {f"{method}\x1f{group_key(*g.key)}": shots_text(survey, shown,
-                                                                      g.attribute, g.labels)
-                          for g in state.selected.all_groups()}
-        panels = ({group_key(*g.key): "\n".join(f"- {state.personas[p][0]}"
-                                                 for p in state.panels.get(g.key, [])[:PANEL_SHOWN])
-                   for g in state.selected.all_groups()}
-                  if DISTRIBUTION_PANEL in config.elicit else {})
-        return CalibrationAsker(questions, state.personas, groups, shots, panels)
+        setup = Setup(survey, state.selected.questions,
+                      [(g.attribute, g.labels) for g in state.selected.all_groups()],
+                      state.panels, state.personas, config.seed)
+        texts = {m.label: m.texts(setup) for m in state.methods}
+        rows = {row: m for m in state.methods for row in m.rows(config.steering)}
+        return CalibrationAsker(questions, state.personas, groups,
+                                {label: own for label, own in texts.items() if own},
+                                rows | {NO_PERSONA: Sample()})
 
     def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
@@ -528,7 +453,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                 return None
             ask = answer.ask
             return {"job_id": ctx.job_id, "question_id": ask.question_id,
-                    "steering": ask.steering, "respondent": ask.respondent,
+                    "steering": ask.method, "respondent": ask.respondent,
                     "persona_id": ask.persona_id, "answer": answer.option,
                     "refused": answer.option in survey.questions[ask.question_id].refusals,
                     "reason": answer.reason, "model": ctx.caller.label}
@@ -556,11 +481,11 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             self.plan(ctx)
         summary.engine, summary.offline = ctx.caller.label, ctx.caller.is_offline
         summary.answered, summary.refused = answer_totals(ctx.con, ctx.job_id)
-        methods = {s: SAMPLE for s in ctx.config.steering} | {NO_PERSONA: "no_persona"}
+        methods = self._row_methods(ctx)
         summary.answered_calls = {}
         by_steering = answers_by_steering(ctx.con, ctx.job_id)
-        for steering, count in by_steering.items():
-            method = methods.get(steering, steering)
+        for row, count in by_steering.items():
+            method = methods.get(row, row)
             summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
         scored = score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
@@ -576,8 +501,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             scored.scores, _state(ctx).selected.survey, ctx.config.seed)
         summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
         if LOGPROBS in ctx.config.elicit:
-            summary.logprobs_fit_questions = len(held_out(
-                LOGPROBS, _state(ctx).selected.questions, ctx.config.seed))
+            summary.logprobs_fit_questions = len(parse(LOGPROBS).held_out(
+                _state(ctx).selected.questions, ctx.config.seed))
         if ctx.config.archetypes:
             summary.price = price_table(scored.scores, _state(ctx).selected.survey.questions,
                                         by_steering)

@@ -8,7 +8,8 @@ any model row.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import duckdb
 import numpy as np
@@ -19,11 +20,15 @@ from personahub.analysis.calibration_scores import POPULATION, representativenes
 from personahub.analysis.survey import Question
 from personahub.core.errors import UsageError
 from personahub.personas.archetypes import Archetypes, group_archetypes
+from personahub.pipelines.calibrate_data import panel_personas, profiles
+from personahub.pipelines.elicit import stated_row
+from personahub.pipelines.elicit.base import Ask, GroupCounts, QuestionPlan, Stored, stated_vector
+from personahub.pipelines.elicit.distribution import Distribution
 from personahub.pipelines.prompts.population import attribute_lines
 
-__all__ = ["ARCHETYPES", "PRICE_COLUMNS", "answer_classes", "archetype_k", "archetype_method",
-           "archetype_respondent", "check_archetypes", "describe", "draw_members", "grouping",
-           "price_lines", "price_table"]
+__all__ = ["ARCHETYPES", "PRICE_COLUMNS", "ArchetypeMethod", "answer_classes", "archetype_k",
+           "archetype_method", "archetype_methods", "archetype_respondent", "check_archetypes",
+           "describe", "draw_members", "grouping", "price_lines", "price_table"]
 
 ARCHETYPES = "archetypes"
 PRICE_COLUMNS = ["method", "k", "attribute", "group", "questions", "similarity",
@@ -104,8 +109,6 @@ def archetype_counts(con: duckdb.DuckDBPyConnection, job_id: str,
                      personas: Personas, ks: Sequence[int], seed: int
                      ) -> dict[str, dict[tuple[str, str, str], np.ndarray]]:
     """Answer counts per archetypes row and (question, attribute, group), from the members' draws."""
-    from personahub.pipelines.calibrate_elicit import stated_vector
-
     member_groups: dict[str, list[GroupKey]] = {}
     for key, members in panels.items():
         for pid in members:
@@ -131,6 +134,46 @@ def archetype_counts(con: duckdb.DuckDBPyConnection, job_id: str,
                     cell = counts.setdefault((qid, attribute, grp), np.zeros(len(question.options)))
                     cell[option] += 1
     return out
+
+
+@dataclass(frozen=True)
+class ArchetypeMethod(Distribution):
+    """Ask each archetype once per question for its shares, and count its members' draws: the
+    "archetypes:K" row (--archetypes K, not an --elicit method).
+    """
+
+    k: int = 1
+    size: int = 0  # the archetypes formed (planning only: at most K)
+
+    NAME = ARCHETYPES
+    SYNTAX = f"{ARCHETYPES}:K"
+    HELP = "one call per archetype and question; each member's answer drawn from its shares"
+    from_panel = True  # one drawn answer per panel member
+
+    @property
+    def label(self) -> str:
+        """Return "archetypes:K"."""
+        return archetype_method(self.k)
+
+    def asks(self, plan: QuestionPlan, held_out: Collection[str]) -> list[Ask]:
+        """Plan one ask per archetype."""
+        return [Ask(plan.question_id, self.label, archetype_respondent(self.k, a), None)
+                for a in range(self.size)]
+
+    def ask_count(self, plan: QuestionPlan, held_out: Collection[str]) -> int:
+        """Count one ask per archetype."""
+        return self.size
+
+    def distributions(self, stored: Stored) -> dict[str, GroupCounts]:
+        """Return the members' draws from their archetype's stated shares, counted per group."""
+        personas = profiles(panel_personas(stored.con, stored.panels))
+        return archetype_counts(stored.con, stored.job_id, dict(stored.survey.questions),
+                                stored.panels, personas, [self.k], stored.seed)
+
+
+def archetype_methods(ks: Iterable[int]) -> tuple[ArchetypeMethod, ...]:
+    """Return the --archetypes K values' rows as methods (scored, not planned: no sizes)."""
+    return tuple(ArchetypeMethod(k) for k in ks)
 
 
 def _tvd(a: np.ndarray, b: np.ndarray) -> float:
@@ -159,7 +202,7 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
         scores: a job's scores.
         questions: the job's questions by id.
         calls: answered calls per steering value.
-        sample: the per-agent row to compare with (default: the first steering scored).
+        sample: the per-agent row to compare with (default: the first sampled row: a steering).
 
     Returns:
         A frame with PRICE_COLUMNS: similarity to the per-agent row over the substantive
@@ -170,8 +213,9 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
     # per group only: the whole-population rows mix the groups (and may carry no counts)
     model = scores[(scores["source"] == "model") & (scores["attribute"] != POPULATION)]
     methods = [m for m in dict.fromkeys(model["steering"]) if archetype_k(m) is not None]
+    # a sampled row: no archetype, no tempered row (":tempered"), no group-level method's row
     agents = [m for m in dict.fromkeys(model["steering"])
-              if archetype_k(m) is None and ":" not in m and m != "distribution"]
+              if archetype_k(m) is None and ":" not in m and not stated_row(m)]
     sample = sample or (agents[0] if agents else None)
     if not methods or sample is None:
         return pd.DataFrame(columns=PRICE_COLUMNS)

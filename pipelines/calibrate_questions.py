@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from personahub.analysis.calibration_scores import MODEL, POPULATION, source_label
-from personahub.pipelines.calibrate_elicit import LOGPROBS, few_shot_k
+from personahub.pipelines.elicit import find
 
 __all__ = ["SHOWN_IDS", "left_out_lines", "question_count_lines", "questions_per_row"]
 
@@ -41,11 +41,8 @@ def questions_per_row(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _why(steering: str) -> str:
-    if steering == LOGPROBS:
-        return " (its held-out questions fit its temperature)"
-    if few_shot_k(steering) is not None:
-        return " (the questions it shows are not scored)"
-    return ""
+    method = find(steering)
+    return "" if method is None else method.held_out_note
 
 
 def question_count_lines(counts: pd.DataFrame) -> list[str]:

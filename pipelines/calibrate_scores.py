@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,26 +31,22 @@ from personahub.analysis.calibration_scores import (
     source_label,
 )
 from personahub.analysis.survey import Survey
-from personahub.pipelines.calibrate_archetypes import (
-    archetype_counts,
-    archetype_k,
-    archetype_method,
-)
-from personahub.pipelines.calibrate_data import load_panels, load_survey, panel_personas, profiles
-from personahub.pipelines.calibrate_elicit import (
-    LOGPROBS,
-    SAMPLE,
-    at_bound,
-    fit_temperature,
-    held_out,
-    is_group_method,
-    scaled,
+from personahub.pipelines.calibrate_archetypes import archetype_k, archetype_method, archetype_methods
+from personahub.pipelines.calibrate_data import GroupKey, load_panels, load_survey
+from personahub.pipelines.elicit import job_order, parse, parse_all, stated_row
+from personahub.pipelines.elicit.base import (
+    ElicitMethod,
+    GroupCounts,
+    Stored,
     split_group_key,
     stated_vector,
 )
+from personahub.pipelines.elicit.logprobs import LOGPROBS
+from personahub.pipelines.elicit.sample import SAMPLE
+from personahub.pipelines.elicit.temperature import at_bound
 
 __all__ = ["DISPERSION_CONTROLS", "OVERALL", "SCORE_COLUMNS", "Scored", "dispersion_lines",
-           "dispersion_table", "logprobs_temperature", "per_attribute", "temperature_scaled",
+           "dispersion_table", "logprobs_temperature", "per_attribute",
            "elicit_lines", "fitted_temperatures", "interval_lines", "overall_lines", "panel_intervals_of",
            "panel_sizes_of", "sd_by_question",
            "score_job", "size_lines", "source_label",
@@ -71,148 +66,170 @@ class Scored:
     summary: pd.DataFrame
 
 
-GroupCounts = dict[tuple[str, str, str], np.ndarray]
 NO_CONTROL, TEMPER = "none", "temper"  # --dispersion
 DISPERSION_CONTROLS = (NO_CONTROL, TEMPER)
 TEMPERED = ":tempered"  # the steering suffix of a tempered model row
 
 
-def _simulated(con: duckdb.DuckDBPyConnection, job_id: str, survey_questions: dict[str, Any]
-               ) -> tuple[dict[str, GroupCounts], dict[str, np.ndarray]]:
-    """Counts per steering or method and (question, attribute, group), and no-persona counts per
-    question, aligned with each question's options.
+@dataclass
+class _Job:
+    """Hold what scoring reads of a job: its stored answers, methods and rows, and the counts."""
+
+    stored: Stored
+    none: dict[str, np.ndarray]  # the no-persona answer counts per question
+    no_persona_n: int
+    panel_size: dict[GroupKey, int]
+    rows: list[tuple[str, ElicitMethod]]  # each model row and its method, in scoring order
+    counts: dict[str, GroupCounts]  # each model row's distribution per question x group
+    temper: bool  # --dispersion temper
+
+
+def _stored(con: duckdb.DuckDBPyConnection, job_id: str, seed: int
+            ) -> tuple[Stored, dict[str, np.ndarray]]:
+    """Read a job's answers: panel counts per steering, group-level answers per row, and the
+    no-persona counts per question, aligned with each question's options.
     """
-    options = {qid: q.options for qid, q in survey_questions.items()}
-    groups: dict[str, GroupCounts] = defaultdict(dict)
+    selected = load_survey(con, job_id)
+    questions = selected.survey.questions
+    counted: dict[str, GroupCounts] = defaultdict(dict)
     for steering, qid, attribute, grp, answer, n in store.panel_answer_counts(con, job_id):
-        vector = groups[steering].setdefault((qid, attribute, grp), np.zeros(len(options[qid])))
-        vector[options[qid].index(answer)] += n
+        vector = counted[steering].setdefault((qid, attribute, grp),
+                                              np.zeros(len(questions[qid].options)))
+        vector[questions[qid].options.index(answer)] += n
     none: dict[str, np.ndarray] = {}
     for qid, answer, n in store.no_persona_counts(con, job_id):
-        none.setdefault(qid, np.zeros(len(options[qid])))[options[qid].index(answer)] += n
-    for method, qid, key, shares in store.stated_answers(con, job_id):
-        if archetype_k(method) is not None:  # counted from its members' draws (archetype_counts)
-            continue
+        none.setdefault(qid, np.zeros(len(questions[qid].options)))[
+            questions[qid].options.index(answer)] += n
+    stated: dict[str, GroupCounts] = defaultdict(dict)
+    for row, qid, key, shares in store.stated_answers(con, job_id):
         attribute, group = split_group_key(key)
-        groups[method][(qid, attribute, group)] = stated_vector(survey_questions[qid], shares)
-    return groups, none
+        stated[row][(qid, attribute, group)] = stated_vector(questions[qid], shares)
+    return Stored(selected.survey, selected.questions, seed, counted, stated, con, job_id,
+                  load_panels(con, job_id)), none
 
 
-def temperature_scaled(survey: Survey, stated: GroupCounts,
-                       fit_questions: Sequence[str]) -> tuple[GroupCounts, float]:
-    """For --elicit logprobs: the temperature fitted on the held-out questions' cells, and the
-    other questions' cells scaled by it.
-    """
-    fit = set(fit_questions)
-    pairs = []
-    for qid in fit:
-        question = survey.questions[qid]
-        keep = [i for i, o in enumerate(question.options) if o not in question.refusals]
-        for attribute, labels, human in survey.groups(qid):
-            model = stated.get((qid, attribute, " / ".join(labels)))
-            if model is not None:
-                pairs.append((np.asarray(model)[keep], np.asarray(human, float)[keep]))
-    temperature = fit_temperature(pairs)
-    return ({key: scaled(vector, temperature) for key, vector in stated.items()
-             if key[0] not in fit}, temperature)
+def _methods(config: dict[str, Any]) -> tuple[ElicitMethod, ...]:
+    """Return a stored config's methods in scoring order, its archetype rows last."""
+    elicit = list(config.get("elicit") or [SAMPLE])
+    ks = [int(k) for k in config.get("archetypes") or []]
+    return (*job_order(parse_all(elicit)), *archetype_methods(ks))
+
+
+def _job(con: duckdb.DuckDBPyConnection, job_id: str) -> _Job:
+    """Read what scoring needs of a job, each method's distributions computed."""
+    job = store.job_row(con, job_id)
+    config = job.get("config") or {}
+    stored, none = _stored(con, job_id, int(job["seed"] or 0))
+    methods = _methods(config)
+    counts: dict[str, GroupCounts] = defaultdict(dict)
+    for method in methods:
+        counts.update(method.distributions(stored))
+    return _Job(stored, none, int(job["no_persona_n"]),
+                {key: len(members) for key, members in stored.panels.items()},
+                [(row, m) for m in methods for row in m.rows(list(job["steering"]))], counts,
+                (config.get("dispersion") or NO_CONTROL) == TEMPER)
 
 
 def logprobs_temperature(con: duckdb.DuckDBPyConnection, job_id: str) -> float | None:
-    """The temperature a job's logprobs row is scaled by (None when it has no such row)."""
+    """Return the temperature a job's logprobs row is scaled by (None when it has no such row)."""
     job = store.job_row(con, job_id)
     if LOGPROBS not in list((job.get("config") or {}).get("elicit") or []):
         return None
-    selected = load_survey(con, job_id)
-    simulated, _ = _simulated(con, job_id, dict(selected.survey.questions))
-    return temperature_scaled(selected.survey, simulated.get(LOGPROBS, {}), held_out(
-        LOGPROBS, selected.questions, int(job["seed"] or 0)))[1]
+    stored, _ = _stored(con, job_id, int(job["seed"] or 0))
+    return parse(LOGPROBS).fitted(stored)["temperature"]
 
 
 def _counts(vector: Any) -> str | None:
     return None if vector is None else json.dumps([float(v) for v in vector])
 
 
+def _row_table(job: _Job, position: int, row: str, method: ElicitMethod,
+               given: dict[Any, np.ndarray]) -> pd.DataFrame:
+    """Score one model row, with the baselines it carries: the first row all of them, a later
+    sampled row those at its panel's size; a method without a panel no panel-size baseline, and
+    not the questions it holds out.
+    """
+    survey, seed = job.stored.survey, job.stored.seed
+    table = pd.concat([score_survey(survey, given, no_persona=job.none, seed=seed),
+                       score_population(survey, given, no_persona=job.none, seed=seed)],
+                      ignore_index=True)
+    on_panel = table["source"].isin(PANEL_SOURCES)
+    if not method.sampled:
+        shown = set(method.held_out(job.stored.questions, seed))
+        own = (table["source"] == MODEL) & ~table["question_id"].isin(shown)
+        keep = own | (~on_panel if position == 0 else False)
+        table, on_panel = table[keep], own[keep]
+    elif position > 0:  # the baselines do not depend on the steering: scored once
+        table, on_panel = table[on_panel], on_panel[on_panel]
+    table.insert(4, "steering", np.where(on_panel, row, ""))
+    return table
+
+
+def _cell(job: _Job, methods: dict[str, ElicitMethod], row: Any
+          ) -> tuple[Any, int | None]:
+    """Return a score row's counts and how many answers it asked for (None: nothing was asked)."""
+    survey = job.stored.survey
+    if row.attribute == POPULATION and row.source in (MODEL, *FLOORS):  # mixed or drawn
+        return None, None
+    if row.source == MODEL:
+        vector = job.counts[row.steering].get((row.question_id, row.attribute, row.group))
+        if row.steering.endswith(TEMPERED):  # fitted, not asked
+            return vector, None
+        return vector, (job.panel_size.get((row.attribute, row.group), 0)
+                        if methods[row.steering].from_panel else 1)
+    if row.source == "no_persona":
+        return job.none.get(row.question_id), job.no_persona_n
+    if row.source in FLOORS:  # drawn, not asked
+        return None, None
+    question = survey.questions[row.question_id]  # not asked: nothing failed
+    return (survey.overall(row.question_id) if row.source == "human_overall"
+            else [1.0] * len(question.ordinal) + [0.0] * len(question.refusals)), None
+
+
+def _given(job: _Job, row: str) -> dict[tuple[str, str, tuple[str, ...]], np.ndarray]:
+    """Return a model row's distribution per question x group, as the scores take it."""
+    survey, counts = job.stored.survey, job.counts[row]
+    model = {(qid, attribute, labels): counts.get((qid, attribute, " / ".join(labels)))
+             for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
+    return {k: v for k, v in model.items() if v is not None}
+
+
+def _asked_groups(scores: pd.DataFrame, panel_size: dict[GroupKey, int]) -> pd.DataFrame:
+    """Keep the rows of groups a persona matched, so every source's means cover the same
+    questions and groups (whole-population rows mix the groups that were asked).
+    """
+    asked = [a == POPULATION or panel_size.get((a, g), 0) > 0
+             for a, g in zip(scores["attribute"], scores["group"], strict=True)]
+    return scores[asked].reset_index(drop=True)
+
+
 def score_tables(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's scores per question x group x source, in SCORE_COLUMNS."""
-    selected = load_survey(con, job_id)
-    survey = selected.survey
-    job = store.job_row(con, job_id)
-    steerings = list(job["steering"])
-    no_persona_n = int(job["no_persona_n"])
-    simulated, none = _simulated(con, job_id, dict(survey.questions))
-    panels = load_panels(con, job_id)
-    panel_size = {key: len(members) for key, members in panels.items()}
-    seed = int(job["seed"] or 0)
-    elicit = list((job.get("config") or {}).get("elicit") or [SAMPLE])
-    control = (job.get("config") or {}).get("dispersion") or NO_CONTROL
-    ks = [int(k) for k in (job.get("config") or {}).get("archetypes") or []]
-    if ks:  # each member's answer drawn from its archetype's stated shares
-        personas = profiles(panel_personas(con, panels))
-        simulated.update(archetype_counts(con, job_id, dict(survey.questions), panels, personas,
-                                          ks, seed))
-    # one model row per steering, then per group-level method, then per --archetypes K
-    rows = ([s for s in steerings] if SAMPLE in elicit else []) + [
-        m for m in elicit if is_group_method(m)] + [archetype_method(k) for k in ks]
-    if LOGPROBS in elicit:  # scaled by the temperature fitted on its held-out questions
-        simulated[LOGPROBS], _ = temperature_scaled(
-            survey, simulated.get(LOGPROBS, {}), held_out(LOGPROBS, selected.questions, seed))
+    """Score a job's answers per question x group x source, in SCORE_COLUMNS.
+
+    Each model row is its method's distribution per question x group (one per steering for the
+    sample method), scored beside the baselines, which are scored once.
+    """
+    job = _job(con, job_id)
     frames = []
-    for position, steering in enumerate(rows):
-        model = {(qid, attribute, labels): simulated[steering].get((qid, attribute, " / ".join(labels)))
-                 for qid in survey.questions for attribute, labels, _ in survey.groups(qid)}
-        given = {k: v for k, v in model.items() if v is not None}
-        table = pd.concat([score_survey(survey, given, no_persona=none, seed=seed),
-                           score_population(survey, given, no_persona=none, seed=seed)],
-                          ignore_index=True)
-        on_panel = table["source"].isin(PANEL_SOURCES)
-        if is_group_method(steering) or archetype_k(steering) is not None:
-            # a stated distribution (or an archetype's draws) has no panel, so no perfect_panel
-            # baseline at its size; a few-shot row does not score the questions it showed
-            shown = set(held_out(steering, selected.questions, seed))
-            own = (table["source"] == MODEL) & ~table["question_id"].isin(shown)
-            keep = own | (~on_panel if position == 0 else False)
-            table, on_panel = table[keep], own[keep]
-        elif position > 0:  # the baselines do not depend on the steering: scored once
-            table, on_panel = table[on_panel], on_panel[on_panel]
-        table.insert(4, "steering", np.where(on_panel, steering, ""))
-        frames.append(table)
-        if control == TEMPER and not is_group_method(steering) and archetype_k(steering) is None:
-            frames.append(_tempered(survey, given, none, seed, steering, simulated))
-    scores = pd.concat(frames, ignore_index=True)
-    # a group no persona matched is scored for no source, so every source's means cover the
-    # same questions and groups (whole-population rows mix the groups that were asked)
-    asked_groups = [a == POPULATION or panel_size.get((a, g), 0) > 0
-                    for a, g in zip(scores["attribute"], scores["group"], strict=True)]
-    scores = scores[asked_groups].reset_index(drop=True)
-    failed, counts = [], []
-    for row in scores.itertuples(index=False):
-        question = survey.questions[row.question_id]
-        vector: Any
-        if row.attribute == POPULATION and row.source in (MODEL, *FLOORS):  # mixed or drawn
-            vector, asked = None, None
-        elif row.source == MODEL and row.steering.endswith(TEMPERED):  # fitted, not asked
-            vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
-            asked = None
-        elif row.source == MODEL:
-            vector = simulated[row.steering].get((row.question_id, row.attribute, row.group))
-            asked = (1 if is_group_method(row.steering)
-                     else panel_size.get((row.attribute, row.group), 0))
-        elif row.source == "no_persona":
-            vector, asked = none.get(row.question_id), no_persona_n
-        elif row.source in FLOORS:  # drawn, not asked
-            vector, asked = None, None
-        else:  # not asked: nothing failed
-            vector = (survey.overall(row.question_id) if row.source == "human_overall"
-                      else [1.0] * len(question.ordinal) + [0.0] * len(question.refusals))
-            asked = None
-        answered = 0 if vector is None else int(round(float(np.sum(vector))))
-        failed.append(None if asked is None else asked - answered)
-        counts.append(_counts(vector))
-    scores["sim_failed"] = failed
-    scores["counts"] = counts
+    for position, (row, method) in enumerate(job.rows):
+        given = _given(job, row)
+        frames.append(_row_table(job, position, row, method, given))
+        if job.temper and method.sampled:
+            frames.append(_tempered(job.stored.survey, given, job.none, job.stored.seed, row,
+                                    job.counts))
+    scores = _asked_groups(pd.concat(frames, ignore_index=True), job.panel_size)
+    methods = dict(job.rows)
+    cells = [_cell(job, methods, row) for row in scores.itertuples(index=False)]
+    scores["sim_failed"] = [None if asked is None else asked - _answered(vector)
+                            for vector, asked in cells]
+    scores["counts"] = [_counts(vector) for vector, _ in cells]
     if "temperature" not in scores:  # no tempered row
         scores["temperature"] = np.nan
     return scores[SCORE_COLUMNS]
+
+
+def _answered(vector: Any) -> int:
+    return 0 if vector is None else int(round(float(np.sum(vector))))
 
 
 OVERALL = ("per-attribute", "per-group")  # how "overall" weighs its rows (summarise_job)
@@ -429,7 +446,7 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
     sizes = panel_sizes(scores)
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     stated = {source_label(MODEL, s, steerings) for s in steerings
-              if is_group_method(s) or s.endswith(TEMPERED)}
+              if stated_row(s) or s.endswith(TEMPERED)}
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
 
 
@@ -438,7 +455,7 @@ def panel_intervals_of(scores: pd.DataFrame, survey: Survey, seed: int) -> pd.Da
     from personahub.analysis.calibration_verdict import panel_intervals
 
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
-    skip = [s for s in steerings if is_group_method(s) or s.endswith(TEMPERED)]
+    skip = [s for s in steerings if stated_row(s) or s.endswith(TEMPERED)]
     return panel_intervals(scores, survey, seed, skip=skip)
 
 
@@ -483,7 +500,7 @@ def elicit_lines(summary: _ElicitCalls) -> list[str]:
         calls, pairs = summary.calls.get(method, 0), summary.cells.get(method, 0)
         if archetype_k(method) is not None:
             per = f", one per question x archetype ({pairs} question x group pairs scored)"
-        elif is_group_method(method):  # one call per question x group asked, held-out ones too
+        elif stated_row(method):  # one call per question x group asked, held-out ones too
             per = (f", one per question x group asked ({pairs} scored)" if calls != pairs
                    else ", one per question x group")
         else:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from personahub.core.contracts import StructuredCaller, StructuredResult, carried_records
-from personahub.core.engine_options import default
+from personahub.core.engine_options import check_fields
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.kernel import (
     BatchOutcome,
@@ -29,7 +29,6 @@ from personahub.core.kernel import (
 )
 from personahub.core.provider_batch_records import save_handle
 from personahub.core.store import DEFAULT_DB
-from personahub.core.validate import check_optional_number
 from personahub.executors import check_executor, minhash_source
 from personahub.models.embedders import EmbedderSettings, calls_model
 from personahub.models.embedding_batches import BatchingEmbedder
@@ -54,6 +53,7 @@ from personahub.personas.embedding import (
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.store import flagged_duplicates, survivor_count
+from personahub.pipelines.model_fields import ExecutorFields, RequestFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
 from personahub.pipelines.shipped_spec import ShippedSpec
 
@@ -67,9 +67,10 @@ DRIVER_EMBEDDERS = ("hash",)
 
 
 @dataclass(frozen=True, kw_only=True)
-class DedupJobConfig(BatchFields):
+class DedupJobConfig(BatchFields, RequestFields, ExecutorFields):
     """A dedup job: what it marks (stored with the job) and, in the engine fields, how this
-    invocation runs. With no embedder only stage 1 runs.
+    invocation runs (the shared request, executor and batch fields). With no embedder only
+    stage 1 runs.
     """
 
     threshold: float = 0.9  # stage 1: MinHash Jaccard
@@ -80,12 +81,6 @@ class DedupJobConfig(BatchFields):
     ann: str = "auto"
     batch_size: int = engine(50_000)  # stage 2: personas embedded per transaction
     db: str = engine(DEFAULT_DB)
-    cache: str = engine(default("cache"))
-    rps: float | None = engine(default("rps"))
-    timeout_s: float = engine(default("timeout_s"))
-    executor: str = engine(default("executor"))
-    ray_address: str | None = engine(default("ray_address"))
-    ray_workers: int | None = engine(default("ray_workers"))
 
     def __post_init__(self) -> None:
         if self.embedder is not None and self.embedder.strip().lower() in ("", "none"):
@@ -93,9 +88,9 @@ class DedupJobConfig(BatchFields):
         if self.ann not in ANN_CHOICES:
             raise UsageError(f"--ann {self.ann!r}: use one of {', '.join(ANN_CHOICES)}")
         self.stages()  # the thresholds, n-grams, permutations and batch size
+        check_fields(self)  # the engine options' own checks: timeout, rate, workers, poll
         check_cache_mode(self.cache)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_executor(self.executor, workers=self.ray_workers)
+        check_executor(self.executor)  # the cache and Ray are weighed with the embedder below
         if self.embedder is None or not calls_model(self.embedder):
             given = [flag for flag, on in (("--cache", self.cache != "off"),
                                            ("--rps", self.rps is not None)) if on]

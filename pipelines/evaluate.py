@@ -1,9 +1,10 @@
-"""Evaluate a synthesis job's items as the Persona Hub paper did (§4.1.2).
+"""Evaluate a synthesis job's items, or an outside item set, as the Persona Hub paper did (§4.1.2).
 
-A seeded held-out split keeps each near-duplicate group on one side. A test item is verified
-when enough solvers give equivalent answers (math-verify; nothing executed), and scored models
-get accuracy on the verified items. The job's id comes from its settings, so a second start
-resumes it; tables are keyed by the split, so jobs on one split share its solvers' answers.
+A seeded held-out split keeps each near-duplicate family on one side (evaluate_split). A test item
+with a reference answer (an outside file's answer column) is scored against it; one without is
+verified when enough solvers give equivalent answers (math-verify; nothing executed). Scored
+models get accuracy on the verified items. The job's id comes from its settings, so a second
+start resumes it; tables are keyed by the split, so jobs on one split share its solvers' answers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import duckdb
 from personahub.analysis.judgments import wilson
 from personahub.core.commit import JobRef, commit_batch, write_calls
 from personahub.core.contracts import ServesModels, StructuredCaller, StructuredResult
-from personahub.core.engine_options import default
+from personahub.core.engine_options import check_fields, default
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, SpecBase, engine, register
 from personahub.core.plan_limits import MAX_SAMPLES, check_plan
@@ -37,6 +38,13 @@ from personahub.models.client import redact_spec
 from personahub.models.failures import call_error
 from personahub.models.settings import LLMSettings
 from personahub.pipelines import labels
+from personahub.pipelines.evaluate_files import OutsideItems, content_sha256, read_items
+from personahub.pipelines.evaluate_items import (
+    ItemSet,
+    item_set,
+    items_without_reference,
+    store_items,
+)
 from personahub.pipelines.evaluate_scores import (
     Same,
     _clusters,
@@ -46,15 +54,26 @@ from personahub.pipelines.evaluate_scores import (
     same_answers,
     solver_answers,
 )
+from personahub.pipelines.evaluate_split import (
+    FAMILY_THRESHOLD,
+    ITEMS_PREFIX,
+    HeldOutItem,
+    SplitSummary,
+    eval_id_for,
+    held_out_items,
+    reference_answers,
+    source_items,
+    split_job,
+)
 from personahub.pipelines.prompts.evaluate import (
     EQUIVALENCE_MAX_TOKENS,
     EQUIVALENCE_PURPOSE,
-    SOLVE_MAX_TOKENS,
     SOLVE_MODES,
     SOLVE_PURPOSE,
     EquivalenceVerdict,
     SolveMode,
     equivalence_messages,
+    solve_max_tokens,
     solve_messages,
     solve_schema,
 )
@@ -76,14 +95,6 @@ _REASONING_CHARS = 4000
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def eval_id_for(job_id: str, seed: int, test_share: float | None, test_n: int | None) -> str:
-    """The split's id, a hash of its settings: the same settings give the same split id.
-    """
-    text = json.dumps({"job": job_id, "seed": seed, "test_share": test_share, "test_n": test_n},
-                      sort_keys=True)
-    return "eval-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
 def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
@@ -140,104 +151,6 @@ def solver_settings(spec: str, **settings: Any) -> LLMSettings:
 
 
 
-@dataclass(frozen=True)
-class SplitSummary:
-    """A split's counts: items, test items, train items and near-duplicate groups."""
-
-    eval_id: str
-    job_id: str
-    items: int
-    test: int
-    train: int
-    groups: int
-
-
-def _groups(rows: Sequence[tuple[str, str | None]]) -> dict[str, str]:
-    """Each item's near-duplicate group: the root of its duplicate-of chain (union-find)."""
-    parent = {item: item for item, _ in rows}
-
-    def root(item: str) -> str:
-        while parent[item] != item:
-            parent[item] = parent[parent[item]]
-            item = parent[item]
-        return item
-
-    for item, original in rows:
-        if original is not None and original in parent:
-            a, b = root(item), root(original)
-            if a != b:
-                parent[max(a, b)] = min(a, b)
-    return {item: root(item) for item in parent}
-
-
-def split_job(con: duckdb.DuckDBPyConnection, job_id: str, *, test_share: float | None = None,
-              test_n: int | None = None, seed: int = 0, eval_id: str | None = None,
-              exclude: frozenset[str] = frozenset()) -> SplitSummary:
-    """Hold out a seeded test split of a job's items, near-duplicate groups kept together.
-
-    Give exactly one of test_share or test_n. Groups are taken in a seeded hash order and go to
-    the test side while they fit (a group too big is skipped), so the test side never exceeds its
-    target. Excluded (contaminated) items go to neither side. A split already stored under the
-    same id is read back instead.
-    """
-    if (test_share is None) == (test_n is None):
-        raise UsageError("evaluate: give exactly one of --test-share or --test-n")
-    if test_share is not None and not 0 < test_share < 1:
-        raise UsageError(f"--test-share must be between 0 and 1, got {test_share}")
-    if test_n is not None and test_n < 1:
-        raise UsageError(f"--test-n must be >= 1, got {test_n}")
-    eval_id = eval_id or eval_id_for(job_id, seed, test_share, test_n)
-    stored = con.execute("SELECT count(*), count(*) FILTER (split = 'test'), count(*) FILTER "
-                         "(split = 'train'), count(DISTINCT group_id) FILTER (split <> 'excluded') "
-                         "FROM eval_splits WHERE eval_id = ?", [eval_id]).fetchone()
-    if stored is not None and stored[0]:
-        return SplitSummary(eval_id, job_id, *stored)
-    rows = con.execute("SELECT item_id, duplicate_of FROM v_items WHERE source = 'job' AND "
-                       "source_id = ? ORDER BY item_id", [job_id]).fetchall()
-    if not rows:
-        raise PersonahubError(f"--job {job_id}: no synthesized items")
-    excluded = {item for item, _ in rows if item in exclude}
-    group_of = _groups([(item, original) for item, original in rows if item not in excluded])
-    members: dict[str, list[str]] = {}
-    for item, group in group_of.items():
-        members.setdefault(group, []).append(item)
-    kept = len(group_of)
-    target = test_n if test_n is not None else round(float(test_share or 0) * kept)
-    if not 0 < target < kept:
-        raise PersonahubError(f"--job {job_id}: a test split of {target} of the {kept} items "
-                              f"left{' after decontamination' if excluded else ''} would leave "
-                              "one split empty")
-    order = sorted(members, key=lambda g: (hashlib.md5(f"{seed}:{g}".encode()).hexdigest(), g))
-    test: set[str] = set()
-    for group in order:
-        if len(test) + len(members[group]) <= target:
-            test.update(members[group])
-        if len(test) == target:
-            break
-    con.executemany("INSERT INTO eval_splits VALUES (?, ?, ?, ?, ?, ?)",
-                    [[eval_id, job_id, item, "test" if item in test else "train", group_of[item],
-                      seed] for item in sorted(group_of)]
-                    + [[eval_id, job_id, item, "excluded", item, seed] for item in sorted(excluded)])
-    return SplitSummary(eval_id, job_id, len(rows), len(test), kept - len(test), len(members))
-
-
-class HeldOutItem(NamedTuple):
-    """A test item to solve: its id and its problem text."""
-
-    item_id: str
-    text: str
-
-
-def held_out_items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[HeldOutItem]:
-    """The test split's items, in item order."""
-    return [HeldOutItem(*row) for row in con.execute(
-        "SELECT s.item_id, i.text FROM eval_splits s JOIN v_items i ON i.source = 'job' AND "
-        "i.source_id = s.job_id AND i.item_id = s.item_id WHERE s.eval_id = ? AND "
-        "s.split = 'test' ORDER BY s.item_id", [eval_id]).fetchall()]
-
-
-
-
 @dataclass
 class SolveSummary:
     """What one solver pass did: answers written, already stored, failed calls."""
@@ -275,7 +188,7 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
     async def one(item: HeldOutItem, k: int) -> StructuredResult[Any]:
         return await caller.structured(schema, solve_messages(item.text, mode),
                                        purpose=SOLVE_PURPOSE, sample=k,
-                                       max_tokens=SOLVE_MAX_TOKENS)
+                                       max_tokens=solve_max_tokens(mode))
 
     job = JobRef(EVAL_KIND, eval_id)  # not part of a run: run_id stays NULL
     for start in range(0, len(todo), batch_size):  # a batch's answers and calls commit together
@@ -301,16 +214,24 @@ async def solve(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str,
 
 def verify_items(con: duckdb.DuckDBPyConnection, eval_id: str, *, agree: int = 2,
                  same: Same | None = None) -> Counter[str]:
-    """Mark each answered test item verified when at least `agree` solvers give equivalent answers
-    (the paper used 2 of 3); returns the counts of verified and unverified items.
+    """Mark each test item verified: by its reference answer where the item set gives one, else
+    when at least `agree` solvers give equivalent answers (the paper used 2 of 3).
+
+    Returns:
+        The counts of verified and unverified items, and of those verified by a reference.
     """
     if agree < 1:
         raise UsageError(f"--agree must be >= 1, got {agree}")
+    references = reference_answers(con, eval_id)
     answers = solver_answers(con, eval_id, same=same)
-    if agree > len(answers):
+    items = sorted({item for per in answers.values() for item in per} - set(references))
+    if items and agree > len(answers):
         raise UsageError(f"--agree {agree}: only {len(answers)} solvers answered")
-    items = sorted({item for per in answers.values() for item in per})
     rows, counts = [], Counter[str]()
+    for item, reference in references.items():
+        counts.update(["verified", "by reference"])
+        rows.append([eval_id, item, True, reference, json.dumps(["reference"]),
+                     sum(item in per for per in answers.values()), agree])
     for item in items:
         specs = [s for s in sorted(answers) if item in answers[s]]
         given = [answers[s][item] for s in specs]
@@ -406,35 +327,53 @@ def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
 
 
 def contaminated(con: duckdb.DuckDBPyConnection, eval_id: str, job_id: str,
-                 against: Sequence[str], *, ngram: int = 13) -> frozenset[str]:
-    """Flag the job's items that overlap a benchmark file and store the matches; returns their ids.
+                 against: Sequence[str], *, ngram: int = 13,
+                 sha256: Sequence[str] | None = None) -> frozenset[str]:
+    """Flag the items that overlap a benchmark file and store the matches; returns their ids.
+
+    Args:
+        con: the database.
+        eval_id: the split the check belongs to (its id holds the benchmarks' content hashes).
+        job_id: the synthesis job or outside item set checked.
+        against: the benchmark files.
+        ngram: words per n-gram.
+        sha256: each file's content hash when the evaluation was set up; a file that changed
+            since is refused rather than checked under the old key.
     """
-    from personahub.personas.decontaminate import decontaminate, read_benchmark
+    from personahub.personas.decontaminate import decontaminate
+    from personahub.pipelines.evaluate_files import benchmark_texts
 
     if con.execute("SELECT count(*) FROM eval_splits WHERE eval_id = ?", [eval_id]).fetchone() \
             != (0,):
         return frozenset(r[0] for r in con.execute(
             "SELECT item_id FROM eval_contamination WHERE eval_id = ?", [eval_id]).fetchall())
-    rows = con.execute("SELECT item_id, text FROM v_items WHERE source = 'job' AND source_id = ? "
-                       "ORDER BY item_id", [job_id]).fetchall()
-    benchmarks = {path: read_benchmark(path, setting="--against", column_flag=None)
-                  for path in against}
-    matches = decontaminate([text for _, text in rows], benchmarks, ngram=ngram)
-    found = [[eval_id, rows[m.item][0], m.benchmark, m.benchmark_row, m.kind, m.detail]
+    rows = source_items(con, job_id)
+    hashes = list(sha256) if sha256 is not None else [None] * len(against)
+    matches = decontaminate([row.text for row in rows],
+                            {path: benchmark_texts(path, sha256=digest)
+                             for path, digest in zip(against, hashes, strict=True)}, ngram=ngram)
+    found = [[eval_id, rows[m.item].item_id, m.benchmark, m.benchmark_row, m.kind, m.detail]
              for m in matches]
     if found:
         con.executemany("INSERT INTO eval_contamination VALUES (?, ?, ?, ?, ?, ?)", found)
-    return frozenset(row[1] for row in found)
+    return frozenset(rows[m.item].item_id for m in matches)
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvalConfig(BatchFields):
-    """One evaluation: the job, its split, its solvers and the models scored.
+    """One evaluation: its items (a synthesis job's or an outside file's), its split, its solvers
+    and the models scored.
 
-    On resume the caller's specs (with credentials) are used, else the stored redacted ones.
+    An outside file and each --against file are known by their content hash, filled in here when
+    not given (a resume reads the stored ones). On resume the caller's specs (with credentials)
+    are used, else the stored redacted ones.
     """
 
-    job: str
+    job: str | None = None
+    items: str | None = None  # an outside item file or datasets folder (--items)
+    question_column: str | None = None  # None: the first of TEXT_COLUMNS the file has
+    answer_column: str | None = None  # None: "answer" when the file has it; "-": none
+    items_sha256: str | None = None  # the item file's content hash (filled from the file)
     solvers: tuple[str, ...] = engine((), identity=True)
     models: tuple[str, ...] = engine((), identity=True)
     # asked about the answer pairs math-verify cannot decide (None: those are not equal)
@@ -446,11 +385,13 @@ class EvalConfig(BatchFields):
     samples: int = 1
     mode: SolveMode = "cot"
     against: tuple[str, ...] = ()
+    against_sha256: tuple[str, ...] = ()  # each --against file's content hash (filled)
     ngram: int = 13
     keep_contaminated: bool = False  # flagged items stay in the splits (their matches stored)
+    family_threshold: float = FAMILY_THRESHOLD  # Jaccard joining two items into one family
     db: str = engine(DEFAULT_DB)
-    concurrency: Concurrency = engine(16)
-    timeout_s: float = engine(60.0)
+    concurrency: Concurrency = engine(default("concurrency"))
+    timeout_s: float = engine(default("timeout_s"))
     batch_size: int = engine(32)  # answers per committed batch (a kill loses at most one)
     # where the calls run: local, or every spec's on one Ray actor pool
     executor: str = engine(default("executor"))
@@ -458,10 +399,18 @@ class EvalConfig(BatchFields):
     ray_workers: int | None = engine(default("ray_workers"))  # None: one per CPU
 
     def __post_init__(self) -> None:
-        if (self.test_share is None) == (self.test_n is None):
+        if (self.job is None) == (self.items is None):
+            raise UsageError("evaluate: give --job (a synthesis job) or --items (a file), not "
+                             "both")
+        if self.items is None and (self.test_share is None) == (self.test_n is None):
             raise UsageError("evaluate: give exactly one of --test-share or --test-n")
-        if not self.solvers:
-            raise UsageError("evaluate: give at least one --solver")
+        if self.test_share is not None and self.test_n is not None:
+            raise UsageError("evaluate: give exactly one of --test-share or --test-n")
+        if self.items is None and (self.question_column or self.answer_column):
+            raise UsageError("--question-column / --answer-column: columns of an --items file")
+        if not self.solvers and (self.items is None or not self.models):
+            raise UsageError("evaluate: give at least one --solver" if self.items is None else
+                             "evaluate --items: give at least one --solver or --model")
         if self.mode not in SOLVE_MODES:
             raise UsageError(f"--mode must be one of {SOLVE_MODES}, got {self.mode!r}")
         if len({answer_name(s, self.mode) for s in self.solvers}) != len(self.solvers):
@@ -471,30 +420,57 @@ class EvalConfig(BatchFields):
         if self.equivalence_judge is not None and "#" in self.equivalence_judge:
             raise UsageError(f"--equivalence-judge {self.equivalence_judge!r}: a judge has no "
                              "prompting mode ('#')")
-        if not 1 <= self.agree <= len(self.solvers):
+        if self.solvers and not 1 <= self.agree <= len(self.solvers):
             raise UsageError(f"--agree must be between 1 and the {len(self.solvers)} solvers, "
                              f"got {self.agree}")
         check_int(self.samples, "--samples", low=1, high=MAX_SAMPLES)
+        if not 0 < self.family_threshold < 1:
+            raise UsageError(f"--family-threshold must be between 0 and 1, got "
+                             f"{self.family_threshold}")
         for flag, specs in (("--solver", self.solvers), ("--model", self.models),
                             ("--equivalence-judge", (self.equivalence_judge or "",))):
             for spec in specs:  # refused before the split is written, as the first solver is
                 _refuse_credentials(spec, flag)
         check_int(self.batch_size, "batch size", low=1)
-        check_executor(self.executor, workers=self.ray_workers)
+        check_fields(self)  # the engine options' own checks; concurrency parsed
+        check_executor(self.executor)
         if self.batch_file is not None:
             raise UsageError("evaluate: --batch-file is not supported (an evaluation asks "
                              "several endpoints); use --batch")
         self.check_batch(executor=self.executor, cache="off")
+        if self.items is not None and self.items_sha256 is None:
+            object.__setattr__(self, "items_sha256", content_sha256(self.items, "--items"))
+        if self.against and not self.against_sha256:
+            object.__setattr__(self, "against_sha256",
+                               tuple(content_sha256(path, "--against") for path in self.against))
+        if len(self.against_sha256) != len(self.against):
+            raise UsageError("evaluate: one content hash per --against file")
+
+    @property
+    def source(self) -> str:
+        """What is split: the synthesis job, or the item set's id (from the file's content
+        hash and the columns asked for)."""
+        if self.job is not None:
+            return self.job
+        text = json.dumps([self.items_sha256, self.question_column, self.answer_column])
+        return ITEMS_PREFIX + hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    @property
+    def primary(self) -> str:
+        """The spec whose client is the kernel's own: the first solver, else the first model."""
+        return (self.solvers or self.models)[0]
 
     @property
     def eval_id(self) -> str:
-        """The split's id, from its settings and benchmark files; shared by jobs on the same split.
+        """The split's id, from its settings and the benchmark files' contents; shared by jobs on
+        the same split.
         """
-        base = eval_id_for(self.job, self.seed, self.test_share, self.test_n)
+        base = eval_id_for(self.source, self.seed, self.test_share, self.test_n,
+                           self.family_threshold)
         if not self.against:
             return base
-        extra = json.dumps([sorted(self.against), self.ngram, self.keep_contaminated])
-        return base[:5] + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
+        extra = json.dumps([sorted(self.against_sha256), self.ngram, self.keep_contaminated])
+        return "split-" + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
 
     def identity(self) -> dict[str, Any]:
         """What names the evaluation job: its split, solvers, models and equivalence judge."""
@@ -540,6 +516,11 @@ class EvalSummary:
     judged: int = 0
     judged_equal: int = 0
     batches: str | None = None  # what --batch's provider batches did (None: asked online)
+    by_reference: int = 0  # verified items scored against an item set's reference answer
+    item_set: ItemSet | None = None  # what an --items file gave (None: a synthesis job's items)
+    family_threshold: float = FAMILY_THRESHOLD
+    contaminated_by: dict[str, int] = field(default_factory=dict)  # per --against file
+    kept_contaminated: bool = False
 
     @property
     def verified_share(self) -> float | None:
@@ -603,7 +584,13 @@ class EvalAsker:
     async def run_batch(self, batch: Sequence[Ask],
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
         """The batch's answers, asked concurrently (the client bounds the calls in flight)."""
-        return await self.ask(batch, self.client_for(batch[0].spec, caller))
+        client = self.client_for(batch[0].spec, caller)
+        results = await self.ask(batch, client)
+        stats = getattr(caller, "stats", None)
+        if client is not caller and stats is not None:  # the progress display counts the job's
+            for result in results:                      # calls on its own client's totals
+                stats.add(result.records)
+        return results
 
     async def ask(self, batch: Sequence[Ask],
                   client: StructuredCaller) -> list[StructuredResult[Any]]:
@@ -617,7 +604,7 @@ class EvalAsker:
         return list(await asyncio.gather(*(
             client.structured(solve_schema(ask.mode), solve_messages(ask.text, ask.mode),
                               purpose=SOLVE_PURPOSE, sample=ask.sample,
-                              max_tokens=SOLVE_MAX_TOKENS)
+                              max_tokens=solve_max_tokens(ask.mode))
             for ask in batch)))
 
 
@@ -665,6 +652,7 @@ class EvalState:
 
     clients: dict[str, StructuredCaller] = field(default_factory=dict)
     solved: dict[tuple[str, str], SolveSummary] = field(default_factory=dict)
+    outside: OutsideItems | None = None  # an --items file read for this job's start
     judged: int = 0  # the judge's verdicts this run stored
     batched: BatchedEvalAsker | None = None  # the batched asker (--batch)
 
@@ -697,43 +685,74 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         return evaluation_id_for(config)
 
     def belongs_to(self, config: EvalConfig) -> str | None:
-        return config.job
+        return config.job  # an outside item set belongs to no job
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A config an earlier version stored: its --against files were known by no hash."""
+        if stored.get("against") and not stored.get("against_sha256"):
+            return {**stored, "against_sha256": ["unknown"] * len(stored["against"])}
+        return stored
 
     def model_settings(self, config: EvalConfig) -> LLMSettings:
-        return solver_settings(config.solvers[0], concurrency=config.concurrency,
+        return solver_settings(config.primary, concurrency=config.concurrency,
                                timeout_s=config.timeout_s)
 
     def prepare(self, ctx: JobContext[EvalConfig]) -> None:
-        """Refuse a job without items (nothing recorded)."""
-        config = ctx.config
-        found = ctx.con.execute("SELECT count(*) FROM v_items WHERE source = 'job' AND "
+        """Refuse a job without items, and read an item file not yet stored (nothing recorded).
+        """
+        config, con = ctx.config, ctx.con
+        ctx.state = state = EvalState()
+        if config.job is not None:
+            found = con.execute("SELECT count(*) FROM v_items WHERE source = 'job' AND "
                                 "source_id = ?", [config.job]).fetchone()
-        if not found or not found[0]:
-            raise PersonahubError(f"--job {config.job}: no synthesized items")
-        if not ctx.resumed:
-            test = config.test_n if config.test_n is not None else \
-                round(float(config.test_share or 0) * found[0])
-            check_plan(min(test, found[0]) * (len(config.solvers) * config.samples
-                                              + len(config.models)),
+            if not found or not found[0]:
+                raise PersonahubError(f"--job {config.job}: no synthesized items")
+            total = int(found[0])
+        else:
+            stored = item_set(con, config.source)
+            if stored is None:
+                assert config.items is not None  # one of job / items, checked by the config
+                state.outside = read_items(config.items, question=config.question_column,
+                                           answer=config.answer_column,
+                                           sha256=config.items_sha256)
+                total = len(state.outside.items)
+                missing = sum(ref is None for _, _, ref in state.outside.items)
+            else:
+                total, missing = stored.items, items_without_reference(con, config.source)
+            if missing and not config.solvers:
+                answer = state.outside.answer_column if state.outside is not None else None
+                raise UsageError(f"--items {config.items}: {missing} item(s) have no reference "
+                                 f"answer{f' in column {answer!r}' if answer else ''}; give "
+                                 "--solver to verify them by agreement (or --answer-column)")
+        if not ctx.resumed:  # an upper bound: solvers answer only items without a reference
+            test = (config.test_n if config.test_n is not None
+                    else round(float(config.test_share) * total)
+                    if config.test_share is not None else total)
+            check_plan(min(test, total) * (len(config.solvers) * config.samples
+                                           + len(config.models)),
                        "evaluate", "--samples, --test-n or --test-share, fewer --solver/--model")
-        ctx.state = EvalState()
 
     def start(self, ctx: JobContext[EvalConfig]) -> BatchOutcome:
-        """Write the split and benchmark matches in the job row's transaction (a split that would
-        leave one side empty records nothing).
+        """Write the item set, the split and benchmark matches in the job row's transaction (a
+        split that would leave one side empty records nothing).
         """
-        config = ctx.config
+        config, state = ctx.config, _eval_state(ctx)
         ctx.stored["solvers"] = [_stored_spec(s) for s in config.solvers]
         ctx.stored["models"] = [_stored_spec(m) for m in config.models]
+        ctx.stored["split"] = config.eval_id  # what reports and exports find its tables by
         if config.equivalence_judge is not None:
             ctx.stored["equivalence_judge"] = redact_spec(config.equivalence_judge)
 
         def split() -> None:
-            flagged = contaminated(ctx.con, config.eval_id, config.job, config.against,
-                                   ngram=config.ngram) if config.against else frozenset()
-            split_job(ctx.con, config.job, test_share=config.test_share, test_n=config.test_n,
-                      seed=config.seed, eval_id=config.eval_id,
-                      exclude=frozenset() if config.keep_contaminated else flagged)
+            if state.outside is not None:
+                store_items(ctx.con, config.source, state.outside)
+            flagged = contaminated(ctx.con, config.eval_id, config.source, config.against,
+                                   ngram=config.ngram, sha256=config.against_sha256) \
+                if config.against else frozenset()
+            split_job(ctx.con, config.source, test_share=config.test_share,
+                      test_n=config.test_n, seed=config.seed, eval_id=config.eval_id,
+                      exclude=frozenset() if config.keep_contaminated else flagged,
+                      threshold=config.family_threshold)
 
         return BatchOutcome(then=split)
 
@@ -744,14 +763,17 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         config, state = ctx.config, _eval_state(ctx)
         eval_id = config.eval_id
         items = held_out_items(ctx.con, eval_id)
+        referenced = set(reference_answers(ctx.con, eval_id))
+        unreferenced = [item for item in items if item.item_id not in referenced]
         done = {tuple(r) for r in ctx.con.execute(
             "SELECT role, spec, item_id, sample FROM eval_answers WHERE eval_id = ? "
             "AND answer IS NOT NULL", [eval_id]).fetchall()}
-        who = [("solver", s, config.samples) for s in config.solvers] + \
-            [("model", m, 1) for m in config.models]
+        # solvers verify the items without a reference answer; models answer every test item
+        who = [("solver", s, config.samples, unreferenced) for s in config.solvers] + \
+            [("model", m, 1, items) for m in config.models]
         batches: list[list[Ask]] = []
         total = 0
-        for role, spec, samples in who:
+        for role, spec, samples, items in who:
             name = answer_name(spec, config.mode)
             mode = spec_mode(spec, config.mode)[1]
             summary = state.solved.setdefault((role, name), SolveSummary(name))
@@ -823,7 +845,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
     def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker | BatchedEvalAsker:
         """The asker; with --batch each spec's calls go as provider batches."""
         state = _eval_state(ctx)
-        asker = EvalAsker(ctx.config.solvers[0], state.clients)
+        asker = EvalAsker(ctx.config.primary, state.clients)
         if not ctx.config.batching:
             return asker
         state.batched = BatchedEvalAsker(asker, ctx, self._specs(ctx.config))
@@ -834,7 +856,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         """The batch's answers or verdicts, with its calls under their own client's model names."""
         config, state = ctx.config, _eval_state(ctx)
         first = batch[0]
-        own = _base(first.spec) == _base(config.solvers[0])
+        own = _base(first.spec) == _base(config.primary)
         client = ctx.caller if own else state.clients[_base(first.spec)]
         judging = first.role == "judge"
         rows, errors = [], []
@@ -869,19 +891,22 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
     def summary(self, ctx: JobContext[EvalConfig]) -> EvalSummary:
         """Verification and scores from the stored answers."""
         from personahub.core.call_log import call_counts
+        from personahub.pipelines.evaluate_scores import contamination_counts
 
         config, con = ctx.config, ctx.con
         eval_id = config.eval_id
-        split = split_job(con, config.job, test_share=config.test_share, test_n=config.test_n,
-                          seed=config.seed, eval_id=eval_id)
-        flagged = con.execute("SELECT count(DISTINCT item_id) FROM eval_contamination WHERE "
-                              "eval_id = ?", [eval_id]).fetchone()
+        split = split_job(con, config.source, test_share=config.test_share,
+                          test_n=config.test_n, seed=config.seed, eval_id=eval_id,
+                          threshold=config.family_threshold)
         judge = redact_spec(config.equivalence_judge) if config.equivalence_judge else None
         verdicts = judge_verdicts(con, eval_id, judge) if judge else {}
         same = same_answers(verdicts)
         counts = verify_items(con, eval_id, agree=config.agree, same=same)
         state = _eval_state(ctx)
         models = config.names("model")
+        by_file = contamination_counts(con, eval_id)
+        flagged = con.execute("SELECT count(DISTINCT item_id) FROM eval_contamination WHERE "
+                              "eval_id = ?", [eval_id]).fetchone()
         summary = EvalSummary(eval_id, split, int(flagged[0]) if flagged else 0,
                               list(state.solved.values()), counts["verified"],
                               counts["unverified"], agreement_matrix(con, eval_id, same),
@@ -890,7 +915,12 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
                               call_counts(con, job_id=ctx.job_id), job_id=ctx.job_id,
                               undecided=len(undecided_pairs(con, eval_id)), judge=judge,
                               judged_equal=sum(verdicts.values()), judged=len(verdicts),
-                              batches=state.batched.line() if state.batched else None)
+                              batches=state.batched.line() if state.batched else None,
+                              by_reference=counts["by reference"],
+                              item_set=item_set(con, config.source) if config.job is None
+                              else None, family_threshold=config.family_threshold,
+                              contaminated_by=by_file,
+                              kept_contaminated=config.keep_contaminated)
         if config.models:
             summary.groups = group_scores(con, eval_id, models, same=same)
             summary.differences = model_differences(con, eval_id, models, seed=config.seed,
@@ -906,17 +936,39 @@ def evaluation_resume(config: EvalConfig) -> str | None:
     return stored_job_id(config.db, evaluation_id_for(config))
 
 
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
 def summary_lines(summary: EvalSummary) -> list[str]:
-    """The console's lines: split, verified share, agreement matrix, scores with intervals."""
-    s = summary.split
-    lines = [f"evaluation {summary.job_id or summary.eval_id} of job {s.job_id}: {s.items} "
-             f"items, test {s.test}, train {s.train} ({s.groups} near-duplicate groups"
-             + (f", {summary.contaminated} contaminated "
-                f"{'kept' if s.items == s.test + s.train else 'left out'}"
-                if summary.contaminated else "") + f"); split {summary.eval_id}"]
+    """The console's lines: the items and what was left out, the split and its families, the
+    verified share, the agreement matrix, scores with intervals."""
+    s, items = summary.split, summary.item_set
+    source = f"items {items.path}" if items is not None else f"job {s.job_id}"
+    lines = [f"evaluation {summary.job_id or summary.eval_id} of {source}: {s.items} items, "
+             f"test {s.test}, train {s.train}"
+             + (" (no --test-n or --test-share: every item is a test item)"
+                if items is not None and not s.train else "")]
+    if items is not None:
+        answers = (f"answer column {items.answer_column!r}: {items.with_reference} with a "
+                   "reference answer" if items.answer_column else "no answer column")
+        lines.append(f"items: {_rows(items.rows)}, question column {items.question_column!r}, "
+                     f"{answers}" + (f"; left out {_rows(items.left_out)} without a question"
+                                     if items.left_out else ""))
+    if summary.contaminated:
+        where = ", ".join(f"{Path(bench).name} {n}" for bench, n in summary.contaminated_by.items())
+        lines.append(f"contaminated: {summary.contaminated} items flagged by --against ({where}), "
+                     + ("kept in the split (--keep-contaminated)" if summary.kept_contaminated
+                        else "left out of both sides"))
+    lines.append(f"near-duplicate families (word Jaccard >= {summary.family_threshold:g}): "
+                 + (f"{s.families}, {s.family_items} items, each family on one side"
+                    if s.families else "none"))
     share = summary.verified_share
     lines.append(f"verified: {summary.verified} of {summary.verified + summary.unverified} test "
-                 f"items" + (f" ({share:.1%})" if share is not None else ""))
+                 f"items" + (f" ({share:.1%})" if share is not None else "")
+                 + (f": {summary.by_reference} by their reference answer, "
+                    f"{summary.verified - summary.by_reference} by solver agreement"
+                    if summary.by_reference else ""))
     specs = list(summary.matrix)
     if len(specs) > 1:
         lines.append("agreement: " + "; ".join(

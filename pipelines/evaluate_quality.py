@@ -16,17 +16,21 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import duckdb
 
+from personahub.analysis.export import EvaluationSides
 from personahub.analysis.judgments import latest_validity, wilson
 from personahub.core.errors import PersonahubError
 from personahub.core.jobs_store import find_job, list_jobs
-from personahub.pipelines.evaluate import EVAL_KIND, EvalConfig, agreement_matrix
+from personahub.pipelines.evaluate import EVAL_KIND, EVALUATION, EvalConfig, agreement_matrix
+from personahub.pipelines.evaluate_items import item_set
 from personahub.pipelines.evaluate_scores import (
     contamination_counts,
     group_scores,
+    referenced_counts,
     split_job_of,
     split_of,
     verified_counts,
 )
+from personahub.pipelines.evaluate_split import is_outside, split_summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,8 +41,8 @@ Side = Literal["train", "test"]
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One evaluation: its split's id, the synthesis job, and the evaluation job (None when only the
-    split was named).
+    """One evaluation: its split's id, the synthesis job (or outside item set, ``items-...``),
+    and the evaluation job (None when only the split was named).
     """
 
     eval_id: str
@@ -51,13 +55,21 @@ class Evaluation:
         """The scored models' specs (as stored: redacted)."""
         return self.config.models if self.config is not None else ()
 
+    @property
+    def outside(self) -> bool:
+        """Whether it evaluates an outside item set rather than a synthesis job's items."""
+        return is_outside(self.job)
 
-def _config(stored: Mapping[str, Any]) -> EvalConfig:
-    """The settings stored in an evaluation job's row (lists back to tuples)."""
+
+def _config(stored: Mapping[str, Any]) -> tuple[EvalConfig, str]:
+    """The settings stored in an evaluation job's row (lists back to tuples), and its split id.
+    """
+    stored = EVALUATION.upgrade(dict(stored))
     names = {f.name for f in dataclasses.fields(EvalConfig)}
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                               for k, v in stored.items() if k in names}
-    return EvalConfig(**fields)
+    config = EvalConfig(**fields)
+    return config, str(stored.get("split") or config.eval_id)
 
 
 def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = None, *,
@@ -78,20 +90,23 @@ def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = Non
         rows = list_jobs(con, kind=EVAL_KIND, parent_id=job)
         if not rows:
             return None
-        config = _config(rows[0].config)
-        return Evaluation(config.eval_id, job, rows[0].job_id, config)
+        config, split = _config(rows[0].config)
+        return Evaluation(split, job, rows[0].job_id, config)
     found = find_job(con, evaluation)
     if found is not None and found.kind == EVAL_KIND:
-        config = _config(found.config)
-        ev = Evaluation(config.eval_id, config.job, found.job_id, config)
+        config, split = _config(found.config)
+        ev = Evaluation(split, config.source, found.job_id, config)
     else:
         split_job = split_job_of(con, evaluation)
         if split_job is None:
-            raise PersonahubError(f"--evaluation {evaluation}: no such evaluation (an "
-                                  "evaluation job's id or its split's eval-... id)")
-        ev = next((Evaluation(evaluation, c.job, r.job_id, c) for r in
-                   list_jobs(con, kind=EVAL_KIND) if (c := _config(r.config)).eval_id
-                   == evaluation), None) or Evaluation(evaluation, split_job)
+            raise PersonahubError(f"--evaluation {evaluation}: no such evaluation (give the "
+                                  "evaluation's evaluation-... id)")
+        ev = Evaluation(evaluation, split_job)
+        for row in list_jobs(con, kind=EVAL_KIND):  # the newest job on that split, if any
+            config, split = _config(row.config)
+            if split == evaluation:
+                ev = Evaluation(evaluation, config.source, row.job_id, config)
+                break
     if job is not None and ev.job != job:
         raise PersonahubError(f"--evaluation {evaluation} evaluates job {ev.job}, not {job}")
     return ev
@@ -130,12 +145,31 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
 
     sides = split_of(con, ev.eval_id)
     counts = {s: sum(v == s for v in sides.values()) for s in ("train", "test", "excluded")}
-    rows = [_row("items", "all", len(sides)), _row("split", "train", counts["train"]),
-            _row("split", "test", counts["test"])]
+    rows = []
+    items = item_set(con, ev.job) if ev.outside else None
+    if items is not None:
+        left = (f"; left out {items.left_out} row{'' if items.left_out == 1 else 's'} without a "
+                "question" if items.left_out else "")
+        answers = (f"answer column {items.answer_column!r}, {items.with_reference} with a "
+                   "reference" if items.answer_column else "no answer column")
+        rows.append(_row("item file", Path(items.path).name, items.rows,
+                         detail=f"rows; question column {items.question_column!r}, "
+                                f"{answers}{left}"))
+    rows += [_row("items", "all", len(sides)), _row("split", "train", counts["train"]),
+             _row("split", "test", counts["test"])]
+    split = split_summary(con, ev.eval_id)
+    if split is not None:
+        threshold = ev.config.family_threshold if ev.config is not None else None
+        rows.append(_row("near-duplicate families",
+                         f"Jaccard >= {threshold:g}" if threshold is not None else "all",
+                         split.families,
+                         detail=f"{split.family_items} items, each family on one side"))
     verified, answered = verified_counts(con, ev.eval_id)
+    by_reference = referenced_counts(con, ev.eval_id)
     if answered:
         rows.append(_row("verified share", "test", verified / answered,
-                         *wilson(verified, answered), f"{verified}/{answered}"))
+                         *wilson(verified, answered), f"{verified}/{answered}"
+                         + (f", {by_reference} by reference answer" if by_reference else "")))
     matrix = agreement_matrix(con, ev.eval_id)
     specs = sorted(matrix)
     shares = [(a, b, matrix[a][b]) for i, a in enumerate(specs) for b in specs[i + 1:]]
@@ -151,7 +185,7 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
         kept = ev.config is not None and ev.config.keep_contaminated
         rows.append(_row("contaminated share", name, n / len(sides), *wilson(n, len(sides)),
                          f"{n}/{len(sides)} {'kept' if kept else 'left out'}"))
-    validity = latest_validity(con, ev.job)
+    validity = None if ev.outside else latest_validity(con, ev.job)
     if validity is not None:
         low_v, high_v = validity.valid.interval
         rows.append(_row("judge validity", validity.model, validity.valid.value, low_v, high_v,
@@ -161,8 +195,9 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
         for r in scores[scores["by"] == "all"].itertuples():
             rows.append(_row("model accuracy", str(r.model), r.accuracy, r.low, r.high,
                              f"{r.correct}/{r.total} verified"))
-    for group, result in diversity_table(con, make_embedder(embedder), job_id=ev.job,
-                                         all_jobs=False, pairs=pairs, seed=seed).items():
+    diversity = {} if ev.outside else diversity_table(
+        con, make_embedder(embedder), job_id=ev.job, all_jobs=False, pairs=pairs, seed=seed)
+    for group, result in diversity.items():
         s = result.summary
         rows.append(_row("distinct-2", group, s.distinct_2, detail=f"{s.items} items"))
         rows.append(_row("persona similarity (mean)", group, s.persona_mean,
@@ -172,7 +207,8 @@ def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: s
     return pd.DataFrame(rows, columns=QUALITY_COLUMNS)
 
 
-_COUNTS = ("items", "split")  # figures that are counts, not shares or means
+# figures that are counts, not shares or means
+_COUNTS = ("items", "split", "item file", "near-duplicate families")
 
 
 def _value(value: Any, figure: str = "") -> str:
@@ -221,23 +257,37 @@ def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
         hf: for a Hugging Face export rather than a plain one.
 
     Returns:
-        Keyword arguments for export or export_hf.
+        Keyword arguments for export_accounted or export_hf_accounted (``split``: the sides,
+        so the export can say what it left out).
     """
     if job is None and evaluation is None:
         return {}
     ev = find_evaluation(con, evaluation, job=job)
+    if ev is not None and ev.outside:
+        refuse_outside(con, ev)
     if ev is None:
         if split is not None:
             raise PersonahubError(f"--split {split}: job {job} has no evaluation (personahub "
                                   "evaluate --job ... makes its split)")
         return {"job": job}
+    name = ev.job_id or ev.eval_id
+    sides = split_of(con, ev.eval_id)
     if not hf:
-        return {"job": ev.job} | ({"only": split_item_ids(con, ev, split)}
-                                  if split is not None else {})
-    sides: tuple[Side, ...] = (split,) if split is not None else ("train", "test")
-    return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in sides},
-            "evaluation": ev.job_id or ev.eval_id,
-            "quality": card_lines(quality_table(con, ev))}
+        return {"job": ev.job, "split": EvaluationSides(name, sides, (split,) if split else None)} \
+            | ({"only": split_item_ids(con, ev, split)} if split is not None else {})
+    written: tuple[Side, ...] = (split,) if split is not None else ("train", "test")
+    return {"job": ev.job, "splits": {s: split_item_ids(con, ev, s) for s in written},
+            "evaluation": name, "quality": card_lines(quality_table(con, ev)),
+            "split": EvaluationSides(name, sides, written)}
+
+
+def refuse_outside(con: duckdb.DuckDBPyConnection, ev: Evaluation) -> None:
+    """Refuse to export an outside item set's evaluation: its items are someone else's data, in
+    eval_items, not a synthesis job's to export."""
+    items = item_set(con, ev.job)
+    raise PersonahubError(f"--evaluation {ev.job_id or ev.eval_id} evaluates an outside item set "
+                          f"({items.path if items is not None else ev.job}): export exports "
+                          "synthesized items; its items are in eval_items")
 
 
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation: str, *,
@@ -253,8 +303,10 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, evaluation
     scores = group_scores(con, ev.eval_id, ev.models) if ev.models else pd.DataFrame(
         columns=["model", "by", "group", "correct", "total", "accuracy", "low", "high"])
     scores = scores[scores["by"].isin(["all", "task"])].reset_index(drop=True)
+    items = item_set(con, ev.job) if ev.outside else None
     facts = [("evaluation", ev.job_id or ev.eval_id), ("split", ev.eval_id),
-             ("synthesis job", ev.job)]
+             ("item file", f"{items.path} (SHA-256 {items.sha256[:12]}…, {ev.job})")
+             if items is not None else ("synthesis job", ev.job)]
     if ev.config is not None:
         facts += [("solvers", ", ".join(ev.config.solvers)),
                   ("agree", f"{ev.config.agree} of {len(ev.config.solvers)}"),

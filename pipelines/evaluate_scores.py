@@ -88,16 +88,22 @@ def solver_answers(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 
 
+#: the task, prompting and persona source of an outside item (it was not synthesized here)
+OUTSIDE = "outside"
+
+
 def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str, str, str, str]]:
-    """The verified test items: (item_id, reference, task, prompting, persona source)."""
+    """The verified test items: (item_id, reference, task, prompting, persona source); an outside
+    item's three facets are OUTSIDE."""
     verified = con.execute(
         "SELECT item_id, reference FROM eval_verified WHERE eval_id = ? AND verified "
         "ORDER BY item_id", [eval_id]).fetchall()
     facets = item_facets(con, [item for item, _ in verified])
     sources = persona_sources(con, [f[2] for f in facets.values()])
-    return [(item, ref, facets[item][0], facets[item][1],
-             sources.get(facets[item][2], "unknown"))
-            for item, ref in verified if item in facets]
+    return [(item, ref, *((facets[item][0], facets[item][1],
+                           sources.get(facets[item][2], "unknown")) if item in facets
+                          else (OUTSIDE, OUTSIDE, OUTSIDE)))
+            for item, ref in verified]
 
 
 def correctness(con: duckdb.DuckDBPyConnection, eval_id: str,
@@ -219,8 +225,16 @@ def verified_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> tuple[int, 
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
+def referenced_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> int:
+    """The split's test items verified by an item set's reference answer."""
+    row = con.execute("SELECT count(*) FROM eval_verified WHERE eval_id = ? AND verified AND "
+                      "agreed = '[\"reference\"]'", [eval_id]).fetchone()
+    return int(row[0]) if row else 0
+
+
 def split_job_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> str | None:
-    """The synthesis job whose items the split divides (None when there is no such split)."""
+    """The synthesis job (or outside item set) whose items the split divides (None when there
+    is no such split)."""
     row = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
                       [eval_id]).fetchone()
     return str(row[0]) if row and row[0] is not None else None

@@ -1,38 +1,54 @@
 """The engine fields every model job's config shares, and their checks.
 
 A config inherits EngineFields (or ModelFields, ExecutorFields and GenerationFields, plus
-BatchFields for --batch), checks its own fields, then calls check_model_fields. Each bad value
-is a one-line usage error naming its flag, raised before anything is opened.
+BatchFields for --batch; RequestFields alone for a job that only paces its requests), checks
+its own fields, then calls check_model_fields. The values are checked by the option table's
+checks (core.engine_options), as the command line checks them; each bad value is a one-line
+usage error naming its flag, raised before anything is opened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
-from personahub.core.engine_options import default
-from personahub.core.failures import check_max_failed_share
+from personahub.core.engine_options import check_fields, default
 from personahub.core.kernel import check_cache_mode, engine
-from personahub.core.validate import check_number, check_optional_number, check_seed
+from personahub.core.validate import check_seed
 from personahub.executors import check_executor
 from personahub.models.adaptive_limit import Concurrency
-from personahub.models.generation import Generation
-from personahub.models.settings import parse_concurrency
 from personahub.models.structured import check_setting
 from personahub.pipelines.provider_batch_jobs import BatchFields
 
 
+def _own(group: type) -> tuple[str, ...]:
+    """The fields a group of engine fields declares (its bases' included)."""
+    return tuple(f.name for f in dataclasses.fields(group))
+
+
 @dataclass(frozen=True, kw_only=True)
-class ModelFields:
+class RequestFields:
+    """How long a job waits for each request and how fast it sends them: what every job that asks an
+    endpoint (a chat model or an embedder) has."""
+
+    timeout_s: float = engine(default("timeout_s"))
+    # model requests per second at most, all endpoints together
+    rps: float | None = engine(default("rps"))
+
+    def check_requests(self) -> None:
+        """Check the timeout and the rate (usage errors naming their flags)."""
+        check_fields(self, *_own(RequestFields))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFields(RequestFields):
     """How a job asks its model; the model spec also tells two jobs apart (stored redacted)."""
 
     llm: str = engine(default("llm"), identity=True, secret=True)
     concurrency: Concurrency = engine(default("concurrency"))
-    timeout_s: float = engine(default("timeout_s"))
     # the offline engine's wait per call (a slow model)
     offline_latency_s: float = engine(default("offline_latency_s"))
-    # model requests per second at most, all endpoints together
-    rps: float | None = engine(default("rps"))
     # a batch or step whose failed share passes this (and has >= 5 actions) stops the job;
     # not part of the job's identity
     max_failed_share: float = engine(default("max_failed_share"))
@@ -40,11 +56,7 @@ class ModelFields:
     def check_model(self) -> None:
         """Check these fields, each bad value a usage error naming its flag; normalises
         concurrency (a number or auto)."""
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
-        check_max_failed_share(self.max_failed_share)
-        check_optional_number(self.rps, "--rps", above=0)
-        check_number(self.timeout_s, "--timeout", above=0)
-        check_number(self.offline_latency_s, "--offline-latency", low=0)
+        check_fields(self, *_own(ModelFields))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,11 +72,17 @@ class ExecutorFields:
     # Ray actors asking the model; None: one per CPU
     ray_workers: int | None = engine(default("ray_workers"))
 
-    def check_executor(self) -> None:
+    def check_executor(self, *, cache_on_driver: bool = False) -> None:
         """Check the cache mode, the executor with its workers and, in a config with BatchFields,
-        that its batch options go with both (usage errors)."""
+        that its batch options go with both (usage errors).
+
+        Args:
+            cache_on_driver: the job keeps the cache on the driver, so Ray may use it
+                (executors.check_executor).
+        """
+        check_fields(self, *_own(ExecutorFields))
         check_cache_mode(self.cache)
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers)
+        check_executor(self.executor, cache=self.cache, cache_on_driver=cache_on_driver)
         check_batch = getattr(self, "check_batch", None)
         if check_batch is not None:
             check_batch(executor=self.executor, cache=self.cache)
@@ -83,7 +101,7 @@ class GenerationFields:
     def check_generation(self) -> None:
         """Check how the schema is asked for and the sampling settings (usage errors)."""
         check_setting(self.structured)
-        Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
+        check_fields(self, *_own(GenerationFields))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,11 +16,10 @@ from typing import Any, Generic, TypeVar
 
 from personahub.core.call_log import committed_requests
 from personahub.core.contracts import StructuredCaller
-from personahub.core.engine_options import default
+from personahub.core.engine_options import check_fields, default
 from personahub.core.errors import UsageError
 from personahub.core.kernel import Asker, JobContext, engine
 from personahub.core.provider_batch_records import load_handles, save_handle
-from personahub.core.validate import check_number
 from personahub.models.provider_batch_caller import BatchBook, BatchingCaller, check_fallback
 
 B = TypeVar("B")
@@ -49,7 +48,7 @@ class BatchFields:
     def check_batch(self, *, executor: str, cache: str) -> None:
         """Refuse batch settings that cannot work, in one line naming the option."""
         check_fallback(self.batch_fallback)
-        check_number(self.batch_poll_s, "--batch-poll", above=0)
+        check_fields(self, "batch_poll_s")
         if not _WINDOW.match(self.batch_window):
             raise UsageError(f"--batch-window {self.batch_window!r}: hours, e.g. 24h")
         if not (self.batch or self.batch_file):

@@ -23,11 +23,10 @@ from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
-from personahub.core.kernel import BatchOutcome, JobContext, check_cache_mode, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register, unfinished_twins
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_optional_number, check_seed
-from personahub.executors import check_executor
 from personahub.models.cache import check_replay_file
 from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings
 from personahub.personas.expand import ExpansionIncomplete
@@ -77,10 +76,7 @@ class RunConfig(EngineFields):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Path(self.db))
-        check_executor(self.executor, cache=self.cache, workers=self.ray_workers,
-                       cache_on_driver=True)
-        self.check_batch(executor=self.executor, cache=self.cache)
-        check_cache_mode(self.cache)
+        self.check_executor(cache_on_driver=True)  # the batch options too
         self.check_model()
         self.check_generation()
         check_optional_number(self.price_in, "--price-in", low=0)
@@ -409,6 +405,32 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
     return settings
 
 
+def unfinished_twins_note(db: str | Path, run_id: str) -> str | None:
+    """A line naming the unfinished runs with a new run's settings (one a kill left, say) and the
+    command that resumes the newest; None when there is none.
+
+    A new run of a scenario is a run of its own, so it is started all the same; the line says
+    what the user may have meant to go on with."""
+    con = connect(db, read_only=True)  # in this process: the running run's own database
+    try:
+        row = find_job(con, run_id)
+        if row is None:
+            return None
+        twins = [j for j in unfinished_twins(RUN, con, RUN.upgrade(dict(row.config)))
+                 if j != run_id]
+        left = find_job(con, twins[0]) if twins else None
+    finally:
+        con.close()
+    if left is None:
+        return None
+    why = left.status + (f": {left.error.splitlines()[0][:160]}" if left.error else "")
+    more = (f" ({len(twins) - 1} more: personahub runs --status {left.status} lists them)"
+            if len(twins) > 1 else "")
+    return (f"run {left.job_id} of this scenario with the same settings is unfinished ({why})"
+            f"{more}; this is a new run, {run_id}; resume that one with "
+            f"{RUN.resume_hint(left.job_id, Path(db))}")
+
+
 def _recorded_llm(db: str | Path, run_id: str) -> str:
     """The redacted model spec a run recorded; "offline" for an unknown job."""
     con = connect(db, read_only=True)
@@ -421,12 +443,21 @@ def _recorded_llm(db: str | Path, run_id: str) -> str:
 
 
 def _reloaded(ctx: JobContext[RunConfig]) -> RunConfig:
-    """A resumed run's config with its scenario reloaded from its verified file."""
+    """A resumed run's config with its scenario reloaded from its verified file, or the scenario
+    the caller gave when it is the run's (an experiment's arm: the file's scenario with the arm's
+    differences, which the file alone cannot rebuild)."""
     config = ctx.config
     recorded = store.run_record(ctx.con, ctx.job_id)
+    steps = recorded.steps_planned if recorded and recorded.steps_planned else config.steps
+    if config.scenario is not None:
+        given = runner.scenario_key(config.scenario)
+        if given != config.scenario_sha256:
+            raise PersonahubError(f"--resume {ctx.job_id}: the scenario given is not the run's "
+                                  f"(sha256 {given[:12]}, the run's "
+                                  f"{(config.scenario_sha256 or '?')[:12]}); start a new run")
+        return dataclasses.replace(config, steps=steps)
     path = runner.verified_scenario_file(ctx.job_id, config.scenario_file, config.scenario_sha256,
                                          recorded.scenario_path if recorded else None)
-    steps = recorded.steps_planned if recorded and recorded.steps_planned else config.steps
     return dataclasses.replace(config, scenario=load_scenario(path), steps=steps)
 
 

@@ -15,7 +15,7 @@ from personahub.core.jobs_store import find_job
 from personahub.core.kernel import Asker, JobContext, SpecBase
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.models.settings import LLMSettings
-from personahub.pipelines.labels import SHIPPED
+from personahub.pipelines.labels import SHIPPED, ShippedKind
 from personahub.pipelines.provider_batch_jobs import batch_line, batched_asker
 
 if TYPE_CHECKING:
@@ -31,33 +31,37 @@ S = TypeVar("S")
 
 
 class NamedFromRow:
-    """A spec whose kind, noun, unit and id prefix are its SHIPPED row's: the subclass names its
-    kind in its class line (kind="judge")."""
+    """A spec whose kind, noun, unit and id prefix are its row's: the subclass names its kind in
+    its class line (kind="judge"); a kind that is not shipped passes its row too (row=...)."""
 
     kind: ClassVar[str]
     noun: ClassVar[str]
     unit: ClassVar[str]
     id_prefix: ClassVar[str]
+    row: ClassVar[ShippedKind]
 
-    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+    def __init_subclass__(cls, kind: str | None = None, row: ShippedKind | None = None,
+                          **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if kind is not None:
-            row = SHIPPED[kind]
-            cls.kind, cls.noun, cls.unit, cls.id_prefix = kind, row.noun, row.unit, row.id_prefix
+            cls.row = SHIPPED[kind] if row is None else row
+            cls.kind, cls.noun, cls.unit, cls.id_prefix = (kind, cls.row.noun, cls.row.unit,
+                                                           cls.row.id_prefix)
 
 
 class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
-    """SpecBase with a shipped kind's defaults: its names from its SHIPPED row, model settings,
-    label and resume command."""
+    """SpecBase with a shipped kind's defaults: its names from its row, model settings, label
+    and resume command."""
 
     #: the command that resumes a stopped job (followed by --resume ID --db DB); None means
     #: personahub resume
     resume_command: ClassVar[str | None] = None
 
-    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
-        super().__init_subclass__(kind=kind, **kwargs)
+    def __init_subclass__(cls, kind: str | None = None, row: ShippedKind | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(kind=kind, row=row, **kwargs)
         if kind is not None:
-            cls.resume_command = SHIPPED[kind].resume_command
+            cls.resume_command = cls.row.resume_command
 
     def model_settings(self, config: C) -> Any | None:
         """The model the job asks, from its config's model fields."""
@@ -83,7 +87,7 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
 
     def label(self, config: Mapping[str, Any]) -> str:
         """A few words on what a job makes, from its stored config (shown by personahub jobs)."""
-        return SHIPPED[self.kind].label(config)
+        return self.row.label(config)
 
 
 class ItemsInView:

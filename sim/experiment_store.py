@@ -1,11 +1,13 @@
 """SQL of the experiment tables and the survey answers an experiment's outcomes read.
 
 An experiment's runs are ordinary runs; experiments links each (experiment, arm, replicate) to
-its finished run, and experiment_agents holds a within-world randomisation.
+its finished run, experiment_attempts to the run it last started, and experiment_agents holds a
+within-world randomisation.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import duckdb
@@ -32,6 +34,26 @@ def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
                                       "is_control": is_control, "settings": settings}])
 
 
+def record_attempt(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str, replicate: int,
+                   run_id: str, settings: str) -> None:
+    """Note the run an arm x replicate starts, in place of an earlier one (in the caller's
+    transaction: the one that records the run)."""
+    con.execute("DELETE FROM experiment_attempts WHERE experiment_id = ? AND arm = ? "
+                "AND replicate = ?", [experiment_id, arm, replicate])
+    insert_rows(con, "experiment_attempts", [
+        {"experiment_id": experiment_id, "arm": arm, "replicate": replicate, "run_id": run_id,
+         "settings": settings, "started_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
+
+
+def attempts(con: duckdb.DuckDBPyConnection,
+             experiment_id: str) -> list[tuple[str, int, str, str]]:
+    """The run each arm x replicate of an experiment last started: arm, replicate, run id and
+    settings."""
+    return [(str(a), int(r), str(i), str(s)) for a, r, i, s in con.execute(
+        "SELECT arm, replicate, run_id, settings FROM experiment_attempts WHERE experiment_id = ? "
+        "ORDER BY replicate, arm", [experiment_id]).fetchall()]
+
+
 def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replicate: int,
                       run_id: str, rows: Sequence[tuple[str, int, str]]) -> None:
     """Store a within-world replicate's randomisation, replacing an older one."""
@@ -54,9 +76,16 @@ def outcome_answers(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], surv
                     step: int) -> pd.DataFrame:
     """Each agent's answer to the survey at a step in these runs (failed answers absent)."""
     return con.execute(
-        "SELECT run_id, agent_id, answer_choice, answer_scale FROM survey_answers "
+        "SELECT run_id, agent_id, persona_id, answer_choice, answer_scale FROM survey_answers "
         "WHERE run_id IN (SELECT unnest(?)) AND survey_id = ? AND step = ? "
         "ORDER BY run_id, agent_id", [list(run_ids), survey_id, step]).df()
+
+
+def run_personas(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> pd.DataFrame:
+    """Each agent's persona in these runs: run_id, agent_id, persona_id."""
+    return con.execute(
+        "SELECT run_id, agent_id, persona_id FROM run_agents "
+        "WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, agent_id", [list(run_ids)]).df()
 
 
 def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], name: str,

@@ -663,6 +663,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if path.stat().st_size > MAX_TEXT_FILE_BYTES:
         raise ScenarioError(f"scenario file is larger than {MAX_TEXT_FILE_BYTES // MB} MB, not a "
                             f"scenario: {path}")
+    _refuse_nul(path)
     try:
         namespace = runpy.run_path(str(path), run_name=SCENARIO_MODULE)
     except ScenarioError as exc:  # a bad field: still a usage error once the file is named
@@ -679,6 +680,18 @@ def load_scenario(path: str | Path) -> Scenario:
     except ScenarioError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     return dataclasses.replace(scenario, base_dir=path.parent, source=path)
+
+
+def _refuse_nul(path: Path) -> None:
+    """Refuse a file holding a NUL byte, naming where (Python's own error gives no line)."""
+    data = path.read_bytes()
+    at = data.find(b"\0")
+    if at < 0:
+        return
+    line = data.count(b"\n", 0, at) + 1
+    column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    raise ScenarioError(f"{path}:{line}: not a Python file (a NUL byte at line {line}, column "
+                        f"{column})")
 
 
 def check_steps(scenario: Scenario) -> None:

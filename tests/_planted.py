@@ -79,3 +79,45 @@ def recall_precision(dup: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     recall = float((marked & planted).sum() / max(1, planted.sum()))
     precision = float(right.sum() / max(1, marked.sum()))
     return recall, precision
+
+
+# the words every item of a template shares, as templated math problems share their frame
+_TEMPLATES = (
+    "how many apples does the baker have left after selling some at the market each day",
+    "a train leaves the station at noon and travels at a steady speed for several hours",
+    "the garden has rows of plants and each row holds the same number of flowers in total",
+)
+
+
+def planted_items(seed: int, n: int = 200, originals: int = 25) -> tuple[list[str], list[int]]:
+    """Templated items (20 to 40 distinct words each) and planted copies of some of them.
+
+    A copy replaces one word of its original (or of an earlier copy), so its exact word-set
+    Jaccard with it is (w - 1) / (w + 1): 0.905 to 0.951 for 20 to 40 words, just above the
+    0.9 a 128-slot MinHash estimate often puts below it. Items of one template share its frame,
+    so unrelated items crowd the LSH buckets as the offline engine's problems do.
+
+    Returns:
+        The texts (copies after the originals, in a seeded order) and each text's source: -1
+        for an original, else the index of the text it was copied from.
+    """
+    rng = random.Random(seed)
+    vocab = _vocab(rng, 4000)
+    texts, source = [], []
+    for _ in range(n - originals):
+        frame = rng.choice(_TEMPLATES).split()
+        own = rng.sample(vocab, rng.randint(20, 40) - len(set(frame)))
+        texts.append(" ".join(frame + own))
+        source.append(-1)
+    for _ in range(originals):
+        src = rng.choice([i for i, s in enumerate(source) if s == -1]) if rng.random() < 0.7 \
+            or len(texts) == n - originals else rng.randrange(n - originals, len(texts))
+        words = texts[src].split()
+        unique = [i for i, w in enumerate(words) if words.count(w) == 1]
+        new = rng.choice(vocab)
+        while new in words:
+            new = rng.choice(vocab)
+        words[rng.choice(unique)] = new
+        texts.append(" ".join(words))
+        source.append(src)
+    return texts, source

@@ -1,4 +1,4 @@
-"""A shipped job kind is named in one place, ``pipelines/labels.py`` (issue 43, item 3): the
+"""A shipped job kind is named in one place, its row in ``pipelines/labels.py``: the
 registry registers exactly the kinds of that table from the modules it names, with the labels
 it names; no other module registers a kernel spec of the package or lists the shipped kinds;
 a kind's result handle is the ``Job`` subclass that names the kind, else ``Job``; each kind's
@@ -26,13 +26,6 @@ from personahub.core import kernel
 from personahub.pipelines.labels import SHIPPED, ShippedKind
 
 PACKAGE = Path(personahub.__file__).resolve().parent
-
-#: a stored config with every key some label reads, so each label says something its own
-CONFIG = {"scenario": {"name": "town"}, "task": "npc", "n": 3, "hops": 2, "fanout": 4,
-          "corpus": "c.txt", "embedder": "hash", "job": "j1", "sample": 5, "run_id": "r1",
-          "question": "Why?", "survey": "/x/w.csv", "population": "p", "marginals": "/x/m.csv",
-          "solvers": ["offline", "offline?seed=2"], "models": ["offline"]}
-
 
 def _modules() -> dict[str, ast.Module]:
     """Every module of the package (the linked root folders too), by its dotted name."""
@@ -74,12 +67,14 @@ def test_the_registry_registers_exactly_the_table() -> None:
 
 
 def test_each_spec_labels_as_the_table_says() -> None:
-    said = {kind: shipped.label(CONFIG) for kind, shipped in SHIPPED.items()}
-    assert len(set(said.values())) == len(said), said  # a swapped label would show
-    for kind, words in said.items():
+    """Each spec labels every row's sample as the table does (a swapped label would show)."""
+    for kind in SHIPPED:
         spec = runtime.registered_spec(kind)
         assert spec is not None
-        assert spec.label(CONFIG) == words, kind
+        for shipped in SHIPPED.values():
+            assert spec.label(shipped.sample) == SHIPPED[kind].label(shipped.sample), kind
+    said = {kind: shipped.label(shipped.sample) for kind, shipped in SHIPPED.items()}
+    assert len(set(said.values())) == len(said), said
 
 
 def test_only_the_table_s_modules_register_a_spec() -> None:
@@ -154,7 +149,7 @@ def missing_exports(table: Mapping[str, ShippedKind], package: Any) -> list[str]
 
 
 def _row(kind: str, **changes: Any) -> dict[str, ShippedKind]:
-    return {f"{kind}_copy": SHIPPED[kind]._replace(**changes)}
+    return {f"{kind}_copy": SHIPPED[kind].replace(**changes)}
 
 
 def test_each_kind_s_command_is_registered_at_the_table_s_path() -> None:
@@ -236,3 +231,35 @@ def test_each_spec_takes_its_names_from_its_row() -> None:
         assert hint.startswith(expected), (kind, hint)
     assert SHIPPED["expansion"].resume_command == "personahub personas expand"
     assert SHIPPED["judge"].resume_command is None
+
+
+DATABASE_PAGE = PACKAGE.parent / "docs" / "database.md"
+KINDS_BEGIN = "<!-- kinds: generated from pipelines/labels.py SHIPPED -->\n"
+KINDS_END = "<!-- end of kinds -->\n"
+
+
+def kinds_table(table: Mapping[str, ShippedKind]) -> str:
+    """The database page's table of kinds: each kind's command and tables, from its row."""
+    lines = ["| kind | command | its tables (first: the one holding a job's rows under its id) |",
+             "|---|---|---|"]
+    lines += [f"| `{kind}` | `personahub {' '.join(row.command_path)}` | "
+              f"{', '.join(f'`{t}`' for t in row.tables)} |" for kind, row in table.items()]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def documented_kinds(page: str) -> str:
+    """The page's table of kinds, between its markers."""
+    return page[page.index(KINDS_BEGIN) + len(KINDS_BEGIN):page.index(KINDS_END)]
+
+
+def test_the_database_page_lists_each_kind_with_its_tables() -> None:
+    assert documented_kinds(DATABASE_PAGE.read_text(encoding="utf-8")) == kinds_table(SHIPPED), (
+        "docs/database.md's table of kinds differs from the rows: run "
+        "python tests/test_shipped_kinds.py and review the diff")
+
+
+if __name__ == "__main__":  # rewrite the database page's table of kinds (review the diff)
+    page = DATABASE_PAGE.read_text(encoding="utf-8")
+    DATABASE_PAGE.write_text(page.replace(KINDS_BEGIN + documented_kinds(page),
+                                          KINDS_BEGIN + kinds_table(SHIPPED)), encoding="utf-8")
+    print(DATABASE_PAGE)

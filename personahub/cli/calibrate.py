@@ -27,6 +27,8 @@ from personahub.core.errors import UsageError
 from personahub.core.plan_limits import MAX_GROUP_N
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
+from personahub.pipelines.elicit import described as elicit_methods
+from personahub.pipelines.elicit.sample import SAMPLE
 
 
 @one_line_errors
@@ -54,14 +56,8 @@ def calibrate(
                            "attributes (its demographics only) or attributes+persona; repeat "
                            "to compare them in one calibration.")] = None,
     elicit: Annotated[list[str] | None, typer.Option(
-        "--elicit", help="How answers are elicited, each scored as a row of its own: sample "
-                         "(each persona answers once; default), distribution (the model states "
-                         "each group's answer shares: one call per question x group), "
-                         "distribution:panel (as distribution, shown some of the group's "
-                         "persona texts), logprobs (the option letters' token probabilities, one call per "
-                         "question x group; temperature fitted on held-out questions), "
-                         "few-shot:K (as distribution, shown the group's answers to K other "
-                         "questions, held out of its score); repeat to compare.")] = None,
+        "--elicit", help="How answers are elicited, each scored as a row of its own: "
+                         f"{elicit_methods()}; repeat to compare.")] = None,
     dispersion: Annotated[str, typer.Option(
         "--dispersion", help="Dispersion control: temper also scores each sample steering's "
                              "panels tempered towards people's spread (a temperature fitted "
@@ -119,7 +115,7 @@ def calibrate(
         config = CalibrateConfig(
             survey=survey, population=population, carve=tuple(carve or ()), n=n,
             no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
-            elicit=tuple(elicit or ("sample",)), dispersion=dispersion,
+            elicit=tuple(elicit or (SAMPLE,)), dispersion=dispersion,
             archetypes=tuple(archetypes or ()),
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,

@@ -21,8 +21,10 @@ from personahub.core.engine_options import (
     EXECUTOR_PANEL,
     MODEL_PANEL,
     SAMPLING,
+    EngineOption,
     default,
 )
+from personahub.core.errors import UsageError
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
     from personahub.models.adaptive_limit import Concurrency as _ConcurrencyValue
@@ -40,42 +42,56 @@ StructuredSetting = Literal["auto", "json_schema", "json_object", "tools", "prom
 ExecutorName = Literal["local", "ray"]  # personahub/executors
 
 
+@dataclass(frozen=True)
+class OptionCheck:
+    """An engine option's own check as typer runs it: a value refused is a usage error (exit 2) naming
+    the flag, in the words the API's refusal uses.
+
+    --help reads the bounds from here (cli.helpfmt), so it shows what the check accepts.
+    """
+
+    option: EngineOption
+
+    @property
+    def low(self) -> float | None:
+        return self.option.low
+
+    @property
+    def high(self) -> float | None:
+        return self.option.high
+
+    @property
+    def above(self) -> float | None:
+        return self.option.above
+
+    def value(self, value: Any) -> Any:
+        """Return the value the option's check gives, or raise typer's usage error.
+
+        None (a flag not given where a command means the job's) passes."""
+        if value is None:
+            return None
+        try:
+            return self.option.check(value)
+        except UsageError as exc:
+            raise typer.BadParameter(str(exc).removeprefix(f"{self.option.flag} ")) from None
+
+
 def engine_option(field: str, **more: Any) -> Any:
-    """The typer option for one engine config field, as core.engine_options declares it.
+    """Build the typer option for one engine config field, as core.engine_options declares it.
 
-    `more` passes typer a parser or callback. Every command shares this one object, so no
-    command can declare the option differently."""
+    A checked option's values go through its check (OptionCheck): as typer's parser where the
+    option parses text (--concurrency), else as its callback. `more` passes typer anything
+    else. Every command shares this one object, so no command can declare the option
+    differently."""
     option = ENGINE_OPTIONS[field]
-    bounds: dict[str, Any] = {k: v for k, v in (("min", option.low), ("max", option.high))
-                              if v is not None}
+    if option.checked:
+        check = OptionCheck(option).value
+        more = {("parser" if option.parse is not None else "callback"): check, **more}
     return typer.Option(option.flag, help=option.help, rich_help_panel=option.panel,
-                        envvar=option.envvar, metavar=option.metavar, **bounds, **more)
+                        envvar=option.envvar, metavar=option.metavar, **more)
 
 
-# The offline engine ignores --concurrency on purpose: it answers in this process, with no server
-# or connection pool to protect, so a limit would only queue calls; with --offline-latency it
-# stands for a model whose every call waits that long at once (timed tests rely on that).
-def parse_concurrency(value: Any) -> Any:
-    """--concurrency: a number >= 1, or auto (a usage error else)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
-        return "auto"
-    if not text.isdigit() or int(text) < 1:
-        raise typer.BadParameter(f"{value!r} is not a number >= 1 nor 'auto'")
-    return int(text)
-
-
-def _failed_share(value: float | None) -> float | None:
-    """--max-failed-share in (0, 1], else a usage error (exit 2) naming the flag."""
-    if value is not None and not 0 < value <= 1:
-        raise typer.BadParameter(f"must be > 0 and <= 1, got {value:g}")
-    return value
-
-
-# What typer parses each engine option's value into (typer reads these types at run time), and
-# the parser or callback of those that need one.
+# What typer parses each engine option's value into (typer reads these types at run time).
 _VALUE_TYPES: dict[str, Any] = {
     "llm": str | None, "concurrency": _ConcurrencyValue, "timeout_s": float,
     "offline_latency_s": float, "cache": CacheMode, "rps": float | None,
@@ -86,16 +102,11 @@ _VALUE_TYPES: dict[str, Any] = {
     "batch_poll_s": float}
 
 
-_PARSING: dict[str, dict[str, Any]] = {"concurrency": {"parser": parse_concurrency},
-                                       "max_failed_share": {"callback": _failed_share}}
-
-
 #: each engine option's command parameter type, Annotated[type, typer.Option(...)], by
 #: config field: built once, and every command taking the option gets this very object
 #: (through engine_options)
 ENGINE_PARAMS: Mapping[str, Any] = MappingProxyType({
-    field: Annotated[_VALUE_TYPES[field], engine_option(field, **_PARSING.get(field, {}))]
-    for field in ENGINE_OPTIONS})
+    field: Annotated[_VALUE_TYPES[field], engine_option(field)] for field in ENGINE_OPTIONS})
 
 
 DEFAULT_ONLINE_SIZE = 64  # items per transaction online

@@ -1,11 +1,11 @@
-"""CLI command personahub evaluate (registered by personahub/cli/app.py): hold out a
-seeded test split of a synthesis job's items, have several solvers answer it, keep the items
-enough of them agree on, and score models on those (pipelines/evaluate.py, issue 46)."""
+"""CLI command personahub evaluate (registered by personahub/cli/app.py): hold out a seeded test
+split of a synthesis job's items or an outside item file's, verify the test items by their
+reference answers or by solver agreement, and score models on them (pipelines/evaluate.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,7 +22,19 @@ from personahub.core.validate import MAX_SEED
 @engine_options("concurrency", "timeout_s", "executor", "batch", without=("batch_file",))
 def evaluate(
     job: Annotated[str | None, typer.Option(
-        help="The synthesis job whose items are evaluated.")] = None,
+        help="The synthesis job whose items are evaluated (or --items).")] = None,
+    items: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="An outside item set instead of a job: a JSONL, CSV or Parquet "
+             "file, or a Hugging Face datasets folder (the [hf] extra), of questions and, where "
+             "it has them, reference answers. Items with a reference are scored against it; "
+             "without --test-n or --test-share every item is a test item.")] = None,
+    question_column: Annotated[str | None, typer.Option(
+        metavar="NAME", help="The --items column holding the question (default: the first of "
+             "text, question, problem, prompt, input, content).")] = None,
+    answer_column: Annotated[str | None, typer.Option(
+        metavar="NAME", help="The --items column holding the reference answer, GSM8K's '#### "
+             "72' read as 72 (default: answer, if the file has it; '-' for none: every item is "
+             "then verified by solver agreement).")] = None,
     solver: Annotated[list[str] | None, typer.Option(
         metavar="SPEC", help="A solver: any --llm spec; offline?seed=N is the offline engine with seed N; "
              "SPEC#answer or SPEC#cot gives it its own prompting (else --mode). Repeatable.")
@@ -48,12 +60,17 @@ def evaluate(
         help="Prompting of a solver or model without its own #mode: cot (reasoning, then the "
              "answer) or answer (the answer only).")] = "cot",
     against: Annotated[list[Path] | None, typer.Option(
-        help="A benchmark file (JSONL, Parquet or CSV with a text column): overlapping items "
-             "are left out of both splits. Repeatable.")] = None,
+        help="A benchmark file (JSONL, Parquet or CSV with a text column, or a datasets "
+             "folder): overlapping items are left out of both splits. Known by its contents: an "
+             "edited file is checked again. Repeatable.")] = None,
     ngram: Annotated[int, typer.Option(min=1, help="Words per n-gram for --against.")] = 13,
     keep_contaminated: Annotated[bool, typer.Option(
         help="Keep the items --against flags in the splits (their matches are still stored).")
     ] = False,
+    family_threshold: Annotated[float, typer.Option(
+        min=0.0, max=1.0, metavar="X",
+        help="Items whose word sets have an exact Jaccard of at least X are one near-duplicate "
+             "family, kept on one side of the split.")] = 0.9,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed of the split.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
     batch_size: Annotated[int, typer.Option(
@@ -65,37 +82,47 @@ def evaluate(
     *,
     engine: Engine,
 ) -> None:
-    """Split a synthesis job's items, verify the test items by solver agreement and score models
-    on them with a 95% Wilson interval. Running it again reuses the stored split and answers.
+    """Split a synthesis job's items or an outside file's (--items), verify the test items by
+    their reference answers or by solver agreement, and score models on them with a 95% Wilson
+    interval. Running it again reuses the stored split and answers.
 
     --executor ray runs every solver's, model's and judge's calls on one Ray actor pool; --batch
     sends them as provider batches, each spec's to its own server (see docs/batch.md)."""
     from personahub.api import run_evaluation_config
-    from personahub.core.errors import UsageError
-    from personahub.pipelines.evaluate import (
-        EvalConfig,
-        EvalSummary,
-        summary_lines,
+    from personahub.cli.job_running import (
+        JobHooks,
+        awaiting_results,
+        batch_progress,
+        unreachable,
     )
+    from personahub.core.errors import UsageError
+    from personahub.pipelines.evaluate import EvalConfig, EvalSummary, summary_lines
 
     settings = {**engine.settings(), **engine.batching(batch_size)}
-    summary: EvalSummary
+    config: EvalConfig | dict[str, Any]
     if resume is not None:  # only how it runs is this command's: the rest is the job's
-        given = {"db": str(db), **settings,
-                 **({"solvers": tuple(solver)} if solver else {}),
-                 **({"models": tuple(model)} if model else {}),
-                 **({"equivalence_judge": equivalence_judge} if equivalence_judge else {})}
-        summary = run_evaluation_config(given, db=db, resume=resume)
+        config = {"db": str(db), **settings,
+                  **({"solvers": tuple(solver)} if solver else {}),
+                  **({"models": tuple(model)} if model else {}),
+                  **({"equivalence_judge": equivalence_judge} if equivalence_judge else {})}
     else:
-        if job is None or not solver:
-            raise UsageError("evaluate: give --job and at least one --solver (or --resume ID)")
-        config = EvalConfig(job=job, solvers=tuple(solver), models=tuple(model or ()),
+        if (job is None and items is None) or not (solver or (items and model)):
+            raise UsageError("evaluate: give --job and at least one --solver, or --items and a "
+                             "--solver or --model (or --resume ID)")
+        config = EvalConfig(job=job, items=None if items is None else str(items),
+                            question_column=question_column, answer_column=answer_column,
+                            solvers=tuple(solver or ()), models=tuple(model or ()),
                             equivalence_judge=equivalence_judge,
                             test_share=test_share, test_n=test_n, seed=seed, agree=agree,
                             samples=samples, mode=mode,  # type: ignore[arg-type]  # checked by EvalConfig
                             against=tuple(str(p) for p in against or ()), ngram=ngram,
-                            keep_contaminated=keep_contaminated, db=str(db),
-                            **settings)
-        summary = run_evaluation_config(config)
+                            keep_contaminated=keep_contaminated,
+                            family_threshold=family_threshold, db=str(db), **settings)
+    hooks = JobHooks("evaluation", db)
+    with hooks.progress() as bar, awaiting_results():
+        handle = bar.add_task("evaluating", total=None)
+        summary: EvalSummary = run_evaluation_config(
+            config, db=db, resume=resume, on_ready=hooks.on_ready, on_start=hooks.on_start,
+            warn=unreachable, progress=batch_progress(bar, handle, "evaluating"))
     for line in summary_lines(summary):
         out.print(line, highlight=False, soft_wrap=True)

@@ -2,13 +2,15 @@
 
 Each arm x replicate is a run in --db; running the command again goes on with the runs not
 finished (personahub/experiments.py). The table has, per outcome and treatment, the effect
-against the control with its bootstrap interval, the test, Holm's corrected p and the effect
-size; a plain verdict line per outcome follows.
+against the control with the interval of its test, the test's p and Holm's corrected p, the
+effect size and the units the test counted (personas paired across arms, replicates as
+worlds); a plain verdict line per outcome follows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 from pathlib import Path
@@ -35,7 +37,11 @@ def experiment(
         help="A scenario file defining SCENARIO and EXPERIMENT.")],
     db: DbOption = Path(DEFAULT_DB),
     replicates: Annotated[int | None, typer.Option(
-        "--replicates", min=1, max=MAX_REPLICATES, help="Runs per arm (default: the experiment's).")] = None,
+        "--replicates", min=1, max=MAX_REPLICATES,
+        help="Runs per arm (default: the experiment's). A test needs 3, and 5 are "
+             "recommended: the same personas answer in every replicate, so replicates add "
+             "worlds, not people; the tests count each persona once and each replicate as a "
+             "cluster.")] = None,
     experiment_id: Annotated[str | None, typer.Option(
         "--id", help="The experiment's id (default: the experiment's, else the scenario's name); "
                      "the same id goes on with its unfinished runs.")] = None,
@@ -206,19 +212,21 @@ def _print(result: Any, db: Path, compare: str | None, offline: bool | None = No
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
         f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "
         f"{runs.run_id.nunique() - len(result.ran)} finished before, in {db}")
-    table = Table("outcome", "treatment", "control", "effect", "95% CI", "test", "p", "Holm p",
-                  "effect size (h/d)", "n (t/c)")
+    table = Table("outcome", "treatment", "effect", "95% CI", "t (df)", "p", "Holm p",
+                  "size (h/d)", "units")
     for row in result.effects.to_dict("records"):
         unit = {"percentage points": "pp", "scale points": "pts"}.get(row["unit"], "units")
-        table.add_row(row["outcome"], row["treatment"], row["control"],
-                      f"{row['effect']:+.1f} {unit}",
-                      f"{row['ci_low']:+.1f} to {row['ci_high']:+.1f}", row["test"],
-                      f"{row['p_value']:.3g}", f"{row['p_holm']:.3g}",
+        tested = not math.isnan(row["p_value"])
+        table.add_row(row["outcome"], row["treatment"], f"{row['effect']:+.1f} {unit}",
+                      f"{row['ci_low']:+.1f} to {row['ci_high']:+.1f}" if tested else "-",
+                      f"{row['statistic']:+.2f} ({row['df']:.0f})" if tested else "no test",
+                      f"{row['p_value']:.3g}" if tested else "-",
+                      f"{row['p_holm']:.3g}" if tested else "-",
                       f"{row['effect_size']:+.2f} {row['effect_size_kind'][-1]}",
-                      f"{row['n_treatment']}/{row['n_control']}")
+                      _units(row))
     print_whole(table)  # piped: as wide as its rows, never cut
-    for unit in result.effects["resampled"].unique():
-        say(f"intervals: {unit} resampled", to=out)
+    for how in result.effects["inference"].unique():
+        say(f"tests and intervals: {how}", to=out)
     if offline:
         say(("note:", "yellow"), " the offline engine answered every run (not a language model): "
             "these effects check the experiment's wiring and say nothing about people", to=out)
@@ -227,6 +235,13 @@ def _print(result: Any, db: Path, compare: str | None, offline: bool | None = No
     if compare is not None:
         for line in _agreement_lines(result.agreement, compare, result.experiment_id):
             say(line, to=out)
+
+
+def _units(row: dict[str, Any]) -> str:
+    """Say the units a test counted, e.g. "30 p x 5 r" (personas by replicates)."""
+    if not row["personas"]:
+        return f"{row['replicates']} r"
+    return f"{row['personas']} p x {row['replicates']} r"
 
 
 def _agreement_lines(table: pd.DataFrame, base_id: str, own_id: str) -> list[str]:

@@ -182,16 +182,35 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _checked_by(param: Any) -> Any:
+    """The object whose method is the parameter's callback or parser as declared, or None.
+
+    An option whose check declares its bounds (the engine options' cli.engine.OptionCheck,
+    with low, high and above) has them shown from there, as typer is given no min or max."""
+    info = getattr(getattr(param, "type_descriptor", None), "parameter_info", None)
+    for hook in (getattr(info, "callback", None), getattr(info, "parser", None)):
+        owner = getattr(hook, "__self__", None)
+        if owner is not None and hasattr(owner, "above"):
+            return owner
+    return None
+
+
 def bounds(param: Any) -> str:
-    """A number option's range, as x>=1 or 0<=x<=2 (type-sized bounds left out)."""
-    low: float | None = getattr(param, "min", None)
-    high: float | None = getattr(param, "max", None)
+    """Describe a number option's range as x>=1, 0<=x<=2 or 0<x<=1 (type-sized bounds left out)."""
+    checked = _checked_by(param)
+    if checked is not None:
+        low, high, above = checked.low, checked.high, checked.above
+    else:
+        low, high, above = getattr(param, "min", None), getattr(param, "max", None), None
     if high is not None and abs(high) >= UNBOUNDED:
         high = None
-    if low is not None and high is not None:
-        return f"{_number(low)}<=x<={_number(high)}"
-    if low is not None:
-        return f"x>={_number(low)}"
+    # the lower bound, how it reads before x and after it
+    start = ((low, "<=", ">=") if low is not None
+             else (above, "<", ">") if above is not None else None)
+    if start is not None and high is not None:
+        return f"{_number(start[0])}{start[1]}x<={_number(high)}"
+    if start is not None:
+        return f"x{start[2]}{_number(start[0])}"
     if high is not None:
         return f"x<={_number(high)}"
     return ""

@@ -164,7 +164,7 @@ def personas_expand(
     if resume is not None:
         _refuse_fixed(ctx, "expansion", resume, EXPANSION_FIXED)
     check_cache_mode(engine.cache)
-    check_executor(engine.executor, cache=engine.cache, workers=engine.ray_workers)
+    check_executor(engine.executor, cache=engine.cache)
     _check_language(language)
     embedder = None if link_embedder.lower() == "none" else link_embedder
     link_embedder_of(embedder)  # a bad spec fails before the database is touched

@@ -94,6 +94,7 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
     from personahub.cli.progress import LateCounts
+    from personahub.pipelines.run import unfinished_twins_note
 
     config: Any
     batching = _batching(engine)
@@ -134,6 +135,9 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
             note_job("run", run_id, db)
         else:
             started("run", run_id, db)
+            left = unfinished_twins_note(db, run_id)
+            if left is not None:
+                say(("note:", "yellow"), f" {left}")
         if watcher is not None:
             watcher.start(run_id)
 

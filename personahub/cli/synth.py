@@ -148,16 +148,18 @@ def synthesize(
 
 
 def _export(db: Path, path: Path, fmt: str, **kwargs: Any) -> int:
-    from personahub.analysis.export import export
+    from personahub.analysis.export import export_accounted
     from personahub.core.store import connect
 
     con = connect(db, read_only=True)
     try:
-        written = export(con, path, fmt, **kwargs)
+        held = export_accounted(con, path, fmt, **kwargs)
     finally:
         con.close()
-    out.print(f"wrote {written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
-    return written
+    out.print(f"wrote {held.written} records ({fmt}) to {path}", highlight=False, soft_wrap=True)
+    for line in held.lines():  # what was left out or kept, and why
+        out.print(f"  {line}", highlight=False, soft_wrap=True)
+    return held.written
 
 
 def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bool) -> None:
@@ -175,7 +177,7 @@ def _export_source(db: Path, path: Path, source: str, fmt: str, *, overwrite: bo
 def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
                **which: Any) -> None:
     """--format hf: the Hub's layout, data/*.parquet and a card (analysis.export_hf)."""
-    from personahub.analysis.export_hf import HF_FILES, export_hf
+    from personahub.analysis.export_hf import HF_FILES, export_hf_accounted
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import export_selection
 
@@ -188,12 +190,15 @@ def _export_hf(db: Path, out_dir: Path, *, force: bool, source_file: str | None,
     try:
         which |= export_selection(con, job=which["job"], evaluation=evaluation, split=split,
                                   hf=True)
-        written = export_hf(con, out_dir, overwrite=force, **which)
+        held = export_hf_accounted(con, out_dir, overwrite=force, **which)
     finally:
         con.close()
-    out.print(f"wrote {written} records (hf dataset: {out_dir}/data/*.parquet and README.md card) "
-              f"to {out_dir}; load it with datasets.load_dataset({str(out_dir)!r})",
-              highlight=False, soft_wrap=True)
+    sides = ", ".join(f"{side} {n}" for side, n in held.sides)
+    out.print(f"wrote {held.written} records{f' ({sides})' if sides else ''} (hf dataset: "
+              f"{out_dir}/data/*.parquet and README.md card) to {out_dir}; load it with "
+              f"datasets.load_dataset({str(out_dir)!r})", highlight=False, soft_wrap=True)
+    for line in held.lines():  # what was left out or kept, and why: the card says it too
+        out.print(f"  {line}", highlight=False, soft_wrap=True)
 
 
 @one_line_errors
@@ -217,7 +222,7 @@ def export_cmd(
              "evaluation); contaminated items are in neither unless the evaluation kept "
              "them.")] = None,
     evaluation: Annotated[str | None, typer.Option(
-        metavar="ID", help="The evaluation (job id or eval-... split id) whose split --split "
+        metavar="ID", help="The evaluation (its evaluation-... id) whose split --split "
              "and --format hf use (default: the job's latest).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
@@ -248,7 +253,7 @@ def export_cmd(
     if split is not None or evaluation is not None:
         selected = _split_selection(db, job, evaluation, split)
     _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
-            overwrite=force, only=selected.get("only"))
+            overwrite=force, only=selected.get("only"), split=selected.get("split"))
 
 
 def _evaluation_job(db: Path, evaluation: str) -> str:
@@ -298,7 +303,7 @@ def report(
         help="Experiment id: each outcome per arm over the steps and the effect forest plot, "
              "with intervals, instead of a run.")] = None,
     evaluation: Annotated[str | None, typer.Option(
-        metavar="ID", help="Evaluation job id (or eval-... split id): its quality at a glance "
+        metavar="ID", help="Evaluation id (evaluation-...): its quality at a glance "
              "and each model's score per task with Wilson intervals (index.html, index.md), "
              "instead of a run.")] = None,
     compare: Annotated[str | None, typer.Option(
@@ -328,7 +333,7 @@ def report(
                             given=run or job or experiment or evaluation)
         return
     if experiment is not None:
-        _experiment_report(out_dir, experiment, db, force, seed, given=run or job or evaluation,
+        _experiment_report(out_dir, experiment, db, force, given=run or job or evaluation,
                            compare=compare)
         return
     if evaluation is not None:
@@ -391,12 +396,12 @@ def _archetype_price(con: duckdb.DuckDBPyConnection, job_id: str) -> Any:
                        calibration_store.answers_by_steering(con, job_id))
 
 
-def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool, seed: int,
+def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool,
                        given: str | None, compare: str | None = None) -> None:
     from personahub.analysis.experiment_report import EXPERIMENT_FILES, write_experiment_report
 
     _folder_report("--experiment", out_dir, db, force, given, "--run or --job", EXPERIMENT_FILES,
-                   lambda con: write_experiment_report(con, out_dir, experiment_id, seed=seed,
+                   lambda con: write_experiment_report(con, out_dir, experiment_id,
                                                        overwrite=force, compare=compare))
 
 

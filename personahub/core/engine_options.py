@@ -1,26 +1,57 @@
 """The engine options, declared once: how a job asks its model, where its calls run and how they are sent.
 
-Configs, the CLI and the API all take them from here. Plain data: no typer, no model client.
+Configs, the CLI and the API all take them from here, checks included: each option's `check` is
+the one test of a value given for it, run by the typer callback and by every config that has
+the field, so the command line and the API refuse and accept the same values. Plain data: no
+typer, no model client.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from personahub.core.errors import UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
-from personahub.core.validate import MAX_TOKENS
+from personahub.core.validate import MAX_TOKENS, check_int, check_number
 
 MODEL_PANEL = "Model options"
 EXECUTOR_PANEL = "Executor options"
 BATCH_PANEL = "Batch"
+AUTO = "auto"  # --concurrency auto: the limit follows the server (models/adaptive_limit.py)
+
+
+# The offline engine ignores --concurrency on purpose: it answers in this process, with no server
+# or connection pool to protect, so a limit would only queue calls; with --offline-latency it
+# stands for a model whose every call waits that long at once (timed tests rely on that).
+def check_concurrency(value: object, setting: str = "--concurrency") -> int | str:
+    """Return a concurrency given as a whole number >= 1 or 'auto' (any case, as text too).
+
+    Raises:
+        UsageError: anything else, in one line naming the setting.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if text.isdigit():
+            value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{setting} must be a whole number >= 1 or '{AUTO}', got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
 class EngineOption:
     """One engine option: config field, CLI flag, defaults, help text, panel and bounds. The CLI default is
     None where a command means the job's.
+
+    The bounds are inclusive (`low`, `high`) or exclusive below (`above`); `integer` options take
+    whole numbers, and `parse` turns a value given as text into the one a config keeps
+    (--concurrency). `check` applies them.
     """
 
     field: str
@@ -31,8 +62,15 @@ class EngineOption:
     cli_default: Any = ...  # ...: the same as default
     low: float | None = None
     high: float | None = None
+    above: float | None = None
+    integer: bool = False
+    parse: Callable[[object, str], Any] | None = None
     envvar: str | None = None
     metavar: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.above is not None and self.low is not None:
+            raise ValueError(f"{self.flag}: give low or above, not both")
 
     @property
     def param(self) -> str:
@@ -43,6 +81,39 @@ class EngineOption:
     def command_default(self) -> Any:
         return self.default if self.cli_default is ... else self.cli_default
 
+    @property
+    def checked(self) -> bool:
+        """Whether `check` tests a value at all (bounds or a parser); other options are names or
+        choices their own modules check."""
+        return self.parse is not None or self.integer or any(
+            bound is not None for bound in (self.low, self.high, self.above))
+
+    def check(self, value: object) -> Any:
+        """Return a value given for this option as a config keeps it, or refuse it.
+
+        None passes where the option's default is None (the server's or the kind's own).
+
+        Args:
+            value: what a command line or an API caller gave.
+
+        Returns:
+            The value (--concurrency's parsed), numbers as given.
+
+        Raises:
+            UsageError: a value out of bounds, not finite or of the wrong type, in one line
+                that starts with the flag.
+        """
+        if value is None and self.default is None:
+            return None
+        if self.parse is not None:
+            return self.parse(value, self.flag)
+        if self.integer:
+            check_int(value, self.flag, low=None if self.low is None else int(self.low),
+                      high=None if self.high is None else int(self.high))
+        elif self.checked:
+            check_number(value, self.flag, low=self.low, high=self.high, above=self.above)
+        return value
+
 
 # in --help order within their panel
 _OPTIONS = (
@@ -52,7 +123,7 @@ _OPTIONS = (
              "(http://host:port/v1?model=NAME), or several URLs comma-separated. "
              "Env: PERSONAHUB_LLM."),
     EngineOption(
-        "concurrency", "--concurrency", 16, metavar="N|auto",
+        "concurrency", "--concurrency", 16, metavar="N|auto", parse=check_concurrency,
         help="Model calls in flight at most, per HTTP endpoint set, or 'auto': start at 2, grow "
              "while the server keeps up, halve on 429/503, timeouts or queueing (at most 64). "
              "The offline engine answers in process and ignores it."),
@@ -78,16 +149,17 @@ _OPTIONS = (
         help="How the JSON schema is asked for: auto (learn per endpoint from the first "
              "refusal), json_schema, json_object, tools or prompt."),
     EngineOption(
-        "max_tokens", "--max-tokens", None, low=1, high=MAX_TOKENS,
+        "max_tokens", "--max-tokens", None, low=1, high=MAX_TOKENS, integer=True,
         help="Output tokens per model call at most (default: per output kind, 160-700)."),
     EngineOption(
         "temperature", "--temperature", None, low=0, high=2,
         help="Sampling temperature (default: the server's)."),
     EngineOption(
-        "top_p", "--top-p", None, low=0, high=1,
+        "top_p", "--top-p", None, above=0, high=1,
         help="Nucleus sampling top_p (default: the server's)."),
     EngineOption(
         "max_failed_share", "--max-failed-share", DEFAULT_MAX_FAILED_SHARE, cli_default=None,
+        above=0, high=1,
         help="Stop when more than this share of a step's (or batch's) actions fail for the "
              "model's answers (invalid JSON, cut off at max_tokens, rejected by a check) after "
              "their one fresh sample; steps of fewer than 5 actions never stop for that. "
@@ -102,7 +174,7 @@ _OPTIONS = (
         help="Ray cluster to use with --executor ray (default: a local Ray started for the "
              "job)."),
     EngineOption(
-        "ray_workers", "--ray-workers", None, panel=EXECUTOR_PANEL, low=1,
+        "ray_workers", "--ray-workers", None, panel=EXECUTOR_PANEL, low=1, integer=True,
         help="Ray workers asking the model, each with its own --concurrency and --rps "
              "(default: one per CPU of the cluster)."),
     EngineOption(
@@ -148,3 +220,22 @@ def default(field: str) -> Any:
 def defaults(*fields: str) -> dict[str, Any]:
     """The config defaults of some engine options, by name."""
     return {field: ENGINE_OPTIONS[field].default for field in fields}
+
+
+def check_fields(config: object, *fields: str) -> None:
+    """Check a config's engine fields with their options' checks, keeping what a parser made.
+
+    Args:
+        config: a (frozen) dataclass with engine fields.
+        fields: the fields to check; none: every field of the config the table declares.
+
+    Raises:
+        UsageError: the first value refused, in one line naming its flag.
+    """
+    names = fields or tuple(f.name for f in dataclasses.fields(config)  # type: ignore[arg-type]
+                            if f.name in ENGINE_OPTIONS)
+    for name in names:
+        option = ENGINE_OPTIONS[name]
+        value = option.check(getattr(config, name))
+        if option.parse is not None:
+            object.__setattr__(config, name, value)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from personahub.core.errors import ResumableStop, UsageError
+from personahub.core.errors import ResumableStop
 
 if TYPE_CHECKING:
     from personahub.core.contracts import CallRecord
@@ -34,13 +34,6 @@ class ModelRejected(ResumableStop):
 def endpoint_error(error: str | None) -> bool:
     """Whether a failed action's error is the endpoint's (not the model's answer)."""
     return bool(error) and _ENDPOINT_ERROR.search(str(error)) is not None
-
-
-def check_max_failed_share(value: float) -> float:
-    """The allowed failed share (in (0, 1]) or a usage error naming the flag."""
-    if not 0 < value <= 1:
-        raise UsageError(f"--max-failed-share must be > 0 and <= 1, got {value}")
-    return float(value)
 
 
 def most_common_error(records: Sequence[CallRecord]) -> str | None:

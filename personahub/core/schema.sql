@@ -279,6 +279,18 @@ CREATE TABLE IF NOT EXISTS experiments (
     settings      VARCHAR NOT NULL,
     PRIMARY KEY (experiment_id, arm, replicate)
 );
+-- experiment_attempts (sim/experiment_store.py): the run each arm x replicate started (arm '*' for
+-- a within-world replicate's one run), written with the run's jobs row: running the experiment
+-- again goes on with a run that did not finish (a kill, Ctrl-C, a failure), not leaving it behind
+CREATE TABLE IF NOT EXISTS experiment_attempts (
+    experiment_id VARCHAR NOT NULL,
+    arm           VARCHAR NOT NULL,
+    replicate     INTEGER NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    settings      VARCHAR NOT NULL,
+    started_at    TIMESTAMP NOT NULL,
+    PRIMARY KEY (experiment_id, arm, replicate)
+);
 -- experiment_agents (sim/experiment_store.py): a within-world experiment's randomisation, each
 -- agent of a replicate's one run and its arm (written with the run's ``experiments`` rows)
 CREATE TABLE IF NOT EXISTS experiment_agents (
@@ -473,8 +485,29 @@ CREATE TABLE IF NOT EXISTS judgments (
     PRIMARY KEY (judge_id, item_id)
 );
 
--- Evaluation of a synthesis job's items (pipelines/evaluate.py, issue 46) --------------------------
--- An evaluation's id names its split; a split is stored once and read back on every later call.
+-- Evaluation of a synthesis job's items or an outside item set (pipelines/evaluate*.py) ---------------
+-- An outside item file (evaluate --items), once per content: its id (items-...) is a hash of the
+-- file's SHA-256 and the columns read, so an edited file is a new item set.
+CREATE TABLE IF NOT EXISTS eval_item_sets (
+    source_id       VARCHAR PRIMARY KEY,
+    path            VARCHAR NOT NULL,
+    sha256          VARCHAR NOT NULL,
+    question_column VARCHAR NOT NULL,
+    answer_column   VARCHAR,
+    n_rows          INTEGER NOT NULL,
+    left_out        JSON,
+    created_at      TIMESTAMP
+);
+-- Its items: one per file row with a question, with the row's reference answer if it has one.
+CREATE TABLE IF NOT EXISTS eval_items (
+    source_id VARCHAR NOT NULL,
+    item_id   VARCHAR NOT NULL,
+    file_row  INTEGER NOT NULL,
+    text      VARCHAR NOT NULL,
+    reference VARCHAR,
+    PRIMARY KEY (source_id, item_id)
+);
+-- A split is stored once under its id and read back on every later call.
 CREATE TABLE IF NOT EXISTS eval_splits (
     eval_id  VARCHAR NOT NULL,
     job_id   VARCHAR NOT NULL,

@@ -66,11 +66,6 @@ def check_seed(value: object, setting: str = "--seed") -> int:
     return check_int(value, setting, low=0, high=MAX_SEED)
 
 
-def check_max_tokens(value: object, setting: str = "--max-tokens") -> int | None:
-    """An answer's token limit: None or an int up to the maximum."""
-    return None if value is None else check_int(value, setting, low=1, high=MAX_TOKENS)
-
-
 def check_number(value: object, setting: str, *, low: float | None = None,
                  high: float | None = None, above: float | None = None) -> float:
     """The value as a finite float within bounds (inclusive, or exclusive below)."""

@@ -26,17 +26,15 @@ def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def check_executor(name: str, *, cache: str = "off", workers: int | None = None,
-                   cache_on_driver: bool = False) -> None:
+def check_executor(name: str, *, cache: str = "off", cache_on_driver: bool = False) -> None:
     """Refuse an unknown executor, or a Ray run it cannot do yet, before anything is opened.
 
     A Ray worker has no database, so it cannot use the cache. Jobs that ask the actor pool
-    keep the cache on the driver; the others need ``--cache off`` on Ray for now.
+    keep the cache on the driver; the others need ``--cache off`` on Ray for now. The number of
+    workers is an engine option, checked with the others (core.engine_options).
     """
     if name not in EXECUTORS:
         raise UsageError(f"--executor {name!r}: use one of {', '.join(EXECUTORS)}")
-    if workers is not None and workers < 1:
-        raise UsageError(f"--ray-workers must be >= 1, got {workers}")
     if name != "ray":
         return
     if cache != "off" and not cache_on_driver:

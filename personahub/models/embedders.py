@@ -12,7 +12,7 @@ import numpy as np
 
 from personahub.core.call_spill import RecordSink
 from personahub.core.contracts import CallStats, StructuredResult, carry_records
-from personahub.core.engine_options import default
+from personahub.core.engine_options import check_fields, default
 from personahub.core.errors import PersonahubError
 from personahub.core.loop import run as run_on_loop
 from personahub.models.cache import ResponseCache
@@ -76,6 +76,7 @@ class OpenAIEmbedder:
     _client: EmbeddingClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        check_fields(self)  # the timeout and the rate, as the engine options check them
         self.name = f"openai:{self.model}"
 
     @classmethod

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from personahub.core.engine_options import default
-from personahub.core.validate import check_max_tokens, check_optional_number
+from personahub.core.engine_options import check_fields, default
 
 # the limit of a call that passes none
 FALLBACK_MAX_TOKENS = 512
@@ -25,9 +24,7 @@ class Generation:
     top_p: float | None = default("top_p")
 
     def __post_init__(self) -> None:
-        check_max_tokens(self.max_tokens)  # stored in an INTEGER column: bounded
-        check_optional_number(self.temperature, "--temperature", low=0, high=2)
-        check_optional_number(self.top_p, "--top-p", above=0, high=1)
+        check_fields(self)  # max_tokens is stored in an INTEGER column: bounded
 
     def max_tokens_for(self, asked: int | None) -> int:
         """The limit a call carries: --max-tokens, else the call's own, else the fallback."""

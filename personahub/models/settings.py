@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from personahub.core.engine_options import default
+from personahub.core.engine_options import check_fields, default
 from personahub.core.errors import ResumableStop, UsageError
-from personahub.core.validate import check_number, check_optional_number, check_seed
+from personahub.core.validate import check_seed
 from personahub.models.adaptive_limit import Concurrency, concurrency_bound
 from personahub.models.generation import Generation
 from personahub.models.structured import STRUCTURED_SETTINGS, StructuredSetting
@@ -76,18 +76,14 @@ class LLMSettings:
     def __post_init__(self) -> None:
         try:
             check_seed(self.seed)
-            check_optional_number(self.rps, "--rps", above=0)
-            check_number(self.timeout_s, "--timeout", above=0)
-            check_number(self.offline_latency_s, "--offline-latency", low=0)
+            check_fields(self)  # the engine options' own checks; concurrency parsed
         except UsageError as exc:
             raise LLMConfigError(str(exc)) from None
-        object.__setattr__(self, "concurrency", parse_concurrency(self.concurrency))
         if self.max_retries < 0:
             raise LLMConfigError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.structured not in STRUCTURED_SETTINGS:
             raise LLMConfigError(f"--structured {self.structured!r}: use one of "
                                  f"{', '.join(STRUCTURED_SETTINGS)}")
-        self.generation  # noqa: B018 - validates max_tokens, temperature and top_p
 
     @property
     def call_budget_s(self) -> float:
@@ -106,18 +102,3 @@ class LLMSettings:
     @property
     def generation(self) -> Generation:
         return Generation(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p)
-
-
-def parse_concurrency(value: object) -> Concurrency:
-    """An integer >= 1 or auto, else a one-line error."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == "auto":
-            return "auto"
-        try:
-            value = int(text)
-        except ValueError:
-            raise LLMConfigError(f"--concurrency {value!r}: give a number >= 1 or 'auto'") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LLMConfigError(f"--concurrency must be >= 1 or 'auto', got {value!r}")
-    return value

@@ -1,12 +1,16 @@
 """Final answers compared by meaning, not by string, for solver agreement and scoring.
 
 Solvers answering ``0.5``, ``1/2`` and ``\\frac{1}{2}`` agree. Hugging Face's math-verify (sympy
-underneath) parses and compares them; nothing is executed. A number followed by words keeps the
-number; other text is read as LaTeX unless it holds a plain word. When the verifier cannot
-decide, equivalent returns None for a model judge to settle, unless the texts match.
+underneath) parses and compares them; nothing is executed. Numbers written with words are read
+first (answer_numbers: ``3 million`` is 3000000, ``3 1/2`` is 3.5, ``10 to 12`` is no single
+value), so no word that changes a value is dropped; a number followed by plain words (a unit)
+keeps the number; other text is read as LaTeX unless it holds a plain word. When the verifier
+cannot decide, equivalent returns None for a model judge to settle, unless the texts match.
 
-Known leniencies of the verifier, kept: ``50%`` matches both ``0.5`` and ``50``, and rounding is
-to 6 places, so ``0.333`` is not ``1/3``.
+A percentage is its number and its share alike, whatever the number: ``12.5%`` and ``12.5
+percent`` match both ``12.5`` and ``0.125`` (a question asking for a percent is answered ``12.5``
+or ``12.5%``), and two percentages compare their numbers (``50%`` is not ``0.5%``). Rounding is
+math-verify's, to 6 places, so ``0.333`` is not ``1/3``.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from personahub.tasks.answer_numbers import read_numbers
+
 __all__ = ["MAX_ANSWER_CHARS", "equivalent", "parse_answer"]
 
 MAX_ANSWER_CHARS = 300  # a longer answer is prose, left to the judge
 _DELIMITERS = ("$", "\\(", "\\[", "\\boxed")
-# a number, then only plain words (units, currency names): the words are dropped
-_NUMBER_THEN_WORDS = re.compile(r"^([-+]?\$?\d[\d,]*(?:\.\d+)?%?)\s+[A-Za-z][A-Za-z .^/\d]*$")
+_PERCENT = re.compile(r"^([-+]?(?:\d+(?:\.\d+)?|\.\d+|\d+/\d+))%$")
 _WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")  # a word, not a LaTeX command's name
 _MATH_WORDS = frozenset({"sqrt", "sin", "cos", "tan", "log", "exp", "infty", "inf", "pi", "oo"})
 
@@ -32,10 +37,10 @@ def _quiet() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
-def _text(answer: str) -> str:
+def _text(answer: str) -> str | None:
+    """The answer as the verifier reads it: worded numbers written out (None: no single value)."""
     text = answer.strip().rstrip(".").strip()
-    match = _NUMBER_THEN_WORDS.match(text)
-    return match.group(1) if match else text
+    return read_numbers(text) if len(text) <= MAX_ANSWER_CHARS else text
 
 
 @lru_cache(maxsize=65536)
@@ -52,7 +57,7 @@ def parse_answer(answer: str) -> tuple[Any, ...]:
 
     _quiet()
     text = _text(answer)
-    if not text or len(text) > MAX_ANSWER_CHARS:
+    if not text or len(text) > MAX_ANSWER_CHARS:  # no single value, or prose
         return ()
     # a plain word read as LaTeX would be a product of letters ("three" = t*h*r*e*e)
     prose = any(w.lower() not in _MATH_WORDS for w in _WORD.findall(text))
@@ -78,10 +83,27 @@ def equivalent(a: str, b: str) -> bool | None:
         True or False as math-verify decides (symmetric: either order matches); None when
         either answer does not parse and their normalised texts differ.
     """
-    from math_verify import verify
-
     if _plain(a) == _plain(b):
         return True
+    ta, tb = _text(a), _text(b)
+    if ta is None or tb is None:  # a range or two quantities: no single value to compare
+        return None
+    pct_a, pct_b = _PERCENT.match(ta), _PERCENT.match(tb)
+    if pct_a and pct_b:  # 50% and 0.5%: their numbers
+        return _verified(pct_a.group(1), pct_b.group(1))
+    if pct_a or pct_b:
+        number, other = (pct_a.group(1), tb) if pct_a else (pct_b.group(1), ta)  # type: ignore[union-attr]
+        as_number, as_share = _verified(number, other), _verified(f"({number})/100", other)
+        if as_number is None or as_share is None:
+            return None
+        return as_number or as_share
+    return _verified(ta, tb)
+
+
+def _verified(a: str, b: str) -> bool | None:
+    """math-verify's verdict on two texts read by parse_answer (None: either does not parse)."""
+    from math_verify import verify
+
     pa, pb = parse_answer(a), parse_answer(b)
     if not pa or not pb:
         return None

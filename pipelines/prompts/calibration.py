@@ -54,7 +54,7 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
     return [SystemMessage(CALIBRATE_SYSTEM), HumanMessage(head + "\n" + tail)]
 
 
-# elicitation methods other than one answer per persona (pipelines/calibrate_elicit.py)
+# elicitation methods other than one answer per persona (pipelines/elicit/)
 DISTRIBUTION_SYSTEM = ("You are a survey researcher who knows how groups of people answer "
                        "public opinion surveys. Answer only with JSON that matches the schema.")
 DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed), give the "

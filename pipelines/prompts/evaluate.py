@@ -13,6 +13,9 @@ from pydantic import BaseModel, Field
 
 SOLVE_PURPOSE = "solve"
 SOLVE_MAX_TOKENS = 600  # output limit of a solve call (a short worked solution and a final answer)
+# an answer-only call: the answer alone (300 characters already read as prose, not an answer);
+# a weak model that rambles to 600 tokens took a minute a call
+ANSWER_MAX_TOKENS = 96
 SolveMode = Literal["cot", "answer"]
 SOLVE_MODES: tuple[SolveMode, ...] = ("cot", "answer")
 SOLVE_SYSTEM = ("You solve problems carefully. Answer only with JSON for the schema. The final "
@@ -35,6 +38,11 @@ class FinalAnswer(BaseModel):
     """Answer only."""
 
     final_answer: str = Field(description="the final answer alone")
+
+
+def solve_max_tokens(mode: SolveMode) -> int:
+    """The output limit of a solve call in a prompting mode."""
+    return SOLVE_MAX_TOKENS if mode == "cot" else ANSWER_MAX_TOKENS
 
 
 def solve_schema(mode: SolveMode) -> type[BaseModel]:

@@ -14,9 +14,11 @@ import pytest
 from pydantic import BaseModel
 
 from personahub.core.contracts import CallRequest, Failure, StructuredResult
+from personahub.core.engine_options import check_concurrency
+from personahub.core.errors import UsageError
 from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, concurrency_bound
 from personahub.models.seam_limits import Limited
-from personahub.models.settings import LLMConfigError, LLMSettings, parse_concurrency
+from personahub.models.settings import LLMConfigError, LLMSettings
 
 
 class _Answer(BaseModel):
@@ -130,11 +132,11 @@ def test_bad_parameters_are_refused() -> None:
 
 
 def test_the_setting_is_a_number_or_auto() -> None:
-    assert parse_concurrency("auto") == "auto" and parse_concurrency(" AUTO ") == "auto"
-    assert parse_concurrency("8") == 8 and parse_concurrency(3) == 3
-    for bad in ("0", "fast", 0, -2, True, 1.5):
-        with pytest.raises(LLMConfigError):
-            parse_concurrency(bad)
+    assert check_concurrency("auto") == "auto" and check_concurrency(" AUTO ") == "auto"
+    assert check_concurrency("8") == 8 and check_concurrency(3) == 3
+    for bad in ("0", "fast", 0, -2, True, 1.5, "-3", "+2"):
+        with pytest.raises(UsageError, match="--concurrency must be a whole number >= 1"):
+            check_concurrency(bad)
     assert LLMSettings(concurrency="auto").max_in_flight == AUTO_CEILING == concurrency_bound("auto")
     assert LLMSettings(concurrency=5).max_in_flight == 5
     with pytest.raises(LLMConfigError):

@@ -27,7 +27,7 @@ from personahub.personas.expand import EXPAND_MAX_TOKENS, related_personas_schem
 from personahub.personas.linking import link_schema
 from personahub.personas.text_to_persona import TEXT_TO_PERSONA_MAX_TOKENS, text_personas_schema
 from personahub.pipelines.interview import INTERVIEW_MAX_TOKENS
-from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
+from personahub.pipelines.prompts.evaluate import ANSWER_MAX_TOKENS, SOLVE_MAX_TOKENS, FinalAnswer
 from personahub.pipelines.prompts.judge import JUDGE_MAX_TOKENS, judge_schema
 from personahub.sim.reflection import REFLECTION_MAX_TOKENS
 from personahub.tasks import tasks
@@ -51,6 +51,7 @@ def _asked_schemas() -> list[tuple[str, type[BaseModel], int]]:
             out.append((f"synth:{task.name}+", task.synthesis_schema(with_assistant=True), budget))
     out += [
         ("solve", Solution, SOLVE_MAX_TOKENS),
+        ("solve-answer", FinalAnswer, ANSWER_MAX_TOKENS),
         ("interview", InterviewAnswer, INTERVIEW_MAX_TOKENS),
         ("reflection", Reflection, REFLECTION_MAX_TOKENS),
         ("text-to-persona", InferredPersona, TEXT_TO_PERSONA_MAX_TOKENS),

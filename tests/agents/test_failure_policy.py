@@ -8,13 +8,9 @@ from dataclasses import dataclass
 import pytest
 
 from personahub.analysis.kept import kept_line
+from personahub.core.engine_options import ENGINE_OPTIONS
 from personahub.core.errors import PersonahubError
-from personahub.core.failures import (
-    DEFAULT_MAX_FAILED_SHARE,
-    batch_failure,
-    check_max_failed_share,
-    endpoint_error,
-)
+from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, batch_failure, endpoint_error
 from personahub.models.failures import plain_reason
 
 CUT = "answer cut off at max_tokens (finish_reason=length)"
@@ -86,9 +82,10 @@ def test_kept_line_reads_as_the_issue_asks() -> None:
 
 @pytest.mark.parametrize("value", [0, -0.1, 1.5, float("nan")])
 def test_max_failed_share_is_checked(value: float) -> None:
+    check = ENGINE_OPTIONS["max_failed_share"].check
     with pytest.raises(PersonahubError, match="--max-failed-share"):
-        check_max_failed_share(value)
-    assert check_max_failed_share(1) == 1.0 and check_max_failed_share(0.05) == 0.05
+        check(value)
+    assert check(1) == 1 and check(0.05) == 0.05
 
 
 def test_the_offline_engine_answers_a_fresh_sample_deterministically() -> None:

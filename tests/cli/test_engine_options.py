@@ -1,18 +1,21 @@
-"""Every engine option is declared once (issue 43, item 2): ``core/engine_options.py``.
+"""Every engine option is declared once: ``core/engine_options.py``.
 
 * each command taking an engine option takes the one shared typer option built from the
   declaration (``cli.engine.engine_option``) with the declared default, never its own, and
   gets it from ``@engine_options``: no command lists an engine option parameter by hand;
 * each config dataclass defaults an engine field to the declared default;
+* the command line and every config accept and refuse the same values of each option, those
+  its ``--help`` range says, in the same words;
 * no public API function declares an engine option as a parameter of its own (``llm`` aside,
   with the declared default or None: the model a job recorded);
 * the CLI and the API build equal configs from equal inputs, for every job kind.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import re
 import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,14 +23,17 @@ from typing import Any
 
 import pytest
 import typer
+import typer.main
 from typer.models import OptionInfo
 from typer.testing import CliRunner
 
 import personahub
 from personahub import any_job, api, interviews, runtime
 from personahub.cli import engine as cli_engine
+from personahub.cli import helpfmt
 from personahub.cli.app import app
 from personahub.core.engine_options import BY_PARAM, ENGINE_OPTIONS
+from personahub.core.errors import UsageError
 
 # Options named like an engine option that are another option: (command, parameter) -> why.
 NOT_ENGINE = {
@@ -217,6 +223,181 @@ def test_every_config_defaults_to_the_declared_defaults() -> None:
             option = ENGINE_OPTIONS.get("llm" if field.name == "spec" else field.name)
             if option is not None and field.default is not dataclasses.MISSING:
                 assert field.default == option.default, (config_type.__name__, field.name)
+
+
+
+# --- the CLI and every config accept and refuse the same values ---------------------------------
+
+
+def config_makers(field: str) -> dict[str, Callable[[Any], Any]]:
+    """Per config that has ``field``: make it with that field set (else its sample's values).
+
+    Each job kind's config is built from its row's sample (a run without its scenario; a dedup
+    with a model embedder, which --rps applies to), beside the model layer's settings."""
+    from personahub.models.embedders import EmbedderSettings, OpenAIEmbedder
+    from personahub.models.generation import Generation
+    from personahub.models.settings import LLMSettings
+    from personahub.pipelines.labels import SHIPPED
+
+    made: dict[str, Callable[[Any], Any]] = {}
+    for kind, row in SHIPPED.items():
+        config_type = runtime.registered_spec(kind).config_type
+        names = {f.name for f in dataclasses.fields(config_type)}
+        base = {k: v for k, v in row.sample.items() if k in names and k != "scenario"}
+        if kind == "dedup":
+            base["embedder"] = "openai:text-embedding-3-small"
+        if field in names:
+            made[kind] = lambda value, t=config_type, b=base: t(**b, **{field: value})
+    extra: dict[str, tuple[type, dict[str, Any]]] = {
+        "LLMSettings": (LLMSettings, {}), "Generation": (Generation, {}),
+        "EmbedderSettings": (EmbedderSettings, {"spec": "openai:text-embedding-3-small"}),
+        "OpenAIEmbedder": (OpenAIEmbedder, {"model": "text-embedding-3-small"})}
+    for name, (config_type, base) in extra.items():
+        if field in {f.name for f in dataclasses.fields(config_type)}:
+            made[name] = lambda value, t=config_type, b=base: t(**b, **{field: value})
+    return made
+
+
+def shared_param(field: str) -> Any:
+    """The click parameter of the shared typer option for ``field``, as a command holds it."""
+    toy = typer.Typer()
+
+    @toy.command()
+    @cli_engine.engine_options(field)
+    def command(*, engine: cli_engine.Engine) -> None:
+        """Take one engine option."""
+
+    flag = ENGINE_OPTIONS[field].flag
+    return next(p for p in typer.main.get_command(toy).params if flag in p.opts)
+
+
+def cli_refusal(field: str, text: str) -> str | None:
+    """What the shared option says of ``text`` on the command line: None if it takes it."""
+    toy = typer.Typer()
+
+    @toy.command()
+    @cli_engine.engine_options(field)
+    def command(*, engine: cli_engine.Engine) -> None:
+        """Take one engine option."""
+
+    result = CliRunner().invoke(toy, [ENGINE_OPTIONS[field].flag, text])
+    if result.exit_code == 0:
+        return None
+    assert result.exit_code == 2, result.output
+    said = " ".join(re.sub(r"[│╭╮╰╯─]", " ", result.output).split())  # typer's box
+    lead = re.escape(f"Invalid value for '{ENGINE_OPTIONS[field].flag}'")
+    found = re.search(lead + r"(?: \(env var: '[^']*'\))?: (.*)", said)
+    assert found is not None, said
+    return found[1]
+
+
+def api_refusal(make: Callable[[Any], Any], value: Any) -> str | None:
+    """What a config says of ``value``: None if it takes it."""
+    try:
+        make(value)
+    except UsageError as exc:
+        return str(exc)
+    return None
+
+
+NUMBER = r"(-?[\d.]+(?:e[-+]?\d+)?)"
+
+
+def parse_range(shown: str) -> tuple[float | None, bool, float | None]:
+    """(low, whether low is allowed, high) of a --help range: x>=0.1, x>0, x<=9, 0<x<=1."""
+    if found := re.fullmatch(rf"x(>=|>){NUMBER}", shown):
+        return float(found[2]), found[1] == ">=", None
+    if found := re.fullmatch(rf"x<={NUMBER}", shown):
+        return None, False, float(found[1])
+    found = re.fullmatch(rf"{NUMBER}(<=|<)x<={NUMBER}", shown)
+    assert found is not None, shown
+    return float(found[1]), found[2] == "<=", float(found[3])
+
+
+def edges(shown: str, whole: bool) -> list[tuple[float, bool]]:
+    """(value, accepted) at and past each bound of a --help range, and one inside it."""
+    low, low_allowed, high = parse_range(shown)
+    step = 1 if whole else 0.5
+    found: list[tuple[float, bool]] = []
+    if low is not None:
+        found += [(low, low_allowed), (low - 1, False)]
+        if low > 0 and not whole:
+            found.append((low / 2, False))  # a timeout of 0.05 s
+    if high is not None:
+        found += [(high, True), (high + step, False)]
+    inside = ((low + high) / 2 if low is not None and high is not None
+              else low + step if low is not None else (high or 0) - step)
+    found.append((inside, True))
+    return [(int(value) if whole else value, accepted) for value, accepted in found]
+
+
+NUMBERS = [field for field, o in ENGINE_OPTIONS.items()
+           if cli_engine._VALUE_TYPES[field] in (int, float, int | None, float | None)]
+
+
+@pytest.mark.parametrize("field", NUMBERS)
+def test_the_cli_and_every_config_take_what_the_help_says(field: str) -> None:
+    """Each number option's --help states its range, and at each bound and past it the command
+    line and every config with the field accept or refuse alike, in the same words (the CLI's
+    after its "Invalid value for" lead, the API's after the flag); nan and inf are refused."""
+    param = shared_param(field)
+    shown = helpfmt.bounds(param)
+    assert shown, f"{ENGINE_OPTIONS[field].flag}: --help states no range"
+    whole = helpfmt.value_label(param) == "N"
+    cases = edges(shown, whole) + ([] if whole else [(math.nan, False), (math.inf, False)])
+    makers = config_makers(field)
+    assert makers, field
+    for value, accepted in cases:
+        cli = cli_refusal(field, str(value))
+        assert (cli is None) == accepted, (shown, value, cli)
+        for name, make in makers.items():
+            api = api_refusal(make, value)
+            assert (api is None) == accepted, (name, value, api)
+            if api is not None and cli is not None:
+                flag = ENGINE_OPTIONS[field].flag
+                assert api.startswith(f"{flag} ") and \
+                    api.removeprefix(f"{flag} ").partition(", got")[0] == \
+                    cli.partition(", got")[0], (name, value, api, cli)
+
+
+@pytest.mark.parametrize("text, value, accepted", [
+    ("0", 0, False), ("-2", -2, False), ("1.5", 1.5, False), ("many", "many", False),
+    ("1", 1, True), ("auto", "auto", True), ("AUTO", "AUTO", True)])
+def test_the_cli_and_every_config_take_the_same_concurrency(text: str, value: Any,
+                                                            accepted: bool) -> None:
+    """--concurrency takes a whole number >= 1 or auto, on the command line and in every
+    config (an evaluation's included), and keeps the number or auto it parsed."""
+    cli = cli_refusal("concurrency", text)
+    assert (cli is None) == accepted, cli
+    makers = config_makers("concurrency")
+    assert {"evaluation", "synthesis", "LLMSettings"} <= set(makers)
+    for name, make in makers.items():
+        assert (api_refusal(make, value) is None) == accepted, (name, value)
+        if accepted:
+            assert make(value).concurrency == (1 if value == 1 else "auto"), name
+
+
+def test_the_issue_s_values_are_refused_everywhere() -> None:
+    """The values the command line refused and a config took: a timeout of 0.05 s (and an
+    evaluation's of -1 s), 0.0005 requests per second, top_p 0, an evaluation's concurrency
+    of 0."""
+    from personahub.pipelines.evaluate import EvalConfig
+    from personahub.pipelines.synthesize import SynthConfig
+
+    evaluation = {"job": "j1", "solvers": ("offline",), "test_n": 3, "agree": 1}
+    refused = [(lambda: SynthConfig(task="instruction", timeout_s=0.05), "--timeout"),
+               (lambda: EvalConfig(**evaluation, timeout_s=-1), "--timeout"),
+               (lambda: SynthConfig(task="instruction", rps=0.0005), "--rps"),
+               (lambda: SynthConfig(task="instruction", top_p=0), "--top-p"),
+               (lambda: EvalConfig(**evaluation, concurrency=0), "--concurrency")]
+    for make, flag in refused:
+        with pytest.raises(UsageError, match=f"^{flag} must be"):
+            make()
+    for args in (["--timeout", "0.05"], ["--rps", "0.0005"], ["--top-p", "0"]):
+        result = CliRunner().invoke(app, ["synthesize", "instruction", "--db", "x.duckdb", *args])
+        assert result.exit_code == 2 and f"'{args[0]}': must be" in result.output, result.output
+    shown = CliRunner().invoke(app, ["synthesize", "--help"], env={"COLUMNS": "200"}).output
+    assert re.search(r"--top-p X .*\[0<x<=1\]", shown)
 
 
 API_MODULES = (api, any_job, interviews)

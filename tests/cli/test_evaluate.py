@@ -37,6 +37,10 @@ def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -
     assert re.search(r"agreement: offline\?seed=1#answer ~ offline\?seed=2 \d+%", result.output)
     assert re.search(r"score offline\?seed=3#answer: \d/4 = .*95% Wilson", result.output)
     assert "model calls: ok=12" in result.output
+    # it says what it is doing as the other jobs do, and names the evaluation by one id
+    assert re.search(r"evaluation evaluation-\w+ started in ", result.stderr)
+    assert "progress: evaluating 12/12" in result.stderr and "12 calls" in result.stderr
+    assert "split" not in result.stdout.splitlines()[0]
     again = invoke(*args)
     assert "model calls: ok=12" in again.output  # nothing asked again
     con = connect(db, read_only=True)

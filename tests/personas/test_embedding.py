@@ -168,7 +168,7 @@ def test_openai_embeddings_time_out_and_give_up() -> None:
         await asyncio.sleep(5)
         return httpx.Response(200, json=_vectors_body(["x"]))
 
-    client = _embedding_client(hang, timeout_s=0.05, max_retries=1)
+    client = _embedding_client(hang, timeout_s=0.1, max_retries=1)
     with pytest.raises(EndpointFailing, match="the last: timeout") as raised:  # a resumable stop
         asyncio.run(client.embed(["x"]))
     assert [r.error for r in carried_records(raised.value)] == ["timeout", "timeout"]

@@ -79,6 +79,24 @@ def test_the_price_is_computed_as_by_hand() -> None:
                        {"Q": question, "N": nominal}, {}).empty
 
 
+def test_the_price_compares_only_with_a_row_that_asked_every_agent() -> None:
+    """A group-level row (logprobs, distribution, few-shot, distribution:panel) is not the
+    per-agent row the price is against: without a sampled row there is no price."""
+    question = Question("Q", "Q?", ("Low", "High", "Refused"), (1.0, 2.0))
+
+    def row(steering: str, counts: list[float]) -> dict[str, Any]:
+        return {"question_id": "Q", "attribute": "SEX", "group": "Female", "source": "model",
+                "steering": steering, "representativeness": 0.9, "counts": json.dumps(counts)}
+
+    for stated in ("logprobs", "distribution", "distribution:panel", "few-shot:2"):
+        scores = pd.DataFrame([row(stated, [0.5, 0.5, 0.0]), row("archetypes:4", [3, 1, 0])])
+        assert price_table(scores, {"Q": question}, {}).empty, stated
+    sampled = pd.DataFrame([row("logprobs", [0.5, 0.5, 0.0]), row("attributes", [1, 3, 0]),
+                            row("archetypes:4", [3, 1, 0])])
+    (got,) = price_table(sampled, {"Q": question}, {"attributes": 8}).to_dict("records")
+    assert got["sample_calls"] == 8  # against the sampled row, not the first one
+
+
 def test_the_price_counts_refusals_as_an_answer() -> None:
     """Archetypes that refuse 5% where asking every agent refuses 20%, with the same opinions:
     the price shows the gap (TVD .15 and both refusal shares), not a perfect match."""

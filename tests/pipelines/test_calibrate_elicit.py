@@ -20,14 +20,9 @@ from personahub.analysis.survey import Question, Survey
 from personahub.core.contracts import StructuredResult
 from personahub.models.fake_server.server import running_server
 from personahub.pipelines.calibrate import Ask, CalibrationAsker
-from personahub.pipelines.calibrate_elicit import (
-    check_elicit,
-    check_shares,
-    distribution_schema,
-    held_out,
-    shares_of,
-    shots_text,
-)
+from personahub.pipelines.elicit import check_elicit, parse
+from personahub.pipelines.elicit.distribution import check_shares, distribution_schema, shares_of
+from personahub.pipelines.elicit.few_shot import shots_text
 from personahub.pipelines.prompts.calibration import distribution_messages
 from tests.cli_helpers import invoke, usage_error
 from tests.pipeline_helpers import rows
@@ -57,6 +52,10 @@ def _expected(qid: str, human: list[float], model: np.ndarray) -> float:
     if ordinal is None:
         return 1 - float(jensenshannon(h / h.sum(), m / m.sum(), base=2))
     return 1 - wasserstein_distance(ordinal, ordinal, h, m) / (max(ordinal) - min(ordinal))
+
+
+def held_out(method: str, questions: tuple[str, ...], seed: int) -> tuple[str, ...]:
+    return parse(method).held_out(questions, seed)
 
 
 def _stated(db: Path, job_id: str) -> list[tuple[str, str, str, str]]:
@@ -259,15 +258,14 @@ def test_the_report_draws_each_method(hub: dict[str, Any], tmp_path: Path) -> No
 
 def test_invalid_stated_shares_are_failed_calls_counted_per_method(
         hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    from personahub.pipelines import calibrate as calibrate_module
-    from personahub.pipelines import calibrate_elicit
     from personahub.pipelines.calibrate import CALIBRATION
+    from personahub.pipelines.elicit import distribution
 
     def no_shares_for_why(value: Any) -> dict[str, float] | None:  # WHY's options only
-        shares = calibrate_elicit.shares_of(value)
+        shares = shares_of(value)
         return None if shares is not None and "Exercise" in shares else shares
 
-    monkeypatch.setattr(calibrate_module, "shares_of", no_shares_for_why)
+    monkeypatch.setattr(distribution, "shares_of", no_shares_for_why)
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=3,
                                no_persona_n=1, elicit=("distribution",), max_failed_share=1.0)
     summary = job.summary
@@ -289,7 +287,8 @@ def test_distribution_panel_shows_the_groups_persona_texts_and_only_there() -> N
             return StructuredResult(schema.model_validate({"Yes": 50, "No": 50}), [])
 
     asker = CalibrationAsker({"A": ("Is A good?", ("Yes", "No"))}, {}, {"SEX=Female": "- Sex"},
-                             panels={"SEX=Female": "- a beekeeper in Ohio\n- a retired nurse"})
+                             texts={"distribution:panel": {
+                                 "SEX=Female": "- a beekeeper in Ohio\n- a retired nurse"}})
     answers = asyncio.run(asker.run_batch(
         [Ask("A", "distribution:panel", "SEX=Female", None),
          Ask("A", "distribution", "SEX=Female", None)], Recording()))  # type: ignore[arg-type]

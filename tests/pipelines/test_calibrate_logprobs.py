@@ -23,15 +23,9 @@ from personahub.models.fake_server.logprobs import letter_logprobs
 from personahub.models.fake_server.server import running_server
 from personahub.models.option_logprobs import LogprobsUnavailable, offline_probabilities
 from personahub.pipelines.calibrate import Ask, CalibrationAsker
-from personahub.pipelines.calibrate_elicit import (
-    LOG_T_BOUNDS,
-    LOGPROBS,
-    at_bound,
-    fit_temperature,
-    held_out,
-    scaled,
-)
 from personahub.pipelines.calibrate_scores import elicit_lines
+from personahub.pipelines.elicit.logprobs import LOGPROBS, Logprobs
+from personahub.pipelines.elicit.temperature import LOG_T_BOUNDS, at_bound, fit_temperature, scaled
 from personahub.pipelines.prompts.calibration import logprobs_messages
 from tests.cli_helpers import invoke, usage_error
 from tests.pipeline_helpers import rows
@@ -71,7 +65,7 @@ def _check_scaled(db: Path, job: Any, seed: int) -> float:
     probabilities, scored as a panel's distribution. Returns the temperature."""
     raw = _raw(db, job.job_id)
     assert set(raw) == {(q, f"{a}={g}") for q in QUESTIONS for a, g in GROUPS}
-    fit = held_out(LOGPROBS, tuple(QUESTIONS), seed)
+    fit = Logprobs().held_out(tuple(QUESTIONS), seed)
     assert len(fit) == 3  # at least three questions fit the temperature
     pairs = []
     for qid in fit:
@@ -156,8 +150,8 @@ def test_too_few_questions_to_fit_the_temperature_are_refused_in_one_line(
                     "is fitted on 3 held-out questions and one more is needed to score (4 in all)")
     assert rows(hub["db"], "SELECT count(*) FROM calibration_jobs") == [(0,)]
     many = tuple(f"Q{i}" for i in range(20))
-    assert len(held_out(LOGPROBS, many[:4], 0)) == 3  # at least three fit it
-    assert len(held_out(LOGPROBS, many, 0)) == 5  # else a quarter
+    assert len(Logprobs().held_out(many[:4], 0)) == 3  # at least three fit it
+    assert len(Logprobs().held_out(many, 0)) == 5  # else a quarter
 
 
 def test_a_temperature_at_an_end_of_its_search_is_warned_of() -> None:

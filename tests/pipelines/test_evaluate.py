@@ -66,7 +66,8 @@ def test_split_is_seeded_and_near_duplicates_never_straddle(con):
     _items(con)
     first = split_job(con, JOB, test_share=0.2, seed=1, eval_id="e1")
     assert (first.items, first.test, first.train) == (100, 20, 80)
-    assert first.groups == 80  # 10 chains of 3 and 70 single items
+    # the job's flags chain 10 families of 3; the 70 others have no near-duplicate
+    assert (first.families, first.family_items) == (10, 30)
     split = _split(con, "e1")
     for start in range(0, 100, 10):  # each chain on one side
         assert len({split[f"item-{start + k:03d}"] for k in range(3)}) == 1
@@ -246,7 +247,8 @@ def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
     assert [s.total for s in first.scores] == [first.verified]
     assert first.calls == {"ok": 40}  # 3 solvers and 1 model, 10 test items each
     lines = summary_lines(first)
-    assert "5 contaminated left out" in lines[0] and lines[-2].startswith("score offline?seed=4")
+    assert "contaminated: 5 items flagged by --against (bench.jsonl 5), left out of both sides" \
+        in lines and lines[-2].startswith("score offline?seed=4")
 
     again = run_evaluation(config)  # a re-run (as after a kill): nothing asked again
     assert again.calls == {"ok": 40} and again.matrix == first.matrix
@@ -262,7 +264,34 @@ def test_a_whole_evaluation_flags_planted_items_scores_and_resumes(tmp_path):
     kept = run_evaluation(dataclasses.replace(config, keep_contaminated=True, models=()))
     assert kept.eval_id != first.eval_id
     assert (kept.contaminated, kept.split.test, kept.split.train) == (5, 10, 50)
-    assert "5 contaminated kept" in summary_lines(kept)[0]
+    assert "contaminated: 5 items flagged by --against (bench.jsonl 5), kept in the split " \
+        "(--keep-contaminated)" in summary_lines(kept)
+
+
+@pytest.mark.slow
+def test_editing_the_against_file_changes_the_result(tmp_path):
+    """The check is keyed by the benchmark's contents, not its path: after the file is edited,
+    the same command flags what the new file holds, not what the old one did."""
+    from personahub.api import run_evaluation_config as run_evaluation
+    from personahub.pipelines.evaluate import EvalConfig
+
+    db = tmp_path / "edited.duckdb"
+    con = connect(db)
+    texts = _word_items(con, 40)
+    con.close()
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text("".join(json.dumps({"question": texts[i]}) + "\n" for i in (1, 5, 9)))
+
+    def evaluate():
+        return run_evaluation(EvalConfig(job=JOB, solvers=("offline?seed=1",), agree=1,
+                                         test_n=5, against=(str(bench),), db=str(db)))
+
+    before = evaluate()
+    assert (before.contaminated, before.split.train) == (3, 32)
+    bench.write_text(json.dumps({"question": "an unrelated benchmark question"}) + "\n")
+    after = evaluate()
+    assert (after.contaminated, after.split.train) == (0, 35)
+    assert after.eval_id != before.eval_id and after.job_id != before.job_id
 
 
 def test_a_split_that_would_leave_one_side_empty_is_refused(con):

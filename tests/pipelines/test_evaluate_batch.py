@@ -8,6 +8,7 @@ An in-process engine has no Batch API: refused in one line before any call
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 from pathlib import Path
@@ -105,3 +106,20 @@ def test_a_killed_batched_evaluation_polls_its_batch_on_resume(
                                              **specs))
     assert _tables(dbs["killed"]) == _tables(dbs["whole"])
     assert resumed.scores == whole.scores
+
+
+@pytest.mark.slow
+def test_an_item_set_is_batched_as_a_job_is(server: Any, tmp_path: Path) -> None:
+    """``evaluate --items`` with --batch: the model's calls go as provider batches and the
+    tables equal the online run's."""
+    a = server(seed=1, batch_delay_s=0.05)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?",
+                                         "answer": str(2 * i)}) + "\n" for i in range(8)))
+    common = {"items": str(items), "models": (f"{a.base_url}?model=c",), "batch_size": 4}
+    online = run_evaluation_config(EvalConfig(db=str(tmp_path / "online.duckdb"), **common))
+    batched = run_evaluation_config(EvalConfig(db=str(tmp_path / "batch.duckdb"), batch=True,
+                                               **FAST, **common))
+    assert _tables(tmp_path / "batch.duckdb") == _tables(tmp_path / "online.duckdb")
+    assert batched.scores == online.scores and batched.by_reference == 8
+    assert a.stats.batches_created == 2  # 8 answers, 4 a batch

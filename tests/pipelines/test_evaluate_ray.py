@@ -144,3 +144,27 @@ def test_an_evaluation_stopped_on_ray_resumes_there_to_the_same_tables(
     assert _tables(db) == _tables(whole_db)  # no answer lost, none kept twice
     # the answer of the batch in flight at the stop (its worker spilled it) is accounted for
     assert rows(db, "SELECT count(*) FROM llm_calls WHERE status = 'discarded'") == [(1,)]
+
+
+@pytest.mark.slow
+def test_an_item_set_on_ray_makes_the_local_tables(local_ray: None,
+                                                   alongside: list[tuple[str, int]],
+                                                   tmp_path: Path) -> None:
+    """``evaluate --items`` is the same job kind: on Ray its tables and lines are the local
+    run's (the solvers answer the items without a reference, the model every test item)."""
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": f"What is {i} times {i + 2}?",
+                                         **({"answer": str(i * (i + 2))} if i % 2 else {})})
+                             + "\n" for i in range(10)))
+    local_db, ray_db = tmp_path / "local.duckdb", tmp_path / "ray.duckdb"
+    args: list[object] = ["evaluate", "--items", items, "--test-n", 6, "--agree", 1,
+                          "--batch-size", 2, "--model", MODEL]
+    for solver in SOLVERS:
+        args += ["--solver", solver]
+    local = invoke(*args, "--db", local_db)
+    assert local.exit_code == 0, local.output
+    on_ray = invoke(*args, "--db", ray_db, "--executor", "ray", "--ray-workers", 2)
+    assert on_ray.exit_code == 0, on_ray.output
+    assert set(alongside) == {("offline", 2), ("offline", 3)}
+    assert _tables(ray_db) == _tables(local_db)
+    assert on_ray.stdout == local.stdout

@@ -1,12 +1,11 @@
 """Every job kind, stopped by Ctrl-C as one of its batches commits, resumes through the command
-line (``personahub resume ID``) and through the API (``personahub.resume(ID, db=...)``) to the
-rows of the same job run without a stop (issue 27: "An interrupted job of each kind resumes
-through the CLI and through the API to the same rows"). ``personahub jobs`` lists the stopped job
-as ``interrupted`` and, after the resume, ``finished``; the answers kept equal the uninterrupted
+line (``personahub resume ID``) and through the API (``personahub.resume(ID, db=...)``) to what
+an uninterrupted job of the same config makes. ``personahub jobs`` lists the stopped job as
+``interrupted`` and, after the resume, ``finished``; the answers kept equal the uninterrupted
 job's, so no answer is kept twice and none is lost.
 
-``KINDS`` (``tests/pipelines/every_kind.py``) must name every shipped kind: a kind added
-without a case there fails ``test_every_registered_kind_has_a_case``.
+The cases are the rows of ``pipelines/labels.py`` (``tests/pipelines/every_kind.py``): a kind
+added with its row is stopped and resumed here, and listed, with nothing to add to this module.
 """
 
 from __future__ import annotations
@@ -21,23 +20,33 @@ import pytest
 
 import personahub
 from personahub.core import kernel
+from personahub.core.interrupts import Stopped
 from personahub.core.store import connect
 from personahub.pipelines.labels import SHIPPED
 from personahub.runtime import registered_kinds, registered_spec
 from tests.cli_helpers import invoke
 from tests.pipeline_helpers import rows
-from tests.pipelines.every_kind import KEPT_CALLS, KINDS, Kind, import_people, prepared
+from tests.pipelines.every_kind import (
+    KEPT_CALLS,
+    KINDS,
+    Agreement,
+    Kind,
+    Table,
+    import_people,
+    prepared,
+    snapshot,
+    start,
+)
 
 
-def test_every_registered_kind_has_a_case() -> None:
+def test_every_registered_kind_is_a_row_and_a_case() -> None:
     """Every shipped kind: a kind registered from outside the package (the toy job of
     ``tests/core/test_toy_job.py``, imported in the same process) is not this module's."""
     shipped = [kind for kind in registered_kinds()
                if type(kernel.spec_for(kind)).__module__.startswith("personahub.")]
+    assert sorted(SHIPPED) == shipped
     assert sorted(k.kind for k in KINDS) == shipped
     assert len(shipped) >= 9
-    # personahub jobs labels the shipped kinds from pipelines/labels.py without importing them
-    assert sorted(SHIPPED) == shipped
     for kind in shipped:
         assert type(kernel.spec_for(kind)).label is not kernel.SpecBase.label, kind
 
@@ -45,18 +54,11 @@ def test_every_registered_kind_has_a_case() -> None:
 @pytest.mark.slow
 def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path) -> None:
     """``personahub jobs`` reads labels from ``pipelines/labels.py``: a listing of one job of
-    each shipped kind imports no spec module (they bring in LangGraph and LangChain), and each
-    label is the one the kind's spec gives."""
+    each shipped kind, stored with its row's sample config, imports no spec module (they bring
+    in LangGraph and LangChain), and each label is the one the kind's spec gives."""
     from personahub.core.jobs_store import create_job
 
-    configs = {"run": {"scenario": {"name": "riverside"}}, "synthesis": {"task": "npc", "n": 3},
-               "expansion": {"hops": 2, "fanout": 3}, "text_to_persona": {"corpus": "c.txt"},
-               "dedup": {"embedder": "hash"}, "judge": {"job": "j1", "sample": 5},
-               "interview": {"run_id": "r1", "question": "Why?"},
-               "calibration": {"survey": "/x/w.csv", "population": "p", "n": 4},
-               "population_write": {"marginals": "/x/m.csv", "n": 9},
-               "evaluation": {"job": "j1", "solvers": ["offline", "offline?seed=2"]}}
-    assert sorted(configs) == sorted(SHIPPED)
+    configs = {kind: dict(row.sample) for kind, row in SHIPPED.items()}
     db = tmp_path / "hub.duckdb"
     con = connect(db)
     for kind, config in configs.items():
@@ -74,7 +76,34 @@ def test_listing_jobs_labels_every_kind_without_importing_a_spec(tmp_path: Path)
     assert listed["heavy"] == []
     assert listed["what"] == {kind: registered_spec(kind).label(config)
                               for kind, config in configs.items()}
-    assert listed["what"]["synthesis"] == "npc x3"
+    assert listed["what"]["synthesis"] == "instruction x8"
+
+
+def _items(*rows: tuple[str, int, str]) -> dict[str, Table]:
+    """A snapshot of one table: an id a job draws, its insertion order, a text naming the id."""
+    return {"items": (["item_id", "seq", "text", "note"],
+                      [(i, f"\x00{seq}", text, f"{i} from {text}") for i, seq, text in rows])}
+
+
+def test_a_comparison_masks_fresh_ids_and_leaves_out_what_two_whole_jobs_pair_differently() -> None:
+    one = _items(("a1b2c3d4", 1, "x"), ("e5f6a7b8", 2, "y"))
+    two = _items(("c9d8e7f6", 2, "x"), ("b5a4c3d2", 1, "y"))  # new ids, another order
+    agreed = Agreement.of(one, two)
+    assert agreed.id_columns == {("items", "item_id")}
+    assert agreed.columns == {"items": ["item_id", "text", "note"]}
+    assert agreed.made(one) == agreed.made(two) == {
+        "items": [("<id>", "x", "<id> from x"), ("<id>", "y", "<id> from y")]}
+
+
+def test_a_comparison_tells_a_lost_a_doubled_or_a_changed_row() -> None:
+    one = _items(("a1b2c3d4", 1, "x"), ("e5f6a7b8", 2, "y"))
+    agreed = Agreement.of(one, _items(("c9d8e7f6", 1, "x"), ("b5a4c3d2", 2, "y")))
+    assert agreed.columns == {"items": ["item_id", "seq", "text", "note"]}
+    for wrong in (_items(("f0e1d2c3", 1, "x")),
+                  _items(("f0e1d2c3", 1, "x"), ("a0b1c2d3", 2, "y"), ("d4c3b2a1", 3, "y")),
+                  _items(("f0e1d2c3", 1, "x"), ("a0b1c2d3", 2, "z")),
+                  _items(("f0e1d2c3", 2, "x"), ("a0b1c2d3", 1, "y"))):
+        assert agreed.made(wrong) != agreed.made(one)
 
 
 def stop_at_write(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
@@ -98,14 +127,13 @@ def _listed(db: Path) -> list[tuple[str, str]]:
     return [(j["kind"], j["status"]) for j in json.loads(result.stdout)]
 
 
-def _stopped(case: Kind, folder: Path, db: Path, names: dict[str, Any],
-             monkeypatch: pytest.MonkeyPatch) -> str:
-    """Start the job with the command and stop it at its batch commit; its id."""
-    before = {r[0] for r in rows(db, "SELECT job_id FROM jobs")} if db.exists() else set()
+def _stopped(case: Kind, names: dict[str, Any], db: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Start the case's job and stop it at its batch commit; its id."""
+    before = {r[0] for r in rows(db, "SELECT job_id FROM jobs")}
     with monkeypatch.context() as patch:
         stop_at_write(patch, case.stop_at_write)
-        result = invoke(*case.start(folder, names), "--db", db)
-    assert result.exit_code == 130, result.output
+        with pytest.raises(Stopped):
+            start(case, names, db)
     (job_id, status), = [r for r in rows(db, "SELECT job_id, status FROM jobs WHERE kind = ?",
                                          [case.kind]) if r[0] not in before]
     assert status == "interrupted"
@@ -113,22 +141,22 @@ def _stopped(case: Kind, folder: Path, db: Path, names: dict[str, Any],
     return str(job_id)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("case", KINDS, ids=[k.kind for k in KINDS])
-def test_a_stopped_job_resumes_through_the_command_and_the_api_to_the_same_rows(
-        case: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    names, copies = prepared(case, tmp_path, ("whole", "cli", "api"))
-    folder, template = names["folder"], names["template"]
-    before = rows(template, case.made) if template.exists() else []
-    whole = invoke(*case.start(folder, names), "--db", copies["whole"])
-    assert whole.exit_code == 0, whole.output
-    expected = rows(copies["whole"], case.made)
-    assert expected, "the uninterrupted job made no rows"
+def resumes_to_the_same_rows(case: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Check that the case's job, stopped between its batches, resumes through the command and
+    through the API to what an uninterrupted job makes, and is listed as it goes."""
+    names, copies = prepared(case, tmp_path, ("whole", "again", "cli", "api"))
+    template = names.pop("template")
+    names.pop("folder")
+    whole, again = (start(case, names, copies[n]).job_id for n in ("whole", "again"))
+    agreed = Agreement.of(snapshot(copies["whole"], whole), snapshot(copies["again"], again))
+    expected = agreed.made(snapshot(copies["whole"], whole))
+    before = agreed.made(snapshot(template, None))
+    assert expected != before, "the uninterrupted job made no rows"
 
     for through in ("cli", "api"):
         db = copies[through]
-        job_id = _stopped(case, folder, db, names, monkeypatch)
-        assert before != rows(db, case.made) != expected  # stopped between its batches
+        job_id = _stopped(case, names, db, monkeypatch)
+        assert before != agreed.made(snapshot(db, job_id)) != expected  # stopped between batches
         if through == "cli":
             resumed = invoke("resume", job_id, "--db", db)
             assert resumed.exit_code == 0, resumed.output
@@ -136,10 +164,17 @@ def test_a_stopped_job_resumes_through_the_command_and_the_api_to_the_same_rows(
         else:
             handle = personahub.resume(job_id, db=db)
             assert (handle.kind, handle.job_id, handle.status) == (case.kind, job_id, "finished")
-        assert rows(db, case.made) == expected, through
+        assert agreed.made(snapshot(db, job_id)) == expected, through
         assert rows(db, KEPT_CALLS) == rows(copies["whole"], KEPT_CALLS), through
         assert (case.kind, "finished") in _listed(db)
         assert (case.kind, "interrupted") not in _listed(db)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", KINDS, ids=[k.kind for k in KINDS])
+def test_a_stopped_job_resumes_through_the_command_and_the_api_to_the_same_rows(
+        case: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resumes_to_the_same_rows(case, tmp_path, monkeypatch)
 
 
 @pytest.mark.slow

@@ -37,19 +37,20 @@ def scenario_file(tmp_path: Path, arms: str) -> Path:
 def test_aa_experiment_runs_each_arm_and_replicate_and_shows_no_effect(tmp_path):
     db = tmp_path / "exp.duckdb"
     path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
-    result = experiment(path, db=db)
-    assert len(result.ran) == 4
+    result = experiment(path, db=db, replicates=3)
+    assert len(result.ran) == 6
     assert sorted(zip(result.runs.arm, result.runs.replicate, result.runs.seed,
                       strict=True)) == \
-        [("a", 0, 5), ("a", 1, 6), ("b", 0, 5), ("b", 1, 6)]
-    assert list(result.runs.is_control) == [True, False, True, False]
-    assert set(result.arms.n) == {16}  # 8 agents x 2 replicates answered each survey
+        [("a", 0, 5), ("a", 1, 6), ("a", 2, 7), ("b", 0, 5), ("b", 1, 6), ("b", 2, 7)]
+    assert list(result.runs.is_control) == [True, False, True, False, True, False]
+    assert set(result.arms.n) == {24}  # 8 agents x 3 replicates answered each survey
     assert list(result.effects.outcome) == ["buy@2", "fair@2"]
     # two identical worlds from the same seeds: the same answers, no effect
-    assert (result.effects.effect == 0).all() and not result.effects.significant.any()
+    assert (result.effects.effect == 0).all() and (result.effects.p_value == 1).all()
+    assert not result.effects.significant.any()
     assert all("no detectable effect of b against a" in v for v in result.verdicts())
     # run again with the same id: every run is finished, nothing runs, the same tables
-    again = experiment(path, db=db)
+    again = experiment(path, db=db, replicates=3)
     assert again.ran == [] and again.runs.equals(result.runs)
     assert again.effects.drop(columns="verdict").equals(result.effects.drop(columns="verdict"))
 
@@ -101,13 +102,15 @@ def test_experiment_command_prints_the_effect_table_and_verdicts(tmp_path):
     assert "experiment trial: 2 arms x 1 replicates, 2 runs run now, 0 finished before" \
         in result.stderr
     lines = result.stdout.splitlines()
-    assert any("buy@2" in line and "chi-squared" in line and "+0.0 pp" in line for line in lines)
-    assert any("fair@2" in line and "Mann-Whitney U" in line for line in lines)
-    assert "intervals: agents (one replicate: world-to-world variation not measured) resampled" \
-        in lines
-    verdicts = [line for line in lines if "no detectable effect of b against a" in line]
+    assert any("buy@2" in line and "no test" in line and "+0.0 pp" in line for line in lines)
+    assert any("fair@2" in line and "8 p x 1 r" in line for line in lines)
+    assert any(line.startswith("tests and intervals: paired by persona within each replicate")
+               for line in lines)
+    verdicts = [line for line in lines if "b against a differs by +0.0" in line]
     assert [v.split(":")[0] for v in verdicts] == \
         ["buy at step 2 (share answering yes)", "fair at step 2 (mean answer)"]
+    assert all("no test: 1 replicate cannot separate" in v and "--replicates 5" in v
+               for v in verdicts)
     # the file edited since (arm b's world): the same id is refused, nothing is run or rewritten
     con = duckdb.connect(str(tmp_path / "exp.duckdb"), read_only=True)
     before = con.execute("SELECT * FROM experiments ORDER BY ALL").fetchall()
@@ -203,14 +206,32 @@ def test_agreement_says_whether_an_effect_lies_within_the_reference_interval():
         "each effect it finds found)")
 
 
+def test_agreement_with_an_experiment_that_has_no_test_says_so():
+    import pandas as pd
+
+    from personahub.analysis.experiment_effects import agreement
+
+    keys = {"outcome": "buy@2", "treatment": "b", "control": "a", "unit": "percentage points"}
+    base = pd.DataFrame([{**keys, "effect": 5.0, "ci_low": float("nan"),
+                          "ci_high": float("nan"), "significant": False}])
+    compared = pd.DataFrame([{**keys, "effect": 1.0, "ci_low": -3.0, "ci_high": 5.0,
+                              "significant": False}])
+    row = agreement(base, compared, base_label="experiment full",
+                    compared_label="experiment arch").iloc[0]
+    assert not row.agrees and not row.missed
+    assert row.line == ("buy@2, b against a: experiment full has no interval to compare with "
+                        "(too few replicates to test; give it at least 3).")
+
+
+@pytest.mark.slow
 def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_path):
     from tests.cli_helpers import invoke
 
     path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
     db = tmp_path / "exp.duckdb"
-    full = invoke("experiment", path, "--db", db, "--replicates", "1", "--id", "full")
+    full = invoke("experiment", path, "--db", db, "--replicates", "3", "--id", "full")
     assert full.exit_code == 0, full.output
-    arch = invoke("experiment", path, "--db", db, "--replicates", "1", "--id", "arch",
+    arch = invoke("experiment", path, "--db", db, "--replicates", "3", "--id", "arch",
                   "--archetypes", "2", "--compare", "full")
     assert arch.exit_code == 0, arch.output
     lines = arch.stdout.splitlines()
@@ -230,7 +251,7 @@ def test_an_experiment_with_archetypes_is_compared_with_the_per_agent_one(tmp_pa
             "USING (run_id) WHERE c.purpose LIKE 'survey%' ORDER BY ALL").fetchall()
     finally:
         con.close()
-    assert grouped == [("arch", 2, 1)]  # both arm runs grouped into 2 archetypes (0 and 1)
+    assert grouped == [("arch", 6, 1)]  # every arm run grouped into 2 archetypes (0 and 1)
     assert asked == [("arch", "survey_archetype"), ("full", "survey")]
     # the report draws the same comparison, from the recorded runs, with a verdict line
     report = invoke("report", "--experiment", "arch", "--compare", "full", "--db", db,

@@ -98,21 +98,22 @@ SCENARIO = Scenario(
     seed=0)
 EXPERIMENT = Experiment(arms=(Arm(name="control"),
                               Arm(name="treated", world="TREATED")),
-                        replicates=1, outcomes=(Outcome(survey="buy", step=1, options=("yes",)),))
+                        replicates=3, outcomes=(Outcome(survey="buy", step=1, options=("yes",)),))
 '''
 
 
-@pytest.mark.slow  # two runs over HTTP
+@pytest.mark.slow  # six runs over HTTP
 def test_a_planted_effect_is_found_and_covered_by_the_interval(server, tmp_path):
     srv = server(plants=(Plant("TREATED", "yes", 0.6),))
     path = tmp_path / "planted.py"
     path.write_text(SCENARIO)
     result = experiment(path, db=tmp_path / "planted.duckdb", llm=f"{srv.base_url}?model=offline")
     row = result.effects.iloc[0]
-    assert (row.n_control, row.n_treatment) == (40, 40)
+    assert (row.n_control, row.n_treatment) == (120, 120) and row.personas == 40
     # the marker is invisible to the engine: the treated agents answer as the control's, but
     # for the planted answers (an agent answering yes in the control does so treated too)
-    values = result.values.pivot(index="agent_id", columns="arm", values="value")
+    values = result.values.pivot(index=["replicate", "agent_id"], columns="arm",
+                                 values="value")
     assert (values.treated >= values.control).all()
     planted = 100 * 0.6 * (1 - 1 / 2)  # the expected effect, in percentage points: 30
     assert row.ci_low <= planted <= row.ci_high
