@@ -307,17 +307,24 @@ def shape_stats(graph: nx.Graph) -> dict[str, Any]:
 
 
 def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
-    """Return graph statistics: sizes, degrees, hops, sources, labels and the undirected shape."""
+    """Return graph statistics: sizes, degrees, hops, sources, labels and the undirected shape.
+
+    Edges and degrees are those of the undirected simple view, as an expansion's shape counts
+    them: an edge is a pair of related personas, a degree how many others a persona is related
+    to. ``relations`` counts the labelled relations (a pair may hold several, or one each way).
+    """
     from collections import Counter
     from statistics import median
 
-    degrees = sorted(d for _, d in graph.degree())
-    shape = shape_stats(social_view(graph))
+    social = social_view(graph)
+    degrees = sorted(d for _, d in social.degree())
+    shape = shape_stats(social)
     components = [len(c) for c in nx.weakly_connected_components(graph)] if graph else []
     labels = Counter(data.get("relation", key) for _, _, key, data in graph.edges(keys=True, data=True))
     return {
         "nodes": graph.number_of_nodes(),
-        "edges": graph.number_of_edges(),
+        "edges": social.number_of_edges(),
+        "relations": graph.number_of_edges(),
         "components": len(components),
         "largest_component": max(components, default=0),
         "isolated": sum(1 for d in degrees if d == 0),

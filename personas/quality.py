@@ -694,6 +694,14 @@ def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
     return f"{count} (top reasons: {', '.join(f'{r} {n}' for r, n in top)})"
 
 
+#: what a rejection is, beside a call kept: said wherever both are counted
+GATE_AFTER_CALL = ("each one the model answered: its call counts as kept, the gate refused what "
+                   "it said")
+
+
 def rejection_line(counts: Mapping[str, int], what: str) -> str:
-    """Return the summary line every command prints about the quality gate."""
-    return f"{what} rejected by the quality gate: {rejection_text(counts)}"
+    """Return the summary line every command prints about the quality gate; with rejections, it
+    says they are answers of calls counted as kept (a call is kept when the model answers in the
+    schema; the gate judges what the answer says)."""
+    line = f"{what} rejected by the quality gate: {rejection_text(counts)}"
+    return f"{line}; {GATE_AFTER_CALL}" if sum(counts.values()) else line

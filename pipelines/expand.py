@@ -292,7 +292,8 @@ def expansion_lines(summary: ExpandSummary) -> list[str]:
              f"{summary.failed_calls} failed calls"]
     shape = summary.graph
     if shape:
-        lines.append(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
+        lines.append(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges "
+                     "(pairs of related personas, as personas stats counts them), "
                      f"{shape['components']} components, {shape['cycles']} cycles, clustering "
                      f"{shape['clustering']}, degrees {shape['degree_histogram']}")
     lines.append(rejection_line(summary.rejected, "personas"))

@@ -72,7 +72,7 @@ def test_export_over_an_existing_file_names_overwrite(tmp_path: Path) -> None:
     ("held back (3 failed; --include-ungated, or include_ungated=True from Python, draws those)",
      "held back (3 failed; include_ungated=True draws those)"),
     ("failed (resume to retry: personahub synthesize --resume J --db d)",
-     "failed (resume to retry: personahub synthesize --resume J --db d)"),
+     "failed (resume to retry: personahub.resume('J', db='d'))"),
 ])
 def test_flags_are_said_as_keywords(flagged: str, python: str) -> None:
     assert python_message(flagged, {"out": "path", "force": "overwrite"}) == python

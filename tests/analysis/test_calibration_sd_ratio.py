@@ -71,7 +71,7 @@ def test_calibrate_stores_and_prints_the_sd_ratio(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     population = make_population(tmp_path, db, n=30)
     result = invoke("calibrate", write_survey(tmp_path / "s.csv"), "--population", population,
-                    "--n", 5, "--no-persona-n", 1, "--db", db)
+                    "--n", 5, "--no-persona-n", 1, "--db", db, "-v")  # -v: every table
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("dispersion (simulated"))

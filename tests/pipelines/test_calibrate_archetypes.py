@@ -200,7 +200,7 @@ def test_archetype_rows_cost_k_calls_per_question_offline(hub: dict[str, Any],
 def test_the_cli_prints_the_price_and_refuses_bad_values(hub: dict[str, Any]) -> None:
     db, survey, population = hub["db"], hub["survey"], hub["population"]
     result = invoke("calibrate", survey, "--population", population, "--n", 3, "--db", db,
-                    "--no-persona-n", 1, "--archetypes", 2)
+                    "--no-persona-n", 1, "--archetypes", 2, "-v")  # -v: the price per group
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "the price of archetypes" in out
