@@ -1,4 +1,4 @@
-"""Issue 44 item 2: the Python API speaks Python. Ids are numbers or text, errors name the
+"""The Python API speaks Python. Ids are numbers or text, errors name the
 caller's keywords (not the command's flags), every job function takes the common arguments,
 a handle's ``repr`` is one line, and a run's sampled rows carry their step and agent."""
 

@@ -124,7 +124,7 @@ def test_the_notebook_runs_an_experiment_and_an_evaluation() -> None:
 
 def test_the_chart_colours_definitely_green_as_the_live_view_does() -> None:
     """The purchase-intent chart's first option ("definitely") is green and its last ("definitely
-    not") red, as in the live view and the report (issue 44, item 7)."""
+    not") red, as in the live view and the report."""
     import matplotlib
 
     source = next("".join(c["source"]) for c in code_cells(load(NOTEBOOK))

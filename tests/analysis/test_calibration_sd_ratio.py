@@ -1,4 +1,4 @@
-"""Dispersion as simulated SD / human SD on ordinal questions (issue 45), beside the entropy
+"""Dispersion as simulated SD / human SD on ordinal questions, beside the entropy
 ratio: per question x group in the scores, its means in the summary, and on the console."""
 
 from __future__ import annotations

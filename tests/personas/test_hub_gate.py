@@ -1,4 +1,4 @@
-"""Hub hygiene (issue 30, item 9): every persona row carries a ``gate`` label, draws take only
+"""Hub hygiene: every persona row carries a ``gate`` label, draws take only
 the rows that passed the quality gate unless asked, the offline engine's rows are labelled
 ``offline``, and the gate checks coherence as well as form."""
 

@@ -492,7 +492,7 @@ ECHO_SHOWN = prompt_text(expand_messages(ECHO_PARENT, 1))
 
 
 @pytest.mark.parametrize("text, echo", [
-    # what SmolLM2-135M answered when asked who is close to a persona (issue 26)
+    # what SmolLM2-135M answered when asked who is close to a persona
     ("A welder from Osaka", True),
     ("A welder from Osaka who loves gardening and astronomy", True),
     ("a welder, aged 24, from Osaka", True),

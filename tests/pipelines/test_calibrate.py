@@ -422,7 +422,7 @@ def test_calibrate_json_prints_one_object(hub: dict[str, Any]) -> None:
 
 
 def test_progress_counts_answers_as_they_arrive_not_committed_batches(hub: dict[str, Any]) -> None:
-    """Issue 44 item 4: ``calibrating … 0`` stayed at 0 until a batch of 256 answers was
+    """``calibrating … 0`` stayed at 0 until a batch of 256 answers was
     committed. With one batch larger than all the job's answers, the hook hears every answer:
     counts rising by one, below the batch's size, against the total, before the commit."""
     seen: list[tuple[str, int, int | None]] = []

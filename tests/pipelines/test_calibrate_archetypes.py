@@ -1,6 +1,6 @@
 """``personahub calibrate --archetypes K``: one call per archetype and question, each member's
 answer drawn from its archetype's stated shares, scored as row ``archetypes:K``, and its price
-per group against the per-agent row (issue 48 item 3). Fixtures:
+per group against the per-agent row. Fixtures:
 ``tests/pipelines/calibrate_fixtures.py``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Arm runs under way at once (issue 47: "Arms and replicates are runs on the kernel, on any
+"""Arm runs under way at once ("Arms and replicates are runs on the kernel, on any
 executor (Ray spreads them)"): ``experiment(..., parallel=N)`` / ``--parallel N`` runs N arm x
 replicate runs on threads, each on its own connection to the one database, and ends with the
 tables of the runs one after another; killed, the same command goes on to those tables."""
