@@ -83,8 +83,8 @@ def save_graph(con: duckdb.DuckDBPyConnection, graph: nx.MultiDiGraph) -> None:
 class SocialEdges:
     """The undirected simple social graph as arrays, without networkx.
 
-    Edges are in networkx's order, so rows written from either agree. A million-persona graph took
-    about 17 s in networkx; these arrays take a fraction of that.
+    Edges are in networkx's order, so rows written from either agree; arrays rather than a networkx
+    graph because a million-persona graph is slow to build there (bench/RESULTS.md).
     """
 
     ids: list[str]
