@@ -26,7 +26,7 @@ from personahub.personas.linking import (
     texts_of,
 )
 from personahub.personas.near_dup import NearDuplicateIndex
-from personahub.personas.quality import gate_answer, gate_item, rejected_row
+from personahub.personas.quality import gate_answer, gate_item, rejected_row, repair_relation
 from personahub.personas.record import Persona
 from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
 
@@ -89,7 +89,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     accepted = 0
     for parent, position, person, text, issue in answers:
         mark = by_parent[parent.persona_id]
-        label = " ".join(person.relation.lower().split())[:40]
+        label = " ".join(repair_relation(person.relation).lower().split())[:40]
         if issue is not None:
             rejected.append(rejected_row(
                 "expand", issue, {"persona": person.persona, "relation": label,
