@@ -30,6 +30,9 @@ from personahub.personas.quality import gate_answer, gate_item, rejected_row, re
 from personahub.personas.record import Persona
 from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
 
+# how a frontier persona whose answers the quality gate rejected reads among a batch's errors
+GATE_ERROR = "quality gate: "
+
 
 @dataclass
 class BatchAnswer:
@@ -135,7 +138,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     gated = {parent.persona_id: str(issue) for parent, _, _, _, issue in reversed(answers)
              if issue is not None}
     errors = [call_error(result) if result.value is None
-              else f"quality gate: {gated.get(parent.persona_id, 'no one proposed')}"
+              else f"{GATE_ERROR}{gated.get(parent.persona_id, 'no one proposed')}"
               for parent, result in zip(parents, results, strict=True)
               if parent.persona_id not in passed]
     return BatchAnswer(created, relations, rejected, marks, merge_table,
