@@ -167,9 +167,10 @@ class GraphGrowth:
         fanout: related people asked for per persona per round.
         acquaintances: links per persona in a seeded small-world graph.
         rewire: small-world rewiring probability.
-        stop_on_rejected: stop setup (resumable) when the quality gate rejects more than
-            --max-failed-share of a hop's answers; by default the run goes on with the graph
-            the kept answers make, and says how many were kept and why the rest were not.
+        stop_on_rejected: stop setup (resumable) when more than --max-failed-share of a batch
+            of personas got no answer past the quality gate; by default the run goes on with
+            the graph the kept answers make, and says how many were kept and why the rest were
+            not.
     """
 
     hops: int = 1
