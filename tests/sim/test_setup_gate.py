@@ -9,12 +9,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from personahub import api
 from personahub.api import run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.models.client import CallRecord, StructuredResult
 from personahub.pipelines.run import RUN, RunConfig
 from personahub.sim.runner import load_scenario_personas
 from personahub.sim.scenario import load_scenario
+from tests.cli_helpers import invoke
 from tests.fakes import Call, FakeClient
 
 SEED = 11  # the scenario_file fixture's seed
@@ -72,6 +74,18 @@ def test_a_setup_whose_answers_are_mostly_rejected_goes_on_and_says_so(scenario_
     assert summary.setup_note == line
     lines = RUN.report(summary, db)
     assert lines.count(line) == 1  # one line, in what the run prints
+
+
+@pytest.mark.slow
+def test_the_run_command_prints_the_setup_line_once(scenario_file, tmp_path, monkeypatch):
+    path = scenario_of(scenario_file)
+    client = FakeClient(edit=rejecting(start_ids(path)[1:]), seed=SEED)
+    real = api.run_simulation
+    monkeypatch.setattr(api, "run_simulation", lambda config, **kw: real(config, client=client, **kw))
+    result = invoke("run", path, "--db", tmp_path / "cli.duckdb")
+    assert result.exit_code == 0, result.output
+    line = "note: setup expansion kept 2 of 12 answers (rejected: bare_name 10)"
+    assert [x.strip() for x in result.stderr.splitlines()].count(line) == 1
 
 
 @pytest.mark.slow
