@@ -175,6 +175,8 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig
         summary = run_simulation(config, progress=hook)
     if summary.personas_note:  # fewer personas than the scenario asked for
         print(f"note: {python_message(summary.personas_note)}", file=sys.stderr)
+    if summary.setup_note:  # the setup expansion's answers the gate kept and rejected
+        print(f"note: {summary.setup_note}", file=sys.stderr)
     return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
 
 

@@ -170,6 +170,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
     print_summary(summary)
     if summary.personas_note:  # on stderr, as every draw's shortfall
         say(("note:", "yellow"), f" {summary.personas_note}")
+    if summary.setup_note:  # the setup expansion's answers the gate kept and rejected
+        say(("note:", "yellow"), f" {summary.setup_note}")
     return summary
 
 
