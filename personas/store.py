@@ -264,6 +264,34 @@ def survivor_batches(con: duckdb.DuckDBPyConnection,
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
 
 
+def survivor_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """Return what tells one set of survivors from another: their count and first and last."""
+    row = con.execute(f"SELECT count(*), min(seq), max(seq), arg_min(persona_id, seq), "
+                      f"arg_max(persona_id, seq) FROM ({SURVIVORS})").fetchall()[0]
+    return ":".join(str(v) for v in row)
+
+
+def mark_spilled_duplicates(con: duckdb.DuckDBPyConnection, marks: str, ids: str,
+                            stage: str) -> None:
+    """Flag personas from Parquet marks (later, earlier text indexes) and the ids of the indexes.
+
+    marks and ids are file patterns a dedup stage wrote; already flagged personas stay as they are.
+    """
+    con.execute(
+        """
+        UPDATE personas
+        SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
+        FROM (SELECT l.persona_id, e.persona_id AS duplicate_of
+              FROM read_parquet(?) AS k
+              JOIN read_parquet(?) AS l ON l.index = k.later
+              JOIN read_parquet(?) AS e ON e.index = k.earlier) AS m
+        WHERE personas.persona_id = m.persona_id
+          AND NOT coalesce(personas.is_duplicate, false)
+        """,
+        [stage, marks, ids, ids],
+    )
+
+
 def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:
     """Flag each marked persona as a duplicate by this dedup stage, unless already flagged."""
     view = f"_dedup_marks_{stage}"
