@@ -59,7 +59,6 @@ __all__ = [
     "run_dedup",
     "run_embedding_stage",
     "run_minhash_stage",
-    "bound_memory",
     "spilled_minhash",
     "write_marks",
     "write_spilled_marks",
@@ -182,11 +181,6 @@ def mark_duplicates_from_files(con: duckdb.DuckDBPyConnection, spilled: Spilled,
                                stage: str) -> None:
     """Write the marks of a spilled stage through the hub's owner of the personas table."""
     mark_spilled_duplicates(con, spilled.marks_glob, spilled.ids_glob, stage)
-
-
-def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int) -> None:
-    """Hold DuckDB's own buffers to a quarter of memory_mb, so the database spills as stage 1 does."""
-    con.execute(f"SET memory_limit = '{max(64, memory_mb // 4)}MiB'")
 
 
 def spilled_minhash(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,

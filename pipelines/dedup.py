@@ -38,7 +38,6 @@ from personahub.personas.dedup import (
     DedupSummary,
     MinHashSource,
     StageSummary,
-    bound_memory,
     embed_texts,
     embedding_marks,
     local_signatures,
@@ -55,6 +54,7 @@ from personahub.personas.embedding import (
     embedder_scripts,
     offline_embedder,
 )
+from personahub.personas.hub_memory import bound_memory
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.minhash_spill import Spilled, SpillPlan, spill_workers
@@ -251,7 +251,7 @@ class DedupAsker:
         sign = self.state.sign
         if sign is local_signatures and not SpillPlan.fits_in_memory(survivor_count(self.con),
                                                                      self.memory_mb):
-            bound_memory(self.con, self.memory_mb)
+            bound_memory(self.con, self.memory_mb // 4)
             spilled = spilled_minhash(self.con, self.config, self.folder, self.memory_mb,
                                       workers=spill_workers(), progress=self.report)
             return SpilledMarks(spilled, time.perf_counter() - t0)
