@@ -28,6 +28,8 @@ import json
 import math
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -421,6 +423,22 @@ def verify_chunk(folder: WorkFolder, c: int, plan: SpillPlan, config: MinHashCon
     return out[np.lexsort((out[:, 0], out[:, 1]))]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Exit this worker when the stage's process is gone (a kill -9 leaves no one to stop it)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor | None:
+    if workers <= 1:
+        return None
+    return ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),))
+
+
 def _run_all(pool: Executor | None, fn: Callable[..., int], jobs: Iterable[tuple[Any, ...]],
              done: Callable[[int], None]) -> None:
     if pool is None:
@@ -462,7 +480,7 @@ def run_spilled(chunks: Iterator[tuple[list[str], list[str]]], plan: SpillPlan,
     """
     folder = WorkFolder(root)
     folder.prepare(plan, config, fingerprint)
-    pool = ProcessPoolExecutor(plan.workers) if plan.workers > 1 else None
+    pool = _pool(plan.workers)
     try:
         _sign(folder, chunks, plan, config, pool, progress)
         todo = [p for p in range(plan.partitions) if not folder.partition(p).exists()]

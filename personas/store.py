@@ -110,8 +110,9 @@ def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
 
 def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
     """Return ids of live personas in hub order, the first limit of them."""
-    rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq").fetchall()
-    return [r[0] for r in rows][:limit]
+    rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq LIMIT ?",
+                       [limit]).fetchall()
+    return [r[0] for r in rows]
 
 
 def persona_count(con: duckdb.DuckDBPyConnection) -> int:

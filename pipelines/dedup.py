@@ -54,8 +54,8 @@ from personahub.personas.embedding import (
     embedder_scripts,
     offline_embedder,
 )
-from personahub.personas.hub_memory import bound_memory
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
+from personahub.personas.hub_memory import bound_memory
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.minhash_spill import Spilled, SpillPlan, spill_workers
 from personahub.personas.store import flagged_duplicates, survivor_count

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
@@ -158,6 +159,22 @@ def test_dedup_job_spills_past_its_memory_and_flags_the_same(tmp_path: Path) -> 
     assert not Path(f"{small}.jobs").exists()  # the work folder went with the job
 
 
+def processes_naming(word: str) -> list[int]:
+    """Return the ids of live (not zombie) processes whose command line contains word."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if word in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
 @pytest.mark.slow
 def test_a_killed_spilled_stage_resumes_to_the_same_flags(tmp_path: Path) -> None:
     texts = templated(12_000, seed=5)
@@ -172,8 +189,21 @@ def test_a_killed_spilled_stage_resumes_to_the_same_flags(tmp_path: Path) -> Non
     def half_signed() -> bool:
         return len(list(Path(signed).glob("*/minhash/sign/*.done"))) >= 10
 
-    code = kill_when(args, half_signed, "stage 1 never signed 10 chunks")
+    workers: list[int] = []
+
+    def half_signed_workers_seen() -> bool:
+        if not half_signed():
+            return False
+        workers[:] = processes_naming(str(db))
+        return True
+
+    code = kill_when(args, half_signed_workers_seen, "stage 1 never signed 10 chunks")
     assert code == -9
+    assert len(workers) >= 2  # the stage and its worker processes were running
+    deadline = time.monotonic() + 20  # its worker processes follow it
+    while set(workers) & set(processes_naming(str(db))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(workers) & set(processes_naming(str(db)))
     assert not any(row[1] for row in flags(db))  # nothing half-written
     assert list(Path(signed).glob("*/minhash/sign/*.done"))
     again = invoke(*args)
