@@ -200,8 +200,10 @@ def add_relations(db: Path, n: int) -> None:
             WITH p AS (SELECT persona_id, row_number() OVER (ORDER BY seq) - 1 AS i FROM personas)
             SELECT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
                    ELSE 'neighbour' END, 1, 'bench'
-            FROM p a JOIN p b ON b.i = (a.i + 1) % ? OR b.i = (a.i * 7919 + 13) % ?
-            WHERE a.persona_id <> b.persona_id""", [n, n])
+            FROM (SELECT persona_id, i, (i + 1) % ? AS j FROM p
+                  UNION ALL SELECT persona_id, i, (i * 7919 + 13) % ? FROM p) AS a
+            JOIN p AS b ON b.i = a.j
+            WHERE a.persona_id <> b.persona_id""", [n, n])  # two equi-joins: an OR join is n x n
     finally:
         con.close()
 
