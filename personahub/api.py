@@ -291,7 +291,8 @@ _DEDUP_DEFAULTS: dict[str, Any] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
 # how a dedup job runs (its engine fields)
-_DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers"}
+_DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers",
+                 "memory_mb"}
 _MODEL_FLAGS = {*SAMPLING, "timeout_s", "rps"}
 # --batch and its options (docs/batch.md)
 _BATCH_FLAGS = set(BATCH)

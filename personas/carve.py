@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.gate_labels import drawn_gates
 from personahub.personas.hub_gate import fewer_than_asked, gate_clause, held_back, none_eligible
 from personahub.personas.record import Persona
-from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.selection_sandbox import persona_batches, persona_sandbox
 from personahub.personas.store import adjacent_ids, fetch_personas, has_persona
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
@@ -113,9 +113,9 @@ def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) ->
     return seen
 
 
-def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
-    """Return ids of the personas matching the selection, in hub order."""
-    selection = selection or Selection()
+def _clauses(con: duckdb.DuckDBPyConnection, selection: Selection
+             ) -> tuple[list[str], list[Any], list[str] | None]:
+    """Return a selection's SQL conditions, their parameters and its neighbourhood's ids."""
     clauses: list[str] = []
     params: list[Any] = []
     if not selection.include_duplicates:
@@ -142,6 +142,13 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
     near = sorted(neighbourhood(con, selection.near, selection.within)) if selection.near else None
     if near is not None:
         clauses.append("persona_id IN (SELECT id FROM _carve_near)")
+    return clauses, params, near
+
+
+def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
+    """Return ids of the personas matching the selection, in hub order."""
+    selection = selection or Selection()
+    clauses, params, near = _clauses(con, selection)
     sql = "SELECT persona_id FROM personas"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
@@ -155,9 +162,84 @@ def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = Non
             raise ValueError("selection failed: conditions cannot read files") from exc
         except duckdb.Error as exc:
             raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
+    gated = gate_clause(drawn_gates(include_ungated=selection.include_ungated))
     if not ids and gated and select_ids(con, replace(selection, include_ungated=True)):
         raise ValueError(none_eligible(con, "personas sample"))
     return ids
+
+
+def _stratum_sql(attribute: str) -> tuple[str, list[Any]]:
+    """Return the SQL of an attribute's stratum (MISSING when absent or empty) and its parameters."""
+    if attribute in COLUMNS:
+        value, params = f"CAST({attribute} AS VARCHAR)", []
+    else:
+        value = "json_extract_string(attributes, ?)"
+        params = ['$."' + attribute.replace('"', '\\"') + '"']
+    return f"coalesce(nullif({value}, ''), '{MISSING}')", params
+
+
+def _matches(con: duckdb.DuckDBPyConnection, selection: Selection,
+             stratify: str | None) -> Iterator[pa.Table]:
+    """Stream the selection's matches as (persona_id, stratum) tables, in hub order.
+
+    The hub is read in batches, each put into the sandbox alone, so no more than a batch of it is
+    held at a time.
+    """
+    clauses, params, near = _clauses(con, selection)
+    stratum, stratum_params = _stratum_sql(stratify) if stratify is not None else ("''", [])
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    sql = f"SELECT persona_id, {stratum} AS stratum FROM personas{where} ORDER BY seq"
+    args = [*stratum_params, *params]
+    with persona_batches(con, [*clauses, stratum]) as (sandbox, batches):
+        if near is not None:
+            sandbox.register("_carve_near", pa.table({"id": pa.array(near, type=pa.string())}))
+        for _ in batches:
+            try:
+                yield sandbox.sql(sql, params=args).to_arrow_table()
+            except duckdb.PermissionException as exc:
+                raise ValueError("selection failed: conditions cannot read files") from exc
+            except duckdb.Error as exc:
+                raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
+
+
+def sample_selection(con: duckdb.DuckDBPyConnection, selection: Selection | None, k: int | None,
+                     *, seed: int = 0, stratify: str | None = None,
+                     equal: bool = False) -> list[str]:
+    """Draw k of the selection's ids as sample_ids(select_ids(...)) does, from the store.
+
+    The matches are counted in one pass and the drawn positions taken in a second, so memory holds
+    a batch of the hub and the k ids, not every match. Returns ids in hub order.
+    """
+    selection = selection or Selection()
+    if stratify is not None:
+        check_attribute(con, stratify)
+    if k is not None and k < 0:
+        raise ValueError(f"-k must be >= 0, got {k}")
+    sizes: dict[str, int] = defaultdict(int)
+    for table in _matches(con, selection, stratify):
+        counted = table.group_by("stratum").aggregate([("stratum", "count")])
+        for value, count in zip(counted["stratum"].to_pylist(),
+                                counted["stratum_count"].to_pylist(), strict=True):
+            sizes[value] += count
+    total = sum(sizes.values())
+    if k is None or k >= total:
+        return select_ids(con, selection)  # every match (the errors of an empty one too)
+    rng = random.Random(seed)
+    if stratify is None:
+        wanted = {"": set(rng.sample(range(total), k))}
+    else:
+        alloc = _allocate(dict(sizes), k, equal)
+        wanted = {stratum: set(rng.sample(range(sizes[stratum]), alloc[stratum]))
+                  for stratum in sorted(sizes)}
+    seen: dict[str, int] = defaultdict(int)
+    chosen: list[str] = []
+    for table in _matches(con, selection, stratify):
+        for pid, value in zip(table.column(0).to_pylist(), table.column(1).to_pylist(),
+                              strict=True):
+            if seen[value] in wanted[value]:
+                chosen.append(pid)
+            seen[value] += 1
+    return chosen
 
 
 def _allocate(sizes: dict[str, int], k: int, equal: bool) -> dict[str, int]:
@@ -243,7 +325,7 @@ def sample_ids(con: duckdb.DuckDBPyConnection, ids: Sequence[str], k: int | None
 def carve(con: duckdb.DuckDBPyConnection, selection: Selection | None = None, *, k: int | None = None,
           seed: int = 0, stratify: str | None = None, equal: bool = False) -> list[Persona]:
     """Select, then sample; return the personas in hub order."""
-    ids = sample_ids(con, select_ids(con, selection), k, seed=seed, stratify=stratify, equal=equal)
+    ids = sample_selection(con, selection, k, seed=seed, stratify=stratify, equal=equal)
     return fetch_personas(con, ids)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -34,7 +35,14 @@ from personahub.personas.minhash import (
     resolve_first_seen,
     sketch,
 )
-from personahub.personas.store import mark_duplicates, survivor_batches, survivor_count
+from personahub.personas.minhash_spill import Spilled, SpillPlan, run_spilled, spill_chunks
+from personahub.personas.store import (
+    mark_duplicates,
+    mark_spilled_duplicates,
+    survivor_batches,
+    survivor_count,
+    survivor_fingerprint,
+)
 
 if TYPE_CHECKING:
     from personahub.core.contracts import StructuredResult
@@ -51,7 +59,9 @@ __all__ = [
     "run_dedup",
     "run_embedding_stage",
     "run_minhash_stage",
+    "spilled_minhash",
     "write_marks",
+    "write_spilled_marks",
 ]
 
 Progress = Callable[[str, int, int], None]
@@ -158,6 +168,34 @@ def write_marks(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray
     )
     mark_duplicates(con, marks, stage)
     return int(rows.size)
+
+
+def write_spilled_marks(con: duckdb.DuckDBPyConnection, spilled: Spilled, stage: str) -> int:
+    """Mark stage 1's spilled marks in the caller's transaction, from their files; return the count."""
+    if spilled.marks:
+        mark_duplicates_from_files(con, spilled, stage)
+    return spilled.marks
+
+
+def mark_duplicates_from_files(con: duckdb.DuckDBPyConnection, spilled: Spilled,
+                               stage: str) -> None:
+    """Write the marks of a spilled stage through the hub's owner of the personas table."""
+    mark_spilled_duplicates(con, spilled.marks_glob, spilled.ids_glob, stage)
+
+
+def spilled_minhash(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,
+                    memory_mb: int, *, workers: int = 1,
+                    progress: Progress | None = None) -> Spilled:
+    """Run stage 1 out of core through folder, each step within memory_mb; write nothing.
+
+    The survivors are read in hub order in chunks the plan sets; a folder left by a killed run of
+    the same stage over the same hub is resumed.
+    """
+    total = survivor_count(con)
+    plan = SpillPlan.for_memory(total, memory_mb, config.minhash, workers)
+    chunks = spill_chunks(survivor_batches(con, min(plan.chunk_rows, config.batch_rows)),
+                          plan.chunk_rows)
+    return run_spilled(chunks, plan, config.minhash, folder, survivor_fingerprint(con), progress)
 
 
 def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stage: str) -> int:

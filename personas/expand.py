@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any
 
 import duckdb
@@ -27,16 +28,16 @@ from personahub.core.store import insert_rows, scalar, transaction
 from personahub.core.text_bounds import DIGITS, SHORT
 from personahub.personas.embedding import Embedder
 from personahub.personas.graph import Relation, save_relations, shape_stats, social_graph
+from personahub.personas.hub_near_index import HubNearIndex
 from personahub.personas.link_merge import save_merges
 from personahub.personas.link_nearest import NearestPool, pool_embedder
-from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import (
     PERSONA_MAX_CHARS,
     RELATION_MAX_CHARS,
     rejected_counts,
 )
 from personahub.personas.record import Persona
-from personahub.personas.store import fetch_personas, live_persona_texts, upsert_personas
+from personahub.personas.store import fetch_personas, upsert_personas
 
 MAX_HOPS = 6
 DEFAULT_BATCH = 256
@@ -110,10 +111,9 @@ class ExpandSummary:
     provider_batches: str | None = None
 
 
-def hub_index(con: duckdb.DuckDBPyConnection, threshold: float) -> NearDuplicateIndex:
-    index = NearDuplicateIndex(threshold=threshold)
-    index.add_many(live_persona_texts(con))
-    return index
+def hub_index(con: duckdb.DuckDBPyConnection, threshold: float, folder: Path) -> HubNearIndex:
+    """Return the near-duplicate index of the hub's live personas, its band hashes in folder."""
+    return HubNearIndex(con, folder, threshold=threshold)
 
 
 def params_key(start_ids: Sequence[str], hops: int, fanout: int, threshold: float) -> str:

@@ -21,6 +21,7 @@ from personahub.personas.store import (
     add_relations,
     duplicate_ids,
     fetch_personas,
+    graph_tallies,
     relation_rows,
     social_pairs,
     upsert_personas,
@@ -380,3 +381,64 @@ def read_graphml(path: str | Path) -> nx.MultiDiGraph:
         graph.add_edge(u, v, key=relation, relation=relation,
                        hop=None if hop is None else int(hop), source=data.get("source", ""))
     return graph
+
+
+def _histogram_of_counts(degrees: Sequence[tuple[int, int]]) -> dict[str, int]:
+    histogram: dict[str, int] = {}
+    for low, high in _DEGREE_BINS:
+        label = str(low) if high == low else (f"{low}+" if high is None else f"{low}-{high}")
+        histogram[label] = sum(n for d, n in degrees if d >= low and (high is None or d <= high))
+    return {k: v for k, v in histogram.items() if v}
+
+
+def _median_of_counts(degrees: Sequence[tuple[int, int]], total: int) -> float | int:
+    """Return statistics.median of the degrees given as sorted (degree, count) rows."""
+    def at(position: int) -> int:
+        seen = 0
+        for degree, count in degrees:
+            seen += count
+            if position < seen:
+                return degree
+        raise IndexError(position)
+
+    if total % 2:
+        return at(total // 2)
+    return (at(total // 2 - 1) + at(total // 2)) / 2
+
+
+def hub_graph_stats(con: duckdb.DuckDBPyConnection, *, include_duplicates: bool = False,
+                    top_labels: int = 15) -> dict[str, Any]:
+    """Return graph_stats of the hub's graph, computed in SQL rather than in memory.
+
+    Args:
+        con: A connection to the hub.
+        include_duplicates: Count flagged near-duplicates too.
+        top_labels: Relation labels listed, most frequent first.
+
+    Returns:
+        The same dictionary graph_stats returns for load_graph's graph.
+    """
+    t = graph_tallies(con, include_duplicates)
+    nodes, degrees = t["nodes"], t["degrees"]
+    components = t["components"]
+    component_count = sum(count for _, count in components)
+    total_degree = sum(d * n for d, n in degrees)
+    return {
+        "nodes": nodes,
+        "edges": t["edges"],
+        "components": component_count,
+        "largest_component": max((size for size, _ in components), default=0),
+        "isolated": sum(n for d, n in degrees if d == 0),
+        "degree": {"min": degrees[0][0] if degrees else 0,
+                   "median": _median_of_counts(degrees, nodes) if nodes else 0,
+                   "max": degrees[-1][0] if degrees else 0,
+                   "mean": round(total_degree / nodes, 2) if nodes else 0.0},
+        "degree_histogram": _histogram_of_counts(degrees),
+        "cycles": t["simple_edges"] - nodes + component_count,
+        "clustering": round(t["clustering_sum"] / nodes, 4) if nodes else 0.0,
+        "nodes_by_hop": {int(h): int(n) for h, n in t["hops"]},
+        "edges_by_hop": {int(h): int(n) for h, n in t["edge_hops"]},
+        "nodes_by_source": {str(k): int(n) for k, n in t["sources"]},
+        "relation_labels": {str(k): int(n) for k, n in t["labels"][:top_labels]},
+        "distinct_labels": len(t["labels"]),
+    }

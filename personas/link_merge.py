@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from personahub.personas.graph import Relation
-from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.near_dup import NearIndex
 from personahub.personas.record import Persona
 from personahub.personas.store import add_merges, expansion_merges
 
@@ -52,7 +52,7 @@ def apply_merges(merges: Mapping[str, str], created: list[Persona], relations: l
 
 
 def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
-                 index: NearDuplicateIndex) -> dict[str, str]:
+                 index: NearIndex) -> dict[str, str]:
     """Return an expansion's merges so far (id -> person), putting their texts back into the index."""
     rows = expansion_merges(con, expansion_id)
     index.add_many([(pid, text) for pid, text, _ in rows])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -104,6 +104,16 @@ class _Sorted:
         lo = np.searchsorted(self.hashes, flat, side="left")
         hi = np.searchsorted(self.hashes, flat, side="right")
         return [(pos, self.numbers[lo[pos] : hi[pos]]) for pos in np.flatnonzero(hi > lo).tolist()]
+
+
+class NearIndex(Protocol):
+    """What an expansion asks of its near-duplicate index: check and add, or add."""
+
+    def check_and_add(self, key: str, text: str) -> str | None:
+        """Return the key text duplicates, or None after indexing it."""
+
+    def add_many(self, items: Sequence[tuple[str, str]]) -> None:
+        """Index every (key, text) without checking."""
 
 
 class NearDuplicateIndex:

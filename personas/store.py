@@ -112,8 +112,9 @@ def flagged_duplicate_count(con: duckdb.DuckDBPyConnection) -> int:
 
 def live_persona_ids(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> list[str]:
     """Return ids of live personas in hub order, the first limit of them."""
-    rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq").fetchall()
-    return [r[0] for r in rows][:limit]
+    rows = con.execute(f"SELECT persona_id FROM ({SURVIVORS}) ORDER BY seq LIMIT ?",
+                       [limit]).fetchall()
+    return [r[0] for r in rows]
 
 
 def persona_count(con: duckdb.DuckDBPyConnection) -> int:
@@ -206,6 +207,16 @@ def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa
     return con.sql(f"SELECT {names} FROM personas").to_arrow_table()
 
 
+def personas_arrow_batches(con: duckdb.DuckDBPyConnection, columns: Sequence[str],
+                           rows: int) -> pa.RecordBatchReader:
+    """Stream the given columns of every persona in hub order, rows at a time."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    rel = con.sql(f"SELECT {names} FROM personas ORDER BY seq")
+    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
+    reader: pa.RecordBatchReader = to_reader(rows)
+    return reader
+
+
 def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
     """Return (gate label, count) among live personas."""
     return [(str(gate), int(n)) for gate, n in con.execute(
@@ -264,6 +275,34 @@ def survivor_batches(con: duckdb.DuckDBPyConnection,
     to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
     for batch in to_reader(batch_rows):
         yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
+
+
+def survivor_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
+    """Return what tells one set of survivors from another: their count and first and last."""
+    row = con.execute(f"SELECT count(*), min(seq), max(seq), arg_min(persona_id, seq), "
+                      f"arg_max(persona_id, seq) FROM ({SURVIVORS})").fetchall()[0]
+    return ":".join(str(v) for v in row)
+
+
+def mark_spilled_duplicates(con: duckdb.DuckDBPyConnection, marks: str, ids: str,
+                            stage: str) -> None:
+    """Flag personas from Parquet marks (later, earlier text indexes) and the ids of the indexes.
+
+    marks and ids are file patterns a dedup stage wrote; already flagged personas stay as they are.
+    """
+    con.execute(
+        """
+        UPDATE personas
+        SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
+        FROM (SELECT l.persona_id, e.persona_id AS duplicate_of
+              FROM read_parquet(?) AS k
+              JOIN read_parquet(?) AS l ON l.index = k.later
+              JOIN read_parquet(?) AS e ON e.index = k.earlier) AS m
+        WHERE personas.persona_id = m.persona_id
+          AND NOT coalesce(personas.is_duplicate, false)
+        """,
+        [stage, marks, ids, ids],
+    )
 
 
 def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:
@@ -374,3 +413,95 @@ def expansion_merges(con: duckdb.DuckDBPyConnection,
         "SELECT persona_id, text, merged_into FROM persona_merges "
         "WHERE expansion_id = ? ORDER BY position", [expansion_id]).fetchall()
     return rows
+
+
+# -- graph statistics in SQL: the hub is never loaded whole ---------------------------------
+
+def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> None:
+    """Lay out temporary node and edge tables: nodes numbered in hub order, edges by number."""
+    live = "" if include_duplicates else f"WHERE {_LIVE}"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _g_nodes AS SELECT row_number() OVER (ORDER BY seq) "
+                f"AS v, persona_id, seq, coalesce(hop, 0) AS hop, coalesce(source, '') AS source "
+                f"FROM personas {live}")
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_edges AS SELECT a.v AS a, b.v AS b, a.seq AS "
+                "aseq, r.dst, r.relation, r.hop FROM relations r JOIN _g_nodes a ON "
+                "a.persona_id = r.src JOIN _g_nodes b ON b.persona_id = r.dst")
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_simple AS SELECT DISTINCT least(a, b) AS x, "
+                "greatest(a, b) AS y FROM _g_edges WHERE a <> b")
+
+
+def _drop_graph_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for name in ("_g_nodes", "_g_edges", "_g_simple", "_g_labels", "_g_next"):
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _components(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
+    """Return (component size, count) of the simple graph, by min-label propagation with pointer
+    jumping: each round a node takes its neighbours' least label, then its label's label."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_labels AS SELECT v, v AS l FROM _g_nodes")
+    while True:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _g_next AS
+            WITH least_seen AS (
+                SELECT v, min(l) AS l FROM (
+                    SELECT v, l FROM _g_labels
+                    UNION ALL SELECT s.x AS v, t.l FROM _g_simple s JOIN _g_labels t ON t.v = s.y
+                    UNION ALL SELECT s.y AS v, t.l FROM _g_simple s JOIN _g_labels t ON t.v = s.x)
+                GROUP BY v)
+            SELECT n.v, least(n.l, j.l) AS l FROM least_seen n JOIN least_seen j ON j.v = n.l""")
+        changed = con.execute("SELECT count(*) FROM _g_next n JOIN _g_labels o USING (v) "
+                              "WHERE n.l <> o.l").fetchall()[0][0]
+        con.execute("CREATE OR REPLACE TEMP TABLE _g_labels AS SELECT * FROM _g_next")
+        if not changed:
+            break
+    return [(int(size), int(count)) for size, count in con.execute(
+        "SELECT size, count(*) FROM (SELECT l, count(*) AS size FROM _g_labels GROUP BY l) "
+        "GROUP BY size ORDER BY size").fetchall()]
+
+
+def graph_tallies(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> dict[str, Any]:
+    """Return the persona graph's tallies, each a small table computed in SQL.
+
+    degrees (degree, nodes); components (size, count); simple_edges; clustering_sum (each
+    node's clustering coefficient summed); hops, edge_hops, sources (kind, count) in first-seen
+    order for ties; labels (label, count) in the order networkx's edge walk first meets them.
+    """
+    _graph_tables(con, include_duplicates)
+    try:
+        nodes = con.execute("SELECT count(*) FROM _g_nodes").fetchall()[0][0]
+        edges = con.execute("SELECT count(*) FROM _g_edges").fetchall()[0][0]
+        degrees = con.execute("""
+            WITH ends AS (SELECT a AS v FROM _g_edges UNION ALL SELECT b FROM _g_edges),
+            d AS (SELECT n.v, count(e.v) AS degree FROM _g_nodes n LEFT JOIN ends e USING (v)
+                  GROUP BY n.v)
+            SELECT degree, count(*) FROM d GROUP BY degree ORDER BY degree""").fetchall()
+        simple = con.execute("SELECT count(*) FROM _g_simple").fetchall()[0][0]
+        clustering = con.execute("""
+            WITH adj AS (SELECT x AS p, y AS q FROM _g_simple UNION ALL SELECT y, x FROM _g_simple),
+            deg AS (SELECT p AS v, count(*) AS d FROM adj GROUP BY p),
+            common AS (SELECT s.x, s.y, count(*) AS c FROM _g_simple s
+                       JOIN adj i ON i.p = s.x JOIN adj j ON j.p = s.y AND j.q = i.q
+                       GROUP BY s.x, s.y),
+            tri AS (SELECT v, sum(c) / 2 AS t FROM (SELECT x AS v, c FROM common
+                                                    UNION ALL SELECT y, c FROM common) GROUP BY v)
+            SELECT coalesce(sum(2.0 * t / (d * (d - 1))), 0) FROM tri JOIN deg USING (v)
+            WHERE d > 1""").fetchall()[0][0]
+        hops = con.execute("SELECT hop, count(*) FROM _g_nodes GROUP BY hop ORDER BY hop").fetchall()
+        edge_hops = con.execute("SELECT coalesce(hop, -1) AS h, count(*) FROM _g_edges GROUP BY h "
+                                "ORDER BY h").fetchall()
+        sources = con.execute("""
+            SELECT kind, count(*) AS n FROM (
+                SELECT seq, CASE WHEN source IN ('expand', 'text-to-persona', 'seed', '')
+                                 THEN source WHEN source LIKE 'scenario:%' THEN 'scenario'
+                                 ELSE 'file' END AS kind FROM _g_nodes)
+            GROUP BY kind ORDER BY n DESC, min(seq)""").fetchall()
+        labels = con.execute("""
+            SELECT relation, count(*) AS n FROM _g_edges GROUP BY relation
+            ORDER BY n DESC, min({'s': aseq, 'd': dst})""").fetchall()
+        components = _components(con) if nodes else []
+    finally:
+        _drop_graph_tables(con)
+    return {"nodes": int(nodes), "edges": int(edges), "simple_edges": int(simple),
+            "degrees": [(int(d), int(n)) for d, n in degrees], "components": components,
+            "clustering_sum": float(clustering), "hops": hops, "edge_hops": edge_hops,
+            "sources": sources, "labels": labels}

@@ -30,6 +30,7 @@ from personahub.core.kernel import (
 from personahub.core.provider_batch_records import save_handle
 from personahub.core.store import DEFAULT_DB
 from personahub.executors import check_executor, minhash_source
+from personahub.executors.shards import job_folder
 from personahub.models.embedders import EmbedderSettings, calls_model
 from personahub.models.embedding_batches import BatchingEmbedder
 from personahub.personas.dedup import (
@@ -39,8 +40,11 @@ from personahub.personas.dedup import (
     StageSummary,
     embed_texts,
     embedding_marks,
+    local_signatures,
     minhash_duplicates,
+    spilled_minhash,
     write_marks,
+    write_spilled_marks,
 )
 from personahub.personas.dedup_jobs import detail_row, record_stage, stages_of
 from personahub.personas.dedup_languages import JudgedLog, split_by_script, write_judged
@@ -51,7 +55,9 @@ from personahub.personas.embedding import (
     offline_embedder,
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
+from personahub.personas.hub_memory import bound_memory
 from personahub.personas.minhash import MinHashConfig
+from personahub.personas.minhash_spill import Spilled, SpillPlan, spill_workers
 from personahub.personas.store import flagged_duplicates, survivor_count
 from personahub.pipelines.model_fields import ExecutorFields, RequestFields
 from personahub.pipelines.provider_batch_jobs import BatchFields, batch_line, batch_status, job_book
@@ -62,6 +68,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ANN_CHOICES = ("auto", *ANN_BACKENDS)
+DEFAULT_MEMORY_MB = 1024
+MIN_MEMORY_MB = 1
 # stage-2 embedders that compute no model's vectors: cheap enough for the driver on any executor
 DRIVER_EMBEDDERS = ("hash",)
 
@@ -80,6 +88,8 @@ class DedupJobConfig(BatchFields, RequestFields, ExecutorFields):
     embed_threshold: float = 0.9  # stage 2: cosine
     ann: str = "auto"
     batch_size: int = engine(50_000)  # stage 2: personas embedded per transaction
+    # stage 1's working memory: past it, its stages spill to files beside the database
+    memory_mb: int = engine(DEFAULT_MEMORY_MB)
     db: str = engine(DEFAULT_DB)
 
     def __post_init__(self) -> None:
@@ -88,6 +98,10 @@ class DedupJobConfig(BatchFields, RequestFields, ExecutorFields):
         if self.ann not in ANN_CHOICES:
             raise UsageError(f"--ann {self.ann!r}: use one of {', '.join(ANN_CHOICES)}")
         self.stages()  # the thresholds, n-grams, permutations and batch size
+        if isinstance(self.memory_mb, bool) or not isinstance(self.memory_mb, int) \
+                or self.memory_mb < MIN_MEMORY_MB:
+            raise UsageError(f"--memory-mb {self.memory_mb!r}: give a whole number of MiB, at "
+                             f"least {MIN_MEMORY_MB}")
         check_fields(self)  # the engine options' own checks: timeout, rate, workers, poll
         check_cache_mode(self.cache)
         check_executor(self.executor)  # the cache and Ray are weighed with the embedder below
@@ -159,6 +173,14 @@ class Marks:
 
 
 @dataclass(frozen=True)
+class SpilledMarks:
+    """Stage 1's marks in its work folder, not yet written."""
+
+    spilled: Spilled
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Vectors:
     """A batch's new vectors with the calls that made them (vectors is None when it failed)."""
 
@@ -195,6 +217,8 @@ class DedupAsker:
     def __init__(self, ctx: JobContext[DedupJobConfig], state: DedupState) -> None:
         self.con, self.config, self.state = ctx.con, ctx.config.stages(), state
         self.report = ctx.report
+        self.memory_mb = ctx.config.memory_mb
+        self.folder = job_folder(ctx.db, ctx.job_id) / "minhash"
 
     async def committed(self) -> None:
         """After each commit, delete the provider files of batches whose answers are in."""
@@ -202,12 +226,11 @@ class DedupAsker:
         if forget is not None:
             await forget()
 
-    async def run_batch(self, batch: DedupBatch, caller: StructuredCaller) -> Marks | Vectors:
+    async def run_batch(self, batch: DedupBatch, caller: StructuredCaller
+                        ) -> Marks | SpilledMarks | Vectors:
         embedder = self.state.embedder
         if isinstance(batch, MinHashPass):
-            t0 = time.perf_counter()
-            ids, dup = minhash_duplicates(self.con, self.config, self.report, self.state.sign)
-            return Marks(ids, dup, time.perf_counter() - t0)
+            return self._minhash()
         assert embedder is not None  # stage 2 is planned only with an embedder
         if isinstance(batch, EmbedBatch):
             texts = [batch.batch.texts[i] for i in batch.batch.missing]
@@ -220,6 +243,19 @@ class DedupAsker:
             return Vectors(vectors, calls)
         t0 = time.perf_counter()
         ids, dup = embedding_marks(self.state.ids, self.state.parts, embedder, self.config)
+        return Marks(ids, dup, time.perf_counter() - t0)
+
+    def _minhash(self) -> Marks | SpilledMarks:
+        """Stage 1 in memory when the survivors fit --memory-mb (or on Ray), else spilled."""
+        t0 = time.perf_counter()
+        sign = self.state.sign
+        if sign is local_signatures and not SpillPlan.fits_in_memory(survivor_count(self.con),
+                                                                     self.memory_mb):
+            bound_memory(self.con, self.memory_mb // 4)
+            spilled = spilled_minhash(self.con, self.config, self.folder, self.memory_mb,
+                                      workers=spill_workers(), progress=self.report)
+            return SpilledMarks(spilled, time.perf_counter() - t0)
+        ids, dup = minhash_duplicates(self.con, self.config, self.report, sign)
         return Marks(ids, dup, time.perf_counter() - t0)
 
 
@@ -316,6 +352,8 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind
             return BatchOutcome(calls=result.calls, asked=asked, kept=asked, then=keep,
                                 label="an embedding batch",
                                 progress=("embedding", len(state.log.ids), state.total))
+        if isinstance(result, SpilledMarks):
+            return self._commit_spilled(ctx, result)
         assert isinstance(result, Marks)
         stage = "minhash" if isinstance(batch, MinHashPass) else "embedding"
         state.seconds[stage] = result.seconds + (
@@ -333,6 +371,20 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind
 
         return BatchOutcome(then=mark, label=f"the {stage} stage",
                             progress=(stage, len(result.ids), len(result.ids)))
+
+    def _commit_spilled(self, ctx: JobContext[DedupJobConfig],
+                        result: SpilledMarks) -> BatchOutcome:
+        """Stage 1's spilled marks, written from its files with the stage's record."""
+        con, job_id, state = ctx.con, ctx.job_id, _state(ctx)
+        state.seconds["minhash"] = result.seconds
+        texts = result.spilled.texts
+
+        def mark() -> None:
+            marked = write_spilled_marks(con, result.spilled, "minhash")
+            record_stage(con, job_id, "minhash", texts, marked)
+
+        return BatchOutcome(then=mark, label="the minhash stage",
+                            progress=("minhash", texts, texts))
 
     def stop_note(self, ctx: JobContext[DedupJobConfig]) -> str:
         done = stages_of(ctx.con, ctx.job_id)

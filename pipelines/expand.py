@@ -18,6 +18,7 @@ from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int, check_number
+from personahub.executors.shards import job_folder
 from personahub.personas.expand import (
     ASKS_PER_ROUND,
     DEFAULT_BATCH,
@@ -44,7 +45,7 @@ from personahub.personas.expand import (
 )
 from personahub.personas.link_merge import load_aliases
 from personahub.personas.link_nearest import load_pool
-from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.near_dup import NearIndex
 from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids, personas_frame
@@ -131,7 +132,7 @@ class ExpandState:
     """One expansion's own state: what the driver keeps between batches."""
 
     start: list[str] = field(default_factory=list)  # a new job's start personas
-    index: NearDuplicateIndex | None = None
+    index: NearIndex | None = None
     linking: Linking | None = None
 
 
@@ -145,7 +146,7 @@ class ExpandAsker:
     and merges as they grow.
     """
 
-    def __init__(self, ctx: JobContext[ExpandConfig], index: NearDuplicateIndex,
+    def __init__(self, ctx: JobContext[ExpandConfig], index: NearIndex,
                  linking: Linking) -> None:
         self.con, self.job_id, self.config = ctx.con, ctx.job_id, ctx.config
         self.run_id = ctx.env.parent
@@ -193,7 +194,8 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:
         """The driver's asker, with the index, merges and nearest-people pool loaded."""
         config, state = ctx.config, _state(ctx)
-        state.index = hub_index(ctx.con, config.threshold)
+        state.index = hub_index(ctx.con, config.threshold,
+                                job_folder(ctx.db, ctx.job_id) / "hub-index")
         embedder = link_embedder_of(config.link_embedder)
         state.linking = Linking(
             candidates=config.link_candidates, threshold=config.threshold,

@@ -25,7 +25,7 @@ from personahub.personas.linking import (
     same_person,
     texts_of,
 )
-from personahub.personas.near_dup import NearDuplicateIndex
+from personahub.personas.near_dup import NearIndex
 from personahub.personas.quality import gate_answer, gate_item, rejected_row, repair_relation
 from personahub.personas.record import Persona
 from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
@@ -51,7 +51,7 @@ class BatchAnswer:
 
 
 async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
-                       index: NearDuplicateIndex, expansion_id: str, level: int,
+                       index: NearIndex, expansion_id: str, level: int,
                        parents: list[Persona], fanout: int, run_id: str | None, language: str | None = None,
                        linking: Linking | None = None) -> BatchAnswer:
     """Ask about one batch of frontier personas and work out what it adds, writing nothing. The

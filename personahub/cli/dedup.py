@@ -49,6 +49,10 @@ def personas_dedup(
         help="Stage 2 index.")] = "auto",
     batch_size: Annotated[int, typer.Option(
         min=1, help="Stage 2: personas embedded per transaction.")] = 50_000,
+    memory_mb: Annotated[int, typer.Option(
+        min=1, help="Stage 1's working memory in MiB, beyond the process's own: a hub that "
+                     "needs more is deduplicated out of core, each stage spilling to files "
+                     "beside the database, with the same flags (docs/scale.md).")] = 1024,
     resume: Annotated[str | None, resume_option(
         "JOB_ID", "its stored vectors, thresholds, embedder and index")] = None,
     *,
@@ -77,7 +81,7 @@ def personas_dedup(
     # how this invocation runs (a resume keeps what the job marks)
     settings: dict[str, Any] = {"db": str(db), **engine.settings(), **engine.batching(batch_size),
                                 # (--batch-size stays the personas embedded per transaction)
-                                "batch_size": batch_size}
+                                "batch_size": batch_size, "memory_mb": memory_mb}
     config: DedupJobConfig | dict[str, Any] = settings if resume is not None else DedupJobConfig(
         threshold=threshold, num_perm=num_perm, ngram=ngram, embedder=embedder,
         embed_threshold=embed_threshold, ann=ann, **settings)

@@ -122,6 +122,7 @@ def personas_sample(
     from personahub.core.store import connect
     from personahub.personas.carve import Selection, carve, shortfall
     from personahub.personas.hub_gate import persona_gates
+    from personahub.personas.hub_memory import bound_memory
 
     if fmt not in ("table", "jsonl", "ids"):
         raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
@@ -132,6 +133,7 @@ def personas_sample(
                           include_ungated=include_ungated)
     con = connect(db, read_only=True)
     try:
+        bound_memory(con)  # the hub is read in batches: a larger one spills, not grows
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
         gates = persona_gates(con, [p.persona_id for p in personas[:show]])
         fewer = shortfall(con, selection, k, len(personas))
@@ -178,12 +180,14 @@ def personas_stats(
     labels, and the same shape figures per expansion (newest ten)."""
     from personahub.core.store import connect
     from personahub.personas.expand import expansion_graph_stats, list_expansions
-    from personahub.personas.graph import graph_stats, load_graph
+    from personahub.personas.graph import hub_graph_stats
+    from personahub.personas.hub_memory import bound_memory
     from personahub.personas.store import flagged_duplicate_count
 
     con = connect(db, read_only=True)
     try:
-        stats = graph_stats(load_graph(con, include_duplicates=include_duplicates))
+        bound_memory(con)  # counted in SQL: a hub larger than memory spills
+        stats = hub_graph_stats(con, include_duplicates=include_duplicates)
         stats["flagged_duplicates"] = flagged_duplicate_count(con)
         stats["expansions"] = {e.expansion_id: expansion_graph_stats(con, e.expansion_id)
                                for e in list_expansions(con)[:10]}

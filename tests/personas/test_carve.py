@@ -120,3 +120,45 @@ def test_cli_sample_writes_reimportable_jsonl(hub, tmp_path):
                                            "--stratify", "occupaton"]))
     assert typo.startswith("error: --stratify 'occupaton': no persona has that attribute; known: ")
     assert "age" in typo and "occupation" in typo and "persona_id" in typo
+
+
+def draws_agree(con, selections, ks, strata, seeds) -> None:
+    from personahub.personas.carve import sample_selection
+
+    for selection in selections:
+        pool = select_ids(con, selection)
+        for k in ks:
+            for stratify, equal in strata:
+                for seed in seeds:
+                    want = sample_ids(con, pool, k, seed=seed, stratify=stratify, equal=equal)
+                    got = sample_selection(con, selection, k, seed=seed, stratify=stratify,
+                                           equal=equal)
+                    assert got == want, (selection, k, stratify, equal, seed)
+
+
+def test_drawn_from_the_store_in_batches_as_from_every_id_in_memory(hub, monkeypatch):
+    """The two-pass draw over batches of the hub picks what sample_ids picks from the whole list
+    of matches, uniform and stratified (a missing value its own stratum)."""
+    from personahub.personas import selection_sandbox
+
+    con, ids, _ = hub
+    con.execute("UPDATE personas SET attributes = '{}' WHERE seq % 6 = 0")
+    monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", 7)
+    draws_agree(con, [Selection(where=["age>=25"])], (3, 100), ((None, False), ("occupation", False)),
+                (1,))
+
+
+@pytest.mark.slow
+def test_drawn_from_the_store_whatever_the_selection_and_batch(hub, monkeypatch):
+    """Conditions, duplicates, a neighbourhood and text; proportional and equal strata, a column
+    stratum; k of none, all and some; batches of 3 rows and of all of them."""
+    from personahub.personas import selection_sandbox
+
+    con, ids, _ = hub
+    con.execute("UPDATE personas SET attributes = '{}' WHERE seq % 6 = 0")
+    selections = [Selection(), Selection(include_duplicates=True),
+                  Selection(near=ids[1], within=2), Selection(contains="likes topic 3")]
+    for rows in (3, 1000):
+        monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", rows)
+        draws_agree(con, selections, (0, 1, 10, None), ((None, False), ("occupation", True),
+                                                        ("hop", False)), (0, 7))

@@ -1,6 +1,7 @@
 import json
 
 import networkx as nx
+import pytest
 from typer.testing import CliRunner
 
 from personahub.cli.app import app
@@ -92,3 +93,55 @@ def test_stats_cli(tmp_path):
     table = runner.invoke(app, ["personas", "stats", "--db", str(tmp_path / "s.duckdb"),
                                 "--include-duplicates"])
     assert table.exit_code == 0 and "relation labels" in table.output and "supplier" in table.output
+
+
+def random_hub(path, seed: int):
+    """Personas of several sources and hops, relations with repeated labels, a self-loop, ends
+    outside the live set and flagged duplicates: what the SQL statistics must count as networkx
+    does."""
+    import random
+
+    from personahub.personas.store import add_relations
+
+    rng = random.Random(seed)
+    con = connect(path)
+    sources = ["expand", "text-to-persona", "seed", "people.jsonl", "scenario:town", "other.csv"]
+    ps = [Persona(text=f"{t} {i}", source=rng.choice(sources), hop=rng.choice([0, 1, 2, 3]))
+          for i, t in enumerate(persona_texts(40))]
+    upsert_personas(con, ps)
+    ids = [p.persona_id for p in ps]
+    labels = ["friend", "colleague", "neighbour", "rival", "mentor"]
+    rows = {(rng.choice(ids), rng.choice(ids), rng.choice(labels)) for _ in range(rng.randint(0, 70))}
+    rows.add((ids[0], ids[0], "self"))
+    rows = sorted(rows)
+    add_relations(con, {"src": [r[0] for r in rows], "dst": [r[1] for r in rows],
+                        "relation": [r[2] for r in rows],
+                        "hop": [rng.choice([None, 0, 1, 2]) for _ in rows],
+                        "source": ["test"] * len(rows)})
+    con.execute("UPDATE personas SET is_duplicate = true WHERE persona_id IN (SELECT unnest(?))",
+                [rng.sample(ids, 4)])
+    return con
+
+
+def test_stats_in_sql_equal_the_networkx_graph(tmp_path):
+    from personahub.personas.graph import hub_graph_stats
+
+    con = random_hub(tmp_path / "r.duckdb", 3)
+    assert hub_graph_stats(con) == graph_stats(load_graph(con, include_duplicates=False))
+
+
+@pytest.mark.slow
+def test_stats_in_sql_equal_the_networkx_graphs(tmp_path):
+    from personahub.personas.graph import hub_graph_stats
+
+    for seed in range(12):
+        con = random_hub(tmp_path / f"r{seed}.duckdb", seed)
+        for include in (False, True):
+            want = graph_stats(load_graph(con, include_duplicates=include))
+            assert hub_graph_stats(con, include_duplicates=include) == want, (seed, include)
+        con.close()
+    con, _ = small_hub(tmp_path / "s.duckdb")
+    assert hub_graph_stats(con) == graph_stats(load_graph(con, include_duplicates=False))
+    con.execute("DELETE FROM relations")
+    con.execute("DELETE FROM personas")
+    assert hub_graph_stats(con) == graph_stats(nx.MultiDiGraph())

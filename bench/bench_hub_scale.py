@@ -1,0 +1,368 @@
+"""The hub path at scale: import, dedup stage 1, expansion bookkeeping, sampling and stats of a
+templated hub of 1M, 10M or more personas, each stage a command in its own process.
+
+For each size and stage it prints the seconds, the peak RSS of every process (the command's
+own from the kernel's accounting, its worker processes' and Ray's polled every 0.1 s), the disk
+the database and the stage's work folder took, and for dedup the recall and precision against
+the planted near-duplicates (``bench/hub_corpus.py``): recall over copies of an original at
+exact Jaccard >= 0.9, precision as the share of marks at exact Jaccard >= 0.9 over a sample of
+marks. ``--compare`` times stage 1 on the same texts in memory beside rensa and datasketch (each
+in a child process), for the speed target.
+
+Run:  python bench/bench_hub_scale.py --sizes 1000000,10000000 [--memory-mb 1024]
+      [--workdir DIR] [--stages import,dedup,expand,sample,stats] [--compare 1000000]
+      [--ray-nodes 3]   (dedup again on a local Ray cluster of that many nodes, flags compared)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import hub_corpus  # noqa: E402
+
+THRESHOLD = 0.9
+PRECISION_SAMPLE = 20_000
+
+
+@dataclass
+class Measured:
+    """One command's seconds, peak RSS per process and output."""
+
+    seconds: float
+    peaks: dict[str, float] = field(default_factory=dict)  # role -> MiB
+    disk_mib: float = 0.0
+    output: str = ""
+    code: int = 0
+
+    def line(self) -> str:
+        peaks = ", ".join(f"{role} {mib:,.0f}" for role, mib in sorted(self.peaks.items()))
+        return f"{self.seconds:8.1f} s  peak RSS MiB: {peaks}  disk {self.disk_mib:,.0f} MiB"
+
+
+def _folder_mib(path: Path) -> float:
+    total = 0
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size
+            except OSError:
+                pass
+    return total / 2**20
+
+
+def _ray_processes() -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(proc.info.get("cmdline") or [])
+        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "default_worker" in cmd:
+            found.append(proc)
+    return found
+
+
+def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = (),
+        ray: bool = False, env: dict[str, str] | None = None) -> Measured:
+    """Run ``personahub ARGS`` and measure it, its children and (ray) Ray's processes."""
+    import psutil
+
+    cmd = [python, "-c", "from personahub.cli.app import app; app()", *map(str, args)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    peaks: dict[int, tuple[str, float]] = {}
+    disk = [0.0]
+    done = threading.Event()
+
+    def poll() -> None:
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                procs = [(p, "worker") for p in root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+            if ray:
+                procs += [(p, "ray") for p in _ray_processes()]
+            for p, role in procs:
+                try:
+                    rss = p.memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                name = role
+                if role == "ray":
+                    cmd = " ".join(p.cmdline())
+                    name = ("ray worker" if "ray::" in cmd or "default_worker" in cmd
+                            else "ray raylet/gcs")
+                old = peaks.get(p.pid, (name, 0.0))
+                peaks[p.pid] = (name, max(old[1], rss))
+            disk[0] = max(disk[0], sum(_folder_mib(w) for w in watch if w.exists()))
+            time.sleep(0.1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    done.set()
+    poller.join()
+    output = proc.stdout.read() if proc.stdout else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    by_role: dict[str, float] = {"command": usage.ru_maxrss / 1024}
+    for name, mib in peaks.values():
+        if name != "command":
+            by_role[name] = max(by_role.get(name, 0.0), mib)
+    disk[0] = max(disk[0], sum(_folder_mib(w) for w in watch if w.exists()))
+    return Measured(seconds, by_role, disk[0], output, proc.returncode)
+
+
+def corpus(workdir: Path, n: int) -> tuple[Path, Path]:
+    """The hub file of n lines and its truth (copies' lines, sources, exact Jaccard)."""
+    path, truth = workdir / f"hub-{n}.jsonl", workdir / f"hub-{n}.truth.npz"
+    if not (path.exists() and truth.exists()):
+        t0 = time.perf_counter()
+        lines, sources, jac = hub_corpus.write(path, n)
+        np.savez(truth, lines=lines, sources=sources, jaccard=jac)
+        print(f"  wrote {path.name} in {time.perf_counter() - t0:.0f} s (not timed)", flush=True)
+    return path, truth
+
+
+def flags(db: Path, marked: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Each marked line and the line it duplicates (marked=False: every line in the hub, -1 for
+    the kept), from source_ref 'line N'."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        table = con.execute(f"""
+            SELECT CAST(split_part(p.source_ref, ' ', 2) AS BIGINT) - 1 AS line,
+                   coalesce(CAST(split_part(d.source_ref, ' ', 2) AS BIGINT) - 1, -1) AS dup
+            FROM personas p LEFT JOIN personas d ON d.persona_id = p.duplicate_of
+            WHERE p.source_ref LIKE 'line %' {'AND p.is_duplicate' if marked else ''}
+            ORDER BY line""").fetchnumpy()
+    finally:
+        con.close()
+    return table["line"].astype(np.int64), table["dup"].astype(np.int64)
+
+
+def score(db: Path, truth_path: Path, n: int) -> dict[str, float]:
+    """Recall on planted copies of originals at J >= 0.9; precision on a sample of marks.
+
+    A copy whose text repeats an earlier line's exactly was collapsed by the import (the same
+    persona) and is not counted.
+    """
+    truth = np.load(truth_path)
+    marked_lines, marked_dups = flags(db)
+    in_hub = np.zeros(n, dtype=bool)
+    in_hub[flags(db, marked=False)[0]] = True
+    dup = np.full(n, -1, dtype=np.int64)
+    dup[marked_lines] = marked_dups
+    above = (truth["jaccard"] >= THRESHOLD) & in_hub[truth["lines"]]
+    recall = float((dup[truth["lines"][above]] >= 0).mean()) if above.any() else 1.0
+    below = (truth["jaccard"] < THRESHOLD) & in_hub[truth["lines"]]
+    wrong_below = int((dup[truth["lines"][below]] == truth["sources"][below]).sum())
+    rng = np.random.default_rng(0)
+    sample = (rng.choice(marked_lines.size, min(PRECISION_SAMPLE, marked_lines.size),
+                         replace=False) if marked_lines.size else np.empty(0, dtype=np.int64))
+    a = hub_corpus.text_of(marked_lines[sample], 0)
+    b = hub_corpus.text_of(marked_dups[sample], 0)
+    good = [hub_corpus.jaccard(x, y) >= THRESHOLD for x, y in zip(a, b, strict=True)]
+    return {"recall": recall, "planted_above": int(above.sum()),
+            "precision": float(np.mean(good)) if good else 1.0, "marked": int(marked_lines.size),
+            "planted_below_marked_to_source": wrong_below}
+
+
+def add_relations(db: Path, n: int) -> None:
+    """Give the hub a graph to count: each persona to the next and to one far away (not timed)."""
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("SET memory_limit = '1GiB'")
+        con.execute("""
+            INSERT OR IGNORE INTO relations (src, dst, relation, hop, source)
+            WITH p AS (SELECT persona_id, row_number() OVER (ORDER BY seq) - 1 AS i FROM personas)
+            SELECT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
+                   ELSE 'neighbour' END, 1, 'bench'
+            FROM (SELECT persona_id, i, (i + 1) % ? AS j FROM p
+                  UNION ALL SELECT persona_id, i, (i * 7919 + 13) % ? FROM p) AS a
+            JOIN p AS b ON b.i = a.j
+            WHERE a.persona_id <> b.persona_id""", [n, n])  # two equi-joins: an OR join is n x n
+    finally:
+        con.close()
+
+
+def stage_lines(name: str, m: Measured) -> None:
+    print(f"  {name:22s} {m.line()}", flush=True)
+    if m.code != 0:
+        print("    FAILED: " + "\n    ".join(m.output.strip().splitlines()[-5:]), flush=True)
+
+
+def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
+    workdir: Path = args.workdir
+    print(f"\nhub of {n:,} personas (memory setting {args.memory_mb} MiB)", flush=True)
+    source, truth = corpus(workdir, n)
+    db = workdir / f"hub-{n}.duckdb"
+    stages = args.stages.split(",")
+    result: dict[str, object] = {"n": n}
+    watch = [db, Path(f"{db}.wal"), Path(f"{db}.jobs"), Path(f"{db}.tmp")]
+    if "import" in stages:
+        for leftover in watch:
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+        m = run(["personas", "import", source, "--db", db], watch=watch)
+        stage_lines("import", m)
+        result["import"] = m
+        add_relations(db, n)
+    if "dedup" in stages:
+        backup = workdir / f"hub-{n}.before-dedup.duckdb"
+        shutil.copy(db, backup)
+        m = run(["personas", "dedup", "--db", db, "--embedder", "none", "--memory-mb",
+                 args.memory_mb], watch=watch)
+        stage_lines("dedup stage 1", m)
+        for line in m.output.splitlines():
+            if line.strip().startswith("minhash"):
+                print(f"    {line.strip()}", flush=True)
+        result["dedup"] = m
+        quality = score(db, truth, n)
+        result["quality"] = quality
+        print(f"    recall {quality['recall']:.4f} over {quality['planted_above']:,} planted at "
+              f"J >= 0.9; precision {quality['precision']:.4f} (sample of marks); marked "
+              f"{quality['marked']:,}; planted below 0.9 marked onto their source: "
+              f"{quality['planted_below_marked_to_source']:,}", flush=True)
+        if args.ray_nodes:
+            result["ray"] = ray_dedup(n, backup, db, args)
+        backup.unlink(missing_ok=True)
+    if "expand" in stages:
+        m = run(["personas", "expand", "--db", db, "--limit", 200, "--hops", 1, "--fanout", 2],
+                watch=watch)
+        stage_lines("expand (200 parents)", m)
+        result["expand"] = m
+    if "sample" in stages:
+        m = run(["personas", "sample", "--db", db, "-k", 1000, "--seed", 1, "--format", "ids"],
+                watch=watch)
+        stage_lines("sample -k 1000", m)
+        result["sample"] = m
+        m = run(["personas", "sample", "--db", db, "-k", 1000, "--seed", 1, "--format", "ids",
+                 "--where", "hop>=0", "--stratify", "source"], watch=watch)
+        stage_lines("sample --stratify", m)
+        result["sample_stratified"] = m
+    if "stats" in stages:
+        m = run(["personas", "stats", "--db", db, "--json"], watch=watch)
+        stage_lines("stats", m)
+        result["stats"] = m
+    print(f"  database {_folder_mib(db):,.0f} MiB", flush=True)
+    return result
+
+
+def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) -> Measured:
+    """Stage 1 on a local Ray cluster of several nodes (one raylet each), flags compared."""
+    db = args.workdir / f"hub-{n}.ray.duckdb"
+    shutil.copy(backup, db)
+    script = (
+        "import sys, time, json\n"
+        "from ray.cluster_utils import Cluster\n"
+        f"c = Cluster(initialize_head=True, head_node_args={{'num_cpus': 1}})\n"
+        f"[c.add_node(num_cpus=1) for _ in range({args.ray_nodes - 1})]\n"
+        "c.wait_for_nodes()\n"
+        "print(c.address, flush=True)\n"
+        "sys.stdin.read()\n"
+        "c.shutdown()\n")
+    cluster = subprocess.Popen([args.ray_python, "-c", script], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert cluster.stdout is not None and cluster.stdin is not None
+    address = cluster.stdout.readline().strip()
+    try:
+        m = run(["personas", "dedup", "--db", db, "--embedder", "none", "--memory-mb",
+                 args.memory_mb, "--executor", "ray", "--ray-address", address],
+                python=args.ray_python, watch=[db, Path(f"{db}.jobs")], ray=True)
+    finally:
+        cluster.stdin.close()
+        cluster.wait(timeout=120)
+    stage_lines(f"dedup on Ray, {args.ray_nodes} nodes", m)
+    same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
+    print(f"    flags identical to the local run: {same}", flush=True)
+    db.unlink(missing_ok=True)
+    return m
+
+
+def compare(n: int, args: argparse.Namespace) -> None:
+    """Stage 1 on n texts in memory: ours, rensa and datasketch, each in a child process."""
+    import pickle
+    import tempfile
+
+    texts = [t for _, block in hub_corpus.blocks(n, 0) for t in block]
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        path = Path(tmp) / "texts.pkl"
+        path.write_bytes(pickle.dumps(texts, protocol=pickle.HIGHEST_PROTOCOL))
+        del texts
+        print(f"\nstage 1 on {n:,} texts in memory, beside rensa and datasketch", flush=True)
+        times = {}
+        for method in args.compare_methods.split(","):
+            out = Path(tmp) / f"{method}.npy"
+            proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_minhash.py"),
+                                   "--child", method, "--texts", str(path), "--out", str(out)],
+                                  capture_output=True, text=True, check=False,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            if proc.returncode != 0:
+                print(f"  {method:16s} failed: {proc.stderr.strip().splitlines()[-1:]}")
+                continue
+            measured = json.loads(proc.stdout.strip().splitlines()[-1])
+            times[method] = measured["time_s"]
+            print(f"  {method:16s} {measured['time_s']:8.2f} s  peak +{measured['peak_mib']:,.0f}"
+                  f" MiB  marked {int((np.load(out) >= 0).sum()):,}", flush=True)
+        if "ours" in times:
+            for other, seconds in times.items():
+                if other != "ours":
+                    print(f"  {other} / ours: {seconds / times['ours']:.2f}x", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000000,10000000")
+    ap.add_argument("--memory-mb", type=int, default=1024)
+    ap.add_argument("--workdir", type=Path, default=ROOT / "bench" / ".hub_scale")
+    ap.add_argument("--stages", default="import,dedup,expand,sample,stats")
+    ap.add_argument("--compare", type=int, default=0, help="texts for the in-memory comparison")
+    ap.add_argument("--compare-methods", default="ours,rensa,datasketch-bulk")
+    ap.add_argument("--ray-nodes", type=int, default=0)
+    ap.add_argument("--ray-python", default=sys.executable,
+                    help="a Python with personahub[ray] (the Ray runs use it)")
+    ap.add_argument("--keep", action="store_true", help="keep the hub files for another run")
+    args = ap.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs",
+          flush=True)
+    if args.compare:
+        compare(args.compare, args)
+    for n in (int(s) for s in args.sizes.split(",") if s):
+        one_size(n, args)
+    load = os.getloadavg()
+    print(f"\nload average at the end {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}; "
+          f"this process's peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} "
+          "MiB (scoring)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""How much memory DuckDB may hold for the hub commands, so a big hub spills instead of growing.
+
+DuckDB's default buffer pool is most of the machine's memory: a scan of a large hub would keep
+what it read and the process would grow with the hub. The hub commands set it to a fixed share.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+# DuckDB's buffers for import, sample and stats (MiB); dedup takes a quarter of its --memory-mb
+HUB_MEMORY_MB = 512
+
+
+def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
+    """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it."""
+    con.execute(f"SET memory_limit = '{max(64, int(memory_mb))}MiB'")

@@ -1,0 +1,213 @@
+"""Stage 1 out of core: the spilled stages (sign, buckets, verify, marks) give the in-memory
+stage's marks whatever the chunk, partition, pair batch and worker settings; the dedup job takes
+that path past --memory-mb, writes the same flags, and resumes a killed stage to them."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from personahub.personas.minhash import MinHashConfig, minhash_duplicates
+from personahub.personas.minhash_spill import (
+    SpillPlan,
+    WorkFolder,
+    first_seen_marks,
+    run_spilled,
+    spill_chunks,
+)
+from tests._planted import planted_corpus
+from tests.cli_helpers import invoke, kill_when
+
+
+def templated(n: int, seed: int = 3) -> list[str]:
+    """Personas from one template, one in ten an earlier one with two words swapped."""
+    rng = random.Random(seed)
+    texts: list[str] = []
+    for i in range(n):
+        if texts and rng.random() < 0.1:
+            words = rng.choice(texts).split()
+            a, b = rng.sample(range(len(words)), 2)
+            words[a], words[b] = words[b], words[a]
+            texts.append(" ".join(words))
+            continue
+        texts.append(f"A {rng.choice(['shy', 'blunt', 'calm'])} {rng.choice(['nurse', 'baker'])} "
+                     f"from {rng.choice(['Oslo', 'Lima', 'Cork'])}, aged {rng.randint(19, 80)}, "
+                     f"who likes {rng.choice(['chess', 'jazz', 'rowing', 'tea'])}, no. {i}.")
+    return texts
+
+
+def corpus(templates: int = 1500, planted: int = 150) -> list[str]:
+    """Templated texts (big buckets), planted copies, exact copies and wordless texts."""
+    texts = templated(templates) + planted_corpus(2 * planted, planted, length=(10, 30),
+                                                  seed=4).texts
+    texts[10:10] = ["", "...", texts[5], texts[5].upper()]
+    return texts
+
+
+def spilled_marks(texts: list[str], plan: SpillPlan, root: Path,
+                  config: MinHashConfig | None = None) -> np.ndarray:
+    config = config or MinHashConfig()
+    ids = [f"p{i}" for i in range(len(texts))]
+    result = run_spilled(spill_chunks(iter([(ids, texts)]), plan.chunk_rows), plan, config,
+                         root, "hub")
+    dup = np.full(len(texts), -1, dtype=np.int64)
+    for path in sorted((root / "marks").glob("*.parquet")):
+        table = pq.read_table(path)
+        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    assert result.marks == int((dup >= 0).sum())
+    return dup
+
+
+def test_spilled_marks_are_the_in_memory_marks_on_a_small_hub(tmp_path: Path) -> None:
+    texts = corpus(200, 40)
+    want = minhash_duplicates(texts)
+    assert (want >= 0).sum() > 40
+    plan = SpillPlan(texts=len(texts), chunk_rows=64, partitions=3, pair_batch=16)
+    assert np.array_equal(spilled_marks(texts, plan, tmp_path / "w"), want)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("chunk", "partitions", "pair_batch", "workers"),
+                         [(400, 1, 100_000, 1), (257, 7, 64, 1), (5000, 3, 7, 1),
+                          (300, 5, 1000, 2)])
+def test_spilled_marks_are_the_in_memory_marks(tmp_path: Path, chunk: int, partitions: int,
+                                               pair_batch: int, workers: int) -> None:
+    texts = corpus()
+    want = minhash_duplicates(texts)
+    assert (want >= 0).sum() > 150
+    plan = SpillPlan(texts=len(texts), chunk_rows=chunk, partitions=partitions,
+                     pair_batch=pair_batch, workers=workers)
+    assert np.array_equal(spilled_marks(texts, plan, tmp_path / "w"), want)
+
+
+@pytest.mark.slow
+def test_big_buckets_with_a_small_cap_and_other_settings(tmp_path: Path) -> None:
+    """Copies whose band buckets already hold earlier templates, a cap of 1, bigrams."""
+    texts = templated(800)
+    texts += [texts[7]] * 30 + [texts[9] + " again"] * 5
+    for config in (MinHashConfig(max_bucket_pairs=1), MinHashConfig(ngram=2, threshold=0.8),
+                   MinHashConfig(num_perm=16)):
+        plan = SpillPlan(texts=len(texts), chunk_rows=300, partitions=4, pair_batch=50)
+        got = spilled_marks(texts, plan, tmp_path / f"w{config.ngram}{config.num_perm}", config)
+        assert np.array_equal(got, minhash_duplicates(texts, config))
+
+
+def test_plan_bounds_each_step_by_the_memory_setting() -> None:
+    small = SpillPlan.for_memory(10_000_000, 64, MinHashConfig())
+    big = SpillPlan.for_memory(10_000_000, 4096, MinHashConfig())
+    assert small.chunk_rows < big.chunk_rows and small.partitions > big.partitions
+    assert SpillPlan.for_memory(100_000_000, 1024, MinHashConfig()).chunk_rows == \
+        SpillPlan.for_memory(1_000_000, 1024, MinHashConfig()).chunk_rows  # not N's
+    assert SpillPlan.fits_in_memory(10_000, 16) and not SpillPlan.fits_in_memory(10**7, 1024)
+
+
+def test_first_seen_marks_keep_no_chain() -> None:
+    """0~1, 1~2 (1 is marked, so 2 is kept), 0~3 and 2~3 (3 goes to 0, the earliest)."""
+    marked = bytearray(1)
+    pairs = np.array([[0, 1], [1, 2], [0, 3], [2, 3]])
+    assert first_seen_marks(pairs, marked).tolist() == [[1, 0], [3, 0]]
+    assert marked[0] == 0b1010
+
+
+def test_a_folder_of_another_hub_or_setting_is_started_over(tmp_path: Path) -> None:
+    plan = SpillPlan(texts=10, chunk_rows=5, partitions=2, pair_batch=10)
+    folder = WorkFolder(tmp_path / "w")
+    assert not folder.prepare(plan, MinHashConfig(), "hub-a")
+    (tmp_path / "w" / "sign" / "leftover").write_text("x")
+    assert folder.prepare(plan, MinHashConfig(), "hub-a")
+    assert (tmp_path / "w" / "sign" / "leftover").exists()
+    assert not folder.prepare(plan, MinHashConfig(), "hub-b")
+    assert not (tmp_path / "w" / "sign" / "leftover").exists()
+
+
+def hub(db: Path, texts: list[str]) -> Path:
+    people = db.parent / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in texts))
+    assert invoke("personas", "import", people, "--db", db, "--skip-bad").exit_code == 0
+    return db
+
+
+def flags(db: Path) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT persona_id, is_duplicate, duplicate_of, dup_stage FROM "
+                           "personas ORDER BY seq").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.slow  # its stage runs in a pool of processes
+def test_dedup_job_spills_past_its_memory_and_flags_the_same(tmp_path: Path) -> None:
+    texts = corpus()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    small, big = hub(tmp_path / "a" / "hub.duckdb", texts), hub(tmp_path / "b" / "hub.duckdb", texts)
+    spilled = invoke("personas", "dedup", "--db", small, "--embedder", "none", "--memory-mb", 1)
+    assert spilled.exit_code == 0, spilled.output
+    in_memory = invoke("personas", "dedup", "--db", big, "--embedder", "none")
+    assert in_memory.exit_code == 0, in_memory.output
+    assert flags(small) == flags(big)
+    assert sum(1 for row in flags(small) if row[1]) > 150
+    assert not Path(f"{small}.jobs").exists()  # the work folder went with the job
+
+
+def processes_naming(word: str) -> list[int]:
+    """Return the ids of live (not zombie) processes whose command line contains word."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if word in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_spilled_stage_resumes_to_the_same_flags(tmp_path: Path) -> None:
+    texts = templated(12_000, seed=5)
+    (tmp_path / "a").mkdir()
+    db = hub(tmp_path / "a" / "hub.duckdb", texts)
+    twin = tmp_path / "b" / "hub.duckdb"
+    twin.parent.mkdir()
+    shutil.copy(db, twin)
+    args = ["personas", "dedup", "--db", str(db), "--embedder", "none", "--memory-mb", "1"]
+    signed = f"{db}.jobs"
+
+    def half_signed() -> bool:
+        return len(list(Path(signed).glob("*/minhash/sign/*.done"))) >= 10
+
+    workers: list[int] = []
+
+    def half_signed_workers_seen() -> bool:
+        if not half_signed():
+            return False
+        workers[:] = processes_naming(str(db))
+        return True
+
+    code = kill_when(args, half_signed_workers_seen, "stage 1 never signed 10 chunks")
+    assert code == -9
+    assert len(workers) >= 2  # the stage and its worker processes were running
+    deadline = time.monotonic() + 20  # its worker processes follow it
+    while set(workers) & set(processes_naming(str(db))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not set(workers) & set(processes_naming(str(db)))
+    assert not any(row[1] for row in flags(db))  # nothing half-written
+    assert list(Path(signed).glob("*/minhash/sign/*.done"))
+    again = invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert invoke("personas", "dedup", "--db", twin, "--embedder", "none").exit_code == 0
+    assert flags(db) == flags(twin)
+    assert not Path(signed).exists()
