@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import mesa
 import networkx as nx
@@ -225,9 +225,6 @@ class SocietyAgent(FixedAgent):
 Plan = tuple[SocietyAgent, str, str | None]
 # (archetype, kind, its active members)
 Pool = tuple[int, str, list[SocietyAgent]]
-# outcomes, survey answers, reflections, archetype share calls
-Gathered = tuple[list[AgentOutcome], list[Any], list[StructuredResult[Any]],
-                 list[StructuredResult[Any]]]
 
 
 @dataclass(frozen=True)
@@ -239,6 +236,15 @@ class _Drawn:
     records: tuple[CallRecord, ...] = ()
     cache_entries: tuple[CacheEntry, ...] = ()
     profile: str | None = None  # the survey profile the archetype's shares came from
+
+
+class Gathered(NamedTuple):
+    """Hold what a step's calls returned, each list in the order the step planned it."""
+
+    outcomes: list[AgentOutcome]  # the planned agents' actions, then one per pool
+    answers: list[StructuredResult[Any] | Profiled | _Drawn]  # one per (survey, agent) asked
+    reflections: list[StructuredResult[Any]]  # one per reflecting agent
+    shares: list[StructuredResult[Any]]  # one call per archetype group asked once
 
 
 @dataclass
@@ -541,19 +547,19 @@ class SocietyModel(mesa.Model):
         return list(groups.values())
 
     def _close_step(self, p: _Planned, gathered: Gathered) -> StepResult:
-        outcomes, answers, reflections, shares = gathered
         step, result = p.result.step, p.result
         n = len(p.planned)
         result.n_active = n + sum(len(members) for _, _, members in p.pools)
-        self._apply_reflections(step, p.reflecting, reflections, result)
-        self._apply(step, p.planned, outcomes[:n], result)
-        self._apply_pools(step, p.pools, outcomes[n:], result)
-        self._apply_answers(step, p.asked, answers, result)
+        self._apply_reflections(step, p.reflecting, gathered.reflections, result)
+        self._apply(step, p.planned, gathered.outcomes[:n], result)
+        self._apply_pools(step, p.pools, gathered.outcomes[n:], result)
+        self._apply_answers(step, p.asked, gathered.answers, result)
         result.archetype_calls = len(p.pools) + (
-            len(shares) if self.archetype_sample is None
+            len(gathered.shares) if self.archetype_sample is None
             else sum(min(self.archetype_sample, len(g)) for g in self._share_groups(p.asked)))
-        result.drawn += sum(isinstance(a, _Drawn) for a in answers)
-        calls: list[Any] = [*outcomes, *answers, *shares, *reflections]
+        result.drawn += sum(isinstance(a, _Drawn) for a in gathered.answers)
+        calls: list[Any] = [*gathered.outcomes, *gathered.answers, *gathered.shares,
+                            *gathered.reflections]
         for call in calls:
             result.records.extend(call.records)
             result.cache_entries.extend(call.cache_entries)
@@ -593,7 +599,8 @@ class SocietyModel(mesa.Model):
         for group, stated in zip(groups, shares, strict=True):
             for i in group:
                 answers[i] = self._drawn_answer(step, *asked[i], stated)
-        return (unorder(sent, order), answers, rest[len(questions) + len(groups):], shares)
+        return Gathered(outcomes=unorder(sent, order), answers=answers,
+                        reflections=rest[len(questions) + len(groups):], shares=shares)
 
     def _archetype(self, agent: SocietyAgent) -> SocietyAgent:
         assert self.archetype_of is not None
