@@ -48,6 +48,7 @@ from personahub.sim.scenario import (
     ScenarioError,
     Survey,
 )
+from personahub.sim.step_rows import AnswerRow, DecisionRow, EventRow, InterventionRow
 from personahub.sim.survey_profiles import Profiled, SurveyAnswerer, drawn_answer
 from personahub.tasks import addressed_kinds, emission_task
 from personahub.tasks.survey import (
@@ -91,13 +92,13 @@ class StepResult:
     emissions: list[Emission] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (persona_id, error)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    interventions: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    interventions: list[InterventionRow] = field(default_factory=list)
+    answers: list[AnswerRow] = field(default_factory=list)
     n_asked: int = 0
     states: list[tuple[int, str]] = field(default_factory=list)  # the checkpoint
     rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[DecisionRow] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     cache_entries: list[CacheEntry] = field(default_factory=list)
     archetype_calls: int = 0  # calls made once per archetype
@@ -962,7 +963,7 @@ class SocietyModel(mesa.Model):
             result.drawn += len(members)
 
     @staticmethod
-    def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
+    def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> DecisionRow:
         return {"step": step, "agent_id": agent.unique_id, "persona_id": agent.persona_id,
                 "action": decision.action, "addressee_id": decision.addressee_id,
                 "addressee_label": decision.label, "fallback": decision.fallback,
