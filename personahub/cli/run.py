@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from personahub.cli.common import emit_job_json, note_job, one_line_errors, out, run_counts, say
@@ -32,7 +32,8 @@ from personahub.core.validate import MAX_SEED
 
 if TYPE_CHECKING:
     from personahub.analysis.live_view import RunView
-    from personahub.pipelines.run import RunConfig, RunSummary
+    from personahub.core.contracts import StructuredCaller
+    from personahub.pipelines.run import ResumeSettings, RunConfig, RunSummary
     from personahub.sim.steering import Steering
 
 
@@ -159,7 +160,8 @@ def _run(request: RunRequest, engine: Engine, watcher: RunView | None) -> RunSum
     bar = job_progress(counts=counts)
     shown = ExitStack()
 
-    def ready(client: Any) -> None:  # the input is checked and nothing is written yet
+    def ready(client: StructuredCaller | None) -> None:  # the input is checked and nothing is written yet
+        assert client is not None  # a run's spec always asks for a model client
         counts.follow(client.stats)
         banner(client)
         if not isinstance(config, dict) and config.scenario is not None:
@@ -189,7 +191,7 @@ def _run(request: RunRequest, engine: Engine, watcher: RunView | None) -> RunSum
 
 
 def _config(request: RunRequest, engine: Engine,
-            steering: Steering | None) -> RunConfig | dict[str, Any]:
+            steering: Steering | None) -> RunConfig | ResumeSettings:
     """Build the run's RunConfig, or a resume's settings (the run keeps the rest of its own)."""
     batching = _batching(engine)
     if request.resume is not None:
@@ -199,7 +201,8 @@ def _config(request: RunRequest, engine: Engine,
                              "--include-ungated from the run; "
                              "give only --db (and --llm if the endpoint needs credentials,"
                              " --executor for where its calls run)")
-        settings = {**_resumed(request.resume, request.db, engine), **batching}
+        settings = _resumed(request.resume, request.db, engine)
+        settings.update(batching)
         if steering is not None:
             settings["steering"] = steering
         return settings
@@ -253,7 +256,7 @@ def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archety
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
+def _resumed(run_id: str, db: Path, engine: Engine) -> ResumeSettings:
     """The engine settings of personahub run --resume RUN_ID (the run keeps the rest)."""
     from personahub.models.client import resolve_spec
     from personahub.pipelines.run import resume_settings
@@ -266,8 +269,8 @@ def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
                            ray_workers=engine.ray_workers)
 
 
-def _batching(engine: Engine) -> dict[str, Any]:
-    """The run's batch settings (none unless --batch: a resume keeps the run's own)."""
+def _batching(engine: Engine) -> ResumeSettings:
+    """Return the run's batch settings (none unless --batch: a resume keeps the run's own)."""
     if not engine.batch:
         return {}
     return {"batch": True, "batch_window": engine.batch_window,
@@ -277,7 +280,7 @@ def _batching(engine: Engine) -> dict[str, Any]:
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     """Progress callback: the bar on a terminal, else one step N/M committed line per step
     (none under -q); with --batch, the step's batch and its state beside the bar."""
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, TaskID] = {}
 
     def hook(phase: str, done: int, total: int | None) -> None:
         if phase.startswith("batch "):
@@ -296,7 +299,7 @@ def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     return hook
 
 
-def print_summary(summary: Any) -> None:
+def print_summary(summary: RunSummary) -> None:
     """The end-of-run summary: counts, where the data is, and SQL to start from."""
     from personahub.personas.quality import rejection_text
 
@@ -337,7 +340,7 @@ def print_summary(summary: Any) -> None:
               highlight=False, soft_wrap=True)
 
 
-def prefix_cache_text(summary: Any) -> str:
+def prefix_cache_text(summary: RunSummary) -> str:
     """The prompt tokens the server's prefix cache reused (as it reported them) next to the share
     of prompt tokens in a prefix shared with a recent prompt (estimated by the client)."""
     if summary.offline:
@@ -355,7 +358,7 @@ def prefix_cache_text(summary: Any) -> str:
     return f"{measured}; estimated shared prefix {estimated:.0%} of this invocation's prompts"
 
 
-def _tokens_per_action(summary: Any) -> str:
+def _tokens_per_action(summary: RunSummary) -> str:
     """Mean prompt tokens per answered action, saying how they were counted."""
     tokens = summary.prompt_tokens_per_action
     if tokens is None:
