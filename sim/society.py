@@ -29,7 +29,13 @@ from personahub.agents.persona_agent import (
     run_agents,
 )
 from personahub.agents.prompts.agent import survey_messages, survey_situation
-from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.contracts import (
+    CacheEntry,
+    CallRecord,
+    CarriesCalls,
+    StructuredCaller,
+    StructuredResult,
+)
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
@@ -559,8 +565,8 @@ class SocietyModel(mesa.Model):
             len(gathered.shares) if self.archetype_sample is None
             else sum(min(self.archetype_sample, len(g)) for g in self._share_groups(p.asked)))
         result.drawn += sum(isinstance(a, _Drawn) for a in gathered.answers)
-        calls: list[Any] = [*gathered.outcomes, *gathered.answers, *gathered.shares,
-                            *gathered.reflections]
+        calls: list[CarriesCalls] = [*gathered.outcomes, *gathered.answers, *gathered.shares,
+                                     *gathered.reflections]
         for call in calls:
             result.records.extend(call.records)
             result.cache_entries.extend(call.cache_entries)
@@ -970,7 +976,8 @@ class SocietyModel(mesa.Model):
                 "reason": decision.reason, "error": decision.error}
 
     def _apply_answers(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
-                       answers: list[Any], result: StepResult) -> None:
+                       answers: Sequence[StructuredResult[Any] | Profiled | _Drawn],
+                       result: StepResult) -> None:
         result.n_asked = len(asked)
         for (survey, agent), answer in zip(asked, answers, strict=True):
             if answer.value is None:
