@@ -19,7 +19,7 @@ from personahub.analysis.export import export, load_items
 from personahub.api import run_simulation, run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.models import offline_text
-from personahub.models.field_writers import writer_for
+from personahub.models.field_writers import builtin_writer, writer_for
 from personahub.personas.quality import QualityIssue
 from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.run import RunConfig
@@ -142,6 +142,13 @@ def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
             SynthConfig(task="haiku")
     finally:
         register(TOY)  # the fixture unregisters it again
+
+
+def test_registering_a_kind_writes_nothing_below_the_tasks(toy: Task) -> None:
+    """The engine's own rules stay as they are; it reads the kind's writer through the lookup."""
+    assert builtin_writer("season") == "sentence"
+    assert writer_for("season") == "sentence"
+    assert writer_for("season", offline_writer) is write_season
 
 
 def test_registration_refuses_clashes(toy: Task) -> None:
