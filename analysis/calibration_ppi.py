@@ -189,6 +189,14 @@ def _question_rows(question: Question,
     return rows
 
 
+def _estimate(value: float, low: float, high: float) -> str:
+    """An estimate with its interval; a normal interval of no width (every answer in the sample
+    alike, so no spread to measure) is said to be none, not printed as certainty."""
+    if high - low < 0.005:
+        return f"{value:.2f} (no interval: its answers do not vary)"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
 def ppi_lines(table: pd.DataFrame, shown: int = 6) -> list[str]:
     """A PPI table as console lines: the median interval widths, then its first rows."""
     if table.empty:
@@ -203,10 +211,9 @@ def ppi_lines(table: pd.DataFrame, shown: int = 6) -> list[str]:
              "predictions corrected by the humans"]
     for row in table.head(shown).itertuples(index=False):
         lines.append(f"  {row.question_id} {row.attribute}={row.group} {row.option!r}: "
-                     f"PPI {row.ppi:.2f} [{row.ppi_low:.2f}, {row.ppi_high:.2f}]  humans "
-                     f"{row.humans:.2f} [{row.humans_low:.2f}, {row.humans_high:.2f}]  "
-                     f"simulated {row.simulated:.2f} [{row.simulated_low:.2f}, "
-                     f"{row.simulated_high:.2f}]")
+                     f"PPI {_estimate(row.ppi, row.ppi_low, row.ppi_high)}  humans "
+                     f"{_estimate(row.humans, row.humans_low, row.humans_high)}  simulated "
+                     f"{_estimate(row.simulated, row.simulated_low, row.simulated_high)}")
     if len(table) > shown:
         lines.append(f"  ... {len(table) - shown} more rows (Calibration.ppi(FILE) in the API)")
     return lines

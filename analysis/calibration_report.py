@@ -30,7 +30,13 @@ from personahub.analysis.calibration_scores import (  # noqa: E402
     SCORES,
     source_label,
 )
-from personahub.analysis.calibration_verdict import intervals, verdict  # noqa: E402
+from personahub.analysis.calibration_verdict import (  # noqa: E402
+    archetype_verdicts,
+    intervals,
+    is_stated,
+    panel_sizes,
+    verdict,
+)
 from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
 from personahub.analysis.report_header import engine_text  # noqa: E402
 from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
@@ -46,7 +52,7 @@ MAX_QUESTIONS = 6  # questions drawn in the answers chart (the table has them al
 
 
 def column_order(steerings: Sequence[str]) -> list[str]:
-    """The sources' columns: the model per steering, the baselines, then floor and ceilings."""
+    """The sources' columns: the model per steering, the baselines, then the ceilings."""
     return ([source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
             + ["human_resample"]
             + [source_label(f, s, steerings) for f in FLOORS[1:] for s in steerings])
@@ -71,7 +77,8 @@ def group_bars(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def group_marks(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """Per group, the noise floor and the ceiling at the model's panel size, drawn beside its bars."""
+    """Per group, the two ceilings drawn beside its bars: the best the data allows and the best at
+    the model's panel size."""
     summary = store.summary_frame(con, job_id)
     rows = summary[(summary["level"] == "group")
                    & summary["source"].isin(["human_resample", "perfect_panel"])].copy()
@@ -139,8 +146,8 @@ def answer_bars(con: duckdb.DuckDBPyConnection, job_id: str,
     return bars
 
 
-MARKS = {"human_resample": ("|", "black", "noise floor of the data (human_resample)"),
-         "perfect_panel": ("D", "dimgray", "ceiling at this panel size (perfect_panel)")}
+MARKS = {"human_resample": ("|", "black", "best the data allows (human_resample)"),
+         "perfect_panel": ("D", "dimgray", "best at this panel size (perfect_panel)")}
 
 
 def _draw_groups(table: pd.DataFrame, path: Path, marks: pd.DataFrame | None = None) -> None:
@@ -223,6 +230,42 @@ def _verdict_html(scores: pd.DataFrame, seed: int) -> list[str]:
             f"<th>questions</th></tr>{rows}</table>"]
 
 
+def _sizes_html(scores: pd.DataFrame) -> list[str]:
+    """The model's effective panel sizes per attribute (substantive answers per question x
+    group: min and median), as on the console under -v."""
+    esc = html.escape
+    model = scores[scores["source"] == MODEL] if not scores.empty else scores
+    stated = [steering for steering, own in model.groupby("steering", sort=False)
+              if steering.endswith(":tempered")
+              or is_stated([json.loads(c) for c in own["counts"] if isinstance(c, str)])]
+    scores = scores[~scores["steering"].isin(stated)] if stated else scores  # no panel of answers
+    sizes = panel_sizes(scores) if not scores.empty else pd.DataFrame()
+    if sizes.empty:
+        return []
+    rows = "".join(f"<tr><td>{esc(str(r.who))}</td><td>{esc(str(r.attribute))}</td>"
+                   f"<td>{r.min:g}</td><td>{r.median:g}</td></tr>" for r in sizes.itertuples())
+    return ["<h3>Effective panel size (substantive answers per question x group)</h3>",
+            "<table><tr><th>source</th><th>level</th><th>min</th><th>median</th></tr>"
+            f"{rows}</table>"]
+
+
+def _price_html(scores: pd.DataFrame, price: pd.DataFrame | None, seed: int) -> list[str]:
+    """The price of archetypes: its verdict in words, then the table per K and group."""
+    esc = html.escape
+    if price is None or price.empty:
+        return []
+    said = "".join(f"<li>{esc(line)}</li>" for line in archetype_verdicts(scores, price, seed))
+    columns = ["method", "attribute", "group", "similarity", "tvd", "archetype_refusal",
+               "sample_refusal", "archetype_representativeness", "sample_representativeness",
+               "human_resample", "calls", "sample_calls"]
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(
+        f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{esc(str(v))}</td>"
+        for v in (getattr(r, c) for c in columns)) + "</tr>" for r in price.itertuples())
+    return ["<h2>The price of archetypes</h2>", f"<ul>{said}</ul>",
+            f"<table><tr>{head}</tr>{body}</table>"]
+
+
 def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str, str]],
           tables: list[str], judged: list[str]) -> str:
     title = f"personahub report — calibration {job_id}"
@@ -232,8 +275,20 @@ def _html(job_id: str, facts: list[tuple[str, str]], images: list[tuple[str, str
 
 
 def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, job_id: str,
-                             *, overwrite: bool = False) -> Path:
-    """Write the calibration's index.html and charts into a folder, all or nothing."""
+                             *, overwrite: bool = False, price: pd.DataFrame | None = None) -> Path:
+    """Write the calibration's index.html and charts into a folder, all or nothing.
+
+    Args:
+        con: the database holding the calibration.
+        out_dir: the folder to write.
+        job_id: the calibration.
+        overwrite: replace an earlier report's files.
+        price: its archetype price table (``Calibration.archetype_price()``), shown with its
+            verdict in words; None or empty: no such section.
+
+    Returns:
+        The path of index.html.
+    """
     if not store.calibration_exists(con, job_id):
         raise PersonahubError(f"--calibration {job_id}: not found in the database "
                               "(personahub calibrations lists them)")
@@ -250,10 +305,10 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
         images.append(("Representativeness per group", "calibration_groups.png"
                        if not groups.empty else "", "The model beside the baselines, per group: "
                        "uniform (guessing), human_overall (knows the question, not the group), "
-                       "no_persona (the model without a persona). Marks: | the noise floor of "
-                       "the data (the people's own answers resampled), ◆ the ceiling at this "
-                       "panel size (what a perfect simulator would score with this many "
-                       "answers)."))
+                       "no_persona (the model without a persona). Marks, two ceilings: | the best "
+                       "the data allows (the people's own answers resampled at their size), ◆ "
+                       "the best at this panel size (what a perfect simulator scores with this "
+                       "many answers); the lower of the two is the one a model can reach."))
         if bars:
             _draw_answers(bars, staged / "calibration_answers.png")
         images.append(("Answers: people against the simulated panel", "calibration_answers.png"
@@ -261,8 +316,9 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
                        "substantive options (refusals left out)."))
         tables = [_table_html(per_attribute_table(summary, score), score) for score in SCORES]
         scores = store.scores_frame(con, job_id)
-        judged = [*profile_html(con, job_id),
-                  *_verdict_html(scores, int(store.job_row(con, job_id)["seed"] or 0)),
+        seed = int(store.job_row(con, job_id)["seed"] or 0)
+        judged = [*profile_html(con, job_id), *_verdict_html(scores, seed),
+                  *_price_html(scores, price, seed), *_sizes_html(scores),
                   *ranking_html(con, job_id, scores)]
         with atomic_file(staged / "index.html", overwrite=False) as f:
             f.write(_html(job_id, _facts(con, job_id), images, tables, judged))

@@ -286,15 +286,16 @@ def _ci(low: float, high: float) -> str:
 
 
 def _ceiling_lines(part: pd.DataFrame, overall: pd.DataFrame, who: str, seed: int) -> list[str]:
-    """Where a model row stands between perfect_panel (its ceiling at its panel size) and
-    human_resample (the data's noise floor), and what a larger --n can change.
+    """Where a model row stands against its two ceilings, perfect_panel (the best at its panel
+    size) and human_resample (the best the data allows), and what a larger --n can change.
     """
     ceiling, floor = f"perfect_panel{who[len(MODEL):]}", "human_resample"
     if ceiling not in overall.index or floor not in overall.index:
         return []
     model, top, noise = (float(overall.loc[w, "mean"]) for w in (who, ceiling, floor))
-    lines = [f"{who} scores {model:.3f}: perfect_panel (a perfect simulator, as many answers) "
-             f"{top:.3f}, human_resample {noise:.3f}"]
+    lines = [f"{who} scores {model:.3f}: the best at its panel size (perfect_panel, a perfect "
+             f"simulator with as many answers) {top:.3f}, the best the data allows "
+             f"(human_resample) {noise:.3f}"]
     gap, low, high, _ = _paired(part, who, ceiling, seed)  # the model minus its ceiling
     if _standing(low, high) == "indistinguishable":
         lines.append(f"{who} is level with perfect_panel ({gap:+.3f}{_ci(low, high)}): "
@@ -311,7 +312,7 @@ def _ceiling_lines(part: pd.DataFrame, overall: pd.DataFrame, who: str, seed: in
 
 def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
     """The calibration's verdict, one sentence a line: the winner overall and per attribute, each
-    model row against uniform and no_persona, the model between ceiling and noise floor, its
+    model row against uniform and no_persona, the model against its two ceilings, its
     worst group, warnings.
     """
     frame = _labelled(scores)
@@ -368,11 +369,86 @@ def _warnings(frame: pd.DataFrame, models: Sequence[str]) -> list[str]:
         elif len(spread) and (spread <= 1e-12).mean() > 0.5:
             lines.append(f"warning: {who}: in {(spread <= 1e-12).mean():.0%} of question x "
                          "group pairs all its personas gave the same answer (dispersion 0)")
+        counts = [json.loads(c) for c in own["counts"] if isinstance(c, str)]
         totals = own["counts"].map(lambda c: sum(json.loads(c)) if isinstance(c, str) else 0.0)
         answered = float(totals.sum())
         share = (float((totals - own["sim_n"].fillna(0)).sum()) / answered if answered > 0
                  else 0.0)
-        if share > REFUSAL_WARNING:
-            lines.append(f"warning: {who} chose a refusal option in {share:.0%} of its answers "
+        if share <= REFUSAL_WARNING:
+            continue
+        shown = _share_above(share, REFUSAL_WARNING)
+        if is_stated(counts):
+            lines.append(f"note: {who} put {shown} of its stated shares on refusal options "
+                         f"(above {REFUSAL_WARNING:.0%}): its scores compare the substantive "
+                         "shares, rescaled to sum to 1")
+        else:
+            lines.append(f"warning: {who} chose a refusal option in {shown} of its answers "
                          f"(above {REFUSAL_WARNING:.0%}): its scores rest on the rest")
+    return lines
+
+
+def is_stated(counts: Sequence[Sequence[float]]) -> bool:
+    """Whether a row's counts are stated shares (each question x group's sum to 1, not whole
+    answers): a distribution, logprobs or few-shot row, as against a panel's answers."""
+    return (bool(counts) and all(abs(sum(c) - 1.0) < 1e-6 for c in counts)
+            and any(v != int(v) for c in counts for v in c))
+
+
+def _share_above(share: float, threshold: float) -> str:
+    """A share above a threshold, with as many decimals as it takes to read above it (25.3%,
+    not 25%)."""
+    for digits in range(4):
+        text = f"{share:.{digits}%}"
+        if float(text.rstrip("%")) / 100 > threshold:
+            return text
+    return f"{share:.4%}"
+
+
+def archetype_verdicts(scores: pd.DataFrame, price: pd.DataFrame, seed: int = 0) -> list[str]:
+    """The price of archetypes in words: per K, the calls it saved, how alike its answers are to
+    asking every agent (beside people against a fresh sample of themselves), and whether it scores
+    above, below or level with asking every agent against people (a paired 95% bootstrap over the
+    questions both scored), with what that means.
+
+    Args:
+        scores: a calibration's per question x group x source scores.
+        price: its price table (``Calibration.archetype_price()``): per K and group, similarity,
+            calls and the per-agent row's calls.
+        seed: the bootstrap's seed.
+
+    Returns:
+        One sentence per K (none without archetypes).
+    """
+    if price.empty:
+        return []
+    frame = _labelled(scores)
+    whos = frame.drop_duplicates("steering").set_index("steering")["who"]
+    model = frame[frame["source"] == MODEL]
+    agents = [s for s in dict.fromkeys(model["steering"]) if ":" not in s and s in whos.index]
+    lines = []
+    for method, part in price.groupby("method", sort=False):
+        first = part.iloc[0]
+        calls, theirs = int(first["calls"]), int(first["sample_calls"])
+        saved = f"{calls:,} calls instead of {theirs:,}" + (
+            f" ({calls / theirs:.0%})" if theirs else "")
+        alike = (f"its answers are {part['similarity'].mean():.3f} alike to asking every agent's "
+                 f"(people against a fresh sample of themselves: "
+                 f"{part['human_resample'].mean():.3f})")
+        line = f"{method}: {saved}; {alike}"
+        if agents and method in whos.index:
+            gap, low, high, questions = _paired(frame, whos[method], whos[agents[0]], seed)
+            standing = _standing(low, high)
+            if standing == "below":
+                line += (f"; it scores {-gap:.3f}{_ci(-high, -low)} below asking every agent "
+                         "against people: the saving costs accuracy")
+            elif standing == "above":
+                line += (f"; it scores {gap:.3f}{_ci(low, high)} above asking every agent "
+                         "against people: cheaper and no worse")
+            elif standing == "indistinguishable":
+                line += (f"; against people it is level with asking every agent "
+                         f"({gap:+.3f}{_ci(low, high)} on {questions} questions): the saving "
+                         "costs no accuracy this calibration can detect")
+            else:
+                line += f"; against people {gap:+.3f} to asking every agent (one question: no interval)"
+        lines.append(line)
     return lines

@@ -47,6 +47,7 @@ _NAMED = {
     "RunConfig": "personahub.pipelines.run",
     "RunSummary": "personahub.pipelines.run",
     "experiment": "personahub.experiments",
+    "experiment_async": "personahub.experiments",
     "Calibration": "personahub.results",
     "Judged": "personahub.results",
     "Run": "personahub.results",

@@ -22,7 +22,14 @@ from personahub.core.engine_options import BATCH, SAMPLING, defaults
 from personahub.core.errors import PersonahubError
 from personahub.job_calls import async_twin, job_function
 from personahub.progress_bars import ProgressSetting, progress_hook, quiet_tqdm_auto
-from personahub.python_names import DEFAULT_DB, as_id, python_message, refuse_unknown, speaks_python
+from personahub.python_names import (
+    DEFAULT_DB,
+    as_conditions,
+    as_id,
+    python_message,
+    refuse_unknown,
+    speaks_python,
+)
 from personahub.results import Calibration, Job, Judged, Run
 
 if TYPE_CHECKING:
@@ -168,6 +175,8 @@ def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig
         summary = run_simulation(config, progress=hook)
     if summary.personas_note:  # fewer personas than the scenario asked for
         print(f"note: {python_message(summary.personas_note)}", file=sys.stderr)
+    if summary.setup_note:  # the setup expansion's answers the gate kept and rejected
+        print(f"note: {summary.setup_note}", file=sys.stderr)
     return Run(job_id=summary.run_id, db=Path(config.db), summary=summary)
 
 
@@ -180,7 +189,7 @@ def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
     from personahub.pipelines.synthesize import SynthConfig
 
     refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
-    return SynthConfig(task=task, db=str(db), llm=llm, seed=seed, n=n, **options)
+    return SynthConfig(task=task, db=str(db), llm=llm, seed=seed, n=n, **as_conditions(options))
 
 
 def run_synthesis(options: SynthConfig, *, resume: str | None = None,
@@ -554,7 +563,7 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
     known = {f.name for f in dataclasses.fields(CalibrateConfig)}
     refuse_unknown("calibrate", options, known - {"survey", "population", "llm", "seed", "n"})
     return CalibrateConfig(survey=str(survey), population=population, llm=llm, seed=seed, n=n,
-                           **options)
+                           **as_conditions(options))
 
 
 @job_function

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import duckdb
 import pandas as pd
@@ -46,7 +46,9 @@ from personahub.core.jobs_store import UNFINISHED, find_job, supersede_jobs
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.core.validate import check_id
+from personahub.job_calls import async_twin, job_function
 from personahub.pipelines.run import RunConfig, RunSummary
+from personahub.progress_bars import ProgressHook, ProgressSetting, progress_hook, quiet_tqdm_auto
 from personahub.python_names import DEFAULT_DB, refuse_unknown
 from personahub.sim.experiment import (
     STRATIFY_COMMUNITY,
@@ -69,6 +71,12 @@ from personahub.sim.experiment_store import (
 from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
 from personahub.sim.store import shared_pool
+
+if TYPE_CHECKING:
+    from personahub.core.contracts import StructuredCaller
+
+#: called with each arm run's model client once it is ready (None: a run that calls no model)
+OnReady = Callable[["StructuredCaller | None"], None]
 
 
 @dataclass
@@ -119,7 +127,9 @@ def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]
 
 def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path = DEFAULT_DB,
                    llm: str = "offline", on_run: Callable[[str, int, str], None] | None = None,
-                   parallel: int = 1, **options: Any) -> tuple[pd.DataFrame, list[str]]:
+                   parallel: int = 1, progress: ProgressHook | None = None,
+                   on_ready: OnReady | None = None, **options: Any
+                   ) -> tuple[pd.DataFrame, list[str]]:
     """Run every arm x replicate not finished yet.
 
     Args:
@@ -129,6 +139,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         llm: the model spec of every run.
         on_run: told (arm, replicate, run_id) after each run (from the run's thread in parallel).
         parallel: runs under way at once; it changes no run's rows.
+        progress: told (phase, done, total) within each run, the phase prefixed with its arm and
+            replicate (``arm a #0: step``).
+        on_ready: called with each run's model client once it is ready.
         **options: further RunConfig fields.
 
     Returns:
@@ -163,7 +176,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
         if experiment.design == "within":
             tasks.append(functools.partial(_within_task, scenario, experiment, replicate, done,
                                            db=db, llm=llm, options=options, on_run=on_run,
-                                           earlier=earlier))
+                                           earlier=earlier,
+                                           hooks=_Hooks(f"replicate {replicate}", progress,
+                                                        on_ready)))
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
@@ -176,7 +191,9 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                 continue
             tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
                                            settings, db=db, llm=llm, options=options,
-                                           on_run=on_run, earlier=earlier))
+                                           on_run=on_run, earlier=earlier,
+                                           hooks=_Hooks(f"arm {arm.name} #{replicate}", progress,
+                                                        on_ready)))
     finished: list[str] = []  # for the interrupt's message
     try:
         with interrupts_from_queries():  # Ctrl-C can land inside a DuckDB query
@@ -294,17 +311,33 @@ def _signals_as_flags(runs: int, finished: list[str]) -> Iterator[list[type[Keyb
                 signal.signal(sig, handler)
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """What one arm run tells its caller: progress under its own label, and its client."""
+
+    label: str
+    progress: ProgressHook | None = None
+    on_ready: OnReady | None = None
+
+    def run_progress(self) -> ProgressHook | None:
+        """The run's progress hook: each phase prefixed with the run's label."""
+        if self.progress is None:
+            return None
+        told = self.progress
+        return lambda phase, done, total: told(f"{self.label}: {phase}", done, total)
+
+
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
               settings: str, *, db: Path, llm: str, options: dict[str, Any],
               on_run: Callable[[str, int, str], None] | None,
-              earlier: dict[tuple[str, int], _Earlier]) -> str:
+              earlier: dict[tuple[str, int], _Earlier], hooks: _Hooks = _Hooks("")) -> str:
     """Run one arm x replicate between worlds and link it; returns the run id."""
     experiment_id = experiment.id or scenario.name
     seed = scenario.seed + replicate
     config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
     run_id = _slot_run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate "
                                f"{replicate}", _Slot(experiment_id, arm.name, replicate, settings),
-                       earlier.get((arm.name, replicate)))
+                       earlier.get((arm.name, replicate)), hooks)
     con = connect(db)
     try:
         record_arm_run(con, experiment_id, arm.name, replicate, seed, run_id,
@@ -320,10 +353,11 @@ def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
                  done: dict[tuple[str, int], str], *, db: Path, llm: str,
                  options: dict[str, Any],
                  on_run: Callable[[str, int, str], None] | None,
-                 earlier: dict[tuple[str, int], _Earlier]) -> str | None:
+                 earlier: dict[tuple[str, int], _Earlier],
+                 hooks: _Hooks = _Hooks("")) -> str | None:
     """Run a within-world replicate and tell on_run (arm "all")."""
     run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options,
-                         earlier=earlier.get((WITHIN, replicate)))
+                         earlier=earlier.get((WITHIN, replicate)), hooks=hooks)
     if run_id is not None and on_run is not None:
         on_run("all", replicate, run_id)
     return run_id
@@ -364,7 +398,8 @@ def _earlier_runs(con: duckdb.DuckDBPyConnection,
     return found
 
 
-def _slot_run(config: RunConfig, where: str, slot: _Slot, earlier: _Earlier | None) -> str:
+def _slot_run(config: RunConfig, where: str, slot: _Slot, earlier: _Earlier | None,
+              hooks: _Hooks | None = None) -> str:
     """The id of the slot's finished run: the one an earlier invocation started, finished now
     (resumed from its last committed step, with its arm's scenario) or already (stopped before
     it was linked); else a new one's. An unfinished one of other settings is superseded."""
@@ -376,7 +411,7 @@ def _slot_run(config: RunConfig, where: str, slot: _Slot, earlier: _Earlier | No
         return earlier.run_id
     elif earlier is not None and earlier.status in UNFINISHED:
         resume = earlier.run_id
-    return str(_run(config, where, resume=resume, slot=slot).run_id)
+    return str(_run(config, where, resume=resume, slot=slot, hooks=hooks).run_id)
 
 
 def _supersede(db: Path, run_id: str) -> None:
@@ -388,11 +423,11 @@ def _supersede(db: Path, run_id: str) -> None:
 
 
 def _run(config: RunConfig, where: str, *, resume: str | None = None,
-         slot: _Slot | None = None) -> RunSummary:
+         slot: _Slot | None = None, hooks: _Hooks | None = None) -> RunSummary:
     """Run one simulation, or go on with ``resume`` (given the arm's scenario, which the file
     alone cannot rebuild); a new run is noted for its slot in the transaction that records it,
     so no kill leaves a run the next invocation cannot find. A stop message points at the
-    experiment command, not the run's."""
+    experiment command, not the run's; hooks tell its progress and client."""
 
     def noted(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
         if slot is not None:
@@ -400,7 +435,9 @@ def _run(config: RunConfig, where: str, *, resume: str | None = None,
                            slot.settings)
 
     try:
-        return run_simulation(config, resume=resume, on_record=noted)
+        hooks = hooks or _Hooks("")
+        return run_simulation(config, resume=resume, on_record=noted,
+                              progress=hooks.run_progress(), on_ready=hooks.on_ready)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise
@@ -411,7 +448,8 @@ def _run(config: RunConfig, where: str, *, resume: str | None = None,
 
 def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
                 done: dict[tuple[str, int], str], *, db: Path, llm: str,
-                options: dict[str, Any], earlier: _Earlier | None = None) -> str | None:
+                options: dict[str, Any], earlier: _Earlier | None = None,
+                hooks: _Hooks = _Hooks("")) -> str | None:
     """Run a within-world replicate unless finished, record its randomisation, link every arm.
 
     Returns the new run's id, or None when it had finished."""
@@ -428,7 +466,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
     config = RunConfig(scenario=within_scenario(scenario, experiment), db=db, llm=llm, seed=seed,
                        **options)
     run_id = _slot_run(config, f"experiment {experiment_id}, replicate {replicate} (one world)",
-                       _Slot(experiment_id, WITHIN, replicate, settings), earlier)
+                       _Slot(experiment_id, WITHIN, replicate, settings), earlier, hooks)
     con = connect(db)
     try:
         personas, graph = restore_society(con, run_id)
@@ -468,12 +506,17 @@ def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Pat
                             values=values, ran=list(ran or []), agents=agents)
 
 
-def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
-               replicates: int | None = None, experiment_id: str | None = None,
-               confidence: float = 0.95, alpha: float = 0.05,
-               on_run: Callable[[str, int, str], None] | None = None, parallel: int = 1,
-               compare: str | None = None, **options: Any) -> ExperimentResult:
+def experiment_file(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB,
+                    llm: str = "offline", replicates: int | None = None,
+                    experiment_id: str | None = None, confidence: float = 0.95,
+                    alpha: float = 0.05, on_run: Callable[[str, int, str], None] | None = None,
+                    parallel: int = 1, compare: str | None = None,
+                    progress: ProgressHook | None = None, on_ready: OnReady | None = None,
+                    **options: Any) -> ExperimentResult:
     """Run a scenario file's EXPERIMENT (its unfinished runs) and return its tables.
+
+    What ``personahub experiment`` calls; ``experiment`` is the same for Python (any thread or
+    event loop, progress bars, errors naming its keywords).
 
     Args:
         scenario_file: a scenario file defining SCENARIO and EXPERIMENT.
@@ -487,6 +530,9 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         parallel: runs under way at once, on threads; the tables are the same as one by one.
         compare: an earlier experiment's id: agreement says whether each effect here agrees
             with its (within its interval, and found where it finds one).
+        progress: a progress hook (phase, done, total), each phase prefixed with its run's arm
+            and replicate.
+        on_ready: called with each run's model client once it is ready.
         **options: further RunConfig fields for every run (steps, sampling, engine options).
 
     Returns:
@@ -501,7 +547,8 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         spec = dataclasses.replace(spec, id=experiment_id)
     base = recorded_effects(db, compare, confidence) if compare is not None else None
     runs, ran = run_experiment(scenario, spec, db=db, llm=llm, on_run=on_run,
-                               parallel=parallel, **options)
+                               parallel=parallel, progress=progress, on_ready=on_ready,
+                               **options)
     result = read_experiment(spec, runs, db=db, confidence=confidence, alpha=alpha, ran=ran)
     if compare is not None and base is not None:
         from personahub.analysis.experiment_report import experiment_agreement
@@ -509,6 +556,46 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         result.agreement, result.agreement_verdict = experiment_agreement(
             base, compare, result.effects, result.experiment_id)
     return result
+
+
+@job_function(renames={"id": "experiment_id"})
+def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
+               replicates: int | None = None, experiment_id: str | None = None,
+               confidence: float = 0.95, alpha: float = 0.05,
+               on_run: Callable[[str, int, str], None] | None = None, parallel: int = 1,
+               compare: str | None = None, progress: ProgressSetting = None,
+               **options: Any) -> ExperimentResult:
+    """Run a scenario file's EXPERIMENT (its unfinished runs) and return its tables.
+
+    Inside a running event loop (Jupyter) the runs go in a worker thread, as every job's do.
+
+    Args:
+        scenario_file: a scenario file defining SCENARIO and EXPERIMENT.
+        db: the database.
+        llm: the model spec of every run.
+        replicates: runs per arm instead of the experiment's replicates.
+        experiment_id: the id instead of the experiment's (default: the scenario's name).
+        confidence: the bootstrap intervals' level.
+        alpha: the tests' level after Holm's correction.
+        on_run: told (arm, replicate, run_id) after each run finished.
+        parallel: runs under way at once, on threads; the tables are the same as one by one.
+        compare: an earlier experiment's id: agreement says whether each effect here agrees
+            with its (within its interval, and found where it finds one).
+        progress: as for run_scenario: a bar per run and phase (``arm rumour #0: step``).
+        **options: further RunConfig fields for every run (steps, sampling, engine options).
+
+    Returns:
+        An ExperimentResult with runs, arms, effects and values DataFrames.
+    """
+    quiet_tqdm_auto()  # must precede the scenario's imports, which may import tqdm.auto
+    with progress_hook(progress) as hook:
+        return experiment_file(scenario_file, db=db, llm=llm, replicates=replicates,
+                               experiment_id=experiment_id, confidence=confidence, alpha=alpha,
+                               on_run=on_run, parallel=parallel, compare=compare,
+                               progress=hook, **options)
+
+
+experiment_async = async_twin(experiment)
 
 
 def recorded_effects(db: str | Path, experiment_id: str, confidence: float = 0.95

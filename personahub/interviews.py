@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from personahub.core.errors import PersonahubError
 from personahub.job_calls import async_twin, job_function
 from personahub.progress_bars import ProgressSetting, progress_hook
-from personahub.python_names import DEFAULT_DB, as_id, refuse_unknown
+from personahub.python_names import DEFAULT_DB, as_conditions, as_id, refuse_unknown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,9 +33,7 @@ def interview_config(question: str, db: str | Path, run: str, llm: str,
 
     known = {f.name for f in dataclasses.fields(InterviewConfig)}
     refuse_unknown("interview", options, known - {"run_id", "question", "db", "llm"})
-    given = dict(options)
-    if isinstance(given.get("carve"), str):
-        given["carve"] = (given["carve"],)
+    given = as_conditions(options)
     return InterviewConfig(run_id=run, question=question, db=str(db), llm=llm, **given)
 
 

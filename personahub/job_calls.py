@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, ParamSpec, TypeVar, overload
 
 from personahub.bridge import call_blocking, call_in_thread
 from personahub.python_names import speaks_python
@@ -20,23 +20,41 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _BODY = "_job_body"  # the attribute a job function keeps its body under, for its twin
+_RENAMES = "_job_renames"  # and the flags its errors say under another keyword
 
 
-def job_function(body: Callable[P, R]) -> Callable[P, R]:
+@overload
+def job_function(body: Callable[P, R], /) -> Callable[P, R]: ...
+@overload
+def job_function(*, renames: Mapping[str, str]) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def job_function(body: Callable[P, R] | None = None, /, *,
+                 renames: Mapping[str, str] | None = None) -> Any:
     """The blocking job function over body: its name, signature and docstring are body's.
+
+    Used bare (``@job_function``) or with the flags its errors name under another keyword
+    (``@job_function(renames={"id": "experiment_id"})``).
 
     Args:
         body: the function that runs the job and returns its handle.
+        renames: flag -> keyword, where the job's messages name a flag the function calls
+            otherwise.
 
     Returns:
-        The function to export.
+        The function to export (or, given only renames, the decorator that makes it).
     """
+    if body is None:
+        return functools.partial(_blocking, renames=renames)
+    return _blocking(body, renames=renames)
+
+
+def _blocking(body: Callable[P, R], renames: Mapping[str, str] | None) -> Callable[P, R]:
     @functools.wraps(body)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         return call_blocking(functools.partial(body, *args, **kwargs))
 
     setattr(call, _BODY, body)
-    return speaks_python()(call)
+    setattr(call, _RENAMES, renames)
+    return speaks_python(renames)(call)
 
 
 def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -49,6 +67,7 @@ def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
         A coroutine function named ``<name>_async`` with function's signature.
     """
     body: Callable[P, R] = getattr(function, _BODY)
+    renames: Mapping[str, str] | None = getattr(function, _RENAMES, None)
 
     async def call(*args: P.args, **kwargs: P.kwargs) -> R:
         return await call_in_thread(functools.partial(body, *args, **kwargs))
@@ -58,7 +77,7 @@ def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     call.__name__, call.__qualname__ = name, name
     call.__doc__ = _twin_doc(function)
     delattr(call, _BODY)  # copied over by update_wrapper; a twin has no twin
-    return speaks_python()(call)
+    return speaks_python(renames)(call)
 
 
 def _twin_doc(function: Callable[..., object]) -> str:

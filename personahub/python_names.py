@@ -1,8 +1,10 @@
-"""Errors raised to Python name Python arguments, not the command's flags.
+"""Errors raised to Python name Python arguments and calls, not the command's flags and lines.
 
 The checks shared with the CLI word their errors for a command (``--out x: already exists; add
 --force``). speaks_python rewrites each flag in such a message as the caller's keyword
-(``--allow-fewer`` -> ``allow_fewer=True``); a quoted command line is left as it is.
+(``--allow-fewer`` -> ``allow_fewer=True``) and each command it names that Python has a call
+for as that call (``resume with personahub run --resume ID --db D`` -> ``resume with
+personahub.resume('ID', db='D')``); any other quoted command line is left as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: the database an API function opens when given no db (the store's default, without DuckDB)
 DEFAULT_DB = "personahub.duckdb"
+
+
+#: options that hold a list of conditions, given in Python as one string or a list of them
+CONDITION_LISTS = ("carve",)
+
+
+def as_conditions(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options with each condition list as a tuple: ``carve="age>30"`` is one condition,
+    not five, and a list is taken as it is."""
+    given = dict(options)
+    for name in CONDITION_LISTS:
+        value = given.get(name)
+        if isinstance(value, str):
+            given[name] = (value,)
+        elif isinstance(value, list):
+            given[name] = tuple(value)
+    return given
 
 
 def refuse_unknown(what: str, given: Mapping[str, Any], known: set[str]) -> None:
@@ -40,11 +59,38 @@ _FLAG = re.compile(r"--(?P<name>[a-z][a-z0-9]*(?:-[a-z0-9]+)*)"
                    r"(?P<value> (?:'[^']*'|\"[^\"]*\"|[^\s:;,()]+)(?=[:;,)]|$)"
                    r"| -?[0-9][0-9.]*\b| [A-Z][A-Z_]+\b| [^\s:;,()]*/[^\s:;,()]*)?")
 _COMMAND = re.compile(r"personahub [^;()]*")
+_VALUE = r"[^\s;,()]+"
+#: a resume hint: ``personahub resume ID`` or ``personahub KIND... --resume ID``, maybe ``--db DB``
+_RESUME = re.compile(rf"personahub (?:resume (?P<own>{_VALUE})|(?:[a-z][a-z-]* )+?--resume "
+                     rf"(?P<flag>{_VALUE}))(?: --db (?P<db>{_VALUE}))?")
+#: other commands a message names, and the call that does the same from Python
+CALLS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?:personahub )?personas sample-population"), "personahub.write_population(...)"),
+    (re.compile(r"the same personahub experiment command"), "the same personahub.experiment(...) call"),
+    (re.compile(r"personahub jobs lists them"), "personahub.jobs(db=...) lists them"),
+)
+
+
+def _resume_call(match: re.Match[str]) -> str:
+    job_id, db = match["own"] or match["flag"], match["db"]
+    return f"personahub.resume({job_id!r}" + (f", db={db!r})" if db else ")")
+
+
+def python_calls(message: str) -> str:
+    """The message with each command it names that has a Python call said as that call: a
+    resume hint as ``personahub.resume('ID', db='DB')``, ``personas sample-population`` as
+    ``personahub.write_population(...)``."""
+    message = _RESUME.sub(_resume_call, message)
+    for command, call in CALLS:
+        message = command.sub(call, message)
+    return message
 
 
 def python_message(message: str, renames: Mapping[str, str] | None = None) -> str:
-    """The message with each flag outside a quoted command line said as its keyword."""
+    """The message in Python's words: each command it names that has a Python call said as
+    that call, and each flag outside a quoted command line said as its keyword."""
     names = {**RENAMES, **(renames or {})}
+    message = python_calls(message)
 
     def keyword(match: re.Match[str]) -> str:
         flag, value = match["name"], match["value"]
@@ -64,7 +110,8 @@ def python_message(message: str, renames: Mapping[str, str] | None = None) -> st
     return re.sub(r"(\w+=True), or \1 from Python,?", r"\1", text)
 
 
-def _reword(exc: PersonahubError, renames: Mapping[str, str] | None) -> None:
+def _reword(exc: BaseException, renames: Mapping[str, str] | None) -> None:
+    """Say the error's message in Python's words (a bare interrupt has none)."""
     if exc.args and isinstance(exc.args[0], str):
         exc.args = (python_message(exc.args[0], renames), *exc.args[1:])
 
@@ -78,7 +125,7 @@ def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 try:
                     return await function(*args, **kwargs)
-                except PersonahubError as exc:
+                except (PersonahubError, KeyboardInterrupt) as exc:  # a job's Stopped too
                     _reword(exc, renames)
                     raise
             return run_async  # type: ignore[return-value]
@@ -87,7 +134,7 @@ def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
         def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 return function(*args, **kwargs)
-            except PersonahubError as exc:
+            except (PersonahubError, KeyboardInterrupt) as exc:  # a job's Stopped too
                 _reword(exc, renames)
                 raise
         return run  # type: ignore[return-value]

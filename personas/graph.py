@@ -83,8 +83,8 @@ def save_graph(con: duckdb.DuckDBPyConnection, graph: nx.MultiDiGraph) -> None:
 class SocialEdges:
     """The undirected simple social graph as arrays, without networkx.
 
-    Edges are in networkx's order, so rows written from either agree. A million-persona graph took
-    about 17 s in networkx; these arrays take a fraction of that.
+    Edges are in networkx's order, so rows written from either agree; arrays rather than a networkx
+    graph because a million-persona graph is slow to build there (bench/RESULTS.md).
     """
 
     ids: list[str]
@@ -307,17 +307,24 @@ def shape_stats(graph: nx.Graph) -> dict[str, Any]:
 
 
 def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
-    """Return graph statistics: sizes, degrees, hops, sources, labels and the undirected shape."""
+    """Return graph statistics: sizes, degrees, hops, sources, labels and the undirected shape.
+
+    Edges and degrees are those of the undirected simple view, as an expansion's shape counts
+    them: an edge is a pair of related personas, a degree how many others a persona is related
+    to. ``relations`` counts the labelled relations (a pair may hold several, or one each way).
+    """
     from collections import Counter
     from statistics import median
 
-    degrees = sorted(d for _, d in graph.degree())
-    shape = shape_stats(social_view(graph))
+    social = social_view(graph)
+    degrees = sorted(d for _, d in social.degree())
+    shape = shape_stats(social)
     components = [len(c) for c in nx.weakly_connected_components(graph)] if graph else []
     labels = Counter(data.get("relation", key) for _, _, key, data in graph.edges(keys=True, data=True))
     return {
         "nodes": graph.number_of_nodes(),
-        "edges": graph.number_of_edges(),
+        "edges": social.number_of_edges(),
+        "relations": graph.number_of_edges(),
         "components": len(components),
         "largest_component": max(components, default=0),
         "isolated": sum(1 for d in degrees if d == 0),

@@ -531,6 +531,43 @@ def relation_issue(relation: str) -> QualityIssue | None:
     return None
 
 
+_COPULA = re.compile(r"\b(?:is|are|was|were|am|becomes?|works? as|serves? as|acts? as)\s+", re.IGNORECASE)
+_DETERMINERS = frozenset({"a", "an", "the", "his", "her", "their", "my", "its", "our", "your",
+                          "this", "that", "one"})
+
+
+def _role_label(phrase: str) -> str | None:
+    """The relation label a noun phrase names: 'customer' of 'a customer at Millbrook', or None.
+
+    The phrase is cut at its first preposition, relative word or stop, its determiners are dropped,
+    and what is left counts only when it is at most two words ending on a role word.
+    """
+    words = _head(phrase.strip()).split()
+    while words and words[0].lower() in _DETERMINERS:
+        words = words[1:]
+    if not words or len(words) > 2 or not is_role_word(words[-1]):
+        return None
+    return " ".join(words).lower()
+
+
+def repair_relation(relation: str) -> str:
+    """Reduce a relation given as a short sentence to its label, deterministically; else keep it.
+
+    Small models often write who the person is instead of a label: "A 58-year-old is a customer
+    at Millbrook" becomes "customer", "The nurse who treats her" becomes "nurse". What follows a
+    copula is tried first, then the sentence's head; only a phrase of at most two words ending on
+    a role word is taken. A list of relations, a placeholder or anything else stays as it was, so
+    the relation rule still rejects it.
+    """
+    label = " ".join(relation.split()).strip(" .")
+    if (relation_issue(relation) is None or len(label.split()) <= MAX_RELATION_WORDS
+            or re.search(r"[,;/&]|\b(?:or|and)\b", label, re.IGNORECASE)):
+        return relation
+    copula = _COPULA.search(label)
+    found = (_role_label(label[copula.end():]) if copula else None) or _role_label(label)
+    return found if found is not None and relation_issue(found) is None else relation
+
+
 def coherence_issue(text: str, *, relation: str | None = None,
                     language: str | None = None) -> QualityIssue | None:
     """Return the first coherence rule a persona fails, or None.
@@ -632,7 +669,7 @@ def gate_item(item: object, *, language: str | None = None,
     relation = getattr(item, "relation", None)
     return gate_persona(str(getattr(item, "persona", "")), language=language, shown=shown,
                         bound=max_length(item, "persona"),
-                        relation=relation if isinstance(relation, str) else None)
+                        relation=repair_relation(relation) if isinstance(relation, str) else None)
 
 
 def gate_answer(field: str, language: str | None, value: object, *,
@@ -694,6 +731,14 @@ def rejection_text(counts: Mapping[str, int], what: str = "") -> str:
     return f"{count} (top reasons: {', '.join(f'{r} {n}' for r, n in top)})"
 
 
+#: what a rejection is, beside a call kept: said wherever both are counted
+GATE_AFTER_CALL = ("each one the model answered: its call counts as kept, the gate refused what "
+                   "it said")
+
+
 def rejection_line(counts: Mapping[str, int], what: str) -> str:
-    """Return the summary line every command prints about the quality gate."""
-    return f"{what} rejected by the quality gate: {rejection_text(counts)}"
+    """Return the summary line every command prints about the quality gate; with rejections, it
+    says they are answers of calls counted as kept (a call is kept when the model answers in the
+    schema; the gate judges what the answer says)."""
+    line = f"{what} rejected by the quality gate: {rejection_text(counts)}"
+    return f"{line}; {GATE_AFTER_CALL}" if sum(counts.values()) else line

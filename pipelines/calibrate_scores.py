@@ -31,7 +31,7 @@ from personahub.analysis.calibration_scores import (
     source_label,
 )
 from personahub.analysis.survey import Survey
-from personahub.pipelines.calibrate_archetypes import archetype_method, archetype_methods
+from personahub.pipelines.calibrate_archetypes import archetype_k, archetype_method, archetype_methods
 from personahub.pipelines.calibrate_data import GroupKey, load_panels, load_survey
 from personahub.pipelines.elicit import job_order, parse, parse_all, stated_row
 from personahub.pipelines.elicit.base import (
@@ -277,10 +277,14 @@ def temperature_lines(temperatures: pd.DataFrame) -> list[str]:
     """The fitted temperatures as one console line (nothing without tempering)."""
     if temperatures.empty:
         return []
-    cells = [f"{row.steering} T={row.temperature:.3g} on {row.questions} questions"
-             for row in temperatures.itertuples(index=False)]
-    return ["dispersion temper: temperatures (each fitted on the other half of the questions): "
-            + ", ".join(cells)]
+    halves: dict[str, int] = {}
+    cells = []
+    for row in temperatures.itertuples(index=False):
+        halves[row.steering] = halves.get(row.steering, 0) + 1
+        cells.append(f"{row.steering} half {halves[row.steering]}: T={row.temperature:.3g} on "
+                     f"its {row.questions} questions")
+    return ["dispersion temper: temperatures (each half's fitted on the other half of the "
+            "questions): " + ", ".join(cells)]
 
 
 def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
@@ -504,7 +508,13 @@ def elicit_lines(summary: _ElicitCalls) -> list[str]:
     cells = []
     for method in (*summary.elicit, *(archetype_method(k) for k in ks)):
         calls, pairs = summary.calls.get(method, 0), summary.cells.get(method, 0)
-        per = f", {calls / pairs:.2f} per question x group" if pairs else ""
+        if archetype_k(method) is not None:
+            per = f", one per question x archetype ({pairs} question x group pairs scored)"
+        elif stated_row(method):  # one call per question x group asked, held-out ones too
+            per = (f", one per question x group asked ({pairs} scored)" if calls != pairs
+                   else ", one per question x group")
+        else:
+            per = f", {calls / pairs:.2f} per question x group" if pairs else ""
         failed = calls - summary.answered_calls.get(method, calls)
         cells.append(f"{method} {calls}{per}" + (f" ({failed} failed)" if failed > 0 else ""))
     if summary.calls.get("no_persona"):

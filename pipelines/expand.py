@@ -48,7 +48,7 @@ from personahub.personas.near_dup import NearDuplicateIndex
 from personahub.personas.quality import language_scripts, rejection_line
 from personahub.personas.record import Persona
 from personahub.personas.store import fetch_personas, live_persona_ids, personas_frame
-from personahub.pipelines.expand_batch import BatchAnswer, answer_batch
+from personahub.pipelines.expand_batch import GATE_ERROR, BatchAnswer, answer_batch
 from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.shipped_spec import ShippedSpec
 
@@ -82,6 +82,10 @@ class ExpandConfig(EngineFields):
     # a run's setup: a level's still-failing personas stop the expansion before the next level,
     # resumable, instead of shrinking the society
     stop_on_failure: bool = engine(False)
+    # whether answers the quality gate rejected count as failed actions against
+    # max_failed_share (a run's setup without the scenario's graph.stop_on_rejected goes on
+    # with the graph it has, and counts them)
+    rejections_stop: bool = engine(True)
 
     def __post_init__(self) -> None:
         check_int(self.hops, "--hops", low=0, high=MAX_HOPS)
@@ -260,9 +264,13 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
             then = write_and_pool
         else:
             then = write
-        kept = len(batch) if ctx.config.stop_on_failure else result.kept
+        config = ctx.config
+        kept = len(batch) if config.stop_on_failure else result.kept
+        errors = result.errors
+        if config.stop_on_failure and not config.rejections_stop:  # only the calls' failures
+            errors = [e for e in errors if not (e or "").startswith(GATE_ERROR)]
         return BatchOutcome(rows={"rejected": result.rejected}, calls=result.calls,
-                            asked=len(batch), kept=kept, errors=result.errors, then=then,
+                            asked=len(batch), kept=kept, errors=errors, then=then,
                             label=f"a batch of hop {batch.level + 1}",
                             progress=("expand", batch.level, ctx.config.hops))
 
@@ -292,7 +300,8 @@ def expansion_lines(summary: ExpandSummary) -> list[str]:
              f"{summary.failed_calls} failed calls"]
     shape = summary.graph
     if shape:
-        lines.append(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges, "
+        lines.append(f"graph of the expansion: {shape['nodes']} nodes, {shape['edges']} edges "
+                     "(pairs of related personas, as personas stats counts them), "
                      f"{shape['components']} components, {shape['cycles']} cycles, clustering "
                      f"{shape['clustering']}, degrees {shape['degree_histogram']}")
     lines.append(rejection_line(summary.rejected, "personas"))

@@ -26,9 +26,12 @@ from personahub.personas.linking import (
     texts_of,
 )
 from personahub.personas.near_dup import NearDuplicateIndex
-from personahub.personas.quality import gate_answer, gate_item, rejected_row
+from personahub.personas.quality import gate_answer, gate_item, rejected_row, repair_relation
 from personahub.personas.record import Persona
 from personahub.pipelines.prompts.personas import expand_messages, link_messages, prompt_text
+
+# how a frontier persona whose answers the quality gate rejected reads among a batch's errors
+GATE_ERROR = "quality gate: "
 
 
 @dataclass
@@ -89,7 +92,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     accepted = 0
     for parent, position, person, text, issue in answers:
         mark = by_parent[parent.persona_id]
-        label = " ".join(person.relation.lower().split())[:40]
+        label = " ".join(repair_relation(person.relation).lower().split())[:40]
         if issue is not None:
             rejected.append(rejected_row(
                 "expand", issue, {"persona": person.persona, "relation": label,
@@ -135,7 +138,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
     gated = {parent.persona_id: str(issue) for parent, _, _, _, issue in reversed(answers)
              if issue is not None}
     errors = [call_error(result) if result.value is None
-              else f"quality gate: {gated.get(parent.persona_id, 'no one proposed')}"
+              else f"{GATE_ERROR}{gated.get(parent.persona_id, 'no one proposed')}"
               for parent, result in zip(parents, results, strict=True)
               if parent.persona_id not in passed]
     return BatchAnswer(created, relations, rejected, marks, merge_table,

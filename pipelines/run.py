@@ -40,6 +40,7 @@ from personahub.personas.record import Persona
 from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
+from personahub.pipelines.setup_note import setup_expansion_line
 from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
 from personahub.pipelines.survey_profile import SurveyProfile, load_profile
 from personahub.sim import population_setup, runner, store
@@ -170,6 +171,7 @@ class RunSummary:
     wall_s: float = 0.0
     kept: list[str] = field(default_factory=list)  # the kept share per kind, in words
     personas_note: str | None = None  # why the hub draw found fewer personas than asked
+    setup_note: str | None = None  # the answers the setup expansion's gate kept and rejected
     surveys: list[str] = field(default_factory=list)
     archetypes: list[str] = field(default_factory=list)
     archetype_calls: int = 0
@@ -412,6 +414,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         summary.prefix_estimated = runner.estimated_prefix_share(caller.endpoints)
         summary.wall_s = time.perf_counter() - _state(ctx).started
         summary.personas_note = _state(ctx).personas_note
+        summary.setup_note = setup_expansion_line(con, run_id)
         return summary
 
     def report(self, summary: RunSummary, db: Path) -> list[str]:
@@ -421,6 +424,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 f"{summary.agents} agents, {emitted} emissions, {summary.answers} survey answers, "
                 f"{summary.failed_actions} failed actions in {db}",
                 *([summary.personas_note] if summary.personas_note else []),
+                *([summary.setup_note] if summary.setup_note else []),
                 f"  personahub report --db {db} --run {summary.run_id} --out report"]
 
 
@@ -662,7 +666,8 @@ def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]
     children = list_jobs(ctx.con, kind="expansion", parent_id=ctx.job_id)
     previous = children[0].job_id if children else None
     config = ExpandConfig(start_ids=tuple(start_ids), hops=growth.hops, fanout=growth.fanout,
-                          origin="run", stop_on_failure=True, llm=ctx.config.llm,
+                          origin="run", stop_on_failure=True,
+                          rejections_stop=growth.stop_on_rejected, llm=ctx.config.llm,
                           seed=ctx.config.run_seed, max_failed_share=ctx.config.max_failed_share)
     try:
         result = ctx.run_child(EXPANSION, config, resume=previous)

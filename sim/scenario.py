@@ -167,18 +167,25 @@ class GraphGrowth:
         fanout: related people asked for per persona per round.
         acquaintances: links per persona in a seeded small-world graph.
         rewire: small-world rewiring probability.
+        stop_on_rejected: stop setup (resumable) when more than --max-failed-share of a batch
+            of personas got no answer past the quality gate; by default the run goes on with
+            the graph the kept answers make, and says how many were kept and why the rest were
+            not.
     """
 
     hops: int = 1
     fanout: int = 1
     acquaintances: int = 4
     rewire: float = 0.1
+    stop_on_rejected: bool = False
 
     def __post_init__(self) -> None:
         _valid(check_int, self.hops, "graph.hops", low=0, high=MAX_HOPS)
         _valid(check_int, self.fanout, "graph.fanout", low=1, high=20)
         _valid(check_int, self.acquaintances, "graph.acquaintances", low=0)
         _valid(check_number, self.rewire, "graph.rewire", low=0.0, high=1.0)
+        _check(isinstance(self.stop_on_rejected, bool),
+               f"graph.stop_on_rejected: {self.stop_on_rejected!r} is not true or false")
 
 
 @dataclass(frozen=True)

@@ -128,9 +128,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 
 
 def step_draws(keys: np.ndarray, step: int) -> np.ndarray:
-    """One uniform draw per agent for this step, vectorised (hashing per persona cost 0.2 s per step
-    at 100,000 agents).
-    """
+    """Return one uniform draw per agent for this step, vectorised over the agents' keys."""
     salt = _mix64(np.array([step], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))
     return (_mix64(keys ^ salt) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
@@ -152,7 +150,7 @@ class SocietyAgent(FixedAgent):
     @classmethod
     def create_many(cls, model: SocietyModel, personas: Sequence[Persona],
                     inbox_size: int) -> list[SocietyAgent]:
-        """One agent per persona, registered with Mesa in bulk (one by one took 10 s at a million)."""
+        """Make one agent per persona, registered with Mesa in bulk rather than one by one."""
         if not bulk_agents.supported(model):
             return [cls(model, persona, inbox_size) for persona in personas]
         network = model.network

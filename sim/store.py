@@ -370,13 +370,15 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
             "drawn": int(drawn)}
 
 
-SURVEY_SHARES = 3  # answers a summary names per survey
+SURVEY_SHARES = 5  # answers a summary names per survey; more are cut to the top SURVEY_TOP
+SURVEY_TOP = 3
 
 
 def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """One line per survey at the last step it was asked: the question, its top answers' shares
-    and, for a survey answered through a survey profile, the profile's id.
-    """
+    """One line per survey at the last step it was asked: the question and its answers' shares,
+    every answer given when there are at most SURVEY_SHARES (the shares sum to 100%), else the
+    top SURVEY_TOP and how many answers there were ("top 3 of 10 answers"), and, for a survey
+    answered through a survey profile, the profile's id."""
     rows = con.execute("""
         WITH last AS (SELECT survey_id, max(step) AS step FROM survey_answers WHERE run_id = ?
                       GROUP BY 1)
@@ -391,11 +393,14 @@ def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
     lines = []
     for survey_id, answers in surveys.items():
         total = sum(int(r[4]) for r in answers)
-        shares = ", ".join(f"{r[3]} {int(r[4]) / total:.0%}" for r in answers[:SURVEY_SHARES])
+        shown = answers if len(answers) <= SURVEY_SHARES else answers[:SURVEY_TOP]
+        shares = ", ".join(f"{r[3]} {int(r[4]) / total:.0%}" for r in shown)
+        top = "" if len(shown) == len(answers) else \
+            f"top {len(shown)} of {len(answers)} answers given, "
         profiles = sorted({p for r in answers if r[5] for p in str(r[5]).split(", ")})
         through = f"; answered by survey profile {', '.join(profiles)}" if profiles else ""
         lines.append(f"{survey_id}, step {answers[0][1]}: \"{answers[0][2]}\" {shares} "
-                     f"(of {total} answers{through})")
+                     f"({top}of {total} answers{through})")
     return lines
 
 

@@ -1,4 +1,4 @@
-"""The incremental near-duplicate index on datasketch's ``MinHashLSH`` (issue 10, item 6).
+"""The incremental near-duplicate index on datasketch's ``MinHashLSH``.
 
 Our vectorised signatures (``personas.minhash.signatures``, bit-identical to datasketch's
 ``MinHash``) wrapped as ``LeanMinHash`` and indexed in ``MinHashLSH`` with the same (bands, rows);

@@ -96,7 +96,7 @@ async def test_persona_jobs_sync_and_async(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_interview_sync_async_and_from_the_run_handle(tmp_path: Path) -> None:
-    """Issue 13 item 3: ``personahub.interview`` (one agent or a carved group) returns a
+    """``personahub.interview`` (one agent or a carved group) returns a
     DataFrame, in both forms and inside a running loop; ``Run.interview`` asks its own run."""
     db = tmp_path / "i.duckdb"
     run = await personahub.run_scenario_async(LAUNCH, db=db, steps=2)

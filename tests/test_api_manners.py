@@ -1,4 +1,4 @@
-"""Issue 44 item 2: the Python API speaks Python. Ids are numbers or text, errors name the
+"""The Python API speaks Python. Ids are numbers or text, errors name the
 caller's keywords (not the command's flags), every job function takes the common arguments,
 a handle's ``repr`` is one line, and a run's sampled rows carry their step and agent."""
 
@@ -72,7 +72,7 @@ def test_export_over_an_existing_file_names_overwrite(tmp_path: Path) -> None:
     ("held back (3 failed; --include-ungated, or include_ungated=True from Python, draws those)",
      "held back (3 failed; include_ungated=True draws those)"),
     ("failed (resume to retry: personahub synthesize --resume J --db d)",
-     "failed (resume to retry: personahub synthesize --resume J --db d)"),
+     "failed (resume to retry: personahub.resume('J', db='d'))"),
 ])
 def test_flags_are_said_as_keywords(flagged: str, python: str) -> None:
     assert python_message(flagged, {"out": "path", "force": "overwrite"}) == python

@@ -1,5 +1,5 @@
 """Every ``personahub`` command in docs/*.md's shell blocks runs, offline, in the page's order
-(issue 27: "every command in them runs"). tests/test_docs.py checks the same commands against
+("every command in them runs"). tests/test_docs.py checks the same commands against
 the CLI's commands and flags without running them; tests/test_readme.py runs README's.
 
 Each page runs in a temporary folder of its own holding what a clean clone holds, through bash,

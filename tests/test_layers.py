@@ -1,4 +1,4 @@
-"""Imports run one way (issue 27; ``docs/architecture.md``, "Layers"): a module imports only from
+"""Imports run one way (``docs/architecture.md``, "Layers"): a module imports only from
 its own layer and the layers below it, never from one above. Every ``import`` counts, at the top
 of a module or inside a function (a deferred import is still a dependency).
 
@@ -107,7 +107,7 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     assert layer_of_file(ROOT / "personahub" / "runtime.py") == "package"
 
 
-# The rooms below the tasks room know no kinds or purposes (issue 43): a call carries its own
+# The rooms below the tasks room know no kinds or purposes: a call carries its own
 # max_tokens, and ``purpose`` is a label they record, never read.
 UNAWARE = ("personahub/core", "personahub/models", "personahub/executors")
 # the purposes the old per-purpose limit tables named (the model layer's, then
@@ -209,12 +209,12 @@ def test_no_room_below_the_tasks_names_a_kind_or_purpose() -> None:
              for path in sources() if path.relative_to(ROOT).as_posix().startswith(UNAWARE)
              for line, text in kind_literals(parsed(path), names)
              if (path.relative_to(ROOT).as_posix(), text) not in NOT_KINDS]
-    assert not found, f"kind or purpose literals below the tasks room (issue 43): {found}"
+    assert not found, f"kind or purpose literals below the tasks room: {found}"
     foreign = PURPOSES - TASKS_OWN
     found = [f"{path.relative_to(ROOT).as_posix()}:{line} {text!r}"
              for path in sources() if path.relative_to(ROOT).as_posix().startswith(TASKS_ROOM)
              for line, text in kind_literals(parsed(path), foreign)]
-    assert not found, f"purposes of the rooms above in the tasks room (issue 43): {found}"
+    assert not found, f"purposes of the rooms above in the tasks room: {found}"
 
 
 # The rooms between the tasks and the pipelines name the purposes of their own calls (the label
@@ -242,7 +242,7 @@ def test_the_rooms_above_the_tasks_name_only_their_own_purposes() -> None:
                   for path in sources() if path.relative_to(ROOT).as_posix().startswith(room + "/")
                   for line, text in kind_literals(parsed(path), foreign)
                   if (path.relative_to(ROOT).as_posix(), text) not in NOT_PURPOSES]
-    assert not found, f"a job kind or purpose of a room above (issue 43): {found}"
+    assert not found, f"a job kind or purpose of a room above: {found}"
     assert ORDER.index("personas") < ORDER.index("agents") < ORDER.index("sim")
 
 

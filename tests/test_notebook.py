@@ -109,9 +109,22 @@ def test_the_notebook_ships_executed() -> None:
     assert "offline" in text and str(Path.home()) not in text  # no machine's paths shipped
 
 
+def test_the_notebook_runs_an_experiment_and_an_evaluation() -> None:
+    """A cell runs personahub.experiment (it raised "Cannot run the event loop while another loop
+    is running" in a notebook) and one personahub.evaluate; both ship with their tables."""
+    cells = {"".join(c["source"]): c for c in code_cells(load(NOTEBOOK))}
+    experiment = next(c for source, c in cells.items() if "personahub.experiment(" in source)
+    evaluation = next(c for source, c in cells.items() if "personahub.evaluate(" in source)
+    for cell in (experiment, evaluation):
+        assert cell["outputs"] and not [o for o in cell["outputs"] if o["output_type"] == "error"]
+    text = json.dumps(load(NOTEBOOK))
+    assert "rumour_answered" in text and "verified share" in text
+    assert "no detectable effect of rumour against no_rumour" in text
+
+
 def test_the_chart_colours_definitely_green_as_the_live_view_does() -> None:
     """The purchase-intent chart's first option ("definitely") is green and its last ("definitely
-    not") red, as in the live view and the report (issue 44, item 7)."""
+    not") red, as in the live view and the report."""
     import matplotlib
 
     source = next("".join(c["source"]) for c in code_cells(load(NOTEBOOK))

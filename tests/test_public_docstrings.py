@@ -1,6 +1,6 @@
 """The public API a newcomer reads: every function and class that ``personahub`` exports from the
 API modules has a docstring in Mesa's manner, ``Args:`` naming each parameter and ``Returns:``
-when it returns a value (issue 43, item 5)."""
+when it returns a value."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Every ``personahub`` command in README's shell blocks runs as written, offline, on a copy of
-what a clean clone holds (issue 12: "Every README command runs as written on a clean clone").
+what a clean clone holds ("Every README command runs as written on a clean clone").
 
 The commands run in README order in one temporary folder (they build on each other: the quick
 start's run fills ``personahub.duckdb``, synthesis jobs read its personas, exports read the

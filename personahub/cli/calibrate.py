@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.cli.common import emit_job_json, missing_argument, one_line_errors, out, say, summary_counts
+from personahub.cli.common import (
+    emit_job_json,
+    missing_argument,
+    one_line_errors,
+    out,
+    say,
+    summary_counts,
+    verbosity,
+)
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import JobHooks
 from personahub.cli.options import CarveOption, DbOption, FreshOption, Shown, output_options, resume_option
@@ -80,8 +88,9 @@ def calibrate(
         "--limit", min=1, help="Only the first K questions.")] = None,
     refusal_option: Annotated[bool, typer.Option(
         "--refusal-option/--no-refusal-option",
-        help="Offer the survey's refusal options (Refused, ...) as answers, as OpinionQA did. "
-             "Scores leave them out either way.")] = True,
+        help="Leave the survey's refusal options (Refused, ...) out of the answers offered (by "
+             "default they are offered, as OpinionQA did). Scores leave them out either way.")
+    ] = True,
     seed: Annotated[int, typer.Option(min=0, max=MAX_SEED, help="Seed: the panels and the "
                                                                 "offline engine.")] = 0,
     humans: Annotated[Path | None, typer.Option(
@@ -101,6 +110,7 @@ def calibrate(
     group (representativeness, dispersion, modal agreement) beside the uniform, human-overall
     and no-persona baselines, and print per-attribute representativeness."""
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+    from personahub.pipelines.calibrate_console import console_lines
     from personahub.pipelines.calibrate_fit import FOLDS
 
     if resume is None and survey is None:
@@ -134,9 +144,10 @@ def calibrate(
         from personahub.analysis.survey_respondents import read_respondent_rows
 
         sample = read_respondent_rows(humans, setting="--humans")
-    result = JobHooks("calibration", db).run(CALIBRATION, config, resume=resume, fresh=fresh,
-                                             label=f"calibrating {survey or resume}")
-    for line in CALIBRATION.report(result.summary, db):
+    result = JobHooks("calibration", db).run(
+        CALIBRATION, config, resume=resume, fresh=fresh, label=f"calibrating {survey or resume}",
+        finishing="every answer in; scoring them (scores, intervals, verdict)")
+    for line in console_lines(result.summary, db, verbose=verbosity() > 0):
         out.print(line, highlight=False, soft_wrap=True)
     if sample is not None:
         from personahub.analysis.calibration_ppi import ppi_lines, ppi_table

@@ -85,6 +85,23 @@ def detail(*parts: str | tuple[str, str]) -> None:
         say(*parts)
 
 
+#: how wide a table printed to a pipe or a file may grow (its rows' natural width, up to this)
+PIPED_TABLE_WIDTH = 10_000
+
+
+def print_whole(table: Any) -> None:
+    """Print a rich table on stdout: fitted to a terminal, where cells wrap; piped into a file or
+    a pager, as wide as its rows, every value whole (no "st…" cut to the terminal's width)."""
+    if out.is_terminal:
+        out.print(table)
+        return
+    from rich.measure import Measurement
+
+    wide = Measurement.get(out, out.options.update_width(PIPED_TABLE_WIDTH), table).maximum
+    Console(file=out.file, width=max(wide, 20), markup=False, emoji=False, highlight=False,
+            color_system=None).print(table)
+
+
 def say(*parts: str | tuple[str, str], to: Console | None = None) -> None:
     """Print one line from plain strings and (text, style) pairs, every character verbatim
     (no markup, no highlighting, not wrapped); on stderr unless to names another console."""

@@ -9,17 +9,19 @@ worlds); a plain verdict line per outcome follows.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
-from personahub.cli.common import one_line_errors, out, say
+from personahub.cli.common import one_line_errors, out, print_whole, say
 from personahub.cli.engine import Engine, engine_options
+from personahub.cli.job_running import banner, job_progress
 from personahub.cli.options import ArchetypeElicitOption, DbOption, SurveyProfileOption
 from personahub.core.plan_limits import MAX_REPLICATES, MAX_STEPS
 from personahub.core.store import DEFAULT_DB
@@ -74,19 +76,23 @@ def experiment(
     The engine options reach every arm run as they reach `personahub run`'s (with --executor
     ray each run's model calls go to Ray workers); --parallel N keeps N runs under way at once."""
     def told(arm: str, replicate: int, run_id: str) -> None:
+        shown.finished(arm, replicate)
         say(f"  arm {arm}, replicate {replicate}: run {run_id}")
         if watcher is not None:
             watcher.landed()
 
+    shown = _Shown()
     watcher = _watcher(scenario, db, experiment_id, replicates, view_port) if view else None
     try:
-        result = _run_it(scenario, db, replicates, experiment_id, told, steps, archetypes, compare,
-                         parallel, engine, archetype_elicit, survey_profile)
+        with shown.display:
+            result = _run_it(scenario, db, replicates, experiment_id, told, steps, archetypes,
+                             compare, parallel, engine, archetype_elicit, shown, survey_profile)
     except BaseException:
         if watcher is not None:
             watcher.stop()
         raise
-    _print(result, db, compare)
+    _print(result, db, compare, offline=shown.offline if shown.offline is not None
+           else _offline_spec(engine.llm))
     if watcher is not None:
         watcher.linger()
 
@@ -103,12 +109,92 @@ def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: in
                           replicates=replicates or spec.replicates)
 
 
+def _offline_spec(llm: str | None) -> bool:
+    """Whether a --llm spec names only the offline engine (what a run would have said, had one
+    run now: every run of the experiment had finished before)."""
+    from personahub.models.client import resolve_spec
+
+    return all(part.strip().split("?", 1)[0] == "offline" for part in resolve_spec(llm).split(","))
+
+
+class _AllRuns:
+    """The call counts of every arm run's client, summed (each run builds its own client)."""
+
+    def __init__(self) -> None:
+        self.followed: list[Any] = []
+        self.since: float | None = None
+
+    def follow(self, stats: Any) -> None:
+        """Add a run's client's counts."""
+        if self.since is None:
+            self.since = time.monotonic()
+        self.followed.append(stats)
+
+    def _sum(self, count: str) -> int:
+        return sum(int(getattr(stats, count)) for stats in self.followed)
+
+    attempts = property(lambda self: self._sum("attempts"))
+    ok = property(lambda self: self._sum("ok"))
+    failed = property(lambda self: self._sum("failed"))
+    tokens_in = property(lambda self: self._sum("tokens_in"))
+    tokens_out = property(lambda self: self._sum("tokens_out"))
+
+    def rate(self) -> float:
+        """Calls per second since the first run's client was ready."""
+        if self.since is None:
+            return 0.0
+        return self.attempts / max(time.monotonic() - self.since, 1e-9)
+
+
+class _Shown:
+    """What the command shows while the arm runs go: the engine banner once, as the first run's
+    client is ready (the input is checked by then), then a progress bar per arm run with the
+    calls of every run so far."""
+
+    def __init__(self) -> None:
+        self.counts = _AllRuns()
+        self.bar = job_progress(counts=self.counts)
+        self.display = contextlib.ExitStack()  # holds the bar once the first run is ready
+        self.offline: bool | None = None  # known once a run's client is ready
+        self._tasks: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def on_ready(self, client: Any) -> None:
+        """Count the run's client's calls; the first one's banner says which engine answers."""
+        if client is None:
+            return
+        with self._lock:
+            self.counts.follow(client.stats)
+            if self.offline is None:
+                self.offline = bool(client.is_offline)
+                banner(client)
+                self.display.enter_context(self.bar)
+
+    def progress(self, phase: str, done: int, total: int | None) -> None:
+        """A bar per arm run and phase: ``arm rumour #0: steps 3/5``."""
+        run, _, what = phase.rpartition(": ")
+        if what.startswith("batch "):
+            return
+        label = f"{run}: " + ("expanding graph" if what == "expand" else "steps")
+        with self._lock:
+            if label not in self._tasks:
+                self._tasks[label] = self.bar.add_task(label, total=total)
+            self.bar.update(self._tasks[label], completed=done, total=total)
+
+    def finished(self, arm: str, replicate: int) -> None:
+        """Take a finished run's bars away (its run id is said instead)."""
+        run = f"replicate {replicate}" if arm == "all" else f"arm {arm} #{replicate}"
+        with self._lock:
+            for label in [label for label in self._tasks if label.startswith(f"{run}: ")]:
+                self.bar.remove_task(self._tasks.pop(label))
+
+
 def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
             parallel: int, engine: Engine, archetype_elicit: str | None = None,
-            survey_profile: str | None = None) -> Any:
+            shown: _Shown | None = None, survey_profile: str | None = None) -> Any:
     """The experiment's unfinished runs, then its tables (personahub.experiment)."""
-    from personahub.experiments import experiment as run_it
+    from personahub.experiments import experiment_file as run_it
     from personahub.models.client import resolve_spec
 
     given: dict[str, Any] = {"archetypes": archetypes, "archetype_elicit": archetype_elicit,
@@ -116,11 +202,14 @@ def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str
     return run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
                   experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
                   parallel=parallel, **{k: v for k, v in given.items() if v is not None},
+                  progress=None if shown is None else shown.progress,
+                  on_ready=None if shown is None else shown.on_ready,
                   **engine.settings(), **engine.flags.settings())
 
 
-def _print(result: Any, db: Path, compare: str | None) -> None:
-    """The effect table, its verdicts and (--compare) the agreement lines."""
+def _print(result: Any, db: Path, compare: str | None, offline: bool | None = None) -> None:
+    """The effect table, its verdicts and (--compare) the agreement lines; offline, a caveat
+    that the effects are the offline engine's, not people's."""
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "
         f"{runs.replicate.nunique()} replicates, {len(result.ran)} runs run now, "
@@ -137,14 +226,12 @@ def _print(result: Any, db: Path, compare: str | None) -> None:
                       f"{row['p_holm']:.3g}" if tested else "-",
                       f"{row['effect_size']:+.2f} {row['effect_size_kind'][-1]}",
                       _units(row))
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped: as wide as its rows, never cut
-        wide = Measurement.get(out, out.options.update_width(1000), table).maximum
-        Console(file=out.file, width=wide, markup=False, emoji=False, highlight=False,
-                color_system=None).print(table)
+    print_whole(table)  # piped: as wide as its rows, never cut
     for how in result.effects["inference"].unique():
         say(f"tests and intervals: {how}", to=out)
+    if offline:
+        say(("note:", "yellow"), " the offline engine answered every run (not a language model): "
+            "these effects check the experiment's wiring and say nothing about people", to=out)
     for line in result.verdicts():
         say(line, to=out)
     if compare is not None:

@@ -194,12 +194,14 @@ def personas_stats(
         return
     table = Table(show_header=False, title="persona graph" + (" (duplicates included)"
                                                              if include_duplicates else ""))
-    for key in ("nodes", "edges", "components", "largest_component", "isolated", "cycles",
-                "clustering", "flagged_duplicates", "distinct_labels"):
-        table.add_row(key.replace("_", " "), str(stats[key]))
+    names = {"edges": "edges (pairs of related personas)",
+             "relations": "relations (labelled; a pair may hold several)"}
+    for key in ("nodes", "edges", "relations", "components", "largest_component", "isolated",
+                "cycles", "clustering", "flagged_duplicates", "distinct_labels"):
+        table.add_row(names.get(key, key.replace("_", " ")), str(stats[key]))
     degree = stats["degree"]
-    table.add_row("degree min/median/max", f"{degree['min']} / {degree['median']} / {degree['max']} "
-                                           f"(mean {degree['mean']})")
+    table.add_row("degree min/median/max (personas related to)",
+                  f"{degree['min']} / {degree['median']} / {degree['max']} (mean {degree['mean']})")
     out.print(table)
     for title, key in (("degree histogram", "degree_histogram"), ("personas by hop", "nodes_by_hop"),
                        ("relations by hop", "edges_by_hop"), ("personas by source", "nodes_by_source"),

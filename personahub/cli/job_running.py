@@ -92,7 +92,7 @@ class JobHooks:
         return job_progress(counts=self.counts)
 
     def run(self, spec: Any, config: Any, *, resume: str | None, fresh: bool, label: str,
-            total: int | None = None) -> Any:
+            total: int | None = None, finishing: str | None = None) -> Any:
         """Run a job kind under one progress bar, and say so when a resumed job had nothing left.
 
         Args:
@@ -102,6 +102,8 @@ class JobHooks:
             fresh: start a new job even where one with these settings is unfinished.
             label: the bar's label.
             total: what the bar counts to (None: unknown).
+            finishing: what the job does once every call is answered ("scoring the answers"),
+                said beside the label from then on, with the calls' rate kept as it was.
 
         Returns:
             The kernel's result (``job_id``, ``summary``, ``ran``).
@@ -110,9 +112,13 @@ class JobHooks:
 
         with self.progress() as bar, awaiting_results():
             handle = bar.add_task(label, total=total)
+            hook = batch_progress(bar, handle, label, finishing=finishing,
+                                  on_finishing=self.counts.freeze)
             result = runtime.run(spec, config, self.db, resume=resume, fresh=fresh,
                                  on_ready=self.on_ready, on_start=self.on_start, warn=unreachable,
-                                 progress=batch_progress(bar, handle, label))
+                                 progress=hook)
+            if finishing is not None:
+                bar.update(handle, description=f"{label} · done")
         if not result.ran:
             say(f"{self.noun} ", (result.job_id, "bold"), " already finished; nothing to resume")
         return result
@@ -170,15 +176,23 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
         "prints one whole; --preview 0 leaves this table out")
 
 
-def batch_progress(bar: Any, task: Any, label: str) -> Callable[[str, int, int | None], None]:
+def batch_progress(bar: Any, task: Any, label: str, *, finishing: str | None = None,
+                   on_finishing: Callable[[], None] | None = None
+                   ) -> Callable[[str, int, int | None], None]:
     """A progress hook that shows a batch's state (batch ID in_progress 40/64) beside the
-    label, and the items done as the bar."""
+    label, and the items done as the bar; with finishing, once every item is done, what the job
+    does next beside the label (on_finishing is called then, once)."""
 
     def hook(phase: str, done: int, total: int | None) -> None:
         if phase.startswith("batch "):
             bar.update(task, description=f"{label} · {phase}")
-        else:
-            bar.update(task, completed=done, total=total, description=label)
+            return
+        description = label
+        if finishing is not None and total is not None and done >= total:
+            description = f"{label} · {finishing}"
+            if on_finishing is not None:
+                on_finishing()
+        bar.update(task, completed=done, total=total, description=description)
 
     return hook
 

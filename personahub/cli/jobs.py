@@ -15,9 +15,11 @@ from personahub.cli.common import (
     job_id_key,
     one_line_errors,
     out,
+    print_whole,
     run_counts,
     say,
     summary_counts,
+    verbosity,
 )
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import awaiting_results, unreachable
@@ -75,7 +77,7 @@ def jobs(
         table.add_column(name, no_wrap=name in ("job_id", "kind", "status"))
     for job in listed:
         table.add_row(*(job[name] for name in LISTED))
-    out.print(table)
+    print_whole(table)
 
 
 @one_line_errors
@@ -108,7 +110,7 @@ def runs(
     for run in listed:
         table.add_row(run["run_id"], run["scenario"], run["status"],
                       f"{run['steps_done']}/{run['steps_planned']}", run["started"])
-    out.print(table)
+    print_whole(table)
 
 
 @one_line_errors
@@ -170,7 +172,13 @@ def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
     if not result.ran:
         say("job ", (job_id, "bold"), " already finished; nothing to resume")
     shortfall = getattr(result.summary, "shortfall", None) or None
-    for line in spec.report(result.summary, db):
+    if kind == "calibration":  # the calibrate command's console: 100 columns, tables under -v
+        from personahub.pipelines.calibrate_console import console_lines
+
+        report = console_lines(result.summary, db, verbose=verbosity() > 0)
+    else:
+        report = spec.report(result.summary, db)
+    for line in report:
         if line != shortfall:  # said once, at the end, with what it means for the exit code
             out.print(line, highlight=False, soft_wrap=True)
     if as_json:

@@ -48,6 +48,7 @@ class LateCounts:
 
     def __init__(self) -> None:
         self._stats: CallCounts | None = None
+        self._rate: float | None = None  # the rate when the calls ended (freeze)
 
     def follow(self, stats: CallCounts) -> None:
         """Show the counts of `stats` from now on."""
@@ -60,7 +61,15 @@ class LateCounts:
     tokens_out = _followed("tokens_out")
 
     def rate(self) -> float:
+        if self._rate is not None:
+            return self._rate
         return self._stats.rate() if self._stats else 0.0
+
+    def freeze(self) -> None:
+        """Keep the calls' rate as it is now: the job's calls are over, and what follows
+        (scoring, writing) would make it seem to fall."""
+        if self._rate is None:
+            self._rate = self.rate()
 
 
 def calls_text(stats: CallCounts) -> str:

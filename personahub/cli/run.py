@@ -187,6 +187,8 @@ def _run(request: RunRequest, engine: Engine, watcher: RunView | None) -> RunSum
     print_summary(summary)
     if summary.personas_note:  # on stderr, as every draw's shortfall
         say(("note:", "yellow"), f" {summary.personas_note}")
+    if summary.setup_note:  # the setup expansion's answers the gate kept and rejected
+        say(("note:", "yellow"), f" {summary.setup_note}")
     return summary
 
 
@@ -301,7 +303,7 @@ def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
 
 def print_summary(summary: RunSummary) -> None:
     """The end-of-run summary: counts, where the data is, and SQL to start from."""
-    from personahub.personas.quality import rejection_text
+    from personahub.personas.quality import GATE_AFTER_CALL, rejection_text
 
     table = Table(title=f"run {summary.run_id}", show_header=False)
     table.add_row("engine", summary.engine + (" (offline engine, not a language model)"
@@ -321,7 +323,10 @@ def print_summary(summary: RunSummary) -> None:
     calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
     table.add_row("LLM calls", f"{sum(summary.calls.values())} ({calls})")
     table.add_row("failed actions", str(summary.failed_actions))
-    table.add_row("rejected by the quality gate", rejection_text(summary.rejected, "emissions or personas"))
+    rejected = rejection_text(summary.rejected, "emissions or personas")
+    if sum(summary.rejected.values()):
+        rejected += f"\n({GATE_AFTER_CALL})"
+    table.add_row("rejected by the quality gate", rejected)
     table.add_row("model calls kept", "\n".join(summary.kept) or "no model call")
     table.add_row("prompt tokens per action", _tokens_per_action(summary))
     table.add_row("prefix cache", prefix_cache_text(summary))

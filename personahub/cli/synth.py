@@ -373,10 +373,27 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
                         given: str | None) -> None:
     from personahub.analysis.calibration_report import CALIBRATION_FILES, write_calibration_report
 
+    def write(con: duckdb.DuckDBPyConnection) -> Path:
+        return write_calibration_report(con, out_dir, job_id, overwrite=force,
+                                        price=_archetype_price(con, job_id))
+
     _folder_report("--calibration", out_dir, db, force, given,
-                   "--run, --job, --experiment or --evaluation",
-                   CALIBRATION_FILES,
-                   lambda con: write_calibration_report(con, out_dir, job_id, overwrite=force))
+                   "--run, --job, --experiment or --evaluation", CALIBRATION_FILES, write)
+
+
+def _archetype_price(con: duckdb.DuckDBPyConnection, job_id: str) -> Any:
+    """A calibration's archetype price table (empty without --archetypes, or without scores)."""
+    from personahub.analysis import calibration_store
+    from personahub.pipelines.calibrate_archetypes import price_table
+    from personahub.pipelines.calibrate_data import load_survey
+
+    if not calibration_store.calibration_exists(con, job_id):
+        return None  # the report names the missing calibration
+    scores = calibration_store.scores_frame(con, job_id)
+    if scores.empty:
+        return None
+    return price_table(scores, load_survey(con, job_id).survey.questions,
+                       calibration_store.answers_by_steering(con, job_id))
 
 
 def _experiment_report(out_dir: Path, experiment_id: str, db: Path, force: bool,

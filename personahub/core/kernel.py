@@ -749,8 +749,10 @@ def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
 
 
 def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
-    """Run (or resume) one job of a spec in a database. On resume the config holds the caller's engine
-    settings; the executor may be a function of the config.
+    """Mark the job finished, partial or failed from what it kept, and return that status.
+
+    A fresh job that kept none of ``asked`` is marked failed and raises with its most common error
+    and how to resume it.
     """
     if asked and not kept and not ctx.done_before:
         error = call_log.most_common_job_error(ctx.con, spec.kind, ctx.job_id)

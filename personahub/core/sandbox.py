@@ -344,9 +344,27 @@ def _snapshot(db: Path, into: Path) -> Path:
     return copy
 
 
+#: DuckDB's hints after its error's first line: the candidates for an unknown name
+_HINT = re.compile(r"^(?:Candidate bindings:[\s:]*(?P<columns>.+)|Did you mean (?P<name>.+)\?)$")
+
+
+def _hint(lines: Sequence[str]) -> str:
+    """DuckDB's candidate columns or table of an error, as the tail of its one line."""
+    for line in lines:
+        found = _HINT.match(line.strip())
+        if found and found["columns"]:
+            return f"; did you mean one of {found['columns'].strip()}?"
+        if found and found["name"]:
+            return f"; did you mean {found['name'].strip()}?"
+    return ""
+
+
 def refusal_text(exc: BaseException, access: FileAccess) -> str:
-    """One line for a failed user statement, naming the way out when the sandbox refused it."""
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    """One line for a failed user statement, naming the way out when the sandbox refused it,
+    with DuckDB's candidates where it named an unknown column or table."""
+    lines = str(exc).splitlines()
+    hint = _hint(lines[1:])
+    text = (lines[0].rstrip("!") + hint if hint else lines[0]) if lines else type(exc).__name__
     if isinstance(exc, duckdb.PermissionException):
         if access.write_dir is not None:
             return (f"only files inside {access.write_dir} can be read or written "

@@ -48,7 +48,7 @@ for _advice in ("Invalid schema for OpenAI's structured output feature",
     warnings.filterwarnings("ignore", message=_advice, category=UserWarning)
 PREFIX_WINDOW = 1024
 # One HTTP client per endpoint and event loop, its pool sized to the concurrency: over aiohttp one
-# pool of 256 costs well under a millisecond of CPU per call (httpcore's took 7-9 s of setup at 256).
+# pool of 256 is cheap per call, where httpcore's setup at 256 was slow (bench/RESULTS.md).
 
 
 # a fresh sample's seed, so a seeding server draws another answer (and a greedy one gets a temperature)

@@ -1,4 +1,4 @@
-"""Bounded by construction (issue 26): every string a model fills has maxLength, every array
+"""Bounded by construction: every string a model fills has maxLength, every array
 maxItems, and a whole answer at its bounds fits in the call's max_tokens."""
 
 from __future__ import annotations

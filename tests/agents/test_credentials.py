@@ -159,7 +159,7 @@ PASSWORD = "hunter2-not-to-be-echoed"
     f"http://127.0.0.1:9/v1,http://u:{PASSWORD}@127.0.0.1:{{port}}/v1",  # any URL of a list
 ])
 def test_credentials_in_the_url_are_refused_up_front(capture, url) -> None:
-    """Issue 42: ``user:pw@`` in a --llm URL passed, then every call failed ("Cannot combine
+    """``user:pw@`` in a --llm URL passed, then every call failed ("Cannot combine
     AUTHORIZATION header with AUTH argument"). ``doctor`` as a user runs it: exit 2, one line
     that says where a key belongs, no password in it, and no request reaches the server."""
     from tests.cli_helpers import invoke, usage_error

@@ -1,4 +1,4 @@
-"""The failure policy's step/batch rule (issue 26): endpoint failures stop fast, weak answers
+"""The failure policy's step/batch rule: endpoint failures stop fast, weak answers
 stop a job only past --max-failed-share, and the kept share reads in plain words."""
 
 from __future__ import annotations

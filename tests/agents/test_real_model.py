@@ -37,7 +37,7 @@ pytestmark = pytest.mark.real_model
 runner = CliRunner()
 
 SERVERS = ("llama-cpp-python", "llama-server")
-# Issue 26's target: over the module, at least 80% of each server's actions kept (answered,
+# The target: over the module, at least 80% of each server's actions kept (answered,
 # valid, past the quality gate), asserted by the module's last test. Expansion keeps the least
 # of its people; the shares measured are in bench/RESULTS.md ("real_model tests").
 KEPT_SHARE_TARGET = 0.8
@@ -345,7 +345,7 @@ def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaSer
 
 
 def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> None:
-    """Issue 13 item 3: a run made offline, then one agent interviewed by the real model; the
+    """A run made offline, then one agent interviewed by the real model; the
     answer (or its failure, with a reason) is stored and every attempt is an llm_calls row."""
     people = tmp_path / "people.jsonl"
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))
@@ -593,7 +593,7 @@ MODULE_PURPOSES = {"decide", "survey", "expand", "text-to-persona:read", "judge"
 
 def test_kept_share_over_the_module(llama: LlamaServer) -> None:
     """Over every pipeline above, each server keeps at least ``KEPT_SHARE_MODULE_MIN`` of its
-    actions (this test runs after them; it skips when only some of them were run). Issue 26's
+    actions (this test runs after them; it skips when only some of them were run). The
     target is ``KEPT_SHARE_TARGET``; the share is printed beside it."""
     kinds = KEPT.get(llama.server, {})
     missing = MODULE_PURPOSES - set(kinds)
@@ -601,7 +601,7 @@ def test_kept_share_over_the_module(llama: LlamaServer) -> None:
         pytest.skip(f"the share is over the whole module; not run here: {sorted(missing)}")
     kept, total = sum(k for k, _ in kinds.values()), sum(n for _, n in kinds.values())
     print(f"{llama.server}: kept {kept / total:.0%} of {total} actions "
-          f"(issue 26's target {KEPT_SHARE_TARGET:.0%})")
+          f"(the target {KEPT_SHARE_TARGET:.0%})")
     assert kept / total >= KEPT_SHARE_MODULE_MIN, (
         f"{llama.server}: kept {kept} of {total} ({kept / total:.0%}): "
         + ", ".join(f"{kind} {k}/{n}" for kind, (k, n) in sorted(kinds.items())))

@@ -1,4 +1,4 @@
-"""The seam under endpoint faults (issue 32): straggler deadlines, a lowered concurrency limit that
+"""The seam under endpoint faults: straggler deadlines, a lowered concurrency limit that
 grows back, the liveness a watchdog reads, and call records spilled as each attempt is final."""
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ FOUR_TURNS = ('{"turns": [{"line": "hello there"}, {"line": "hi, how are you"}, 
 
 
 def test_an_answer_cut_after_its_inner_objects_closed_is_not_made_whole() -> None:
-    """Issue 32: half of a four-turn answer ends after a closed turn; closing the outer object
+    """Half of a four-turn answer ends after a closed turn; closing the outer object
     there would accept two turns as the answer (the soak run's nondeterminism)."""
     for cut in range(1, len(FOUR_TURNS) - 1):
         checked = check_answer(Talk, FOUR_TURNS[:cut])

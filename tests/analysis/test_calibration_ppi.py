@@ -1,4 +1,4 @@
-"""Prediction-powered group shares (issue 45, item 6): a simulated panel corrected by a few
+"""Prediction-powered group shares: a simulated panel corrected by a few
 humans through ``ppi-python``, beside the humans-only and simulated-only intervals. A seeded
 synthetic population: a demographic cell ``x`` moves the answer, the simulator predicts per
 cell, with or without a planted bias."""

@@ -1,4 +1,4 @@
-"""Dispersion as simulated SD / human SD on ordinal questions (issue 45), beside the entropy
+"""Dispersion as simulated SD / human SD on ordinal questions, beside the entropy
 ratio: per question x group in the scores, its means in the summary, and on the console."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def test_calibrate_stores_and_prints_the_sd_ratio(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     population = make_population(tmp_path, db, n=30)
     result = invoke("calibrate", write_survey(tmp_path / "s.csv"), "--population", population,
-                    "--n", 5, "--no-persona-n", 1, "--db", db)
+                    "--n", 5, "--no-persona-n", 1, "--db", db, "-v")  # -v: every table
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("dispersion (simulated"))

@@ -82,8 +82,8 @@ def test_verdict_names_the_winner_its_margin_and_the_ceiling() -> None:
     assert lines[0].startswith("overall: model wins (0.8")
     assert "0.10" in lines[0] and "above human_overall" in lines[0]
     assert "not a clear win" not in lines[0]
-    assert any("perfect_panel (a perfect simulator, as many answers) 0.900" in line
-               and "human_resample 0.990" in line for line in lines)
+    assert any("(perfect_panel, a perfect simulator with as many answers) 0.900" in line
+               and "the best the data allows (human_resample) 0.990" in line for line in lines)
     assert not any(line.startswith("warning") for line in lines)
 
 

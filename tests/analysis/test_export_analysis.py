@@ -90,7 +90,7 @@ def test_export_encoding_matches_persona_hub_sample(data: dict, tmp_path: Path) 
 
 def test_npc_chat_rows_hold_the_npc_line_as_the_assistant_turn(tmp_path: Path) -> None:
     """``export --format chat`` of an NPC job: the player meets the character (user turn, with
-    its name, role and background) and the NPC's line is the assistant's turn (issue 44)."""
+    its name, role and background) and the NPC's line is the assistant's turn."""
     db = tmp_path / "npc.duckdb"
     assert invoke("synthesize", "npc", "--n", 3, "--db", db, "--preview", 0).exit_code == 0
     con = ro(db)
@@ -133,7 +133,7 @@ def test_chat_and_parquet_exports_validate(data: dict, tmp_path: Path) -> None:
 
 
 def test_parquet_holds_structs_typed_per_column(data: dict, tmp_path: Path) -> None:
-    """content and solution are structs, not JSON text (issue 30 item 6): a tool's spec with its
+    """content and solution are structs, not JSON text: a tool's spec with its
     arguments as a list of structs, a problem's solution a struct, a run's solution a typed
     struct of nulls (not a null column); a multi-kind run has one struct of every kind's fields.
     Each row's content reads back as stored."""
@@ -182,7 +182,7 @@ def test_parquet_holds_structs_typed_per_column(data: dict, tmp_path: Path) -> N
 
 def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, tmp_path: Path) -> None:
     """A line said or a tool designed is the assistant's answer to a request to the persona; an
-    instruction is the user's turn and has no answer to export (issue 12, item 5)."""
+    instruction is the user's turn and has no answer to export."""
     con = ro(data["db"])
     rows = {}
     for kind in ("npc_dialogue", "tool_spec", "instruction"):

@@ -186,7 +186,7 @@ def test_hf_needs_one_job_or_run(tmp_path: Path) -> None:
 
 def test_npc_rows_hold_the_npc_line_as_the_assistant_turn(tmp_path: Path) -> None:
     """An NPC's ``messages`` alternate: the player meets the character (user), the character
-    says its line (assistant); not one user turn holding everything (issue 44, item 3)."""
+    says its line (assistant); not one user turn holding everything."""
     import pyarrow.parquet as pq
 
     db = tmp_path / "npc.duckdb"

@@ -134,7 +134,7 @@ def _get(port: int, path: str, host: str, origin: str | None = None) -> tuple[in
 @pytest.mark.parametrize("path", ["/api/runs", "/api/state", "/api/graph", "/"])
 @pytest.mark.slow
 def test_a_host_or_origin_that_is_not_the_view_gets_a_403(launch_db, path):
-    """DNS rebinding (issue 32): a page whose name re-resolves to 127.0.0.1 read the runs."""
+    """DNS rebinding: a page whose name re-resolves to 127.0.0.1 read the runs."""
     db, run_id = launch_db
     handle = start_view(ViewSource(lambda: connect(db, read_only=True), run_id), port=0)
     port = int(handle.url.rsplit(":", 1)[1].strip("/"))
@@ -187,7 +187,7 @@ def test_run_view_refuses_a_taken_port_before_writing(tmp_path):
     finally:
         taken.close()
     assert "already in use" in line and not db.exists()
-    assert line.startswith(f"error: --view-port {port}: "), line  # the flag given (issue 44)
+    assert line.startswith(f"error: --view-port {port}: "), line  # the flag given
 
 
 def test_view_refuses_a_database_another_process_holds(tmp_path):

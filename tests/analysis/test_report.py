@@ -54,7 +54,7 @@ def test_job_report(launch_db: dict, tmp_path: Path) -> None:
 def test_run_report_leaves_out_the_synthesis_jobs_beside_it(launch_db: dict,
                                                           tmp_path: Path) -> None:
     """The database holds a run and a math_problem job: the run's report (the default) charts
-    the run's near-duplicates and diversity only (issue 44, item 5)."""
+    the run's near-duplicates and diversity only."""
     out = tmp_path / "run"
     result = invoke("report", "--db", launch_db["db"], "--out", out)
     assert result.exit_code == 0, result.output

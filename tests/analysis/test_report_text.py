@@ -1,4 +1,4 @@
-"""User text reaches the report's charts as written (issue 32 item 5): a survey option
+"""User text reaches the report's charts as written: a survey option
 ``"$5 to $10"`` is not matplotlib math (an italic "5to10"), and ``"$\\notacommand$"`` does not
 stop the report."""
 

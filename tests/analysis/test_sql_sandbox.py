@@ -4,7 +4,7 @@ One database (a short offline run through the CLI) is shared by every case, with
 a symbolic link to it beside it. Each case checks that the database (and so its hard link) is
 byte-identical afterwards, that no WAL or temp folder appeared beside it, that nothing new
 appeared in its folder, and, for a refused statement, that nothing appeared in the test's folder.
-The escapes are those of the second audit (issue 32) and the ones found while closing them.
+The escapes are those of the second audit and the ones found while closing them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Human answers as they arrive (issue 45, item 5): one row per respondent, CSV or Parquet, with
+"""Human answers as they arrive: one row per respondent, CSV or Parquet, with
 an optional weight column, aggregated into the survey model; and a long CSV with one row per
 respondent (``count`` 1), whose repeated rows add up."""
 

@@ -1,4 +1,4 @@
-"""Messages print verbatim (issue 12, item 5): file names, hints and data text go through no
+"""Messages print verbatim: file names, hints and data text go through no
 Rich markup, so ``[embed]`` stays and a ``[/]`` in a path is text, not a closing tag."""
 
 from __future__ import annotations

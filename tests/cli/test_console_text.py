@@ -1,4 +1,4 @@
-"""Issue 44, item 4: what the console prints of data is the data. A persona's ``[red]x[/red]`` is
+"""What the console prints of data is the data. A persona's ``[red]x[/red]`` is
 not rich markup and its ``:link:`` is not an emoji code, in every command that shows it; the
 counts of one screen say what each counts; an expansion's preview numbers its own hops."""
 

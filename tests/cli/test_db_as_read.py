@@ -1,4 +1,4 @@
-"""The database as a stranger reads it (issue 44, item 6): after the quick start's
+"""The database as a stranger reads it: after the quick start's
 ``personahub run``, the user's own commands (``personahub sql``, ``personahub jobs``) show one
 name per thing."""
 

@@ -1,4 +1,4 @@
-"""``--help`` reads well and is reviewed when it changes (issue 30, item 5).
+"""``--help`` reads well and is reviewed when it changes.
 
 Every command's help is compared, exactly, with its golden file under ``tests/cli/help/`` at a
 100-column terminal: a change to a docstring, an option or the renderer shows up as a diff to

@@ -1,4 +1,4 @@
-"""Issue 30, item 1: ``synthesize``, ``run``, ``personas from-text`` and ``personas expand`` end with
+"""``synthesize``, ``run``, ``personas from-text`` and ``personas expand`` end with
 a table of sampled outputs beside their persona (``--preview N``; 0 or ``-q``: none), and
 ``personahub show ID`` prints one item, emission or persona whole."""
 

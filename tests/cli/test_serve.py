@@ -77,7 +77,7 @@ def _float_flags() -> list[str]:
 @pytest.mark.parametrize("flag", _float_flags())
 def test_serve_refuses_a_non_finite_float_before_starting(
         monkeypatch: pytest.MonkeyPatch, flag: str, value: str) -> None:
-    """Issue 42: ``serve --latency inf`` started, then answered every request with a 500
+    """``serve --latency inf`` started, then answered every request with a 500
     (``time.sleep(inf)``: OverflowError). Every float option is refused up front, exit 2."""
     from tests.cli_helpers import usage_error
 
@@ -105,7 +105,7 @@ def _threads(pid: int) -> int:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc for thread counts")
 def test_serve_closes_partial_heads_and_bounds_its_threads() -> None:
-    """Issue 42: ``serve`` held connections sending partial headers for as long as they liked,
+    """``serve`` held connections sending partial headers for as long as they liked,
     a thread each (3,004 threads for 3,000). As a user starts it, with a small --header-timeout
     and --max-connections: the connections are closed, threads stay under the cap, and a
     normal request is answered meanwhile."""

@@ -1,4 +1,4 @@
-"""The output options (``--preview``, ``--json``) and ``--carve`` are declared once (issue 43):
+"""The output options (``--preview``, ``--json``) and ``--carve`` are declared once:
 ``cli/options.py``. A job command takes ``--json`` (and ``--preview``) from ``@output_options``,
 as one ``shown: Shown`` value, never by listing them itself; synthesize and calibrate take the
 one ``CarveOption``. The commands that are no job kind's are listed by their own modules

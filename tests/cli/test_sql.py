@@ -1,4 +1,4 @@
-"""``personahub sql`` output formats (issue 12, item 5): CSV lines end in ``\\n``; ``json`` is one
+"""``personahub sql`` output formats: CSV lines end in ``\\n``; ``json`` is one
 array and ``jsonl`` JSON Lines, JSON columns as values (not JSON text encoded again)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_table_cells_print_verbatim(db: Path) -> None:
     assert "a[/]b [bold]x" in result.stdout
 
 
-# --- issue 30: every statement's result, full width, --no-header, --scalar, markdown ----------
+# --- every statement's result, full width, --no-header, --scalar, markdown ----------
 
 TWO = "select 1 as a; set variable x = 2; select getvariable('x') as b, 'y' as c"
 

@@ -1,4 +1,4 @@
-"""A usage error exits 2 with one ``error:`` line, for every command (issue 30, item 4).
+"""A usage error exits 2 with one ``error:`` line, for every command.
 
 The table is built from the app object, so a new command or option is covered with no edit
 here: for every command and group, an unknown flag (and, for a group, an unknown command); for

@@ -1,6 +1,6 @@
-"""``-q``/``-v`` on every command and on the root, and the ``--json`` result helper (issue 30,
-item 4): quiet leaves results (stdout) and errors; verbose adds the resolved settings (secrets
-redacted) and a progress line per batch; ``--json`` leaves stdout to one JSON object."""
+"""``-q``/``-v`` on every command and on the root, and the ``--json`` result helper: quiet leaves
+results (stdout) and errors; verbose adds the resolved settings (secrets redacted)
+and a progress line per batch; ``--json`` leaves stdout to one JSON object."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A full disk (issue 32 item 6): a run stops in one line as ``interrupted`` and resumes to the
+"""A full disk: a run stops in one line as ``interrupted`` and resumes to the
 tables of an uninterrupted run once space is back; the damage check tells a live WAL (with the
 tail an unfinished checkpoint wrote) from a truncated file."""
 

@@ -315,7 +315,7 @@ def test_from_text_stopped_on_the_command_line_resumes_through_the_api(tmp_path,
 @pytest.mark.slow
 def test_resume_by_id_asks_an_expansion_with_its_recorded_model(tmp_path, monkeypatch):
     """Expansion is not a spec yet: ``personahub resume ID`` hands its command the model the
-    expansion recorded unless ``--llm`` is given (issue 27, item 2)."""
+    expansion recorded unless ``--llm`` is given."""
     db = tmp_path / "hub.duckdb"
     interrupted(db, COMMANDS[1], monkeypatch)
     (expansion, config) = rows(db, "SELECT job_id, config FROM jobs")[0]

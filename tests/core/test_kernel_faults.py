@@ -1,4 +1,4 @@
-"""The kernel under model faults (issue 32 item 1): a job whose calls stop completing is
+"""The kernel under model faults: a job whose calls stop completing is
 stopped by the client's watchdog, resumably, instead of hanging; attempts its uncommitted
 batches made, and those a killed run left in its call spill, end up in ``llm_calls``."""
 

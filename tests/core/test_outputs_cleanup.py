@@ -1,4 +1,4 @@
-"""Outputs leave no mess (issue 32 item 4): ``--force`` replaces only a regular file, temporaries
+"""Outputs leave no mess: ``--force`` replaces only a regular file, temporaries
 go on every exit path and what a killed writer left is swept by the next write to the folder,
 and a folder output (report, hf export) appears whole or not at all."""
 

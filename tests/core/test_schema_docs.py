@@ -42,7 +42,7 @@ def test_every_analysis_view_is_documented():
 
 def test_every_view_column_has_its_own_line(tmp_path):
     """Each analysis view has a ``### v_name`` section under "## Views" with one ``- `column` —``
-    line per column the view has in a database made by this version (issue 44, item 6)."""
+    line per column the view has in a database made by this version."""
     con = connect(tmp_path / "views.duckdb")
     text = DOC.read_text()
     start = text.index("## Views")

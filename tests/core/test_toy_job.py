@@ -1,4 +1,4 @@
-"""A job added from outside the package is one spec module plus its registration (issue 27).
+"""A job added from outside the package is one spec module plus its registration.
 
 This module is that spec: "count the words of N texts, one structured model call each". It
 runs locally and on Ray to the same rows, an interrupted job resumed (by ``personahub resume

@@ -355,7 +355,7 @@ def test_personas_dedup_cli_on_ray_flags_what_local_flags(local_ray: None, tmp_p
     assert flags[0] == flags[1] and sum(1 for f in flags[0] if f[1]) > 50
 
 
-# --- personas from-text and personas expand on Ray (issue 11 item 1) -----------------------------
+# --- personas from-text and personas expand on Ray -----------------------------
 
 def t2p_client(spec: str = "offline") -> LLMClient:
     return LLMClient(LLMSettings(spec=spec, seed=5, max_retries=1, backoff_s=0.01))

@@ -299,7 +299,7 @@ def test_attempts_ray_workers_made_before_the_driver_was_killed_are_billed(
 
 def test_an_archetype_run_on_ray_gives_the_local_tables_and_calls(local_ray: None,
                                                                    tmp_path: Path) -> None:
-    """Archetypes on Ray (issue 48 item 4): the archetypes' share and pool calls go through the
+    """Archetypes on Ray: the archetypes' share and pool calls go through the
     actors like any other, so a seeded run's survey answers (drawn per member from its
     archetype's shares), emissions and steps are the local run's, and each step makes one call
     per archetype for its survey and one per archetype and kind, not one per agent."""

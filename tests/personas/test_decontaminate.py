@@ -1,4 +1,4 @@
-"""Decontamination (issue 46): planted benchmark items are flagged, and only they."""
+"""Decontamination: planted benchmark items are flagged, and only they."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 44 item 1: a draw that returns fewer personas than asked says so, on stderr: how many
+"""A draw that returns fewer personas than asked says so, on stderr: how many
 matched, how many more the quality gate (or the near-duplicate flag) held back, and the flag
 that takes them. ``personas sample``, a synthesis job and a scenario's hub draw."""
 

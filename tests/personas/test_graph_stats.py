@@ -36,10 +36,11 @@ def small_hub(path):
 def test_stats_counts(tmp_path):
     con, ps = small_hub(tmp_path / "s.duckdb")
     stats = graph_stats(load_graph(con))
-    assert (stats["nodes"], stats["edges"], stats["components"], stats["isolated"]) == (5, 4, 2, 1)
-    assert stats["largest_component"] == 4
-    assert stats["degree"] == {"min": 0, "median": 1, "max": 3, "mean": 1.6}
-    assert stats["degree_histogram"] == {"0": 1, "1": 2, "3-4": 2}
+    # a and b are related twice: one edge (a pair of related personas), two relations
+    assert (stats["nodes"], stats["edges"], stats["components"], stats["isolated"]) == (5, 3, 2, 1)
+    assert stats["relations"] == 4 and stats["largest_component"] == 4
+    assert stats["degree"] == {"min": 0, "median": 1, "max": 2, "mean": 1.2}
+    assert stats["degree_histogram"] == {"0": 1, "1": 2, "2": 2}
     assert stats["relation_labels"] == {"colleague": 1, "neighbour": 1, "supplier": 1, "acquaintance": 1}
     assert stats["edges_by_hop"] == {0: 1, 1: 2, 2: 1} and stats["nodes_by_hop"] == {0: 5}
     assert graph_stats(nx.MultiDiGraph())["nodes"] == 0

@@ -1,4 +1,4 @@
-"""Hub hygiene (issue 30, item 9): every persona row carries a ``gate`` label, draws take only
+"""Hub hygiene: every persona row carries a ``gate`` label, draws take only
 the rows that passed the quality gate unless asked, the offline engine's rows are labelled
 ``offline``, and the gate checks coherence as well as form."""
 
@@ -15,7 +15,7 @@ from personahub.core.errors import PersonahubError
 from personahub.core.store import connect
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.personas.gate_labels import DRAWN, OFFLINE, checked_gate, drawn_gates, spec_is_offline
-from personahub.personas.quality import coherence_issue, gate_persona, relation_issue
+from personahub.personas.quality import coherence_issue, gate_persona, relation_issue, repair_relation
 from personahub.personas.record import Persona
 from personahub.personas.sampling import HubQuery, draw_ids
 from personahub.personas.store import upsert_personas
@@ -69,6 +69,37 @@ def test_an_expansion_label_must_be_one_relation(label: str, ok: bool) -> None:
     assert (issue is None) is ok
     if not ok:
         assert issue is not None and issue.code == "bad_relation"
+
+
+@pytest.mark.parametrize(("relation", "label"), [
+    ("A 58-year-old is a customer at Millbrook", "customer"),
+    ("The nurse who treats her every week", "nurse"),
+    ("He works as a night-shift colleague at the plant", "night-shift colleague"),
+    ("Her younger brother who lives in Leeds", "younger brother"),
+    ("a regular customer of the bakery shop", "regular customer"),
+    ("customer", "customer"),  # a label stays as it is
+    ("her daughter and son", "her daughter and son"),  # several relations: still rejected
+    ("colleague, friend and neighbour of hers", "colleague, friend and neighbour of hers"),
+    ("the person who lives next door to them", "the person who lives next door to them"),
+    ("the one she buys bread from every day", "the one she buys bread from every day"),
+])
+def test_a_relation_sentence_is_reduced_to_its_label(relation: str, label: str) -> None:
+    assert repair_relation(relation) == label
+    assert (relation_issue(repair_relation(relation)) is None) is (label != relation
+                                                                  or relation == "customer")
+
+
+def test_the_expansion_keeps_an_answer_whose_relation_is_a_short_sentence(tmp_path: Path) -> None:
+    con = connect(tmp_path / "hub.duckdb")
+    parent = Persona(text=persona_texts(1)[0], source="test")
+    upsert_personas(con, [parent])
+    child = "A night-shift pharmacist in Leeds who restocks the clinic cupboard"
+    caller = FakeClient(people_answers([child], relations=["A 58-year-old is a customer at Millbrook"]))
+    expand_hub(con, caller, start_ids=[parent.persona_id], hops=1, fanout=1, link_candidates=0)
+    assert con.execute("SELECT relation FROM relations WHERE source = 'expand'").fetchall() == [
+        ("customer",)]
+    assert con.execute("SELECT count(*) FROM rejected").fetchone() == (0,)
+    con.close()
 
 
 def test_the_expansion_gate_checks_its_relation_label(tmp_path: Path) -> None:

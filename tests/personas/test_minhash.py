@@ -124,7 +124,7 @@ def test_signatures_are_bit_identical_to_datasketch():
             assert np.array_equal(theirs.hashvalues.astype(np.uint32), row)
 
 
-# -- issue 16 item 5: recall at the threshold -------------------------------------------------
+# -- recall at the threshold -------------------------------------------------
 def _word_jaccard(a: str, b: str) -> float:
     sa, sb = set(tokenize(a)), set(tokenize(b))
     return len(sa & sb) / max(1, len(sa | sb))

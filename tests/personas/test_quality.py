@@ -483,7 +483,8 @@ def test_expansion_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     assert json.loads(rows[1][5])["persona"] == "Lilith Maddox"
     assert con.execute("select count(*) from relations where source = 'expand'").fetchall() == [(1,)]
     assert "personas rejected by the quality gate: 3 (top reasons: age_only 1, bare_name 1, " \
-        "mostly_digits 1)" == rejection_line(summary.rejected, "personas")
+        "mostly_digits 1); each one the model answered: its call counts as kept, the gate " \
+        "refused what it said" == rejection_line(summary.rejected, "personas")
 
 
 ECHO_PARENT = "A welder from Osaka aged 24 who loves gardening and astronomy."
@@ -491,7 +492,7 @@ ECHO_SHOWN = prompt_text(expand_messages(ECHO_PARENT, 1))
 
 
 @pytest.mark.parametrize("text, echo", [
-    # what SmolLM2-135M answered when asked who is close to a persona (issue 26)
+    # what SmolLM2-135M answered when asked who is close to a persona
     ("A welder from Osaka", True),
     ("A welder from Osaka who loves gardening and astronomy", True),
     ("a welder, aged 24, from Osaka", True),

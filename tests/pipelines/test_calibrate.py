@@ -46,7 +46,7 @@ def answers(db: Path, job_id: str) -> list[tuple[Any, ...]]:
 def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict[str, Any]) -> None:
     db = hub["db"]
     result = invoke("calibrate", hub["survey"], "--population", hub["population"], "--n", 6,
-                    "--no-persona-n", 4, "--db", db)
+                    "--no-persona-n", 4, "--db", db, "-v")  # -v: every table
     assert result.exit_code == 0, result.output
     (job_id,) = [r[0] for r in rows(db, "SELECT job_id FROM calibration_jobs")]
     lines = result.stdout.splitlines()
@@ -59,7 +59,8 @@ def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict
     (sizes_line,) = [line for line in lines if line.startswith("effective panel size of model")]
     assert "SEX " in sizes_line and "POLPARTY " in sizes_line
     assert any(line.startswith("verdict: overall: ") and " wins (" in line for line in lines)
-    assert any("perfect_panel (a perfect simulator, as many answers)" in line for line in lines)
+    assert any("the best at its panel size (perfect_panel, a perfect simulator with as many "
+               "answers)" in line for line in lines)
     assert any(line.startswith("  model is ") and " uniform" in line for line in lines)
     assert any(line.startswith("  model is ") and " no_persona" in line for line in lines)
     (span_line,) = [line for line in lines if line.startswith("95% intervals of model overall")]
@@ -298,7 +299,7 @@ def test_the_report_shows_per_group_bars_with_the_baselines(hub: dict[str, Any],
     assert set(marks.index) == set(bars.index)
     assert marks["human_resample"].to_dict() == pytest.approx(stored)
     assert (marks["perfect_panel"].between(0, 1)).all()
-    assert "noise floor of the data" in page and "ceiling at this panel size" in page
+    assert "best the data allows" in page and "best at this panel size" in page
     assert set(bars.index) == {"SEX=Female", "SEX=Male", "POLPARTY=Democrat",
                                "POLPARTY=Republican"}
     safe = answered[0]
@@ -421,7 +422,7 @@ def test_calibrate_json_prints_one_object(hub: dict[str, Any]) -> None:
 
 
 def test_progress_counts_answers_as_they_arrive_not_committed_batches(hub: dict[str, Any]) -> None:
-    """Issue 44 item 4: ``calibrating … 0`` stayed at 0 until a batch of 256 answers was
+    """``calibrating … 0`` stayed at 0 until a batch of 256 answers was
     committed. With one batch larger than all the job's answers, the hook hears every answer:
     counts rising by one, below the batch's size, against the total, before the commit."""
     seen: list[tuple[str, int, int | None]] = []

@@ -1,6 +1,6 @@
 """``personahub calibrate --archetypes K``: one call per archetype and question, each member's
 answer drawn from its archetype's stated shares, scored as row ``archetypes:K``, and its price
-per group against the per-agent row (issue 48 item 3). Fixtures:
+per group against the per-agent row. Fixtures:
 ``tests/pipelines/calibrate_fixtures.py``."""
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def test_archetype_rows_cost_k_calls_per_question_offline(hub: dict[str, Any],
 def test_the_cli_prints_the_price_and_refuses_bad_values(hub: dict[str, Any]) -> None:
     db, survey, population = hub["db"], hub["survey"], hub["population"]
     result = invoke("calibrate", survey, "--population", population, "--n", 3, "--db", db,
-                    "--no-persona-n", 1, "--archetypes", 2)
+                    "--no-persona-n", 1, "--archetypes", 2, "-v")  # -v: the price per group
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "the price of archetypes" in out

@@ -129,10 +129,10 @@ def test_elicit_without_sample_asks_no_persona_answers(hub: dict[str, Any]) -> N
 def test_the_cli_prints_calls_per_method_and_refuses_bad_values(hub: dict[str, Any]) -> None:
     db, survey, population = hub["db"], hub["survey"], hub["population"]
     result = invoke("calibrate", survey, "--population", population, "--n", 3, "--db", db,
-                    "--no-persona-n", 1, "--elicit", "sample", "--elicit", "few-shot:2")
+                    "--no-persona-n", 1, "--elicit", "sample", "--elicit", "few-shot:2", "-v")
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("calls per method")]
-    assert "few-shot:2 4, 1.00 per question x group" in line  # 1 question scored x 4 groups
+    assert "few-shot:2 4, one per question x group" in line  # 1 question scored x 4 groups
     assert "no_persona baseline 3" in line
     for bad in ("vibes", "few-shot", "few-shot:0", "few-shot:x", "Distribution"):
         message = usage_error(invoke("calibrate", survey, "--population", population,
@@ -275,7 +275,7 @@ def test_invalid_stated_shares_are_failed_calls_counted_per_method(
     assert set(model.loc[model["question_id"] == "WHY", "sim_failed"]) == {1}
     assert set(model.loc[model["question_id"] != "WHY", "sim_failed"]) == {0}
     (line,) = [x for x in CALIBRATION.report(summary, hub["db"]) if x.startswith("calls per")]
-    assert "distribution 12, 1.00 per question x group (4 failed)" in line
+    assert "distribution 12, one per question x group (4 failed)" in line
 
 
 def test_distribution_panel_shows_the_groups_persona_texts_and_only_there() -> None:

@@ -131,10 +131,11 @@ def test_logprobs_is_a_row_of_its_own_offline(hub: dict[str, Any], tmp_path: Pat
 
 def test_the_console_prints_the_logprobs_calls_and_temperature(hub: dict[str, Any]) -> None:
     result = invoke("calibrate", hub["survey"], "--population", hub["population"], "--n", 2,
-                    "--db", hub["db"], "--no-persona-n", 1, "--seed", 5, "--elicit", "logprobs")
+                    "--db", hub["db"], "--no-persona-n", 1, "--seed", 5, "--elicit", "logprobs",
+                    "-v")  # -v: the calls per method
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("calls per method")]
-    assert "logprobs 16, 4.00 per question x group" in line  # 16 calls, 4 pairs scored
+    assert "logprobs 16, one per question x group asked (4 scored)" in line
     (scaled_line,) = [x for x in result.stdout.splitlines() if x.startswith("logprobs: temp")]
     assert "fitted on 3 held-out questions" in scaled_line
     assert "warning: logprobs: the temperature stopped at its upper bound" in result.stdout

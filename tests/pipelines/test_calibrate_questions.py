@@ -104,7 +104,7 @@ def test_calibrate_prints_the_question_count_of_a_few_shot_row(tmp_path: Path) -
     population = make_population(tmp_path, db)
     result = invoke("calibrate", write_survey(tmp_path / "survey.csv"), "--population",
                     population, "--n", 2, "--no-persona-n", 1, "--elicit", "sample",
-                    "--elicit", "few-shot:1", "--db", db)
+                    "--elicit", "few-shot:1", "--db", db, "-v")  # -v: the counts per row
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     at = lines.index("questions scored per row: the baselines 3")

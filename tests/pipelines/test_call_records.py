@@ -1,4 +1,4 @@
-"""Issue 42, items 1 and 9: what a server reports is data, and a billed attempt is on record.
+"""What a server reports is data, and a billed attempt is on record.
 
 A server answering impossible usage (``completion_tokens`` 10**15, ``prompt_tokens`` -100) once
 stopped a job for good: the figure did not fit ``llm_calls``, and the resume read it back from

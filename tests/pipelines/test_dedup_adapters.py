@@ -1,5 +1,5 @@
 """``personahub personas dedup`` and ``personahub.dedup(...)`` are thin adapters over one
-``DedupJobConfig`` run by the job kernel (issue 27): for the same settings they hand the kernel
+``DedupJobConfig`` run by the job kernel: for the same settings they hand the kernel
 the same config; an interrupted dedup job resumes through either (and through ``personahub
 resume ID``) to the flags and vectors of an uninterrupted one; ``personahub jobs`` lists it."""
 

@@ -1,4 +1,4 @@
-"""``personas dedup --batch`` (issue 29): a model embedder's ``/v1/embeddings`` requests go as
+"""``personas dedup --batch``: a model embedder's ``/v1/embeddings`` requests go as
 provider batches through the loopback server's Batch API, driven by the openai SDK.
 
 A batched dedup job marks and stores what the online job does, with zero online requests and

@@ -1,4 +1,4 @@
-"""Evaluation of a synthesis job's items (issue 46): the held-out split, solver agreement,
+"""Evaluation of a synthesis job's items: the held-out split, solver agreement,
 the agreement matrix and a model's score with its Wilson interval."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``personahub evaluate --batch`` (issue 46, item 6): each solver's, scored model's and judge's
+"""``personahub evaluate --batch``: each solver's, scored model's and judge's
 calls go as provider batches to its own server, one ``BatchingCaller`` per client with its own
 ``custom_id`` prefix (``c0.``, ``c1.``...), so two clients asked the same item in the same
 prompting (the same call key) never share an id; the tables equal the online run's. Over the

@@ -1,4 +1,4 @@
-"""``personahub evaluate`` as a kernel job (issue 46, item 6): a ``jobs`` row of kind
+"""``personahub evaluate`` as a kernel job: a ``jobs`` row of kind
 ``evaluation`` with its config (specs redacted) and a ``what`` label, its calls tagged with its
 job id, batches committed as it goes, and a job stopped (Ctrl-C) or killed (``kill -9``) that
 ``personahub resume ID`` (or the same command, or ``--resume ID``) finishes to the tables of

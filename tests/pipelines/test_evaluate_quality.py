@@ -1,4 +1,4 @@
-"""An evaluation's splits in exports and its quality at a glance (issue 46, items 1 and 5): an
+"""An evaluation's splits in exports and its quality at a glance: an
 offline synthesis job, a benchmark file that plants three of its items, an offline evaluation;
 ``export --split`` writes one side without the contaminated items, the Hugging Face folder gets
 both sides and a card stating the figures, and ``quality_table`` agrees with the evaluation."""

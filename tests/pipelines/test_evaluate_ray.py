@@ -1,4 +1,4 @@
-"""An evaluation on Ray (issue 46, item 6: "Resumable, on any executor"): ``personahub evaluate
+"""An evaluation on Ray ("Resumable, on any executor"): ``personahub evaluate
 --executor ray`` asks every solver's, scored model's and judge's calls on the job's one Ray
 actor pool (each actor builds the other specs' clients from their settings:
 ``RayCaller.alongside``), and its tables are those of the same evaluation run locally; a run

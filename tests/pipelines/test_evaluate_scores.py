@@ -1,5 +1,5 @@
 """Scores per task, prompting and persona source with Wilson intervals, and two models'
-paired accuracy difference (``pipelines/evaluate_scores.py``, issue 46 item 4)."""
+paired accuracy difference (``pipelines/evaluate_scores.py``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``personahub personas expand`` and ``personahub.expand(...)`` are thin adapters over one
-``ExpandConfig`` run by the job kernel (issue 27): for the same settings they hand the kernel the
+``ExpandConfig`` run by the job kernel: for the same settings they hand the kernel the
 same config; an interrupted expansion resumes through either to the rows of an uninterrupted
 one; ``personahub jobs`` lists it and ``personahub resume ID`` goes on with it; a run's setup
 expansion is a child job of the run."""

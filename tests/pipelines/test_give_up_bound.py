@@ -1,5 +1,5 @@
 """Against a server that never answers, a model-calling command gives up within the bound
-docs/models.md states: 2 x ``--timeout`` + 30 s of its first request (issue 42).
+docs/models.md states: 2 x ``--timeout`` + 30 s of its first request.
 
 The bound is a correctness bound (a budget the retry layer keeps), not a speed target: each test
 times the command from the loopback server's first request to its exit, with ``--timeout 2``

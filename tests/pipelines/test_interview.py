@@ -1,4 +1,4 @@
-"""Interviews (issue 13 item 3): answers from an agent's stored state at a step, the run unchanged."""
+"""Interviews: answers from an agent's stored state at a step, the run unchanged."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def test_offline_answers_are_deterministic_and_labelled(db_copy):
 
 
 def test_the_table_says_who_is_speaking(db_copy):
-    """Issue 44 item 4: each answer shows the start of its agent's persona text at the step (agent
+    """Each answer shows the start of its agent's persona text at the step (agent
     5's ``set_persona`` text, not its hub persona), the persona id kept short beside it."""
     db, run_id = db_copy
     table = invoke("interview", "--db", db, "--run", run_id, "--agent", "5", "How are you?")

@@ -1,4 +1,4 @@
-"""An interview is a resumable job (issue 32 item 1, issue 27): its answers are committed batch
+"""An interview is a resumable job: its answers are committed batch
 by batch, so a crash, ``kill -9``, Ctrl-C or SIGTERM keeps them; ``interview --resume`` and
 ``personahub resume`` ask only the agents not yet answered, to the rows an uninterrupted
 interview writes. A server that never answers stops judge and interview in one line."""

@@ -1,5 +1,5 @@
 """``--batch`` on ``personas from-text``, ``personas expand``, ``judge``, ``interview`` and
-``calibrate`` (issue 29).
+``calibrate``.
 
 Each of the five wraps its asker with ``pipelines.provider_batch_jobs.batched_asker``, as synthesis does
 (``test_synthesis_batch.py``): the same ``BatchingCaller`` sends, polls and collects, so what is

@@ -1,7 +1,7 @@
 """``personahub personas sample-population --llm`` and ``personahub.write_population(...)`` are thin
 adapters over one ``WriteConfig`` (``personahub.api.population_write_config``): the same settings
 hand the kernel the same config, a resume hands it only what a resume may change, and the model
-and engine flags are refused where no model is called (issue 27)."""
+and engine flags are refused where no model is called."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``synthesize --batch`` against the loopback server's Batch API (issue 29).
+"""``synthesize --batch`` against the loopback server's Batch API.
 
 A batched job writes the items an online job with the same seed writes, with zero online
 calls; its llm_calls rows carry their batch ids; failed and expired requests go out again and

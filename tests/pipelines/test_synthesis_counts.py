@@ -1,4 +1,4 @@
-"""Issue 30, item 2: honest counts. ``--per-persona K`` asks K items of each persona, each its own
+"""Honest counts. ``--per-persona K`` asks K items of each persona, each its own
 seeded sample; a job holding fewer items than asked says so in one line with the reason and is an
 error for the command (exit 1) and the API (``FewerItems``) unless ``--allow-fewer``."""
 

@@ -1,7 +1,7 @@
 """``personahub personas from-text`` and ``personahub.text_to_persona(...)`` are thin adapters over
 one ``TextConfig``: for the same settings they hand the kernel the same config, and over a corpus
 that has its job already both go on with that job with the same settings. ``personahub resume
-ID`` asks with the job's recorded model unless ``--llm`` is given (issue 27)."""
+ID`` asks with the job's recorded model unless ``--llm`` is given."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A run with archetypes (issue 48): surveys and unaddressed actions asked once per archetype,
+"""A run with archetypes: surveys and unaddressed actions asked once per archetype,
 each member's answer drawn from its archetype's shares and stored per agent; seeded; resumable."""
 
 import json

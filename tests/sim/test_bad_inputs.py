@@ -1,4 +1,4 @@
-"""Every bad input is answered in one line (issue 15, item 4).
+"""Every bad input is answered in one line.
 
 One table: each row builds its bad input (files, a database), runs the CLI on it and expects
 exactly one non-empty stderr line starting with ``error:`` that holds the row's fragment, the
@@ -518,7 +518,7 @@ CASES = [
          exit_code=400, invoke=post_list_body),
     Case("POST with a bad Content-Length", nothing, (), "Content-Length", exit_code=400,
          invoke=post_bad_length),
-    # issue 32: bad input answered at once, in one line, before anything is recorded
+    # Bad input answered at once, in one line, before anything is recorded
     Case("world_file that is binary", hub_and_scenario_and(("bin.md", ELF), name="world.py",
                                                            extra="world_file='bin.md',"),
          ("run", "{tmp}/world.py", "--db", "{db}"),
@@ -596,7 +596,7 @@ CASES = [
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm",
           "http://127.0.0.1:9/v1?model=m&api_key_env=HOME"),
          "api_key_env=HOME is not a key variable", exit_code=2, tables=RUN),
-    # issue 42: the job started, then every call failed ("Cannot combine AUTHORIZATION header")
+    # The job started, then every call failed ("Cannot combine AUTHORIZATION header")
     Case("--llm with user:password@", hub_and_scenario(),
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm",
           "http://user:hunter2-pw@127.0.0.1:9/v1?model=m"),
@@ -625,7 +625,7 @@ CASES = [
     Case("from-text of a truncated .gz", truncated_gz,
          ("personas", "from-text", "{tmp}/trunc.jsonl.gz", "--db", "{db}"),
          "corpus {tmp}/trunc.jsonl.gz: damaged or truncated gzip data", tables=TEXT),
-    # usage errors exit 2 (issue 32: they exited 1)
+    # usage errors exit 2 (they exited 1)
     Case("--structured bogus", hub_and_scenario(),
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--structured", "bogus"),
          "--structured 'bogus'", exit_code=2, tables=RUN),
@@ -644,7 +644,7 @@ CASES = [
     Case("expand --resume with --hops", lambda ctx: ctx.hub(),
          ("personas", "expand", "--db", "{db}", "--resume", "x", "--hops", "2"),
          "--resume x takes hops", exit_code=2, tables=HUB),
-    # a value no command takes, refused below the CLI, exits 2 too (issues 42 and 44: they
+    # a value no command takes, refused below the CLI, exits 2 too (they
     # exited 1, or 0 for --stratify)
     Case("report --run with --job", lambda ctx: ctx.hub(),
          ("report", "--db", "{db}", "--run", "{run}", "--job", "J", "--out", "{tmp}/rep"),

@@ -1,4 +1,4 @@
-"""A killed experiment resumes to the tables of one never interrupted (issue 47, "Done when"),
+"""A killed experiment resumes to the tables of one never interrupted,
 going on with the run the kill cut rather than leaving it behind.
 
 ``personahub experiment`` runs in a subprocess and gets ``kill -9`` as soon as it says its first

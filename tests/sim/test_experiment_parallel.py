@@ -1,4 +1,4 @@
-"""Arm runs under way at once (issue 47: "Arms and replicates are runs on the kernel, on any
+"""Arm runs under way at once ("Arms and replicates are runs on the kernel, on any
 executor (Ray spreads them)"): ``experiment(..., parallel=N)`` / ``--parallel N`` runs N arm x
 replicate runs on threads, each on its own connection to the one database, and ends with the
 tables of the runs one after another; killed, the same command goes on to those tables."""
@@ -173,7 +173,7 @@ def test_an_interrupt_starts_no_further_run(
     done = parallel if parallel > 1 else 0
     assert str(caught.value) == (
         f"experiment tiny_parallel interrupted by {name} after {done} of the 4 runs to go; the "
-        "same personahub experiment command goes on (finished runs are kept)")
+        "same personahub.experiment(...) call goes on (finished runs are kept)")
     assert sorted(started) == under_way  # no further run started
     if parallel > 1:
         assert stopped == []
@@ -220,7 +220,7 @@ def test_a_signal_once_every_run_is_under_way_says_they_all_finished(
     assert isinstance(caught.value, Stopped)
     assert str(caught.value) == (
         "experiment tiny_parallel interrupted by SIGTERM once every run had started: all 2 runs "
-        "finished and are kept; the same personahub experiment command prints its tables")
+        "finished and are kept; the same personahub.experiment(...) call prints its tables")
     assert sorted(rows(db, "SELECT arm, run_id FROM experiments")) == [("calm", "run-calm"),
                                                                         ("rumour", "run-rumour")]
 

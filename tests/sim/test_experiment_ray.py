@@ -1,4 +1,4 @@
-"""An experiment on Ray (issue 47: "Arms and replicates are runs on the kernel, on any executor"):
+"""An experiment on Ray ("Arms and replicates are runs on the kernel, on any executor"):
 ``personahub experiment --executor ray`` hands the executor to every arm run, whose model calls
 go to Ray workers as ``personahub run --executor ray``'s do; without ``--parallel`` the runs
 follow one another (test_experiment_parallel.py has them overlap). The tables are those of the

@@ -145,8 +145,8 @@ def test_a_stopped_arm_run_says_the_experiment_goes_on_not_the_run(tmp_path, mon
         return real(config, *args, **kwargs)
 
     monkeypatch.setattr(experiments, "run_simulation", stops_on_b)
-    with pytest.raises(PersonahubError) as stopped:
-        experiment(path, db=tmp_path / "e.duckdb", replicates=1)
+    with pytest.raises(PersonahubError) as stopped:  # what the command runs
+        experiments.experiment_file(path, db=tmp_path / "e.duckdb", replicates=1)
     text = str(stopped.value)
     assert text.startswith("experiment tiny_launch, arm 'b' replicate 0: run r-b stopped: model "
                            "endpoint kept failing; the same personahub experiment command goes on")
@@ -284,12 +284,13 @@ def test_an_arm_run_stopped_by_a_failing_server_points_at_the_experiment(tmp_pat
     """The same as above through the real path: a server failing every call stops the first
     arm's run in the kernel, and the message still names the experiment command."""
     from personahub.core.errors import PersonahubError
+    from personahub.experiments import experiment_file
     from personahub.models.fake_server.server import running_server
 
     path = scenario_file(tmp_path, '(Arm(name="a"), Arm(name="b"))')
     with running_server(error_rate=1.0) as server, pytest.raises(PersonahubError) as stopped:
-        experiment(path, db=tmp_path / "e.duckdb", replicates=1,
-                   llm=server.base_url + "?model=offline", timeout_s=2, max_retries=0)
+        experiment_file(path, db=tmp_path / "e.duckdb", replicates=1,
+                        llm=server.base_url + "?model=offline", timeout_s=2, max_retries=0)
     text = str(stopped.value)
     assert text.startswith("experiment tiny_launch, arm 'a' replicate 0: run ")
     assert "the same personahub experiment command goes on" in text

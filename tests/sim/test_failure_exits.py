@@ -1,5 +1,5 @@
 """Every job kind against a broken endpoint exits non-zero in one line, marked ``failed``, with
-the resume command; weak answers are retried once, recorded, and counted (issue 26 item 4).
+the resume command; weak answers are retried once, recorded, and counted.
 
 The loopback server (``personahub serve``) runs with ``--error-rate 1.0`` (429/503, which the
 seam retries with backoff until a call's retry budget is spent, which stops the job) or
@@ -207,7 +207,7 @@ def test_weak_answers_are_retried_once_and_the_job_goes_on(server, tmp_path):
     counted, reasoned failure, and the job finishes: no stop at 40% (< 0.8)."""
     srv = server(malformed_rate=0.4, stubborn=True, fault_seed=7)
     db = tmp_path / "m.duckdb"
-    # what still fails leaves the job short of 12 items: allowed here (issue 30, honest counts)
+    # what still fails leaves the job short of 12 items: allowed here (honest counts)
     result = invoke("synthesize", "instruction", "--n", "12", "--db", db, "--llm", srv.base_url,
                     "--structured", "json_schema", "--allow-fewer")
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""Faithful recovery (issue 15): setup failures stop instead of shrinking the society, setup is
+"""Faithful recovery: setup failures stop instead of shrinking the society, setup is
 never redone by a resume, an edited scenario is refused, a resumed synthesis job flags what an
 uninterrupted one flags, and Ctrl-C / SIGTERM mark the job interrupted in one line."""
 
@@ -145,7 +145,7 @@ def test_expansion_calls_that_keep_failing_stop_setup_and_a_resume_completes_it(
 
 @pytest.mark.slow
 def test_weak_answers_that_keep_failing_are_counted_and_setup_goes_on(scenario, tmp_path):
-    """Issue 26's failure policy in a run's setup: a persona whose expansion answers failed the
+    """The failure policy in a run's setup: a persona whose expansion answers failed the
     model's way (invalid, twice over two rounds) is a failed frontier row with its calls' errors,
     and the society grows without its people; the endpoint's failures (the test above) stop."""
     whole = whole_run(scenario, tmp_path)

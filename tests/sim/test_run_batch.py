@@ -1,4 +1,4 @@
-"""``run --batch``: each step's calls go out as one provider batch (issue 29).
+"""``run --batch``: each step's calls go out as one provider batch.
 
 The default scenario run with --batch against the loopback server's Batch API writes the
 tables the online run writes (same seed), one batch per step; a run killed while its step's

@@ -119,6 +119,6 @@ def test_default_scenario_smoke(tmp_path):
     assert summary.agents >= 100 and summary.steps >= 5
     assert set(summary.emissions_by_kind) == {"instruction", "npc_dialogue", "tool_spec"}
     assert summary.calls == {"ok": sum(summary.calls.values())}
-    # the first run shows a survey (issue 44): every agent answers it at the last step
+    # the first run shows a survey: every agent answers it at the last step
     assert summary.answers == summary.agents
     assert len(summary.surveys) == 1 and summary.surveys[0].startswith("flood_wall, step 6:")

@@ -1,4 +1,4 @@
-"""Soak tests (issue 15, item 7): ``kill -9`` at several points of ``run`` (setup included),
+"""Soak tests: ``kill -9`` at several points of ``run`` (setup included),
 ``synthesize``, ``personas expand``, ``personas from-text`` and ``personas dedup``, then resume:
 the tables equal an uninterrupted job's. A killed run is not left ``running``: the same command
 finds it has no process, marks it interrupted and names the command that resumes it.
@@ -382,7 +382,7 @@ def test_kill_personas_dedup_then_run_it_again(server, tmp_path, monkeypatch, an
 
 # -- endpoint faults: nothing lost, nothing doubled, the fault-free tables ------------------------
 
-# Issue 32: 30% mixed faults (errors, malformed answers, hangs), and 30% errors with 10% hangs. A
+# 30% mixed faults (errors, malformed answers, hangs), and 30% errors with 10% hangs. A
 # hang outlasts --timeout (60 s): it ends only as a straggler (personahub/models/seam_deadlines.py). A
 # malformed answer is the intended one cut short, which the repair prompt gets whole (serve's
 # fault model: personahub/models/fake_server/server.py).

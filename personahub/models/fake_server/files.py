@@ -1,8 +1,7 @@
 """The loopback server's files route: batch input files uploaded, batch output files served.
 
 What the OpenAI Files API does for the Batch API, in memory and bounded. Multipart bodies are read
-with the standard library's email parser (cgi is gone from Python 3.13): about 0.1 s per MB, paid
-once per upload.
+with the standard library's email parser (cgi is gone from Python 3.13), once per upload.
 """
 
 from __future__ import annotations

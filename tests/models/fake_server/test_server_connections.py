@@ -1,4 +1,4 @@
-"""The loopback server bounds its connections (issue 42, item 7): 3,000 connections sending
+"""The loopback server bounds its connections: 3,000 connections sending
 partial headers held 3,004 threads for as long as they liked. A request's head has
 ``header_timeout_s``, an idle connection ``keep_alive_s``, and at most ``max_connections`` are
 open (one more is answered 503 and closed)."""

@@ -88,7 +88,7 @@ def serve() -> Iterator[Serve]:
 
 @pytest.mark.slow
 def test_the_audit_requests_get_a_400_and_serve_stays_small(serve: Serve) -> None:
-    """Done when (issue 32): a ``dimensions: 1e9`` request and a ``minItems: 1e8`` schema get a
+    """Done when: a ``dimensions: 1e9`` request and a ``minItems: 1e8`` schema get a
     400 at once, and serve stays under 300 MB."""
     serve.post("embeddings", {"model": "m", "input": "warm up"})
     before = serve.memory()
