@@ -7,7 +7,8 @@ committed rows, so a running process shows each step once it commits.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 import duckdb
 import networkx as nx
@@ -33,6 +34,26 @@ MAX_GRAPH_NODES = 150
 STREAM_LIMIT = 40
 #: Seconds of recent calls the recent call rate is measured over.
 RECENT_S = 10.0
+
+
+class GraphNode(TypedDict):
+    """Hold one agent on the page's graph: its place and its most frequent emission kind."""
+
+    id: int
+    x: float
+    y: float
+    kind: str
+    emissions: int
+
+
+class Graph(TypedDict):
+    """Hold the graph the page draws: nodes, edges as id pairs, and whether it was sampled."""
+
+    nodes: list[GraphNode]
+    edges: list[list[int]]
+    total_nodes: int
+    total_edges: int
+    sampled: bool
 
 
 def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -142,7 +163,7 @@ def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMI
     return [_jsonable(r) for r in newest_emissions(con, run_id, limit)]
 
 
-def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> dict[str, Any]:
+def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> Graph:
     """The run's graph with a seeded layout and each node's most frequent emission kind; a large
     graph is sampled breadth-first from the best-connected agent.
     """
@@ -160,7 +181,7 @@ def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAP
     for agent, kind, n in kinds_by_agent(con, run_id):
         kinds.setdefault(agent, Counter())[kind] = n
     pos = _layout(run_id, g)
-    nodes = [{"id": int(n), "x": round(float(pos[n][0]), 4), "y": round(float(pos[n][1]), 4),
+    nodes: list[GraphNode] = [{"id": int(n), "x": round(float(pos[n][0]), 4), "y": round(float(pos[n][1]), 4),
               "kind": min(kinds[n].items(), key=lambda kv: (-kv[1], kv[0]))[0] if n in kinds else "idle",
               "emissions": sum(kinds[n].values()) if n in kinds else 0}
              for n in sorted(g.nodes)]
@@ -185,10 +206,10 @@ def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
 
 
 # a run's graph changes rarely, the page asks every few seconds
-_LAYOUTS: dict[tuple[str, int, int, int], dict[Any, Any]] = {}
+_LAYOUTS: dict[tuple[str, int, int, int], dict[int, Sequence[float]]] = {}
 
 
-def _layout(run_id: str, g: nx.Graph) -> dict[Any, Any]:
+def _layout(run_id: str, g: nx.Graph) -> dict[int, Sequence[float]]:
     """A seeded spring layout, computed once per shape of the run's graph."""
     if not g.number_of_nodes():
         return {}

@@ -14,6 +14,8 @@ Each job has a sync form, safe inside a running event loop, and an async twin (d
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -24,20 +26,21 @@ except PackageNotFoundError:  # a source checkout that was never installed
     __version__ = "0+unknown"
 
 
+@cache
 def _job_functions() -> dict[str, str]:
-    """Each job function's module, read from the cheap labels module; twins live alongside."""
+    """Map each job function to its module, read from the labels table on first use.
+
+    The table is read lazily so that importing any module of the package (``personahub.core.errors``
+    loads this file first) does not load the pipelines; the twins live alongside.
+    """
     from personahub.pipelines.labels import SHIPPED
 
     refs = [ref.split(":") for shipped in SHIPPED.values() for ref in shipped.api]
     return {**{name: module for module, name in refs}, "resume": "personahub.any_job"}
 
 
-#: each job function -> its module (its ``_async`` twin is there too)
-_JOBS = _job_functions()
-
-#: name -> module that defines it; resolved on first attribute access.
-_PUBLIC = {
-    **{name: module for job, module in _JOBS.items() for name in (job, f"{job}_async")},
+# name -> module that defines it; resolved on first attribute access
+_NAMED = {
     "Persona": "personahub.personas.record",
     "Scenario": "personahub.sim.scenario",
     "load_scenario": "personahub.sim.scenario",
@@ -61,16 +64,34 @@ _PUBLIC = {
     "PersonahubError": "personahub.core.errors",
 }
 
-__all__ = ["__version__", *_PUBLIC]
+
+@cache
+def _public_names() -> dict[str, str]:
+    """Map each public name to the module defining it: the job functions and twins, then the rest."""
+    jobs = _job_functions()
+    return {**{name: module for job, module in jobs.items() for name in (job, f"{job}_async")},
+            **_NAMED}
+
+
+# module attributes computed on first access: ``__all__`` and the tables tests read
+_TABLES: dict[str, Callable[[], object]] = {
+    "__all__": lambda: ["__version__", *_public_names()],
+    "_JOBS": _job_functions,
+    "_PUBLIC": _public_names,
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        value = getattr(import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'personahub' has no attribute {name!r}")
+    """Resolve a public name (or ``__all__``) on first access, and keep it."""
+    if name in _TABLES:
+        value = _TABLES[name]()
+    elif not name.startswith("__") and name in _public_names():
+        value = getattr(import_module(_public_names()[name]), name)
+    else:
+        raise AttributeError(f"module 'personahub' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return sorted(__getattr__("__all__"))

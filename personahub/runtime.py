@@ -48,8 +48,10 @@ class StandardModels:
         if self.client is not None:
             return self.client
         from personahub.models.client import make_client
+        from personahub.tasks.registry import offline_writer
 
-        return make_client(settings)
+        # the offline engine reads the kinds' own field writers from the registry
+        return make_client(settings, field_writers=offline_writer)
 
     def check_reachable(self, client: StructuredCaller) -> None:
         if self.client is not None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 import duckdb
 
@@ -434,18 +434,34 @@ def check_new_run(config: RunConfig) -> None:
         check_replay_file(config.db)
 
 
+class ResumeSettings(TypedDict, total=False):
+    """Hold what a resume sets over the run's stored config: where calls run, and how."""
+
+    db: Path
+    llm: str
+    offline_latency_s: float
+    executor: str
+    ray_address: str | None
+    ray_workers: int | None
+    max_failed_share: float
+    batch: bool
+    batch_window: str
+    batch_fallback: Literal["batch", "online"]
+    batch_poll_s: float
+    steering: Steering
+
+
 def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
                     offline_latency_s: float = 0.0, executor: str = "local",
                     ray_address: str | None = None, ray_workers: int | None = None,
-                    max_failed_share: float | None = None) -> dict[str, Any]:
+                    max_failed_share: float | None = None) -> ResumeSettings:
     """The engine fields of a resume: where calls run is the caller's; None keeps the run's own.
 
     The recorded model spec is redacted, so pass llm when the model needs credentials."""
     if not Path(db).exists():
         raise PersonahubError(f"--db {db}: no such database")
-    settings: dict[str, Any] = {"db": Path(db), "offline_latency_s": offline_latency_s,
-                                "executor": executor, "ray_address": ray_address,
-                                "ray_workers": ray_workers}
+    settings = ResumeSettings(db=Path(db), offline_latency_s=offline_latency_s,
+                              executor=executor, ray_address=ray_address, ray_workers=ray_workers)
     if max_failed_share is not None:
         settings["max_failed_share"] = max_failed_share
     settings["llm"] = llm if llm is not None else _recorded_llm(db, run_id)

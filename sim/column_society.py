@@ -41,6 +41,7 @@ from personahub.sim.population_plan import (
 )
 from personahub.sim.scenario import AgentRef, Audience, Scenario
 from personahub.sim.society import prefix_order, unorder
+from personahub.sim.step_rows import EventRow, InterventionRow
 from personahub.tasks import addressed_kinds
 from personahub.tasks.survey import (
     SURVEY_MAX_TOKENS,
@@ -107,8 +108,8 @@ class ColumnStep:
     drawn: int = 0
     archetype_calls: int = 0
     failures: dict[str, int] = field(default_factory=dict)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    interventions: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    interventions: list[InterventionRow] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     cache_entries: list[CacheEntry] = field(default_factory=list)

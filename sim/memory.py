@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from personahub.agents.prompts.budget import RELEVANCE_WEIGHT, clip_text, stems
-from personahub.models.offline_text import keywords
+from personahub.core.text_measures import keywords
 
 DECAY = 0.8  # weight kept by older summary terms at each eviction
 TERMS_PER_ITEM = 8

@@ -13,7 +13,7 @@ import json
 import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import mesa
 import networkx as nx
@@ -29,7 +29,13 @@ from personahub.agents.persona_agent import (
     run_agents,
 )
 from personahub.agents.prompts.agent import survey_messages, survey_situation
-from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
+from personahub.core.contracts import (
+    CacheEntry,
+    CallRecord,
+    CarriesCalls,
+    StructuredCaller,
+    StructuredResult,
+)
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
 from personahub.personas.record import Persona
@@ -48,6 +54,7 @@ from personahub.sim.scenario import (
     ScenarioError,
     Survey,
 )
+from personahub.sim.step_rows import AnswerRow, DecisionRow, EventRow, InterventionRow
 from personahub.sim.survey_profiles import Profiled, SurveyAnswerer, drawn_answer
 from personahub.tasks import addressed_kinds, emission_task
 from personahub.tasks.survey import (
@@ -91,13 +98,13 @@ class StepResult:
     emissions: list[Emission] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (persona_id, error)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    interventions: list[dict[str, Any]] = field(default_factory=list)
-    answers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    interventions: list[InterventionRow] = field(default_factory=list)
+    answers: list[AnswerRow] = field(default_factory=list)
     n_asked: int = 0
     states: list[tuple[int, str]] = field(default_factory=list)  # the checkpoint
     rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[DecisionRow] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     cache_entries: list[CacheEntry] = field(default_factory=list)
     archetype_calls: int = 0  # calls made once per archetype
@@ -223,9 +230,6 @@ class SocietyAgent(FixedAgent):
 Plan = tuple[SocietyAgent, str, str | None]
 # (archetype, kind, its active members)
 Pool = tuple[int, str, list[SocietyAgent]]
-# outcomes, survey answers, reflections, archetype share calls
-Gathered = tuple[list[AgentOutcome], list[Any], list[StructuredResult[Any]],
-                 list[StructuredResult[Any]]]
 
 
 @dataclass(frozen=True)
@@ -237,6 +241,15 @@ class _Drawn:
     records: tuple[CallRecord, ...] = ()
     cache_entries: tuple[CacheEntry, ...] = ()
     profile: str | None = None  # the survey profile the archetype's shares came from
+
+
+class Gathered(NamedTuple):
+    """Hold what a step's calls returned, each list in the order the step planned it."""
+
+    outcomes: list[AgentOutcome]  # the planned agents' actions, then one per pool
+    answers: list[StructuredResult[Any] | Profiled | _Drawn]  # one per (survey, agent) asked
+    reflections: list[StructuredResult[Any]]  # one per reflecting agent
+    shares: list[StructuredResult[Any]]  # one call per archetype group asked once
 
 
 @dataclass
@@ -539,19 +552,19 @@ class SocietyModel(mesa.Model):
         return list(groups.values())
 
     def _close_step(self, p: _Planned, gathered: Gathered) -> StepResult:
-        outcomes, answers, reflections, shares = gathered
         step, result = p.result.step, p.result
         n = len(p.planned)
         result.n_active = n + sum(len(members) for _, _, members in p.pools)
-        self._apply_reflections(step, p.reflecting, reflections, result)
-        self._apply(step, p.planned, outcomes[:n], result)
-        self._apply_pools(step, p.pools, outcomes[n:], result)
-        self._apply_answers(step, p.asked, answers, result)
+        self._apply_reflections(step, p.reflecting, gathered.reflections, result)
+        self._apply(step, p.planned, gathered.outcomes[:n], result)
+        self._apply_pools(step, p.pools, gathered.outcomes[n:], result)
+        self._apply_answers(step, p.asked, gathered.answers, result)
         result.archetype_calls = len(p.pools) + (
-            len(shares) if self.archetype_sample is None
+            len(gathered.shares) if self.archetype_sample is None
             else sum(min(self.archetype_sample, len(g)) for g in self._share_groups(p.asked)))
-        result.drawn += sum(isinstance(a, _Drawn) for a in answers)
-        calls: list[Any] = [*outcomes, *answers, *shares, *reflections]
+        result.drawn += sum(isinstance(a, _Drawn) for a in gathered.answers)
+        calls: list[CarriesCalls] = [*gathered.outcomes, *gathered.answers, *gathered.shares,
+                                     *gathered.reflections]
         for call in calls:
             result.records.extend(call.records)
             result.cache_entries.extend(call.cache_entries)
@@ -591,7 +604,8 @@ class SocietyModel(mesa.Model):
         for group, stated in zip(groups, shares, strict=True):
             for i in group:
                 answers[i] = self._drawn_answer(step, *asked[i], stated)
-        return (unorder(sent, order), answers, rest[len(questions) + len(groups):], shares)
+        return Gathered(outcomes=unorder(sent, order), answers=answers,
+                        reflections=rest[len(questions) + len(groups):], shares=shares)
 
     def _archetype(self, agent: SocietyAgent) -> SocietyAgent:
         assert self.archetype_of is not None
@@ -953,14 +967,15 @@ class SocietyModel(mesa.Model):
             result.drawn += len(members)
 
     @staticmethod
-    def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> dict[str, Any]:
+    def _decision_row(step: int, agent: SocietyAgent, decision: Decision) -> DecisionRow:
         return {"step": step, "agent_id": agent.unique_id, "persona_id": agent.persona_id,
                 "action": decision.action, "addressee_id": decision.addressee_id,
                 "addressee_label": decision.label, "fallback": decision.fallback,
                 "reason": decision.reason, "error": decision.error}
 
     def _apply_answers(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
-                       answers: list[Any], result: StepResult) -> None:
+                       answers: Sequence[StructuredResult[Any] | Profiled | _Drawn],
+                       result: StepResult) -> None:
         result.n_asked = len(asked)
         for (survey, agent), answer in zip(asked, answers, strict=True):
             if answer.value is None:

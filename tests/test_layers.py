@@ -119,9 +119,58 @@ PURPOSES = frozenset({"survey", "reflection", "decide", "interview", "expand", "
 TASKS_ROOM = "personahub/tasks"
 TASKS_OWN = frozenset({"survey"})
 # the same words where they name something else: the offline engine reads prompt headings and
-# JSON keys
+# JSON keys (its field-writing rules are in field_writers.py)
 NOT_KINDS = frozenset({("personahub/models/offline_text.py", "conversation"),
-                       ("personahub/models/offline_text.py", "instruction")})
+                       ("personahub/models/field_writers.py", "instruction")})
+
+
+OFFLINE_ENGINE = ("personahub.models.offline", "personahub.models.offline_text",
+                  "personahub.models.endpoint_offline")
+# the engine's own package, and the engine selection that builds it for a spec
+ENGINE_FILES = ("personahub/models/offline.py", "personahub/models/offline_text.py",
+                "personahub/models/endpoint_offline.py", "personahub/models/fake_server/")
+ENGINE_SELECTION = ("personahub/models/endpoint_specs.py", "personahub/models/client.py")
+
+
+def imported_names(path: Path) -> list[tuple[int, str]]:
+    """Every module a file imports, with each ``from pkg import name`` as ``pkg`` and ``pkg.name``."""
+    found = []
+    for node in ast.walk(parsed(path)):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found += [(node.lineno, node.module)]
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return found
+
+
+def engine_reaches(files: list[Path], root: Path = ROOT) -> list[str]:
+    """Return each import of the offline engine by a module that is not its own or the selection."""
+    found = []
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(ENGINE_FILES + ENGINE_SELECTION):
+            continue
+        found += [f"{rel}:{line} imports {module}" for line, module in imported_names(path)
+                  if module in OFFLINE_ENGINE]
+    return found
+
+
+def test_only_the_engine_selection_imports_the_offline_engine() -> None:
+    """The real prompt budget, the memory and the task registry share text measures and field
+    rules from neutral modules; the engine reads the kinds' writers through the lookup the
+    runtime hands it, and nothing else imports the engine."""
+    found = engine_reaches(sources())
+    assert not found, f"imports of the offline engine outside its package and selection: {found}"
+
+
+def test_the_engine_check_sees_a_reach(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from personahub.models.offline import approx_tokens\n"
+                      "from personahub.models import offline_text\n"
+                      "from personahub.models import client\n")
+    assert engine_reaches([module], tmp_path) == [
+        "m.py:1 imports personahub.models.offline", "m.py:2 imports personahub.models.offline_text"]
 
 
 def string_constants(tree: ast.Module) -> list[tuple[int, str]]:

@@ -26,6 +26,21 @@ def test_version_and_public_api_resolve() -> None:
         personahub.no_such_name  # noqa: B018
 
 
+@pytest.mark.slow
+def test_importing_a_core_module_loads_no_pipeline() -> None:
+    """The package root reads the labels table only when a public name is asked for: importing
+    ``personahub.core.errors`` in a fresh interpreter loads nothing of the rooms above the core."""
+    code = ("import sys, personahub.core.errors\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('personahub.pipelines', "
+            "'personahub.sim', 'personahub.agents', 'personahub.api'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    code = ("import personahub\nfrom personahub import PersonahubError\n"
+            "print(PersonahubError.__module__, 'synthesize_async' in personahub.__all__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["personahub.core.errors", "True"]
+
+
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_root_folders_are_not_top_level_packages(folder: str) -> None:
     """From the repository root (on sys.path) a bare ``import agents`` must not load this project."""

@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 
 from personahub.core.errors import PersonahubError
 from personahub.core.sections import section, with_last_paragraph
-from personahub.models.offline import approx_tokens
-from personahub.models.offline_text import keywords
+from personahub.core.text_measures import approx_tokens, keywords
 
 PARTS = ("world", "events", "inbox", "memory")
 STEM = 5  # words compare by their first letters: flood, floods, flooding

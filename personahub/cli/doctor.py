@@ -37,10 +37,9 @@ def doctor(
     request, no structured mode works).
     """
     from personahub.core.loop import run as run_on_loop
-    from personahub.models.client import redact_spec, resolve_spec
+    from personahub.models.client import OFFLINE_MODEL_NAME, redact_spec, resolve_spec
     from personahub.models.doctor import diagnose
     from personahub.models.endpoint_specs import refuse_url_credentials
-    from personahub.models.offline import OFFLINE_MODEL_NAME
 
     spec = resolve_spec(engine.llm)
     if spec.strip() == OFFLINE_MODEL_NAME:

@@ -6,11 +6,12 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from rich.table import Table
 
 from personahub.cli.common import emit_job_json, note_job, one_line_errors, out, run_counts, say
@@ -28,6 +29,43 @@ from personahub.core.errors import UsageError
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import MAX_SEED
+
+if TYPE_CHECKING:
+    from personahub.analysis.live_view import RunView
+    from personahub.core.contracts import StructuredCaller
+    from personahub.pipelines.run import ResumeSettings, RunConfig, RunSummary
+    from personahub.sim.steering import Steering
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What personahub run was asked: the scenario (or the run to resume) and the run's flags.
+
+    The engine flags travel beside it as the command's Engine; None keeps the scenario's value.
+    """
+
+    scenario: Path | None
+    db: Path
+    steps: int | None = None
+    seed: int | None = None
+    resume: str | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+    include_ungated: bool = False
+    archetypes: int | None = None
+    archetype_elicit: str | None = None
+    society: str = "agents"
+    survey_profile: str | None = None
+
+    def scenario_flags(self) -> list[str]:
+        """Name the flags given that only a new run takes (a resume keeps the run's own)."""
+        given = {"scenario": self.scenario is not None, "--steps": self.steps is not None,
+                 "--seed": self.seed is not None, "--include-ungated": self.include_ungated,
+                 "--archetypes": self.archetypes is not None,
+                 "--archetype-elicit": self.archetype_elicit is not None,
+                 "--society": self.society != "agents",
+                 "--survey-profile": self.survey_profile is not None}
+        return [name for name, on in given.items() if on]
 
 
 @one_line_errors
@@ -91,9 +129,11 @@ def run(
     # the port is taken now, or refused
     watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
-        summary = _run(scenario, db, steps, seed, resume, price_in, price_out, engine, watcher,
-                       include_ungated, archetypes, archetype_elicit, society,
-                             survey_profile)
+        summary = _run(RunRequest(
+            scenario=scenario, db=db, steps=steps, seed=seed, resume=resume, price_in=price_in,
+            price_out=price_out, include_ungated=include_ungated, archetypes=archetypes,
+            archetype_elicit=archetype_elicit, society=society, survey_profile=survey_profile),
+            engine, watcher)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -105,49 +145,26 @@ def run(
         watcher.linger()
 
 
-def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
-         resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
-         watcher: Any, include_ungated: bool = False, archetypes: int | None = None,
-         archetype_elicit: str | None = None, society: str = "agents",
-                survey_profile: str | None = None) -> Any:
-    """The run (or resume) itself, on the job kernel; watcher (a RunView) starts once
-    the run is known. Returns the run's summary (printed)."""
+def _run(request: RunRequest, engine: Engine, watcher: RunView | None) -> RunSummary:
+    """Run (or resume) the requested run on the job kernel and print its summary.
+
+    watcher (the --view page) starts once the run is known. Returns the run's summary.
+    """
     from personahub.api import run_simulation
     from personahub.cli.progress import LateCounts
     from personahub.pipelines.run import unfinished_twins_note
 
-    config: Any
-    batching = _batching(engine)
-    if resume is not None:
-        if (scenario is not None or steps is not None or seed is not None or include_ungated
-                or archetypes is not None or archetype_elicit is not None
-                or society != "agents" or survey_profile is not None):
-            raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes, "
-                             "--archetype-elicit, --society, --survey-profile and "
-                             "--include-ungated from the run; "
-                                  "give only --db (and --llm if the endpoint needs credentials,"
-                                  " --executor for where its calls run)")
-        config = {**_resumed(resume, db, engine), **batching}
-        if watcher is not None:
-            config["steering"] = watcher.steering
-    elif scenario is None:
-        raise UsageError("run: give a scenario file, or --resume RUN_ID")
-    else:
-        config = run_options(scenario, db, steps, seed, price_in, price_out, engine,
-                             include_ungated, archetypes, archetype_elicit, society,
-                             survey_profile)
-        if batching:
-            config = dataclasses.replace(config, **batching)
-        if watcher is not None:
-            config = dataclasses.replace(config, steering=watcher.steering)
+    config = _config(request, engine, None if watcher is None else watcher.steering)
+    scenario, db, resume = request.scenario, request.db, request.resume
     counts = LateCounts()
     bar = job_progress(counts=counts)
     shown = ExitStack()
 
-    def ready(client: Any) -> None:  # the input is checked and nothing is written yet
+    def ready(client: StructuredCaller | None) -> None:  # the input is checked and nothing is written yet
+        assert client is not None  # a run's spec always asks for a model client
         counts.follow(client.stats)
         banner(client)
-        if resume is None:
+        if not isinstance(config, dict) and config.scenario is not None:
             say("scenario: ", (config.scenario.name, "bold"),
                 f" ({scenario}) seed={config.run_seed} db={db}")
         shown.enter_context(bar)  # progress from here: a refused input prints its one line only
@@ -175,21 +192,46 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
     return summary
 
 
-def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
-                price_in: float | None, price_out: float | None, engine: Engine,
-                include_ungated: bool = False, archetypes: int | None = None,
-                archetype_elicit: str | None = None, society: str = "agents",
-                survey_profile: str | None = None) -> Any:
-    """The RunConfig of personahub run SCENARIO and its flags, built by
-    personahub.api.run_config as personahub.run_scenario's is (None: the default)."""
+def _config(request: RunRequest, engine: Engine,
+            steering: Steering | None) -> RunConfig | ResumeSettings:
+    """Build the run's RunConfig, or a resume's settings (the run keeps the rest of its own)."""
+    batching = _batching(engine)
+    if request.resume is not None:
+        if request.scenario_flags():
+            raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes, "
+                             "--archetype-elicit, --society, --survey-profile and "
+                             "--include-ungated from the run; "
+                             "give only --db (and --llm if the endpoint needs credentials,"
+                             " --executor for where its calls run)")
+        settings = _resumed(request.resume, request.db, engine)
+        settings.update(batching)
+        if steering is not None:
+            settings["steering"] = steering
+        return settings
+    config = run_options(request, engine)
+    if batching:
+        config = dataclasses.replace(config, **batching)
+    if steering is not None:
+        config = dataclasses.replace(config, steering=steering)
+    return config
+
+
+def run_options(request: RunRequest, engine: Engine) -> RunConfig:
+    """Build the RunConfig of personahub run SCENARIO and its flags.
+
+    personahub.api.run_config builds it as personahub.run_scenario's is (None: the default).
+    """
     from personahub.api import run_config
 
-    return run_config(scenario, None, {
-        "db": db, "steps": steps, "seed": seed, **engine.settings(llm=True),
-        "price_in": price_in, "price_out": price_out, **engine.flags.settings(),
-        "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share,
-        "archetypes": archetypes, "archetype_elicit": archetype_elicit, "society": society,
-        "survey_profile": survey_profile})
+    if request.scenario is None:
+        raise UsageError("run: give a scenario file, or --resume RUN_ID")
+    return run_config(request.scenario, None, {
+        "db": request.db, "steps": request.steps, "seed": request.seed,
+        **engine.settings(llm=True), "price_in": request.price_in,
+        "price_out": request.price_out, **engine.flags.settings(),
+        "include_ungated": request.include_ungated, "max_failed_share": engine.max_failed_share,
+        "archetypes": request.archetypes, "archetype_elicit": request.archetype_elicit,
+        "society": request.society, "survey_profile": request.survey_profile})
 
 
 def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archetypes: int | None,
@@ -216,7 +258,7 @@ def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archety
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
-def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
+def _resumed(run_id: str, db: Path, engine: Engine) -> ResumeSettings:
     """The engine settings of personahub run --resume RUN_ID (the run keeps the rest)."""
     from personahub.models.client import resolve_spec
     from personahub.pipelines.run import resume_settings
@@ -229,8 +271,8 @@ def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:
                            ray_workers=engine.ray_workers)
 
 
-def _batching(engine: Engine) -> dict[str, Any]:
-    """The run's batch settings (none unless --batch: a resume keeps the run's own)."""
+def _batching(engine: Engine) -> ResumeSettings:
+    """Return the run's batch settings (none unless --batch: a resume keeps the run's own)."""
     if not engine.batch:
         return {}
     return {"batch": True, "batch_window": engine.batch_window,
@@ -240,7 +282,7 @@ def _batching(engine: Engine) -> dict[str, Any]:
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     """Progress callback: the bar on a terminal, else one step N/M committed line per step
     (none under -q); with --batch, the step's batch and its state beside the bar."""
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, TaskID] = {}
 
     def hook(phase: str, done: int, total: int | None) -> None:
         if phase.startswith("batch "):
@@ -259,7 +301,7 @@ def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     return hook
 
 
-def print_summary(summary: Any) -> None:
+def print_summary(summary: RunSummary) -> None:
     """The end-of-run summary: counts, where the data is, and SQL to start from."""
     from personahub.personas.quality import GATE_AFTER_CALL, rejection_text
 
@@ -303,7 +345,7 @@ def print_summary(summary: Any) -> None:
               highlight=False, soft_wrap=True)
 
 
-def prefix_cache_text(summary: Any) -> str:
+def prefix_cache_text(summary: RunSummary) -> str:
     """The prompt tokens the server's prefix cache reused (as it reported them) next to the share
     of prompt tokens in a prefix shared with a recent prompt (estimated by the client)."""
     if summary.offline:
@@ -321,7 +363,7 @@ def prefix_cache_text(summary: Any) -> str:
     return f"{measured}; estimated shared prefix {estimated:.0%} of this invocation's prompts"
 
 
-def _tokens_per_action(summary: Any) -> str:
+def _tokens_per_action(summary: RunSummary) -> str:
     """Mean prompt tokens per answered action, saying how they were counted."""
     tokens = summary.prompt_tokens_per_action
     if tokens is None:

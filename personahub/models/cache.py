@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from personahub.core.contracts import CACHE_MODES, CacheEntry, StructuredCaller
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import connect, database_path, record_rows, scalar
-from personahub.models.offline import to_openai_dicts
+from personahub.models.message_dicts import to_openai_dicts
 
 CacheMode = Literal["off", "record", "replay"]
 __all__ = ["CACHE_MODES", "CacheMiss", "ResponseCache", "attach_cache", "check_replay_cache"]

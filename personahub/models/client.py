@@ -28,6 +28,7 @@ from personahub.models.endpoint_specs import (
     with_spec_seed,
 )
 from personahub.models.failures import FailFast
+from personahub.models.field_writers import FieldWriters
 from personahub.models.limits import ConcurrencyLimit
 from personahub.models.liveness import Liveness
 from personahub.models.offline import OFFLINE_MODEL_NAME
@@ -50,14 +51,15 @@ __all__ = ["CUT_OFF", "DEAD_ENDPOINT_COOLDOWN_S", "CallRecord", "CallStats", "LL
 class LLMClient:
     """The stack's top: validated structured answers with their call records."""
 
-    def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None) -> None:
+    def __init__(self, settings: LLMSettings, endpoints: Sequence[Endpoint] | None = None, *,
+                 field_writers: FieldWriters | None = None) -> None:
         settings = with_spec_seed(settings)  # offline?seed=N: the offline engine, seed N
         self.settings = settings
         self.generation = settings.generation
         self.modes = ModeBook(settings.structured,
                               len(endpoints) if endpoints is not None else spec_size(settings.spec))
-        self.endpoints = list(endpoints) if endpoints is not None else make_endpoints(settings,
-                                                                                        self.modes)
+        self.endpoints = (list(endpoints) if endpoints is not None
+                          else make_endpoints(settings, self.modes, field_writers))
         self._build()
 
     def _build(self) -> None:
@@ -182,16 +184,27 @@ class LLMClient:
 
 
 @overload
-def make_client(settings: LLMSettings) -> LLMClient: ...
+def make_client(settings: LLMSettings, *, field_writers: FieldWriters | None = None) -> LLMClient: ...
 @overload
-def make_client(settings: EmbedderSettings) -> OpenAIEmbedder: ...
+def make_client(settings: EmbedderSettings, *,
+                field_writers: FieldWriters | None = None) -> OpenAIEmbedder: ...
 
 
-def make_client(settings: LLMSettings | EmbedderSettings) -> LLMClient | OpenAIEmbedder:
-    """The client factory, by the settings' type."""
+def make_client(settings: LLMSettings | EmbedderSettings, *,
+                field_writers: FieldWriters | None = None) -> LLMClient | OpenAIEmbedder:
+    """Build the client the settings' type names.
+
+    Args:
+        settings: a chat model's settings, or an embedder's.
+        field_writers: where the offline engine reads output kinds' writers for their own
+            field names (the task registry's offline_writer; the runtime hands it).
+
+    Returns:
+        An LLMClient, or an OpenAIEmbedder for embedder settings.
+    """
     if isinstance(settings, EmbedderSettings):
         return OpenAIEmbedder.of(settings)
-    return LLMClient(settings)
+    return LLMClient(settings, field_writers=field_writers)
 
 
 def resolve_spec(cli_value: str | None) -> str:

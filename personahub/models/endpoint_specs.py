@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from personahub.core.contracts import Endpoint
 from personahub.models.endpoint_http import HttpEndpoint
 from personahub.models.endpoint_offline import OfflineEndpoint
+from personahub.models.field_writers import FieldWriters
 from personahub.models.offline import OFFLINE_MODEL_NAME, OfflineChatModel
 from personahub.models.settings import LLMConfigError, LLMSettings
 from personahub.models.structured import ModeBook
@@ -252,13 +253,15 @@ def spec_size(spec: str) -> int:
     return max(1, len([u for u in spec.split(",") if u.strip()])) if "://" in spec else 1
 
 
-def make_endpoints(settings: LLMSettings, modes: ModeBook) -> list[Endpoint]:
-    """The endpoints a spec names."""
+def make_endpoints(settings: LLMSettings, modes: ModeBook,
+                   field_writers: FieldWriters | None = None) -> list[Endpoint]:
+    """Build the endpoints a spec names; the offline engine reads field_writers for kinds' fields."""
     spec = settings.spec.strip()
     if not spec:
         raise LLMConfigError("--llm is empty (use 'offline', 'openai:<model>' or a URL)")
     if spec == OFFLINE_MODEL_NAME:
-        model = OfflineChatModel(seed=settings.seed, latency_s=settings.offline_latency_s)
+        model = OfflineChatModel(seed=settings.seed, latency_s=settings.offline_latency_s,
+                                 writers=field_writers)
         return [OfflineEndpoint(model, use_tools=settings.structured == "tools")]
     if spec.startswith("openai:"):
         return [_openai(spec, settings, modes)]

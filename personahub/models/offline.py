@@ -22,7 +22,10 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel
 
+from personahub.core.text_measures import approx_tokens
 from personahub.models.bounds import clip, without_bound
+from personahub.models.field_writers import FieldWriters
+from personahub.models.message_dicts import to_openai_dicts
 from personahub.models.offline_text import TextMaker, read_context
 from personahub.models.structured import strip_keywords
 
@@ -44,11 +47,6 @@ class EngineReply:
 
 
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-def approx_tokens(text: str) -> int:
-    """Rough token count (4 characters a token)."""
-    return max(1, (len(text) + 3) // 4)
 
 
 def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -190,8 +188,9 @@ _JSON = json.JSONEncoder(ensure_ascii=False)
 class OfflineEngine:
     """Answers chat requests deterministically."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, writers: FieldWriters | None = None) -> None:
         self.seed = seed
+        self.writers = writers  # output kinds' writers for their own field names
 
     def respond(
         self,
@@ -207,7 +206,7 @@ class OfflineEngine:
                sample: int = 0) -> EngineReply:
         """The answer to a prepared request; a sample above 0 asks another."""
         rng = random.Random(_digest(self.seed, messages, request.key, sample))
-        maker = TextMaker(read_context(list(messages)), rng)
+        maker = TextMaker(read_context(list(messages)), rng, self.writers)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
         tokens_in = approx_tokens(prompt_text)
         if request.tools:
@@ -257,12 +256,6 @@ def response_format_schema(response_format: Any) -> dict[str, Any] | None:
     return None
 
 
-def to_openai_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain messages as role/content dicts (the form the engine hashes)."""
-    roles = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-    return [{"role": roles.get(m.type, m.type), "content": m.content} for m in messages]
-
-
 def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
     response_format = kwargs.get("response_format")
     tools, tool_choice = kwargs.get("tools"), kwargs.get("tool_choice")
@@ -287,6 +280,7 @@ class OfflineChatModel(BaseChatModel):
     seed: int = 0
     latency_s: float = 0.0
     model_name: str = OFFLINE_MODEL_NAME
+    writers: FieldWriters | None = None  # output kinds' writers for their own field names
 
     @property
     def _llm_type(self) -> str:
@@ -313,7 +307,7 @@ class OfflineChatModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=self._reply_message(messages, kwargs))])
 
     def _reply_message(self, messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> AIMessage:
-        reply = OfflineEngine(self.seed).answer(to_openai_dicts(messages), _request_of(kwargs),
+        reply = OfflineEngine(self.seed, self.writers).answer(to_openai_dicts(messages), _request_of(kwargs),
                                                 int(kwargs.get("sample") or 0))
         usage = {
             "input_tokens": reply.tokens_in,

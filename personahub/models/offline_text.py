@@ -9,28 +9,15 @@ from __future__ import annotations
 
 import random
 import re
-import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
 from typing import Any
 
-_STOPWORDS = frozenset(
-    """a an the and or but if of to in on at by for with from into onto over under about after
-    before between through during without within who whom whose which that this these those is
-    are was were be been being am do does did done has have had having it its they them their
-    there here he she his her him you your yours we our ours us i me my mine not no nor so than
-    too very can could should would will shall may might must just also only own same such
-    each every some any all both few more most other what when where why how as up down out off
-    again further then once while because until per via one two three who's it's don't
-    persona personas message messages received event events world step reply answer json schema
-    field fields write writes written someone person people like likes task following give return
-    only valid object""".split()
-)
-# a word: letters, apostrophes and hyphens from its first letter on
-_RUN_CHARS = string.ascii_letters + "'-"
-_ASCII_RUNS = bytes(b if chr(b) in _RUN_CHARS else 32 for b in range(256)).lower()
+from personahub.core.text_measures import cached_keywords
+from personahub.models.field_writers import FieldWriters, writer_for
+
 _SECTION = re.compile(r"^#+\s*(.+?)\s*$", re.MULTILINE)
 # the same headings, without retrying the title one character at a time
 _FAST_SECTION = re.compile(r"^#++\s*+(\S(?:[^\n]*\S)?)\s*$", re.MULTILINE)
@@ -126,20 +113,6 @@ class PromptContext:
 _WORD_FIELDS = ("persona", "world", "events", "heard", "source_text", "other")
 
 
-def keywords(text: str, limit: int = 40) -> list[str]:
-    return list(_keywords(text, limit))
-
-
-@lru_cache(maxsize=8192)
-def _keywords(text: str, limit: int) -> tuple[str, ...]:
-    # World texts and personas repeat across thousands of prompts: extract once.
-    runs = text.encode("ascii", "replace").translate(_ASCII_RUNS).decode("ascii").split()
-    if "'" in text or "-" in text:
-        runs = [run.strip("'-") for run in runs if len(run) > 3]
-    seen = dict.fromkeys([word for word in runs if len(word) > 3 and word not in _STOPWORDS])
-    return tuple(seen)[: max(limit, 1)]
-
-
 def _section_matches(text: str) -> list[re.Match[str]]:
     """Section heading matches, tried only where a heading can start (a leading ^ gives the regex engine no
     literal prefix).
@@ -210,7 +183,7 @@ def read_context(messages: list[Mapping[str, Any]]) -> PromptContext:
             if heading == "" and system:
                 continue
             field_name = _field_for(heading)
-            words = _keywords(body, 40)
+            words = cached_keywords(body, 40)
             if field_name == "neighbour_names":
                 names += [w.capitalize() for w in words[:3]]
                 continue
@@ -230,9 +203,11 @@ def _distinct(parts: list[tuple[str, ...]]) -> list[str]:
 class TextMaker:
     """Writes field values from a prompt context with one seeded RNG."""
 
-    def __init__(self, ctx: PromptContext, rng: random.Random) -> None:
+    def __init__(self, ctx: PromptContext, rng: random.Random,
+                 writers: FieldWriters | None = None) -> None:
         self.ctx = ctx
         self.rng = rng
+        self.writers = writers  # output kinds' writers for their own field names, read per field
         # a problem beside a question field leaves the question to it
         self.fields: frozenset[str] = frozenset()
         self._question = ""
@@ -364,75 +339,10 @@ class TextMaker:
 
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
         """A string value for a named field (filled siblings may steer it)."""
-        writer = _writer_for(name)
+        writer = writer_for(name, self.writers)
         if writer.__class__ is not str:
             return writer(self)  # type: ignore[operator]
         relation = siblings.get("relation") or siblings.get("relationship")
         if writer == "persona" or (writer == "description" and relation):
             return self.persona(relation)
         return getattr(self, writer)()
-
-
-# writers output kinds add for their own field names
-_ADDED_WRITERS: dict[str, str | Callable[[TextMaker], str]] = {}
-
-
-def add_field_writer(name: str, writer: str | Callable[[TextMaker], str]) -> bool:
-    """Write fields of a name with a writer; False when the built-in rules already do. A writer that would
-    change an existing field's writing raises ValueError.
-    """
-    current = _writer_for(name)
-    if current == writer:
-        return False
-    if name.lower() in _ADDED_WRITERS or current != "sentence":
-        raise ValueError(f"offline engine: field {name!r} is already written by {current!r}")
-    _ADDED_WRITERS[name.lower()] = writer
-    _writer_for.cache_clear()
-    return True
-
-
-def remove_field_writer(name: str) -> None:
-    """Forget a field's writer."""
-    if _ADDED_WRITERS.pop(name.lower(), None) is not None:
-        _writer_for.cache_clear()
-
-
-@lru_cache(maxsize=1024)
-def _writer_for(name: str) -> str | Callable[[TextMaker], str]:
-    key = name.lower()
-    added = _ADDED_WRITERS.get(key)
-    if added is not None:
-        return added
-    if "function" in key and "name" in key or key in ("identifier", "func", "tool_name"):
-        return "identifier"
-    if key in ("relation", "relationship", "relation_label", "role_to_them"):
-        return "relation"
-    if "persona" in key:
-        return "persona"
-    if key in ("name", "title", "tool", "label"):
-        return "title"
-    if key in ("input_args", "args", "arguments", "parameters"):
-        return "arguments"
-    if key in ("return", "returns", "output"):
-        return "returns"
-    if key in ("depend", "depends", "dependencies"):
-        return "dependencies"
-    if key in ("problem", "puzzle", "exercise"):
-        return "problem"
-    if key in ("solution", "reasoning", "steps", "worked_solution"):
-        return "solution"
-    if key in ("answer", "final_answer"):
-        return "answer"
-    if key in ("user", "user_turn", "user_message"):
-        return "request"
-    if key in ("assistant", "assistant_turn", "assistant_reply"):
-        return "assistant_reply"
-    if key == "question":
-        return "question"
-    if key in ("instruction", "prompt", "request", "query", "user_prompt"):
-        return "request"
-    if key in ("line", "utterance", "dialogue", "message", "say", "speech", "reply"):
-        return "spoken_line"
-    if "description" in key or key in ("summary", "text", "content", "body", "reason"):
-        return "description"
-    return "sentence"

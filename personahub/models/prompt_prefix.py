@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from personahub.models.offline import approx_tokens
+from personahub.core.text_measures import approx_tokens
 
 
 def prompt_text(messages: Sequence[Any]) -> str:

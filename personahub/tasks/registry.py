@@ -1,13 +1,14 @@
 """The task registry: every output kind, looked up by its one name.
 
 Simulation, synthesis and export all ask here, so a kind registered once is usable everywhere;
-registering also teaches the offline engine the kind's fields.
+the offline engine reads the kinds' writers for their own field names here (offline_writer, which
+the runtime hands it).
 """
 
 from __future__ import annotations
 
 from personahub.core.errors import UsageError
-from personahub.models import offline_text
+from personahub.models.field_writers import Writer, check_writer
 from personahub.tasks.base import Task
 
 
@@ -20,7 +21,8 @@ class UnknownTaskError(UsageError, KeyError):
 
 _TASKS: dict[str, Task] = {}  # by task name, in registration order
 _EMISSIONS: dict[str, Task] = {}  # the tasks agents emit in runs, by name
-_WRITERS_ADDED: dict[str, list[str]] = {}  # offline field writers each task added
+_WRITERS: dict[str, Writer] = {}  # offline writers kinds added, by lower-case field name
+_WRITERS_ADDED: dict[str, list[str]] = {}  # the field names each task added
 _addressed: frozenset[str] = frozenset()  # kinds said to a neighbour (asked per agent and step)
 
 
@@ -28,15 +30,9 @@ def register(task: Task) -> Task:
     """Add a task under a new name; returns it."""
     if task.name in _TASKS:
         raise ValueError(f"task {task.name!r} is already registered")
-    added: list[str] = []
-    try:
-        for field_name, writer in task.offline_writers.items():
-            if offline_text.add_field_writer(field_name, writer):
-                added.append(field_name)
-    except ValueError:
-        for field_name in added:
-            offline_text.remove_field_writer(field_name)
-        raise
+    added = [name for name, writer in task.offline_writers.items()
+             if check_writer(name, writer, offline_writer)]
+    _WRITERS.update({name.lower(): task.offline_writers[name] for name in added})
     _TASKS[task.name] = task
     _WRITERS_ADDED[task.name] = added
     if task.emission is not None:
@@ -51,7 +47,12 @@ def unregister(name: str) -> None:
     _EMISSIONS.pop(name, None)
     _update_addressed()
     for field_name in _WRITERS_ADDED.pop(name, []):
-        offline_text.remove_field_writer(field_name)
+        _WRITERS.pop(field_name.lower(), None)
+
+
+def offline_writer(field_name: str) -> Writer | None:
+    """Return the writer a registered kind declared for a field name, or None."""
+    return _WRITERS.get(field_name.lower())
 
 
 def get(name: str) -> Task:

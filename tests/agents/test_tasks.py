@@ -19,6 +19,7 @@ from personahub.analysis.export import export, load_items
 from personahub.api import run_simulation, run_synthesis
 from personahub.core.errors import PersonahubError
 from personahub.models import offline_text
+from personahub.models.field_writers import builtin_writer, writer_for
 from personahub.personas.quality import QualityIssue
 from personahub.pipelines.prompts.evaluate import SOLVE_MAX_TOKENS
 from personahub.pipelines.run import RunConfig
@@ -43,6 +44,7 @@ from personahub.tasks import (
 from personahub.tasks.base import Content
 from personahub.tasks.instruction import Instruction, InstructionItem
 from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
+from personahub.tasks.registry import offline_writer
 
 
 class Haiku(BaseModel):
@@ -129,17 +131,24 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
 def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
     assert "haiku" in emission_kinds() and "haiku" in synthesis_names()
     assert kind_max_tokens("haiku") == 99
-    assert offline_text._writer_for("season") is write_season
+    assert writer_for("season", offline_writer) is write_season
     unregister("haiku")
     try:
         assert "haiku" not in emission_kinds() and "haiku" not in synthesis_names()
-        assert offline_text._writer_for("season") == "sentence"
+        assert writer_for("season", offline_writer) == "sentence"
         with pytest.raises(ScenarioError, match="unknown kind"):
             toy_scenario()
         with pytest.raises(PersonahubError, match="choose one of"):
             SynthConfig(task="haiku")
     finally:
         register(TOY)  # the fixture unregisters it again
+
+
+def test_registering_a_kind_writes_nothing_below_the_tasks(toy: Task) -> None:
+    """The engine's own rules stay as they are; it reads the kind's writer through the lookup."""
+    assert builtin_writer("season") == "sentence"
+    assert writer_for("season") == "sentence"
+    assert writer_for("season", offline_writer) is write_season
 
 
 def test_registration_refuses_clashes(toy: Task) -> None:
@@ -150,7 +159,7 @@ def test_registration_refuses_clashes(toy: Task) -> None:
                     offline_writers={"season": write_season, "line": "sentence"})
     with pytest.raises(ValueError, match="'line' is already written"):
         register(rewriter)
-    assert offline_text._writer_for("line") == "spoken_line"
+    assert writer_for("line", offline_writer) == "spoken_line"
     assert "liner" not in [t.name for t in tasks()]
 
 
@@ -183,7 +192,7 @@ def test_every_kind_has_one_name_and_its_former_name_still_answers() -> None:
 def test_built_in_kinds_keep_their_offline_writers_and_limits() -> None:
     for task in tasks():
         for field_name, writer in task.offline_writers.items():
-            assert offline_text._writer_for(field_name) == writer, (task.name, field_name)
+            assert writer_for(field_name, offline_writer) == writer, (task.name, field_name)
     assert [kind_max_tokens("instruction"), kind_max_tokens("tool_spec"),
             synthesis_max_tokens("tool_spec"), synthesis_max_tokens("math_problem"),
             synthesis_max_tokens("multi_turn"), SOLVE_MAX_TOKENS] == [256, 400, 450, 640, 600, 600]
