@@ -26,6 +26,7 @@ def test_version_and_public_api_resolve() -> None:
         personahub.no_such_name  # noqa: B018
 
 
+@pytest.mark.slow  # starts a Python process per folder
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_root_folders_are_not_top_level_packages(folder: str) -> None:
     """From the repository root (on sys.path) a bare ``import agents`` must not load this project."""
@@ -35,6 +36,7 @@ def test_root_folders_are_not_top_level_packages(folder: str) -> None:
     assert f"ModuleNotFoundError: No module named '{folder}'" in done.stderr
 
 
+@pytest.mark.slow  # starts a Python process
 def test_python_m_personahub_version() -> None:
     done = subprocess.run([sys.executable, "-m", "personahub", "--version"], cwd=ROOT,
                           capture_output=True, text=True)
