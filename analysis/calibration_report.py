@@ -22,6 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
 from personahub.analysis import calibration_store as store  # noqa: E402
+from personahub.analysis.calibration_profile_view import profile_html  # noqa: E402
+from personahub.analysis.calibration_ranking import ranking_html  # noqa: E402
 from personahub.analysis.calibration_scores import (  # noqa: E402
     FLOORS,
     MODEL,
@@ -258,8 +260,10 @@ def write_calibration_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path
                        if bars else "", f"The first {len(bars)} questions, shares of the "
                        "substantive options (refusals left out)."))
         tables = [_table_html(per_attribute_table(summary, score), score) for score in SCORES]
-        judged = _verdict_html(store.scores_frame(con, job_id),
-                               int(store.job_row(con, job_id)["seed"] or 0))
+        scores = store.scores_frame(con, job_id)
+        judged = [*profile_html(con, job_id),
+                  *_verdict_html(scores, int(store.job_row(con, job_id)["seed"] or 0)),
+                  *ranking_html(con, job_id, scores)]
         with atomic_file(staged / "index.html", overwrite=False) as f:
             f.write(_html(job_id, _facts(con, job_id), images, tables, judged))
     return Path(out_dir) / "index.html"

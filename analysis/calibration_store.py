@@ -17,18 +17,26 @@ from personahub.core.jobs_store import find_job, list_jobs
 from personahub.core.store import insert_rows, scalar, transaction
 
 __all__ = ["answer_totals", "answered_keys", "answers_by_steering", "answers_frame", "calibration_exists",
-           "human_rows", "job_row", "list_calibrations", "no_persona_counts", "panel_answer_counts",
-           "panel_rows", "question_ids", "question_rows", "replace_scores", "scores_frame",
-           "stated_answers",
+           "fold_rows", "human_rows", "job_row", "list_calibrations", "no_persona_counts",
+           "panel_answer_counts", "panel_rows", "persona_answers", "profile_row", "question_ids",
+           "question_rows", "replace_profile", "replace_scores", "scores_frame", "stated_answers",
            "summary_frame", "summary_levels"]
 
 JOBS = "calibration_jobs"
 ANSWERS = "calibration_answers"
+FOLDS = "calibration_folds"
+PROFILES = "calibration_profiles"
+PROFILE_JSON = ("params", "examples", "candidates")  # the profile's JSON columns
+FITTED_ROW = "profile"  # the steering of a fit's model row: its profile on the held-out fold
 
 
 def _has_tables(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the file has the calibration tables; a reader does not create them."""
-    return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [JOBS]))
+    return _has_table(con, JOBS)
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]))
 
 
 def calibration_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
@@ -128,6 +136,49 @@ def stated_answers(con: duckdb.DuckDBPyConnection,
         "AND persona_id IS NULL AND steering <> 'none' ORDER BY ALL", [job_id]).fetchall()]
 
 
+def persona_answers(con: duckdb.DuckDBPyConnection, job_id: str,
+                    rows: Sequence[str]) -> list[tuple[str, str, str, str]]:
+    """(row, question id, persona id, shares JSON) of the given rows' per-persona distributions
+    (a fit's configurations), in a stable order.
+    """
+    if not rows:
+        return []
+    return [tuple(r) for r in con.execute(
+        f"SELECT steering, question_id, persona_id, reason FROM {ANSWERS} WHERE job_id = ? "
+        "AND persona_id IS NOT NULL AND list_contains(?, steering) ORDER BY ALL",
+        [job_id, list(rows)]).fetchall()]
+
+
+def fold_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, int]:
+    """Each question's fold of a fitted calibration (empty for any other)."""
+    if not _has_table(con, FOLDS):
+        return {}
+    return {str(q): int(f) for q, f in con.execute(
+        f"SELECT question_id, fold FROM {FOLDS} WHERE job_id = ? ORDER BY question_id",
+        [job_id]).fetchall()}
+
+
+def profile_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | None:
+    """A calibration's survey profile (its JSON columns read), or None: it has none."""
+    if not _has_table(con, PROFILES):
+        return None
+    frame = con.execute(f"SELECT * FROM {PROFILES} WHERE job_id = ?", [job_id]).df()
+    if frame.empty:
+        return None
+    row: dict[str, Any] = frame.iloc[0].to_dict()
+    for name in PROFILE_JSON:
+        row[name] = json.loads(row[name])
+    return row
+
+
+def replace_profile(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+    """Store a calibration's survey profile in place of its earlier one, in one transaction."""
+    stored = {k: (json.dumps(v) if k in PROFILE_JSON else v) for k, v in row.items()}
+    with transaction(con):
+        con.execute(f"DELETE FROM {PROFILES} WHERE job_id = ?", [row["job_id"]])
+        insert_rows(con, PROFILES, [stored])
+
+
 def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence[dict[str, Any]],
                    summary: Sequence[dict[str, Any]]) -> None:
     """Store a job's scores and their means in place of its earlier ones, in one transaction."""
@@ -170,22 +221,27 @@ def answers_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def list_calibrations(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """Every calibration, newest first, with the first steering's overall representativeness."""
+    """Every calibration, newest first, with the first steering's overall representativeness
+    (a fitted one's: its profile's, on the held-out questions) and its survey profile, if any.
+    """
     if not _has_tables(con):
         return []
+    profiles = _has_table(con, PROFILES)
     listed = []
     for job in list_jobs(con, kind="calibration"):
         rows = con.execute(
             f"SELECT c.survey, c.population, c.n, c.steering, c.llm, s.representativeness "
             f"FROM {JOBS} c LEFT JOIN calibration_summary s ON s.job_id = c.job_id "
             "AND s.level = 'overall' AND s.source = 'model' "
-            "AND s.steering = json_extract_string(c.steering, '$[0]') WHERE c.job_id = ?",
-            [job.job_id]).fetchall()
+            "AND s.steering = coalesce(?, json_extract_string(c.steering, '$[0]')) "
+            "WHERE c.job_id = ?",
+            [FITTED_ROW if job.config.get("fit") else None, job.job_id]).fetchall()
         if not rows:  # interrupted before its row was written
             continue
         survey, population, n, steering, llm, representativeness = rows[0]
         listed.append({"job_id": job.job_id, "status": job.status, "seed": job.seed,
                        "survey": survey, "population": population, "n": n,
                        "steering": json.loads(steering), "llm": llm,
-                       "representativeness": representativeness})
+                       "representativeness": representativeness,
+                       "profile": profile_row(con, job.job_id) if profiles else None})
     return listed

@@ -367,8 +367,19 @@ def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
                       for s in surveys
                       for step, total, row in zip(s.steps, s.totals(), s.shares(), strict=True)])
     section.note = ("Each bar is one step's answers as shares of that step's answers (they sum to "
-                    "100%)." + _events_note(rep.events))
+                    "100%)." + _events_note(rep.events) + _profiles_note(con, rep.run_id))
     return section
+
+
+def _profiles_note(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str:
+    """Which survey profiles answered which surveys (run --survey-profile), as a sentence."""
+    from personahub.sim.run_queries import survey_profiles
+
+    used = survey_profiles(con, run_id)
+    if not used:
+        return ""
+    return " Answered through a calibration's survey profile (each agent's answer drawn from its " \
+           "distribution): " + "; ".join(f"{s}: {', '.join(p)}" for s, p in used.items()) + "."
 
 
 def _failures(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:

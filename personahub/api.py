@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from personahub.core.commit import ProgressHook
     from personahub.core.contracts import StructuredCaller
+    from personahub.core.kernel import RecordHook
     from personahub.pipelines.calibrate import CalibrateConfig
     from personahub.pipelines.evaluate import EvalConfig, EvalSummary
     from personahub.pipelines.judge import JudgeConfig, JudgeSummary
@@ -63,7 +64,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
                    progress: ProgressHook | None = None,
                    on_ready: Callable[[StructuredCaller | None], None] | None = None,
                    on_start: Callable[[str, bool], None] | None = None,
-                   warn: Callable[[str], None] | None = None) -> RunSummary:
+                   warn: Callable[[str], None] | None = None,
+                   on_record: RecordHook | None = None) -> RunSummary:
     """Run a scenario run, or go on with one (the Python calls and the command share it).
 
     Args:
@@ -75,6 +77,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
         on_ready: called with the model client once it is ready.
         on_start: called with the run's id and whether it resumed.
         warn: where warnings go.
+        on_record: called with the connection and a new run's id inside the transaction that
+            records the run, to write what must not be lost apart from it.
 
     Returns:
         The run's RunSummary.
@@ -92,7 +96,8 @@ def run_simulation(config: RunConfig | Mapping[str, Any], *, resume: str | None 
         check_new_run(config)
         db = config.db
     result = runtime.run(RUN, config, db, resume=resume, fresh=fresh, client=client,
-                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn)
+                         progress=progress, on_ready=on_ready, on_start=on_start, warn=warn,
+                         on_record=on_record)
     if not result.ran:
         raise PersonahubError(f"--resume {resume}: the run already finished")
     summary: RunSummary = result.summary
@@ -570,13 +575,14 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
             apply).
         progress: as for run_scenario.
         **options: further CalibrateConfig fields (steering, questions, attributes, limit,
-            no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, the model
-            flags, the batch ones, ...).
+            no_persona_n, carve, offer_refusal, elicit, dispersion, archetypes, fit, folds, the
+            model flags, the batch ones, ...).
 
     Returns:
         A Calibration whose ``per_attribute()``, ``scores()``, ``summary_table()``,
         ``answers()``, ``sd_ratios()``, ``archetype_price()``, ``intervals()``,
-        ``question_spread()``, ``temperatures()`` and ``ppi(FILE)`` are DataFrames.
+        ``question_spread()``, ``temperatures()``, ``ranking()`` and ``ppi(FILE)`` are
+        DataFrames, and whose ``profile()`` is the survey profile ``fit=True`` chose.
 
     Raises:
         UsageError: neither a survey and population nor resume was given.

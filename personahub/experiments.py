@@ -1,10 +1,11 @@
 """Run a scenario file's EXPERIMENT and read its effects.
 
 Each arm x replicate is an ordinary run of the base scenario with the arm's differences, seeded
-scenario.seed + replicate in every arm, and linked to the experiment once finished; running
-again skips linked runs, and restarts a stopped run from step one (``run --resume`` cannot
-rebuild an arm's scenario). Within a world, a replicate is one run holding every arm, its
-randomisation recorded after it finished.
+scenario.seed + replicate in every arm, noted as it starts (``experiment_attempts``) and linked to
+the experiment once finished; running again skips linked runs and goes on with a noted run that
+did not finish (killed, interrupted or failed), handing it its arm's scenario, so no run is left
+behind. Within a world, a replicate is one run holding every arm, its randomisation recorded
+after it finished.
 
 ``parallel=N`` keeps N runs under way on threads of this process, each on its own connection to
 the one file: a run over a server mostly waits on model calls, and one file keeps resume as it
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import duckdb
 import pandas as pd
 
 from personahub.analysis.experiment_effects import (
@@ -40,6 +42,7 @@ from personahub.analysis.experiment_effects import (
 from personahub.api import run_simulation
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop
 from personahub.core.interrupts import Stopped, Terminated, interrupts_from_queries, signal_name
+from personahub.core.jobs_store import UNFINISHED, find_job, supersede_jobs
 from personahub.core.kernel import engine_fields
 from personahub.core.store import connect
 from personahub.core.validate import check_id
@@ -57,9 +60,11 @@ from personahub.sim.experiment import (
 )
 from personahub.sim.experiment_store import (
     arm_agents,
+    attempts,
     finished_arm_runs,
     record_arm_agents,
     record_arm_run,
+    record_attempt,
 )
 from personahub.sim.runner import restore_society, scenario_key
 from personahub.sim.scenario import Scenario
@@ -144,18 +149,21 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     # check the run options before any run starts
     RunConfig(scenario=scenario, db=db, llm=llm, **options)
     done: dict[tuple[str, int], str] = {}
+    earlier: dict[tuple[str, int], _Earlier] = {}
     if db.exists():
-        con = connect(db)
+        con = connect(db)  # a writer: a run left running with no process is marked interrupted
         try:
             done = {(r.arm, int(r.replicate)): r.settings
                     for r in finished_arm_runs(con, experiment_id).itertuples()}
+            earlier = _earlier_runs(con, experiment_id)
         finally:
             con.close()
     tasks: list[Callable[[], str | None]] = []
     for replicate in range(experiment.replicates):
         if experiment.design == "within":
             tasks.append(functools.partial(_within_task, scenario, experiment, replicate, done,
-                                           db=db, llm=llm, options=options, on_run=on_run))
+                                           db=db, llm=llm, options=options, on_run=on_run,
+                                           earlier=earlier))
             continue
         for arm in experiment.arms:
             settings = arm_settings(scenario, arm.name, llm, options)
@@ -168,16 +176,15 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
                 continue
             tasks.append(functools.partial(_arm_task, scenario, experiment, arm, replicate,
                                            settings, db=db, llm=llm, options=options,
-                                           on_run=on_run))
+                                           on_run=on_run, earlier=earlier))
     finished: list[str] = []  # for the interrupt's message
     try:
         with interrupts_from_queries():  # Ctrl-C can land inside a DuckDB query
             results = _each(tasks, parallel, db, options.get("executor"),
                             options.get("ray_address"), finished)
     except KeyboardInterrupt as exc:
-        raise Stopped(f"experiment {experiment_id} interrupted by {signal_name(exc)} after "
-                      f"{len(finished)} of the {len(tasks)} runs to go; the same personahub "
-                      "experiment command goes on (finished runs are kept)", exc) from None
+        raise Stopped(_stopped_line(experiment_id, signal_name(exc), len(finished), len(tasks)),
+                      exc) from None
     ran = [r for r in results if r is not None]
     con = connect(db, read_only=True)
     try:
@@ -185,6 +192,17 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
     finally:
         con.close()
     return runs, ran
+
+
+def _stopped_line(experiment_id: str, how: str, finished: int, to_go: int) -> str:
+    """What an interrupted experiment says: how many of its runs to go finished, or that all did
+    (the signal came once every run was under way)."""
+    if finished == to_go:
+        return (f"experiment {experiment_id} interrupted by {how} once every run had started: "
+                f"all {to_go} runs finished and are kept; the same personahub experiment command "
+                "prints its tables")
+    return (f"experiment {experiment_id} interrupted by {how} after {finished} of the {to_go} "
+            "runs to go; the same personahub experiment command goes on (finished runs are kept)")
 
 
 def _each(tasks: list[Callable[[], str | None]], parallel: int, db: Path,
@@ -278,38 +296,111 @@ def _signals_as_flags(runs: int, finished: list[str]) -> Iterator[list[type[Keyb
 
 def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: int,
               settings: str, *, db: Path, llm: str, options: dict[str, Any],
-              on_run: Callable[[str, int, str], None] | None) -> str:
+              on_run: Callable[[str, int, str], None] | None,
+              earlier: dict[tuple[str, int], _Earlier]) -> str:
     """Run one arm x replicate between worlds and link it; returns the run id."""
     experiment_id = experiment.id or scenario.name
     seed = scenario.seed + replicate
     config = RunConfig(scenario=arm_scenario(scenario, arm), db=db, llm=llm, seed=seed, **options)
-    summary = _run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate {replicate}")
+    run_id = _slot_run(config, f"experiment {experiment_id}, arm {arm.name!r} replicate "
+                               f"{replicate}", _Slot(experiment_id, arm.name, replicate, settings),
+                       earlier.get((arm.name, replicate)))
     con = connect(db)
     try:
-        record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+        record_arm_run(con, experiment_id, arm.name, replicate, seed, run_id,
                        arm is experiment.control, settings)
     finally:
         con.close()
     if on_run is not None:
-        on_run(arm.name, replicate, summary.run_id)
-    return str(summary.run_id)
+        on_run(arm.name, replicate, run_id)
+    return run_id
 
 
 def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
                  done: dict[tuple[str, int], str], *, db: Path, llm: str,
                  options: dict[str, Any],
-                 on_run: Callable[[str, int, str], None] | None) -> str | None:
+                 on_run: Callable[[str, int, str], None] | None,
+                 earlier: dict[tuple[str, int], _Earlier]) -> str | None:
     """Run a within-world replicate and tell on_run (arm "all")."""
-    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options)
+    run_id = _run_within(scenario, experiment, replicate, done, db=db, llm=llm, options=options,
+                         earlier=earlier.get((WITHIN, replicate)))
     if run_id is not None and on_run is not None:
         on_run("all", replicate, run_id)
     return run_id
 
 
-def _run(config: RunConfig, where: str) -> RunSummary:
-    """Run one simulation; a stop message points at the experiment command, not the run's."""
+@dataclass(frozen=True)
+class _Slot:
+    """The arm x replicate a run is for (arm WITHIN: a within-world replicate's one run)."""
+
+    experiment_id: str
+    arm: str
+    replicate: int
+    settings: str
+
+
+WITHIN = "*"
+
+
+@dataclass(frozen=True)
+class _Earlier:
+    """The run an arm x replicate last started, with the settings it was started with and its
+    status when this invocation began."""
+
+    run_id: str
+    settings: str
+    status: str
+
+
+def _earlier_runs(con: duckdb.DuckDBPyConnection,
+                  experiment_id: str) -> dict[tuple[str, int], _Earlier]:
+    """Each arm x replicate's last started run (read after connect marked any left running with
+    no process interrupted)."""
+    found = {}
+    for arm, replicate, run_id, settings in attempts(con, experiment_id):
+        job = find_job(con, run_id)
+        if job is not None and job.kind == "run":
+            found[arm, replicate] = _Earlier(run_id, settings, job.status)
+    return found
+
+
+def _slot_run(config: RunConfig, where: str, slot: _Slot, earlier: _Earlier | None) -> str:
+    """The id of the slot's finished run: the one an earlier invocation started, finished now
+    (resumed from its last committed step, with its arm's scenario) or already (stopped before
+    it was linked); else a new one's. An unfinished one of other settings is superseded."""
+    resume = None
+    if earlier is not None and earlier.settings != slot.settings:
+        if earlier.status in UNFINISHED:
+            _supersede(config.db, earlier.run_id)
+    elif earlier is not None and earlier.status == "finished":
+        return earlier.run_id
+    elif earlier is not None and earlier.status in UNFINISHED:
+        resume = earlier.run_id
+    return str(_run(config, where, resume=resume, slot=slot).run_id)
+
+
+def _supersede(db: Path, run_id: str) -> None:
+    con = connect(db)
     try:
-        return run_simulation(config)
+        supersede_jobs(con, [run_id])
+    finally:
+        con.close()
+
+
+def _run(config: RunConfig, where: str, *, resume: str | None = None,
+         slot: _Slot | None = None) -> RunSummary:
+    """Run one simulation, or go on with ``resume`` (given the arm's scenario, which the file
+    alone cannot rebuild); a new run is noted for its slot in the transaction that records it,
+    so no kill leaves a run the next invocation cannot find. A stop message points at the
+    experiment command, not the run's."""
+
+    def noted(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        if slot is not None:
+            record_attempt(con, slot.experiment_id, slot.arm, slot.replicate, run_id,
+                           slot.settings)
+
+    try:
+        return run_simulation(config, resume=resume, on_record=noted)
     except ResumableStop as exc:
         if isinstance(exc, AwaitingResults):
             raise
@@ -320,7 +411,7 @@ def _run(config: RunConfig, where: str) -> RunSummary:
 
 def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
                 done: dict[tuple[str, int], str], *, db: Path, llm: str,
-                options: dict[str, Any]) -> str | None:
+                options: dict[str, Any], earlier: _Earlier | None = None) -> str | None:
     """Run a within-world replicate unless finished, record its randomisation, link every arm.
 
     Returns the new run's id, or None when it had finished."""
@@ -336,23 +427,24 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
     seed = scenario.seed + replicate
     config = RunConfig(scenario=within_scenario(scenario, experiment), db=db, llm=llm, seed=seed,
                        **options)
-    summary = _run(config, f"experiment {experiment_id}, replicate {replicate} (one world)")
+    run_id = _slot_run(config, f"experiment {experiment_id}, replicate {replicate} (one world)",
+                       _Slot(experiment_id, WITHIN, replicate, settings), earlier)
     con = connect(db)
     try:
-        personas, graph = restore_society(con, summary.run_id)
+        personas, graph = restore_society(con, run_id)
         ids = [p.persona_id for p in personas]
         labels = strata(ids, [p.attributes for p in personas],
                         graph.to_networkx() if experiment.stratify == STRATIFY_COMMUNITY else None,
                         experiment.stratify, seed)
         arm_of = assign_arms(ids, [a.name for a in experiment.arms], seed, labels)
-        record_arm_agents(con, experiment_id, replicate, summary.run_id,
+        record_arm_agents(con, experiment_id, replicate, run_id,
                           [(pid, position + 1, arm_of[pid]) for position, pid in enumerate(ids)])
         for arm in experiment.arms:  # last, as these rows mark the replicate finished
-            record_arm_run(con, experiment_id, arm.name, replicate, seed, summary.run_id,
+            record_arm_run(con, experiment_id, arm.name, replicate, seed, run_id,
                            arm is experiment.control, settings)
     finally:
         con.close()
-    return str(summary.run_id)
+    return run_id
 
 
 def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,

@@ -585,11 +585,62 @@ class Calibration(Job):
     def verdict(self) -> list[str]:
         """The scores in plain sentences, as the command prints them.
 
-        The winner overall and per attribute, the model between ceiling and floor, and warnings.
+        The winner overall and per attribute, the model between ceiling and floor, warnings, and
+        the model's ranking (top option against chance, rank correlation).
         """
+        from personahub.analysis.calibration_ranking import ranking_verdict
         from personahub.analysis.calibration_verdict import verdict
 
-        return verdict(self.scores(), self._seed())
+        return verdict(self.scores(), self._seed()) + ranking_verdict(self.ranking())
+
+    def ranking(self, per: str = "source") -> pd.DataFrame:
+        """Ranking alignment: does each source choose what people choose most, and rank the
+        options as they do?
+
+        Args:
+            per: ``source`` (default): per source, top-option hits against chance and the mean
+                Kendall tau, each with its one-sided p; ``pair``: one row per question x group
+                and source.
+
+        Returns:
+            The table (docs/calibration.md, "Ranking").
+        """
+        from personahub.analysis.calibration_ranking import (
+            ranking_cells,
+            ranking_summary,
+            stored_survey,
+        )
+        from personahub.core.errors import UsageError
+        from personahub.core.store import connect
+
+        if per not in ("source", "pair"):
+            raise UsageError(f"ranking(per={per!r}): use 'source' or 'pair'")
+        con = connect(self.db, read_only=True)
+        try:
+            cells = ranking_cells(self.scores(), stored_survey(con, self.job_id))
+        finally:
+            con.close()
+        return cells if per == "pair" else ranking_summary(cells)
+
+    def profile(self) -> dict[str, Any] | None:
+        """The survey profile a ``fit=True`` calibration chose (None without one).
+
+        Returns:
+            Its method, steering, temperature, params, examples, model and every configuration
+            tried with its training score (``candidates``), and the folds (question id to fold;
+            fold 0 is held out).
+        """
+        from personahub.analysis import calibration_store
+        from personahub.core.store import connect
+
+        con = connect(self.db, read_only=True)
+        try:
+            row = calibration_store.profile_row(con, self.job_id)
+            if row is not None:
+                row["folds"] = calibration_store.fold_rows(con, self.job_id)
+            return row
+        finally:
+            con.close()
 
     def answers(self) -> pd.DataFrame:
         """Every answer the calibration collected.

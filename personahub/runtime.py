@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from personahub.core.commit import ProgressHook
 from personahub.core.contracts import StructuredCaller
-from personahub.core.kernel import Executor, JobResult, JobSpec, registered, run_job, spec_for
+from personahub.core.kernel import (
+    Executor,
+    JobResult,
+    JobSpec,
+    RecordHook,
+    registered,
+    run_job,
+    spec_for,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -81,11 +89,12 @@ def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | 
         on_ready: Callable[[StructuredCaller | None], None] | None = None,
         on_start: Callable[[str, bool], None] | None = None,
         warn: Callable[[str], None] | None = None,
-        con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
+        con: duckdb.DuckDBPyConnection | None = None,
+        on_record: RecordHook | None = None) -> JobResult[S]:
     """Run or resume one job with the standard model layer and executors."""
     return run_job(spec, config, db, models=StandardModels(client, warn), executor=executor_for,
                    resume=resume, fresh=fresh, progress=progress, on_ready=on_ready,
-                   on_start=on_start, con=con)
+                   on_start=on_start, con=con, on_record=on_record)
 
 
 def stored_job(db: str | Path, job_id: str) -> JobRow | None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 # A live persona is one not flagged as a duplicate; other owners join SURVIVORS as a subquery.
 _LIVE = "NOT coalesce(is_duplicate, false)"
 SURVIVORS = f"SELECT persona_id, text, seq FROM personas WHERE {_LIVE}"
+#: every persona's id, text and attributes (as JSON text), for a query of another family to join
+PERSONA_TEXTS = "SELECT persona_id, text, CAST(attributes AS VARCHAR) AS attributes FROM personas"
 
 
 def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:

@@ -13,11 +13,16 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from personahub.analysis.calibration_store import answer_totals, answered_keys, answers_by_steering
+from personahub.analysis.calibration_store import (
+    answer_totals,
+    answered_keys,
+    answers_by_steering,
+    fold_rows,
+)
 from personahub.analysis.survey import Question
 from personahub.analysis.survey_read import read_survey
 from personahub.core.contracts import StructuredCaller, StructuredResult
@@ -56,6 +61,17 @@ from personahub.pipelines.calibrate_data import (
     select,
     survey_sha1,
 )
+from personahub.pipelines.calibrate_fit import (
+    FOLDS,
+    MIN_FOLDS,
+    FitCandidate,
+    FitOutcome,
+    candidates,
+    check_fit,
+    fit_ask_count,
+    fit_asks,
+    fold_split,
+)
 from personahub.pipelines.elicit import check_elicit, find, job_order, parse, parse_all
 from personahub.pipelines.elicit.base import (
     Answer,
@@ -72,8 +88,14 @@ from personahub.pipelines.model_fields import EngineFields, check_model_fields
 from personahub.pipelines.prompts.calibration import NO_PERSONA, STEERINGS
 from personahub.pipelines.prompts.population import attribute_lines
 from personahub.pipelines.shipped_spec import ShippedSpec
+from personahub.pipelines.survey_profile import model_name
+
+if TYPE_CHECKING:
+    from personahub.pipelines.calibrate_scores import Scored
 
 LEFT_OUT = "questions_left_out"  # stored with the job: the survey's questions not asked, by why
+FIT_MODEL = "fit_model"  # stored with a fit: the served model it asks (its profile's)
+MAX_FOLDS = 50
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +118,8 @@ class CalibrateConfig(EngineFields):
     elicit: tuple[str, ...] = (SAMPLE,)  # how answers are elicited (pipelines/elicit/)
     dispersion: str = "none"  # "temper": also score the panels tempered (calibration_dispersion)
     archetypes: tuple[int, ...] = ()  # K values: one call per archetype (calibrate_archetypes.py)
+    fit: bool = False  # choose a survey profile on training folds, score it held out (calibrate_fit)
+    folds: int = FOLDS  # --fit: the folds the questions are dealt into (fold 0 is held out)
     batch_size: int = engine(256)
 
     def __post_init__(self) -> None:
@@ -120,6 +144,13 @@ class CalibrateConfig(EngineFields):
             raise UsageError("--steering: a steering is given twice")
         if self.dispersion not in ("none", "temper"):
             raise UsageError(f"--dispersion {self.dispersion!r}: use none or temper")
+        check_int(self.folds, "--folds", low=MIN_FOLDS, high=MAX_FOLDS)
+        if self.fit and self.archetypes:
+            raise UsageError("--fit chooses how each agent is asked; --archetypes is scored "
+                             "without it: give one of them")
+        if self.fit and self.dispersion != "none":
+            raise UsageError("--fit fits its own temperature on the training folds; leave out "
+                             "--dispersion")
         check_int(self.n, "--n", low=1, high=MAX_GROUP_N)
         if self.no_persona_n is not None:
             check_int(self.no_persona_n, "--no-persona-n", low=0, high=MAX_GROUP_N)
@@ -226,6 +257,10 @@ class CalibrationSummary:
     temperatures: pd.DataFrame = field(default_factory=pd.DataFrame)  # --dispersion temper
     # the questions each source scored (a few-shot or logprobs row leaves some out)
     question_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fit: FitOutcome | None = None  # --fit: what it chose on the training folds
+    standings: pd.DataFrame = field(default_factory=pd.DataFrame)  # model rows vs baselines
+    # top-option accuracy and rank correlation per question x group, per source
+    ranking: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def failed(self) -> int:
@@ -244,8 +279,9 @@ class CalibrationState:
     summary: CalibrationSummary
     archetypes: dict[int, tuple[list[str], Any]] = field(default_factory=dict)  # K -> grouping
     # the job's methods in asking and scoring order: sampled first, then --elicit's order, then
-    # --archetypes'
+    # --archetypes' (--fit: its configurations)
     methods: tuple[ElicitMethod, ...] = ()
+    folds: dict[str, int] = field(default_factory=dict)  # --fit: each question's fold
 
 
 def _state(ctx: JobContext[CalibrateConfig]) -> CalibrationState:
@@ -314,17 +350,28 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                 f"--population {config.population}: no persona matches any group of "
                 f"{config.survey} (personas need demographics: personas sample-population, or "
                 "an attribute table import; docs/calibration.md)")
-        for method in parse_all(config.elicit):  # K too large: one line, nothing asked
-            method.held_out(selected.questions, config.seed)
+        folds: dict[str, int] = {}
+        if config.fit:  # a method or --folds the fit cannot take: one line, nothing asked
+            check_fit(parse_all(config.elicit), selected.questions, config.folds)
+            folds = (fold_rows(ctx.con, ctx.job_id) if ctx.resumed
+                     else fold_split(selected.questions, config.folds, config.seed))
+        else:
+            for method in parse_all(config.elicit):  # K too large: one line, nothing asked
+                method.held_out(selected.questions, config.seed)
         summary = _first_summary(ctx, selected, panels, len(everyone))
         if not ctx.resumed:
             summary.weighting = survey.weighting
         personas = profiles(everyone)
         groupings = {k: grouping(personas, k, config.seed) for k in config.archetypes}
-        methods = (*job_order(parse_all(config.elicit)),
-                   *(ArchetypeMethod(k, len(grouped)) for k, (_, grouped) in groupings.items()))
+        methods: tuple[ElicitMethod, ...] = (
+            *job_order(parse_all(config.elicit)),
+            *(ArchetypeMethod(k, len(grouped)) for k, (_, grouped) in groupings.items()))
+        if config.fit:
+            methods = tuple(FitCandidate(config=c) for c in candidates(
+                parse_all(config.elicit), config.steering, selected.survey, selected.groups,
+                folds, config.seed))
         ctx.state = CalibrationState(selected, panels, personas, summary, archetypes=groupings,
-                                     methods=methods)
+                                     methods=methods, folds=folds)
         if not ctx.resumed:  # a plan too large is refused before anything is recorded
             check_plan(self._planned(ctx), "calibrate", "--n, --no-persona-n, --question, "
                                                         "--attribute or --limit")
@@ -337,11 +384,15 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                "n": config.n, "no_persona_n": config.asks_without_persona,
                "steering": json.dumps(list(config.steering)),
                "offer_refusal": config.offer_refusal, "llm": ctx.caller.label}
-        return BatchOutcome(rows={"calibration_jobs": [job],
-                                  "calibration_questions": question_rows(ctx.job_id, state.selected),
-                                  "calibration_human": human_rows(ctx.job_id, state.selected),
-                                  "calibration_panels": group_rows(ctx.job_id, state.panels)},
-                            calls=self._probe(ctx))
+        rows = {"calibration_jobs": [job],
+                "calibration_questions": question_rows(ctx.job_id, state.selected),
+                "calibration_human": human_rows(ctx.job_id, state.selected),
+                "calibration_panels": group_rows(ctx.job_id, state.panels)}
+        if config.fit:
+            ctx.stored[FIT_MODEL] = model_name(ctx.caller)
+            rows["calibration_folds"] = [{"job_id": ctx.job_id, "question_id": qid, "fold": fold}
+                                         for qid, fold in state.folds.items()]
+        return BatchOutcome(rows=rows, calls=self._probe(ctx))
 
     def _probe(self, ctx: JobContext[CalibrateConfig]) -> list[StructuredResult[Any]]:
         """Make one ask of each method that needs a capability a server may lack (logprobs) first,
@@ -374,8 +425,13 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
 
     def _asks(self, ctx: JobContext[CalibrateConfig]) -> list[Ask]:
         """Plan every ask in order: per question, each method's (the sample method's per steering
-        and panel persona), then the no-persona asks.
+        and panel persona), then the no-persona asks (--fit: calibrate_fit.fit_asks).
         """
+        state = _state(ctx)
+        if ctx.config.fit:
+            return fit_asks(self._plans(ctx), [m.config for m in state.methods
+                                               if isinstance(m, FitCandidate) and m.config],
+                            state.folds, ctx.config.asks_without_persona)
         held = self._held_out(ctx)
         asks: list[Ask] = []
         for plan in self._plans(ctx):
@@ -389,6 +445,10 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         """Count the asks _asks returns without making them (a plan too large to hold is refused
         before it is made)."""
         state, config = _state(ctx), ctx.config
+        if config.fit:
+            return fit_ask_count(self._plans(ctx), [m.config for m in state.methods
+                                                    if isinstance(m, FitCandidate) and m.config],
+                                 state.folds, config.asks_without_persona)
         held = self._held_out(ctx)
         return sum(sum(m.ask_count(plan, held[m.label]) for m in state.methods)
                    + config.asks_without_persona for plan in self._plans(ctx))
@@ -406,6 +466,12 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         pairs = [(qid, g.key) for qid in state.selected.questions
                  for g in state.selected.groups[qid] if state.panels.get(g.key)]
         summary.cells = {}
+        if ctx.config.fit:  # each configuration, on the questions it does not show
+            for method in state.methods:
+                shown = {e.question_id for e in method.config.examples} if isinstance(
+                    method, FitCandidate) and method.config else set()
+                summary.cells[method.label] = sum(1 for qid, _ in pairs if qid not in shown)
+            return
         chosen = parse_all(ctx.config.elicit)  # in --elicit's order, then the archetype rows
         for method in (*chosen, *state.methods[len(chosen):]):
             shown = set(method.held_out(state.selected.questions, ctx.config.seed))
@@ -463,7 +529,12 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
 
     def summary(self, ctx: JobContext[CalibrateConfig]) -> CalibrationSummary:
         """Score the answers (replacing the job's earlier scores) and sum the job up."""
-        from personahub.analysis.calibration_verdict import intervals, verdict
+        from personahub.analysis.calibration_ranking import (
+            ranking_cells,
+            ranking_summary,
+            ranking_verdict,
+        )
+        from personahub.analysis.calibration_verdict import intervals, standings, verdict
         from personahub.pipelines.calibrate_questions import questions_per_row
         from personahub.pipelines.calibrate_scores import (
             dispersion_table,
@@ -487,7 +558,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         for row, count in by_steering.items():
             method = methods.get(row, row)
             summary.answered_calls[method] = summary.answered_calls.get(method, 0) + count
-        scored = score_job(ctx.con, ctx.job_id)
+        scored = self._fitted(ctx) if ctx.config.fit else score_job(ctx.con, ctx.job_id)
         summary.per_attribute = per_attribute(scored.summary)
         summary.overall_per_group = per_attribute(scored.summary, overall="per-group").head(1)
         summary.dispersion = dispersion_table(scored.summary)
@@ -497,10 +568,14 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.question_counts = questions_per_row(scored.scores)
         summary.verdict = verdict(scored.scores, ctx.config.seed)
         summary.intervals = intervals(scored.scores, ctx.config.seed)
+        summary.standings = standings(scored.scores, ctx.config.seed)
+        summary.ranking = ranking_summary(ranking_cells(scored.scores, _state(ctx).selected.survey))
+        summary.verdict += ranking_verdict(summary.ranking)
         summary.panel_intervals = panel_intervals_of(
             scored.scores, _state(ctx).selected.survey, ctx.config.seed)
-        summary.logprobs_temperature = logprobs_temperature(ctx.con, ctx.job_id)
-        if LOGPROBS in ctx.config.elicit:
+        summary.logprobs_temperature = (None if ctx.config.fit
+                                        else logprobs_temperature(ctx.con, ctx.job_id))
+        if LOGPROBS in ctx.config.elicit and not ctx.config.fit:
             summary.logprobs_fit_questions = len(parse(LOGPROBS).held_out(
                 _state(ctx).selected.questions, ctx.config.seed))
         if ctx.config.archetypes:
@@ -509,12 +584,28 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         summary.batches = self.batches_line(ctx)
         return summary
 
+    def _fitted(self, ctx: JobContext[CalibrateConfig]) -> Scored:
+        """Choose the survey profile on the training folds, store it, and score it held out."""
+        from personahub.pipelines.calibrate_fit import score_fit
+
+        state, config = _state(ctx), ctx.config
+        scored, state.summary.fit = score_fit(
+            ctx.con, ctx.job_id, survey=state.selected.survey, groups=state.selected.groups,
+            panels=state.panels,
+            configs=[m.config for m in state.methods if isinstance(m, FitCandidate) and m.config],
+            folds=state.folds, k=config.folds, no_persona_n=config.asks_without_persona,
+            seed=config.seed, model=str(ctx.stored.get(FIT_MODEL) or model_name(ctx.caller)),
+            llm=ctx.caller.label)
+        return scored
+
     def stop_note(self, ctx: JobContext[CalibrateConfig]) -> str:
         answered, _ = answer_totals(ctx.con, ctx.job_id)
         return f" ({answered} of {_state(ctx).summary.asks} answers written)"
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
         """What the job did and its per-attribute representativeness, as console lines."""
+        from personahub.analysis.calibration_ranking import ranking_lines
+        from personahub.pipelines.calibrate_fit import fit_lines, held_out_title
         from personahub.pipelines.calibrate_questions import left_out_lines, question_count_lines
         from personahub.pipelines.calibrate_scores import (
             dispersion_lines,
@@ -544,8 +635,13 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             lines.append(f"{len(summary.small_groups)} groups with fewer personas than --n: "
                          f"{', '.join(summary.small_groups[:6])}"
                          + (" ..." if len(summary.small_groups) > 6 else ""))
-        lines += elicit_lines(summary)
-        lines += table_lines(summary.per_attribute)
+        if summary.fit is None:
+            lines += elicit_lines(summary)
+            lines += table_lines(summary.per_attribute)
+        else:
+            lines += fit_lines(summary.fit, summary.intervals, summary.standings,
+                               calls=summary.calls, answered=summary.answered_calls)
+            lines += table_lines(summary.per_attribute, held_out_title(summary.fit))
         lines += overall_lines(summary.per_attribute, summary.overall_per_group)
         lines += question_count_lines(summary.question_counts)
         lines += dispersion_lines(summary.dispersion, summary.sd_per_question)
@@ -553,6 +649,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         lines += size_lines(summary.panel_sizes)
         lines += interval_lines(summary.panel_intervals, summary.intervals)
         lines += price_lines(summary.price)
+        lines += ranking_lines(summary.ranking)
         if summary.verdict:
             lines += [f"verdict: {summary.verdict[0]}", *(f"  {v}" for v in summary.verdict[1:])]
         if summary.batches:
@@ -560,6 +657,8 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         if summary.failed:
             lines.append(f"resume to ask the failed ones again: {self.resume_hint(summary.job_id, db)}")
         lines.append(f"  personahub report --calibration {summary.job_id} --db {db} --out report/")
+        if summary.fit is not None:
+            lines.append(f"  personahub run SCENARIO --survey-profile {summary.job_id} --db {db}")
         return lines
 
 

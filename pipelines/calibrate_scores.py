@@ -49,7 +49,7 @@ __all__ = ["DISPERSION_CONTROLS", "OVERALL", "SCORE_COLUMNS", "Scored", "dispers
            "dispersion_table", "logprobs_temperature", "per_attribute",
            "elicit_lines", "fitted_temperatures", "interval_lines", "overall_lines", "panel_intervals_of",
            "panel_sizes_of", "sd_by_question",
-           "score_job", "size_lines", "source_label",
+           "score_job", "size_lines", "source_label", "store_scores",
            "summarise_job", "table_lines", "temperature_lines"]
 
 SCORE_COLUMNS = ["question_id", "attribute", "group", "source", "steering", "metric", *SCORES,
@@ -324,7 +324,11 @@ def summarise_job(scores: pd.DataFrame) -> pd.DataFrame:
 
 def score_job(con: duckdb.DuckDBPyConnection, job_id: str) -> Scored:
     """Score a job's answers and store the scores and their means (replacing earlier ones)."""
-    scores = score_tables(con, job_id)
+    return store_scores(con, job_id, score_tables(con, job_id))
+
+
+def store_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: pd.DataFrame) -> Scored:
+    """Store a job's scores (in SCORE_COLUMNS) and their means, replacing earlier ones."""
     summary = summarise_job(scores)
     store.replace_scores(con, job_id, _records(scores, job_id, {"group": "grp"}),
                          _records(summary, job_id, {"group": "grp"}))
@@ -434,6 +438,13 @@ def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
             "(Calibration.per_attribute(overall='per-group')): " + ", ".join(cells)]
 
 
+def _no_panel(steering: str) -> bool:
+    """Whether a model row has no panel of answers to size or redraw: a stated distribution, a
+    tempered panel, or a fit's profile (expected shares).
+    """
+    return stated_row(steering) or steering.endswith(TEMPERED) or steering == store.FITTED_ROW
+
+
 def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
     """Effective panel sizes of the model rows that have a panel (a stated distribution has none).
     """
@@ -441,8 +452,7 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
 
     sizes = panel_sizes(scores)
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
-    stated = {source_label(MODEL, s, steerings) for s in steerings
-              if stated_row(s) or s.endswith(TEMPERED)}
+    stated = {source_label(MODEL, s, steerings) for s in steerings if _no_panel(s)}
     return sizes[~sizes["who"].isin(stated)].reset_index(drop=True)
 
 
@@ -451,7 +461,7 @@ def panel_intervals_of(scores: pd.DataFrame, survey: Survey, seed: int) -> pd.Da
     from personahub.analysis.calibration_verdict import panel_intervals
 
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
-    skip = [s for s in steerings if stated_row(s) or s.endswith(TEMPERED)]
+    skip = [s for s in steerings if _no_panel(s)]
     return panel_intervals(scores, survey, seed, skip=skip)
 
 

@@ -127,10 +127,10 @@ class ShippedKind:
 
 _RUN_LOG = ("runs", "run_agents", "run_archetypes", "run_agent_archetypes", "steps", "emissions",
             "messages", "run_edges", "events", "interventions", "survey_answers", "agent_states",
-            "decisions", "experiments", "experiment_agents")
+            "decisions", "experiments", "experiment_attempts", "experiment_agents")
 _CALIBRATION = ("calibration_jobs", "calibration_questions", "calibration_human",
                 "calibration_panels", "calibration_answers", "calibration_scores",
-                "calibration_summary")
+                "calibration_summary", "calibration_folds", "calibration_profiles")
 _EVALUATION = ("eval_item_sets", "eval_items", "eval_splits", "eval_contamination",
                "eval_answers", "eval_verified", "eval_equivalence")
 

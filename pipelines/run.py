@@ -12,10 +12,12 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
@@ -23,11 +25,12 @@ from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
-from personahub.core.kernel import BatchOutcome, JobContext, engine, register
+from personahub.core.kernel import BatchOutcome, JobContext, engine, register, unfinished_twins
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB, connect
 from personahub.core.validate import check_int, check_optional_number, check_seed
 from personahub.models.cache import check_replay_file
+from personahub.models.endpoint_specs import served_models
 from personahub.models.settings import DEFAULT_MAX_RETRIES, LLMSettings
 from personahub.personas.expand import ExpansionIncomplete
 from personahub.personas.gate_labels import spec_is_offline
@@ -38,7 +41,9 @@ from personahub.personas.store import upsert_personas
 from personahub.pipelines.expand import EXPANSION, ExpandConfig
 from personahub.pipelines.model_fields import EngineFields
 from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
-from personahub.sim import runner, store
+from personahub.pipelines.survey_profile import SurveyProfile, load_profile
+from personahub.sim import population_setup, runner, store
+from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_refusal
 from personahub.sim.heap import RunHeap
 from personahub.sim.scenario import (
     Scenario,
@@ -49,6 +54,8 @@ from personahub.sim.scenario import (
 )
 from personahub.sim.society import SocietyModel, StepResult
 from personahub.sim.steering import Steering
+
+SOCIETIES = ("agents", "columns", "auto")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,9 +72,14 @@ class RunConfig(EngineFields):
     seed: int | None = None
     archetypes: int | None = None  # overrides the scenario's
     archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
+    survey_profile: str | None = None  # a fitted calibration answering every choice survey
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
     include_ungated: bool = False  # a hub source also draws personas the gate did not pass
+    # agents: one Mesa agent object per persona; columns: the population in column shards (a run
+    # with archetypes whose scenario fits, sim/column_society.py); auto: columns when it fits
+    society: str = "agents"
+    shards: int | None = engine(None)  # column shards (default: one locally, --ray-workers on Ray)
     db: Path = engine(Path(DEFAULT_DB))
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
@@ -91,6 +103,13 @@ class RunConfig(EngineFields):
             check_int(self.steps, "--steps", low=1, high=MAX_STEPS)
         if self.archetypes is not None:
             check_int(self.archetypes, "--archetypes", low=1)
+        if self.society not in SOCIETIES:
+            raise UsageError(f"--society must be one of {', '.join(SOCIETIES)}, "
+                             f"got {self.society!r}")
+        if self.shards is not None:
+            check_int(self.shards, "shards", low=1)
+        if self.survey_profile is not None and not str(self.survey_profile).strip():
+            raise UsageError("--survey-profile: give the id of a calibration fitted with --fit")
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
             if self.scenario is not None and (self.archetypes is None
@@ -166,7 +185,7 @@ class Taken:
     """A step as its batch returns it: the result (which carries the step's calls) and when the
     step started."""
 
-    result: StepResult
+    result: StepResult | ColumnStep
     started_at: dt.datetime
 
 
@@ -180,10 +199,13 @@ class RunState:
     world: str = ""
     started: float = field(default_factory=time.perf_counter)
     committed: int = 0
-    model: SocietyModel | None = None
+    model: SocietyModel | ColumnSociety | None = None
     indexes: IndexesByKind | None = None
     heap: RunHeap | None = None
     personas_note: str | None = None  # the hub draw's shortfall
+    columns: bool = False  # the population lives in column shards
+    held: ExitStack = field(default_factory=ExitStack)  # what lives as long as the run (actors)
+    profiles: dict[str, SurveyProfile] = field(default_factory=dict)  # by survey id
 
     @property
     def scenario_now(self) -> Scenario:
@@ -258,19 +280,34 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 scenario.personas, include_ungated=True))
         personas = None
         notes: list[str] = []
-        if not (ctx.resumed and store.agent_persona_ids(ctx.con, ctx.job_id)):
+        if not (ctx.resumed and store.agent_count(ctx.con, ctx.job_id)):
             with RunHeap():  # many long-lived objects: keep the collector off them
                 personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
                                                          offline=spec_is_offline(ctx.config.llm),
                                                          notes=notes)
         world = runner.check_scenario(scenario, personas)
+        profiles = _profiles(ctx.con, scenario, ctx.config.survey_profile)
+        for survey_id, profile in profiles.items():  # before the client or anything is written
+            profile.check_served(served_models(ctx.config.llm),
+                                 _profile_flag(ctx.config, survey_id))
+            remote = ctx.config.executor != "local" or ctx.config.batch
+            if profile.config.method.probes and remote:
+                raise UsageError(f"{_profile_flag(ctx.config, survey_id)} {profile.job_id}: its "
+                                 f"method ({profile.config.method.label}) reads token "
+                                 "log-probabilities, which --executor ray and --batch cannot")
         ctx.state = RunState(scenario.name, scenario, personas, world,
-                             personas_note=notes[0] if notes else None)
+                             personas_note=notes[0] if notes else None,
+                             columns=_columns(ctx.config, scenario, bool(profiles)),
+                             profiles=profiles)
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
-        """The runs row, and the scenario's personas in the hub."""
+        """The runs row, and the scenario's personas in the hub; a survey profile fitted on
+        another model is refused first.
+        """
         state, config = _state(ctx), ctx.config
+        for survey_id, profile in state.profiles.items():  # a client of one's own, too
+            profile.check_model(ctx.caller, _profile_flag(config, survey_id))
         row = store.run_row(ctx.job_id, scenario=state.name,
                             scenario_path=config.scenario_file or "", llm=ctx.caller.label,
                             steps_planned=config.run_steps)
@@ -285,6 +322,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 _state(ctx).heap = heap
                 yield
         finally:
+            if isinstance(ctx.state, RunState):
+                ctx.state.held.close()
             steering = _steering(ctx)
             if steering is not None:  # tell the live view the run is over
                 state = ctx.state if isinstance(ctx.state, RunState) else None
@@ -311,6 +350,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 state.model.injected.extend(steering.barrier(step))
             yield step
             state.committed = step
+            if state.columns:
+                population_setup.clear_step(ctx.db, ctx.job_id, step)
             store.release_cached_blocks(con)  # keeps memory flat over long runs
             if state.heap is not None:
                 state.heap.settle()
@@ -321,6 +362,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
 
     def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
         """Write the step's rows with its calls; lost actions stop the run before any is written."""
+        if isinstance(result.result, ColumnStep):
+            return _commit_columns(ctx, batch, result.result, result.started_at)
         step = result.result
         errors = [error for _, error in step.failures]
         kept = len(step.emissions) + len(step.answers)
@@ -405,6 +448,32 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
     return settings
 
 
+def unfinished_twins_note(db: str | Path, run_id: str) -> str | None:
+    """A line naming the unfinished runs with a new run's settings (one a kill left, say) and the
+    command that resumes the newest; None when there is none.
+
+    A new run of a scenario is a run of its own, so it is started all the same; the line says
+    what the user may have meant to go on with."""
+    con = connect(db, read_only=True)  # in this process: the running run's own database
+    try:
+        row = find_job(con, run_id)
+        if row is None:
+            return None
+        twins = [j for j in unfinished_twins(RUN, con, RUN.upgrade(dict(row.config)))
+                 if j != run_id]
+        left = find_job(con, twins[0]) if twins else None
+    finally:
+        con.close()
+    if left is None:
+        return None
+    why = left.status + (f": {left.error.splitlines()[0][:160]}" if left.error else "")
+    more = (f" ({len(twins) - 1} more: personahub runs --status {left.status} lists them)"
+            if len(twins) > 1 else "")
+    return (f"run {left.job_id} of this scenario with the same settings is unfinished ({why})"
+            f"{more}; this is a new run, {run_id}; resume that one with "
+            f"{RUN.resume_hint(left.job_id, Path(db))}")
+
+
 def _recorded_llm(db: str | Path, run_id: str) -> str:
     """The redacted model spec a run recorded; "offline" for an unknown job."""
     con = connect(db, read_only=True)
@@ -417,12 +486,21 @@ def _recorded_llm(db: str | Path, run_id: str) -> str:
 
 
 def _reloaded(ctx: JobContext[RunConfig]) -> RunConfig:
-    """A resumed run's config with its scenario reloaded from its verified file."""
+    """A resumed run's config with its scenario reloaded from its verified file, or the scenario
+    the caller gave when it is the run's (an experiment's arm: the file's scenario with the arm's
+    differences, which the file alone cannot rebuild)."""
     config = ctx.config
     recorded = store.run_record(ctx.con, ctx.job_id)
+    steps = recorded.steps_planned if recorded and recorded.steps_planned else config.steps
+    if config.scenario is not None:
+        given = runner.scenario_key(config.scenario)
+        if given != config.scenario_sha256:
+            raise PersonahubError(f"--resume {ctx.job_id}: the scenario given is not the run's "
+                                  f"(sha256 {given[:12]}, the run's "
+                                  f"{(config.scenario_sha256 or '?')[:12]}); start a new run")
+        return dataclasses.replace(config, steps=steps)
     path = runner.verified_scenario_file(ctx.job_id, config.scenario_file, config.scenario_sha256,
                                          recorded.scenario_path if recorded else None)
-    steps = recorded.steps_planned if recorded and recorded.steps_planned else config.steps
     return dataclasses.replace(config, scenario=load_scenario(path), steps=steps)
 
 
@@ -436,10 +514,49 @@ def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
                           "the --llm server (its log says more)")
 
 
+def _columns(config: RunConfig, scenario: Scenario, profiled: bool = False) -> bool:
+    """Whether the run's population lives in column shards (a usage error when asked for one
+    whose scenario does not fit, or whose surveys are answered by a survey profile)."""
+    if config.society == "agents":
+        return False
+    k = config.archetypes if config.archetypes is not None else scenario.archetypes
+    elicit = (config.archetype_elicit if config.archetype_elicit is not None
+              else scenario.archetype_elicit)
+    why = columns_refusal(dataclasses.replace(scenario, archetypes=k),
+                          archetype_sample_size(elicit))
+    if why is None and profiled:
+        why = "a survey answered by a survey profile"
+    if why is not None and config.society == "columns":
+        raise UsageError(f"--society columns: scenario {scenario.name} needs an agent object per "
+                         f"agent ({why}); use --society agents or auto")
+    return why is None
+
+
+def _commit_columns(ctx: JobContext[RunConfig], batch: int, step: ColumnStep,
+                    started_at: dt.datetime) -> BatchOutcome:
+    """Write a column step: its small rows and calls, and its shards' files in bulk."""
+    errors = step.errors
+    kept = step.emissions + step.answers
+    _refuse_lost(batch, errors, kept + len(errors))
+    rows = store.column_step_rows(ctx.job_id, step, started_at)
+
+    def then() -> None:
+        store.commit_step_files(ctx.con, ctx.job_id, step.step, step.files)
+        store.set_steps_done(ctx.con, ctx.job_id, batch)
+
+    return BatchOutcome(rows=rows, calls=[step], asked=kept + len(errors), kept=kept,
+                        errors=errors, label=f"step {batch}",
+                        progress=("step", batch, ctx.config.run_steps), then=then)
+
+
 def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     """Set up the society or read it back, at the last committed step."""
     config, con, run_id = ctx.config, ctx.con, ctx.job_id
     scenario = state.scenario_now
+    representatives = store.archetype_representatives(con, run_id)
+    if state.columns and state.personas is None and representatives:
+        _columns_society(ctx, state, representatives, store.steps_done(con, run_id))
+        return  # a resume reads no agent into this process
     if state.personas is not None:
         reached = _setup(ctx, scenario, state.personas)
         own = runner.own_acquaintances(scenario, state.personas, config.run_seed)
@@ -452,11 +569,18 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     grouping = runner.archetype_grouping(con, run_id, k, agents, config.run_seed)
     elicit = (config.archetype_elicit if config.archetype_elicit is not None
               else scenario.archetype_elicit)
+    if state.columns:
+        assert grouping is not None
+        state.personas = None
+        del agents, graph
+        _columns_society(ctx, state, grouping[1], done)
+        return
     state.model = SocietyModel(scenario=scenario, personas=agents, graph=graph,
                                llm=ctx.caller, run_id=run_id, seed=config.run_seed,
                                runner=ctx.run, world=state.world, chunk_size=config.chunk_size,
                                archetypes=grouping,
-                               archetype_sample=archetype_sample_size(elicit))
+                               archetype_sample=archetype_sample_size(elicit),
+                               survey_answerers=state.profiles)
     state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
                                   texts=store.emission_texts(con))
     if done:
@@ -467,6 +591,45 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     state.committed = ctx.done_before = done
     if state.heap is not None:
         state.heap.settle()
+
+
+def _columns_society(ctx: JobContext[RunConfig], state: RunState, representatives: list[str],
+                     done: int) -> None:
+    """Start the run's column society at step ``done`` (its agents are in the database)."""
+    config, scenario = ctx.config, state.scenario_now
+    state.indexes = IndexesByKind(max_items=scenario.duplicate_window,
+                                  texts=store.emission_texts(ctx.con))
+    state.model = population_setup.column_society(
+        ctx.con, run_id=ctx.job_id, scenario=scenario, representatives=representatives,
+        done=done, db=ctx.db, llm=ctx.caller, seed=config.run_seed, world=state.world,
+        indexes=state.indexes, chunk_size=config.chunk_size, shards=config.shards,
+        ray_workers=config.ray_workers if config.executor == "ray" else None, held=state.held)
+    state.committed = ctx.done_before = done
+    if state.heap is not None:
+        state.heap.settle()
+def _profile_flag(config: RunConfig, survey_id: str) -> str:
+    """How a refusal names where a survey's profile came from."""
+    return "--survey-profile" if config.survey_profile else f"survey {survey_id!r}: profile"
+
+
+def _profiles(con: duckdb.DuckDBPyConnection, scenario: Scenario,
+              given: str | None) -> dict[str, SurveyProfile]:
+    """The survey profile answering each choice survey, by survey id (--survey-profile: every
+    choice survey's; else the surveys' own profile field); an unknown or unfitted one is refused.
+    """
+    loaded: dict[str, SurveyProfile] = {}
+    out = {}
+    for survey in scenario.surveys:
+        job_id = given if given is not None and survey.answer == "choice" else survey.profile
+        if job_id is None:
+            continue
+        flag = "--survey-profile" if given is not None else f"survey {survey.id!r}: profile"
+        if job_id not in loaded:
+            loaded[job_id] = load_profile(con, job_id, flag)
+        out[survey.id] = loaded[job_id]
+    if given is not None and not out:
+        raise UsageError(f"--survey-profile {given}: the scenario has no choice survey to answer")
+    return out
 
 
 def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Persona]) -> tuple[str, ...]:

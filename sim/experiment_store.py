@@ -1,11 +1,13 @@
 """SQL of the experiment tables and the survey answers an experiment's outcomes read.
 
 An experiment's runs are ordinary runs; experiments links each (experiment, arm, replicate) to
-its finished run, and experiment_agents holds a within-world randomisation.
+its finished run, experiment_attempts to the run it last started, and experiment_agents holds a
+within-world randomisation.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import duckdb
@@ -30,6 +32,26 @@ def record_arm_run(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
     insert_rows(con, "experiments", [{"experiment_id": experiment_id, "arm": arm,
                                       "replicate": replicate, "seed": seed, "run_id": run_id,
                                       "is_control": is_control, "settings": settings}])
+
+
+def record_attempt(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str, replicate: int,
+                   run_id: str, settings: str) -> None:
+    """Note the run an arm x replicate starts, in place of an earlier one (in the caller's
+    transaction: the one that records the run)."""
+    con.execute("DELETE FROM experiment_attempts WHERE experiment_id = ? AND arm = ? "
+                "AND replicate = ?", [experiment_id, arm, replicate])
+    insert_rows(con, "experiment_attempts", [
+        {"experiment_id": experiment_id, "arm": arm, "replicate": replicate, "run_id": run_id,
+         "settings": settings, "started_at": dt.datetime.now(dt.UTC).replace(tzinfo=None)}])
+
+
+def attempts(con: duckdb.DuckDBPyConnection,
+             experiment_id: str) -> list[tuple[str, int, str, str]]:
+    """The run each arm x replicate of an experiment last started: arm, replicate, run id and
+    settings."""
+    return [(str(a), int(r), str(i), str(s)) for a, r, i, s in con.execute(
+        "SELECT arm, replicate, run_id, settings FROM experiment_attempts WHERE experiment_id = ? "
+        "ORDER BY replicate, arm", [experiment_id]).fetchall()]
 
 
 def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replicate: int,

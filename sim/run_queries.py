@@ -115,6 +115,19 @@ def choice_answer_counts(con: duckdb.DuckDBPyConnection,
         [run_id] if where else []).fetchall()
 
 
+def survey_profiles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, list[str]]:
+    """The survey profiles that answered each survey of a run (run --survey-profile), by survey id."""
+    if not run_id:
+        return {}
+    profiles: dict[str, list[str]] = {}
+    for survey_id, profile in con.execute(
+            "SELECT DISTINCT survey_id, content->>'profile' AS profile FROM survey_answers "
+            "WHERE run_id = ? AND content->>'profile' IS NOT NULL ORDER BY ALL",
+            [run_id]).fetchall():
+        profiles.setdefault(str(survey_id), []).append(str(profile))
+    return profiles
+
+
 #: the run-log tables the Python API hands out, with their row order
 _RUN_ROWS = {
     "emissions": "step, agent_id",

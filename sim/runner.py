@@ -221,6 +221,12 @@ def restore_model(con: duckdb.DuckDBPyConnection, model: SocietyModel, run_id: s
     for action, a, b, relation in store.applied_edge_changes(con, run_id, done):
         model.change_edge(action, a, b, relation)
     model.restore(done, store.latest_states(con, run_id, done))
+    restore_indexes(con, run_id, done, indexes)
+
+
+def restore_indexes(con: duckdb.DuckDBPyConnection, run_id: str, done: int,
+                    indexes: IndexesByKind) -> None:
+    """Index the run's kept emissions up to a step, as the near-duplicate check saw them."""
     for rows in store.kept_emissions(con, run_id, done):
         by_kind: dict[str, list[tuple[str, str]]] = {}
         for emission_id, kind, text in rows:

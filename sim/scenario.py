@@ -357,6 +357,9 @@ class Survey:
         low, high: the scale's range.
         audience: who is asked (everyone by default).
         remember: the agent remembers its answer.
+        profile: a choice survey only: the id of a calibration fitted with --fit whose survey
+            profile answers it (each agent's answer drawn from the profile's distribution for
+            it); run --survey-profile sets one for every choice survey.
     """
 
     id: str
@@ -368,6 +371,7 @@ class Survey:
     high: int = 5
     audience: Audience = field(default_factory=Audience)
     remember: bool = False
+    profile: str | None = None
 
     def __post_init__(self) -> None:
         where = f"survey {self.id!r}"
@@ -386,6 +390,11 @@ class Survey:
             _valid(check_int, self.low, f"{where}: low")
             _valid(check_int, self.high, f"{where}: high")
             _check(self.low < self.high, f"{where}: scale needs low < high, got {self.low}..{self.high}")
+        if self.profile is not None:
+            _check(isinstance(self.profile, str) and bool(self.profile.strip()),
+                   f"{where}: profile must be a calibration id, got {self.profile!r}")
+            _check(self.answer == "choice", f"{where}: a survey profile answers choice surveys "
+                                            f"only, not answer={self.answer!r}")
 
 
 @_named_fields
@@ -663,6 +672,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if path.stat().st_size > MAX_TEXT_FILE_BYTES:
         raise ScenarioError(f"scenario file is larger than {MAX_TEXT_FILE_BYTES // MB} MB, not a "
                             f"scenario: {path}")
+    _refuse_nul(path)
     try:
         namespace = runpy.run_path(str(path), run_name=SCENARIO_MODULE)
     except ScenarioError as exc:  # a bad field: still a usage error once the file is named
@@ -679,6 +689,18 @@ def load_scenario(path: str | Path) -> Scenario:
     except ScenarioError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     return dataclasses.replace(scenario, base_dir=path.parent, source=path)
+
+
+def _refuse_nul(path: Path) -> None:
+    """Refuse a file holding a NUL byte, naming where (Python's own error gives no line)."""
+    data = path.read_bytes()
+    at = data.find(b"\0")
+    if at < 0:
+        return
+    line = data.count(b"\n", 0, at) + 1
+    column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+    raise ScenarioError(f"{path}:{line}: not a Python file (a NUL byte at line {line}, column "
+                        f"{column})")
 
 
 def check_steps(scenario: Scenario) -> None:

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import random
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,7 +28,7 @@ from personahub.agents.persona_agent import (
     AgentOutcome,
     run_agents,
 )
-from personahub.agents.prompts.agent import survey_messages
+from personahub.agents.prompts.agent import survey_messages, survey_situation
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.graph import SocialEdges
 from personahub.personas.quality import rejected_row
@@ -48,6 +48,7 @@ from personahub.sim.scenario import (
     ScenarioError,
     Survey,
 )
+from personahub.sim.survey_profiles import Profiled, SurveyAnswerer, drawn_answer
 from personahub.tasks import addressed_kinds, emission_task
 from personahub.tasks.survey import (
     SURVEY_MAX_TOKENS,
@@ -237,6 +238,7 @@ class _Drawn:
     error: str | None = None
     records: tuple[CallRecord, ...] = ()
     cache_entries: tuple[CacheEntry, ...] = ()
+    profile: str | None = None  # the survey profile the archetype's shares came from
 
 
 @dataclass
@@ -267,12 +269,16 @@ class SocietyModel(mesa.Model):
         chunk_size: int = DEFAULT_CHUNK,
         archetypes: tuple[Sequence[int], Sequence[str]] | None = None,
         archetype_sample: int | None = None,
+        survey_answerers: Mapping[str, SurveyAnswerer] | None = None,
     ) -> None:
         """Args:
             archetypes: each agent's archetype and each archetype's representative persona id;
                 None asks every agent itself.
             archetype_sample: sample an archetype's answers from N members (None: its
                 representative states them in one call).
+            survey_answerers: the survey profile answering each choice survey, by survey id:
+                each agent's answer is drawn from the profile's distribution for it (an
+                archetype's shares come from it too).
         """
         super().__init__(seed=seed)
         self.scenario = scenario
@@ -312,6 +318,7 @@ class SocietyModel(mesa.Model):
             self.archetype_of = {a.unique_id: int(x) for a, x in zip(created, labels, strict=True)}
             self.representatives = [self.by_persona[r] for r in reps]
         self.archetype_sample = archetype_sample
+        self.survey_answerers: dict[str, SurveyAnswerer] = dict(survey_answerers or {})
 
     def pooled_survey(self, survey: Survey) -> bool:
         """Whether the survey is asked once per archetype (choice and scale; free text is not)."""
@@ -566,7 +573,11 @@ class SocietyModel(mesa.Model):
         asked_order = prefix_order([tuple(seen.get(asked[i][1].unique_id, [])) for i in own])
         questions = [self._ask(step, survey, agent, seen.get(agent.unique_id, []))
                      for survey, agent in (asked[own[i]] for i in asked_order)]
-        share_calls = [self._ask_shares(step, asked[g[0]][0], [asked[i][1] for i in g], seen)
+        share_calls = [self._profile_shares(step, asked[g[0]][0], [asked[i][1] for i in g],
+                                            seen, self._sampled(step, asked, g)
+                                            if self.archetype_sample is not None else None)
+                       if asked[g[0]][0].id in self.survey_answerers
+                       else self._ask_shares(step, asked[g[0]][0], [asked[i][1] for i in g], seen)
                        if self.archetype_sample is None
                        else self._sample_shares(step, asked[g[0]][0],
                                                 self._sampled(step, asked, g), seen)
@@ -666,17 +677,86 @@ class SocietyModel(mesa.Model):
 
     def _drawn_answer(self, step: int, survey: Survey, agent: SocietyAgent,
                       stated: StructuredResult[Any]) -> _Drawn:
+        answerer = self.survey_answerers.get(survey.id)
+        profile = answerer.profile_id if answerer is not None else None
         if stated.value is None:
             last = stated.records[-1] if stated.records else None
             return _Drawn(None, "archetype call: " + (getattr(last, "error", None)
-                                                      or "no valid answer"))
+                                                      or "no valid answer"), profile=profile)
         values = survey_values(survey.answer, survey.options, survey.low, survey.high)
         rng = derived_rng(self.run_seed, step, agent.persona_id, survey.id)
         value = rng.choices(values, weights=normalised_shares(stated.value.model_dump()))[0]
         schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
         archetype = self.archetype_of[agent.unique_id] if self.archetype_of else None
+        through = f" (survey profile {profile})" if profile else ""
         return _Drawn(schema.model_validate(
-            {"answer": value, "reason": f"drawn from archetype {archetype}'s shares"}))
+            {"answer": value, "reason": f"drawn from archetype {archetype}'s shares{through}"}),
+            profile=profile)
+
+    async def _profile_shares(self, step: int, survey: Survey, members: Sequence[SocietyAgent],
+                              seen: dict[int, list[str]],
+                              sampled: Sequence[SocietyAgent] | None) -> StructuredResult[Any]:
+        """One archetype's shares from the survey's profile: its representative's distribution
+        (shown what its asked members saw and remember), or the mean of its sampled members'.
+        """
+        answerer = self.survey_answerers[survey.id]
+        asked: list[tuple[SocietyAgent, str]] = []
+        if sampled is None:
+            representative = self._archetype(members[0])
+            archetype = self.archetype_of[members[0].unique_id] if self.archetype_of else -1
+            history = self._history(step, members, seen,
+                                    ("survey", survey.id, archetype, self.arm(members[0])))
+            asked.append((representative, survey_situation(
+                persona=representative.persona_text, question=survey.question, world=self.world,
+                arm_world=self.arm_world_of(members[0]), events=history.events,
+                memory=history.memory, budget=self.scenario.prompt_budget)))
+        else:
+            asked += [(agent, self._situation(step, survey, agent,
+                                              seen.get(agent.unique_id, [])))
+                      for agent in sampled]
+        results = await asyncio.gather(*(answerer.shares(
+            survey.question, survey.options, text=agent.persona_text,
+            attributes=agent.persona.attributes, persona_id=agent.persona_id,
+            situation=situation, step=step, caller=self.llm) for agent, situation in asked))
+        records = [r for _, call in results for r in call.records]
+        entries = [e for _, call in results for e in call.cache_entries]
+        given = [shares for shares, _ in results if shares is not None]
+        if not given:
+            return StructuredResult(None, records, cache_entries=entries)
+        mean = np.mean(np.asarray(given, float), axis=0)
+        schema = share_schema(survey.answer, survey.options, survey.low, survey.high)
+        return StructuredResult(schema(shares=[100.0 * float(v) for v in mean]), records,
+                                cache_entries=entries)
+
+    def _situation(self, step: int, survey: Survey, agent: SocietyAgent,
+                   events: list[str]) -> str:
+        """What the agent's survey prompt would show besides its persona, as prompt sections."""
+        return survey_situation(
+            persona=agent.persona_text, question=survey.question, world=self.world,
+            arm_world=self.arm_world_of(agent), events=events,
+            inbox=[(self.by_persona[m.sender_id].persona_text, m.text) for m in agent.inbox],
+            memory=agent.memory.prompt_lines(step), budget=self.scenario.prompt_budget)
+
+    async def _ask_profiled(self, step: int, survey: Survey, agent: SocietyAgent,
+                            events: list[str]) -> Profiled:
+        """The agent's answer drawn, seeded, from the survey profile's distribution for it."""
+        answerer = self.survey_answerers[survey.id]
+        shares, call = await answerer.shares(
+            survey.question, survey.options, text=agent.persona_text,
+            attributes=agent.persona.attributes, persona_id=agent.persona_id,
+            situation=self._situation(step, survey, agent, events), step=step, caller=self.llm)
+        records, entries = tuple(call.records), tuple(call.cache_entries)
+        if shares is None:
+            last = call.records[-1] if call.records else None
+            return Profiled(None, answerer.profile_id, error="survey profile: " + (
+                getattr(last, "error", None) or "no valid answer"), records=records,
+                cache_entries=entries)
+        rng = derived_rng(self.run_seed, step, agent.persona_id, survey.id, "profile")
+        value = drawn_answer(survey.options, shares, rng)
+        schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
+        return Profiled(schema.model_validate(
+            {"answer": value, "reason": f"drawn from survey profile {answerer.profile_id}"}),
+            answerer.profile_id, tuple(shares), records=records, cache_entries=entries)
 
     def _reflecting(self, step: int) -> list[SocietyAgent]:
         cfg = self.scenario.memory
@@ -696,7 +776,9 @@ class SocietyModel(mesa.Model):
             agent.touch()
 
     async def _ask(self, step: int, survey: Survey, agent: SocietyAgent,
-                   events: list[str], purpose: str = "survey") -> StructuredResult[Any]:
+                   events: list[str], purpose: str = "survey") -> StructuredResult[Any] | Profiled:
+        if survey.id in self.survey_answerers:
+            return await self._ask_profiled(step, survey, agent, events)
         schema = survey_schema(survey.answer, survey.options, survey.low, survey.high)
         if survey.answer == "choice":
             hint = "Choose exactly one of: " + " | ".join(survey.options)
@@ -891,6 +973,11 @@ class SocietyModel(mesa.Model):
                 continue
             content = answer.value.model_dump()
             value = survey_value(content)
+            if isinstance(answer, Profiled):  # which profile answered, and its distribution
+                content["profile"] = answer.profile
+                content["shares"] = dict(zip(survey.options, answer.shares, strict=True))
+            elif isinstance(answer, _Drawn) and answer.profile:
+                content["profile"] = answer.profile
             result.answers.append({
                 "step": step, "survey_id": survey.id, "question": survey.question,
                 "persona_id": agent.persona_id, "agent_id": agent.unique_id,

@@ -19,8 +19,10 @@ import pyarrow as pa
 
 from personahub.core.call_log import call_counts
 from personahub.core.store import insert_columns, scalar
+from personahub.personas.store import PERSONA_TEXTS
 
 if TYPE_CHECKING:
+    from personahub.sim.column_society import ColumnStep
     from personahub.sim.society import StepResult
 
 Rows = dict[str, list[dict[str, Any]]]
@@ -80,6 +82,13 @@ def archetypes_of(con: duckdb.DuckDBPyConnection,
         "SELECT persona_id, archetype FROM run_agent_archetypes WHERE run_id = ?",
         [run_id]).fetchall()}
     return labels, reps
+
+
+def archetype_representatives(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
+    """Each archetype's representative persona id, in archetype order ([] without archetypes)."""
+    return [str(r[0]) for r in con.execute(
+        "SELECT representative FROM run_archetypes WHERE run_id = ? ORDER BY archetype",
+        [run_id]).fetchall()]
 
 
 ARCHETYPE_LINES = 5  # archetypes show names, largest first
@@ -146,6 +155,22 @@ def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | No
         "agent_states": [{"run_id": run_id, "agent_id": a, "step": result.step, "state": state}
                          for a, state in result.states],
         "steps": [step_row],
+    }
+
+
+def column_step_rows(run_id: str, result: ColumnStep, started_at: dt.datetime) -> Rows:
+    """A column step's small rows by table, its steps row last (its shards' rows are files)."""
+    tagged = {"run_id": run_id}
+    return {
+        "events": [{**e, **tagged} for e in result.events],
+        "interventions": [{**x, **tagged} for x in result.interventions],
+        "rejected": list(result.rejected),
+        "steps": [{
+            "run_id": run_id, "step": result.step, "n_active": result.n_active,
+            "n_emissions": result.emissions, "n_messages": 0,
+            "n_failed": sum(result.failures.values()), "n_answers": result.answers,
+            "n_archetype_calls": result.archetype_calls, "n_drawn": result.drawn,
+            "started_at": started_at, "finished_at": _now()}],
     }
 
 
@@ -349,13 +374,15 @@ SURVEY_SHARES = 3  # answers a summary names per survey
 
 
 def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """One line per survey at the last step it was asked: the question and its top answers' shares."""
+    """One line per survey at the last step it was asked: the question, its top answers' shares
+    and, for a survey answered through a survey profile, the profile's id.
+    """
     rows = con.execute("""
         WITH last AS (SELECT survey_id, max(step) AS step FROM survey_answers WHERE run_id = ?
                       GROUP BY 1)
         SELECT a.survey_id, a.step, any_value(a.question),
                coalesce(a.answer_choice, CAST(a.answer_scale AS VARCHAR), a.answer_text, '?'),
-               count(*) AS n
+               count(*) AS n, string_agg(DISTINCT a.content->>'profile', ', ')
         FROM survey_answers a JOIN last USING (survey_id, step)
         WHERE a.run_id = ? GROUP BY 1, 2, 4 ORDER BY 1, n DESC, 4""", [run_id, run_id]).fetchall()
     surveys: dict[str, list[tuple[Any, ...]]] = {}
@@ -365,8 +392,10 @@ def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
     for survey_id, answers in surveys.items():
         total = sum(int(r[4]) for r in answers)
         shares = ", ".join(f"{r[3]} {int(r[4]) / total:.0%}" for r in answers[:SURVEY_SHARES])
+        profiles = sorted({p for r in answers if r[5] for p in str(r[5]).split(", ")})
+        through = f"; answered by survey profile {', '.join(profiles)}" if profiles else ""
         lines.append(f"{survey_id}, step {answers[0][1]}: \"{answers[0][2]}\" {shares} "
-                     f"(of {total} answers)")
+                     f"(of {total} answers{through})")
     return lines
 
 
@@ -378,3 +407,62 @@ def delivered_events(con: duckdb.DuckDBPyConnection,
             in con.execute(f"SELECT step, text, audience, n_recipients, {SOURCE} "
                            "FROM events WHERE run_id = ? ORDER BY step, event_index",
                            [run_id]).fetchall()]
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (COPY takes no parameters)."""
+    return "'" + str(text).replace("'", "''") + "'"
+
+
+def export_population(con: duckdb.DuckDBPyConnection, run_id: str, path: str) -> int:
+    """Write a run's agents (id, persona id, text, attributes, archetype) to one Parquet file in
+    agent-id order, for shards to read their ranges; returns how many."""
+    con.execute(f"""
+        COPY (SELECT a.agent_id, a.persona_id, p.text, p.attributes,
+                     coalesce(x.archetype, 0) AS archetype
+              FROM run_agents a JOIN ({PERSONA_TEXTS}) p USING (persona_id)
+              LEFT JOIN run_agent_archetypes x ON x.run_id = a.run_id
+                   AND x.persona_id = a.persona_id
+              WHERE a.run_id = {_literal(run_id)} ORDER BY a.agent_id)
+        TO {_literal(path)} (FORMAT parquet)""")
+    return agent_count(con, run_id)
+
+
+def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, path: str) -> None:
+    """Write each checkpointed agent's latest state up to a step to one Parquet file."""
+    con.execute(f"""
+        COPY (SELECT agent_id, arg_max(state, step)::VARCHAR AS state FROM agent_states
+              WHERE run_id = {_literal(run_id)} AND step <= {int(done)}
+              GROUP BY agent_id ORDER BY agent_id)
+        TO {_literal(path)} (FORMAT parquet)""")
+
+
+#: the columns a step's shard files hold, per table
+STEP_FILE_COLUMNS: Final = {
+    "emissions": ("emission_id, run_id, step, agent_id, persona_id, kind, content, text, "
+                  "target_persona_id, model, is_duplicate, duplicate_of, archetype"),
+    "survey_answers": ("run_id, step, survey_id, question, persona_id, agent_id, answer_kind, "
+                       "answer_choice, answer_scale, answer_text, content"),
+    "agent_states": "run_id, agent_id, step, state",
+}
+
+
+def commit_step_files(con: duckdb.DuckDBPyConnection, run_id: str, step: int,
+                      files: Mapping[str, Sequence[str]]) -> None:
+    """Insert a step's rows from its shards' Parquet files, in the caller's transaction, and
+    name each event's recipients from the shards' deliveries."""
+    for table, columns in STEP_FILE_COLUMNS.items():
+        paths = list(files.get(table, ()))
+        if paths:
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM "
+                        "read_parquet(?)", [paths])
+    delivered = list(files.get("deliveries", ()))
+    if delivered:
+        con.execute("""
+            UPDATE events SET recipients = d.recipients FROM (
+                SELECT event_index, to_json(list(persona_id ORDER BY agent_id)) AS recipients
+                FROM read_parquet(?) GROUP BY event_index) d
+            WHERE events.run_id = ? AND events.step = ? AND events.event_index = d.event_index""",
+                    [delivered, run_id, step])
+    con.execute("UPDATE events SET recipients = '[]' WHERE run_id = ? AND step = ? "
+                "AND recipients IS NULL", [run_id, step])

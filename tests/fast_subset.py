@@ -115,6 +115,7 @@ def exercised(executed: Mapping[str, Iterable[int]], imported: Iterable[str],
 # leaves the module out and says so.
 EXTRA_ONLY = {
     "personahub.executors.ray_minhash": "ray",
+    "personahub.sim.population_ray": "ray",
 }
 
 

@@ -163,6 +163,13 @@ SKIPPED: dict[str, dict[str, str]] = {
         "personahub calibrate path/to/American_Trends_Panel_W26 --population pop-1a2b3c4d5e --n 20 "
         "--db hub.duckdb --llm http://127.0.0.1:8080/v1":
             "needs an OpinionQA wave the reader downloads, and a model server",
+        "personahub calibrate path/to/American_Trends_Panel_W26 --population pop-1a2b3c4d5e --n 20 "
+        "--fit --elicit distribution --elicit logprobs --elicit few-shot:2 --steering persona "
+        "--steering attributes --db hub.duckdb --llm http://127.0.0.1:8080/v1":
+            "needs an OpinionQA wave the reader downloads, and a model server",
+        "personahub run scenarios/riverside_town.py --survey-profile calib-20261123-101500-a1b2c3 "
+        "--db hub.duckdb --llm http://127.0.0.1:8080/v1":
+            "needs the profile's model server (a profile answers on the model it was fitted on)",
     },
     "docs/models.md": {
         'personahub doctor --llm "http://127.0.0.1:8080/v1?model=local"': MODEL,

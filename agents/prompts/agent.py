@@ -123,6 +123,32 @@ def survey_messages(
                      Context(world, events, inbox, memory, arm_world=arm_world), budget, question)
 
 
+def survey_situation(
+    *,
+    persona: str,
+    question: str,
+    world: str = "",
+    arm_world: str = "",
+    events: Sequence[str] = (),
+    inbox: Sequence[tuple[str, str]] = (),
+    memory: Sequence[str] = (),
+    budget: PromptBudget = DEFAULT_BUDGET,
+) -> str:
+    """Return what an agent's survey prompt shows besides its persona and question (world, events,
+    memory, messages), trimmed as survey_messages trims them, as prompt sections; '' when none.
+
+    A survey profile's elicitation method shows these after the persona, so an answer drawn
+    through a profile still sees what the agent saw and remembers.
+    """
+    fixed = part_tokens(persona) + part_tokens(question)
+    events_text = "\n".join(events)
+    heard = "\n".join(text for _, text in inbox)
+    parts = fit_context(Context(world, events, inbox, memory, arm_world=arm_world), budget,
+                        fixed=fixed, memory_query=f"{events_text}\n{heard}\n{question}")
+    return "\n".join(p for p in (parts["world"], parts["events"], parts["memory"], parts["inbox"])
+                     if p)
+
+
 def reflection_messages(
     *,
     persona: str,

@@ -61,6 +61,16 @@ def calibrate(
                                     "and draw each member's answer from them; scored as row "
                                     "archetypes:K beside the per-agent one, with its price per "
                                     "group (repeat for several K).")] = None,
+    fit: Annotated[bool, typer.Option(
+        "--fit", help="Choose how this model should be asked (each --elicit method that answers "
+                      "for one persona, each --steering, its temperature, few-shot examples) on "
+                      "training folds of the questions, and score the choice on a held-out fold "
+                      "the fit never sees; the choice is stored as a survey profile that run "
+                      "--survey-profile answers with.")] = False,
+    folds: Annotated[int | None, typer.Option(
+        "--folds", min=3, max=50, metavar="K",
+        help="With --fit: deal the questions into K folds, seeded; one is held out (default "
+             "3).")] = None,
     question: Annotated[list[str] | None, typer.Option(
         "--question", help="Only this question id (repeat for several).")] = None,
     attribute: Annotated[list[str] | None, typer.Option(
@@ -91,12 +101,20 @@ def calibrate(
     group (representativeness, dispersion, modal agreement) beside the uniform, human-overall
     and no-persona baselines, and print per-attribute representativeness."""
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
+    from personahub.pipelines.calibrate_fit import FOLDS
 
     if resume is None and survey is None:
         missing_argument(ctx, "survey")
     if resume is None and population is None:
         raise UsageError("--population: give a population id (personas sample-population) or "
                          "'all'")
+    if folds is not None and not fit:
+        raise UsageError("--folds deals the questions for --fit; give --fit too")
+    if fit and humans is not None:
+        raise UsageError("--humans corrects a panel's shares; a --fit calibration scores a "
+                         "survey profile: give one of them")
+    if resume is not None and (fit or folds is not None):
+        raise UsageError("--resume JOB_ID takes --fit and --folds from the job; leave them out")
     settings = {**engine.settings(llm=True), **engine.batching()}
     config: CalibrateConfig | dict[str, Any]
     if resume:
@@ -107,7 +125,7 @@ def calibrate(
             survey=survey, population=population, carve=tuple(carve or ()), n=n,
             no_persona_n=no_persona_n, steering=tuple(steering or ("persona",)),
             elicit=tuple(elicit or (SAMPLE,)), dispersion=dispersion,
-            archetypes=tuple(archetypes or ()),
+            archetypes=tuple(archetypes or ()), fit=fit, folds=folds or FOLDS,
             questions=tuple(question or ()), attributes=tuple(attribute or ()), limit=limit,
             offer_refusal=refusal_option, seed=seed,
             **engine.flags.settings(), **settings)
@@ -154,13 +172,24 @@ def _list(db: Path, as_json: bool) -> None:
 
     table = Table(title=f"calibrations in {db} (newest first)")
     table.add_column("job", no_wrap=True)
-    for name in ("status", "seed", "population", "n", "model rep."):
+    for name in ("status", "seed", "population", "n", "model rep.", "survey profile"):
         table.add_column(name)
     for job in listed:
         value = job["representativeness"]
         table.add_row(job["job_id"], job["status"], str(job["seed"]), job["population"],
-                      str(job["n"]), "-" if value is None else f"{value:.3f}")
+                      str(job["n"]), "-" if value is None else f"{value:.3f}"
+                      + (" held out" if job["profile"] else ""), profile_cell(job["profile"]))
     out.print(table)
+
+
+def profile_cell(profile: dict[str, Any] | None) -> str:
+    """A calibration's survey profile in a few words ("-" without one)."""
+    if not profile:
+        return "-"
+    shown = len(profile["examples"])
+    return (f"{profile['method']}, {profile['steering']}, T={profile['temperature']:.3g}"
+            + (f", {shown} example{'s' * (shown != 1)}" if shown else "")
+            + f" ({profile['model']})")
 
 
 def _compare(db: Path, jobs: list[str], as_json: bool) -> None:

@@ -21,10 +21,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from personahub.core.dbcheck import first_line
+from personahub.core.dbcheck import damage_reason, is_damage
+from personahub.core.diskfull import full_disk_text, is_disk_full
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.interrupts import Stopped, exit_code, signal_name, sigterm_as_interrupt
-from personahub.core.store import is_damage
 
 try:  # typer >= 0.22 ships its own copy of click
     from typer._click import exceptions as click_exceptions
@@ -101,7 +101,8 @@ def error_line(message: str) -> None:
 def one_line_errors(func: F) -> F:
     """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
 
-    A UsageError exits 2, like a flag click refuses. SIGTERM acts as an interrupt, so the
+    A UsageError exits 2, like a flag click refuses. A damaged database file and a full disk
+    are one line too, whichever command meets them (exit 1). SIGTERM acts as an interrupt, so the
     run or job it stops is marked interrupted as after Ctrl-C, but exits 143, not 130.
     sys.exit and other BaseExceptions from scenario code also become one line naming the
     scenario's file and line, so scenario code cannot end the program silently.
@@ -116,19 +117,21 @@ def one_line_errors(func: F) -> F:
             error_line(str(exc))
             _stopped_json(func.__name__)
             raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
-        except duckdb.Error as exc:
-            if not is_damage(exc):
-                raise
-            error_line(f"--db {kwargs.get('db', '?')}: the database file is damaged "
-                       f"({first_line(exc)})")
-            raise typer.Exit(1) from None
         except KeyboardInterrupt as exc:
             line = str(exc) if isinstance(exc, Stopped) else f"interrupted by {signal_name(exc)}"
             say((line, "bold red"), to=errors)
             _stopped_json(func.__name__)
             raise typer.Exit(exit_code(exc)) from None
-        except Exception:
-            raise  # a bug: its traceback is what to report
+        except Exception as exc:
+            if isinstance(exc, duckdb.Error) and is_damage(exc):
+                error_line(f"--db {kwargs.get('db', '?')}: the database file is damaged "
+                           f"({damage_reason(exc)}); restore it from a backup or give another --db")
+            elif is_disk_full(exc):
+                error_line(full_disk_text(exc))
+                _stopped_json(func.__name__)
+            else:
+                raise  # a bug: its traceback is what to report
+            raise typer.Exit(1) from None
         except BaseException as exc:  # sys.exit or a BaseException subclass
             from personahub.sim.scenario import raised_text, scenario_frame
 

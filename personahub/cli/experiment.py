@@ -20,7 +20,7 @@ from rich.table import Table
 
 from personahub.cli.common import one_line_errors, out, say
 from personahub.cli.engine import Engine, engine_options
-from personahub.cli.options import ArchetypeElicitOption, DbOption
+from personahub.cli.options import ArchetypeElicitOption, DbOption, SurveyProfileOption
 from personahub.core.plan_limits import MAX_REPLICATES, MAX_STEPS
 from personahub.core.store import DEFAULT_DB
 
@@ -50,6 +50,7 @@ def experiment(
         help="Every arm run asks its surveys and unaddressed actions once per archetype of K "
              "(as run --archetypes; default: the scenario's).")] = None,
     archetype_elicit: ArchetypeElicitOption = None,
+    survey_profile: SurveyProfileOption = None,
     parallel: Annotated[int, typer.Option(
         "--parallel", min=1, metavar="N",
         help="Arm runs under way at once (threads of this process, one database); the tables "
@@ -80,7 +81,7 @@ def experiment(
     watcher = _watcher(scenario, db, experiment_id, replicates, view_port) if view else None
     try:
         result = _run_it(scenario, db, replicates, experiment_id, told, steps, archetypes, compare,
-                         parallel, engine, archetype_elicit)
+                         parallel, engine, archetype_elicit, survey_profile)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -104,12 +105,14 @@ def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: in
 
 def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
-            parallel: int, engine: Engine, archetype_elicit: str | None = None) -> Any:
+            parallel: int, engine: Engine, archetype_elicit: str | None = None,
+            survey_profile: str | None = None) -> Any:
     """The experiment's unfinished runs, then its tables (personahub.experiment)."""
     from personahub.experiments import experiment as run_it
     from personahub.models.client import resolve_spec
 
-    given: dict[str, Any] = {"archetypes": archetypes, "archetype_elicit": archetype_elicit}
+    given: dict[str, Any] = {"archetypes": archetypes, "archetype_elicit": archetype_elicit,
+                             "survey_profile": survey_profile}
     return run_it(scenario, db=db, llm=resolve_spec(engine.llm), replicates=replicates,
                   experiment_id=experiment_id, on_run=told, steps=steps, compare=compare,
                   parallel=parallel, **{k: v for k, v in given.items() if v is not None},

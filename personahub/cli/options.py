@@ -123,6 +123,15 @@ ArchetypeElicitOption = Annotated[str | None, typer.Option(
          "default: the scenario's, else stated).")]
 
 
+#: run's and experiment's --survey-profile, declared once (the run checks the id and the model)
+SurveyProfileOption = Annotated[str | None, typer.Option(
+    "--survey-profile", metavar="CALIBRATION_ID",
+    help="Answer every choice survey with the survey profile a calibration fitted (calibrate "
+         "--fit): each agent's answer drawn, seeded, from the profile's answer distribution for "
+         "it (archetypes' shares too); overrides the surveys' own profile. A profile fitted on "
+         "another model is refused.")]
+
+
 JsonOption = Annotated[bool, typer.Option(
     "--json", callback=json_mode,
     help="When done, print one JSON object on stdout: ids, status, counts, paths (what the "

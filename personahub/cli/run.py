@@ -16,7 +16,14 @@ from rich.table import Table
 from personahub.cli.common import emit_job_json, note_job, one_line_errors, out, run_counts, say
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import banner, job_progress, print_preview, started, unreachable
-from personahub.cli.options import ArchetypeElicitOption, DbOption, Shown, output_options, resume_option
+from personahub.cli.options import (
+    ArchetypeElicitOption,
+    DbOption,
+    Shown,
+    SurveyProfileOption,
+    output_options,
+    resume_option,
+)
 from personahub.core.errors import UsageError
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB
@@ -40,6 +47,14 @@ def run(
                                  "overrides the scenario's archetypes (docs/scenarios.md).")
     ] = None,
     archetype_elicit: ArchetypeElicitOption = None,
+    society: Annotated[str, typer.Option(
+        "--society", help="Where the population lives: agents (one object per agent), columns "
+                          "(column shards: a run with archetypes that fits, docs/scale.md) or "
+                          "auto (columns when it fits).")] = "agents",
+    plan: Annotated[bool, typer.Option(
+        "--plan", help="Print the calls and tokens each step is expected to cost, then exit "
+                       "without running or writing anything.")] = False,
+    survey_profile: SurveyProfileOption = None,
     resume: Annotated[str | None, resume_option(
         "RUN_ID", "its seed and options, and goes on from its last committed step")] = None,
     price_in: Annotated[float | None, typer.Option(
@@ -68,13 +83,17 @@ def run(
     answered; a resume polls it): slow in wall time, about half the price."""
     from personahub.analysis.live_view import RunView
 
+    if plan:
+        _print_plan(scenario, db, steps, archetypes, archetype_elicit, include_ungated)
+        return
     if view_paused and not view:
         raise UsageError("--view-paused needs --view (the page is where a paused run resumes)")
     # the port is taken now, or refused
     watcher = RunView(db, view_port, say, paused=view_paused) if view else None
     try:
         summary = _run(scenario, db, steps, seed, resume, price_in, price_out, engine, watcher,
-                       include_ungated, archetypes, archetype_elicit)
+                       include_ungated, archetypes, archetype_elicit, society,
+                             survey_profile)
     except BaseException:
         if watcher is not None:
             watcher.stop()
@@ -89,19 +108,23 @@ def run(
 def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
          resume: str | None, price_in: float | None, price_out: float | None, engine: Engine,
          watcher: Any, include_ungated: bool = False, archetypes: int | None = None,
-         archetype_elicit: str | None = None) -> Any:
+         archetype_elicit: str | None = None, society: str = "agents",
+                survey_profile: str | None = None) -> Any:
     """The run (or resume) itself, on the job kernel; watcher (a RunView) starts once
     the run is known. Returns the run's summary (printed)."""
     from personahub.api import run_simulation
     from personahub.cli.progress import LateCounts
+    from personahub.pipelines.run import unfinished_twins_note
 
     config: Any
     batching = _batching(engine)
     if resume is not None:
         if (scenario is not None or steps is not None or seed is not None or include_ungated
-                or archetypes is not None or archetype_elicit is not None):
+                or archetypes is not None or archetype_elicit is not None
+                or society != "agents" or survey_profile is not None):
             raise UsageError("--resume RUN_ID takes the scenario, steps, seed, --archetypes, "
-                             "--archetype-elicit and --include-ungated from the run; "
+                             "--archetype-elicit, --society, --survey-profile and "
+                             "--include-ungated from the run; "
                                   "give only --db (and --llm if the endpoint needs credentials,"
                                   " --executor for where its calls run)")
         config = {**_resumed(resume, db, engine), **batching}
@@ -111,7 +134,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
         raise UsageError("run: give a scenario file, or --resume RUN_ID")
     else:
         config = run_options(scenario, db, steps, seed, price_in, price_out, engine,
-                             include_ungated, archetypes, archetype_elicit)
+                             include_ungated, archetypes, archetype_elicit, society,
+                             survey_profile)
         if batching:
             config = dataclasses.replace(config, **batching)
         if watcher is not None:
@@ -134,6 +158,9 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
             note_job("run", run_id, db)
         else:
             started("run", run_id, db)
+            left = unfinished_twins_note(db, run_id)
+            if left is not None:
+                say(("note:", "yellow"), f" {left}")
         if watcher is not None:
             watcher.start(run_id)
 
@@ -149,7 +176,8 @@ def _run(scenario: Path | None, db: Path, steps: int | None, seed: int | None,
 def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
                 price_in: float | None, price_out: float | None, engine: Engine,
                 include_ungated: bool = False, archetypes: int | None = None,
-                archetype_elicit: str | None = None) -> Any:
+                archetype_elicit: str | None = None, society: str = "agents",
+                survey_profile: str | None = None) -> Any:
     """The RunConfig of personahub run SCENARIO and its flags, built by
     personahub.api.run_config as personahub.run_scenario's is (None: the default)."""
     from personahub.api import run_config
@@ -158,7 +186,32 @@ def run_options(scenario: Path, db: Path, steps: int | None, seed: int | None,
         "db": db, "steps": steps, "seed": seed, **engine.settings(llm=True),
         "price_in": price_in, "price_out": price_out, **engine.flags.settings(),
         "include_ungated": include_ungated, "max_failed_share": engine.max_failed_share,
-        "archetypes": archetypes, "archetype_elicit": archetype_elicit})
+        "archetypes": archetypes, "archetype_elicit": archetype_elicit, "society": society,
+        "survey_profile": survey_profile})
+
+
+def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archetypes: int | None,
+                archetype_elicit: str | None, include_ungated: bool) -> None:
+    """Print a scenario's expected calls and tokens a step (--plan); nothing is written."""
+    from personahub.sim.run_plan import plan_lines, step_prices
+    from personahub.sim.runner import load_scenario_personas
+    from personahub.sim.scenario import archetype_sample_size, load_scenario
+
+    if scenario_file is None:
+        raise UsageError("--plan: give a scenario file")
+    if archetype_elicit is not None:
+        archetype_sample_size(archetype_elicit)
+    scenario = load_scenario(scenario_file)
+    changed: dict[str, Any] = {"steps": steps} if steps is not None else {}
+    if include_ungated:
+        changed["personas"] = dataclasses.replace(scenario.personas, include_ungated=True)
+    scenario = dataclasses.replace(scenario, **changed)
+    personas = load_scenario_personas(scenario, db if Path(db).exists() else None, offline=True)
+    k = archetypes if archetypes is not None else scenario.archetypes
+    prices = step_prices(scenario, len(personas), personas[0].text, archetypes=archetypes,
+                         elicit=archetype_elicit)
+    for line in plan_lines(prices, len(personas), min(k, len(personas)) if k else None):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _resumed(run_id: str, db: Path, engine: Engine) -> dict[str, Any]:

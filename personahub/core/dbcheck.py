@@ -8,6 +8,7 @@ is read back; foreign files are refused by their columns.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -151,6 +152,28 @@ def read_back(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+_SHORT_READ = re.compile(r"Could not read enough bytes from file .*: attempted to read (\d+) bytes "
+                         r"from location (\d+)")
+#: what DuckDB says when a query reads a block that is damaged, or past a truncated file's end
+DAMAGE_TEXTS = ("Corrupt database file", "not a valid DuckDB database file",
+                "Could not read enough bytes from file")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """True when a DuckDB error says the database file is damaged or cut short."""
+    text = str(exc)
+    return any(t in text for t in DAMAGE_TEXTS)
+
+
+def damage_reason(exc: BaseException) -> str:
+    """The damage a DuckDB error reports, in words (a short read: where the file should go on)."""
+    found = _SHORT_READ.search(str(exc))
+    if found:
+        end = int(found.group(2)) + int(found.group(1))
+        return f"a query needed bytes up to {end}, past the end of the file: truncated?"
+    return first_line(exc)
 
 
 _TABLE_COLUMNS = ("SELECT c.table_name, c.column_name FROM duckdb_columns() c "

@@ -52,6 +52,12 @@ def what_filled(exc: BaseException) -> str:
     return "a write failed"
 
 
+def full_disk_text(exc: BaseException) -> str:
+    """The line a command stopped by a full disk outside any job's batches prints."""
+    return (f"the disk is full ({what_filled(exc)}: no space left on device); free space, then run "
+            "the command again")
+
+
 class DiskFull(PersonahubError):
     """A job (and the jobs it ran in) stopped by a full disk; its text is the line to print."""
 

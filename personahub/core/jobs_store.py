@@ -135,6 +135,22 @@ def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
+def running_job_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The jobs whose status says running, whichever process runs them (if any)."""
+    return [str(r[0]) for r in con.execute("SELECT job_id FROM jobs WHERE status = 'running' "
+                                           "ORDER BY job_id").fetchall()]
+
+
+def interrupt_running(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str], error: str) -> None:
+    """Mark interrupted those of the jobs still running (one that ended meanwhile keeps its end)."""
+    if not job_ids:
+        return
+    stamp = now()
+    con.execute(f"UPDATE jobs SET status = 'interrupted', error = ?, finished_at = ?, "
+                f"updated_at = ? WHERE status = 'running' AND job_id IN "
+                f"({', '.join('?' * len(job_ids))})", [error[:1000], stamp, stamp, *job_ids])
+
+
 def supersede_jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> None:
     """Mark unfinished jobs superseded (started anew): never resumed again."""
     if not job_ids:

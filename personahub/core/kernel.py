@@ -36,6 +36,7 @@ from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.live_jobs import running_here
 from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import connect, insert_rows, transaction
 
@@ -305,6 +306,10 @@ class JobResult(Generic[S]):
 ExecutorChoice = Executor | Callable[[Any], Executor]
 
 
+#: called with the connection and the new job's id inside the transaction that records the job
+RecordHook = Callable[[duckdb.DuckDBPyConnection, str], object]
+
+
 @dataclass(frozen=True)
 class _Env:
 
@@ -318,6 +323,7 @@ class _Env:
     on_start: Callable[[str, bool], None] | None = None
     parent: str | None = None
     client: StructuredCaller | None = None
+    on_record: RecordHook | None = None
 
 
 @dataclass(eq=False)
@@ -391,7 +397,8 @@ class JobContext(Generic[C]):
                   resume: str | None = None) -> JobResult[S]:
         """Run a child job on this job's connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
-                                    choice=self.executor, on_ready=None, on_start=None)
+                                    choice=self.executor, on_ready=None, on_start=None,
+                                    on_record=None)
         return _run(spec, config, child, resume=resume, fresh=False)
 
 
@@ -447,18 +454,22 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | 
             progress: ProgressHook | None = None,
             on_ready: Callable[[StructuredCaller | None], None] | None = None,
             on_start: Callable[[str, bool], None] | None = None,
-            con: duckdb.DuckDBPyConnection | None = None) -> JobResult[S]:
-    """Run (or resume) one job of a spec in a database."""
+            con: duckdb.DuckDBPyConnection | None = None,
+            on_record: RecordHook | None = None) -> JobResult[S]:
+    """Run (or resume) one job of a spec in a database; ``on_record`` writes what belongs with a
+    new job's row in its transaction (an experiment notes its arm run), so no kill falls between."""
     if con is not None:
         with job_loop() as loop:
-            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
+            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start,
+                       on_record=on_record)
             return _run(spec, config, env, resume=resume, fresh=fresh)
     created = not Path(db).exists()
     empty = False
     with job_loop() as loop:
         con = connect(db)
         try:
-            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start)
+            env = _Env(Path(db), con, loop, models, executor, progress, on_ready, on_start,
+                       on_record=on_record)
             return _run(spec, config, env, resume=resume, fresh=fresh)
         except DiskFull as stop:  # a fresh connection: its own may have failed
             con.close()
@@ -498,20 +509,35 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     ctx.client = env.client if env.client is not None else _client(spec, ctx)
     if ctx.status == "finished":
         spec.plan(ctx)
-        return JobResult(ctx.job_id, "finished", spec.summary(ctx), ran=False)
+        return JobResult(ctx.job_id, "finished", _summary(spec, ctx, "finished"), ran=False)
     ctx.executor.check(spec, ctx)
     if env.on_ready is not None:
         env.on_ready(ctx.client)
-    _record(spec, ctx, twins)
-    if env.client is None:
-        env.loop.watch(getattr(ctx.client, "liveness", None))
-    with _guard(spec, ctx), _spilling(ctx):
-        if env.on_start is not None:
-            env.on_start(ctx.job_id, ctx.resumed)
-        with ctx.executor.session(ctx), spec.running(ctx):
-            asked, kept = _drive(spec, ctx)
-    status = _conclude(spec, ctx, asked, kept)
-    return JobResult(ctx.job_id, status, spec.summary(ctx))
+    with running_here(ctx.job_id):  # from before its row says running until its end is written
+        _record(spec, ctx, twins)
+        if env.client is None:
+            env.loop.watch(getattr(ctx.client, "liveness", None))
+        with _guard(spec, ctx), _spilling(ctx):
+            if env.on_start is not None:
+                env.on_start(ctx.job_id, ctx.resumed)
+            with ctx.executor.session(ctx), spec.running(ctx):
+                asked, kept = _drive(spec, ctx)
+        status = _conclude(spec, ctx, asked, kept)
+    return JobResult(ctx.job_id, status, _summary(spec, ctx, status))
+
+
+def _summary(spec: JobSpec[C, Any, Any, S], ctx: JobContext[C], status: str) -> S:
+    """The ended job's summary; a full disk while a summary writes (a calibration's scores) is one
+    line naming the command that writes it once space is back."""
+    try:
+        return spec.summary(ctx)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise PersonahubError(
+            f"{spec.noun} {ctx.job_id} {status}, but "
+            f"the disk filled while its summary was written ({what_filled(exc)}: no space left on "
+            f"device); free space, then {spec.resume_hint(ctx.job_id, ctx.db)} writes it") from None
 
 
 def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _Env,
@@ -612,6 +638,8 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
     def record() -> object:
         jobs_store.create_job(ctx.con, ctx.job_id, spec.kind, ctx.stored,
                               seed=seed if isinstance(seed, int) else None, parent_id=ctx.parent_id)
+        if ctx.env.on_record is not None:
+            ctx.env.on_record(ctx.con, ctx.job_id)
         return outcome.then() if outcome.then is not None else None
 
     _write(ctx, dataclasses.replace(outcome, then=record))

@@ -279,6 +279,18 @@ CREATE TABLE IF NOT EXISTS experiments (
     settings      VARCHAR NOT NULL,
     PRIMARY KEY (experiment_id, arm, replicate)
 );
+-- experiment_attempts (sim/experiment_store.py): the run each arm x replicate started (arm '*' for
+-- a within-world replicate's one run), written with the run's jobs row: running the experiment
+-- again goes on with a run that did not finish (a kill, Ctrl-C, a failure), not leaving it behind
+CREATE TABLE IF NOT EXISTS experiment_attempts (
+    experiment_id VARCHAR NOT NULL,
+    arm           VARCHAR NOT NULL,
+    replicate     INTEGER NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    settings      VARCHAR NOT NULL,
+    started_at    TIMESTAMP NOT NULL,
+    PRIMARY KEY (experiment_id, arm, replicate)
+);
 -- experiment_agents (sim/experiment_store.py): a within-world experiment's randomisation, each
 -- agent of a replicate's one run and its arm (written with the run's ``experiments`` rows)
 CREATE TABLE IF NOT EXISTS experiment_agents (
@@ -641,6 +653,25 @@ CREATE TABLE IF NOT EXISTS calibration_summary (
     modal_agreement    DOUBLE,
     scored             INTEGER,
     sd_ratio           DOUBLE  -- simulated SD / human SD on ordinal questions
+);
+-- calibrate --fit: each question's fold (seeded, written with the job), and the survey profile
+-- the fit chose on the training folds (written when the job is scored; run --survey-profile)
+CREATE TABLE IF NOT EXISTS calibration_folds (
+    job_id      VARCHAR NOT NULL,
+    question_id VARCHAR NOT NULL,
+    fold        INTEGER NOT NULL, -- 0 is held out: the fit never sees it
+    PRIMARY KEY (job_id, question_id)
+);
+CREATE TABLE IF NOT EXISTS calibration_profiles (
+    job_id      VARCHAR PRIMARY KEY,
+    method      VARCHAR NOT NULL, -- the elicitation method's spec (distribution, few-shot:2, ...)
+    steering    VARCHAR NOT NULL, -- what its prompts show of a persona
+    temperature DOUBLE NOT NULL,  -- each persona's distribution is scaled p^(1/T)
+    params      JSON NOT NULL,    -- the method's tunable parameters
+    examples    JSON NOT NULL,    -- the shown questions with each group's human answers
+    model       VARCHAR NOT NULL, -- the served model it was fitted on
+    llm         VARCHAR,          -- the model client's label
+    candidates  JSON NOT NULL     -- every configuration tried, with its training score
 );
 
 -- Populations written by a model (personas sample-population --llm, pipelines/population_write.py)

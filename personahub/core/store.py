@@ -30,11 +30,14 @@ from personahub.core.dbcheck import (
     check_blocks,
     check_header,
     check_shape,
+    damage_reason,
     first_line,
     format_is_known,
+    is_damage,
     read_back,
 )
 from personahub.core.errors import PersonahubError, UsageError
+from personahub.core.live_jobs import interrupt_orphans
 from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
@@ -104,7 +107,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
             return duckdb.connect(str(path))
         if is_damage(exc):
             raise DatabaseFileError(f"--db {path}: the database file is damaged "
-                                    f"({first_line(exc)}); nothing was written to it") from None
+                                    f"({damage_reason(exc)}); nothing was written to it") from None
         holder = _lock_holder(str(exc))
         if holder is not None:
             raise DatabaseFileError(f"--db {path}: in use by another process ({holder} holds its "
@@ -123,6 +126,9 @@ def _lock_holder(message: str) -> str | None:
 
 def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and for writers, create) a database; a refused file is left untouched.
+
+    A writer also marks interrupted the jobs the file says are running whose process is gone
+    (``core/live_jobs.py``).
 
     Args:
         path: The database file.
@@ -172,6 +178,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
                             "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
         sync_views(con)
+        if exists:  # this process holds the file: a running job it does not run has no process
+            interrupt_orphans(con)
     except BaseException:
         con.close()
         raise
@@ -201,15 +209,10 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
             pass
         if isinstance(exc, duckdb.Error) and is_damage(exc):
             raise DatabaseFileError(f"--db {database_path(con)}: the database file is damaged "
-                                    f"({first_line(exc)}); this transaction was rolled back"
+                                    f"({damage_reason(exc)}); this transaction was rolled back"
                                     ) from None
         raise
     con.execute("COMMIT")
-
-
-def is_damage(exc: BaseException) -> bool:
-    text = str(exc)
-    return "Corrupt database file" in text or "not a valid DuckDB database file" in text
 
 
 def database_path(con: duckdb.DuckDBPyConnection) -> str:

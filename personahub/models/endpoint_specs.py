@@ -232,6 +232,21 @@ def with_spec_seed(settings: LLMSettings) -> LLMSettings:
     return replace(settings, spec=OFFLINE_MODEL_NAME, seed=seed)
 
 
+def served_models(spec: str) -> str:
+    """Return the served models' names a spec asks, as the client's cache_model spells them,
+    without building the client (a check made before anything is written).
+    """
+    spec = spec.strip()
+    if spec.partition("?")[0] == OFFLINE_MODEL_NAME:
+        return OFFLINE_MODEL_NAME
+    if spec.startswith("openai:"):
+        return spec.split(":", 1)[1].strip()
+    names = {dict(parse_qsl(urlsplit(url.strip()).query)).get("model")
+             or os.environ.get("PERSONAHUB_MODEL") or "default"
+             for url in spec.split(",") if url.strip()}
+    return ",".join(sorted(names))
+
+
 def spec_size(spec: str) -> int:
     """How many endpoints a spec names."""
     return max(1, len([u for u in spec.split(",") if u.strip()])) if "://" in spec else 1

@@ -173,6 +173,7 @@ class Respondent(NamedTuple):
     steering: str = "persona"  # persona, attributes or attributes+persona
     context: str = ""  # a method's own material: a few-shot method's shown answers
     persona_id: str | None = None
+    situation: str = ""  # a run's context sections (world, events, memory); none in calibration
 
 
 def respondent_group(respondent: Respondent) -> str:
@@ -221,6 +222,8 @@ class ElicitMethod:
     probes: ClassVar[bool] = False  # one ask is made before anything is written (a capability)
     held_out_note: ClassVar[str] = ""  # why its held-out questions are not scored, for the console
     tunables: ClassVar[tuple[Tunable, ...]] = ()
+    # distribution_for answers for one persona alone (a fit may choose it for a survey profile)
+    answers_agents: ClassVar[bool] = True
 
     @classmethod
     def parse(cls, arg: str | None) -> Self:

@@ -66,14 +66,16 @@ def check_shares(value: BaseModel) -> str | None:
 
 
 async def stated_shares(caller: StructuredCaller, question: str, options: Sequence[str], *,
-                        group: str, purpose: str, shots: str = "", panel: str = "") -> Reading:
+                        group: str, purpose: str, shots: str = "", panel: str = "",
+                        situation: str = "") -> Reading:
     """Ask for a group's answer shares to one question, optionally shown the group's answers to
-    other questions (shots) or some members' personas (panel).
+    other questions (shots), some members' personas (panel) or a run's context (situation).
     """
     from personahub.pipelines.prompts.calibration import distribution_messages
     from personahub.tasks.survey import SURVEY_MAX_TOKENS
 
-    messages = distribution_messages(question, options, group=group, shots=shots, panel=panel)
+    messages = distribution_messages(question, options, group=group, shots=shots, panel=panel,
+                                     situation=situation)
     limit = SURVEY_MAX_TOKENS + 16 * len(options)
     result = await caller.structured(distribution_schema(options), messages, purpose=purpose,
                                      check=check_shares, max_tokens=limit)
@@ -121,4 +123,5 @@ class Distribution(ElicitMethod):
         """Ask for the shares of people like the persona (its context as the method's own text)."""
         return await stated_shares(caller, question, options, group=respondent_group(respondent),
                                    purpose=purpose or self.purpose(),
+                                   situation=respondent.situation,
                                    **self.shown(respondent.context))

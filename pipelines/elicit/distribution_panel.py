@@ -22,6 +22,7 @@ class DistributionPanel(Distribution):
     NAME = DISTRIBUTION_PANEL
     SYNTAX = DISTRIBUTION_PANEL
     HELP = "as distribution, shown some of the group's persona texts"
+    answers_agents = False  # its prompt shows a group's panel, which one persona does not have
 
     def shown(self, text: str) -> dict[str, str]:
         """Show the persona lines as the prompt's panel section."""

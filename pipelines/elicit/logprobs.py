@@ -41,7 +41,7 @@ MIN_FIT_QUESTIONS = 3
 
 
 async def _letters(caller: StructuredCaller, question: str, options: Sequence[str], *,
-                   group: str, purpose: str | None) -> Reading:
+                   group: str, purpose: str | None, situation: str = "") -> Reading:
     """Ask a group member for their option's letter; the letters' probabilities are the shares.
 
     Raises:
@@ -55,7 +55,8 @@ async def _letters(caller: StructuredCaller, question: str, options: Sequence[st
         raise UsageError(f"--elicit {LOGPROBS}: this model client cannot read token "
                          "log-probabilities (not with --batch or a remote executor; at "
                          f"most {len(LETTERS)} options)")
-    messages = logprobs_messages(question, options, letters=letters, group=group)
+    messages = logprobs_messages(question, options, letters=letters, group=group,
+                                 situation=situation)
     result = await ask_probabilities(messages, letters,
                                      purpose=purpose or f"{CALIBRATE_PURPOSE}-{LOGPROBS}")
     if result.value is None:
@@ -130,7 +131,7 @@ class Logprobs(ElicitMethod):
         when one is set.
         """
         reading = await _letters(caller, question, options, group=respondent_group(respondent),
-                                 purpose=purpose)
+                                 purpose=purpose, situation=respondent.situation)
         if reading.shares is None or self.temperature is None:
             return reading
         vector = scaled([reading.shares[o] for o in options], self.temperature)

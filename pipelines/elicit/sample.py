@@ -36,13 +36,14 @@ def _respondent_number(respondent: str) -> int:
 async def _choice(caller: StructuredCaller, question: str, options: Sequence[str], *,
                   steering: str, text: str = "", attributes: Mapping[str, str] | None = None,
                   respondent: int = 0, persona_id: str | None = None,
-                  purpose: str | None = None) -> StructuredResult[Any]:
+                  purpose: str | None = None, situation: str = "") -> StructuredResult[Any]:
     """Ask one person (or a numbered respondent, steering "none") for one option."""
     from personahub.pipelines.prompts.calibration import CALIBRATE_PURPOSE, calibration_messages
     from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 
     messages = calibration_messages(question, options, steering=steering, text=text,
-                                    attributes=attributes, respondent=respondent)
+                                    attributes=attributes, respondent=respondent,
+                                    situation=situation)
     return await caller.structured(survey_schema("choice", tuple(options)), messages,
                                    purpose=purpose or CALIBRATE_PURPOSE, persona_id=persona_id,
                                    max_tokens=SURVEY_MAX_TOKENS)
@@ -98,7 +99,8 @@ class Sample(ElicitMethod):
         """Ask the persona once: all the share on the option it chose."""
         result = await _choice(caller, question, options, steering=respondent.steering,
                                text=respondent.text, attributes=respondent.attributes,
-                               persona_id=respondent.persona_id, purpose=purpose)
+                               persona_id=respondent.persona_id, purpose=purpose,
+                               situation=respondent.situation)
         if result.value is None:
             return Reading(None, result)
         chosen = str(result.value.model_dump()["answer"])

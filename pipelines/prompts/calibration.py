@@ -41,8 +41,9 @@ def person_section(steering: str, text: str, attributes: Mapping[str, object]) -
 
 def calibration_messages(question: str, options: Sequence[str], *, steering: str,
                          text: str = "", attributes: Mapping[str, object] | None = None,
-                         respondent: int = 0) -> list[BaseMessage]:
-    """The messages asking one person one question (with steering "none", a numbered respondent).
+                         respondent: int = 0, situation: str = "") -> list[BaseMessage]:
+    """The messages asking one person one question (with steering "none", a numbered respondent);
+    situation is a run's context sections (world, events, memory), shown after the person.
     """
     listed = "\n".join(f"- {option}" for option in options)
     tail = (section("Question", question) + "\n" + section("Options", listed) + "\n"
@@ -50,8 +51,13 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
     if steering == NO_PERSONA:
         head = section("Respondent", f"Survey respondent number {respondent + 1}.")
         return [SystemMessage(NO_PERSONA_SYSTEM), HumanMessage(head + "\n" + tail)]
-    head = person_section(steering, text, attributes or {})
+    head = person_section(steering, text, attributes or {}) + _situated(situation)
     return [SystemMessage(CALIBRATE_SYSTEM), HumanMessage(head + "\n" + tail)]
+
+
+def _situated(situation: str) -> str:
+    """A run's context sections after a blank line, or nothing (a calibration's prompt)."""
+    return f"\n{situation.strip()}\n" if situation.strip() else ""
 
 
 # elicitation methods other than one answer per persona (pipelines/elicit/)
@@ -63,12 +69,13 @@ DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed),
 
 
 def distribution_messages(question: str, options: Sequence[str], *, group: str,
-                          shots: str = "", panel: str = "") -> list[BaseMessage]:
+                          shots: str = "", panel: str = "", situation: str = "") -> list[BaseMessage]:
     """The messages asking for a group's answer shares to one question, optionally with the group's
-    answers to other questions (shots) or some members' personas (panel).
+    answers to other questions (shots), some members' personas (panel) or a run's context
+    sections (situation).
     """
     listed = "\n".join(f"- {option}" for option in options)
-    body = section("Group", group) + "\n"
+    body = section("Group", group) + _situated(situation) + "\n"
     if panel:
         body += section("Some people in this group", panel) + "\n"
     if shots:
@@ -84,12 +91,13 @@ LOGPROBS_TASK = "Answer with the letter of your option only."
 
 
 def logprobs_messages(question: str, options: Sequence[str], *, group: str,
-                      letters: Sequence[str]) -> list[BaseMessage]:
-    """The messages asking a group member for their answer's letter; the letters' token
-    probabilities are the answer.
+                      letters: Sequence[str], situation: str = "") -> list[BaseMessage]:
+    """The messages asking a group member for their answer's letter (a run's context sections as
+    situation); the letters' token probabilities are the answer.
     """
     listed = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options,
                                                                       strict=True))
-    body = (section("Group", group) + "\n" + section("Question", question) + "\n"
+    body = (section("Group", group) + _situated(situation) + "\n" + section("Question", question)
+            + "\n"
             + section("Options", listed) + "\n" + section("Task", LOGPROBS_TASK))
     return [SystemMessage(LOGPROBS_SYSTEM), HumanMessage(body)]

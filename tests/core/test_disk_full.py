@@ -21,7 +21,7 @@ from personahub.core import kernel
 from personahub.core.dbcheck import DatabaseFileError, block_count
 from personahub.core.diskfull import is_disk_full, what_filled
 from personahub.core.store import connect
-from tests.cli_helpers import invoke
+from tests.cli_helpers import invoke, one_line_error
 from tests.conftest import persona_texts
 from tests.sim.test_resume import SCENARIO, snapshot
 
@@ -247,3 +247,23 @@ def test_a_run_on_a_filesystem_that_fills_up_resumes_to_the_end(tmp_path: Path) 
     got = snapshot(copy, run_id)
     got["llm_calls"] = [c for c in got["llm_calls"] if c[2] != "discarded"]
     assert got == snapshot(whole, run_id_of(whole))
+
+
+# -- every command: a full disk outside a job's batches ---------------------------------------------
+
+FAILED_COMMIT = f"TransactionContext Error: Failed to commit: {NO_SPACE}"
+
+
+def test_a_full_disk_in_a_command_that_runs_no_job_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "hub.duckdb"
+    people = tmp_path / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(3)))
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        raise duckdb.TransactionException(FAILED_COMMIT.format(db=db))
+
+    monkeypatch.setattr("personahub.personas.store.upsert_personas", full)
+    line = one_line_error(invoke("personas", "import", people, "--db", db))
+    assert line == (f"error: the disk is full (could not write {db}.wal: no space left on "
+                    "device); free space, then run the command again")

@@ -238,6 +238,34 @@ def test_an_interrupted_calibration_resumes_to_the_uninterrupted_rows(
     assert rows(cut_db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
 
 
+@pytest.mark.slow  # a calibration and its resume
+def test_a_disk_that_fills_while_the_scores_are_stored_is_one_line(
+        hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The answers are in and the job finished; storing its scores filled the disk: one line
+    naming the command that stores them once space is back (it was a traceback)."""
+    db = hub["db"]
+    full = ('TransactionContext Error: Failed to commit: IO Error: Could not write file '
+            f'"{db}.wal": No space left on device')
+
+    def no_space(*args: Any, **kwargs: Any) -> None:
+        raise duckdb.TransactionException(full)
+
+    monkeypatch.setattr("personahub.analysis.calibration_store.replace_scores", no_space)
+    stopped = invoke("calibrate", hub["survey"], "--population", hub["population"], "--n", 4,
+                     "--no-persona-n", 2, "--db", db)
+    assert stopped.exit_code == 1 and "Traceback" not in stopped.output
+    (job_id,) = [r[0] for r in rows(db, "SELECT job_id FROM calibration_jobs")]
+    assert stopped.stderr.splitlines()[-1] == (
+        f"error: calibration {job_id} finished, but the disk filled while its summary was "
+        f"written (could not write {db}.wal: no space left on device); free space, then "
+        f"personahub resume {job_id} --db {db} writes it")
+    assert rows(db, "SELECT count(*) FROM calibration_scores") == [(0,)]
+    monkeypatch.undo()
+    resumed = invoke("resume", job_id, "--db", db)
+    assert resumed.exit_code == 0, resumed.output
+    assert rows(db, "SELECT count(*) > 0 FROM calibration_scores") == [(True,)]
+
+
 def test_the_report_shows_per_group_bars_with_the_baselines(hub: dict[str, Any],
                                                             tmp_path: Path) -> None:
     db = hub["db"]

@@ -204,6 +204,21 @@ def damaged_block(which: str) -> Callable[[Ctx], None]:
     return setup
 
 
+def truncated_in(table: str) -> Callable[[Ctx], None]:
+    """The hub copy cut off inside the first data block of ``table`` (a file a full disk or an
+    interrupted copy left short): the header and catalog still read, the table does not."""
+    def setup(ctx: Ctx) -> None:
+        db = ctx.hub()
+        con = duckdb.connect(str(db), read_only=True)
+        block_size = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()[0]
+        data = con.execute(f"SELECT min(block_id) FROM pragma_storage_info('{table}') "
+                           "WHERE block_id >= 0").fetchone()[0]
+        con.close()
+        with open(db, "r+b") as f:
+            f.truncate(HEADERS + data * block_size + 1000)
+    return setup
+
+
 def listening_port(ctx: Ctx) -> None:
     """A port something already listens on."""
     sock = ctx.stack.enter_context(socket.socket())
@@ -366,6 +381,12 @@ CASES = [
     Case("--db with a damaged last block", damaged_block("last"),
          ("personas", "import", "{tmp}/new.jsonl", "--db", "{db}"),
          "the database file is damaged", untouched=("hub.duckdb",)),
+    Case("personas stats on a truncated database", truncated_in("personas"),
+         ("personas", "stats", "--db", "{db}"), "--db {db}: the database file is damaged",
+         untouched=("hub.duckdb",)),
+    Case("report on a truncated database", truncated_in("emissions"),
+         ("report", "--db", "{db}", "--out", "{tmp}/rep"),
+         "--db {db}: the database file is damaged", untouched=("hub.duckdb",)),
     Case("sql on a missing database", nothing, ("sql", "--db", "{db}", "select 1"),
          "no such database"),
     Case("sql on random bytes", db_bytes(b"not a database at all" * 100),
@@ -374,6 +395,9 @@ CASES = [
     # scenario files
     Case("scenario with a syntax error", hub_and(("broken.py", "x = 1\n\ndef f(:\n")),
          ("run", "{tmp}/broken.py", "--db", "{db}"), "broken.py:3: syntax error", tables=RUN),
+    Case("scenario with NUL bytes", hub_and(("nul.py", b"x = 1\n\ny = 2\0\0\n")),
+         ("run", "{tmp}/nul.py", "--db", "{db}"),
+         "nul.py:3: not a Python file (a NUL byte at line 3, column 6)", tables=RUN),
     Case("scenario without SCENARIO", hub_and(("empty.py", "x = 1\n")),
          ("run", "{tmp}/empty.py", "--db", "{db}"), "defines no SCENARIO", tables=RUN),
     Case("scenario calling sys.exit", hub_and(("exits.py", "import sys\nsys.exit(3)\n")),

@@ -1,4 +1,5 @@
-"""A killed experiment resumes to the tables of one never interrupted (issue 47, "Done when").
+"""A killed experiment resumes to the tables of one never interrupted (issue 47, "Done when"),
+going on with the run the kill cut rather than leaving it behind.
 
 ``personahub experiment`` runs in a subprocess and gets ``kill -9`` as soon as it says its first
 run finished (so the next run is cut mid-way, or before it started); the same command then goes
@@ -8,11 +9,13 @@ an uninterrupted experiment.
 
 import signal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
 
 from personahub.experiments import experiment
+from personahub.pipelines.run import RunSpec
 from tests.cli_helpers import kill_when
 
 SCENARIO = '''
@@ -30,6 +33,25 @@ EXPERIMENT = Experiment(arms=(Arm(name="calm"), Arm(name="rumour", world="A rumo
                                                 Outcome(survey="fair", step=3)))
 '''
 FIRST = "arm calm, replicate 0: run "
+
+
+def unlinked(db: Path) -> list[tuple[str, str, int]]:
+    """The runs no arm x replicate is linked to: their id, status and committed steps."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT run_id, status, steps_done FROM runs JOIN jobs ON job_id = "
+                           "run_id WHERE run_id NOT IN (SELECT run_id FROM experiments)"
+                           ).fetchall()
+    finally:
+        con.close()
+
+
+def jobs(db: Path) -> set[str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {status for (status,) in con.execute("SELECT status FROM jobs").fetchall()}
+    finally:
+        con.close()
 
 
 def recorded(db: Path) -> list[tuple[str, int, str]]:
@@ -73,11 +95,43 @@ def test_an_experiment_killed_after_its_first_run_resumes_to_the_same_tables(tmp
     assert answers(resumed.values).equals(answers(whole.values))
     assert resumed.arms.equals(whole.arms)
     assert resumed.effects.equals(whole.effects)
-    # a run cut mid-way stays in the database, linked to nothing
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        unlinked = con.execute("SELECT count(*) FROM runs WHERE run_id NOT IN "
-                               "(SELECT run_id FROM experiments)").fetchone()[0]
-    finally:
-        con.close()
-    assert unlinked <= 1
+    # a run cut mid-way was found with no process, resumed and linked: no run is left over
+    assert unlinked(db) == []
+    assert jobs(db) == {"finished"}
+
+
+@pytest.mark.slow
+def test_a_run_an_experiment_left_unfinished_is_resumed_by_it_and_linked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second arm's run stops after its first step; the same experiment goes on with that
+    run (its arm's scenario, not the file's base one) rather than starting the arm over, so no
+    run is left over and the tables are an uninterrupted experiment's."""
+    path = tmp_path / "tiny_kill.py"
+    path.write_text(SCENARIO)
+    db = tmp_path / "exp.duckdb"
+    real = RunSpec.commit
+    steps = {"n": 0}
+
+    def commit(self: RunSpec, ctx: Any, batch: int, result: Any) -> Any:
+        steps["n"] += 1
+        if steps["n"] == 5:  # the rumour arm's step 2 (each run has 3)
+            raise KeyboardInterrupt
+        return real(self, ctx, batch, result)
+
+    monkeypatch.setattr(RunSpec, "commit", commit)
+    with pytest.raises(KeyboardInterrupt):
+        experiment(path, db=db, replicates=1)
+    monkeypatch.undo()
+    [(stopped, status, done)] = unlinked(db)
+    assert (status, done) == ("interrupted", 1)
+
+    resumed = experiment(path, db=db, replicates=1)
+    assert resumed.ran == [stopped]
+    assert unlinked(db) == [] and jobs(db) == {"finished"}
+    whole = experiment(path, db=tmp_path / "whole.duckdb", replicates=1)
+    assert resumed.runs.drop(columns="run_id").equals(whole.runs.drop(columns="run_id"))
+    keys = ["outcome", "arm", "replicate", "agent_id"]
+    assert (resumed.values.drop(columns="run_id").sort_values(keys).reset_index(drop=True)
+            .equals(whole.values.drop(columns="run_id").sort_values(keys)
+                    .reset_index(drop=True)))
+    assert resumed.effects.equals(whole.effects)

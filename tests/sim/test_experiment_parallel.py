@@ -103,7 +103,7 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
         def __init__(self, run_id: str) -> None:
             self.run_id = run_id
 
-    def fake_run(config: Any, where: str) -> Summary:
+    def fake_run(config: Any, where: str, **_: Any) -> Summary:
         arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
         started.append((arm, config.seed - 7))
         if config.seed == 7:  # replicate 0: both arms at once
@@ -145,7 +145,7 @@ def test_an_interrupt_starts_no_further_run(
         def __init__(self, run_id: str) -> None:
             self.run_id = run_id
 
-    def fake_run(config: Any, where: str) -> Any:
+    def fake_run(config: Any, where: str, **_: Any) -> Any:
         arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
         started.append((arm, config.seed - 7))
         going.release()
@@ -182,6 +182,48 @@ def test_an_interrupt_starts_no_further_run(
     else:
         assert stopped == under_way
         assert not db.exists()
+
+
+@pytest.mark.slow  # waits 1 s for the signal
+def test_a_signal_once_every_run_is_under_way_says_they_all_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM once both runs to go are under way (``parallel=2``, one replicate): both finish
+    and are linked, and the line says so (it said "after 2 of the 2 runs to go", as if some
+    were left)."""
+    from personahub.core.interrupts import Stopped, sigterm_as_interrupt
+
+    main = threading.get_ident()
+    going = threading.Semaphore(0)
+
+    class Summary:
+        def __init__(self, run_id: str) -> None:
+            self.run_id = run_id
+
+    def fake_run(config: Any, where: str, **_: Any) -> Summary:
+        arm = "rumour" if "rumour" in config.scenario.arm_world else "calm"
+        going.release()
+        for _ in range(50):  # 1 s: the signal comes while both runs are under way
+            threading.Event().wait(0.02)
+        return Summary(f"run-{arm}")
+
+    def terminate() -> None:
+        for _ in range(2):
+            assert going.acquire(timeout=60)
+        signal.pthread_kill(main, signal.SIGTERM)
+
+    monkeypatch.setattr(experiments_module, "_run", fake_run)
+    db = tmp_path / "exp.duckdb"
+    sender = threading.Thread(target=terminate)
+    sender.start()
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_as_interrupt():
+        experiment(scenario_file(tmp_path), db=db, parallel=2, replicates=1)
+    sender.join(timeout=60)
+    assert isinstance(caught.value, Stopped)
+    assert str(caught.value) == (
+        "experiment tiny_parallel interrupted by SIGTERM once every run had started: all 2 runs "
+        "finished and are kept; the same personahub experiment command prints its tables")
+    assert sorted(rows(db, "SELECT arm, run_id FROM experiments")) == [("calm", "run-calm"),
+                                                                        ("rumour", "run-rumour")]
 
 
 def test_ctrl_c_amid_the_shared_connect_is_the_experiments_interrupt_too(
@@ -232,6 +274,11 @@ def test_a_parallel_experiment_killed_mid_way_resumes_to_the_same_tables(tmp_pat
     assert before <= set(resumed.runs.run_id) and before.isdisjoint(resumed.ran)
     whole = experiment(path, db=tmp_path / "whole.duckdb")
     assert_same_tables(resumed, whole)
+    # the runs the kill cut were gone on with: no run's rows are left over, linked to nothing
+    assert rows(db, "SELECT count(*) FROM runs WHERE run_id NOT IN "
+                    "(SELECT run_id FROM experiments)") == [(0,)]
+    agents = "SELECT count(*) FROM run_agents"
+    assert rows(db, agents) == rows(tmp_path / "whole.duckdb", agents)
 
 
 @pytest.mark.slow
@@ -275,11 +322,16 @@ def test_ctrl_c_under_parallel_runs_and_the_command_goes_on(tmp_path: Path, twic
     left = [(status, steps) for run_id, status, steps in runs if run_id not in linked]
     if twice:
         assert lines[-1].startswith("stopped at once; the same personahub experiment command")
-    else:
+    elif len(linked) < 4:
         assert lines[-1].startswith("experiment tiny_parallel interrupted by Ctrl-C after ")
         assert lines[-1].endswith(" runs to go; the same personahub experiment command goes "
                                   "on (finished runs are kept)")
         assert left == []  # the runs under way finished and were linked
+    else:  # the last two were under way: every run finished, and the line says so
+        assert lines[-1] == ("experiment tiny_parallel interrupted by Ctrl-C once every run had "
+                             "started: all 4 runs finished and are kept; the same personahub "
+                             "experiment command prints its tables")
+        assert left == []
     assert len(linked) + len(left) <= 4  # (which runs had started: the fast test above)
 
     resumed = invoke(*args)

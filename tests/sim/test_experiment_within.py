@@ -10,6 +10,7 @@ import pytest
 
 from personahub.analysis.experiment_inference import RANDOMISED
 from personahub.experiments import experiment
+from tests.pipeline_helpers import rows
 
 SCENARIO = '''
 from personahub.sim.experiment import Arm, Experiment, Outcome
@@ -85,8 +86,9 @@ def test_within_treatment_reaches_only_its_arm_and_gives_an_effect_table(tmp_pat
 @pytest.mark.slow
 def test_a_killed_within_experiment_resumes_to_the_same_tables(tmp_path):
     """Stratified by a persona attribute (7 of 10 agents in one town): balanced in each town;
-    killed before replicate 1 was linked, the experiment runs only that world again and ends
-    with the tables of the one never interrupted."""
+    killed once replicate 1's run finished but before it was linked, the experiment links that
+    run (noted as it started) without running it again, and ends with the tables of the one
+    never interrupted."""
     people = tmp_path / "people.jsonl"
     people.write_text("".join(
         json.dumps({"persona": f"Resident {i} of the valley, who works as a {job}.",
@@ -109,7 +111,9 @@ def test_a_killed_within_experiment_resumes_to_the_same_tables(tmp_path):
     con.execute("DELETE FROM experiments WHERE replicate = 1")
     con.close()
     second = experiment(path, db=db)
-    assert len(second.ran) == 1 and second.ran[0] not in set(whole.runs.run_id)
+    replicate_1 = set(whole.runs[whole.runs.replicate == 1].run_id)
+    assert len(second.ran) == 1 and {second.ran[0]} == replicate_1
+    assert rows(db, "SELECT count(*) FROM runs") == [(2,)]  # nothing ran again
     keys = ["replicate", "persona_id"]
     assert whole.agents.drop(columns="run_id").sort_values(keys).reset_index(drop=True).equals(
         second.agents.drop(columns="run_id").sort_values(keys).reset_index(drop=True))

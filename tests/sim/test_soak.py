@@ -1,5 +1,7 @@
 """Soak tests (issue 15, item 7): ``kill -9`` at several points of ``run`` (setup included),
-``synthesize`` and ``personas expand``, then resume: the tables equal an uninterrupted job's.
+``synthesize``, ``personas expand``, ``personas from-text`` and ``personas dedup``, then resume:
+the tables equal an uninterrupted job's. A killed run is not left ``running``: the same command
+finds it has no process, marks it interrupted and names the command that resumes it.
 
 Each kill comes a fixed time after the command prints its id. The offline engine answers all
 calls of a batch or step together, after ``--offline-latency``: with the latencies below every
@@ -24,6 +26,7 @@ from typer.testing import CliRunner
 
 from personahub.api import run_simulation, run_synthesis
 from personahub.cli.app import app
+from personahub.core.live_jobs import PROCESS_GONE
 from personahub.core.store import connect
 from personahub.models.fake_server.server import ServerOptions, running_server
 from personahub.personas.record import Persona
@@ -31,9 +34,11 @@ from personahub.personas.store import upsert_personas
 from personahub.pipelines.run import RunConfig
 from personahub.pipelines.synthesize import SynthConfig
 from personahub.sim.scenario import load_scenario
-from tests.cli_helpers import cli, env
+from tests.cli_helpers import cli, env, kill_when
 from tests.conftest import persona_texts
+from tests.personas.test_text_to_persona import corpus_texts
 from tests.pipeline_helpers import personas_snapshot, relations_snapshot
+from tests.pipelines.test_dedup_batch import hub as planted_hub
 from tests.sim.test_resume import snapshot
 
 pytestmark = pytest.mark.slow
@@ -181,6 +186,36 @@ def test_kill_the_run_and_its_resume_then_resume_again(scenario, uninterrupted_r
     print(f"\nrun killed twice: {first}; then {second}")
 
 
+def jobs_left(db: Path) -> dict[str, tuple[str, str, str | None]]:
+    return {job: (kind, status, error) for job, kind, status, error in
+            rows(db, "SELECT job_id, kind, status, error FROM jobs")}
+
+
+def test_kill_run_then_the_same_command_leaves_no_run_running(scenario, tmp_path):
+    """The same command starts a new run; the killed one, found with no process, is marked
+    interrupted (its setup expansion too, if it was under way), named with the command that
+    resumes it, and that command goes on with it."""
+    db = tmp_path / "again.duckdb"
+    args = ["run", str(scenario), "--db", str(db), *RUN_FLAGS]
+    killed = kill_after_start(args, 1.5)
+    assert jobs_left(db)[killed][1] == "running"  # killed: nobody marked it yet
+    landed = where_run_stopped(db, killed)
+    again = subprocess.run(cli(*args), cwd=ROOT, env=env(), capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    left = jobs_left(db)
+    (new,) = {j for j, (kind, _, _) in left.items() if kind == "run"} - {killed}
+    assert left[killed][1:] == ("interrupted", PROCESS_GONE)
+    assert all(status != "running" for _, status, _ in left.values()), left
+    assert (f"note: run {killed} of this scenario with the same settings is unfinished "
+            f"(interrupted: {PROCESS_GONE}); this is a new run, {new}; resume that one with "
+            f"personahub run --resume {killed} --db {db}") in " ".join(again.stderr.split())
+    finish(["run", "--resume", killed, "--db", str(db)])
+    assert rows(db, "SELECT run_id, status, steps_done FROM runs JOIN jobs ON job_id = run_id "
+                    "ORDER BY ALL") == sorted([(killed, "finished", 4), (new, "finished", 4)])
+    print(f"\nrun, kill -9 1.5 s after start: {landed}; the same command then ran {new}")
+
+
 # -- synthesize -------------------------------------------------------------------------------------
 
 # 80 items in batches of 8, 0.3 s a batch: >= 3 s. Kills come by 1.5 s. A non-default seed: the
@@ -256,6 +291,93 @@ def test_kill_personas_expand_then_run_it_again(uninterrupted_expansion, tmp_pat
     assert rows(db, "SELECT count(*) FROM llm_calls WHERE status <> 'discarded'")[0][0] == n_calls
     print(f"\npersonas expand, kill -9 {delay} s after start: {hops} of 3 rounds done, "
           f"{asked} of {len(hub['frontier'])} frontier personas asked")
+
+
+# -- personas from-text ----------------------------------------------------------------------------
+
+# 12 texts x 2 relations in batches of 2 texts, each batch's 4 calls answered together after
+# 0.3 s: >= 1.8 s. Each kill comes once 4 or 8 answers are in (a batch or two committed).
+# what a kill left billed and the resume asked again: answers of a batch not committed, requests
+# out when it came
+ASKED_AGAIN = "status NOT IN ('discarded', 'sent')"
+FROM_TEXT = ["personas", "from-text", "--relations", "read,like", "--per-text", "2",
+             "--batch-size", "2", "--id-column", "id"]
+
+
+def text_tables(db: Path) -> dict[str, list]:
+    """The hub a text-to-persona job grew, the pairs it did and its calls (answers a kill took
+    before their batch committed are ``discarded``, requests it cut ``sent``: billed, asked
+    again)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {"personas": personas_snapshot(con), "relations": relations_snapshot(con),
+                "done": con.execute("SELECT corpus, text_id, relation FROM text_done "
+                                    "ORDER BY ALL").fetchall(),
+                "calls": con.execute(f"SELECT purpose, status, count(*) FROM llm_calls WHERE "
+                                     f"{ASKED_AGAIN} GROUP BY ALL ORDER BY ALL").fetchall(),
+                "jobs": con.execute("SELECT kind, status FROM jobs").fetchall()}
+    finally:
+        con.close()
+
+
+def corpus(folder: Path) -> Path:
+    path = folder / "web.jsonl"
+    path.write_text("".join(json.dumps({"id": f"doc-{i}", "text": t}) + "\n"
+                            for i, t in enumerate(corpus_texts(12))))
+    return path
+
+
+@pytest.mark.parametrize("answers", [4, 8])
+def test_kill_personas_from_text_then_run_it_again(server, tmp_path, answers):
+    srv = server(latency_s=0.3)
+    llm = f"{srv.base_url}?model=m"
+    whole = tmp_path / "whole.duckdb"
+    finish([*FROM_TEXT, str(corpus(tmp_path)), "--db", str(whole), "--llm", llm])
+    before = srv.stats.answered
+    db = tmp_path / "killed.duckdb"
+    args = [*FROM_TEXT, str(corpus(tmp_path)), "--db", str(db), "--llm", llm]
+    code = kill_when(args, lambda: srv.stats.answered >= before + answers,
+                     "the from-text job never got its answers")
+    assert code == -signal.SIGKILL
+    assert rows(db, "SELECT status FROM jobs") == [("running",)]
+    done = rows(db, "SELECT count(*) FROM text_done")[0][0]
+    finish(args)  # the same command goes on with the corpus's job
+    assert text_tables(db) == text_tables(whole)
+    assert rows(db, "SELECT status FROM jobs") == [("finished",)]
+    print(f"\npersonas from-text, kill -9 after {answers} answers: {done} of 24 pairs committed")
+
+
+# -- personas dedup ---------------------------------------------------------------------------------
+
+# 60 personas survive stage 1; stage 2 embeds them 10 per transaction, each request answered after
+# 0.3 s: >= 1.8 s. Each kill comes once 2 or 4 requests are answered.
+DEDUP = ["personas", "dedup", "--embedder", "openai:emb", "--batch-size", "10"]
+FLAGGED = "SELECT text, is_duplicate, duplicate_of, dup_stage FROM personas ORDER BY ALL"
+VECTORS = "SELECT persona_id, model, vector FROM persona_embeddings ORDER BY ALL"
+
+
+@pytest.mark.parametrize("answers", [2, 4])
+def test_kill_personas_dedup_then_run_it_again(server, tmp_path, monkeypatch, answers):
+    srv = server(latency_s=0.3)
+    monkeypatch.setenv("OPENAI_API_KEY", "test-placeholder")
+    monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+    whole = planted_hub(tmp_path / "whole" / "hub.duckdb")
+    finish([*DEDUP, "--db", str(whole)])
+    before = srv.stats.answered
+    db = planted_hub(tmp_path / "killed" / "hub.duckdb")
+    args = [*DEDUP, "--db", str(db)]
+    code = kill_when(args, lambda: srv.stats.answered >= before + answers,
+                     "the dedup job never got its answers")
+    assert code == -signal.SIGKILL
+    assert rows(db, "SELECT status FROM jobs WHERE kind = 'dedup'") == [("running",)]
+    stored = rows(db, "SELECT count(*) FROM persona_embeddings")[0][0]
+    finish(args)  # the same command goes on with the unfinished job
+    assert rows(db, FLAGGED) == rows(whole, FLAGGED)
+    assert rows(db, VECTORS) == rows(whole, VECTORS)
+    assert rows(db, "SELECT kind, status FROM jobs") == [("dedup", "finished")]
+    calls = f"SELECT purpose, status, count(*) FROM llm_calls WHERE {ASKED_AGAIN} GROUP BY ALL"
+    assert rows(db, calls) == rows(whole, calls)
+    print(f"\npersonas dedup, kill -9 after {answers} answers: {stored} of 60 vectors committed")
 
 
 # -- endpoint faults: nothing lost, nothing doubled, the fault-free tables ------------------------

@@ -1,0 +1,233 @@
+"""A society whose population lives in column shards, at scale: step time, memory, calls, rows.
+
+    python bench/bench_society_scale.py [--agents 100000 --agents 1000000 ...] [--k 100]
+                                        [--activation 0.1] [--steps 2] [--agents-path N ...]
+                                        [--ray] [--nodes 2] [--shards 4]
+
+Per size: a template population (sex, party) in a JSONL file, the scenario of
+``bench_archetypes.py``'s part 3 (two unaddressed kinds, a three-option survey to everyone each
+step, ``--activation``, ``--k`` archetypes, offline engine). Each run happens in two spawned
+children so the driver's figures are a step's, not setup's:
+
+1. setup: ``run --society columns`` with a client that is unreachable from step 1, so the run
+   imports, links, groups and records its agents, then stops resumable before step 1;
+2. steps: ``resume_run`` of that run (locally, or with ``--ray`` on a local multi-node cluster,
+   ``ray.cluster_utils.Cluster``, ``--nodes`` nodes of one CPU each, one shard per node unless
+   ``--shards``): the resumed driver reads no agent; its peak RSS (``ru_maxrss``) is the
+   driver's; every Ray worker's peak (``VmHWM``) is sampled.
+
+``--agents-path N`` runs today's ``SocietyModel`` path on N agents in the same invocation (one
+child: setup and steps), for the speed ratio. Lines: ``SETUP``, ``STEP``, ``RUN``, ``WORKER``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _synthetic import HOBBIES, PLACES, ROLES, TRAITS  # noqa: E402
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_society(base: Path, n: int, k: int, activation: float, steps: int) -> Path:
+    """The persona file and scenario of ``n`` template people; returns the scenario file."""
+    rng = random.Random(0)
+    people = base / "people.jsonl"
+    with people.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            text = (f"A {rng.choice(TRAITS)} {rng.choice(ROLES)} from {rng.choice(PLACES)} "
+                    f"who likes {rng.choice(HOBBIES)} (resident no. {i}).")
+            f.write(json.dumps({"persona": text, "sex": rng.choice(("female", "male")),
+                                "party": rng.choice(("democrat", "republican", "independent"))})
+                    + "\n")
+    scenario = base / "society.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        f"SCENARIO = Scenario(name='scale', personas=PersonaSource(path={str(people)!r}),"
+        f" graph=GraphGrowth(hops=0, acquaintances=4), steps={steps},"
+        f" activation={activation}, seed=1, kinds=('instruction', 'tool_spec'), archetypes={k},"
+        " surveys=(Survey(id='ferry', question='Should the town keep the ferry?',"
+        f" steps=tuple(range(1, {steps} + 1)), options=('yes', 'no', 'unsure')),),"
+        " world='A river town with a ferry, a market and a library.')\n", encoding="utf-8")
+    return scenario
+
+
+def _per_step(db: Path) -> list[tuple[Any, ...]]:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(
+            "SELECT s.step, s.n_active, s.n_archetype_calls, s.n_emissions, s.n_answers, "
+            "epoch(s.finished_at - s.started_at), "
+            "(SELECT count(*) FROM llm_calls c WHERE c.run_id = s.run_id AND c.step = s.step), "
+            "(SELECT count(*) FROM agent_states a WHERE a.run_id = s.run_id AND a.step = s.step) "
+            "FROM steps s ORDER BY s.step").fetchall()
+    finally:
+        con.close()
+
+
+def _setup(scenario: str, db: str, out: Any) -> None:
+    from personahub.api import run_simulation
+    from personahub.core.errors import PersonahubError
+    from personahub.pipelines.run import RunConfig
+    from personahub.sim.scenario import load_scenario
+    from tests.fakes import FakeClient, unreachable_from_step
+
+    began = time.perf_counter()
+    try:
+        run_simulation(RunConfig(scenario=load_scenario(scenario), db=Path(db), society="columns"),
+                       client=FakeClient(unreachable_from_step(1), seed=1))
+    except PersonahubError:
+        pass
+    import duckdb
+
+    con = duckdb.connect(db, read_only=True)
+    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    con.close()
+    out.put((run_id, time.perf_counter() - began, _rss_mb()))
+
+
+def _steps(db: str, run_id: str, ray_nodes: int, shards: int | None, out: Any) -> None:
+    from personahub.api import resume_run
+
+    workers: dict[str, float] = {}
+    cluster = None
+    if ray_nodes:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        for _ in range(ray_nodes - 1):
+            cluster.add_node(num_cpus=1)
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        from bench_archetypes import RayMemory
+
+        memory = RayMemory()
+    began = time.perf_counter()
+    options: dict[str, Any] = {"executor": "ray", "ray_workers": ray_nodes} if ray_nodes else {}
+    if shards:
+        options["shards"] = shards
+    from personahub.pipelines.run import RunConfig  # noqa: F401  imported before timing ends
+
+    marks: list[float] = []
+    resume_run(run_id, db=db, progress=lambda phase, done, total: marks.append(time.perf_counter()),
+               **options)
+    seconds = time.perf_counter() - began
+    commits = [b - a for a, b in zip(marks, marks[1:], strict=False)]
+    if ray_nodes:
+        import ray
+
+        peaks = memory.stop()
+        workers = {f"{name} {pid}": kb / 1024 for pid, (name, kb) in memory.peaks.items()
+                   if name.startswith("ray::")}
+        workers["_summary"] = peaks["workers_peak_rss_mb"]
+        ray.shutdown()
+        assert cluster is not None
+        cluster.shutdown()
+    out.put((seconds, _rss_mb(), {**workers, "_commits": commits}))
+
+
+def _agents_path(scenario: str, db: str, out: Any) -> None:
+    from personahub.api import run_simulation
+    from personahub.pipelines.run import RunConfig
+    from personahub.sim.scenario import load_scenario
+
+    began = time.perf_counter()
+    marks: list[float] = []
+    run_simulation(RunConfig(scenario=load_scenario(scenario), db=Path(db)),
+                   progress=lambda phase, done, total: marks.append(time.perf_counter()))
+    out.put((time.perf_counter() - began, _rss_mb(),
+             [b - a for a, b in zip(marks, marks[1:], strict=False)]))
+
+
+def _child(target: Any, *args: Any) -> Any:
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(target=target, args=(*args, out))
+    child.start()
+    found = out.get(timeout=4 * 3600)
+    child.join()
+    return found
+
+
+def _print_steps(label: str, n: int, db: Path) -> None:
+    for step, active, pooled, emitted, answers, seconds, calls, states in _per_step(db):
+        print(f"STEP path={label} agents={n} step={step} seconds={seconds:.2f} active={active} "
+              f"calls={calls} archetype_calls={pooled} emissions={emitted} answers={answers} "
+              f"agent_states={states}", flush=True)
+
+
+def columns(n: int, k: int, activation: float, steps: int, ray_nodes: int,
+            shards: int | None) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        scenario = write_society(base, n, k, activation, steps)
+        db = base / "society.duckdb"
+        run_id, setup_s, setup_mb = _child(_setup, str(scenario), str(db))
+        print(f"SETUP agents={n} seconds={setup_s:.1f} peak_rss_mb={setup_mb:.0f}", flush=True)
+        seconds, driver_mb, workers = _child(_steps, str(db), run_id, ray_nodes, shards)
+        label = f"columns-ray-{ray_nodes}nodes" if ray_nodes else "columns-local"
+        _print_steps(label, n, db)
+        between = workers.pop("_commits")
+        print(f"WALL path={label} agents={n} from_one_commit_to_the_next_s="
+              + ",".join(f"{x:.2f}" for x in between), flush=True)
+        print(f"RUN path={label} agents={n} steps_seconds={seconds:.1f} "
+              f"driver_peak_rss_mb={driver_mb:.0f}"
+              + (f" workers_peak_rss_mb_sum={workers.pop('_summary'):.0f}" if workers else ""),
+              flush=True)
+        for name, mb in sorted(workers.items()):
+            print(f"WORKER agents={n} {name} peak_rss_mb={mb:.0f}", flush=True)
+
+
+def agents_path(n: int, k: int, activation: float, steps: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        scenario = write_society(base, n, k, activation, steps)
+        db = base / "society.duckdb"
+        seconds, peak, between = _child(_agents_path, str(scenario), str(db))
+        _print_steps("agents", n, db)
+        print(f"WALL path=agents agents={n} from_one_commit_to_the_next_s="
+              + ",".join(f"{x:.2f}" for x in between), flush=True)
+        print(f"RUN path=agents agents={n} seconds={seconds:.1f} peak_rss_mb={peak:.0f}",
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, action="append", default=None)
+    parser.add_argument("--agents-path", type=int, action="append", default=[],
+                        help="also run today's SocietyModel path on N agents")
+    parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--activation", type=float, default=0.1)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--ray", action="store_true", help="also run each size on local Ray")
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--shards", type=int, default=None)
+    parser.add_argument("--no-local", action="store_true")
+    args = parser.parse_args()
+    for n in args.agents or [100_000]:
+        if not args.no_local:
+            columns(n, args.k, args.activation, args.steps, 0, args.shards)
+        if args.ray:
+            columns(n, args.k, args.activation, args.steps, args.nodes, args.shards)
+    for n in args.agents_path:
+        agents_path(n, args.k, args.activation, args.steps)
+
+
+if __name__ == "__main__":
+    main()

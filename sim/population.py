@@ -1,0 +1,412 @@
+"""One shard of a society's population, held as columns: the same code locally and on a Ray actor.
+
+A shard holds its agents' ids, persona ids and texts, attributes (decoded when an audience needs
+them), archetype, draw key and memory entry, as arrays: no Python object per agent. A step is two
+calls. ``open_step`` applies the step's interventions and events, picks the active agents and
+their kinds, and says what each (archetype, kind) pool and (survey, archetype) group needs asked.
+``close_step`` draws each member's answer from its group's result, updates memories and writes the
+shard's rows as Parquet files (complete once renamed), which the driver commits in bulk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from personahub.sim.draws import activation_keys, pick, salted_bits, step_draws, uniforms
+from personahub.sim.memory import AgentMemory
+from personahub.sim.memory_table import Change, MemoryTable
+from personahub.sim.population_plan import (
+    AudienceRule,
+    GroupAsk,
+    ShardAsk,
+    ShardDone,
+    ShareAnswer,
+    StepClose,
+    StepOpen,
+)
+
+PART = ".part"
+OWN_CHARS = 300  # what a member remembers of a pooled emission, as an agent of its own output
+
+
+class PopulationShard:
+    """The agents of one contiguous range of agent ids, as columns."""
+
+    def __init__(self, *, agent_ids: np.ndarray, persona_ids: pa.Array, texts: pa.Array,
+                 attributes: pa.Array, archetypes: np.ndarray, seed: int,
+                 new_memory: Callable[[], AgentMemory]) -> None:
+        self.agent_ids = np.asarray(agent_ids, dtype=np.int32)
+        self.persona_ids = persona_ids
+        self.texts = texts
+        self._attribute_text = attributes
+        self._attributes: dict[str, np.ndarray] = {}
+        self.archetypes = np.asarray(archetypes, dtype=np.int32)
+        self.keys = activation_keys(seed, persona_ids.to_pylist())
+        self.table = MemoryTable(new_memory)
+        self.memory = np.zeros(len(self.agent_ids), dtype=np.int32)
+        self.renamed: dict[int, str] = {}  # position -> persona text set by an intervention
+        self._open: dict[str, Any] = {}
+
+    @property
+    def size(self) -> int:
+        """Return how many agents the shard holds."""
+        return len(self.agent_ids)
+
+    def restore(self, agent_ids: np.ndarray, states: list[str]) -> None:
+        """Put checkpointed agents back: each state is an ``agent_states.state`` JSON text."""
+        positions = self._positions(np.asarray(agent_ids, dtype=np.int32))
+        for position, text in zip(positions.tolist(), states, strict=True):
+            state = json.loads(text)
+            self.memory[position] = self.table.intern(state["memory"])
+            if state.get("persona_text") not in (None, self.texts[position].as_py()):
+                self.renamed[position] = str(state["persona_text"])
+
+    def footprint(self) -> int:
+        """Return the bytes the shard's columns and memories hold (an estimate for the bench)."""
+        arrays = (self.agent_ids, self.archetypes, self.keys, self.memory,
+                  *self._attributes.values())
+        strings = self.persona_ids.nbytes + self.texts.nbytes + self._attribute_text.nbytes
+        memories = sum(len(t) for t in (self.table.text(i) for i in range(len(self.table))))
+        return int(sum(a.nbytes for a in arrays) + strings + 4 * memories)
+
+    # -- the step's first half ---------------------------------------------------------------------
+    def open_step(self, plan: StepOpen) -> ShardAsk:
+        """Apply the step's changes and events; say what its groups need asked."""
+        step, n = plan.step, self.size
+        touched = np.zeros(n, dtype=bool)
+        self._intervene(plan, touched)
+        seen = np.zeros(n, dtype=np.uint64)
+        texts: list[str] = []
+        delivered: dict[int, int] = {}
+        events: dict[int, np.ndarray] = {}
+        for bit, (index, text, rule) in enumerate(
+                [*plan.events, *((i, t, AudienceRule()) for i, t in plan.injected)]):
+            reached = self.audience(rule)
+            self.table.apply(self.memory, reached, ("observe", step, text, "event"))
+            touched |= reached
+            seen[reached] |= np.uint64(1 << bit)
+            texts.append(text)
+            delivered[index] = int(reached.sum())
+            events[index] = np.flatnonzero(reached)
+        active = self._active(plan)
+        kinds = pick(np.asarray(plan.cumulative), uniforms(self.keys[active], "kind", step))
+        rank = salted_bits(self.keys, "history", step)
+        groups: list[GroupAsk] = []
+        for k, kind in enumerate(plan.kinds):
+            members = active[kinds == k]
+            groups += self._groups(members, rank, plan.read, ("pool", kind))
+        asked: dict[int, np.ndarray] = {}
+        for survey in plan.surveys:
+            members = np.flatnonzero(self.audience(survey.audience))
+            asked[survey.index] = members
+            groups += self._groups(members, rank, plan.read, ("survey", survey.index))
+        shown: dict[int, int] = {}
+        memories: dict[int, str] = {}
+        candidates = []
+        for group in groups:
+            picked = []
+            for rank_, position, _, _ in group.candidates:
+                bits = int(seen[position])
+                entry = int(self.memory[position])
+                memories.setdefault(entry, self.table.text(entry))
+                picked.append((rank_, int(self.agent_ids[position]), entry,
+                               shown.setdefault(bits, len(shown))))
+            candidates.append(picked)
+        for group, picked in zip(groups, candidates, strict=True):
+            group.candidates = picked
+        seen_texts = [tuple(t for b, t in enumerate(texts) if bits >> b & 1) for bits in shown]
+        self._open = {"step": step, "touched": touched, "active": active, "kinds": kinds,
+                      "asked": asked, "events": events, "plan": plan}
+        return ShardAsk(n_active=int(active.size), groups=groups, memories=memories,
+                        seen=seen_texts, delivered=delivered)
+
+    def _intervene(self, plan: StepOpen, touched: np.ndarray) -> None:
+        for action, agent_id, text in plan.changes:
+            found = self._positions(np.array([agent_id], dtype=np.int32), missing_ok=True)
+            if found.size == 0:
+                continue
+            position = int(found[0])
+            touched[position] = True
+            if action == "set_persona":
+                self.renamed[position] = text
+            elif action == "add_memory":
+                self.table.apply(self.memory, found, ("observe", plan.step, text, "event"))
+            elif action == "forget":
+                self.table.apply(self.memory, found, ("forget",))
+
+    def _active(self, plan: StepOpen) -> np.ndarray:
+        mode, p = plan.activation
+        if mode == "all":
+            return np.arange(self.size)
+        return np.flatnonzero(step_draws(self.keys, plan.step) < p)
+
+    def _groups(self, members: np.ndarray, rank: np.ndarray, read: int,
+                what: tuple[str, Any]) -> list[GroupAsk]:
+        """Group members by archetype: counts, lowest agent id and the ``read`` lowest ranks.
+
+        A pool's key is ("pool", archetype, kind), a survey group's ("survey", index, archetype).
+        """
+        if members.size == 0:
+            return []
+        order = np.lexsort((rank[members], self.archetypes[members]))
+        ordered = members[order]
+        labels = self.archetypes[ordered]
+        starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+        ends = np.r_[starts[1:], ordered.size]
+        out = []
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+            part = ordered[lo:hi]
+            first = int(self.agent_ids[part].min())
+            chosen = part[:read]
+            archetype = int(labels[lo])
+            key = (("pool", archetype, what[1]) if what[0] == "pool"
+                   else ("survey", what[1], archetype))
+            out.append(GroupAsk(key, int(hi - lo), first,
+                                [(int(rank[p]), int(p), 0, 0) for p in chosen.tolist()]))
+        return out
+
+    # -- the step's second half --------------------------------------------------------------------
+    def close_step(self, close: StepClose, shard: int) -> ShardDone:
+        """Draw members' answers and actions from their groups' results and write the rows."""
+        opened, self._open = self._open, {}
+        if opened.get("step") != close.step:
+            raise RuntimeError(f"shard {shard}: step {close.step} closed before it was opened")
+        plan: StepOpen = opened["plan"]
+        touched: np.ndarray = opened["touched"]
+        done = ShardDone()
+        folder = Path(close.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tables = {"emissions": self._emissions(close, opened, touched, done),
+                  "survey_answers": self._answers(close, opened, plan, touched, done),
+                  "deliveries": self._deliveries(opened["events"])}
+        tables["agent_states"] = self._states(close, touched)
+        for name, table in tables.items():
+            if table is not None and table.num_rows:
+                done.files[name] = [write_part(folder / f"{name}-{shard:05d}.parquet", table)]
+        self.table.compact(self.memory)
+        return done
+
+    def _emissions(self, close: StepClose, opened: dict[str, Any], touched: np.ndarray,
+                   done: ShardDone) -> pa.Table | None:
+        active: np.ndarray = opened["active"]
+        kinds: np.ndarray = opened["kinds"]
+        plan: StepOpen = opened["plan"]
+        code = {kind: k for k, kind in enumerate(plan.kinds)}
+        by_pool = {(p.archetype, code[p.kind]): i for i, p in enumerate(close.pools)}
+        width = len(plan.kinds)
+        lookup = np.full((int(self.archetypes.max(initial=0)) + 1) * width, -1, dtype=np.int64)
+        for (archetype, k), i in by_pool.items():
+            if archetype * width + k < lookup.size:
+                lookup[archetype * width + k] = i
+        pool = lookup[self.archetypes[active].astype(np.int64) * width + kinds]
+        if (pool < 0).any():
+            raise RuntimeError(f"step {close.step}: a pool has no answer")
+        failed = np.array([p.content is None for p in close.pools], dtype=bool)
+        lost = failed[pool]
+        for i in np.unique(pool[lost]).tolist():
+            answer = close.pools[i]
+            reason = f"archetype {answer.archetype}: {answer.error or 'failed'}"
+            done.failures[reason] = done.failures.get(reason, 0) + int((pool[lost] == i).sum())
+        kept = ~lost
+        members, pools = active[kept], pool[kept]
+        done.emissions = done.drawn = int(members.size)
+        if members.size == 0:
+            return None
+        changes: list[Change] = [("own", close.step, p.kind, (p.text or "")[:OWN_CHARS])
+                                 for p in close.pools]
+        self.table.apply_each(self.memory, members, pools, changes)
+        touched[members] = True
+        ids = self.agent_ids[members]
+        emission_ids = _ids(f"{close.run_id}:{close.step}:", ids)
+        first = np.array([p.first for p in close.pools], dtype=np.int32)[pools]
+        is_first = ids == first
+        flags = [p.first_flag for p in close.pools]
+        first_ids = [f"{close.run_id}:{close.step}:{p.first}" for p in close.pools]
+        later = pa.array([flags[i] or first_ids[i] for i in range(len(flags))], pa.string())
+        at_first = pa.array(flags, pa.string())
+        duplicate_of = pc.if_else(pa.array(is_first), at_first.take(pools), later.take(pools))
+        take = pa.array(pools)
+        n = members.size
+        return pa.table({
+            "emission_id": emission_ids,
+            "run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
+            "step": pa.repeat(pa.scalar(close.step, pa.int32()), n),
+            "agent_id": pa.array(ids),
+            "persona_id": self.persona_ids.take(pa.array(members)),
+            "kind": pa.array([p.kind for p in close.pools], pa.string()).take(take),
+            "content": pa.array([p.content for p in close.pools], pa.string()).take(take),
+            "text": pa.array([p.text for p in close.pools], pa.string()).take(take),
+            "target_persona_id": pa.nulls(n, pa.string()),
+            "model": pa.repeat(pa.scalar(close.model, pa.string()), n),
+            "is_duplicate": pc.is_valid(duplicate_of),
+            "duplicate_of": duplicate_of,
+            "archetype": pa.array(self.archetypes[members]),
+        })
+
+    def _answers(self, close: StepClose, opened: dict[str, Any], plan: StepOpen,
+                 touched: np.ndarray, done: ShardDone) -> pa.Table | None:
+        parts = []
+        shares: dict[int, dict[int, ShareAnswer]] = {}
+        for share in close.shares:
+            shares.setdefault(share.survey_index, {})[share.archetype] = share
+        for survey in plan.surveys:
+            members: np.ndarray = opened["asked"][survey.index]
+            if members.size == 0:
+                continue
+            given = shares.get(survey.index, {})
+            labels = self.archetypes[members]
+            width = len(survey.values)
+            top = int(labels.max()) + 1
+            cumulative = np.full((top, width), 2.0)
+            ok = np.zeros(top, dtype=bool)
+            for archetype, share in given.items():
+                if archetype < top and share.cumulative is not None:
+                    cumulative[archetype] = share.cumulative
+                    ok[archetype] = True
+            done.drawn += int(members.size)
+            for archetype in np.unique(labels[~ok[labels]]).tolist():
+                stated = given.get(archetype)
+                error = "archetype call: " + ((stated.error if stated else None)
+                                              or "no valid answer")
+                reason = f"survey {survey.survey_id}: {error}"
+                done.failures[reason] = done.failures.get(reason, 0) + int(
+                    (labels == archetype).sum())
+            answered = members[ok[labels]]
+            if answered.size == 0:
+                continue
+            draws = uniforms(self.keys[answered], "survey", close.step, survey.survey_id)
+            chosen = pick(cumulative[self.archetypes[answered]], draws)
+            parts.append(self._answer_rows(close, survey, answered, chosen))
+            done.answers += int(answered.size)
+            if survey.remember:
+                changes: list[Change] = [
+                    ("observe", close.step, f"Asked '{survey.question}', I answered: {value}",
+                     "answer") for value in survey.values]
+                self.table.apply_each(self.memory, answered, chosen, changes)
+                touched[answered] = True
+        return pa.concat_tables(parts) if parts else None
+
+    def _answer_rows(self, close: StepClose, survey: Any, members: np.ndarray,
+                     chosen: np.ndarray) -> pa.Table:
+        labels = self.archetypes[members]
+        width = len(survey.values)
+        top = int(labels.max()) + 1
+        contents = [json.dumps({"answer": value, "reason": f"drawn from archetype {a}'s shares"},
+                               ensure_ascii=False)
+                    for a in range(top) for value in survey.values]
+        n = members.size
+        values = pa.array(list(survey.values)).take(pa.array(chosen))
+        choice = values if survey.answer == "choice" else pa.nulls(n, pa.string())
+        scale = values.cast(pa.int32()) if survey.answer == "scale" else pa.nulls(n, pa.int32())
+        return pa.table({
+            "run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
+            "step": pa.repeat(pa.scalar(close.step, pa.int32()), n),
+            "survey_id": pa.repeat(pa.scalar(survey.survey_id, pa.string()), n),
+            "question": pa.repeat(pa.scalar(survey.question, pa.string()), n),
+            "persona_id": self.persona_ids.take(pa.array(members)),
+            "agent_id": pa.array(self.agent_ids[members]),
+            "answer_kind": pa.repeat(pa.scalar(survey.answer, pa.string()), n),
+            "answer_choice": choice.cast(pa.string()),
+            "answer_scale": scale,
+            "answer_text": pa.nulls(n, pa.string()),
+            "content": pa.array(contents, pa.string()).take(
+                pa.array(labels.astype(np.int64) * width + chosen)),
+        })
+
+    def _deliveries(self, events: dict[int, np.ndarray]) -> pa.Table | None:
+        parts = [pa.table({"event_index": pa.repeat(pa.scalar(index, pa.int32()), where.size),
+                           "agent_id": pa.array(self.agent_ids[where]),
+                           "persona_id": self.persona_ids.take(pa.array(where))})
+                 for index, where in events.items() if where.size]
+        return pa.concat_tables(parts) if parts else None
+
+    def _states(self, close: StepClose, touched: np.ndarray) -> pa.Table | None:
+        positions = np.flatnonzero(touched)
+        if positions.size == 0:
+            return None
+        ids = self.persona_ids.take(pa.array(positions)).to_pylist()
+        texts = self.texts.take(pa.array(positions)).to_pylist()
+        for i, position in enumerate(positions.tolist()):
+            if position in self.renamed:
+                texts[i] = self.renamed[position]
+        memory = self.memory[positions].tolist()
+        dumps = json.dumps
+        states = [f'{{"persona_id": {dumps(p, ensure_ascii=False)}, "persona_text": '
+                  f'{dumps(t, ensure_ascii=False)}, "memory": {self.table.text(m)}, '
+                  f'"pending": []}}' for p, t, m in zip(ids, texts, memory, strict=True)]
+        n = positions.size
+        return pa.table({"run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
+                         "agent_id": pa.array(self.agent_ids[positions]),
+                         "step": pa.repeat(pa.scalar(close.step, pa.int32()), n),
+                         "state": pa.array(states, pa.string())})
+
+    # -- audiences ---------------------------------------------------------------------------------
+    def audience(self, rule: AudienceRule) -> np.ndarray:
+        """Return the mask of the shard's agents an audience covers."""
+        mask = np.ones(self.size, dtype=bool)
+        if rule.agent_ids is not None:
+            mask &= np.isin(self.agent_ids, np.asarray(rule.agent_ids, dtype=np.int32))
+        if rule.text_contains:
+            mask &= self._text_contains(rule.text_contains)
+        for name, value in rule.attributes:
+            mask &= self._attribute_is(name, value)
+        return mask
+
+    def _text_contains(self, needles: tuple[str, ...]) -> np.ndarray:
+        lowered = pc.utf8_lower(self.texts)
+        found = np.zeros(self.size, dtype=bool)
+        for needle in needles:
+            found |= np.asarray(pc.fill_null(pc.match_substring(lowered, needle.lower()), False))
+        for position, text in self.renamed.items():
+            found[position] = any(n.lower() in text.lower() for n in needles)
+        return found
+
+    def _attribute_is(self, name: str, value: Any) -> np.ndarray:
+        values = self._attribute_values(name)
+        wanted = json.dumps(value, sort_keys=True)
+        return values == wanted
+
+    def _attribute_values(self, name: str) -> np.ndarray:
+        """Each agent's value of one attribute as JSON text ('' when absent), decoded once."""
+        found = self._attributes.get(name)
+        if found is None:
+            decoded = [json.loads(t).get(name, _ABSENT) if t else _ABSENT
+                       for t in self._attribute_text.to_pylist()]
+            found = self._attributes[name] = np.array(
+                ["" if v is _ABSENT else json.dumps(v, sort_keys=True) for v in decoded])
+        return found
+
+    def _positions(self, agent_ids: np.ndarray, missing_ok: bool = False) -> np.ndarray:
+        lo = int(self.agent_ids[0]) if self.size else 0
+        positions = agent_ids.astype(np.int64) - lo
+        inside = (positions >= 0) & (positions < self.size)
+        if not missing_ok and not inside.all():
+            raise KeyError(f"agents {agent_ids[~inside][:3].tolist()} are not in this shard")
+        return positions[inside]
+
+
+_ABSENT = object()
+
+
+def _ids(prefix: str, agent_ids: np.ndarray) -> pa.Array:
+    """Return prefix + agent id for every agent id, as strings."""
+    return pc.binary_join_element_wise(pa.scalar(prefix, pa.string()),
+                                       pc.cast(pa.array(agent_ids), pa.string()), "")
+
+
+def write_part(path: Path, table: pa.Table) -> str:
+    """Write a Parquet file complete or not at all (a temporary name, then a rename)."""
+    import pyarrow.parquet as pq
+
+    part = path.with_name(path.name + PART)
+    pq.write_table(table, part)
+    os.replace(part, path)
+    return str(path)
