@@ -71,6 +71,11 @@ def shapes_of(base_url: str, timeout: float) -> dict[str, list[Any]]:
 
 
 def recorded() -> dict[str, list[Any]]:
+    """Read the real server's recorded shapes; fail in one line naming how to record them."""
+    if not GOLDEN.is_file():
+        root = GOLDEN.parents[1].parent
+        pytest.fail(f"{GOLDEN.relative_to(root)} is not recorded: run python "
+                    f"{Path(__file__).relative_to(root)} where llama-cpp-python's server is installed")
     return json.loads(GOLDEN.read_text(encoding="utf-8"))["shapes"]
 
 
