@@ -425,7 +425,8 @@ def hub_graph_stats(con: duckdb.DuckDBPyConnection, *, include_duplicates: bool 
     total_degree = sum(d * n for d, n in degrees)
     return {
         "nodes": nodes,
-        "edges": t["edges"],
+        "edges": t["simple_edges"],
+        "relations": t["edges"],
         "components": component_count,
         "largest_component": max((size for size, _ in components), default=0),
         "isolated": sum(n for d, n in degrees if d == 0),

@@ -462,16 +462,17 @@ def _components(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
 def graph_tallies(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> dict[str, Any]:
     """Return the persona graph's tallies, each a small table computed in SQL.
 
-    degrees (degree, nodes); components (size, count); simple_edges; clustering_sum (each
-    node's clustering coefficient summed); hops, edge_hops, sources (kind, count) in first-seen
-    order for ties; labels (label, count) in the order networkx's edge walk first meets them.
+    degrees (degree in the undirected simple view, nodes); components (size, count);
+    simple_edges; clustering_sum (each node's clustering coefficient summed); hops, edge_hops,
+    sources (kind, count) in first-seen order for ties; labels (label, count) in the order
+    networkx's edge walk first meets them.
     """
     _graph_tables(con, include_duplicates)
     try:
         nodes = con.execute("SELECT count(*) FROM _g_nodes").fetchall()[0][0]
         edges = con.execute("SELECT count(*) FROM _g_edges").fetchall()[0][0]
         degrees = con.execute("""
-            WITH ends AS (SELECT a AS v FROM _g_edges UNION ALL SELECT b FROM _g_edges),
+            WITH ends AS (SELECT x AS v FROM _g_simple UNION ALL SELECT y FROM _g_simple),
             d AS (SELECT n.v, count(e.v) AS degree FROM _g_nodes n LEFT JOIN ends e USING (v)
                   GROUP BY n.v)
             SELECT degree, count(*) FROM d GROUP BY degree ORDER BY degree""").fetchall()

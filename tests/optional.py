@@ -4,6 +4,12 @@ CI installs ``[embed]`` and sets ``PERSONAHUB_REQUIRE_EMBED=1`` (Chromium and pl
 ``PERSONAHUB_REQUIRE_BROWSER=1``, ``[hf]`` with ``PERSONAHUB_REQUIRE_HF=1``, ``[ray]`` with
 ``PERSONAHUB_REQUIRE_RAY=1``), so a broken install fails the run instead of quietly skipping the
 tests that need the local model, the browser, datasets or Ray.
+
+The real-model tests need a server for SmolLM2-135M. ``PERSONAHUB_REQUIRE_REAL_MODEL=1`` requires
+llama.cpp's own server: a compiled ``llama-server`` or, with no compiler, the ``[local]`` extra's
+xllamacpp (CI installs that one). llama-cpp-python's server compiles on install, so CI leaves it
+out: its tests run where the ``[llamacpp]`` extra is installed and skip elsewhere, unless
+``PERSONAHUB_REQUIRE_LLAMA_CPP_PYTHON=1`` requires it too.
 """
 
 from __future__ import annotations
@@ -12,6 +18,37 @@ import importlib.util
 import os
 
 import pytest
+
+from personahub.models import llamacpp
+
+REQUIRE_REAL_MODEL = "PERSONAHUB_REQUIRE_REAL_MODEL"
+REQUIRE_LLAMA_CPP_PYTHON = "PERSONAHUB_REQUIRE_LLAMA_CPP_PYTHON"
+
+
+def _skip_unless_required(reason: str | None, variable: str) -> None:
+    if reason is None:
+        return
+    if os.environ.get(variable):
+        pytest.fail(f"{variable} is set but {reason}")
+    pytest.skip(reason)
+
+
+def need_llama_cpp() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_REAL_MODEL`` set, fail) unless llama.cpp's own server
+    can serve SmolLM2 here: a compiled ``llama-server`` or xllamacpp's (``llamacpp.local_llama_cpp``)."""
+    _skip_unless_required(llamacpp.missing_llama_cpp(), REQUIRE_REAL_MODEL)
+
+
+def need_llama_cpp_python() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_LLAMA_CPP_PYTHON`` set, fail) unless llama-cpp-python's
+    server (the ``[llamacpp]`` extra) can serve SmolLM2 here."""
+    _skip_unless_required(llamacpp.missing_extra(), REQUIRE_LLAMA_CPP_PYTHON)
+
+
+def need_xllamacpp() -> None:
+    """Skip (or, with ``PERSONAHUB_REQUIRE_REAL_MODEL`` set, fail) without xllamacpp and the GGUF
+    (the ``[local]`` extra's launcher itself, ``python -m personahub.models.llamacpp``)."""
+    _skip_unless_required(llamacpp.missing_xllamacpp(), REQUIRE_REAL_MODEL)
 
 
 def need_local_model() -> None:

@@ -66,6 +66,7 @@ def test_every_module_imports_without_the_optional_extras() -> None:
     assert done.stdout.strip() == ""
 
 
+@pytest.mark.slow  # starts a Python process
 def test_the_ray_proxy_names_the_extra_when_ray_is_missing() -> None:
     code = ("import sys; sys.modules['ray'] = None\n"
             "from personahub.core.optional import ray\n"

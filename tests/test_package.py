@@ -41,6 +41,7 @@ def test_importing_a_core_module_loads_no_pipeline() -> None:
     assert done.stdout.split() == ["personahub.core.errors", "True"]
 
 
+@pytest.mark.slow  # starts a Python process per folder
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_root_folders_are_not_top_level_packages(folder: str) -> None:
     """From the repository root (on sys.path) a bare ``import agents`` must not load this project."""
@@ -50,6 +51,7 @@ def test_root_folders_are_not_top_level_packages(folder: str) -> None:
     assert f"ModuleNotFoundError: No module named '{folder}'" in done.stderr
 
 
+@pytest.mark.slow  # starts a Python process
 def test_python_m_personahub_version() -> None:
     done = subprocess.run([sys.executable, "-m", "personahub", "--version"], cwd=ROOT,
                           capture_output=True, text=True)

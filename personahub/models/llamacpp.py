@@ -31,6 +31,8 @@ MODEL_ALIAS = "smollm2-135m"
 START_TIMEOUT_S = 180.0
 # where llama-server is looked for after this variable: PATH, then the build cache
 LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
+# the two launchers of llama.cpp's own server: a compiled binary, and the xllamacpp wheel's build
+LLAMA_CPP_SERVERS = ("llama-server", "xllamacpp")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,13 @@ class LlamaServer:
     @property
     def spec(self) -> str:
         return f"{self.base_url}?model={self.model}"
+
+    @property
+    def llama_cpp(self) -> bool:
+        """Say whether this is llama.cpp's own server (a compiled ``llama-server`` or xllamacpp's build
+        of it), which takes ``json_schema`` as a grammar and reports ``timings.cache_n``, rather than
+        llama-cpp-python's."""
+        return self.server in LLAMA_CPP_SERVERS
 
 
 def missing_extra() -> str | None:
@@ -258,6 +267,47 @@ def local_xllamacpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
                "--port", str(port), "--parallel", str(parallel), "--n-ctx", str(n_ctx),
                "--threads", str(threads), "--alias", alias]
     with _serving("xllamacpp", command, port, alias, log, "xllamacpp") as server:
+        yield server
+
+
+def missing_llama_cpp() -> str | None:
+    """Say why llama.cpp's own server cannot start here by either launcher (None when one can).
+
+    A compiled ``llama-server`` is used where one is found; ``$PERSONAHUB_LLAMA_SERVER``, when set,
+    must name it (no fallback hides a wrong path). Otherwise the ``[local]`` extra's xllamacpp.
+    """
+    compiled = missing_llama_server()
+    if compiled is None or os.environ.get(LLAMA_SERVER_ENV):
+        return compiled
+    wheel = missing_xllamacpp()
+    if wheel is None or find_gguf() is None:  # no model: the same reason for both launchers
+        return wheel
+    return f"{wheel}, and {compiled}"
+
+
+@contextlib.contextmanager
+def local_llama_cpp(*, parallel: int = 2, n_ctx: int = 8192, threads: int = 1,
+                    alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+    """Run llama.cpp's own server on loopback for the with-block: the compiled ``llama-server`` where
+    one is found (faster per token), else xllamacpp's prebuilt one.
+
+    Both are the same llama.cpp server (``json_schema`` through a grammar, ``--parallel`` slots,
+    ``timings.cache_n``), so a test or bench that needs llama.cpp needs no compiler.
+
+    Args:
+        parallel: requests decoded together.
+        n_ctx: tokens per slot.
+        threads: CPU threads (1: OpenMP threads spin against other work on a 2-core machine).
+        alias: the model name the server answers to.
+
+    Returns:
+        The running server; ``server`` says which launcher started it.
+    """
+    reason = missing_llama_cpp()
+    if reason:
+        raise PersonahubError(reason)
+    start = local_llama_cpp_server if missing_llama_server() is None else local_xllamacpp_server
+    with start(parallel=parallel, n_ctx=n_ctx, threads=threads, alias=alias) as server:
         yield server
 
 

@@ -282,6 +282,7 @@ _LOAD_SCHEMA = ("import json, sys, cloudpickle; "
                 "sort_keys=True))")
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_bounded_schema_pickled_to_another_process_keeps_its_descriptions() -> None:
     """A Ray worker gets the request's bounded class by value (cloudpickle): it must describe
     the same JSON schema there, docstring descriptions included, or the worker asks another

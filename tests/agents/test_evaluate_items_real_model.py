@@ -1,18 +1,17 @@
 """``personahub evaluate --items`` against a real model: 200 questions with reference answers
-scored on SmolLM2-135M-Instruct, served on loopback by whichever server is here (xllamacpp's
-prebuilt one, llama.cpp's ``llama-server`` or llama-cpp-python's).
+scored on SmolLM2-135M-Instruct, served on loopback by llama.cpp's own server (a compiled
+``llama-server``, else xllamacpp's prebuilt one), or llama-cpp-python's where neither is here.
 
 Marked ``real_model``; skips with the reason when no server or no GGUF is installed, and fails
-instead when CI sets ``PERSONAHUB_REQUIRE_REAL_MODEL``, as ``tests/agents/test_real_model.py``
-does. The tiny model scores low: what must hold is that the job runs to its end with nothing but
-the URL, says its progress, and that its printed score is the count of its stored answers equal
-to their references, every call accounted.
+instead when CI sets ``PERSONAHUB_REQUIRE_REAL_MODEL`` (which asks for llama.cpp's server), as
+``tests/agents/test_real_model.py`` does. The tiny model scores low: what must hold is that the
+job runs to its end with nothing but the URL, says its progress, and that its printed score is
+the count of its stored answers equal to their references, every call accounted.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from personahub.models import llamacpp
 from personahub.tasks.answer_equivalence import equivalent
 from tests.cli_helpers import invoke
+from tests.optional import need_llama_cpp
 from tests.pipeline_helpers import rows
 
 pytestmark = pytest.mark.real_model
@@ -32,20 +32,13 @@ N = 200
 @pytest.fixture(scope="module")
 def served() -> Iterator[llamacpp.LlamaServer]:
     """The first real server that can start here, for the module's test."""
-    starts = ((llamacpp.missing_xllamacpp, llamacpp.local_xllamacpp_server),
-              (llamacpp.missing_llama_server, llamacpp.local_llama_cpp_server),
-              (llamacpp.missing_extra, llamacpp.local_llama_server))
-    reasons = []
-    for missing, start in starts:
-        reason = missing()
-        if reason is None:
-            with start() as server:
-                yield server
-            return
-        reasons.append(reason)
-    if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
-        pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {'; '.join(reasons)}")
-    pytest.skip("; ".join(reasons))
+    if llamacpp.missing_llama_cpp() and not llamacpp.missing_extra():
+        with llamacpp.local_llama_server() as server:
+            yield server
+        return
+    need_llama_cpp()
+    with llamacpp.local_llama_cpp() as server:
+        yield server
 
 
 def questions(path: Path) -> Path:

@@ -14,7 +14,6 @@ Marked ``real_model``: skips without xllamacpp or the GGUF; CI sets
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from personahub.analysis.survey_read import read_survey
 from personahub.models import llamacpp
 from personahub.models.llamacpp import LlamaServer
 from tests.cli_helpers import invoke
+from tests.optional import need_xllamacpp
 from tests.pipelines.calibrate_fixtures import make_population
 from tests.pipelines.fit_fixtures import write_wave
 
@@ -43,11 +43,7 @@ SCENARIO = Scenario(
 
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[LlamaServer]:
-    reason = llamacpp.missing_xllamacpp()
-    if reason:
-        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
-            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
-        pytest.skip(reason)
+    need_xllamacpp()
     with llamacpp.local_xllamacpp_server(threads=1) as server:
         yield server
 

@@ -11,7 +11,6 @@ tests need neither.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from personahub.models import llamacpp
 from tests.cli_helpers import invoke
 from tests.conftest import persona_texts
+from tests.optional import need_xllamacpp
 
 
 @pytest.mark.parametrize(("argv", "flag"), [
@@ -69,11 +69,7 @@ def test_serve_says_when_the_port_is_taken(monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.real_model
 def test_a_structured_call_through_the_prebuilt_server(tmp_path: Path) -> None:
-    reason = llamacpp.missing_xllamacpp()
-    if reason:
-        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
-            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
-        pytest.skip(reason)
+    need_xllamacpp()
     db = tmp_path / "local.duckdb"
     people = tmp_path / "people.jsonl"
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(2)))

@@ -1,14 +1,17 @@
-"""Every pipeline against a real model on two servers: llama-cpp-python's and llama.cpp's own
-``llama-server`` (``--parallel 2``), both with SmolLM2-135M-Instruct.
+"""Every pipeline against a real model on two servers: llama.cpp's own (``--parallel 2``; a
+compiled ``llama-server`` where one is found, else the ``[local]`` extra's prebuilt xllamacpp)
+and llama-cpp-python's, both with SmolLM2-135M-Instruct.
 
-Marked ``real_model``; each server's tests skip with the reason when it is missing (the
-``[llamacpp]`` extra; ``llama-server`` built by ``.ci/build_llama_server.sh``), and CI sets
-``PERSONAHUB_REQUIRE_REAL_MODEL=1`` so that a missing server fails instead. The model is tiny
-and writes poor text: what must hold is that every command runs with nothing but ``--llm URL``
-to its end (or fails in one clear line where that is allowed), that most actions are kept, that
-every failure is a row with a reason, that no call goes out without ``max_tokens``, and that
-the quality gate sees every persona and item. The kept share of each kind on each server is
-printed at the end of the module (and written as JSON to ``$PERSONAHUB_KEPT_REPORT`` if set).
+Marked ``real_model``; each server's tests skip with the reason when it is missing. CI installs
+xllamacpp and sets ``PERSONAHUB_REQUIRE_REAL_MODEL=1``, so that a missing llama.cpp server fails
+instead; llama-cpp-python's compiles on install, so CI leaves it out and its leg skips
+(``PERSONAHUB_REQUIRE_LLAMA_CPP_PYTHON=1`` requires it where the ``[llamacpp]`` extra is built).
+The model is tiny and writes poor text: what must hold is that every command runs with nothing
+but ``--llm URL`` to its end (or fails in one clear line where that is allowed), that most
+actions are kept, that every failure is a row with a reason, that no call goes out without
+``max_tokens``, and that the quality gate sees every persona and item. The kept share of each
+kind on each server is printed at the end of the module (and written as JSON to
+``$PERSONAHUB_KEPT_REPORT`` if set).
 """
 
 from __future__ import annotations
@@ -25,18 +28,18 @@ from typer.testing import CliRunner
 from personahub.cli.app import app
 from personahub.models.llamacpp import (
     LlamaServer,
-    local_llama_cpp_server,
+    local_llama_cpp,
     local_llama_server,
-    missing_extra,
-    missing_llama_server,
 )
 from personahub.tasks import synthesis_names
 from tests.conftest import persona_texts
+from tests.optional import need_llama_cpp, need_llama_cpp_python
 
 pytestmark = pytest.mark.real_model
 runner = CliRunner()
 
-SERVERS = ("llama-cpp-python", "llama-server")
+# the legs: llama.cpp's own server (compiled llama-server or xllamacpp) and llama-cpp-python's
+SERVERS = ("llama.cpp", "llama-cpp-python")
 # The target: over the module, at least 80% of each server's actions kept (answered,
 # valid, past the quality gate), asserted by the module's last test. Expansion keeps the least
 # of its people; the shares measured are in bench/RESULTS.md ("real_model tests").
@@ -47,7 +50,7 @@ KEPT_SHARE_MODULE_MIN = KEPT_SHARE_TARGET
 # one line, every failure a row): the share over the module is what holds it to the target.
 KEPT_SHARE_MIN = 0.25
 # structured mode ``--structured auto`` settles on: llama-cpp-python refuses json_schema
-SETTLED_MODE = {"llama-cpp-python": "json_object", "llama-server": "json_schema"}
+SETTLED_MODE = {True: "json_schema", False: "json_object"}  # by LlamaServer.llama_cpp
 # server -> purpose -> [kept, actions], over the module (printed at its end)
 KEPT: dict[str, dict[str, list[int]]] = {}
 
@@ -55,13 +58,11 @@ KEPT: dict[str, dict[str, list[int]]] = {}
 @pytest.fixture(scope="module", params=SERVERS)
 def llama(request: pytest.FixtureRequest) -> Iterator[LlamaServer]:
     """Each server in turn, started once for the module's tests and stopped after them."""
-    name = request.param
-    reason = missing_extra() if name == "llama-cpp-python" else missing_llama_server()
-    if reason:
-        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
-            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
-        pytest.skip(reason)
-    start = local_llama_server if name == "llama-cpp-python" else local_llama_cpp_server
+    if request.param == "llama-cpp-python":
+        need_llama_cpp_python()
+    else:
+        need_llama_cpp()
+    start = local_llama_server if request.param == "llama-cpp-python" else local_llama_cpp
     with start() as server:
         yield server
 
@@ -183,11 +184,11 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
     purposes = {r[4] for r in rows}
     assert {"expand", "survey"} <= purposes, purposes
     # llama-cpp-python refuses json_schema (auto settled on json_object and said so);
-    # llama-server takes it
-    mode = SETTLED_MODE[llama.server]
+    # llama.cpp's server takes it
+    mode = SETTLED_MODE[llama.llama_cpp]
     assert {r[2] for r in rows if r[0] == "ok"} == {mode}
     reported = [r[6] for r in rows if r[0] == "ok"]
-    if llama.server == "llama-server":  # its prefix cache reports what it reused
+    if llama.llama_cpp:  # its prefix cache reports what it reused
         assert all(n is not None for n in reported) and sum(reported) > 0, reported
     else:
         assert all(n is None for n in reported), reported
@@ -291,59 +292,6 @@ def test_synthesize_each_task(llama: LlamaServer, tmp_path: Path, task: str) -> 
         assert all(q.endswith("?") and q[:1].isupper() for q in questions), questions
 
 
-def _probes() -> list[tuple[str, dict]]:
-    """Requests whose handling the llama-cpp-python dialect claims to copy from the real server."""
-    # the line bounded, as personahub bounds every string, and greedy decoding: an unbounded
-    # line at the server's default temperature ran past max_tokens now and then ('length')
-    schema = {"type": "object", "properties": {"line": {"type": "string", "maxLength": 40}},
-              "required": ["line"]}
-    tool = {"type": "function", "function": {"name": "say", "parameters": schema}}
-    base = {"model": "smollm2-135m", "temperature": 0,
-            "messages": [{"role": "user", "content": "Greet a neighbour."}]}
-    return [
-        ("json_schema refused", {**base, "max_tokens": 32, "response_format": {
-            "type": "json_schema", "json_schema": {"name": "X", "schema": schema}}}),
-        ("json_object with schema", {**base, "max_tokens": 96,
-                                     "response_format": {"type": "json_object", "schema": schema}}),
-        ("named tool", {**base, "max_tokens": 96, "tools": [tool],
-                        "tool_choice": {"type": "function", "function": {"name": "say"}}}),
-        ("cut at max_tokens", {**base, "max_tokens": 2}),
-    ]
-
-
-def _shape(response) -> tuple:
-    """What a client can rely on: status, whether the error names response_format, finish reason,
-    whether the content parses as a JSON object with the schema's key, whether a tool was called."""
-    import httpx  # noqa: F401 - response is an httpx.Response
-
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") \
-        else {}
-    if response.status_code != 200:
-        message = json.dumps(body)
-        return (response.status_code, "response_format" in message)
-    choice = body["choices"][0]
-    content = choice["message"].get("content") or ""
-    try:
-        parsed = json.loads(content)
-        keyed = isinstance(parsed, dict) and "line" in parsed
-    except ValueError:
-        keyed = False
-    return (200, choice["finish_reason"], keyed, bool(choice["message"].get("tool_calls")))
-
-
-def test_the_llama_cpp_python_dialect_answers_as_the_real_server(llama: LlamaServer) -> None:
-    import httpx
-    if llama.server != "llama-cpp-python":
-        pytest.skip("the loopback server's llama-cpp-python dialect copies llama-cpp-python only")
-    from personahub.models.fake_server.server import ServerOptions, running_server
-
-    with running_server(ServerOptions(dialect="llama-cpp-python")) as emulated:
-        for name, body in _probes():
-            real = httpx.post(f"{llama.base_url}/chat/completions", json=body, timeout=120)
-            fake = httpx.post(f"{emulated.base_url}/chat/completions", json=body, timeout=30)
-            assert _shape(real) == _shape(fake), name
-
-
 def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> None:
     """A run made offline, then one agent interviewed by the real model; the
     answer (or its failure, with a reason) is stored and every attempt is an llm_calls row."""
@@ -444,11 +392,11 @@ def test_evaluate_end_to_end(llama: LlamaServer, tmp_path: Path) -> None:
 
 
 def test_experiment_two_arms_two_replicates(llama: LlamaServer, tmp_path: Path) -> None:
-    """``personahub experiment`` on llama-server: two arms (a world text apart) x two replicates
+    """``personahub experiment`` on llama.cpp's server: two arms (a world text apart) x two replicates
     of a three-agent, one-step scenario, each a run; the effect table prints with its interval
     and every call is accounted (the tiny model's answers may show anything)."""
-    if llama.server != "llama-server":
-        pytest.skip("the issue asks it of llama-server; llama-cpp-python runs the same code")
+    if not llama.llama_cpp:
+        pytest.skip("asked of llama.cpp's server; llama-cpp-python runs the same code")
     people = tmp_path / "people.jsonl"
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(3)))
     scenario = tmp_path / "tiny_experiment.py"
@@ -518,11 +466,11 @@ def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Pat
 
 
 def test_calibrate_archetypes_prices_k_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
-    """``calibrate --archetypes 2`` on SmolLM2 (llama-server only: a handful of calls): every
+    """``calibrate --archetypes 2`` on SmolLM2 (llama.cpp's server only: a handful of calls): every
     archetype call is accounted for (an answer row or a failed call with its reason), the
     archetype row costs K x questions calls, and the price table has a row per group."""
-    if llama.server != "llama-server":
-        pytest.skip("the archetype price is measured on llama-server only")
+    if not llama.llama_cpp:
+        pytest.skip("the archetype price is measured on llama.cpp's server only")
     from personahub.pipelines.calibrate_archetypes import price_table
     from personahub.pipelines.calibrate_data import load_survey
     from tests.pipelines.calibrate_fixtures import (
@@ -569,18 +517,18 @@ def test_calibrate_archetypes_prices_k_on_smollm2(llama: LlamaServer, tmp_path: 
 
 def test_doctor_prints_its_table_and_recommends(llama: LlamaServer) -> None:
     """``personahub doctor`` on each real server: the mode table (llama-cpp-python refuses
-    json_schema, llama-server takes it), a runaway probe that closes under the bounds, the load
-    levels, the prefix cache as the server reports it (llama-server's ``timings.cache_n``; none
+    json_schema, llama.cpp's server takes it), a runaway probe that closes under the bounds, the load
+    levels, the prefix cache as the server reports it (llama.cpp's ``timings.cache_n``; none
     from llama-cpp-python), a recommendation, exit 0."""
     code, output = invoke("doctor", "--llm", llama.spec, "--json", "--budget", "20",
                           "--max-concurrency", "2", "--timeout", "120")
     assert code == 0, output
     report = json.loads(output)
-    assert report["problem"] is None and report["best_mode"] == SETTLED_MODE[llama.server], report
+    assert report["problem"] is None and report["best_mode"] == SETTLED_MODE[llama.llama_cpp], report
     assert report["runaway"]["closed"] is True, report["runaway"]
     assert [x["concurrency"] for x in report["levels"]][:1] == [1], report["levels"]
     assert report["recommended"] in [x["concurrency"] for x in report["levels"]]
-    assert report["cache"]["reported"] is (llama.server == "llama-server"), report["cache"]
+    assert report["cache"]["reported"] is llama.llama_cpp, report["cache"]
     code, output = invoke("doctor", "--llm", llama.spec, "--budget", "5", "--max-concurrency", "1",
                           "--timeout", "120")
     assert code == 0, output
@@ -610,12 +558,12 @@ def test_kept_share_over_the_module(llama: LlamaServer) -> None:
 def test_calibrate_opinionqa_wave_every_method_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
     """``calibrate`` of an OpinionQA wave folder (the self-made fixture) on SmolLM2 with every
     elicitation method but logprobs, whose temperature needs four questions to the wave's three
-    (llama-server only: about 25 calls; logprobs has its own test in
+    (llama.cpp's server only: about 25 calls; logprobs has its own test in
     tests/pipelines/test_calibrate_logprobs.py): the console prints the table with
     floor, ceiling, the three baselines and one row per method, the intervals, the effective
     panel size and the verdict; every call is accounted for; the report draws it."""
-    if llama.server != "llama-server":
-        pytest.skip("the whole calibration table is measured on llama-server only")
+    if not llama.llama_cpp:
+        pytest.skip("the whole calibration table is measured on llama.cpp's server only")
     from tests.pipelines.calibrate_fixtures import make_population
 
     wave = Path(__file__).parents[1] / "analysis" / "fixtures" / "opinionqa_wave"
@@ -650,11 +598,11 @@ def test_calibrate_opinionqa_wave_every_method_on_smollm2(llama: LlamaServer, tm
 
 
 def test_calibrate_stated_distributions_on_smollm2(llama: LlamaServer, tmp_path: Path) -> None:
-    """``calibrate --elicit distribution --elicit distribution:panel`` on SmolLM2 (llama-server
-    only: four calls): one structured call per question x group and method, every call accounted
+    """``calibrate --elicit distribution --elicit distribution:panel`` on SmolLM2 (llama.cpp's
+    server only: four calls): one structured call per question x group and method, every call accounted
     for, and what was answered is normalised shares over the question's options."""
-    if llama.server != "llama-server":
-        pytest.skip("stated distributions are measured on llama-server only")
+    if not llama.llama_cpp:
+        pytest.skip("stated distributions are measured on llama.cpp's server only")
     from tests.pipelines.calibrate_fixtures import make_population, write_survey
 
     db = tmp_path / "stated.duckdb"

@@ -105,6 +105,7 @@ def test_in_process_view_sees_committed_rows_only(tmp_path):
     source.close()
 
 
+@pytest.mark.slow  # starts the view's server (uvicorn)
 def test_served_on_a_free_loopback_port(launch_db):
     db, run_id = launch_db
     handle = start_view(ViewSource(lambda: connect(db, read_only=True), run_id), port=0)
@@ -190,6 +191,7 @@ def test_run_view_refuses_a_taken_port_before_writing(tmp_path):
     assert line.startswith(f"error: --view-port {port}: "), line  # the flag given
 
 
+@pytest.mark.slow  # starts a Python process holding the database
 def test_view_refuses_a_database_another_process_holds(tmp_path):
     db = tmp_path / "held.duckdb"
     connect(db).close()

@@ -132,6 +132,7 @@ def test_an_unknown_experiment(finished_db, tmp_path):
         invoke("view", "--db", finished_db, "--experiment", "x", "--run", "y", "--port", 0))
 
 
+@pytest.mark.slow  # starts the view's server (uvicorn)
 def test_served_on_loopback_with_its_page(finished_db):
     source = ViewSource(lambda: connect(finished_db, read_only=True))
     handle = start_view(source, port=0, experiments=ExperimentFeed(source, "tiny_live"))
@@ -162,6 +163,7 @@ def test_snapshots_wait_then_follow_the_database(partial_db):
         assert c.get("/api/state").status_code == 409  # the runs hold the database in turn
 
 
+@pytest.mark.slow  # starts the view's server (uvicorn) and an experiment
 def test_experiment_view_follows_the_runs_as_they_land(tmp_path, monkeypatch):
     """``experiment --view``: the page answers while the experiment runs, one more run each
     time one lands, and after it ends (``linger`` is replaced: it would wait for Ctrl-C)."""

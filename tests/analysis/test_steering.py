@@ -171,6 +171,7 @@ def test_an_injected_event_changes_exactly_the_steps_after_it(plain, injected):
     assert agents == 12
 
 
+@pytest.mark.slow  # starts a steered run in a thread (the module's fixture)
 def test_the_injected_event_is_in_the_report_and_the_timeline(injected):
     db, run_id = injected
     con = connect(db, read_only=True)

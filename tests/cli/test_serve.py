@@ -103,6 +103,7 @@ def _threads(pid: int) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
 
 
+@pytest.mark.slow  # starts a `personahub serve` process
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc for thread counts")
 def test_serve_closes_partial_heads_and_bounds_its_threads() -> None:
     """``serve`` held connections sending partial headers for as long as they liked,

@@ -126,6 +126,7 @@ def test_temp_names_carry_host_and_pid(tmp_path) -> None:
     assert outputs._TEMP_NAME.match(name)
 
 
+@pytest.mark.slow  # starts a process
 def test_sweep_removes_only_stale_temporaries_of_ours(tmp_path) -> None:
     dead, live = _dead_pid(), os.getpid()
     old = time.time() - STALE_AFTER_S - 60

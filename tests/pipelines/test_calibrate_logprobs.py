@@ -1,13 +1,12 @@
 """``calibrate --elicit logprobs``: option probabilities from the server's
 token log-probabilities, temperature scaling fitted on held-out questions, and a clear refusal
-from a server that returns none. Offline, over the loopback server, and on llama-server."""
+from a server that returns none. Offline, over the loopback server, and on llama.cpp's server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
-import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -227,14 +226,11 @@ def test_a_server_without_logprobs_is_refused_in_one_line(hub: dict[str, Any]) -
 
 @pytest.mark.real_model
 def test_logprobs_on_llama_server_with_smollm2(hub: dict[str, Any]) -> None:
-    from personahub.models.llamacpp import local_llama_cpp_server, missing_llama_server
+    from personahub.models.llamacpp import local_llama_cpp
+    from tests.optional import need_llama_cpp
 
-    reason = missing_llama_server()
-    if reason:
-        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
-            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
-        pytest.skip(reason)
-    with local_llama_cpp_server() as server:
+    need_llama_cpp()
+    with local_llama_cpp() as server:
         job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"],
                                    n=2, no_persona_n=0, seed=1, llm=server.spec,
                                    elicit=("logprobs",), attributes=("SEX",), timeout_s=120)

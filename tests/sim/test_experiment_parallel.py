@@ -123,6 +123,7 @@ def test_runs_overlap_and_a_failed_one_is_raised_after_the_others_finished(
                       ("rumour", 0, "run-rumour-7")]
 
 
+@pytest.mark.slow  # starts a thread that interrupts the experiment
 @pytest.mark.parametrize(("parallel", "sig", "name"), [(2, signal.SIGINT, "Ctrl-C"),
                                                        (1, signal.SIGINT, "Ctrl-C"),
                                                        (2, signal.SIGTERM, "SIGTERM")])
@@ -358,6 +359,7 @@ def test_parallel_arm_runs_on_ray_make_the_local_tables(local_ray: None, tmp_pat
     assert executors == [("ray",)]
 
 
+@pytest.mark.slow  # starts two writer threads
 def test_write_transactions_of_two_threads_take_turns(tmp_path: Path) -> None:
     """Two connections inserting the same key (INSERT OR IGNORE, as two runs drawing one
     persona) inside ``transaction``: without the turns the second COMMIT fails, DuckDB's

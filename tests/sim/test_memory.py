@@ -320,14 +320,11 @@ def test_reflection_schema_is_small():
 # -- against a real model -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def llama():
-    from personahub.models.llamacpp import local_llama_server, missing_extra
+    from personahub.models.llamacpp import local_llama_cpp
+    from tests.optional import need_llama_cpp
 
-    reason = missing_extra()
-    if reason:
-        if os.environ.get("PERSONAHUB_REQUIRE_REAL_MODEL"):
-            pytest.fail(f"PERSONAHUB_REQUIRE_REAL_MODEL is set but {reason}")
-        pytest.skip(reason)
-    with local_llama_server() as server:
+    need_llama_cpp()
+    with local_llama_cpp() as server:
         yield server
 
 
