@@ -575,7 +575,7 @@ def experiment(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB, llm: s
         llm: the model spec of every run.
         replicates: runs per arm instead of the experiment's replicates.
         experiment_id: the id instead of the experiment's (default: the scenario's name).
-        confidence: the bootstrap intervals' level.
+        confidence: the intervals' level.
         alpha: the tests' level after Holm's correction.
         on_run: told (arm, replicate, run_id) after each run finished.
         parallel: runs under way at once, on threads; the tables are the same as one by one.

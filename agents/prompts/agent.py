@@ -168,6 +168,8 @@ def reflection_messages(
                     total=None if budget.total is None or cap is None else budget.total + 2 * cap)
     return _messages(REFLECTION_SYSTEM, persona, tail, Context(memory=memory), wider,
                      REFLECTION_TASK)
+
+
 def interview_messages(
     *,
     persona: str,
