@@ -180,8 +180,8 @@ def validate_export(path: str | Path, fmt: str) -> int:
     if fmt == "parquet":
         try:
             con = duckdb.connect()
-            return int(con.execute("SELECT count(*) FROM read_parquet(?)",
-                                   [str(path)]).fetchall()[0][0])
+            return int(con.execute("SELECT count(*) FROM read_parquet(?)",  # a list: no glob
+                                   [[str(path)]]).fetchall()[0][0])
         except duckdb.Error as exc:
             raise PersonahubError(f"{path}: not readable as Parquet ({exc})") from exc
     count = 0

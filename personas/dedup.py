@@ -180,7 +180,7 @@ def write_spilled_marks(con: duckdb.DuckDBPyConnection, spilled: Spilled, stage:
 def mark_duplicates_from_files(con: duckdb.DuckDBPyConnection, spilled: Spilled,
                                stage: str) -> None:
     """Write the marks of a spilled stage through the hub's owner of the personas table."""
-    mark_spilled_duplicates(con, spilled.marks_glob, spilled.ids_glob, stage)
+    mark_spilled_duplicates(con, spilled.marks_files, spilled.ids_files, stage)
 
 
 def spilled_minhash(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,

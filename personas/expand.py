@@ -327,6 +327,13 @@ def level_frontier(expansion_id: str, level: int, persona_ids: Sequence[str]) ->
              "status": "pending"} for i, pid in enumerate(persona_ids)]
 
 
+def kept_targets(con: duckdb.DuckDBPyConnection, expansion_id: str) -> int:
+    """Return how many related people the expansion's answered personas joined to the graph."""
+    return int(scalar(con, "SELECT coalesce(sum(json_array_length(targets)), 0) FROM "
+                           "expansion_frontier WHERE expansion_id = ? AND status = 'done'",
+                      [expansion_id]) or 0)
+
+
 def hops_done(con: duckdb.DuckDBPyConnection, expansion_id: str) -> int:
     """Return how many levels an expansion finished."""
     return int(scalar(con, "SELECT hops_done FROM expansions WHERE expansion_id = ?",

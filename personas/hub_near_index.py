@@ -61,6 +61,11 @@ class HubNearIndex:
             number += len(ids)
         return number
 
+    def _files(self, name: str) -> list[str]:
+        """Return the index's ``name`` shards as a list of paths (a glob pattern would read a
+        ``[`` or ``*`` in the database's own path as a wildcard)."""
+        return [str(path) for path in sorted(self.folder.glob(f"{name}-*.parquet"))]
+
     def __len__(self) -> int:
         return self.hub_texts + len(self.added)
 
@@ -78,7 +83,7 @@ class HubNearIndex:
             found = self.con.execute(
                 "SELECT q.item, b.band, b.number FROM read_parquet(?) AS b "
                 "JOIN _near_query AS q ON q.band = b.band AND q.hash = b.hash",
-                [str(self.folder / "bands-*.parquet")]).fetchnumpy()
+                [self._files("bands")]).fetchnumpy()
         finally:
             self.con.unregister("_near_query")
         out: dict[int, list[tuple[int, int]]] = {}
@@ -97,7 +102,7 @@ class HubNearIndex:
             ids = self.con.execute(
                 "SELECT i.number, i.persona_id FROM read_parquet(?) AS i "
                 "JOIN _near_numbers AS w USING (number) ORDER BY i.number",
-                [str(self.folder / "ids-*.parquet")]).fetchall()
+                [self._files("ids")]).fetchall()
         finally:
             self.con.unregister("_near_numbers")
         texts = texts_by_id(self.con, [pid for _, pid in ids])

@@ -462,12 +462,15 @@ class Spilled:
     folder: Path
 
     @property
-    def marks_glob(self) -> str:
-        return str(self.folder / "marks" / "*.parquet")
+    def marks_files(self) -> list[str]:
+        """The marks' Parquet files, as paths (a glob pattern would read a ``[`` or ``*`` in
+        the database's own path as a wildcard)."""
+        return [str(path) for path in sorted((self.folder / "marks").glob("*.parquet"))]
 
     @property
-    def ids_glob(self) -> str:
-        return str(self.folder / "sign" / "*.ids.parquet")
+    def ids_files(self) -> list[str]:
+        """The text indexes' ids, one Parquet file per signing shard, as paths."""
+        return [str(path) for path in sorted((self.folder / "sign").glob("*.ids.parquet"))]
 
 
 def run_spilled(chunks: Iterator[tuple[list[str], list[str]]], plan: SpillPlan,

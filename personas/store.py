@@ -284,12 +284,15 @@ def survivor_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     return ":".join(str(v) for v in row)
 
 
-def mark_spilled_duplicates(con: duckdb.DuckDBPyConnection, marks: str, ids: str,
+def mark_spilled_duplicates(con: duckdb.DuckDBPyConnection, marks: list[str], ids: list[str],
                             stage: str) -> None:
     """Flag personas from Parquet marks (later, earlier text indexes) and the ids of the indexes.
 
-    marks and ids are file patterns a dedup stage wrote; already flagged personas stay as they are.
+    marks and ids are the Parquet files a dedup stage wrote; already flagged personas stay as they
+    are, and no marks file flags nothing.
     """
+    if not marks:
+        return
     con.execute(
         """
         UPDATE personas

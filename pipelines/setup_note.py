@@ -10,7 +10,7 @@ from __future__ import annotations
 import duckdb
 
 from personahub.core.jobs_store import list_jobs
-from personahub.core.store import scalar
+from personahub.personas.expand import kept_targets
 from personahub.personas.quality import rejected_counts, tally
 
 
@@ -27,9 +27,7 @@ def setup_expansion_line(con: duckdb.DuckDBPyConnection, run_id: str) -> str | N
     rejected = rejected_counts(con, source="expand", job_id=expansion_id)
     if not rejected:
         return None
-    kept = int(scalar(con, "SELECT coalesce(sum(json_array_length(targets)), 0) FROM "
-                           "expansion_frontier WHERE expansion_id = ? AND status = 'done'",
-                      [expansion_id]) or 0)
+    kept = kept_targets(con, expansion_id)
     reasons = ", ".join(f"{reason} {n}" for reason, n in tally(rejected).items())
     return (f"setup expansion kept {kept} of {kept + sum(rejected.values())} answers "
             f"(rejected: {reasons})")

@@ -147,9 +147,10 @@ def flags(db: Path) -> list[tuple]:
 @pytest.mark.slow  # its stage runs in a pool of processes
 def test_dedup_job_spills_past_its_memory_and_flags_the_same(tmp_path: Path) -> None:
     texts = corpus()
-    (tmp_path / "a").mkdir()
+    (tmp_path / "a[1]").mkdir()  # a path DuckDB would read as a glob pattern
     (tmp_path / "b").mkdir()
-    small, big = hub(tmp_path / "a" / "hub.duckdb", texts), hub(tmp_path / "b" / "hub.duckdb", texts)
+    small = hub(tmp_path / "a[1]" / "hub.duckdb", texts)
+    big = hub(tmp_path / "b" / "hub.duckdb", texts)
     spilled = invoke("personas", "dedup", "--db", small, "--embedder", "none", "--memory-mb", 1)
     assert spilled.exit_code == 0, spilled.output
     in_memory = invoke("personas", "dedup", "--db", big, "--embedder", "none")
