@@ -18,30 +18,28 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-from personahub.analysis import calibration_store as store  # noqa: E402
-from personahub.analysis.calibration_profile_view import profile_html  # noqa: E402
-from personahub.analysis.calibration_ranking import ranking_html  # noqa: E402
-from personahub.analysis.calibration_scores import (  # noqa: E402
+from personahub.analysis import calibration_store as store
+from personahub.analysis.calibration_profile_view import profile_html
+from personahub.analysis.calibration_ranking import ranking_html
+from personahub.analysis.calibration_scores import (
     FLOORS,
     MODEL,
     SCORES,
     source_label,
 )
-from personahub.analysis.calibration_verdict import (  # noqa: E402
+from personahub.analysis.calibration_verdict import (
     archetype_verdicts,
     intervals,
     is_stated,
     panel_sizes,
     verdict,
 )
-from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
-from personahub.analysis.report_header import engine_text  # noqa: E402
-from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
-from personahub.core.errors import PersonahubError  # noqa: E402
-from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
+from personahub.analysis.figures import subplots
+from personahub.analysis.report import LITERAL_TEXT
+from personahub.analysis.report_header import engine_text
+from personahub.analysis.report_page import page_head, save_figure
+from personahub.core.errors import PersonahubError
+from personahub.core.outputs import atomic_file, staged_folder
 
 __all__ = ["BASELINES", "CALIBRATION_FILES", "answer_bars", "group_bars", "group_marks",
            "per_attribute_table", "source_label", "write_calibration_report"]
@@ -152,7 +150,7 @@ MARKS = {"human_resample": ("|", "black", "best the data allows (human_resample)
 
 def _draw_groups(table: pd.DataFrame, path: Path, marks: pd.DataFrame | None = None) -> None:
     height = max(2.5, 0.28 * len(table) * max(1, len(table.columns)) ** 0.5 + 1.2)
-    fig, ax = plt.subplots(figsize=(8, height))
+    fig, ax = subplots(figsize=(8, height))
     width = 0.8 / max(1, len(table.columns))
     y = np.arange(len(table))
     for i, column in enumerate(table.columns):
@@ -175,11 +173,11 @@ def _draw_groups(table: pd.DataFrame, path: Path, marks: pd.DataFrame | None = N
 
 def _draw_answers(bars: list[QuestionBars], path: Path) -> None:
     heights = [max(1.2, 0.25 * len(b.labels) + 0.8) for b in bars]
-    fig, axes = plt.subplots(len(bars), 1, figsize=(9, sum(heights)), squeeze=False,
+    fig, axes = subplots(len(bars), 1, figsize=(9, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, bar in zip(axes[:, 0], bars, strict=True):
         left = np.zeros(len(bar.labels))
-        colours = plt.get_cmap("RdYlBu")(np.linspace(0.1, 0.9, max(2, len(bar.options))))
+        colours = matplotlib.colormaps["RdYlBu"](np.linspace(0.1, 0.9, max(2, len(bar.options))))
         for j, option in enumerate(bar.options):
             ax.barh(bar.labels, bar.shares[:, j], left=left, color=colours[j], label=option)
             left += bar.shares[:, j]

@@ -14,13 +14,11 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-from personahub.analysis.experiment_report import _frame_html  # noqa: E402
-from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
-from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
-from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
+from personahub.analysis.experiment_report import _frame_html
+from personahub.analysis.figures import subplots
+from personahub.analysis.report import LITERAL_TEXT
+from personahub.analysis.report_page import page_head, save_figure
+from personahub.core.outputs import atomic_file, staged_folder
 
 __all__ = ["EVALUATION_FILES", "write_evaluation_report"]
 
@@ -35,7 +33,7 @@ def _draw_scores(scores: pd.DataFrame, path: Path) -> None:
     y = np.arange(len(scores))
     acc = scores["accuracy"].to_numpy(float)
     err = np.vstack([acc - scores["low"].to_numpy(float), scores["high"].to_numpy(float) - acc])
-    fig, ax = plt.subplots(figsize=(8, max(1.6, 0.45 * len(scores) + 0.9)))
+    fig, ax = subplots(figsize=(8, max(1.6, 0.45 * len(scores) + 0.9)))
     ax.errorbar(acc, y, xerr=err, fmt="o", capsize=3)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()

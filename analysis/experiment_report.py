@@ -16,28 +16,26 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-
-from personahub.analysis.experiment_effects import (  # noqa: E402
+from personahub.analysis.experiment_effects import (
     agreement,
     agreement_verdict,
     effects,
     outcome_values,
 )
-from personahub.analysis.experiment_inference import MIN_REPLICATES, mean_interval  # noqa: E402
-from personahub.analysis.report import LITERAL_TEXT  # noqa: E402
-from personahub.analysis.report_page import page_head, save_figure  # noqa: E402
-from personahub.core.errors import PersonahubError  # noqa: E402
-from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
-from personahub.sim.experiment import Experiment, load_experiment  # noqa: E402
-from personahub.sim.experiment_store import (  # noqa: E402
+from personahub.analysis.experiment_inference import MIN_REPLICATES, mean_interval
+from personahub.analysis.figures import subplots
+from personahub.analysis.report import LITERAL_TEXT
+from personahub.analysis.report_page import page_head, save_figure
+from personahub.core.errors import PersonahubError
+from personahub.core.outputs import atomic_file, staged_folder
+from personahub.sim.experiment import Experiment, load_experiment
+from personahub.sim.experiment_store import (
     arm_agents,
     finished_arm_runs,
     outcome_answers,
 )
-from personahub.sim.scenario import Scenario, ScenarioError  # noqa: E402
-from personahub.sim.store import run_record  # noqa: E402
+from personahub.sim.scenario import Scenario, ScenarioError
+from personahub.sim.store import run_record
 
 __all__ = ["ARM_STEP_COLUMNS", "EXPERIMENT_FILES", "arm_steps", "compared_effects",
            "experiment_agreement", "experiment_tables", "load_recorded_experiment",
@@ -158,7 +156,7 @@ def experiment_agreement(base: pd.DataFrame, base_id: str, own: pd.DataFrame, ow
 
 def _draw_arms(steps: pd.DataFrame, experiment: Experiment, path: Path) -> None:
     outcomes = list(dict.fromkeys(steps["outcome"]))
-    fig, axes = plt.subplots(len(outcomes), 1, figsize=(8, 3.2 * len(outcomes)), squeeze=False)
+    fig, axes = subplots(len(outcomes), 1, figsize=(8, 3.2 * len(outcomes)), squeeze=False)
     for ax, outcome in zip(axes[:, 0], outcomes, strict=True):
         mine = steps[steps["outcome"] == outcome]
         for i, arm in enumerate(a.name for a in experiment.arms):
@@ -183,7 +181,7 @@ def _draw_arms(steps: pd.DataFrame, experiment: Experiment, path: Path) -> None:
 def _draw_forest(table: pd.DataFrame, path: Path) -> None:
     units = list(dict.fromkeys(table["unit"]))
     heights = [max(1.2, 0.45 * int((table["unit"] == u).sum()) + 0.9) for u in units]
-    fig, axes = plt.subplots(len(units), 1, figsize=(8, sum(heights)), squeeze=False,
+    fig, axes = subplots(len(units), 1, figsize=(8, sum(heights)), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, unit in zip(axes[:, 0], units, strict=True):
         mine = table[table["unit"] == unit]

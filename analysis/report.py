@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import matplotlib
 import matplotlib.ticker as mticker
+import networkx as nx
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import networkx as nx  # noqa: E402
-
-from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row  # noqa: E402
-from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table  # noqa: E402
-from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity  # noqa: E402
-from personahub.analysis.preview import (  # noqa: E402
+from personahub.analysis.diversity import SUMMARY_HEADER, embedder_label, summary_row
+from personahub.analysis.diversity_table import DEFAULT_PAIRS, diversity_table
+from personahub.analysis.figures import subplots
+from personahub.analysis.judgments import OFFLINE_NOTE, latest_validity
+from personahub.analysis.preview import (
     OUTLIERS,
     REPORT_SAMPLES,
     Preview,
@@ -33,7 +31,7 @@ from personahub.analysis.preview import (  # noqa: E402
     outliers,
     run_preview,
 )
-from personahub.analysis.report_data import (  # noqa: E402
+from personahub.analysis.report_data import (
     NO_EMISSION,
     Event,
     SurveyShares,
@@ -43,16 +41,16 @@ from personahub.analysis.report_data import (  # noqa: E402
     run_events,
     survey_shares,
 )
-from personahub.analysis.report_header import Facts, job_facts, run_facts  # noqa: E402
-from personahub.analysis.views import install_views  # noqa: E402
-from personahub.core.call_log import failed_call_groups  # noqa: E402
+from personahub.analysis.report_header import Facts, job_facts, run_facts
+from personahub.analysis.views import install_views
+from personahub.core.call_log import failed_call_groups
 from personahub.core.jobs_store import latest_job_id
-from personahub.core.outputs import atomic_file, staged_folder  # noqa: E402
-from personahub.models.embedders import make_embedder  # noqa: E402
-from personahub.personas.embedding import Embedder, HashEmbedder  # noqa: E402
-from personahub.personas.store import relation_edges  # noqa: E402
-from personahub.sim.run_queries import agent_persona_ids  # noqa: E402
-from personahub.sim.store import archetype_table  # noqa: E402
+from personahub.core.outputs import atomic_file, staged_folder
+from personahub.models.embedders import make_embedder
+from personahub.personas.embedding import Embedder, HashEmbedder
+from personahub.personas.store import relation_edges
+from personahub.sim.run_queries import agent_persona_ids
+from personahub.sim.store import archetype_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -101,7 +99,7 @@ class Report:
             with atomic_file(self.out_dir / name, overwrite=self.overwrite, binary=True) as f:
                 fig.savefig(f, format="png", dpi=90)
         finally:
-            plt.close(fig)
+            fig.clear()
         return name
 
 
@@ -140,7 +138,7 @@ def _emissions_over_steps(con: duckdb.DuckDBPyConnection, rep: Report) -> Sectio
     series: dict[str, dict[int, int]] = defaultdict(dict)
     for step, kind, n in rows:
         series[kind][step] = n
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = subplots(figsize=(8, 4))
     for kind, points in sorted(series.items()):
         steps = sorted(points)
         ax.plot(steps, [points[s] for s in steps], marker="o", label=kind)
@@ -189,7 +187,7 @@ def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
         return section
     labels = [f"{r[0]} {r[1][-6:]} {r[2]}" for r in rows]
     rates = [float(r[5]) for r in rows]
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.4 * len(rows) + 1.2)))
+    fig, ax = subplots(figsize=(8, max(2.5, 0.4 * len(rows) + 1.2)))
     bars = ax.barh(labels, rates, color="tab:orange")
     ax.bar_label(bars, labels=[f"{r[5]:.1%} ({r[4]}/{r[3]})" for r in rows], padding=3,
                  fontsize=8)
@@ -221,7 +219,7 @@ def _degree_distribution(graph: nx.Graph, rep: Report) -> Section:
         section.note = "No relationship graph."
         return section
     degrees = [d for _, d in graph.degree()]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = subplots(figsize=(8, 4))
     ax.hist(degrees, bins=range(0, max(degrees) + 2), color="tab:blue", align="left")
     ax.set_xlabel("degree (distinct related personas)")
     ax.set_ylabel("personas")
@@ -242,11 +240,11 @@ def _graph_drawing(con: duckdb.DuckDBPyConnection, graph: nx.Graph, rep: Report)
     roles = agent_roles(con, rep.run_id)
     counts = role_counts(nodes, roles)
     kinds = sorted(k for k in counts if k != NO_EMISSION)
-    palette = plt.get_cmap("tab10")
+    palette = matplotlib.colormaps["tab10"]
     colours = {kind: palette(i % 10) for i, kind in enumerate(kinds)}
     colours[NO_EMISSION] = (0.75, 0.75, 0.75, 1.0)
     layout = nx.spring_layout(drawn, seed=rep.seed, iterations=50)
-    fig, ax = plt.subplots(figsize=(8, 7))
+    fig, ax = subplots(figsize=(8, 7))
     nx.draw_networkx_edges(drawn, layout, ax=ax, alpha=0.25, width=0.6)
     for role in [*kinds, NO_EMISSION]:
         members = [n for n in drawn.nodes if roles.get(n, NO_EMISSION) == role]
@@ -281,7 +279,7 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
         section.note = "No items to analyse."
         return section
     table = []
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = subplots(figsize=(7, 5))
     for group, result in results.items():
         if len(result.pairs.persona):
             ax.scatter(result.pairs.persona, result.pairs.output, s=8, alpha=0.5, label=group)
@@ -309,7 +307,7 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
 
 def _share_colours(survey: SurveyShares) -> list[Any]:
     """Options on a red-to-green scale: a scale's low end red, a choice survey's first option green."""
-    cmap = plt.get_cmap("RdYlGn")
+    cmap = matplotlib.colormaps["RdYlGn"]
     k = max(1, len(survey.options) - 1)
     positions = [i / k for i in range(len(survey.options))]
     if survey.kind == "choice":
@@ -356,7 +354,7 @@ def _survey(con: duckdb.DuckDBPyConnection, rep: Report) -> Section | None:
         return None
     last_step = max([s for survey in surveys for s in survey.steps]
                     + [e.step for e in rep.events])
-    fig, axes = plt.subplots(len(surveys), 1, figsize=(8, 3.4 * len(surveys)), squeeze=False)
+    fig, axes = subplots(len(surveys), 1, figsize=(8, 3.4 * len(surveys)), squeeze=False)
     for ax, survey in zip(axes[:, 0], surveys, strict=True):
         _plot_survey(ax, survey, rep, last_step)
     axes[-1, 0].set_xlabel("step")

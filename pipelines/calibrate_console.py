@@ -14,6 +14,7 @@ from personahub.analysis.calibration_store import job_row, scores_frame
 from personahub.analysis.calibration_verdict import archetype_verdicts
 from personahub.core.store import connect
 from personahub.pipelines.calibrate import CALIBRATION
+from personahub.pipelines.calibrate_fit import fit_lines
 from personahub.pipelines.calibrate_questions import left_out_lines
 from personahub.pipelines.calibrate_scores import elicit_lines
 
@@ -44,9 +45,13 @@ def console_lines(summary: Any, db: Path, verbose: bool = False) -> list[str]:
         if groups:
             lines.append(f"{len(groups)} groups {name}: {', '.join(groups[:6])}"
                          + (" ..." if len(groups) > 6 else ""))
-    lines += elicit_lines(summary)[1:]  # the logprobs temperature (the calls are in the table)
-    intervals = summary.intervals
-    lines += method_table(intervals, summary.panel_intervals, summary.steering, summary.calls)
+    if summary.fit is not None:  # the choice and its held-out scores, never a training score
+        lines += fit_lines(summary.fit, summary.intervals, summary.standings,
+                           calls=summary.calls, answered=summary.answered_calls)
+    else:
+        lines += elicit_lines(summary)[1:]  # the logprobs temperature (calls are in the table)
+        lines += method_table(summary.intervals, summary.panel_intervals, summary.steering,
+                              summary.calls)
     if not summary.price.empty:
         lines.append("the price of archetypes:")
         lines += [f"  {line}" for line in archetype_verdicts(_scores(db, summary.job_id),

@@ -443,6 +443,10 @@ class EvalConfig(BatchFields):
         if self.against and not self.against_sha256:
             object.__setattr__(self, "against_sha256",
                                tuple(content_sha256(path, "--against") for path in self.against))
+            from personahub.pipelines.evaluate_files import benchmark_texts
+
+            for path, digest in zip(self.against, self.against_sha256, strict=True):
+                benchmark_texts(path, sha256=digest)  # an unusable file: one line, before a call
         if len(self.against_sha256) != len(self.against):
             raise UsageError("evaluate: one content hash per --against file")
 

@@ -274,8 +274,12 @@ def benchmark_texts(path: str | Path, *, sha256: str | None = None,
                     flag: str = "--against") -> list[str]:
     """A benchmark's texts in file order (the first of TEXT_COLUMNS; a missing value is "")."""
     table = read_table(path, flag, sha256=sha256)
+    if not table.rows and not table.columns:  # a file's content, not the flag: exit 1
+        raise InputFileError(f"{flag} {table.path}", None,
+                             "is empty; give a benchmark file with a text column")
     column = _column(table, None, TEXT_COLUMNS, flag, "")
     if column is None:
-        raise UsageError(f"{flag} {table.path}: no text column {' / '.join(TEXT_COLUMNS)}; its "
-                         f"columns are {', '.join(table.columns) or '(none)'}")
+        raise InputFileError(f"{flag} {table.path}", None,
+                             f"no text column {' / '.join(TEXT_COLUMNS)}; its columns are "
+                             f"{', '.join(table.columns) or '(none)'}")
     return [v if isinstance(v := row.get(column), str) else "" for row in table.rows]

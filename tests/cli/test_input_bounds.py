@@ -127,13 +127,11 @@ def test_evaluate_against_a_bad_benchmark_is_one_line_and_writes_nothing(
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "picture.jsonl").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe")
     (tmp_path / "answers.csv").write_text("id,answer\n1,42\n")
-    (tmp_path / "folder.jsonl").mkdir()
     cases: dict[str, tuple[Callable[..., str], str]] = {
         "none.jsonl": (one_line_error, "file not found"),
         "empty.jsonl": (one_line_error, "is empty; give a benchmark file with a text column"),
         "picture.jsonl": (one_line_error, "not UTF-8 text"),
         "answers.csv": (one_line_error, "no text column text / question"),
-        "folder.jsonl": (usage_error, "is a folder; give a file"),
         str(fifo): (usage_error, "is a FIFO (named pipe), not a regular file"),
         "/dev/zero": (usage_error, "is a character device, not a regular file"),
     }

@@ -37,7 +37,7 @@ def _fit(tmp: Path, *extra: object) -> tuple[Path, str, str]:
     wave = write_wave(tmp / "wave")
     population = make_population(tmp, db, n=80)
     result = invoke("calibrate", wave, "--population", population, "--n", 8, "--fit", *METHODS,
-                    *STEERINGS, "--db", db, *extra)
+                    *STEERINGS, "--db", db, "-v", *extra)  # -v: every table
     assert result.exit_code == 0, result.output
     found = re.search(r"^calibration (calib-\S+): ", result.stdout, re.MULTILINE)
     assert found, result.stdout
@@ -92,6 +92,18 @@ def test_the_split_is_stored_with_the_job(fitted: dict[str, Any]) -> None:
     questions = [q for (q,) in _rows(fitted["db"], "SELECT question_id FROM calibration_questions "
                                                    "WHERE job_id = ?", [fitted["job"]])]
     assert stored == fold_split(questions, 3, 0)
+
+
+@pytest.mark.slow
+def test_the_default_console_says_the_choice_and_only_held_out_scores(fitted: dict[str, Any]
+                                                                       ) -> None:
+    result = invoke("resume", fitted["job"], "--db", fitted["db"])  # finished: its console again
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.stdout.split())  # lines wrapped to 100 columns
+    assert "scored on the held-out fold (4 questions the fit never saw: " in flat
+    assert "held-out representativeness (95% interval over the held-out questions): profile 0." \
+        in flat
+    assert all(len(line) <= 100 for line in result.stdout.splitlines())
 
 
 @pytest.mark.slow

@@ -83,10 +83,11 @@ def test_a_new_method_is_one_module_and_one_registry_line(modal: None, tmp_path:
     assert "modal" in usage_error(invoke("calibrate", survey, "--population", population,
                                          "--elicit", "vibes", "--db", db))
     result = invoke("calibrate", survey, "--population", population, "--n", 3, "--seed", 2,
-                    "--no-persona-n", 1, "--elicit", "sample", "--elicit", "modal", "--db", db)
+                    "--no-persona-n", 1, "--elicit", "sample", "--elicit", "modal", "--db", db,
+                    "-v")  # -v: every table, the calls per method among them
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("calls per method")]
-    assert "modal 12, 1.00 per question x group" in line  # 3 questions x 4 groups
+    assert "modal 12, one per question x group" in line  # 3 questions x 4 groups
     job = personahub.Calibration(job_id=rows(db, "SELECT job_id FROM calibration_jobs")[0][0],
                                  db=db)
     assert list(job.per_attribute().columns)[:2] == ["model[persona]", "model[modal]"]
