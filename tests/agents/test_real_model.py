@@ -439,7 +439,7 @@ def test_calibrate_five_questions_three_groups(llama: LlamaServer, tmp_path: Pat
     db = tmp_path / "calibrate.duckdb"
     survey = write_survey(tmp_path / "survey.csv", FIVE_QUESTIONS, FIVE_COUNTS)
     population = make_population(tmp_path, db, n=30)
-    code, output = invoke("calibrate", str(survey), "--population", population, "--n", "2",
+    code, output = invoke("calibrate", "-v", str(survey), "--population", population, "--n", "2",
                           "--no-persona-n", "2", "--db", str(db), "--llm", llama.spec,
                           "--concurrency", "auto", "--timeout", "120")
     assert_ends_clearly(code, output)
@@ -483,7 +483,7 @@ def test_calibrate_archetypes_prices_k_on_smollm2(llama: LlamaServer, tmp_path: 
     db = tmp_path / "archetypes.duckdb"
     survey = write_survey(tmp_path / "survey.csv", FIVE_QUESTIONS, FIVE_COUNTS)
     population = make_population(tmp_path, db, n=30)
-    code, output = invoke("calibrate", str(survey), "--population", population, "--n", "2",
+    code, output = invoke("calibrate", "-v", str(survey), "--population", population, "--n", "2",
                           "--no-persona-n", "0", "--limit", "2", "--archetypes", "2",
                           "--db", str(db), "--llm", llama.spec, "--concurrency", "auto",
                           "--timeout", "120")
@@ -573,7 +573,8 @@ def test_calibrate_opinionqa_wave_every_method_on_smollm2(llama: LlamaServer, tm
                           "--no-persona-n", "1", "--attribute", "SEX",
                           "--elicit", "sample", "--elicit", "distribution",
                           "--elicit", "few-shot:1",
-                          "--db", str(db), "--llm", llama.spec, "--timeout", "120")
+                          "--db", str(db), "--llm", llama.spec, "--timeout", "120",
+                          "-v")  # -v: every table, not the 100-column summary
     assert_ends_clearly(code, output)
     assert_accounted(db, llama, "purpose LIKE 'survey:calibrate%'", kept_floor=False)
     if code != 0:
@@ -608,7 +609,7 @@ def test_calibrate_stated_distributions_on_smollm2(llama: LlamaServer, tmp_path:
     db = tmp_path / "stated.duckdb"
     survey = write_survey(tmp_path / "survey.csv")
     population = make_population(tmp_path, db)
-    code, output = invoke("calibrate", str(survey), "--population", population, "--n", "2",
+    code, output = invoke("calibrate", "-v", str(survey), "--population", population, "--n", "2",
                           "--no-persona-n", "0", "--limit", "1", "--attribute", "SEX",
                           "--elicit", "distribution", "--elicit", "distribution:panel",
                           "--db", str(db), "--llm", llama.spec, "--timeout", "120")
