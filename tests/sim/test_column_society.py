@@ -173,11 +173,13 @@ def test_resume_after_a_failure_gives_the_uninterrupted_tables(whole, tmp_path):
 def test_kill_9_mid_step_resumes_to_the_uninterrupted_tables(whole, tmp_path):
     path, tables = whole
     db = tmp_path / "killed.duckdb"
-    jobs = Path(f"{db}.jobs")
-    code = kill_when(["run", str(path), "--db", str(db), "--society", "columns",
-                      "--offline-latency", "0.4"],
-                     lambda: any(jobs.glob("*/step-1")), "step 1's shard files", delay_s=0.3)
-    assert code == -signal.SIGKILL
+    said = tmp_path / "stderr.txt"
+    with said.open("w") as err:  # killed in step 2, its calls under way: step 1 is committed
+        code = kill_when(["run", str(path), "--db", str(db), "--society", "columns",
+                          "--offline-latency", "0.4"],
+                         lambda: "step 1/3 committed" in said.read_text(), "step 1 committed",
+                         stderr=err, delay_s=0.2)
+    assert code == -signal.SIGKILL, said.read_text()
     con = duckdb.connect(str(db))
     run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchone()
     con.close()
