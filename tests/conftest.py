@@ -6,6 +6,8 @@ import functools
 import inspect
 import json
 import re
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +30,25 @@ from tests.optional import need_ray
 # for every command), and the suite invokes the CLI thousands of times. A process running
 # ``personahub`` builds it once too.
 typer.testing._get_command = functools.lru_cache(maxsize=None)(typer.testing._get_command)
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_at_a_terminal() -> Iterator[None]:
+    """Give each test Ctrl-C's default handler, whatever started pytest.
+
+    A background job of a shell script starts with SIGINT ignored (bash does so without job
+    control), and so do the xdist workers it spawns: the tests of Ctrl-C then saw no interrupt
+    and failed or passed by which test had run before them in that worker.
+    """
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
 
 ROLES = ["nurse", "baker", "ferry pilot", "librarian", "welder", "beekeeper", "coder", "farmer",
          "pharmacist", "teacher", "plumber", "florist", "barista", "mechanic", "translator"]
