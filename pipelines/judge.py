@@ -102,7 +102,7 @@ class Item(NamedTuple):
     """One item to judge, as the judged table holds it."""
 
     item_id: str
-    kind: str
+    task: str
     text: str
     persona: str
     solution: str
@@ -159,11 +159,11 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
         which = "synthesis job" if what == "synthesis" else "run"
         raise PersonahubError(f"--{source} {target}: no such {which} in {options.db}")
     # the target's items with their personas' texts, through the analysis views
-    sql = ("SELECT item_id, kind, text, coalesce(persona, ''), solution FROM v_items "
+    sql = ("SELECT item_id, task, text, coalesce(persona, ''), solution FROM v_items "
            "WHERE source = ? AND source_id = ?")
     params: list[Any] = [source, target]
     if options.kind is not None:
-        sql += " AND kind = ?"
+        sql += " AND task = ?"
         params.append(options.kind)
     sql += " ORDER BY md5(? || ':' || item_id), item_id"
     params.append(str(options.seed))
@@ -222,7 +222,7 @@ class JudgeAsker:
         self.identity = config.identity()
 
     def _criteria(self, item: Item) -> tuple[Task, tuple[Criterion, ...]]:
-        task = task_of(item.kind, emission=self.config.run is not None)
+        task = task_of(item.task, emission=self.config.run is not None)
         return task, task.criteria_for(has_solution=bool(item.solution))
 
     async def _one(self, item: Item, caller: StructuredCaller) -> Judgment:
@@ -238,7 +238,7 @@ class JudgeAsker:
         valid, reason = overall(result.value)
         return Judgment(item, {
             "judge_id": self.judge_id, "target_kind": what, "target_id": target,
-            "item_id": item.item_id, "kind": item.kind,
+            "item_id": item.item_id, "task": item.task,
             "criteria": verdicts(result.value, criteria), "valid": valid, "reason": reason,
             "model": caller.label, "config": self.identity, "created_at": _now()}, result)
 

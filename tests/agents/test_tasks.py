@@ -102,7 +102,7 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
     assert job.written == 4
 
     con = duckdb.connect(str(db))
-    emitted = con.execute("SELECT content, text FROM emissions WHERE run_id = ? AND kind = 'haiku'",
+    emitted = con.execute("SELECT content, text FROM emissions WHERE run_id = ? AND task = 'haiku'",
                           [run.run_id]).fetchall()
     assert emitted, "no haiku emitted"
     for content, text in emitted:

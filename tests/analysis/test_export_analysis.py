@@ -39,7 +39,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # Agents now see their own recent output, so two steps may flag no near-duplicate tool spec;
     # flag one by hand so the export filter below has something to drop.
     con = duckdb.connect(str(db))
-    first, second = con.execute("SELECT emission_id FROM emissions WHERE kind = 'tool_spec' "
+    first, second = con.execute("SELECT emission_id FROM emissions WHERE task = 'tool_spec' "
                                 "ORDER BY step, agent_id LIMIT 2").fetchall()
     con.execute("UPDATE emissions SET is_duplicate = true, duplicate_of = ? WHERE emission_id = ?",
                 [first[0], second[0]])
@@ -263,7 +263,7 @@ def test_views_on_read_only_connection(data: dict) -> None:
     rate = con.execute("SELECT n, n_duplicates FROM v_duplicate_rate WHERE source = 'run' "
                        "AND kind = 'npc_dialogue'").fetchall()[0]
     direct = con.execute("SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM emissions "
-                         "WHERE kind = 'npc_dialogue'").fetchall()[0]
+                         "WHERE task = 'npc_dialogue'").fetchall()[0]
     assert rate == direct
     messages, along = con.execute("SELECT messages, along_relations FROM v_message_edges "
                                   "WHERE run_id = ?", [data["run"]]).fetchall()[0]
@@ -294,7 +294,7 @@ def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
     runner = CliRunner()
     query = tmp_path / "q.sql"
     query.write_text("-- two statements: both print, in order\nSELECT 1 AS one;\n"
-                     "SELECT kind, n FROM v_duplicate_rate WHERE source = 'job' ORDER BY kind;\n")
+                     "SELECT task, n FROM v_duplicate_rate WHERE source = 'job' ORDER BY task;\n")
     for args in (["sql", str(query)], ["sql", "--file", str(query)]):
         result = runner.invoke(app, [*args, "--db", str(data["db"]), "--format", "csv"])
         assert result.exit_code == 0, result.output

@@ -155,7 +155,7 @@ def test_the_job_report_has_samples_and_outliers(launch_db: dict, tmp_path: Path
 def test_the_run_report_has_samples_per_emission_kind(launch_db: dict, tmp_path: Path) -> None:
     con = duckdb.connect(str(launch_db["db"]), read_only=True)
     page = write_report(con, tmp_path / "r", run_id=launch_db["run"]).read_text(encoding="utf-8")
-    kinds = [k for (k,) in con.execute("SELECT DISTINCT kind FROM emissions WHERE run_id = ? "
+    kinds = [k for (k,) in con.execute("SELECT DISTINCT task FROM emissions WHERE run_id = ? "
                                        "ORDER BY 1", [launch_db["run"]]).fetchall()]
     con.close()
     assert kinds and all(f"<h2>Samples: {kind}</h2>" in page for kind in kinds)

@@ -178,7 +178,7 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
     db = tmp_path / "run.duckdb"
     run = run_default_scenario(db, steps=1)
     summary = run_judge(JudgeConfig(run=run.run_id, db=str(db), sample=15))
-    rows = _rows(db, "SELECT kind, criteria FROM judgments")
+    rows = _rows(db, "SELECT task, criteria FROM judgments")
     assert summary.judged == len(rows) == 15
     from personahub.tasks import emission_task
 
