@@ -54,8 +54,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # what makes two judges the same judge (its id): the target, the items drawn, the model asked
-JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
+JUDGE_IDENTITY = ("job", "run", "task", "sample", "seed", "llm", "structured", "max_tokens",
                   "temperature", "top_p")
+# a field hashed under its name before the rename, so a judge keeps its id (and its ratings)
+_HASHED_AS = {"task": "kind"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +68,7 @@ class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
 
     job: str | None = None  # a synthesis job's synth_items
     run: str | None = None  # or a run's emissions
-    kind: str | None = None  # only items of this task / emission kind
+    task: str | None = None  # only items of this task (the output kind)
     sample: int | None = None  # at most N items, drawn in md5(seed:item_id) order
     seed: int = 0
     db: str = engine(DEFAULT_DB)
@@ -94,7 +96,8 @@ class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
 
 def judge_id_for(options: JudgeConfig) -> str:
     """The judge's id, a hash of its identity: the same settings give the same judge."""
-    text = json.dumps(options.identity(), sort_keys=True)
+    hashed = {_HASHED_AS.get(key, key): value for key, value in options.identity().items()}
+    text = json.dumps(hashed, sort_keys=True)
     return "judge-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -162,9 +165,9 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
     sql = ("SELECT item_id, task, text, coalesce(persona, ''), solution FROM v_items "
            "WHERE source = ? AND source_id = ?")
     params: list[Any] = [source, target]
-    if options.kind is not None:
+    if options.task is not None:
         sql += " AND task = ?"
-        params.append(options.kind)
+        params.append(options.task)
     sql += " ORDER BY md5(? || ':' || item_id), item_id"
     params.append(str(options.seed))
     if options.sample is not None:
@@ -173,7 +176,7 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
     found = [Item(r[0], r[1], r[2], r[3], _solution_text(r[4]))
              for r in con.execute(sql, params).fetchall()]
     if not found:
-        which = f" of kind {options.kind!r}" if options.kind else ""
+        which = f" of task {options.task!r}" if options.task else ""
         raise PersonahubError(f"--{'job' if what == 'synthesis' else 'run'} {target}: no items"
                               f"{which} to judge")
     return found
@@ -291,6 +294,13 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
 
     def belongs_to(self, config: JudgeConfig) -> str | None:
         return config.target[1]
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """Return a stored config under today's names (``kind`` was the task's)."""
+        stored = dict(stored)
+        if "kind" in stored:
+            stored.setdefault("task", stored.pop("kind"))
+        return stored
 
     def prepare(self, ctx: JobContext[JudgeConfig]) -> None:
         """Read the target's items; a missing target or no items is a one-line error, nothing recorded.

@@ -219,7 +219,7 @@ def export_cmd(
                          "data/*.parquet and a dataset card that datasets.load_dataset reads; "
                          "the [hf] extra).")] = "personahub",
     task: Annotated[str | None, typer.Option(
-        help="Only items of this task (the output kind: instruction, npc_dialogue, ...).")] = None,
+        help="Only items of this task (the output kind: instruction, ...).")] = None,
     source_file: Annotated[str | None, typer.Option(
         help="An imported Persona Hub synthesis file (path or file name): write its rows back "
              "as read.")] = None,

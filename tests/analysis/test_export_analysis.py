@@ -187,12 +187,12 @@ def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, t
     rows = {}
     for kind in ("npc_dialogue", "tool_spec", "instruction"):
         path = tmp_path / f"{kind}.chat.jsonl"
-        assert export(con, path, "chat", run=data["run"], kind=kind) > 0
+        assert export(con, path, "chat", run=data["run"], task=kind) > 0
         rows[kind] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
     path = tmp_path / "tool_job.chat.jsonl"
     export(con, path, "chat", job=data["tool"])
     rows["tool"] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-    items = {i.item_id: i for i in load_items(con, run=data["run"], kind="npc_dialogue")}
+    items = {i.item_id: i for i in load_items(con, run=data["run"], task="npc_dialogue")}
     con.close()
     for kind in ("npc_dialogue", "tool_spec", "tool"):
         for row in rows[kind]:
@@ -209,12 +209,12 @@ def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, t
 
 def test_run_export_filters(data: dict, tmp_path: Path) -> None:
     con = ro(data["db"])
-    all_tools = load_items(con, run=data["run"], kind="tool_spec")
-    kept = load_items(con, run=data["run"], kind="tool_spec", drop_duplicates=True)
+    all_tools = load_items(con, run=data["run"], task="tool_spec")
+    kept = load_items(con, run=data["run"], task="tool_spec", drop_duplicates=True)
     assert all(i.kind == "tool_spec" for i in all_tools)
     assert len(kept) == sum(not i.is_duplicate for i in all_tools) < len(all_tools)
     path = tmp_path / "run_tools.jsonl"
-    assert export(con, path, "personahub", run=data["run"], kind="tool_spec",
+    assert export(con, path, "personahub", run=data["run"], task="tool_spec",
                   drop_duplicates=True) == len(kept)
     for line in path.read_text().splitlines():
         ToolSpec.model_validate(json.loads(json.loads(json.loads(line)["synthesized text"])))
