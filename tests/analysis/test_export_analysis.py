@@ -261,7 +261,7 @@ def test_views_on_read_only_connection(data: dict) -> None:
     empty = [view for view in VIEW_NAMES if not con.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()]
     assert empty == EMPTY_VIEWS  # a run plus three jobs fill every view but the reject log
     rate = con.execute("SELECT n, n_duplicates FROM v_duplicate_rate WHERE source = 'run' "
-                       "AND kind = 'npc_dialogue'").fetchall()[0]
+                       "AND task = 'npc_dialogue'").fetchall()[0]
     direct = con.execute("SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM emissions "
                          "WHERE task = 'npc_dialogue'").fetchall()[0]
     assert rate == direct
@@ -299,7 +299,7 @@ def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
         result = runner.invoke(app, [*args, "--db", str(data["db"]), "--format", "csv"])
         assert result.exit_code == 0, result.output
         first, second = result.stdout.split("\n\n")
-        assert first == "one\n1" and second.splitlines()[0] == "kind,n"
+        assert first == "one\n1" and second.splitlines()[0] == "task,n"
         assert "math_problem,5" in second
     result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "jsonl",
                                  str(query_files()["synth_jobs"])])

@@ -48,7 +48,7 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     insert_rows(con, "synth_items", items)
     insert_rows(con, "emissions", [
         {"emission_id": f"run-1:1:{a}", "run_id": "run-1", "step": 1, "agent_id": a,
-         "persona_id": ids[a], "kind": "post" if a % 2 else "npc_dialogue",
+         "persona_id": ids[a], "task": "post" if a % 2 else "npc_dialogue",
          "content": "{}", "text": f"emission of agent {a}"} for a in range(4)])
     insert_rows(con, "personas", [
         {"persona_id": "p0000000000000a1", "text": "A reader of the harbour gazette",
