@@ -331,7 +331,7 @@ def test_allow_writes_copies_exports_and_attaches_inside_its_folder(hub: dict,
                     f"COPY (SELECT DISTINCT task FROM emissions ORDER BY task) TO '{out}/kinds.csv'")
     assert result.exit_code == 0, result.output
     lines = (out / "kinds.csv").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "kind" and "npc_dialogue" in lines[1:]
+    assert lines[0] == "task" and "npc_dialogue" in lines[1:]
     assert invoke("sql", "--db", hub["db"], "--allow-writes", out,
                   f"EXPORT DATABASE '{out}/dump'").exit_code == 0
     assert (out / "dump" / "schema.sql").is_file()
