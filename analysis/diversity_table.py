@@ -56,11 +56,11 @@ def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
     rows: list[Any] = []
     if job_id is not None or all_jobs:
         where = "AND source_id = ?" if job_id is not None else ""
-        rows += _rows(con, "SELECT 'synth ' || kind, persona_id, persona, text, is_duplicate "
+        rows += _rows(con, "SELECT 'synth ' || task, persona_id, persona, text, is_duplicate "
                            f"FROM v_items WHERE source = 'job' AND persona IS NOT NULL {where} "
                            "ORDER BY source_id, item_id", [job_id] if job_id is not None else [])
     if run_id is not None:
-        rows += _rows(con, "SELECT 'run ' || kind, persona_id, persona, text, is_duplicate "
+        rows += _rows(con, "SELECT 'run ' || task, persona_id, persona, text, is_duplicate "
                            "FROM v_items WHERE source = 'run' AND persona IS NOT NULL "
                            "AND source_id = ? ORDER BY item_id", [run_id])
     groups: dict[str, list[Item]] = defaultdict(list)

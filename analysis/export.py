@@ -66,7 +66,7 @@ def _loads(value: Any) -> Any:
 
 
 def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
-               run: str | None = None, kind: str | None = None,
+               run: str | None = None, task: str | None = None,
                drop_duplicates: bool = False,
                only: Collection[str] | None = None) -> list[ExportItem]:
     """Items of one job or one run; optionally just some ids (one side of a split)."""
@@ -74,7 +74,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
         raise UsageError("export: give exactly one of --job or --run")
     source, key = ("job", job) if job is not None else ("run", run)
     assert key is not None  # exactly one of job / run, checked above
-    sql = ("SELECT source, source_id, item_id, persona_id, persona, kind, content, text, solution, "
+    sql = ("SELECT source, source_id, item_id, persona_id, persona, task, content, text, solution, "
            "is_duplicate FROM v_items WHERE source = ? AND source_id = ?")
     order = "created_at, item_id" if source == "job" else "step, agent_id, item_id"
     if not con.execute("SELECT count(*) FROM v_item_sources WHERE source = ? AND source_id = ?",
@@ -82,16 +82,16 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
         flag = "--job" if job is not None else "--run"
         raise PersonahubError(f"{flag} {key}: not found in the database")
     params: list[Any] = [source, key]
-    if kind:
+    if task:
         kinds = [r[0] for r in con.execute(
-            "SELECT DISTINCT kind FROM v_items WHERE source = ? AND source_id = ? ORDER BY 1",
+            "SELECT DISTINCT task FROM v_items WHERE source = ? AND source_id = ? ORDER BY 1",
             [source, key]).fetchall()]
-        if kind not in kinds:  # an empty export file would look like a successful one
+        if task not in kinds:  # an empty export file would look like a successful one
             what = "job" if job is not None else "run"
-            raise PersonahubError(f"--kind {kind!r}: {what} {key} has no such items "
+            raise PersonahubError(f"--task {task!r}: {what} {key} has no such items "
                                   f"(it has: {', '.join(kinds) or 'none'})")
-        sql += " AND kind = ?"
-        params.append(kind)
+        sql += " AND task = ?"
+        params.append(task)
     if drop_duplicates:
         sql += " AND NOT coalesce(is_duplicate, false)"
     rows = con.execute(f"{sql} ORDER BY {order}", params).fetchall()
@@ -258,7 +258,7 @@ class ExportAccount:
 
 
 def account(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], fmt: str, *,
-            job: str | None = None, run: str | None = None, kind: str | None = None,
+            job: str | None = None, run: str | None = None, task: str | None = None,
             drop_duplicates: bool = False, split: EvaluationSides | None = None
             ) -> ExportAccount:
     """What an export of these items left out of the job's or run's items and kept, and why.
@@ -269,7 +269,7 @@ def account(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], fmt: st
         fmt: the format written (personahub, chat, parquet or hf).
         job: the synthesis job exported.
         run: the run exported.
-        kind: the --kind asked for.
+        task: the --task asked for.
         drop_duplicates: whether flagged near-duplicates were left out.
         split: the evaluation whose split the export follows.
 
@@ -277,13 +277,13 @@ def account(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], fmt: st
         The counts, in the order the filters apply.
     """
     source, key = ("job", job) if job is not None else ("run", run)
-    every = con.execute("SELECT item_id, kind, coalesce(is_duplicate, false), archetype FROM "
+    every = con.execute("SELECT item_id, task, coalesce(is_duplicate, false), archetype FROM "
                         "v_items WHERE source = ? AND source_id = ?", [source, key]).fetchall()
     left: list[tuple[int, str]] = []
     rest = every
-    if kind is not None:
-        left.append((sum(r[1] != kind for r in rest), f"of other kinds than {kind} (--kind)"))
-        rest = [r for r in rest if r[1] == kind]
+    if task is not None:
+        left.append((sum(r[1] != task for r in rest), f"of other tasks than {task} (--task)"))
+        rest = [r for r in rest if r[1] == task]
     if drop_duplicates:
         left.append((sum(r[2] for r in rest), "flagged near-duplicates (--drop-duplicates)"))
         rest = [r for r in rest if not r[2]]
@@ -320,28 +320,28 @@ def account(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], fmt: st
 
 
 def export(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
-           job: str | None = None, run: str | None = None, kind: str | None = None,
+           job: str | None = None, run: str | None = None, task: str | None = None,
            drop_duplicates: bool = False, overwrite: bool = False,
            only: Collection[str] | None = None) -> int:
     """Load a job's or run's items, write them and validate the file; returns the count."""
-    return export_accounted(con, path, fmt, job=job, run=run, kind=kind,
+    return export_accounted(con, path, fmt, job=job, run=run, task=task,
                             drop_duplicates=drop_duplicates, overwrite=overwrite,
                             only=only).written
 
 
 def export_accounted(con: duckdb.DuckDBPyConnection, path: str | Path, fmt: str, *,
-                     job: str | None = None, run: str | None = None, kind: str | None = None,
+                     job: str | None = None, run: str | None = None, task: str | None = None,
                      drop_duplicates: bool = False, overwrite: bool = False,
                      only: Collection[str] | None = None,
                      split: EvaluationSides | None = None) -> ExportAccount:
     """Export as export does; returns what was written, left out and kept (ExportAccount)."""
-    items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+    items = load_items(con, job=job, run=run, task=task, drop_duplicates=drop_duplicates,
                        only=only)
     write_export(items, path, fmt, overwrite=overwrite)
     written = validate_export(path, fmt)
     if written != len(items):
         raise PersonahubError(f"{path}: {written} records read back of {len(items)} written")
-    return account(con, items, fmt, job=job, run=run, kind=kind,
+    return account(con, items, fmt, job=job, run=run, task=task,
                    drop_duplicates=drop_duplicates, split=split)
 
 

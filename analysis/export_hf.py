@@ -112,7 +112,7 @@ def _holds(held: ExportAccount | None, archetypes: str | None) -> list[str]:
 
 
 def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
-                 job: str | None = None, run: str | None = None, kind: str | None = None,
+                 job: str | None = None, run: str | None = None, task: str | None = None,
                  drop_duplicates: bool = False, as_json: Sequence[str] = (),
                  splits: Mapping[str, int] | None = None, evaluation: str | None = None,
                  quality: Sequence[str] = (), held: ExportAccount | None = None) -> str:
@@ -137,7 +137,7 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
         f"Lab 2024: one persona per prompt) from {source['kind']} `{source['id']}`, "
         f"{source['what']}.", "",
         f"- **Rows:** {len(items)} ({', '.join(tasks) or 'none'}"
-        f"{f'; only kind {kind}' if kind else ''})",
+        f"{f'; only task {task}' if task else ''})",
         f"- **Model:** {model}",
         f"- **Prompting:** {source['prompting']}",
         f"- **Persona source:**\n{personas or '  - none'}",
@@ -181,20 +181,20 @@ def _archetypes(con: duckdb.DuckDBPyConnection, run: str | None) -> str | None:
 
 
 def export_hf(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *, job: str | None = None,
-              run: str | None = None, kind: str | None = None, drop_duplicates: bool = False,
+              run: str | None = None, task: str | None = None, drop_duplicates: bool = False,
               overwrite: bool = False, splits: Mapping[str, Collection[str]] | None = None,
               evaluation: str | None = None, quality: Sequence[str] = (),
               split: EvaluationSides | None = None) -> int:
     """Write the items of a job or run into a folder in the Hub's layout; returns the rows
     written (export_hf_accounted: with what it left out and kept)."""
-    return export_hf_accounted(con, out_dir, job=job, run=run, kind=kind,
+    return export_hf_accounted(con, out_dir, job=job, run=run, task=task,
                                drop_duplicates=drop_duplicates, overwrite=overwrite,
                                splits=splits, evaluation=evaluation, quality=quality,
                                split=split).written
 
 
 def export_hf_accounted(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
-                        job: str | None = None, run: str | None = None, kind: str | None = None,
+                        job: str | None = None, run: str | None = None, task: str | None = None,
                         drop_duplicates: bool = False, overwrite: bool = False,
                         splits: Mapping[str, Collection[str]] | None = None,
                         evaluation: str | None = None, quality: Sequence[str] = (),
@@ -206,7 +206,7 @@ def export_hf_accounted(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
         out_dir: the folder, already checked by the caller.
         job: the job whose items to write.
         run: the run whose items to write.
-        kind: only items of this kind.
+        task: only items of this task.
         drop_duplicates: leave near-duplicates out.
         overwrite: replace earlier files.
         splits: an evaluation's sides (train, test ids); None writes all as train.
@@ -218,7 +218,7 @@ def export_hf_accounted(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
         The rows written (counted from the files read back), left out and kept, and why.
     """
     datasets = _datasets()
-    items = load_items(con, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates)
+    items = load_items(con, job=job, run=run, task=task, drop_duplicates=drop_duplicates)
     parts = ({"train": items} if splits is None else
              {side: [item for item in items if item.item_id in ids]
               for side, ids in splits.items()})
@@ -231,10 +231,10 @@ def export_hf_accounted(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
                 from None
     kept = [item for part in parts.values() for item in part]
     held = dataclasses.replace(
-        account(con, kept, "hf", job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+        account(con, kept, "hf", job=job, run=run, task=task, drop_duplicates=drop_duplicates,
                 split=split),
         sides=tuple((side, len(part)) for side, part in parts.items()) if splits else ())
-    card = dataset_card(con, kept, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+    card = dataset_card(con, kept, job=job, run=run, task=task, drop_duplicates=drop_duplicates,
                         as_json=sorted({n for _, as_json in tables.values() for n in as_json}),
                         splits=None if splits is None else {s: len(p) for s, p in parts.items()},
                         evaluation=evaluation, quality=quality, held=held)

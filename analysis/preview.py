@@ -56,7 +56,7 @@ class Preview:
 # each source yields (kind, item_id, source_id, source, output, is_duplicate, duplicate_of) for
 # one owner id (the one ? parameter).
 _ITEMS = """
-SELECT kind, item_id, persona_id, coalesce(persona, '(persona not in the hub)'), text,
+SELECT task, item_id, persona_id, coalesce(persona, '(persona not in the hub)'), text,
        coalesce(is_duplicate, false), duplicate_of
 FROM v_items WHERE source = '{source}' AND source_id = ?
 """

@@ -130,7 +130,7 @@ def _events_note(events: list[Event]) -> str:
 
 def _emissions_over_steps(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     section = Section("Emissions over steps, by kind")
-    rows = _rows(con, "SELECT step, kind, n FROM v_emissions_by_step WHERE run_id = ? "
+    rows = _rows(con, "SELECT step, task, n FROM v_emissions_by_step WHERE run_id = ? "
                       "ORDER BY step", [rep.run_id])
     if not rows:
         section.note = "No emissions for this run."
@@ -175,13 +175,13 @@ def _archetypes(con: duckdb.DuckDBPyConnection, run_id: str) -> Section | None:
 def _duplicate_rate(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     section = Section("Near-duplicate rate (MinHash, Jaccard >= 0.9)")
     if rep.job_id is not None:
-        rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
+        rows = _rows(con, "SELECT source, source_id, task, n, n_duplicates, duplicate_rate "
                           "FROM v_duplicate_rate WHERE source = 'job' AND source_id = ? "
-                          "ORDER BY kind", [rep.job_id])
+                          "ORDER BY task", [rep.job_id])
     else:  # a synthesis job in the same file is not this run's
-        rows = _rows(con, "SELECT source, source_id, kind, n, n_duplicates, duplicate_rate "
+        rows = _rows(con, "SELECT source, source_id, task, n, n_duplicates, duplicate_rate "
                           "FROM v_duplicate_rate WHERE source = 'run' AND source_id = ? "
-                          "ORDER BY source, source_id, kind", [rep.run_id])
+                          "ORDER BY source, source_id, task", [rep.run_id])
     if not rows:
         section.note = "Nothing to measure yet."
         return section
@@ -385,7 +385,7 @@ def _failures(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     owner = rep.job_id or rep.run_id
     calls = failed_call_groups(con, owner, limit=20)
     column = "job_id" if rep.job_id else "run_id"
-    refused = _rows(con, f"SELECT kind, reason, sum(n) FROM v_rejected WHERE {column} = ? "
+    refused = _rows(con, f"SELECT task, reason, sum(n) FROM v_rejected WHERE {column} = ? "
                          "GROUP BY ALL ORDER BY 3 DESC, 1, 2 LIMIT 20", [owner])
     rows = [("model call", p, s, e, n) for p, s, e, n in calls]
     rows += [("quality gate", k, "rejected", r, n) for k, r, n in refused]

@@ -107,7 +107,7 @@ def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str,
     """Each persona's most frequent emission kind in the run (ties: by name)."""
     if run_id is None:
         return {}
-    rows = con.execute("SELECT persona_id, kind, count(*) FROM v_items WHERE source = 'run' "
+    rows = con.execute("SELECT persona_id, task, count(*) FROM v_items WHERE source = 'run' "
                        "AND source_id = ? GROUP BY ALL", [run_id]).fetchall()
     best: dict[str, tuple[int, str]] = {}
     for persona, kind, n in rows:

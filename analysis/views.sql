@@ -4,17 +4,17 @@
 -- (analysis.views.install_views). Every statement is CREATE OR REPLACE, so re-installing after
 -- an upgrade is safe. Statements are separated by a line holding only ';'.
 
--- v_emissions_by_step: how many emissions of each kind each step of each run produced,
+-- v_emissions_by_step: how many emissions of each task each step of each run produced,
 -- and how many of them were flagged as near-duplicates.
 CREATE OR REPLACE {temp} VIEW v_emissions_by_step AS
-SELECT run_id, step, kind, count(*) AS n,
+SELECT run_id, step, task, count(*) AS n,
        count(*) FILTER (WHERE is_duplicate) AS n_duplicates
 FROM emissions GROUP BY ALL
 ;
--- v_duplicate_rate: near-duplicate rate per source (run or synthesis job) and kind/task.
+-- v_duplicate_rate: near-duplicate rate per source (run or synthesis job) and task.
 -- source is 'run' (emissions) or 'job' (synth_items); source_id is the run or job id.
 CREATE OR REPLACE {temp} VIEW v_duplicate_rate AS
-SELECT 'run' AS source, run_id AS source_id, kind, count(*) AS n,
+SELECT 'run' AS source, run_id AS source_id, task, count(*) AS n,
        count(*) FILTER (WHERE is_duplicate) AS n_duplicates,
        round(count(*) FILTER (WHERE is_duplicate) / count(*), 4) AS duplicate_rate
 FROM emissions GROUP BY ALL
@@ -152,9 +152,9 @@ SELECT j.job_id, j.task, j.prompting, j.n, l.status, j.llm, l.started_at, l.fini
 FROM synth_jobs j LEFT JOIN jobs l USING (job_id) LEFT JOIN synth_items i USING (job_id) GROUP BY ALL
 ;
 -- v_rejected: what the quality gate refused, by source (text_to_persona, expand, emission,
--- synthesis), run or job, kind and reason, with one example message and when it happened.
+-- synthesis), run or job, task and reason, with one example message and when it happened.
 CREATE OR REPLACE {temp} VIEW v_rejected AS
-SELECT source, run_id, job_id, kind, reason, count(*) AS n,
+SELECT source, run_id, job_id, task, reason, count(*) AS n,
        min(message) AS example_message,
        min(created_at) AS first_at, max(created_at) AS last_at
 FROM rejected GROUP BY ALL
@@ -185,19 +185,18 @@ SELECT 'job' AS source, job_id AS source_id, task AS made_by, prompting, llm FRO
 UNION ALL
 SELECT 'run', run_id, scenario, NULL, llm FROM runs
 ;
--- v_items: every generated item in one shape, a synthesis job's (source 'job', kind = its task)
--- and a run's emissions (source 'run', kind = the emission kind), with its persona's text
--- (persona NULL when the persona is not in the hub). solution and created_at are NULL for
--- emissions, step, agent_id and archetype for synthesis items. A kind has one name in both
--- sources.
+-- v_items: every generated item in one shape, a synthesis job's (source 'job') and a run's
+-- emissions (source 'run'), each with its task (the output kind, one name in both sources) and
+-- its persona's text (persona NULL when the persona is not in the hub). solution and created_at
+-- are NULL for emissions, step, agent_id and archetype for synthesis items.
 CREATE OR REPLACE {temp} VIEW v_items AS
-SELECT 'job' AS source, i.job_id AS source_id, i.item_id, i.task AS kind, i.persona_id,
+SELECT 'job' AS source, i.job_id AS source_id, i.item_id, i.task, i.persona_id,
        p.text AS persona, i.content, i.text, i.solution, i.is_duplicate, i.duplicate_of,
        i.created_at, CAST(NULL AS INTEGER) AS step, CAST(NULL AS INTEGER) AS agent_id,
        CAST(NULL AS INTEGER) AS archetype
 FROM synth_items i LEFT JOIN personas p USING (persona_id)
 UNION ALL
-SELECT 'run', e.run_id, e.emission_id, e.kind, e.persona_id, p.text, e.content, e.text, NULL,
+SELECT 'run', e.run_id, e.emission_id, e.task, e.persona_id, p.text, e.content, e.text, NULL,
        e.is_duplicate, e.duplicate_of, NULL, e.step, e.agent_id, e.archetype
 FROM emissions e LEFT JOIN personas p USING (persona_id)
 ;

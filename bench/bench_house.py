@@ -74,7 +74,12 @@ INTENDED = {
     "synthesis task tool -> tool_spec": "issue 44: one name for the tool kind",
     "a calibration's stored elicit ['sample'] -> absent": "issue 45: --elicit, whose default "
                                                           "is the one way asked before",
+    "emissions/judgments/rejected.kind -> task, a judge's stored kind -> task":
+        "issue 61: the output kind has one name, task, as synth_items.task",
 }
+# columns renamed on purpose, per table (before's name -> after's); INTENDED names each
+RENAMED = {"llm_calls": {"model": "llm"}, "emissions": {"kind": "task"},
+           "judgments": {"kind": "task"}, "rejected": {"kind": "task"}}
 # Left out of the comparison, each with the reason: what later issues added on purpose.
 ADDED = {
     "schema_meta": "the schema's version and digests change with every change of schema.sql",
@@ -168,7 +173,7 @@ def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
             columns = [r[0] for r in con.execute(
                 "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
                 "AND table_schema = 'main' ORDER BY ordinal_position", [table]).fetchall()]
-            rename = {"model": "llm"} if table == "llm_calls" else {}
+            rename = RENAMED.get(table, {})
             kept = [c for c in columns if not VOLATILE.fullmatch(c) and c not in HASHED_IDS
                     and f"{table}.{c}" not in ADDED]
             if not kept:
@@ -196,10 +201,25 @@ def _intended(table: str, frame, con):  # type: ignore[no-untyped-def]
             if "hop" in frame else frame["source"]
     if table == "jobs" and "config" in frame:
         frame["config"] = [_without_default_elicit(c) for c in frame["config"]]
+        if "kind" in frame:
+            frame["config"] = [_kind_as_task(c) if k == "judge" else c
+                               for k, c in zip(frame["kind"], frame["config"], strict=True)]
+    if table == "judgments" and "config" in frame:
+        frame["config"] = [_kind_as_task(c) for c in frame["config"]]
     if table == "llm_calls" and "run_id" in frame:
         runs = {r[0] for r in con.execute("SELECT job_id FROM jobs WHERE kind = 'run'").fetchall()}
         frame["run_id"] = frame["run_id"].where(frame["run_id"].isin(runs), None)
     return frame
+
+
+def _kind_as_task(config: str | None) -> str | None:
+    """A judge's stored settings with the output kind under its new name (``task``)."""
+    if not config:
+        return config
+    data = json.loads(config)
+    if "kind" in data:
+        data["task"] = data.pop("kind")
+    return json.dumps(data, sort_keys=True)
 
 
 def _without_default_elicit(config: str | None) -> str | None:

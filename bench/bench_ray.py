@@ -71,7 +71,7 @@ def time_synthesis(tmp: Path, args: argparse.Namespace, executor: str,
 def run_tables(db: Path, run_id: str) -> list[tuple]:
     """A run's emissions and agent states (run ids masked: two runs compare)."""
     con = duckdb.connect(str(db), read_only=True)
-    rows = con.execute("SELECT step, agent_id, kind, content, text, is_duplicate FROM emissions "
+    rows = con.execute("SELECT step, agent_id, task, content, text, is_duplicate FROM emissions "
                        "WHERE run_id = ? ORDER BY step, agent_id", [run_id]).fetchall()
     rows += [(step, state.replace(run_id, "RUN")) for step, state in con.execute(
         "SELECT step, state FROM agent_states WHERE run_id = ? ORDER BY step, agent_id",

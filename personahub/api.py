@@ -444,7 +444,7 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
         llm: the judge's model spec (default: the offline engine).
         seed: the judge's seed (which items a sample takes).
         progress: as for run_scenario.
-        **options: further JudgeConfig fields: kind, sample, and the engine, model and batch
+        **options: further JudgeConfig fields: task, sample, and the engine, model and batch
             options.
 
     Returns:

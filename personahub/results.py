@@ -175,14 +175,14 @@ class Job:
         return _frame(self.db, job_calls, self.job_id)
 
     @speaks_python({"out": "path", "force": "overwrite"})
-    def export(self, path: str | Path, fmt: str = "chat", *, kind: str | None = None,
+    def export(self, path: str | Path, fmt: str = "chat", *, task: str | None = None,
                drop_duplicates: bool = False, overwrite: bool = False) -> int:
         """Write a run's or synthesis job's items to a file, as the export command does.
 
         Args:
             path: the file, or for ``hf`` the folder, to write.
             fmt: personahub, chat, parquet, or hf (the Hub's layout, which datasets reads).
-            kind: keep only items of this kind.
+            task: keep only items of this task (instruction, npc_dialogue, ...).
             drop_duplicates: leave out items flagged as near-duplicates.
             overwrite: replace an existing file or folder.
 
@@ -210,10 +210,10 @@ class Job:
                 check_output(path, db=self.db, force=overwrite, kind="dir", names=HF_FILES)
                 if self.kind == "synthesis":  # an evaluated job writes its splits
                     which |= export_selection(con, job=self.job_id, hf=True)
-                return export_hf(con, path, kind=kind, drop_duplicates=drop_duplicates,
+                return export_hf(con, path, task=task, drop_duplicates=drop_duplicates,
                                  overwrite=overwrite, **which)
             check_output(path, db=self.db, force=overwrite)
-            return export(con, path, fmt, kind=kind, drop_duplicates=drop_duplicates,
+            return export(con, path, fmt, task=task, drop_duplicates=drop_duplicates,
                           overwrite=overwrite, **which)
         finally:
             con.close()

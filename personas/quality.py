@@ -690,13 +690,13 @@ SOURCES = ("text_to_persona", "expand", "emission", "synthesis")
 
 def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
                  run_id: str | None = None, job_id: str | None = None, step: int | None = None,
-                 persona_id: str | None = None, kind: str | None = None) -> dict[str, Any]:
+                 persona_id: str | None = None, task: str | None = None) -> dict[str, Any]:
     """Build a rejected row; key makes the id stable, so a retried batch rewrites the same row."""
     if source not in SOURCES:
         raise ValueError(f"rejected source {source!r}: use one of {', '.join(SOURCES)}")
     digest = hashlib.sha1(f"{source}\0{key}".encode()).hexdigest()[:15]
     return {"rejected_id": "r" + digest, "source": source, "run_id": run_id, "job_id": job_id,
-            "step": step, "persona_id": persona_id, "kind": kind, "reason": issue.code,
+            "step": step, "persona_id": persona_id, "task": task, "reason": issue.code,
             "message": issue.message,
             "payload": json.dumps(payload, ensure_ascii=False, default=str)}
 

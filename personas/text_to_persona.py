@@ -210,5 +210,5 @@ def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, langu
             "text_to_persona", issue,
             {"persona": item.persona, "corpus": corpus, "text_id": text_id, "relation": relation},
             key=f"{corpus}\0{text_id}\0{relation}\0{position}", run_id=job.run_id, job_id=job.job_id,
-            kind="persona"))
+            task="persona"))
     return kept, refused

@@ -98,7 +98,7 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                 "expand", issue, {"persona": person.persona, "relation": label,
                                   "hop": parent.hop + 1},
                 key=f"{expansion_id}\0{parent.persona_id}\0{position}", run_id=run_id,
-                job_id=expansion_id, persona_id=parent.persona_id, kind="persona"))
+                job_id=expansion_id, persona_id=parent.persona_id, task="persona"))
             continue
         near_ones, accepted = near[accepted], accepted + 1
         child = Persona(text=text, source="expand",

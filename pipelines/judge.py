@@ -54,8 +54,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 # what makes two judges the same judge (its id): the target, the items drawn, the model asked
-JUDGE_IDENTITY = ("job", "run", "kind", "sample", "seed", "llm", "structured", "max_tokens",
+JUDGE_IDENTITY = ("job", "run", "task", "sample", "seed", "llm", "structured", "max_tokens",
                   "temperature", "top_p")
+# a field hashed under its name before the rename, so a judge keeps its id (and its ratings)
+_HASHED_AS = {"task": "kind"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +68,7 @@ class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
 
     job: str | None = None  # a synthesis job's synth_items
     run: str | None = None  # or a run's emissions
-    kind: str | None = None  # only items of this task / emission kind
+    task: str | None = None  # only items of this task (the output kind)
     sample: int | None = None  # at most N items, drawn in md5(seed:item_id) order
     seed: int = 0
     db: str = engine(DEFAULT_DB)
@@ -94,7 +96,8 @@ class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
 
 def judge_id_for(options: JudgeConfig) -> str:
     """The judge's id, a hash of its identity: the same settings give the same judge."""
-    text = json.dumps(options.identity(), sort_keys=True)
+    hashed = {_HASHED_AS.get(key, key): value for key, value in options.identity().items()}
+    text = json.dumps(hashed, sort_keys=True)
     return "judge-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -102,7 +105,7 @@ class Item(NamedTuple):
     """One item to judge, as the judged table holds it."""
 
     item_id: str
-    kind: str
+    task: str
     text: str
     persona: str
     solution: str
@@ -159,12 +162,12 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
         which = "synthesis job" if what == "synthesis" else "run"
         raise PersonahubError(f"--{source} {target}: no such {which} in {options.db}")
     # the target's items with their personas' texts, through the analysis views
-    sql = ("SELECT item_id, kind, text, coalesce(persona, ''), solution FROM v_items "
+    sql = ("SELECT item_id, task, text, coalesce(persona, ''), solution FROM v_items "
            "WHERE source = ? AND source_id = ?")
     params: list[Any] = [source, target]
-    if options.kind is not None:
-        sql += " AND kind = ?"
-        params.append(options.kind)
+    if options.task is not None:
+        sql += " AND task = ?"
+        params.append(options.task)
     sql += " ORDER BY md5(? || ':' || item_id), item_id"
     params.append(str(options.seed))
     if options.sample is not None:
@@ -173,7 +176,7 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
     found = [Item(r[0], r[1], r[2], r[3], _solution_text(r[4]))
              for r in con.execute(sql, params).fetchall()]
     if not found:
-        which = f" of kind {options.kind!r}" if options.kind else ""
+        which = f" of task {options.task!r}" if options.task else ""
         raise PersonahubError(f"--{'job' if what == 'synthesis' else 'run'} {target}: no items"
                               f"{which} to judge")
     return found
@@ -222,7 +225,7 @@ class JudgeAsker:
         self.identity = config.identity()
 
     def _criteria(self, item: Item) -> tuple[Task, tuple[Criterion, ...]]:
-        task = task_of(item.kind, emission=self.config.run is not None)
+        task = task_of(item.task, emission=self.config.run is not None)
         return task, task.criteria_for(has_solution=bool(item.solution))
 
     async def _one(self, item: Item, caller: StructuredCaller) -> Judgment:
@@ -238,7 +241,7 @@ class JudgeAsker:
         valid, reason = overall(result.value)
         return Judgment(item, {
             "judge_id": self.judge_id, "target_kind": what, "target_id": target,
-            "item_id": item.item_id, "kind": item.kind,
+            "item_id": item.item_id, "task": item.task,
             "criteria": verdicts(result.value, criteria), "valid": valid, "reason": reason,
             "model": caller.label, "config": self.identity, "created_at": _now()}, result)
 
@@ -291,6 +294,13 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
 
     def belongs_to(self, config: JudgeConfig) -> str | None:
         return config.target[1]
+
+    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """Return a stored config under today's names (``kind`` was the task's)."""
+        stored = dict(stored)
+        if "kind" in stored:
+            stored.setdefault("task", stored.pop("kind"))
+        return stored
 
     def prepare(self, ctx: JobContext[JudgeConfig]) -> None:
         """Read the target's items; a missing target or no items is a one-line error, nothing recorded.

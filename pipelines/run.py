@@ -248,7 +248,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
     refuses_twins = False  # a new run of a scenario is a new experiment
     progress_per_answer = False  # its progress counts its own stages, not batch items
     item_source = "run"
-    sample_columns = "step, agent_id, kind, text"
+    sample_columns = "step, agent_id, task, text"
 
     def new_id(self) -> str:
         """UTC time and a random suffix: sortable and unique."""

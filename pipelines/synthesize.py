@@ -354,7 +354,7 @@ class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[An
                 errors.append(f"quality gate: {issue}")
                 rejected.append(rejected_row("synthesis", issue, content, key=item_id,
                                              job_id=ctx.job_id, persona_id=persona.persona_id,
-                                             kind=config.task))
+                                             task=config.task))
                 continue
             summary.solved += solution is not None
             rows.append({"item_id": item_id, "job_id": ctx.job_id, "persona_id": persona.persona_id,

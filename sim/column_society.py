@@ -346,7 +346,7 @@ class ColumnSociety:
                 result.rejected.append(rejected_row(
                     "emission", outcome.rejected, outcome.output,
                     key=f"{self.run_id}:{step}:a{archetype}:{kind}", run_id=self.run_id,
-                    step=step, persona_id=self.representatives[archetype], kind=kind))
+                    step=step, persona_id=self.representatives[archetype], task=kind))
             if error is not None:
                 answers.append(PoolAnswer(archetype, kind, None, None, error, first, None))
                 continue

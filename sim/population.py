@@ -241,7 +241,7 @@ class PopulationShard:
             "step": pa.repeat(pa.scalar(close.step, pa.int32()), n),
             "agent_id": pa.array(ids),
             "persona_id": self.persona_ids.take(pa.array(members)),
-            "kind": pa.array([p.kind for p in close.pools], pa.string()).take(take),
+            "task": pa.array([p.kind for p in close.pools], pa.string()).take(take),
             "content": pa.array([p.content for p in close.pools], pa.string()).take(take),
             "text": pa.array([p.text for p in close.pools], pa.string()).take(take),
             "target_persona_id": pa.nulls(n, pa.string()),

@@ -66,7 +66,7 @@ def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str,
 def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, Any]]:
     """The newest emissions."""
     return _dicts(con, """
-        SELECT e.step, e.agent_id, e.kind, e.text, e.is_duplicate,
+        SELECT e.step, e.agent_id, e.task AS kind, e.text, e.is_duplicate,
                t.agent_id AS to_agent
         FROM emissions e
         LEFT JOIN run_agents t ON t.run_id = e.run_id AND t.persona_id = e.target_persona_id
@@ -90,7 +90,7 @@ def starting_edge_list(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tupl
 def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, str, int]]:
     """(agent, kind, emissions), sorted."""
     return [(int(a), str(k), int(n)) for a, k, n in con.execute(
-        "SELECT agent_id, kind, count(*) FROM emissions WHERE run_id = ? GROUP BY ALL ORDER BY ALL",
+        "SELECT agent_id, task, count(*) FROM emissions WHERE run_id = ? GROUP BY ALL ORDER BY ALL",
         [run_id]).fetchall()]
 
 

@@ -239,7 +239,7 @@ def flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str
     """Per-kind MinHash near-duplicate flags, in agent-id order (earliest emission kept)."""
     by_kind: dict[str, list[tuple[str, str]]] = {}
     for emission in result.emissions:
-        by_kind.setdefault(emission.kind, []).append((emission.emission_id, emission.text))
+        by_kind.setdefault(emission.task, []).append((emission.emission_id, emission.text))
     flags: dict[str, str | None] = {}
     for kind, items in by_kind.items():
         flags.update(zip((key for key, _ in items), indexes[kind].check_and_add_many(items),

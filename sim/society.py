@@ -82,7 +82,7 @@ class Emission:
     step: int
     agent_id: int
     persona_id: str
-    kind: str
+    task: str  # the output kind (personahub/tasks/)
     content: dict[str, Any]
     text: str
     target_persona_id: str | None = None
@@ -912,7 +912,7 @@ class SocietyModel(mesa.Model):
                 result.failures.append((agent.persona_id, f"quality gate: {outcome.rejected}"))
                 result.rejected.append(rejected_row(
                     "emission", outcome.rejected, outcome.output, key=emission_id,
-                    run_id=self.run_id, step=step, persona_id=agent.persona_id, kind=kind))
+                    run_id=self.run_id, step=step, persona_id=agent.persona_id, task=kind))
                 continue
             content, said = outcome.output, outcome.text
             if addressee:
@@ -920,7 +920,7 @@ class SocietyModel(mesa.Model):
                     content, said, agent.persona_id, addressee)
             result.emissions.append(Emission(
                 emission_id=emission_id, step=step, agent_id=agent.unique_id,
-                persona_id=agent.persona_id, kind=kind, content=content,
+                persona_id=agent.persona_id, task=kind, content=content,
                 text=outcome.text, target_persona_id=addressee,
             ))
             agent.memory.remember_own(step, kind, outcome.text[:300])
@@ -952,7 +952,7 @@ class SocietyModel(mesa.Model):
                         key=f"{self.run_id}:{step}:a{archetype}{self._arm_key(members)}:{kind}",
                         run_id=self.run_id,
                         step=step, persona_id=self.representatives[archetype].persona_id,
-                        kind=kind))
+                        task=kind))
                 result.failures.extend(
                     (agent.persona_id, f"archetype {archetype}: {error}") for agent in members)
                 continue
@@ -960,7 +960,7 @@ class SocietyModel(mesa.Model):
             for agent in members:
                 result.emissions.append(Emission(
                     emission_id=f"{self.run_id}:{step}:{agent.unique_id}", step=step,
-                    agent_id=agent.unique_id, persona_id=agent.persona_id, kind=kind,
+                    agent_id=agent.unique_id, persona_id=agent.persona_id, task=kind,
                     content=outcome.output, text=outcome.text, archetype=archetype))
                 agent.memory.remember_own(step, kind, outcome.text[:300])
                 agent.touch()

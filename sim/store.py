@@ -131,7 +131,7 @@ def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | No
     """A step's rows by table, in insertion order, its steps row last."""
     emissions = [{
         "emission_id": e.emission_id, "run_id": run_id, "step": e.step,
-        "agent_id": e.agent_id, "persona_id": e.persona_id, "kind": e.kind,
+        "agent_id": e.agent_id, "persona_id": e.persona_id, "task": e.task,
         "content": e.content, "text": e.text, "target_persona_id": e.target_persona_id,
         "model": model, "is_duplicate": duplicates.get(e.emission_id) is not None,
         "duplicate_of": duplicates.get(e.emission_id), "archetype": e.archetype,
@@ -330,7 +330,7 @@ def agents_playing(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Seq
 def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
                    done: int) -> Iterator[list[tuple[str, str, str]]]:
     """The kept emissions up to a step in indexing order, in chunks to bound memory."""
-    result = con.execute("SELECT emission_id, kind, text FROM emissions WHERE run_id = ? "
+    result = con.execute("SELECT emission_id, task, text FROM emissions WHERE run_id = ? "
                          "AND step <= ? AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done])
     while rows := result.fetchmany(_RESTORE_CHUNK):
         yield rows
@@ -361,7 +361,7 @@ def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
         "SELECT coalesce(max(step), 0), coalesce(sum(n_failed), 0), "
         "coalesce(sum(n_archetype_calls), 0), coalesce(sum(n_drawn), 0) FROM steps "
         "WHERE run_id = ?")[0]
-    kinds = rows("SELECT kind, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
+    kinds = rows("SELECT task, count(*) FROM emissions WHERE run_id = ? GROUP BY 1 ORDER BY 1")
     return {"agents": count("run_agents"), "edges": count("run_edges"), "steps": int(steps),
             "failed_actions": int(failed), "emissions_by_kind": {k: int(n) for k, n in kinds},
             "duplicates": count("emissions", " AND is_duplicate"), "messages": count("messages"),
@@ -444,7 +444,7 @@ def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, path: 
 
 #: the columns a step's shard files hold, per table
 STEP_FILE_COLUMNS: Final = {
-    "emissions": ("emission_id, run_id, step, agent_id, persona_id, kind, content, text, "
+    "emissions": ("emission_id, run_id, step, agent_id, persona_id, task, content, text, "
                   "target_persona_id, model, is_duplicate, duplicate_of, archetype"),
     "survey_answers": ("run_id, step, survey_id, question, persona_id, agent_id, answer_kind, "
                        "answer_choice, answer_scale, answer_text, content"),

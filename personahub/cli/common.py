@@ -115,6 +115,29 @@ def error_line(message: str) -> None:
     say(("error:", "bold red"), " ", first, to=errors)
 
 
+def renamed_flag(value: str | None, old_value: str | None, *, old: str, new: str) -> str | None:
+    """Return the value of a flag given under its new or its old (hidden) name.
+
+    The old name still works and says, in one line on stderr, what it is called now; both at once
+    is a usage error.
+
+    Args:
+        value: What the new flag got.
+        old_value: What the old flag got.
+        old: The old flag, e.g. ``--kind``.
+        new: The new flag, e.g. ``--task``.
+
+    Returns:
+        The value given, or None.
+    """
+    if old_value is None:
+        return value
+    if value is not None:
+        raise UsageError(f"{old} is the old name of {new}: give {new} only")
+    say(("note:", "yellow"), f" {old} is deprecated; it is called {new} now", to=errors)
+    return old_value
+
+
 def one_line_errors(func: F) -> F:
     """Report PersonahubError, Ctrl-C and SIGTERM as one line and a non-zero exit.
 

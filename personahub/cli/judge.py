@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from personahub.cli.common import emit_job_json, one_line_errors, out
+from personahub.cli.common import emit_job_json, one_line_errors, out, renamed_flag
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import (
     awaiting_results,
@@ -30,12 +30,14 @@ from personahub.core.validate import MAX_SEED
 def judge(
     job: Annotated[str | None, typer.Option(help="Judge this synthesis job's items.")] = None,
     run: Annotated[str | None, typer.Option(help="Judge this run's emissions.")] = None,
-    kind: Annotated[str | None, typer.Option(help="Only items of this task / emission kind.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="Only items of this task (the output kind: instruction, ...).")] = None,
     sample: Annotated[int | None, typer.Option(
         min=1, help="Judge at most N items: a uniform sample seeded by --seed (default: all).")] = None,
     seed: Annotated[int, typer.Option(
         min=0, max=MAX_SEED, help="Seed: the sample and the offline engine.")] = 0,
     db: DbOption = Path(DEFAULT_DB),
+    kind: Annotated[str | None, typer.Option("--kind", hidden=True)] = None,
     *,
     shown: Shown,
     engine: Engine,
@@ -49,7 +51,8 @@ def judge(
     from personahub.pipelines.judge import JUDGE, JudgeConfig
 
     # without --max-failed-share, JudgeConfig's default (the declared one)
-    config = JudgeConfig(job=job, run=run, kind=kind, sample=sample, seed=seed, db=str(db),
+    task = renamed_flag(task, kind, old="--kind", new="--task")
+    config = JudgeConfig(job=job, run=run, task=task, sample=sample, seed=seed, db=str(db),
                          **engine.settings(llm=True), **engine.flags.settings(),
                          **engine.batching())
     counts = LateCounts()

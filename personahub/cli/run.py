@@ -336,11 +336,11 @@ def print_summary(summary: RunSummary) -> None:
     db = summary.db
     out.print("Try:", soft_wrap=True)
     run = f"run_id = '{summary.run_id}'"  # a database holds many runs: each hint names this one
-    out.print(f"  personahub sql --db {db} \"select kind, count(*) from emissions where {run} "
+    out.print(f"  personahub sql --db {db} \"select task, count(*) from emissions where {run} "
               "group by 1\"", highlight=False, soft_wrap=True)
     out.print(f"  personahub sql --db {db} \"select * from v_run_cost where {run}\"",
               highlight=False, soft_wrap=True)
-    out.print(f"  personahub sql --db {db} \"select step, text from emissions where kind = "
+    out.print(f"  personahub sql --db {db} \"select step, text from emissions where task = "
               f"'npc_dialogue' and {run} limit 5\"",
               highlight=False, soft_wrap=True)
 

@@ -69,7 +69,7 @@ def sql(
 
     Examples:
 
-        personahub sql "select kind, count(*) from emissions group by 1"
+        personahub sql "select task, count(*) from emissions group by 1"
         personahub sql --format csv --no-header "select persona_id from personas" > ids.csv
         n=$(personahub sql --scalar "select count(*) from personas where not is_duplicate")
     """

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from personahub.cli.common import emit_job_json, error_line, one_line_errors, out, say
+from personahub.cli.common import (
+    emit_job_json,
+    error_line,
+    one_line_errors,
+    out,
+    renamed_flag,
+    say,
+)
 from personahub.cli.engine import DEFAULT_ONLINE_SIZE, Engine, engine_options
 from personahub.cli.job_running import JobHooks, print_preview
 from personahub.cli.options import (
@@ -211,7 +218,8 @@ def export_cmd(
                          "structs), or hf (a folder in the Hugging Face Hub's layout: "
                          "data/*.parquet and a dataset card that datasets.load_dataset reads; "
                          "the [hf] extra).")] = "personahub",
-    kind: Annotated[str | None, typer.Option(help="Only this task / emission kind.")] = None,
+    task: Annotated[str | None, typer.Option(
+        help="Only items of this task (the output kind: instruction, ...).")] = None,
     source_file: Annotated[str | None, typer.Option(
         help="An imported Persona Hub synthesis file (path or file name): write its rows back "
              "as read.")] = None,
@@ -226,6 +234,7 @@ def export_cmd(
              "and --format hf use (default: the job's latest).")] = None,
     db: DbOption = Path(DEFAULT_DB),
     force: Annotated[bool, typer.Option(help=FORCE_HELP)] = False,
+    kind: Annotated[str | None, typer.Option("--kind", hidden=True)] = None,
 ) -> None:
     """Export a synthesis job, a simulation run or an imported Persona Hub file (validated,
     atomic).
@@ -233,10 +242,12 @@ def export_cmd(
     --format hf writes a job's train and test splits when it has an evaluation."""
     from personahub.analysis.export import EXPORT_FORMATS
 
+    task = renamed_flag(task, kind, old="--kind", new="--task")
+
     if (split or evaluation) and run is not None:
         raise UsageError("--split / --evaluation: a synthesis job's, not a run's")
     if fmt == "hf":  # a folder, not a file: analysis/export_hf.py
-        _export_hf(db, out_file, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+        _export_hf(db, out_file, job=job, run=run, task=task, drop_duplicates=drop_duplicates,
                    force=force, source_file=source_file, evaluation=evaluation, split=split)
         return
     if evaluation is not None and job is None and source_file is None:
@@ -252,7 +263,7 @@ def export_cmd(
     selected: dict[str, Any] = {}
     if split is not None or evaluation is not None:
         selected = _split_selection(db, job, evaluation, split)
-    _export(db, out_file, fmt, job=job, run=run, kind=kind, drop_duplicates=drop_duplicates,
+    _export(db, out_file, fmt, job=job, run=run, task=task, drop_duplicates=drop_duplicates,
             overwrite=force, only=selected.get("only"), split=selected.get("split"))
 
 

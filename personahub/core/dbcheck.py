@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -198,14 +198,24 @@ def expected_tables() -> dict[str, frozenset[str]]:
     return {t: frozenset(c) for t, c in columns.items()}
 
 
-def check_shape(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a DuckDB file that is not a personahub database."""
+def check_shape(con: duckdb.DuckDBPyConnection, path: Path,
+                renamed: Iterable[tuple[str, str, str]] = ()) -> None:
+    """Refuse a DuckDB file that is not a personahub database.
+
+    Args:
+        con: A connection to the file.
+        path: The file, for the message.
+        renamed: (table, old, new) columns an older version named ``old``: either name passes.
+    """
     rows = con.execute(_TABLE_COLUMNS).fetchall()
     if not rows:
         return
     present: dict[str, set[str]] = {}
     for table, column in rows:
         present.setdefault(table.lower(), set()).add(column.lower())
+    for table, old, new in renamed:
+        if old in present.get(table, ()):
+            present[table].add(new)
     expected = expected_tables()
     ours = sorted(set(present) & set(expected))
     if not ours:

@@ -42,8 +42,12 @@ from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
-#: a file of another version is refused, never converted
-SCHEMA_VERSION: Final = 1
+#: a file of another version is refused, except version 1, which a writer upgrades (``_upgrade_v1``)
+SCHEMA_VERSION: Final = 2
+
+#: version 1 called the output kind ``kind`` in these tables (``synth_items.task`` already said task)
+RENAMED_V2: Final = (("emissions", "kind", "task"), ("judgments", "kind", "task"),
+                     ("rejected", "kind", "task"))
 
 
 # a file that holds this DDL's digest runs no DDL on open (about half of a writer's connect)
@@ -72,12 +76,12 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a personahub file of another schema version in one line (no migrations before 1.0)."""
+    """Refuse a personahub file of another schema version in one line; version 1 is upgraded on open."""
     try:
         found = schema_version(con)
     except duckdb.Error:  # a damaged file: the block checks that follow name the damage
         return
-    if found == str(SCHEMA_VERSION):
+    if found in (str(SCHEMA_VERSION), "1"):
         return
     if found is None:
         check_shape(con, path)
@@ -148,7 +152,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         probe = _open(path, read_only=True)
         try:
             check_version(probe, path)
-            check_shape(probe, path)
+            check_shape(probe, path, RENAMED_V2 if schema_version(probe) == "1" else ())
             if not read_only:
                 block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
                                                "WHERE database_name = current_database()"
@@ -163,6 +167,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
+            if schema_version(probe) == "1":
+                _present_v1(probe)
             lay_views(probe)
             return probe
         probe.close()
@@ -172,6 +178,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     con = _open(path, read_only=False)
     try:
         ddl = schema_sql()
+        if schema_version(con) == "1":
+            _upgrade_v1(con)
         if not _schema_current(con, ddl):
             with transaction(con):  # one commit for every table
                 con.execute(ddl)
@@ -184,6 +192,40 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         con.close()
         raise
     return con
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+        "AND table_schema = 'main' AND table_catalog = current_database()", [table]).fetchall()}
+
+
+def _upgrade_v1(con: duckdb.DuckDBPyConnection) -> None:
+    """Rename version 1's output-kind columns to ``task``, in one transaction, and record version 2.
+
+    The stored views read the old names, so they are dropped first; ``sync_views`` stores them again.
+    """
+    views = [r[0] for r in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT temporary").fetchall()]
+    with transaction(con):
+        for view in views:
+            con.execute(f'DROP VIEW IF EXISTS "{view}"')
+        for table, old, new in RENAMED_V2:
+            if old in _columns(con, table):
+                con.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+        con.execute("DELETE FROM schema_meta WHERE key = 'views_version'")
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
+                    "('migrated_v1_v2', CAST(current_timestamp AS VARCHAR))", [str(SCHEMA_VERSION)])
+
+
+def _present_v1(con: duckdb.DuckDBPyConnection) -> None:
+    """Show a read-only version 1 file's tables under this version's column names (TEMP views)."""
+    database = str(scalar(con, "SELECT current_database()")).replace('"', '""')
+    for table, old, new in RENAMED_V2:
+        if old in _columns(con, table):
+            con.execute(f"CREATE TEMP VIEW {table} AS SELECT * RENAME ({old} AS {new}) "
+                        f'FROM "{database}".main.{table}')
 
 
 # Write transactions of this process take turns: DuckDB's concurrency is optimistic, so two

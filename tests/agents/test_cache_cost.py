@@ -32,7 +32,7 @@ def run_content(db, run_id):
         return json.loads(text.replace(run_id, "RUN"))
 
     content = {
-        "emissions": rows("""SELECT emission_id, step, agent_id, persona_id, kind, content, text,
+        "emissions": rows("""SELECT emission_id, step, agent_id, persona_id, task, content, text,
                                     target_persona_id, model, is_duplicate, duplicate_of
                              FROM emissions WHERE run_id = ? ORDER BY emission_id"""),
         "messages": rows("""SELECT message_id, step, sender_id, receiver_id, text, reply_to,

@@ -205,7 +205,7 @@ def test_a_step_sends_agents_that_heard_the_same_events_together(server, persona
         con = duckdb.connect(str(tmp_path / f"{grouped}.duckdb"), read_only=True)
         try:  # the same emissions either way: only the order of the requests changed
             shares[grouped, "emissions"] = con.execute(
-                "SELECT persona_id, kind, text FROM emissions ORDER BY 1").fetchall()
+                "SELECT persona_id, task, text FROM emissions ORDER BY 1").fetchall()
         finally:
             con.close()
     assert shares[True] > shares[False]

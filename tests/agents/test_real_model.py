@@ -236,7 +236,7 @@ def test_deliberate_agents_decide_then_act(llama: LlamaServer, tmp_path: Path) -
                             "WHERE purpose = 'decide'").fetchone()[0]
         acted = con.execute("SELECT count(DISTINCT persona_id) FROM llm_calls WHERE purpose "
                             "IN ('instruction', 'npc_dialogue')").fetchone()[0]
-        emitted = con.execute("SELECT kind FROM emissions").fetchall()
+        emitted = con.execute("SELECT task FROM emissions").fetchall()
     finally:
         con.close()
     if code != 0:  # failed clearly: one line, the run marked

@@ -102,7 +102,7 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
     assert job.written == 4
 
     con = duckdb.connect(str(db))
-    emitted = con.execute("SELECT content, text FROM emissions WHERE run_id = ? AND kind = 'haiku'",
+    emitted = con.execute("SELECT content, text FROM emissions WHERE run_id = ? AND task = 'haiku'",
                           [run.run_id]).fetchall()
     assert emitted, "no haiku emitted"
     for content, text in emitted:
@@ -116,7 +116,7 @@ def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
         assert text == " / ".join(Haiku.model_validate_json(content).haiku_lines)
 
     out = tmp_path / "run.jsonl"
-    assert export(con, out, "chat", run=run.run_id, kind="haiku") == len(emitted)
+    assert export(con, out, "chat", run=run.run_id, task="haiku") == len(emitted)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["messages"][0]["content"] for r in rows} == {text for _, text in emitted}
     out = tmp_path / "job.jsonl"

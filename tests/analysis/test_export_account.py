@@ -1,6 +1,6 @@
 """Every export says what it left out or kept, and why: on the console after "wrote N
 records", and in a Hugging Face folder's card. Contaminated items an evaluation left out of
-its split, the other side of a split, --kind and --drop-duplicates; flagged near-duplicates,
+its split, the other side of a split, --task and --drop-duplicates; flagged near-duplicates,
 user-only chat rows and rows drawn from an archetype's one call that it kept."""
 
 from __future__ import annotations

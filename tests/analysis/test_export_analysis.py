@@ -39,7 +39,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     # Agents now see their own recent output, so two steps may flag no near-duplicate tool spec;
     # flag one by hand so the export filter below has something to drop.
     con = duckdb.connect(str(db))
-    first, second = con.execute("SELECT emission_id FROM emissions WHERE kind = 'tool_spec' "
+    first, second = con.execute("SELECT emission_id FROM emissions WHERE task = 'tool_spec' "
                                 "ORDER BY step, agent_id LIMIT 2").fetchall()
     con.execute("UPDATE emissions SET is_duplicate = true, duplicate_of = ? WHERE emission_id = ?",
                 [first[0], second[0]])
@@ -187,12 +187,12 @@ def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, t
     rows = {}
     for kind in ("npc_dialogue", "tool_spec", "instruction"):
         path = tmp_path / f"{kind}.chat.jsonl"
-        assert export(con, path, "chat", run=data["run"], kind=kind) > 0
+        assert export(con, path, "chat", run=data["run"], task=kind) > 0
         rows[kind] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
     path = tmp_path / "tool_job.chat.jsonl"
     export(con, path, "chat", job=data["tool"])
     rows["tool"] = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
-    items = {i.item_id: i for i in load_items(con, run=data["run"], kind="npc_dialogue")}
+    items = {i.item_id: i for i in load_items(con, run=data["run"], task="npc_dialogue")}
     con.close()
     for kind in ("npc_dialogue", "tool_spec", "tool"):
         for row in rows[kind]:
@@ -209,12 +209,12 @@ def test_chat_rows_carry_the_assistant_turn_where_the_kind_has_one(data: dict, t
 
 def test_run_export_filters(data: dict, tmp_path: Path) -> None:
     con = ro(data["db"])
-    all_tools = load_items(con, run=data["run"], kind="tool_spec")
-    kept = load_items(con, run=data["run"], kind="tool_spec", drop_duplicates=True)
+    all_tools = load_items(con, run=data["run"], task="tool_spec")
+    kept = load_items(con, run=data["run"], task="tool_spec", drop_duplicates=True)
     assert all(i.kind == "tool_spec" for i in all_tools)
     assert len(kept) == sum(not i.is_duplicate for i in all_tools) < len(all_tools)
     path = tmp_path / "run_tools.jsonl"
-    assert export(con, path, "personahub", run=data["run"], kind="tool_spec",
+    assert export(con, path, "personahub", run=data["run"], task="tool_spec",
                   drop_duplicates=True) == len(kept)
     for line in path.read_text().splitlines():
         ToolSpec.model_validate(json.loads(json.loads(json.loads(line)["synthesized text"])))
@@ -261,9 +261,9 @@ def test_views_on_read_only_connection(data: dict) -> None:
     empty = [view for view in VIEW_NAMES if not con.execute(f"SELECT * FROM {view} LIMIT 1").fetchall()]
     assert empty == EMPTY_VIEWS  # a run plus three jobs fill every view but the reject log
     rate = con.execute("SELECT n, n_duplicates FROM v_duplicate_rate WHERE source = 'run' "
-                       "AND kind = 'npc_dialogue'").fetchall()[0]
+                       "AND task = 'npc_dialogue'").fetchall()[0]
     direct = con.execute("SELECT count(*), count(*) FILTER (WHERE is_duplicate) FROM emissions "
-                         "WHERE kind = 'npc_dialogue'").fetchall()[0]
+                         "WHERE task = 'npc_dialogue'").fetchall()[0]
     assert rate == direct
     messages, along = con.execute("SELECT messages, along_relations FROM v_message_edges "
                                   "WHERE run_id = ?", [data["run"]]).fetchall()[0]
@@ -294,12 +294,12 @@ def test_sql_command_accepts_files(data: dict, tmp_path: Path) -> None:
     runner = CliRunner()
     query = tmp_path / "q.sql"
     query.write_text("-- two statements: both print, in order\nSELECT 1 AS one;\n"
-                     "SELECT kind, n FROM v_duplicate_rate WHERE source = 'job' ORDER BY kind;\n")
+                     "SELECT task, n FROM v_duplicate_rate WHERE source = 'job' ORDER BY task;\n")
     for args in (["sql", str(query)], ["sql", "--file", str(query)]):
         result = runner.invoke(app, [*args, "--db", str(data["db"]), "--format", "csv"])
         assert result.exit_code == 0, result.output
         first, second = result.stdout.split("\n\n")
-        assert first == "one\n1" and second.splitlines()[0] == "kind,n"
+        assert first == "one\n1" and second.splitlines()[0] == "task,n"
         assert "math_problem,5" in second
     result = runner.invoke(app, ["sql", "--db", str(data["db"]), "--format", "jsonl",
                                  str(query_files()["synth_jobs"])])

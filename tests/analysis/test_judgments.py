@@ -41,7 +41,7 @@ def test_wilson_edges_and_the_papers_figure():
 def _judgment(judge: str, item: str, valid: bool, criteria: dict[str, bool], *, target: str = "run-1",
               model: str = "m", when: str = "2026-01-01 00:00:00") -> dict:
     return {"judge_id": judge, "target_kind": "run", "target_id": target, "item_id": item,
-            "kind": "instruction", "valid": valid, "reason": "r", "model": model, "config": "{}",
+            "task": "instruction", "valid": valid, "reason": "r", "model": model, "config": "{}",
             "criteria": json.dumps({k: {"yes": v, "reason": "r"} for k, v in criteria.items()}),
             "created_at": when}
 

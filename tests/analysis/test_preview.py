@@ -48,7 +48,7 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     insert_rows(con, "synth_items", items)
     insert_rows(con, "emissions", [
         {"emission_id": f"run-1:1:{a}", "run_id": "run-1", "step": 1, "agent_id": a,
-         "persona_id": ids[a], "kind": "post" if a % 2 else "npc_dialogue",
+         "persona_id": ids[a], "task": "post" if a % 2 else "npc_dialogue",
          "content": "{}", "text": f"emission of agent {a}"} for a in range(4)])
     insert_rows(con, "personas", [
         {"persona_id": "p0000000000000a1", "text": "A reader of the harbour gazette",
@@ -155,7 +155,7 @@ def test_the_job_report_has_samples_and_outliers(launch_db: dict, tmp_path: Path
 def test_the_run_report_has_samples_per_emission_kind(launch_db: dict, tmp_path: Path) -> None:
     con = duckdb.connect(str(launch_db["db"]), read_only=True)
     page = write_report(con, tmp_path / "r", run_id=launch_db["run"]).read_text(encoding="utf-8")
-    kinds = [k for (k,) in con.execute("SELECT DISTINCT kind FROM emissions WHERE run_id = ? "
+    kinds = [k for (k,) in con.execute("SELECT DISTINCT task FROM emissions WHERE run_id = ? "
                                        "ORDER BY 1", [launch_db["run"]]).fetchall()]
     con.close()
     assert kinds and all(f"<h2>Samples: {kind}</h2>" in page for kind in kinds)

@@ -259,15 +259,15 @@ WORKS = [
     ("json-functions", "SELECT json_extract_string(config, '$.scenario') IS NOT NULL AS ok "
                        "FROM jobs WHERE kind = 'run'", lambda r: r == [{"ok": True}]),
     ("pragma-table-info", "PRAGMA table_info('emissions')",
-     lambda r: "kind" in {c["name"] for c in r}),
+     lambda r: "task" in {c["name"] for c in r}),
     ("variables", "SET VARIABLE k = 'npc_dialogue'; "
-                  "SELECT count(*) > 0 AS ok FROM emissions WHERE kind = getvariable('k')",
+                  "SELECT count(*) > 0 AS ok FROM emissions WHERE task = getvariable('k')",
      lambda r: r == [{"ok": True}]),
     ("current-setting", "SELECT current_setting('enable_external_access') AS on",
      lambda r: r == [{"on": False}]),
-    ("temp-table", "CREATE TEMP TABLE k AS SELECT DISTINCT kind FROM emissions; "
+    ("temp-table", "CREATE TEMP TABLE k AS SELECT DISTINCT task FROM emissions; "
                    "SELECT count(*) > 0 AS ok FROM k", lambda r: r == [{"ok": True}]),
-    ("pivot", "PIVOT (SELECT kind FROM emissions) ON kind USING count(*)",
+    ("pivot", "PIVOT (SELECT task FROM emissions) ON task USING count(*)",
      lambda r: len(r) == 1),
     ("explain", "EXPLAIN SELECT count(*) FROM emissions", lambda r: len(r) == 1),
 ]
@@ -317,21 +317,21 @@ def test_allow_files_attaches_another_database_read_only(hub: dict, files: Path)
 
 
 def test_allow_files_joins_a_csv_with_a_view(hub: dict, files: Path) -> None:
-    (files / "kinds.csv").write_text("kind\nnpc_dialogue\n", encoding="utf-8")
+    (files / "kinds.csv").write_text("task\nnpc_dialogue\n", encoding="utf-8")
     got = rows(invoke("sql", "--db", hub["db"], "--allow-files", "--format", "jsonl",
-                      f"SELECT k.kind, sum(v.n) > 0 AS seen FROM read_csv('{files}/kinds.csv') k "
-                      "JOIN v_duplicate_rate v USING (kind) GROUP BY 1"))
-    assert got == [{"kind": "npc_dialogue", "seen": True}]
+                      f"SELECT k.task, sum(v.n) > 0 AS seen FROM read_csv('{files}/kinds.csv') k "
+                      "JOIN v_duplicate_rate v USING (task) GROUP BY 1"))
+    assert got == [{"task": "npc_dialogue", "seen": True}]
 
 
 def test_allow_writes_copies_exports_and_attaches_inside_its_folder(hub: dict,
                                                                    files: Path) -> None:
     out = files / "out"
     result = invoke("sql", "--db", hub["db"], "--allow-writes", out,
-                    f"COPY (SELECT DISTINCT kind FROM emissions ORDER BY kind) TO '{out}/kinds.csv'")
+                    f"COPY (SELECT DISTINCT task FROM emissions ORDER BY task) TO '{out}/kinds.csv'")
     assert result.exit_code == 0, result.output
     lines = (out / "kinds.csv").read_text(encoding="utf-8").splitlines()
-    assert lines[0] == "kind" and "npc_dialogue" in lines[1:]
+    assert lines[0] == "task" and "npc_dialogue" in lines[1:]
     assert invoke("sql", "--db", hub["db"], "--allow-writes", out,
                   f"EXPORT DATABASE '{out}/dump'").exit_code == 0
     assert (out / "dump" / "schema.sql").is_file()

@@ -55,7 +55,7 @@ SCENARIO = Scenario(
 """
 
 TABLES = {
-    "emissions": "step, agent_id, kind, text, target_persona_id, is_duplicate",
+    "emissions": "step, agent_id, task, text, target_persona_id, is_duplicate",
     "messages": "step, sender_id, receiver_id, text",
     "survey_answers": "step, survey_id, agent_id, answer_choice",
     "events": "step, event_index, text, audience, n_recipients, source",

@@ -33,7 +33,7 @@ def test_run_then_sql(scenario_file, tmp_path):
                  "prompt tokens per action", str(db), "personahub sql"):
         assert word in result.output
     query = invoke("sql", "--db", db, "--format", "jsonl",
-                   "select kind, count(*) as n from emissions group by 1 order by 1")
+                   "select task, count(*) as n from emissions group by 1 order by 1")
     rows = [json.loads(line) for line in query.output.splitlines()]
     assert [r["kind"] for r in rows] == ["instruction", "npc_dialogue", "tool_spec"]
     table = invoke("sql", "--db", db, "select count(*) as steps from steps")

@@ -103,12 +103,12 @@ def another_version(quick_start: Path, path: Path, version: str | None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("version", ["5", "2", None])
+@pytest.mark.parametrize("version", ["5", "3", None])
 def test_a_file_of_another_schema_version_is_refused_unchanged(
         quick_start: Path, tmp_path: Path, version: str | None) -> None:
-    """No migrations before 1.0: readers (``sql``, ``jobs``) and writers (``run``, ``personas
-    import``) refuse a file of another schema version in one line naming the file, its version
-    and this one, and what to do; not a byte of it changes."""
+    """Readers (``sql``, ``jobs``) and writers (``run``, ``personas import``) refuse a file of a
+    schema version they cannot upgrade in one line naming the file, its version and this one, and
+    what to do; not a byte of it changes."""
     db = another_version(quick_start, tmp_path / "old.duckdb", version)
     before = db.read_bytes()
     found = "no schema version" if version is None else f"schema version {version}"
@@ -129,7 +129,7 @@ def test_the_store_refuses_another_version_to_readers_and_writers(quick_start: P
     """The same refusal from Python (``core.store.connect``), read-only or not; this version's
     file opens both ways."""
     raw = duckdb.connect(str(quick_start), read_only=True)
-    assert schema_version(raw) == str(SCHEMA_VERSION) == "1"
+    assert schema_version(raw) == str(SCHEMA_VERSION) == "2"
     raw.close()
     db = another_version(quick_start, tmp_path / "old.duckdb", "4")
     for read_only in (True, False):

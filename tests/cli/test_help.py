@@ -115,7 +115,7 @@ def test_hard_wrapped_docstrings_are_reflowed() -> None:
     assert "failures, duplicates, graph" in re.sub(r"\s+", " ", help_text(()))
     sql = help_text(("sql",))
     assert "``" not in sql and "analysis/views.sql" in sql
-    assert "\n      personahub sql \"select kind" in sql  # the example block kept as written
+    assert "\n      personahub sql \"select task" in sql  # the example block kept as written
 
 
 # --- the renderer on its own ------------------------------------------------------------------

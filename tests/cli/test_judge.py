@@ -41,8 +41,8 @@ def test_judge_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     job = _job(db)
     assert "exactly one of --job or --run" in usage_error(invoke("judge", "--db", db))
     assert "no such run" in one_line_error(invoke("judge", "--db", db, "--run", "nope"))
-    assert "no items of kind 'tool_spec'" in one_line_error(
-        invoke("judge", "--db", db, "--job", job, "--kind", "tool_spec"))
+    assert "no items of task 'tool_spec'" in one_line_error(
+        invoke("judge", "--db", db, "--job", job, "--task", "tool_spec"))
     line = one_line_error(invoke("judge", "--db", db, "--job", job,
                                  "--llm", "http://127.0.0.1:9/v1?model=m"))
     assert "unreachable" in line
@@ -51,3 +51,22 @@ def test_judge_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_judge_help_is_listed():
     result = invoke("judge", "--help")
     assert result.exit_code == 0 and "--sample" in result.output and "--run" in result.output
+
+
+def test_the_old_kind_flag_still_selects_a_task_and_says_it_is_renamed(tmp_path: Path):
+    db = tmp_path / "alias.duckdb"
+    job = _job(db)
+    new = invoke("judge", "--db", db, "--job", job, "--task", "instruction", "--sample", "2")
+    assert new.exit_code == 0, new.output
+    assert "deprecated" not in new.stderr
+    old = invoke("judge", "--db", db, "--job", job, "--kind", "instruction", "--sample", "2")
+    assert old.exit_code == 0, old.output
+    assert "--kind is deprecated; it is called --task now" in old.stderr
+    assert "0 items judged (2 already judged, 0 failed)" in old.output  # the same judge
+    out = tmp_path / "x.jsonl"
+    exported = invoke("export", "--db", db, "--job", job, "--kind", "instruction", "--out", out)
+    assert exported.exit_code == 0, exported.output
+    assert "--kind is deprecated; it is called --task now" in exported.stderr
+    both = usage_error(invoke("export", "--db", db, "--job", job, "--kind", "instruction",
+                              "--task", "instruction", "--out", tmp_path / "y.jsonl"))
+    assert "--kind is the old name of --task" in both

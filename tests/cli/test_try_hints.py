@@ -30,7 +30,7 @@ def test_run_hints_filter_by_the_run_just_made(scenario_file, tmp_path):
     try:
         run_id = con.execute("SELECT job_id FROM jobs WHERE kind = 'run' "
                              "ORDER BY started_at DESC LIMIT 1").fetchall()[0][0]
-        ours = Counter(dict(con.execute("SELECT kind, count(*) FROM emissions WHERE run_id = ? "
+        ours = Counter(dict(con.execute("SELECT task, count(*) FROM emissions WHERE run_id = ? "
                                         "GROUP BY 1", [run_id]).fetchall()))
         total = con.execute("SELECT count(*) FROM emissions").fetchall()[0][0]
     finally:

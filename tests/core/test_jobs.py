@@ -98,7 +98,7 @@ COMMANDS = [
     Command("run", _scenario,
             lambda db: ["run", db.parent / "kernel.py", "--db", db],
             _run_resume,
-            "SELECT step, agent_id, persona_id, kind, content, text FROM emissions ORDER BY ALL"),
+            "SELECT step, agent_id, persona_id, task, content, text FROM emissions ORDER BY ALL"),
 ]
 IDS = [c.name for c in COMMANDS]
 # The same jobs resumed explicitly by id: --resume EXPANSION_ID, --resume CORPUS (no corpus file,

@@ -394,7 +394,7 @@ def hub_tables(db: Path, kind: str, *, over_http: bool = False) -> dict[str, lis
                                   "FROM persona_merges ORDER BY ALL").fetchall(),
             "text_done": con.execute("SELECT corpus, text_id, relation, persona_ids FROM text_done "
                                      "ORDER BY ALL").fetchall(),
-            "rejected": con.execute("SELECT source, reason, persona_id, kind, CAST(payload AS "
+            "rejected": con.execute("SELECT source, reason, persona_id, task, CAST(payload AS "
                                     "VARCHAR) FROM rejected ORDER BY ALL").fetchall(),
             "calls": con.execute(calls, [kind]).fetchall(),
         }

@@ -475,7 +475,7 @@ def test_expansion_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     assert GOOD in texts and not texts & set(JUNK)
     assert summary.new_personas == 1 and summary.edges == 1
     assert summary.rejected == {"age_only": 1, "bare_name": 1, "mostly_digits": 1}
-    rows = con.execute("select source, job_id, persona_id, kind, reason, payload from rejected "
+    rows = con.execute("select source, job_id, persona_id, task, reason, payload from rejected "
                        "order by reason").fetchall()
     assert [r[4] for r in rows] == ["age_only", "bare_name", "mostly_digits"]
     assert {r[:4] for r in rows} == {("expand", summary.expansion_id, people[0].persona_id,
@@ -547,7 +547,7 @@ def test_text_to_persona_keeps_junk_out_of_the_hub(tmp_path: Path) -> None:
     assert summary.rejected == {"age_only": 2, "bare_name": 2}
     assert con.execute("select text from personas").fetchall() == [(GOOD,)]
     job_id = con.execute("select job_id from text_jobs").fetchall()[0][0]
-    rows = con.execute("select source, job_id, kind, reason from rejected").fetchall()
+    rows = con.execute("select source, job_id, task, reason from rejected").fetchall()
     assert Counter(rows) == {("text_to_persona", job_id, "persona", "bare_name"): 2,
                              ("text_to_persona", job_id, "persona", "age_only"): 2}
     done = con.execute("select persona_ids from text_done").fetchall()
@@ -620,7 +620,7 @@ def test_simulation_rejects_bad_tool_specs_as_failed_actions(scenario_file, tmp_
     db = tmp_path / "run.duckdb"
     summary = run_simulation(RunConfig(scenario=load_scenario(path), db=db), client=client)
     con = connect(db)
-    rows = con.execute("select source, run_id, step, persona_id, kind, reason, payload "
+    rows = con.execute("select source, run_id, step, persona_id, task, reason, payload "
                        "from rejected order by step, persona_id").fetchall()
     assert len(broken) >= 2 and len(rows) == len(broken)
     assert {r[:2] for r in rows} == {("emission", summary.run_id)}
@@ -628,14 +628,14 @@ def test_simulation_rejects_bad_tool_specs_as_failed_actions(scenario_file, tmp_
     assert Counter(r[5] for r in rows) == {"bad_identifier": (len(broken) + 1) // 2,
                                            "keyword_identifier": len(broken) // 2}
     assert {json.loads(r[6])["function_name"] for r in rows} == {"1 bad name", "class"}
-    assert con.execute("select count(*) from emissions where kind = 'tool_spec'").fetchall() \
+    assert con.execute("select count(*) from emissions where task = 'tool_spec'").fetchall() \
         == [(0,)]
     assert summary.emissions_by_kind == {"instruction": 16 - len(broken)}
     assert summary.failed_actions == len(broken)
     assert con.execute("select sum(n_failed) from steps").fetchall() == [(len(broken),)]
     assert summary.rejected == quality.tally({}, (r[5] for r in rows))
     install_views(con)
-    assert con.execute("select source, kind, sum(n) from v_rejected group by all").fetchall() == [
+    assert con.execute("select source, task, sum(n) from v_rejected group by all").fetchall() == [
         ("emission", "tool_spec", len(broken))]
     print_summary(summary)
     assert "rejected by the quality gate" in capsys.readouterr().out
@@ -672,7 +672,7 @@ def test_synthesis_keeps_rejected_items_out_of_items_and_exports(tmp_path: Path)
     con = connect(db)
     assert con.execute("select count(*) from synth_items").fetchall() == [(1,)]
     assert con.execute("select status from jobs where kind = 'synthesis'").fetchall() == [("partial",)]
-    rows = con.execute("select source, job_id, kind, reason from rejected").fetchall()
+    rows = con.execute("select source, job_id, task, reason from rejected").fetchall()
     assert rows == [("synthesis", summary.job_id, "math_problem", "not_a_question")] * 3
     con.close()
     from personahub.analysis.export import export

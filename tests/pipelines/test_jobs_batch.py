@@ -103,7 +103,7 @@ def _judge(folder: Path) -> Case:
         return run_judge(JudgeConfig(job=target, db=str(db), **model(url), **more)).judge_id
 
     def made(db: Path, job_id: str) -> list[tuple[Any, ...]]:
-        return rows(db, "SELECT item_id, kind, criteria::VARCHAR, valid, reason FROM judgments "
+        return rows(db, "SELECT item_id, task, criteria::VARCHAR, valid, reason FROM judgments "
                         "WHERE judge_id = ? ORDER BY item_id", [job_id])
 
     return Case(run, made)

@@ -43,7 +43,7 @@ def _rows(db: Path, sql: str, params: list | None = None) -> list:
 def test_one_row_per_item_with_every_criterion(db):
     path, job = db
     summary = run_judge(JudgeConfig(job=job, db=str(path)))
-    rows = _rows(path, "SELECT item_id, kind, criteria, valid, model, target_kind, target_id "
+    rows = _rows(path, "SELECT item_id, task, criteria, valid, model, target_kind, target_id "
                        "FROM judgments WHERE judge_id = ?", [summary.judge_id])
     assert summary.judged == len(rows) == 12 and summary.failed == 0
     items = {r[0] for r in _rows(path, "SELECT item_id FROM synth_items WHERE job_id = ?", [job])}
@@ -159,8 +159,8 @@ def test_bad_targets_and_options(db):
         run_judge(JudgeConfig(job="synth-nope", db=str(path)))
     with pytest.raises(PersonahubError, match="no such run"):
         run_judge(JudgeConfig(run="run-nope", db=str(path)))
-    with pytest.raises(PersonahubError, match="no items of kind 'tool_spec' to judge"):
-        run_judge(JudgeConfig(job=job, kind="tool_spec", db=str(path)))
+    with pytest.raises(PersonahubError, match="no items of task 'tool_spec' to judge"):
+        run_judge(JudgeConfig(job=job, task="tool_spec", db=str(path)))
 
 
 def test_judge_id_follows_the_settings():
@@ -178,7 +178,7 @@ def test_a_run_is_judged_with_each_kind_own_criteria(tmp_path):
     db = tmp_path / "run.duckdb"
     run = run_default_scenario(db, steps=1)
     summary = run_judge(JudgeConfig(run=run.run_id, db=str(db), sample=15))
-    rows = _rows(db, "SELECT kind, criteria FROM judgments")
+    rows = _rows(db, "SELECT task, criteria FROM judgments")
     assert summary.judged == len(rows) == 15
     from personahub.tasks import emission_task
 

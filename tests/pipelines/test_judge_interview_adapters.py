@@ -46,9 +46,9 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
 JUDGE_SETS: list[tuple[list[object], dict[str, Any]]] = [
     ([], {}),
-    (["--kind", "math_problem", "--sample", 5, "--seed", 3, "--temperature", 0.2,
+    (["--task", "math_problem", "--sample", 5, "--seed", 3, "--temperature", 0.2,
       "--max-tokens", 200, "--top-p", 0.8, "--structured", "json_object"],
-     {"kind": "math_problem", "sample": 5, "seed": 3, "temperature": 0.2, "max_tokens": 200,
+     {"task": "math_problem", "sample": 5, "seed": 3, "temperature": 0.2, "max_tokens": 200,
       "top_p": 0.8, "structured": "json_object"}),
     (["--concurrency", "auto", "--timeout", 7, "--rps", 3, "--batch-size", 4,
       "--offline-latency", 0.25, "--max-failed-share", 0.5],

@@ -10,7 +10,7 @@ import pytest
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.store import connect
-from personahub.pipelines.judge import JudgeConfig
+from personahub.pipelines.judge import JUDGE, JudgeConfig, judge_id_for
 from personahub.pipelines.synthesize import SynthConfig
 from personahub.tasks.shipped_demos import builtin_text
 from tests.cli_helpers import invoke
@@ -28,9 +28,9 @@ def test_the_former_name_is_an_unknown_kind_on_the_command_line(tmp_path: Path) 
     assert con.execute("SELECT DISTINCT task FROM synth_items").fetchall() == [("tool_spec",)]
     job = con.execute("SELECT job_id FROM synth_jobs").fetchall()[0][0]
     con.close()
-    judged = invoke("judge", "--db", db, "--job", job, "--kind", "tool_spec")
+    judged = invoke("judge", "--db", db, "--job", job, "--task", "tool_spec")
     assert judged.exit_code == 0, judged.output
-    exported = invoke("export", "--db", db, "--job", job, "--kind", "tool",
+    exported = invoke("export", "--db", db, "--job", job, "--task", "tool",
                       "--out", str(tmp_path / "out.jsonl"))
     assert exported.exit_code != 0 and "tool" in exported.output
 
@@ -40,4 +40,14 @@ def test_the_former_name_is_an_unknown_kind_from_python() -> None:
         SynthConfig(task="tool")
     with pytest.raises(PersonahubError, match="no shipped demonstrations for 'tool'"):
         builtin_text("builtin:tool")  # a job's examples are not renamed either
-    assert JudgeConfig(job="j", kind="tool").kind == "tool"  # kept as given: it matches no item
+    assert JudgeConfig(job="j", task="tool").task == "tool"  # kept as given: it matches no item
+
+
+def test_a_judge_keeps_its_id_and_resumes_from_a_config_stored_as_kind() -> None:
+    """The id hashes the task under its former name, so a judge made before the rename is the
+    same judge; a stored config that says kind resumes as task."""
+    # the id the same settings had before the rename
+    assert judge_id_for(JudgeConfig(job="synth-1", task="instruction", sample=3)) == \
+        "judge-b92cd0a43fe1"
+    assert JUDGE.upgrade({"job": "synth-1", "kind": "instruction"}) == {
+        "job": "synth-1", "task": "instruction"}

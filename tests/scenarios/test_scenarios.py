@@ -14,7 +14,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 def check_fantasy_village(con, run_id):
-    kinds = dict(con.execute("select kind, count(*) from emissions group by 1").fetchall())
+    kinds = dict(con.execute("select task, count(*) from emissions group by 1").fetchall())
     assert set(kinds) == {"npc_dialogue", "conversation"}
     # dialogue threads span steps
     assert con.execute("select max(n) from (select count(distinct step) n from messages "
@@ -35,13 +35,13 @@ def check_product_launch(con, run_id):
     assert con.execute("select min(answer_scale) >= 1 and max(answer_scale) <= 10 from survey_answers "
                        "where survey_id = 'price_fairness'").fetchone()[0]
     assert {n for (n,) in con.execute("select n_active from steps").fetchall()} == {30}
-    assert "knowledge_text" in {k for (k,) in con.execute("select kind from emissions").fetchall()}
+    assert "knowledge_text" in {k for (k,) in con.execute("select task from emissions").fetchall()}
 
 
 def check_developer_community(con, run_id):
-    kinds = {k for (k,) in con.execute("select distinct kind from emissions").fetchall()}
+    kinds = {k for (k,) in con.execute("select distinct task from emissions").fetchall()}
     assert kinds == {"tool_spec", "instruction", "reasoning_problem"}
-    for (content,) in con.execute("select content from emissions where kind = 'tool_spec'").fetchall():
+    for (content,) in con.execute("select content from emissions where task = 'tool_spec'").fetchall():
         assert json.loads(content)["function_name"].isidentifier()
     answers = con.execute("select answer_text from survey_answers where survey_id = 'fix_first'").fetchall()
     assert answers and all(a for (a,) in answers)
@@ -58,7 +58,7 @@ def check_town_hall_policy(con, run_id):
     # answers are remembered (remember=True): later states mention the earlier answer
     assert con.execute("select count(*) from agent_states where step >= 2 and "
                        "state like '%I answered%'").fetchone()[0] > 0
-    assert {k for (k,) in con.execute("select distinct kind from emissions").fetchall()} == {
+    assert {k for (k,) in con.execute("select distinct task from emissions").fetchall()} == {
         "npc_dialogue", "conversation", "instruction", "math_problem"}
 
 

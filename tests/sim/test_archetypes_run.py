@@ -39,7 +39,7 @@ SCENARIO = Scenario(
 """
 
 TABLES = {
-    "emissions": "step, agent_id, persona_id, kind, content, text, archetype",
+    "emissions": "step, agent_id, persona_id, task, content, text, archetype",
     "survey_answers": "step, survey_id, persona_id, agent_id, answer_choice, answer_scale, content",
     "steps": "step, n_active, n_emissions, n_failed, n_answers, n_archetype_calls, n_drawn",
     "agent_states": "agent_id, step, state",
@@ -86,7 +86,7 @@ def test_calls_per_step_are_per_archetype_and_answers_per_agent(tmp_path):
              "WHERE run_id = ?") == [(N, N)]
     # every agent active every step (default activation): one call per (archetype, kind) used
     pools = dict(((s, k), n) for s, k, n in q(
-        "SELECT step, kind, count(DISTINCT archetype) FROM emissions WHERE run_id = ? GROUP BY ALL"))
+        "SELECT step, task, count(DISTINCT archetype) FROM emissions WHERE run_id = ? GROUP BY ALL"))
     calls = {(s, p): n for s, p, n in q(
         "SELECT step, purpose, count(*) FROM llm_calls WHERE run_id = ? GROUP BY ALL")}
     for step in (1, 2, 3):
@@ -281,7 +281,7 @@ def test_sampled_elicitation_asks_n_members_per_archetype_and_survey(tmp_path):
     q = lambda sql: con.execute(sql, [run_id]).fetchall()  # noqa: E731
     per_step = dict(q("SELECT step, count(DISTINCT persona_id) FROM llm_calls WHERE run_id = ? "
                       "AND purpose = 'survey_archetype' GROUP BY 1"))
-    pools = dict(q("SELECT step, count(DISTINCT (archetype, kind)) FROM emissions "
+    pools = dict(q("SELECT step, count(DISTINCT (archetype, task)) FROM emissions "
                    "WHERE run_id = ? GROUP BY 1"))
     counted = dict(q("SELECT step, n_archetype_calls FROM steps WHERE run_id = ?"))
     answers = q("SELECT step, count(*) FROM survey_answers WHERE run_id = ? GROUP BY 1 ORDER BY 1")

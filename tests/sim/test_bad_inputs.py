@@ -488,9 +488,9 @@ CASES = [
          ("personas", "sample", "--db", "{db}", "--near", "nosuch"),
          "--near 'nosuch': no such persona id", tables=HUB),
     # other commands
-    Case("export --kind bogus", lambda ctx: ctx.hub(),
-         ("export", "--db", "{db}", "--run", "{run}", "--kind", "bogus", "--out", "{tmp}/x.jsonl"),
-         "--kind 'bogus': run", tables=RUN),
+    Case("export --task bogus", lambda ctx: ctx.hub(),
+         ("export", "--db", "{db}", "--run", "{run}", "--task", "bogus", "--out", "{tmp}/x.jsonl"),
+         "--task 'bogus': run", tables=RUN),
     Case("export --out a folder", export_into_folder,
          ("export", "--db", "{db}", "--run", "{run}", "--out", "{tmp}/outdir"),
          "is a folder; give a file name", exit_code=2, tables=RUN),

@@ -61,7 +61,7 @@ SCENARIO = Scenario(
 """.replace("SEED_VALUE", str(SEED))
 
 TABLES = {
-    "emissions": "step, agent_id, persona_id, kind, content, text, archetype, is_duplicate, "
+    "emissions": "step, agent_id, persona_id, task, content, text, archetype, is_duplicate, "
                  "duplicate_of",
     "survey_answers": "step, survey_id, persona_id, agent_id, answer_choice, answer_scale, content",
     "steps": "step, n_active, n_emissions, n_failed, n_answers, n_archetype_calls, n_drawn",

@@ -52,7 +52,7 @@ SCENARIO = Scenario(
 TABLES = {
     "decisions": "step, agent_id, persona_id, action, addressee_id, addressee_label, fallback, "
                  "reason, error",
-    "emissions": "step, agent_id, persona_id, kind, content, text, target_persona_id, "
+    "emissions": "step, agent_id, persona_id, task, content, text, target_persona_id, "
                  "is_duplicate, duplicate_of",
     "messages": "message_id, step, sender_id, receiver_id, text, reply_to, thread_id",
     "survey_answers": "step, survey_id, persona_id, answer_choice, content",

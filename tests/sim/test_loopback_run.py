@@ -33,7 +33,7 @@ def test_run_survives_injected_faults_and_accounts_for_every_call(server, scenar
                    (SELECT count(*) FROM emissions e WHERE e.run_id = s.run_id AND e.step = s.step)
             FROM steps s ORDER BY s.step""").fetchall():
         assert n_emissions + n_failed == n_active and stored == n_emissions
-    for kind, content in con.execute("SELECT kind, content FROM emissions").fetchall():
+    for kind, content in con.execute("SELECT task, content FROM emissions").fetchall():
         emission_task(kind).schema.model_validate(json.loads(content))
     assert con.execute("SELECT status FROM runs JOIN jobs ON job_id = run_id").fetchone()[0] == "finished"
     config = con.execute("SELECT config FROM runs JOIN jobs ON job_id = run_id").fetchone()[0]

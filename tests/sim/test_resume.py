@@ -48,7 +48,7 @@ SCENARIO = Scenario(
 """
 
 TABLES = {
-    "emissions": "step, agent_id, persona_id, kind, content, text, target_persona_id, model, "
+    "emissions": "step, agent_id, persona_id, task, content, text, target_persona_id, model, "
                  "is_duplicate, duplicate_of, emission_id",
     "messages": "message_id, step, sender_id, receiver_id, text, reply_to, emission_id, thread_id",
     "survey_answers": "step, survey_id, question, persona_id, agent_id, answer_kind, answer_choice, "

@@ -62,7 +62,7 @@ def _emissions(db: Path) -> dict[str, list[tuple[str, str, str | None]]]:
     """Per kind, in the order the run indexed them: (emission_id, text, duplicate_of)."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        rows = con.execute("SELECT kind, emission_id, text, duplicate_of FROM emissions "
+        rows = con.execute("SELECT task, emission_id, text, duplicate_of FROM emissions "
                            "ORDER BY step, agent_id").fetchall()
     finally:
         con.close()

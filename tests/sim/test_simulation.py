@@ -42,7 +42,7 @@ def test_run_writes_all_kinds_messages_and_flags(scenario_file, tmp_path):
     """, [summary.run_id]).fetchone()[0]
     assert bad == 0
     assert con.execute("SELECT count(*) FROM messages WHERE reply_to IS NOT NULL").fetchone()[0] > 0
-    for (content,) in con.execute("SELECT content FROM emissions WHERE kind = 'tool_spec'").fetchall():
+    for (content,) in con.execute("SELECT content FROM emissions WHERE task = 'tool_spec'").fetchall():
         spec = ToolSpec.model_validate(json.loads(content))
         assert spec.function_name.isidentifier()
     status, done = con.execute("SELECT status, steps_done FROM runs JOIN jobs ON job_id = run_id").fetchone()

@@ -108,7 +108,7 @@ def hub_tables(db: Path) -> dict[str, list]:
         return {"personas": personas_snapshot(con), "relations": relations_snapshot(con),
                 "frontier": con.execute("SELECT hop, position, persona_id, status, targets, created, "
                                         "merged FROM expansion_frontier ORDER BY ALL").fetchall(),
-                "rejected": con.execute("SELECT source, persona_id, kind, reason, payload FROM "
+                "rejected": con.execute("SELECT source, persona_id, task, reason, payload FROM "
                                         "rejected ORDER BY ALL").fetchall(),
                 "expansions": con.execute("SELECT status, hops_done FROM expansions "
                                           "JOIN jobs ON job_id = expansion_id").fetchall()}

@@ -246,7 +246,7 @@ def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, 
     assert set(summary.emissions_by_kind) == set(kinds)
     con = duckdb.connect(str(db), read_only=True)
     for kind, content, persona, target in con.execute(
-            "select kind, content, persona_id, target_persona_id from emissions").fetchall():
+            "select task, content, persona_id, target_persona_id from emissions").fetchall():
         data = json.loads(content)
         if kind == "conversation":
             speakers = [t["speaker"] for t in data["turns"]]
@@ -254,7 +254,7 @@ def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, 
             assert speakers == [persona if i % 2 == 0 else target for i in range(len(speakers))]
         else:
             emission_task(kind).schema.model_validate(data)
-    n_conv = con.execute("select count(*) from emissions where kind = 'conversation'").fetchone()[0]
+    n_conv = con.execute("select count(*) from emissions where task = 'conversation'").fetchone()[0]
     assert con.execute("select count(*) from messages").fetchone()[0] == n_conv
     con.close()
 
