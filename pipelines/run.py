@@ -45,7 +45,7 @@ from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
 from personahub.pipelines.survey_profile import SurveyProfile, load_profile
 from personahub.sim import population_setup, runner, store
 from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_refusal
-from personahub.sim.heap import RunHeap
+from personahub.sim.gc_policy import RunHeap
 from personahub.sim.scenario import (
     Scenario,
     archetype_sample_size,
