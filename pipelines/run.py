@@ -48,6 +48,7 @@ from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_ref
 from personahub.sim.gc_policy import RunHeap
 from personahub.sim.live_control import LiveControl
 from personahub.sim.scenario import (
+    STATED,
     Scenario,
     archetype_sample_size,
     load_scenario,
@@ -72,7 +73,7 @@ class RunConfig(EngineFields):
     steps: int | None = None
     seed: int | None = None
     archetypes: int | None = None  # overrides the scenario's
-    archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
+    archetype_elicit: str | None = None  # overrides the scenario's: "distribution" or "sample:N"
     survey_profile: str | None = None  # a fitted calibration answering every choice survey
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
@@ -113,6 +114,8 @@ class RunConfig(EngineFields):
             raise UsageError("--survey-profile: give the id of a calibration fitted with --fit")
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
+            if self.archetype_elicit in STATED:  # one spelling stored: a resume compares equal
+                object.__setattr__(self, "archetype_elicit", STATED[-1])
             if self.scenario is not None and (self.archetypes is None
                                               and self.scenario.archetypes is None):
                 raise UsageError(f"--archetype-elicit {self.archetype_elicit}: there are no "
