@@ -25,7 +25,7 @@ from personahub.agents.prompts.budget import DEFAULT_BUDGET, PromptBudget
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredCaller, StructuredResult
 from personahub.personas.quality import QualityIssue
 from personahub.tasks import addressed_kinds, emission_task
-from personahub.tasks.limits import kind_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph

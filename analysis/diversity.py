@@ -15,7 +15,7 @@ import numpy as np
 from personahub.personas.embedding import Embedder, HashEmbedder, embedder_scripts
 from personahub.personas.minhash import MinHashConfig, signatures
 from personahub.personas.near_dup import word_ngrams
-from personahub.personas.scripts import covered
+from personahub.personas.writing_systems import covered
 
 HIGH_SIMILARITY = 0.9
 """Output pairs above this cosine count as near-copies (the paper's and dedup's threshold)."""

@@ -2,7 +2,7 @@
 
 A DuckDB file held by a writer cannot be opened by another process, so the run's own process
 serves it. The server binds loopback only and refuses foreign Host or Origin headers (DNS
-rebinding); the steering endpoint takes only JSON, which needs a preflight.
+rebinding); the live-control endpoint takes only JSON, which needs a preflight.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from personahub.analysis import live_queries
 from personahub.core.errors import PersonahubError
 from personahub.core.hosts import host_allowed, origin_allowed
-from personahub.sim.steering import Steering, SteeringError
+from personahub.sim.live_control import LiveControl, LiveControlError
 
 if TYPE_CHECKING:
     import duckdb
@@ -145,11 +145,11 @@ class HostGuard:
         await self.app(scope, receive, send)
 
 
-def make_app(source: ViewSource | None, steering: Steering | None = None,
+def make_app(source: ViewSource | None, live_control: LiveControl | None = None,
              experiments: ExperimentFeed | None = None) -> Starlette:
     """The page, its assets and the JSON endpoints (runs, state, graph, steer, experiment).
 
-    Without steering the view only watches; without a source the run endpoints answer 409.
+    Without a live control the view only watches; without a source the run endpoints answer 409.
     """
     if experiments is None and source is not None:
         experiments = ExperimentFeed(source, "")
@@ -168,8 +168,8 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
                                      "error": f"no run {asked}" if asked else "no run yet"},
                                     status_code=404 if asked else 200)
             found = what(cursor, run_id)
-            if steering is not None and run_id == source.run_id:
-                found["steering"] = steering.status()
+            if live_control is not None and run_id == source.run_id:
+                found["steering"] = live_control.status()
             return JSONResponse({"run_id": run_id, **found})
         finally:
             cursor.close()
@@ -200,7 +200,7 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
         return read(request, lambda con, run_id: {"graph": live_queries.graph(con, run_id)})
 
     async def steer(request: Request) -> Response:
-        return await steer_request(request, steering)
+        return await steer_request(request, live_control)
 
     def experiment_page(request: Request) -> Response:
         return HTMLResponse(_asset("experiment.html"))
@@ -227,13 +227,13 @@ def make_app(source: ViewSource | None, steering: Steering | None = None,
         middleware=[Middleware(HostGuard)])
 
 
-async def steer_request(request: Request, steering: Steering | None) -> Response:
-    """GET the steering state, POST one action; 400/409/415 with a one-line error."""
-    if steering is None:
+async def steer_request(request: Request, live_control: LiveControl | None) -> Response:
+    """GET the live-control state, POST one action; 400/409/415 with a one-line error."""
+    if live_control is None:
         return JSONResponse({"error": "this view only watches: steer a run from the view of "
                                       "personahub run --view"}, status_code=409)
     if request.method == "GET":
-        return JSONResponse(steering.status())
+        return JSONResponse(live_control.status())
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return JSONResponse({"error": "send the request as application/json"}, status_code=415)
     try:
@@ -246,13 +246,13 @@ async def steer_request(request: Request, steering: Steering | None) -> Response
                                       f"{action!r}"}, status_code=400)
     try:
         if action == "inject":
-            steering.inject(body.get("text"))  # its type is checked there
+            live_control.inject(body.get("text"))  # its type is checked there
         else:
-            getattr(steering, action)()
-    except SteeringError as exc:
-        over = steering.status()["over"]
+            getattr(live_control, action)()
+    except LiveControlError as exc:
+        over = live_control.status()["over"]
         return JSONResponse({"error": str(exc)}, status_code=409 if over else 400)
-    return JSONResponse(steering.status())
+    return JSONResponse(live_control.status())
 
 
 def _asset(name: str) -> str:
@@ -296,14 +296,14 @@ def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket
 
 
 def start_view(source: ViewSource | None, port: int = 0, host: str = "127.0.0.1",
-               sock: socket.socket | None = None, steering: Steering | None = None,
+               sock: socket.socket | None = None, live_control: LiveControl | None = None,
                experiments: ExperimentFeed | None = None) -> RunningView:
     """Serve the view in a daemon thread on the socket, else on a new loopback socket."""
     import uvicorn
 
     sock = sock or bind(port, host)
     address = sock.getsockname()
-    config = uvicorn.Config(make_app(source, steering, experiments), log_level="warning",
+    config = uvicorn.Config(make_app(source, live_control, experiments), log_level="warning",
                             lifespan="off", access_log=False,
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
@@ -340,7 +340,7 @@ class RunView:
         self.say = say
         self.sock: socket.socket | None = bind(port, flag="--view-port")
         self.handle: RunningView | None = None
-        self.steering = Steering(paused=paused)
+        self.live_control = LiveControl(paused=paused)
 
     def start(self, run_id: str) -> None:
         """Start serving a run; call it while the runner's connection is open."""
@@ -350,22 +350,22 @@ class RunView:
             return
         source = ViewSource(lambda: duckdb.connect(str(self.db)), run_id)
         source.open()  # while the runner holds the file: same instance, same settings
-        self.handle, self.sock = start_view(source, sock=self.sock, steering=self.steering), None
-        paused = " — paused before step 1: press Resume or Step" if self.steering.status()["paused"] \
+        self.handle, self.sock = start_view(source, sock=self.sock, live_control=self.live_control), None
+        paused = " — paused before step 1: press Resume or Step" if self.live_control.status()["paused"] \
             else ""
         self.say(f"view: {self.handle.url} (follows run {run_id}; pause, step and inject events "
                  f"there){paused}")
 
     def linger(self) -> None:
         """Serve the finished run until Ctrl-C or SIGTERM."""
-        self.steering.finish()
+        self.live_control.finish()
         if self.handle is None:
             return
         _serve_until_interrupted(self.say, "the run is over", self.stop)
 
     def stop(self) -> None:
         """Stop serving, or give the reserved port back."""
-        self.steering.finish()
+        self.live_control.finish()
         if self.sock is not None:
             self.sock.close()
             self.sock = None

@@ -133,7 +133,7 @@ def _bodies(model: str) -> dict[str, dict[str, Any]]:
     """The request body (minus messages) per kind, as the seam sends it in json_schema mode."""
     from personahub.models.structured import response_format
     from personahub.tasks import emission_kinds, emission_task
-    from personahub.tasks.limits import kind_max_tokens
+    from personahub.tasks.max_tokens import kind_max_tokens
 
     EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 
@@ -215,7 +215,7 @@ def personahub(url: str, concurrency: int, work: list[Any]) -> tuple[float, floa
     from personahub.core.loop import run
     from personahub.models.client import LLMSettings, make_client
     from personahub.tasks import emission_kinds, emission_task
-    from personahub.tasks.limits import kind_max_tokens
+    from personahub.tasks.max_tokens import kind_max_tokens
 
     EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 

@@ -123,7 +123,7 @@ def spill_cost(calls: int, repeat: int) -> None:
     from personahub.core.contracts import CallRecord
     from personahub.models.client import LLMClient, LLMSettings
     from personahub.tasks import emission_kinds, emission_task
-    from personahub.tasks.limits import kind_max_tokens
+    from personahub.tasks.max_tokens import kind_max_tokens
 
     EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 

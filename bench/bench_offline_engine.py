@@ -31,7 +31,7 @@ from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.offline import OfflineEngine, to_openai_dicts
 from personahub.tasks import addressed_kinds, emission_kinds, emission_task
-from personahub.tasks.limits import kind_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens
 
 EMISSION_SCHEMAS = {kind: emission_task(kind).schema for kind in emission_kinds()}
 ADDRESSED_KINDS = addressed_kinds()

@@ -54,7 +54,7 @@ def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
 
 async def _personahub(spec: str, requests: list, concurrency: int) -> tuple[float, int, list[int]]:
     from personahub.models.client import LLMClient, LLMSettings
-    from personahub.tasks.limits import kind_max_tokens
+    from personahub.tasks.max_tokens import kind_max_tokens
 
     client = LLMClient(LLMSettings(spec=spec, concurrency=concurrency, temperature=0.0,
                                    timeout_s=600))
@@ -72,7 +72,7 @@ async def _plain(base: str, model: str, requests: list, concurrency: int) -> tup
     from langchain_core.messages import convert_to_openai_messages
     from openai import AsyncOpenAI
 
-    from personahub.tasks.limits import kind_max_tokens
+    from personahub.tasks.max_tokens import kind_max_tokens
 
     client = AsyncOpenAI(base_url=base, api_key="not-needed", timeout=600, max_retries=0)
     gate = asyncio.Semaphore(concurrency)

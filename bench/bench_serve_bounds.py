@@ -3,7 +3,7 @@
 Starts ``personahub serve --port 0`` in a child process and reads its resident memory (VmRSS,
 and VmHWM, the peak) from /proc after each hostile request of issue 32 (``dimensions: 1e9``,
 ``minItems: 1e8``, a recursive ``$ref``, a 50,000-deep body, a body over the size bound), then
-after ``--requests`` ordinary structured requests. Then times ``models.fake_server.limits`` on the
+after ``--requests`` ordinary structured requests. Then times ``models.fake_server.request_bounds`` on the
 schemas personahub sends, in process (what every request pays for the bounds).
 
 Run: ``python bench/bench_serve_bounds.py [--requests 500]`` (Linux: reads /proc).
@@ -95,7 +95,7 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
 
-    from personahub.models.fake_server.limits import check_answer, check_body
+    from personahub.models.fake_server.request_bounds import check_answer, check_body
     from personahub.tasks.tool_spec import ToolSpec
 
     schema = ToolSpec.model_json_schema()

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "personahub"
 SCOPE = [
     "personahub/api.py", "personahub/any_job.py", "personahub/interviews.py", "personahub/results.py",
-    "personahub/runtime.py", "personahub/bridge.py", "personahub/models", "personahub/executors",
+    "personahub/runtime.py", "personahub/blocking_call.py", "personahub/models", "personahub/executors",
     "personahub/tasks", "personahub/personas",
 ]
 BACKTICK_REF = re.compile(r"``[^`\n]+``")

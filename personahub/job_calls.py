@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, ParamSpec, TypeVar, overload
 
-from personahub.bridge import call_blocking, call_in_thread
+from personahub.blocking_call import call_blocking, call_in_thread
 from personahub.python_names import speaks_python
 
 P = ParamSpec("P")

@@ -14,7 +14,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from personahub.personas.scripts import covered, dominant_script
+from personahub.personas.writing_systems import covered, dominant_script
 
 __all__ = ["JudgedLog", "split_by_script", "write_judged"]
 

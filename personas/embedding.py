@@ -17,7 +17,7 @@ import numpy as np
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.minhash import TEXT_SEPARATOR, batch_tokens, resolve_first_seen, token_hash
-from personahub.personas.scripts import ANY_SCRIPT, LATIN
+from personahub.personas.writing_systems import ANY_SCRIPT, LATIN
 
 if TYPE_CHECKING:
     from personahub.core.contracts import CallStats, StructuredResult

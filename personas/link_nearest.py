@@ -14,8 +14,8 @@ import numpy as np
 
 from personahub.core.errors import UsageError
 from personahub.personas.embedding import Embedder, embedder_scripts, offline_embedder
-from personahub.personas.scripts import covered
 from personahub.personas.store import texts_by_id
+from personahub.personas.writing_systems import covered
 
 OFFLINE_EMBEDDERS = ("hash", "local")
 DEFAULT_LINK_EMBEDDER = "hash"

@@ -45,8 +45,10 @@ from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
 from personahub.pipelines.survey_profile import SurveyProfile, load_profile
 from personahub.sim import population_setup, runner, store
 from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_refusal
-from personahub.sim.heap import RunHeap
+from personahub.sim.gc_policy import RunHeap
+from personahub.sim.live_control import LiveControl
 from personahub.sim.scenario import (
+    STATED,
     Scenario,
     archetype_sample_size,
     load_scenario,
@@ -54,7 +56,6 @@ from personahub.sim.scenario import (
     scenario_frame,
 )
 from personahub.sim.society import SocietyModel, StepResult
-from personahub.sim.steering import Steering
 
 SOCIETIES = ("agents", "columns", "auto")
 
@@ -72,7 +73,7 @@ class RunConfig(EngineFields):
     steps: int | None = None
     seed: int | None = None
     archetypes: int | None = None  # overrides the scenario's
-    archetype_elicit: str | None = None  # overrides the scenario's: "stated" or "sample:N"
+    archetype_elicit: str | None = None  # overrides the scenario's: "distribution" or "sample:N"
     survey_profile: str | None = None  # a fitted calibration answering every choice survey
     price_in: float | None = None  # USD per 1M input tokens
     price_out: float | None = None  # USD per 1M output tokens
@@ -85,7 +86,7 @@ class RunConfig(EngineFields):
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
     # pause, step and inject events from the live view; never stored
-    steering: Any = engine(None)
+    live_control: Any = engine(None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Path(self.db))
@@ -113,6 +114,8 @@ class RunConfig(EngineFields):
             raise UsageError("--survey-profile: give the id of a calibration fitted with --fit")
         if self.archetype_elicit is not None:
             archetype_sample_size(self.archetype_elicit)
+            if self.archetype_elicit in STATED:  # one spelling stored: a resume compares equal
+                object.__setattr__(self, "archetype_elicit", STATED[-1])
             if self.scenario is not None and (self.archetypes is None
                                               and self.scenario.archetypes is None):
                 raise UsageError(f"--archetype-elicit {self.archetype_elicit}: there are no "
@@ -221,10 +224,10 @@ def _state(ctx: JobContext[RunConfig]) -> RunState:
     return state
 
 
-def _steering(ctx: JobContext[RunConfig]) -> Steering | None:
-    """The invocation's steering, if any (a stored placeholder text is not steering)."""
-    steering = ctx.config.steering
-    return steering if isinstance(steering, Steering) else None
+def _live_control(ctx: JobContext[RunConfig]) -> LiveControl | None:
+    """The invocation's live control, if any (a stored placeholder text is none)."""
+    live_control = ctx.config.live_control
+    return live_control if isinstance(live_control, LiveControl) else None
 
 
 class RunAsker:
@@ -261,7 +264,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         """The stored config, the scenario replaced by its description (a run reloads the file)."""
         stored = dict(stored)
         stored.pop("scenario", None)
-        stored.pop("steering", None)
+        stored.pop("live_control", None)
+        stored.pop("steering", None)  # its name in configs stored before the rename
         return stored
 
     # -- before anything is recorded --------------------------------------------------------------
@@ -326,10 +330,10 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         finally:
             if isinstance(ctx.state, RunState):
                 ctx.state.held.close()
-            steering = _steering(ctx)
-            if steering is not None:  # tell the live view the run is over
+            live_control = _live_control(ctx)
+            if live_control is not None:  # tell the live view the run is over
                 state = ctx.state if isinstance(ctx.state, RunState) else None
-                steering.finish(state.committed if state is not None else None)
+                live_control.finish(state.committed if state is not None else None)
             merge_job_config(ctx.con, ctx.job_id, {
                 "structured_modes": ctx.caller.structured_modes(),
                 "concurrency_limit": ctx.caller.concurrency_report()})
@@ -345,11 +349,11 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         state = _state(ctx)
         _society(ctx, state)
         con = ctx.con
-        steering = _steering(ctx)
+        live_control = _live_control(ctx)
         for step in range(state.committed + 1, ctx.config.run_steps + 1):
-            if steering is not None:  # waits here while paused; takes injected events
+            if live_control is not None:  # waits here while paused; takes injected events
                 assert state.model is not None
-                state.model.injected.extend(steering.barrier(step))
+                state.model.injected.extend(live_control.barrier(step))
             yield step
             state.committed = step
             if state.columns:
@@ -448,7 +452,7 @@ class ResumeSettings(TypedDict, total=False):
     batch_window: str
     batch_fallback: Literal["batch", "online"]
     batch_poll_s: float
-    steering: Steering
+    live_control: LiveControl
 
 
 def resume_settings(run_id: str, db: str | Path, *, llm: str | None,

@@ -54,7 +54,7 @@ from personahub.pipelines.synthesis_inputs import (
     store_selection,
 )
 from personahub.tasks import synthesis_task, tasks
-from personahub.tasks.limits import synthesis_max_tokens
+from personahub.tasks.max_tokens import synthesis_max_tokens
 from personahub.tasks.shipped_demos import builtin_name
 from personahub.tasks.synthesis_schemas import Solution, content_of
 

@@ -51,7 +51,7 @@ from personahub.tasks.survey import (
 )
 
 if TYPE_CHECKING:
-    from personahub.sim.steering import Injected
+    from personahub.sim.live_control import Injected
 
 MAX_EVENTS_A_STEP = 64  # a shard marks what each agent saw this step in one 64-bit word
 

@@ -21,7 +21,7 @@ from personahub.agents.prompts.agent import agent_messages, survey_messages
 from personahub.agents.prompts.budget import count_tokens
 from personahub.sim.scenario import Scenario, archetype_sample_size
 from personahub.tasks import addressed_kinds
-from personahub.tasks.limits import kind_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens
 from personahub.tasks.survey import SURVEY_MAX_TOKENS
 
 

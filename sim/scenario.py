@@ -492,7 +492,8 @@ class Scenario:
             last paragraph, after world and world_file, shown whole whatever the prompt budget.
         archetypes: ask choice and scale surveys, and draw actions, once per archetype of this
             many (None: every agent is asked).
-        archetype_elicit: stated (the representative states the shares) or sample:N.
+        archetype_elicit: distribution or stated (the representative states the shares) or
+            sample:N (N members answer), as calibrate --elicit's methods of those names.
         base_dir, source: the file's folder and the file, set when it is loaded.
     """
 
@@ -631,14 +632,27 @@ class Scenario:
 SCENARIO_MODULE = "__personahub_scenario__"  # the module name a scenario file runs under
 
 
+#: archetype_elicit's names for the representative stating the shares: calibrate --elicit's
+#: method name, then the older spelling (the one stored, so earlier runs compare equal)
+STATED = ("distribution", "stated")
+
+
 def archetype_sample_size(elicit: object, name: str = "--archetype-elicit") -> int | None:
-    """The N of archetype_elicit "sample:N"; None for "stated"; else a UsageError."""
-    if elicit == "stated":
+    """Return the N of archetype_elicit "sample:N"; None for "distribution" ("stated").
+
+    The names are calibrate --elicit's methods: the representative states the shares as the
+    distribution method does, and N members answer as the sample method's panel does.
+
+    Raises:
+        UsageError: any other value (one line naming the option).
+    """
+    if elicit in STATED:
         return None
     head, _, count = str(elicit).partition(":")
     if isinstance(elicit, str) and head == "sample" and count.isdigit() and int(count) >= 1:
         return int(count)
-    raise UsageError(f"{name} must be 'stated' or 'sample:N' with N >= 1, got {elicit!r}")
+    raise UsageError(f"{name} must be 'distribution' ('stated') or 'sample:N' with N >= 1, "
+                     f"got {elicit!r}")
 
 
 def scenario_frame(exc: BaseException) -> str | None:

@@ -67,7 +67,7 @@ from personahub.tasks.survey import (
 )
 
 if TYPE_CHECKING:
-    from personahub.sim.steering import Injected
+    from personahub.sim.live_control import Injected
 
 T = TypeVar("T")
 __all__ = ["AgentInfo", "Emission", "Message", "SocietyAgent", "SocietyModel", "StepResult",

@@ -111,7 +111,7 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
 # max_tokens, and ``purpose`` is a label they record, never read.
 UNAWARE = ("personahub/core", "personahub/models", "personahub/executors")
 # the purposes the old per-purpose limit tables named (the model layer's, then
-# ``personahub.tasks.limits``'s): each caller now states its own limit beside its purpose
+# ``personahub.tasks.max_tokens``'s): each caller now states its own limit beside its purpose
 PURPOSES = frozenset({"survey", "reflection", "decide", "interview", "expand", "text-to-persona",
                       "text_to_persona", "write_persona", "solve", "judge", "synth",
                       "equivalence"})

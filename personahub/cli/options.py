@@ -118,9 +118,10 @@ CarveOption = Annotated[list[str] | None, typer.Option(
 #: run's and experiment's --archetype-elicit, declared once (RunConfig checks the value)
 ArchetypeElicitOption = Annotated[str | None, typer.Option(
     "--archetype-elicit", metavar="HOW",
-    help="How an archetype's answer distribution is elicited: 'stated' (its representative "
-         "states the shares, one call) or 'sample:N' (N of its asked members answer; "
-         "default: the scenario's, else stated).")]
+    help="How an archetype's answer distribution is elicited, by calibrate --elicit's method "
+         "of that name: 'distribution' (its representative states the shares, one call; also "
+         "'stated') or 'sample:N' (N of its asked members answer; default: the scenario's, "
+         "else distribution).")]
 
 
 #: run's and experiment's --survey-profile, declared once (the run checks the id and the model)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from personahub.analysis.live_view import RunView
     from personahub.core.contracts import StructuredCaller
     from personahub.pipelines.run import ResumeSettings, RunConfig, RunSummary
-    from personahub.sim.steering import Steering
+    from personahub.sim.live_control import LiveControl
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def _run(request: RunRequest, engine: Engine, watcher: RunView | None) -> RunSum
     from personahub.cli.progress import LateCounts
     from personahub.pipelines.run import unfinished_twins_note
 
-    config = _config(request, engine, None if watcher is None else watcher.steering)
+    config = _config(request, engine, None if watcher is None else watcher.live_control)
     scenario, db, resume = request.scenario, request.db, request.resume
     counts = LateCounts()
     bar = job_progress(counts=counts)
@@ -193,7 +193,7 @@ def _run(request: RunRequest, engine: Engine, watcher: RunView | None) -> RunSum
 
 
 def _config(request: RunRequest, engine: Engine,
-            steering: Steering | None) -> RunConfig | ResumeSettings:
+            live_control: LiveControl | None) -> RunConfig | ResumeSettings:
     """Build the run's RunConfig, or a resume's settings (the run keeps the rest of its own)."""
     batching = _batching(engine)
     if request.resume is not None:
@@ -205,14 +205,14 @@ def _config(request: RunRequest, engine: Engine,
                              " --executor for where its calls run)")
         settings = _resumed(request.resume, request.db, engine)
         settings.update(batching)
-        if steering is not None:
-            settings["steering"] = steering
+        if live_control is not None:
+            settings["live_control"] = live_control
         return settings
     config = run_options(request, engine)
     if batching:
         config = dataclasses.replace(config, **batching)
-    if steering is not None:
-        config = dataclasses.replace(config, steering=steering)
+    if live_control is not None:
+        config = dataclasses.replace(config, live_control=live_control)
     return config
 
 

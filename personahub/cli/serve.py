@@ -8,7 +8,7 @@ import typer
 
 from personahub.cli.common import console, one_line_errors, serve_until_stopped
 from personahub.core.validate import MAX_SEED
-from personahub.models.fake_server.limits import HEADER_TIMEOUT_S, KEEP_ALIVE_S, MAX_CONNECTIONS
+from personahub.models.fake_server.request_bounds import HEADER_TIMEOUT_S, KEEP_ALIVE_S, MAX_CONNECTIONS
 
 
 @one_line_errors

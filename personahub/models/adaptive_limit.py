@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from personahub.core.contracts import Failure
-from personahub.models.limits import ConcurrencyLimit
+from personahub.models.concurrency_limit import ConcurrencyLimit
 
 Concurrency = int | Literal["auto"]
 AUTO_START = 2

@@ -20,6 +20,7 @@ from personahub.core.contracts import (
 )
 from personahub.models.bounds import bounded, unbounded
 from personahub.models.cache import ResponseCache
+from personahub.models.concurrency_limit import ConcurrencyLimit
 from personahub.models.embedders import EmbedderSettings, OpenAIEmbedder
 from personahub.models.endpoint_specs import (
     make_endpoints,
@@ -29,7 +30,6 @@ from personahub.models.endpoint_specs import (
 )
 from personahub.models.failures import FailFast
 from personahub.models.field_writers import FieldWriters
-from personahub.models.limits import ConcurrencyLimit
 from personahub.models.liveness import Liveness
 from personahub.models.offline import OFFLINE_MODEL_NAME
 from personahub.models.option_logprobs import OptionProbabilities, option_probabilities

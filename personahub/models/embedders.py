@@ -29,7 +29,7 @@ from personahub.personas.embedding import (
     normalise,
     offline_embedder,
 )
-from personahub.personas.scripts import ANY_SCRIPT
+from personahub.personas.writing_systems import ANY_SCRIPT
 
 __all__ = ["EMBED_MAX_RETRIES", "EmbedderSettings", "OpenAIEmbedder", "calls_model",
            "make_embedder"]

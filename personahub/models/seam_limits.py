@@ -14,7 +14,7 @@ from typing import Any
 
 from personahub.core.contracts import CallRequest, ModelEndpoint, StructuredResult
 from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, Concurrency, overload_reason
-from personahub.models.limits import ConcurrencyLimit
+from personahub.models.concurrency_limit import ConcurrencyLimit
 from personahub.models.settings import LLMConfigError
 
 # an answer's fixed costs in output tokens when an adaptive limit compares latencies (a short answer

@@ -32,7 +32,7 @@ from personahub.pipelines.prompts.judge import JUDGE_MAX_TOKENS, judge_schema
 from personahub.sim.reflection import REFLECTION_MAX_TOKENS
 from personahub.tasks import tasks
 from personahub.tasks.interview import InterviewAnswer
-from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens, synthesis_max_tokens
 from personahub.tasks.reflection import Reflection
 from personahub.tasks.survey import SURVEY_MAX_TOKENS, survey_schema
 from personahub.tasks.synthesis_schemas import InferredPersona, Solution

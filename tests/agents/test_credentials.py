@@ -14,7 +14,7 @@ import pytest
 from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.tasks.instruction import Instruction
-from personahub.tasks.limits import kind_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens
 
 SECRET = "sk-test-very-secret-value"
 

@@ -311,7 +311,7 @@ def test_a_run_completes_with_one_dead_endpoint(server, scenario_file, tmp_path)
     assert ok_endpoints == [(1,)]
 
 
-@pytest.mark.slow  # tests/agents/test_limits.py covers the limit itself in the fast subset
+@pytest.mark.slow  # tests/agents/test_concurrency_limit.py covers the limit itself in the fast subset
 def test_timeouts_with_many_in_flight_lower_the_concurrency(server):
     srv = server(hang_rate=1.0, hang_s=5.0)
     # a fixed mode: ``auto`` would probe the unsettled endpoint one call at a time

@@ -27,7 +27,7 @@ from personahub.models.structured import (
     strip_keywords,
     stripped_of,
 )
-from personahub.tasks.limits import synthesis_max_tokens
+from personahub.tasks.max_tokens import synthesis_max_tokens
 from personahub.tasks.tool_spec import ToolSpec
 from tests.synth_helpers import run_default_scenario
 

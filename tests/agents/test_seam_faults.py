@@ -24,8 +24,8 @@ from personahub.core.contracts import CallRecord, CallRequest, Failure, Structur
 from personahub.core.store import connect, insert_rows
 from personahub.models.adaptive_limit import overload_reason
 from personahub.models.client import LLMClient, LLMSettings
+from personahub.models.concurrency_limit import ConcurrencyLimit
 from personahub.models.failures import FailFast
-from personahub.models.limits import ConcurrencyLimit
 from personahub.models.liveness import Liveness
 from personahub.models.seam_deadlines import FACTOR, MIN_S, PROBE_S, WARM, StragglerDeadlines
 from personahub.models.seam_limits import FIXED_TOKENS, Limited

@@ -32,7 +32,7 @@ from personahub.models.seam_retry import BACKOFF_CAP_S, Retrying
 from personahub.models.seam_validate import Validated
 from personahub.models.settings import EndpointFailing, LLMUnavailable
 from personahub.models.structured import ModeBook
-from personahub.tasks.limits import kind_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens
 
 TRANSIENT = Failure("HTTP 503: busy", True, 503)
 UNREACHABLE = Failure("connection error: refused", True, unreachable=True)

@@ -21,7 +21,7 @@ from personahub.models.structured import (
     response_format,
 )
 from personahub.personas.text_to_persona import TEXT_TO_PERSONA_MAX_TOKENS
-from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens, synthesis_max_tokens
 
 
 class Item(BaseModel):

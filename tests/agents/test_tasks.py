@@ -43,7 +43,7 @@ from personahub.tasks import (
 )
 from personahub.tasks.base import Content
 from personahub.tasks.instruction import Instruction, InstructionItem
-from personahub.tasks.limits import kind_max_tokens, synthesis_max_tokens
+from personahub.tasks.max_tokens import kind_max_tokens, synthesis_max_tokens
 from personahub.tasks.registry import offline_writer
 
 

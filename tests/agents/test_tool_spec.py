@@ -13,7 +13,7 @@ from langchain_core.messages import HumanMessage
 from pydantic import ValidationError
 
 from personahub.models.client import LLMClient, LLMSettings
-from personahub.tasks.limits import synthesis_max_tokens
+from personahub.tasks.max_tokens import synthesis_max_tokens
 from personahub.tasks.tool_spec import (
     TASK,
     ReleasedToolSpec,

@@ -55,7 +55,7 @@ class ValidatingCaller:
     async def structured(self, schema: Any, messages: Any, *, purpose: str,
                          persona_id: str | None = None, step: int | None = None,
                          check: Any = None, max_tokens: int | None = None) -> StructuredResult[Any]:
-        assert max_tokens == 240  # the job passes its own limit (personahub.tasks.limits)
+        assert max_tokens == 240  # the job passes its own limit (personahub.tasks.max_tokens)
         return await self.layer.call(CallRequest(schema, messages, purpose, max_tokens, persona_id,
                                                  step, check=check))
 

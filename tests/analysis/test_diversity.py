@@ -25,7 +25,7 @@ from personahub.api import run_synthesis
 from personahub.models.embedders import make_embedder
 from personahub.personas.embedding import HashEmbedder
 from personahub.personas.embedding_store import write_vectors
-from personahub.personas.scripts import LATIN, covered
+from personahub.personas.writing_systems import LATIN, covered
 from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import invoke, one_line_error, usage_error
 from tests.optional import need_local_model

@@ -474,7 +474,7 @@ def given_options(command: str) -> tuple[list[str], dict[str, Any]]:
 
 
 # fields that say who started the job or hold a live object, not what it is
-NOT_COMPARED = {"origin", "scenario", "steering"}
+NOT_COMPARED = {"origin", "scenario", "live_control"}
 
 
 def fields_of(config: Any) -> dict[str, Any]:

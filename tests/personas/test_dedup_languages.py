@@ -18,8 +18,8 @@ from personahub.personas import embedding
 from personahub.personas.dedup import DedupConfig, DedupSummary, run_dedup
 from personahub.personas.dedup_jobs import stages_of
 from personahub.personas.record import Persona
-from personahub.personas.scripts import LATIN, covered
 from personahub.personas.store import upsert_personas
+from personahub.personas.writing_systems import LATIN, covered
 from personahub.pipelines import dedup as dedup_spec
 from personahub.pipelines.dedup import DEDUP, DedupJobConfig
 from tests.cli_helpers import invoke
@@ -146,7 +146,7 @@ def test_sample_cjk_and_thai_personas_get_no_embedding_duplicate_with_minilm(
     if not SHARED_SAMPLE.is_file():
         pytest.skip(f"{SHARED_SAMPLE} not present")
     from personahub.personas.importers import iter_personas
-    from personahub.personas.scripts import dominant_script
+    from personahub.personas.writing_systems import dominant_script
 
     people = [p for p in iter_personas(SHARED_SAMPLE) if dominant_script(p.text) in {"Hani", "Thai"}]
     assert len(people) >= 90

@@ -8,8 +8,8 @@ from personahub.core.store import connect
 from personahub.personas.embedding import HashEmbedder
 from personahub.personas.link_nearest import NearestPool, load_pool, pool_embedder
 from personahub.personas.record import Persona
-from personahub.personas.scripts import LATIN
 from personahub.personas.store import upsert_personas
+from personahub.personas.writing_systems import LATIN
 
 PEOPLE = [("a", "a nurse in Lisbon who plays chess"), ("b", "a nurse in Porto who plays chess"),
           ("c", "a welder in Oslo who keeps bees"), ("d", "a baker in Lima who sings opera")]

@@ -57,8 +57,8 @@ from personahub.tasks import (
     tasks,
 )
 from personahub.tasks.base import Content
-from personahub.tasks.limits import kind_max_tokens
 from personahub.tasks.math_problem import MathProblem
+from personahub.tasks.max_tokens import kind_max_tokens
 from personahub.tasks.synthesis_schemas import SYNTH_SCHEMAS, Solution, content_of, schema_for
 from personahub.tasks.tool_spec import ToolSpec
 from personahub.tasks.validators import (

@@ -11,7 +11,7 @@ from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError
 from personahub.models.client import StructuredResult
 from personahub.pipelines.run import RunConfig
-from personahub.sim.scenario import ScenarioError, load_scenario
+from personahub.sim.scenario import ScenarioError, archetype_sample_size, load_scenario
 from personahub.tasks.survey import normalised_shares, share_schema
 from tests.conftest import persona_texts
 from tests.fakes import Call, FakeClient, unreachable_from_step
@@ -362,6 +362,16 @@ def test_sampled_elicitation_resumes_to_the_uninterrupted_tables(tmp_path):
         tmp_path / "stated.duckdb", _run(path, tmp_path / "stated.duckdb"))["llm_calls"]
 
 
+def test_archetype_elicit_takes_calibrations_method_names(tmp_path):
+    """``distribution`` names the stated shares as calibrate --elicit does, stored as before."""
+    scenario = load_scenario(_scenario(tmp_path))
+    given = RunConfig(scenario=scenario, archetype_elicit="distribution")
+    assert given.archetype_elicit == "stated"  # earlier runs and experiment arms compare equal
+    assert RunConfig(scenario=scenario, archetype_elicit="sample:2").archetype_elicit == "sample:2"
+    assert archetype_sample_size("distribution") is None
+    assert archetype_sample_size("stated") is None and archetype_sample_size("sample:3") == 3
+
+
 @pytest.mark.parametrize("bad", ["sample:0", "sample", "guess", "sample:x"])
 def test_a_bad_archetype_elicit_fails_in_one_line(tmp_path, bad):
     from tests.cli_helpers import invoke
@@ -374,5 +384,6 @@ def test_a_bad_archetype_elicit_fails_in_one_line(tmp_path, bad):
     assert "\n" not in str(caught.value) and "scenario.archetype_elicit" in str(caught.value)
     refused = invoke("run", _scenario(tmp_path), "--db", tmp_path / "x.duckdb",
                      "--archetype-elicit", bad)
-    assert refused.exit_code == 2 and "--archetype-elicit must be 'stated' or 'sample:N'" in \
+    assert refused.exit_code == 2 and "--archetype-elicit must be 'distribution' ('stated') or " \
+        "'sample:N'" in \
         refused.stderr and refused.stderr.strip().count("\n") == 0

@@ -333,5 +333,6 @@ def test_archetype_elicit_reaches_every_arm_run_and_is_part_of_the_experiment(tm
                  "sample:0")
     assert bad.exit_code == 2
     assert bad.stderr.strip().splitlines() == [
-        "error: --archetype-elicit must be 'stated' or 'sample:N' with N >= 1, got 'sample:0'"]
+        "error: --archetype-elicit must be 'distribution' ('stated') or 'sample:N' with N >= 1, "
+        "got 'sample:0'"]
     assert not (tmp_path / "bad.duckdb").exists()

@@ -41,7 +41,9 @@ from personahub.models.fake_server.dialects import (
     make_dialect,
 )
 from personahub.models.fake_server.files import FILE_MAX_BYTES, FileProblem, FileStore, parse_upload
-from personahub.models.fake_server.limits import (
+from personahub.models.fake_server.logprobs import logprobs_content
+from personahub.models.fake_server.plant import Plant, PlantedEngine
+from personahub.models.fake_server.request_bounds import (
     HEADER_TIMEOUT_S,
     KEEP_ALIVE_S,
     LIMITS,
@@ -52,8 +54,6 @@ from personahub.models.fake_server.limits import (
     check_chat,
     check_embeddings,
 )
-from personahub.models.fake_server.logprobs import logprobs_content
-from personahub.models.fake_server.plant import Plant, PlantedEngine
 from personahub.models.fake_server.runaway import Runaway, run_away
 from personahub.models.fake_server.stream import include_usage, sse_events, wants_stream
 from personahub.models.fake_server.turn_away import LingeringCloser

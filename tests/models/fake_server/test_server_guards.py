@@ -1,8 +1,8 @@
 """`personahub serve` answers only what a web page cannot forge, and only what it can bound.
 
 Host and Origin (DNS rebinding, cross-origin POSTs), Content-Type (a `text/plain` POST needs no
-CORS preflight), OPTIONS, and the bounds of `personahub/models/fake_server/limits.py`: each hostile request of
-the second audit gets a 4xx JSON error at once, never a 500 with Python's exception
+CORS preflight), OPTIONS, and the bounds of `personahub/models/fake_server/request_bounds.py`:
+each hostile request of the second audit gets a 4xx JSON error at once, never a 500 with Python's exception
 text or a dropped connection. The server's memory under them is measured in
 `test_server_fuzz.py`.
 """

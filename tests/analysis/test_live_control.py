@@ -1,4 +1,4 @@
-"""Steering a run from the live view (``POST /api/steer``, ``sim/steering.py``) with the offline
+"""Control a run from the live view (``POST /api/steer``, ``sim/live_control.py``) with the offline
 engine: pause, one step, resume, and an event typed in, applied at the tick barrier.
 
 The steered runs go in a worker thread (the API runs a job there as in a notebook) while this
@@ -28,8 +28,8 @@ from personahub.api import resume_run, run_simulation
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.results import Run
+from personahub.sim.live_control import LiveControl
 from personahub.sim.scenario import load_scenario
-from personahub.sim.steering import Steering
 from tests.conftest import persona_texts
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,44 +104,44 @@ def steer(client: TestClient, action: str, **body: Any) -> dict[str, Any]:
     return answer.json()
 
 
-def steered_run(scenario_path: Path, db: Path, drive: Callable[[TestClient, Steering], None],
+def steered_run(scenario_path: Path, db: Path, drive: Callable[[TestClient, LiveControl], None],
                 client: Any = None) -> tuple[str | None, BaseException | None]:
     """Run the scenario paused in a worker thread while ``drive`` steers it through the
     endpoint; returns the run id (None if it raised) and what it raised."""
-    steering = Steering(paused=True)
+    live_control = LiveControl(paused=True)
     result: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            config = RunConfig(scenario=load_scenario(scenario_path), db=db, steering=steering)
+            config = RunConfig(scenario=load_scenario(scenario_path), db=db, live_control=live_control)
             result["id"] = run_simulation(config, client=client).run_id
         except BaseException as exc:  # noqa: BLE001  # handed to the test thread
             result["error"] = exc
         finally:
-            steering.finish()
+            live_control.finish()
 
     worker = threading.Thread(target=work)
     worker.start()
-    source = ViewSource(lambda: None)  # the steering endpoints read no table
+    source = ViewSource(lambda: None)  # the live-control endpoints read no table
     try:
-        with TestClient(make_app(source, steering), base_url="http://127.0.0.1") as client_:
-            drive(client_, steering)
+        with TestClient(make_app(source, live_control), base_url="http://127.0.0.1") as client_:
+            drive(client_, live_control)
     finally:
-        steering.resume() if not steering.status()["over"] else None
+        live_control.resume() if not live_control.status()["over"] else None
         worker.join(timeout=300)
     assert not worker.is_alive()
     return result.get("id"), result.get("error")
 
 
-def step_to_event(client: TestClient, steering: Steering) -> None:
+def step_to_event(client: TestClient, live_control: LiveControl) -> None:
     """Step through the steps before INJECT_AT one at a time, type the event while the run waits
     before INJECT_AT, then resume."""
     for step in range(1, INJECT_AT):
-        assert steering.wait_for(step, timeout=120)
+        assert live_control.wait_for(step, timeout=120)
         state = client.get("/api/steer").json()
         assert state["paused"] and state["waiting_before"] == step
         steer(client, "step")
-    assert steering.wait_for(INJECT_AT, timeout=120)
+    assert live_control.wait_for(INJECT_AT, timeout=120)
     queued = steer(client, "inject", text=EVENT)
     assert queued["queued"] == [EVENT] and queued["committed"] == INJECT_AT - 1
     steer(client, "resume")
@@ -189,8 +189,8 @@ def test_the_injected_event_is_in_the_report_and_the_timeline(injected):
 
 
 def test_the_endpoint_refuses_what_it_cannot_do(tmp_path):
-    steering = Steering()
-    with TestClient(make_app(ViewSource(lambda: None), steering), base_url="http://127.0.0.1") as c:
+    live_control = LiveControl()
+    with TestClient(make_app(ViewSource(lambda: None), live_control), base_url="http://127.0.0.1") as c:
         assert c.get("/api/steer").json()["paused"] is False
         form = c.post("/api/steer", data={"action": "pause"})
         assert form.status_code == 415 and "application/json" in form.json()["error"]
@@ -202,16 +202,16 @@ def test_the_endpoint_refuses_what_it_cannot_do(tmp_path):
         assert empty.status_code == 400 and "non-empty" in empty.json()["error"]
         huge = c.post("/api/steer", json={"action": "inject", "text": "x" * 5000})
         assert huge.status_code == 400 and "at most" in huge.json()["error"]
-        assert steering.status()["queued"] == []
+        assert live_control.status()["queued"] == []
         assert c.post("/api/steer", json={"action": "pause"}).json()["paused"] is True
         granted = c.post("/api/steer", json={"action": "step"}).json()
         assert granted["paused"] and granted["steps_granted"] == 1
         foreign = c.post("/api/steer", json={"action": "resume"},
                          headers={"origin": "http://evil.example"})
-        assert foreign.status_code == 403 and steering.status()["paused"] is True
+        assert foreign.status_code == 403 and live_control.status()["paused"] is True
         rebound = c.post("/api/steer", json={"action": "resume"}, headers={"host": "evil.example"})
-        assert rebound.status_code == 403 and steering.status()["paused"] is True
-        steering.finish()
+        assert rebound.status_code == 403 and live_control.status()["paused"] is True
+        live_control.finish()
         over = c.post("/api/steer", json={"action": "resume"})
         assert over.status_code == 409 and "over" in over.json()["error"]
     with TestClient(make_app(ViewSource(lambda: None)), base_url="http://127.0.0.1") as c:

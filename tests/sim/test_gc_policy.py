@@ -8,7 +8,7 @@ import pytest
 
 from personahub.api import run_simulation
 from personahub.pipelines.run import RunConfig
-from personahub.sim.heap import FULL_PASS_EVERY, RunHeap
+from personahub.sim.gc_policy import FULL_PASS_EVERY, RunHeap
 from personahub.sim.scenario import load_scenario
 
 

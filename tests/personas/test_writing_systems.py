@@ -6,7 +6,7 @@ import pytest
 
 from personahub.models.embedders import OpenAIEmbedder, make_embedder
 from personahub.personas.embedding import HashEmbedder, LocalEmbedder, embedder_scripts
-from personahub.personas.scripts import LATIN, covered, dominant_script, script_counts
+from personahub.personas.writing_systems import LATIN, covered, dominant_script, script_counts
 
 
 @pytest.mark.parametrize(("text", "script"), [

@@ -1,4 +1,4 @@
-"""Steering in a real headless Chromium (Debian's, driven by Playwright): a paused run is stepped
+"""Live control in a real headless Chromium (Debian's, driven by Playwright): a paused run is stepped
 twice with the page's Step button, an event typed into the page is injected and the run resumed;
 the event shows in the stream and the Events card, marked as injected, and is in ``events``."""
 
@@ -16,7 +16,7 @@ from personahub.api import run_simulation
 from personahub.core.store import connect
 from personahub.pipelines.run import RunConfig
 from personahub.sim.scenario import load_scenario
-from tests.analysis.test_steering import EVENT, INJECT_AT, STEPS, scenario_path  # noqa: F401
+from tests.analysis.test_live_control import EVENT, INJECT_AT, STEPS, scenario_path  # noqa: F401
 from tests.optional import CHROMIUM, CHROMIUM_ARGS, need_browser
 
 
@@ -46,12 +46,12 @@ def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  
     def work() -> None:  # the run goes in a worker: Playwright's sync API owns this thread's loop
         try:
             config = RunConfig(scenario=load_scenario(scenario_path), db=db,
-                               steering=watcher.steering)
+                               live_control=watcher.live_control)
             run_simulation(config, on_start=on_start)
         except BaseException as exc:  # noqa: BLE001  # handed to the test thread
             result["error"] = exc
         finally:
-            watcher.steering.finish()
+            watcher.live_control.finish()
             started.set()
 
     worker = threading.Thread(target=work)
@@ -95,8 +95,8 @@ def test_inject_an_event_from_the_page(scenario_path, tmp_path):  # noqa: F811  
             page.screenshot(path=str(tmp_path / "steered.png"), full_page=True)
             chromium.close()
     finally:
-        if not watcher.steering.status()["over"]:
-            watcher.steering.resume()
+        if not watcher.live_control.status()["over"]:
+            watcher.live_control.resume()
         worker.join(timeout=300)
         watcher.stop()
     assert "error" not in result, result.get("error")

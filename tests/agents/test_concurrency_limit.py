@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from personahub.models.limits import ConcurrencyLimit
+from personahub.models.concurrency_limit import ConcurrencyLimit
 
 
 def test_never_more_than_the_limit_and_lowering_takes_effect() -> None:

@@ -1,6 +1,6 @@
-"""Steering a live run: pause, single steps, resume, and events typed in by hand.
+"""Control a live run: pause, single steps, resume, and events typed in by hand.
 
-The runner consults the shared Steering before each step, so a step is never changed half-way;
+The runner consults the shared LiveControl before each step, so a step is never changed half-way;
 an injected event is recorded in the next step's transaction.
 """
 
@@ -16,8 +16,8 @@ MAX_EVENT_CHARS = 2000
 _SLICE_S = 0.2
 
 
-class SteeringError(ValueError):
-    """A steering request that cannot be applied (the message says why, for the page)."""
+class LiveControlError(ValueError):
+    """A live-control request that cannot be applied (the message says why, for the page)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Injected:
     source: str = "view"
 
 
-class Steering:
+class LiveControl:
     """What the page asked of the run, consulted by the runner between steps (thread-safe)."""
 
     def __init__(self, *, paused: bool = False, source: str = "view") -> None:
@@ -41,8 +41,8 @@ class Steering:
         self._committed = 0
         self._over = False
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Steering:
-        return self  # a stored config is copied: the steering stays one object
+    def __deepcopy__(self, memo: dict[int, Any]) -> LiveControl:
+        return self  # a stored config is copied: the control stays one object
 
     def __str__(self) -> str:
         return self._source
@@ -73,9 +73,9 @@ class Steering:
     def inject(self, text: str) -> int:
         """Queue an event for the start of the next step; returns how many are queued."""
         if not isinstance(text, str) or not text.strip():
-            raise SteeringError("an event needs non-empty text")
+            raise LiveControlError("an event needs non-empty text")
         if len(text) > MAX_EVENT_CHARS:
-            raise SteeringError(f"an event's text is at most {MAX_EVENT_CHARS} characters "
+            raise LiveControlError(f"an event's text is at most {MAX_EVENT_CHARS} characters "
                                 f"(got {len(text)})")
         with self._cond:
             self._check_open()
@@ -92,7 +92,7 @@ class Steering:
 
     def _check_open(self) -> None:
         if self._over:
-            raise SteeringError("the run is over: nothing left to steer")
+            raise LiveControlError("the run is over: nothing left to steer")
 
     def barrier(self, step: int) -> list[Injected]:
         """Before a step opens: wait while paused (unless a step was granted), then take the queued events."""
