@@ -41,6 +41,7 @@ from personahub.models.provider_batch_caller import (
     written_for_import,
 )
 from personahub.models.provider_batch_lines import (
+    RequestLine,
     ResultLine,
     by_custom_id,
     read_results_file,
@@ -111,7 +112,7 @@ class BatchingEmbedder:
         if self.on_handle is not None:
             self.on_handle(handle)
 
-    def _lines(self, calls: Sequence[EmbedCall]) -> tuple[list[dict[str, Any]], str]:
+    def _lines(self, calls: Sequence[EmbedCall]) -> tuple[list[RequestLine], str]:
         body = {"model": self.embedder.model}
         return ([request_line(c.custom_id, {**body, "input": list(c.texts)}, EMBEDDINGS_URL)
                  for c in calls], "embeddings")

@@ -212,14 +212,14 @@ class HttpEndpoint:
                 probe.release()
 
     # what a batch needs: the same body, the same reading
-    def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]:
+    def request_body(self, request: CallRequest) -> tuple[dict[str, object], str]:
         """The body an online call would post now, and its mode."""
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
         return body, sent_mode(mode, stripped)
 
-    def answer_message(self, body: dict[str, Any]) -> AIMessage:
+    def answer_message(self, body: dict[str, object]) -> AIMessage:
         """A completion body read as ChatOpenAI reads an online answer."""
         return first_message(self.model._create_chat_result(body))
 
