@@ -105,11 +105,11 @@ class ShardCodec(Protocol[I_contra, A]):
     def dump(self, answer: A) -> str:
         ...
 
-    def calls(self, answer: A) -> Sequence[StructuredResult[Any]]:
+    def calls(self, answer: A) -> Sequence[StructuredResult[BaseModel]]:
         """The calls the answer took, whose records and cache entries travel with it."""
         ...
 
-    def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
+    def load(self, item: I_contra, value: str, calls: list[StructuredResult[BaseModel]]) -> A:
         ...
 
 
