@@ -200,7 +200,7 @@ class HttpEndpoint:
             return None
         return lock
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """One request (under the probe while the mode is being learned)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()
@@ -229,7 +229,7 @@ class HttpEndpoint:
             await self._on_loop()
         return self.model.root_async_client
 
-    async def _send(self, request: CallRequest, probe: bool = False) -> StructuredResult[Any]:
+    async def _send(self, request: CallRequest, probe: bool = False) -> StructuredResult[BaseModel]:
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         record = request.record(model=self.label, endpoint=self.index,
                                 structured_mode=sent_mode(mode, stripped))
@@ -253,7 +253,7 @@ class HttpEndpoint:
                                          self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             deadlines.untrack(scope)
-            result = failed(record, exc, started)
+            result: StructuredResult[BaseModel] = failed(record, exc, started)
             if isinstance(exc, TimeoutError) and deadlines.cut_short(scope, sent, probe):
                 return straggled(result, warm=deadlines.warm)
             return result
