@@ -118,7 +118,7 @@ class BatchingEmbedder:
                  for c in calls], "embeddings")
 
     async def embed_with_results(self, texts: Sequence[str]
-                                 ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
+                                 ) -> tuple[np.ndarray, list[StructuredResult[EmbeddingVectors]]]:
         """Normalised vectors and one result per request, as the wrapped embedder answers. A request that
         fails for good raises, every attempt's record carried on the error.
         """
