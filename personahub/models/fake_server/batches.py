@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from personahub.models.fake_server.files import FileProblem, FileStore, new_id
 
@@ -183,7 +183,7 @@ class BatchBook:
             raise FileProblem(404, f"No batch found with id '{batch_id}'.", "batch_id")
         return batch
 
-    def _set(self, batch: _Batch, status: str, **changes: Any) -> None:
+    def _set(self, batch: _Batch, status: str, **changes: object) -> None:
         with self._lock:
             if batch.status == "cancelling" and status in ("in_progress", "finalizing"):
                 status = "cancelling"  # a cancel arrived meanwhile: stay cancelling

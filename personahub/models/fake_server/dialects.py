@@ -35,14 +35,33 @@ class Refusal:
 
 @dataclass(frozen=True)
 class Plan:
-    """How to answer an accepted request (None for tools or the token limit means none)."""
+    """How to answer an accepted request (None for tools or the token limit means none).
+
+    The tools are the request's as sent: the server's bounds check refuses a value that is no list
+    of tool objects before they are used.
+    """
 
     json_schema: Mapping[str, object] | None = None
     wants_json: bool = False
     prompt_schema: bool = True
-    tools: Sequence[Mapping[str, object]] | None = None
+    tools: object = None
     tool_choice: object = None
     max_tokens: int | None = None
+
+
+class FormatParts(TypedDict, total=False):
+    """The part of a plan a response format decides."""
+
+    json_schema: Mapping[str, object]
+    wants_json: bool
+    prompt_schema: bool
+
+
+class ToolParts(TypedDict, total=False):
+    """The part of a plan the tools and the tool choice decide."""
+
+    tools: object
+    tool_choice: object
 
 
 @dataclass(frozen=True)
@@ -110,17 +129,17 @@ class Dialect:
             return int(value)
         return None
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         if response_format is None:
             return {}
         kind = response_format.get("type") if isinstance(response_format, Mapping) else None
-        if kind not in _FORMAT_TYPES:
+        if kind not in _FORMAT_TYPES or not isinstance(response_format, Mapping):
             return self.error(400, f"Invalid value for 'response_format.type': {kind!r}; supported "
                               "values are 'text', 'json_object' and 'json_schema'.",
                               param="response_format", code="invalid_value")
-        return _format_plan(kind, _schema_of(response_format))
+        return _format_plan(str(kind), _schema_of(response_format))
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools, choice = request.get("tools"), request.get("tool_choice")
         if not tools or choice == "none":
             return {}
@@ -195,14 +214,14 @@ class VllmDialect(Dialect):
             return int(value)
         return None
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         if response_format is None:
             return {}
         kind = response_format.get("type") if isinstance(response_format, Mapping) else None
         if kind == "structural_tag":
             return {}
         where = ("body", "response_format", "ResponseFormat")
-        if kind not in _FORMAT_TYPES:
+        if kind not in _FORMAT_TYPES or not isinstance(response_format, Mapping):
             return self.invalid({"type": "literal_error", "loc": (*where, "type"),
                                  "msg": "Input should be 'text', 'json_object' or 'json_schema'",
                                  "input": kind})
@@ -210,9 +229,9 @@ class VllmDialect(Dialect):
         if kind == "json_schema" and not (isinstance(spec, Mapping) and isinstance(spec.get("name"), str)):
             return self.invalid({"type": "missing", "loc": (*where, "json_schema", "name"),
                                  "msg": "Field required", "input": spec})
-        return _format_plan(kind, _schema_of(response_format))
+        return _format_plan(str(kind), _schema_of(response_format))
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools, choice = request.get("tools"), request.get("tool_choice")
         if choice is None and tools:
             choice = "auto"
@@ -355,7 +374,7 @@ class LlamaCppDialect(Dialect):
         wanted = checked.max_tokens
         limit = room if wanted is None or wanted <= 0 else min(wanted, room)
         response_format = checked.response_format
-        formats: dict[str, Any] = {}
+        formats: FormatParts = {}
         if response_format is not None and response_format["type"] == "json_object":
             schema = response_format.get("schema")
             formats = _format_plan("json_object", schema if isinstance(schema, dict) else None)
@@ -416,7 +435,7 @@ class OllamaDialect(Dialect):
                               "ChatCompletionRequest.max_tokens of type int")
         return int(value) if value > 0 else None
 
-    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         if response_format is None:
             return {}
         if not isinstance(response_format, Mapping):
@@ -432,7 +451,7 @@ class OllamaDialect(Dialect):
             return _format_plan("json_schema", schema if isinstance(schema, dict) else None)
         return {}
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools = request.get("tools")
         return {"tools": tools, "tool_choice": None} if tools else {}
 
@@ -456,7 +475,7 @@ class OpenAIStrictDialect(Dialect):
 
     name = "openai-strict"
 
-    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         planned = super().response_format(response_format)
         if isinstance(planned, Refusal) or not isinstance(response_format, Mapping):
             return planned
@@ -465,7 +484,7 @@ class OpenAIStrictDialect(Dialect):
         name = spec.get("name") if isinstance(spec, Mapping) else None
         return self._check(schema, f"response_format {name!r}", "response_format") or planned
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools = request.get("tools")
         for tool in tools if isinstance(tools, list) else []:  # the base dialect refuses others
             function = tool.get("function") if isinstance(tool, Mapping) else None
@@ -512,7 +531,7 @@ class ToolsOnlyDialect(Dialect):
 
     name = "tools-only"
 
-    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         kind = response_format.get("type") if isinstance(response_format, Mapping) else response_format
         if response_format is None or kind == "text":
             return {}
@@ -539,7 +558,7 @@ def validation_text(errors: Sequence[Mapping[str, object]]) -> str:
         f"\n  {dict(e)}" for e in errors)
 
 
-def _format_plan(kind: str, schema: Mapping[str, object] | None) -> dict[str, Any]:
+def _format_plan(kind: str, schema: Mapping[str, object] | None) -> FormatParts:
     if kind == "text":
         return {}
     if schema:

@@ -247,14 +247,15 @@ class _Server(ThreadingHTTPServer):
             return
         self.refused.close_later(request)  # closed once drained, so no reset eats the 503
 
-    def shutdown_request(self, request: Any) -> None:
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
         try:
             super().shutdown_request(request)
         finally:
             with self.open_lock:
                 self.open_connections -= 1
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket],
+                     client_address: object) -> None:
         """Ignore clients that hang up (tests time out on purpose)."""
         import sys
 
@@ -782,8 +783,16 @@ def _prepare_chat(srv: _Server, request: dict[str, object]) -> _Prepared | Refus
     check_chat(plan.max_tokens, choices, plan.tools)
     schema = _answer_schema(plan, messages)
     check_answer([(schema, "response_format"),
-                  *((_parameters(t), "tools") for t in plan.tools or ())], choices)
+                  *((_parameters(t), "tools") for t in _tools(plan) or ())], choices)
     return _Prepared(plan, messages, choices, schema)
+
+
+def _tools(plan: Plan) -> list[Mapping[str, object]] | None:
+    """The plan's tools as check_chat lets them through: a list of tool objects, or None."""
+    tools = plan.tools
+    if not isinstance(tools, list):
+        return None
+    return [tool for tool in tools if isinstance(tool, Mapping)]
 
 
 def _parameters(tool: Mapping[str, object]) -> object:
@@ -980,7 +989,7 @@ def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
 def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[Turn], plan: Plan,
             schema: Mapping[str, object] | None, malformed: bool,
             runaway: bool = False) -> tuple[Shaped, bool, int, int]:
-    reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
+    reply = engine.respond(messages, json_schema=schema, tools=_tools(plan),
                            tool_choice=plan.tool_choice)
     limit = plan.max_tokens
     if runaway:
@@ -1009,7 +1018,8 @@ def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[Turn], plan:
 
 def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, object] | None) -> Runaway | None:
     if reply.tool_calls:
-        tool = pick_tool(plan.tools, plan.tool_choice) if plan.tools else {}
+        tools = _tools(plan)
+        tool = pick_tool(tools, plan.tool_choice) if tools else {}
         return run_away(reply.tool_calls[0]["args"], tool.get("parameters"), plan.max_tokens)
     try:
         value = json.loads(reply.content)
