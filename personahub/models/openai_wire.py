@@ -13,7 +13,7 @@ from typing import Any, TypedDict, TypeVar
 from openai import AsyncOpenAI, AsyncStream, BaseModel
 from openai._base_client import URL, make_request_options
 from openai._models import FinalRequestOptions
-from openai._types import NOT_GIVEN, NotGiven, Omit
+from openai._types import NOT_GIVEN, Body, Headers, NotGiven, Omit, Query, Timeout
 from openai.resources.chat.completions import AsyncCompletions
 from openai.types.chat import ChatCompletionChunk
 
@@ -57,8 +57,10 @@ def is_plain(params: Mapping[str, object]) -> bool:
 class PassThroughCompletions(AsyncCompletions):
     """Chat completions without the per-request payload walk."""
 
-    async def create(self, *, extra_headers: Any = None, extra_query: Any = None,
-                     extra_body: Any = None, timeout: Any = NOT_GIVEN, **params: Any) -> Any:
+    async def create(self, *, extra_headers: Headers | None = None, extra_query: Query | None = None,
+                     extra_body: Body | None = None,
+                     timeout: float | Timeout | None | NotGiven = NOT_GIVEN,
+                     **params: Any) -> Any:
         """Post plain parameters as the body, else the SDK's own create."""
         params = {k: v for k, v in params.items() if _given(v)}
         if not is_plain(params):
