@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
@@ -47,7 +47,7 @@ class SinkSlot:
 class SpilledCall:
     """One line of a spill: the job's tags and the attempt's record."""
 
-    tags: Mapping[str, Any]
+    tags: Mapping[str, object]
     record: CallRecord
 
 
@@ -60,9 +60,9 @@ def spill_path(db: str | Path, job_id: str) -> Path:
 class CallSpill:
     """Appends final call records as tagged JSON lines."""
 
-    def __init__(self, path: str | Path, tags: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, path: str | Path, tags: Mapping[str, object] | None = None) -> None:
         self.path = Path(path)
-        self.tags: dict[str, Any] = dict(tags or {})
+        self.tags: dict[str, object] = dict(tags or {})
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._head = b'{"tags":' + orjson.dumps(dict(tags or {})) + b',"record":'
         self._early: set[str] = set()
@@ -157,10 +157,10 @@ class WorkerSpill:
     """What a worker process needs to spill a job's attempts (plain values: it travels by pickle)."""
 
     folder: str
-    tags: Mapping[str, Any]
+    tags: Mapping[str, object]
 
     @classmethod
-    def beside(cls, db: str | Path, job_id: str, tags: Mapping[str, Any]) -> WorkerSpill:
+    def beside(cls, db: str | Path, job_id: str, tags: Mapping[str, object]) -> WorkerSpill:
         """The job's worker folder, created on the driver."""
         folder = worker_folder(db, job_id)
         folder.mkdir(exist_ok=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import duckdb
 
@@ -38,7 +38,7 @@ def model_names(client: ServesModels) -> dict[int, str]:
 
 
 def call_rows(client: ServesModels, records: Iterable[CallRecord],
-              job: JobRef | None) -> list[dict[str, Any]]:
+              job: JobRef | None) -> list[dict[str, object]]:
     """Call-log rows for records, tagged with the job and model. An impossible token figure is stored as
     NULL, never refused.
     """
@@ -52,7 +52,7 @@ def call_rows(client: ServesModels, records: Iterable[CallRecord],
         endpoint = row.get("endpoint")
         label = row.pop("model")  # the record's engine label
         row["llm"] = label
-        row["model_name"] = names.get(endpoint, label) if endpoint is not None else label
+        row["model_name"] = names.get(endpoint, label) if isinstance(endpoint, int) else label
     return rows
 
 
@@ -60,13 +60,13 @@ def records_of(results: Iterable[CarriesCalls]) -> list[CallRecord]:
     return [record for result in results for record in result.records]
 
 
-def cache_rows_of(results: Iterable[CarriesCalls]) -> list[dict[str, Any]]:
+def cache_rows_of(results: Iterable[CarriesCalls]) -> list[dict[str, object]]:
     """Cache rows of the answers the batch's results recorded."""
     return record_rows(entry for result in results for entry in result.cache_entries)
 
 
 def commit_batch(con: duckdb.DuckDBPyConnection, job: JobRef | None, client: ServesModels,
-                 rows: Mapping[str, Sequence[Mapping[str, Any]]], results: Sequence[CarriesCalls],
+                 rows: Mapping[str, Sequence[Mapping[str, object]]], results: Sequence[CarriesCalls],
                  *, then: Callable[[], T] | None = None,
                  replacing: Sequence[str] = ()) -> T | None:
     """Write a batch's rows, call records and new cache answers in one transaction; a final callback runs
@@ -122,10 +122,12 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
         have = chosen.get(call_id)
         if have is None or (have.record.status == SENT and item.record.status != SENT):
             chosen[call_id] = item
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, object]] = []
     for item in chosen.values():
         tags = item.tags
-        job = JobRef(str(tags.get("job_kind")), str(tags.get("job_id")), tags.get("run_id"))
+        run_id = tags.get("run_id")
+        job = JobRef(str(tags.get("job_kind")), str(tags.get("job_id")),
+                     run_id if isinstance(run_id, str) else None)
         row = call_rows(client, [item.record], job)[0]
         if row.get("status") == "ok":
             row["status"] = DISCARDED
@@ -133,5 +135,5 @@ def commit_spilled(con: duckdb.DuckDBPyConnection, client: ServesModels,
     if rows:
         with transaction(con):
             insert_rows(con, "llm_calls", rows)
-    return [row["call_id"] for row in rows]
+    return list(chosen)  # the rows' call ids, in order
 

@@ -55,7 +55,7 @@ def _row(values: Sequence[Any]) -> JobRow:
 
 
 def create_job(con: duckdb.DuckDBPyConnection, job_id: str, kind: str,
-               config: Mapping[str, Any], *, seed: int | None = None,
+               config: Mapping[str, object], *, seed: int | None = None,
                parent_id: str | None = None) -> None:
     """Record a new job, running from now (in the caller's transaction)."""
     stamp = now()
@@ -85,13 +85,13 @@ def touch_job(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
     con.execute("UPDATE jobs SET updated_at = ? WHERE job_id = ?", [now(), job_id])
 
 
-def merge_job_config(con: duckdb.DuckDBPyConnection, job_id: str, items: Mapping[str, Any]) -> None:
+def merge_job_config(con: duckdb.DuckDBPyConnection, job_id: str, items: Mapping[str, object]) -> None:
     """Add what a job learned while running to its config."""
     con.execute("UPDATE jobs SET config = json_merge_patch(coalesce(config, '{}'), ?) "
                 "WHERE job_id = ?", [json.dumps(dict(items), default=str), job_id])
 
 
-def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[str, Any]) -> None:
+def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[str, object]) -> None:
     con.execute("UPDATE jobs SET config = ? WHERE job_id = ?",
                 [json.dumps(dict(config), ensure_ascii=False, default=str), job_id])
 

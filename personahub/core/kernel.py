@@ -15,9 +15,10 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Se
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Never, Protocol, TypeAlias, TypeVar, cast
 
 import duckdb
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -36,6 +37,7 @@ from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
+from personahub.core.json_types import JsonObject
 from personahub.core.live_jobs import running_here
 from personahub.core.loop import JobLoop, job_loop
 from personahub.core.store import connect, insert_rows, transaction
@@ -48,20 +50,22 @@ T = TypeVar("T")
 B_contra = TypeVar("B_contra", contravariant=True)
 R_co = TypeVar("R_co", covariant=True)
 S_co = TypeVar("S_co", covariant=True)
+C2 = TypeVar("C2")
+M = TypeVar("M", bound=BaseModel)
 
 
 def engine(default: object = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
-           default_factory: Any = dataclasses.MISSING) -> Any:
+           default_factory: Callable[[], object] | None = None) -> Any:
     """A config field on how the job runs, not what it makes: a resume takes the caller's value. An
     identity one still tells jobs apart; a secret one is stored redacted.
     """
     meta = {"engine": True, "identity": identity, "secret": secret}
-    if default_factory is not dataclasses.MISSING:
+    if default_factory is not None:
         return field(default_factory=default_factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def _fields(config_type: type) -> tuple[dataclasses.Field[Any], ...]:
+def _fields(config_type: type) -> tuple[dataclasses.Field[object], ...]:
     return dataclasses.fields(config_type)
 
 
@@ -101,11 +105,11 @@ class ShardCodec(Protocol[I_contra, A]):
     def dump(self, answer: A) -> str:
         ...
 
-    def calls(self, answer: A) -> Sequence[StructuredResult[Any]]:
+    def calls(self, answer: A) -> Sequence[StructuredResult[BaseModel]]:
         """The calls the answer took, whose records and cache entries travel with it."""
         ...
 
-    def load(self, item: I_contra, value: str, calls: list[StructuredResult[Any]]) -> A:
+    def load(self, item: I_contra, value: str, calls: list[StructuredResult[BaseModel]]) -> A:
         ...
 
 
@@ -113,7 +117,7 @@ class ShardCodec(Protocol[I_contra, A]):
 class BatchOutcome:
     """What one batch (or a job's start) writes in one transaction, and its counts."""
 
-    rows: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    rows: Mapping[str, Sequence[Mapping[str, object]]] = field(default_factory=dict)
     calls: Sequence[CarriesCalls] = ()
     asked: int = 0
     kept: int = 0
@@ -146,19 +150,19 @@ class Executor(Protocol):
 
     name: str
 
-    def check(self, spec: JobSpec[Any, Any, Any, Any], ctx: JobContext[Any]) -> None:
+    def check(self, spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> None:
         """Refuse early a job this executor cannot run."""
         ...
 
-    def session(self, ctx: JobContext[Any]) -> AbstractContextManager[None]:
+    def session(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
         ...
 
-    def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
+    def batches(self, spec: JobSpec[C, B, R, S], ctx: JobContext[C], asker: Asker[B, R],
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
         """Each planned batch with its answers, in plan order."""
         ...
 
-    def finish(self, ctx: JobContext[Any]) -> None:
+    def finish(self, ctx: JobContext[C]) -> None:
         ...
 
 
@@ -191,7 +195,7 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def unit(self) -> str:
         ...
 
-    def model_settings(self, config: C) -> Any | None: ...
+    def model_settings(self, config: C) -> object | None: ...
     def prepare(self, ctx: JobContext[C]) -> None: ...
     def start(self, ctx: JobContext[C]) -> BatchOutcome: ...
     def plan(self, ctx: JobContext[C]) -> Iterator[B]: ...
@@ -201,11 +205,11 @@ class JobSpec(Protocol[C, B, R, S_co]):
     def new_id(self) -> str: ...
     def job_id_for(self, config: C) -> str: ...
     def belongs_to(self, config: C) -> str | None: ...
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]: ...
+    def upgrade(self, stored: JsonObject) -> JsonObject: ...
     def resume_hint(self, job_id: str, db: Path) -> str: ...
     def stop_note(self, ctx: JobContext[C]) -> str: ...
     def report(self, summary: Any, db: Path) -> list[str]: ...
-    def label(self, config: Mapping[str, Any]) -> str: ...
+    def label(self, config: Mapping[str, object]) -> str: ...
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str: ...
     def nothing_kept(self, ctx: JobContext[C], asked: int) -> str: ...
     def failure_text(self, ctx: JobContext[C], exc: BaseException) -> str: ...
@@ -229,7 +233,7 @@ class SpecBase(Generic[C, B, R, S]):
     # False for a kind whose calls are not part of its run (a judge)
     calls_in_run: ClassVar[bool] = True
 
-    def model_settings(self, config: C) -> Any | None:
+    def model_settings(self, config: C) -> object | None:
         """The model settings (None: the job calls no model)."""
         return None
 
@@ -253,7 +257,7 @@ class SpecBase(Generic[C, B, R, S]):
         """The run or job this kind works on, or None."""
         return None
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+    def upgrade(self, stored: JsonObject) -> JsonObject:
         return stored
 
     def resume_hint(self, job_id: str, db: Path) -> str:
@@ -262,10 +266,10 @@ class SpecBase(Generic[C, B, R, S]):
     def stop_note(self, ctx: JobContext[C]) -> str:
         return ""
 
-    def report(self, summary: Any, db: Path) -> list[str]:
+    def report(self, summary: S, db: Path) -> list[str]:
         return [f"{self.noun}: {summary}"]
 
-    def label(self, config: Mapping[str, Any]) -> str:
+    def label(self, config: Mapping[str, object]) -> str:
         return ""
 
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
@@ -303,7 +307,7 @@ class JobResult(Generic[S]):
     ran: bool = True
 
 
-ExecutorChoice = Executor | Callable[[Any], Executor]
+ExecutorChoice = Executor | Callable[[object], Executor]
 
 
 #: called with the connection and the new job's id inside the transaction that records the job
@@ -344,7 +348,7 @@ class JobContext(Generic[C]):
     spill: call_spill.CallSpill | None = None
     spilled_ids: frozenset[str] = frozenset()
     asked: int = 0
-    asker: Asker[Any, Any] | None = None  # the asker this run drives (set by the kernel)
+    asker: Asker[Never, object] | None = None  # the asker this run drives (set by the kernel)
     executor: Executor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -379,7 +383,7 @@ class JobContext(Generic[C]):
             raise PersonahubError(f"{self.spec.kind}: this job calls no model")
         return self.client
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[object, Never, T]) -> T:
         return self.env.loop.run(coro)
 
     def report(self, phase: str, done: int, total: int | None) -> None:
@@ -393,7 +397,7 @@ class JobContext(Generic[C]):
             return caller
         return cast(StructuredCaller, _Counting(caller, self, len(batch)))
 
-    def run_child(self, spec: JobSpec[Any, Any, Any, S], config: object, *,
+    def run_child(self, spec: JobSpec[C2, B, R, S], config: C2 | Mapping[str, object], *,
                   resume: str | None = None) -> JobResult[S]:
         """Run a child job on this job's connection, loop, client and executor."""
         child = dataclasses.replace(self.env, parent=self.job_id, client=self.client,
@@ -402,13 +406,13 @@ class JobContext(Generic[C]):
         return _run(spec, config, child, resume=resume, fresh=False)
 
 
-class _Counting:
+class _Counting(Generic[C]):
     """A model client that reports progress as each call is answered."""
 
-    def __init__(self, caller: StructuredCaller, ctx: JobContext[Any], size: int) -> None:
+    def __init__(self, caller: StructuredCaller, ctx: JobContext[C], size: int) -> None:
         self._caller, self._ctx, self._size, self._answered = caller, ctx, size, 0
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._caller, name)
 
     def alongside(self, client: StructuredCaller) -> StructuredCaller:
@@ -418,9 +422,14 @@ class _Counting:
         return cast(StructuredCaller, _Counting(inner(client) if inner is not None else client,
                                                 self._ctx, self._size))
 
-    async def structured(self, *args: Any, **kwargs: Any) -> StructuredResult[Any]:
+    async def structured(self, schema: type[M], messages: list[object], *, purpose: str,
+                         persona_id: str | None = None, step: int | None = None,
+                         check: Callable[[M], str | None] | None = None, sample: int = 0,
+                         max_tokens: int | None = None) -> StructuredResult[M]:
         try:
-            return await self._caller.structured(*args, **kwargs)
+            return await self._caller.structured(schema, messages, purpose=purpose,
+                                                 persona_id=persona_id, step=step, check=check,
+                                                 sample=sample, max_tokens=max_tokens)
         finally:
             self._answered += 1
             ctx = self._ctx
@@ -428,10 +437,16 @@ class _Counting:
                        ctx.total)
 
 
-_REGISTRY: dict[str, JobSpec[Any, Any, Any, Any]] = {}
+#: a spec of some kind, its config, batch, result and summary types unknown here: the registry
+#: holds kinds of every type, and a caller who looks one up knows its types no more than this
+SomeSpec: TypeAlias = "JobSpec[Any, Any, Any, Any]"
+
+SP = TypeVar("SP", bound=SomeSpec)
+
+_REGISTRY: dict[str, SomeSpec] = {}
 
 
-def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
+def register(spec: SP) -> SP:
     """Make a kind known to the jobs and resume commands."""
     known = _REGISTRY.get(spec.kind)
     if known is not None and type(known) is not type(spec):
@@ -440,15 +455,15 @@ def register(spec: JobSpec[Any, Any, Any, Any]) -> JobSpec[Any, Any, Any, Any]:
     return spec
 
 
-def spec_for(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
+def spec_for(kind: str) -> SomeSpec | None:
     return _REGISTRY.get(kind)
 
 
-def registered() -> dict[str, JobSpec[Any, Any, Any, Any]]:
+def registered() -> dict[str, SomeSpec]:
     return dict(_REGISTRY)
 
 
-def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], db: str | Path, *,
+def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], db: str | Path, *,
             models: Models, executor: ExecutorChoice, resume: str | None = None,
             fresh: bool = False,
             progress: ProgressHook | None = None,
@@ -498,7 +513,7 @@ def _remove_database(db: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
+def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], env: _Env, *,
          resume: str | None, fresh: bool) -> JobResult[S]:
     ctx = _open(spec, config, env, resume)
     twins = [] if resume or not spec.refuses_twins else _twins(spec, ctx)
@@ -526,7 +541,7 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, Any], env: _Env, *,
     return JobResult(ctx.job_id, status, _summary(spec, ctx, status))
 
 
-def _summary(spec: JobSpec[C, Any, Any, S], ctx: JobContext[C], status: str) -> S:
+def _summary(spec: JobSpec[C, B, R, S], ctx: JobContext[C], status: str) -> S:
     """The ended job's summary; a full disk while a summary writes (a calibration's scores) is one
     line naming the command that writes it once space is back."""
     try:
@@ -540,7 +555,7 @@ def _summary(spec: JobSpec[C, Any, Any, S], ctx: JobContext[C], status: str) -> 
             f"device); free space, then {spec.resume_hint(ctx.job_id, ctx.db)} writes it") from None
 
 
-def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _Env,
+def _open(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], env: _Env,
           resume: str | None) -> JobContext[C]:
     if resume is None:
         if not isinstance(config, spec.config_type):
@@ -555,24 +570,27 @@ def _open(spec: JobSpec[C, Any, Any, Any], config: C | Mapping[str, Any], env: _
     return JobContext(spec, config, resume, True, stored, env, status=row.status)
 
 
-def config_json(config: Any, models: Models) -> dict[str, Any]:
+def config_json(config: object, models: Models) -> JsonObject:
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"a job's config is a dataclass instance, not {type(config).__name__}")
     stored = dataclasses.asdict(config)
     for f in _fields(type(config)):
         if f.metadata.get("secret") and isinstance(stored[f.name], str):
             stored[f.name] = models.redact(stored[f.name])
-    return typing.cast(dict[str, Any], json.loads(json.dumps(stored, default=str)))
+    loaded: JsonObject = json.loads(json.dumps(stored, default=str))
+    return loaded
 
 
-def resumed_config(spec: JobSpec[C, Any, Any, Any], stored: Mapping[str, Any],
-                   caller: C | Mapping[str, Any], job_id: str) -> C:
+def resumed_config(spec: JobSpec[C, B, R, S], stored: Mapping[str, object],
+                   caller: C | Mapping[str, object], job_id: str) -> C:
     """The config a resume runs with: stored identity fields, the caller's engine fields."""
     config_type = spec.config_type
     engines = engine_fields(config_type)
     whole = isinstance(caller, config_type)
     given = ({f.name: getattr(caller, f.name) for f in _fields(config_type)} if whole
-             else dict(typing.cast(Mapping[str, Any], caller)))
+             else dict(typing.cast(Mapping[str, object], caller)))
     hints = typing.get_type_hints(config_type)
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for f in _fields(config_type):
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         if f.name in engines and f.name in given:
@@ -596,12 +614,26 @@ def _typed(value: object, hint: object) -> object:
     return value
 
 
-def _twins(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> list[str]:
+def _twins(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> list[str]:
     return unfinished_twins(spec, ctx.con, ctx.stored)
 
 
-def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConnection,
-                     stored: Mapping[str, Any]) -> list[str]:
+class _Twinned(Protocol):
+    """What finding a job's twins reads of its spec."""
+
+    @property
+    def kind(self) -> str:
+        ...
+
+    @property
+    def config_type(self) -> type:
+        ...
+
+    def upgrade(self, stored: JsonObject) -> JsonObject: ...
+
+
+def unfinished_twins(spec: _Twinned, con: duckdb.DuckDBPyConnection,
+                     stored: Mapping[str, object]) -> list[str]:
     """Unfinished jobs with the same identity, newest first."""
     names = identity_fields(spec.config_type)
     mine = {k: stored.get(k) for k in names}
@@ -610,7 +642,7 @@ def unfinished_twins(spec: JobSpec[Any, Any, Any, Any], con: duckdb.DuckDBPyConn
             if {k: spec.upgrade(dict(row.config)).get(k) for k in names} == mine]
 
 
-def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCaller | None:
+def _client(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> StructuredCaller | None:
     """The model client, checked and with the cache attached."""
     settings = spec.model_settings(ctx.config)
     if settings is None:
@@ -625,7 +657,7 @@ def _client(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> StructuredCa
     return client
 
 
-def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence[str]) -> None:
+def _record(spec: JobSpec[C, B, R, S], ctx: JobContext[C], twins: Sequence[str]) -> None:
     """A new job's rows in one transaction; a resumed one is marked running."""
     if ctx.resumed:
         jobs_store.mark_running(ctx.con, ctx.job_id)
@@ -645,7 +677,7 @@ def _record(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], twins: Sequence
     _write(ctx, dataclasses.replace(outcome, then=record))
 
 
-def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> object:
+def _write(ctx: JobContext[C], outcome: BatchOutcome) -> object:
     if ctx.client is None:
         with transaction(ctx.con):
             for table, rows in outcome.rows.items():
@@ -662,7 +694,7 @@ def _write(ctx: JobContext[Any], outcome: BatchOutcome) -> object:
 
 
 @contextmanager
-def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
+def _spilling(ctx: JobContext[C]) -> Iterator[None]:
     """Spill every final attempt as it happens, so no billed attempt is lost."""
     client = ctx.client
     spill_to = getattr(client, "spill_to", None)
@@ -699,7 +731,7 @@ def _spilling(ctx: JobContext[Any]) -> Iterator[None]:
             call_spill.remove_job(ctx.db, ctx.job_id)
 
 
-def _drive(spec: JobSpec[C, B, R, Any], ctx: JobContext[C]) -> tuple[int, int]:
+def _drive(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> tuple[int, int]:
     """Plan, ask, commit, check, batch after batch; returns the asked and kept counts."""
     asker = ctx.asker = spec.asker(ctx)
     after_commit = getattr(asker, "committed", None)
@@ -727,9 +759,9 @@ def _closing(*generators: Iterator[object]) -> Iterator[None]:
                     raise
 
 
-def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
+def _drive_batches(spec: JobSpec[C, B, R, S], ctx: JobContext[C],
                    batches: Iterator[tuple[B, R]],
-                   after_commit: Callable[[], Coroutine[Any, Any, object]] | None) -> tuple[int, int]:
+                   after_commit: Callable[[], Coroutine[object, None, object]] | None) -> tuple[int, int]:
     asked = kept = 0
     share = float(getattr(ctx.config, "max_failed_share", DEFAULT_MAX_FAILED_SHARE))
     for number, (batch, result) in enumerate(batches, 1):
@@ -748,7 +780,7 @@ def _drive_batches(spec: JobSpec[C, B, R, Any], ctx: JobContext[C],
     return asked, kept
 
 
-def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, kept: int) -> str:
+def _conclude(spec: JobSpec[C, B, R, S], ctx: JobContext[C], asked: int, kept: int) -> str:
     """Mark the job finished, partial or failed from what it kept, and return that status.
 
     A fresh job that kept none of ``asked`` is marked failed and raises with its most common error
@@ -768,7 +800,7 @@ def _conclude(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C], asked: int, k
 
 
 @contextmanager
-def _guard(spec: JobSpec[C, Any, Any, Any], ctx: JobContext[C]) -> Iterator[None]:
+def _guard(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> Iterator[None]:
     """Ctrl-C or SIGTERM: interrupted, resumable; any other error: failed."""
     hint = spec.resume_hint(ctx.job_id, ctx.db)
     try:

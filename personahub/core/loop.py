@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any, Never, Protocol, TypeVar
 
 T = TypeVar("T")
 _BLOCKING = (socket.getaddrinfo, socket.getnameinfo)
@@ -61,7 +61,7 @@ def steady_gc_stop() -> None:
 class Watchdog(Protocol):
     """What stops work whose model calls stopped completing."""
 
-    async def guarded(self, work: Coroutine[Any, Any, T]) -> T:
+    async def guarded(self, work: Coroutine[object, Never, T]) -> T:
         """Await work, raising a resumable stop when no call completes for too long."""
         ...
 
@@ -132,7 +132,7 @@ def close_quietly(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
+def run(coro: Coroutine[object, Never, T]) -> T:
     """asyncio.run on a run loop, closed quietly after an interrupt."""
     steady_gc_start()
     try:
@@ -154,7 +154,7 @@ class JobLoop:
         steady_gc_start()
         self._steady = True
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[object, Never, T]) -> T:
         return self.loop.run_until_complete(coro)
 
     def watch(self, watchdog: Watchdog | None) -> None:

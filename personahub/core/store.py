@@ -284,7 +284,7 @@ def _plain(value: object) -> object:
 def insert_rows(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    rows: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, object]],
     *,
     ignore_conflicts: bool = False,
 ) -> int:
@@ -298,7 +298,7 @@ def insert_rows(
 def insert_columns(
     con: duckdb.DuckDBPyConnection,
     table: str,
-    columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray],
+    columns: Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray],
     *,
     ignore_conflicts: bool = False,
     new_by: Sequence[str] = (),
@@ -306,7 +306,7 @@ def insert_columns(
     """Insert columns of one length into a table as one Arrow batch. With key columns, only new keys go in,
     by an anti-join (a quarter faster than a conflict check at a million personas).
     """
-    data: dict[str, Sequence[Any] | pa.Array | pa.ChunkedArray] = {}
+    data: dict[str, Sequence[object] | pa.Array | pa.ChunkedArray] = {}
     for name, values in columns.items():
         # plain scalars need no per-value conversion (an isinstance check cost a second per 100k rows)
         if isinstance(values, pa.Array | pa.ChunkedArray) or set(map(type, values)) <= _SCALARS:
@@ -336,7 +336,7 @@ def insert_columns(
     return count
 
 
-def record_rows(records: Iterable[DataclassInstance], **extra: Any) -> list[dict[str, Any]]:
+def record_rows(records: Iterable[DataclassInstance], **extra: object) -> list[dict[str, object]]:
     """Dataclass records as row dicts; float epoch fields ending in _at become timestamps."""
     rows = []
     layouts: dict[type, tuple[list[str], list[str]]] = {}

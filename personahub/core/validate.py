@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.core.input_files import MAX_TEXT_FILE_BYTES, read_input_bytes
@@ -86,7 +86,7 @@ def check_optional_number(value: object, setting: str, **bounds: float) -> float
     return None if value is None else check_number(value, setting, **bounds)
 
 
-def check_weights(values: Iterable[Any], setting: str, count: int) -> tuple[float, ...]:
+def check_weights(values: Iterable[float], setting: str, count: int) -> tuple[float, ...]:
     """Relative weights: finite numbers >= 0, not all zero."""
     weights = tuple(values)
     if len(weights) != count:

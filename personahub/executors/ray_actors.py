@@ -58,7 +58,7 @@ Call = tuple[type[BaseModel], list[Any], str, str | None, int | None,
              Callable[[Any], str | None] | None, int, int | None, LLMSettings | None]
 #: an actor's answer to one call: ("ok", the value's fields or None, the result without its
 #: value) or ("raised", the exception, made to pickle)
-Answer = (tuple[Literal["ok"], dict[str, Any] | None, StructuredResult[Any]]
+Answer = (tuple[Literal["ok"], dict[str, object] | None, StructuredResult[BaseModel]]
           | tuple[Literal["raised"], Exception])
 
 
@@ -139,8 +139,8 @@ class _CallActor:
         except Exception as exc:  # noqa: BLE001 - raised again on the driver
             return ("raised", _portable_error(exc))
         fields = None if result.value is None else result.value.model_dump(by_alias=True)
-        bare: StructuredResult[Any] = StructuredResult(None, list(result.records), result.raw,
-                                                       list(result.cache_entries), result.failure)
+        bare: StructuredResult[BaseModel] = StructuredResult(
+            None, list(result.records), result.raw, list(result.cache_entries), result.failure)
         return ("ok", fields, bare)
 
 
@@ -196,7 +196,7 @@ class RayCaller:
     def structured_modes(self) -> dict[str, str]:
         return self.inner.structured_modes()
 
-    def concurrency_report(self) -> dict[str, Any]:
+    def concurrency_report(self) -> dict[str, object]:
         """The driver's; each worker has its own limit."""
         return {**self.inner.concurrency_report(), "per_worker": True}
 
@@ -303,7 +303,7 @@ class _Misses:
     def label(self) -> str:
         return self.caller.label
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         answer = await self.caller.ask(request)
         if answer[0] == "raised":
             raise answer[1]

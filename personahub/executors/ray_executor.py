@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from personahub.core.call_spill import WorkerSpill
 from personahub.core.contracts import StructuredCaller
@@ -26,8 +26,10 @@ from personahub.executors.ray_batches import (
 )
 from personahub.executors.shards import ShardStore, calls_of, clear_job_folder, job_folder
 
+C = TypeVar("C")
 B = TypeVar("B")
 R = TypeVar("R")
+S = TypeVar("S")
 
 
 class RayExecutor:
@@ -42,16 +44,16 @@ class RayExecutor:
         # the CPUs the first holds
         self._pool: RayCaller | None = None
 
-    def check(self, spec: JobSpec[Any, Any, Any, Any], ctx: JobContext[Any]) -> None:
+    def check(self, spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> None:
         """Refuse a client the workers cannot rebuild."""
         if ctx.client is not None:
             check_ray_client(ctx.client)
 
-    def session(self, ctx: JobContext[Any]) -> AbstractContextManager[None]:
+    def session(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
         """One Ray connection for the whole job (its children too)."""
         return ray_session(self.address)
 
-    def batches(self, spec: JobSpec[Any, B, R, Any], ctx: JobContext[Any], asker: Asker[B, R],
+    def batches(self, spec: JobSpec[C, B, R, S], ctx: JobContext[C], asker: Asker[B, R],
                 plan: Iterator[B]) -> Iterator[tuple[B, R]]:
         if ctx.client is None and not spec.independent_batches:  # no model: run here
             for batch in plan:
@@ -76,12 +78,12 @@ class RayExecutor:
             finally:
                 self._pool = None
 
-    def _shipped(self, ctx: JobContext[Any], asker: Asker[B, R],
+    def _shipped(self, ctx: JobContext[C], asker: Asker[B, R],
                  batches: Sequence[B]) -> Iterator[R]:
         """Each batch's answers from one Ray Data pass, in batch order."""
-        codec = cast(ShardCodec[Any, Any], asker)
-        items = [item for batch in batches for item in cast(Sequence[Any], batch)]
-        sizes = [len(cast(Sequence[Any], batch)) for batch in batches]
+        codec = cast(ShardCodec[object, object], asker)
+        items = [item for batch in batches for item in cast(Sequence[object], batch)]
+        sizes = [len(cast(Sequence[object], batch)) for batch in batches]
         keys = [codec.key(item) for item in items]
         client = cast(StructuredCaller, ctx.client)
         context = pickle.dumps((check_ray_client(client) if client is not None else None, asker))
@@ -96,12 +98,12 @@ class RayExecutor:
                            for item, row in zip(mine, answered, strict=True)])
             start += len(answered)
 
-    def finish(self, ctx: JobContext[Any]) -> None:
+    def finish(self, ctx: JobContext[C]) -> None:
         """Remove the job's shard folder once every answer is committed."""
         clear_job_folder(ctx.db, ctx.job_id)
 
 
-def _worker_spill(ctx: JobContext[Any]) -> WorkerSpill | None:
+def _worker_spill(ctx: JobContext[C]) -> WorkerSpill | None:
     """Where the workers spill their attempts; None when the job does not spill (a child job)."""
     if ctx.spill is None:
         return None

@@ -22,12 +22,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from itertools import chain
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import pyarrow as pa
+from pydantic import BaseModel
 
 from personahub.core.contracts import CacheEntry, CallRecord, StructuredResult
 from personahub.core.errors import PersonahubError
+
+M = TypeVar("M", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +71,14 @@ def clear_job_folder(db: str | Path, job: str) -> None:
         pass
 
 
-def calls_json(calls: Sequence[StructuredResult[Any]]) -> str:
+def calls_json(calls: Sequence[StructuredResult[M]]) -> str:
     """An answer's calls (their records and cache entries) as JSON text."""
     return json.dumps([{"records": [asdict(r) for r in call.records],
                         "cache_entries": [asdict(e) for e in call.cache_entries]}
                        for call in calls])
 
 
-def calls_of(text: str) -> list[StructuredResult[Any]]:
+def calls_of(text: str) -> list[StructuredResult[BaseModel]]:
     """Calls read back from JSON: results without values, for the batch commit."""
     return [StructuredResult(None, [CallRecord(**r) for r in call["records"]],
                              cache_entries=[CacheEntry(**e) for e in call["cache_entries"]])

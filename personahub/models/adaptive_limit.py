@@ -7,7 +7,7 @@ drive it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from personahub.core.contracts import Failure
 from personahub.models.concurrency_limit import ConcurrencyLimit
@@ -94,7 +94,7 @@ class AdaptiveLimit(ConcurrencyLimit):
         self.limit, self.peak, self.cuts = other.limit, other.peak, dict(other.cuts)
         self._slow_start, self._best = other._slow_start, dict(other._best)
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, object]:
         return {"setting": "auto", "start": self.start, "ceiling": self.ceiling,
                 "final": self.limit, "peak": self.peak, "cuts": dict(self.cuts)}
 

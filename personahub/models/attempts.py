@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
+
+from pydantic import BaseModel
 
 from personahub.core.contracts import CallRecord, StructuredResult, token_count
 from personahub.models.failures import classify
@@ -12,6 +14,8 @@ from personahub.models.structured import StructuredMode, answer_text
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage
+
+M = TypeVar("M", bound=BaseModel)  # the schema of a call; an attempt has no value yet
 
 
 def usage(message: object) -> tuple[int | None, int | None]:
@@ -32,7 +36,7 @@ def cached_prompt_tokens(message: object) -> int | None:
 
 
 def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
-             started: float) -> StructuredResult[Any]:
+             started: float) -> StructuredResult[M]:
     """The result of an attempt that got a message back (validation is above)."""
     record.latency_ms = (time.perf_counter() - started) * 1000
     record.tokens_in, record.tokens_out = usage(message)
@@ -41,7 +45,7 @@ def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
     return StructuredResult(None, [record], answer_text(message, mode))
 
 
-def failed(record: CallRecord, exc: BaseException, started: float) -> StructuredResult[Any]:
+def failed(record: CallRecord, exc: BaseException, started: float) -> StructuredResult[M]:
     """The result of an attempt that raised (classified for what happens next)."""
     record.latency_ms = (time.perf_counter() - started) * 1000
     failure = classify(exc)
@@ -49,7 +53,7 @@ def failed(record: CallRecord, exc: BaseException, started: float) -> Structured
     return StructuredResult(None, [record], None, failure=failure)
 
 
-def straggled(result: StructuredResult[Any], warm: bool = True) -> StructuredResult[Any]:
+def straggled(result: StructuredResult[M], warm: bool = True) -> StructuredResult[M]:
     """The result of an attempt cut at its straggler deadline: a transient failure, asked again at once."""
     record, failure = result.last, result.failure
     assert failure is not None

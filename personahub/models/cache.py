@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import duckdb
 from langchain_core.messages import BaseMessage
@@ -42,7 +42,7 @@ def schema_fingerprint(schema: type[BaseModel]) -> str:
 
 
 def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[BaseModel],
-                    params: Mapping[str, object]) -> dict[str, Any]:
+                    params: Mapping[str, object]) -> dict[str, object]:
     """The request as keyed and stored: no URL, no credentials."""
     return {
         "model": model,
@@ -104,7 +104,7 @@ class ResponseCache:
                                     entry.error)
 
 
-def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, Any]]:
+def cache_rows(entries: Iterable[CacheEntry]) -> list[dict[str, object]]:
     return record_rows(entries)
 
 

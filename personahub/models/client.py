@@ -127,10 +127,10 @@ class LLMClient:
         """Send cache misses to other layers (a Ray run keeps the cache on the driver)."""
         self._cached.inner = below if below is not None else self._retry
 
-    def _cache_params(self, max_tokens: int) -> dict[str, Any]:
+    def _cache_params(self, max_tokens: int) -> dict[str, object]:
         """What besides the conversation decides an answer."""
         settings = self.settings
-        params: dict[str, Any] = {"structured": settings.structured, "max_tokens": max_tokens,
+        params: dict[str, object] = {"structured": settings.structured, "max_tokens": max_tokens,
                                   "temperature": settings.temperature, "top_p": settings.top_p}
         if self.is_offline:
             params["seed"] = settings.seed
@@ -143,7 +143,7 @@ class LLMClient:
     def structured_modes(self) -> dict[str, str]:
         return {e.label: e.current_mode() for e in self.endpoints}
 
-    def concurrency_report(self) -> dict[str, Any]:
+    def concurrency_report(self) -> dict[str, object]:
         """The concurrency asked for and the limit it came to."""
         if self._limits is None or self._limits.concurrency is None:
             return {"setting": self.settings.concurrency, "final": None, "peak": None}

@@ -136,7 +136,7 @@ class DoctorReport:
         """The first accepted mode in auto's order."""
         return next((m.mode for m in self.modes if m.verdict == "accepted"), None)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """For --json."""
         data = asdict(self)
         data["best_mode"] = self.best_mode
@@ -162,7 +162,7 @@ def _client(spec: str, timeout_s: float, **overrides: Any) -> LLMClient:
     return client
 
 
-def _failure_text(result: StructuredResult[Any]) -> str:
+def _failure_text(result: StructuredResult[BaseModel]) -> str:
     record = result.records[-1] if result.records else None
     if result.failure is not None:
         return result.failure.description
@@ -170,7 +170,7 @@ def _failure_text(result: StructuredResult[Any]) -> str:
 
 
 async def _ask(client: LLMClient, schema: type[BaseModel], messages: list[BaseMessage]
-               ) -> tuple[StructuredResult[Any] | None, str]:
+               ) -> tuple[StructuredResult[BaseModel] | None, str]:
     """One call: the result, or None and why it raised."""
     try:
         return await client.structured(schema, messages, purpose=_PURPOSE), ""

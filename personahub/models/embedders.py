@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -19,6 +18,7 @@ from personahub.models.cache import ResponseCache
 from personahub.models.endpoint_embeddings import (
     EmbeddingClient,
     EmbeddingEndpoint,
+    EmbeddingVectors,
     openai_embedding_endpoint,
 )
 from personahub.models.liveness import Liveness
@@ -93,7 +93,7 @@ class OpenAIEmbedder:
         return self._client
 
     async def embed_with_results(self, texts: Sequence[str]
-                                 ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
+                                 ) -> tuple[np.ndarray, list[StructuredResult[EmbeddingVectors]]]:
         """Normalised vectors of texts and the requests' results, in batches. A request that fails for good
         raises, its attempts' records on the exception.
         """
@@ -101,7 +101,7 @@ class OpenAIEmbedder:
             return np.zeros((0, 0), dtype=np.float32), []
         client = self._get_client()
         out: list[list[float]] = []
-        results: list[StructuredResult[Any]] = []
+        results: list[StructuredResult[EmbeddingVectors]] = []
         for lo in range(0, len(texts), self.batch_size):
             vectors, result = await client.embed(texts[lo : lo + self.batch_size])
             results.append(result)
@@ -115,7 +115,7 @@ class OpenAIEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed via the API in batches from synchronous code; re-normalised locally."""
 
-        async def once() -> tuple[np.ndarray, list[StructuredResult[Any]]]:
+        async def once() -> tuple[np.ndarray, list[StructuredResult[EmbeddingVectors]]]:
             try:
                 return await self.embed_with_results(list(texts))
             finally:

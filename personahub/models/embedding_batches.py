@@ -41,6 +41,7 @@ from personahub.models.provider_batch_caller import (
     written_for_import,
 )
 from personahub.models.provider_batch_lines import (
+    RequestLine,
     ResultLine,
     by_custom_id,
     read_results_file,
@@ -111,13 +112,13 @@ class BatchingEmbedder:
         if self.on_handle is not None:
             self.on_handle(handle)
 
-    def _lines(self, calls: Sequence[EmbedCall]) -> tuple[list[dict[str, Any]], str]:
+    def _lines(self, calls: Sequence[EmbedCall]) -> tuple[list[RequestLine], str]:
         body = {"model": self.embedder.model}
         return ([request_line(c.custom_id, {**body, "input": list(c.texts)}, EMBEDDINGS_URL)
                  for c in calls], "embeddings")
 
     async def embed_with_results(self, texts: Sequence[str]
-                                 ) -> tuple[np.ndarray, list[StructuredResult[Any]]]:
+                                 ) -> tuple[np.ndarray, list[StructuredResult[EmbeddingVectors]]]:
         """Normalised vectors and one result per request, as the wrapped embedder answers. A request that
         fails for good raises, every attempt's record carried on the error.
         """

@@ -58,13 +58,13 @@ FRESH_TEMPERATURE = 0.7
 
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
                    max_tokens_param: str, sample: int = 0, greedy: bool = False,
-                   stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
+                   stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, object]:
     """The keyword arguments that ask for a schema in a mode with an output limit.
 
     They travel in the extra body: as typed parameters the openai SDK walks the whole schema on every
     request, and langchain-openai renames max_tokens, which llama-cpp-python then ignores.
     """
-    body: dict[str, Any] = {max_tokens_param: max_tokens}
+    body: dict[str, object] = {max_tokens_param: max_tokens}
     if sample:
         body["seed"] = FRESH_SEED_BASE + sample
         if greedy:
@@ -118,7 +118,8 @@ def first_message(result: ChatResult) -> AIMessage:
     return message
 
 
-def wire_body(model: ChatOpenAI, messages: list[BaseMessage], kwargs: dict[str, Any]) -> dict[str, Any]:
+def wire_body(model: ChatOpenAI, messages: list[BaseMessage],
+              kwargs: dict[str, Any]) -> dict[str, object]:
     """The JSON body the model posts, extra body merged in as the SDK does."""
     payload = model._get_request_payload(messages, **kwargs)
     extra = payload.pop("extra_body", None) or {}
@@ -149,7 +150,7 @@ class HttpEndpoint:
         self.model = make_model()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kwargs: dict[tuple[type[BaseModel], str, int, int, frozenset[str]],
-                           dict[str, Any]] = {}
+                           dict[str, object]] = {}
         self._probe_locks: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._closer: AsyncGenerator[None, None] | None = None
         self._callbacks = False
@@ -175,7 +176,7 @@ class HttpEndpoint:
             await anext(self._closer)
 
     def _request_kwargs(self, request: CallRequest, mode: StructuredMode,
-                        stripped: frozenset[str]) -> dict[str, Any]:
+                        stripped: frozenset[str]) -> dict[str, object]:
         """The call's arguments (cached)."""
         key = (request.schema, mode, request.max_tokens, request.sample, stripped)
         kwargs = self._kwargs.get(key)
@@ -200,7 +201,7 @@ class HttpEndpoint:
             return None
         return lock
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """One request (under the probe while the mode is being learned)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()
@@ -212,14 +213,14 @@ class HttpEndpoint:
                 probe.release()
 
     # what a batch needs: the same body, the same reading
-    def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]:
+    def request_body(self, request: CallRequest) -> tuple[dict[str, object], str]:
         """The body an online call would post now, and its mode."""
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
         return body, sent_mode(mode, stripped)
 
-    def answer_message(self, body: dict[str, Any]) -> AIMessage:
+    def answer_message(self, body: dict[str, object]) -> AIMessage:
         """A completion body read as ChatOpenAI reads an online answer."""
         return first_message(self.model._create_chat_result(body))
 
@@ -229,7 +230,7 @@ class HttpEndpoint:
             await self._on_loop()
         return self.model.root_async_client
 
-    async def _send(self, request: CallRequest, probe: bool = False) -> StructuredResult[Any]:
+    async def _send(self, request: CallRequest, probe: bool = False) -> StructuredResult[BaseModel]:
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         record = request.record(model=self.label, endpoint=self.index,
                                 structured_mode=sent_mode(mode, stripped))
@@ -253,7 +254,7 @@ class HttpEndpoint:
                                          self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             deadlines.untrack(scope)
-            result = failed(record, exc, started)
+            result: StructuredResult[BaseModel] = failed(record, exc, started)
             if isinstance(exc, TimeoutError) and deadlines.cut_short(scope, sent, probe):
                 return straggled(result, warm=deadlines.warm)
             return result

@@ -6,7 +6,8 @@ It needs no mode negotiation, pool or concurrency limit.
 from __future__ import annotations
 
 import time
-from typing import Any
+
+from pydantic import BaseModel
 
 from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
 from personahub.models.attempts import answered, failed
@@ -38,13 +39,13 @@ class OfflineEndpoint:
         """The structured mode this endpoint answers in (fixed)."""
         return self.mode
 
-    def _kwargs(self, request: CallRequest) -> dict[str, Any]:
+    def _kwargs(self, request: CallRequest) -> dict[str, object]:
         """The schema class itself as the response format (one engine request per class), or tools."""
         if self.mode == "tools":
             return {"tools": openai_tools(request.schema), "tool_choice": request.schema.__name__}
         return {"response_format": request.schema}
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         record = request.record(model=self.label, endpoint=self.index, structured_mode=self.mode)
         started = time.perf_counter()
         try:

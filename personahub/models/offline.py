@@ -10,10 +10,10 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
@@ -49,21 +49,56 @@ class EngineReply:
 _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-def _resolve(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> Mapping[str, Any]:
+def _node(value: object) -> Mapping[str, object]:
+    """A schema node as a mapping; a node of another type is not one, and fails as it always did."""
+    if not isinstance(value, Mapping):
+        raise AttributeError(f"a schema node is an object, not {type(value).__name__}")
+    return value
+
+
+def _resolve(schema: Mapping[str, object], defs: Mapping[str, object]) -> Mapping[str, object]:
     ref = schema.get("$ref")
     if isinstance(ref, str) and ref.startswith("#/"):
-        node: Any = defs
+        node: Mapping[str, object] = defs
         for part in ref[2:].split("/"):
-            node = node.get(part, {})
+            node = _node(node.get(part, {}))
         return _resolve(node, defs)
     for combinator in ("anyOf", "oneOf", "allOf"):
         options = schema.get(combinator)
         if options:
-            non_null = [o for o in options if o.get("type") != "null"] or options
+            choices = [_node(o) for o in _items(options)]
+            non_null = [o for o in choices if o.get("type") != "null"] or choices
             merged = {k: v for k, v in schema.items() if k != combinator}
             merged.update(_resolve(non_null[0], defs))
             return merged
     return schema
+
+
+def _items(value: object) -> list[object]:
+    """The members of a schema's list (the options of a union, an enum's values)."""
+    if not isinstance(value, Iterable):
+        raise TypeError(f"a schema list is an array, not {type(value).__name__}")
+    return list(value)
+
+
+def _int(schema: Mapping[str, object], key: str, default: int) -> int:
+    """A whole-number keyword of a schema (a float is truncated, as int() does)."""
+    return _whole(schema.get(key, default), key)
+
+
+def _whole(value: object, what: str) -> int:
+    """A number as int() reads it; another value fails as int() would."""
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"{what} is a number, not {type(value).__name__}")
+    return int(value)
+
+
+def _float(schema: Mapping[str, object], key: str, default: float) -> float:
+    """A number keyword of a schema."""
+    value = schema.get(key, default)
+    if not isinstance(value, int | float | str):
+        raise TypeError(f"schema keyword {key} is a number, not {type(value).__name__}")
+    return float(value)
 
 
 def resolve_node(schema: Mapping[str, object], root: Mapping[str, object]) -> Mapping[str, Any]:
@@ -79,61 +114,63 @@ class SchemaFiller:
         self.root = root
 
     def fill(
-        self, schema: Mapping[str, Any], name: str = "", siblings: Mapping[str, Any] | None = None
-    ) -> Any:
+        self, schema: Mapping[str, object], name: str = "",
+        siblings: Mapping[str, object] | None = None
+    ) -> object:
         """A value for a schema; the field name steers what is written."""
         schema = _resolve(schema, self.root)
         rng = self.maker.rng
         if "const" in schema:
             return schema["const"]
         if schema.get("enum"):
-            return rng.choice(list(schema["enum"]))
+            return rng.choice(_items(schema["enum"]))
         kind = schema.get("type")
         if isinstance(kind, list):
             kind = next((k for k in kind if k != "null"), "string")
         if kind is None:
             kind = "object" if "properties" in schema else "string"
         if kind == "object":
-            out: dict[str, Any] = {}
-            properties = schema.get("properties") or {}
+            out: dict[str, object] = {}
+            properties = _node(schema.get("properties") or {})
             outer, self.maker.fields = self.maker.fields, frozenset(properties)
             try:
                 for prop, sub in properties.items():
-                    out[prop] = self.fill(sub, prop, out)
+                    out[prop] = self.fill(_node(sub), prop, out)
             finally:
                 self.maker.fields = outer
             return out
         if kind == "array":
-            low = int(schema.get("minItems", 1))
-            high = int(schema.get("maxItems", max(low, 3)))
+            low = _int(schema, "minItems", 1)
+            high = _int(schema, "maxItems", max(low, 3))
             count = rng.randint(low, max(low, min(high, low + 2)))
-            items = schema.get("items") or {"type": "string"}
+            items = _node(schema.get("items") or {"type": "string"})
             return [self.fill(items, name.rstrip("s"), {}) for _ in range(count)]
         if kind == "integer":
-            low = int(schema.get("minimum", 1))
-            high = int(schema.get("maximum", low + 9))
+            low = _int(schema, "minimum", 1)
+            high = _int(schema, "maximum", low + 9)
             if high < low and "minimum" not in schema:
                 low = high
             return rng.randint(low, high)
         if kind == "number":
-            floor = float(schema.get("minimum", 0.0))
-            ceiling = float(schema.get("maximum", floor + 10.0))
+            floor = _float(schema, "minimum", 0.0)
+            ceiling = _float(schema, "maximum", floor + 10.0)
             return round(rng.uniform(floor, ceiling), 2)
         if kind == "boolean":
             return rng.random() < 0.5
         text = self.maker.string_for(name or "text", siblings or {})
         if schema.get("pattern") == _IDENTIFIER and not text.isidentifier():
             text = self.maker.argument_name()
-        max_len = schema.get("maxLength")
-        return clip(text, int(max_len), int(schema.get("minLength", 0))) if max_len else text
+        if not schema.get("maxLength"):
+            return text
+        return clip(text, _int(schema, "maxLength", 0), _int(schema, "minLength", 0))
 
 
 @dataclass(frozen=True)
 class EngineRequest:
     """What a request asks besides its messages: a JSON schema, tools, or neither."""
 
-    json_schema: Mapping[str, Any] | None = None
-    tools: Sequence[Mapping[str, Any]] | None = None
+    json_schema: Mapping[str, object] | None = None
+    tools: Sequence[Mapping[str, object]] | None = None
     tool_choice: object = None
     key: bytes = field(init=False, repr=False, compare=False)
 
@@ -145,7 +182,7 @@ class EngineRequest:
         object.__setattr__(self, "key", b"\x1d" + extra.encode("utf-8", "surrogatepass"))
 
 
-def _digest(seed: int, messages: Sequence[Mapping[str, Any]], key: bytes, sample: int = 0) -> int:
+def _digest(seed: int, messages: Sequence[Mapping[str, object]], key: bytes, sample: int = 0) -> int:
     # sample 0 hashes as it always did, so seeded runs keep their answers
     parts = [repr(seed).encode() if not sample else repr((seed, sample)).encode()]
     for message in messages:
@@ -194,15 +231,15 @@ class OfflineEngine:
 
     def respond(
         self,
-        messages: Sequence[Mapping[str, Any]],
+        messages: Sequence[Mapping[str, object]],
         *,
-        json_schema: Mapping[str, Any] | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        json_schema: Mapping[str, object] | None = None,
+        tools: Sequence[Mapping[str, object]] | None = None,
         tool_choice: object = None,
     ) -> EngineReply:
         return self.answer(messages, EngineRequest(json_schema, tools, tool_choice))
 
-    def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
+    def answer(self, messages: Sequence[Mapping[str, object]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
         """The answer to a prepared request; a sample above 0 asks another."""
         rng = random.Random(_digest(self.seed, messages, request.key, sample))
@@ -229,8 +266,8 @@ class OfflineEngine:
         return EngineReply(content=content, tokens_in=tokens_in, tokens_out=approx_tokens(content))
 
 
-def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> Mapping[str, Any]:
-    specs = [t.get("function", t) for t in tools]
+def pick_tool(tools: Sequence[Mapping[str, object]], tool_choice: object) -> Mapping[str, Any]:
+    specs = [_node(t.get("function", t)) for t in tools]
     wanted = None
     if isinstance(tool_choice, str) and tool_choice not in ("auto", "any", "required", "none"):
         wanted = tool_choice
@@ -242,7 +279,7 @@ def pick_tool(tools: Sequence[Mapping[str, Any]], tool_choice: object) -> Mappin
     return specs[0]
 
 
-def response_format_schema(response_format: Any) -> dict[str, Any] | None:
+def response_format_schema(response_format: object) -> dict[str, object] | None:
     """The JSON schema inside an OpenAI response format, if any."""
     if response_format is None:
         return None
@@ -256,15 +293,16 @@ def response_format_schema(response_format: Any) -> dict[str, Any] | None:
     return None
 
 
-def _request_of(kwargs: Mapping[str, Any]) -> EngineRequest:
+def _request_of(kwargs: Mapping[str, object]) -> EngineRequest:
     response_format = kwargs.get("response_format")
     tools, tool_choice = kwargs.get("tools"), kwargs.get("tool_choice")
     if _is_model_class(response_format) and tools is None and tool_choice is None:
         return _model_request(response_format)
-    return EngineRequest(response_format_schema(response_format), tools, tool_choice)
+    listed = None if tools is None else [_node(t) for t in _items(tools)]
+    return EngineRequest(response_format_schema(response_format), listed, tool_choice)
 
 
-def _is_model_class(value: object) -> bool:
+def _is_model_class(value: object) -> TypeGuard[type[BaseModel]]:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
@@ -287,7 +325,7 @@ class OfflineChatModel(BaseChatModel):
         return OFFLINE_MODEL_NAME
 
     @property
-    def _identifying_params(self) -> dict[str, Any]:
+    def _identifying_params(self) -> dict[str, object]:
         return {"model_name": self.model_name, "seed": self.seed}
 
     def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None,
@@ -297,18 +335,18 @@ class OfflineChatModel(BaseChatModel):
             kwargs["tool_choice"] = tool_choice
         return self.bind(tools=formatted, **kwargs)
 
-    async def answer_async(self, messages: list[BaseMessage], **kwargs: Any) -> AIMessage:
+    async def answer_async(self, messages: list[BaseMessage], **kwargs: object) -> AIMessage:
         """The answer message, without LangChain's callbacks."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self._reply_message(messages, kwargs)
 
-    def _answer(self, messages: list[BaseMessage], **kwargs: Any) -> ChatResult:
+    def _answer(self, messages: list[BaseMessage], **kwargs: object) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=self._reply_message(messages, kwargs))])
 
-    def _reply_message(self, messages: list[BaseMessage], kwargs: Mapping[str, Any]) -> AIMessage:
+    def _reply_message(self, messages: list[BaseMessage], kwargs: Mapping[str, object]) -> AIMessage:
         reply = OfflineEngine(self.seed, self.writers).answer(to_openai_dicts(messages), _request_of(kwargs),
-                                                int(kwargs.get("sample") or 0))
+                                                _whole(kwargs.get("sample") or 0, "sample"))
         usage = {
             "input_tokens": reply.tokens_in,
             "output_tokens": reply.tokens_out,
@@ -326,7 +364,7 @@ class OfflineChatModel(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> ChatResult:
         if self.latency_s:
             time.sleep(self.latency_s)
@@ -337,7 +375,7 @@ class OfflineChatModel(BaseChatModel):
         messages: list[BaseMessage],
         stop: list[str] | None = None,
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
+        **kwargs: object,
     ) -> ChatResult:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)

@@ -6,14 +6,14 @@ tests/agents/test_openai_wire.py checks both paths send the same body and header
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from functools import cache
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
 from openai import AsyncOpenAI, AsyncStream, BaseModel
-from openai._base_client import make_request_options
+from openai._base_client import URL, make_request_options
 from openai._models import FinalRequestOptions
-from openai._types import NOT_GIVEN, NotGiven, Omit
+from openai._types import NOT_GIVEN, Body, Headers, NotGiven, Omit, Query, Timeout
 from openai.resources.chat.completions import AsyncCompletions
 from openai.types.chat import ChatCompletionChunk
 
@@ -27,6 +27,8 @@ _TAKES_SECURITY = "security" in inspect.signature(make_request_options).paramete
 _PATH = "/chat/completions"
 _POST_OPTIONS = FinalRequestOptions.construct(method="post", url=_PATH, json_data=None, content=None,
                                               files=None)
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 _MAX_CACHED = 64  # a client sends one or two kinds of request; the bound keeps a leak impossible
 
 
@@ -42,7 +44,7 @@ def _given(value: object) -> bool:
     return not isinstance(value, NotGiven | Omit)
 
 
-def is_plain(params: dict[str, Any]) -> bool:
+def is_plain(params: Mapping[str, object]) -> bool:
     """True when the SDK's transform would return the parameters unchanged."""
     if params.get("stream") or not set(params) <= PLAIN_KEYS:
         return False
@@ -55,8 +57,10 @@ def is_plain(params: dict[str, Any]) -> bool:
 class PassThroughCompletions(AsyncCompletions):
     """Chat completions without the per-request payload walk."""
 
-    async def create(self, *, extra_headers: Any = None, extra_query: Any = None,
-                     extra_body: Any = None, timeout: Any = NOT_GIVEN, **params: Any) -> Any:
+    async def create(self, *, extra_headers: Headers | None = None, extra_query: Query | None = None,
+                     extra_body: Body | None = None,
+                     timeout: float | Timeout | None | NotGiven = NOT_GIVEN,
+                     **params: Any) -> Any:
         """Post plain parameters as the body, else the SDK's own create."""
         params = {k: v for k, v in params.items() if _given(v)}
         if not is_plain(params):
@@ -70,14 +74,14 @@ class PassThroughCompletions(AsyncCompletions):
             stream=False, stream_cls=AsyncStream[ChatCompletionChunk])
 
 
-def post_options(body: dict[str, Any], **extras: Any) -> FinalRequestOptions:
+def post_options(body: Mapping[str, object], **extras: Any) -> FinalRequestOptions:
     """The SDK's post options, from a cached fixed part."""
     if _TAKES_SECURITY:
         extras["security"] = {"bearer_auth": True}
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
 
 
-def _cached(cache: dict[Any, Any], key: Any, merge: Callable[[Any], Any]) -> Any:
+def _cached(cache: dict[K, V], key: K, merge: Callable[[K], V]) -> V:
     hit = cache.get(key)
     if hit is None:
         hit = merge(key)
@@ -94,9 +98,9 @@ class PassThroughOpenAI(AsyncOpenAI):
         """The SDK's own user agent."""
         return f"{AsyncOpenAI.__name__}/Python {self._version}"
 
-    def _prepare_url(self, url: str) -> Any:
+    def _prepare_url(self, url: str) -> URL:
         base = self._base_url
-        cache: dict[str, Any] | None = self.__dict__.get("_prepared_urls")
+        cache: dict[str, URL] | None = self.__dict__.get("_prepared_urls")
         if cache is None or self.__dict__.get("_prepared_base") is not base:
             cache = self.__dict__["_prepared_urls"] = {}
             self.__dict__["_prepared_base"] = base
@@ -108,21 +112,22 @@ class MergedOnce:
     and headers); requests copy their headers, so a cached result never changes.
     """
 
-    def build_request(self, method: str, url: object, *, params: object = None, **kwargs: Any) -> Any:
+    def build_request(self, method: str, url: object, *, params: object = None,
+                      **kwargs: object) -> object:
         """httpx's own, but an empty query on a URL without one is passed as none."""
         if params is not None and not params and isinstance(url, str) and "?" not in url \
                 and not self.params:  # type: ignore[attr-defined]
             params = None
         return super().build_request(method, url, params=params, **kwargs)  # type: ignore[misc]
 
-    def _merge_url(self, url: object) -> Any:
+    def _merge_url(self, url: object) -> object:
         merge = super()._merge_url  # type: ignore[misc]
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             return merge(url)
-        cache: dict[Any, Any] = self.__dict__.setdefault("_merged_urls", {})
+        cache: dict[str, object] = self.__dict__.setdefault("_merged_urls", {})
         return _cached(cache, url, merge)
 
-    def _merge_headers(self, headers: object = None) -> Any:
+    def _merge_headers(self, headers: object = None) -> object:
         merge = super()._merge_headers  # type: ignore[misc]
         if not isinstance(headers, list):
             return merge(headers)
@@ -131,7 +136,8 @@ class MergedOnce:
             hash(key)
         except TypeError:
             return merge(headers)
-        cache: dict[Any, Any] = self.__dict__.setdefault("_merged_headers", {})
+        cache: dict[tuple[tuple[object, ...], tuple[object, ...]], object] = \
+            self.__dict__.setdefault("_merged_headers", {})
         return _cached(cache, key, lambda _: merge(headers))
 
 
@@ -140,6 +146,13 @@ def merging_urls_once(client_class: type) -> type:
     return type(client_class.__name__, (MergedOnce, client_class), {})
 
 
-def pass_through_clients(client: AsyncOpenAI) -> dict[str, Any]:
+class PassThroughClients(TypedDict):
+    """ChatOpenAI's client arguments."""
+
+    root_async_client: AsyncOpenAI
+    async_client: PassThroughCompletions
+
+
+def pass_through_clients(client: AsyncOpenAI) -> PassThroughClients:
     """ChatOpenAI arguments that make it use a client with the pass-through."""
     return {"root_async_client": client, "async_client": PassThroughCompletions(client)}

@@ -100,7 +100,7 @@ def _slots(client: LLMClient) -> asyncio.Semaphore:
     return slot
 
 
-async def _attempt(client: LLMClient, index: int, messages: list[dict[str, Any]],
+async def _attempt(client: LLMClient, index: int, messages: list[dict[str, object]],
                    labels: Sequence[str], record: CallRecord,
                    top_logprobs: int) -> StructuredResult[OptionProbabilities]:
     endpoint: Any = client.endpoints[index]

@@ -10,7 +10,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from typing import Any
 
 SCHEMA_MARKER = "JSON schema"
 
@@ -39,7 +38,7 @@ def message_text(content: object) -> str:
     return ""
 
 
-def find_prompt_schema(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+def find_prompt_schema(messages: Sequence[Mapping[str, object]]) -> dict[str, object] | None:
     """The JSON schema the messages carry, or None (do not mutate it)."""
     for text in _search_order(messages):
         schema = schema_in_text(text)
@@ -48,7 +47,7 @@ def find_prompt_schema(messages: Sequence[Mapping[str, Any]]) -> dict[str, Any] 
     return None
 
 
-def _search_order(messages: Sequence[Mapping[str, Any]]) -> list[str]:
+def _search_order(messages: Sequence[Mapping[str, object]]) -> list[str]:
     """Message texts in search order: last user, systems, then the rest."""
     indexed = list(enumerate(messages))
     users = [i for i, m in indexed if m.get("role") == "user"]
@@ -59,7 +58,7 @@ def _search_order(messages: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 @lru_cache(maxsize=1024)
-def schema_in_text(text: str) -> dict[str, Any] | None:
+def schema_in_text(text: str) -> dict[str, object] | None:
     """The schema one message text carries, or None (cached: prompts repeat)."""
     if "{" not in text:
         return None
@@ -77,7 +76,7 @@ def schema_in_text(text: str) -> dict[str, Any] | None:
     return None
 
 
-def _first_schema(text: str, *, whole: bool) -> dict[str, Any] | None:
+def _first_schema(text: str, *, whole: bool) -> dict[str, object] | None:
     """The first JSON object in a text that looks like a schema."""
     start = text.find("{")
     while start != -1:
@@ -94,7 +93,7 @@ def _first_schema(text: str, *, whole: bool) -> dict[str, Any] | None:
     return None
 
 
-def _as_schema(value: object) -> dict[str, Any] | None:
+def _as_schema(value: object) -> dict[str, object] | None:
     if not isinstance(value, dict):
         return None
     for wrapper in ("json_schema", "schema"):

@@ -27,6 +27,7 @@ from personahub.models.bounds import unbounded
 from personahub.models.failures import RETRYABLE_STATUSES, classify
 from personahub.models.provider_batch_lines import (
     CHAT_URL,
+    RequestLine,
     ResultLine,
     by_custom_id,
     read_results,
@@ -60,7 +61,7 @@ NOT_RUN = frozenset({"batch_expired", "batch_cancelled", "request_timeout"})
 API_TRIES = 4  # attempts at one Batch API request that fails transiently
 POLL_FAILURES = 10  # transient poll failures in a row after which waiting stops
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-RequestLines = Callable[[Sequence[Any]], tuple[list[dict[str, Any]], str]]
+RequestLines = Callable[[Sequence[Any]], tuple[list[RequestLine], str]]
 
 
 class BatchApiError(PersonahubError):
@@ -81,9 +82,9 @@ class BatchWire(BatchApi, Protocol):
 
     index: int
 
-    def request_body(self, request: CallRequest) -> tuple[dict[str, Any], str]: ...
+    def request_body(self, request: CallRequest) -> tuple[dict[str, object], str]: ...
 
-    def answer_message(self, body: dict[str, Any]) -> AIMessage: ...
+    def answer_message(self, body: dict[str, object]) -> AIMessage: ...
 
 
 @dataclass
@@ -108,11 +109,11 @@ class BatchCall(Generic[T]):
 
 
 @dataclass
-class Collected:
+class Collected(Generic[T]):
     """What one batch's results did: calls that ended, calls to send again, each line's outcome."""
 
-    finished: list[BatchCall[Any]] = field(default_factory=list)
-    resend: list[BatchCall[Any]] = field(default_factory=list)
+    finished: list[BatchCall[T]] = field(default_factory=list)
+    resend: list[BatchCall[T]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
@@ -142,8 +143,8 @@ def mode_known(client: LLMClient, index: int = 0) -> bool:
     return not client.modes.adaptive or client.modes.settled(index)
 
 
-def request_lines(client: LLMClient, calls: Sequence[BatchCall[Any]],
-                  endpoint: int = 0) -> tuple[list[dict[str, Any]], str]:
+def request_lines(client: LLMClient, calls: Sequence[BatchCall[T]],
+                  endpoint: int = 0) -> tuple[list[RequestLine], str]:
     """The batch file's lines for the calls, as online calls would post them now, and their mode."""
     wire = batch_endpoint(client, endpoint)
     if not calls:
@@ -174,8 +175,8 @@ def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> 
                    line.status in RETRYABLE_STATUSES or line.status >= 500, line.status, message)
 
 
-def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequence[ResultLine],
-            handle: BatchHandle) -> Collected:
+def collect(client: LLMClient, calls: Sequence[BatchCall[T]], results: Sequence[ResultLine],
+            handle: BatchHandle) -> Collected[T]:
     """Apply one batch's results to the calls it carried. Calls with no result line go out again; a refusal
     naming the mode or keywords moves the endpoint on without spending a retry.
     """
@@ -185,7 +186,7 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
     mode = handle.structured_mode or client.modes.mode(handle.endpoint)
     latency = (1000 * (handle.finished_at - handle.created_at)
                if handle.finished_at is not None and handle.created_at is not None else 0.0)
-    out = Collected()
+    out: Collected[T] = Collected()
     for call in calls:
         if call.done or call.custom_id not in sent:
             continue
@@ -206,8 +207,8 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[Any]], results: Sequenc
         record.cached_prompt_tokens = cached_prompt_tokens(message)
         record.finish_reason = (message.response_metadata or {}).get("finish_reason")
         call.progress.records.append(record)
-        result: StructuredResult[Any] = StructuredResult(None, [record],
-                                                         answer_text(message, mode_of(mode)))
+        result: StructuredResult[T] = StructuredResult(None, [record],
+                                                       answer_text(message, mode_of(mode)))
         value, again = client.validated.judge(call.request, call.asked, result, call.progress)
         if again is None:
             _finish(client, call, value)
@@ -227,8 +228,8 @@ def _answer(wire: BatchWire, line: ResultLine) -> AIMessage | None:
         return None
 
 
-def _failed(client: LLMClient, call: BatchCall[Any], record: CallRecord, failure: Failure,
-            out: Collected) -> None:
+def _failed(client: LLMClient, call: BatchCall[T], record: CallRecord, failure: Failure,
+            out: Collected[T]) -> None:
     record.status, record.error = "error", failure.description
     call.progress.records.append(record)
     reason = _learned(client, record, failure)
@@ -263,7 +264,7 @@ def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | N
     return None
 
 
-def _finish(client: LLMClient, call: BatchCall[Any], value: BaseModel | None,
+def _finish(client: LLMClient, call: BatchCall[T], value: BaseModel | None,
             failure: Failure | None = None) -> None:
     """End a call with its value and count its attempts."""
     done = call.progress
@@ -283,14 +284,14 @@ async def finish_online(client: LLMClient, call: BatchCall[T]) -> StructuredResu
     return call.result
 
 
-def give_up(client: LLMClient, call: BatchCall[Any], reason: str) -> StructuredResult[Any]:
+def give_up(client: LLMClient, call: BatchCall[T], reason: str) -> StructuredResult[T]:
     """End a pending call without sending it again."""
     _finish(client, call, None, Failure(reason, False))
     assert call.result is not None
     return call.result
 
 
-def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[Any]], *,
+def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchCall[T]], *,
                      key: str, endpoint: int = 0, job_kind: str | None = None,
                      job_id: str | None = None) -> BatchHandle:
     """Write the calls as a batch input file for another runner."""
@@ -298,8 +299,8 @@ def write_batch_file(path: str | Path, client: LLMClient, calls: Sequence[BatchC
                                                               job_id=job_id)
 
 
-def import_results(client: LLMClient, calls: Sequence[BatchCall[Any]], path: str | Path,
-                   handle: BatchHandle) -> tuple[BatchHandle, Collected]:
+def import_results(client: LLMClient, calls: Sequence[BatchCall[T]], path: str | Path,
+                   handle: BatchHandle) -> tuple[BatchHandle, Collected[T]]:
     """Read a results file for a written batch file; the handle is then completed."""
     results = read_results_file(path)
     handle = handle.updated(status="completed", finished_at=time.time(),

@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from personahub.core.errors import InputFileError, PersonahubError
 from personahub.core.input_files import MB, UnusableInputError, read_input_bytes
@@ -26,17 +26,26 @@ class BatchFileError(PersonahubError):
     """A results file that cannot be read: the message names the file and line."""
 
 
-def request_line(custom_id: str, body: Mapping[str, object], url: str = CHAT_URL) -> dict[str, Any]:
+class RequestLine(TypedDict):
+    """One request of a batch input file."""
+
+    custom_id: str
+    method: str
+    url: str
+    body: dict[str, object]
+
+
+def request_line(custom_id: str, body: Mapping[str, object], url: str = CHAT_URL) -> RequestLine:
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": dict(body)}
 
 
-def to_jsonl(lines: Iterable[Mapping[str, Any]]) -> bytes:
+def to_jsonl(lines: Iterable[Mapping[str, object]]) -> bytes:
     """Lines as JSONL bytes (UTF-8, a newline after each object)."""
     return "".join(json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
                    for line in lines).encode("utf-8")
 
 
-def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, Any]]) -> int:
+def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, object]]) -> int:
     """Write lines to a file whole or not at all; returns the bytes written."""
     target = Path(path)
     data = to_jsonl(lines)

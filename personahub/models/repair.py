@@ -75,7 +75,7 @@ def _closing_brace(text: str, start: int) -> int | None:
     return None
 
 
-def _repaired_object(text: str) -> Any:
+def _repaired_object(text: str) -> object:
     import json_repair
 
     candidate = _candidate(text)

@@ -8,7 +8,8 @@ come back only in the result.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+
+from pydantic import BaseModel
 
 from personahub.core.contracts import CallRequest, Failure, ModelEndpoint, StructuredResult
 from personahub.models.cache import (
@@ -24,13 +25,13 @@ from personahub.models.cache import (
 
 # marks a cached answer the server cut off at the token limit
 CUT_OFF = "finish_reason=length"
-Slot = tuple[str, int, dict[str, Any]]
+Slot = tuple[str, int, dict[str, object]]
 
 
 class Cached:
     """Answers from a cache when it holds the answer; None passes calls through."""
 
-    def __init__(self, inner: ModelEndpoint, *, params: Callable[[int], Mapping[str, Any]]) -> None:
+    def __init__(self, inner: ModelEndpoint, *, params: Callable[[int], Mapping[str, object]]) -> None:
         self.inner = inner
         self.params = params  # what besides the conversation decides an answer, per token limit
         self.cache: ResponseCache | None = None
@@ -48,7 +49,7 @@ class Cached:
         sample = cache.next_sample(base)
         return cache_key(base, sample), sample, payload
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """A cached answer, a recorded one, or (replaying) a reproduced failure."""
         cache = self.cache
         if cache is None:
@@ -63,7 +64,7 @@ class Cached:
         self._store(cache, slot, result)
         return result
 
-    def _hit(self, cache: ResponseCache, request: CallRequest, hit: Answer) -> StructuredResult[Any]:
+    def _hit(self, cache: ResponseCache, request: CallRequest, hit: Answer) -> StructuredResult[BaseModel]:
         raw, tokens_in, tokens_out, note = hit
         record = request.record(model=cache.model, endpoint=None, cached=True, tokens_in=tokens_in,
                                 tokens_out=tokens_out,
@@ -71,7 +72,7 @@ class Cached:
         return StructuredResult(None, [record], raw)
 
     def _replay_failure(self, cache: ResponseCache, request: CallRequest,
-                        slot: Slot) -> StructuredResult[Any]:
+                        slot: Slot) -> StructuredResult[BaseModel]:
         failed = cache.get(failure_key(slot[0]))
         if failed is None:
             raise CacheMiss(
@@ -84,7 +85,7 @@ class Cached:
                                 error=failed[3])
         return StructuredResult(None, [record], None, failure=Failure(str(failed[3]), False))
 
-    def _store(self, cache: ResponseCache, slot: Slot, result: StructuredResult[Any]) -> None:
+    def _store(self, cache: ResponseCache, slot: Slot, result: StructuredResult[BaseModel]) -> None:
         key, sample, payload = slot
         if result.failure is None:
             record = result.last

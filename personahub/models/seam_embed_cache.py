@@ -17,7 +17,7 @@ from personahub.core.contracts import CacheEntry, CallRecord, CallRequest, Model
 from personahub.models.cache import CacheMiss, ResponseCache, request_hash
 
 
-def embedding_request(model: str, text: str) -> dict[str, Any]:
+def embedding_request(model: str, text: str) -> dict[str, object]:
     """The request one cached vector answers (no URL, no credentials)."""
     return {"kind": "embedding", "model": model, "input": text}
 

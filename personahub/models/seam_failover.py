@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+
+from pydantic import BaseModel
 
 from personahub.core.contracts import CallRequest, ModelEndpoint, StructuredResult
 from personahub.models.failures import FailFast
@@ -57,7 +58,7 @@ class Failover:
                     return index
         return start % n  # all down (or only one): try it anyway
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """The call on the picked endpoint; an unreachable one is marked down. Nothing is sent once the job is
         stopped.
         """

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+
+from pydantic import BaseModel
 
 from personahub.core.contracts import CallRequest, ModelEndpoint, StructuredResult
 from personahub.models.adaptive_limit import AUTO_CEILING, AdaptiveLimit, Concurrency, overload_reason
@@ -94,7 +95,7 @@ class Limited:
             return None
         return self._slots.lower()
 
-    def report(self) -> dict[str, Any]:
+    def report(self) -> dict[str, object]:
         """The concurrency setting and the limit it came to."""
         slots = self._slots
         if isinstance(slots, AdaptiveLimit):
@@ -105,7 +106,7 @@ class Limited:
         final = slots.limit if slots is not None else self.concurrency
         return {"setting": self.concurrency, "final": final, "peak": self.concurrency}
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """The call once a slot and a rate token are held; waiting counts as queue time."""
         waited = time.perf_counter()
         if self.concurrency is None:
@@ -129,7 +130,7 @@ class Limited:
         return result
 
 
-def _tell(slots: AdaptiveLimit, request: CallRequest, result: StructuredResult[Any],
+def _tell(slots: AdaptiveLimit, request: CallRequest, result: StructuredResult[BaseModel],
           epoch: int) -> None:
     """How the call went, for an adaptive limit: overload, or latency per output token."""
     if result.failure is not None:

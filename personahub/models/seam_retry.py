@@ -14,7 +14,8 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+
+from pydantic import BaseModel
 
 from personahub.core.call_spill import SinkSlot
 from personahub.core.contracts import (
@@ -57,7 +58,7 @@ class Retrying:
     def label(self) -> str:
         return self.inner.label
 
-    async def call(self, request: CallRequest) -> StructuredResult[Any]:
+    async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """The first answer, or the last failure once retrying cannot help."""
         records: list[CallRecord] = []
         transient = 0

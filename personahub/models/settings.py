@@ -64,7 +64,7 @@ class LLMSettings:
     rps: float | None = default("rps")
 
     @classmethod
-    def of_job(cls, config: Any, **overrides: Any) -> LLMSettings:
+    def of_job(cls, config: Any, **overrides: object) -> LLMSettings:
         """The settings of a job config with the usual model fields, plus overrides."""
         fields = {"spec": config.llm, "seed": config.seed, "concurrency": config.concurrency,
                   "timeout_s": config.timeout_s, "structured": config.structured,

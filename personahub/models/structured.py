@@ -62,17 +62,22 @@ NO_KEYWORDS: frozenset[str] = frozenset()
 
 
 @lru_cache(maxsize=256)
-def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any]:
+def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, object]:
     """The class's JSON schema without stripped keywords (cached)."""
     built = schema.model_json_schema()
-    return strip_keywords(built, stripped) if stripped else built
+    return _strip_node(built, stripped, describe=True) if stripped else built
 
 
-def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> Any:
+def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> object:
     """A JSON schema without some keywords."""
     if not isinstance(node, Mapping):
         return node
-    out: dict[str, Any] = {}
+    return _strip_node(node, keywords, describe=describe)
+
+
+def _strip_node(node: Mapping[str, object], keywords: frozenset[str], *,
+                describe: bool) -> dict[str, object]:
+    out: dict[str, object] = {}
     for key, value in node.items():
         if key in keywords:
             continue
@@ -116,7 +121,7 @@ def stripped_of(recorded: str) -> frozenset[str]:
 
 @lru_cache(maxsize=512)
 def response_format(schema: type[BaseModel], mode: StructuredMode,
-                    stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, Any] | None:
+                    stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, object] | None:
     if mode == "json_schema":
         return {"type": "json_schema",
                 "json_schema": {"name": schema.__name__, "schema": schema_json(schema, stripped)}}
@@ -130,15 +135,16 @@ def response_format(schema: type[BaseModel], mode: StructuredMode,
 GRAMMAR_SAFE_MAX_LENGTH = 360
 
 
-def grammar_safe(node: object) -> Any:
+def grammar_safe(node: object) -> object:
     if isinstance(node, list):
         return [grammar_safe(item) for item in node]
     if not isinstance(node, Mapping):
         return node
     out = {key: grammar_safe(value) for key, value in node.items()}
-    if isinstance(out.get("maxLength"), int) and out["maxLength"] > GRAMMAR_SAFE_MAX_LENGTH:
-        if isinstance(out.get("pattern"), str):
-            out["pattern"] = with_bound(out["pattern"], out["maxLength"] - GRAMMAR_SAFE_MAX_LENGTH)
+    longest, pattern = out.get("maxLength"), out.get("pattern")
+    if isinstance(longest, int) and longest > GRAMMAR_SAFE_MAX_LENGTH:
+        if isinstance(pattern, str):
+            out["pattern"] = with_bound(pattern, longest - GRAMMAR_SAFE_MAX_LENGTH)
         out["maxLength"] = GRAMMAR_SAFE_MAX_LENGTH
         low = out.get("minLength")
         if isinstance(low, int) and low > GRAMMAR_SAFE_MAX_LENGTH:
@@ -157,7 +163,7 @@ def openai_tools(schema: type[BaseModel],
     return [tool]
 
 
-def tool_choice(schema: type[BaseModel]) -> dict[str, Any]:
+def tool_choice(schema: type[BaseModel]) -> dict[str, object]:
     return {"type": "function", "function": {"name": openai_tools(schema)[0]["function"]["name"]}}
 
 

@@ -12,14 +12,14 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 from personahub.models.fake_server.files import FileProblem, FileStore, new_id
 
 #: the server's online answer (status, body) to one request
-Answer = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any] | str]]
+Answer = Callable[[str, dict[str, object]], tuple[int, Mapping[str, object] | str]]
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
 MAX_LINES = 50_000  # the OpenAI API's bound on requests per batch
 MAX_RUNNING = 64  # batches in progress at once (each runs on a thread of its own)
@@ -54,7 +54,7 @@ def draw(seed: int, *parts: object) -> float:
 class _Line:
     custom_id: str
     url: str
-    body: dict[str, Any]
+    body: dict[str, object]
 
 
 @dataclass
@@ -73,13 +73,13 @@ class _Batch:
     total: int = 0
     completed: int = 0
     failed: int = 0
-    errors: list[dict[str, Any]] | None = None
+    errors: list[dict[str, object]] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None
     model: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """The API's batch object."""
         seconds = int(self.window[:-1]) * _WINDOW_S[self.window[-1]]
         stamps = {f"{name}_at": self.stamps.get(name) for name in (
@@ -108,7 +108,7 @@ class BatchBook:
         self._order: list[str] = []
         self._lock = threading.Lock()
 
-    def create(self, request: Mapping[str, object]) -> dict[str, Any]:
+    def create(self, request: Mapping[str, object]) -> dict[str, object]:
         """Create a batch: check the request, start it, return it."""
         input_file_id = request.get("input_file_id")
         if not isinstance(input_file_id, str) or not input_file_id:
@@ -142,11 +142,11 @@ class BatchBook:
                          name=f"loopback-{batch.batch_id}").start()
         return described
 
-    def get(self, batch_id: str) -> dict[str, Any]:
+    def get(self, batch_id: str) -> dict[str, object]:
         with self._lock:
             return self._find(batch_id).describe()
 
-    def cancel(self, batch_id: str) -> dict[str, Any]:
+    def cancel(self, batch_id: str) -> dict[str, object]:
         """Cancel a batch: its thread writes what it answered and ends it."""
         with self._lock:
             batch = self._find(batch_id)
@@ -159,7 +159,7 @@ class BatchBook:
         self.bump("batch_cancels")
         return described
 
-    def listing(self, after: str | None, limit: int) -> dict[str, Any]:
+    def listing(self, after: str | None, limit: int) -> dict[str, object]:
         """List batches, newest first, paged."""
         with self._lock:
             ids = self._order[::-1]
@@ -183,7 +183,7 @@ class BatchBook:
             raise FileProblem(404, f"No batch found with id '{batch_id}'.", "batch_id")
         return batch
 
-    def _set(self, batch: _Batch, status: str, **changes: Any) -> None:
+    def _set(self, batch: _Batch, status: str, **changes: object) -> None:
         with self._lock:
             if batch.status == "cancelling" and status in ("in_progress", "finalizing"):
                 status = "cancelling"  # a cancel arrived meanwhile: stay cancelling
@@ -211,7 +211,7 @@ class BatchBook:
         expire = self._picked(faults.expire_rate, faults.expire, batch.ordinal, "expire")
         runs = len(lines) // 2 if expire else len(lines)
         start = time.monotonic()
-        outputs: list[dict[str, Any]] = []
+        outputs: list[_ResultLine] = []
         for index, line in enumerate(lines[:runs]):
             due = start + faults.delay_s * index / max(1, len(lines))
             if batch.cancel.wait(max(0.0, due - time.monotonic())):
@@ -235,7 +235,8 @@ class BatchBook:
         self._finish(batch, outputs + skipped,
                      "cancelled" if cancelled else "expired" if expire else "completed")
 
-    def _answer_line(self, batch: _Batch, index: int, line: _Line) -> tuple[int, dict[str, Any] | str]:
+    def _answer_line(self, batch: _Batch, index: int,
+                     line: _Line) -> tuple[int, Mapping[str, object] | str]:
         """A line's answer: the online answer, or an injected failure."""
         self.bump("batch_lines")
         if self.faults.error_rate and draw(self.faults.seed, "line", batch.ordinal,
@@ -246,7 +247,7 @@ class BatchBook:
                                    "param": None, "code": None}}
         return self.answer(line.url, line.body)
 
-    def _finish(self, batch: _Batch, results: list[dict[str, Any]], status: str) -> None:
+    def _finish(self, batch: _Batch, results: list[_ResultLine], status: str) -> None:
         """Write the output and error files and end the batch with a status."""
         ok = [r for r in results if r["response"] is not None
               and r["response"]["status_code"] == 200]
@@ -270,10 +271,10 @@ class BatchBook:
         self._set(batch, status, output_file_id=output_id, error_file_id=error_id)
 
 
-def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, Any]]]:
+def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, object]]]:
     """The requests of a batch file, and the validation errors that fail the batch."""
     lines: list[_Line] = []
-    problems: list[dict[str, Any]] = []
+    problems: list[dict[str, object]] = []
     seen: set[str] = set()
 
     def problem(number: int, code: str, message: str, param: str | None = None) -> None:
@@ -327,16 +328,33 @@ def _metadata(value: object) -> dict[str, str] | None:
     return dict(value)
 
 
-def _result(custom_id: str, status: int, body: object) -> dict[str, Any]:
+class _Response(TypedDict):
+    """The answer a batch line got."""
+
+    status_code: int
+    request_id: str
+    body: object
+
+
+class _ResultLine(TypedDict):
+    """A line of a batch's output or error file."""
+
+    id: str
+    custom_id: str
+    response: _Response | None
+    error: dict[str, str] | None
+
+
+def _result(custom_id: str, status: int, body: object) -> _ResultLine:
     return {"id": new_id("batch_req_"), "custom_id": custom_id,
             "response": {"status_code": status, "request_id": new_id("req_"), "body": body},
             "error": None}
 
 
-def _skipped(custom_id: str, code: str, message: str) -> dict[str, Any]:
+def _skipped(custom_id: str, code: str, message: str) -> _ResultLine:
     return {"id": new_id("batch_req_"), "custom_id": custom_id, "response": None,
             "error": {"code": code, "message": message}}
 
 
-def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+def _jsonl(rows: Sequence[Mapping[str, object]]) -> bytes:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NotRequired, TypeGuard
 
 from pydantic import BaseModel, ValidationError
 from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
@@ -29,27 +29,46 @@ class Refusal:
     """An error answer: status and body (a dict is sent as JSON, a string as plain text)."""
 
     status: int
-    body: dict[str, Any] | str
+    body: dict[str, object] | str
     headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How to answer an accepted request (None for tools or the token limit means none)."""
+    """How to answer an accepted request (None for tools or the token limit means none).
 
-    json_schema: Mapping[str, Any] | None = None
+    The tools are the request's as sent: the server's bounds check refuses a value that is no list
+    of tool objects before they are used.
+    """
+
+    json_schema: Mapping[str, object] | None = None
     wants_json: bool = False
     prompt_schema: bool = True
-    tools: Sequence[Mapping[str, Any]] | None = None
+    tools: object = None
     tool_choice: object = None
     max_tokens: int | None = None
+
+
+class FormatParts(TypedDict, total=False):
+    """The part of a plan a response format decides."""
+
+    json_schema: Mapping[str, object]
+    wants_json: bool
+    prompt_schema: bool
+
+
+class ToolParts(TypedDict, total=False):
+    """The part of a plan the tools and the tool choice decide."""
+
+    tools: object
+    tool_choice: object
 
 
 @dataclass(frozen=True)
 class Shaped:
     """A finished assistant message and its finish reason."""
 
-    message: dict[str, Any]
+    message: dict[str, object]
     finish_reason: str
 
 
@@ -82,7 +101,7 @@ class Dialect:
             return self.error(400, "[] is too short - 'messages'", param="messages")
         return None
 
-    def plan(self, request: dict[str, Any], prompt_tokens: int) -> Plan | Refusal:
+    def plan(self, request: dict[str, object], prompt_tokens: int) -> Plan | Refusal:
         """How to answer a request, or why it is refused."""
         problem = self.messages_problem(request.get("messages"))
         if problem is not None:
@@ -98,7 +117,7 @@ class Dialect:
             return tools
         return Plan(**formats, **tools, max_tokens=limit)
 
-    def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
+    def max_tokens(self, request: Mapping[str, object]) -> int | None | Refusal:
         for key in ("max_completion_tokens", "max_tokens"):
             value = request.get(key)
             if value is None:
@@ -110,23 +129,23 @@ class Dialect:
             return int(value)
         return None
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         if response_format is None:
             return {}
         kind = response_format.get("type") if isinstance(response_format, Mapping) else None
-        if kind not in _FORMAT_TYPES:
+        if kind not in _FORMAT_TYPES or not isinstance(response_format, Mapping):
             return self.error(400, f"Invalid value for 'response_format.type': {kind!r}; supported "
                               "values are 'text', 'json_object' and 'json_schema'.",
                               param="response_format", code="invalid_value")
-        return _format_plan(kind, _schema_of(response_format))
+        return _format_plan(str(kind), _schema_of(response_format))
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools, choice = request.get("tools"), request.get("tool_choice")
         if not tools or choice == "none":
             return {}
         return {"tools": tools, "tool_choice": choice}
 
-    def choices(self, request: Mapping[str, Any]) -> int | Refusal:
+    def choices(self, request: Mapping[str, object]) -> int | Refusal:
         value = request.get("n")
         if value is None:
             return 1
@@ -142,9 +161,10 @@ class Dialect:
     def text_answer(self, content: str, cut: bool) -> Shaped:
         return Shaped({"role": "assistant", "content": content}, "length" if cut else "stop")
 
-    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+    def tool_answer(self, plan: Plan, calls: list[dict[str, object]], cut: bool) -> Shaped:
         """A tool-call answer; each call's arguments are a string."""
-        message = {"role": "assistant", "content": None, "tool_calls": _wire_calls(calls)}
+        message: dict[str, object] = {"role": "assistant", "content": None,
+                                      "tool_calls": _wire_calls(calls)}
         return Shaped(message, "length" if cut else "tool_calls")
 
 
@@ -169,7 +189,7 @@ class VllmDialect(Dialect):
     def model_not_found(self, model: object) -> Refusal:
         return self.error(404, f"The model `{model}` does not exist.", param="model")
 
-    def invalid(self, *errors: dict[str, Any]) -> Refusal:
+    def invalid(self, *errors: dict[str, object]) -> Refusal:
         """A FastAPI validation error as vLLM answers it."""
         listed = list(errors)
         return self.error(400, f"{validation_text(listed)} {listed}", kind="Bad Request")
@@ -181,7 +201,7 @@ class VllmDialect(Dialect):
         return self.invalid({"type": "json_invalid", "loc": ("body", 0),
                              "msg": "JSON decode error", "input": {}, "ctx": {"error": problem}})
 
-    def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
+    def max_tokens(self, request: Mapping[str, object]) -> int | None | Refusal:
         for key in ("max_completion_tokens", "max_tokens"):
             value = request.get(key)
             if value is None:
@@ -194,14 +214,14 @@ class VllmDialect(Dialect):
             return int(value)
         return None
 
-    def response_format(self, response_format: Any) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         if response_format is None:
             return {}
         kind = response_format.get("type") if isinstance(response_format, Mapping) else None
         if kind == "structural_tag":
             return {}
         where = ("body", "response_format", "ResponseFormat")
-        if kind not in _FORMAT_TYPES:
+        if kind not in _FORMAT_TYPES or not isinstance(response_format, Mapping):
             return self.invalid({"type": "literal_error", "loc": (*where, "type"),
                                  "msg": "Input should be 'text', 'json_object' or 'json_schema'",
                                  "input": kind})
@@ -209,9 +229,9 @@ class VllmDialect(Dialect):
         if kind == "json_schema" and not (isinstance(spec, Mapping) and isinstance(spec.get("name"), str)):
             return self.invalid({"type": "missing", "loc": (*where, "json_schema", "name"),
                                  "msg": "Field required", "input": spec})
-        return _format_plan(kind, _schema_of(response_format))
+        return _format_plan(str(kind), _schema_of(response_format))
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools, choice = request.get("tools"), request.get("tool_choice")
         if choice is None and tools:
             choice = "auto"
@@ -237,8 +257,9 @@ class VllmDialect(Dialect):
             return {}
         return {"tools": tools, "tool_choice": choice}
 
-    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
-        message = {"role": "assistant", "content": "", "tool_calls": _wire_calls(calls)}
+    def tool_answer(self, plan: Plan, calls: list[dict[str, object]], cut: bool) -> Shaped:
+        message: dict[str, object] = {"role": "assistant", "content": "",
+                                      "tool_calls": _wire_calls(calls)}
         named = isinstance(plan.tool_choice, Mapping)
         return Shaped(message, "length" if cut else "stop" if named else "tool_calls")
 
@@ -252,12 +273,14 @@ class VllmLegacyDialect(VllmDialect):
               code: str | None = None, kind: str | None = None) -> Refusal:
         nested = super().error(status, message, param=param, code=code, kind=kind)
         assert isinstance(nested.body, dict)
-        return Refusal(status, {"object": "error", **nested.body["error"]})
+        error = nested.body["error"]
+        assert isinstance(error, dict)
+        return Refusal(status, {"object": "error", **error})
 
 
 # llama-cpp-python's request types, named as there: FastAPI's error locations name union members by
 # type
-_JsonType = None | int | str | bool | list[Any] | dict[str, Any]
+_JsonType = None | int | str | bool | list[Any] | dict[str, object]
 
 
 class ChatCompletionRequestResponseFormat(TypedDict):
@@ -298,7 +321,7 @@ class ChatCompletionNamedToolChoice(TypedDict):
 class _LlamaCppChatRequest(BaseModel):
     """The chat request fields this emulation checks."""
 
-    messages: list[dict[str, Any]] = []
+    messages: list[dict[str, object]] = []
     tools: list[ChatCompletionTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | ChatCompletionNamedToolChoice | None = None
     max_tokens: int | None = None
@@ -331,10 +354,10 @@ class LlamaCppDialect(Dialect):
         return self._validation_failed([{"type": "model_attributes_type", "loc": ("body",),
                                          "msg": _NOT_AN_OBJECT, "input": value}])
 
-    def _validation_failed(self, errors: list[dict[str, Any]]) -> Refusal:
+    def _validation_failed(self, errors: list[dict[str, object]]) -> Refusal:
         return self.error(500, validation_text(errors))
 
-    def plan(self, request: dict[str, Any], prompt_tokens: int) -> Plan | Refusal:
+    def plan(self, request: dict[str, object], prompt_tokens: int) -> Plan | Refusal:
         try:
             checked = _LlamaCppChatRequest.model_validate(request, from_attributes=True)
         except ValidationError as exc:
@@ -351,7 +374,7 @@ class LlamaCppDialect(Dialect):
         wanted = checked.max_tokens
         limit = room if wanted is None or wanted <= 0 else min(wanted, room)
         response_format = checked.response_format
-        formats: dict[str, Any] = {}
+        formats: FormatParts = {}
         if response_format is not None and response_format["type"] == "json_object":
             schema = response_format.get("schema")
             formats = _format_plan("json_object", schema if isinstance(schema, dict) else None)
@@ -367,12 +390,13 @@ class LlamaCppDialect(Dialect):
     def choices(self, request: Mapping[str, object]) -> int | Refusal:
         return 1  # the server ignores n
 
-    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+    def tool_answer(self, plan: Plan, calls: list[dict[str, object]], cut: bool) -> Shaped:
         call = calls[0]
         function = {"name": call["name"], "arguments": call["arguments"]}
-        message = {"role": "assistant", "content": None, "function_call": function,
-                   "tool_calls": [{"id": f"call__0_{call['name']}_cmpl-{call['id'][5:]}",
-                                   "type": "function", "function": dict(function)}]}
+        message: dict[str, object] = {
+            "role": "assistant", "content": None, "function_call": function,
+            "tool_calls": [{"id": f"call__0_{call['name']}_cmpl-{str(call['id'])[5:]}",
+                            "type": "function", "function": dict(function)}]}
         return Shaped(message, "tool_calls")  # also when cut: the handler hard-codes it
 
 
@@ -402,7 +426,7 @@ class OllamaDialect(Dialect):
                               "field ChatCompletionRequest.messages of type []openai.Message")
         return None if messages else self.error(400, "[] is too short - 'messages'")
 
-    def max_tokens(self, request: Mapping[str, Any]) -> int | None | Refusal:
+    def max_tokens(self, request: Mapping[str, object]) -> int | None | Refusal:
         value = request.get("max_tokens")
         if value is None:
             return None
@@ -411,7 +435,7 @@ class OllamaDialect(Dialect):
                               "ChatCompletionRequest.max_tokens of type int")
         return int(value) if value > 0 else None
 
-    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         if response_format is None:
             return {}
         if not isinstance(response_format, Mapping):
@@ -427,7 +451,7 @@ class OllamaDialect(Dialect):
             return _format_plan("json_schema", schema if isinstance(schema, dict) else None)
         return {}
 
-    def tools(self, request: Mapping[str, object]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools = request.get("tools")
         return {"tools": tools, "tool_choice": None} if tools else {}
 
@@ -437,7 +461,7 @@ class OllamaDialect(Dialect):
     def model_not_found(self, model: object) -> Refusal:
         return self.error(404, f'model "{model}" not found, try pulling it first')
 
-    def tool_answer(self, plan: Plan, calls: list[dict[str, Any]], cut: bool) -> Shaped:
+    def tool_answer(self, plan: Plan, calls: list[dict[str, object]], cut: bool) -> Shaped:
         if cut:  # the arguments never parsed: no tool call, the text stays content
             return Shaped({"role": "assistant", "content": calls[0]["arguments"]}, "length")
         wire = [{**c, "index": i} for i, c in enumerate(_wire_calls(calls))]
@@ -451,7 +475,7 @@ class OpenAIStrictDialect(Dialect):
 
     name = "openai-strict"
 
-    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         planned = super().response_format(response_format)
         if isinstance(planned, Refusal) or not isinstance(response_format, Mapping):
             return planned
@@ -460,7 +484,7 @@ class OpenAIStrictDialect(Dialect):
         name = spec.get("name") if isinstance(spec, Mapping) else None
         return self._check(schema, f"response_format {name!r}", "response_format") or planned
 
-    def tools(self, request: Mapping[str, Any]) -> dict[str, Any] | Refusal:
+    def tools(self, request: Mapping[str, object]) -> ToolParts | Refusal:
         tools = request.get("tools")
         for tool in tools if isinstance(tools, list) else []:  # the base dialect refuses others
             function = tool.get("function") if isinstance(tool, Mapping) else None
@@ -507,7 +531,7 @@ class ToolsOnlyDialect(Dialect):
 
     name = "tools-only"
 
-    def response_format(self, response_format: object) -> dict[str, Any] | Refusal:
+    def response_format(self, response_format: object) -> FormatParts | Refusal:
         kind = response_format.get("type") if isinstance(response_format, Mapping) else response_format
         if response_format is None or kind == "text":
             return {}
@@ -527,14 +551,14 @@ def make_dialect(name: str, *, context_tokens: int = LLAMA_CPP_N_CTX) -> Dialect
     return kinds[name]()
 
 
-def validation_text(errors: Sequence[Mapping[str, Any]]) -> str:
+def validation_text(errors: Sequence[Mapping[str, object]]) -> str:
     """How recent FastAPI words a validation error (minus the file and line it appends)."""
     count = len(errors)
     return f"{count} validation error{'s' if count != 1 else ''}:" + "".join(
         f"\n  {dict(e)}" for e in errors)
 
 
-def _format_plan(kind: str, schema: Mapping[str, Any] | None) -> dict[str, Any]:
+def _format_plan(kind: str, schema: Mapping[str, object] | None) -> FormatParts:
     if kind == "text":
         return {}
     if schema:
@@ -542,7 +566,7 @@ def _format_plan(kind: str, schema: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"wants_json": True}
 
 
-def _schema_of(response_format: Mapping[str, object]) -> dict[str, Any] | None:
+def _schema_of(response_format: Mapping[str, object]) -> dict[str, object] | None:
     """The schema a JSON-schema response format carries."""
     if response_format.get("type") != "json_schema":
         return None
@@ -551,12 +575,12 @@ def _schema_of(response_format: Mapping[str, object]) -> dict[str, Any] | None:
     return schema if isinstance(schema, dict) else None
 
 
-def _wire_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _wire_calls(calls: list[dict[str, object]]) -> list[dict[str, object]]:
     return [{"id": c["id"], "type": "function",
              "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

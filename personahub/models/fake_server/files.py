@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
-from typing import Any
 
 #: one upload's size bound (OpenAI takes 200 MB; this server holds files in memory)
 FILE_MAX_BYTES = 128 * 1024 * 1024
@@ -39,7 +38,7 @@ class StoredFile:
     data: bytes
     created_at: int
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         return {"id": self.file_id, "object": "file", "bytes": len(self.data),
                 "created_at": self.created_at, "filename": self.filename,
                 "purpose": self.purpose, "status": "processed", "expires_at": None,
@@ -79,7 +78,7 @@ class FileStore:
             raise FileProblem(404, f"No such File object: {file_id}", "id")
         return stored
 
-    def delete(self, file_id: str) -> dict[str, Any]:
+    def delete(self, file_id: str) -> dict[str, object]:
         """Forget a file (404 when unknown); the API's deletion answer."""
         with self._lock:
             stored = self._files.pop(file_id, None)
@@ -89,7 +88,7 @@ class FileStore:
             raise FileProblem(404, f"No such File object: {file_id}", "id")
         return {"id": file_id, "object": "file", "deleted": True}
 
-    def listing(self, purpose: str | None = None) -> dict[str, Any]:
+    def listing(self, purpose: str | None = None) -> dict[str, object]:
         """Every file (of a purpose), newest first, as the API lists them."""
         with self._lock:
             files = [f for f in self._files.values() if purpose in (None, f.purpose)]

@@ -11,14 +11,13 @@ import hashlib
 import math
 import string
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 __all__ = ["letter_logprobs", "logprobs_content"]
 
 
-def letter_logprobs(seed: int, messages: Sequence[Mapping[str, Any]], n: int) -> dict[str, float]:
+def letter_logprobs(seed: int, messages: Sequence[Mapping[str, object]], n: int) -> dict[str, float]:
     """The log-probability of each of the first letters as the first answer token."""
     letters = string.ascii_uppercase[:max(1, min(n, 26))]
     text = "\x1e".join(str(m.get("content", "")) for m in messages)
@@ -28,8 +27,8 @@ def letter_logprobs(seed: int, messages: Sequence[Mapping[str, Any]], n: int) ->
     return {letter: math.log(max(float(p), 1e-12)) for letter, p in zip(letters, draw, strict=True)}
 
 
-def logprobs_content(seed: int, messages: Sequence[Mapping[str, Any]],
-                     request: Mapping[str, Any]) -> dict[str, Any]:
+def logprobs_content(seed: int, messages: Sequence[Mapping[str, object]],
+                     request: Mapping[str, object]) -> dict[str, object]:
     """A choice's log-probabilities object for a request."""
     top = request.get("top_logprobs")
     n = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 1

@@ -10,7 +10,6 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from personahub.models.bounds import CHARS_PER_TOKEN, JSON_CHARS_PER_TOKEN, estimate_tokens, json_chars
 from personahub.models.offline import resolve_node
@@ -30,15 +29,15 @@ class Runaway:
     tokens: int
 
 
-def _last_string(value: object, schema: Mapping[str, Any] | None,
-                 root: Mapping[str, object]) -> tuple[JsonPath, Mapping[str, Any]] | None:
+def _last_string(value: object, schema: object,
+                 root: Mapping[str, object]) -> tuple[JsonPath, Mapping[str, object]] | None:
     """The path to the last free string in a value (document order) and its schema node."""
-    node = resolve_node(schema, root) if schema else {}
+    node = resolve_node(_node(schema), root) if schema else {}
     if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
         return None if "enum" in node or "const" in node else ([], node)
     found = None
     if isinstance(value, dict):
-        props = node.get("properties") or {}
+        props = _node(node.get("properties") or {})
         for key, item in value.items():
             inner = _last_string(item, props.get(key), root)
             if inner is not None:
@@ -52,13 +51,36 @@ def _last_string(value: object, schema: Mapping[str, Any] | None,
     return found
 
 
-def _set(value: Any, path: JsonPath, new: object) -> None:
+def _node(schema: object) -> Mapping[str, object]:
+    """A schema node as a mapping; another value is no node and fails as reading it would."""
+    if not isinstance(schema, Mapping):
+        raise AttributeError(f"a schema node is an object, not {type(schema).__name__}")
+    return schema
+
+
+def _child(value: object, step: str | int) -> object:
+    """The member of an object or array at one step of a path."""
+    if isinstance(value, dict):
+        return value[step]
+    if isinstance(value, list) and isinstance(step, int):
+        return value[step]
+    raise TypeError(f"no member {step!r} in a JSON {type(value).__name__}")
+
+
+def _set(value: object, path: JsonPath, new: object) -> None:
     for step in path[:-1]:
-        value = value[step]
-    value[path[-1]] = new
+        value = _child(value, step)
+    last = path[-1]
+    if isinstance(value, dict):
+        value[last] = new
+    elif isinstance(value, list) and isinstance(last, int):
+        value[last] = new
+    else:
+        raise TypeError(f"no member {last!r} in a JSON {type(value).__name__}")
 
 
-def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None) -> Runaway | None:
+def run_away(value: object, schema: Mapping[str, object] | None,
+             limit: int | None) -> Runaway | None:
     """The value with its last string run away under a token limit; None when it has no string."""
     limit = limit or NO_LIMIT_TOKENS
     root = schema or {}
@@ -67,7 +89,8 @@ def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None)
         return None
     path, node = found
     value = json.loads(json.dumps(value))
-    original = _get(value, path) or "and so on"
+    found_text = _get(value, path)  # a string: the path leads to one
+    original = found_text if isinstance(found_text, str) and found_text else "and so on"
     bound = node.get("maxLength")
     if isinstance(bound, int):  # the grammar ends the string at the bound, the JSON closes
         _set(value, path, _repeat(original, bound))
@@ -77,9 +100,9 @@ def run_away(value: object, schema: Mapping[str, Any] | None, limit: int | None)
     return _cut(value, path, original, limit)
 
 
-def _get(value: Any, path: JsonPath) -> Any:
+def _get(value: object, path: JsonPath) -> object:
     for step in path:
-        value = value[step]
+        value = _child(value, step)
     return value
 
 

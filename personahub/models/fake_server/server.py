@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import parse_qs, unquote
 
 from personahub.core.errors import PersonahubError, UsageError
@@ -73,7 +73,7 @@ _BODY_TIMEOUT_S = 5.0  # a body shorter than its Content-Length is given up on a
 _MAX_BODY = 8 * 1024 * 1024
 PREFIX_CACHE_PROMPTS = 64
 #: the usage a bad-usage answer reports
-IMPOSSIBLE_USAGE = {"prompt_tokens": -100, "completion_tokens": 10**15, "total_tokens": 10**15 - 100}
+IMPOSSIBLE_USAGE: Usage = {"prompt_tokens": -100, "completion_tokens": 10**15, "total_tokens": 10**15 - 100}
 # option shares lie in [0, 1] and times in seconds are >= 0
 _RATES = ("error_rate", "malformed_rate", "hang_rate", "runaway_rate",
           "bad_usage_rate", "batch_error_rate",
@@ -247,14 +247,15 @@ class _Server(ThreadingHTTPServer):
             return
         self.refused.close_later(request)  # closed once drained, so no reset eats the 503
 
-    def shutdown_request(self, request: Any) -> None:
+    def shutdown_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
         try:
             super().shutdown_request(request)
         finally:
             with self.open_lock:
                 self.open_connections -= 1
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
+    def handle_error(self, request: socket.socket | tuple[bytes, socket.socket],
+                     client_address: object) -> None:
         """Ignore clients that hang up (tests time out on purpose)."""
         import sys
 
@@ -265,7 +266,7 @@ class _Server(ThreadingHTTPServer):
         with self.fault_lock:
             return self.fault_rng.random()
 
-    def cached_tokens(self, messages: list[dict[str, Any]], prompt_tokens: int) -> int:
+    def cached_tokens(self, messages: list[Turn], prompt_tokens: int) -> int:
         """Tokens of the prompt's longest prefix shared with a recent prompt; remembers the prompt."""
         text = " ".join(str(m.get("content") or "") for m in messages)
         with self.prefix_lock:
@@ -314,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
         """Silence per-request logging (tests and benchmarks make many requests)."""
 
     def setup(self) -> None:
@@ -350,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(None)
         return ok
 
-    def _send(self, status: int, body: dict[str, Any] | str,
+    def _send(self, status: int, body: Mapping[str, object] | str,
               headers: Mapping[str, str] | None = None, *, plain: bool = False) -> None:
         data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
         self.send_response(status)
@@ -437,7 +438,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._batch_api(lambda: self.server.files.delete(file_id))
 
     def _get_batch_api(self, files: re.Match[str] | None,
-                       batches: re.Match[str] | None) -> dict[str, Any] | bytes:
+                       batches: re.Match[str] | None) -> dict[str, object] | bytes:
         srv = self.server
         query = parse_qs(self.path.partition("?")[2])
         if files is not None:
@@ -456,7 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise FileProblem(405, "cancel a batch with POST")
         return srv.batches.get(unquote(batches.group(1)))
 
-    def _batch_api(self, answer: Callable[[], dict[str, Any] | bytes]) -> None:
+    def _batch_api(self, answer: Callable[[], dict[str, object] | bytes]) -> None:
         """Send what the route returns, or its error."""
         try:
             body = answer()
@@ -624,7 +625,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(srv.dialect.error(400, str(exc)))
             return
 
-        def store() -> dict[str, Any]:
+        def store() -> dict[str, object]:
             filename, purpose, data = parse_upload(self.headers.get("Content-Type") or "", raw)
             stored = srv.files.add(filename, purpose, data)
             srv.stats.bump("files_uploaded")
@@ -663,7 +664,7 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def _embed(self, request: dict[str, Any], texts: list[str], received: float) -> None:
+    def _embed(self, request: dict[str, object], texts: list[str], received: float) -> None:
         """Answer embeddings with word-hashing vectors, with the chat answers' latency and faults."""
         if self._fault(received):
             return
@@ -671,7 +672,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.stats.bump("answered")
         self._send(200, _embedding_body(request, texts))
 
-    def _answer(self, request: dict[str, Any], received: float) -> None:
+    def _answer(self, request: dict[str, object], received: float) -> None:
         """Refuse as the dialect would, inject faults, or answer."""
         srv, opts = self.server, self.server.options
         prepared = _prepare_chat(srv, request)
@@ -705,7 +706,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
-def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
+def _parse(raw: bytes, dialect: Dialect) -> dict[str, object] | Refusal:
     try:
         request = json.loads(raw)
     except RecursionError:
@@ -718,17 +719,54 @@ def _parse(raw: bytes, dialect: Dialect) -> dict[str, Any] | Refusal:
     return request
 
 
+class Turn(TypedDict):
+    """A request message as the engine reads it: its role and its text."""
+
+    role: object
+    content: str
+
+
+class Usage(TypedDict, total=False):
+    """A completion's token counts."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int]
+
+
+class Choice(TypedDict):
+    """One answer of a completion."""
+
+    index: int
+    message: dict[str, object]
+    finish_reason: str
+    logprobs: object
+
+
+class ChatBody(TypedDict):
+    """A chat completion as the server sends it."""
+
+    id: str
+    object: str
+    created: int
+    model: object
+    system_fingerprint: str
+    choices: list[Choice]
+    usage: Usage
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """A chat request the dialect takes: plan, messages, choices and answer schema."""
 
     plan: Plan
-    messages: list[dict[str, Any]]
+    messages: list[Turn]
     choices: int
-    schema: Mapping[str, Any] | None
+    schema: Mapping[str, object] | None
 
 
-def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
+def _prepare_chat(srv: _Server, request: dict[str, object]) -> _Prepared | Refusal:
     """The dialect's refusal of the request, or what answering it takes (shared with batch lines, so both
     are refused alike).
     """
@@ -744,14 +782,27 @@ def _prepare_chat(srv: _Server, request: dict[str, Any]) -> _Prepared | Refusal:
         return choices
     check_chat(plan.max_tokens, choices, plan.tools)
     schema = _answer_schema(plan, messages)
-    check_answer([(schema, "response_format"), *(
-        ((t.get("function", t) or {}).get("parameters"), "tools") for t in plan.tools or ())],
-        choices)
+    check_answer([(schema, "response_format"),
+                  *((_parameters(t), "tools") for t in _tools(plan) or ())], choices)
     return _Prepared(plan, messages, choices, schema)
 
 
-def _chat_reply(srv: _Server, request: dict[str, Any],
-                prepared: _Prepared) -> tuple[dict[str, Any], bool, bool]:
+def _tools(plan: Plan) -> list[Mapping[str, object]] | None:
+    """The plan's tools as check_chat lets them through: a list of tool objects, or None."""
+    tools = plan.tools
+    if not isinstance(tools, list):
+        return None
+    return [tool for tool in tools if isinstance(tool, Mapping)]
+
+
+def _parameters(tool: Mapping[str, object]) -> object:
+    """A tool's parameter schema (check_chat made sure its function is an object)."""
+    function = tool.get("function", tool)
+    return function.get("parameters") if isinstance(function, Mapping) else None
+
+
+def _chat_reply(srv: _Server, request: dict[str, object],
+                prepared: _Prepared) -> tuple[ChatBody, bool, bool]:
     """The completion, whether it was cut, and whether it was malformed."""
     opts = srv.options
     asked, repair = _before_repair(prepared.messages)
@@ -781,7 +832,7 @@ def _chat_reply(srv: _Server, request: dict[str, Any],
     return body, cut, malformed
 
 
-def answer_line(srv: _Server, url: str, request: object) -> tuple[int, dict[str, Any] | str]:
+def answer_line(srv: _Server, url: str, request: object) -> tuple[int, Mapping[str, object] | str]:
     """Status and body answering one batch line as the online route would, minus connection faults."""
     dialect = srv.dialect
     if not isinstance(request, dict):
@@ -818,10 +869,11 @@ def answer_line(srv: _Server, url: str, request: object) -> tuple[int, dict[str,
     return refusal.status, refusal.body
 
 
-def _embedding_body(request: Mapping[str, Any], texts: list[str]) -> dict[str, Any]:
+def _embedding_body(request: Mapping[str, object], texts: list[str]) -> dict[str, object]:
     from personahub.personas.embedding import HashEmbedder
 
-    dim = int(request.get("dimensions") or 64)
+    dimensions = request.get("dimensions")  # check_embeddings made sure it is an integer
+    dim = dimensions if isinstance(dimensions, int) and dimensions else 64
     vectors = HashEmbedder(dim=dim).embed(texts)
     tokens = sum(approx_tokens(t) for t in texts)
     as_base64 = request.get("encoding_format") == "base64"
@@ -838,7 +890,7 @@ def _first(query: Mapping[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-def _model_entry(name: str) -> dict[str, Any]:
+def _model_entry(name: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "personahub-offline"}
 
 
@@ -848,16 +900,15 @@ def _retry_after(status: int, seconds: float | None) -> dict[str, str]:
     return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"}
 
 
-def _plain_messages(request: Mapping[str, object]) -> list[dict[str, Any]]:
+def _plain_messages(request: Mapping[str, object]) -> list[Turn]:
     raw = request.get("messages")
     if not isinstance(raw, list):
         return []
-    return [{"role": m.get("role", "user"), "content": message_text(m.get("content"))}
+    return [Turn(role=m.get("role", "user"), content=message_text(m.get("content")))
             for m in raw if isinstance(m, dict)]
 
 
-def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
-                                                             list[dict[str, Any]]]:
+def _before_repair(messages: list[Turn]) -> tuple[list[Turn], list[Turn]]:
     """Split a repair prompt into the first conversation and the repair turn; a repair is answered with the
     first request's answer, unbroken.
     """
@@ -869,13 +920,14 @@ def _before_repair(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]]
     # in prompt mode the schema's instruction follows the last user turn: now the repair's
     tail = last[last.find(REPAIR_CLOSING) + len(REPAIR_CLOSING):] if REPAIR_CLOSING in last else ""
     if tail.strip() and asked[-1]["role"] == "user":
-        asked[-1] = {**asked[-1], "content": asked[-1]["content"] + tail}
-        return asked, [messages[-2], {**messages[-1], "content": last[:len(last) - len(tail)]}]
+        asked[-1] = Turn(role=asked[-1]["role"], content=asked[-1]["content"] + tail)
+        return asked, [messages[-2], Turn(role=messages[-1]["role"],
+                                          content=last[:len(last) - len(tail)])]
     return asked, messages[-2:]
 
 
-def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool = False,
-                dialect: Dialect | None = None) -> dict[str, Any]:
+def _completion(engine: OfflineEngine, request: dict[str, object], malformed: bool = False,
+                dialect: Dialect | None = None) -> Mapping[str, object]:
     dialect = dialect or make_dialect("openai")
     messages = _plain_messages(request)
     plan = dialect.plan(request, approx_tokens(" ".join(m["content"] for m in messages)))
@@ -884,7 +936,7 @@ def _completion(engine: OfflineEngine, request: dict[str, Any], malformed: bool 
     return _answer_body(engine, dialect, request, messages, plan, malformed)[0]
 
 
-def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, Any] | None:
+def _answer_schema(plan: Plan, messages: list[Turn]) -> Mapping[str, object] | None:
     """The schema an answer fills: the plan's, else the prompt's, else any object when JSON is due."""
     schema = plan.json_schema
     if schema is None and plan.prompt_schema and not plan.tools:
@@ -899,17 +951,17 @@ def _answer_schema(plan: Plan, messages: list[dict[str, Any]]) -> Mapping[str, A
 
 
 def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, object],
-                 messages: list[dict[str, Any]], plan: Plan,
+                 messages: list[Turn], plan: Plan,
                  malformed: bool, choices: int = 1, *,
                  runaway: bool = False,
-                 schema: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], bool]:
+                 schema: Mapping[str, object] | None = None) -> tuple[ChatBody, bool]:
     if schema is None:
         schema = _answer_schema(plan, messages)
     answers = [_choice(choice_engine(engine, i), dialect, messages, plan, schema, malformed,
                        runaway) for i in range(choices)]
     tokens_in = answers[0][2]
     tokens_out = sum(a[3] for a in answers)
-    body = {
+    body: ChatBody = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -934,10 +986,10 @@ def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
     return OfflineEngine(int.from_bytes(digest, "big"))
 
 
-def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, Any]], plan: Plan,
-            schema: Mapping[str, Any] | None, malformed: bool,
+def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[Turn], plan: Plan,
+            schema: Mapping[str, object] | None, malformed: bool,
             runaway: bool = False) -> tuple[Shaped, bool, int, int]:
-    reply = engine.respond(messages, json_schema=schema, tools=plan.tools,
+    reply = engine.respond(messages, json_schema=schema, tools=_tools(plan),
                            tool_choice=plan.tool_choice)
     limit = plan.max_tokens
     if runaway:
@@ -964,9 +1016,10 @@ def _choice(engine: OfflineEngine, dialect: Dialect, messages: list[dict[str, An
     return shaped, cut, reply.tokens_in, tokens_out
 
 
-def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, Any] | None) -> Runaway | None:
+def _run_away(reply: EngineReply, plan: Plan, schema: Mapping[str, object] | None) -> Runaway | None:
     if reply.tool_calls:
-        tool = pick_tool(plan.tools, plan.tool_choice) if plan.tools else {}
+        tools = _tools(plan)
+        tool = pick_tool(tools, plan.tool_choice) if tools else {}
         return run_away(reply.tool_calls[0]["args"], tool.get("parameters"), plan.max_tokens)
     try:
         value = json.loads(reply.content)

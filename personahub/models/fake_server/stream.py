@@ -17,12 +17,12 @@ def wants_stream(request: Mapping[str, object]) -> bool:
 
 
 def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
-                      piece_chars: int = PIECE_CHARS) -> Iterator[dict[str, Any]]:
+                      piece_chars: int = PIECE_CHARS) -> Iterator[dict[str, object]]:
     """The chunk objects that stream a completion body."""
     head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
             "model": body["model"], "system_fingerprint": body.get("system_fingerprint")}
 
-    def chunk(index: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    def chunk(index: int, delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
         extra = {"usage": None} if include_usage else {}
         return {**head, "choices": [{"index": index, "delta": delta, "logprobs": None,
                                      "finish_reason": finish}], **extra}
