@@ -384,6 +384,8 @@ def main() -> None:
     print(f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs",
           flush=True)
     if args.score:
+        if not args.score.is_file():
+            ap.error(f"--score: no database at {args.score}")
         n = int(args.sizes.split(",")[0])
         print(json.dumps(score(args.score, corpus(args.workdir, n)[1], n)), flush=True)
         return
