@@ -163,7 +163,7 @@ class _Conventions:
 
     params: list[Parameter]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         conventional_names(self.params)
         self.params.extend(verbosity_params())
@@ -179,7 +179,7 @@ class _Conventions:
 class PersonahubCommand(_Conventions, TyperCommand):
     """A leaf command with the app's conventions (see the module docstring)."""
 
-    def invoke(self, ctx: Context) -> Any:
+    def invoke(self, ctx: Context) -> object:
         if verbosity() > 0:
             show_settings(ctx)
         return super().invoke(ctx)
