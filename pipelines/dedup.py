@@ -259,7 +259,7 @@ class DedupAsker:
         return Marks(ids, dup, time.perf_counter() - t0)
 
 
-class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind="dedup"):
+class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, object, DedupSummary], kind="dedup"):
     """The job spec behind personahub personas dedup."""
 
     config_type = DedupJobConfig

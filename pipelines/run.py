@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 import duckdb
 
@@ -85,7 +85,7 @@ class RunConfig(EngineFields):
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
     # pause, step and inject events from the live view; never stored
-    steering: Any = engine(None)
+    steering: object = engine(None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Path(self.db))
@@ -257,7 +257,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
     def model_settings(self, config: RunConfig) -> LLMSettings:
         return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+    def upgrade(self, stored: dict[str, object]) -> dict[str, object]:
         """The stored config, the scenario replaced by its description (a run reloads the file)."""
         stored = dict(stored)
         stored.pop("scenario", None)
