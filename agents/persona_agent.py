@@ -68,7 +68,7 @@ class AgentOutcome:
     kept for the rejected table, not emitted. records and cache_entries cover all the agent's calls.
     """
 
-    output: dict[str, Any] | None
+    output: dict[str, object] | None
     text: str | None
     error: str | None
     rejected: QualityIssue | None = None
@@ -103,7 +103,7 @@ def route(state: ChunkState) -> str:
     return "decide" if any(deliberates(a) for a in state["agents"]) else "observe"
 
 
-async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+async def decide(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, object]:
     """Ask each deliberating agent what it does, and set its kind and addressee from the answer."""
     llm, budget = runtime.context.llm, runtime.context.budget
     agents = state["agents"]
@@ -149,7 +149,7 @@ def _error_of(result: StructuredResult[Any]) -> str | None:
     return getattr(last, "error", None) or "no valid answer"
 
 
-def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, object]:
     """Build each acting agent's prompt; an agent without a kind decided not to act."""
     budget = runtime.context.budget
     prompts = [
@@ -170,7 +170,7 @@ def observe(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]
     return {"prompts": prompts}
 
 
-async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, object]:
     """Ask the model for each acting agent's emission, concurrently."""
     llm = runtime.context.llm
     acting = [(i, a, prompt) for i, (a, prompt) in enumerate(zip(state["agents"], state["prompts"],
@@ -189,7 +189,7 @@ async def act(state: ChunkState, runtime: Runtime[AgentContext]) -> dict[str, An
             "errors": [_error_of(r) if r is not None else None for r in results], "calls": results}
 
 
-def record(state: ChunkState) -> dict[str, Any]:
+def record(state: ChunkState) -> dict[str, object]:
     """Turn each answer into an outcome: stored fields, searchable text and the quality verdict."""
     outcomes = []
     n = len(state["agents"])

@@ -11,7 +11,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import matplotlib
@@ -103,7 +102,7 @@ class QuestionBars:
     shares: np.ndarray  # rows sum to 1 (or 0: no answer)
 
 
-def _shares(counts: Any, k: int) -> np.ndarray:
+def _shares(counts: object, k: int) -> np.ndarray:
     vector = np.asarray(json.loads(counts) if isinstance(counts, str) else counts, float)[:k]
     total = vector.sum()
     return vector / total if total > 0 else np.zeros(k)

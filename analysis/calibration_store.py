@@ -171,7 +171,7 @@ def profile_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] |
     return row
 
 
-def replace_profile(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+def replace_profile(con: duckdb.DuckDBPyConnection, row: dict[str, object]) -> None:
     """Store a calibration's survey profile in place of its earlier one, in one transaction."""
     stored = {k: (json.dumps(v) if k in PROFILE_JSON else v) for k, v in row.items()}
     with transaction(con):
@@ -179,8 +179,8 @@ def replace_profile(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None
         insert_rows(con, PROFILES, [stored])
 
 
-def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence[dict[str, Any]],
-                   summary: Sequence[dict[str, Any]]) -> None:
+def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence[dict[str, object]],
+                   summary: Sequence[dict[str, object]]) -> None:
     """Store a job's scores and their means in place of its earlier ones, in one transaction."""
     with transaction(con):
         con.execute("DELETE FROM calibration_scores WHERE job_id = ?", [job_id])

@@ -44,9 +44,9 @@ class ExportItem:
     persona_id: str
     persona: str
     kind: str  # task name, or the emission kind for runs
-    content: dict[str, Any]
+    content: dict[str, object]
     text: str
-    solution: dict[str, Any] | None
+    solution: dict[str, object] | None
     is_duplicate: bool
 
     @property
@@ -81,7 +81,7 @@ def load_items(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                        [source, key]).fetchall()[0][0]:
         flag = "--job" if job is not None else "--run"
         raise PersonahubError(f"{flag} {key}: not found in the database")
-    params: list[Any] = [source, key]
+    params: list[object] = [source, key]
     if task:
         kinds = [r[0] for r in con.execute(
             "SELECT DISTINCT task FROM v_items WHERE source = ? AND source_id = ? ORDER BY 1",
@@ -117,7 +117,7 @@ def chat_row(item: ExportItem) -> dict[str, Any]:
     task = item.output_task
     if task is None:
         return {"messages": [{"role": "user", "content": item.text}]}
-    row: dict[str, Any] = {"messages": task.chat_messages(item.content, item.solution,
+    row: dict[str, object] = {"messages": task.chat_messages(item.content, item.solution,
                                                           persona=item.persona)}
     tools = task.chat_tools(item.content)
     if tools is not None:

@@ -12,7 +12,6 @@ import json
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -27,7 +26,7 @@ MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string
 
 
 
-def annotation_type(annotation: Any) -> pa.DataType | None:
+def annotation_type(annotation: object) -> pa.DataType | None:
     """The Arrow type of a pydantic annotation; None when it has no single one."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -106,7 +105,7 @@ def merge_types(a: pa.DataType | None, b: pa.DataType | None) -> pa.DataType | N
     return None
 
 
-def _inferred(values: list[Any]) -> pa.DataType | None:
+def _inferred(values: list[object]) -> pa.DataType | None:
     try:
         return pa.array(values).type
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
@@ -124,7 +123,7 @@ def _is_usable(kind: pa.DataType) -> bool:
 
 
 def content_type(schema_types: Iterable[pa.DataType | None],
-                 contents: Sequence[Mapping[str, Any]]) -> tuple[pa.DataType, list[str]]:
+                 contents: Sequence[Mapping[str, object]]) -> tuple[pa.DataType, list[str]]:
     """The content struct of an export, and the fields kept as JSON text.
 
     Each top-level field is typed on its own, so one untypeable field leaves the others structs.
@@ -155,7 +154,7 @@ def content_type(schema_types: Iterable[pa.DataType | None],
     return pa.struct(result), as_json
 
 
-def content_array(contents: Sequence[Mapping[str, Any]], kind: pa.DataType,
+def content_array(contents: Sequence[Mapping[str, object]], kind: pa.DataType,
                   as_json: Sequence[str]) -> pa.Array:
     """The contents as an Arrow array of the type (JSON-text fields as text)."""
     if as_json:

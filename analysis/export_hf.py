@@ -56,7 +56,7 @@ def hf_table(items: Sequence[ExportItem]) -> tuple[pa.Table, list[str]]:
     return pa.table(columns), as_json
 
 
-def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) -> dict[str, Any]:
+def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) -> dict[str, object]:
     """What produced the items: the job's task and prompting, or the run's scenario and seed."""
     if job is not None:
         task, prompting, llm = con.execute(

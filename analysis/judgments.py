@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -46,7 +46,7 @@ class Rate:
         return (f"{100 * self.value:.1f}% ({self.yes}/{self.n}; 95% CI "
                 f"{100 * low:.1f}–{100 * high:.1f}%)")
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         low, high = self.interval
         return {"yes": self.yes, "n": self.n, "rate": self.value, "low": low, "high": high}
 
@@ -64,7 +64,7 @@ class Validity:
     def offline(self) -> bool:
         return "offline" in [part.strip() for part in self.model.split(",")]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready, for the live view."""
         return {"judge_id": self.judge_id, "model": self.model, "offline": self.offline,
                 "valid": self.valid.as_dict(),

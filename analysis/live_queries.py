@@ -56,7 +56,8 @@ class Graph(TypedDict):
     sampled: bool
 
 
-def rows(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+def rows(con: duckdb.DuckDBPyConnection, sql: str,
+         params: list[object] | None = None) -> list[dict[str, object]]:
     """Rows of a query as dicts keyed by column name."""
     cursor = con.execute(sql, params or [])
     names = [d[0] for d in cursor.description]
@@ -71,7 +72,7 @@ def run_rows(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> li
                      "ORDER BY started_at DESC NULLS LAST, run_id DESC", [status] if status else [])
 
 
-def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
     """Every run, newest first (id, scenario, status, steps)."""
     keys = ("run_id", "scenario", "status", "steps_done", "steps_planned", "started_at")
     return [_jsonable({key: row[key] for key in keys}) for row in run_rows(con)]
@@ -85,7 +86,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | Non
     return latest_job_id(con, "run")
 
 
-def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object]:
     """The run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
     job = find_job(con, run_id)
     detail = run_detail(con, run_id)
@@ -125,7 +126,7 @@ def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
                      for name, status, done, total in open_)
 
 
-def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, object]]:
     """One row per committed step: actions, emissions, messages, failures, answers, calls, tokens."""
     by_step = calls_by_step(con, run_id)
     return [_jsonable({**{k: v for k, v in row.items() if k != "seconds"},
@@ -134,13 +135,13 @@ def step_rows(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any
             for row in step_table(con, run_id)]
 
 
-def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+def events(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, object]]:
     """Events delivered so far, with who put them in, in order."""
     keys = ("step", "text", "audience", "n_recipients", "source")
     return [_jsonable(dict(zip(keys, row, strict=True))) for row in delivered_events(con, run_id)]
 
 
-def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, object]]:
     """Per survey: its question, options in order, and each answer's count per step so far."""
     planned = _planned_surveys(con, run_id)
     found = survey_counts(con, run_id)
@@ -158,7 +159,7 @@ def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]
     return list(out.values())
 
 
-def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, Any]]:
+def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, object]]:
     """The newest emissions (with whether each is a near-duplicate) and the messages they sent."""
     return [_jsonable(r) for r in newest_emissions(con, run_id, limit)]
 
@@ -190,7 +191,7 @@ def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAP
             "sampled": total_nodes > max_nodes}
 
 
-def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
+def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object] | None:
     """The latest judge's validity rate with its 95% interval, overall and per criterion; None if unjudged."""
     from personahub.analysis.judgments import latest_validity
 
@@ -198,7 +199,7 @@ def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | No
     return figures.as_dict() if figures is not None else None
 
 
-def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+def state(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object]:
     """Everything the page polls each second (the graph comes separately)."""
     return {"run": overview(con, run_id), "steps": step_rows(con, run_id),
             "events": events(con, run_id), "surveys": surveys(con, run_id),
@@ -234,7 +235,7 @@ def _neighbourhood(g: nx.Graph, max_nodes: int) -> list[int]:
     return sorted(seen)
 
 
-def _planned_surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
+def _planned_surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, dict[str, object]]:
     job = find_job(con, run_id)
     config = job.config if job is not None else {}
     return {s["id"]: s for s in (config.get("scenario") or {}).get("surveys") or [] if "id" in s}
@@ -249,13 +250,13 @@ def _options(spec: dict[str, Any]) -> list[str]:
     return []
 
 
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+def _jsonable(row: dict[str, object]) -> dict[str, object]:
     """Timestamps as ISO text; everything else as it is."""
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
 def experiment_state(con: duckdb.DuckDBPyConnection, experiment_id: str,
-                     replicates_planned: int | None = None) -> dict[str, Any] | None:
+                     replicates_planned: int | None = None) -> dict[str, object] | None:
     """An experiment's arms side by side, pooled over its finished runs so far; None before any.
 
     Outcomes carry a per-arm series of (step, n, value, interval).

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from starlette.applications import Starlette
@@ -76,7 +76,7 @@ class ExperimentFeed:
         self.source = source
         self.experiment_id = experiment_id
 
-    def state(self, experiment_id: str) -> dict[str, Any] | None:
+    def state(self, experiment_id: str) -> dict[str, object] | None:
         """The experiment's state; None when it has no finished run."""
         cursor = self.source.cursor()
         try:
@@ -95,7 +95,7 @@ class ExperimentSnapshots(ExperimentFeed):
         self.experiment_id = experiment_id
         self.replicates_planned = replicates_planned
         self._lock = threading.Lock()
-        self._state: dict[str, Any] = {
+        self._state: dict[str, object] = {
             "experiment_id": experiment_id, "waiting": True, "design": None,
             "arms": [{"name": a, "control": i == 0, "replicates_done": 0, "runs": []}
                      for i, a in enumerate(arms)],
@@ -115,7 +115,7 @@ class ExperimentSnapshots(ExperimentFeed):
             with self._lock:
                 self._state = found
 
-    def state(self, experiment_id: str) -> dict[str, Any] | None:
+    def state(self, experiment_id: str) -> dict[str, object] | None:
         with self._lock:
             return dict(self._state) if experiment_id == self.experiment_id else None
 
@@ -156,7 +156,8 @@ def make_app(source: ViewSource | None, live_control: LiveControl | None = None,
     no_runs = JSONResponse({"error": "this view watches an experiment; see its runs with "
                                      "personahub view --db once it is over"}, status_code=409)
 
-    def read(request: Request, what: Callable[[duckdb.DuckDBPyConnection, str], dict[str, Any]]) -> Response:
+    def read(request: Request,
+             what: Callable[[duckdb.DuckDBPyConnection, str], dict[str, object]]) -> Response:
         if source is None:
             return no_runs
         cursor = source.cursor()

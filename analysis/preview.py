@@ -7,7 +7,6 @@ previews the same rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import duckdb
 
@@ -158,7 +157,7 @@ class Shown:
 
     what: str  # "synthesis item", "emission", "persona", "run"
     ident: str
-    fields: list[tuple[str, Any]]
+    fields: list[tuple[str, object]]
 
 
 _LOOKUPS: list[tuple[str, str, str]] = [

@@ -305,7 +305,7 @@ def _diversity(con: duckdb.DuckDBPyConnection, rep: Report) -> Section:
     return section
 
 
-def _share_colours(survey: SurveyShares) -> list[Any]:
+def _share_colours(survey: SurveyShares) -> list[object]:
     """Options on a red-to-green scale: a scale's low end red, a choice survey's first option green."""
     cmap = matplotlib.colormaps["RdYlGn"]
     k = max(1, len(survey.options) - 1)

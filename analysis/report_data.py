@@ -50,7 +50,7 @@ class Event:
     source: str = "scenario"  # or who injected it while the run ran
 
 
-def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, Any]]:
+def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, object]]:
     """The run's scenario surveys by id (options, low, high), from its stored configuration."""
     if run_id is None:
         return {}
@@ -116,14 +116,14 @@ def agent_roles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str,
     return {persona: kind for persona, (_, kind) in best.items()}
 
 
-def neighbourhood_sample(graph: nx.Graph, limit: int) -> tuple[list[Any], list[Any]]:
+def neighbourhood_sample(graph: nx.Graph, limit: int) -> tuple[list[object], list[object]]:
     """Nodes breadth-first from the best-connected node, then the next unreached one; returns (nodes,
     start nodes).
     """
     if graph.number_of_nodes() <= limit:
         return list(graph.nodes), []
     by_degree = sorted(graph.nodes, key=lambda n: (-graph.degree(n), str(n)))
-    chosen: dict[Any, None] = {}
+    chosen: dict[object, None] = {}
     starts = []
     for start in by_degree:
         if len(chosen) >= limit:

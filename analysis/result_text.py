@@ -6,13 +6,12 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from typing import Any
 
 # DuckDB type names whose Markdown column is right-aligned.
 _NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
             "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 
-Rows = Sequence[tuple[Any, ...]]
+Rows = Sequence[tuple[object, ...]]
 
 
 def _json_columns(columns: Sequence[str], types: Sequence[str] | None) -> list[bool]:

@@ -10,7 +10,6 @@ import ast
 import csv
 import json
 from pathlib import Path
-from typing import Any
 
 from personahub.analysis.survey import GroupKey, Question, Survey, add_counts
 from personahub.core.errors import InputFileError
@@ -25,7 +24,7 @@ _NOT_GROUPS = {"MC_options", "question_text", "marginals"}
 _INFO_COLUMNS = ("key", "question", "references", "option_ordinal")
 
 
-def _literal(text: str, what: str, name: str, line: int) -> Any:
+def _literal(text: str, what: str, name: str, line: int) -> object:
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):

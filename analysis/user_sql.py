@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -33,7 +32,7 @@ class QueryResult:
 
     columns: list[str]
     types: list[str]
-    rows: list[tuple[Any, ...]]
+    rows: list[tuple[object, ...]]
     kind: str = "SELECT"  # the statement's kind, as DuckDB's parser names it
 
     @property
@@ -45,7 +44,7 @@ class QueryResult:
 
 def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
                    write_dir: Path | None = None,
-                   where: str = "") -> tuple[list[str], list[tuple[Any, ...]]]:
+                   where: str = "") -> tuple[list[str], list[tuple[object, ...]]]:
     """(column names, rows) of the last statement; a refusal or SQL error is one PersonahubError line."""
     result = user_query_result(db, query, allow_files=allow_files, write_dir=write_dir,
                                where=where)

@@ -40,7 +40,7 @@ def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str
             raise UsageError(f"--kind {kind}: no such job kind; choose from {', '.join(kinds)}")
 
 
-def _what(kind: str, config: dict[str, Any]) -> str:
+def _what(kind: str, config: dict[str, object]) -> str:
     """A few words on what a job makes; shipped kinds avoid importing the model stack."""
     from personahub.core.kernel import spec_for
     from personahub.pipelines.labels import SHIPPED
@@ -102,11 +102,11 @@ class Resumed:
     """What a resume did: the job's kind and the kernel's result (ran is False if it had ended)."""
 
     kind: str
-    result: JobResult[Any]
+    result: JobResult[object]
 
 
 def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
-               engine: dict[str, Any] | None = None, progress: ProgressHook | None = None,
+               engine: dict[str, object] | None = None, progress: ProgressHook | None = None,
                client: StructuredCaller | None = None,
                on_ready: Callable[[StructuredCaller | None], None] | None = None,
                on_start: Callable[[str, bool], None] | None = None,
@@ -143,7 +143,7 @@ RESUME_OPTIONS = frozenset({"cache", "executor", "ray_address", "ray_workers",
                             "max_failed_share"})
 
 
-def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
+def _resume_engine(engine: dict[str, object]) -> dict[str, object]:
     """resume's engine keywords; an unknown one is refused by name."""
     refuse_unknown("resume", engine, set(RESUME_OPTIONS))
     return {name: engine.get(name) for name in sorted(RESUME_OPTIONS)}
@@ -151,7 +151,7 @@ def _resume_engine(engine: dict[str, Any]) -> dict[str, Any]:
 
 @job_function
 def resume(job_id: str | int, *, db: str | Path = DEFAULT_DB, llm: str | None = None,
-           progress: ProgressSetting = None, **engine: Any) -> Job:
+           progress: ProgressSetting = None, **engine: object) -> Job:
     """Resume any stopped job by its id; one that had ended is returned as it is.
 
     Args:

@@ -150,7 +150,7 @@ def resume_run(run_id: str | int, *, db: str | Path, llm: str | None = None,
 @job_function
 def run_scenario(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None, /,
                  *, db: str | Path | None = None, llm: str | None = None, seed: int | None = None,
-                 steps: int | None = None, progress: ProgressSetting = None, **options: Any) -> Run:
+                 steps: int | None = None, progress: ProgressSetting = None, **options: object) -> Run:
     """Run a scenario and return a handle on the run's tables.
 
     Args:
@@ -184,7 +184,7 @@ run_scenario_async = async_twin(run_scenario)
 
 
 def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
-                     options: dict[str, Any]) -> SynthConfig:
+                     options: dict[str, object]) -> SynthConfig:
     """The SynthConfig that synthesize builds; unknown options are refused by name."""
     from personahub.pipelines.synthesize import SynthConfig
 
@@ -233,7 +233,7 @@ class FewerItems(PersonahubError):
 
 @job_function
 def synthesize(task: str, *, db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-               n: int = 10, progress: ProgressSetting = None, **options: Any) -> Job:
+               n: int = 10, progress: ProgressSetting = None, **options: object) -> Job:
     """Run a synthesis job: each persona writes items of one task kind.
 
     Args:
@@ -268,13 +268,13 @@ synthesize_async = async_twin(synthesize)
 # how a persona job runs, unless the caller says
 _PERSONA_ENGINE = ("concurrency", "cache", "executor", "ray_address", "ray_workers",
                    "max_failed_share", "offline_latency_s")
-_TEXT_DEFAULTS: dict[str, Any] = {
+_TEXT_DEFAULTS: dict[str, object] = {
     "relations": "read,write,like,dislike", "per_text": 1, "limit": None, "corpus_name": None,
     "text_column": None, "id_column": None, "split": "paragraph", "batch_size": 64,
     "language": None, "skip_bad": False, **defaults(*_PERSONA_ENGINE)}
 
 
-def _expand_defaults() -> dict[str, Any]:
+def _expand_defaults() -> dict[str, object]:
     """expand's defaults, the command's constants; imported late as they load the persona layer."""
     from personahub.personas.expand import DEFAULT_BATCH
     from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LINK_EMBEDDER
@@ -287,7 +287,7 @@ def _expand_defaults() -> dict[str, Any]:
 # what an expansion makes: a resume compares these when the caller names them
 _EXPAND_IDENTITY = {"hops", "fanout", "limit", "start_ids", "language", "link_candidates",
                     "link_embedder", "batch_size", *SAMPLING}
-_DEDUP_DEFAULTS: dict[str, Any] = {
+_DEDUP_DEFAULTS: dict[str, object] = {
     "embedder": "hash", "threshold": 0.9, "num_perm": 128, "ngram": 1, "embed_threshold": 0.9,
     "ann": "auto", "batch_size": 50_000}
 # how a dedup job runs (its engine fields)
@@ -298,8 +298,8 @@ _MODEL_FLAGS = {*SAMPLING, "timeout_s", "rps"}
 _BATCH_FLAGS = set(BATCH)
 
 
-def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str | Path,
-                 options: dict[str, Any], progress: ProgressSetting = None, **fixed: Any) -> Job:
+def _persona_job(kind: str, defaults: dict[str, object], flags: set[str], db: str | Path,
+                 options: dict[str, object], progress: ProgressSetting = None, **fixed: object) -> Job:
     """Run a persona job with its defaults overridden by the caller's options."""
     from personahub import persona_jobs
 
@@ -315,7 +315,7 @@ def _persona_job(kind: str, defaults: dict[str, Any], flags: set[str], db: str |
 
 @job_function
 def text_to_persona(corpus: str | Path, *, db: str | Path = DEFAULT_DB, llm: str = "offline",
-                    seed: int = 0, progress: ProgressSetting = None, **options: Any) -> Job:
+                    seed: int = 0, progress: ProgressSetting = None, **options: object) -> Job:
     """Text-to-persona over a corpus file: who is likely to read, write, like or dislike each text.
 
     Running again over the same corpus name goes on with its job; an option that job fixed
@@ -381,7 +381,7 @@ expand_async = async_twin(expand)
 
 @job_function
 def dedup(*, db: str | Path = DEFAULT_DB, resume: str | int | None = None,
-          progress: ProgressSetting = None, **options: Any) -> Job:
+          progress: ProgressSetting = None, **options: object) -> Job:
     """Flag near-duplicate personas: MinHash, then embeddings. Nothing is deleted.
 
     An unfinished job with the same settings is resumed.
@@ -432,7 +432,7 @@ def run_judge(config: JudgeConfig, *, client: StructuredCaller | None = None,
 @job_function
 def judge(*, job: str | int | None = None, run: str | int | None = None,
           db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0,
-          progress: ProgressSetting = None, **options: Any) -> Judged:
+          progress: ProgressSetting = None, **options: object) -> Judged:
     """Judge a synthesis job's items or a run's emissions against their kind's criteria.
 
     The same settings are the same judge: calling again skips the items it has rated.
@@ -459,7 +459,7 @@ def judge(*, job: str | int | None = None, run: str | int | None = None,
 judge_async = async_twin(judge)
 
 
-def run_evaluation_config(config: EvalConfig | dict[str, Any], *, db: str | Path | None = None,
+def run_evaluation_config(config: EvalConfig | dict[str, object], *, db: str | Path | None = None,
                           resume: str | None = None, progress: ProgressHook | None = None,
                           on_ready: Callable[[StructuredCaller | None], None] | None = None,
                           on_start: Callable[[str, bool], None] | None = None,
@@ -557,7 +557,7 @@ def evaluation_quality(evaluation: str | None = None, *, job: str | int | None =
 
 
 def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,
-                       options: dict[str, Any]) -> CalibrateConfig:
+                       options: dict[str, object]) -> CalibrateConfig:
     """The CalibrateConfig that calibrate builds; unknown options are refused by name."""
     from personahub.pipelines.calibrate import CalibrateConfig
 
@@ -571,7 +571,7 @@ def calibration_config(survey: str | Path, population: str, llm: str, seed: int,
 def calibrate(survey: str | Path | None = None, *, population: str | None = None,
               db: str | Path = DEFAULT_DB, llm: str = "offline", seed: int = 0, n: int = 20,
               resume: str | int | None = None, progress: ProgressSetting = None,
-              **options: Any) -> Calibration:
+              **options: object) -> Calibration:
     """Calibrate a population against a human survey.
 
     Args:
@@ -603,7 +603,7 @@ def calibrate(survey: str | Path | None = None, *, population: str | None = None
     from personahub.pipelines.calibrate import CALIBRATION, CalibrateConfig
 
     population, resume = as_id(population), as_id(resume)
-    config: CalibrateConfig | dict[str, Any]
+    config: CalibrateConfig | dict[str, object]
     if resume is not None:  # a resume takes only engine fields from the caller
         allowed = engine_fields(CalibrateConfig)
         refuse_unknown("calibrate(resume=...)", options, set(allowed - {"llm"}))
@@ -637,7 +637,7 @@ def population_write_config(marginals: str | Path | None, joint: str | Path | No
                        **options)
 
 
-def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]:
+def population_write_resume(llm: str, options: dict[str, object]) -> dict[str, object]:
     """A population resume's settings: engine fields only; what the job makes stays its own."""
     from personahub.core.kernel import engine_fields
     from personahub.pipelines.population_write import WriteConfig
@@ -651,7 +651,7 @@ def population_write_resume(llm: str, options: dict[str, Any]) -> dict[str, Any]
 def write_population(marginals: str | Path | None = None, joint: str | Path | None = None, *,
                      n: int = 1000, seed: int = 0, db: str | Path = DEFAULT_DB,
                      llm: str = "offline", resume: str | int | None = None,
-                     progress: ProgressSetting = None, **options: Any) -> Job:
+                     progress: ProgressSetting = None, **options: object) -> Job:
     """Draw people matching census-like tables and have a model write each one's text.
 
     Args:
@@ -677,7 +677,7 @@ def write_population(marginals: str | Path | None = None, joint: str | Path | No
     from personahub.pipelines.population_write import POPULATION_WRITE
 
     resume = as_id(resume)
-    config: WriteConfig | dict[str, Any]
+    config: WriteConfig | dict[str, object]
     if resume is not None:
         if marginals is not None or joint is not None:
             raise UsageError("write_population(resume=...): the job keeps its marginals and "

@@ -36,7 +36,7 @@ class _Worker(threading.Thread):
         super().__init__(name="personahub-job", daemon=True)
         self.job = job
         self.on_finish = on_finish
-        self.value: Any = None
+        self.value: object = None
         self.error: BaseException | None = None
         # not join: a join interrupted by Ctrl-C marks the thread stopped while it still runs
         # (CPython bpo-45274), and a second join returns at once

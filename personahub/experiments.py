@@ -111,7 +111,7 @@ class ExperimentResult:
         return [str(v) for v in self.effects["verdict"]]
 
 
-def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, Any]) -> str:
+def arm_settings(scenario: Scenario, arm: str, llm: str, options: dict[str, object]) -> str:
     """SHA-256 of what decides an arm's runs: scenario file, arm, model and the options that
     change what a run makes (not engine fields). A re-run with other settings is refused rather
     than mixing two experiments under one id."""
@@ -351,7 +351,7 @@ def _arm_task(scenario: Scenario, experiment: Experiment, arm: Arm, replicate: i
 
 def _within_task(scenario: Scenario, experiment: Experiment, replicate: int,
                  done: dict[tuple[str, int], str], *, db: Path, llm: str,
-                 options: dict[str, Any],
+                 options: dict[str, object],
                  on_run: Callable[[str, int, str], None] | None,
                  earlier: dict[tuple[str, int], _Earlier],
                  hooks: _Hooks = _Hooks("")) -> str | None:
@@ -512,7 +512,7 @@ def experiment_file(scenario_file: str | Path, *, db: str | Path = DEFAULT_DB,
                     alpha: float = 0.05, on_run: Callable[[str, int, str], None] | None = None,
                     parallel: int = 1, compare: str | None = None,
                     progress: ProgressHook | None = None, on_ready: OnReady | None = None,
-                    **options: Any) -> ExperimentResult:
+                    **options: object) -> ExperimentResult:
     """Run a scenario file's EXPERIMENT (its unfinished runs) and return its tables.
 
     What ``personahub experiment`` calls; ``experiment`` is the same for Python (any thread or

@@ -27,7 +27,7 @@ _ASKS = ("agent", "where", "carve", "step", "limit")
 
 
 def interview_config(question: str, db: str | Path, run: str, llm: str,
-                     options: dict[str, Any]) -> InterviewConfig:
+                     options: dict[str, object]) -> InterviewConfig:
     """The InterviewConfig that interview builds; the command builds the same one."""
     from personahub.pipelines.interview import InterviewConfig
 
@@ -37,7 +37,7 @@ def interview_config(question: str, db: str | Path, run: str, llm: str,
     return InterviewConfig(run_id=run, question=question, db=str(db), llm=llm, **given)
 
 
-def run_interview(config: InterviewConfig | Mapping[str, Any], db: str | Path, *,
+def run_interview(config: InterviewConfig | Mapping[str, object], db: str | Path, *,
                   resume: str | None = None, fresh: bool = False,
                   client: StructuredCaller | None = None, progress: ProgressHook | None = None,
                   on_ready: Callable[[StructuredCaller | None], None] | None = None,
@@ -86,7 +86,7 @@ def interview(question: str | None = None, *, run: str | int | None = None,
     run, resume = as_id(run), as_id(resume)
     if "agent" in options:
         options = {**options, "agent": as_id(options["agent"])}
-    config: InterviewConfig | dict[str, Any]
+    config: InterviewConfig | dict[str, object]
     if resume is not None:  # a resume takes only engine settings from the caller
         from personahub.pipelines.interview import resume_settings
 

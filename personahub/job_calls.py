@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import ParamSpec, TypeVar, overload
 
 from personahub.blocking_call import call_blocking, call_in_thread
 from personahub.python_names import speaks_python
@@ -28,7 +28,7 @@ def job_function(body: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
 def job_function(*, renames: Mapping[str, str]) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def job_function(body: Callable[P, R] | None = None, /, *,
-                 renames: Mapping[str, str] | None = None) -> Any:
+                 renames: Mapping[str, str] | None = None) -> object:
     """The blocking job function over body: its name, signature and docstring are body's.
 
     Used bare (``@job_function``) or with the flags its errors name under another keyword
@@ -57,7 +57,7 @@ def _blocking(body: Callable[P, R], renames: Mapping[str, str] | None) -> Callab
     return speaks_python(renames)(call)
 
 
-def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[object, object, R]]:
     """The await twin of a job function: the same body, run in a worker thread.
 
     Args:

@@ -53,7 +53,7 @@ def text_config(corpus: str | Path, *, db: str | Path, llm: str, seed: int,
                       cache=cache, db=str(db), llm=llm, seed=seed, **settings)
 
 
-def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, Any]:
+def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, object]:
     """Settings for going on with a corpus's existing job: engine fields and what the caller
     named, which the kernel refuses if they differ from the job's."""
     from personahub.core.kernel import engine_fields
@@ -62,7 +62,7 @@ def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, Any]:
     return {name: getattr(config, name) for name in sorted(names) if hasattr(config, name)}
 
 
-def run_text_job(config: TextConfig | Mapping[str, Any], *, db: str | Path,
+def run_text_job(config: TextConfig | Mapping[str, object], *, db: str | Path,
                  resume: str | None = None, given: Iterable[str] = (),
                  progress: ProgressHook | None = None,
                  on_ready: Callable[[StructuredCaller | None], None] | None = None,
@@ -96,7 +96,7 @@ def expand_config(*, db: str | Path, llm: str, seed: int, **options: Any) -> Exp
     return ExpandConfig(db=str(db), llm=llm, seed=seed, origin="api", **options)
 
 
-def run_expansion(config: ExpandConfig | Mapping[str, Any], *, db: str | Path,
+def run_expansion(config: ExpandConfig | Mapping[str, object], *, db: str | Path,
                   resume: str | None = None, progress: ProgressHook | None = None,
                   on_ready: Callable[[StructuredCaller | None], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,
@@ -123,7 +123,7 @@ def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | 
         from personahub.runtime import recorded_llm
 
         engine = {k: v for k, v in options.items() if k in engine_fields(ExpandConfig)}
-        settings: dict[str, Any] = {**engine, **(given or {}), "db": str(db)}
+        settings: dict[str, object] = {**engine, **(given or {}), "db": str(db)}
         if settings.get("llm") in (None, "offline"):  # ask the model the job recorded
             settings["llm"] = recorded_llm(db, resume)
         result = run_expansion(settings, db=db, resume=resume, progress=progress)
@@ -139,7 +139,7 @@ def dedup_config(*, db: str | Path, embedder: str | None, **options: Any) -> Ded
     return DedupJobConfig(db=str(db), embedder=embedder, **options)
 
 
-def run_dedup_job(config: DedupJobConfig | Mapping[str, Any], *, db: str | Path,
+def run_dedup_job(config: DedupJobConfig | Mapping[str, object], *, db: str | Path,
                   resume: str | None = None, progress: ProgressHook | None = None,
                   on_ready: Callable[[StructuredCaller | None], None] | None = None,
                   on_start: Callable[[str, bool], None] | None = None,

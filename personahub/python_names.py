@@ -40,7 +40,7 @@ def as_conditions(options: Mapping[str, Any]) -> dict[str, Any]:
     return given
 
 
-def refuse_unknown(what: str, given: Mapping[str, Any], known: set[str]) -> None:
+def refuse_unknown(what: str, given: Mapping[str, object], known: set[str]) -> None:
     """Refuse keyword options a job function does not take, naming those it does."""
     unknown = sorted(set(given) - known)
     if unknown:
@@ -122,7 +122,7 @@ def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
     def wrap(function: F) -> F:
         if inspect.iscoroutinefunction(function):
             @functools.wraps(function)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
+            async def run_async(*args: object, **kwargs: object) -> object:
                 try:
                     return await function(*args, **kwargs)
                 except (PersonahubError, KeyboardInterrupt) as exc:  # a job's Stopped too
@@ -131,7 +131,7 @@ def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
             return run_async  # type: ignore[return-value]
 
         @functools.wraps(function)
-        def run(*args: Any, **kwargs: Any) -> Any:
+        def run(*args: object, **kwargs: object) -> object:
             try:
                 return function(*args, **kwargs)
             except (PersonahubError, KeyboardInterrupt) as exc:  # a job's Stopped too

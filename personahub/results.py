@@ -35,7 +35,7 @@ def _read(db: Path, query: str, params: Sequence[object] | None = None) -> pd.Da
         con.close()
 
 
-def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: Any) -> pd.DataFrame:
+def _frame(db: Path, read: Callable[..., pd.DataFrame], *args: object) -> pd.DataFrame:
     """Call a table owner's read on a read-only connection with the analysis views."""
     from personahub.analysis.views import install_views
     from personahub.core.store import connect
@@ -84,14 +84,14 @@ class Job:
     kind: str  # as the jobs table names it
     job_id: str
     db: Path
-    summary: Any = None
+    summary: object = None
 
     def __post_init__(self) -> None:
         # the tables hold ids as text, whatever the caller typed
         object.__setattr__(self, "job_id", str(self.job_id))
         object.__setattr__(self, "db", Path(self.db))
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         # code written against the summaries keeps working on handles
         summary = self.__dict__.get("summary")
         if name.startswith("_") or summary is None:
@@ -622,7 +622,7 @@ class Calibration(Job):
             con.close()
         return cells if per == "pair" else ranking_summary(cells)
 
-    def profile(self) -> dict[str, Any] | None:
+    def profile(self) -> dict[str, object] | None:
         """The survey profile a ``fit=True`` calibration chose (None without one).
 
         Returns:

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from personahub.core.jobs_store import JobRow
     from personahub.pipelines.labels import ShippedKind
 
+B = TypeVar("B")
 C = TypeVar("C")
+R = TypeVar("R")
 S = TypeVar("S")
 
 
@@ -85,7 +87,7 @@ def executor_for(config: object) -> Executor:
     return LocalExecutor()
 
 
-def run(spec: JobSpec[C, Any, Any, S], config: C | Mapping[str, Any], db: str | Path, *,
+def run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], db: str | Path, *,
         resume: str | None = None, fresh: bool = False, client: StructuredCaller | None = None,
         progress: ProgressHook | None = None,
         on_ready: Callable[[StructuredCaller | None], None] | None = None,
@@ -128,7 +130,7 @@ def recorded_llm(db: str | Path, job_id: str) -> str:
     return recorded_spec(db, job_id) or "offline"
 
 
-def registered_spec(kind: str) -> JobSpec[Any, Any, Any, Any] | None:
+def registered_spec(kind: str) -> JobSpec[object, object, object, object] | None:
     """The spec of a job kind, the shipped specs registered first."""
     _register_shipped()
     return spec_for(kind)

@@ -14,7 +14,6 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy.cluster.vq import kmeans2, vq
@@ -55,7 +54,7 @@ class Archetypes:
         return np.flatnonzero(self.labels == archetype)
 
 
-def _attribute_features(attributes: Sequence[Mapping[str, Any]],
+def _attribute_features(attributes: Sequence[Mapping[str, object]],
                         names: Sequence[str]) -> np.ndarray:
     """Return one-hot columns per attribute, each attribute's block at unit length per row."""
     blocks = []
@@ -70,7 +69,7 @@ def _attribute_features(attributes: Sequence[Mapping[str, Any]],
     return np.hstack(blocks)
 
 
-def _shares(attributes: Sequence[Mapping[str, Any]], idx: np.ndarray,
+def _shares(attributes: Sequence[Mapping[str, object]], idx: np.ndarray,
             names: Sequence[str]) -> dict[str, dict[str, float]]:
     """Return attribute -> value -> share among the given personas."""
     out: dict[str, dict[str, float]] = {}
@@ -80,7 +79,7 @@ def _shares(attributes: Sequence[Mapping[str, Any]], idx: np.ndarray,
     return out
 
 
-def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, Any]], k: int,
+def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, object]], k: int,
                      seed: int, *, attribute_names: Sequence[str] | None = None,
                      embedder: Embedder | None = None, text_weight: float = 0.5,
                      fit_sample: int = 50_000) -> Archetypes:

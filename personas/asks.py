@@ -23,14 +23,14 @@ class Ask:
     """One structured call: schema(*args) is the answer's class."""
 
     schema: Callable[..., type[BaseModel]]
-    args: tuple[Any, ...]
+    args: tuple[object, ...]
     messages: list[Any]
     purpose: str
     persona_id: str | None = None
     key: str | None = None  # stable across resumes (a text id and relation)
     # the job's check of a valid answer (module-level, so it pickles); a rejection earns one
     # fresh sample
-    check: Callable[[Any], str | None] | None = None
+    check: Callable[[object], str | None] | None = None
     max_tokens: int | None = None
 
     def model(self) -> type[BaseModel]:

@@ -58,12 +58,12 @@ class Condition:
             value = canonical(key, value) or value
         return cls(key, op, value)
 
-    def sql(self) -> tuple[str, list[Any]]:
+    def sql(self) -> tuple[str, list[object]]:
         """Return a SQL predicate over the personas table and its parameters."""
         if self.key in COLUMNS:
             value, value_params = f"CAST({self.key} AS VARCHAR)", []
             items = "[]::VARCHAR[]"
-            item_params: list[Any] = []
+            item_params: list[object] = []
         else:
             path = '$."' + self.key.replace('"', '\\"') + '"'
             value, value_params = "json_extract_string(attributes, ?)", [path]
@@ -114,10 +114,10 @@ def neighbourhood(con: duckdb.DuckDBPyConnection, persona_id: str, hops: int) ->
 
 
 def _clauses(con: duckdb.DuckDBPyConnection, selection: Selection
-             ) -> tuple[list[str], list[Any], list[str] | None]:
+             ) -> tuple[list[str], list[object], list[str] | None]:
     """Return a selection's SQL conditions, their parameters and its neighbourhood's ids."""
     clauses: list[str] = []
-    params: list[Any] = []
+    params: list[object] = []
     if not selection.include_duplicates:
         clauses.append("NOT coalesce(is_duplicate, false)")
     gated = gate_clause(drawn_gates(include_ungated=selection.include_ungated))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Final
 
 import duckdb
 
 JOB_KIND: Final = "dedup"
 
 
-def detail_row(job_id: str) -> dict[str, Any]:
+def detail_row(job_id: str) -> dict[str, object]:
     """Return a new job's dedup_jobs row, with no stage done."""
     return {"job_id": job_id, "stages": "{}"}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
 
 from personahub.personas.demographics import (
     KEYS,
@@ -132,7 +131,7 @@ _FEEDS: dict[str, str] = {**{k: k for k in KEYS},
                           **{c: k for k, columns in SOURCES.items() for c in columns}}
 
 
-def normalise_row(fields: Mapping[str, object]) -> tuple[dict[str, Any], list[str]]:
+def normalise_row(fields: Mapping[str, object]) -> tuple[dict[str, object], list[str]]:
     """Return fields with canonical keys normalised or derived, and the derivable columns that mapped
     to nothing.
     """

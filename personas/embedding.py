@@ -160,7 +160,7 @@ class LocalEmbedder:
     device: str | None = None
     name: str = field(init=False)
     scripts: frozenset[str] | None = field(default=ANY_SCRIPT, init=False)
-    _model: Any = field(default=None, init=False, repr=False)
+    _model: object = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.name = f"local:{self.model or 'all-MiniLM-L6-v2'}"

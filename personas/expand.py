@@ -107,7 +107,7 @@ class ExpandSummary:
     expansion_id: str = ""
     resumed: bool = False
     rejected: dict[str, int] = field(default_factory=dict)
-    graph: dict[str, Any] = field(default_factory=dict)
+    graph: dict[str, object] = field(default_factory=dict)
     provider_batches: str | None = None
 
 
@@ -128,7 +128,7 @@ class ExpansionInfo:
 
     expansion_id: str
     params_key: str
-    config: dict[str, Any]
+    config: dict[str, object]
     status: str
     hops_done: int
     pending: int
@@ -148,7 +148,7 @@ def list_expansions(con: duckdb.DuckDBPyConnection, *, unfinished: bool = False)
             for j in jobs if j.job_id in detail]
 
 
-def find_unfinished(con: duckdb.DuckDBPyConnection, **config: Any) -> ExpansionInfo | None:
+def find_unfinished(con: duckdb.DuckDBPyConnection, **config: object) -> ExpansionInfo | None:
     """Return the newest running expansion whose config has all the given items."""
     for info in list_expansions(con, unfinished=True):
         if all(info.config.get(k) == v for k, v in config.items()):
@@ -175,7 +175,7 @@ def insert_level(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
     ], ignore_conflicts=True)
 
 
-def level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[Any, ...]]:
+def level_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int) -> list[tuple[object, ...]]:
     """Return (persona id, status, asks so far) of a level's frontier rows, in order."""
     return con.execute(
         "SELECT persona_id, status, coalesce(attempts, 0) FROM expansion_frontier "
@@ -190,7 +190,7 @@ def to_ask(rows: list[tuple[Any, ...]], round_: int) -> list[str]:
 
 
 def mark_rows(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
-               rows: list[dict[str, Any]]) -> None:
+               rows: list[dict[str, object]]) -> None:
     """Record a batch's answers on the frontier, in one UPDATE."""
     data = pa.table({
         "persona_id": [r["persona_id"] for r in rows],
@@ -263,7 +263,7 @@ def expansion_personas(con: duckdb.DuckDBPyConnection, expansion_id: str) -> lis
     return list(ids)
 
 
-def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> dict[str, Any]:
+def expansion_graph_stats(con: duckdb.DuckDBPyConnection, expansion_id: str) -> dict[str, object]:
     """Return the shape of the social graph among an expansion's personas (a tree has 0 cycles)."""
     return shape_stats(social_graph(con, expansion_personas(con, expansion_id)))
 
@@ -280,7 +280,7 @@ class Linking:
 
 def write_answer(con: duckdb.DuckDBPyConnection, caller: StructuredCaller, expansion_id: str,
                  level: int, created: Sequence[Persona], relations: Sequence[Relation],
-                 merges: list[dict[str, Any]], marks: list[dict[str, Any]]) -> None:
+                 merges: list[dict[str, object]], marks: list[dict[str, object]]) -> None:
     """Write a batch's graph rows and frontier marks, inside the batch's commit."""
     upsert_personas(con, list(created), caller)
     save_relations(con, list(relations))
@@ -313,7 +313,7 @@ def setup_stops(con: duckdb.DuckDBPyConnection, expansion_id: str, level: int,
 
 def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,
                        start_ids: Sequence[str], threshold: float, hops: int,
-                       fanout: int) -> dict[str, list[dict[str, Any]]]:
+                       fanout: int) -> dict[str, list[dict[str, object]]]:
     """Return a new expansion's row and first frontier level (unknown ids dropped)."""
     start = [p.persona_id for p in fetch_personas(con, list(start_ids))]
     return {"expansions": [{"expansion_id": expansion_id, "hops_done": 0,
@@ -321,7 +321,7 @@ def new_expansion_rows(con: duckdb.DuckDBPyConnection, expansion_id: str,
             "expansion_frontier": level_frontier(expansion_id, 0, start)}
 
 
-def level_frontier(expansion_id: str, level: int, persona_ids: Sequence[str]) -> list[dict[str, Any]]:
+def level_frontier(expansion_id: str, level: int, persona_ids: Sequence[str]) -> list[dict[str, object]]:
     """Return a level's pending frontier rows, in the given order."""
     return [{"expansion_id": expansion_id, "hop": level, "position": i, "persona_id": pid,
              "status": "pending"} for i, pid in enumerate(persona_ids)]

@@ -276,7 +276,7 @@ def social_view(graph: nx.MultiDiGraph) -> nx.Graph:
     return simple
 
 
-def graph_summary(graph: nx.MultiDiGraph) -> dict[str, Any]:
+def graph_summary(graph: nx.MultiDiGraph) -> dict[str, object]:
     """Return nodes, edges and connected components, for console summaries."""
     return {
         "nodes": graph.number_of_nodes(),
@@ -297,7 +297,7 @@ def degree_histogram(degrees: Sequence[int]) -> dict[str, int]:
     return {k: v for k, v in histogram.items() if v}
 
 
-def shape_stats(graph: nx.Graph) -> dict[str, Any]:
+def shape_stats(graph: nx.Graph) -> dict[str, object]:
     """Return nodes, edges, components, independent cycles, clustering and degree histogram."""
     nodes, edges = graph.number_of_nodes(), graph.number_of_edges()
     components = nx.number_connected_components(graph) if nodes else 0
@@ -307,7 +307,7 @@ def shape_stats(graph: nx.Graph) -> dict[str, Any]:
             "degree_histogram": degree_histogram([d for _, d in graph.degree()])}
 
 
-def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, Any]:
+def graph_stats(graph: nx.MultiDiGraph, *, top_labels: int = 15) -> dict[str, object]:
     """Return graph statistics: sizes, degrees, hops, sources, labels and the undirected shape.
 
     Edges and degrees are those of the undirected simple view, as an expansion's shape counts

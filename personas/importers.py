@@ -157,7 +157,7 @@ _raw_decode = json.JSONDecoder().raw_decode
 _LINE_ENDS = ("", "\n", "\r\n")
 
 
-def _decode_json(text: str) -> Any:
+def _decode_json(text: str) -> object:
     """Parse JSON fast on the usual line; anything else goes through json.loads for its exact values
     and errors.
     """
@@ -367,19 +367,19 @@ def _take_text(row: Row, candidates: tuple[str, ...]) -> tuple[str, str]:
     return name, value
 
 
-def _other_fields(row: Row, exclude: str) -> dict[str, Any]:
+def _other_fields(row: Row, exclude: str) -> dict[str, object]:
     if len(row) == 1 and exclude in row:
         return {}
     return {key: value for key, value in row.items()
             if key != exclude and value is not None and value != ""}
 
 
-def _natural_fields(row: Row, exclude: str) -> dict[str, Any]:
+def _natural_fields(row: Row, exclude: str) -> dict[str, object]:
     return {key: _natural(value) for key, value in row.items()
             if key != exclude and value is not None and value != ""}
 
 
-def _parse_labels(value: object) -> list[Any]:
+def _parse_labels(value: object) -> list[object]:
     """FinePersonas stores labels as a list or as a JSON-encoded list string; accept both."""
     if isinstance(value, str):
         try:
@@ -391,13 +391,13 @@ def _parse_labels(value: object) -> list[Any]:
     return value
 
 
-def _synth_attributes(row: Row) -> dict[str, Any]:
+def _synth_attributes(row: Row) -> dict[str, object]:
     task = row.get("description")
     return {"task": task} if task not in (None, "") else {}
 
 
-def _finepersonas_attributes(row: Row) -> dict[str, Any]:
-    attributes: dict[str, Any] = {}
+def _finepersonas_attributes(row: Row) -> dict[str, object]:
+    attributes: dict[str, object] = {}
     if row.get("id") not in (None, ""):
         attributes["source_id"] = row["id"]
     if row.get("labels") not in (None, ""):
@@ -406,7 +406,7 @@ def _finepersonas_attributes(row: Row) -> dict[str, Any]:
 
 
 def _attribute_builder(fmt: str, container: str,
-                       stats: ImportStats) -> Callable[[Row, str], dict[str, Any]]:
+                       stats: ImportStats) -> Callable[[Row, str], dict[str, object]]:
     if fmt == "personahub-synth":
         return lambda row, _text_field: _synth_attributes(row)
     if fmt == "finepersonas":
@@ -417,7 +417,7 @@ def _attribute_builder(fmt: str, container: str,
     return _other_fields
 
 
-def _demographics(fields: dict[str, Any], stats: ImportStats) -> dict[str, Any]:
+def _demographics(fields: dict[str, object], stats: ImportStats) -> dict[str, object]:
     """Normalise an attribute table's demographic fields, counting values that did not map."""
     try:
         attributes, unmapped = normalise_row(fields)
@@ -525,7 +525,7 @@ def _generate(
     *,
     records: Iterator[tuple[int, Row | _BadRecord]],
     candidates: tuple[str, ...],
-    attributes_of: Callable[[Row, str], dict[str, Any]],
+    attributes_of: Callable[[Row, str], dict[str, object]],
     name: str,
     source: str,
     ref_word: str,

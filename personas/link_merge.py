@@ -60,7 +60,7 @@ def load_aliases(con: duckdb.DuckDBPyConnection, expansion_id: str,
 
 
 def merge_rows(expansion_id: str, first_position: int, hop: int,
-               merges: Sequence[tuple[Persona, str, str, float | None]]) -> list[dict[str, Any]]:
+               merges: Sequence[tuple[Persona, str, str, float | None]]) -> list[dict[str, object]]:
     """Build merge rows for (persona, merged into, method, score), in order."""
     return [{"expansion_id": expansion_id, "position": first_position + i,
              "persona_id": person.persona_id, "text": person.text, "merged_into": into,
@@ -68,7 +68,7 @@ def merge_rows(expansion_id: str, first_position: int, hop: int,
             for i, (person, into, method, score) in enumerate(merges)]
 
 
-def save_merges(con: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]]) -> None:
+def save_merges(con: duckdb.DuckDBPyConnection, rows: list[dict[str, object]]) -> None:
     """Insert merge rows, inside the batch's transaction."""
     if rows:
         add_merges(con, rows)

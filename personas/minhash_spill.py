@@ -271,7 +271,7 @@ def _atomic_parquet(path: Path, table: pa.Table) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_json(path: Path, value: Any) -> None:
+def _atomic_json(path: Path, value: object) -> None:
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_text(json.dumps(value), encoding="utf-8")
     os.replace(tmp, path)
@@ -439,7 +439,7 @@ def _pool(workers: int) -> ProcessPoolExecutor | None:
     return ProcessPoolExecutor(workers, initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
-def _run_all(pool: Executor | None, fn: Callable[..., int], jobs: Iterable[tuple[Any, ...]],
+def _run_all(pool: Executor | None, fn: Callable[..., int], jobs: Iterable[tuple[object, ...]],
              done: Callable[[int], None]) -> None:
     if pool is None:
         for args in jobs:

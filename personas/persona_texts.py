@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -26,10 +25,10 @@ class SourceText:
     source: str
     row_no: int
     persona_id: str
-    row: dict[str, Any]
+    row: dict[str, object]
 
     @classmethod
-    def of(cls, source: str, row_no: int, persona_id: str, row: dict[str, Any]) -> SourceText:
+    def of(cls, source: str, row_no: int, persona_id: str, row: dict[str, object]) -> SourceText:
         return cls(source, row_no, persona_id, dict(row))
 
 
@@ -69,7 +68,7 @@ def resolve_source(con: duckdb.DuckDBPyConnection, name: str) -> str:
     raise PersonahubError(f"--source-file {name}: {why} (known: {known})")
 
 
-def iter_source_rows(con: duckdb.DuckDBPyConnection, source: str) -> Iterator[dict[str, Any]]:
+def iter_source_rows(con: duckdb.DuckDBPyConnection, source: str) -> Iterator[dict[str, object]]:
     """Yield one imported file's rows in file order, exactly as read."""
     cursor = con.execute("SELECT raw FROM persona_texts WHERE source = ? ORDER BY row_no",
                          [source])

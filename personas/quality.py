@@ -12,7 +12,6 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 
@@ -690,7 +689,7 @@ SOURCES = ("text_to_persona", "expand", "emission", "synthesis")
 
 def rejected_row(source: str, issue: QualityIssue, payload: object, *, key: str,
                  run_id: str | None = None, job_id: str | None = None, step: int | None = None,
-                 persona_id: str | None = None, task: str | None = None) -> dict[str, Any]:
+                 persona_id: str | None = None, task: str | None = None) -> dict[str, object]:
     """Build a rejected row; key makes the id stable, so a retried batch rewrites the same row."""
     if source not in SOURCES:
         raise ValueError(f"rejected source {source!r}: use one of {', '.join(SOURCES)}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 
 def normalize_text(text: str) -> str:
@@ -42,7 +41,7 @@ class Persona:
     text: str
     source: str = ""
     source_ref: str = ""
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, object] = field(default_factory=dict)
     hop: int = 0
     persona_id: str = ""
 

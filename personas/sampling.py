@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import duckdb
 
@@ -34,9 +33,9 @@ class HubQuery:
     where_label: str = "--personas"
     carve_label: str = "--carve"
 
-    def conditions(self) -> list[tuple[str, str, list[Any]]]:
+    def conditions(self) -> list[tuple[str, str, list[object]]]:
         """Return (label, sql, params) per condition; raise UsageError naming a bad one."""
-        parts: list[tuple[str, str, list[Any]]] = []
+        parts: list[tuple[str, str, list[object]]] = []
         if self.where is not None:
             if not self.where.strip():
                 raise UsageError(f"{self.where_label}: give an SQL condition, not an empty string")
@@ -72,7 +71,7 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
     gated = gate_clause(gates)
     clauses = ["NOT coalesce(is_duplicate, false)", *([gated] if gated else []),
                *(sql for _, sql, _ in parts)]
-    params: list[Any] = [p for _, _, ps in parts for p in ps]
+    params: list[object] = [p for _, _, ps in parts for p in ps]
     if mode == "uniform":
         order, order_params = "md5(? || ':' || persona_id), persona_id", [str(seed)]
     else:
@@ -119,15 +118,15 @@ def _joined(clauses: Sequence[str]) -> str:
     return " AND ".join(f"\n{c}\n" for c in clauses)
 
 
-def _selected(con: duckdb.DuckDBPyConnection, sql: str, args: list[Any],
-              parts: list[tuple[str, str, list[Any]]]) -> list[str]:
+def _selected(con: duckdb.DuckDBPyConnection, sql: str, args: list[object],
+              parts: list[tuple[str, str, list[object]]]) -> list[str]:
     try:
         return [r[0] for r in con.execute(sql, args).fetchall()]
     except duckdb.Error as exc:
         raise PersonahubError(_culprit(con, parts, exc)) from None
 
 
-def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[Any]]],
+def _culprit(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[object]]],
              exc: duckdb.Error) -> str:
     """Name the first condition that fails on its own, with DuckDB's reason.
 

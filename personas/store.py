@@ -53,7 +53,7 @@ def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dic
     }
 
 
-def _persona_arrays(columns: dict[str, list[Any]]) -> dict[str, pa.Array]:
+def _persona_arrays(columns: dict[str, list[object]]) -> dict[str, pa.Array]:
     return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
             for name, values in columns.items()}
 
@@ -88,7 +88,7 @@ def fetch_personas(
         The personas, in the order they entered the hub.
     """
     sql = "SELECT persona_id, text, source, source_ref, attributes, hop FROM personas"
-    params: list[Any] = []
+    params: list[object] = []
     if ids is not None:
         con.register("_ids", pa.table({"id": list(ids)}))
         sql += " WHERE persona_id IN (SELECT id FROM _ids)"
@@ -329,13 +329,13 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str)
 
 
 def add_relations(con: duckdb.DuckDBPyConnection,
-                  columns: Mapping[str, Sequence[Any] | pa.Array | pa.ChunkedArray], *,
+                  columns: Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray], *,
                   new_by: Sequence[str] = ()) -> int:
     """Insert relation rows given as columns, leaving stored ones; return how many were offered."""
     return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
 
 
-def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
     """Return every stored relation as (src, dst, relation, hop, source), ordered."""
     rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")
     return rows.fetchall()
@@ -404,7 +404,7 @@ def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
             con.unregister("_own_links")
 
 
-def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, Any]]) -> None:
+def add_merges(con: duckdb.DuckDBPyConnection, rows: Sequence[Mapping[str, object]]) -> None:
     """Insert persona_merges rows, leaving stored ones."""
     insert_rows(con, "persona_merges", rows, ignore_conflicts=True)
 

@@ -24,7 +24,7 @@ class TextJob:
 
     job_id: str
     corpus: str
-    config: dict[str, Any]
+    config: dict[str, object]
     status: str
 
 

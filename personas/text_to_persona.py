@@ -126,7 +126,7 @@ def iter_texts(
     return _table_texts(rows, str(path), label, ref, text_column, id_column, skip_bad, stats)
 
 
-def _table_texts(rows: Iterator[tuple[int, dict[str, Any]]], path: str, label: str, ref: str,
+def _table_texts(rows: Iterator[tuple[int, dict[str, object]]], path: str, label: str, ref: str,
                  text_column: str | None, id_column: str | None, skip_bad: bool,
                  stats: ImportStats | None) -> Iterator[SourceText]:
     candidates = (text_column,) if text_column else TEXT_FIELDS
@@ -195,10 +195,10 @@ def text_job_persona_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> list[st
 
 
 def screen(items: Sequence[Any], corpus: str, text_id: str, relation: str, language: str | None,
-            job: JobRef) -> tuple[list[Persona], list[dict[str, Any]]]:
+            job: JobRef) -> tuple[list[Persona], list[dict[str, object]]]:
     """Return the answered personas that pass the quality gate, and rejected rows for the others."""
     kept: list[Persona] = []
-    refused: list[dict[str, Any]] = []
+    refused: list[dict[str, object]] = []
     for position, item in enumerate(items):
         text, issue = gate_item(item, language=language)
         if issue is None:

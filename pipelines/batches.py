@@ -17,7 +17,7 @@ K = TypeVar("K")  # what an answer keeps (a row, a persona)
 
 
 def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
-              key: Callable[[T], Any], size: int) -> Iterator[Sequence[T]]:
+              key: Callable[[T], object], size: int) -> Iterator[Sequence[T]]:
     """The items whose key is not yet done, in batches; sets the job's total and done_before counts.
     """
     todo = [item for item in items if key(item) not in done]
@@ -48,7 +48,7 @@ def answered(batch: Sequence[object], answers: Sequence[A], keep: Callable[[A], 
     its calls, counts, and one error per answer that kept nothing.
     """
     kept, errors = sorted_answers(answers, keep, error)
-    rows = {table: cast(Sequence[Mapping[str, Any]], kept)} if table is not None else {}
+    rows = {table: cast(Sequence[Mapping[str, object]], kept)} if table is not None else {}
     return BatchOutcome(rows=rows,
                         calls=answers, asked=len(batch), kept=len(kept), errors=errors,
                         then=None if then is None else lambda: then(kept))

@@ -514,7 +514,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         """The batch's answers; one error per ask without one (for the failure policy)."""
         survey = _state(ctx).selected.survey
 
-        def row(answer: Answer) -> dict[str, Any] | None:
+        def row(answer: Answer) -> dict[str, object] | None:
             if answer.option is None:
                 return None
             ask = answer.ask

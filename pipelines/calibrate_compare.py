@@ -55,7 +55,7 @@ def _jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[dict[s
     return found
 
 
-def variants(configs: Sequence[dict[str, Any]]) -> list[str]:
+def variants(configs: Sequence[dict[str, object]]) -> list[str]:
     """A label per config: the settings that differ between the configs (ignoring the seed and how
     a job ran), or "all" when none does.
     """

@@ -69,7 +69,7 @@ def console_lines(summary: Any, db: Path, verbose: bool = False) -> list[str]:
     return fitted(lines)
 
 
-def _scores(db: Path, job_id: str) -> Any:
+def _scores(db: Path, job_id: str) -> object:
 
     con = connect(db, read_only=True)
     try:

@@ -389,7 +389,7 @@ def held_out_table(survey: Survey, cells: Sequence[_Cell], temperature: float,
     counts: list[str | None] = []
     failed: list[int | None] = []
     for row in table.itertuples(index=False):
-        vector: Any
+        vector: object
         question = held.questions[row.question_id]
         cell = by_key.get((row.question_id, row.attribute, row.group))
         if row.attribute == POPULATION and row.source != "uniform" and row.source != "no_persona":

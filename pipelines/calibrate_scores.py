@@ -166,7 +166,7 @@ def _row_table(job: _Job, position: int, row: str, method: ElicitMethod,
 
 
 def _cell(job: _Job, methods: dict[str, ElicitMethod], row: Any
-          ) -> tuple[Any, int | None]:
+          ) -> tuple[object, int | None]:
     """Return a score row's counts and how many answers it asked for (None: nothing was asked)."""
     survey = job.stored.survey
     if row.attribute == POPULATION and row.source in (MODEL, *FLOORS):  # mixed or drawn
@@ -339,7 +339,7 @@ def store_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: pd.DataFra
     return Scored(scores, summary)
 
 
-def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[dict[str, Any]]:
+def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[dict[str, object]]:
     """A frame's rows as plain dicts for the store (NaN as NULL)."""
     frame = frame.rename(columns=rename).astype(object)
     frame = frame.where(pd.notna(frame), None)

@@ -259,7 +259,8 @@ class DedupAsker:
         return Marks(ids, dup, time.perf_counter() - t0)
 
 
-class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind="dedup"):
+class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | Vectors, DedupSummary],
+                kind="dedup"):
     """The job spec behind personahub personas dedup."""
 
     config_type = DedupJobConfig
@@ -333,7 +334,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Any, DedupSummary], kind
             ctx.report("embedding", len(state.log.ids), total)
 
     def commit(self, ctx: JobContext[DedupJobConfig], batch: DedupBatch,
-               result: Marks | Vectors) -> BatchOutcome:
+               result: Marks | SpilledMarks | Vectors) -> BatchOutcome:
         con, job_id, state = ctx.con, ctx.job_id, _state(ctx)
         if isinstance(batch, EmbedBatch):
             assert isinstance(result, Vectors) and state.embedder is not None

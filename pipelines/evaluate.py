@@ -476,7 +476,7 @@ class EvalConfig(BatchFields):
         extra = json.dumps([sorted(self.against_sha256), self.ngram, self.keep_contaminated])
         return "split-" + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, object]:
         """What names the evaluation job: its split, solvers, models and equivalence judge."""
         judge = self.equivalence_judge
         return {"split": self.eval_id, "solvers": [answer_name(s, self.mode) for s in self.solvers],
@@ -886,7 +886,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
     def stop_note(self, ctx: JobContext[EvalConfig]) -> str:
         return f" ({ctx.done_before + ctx.asked} of {ctx.total} answers stored)"
 
-    def label(self, config: Mapping[str, Any]) -> str:
+    def label(self, config: Mapping[str, object]) -> str:
         return labels.evaluation(config)
 
     def report(self, summary: EvalSummary, db: Path) -> list[str]:

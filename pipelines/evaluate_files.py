@@ -17,7 +17,6 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from personahub.core.errors import InputFileError, PersonahubError, UsageError
 from personahub.core.input_files import check_input_file, read_input_bytes
@@ -92,7 +91,7 @@ class Table:
     path: str
     sha256: str
     columns: list[str]
-    rows: list[dict[str, Any]] = field(repr=False)
+    rows: list[dict[str, object]] = field(repr=False)
 
 
 def read_table(path: str | Path, flag: str, *, sha256: str | None = None) -> Table:
@@ -120,7 +119,7 @@ def read_table(path: str | Path, flag: str, *, sha256: str | None = None) -> Tab
     return Table(str(path), found, columns, rows)
 
 
-def _file_rows(path: Path, data: bytes, flag: str) -> tuple[list[str], list[dict[str, Any]]]:
+def _file_rows(path: Path, data: bytes, flag: str) -> tuple[list[str], list[dict[str, object]]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow as pa
@@ -155,7 +154,7 @@ def _file_rows(path: Path, data: bytes, flag: str) -> tuple[list[str], list[dict
     return list(dict.fromkeys(k for row in rows for k in row)), rows
 
 
-def _folder_rows(folder: Path, flag: str) -> tuple[list[str], list[dict[str, Any]]]:
+def _folder_rows(folder: Path, flag: str) -> tuple[list[str], list[dict[str, object]]]:
     """A datasets folder's rows: saved with save_to_disk, or in the Hub's layout (one split)."""
     try:
         import datasets

@@ -61,7 +61,7 @@ class Evaluation:
         return is_outside(self.job)
 
 
-def _config(stored: Mapping[str, Any]) -> tuple[EvalConfig, str]:
+def _config(stored: Mapping[str, object]) -> tuple[EvalConfig, str]:
     """The settings stored in an evaluation job's row (lists back to tuples), and its split id.
     """
     stored = EVALUATION.upgrade(dict(stored))
@@ -120,7 +120,7 @@ def split_item_ids(con: duckdb.DuckDBPyConnection, ev: Evaluation, side: Side) -
 
 
 def _row(figure: str, group: str, value: float | int | None, low: float | None = None,
-         high: float | None = None, detail: str = "") -> list[Any]:
+         high: float | None = None, detail: str = "") -> list[object]:
     return [figure, group, value, low, high, detail]
 
 
@@ -246,7 +246,7 @@ def card_lines(table: pd.DataFrame) -> list[str]:
 
 def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
                      evaluation: str | None = None, split: Side | None = None,
-                     hf: bool = False) -> dict[str, Any]:
+                     hf: bool = False) -> dict[str, object]:
     """What an export of a synthesis job writes, given --evaluation and --split.
 
     Args:

@@ -42,9 +42,9 @@ class BatchAnswer:
 
     created: list[Persona]
     relations: list[Relation]
-    rejected: list[dict[str, Any]]
-    marks: list[dict[str, Any]]
-    merges: list[dict[str, Any]]
+    rejected: list[dict[str, object]]
+    marks: list[dict[str, object]]
+    merges: list[dict[str, object]]
     calls: list[StructuredResult[Any]]
     errors: list[str | None]
     kept: int  # frontier personas whose answer yielded someone
@@ -78,8 +78,8 @@ async def answer_batch(con: duckdb.DuckDBPyConnection, caller: StructuredCaller,
                              if issue is None])
     created: list[Persona] = []
     relations: list[Relation] = []
-    rejected: list[dict[str, Any]] = []
-    marks: list[dict[str, Any]] = []
+    rejected: list[dict[str, object]] = []
+    marks: list[dict[str, object]] = []
     merges: list[tuple[Persona, str, str, float | None]] = []
     nearest_of: dict[str, list[str]] = {}
     by_parent: dict[str, dict[str, Any]] = {

@@ -311,7 +311,7 @@ class InterviewConfig(InterviewRequest, GenerationFields, BatchFields, ExecutorF
                                    for f in dataclasses.fields(InterviewRequest)})
 
 
-def resume_settings(**given: Any) -> dict[str, Any]:
+def resume_settings(**given: object) -> dict[str, object]:
     """What a resume takes from its caller: every engine setting (defaults for those not given),
     except max_failed_share, which stays the job's unless given.
     """
@@ -414,7 +414,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         """One row per agent asked (failed ones with their error); older failed rows for them go."""
         config, step, label = ctx.config, _state(ctx).prepared.step, ctx.caller.label
         created = _now()
-        rows: list[dict[str, Any]] = []
+        rows: list[dict[str, object]] = []
         errors: list[str | None] = []
         for (agent_id, persona_id), call in zip(batch, result, strict=True):
             content = call.value.model_dump() if call.value is not None else None

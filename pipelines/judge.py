@@ -87,7 +87,7 @@ class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
         """What is judged: ("synthesis", job id) or ("run", run id)."""
         return ("synthesis", self.job) if self.job is not None else ("run", str(self.run))
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, object]:
         """The settings that name the judge (the model spec redacted)."""
         config = {key: getattr(self, key) for key in JUDGE_IDENTITY}
         config["llm"] = redact_spec(self.llm)
@@ -126,7 +126,7 @@ class Judgment(NamedTuple):
     """One item's judgment (None when its call failed) and the call's result."""
 
     item: Item
-    row: dict[str, Any] | None
+    row: dict[str, object] | None
     call: StructuredResult[Any]
 
     @property
@@ -164,7 +164,7 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
     # the target's items with their personas' texts, through the analysis views
     sql = ("SELECT item_id, task, text, coalesce(persona, ''), solution FROM v_items "
            "WHERE source = ? AND source_id = ?")
-    params: list[Any] = [source, target]
+    params: list[object] = [source, target]
     if options.task is not None:
         sql += " AND task = ?"
         params.append(options.task)

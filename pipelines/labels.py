@@ -108,7 +108,7 @@ class ShippedKind:
         self.sample = MappingProxyType(dict(sample))
         self.id_prefix, self.resumed_by_command = id_prefix, resumed_by_command
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """Return the row's fields by name."""
         return {name: getattr(self, name) for name in self.__slots__}
 

@@ -66,7 +66,7 @@ class BatchFields:
         return bool(self.batch or self.batch_file)
 
 
-def job_book(ctx: JobContext[Any]) -> BatchBook:
+def job_book(ctx: JobContext[object]) -> BatchBook:
     """The job's stored batches and their committed requests, which a resume collects from."""
     book = BatchBook()
     for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
@@ -97,11 +97,11 @@ def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> Batc
 class BatchedAsker(Generic[B, R]):
     """An inner asker whose calls are sent as batches through one BatchingCaller per job."""
 
-    def __init__(self, inner: Asker[B, R], ctx: JobContext[Any]) -> None:
+    def __init__(self, inner: Asker[B, R], ctx: JobContext[object]) -> None:
         self.inner, self.ctx = inner, ctx
         self.caller: BatchingCaller | None = None
 
-    def make(self, client: Any) -> BatchingCaller:
+    def make(self, client: object) -> BatchingCaller:
         """The job's batching caller (the stored handles loaded once)."""
         if self.caller is None:
             self.caller = batching_caller(self.ctx, client)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Literal, TypedDict
 
 import duckdb
 
@@ -25,6 +25,7 @@ from personahub.core.contracts import StructuredCaller
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
+from personahub.core.json_types import JsonObject
 from personahub.core.kernel import BatchOutcome, JobContext, engine, register, unfinished_twins
 from personahub.core.plan_limits import MAX_STEPS
 from personahub.core.store import DEFAULT_DB, connect
@@ -86,7 +87,7 @@ class RunConfig(EngineFields):
     max_retries: int = engine(DEFAULT_MAX_RETRIES)
     chunk_size: int = engine(128)
     # pause, step and inject events from the live view; never stored
-    live_control: Any = engine(None)
+    live_control: object = engine(None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "db", Path(self.db))
@@ -260,7 +261,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
     def model_settings(self, config: RunConfig) -> LLMSettings:
         return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
-    def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
+    def upgrade(self, stored: JsonObject) -> JsonObject:
         """The stored config, the scenario replaced by its description (a run reloads the file)."""
         stored = dict(stored)
         stored.pop("scenario", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from personahub.core.jobs_store import find_job
 from personahub.core.kernel import Asker, JobContext, SpecBase
@@ -41,7 +41,7 @@ class NamedFromRow:
     row: ClassVar[ShippedKind]
 
     def __init_subclass__(cls, kind: str | None = None, row: ShippedKind | None = None,
-                          **kwargs: Any) -> None:
+                          **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if kind is not None:
             cls.row = SHIPPED[kind] if row is None else row
@@ -58,12 +58,12 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
     resume_command: ClassVar[str | None] = None
 
     def __init_subclass__(cls, kind: str | None = None, row: ShippedKind | None = None,
-                          **kwargs: Any) -> None:
+                          **kwargs: object) -> None:
         super().__init_subclass__(kind=kind, row=row, **kwargs)
         if kind is not None:
             cls.resume_command = cls.row.resume_command
 
-    def model_settings(self, config: C) -> Any | None:
+    def model_settings(self, config: C) -> object | None:
         """The model the job asks, from its config's model fields."""
         return LLMSettings.of_job(config)
 
@@ -85,7 +85,7 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
             return super().resume_hint(job_id, db)
         return f"{self.resume_command} --resume {job_id} --db {db}"
 
-    def label(self, config: Mapping[str, Any]) -> str:
+    def label(self, config: Mapping[str, object]) -> str:
         """A few words on what a job makes, from its stored config (shown by personahub jobs)."""
         return self.row.label(config)
 

@@ -110,7 +110,7 @@ def examples_text(examples: Sequence[Example], attributes: Mapping[str, object])
     return "\n\n".join(blocks)
 
 
-def examples_json(examples: Sequence[Example]) -> list[dict[str, Any]]:
+def examples_json(examples: Sequence[Example]) -> list[dict[str, object]]:
     """Return the examples as JSON-ready dicts (the profile's `examples` column)."""
     return [{"question_id": e.question_id, "text": e.text, "options": list(e.options),
              "overall": list(e.overall),
@@ -182,7 +182,7 @@ class _Tagged:
         return await self._inner.structured(schema, messages, **kwargs)
 
     async def _option_probabilities(self, messages: list[Any], labels: Sequence[str],
-                                    **kwargs: Any) -> Any:
+                                    **kwargs: object) -> object:
         kwargs["persona_id"] = kwargs.get("persona_id") or self._persona_id
         return await self._inner.option_probabilities(  # type: ignore[attr-defined]
             messages, labels, **kwargs)

@@ -77,7 +77,7 @@ def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
     return demos
 
 
-def _personahub_demo(row: dict[str, Any]) -> dict[str, Any]:
+def _personahub_demo(row: dict[str, object]) -> dict[str, object]:
     """A Persona Hub row as a text and persona, with the extra layer of JSON string quoting that
     some tools add taken off.
     """

@@ -153,8 +153,8 @@ class Answer(NamedTuple):
     """
 
     persona: Persona
-    content: dict[str, Any] | None
-    solution: dict[str, Any] | None = None
+    content: dict[str, object] | None
+    solution: dict[str, object] | None = None
     rejected: QualityIssue | None = None
     calls: tuple[StructuredResult[Any], ...] = ()
     sample: int = 0  # which of the persona's samples (as in Ask)
@@ -196,7 +196,7 @@ class SynthesisAsker:
         self.task = synthesis_task(config.task)
         self.schema = self.task.synthesis_schema(with_assistant=config.with_assistant)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(self) -> tuple[object, ...]:
         # the task and its schema (classes built at run time) are rebuilt where it lands
         return (SynthesisAsker, (self.config, self.job_id, self.world, self.demos))
 

@@ -261,7 +261,7 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
         errors: list[str | None] = []
         created: list[Persona] = []
         rejected: list[dict[str, Any]] = []
-        done_rows: list[dict[str, Any]] = []
+        done_rows: list[dict[str, object]] = []
         for pair, answer in zip(batch, result, strict=True):
             summary.asked += 1
             if answer.value is None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from typing import Any
 
 import mesa
 from mesa.agent import AgentSet
@@ -29,7 +28,7 @@ def next_unique_ids(model: mesa.Model, n: int) -> list[int]:
     return [next(counter) for _ in range(n)]
 
 
-def register_agents(model: mesa.Model, agents: Sequence[Any]) -> None:
+def register_agents(model: mesa.Model, agents: Sequence[object]) -> None:
     """Add agents of one type to the model's collections, in order, as Mesa would one by one."""
     if not agents:
         return

@@ -110,7 +110,7 @@ class ColumnStep:
     failures: dict[str, int] = field(default_factory=dict)
     events: list[EventRow] = field(default_factory=list)
     interventions: list[InterventionRow] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, object]] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     cache_entries: list[CacheEntry] = field(default_factory=list)
     files: dict[str, list[str]] = field(default_factory=dict)
@@ -285,7 +285,7 @@ class ColumnSociety:
         return groups, [a.seen for a in asks], [a.memories for a in asks]
 
     def _history(self, step: int, group: _Group, seen: list[list[tuple[str, ...]]],
-                 memories: list[dict[int, str]]) -> Any:
+                 memories: list[dict[int, str]]) -> object:
         cfg = self.scenario.memory
         read = [self._memory(memories[shard][entry]) for _, _, shard, entry, _ in group.read]
         events = [list(seen[shard][index]) for _, _, shard, _, index in group.read]

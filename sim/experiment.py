@@ -19,7 +19,6 @@ import runpy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -326,7 +325,7 @@ def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
     return changed
 
 
-def strata(persona_ids: Sequence[str], attributes: Sequence[Mapping[str, Any]],
+def strata(persona_ids: Sequence[str], attributes: Sequence[Mapping[str, object]],
            graph: nx.Graph | None, stratify: str, seed: int) -> list[str]:
     """Each agent's stratum label (communities from a sorted graph, so seeded Louvain is stable)."""
     if not stratify:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 #: Longest text an injected event may have.
 MAX_EVENT_CHARS = 2000
@@ -41,7 +40,7 @@ class LiveControl:
         self._committed = 0
         self._over = False
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> LiveControl:
+    def __deepcopy__(self, memo: dict[int, object]) -> LiveControl:
         return self  # a stored config is copied: the control stays one object
 
     def __str__(self) -> str:
@@ -83,7 +82,7 @@ class LiveControl:
             self._cond.notify_all()
             return len(self._queue)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> dict[str, object]:
         """What the page shows: paused or not, the step waited for, events queued, over."""
         with self._cond:
             return {"paused": self._paused, "waiting_before": self._waiting,

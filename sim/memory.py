@@ -230,9 +230,9 @@ class AgentMemory:
         self.unreflected.clear()
         self.fresh = 0
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> dict[str, object]:
         """JSON-able state; retrieval and reflection parts only when switched on."""
-        state: dict[str, Any] = {
+        state: dict[str, object] = {
             "observations": [[s, t] for s, t in self.observations],
             "inbox": [vars(m).copy() for m in self.inbox],
             "own": [[s, k, t] for s, k, t in self.own],

@@ -38,7 +38,7 @@ class MemoryTable:
         """Return the memory's state as JSON text (``AgentMemory.to_state``)."""
         return self._texts[index]
 
-    def intern(self, state: dict[str, Any]) -> int:
+    def intern(self, state: dict[str, object]) -> int:
         """Return the entry of a memory given as ``AgentMemory.to_state`` data (added if new)."""
         memory = self._new()
         memory.load_state(state)

@@ -24,7 +24,7 @@ class SocialCell(Cell):
     __slots__ = ("_network", "_position")
 
     @property
-    def connections(self) -> dict[Any, Cell]:
+    def connections(self) -> dict[object, Cell]:
         """Neighbour cells by persona id, in networkx's adjacency order."""
         try:
             return _CONNECTIONS.__get__(self)
@@ -34,7 +34,7 @@ class SocialCell(Cell):
             return value
 
     @connections.setter
-    def connections(self, value: dict[Any, Cell]) -> None:
+    def connections(self, value: dict[object, Cell]) -> None:
         _CONNECTIONS.__set__(self, value)
 
 
@@ -58,7 +58,7 @@ class SocialNetwork(Network):
         cell._network, cell._position = self, position
         return cell
 
-    def connections_of(self, position: int) -> dict[Any, Cell]:
+    def connections_of(self, position: int) -> dict[object, Cell]:
         """The connections of the cell at a position, from the arrays."""
         lo, hi = int(self._starts[position]), int(self._starts[position + 1])
         ids, cells = self._ids, self._cell_list

@@ -149,7 +149,7 @@ class PopulationShard:
         return np.flatnonzero(step_draws(self.keys, plan.step) < p)
 
     def _groups(self, members: np.ndarray, rank: np.ndarray, read: int,
-                what: tuple[str, Any]) -> list[GroupAsk]:
+                what: tuple[str, object]) -> list[GroupAsk]:
         """Group members by archetype: counts, lowest agent id and the ``read`` lowest ranks.
 
         A pool's key is ("pool", archetype, kind), a survey group's ("survey", index, archetype).
@@ -369,7 +369,7 @@ class PopulationShard:
             found[position] = any(n.lower() in text.lower() for n in needles)
         return found
 
-    def _attribute_is(self, name: str, value: Any) -> np.ndarray:
+    def _attribute_is(self, name: str, value: object) -> np.ndarray:
         values = self._attribute_values(name)
         wanted = json.dumps(value, sort_keys=True)
         return values == wanted

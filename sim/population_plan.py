@@ -27,7 +27,7 @@ class AudienceRule:
 
     agent_ids: tuple[int, ...] | None = None
     text_contains: tuple[str, ...] = ()
-    attributes: tuple[tuple[str, Any], ...] = ()
+    attributes: tuple[tuple[str, object], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str,
         ORDER BY survey_id, step, answer""", [run_id])
 
 
-def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, Any]]:
+def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, object]]:
     """The newest emissions."""
     return _dicts(con, """
         SELECT e.step, e.agent_id, e.task AS kind, e.text, e.is_duplicate,

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from personahub.agents.prompts.budget import PromptBudget
 from personahub.core.errors import PersonahubError, UsageError
@@ -58,7 +58,7 @@ def _check(condition: bool, message: str) -> None:
         raise ScenarioValueError(message)
 
 
-def _valid(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _valid(check: Callable[..., object], *args: object, **kwargs: object) -> object:
     try:
         return check(*args, **kwargs)
     except UsageError as exc:
@@ -76,7 +76,7 @@ def _named_fields(cls: type[_T]) -> type[_T]:
                 and f.default_factory is dataclasses.MISSING]
 
     @functools.wraps(init)
-    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    def checked_init(self: object, *args: object, **kwargs: object) -> None:
         unknown = [k for k in kwargs if k not in names]
         if unknown:
             near = difflib.get_close_matches(unknown[0], shown, n=1)
@@ -195,7 +195,7 @@ class AgentInfo:
     agent_id: int
     persona_id: str
     persona: str
-    attributes: Mapping[str, Any]
+    attributes: Mapping[str, object]
     neighbours: tuple[str, ...]
     memory: tuple[str, ...] = ()
 
@@ -255,7 +255,7 @@ class Audience:
 
     personas: tuple[AgentRef, ...] = ()
     text_contains: tuple[str, ...] = ()
-    attributes: Mapping[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, object] = field(default_factory=dict)
     where: Callable[[AgentInfo], bool] | None = None
     near: AgentRef | None = None
     hops: int = 1

@@ -83,7 +83,7 @@ class Emission:
     agent_id: int
     persona_id: str
     task: str  # the output kind (personahub/tasks/)
-    content: dict[str, Any]
+    content: dict[str, object]
     text: str
     target_persona_id: str | None = None
     archetype: int | None = None  # drawn from its archetype's pool
@@ -103,7 +103,7 @@ class StepResult:
     answers: list[AnswerRow] = field(default_factory=list)
     n_asked: int = 0
     states: list[tuple[int, str]] = field(default_factory=list)  # the checkpoint
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # quality-gate rejects
+    rejected: list[dict[str, object]] = field(default_factory=list)  # quality-gate rejects
     decisions: list[DecisionRow] = field(default_factory=list)
     records: list[CallRecord] = field(default_factory=list)
     cache_entries: list[CacheEntry] = field(default_factory=list)
@@ -209,7 +209,7 @@ class SocietyAgent(FixedAgent):
         self.pending = []
         self.touch()
 
-    def get_state(self) -> dict[str, Any]:
+    def get_state(self) -> dict[str, object]:
         """Plain-data state for checkpoints."""
         return {
             "persona_id": self.persona_id,
@@ -531,7 +531,7 @@ class SocietyModel(mesa.Model):
                  for agent in self.audience(survey.audience, step)]
         return _Planned(result, planned, inputs, asked, seen, self._reflecting(step), pools)
 
-    def _gather_step(self, p: _Planned) -> Coroutine[Any, Any, Gathered]:
+    def _gather_step(self, p: _Planned) -> Coroutine[object, object, Gathered]:
         return self._gather(p.result.step, p.inputs, p.asked, p.seen, p.reflecting)
 
     def _share_groups(self, asked: list[tuple[Survey, SocietyAgent]]) -> list[list[int]]:
@@ -1014,7 +1014,7 @@ class SocietyModel(mesa.Model):
         return [(agent_id, json.dumps(self.by_agent_id[agent_id].get_state(), ensure_ascii=False))
                 for agent_id in touched]
 
-    def restore(self, steps_done: int, states: dict[int, dict[str, Any]]) -> None:
+    def restore(self, steps_done: int, states: dict[int, dict[str, object]]) -> None:
         """Put the model where it was after steps_done, from checkpointed agent states."""
         for agent_id, state in states.items():
             self.by_agent_id[agent_id].set_state(state)

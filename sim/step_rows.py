@@ -6,7 +6,7 @@ each with the run's tags, into the table of the same name.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import TypedDict
 
 
 class EventRow(TypedDict):
@@ -45,10 +45,10 @@ class AnswerRow(TypedDict):
     persona_id: str
     agent_id: int
     answer_kind: str
-    answer_choice: Any
+    answer_choice: object
     answer_scale: int | None
     answer_text: str | None
-    content: dict[str, Any]
+    content: dict[str, object]
 
 
 class DecisionRow(TypedDict):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from personahub.sim.column_society import ColumnStep
     from personahub.sim.society import StepResult
 
-Rows = dict[str, list[dict[str, Any]]]
+Rows = dict[str, list[dict[str, object]]]
 _RESTORE_CHUNK = 100_000  # emissions read at a time when rebuilding the near-duplicate indexes
 
 
@@ -35,7 +35,7 @@ def _now() -> dt.datetime:
 
 
 def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
-            steps_planned: int) -> dict[str, Any]:
+            steps_planned: int) -> dict[str, object]:
     """Write the run's runs row."""
     return {"run_id": run_id, "scenario": scenario, "scenario_path": scenario_path, "llm": llm,
             "steps_planned": steps_planned, "steps_done": 0}
@@ -57,7 +57,7 @@ def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequenc
 
 def add_archetypes(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
                    labels: Sequence[int], representatives: Sequence[str], sizes: Sequence[int],
-                   attribute_shares: Sequence[Mapping[str, Any]], method: str) -> None:
+                   attribute_shares: Sequence[Mapping[str, object]], method: str) -> None:
     """Record a run's archetypes and each agent's, in agent order."""
     insert_columns(con, "run_archetypes", {
         "run_id": [run_id] * len(sizes), "archetype": list(range(len(sizes))),

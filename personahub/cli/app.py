@@ -73,7 +73,7 @@ class OneLineGroup(PersonahubGroup):
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
-             windows_expand_args: bool = True, **extra: Any) -> Any:
+             windows_expand_args: bool = True, **extra: object) -> object:
         extra["windows_expand_args"] = windows_expand_args
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -131,7 +131,7 @@ OWN_MODULES: tuple[ModuleType, ...] = (
     cli_show, cli_hub, cli_batch)
 
 
-def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callable[..., Any]]:
+def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callable[..., object]]:
     """The commands modules list as their COMMANDS, by path.
 
     Args:
@@ -143,9 +143,9 @@ def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callabl
     Raises:
         ValueError: Two modules list the same path.
     """
-    found: dict[tuple[str, ...], Callable[..., Any]] = {}
+    found: dict[tuple[str, ...], Callable[..., object]] = {}
     for module in modules:
-        listed: Mapping[tuple[str, ...], Callable[..., Any]] = module.COMMANDS
+        listed: Mapping[tuple[str, ...], Callable[..., object]] = module.COMMANDS
         if listed.keys() & found.keys():
             raise ValueError(f"{module.__name__} lists a command another module does: "
                              f"{sorted(listed.keys() & found.keys())}")
@@ -176,7 +176,7 @@ def resolve(ref: str) -> Any:
     return getattr(import_module(module), name)
 
 
-def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Callable[..., Any]]:
+def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Callable[..., object]]:
     """Each shipped kind's command by its path, resolved from the table.
 
     Args:
@@ -189,7 +189,7 @@ def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Cal
         ImportError: A row's command is missing (naming the kind), so a kind without its
             command fails every use of the command line, not only the kind's.
     """
-    found: dict[tuple[str, ...], Callable[..., Any]] = {}
+    found: dict[tuple[str, ...], Callable[..., object]] = {}
     for kind, shipped in table.items():
         try:
             found[shipped.command_path] = resolve(shipped.command)
@@ -199,7 +199,7 @@ def kind_commands(table: Mapping[str, ShippedKind]) -> dict[tuple[str, ...], Cal
 
 
 def register(groups: Mapping[tuple[str, ...], typer.Typer],
-             commands: Mapping[tuple[str, ...], Callable[..., Any]],
+             commands: Mapping[tuple[str, ...], Callable[..., object]],
              order: Mapping[tuple[str, ...], tuple[str, ...]]) -> None:
     """Register each command in its group, in each group's `order` (unlisted ones last).
 

@@ -11,13 +11,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from personahub.cli import helpfmt
 from personahub.cli.common import click_exceptions, detail, request_verbosity, reset_cli_state, verbosity
+
+if TYPE_CHECKING:  # typer >= 0.22 runs on its own copy of click
+    from typer._click.core import Context, HelpFormatter, Parameter
+
+T = TypeVar("T")
 
 # One meaning per short flag across the app: a command with the long option gets the short one
 # (unless it already uses that letter for something else). -h, -q and -v are on
@@ -33,12 +38,12 @@ SHORT_FLAGS: dict[str, str] = {
 # What help shows after these options when their declaration names no metavar.
 VALUE_NAMES: dict[str, str] = {"--run": "RUN_ID", "--job": "JOB_ID", "--llm": "SPEC"}
 HELP_NAMES = ["-h", "--help"]
-CONTEXT_SETTINGS: dict[str, Any] = {"help_option_names": HELP_NAMES}
+CONTEXT_SETTINGS: dict[str, list[str]] = {"help_option_names": HELP_NAMES}
 # Parameter names whose values are never printed by -v (model specs are redacted instead).
 SECRET_WORDS = ("key", "token", "secret", "password")
 
 
-def conventional_names(params: list[Any]) -> None:
+def conventional_names(params: list[Parameter]) -> None:
     """Give each option named in SHORT_FLAGS its short flag, where the letter is free, and
     each one in VALUE_NAMES its value's name unless it declares one."""
     taken = {opt for p in params for opt in [*p.opts, *getattr(p, "secondary_opts", [])]}
@@ -67,7 +72,7 @@ def _verbose(value: bool) -> bool:
     return value
 
 
-def verbosity_params() -> list[Any]:
+def verbosity_params() -> list[Parameter]:
     """-q/--quiet and -v/--verbose as parameters (built through Typer's own declaration,
     whatever click copy it uses), not passed to the command's function."""
     probe = typer.Typer(add_completion=False)
@@ -89,11 +94,11 @@ def verbosity_params() -> list[Any]:
     return list(typer.main.get_command(probe).params)
 
 
-def _long_name(param: Any) -> str:
+def _long_name(param: Parameter) -> str:
     return next((o for o in param.opts if o.startswith("--")), param.name or "?")
 
 
-def _shown(name: str, value: Any) -> str:
+def _shown(name: str, value: object) -> str:
     """A setting as -v prints it: secrets hidden, URLs (model specs) redacted."""
     if any(word in name for word in SECRET_WORDS):
         return "***"
@@ -106,7 +111,7 @@ def _shown(name: str, value: Any) -> str:
     return str(value)
 
 
-def show_settings(ctx: Any) -> None:
+def show_settings(ctx: Context) -> None:
     """With -v: every parameter's value and where it came from (given, env, default)."""
     detail(f"settings of {ctx.command_path}:")
     for param in ctx.command.params:
@@ -128,7 +133,7 @@ def show_settings(ctx: Any) -> None:
 _NOT_A_CHOICE = re.compile(r"(?:Value error, )?'(?P<value>.*)' is not one of (?P<choices>.*?)\.?")
 
 
-def usage_message(exc: Any) -> str:
+def usage_message(exc: click_exceptions.ClickException) -> str:
     """A usage error's text for the error: line.
 
     A bad choice reads like the commands' own checks (--cache 'bogus': use one of off,
@@ -141,7 +146,7 @@ def usage_message(exc: Any) -> str:
     return str(exc.format_message()).rstrip(".").replace("Value error, ", "")
 
 
-def _located(parse: Callable[[], Any], ctx: Any) -> Any:
+def _located(parse: Callable[[], T], ctx: Context) -> T:
     """Run click's parsing; a usage error raised without its context (a missing option value)
     gets this command's, so the message names personahub CMD --help."""
     try:
@@ -156,9 +161,9 @@ class _Conventions:
     """What a command and a group of the app share: conventional option names, the verbosity
     flags, normal chatter at each entry, and usage errors that name where they are."""
 
-    params: list[Any]
+    params: list[Parameter]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         conventional_names(self.params)
         self.params.extend(verbosity_params())
@@ -167,19 +172,19 @@ class _Conventions:
         reset_cli_state()  # the entry point: each invocation starts at normal chatter
         return super().main(*args, **kwargs)  # type: ignore[misc]
 
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Context, args: list[str]) -> list[str]:
         return _located(partial(super().parse_args, ctx, args), ctx)  # type: ignore[misc]
 
 
 class PersonahubCommand(_Conventions, TyperCommand):
     """A leaf command with the app's conventions (see the module docstring)."""
 
-    def invoke(self, ctx: Any) -> Any:
+    def invoke(self, ctx: Context) -> object:
         if verbosity() > 0:
             show_settings(ctx)
         return super().invoke(ctx)
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         formatter.write(helpfmt.render(
             command_path=ctx.command_path, help_text=self.help, params=self.get_params(ctx),
             subcommands=None, width=helpfmt.width_now()))
@@ -188,7 +193,7 @@ class PersonahubCommand(_Conventions, TyperCommand):
 class PersonahubGroup(_Conventions, TyperGroup):
     """A command group with the app's conventions; its help lists its commands."""
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         subcommands = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)

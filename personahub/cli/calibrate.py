@@ -126,7 +126,7 @@ def calibrate(
     if resume is not None and (fit or folds is not None):
         raise UsageError("--resume JOB_ID takes --fit and --folds from the job; leave them out")
     settings = {**engine.settings(llm=True), **engine.batching()}
-    config: CalibrateConfig | dict[str, Any]
+    config: CalibrateConfig | dict[str, object]
     if resume:
         config = settings
     else:

@@ -149,7 +149,7 @@ def one_line_errors(func: F) -> F:
     """
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: object, **kwargs: object) -> object:
         try:
             with sigterm_as_interrupt():
                 return func(*args, **kwargs)
@@ -248,7 +248,7 @@ def json_mode(on: bool) -> bool:
 
 def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
               counts: Mapping[str, int | float | None] | None = None,
-              paths: Mapping[str, str | Path | None] | None = None, **more: Any) -> None:
+              paths: Mapping[str, str | Path | None] | None = None, **more: object) -> None:
     """Print a command's result as one JSON object on one line of stdout, for scripts, e.g.
 
         {"command": "synthesize", "status": "finished", "job_id": "...", "counts": {"written": 50},
@@ -259,7 +259,7 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
     command-specific keys. A job command calls this last when shown.json is set. It is also
     called when a started job fails: the object says so and the exit stays non-zero.
     """
-    record: dict[str, Any] = {"command": command, "status": status, **ids,
+    record: dict[str, object] = {"command": command, "status": status, **ids,
                               "counts": dict(counts or {}),
                               "paths": {k: str(v) for k, v in (paths or {}).items() if v is not None}}
     record.update(more)
@@ -269,7 +269,7 @@ def emit_json(command: str, *, status: str, ids: Mapping[str, str | None],
 
 def emit_job_json(command: str, db: Path, *, job_id: str | None, kind: str | None = None,
                   id_key: str = "job_id", counts: Mapping[str, int | float | None] | None = None,
-                  paths: Mapping[str, str | Path | None] | None = None, **more: Any) -> None:
+                  paths: Mapping[str, str | Path | None] | None = None, **more: object) -> None:
     """emit_json for a job the command just ran, with its stored status and the db path.
 
     With `kind` and no job_id, the newest job of that kind is reported."""
@@ -305,7 +305,7 @@ def run_counts(summary: Any) -> dict[str, int]:
             "failed_actions": summary.failed_actions, "llm_calls": sum(summary.calls.values())}
 
 
-def summary_counts(summary: Any) -> dict[str, int]:
+def summary_counts(summary: object) -> dict[str, int]:
     """The whole-number fields of a spec's summary (a dataclass), for --json."""
     import dataclasses
 

@@ -82,7 +82,7 @@ def personas_dedup(
     settings: dict[str, Any] = {"db": str(db), **engine.settings(), **engine.batching(batch_size),
                                 # (--batch-size stays the personas embedded per transaction)
                                 "batch_size": batch_size, "memory_mb": memory_mb}
-    config: DedupJobConfig | dict[str, Any] = settings if resume is not None else DedupJobConfig(
+    config: DedupJobConfig | dict[str, object] = settings if resume is not None else DedupJobConfig(
         threshold=threshold, num_perm=num_perm, ngram=ngram, embedder=embedder,
         embed_threshold=embed_threshold, ann=ann, **settings)
     hooks = JobHooks("dedup job", db, show_banner=False)
@@ -121,7 +121,7 @@ def _check_resumable(db: Path, job_id: str) -> None:
 
 def _progress_hook(bar: Any) -> Any:
     """A bar per stage (minhash, embedding) from the kernel's progress reports."""
-    tasks: dict[str, Any] = {}
+    tasks: dict[str, object] = {}
 
     def hook(stage: str, done: int, total: int | None) -> None:
         if stage.startswith("batch ") and "embedding" in tasks:  # a provider batch's state

@@ -29,7 +29,7 @@ from personahub.core.errors import UsageError
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
     from personahub.models.adaptive_limit import Concurrency as _ConcurrencyValue
 else:  # typer reads annotations at run time and takes no Union: the parser gives the value
-    _ConcurrencyValue = Any
+    _ConcurrencyValue = object
 
 
 # The choices, as the layers below list them (tests/cli/test_usage_errors.py compares them):
@@ -64,7 +64,7 @@ class OptionCheck:
     def above(self) -> float | None:
         return self.option.above
 
-    def value(self, value: Any) -> Any:
+    def value(self, value: object) -> object:
         """Return the value the option's check gives, or raise typer's usage error.
 
         None (a flag not given where a command means the job's) passes."""
@@ -92,7 +92,7 @@ def engine_option(field: str, **more: Any) -> Any:
 
 
 # What typer parses each engine option's value into (typer reads these types at run time).
-_VALUE_TYPES: dict[str, Any] = {
+_VALUE_TYPES: dict[str, object] = {
     "llm": str | None, "concurrency": _ConcurrencyValue, "timeout_s": float,
     "offline_latency_s": float, "cache": CacheMode, "rps": float | None,
     "structured": StructuredSetting, "max_tokens": int | None, "temperature": float | None,
@@ -105,7 +105,7 @@ _VALUE_TYPES: dict[str, Any] = {
 #: each engine option's command parameter type, Annotated[type, typer.Option(...)], by
 #: config field: built once, and every command taking the option gets this very object
 #: (through engine_options)
-ENGINE_PARAMS: Mapping[str, Any] = MappingProxyType({
+ENGINE_PARAMS: Mapping[str, object] = MappingProxyType({
     field: Annotated[_VALUE_TYPES[field], engine_option(field)] for field in ENGINE_OPTIONS})
 
 
@@ -115,7 +115,7 @@ DEFAULT_ONLINE_SIZE = 64  # items per transaction online
 DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
 
 
-def batch_size_option(per: str, online: int) -> Any:
+def batch_size_option(per: str, online: int) -> object:
     """The --batch-size option engine_options(batch_size=(per, online)) gives a command,
     in the Batch panel.
 
@@ -197,7 +197,7 @@ class Engine:
 
 def engine_options(*taken: str, without: tuple[str, ...] = (),
                    batch_size: tuple[str, int] | None = None
-                   ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                   ) -> Callable[[Callable[..., object]], Callable[..., object]]:
     """Give a command the chosen engine options, bundled as one Engine value.
 
     The command declares a keyword-only `engine: Engine` parameter; typer sees each shared
@@ -226,7 +226,7 @@ def engine_options(*taken: str, without: tuple[str, ...] = (),
             "batch_size", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=size),
             "batch_size"))
 
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(func: Callable[..., object]) -> Callable[..., object]:
         return inject_options(func, "engine", "Engine", options,
                               lambda given: Engine(given, online_size=online))
 
@@ -250,7 +250,7 @@ class ModelFlags:
 
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,
                  batch_file: Path | None, poll_s: float, *,
-                 online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, Any]:
+                 online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, object]:
     """The batch options as engine settings (a job config's BatchFields).
 
     online_size is the command's own items per transaction when not batching."""

@@ -5,7 +5,7 @@ reference answers or by solver agreement, and score models on them (pipelines/ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -99,7 +99,7 @@ def evaluate(
     from personahub.pipelines.evaluate import EvalConfig, EvalSummary, summary_lines
 
     settings = {**engine.settings(), **engine.batching(batch_size)}
-    config: EvalConfig | dict[str, Any]
+    config: EvalConfig | dict[str, object]
     if resume is not None:  # only how it runs is this command's: the rest is the job's
         config = {"db": str(db), **settings,
                   **({"solvers": tuple(solver)} if solver else {}),

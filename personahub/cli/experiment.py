@@ -121,10 +121,10 @@ class _AllRuns:
     """The call counts of every arm run's client, summed (each run builds its own client)."""
 
     def __init__(self) -> None:
-        self.followed: list[Any] = []
+        self.followed: list[object] = []
         self.since: float | None = None
 
-    def follow(self, stats: Any) -> None:
+    def follow(self, stats: object) -> None:
         """Add a run's client's counts."""
         if self.since is None:
             self.since = time.monotonic()
@@ -192,7 +192,7 @@ class _Shown:
 def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str | None,
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
             parallel: int, engine: Engine, archetype_elicit: str | None = None,
-            shown: _Shown | None = None, survey_profile: str | None = None) -> Any:
+            shown: _Shown | None = None, survey_profile: str | None = None) -> object:
     """The experiment's unfinished runs, then its tables (personahub.experiment)."""
     from personahub.experiments import experiment_file as run_it
     from personahub.models.client import resolve_spec
@@ -239,7 +239,7 @@ def _print(result: Any, db: Path, compare: str | None, offline: bool | None = No
             say(line, to=out)
 
 
-def _units(row: dict[str, Any]) -> str:
+def _units(row: dict[str, object]) -> str:
     """Say the units a test counted, e.g. "30 p x 5 r" (personas by replicates)."""
     if not row["personas"]:
         return f"{row['replicates']} r"

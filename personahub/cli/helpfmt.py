@@ -16,7 +16,10 @@ import shutil
 import textwrap
 from collections.abc import Iterable, Sequence
 from pathlib import PurePath
-from typing import Any, get_args, get_origin
+from typing import TYPE_CHECKING, Protocol, get_args, get_origin
+
+if TYPE_CHECKING:  # typer >= 0.22 runs on its own copy of click
+    from typer._click.core import Parameter
 
 MAX_WIDTH = 100  # wider lines are hard to read, whatever the terminal
 MIN_WIDTH = 50
@@ -25,6 +28,21 @@ INDENT = "  "
 OPTIONS_SECTION = "Options"
 # Bounds this large are the type's, not a real limit (seeds go up to 2**63 - 1).
 UNBOUNDED = 2**31
+
+
+
+class OptionBounds(Protocol):
+    """The bounds an option's own check declares (cli.engine.OptionCheck)."""
+
+    @property
+    def low(self) -> float | None: ...
+
+    @property
+    def high(self) -> float | None: ...
+
+    @property
+    def above(self) -> float | None: ...
+
 
 _NBSP = "\u00a0"  # textwrap breaks at ASCII whitespace only
 _LITERAL = re.compile(r"``([^`]+)``")
@@ -115,7 +133,7 @@ def summary(text: str | None) -> str:
 
 # --- parameters -----------------------------------------------------------------------------
 
-def choices(param: Any) -> tuple[str, ...] | None:
+def choices(param: Parameter) -> tuple[str, ...] | None:
     """The values a parameter accepts, when it is a choice (a Literal/Enum annotation in
     Typer >= 0.2x, a click.Choice before)."""
     descriptor = getattr(param, "type_descriptor", None)
@@ -127,7 +145,7 @@ def choices(param: Any) -> tuple[str, ...] | None:
     return tuple(str(getattr(c, "value", c)) for c in found)
 
 
-def _annotation(param: Any) -> Any:
+def _annotation(param: Parameter) -> object:
     descriptor = getattr(param, "type_descriptor", None)
     annotation = getattr(descriptor, "annotation", None)
     if get_origin(annotation) is list:
@@ -135,7 +153,7 @@ def _annotation(param: Any) -> Any:
     return annotation
 
 
-def value_label(param: Any) -> str:
+def value_label(param: Parameter) -> str:
     """What follows an option's name in help: nothing for a flag, the declared metavar, the
     choices as [a|b|c], or the type (N, X, PATH, TEXT)."""
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
@@ -156,7 +174,7 @@ def value_label(param: Any) -> str:
     return {"integer": "N", "float": "X", "path": "PATH", "file": "FILE"}.get(name.lower(), "TEXT")
 
 
-def argument_label(param: Any) -> str:
+def argument_label(param: Parameter) -> str:
     """An argument as usage shows it: SCENARIO, [QUERY] when optional, FILE...."""
     name = str(param.metavar or (param.name or "").upper())
     if getattr(param, "nargs", 1) == -1:
@@ -164,7 +182,7 @@ def argument_label(param: Any) -> str:
     return name if param.required else f"[{name}]"
 
 
-def option_label(param: Any) -> str:
+def option_label(param: Parameter) -> str:
     """-d, --db PATH; long names aligned past short ones. Of a boolean pair Typer makes
     (--force/--no-force) only the one that changes the default is shown."""
     shorts = [o for o in param.opts if not o.startswith("--")]
@@ -182,7 +200,7 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _checked_by(param: Any) -> Any:
+def _checked_by(param: Parameter) -> OptionBounds | None:
     """The object whose method is the parameter's callback or parser as declared, or None.
 
     An option whose check declares its bounds (the engine options' cli.engine.OptionCheck,
@@ -195,7 +213,7 @@ def _checked_by(param: Any) -> Any:
     return None
 
 
-def bounds(param: Any) -> str:
+def bounds(param: Parameter) -> str:
     """Describe a number option's range as x>=1, 0<=x<=2 or 0<x<=1 (type-sized bounds left out)."""
     checked = _checked_by(param)
     if checked is not None:
@@ -216,7 +234,7 @@ def bounds(param: Any) -> str:
     return ""
 
 
-def _default_text(param: Any) -> str:
+def _default_text(param: Parameter) -> str:
     default = param.default
     if callable(default) or default is None or getattr(param, "show_default", True) is False:
         return ""
@@ -231,7 +249,7 @@ def _default_text(param: Any) -> str:
     return str(getattr(default, "value", default))
 
 
-def extras(param: Any) -> str:
+def extras(param: Parameter) -> str:
     """The bracketed facts after a parameter's help: default, environment variable, range,
     required."""
     facts = []
@@ -251,7 +269,7 @@ def extras(param: Any) -> str:
     return "[" + "; ".join(f.replace(" ", _NBSP) for f in facts) + "]" if facts else ""
 
 
-def param_help(param: Any) -> str:
+def param_help(param: Parameter) -> str:
     """A parameter's help on one line (reflowed later), then its extras."""
     text = " ".join(" ".join(paragraphs(plain(getattr(param, "help", None) or ""))).split())
     more = extras(param)
@@ -291,7 +309,7 @@ def two_columns(rows: Sequence[tuple[str, str]], width: int, column: int | None 
     return "\n".join(lines)
 
 
-def usage_line(command_path: str, params: Iterable[Any], is_group: bool) -> str:
+def usage_line(command_path: str, params: Iterable[Parameter], is_group: bool) -> str:
     """Usage: personahub run [OPTIONS] [SCENARIO]."""
     pieces = [command_path, "[OPTIONS]"]
     pieces += [argument_label(p) for p in params if p.param_type_name == "argument"]
@@ -300,10 +318,10 @@ def usage_line(command_path: str, params: Iterable[Any], is_group: bool) -> str:
     return "Usage: " + " ".join(pieces)
 
 
-def sections(params: Iterable[Any]) -> list[tuple[str, list[Any]]]:
+def sections(params: Iterable[Parameter]) -> list[tuple[str, list[Parameter]]]:
     """Visible options grouped by rich_help_panel: Options first, then the others in
     the order they first appear."""
-    grouped: dict[str, list[Any]] = {OPTIONS_SECTION: []}
+    grouped: dict[str, list[Parameter]] = {OPTIONS_SECTION: []}
     for param in params:
         if param.param_type_name == "option" and not getattr(param, "hidden", False):
             grouped.setdefault(getattr(param, "rich_help_panel", None) or OPTIONS_SECTION,
@@ -311,7 +329,7 @@ def sections(params: Iterable[Any]) -> list[tuple[str, list[Any]]]:
     return [(name, items) for name, items in grouped.items() if items]
 
 
-def render(*, command_path: str, help_text: str | None, params: Sequence[Any],
+def render(*, command_path: str, help_text: str | None, params: Sequence[Parameter],
            subcommands: Sequence[tuple[str, str | None]] | None, width: int) -> str:
     """The whole help page: usage, description, arguments, option sections, commands."""
     blocks = [usage_line(command_path, params, subcommands is not None)]

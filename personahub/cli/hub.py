@@ -164,7 +164,7 @@ def personas_sample(
 
 
 def _jsonl_line(persona: Any, with_attributes: bool) -> str:
-    record: dict[str, Any] = {"persona": persona.text}
+    record: dict[str, object] = {"persona": persona.text}
     if with_attributes:
         record.update({k: v for k, v in persona.attributes.items() if k != "persona"})
     return json.dumps(record, ensure_ascii=False, default=str)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -72,7 +72,7 @@ def interview(
     # how this run asks (a resume keeps what the interview asks of whom, and its settings)
     settings = {"db": str(db), **engine.settings(llm=True),
                 **engine.batching()}
-    config: InterviewConfig | dict[str, Any]
+    config: InterviewConfig | dict[str, object]
     if resume:
         if question is not None or run is not None:
             raise UsageError("--resume: the interview keeps its question and run; give neither")
@@ -100,7 +100,7 @@ def interview(
                               "failed": result.failed}, run_id=result.run_id, step=result.step)
 
 
-def answers_json(result: InterviewResult) -> dict[str, Any]:
+def answers_json(result: InterviewResult) -> dict[str, object]:
     """The interview as one JSON object (the engine named, one entry per agent)."""
     return {
         "batch_id": result.batch_id, "run_id": result.run_id, "step": result.step,

@@ -36,7 +36,7 @@ def _stamp(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""
 
 
-def _printed_plain(listed: list[dict[str, Any]], as_json: bool, empty: str) -> bool:
+def _printed_plain(listed: list[dict[str, object]], as_json: bool, empty: str) -> bool:
     """Print what needs no table: listed as one JSON array (--json), or empty when
     nothing is listed. True when printed (the caller draws its table else)."""
     if as_json:
@@ -148,7 +148,7 @@ def resume(
         say(("note:", "yellow"), f" {shortfall} (allowed by --allow-fewer)")
 
 
-def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, Any],
+def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, object],
                as_json: bool) -> str | None:
     """The job, resumed through the kernel (any_job.resume_job, as personahub.resume);
     its report printed. Returns its shortfall (the line saying it holds fewer items than asked),

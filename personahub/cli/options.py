@@ -27,7 +27,7 @@ FreshOption = Annotated[bool, typer.Option(
          "superseded).")]
 
 
-def resume_option(metavar: str, keeps: str) -> Any:
+def resume_option(metavar: str, keeps: str) -> object:
     """The --resume option of a job command, declared once in one wording.
 
     Args:
@@ -50,7 +50,7 @@ class Injected(NamedTuple):
     key: str
 
 
-def inject_options(func: Callable[..., Any], place: str, kind: str, options: Sequence[Injected],
+def inject_options(func: Callable[..., object], place: str, kind: str, options: Sequence[Injected],
                    collect: Callable[[dict[str, Any]], Any]) -> Callable[..., Any]:
     """Wrap a command so typer sees shared options in place of one bundled parameter.
 
@@ -74,7 +74,7 @@ def inject_options(func: Callable[..., Any], place: str, kind: str, options: Seq
               for q in ([o.param.replace(kind=p.kind) for o in options] if p is spot else [p])]
 
     @functools.wraps(func)
-    def command(*args: Any, **kwargs: Any) -> Any:
+    def command(*args: object, **kwargs: object) -> object:
         given = {o.key: kwargs.pop(o.param.name, o.param.default) for o in options}
         return func(*args, **{place: collect(given)}, **kwargs)
 
@@ -165,7 +165,7 @@ _OUTPUT_OPTIONS = {
         "as_json", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=JsonOption), "json")}
 
 
-def output_options(*, preview: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def output_options(*, preview: bool = False) -> Callable[[Callable[..., object]], Callable[..., object]]:
     """Give a job command --json (and --preview if asked) bundled as one Shown value.
 
     The command declares a keyword-only `shown: Shown` parameter, before `engine`. A
@@ -177,7 +177,7 @@ def output_options(*, preview: bool = False) -> Callable[[Callable[..., Any]], C
     options = [_OUTPUT_OPTIONS["preview"]] if preview else []
     options.append(_OUTPUT_OPTIONS["json"])
 
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+    def decorate(func: Callable[..., object]) -> Callable[..., object]:
         return inject_options(func, "shown", "Shown", options, lambda given: Shown(**given))
 
     return decorate

@@ -174,7 +174,7 @@ def personas_expand(
                 **{k: v for k, v in engine.batching(batch_size).items() if k != "batch_size"}}
     made = {"link_candidates": link_candidates, "link_embedder": embedder,
             "batch_size": batch_size, **engine.flags.settings()}
-    config: ExpandConfig | dict[str, Any]
+    config: ExpandConfig | dict[str, object]
     job_id = unfinished_expansion(db, hops=hops, fanout=fanout, limit=limit, fresh=fresh,
                                   language=language, resume=resume)
     if job_id is not None:
@@ -300,7 +300,7 @@ def personas_from_text(
                                 **engine.batching()}
     if corpus is not None:
         settings["path"] = str(corpus.resolve())
-    config: TextConfig | dict[str, Any]
+    config: TextConfig | dict[str, object]
     if resume is not None:
         found = _text_job(db, resume)
         job_id: str | None = found

@@ -179,7 +179,7 @@ def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: 
 
     llm = engine.llm
     settings = {**engine.settings(), "batch_size": batch_size}
-    config: WriteConfig | dict[str, Any]
+    config: WriteConfig | dict[str, object]
     if resume is not None:  # without --llm, the model the job recorded
         config = population_write_resume(
             resolve_spec(llm) if llm is not None else runtime.recorded_llm(db, resume), settings)

@@ -36,7 +36,7 @@ class CallCounts(Protocol):
     def rate(self) -> float: ...
 
 
-def _followed(count: str) -> Any:
+def _followed(count: str) -> object:
     """A read-only LateCounts property: the followed client's count, 0 before it is
     followed (one definition for the five counts CallCounts names)."""
     return property(lambda self: getattr(self._stats, count) if self._stats else 0)

@@ -120,7 +120,7 @@ def synthesize(
     # how this run asks (a resume keeps what the job makes: task, seed, generation settings, ...)
     settings: dict[str, Any] = {"db": str(db), **engine.settings(llm=True),
                                 "allow_fewer": allow_fewer, **engine.batching()}
-    config: SynthConfig | dict[str, Any]
+    config: SynthConfig | dict[str, object]
     if resume:
         config = {**settings, **({"task": task} if task else {})}
     else:
@@ -260,7 +260,7 @@ def export_cmd(
     if source_file is not None:
         _export_source(db, out_file, source_file, fmt, overwrite=force)
         return
-    selected: dict[str, Any] = {}
+    selected: dict[str, object] = {}
     if split is not None or evaluation is not None:
         selected = _split_selection(db, job, evaluation, split)
     _export(db, out_file, fmt, job=job, run=run, task=task, drop_duplicates=drop_duplicates,
@@ -282,7 +282,7 @@ def _evaluation_job(db: Path, evaluation: str) -> str:
 
 
 def _split_selection(db: Path, job: str | None, evaluation: str | None,
-                     split: Literal["train", "test"] | None) -> dict[str, Any]:
+                     split: Literal["train", "test"] | None) -> dict[str, object]:
     """export's items of one side of the split (pipelines.evaluate_quality)."""
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import export_selection
@@ -392,7 +392,7 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
                    "--run, --job, --experiment or --evaluation", CALIBRATION_FILES, write)
 
 
-def _archetype_price(con: duckdb.DuckDBPyConnection, job_id: str) -> Any:
+def _archetype_price(con: duckdb.DuckDBPyConnection, job_id: str) -> object:
     """A calibration's archetype price table (empty without --archetypes, or without scores)."""
     from personahub.analysis import calibration_store
     from personahub.pipelines.calibrate_archetypes import price_table

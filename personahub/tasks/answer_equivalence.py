@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
-from typing import Any
 
 from personahub.tasks.answer_numbers import read_numbers
 
@@ -44,7 +43,7 @@ def _text(answer: str) -> str | None:
 
 
 @lru_cache(maxsize=65536)
-def parse_answer(answer: str) -> tuple[Any, ...]:
+def parse_answer(answer: str) -> tuple[object, ...]:
     """The verifier's reading of one answer (empty when it cannot read it).
 
     Args:

@@ -20,7 +20,7 @@ Content = Mapping[str, Any]
 Validator = Callable[[Content], QualityIssue | None]
 # How the offline engine writes a string field: a TextMaker method name or a function of it.
 # The engine sees field names only, so writers are per field name.
-OfflineWriter = str | Callable[[Any], str]
+OfflineWriter = str | Callable[[object], str]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,8 +121,8 @@ class Task:
             raise KeyError(self.name)
         return self.emission.prompt
 
-    def addressed_content(self, content: dict[str, Any], text: str, speaker: str,
-                          listener: str) -> tuple[dict[str, Any], str]:
+    def addressed_content(self, content: dict[str, object], text: str, speaker: str,
+                          listener: str) -> tuple[dict[str, object], str]:
         """(content to store, text sent to the listener) of an emission said to a neighbour."""
         return content, text
 
@@ -149,7 +149,7 @@ class Task:
         """Persona Hub's description field of an exported item."""
         return self.description or self.name.replace("_", " ")
 
-    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+    def chat_messages(self, content: Content, solution: Mapping[str, object] | None = None, *,
                       persona: str = "") -> list[dict[str, str]]:
         """Chat messages, user first; the assistant turn is the item when it answers a request,
         else a solution, else absent."""
@@ -164,7 +164,7 @@ class Task:
                              "content": f"{solution['solution']}\n\nAnswer: {solution['answer']}"})
         return messages
 
-    def chat_tools(self, content: Content) -> list[dict[str, Any]] | None:
+    def chat_tools(self, content: Content) -> list[dict[str, object]] | None:
         """OpenAI tools for a chat-format row, when the item describes tools."""
         return None
 

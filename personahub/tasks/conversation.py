@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, Field
 
 from personahub.personas.quality import QualityIssue
@@ -42,8 +40,8 @@ def conversation_turns(content: Content, speaker: str, listener: str) -> list[di
 class ConversationTask(Task):
     """A conversation stores who said each turn and sends the neighbour this persona's lines."""
 
-    def addressed_content(self, content: dict[str, Any], text: str, speaker: str,
-                          listener: str) -> tuple[dict[str, Any], str]:
+    def addressed_content(self, content: dict[str, object], text: str, speaker: str,
+                          listener: str) -> tuple[dict[str, object], str]:
         turns = conversation_turns(content, speaker, listener)
         said = " / ".join(t["line"] for t in turns if t["speaker"] == speaker)
         return {"turns": turns}, said

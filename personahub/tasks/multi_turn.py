@@ -4,7 +4,6 @@ replies (``--with-assistant``) (synthesis)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -67,7 +66,7 @@ class MultiTurnTask(Task):
         instruction = super().synthesis_instruction()
         return f"{instruction} {ASSISTANT_TURNS_NOTE}" if with_assistant else instruction
 
-    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+    def chat_messages(self, content: Content, solution: Mapping[str, object] | None = None, *,
                       persona: str = "") -> list[dict[str, str]]:
         if "turns" in content:
             messages = []

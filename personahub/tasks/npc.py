@@ -4,7 +4,7 @@ comes from ``--world``, by default the shipped fantasy village)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -50,7 +50,7 @@ def npc_setup(content: Content) -> str:
 class NpcTask(Task):
     """An NPC exports as a chat exchange: the player meets the character, the NPC answers."""
 
-    def chat_messages(self, content: Content, solution: Mapping[str, Any] | None = None, *,
+    def chat_messages(self, content: Content, solution: Mapping[str, object] | None = None, *,
                       persona: str = "") -> list[dict[str, str]]:
         return [{"role": "user", "content": f"{npc_setup(content)}\n\n{PLAYER_MEETS}"},
                 {"role": "assistant", "content": str(content["line"])}]

@@ -43,7 +43,7 @@ def survey_value(content: dict[str, Any]) -> Any:
 
 
 def survey_values(answer: str, options: tuple[str, ...] = (), low: int = 1,
-                  high: int = 5) -> tuple[Any, ...]:
+                  high: int = 5) -> tuple[object, ...]:
     """The answers a choice or scale survey allows, in order (what a share list is over)."""
     if answer == "choice":
         return tuple(options)

@@ -7,7 +7,7 @@ goldens hold.
 from __future__ import annotations
 
 from types import MappingProxyType
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -39,6 +39,6 @@ def schema_for(task: str, *, with_assistant: bool = False) -> type[BaseModel]:
     return synthesis_task(task).synthesis_schema(with_assistant=with_assistant)
 
 
-def content_of(value: BaseModel) -> dict[str, Any]:
+def content_of(value: BaseModel) -> dict[str, object]:
     """The stored JSON content of an answer, keys as Persona Hub has them."""
     return value.model_dump(by_alias=True)

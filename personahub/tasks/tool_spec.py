@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,7 +25,7 @@ _JSON_TYPES = {"str": "string", "string": "string", "text": "string", "int": "in
                "integer": "integer", "float": "number", "number": "number", "double": "number",
                "bool": "boolean", "boolean": "boolean", "list": "array", "array": "array",
                "tuple": "array", "dict": "object", "object": "object"}
-JsonValue = str | list[Any] | dict[str, Any]
+JsonValue = str | list[object] | dict[str, object]
 JsonTypeName = Literal["string", "integer", "number", "boolean", "array", "object"]
 IDENTIFIER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 MAX_TOOL_ARGS = 4  # input_args entries a tool may list (maxItems)
@@ -91,10 +91,10 @@ class ReleasedToolSpec(_ToolIdentity):
     depend: JsonValue = Field(description="libraries or APIs it would depend on")
 
 
-def released_tool(text: str) -> dict[str, Any] | None:
+def released_tool(text: str) -> dict[str, object] | None:
     """A Persona Hub synthesized text as tool content, or None when it is not a released tool."""
     try:
-        value: Any = json.loads(text)
+        value: object = json.loads(text)
         if isinstance(value, str):
             value = json.loads(value)
     except json.JSONDecodeError:
@@ -125,9 +125,9 @@ def check_tool_spec(content: Content) -> QualityIssue | None:
     return None
 
 
-def _text_params(text: str) -> dict[str, Any]:
+def _text_params(text: str) -> dict[str, object]:
     """Free-text arguments ("city, date" or "year: int") as string parameters."""
-    params: dict[str, Any] = {}
+    params: dict[str, object] = {}
     for chunk in text.split(","):
         match = _ARG.search(chunk.split(":")[0])
         if match and match.group(0) not in params:
@@ -140,10 +140,10 @@ def _json_type(name: object) -> str | None:
     return _JSON_TYPES.get(str(name).split("[")[0].strip().lower())
 
 
-def _param(spec: object) -> dict[str, Any]:
+def _param(spec: object) -> dict[str, object]:
     """One argument's JSON schema from a released tool's type name, description or object."""
     if isinstance(spec, dict):
-        param: dict[str, Any] = {"type": _json_type(spec.get("type", "")) or "string"}
+        param: dict[str, object] = {"type": _json_type(spec.get("type", "")) or "string"}
         if spec.get("description") is not None:
             param["description"] = str(spec["description"])
         return param
@@ -152,9 +152,9 @@ def _param(spec: object) -> dict[str, Any]:
     return {"type": named} if named else {"type": "string", "description": text}
 
 
-def _structured_params(args: dict[str, Any] | list[Any]) -> dict[str, Any]:
+def _structured_params(args: dict[str, object] | list[object]) -> dict[str, object]:
     """Released input_args, in any of the release's shapes, as parameters."""
-    params: dict[str, Any] = {}
+    params: dict[str, object] = {}
     if isinstance(args, dict):
         fields = args.get("properties", args)
         pairs = list(fields.items()) if isinstance(fields, dict) else []
@@ -171,7 +171,7 @@ def _shown(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, Any]:
+def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, object]:
     """Persona Hub's tool shape as an OpenAI function-calling tool (a description, not code).
 
     Every argument becomes a required parameter; the return is described in words.
@@ -221,7 +221,7 @@ class ToolTask(Task):
     def emission_text(self, content: Content) -> str:
         return tool_text(content)
 
-    def chat_tools(self, content: Content) -> list[dict[str, Any]] | None:
+    def chat_tools(self, content: Content) -> list[dict[str, object]] | None:
         return [tool_to_openai_function(content)]
 
     def personahub_text(self, content: Content, text: str) -> str:

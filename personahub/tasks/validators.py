@@ -11,7 +11,6 @@ import json
 import keyword
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from personahub.personas.quality import QualityIssue, letter_share, word_count
 
@@ -24,7 +23,7 @@ MIN_TITLE_CHARS = 3
 MIN_BODY_WORDS = 8
 MIN_BODY_CHARS = 40
 
-Content = Mapping[str, Any]
+Content = Mapping[str, object]
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # one argument: NAME, NAME: TYPE, NAME (TYPE ...), NAME = DEFAULT, NAME: TYPE = DEFAULT

@@ -59,7 +59,7 @@ def judge_messages(task: Task, text: str, criteria: Sequence[Criterion], *, pers
     return [SystemMessage(JUDGE_SYSTEM), HumanMessage(body)]
 
 
-def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict[str, Any]]:
+def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict[str, object]]:
     """Each criterion's yes/no and reason from an answer, in the criteria's order."""
     out = {}
     for criterion in criteria:
