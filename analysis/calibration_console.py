@@ -46,7 +46,7 @@ def _interval(low: object, high: object) -> str:
 
 
 def row_calls(who: str, steerings: Sequence[str], calls: Mapping[str, int]) -> str:
-    """The model calls a row made: a steering's share of the sample calls (each steering asks
+    """Return the model calls a row made: a steering's share of the sample calls (each steering asks
     the same panels), a method's own, the no_persona baseline's; blank for rows that ask nothing
     (tempered panels, uniform, the human rows)."""
     if who == "no_persona":

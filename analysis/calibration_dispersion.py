@@ -25,7 +25,7 @@ Key = tuple[str, str, tuple[str, ...]]  # (question id, attribute, group)
 
 def temper(question: Question, counts: Sequence[float] | np.ndarray, temperature: float
            ) -> np.ndarray:
-    """A panel's counts with substantive shares tempered (a temperature above 1 flattens); totals and
+    """Return a panel's counts with substantive shares tempered (a temperature above 1 flattens); totals and
     refusals are kept.
     """
     vector = np.asarray(counts, dtype=float)
@@ -40,13 +40,13 @@ def temper(question: Question, counts: Sequence[float] | np.ndarray, temperature
 
 
 def _spread(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
-    """The dispersion ratio a fit aims at 1: SD ratio (ordinal) or entropy ratio (nominal)."""
+    """Return the dispersion ratio a fit aims at 1: SD ratio (ordinal) or entropy ratio (nominal)."""
     return sd_ratio(question, sim, human) if question.is_ordinal else dispersion(sim, human)
 
 
 def fit_temperature(questions: Mapping[str, Question], panels: Mapping[Key, np.ndarray],
                     humans: Mapping[Key, np.ndarray]) -> float:
-    """The T whose tempered panels have a mean log dispersion ratio of 0; 1 when nothing can be fitted."""
+    """Fit the T whose tempered panels have a mean log dispersion ratio of 0; 1 when nothing can be fitted."""
     pairs = []
     for key, counts in panels.items():
         question = questions[key[0]]

@@ -158,7 +158,7 @@ def _question_rows(question: Question,
 
             def predict(profile: tuple[tuple[str, str], ...],
                         fallback: np.ndarray = fallback) -> np.ndarray:
-                """The shares of the personas with this profile (the group's when too few)."""
+                """Return the shares of the personas with this profile (the group's when too few)."""
                 matched = [i for p, answers in cells.items()
                            if set(profile) <= set(p) for i in answers]
                 return _shares(matched, k) if len(matched) >= MIN_CELL else fallback
@@ -190,7 +190,7 @@ def _question_rows(question: Question,
 
 
 def _estimate(value: float, low: float, high: float) -> str:
-    """An estimate with its interval; a normal interval of no width (every answer in the sample
+    """Return an estimate with its interval; a normal interval of no width (every answer in the sample
     alike, so no spread to measure) is said to be none, not printed as certainty."""
     if high - low < 0.005:
         return f"{value:.2f} (no interval: its answers do not vary)"
@@ -198,7 +198,7 @@ def _estimate(value: float, low: float, high: float) -> str:
 
 
 def ppi_lines(table: pd.DataFrame, shown: int = 6) -> list[str]:
-    """A PPI table as console lines: the median interval widths, then its first rows."""
+    """Return a PPI table as console lines: the median interval widths, then its first rows."""
     if table.empty:
         return ["prediction-powered shares: no question and group shared by the human file and "
                 "the calibration's panels"]

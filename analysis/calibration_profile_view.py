@@ -22,7 +22,7 @@ NOT_PROMISED = ("A profile was chosen and scored on these questions and this pop
 
 
 def profile_html(con: duckdb.DuckDBPyConnection, job_id: str) -> list[str]:
-    """The report's survey-profile section (nothing for a calibration without --fit)."""
+    """Return the report's survey-profile section (nothing for a calibration without --fit)."""
     row = store.profile_row(con, job_id)
     if row is None:
         return []

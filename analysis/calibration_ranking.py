@@ -131,7 +131,7 @@ def _number(value: float, form: str = ".3f") -> str:
 
 
 def ranking_lines(summary: pd.DataFrame) -> list[str]:
-    """The ranking table as console lines (nothing without a source to rank)."""
+    """Return the ranking table as console lines (nothing without a source to rank)."""
     if summary.empty:
         return []
     width = max(9, *(len(str(w)) for w in summary["who"]))
@@ -149,7 +149,7 @@ def ranking_lines(summary: pd.DataFrame) -> list[str]:
 
 
 def ranking_verdict(summary: pd.DataFrame, level: float = 0.05) -> list[str]:
-    """The model rows' ranking in plain sentences: top option against chance, rank correlation."""
+    """Return the model rows' ranking in plain sentences: top option against chance, rank correlation."""
     lines = []
     for row in summary[summary["who"].astype(str).str.startswith(MODEL)].itertuples(index=False):
         if row.pairs:
@@ -169,7 +169,7 @@ def ranking_verdict(summary: pd.DataFrame, level: float = 0.05) -> list[str]:
 
 
 def stored_survey(con: duckdb.DuckDBPyConnection, job_id: str) -> Survey:
-    """A calibration's stored questions and people's answers, as a Survey (the report's)."""
+    """Return a calibration's stored questions and people's answers, as a Survey (the report's)."""
     questions = {qid: Question(qid, text, tuple(json.loads(options)),
                                tuple(float(v) for v in json.loads(ordinal)))
                  for qid, text, options, ordinal in store.question_rows(con, job_id)}
@@ -181,7 +181,7 @@ def stored_survey(con: duckdb.DuckDBPyConnection, job_id: str) -> Survey:
 
 
 def ranking_html(con: duckdb.DuckDBPyConnection, job_id: str, scores: pd.DataFrame) -> list[str]:
-    """The report's ranking section: the table and its sentences (nothing to rank: none)."""
+    """Return the report's ranking section: the table and its sentences (nothing to rank: none)."""
     summary = ranking_summary(ranking_cells(scores, stored_survey(con, job_id)))
     if summary.empty:
         return []

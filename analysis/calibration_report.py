@@ -49,7 +49,7 @@ MAX_QUESTIONS = 6  # questions drawn in the answers chart (the table has them al
 
 
 def column_order(steerings: Sequence[str]) -> list[str]:
-    """The sources' columns: the model per steering, the baselines, then the ceilings."""
+    """Return the sources' columns: the model per steering, the baselines, then the ceilings."""
     return ([source_label(MODEL, s, steerings) for s in steerings] + list(BASELINES)
             + ["human_resample"]
             + [source_label(f, s, steerings) for f in FLOORS[1:] for s in steerings])
@@ -209,7 +209,7 @@ def _table_html(table: pd.DataFrame, title: str) -> str:
 
 
 def _verdict_html(scores: pd.DataFrame, seed: int) -> list[str]:
-    """The verdict lines and each source's mean with its interval over questions (the panel interval
+    """Return the verdict lines and each source's mean with its interval over questions (the panel interval
     needs the survey file, which the report does not read).
     """
     esc = html.escape
@@ -228,7 +228,7 @@ def _verdict_html(scores: pd.DataFrame, seed: int) -> list[str]:
 
 
 def _sizes_html(scores: pd.DataFrame) -> list[str]:
-    """The model's effective panel sizes per attribute (substantive answers per question x
+    """Return the model's effective panel sizes per attribute (substantive answers per question x
     group: min and median), as on the console under -v."""
     esc = html.escape
     model = scores[scores["source"] == MODEL] if not scores.empty else scores
@@ -247,7 +247,7 @@ def _sizes_html(scores: pd.DataFrame) -> list[str]:
 
 
 def _price_html(scores: pd.DataFrame, price: pd.DataFrame | None, seed: int) -> list[str]:
-    """The price of archetypes: its verdict in words, then the table per K and group."""
+    """Return the price of archetypes: its verdict in words, then the table per K and group."""
     esc = html.escape
     if price is None or price.empty:
         return []

@@ -99,14 +99,16 @@ def dispersion(sim: np.ndarray, human: np.ndarray) -> float:
 
 
 def _ordinal_sd(positions: np.ndarray, distributions: np.ndarray) -> np.ndarray:
-    """Standard deviation of each row over the positions, as matrix products so many draws cost one."""
+    """Compute the standard deviation of each row over the positions, as matrix products so many draws cost
+    one."""
     rows = np.atleast_2d(distributions)
     centred = positions[None, :] - (rows @ positions / rows.sum(axis=1))[:, None]
     return np.sqrt(np.maximum((rows * centred**2).sum(axis=1) / rows.sum(axis=1), 0.0))
 
 
 def sd_ratio(question: Question, sim: np.ndarray, human: np.ndarray) -> float:
-    """Simulated SD over human SD on the ordinal positions; NaN for nominal questions or no spread."""
+    """Return the simulated SD over the human SD on the ordinal positions; NaN for nominal questions or no
+    spread."""
     if not question.is_ordinal:
         return float("nan")
     positions = np.asarray(question.ordinal, dtype=float)
@@ -143,7 +145,8 @@ def _representativeness_rows(question: Question, sims: np.ndarray, human: np.nda
 
 def drawn_representativeness(question: Question, source: np.ndarray, human: np.ndarray,
                              n: float, rng: np.random.Generator, draws: int) -> np.ndarray:
-    """Representativeness of each of several multinomial panels of n answers (empty when n rounds to 0)."""
+    """Return the representativeness of each of several multinomial panels of n answers (empty when n
+    rounds to 0)."""
     size = int(round(n))
     if size < 1:
         return np.empty(0)
@@ -177,12 +180,12 @@ def sampled_scores(question: Question, source: np.ndarray, human: np.ndarray, n:
 
 
 def row_rng(seed: int, *key: str) -> np.random.Generator:
-    """A generator for one row from the seed and the row's key, so rows do not depend on each other."""
+    """Return a generator for one row from the seed and the row's key, so rows do not depend on each other."""
     return np.random.default_rng([seed, zlib.crc32("\x1f".join(key).encode())])
 
 
 def score(question: Question, sim: np.ndarray, human: np.ndarray) -> dict[str, float]:
-    """The scores of one simulated distribution against one human one."""
+    """Return the scores of one simulated distribution against one human one."""
     return {"representativeness": representativeness(question, sim, human),
             "dispersion": dispersion(sim, human),
             "modal_agreement": modal_agreement(sim, human),
@@ -242,7 +245,7 @@ def score_survey(survey: Survey, model: GroupAnswers, *,
 def _floor_rows(question: Question, attribute: str, group: tuple[str, ...], human: Split,
                 overall: Counts, model_row: Mapping[str, object], seed: int,
                 draws: int) -> list[dict[str, object]]:
-    """The floor/ceiling rows of one question and group, at the model row's panel size."""
+    """Return the floor/ceiling rows of one question and group, at the model row's panel size."""
     assert human.distribution is not None
     everyone = split(question, overall).distribution
     panel_n = float(model_row["sim_n"])  # type: ignore[arg-type]
@@ -275,7 +278,7 @@ def summarise(table: pd.DataFrame, by: Sequence[str] = ("attribute",)) -> pd.Dat
 
 def population_panel(question: Question, weighted: Sequence[tuple[float, Counts]]
                      ) -> np.ndarray | None:
-    """Counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size;
+    """Return the counts of a panel mixed over groups by weight, scaled to the mixture's Kish effective size;
     None when no group has a substantive answer.
 
     Only the groups' substantive shares are mixed: a group's refusals neither move the mixture's

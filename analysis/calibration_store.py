@@ -47,7 +47,7 @@ def calibration_exists(con: duckdb.DuckDBPyConnection, job_id: str) -> bool:
 
 
 def job_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any]:
-    """A calibration's row (steering as a list) with its job status, seed and config."""
+    """Return a calibration's row (steering as a list) with its job status, seed and config."""
     frame = con.execute(f"SELECT * FROM {JOBS} WHERE job_id = ?", [job_id]).df()
     job = find_job(con, job_id)
     if frame.empty or job is None:
@@ -66,7 +66,7 @@ def question_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[str
 
 
 def question_ids(con: duckdb.DuckDBPyConnection, job_id: str) -> tuple[str, ...]:
-    """The job's question ids, sorted."""
+    """Return the job's question ids, sorted."""
     return tuple(r[0] for r in con.execute(
         "SELECT question_id FROM calibration_questions WHERE job_id = ? ORDER BY question_id",
         [job_id]).fetchall())
@@ -130,7 +130,7 @@ def no_persona_counts(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple
 
 def stated_answers(con: duckdb.DuckDBPyConnection,
                    job_id: str) -> list[tuple[str, str, str, str]]:
-    """(method, question id, group key, shares JSON) of group-level asks."""
+    """Return (method, question id, group key, shares JSON) of group-level asks."""
     return [tuple(r) for r in con.execute(
         f"SELECT steering, question_id, respondent, reason FROM {ANSWERS} WHERE job_id = ? "
         "AND persona_id IS NULL AND steering <> 'none' ORDER BY ALL", [job_id]).fetchall()]
@@ -159,7 +159,7 @@ def fold_rows(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, int]:
 
 
 def profile_row(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[str, Any] | None:
-    """A calibration's survey profile (its JSON columns read), or None: it has none."""
+    """Return a calibration's survey profile (its JSON columns read), or None: it has none."""
     if not _has_table(con, PROFILES):
         return None
     frame = con.execute(f"SELECT * FROM {PROFILES} WHERE job_id = ?", [job_id]).df()
@@ -190,14 +190,14 @@ def replace_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: Sequence
 
 
 def scores_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's per question x group x source scores."""
+    """Return the job's per question x group x source scores."""
     return con.execute(
         "SELECT * EXCLUDE (job_id, grp), grp AS \"group\" FROM calibration_scores "
         "WHERE job_id = ? ORDER BY rowid", [job_id]).df()
 
 
 def summary_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's mean scores per source, steering and level."""
+    """Return the job's mean scores per source, steering and level."""
     return con.execute(
         "SELECT source, steering, level, attribute, grp AS \"group\", representativeness, "
         "dispersion, modal_agreement, sd_ratio, scored FROM calibration_summary WHERE job_id = ? "
@@ -205,7 +205,7 @@ def summary_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def summary_levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's overall and per-attribute means."""
+    """Return the job's overall and per-attribute means."""
     return con.execute(
         "SELECT source, steering, CASE WHEN level = 'overall' THEN 'overall' ELSE attribute END "
         "AS level, representativeness, dispersion, modal_agreement, sd_ratio "
@@ -214,7 +214,7 @@ def summary_levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
 
 
 def answers_frame(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The job's answers, one row per ask answered."""
+    """Return the job's answers, one row per ask answered."""
     return con.execute(
         f"SELECT * EXCLUDE (job_id) FROM {ANSWERS} WHERE job_id = ? "
         "ORDER BY question_id, steering, respondent", [job_id]).df()

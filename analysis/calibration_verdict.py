@@ -38,7 +38,7 @@ STANDING_BASELINES = ("uniform", "no_persona")  # every model row is set against
 
 
 def _labelled(scores: pd.DataFrame) -> pd.DataFrame:
-    """The scores with each source named as tables name it, whole-population rows left out."""
+    """Return the scores with each source named as tables name it, whole-population rows left out."""
     scores = scores[scores["attribute"] != POPULATION]
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     frame = scores.copy()
@@ -54,7 +54,8 @@ def _levels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def panel_sizes(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's effective panel size per question x group: min, median and pairs per source and level."""
+    """Return the model's effective panel size per question x group: min, median and pairs per source and
+    level."""
     model = _labelled(scores[scores["source"] == MODEL])
     rows = []
     for who, own in model.groupby("who", sort=False):
@@ -151,7 +152,7 @@ def _panel_deviations(rows: pd.DataFrame, survey: Survey, seed: int, resamples: 
 
 def panel_intervals(scores: pd.DataFrame, survey: Survey, seed: int = 0,
                     skip: Sequence[str] = (), resamples: int = RESAMPLES) -> pd.DataFrame:
-    """The model's mean representativeness per level with a 95% interval over panel answers,
+    """Return the model's mean representativeness per level with a 95% interval over panel answers,
     questions fixed; skip names steerings without a panel to redraw.
     """
     frame = _labelled(scores)  # labelled before skipping: the labels name every steering
@@ -197,7 +198,7 @@ def question_spread(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def worst_groups(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's mean representativeness per group, lowest first."""
+    """Return the model's mean representativeness per group, lowest first."""
     frame = _labelled(scores[scores["source"] == MODEL]).dropna(subset=[SCORE])
     grouped = frame.groupby(["who", "attribute", "group"], sort=False)[SCORE]
     table = grouped.agg(mean="mean", questions="count").reset_index()
@@ -311,7 +312,7 @@ def _ceiling_lines(part: pd.DataFrame, overall: pd.DataFrame, who: str, seed: in
 
 
 def verdict(scores: pd.DataFrame, seed: int = 0) -> list[str]:
-    """The calibration's verdict, one sentence a line: the winner overall and per attribute, each
+    """Return the calibration's verdict, one sentence a line: the winner overall and per attribute, each
     model row against uniform and no_persona, the model against its two ceilings, its
     worst group, warnings.
     """
@@ -395,7 +396,7 @@ def is_stated(counts: Sequence[Sequence[float]]) -> bool:
 
 
 def _share_above(share: float, threshold: float) -> str:
-    """A share above a threshold, with as many decimals as it takes to read above it (25.3%,
+    """Return a share above a threshold, with as many decimals as it takes to read above it (25.3%,
     not 25%)."""
     for digits in range(4):
         text = f"{share:.{digits}%}"
@@ -405,7 +406,7 @@ def _share_above(share: float, threshold: float) -> str:
 
 
 def archetype_verdicts(scores: pd.DataFrame, price: pd.DataFrame, seed: int = 0) -> list[str]:
-    """The price of archetypes in words: per K, the calls it saved, how alike its answers are to
+    """Return the price of archetypes in words: per K, the calls it saved, how alike its answers are to
     asking every agent (beside people against a fresh sample of themselves), and whether it scores
     above, below or level with asking every agent against people (a paired 95% bootstrap over the
     questions both scored), with what that means.

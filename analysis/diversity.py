@@ -69,7 +69,7 @@ def exact_jaccard(a: str, b: str) -> float:
 
 
 def embedder_label(embedder: Embedder) -> str:
-    """What an embedder's figures are called ("lexical (hash-512)" for the hash embedder)."""
+    """Name an embedder's figures ("lexical (hash-512)" for the hash embedder)."""
     if isinstance(embedder, HashEmbedder):
         return f"lexical ({embedder.name})"
     return embedder.name
@@ -88,7 +88,7 @@ class EmbeddingPairs:
 
 def _vectors(texts: list[str], embedder: Embedder,
              stored: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A unit vector per distinct text: stored ones as they are, the rest embedded once."""
+    """Return a unit vector per distinct text: stored ones as they are, the rest embedded once."""
     missing = [t for t in texts if t not in stored]
     out = {t: np.asarray(stored[t], dtype=np.float32) for t in texts if t in stored}
     if missing:
@@ -188,7 +188,7 @@ def summarise(group: str, outputs: Sequence[str], sims: EmbeddingPairs) -> Diver
 
 
 def summary_row(summary: DiversitySummary) -> tuple[object, ...]:
-    """The summary as a table row ("n/a" where undefined)."""
+    """Return the summary as a table row ("n/a" where undefined)."""
     values = (summary.group, summary.items, summary.pairs, summary.skipped, summary.persona_mean,
               summary.persona_median, summary.output_mean, summary.output_median,
               summary.spearman, summary.share_above, summary.distinct_1, summary.distinct_2)

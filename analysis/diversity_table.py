@@ -70,13 +70,13 @@ def load_groups(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
 
 
 def latest_run(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The most recently started run, if any."""
+    """Return the most recently started run, if any."""
     return latest_job_id(con, "run")
 
 
 def stored_vectors(con: duckdb.DuckDBPyConnection, model: str,
                    ids_by_text: dict[str, str]) -> StoredVectors:
-    """A lookup of a model's stored persona vectors (none when the table is missing)."""
+    """Return a lookup of a model's stored persona vectors (none when the table is missing)."""
 
     def lookup(texts: list[str]) -> dict[str, np.ndarray]:
         ids = [ids_by_text[t] for t in texts if t in ids_by_text]

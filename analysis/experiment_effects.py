@@ -104,7 +104,7 @@ def outcome_values(con: duckdb.DuckDBPyConnection, experiment: Experiment,
 
 def _with_personas(con: duckdb.DuckDBPyConnection, got: pd.DataFrame,
                    run_ids: Sequence[str]) -> pd.DataFrame:
-    """A SQL outcome's values with each agent's persona (NULL for a value per run)."""
+    """Return a SQL outcome's values with each agent's persona (NULL for a value per run)."""
     if got.empty or got["agent_id"].isna().all():
         return got.assign(persona_id=None)
     personas = run_personas(con, run_ids).astype({"agent_id": "float64"})
@@ -169,7 +169,7 @@ def cohens_d(treated: np.ndarray, control: np.ndarray) -> float:
 
 
 def design_test(treated: pd.DataFrame, control: pd.DataFrame, *, within: bool) -> DesignTest:
-    """The test that fits the design and the outcome's values.
+    """Return the test that fits the design and the outcome's values.
 
     Args:
         treated: the treatment's values (replicate, persona_id, value).
@@ -231,7 +231,7 @@ def compare(outcome: str, share: bool, treatment: str, control: str, treated: pd
 
 def effects(values: pd.DataFrame, experiment: Experiment, *, confidence: float = 0.95,
             alpha: float = 0.05) -> pd.DataFrame:
-    """The effect table: one row per outcome and treatment.
+    """Return the effect table: one row per outcome and treatment.
 
     Args:
         values: one value per outcome, arm and agent (outcome_values).

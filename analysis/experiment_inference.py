@@ -90,23 +90,23 @@ class DesignTest:
         return not self.reason
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float]:
-        """The t interval that matches the test (NaN, NaN without a test)."""
+        """Return the t interval that matches the test (NaN, NaN without a test)."""
         if not self.tested:
             return math.nan, math.nan
         half = float(stats.t.ppf(0.5 + confidence / 2, self.df)) * self.se
         return self.effect - half, self.effect + half
 
     def power_at(self, effect: float, alpha: float = 0.05) -> float:
-        """The chance this design's test detects a true effect of this size (NaN without a test)."""
+        """Return the chance this design's test detects a true effect of this size (NaN without a test)."""
         return power_at(effect, self.se, self.df, alpha) if self.tested else math.nan
 
     def detectable(self, alpha: float = 0.05, power: float = 0.8) -> float:
-        """The smallest effect detected with this power at this design's precision."""
+        """Return the smallest effect detected with this power at this design's precision."""
         return detectable(self.se, self.df, alpha, power) if self.tested else math.nan
 
 
 def power_at(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
-    """The two-sided t test's power for a true effect, from the noncentral t distribution.
+    """Return the two-sided t test's power for a true effect, from the noncentral t distribution.
 
     Args:
         effect: the true effect, in the units of se.
@@ -129,7 +129,7 @@ def power_at(effect: float, se: float, df: float, alpha: float = 0.05) -> float:
 
 
 def detectable(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
-    """The smallest effect the two-sided t test detects with this power (0 when se is 0)."""
+    """Return the smallest effect the two-sided t test detects with this power (0 when se is 0)."""
     if se <= 0:
         return 0.0
     top = se * (2 * float(stats.t.ppf(1 - alpha / 2, df)) + 4)
@@ -169,13 +169,13 @@ class _Part:
 
 
 def _clustered(y: np.ndarray, x: np.ndarray, codes: np.ndarray) -> _Part:
-    """The CRV1 cluster-robust variance of x's coefficient (statsmodels), clusters given by codes."""
+    """Return the CRV1 cluster-robust variance of x's coefficient (statsmodels), clusters given by codes."""
     fitted = sm.OLS(y, x.reshape(-1, 1)).fit()
     return _Part(float(cov_cluster(fitted, codes)[0, 0]), float(len(np.unique(codes)) - 1))
 
 
 def _additive_residuals(y: np.ndarray, personas: np.ndarray, worlds: np.ndarray) -> np.ndarray:
-    """The residuals of y on persona and world effects (alternating demeaning: exact if balanced)."""
+    """Return the residuals of y on persona and world effects (alternating demeaning: exact if balanced)."""
     left = y - y.mean()
     for _ in range(200):
         for codes in (personas, worlds):
@@ -186,7 +186,7 @@ def _additive_residuals(y: np.ndarray, personas: np.ndarray, worlds: np.ndarray)
 
 
 def _residual(y: np.ndarray, personas: np.ndarray, worlds: np.ndarray) -> _Part:
-    """The persona x world residual's share of the variance of y's mean.
+    """Return the persona x world residual's share of the variance of y's mean.
 
     Its mean square (the residual of the additive persona and world fit) over the answers: what
     chance alone puts into a world's mean, which the world part's estimate also holds.
@@ -207,12 +207,12 @@ POOL_LEVEL = 0.25
 
 
 def pool_level(replicates: int) -> float:
-    """The level at which the world part's F test counts it (1: any excess over chance counts)."""
+    """Return the level at which the world part's F test counts it (1: any excess over chance counts)."""
     return POOL_LEVEL if replicates >= RECOMMENDED_REPLICATES else 1.0
 
 
 def _pooled(parts: list[_Part]) -> _Part:
-    """The sum of variance parts, with Satterthwaite's degrees of freedom."""
+    """Return the sum of variance parts, with Satterthwaite's degrees of freedom."""
     variance = sum(p.variance for p in parts)
     spread = sum(p.variance ** 2 / p.df for p in parts)
     return _Part(variance, variance ** 2 / spread if spread > 0 else 1.0)
@@ -264,7 +264,7 @@ def _finish(treated: np.ndarray, control: np.ndarray, effect: float, variance: f
 
 
 def _naive_variance(treated: np.ndarray, control: np.ndarray) -> float:
-    """The variance of the difference of means if every answer were independent."""
+    """Return the variance of the difference of means if every answer were independent."""
     if len(treated) < 2 or len(control) < 2:
         return math.nan
     return float(np.var(treated, ddof=1) / len(treated) + np.var(control, ddof=1) / len(control))
@@ -371,7 +371,7 @@ def per_run(treated: pd.DataFrame, control: pd.DataFrame) -> DesignTest:
 
 
 def mean_interval(values: pd.DataFrame, confidence: float = 0.95) -> tuple[float, float, float]:
-    """An arm's mean with a t interval whose units are its personas and worlds.
+    """Return an arm's mean with a t interval whose units are its personas and worlds.
 
     With fewer than the minimum of replicates the world part cannot be measured, and the
     interval counts personas only (each persona one unit however often it answered).
@@ -416,7 +416,7 @@ def _mean_squares(y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def paired_power(effect_size: float, *, personas: int, replicates: int, icc: float = 0.0,
                  alpha: float = 0.05, draws: int = 4000, seed: int = 0) -> float:
-    """The chance ``paired_between``'s test detects an effect, by seeded simulation of its design.
+    """Return the chance ``paired_between``'s test detects an effect, by seeded simulation of its design.
 
     Each arm's answers are its worlds' parts (variance icc) plus independent noise, in standard
     deviations, so the effect size is Cohen's d (or h for a share); the arms are independent

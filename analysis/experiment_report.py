@@ -47,7 +47,7 @@ ARM_STEP_COLUMNS = ["outcome", "arm", "step", "n", "value", "ci_low", "ci_high",
 
 def load_recorded_experiment(con: duckdb.DuckDBPyConnection, experiment_id: str
                              ) -> tuple[Scenario, Experiment, pd.DataFrame]:
-    """The scenario, experiment and runs of a recorded experiment, from the scenario file its runs
+    """Load the scenario, experiment and runs of a recorded experiment, from the scenario file its runs
     recorded; PersonahubError when that file is gone or no longer fits.
     """
     runs = finished_arm_runs(con, experiment_id)
@@ -115,7 +115,7 @@ def arm_steps(con: duckdb.DuckDBPyConnection, scenario: Scenario, experiment: Ex
 def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                       confidence: float = 0.95
                       ) -> tuple[Experiment, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """A recorded experiment, its runs, its per-step arm table and its effect table."""
+    """Return a recorded experiment, its runs, its per-step arm table and its effect table."""
     scenario, spec, runs = load_recorded_experiment(con, experiment_id)
     agents = None
     if spec.design == "within":
@@ -129,7 +129,7 @@ def experiment_tables(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
 
 def compared_effects(con: duckdb.DuckDBPyConnection, experiment_id: str, *,
                      confidence: float = 0.95) -> pd.DataFrame:
-    """The effect table of the experiment compared with."""
+    """Return the effect table of the experiment compared with."""
     try:
         return experiment_tables(con, experiment_id, confidence=confidence)[3]
     except PersonahubError as exc:

@@ -126,7 +126,7 @@ def chat_row(item: ExportItem) -> dict[str, Any]:
 
 
 def item_columns(items: Sequence[ExportItem]) -> tuple[dict[str, pa.Array], list[str]]:
-    """The export's columns as typed Arrow arrays, and the content fields kept as JSON text."""
+    """Return the export's columns as typed Arrow arrays, and the content fields kept as JSON text."""
     kinds = {(i.kind, i.source == "run"): i.output_task for i in items}
     structs = [model_type(model) for (_, emission), task in kinds.items() if task is not None
                for model in task_models(task, emission=emission)]
@@ -154,7 +154,7 @@ def parquet_table(items: Sequence[ExportItem]) -> pa.Table:
 
 def items_frame(con: duckdb.DuckDBPyConnection, *, job: str | None = None,
                 run: str | None = None) -> pd.DataFrame:
-    """A synthesis job's or a run's items as a DataFrame, in the export's column layout."""
+    """Return a synthesis job's or a run's items as a DataFrame, in the export's column layout."""
     return parquet_table(load_items(con, job=job, run=run)).to_pandas()
 
 
@@ -247,7 +247,7 @@ class ExportAccount:
     sides: tuple[tuple[str, int], ...] = ()  # rows per side of a split, as written
 
     def lines(self) -> list[str]:
-        """The account as console lines (none when nothing was left out or is notable)."""
+        """Return the account as console lines (none when nothing was left out or is notable)."""
         out = []
         if self.left_out:
             out.append(f"left out {self.of - self.written} of {self.of}: "
@@ -261,7 +261,7 @@ def account(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], fmt: st
             job: str | None = None, run: str | None = None, task: str | None = None,
             drop_duplicates: bool = False, split: EvaluationSides | None = None
             ) -> ExportAccount:
-    """What an export of these items left out of the job's or run's items and kept, and why.
+    """Account for what an export of these items left out of the job's or run's items and kept, and why.
 
     Args:
         con: the database.

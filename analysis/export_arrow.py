@@ -27,7 +27,7 @@ MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string
 
 
 def annotation_type(annotation: object) -> pa.DataType | None:
-    """The Arrow type of a pydantic annotation; None when it has no single one."""
+    """Return the Arrow type of a pydantic annotation; None when it has no single one."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
@@ -52,7 +52,7 @@ def annotation_type(annotation: object) -> pa.DataType | None:
 
 
 def model_type(model: type[BaseModel]) -> pa.StructType | None:
-    """A pydantic model as an Arrow struct (fields by their alias, as content is stored)."""
+    """Return a pydantic model as an Arrow struct (fields by their alias, as content is stored)."""
     fields = []
     for name, info in model.model_fields.items():
         kind = annotation_type(info.annotation)
@@ -63,7 +63,7 @@ def model_type(model: type[BaseModel]) -> pa.StructType | None:
 
 
 def task_models(task: Task, *, emission: bool) -> list[type[BaseModel]]:
-    """The schemas a kind's stored content may follow (a multi-turn job's two shapes included)."""
+    """Return the schemas a kind's stored content may follow (a multi-turn job's two shapes included)."""
     models: list[type[BaseModel]] = [task.schema]
     if not emission and task.synthesis is not None:
         models += [task.synthesis_schema(with_assistant=False),
@@ -124,7 +124,7 @@ def _is_usable(kind: pa.DataType) -> bool:
 
 def content_type(schema_types: Iterable[pa.DataType | None],
                  contents: Sequence[Mapping[str, object]]) -> tuple[pa.DataType, list[str]]:
-    """The content struct of an export, and the fields kept as JSON text.
+    """Return the content struct of an export, and the fields kept as JSON text.
 
     Each top-level field is typed on its own, so one untypeable field leaves the others structs.
     """
@@ -156,7 +156,7 @@ def content_type(schema_types: Iterable[pa.DataType | None],
 
 def content_array(contents: Sequence[Mapping[str, object]], kind: pa.DataType,
                   as_json: Sequence[str]) -> pa.Array:
-    """The contents as an Arrow array of the type (JSON-text fields as text)."""
+    """Return the contents as an Arrow array of the type (JSON-text fields as text)."""
     if as_json:
         contents = [{k: (json.dumps(v, ensure_ascii=False) if k in as_json and v is not None
                          else v) for k, v in c.items()} for c in contents]

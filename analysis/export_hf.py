@@ -50,14 +50,14 @@ def _datasets() -> Any:
 
 
 def hf_table(items: Sequence[ExportItem]) -> tuple[pa.Table, list[str]]:
-    """The rows as an Arrow table plus messages, and the content fields kept as JSON text."""
+    """Return the rows as an Arrow table plus messages, and the content fields kept as JSON text."""
     columns, as_json = item_columns(items)
     columns["messages"] = pa.array([chat_row(item)["messages"] for item in items], MESSAGES_TYPE)
     return pa.table(columns), as_json
 
 
 def _source(con: duckdb.DuckDBPyConnection, job: str | None, run: str | None) -> dict[str, object]:
-    """What produced the items: the job's task and prompting, or the run's scenario and seed."""
+    """Return what produced the items: the job's task and prompting, or the run's scenario and seed."""
     if job is not None:
         task, prompting, llm = con.execute(
             "SELECT made_by, prompting, llm FROM v_item_sources WHERE source = 'job' AND "
@@ -90,14 +90,14 @@ def _persona_sources(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem]
 
 
 def _card_split_lines(splits: Mapping[str, int] | None) -> list[str]:
-    """The card's data file entries: one train file, or each side of the split."""
+    """Return the card's data file entries: one train file, or each side of the split."""
     files = {"train": HUB_DATA, "test": HUB_TEST}
     return [line for side in (splits or {"train": 0}) for line in
             (f"  - split: {side}", f"    path: {files[side]}")]
 
 
 def _holds(held: ExportAccount | None, archetypes: str | None) -> list[str]:
-    """The card's section on what the export left out and kept, and why."""
+    """Return the card's section on what the export left out and kept, and why."""
     if held is None:
         return []
     lines = [f"- **Left out:** {held.of - held.written} of the {held.of} items: "
@@ -116,7 +116,7 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
                  drop_duplicates: bool = False, as_json: Sequence[str] = (),
                  splits: Mapping[str, int] | None = None, evaluation: str | None = None,
                  quality: Sequence[str] = (), held: ExportAccount | None = None) -> str:
-    """The README of an exported dataset; with splits and quality, an evaluation section; with
+    """Return the README of an exported dataset; with splits and quality, an evaluation section; with
     held, what the export left out and kept."""
     from personahub import __version__
 
@@ -171,7 +171,7 @@ def dataset_card(con: duckdb.DuckDBPyConnection, items: Sequence[ExportItem], *,
 
 
 def _archetypes(con: duckdb.DuckDBPyConnection, run: str | None) -> str | None:
-    """A run's archetypes in a few words (None: not a run, or a run without archetypes)."""
+    """Return a run's archetypes in a few words (None: not a run, or a run without archetypes)."""
     if run is None:
         return None
     from personahub.sim.store import archetype_lines
@@ -253,7 +253,7 @@ def export_hf_accounted(con: duckdb.DuckDBPyConnection, out_dir: str | Path, *,
 
 
 def card_data_files(folder: str | Path) -> list[str]:
-    """The data file paths a dataset card's YAML lists (what load_dataset reads)."""
+    """Return the data file paths a dataset card's YAML lists (what load_dataset reads)."""
     card = Path(folder) / "README.md"
     try:
         text = card.read_text(encoding="utf-8")
@@ -264,7 +264,7 @@ def card_data_files(folder: str | Path) -> list[str]:
 
 
 def check_hub_folder(folder: str | Path) -> list[Path]:
-    """The files push_to_hub uploads, once the card's data files are found to exist."""
+    """Check that the card's data files exist, then return the files push_to_hub uploads."""
     folder = Path(folder)
     named = card_data_files(folder)
     if not named:

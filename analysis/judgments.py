@@ -72,7 +72,7 @@ class Validity:
 
 
 def validity(con: duckdb.DuckDBPyConnection, judge_id: str) -> Validity | None:
-    """A judge's figures (None when it has no judgments)."""
+    """Return a judge's figures (None when it has no judgments)."""
     found = con.execute("SELECT valid, criteria, model FROM judgments WHERE judge_id = ? "
                         "ORDER BY item_id", [judge_id]).fetchall()
     if not found:
@@ -88,7 +88,7 @@ def validity(con: duckdb.DuckDBPyConnection, judge_id: str) -> Validity | None:
 
 
 def judged_item_ids(con: duckdb.DuckDBPyConnection, judge_id: str) -> set[str]:
-    """The items a judge has rated (what its resume skips)."""
+    """Return the items a judge has rated (what its resume skips)."""
     return {r[0] for r in con.execute("SELECT item_id FROM judgments WHERE judge_id = ?",
                                       [judge_id]).fetchall()}
 
@@ -100,20 +100,20 @@ def judgment_rows(con: duckdb.DuckDBPyConnection, judge_id: str) -> pd.DataFrame
 
 
 def sample_judgments(con: duckdb.DuckDBPyConnection, judge_id: str, n: int) -> pd.DataFrame:
-    """Some of the judge's verdicts (item_id, valid, criteria), the same ones every time."""
+    """Return some of the judge's verdicts (item_id, valid, criteria), the same ones every time."""
     return con.execute("SELECT item_id, valid, criteria FROM judgments WHERE judge_id = ? "
                        "ORDER BY hash(item_id) LIMIT ?", [judge_id, n]).df()
 
 
 def latest_judge(con: duckdb.DuckDBPyConnection, target_id: str) -> str | None:
-    """The judge that last judged a run or job (None if none did)."""
+    """Return the judge that last judged a run or job (None if none did)."""
     found = con.execute("SELECT judge_id FROM judgments WHERE target_id = ? GROUP BY judge_id "
                         "ORDER BY max(created_at) DESC, judge_id LIMIT 1", [target_id]).fetchall()
     return found[0][0] if found else None
 
 
 def latest_validity(con: duckdb.DuckDBPyConnection, target_id: str) -> Validity | None:
-    """The latest judge's figures for a run or job, if it was judged."""
+    """Return the latest judge's figures for a run or job, if it was judged."""
     judge_id = latest_judge(con, target_id)
     return validity(con, judge_id) if judge_id is not None else None
 
@@ -123,7 +123,7 @@ OFFLINE_NOTE = ("the offline engine is not a judge of quality: its verdicts are 
 
 
 def validity_lines(figures: Validity) -> list[str]:
-    """The figures as lines of text, for the CLI and the report."""
+    """Return the figures as lines of text, for the CLI and the report."""
     lines = [f"valid: {figures.valid.text()}  [judge {figures.judge_id}, model {figures.model}]"]
     lines += [f"  {name}: {rate.text()}" for name, rate in figures.criteria.items()]
     if figures.offline:

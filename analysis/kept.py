@@ -24,7 +24,7 @@ PURPOSE_WORDS = {
 
 
 def purpose_label(kind: str) -> str:
-    """The purpose in plain words where it has them, else its name."""
+    """Return the purpose in plain words where it has them, else its name."""
     return PURPOSE_WORDS.get(kind, kind)
 
 
@@ -42,7 +42,7 @@ class KeptShare:
         return self.asked - self.kept
 
     def line(self) -> str:
-        """The kind's share in plain words."""
+        """Return the kind's share in plain words."""
         return kept_line(purpose_label(self.kind), self.asked, self.kept, self.reasons)
 
 
@@ -75,5 +75,5 @@ def kept_shares(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None, jo
 
 
 def kept_lines(con: duckdb.DuckDBPyConnection, **job: Any) -> list[str]:
-    """The kept shares as lines (none when the job made no call)."""
+    """Return the kept shares as lines (none when the job made no call)."""
     return [share.line() for share in kept_shares(con, **job)]

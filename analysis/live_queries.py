@@ -65,7 +65,7 @@ def rows(con: duckdb.DuckDBPyConnection, sql: str,
 
 
 def run_rows(con: duckdb.DuckDBPyConnection, *, status: str | None = None) -> list[dict[str, Any]]:
-    """The runs with a lifecycle, newest first; only those with a status when given."""
+    """Return the runs with a lifecycle, newest first; only those with a status when given."""
     where = " AND status = ?" if status else ""
     return rows(con, "SELECT run_id, scenario, status, steps_done, steps_planned, started_at, "
                      f"finished_at, llm FROM v_runs WHERE status IS NOT NULL{where} "
@@ -79,7 +79,7 @@ def list_runs(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
 
 
 def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | None:
-    """The run id when it exists, else None; without one, the newest run."""
+    """Resolve the run id when it exists, else None; without one, the newest run."""
     if run_id:
         job = find_job(con, run_id)
         return job.job_id if job is not None and job.kind == "run" else None
@@ -87,7 +87,7 @@ def resolve_run(con: duckdb.DuckDBPyConnection, run_id: str | None) -> str | Non
 
 
 def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object]:
-    """The run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
+    """Return the run's header and its running totals: calls, calls/s, tokens, failures, duplicates."""
     job = find_job(con, run_id)
     detail = run_detail(con, run_id)
     assert job is not None and detail is not None, run_id  # resolve_run found it
@@ -118,7 +118,7 @@ def overview(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object]:
 
 
 def waiting_on(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
-    """The run's unfinished batches, as "batch ID (in_progress, 40/100)"; None when none."""
+    """Return the run's unfinished batches, as "batch ID (in_progress, 40/100)"; None when none."""
     open_ = open_batches(con, run_id)
     if not open_:
         return None
@@ -160,12 +160,12 @@ def surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, objec
 
 
 def stream(con: duckdb.DuckDBPyConnection, run_id: str, limit: int = STREAM_LIMIT) -> list[dict[str, object]]:
-    """The newest emissions (with whether each is a near-duplicate) and the messages they sent."""
+    """Return the newest emissions (with whether each is a near-duplicate) and the messages they sent."""
     return [_jsonable(r) for r in newest_emissions(con, run_id, limit)]
 
 
 def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAPH_NODES) -> Graph:
-    """The run's graph with a seeded layout and each node's most frequent emission kind; a large
+    """Return the run's graph with a seeded layout and each node's most frequent emission kind; a large
     graph is sampled breadth-first from the best-connected agent.
     """
     # a fixed order: the layout depends on the order nodes and edges are added
@@ -192,7 +192,8 @@ def graph(con: duckdb.DuckDBPyConnection, run_id: str, max_nodes: int = MAX_GRAP
 
 
 def validity(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, object] | None:
-    """The latest judge's validity rate with its 95% interval, overall and per criterion; None if unjudged."""
+    """Return the latest judge's validity rate with its 95% interval, overall and per criterion; None if
+    unjudged."""
     from personahub.analysis.judgments import latest_validity
 
     figures = latest_validity(con, run_id)
@@ -211,7 +212,7 @@ _LAYOUTS: dict[tuple[str, int, int, int], dict[int, Sequence[float]]] = {}
 
 
 def _layout(run_id: str, g: nx.Graph) -> dict[int, Sequence[float]]:
-    """A seeded spring layout, computed once per shape of the run's graph."""
+    """Return a seeded spring layout, computed once per shape of the run's graph."""
     if not g.number_of_nodes():
         return {}
     key = (run_id, g.number_of_nodes(), g.number_of_edges(), hash(tuple(sorted(g.edges))))
@@ -242,7 +243,7 @@ def _planned_surveys(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, d
 
 
 def _options(spec: dict[str, Any]) -> list[str]:
-    """A survey's possible answers in order: its options, or the scale's points."""
+    """Return a survey's possible answers in order: its options, or the scale's points."""
     if spec.get("answer") == "choice":
         return [str(o) for o in spec.get("options") or []]
     if spec.get("answer") == "scale":
@@ -257,7 +258,7 @@ def _jsonable(row: dict[str, object]) -> dict[str, object]:
 
 def experiment_state(con: duckdb.DuckDBPyConnection, experiment_id: str,
                      replicates_planned: int | None = None) -> dict[str, object] | None:
-    """An experiment's arms side by side, pooled over its finished runs so far; None before any.
+    """Return an experiment's arms side by side, pooled over its finished runs so far; None before any.
 
     Outcomes carry a per-arm series of (step, n, value, interval).
     """

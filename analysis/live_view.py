@@ -77,7 +77,7 @@ class ExperimentFeed:
         self.experiment_id = experiment_id
 
     def state(self, experiment_id: str) -> dict[str, object] | None:
-        """The experiment's state; None when it has no finished run."""
+        """Return the experiment's state; None when it has no finished run."""
         cursor = self.source.cursor()
         try:
             return live_queries.experiment_state(cursor, experiment_id)
@@ -147,7 +147,7 @@ class HostGuard:
 
 def make_app(source: ViewSource | None, live_control: LiveControl | None = None,
              experiments: ExperimentFeed | None = None) -> Starlette:
-    """The page, its assets and the JSON endpoints (runs, state, graph, steer, experiment).
+    """Build the page, its assets and the JSON endpoints (runs, state, graph, steer, experiment).
 
     Without a live control the view only watches; without a source the run endpoints answer 409.
     """
@@ -278,7 +278,7 @@ class RunningView:
 
 
 def bind(port: int = 0, host: str = "127.0.0.1", flag: str = "--port") -> socket.socket:
-    """A listening loopback socket (port 0: a free one), bound before a run starts so a taken port
+    """Bind a listening loopback socket (port 0: a free one) before a run starts, so a taken port
     fails before anything is written.
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -390,7 +390,7 @@ class ExperimentView:
         self.say(f"view: {self.url} (the arms side by side, as their runs land)")
 
     def landed(self) -> None:
-        """A run finished and the database is free: read the experiment again."""
+        """Read the experiment again: a run finished and the database is free."""
         self.feed.refresh()
 
     def linger(self) -> None:

@@ -48,7 +48,7 @@ class Preview:
     totals: dict[str, int] = field(default_factory=dict)
 
     def kinds(self) -> list[str]:
-        """The kinds in the order their rows come."""
+        """Return the kinds in the order their rows come."""
         return list(dict.fromkeys(s.kind for s in self.samples))
 
 
@@ -86,24 +86,24 @@ def _preview(con: duckdb.DuckDBPyConnection, source: str, owner: str, per_kind: 
 
 
 def job_preview(con: duckdb.DuckDBPyConnection, job_id: str, per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """A synthesis job's items: persona to item, per task."""
+    """Return a synthesis job's items: persona to item, per task."""
     return _preview(con, _JOB_ITEMS, job_id, per_kind, f"job {job_id}", ("persona", "output"))
 
 
 def run_preview(con: duckdb.DuckDBPyConnection, run_id: str, per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """A run's emissions: persona to emission, per emission kind."""
+    """Return a run's emissions: persona to emission, per emission kind."""
     return _preview(con, _RUN_EMISSIONS, run_id, per_kind, f"run {run_id}", ("persona", "output"))
 
 
 def corpus_preview(con: duckdb.DuckDBPyConnection, corpus: str,
                    per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """A text-to-persona corpus's personas: text to persona, per relation."""
+    """Return a text-to-persona corpus's personas: text to persona, per relation."""
     return _preview(con, CORPUS_PERSONAS, corpus, per_kind, f"corpus {corpus}", ("text", "persona"))
 
 
 def expansion_preview(con: duckdb.DuckDBPyConnection, expansion_id: str,
                       per_kind: int = DEFAULT_PREVIEW) -> Preview:
-    """An expansion's new personas: parent to persona, per hop."""
+    """Return an expansion's new personas: parent to persona, per hop."""
     # deferred: the expansion module is loaded only when one is shown
     from personahub.personas.expand import EXPANSION_CHILDREN
 
@@ -122,7 +122,7 @@ class Outliers:
 
 def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
              run_id: str | None = None, count: int = OUTLIERS) -> Outliers:
-    """The longest and shortest outputs, and near-duplicates with what they repeat."""
+    """Return the longest and shortest outputs, and near-duplicates with what they repeat."""
     source, owner = (_JOB_ITEMS, job_id) if job_id is not None else (_RUN_EMISSIONS, run_id)
     if owner is None:
         return Outliers([], [], [])
@@ -139,7 +139,7 @@ def outliers(con: duckdb.DuckDBPyConnection, *, job_id: str | None = None,
 
 
 def clip(text: str, limit: int) -> str:
-    """The text on one line, cut at a word boundary to at most limit characters with an ellipsis."""
+    """Return the text on one line, cut at a word boundary to at most limit characters with an ellipsis."""
     flat = " ".join(str(text).split())
     if len(flat) <= limit:
         return flat
@@ -170,7 +170,7 @@ MIN_PREFIX = 6  # shorter prefixes match too much
 
 
 def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
-    """(what, table, full id) of an exact id, else a unique id prefix."""
+    """Find (what, table, full id) of an exact id, else a unique id prefix."""
     for what, table, column in _LOOKUPS:
         if con.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", [ident]).fetchone():
             return what, table, ident
@@ -191,7 +191,7 @@ def _find(con: duckdb.DuckDBPyConnection, ident: str) -> tuple[str, str, str]:
 
 
 def show(con: duckdb.DuckDBPyConnection, ident: str) -> Shown:
-    """The item, emission or persona an id or unique id prefix names."""
+    """Return the item, emission or persona an id or unique id prefix names."""
     ident = ident.strip()
     if not ident:
         raise UsageError("show: give an item, emission or persona id")

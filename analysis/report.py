@@ -154,7 +154,7 @@ def _emissions_over_steps(con: duckdb.DuckDBPyConnection, rep: Report) -> Sectio
 
 
 def duplicate_axis_limit(rates: list[float]) -> float:
-    """The x-axis end for duplicate rates: room for the largest label, between 1% and 100%."""
+    """Return the x-axis end for duplicate rates: room for the largest label, between 1% and 100%."""
     return min(1.0, max(0.01, max(rates, default=0.0) * 1.35))
 
 

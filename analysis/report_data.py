@@ -51,7 +51,7 @@ class Event:
 
 
 def declared_surveys(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, dict[str, object]]:
-    """The run's scenario surveys by id (options, low, high), from its stored configuration."""
+    """Return the run's scenario surveys by id (options, low, high), from its stored configuration."""
     if run_id is None:
         return {}
     job = find_job(con, run_id)

@@ -22,7 +22,8 @@ def _one(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> tuple[A
 
 
 def engine_text(llm: str | None) -> str:
-    """The engine label, saying in words when it is the offline engine, so no one mistakes its output."""
+    """Return the engine label, saying in words when it is the offline engine, so no one mistakes its
+    output."""
     if not llm:
         return "unknown"
     parts = [p.strip() for p in llm.split(",")]
@@ -45,7 +46,7 @@ def _dates(started: datetime | None, finished: datetime | None) -> str:
 
 
 def usage_facts(con: duckdb.DuckDBPyConnection, owner_id: str, offline: bool) -> Facts:
-    """Calls, failures, kept share per kind, tokens and cost of a run or job."""
+    """Return the calls, failures, kept share per kind, tokens and cost of a run or job."""
     by_status = call_counts(con, run_id=owner_id)
     n, cached = sum(by_status.values()), cached_calls(con, owner_id)
     ok, errors, invalid = (by_status.get(s, 0) for s in ("ok", "error", "invalid"))

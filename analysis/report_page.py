@@ -19,7 +19,7 @@ STYLE = ("<style>body{font-family:sans-serif;max-width:62em;margin:auto;padding:
 
 def page_head(title: str, facts: Sequence[tuple[str, str]],
               images: Sequence[tuple[str, str, str]]) -> list[str]:
-    """The page's opening HTML, escaped: title, facts table, and each (heading, image or "", note)."""
+    """Return the page's opening HTML, escaped: title, facts table, and each (heading, image or "", note)."""
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              STYLE + "</head><body>", f"<h1>{esc(title)}</h1>",

@@ -54,7 +54,7 @@ def _cell(value: object) -> str:
 
 
 def markdown_text(columns: Sequence[str], rows: Rows, types: Sequence[str] | None = None) -> str:
-    """A GitHub Markdown table: numbers right-aligned, pipes escaped, NULL spelled out."""
+    """Return a GitHub Markdown table: numbers right-aligned, pipes escaped, NULL spelled out."""
     kinds = list(types) if types else [""] * len(columns)
     rule = ["---:" if t.split("(")[0] in _NUMERIC else "---" for t in kinds]
     lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "| " + " | ".join(rule) + " |"]

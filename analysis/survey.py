@@ -81,11 +81,11 @@ class Survey:
                 yield attribute, group, np.asarray(vector, dtype=float)
 
     def conditions(self, attribute: str, group: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-        """The canonical (key, slug) pairs a group stands for."""
+        """Return the canonical (key, slug) pairs a group stands for."""
         return group_conditions(attribute, group)
 
     def carve(self, attribute: str, group: tuple[str, ...]) -> tuple[str, ...]:
-        """The group as carve conditions (e.g. party=democrat); empty when no persona can answer."""
+        """Return the group as carve conditions (e.g. party=democrat); empty when no persona can answer."""
         return tuple(f"{key}={slug}" for key, slug in self.conditions(attribute, group))
 
     def overall(self, qid: str) -> np.ndarray:
@@ -103,7 +103,7 @@ class Survey:
         return max(totals.values(), key=lambda v: float(v.sum()))  # ties: the first read
 
     def attributes(self) -> list[str]:
-        """The attributes the survey has groups for, in reading order."""
+        """Return the attributes the survey has groups for, in reading order."""
         seen: dict[str, None] = {}
         for groups in self.counts.values():
             for attribute, _ in groups:

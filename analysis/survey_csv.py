@@ -25,7 +25,7 @@ REFUSAL_LABELS = {"refused"}
 
 
 def column_name(text: str) -> str:
-    """A header cell as a column name: stripped, in Unicode's compatibility form (NFKC), so a
+    """Return a header cell as a column name: stripped, in Unicode's compatibility form (NFKC), so a
     full-width ＳＥＸ is the demographic SEX, not a question."""
     return unicodedata.normalize("NFKC", text).strip()
 
@@ -37,7 +37,7 @@ class _Row:
 
 
 def _items(cell: str, what: str, name: str, line: int) -> list[str]:
-    """A pipe-separated list or a JSON array of strings or numbers, as strings."""
+    """Return a pipe-separated list or a JSON array of strings or numbers, as strings."""
     text = cell.strip()
     if text.startswith("["):
         try:

@@ -49,7 +49,7 @@ def _question(row: dict[str, str], name: str, line: int) -> Question:
 
 
 def _read_info(path: Path) -> tuple[dict[str, Question], dict[str, str]]:
-    """The questions of info.csv, and the keys skipped with why (W43 lists IDIMPORT_W43 five times
+    """Read the questions of info.csv, and the keys skipped with why (W43 lists IDIMPORT_W43 five times
     with one count map).
     """
     name = str(path)

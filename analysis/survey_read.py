@@ -17,7 +17,8 @@ _GIVE = "give an OpinionQA wave folder, a long CSV or a respondent-level CSV or 
 
 
 def _is_long_csv(path: Path) -> bool:
-    """A CSV whose header names question_id is the long layout; any other is one row per respondent."""
+    """Tell whether a CSV is the long layout (its header names question_id); any other is one row per
+    respondent."""
     try:
         with open_text_input(path) as f:
             header = next(csv.reader(f), [])

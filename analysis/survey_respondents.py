@@ -34,7 +34,7 @@ def codebook_path(path: Path) -> Path:
 
 def _records(path: Path, name: str, setting: str | None = None
              ) -> tuple[list[str], Iterator[tuple[int | None, int, list[str]]]]:
-    """The header (names in NFKC) and (line or None, row number, cells as text) of a CSV or
+    """Return the header (names in NFKC) and (line or None, row number, cells as text) of a CSV or
     Parquet file; setting: the flag that named it, for a file that is none."""
     if path.suffix.casefold() in (".parquet", ".pq"):
         check_input_file(path, setting)
@@ -75,7 +75,7 @@ def _records(path: Path, name: str, setting: str | None = None
 
 
 def _text(value: object) -> str:
-    """A Parquet cell as an option label: whole floats without ".0" (a column of codes)."""
+    """Return a Parquet cell as an option label: whole floats without ".0" (a column of codes)."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value).strip()

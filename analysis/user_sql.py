@@ -53,13 +53,13 @@ def run_user_query(db: str | Path, query: str, *, allow_files: bool = False,
 
 def user_query_result(db: str | Path, query: str, *, allow_files: bool = False,
                       write_dir: Path | None = None, where: str = "") -> QueryResult:
-    """The last statement's result with its column types."""
+    """Return the last statement's result with its column types."""
     return _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)[-1]
 
 
 def user_query_results(db: str | Path, query: str, *, allow_files: bool = False,
                        write_dir: Path | None = None, where: str = "") -> list[QueryResult]:
-    """The result of every statement that returns rows, in order."""
+    """Return the result of every statement that returns rows, in order."""
     results = _all_results(db, query, allow_files=allow_files, write_dir=write_dir, where=where)
     return [r for r in results if not r.is_status]
 

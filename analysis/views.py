@@ -24,12 +24,12 @@ VIEW_NAMES = ("v_emissions_by_step", "v_duplicate_rate", "v_run_usage", "v_run_c
 
 
 def views_sql() -> str:
-    """The text of views.sql."""
+    """Return the text of views.sql."""
     return views_text()
 
 
 def view_statements(*, temporary: bool) -> list[str]:
-    """The CREATE VIEW statements, TEMP or persistent."""
+    """Return the CREATE VIEW statements, TEMP or persistent."""
     return statements(views_sql(), temporary=temporary)
 
 
@@ -48,6 +48,6 @@ def install_views(con: duckdb.DuckDBPyConnection, *, temporary: bool = True) -> 
 
 
 def query_files() -> dict[str, Path]:
-    """The shipped ready-made queries by name (file stem)."""
+    """Return the shipped ready-made queries by name (file stem)."""
     folder = Path(str(resources.files("personahub.analysis").joinpath("queries")))
     return {p.stem: p for p in sorted(folder.glob("*.sql"))}

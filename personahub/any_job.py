@@ -41,7 +41,7 @@ def _check_filters(con: duckdb.DuckDBPyConnection, kind: str | None, status: str
 
 
 def _what(kind: str, config: dict[str, object]) -> str:
-    """A few words on what a job makes; shipped kinds avoid importing the model stack."""
+    """Return a few words on what a job makes; shipped kinds avoid importing the model stack."""
     from personahub.core.kernel import spec_for
     from personahub.pipelines.labels import SHIPPED
 
@@ -133,7 +133,7 @@ def resume_job(job_id: str, db: str | Path, *, llm: str | None = None,
 
 
 def handle_of(resumed: Resumed, db: str | Path) -> Job:
-    """The API's handle of a resumed job, of its kind's class."""
+    """Return the API's handle of a resumed job, of its kind's class."""
     handle = handle_class(resumed.kind)
     return handle(kind=resumed.kind, job_id=resumed.result.job_id, db=Path(db),
                   summary=resumed.result.summary)
@@ -144,7 +144,7 @@ RESUME_OPTIONS = frozenset({"cache", "executor", "ray_address", "ray_workers",
 
 
 def _resume_engine(engine: dict[str, object]) -> dict[str, object]:
-    """resume's engine keywords; an unknown one is refused by name."""
+    """Return resume's engine keywords; an unknown one is refused by name."""
     refuse_unknown("resume", engine, set(RESUME_OPTIONS))
     return {name: engine.get(name) for name in sorted(RESUME_OPTIONS)}
 

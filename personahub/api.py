@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 def run_config(scenario_or_path: Scenario | str | Path, run_options: RunConfig | None = None,
                overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """The RunConfig that run_scenario builds; a None override keeps the base's value."""
+    """Return the RunConfig that run_scenario builds; a None override keeps the base's value."""
     from personahub.pipelines.run import RunConfig
     from personahub.sim.scenario import load_scenario
 
@@ -185,7 +185,7 @@ run_scenario_async = async_twin(run_scenario)
 
 def synthesis_config(task: str, db: str | Path, llm: str, seed: int, n: int,
                      options: dict[str, object]) -> SynthConfig:
-    """The SynthConfig that synthesize builds; unknown options are refused by name."""
+    """Return the SynthConfig that synthesize builds; unknown options are refused by name."""
     from personahub.pipelines.synthesize import SynthConfig
 
     refuse_unknown("synthesize", options, {f.name for f in dataclasses.fields(SynthConfig)})
@@ -275,7 +275,7 @@ _TEXT_DEFAULTS: dict[str, object] = {
 
 
 def _expand_defaults() -> dict[str, object]:
-    """expand's defaults, the command's constants; imported late as they load the persona layer."""
+    """Return expand's defaults, the command's constants; imported late as they load the persona layer."""
     from personahub.personas.expand import DEFAULT_BATCH
     from personahub.personas.link_nearest import DEFAULT_LINK_CANDIDATES, DEFAULT_LINK_EMBEDDER
 
@@ -406,7 +406,7 @@ dedup_async = async_twin(dedup)
 
 def judge_config(job: str | None, run: str | None, db: str | Path, llm: str, seed: int,
                  options: dict[str, Any]) -> JudgeConfig:
-    """The JudgeConfig that judge builds; unknown options are refused by name."""
+    """Return the JudgeConfig that judge builds; unknown options are refused by name."""
     from personahub.pipelines.judge import JudgeConfig
 
     known = {f.name for f in dataclasses.fields(JudgeConfig)} - {"job", "run", "db", "llm", "seed"}
@@ -529,7 +529,7 @@ evaluate_async = async_twin(evaluate)
 @speaks_python()
 def evaluation_quality(evaluation: str | None = None, *, job: str | int | None = None,
                        db: str | Path = DEFAULT_DB, embedder: str = "hash") -> pd.DataFrame:
-    """An evaluation's quality as one table, the one ``report --evaluation ID`` draws.
+    """Return an evaluation's quality as one table, the one ``report --evaluation ID`` draws.
 
     Verified share, solver agreement, contamination per benchmark, the latest judge's validity,
     each model's accuracy and the diversity figures; shares with a 95% Wilson interval.
@@ -558,7 +558,7 @@ def evaluation_quality(evaluation: str | None = None, *, job: str | int | None =
 
 def calibration_config(survey: str | Path, population: str, llm: str, seed: int, n: int,
                        options: dict[str, object]) -> CalibrateConfig:
-    """The CalibrateConfig that calibrate builds; unknown options are refused by name."""
+    """Return the CalibrateConfig that calibrate builds; unknown options are refused by name."""
     from personahub.pipelines.calibrate import CalibrateConfig
 
     known = {f.name for f in dataclasses.fields(CalibrateConfig)}
@@ -626,7 +626,7 @@ _POPULATION_MADE = {"marginals", "joint", "n", "seed"}
 
 def population_write_config(marginals: str | Path | None, joint: str | Path | None, n: int,
                             seed: int, llm: str, options: dict[str, Any]) -> WriteConfig:
-    """The WriteConfig of write_population; the command builds its config here too, so the
+    """Return the WriteConfig of write_population; the command builds its config here too, so the
     two cannot drift."""
     from personahub.pipelines.population_write import WriteConfig
 
@@ -638,7 +638,7 @@ def population_write_config(marginals: str | Path | None, joint: str | Path | No
 
 
 def population_write_resume(llm: str, options: dict[str, object]) -> dict[str, object]:
-    """A population resume's settings: engine fields only; what the job makes stays its own."""
+    """Return a population resume's settings: engine fields only; what the job makes stays its own."""
     from personahub.core.kernel import engine_fields
     from personahub.pipelines.population_write import WriteConfig
 

@@ -78,7 +78,7 @@ def interrupt_thread(ident: int, kind: type[KeyboardInterrupt] = KeyboardInterru
 
 
 def _stopped(worker: _Worker, cause: KeyboardInterrupt) -> KeyboardInterrupt:
-    """What to raise after an interrupted worker ended: the job's Stopped, else the interrupt."""
+    """Choose what to raise after an interrupted worker ended: the job's Stopped, else the interrupt."""
     return worker.error if isinstance(worker.error, KeyboardInterrupt) else cause
 
 

@@ -212,7 +212,7 @@ def run_experiment(scenario: Scenario, experiment: Experiment, *, db: str | Path
 
 
 def _stopped_line(experiment_id: str, how: str, finished: int, to_go: int) -> str:
-    """What an interrupted experiment says: how many of its runs to go finished, or that all did
+    """Return what an interrupted experiment says: how many of its runs to go finished, or that all did
     (the signal came once every run was under way)."""
     if finished == to_go:
         return (f"experiment {experiment_id} interrupted by {how} once every run had started: "
@@ -320,7 +320,7 @@ class _Hooks:
     on_ready: OnReady | None = None
 
     def run_progress(self) -> ProgressHook | None:
-        """The run's progress hook: each phase prefixed with the run's label."""
+        """Return the run's progress hook: each phase prefixed with the run's label."""
         if self.progress is None:
             return None
         told = self.progress
@@ -400,7 +400,7 @@ def _earlier_runs(con: duckdb.DuckDBPyConnection,
 
 def _slot_run(config: RunConfig, where: str, slot: _Slot, earlier: _Earlier | None,
               hooks: _Hooks | None = None) -> str:
-    """The id of the slot's finished run: the one an earlier invocation started, finished now
+    """Return the id of the slot's finished run: the one an earlier invocation started, finished now
     (resumed from its last committed step, with its arm's scenario) or already (stopped before
     it was linked); else a new one's. An unfinished one of other settings is superseded."""
     resume = None
@@ -488,7 +488,7 @@ def _run_within(scenario: Scenario, experiment: Experiment, replicate: int,
 def read_experiment(experiment: Experiment, runs: pd.DataFrame, *, db: str | Path,
                     confidence: float = 0.95, alpha: float = 0.05,
                     ran: list[str] | None = None) -> ExperimentResult:
-    """An experiment's tables from its runs."""
+    """Read an experiment's tables from its runs."""
     runs = runs[runs["replicate"] < experiment.replicates].reset_index(drop=True)
     con = connect(db, read_only=True)
     try:
@@ -600,7 +600,7 @@ experiment_async = async_twin(experiment)
 
 def recorded_effects(db: str | Path, experiment_id: str, confidence: float = 0.95
                      ) -> pd.DataFrame:
-    """The effect table of an experiment recorded in db, for compare.
+    """Return the effect table of an experiment recorded in db, for compare.
 
     Raises:
         PersonahubError: no such database or experiment.

@@ -28,7 +28,7 @@ _ASKS = ("agent", "where", "carve", "step", "limit")
 
 def interview_config(question: str, db: str | Path, run: str, llm: str,
                      options: dict[str, object]) -> InterviewConfig:
-    """The InterviewConfig that interview builds; the command builds the same one."""
+    """Return the InterviewConfig that interview builds; the command builds the same one."""
     from personahub.pipelines.interview import InterviewConfig
 
     known = {f.name for f in dataclasses.fields(InterviewConfig)}

@@ -29,7 +29,7 @@ def job_function(body: Callable[P, R], /) -> Callable[P, R]: ...
 def job_function(*, renames: Mapping[str, str]) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def job_function(body: Callable[P, R] | None = None, /, *,
                  renames: Mapping[str, str] | None = None) -> object:
-    """The blocking job function over body: its name, signature and docstring are body's.
+    """Return the blocking job function over body: its name, signature and docstring are body's.
 
     Used bare (``@job_function``) or with the flags its errors name under another keyword
     (``@job_function(renames={"id": "experiment_id"})``).
@@ -58,7 +58,7 @@ def _blocking(body: Callable[P, R], renames: Mapping[str, str] | None) -> Callab
 
 
 def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[object, object, R]]:
-    """The await twin of a job function: the same body, run in a worker thread.
+    """Return the await twin of a job function: the same body, run in a worker thread.
 
     Args:
         function: a function made by job_function.
@@ -81,7 +81,7 @@ def async_twin(function: Callable[P, R]) -> Callable[P, Coroutine[object, object
 
 
 def _twin_doc(function: Callable[..., object]) -> str:
-    """The twin's docstring: what it is, and its parameters as the job function's."""
+    """Return the twin's docstring: what it is, and its parameters as the job function's."""
     names = ", ".join(("**" if p.kind is p.VAR_KEYWORD else "") + p.name
                       for p in inspect.signature(function).parameters.values())
     return (f"{function.__name__} for await: the job runs in a worker thread.\n\n"

@@ -42,7 +42,7 @@ def text_config(corpus: str | Path, *, db: str | Path, llm: str, seed: int,
                 corpus_name: str | None, text_column: str | None, id_column: str | None,
                 split: str, batch_size: int, concurrency: Concurrency, language: str | None,
                 cache: str, **settings: Any) -> TextConfig:
-    """The TextConfig of text_to_persona; the corpus is named after its file unless named."""
+    """Return the TextConfig of text_to_persona; the corpus is named after its file unless named."""
     from personahub.pipelines.text_to_persona import TextConfig
 
     return TextConfig(corpus=corpus_name or Path(corpus).name, path=str(Path(corpus).resolve()),
@@ -54,7 +54,7 @@ def text_config(corpus: str | Path, *, db: str | Path, llm: str, seed: int,
 
 
 def rerun_settings(config: TextConfig, given: Iterable[str]) -> dict[str, object]:
-    """Settings for going on with a corpus's existing job: engine fields and what the caller
+    """Return the settings for going on with a corpus's existing job: engine fields and what the caller
     named, which the kernel refuses if they differ from the job's."""
     from personahub.core.kernel import engine_fields
 
@@ -90,7 +90,7 @@ def text_to_persona_job(corpus: Path, *, db: Path, given: Iterable[str] = (),
 
 
 def expand_config(*, db: str | Path, llm: str, seed: int, **options: Any) -> ExpandConfig:
-    """The ExpandConfig of expand; the command builds the same one."""
+    """Return the ExpandConfig of expand; the command builds the same one."""
     from personahub.pipelines.expand import ExpandConfig
 
     return ExpandConfig(db=str(db), llm=llm, seed=seed, origin="api", **options)
@@ -133,7 +133,7 @@ def expand_job(*, db: Path, resume: str | None = None, progress: ProgressHook | 
 
 
 def dedup_config(*, db: str | Path, embedder: str | None, **options: Any) -> DedupJobConfig:
-    """The DedupJobConfig of dedup; embedder None runs MinHash alone."""
+    """Return the DedupJobConfig of dedup; embedder None runs MinHash alone."""
     from personahub.pipelines.dedup import DedupJobConfig
 
     return DedupJobConfig(db=str(db), embedder=embedder, **options)

@@ -28,7 +28,7 @@ def _widgets() -> bool:
 
 
 def _bar_class() -> Any:
-    """tqdm's notebook bar where ipywidgets can draw it, else its text bar, without the
+    """Return tqdm's notebook bar where ipywidgets can draw it, else its text bar, without the
     warning tqdm.auto would print in the cell."""
     if in_notebook() and _widgets():
         from tqdm.auto import tqdm
@@ -73,7 +73,7 @@ def shows_by_default() -> bool:
 
 @contextmanager
 def progress_hook(setting: ProgressSetting) -> Iterator[ProgressHook | None]:
-    """The hook for a progress setting; bars are closed however the job ends."""
+    """Return the hook for a progress setting; bars are closed however the job ends."""
     quiet_tqdm_auto()
     if callable(setting):
         yield setting

@@ -28,7 +28,7 @@ CONDITION_LISTS = ("carve",)
 
 
 def as_conditions(options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options with each condition list as a tuple: ``carve="age>30"`` is one condition,
+    """Return the options with each condition list as a tuple: ``carve="age>30"`` is one condition,
     not five, and a list is taken as it is."""
     given = dict(options)
     for name in CONDITION_LISTS:
@@ -77,7 +77,7 @@ def _resume_call(match: re.Match[str]) -> str:
 
 
 def python_calls(message: str) -> str:
-    """The message with each command it names that has a Python call said as that call: a
+    """Return the message with each command it names that has a Python call said as that call: a
     resume hint as ``personahub.resume('ID', db='DB')``, ``personas sample-population`` as
     ``personahub.write_population(...)``."""
     message = _RESUME.sub(_resume_call, message)
@@ -87,7 +87,7 @@ def python_calls(message: str) -> str:
 
 
 def python_message(message: str, renames: Mapping[str, str] | None = None) -> str:
-    """The message in Python's words: each command it names that has a Python call said as
+    """Return the message in Python's words: each command it names that has a Python call said as
     that call, and each flag outside a quoted command line said as its keyword."""
     names = {**RENAMES, **(renames or {})}
     message = python_calls(message)
@@ -146,5 +146,5 @@ def as_id(value: None) -> None: ...
 @overload
 def as_id(value: str | int) -> str: ...
 def as_id(value: str | int | None) -> str | None:
-    """An id given as a number, as the text ids are stored as; None and text pass through."""
+    """Return an id given as a number, as the text ids are stored as; None and text pass through."""
     return str(value) if isinstance(value, int) else value

@@ -54,7 +54,7 @@ _CELL = 120  # characters of a text cell in a card
 
 
 def _counts(summary: object) -> dict[str, int | str]:
-    """A summary's whole-number fields and small dicts of them."""
+    """Return a summary's whole-number fields and small dicts of them."""
     if summary is None or not dataclasses.is_dataclass(summary):
         return {}
     counts: dict[str, int | str] = {}
@@ -68,7 +68,7 @@ def _counts(summary: object) -> dict[str, int | str]:
 
 
 def _cut(value: object) -> object:
-    """A text cell cut to a line's length; any other value (a step, an agent id) as it is."""
+    """Return a text cell cut to a line's length; any other value (a step, an agent id) as it is."""
     if not isinstance(value, str) or len(value) <= _CELL:
         return value
     return value[:_CELL - 1] + "…"
@@ -111,7 +111,7 @@ class Job:
         return _read(self.db, query, params)
 
     def _row(self) -> JobRow | None:
-        """The job's row of the jobs table, or None."""
+        """Return the job's row of the jobs table, or None."""
         from personahub.core.jobs_store import find_job
         from personahub.core.store import connect
 
@@ -131,7 +131,7 @@ class Job:
         return f"{type(self).__name__}(kind={self.kind!r}, job_id={self.job_id!r}, db={str(self.db)!r})"
 
     def sample(self, n: int = SAMPLE_ROWS) -> pd.DataFrame:
-        """A few of the job's items, the same rows each time, text cut short.
+        """Return a few of the job's items, the same rows each time, text cut short.
 
         Args:
             n: how many rows.
@@ -148,7 +148,7 @@ class Job:
         return frame.apply(lambda column: column.map(_cut))
 
     def _repr_html_(self) -> str:
-        """The notebook's view: ids, status, counts and a few sampled rows."""
+        """Return the notebook's view: ids, status, counts and a few sampled rows."""
         rows = [("kind", self.kind), ("id", self.job_id), ("status", self.status),
                 ("database", str(self.db)), *_counts(self.summary).items()]
         head = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
@@ -165,7 +165,7 @@ class Job:
         return f"<div><strong>{title}</strong><table>{head}</table>{body}</div>"
 
     def calls(self) -> pd.DataFrame:
-        """The job's model calls.
+        """Return the job's model calls.
 
         Returns:
             Its rows of ``llm_calls`` as a DataFrame.
@@ -219,7 +219,7 @@ class Job:
             con.close()
 
     def items(self) -> pd.DataFrame:
-        """What the job made, as a DataFrame: what its kind's spec reads (``JobSpec.items``).
+        """Return what the job made, as a DataFrame: what its kind's spec reads (``JobSpec.items``).
 
         Returns:
             A run's emissions or a synthesis job's items in the export's column layout, the
@@ -249,7 +249,7 @@ class Run(Job):
         return self.job_id
 
     def emissions(self) -> pd.DataFrame:
-        """What the agents emitted in this run.
+        """Return what the agents emitted in this run.
 
         Returns:
             Its rows of ``emissions``, by step and agent.
@@ -257,7 +257,7 @@ class Run(Job):
         return self._rows("emissions")
 
     def survey_answers(self) -> pd.DataFrame:
-        """The agents' survey answers in this run.
+        """Return the agents' survey answers in this run.
 
         Returns:
             Its rows of ``survey_answers``, by step, survey and agent.
@@ -306,7 +306,7 @@ class Run(Job):
         return result.pivot(index="step", columns="answer", values="share")
 
     def _survey_options(self, survey_id: str) -> list[str]:
-        """The survey's answer options in its scenario's order (none for free answers)."""
+        """Return the survey's answer options in its scenario's order (none for free answers)."""
         row = self._row()
         config = row.config if row is not None else {}
         surveys = ((config.get("scenario") or {}).get("surveys")) or []
@@ -314,7 +314,7 @@ class Run(Job):
         return [str(o) for o in found.get("options") or []]
 
     def timeline(self) -> pd.DataFrame:
-        """The run step by step.
+        """Return the run step by step.
 
         Returns:
             One row per committed step: its counts (emissions, messages, answers, failures,
@@ -325,7 +325,7 @@ class Run(Job):
         return _frame(self.db, timeline, self.job_id)
 
     def messages(self) -> pd.DataFrame:
-        """The messages agents sent each other in this run.
+        """Return the messages agents sent each other in this run.
 
         Returns:
             Its rows of ``messages``.
@@ -333,7 +333,7 @@ class Run(Job):
         return self._rows("messages")
 
     def decisions(self) -> pd.DataFrame:
-        """The deliberate policy's decisions in this run (none for scripted runs).
+        """Return the deliberate policy's decisions in this run (none for scripted runs).
 
         Returns:
             Its rows of ``decisions``.
@@ -362,7 +362,7 @@ class Run(Job):
 
     async def interview_async(self, question: str, *, llm: str = "offline",
                               **options: Any) -> pd.DataFrame:
-        """interview for await.
+        """Run interview, for await.
 
         Args:
             question, llm, **options: as for interview.
@@ -387,7 +387,7 @@ class Judged(Job):
         return self.job_id
 
     def validity(self) -> Validity | None:
-        """The validity rate and per-criterion rates with 95% Wilson intervals.
+        """Return the validity rate and per-criterion rates with 95% Wilson intervals.
 
         Returns:
             A Validity, or None when the judge has no judgments.
@@ -420,7 +420,7 @@ class Calibration(Job):
             con.close()
 
     def scores(self) -> pd.DataFrame:
-        """The scores of every source, per question and group.
+        """Return the scores of every source, per question and group.
 
         Returns:
             One row per question, group and source (the model per steering, the baselines,
@@ -429,7 +429,7 @@ class Calibration(Job):
         return self._frame("scores_frame")
 
     def summary_table(self) -> pd.DataFrame:
-        """The scores' means per source and steering.
+        """Return the scores' means per source and steering.
 
         Returns:
             A DataFrame with levels overall, attribute and group.
@@ -462,7 +462,7 @@ class Calibration(Job):
             con.close()
 
     def sd_ratios(self) -> pd.DataFrame:
-        """The model's SD ratio (simulated / human) per ordinal question, mean over groups.
+        """Return the model's SD ratio (simulated / human) per ordinal question, mean over groups.
 
         One column per steering; a tempered steering adds a column for after tempering.
 
@@ -474,7 +474,7 @@ class Calibration(Job):
         return sd_by_question(self.scores())
 
     def temperatures(self) -> pd.DataFrame:
-        """The temperatures tempering fitted, each on the other half of the questions.
+        """Return the temperatures tempering fitted, each on the other half of the questions.
 
         Returns:
             One row per steering and temperature with the questions tempered; empty without.
@@ -484,7 +484,7 @@ class Calibration(Job):
         return fitted_temperatures(self.scores())
 
     def panel_sizes(self) -> pd.DataFrame:
-        """The model's effective panel size: substantive answers per question x group.
+        """Return the model's effective panel size: substantive answers per question x group.
 
         A stated distribution has no panel and is not listed.
 
@@ -496,7 +496,8 @@ class Calibration(Job):
         return panel_sizes_of(self.scores())
 
     def archetype_price(self) -> pd.DataFrame:
-        """What ``--archetypes K`` costs: per K and group, the archetype answers against per-agent ones.
+        """Return what ``--archetypes K`` costs: per K and group, the archetype answers against per-agent
+        ones.
 
         Returns:
             One row per K and group: similarity (substantive answers) and total variation
@@ -623,7 +624,7 @@ class Calibration(Job):
         return cells if per == "pair" else ranking_summary(cells)
 
     def profile(self) -> dict[str, object] | None:
-        """The survey profile a ``fit=True`` calibration chose (None without one).
+        """Return the survey profile a ``fit=True`` calibration chose (None without one).
 
         Returns:
             Its method, steering, temperature, params, examples, model and every configuration
@@ -652,7 +653,7 @@ class Calibration(Job):
 
 
 def handle_class(kind: str) -> type[Job]:
-    """The handle class for a job kind: the Job subclass whose kind default names it, else Job.
+    """Return the handle class for a job kind: the Job subclass whose kind default names it, else Job.
 
     Args:
         kind: a job kind, as the ``jobs`` table names it.

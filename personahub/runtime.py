@@ -76,7 +76,7 @@ class StandardModels:
 
 
 def executor_for(config: object) -> Executor:
-    """The executor a config names: local (default) or ray."""
+    """Return the executor a config names: local (default) or ray."""
     name = getattr(config, "executor", "local")
     if name == "ray":
         from personahub.executors.ray_executor import RayExecutor
@@ -102,7 +102,7 @@ def run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], db: str | P
 
 
 def stored_job(db: str | Path, job_id: str) -> JobRow | None:
-    """A job's row, read-only; None when there is no such job or database."""
+    """Return a job's row, read-only; None when there is no such job or database."""
     from personahub.core.jobs_store import find_job
     from personahub.core.store import connect
 
@@ -116,7 +116,7 @@ def stored_job(db: str | Path, job_id: str) -> JobRow | None:
 
 
 def recorded_spec(db: str | Path, job_id: str) -> str | None:
-    """The redacted model spec a job recorded, or None."""
+    """Return the redacted model spec a job recorded, or None."""
     job = stored_job(db, job_id)
     if job is None:
         return None
@@ -126,12 +126,12 @@ def recorded_spec(db: str | Path, job_id: str) -> str | None:
 
 
 def recorded_llm(db: str | Path, job_id: str) -> str:
-    """The model a resume asks unless given one: the recorded, redacted spec, else offline."""
+    """Return the model a resume asks unless given one: the recorded, redacted spec, else offline."""
     return recorded_spec(db, job_id) or "offline"
 
 
 def registered_spec(kind: str) -> JobSpec[object, object, object, object] | None:
-    """The spec of a job kind, the shipped specs registered first."""
+    """Return the spec of a job kind, the shipped specs registered first."""
     _register_shipped()
     return spec_for(kind)
 

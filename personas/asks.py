@@ -34,7 +34,7 @@ class Ask:
     max_tokens: int | None = None
 
     def model(self) -> type[BaseModel]:
-        """The answer's class."""
+        """Return the answer's class."""
         return self.schema(*self.args)
 
 

@@ -108,7 +108,7 @@ def read_benchmark(path: str | Path, text_column: str | None = None, *,
 
 def _text_rows(path: Path, name: str, setting: str | None,
                suffix: str) -> tuple[list[dict[str, object]], list[str]]:
-    """The records of a JSONL or CSV benchmark and its column names (one line on any damage)."""
+    """Return the records of a JSONL or CSV benchmark and its column names (one line on any damage)."""
     rows: list[dict[str, object]] = []
     line = 0
     try:

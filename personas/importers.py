@@ -464,7 +464,7 @@ def _records(container: str, path: Path, name: str) -> Iterator[tuple[int, Row |
 
 
 def seed_file() -> Path:
-    """The shipped seed persona file."""
+    """Return the shipped seed persona file."""
     from importlib import resources
 
     return Path(str(resources.files("personahub.personas").joinpath("data/seed_personas.jsonl")))

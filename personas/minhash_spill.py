@@ -128,7 +128,7 @@ def spill_workers() -> int:
 
 
 def band_row_dtype(config: MinHashConfig) -> np.dtype:
-    """A band row: its bucket key, band and text index packed in member, the text's head slots."""
+    """Return a band row: its bucket key, band and text index packed in member, the text's head slots."""
     head_words = -(-min(config.num_perm, 64) // 16)
     return np.dtype([("key", np.uint64), ("member", np.uint64), ("head", np.uint64, (head_words,))])
 

@@ -536,7 +536,7 @@ _DETERMINERS = frozenset({"a", "an", "the", "his", "her", "their", "my", "its", 
 
 
 def _role_label(phrase: str) -> str | None:
-    """The relation label a noun phrase names: 'customer' of 'a customer at Millbrook', or None.
+    """Return the relation label a noun phrase names: 'customer' of 'a customer at Millbrook', or None.
 
     The phrase is cut at its first preposition, relative word or stop, its determiners are dropped,
     and what is left counts only when it is at most two words ending on a role word.

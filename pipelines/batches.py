@@ -18,7 +18,7 @@ K = TypeVar("K")  # what an answer keeps (a row, a persona)
 
 def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
               key: Callable[[T], object], size: int) -> Iterator[Sequence[T]]:
-    """The items whose key is not yet done, in batches; sets the job's total and done_before counts.
+    """Return the items whose key is not yet done, in batches, and set the job's total and done_before counts.
     """
     todo = [item for item in items if key(item) not in done]
     ctx.total = len(items)
@@ -28,7 +28,7 @@ def remaining(ctx: JobContext[Any], items: Sequence[T], done: Collection[Any],
 
 def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
                    error: Callable[[A], str | None]) -> tuple[list[K], list[str | None]]:
-    """What each answer keeps and, for those that keep nothing, their errors, in the answers' order.
+    """Return what each answer keeps and, for those that keep nothing, their errors, in the answers' order.
     """
     kept: list[K] = []
     errors: list[str | None] = []
@@ -44,7 +44,7 @@ def sorted_answers(answers: Sequence[A], keep: Callable[[A], K | None],
 def answered(batch: Sequence[object], answers: Sequence[A], keep: Callable[[A], K | None],
              error: Callable[[A], str | None], *, table: str | None = None,
              then: Callable[[list[K]], object] | None = None) -> BatchOutcome:
-    """A batch's outcome: its kept rows (for `table`, or passed to `then` inside the transaction),
+    """Return a batch's outcome: its kept rows (for `table`, or passed to `then` inside the transaction),
     its calls, counts, and one error per answer that kept nothing.
     """
     kept, errors = sorted_answers(answers, keep, error)

@@ -316,7 +316,7 @@ def asks_per_method(asks: Iterable[Ask], methods: Mapping[str, str]) -> dict[str
 
 
 def offered(question: Question, offer_refusal: bool) -> tuple[str, ...]:
-    """The options a question's enum holds: the substantive ones, and its refusals if offered."""
+    """Return the options a question's enum holds: the substantive ones, and its refusals if offered."""
     return question.options if offer_refusal else question.substantive
 
 
@@ -328,7 +328,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
     independent_batches = True
 
     def prepare(self, ctx: JobContext[CalibrateConfig]) -> None:
-        """The questions, human answers and panels: read and drawn, or the job's on resume."""
+        """Prepare the questions, human answers and panels: read and drawn, or the job's on resume."""
         config = ctx.config
         if ctx.resumed:
             selected = load_survey(ctx.con, ctx.job_id, config.survey)
@@ -377,7 +377,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
                                                         "--attribute or --limit")
 
     def start(self, ctx: JobContext[CalibrateConfig]) -> BatchOutcome:
-        """The job's row, its questions, the human answers it scores against, its panels."""
+        """Return the job's row, its questions, the human answers it scores against, its panels."""
         state, config = _state(ctx), ctx.config
         job = {"job_id": ctx.job_id, "survey": config.survey,
                "survey_sha1": ctx.stored["survey_sha1"], "population": config.population,
@@ -478,7 +478,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
             summary.cells[method.label] = sum(1 for qid, _ in pairs if qid not in shown)
 
     def plan(self, ctx: JobContext[CalibrateConfig]) -> Iterator[Sequence[Ask]]:
-        """The asks not yet answered, in batches."""
+        """Plan the asks not yet answered, in batches."""
         asks = self._asks(ctx)
         batches = remaining(ctx, asks, answered_keys(ctx.con, ctx.job_id),
                             lambda a: (a.question_id, a.method, a.respondent),
@@ -511,7 +511,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
 
     def commit(self, ctx: JobContext[CalibrateConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
-        """The batch's answers; one error per ask without one (for the failure policy)."""
+        """Return the batch's answers; one error per ask without one (for the failure policy)."""
         survey = _state(ctx).selected.survey
 
         def row(answer: Answer) -> dict[str, object] | None:
@@ -603,7 +603,7 @@ class CalibrationSpec(ShippedSpec[CalibrateConfig, Sequence[Ask], list[Answer], 
         return f" ({answered} of {_state(ctx).summary.asks} answers written)"
 
     def report(self, summary: CalibrationSummary, db: Path) -> list[str]:
-        """What the job did and its per-attribute representativeness, as console lines."""
+        """Report what the job did and its per-attribute representativeness, as console lines."""
         from personahub.analysis.calibration_ranking import ranking_lines
         from personahub.pipelines.calibrate_fit import fit_lines, held_out_title
         from personahub.pipelines.calibrate_questions import left_out_lines, question_count_lines

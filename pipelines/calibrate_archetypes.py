@@ -40,23 +40,23 @@ Personas = Mapping[str, tuple[str, Mapping[str, str]]]  # id -> (text, demograph
 
 
 def archetype_method(k: int) -> str:
-    """The row label of --archetypes K, "archetypes:K"."""
+    """Return the row label of --archetypes K, "archetypes:K"."""
     return f"{ARCHETYPES}:{k}"
 
 
 def archetype_k(method: str) -> int | None:
-    """The K of an "archetypes:K" label (None for any other label)."""
+    """Return the K of an "archetypes:K" label (None for any other label)."""
     head, colon, tail = method.partition(":")
     return int(tail) if head == ARCHETYPES and colon and tail.isdigit() else None
 
 
 def archetype_respondent(k: int, archetype: int) -> str:
-    """The respondent of an archetype's ask (unique across K)."""
+    """Return the respondent of an archetype's ask (unique across K)."""
     return f"archetype {archetype} of {k}"
 
 
 def check_archetypes(values: Iterable[int]) -> tuple[int, ...]:
-    """The --archetypes values, checked: whole numbers from 1, none given twice.
+    """Return the --archetypes values, checked: whole numbers from 1, none given twice.
 
     Raises:
         UsageError: a bad or repeated value.
@@ -71,7 +71,7 @@ def check_archetypes(values: Iterable[int]) -> tuple[int, ...]:
 
 
 def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetypes]:
-    """The panel personas (sorted ids) and their grouping into k archetypes.
+    """Return the panel personas (sorted ids) and their grouping into k archetypes.
 
     Raises:
         UsageError: k is larger than the number of panel personas.
@@ -85,7 +85,7 @@ def grouping(personas: Personas, k: int, seed: int) -> tuple[list[str], Archetyp
 
 
 def describe(personas: Personas, ids: Sequence[str], grouped: Archetypes, archetype: int) -> str:
-    """An archetype as the prompt's Group section: its size, and its representative's text and
+    """Describe an archetype as the prompt's Group section: its size, and its representative's text and
     demographics.
     """
     text, attributes = personas[ids[grouped.representatives[archetype]]]
@@ -181,7 +181,7 @@ def _tvd(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def answer_classes(question: Question, counts: Sequence[float]) -> np.ndarray | None:
-    """Counts as shares of the answer classes: each substantive option, then refusal (every
+    """Return the counts as shares of the answer classes: each substantive option, then refusal (every
     refusal option together); None when nothing was answered.
 
     A refusal is an answer the price compares, not one it drops: a row that refuses less than
@@ -196,7 +196,7 @@ def answer_classes(question: Question, counts: Sequence[float]) -> np.ndarray | 
 
 def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
                 calls: Mapping[str, int], sample: str | None = None) -> pd.DataFrame:
-    """The price of each K, per group.
+    """Return the price of each K, per group.
 
     Args:
         scores: a job's scores.
@@ -269,7 +269,7 @@ def price_table(scores: pd.DataFrame, questions: Mapping[str, Question],
 
 
 def price_lines(table: pd.DataFrame) -> list[str]:
-    """The price table as console lines: one block per K, one line per group."""
+    """Return the price table as console lines: one block per K, one line per group."""
     if table.empty:
         return []
     lines = ["the price of archetypes (archetype row vs per-agent sample, per group; "

@@ -56,7 +56,7 @@ def _jobs(con: duckdb.DuckDBPyConnection, job_ids: Sequence[str]) -> list[dict[s
 
 
 def variants(configs: Sequence[dict[str, object]]) -> list[str]:
-    """A label per config: the settings that differ between the configs (ignoring the seed and how
+    """Return a label per config: the settings that differ between the configs (ignoring the seed and how
     a job ran), or "all" when none does.
     """
     keys = sorted({k for c in configs for k in c} - _NOT_VARIANT)
@@ -75,7 +75,7 @@ def _plain(value: object) -> str:
 
 
 def _levels(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """A job's overall and per-attribute means, the model labelled with its steering."""
+    """Return a job's overall and per-attribute means, the model labelled with its steering."""
     frame = store.summary_levels(con, job_id)
     frame["who"] = [source_label(s, t, ("", "")) for s, t in zip(frame["source"],
                                                                   frame["steering"], strict=True)]

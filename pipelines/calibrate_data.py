@@ -68,7 +68,7 @@ class Selected:
 
 
 def survey_sha1(survey: Survey) -> str:
-    """A fingerprint of a survey's questions and counts, so a comparison can check two jobs share it.
+    """Return a fingerprint of a survey's questions and counts, so a comparison can check two jobs share it.
     """
     what = [[q.qid, q.text, list(q.options), list(q.ordinal),
              sorted([a, list(g), list(v)] for (a, g), v in survey.counts.get(q.qid, {}).items())]
@@ -90,7 +90,7 @@ def _scored_groups(survey: Survey, qid: str, attributes: set[str] | None) -> tup
 
 def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequence[str] = (),
            limit: int | None = None) -> Selected:
-    """The questions and groups a job asks; an unknown name is a one-line usage error."""
+    """Select the questions and groups a job asks; an unknown name is a one-line usage error."""
     where = survey.source or "the survey"
     wanted_attributes = {a.upper() for a in attributes} or None
     if wanted_attributes is not None:
@@ -136,7 +136,7 @@ def select(survey: Survey, *, questions: Sequence[str] = (), attributes: Sequenc
 
 
 def question_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
-    """The job's rows of the calibration_questions table."""
+    """Return the job's rows of the calibration_questions table."""
     rows = []
     for position, qid in enumerate(selected.questions):
         q = selected.survey.questions[qid]
@@ -146,7 +146,7 @@ def question_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
 
 
 def human_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
-    """The job's calibration_human rows: each scored group's counts and each question's overall."""
+    """Return the job's calibration_human rows: each scored group's counts and each question's overall."""
     survey = selected.survey
     rows: list[dict[str, object]] = []
     for qid in selected.questions:
@@ -163,7 +163,7 @@ def human_rows(job_id: str, selected: Selected) -> list[dict[str, object]]:
 
 
 def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -> Selected:
-    """A job's stored questions and human answers as a Survey, and each question's scored groups.
+    """Load a job's stored questions and human answers as a Survey, and each question's scored groups.
     """
     questions: dict[str, Question] = {}
     for qid, text, options, ordinal in store.question_rows(con, job_id):
@@ -183,7 +183,7 @@ def load_survey(con: duckdb.DuckDBPyConnection, job_id: str, source: str = "") -
 
 
 def population_query(population: str, carve: Sequence[str] = ()) -> HubQuery:
-    """The personas a calibration may ask: a population id (or "all") and carve conditions."""
+    """Return the personas a calibration may ask: a population id (or "all") and carve conditions."""
     own = () if population == ALL else (f"population={population}",)
     return HubQuery(carve=(*own, *carve), carve_label="--population/--carve")
 
@@ -214,13 +214,13 @@ def draw_panels(con: duckdb.DuckDBPyConnection, groups: Sequence[Group], query: 
 
 
 def group_rows(job_id: str, panels: Mapping[GroupKey, Sequence[str]]) -> list[dict[str, object]]:
-    """The job's calibration_panels rows."""
+    """Return the job's calibration_panels rows."""
     return [{"job_id": job_id, "attribute": attribute, "grp": grp, "position": i, "persona_id": pid}
             for (attribute, grp), members in panels.items() for i, pid in enumerate(members)]
 
 
 def load_panels(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[GroupKey, list[str]]:
-    """A job's stored panels."""
+    """Load a job's stored panels."""
     panels: dict[GroupKey, list[str]] = {}
     for attribute, grp, pid in store.panel_rows(con, job_id):
         panels.setdefault((attribute, grp), []).append(pid)
@@ -229,13 +229,13 @@ def load_panels(con: duckdb.DuckDBPyConnection, job_id: str) -> dict[GroupKey, l
 
 def panel_personas(con: duckdb.DuckDBPyConnection,
                    panels: Mapping[GroupKey, Sequence[str]]) -> dict[str, Persona]:
-    """The personas of the panels, by id."""
+    """Return the personas of the panels, by id."""
     ids = list(dict.fromkeys(pid for members in panels.values() for pid in members))
     return {p.persona_id: p for p in fetch_personas(con, ids)}
 
 
 def demographics_of(attributes: Mapping[str, object]) -> dict[str, str]:
-    """A persona's canonical demographics."""
+    """Return a persona's canonical demographics."""
     return {k: str(attributes[k]) for k in KEYS if attributes.get(k) not in (None, "")}
 
 

@@ -216,7 +216,7 @@ def _scaled_rows(rows: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def _expected(cell: _Cell, temperature: float) -> np.ndarray:
-    """The group's expected answer shares: the mean of its personas' tempered distributions."""
+    """Return the group's expected answer shares: the mean of its personas' tempered distributions."""
     return np.asarray(_scaled_rows(cell.personas, temperature).mean(axis=0))
 
 
@@ -245,13 +245,13 @@ def _substantive(cell: _Cell, shares: np.ndarray) -> np.ndarray | None:
 
 
 def _score(cell: _Cell, temperature: float) -> float:
-    """The representativeness of the group's expected shares (NaN: nothing substantive)."""
+    """Return the representativeness of the group's expected shares (NaN: nothing substantive)."""
     sim = _substantive(cell, _expected(cell, temperature))
     return float("nan") if sim is None else representativeness(cell.question, sim, cell.human)
 
 
 def fit_temperature(cells: Sequence[_Cell]) -> float:
-    """The temperature minimising the mean cross-entropy of the people's answers under the groups'
+    """Fit the temperature minimising the mean cross-entropy of the people's answers under the groups'
     expected shares (each persona tempered, then averaged); 1.0 without cells.
     """
     from scipy.optimize import minimize_scalar
@@ -462,7 +462,7 @@ def _listed(ids: Sequence[str], shown: int = 8) -> str:
 
 
 def held_out_title(outcome: FitOutcome) -> str:
-    """The title of a fit's table: what its rows are scored on."""
+    """Return the title of a fit's table: what its rows are scored on."""
     return (f"held-out representativeness (1 = as people answer): the profile as model, on the "
             f"{len(outcome.held_out)} questions of the held-out fold, which the fit never saw")
 
@@ -470,7 +470,7 @@ def held_out_title(outcome: FitOutcome) -> str:
 def fit_lines(outcome: FitOutcome | None, intervals: pd.DataFrame | None = None,
               standing: pd.DataFrame | None = None, *, calls: Mapping[str, int] | None = None,
               answered: Mapping[str, int] | None = None) -> list[str]:
-    """What the fit chose and how its held-out score compares, as console lines.
+    """Return what the fit chose and how its held-out score compares, as console lines.
 
     Args:
         outcome: the fit (None: the job did not fit; no lines).

@@ -22,7 +22,7 @@ SHOWN_IDS = 4  # question ids printed per reason a question was left out
 
 
 def questions_per_row(scores: pd.DataFrame) -> pd.DataFrame:
-    """The questions each source scored (a row with a representativeness), whole population aside.
+    """Return the questions each source scored (a row with a representativeness), whole population aside.
 
     Args:
         scores: a calibration's per question x group x source scores.

@@ -238,7 +238,7 @@ PER_GROUP_LEVEL = "overall_per_group"  # the summary level of the per-group weig
 
 def _tempered(survey: Survey, given: dict[Any, Any], none: dict[str, np.ndarray], seed: int,
               steering: str, simulated: dict[str, GroupCounts]) -> pd.DataFrame:
-    """The model rows of one steering's panels, tempered with cross-fitted temperatures, under the
+    """Return the model rows of one steering's panels, tempered with cross-fitted temperatures, under the
     steering name plus ":tempered"; their counts are added to the simulated counts.
     """
     humans = {(qid, a, labels): counts for qid in survey.counts
@@ -255,7 +255,7 @@ def _tempered(survey: Survey, given: dict[Any, Any], none: dict[str, np.ndarray]
 
 
 def fitted_temperatures(scores: pd.DataFrame) -> pd.DataFrame:
-    """The temperatures that --dispersion temper fitted, per tempered steering.
+    """Return the temperatures that --dispersion temper fitted, per tempered steering.
 
     Args:
         scores: a job's per question x group x source scores.
@@ -274,7 +274,7 @@ def fitted_temperatures(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def temperature_lines(temperatures: pd.DataFrame) -> list[str]:
-    """The fitted temperatures as one console line (nothing without tempering)."""
+    """Return the fitted temperatures as one console line (nothing without tempering)."""
     if temperatures.empty:
         return []
     halves: dict[str, int] = {}
@@ -340,7 +340,7 @@ def store_scores(con: duckdb.DuckDBPyConnection, job_id: str, scores: pd.DataFra
 
 
 def _records(frame: pd.DataFrame, job_id: str, rename: dict[str, str]) -> list[dict[str, object]]:
-    """A frame's rows as plain dicts for the store (NaN as NULL)."""
+    """Return a frame's rows as plain dicts for the store (NaN as NULL)."""
     frame = frame.rename(columns=rename).astype(object)
     frame = frame.where(pd.notna(frame), None)
     return [{"job_id": job_id, **row} for row in frame.to_dict("records")]
@@ -366,7 +366,7 @@ def per_attribute(summary: pd.DataFrame, score: str = "representativeness",
 
 
 def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The model's entropy and SD ratios overall and per attribute, beside perfect_panel's SD ratio
+    """Return the model's entropy and SD ratios overall and per attribute, beside perfect_panel's SD ratio
     (small panels understate the spread a little).
     """
     parts = []
@@ -385,7 +385,7 @@ def dispersion_table(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
-    """The model's SD ratio per ordinal question, one column per steering, lowest first."""
+    """Return the model's SD ratio per ordinal question, one column per steering, lowest first."""
     rows = scores[(scores["source"] == MODEL) & scores["sd_ratio"].notna()
                   & (scores["attribute"] != POPULATION)]
     if rows.empty:
@@ -397,7 +397,7 @@ def sd_by_question(scores: pd.DataFrame) -> pd.DataFrame:
 
 def dispersion_lines(table: pd.DataFrame, per_question: pd.DataFrame | None = None,
                      shown: int = 8) -> list[str]:
-    """The dispersion table and the most under-dispersed questions, as console lines."""
+    """Return the dispersion table and the most under-dispersed questions, as console lines."""
     if table.empty:
         return []
     lines = table_lines(table, "dispersion (simulated / human: entropy on every question, SD on "
@@ -412,7 +412,7 @@ def dispersion_lines(table: pd.DataFrame, per_question: pd.DataFrame | None = No
 
 
 def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as people answer)") -> list[str]:
-    """A per-attribute table as fixed-width console lines."""
+    """Return a per-attribute table as fixed-width console lines."""
     if table.empty:
         return ["no group was scored"]
     width = max(9, *(len(str(i)) for i in table.index))
@@ -428,7 +428,7 @@ def table_lines(table: pd.DataFrame, title: str = "representativeness (1 = as pe
 
 
 def overall_lines(table: pd.DataFrame, per_group: pd.DataFrame) -> list[str]:
-    """A console line on how the overall row weighs its rows, with per-group figures when they
+    """Return a console line on how the overall row weighs its rows, with per-group figures when they
     differ.
     """
     if table.empty or per_group.empty:
@@ -461,7 +461,7 @@ def panel_sizes_of(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def panel_intervals_of(scores: pd.DataFrame, survey: Survey, seed: int) -> pd.DataFrame:
-    """The model's means with an interval over panel answers, for rows with a panel to redraw."""
+    """Return the model's means with an interval over panel answers, for rows with a panel to redraw."""
     from personahub.analysis.calibration_verdict import panel_intervals
 
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
@@ -501,7 +501,7 @@ class _ElicitCalls(Protocol):
 
 
 def elicit_lines(summary: _ElicitCalls) -> list[str]:
-    """Calls per --elicit method and per question x group, as console lines."""
+    """Return the calls per --elicit method and per question x group, as console lines."""
     ks = tuple(getattr(summary, "archetypes", ()))
     if (tuple(summary.elicit) == (SAMPLE,) and not ks) or not summary.calls:
         return []
@@ -530,7 +530,7 @@ def elicit_lines(summary: _ElicitCalls) -> list[str]:
 
 
 def _bound_lines(temperature: float) -> list[str]:
-    """A warning when the logprobs temperature stopped at an end of its search."""
+    """Return a warning when the logprobs temperature stopped at an end of its search."""
     end = at_bound(temperature)
     if end is None:
         return []

@@ -129,7 +129,7 @@ class DedupJobConfig(BatchFields, RequestFields, ExecutorFields):
                              "local for a model embedder")
 
     def stages(self) -> DedupConfig:
-        """The data side's settings of both stages."""
+        """Return the data side's settings of both stages."""
         try:
             return DedupConfig(
                 minhash=MinHashConfig(num_perm=self.num_perm, threshold=self.threshold,
@@ -268,7 +268,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | V
     progress_per_answer = False  # its progress counts its own stages, not batch items
 
     def model_settings(self, config: DedupJobConfig) -> EmbedderSettings | None:
-        """A model embedder's settings (the seam's factory builds it); None for an offline one."""
+        """Return a model embedder's settings (the seam's factory builds it); None for an offline one."""
         if config.embedder is None or not calls_model(config.embedder):
             return None
         return EmbedderSettings(spec=config.embedder, rps=config.rps, timeout_s=config.timeout_s)
@@ -286,7 +286,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | V
         return BatchOutcome(rows={"dedup_jobs": [detail_row(ctx.job_id)]})
 
     def asker(self, ctx: JobContext[DedupJobConfig]) -> DedupAsker:
-        """The driver's asker; the embedder is the job's model client, or a local one."""
+        """Return the driver's asker; the embedder is the job's model client, or a local one."""
         state, config = _state(ctx), ctx.config
         spec = config.embedder
         if spec is not None and not calls_model(spec):
@@ -392,7 +392,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | V
         return f" (stages done: {', '.join(done) or 'none'})"
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The hub's flagged duplicates."""
+        """Return the hub's flagged duplicates."""
         return flagged_duplicates(con)
 
     def summary(self, ctx: JobContext[DedupJobConfig]) -> DedupSummary:
@@ -413,7 +413,7 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | V
 
 
 def dedup_job_of(db: str | Path, config: DedupJobConfig) -> str | None:
-    """The newest unfinished dedup job in the database that marks what this config marks (the one
+    """Return the newest unfinished dedup job in the database that marks what this config marks (the one
     re-running the same command resumes); None if there is none.
     """
     from personahub.core.store import connect
@@ -429,7 +429,7 @@ def dedup_job_of(db: str | Path, config: DedupJobConfig) -> str | None:
 
 
 def dedup_lines(summary: DedupSummary) -> list[str]:
-    """What a dedup job did, in lines for the console."""
+    """Return what a dedup job did, in lines for the console."""
     return str(summary).splitlines()
 
 

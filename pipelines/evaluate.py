@@ -112,7 +112,7 @@ def spec_mode(spec: str, default: SolveMode = "cot") -> tuple[str, SolveMode]:
 
 
 def answer_name(spec: str, default: SolveMode = "cot") -> str:
-    """The name a solver's answers are stored under: the redacted spec, with "#answer" appended
+    """Return the name a solver's answers are stored under: the redacted spec, with "#answer" appended
     in answer-only mode, so one spec can solve in both modes.
     """
     base, mode = spec_mode(spec, default)
@@ -129,13 +129,13 @@ def _refuse_credentials(spec: str, flag: str) -> None:
 
 
 def _stored_spec(spec: str) -> str:
-    """A spec as the job's config stores it: redacted, its own mode kept."""
+    """Return a spec as the job's config stores it: redacted, its own mode kept."""
     base, mark, mode = spec.rpartition("#")
     return redact_spec(base) + f"#{mode}" if mark else redact_spec(spec)
 
 
 def solver_settings(spec: str, **settings: Any) -> LLMSettings:
-    """The model settings of a solver spec, its "#" mode dropped. A malformed spec fails here as a
+    """Return the model settings of a solver spec, its "#" mode dropped. A malformed spec fails here as a
     usage error rather than later at job start.
     """
     from personahub.models.endpoint_specs import with_spec_seed
@@ -267,7 +267,7 @@ def agreement_matrix(con: duckdb.DuckDBPyConnection, eval_id: str,
 
 
 def undecided_pairs(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str]]:
-    """The pairs of answers to the same item that math-verify cannot decide, each once, sorted:
+    """Return the pairs of answers to the same item that math-verify cannot decide, each once, sorted:
     what an equivalence judge is asked.
     """
     by_item: dict[str, set[str]] = {}
@@ -286,7 +286,7 @@ def undecided_pairs(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[
 
 def judge_verdicts(con: duckdb.DuckDBPyConnection, eval_id: str,
                    judge: str) -> dict[tuple[str, str], bool]:
-    """The stored verdicts of one equivalence judge (redacted spec) on an evaluation's pairs."""
+    """Return the stored verdicts of one equivalence judge (redacted spec) on an evaluation's pairs."""
     return {(a, b): bool(equal) for a, b, equal in con.execute(
         "SELECT answer_a, answer_b, equal FROM eval_equivalence WHERE eval_id = ? AND judge = ?",
         [eval_id, judge]).fetchall()}
@@ -306,13 +306,13 @@ class Score:
 
     @property
     def accuracy(self) -> float | None:
-        """correct / total, None when nothing was scored."""
+        """Accuracy: correct / total, None when nothing was scored."""
         return self.correct / self.total if self.total else None
 
 
 def score(con: duckdb.DuckDBPyConnection, eval_id: str, spec: str, *,
           alpha: float = 0.05, mode: SolveMode = "cot", same: Same | None = None) -> Score:
-    """A scored model's accuracy on the verified test items; an item it did not answer is wrong."""
+    """Return a scored model's accuracy on the verified test items; an item it did not answer is wrong."""
     name = answer_name(spec, mode)
     same = same or same_answers()
     model = solver_answers(con, eval_id, role="model", same=same).get(name, {})
@@ -477,7 +477,7 @@ class EvalConfig(BatchFields):
         return "split-" + hashlib.sha1((base + extra).encode()).hexdigest()[:12]
 
     def identity(self) -> dict[str, object]:
-        """What names the evaluation job: its split, solvers, models and equivalence judge."""
+        """Return what names the evaluation job: its split, solvers, models and equivalence judge."""
         judge = self.equivalence_judge
         return {"split": self.eval_id, "solvers": [answer_name(s, self.mode) for s in self.solvers],
                 "models": [answer_name(m, self.mode) for m in self.models], "agree": self.agree,
@@ -485,13 +485,13 @@ class EvalConfig(BatchFields):
                 **({"equivalence_judge": redact_spec(judge)} if judge else {})}
 
     def names(self, role: str) -> list[str]:
-        """The answer names of the solvers (role "solver") or of the scored models, in order."""
+        """Return the answer names of the solvers (role "solver") or of the scored models, in order."""
         specs = self.solvers if role == "solver" else self.models
         return [answer_name(s, self.mode) for s in specs]
 
 
 def evaluation_id_for(config: EvalConfig) -> str:
-    """The job's id, a hash of its identity: the same settings give the same job."""
+    """Return the job's id, a hash of its identity: the same settings give the same job."""
     text = json.dumps(config.identity(), sort_keys=True)
     return "evaluation-" + hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -549,7 +549,7 @@ class Ask(NamedTuple):
 
 
 def _answer_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any]:
-    """The eval_answers row of a structured answer."""
+    """Return the eval_answers row of a structured answer."""
     return {"eval_id": eval_id, "item_id": ask.item_id, "role": ask.role,
             "spec": ask.name, "mode": ask.mode, "sample": ask.sample,
             "answer": str(value.final_answer)[:_ANSWER_CHARS],
@@ -558,13 +558,13 @@ def _answer_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any
 
 
 def _verdict_row(eval_id: str, ask: Ask, value: Any, label: str) -> dict[str, Any]:
-    """The eval_equivalence row of the judge's structured verdict."""
+    """Return the eval_equivalence row of the judge's structured verdict."""
     return {"eval_id": eval_id, "answer_a": ask.text, "answer_b": ask.other, "judge": ask.name,
             "equal": bool(value.equal), "model": label, "created_at": _now()}
 
 
 def _base(spec: str) -> str:
-    """The spec a client is built for: the spec without its prompting mode."""
+    """Return the spec a client is built for: the spec without its prompting mode."""
     return spec_mode(spec)[0]
 
 
@@ -576,7 +576,7 @@ class EvalAsker:
         self.clients = clients
 
     def client_for(self, spec: str, caller: StructuredCaller) -> StructuredCaller:
-        """The client for a spec; a caller that runs elsewhere (Ray) is used for the other specs too.
+        """Return the client for a spec; a caller that runs elsewhere (Ray) is used for the other specs too.
         """
         base = _base(spec)
         if base == self.primary:
@@ -587,7 +587,7 @@ class EvalAsker:
 
     async def run_batch(self, batch: Sequence[Ask],
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
-        """The batch's answers, asked concurrently (the client bounds the calls in flight)."""
+        """Return the batch's answers, asked concurrently (the client bounds the calls in flight)."""
         client = self.client_for(batch[0].spec, caller)
         results = await self.ask(batch, client)
         stats = getattr(caller, "stats", None)
@@ -598,7 +598,7 @@ class EvalAsker:
 
     async def ask(self, batch: Sequence[Ask],
                   client: StructuredCaller) -> list[StructuredResult[Any]]:
-        """The batch's answers (or verdicts), asked of the given client."""
+        """Ask the given client for the batch's answers (or verdicts)."""
         if batch[0].role == "judge":
             return list(await asyncio.gather(*(
                 client.structured(EquivalenceVerdict, equivalence_messages(ask.text, ask.other),
@@ -626,7 +626,7 @@ class BatchedEvalAsker:
 
     async def run_batch(self, batch: Sequence[Ask],
                         caller: StructuredCaller) -> list[StructuredResult[Any]]:
-        """The batch's answers, its calls sent as batches by its client's batching caller."""
+        """Return the batch's answers, its calls sent as batches by its client's batching caller."""
         base = _base(batch[0].spec)
         batching = self.callers.get(base)
         if batching is None:
@@ -639,12 +639,12 @@ class BatchedEvalAsker:
         return result
 
     async def committed(self) -> None:
-        """The kernel committed a batch: delete the provider files of spent batches."""
+        """Delete the provider files of spent batches: the kernel committed a batch."""
         for batching in self.callers.values():
             await batching.forget_spent()
 
     def line(self) -> str | None:
-        """What this run's batches did, per client (None when none was made)."""
+        """Return what this run's batches did, per client (None when none was made)."""
         lines = [f"{self.prefixes[base]} {batch_line(c)}" for base, c in self.callers.items()]
         return "; ".join(lines) or None
 
@@ -692,7 +692,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         return config.job  # an outside item set belongs to no job
 
     def upgrade(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """A config an earlier version stored: its --against files were known by no hash."""
+        """Upgrade a config an earlier version stored: its --against files were known by no hash."""
         if stored.get("against") and not stored.get("against_sha256"):
             return {**stored, "against_sha256": ["unknown"] * len(stored["against"])}
         return stored
@@ -793,7 +793,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
 
     def _then_judge(self, ctx: JobContext[EvalConfig],
                     batches: list[list[Ask]]) -> Iterator[Sequence[Ask]]:
-        """The answer batches, then the judge's (pairs computed once the answers are stored)."""
+        """Return the answer batches, then the judge's (pairs computed once the answers are stored)."""
         yield from batches
         config = ctx.config
         judge = config.equivalence_judge
@@ -810,7 +810,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
             yield todo[i:i + config.batch_size]
 
     def _specs(self, config: EvalConfig) -> list[str]:
-        """The specs clients are built for, without their modes, the job's own first."""
+        """Return the specs clients are built for, without their modes, the job's own first."""
         judge = [config.equivalence_judge] if config.equivalence_judge else []
         return list(dict.fromkeys(_base(s) for s in (*config.solvers, *config.models, *judge)))
 
@@ -843,11 +843,11 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
                 client.spill_to(None)
 
     def running(self, ctx: JobContext[EvalConfig]) -> AbstractContextManager[None]:
-        """The other specs' clients, built, checked and spilling while the job runs."""
+        """Return the other specs' clients, built, checked and spilling while the job runs."""
         return self._clients(ctx)
 
     def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker | BatchedEvalAsker:
-        """The asker; with --batch each spec's calls go as provider batches."""
+        """Return the asker; with --batch each spec's calls go as provider batches."""
         state = _eval_state(ctx)
         asker = EvalAsker(ctx.config.primary, state.clients)
         if not ctx.config.batching:
@@ -857,7 +857,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
 
     def commit(self, ctx: JobContext[EvalConfig], batch: Sequence[Ask],
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """The batch's answers or verdicts, with its calls under their own client's model names."""
+        """Return the batch's answers or verdicts, with its calls under their own client's model names."""
         config, state = ctx.config, _eval_state(ctx)
         first = batch[0]
         own = _base(first.spec) == _base(config.primary)
@@ -936,7 +936,7 @@ EVALUATION = register(EvaluationSpec())
 
 
 def evaluation_resume(config: EvalConfig) -> str | None:
-    """This config's job id when its database already holds the job (to resume), else None."""
+    """Return this config's job id when its database already holds the job (to resume), else None."""
     return stored_job_id(config.db, evaluation_id_for(config))
 
 
@@ -945,7 +945,7 @@ def _rows(n: int) -> str:
 
 
 def summary_lines(summary: EvalSummary) -> list[str]:
-    """The console's lines: the items and what was left out, the split and its families, the
+    """Return the console's lines: the items and what was left out, the split and its families, the
     verified share, the agreement matrix, scores with intervals."""
     s, items = summary.split, summary.item_set
     source = f"items {items.path}" if items is not None else f"job {s.job_id}"

@@ -33,13 +33,13 @@ _FINAL_MARK = "####"
 
 
 def _read_bytes(path: Path, flag: str) -> bytes:
-    """A named input file's bytes: a regular file within the table-file cap, refused in one line
+    """Read a named input file's bytes: a regular file within the table-file cap, refused in one line
     otherwise (core/input_files)."""
     return read_input_bytes(path, flag)
 
 
 def _file_digest(path: Path, flag: str) -> bytes:
-    """The SHA-256 of one file of a datasets folder, read in chunks (an Arrow shard can be
+    """Return the SHA-256 of one file of a datasets folder, read in chunks (an Arrow shard can be
     larger than a table file may be: datasets maps it, nothing here holds it whole)."""
     digest = hashlib.sha256()
     with open(check_input_file(path, flag, max_bytes=None), "rb") as f:
@@ -49,13 +49,13 @@ def _file_digest(path: Path, flag: str) -> bytes:
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    """A datasets folder's files, in a fixed order (hidden files left out)."""
+    """Return a datasets folder's files, in a fixed order (hidden files left out)."""
     return sorted(p for p in folder.rglob("*") if p.is_file()
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def content_sha256(path: str | Path, flag: str) -> str:
-    """The SHA-256 of a file's bytes, or of a folder's files (their names and bytes).
+    """Return the SHA-256 of a file's bytes, or of a folder's files (their names and bytes).
 
     Args:
         path: the file or datasets folder.
@@ -76,7 +76,7 @@ def content_sha256(path: str | Path, flag: str) -> str:
 
 
 def _checked(path: Path, flag: str) -> Path:
-    """A regular file with a known extension (a folder is a datasets folder, read apart)."""
+    """Check for a regular file with a known extension (a folder is a datasets folder, read apart)."""
     check_input_file(path, flag)
     if path.suffix.lower() not in SUFFIXES:
         raise UsageError(f"{flag} {path}: unknown format {path.suffix or '(no extension)'!r} "
@@ -155,7 +155,7 @@ def _file_rows(path: Path, data: bytes, flag: str) -> tuple[list[str], list[dict
 
 
 def _folder_rows(folder: Path, flag: str) -> tuple[list[str], list[dict[str, object]]]:
-    """A datasets folder's rows: saved with save_to_disk, or in the Hub's layout (one split)."""
+    """Return a datasets folder's rows: saved with save_to_disk, or in the Hub's layout (one split)."""
     try:
         import datasets
     except ImportError:
@@ -183,7 +183,7 @@ def _folder_rows(folder: Path, flag: str) -> tuple[list[str], list[dict[str, obj
 
 def _column(table: Table, wanted: str | None, default: Sequence[str], flag: str,
             option: str) -> str | None:
-    """The column asked for, else the first default present (None when there is none)."""
+    """Return the column asked for, else the first default present (None when there is none)."""
     if wanted is not None:
         if wanted not in table.columns:
             raise UsageError(f"{flag} {table.path}: no column {wanted!r}; its columns are "
@@ -193,7 +193,7 @@ def _column(table: Table, wanted: str | None, default: Sequence[str], flag: str,
 
 
 def final_answer(value: object) -> str | None:
-    """A reference answer as text: after GSM8K's "####" mark when it has one (None: no answer)."""
+    """Return a reference answer as text: after GSM8K's "####" mark when it has one (None: no answer)."""
     if value is None or isinstance(value, bool):
         return None
     text = str(value).strip()
@@ -271,7 +271,7 @@ def read_items(path: str | Path, *, question: str | None = None, answer: str | N
 
 def benchmark_texts(path: str | Path, *, sha256: str | None = None,
                     flag: str = "--against") -> list[str]:
-    """A benchmark's texts in file order (the first of TEXT_COLUMNS; a missing value is "")."""
+    """Return a benchmark's texts in file order (the first of TEXT_COLUMNS; a missing value is "")."""
     table = read_table(path, flag, sha256=sha256)
     if not table.rows and not table.columns:  # a file's content, not the flag: exit 1
         raise InputFileError(f"{flag} {table.path}", None,

@@ -48,7 +48,7 @@ class ItemSet:
 
 
 def item_id(row: int) -> str:
-    """An outside item's id: its file row, zero-padded so ids sort in file order."""
+    """Return an outside item's id: its file row, zero-padded so ids sort in file order."""
     return f"row-{row:06d}"
 
 
@@ -70,7 +70,7 @@ def store_items(con: duckdb.DuckDBPyConnection, source: str, outside: OutsideIte
 
 
 def item_set(con: duckdb.DuckDBPyConnection, source: str) -> ItemSet | None:
-    """A stored item set's facts (None: no such set)."""
+    """Return a stored item set's facts (None: no such set)."""
     row = con.execute(
         "SELECT s.path, s.sha256, s.question_column, s.answer_column, s.n_rows, s.left_out, "
         "(SELECT count(*) FROM eval_items i WHERE i.source_id = s.source_id), "

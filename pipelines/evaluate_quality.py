@@ -62,7 +62,7 @@ class Evaluation:
 
 
 def _config(stored: Mapping[str, object]) -> tuple[EvalConfig, str]:
-    """The settings stored in an evaluation job's row (lists back to tuples), and its split id.
+    """Return the settings stored in an evaluation job's row (lists back to tuples), and its split id.
     """
     stored = EVALUATION.upgrade(dict(stored))
     names = {f.name for f in dataclasses.fields(EvalConfig)}
@@ -74,7 +74,7 @@ def _config(stored: Mapping[str, object]) -> tuple[EvalConfig, str]:
 
 def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = None, *,
                     job: str | None = None) -> Evaluation | None:
-    """The named evaluation, else the latest evaluation of the synthesis job.
+    """Find the named evaluation, else the latest evaluation of the synthesis job.
 
     Args:
         con: the database.
@@ -113,7 +113,7 @@ def find_evaluation(con: duckdb.DuckDBPyConnection, evaluation: str | None = Non
 
 
 def split_item_ids(con: duckdb.DuckDBPyConnection, ev: Evaluation, side: Side) -> frozenset[str]:
-    """The items of one side of the split; contaminated ones are in neither unless kept."""
+    """Return the items of one side of the split; contaminated ones are in neither unless kept."""
     if side not in ("train", "test"):
         raise PersonahubError(f"--split {side!r}: train or test")
     return frozenset(item for item, s in split_of(con, ev.eval_id).items() if s == side)
@@ -126,7 +126,7 @@ def _row(figure: str, group: str, value: float | int | None, low: float | None =
 
 def quality_table(con: duckdb.DuckDBPyConnection, ev: Evaluation, *, embedder: str = "hash",
                   pairs: int = 200, seed: int = 0) -> pd.DataFrame:
-    """The evaluation's quality figures in one table.
+    """Return the evaluation's quality figures in one table.
 
     Args:
         con: the database.
@@ -222,7 +222,7 @@ def _value(value: Any, figure: str = "") -> str:
 
 
 def quality_lines(table: pd.DataFrame) -> list[str]:
-    """The table as aligned console lines (each value followed by its interval, if any)."""
+    """Return the table as aligned console lines (each value followed by its interval, if any)."""
     cells = [(str(r.figure), str(r.group), _value(r.value, str(r.figure))
               + (f" [{_value(r.low)}, {_value(r.high)}]" if r.low is not None and r.low == r.low
                  else ""), str(r.detail)) for r in table.itertuples()]
@@ -233,7 +233,7 @@ def quality_lines(table: pd.DataFrame) -> list[str]:
 
 
 def card_lines(table: pd.DataFrame) -> list[str]:
-    """The table in markdown, for the dataset card and the report page."""
+    """Return the table in markdown, for the dataset card and the report page."""
     lines = ["| figure | group | value | 95% CI | detail |", "| --- | --- | --- | --- | --- |"]
     for r in table.itertuples():
         ci = (f"{_value(r.low)}–{_value(r.high)}" if r.low is not None and r.low == r.low
@@ -247,7 +247,7 @@ def card_lines(table: pd.DataFrame) -> list[str]:
 def export_selection(con: duckdb.DuckDBPyConnection, *, job: str | None,
                      evaluation: str | None = None, split: Side | None = None,
                      hf: bool = False) -> dict[str, object]:
-    """What an export of a synthesis job writes, given --evaluation and --split.
+    """Return what an export of a synthesis job writes, given --evaluation and --split.
 
     Args:
         con: the database.

@@ -34,7 +34,7 @@ Same = Callable[[str, str], bool]
 
 
 def pair_key(a: str, b: str) -> tuple[str, str]:
-    """An unordered answer pair in the order the equivalence table stores it (smaller first)."""
+    """Return an unordered answer pair in the order the equivalence table stores it (smaller first)."""
     return (a, b) if a <= b else (b, a)
 
 
@@ -54,7 +54,7 @@ def same_answers(verdicts: Mapping[tuple[str, str], bool] | None = None) -> Same
 
 
 def _clusters(answers: Sequence[str], same: Same | None = None) -> list[list[int]]:
-    """The answers' indices, grouped by equivalence to each group's first answer."""
+    """Return the answers' indices, grouped by equivalence to each group's first answer."""
     same = same or same_answers()
     groups: list[list[int]] = []
     for i, answer in enumerate(answers):
@@ -68,7 +68,7 @@ def _clusters(answers: Sequence[str], same: Same | None = None) -> list[list[int
 
 
 def _consensus(samples: Sequence[str], same: Same | None = None) -> str:
-    """A solver's answer from its samples: the first answer of the largest equivalence group."""
+    """Return a solver's answer from its samples: the first answer of the largest equivalence group."""
     biggest = max(_clusters(samples, same), key=len)
     return samples[biggest[0]]
 
@@ -93,7 +93,7 @@ OUTSIDE = "outside"
 
 
 def _items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[tuple[str, str, str, str, str]]:
-    """The verified test items: (item_id, reference, task, prompting, persona source); an outside
+    """Return the verified test items: (item_id, reference, task, prompting, persona source); an outside
     item's three facets are OUTSIDE."""
     verified = con.execute(
         "SELECT item_id, reference FROM eval_verified WHERE eval_id = ? AND verified "
@@ -219,21 +219,21 @@ def contamination_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[s
 
 
 def verified_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> tuple[int, int]:
-    """The split's counts of verified and of answered test items."""
+    """Return the split's counts of verified and of answered test items."""
     row = con.execute("SELECT count(*) FILTER (verified), count(*) FROM eval_verified WHERE "
                       "eval_id = ?", [eval_id]).fetchone()
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def referenced_counts(con: duckdb.DuckDBPyConnection, eval_id: str) -> int:
-    """The split's test items verified by an item set's reference answer."""
+    """Return the split's test items verified by an item set's reference answer."""
     row = con.execute("SELECT count(*) FROM eval_verified WHERE eval_id = ? AND verified AND "
                       "agreed = '[\"reference\"]'", [eval_id]).fetchone()
     return int(row[0]) if row else 0
 
 
 def split_job_of(con: duckdb.DuckDBPyConnection, eval_id: str) -> str | None:
-    """The synthesis job (or outside item set) whose items the split divides (None when there
+    """Return the synthesis job (or outside item set) whose items the split divides (None when there
     is no such split)."""
     row = con.execute("SELECT any_value(job_id) FROM eval_splits WHERE eval_id = ?",
                       [eval_id]).fetchone()

@@ -33,7 +33,7 @@ _BUCKET_PAIRS = 64
 
 def eval_id_for(source: str, seed: int, test_share: float | None, test_n: int | None,
                 threshold: float = FAMILY_THRESHOLD) -> str:
-    """The split's id, a hash of its settings: the same settings give the same split id."""
+    """Return the split's id, a hash of its settings: the same settings give the same split id."""
     text = json.dumps({"job": source, "seed": seed, "test_share": test_share, "test_n": test_n,
                        "families": threshold}, sort_keys=True)
     return "split-" + hashlib.sha1(text.encode()).hexdigest()[:12]
@@ -78,7 +78,7 @@ class SourceItem(NamedTuple):
 
 
 def source_items(con: duckdb.DuckDBPyConnection, source: str) -> list[SourceItem]:
-    """A synthesis job's or an outside item set's items, in item order."""
+    """Return a synthesis job's or an outside item set's items, in item order."""
     if is_outside(source):
         sql = "SELECT item_id, text, NULL FROM eval_items WHERE source_id = ? ORDER BY item_id"
     else:
@@ -89,7 +89,7 @@ def source_items(con: duckdb.DuckDBPyConnection, source: str) -> list[SourceItem
 
 def near_duplicate_pairs(texts: Sequence[str], threshold: float = FAMILY_THRESHOLD
                          ) -> np.ndarray:
-    """The pairs of texts whose word sets have an exact Jaccard at or above threshold.
+    """Return the pairs of texts whose word sets have an exact Jaccard at or above threshold.
 
     Args:
         texts: the items' texts.
@@ -127,7 +127,7 @@ def families(items: Sequence[str], pairs: Iterable[tuple[str, str]]) -> dict[str
 
 
 def split_summary(con: duckdb.DuckDBPyConnection, eval_id: str) -> SplitSummary | None:
-    """A stored split's counts (None: no such split)."""
+    """Return a stored split's counts (None: no such split)."""
     row = con.execute(
         "SELECT count(*), count(*) FILTER (split = 'test'), count(*) FILTER (split = 'train'), "
         "count(*) FILTER (split = 'excluded'), any_value(job_id) FROM eval_splits "
@@ -229,7 +229,7 @@ class HeldOutItem(NamedTuple):
 
 
 def held_out_items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[HeldOutItem]:
-    """The test split's items, in item order."""
+    """Return the test split's items, in item order."""
     return [HeldOutItem(*row) for row in con.execute(
         "SELECT s.item_id, coalesce(i.text, e.text) FROM eval_splits s "
         "LEFT JOIN v_items i ON i.source = 'job' AND i.source_id = s.job_id AND "
@@ -239,7 +239,7 @@ def held_out_items(con: duckdb.DuckDBPyConnection, eval_id: str) -> list[HeldOut
 
 
 def reference_answers(con: duckdb.DuckDBPyConnection, eval_id: str) -> dict[str, str]:
-    """The reference answers an outside item set gives its test items (items without none)."""
+    """Return the reference answers an outside item set gives its test items (items without none)."""
     return {str(item): str(ref) for item, ref in con.execute(
         "SELECT s.item_id, e.reference FROM eval_splits s JOIN eval_items e ON "
         "e.source_id = s.job_id AND e.item_id = s.item_id WHERE s.eval_id = ? AND "

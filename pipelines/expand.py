@@ -192,7 +192,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
                                                     config.threshold, config.hops, config.fanout))
 
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:
-        """The driver's asker, with the index, merges and nearest-people pool loaded."""
+        """Return the driver's asker, with the index, merges and nearest-people pool loaded."""
         config, state = ctx.config, _state(ctx)
         state.index = hub_index(ctx.con, config.threshold,
                                 job_folder(ctx.db, ctx.job_id) / "hub-index")
@@ -228,7 +228,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
             self._end_level(ctx, level, visited)
 
     def _end_level(self, ctx: JobContext[ExpandConfig], level: int, visited: set[str]) -> None:
-        """A level is done: a run's setup stops on its failures, or the next level is written (everyone
+        """End a level: a run's setup stops on its failures, or the next level is written (everyone
         it reached first, new or already in the hub, so a re-run reaches the same people).
         """
         con, config, job_id = ctx.con, ctx.config, ctx.job_id
@@ -246,7 +246,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
 
     def commit(self, ctx: JobContext[ExpandConfig], batch: ExpandBatch,
                result: BatchAnswer) -> BatchOutcome:
-        """The batch's graph rows and frontier marks with its calls; the error of each frontier persona
+        """Return the batch's graph rows and frontier marks with its calls; the error of each frontier persona
         that yielded no one.
         """
         state = _state(ctx)
@@ -294,7 +294,7 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
 
 
 def expansion_lines(summary: ExpandSummary) -> list[str]:
-    """What an expansion did, in lines for the console."""
+    """Return what an expansion did, in lines for the console."""
     lines = [f"expansion {summary.expansion_id}{' (resumed)' if summary.resumed else ''}: "
              f"asked {summary.asked} personas over {summary.hops} hop(s): "
              f"{summary.new_personas} new personas, {summary.merged_into_existing} merged into "

@@ -135,7 +135,7 @@ def _now() -> dt.datetime:
 
 
 def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
-    """The run's seed, steps done, world, prompt budget and memory sizes; an unknown run is an error.
+    """Return the run's seed, steps done, world, prompt budget and memory sizes; an unknown run is an error.
     """
     job = find_job(con, run_id)
     if job is None or run_record(con, run_id) is None:
@@ -154,7 +154,7 @@ def run_facts(con: duckdb.DuckDBPyConnection, run_id: str) -> RunFacts:
 
 
 def _world(scenario: dict[str, Any]) -> str:
-    """The world text as the scenario builds it. If the world file has gone since the run, only the
+    """Return the world text as the scenario builds it. If the world file has gone since the run, only the
     inline world is used, so an interview does not fail on a moved file.
     """
     parts = [str(scenario.get("world") or "").strip()]
@@ -170,7 +170,7 @@ def _world(scenario: dict[str, Any]) -> str:
 
 
 def check_step(facts: RunFacts, step: int | None) -> int:
-    """The step to read (default: the run's last committed step); one the run has not reached is an
+    """Return the step to read (default: the run's last committed step); one the run has not reached is an
     error.
     """
     if step is None:
@@ -182,7 +182,7 @@ def check_step(facts: RunFacts, step: int | None) -> int:
 
 
 def select_agents(con: duckdb.DuckDBPyConnection, request: InterviewRequest) -> list[tuple[int, str]]:
-    """The (agent id, persona id) pairs asked, in agent-id order; finding none is an error."""
+    """Select the (agent id, persona id) pairs asked, in agent-id order; finding none is an error."""
     run_id = request.run_id
     if request.agent is not None:
         ref = request.agent.strip()
@@ -221,14 +221,14 @@ def agents_at(con: duckdb.DuckDBPyConnection, facts: RunFacts, agents: Sequence[
 
 
 def _persona_texts(con: duckdb.DuckDBPyConnection, ids: Sequence[str]) -> dict[str, str]:
-    """The text of each persona id (read through the persona store)."""
+    """Return the text of each persona id (read through the persona store)."""
     return {p.persona_id: p.text for p in fetch_personas(con, list(dict.fromkeys(ids)))} \
         if ids else {}
 
 
 def prompt_for(facts: RunFacts, agent: AgentAt, step: int, question: str,
                senders: dict[str, str]) -> list[BaseMessage]:
-    """The interview prompt: world, the step's events, persona, memory, messages in view and own
+    """Return the interview prompt: world, the step's events, persona, memory, messages in view and own
     latest output, then the question, within the run's prompt budget.
     """
     inbox: list[Message] = list(agent.memory.inbox)
@@ -275,7 +275,7 @@ async def ask(client: StructuredCaller, prepared: Prepared) -> list[StructuredRe
 def _prepared(con: duckdb.DuckDBPyConnection, request: InterviewRequest,
               step: int | None = None,
               chosen: Sequence[tuple[int, str]] | None = None) -> Prepared:
-    """prepare on an open connection; a resumed job passes its fixed step and agents."""
+    """Run prepare on an open connection; a resumed job passes its fixed step and agents."""
     facts = run_facts(con, request.run_id)
     at = check_step(facts, request.step if step is None else step)
     agents = agents_at(con, facts, chosen if chosen is not None else select_agents(con, request), at)
@@ -312,7 +312,7 @@ class InterviewConfig(InterviewRequest, GenerationFields, BatchFields, ExecutorF
 
 
 def resume_settings(**given: object) -> dict[str, object]:
-    """What a resume takes from its caller: every engine setting (defaults for those not given),
+    """Return what a resume takes from its caller: every engine setting (defaults for those not given),
     except max_failed_share, which stays the job's unless given.
     """
     defaults = {f.name: f.default for f in dataclasses.fields(InterviewConfig)
@@ -380,7 +380,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         return config.run_id
 
     def prepare(self, ctx: JobContext[InterviewConfig]) -> None:
-        """The run's facts, the fixed step and agents, and every prompt; a seed of None becomes the
+        """Prepare the run's facts, the fixed step and agents, and every prompt; a seed of None becomes the
         run's seed.
         """
         stored = ctx.stored
@@ -396,7 +396,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         ctx.total = len(prepared.agents)
 
     def plan(self, ctx: JobContext[InterviewConfig]) -> Iterator[Sequence[tuple[int, str]]]:
-        """The agents without an answer yet, in batches (a failed answer is asked again)."""
+        """Plan the agents without an answer yet, in batches (a failed answer is asked again)."""
         agents = [(a.agent_id, a.persona_id) for a in _state(ctx).prepared.agents]
         done = {r[0] for r in ctx.con.execute(
             "SELECT agent_id FROM interviews WHERE batch_id = ? AND status = 'ok'",
@@ -404,7 +404,7 @@ class InterviewSpec(ShippedSpec[InterviewConfig, Sequence[tuple[int, str]],
         return remaining(ctx, agents, done, lambda agent: agent[0], ctx.config.batch_size)
 
     def plain_asker(self, ctx: JobContext[InterviewConfig]) -> InterviewAsker:
-        """The asker of each agent's prepared prompt."""
+        """Return the asker of each agent's prepared prompt."""
         prepared = _state(ctx).prepared
         return InterviewAsker(
             {a.agent_id: prompt for a, prompt in zip(prepared.agents, prepared.prompts, strict=True)})

@@ -88,14 +88,14 @@ class JudgeConfig(GenerationFields, BatchFields, ExecutorFields, ModelFields):
         return ("synthesis", self.job) if self.job is not None else ("run", str(self.run))
 
     def identity(self) -> dict[str, object]:
-        """The settings that name the judge (the model spec redacted)."""
+        """Return the settings that name the judge (the model spec redacted)."""
         config = {key: getattr(self, key) for key in JUDGE_IDENTITY}
         config["llm"] = redact_spec(self.llm)
         return config
 
 
 def judge_id_for(options: JudgeConfig) -> str:
-    """The judge's id, a hash of its identity: the same settings give the same judge."""
+    """Return the judge's id, a hash of its identity: the same settings give the same judge."""
     hashed = {_HASHED_AS.get(key, key): value for key, value in options.identity().items()}
     text = json.dumps(hashed, sort_keys=True)
     return "judge-" + hashlib.sha1(text.encode()).hexdigest()[:12]
@@ -152,7 +152,7 @@ def _solution_text(raw: object) -> str:
 
 
 def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[Item]:
-    """The items to rate: all of the target's items (of the chosen kind, if any), or a seeded sample
+    """Select the items to rate: all of the target's items (of the chosen kind, if any), or a seeded sample
     of them.
     """
     what, target = options.target
@@ -183,7 +183,7 @@ def select_items(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> list[I
 
 
 def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
-    """The world the judged items were written in (for "consistent with the world"), or ""."""
+    """Return the world the judged items were written in (for "consistent with the world"), or ""."""
     what, target = options.target
     job = find_job(con, target)
     config = job.config if job is not None else {}
@@ -209,7 +209,7 @@ def target_world(con: duckdb.DuckDBPyConnection, options: JudgeConfig) -> str:
 
 
 def task_of(kind: str, *, emission: bool) -> Task:
-    """The task of a stored kind; an unregistered kind is judged with the default criteria."""
+    """Return the task of a stored kind; an unregistered kind is judged with the default criteria."""
     task = stored_task(kind, emission=emission)
     return task if task is not None else Task(name=kind, schema=BaseModel, check=lambda _: None)
 
@@ -314,7 +314,7 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         ctx.total = len(items)
 
     def plan(self, ctx: JobContext[JudgeConfig]) -> Iterator[Sequence[Item]]:
-        """The items this judge has not rated, in batches."""
+        """Plan the items this judge has not rated, in batches."""
         state = _state(ctx)
         done = judged_item_ids(ctx.con, ctx.job_id)
         batches = remaining(ctx, state.items, done, lambda item: item.item_id,
@@ -323,12 +323,12 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         return batches
 
     def plain_asker(self, ctx: JobContext[JudgeConfig]) -> JudgeAsker:
-        """The judge's asker, over the world it judges in."""
+        """Return the judge's asker, over the world it judges in."""
         return JudgeAsker(ctx.config, ctx.job_id, _state(ctx).world)
 
     def commit(self, ctx: JobContext[JudgeConfig], batch: Sequence[Item],
                result: list[Judgment]) -> BatchOutcome:
-        """The batch's judgments; one error per item left unjudged (for the failure policy)."""
+        """Return the batch's judgments; one error per item left unjudged (for the failure policy)."""
         outcome = answered(batch, result, lambda j: j.row, lambda j: call_error(j.call),
                            table="judgments")
         summary = _state(ctx).summary
@@ -359,11 +359,11 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
         return lines
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The judge's judgments by item id, criteria as JSON text."""
+        """Return the judge's judgments by item id, criteria as JSON text."""
         return judgment_rows(con, job_id)
 
     def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
-        """A few of the judge's verdicts, the same ones each time."""
+        """Return a few of the judge's verdicts, the same ones each time."""
         return sample_judgments(con, job_id, n)
 
     def summary(self, ctx: JobContext[JudgeConfig]) -> JudgeSummary:
@@ -375,7 +375,7 @@ class JudgeSpec(ShippedSpec[JudgeConfig, Sequence[Item], list[Judgment], JudgeSu
 
 
 def judge_resume(config: JudgeConfig) -> str | None:
-    """This judge's id when its database already holds the job (to resume), else None."""
+    """Return this judge's id when its database already holds the job (to resume), else None."""
     return stored_job_id(config.db, judge_id_for(config))
 
 

@@ -23,7 +23,7 @@ from personahub.pipelines.provider_batch_jobs import BatchFields
 
 
 def _own(group: type) -> tuple[str, ...]:
-    """The fields a group of engine fields declares (its bases' included)."""
+    """Return the fields a group of engine fields declares (its bases' included)."""
     return tuple(f.name for f in dataclasses.fields(group))
 
 

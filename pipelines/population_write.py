@@ -64,14 +64,14 @@ class WriteConfig(GenerationFields, ModelFields, ExecutorFields):
         check_int(self.batch_size, "batch size", low=1)
 
     def draw(self) -> Population:
-        """The drawn people; the same inputs and seed always draw the same people."""
+        """Draw the people; the same inputs and seed always draw the same people."""
         return draw_population(self.n, seed=self.seed,
                                marginals=read_marginals(self.marginals) if self.marginals else None,
                                joint=read_joint(self.joint) if self.joint else None)
 
 
 def written_population_id(drawn_id: str, job_id: str) -> str:
-    """The population id of the people a job writes."""
+    """Return the population id of the people a job writes."""
     return f"{drawn_id}-{hashlib.sha1(job_id.encode()).hexdigest()[:6]}"
 
 
@@ -144,7 +144,7 @@ class WriteSummary:
 
 
 def _state(ctx: JobContext[WriteConfig]) -> WriteSummary:
-    """The job's running summary, which is all its state: the written population's id and the
+    """Return the job's running summary, which is all its state: the written population's id and the
     drawn people."""
     state: WriteSummary = ctx.state
     return state
@@ -210,7 +210,7 @@ class WriteSpec(ShippedSpec[WriteConfig, Sequence[Person], list[Wrote], WriteSum
                         then=lambda personas: upsert_personas(ctx.con, personas, ctx.caller))
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The personas written for the job's population."""
+        """Return the personas written for the job's population."""
         row = con.execute("SELECT population_id FROM population_jobs WHERE job_id = ?",
                           [job_id]).fetchone()
         ids = population_persona_ids(con, row[0]) if row is not None else set()

@@ -67,7 +67,7 @@ class BatchFields:
 
 
 def job_book(ctx: JobContext[object]) -> BatchBook:
-    """The job's stored batches and their committed requests, which a resume collects from."""
+    """Return the job's stored batches and their committed requests, which a resume collects from."""
     book = BatchBook()
     for handle in load_handles(ctx.con, ctx.spec.kind, ctx.job_id).values():
         book.add(handle)
@@ -81,7 +81,7 @@ def batch_status(ctx: JobContext[Any]) -> Callable[[str], None]:
 
 
 def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> BatchingCaller:
-    """A BatchingCaller for the client, with the job's batch settings and stored handles; make one
+    """Return a BatchingCaller for the client, with the job's batch settings and stored handles; make one
     per client. The prefix starts every custom_id, so two clients never share an id.
     """
     config = ctx.config
@@ -102,18 +102,18 @@ class BatchedAsker(Generic[B, R]):
         self.caller: BatchingCaller | None = None
 
     def make(self, client: object) -> BatchingCaller:
-        """The job's batching caller (the stored handles loaded once)."""
+        """Build the job's batching caller (the stored handles loaded once)."""
         if self.caller is None:
             self.caller = batching_caller(self.ctx, client)
         return self.caller
 
     async def committed(self) -> None:
-        """The last batch's answers are committed: delete the provider files they came from."""
+        """Delete the provider files the last batch's answers came from: they are committed."""
         if self.caller is not None:
             await self.caller.forget_spent()
 
     async def run_batch(self, batch: B, caller: StructuredCaller) -> R:
-        """The inner asker's batch, its calls sent as provider batches."""
+        """Return the inner asker's batch, its calls sent as provider batches."""
         batching = self.make(caller)
         work = asyncio.ensure_future(self.inner.run_batch(batch, batching))
         await batching.drive(work)
@@ -121,14 +121,14 @@ class BatchedAsker(Generic[B, R]):
 
 
 def batched_asker(ctx: JobContext[Any], asker: Asker[B, R]) -> Asker[B, R]:
-    """The asker, wrapped to send batches when the job's config asks for them."""
+    """Return the asker, wrapped to send batches when the job's config asks for them."""
     if getattr(ctx.config, "batching", False):
         return BatchedAsker(asker, ctx)
     return asker
 
 
 def batch_line(asker: object) -> str | None:
-    """What the job's batches did in this run, in one line; None for an online job."""
+    """Return what the job's batches did in this run, in one line; None for an online job."""
     caller = getattr(asker, "caller", None) or asker
     tally = getattr(caller, "tally", None)
     if tally is None:

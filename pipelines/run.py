@@ -226,7 +226,7 @@ def _state(ctx: JobContext[RunConfig]) -> RunState:
 
 
 def _live_control(ctx: JobContext[RunConfig]) -> LiveControl | None:
-    """The invocation's live control, if any (a stored placeholder text is none)."""
+    """Return the invocation's live control, if any (a stored placeholder text is none)."""
     live_control = ctx.config.live_control
     return live_control if isinstance(live_control, LiveControl) else None
 
@@ -262,7 +262,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         return LLMSettings.of_job(config, seed=config.run_seed, max_retries=config.max_retries)
 
     def upgrade(self, stored: JsonObject) -> JsonObject:
-        """The stored config, the scenario replaced by its description (a run reloads the file)."""
+        """Upgrade the stored config: the scenario replaced by its description (a run reloads the file)."""
         stored = dict(stored)
         stored.pop("scenario", None)
         stored.pop("live_control", None)
@@ -271,7 +271,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
 
     # -- before anything is recorded --------------------------------------------------------------
     def prepare(self, ctx: JobContext[RunConfig]) -> None:
-        """The scenario, its personas and every check that needs no model."""
+        """Prepare the scenario, its personas and every check that needs no model."""
         if ctx.status == "finished":  # nothing is asked: its summary reads the tables
             recorded = store.run_record(ctx.con, ctx.job_id)
             ctx.state = RunState(recorded.scenario if recorded else ctx.job_id, None, None)
@@ -309,7 +309,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         ctx.total = ctx.config.run_steps
 
     def start(self, ctx: JobContext[RunConfig]) -> BatchOutcome:
-        """The runs row, and the scenario's personas in the hub; a survey profile fitted on
+        """Return the runs row, and the scenario's personas in the hub; a survey profile fitted on
         another model is refused first.
         """
         state, config = _state(ctx), ctx.config
@@ -341,7 +341,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
 
     # -- the steps ---------------------------------------------------------------------------------
     def plan(self, ctx: JobContext[RunConfig]) -> Iterator[int]:
-        """The steps still to run; the society is set up (or restored) on the first."""
+        """Plan the steps still to run; the society is set up (or restored) on the first."""
         if ctx.status == "finished":
             return iter(())
         return self._steps(ctx)
@@ -364,7 +364,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 state.heap.settle()
 
     def plain_asker(self, ctx: JobContext[RunConfig]) -> RunAsker:
-        """The step asker."""
+        """Return the step asker."""
         return RunAsker(_state(ctx))
 
     def commit(self, ctx: JobContext[RunConfig], batch: int, result: Taken) -> BatchOutcome:
@@ -405,7 +405,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         return f" after step {committed}"
 
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
-        """The run's totals, read back from the database (resumes included)."""
+        """Return the run's totals, read back from the database (resumes included)."""
         con, run_id, caller = ctx.con, ctx.job_id, ctx.caller
         summary = RunSummary(run_id=run_id, scenario=_state(ctx).name, db=Path(ctx.db),
                              engine=caller.label, offline=caller.is_offline,
@@ -423,7 +423,7 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         return summary
 
     def report(self, summary: RunSummary, db: Path) -> list[str]:
-        """What the run did, as console lines."""
+        """Report what the run did, as console lines."""
         emitted = sum(summary.emissions_by_kind.values())
         return [f"run {summary.run_id} ({summary.scenario}): {summary.steps} steps, "
                 f"{summary.agents} agents, {emitted} emissions, {summary.answers} survey answers, "
@@ -460,7 +460,7 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
                     offline_latency_s: float = 0.0, executor: str = "local",
                     ray_address: str | None = None, ray_workers: int | None = None,
                     max_failed_share: float | None = None) -> ResumeSettings:
-    """The engine fields of a resume: where calls run is the caller's; None keeps the run's own.
+    """Return the engine fields of a resume: where calls run is the caller's; None keeps the run's own.
 
     The recorded model spec is redacted, so pass llm when the model needs credentials."""
     if not Path(db).exists():
@@ -474,7 +474,7 @@ def resume_settings(run_id: str, db: str | Path, *, llm: str | None,
 
 
 def unfinished_twins_note(db: str | Path, run_id: str) -> str | None:
-    """A line naming the unfinished runs with a new run's settings (one a kill left, say) and the
+    """Return a line naming the unfinished runs with a new run's settings (one a kill left, say) and the
     command that resumes the newest; None when there is none.
 
     A new run of a scenario is a run of its own, so it is started all the same; the line says
@@ -500,7 +500,7 @@ def unfinished_twins_note(db: str | Path, run_id: str) -> str | None:
 
 
 def _recorded_llm(db: str | Path, run_id: str) -> str:
-    """The redacted model spec a run recorded; "offline" for an unknown job."""
+    """Return the redacted model spec a run recorded; "offline" for an unknown job."""
     con = connect(db, read_only=True)
     try:
         job = find_job(con, run_id)
@@ -511,7 +511,7 @@ def _recorded_llm(db: str | Path, run_id: str) -> str:
 
 
 def _reloaded(ctx: JobContext[RunConfig]) -> RunConfig:
-    """A resumed run's config with its scenario reloaded from its verified file, or the scenario
+    """Return a resumed run's config with its scenario reloaded from its verified file, or the scenario
     the caller gave when it is the run's (an experiment's arm: the file's scenario with the arm's
     differences, which the file alone cannot rebuild)."""
     config = ctx.config
@@ -639,7 +639,7 @@ def _profile_flag(config: RunConfig, survey_id: str) -> str:
 
 def _profiles(con: duckdb.DuckDBPyConnection, scenario: Scenario,
               given: str | None) -> dict[str, SurveyProfile]:
-    """The survey profile answering each choice survey, by survey id (--survey-profile: every
+    """Return the survey profile answering each choice survey, by survey id (--survey-profile: every
     choice survey's; else the surveys' own profile field); an unknown or unfitted one is refused.
     """
     loaded: dict[str, SurveyProfile] = {}
@@ -666,7 +666,7 @@ def _setup(ctx: JobContext[RunConfig], scenario: Scenario, personas: list[Person
 
 
 def _expand(ctx: JobContext[RunConfig], start_ids: list[str]) -> tuple[str, ...]:
-    """The setup expansion, a child job of the run; its stops are the run's, resumed with it."""
+    """Run the setup expansion, a child job of the run; its stops are the run's, resumed with it."""
     growth = _state(ctx).scenario_now.graph
     children = list_jobs(ctx.con, kind="expansion", parent_id=ctx.job_id)
     previous = children[0].job_id if children else None

@@ -64,29 +64,29 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
             cls.resume_command = cls.row.resume_command
 
     def model_settings(self, config: C) -> object | None:
-        """The model the job asks, from its config's model fields."""
+        """Return the model the job asks, from its config's model fields."""
         return LLMSettings.of_job(config)
 
     def asker(self, ctx: JobContext[C]) -> Asker[B, R]:
-        """The kind's asker; with --batch its calls go as provider batches."""
+        """Return the kind's asker; with --batch its calls go as provider batches."""
         return batched_asker(ctx, self.plain_asker(ctx))
 
     def plain_asker(self, ctx: JobContext[C]) -> Asker[B, R]:
-        """The kind's own asker, which sends each call as it comes."""
+        """Return the kind's own asker, which sends each call as it comes."""
         raise NotImplementedError(f"{type(self).__name__} defines neither asker nor plain_asker")
 
     def batches_line(self, ctx: JobContext[C]) -> str | None:
-        """What this run's provider batches did, in one line; None for an online job."""
+        """Return what this run's provider batches did, in one line; None for an online job."""
         return batch_line(ctx.asker)
 
     def resume_hint(self, job_id: str, db: Path) -> str:
-        """The command that resumes the job."""
+        """Return the command that resumes the job."""
         if self.resume_command is None:
             return super().resume_hint(job_id, db)
         return f"{self.resume_command} --resume {job_id} --db {db}"
 
     def label(self, config: Mapping[str, object]) -> str:
-        """A few words on what a job makes, from its stored config (shown by personahub jobs)."""
+        """Return a few words on what a job makes, from its stored config (shown by personahub jobs)."""
         return self.row.label(config)
 
 
@@ -101,13 +101,13 @@ class ItemsInView:
     sample_columns: ClassVar[str]
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The job's items in the export's column layout."""
+        """Return the job's items in the export's column layout."""
         from personahub.analysis.export import items_frame
 
         return items_frame(con, **{self.item_source: job_id})
 
     def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame:
-        """A few of the job's items, picked by a hash of their id."""
+        """Return a few of the job's items, picked by a hash of their id."""
         return con.execute(f"SELECT {self.sample_columns} FROM v_items WHERE source = ? AND "
                            "source_id = ? ORDER BY hash(item_id) LIMIT ?",
                            [self.item_source, job_id, n]).df()
@@ -129,7 +129,7 @@ class ItemJobSummary:
 
 
 def stored_job_id(db: str | Path, job_id: str) -> str | None:
-    """The job id if the database holds that job, else None. For kinds whose id comes from their
+    """Return the job id if the database holds that job, else None. For kinds whose id comes from their
     settings (judge, evaluation), a second start with the same settings resumes the job.
 
     Args:

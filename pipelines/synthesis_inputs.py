@@ -51,7 +51,7 @@ def load_examples(path: str | Path) -> list[Demo]:
 
 
 def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
-    """The demonstrations in a file's lines (the path only names the file in errors)."""
+    """Parse the demonstrations in a file's lines (the path only names the file in errors)."""
     demos = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -78,7 +78,7 @@ def _parse_examples(lines: list[str], path: str | Path) -> list[Demo]:
 
 
 def _personahub_demo(row: dict[str, object]) -> dict[str, object]:
-    """A Persona Hub row as a text and persona, with the extra layer of JSON string quoting that
+    """Return a Persona Hub row as a text and persona, with the extra layer of JSON string quoting that
     some tools add taken off.
     """
     text = row.get("synthesized text")
@@ -122,7 +122,7 @@ class _WorldConfig(Protocol):
 
 
 def load_world(config: _WorldConfig) -> str:
-    """The world text for a config's task and world (npc defaults to the shipped fantasy village).
+    """Load the world text for a config's task and world (npc defaults to the shipped fantasy village).
     """
     if config.world:
         path = Path(config.world)
@@ -136,7 +136,7 @@ def load_world(config: _WorldConfig) -> str:
 def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *,
                     carve: Sequence[str] = (), seed: int = 0, sample: str = "uniform",
                     gates: Sequence[str] | None = DRAWN) -> list[Persona]:
-    """n non-duplicate personas matching the SQL filter, carve conditions and gates: a seeded
+    """Draw n non-duplicate personas matching the SQL filter, carve conditions and gates: a seeded
     uniform sample, or the first in hub order with sample="head". Finding none is an error.
     """
     return draw(con, HubQuery(where=where or None, carve=tuple(carve)), n, seed=seed, mode=sample,
@@ -144,7 +144,7 @@ def select_personas(con: duckdb.DuckDBPyConnection, where: str | None, n: int, *
 
 
 def job_personas(con: duckdb.DuckDBPyConnection, job_id: str) -> list[Persona] | None:
-    """The personas a job drew, in its order (None for a job that stored none)."""
+    """Return the personas a job drew, in its order (None for a job that stored none)."""
     ids = [r[0] for r in con.execute("SELECT persona_id FROM synth_job_personas WHERE job_id = ? "
                                      "ORDER BY position", [job_id]).fetchall()]
     if not ids:
@@ -170,7 +170,7 @@ def seed_hub_if_empty(con: duckdb.DuckDBPyConnection) -> int:
 
 def item_facets(con: duckdb.DuckDBPyConnection,
                 item_ids: Sequence[str]) -> dict[str, tuple[str, str, str]]:
-    """The task, prompting and persona id of each synthesized item found, by item id."""
+    """Return the task, prompting and persona id of each synthesized item found, by item id."""
     return {item: (task, prompting, persona) for item, task, prompting, persona in con.execute(
         "SELECT item_id, task, prompting, persona_id FROM synth_items "
         "WHERE item_id IN (SELECT unnest(?::VARCHAR[]))", [list(item_ids)]).fetchall()}

@@ -177,7 +177,7 @@ def item_id_for(job_id: str, persona_id: str, sample: int = 0) -> str:
 
 
 def sample_seed(sample: int) -> int:
-    """The request sample number of a persona's nth item: 0, 2, 4, ... The odd numbers stay free for
+    """Return the request sample number of a persona's nth item: 0, 2, 4, ... The odd numbers stay free for
     the fresh sample a weak answer earns, so each item is its own seeded draw.
     """
     return 2 * sample
@@ -308,7 +308,8 @@ class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[An
         ctx.total = len(personas) * config.per_persona
 
     def start(self, ctx: JobContext[SynthConfig]) -> BatchOutcome:
-        """The job's row, its drawn personas, and (persona-few-shot) the demonstrations' inferred personas.
+        """Return the job's row, its drawn personas, and (persona-few-shot) the demonstrations' inferred
+        personas.
         """
         state, config = _state(ctx), ctx.config
         inferred: list[StructuredResult[Any]] = []
@@ -322,7 +323,7 @@ class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[An
             calls=inferred, then=lambda: store_selection(ctx.con, ctx.job_id, state.personas))
 
     def plan(self, ctx: JobContext[SynthConfig]) -> Iterator[Sequence[Ask]]:
-        """The asks not yet done, in batches, after rebuilding the index from kept items."""
+        """Plan the asks not yet done, in batches, after rebuilding the index from kept items."""
         state = _state(ctx)
         _reload_index(ctx, state)
         done = {r[0] for r in ctx.con.execute("SELECT item_id FROM synth_items WHERE job_id = ?",
@@ -333,13 +334,13 @@ class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[An
         return iter(list(iter_batches(todo, ctx.config.batch_size)))
 
     def plain_asker(self, ctx: JobContext[SynthConfig]) -> SynthesisAsker:
-        """The synthesis asker, with the job's world and demonstrations."""
+        """Return the synthesis asker, with the job's world and demonstrations."""
         state = _state(ctx)
         return SynthesisAsker(ctx.config, ctx.job_id, state.world, state.demos)
 
     def commit(self, ctx: JobContext[SynthConfig], batch: Sequence[Ask],
                result: list[Answer]) -> BatchOutcome:
-        """The batch's items (near-duplicates flagged) and rejects; one error per failed persona."""
+        """Return the batch's items (near-duplicates flagged) and rejects; one error per failed persona."""
         state, config, summary = _state(ctx), ctx.config, _state(ctx).summary
         rows: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -373,7 +374,7 @@ class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[An
                             asked=len(batch), kept=len(rows), errors=errors)
 
     def report(self, summary: SynthSummary, db: Path) -> list[str]:
-        """What the job did, in lines for the console (the last: how to export it)."""
+        """Report what the job did, in lines for the console (the last: how to export it)."""
         calls = ", ".join(f"{k}={v}" for k, v in summary.calls.items()) or "none"
         lines = [f"job {summary.job_id}: {summary.written} {summary.task} items written "
                  f"({summary.skipped_done} already done, {summary.failed} failed, "
@@ -411,7 +412,7 @@ class SynthesisSpec(ItemsInView, ShippedSpec[SynthConfig, Sequence[Ask], list[An
 
 
 def _asks(personas: Sequence[Persona], per_persona: int) -> list[Ask]:
-    """What a job asks, in order: each persona's samples in turn."""
+    """Return what a job asks, in order: each persona's samples in turn."""
     return [Ask(p, k) for p in personas for k in range(per_persona)]
 
 

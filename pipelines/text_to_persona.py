@@ -122,7 +122,7 @@ class TextAsker:
         self.max_chars = max_chars
 
     def ask_of(self, pair: TextAsk) -> Ask:
-        """The call for one pair (its schema by factory, so it pickles)."""
+        """Return the call for one pair (its schema by factory, so it pickles)."""
         return Ask(text_personas_schema, (self.per_text,),
                    text_to_persona_messages(pair.text[:self.max_chars], pair.relation,
                                             self.per_text, language=self.language),
@@ -170,7 +170,7 @@ def _state(ctx: JobContext[TextConfig]) -> TextState:
 
 
 def text_job_of(db: str | Path, corpus: str) -> str | None:
-    """The id of the database's text job over this corpus (what a re-run resumes); None if none."""
+    """Return the id of the database's text job over this corpus (what a re-run resumes); None if none."""
     from personahub.core.store import connect
 
     if not Path(db).exists():
@@ -193,7 +193,7 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
     progress_per_answer = False  # its progress counts its own stages, not batch items
 
     def prepare(self, ctx: JobContext[TextConfig]) -> None:
-        """The corpus, read end to end and found to hold a text (nothing is recorded before)."""
+        """Prepare the corpus, read end to end and found to hold a text (nothing is recorded before)."""
         config = ctx.config
         if not ctx.resumed:
             known = find_text_job(ctx.con, config.corpus)
@@ -217,7 +217,7 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
                                                  "corpus": ctx.config.corpus}]})
 
     def plan(self, ctx: JobContext[TextConfig]) -> Iterator[TextBatch]:
-        """The (text, relation) pairs not yet done, in batches of texts; for a finished job, only
+        """Plan the (text, relation) pairs not yet done, in batches of texts; for a finished job, only
         the counts (nothing is asked).
         """
         batches = self._batches(ctx)
@@ -248,12 +248,12 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
                 yield TextBatch(asks, summary.texts)
 
     def plain_asker(self, ctx: JobContext[TextConfig]) -> TextAsker:
-        """The asker of each text's personas."""
+        """Return the asker of each text's personas."""
         return TextAsker(ctx.config.per_text, ctx.config.language)
 
     def commit(self, ctx: JobContext[TextConfig], batch: TextBatch,
                result: list[StructuredResult[Any]]) -> BatchOutcome:
-        """The batch's personas, rejected personas and done-pair rows with its calls; one error per
+        """Return the batch's personas, rejected personas and done-pair rows with its calls; one error per
         pair that kept no persona.
         """
         config, summary = ctx.config, _state(ctx).summary
@@ -295,7 +295,7 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
         return "" if summary is None else f" ({summary.asked} answers asked)"
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-        """The personas the job's corpus produced."""
+        """Return the personas the job's corpus produced."""
         return personas_frame(con, text_job_persona_ids(con, job_id))
 
     def summary(self, ctx: JobContext[TextConfig]) -> TextToPersonaSummary:
@@ -306,20 +306,20 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
         return state.summary
 
     def report(self, summary: TextToPersonaSummary, db: Path) -> list[str]:
-        """What the job did, in lines for the console."""
+        """Report what the job did, in lines for the console."""
         lines = [text_line(summary, summary.relations, db), rejection_line(summary.rejected, "personas")]
         return lines + ([summary.provider_batches] if summary.provider_batches else [])
 
 
 def text_line(summary: TextToPersonaSummary, relations: int, db: Path) -> str:
-    """The one line a text job's end prints."""
+    """Return the one line a text job's end prints."""
     return (f"{summary.texts} texts × {relations} relation(s): {summary.already_done} already done, "
             f"asked {summary.asked}, {summary.failed_calls} failed (re-run to retry); "
             f"{summary.personas} personas, {summary.new_personas} new in {db}")
 
 
 def _checked_corpus(corpus: Path, config: TextConfig, stats: ImportStats) -> Iterator[SourceText]:
-    """The corpus's texts, after reading it end to end (so a bad file fails before its first batches
+    """Return the corpus's texts, after reading it end to end (so a bad file fails before its first batches
     commit) and taking its first text (so an empty corpus fails before a job is recorded).
     """
     from personahub.core.validate import check_text_file

@@ -14,7 +14,7 @@ from mesa.agent import AgentSet
 
 
 def supported(model: mesa.Model) -> bool:
-    """True when this Mesa keeps its agents where register_agents puts them."""
+    """Return True when this Mesa keeps its agents where register_agents puts them."""
     return (isinstance(getattr(model, "_agents", None), dict)
             and isinstance(getattr(model, "_agents_by_type", None), dict)
             and isinstance(getattr(model, "_all_agents", None), AgentSet)
@@ -23,7 +23,7 @@ def supported(model: mesa.Model) -> bool:
 
 
 def next_unique_ids(model: mesa.Model, n: int) -> list[int]:
-    """The next n unique ids Mesa would give the model's agents."""
+    """Return the next n unique ids Mesa would give the model's agents."""
     counter = mesa.Agent._ids[model]
     return [next(counter) for _ in range(n)]
 

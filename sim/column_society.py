@@ -385,7 +385,7 @@ class ColumnSociety:
 
 
 def _range(survey: SurveyAsk) -> tuple[tuple[str, ...], int, int]:
-    """The options, low and high a share schema is made from."""
+    """Return the options, low and high a share schema is made from."""
     if survey.answer == "choice":
         return tuple(map(str, survey.values)), 1, 5
     return (), int(survey.values[0]), int(survey.values[-1])

@@ -208,7 +208,7 @@ class Experiment:
         return self.arms[0]
 
     def with_replicates(self, replicates: int) -> Experiment:
-        """The same experiment with another number of replicates."""
+        """Return the same experiment with another number of replicates."""
         return dataclasses.replace(self, replicates=replicates)
 
 
@@ -251,7 +251,7 @@ def check_experiment(experiment: Experiment, scenario: Scenario) -> None:
 
 
 def arm_scenario(scenario: Scenario, arm: Arm) -> Scenario:
-    """The base scenario with the arm's differences (the same file, name and seed).
+    """Return the base scenario with the arm's differences (the same file, name and seed).
 
     The arm's world text goes to arm_world, not into world: the prompt shows it after the whole
     base world (world, then world_file) as the World section's last paragraph, so a treated prompt
@@ -269,7 +269,7 @@ def arm_scenario(scenario: Scenario, arm: Arm) -> Scenario:
 
 
 def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
-    """A scenario file's SCENARIO and EXPERIMENT, checked against each other (ScenarioError)."""
+    """Load a scenario file's SCENARIO and EXPERIMENT, checked against each other (ScenarioError)."""
     scenario = load_scenario(path)
     source = scenario.source or Path(path)
     try:
@@ -294,7 +294,7 @@ def load_experiment(path: str | Path) -> tuple[Scenario, Experiment]:
 
 
 def within_scenario(scenario: Scenario, experiment: Experiment) -> Scenario:
-    """The one scenario of a within-world replicate: each arm's changes reach only its agents."""
+    """Return the one scenario of a within-world replicate: each arm's changes reach only its agents."""
     names = tuple(a.name for a in experiment.arms)
 
     def keeping(dropped: str, index: int) -> tuple[str, ...]:

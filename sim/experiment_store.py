@@ -18,7 +18,7 @@ from personahub.core.store import insert_rows
 
 
 def finished_arm_runs(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
-    """The experiment's finished runs, in replicate and arm order."""
+    """Return the experiment's finished runs, in replicate and arm order."""
     return con.execute(
         "SELECT arm, replicate, seed, run_id, is_control, settings FROM experiments "
         "WHERE experiment_id = ? ORDER BY replicate, arm", [experiment_id]).df()
@@ -47,7 +47,7 @@ def record_attempt(con: duckdb.DuckDBPyConnection, experiment_id: str, arm: str,
 
 def attempts(con: duckdb.DuckDBPyConnection,
              experiment_id: str) -> list[tuple[str, int, str, str]]:
-    """The run each arm x replicate of an experiment last started: arm, replicate, run id and
+    """Return the run each arm x replicate of an experiment last started: arm, replicate, run id and
     settings."""
     return [(str(a), int(r), str(i), str(s)) for a, r, i, s in con.execute(
         "SELECT arm, replicate, run_id, settings FROM experiment_attempts WHERE experiment_id = ? "
@@ -66,7 +66,7 @@ def record_arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str, replic
 
 
 def arm_agents(con: duckdb.DuckDBPyConnection, experiment_id: str) -> pd.DataFrame:
-    """A within-world experiment's randomisation: replicate, run_id, persona_id, agent_id, arm."""
+    """Return a within-world experiment's randomisation: replicate, run_id, persona_id, agent_id, arm."""
     return con.execute(
         "SELECT replicate, run_id, persona_id, agent_id, arm FROM experiment_agents "
         "WHERE experiment_id = ? ORDER BY replicate, agent_id", [experiment_id]).df()
@@ -90,7 +90,7 @@ def run_personas(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str]) -> pd.D
 
 def sql_outcome_values(con: duckdb.DuckDBPyConnection, run_ids: Sequence[str], name: str,
                        sql: str) -> pd.DataFrame:
-    """The values a SQL outcome's query returns for each run: run_id, agent_id, value.
+    """Return the values a SQL outcome's query returns for each run: run_id, agent_id, value.
 
     The query runs once per run with ``$run_id`` bound; a per-run value has a NULL agent_id.
 

@@ -83,7 +83,7 @@ class LiveControl:
             return len(self._queue)
 
     def status(self) -> dict[str, object]:
-        """What the page shows: paused or not, the step waited for, events queued, over."""
+        """Return what the page shows: paused or not, the step waited for, events queued, over."""
         with self._cond:
             return {"paused": self._paused, "waiting_before": self._waiting,
                     "committed": self._committed, "steps_granted": self._grants,
@@ -111,7 +111,7 @@ class LiveControl:
             return taken
 
     def finish(self, committed: int | None = None) -> None:
-        """The run ended: requests are refused from now on."""
+        """End the run: requests are refused from now on."""
         with self._cond:
             self._over = True
             if committed is not None:

@@ -120,7 +120,7 @@ class AgentMemory:
             self.fresh = min(self.fresh + 1, 1_000_000)
 
     def _retire(self, item: Recollection) -> None:
-        """An item leaves view: into the store (retrieval), else folded into the summary."""
+        """Retire an item that leaves view: into the store (retrieval), else folded into the summary."""
         if self.store.maxlen:
             if len(self.store) == self.store.maxlen:
                 self._evict(self.store[0])
@@ -129,7 +129,7 @@ class AgentMemory:
         self._evict(item)
 
     def _evict(self, item: Recollection) -> None:
-        """An item leaves memory: its keywords fold into the summary, and a reflection sees it."""
+        """Evict an item from memory: its keywords fold into the summary, and a reflection sees it."""
         self._fold(item[2])
         if self.unreflected.maxlen:
             self.unreflected.append(item)
@@ -144,20 +144,20 @@ class AgentMemory:
         self.summary = dict(ranked)
 
     def summary_text(self) -> str:
-        """The running summary, strongest terms first ('' when nothing was evicted)."""
+        """Return the running summary, strongest terms first ('' when nothing was evicted)."""
         if not self.summary:
             return ""
         return ("Since then, things about: " if self.reflection else "Earlier, things about: ") + \
             ", ".join(self.summary)
 
     def summary_lines(self) -> list[str]:
-        """The reflection, then the keyword summary of what it has not seen."""
+        """Return the reflection, then the keyword summary of what it has not seen."""
         lines = [f"In my own words: {self.reflection}"] if self.reflection else []
         return lines + ([self.summary_text()] if self.summary else [])
 
     def prompt_lines(self, before_step: int) -> list[str]:
-        """What the agent recalls for a prompt, oldest first; the reflection sits at its own step so the
-        prompt budget weighs it by age.
+        """Return what the agent recalls for a prompt, oldest first; the reflection sits at its own step so
+        the prompt budget weighs it by age.
         """
         lines = [self.summary_text()] if self.summary else []
         recalled = self.recalled(before_step)
@@ -167,18 +167,18 @@ class AgentMemory:
         return lines + [recollection_line(item) for item in recalled]
 
     def recalled(self, before_step: int) -> list[Recollection]:
-        """The items a prompt shows before a step, oldest first (without summaries)."""
+        """Return the items a prompt shows before a step, oldest first (without summaries)."""
         if self.retrieve:
             return self.retrieved(before_step)
         return [(s, "event", text) for s, text in self.observations if s < before_step]
 
     def candidates(self, before_step: int) -> list[Recollection]:
-        """Retrievable items from before a step, oldest first (store, then observations)."""
+        """Return the retrievable items from before a step, oldest first (store, then observations)."""
         seen = [(s, src, t) for (s, t), src in zip(self.observations, self.sources, strict=True)]
         return [item for item in (*self.store, *seen) if item[0] < before_step]
 
     def retrieved(self, before_step: int) -> list[Recollection]:
-        """The top_k candidates by recency + importance + relevance, shown oldest first.
+        """Return the top_k candidates by recency + importance + relevance, shown oldest first.
 
         Recency and relevance are min-max normalised as in Generative Agents; importance keeps its
         fixed scale. Relevance (word-stem cosine with this step's events and messages) weighs double,
@@ -202,7 +202,7 @@ class AgentMemory:
         return [text for s, text in self.observations if s == step]
 
     def recent_own(self) -> list[str]:
-        """The agent's own latest emissions (texts)."""
+        """Return the agent's own latest emissions (texts)."""
         return [text for _, _, text in self.own]
 
     def reflection_due(self, step: int, every: int | None) -> bool:
@@ -214,7 +214,7 @@ class AgentMemory:
         return every is not None and step % every == 0 and self.fresh > 0
 
     def reflection_material(self, before_step: int) -> list[str]:
-        """What a reflection looks back on: what left memory since the last one, what is in view, then
+        """Return what a reflection looks back on: what left memory since the last one, what is in view, then
         its own recent output.
         """
         gone = [recollection_line(item) for item in self.unreflected]
@@ -272,7 +272,7 @@ class AgentMemory:
 
 
 def recollection_line(item: Recollection) -> str:
-    """A remembered item as a prompt line: (step N) [label]text."""
+    """Return a remembered item as a prompt line: (step N) [label]text."""
     step, source, text = item
     return f"(step {step}) {LABELS.get(source, '')}{text}"
 

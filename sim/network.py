@@ -59,7 +59,7 @@ class SocialNetwork(Network):
         return cell
 
     def connections_of(self, position: int) -> dict[object, Cell]:
-        """The connections of the cell at a position, from the arrays."""
+        """Return the connections of the cell at a position, from the arrays."""
         lo, hi = int(self._starts[position]), int(self._starts[position + 1])
         ids, cells = self._ids, self._cell_list
         return {ids[t]: cells[t] for t in self._targets[lo:hi].tolist()}

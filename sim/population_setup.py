@@ -46,7 +46,7 @@ def _clear_uncommitted(db: str | Path, run_id: str) -> None:
 
 def _refs(con: duckdb.DuckDBPyConnection, run_id: str,
           scenario: Scenario) -> dict[AgentRef, tuple[int, str]]:
-    """The agents the scenario names, by the names it uses."""
+    """Return the agents the scenario names, by the names it uses."""
     named: list[AgentRef] = [x.target for x in scenario.interventions]
     for audience in [*(e.audience for e in scenario.scheduled_events),
                      *(s.audience for s in scenario.surveys)]:

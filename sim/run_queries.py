@@ -23,7 +23,7 @@ def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[
 
 
 def run_detail(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any] | None:
-    """The run's runs row, or None."""
+    """Return the run's runs row, or None."""
     found = _dicts(con, "SELECT run_id, scenario, scenario_path, llm, steps_planned, steps_done "
                         "FROM runs WHERE run_id = ?", [run_id])
     return found[0] if found else None
@@ -64,7 +64,7 @@ def survey_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str,
 
 
 def newest_emissions(con: duckdb.DuckDBPyConnection, run_id: str, limit: int) -> list[dict[str, object]]:
-    """The newest emissions."""
+    """Return the newest emissions."""
     return _dicts(con, """
         SELECT e.step, e.agent_id, e.task AS kind, e.text, e.is_duplicate,
                t.agent_id AS to_agent
@@ -82,7 +82,7 @@ def agent_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, int]:
 
 
 def starting_edge_list(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[str, str]]:
-    """The run's relationship edges (persona ids), sorted."""
+    """Return the run's relationship edges (persona ids), sorted."""
     return [(str(s), str(d)) for s, d in con.execute(
         "SELECT src, dst FROM run_edges WHERE run_id = ? ORDER BY src, dst", [run_id]).fetchall()]
 
@@ -95,7 +95,7 @@ def kinds_by_agent(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[in
 
 
 def decisions_per_step(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple[int, int, int, int, int]]:
-    """A deliberate run's decision counts per step."""
+    """Return a deliberate run's decision counts per step."""
     return [tuple(int(v) for v in row) for row in con.execute(  # type: ignore[misc]
         "SELECT step, count(*), count(*) FILTER (WHERE action = 'nothing'), "
         "count(*) FILTER (WHERE fallback IS NOT NULL), "
@@ -116,7 +116,7 @@ def choice_answer_counts(con: duckdb.DuckDBPyConnection,
 
 
 def survey_profiles(con: duckdb.DuckDBPyConnection, run_id: str | None) -> dict[str, list[str]]:
-    """The survey profiles that answered each survey of a run (run --survey-profile), by survey id."""
+    """Return the survey profiles that answered each survey of a run (run --survey-profile), by survey id."""
     if not run_id:
         return {}
     profiles: dict[str, list[str]] = {}
@@ -172,6 +172,6 @@ def timeline(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
 
 
 def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """The run's agents' personas, in agent order."""
+    """Return the run's agents' personas, in agent order."""
     return [str(r[0]) for r in con.execute(
         "SELECT persona_id FROM run_agents WHERE run_id = ?", [run_id]).fetchall()]

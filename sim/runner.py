@@ -34,7 +34,7 @@ from personahub.sim.society import SocietyModel, StepResult
 def load_scenario_personas(scenario: Scenario, db: Path | str | None = None,
                            con: duckdb.DuckDBPyConnection | None = None, *,
                            offline: bool = False, notes: list[str] | None = None) -> list[Persona]:
-    """The scenario's personas: from its file, or a seeded sample of the gated hub personas (a short
+    """Load the scenario's personas: from its file, or a seeded sample of the gated hub personas (a short
     draw adds a note on what the gate held back).
     """
     if scenario.personas.from_hub:
@@ -95,13 +95,13 @@ def scenario_digest(path: str | Path) -> str:
 
 
 def _plain(value: object) -> str:
-    """A description value as text that is the same in every process (functions by name)."""
+    """Return a description value as text that is the same in every process (functions by name)."""
     name = getattr(value, "__qualname__", None)
     return f"{getattr(value, '__module__', '')}.{name}" if name else str(value)
 
 
 def scenario_key(scenario: Scenario) -> str:
-    """The SHA-256 of a scenario's file, or of its description for one built in code."""
+    """Return the SHA-256 of a scenario's file, or of its description for one built in code."""
     if scenario.source is not None:
         return scenario_digest(scenario.source)
     fields = {k: v for k, v in dataclasses.asdict(scenario).items() if k not in ("base_dir", "source")}
@@ -111,7 +111,7 @@ def scenario_key(scenario: Scenario) -> str:
 
 def verified_scenario_file(run_id: str, recorded_file: str | None, recorded_sha256: str | None,
                            scenario_path: str | None) -> Path:
-    """The run's scenario file, if its bytes are the ones the run started with (an edited one would
+    """Return the run's scenario file, if its bytes are the ones the run started with (an edited one would
     mix two versions in one run).
     """
     source = recorded_file or scenario_path
@@ -145,7 +145,7 @@ def save_acquaintances(con: duckdb.DuckDBPyConnection, ids: list[str], k: int, r
 
 def link_acquaintances(con: duckdb.DuckDBPyConnection, scenario: Scenario,
                        personas: Sequence[Persona], seed: int) -> None:
-    """The scenario's acquaintance links among its personas, committed."""
+    """Commit the scenario's acquaintance links among its personas."""
     growth = scenario.graph
     with transaction(con):
         save_acquaintances(con, [p.persona_id for p in personas], growth.acquaintances,
@@ -153,7 +153,7 @@ def link_acquaintances(con: duckdb.DuckDBPyConnection, scenario: Scenario,
 
 
 def own_acquaintances(scenario: Scenario, personas: Sequence[Persona], seed: int) -> pa.Table:
-    """This seed's acquaintance links as columns (runs sharing a database must not see each other's)."""
+    """Build this seed's acquaintance links as columns (runs sharing a database must not see each other's)."""
     ids = [p.persona_id for p in personas]
     near, far = small_world_arrays(len(ids), scenario.graph.acquaintances, scenario.graph.rewire,
                                    seed)
@@ -183,7 +183,7 @@ def record_society(con: duckdb.DuckDBPyConnection, run_id: str, personas: list[P
 
 def archetype_grouping(con: duckdb.DuckDBPyConnection, run_id: str, k: int | None,
                        agents: Sequence[Persona], seed: int) -> tuple[list[int], list[str]] | None:
-    """The run's archetypes and representatives: read back, or grouped and recorded; None if unused."""
+    """Return the run's archetypes and representatives: read back, or grouped and recorded; None if unused."""
     if k is None:
         return None
     recorded = store.archetypes_of(con, run_id)
@@ -203,7 +203,7 @@ def archetype_grouping(con: duckdb.DuckDBPyConnection, run_id: str, k: int | Non
 
 
 def restore_society(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[list[Persona], SocialEdges]:
-    """The run's agents (in agent-id order) and its starting graph, as recorded."""
+    """Return the run's agents (in agent-id order) and its starting graph, as recorded."""
     ids = store.agent_persona_ids(con, run_id)
     by_id = {p.persona_id: p for p in fetch_personas(con, ids)}
     missing = [i for i in ids if i not in by_id]
@@ -248,7 +248,8 @@ def flag_duplicates(result: StepResult, indexes: IndexesByKind) -> dict[str, str
 
 
 def estimated_prefix_share(endpoints: Sequence[object]) -> float | None:
-    """The estimated share of prompt tokens sent in a prefix shared with a recent prompt (None offline)."""
+    """Return the estimated share of prompt tokens sent in a prefix shared with a recent prompt (None
+    offline)."""
     meters = [m for m in (getattr(e, "prompt_prefix", None) for e in endpoints) if m is not None]
     total = sum(m.total_tokens for m in meters)
     return sum(m.shared_tokens for m in meters) / total if total else None

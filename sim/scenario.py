@@ -152,7 +152,7 @@ class PersonaSource:
         return self.hub is not None or self.path == HUB
 
     def query(self) -> HubQuery:
-        """The hub query, with this dataclass's field names in its errors."""
+        """Return the hub query, with this dataclass's field names in its errors."""
         return HubQuery(where=self.where, carve=tuple(self.carve), where_label="personas.where",
                         carve_label="personas.carve")
 
@@ -279,7 +279,7 @@ class Audience:
                     or self.near is not None or self.arms)
 
     def describe(self) -> str:
-        """A short description stored with delivered events ("all" for everyone)."""
+        """Return a short description stored with delivered events ("all" for everyone)."""
         if self.everyone:
             return "all"
         parts = []
@@ -453,7 +453,7 @@ class Memory:
         return self.reflect_every is not None or self.reflect_overflow is not None
 
     def new_agent_memory(self, inbox_size: int) -> AgentMemory:
-        """An empty memory of these sizes, so a restored one matches the run's."""
+        """Return an empty memory of these sizes, so a restored one matches the run's."""
         return AgentMemory(observations=self.observations, messages=inbox_size, own=self.own,
                            summary_terms=self.summary_terms, retrieve=self.retrieve,
                            store=self.store, top_k=self.top_k, reflect=self.reflects,
@@ -589,7 +589,7 @@ class Scenario:
         return cast(tuple[Event, ...], self.events)
 
     def events_at(self, step: int) -> list[Event]:
-        """The events scheduled for a step, in scenario order."""
+        """Return the events scheduled for a step, in scenario order."""
         return [e for e in self.scheduled_events if e.step == step]
 
     def interventions_at(self, step: int) -> list[tuple[int, Intervention]]:
@@ -597,11 +597,11 @@ class Scenario:
         return [(i, x) for i, x in enumerate(self.interventions) if x.step == step]
 
     def surveys_at(self, step: int) -> list[Survey]:
-        """The surveys asked at a step."""
+        """Return the surveys asked at a step."""
         return [s for s in self.surveys if step in s.steps]
 
     def world_text(self) -> str:
-        """The world text plus the contents of the world file, if given.
+        """Return the world text plus the contents of the world file, if given.
 
         Not arm_world: prompts show an arm's text after this world, once the budget trimmed it
         (agents/prompts/budget.py, fit_context).
@@ -616,12 +616,12 @@ class Scenario:
         return "\n\n".join(parts)
 
     def resolve(self, relative: str) -> Path:
-        """A path relative to the scenario file's folder."""
+        """Resolve a path relative to the scenario file's folder."""
         path = Path(relative)
         return path if path.is_absolute() else self.base_dir / path
 
     def persona_path(self) -> Path:
-        """The persona file to import (the shipped seed set by default)."""
+        """Return the persona file to import (the shipped seed set by default)."""
         if self.personas.path == SEED_PERSONAS:
             from personahub.personas.importers import seed_file
 
@@ -665,7 +665,7 @@ def scenario_frame(exc: BaseException) -> str | None:
 
 
 def raised_text(exc: BaseException) -> str:
-    """What user code did, in words: a sys.exit is not an error it raised."""
+    """Describe what user code did, in words: a sys.exit is not an error it raised."""
     if isinstance(exc, SystemExit):
         return f"called sys.exit({exc.code!r})"
     text = str(exc).strip().splitlines()

@@ -116,7 +116,7 @@ def _derived_seed(parts: tuple[object, ...]) -> int:
 
 
 def derived_rng(*parts: object) -> random.Random:
-    """An RNG seeded from parts, independent of call order."""
+    """Return an RNG seeded from parts, independent of call order."""
     return random.Random(_derived_seed(parts))
 
 
@@ -190,7 +190,7 @@ class SocietyAgent(FixedAgent):
         return sorted(self.cell.connections)
 
     def info(self, step: int) -> AgentInfo:
-        """A read-only view for activation functions and audience predicates."""
+        """Return a read-only view for activation functions and audience predicates."""
         return AgentInfo(agent_id=self.unique_id, persona_id=self.persona_id,
                          persona=self.persona_text, attributes=dict(self.persona.attributes),
                          neighbours=tuple(self.neighbour_ids()),
@@ -362,7 +362,7 @@ class SocietyModel(mesa.Model):
         return list(self.agents)
 
     def agent(self, ref: AgentRef) -> SocietyAgent:
-        """The agent a scenario names by persona id or agent id (KeyError if none)."""
+        """Return the agent a scenario names by persona id or agent id (KeyError if none)."""
         if isinstance(ref, int) and not isinstance(ref, bool):
             return self.by_agent_id[ref]
         return self.by_persona[str(ref)]
@@ -385,7 +385,7 @@ class SocietyModel(mesa.Model):
             check(x.other, f"intervention at step {x.step}: other")
 
     def audience(self, audience: Audience, step: int) -> list[SocietyAgent]:
-        """The agents an audience covers, in agent-id order."""
+        """Return the agents an audience covers, in agent-id order."""
         agents = self.agents
         if audience.personas:
             wanted = {self.agent(r).unique_id for r in audience.personas}
@@ -455,7 +455,7 @@ class SocietyModel(mesa.Model):
         return kind, rng.choice(neighbours)
 
     def _deliberate_input(self, agent: SocietyAgent, step: int) -> AgentInput | None:
-        """The deliberate policy's options for an active agent, or None when it has none."""
+        """Return the deliberate policy's options for an active agent, or None when it has none."""
         rng = derived_rng(self.run_seed, step, agent.persona_id, "people")
         options, people = choices(
             self.scenario.kinds, self.scenario.kind_weights, agent.neighbour_ids(),
@@ -613,7 +613,7 @@ class SocietyModel(mesa.Model):
 
     def _history(self, step: int, members: Sequence[SocietyAgent], seen: dict[int, list[str]],
                  salt: tuple[object, ...]) -> GroupHistory:
-        """What a group's members saw this step and remember, for the one call that speaks for them.
+        """Return what a group's members saw this step and remember, for the one call that speaks for them.
 
         At most MEMBERS_READ members are read (a sample drawn from the run seed, the step and
         salt, so a resume reads the same); the memory keeps as many items as a member's prompt.
@@ -628,7 +628,7 @@ class SocietyModel(mesa.Model):
                              [seen.get(a.unique_id, []) for a in read], step, limit)
 
     def _arm_key(self, members: Sequence[SocietyAgent]) -> str:
-        """The arm of a pool's or group's members as a key part ('' outside a within run)."""
+        """Return the arm of a pool's or group's members as a key part ('' outside a within run)."""
         arm = self.arm(members[0])
         return f":{arm}" if arm else ""
 
@@ -658,7 +658,7 @@ class SocietyModel(mesa.Model):
 
     def _sampled(self, step: int, asked: list[tuple[Survey, SocietyAgent]],
                  group: list[int]) -> list[SocietyAgent]:
-        """The members sampled for one archetype's distribution, drawn so a resume draws the same."""
+        """Return the members sampled for one archetype's distribution, drawn so a resume draws the same."""
         assert self.archetype_sample is not None and self.archetype_of is not None
         survey, first = asked[group[0]]
         members = [asked[i][1] for i in group]
@@ -742,7 +742,7 @@ class SocietyModel(mesa.Model):
 
     def _situation(self, step: int, survey: Survey, agent: SocietyAgent,
                    events: list[str]) -> str:
-        """What the agent's survey prompt would show besides its persona, as prompt sections."""
+        """Return what the agent's survey prompt would show besides its persona, as prompt sections."""
         return survey_situation(
             persona=agent.persona_text, question=survey.question, world=self.world,
             arm_world=self.arm_world_of(agent), events=events,
@@ -751,7 +751,7 @@ class SocietyModel(mesa.Model):
 
     async def _ask_profiled(self, step: int, survey: Survey, agent: SocietyAgent,
                             events: list[str]) -> Profiled:
-        """The agent's answer drawn, seeded, from the survey profile's distribution for it."""
+        """Return the agent's answer drawn, seeded, from the survey profile's distribution for it."""
         answerer = self.survey_answerers[survey.id]
         shares, call = await answerer.shares(
             survey.question, survey.options, text=agent.persona_text,
@@ -1025,7 +1025,7 @@ T_ = TypeVar("T_")
 
 
 def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
-    """The order a step's requests are sent: prompts sharing a prefix sit together, so a server's
+    """Return the order a step's requests are sent: prompts sharing a prefix sit together, so a server's
     prefix cache finds it.
     """
     first: dict[tuple[str, ...], int] = {}

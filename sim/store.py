@@ -96,7 +96,7 @@ ARCHETYPE_LINES = 5  # archetypes show names, largest first
 
 def archetype_lines(con: duckdb.DuckDBPyConnection, run_id: str,
                     top: int = ARCHETYPE_LINES) -> list[str]:
-    """A run's grouping as console lines, the largest archetypes first."""
+    """Return a run's grouping as console lines, the largest archetypes first."""
     rows = con.execute("SELECT archetype, size, representative, method FROM run_archetypes "
                        "WHERE run_id = ? ORDER BY size DESC, archetype", [run_id]).fetchall()
     if not rows:
@@ -128,7 +128,7 @@ def archetype_table(con: duckdb.DuckDBPyConnection, run_id: str
 
 def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | None],
               started_at: dt.datetime, *, model: str) -> Rows:
-    """A step's rows by table, in insertion order, its steps row last."""
+    """Return a step's rows by table, in insertion order, its steps row last."""
     emissions = [{
         "emission_id": e.emission_id, "run_id": run_id, "step": e.step,
         "agent_id": e.agent_id, "persona_id": e.persona_id, "task": e.task,
@@ -159,7 +159,7 @@ def step_rows(run_id: str, result: StepResult, duplicates: Mapping[str, str | No
 
 
 def column_step_rows(run_id: str, result: ColumnStep, started_at: dt.datetime) -> Rows:
-    """A column step's small rows by table, its steps row last (its shards' rows are files)."""
+    """Return a column step's small rows by table, its steps row last (its shards' rows are files)."""
     tagged = {"run_id": run_id}
     return {
         "events": [{**e, **tagged} for e in result.events],
@@ -175,7 +175,7 @@ def column_step_rows(run_id: str, result: ColumnStep, started_at: dt.datetime) -
 
 
 def set_steps_done(con: duckdb.DuckDBPyConnection, run_id: str, step: int) -> None:
-    """The run's last committed step (in the step's transaction)."""
+    """Record the run's last committed step (in the step's transaction)."""
     con.execute("UPDATE runs SET steps_done = ? WHERE run_id = ?", [step, run_id])
 
 
@@ -238,7 +238,7 @@ class RunRecord(NamedTuple):
 
 
 def run_record(con: duckdb.DuckDBPyConnection, run_id: str) -> RunRecord | None:
-    """The run's runs row, or None when there is no such run."""
+    """Return the run's runs row, or None when there is no such run."""
     rows = con.execute("SELECT scenario, scenario_path, steps_planned FROM runs WHERE run_id = ?",
                        [run_id]).fetchall()
     if not rows:
@@ -248,19 +248,19 @@ def run_record(con: duckdb.DuckDBPyConnection, run_id: str) -> RunRecord | None:
 
 
 def steps_done(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    """The run's last committed step (0 before the first)."""
+    """Return the run's last committed step (0 before the first)."""
     rows = con.execute("SELECT steps_done FROM runs WHERE run_id = ?", [run_id]).fetchall()
     return int(rows[0][0] or 0) if rows else 0
 
 
 def agent_persona_ids(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
-    """The persona each agent plays, in agent-id order."""
+    """Return the persona each agent plays, in agent-id order."""
     return [r[0] for r in con.execute("SELECT persona_id FROM run_agents WHERE run_id = ? "
                                       "ORDER BY agent_id", [run_id]).fetchall()]
 
 
 def starting_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, np.ndarray]:
-    """The run's starting graph as agent positions (agent id - 1) and relations."""
+    """Return the run's starting graph as agent positions (agent id - 1) and relations."""
     return con.execute("""
         SELECT a.agent_id - 1 AS pa, b.agent_id - 1 AS pb, e.relation AS r FROM run_edges e
         JOIN run_agents a ON a.run_id = e.run_id AND a.persona_id = e.src
@@ -270,7 +270,7 @@ def starting_edges(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, np.
 
 def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
                          done: int) -> list[tuple[str, str, str, str | None]]:
-    """The edge interventions applied up to a step, in order."""
+    """Return the edge interventions applied up to a step, in order."""
     return [tuple(r) for r in con.execute(
         "SELECT action, persona_id, other_persona_id, relation FROM interventions WHERE run_id = ? "
         "AND step <= ? AND applied AND action IN ('add_edge', 'remove_edge') "
@@ -279,7 +279,7 @@ def applied_edge_changes(con: duckdb.DuckDBPyConnection, run_id: str,
 
 def next_indexes(con: duckdb.DuckDBPyConnection, run_id: str, events: int,
                  interventions: int) -> tuple[int, int]:
-    """The numbers the next injected event and intervention rows take."""
+    """Return the numbers the next injected event and intervention rows take."""
     last_event = scalar(con, "SELECT coalesce(max(event_index), -1) FROM events WHERE run_id = ?",
                         [run_id])
     last_x = scalar(con, "SELECT coalesce(max(intervention_index), -1) FROM interventions "
@@ -329,7 +329,7 @@ def agents_playing(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Seq
 
 def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
                    done: int) -> Iterator[list[tuple[str, str, str]]]:
-    """The kept emissions up to a step in indexing order, in chunks to bound memory."""
+    """Return the kept emissions up to a step in indexing order, in chunks to bound memory."""
     result = con.execute("SELECT emission_id, task, text FROM emissions WHERE run_id = ? "
                          "AND step <= ? AND NOT is_duplicate ORDER BY step, agent_id", [run_id, done])
     while rows := result.fetchmany(_RESTORE_CHUNK):
@@ -337,7 +337,7 @@ def kept_emissions(con: duckdb.DuckDBPyConnection, run_id: str,
 
 
 def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], list[str]]:
-    """Committed emissions' texts by id, read back instead of kept in memory."""
+    """Read committed emissions' texts back by id, instead of keeping them in memory."""
     def read(ids: Sequence[str]) -> list[str]:
         found: dict[str, str] = {}
         for lo in range(0, len(ids), 1000):  # constants: a filter in the scan, not a join
@@ -350,7 +350,7 @@ def emission_texts(con: duckdb.DuckDBPyConnection) -> Callable[[Sequence[str]], 
 
 
 def run_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """A run's totals, read back from its tables (resumes included)."""
+    """Return a run's totals, read back from its tables (resumes included)."""
     def rows(sql: str) -> list[tuple[Any, ...]]:
         return con.execute(sql, [run_id]).fetchall()
 
@@ -407,7 +407,7 @@ def survey_lines(con: duckdb.DuckDBPyConnection, run_id: str) -> list[str]:
 
 def delivered_events(con: duckdb.DuckDBPyConnection,
                      run_id: str) -> list[tuple[int, str, str | None, int | None, str]]:
-    """The events delivered in a run, in step order, with who put each in."""
+    """Return the events delivered in a run, in step order, with who put each in."""
     return [(int(step), str(text), audience, n, str(source)) for step, text, audience, n, source
             in con.execute(f"SELECT step, text, audience, n_recipients, {SOURCE} "
                            "FROM events WHERE run_id = ? ORDER BY step, event_index",
@@ -415,7 +415,7 @@ def delivered_events(con: duckdb.DuckDBPyConnection,
 
 
 def _literal(text: str) -> str:
-    """A SQL string literal (COPY takes no parameters)."""
+    """Return a SQL string literal (COPY takes no parameters)."""
     return "'" + str(text).replace("'", "''") + "'"
 
 

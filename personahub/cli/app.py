@@ -132,7 +132,7 @@ OWN_MODULES: tuple[ModuleType, ...] = (
 
 
 def own_commands(modules: Sequence[ModuleType]) -> dict[tuple[str, ...], Callable[..., object]]:
-    """The commands modules list as their COMMANDS, by path.
+    """Return the commands modules list as their COMMANDS, by path.
 
     Args:
         modules: Command modules.

@@ -99,7 +99,7 @@ def _long_name(param: Parameter) -> str:
 
 
 def _shown(name: str, value: object) -> str:
-    """A setting as -v prints it: secrets hidden, URLs (model specs) redacted."""
+    """Return a setting as -v prints it: secrets hidden, URLs (model specs) redacted."""
     if any(word in name for word in SECRET_WORDS):
         return "***"
     if isinstance(value, str) and "://" in value:
@@ -134,7 +134,7 @@ _NOT_A_CHOICE = re.compile(r"(?:Value error, )?'(?P<value>.*)' is not one of (?P
 
 
 def usage_message(exc: click_exceptions.ClickException) -> str:
-    """A usage error's text for the error: line.
+    """Return a usage error's text for the error: line.
 
     A bad choice reads like the commands' own checks (--cache 'bogus': use one of off,
     record, replay); other errors keep click's words, minus pydantic's "Value error, "."""

@@ -194,7 +194,7 @@ def _list(db: Path, as_json: bool) -> None:
 
 
 def profile_cell(profile: dict[str, Any] | None) -> str:
-    """A calibration's survey profile in a few words ("-" without one)."""
+    """Return a calibration's survey profile in a few words ("-" without one)."""
     if not profile:
         return "-"
     shown = len(profile["examples"])

@@ -80,7 +80,7 @@ def verbosity() -> int:
 
 
 def detail(*parts: str | tuple[str, str]) -> None:
-    """A line only -v shows (settings, per-batch progress), on stderr."""
+    """Print a line only -v shows (settings, per-batch progress), on stderr."""
     if _chat.level > 0:
         say(*parts)
 
@@ -213,7 +213,7 @@ _ID_KEYS = {"run": "run_id", "judge": "judge_id", "expansion": "expansion_id",
 
 
 def job_id_key(kind: str) -> str:
-    """The key --json names a job's id by (run_id for a run, job_id by default)."""
+    """Return the key --json names a job's id by (run_id for a run, job_id by default)."""
     return _ID_KEYS.get(kind, "job_id")
 
 
@@ -224,7 +224,7 @@ def note_job(what: str, key: str, db: Path) -> None:
 
 
 def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]:
-    """The `names` the user set on the command line or in the environment, as --flags.
+    """Return the `names` the user set on the command line or in the environment, as --flags.
 
     A resume refuses those its job already fixes. Sources compare by name because typer
     may run on its own copy of click."""
@@ -237,7 +237,7 @@ def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> list[str]
 
 
 def json_mode(on: bool) -> bool:
-    """The --json callback: keep stdout for the result object by sending `out` to stderr.
+    """Act as the --json callback: keep stdout for the result object by sending `out` to stderr.
 
     reset_cli_state undoes it."""
     if on:
@@ -298,7 +298,7 @@ def missing_argument(ctx: typer.Context, name: str) -> NoReturn:
 
 
 def run_counts(summary: Any) -> dict[str, int]:
-    """A run's counts for --json."""
+    """Return a run's counts for --json."""
     return {"agents": summary.agents, "steps": summary.steps,
             "emissions": sum(summary.emissions_by_kind.values()), "messages": summary.messages,
             "survey_answers": summary.answers, "duplicates": summary.duplicates,
@@ -306,7 +306,7 @@ def run_counts(summary: Any) -> dict[str, int]:
 
 
 def summary_counts(summary: object) -> dict[str, int]:
-    """The whole-number fields of a spec's summary (a dataclass), for --json."""
+    """Return the whole-number fields of a spec's summary (a dataclass), for --json."""
     import dataclasses
 
     if not dataclasses.is_dataclass(summary):

@@ -120,7 +120,7 @@ def _check_resumable(db: Path, job_id: str) -> None:
 
 
 def _progress_hook(bar: Any) -> Any:
-    """A bar per stage (minhash, embedding) from the kernel's progress reports."""
+    """Build a hook that shows a bar per stage (minhash, embedding) from the kernel's progress reports."""
     tasks: dict[str, object] = {}
 
     def hook(stage: str, done: int, total: int | None) -> None:

@@ -69,7 +69,7 @@ def doctor(
 
 
 def _print(report: DoctorReport) -> None:
-    """The findings as rich tables on stdout, warnings and the recommendation on stderr; of an
+    """Print the findings as rich tables on stdout, warnings and the recommendation on stderr; of an
     endpoint that cannot serve a job, what was probed before it gave up (nothing when it was
     unreachable), and no recommendation."""
     if not report.modes:

@@ -116,7 +116,7 @@ DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transact
 
 
 def batch_size_option(per: str, online: int) -> object:
-    """The --batch-size option engine_options(batch_size=(per, online)) gives a command,
+    """Return the --batch-size option engine_options(batch_size=(per, online)) gives a command,
     in the Batch panel.
 
     Args:
@@ -172,7 +172,7 @@ class Engine:
         return ModelFlags(**{k: self.given.get(k, default(k)) for k in SAMPLING})
 
     def settings(self, *, llm: bool = False) -> dict[str, Any]:
-        """The options given, as job config keywords, minus the model, generation flags and
+        """Return the options given, as job config keywords, minus the model, generation flags and
         batch options (see flags and batching) and an unset max_failed_share.
 
         With llm=True, the resolved model spec is added too (--llm, PERSONAHUB_LLM or
@@ -187,7 +187,7 @@ class Engine:
         return settings
 
     def batching(self, batch_size: int | None = None) -> dict[str, Any]:
-        """The batch options as job config keywords (batch_engine): the --batch-size
+        """Return the batch options as job config keywords (batch_engine): the --batch-size
         given (or batch_size, a command's own), and the command's online size."""
         size = batch_size if batch_size is not None else self.given.get("batch_size")
         return batch_engine(self.given["batch"], size, self.given["batch_window"],
@@ -251,7 +251,7 @@ class ModelFlags:
 def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str,
                  batch_file: Path | None, poll_s: float, *,
                  online_size: int = DEFAULT_ONLINE_SIZE) -> dict[str, object]:
-    """The batch options as engine settings (a job config's BatchFields).
+    """Return the batch options as engine settings (a job config's BatchFields).
 
     online_size is the command's own items per transaction when not batching."""
     if not batch and batch_file is None:

@@ -99,7 +99,7 @@ def experiment(
 
 def _watcher(scenario: Path, db: Path, experiment_id: str | None, replicates: int | None,
              port: int) -> Any:
-    """The --view server (ExperimentView), its port taken before any run starts."""
+    """Build the --view server (ExperimentView), its port taken before any run starts."""
     from personahub.analysis.live_view import ExperimentView
     from personahub.sim.experiment import load_experiment
 
@@ -140,7 +140,7 @@ class _AllRuns:
     tokens_out = property(lambda self: self._sum("tokens_out"))
 
     def rate(self) -> float:
-        """Calls per second since the first run's client was ready."""
+        """Return the calls per second since the first run's client was ready."""
         if self.since is None:
             return 0.0
         return self.attempts / max(time.monotonic() - self.since, 1e-9)
@@ -171,7 +171,7 @@ class _Shown:
                 self.display.enter_context(self.bar)
 
     def progress(self, phase: str, done: int, total: int | None) -> None:
-        """A bar per arm run and phase: ``arm rumour #0: steps 3/5``."""
+        """Show a bar per arm run and phase: ``arm rumour #0: steps 3/5``."""
         run, _, what = phase.rpartition(": ")
         if what.startswith("batch "):
             return
@@ -193,7 +193,7 @@ def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str
             told: Any, steps: int | None, archetypes: int | None, compare: str | None,
             parallel: int, engine: Engine, archetype_elicit: str | None = None,
             shown: _Shown | None = None, survey_profile: str | None = None) -> object:
-    """The experiment's unfinished runs, then its tables (personahub.experiment)."""
+    """Run the experiment's unfinished runs, then return its tables (personahub.experiment)."""
     from personahub.experiments import experiment_file as run_it
     from personahub.models.client import resolve_spec
 
@@ -208,7 +208,7 @@ def _run_it(scenario: Path, db: Path, replicates: int | None, experiment_id: str
 
 
 def _print(result: Any, db: Path, compare: str | None, offline: bool | None = None) -> None:
-    """The effect table, its verdicts and (--compare) the agreement lines; offline, a caveat
+    """Print the effect table, its verdicts and (--compare) the agreement lines; offline, a caveat
     that the effects are the offline engine's, not people's."""
     runs = result.runs
     say(f"experiment {result.experiment_id}: {runs.arm.nunique()} arms x "

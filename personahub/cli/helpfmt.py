@@ -52,7 +52,7 @@ _LIST_ITEM = re.compile(r"^(\s*)([-*•]|\d+[.)])\s+")
 # --- text -----------------------------------------------------------------------------------
 
 def plain(text: str) -> str:
-    """text without RST marks: double-backquoted code loses its quotes, a line-ending "::"
+    """Strip RST marks from text: double-backquoted code loses its quotes, a line-ending "::"
     becomes ":" (" ::" is dropped), and a line of only "::" goes."""
     text = _LITERAL.sub(r"\1", text)
     text = re.sub(r"(?m)(?<=\S) ::$", "", text)
@@ -61,7 +61,7 @@ def plain(text: str) -> str:
 
 
 def paragraphs(text: str) -> list[str]:
-    """The paragraphs of a docstring-like text (dedented; \\f and what follows dropped)."""
+    """Return the paragraphs of a docstring-like text (dedented; \\f and what follows dropped)."""
     text = textwrap.dedent(text.partition("\f")[0]).strip("\n")
     if "\n" in text:  # docstrings: the first line has no indent, the others do
         first, rest = text.split("\n", 1)
@@ -70,7 +70,8 @@ def paragraphs(text: str) -> list[str]:
 
 
 def _is_verbatim(paragraph: str) -> bool:
-    """An example or a preformatted block: indented, a shell prompt, or click's \\b mark."""
+    """Tell whether a paragraph is an example or a preformatted block: indented, a shell prompt, or click's
+    \\b mark."""
     lines = paragraph.splitlines()
     return (paragraph.startswith("\b") or all(line.startswith((" ", "\t")) for line in lines)
             or lines[0].lstrip().startswith("$ "))
@@ -92,7 +93,7 @@ def _list_items(lines: list[str]) -> list[tuple[str, str]]:
 
 
 def _blocks(paragraph: str) -> list[tuple[str, list[str]]]:
-    """A paragraph as ("verbatim" | "prose" | "list", lines) blocks: a lead sentence followed
+    """Return a paragraph as ("verbatim" | "prose" | "list", lines) blocks: a lead sentence followed
     by a list is prose then list."""
     if _is_verbatim(paragraph):
         return [("verbatim", paragraph.lstrip("\b").strip("\n").splitlines())]
@@ -104,7 +105,7 @@ def _blocks(paragraph: str) -> list[tuple[str, list[str]]]:
 
 
 def reflow(text: str, width: int, indent: str = "") -> str:
-    """text wrapped to width: each paragraph's lines joined and wrapped again, list items
+    """Wrap text to width: each paragraph's lines joined and wrapped again, list items
     with a hanging indent, indented examples as they are; paragraphs separated by a blank line."""
     out: list[str] = []
     for paragraph in paragraphs(plain(text)):
@@ -126,7 +127,7 @@ def reflow(text: str, width: int, indent: str = "") -> str:
 
 
 def summary(text: str | None) -> str:
-    """The first paragraph of a help text, on one line, without RST marks."""
+    """Return the first paragraph of a help text, on one line, without RST marks."""
     parts = paragraphs(plain(text or ""))
     return " ".join(parts[0].split()) if parts else ""
 
@@ -134,7 +135,7 @@ def summary(text: str | None) -> str:
 # --- parameters -----------------------------------------------------------------------------
 
 def choices(param: Parameter) -> tuple[str, ...] | None:
-    """The values a parameter accepts, when it is a choice (a Literal/Enum annotation in
+    """Return the values a parameter accepts, when it is a choice (a Literal/Enum annotation in
     Typer >= 0.2x, a click.Choice before)."""
     descriptor = getattr(param, "type_descriptor", None)
     found = getattr(descriptor, "choices", None) if descriptor is not None else None
@@ -154,7 +155,7 @@ def _annotation(param: Parameter) -> object:
 
 
 def value_label(param: Parameter) -> str:
-    """What follows an option's name in help: nothing for a flag, the declared metavar, the
+    """Return what follows an option's name in help: nothing for a flag, the declared metavar, the
     choices as [a|b|c], or the type (N, X, PATH, TEXT)."""
     if getattr(param, "is_flag", False) or getattr(param, "count", False):
         return ""
@@ -175,7 +176,7 @@ def value_label(param: Parameter) -> str:
 
 
 def argument_label(param: Parameter) -> str:
-    """An argument as usage shows it: SCENARIO, [QUERY] when optional, FILE...."""
+    """Return an argument as usage shows it: SCENARIO, [QUERY] when optional, FILE...."""
     name = str(param.metavar or (param.name or "").upper())
     if getattr(param, "nargs", 1) == -1:
         name += "..."
@@ -201,7 +202,7 @@ def _number(value: float) -> str:
 
 
 def _checked_by(param: Parameter) -> OptionBounds | None:
-    """The object whose method is the parameter's callback or parser as declared, or None.
+    """Return the object whose method is the parameter's callback or parser as declared, or None.
 
     An option whose check declares its bounds (the engine options' cli.engine.OptionCheck,
     with low, high and above) has them shown from there, as typer is given no min or max."""
@@ -250,7 +251,7 @@ def _default_text(param: Parameter) -> str:
 
 
 def extras(param: Parameter) -> str:
-    """The bracketed facts after a parameter's help: default, environment variable, range,
+    """Return the bracketed facts after a parameter's help: default, environment variable, range,
     required."""
     facts = []
     default = _default_text(param)
@@ -270,7 +271,7 @@ def extras(param: Parameter) -> str:
 
 
 def param_help(param: Parameter) -> str:
-    """A parameter's help on one line (reflowed later), then its extras."""
+    """Return a parameter's help on one line (reflowed later), then its extras."""
     text = " ".join(" ".join(paragraphs(plain(getattr(param, "help", None) or ""))).split())
     more = extras(param)
     return f"{text}  {more}" if text and more else text or more
@@ -279,13 +280,13 @@ def param_help(param: Parameter) -> str:
 # --- layout ---------------------------------------------------------------------------------
 
 def width_now() -> int:
-    """The terminal's width (COLUMNS first), between MIN_WIDTH and MAX_WIDTH."""
+    """Return the terminal's width (COLUMNS first), between MIN_WIDTH and MAX_WIDTH."""
     columns = shutil.get_terminal_size((80, 24)).columns
     return max(MIN_WIDTH, min(MAX_WIDTH, columns))
 
 
 def label_column(rows: Iterable[tuple[str, str]], width: int) -> int:
-    """The width of the label column: the longest label that fits (LABEL_MAX, or a third of
+    """Return the width of the label column: the longest label that fits (LABEL_MAX, or a third of
     a narrow page), plus a gap; a longer label goes on a line of its own."""
     cap = min(LABEL_MAX, width // 3)
     return max((len(label) for label, _ in rows if len(label) <= cap), default=cap) + 2
@@ -331,7 +332,7 @@ def sections(params: Iterable[Parameter]) -> list[tuple[str, list[Parameter]]]:
 
 def render(*, command_path: str, help_text: str | None, params: Sequence[Parameter],
            subcommands: Sequence[tuple[str, str | None]] | None, width: int) -> str:
-    """The whole help page: usage, description, arguments, option sections, commands."""
+    """Render the whole help page: usage, description, arguments, option sections, commands."""
     blocks = [usage_line(command_path, params, subcommands is not None)]
     if help_text:
         blocks.append(reflow(help_text, width - len(INDENT), INDENT))

@@ -101,7 +101,7 @@ def interview(
 
 
 def answers_json(result: InterviewResult) -> dict[str, object]:
-    """The interview as one JSON object (the engine named, one entry per agent)."""
+    """Return the interview as one JSON object (the engine named, one entry per agent)."""
     return {
         "batch_id": result.batch_id, "run_id": result.run_id, "step": result.step,
         "question": result.question, "model": result.model, "offline": result.offline,
@@ -121,7 +121,7 @@ def speaker(text: str, width: int = WHO_WIDTH) -> str:
 
 
 def short_id(persona_id: str) -> str:
-    """A persona id kept compact for reference (its first 8 characters)."""
+    """Return a persona id kept compact for reference (its first 8 characters)."""
     return persona_id if len(persona_id) <= 10 else persona_id[:8] + "…"
 
 

@@ -41,7 +41,7 @@ def unreachable(label: str) -> None:
 
 
 def job_progress(client: CountsCalls | None = None, *, counts: Any = None) -> Progress:
-    """A progress display for a job: silent under -q, a line per batch or step under -v.
+    """Return a progress display for a job: silent under -q, a line per batch or step under -v.
 
     It shows the client's call counts when the job calls a model; pass a
     progress.LateCounts as `counts` when the job kernel builds the client later."""
@@ -88,7 +88,7 @@ class JobHooks:
             started(self.noun, job_id, self.db)
 
     def progress(self) -> Progress:
-        """The progress display, with the client's counts once it is ready."""
+        """Return the progress display, with the client's counts once it is ready."""
         return job_progress(counts=self.counts)
 
     def run(self, spec: Any, config: Any, *, resume: str | None, fresh: bool, label: str,
@@ -179,7 +179,7 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
 def batch_progress(bar: Any, task: Any, label: str, *, finishing: str | None = None,
                    on_finishing: Callable[[], None] | None = None
                    ) -> Callable[[str, int, int | None], None]:
-    """A progress hook that shows a batch's state (batch ID in_progress 40/64) beside the
+    """Return a progress hook that shows a batch's state (batch ID in_progress 40/64) beside the
     label, and the items done as the bar; with finishing, once every item is done, what the job
     does next beside the label (on_finishing is called then, once)."""
 

@@ -150,7 +150,7 @@ def resume(
 
 def _by_kernel(job_id: str, db: Path, llm: str | None, engine: dict[str, object],
                as_json: bool) -> str | None:
-    """The job, resumed through the kernel (any_job.resume_job, as personahub.resume);
+    """Resume the job through the kernel (any_job.resume_job, as personahub.resume), with
     its report printed. Returns its shortfall (the line saying it holds fewer items than asked),
     if any."""
     from personahub import runtime

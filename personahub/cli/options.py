@@ -28,7 +28,7 @@ FreshOption = Annotated[bool, typer.Option(
 
 
 def resume_option(metavar: str, keeps: str) -> object:
-    """The --resume option of a job command, declared once in one wording.
+    """Return the --resume option of a job command, declared once in one wording.
 
     Args:
         metavar: what the option takes (JOB_ID, or the id a kind finds its job by).
@@ -99,7 +99,7 @@ def embedder_spec(value: str) -> str:
 
 
 def embedder_spec_or_none(value: str) -> str:
-    """personas dedup --embedder: as embedder_spec, or "none" (skip stage 2)."""
+    """Parse personas dedup --embedder: as embedder_spec, or "none" (skip stage 2)."""
     return value if value.strip().lower() in ("", "none") else embedder_spec(value)
 
 

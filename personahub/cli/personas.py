@@ -52,7 +52,7 @@ TEXT_JOB_KEEPS = "its corpus file, relations, reading options, seed and generati
 
 
 def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, ...]) -> None:
-    """A resume answers as its job started: options that would change that are refused."""
+    """Refuse options that would change a resume: a resume answers as its job started."""
     fixed = given_on_command_line(ctx, names)
     if fixed:
         raise UsageError(f"--resume {resume} takes {', '.join(n for n in names if n != 'fresh')}"
@@ -60,7 +60,7 @@ def _refuse_fixed(ctx: typer.Context, job: str, resume: str, names: tuple[str, .
 
 
 def _check_language(language: str | None) -> None:
-    """An unknown --language is one error line before the database is opened."""
+    """Check --language: an unknown one is one error line before the database is opened."""
     from personahub.personas.quality import language_scripts
 
     try:
@@ -71,7 +71,7 @@ def _check_language(language: str | None) -> None:
 
 
 def _open_hub(db: Path) -> Any:
-    """The hub's connection (the database must exist: no empty database is left behind)."""
+    """Return the hub's connection (the database must exist: no empty database is left behind)."""
     from personahub.core.store import connect
 
     if not Path(db).exists():
@@ -82,7 +82,7 @@ def _open_hub(db: Path) -> Any:
 def unfinished_expansion(db: Path, *, hops: int, fanout: int, limit: int | None,
                          fresh: bool, language: str | None = None,
                          resume: str | None = None) -> str | None:
-    """The expansion personas expand should continue, or None to start a new one.
+    """Return the expansion personas expand should continue, or None to start a new one.
 
     `resume` names it. Otherwise an unfinished CLI expansion with the same hops, fanout,
     limit and language is picked up, keeping its own start personas even if the hub has
@@ -231,7 +231,7 @@ def personas_expand(
 
 
 def _text_job(db: Path, resume: str) -> str:
-    """The id of the text job resume names (its corpus name, or its job id)."""
+    """Return the id of the text job resume names (its corpus name, or its job id)."""
     from personahub.personas.text_jobs import find_text_job, text_job_by_id
 
     con = _open_hub(db)
@@ -356,7 +356,7 @@ def personas_from_text(
 
 
 def _kept(db: Path, job_id: str) -> list[str]:
-    """The kept share per kind of a text job (read-only: the job closed its connection)."""
+    """Return the kept share per kind of a text job (read-only: the job closed its connection)."""
     from personahub.analysis.kept import kept_lines
     from personahub.core.store import connect
 

@@ -37,7 +37,7 @@ RESUME_FIXED = ("marginals", "joint", "n", "seed", "output")
 
 
 def _typed(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
-    """The `names` typed on the command line, as spelled there.
+    """Return the `names` typed on the command line, as spelled there.
 
     Environment values do not count, so RAY_ADDRESS or PERSONAHUB_OFFLINE_LATENCY set in
     the shell cannot break the template path."""
@@ -47,7 +47,7 @@ def _typed(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
 
 
 def _write_table(path: Path, personas: list[Any], force: bool) -> None:
-    """The personas as an attribute table: JSONL (.jsonl) or CSV (.csv)."""
+    """Write the personas as an attribute table: JSONL (.jsonl) or CSV (.csv)."""
     suffix = path.suffix.lower()
     rows = [{"persona": p.text, **p.attributes} for p in personas]
     with atomic_file(path, overwrite=force) as f:
@@ -169,7 +169,7 @@ def personas_sample_population(
 def _write_with_model(marginals: Path | None, joint: Path | None, n: int, seed: int, db: Path,
                       resume: str | None, fresh: bool, engine: Engine, batch_size: int,
                       as_json: bool) -> None:
-    """The people drawn as without a model, their texts written by engine.llm (a kernel
+    """Write the people drawn as without a model, their texts written by engine.llm (a kernel
     job); the config is the one personahub.write_population builds from the same
     settings."""
     from personahub import runtime

@@ -37,7 +37,7 @@ class CallCounts(Protocol):
 
 
 def _followed(count: str) -> object:
-    """A read-only LateCounts property: the followed client's count, 0 before it is
+    """Return a read-only LateCounts property: the followed client's count, 0 before it is
     followed (one definition for the five counts CallCounts names)."""
     return property(lambda self: getattr(self._stats, count) if self._stats else 0)
 
@@ -117,7 +117,7 @@ class JobProgress(Progress):
         self._last = ""
 
     def line(self) -> str:
-        """The plain progress line: each phase's count and ETA, then the call counts."""
+        """Return the plain progress line: each phase's count and ETA, then the call counts."""
         parts = []
         for task in self.tasks:
             total = f"/{int(task.total)}" if task.total is not None else ""

@@ -259,7 +259,7 @@ def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archety
 
 
 def _resumed(run_id: str, db: Path, engine: Engine) -> ResumeSettings:
-    """The engine settings of personahub run --resume RUN_ID (the run keeps the rest)."""
+    """Return the engine settings of personahub run --resume RUN_ID (the run keeps the rest)."""
     from personahub.models.client import resolve_spec
     from personahub.pipelines.run import resume_settings
 
@@ -302,7 +302,7 @@ def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
 
 
 def print_summary(summary: RunSummary) -> None:
-    """The end-of-run summary: counts, where the data is, and SQL to start from."""
+    """Print the end-of-run summary: counts, where the data is, and SQL to start from."""
     from personahub.personas.quality import GATE_AFTER_CALL, rejection_text
 
     table = Table(title=f"run {summary.run_id}", show_header=False)
@@ -346,7 +346,7 @@ def print_summary(summary: RunSummary) -> None:
 
 
 def prefix_cache_text(summary: RunSummary) -> str:
-    """The prompt tokens the server's prefix cache reused (as it reported them) next to the share
+    """Return the prompt tokens the server's prefix cache reused (as it reported them) next to the share
     of prompt tokens in a prefix shared with a recent prompt (estimated by the client)."""
     if summary.offline:
         return "none (offline engine)"

@@ -15,7 +15,7 @@ from personahub.core.store import DEFAULT_DB
 
 
 def _value_text(value: Any) -> str:
-    """A field's value as printed: JSON (content, solution, attributes) indented, the rest as is."""
+    """Return a field's value as printed: JSON (content, solution, attributes) indented, the rest as is."""
     if isinstance(value, str) and value[:1] in "{[":
         try:
             value = json.loads(value)

@@ -109,7 +109,7 @@ def _write(text: str) -> None:
 
 
 def print_scalar(results: Sequence[QueryResult]) -> None:
-    """The one value of the one result, or an error saying what came back instead."""
+    """Print the one value of the one result, or an error saying what came back instead."""
     from personahub.analysis.result_text import scalar_text
 
     if len(results) != 1:
@@ -147,7 +147,7 @@ def print_result(result: QueryResult, fmt: Format, limit: int, *, header: bool =
 
 def print_table(columns: Sequence[str], rows: Sequence[tuple[object, ...]], *,
                 header: bool = True) -> None:
-    """A table of every cell verbatim, never truncated: fitted to a terminal (cells wrap), as
+    """Print a table of every cell verbatim, never truncated: fitted to a terminal (cells wrap), as
     wide as its longest rows otherwise (a pipe or a file gets whole lines)."""
     table = Table(*(Column(name, overflow="fold") for name in columns), show_header=header)
     for row in rows:

@@ -268,7 +268,7 @@ def export_cmd(
 
 
 def _evaluation_job(db: Path, evaluation: str) -> str:
-    """The synthesis job that evaluation evaluation evaluates."""
+    """Return the synthesis job that the evaluation named by `evaluation` evaluates."""
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import find_evaluation
 
@@ -283,7 +283,7 @@ def _evaluation_job(db: Path, evaluation: str) -> str:
 
 def _split_selection(db: Path, job: str | None, evaluation: str | None,
                      split: Literal["train", "test"] | None) -> dict[str, object]:
-    """export's items of one side of the split (pipelines.evaluate_quality)."""
+    """Return export's items of one side of the split (pipelines.evaluate_quality)."""
     from personahub.core.store import connect
     from personahub.pipelines.evaluate_quality import export_selection
 
@@ -393,7 +393,7 @@ def _calibration_report(out_dir: Path, job_id: str, db: Path, force: bool,
 
 
 def _archetype_price(con: duckdb.DuckDBPyConnection, job_id: str) -> object:
-    """A calibration's archetype price table (empty without --archetypes, or without scores)."""
+    """Return a calibration's archetype price table (empty without --archetypes, or without scores)."""
     from personahub.analysis import calibration_store
     from personahub.pipelines.calibrate_archetypes import price_table
     from personahub.pipelines.calibrate_data import load_survey

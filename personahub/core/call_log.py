@@ -39,7 +39,7 @@ def unknown_usage(con: duckdb.DuckDBPyConnection, *, run_id: str | None = None,
 
 
 def unknown_usage_note(count: int) -> str:
-    """What a summary's model-calls line adds for attempts of unknown tokens."""
+    """Return what a summary's model-calls line adds for attempts of unknown tokens."""
     return f" ({count} with unknown token usage: not in the token counts)" if count else ""
 
 
@@ -58,7 +58,8 @@ def most_common_job_error(con: duckdb.DuckDBPyConnection, kind: str, job_id: str
 
 
 def prefix_reused(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int] | None:
-    """Cached and prompt tokens over the run's attempts whose server reported prefix-cache reuse, or None."""
+    """Return the cached and prompt tokens over the run's attempts whose server reported prefix-cache
+    reuse, or None."""
     cached, prompt = con.execute(
         f"SELECT sum(cached_prompt_tokens), sum(tokens_in) FROM llm_calls WHERE {_OWNER} = ? AND "
         "cached_prompt_tokens IS NOT NULL AND coalesce(job_kind, 'run') IN ('run', 'expansion')",
@@ -77,7 +78,7 @@ def prompt_tokens_per_action(con: duckdb.DuckDBPyConnection, run_id: str) -> flo
 
 def most_common_error_in(con: duckdb.DuckDBPyConnection, run_id: str, *,
                          purpose: str | None = None) -> str:
-    """The most frequent error of a run's failed model calls (of one purpose, when given)."""
+    """Return the most frequent error of a run's failed model calls (of one purpose, when given)."""
     rows = con.execute(f"SELECT error, count(*) AS n FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "
                        "AND error IS NOT NULL AND (? IS NULL OR purpose = ?) "
                        "GROUP BY 1 ORDER BY n DESC, 1 LIMIT 1",
@@ -134,7 +135,8 @@ def last_attempt_counts(con: duckdb.DuckDBPyConnection, *, run_id: str | None = 
 
 
 def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
-    """A run's calls so far: attempts, failures, tokens, cached answers, and seconds from first to last."""
+    """Return a run's calls so far: attempts, failures, tokens, cached answers, and seconds from first to
+    last."""
     cursor = con.execute(f"""
         SELECT count(*) AS calls,
                count(*) FILTER (WHERE status <> 'ok') AS failed_calls,
@@ -149,27 +151,27 @@ def run_call_totals(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, An
 
 
 def calls_since(con: duckdb.DuckDBPyConnection, run_id: str, epoch_s: float) -> int:
-    """A run's calls started after a time (epoch seconds)."""
+    """Return a run's calls started after a time (epoch seconds)."""
     return int(con.execute(f"SELECT count(*) FROM llm_calls WHERE {_OWNER} = ? AND epoch(started_at) > ?",
                            [run_id, epoch_s]).fetchall()[0][0])
 
 
 def calls_by_step(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, tuple[int, int]]:
-    """Calls and tokens in and out of a run, by step."""
+    """Count calls and tokens in and out of a run, by step."""
     return {int(step): (int(calls), int(tokens)) for step, calls, tokens in con.execute(
         "SELECT step, count(*), coalesce(sum(tokens_in), 0) + coalesce(sum(tokens_out), 0) "
         f"FROM llm_calls WHERE {_OWNER} = ? GROUP BY step", [run_id]).fetchall() if step is not None}
 
 
 def cached_calls(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    """A run's calls answered from the cache."""
+    """Return a run's calls answered from the cache."""
     return int(con.execute("SELECT count(*) FILTER (WHERE coalesce(cached, false)) FROM llm_calls "
                            f"WHERE {_OWNER} = ?", [run_id]).fetchall()[0][0])
 
 
 def failed_call_groups(con: duckdb.DuckDBPyConnection, run_id: str | None,
                        limit: int = 20) -> list[tuple[str, str, str, int]]:
-    """A run's failed attempts by purpose, status and first error line, most first."""
+    """Return a run's failed attempts by purpose, status and first error line, most first."""
     return [(str(p), str(s), str(e), int(n)) for p, s, e, n in con.execute(
         "SELECT purpose, status, split_part(coalesce(error, ''), chr(10), 1) AS e, count(*) "
         f"FROM llm_calls WHERE {_OWNER} = ? AND status <> 'ok' "

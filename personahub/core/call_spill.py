@@ -25,10 +25,10 @@ class RecordSink(Protocol):
     """Where call records go as soon as they are final."""
 
     def sent(self, record: CallRecord) -> None:
-        """An attempt about to go out."""
+        """Receive an attempt about to go out."""
 
     def early(self, records: Sequence[CallRecord]) -> None:
-        """Attempts of a call still going on that no layer will change."""
+        """Receive attempts of a call still going on that no layer will change."""
 
     def done(self, records: Sequence[CallRecord]) -> None:
         """Every attempt of a call that ended."""
@@ -127,7 +127,7 @@ class CallSpill:
 
 
 def read(path: str | Path) -> list[SpilledCall]:
-    """The attempts a spill holds, in order; a line cut by a kill is skipped."""
+    """Read the attempts a spill holds, in order; a line cut by a kill is skipped."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -161,13 +161,13 @@ class WorkerSpill:
 
     @classmethod
     def beside(cls, db: str | Path, job_id: str, tags: Mapping[str, object]) -> WorkerSpill:
-        """The job's worker folder, created on the driver."""
+        """Return the job's worker folder, created on the driver."""
         folder = worker_folder(db, job_id)
         folder.mkdir(exist_ok=True)
         return cls(str(folder), dict(tags))
 
     def open(self) -> CallSpill | None:
-        """This worker's spill file; None when the worker does not see the folder."""
+        """Open this worker's spill file; None when the worker does not see the folder."""
         folder = Path(self.folder)
         if not folder.is_dir():
             return None

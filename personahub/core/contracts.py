@@ -27,7 +27,7 @@ SENT = "sent"
 
 
 def token_count(value: object) -> int | None:
-    """A server's token figure as a count, or None: a server's report never stops a job."""
+    """Return a server's token figure as a count, or None: a server's report never stops a job."""
     if isinstance(value, bool):
         return None
     if isinstance(value, float) and value.is_integer():
@@ -275,5 +275,5 @@ def carry_records(exc: BaseException, earlier: Sequence[CallRecord]) -> None:
 
 
 def carried_records(exc: BaseException) -> list[CallRecord]:
-    """The attempts an exception that ended a call carries."""
+    """Return the attempts an exception that ended a call carries."""
     return list(getattr(exc, "seam_records", []))

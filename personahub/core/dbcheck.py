@@ -62,7 +62,7 @@ def _stored_and_computed(block: bytes | memoryview) -> tuple[int, int]:
 
 
 def format_is_known(path: Path) -> bool:
-    """True when the main header verifies with the checksum as implemented here."""
+    """Return True when the main header verifies with the checksum as implemented here."""
     with open(path, "rb") as f:
         header = f.read(HEADER_SIZE)
     if len(header) < HEADER_SIZE:
@@ -72,8 +72,8 @@ def format_is_known(path: Path) -> bool:
 
 
 def block_count(path: Path) -> int | None:
-    """The number of blocks the active header counts (None when neither verifies). Bytes past them are a
-    failed checkpoint's tail, which may end inside a block while the file and its WAL are whole.
+    """Return the number of blocks the active header counts (None when neither verifies). Bytes past them are
+    a failed checkpoint's tail, which may end inside a block while the file and its WAL are whole.
     """
     with open(path, "rb") as f:
         f.seek(HEADER_SIZE)
@@ -162,13 +162,13 @@ DAMAGE_TEXTS = ("Corrupt database file", "not a valid DuckDB database file",
 
 
 def is_damage(exc: BaseException) -> bool:
-    """True when a DuckDB error says the database file is damaged or cut short."""
+    """Return True when a DuckDB error says the database file is damaged or cut short."""
     text = str(exc)
     return any(t in text for t in DAMAGE_TEXTS)
 
 
 def damage_reason(exc: BaseException) -> str:
-    """The damage a DuckDB error reports, in words (a short read: where the file should go on)."""
+    """Return the damage a DuckDB error reports, in words (a short read: where the file should go on)."""
     found = _SHORT_READ.search(str(exc))
     if found:
         end = int(found.group(2)) + int(found.group(1))

@@ -22,7 +22,7 @@ _FILE = re.compile(r'Could not (?:write|open|create|truncate|sync)[^"]*"([^"]+)"
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
-    """True when the error, or one it was raised from or during, says the disk is full."""
+    """Return True when the error, or one it was raised from or during, says the disk is full."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -38,7 +38,7 @@ def is_disk_full(exc: BaseException | None) -> bool:
 
 
 def what_filled(exc: BaseException) -> str:
-    """The file that could not be written, when the error names it."""
+    """Return the file that could not be written, when the error names it."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -53,7 +53,7 @@ def what_filled(exc: BaseException) -> str:
 
 
 def full_disk_text(exc: BaseException) -> str:
-    """The line a command stopped by a full disk outside any job's batches prints."""
+    """Return the line a command stopped by a full disk outside any job's batches prints."""
     return (f"the disk is full ({what_filled(exc)}: no space left on device); free space, then run "
             "the command again")
 

@@ -218,7 +218,7 @@ def default(field: str) -> Any:
 
 
 def defaults(*fields: str) -> dict[str, Any]:
-    """The config defaults of some engine options, by name."""
+    """Return the config defaults of some engine options, by name."""
     return {field: ENGINE_OPTIONS[field].default for field in fields}
 
 

@@ -37,13 +37,13 @@ def endpoint_error(error: str | None) -> bool:
 
 
 def most_common_error(records: Sequence[CallRecord]) -> str | None:
-    """The most frequent error among failed attempts (None when none failed)."""
+    """Return the most frequent error among failed attempts (None when none failed)."""
     errors = Counter(r.error for r in records if r.status != "ok" and r.error)
     return errors.most_common(1)[0][0] if errors else None
 
 
 def _fix(error: str, records: Sequence[CallRecord]) -> str:
-    """A likely fix for the most common error of a stopped step or batch."""
+    """Return a likely fix for the most common error of a stopped step or batch."""
     modes = {str(r.structured_mode).split(" without ")[0] for r in records
              if getattr(r, "structured_mode", None)}
     if endpoint_error(error):
@@ -61,7 +61,7 @@ def _fix(error: str, records: Sequence[CallRecord]) -> str:
 
 def batch_failure(what: str, actions: int, errors: Sequence[str | None], records: Sequence[CallRecord],
                   max_failed_share: float = DEFAULT_MAX_FAILED_SHARE) -> str | None:
-    """A one-line reason to stop after a batch with these errors, else None."""
+    """Return a one-line reason to stop after a batch with these errors, else None."""
     failed = len(errors)
     endpoint = sum(endpoint_error(e) for e in errors)
     if endpoint >= ENDPOINT_FAIL_MIN and endpoint > actions * ENDPOINT_FAIL_SHARE:

@@ -30,7 +30,7 @@ class UnusableInputError(InputFileError, UsageError):
 
 
 def file_kind(mode: int) -> str | None:
-    """What a file that is not a regular one is, in words (None for a regular file or a link)."""
+    """Describe a file that is not a regular one, in words (None for a regular file or a link)."""
     for test, name in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
                        (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISDIR, "a folder")):
@@ -114,7 +114,7 @@ class _Capped(io.RawIOBase):
 
 def open_input(path: str | Path, setting: str | None = None, *,
                max_bytes: int = MAX_TABLE_FILE_BYTES, hint: str = "") -> io.BufferedReader:
-    """A checked input file opened for reading bytes, stopping at the cap; the caller closes it."""
+    """Open a checked input file for reading bytes, stopping at the cap; the caller closes it."""
     path = check_input_file(path, setting, max_bytes=max_bytes, hint=hint)
     name = _name(path, setting)
     try:  # O_NONBLOCK: a path swapped for a FIFO since the check does not block the open
@@ -130,7 +130,7 @@ def open_input(path: str | Path, setting: str | None = None, *,
 def open_text_input(path: str | Path, setting: str | None = None, *,
                     max_bytes: int = MAX_TABLE_FILE_BYTES, hint: str = "",
                     encoding: str = "utf-8-sig") -> IO[str]:
-    """A checked input file opened as text (a byte-order mark dropped, newlines kept for csv); the
+    """Open a checked input file as text (a byte-order mark dropped, newlines kept for csv); the
     caller closes it."""
     return io.TextIOWrapper(open_input(path, setting, max_bytes=max_bytes, hint=hint),
                             encoding=encoding, newline="")
@@ -138,6 +138,6 @@ def open_text_input(path: str | Path, setting: str | None = None, *,
 
 def read_input_bytes(path: str | Path, setting: str | None = None, *,
                      max_bytes: int = MAX_TABLE_FILE_BYTES, hint: str = "") -> bytes:
-    """A checked input file's bytes, read whole."""
+    """Read a checked input file's bytes whole."""
     with open_input(path, setting, max_bytes=max_bytes, hint=hint) as f:
         return f.read()

@@ -53,7 +53,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def interrupt_of(exc: BaseException) -> KeyboardInterrupt | None:
-    """The interrupt an error stands for: itself, or the signal hidden in DuckDB's interrupted-query or
+    """Return the interrupt an error stands for: itself, or the signal hidden in DuckDB's interrupted-query or
     Arrow errors.
     """
     if isinstance(exc, KeyboardInterrupt):

@@ -65,7 +65,7 @@ def create_job(con: duckdb.DuckDBPyConnection, job_id: str, kind: str,
 
 
 def mark_running(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
-    """A resumed job is running again: no error, no end."""
+    """Mark a resumed job running again: no error, no end."""
     con.execute("UPDATE jobs SET status = 'running', error = NULL, finished_at = NULL, "
                 "updated_at = ? WHERE job_id = ?", [now(), job_id])
 
@@ -97,7 +97,7 @@ def set_job_config(con: duckdb.DuckDBPyConnection, job_id: str, config: Mapping[
 
 
 def find_job(con: duckdb.DuckDBPyConnection, job_id: str) -> JobRow | None:
-    """A job of any kind and status, or None."""
+    """Find a job of any kind and status, or None."""
     rows = con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", [job_id]).fetchall()
     return _row(rows[0]) if rows else None
 
@@ -129,14 +129,14 @@ def job_kinds(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def latest_job_id(con: duckdb.DuckDBPyConnection, kind: str) -> str | None:
-    """The newest job of a kind."""
+    """Return the newest job of a kind."""
     rows = con.execute("SELECT job_id FROM jobs WHERE kind = ? ORDER BY started_at DESC NULLS LAST, "
                        "job_id DESC LIMIT 1", [kind]).fetchall()
     return str(rows[0][0]) if rows else None
 
 
 def running_job_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The jobs whose status says running, whichever process runs them (if any)."""
+    """Return the jobs whose status says running, whichever process runs them (if any)."""
     return [str(r[0]) for r in con.execute("SELECT job_id FROM jobs WHERE status = 'running' "
                                            "ORDER BY job_id").fetchall()]
 

@@ -56,7 +56,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def engine(default: object = dataclasses.MISSING, *, identity: bool = False, secret: bool = False,
            default_factory: Callable[[], object] | None = None) -> Any:
-    """A config field on how the job runs, not what it makes: a resume takes the caller's value. An
+    """Declare a config field on how the job runs, not what it makes: a resume takes the caller's value. An
     identity one still tells jobs apart; a secret one is stored redacted.
     """
     meta = {"engine": True, "identity": identity, "secret": secret}
@@ -74,7 +74,7 @@ def engine_fields(config_type: type) -> frozenset[str]:
 
 
 def identity_fields(config_type: type) -> tuple[str, ...]:
-    """The fields that say what a job makes."""
+    """Return the fields that say what a job makes."""
     return tuple(f.name for f in _fields(config_type)
                  if not f.metadata.get("engine") or f.metadata.get("identity"))
 
@@ -106,7 +106,7 @@ class ShardCodec(Protocol[I_contra, A]):
         ...
 
     def calls(self, answer: A) -> Sequence[StructuredResult[BaseModel]]:
-        """The calls the answer took, whose records and cache entries travel with it."""
+        """Return the calls the answer took, whose records and cache entries travel with it."""
         ...
 
     def load(self, item: I_contra, value: str, calls: list[StructuredResult[BaseModel]]) -> A:
@@ -234,14 +234,14 @@ class SpecBase(Generic[C, B, R, S]):
     calls_in_run: ClassVar[bool] = True
 
     def model_settings(self, config: C) -> object | None:
-        """The model settings (None: the job calls no model)."""
+        """Return the model settings (None: the job calls no model)."""
         return None
 
     def prepare(self, ctx: JobContext[C]) -> None:
         """Check inputs before anything is recorded."""
 
     def start(self, ctx: JobContext[C]) -> BatchOutcome:
-        """The job's own rows, written with its jobs row."""
+        """Return the job's own rows, written with its jobs row."""
         return BatchOutcome()
 
     def new_id(self) -> str:
@@ -250,11 +250,11 @@ class SpecBase(Generic[C, B, R, S]):
         return f"{self.id_prefix or self.kind}-{stamp}{uuid.uuid4().hex[:6]}"
 
     def job_id_for(self, config: C) -> str:
-        """A new job's id (a judge's follows from its settings)."""
+        """Return a new job's id (a judge's follows from its settings)."""
         return self.new_id()
 
     def belongs_to(self, config: C) -> str | None:
-        """The run or job this kind works on, or None."""
+        """Return the run or job this kind works on, or None."""
         return None
 
     def upgrade(self, stored: JsonObject) -> JsonObject:
@@ -273,7 +273,7 @@ class SpecBase(Generic[C, B, R, S]):
         return ""
 
     def end_status(self, ctx: JobContext[C], asked: int, kept: int) -> str:
-        """The status of a job that ran to its end and kept something."""
+        """Return the status of a job that ran to its end and kept something."""
         return "finished" if kept >= asked else "partial"
 
     def nothing_kept(self, ctx: JobContext[C], asked: int) -> str:
@@ -283,16 +283,16 @@ class SpecBase(Generic[C, B, R, S]):
         return f"failed: {type(exc).__name__}: {exc}"
 
     def running(self, ctx: JobContext[C]) -> AbstractContextManager[None]:
-        """A context held while the batches run."""
+        """Return a context held while the batches run."""
         return nullcontext()
 
     def items(self, con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame | None:
-        """What a job of this kind made, as a DataFrame, for its handle's ``items()``; None: the
+        """Return what a job of this kind made, as a DataFrame, for its handle's ``items()``; None: the
         kind makes nothing a handle lists."""
         return None
 
     def sample(self, con: duckdb.DuckDBPyConnection, job_id: str, n: int) -> pd.DataFrame | None:
-        """A few of a job's rows, the same ones each time, for its handle's card; None: the first
+        """Return a few of a job's rows, the same ones each time, for its handle's card; None: the first
         n of ``items``."""
         return None
 
@@ -391,7 +391,7 @@ class JobContext(Generic[C]):
             self.env.progress(phase, done, total)
 
     def counting(self, caller: StructuredCaller, batch: object) -> StructuredCaller:
-        """The client, reporting progress per answered call."""
+        """Return the client, reporting progress per answered call."""
         if (self.env.progress is None or not getattr(self.spec, "progress_per_answer", True)
                 or not isinstance(batch, Sequence)):
             return caller
@@ -500,7 +500,7 @@ def run_job(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], db: str
 
 
 def _nothing_recorded(con: duckdb.DuckDBPyConnection) -> bool:
-    """True when the database holds no job (False when unreadable: keep it)."""
+    """Return True when the database holds no job (False when unreadable: keep it)."""
     try:
         return not jobs_store.list_jobs(con)
     except duckdb.Error:
@@ -542,7 +542,7 @@ def _run(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], env: _Env,
 
 
 def _summary(spec: JobSpec[C, B, R, S], ctx: JobContext[C], status: str) -> S:
-    """The ended job's summary; a full disk while a summary writes (a calibration's scores) is one
+    """Return the ended job's summary; a full disk while a summary writes (a calibration's scores) is one
     line naming the command that writes it once space is back."""
     try:
         return spec.summary(ctx)
@@ -583,7 +583,7 @@ def config_json(config: object, models: Models) -> JsonObject:
 
 def resumed_config(spec: JobSpec[C, B, R, S], stored: Mapping[str, object],
                    caller: C | Mapping[str, object], job_id: str) -> C:
-    """The config a resume runs with: stored identity fields, the caller's engine fields."""
+    """Return the config a resume runs with: stored identity fields, the caller's engine fields."""
     config_type = spec.config_type
     engines = engine_fields(config_type)
     whole = isinstance(caller, config_type)
@@ -643,7 +643,7 @@ def unfinished_twins(spec: _Twinned, con: duckdb.DuckDBPyConnection,
 
 
 def _client(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> StructuredCaller | None:
-    """The model client, checked and with the cache attached."""
+    """Return the model client, checked and with the cache attached."""
     settings = spec.model_settings(ctx.config)
     if settings is None:
         return None
@@ -658,7 +658,7 @@ def _client(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> StructuredCaller |
 
 
 def _record(spec: JobSpec[C, B, R, S], ctx: JobContext[C], twins: Sequence[str]) -> None:
-    """A new job's rows in one transaction; a resumed one is marked running."""
+    """Write a new job's rows in one transaction; mark a resumed one running."""
     if ctx.resumed:
         jobs_store.mark_running(ctx.con, ctx.job_id)
         return
@@ -834,5 +834,5 @@ def _guard(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> Iterator[None]:
 
 
 def iter_batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
-    """The items in batches of a size."""
+    """Cut the items into batches of a size."""
     return (items[start:start + size] for start in range(0, len(items), size))

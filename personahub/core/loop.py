@@ -24,7 +24,7 @@ class InlineExecutor(ThreadPoolExecutor):
     """Runs submitted work at once in the caller's thread, except name resolution."""
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-        """A finished future holding the call's result (a thread's, for DNS)."""
+        """Return a finished future holding the call's result (a thread's, for DNS)."""
         if fn in _BLOCKING:
             return super().submit(fn, *args, **kwargs)
         future: Future[T] = Future()

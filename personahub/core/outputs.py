@@ -182,7 +182,7 @@ def sweep_temps(folder: str | Path, *, now: float | None = None) -> list[Path]:
 
 
 def _unnamed_temp(folder: Path) -> int | None:
-    """A file without a name in the folder (Linux's O_TMPFILE), which a kill leaves nothing of; None
+    """Return a file without a name in the folder (Linux's O_TMPFILE), which a kill leaves nothing of; None
     where the system or the file system makes none (then a hidden named temporary is written)."""
     flag = getattr(os, "O_TMPFILE", 0)
     if not flag or not os.path.isdir(_OWN_FDS):

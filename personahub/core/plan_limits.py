@@ -28,7 +28,7 @@ PLAN_ENV = "PERSONAHUB_MAX_CALLS"
 
 
 def planned_calls_limit() -> int:
-    """The most model calls one job may plan: PERSONAHUB_MAX_CALLS if set, else MAX_PLANNED_CALLS.
+    """Return the most model calls one job may plan: PERSONAHUB_MAX_CALLS if set, else MAX_PLANNED_CALLS.
     """
     raw = os.environ.get(PLAN_ENV, "").strip()
     if not raw:

@@ -141,7 +141,7 @@ def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id:
 
 
 def open_batches(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[Any, ...]]:
-    """A job's batches that have not ended (id, status, lines done, lines), oldest first."""
+    """Return a job's batches that have not ended (id, status, lines done, lines), oldest first."""
     return [tuple(row) for row in con.execute(
         "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
         "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "

@@ -68,7 +68,8 @@ def quoted(text: str) -> str:
 def user_sql_connection(db: str | Path, access: FileAccess,
                         prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None
                         ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection for user SQL; with a write folder it holds a private copy of the database."""
+    """Return a read-only connection for user SQL; with a write folder it holds a private copy of the
+    database."""
     db = Path(db)
     private = Path(tempfile.mkdtemp(prefix="personahub-sql-"))
     con: duckdb.DuckDBPyConnection | None = None
@@ -138,7 +139,8 @@ _ALLOWED_KINDS = frozenset({
 
 def checked_statement(con: duckdb.DuckDBPyConnection, statement: duckdb.Statement,
                       access: FileAccess) -> tuple[str, bool]:
-    """The SQL to run for a statement and whether it is an ATTACH to re-issue read-only, or a refusal."""
+    """Return the SQL to run for a statement and whether it is an ATTACH to re-issue read-only, or a
+    refusal."""
     try:
         kind = statement.type.name
     except ValueError:
@@ -253,7 +255,7 @@ def read_only_attach(sql: str) -> str:
 
 
 def _attach_options(toks: list[tuple[str, str]]) -> list[str]:
-    """The options of a read-only ATTACH to keep."""
+    """Return the options of a read-only ATTACH to keep."""
     groups: list[list[str]] = [[]]
     for text, _ in toks:
         if text == ",":
@@ -327,7 +329,7 @@ def _walk(root: Path) -> Iterable[Path]:
 
 
 def _snapshot(db: Path, into: Path) -> Path:
-    """A private copy of the database and WAL for the sandbox."""
+    """Make a private copy of the database and WAL for the sandbox."""
     if not db.is_file():
         raise PersonahubError(f"--db {db}: no such database (run a scenario first)")
     into.mkdir(parents=True)
@@ -380,7 +382,7 @@ def refusal_text(exc: BaseException, access: FileAccess) -> str:
 
 
 def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list[str]:
-    """The columns SQL fragments may read: those named, or all when a fragment could reach more."""
+    """Return the columns SQL fragments may read: those named, or all when a fragment could reach more."""
     wanted = {c.lower() for c in columns}
     named: set[str] = set()
     for fragment in fragments:
@@ -399,7 +401,8 @@ def referenced_columns(fragments: Iterable[str], columns: Sequence[str]) -> list
 def fragment_sandbox(tables: Mapping[str, pa.Table],
                      json_columns: Mapping[str, Sequence[str]] | None = None
                      ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory connection without file system, each Arrow table a view: user conditions run here."""
+    """Return an in-memory connection without file system, each Arrow table a view: user conditions run
+    here."""
     con = duckdb.connect(":memory:")
     try:
         lock_settings(con, no_files=True)

@@ -18,18 +18,18 @@ NAMES_KEY = "views"
 
 
 def views_text() -> str:
-    """The text of the installed views.sql."""
+    """Return the text of the installed views.sql."""
     return resources.files("personahub.analysis").joinpath("views.sql").read_text(encoding="utf-8")
 
 
 def statements(text: str, *, temporary: bool) -> list[str]:
-    """The CREATE VIEW statements of a text, TEMP or stored."""
+    """Return the CREATE VIEW statements of a text, TEMP or stored."""
     text = text.replace("{temp}", "TEMP" if temporary else "")
     return [s.strip() for s in text.split("\n;") if "CREATE" in s]
 
 
 def view_names(text: str) -> list[str]:
-    """The names of the views a text creates, in order."""
+    """Return the names of the views a text creates, in order."""
     names = []
     for statement in statements(text, temporary=False):
         words = statement[statement.index("CREATE"):].split()
@@ -38,7 +38,7 @@ def view_names(text: str) -> list[str]:
 
 
 def version(text: str) -> str:
-    """What identifies one text of the views (any change re-creates them)."""
+    """Return what identifies one text of the views (any change re-creates them)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 

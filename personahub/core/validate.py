@@ -30,7 +30,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def check_int(value: object, setting: str, *, low: int | None = None,
               high: int | None = None) -> int:
-    """The value as an int within bounds (a bool, a float or a string is refused)."""
+    """Return the value as an int within bounds (a bool, a float or a string is refused)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{setting} must be an integer, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
@@ -45,7 +45,7 @@ def check_int(value: object, setting: str, *, low: int | None = None,
 
 
 def check_id(value: object, setting: str) -> str:
-    """An id a user chooses (an experiment's): a non-empty string without a path separator, a
+    """Check an id a user chooses (an experiment's): a non-empty string without a path separator, a
     control character, or a name a path gives a meaning to ("." and "..")."""
     if not isinstance(value, str):
         raise UsageError(f"{setting} must be a string, got {value!r}")
@@ -62,13 +62,13 @@ def check_id(value: object, setting: str) -> str:
 
 
 def check_seed(value: object, setting: str = "--seed") -> int:
-    """A seed: an int that numpy takes and a BIGINT stores."""
+    """Check a seed: an int that numpy takes and a BIGINT stores."""
     return check_int(value, setting, low=0, high=MAX_SEED)
 
 
 def check_number(value: object, setting: str, *, low: float | None = None,
                  high: float | None = None, above: float | None = None) -> float:
-    """The value as a finite float within bounds (inclusive, or exclusive below)."""
+    """Return the value as a finite float within bounds (inclusive, or exclusive below)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UsageError(f"{setting} must be a number, got {value!r}")
     if not math.isfinite(value):
@@ -99,7 +99,7 @@ def check_weights(values: Iterable[float], setting: str, count: int) -> tuple[fl
 
 
 def json_depth(value: object, limit: int = MAX_JSON_DEPTH) -> int:
-    """The nesting depth of a JSON value, counted up to a limit without recursion."""
+    """Return the nesting depth of a JSON value, counted up to a limit without recursion."""
     depth = 0
     level: list[object] = [value]
     while depth <= limit:
@@ -157,7 +157,7 @@ def _nul_problem(data: bytes, path: Path, setting: str, offset: int = 0) -> Pers
 
 def read_text_file(path: str | Path, setting: str, *,
                    max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
-    """A small text file read whole as UTF-8, refused in one line when missing, not a regular file, too
+    """Read a small text file whole as UTF-8, refused in one line when missing, not a regular file, too
     large, binary or not UTF-8.
     """
     path = Path(path)

@@ -63,7 +63,7 @@ Answer = (tuple[Literal["ok"], dict[str, object] | None, StructuredResult[BaseMo
 
 
 def _portable_error(exc: Exception) -> Exception:
-    """The exception if it pickles, else a PersonahubError with its text and attempts."""
+    """Return the exception if it pickles, else a PersonahubError with its text and attempts."""
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -112,7 +112,7 @@ class _CallActor:
         return ("ok", None, result)
 
     def _client_for(self, settings: LLMSettings | None) -> LLMClient:
-        """The pool's client, or another of the job's clients built here once from settings."""
+        """Return the pool's client, or another of the job's clients built here once from settings."""
         if settings is None or settings == self.settings:
             return self.client
         key = repr(settings)
@@ -197,7 +197,7 @@ class RayCaller:
         return self.inner.structured_modes()
 
     def concurrency_report(self) -> dict[str, object]:
-        """The driver's; each worker has its own limit."""
+        """Return the driver's report; each worker has its own limit."""
         return {**self.inner.concurrency_report(), "per_worker": True}
 
     def use_cache(self, cache: ResponseCache | None) -> None:
@@ -232,7 +232,7 @@ class RayCaller:
         return StructuredResult(value, bare.records, bare.raw, bare.cache_entries, bare.failure)
 
     def alongside(self, client: StructuredCaller) -> RayCaller:
-        """A caller for another model client of the job, on this pool's actors.
+        """Return a caller for another model client of the job, on this pool's actors.
 
         One pool serves every client, since a second would wait for the CPUs this one holds.
 
@@ -252,7 +252,7 @@ class RayCaller:
         return self._alongside[id(client)]
 
     async def ask(self, call: Call | CallRequest) -> Answer:
-        """An actor's answer, the call batched with others of the same loop turn."""
+        """Return an actor's answer, the call batched with others of the same loop turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
         self._pending.append((call, future))
@@ -314,7 +314,7 @@ class _Misses:
 def ray_caller(client: StructuredCaller, *, address: str | None, workers: int | None,
                run_id: str, lost: str | None = None,
                spill: WorkerSpill | None = None) -> Iterator[RayCaller]:
-    """A RayCaller over a pool of actors (default one per cluster CPU) built from the client's
+    """Return a RayCaller over a pool of actors (default one per cluster CPU) built from the client's
     settings; the actors end with the job."""
     settings = check_ray_client(client)
     with ray_session(address):

@@ -47,7 +47,7 @@ BLOCKS_PER_WORKER = 4
 
 
 def check_ray_client(client: StructuredCaller) -> LLMSettings:
-    """The settings a worker rebuilds the client from; refuses a secret in the spec, which
+    """Return the settings a worker rebuilds the client from; refuse a secret in the spec, which
     would sit in Ray's object store and logs."""
     settings = getattr(client, "settings", None)
     if not isinstance(settings, LLMSettings):
@@ -118,7 +118,7 @@ def _stream(actor: type, context: bytes, items: Sequence[object], sizes: Sequenc
             batch_size: int, address: str | None, workers: int | None,
             store: ShardStore | None = None, keys: Sequence[str] = (),
             spill: WorkerSpill | None = None) -> Iterator[list[Any]]:
-    """The answers to a job's items, asked by a pool of actors and yielded batch by batch.
+    """Return the answers to a job's items, asked by a pool of actors and yielded batch by batch.
 
     With a shard store, an item answered by an earlier pass is not asked again, and a batch's
     shards are deleted once the caller has committed it."""

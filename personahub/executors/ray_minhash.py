@@ -86,7 +86,8 @@ def _slot_array(column: pa.ChunkedArray, width: int) -> np.ndarray:
 
 
 def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
-    """The verified (earlier, later) pairs of one partition's buckets, as the local stage finds them."""
+    """Return the verified (earlier, later) pairs of one partition's buckets, as the local stage finds
+    them."""
     if rows.num_rows < 2:
         return _PAIR_SCHEMA.empty_table()
     rows = rows.take(pa.array(np.argsort(rows.column("index").to_numpy(), kind="stable")))

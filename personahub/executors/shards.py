@@ -48,12 +48,12 @@ class ShardRow(TypedDict):
 
 
 def jobs_root(db: str | Path) -> Path:
-    """The folder of a database's job folders, beside the file."""
+    """Return the folder of a database's job folders, beside the file."""
     return Path(f"{db}.jobs")
 
 
 def job_folder(db: str | Path, job: str) -> Path:
-    """A job's folder; a key that is not a plain file name gets a readable prefix and a hash."""
+    """Return a job's folder; a key that is not a plain file name gets a readable prefix and a hash."""
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,80}", job):
         return jobs_root(db) / job
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", job)[:40].strip("._") or "job"
@@ -72,14 +72,14 @@ def clear_job_folder(db: str | Path, job: str) -> None:
 
 
 def calls_json(calls: Sequence[StructuredResult[M]]) -> str:
-    """An answer's calls (their records and cache entries) as JSON text."""
+    """Return an answer's calls (their records and cache entries) as JSON text."""
     return json.dumps([{"records": [asdict(r) for r in call.records],
                         "cache_entries": [asdict(e) for e in call.cache_entries]}
                        for call in calls])
 
 
 def calls_of(text: str) -> list[StructuredResult[BaseModel]]:
-    """Calls read back from JSON: results without values, for the batch commit."""
+    """Read calls back from JSON: results without values, for the batch commit."""
     return [StructuredResult(None, [CallRecord(**r) for r in call["records"]],
                              cache_entries=[CacheEntry(**e) for e in call["cache_entries"]])
             for call in json.loads(text)]
@@ -149,7 +149,7 @@ class ShardStore:
         self._waiting[shard] += count
 
     def row(self, shard: str, key: str) -> ShardRow:
-        """The answer to a key; each shard is read once, when first needed."""
+        """Return the answer to a key; each shard is read once, when first needed."""
         table = self._tables.get(shard)
         if table is None:
             import pyarrow.parquet as pq

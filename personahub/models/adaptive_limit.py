@@ -51,7 +51,7 @@ class AdaptiveLimit(ConcurrencyLimit):
             self._saturated = True
 
     def succeeded(self, purpose: str, cost: float, epoch: int) -> None:
-        """A call from an epoch answered, at a cost per output token."""
+        """Record that a call from an epoch was answered, at a cost per output token."""
         if epoch != self.epoch:
             return  # sent before the last cut: says nothing now
         best = self._best.get(purpose)
@@ -72,7 +72,7 @@ class AdaptiveLimit(ConcurrencyLimit):
             self._set(self.limit + 1)
 
     def overloaded(self, reason: str, epoch: int) -> None:
-        """A call from an epoch was refused for overload."""
+        """Record that a call from an epoch was refused for overload."""
         if epoch == self.epoch:
             self._cut(reason)
 
@@ -100,7 +100,7 @@ class AdaptiveLimit(ConcurrencyLimit):
 
 
 def concurrency_bound(value: Concurrency) -> int:
-    """The most calls in flight a setting allows."""
+    """Return the most calls in flight a setting allows."""
     return AUTO_CEILING if value == "auto" else int(value)
 
 

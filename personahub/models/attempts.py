@@ -37,7 +37,7 @@ def cached_prompt_tokens(message: object) -> int | None:
 
 def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
              started: float) -> StructuredResult[M]:
-    """The result of an attempt that got a message back (validation is above)."""
+    """Return the result of an attempt that got a message back (validation is above)."""
     record.latency_ms = (time.perf_counter() - started) * 1000
     record.tokens_in, record.tokens_out = usage(message)
     record.cached_prompt_tokens = cached_prompt_tokens(message)
@@ -46,7 +46,7 @@ def answered(record: CallRecord, message: AIMessage, mode: StructuredMode,
 
 
 def failed(record: CallRecord, exc: BaseException, started: float) -> StructuredResult[M]:
-    """The result of an attempt that raised (classified for what happens next)."""
+    """Return the result of an attempt that raised (classified for what happens next)."""
     record.latency_ms = (time.perf_counter() - started) * 1000
     failure = classify(exc)
     record.status, record.error = "error", failure.description
@@ -54,7 +54,8 @@ def failed(record: CallRecord, exc: BaseException, started: float) -> Structured
 
 
 def straggled(result: StructuredResult[M], warm: bool = True) -> StructuredResult[M]:
-    """The result of an attempt cut at its straggler deadline: a transient failure, asked again at once."""
+    """Return the result of an attempt cut at its straggler deadline: a transient failure, asked again at
+    once."""
     record, failure = result.last, result.failure
     assert failure is not None
     seconds = record.latency_ms / 1000

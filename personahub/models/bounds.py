@@ -183,8 +183,8 @@ _PLAIN_CHAR = r'[^"\\\x00-\x1f]'
 
 
 def pattern_for(shape: Shape, min_len: int, max_len: int) -> str:
-    """The pattern of a shaped string; the bound is inside it because llama.cpp's grammar converters ignore
-    a maximum length beside a pattern.
+    """Return the pattern of a shaped string; the bound is inside it because llama.cpp's grammar converters
+    ignore a maximum length beside a pattern.
     """
     ends = int(bool(shape.first)) + int(bool(shape.last))
     low, high = max(0, min_len - ends), max(1, max_len - ends)
@@ -258,7 +258,7 @@ def _bounded_model(model: type[BaseModel], per_slot: int) -> type[BaseModel]:
 
 
 def _own_copy(doc: str | None) -> str | None:
-    """The docstring as a string object of its own: cloudpickle (Ray) drops class-dict entries shared
+    """Return the docstring as a string object of its own: cloudpickle (Ray) drops class-dict entries shared
     with the base class, so pydantic's field descriptions (the prompt) changed on workers.
     """
     return None if doc is None else doc.encode().decode()
@@ -266,12 +266,12 @@ def _own_copy(doc: str | None) -> str | None:
 
 @lru_cache(maxsize=1024)
 def bounded(schema: type[M], max_tokens: int) -> type[M]:
-    """The schema bounded for a token limit (cached): a same-named subclass, or the schema itself."""
+    """Return the schema bounded for a token limit (cached): a same-named subclass, or the schema itself."""
     return _bounded_model(schema, plan(schema, max_tokens).per_slot)  # type: ignore[return-value]
 
 
 def unbounded(value: BaseModel, schema: type[M]) -> M:
-    """The value as the schema's own class: bounded classes are made at run time and do not pickle."""
+    """Return the value as the schema's own class: bounded classes are made at run time and do not pickle."""
     if type(value) is schema:
         return value
     return schema.model_validate(value.model_dump(by_alias=True))

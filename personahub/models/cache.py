@@ -43,7 +43,7 @@ def schema_fingerprint(schema: type[BaseModel]) -> str:
 
 def request_payload(model: str, messages: Sequence[BaseMessage], schema: type[BaseModel],
                     params: Mapping[str, object]) -> dict[str, object]:
-    """The request as keyed and stored: no URL, no credentials."""
+    """Return the request as keyed and stored: no URL, no credentials."""
     return {
         "model": model,
         "messages": to_openai_dicts(messages),
@@ -90,7 +90,7 @@ class ResponseCache:
         return len(self._answers)
 
     def next_sample(self, base: str) -> int:
-        """The sample index for one more asking of a request."""
+        """Return the sample index for one more asking of a request."""
         sample = self._samples.get(base, 0)
         self._samples[base] = sample + 1
         return sample

@@ -128,7 +128,7 @@ class LLMClient:
         self._cached.inner = below if below is not None else self._retry
 
     def _cache_params(self, max_tokens: int) -> dict[str, object]:
-        """What besides the conversation decides an answer."""
+        """Return what besides the conversation decides an answer."""
         settings = self.settings
         params: dict[str, object] = {"structured": settings.structured, "max_tokens": max_tokens,
                                   "temperature": settings.temperature, "top_p": settings.top_p}
@@ -144,7 +144,7 @@ class LLMClient:
         return {e.label: e.current_mode() for e in self.endpoints}
 
     def concurrency_report(self) -> dict[str, object]:
-        """The concurrency asked for and the limit it came to."""
+        """Return the concurrency asked for and the limit it came to."""
         if self._limits is None or self._limits.concurrency is None:
             return {"setting": self.settings.concurrency, "final": None, "peak": None}
         return self._limits.report()
@@ -174,8 +174,8 @@ class LLMClient:
                     persona_id: str | None = None, step: int | None = None,
                     check: Callable[[T], str | None] | None = None, sample: int = 0,
                     max_tokens: int | None = None) -> CallRequest:
-        """The request a structured call (or a batch) sends. Further samples use even numbers: odd ones are
-        for
+        """Return the request a structured call (or a batch) sends. Further samples use even numbers: odd ones
+        are for
         a weak answer's fresh sample.
         """
         max_tokens = self.generation.max_tokens_for(max_tokens)
@@ -208,7 +208,7 @@ def make_client(settings: LLMSettings | EmbedderSettings, *,
 
 
 def resolve_spec(cli_value: str | None) -> str:
-    """The spec from --llm, else PERSONAHUB_LLM, else offline; an empty --llm is refused."""
+    """Resolve the spec from --llm, else PERSONAHUB_LLM, else offline; an empty --llm is refused."""
     if cli_value is not None and not cli_value.strip():
         raise LLMConfigError("--llm is empty: give 'offline', 'openai:<model>' or a URL "
                              "(an unset shell variable?)")

@@ -59,7 +59,7 @@ class ConcurrencyLimit:
         return self.limit
 
     def grow_back(self) -> None:
-        """A call was answered: a lowered limit grows by one per limit's worth of answers."""
+        """Count an answered call: a lowered limit grows by one per limit's worth of answers."""
         if self.limit >= self.ceiling:
             return
         self._answers += 1

@@ -280,7 +280,7 @@ async def probe_load(spec: str, timeout_s: float, mode: StructuredMode, *, max_c
 
 
 def recommend(levels: Sequence[LoadLevel]) -> int | None:
-    """The smallest failure-free level within a share of the best throughput."""
+    """Return the smallest failure-free level within a share of the best throughput."""
     clean = [x for x in levels if not x.failed and x.answered]
     if not clean:
         return 1 if any(x.answered for x in levels) else None

@@ -81,7 +81,7 @@ class OpenAIEmbedder:
 
     @classmethod
     def of(cls, settings: EmbedderSettings) -> OpenAIEmbedder:
-        """The embedder some settings describe."""
+        """Return the embedder some settings describe."""
         return cls(model=settings.spec.partition(":")[2].strip(), timeout_s=settings.timeout_s,
                    max_retries=settings.max_retries, rps=settings.rps)
 

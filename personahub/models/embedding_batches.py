@@ -79,7 +79,7 @@ class EmbedCall:
 
 
 def embed_key(texts: Sequence[str]) -> str:
-    """A request's key: a digest of its texts (stable across a resume)."""
+    """Return a request's key: a digest of its texts (stable across a resume)."""
     text = json.dumps(list(texts), ensure_ascii=False)
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
 
@@ -223,7 +223,7 @@ class BatchingEmbedder:
         return again
 
     async def _online(self, calls: list[EmbedCall]) -> None:
-        """The online fallback: what the batches left, asked online."""
+        """Return the online fallback: what the batches left, asked online."""
         for call in calls:
             self.tally.online += 1
             try:
@@ -245,7 +245,7 @@ class BatchingEmbedder:
 
 
 def _vectors(line: ResultLine, n: int) -> list[list[float]] | None:
-    """The vectors of an answered line, in input order (None: not as many as asked)."""
+    """Return the vectors of an answered line, in input order (None: not as many as asked)."""
     data = line.body.get("data") if isinstance(line.body, dict) else None
     if not isinstance(data, list) or len(data) != n:
         return None

@@ -69,7 +69,7 @@ class EmbeddingEndpoint:
         return self._client[1]
 
     async def openai_client(self) -> AsyncOpenAI:
-        """The running loop's SDK client (what a Batch API session asks of an endpoint)."""
+        """Return the running loop's SDK client (what a Batch API session asks of an endpoint)."""
         return self._client_now()
 
     async def aclose(self) -> None:
@@ -79,7 +79,7 @@ class EmbeddingEndpoint:
             await held[1].close()
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The vectors of the request's texts."""
+        """Return the vectors of the request's texts."""
         record = request.record(model=self.label, endpoint=self.index, max_tokens=None)
         started = time.perf_counter()
         try:
@@ -97,7 +97,7 @@ class EmbeddingEndpoint:
 
 
 def openai_embedding_endpoint(model: str, settings: LLMSettings) -> EmbeddingEndpoint:
-    """The endpoint for an OpenAI model (OPENAI_API_KEY; OPENAI_BASE_URL honoured)."""
+    """Return the endpoint for an OpenAI model (OPENAI_API_KEY; OPENAI_BASE_URL honoured)."""
     key = os.environ.get("OPENAI_API_KEY")
     if not key:
         raise LLMConfigError("openai embedder: OPENAI_API_KEY is not set")
@@ -160,8 +160,8 @@ class EmbeddingClient:
         await self.endpoint.aclose()
 
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]] | None, StructuredResult[Any]]:
-        """The vectors (None when every attempt failed) and the result with its records and cache entries. A
-        call that raises carries its records on the exception.
+        """Return the vectors (None when every attempt failed) and the result with its records and cache
+        entries. A call that raises carries its records on the exception.
         """
         request = CallRequest(EmbeddingVectors, list(texts), EMBED_PURPOSE, 0)
         result = await self._top.call(request)

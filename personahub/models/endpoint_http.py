@@ -59,7 +59,7 @@ FRESH_TEMPERATURE = 0.7
 def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: int,
                    max_tokens_param: str, sample: int = 0, greedy: bool = False,
                    stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, object]:
-    """The keyword arguments that ask for a schema in a mode with an output limit.
+    """Return the keyword arguments that ask for a schema in a mode with an output limit.
 
     They travel in the extra body: as typed parameters the openai SDK walks the whole schema on every
     request, and langchain-openai renames max_tokens, which llama-cpp-python then ignores.
@@ -101,7 +101,7 @@ def _parent_callbacks() -> bool:
 
 async def generate(model: ChatOpenAI, messages: list[BaseMessage], kwargs: dict[str, Any],
                    callbacks: bool) -> AIMessage:
-    """The chat model's answer, bypassing ainvoke's empty callback run when no callback needs it: that
+    """Return the chat model's answer, bypassing ainvoke's empty callback run when no callback needs it: that
     costs about a fifth of the client's CPU per call (bench/bench_concurrency.py).
     """
     if callbacks or _parent_callbacks():
@@ -110,7 +110,7 @@ async def generate(model: ChatOpenAI, messages: list[BaseMessage], kwargs: dict[
 
 
 def first_message(result: ChatResult) -> AIMessage:
-    """The first generation's message, its info merged in as ainvoke does."""
+    """Return the first generation's message, its info merged in as ainvoke does."""
     generation = result.generations[0]
     message = cast("AIMessage", generation.message)  # a chat model's generation is an AIMessage
     message.response_metadata = {**(result.llm_output or {}), **(generation.generation_info or {}),
@@ -120,7 +120,7 @@ def first_message(result: ChatResult) -> AIMessage:
 
 def wire_body(model: ChatOpenAI, messages: list[BaseMessage],
               kwargs: dict[str, Any]) -> dict[str, object]:
-    """The JSON body the model posts, extra body merged in as the SDK does."""
+    """Return the JSON body the model posts, extra body merged in as the SDK does."""
     payload = model._get_request_payload(messages, **kwargs)
     extra = payload.pop("extra_body", None) or {}
     return {**payload, **extra}
@@ -159,11 +159,11 @@ class HttpEndpoint:
         self.spill = SinkSlot()
 
     def current_mode(self) -> str:
-        """The structured mode in use now, with the keywords left out."""
+        """Return the structured mode in use now, with the keywords left out."""
         return sent_mode(self.modes.mode(self.index), self.modes.stripped(self.index))
 
     async def _on_loop(self) -> None:
-        """The chat model for the running event loop: pools are bound to the loop that opened them."""
+        """Return the chat model for the running event loop: pools are bound to the loop that opened them."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None:
@@ -177,7 +177,7 @@ class HttpEndpoint:
 
     def _request_kwargs(self, request: CallRequest, mode: StructuredMode,
                         stripped: frozenset[str]) -> dict[str, object]:
-        """The call's arguments (cached)."""
+        """Return the call's arguments (cached)."""
         key = (request.schema, mode, request.max_tokens, request.sample, stripped)
         kwargs = self._kwargs.get(key)
         if kwargs is None:
@@ -188,7 +188,7 @@ class HttpEndpoint:
         return kwargs
 
     async def _probe(self) -> asyncio.Lock | None:
-        """The held probe lock while auto mode has not settled, else None."""
+        """Return the held probe lock while auto mode has not settled, else None."""
         if not self.modes.adaptive or self.modes.settled(self.index):
             return None
         loop = asyncio.get_running_loop()
@@ -214,18 +214,18 @@ class HttpEndpoint:
 
     # what a batch needs: the same body, the same reading
     def request_body(self, request: CallRequest) -> tuple[dict[str, object], str]:
-        """The body an online call would post now, and its mode."""
+        """Return the body an online call would post now, and its mode."""
         mode, stripped = self.modes.mode(self.index), self.modes.stripped(self.index)
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         body = wire_body(self.model, messages, self._request_kwargs(request, mode, stripped))
         return body, sent_mode(mode, stripped)
 
     def answer_message(self, body: dict[str, object]) -> AIMessage:
-        """A completion body read as ChatOpenAI reads an online answer."""
+        """Return a completion body read as ChatOpenAI reads an online answer."""
         return first_message(self.model._create_chat_result(body))
 
     async def openai_client(self) -> AsyncOpenAI:
-        """This endpoint's openai client for the running loop (for files and batches)."""
+        """Return this endpoint's openai client for the running loop (for files and batches)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()
         return self.model.root_async_client

@@ -36,11 +36,11 @@ class OfflineEndpoint:
         return str(getattr(self.model, "model_name", None) or self.label)
 
     def current_mode(self) -> str:
-        """The structured mode this endpoint answers in (fixed)."""
+        """Return the structured mode this endpoint answers in (fixed)."""
         return self.mode
 
     def _kwargs(self, request: CallRequest) -> dict[str, object]:
-        """The schema class itself as the response format (one engine request per class), or tools."""
+        """Return the schema class itself as the response format (one engine request per class), or tools."""
         if self.mode == "tools":
             return {"tools": openai_tools(request.schema), "tool_choice": request.schema.__name__}
         return {"response_format": request.schema}

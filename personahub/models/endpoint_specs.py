@@ -56,13 +56,13 @@ def _redact_one(item: str) -> str:
 
 
 def redact_spec(spec: str) -> str:
-    """The spec with credentials and query values (but the model) redacted."""
+    """Return the spec with credentials and query values (but the model) redacted."""
     return ",".join(_redact_one(item.strip()) if "://" in item else item.strip()
                     for item in spec.split(","))
 
 
 def _sdk_httpx() -> ModuleType:
-    """The httpx the installed openai SDK is built on."""
+    """Return the httpx the installed openai SDK is built on."""
     from openai import _base_client
 
     return getattr(_base_client, "httpx2", None) or getattr(_base_client, "httpx")  # noqa: B009
@@ -75,7 +75,7 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _http_client(settings: LLMSettings, base_url: str | None) -> Any:
-    """The endpoint's async HTTP client (aiohttp costs a fraction of httpx's CPU per call). Private:
+    """Return the endpoint's async HTTP client (aiohttp costs a fraction of httpx's CPU per call). Private:
     pooled connections die with their event loop.
     """
     from openai import DefaultAioHttpClient, DefaultAsyncHttpxClient
@@ -152,7 +152,7 @@ def refuse_url_credentials(url: str, setting: str = "--llm") -> None:
 
 
 def _endpoint_key(url: str, parsed: SplitResult, query: dict[str, str]) -> str | None:
-    """The API key an OpenAI-compatible URL may be sent, or None."""
+    """Return the API key an OpenAI-compatible URL may be sent, or None."""
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path, "", ""))
     key = _named_key(url, query)
     if key is None and os.environ.get("OPENAI_API_KEY") and (
@@ -212,7 +212,7 @@ def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:
 
 
 def with_spec_seed(settings: LLMSettings) -> LLMSettings:
-    """The settings with an offline seed spec read (its seed wins); other specs unchanged.
+    """Return the settings with an offline seed spec read (its seed wins); other specs unchanged.
 
     Args:
         settings: The settings, their spec as given.

@@ -45,7 +45,7 @@ def _retry_after(headers: object) -> float | None:
 
 
 def _body_message(exc: BaseException) -> str:
-    """The server's own message from an error body (OpenAI, vLLM, Ollama or FastAPI shapes)."""
+    """Return the server's own message from an error body (OpenAI, vLLM, Ollama or FastAPI shapes)."""
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
@@ -62,7 +62,7 @@ def _body_message(exc: BaseException) -> str:
 
 
 def _refused(exc: BaseException) -> bool:
-    """True when a timeout was a refused connection (openai's aiohttp adapter reports one as a connect
+    """Return True when a timeout was a refused connection (openai's aiohttp adapter reports one as a connect
     timeout).
     """
     cause = exc.__cause__
@@ -94,7 +94,7 @@ def classify(exc: BaseException) -> Failure:
 
 
 def hint(failure: Failure, mode: str, setting: str) -> str:
-    """A likely fix for a failure that stops a job."""
+    """Return a likely fix for a failure that stops a job."""
     status, body = failure.status, failure.body.lower()
     if status in (401, 403):
         return ("the server refuses the credentials: name the key's variable with "
@@ -149,7 +149,7 @@ class FailFast:
 
 
 def plain_reason(error: str | None) -> str:
-    """A failed attempt's error in a few plain words (for summaries and reports)."""
+    """Return a failed attempt's error in a few plain words (for summaries and reports)."""
     text = str(error or "")
     if not text:
         return "no valid answer"

@@ -27,7 +27,7 @@ class Generation:
         check_fields(self)  # max_tokens is stored in an INTEGER column: bounded
 
     def max_tokens_for(self, asked: int | None) -> int:
-        """The limit a call carries: --max-tokens, else the call's own, else the fallback."""
+        """Return the limit a call carries: --max-tokens, else the call's own, else the fallback."""
         if self.max_tokens is not None:
             return self.max_tokens
         return FALLBACK_MAX_TOKENS if asked is None else asked

@@ -68,7 +68,7 @@ def missing_extra() -> str | None:
 
 
 def find_gguf() -> Path | None:
-    """The packaged GGUF file, found without importing its package (which imports llm)."""
+    """Find the packaged GGUF file without importing its package (which imports llm)."""
     env = os.environ.get("PERSONAHUB_GGUF")
     if env:
         return Path(env) if Path(env).is_file() else None
@@ -83,7 +83,7 @@ def find_gguf() -> Path | None:
 
 
 def server_cache_dir() -> Path:
-    """The per-machine folder CI builds llama-server into."""
+    """Return the per-machine folder CI builds llama-server into."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "personahub"
 

@@ -50,7 +50,7 @@ _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def _node(value: object) -> Mapping[str, object]:
-    """A schema node as a mapping; a node of another type is not one, and fails as it always did."""
+    """Read a schema node as a mapping; a node of another type is not one, and fails as it always did."""
     if not isinstance(value, Mapping):
         raise AttributeError(f"a schema node is an object, not {type(value).__name__}")
     return value
@@ -75,26 +75,26 @@ def _resolve(schema: Mapping[str, object], defs: Mapping[str, object]) -> Mappin
 
 
 def _items(value: object) -> list[object]:
-    """The members of a schema's list (the options of a union, an enum's values)."""
+    """Return the members of a schema's list (the options of a union, an enum's values)."""
     if not isinstance(value, Iterable):
         raise TypeError(f"a schema list is an array, not {type(value).__name__}")
     return list(value)
 
 
 def _int(schema: Mapping[str, object], key: str, default: int) -> int:
-    """A whole-number keyword of a schema (a float is truncated, as int() does)."""
+    """Read a whole-number keyword of a schema (a float is truncated, as int() does)."""
     return _whole(schema.get(key, default), key)
 
 
 def _whole(value: object, what: str) -> int:
-    """A number as int() reads it; another value fails as int() would."""
+    """Read a number as int() does; another value fails as int() would."""
     if not isinstance(value, int | float | str):
         raise TypeError(f"{what} is a number, not {type(value).__name__}")
     return int(value)
 
 
 def _float(schema: Mapping[str, object], key: str, default: float) -> float:
-    """A number keyword of a schema."""
+    """Read a number keyword of a schema."""
     value = schema.get(key, default)
     if not isinstance(value, int | float | str):
         raise TypeError(f"schema keyword {key} is a number, not {type(value).__name__}")
@@ -102,7 +102,7 @@ def _float(schema: Mapping[str, object], key: str, default: float) -> float:
 
 
 def resolve_node(schema: Mapping[str, object], root: Mapping[str, object]) -> Mapping[str, Any]:
-    """The schema with refs and unions resolved to the first non-null option."""
+    """Return the schema with refs and unions resolved to the first non-null option."""
     return _resolve(schema, root)
 
 
@@ -117,7 +117,7 @@ class SchemaFiller:
         self, schema: Mapping[str, object], name: str = "",
         siblings: Mapping[str, object] | None = None
     ) -> object:
-        """A value for a schema; the field name steers what is written."""
+        """Return a value for a schema; the field name steers what is written."""
         schema = _resolve(schema, self.root)
         rng = self.maker.rng
         if "const" in schema:
@@ -196,7 +196,7 @@ _BOUNDS = frozenset({"maxLength", "maxItems"})
 
 
 def _unbounded(schema: object) -> object:
-    """A schema without its bounds (what seeds an answer)."""
+    """Return a schema without its bounds (what seeds an answer)."""
     return _unshaped(strip_keywords(schema, _BOUNDS, describe=False)) if schema else schema
 
 
@@ -241,7 +241,7 @@ class OfflineEngine:
 
     def answer(self, messages: Sequence[Mapping[str, object]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
-        """The answer to a prepared request; a sample above 0 asks another."""
+        """Return the answer to a prepared request; a sample above 0 asks another."""
         rng = random.Random(_digest(self.seed, messages, request.key, sample))
         maker = TextMaker(read_context(list(messages)), rng, self.writers)
         prompt_text = " ".join(str(m.get("content") or "") for m in messages)
@@ -280,7 +280,7 @@ def pick_tool(tools: Sequence[Mapping[str, object]], tool_choice: object) -> Map
 
 
 def response_format_schema(response_format: object) -> dict[str, object] | None:
-    """The JSON schema inside an OpenAI response format, if any."""
+    """Return the JSON schema inside an OpenAI response format, if any."""
     if response_format is None:
         return None
     if _is_model_class(response_format):
@@ -308,7 +308,7 @@ def _is_model_class(value: object) -> TypeGuard[type[BaseModel]]:
 
 @lru_cache(maxsize=256)
 def _model_request(schema: type[BaseModel]) -> EngineRequest:
-    """The request for a pydantic response format, built once per class."""
+    """Return the request for a pydantic response format, built once per class."""
     return EngineRequest(schema.model_json_schema())
 
 
@@ -336,7 +336,7 @@ class OfflineChatModel(BaseChatModel):
         return self.bind(tools=formatted, **kwargs)
 
     async def answer_async(self, messages: list[BaseMessage], **kwargs: object) -> AIMessage:
-        """The answer message, without LangChain's callbacks."""
+        """Return the answer message, without LangChain's callbacks."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return self._reply_message(messages, kwargs)

@@ -150,7 +150,7 @@ def split_sections(text: str) -> dict[str, str]:
 
 @lru_cache(maxsize=256)
 def _field_for(heading: str) -> str:
-    """The context field a section feeds (cached)."""
+    """Return the context field a section feeds (cached)."""
     if heading.startswith("persona") or heading == "you":
         return "persona"
     if heading.startswith("world") or heading.startswith("setting"):
@@ -283,8 +283,8 @@ class TextMaker:
         )
 
     def problem(self) -> str:
-        """A word problem with numbers from the prompt's words, without the question when the schema asks it
-        apart.
+        """Return a word problem with numbers from the prompt's words, without the question when the schema
+        asks it apart.
         """
         a, b, c = self.rng.randint(3, 40), self.rng.randint(2, 12), self.rng.randint(5, 95)
         subject, other = self.topic(), " ".join(self.words(2))
@@ -328,7 +328,7 @@ class TextMaker:
         return self.rng.choice(_DEPENDS)
 
     def argument_name(self) -> str:
-        """A lower-case identifier from the prompt's words."""
+        """Return a lower-case identifier from the prompt's words."""
         return re.sub(r"[^a-z]", "", self.words(1)[0].lower()) or "value"
 
     def answer(self) -> str:
@@ -338,7 +338,7 @@ class TextMaker:
         return f"Here is how I would approach it: {self.description()}"
 
     def string_for(self, name: str, siblings: Mapping[str, Any]) -> str:
-        """A string value for a named field (filled siblings may steer it)."""
+        """Return a string value for a named field (filled siblings may steer it)."""
         writer = writer_for(name, self.writers)
         if writer.__class__ is not str:
             return writer(self)  # type: ignore[operator]

@@ -45,7 +45,7 @@ def _given(value: object) -> bool:
 
 
 def is_plain(params: Mapping[str, object]) -> bool:
-    """True when the SDK's transform would return the parameters unchanged."""
+    """Return True when the SDK's transform would return the parameters unchanged."""
     if params.get("stream") or not set(params) <= PLAIN_KEYS:
         return False
     messages = params.get("messages")
@@ -75,7 +75,7 @@ class PassThroughCompletions(AsyncCompletions):
 
 
 def post_options(body: Mapping[str, object], **extras: Any) -> FinalRequestOptions:
-    """The SDK's post options, from a cached fixed part."""
+    """Return the SDK's post options, from a cached fixed part."""
     if _TAKES_SECURITY:
         extras["security"] = {"bearer_auth": True}
     return _POST_OPTIONS.model_copy(update={**make_request_options(**extras), "json_data": body})
@@ -114,7 +114,7 @@ class MergedOnce:
 
     def build_request(self, method: str, url: object, *, params: object = None,
                       **kwargs: object) -> object:
-        """httpx's own, but an empty query on a URL without one is passed as none."""
+        """Build a request as httpx's own does, but an empty query on a URL without one is passed as none."""
         if params is not None and not params and isinstance(url, str) and "?" not in url \
                 and not self.params:  # type: ignore[attr-defined]
             params = None

@@ -65,7 +65,7 @@ def _text(messages: Sequence[MessageLikeRepresentation]) -> str:
 
 def offline_probabilities(seed: int, messages: Sequence[MessageLikeRepresentation],
                           labels: Sequence[str]) -> dict[str, float]:
-    """The offline probabilities: a flat Dirichlet draw seeded by seed, messages and labels."""
+    """Return the offline probabilities: a flat Dirichlet draw seeded by seed, messages and labels."""
     key = f"{seed}\x1f{_text(messages)}\x1f{'|'.join(labels)}".encode()
     rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
     draw = rng.dirichlet(np.ones(len(labels)))
@@ -73,7 +73,7 @@ def offline_probabilities(seed: int, messages: Sequence[MessageLikeRepresentatio
 
 
 def read_top_logprobs(body: Mapping[str, Any], labels: Sequence[str]) -> dict[str, float] | None:
-    """The labels' probabilities from a completion's first answer token, or None without any."""
+    """Read the labels' probabilities from a completion's first answer token, or None without any."""
     choices = body.get("choices") or []
     logprobs = (choices[0] or {}).get("logprobs") if choices else None
     content = (logprobs or {}).get("content") or []
@@ -92,7 +92,7 @@ def read_top_logprobs(body: Mapping[str, Any], labels: Sequence[str]) -> dict[st
 
 
 def _slots(client: LLMClient) -> asyncio.Semaphore:
-    """This client's bound on calls in flight on the running loop."""
+    """Return this client's bound on calls in flight on the running loop."""
     key = (id(client), id(asyncio.get_running_loop()))
     slot = _SLOTS.get(key)
     if slot is None:

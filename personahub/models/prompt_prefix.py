@@ -17,7 +17,7 @@ from personahub.core.text_measures import approx_tokens
 
 
 def prompt_text(messages: Sequence[Any]) -> str:
-    """A message list laid out as one string, as a chat template would."""
+    """Return a message list laid out as one string, as a chat template would."""
     parts = []
     for message in messages:
         if isinstance(message, Mapping):

@@ -21,7 +21,7 @@ _DECODER = json.JSONDecoder()
 
 def render_schema_block(schema: Mapping[str, object],
                         intro: str = "Answer with one JSON object that fits this JSON schema:") -> str:
-    """The prompt text that carries a schema (the intro must keep the words "JSON schema")."""
+    """Render the prompt text that carries a schema (the intro must keep the words "JSON schema")."""
     if not _MARKER.search(intro):
         raise ValueError(f"the intro must name {SCHEMA_MARKER!r}: {intro!r}")
     text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))  # compact: fewer tokens
@@ -29,7 +29,7 @@ def render_schema_block(schema: Mapping[str, object],
 
 
 def message_text(content: object) -> str:
-    """A message's text: the string itself, or its text parts joined by newlines."""
+    """Return a message's text: the string itself, or its text parts joined by newlines."""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
@@ -39,7 +39,7 @@ def message_text(content: object) -> str:
 
 
 def find_prompt_schema(messages: Sequence[Mapping[str, object]]) -> dict[str, object] | None:
-    """The JSON schema the messages carry, or None (do not mutate it)."""
+    """Find the JSON schema the messages carry, or None (do not mutate it)."""
     for text in _search_order(messages):
         schema = schema_in_text(text)
         if schema is not None:
@@ -59,7 +59,7 @@ def _search_order(messages: Sequence[Mapping[str, object]]) -> list[str]:
 
 @lru_cache(maxsize=1024)
 def schema_in_text(text: str) -> dict[str, object] | None:
-    """The schema one message text carries, or None (cached: prompts repeat)."""
+    """Return the schema one message text carries, or None (cached: prompts repeat)."""
     if "{" not in text:
         return None
     marker = _MARKER.search(text)
@@ -77,7 +77,7 @@ def schema_in_text(text: str) -> dict[str, object] | None:
 
 
 def _first_schema(text: str, *, whole: bool) -> dict[str, object] | None:
-    """The first JSON object in a text that looks like a schema."""
+    """Return the first JSON object in a text that looks like a schema."""
     start = text.find("{")
     while start != -1:
         try:

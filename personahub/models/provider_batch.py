@@ -121,14 +121,14 @@ def batch_call(client: LLMClient, schema: type[T], messages: list[Any], *, key: 
                purpose: str, persona_id: str | None = None, step: int | None = None,
                check: Callable[[T], str | None] | None = None,
                sample: int = 0, max_tokens: int | None = None) -> BatchCall[T]:
-    """A call to send by batch; the key must be unique within the job and stable across a resume."""
+    """Return a call to send by batch; the key must be unique within the job and stable across a resume."""
     request = client.request_for(schema, messages, purpose=purpose, persona_id=persona_id,
                                  step=step, check=check, sample=sample, max_tokens=max_tokens)
     return BatchCall(key, schema, request, request)
 
 
 def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
-    """The client's endpoint if it can take batches, else a one-line error."""
+    """Return the client's endpoint if it can take batches, else a one-line error."""
     endpoints = client.endpoints
     if not 0 <= index < len(endpoints):
         raise LLMConfigError(f"--batch: endpoint {index} does not exist ({len(endpoints)} given)")
@@ -145,7 +145,7 @@ def mode_known(client: LLMClient, index: int = 0) -> bool:
 
 def request_lines(client: LLMClient, calls: Sequence[BatchCall[T]],
                   endpoint: int = 0) -> tuple[list[RequestLine], str]:
-    """The batch file's lines for the calls, as online calls would post them now, and their mode."""
+    """Return the batch file's lines for the calls, as online calls would post them now, and their mode."""
     wire = batch_endpoint(client, endpoint)
     if not calls:
         raise PersonahubError("batch: no calls to send (a batch holds at least one request)")
@@ -160,7 +160,7 @@ def request_lines(client: LLMClient, calls: Sequence[BatchCall[T]],
 
 
 def line_failure(line: ResultLine | None, handle: BatchHandle | None = None) -> Failure:
-    """What a failed or missing result line means for what happens next."""
+    """Decide what a failed or missing result line means for what happens next."""
     if line is None:
         if handle is not None and handle.status == "failed":
             why = handle.errors[0] if handle.errors else "no reason given"
@@ -247,7 +247,7 @@ def _failed(client: LLMClient, call: BatchCall[T], record: CallRecord, failure: 
 
 
 def _learned(client: LLMClient, record: CallRecord, failure: Failure) -> str | None:
-    """The reason to resend a call after a refusal taught the endpoint something, else None."""
+    """Return the reason to resend a call after a refusal taught the endpoint something, else None."""
     sent, index = record.structured_mode, record.endpoint
     if failure.status is None or sent is None or index is None:
         return None
@@ -355,7 +355,7 @@ class BatchSession:
         return await self._start(handle, to_jsonl(lines))
 
     async def resume(self, handle: BatchHandle, calls: Sequence[Any] = ()) -> BatchHandle:
-        """A stored handle, created for sure: a batch created before a crash is found by its key."""
+        """Return a stored handle, created for sure: a batch created before a crash is found by its key."""
         if handle.batch_id is not None or handle.status == AWAITING_RESULTS:
             return handle
         found = await self.find(handle.key)
@@ -402,7 +402,7 @@ class BatchSession:
         raise AssertionError("unreachable")
 
     async def find(self, key: str, pages: int = 5) -> Batch | None:
-        """The newest recent batch created with a key, or None."""
+        """Find the newest recent batch created with a key, or None."""
         sdk = await self.wire.openai_client()
         page = await self._api("list batches", lambda: sdk.batches.list(limit=100))
         for _ in range(pages):
@@ -449,7 +449,7 @@ class BatchSession:
         return self._saved(_from_batch(handle, batch))
 
     async def results(self, handle: BatchHandle) -> list[ResultLine]:
-        """The result lines of a finished batch."""
+        """Return the result lines of a finished batch."""
         sdk = await self.wire.openai_client()
         lines: list[ResultLine] = []
         for file_id in (handle.output_file_id, handle.error_file_id):

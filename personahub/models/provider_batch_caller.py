@@ -75,14 +75,15 @@ class BatchBook:
         self.handles[handle.key] = handle
 
     def spent(self, handle: BatchHandle) -> bool:
-        """True for an ended batch, files still there, whose every request was collected or committed."""
+        """Return True for an ended batch, files still there, whose every request was collected or
+        committed."""
         if not handle.done or handle.files_deleted or handle.from_file or handle.batch_id is None:
             return False
         return all((handle.key, c) in self.used or (handle.batch_id, c) in self.committed
                    for c in handle.custom_ids)
 
     def holding(self, custom_id: str) -> BatchHandle | None:
-        """The newest stored batch holding an answer neither committed nor collected."""
+        """Return the newest stored batch holding an answer neither committed nor collected."""
         for handle in reversed(list(self.handles.values())):
             if custom_id not in handle.custom_ids or (handle.key, custom_id) in self.used:
                 continue
@@ -224,7 +225,7 @@ class BatchingCaller:
 
     def _group(self, pending: Sequence[_Queued]
                ) -> tuple[list[tuple[BatchHandle, list[_Queued]]], list[_Queued]]:
-        """The calls a stored batch still holds an answer for, and the rest."""
+        """Return the calls a stored batch still holds an answer for, and the rest."""
         stored: dict[str, list[_Queued]] = {}
         fresh = []
         for item in pending:
@@ -311,7 +312,7 @@ async def forget_spent(session: BatchSession, book: BatchBook,
 
 
 def written_for_import(n: int, path: str, job_id: str) -> AwaitingResults:
-    """What a job that wrote its batch file stops with: where to run it, how to import."""
+    """Return what a job that wrote its batch file stops with: where to run it, how to import."""
     return AwaitingResults(
         f"{n} requests written to {path} (OpenAI batch format); run them (e.g. `vllm run-batch "
         f"-i {path} -o results.jsonl --model ...`), then: personahub batch import results.jsonl "
@@ -319,7 +320,7 @@ def written_for_import(n: int, path: str, job_id: str) -> AwaitingResults:
 
 
 def still_awaiting(handle: BatchHandle, job_id: str) -> StillAwaiting:
-    """What a job whose batch file has no results yet stops with."""
+    """Return what a job whose batch file has no results yet stops with."""
     return StillAwaiting(f"batch file {handle.batch_id} is still waiting for its results: "
                          f"personahub batch import RESULTS.jsonl --job {job_id}")
 

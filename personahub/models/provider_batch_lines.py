@@ -85,7 +85,7 @@ class ResultLine:
         return None
 
     def message(self) -> str:
-        """What went wrong, in the server's words."""
+        """Return what went wrong, in the server's words."""
         for source in (self.error, self.body):
             text = _message_of(source)
             if text:
@@ -110,7 +110,7 @@ def _message_of(value: object) -> str | None:
 
 
 def read_results(data: bytes | str, source: str) -> list[ResultLine]:
-    """The result lines of a batch output or error file."""
+    """Read the result lines of a batch output or error file."""
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
     results = []
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -140,7 +140,7 @@ def read_results(data: bytes | str, source: str) -> list[ResultLine]:
 
 
 def read_results_file(path: str | Path) -> list[ResultLine]:
-    """The results of a file (a missing or unreadable file is one line naming it)."""
+    """Read the results of a file (a missing or unreadable file is one line naming it)."""
     target = Path(path)
     try:
         data = read_input_bytes(target, max_bytes=MAX_RESULTS_FILE_BYTES)

@@ -38,8 +38,8 @@ def _first_error(exc: ValidationError) -> str:
 
 
 def _candidate(text: str) -> str | None:
-    """The part of the text holding the JSON object: a fenced block's, or the outermost braces'. None when
-    that object never closes: taking text up to the last brace once turned an answer cut after two of
+    """Return the part of the text holding the JSON object: a fenced block's, or the outermost braces'. None
+    when that object never closes: taking text up to the last brace once turned an answer cut after two of
     four turns into a valid two-turn answer.
     """
     fenced = _FENCE.search(text)
@@ -51,7 +51,7 @@ def _candidate(text: str) -> str | None:
 
 
 def _closing_brace(text: str, start: int) -> int | None:
-    """The index of the brace closing the one at start (braces in strings not counted), or None. Square
+    """Return the index of the brace closing the one at start (braces in strings not counted), or None. Square
     brackets are json-repair's to mend.
     """
     depth, quote, escaped = 0, "", False
@@ -86,7 +86,7 @@ _TOO_LONG = ("string_too_long", "too_long")
 
 
 def _clipped(schema: type[T], data: object, exc: ValidationError) -> T | None:
-    """The data, valid once its over-long strings and lists are cut to their bounds, else None."""
+    """Return the data, valid once its over-long strings and lists are cut to their bounds, else None."""
     for _ in range(4):  # a list cut may leave errors inside the items it keeps: a few rounds
         errors = exc.errors()
         if not errors or any(e["type"] not in _TOO_LONG for e in errors):

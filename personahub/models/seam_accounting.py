@@ -36,7 +36,7 @@ class Accounted:
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The result of the layer below, counted."""
+        """Return the result of the layer below, counted."""
         self.liveness.started()
         try:
             result = await self.inner.call(request)

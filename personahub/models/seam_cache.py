@@ -50,7 +50,7 @@ class Cached:
         return cache_key(base, sample), sample, payload
 
     async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
-        """A cached answer, a recorded one, or (replaying) a reproduced failure."""
+        """Return a cached answer, a recorded one, or (replaying) a reproduced failure."""
         cache = self.cache
         if cache is None:
             return await self.inner.call(request)

@@ -85,7 +85,8 @@ class StragglerDeadlines:
         self._cold.pop(scope, None)
 
     def forget_in_flight(self) -> None:
-        """A new event loop: the old one's timeouts are gone."""
+        """Forget the timeouts in flight: a new event loop has started, and the old one's timeouts are
+        gone."""
         self._cold.clear()
 
     def _tighten(self) -> None:
@@ -97,7 +98,7 @@ class StragglerDeadlines:
         self._cold.clear()
 
     def cut_short(self, scope: asyncio.Timeout, sent: float, probe: bool = False) -> bool:
-        """True when the scope expired before the timeout would have: the attempt was a straggler."""
+        """Return True when the scope expired before the timeout would have: the attempt was a straggler."""
         when = scope.when()
         cut = scope.expired() and when is not None and when < sent + self.timeout_s - 1e-3
         if cut and probe and self._pace is None:

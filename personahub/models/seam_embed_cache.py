@@ -18,17 +18,17 @@ from personahub.models.cache import CacheMiss, ResponseCache, request_hash
 
 
 def embedding_request(model: str, text: str) -> dict[str, object]:
-    """The request one cached vector answers (no URL, no credentials)."""
+    """Return the request one cached vector answers (no URL, no credentials)."""
     return {"kind": "embedding", "model": model, "input": text}
 
 
 def embedding_key(model: str, text: str) -> str:
-    """The cache key of a text's vector under a model."""
+    """Return the cache key of a text's vector under a model."""
     return request_hash(embedding_request(model, text))
 
 
 def token_shares(total: int, texts: Sequence[str]) -> list[int]:
-    """A request's prompt tokens split over its texts by length (they sum to the total)."""
+    """Return a request's prompt tokens split over its texts by length (they sum to the total)."""
     sizes = [max(1, len(t)) for t in texts]
     whole = sum(sizes)
     shares = [total * s // whole for s in sizes]
@@ -50,7 +50,7 @@ class EmbeddingCached:
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The batch's vectors: cached ones, and the misses asked below."""
+        """Return the batch's vectors: cached ones, and the misses asked below."""
         cache = self.cache
         if cache is None:
             return await self.inner.call(request)

@@ -39,12 +39,12 @@ class Failover:
         self._down_until[index] = time.monotonic() + (self.cooldown_s if seconds is None else seconds)
 
     def healthy_other(self, index: int) -> bool:
-        """True when another endpoint is not marked down."""
+        """Return True when another endpoint is not marked down."""
         now = time.monotonic()
         return any(i != index and until <= now for i, until in enumerate(self._down_until))
 
     def pick(self, after: int | None = None) -> int:
-        """The next endpoint in round-robin, skipping dead ones."""
+        """Return the next endpoint in round-robin, skipping dead ones."""
         n = len(self.endpoints)
         if after is None:
             start, self._next = self._next, self._next + 1
@@ -59,8 +59,8 @@ class Failover:
         return start % n  # all down (or only one): try it anyway
 
     async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
-        """The call on the picked endpoint; an unreachable one is marked down. Nothing is sent once the job is
-        stopped.
+        """Make the call on the picked endpoint; an unreachable one is marked down. Nothing is sent once the
+        job is stopped.
         """
         if self.fail_fast is not None:
             self.fail_fast.check()

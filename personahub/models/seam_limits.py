@@ -96,7 +96,7 @@ class Limited:
         return self._slots.lower()
 
     def report(self) -> dict[str, object]:
-        """The concurrency setting and the limit it came to."""
+        """Return the concurrency setting and the limit it came to."""
         slots = self._slots
         if isinstance(slots, AdaptiveLimit):
             return slots.report()
@@ -107,7 +107,7 @@ class Limited:
         return {"setting": self.concurrency, "final": final, "peak": self.concurrency}
 
     async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
-        """The call once a slot and a rate token are held; waiting counts as queue time."""
+        """Make the call once a slot and a rate token are held; waiting counts as queue time."""
         waited = time.perf_counter()
         if self.concurrency is None:
             if self.limiter is not None:

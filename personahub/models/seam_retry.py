@@ -59,7 +59,7 @@ class Retrying:
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
-        """The first answer, or the last failure once retrying cannot help."""
+        """Return the first answer, or the last failure once retrying cannot help."""
         records: list[CallRecord] = []
         transient = 0
         started = time.monotonic()
@@ -91,7 +91,7 @@ class Retrying:
                               stragglers=request.stragglers + int(failure.straggler))
 
     def _refused_keywords(self, failure: Failure, record: CallRecord) -> frozenset[str]:
-        """The refused schema keywords the call still sent (now stripped), or none."""
+        """Return the refused schema keywords the call still sent (now stripped), or none."""
         sent, index = record.structured_mode, record.endpoint
         if failure.retryable or sent is None or index is None or mode_of(sent) == "prompt":
             return frozenset()
@@ -99,7 +99,7 @@ class Retrying:
         return refused if self.modes.strip(index, refused, stripped_of(sent)) else frozenset()
 
     def _refused_mode(self, failure: Failure, record: CallRecord) -> bool:
-        """True when the failure refuses the structured mode and auto has another to try."""
+        """Return True when the failure refuses the structured mode and auto has another to try."""
         sent, index = record.structured_mode, record.endpoint
         if failure.retryable or sent is None or index is None:
             return False
@@ -109,7 +109,7 @@ class Retrying:
 
     async def _after_failure(self, failure: Failure, record: CallRecord, transient: int,
                              spent: float, attempt: list[CallRecord]) -> int:
-        """The transient-failure count to go on with (after any backoff), or -1 to give up."""
+        """Return the transient-failure count to go on with (after any backoff), or -1 to give up."""
         keywords = self._refused_keywords(failure, record)
         if keywords:  # ask again without them, at once
             record.error = (f"schema keywords {', '.join(sorted(keywords))} refused (stripped for "
@@ -145,7 +145,7 @@ class Retrying:
         return transient
 
     def _lower_on_timeout(self, failure: Failure, record: CallRecord) -> None:
-        """A timeout lowers the adaptive concurrency, and its record says so."""
+        """Lower the adaptive concurrency on a timeout, and say so in its record."""
         if failure.description == "timeout" and self.on_timeout is not None:
             lowered = self.on_timeout()
             if lowered is not None:
@@ -161,7 +161,7 @@ class Retrying:
 
     def _unanswered(self, failure: Failure, record: CallRecord, outage: float,
                     delay: float) -> str:
-        """The line that stops the job when no call was answered for the budget."""
+        """Return the line that stops the job when no call was answered for the budget."""
         return (f"model endpoint {record.model} kept failing: no call was answered in "
                 f"{outage + delay:.0f} s, the last attempt: {failure.description[:160]}; another "
                 f"attempt could end past the {self.budget_s:.0f} s retry budget "
@@ -175,7 +175,7 @@ class Retrying:
 
     def _spent(self, failure: Failure, record: CallRecord, transient: int, spent: float,
                delay: float) -> str:
-        """The line that stops the job when a call's budget is spent."""
+        """Return the line that stops the job when a call's budget is spent."""
         why = (f"all {self.max_retries} retries failed" if transient > self.max_retries
                else f"another attempt could end past the call's {self.budget_s:.0f} s retry budget "
                     f"({CALL_BUDGET_TIMEOUTS} x --timeout + {CALL_BUDGET_SLACK_S:g} s)")

@@ -62,7 +62,7 @@ class Validated:
         return self.inner.label
 
     async def call(self, request: CallRequest) -> StructuredResult[Any]:
-        """The validated answer of a request."""
+        """Return the validated answer of a request."""
         return await self.resume(request, request, Progress([], []))
 
     async def resume(self, request: CallRequest, asked: CallRequest,
@@ -88,7 +88,7 @@ class Validated:
 
     def judge(self, request: CallRequest, asked: CallRequest, result: StructuredResult[Any],
               done: Progress) -> tuple[BaseModel | None, CallRequest | None]:
-        """The value when the call ends here, else the request to ask next; the progress is updated."""
+        """Return the value when the call ends here, else the request to ask next; the progress is updated."""
         done.raw = result.raw
         record, raw = result.last, result.raw or ""
         checked = check_answer(request.schema, raw, truncated=result.truncated)
@@ -120,7 +120,7 @@ class Validated:
 
     @staticmethod
     def _repair_request(request: CallRequest, raw: str, error: str | None) -> CallRequest:
-        """The repair prompt: the answer shown back with what is wrong (same sample)."""
+        """Return the repair prompt: the answer shown back with what is wrong (same sample)."""
         messages = [*request.messages, AIMessage(raw[:4000]),
                     HumanMessage(f"{REPAIR_OPENING} ({error}). {REPAIR_CLOSING}")]
         return replace(request, messages=messages)

@@ -65,7 +65,7 @@ class LLMSettings:
 
     @classmethod
     def of_job(cls, config: Any, **overrides: object) -> LLMSettings:
-        """The settings of a job config with the usual model fields, plus overrides."""
+        """Return the settings of a job config with the usual model fields, plus overrides."""
         fields = {"spec": config.llm, "seed": config.seed, "concurrency": config.concurrency,
                   "timeout_s": config.timeout_s, "structured": config.structured,
                   "max_tokens": config.max_tokens, "temperature": config.temperature,

@@ -63,13 +63,13 @@ NO_KEYWORDS: frozenset[str] = frozenset()
 
 @lru_cache(maxsize=256)
 def schema_json(schema: type[BaseModel], stripped: frozenset[str] = NO_KEYWORDS) -> dict[str, object]:
-    """The class's JSON schema without stripped keywords (cached)."""
+    """Return the class's JSON schema without stripped keywords (cached)."""
     built = schema.model_json_schema()
     return _strip_node(built, stripped, describe=True) if stripped else built
 
 
 def strip_keywords(node: object, keywords: frozenset[str], *, describe: bool = True) -> object:
-    """A JSON schema without some keywords."""
+    """Return a JSON schema without some keywords."""
     if not isinstance(node, Mapping):
         return node
     return _strip_node(node, keywords, describe=describe)
@@ -106,7 +106,7 @@ def refused_keywords(status: int | None, text: str) -> frozenset[str]:
 
 
 def sent_mode(mode: StructuredMode, stripped: frozenset[str]) -> str:
-    """The recorded structured mode: the mode and the keywords it went without."""
+    """Return the recorded structured mode: the mode and the keywords it went without."""
     return f"{mode}{_WITHOUT}{', '.join(sorted(stripped))}" if stripped else mode
 
 
@@ -175,7 +175,7 @@ def schema_instruction(schema: type[BaseModel], stripped: frozenset[str] = NO_KE
 def prepare_messages(mode: StructuredMode, schema: type[BaseModel],
                      messages: Sequence[BaseMessage],
                      stripped: frozenset[str] = NO_KEYWORDS) -> list[BaseMessage]:
-    """The conversation as sent in a mode."""
+    """Return the conversation as sent in a mode."""
     if mode != "prompt":
         return list(messages)
     out = list(messages)
@@ -201,7 +201,7 @@ def answer_text(message: AIMessage, mode: StructuredMode) -> str:
 
 
 def names_mode(mode: StructuredMode, status: int | None, text: str) -> bool:
-    """True when an HTTP error refuses the mode itself."""
+    """Return True when an HTTP error refuses the mode itself."""
     if status not in REFUSAL_STATUSES:
         return False
     lowered = text.lower()
@@ -252,7 +252,7 @@ class ModeBook:
         return True
 
     def step_down(self, endpoint: int, refused: StructuredMode) -> StructuredMode | None:
-        """The mode to use after a refusal, or None when none is left."""
+        """Return the mode to use after a refusal, or None when none is left."""
         with self._lock:
             if not self.adaptive:
                 return None

@@ -37,14 +37,14 @@ def _quiet() -> None:
 
 
 def _text(answer: str) -> str | None:
-    """The answer as the verifier reads it: worded numbers written out (None: no single value)."""
+    """Return the answer as the verifier reads it: worded numbers written out (None: no single value)."""
     text = answer.strip().rstrip(".").strip()
     return read_numbers(text) if len(text) <= MAX_ANSWER_CHARS else text
 
 
 @lru_cache(maxsize=65536)
 def parse_answer(answer: str) -> tuple[object, ...]:
-    """The verifier's reading of one answer (empty when it cannot read it).
+    """Return the verifier's reading of one answer (empty when it cannot read it).
 
     Args:
         answer: a final answer as a solver wrote it.

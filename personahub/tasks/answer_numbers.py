@@ -75,7 +75,7 @@ class _Item:
 
 
 def _tokens(text: str) -> list[_Item] | None:
-    """The answer's tokens, or None when it holds anything but numbers, words and plain marks."""
+    """Return the answer's tokens, or None when it holds anything but numbers, words and plain marks."""
     items: list[_Item] = []
     spaced = True
     for match in _TOKEN.finditer(text):
@@ -105,7 +105,7 @@ def _tokens(text: str) -> list[_Item] | None:
 
 
 def _signs(items: list[_Item]) -> list[_Item]:
-    """A dash right before a number, not after one, is its sign."""
+    """Join a dash right before a number, not after one, to the number as its sign."""
     out: list[_Item] = []
     for item in items:
         prev = out[-1] if out else None
@@ -175,7 +175,7 @@ def _fold(items: list[_Item]) -> list[_Item]:
 
 
 def _number_text(value: Fraction) -> str:
-    """A value as math-verify reads it exactly: an integer, a finite decimal, else p/q."""
+    """Return a value as math-verify reads it exactly: an integer, a finite decimal, else p/q."""
     if value.denominator == 1:
         return str(value.numerator)
     den = value.denominator
@@ -196,7 +196,8 @@ def _shown(item: _Item) -> str:
 
 
 def _undecided(items: list[_Item]) -> bool:
-    """A range, a bound, two quantities, or two numbers side by side: no single value."""
+    """Tell whether the answer is a range, a bound, two quantities, or two numbers side by side: no single
+    value."""
     numbers = [k for k, item in enumerate(items) if item.kind == "num"]
     words = [item.text for item in items if item.kind == "word"]
     for k in numbers:
@@ -216,7 +217,7 @@ def _undecided(items: list[_Item]) -> bool:
 
 @lru_cache(maxsize=65536)
 def read_numbers(answer: str) -> str | None:
-    """An answer with its worded numbers written as numbers, or UNDECIDED (None).
+    """Return an answer with its worded numbers written as numbers, or UNDECIDED (None).
 
     Args:
         answer: a final answer, stripped of its closing full stop.

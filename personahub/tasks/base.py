@@ -97,26 +97,26 @@ class Task:
     judge_criteria: tuple[Criterion, ...] = DEFAULT_CRITERIA
 
     def criteria_for(self, *, has_solution: bool) -> tuple[Criterion, ...]:
-        """The judge's criteria for one item (solution criteria only when it has a solution)."""
+        """Return the judge's criteria for one item (solution criteria only when it has a solution)."""
         return tuple(c for c in self.judge_criteria if has_solution or not c.needs_solution)
 
     def gate(self, value: BaseModel) -> str | None:
-        """The check as the model call takes it: a rejected answer earns one fresh sample."""
+        """Return the check as the model call takes it: a rejected answer earns one fresh sample."""
         issue = self.check(value.model_dump(by_alias=True))
         return None if issue is None else str(issue)
 
     # -- text ----------------------------------------------------------------------------------
     def text(self, content: Content) -> str:
-        """The text near-duplicate detection, diversity and exports look at."""
+        """Return the text near-duplicate detection, diversity and exports look at."""
         return self.describe(content)
 
     def emission_text(self, content: Content) -> str:
-        """The text of an emission as a run stores it."""
+        """Return the text of an emission as a run stores it."""
         return self.text(content)
 
     # -- simulation ----------------------------------------------------------------------------
     def agent_prompt(self) -> str:
-        """The agent prompt's task section (KeyError when agents do not emit this kind)."""
+        """Return the agent prompt's task section (KeyError when agents do not emit this kind)."""
         if self.emission is None:
             raise KeyError(self.name)
         return self.emission.prompt
@@ -128,19 +128,19 @@ class Task:
 
     # -- synthesis -----------------------------------------------------------------------------
     def synthesis_spec(self) -> SynthesisSpec:
-        """The synthesis side (KeyError when synthesis jobs do not make this kind)."""
+        """Return the synthesis side (KeyError when synthesis jobs do not make this kind)."""
         if self.synthesis is None:
             raise KeyError(self.name)
         return self.synthesis
 
     def synthesis_schema(self, *, with_assistant: bool = False) -> type[BaseModel]:
-        """The schema a synthesis job asks for."""
+        """Return the schema a synthesis job asks for."""
         if self.synthesis is not None and self.synthesis.schema is not None:
             return self.synthesis.schema
         return self.schema
 
     def synthesis_instruction(self, *, with_assistant: bool = False) -> str:
-        """The synthesis prompt's task text (before the few-shot note)."""
+        """Return the synthesis prompt's task text (before the few-shot note)."""
         return self.synthesis_spec().instruction
 
     # -- export --------------------------------------------------------------------------------
@@ -174,5 +174,5 @@ class Task:
 
 
 def json_text(content: Content) -> str:
-    """An item's content as JSON text (the searchable text of kinds without a prose field)."""
+    """Return an item's content as JSON text (the searchable text of kinds without a prose field)."""
     return json.dumps(content, ensure_ascii=False)

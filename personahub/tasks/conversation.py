@@ -24,7 +24,7 @@ class NeighbourConversation(BaseModel):
 
 
 def check_neighbour_conversation(content: Content) -> QualityIssue | None:
-    """A conversation emission: at least ``MIN_TURNS`` turns that say something."""
+    """Check a conversation emission: at least ``MIN_TURNS`` turns that say something."""
     turns = [t for t in content.get("turns") or [] if has_letters(t.get("line"))]
     if len(turns) < MIN_TURNS:
         return QualityIssue("too_few_turns", f"under {MIN_TURNS} non-empty turns")
@@ -32,7 +32,7 @@ def check_neighbour_conversation(content: Content) -> QualityIssue | None:
 
 
 def conversation_turns(content: Content, speaker: str, listener: str) -> list[dict[str, str]]:
-    """A conversation's turns with their speakers filled in (alternating, ``speaker`` first)."""
+    """Return a conversation's turns with their speakers filled in (alternating, ``speaker`` first)."""
     return [{"speaker": speaker if i % 2 == 0 else listener, "line": t["line"]}
             for i, t in enumerate(content["turns"])]
 

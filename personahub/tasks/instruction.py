@@ -27,7 +27,7 @@ InstructionItem = create_model("InstructionItem", __base__=Instruction,
 
 
 def check_instruction(content: Content) -> QualityIssue | None:
-    """An instruction (emission or synthesis item) of non-trivial length."""
+    """Check an instruction (emission or synthesis item) of non-trivial length."""
     return free_text_issue(squash(content.get("instruction")), "instruction",
                            MIN_INSTRUCTION_CHARS, MIN_INSTRUCTION_WORDS)
 

@@ -28,7 +28,7 @@ class KnowledgeText(BaseModel):
 
 
 def check_knowledge_text(content: Content) -> QualityIssue | None:
-    """A knowledge text: a title and a body of some length."""
+    """Check a knowledge text: a title and a body of some length."""
     title = squash(content.get("title"))
     if len(title) < MIN_TITLE_CHARS or not has_letters(title):
         return QualityIssue("no_title", f"the title is under {MIN_TITLE_CHARS} characters")

@@ -41,7 +41,7 @@ class MathProblem(BaseModel):
 
 
 def check_math_problem(content: Content) -> QualityIssue | None:
-    """A math problem that can be answered: a question, long enough, with a quantity."""
+    """Check a math problem that can be answered: a question, long enough, with a quantity."""
     return problem_issue(content, needs_quantity=True)
 
 

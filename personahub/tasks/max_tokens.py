@@ -11,7 +11,7 @@ from personahub.tasks.registry import stored_task
 
 
 def kind_max_tokens(kind: str) -> int:
-    """The output limit of a call emitting a kind.
+    """Return the output limit of a call emitting a kind.
 
     Args:
         kind: an emission kind (e.g. ``instruction``).
@@ -26,7 +26,7 @@ def kind_max_tokens(kind: str) -> int:
 
 
 def synthesis_max_tokens(task_name: str) -> int:
-    """The output limit of a synthesis call for a task.
+    """Return the output limit of a synthesis call for a task.
 
     Args:
         task_name: a registered task's name.

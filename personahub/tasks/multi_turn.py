@@ -35,7 +35,7 @@ class Conversation(BaseModel):
 
 
 def check_multi_turn(content: Content) -> QualityIssue | None:
-    """A synthesized conversation: user turns only, or user/assistant pairs, at least two."""
+    """Check a synthesized conversation: user turns only, or user/assistant pairs, at least two."""
     if "turns" in content:
         pairs = content.get("turns") or []
         said = [t for t in pairs if has_letters(t.get("user")) and has_letters(t.get("assistant"))]
@@ -50,7 +50,7 @@ def check_multi_turn(content: Content) -> QualityIssue | None:
 
 
 def user_side(content: Content) -> str:
-    """The user's turns, one a line (what near-duplicate detection compares)."""
+    """Return the user's turns, one a line (what near-duplicate detection compares)."""
     if "turns" in content:
         return "\n".join(t["user"] for t in content["turns"])
     return "\n".join(content["user_turns"])

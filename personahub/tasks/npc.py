@@ -24,7 +24,7 @@ class NpcProfile(BaseModel):
 
 
 def check_npc_profile(content: Content) -> QualityIssue | None:
-    """A synthesized NPC: a name and a non-empty line."""
+    """Check a synthesized NPC: a name and a non-empty line."""
     if not has_letters(content.get("name")):
         return QualityIssue("no_name", "the NPC has no name")
     if not has_letters(content.get("line")):

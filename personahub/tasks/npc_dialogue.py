@@ -23,7 +23,7 @@ class NpcDialogue(BaseModel):
 
 
 def check_npc_line(content: Content) -> QualityIssue | None:
-    """An NPC dialogue emission: the speaker is the agent; its line must say something."""
+    """Check an NPC dialogue emission: the speaker is the agent; its line must say something."""
     if not has_letters(content.get("line")):
         return QualityIssue("empty_line", "the dialogue line is empty")
     return None

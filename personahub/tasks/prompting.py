@@ -27,7 +27,7 @@ FEW_SHOT_NOTE = " Follow the style of the examples, but write new content for th
 
 
 def examples_block(mode: str, examples: Sequence[tuple[str, str | None]]) -> str:
-    """The ``## Examples`` section of a few-shot mode ("" for zero-shot or no examples)."""
+    """Return the ``## Examples`` section of a few-shot mode ("" for zero-shot or no examples)."""
     if mode == "zero-shot" or not examples:
         return ""
     blocks = []

@@ -38,7 +38,7 @@ class ReasoningProblem(BaseModel):
 
 
 def check_reasoning_problem(content: Content) -> QualityIssue | None:
-    """A reasoning problem that can be answered: a question, long enough."""
+    """Check a reasoning problem that can be answered: a question, long enough."""
     return problem_issue(content, needs_quantity=False)
 
 

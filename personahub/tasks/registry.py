@@ -56,7 +56,7 @@ def offline_writer(field_name: str) -> Writer | None:
 
 
 def get(name: str) -> Task:
-    """The task called ``name``."""
+    """Return the task called ``name``."""
     try:
         return _TASKS[name]
     except KeyError:
@@ -64,7 +64,7 @@ def get(name: str) -> Task:
 
 
 def emission_task(kind: str) -> Task:
-    """The task agents emit as ``kind`` in scenario runs."""
+    """Return the task agents emit as ``kind`` in scenario runs."""
     try:
         return _EMISSIONS[kind]
     except KeyError:
@@ -73,7 +73,7 @@ def emission_task(kind: str) -> Task:
 
 
 def synthesis_task(name: str) -> Task:
-    """The task a synthesis job of that name makes."""
+    """Return the task a synthesis job of that name makes."""
     task = _TASKS.get(name)
     if task is None or task.synthesis is None:
         raise UnknownTaskError(f"task {name!r}: choose one of {', '.join(synthesis_names())}")
@@ -81,7 +81,7 @@ def synthesis_task(name: str) -> Task:
 
 
 def stored_task(kind: str, *, emission: bool) -> Task | None:
-    """The task of a stored item (an emission's kind or a synthesis item's task), if known."""
+    """Return the task of a stored item (an emission's kind or a synthesis item's task), if known."""
     return (_EMISSIONS if emission else _TASKS).get(kind)
 
 

@@ -25,14 +25,14 @@ def is_builtin(examples: str) -> bool:
 
 
 def shipped_tasks() -> tuple[str, ...]:
-    """The tasks that have shipped demonstrations, sorted."""
+    """Return the tasks that have shipped demonstrations, sorted."""
     folder = resources.files("personahub.tasks").joinpath("demos")
     return tuple(sorted(entry.name.removesuffix(".jsonl") for entry in folder.iterdir()
                         if entry.name.endswith(".jsonl")))
 
 
 def builtin_text(examples: str) -> str:
-    """The JSONL text of a task's shipped demonstrations; an error names the tasks that have some."""
+    """Return the JSONL text of a task's shipped demonstrations; an error names the tasks that have some."""
     task = examples.removeprefix(BUILTIN_PREFIX)
     entry = resources.files("personahub.tasks").joinpath("demos", f"{task}.jsonl")
     if not task or "/" in task or not entry.is_file():

@@ -19,7 +19,7 @@ SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey
 @lru_cache(maxsize=256)
 def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
                   high: int = 5) -> type[BaseModel]:
-    """The answer schema of a choice, scale or text survey (free text goes in reply)."""
+    """Return the answer schema of a choice, scale or text survey (free text goes in reply)."""
     reason = (str, Field(default="", description="why, in one sentence"))
     if answer == "choice":
         choice: Any = Literal[options]
@@ -38,13 +38,13 @@ def survey_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
 
 
 def survey_value(content: dict[str, Any]) -> Any:
-    """The answer in a validated survey answer's content."""
+    """Return the answer in a validated survey answer's content."""
     return content["answer"] if "answer" in content else content["reply"]
 
 
 def survey_values(answer: str, options: tuple[str, ...] = (), low: int = 1,
                   high: int = 5) -> tuple[object, ...]:
-    """The answers a choice or scale survey allows, in order (what a share list is over)."""
+    """Return the answers a choice or scale survey allows, in order (what a share list is over)."""
     if answer == "choice":
         return tuple(options)
     if answer == "scale":
@@ -55,7 +55,7 @@ def survey_values(answer: str, options: tuple[str, ...] = (), low: int = 1,
 @lru_cache(maxsize=256)
 def share_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
                  high: int = 5) -> type[BaseModel]:
-    """The schema of an archetype's answer distribution: the percent giving each allowed answer."""
+    """Return the schema of an archetype's answer distribution: the percent giving each allowed answer."""
     n = len(survey_values(answer, options, low, high))
     percent = Annotated[float, Field(ge=0, le=100)]
 
@@ -72,7 +72,7 @@ def share_schema(answer: str, options: tuple[str, ...] = (), low: int = 1,
 
 
 def normalised_shares(content: dict[str, Any]) -> list[float]:
-    """A distribution answer's shares, summing to 1."""
+    """Return a distribution answer's shares, summing to 1."""
     shares = [float(s) for s in content["shares"]]
     total = sum(shares)
     return [s / total for s in shares]

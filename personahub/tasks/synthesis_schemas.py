@@ -35,10 +35,10 @@ SYNTH_SCHEMAS = MappingProxyType({name: synthesis_task(name).synthesis_schema()
 
 
 def schema_for(task: str, *, with_assistant: bool = False) -> type[BaseModel]:
-    """The schema a synthesis task asks for."""
+    """Return the schema a synthesis task asks for."""
     return synthesis_task(task).synthesis_schema(with_assistant=with_assistant)
 
 
 def content_of(value: BaseModel) -> dict[str, object]:
-    """The stored JSON content of an answer, keys as Persona Hub has them."""
+    """Return the stored JSON content of an answer, keys as Persona Hub has them."""
     return value.model_dump(by_alias=True)

@@ -92,7 +92,7 @@ class ReleasedToolSpec(_ToolIdentity):
 
 
 def released_tool(text: str) -> dict[str, object] | None:
-    """A Persona Hub synthesized text as tool content, or None when it is not a released tool."""
+    """Return a Persona Hub synthesized text as tool content, or None when it is not a released tool."""
     try:
         value: object = json.loads(text)
         if isinstance(value, str):
@@ -109,7 +109,7 @@ def released_tool(text: str) -> dict[str, object] | None:
 
 
 def check_tool_spec(content: Content) -> QualityIssue | None:
-    """A tool spec: identifier function name (not a keyword), name, description, typed args."""
+    """Check a tool spec: identifier function name (not a keyword), name, description, typed args."""
     function = str(content.get("function_name") or "").strip()
     if not IDENTIFIER.fullmatch(function):
         return QualityIssue("bad_identifier", f"function_name {function!r} is not a Python identifier")
@@ -136,7 +136,7 @@ def _text_params(text: str) -> dict[str, object]:
 
 
 def _json_type(name: object) -> str | None:
-    """The JSON schema type a written type name means ("List[str]" -> array), or None."""
+    """Return the JSON schema type a written type name means ("List[str]" -> array), or None."""
     return _JSON_TYPES.get(str(name).split("[")[0].strip().lower())
 
 
@@ -167,7 +167,7 @@ def _structured_params(args: dict[str, object] | list[object]) -> dict[str, obje
 
 
 def _shown(value: object) -> str:
-    """A released value as text: strings as they are, anything else as compact JSON."""
+    """Return a released value as text: strings as they are, anything else as compact JSON."""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
@@ -197,7 +197,7 @@ def tool_to_openai_function(tool: _ToolIdentity | Content) -> dict[str, object]:
 
 
 def tool_text(content: Content) -> str:
-    """A tool as one readable line: name, description, signature, return and dependencies."""
+    """Return a tool as one readable line: name, description, signature, return and dependencies."""
     args = content.get("input_args")
     if isinstance(args, list) and all(isinstance(a, dict) for a in args):
         signature = ", ".join(f"{a.get('name')}: {a.get('type')}" for a in args)

@@ -43,7 +43,7 @@ _QUANTITY = re.compile(
 
 
 def squash(value: object) -> str:
-    """A field's value as text with runs of whitespace made single spaces."""
+    """Return a field's value as text with runs of whitespace made single spaces."""
     return " ".join(str(value or "").split())
 
 
@@ -131,13 +131,13 @@ def args_issue(value: object) -> str | None:
 
 
 def problem_text(content: Content) -> str:
-    """A problem's whole text: its facts, then its question (older items hold both in problem)."""
+    """Return a problem's whole text: its facts, then its question (older items hold both in problem)."""
     return " ".join(part for part in (squash(content.get("problem")),
                                       squash(content.get("question"))) if part)
 
 
 def problem_issue(content: Content, *, needs_quantity: bool) -> QualityIssue | None:
-    """A problem statement that can be answered: long enough, a question, a quantity if asked."""
+    """Check a problem statement can be answered: long enough, a question, a quantity if asked."""
     text = problem_text(content)
     issue = free_text_issue(text, "problem", 0, MIN_PROBLEM_WORDS)
     if issue:

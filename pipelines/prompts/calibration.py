@@ -28,7 +28,7 @@ CALIBRATE_TASK = ("Choose the one option that is your answer to the question, wr
 
 
 def person_section(steering: str, text: str, attributes: Mapping[str, object]) -> str:
-    """The prompt's section about the person, as the steering asks."""
+    """Return the prompt's section about the person, as the steering asks."""
     if steering == "persona":
         return section("Persona", text)
     lines = attribute_lines(attributes) or "- (no demographics known)"
@@ -42,7 +42,7 @@ def person_section(steering: str, text: str, attributes: Mapping[str, object]) -
 def calibration_messages(question: str, options: Sequence[str], *, steering: str,
                          text: str = "", attributes: Mapping[str, object] | None = None,
                          respondent: int = 0, situation: str = "") -> list[BaseMessage]:
-    """The messages asking one person one question (with steering "none", a numbered respondent);
+    """Return the messages asking one person one question (with steering "none", a numbered respondent);
     situation is a run's context sections (world, events, memory), shown after the person.
     """
     listed = "\n".join(f"- {option}" for option in options)
@@ -56,7 +56,7 @@ def calibration_messages(question: str, options: Sequence[str], *, steering: str
 
 
 def _situated(situation: str) -> str:
-    """A run's context sections after a blank line, or nothing (a calibration's prompt)."""
+    """Return a run's context sections after a blank line, or nothing (a calibration's prompt)."""
     return f"\n{situation.strip()}\n" if situation.strip() else ""
 
 
@@ -70,7 +70,7 @@ DISTRIBUTION_TASK = ("For each option (its key written exactly as it is listed),
 
 def distribution_messages(question: str, options: Sequence[str], *, group: str,
                           shots: str = "", panel: str = "", situation: str = "") -> list[BaseMessage]:
-    """The messages asking for a group's answer shares to one question, optionally with the group's
+    """Return the messages asking for a group's answer shares to one question, optionally with the group's
     answers to other questions (shots), some members' personas (panel) or a run's context
     sections (situation).
     """
@@ -92,7 +92,7 @@ LOGPROBS_TASK = "Answer with the letter of your option only."
 
 def logprobs_messages(question: str, options: Sequence[str], *, group: str,
                       letters: Sequence[str], situation: str = "") -> list[BaseMessage]:
-    """The messages asking a group member for their answer's letter (a run's context sections as
+    """Return the messages asking a group member for their answer's letter (a run's context sections as
     situation); the letters' token probabilities are the answer.
     """
     listed = "\n".join(f"{letter}. {option}" for letter, option in zip(letters, options,

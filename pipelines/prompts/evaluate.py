@@ -41,17 +41,17 @@ class FinalAnswer(BaseModel):
 
 
 def solve_max_tokens(mode: SolveMode) -> int:
-    """The output limit of a solve call in a prompting mode."""
+    """Return the output limit of a solve call in a prompting mode."""
     return SOLVE_MAX_TOKENS if mode == "cot" else ANSWER_MAX_TOKENS
 
 
 def solve_schema(mode: SolveMode) -> type[BaseModel]:
-    """The answer schema of a prompting mode."""
+    """Return the answer schema of a prompting mode."""
     return ReasonedAnswer if mode == "cot" else FinalAnswer
 
 
 def solve_messages(problem: str, mode: SolveMode) -> list[BaseMessage]:
-    """The messages asking one solver for one problem's final answer."""
+    """Return the messages asking one solver for one problem's final answer."""
     return [SystemMessage(SOLVE_SYSTEM), HumanMessage(f"Problem:\n{problem}\n\n{_TASK[mode]}")]
 
 
@@ -69,6 +69,6 @@ class EquivalenceVerdict(BaseModel):
 
 
 def equivalence_messages(a: str, b: str) -> list[BaseMessage]:
-    """The messages asking the equivalence judge whether two answers are equal."""
+    """Return the messages asking the equivalence judge whether two answers are equal."""
     return [SystemMessage(EQUIVALENCE_SYSTEM),
             HumanMessage(f"Answer A: {a}\nAnswer B: {b}\n\nDo A and B mean the same?")]

@@ -35,7 +35,7 @@ class Verdict(BaseModel):
 
 @lru_cache(maxsize=64)
 def judge_schema(names: tuple[str, ...]) -> type[BaseModel]:
-    """The answer schema for these criteria; the same names always give the same class."""
+    """Return the answer schema for these criteria; the same names always give the same class."""
     fields: dict[str, Any] = {name: (Verdict, Field(description=f"criterion {name}"))
                               for name in names}
     fields["valid"] = (bool, Field(description="true when the item is valid overall"))
@@ -45,7 +45,7 @@ def judge_schema(names: tuple[str, ...]) -> type[BaseModel]:
 
 def judge_messages(task: Task, text: str, criteria: Sequence[Criterion], *, persona: str = "",
                    solution: str = "", world: str = "") -> list[BaseMessage]:
-    """The prompt judging one item of a task (its text, and its solution when it has one)."""
+    """Return the prompt judging one item of a task (its text, and its solution when it has one)."""
     body = section("Kind", task.export_description)
     if world:
         body += "\n" + section("World", world)
@@ -70,6 +70,6 @@ def verdicts(answer: BaseModel, criteria: Sequence[Criterion]) -> dict[str, dict
 
 
 def overall(answer: BaseModel) -> tuple[bool, str]:
-    """The answer's overall valid flag and its reason (cut to MAX_REASON_CHARS)."""
+    """Return the answer's overall valid flag and its reason (cut to MAX_REASON_CHARS)."""
     fields = answer.model_dump()  # a judge_schema class: it has both fields
     return bool(fields["valid"]), str(fields.get("reason") or "")[:MAX_REASON_CHARS]

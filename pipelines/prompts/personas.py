@@ -28,12 +28,13 @@ EXPAND_TASK = (
 
 
 def language_clause(language: str | None) -> str:
-    """The sentence asking for a language ("" when none is asked for: prompts stay unchanged)."""
+    """Return the sentence asking for a language ("" when none is asked for: prompts stay unchanged)."""
     return f" Write the personas in {language_name(language)}." if language else ""
 
 
 def prompt_text(messages: list[BaseMessage]) -> str:
-    """What a prompt shows besides its system message (the gate's echo rule compares a persona with it).
+    """Return what a prompt shows besides its system message (the gate's echo rule compares a persona with
+    it).
     """
     return "\n".join(str(m.content) for m in messages if not isinstance(m, SystemMessage))
 
@@ -88,7 +89,7 @@ LINK_TASK = (
 
 def link_messages(new_persona: str, relation: str, source_persona: str,
                   candidates: Sequence[str]) -> list[BaseMessage]:
-    """The triangle-closing prompt: a new persona, its source, and numbered candidates."""
+    """Return the triangle-closing prompt: a new persona, its source, and numbered candidates."""
     listed = "\n".join(f"{i}. {text}" for i, text in enumerate(candidates, 1))
     body = (section("Persona", new_persona)
             + "\n" + section("Source persona", f"{source_persona} (the new persona is their "

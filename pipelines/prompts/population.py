@@ -42,7 +42,7 @@ class WrittenPersona(BaseModel):
 
 
 def attribute_lines(attributes: Mapping[str, object]) -> str:
-    """The attributes as "- Name: label" lines, the canonical keys first, any others after."""
+    """Return the attributes as "- Name: label" lines, the canonical keys first, any others after."""
     lines = [f"- {_NAMES[key]}: {label(key, str(attributes[key]))}"
              for key in KEYS if attributes.get(key) not in (None, "")]
     lines += [f"- {key.replace('_', ' ').capitalize()}: {value}"
@@ -52,6 +52,6 @@ def attribute_lines(attributes: Mapping[str, object]) -> str:
 
 
 def write_persona_messages(attributes: Mapping[str, object]) -> list[BaseMessage]:
-    """The attribute-to-persona prompt for one person."""
+    """Return the attribute-to-persona prompt for one person."""
     body = section("Person", attribute_lines(attributes)) + "\n" + section("Task", WRITE_PERSONA_TASK)
     return [SystemMessage(WRITE_PERSONA_SYSTEM), HumanMessage(body)]

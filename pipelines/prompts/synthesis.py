@@ -53,7 +53,7 @@ def demo_persona_messages(text: str) -> list[BaseMessage]:
 
 
 def world_for_prompt(markdown: str) -> str:
-    """A world/lore file flattened so that its own headings stay inside the prompt's World section."""
+    """Return a world/lore file flattened so that its own headings stay inside the prompt's World section."""
     lines = []
     for line in markdown.splitlines():
         stripped = line.lstrip()

@@ -45,7 +45,7 @@ class BatchFaults:
 
 
 def draw(seed: int, *parts: object) -> float:
-    """A number in [0, 1) from a hash of the seed and parts (independent of thread order)."""
+    """Draw a number in [0, 1) from a hash of the seed and parts (independent of thread order)."""
     digest = hashlib.blake2b("/".join(map(str, (seed, *parts))).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -80,7 +80,7 @@ class _Batch:
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def describe(self) -> dict[str, object]:
-        """The API's batch object."""
+        """Return the API's batch object."""
         seconds = int(self.window[:-1]) * _WINDOW_S[self.window[-1]]
         stamps = {f"{name}_at": self.stamps.get(name) for name in (
             "in_progress", "finalizing", "completed", "failed", "expired", "cancelling",
@@ -237,7 +237,7 @@ class BatchBook:
 
     def _answer_line(self, batch: _Batch, index: int,
                      line: _Line) -> tuple[int, Mapping[str, object] | str]:
-        """A line's answer: the online answer, or an injected failure."""
+        """Return a line's answer: the online answer, or an injected failure."""
         self.bump("batch_lines")
         if self.faults.error_rate and draw(self.faults.seed, "line", batch.ordinal,
                                            index) < self.faults.error_rate:
@@ -272,7 +272,7 @@ class BatchBook:
 
 
 def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, object]]]:
-    """The requests of a batch file, and the validation errors that fail the batch."""
+    """Read the requests of a batch file, and the validation errors that fail the batch."""
     lines: list[_Line] = []
     problems: list[dict[str, object]] = []
     seen: set[str] = set()
@@ -317,7 +317,7 @@ def read_lines(data: bytes, endpoint: str) -> tuple[list[_Line], list[dict[str, 
 
 
 def _metadata(value: object) -> dict[str, str] | None:
-    """The create request's metadata (at most 16 string pairs), or a problem."""
+    """Return the create request's metadata (at most 16 string pairs), or a problem."""
     if value is None:
         return None
     if (not isinstance(value, dict) or len(value) > 16

@@ -162,7 +162,7 @@ class Dialect:
         return Shaped({"role": "assistant", "content": content}, "length" if cut else "stop")
 
     def tool_answer(self, plan: Plan, calls: list[dict[str, object]], cut: bool) -> Shaped:
-        """A tool-call answer; each call's arguments are a string."""
+        """Return a tool-call answer; each call's arguments are a string."""
         message: dict[str, object] = {"role": "assistant", "content": None,
                                       "tool_calls": _wire_calls(calls)}
         return Shaped(message, "length" if cut else "tool_calls")
@@ -190,7 +190,7 @@ class VllmDialect(Dialect):
         return self.error(404, f"The model `{model}` does not exist.", param="model")
 
     def invalid(self, *errors: dict[str, object]) -> Refusal:
-        """A FastAPI validation error as vLLM answers it."""
+        """Return a FastAPI validation error as vLLM answers it."""
         listed = list(errors)
         return self.error(400, f"{validation_text(listed)} {listed}", kind="Bad Request")
 
@@ -567,7 +567,7 @@ def _format_plan(kind: str, schema: Mapping[str, object] | None) -> FormatParts:
 
 
 def _schema_of(response_format: Mapping[str, object]) -> dict[str, object] | None:
-    """The schema a JSON-schema response format carries."""
+    """Return the schema a JSON-schema response format carries."""
     if response_format.get("type") != "json_schema":
         return None
     spec = response_format.get("json_schema")

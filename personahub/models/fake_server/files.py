@@ -46,7 +46,7 @@ class StoredFile:
 
 
 def new_id(prefix: str) -> str:
-    """An id shaped as the OpenAI API's."""
+    """Return an id shaped as the OpenAI API's."""
     return f"{prefix}{os.urandom(12).hex()}"
 
 
@@ -71,7 +71,7 @@ class FileStore:
         return stored
 
     def get(self, file_id: str) -> StoredFile:
-        """The file, or a 404 problem."""
+        """Return the file, or a 404 problem."""
         with self._lock:
             stored = self._files.get(file_id)
         if stored is None:

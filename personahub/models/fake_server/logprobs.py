@@ -18,7 +18,7 @@ __all__ = ["letter_logprobs", "logprobs_content"]
 
 
 def letter_logprobs(seed: int, messages: Sequence[Mapping[str, object]], n: int) -> dict[str, float]:
-    """The log-probability of each of the first letters as the first answer token."""
+    """Return the log-probability of each of the first letters as the first answer token."""
     letters = string.ascii_uppercase[:max(1, min(n, 26))]
     text = "\x1e".join(str(m.get("content", "")) for m in messages)
     digest = hashlib.sha256(f"{seed}\x1flogprobs\x1f{text}".encode()).digest()
@@ -29,7 +29,7 @@ def letter_logprobs(seed: int, messages: Sequence[Mapping[str, object]], n: int)
 
 def logprobs_content(seed: int, messages: Sequence[Mapping[str, object]],
                      request: Mapping[str, object]) -> dict[str, object]:
-    """A choice's log-probabilities object for a request."""
+    """Return a choice's log-probabilities object for a request."""
     top = request.get("top_logprobs")
     n = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 1
     ranked = sorted(letter_logprobs(seed, messages, n).items(), key=lambda kv: -kv[1])

@@ -49,7 +49,7 @@ class Plant:
 
 
 def parse_plant(text: str) -> Plant:
-    """A MARKER=OPTION:SHARE value as a plant (a usage error naming the flag otherwise)."""
+    """Parse a MARKER=OPTION:SHARE value as a plant (a usage error naming the flag otherwise)."""
     marker, equals, rest = text.partition("=")
     option, colon, share = rest.rpartition(":")
     if not equals or not colon:
@@ -88,7 +88,7 @@ def _unmark(content: object, marker: str) -> object:
 
 
 def _draw(seed: int, prompt: str) -> float:
-    """A uniform draw in [0, 1) from the server's seed and the prompt."""
+    """Return a uniform draw in [0, 1) from the server's seed and the prompt."""
     digest = hashlib.blake2b(f"{seed}/plant/{prompt}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2.0 ** 64
 
@@ -102,7 +102,7 @@ class PlantedEngine(OfflineEngine):
 
     def answer(self, messages: Sequence[Mapping[str, Any]], request: EngineRequest,
                sample: int = 0) -> EngineReply:
-        """The engine's answer, its answer field replaced when a plant applies."""
+        """Return the engine's answer, its answer field replaced when a plant applies."""
         prompt = " ".join(str(m.get("content") or "") for m in messages)
         plant = next((p for p in self.plants if p.marker in prompt), None)
         if plant is None:

@@ -95,7 +95,7 @@ def check_chat(max_tokens: int | None, choices: int, tools: object,
 
 
 def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> list[str]:
-    """The request's input texts, or the problem."""
+    """Return the request's input texts, or the problem."""
     raw = request.get("input")
     if isinstance(raw, str):
         texts = [raw]
@@ -121,7 +121,7 @@ def check_embeddings(request: Mapping[str, Any], limits: Limits = LIMITS) -> lis
 
 
 def _count(value: object) -> int | None:
-    """A non-negative integral count, else None."""
+    """Return a non-negative integral count, else None."""
     if is_int(value) and value >= 0:
         return int(value)
     if isinstance(value, float) and value.is_integer() and value >= 0:
@@ -134,7 +134,7 @@ def _number(value: object) -> bool:
 
 
 def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, Any] | None:
-    """The node a local $ref points at (None: read as {})."""
+    """Return the node a local $ref points at (None: read as {})."""
     if not ref.startswith("#/"):
         return None
     node: object = root
@@ -150,7 +150,7 @@ def _resolve(ref: str, root: Mapping[str, object], where: str) -> Mapping[str, A
 
 
 def _check_keywords(node: Mapping[str, Any], where: str, limits: Limits) -> None:
-    """The keywords the engine reads have the right types and sizes."""
+    """Check the keywords the engine reads have the right types and sizes."""
     kind = node.get("type")
     if kind is not None and not isinstance(kind, str) and not (
             isinstance(kind, list) and all(isinstance(k, str) for k in kind)):
@@ -191,7 +191,8 @@ _CHECKED_LOCK = threading.Lock()
 
 
 def check_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
-    """The schema walk, remembered for recent schemas (a lookup costs a tenth of a check)."""
+    """Check the schema by walking it, the walk remembered for recent schemas (a lookup costs a tenth of a
+    check)."""
     if not isinstance(schema, dict):
         raise Problem(f"{where}: a schema must be an object")
     try:
@@ -248,7 +249,7 @@ def walk_schema(schema: object, where: str, limits: Limits = LIMITS) -> int:
 
 def _children(node: Mapping[str, Any], path: str, refs: tuple[int, ...],
               root: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], str, tuple[int, ...]]]:
-    """The sub-schemas the engine fills for a node, with paths and refs followed."""
+    """Return the sub-schemas the engine fills for a node, with paths and refs followed."""
     out: list[tuple[Mapping[str, Any], str, tuple[int, ...]]] = []
     ref = node.get("$ref")
     if isinstance(ref, str):

@@ -31,7 +31,7 @@ class Runaway:
 
 def _last_string(value: object, schema: object,
                  root: Mapping[str, object]) -> tuple[JsonPath, Mapping[str, object]] | None:
-    """The path to the last free string in a value (document order) and its schema node."""
+    """Return the path to the last free string in a value (document order) and its schema node."""
     node = resolve_node(_node(schema), root) if schema else {}
     if isinstance(value, str):  # a choice (enum, const) cannot run on: the grammar ends it
         return None if "enum" in node or "const" in node else ([], node)
@@ -52,14 +52,14 @@ def _last_string(value: object, schema: object,
 
 
 def _node(schema: object) -> Mapping[str, object]:
-    """A schema node as a mapping; another value is no node and fails as reading it would."""
+    """Read a schema node as a mapping; another value is no node and fails as reading it would."""
     if not isinstance(schema, Mapping):
         raise AttributeError(f"a schema node is an object, not {type(schema).__name__}")
     return schema
 
 
 def _child(value: object, step: str | int) -> object:
-    """The member of an object or array at one step of a path."""
+    """Return the member of an object or array at one step of a path."""
     if isinstance(value, dict):
         return value[step]
     if isinstance(value, list) and isinstance(step, int):
@@ -81,7 +81,7 @@ def _set(value: object, path: JsonPath, new: object) -> None:
 
 def run_away(value: object, schema: Mapping[str, object] | None,
              limit: int | None) -> Runaway | None:
-    """The value with its last string run away under a token limit; None when it has no string."""
+    """Return the value with its last string run away under a token limit; None when it has no string."""
     limit = limit or NO_LIMIT_TOKENS
     root = schema or {}
     found = _last_string(value, schema, root)
@@ -111,7 +111,7 @@ def _repeat(text: str, length: int) -> str:
 
 
 def _cut(value: object, path: JsonPath, original: str, limit: int) -> Runaway:
-    """The answer cut where its repeating string reaches the limit: JSON left open."""
+    """Return the answer cut where its repeating string reaches the limit: JSON left open."""
     _set(value, path, "")
     content, structure = json_chars(value)
     length = max(0, math.ceil((limit - structure / JSON_CHARS_PER_TOKEN) * CHARS_PER_TOKEN

@@ -486,7 +486,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(wait)
 
     def _read_body(self, bound: int = _MAX_BODY) -> bytes:
-        """The body, within a bound. A bad or unmet length closes the connection afterwards: the next
+        """Read the body, within a bound. A bad or unmet length closes the connection afterwards: the next
         request's
         start is unknown.
         """
@@ -693,7 +693,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, body)
 
     def _send_stream(self, events: Iterator[bytes]) -> None:
-        """A 200 event-stream answer, one HTTP chunk per event."""
+        """Send a 200 event-stream answer, one HTTP chunk per event."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
@@ -767,8 +767,8 @@ class _Prepared:
 
 
 def _prepare_chat(srv: _Server, request: dict[str, object]) -> _Prepared | Refusal:
-    """The dialect's refusal of the request, or what answering it takes (shared with batch lines, so both
-    are refused alike).
+    """Return the dialect's refusal of the request, or what answering it takes (shared with batch lines, so
+    both are refused alike).
     """
     dialect = srv.dialect
     messages = _plain_messages(request)
@@ -788,7 +788,7 @@ def _prepare_chat(srv: _Server, request: dict[str, object]) -> _Prepared | Refus
 
 
 def _tools(plan: Plan) -> list[Mapping[str, object]] | None:
-    """The plan's tools as check_chat lets them through: a list of tool objects, or None."""
+    """Return the plan's tools as check_chat lets them through: a list of tool objects, or None."""
     tools = plan.tools
     if not isinstance(tools, list):
         return None
@@ -796,14 +796,14 @@ def _tools(plan: Plan) -> list[Mapping[str, object]] | None:
 
 
 def _parameters(tool: Mapping[str, object]) -> object:
-    """A tool's parameter schema (check_chat made sure its function is an object)."""
+    """Return a tool's parameter schema (check_chat made sure its function is an object)."""
     function = tool.get("function", tool)
     return function.get("parameters") if isinstance(function, Mapping) else None
 
 
 def _chat_reply(srv: _Server, request: dict[str, object],
                 prepared: _Prepared) -> tuple[ChatBody, bool, bool]:
-    """The completion, whether it was cut, and whether it was malformed."""
+    """Return the completion, whether it was cut, and whether it was malformed."""
     opts = srv.options
     asked, repair = _before_repair(prepared.messages)
     malformed = bool(opts.malformed_rate and srv.draw() < opts.malformed_rate) and (
@@ -937,7 +937,7 @@ def _completion(engine: OfflineEngine, request: dict[str, object], malformed: bo
 
 
 def _answer_schema(plan: Plan, messages: list[Turn]) -> Mapping[str, object] | None:
-    """The schema an answer fills: the plan's, else the prompt's, else any object when JSON is due."""
+    """Return the schema an answer fills: the plan's, else the prompt's, else any object when JSON is due."""
     schema = plan.json_schema
     if schema is None and plan.prompt_schema and not plan.tools:
         try:
@@ -979,7 +979,7 @@ def _answer_body(engine: OfflineEngine, dialect: Dialect, request: Mapping[str, 
 
 
 def choice_engine(engine: OfflineEngine, index: int) -> OfflineEngine:
-    """The engine for a choice: the server's own for the first, one seeded by index for the others."""
+    """Return the engine for a choice: the server's own for the first, one seeded by index for the others."""
     if index == 0:
         return engine
     digest = hashlib.blake2b(f"{engine.seed}/choice/{index}".encode(), digest_size=8).digest()

@@ -18,7 +18,7 @@ def wants_stream(request: Mapping[str, object]) -> bool:
 
 def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
                       piece_chars: int = PIECE_CHARS) -> Iterator[dict[str, object]]:
-    """The chunk objects that stream a completion body."""
+    """Return the chunk objects that stream a completion body."""
     head = {"id": body["id"], "object": "chat.completion.chunk", "created": body["created"],
             "model": body["model"], "system_fingerprint": body.get("system_fingerprint")}
 
@@ -51,7 +51,7 @@ def completion_chunks(body: Mapping[str, Any], *, include_usage: bool = False,
 
 
 def sse_events(body: Mapping[str, object], *, include_usage: bool = False) -> Iterator[bytes]:
-    """The stream of a body as server-sent event lines, DONE last."""
+    """Return the stream of a body as server-sent event lines, DONE last."""
     for item in completion_chunks(body, include_usage=include_usage):
         yield b"data: " + json.dumps(item, ensure_ascii=False).encode("utf-8") + b"\n\n"
     yield b"data: [DONE]\n\n"
