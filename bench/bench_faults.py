@@ -47,7 +47,7 @@ CASES: dict[str, list[str]] = {
     "hang100": ["--hang-rate", "1.0", "--hang-seconds", "3600"],  # a server that never answers
 }
 TABLES = {
-    "run": "SELECT step, persona_id, kind, text FROM emissions ORDER BY ALL",
+    "run": "SELECT step, persona_id, task, text FROM emissions ORDER BY ALL",
     "synth": "SELECT persona_id, content, is_duplicate FROM synth_items ORDER BY ALL",
 }
 

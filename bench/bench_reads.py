@@ -126,7 +126,7 @@ def reads(cli: Cli, db: Path, job_id: str, run_id: str, item_id: str, out: Path)
         "sql v_synth_jobs": ("sql", "SELECT * FROM v_synth_jobs", "--format", "csv", *d),
     }
     if cli.ok("sql", "SELECT count(*) FROM v_items", "--scalar", *d):
-        cases["sql v_items"] = ("sql", "SELECT source, kind, count(*) AS n, sum(length(text)) AS chars "
+        cases["sql v_items"] = ("sql", "SELECT source, task, count(*) AS n, sum(length(text)) AS chars "
                                 "FROM v_items GROUP BY ALL ORDER BY ALL", "--format", "csv", *d)
     else:
         cases["sql v_items"] = None
