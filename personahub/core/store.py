@@ -75,6 +75,14 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
+def _readable_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Return the file's schema version, or None where a damaged file cannot say (checks name it)."""
+    try:
+        return schema_version(con)
+    except duckdb.Error:
+        return None
+
+
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     """Refuse a personahub file of another schema version in one line; version 1 is upgraded on open."""
     try:
@@ -152,7 +160,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         probe = _open(path, read_only=True)
         try:
             check_version(probe, path)
-            check_shape(probe, path, RENAMED_V2 if schema_version(probe) == "1" else ())
+            version = _readable_version(probe)
+            check_shape(probe, path, RENAMED_V2 if version == "1" else ())
             if not read_only:
                 block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
                                                "WHERE database_name = current_database()"
@@ -167,7 +176,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
-            if schema_version(probe) == "1":
+            if version == "1":
                 _present_v1(probe)
             lay_views(probe)
             return probe

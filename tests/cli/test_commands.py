@@ -35,7 +35,7 @@ def test_run_then_sql(scenario_file, tmp_path):
     query = invoke("sql", "--db", db, "--format", "jsonl",
                    "select task, count(*) as n from emissions group by 1 order by 1")
     rows = [json.loads(line) for line in query.output.splitlines()]
-    assert [r["kind"] for r in rows] == ["instruction", "npc_dialogue", "tool_spec"]
+    assert [r["task"] for r in rows] == ["instruction", "npc_dialogue", "tool_spec"]
     table = invoke("sql", "--db", db, "select count(*) as steps from steps")
     assert "steps" in table.output and "2" in table.output
 

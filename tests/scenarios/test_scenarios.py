@@ -76,7 +76,7 @@ def check_town_hall_deliberate(con, run_id):
     # every addressed emission went to the persona its decision named
     assert con.execute("select count(*) from emissions e join decisions d using (run_id, step, "
                        "agent_id) where e.target_persona_id is distinct from d.addressee_id "
-                       "or e.kind <> d.action").fetchone()[0] == 0
+                       "or e.task <> d.action").fetchone()[0] == 0
 
 
 CHECKS = {
