@@ -14,7 +14,7 @@ from personahub.tasks.tool_spec import ToolSpec
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, shuffled_completion, unreachable_from_step
 
-EMISSION_COLUMNS = "step, agent_id, persona_id, kind, content, text, target_persona_id, is_duplicate"
+EMISSION_COLUMNS = "step, agent_id, persona_id, task, content, text, target_persona_id, is_duplicate"
 
 
 def emissions(db: Path, run_id: str) -> list[tuple]:
