@@ -123,7 +123,7 @@ def test_handles_show_as_html_cards(launch: personahub.Run, tmp_path: Path) -> N
     assert launch.run_id in card and "finished" in card and "<table" in card
     assert "agents" in card and str(launch.agents) in card  # counts from the summary
     sampled = launch.sample()
-    assert len(sampled) == 3 and list(sampled.columns) == ["step", "agent_id", "kind", "text"]
+    assert len(sampled) == 3 and list(sampled.columns) == ["step", "agent_id", "task", "text"]
     con = duckdb.connect(str(launch.db), read_only=True)
     try:
         texts = {r[0] for r in con.execute("SELECT text FROM emissions WHERE run_id = ?",

@@ -40,7 +40,7 @@ def test_run_hints_filter_by_the_run_just_made(scenario_file, tmp_path):
     assert len(hints) >= 2 and all(run_id in " ".join(h) for h in hints)
     first = invoke(*hints[0][1:], "--format", "jsonl")
     assert first.exit_code == 0, first.output
-    counted = {row["kind"]: row["count_star()"] for row in map(json.loads, first.output.splitlines())}
+    counted = {row["task"]: row["count_star()"] for row in map(json.loads, first.output.splitlines())}
     assert counted == dict(ours)
     for hint in hints[1:]:  # every suggestion runs (the views it names exist)
         assert invoke(*hint[1:], "--format", "jsonl").exit_code == 0
