@@ -7,19 +7,22 @@ with a DeprecationWarning; a job config stored under the former field names resu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import duckdb
 import pytest
 import typer
 from typer.testing import CliRunner
 
 import personahub
+from personahub import runtime
 from personahub.cli import engine as cli_engine
 from personahub.cli.common import one_line_errors
 from personahub.core.engine_options import BATCH, ENGINE_OPTIONS, RENAMED_FIELDS, renamed_fields
 from personahub.core.errors import PersonahubError
 from personahub.core.kernel import resumed_config
-from personahub.pipelines.synthesize import SYNTHESIS
+from personahub.pipelines.synthesize import SYNTHESIS, SynthConfig
 
 OLD_AND_NEW = [(ENGINE_OPTIONS[f].old_flag, ENGINE_OPTIONS[f].flag) for f in BATCH]
 
@@ -103,3 +106,24 @@ def test_a_config_stored_under_the_former_names_resumes_with_them() -> None:
     assert (config.provider_batch_window, config.provider_batch_fallback,
             config.provider_batch_poll_s) == ("2h", "online", 0.5)
     assert renamed_fields({"batch": True, "provider_batch": False}) == {"provider_batch": False}
+
+
+@pytest.mark.slow  # a synthesis job, then its resume
+def test_a_job_stored_under_the_former_names_resumes_with_its_provider_batch(
+        tmp_path: Path) -> None:
+    """A stopped job whose stored config says ``batch: true`` resumes as a provider batch job:
+    offline, that is refused in one line, as ``--provider-batch`` is."""
+    db = tmp_path / "hub.duckdb"
+    done = runtime.run(SYNTHESIS, SynthConfig(task="math_problem", n=1, db=str(db)), db)
+    con = duckdb.connect(str(db))
+    (stored,) = con.execute("SELECT config FROM jobs WHERE job_id = ?", [done.job_id]).fetchone()
+    config = json.loads(stored)
+    for old, new in RENAMED_FIELDS.items():
+        config[old] = config.pop(new)
+    config["batch"] = True
+    con.execute("UPDATE jobs SET status = 'interrupted', config = ? WHERE job_id = ?",
+                [json.dumps(config), done.job_id])
+    con.execute("DELETE FROM synth_items WHERE job_id = ?", [done.job_id])  # left to ask
+    con.close()
+    with pytest.raises(PersonahubError, match="--provider-batch: offline answers in process"):
+        runtime.run(SYNTHESIS, {"llm": "offline"}, db, resume=done.job_id)
