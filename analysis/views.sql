@@ -46,9 +46,10 @@ FROM llm_calls GROUP BY ALL
 -- v_run_cost: tokens and cost in USD per run (or other job: run_id as in v_run_usage). Prices are
 -- USD per 1M tokens: the run's own --price-in/--price-out (its jobs.config) first, else the prices table row for the
 -- call's served model name (llm_calls.model_name); the offline engine costs 0.
--- Attempts sent in a batch (llm_calls.batch_id set) are priced at the batch price: the run's
--- own batch_price_in/out options (its jobs.config), else half the run's own price, else the prices table's
--- batch_price_in/out, else half its price_in/out (the OpenAI Batch API's discount).
+-- Attempts sent in a provider batch (llm_calls.provider_batch_id set) are priced at the batch
+-- price: the run's own provider_batch_price_in/out options (its jobs.config), else half the run's
+-- own price, else the prices table's provider_batch_price_in/out, else half its price_in/out (the
+-- OpenAI Batch API's discount).
 -- Answers from the record/replay cache (llm_calls.cached) are not billed: their tokens and what
 -- they would have cost are reported apart. cost_usd is NULL when a billed call has no price.
 -- unknown_usage_calls: billed attempts whose tokens are unknown (status 'sent', out at a kill,
@@ -57,18 +58,19 @@ FROM llm_calls GROUP BY ALL
 CREATE OR REPLACE {temp} VIEW v_run_cost AS
 WITH calls AS (
     SELECT coalesce(run_id, job_id) AS run_id, coalesce(cached, false) AS cached,
-           batch_id IS NOT NULL AS batch,
+           provider_batch_id IS NOT NULL AS batch,
            coalesce(tokens_in, 0) AS tokens_in, coalesce(tokens_out, 0) AS tokens_out,
            tokens_in IS NULL OR tokens_out IS NULL AS unknown_usage, model_name
     FROM llm_calls
 ), options AS (
     SELECT c.*, p.price_in AS table_in, p.price_out AS table_out,
-           p.batch_price_in AS table_batch_in, p.batch_price_out AS table_batch_out,
+           p.provider_batch_price_in AS table_batch_in,
+           p.provider_batch_price_out AS table_batch_out,
            try_cast(json_extract_string(r.config, '$.price_in') AS DOUBLE) AS run_in,
            try_cast(json_extract_string(r.config, '$.price_out') AS DOUBLE) AS run_out,
-           try_cast(json_extract_string(r.config, '$.batch_price_in') AS DOUBLE)
+           try_cast(json_extract_string(r.config, '$.provider_batch_price_in') AS DOUBLE)
                AS run_batch_in,
-           try_cast(json_extract_string(r.config, '$.batch_price_out') AS DOUBLE)
+           try_cast(json_extract_string(r.config, '$.provider_batch_price_out') AS DOUBLE)
                AS run_batch_out,
            CASE WHEN c.model_name = 'offline' THEN 0.0 END AS free
     FROM calls c
@@ -97,9 +99,9 @@ SELECT run_id,
                                 FILTER (WHERE NOT cached), 0), 6) END AS cost_usd,
        round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6) FILTER (WHERE cached), 6)
            AS cached_cost_usd,
-       count(*) FILTER (WHERE batch) AS batch_calls,
+       count(*) FILTER (WHERE batch) AS provider_batch_calls,
        round(sum((tokens_in * price_in + tokens_out * price_out) / 1e6)
-             FILTER (WHERE batch AND NOT cached), 6) AS batch_cost_usd,
+             FILTER (WHERE batch AND NOT cached), 6) AS provider_batch_cost_usd,
        count(*) FILTER (WHERE unknown_usage AND NOT cached) AS unknown_usage_calls
 FROM priced GROUP BY run_id
 ;

@@ -1,4 +1,5 @@
-"""Wall time, calls/s and cost of a synthesis job sent online against the same job with --batch.
+"""Wall time, calls/s and cost of a synthesis job sent online against the same job with
+--provider-batch.
 
     python bench/bench_batch.py [--n 10000] [--latency 0.05] [--concurrency 64]
                                 [--batch-size 10000] [--batch-delay 0] [--model gpt-4o-mini]
@@ -14,7 +15,7 @@ personahub's own overhead; a provider takes minutes to hours). Both jobs draw th
 the same items.
 
 Cost: the ``prices`` row ``--model`` at ``--price-in``/``--price-out`` USD per 1M tokens, no batch
-price set, so ``v_run_cost`` prices batch attempts at half (the OpenAI Batch API's discount).
+price set, so ``v_run_cost`` prices provider batch attempts at half (the OpenAI Batch API's discount).
 The last line is ``RESULT n=<items> online_s=<wall> batch_s=<wall> online_rate=<calls/s>
 batch_rate=<calls/s> online_usd=<cost> batch_usd=<cost> same=<True|False>``.
 """
@@ -55,15 +56,16 @@ def _job(url: str, db: Path, args: argparse.Namespace, batch: bool) -> dict[str,
                 [args.model, args.price_in, args.price_out])
     con.close()
     config = SynthConfig(task="math_problem", n=args.n, llm=f"{url}?model={args.model}",
-                         structured="json_schema", concurrency=args.concurrency, batch=batch,
-                         batch_size=args.batch_size if batch else 64, batch_poll_s=0.2)
+                         structured="json_schema", concurrency=args.concurrency,
+                         provider_batch=batch, batch_size=args.batch_size if batch else 64,
+                         provider_batch_poll_s=0.2)
     start = time.perf_counter()
     result = runtime.run(SYNTHESIS, config, db)
     wall = time.perf_counter() - start
     con = connect(db, read_only=True)
     try:
-        calls, batched = con.execute("SELECT count(*), count(batch_id) FROM llm_calls WHERE "
-                                     "job_id = ?", [result.job_id]).fetchone() or (0, 0)
+        calls, batched = con.execute("SELECT count(*), count(provider_batch_id) FROM llm_calls "
+                                     "WHERE job_id = ?", [result.job_id]).fetchone() or (0, 0)
         cost = con.execute("SELECT cost_usd, tokens_in, tokens_out FROM v_run_cost WHERE "
                            "run_id = ?", [result.job_id]).fetchone()
         items = con.execute("SELECT persona_id, content::VARCHAR FROM synth_items WHERE "

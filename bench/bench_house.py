@@ -76,10 +76,24 @@ INTENDED = {
                                                           "is the one way asked before",
     "emissions/judgments/rejected.kind -> task, a judge's stored kind -> task":
         "issue 61: the output kind has one name, task, as synth_items.task",
+    "llm_batches -> provider_batches, llm_calls.batch_id -> provider_batch_id, "
+    "prices.batch_price_in/out -> provider_batch_price_in/out, a stored config's batch, "
+    "batch_file, batch_window, batch_fallback, batch_poll_s -> provider_batch...":
+        "issue 61: batch is the commit unit; the provider's Batch API is the provider batch",
 }
 # columns renamed on purpose, per table (before's name -> after's); INTENDED names each
-RENAMED = {"llm_calls": {"model": "llm"}, "emissions": {"kind": "task"},
-           "judgments": {"kind": "task"}, "rejected": {"kind": "task"}}
+RENAMED = {"llm_calls": {"model": "llm", "batch_id": "provider_batch_id"},
+           "emissions": {"kind": "task"}, "judgments": {"kind": "task"},
+           "rejected": {"kind": "task"},
+           "prices": {"batch_price_in": "provider_batch_price_in",
+                      "batch_price_out": "provider_batch_price_out"}}
+# tables renamed on purpose (before's name -> after's); INTENDED names each
+RENAMED_TABLES = {"llm_batches": "provider_batches"}
+# stored config keys renamed on purpose (before's name -> after's); INTENDED names each
+RENAMED_CONFIG = {"batch": "provider_batch", "batch_file": "provider_batch_file",
+                  "batch_window": "provider_batch_window",
+                  "batch_fallback": "provider_batch_fallback",
+                  "batch_poll_s": "provider_batch_poll_s"}
 # Left out of the comparison, each with the reason: what later issues added on purpose.
 ADDED = {
     "schema_meta": "the schema's version and digests change with every change of schema.sql",
@@ -187,9 +201,10 @@ def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
             frame = frame[sorted(frame.columns)].map(
                 lambda v: RUN_FOLDER.sub("<folder>", pattern.sub(lambda m: named[m.group(0)], v))
                 if isinstance(v, str) else v)
-            found[table] = sorted(tuple("" if v is None else str(v) for v in row)
-                                  for row in frame.itertuples(index=False))
-            found[table].insert(0, tuple(frame.columns))
+            name = RENAMED_TABLES.get(table, table)
+            found[name] = sorted(tuple("" if v is None else str(v) for v in row)
+                                 for row in frame.itertuples(index=False))
+            found[name].insert(0, tuple(frame.columns))
     return found
 
 
@@ -200,7 +215,8 @@ def _intended(table: str, frame, con):  # type: ignore[no-untyped-def]
         frame["source"] = frame["source"].where(frame["hop"].astype(str) != "0", "seed") \
             if "hop" in frame else frame["source"]
     if table == "jobs" and "config" in frame:
-        frame["config"] = [_without_default_elicit(c) for c in frame["config"]]
+        frame["config"] = [_provider_batch_keys(_without_default_elicit(c))
+                           for c in frame["config"]]
         if "kind" in frame:
             frame["config"] = [_kind_as_task(c) if k == "judge" else c
                                for k, c in zip(frame["kind"], frame["config"], strict=True)]
@@ -219,6 +235,17 @@ def _kind_as_task(config: str | None) -> str | None:
     data = json.loads(config)
     if "kind" in data:
         data["task"] = data.pop("kind")
+    return json.dumps(data, sort_keys=True)
+
+
+def _provider_batch_keys(config: str | None) -> str | None:
+    """A stored config with the provider batch settings under their new names."""
+    if not config:
+        return config
+    data = json.loads(config)
+    for old, new in RENAMED_CONFIG.items():
+        if old in data:
+            data[new] = data.pop(old)
     return json.dumps(data, sort_keys=True)
 
 

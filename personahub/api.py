@@ -294,7 +294,7 @@ _DEDUP_DEFAULTS: dict[str, object] = {
 _DEDUP_ENGINE = {"cache", "rps", "timeout_s", "executor", "ray_address", "ray_workers",
                  "memory_mb"}
 _MODEL_FLAGS = {*SAMPLING, "timeout_s", "rps"}
-# --batch and its options (docs/batch.md)
+# --provider-batch and its options (docs/batch.md)
 _BATCH_FLAGS = set(BATCH)
 
 

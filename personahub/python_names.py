@@ -12,9 +12,11 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
+from personahub.core.engine_options import RENAMED_FIELDS
 from personahub.core.errors import PersonahubError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,7 +53,7 @@ def refuse_unknown(what: str, given: Mapping[str, object], known: set[str]) -> N
 SWITCHES = frozenset({
     "force", "overwrite", "include-ungated", "include-duplicates", "allow-fewer", "fresh",
     "skip-bad", "solve", "equal", "wide", "with-attributes", "drop-duplicates", "with-assistant",
-    "structured", "offer-refusal", "batch"})
+    "structured", "offer-refusal", "provider-batch"})
 #: flags whose keyword has another name everywhere in the API
 RENAMES: Mapping[str, str] = {"format": "fmt"}
 
@@ -116,14 +118,33 @@ def _reword(exc: BaseException, renames: Mapping[str, str] | None) -> None:
         exc.args = (python_message(exc.args[0], renames), *exc.args[1:])
 
 
+def former_keywords(what: str, kwargs: dict[str, object]) -> dict[str, object]:
+    """Return keyword arguments with the engine options' former names (``batch``) replaced by
+    today's (``provider_batch``), each with a DeprecationWarning.
+
+    Raises:
+        PersonahubError: a keyword given under both names.
+    """
+    for old, new in RENAMED_FIELDS.items():
+        if old in kwargs:
+            if new in kwargs:
+                raise PersonahubError(f"{what}: {old} is the old name of {new}; give {new} only")
+            warnings.warn(f"{what}: the keyword {old} is deprecated; it is called {new} now",
+                          DeprecationWarning, stacklevel=3)
+            kwargs[new] = kwargs.pop(old)
+    return kwargs
+
+
 def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
-    """Decorate an API function so its errors name its keywords; renames maps a flag to a
-    keyword where they differ."""
+    """Decorate an API function so its errors name its keywords and its engine options' former
+    keywords still work (former_keywords); renames maps a flag to a keyword where they differ."""
     def wrap(function: F) -> F:
+        what = getattr(function, "__name__", "personahub")
         if inspect.iscoroutinefunction(function):
             @functools.wraps(function)
             async def run_async(*args: object, **kwargs: object) -> object:
                 try:
+                    former_keywords(what, kwargs)
                     return await function(*args, **kwargs)
                 except (PersonahubError, KeyboardInterrupt) as exc:  # a job's Stopped too
                     _reword(exc, renames)
@@ -133,6 +154,7 @@ def speaks_python(renames: Mapping[str, str] | None = None) -> Callable[[F], F]:
         @functools.wraps(function)
         def run(*args: object, **kwargs: object) -> object:
             try:
+                former_keywords(what, kwargs)
                 return function(*args, **kwargs)
             except (PersonahubError, KeyboardInterrupt) as exc:  # a job's Stopped too
                 _reword(exc, renames)

@@ -243,7 +243,7 @@ class CalibrationSummary:
     overall_per_group: pd.DataFrame = field(default_factory=pd.DataFrame)
     panel_sizes: pd.DataFrame = field(default_factory=pd.DataFrame)  # effective, per attribute
     verdict: list[str] = field(default_factory=list)  # the scores in plain sentences
-    batches: str | None = None  # --batch: what its provider batches did in this run
+    batches: str | None = None  # --provider-batch: what its provider batches did in this run
     dispersion: pd.DataFrame = field(default_factory=pd.DataFrame)  # entropy and SD ratios
     sd_per_question: pd.DataFrame = field(default_factory=pd.DataFrame)  # model, per steering
     weighting: str = ""  # respondent-level input: weighted or not (empty: counts as given)

@@ -114,7 +114,7 @@ class DedupJobConfig(BatchFields, RequestFields, ExecutorFields):
                                  "openai:<model>")
         self.check_batch(executor=self.executor, cache=self.cache)
         if self.batching and (self.embedder is None or not calls_model(self.embedder)):
-            raise UsageError(f"--batch: the {self.embedder or 'none'!r} embedder calls no "
+            raise UsageError(f"--provider-batch: the {self.embedder or 'none'!r} embedder calls no "
                              "model; batches apply to --embedder openai:<model>")
         if self.embedder is None:
             return
@@ -294,9 +294,10 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | V
         elif spec is not None and config.batching:
             state.embedder = BatchingEmbedder(
                 ctx.client, job_book(ctx), job_kind=self.kind,  # type: ignore[arg-type]
-                job_id=ctx.job_id, window=config.batch_window, fallback=config.batch_fallback,
-                batch_file=config.batch_file, poll_s=config.batch_poll_s,
-                max_poll_s=max(60.0, config.batch_poll_s),
+                job_id=ctx.job_id, window=config.provider_batch_window,
+                fallback=config.provider_batch_fallback, batch_file=config.provider_batch_file,
+                poll_s=config.provider_batch_poll_s,
+                max_poll_s=max(60.0, config.provider_batch_poll_s),
                 on_handle=lambda handle: save_handle(ctx.con, handle),
                 on_status=batch_status(ctx))
         elif spec is not None:

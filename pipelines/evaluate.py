@@ -434,9 +434,9 @@ class EvalConfig(BatchFields):
         check_int(self.batch_size, "batch size", low=1)
         check_fields(self)  # the engine options' own checks; concurrency parsed
         check_executor(self.executor)
-        if self.batch_file is not None:
-            raise UsageError("evaluate: --batch-file is not supported (an evaluation asks "
-                             "several endpoints); use --batch")
+        if self.provider_batch_file is not None:
+            raise UsageError("evaluate: --provider-batch-file is not supported (an evaluation asks "
+                             "several endpoints); use --provider-batch")
         self.check_batch(executor=self.executor, cache="off")
         if self.items is not None and self.items_sha256 is None:
             object.__setattr__(self, "items_sha256", content_sha256(self.items, "--items"))
@@ -519,7 +519,7 @@ class EvalSummary:
     judge: str | None = None
     judged: int = 0
     judged_equal: int = 0
-    batches: str | None = None  # what --batch's provider batches did (None: asked online)
+    batches: str | None = None  # what --provider-batch's provider batches did (None: asked online)
     by_reference: int = 0  # verified items scored against an item set's reference answer
     item_set: ItemSet | None = None  # what an --items file gave (None: a synthesis job's items)
     family_threshold: float = FAMILY_THRESHOLD
@@ -613,7 +613,7 @@ class EvalAsker:
 
 
 class BatchedEvalAsker:
-    """An EvalAsker that sends each spec's calls as provider batches (--batch).
+    """An EvalAsker that sends each spec's calls as provider batches (--provider-batch).
 
     Each client gets its own custom_id prefix, stable across a resume, because two solvers asking
     the same item in the same mode make the same call key.
@@ -658,7 +658,7 @@ class EvalState:
     solved: dict[tuple[str, str], SolveSummary] = field(default_factory=dict)
     outside: OutsideItems | None = None  # an --items file read for this job's start
     judged: int = 0  # the judge's verdicts this run stored
-    batched: BatchedEvalAsker | None = None  # the batched asker (--batch)
+    batched: BatchedEvalAsker | None = None  # the batched asker (--provider-batch)
 
 
 def _eval_state(ctx: JobContext[EvalConfig]) -> EvalState:
@@ -847,7 +847,7 @@ class EvaluationSpec(NamedFromRow, SpecBase[EvalConfig, Sequence[Ask], list[Stru
         return self._clients(ctx)
 
     def asker(self, ctx: JobContext[EvalConfig]) -> EvalAsker | BatchedEvalAsker:
-        """Return the asker; with --batch each spec's calls go as provider batches."""
+        """Return the asker; with --provider-batch each spec's calls go as provider batches."""
         state = _eval_state(ctx)
         asker = EvalAsker(ctx.config.primary, state.clients)
         if not ctx.config.batching:

@@ -109,10 +109,10 @@ class ExpandConfig(EngineFields):
             raise UsageError(f"origin {self.origin!r}: one of {', '.join(ORIGINS)}")
         check_int(self.batch_size, "--batch-size", low=1)
         check_model_fields(self)
-        if self.batch_file and self.link_candidates:
-            raise UsageError("--batch-file with --link-candidates: a batch's link questions "
+        if self.provider_batch_file and self.link_candidates:
+            raise UsageError("--provider-batch-file with --link-candidates: a batch's link questions "
                              "follow from its answers, so one file cannot hold them; use "
-                             "--batch, or --link-candidates 0")
+                             "--provider-batch, or --link-candidates 0")
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ class InterviewResult:
     model: str
     offline: bool
     rows: list[dict[str, Any]] = field(default_factory=list)
-    batches: str | None = None  # --batch: what its provider batches did in this run
+    batches: str | None = None  # --provider-batch: what its provider batches did in this run
     # agent id -> its persona text at the step: who is speaking
     personas: dict[int, str] = field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """The engine fields every model job's config shares, and their checks.
 
 A config inherits EngineFields (or ModelFields, ExecutorFields and GenerationFields, plus
-BatchFields for --batch; RequestFields alone for a job that only paces its requests), checks
+BatchFields for --provider-batch; RequestFields alone for a job that only paces its requests), checks
 its own fields, then calls check_model_fields. The values are checked by the option table's
 checks (core.engine_options), as the command line checks them; each bad value is a one-line
 usage error naming its flag, raised before anything is opened.

@@ -1,4 +1,4 @@
-"""--batch for a job spec: the config's batch fields, and an asker wrapper that sends a batch's
+"""--provider-batch for a job spec: the config's batch fields, and an asker wrapper that sends a batch's
 model calls as provider batches.
 
 The committed rows are the same as an online job's. Batch handles are stored as they change, so a
@@ -35,35 +35,36 @@ class BatchFields:
     only, so a resume may switch them.
     """
 
-    batch: bool = engine(default("batch"))
-    # the provider's completion window (--batch-window)
-    batch_window: str = engine(default("batch_window"))
+    provider_batch: bool = engine(default("provider_batch"))
+    # the provider's completion window (--provider-batch-window)
+    provider_batch_window: str = engine(default("provider_batch_window"))
     # where failed requests go again: batch | online
-    batch_fallback: str = engine(default("batch_fallback"))
-    # write the requests here and wait (--batch-file)
-    batch_file: str | None = engine(default("batch_file"))
+    provider_batch_fallback: str = engine(default("provider_batch_fallback"))
+    # write the requests here and wait (--provider-batch-file)
+    provider_batch_file: str | None = engine(default("provider_batch_file"))
     # the first wait between polls (growing to 60 s)
-    batch_poll_s: float = engine(default("batch_poll_s"))
+    provider_batch_poll_s: float = engine(default("provider_batch_poll_s"))
 
     def check_batch(self, *, executor: str, cache: str) -> None:
         """Refuse batch settings that cannot work, in one line naming the option."""
-        check_fallback(self.batch_fallback)
-        check_fields(self, "batch_poll_s")
-        if not _WINDOW.match(self.batch_window):
-            raise UsageError(f"--batch-window {self.batch_window!r}: hours, e.g. 24h")
-        if not (self.batch or self.batch_file):
+        check_fallback(self.provider_batch_fallback)
+        check_fields(self, "provider_batch_poll_s")
+        if not _WINDOW.match(self.provider_batch_window):
+            raise UsageError(f"--provider-batch-window {self.provider_batch_window!r}: hours, "
+                             "e.g. 24h")
+        if not (self.provider_batch or self.provider_batch_file):
             return
         if executor != "local":
-            raise UsageError("--batch runs on the local executor: a provider batch needs no "
-                             "workers (drop --executor ray)")
+            raise UsageError("--provider-batch runs on the local executor: a provider batch "
+                             "needs no workers (drop --executor ray)")
         if cache != "off":
-            raise UsageError("--batch with --cache: batch answers are not cached; use "
-                             "--cache off")
+            raise UsageError("--provider-batch with --cache: provider batch answers are not "
+                             "cached; use --cache off")
 
     @property
     def batching(self) -> bool:
         """True when the job's calls go as batches (to a provider or to a file)."""
-        return bool(self.batch or self.batch_file)
+        return bool(self.provider_batch or self.provider_batch_file)
 
 
 def job_book(ctx: JobContext[object]) -> BatchBook:
@@ -87,9 +88,10 @@ def batching_caller(ctx: JobContext[Any], client: Any, prefix: str = "") -> Batc
     config = ctx.config
     return BatchingCaller(
         client, job_book(ctx), job_kind=ctx.spec.kind, job_id=ctx.job_id,
-        size=int(getattr(config, "batch_size", MAX_REQUESTS)), window=config.batch_window,
-        fallback=config.batch_fallback, batch_file=config.batch_file,
-        poll_s=config.batch_poll_s, max_poll_s=max(60.0, config.batch_poll_s),
+        size=int(getattr(config, "batch_size", MAX_REQUESTS)),
+        window=config.provider_batch_window, fallback=config.provider_batch_fallback,
+        batch_file=config.provider_batch_file, poll_s=config.provider_batch_poll_s,
+        max_poll_s=max(60.0, config.provider_batch_poll_s),
         on_handle=lambda handle: save_handle(ctx.con, handle), on_status=batch_status(ctx),
         prefix=prefix)
 

@@ -22,6 +22,7 @@ import duckdb
 from personahub.analysis.kept import kept_lines
 from personahub.core import call_log
 from personahub.core.contracts import StructuredCaller
+from personahub.core.engine_options import renamed_fields
 from personahub.core.errors import PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import endpoint_error
 from personahub.core.jobs_store import find_job, list_jobs, merge_job_config
@@ -297,11 +298,11 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         for survey_id, profile in profiles.items():  # before the client or anything is written
             profile.check_served(served_models(ctx.config.llm),
                                  _profile_flag(ctx.config, survey_id))
-            remote = ctx.config.executor != "local" or ctx.config.batch
+            remote = ctx.config.executor != "local" or ctx.config.provider_batch
             if profile.config.method.probes and remote:
                 raise UsageError(f"{_profile_flag(ctx.config, survey_id)} {profile.job_id}: its "
                                  f"method ({profile.config.method.label}) reads token "
-                                 "log-probabilities, which --executor ray and --batch cannot")
+                                 "log-probabilities, which --executor ray and --provider-batch cannot")
         ctx.state = RunState(scenario.name, scenario, personas, world,
                              personas_note=notes[0] if notes else None,
                              columns=_columns(ctx.config, scenario, bool(profiles)),
@@ -449,10 +450,10 @@ class ResumeSettings(TypedDict, total=False):
     ray_address: str | None
     ray_workers: int | None
     max_failed_share: float
-    batch: bool
-    batch_window: str
-    batch_fallback: Literal["batch", "online"]
-    batch_poll_s: float
+    provider_batch: bool
+    provider_batch_window: str
+    provider_batch_fallback: Literal["batch", "online"]
+    provider_batch_poll_s: float
     live_control: LiveControl
 
 
@@ -484,7 +485,7 @@ def unfinished_twins_note(db: str | Path, run_id: str) -> str | None:
         row = find_job(con, run_id)
         if row is None:
             return None
-        twins = [j for j in unfinished_twins(RUN, con, RUN.upgrade(dict(row.config)))
+        twins = [j for j in unfinished_twins(RUN, con, RUN.upgrade(renamed_fields(row.config)))
                  if j != run_id]
         left = find_job(con, twins[0]) if twins else None
     finally:

@@ -68,7 +68,7 @@ class ShippedSpec(NamedFromRow, SpecBase[C, B, R, S]):
         return LLMSettings.of_job(config)
 
     def asker(self, ctx: JobContext[C]) -> Asker[B, R]:
-        """Return the kind's asker; with --batch its calls go as provider batches."""
+        """Return the kind's asker; with --provider-batch its calls go as provider batches."""
         return batched_asker(ctx, self.plain_asker(ctx))
 
     def plain_asker(self, ctx: JobContext[C]) -> Asker[B, R]:
@@ -125,7 +125,7 @@ class ItemJobSummary:
     failed: int = 0
     calls: dict[str, int] = field(default_factory=dict)  # calls per purpose
     db: str = DEFAULT_DB
-    batches: str | None = None  # --batch: what the job's provider batches did in this run
+    batches: str | None = None  # --provider-batch: what the job's provider batches did in this run
 
 
 def stored_job_id(db: str | Path, job_id: str) -> str | None:

@@ -63,7 +63,7 @@ def page_commands(page: Path) -> list[str]:
 def needs_something_outside(commands: list[str]) -> set[str]:
     """The commands of a page that a bare machine cannot run offline: a model other than the
     offline engine (unless served by the page's own ``personahub serve ... &``, or only written
-    to a ``--batch-file`` with its ``--structured`` mode given, which asks nothing), an OpenAI
+    to a ``--provider-batch-file`` with its ``--structured`` mode given, which asks nothing), an OpenAI
     embedder, a cluster to join, a batch runner's results to import, or a server kept up in the
     foreground until Ctrl-C."""
     served: set[str] = set()
@@ -77,7 +77,7 @@ def needs_something_outside(commands: list[str]) -> set[str]:
         spec = llm.group(1).strip("'\"") if llm else "offline"
         local = re.match(r"http://(?:127\.0\.0\.1|localhost):(\d+)/", spec)
         model = spec != "offline" and not (local and local.group(1) in served) and not (
-            "--batch-file" in words and "--structured" in words)
+            "--provider-batch-file" in words and "--structured" in words)
         serves = (words[1:2] in (["serve"], ["view"]) or "--view" in words) and words[-1] != "&"
         if (model or serves or "--ray-address" in command or "--embedder openai:" in command
                 or words[1:3] == ["batch", "import"]):

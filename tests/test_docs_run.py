@@ -152,9 +152,10 @@ SERVES = "serves until Ctrl-C"
 SKIPPED: dict[str, dict[str, str]] = {
     "docs/batch.md": {
         "personahub synthesize math_problem --n 2000 --llm openai:gpt-4o-mini --structured "
-        "json_schema --batch": OPENAI,
-        "personahub run scenarios/riverside_town.py --llm openai:gpt-4o-mini --batch": OPENAI,
-        "personahub judge --job synth-… --llm openai:gpt-4o-mini --structured json_schema --batch": OPENAI,
+        "json_schema --provider-batch": OPENAI,
+        "personahub run scenarios/riverside_town.py --llm openai:gpt-4o-mini --provider-batch": OPENAI,
+        "personahub judge --job synth-… --llm openai:gpt-4o-mini --structured json_schema "
+        "--provider-batch": OPENAI,
         'personahub batch import results.jsonl --job synth-… --llm '
         '"http://gpu-box:8000/v1?model=Qwen/Qwen2.5-7B-Instruct"':
             "reads results.jsonl, the answers vLLM's run-batch writes on a GPU box",

@@ -35,7 +35,7 @@ EXAMPLES = {"personahub/cli/run.py", "personahub/cli/sql.py"}
 SHARED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "jobs": (frozenset({"jobs", "schema_meta"}),
              frozenset({"personahub/core/jobs_store.py", "personahub/core/stored_views.py"})),
-    "calls": (frozenset({"llm_calls", "llm_cache", "prices", "llm_batches"}),
+    "calls": (frozenset({"llm_calls", "llm_cache", "prices", "provider_batches"}),
               frozenset({"personahub/core/commit.py", "personahub/core/call_log.py",
                          "personahub/core/provider_batch_records.py", "personahub/models/cache.py"})),
     # sampling and carve compile the selection language (``--personas`` SQL conditions, carve's

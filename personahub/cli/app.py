@@ -225,7 +225,7 @@ def register(groups: Mapping[tuple[str, ...], typer.Typer],
 personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.",
                                no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
-batch_app = PersonahubTyper(help="Batch files run elsewhere (--batch-file): import their results.",
+batch_app = PersonahubTyper(help="Batch files run elsewhere (--provider-batch-file): import their results.",
                             no_args_is_help=True)
 app.add_typer(batch_app, name="batch")
 

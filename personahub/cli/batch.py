@@ -1,5 +1,5 @@
-"""personahub batch import: the results of a --batch-file run elsewhere (vLLM
-run-batch, a provider's console); the --batch options are in cli/engine.py.
+"""personahub batch import: the results of a --provider-batch-file run elsewhere (vLLM
+run-batch, a provider's console); the --provider-batch options are in cli/engine.py.
 
 A job sent as batches writes the same rows as an online one (pipelines/provider_batch_jobs.py);
 docs/batch.md says when it pays.
@@ -31,7 +31,7 @@ def batch_import(
     *,
     engine: Engine,
 ) -> None:
-    """Import the results of a --batch-file and go on with the job: its answers are committed
+    """Import the results of a --provider-batch-file and go on with the job: its answers are committed
     as online ones, and it finishes or writes its next batch file."""
     from personahub import runtime
     from personahub.core.jobs_store import find_job
@@ -58,7 +58,7 @@ def batch_import(
     if spec is None:
         raise PersonahubError(f"batch import: jobs of kind {row.kind!r} do not take batches")
     with awaiting_results():
-        result = runtime.run(spec, {"llm": resolve_spec(engine.llm), "batch": False}, db, resume=job)
+        result = runtime.run(spec, {"llm": resolve_spec(engine.llm), "provider_batch": False}, db, resume=job)
     for line in spec.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
 

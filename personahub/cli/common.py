@@ -41,6 +41,7 @@ console = Console(stderr=True, markup=False, emoji=False)
 errors = Console(stderr=True, markup=False, emoji=False)
 out = Console(markup=False, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,7 +116,7 @@ def error_line(message: str) -> None:
     say(("error:", "bold red"), " ", first, to=errors)
 
 
-def renamed_flag(value: str | None, old_value: str | None, *, old: str, new: str) -> str | None:
+def renamed_flag(value: T | None, old_value: T | None, *, old: str, new: str) -> T | None:
     """Return the value of a flag given under its new or its old (hidden) name.
 
     The old name still works and says, in one line on stderr, what it is called now; both at once

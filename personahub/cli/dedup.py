@@ -63,8 +63,8 @@ def personas_dedup(
 
     Resumable: re-run the same command after an interruption (vectors already stored in
     persona_embeddings are not embedded again), or give --resume JOB_ID. With an
-    openai:<model> embedder, --batch sends the embedding requests as provider batches and
-    --batch-file writes them for another runner (docs/batch.md).
+    openai:<model> embedder, --provider-batch sends the embedding requests as provider batches and
+    --provider-batch-file writes them for another runner (docs/batch.md).
     """
     from personahub.persona_jobs import run_dedup_job
     from personahub.pipelines.dedup import DedupJobConfig, dedup_lines

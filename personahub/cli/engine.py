@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from personahub.cli.common import renamed_flag
 from personahub.cli.options import Injected, inject_options
 from personahub.core.engine_options import (
     BATCH,
@@ -97,9 +98,45 @@ _VALUE_TYPES: dict[str, object] = {
     "offline_latency_s": float, "cache": CacheMode, "rps": float | None,
     "structured": StructuredSetting, "max_tokens": int | None, "temperature": float | None,
     "top_p": float | None, "max_failed_share": float | None, "executor": ExecutorName,
-    "ray_address": str | None, "ray_workers": int | None, "batch": bool, "batch_window": str,
-    "batch_fallback": Literal["batch", "online"], "batch_file": Path | None,
-    "batch_poll_s": float}
+    "ray_address": str | None, "ray_workers": int | None, "provider_batch": bool,
+    "provider_batch_window": str, "provider_batch_fallback": Literal["batch", "online"],
+    "provider_batch_file": Path | None, "provider_batch_poll_s": float}
+
+
+#: the key a value given under an option's former flag is handed on by, before its field's name
+OLD_KEY = "old:"
+
+
+def old_flag_param(field: str) -> Injected:
+    """Return the hidden parameter of an option's former flag (e.g. --batch for --provider-batch).
+
+    It takes what the option takes, through the same check; Engine folds its value into the
+    field's (fold_old_flags)."""
+    option = ENGINE_OPTIONS[field]
+    assert option.old_flag is not None
+    more: dict[str, Any] = {}
+    if option.checked:
+        more["parser" if option.parse is not None else "callback"] = OptionCheck(option).value
+    annotation: object = Annotated[_VALUE_TYPES[field] | None,  # type: ignore[operator]
+                                   typer.Option(option.old_flag, hidden=True, **more)]
+    return Injected(option.old_flag, inspect.Parameter(
+        f"former_{option.param}", inspect.Parameter.KEYWORD_ONLY, default=None,
+        annotation=annotation), OLD_KEY + field)
+
+
+def fold_old_flags(given: dict[str, Any]) -> dict[str, Any]:
+    """Return the options given, a value under a former flag moved to its field (one deprecation
+    line on stderr; the old and the new flag at once is a usage error)."""
+    for key in [k for k in given if k.startswith(OLD_KEY)]:
+        field = key.removeprefix(OLD_KEY)
+        old_value = given.pop(key)
+        option = ENGINE_OPTIONS[field]
+        value = given[field]
+        chosen = renamed_flag(None if value == option.command_default else value, old_value,
+                              old=str(option.old_flag), new=option.flag)
+        if chosen is not None:
+            given[field] = chosen
+    return given
 
 
 #: each engine option's command parameter type, Annotated[type, typer.Option(...)], by
@@ -112,7 +149,7 @@ ENGINE_PARAMS: Mapping[str, object] = MappingProxyType({
 DEFAULT_ONLINE_SIZE = 64  # items per transaction online
 
 
-DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --batch
+DEFAULT_BATCH_SIZE = 1000  # requests per provider batch (and items per transaction) with --provider-batch
 
 
 def batch_size_option(per: str, online: int) -> object:
@@ -128,7 +165,7 @@ def batch_size_option(per: str, online: int) -> object:
         The typer option.
     """
     return typer.Option(min=1, rich_help_panel=BATCH_PANEL,
-                        help=f"{per} per transaction (default {online}); with --batch also the "
+                        help=f"{per} per transaction (default {online}); with --provider-batch also the "
                              f"most requests in one provider batch (default {DEFAULT_BATCH_SIZE}).")
 
 
@@ -190,9 +227,11 @@ class Engine:
         """Return the batch options as job config keywords (batch_engine): the --batch-size
         given (or batch_size, a command's own), and the command's online size."""
         size = batch_size if batch_size is not None else self.given.get("batch_size")
-        return batch_engine(self.given["batch"], size, self.given["batch_window"],
-                            self.given["batch_fallback"], self.given.get("batch_file"),
-                            self.given["batch_poll_s"], online_size=self.online_size)
+        return batch_engine(self.given["provider_batch"], size,
+                            self.given["provider_batch_window"],
+                            self.given["provider_batch_fallback"],
+                            self.given.get("provider_batch_file"),
+                            self.given["provider_batch_poll_s"], online_size=self.online_size)
 
 
 def engine_options(*taken: str, without: tuple[str, ...] = (),
@@ -218,6 +257,8 @@ def engine_options(*taken: str, without: tuple[str, ...] = (),
                                                   annotation=ENGINE_PARAMS[o.field]), o.field)
                for field in engine_fields(*taken) if field not in without
                for o in [ENGINE_OPTIONS[field]]]
+    options += [old_flag_param(o.key) for o in list(options)
+                if ENGINE_OPTIONS[o.key].old_flag is not None]
     online = DEFAULT_ONLINE_SIZE
     if batch_size is not None:
         per, online = batch_size
@@ -228,7 +269,7 @@ def engine_options(*taken: str, without: tuple[str, ...] = (),
 
     def decorate(func: Callable[..., object]) -> Callable[..., object]:
         return inject_options(func, "engine", "Engine", options,
-                              lambda given: Engine(given, online_size=online))
+                              lambda given: Engine(fold_old_flags(given), online_size=online))
 
     return decorate
 
@@ -256,6 +297,7 @@ def batch_engine(batch: bool, batch_size: int | None, window: str, fallback: str
     online_size is the command's own items per transaction when not batching."""
     if not batch and batch_file is None:
         return {"batch_size": batch_size or online_size}
-    return {"batch": batch, "batch_file": None if batch_file is None else str(batch_file),
-            "batch_window": window, "batch_fallback": fallback, "batch_poll_s": poll_s,
-            "batch_size": batch_size or DEFAULT_BATCH_SIZE}
+    return {"provider_batch": batch,
+            "provider_batch_file": None if batch_file is None else str(batch_file),
+            "provider_batch_window": window, "provider_batch_fallback": fallback,
+            "provider_batch_poll_s": poll_s, "batch_size": batch_size or DEFAULT_BATCH_SIZE}

@@ -18,8 +18,8 @@ from personahub.core.validate import MAX_SEED
 
 
 @one_line_errors
-# --batch: each solver's, model's and judge's calls as provider batches (no --batch-file)
-@engine_options("concurrency", "timeout_s", "executor", "batch", without=("batch_file",))
+# --provider-batch: each solver's, model's and judge's calls as provider batches (no --provider-batch-file)
+@engine_options("concurrency", "timeout_s", "executor", "batch", without=("provider_batch_file",))
 def evaluate(
     job: Annotated[str | None, typer.Option(
         help="The synthesis job whose items are evaluated (or --items).")] = None,
@@ -86,7 +86,7 @@ def evaluate(
     their reference answers or by solver agreement, and score models on them with a 95% Wilson
     interval. Running it again reuses the stored split and answers.
 
-    --executor ray runs every solver's, model's and judge's calls on one Ray actor pool; --batch
+    --executor ray runs every solver's, model's and judge's calls on one Ray actor pool; --provider-batch
     sends them as provider batches, each spec's to its own server (see docs/batch.md)."""
     from personahub.api import run_evaluation_config
     from personahub.cli.job_running import (

@@ -135,7 +135,7 @@ def resume(
     seed and generation settings), asking with the model it recorded (--llm: another, e.g.
     with its credentials) and the cache and executor given here. A job that ends
     with fewer items than asked says so in one line and exits 1, unless --allow-fewer. A job
-    still waiting for the results of its --batch-file runs nothing: it prints the batch
+    still waiting for the results of its --provider-batch-file runs nothing: it prints the batch
     import command and exits 3."""
     settings = {"cache": cache, "executor": executor, "ray_address": engine.ray_address,
                 "ray_workers": engine.ray_workers, "max_failed_share": engine.max_failed_share}

@@ -130,7 +130,7 @@ def personas_expand(
         help="Seed (offline engine; default: a resumed expansion's own seed, else 0).")] = None,
     batch_size: Annotated[int, typer.Option(
         min=1, help="Frontier personas per transaction (a resumed expansion keeps its own); "
-                    "with --batch also the most requests in one provider batch.")] = 256,
+                    "with --provider-batch also the most requests in one provider batch.")] = 256,
     link_candidates: Annotated[int, typer.Option(
         min=0, max=20, help="Close triangles: ask whether each new persona knows up to this many "
                             "people near its source (0: grow trees, no link calls).")
@@ -202,7 +202,7 @@ def personas_expand(
         task = bar.add_task("expanding (hops)", total=hops)
 
         def progress(phase: str, done: int, total: int | None) -> None:
-            if phase.startswith("batch "):  # a provider batch's state (--batch)
+            if phase.startswith("batch "):  # a provider batch's state (--provider-batch)
                 bar.update(task, description=f"expanding (hops) · {phase}")
             elif phase == "expand":
                 bar.update(task, completed=done, total=total, description="expanding (hops)")

@@ -69,7 +69,7 @@ class RunRequest:
 
 
 @one_line_errors
-@engine_options("model", "executor", "batch", without=("batch_file",))
+@engine_options("model", "executor", "batch", without=("provider_batch_file",))
 @output_options(preview=True)
 def run(
     scenario: Annotated[Path | None, typer.Argument(
@@ -117,7 +117,7 @@ def run(
 ) -> None:
     """Run a scenario: personas → relationship graph → simulation steps → DuckDB run log.
 
-    --batch sends each step's model calls as one provider batch (the step commits when it is
+    --provider-batch sends each step's model calls as one provider batch (the step commits when it is
     answered; a resume polls it): slow in wall time, about half the price."""
     from personahub.analysis.live_view import RunView
 
@@ -272,16 +272,18 @@ def _resumed(run_id: str, db: Path, engine: Engine) -> ResumeSettings:
 
 
 def _batching(engine: Engine) -> ResumeSettings:
-    """Return the run's batch settings (none unless --batch: a resume keeps the run's own)."""
-    if not engine.batch:
+    """Return the run's provider batch settings (none unless --provider-batch: a resume keeps the
+    run's own)."""
+    if not engine.provider_batch:
         return {}
-    return {"batch": True, "batch_window": engine.batch_window,
-            "batch_fallback": engine.batch_fallback, "batch_poll_s": engine.batch_poll_s}
+    return {"provider_batch": True, "provider_batch_window": engine.provider_batch_window,
+            "provider_batch_fallback": engine.provider_batch_fallback,
+            "provider_batch_poll_s": engine.provider_batch_poll_s}
 
 
 def step_progress(bar: Progress) -> Callable[[str, int, int | None], None]:
     """Progress callback: the bar on a terminal, else one step N/M committed line per step
-    (none under -q); with --batch, the step's batch and its state beside the bar."""
+    (none under -q); with --provider-batch, the step's batch and its state beside the bar."""
     tasks: dict[str, TaskID] = {}
 
     def hook(phase: str, done: int, total: int | None) -> None:

@@ -44,9 +44,11 @@ def unknown_usage_note(count: int) -> str:
 
 
 def committed_requests(con: duckdb.DuckDBPyConnection, job_id: str) -> set[tuple[str, str]]:
-    """Batch id and custom id of the job's committed batch requests: what a resume never collects again."""
+    """Return the provider batch id and custom id of the job's committed provider batch requests:
+    what a resume never collects again."""
     return {(b, c) for b, c in con.execute(
-        "SELECT batch_id, custom_id FROM llm_calls WHERE job_id = ? AND batch_id IS NOT NULL "
+        "SELECT provider_batch_id, custom_id FROM llm_calls WHERE job_id = ? "
+        "AND provider_batch_id IS NOT NULL "
         "AND custom_id IS NOT NULL", [job_id]).fetchall()}
 
 

@@ -136,7 +136,10 @@ def read(path: str | Path) -> list[SpilledCall]:
     for line in data.splitlines():
         try:
             item = orjson.loads(line)
-            values = {k: v for k, v in item["record"].items() if k in _FIELDS}
+            record = item["record"]
+            if "batch_id" in record:  # a spill of schema version 2 and before
+                record.setdefault("provider_batch_id", record.pop("batch_id"))
+            values = {k: v for k, v in record.items() if k in _FIELDS}
             calls.append(SpilledCall(dict(item.get("tags") or {}), CallRecord(**values)))
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
             continue

@@ -68,7 +68,7 @@ class CallRecord:
     # None: not reported
     cached_prompt_tokens: int | None = None
     # provider batch id and custom id; None online
-    batch_id: str | None = None
+    provider_batch_id: str | None = None
     custom_id: str | None = None
     call_id: str = field(default_factory=new_call_id)
     started_at: float = field(default_factory=time.time)

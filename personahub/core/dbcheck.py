@@ -199,13 +199,15 @@ def expected_tables() -> dict[str, frozenset[str]]:
 
 
 def check_shape(con: duckdb.DuckDBPyConnection, path: Path,
-                renamed: Iterable[tuple[str, str, str]] = ()) -> None:
+                renamed: Iterable[tuple[str, str, str]] = (),
+                renamed_tables: Iterable[tuple[str, str]] = ()) -> None:
     """Refuse a DuckDB file that is not a personahub database.
 
     Args:
         con: A connection to the file.
         path: The file, for the message.
         renamed: (table, old, new) columns an older version named ``old``: either name passes.
+        renamed_tables: (old, new) tables an older version named ``old``: either name passes.
     """
     rows = con.execute(_TABLE_COLUMNS).fetchall()
     if not rows:
@@ -213,6 +215,9 @@ def check_shape(con: duckdb.DuckDBPyConnection, path: Path,
     present: dict[str, set[str]] = {}
     for table, column in rows:
         present.setdefault(table.lower(), set()).add(column.lower())
+    for old_table, new_table in renamed_tables:
+        if old_table in present and new_table not in present:
+            present[new_table] = present.pop(old_table)
     for table, old, new in renamed:
         if old in present.get(table, ()):
             present[table].add(new)

@@ -9,10 +9,10 @@ typer, no model client.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from personahub.core.errors import UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE
@@ -20,7 +20,8 @@ from personahub.core.validate import MAX_TOKENS, check_int, check_number
 
 MODEL_PANEL = "Model options"
 EXECUTOR_PANEL = "Executor options"
-BATCH_PANEL = "Batch"
+BATCH_PANEL = "Transactions and provider batches"
+T = TypeVar("T")
 AUTO = "auto"  # --concurrency auto: the limit follows the server (models/adaptive_limit.py)
 
 
@@ -67,6 +68,7 @@ class EngineOption:
     parse: Callable[[object, str], Any] | None = None
     envvar: str | None = None
     metavar: str | None = None
+    old_flag: str | None = None  # the flag's former name: a hidden, deprecated alias
 
     def __post_init__(self) -> None:
         if self.above is not None and self.low is not None:
@@ -178,25 +180,29 @@ _OPTIONS = (
         help="Ray workers asking the model, each with its own --concurrency and --rps "
              "(default: one per CPU of the cluster)."),
     EngineOption(
-        "batch", "--batch", False, panel=BATCH_PANEL,
+        "provider_batch", "--provider-batch", False, panel=BATCH_PANEL, old_flag="--batch",
         help="Send the model calls as provider batches (the OpenAI Batch API: about half the "
              "price, results within the window). A resume polls the batches it made; see "
              "docs/batch.md."),
     EngineOption(
-        "batch_window", "--batch-window", "24h", panel=BATCH_PANEL,
-        help="The batches' completion window (the provider's: 24h)."),
+        "provider_batch_window", "--provider-batch-window", "24h", panel=BATCH_PANEL,
+        old_flag="--batch-window",
+        help="The provider batches' completion window (the provider's: 24h)."),
     EngineOption(
-        "batch_fallback", "--batch-fallback", "batch", panel=BATCH_PANEL,
-        help="Where a batch's failed or expired requests go again: a follow-up batch, or "
-             "online."),
+        "provider_batch_fallback", "--provider-batch-fallback", "batch", panel=BATCH_PANEL,
+        old_flag="--batch-fallback",
+        help="Where a provider batch's failed or expired requests go again: a follow-up "
+             "provider batch, or online."),
     EngineOption(
-        "batch_file", "--batch-file", None, panel=BATCH_PANEL,
-        help="Write the requests to this JSONL file (OpenAI batch format) and stop, the job "
+        "provider_batch_file", "--provider-batch-file", None, panel=BATCH_PANEL,
+        old_flag="--batch-file",
+        help="Write the requests to this JSONL file (OpenAI Batch API format) and stop, the job "
              "awaiting_results; run it elsewhere (e.g. vllm run-batch) and bring the results in "
              "with `personahub batch import`."),
     EngineOption(
-        "batch_poll_s", "--batch-poll", 5.0, panel=BATCH_PANEL, low=0.001,
-        help="Seconds before the first poll of a batch (the waits grow to 60)."),
+        "provider_batch_poll_s", "--provider-batch-poll", 5.0, panel=BATCH_PANEL, low=0.001,
+        old_flag="--batch-poll",
+        help="Seconds before the first poll of a provider batch (the waits grow to 60)."),
 )
 
 #: every engine option by its config field name, in declaration order
@@ -209,8 +215,29 @@ BY_PARAM: MappingProxyType[str, EngineOption] = MappingProxyType(
 
 #: the generation settings (part of what a job makes, not how it runs)
 SAMPLING = ("structured", "max_tokens", "temperature", "top_p")
-#: the batch options
-BATCH = ("batch", "batch_file", "batch_window", "batch_fallback", "batch_poll_s")
+#: the provider batch options
+BATCH = ("provider_batch", "provider_batch_file", "provider_batch_window",
+         "provider_batch_fallback", "provider_batch_poll_s")
+
+#: engine fields by their former names (before schema version 3): a stored job config or an API
+#: keyword under the old name still means the field
+RENAMED_FIELDS: MappingProxyType[str, str] = MappingProxyType({
+    "batch": "provider_batch", "batch_file": "provider_batch_file",
+    "batch_window": "provider_batch_window", "batch_fallback": "provider_batch_fallback",
+    "batch_poll_s": "provider_batch_poll_s"})
+
+
+def renamed_fields(stored: Mapping[str, T]) -> dict[str, T]:
+    """Return a stored job config with the engine fields' former names replaced by today's.
+
+    A name given both ways keeps today's value.
+    """
+    config = dict(stored)
+    for old, new in RENAMED_FIELDS.items():
+        if old in config:
+            value = config.pop(old)
+            config.setdefault(new, value)
+    return config
 
 
 def default(field: str) -> Any:

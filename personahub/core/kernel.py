@@ -34,6 +34,7 @@ from personahub.core.commit import (
 )
 from personahub.core.contracts import CACHE_MODES, CarriesCalls, StructuredCaller, StructuredResult
 from personahub.core.diskfull import DiskFull, is_disk_full, mark, mark_unmarked, what_filled
+from personahub.core.engine_options import renamed_fields
 from personahub.core.errors import AwaitingResults, PersonahubError, ResumableStop, UsageError
 from personahub.core.failures import DEFAULT_MAX_FAILED_SHARE, ModelRejected, batch_failure
 from personahub.core.interrupts import Stopped, interrupts_from_queries, signal_name
@@ -565,7 +566,7 @@ def _open(spec: JobSpec[C, B, R, S], config: C | Mapping[str, object], env: _Env
     row = jobs_store.find_job(env.con, resume)
     if row is None or row.kind != spec.kind:
         raise PersonahubError(f"--resume {resume}: no such {spec.noun} in {env.db}")
-    stored = spec.upgrade(dict(row.config))
+    stored = spec.upgrade(renamed_fields(row.config))
     config = resumed_config(spec, stored, config, resume)
     return JobContext(spec, config, resume, True, stored, env, status=row.status)
 
@@ -639,7 +640,7 @@ def unfinished_twins(spec: _Twinned, con: duckdb.DuckDBPyConnection,
     mine = {k: stored.get(k) for k in names}
     return [row.job_id for row in jobs_store.list_jobs(con, kind=spec.kind,
                                                        status=jobs_store.UNFINISHED)
-            if {k: spec.upgrade(dict(row.config)).get(k) for k in names} == mine]
+            if {k: spec.upgrade(renamed_fields(row.config)).get(k) for k in names} == mine]
 
 
 def _client(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> StructuredCaller | None:
@@ -651,7 +652,7 @@ def _client(spec: JobSpec[C, B, R, S], ctx: JobContext[C]) -> StructuredCaller |
     client = models.build(settings)
     cache = str(getattr(ctx.config, "cache", "off"))
     check_cache_mode(cache)
-    if cache != "replay" and not getattr(ctx.config, "batch_file", None):
+    if cache != "replay" and not getattr(ctx.config, "provider_batch_file", None):
         models.check_reachable(client)
     models.attach_cache(ctx.con, client, cache)
     return client

@@ -18,7 +18,7 @@ from personahub.core.errors import PersonahubError
 
 #: the Batch API's terminal statuses
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-#: a batch file written for another runner (--batch-file), waiting for its results
+#: a batch file written for another runner (--provider-batch-file), waiting for its results
 AWAITING_RESULTS = "awaiting_results"
 
 
@@ -90,14 +90,14 @@ def save_handle(con: duckdb.DuckDBPyConnection, handle: BatchHandle) -> None:
            _stamp(handle.created_at), _stamp(handle.finished_at),
            dt.datetime.now(dt.UTC).replace(tzinfo=None))
     updates = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[1:])
-    con.execute(f"INSERT INTO llm_batches ({', '.join(_COLUMNS)}) VALUES "
+    con.execute(f"INSERT INTO provider_batches ({', '.join(_COLUMNS)}) VALUES "
                 f"({', '.join('?' * len(_COLUMNS))}) ON CONFLICT (batch_key) DO UPDATE SET "
                 f"{updates}", row)
 
 
 def load_handles(con: duckdb.DuckDBPyConnection, job_kind: str | None,
                  job_id: str) -> dict[str, BatchHandle]:
-    rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM llm_batches WHERE job_id = ? AND "
+    rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM provider_batches WHERE job_id = ? AND "
                        "job_kind IS NOT DISTINCT FROM ? ORDER BY created_at NULLS LAST, batch_key",
                        [job_id, job_kind]).fetchall()
     return {row[0]: _handle(dict(zip(_COLUMNS, row, strict=True))) for row in rows}
@@ -144,6 +144,6 @@ def open_batches(con: duckdb.DuckDBPyConnection, job_id: str) -> list[tuple[Any,
     """Return a job's batches that have not ended (id, status, lines done, lines), oldest first."""
     return [tuple(row) for row in con.execute(
         "SELECT coalesce(batch_id, batch_key), status, completed + failed, requests "
-        "FROM llm_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "
+        "FROM provider_batches WHERE job_id = ? AND status NOT IN ('completed', 'failed', "
         "'expired', 'cancelled') ORDER BY created_at NULLS LAST, batch_key",
         [job_id]).fetchall()]

@@ -365,9 +365,9 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     job_id     VARCHAR,
     model_name VARCHAR,  -- the served model's name
     cached_prompt_tokens BIGINT,  -- prompt tokens the server's prefix cache reused
-    -- attempts sent in a batch: the batch id (file:NAME for an imported results file) and the
+    -- attempts sent in a provider batch: its id (file:NAME for an imported results file) and the
     -- request's custom_id there; NULL for online attempts
-    batch_id   VARCHAR,
+    provider_batch_id VARCHAR,
     custom_id  VARCHAR
 );
 -- token counts are BIGINT (a figure no real call has is stored as NULL: core.contracts.token_count)
@@ -387,14 +387,14 @@ CREATE TABLE IF NOT EXISTS prices (
     price_in   DOUBLE NOT NULL,
     price_out  DOUBLE NOT NULL,
     updated_at TIMESTAMP DEFAULT current_timestamp,
-    -- batch prices: NULL means half the online price (the OpenAI Batch API's discount)
-    batch_price_in  DOUBLE,
-    batch_price_out DOUBLE
+    -- provider batch prices: NULL means half the online price (the OpenAI Batch API's discount)
+    provider_batch_price_in  DOUBLE,
+    provider_batch_price_out DOUBLE
 );
 
--- A job's provider batches (issue 29; personahub/core/batch_records.py): what a resume polls
+-- A job's provider batches (personahub/core/provider_batch_records.py): what a resume polls
 -- instead of submitting again. One row per submission, keyed by the job's own key for it.
-CREATE TABLE IF NOT EXISTS llm_batches (
+CREATE TABLE IF NOT EXISTS provider_batches (
     batch_key         VARCHAR PRIMARY KEY,
     job_kind          VARCHAR,
     job_id            VARCHAR,

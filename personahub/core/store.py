@@ -42,12 +42,23 @@ from personahub.core.stored_views import lay_views, sync_views
 
 DEFAULT_DB = "personahub.duckdb"
 
-#: a file of another version is refused, except version 1, which a writer upgrades (``_upgrade_v1``)
-SCHEMA_VERSION: Final = 2
+#: a file of another version is refused, except versions 1 and 2, which a writer upgrades
+#: (``_upgrade_v1``, then ``_upgrade_v2``)
+SCHEMA_VERSION: Final = 3
 
 #: version 1 called the output kind ``kind`` in these tables (``synth_items.task`` already said task)
 RENAMED_V2: Final = (("emissions", "kind", "task"), ("judgments", "kind", "task"),
                      ("rejected", "kind", "task"))
+
+#: version 2 and before called the provider's batches ``llm_batches``
+RENAMED_TABLES_V3: Final = (("llm_batches", "provider_batches"),)
+#: and the columns that name them ``batch_*`` (the commit unit keeps ``batch``: interviews.batch_id)
+RENAMED_V3: Final = (("llm_calls", "batch_id", "provider_batch_id"),
+                     ("prices", "batch_price_in", "provider_batch_price_in"),
+                     ("prices", "batch_price_out", "provider_batch_price_out"))
+
+#: the versions a writer upgrades and a reader shows under this version's names
+_OLD_VERSIONS: Final = ("1", "2")
 
 
 # a file that holds this DDL's digest runs no DDL on open (about half of a writer's connect)
@@ -84,12 +95,13 @@ def _readable_version(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Refuse a personahub file of another schema version in one line; version 1 is upgraded on open."""
+    """Refuse a personahub file of another schema version in one line; versions 1 and 2 are upgraded
+    on open."""
     try:
         found = schema_version(con)
     except duckdb.Error:  # a damaged file: the block checks that follow name the damage
         return
-    if found in (str(SCHEMA_VERSION), "1"):
+    if found == str(SCHEMA_VERSION) or found in _OLD_VERSIONS:
         return
     if found is None:
         check_shape(con, path)
@@ -99,7 +111,8 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     version = "no schema version" if found is None else f"schema version {found}"
     raise DatabaseFileError(
         f"--db {path}: written by another personahub ({version}; this one reads schema version "
-        f"{SCHEMA_VERSION} only); give a new --db, and take what you need out of this file with "
+        f"{SCHEMA_VERSION} and upgrades versions {' and '.join(_OLD_VERSIONS)}); give a new --db, "
+        "and take what you need out of this file with "
         "the personahub that wrote it (personahub export, personahub sql)")
 
 
@@ -161,7 +174,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         try:
             check_version(probe, path)
             version = _readable_version(probe)
-            check_shape(probe, path, RENAMED_V2 if version == "1" else ())
+            check_shape(probe, path, *_renames_since(version))
             if not read_only:
                 block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
                                                "WHERE database_name = current_database()"
@@ -176,8 +189,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
                 raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
             raise
         if read_only:
-            if version == "1":
-                _present_v1(probe)
+            if version in _OLD_VERSIONS:
+                _present_old(probe, version)
             lay_views(probe)
             return probe
         probe.close()
@@ -189,6 +202,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
         ddl = schema_sql()
         if schema_version(con) == "1":
             _upgrade_v1(con)
+        if schema_version(con) == "2":
+            _upgrade_v2(con)
         if not _schema_current(con, ddl):
             with transaction(con):  # one commit for every table
                 con.execute(ddl)
@@ -214,27 +229,78 @@ def _upgrade_v1(con: duckdb.DuckDBPyConnection) -> None:
 
     The stored views read the old names, so they are dropped first; ``sync_views`` stores them again.
     """
+    with transaction(con):
+        _drop_stored_views(con)
+        _rename_columns(con, RENAMED_V2)
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', '2'), "
+                    "('migrated_v1_v2', CAST(current_timestamp AS VARCHAR))")
+
+
+def _upgrade_v2(con: duckdb.DuckDBPyConnection) -> None:
+    """Rename version 2's provider-batch table and columns to ``provider_batch*``, in one
+    transaction, and record version 3.
+
+    The stored views read the old names, so they are dropped first; ``sync_views`` stores them again.
+    """
+    with transaction(con):
+        _drop_stored_views(con)
+        tables = _tables(con)
+        for old, new in RENAMED_TABLES_V3:
+            if old in tables and new not in tables:
+                con.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        _rename_columns(con, RENAMED_V3)
+        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
+                    "('migrated_v2_v3', CAST(current_timestamp AS VARCHAR))", [str(SCHEMA_VERSION)])
+
+
+def _drop_stored_views(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop the file's stored views and forget their version, so that ``sync_views`` lays them again."""
     views = [r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND NOT temporary").fetchall()]
-    with transaction(con):
-        for view in views:
-            con.execute(f'DROP VIEW IF EXISTS "{view}"')
-        for table, old, new in RENAMED_V2:
-            if old in _columns(con, table):
-                con.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
-        con.execute("DELETE FROM schema_meta WHERE key = 'views_version'")
-        con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
-                    "('migrated_v1_v2', CAST(current_timestamp AS VARCHAR))", [str(SCHEMA_VERSION)])
+    for view in views:
+        con.execute(f'DROP VIEW IF EXISTS "{view}"')
+    con.execute("DELETE FROM schema_meta WHERE key = 'views_version'")
 
 
-def _present_v1(con: duckdb.DuckDBPyConnection) -> None:
-    """Show a read-only version 1 file's tables under this version's column names (TEMP views)."""
-    database = str(scalar(con, "SELECT current_database()")).replace('"', '""')
-    for table, old, new in RENAMED_V2:
+def _rename_columns(con: duckdb.DuckDBPyConnection,
+                    renamed: tuple[tuple[str, str, str], ...]) -> None:
+    for table, old, new in renamed:
         if old in _columns(con, table):
-            con.execute(f"CREATE TEMP VIEW {table} AS SELECT * RENAME ({old} AS {new}) "
-                        f'FROM "{database}".main.{table}')
+            con.execute(f"ALTER TABLE {table} RENAME COLUMN {old} TO {new}")
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT temporary").fetchall()}
+
+
+def _renames_since(version: str | None
+                   ) -> tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str], ...]]:
+    """Return the column and table renames between a file's version and this one."""
+    if version == "1":
+        return RENAMED_V2 + RENAMED_V3, RENAMED_TABLES_V3
+    if version == "2":
+        return RENAMED_V3, RENAMED_TABLES_V3
+    return (), ()
+
+
+def _present_old(con: duckdb.DuckDBPyConnection, version: str) -> None:
+    """Show a read-only older file's tables under this version's names (TEMP views)."""
+    database = str(scalar(con, "SELECT current_database()")).replace('"', '""')
+    columns, tables = _renames_since(version)
+    new_name = dict(tables)
+    for table in sorted(_tables(con)):
+        renames = [(old, new) for t, old, new in columns
+                   if t == new_name.get(table, table) and old in _columns(con, table)]
+        name = new_name.get(table)
+        if not renames and name is None:
+            continue
+        select = "*" if not renames else (
+            "* RENAME (" + ", ".join(f"{old} AS {new}" for old, new in renames) + ")")
+        con.execute(f"CREATE TEMP VIEW {name or table} AS SELECT {select} "
+                    f'FROM "{database}".main.{table}')
 
 
 # Write transactions of this process take turns: DuckDB's concurrency is optimistic, so two

@@ -194,7 +194,8 @@ class BatchingEmbedder:
         again, made = [], []
         for call in calls:
             record = call.request().record(model=self.label, endpoint=0, max_tokens=None,
-                                           structured_mode="embeddings", batch_id=handle.batch_id,
+                                           structured_mode="embeddings",
+                                           provider_batch_id=handle.batch_id,
                                            custom_id=call.custom_id, latency_ms=latency,
                                            started_at=handle.created_at or time.time())
             call.records.append(record)

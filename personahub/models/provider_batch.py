@@ -131,10 +131,10 @@ def batch_endpoint(client: LLMClient, index: int = 0) -> BatchWire:
     """Return the client's endpoint if it can take batches, else a one-line error."""
     endpoints = client.endpoints
     if not 0 <= index < len(endpoints):
-        raise LLMConfigError(f"--batch: endpoint {index} does not exist ({len(endpoints)} given)")
+        raise LLMConfigError(f"--provider-batch: endpoint {index} does not exist ({len(endpoints)} given)")
     endpoint = endpoints[index]
     if not isinstance(endpoint, BatchWire):
-        raise LLMConfigError(f"--batch: {endpoint.label} answers in process and has no Batch "
+        raise LLMConfigError(f"--provider-batch: {endpoint.label} answers in process and has no Batch "
                              "API; give an OpenAI-compatible --llm")
     return endpoint
 
@@ -191,7 +191,8 @@ def collect(client: LLMClient, calls: Sequence[BatchCall[T]], results: Sequence[
         if call.done or call.custom_id not in sent:
             continue
         record = call.asked.record(model=wire.label, endpoint=handle.endpoint,
-                                   structured_mode=mode, batch_id=handle.batch_id,
+                                   structured_mode=mode,
+                                   provider_batch_id=handle.batch_id,
                                    custom_id=call.custom_id, latency_ms=latency,
                                    started_at=handle.created_at or time.time())
         line = found.get(call.custom_id)
@@ -485,7 +486,7 @@ class BatchSession:
         hint = ""
         if failure.status in (404, 405):
             hint = ("; this server has no Batch API (vLLM's server has none: write the requests "
-                    "with --batch-file and run them with `vllm run-batch`)")
+                    "with --provider-batch-file and run them with `vllm run-batch`)")
         elif failure.status in (401, 403):
             hint = "; the server refuses the credentials"
         error = BatchApiError(f"batch API at {self.wire.label}: cannot {what} "

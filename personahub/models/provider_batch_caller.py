@@ -50,7 +50,7 @@ MAX_ROUNDS = 64  # rounds of one asker run at most (more is a bug)
 def check_fallback(value: str) -> None:
     """Refuse an unknown batch fallback in one line."""
     if value not in FALLBACKS:
-        raise LLMConfigError(f"--batch-fallback {value!r}: choose one of {', '.join(FALLBACKS)}")
+        raise LLMConfigError(f"--provider-batch-fallback {value!r}: choose one of {', '.join(FALLBACKS)}")
 
 
 def call_key(schema: type[BaseModel], messages: Sequence[object], *, purpose: str,
@@ -211,7 +211,7 @@ class BatchingCaller:
             first.future.set_result(await finish_online(self.client, first.call))
             if not mode_known(self.client) and pending:
                 raise LLMConfigError(
-                    "--batch: the endpoint's structured mode is still unknown after one online "
+                    "--provider-batch: the endpoint's structured mode is still unknown after one online "
                     "call; give --structured (json_schema, tools, json_object or prompt) or run "
                     "`personahub doctor --llm ...` first")
         while pending:

@@ -53,7 +53,7 @@ async def _letters(caller: StructuredCaller, question: str, options: Sequence[st
     ask_probabilities = getattr(caller, "option_probabilities", None)
     if ask_probabilities is None or len(options) > len(LETTERS):
         raise UsageError(f"--elicit {LOGPROBS}: this model client cannot read token "
-                         "log-probabilities (not with --batch or a remote executor; at "
+                         "log-probabilities (not with --provider-batch or a remote executor; at "
                          f"most {len(LETTERS)} options)")
     messages = logprobs_messages(question, options, letters=letters, group=group,
                                  situation=situation)

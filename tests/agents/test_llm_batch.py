@@ -143,7 +143,7 @@ async def test_a_batch_gives_the_online_answers_with_no_online_call(server) -> N
     assert [c.result.raw for c in calls] == [e.raw for e in expected]
     for call, answer in zip(calls, expected, strict=True):
         [record] = call.result.records
-        assert (record.status, record.batch_id, record.custom_id, record.attempt) == (
+        assert (record.status, record.provider_batch_id, record.custom_id, record.attempt) == (
             "ok", handle.batch_id, f"{call.key}#1", 1)
         assert (record.tokens_in, record.tokens_out, record.structured_mode,
                 record.finish_reason) == (answer.last.tokens_in, answer.last.tokens_out,
@@ -167,7 +167,7 @@ async def test_failed_requests_come_back_as_failures_and_go_out_again(server) ->
     assert all(endpoint_error(r.error) and r.error.startswith("HTTP 500") for r in errors)
     assert sum(n for (_, got) in rounds for reason, n in got.outcomes.items()
                if reason.startswith("resent")) == len(errors)
-    assert all(r.batch_id == handle.batch_id for (handle, _) in rounds
+    assert all(r.provider_batch_id == handle.batch_id for (handle, _) in rounds
                for c in calls for r in c.result.records if r.custom_id in handle.custom_ids)
 
 
@@ -225,8 +225,8 @@ async def test_a_cancelled_batch_goes_on_online(server) -> None:
     assert [c.result.value for c in calls] == [e.value for e in expected]
     for call in got.resend:
         batch_attempt, online_attempt = call.result.records
-        assert (batch_attempt.status, batch_attempt.batch_id) == ("error", handle.batch_id)
-        assert (online_attempt.status, online_attempt.batch_id, online_attempt.attempt) == (
+        assert (batch_attempt.status, batch_attempt.provider_batch_id) == ("error", handle.batch_id)
+        assert (online_attempt.status, online_attempt.provider_batch_id, online_attempt.attempt) == (
             "ok", None, 2)
 
 
@@ -327,7 +327,7 @@ async def test_a_batch_file_and_its_imported_results_equal_the_batch_api(server,
     done, got = import_results(client, calls, results, handle)
     assert done.status == "completed" and got.outcomes == {"ok": 4}
     assert [c.result.value for c in calls] == [e.value for e in expected]
-    assert {r.batch_id for c in calls for r in c.result.records} == {"file:requests.jsonl"}
+    assert {r.provider_batch_id for c in calls for r in c.result.records} == {"file:requests.jsonl"}
 
 
 def test_vllm_error_lines_are_failures(server) -> None:
@@ -379,7 +379,7 @@ async def test_an_unreachable_batch_api_is_one_line(server) -> None:
 
 # -- stored, written, priced ---------------------------------------------------------------------
 
-def test_a_handle_round_trips_through_llm_batches(tmp_path) -> None:
+def test_a_handle_round_trips_through_provider_batches(tmp_path) -> None:
     con = connect(tmp_path / "h.duckdb")
     handle = BatchHandle(key="j:1", endpoint=1, model="m@http://h/v1", custom_ids=("a#1", "b#1"),
                          structured_mode="json_schema", job_kind="synthesis", job_id="j")
@@ -402,11 +402,11 @@ def test_batch_attempts_are_written_and_priced_at_the_batch_price(server, tmp_pa
         model="gpt-x@http://h/v1", status="ok", tokens_in=1_000_000, tokens_out=1_000_000)
     batched = batching.CallRequest(Note, [], "note", 100).record(
         model="gpt-x@http://h/v1", status="ok", tokens_in=1_000_000, tokens_out=1_000_000,
-        batch_id="batch_1", custom_id="a#1")
+        provider_batch_id="batch_1", custom_id="a#1")
     with transaction(con):
         insert_rows(con, "prices", [{"model": "gpt-x", "price_in": 2.0, "price_out": 8.0}])
         insert_rows(con, "prices", [{"model": "gpt-y", "price_in": 2.0, "price_out": 8.0,
-                                     "batch_price_in": 0.2, "batch_price_out": 0.8}])
+                                     "provider_batch_price_in": 0.2, "provider_batch_price_out": 0.8}])
         for job, model in (("half", "gpt-x"), ("listed", "gpt-y")):
             records = [online_record, batched]
             rows = call_rows(client, records, JobRef("synthesis", job, job))
@@ -416,9 +416,9 @@ def test_batch_attempts_are_written_and_priced_at_the_batch_price(server, tmp_pa
             insert_rows(con, "llm_calls", rows)
     install_views(con)
     cost = {r[0]: r[1:] for r in con.execute(
-        "SELECT run_id, cost_usd, batch_calls, batch_cost_usd FROM v_run_cost").fetchall()}
+        "SELECT run_id, cost_usd, provider_batch_calls, provider_batch_cost_usd FROM v_run_cost").fetchall()}
     assert cost["half"] == (pytest.approx(10.0 + 5.0), 1, pytest.approx(5.0))
     assert cost["listed"] == (pytest.approx(10.0 + 1.0), 1, pytest.approx(1.0))
-    assert con.execute("SELECT count(*) FROM llm_calls WHERE batch_id = 'batch_1' AND "
+    assert con.execute("SELECT count(*) FROM llm_calls WHERE provider_batch_id = 'batch_1' AND "
                        "custom_id = 'a#1'").fetchone() == (2,)
     con.close()

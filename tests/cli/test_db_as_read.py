@@ -103,7 +103,7 @@ def another_version(quick_start: Path, path: Path, version: str | None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("version", ["5", "3", None])
+@pytest.mark.parametrize("version", ["5", "4", None])
 def test_a_file_of_another_schema_version_is_refused_unchanged(
         quick_start: Path, tmp_path: Path, version: str | None) -> None:
     """Readers (``sql``, ``jobs``) and writers (``run``, ``personas import``) refuse a file of a
@@ -119,7 +119,7 @@ def test_a_file_of_another_schema_version_is_refused_unchanged(
                  ("personas", "import", seeds, "--db", db)):
         line = one_line_error(invoke(*args))
         assert str(db) in line and f"({found}; " in line, line
-        assert f"schema version {SCHEMA_VERSION} only" in line
+        assert f"schema version {SCHEMA_VERSION} and upgrades versions 1 and 2" in line
         assert "give a new --db" in line and "personahub export, personahub sql" in line
     assert db.read_bytes() == before
 
@@ -129,13 +129,14 @@ def test_the_store_refuses_another_version_to_readers_and_writers(quick_start: P
     """The same refusal from Python (``core.store.connect``), read-only or not; this version's
     file opens both ways."""
     raw = duckdb.connect(str(quick_start), read_only=True)
-    assert schema_version(raw) == str(SCHEMA_VERSION) == "2"
+    assert schema_version(raw) == str(SCHEMA_VERSION) == "3"
     raw.close()
     db = another_version(quick_start, tmp_path / "old.duckdb", "4")
     for read_only in (True, False):
         with pytest.raises(DatabaseFileError, match=rf"old.duckdb: written by another personahub "
                                                     rf"\(schema version 4; this one reads schema "
-                                                    rf"version {SCHEMA_VERSION} only\)"):
+                                                    rf"version {SCHEMA_VERSION} and upgrades "
+                                                    rf"versions 1 and 2\)"):
             connect(db, read_only=read_only)
     for read_only in (True, False):
         connect(quick_start, read_only=read_only).close()

@@ -177,9 +177,10 @@ def test_engine_options_hands_the_command_one_engine() -> None:
     params = list(inspect.signature(command).parameters)
     assert params[:4] == ["n", "llm", "concurrency", "timeout"]
     assert "offline_latency" not in params and "executor" not in params
-    assert params.index("max_failed_share") < params.index("batch") < params.index("batch_poll")
-    result = CliRunner().invoke(toy, ["--concurrency", "auto", "--top-p", "0.5", "--batch",
-                                      "--batch-window", "1h", "--rps", "3"])
+    assert (params.index("max_failed_share") < params.index("provider_batch")
+            < params.index("provider_batch_poll"))
+    result = CliRunner().invoke(toy, ["--concurrency", "auto", "--top-p", "0.5", "--provider-batch",
+                                      "--provider-batch-window", "1h", "--rps", "3"])
     assert result.exit_code == 0, result.output
     engine = got[-1]
     assert engine.concurrency == "auto" and engine.rps == 3.0 and engine.llm is None
@@ -187,8 +188,9 @@ def test_engine_options_hands_the_command_one_engine() -> None:
     assert engine.settings() == {"concurrency": "auto", "timeout_s": 60.0, "cache": "off",
                                  "rps": 3.0}
     assert engine.batching(None) == {
-        "batch": True, "batch_file": None, "batch_window": "1h", "batch_fallback": "batch",
-        "batch_poll_s": 5.0, "batch_size": cli_engine.DEFAULT_BATCH_SIZE}
+        "provider_batch": True, "provider_batch_file": None, "provider_batch_window": "1h",
+        "provider_batch_fallback": "batch", "provider_batch_poll_s": 5.0,
+        "batch_size": cli_engine.DEFAULT_BATCH_SIZE}
     with pytest.raises(AttributeError, match="executor"):
         _ = engine.executor
     result = CliRunner().invoke(toy, ["--max-failed-share", "0.5"])
@@ -604,12 +606,12 @@ EXPERIMENT = Experiment(arms=(Arm(name="a"), Arm(name="b", world="It rains.")), 
 @pytest.mark.parametrize("given", [False, True], ids=["defaults", "engine-flags"])
 def test_experiment_cli_and_api_build_the_same_arm_run_config(given: bool, tmp_path: Path,
                                                               capture: None) -> None:
-    """``personahub experiment`` takes the engine options ``run`` takes (but ``--batch``) and
-    hands them to each arm run as ``personahub.experiment(**options)`` does."""
+    """``personahub experiment`` takes the engine options ``run`` takes (but
+    ``--provider-batch``) and hands them to each arm run as ``personahub.experiment(**options)`` does."""
     takes = set(inspect.signature(dict(commands())["experiment"]).parameters)
     run_takes = set(inspect.signature(dict(commands())["run"]).parameters)
     assert {o.param for o in ENGINE_OPTIONS.values()
-            if o.param in run_takes and not o.param.startswith("batch")} <= takes
+            if o.param in run_takes and not o.param.startswith("provider_batch")} <= takes
     path = tmp_path / "ab.py"
     path.write_text(EXPERIMENT_FILE, encoding="utf-8")
     db = tmp_path / "ab.duckdb"

@@ -64,16 +64,16 @@ def test_evaluate_usage_errors(tmp_path: Path) -> None:
     assert "must be one of cot, answer, got 'pot'" in usage_error(
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline#pot", "--test-n", "1",
                "--agree", "1"))
-    # --batch with a solver that answers in process (no Batch API): one line, nothing asked
+    # --provider-batch with a solver that answers in process (no Batch API): one line, nothing asked
     refused = invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n",
-                     "1", "--agree", "1", "--batch")
+                     "1", "--agree", "1", "--provider-batch")
     assert refused.exit_code == 2
-    assert "--batch: offline answers in process and has no Batch API" in refused.output
+    assert "--provider-batch: offline answers in process and has no Batch API" in refused.output
     assert rows(db, "SELECT count(*) FROM llm_calls WHERE job_kind = 'evaluation'") == [(0,)]
     # a batch file is refused in one line, not ignored (the command has no such option)
-    with pytest.raises(UsageError, match="batch_file is not supported"):
+    with pytest.raises(UsageError, match="provider_batch_file is not supported"):
         personahub.evaluate(job=job, solvers=["offline"], db=db, test_n=1, agree=1,
-                            batch_file=str(tmp_path / "requests.jsonl"))
+                            provider_batch_file=str(tmp_path / "requests.jsonl"))
     # an unknown executor is refused as for every kind (--executor ray runs: test_evaluate_ray)
     assert "--executor 'dask': use one of local, ray" in usage_error(
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1",

@@ -79,7 +79,7 @@ def test_a_version_1_file_is_upgraded_once_and_keeps_its_rows(today: tuple[Path,
     assert before["emissions"] and before["judgments"]
     con = connect(old)
     try:
-        assert schema_version(con) == str(SCHEMA_VERSION) == "2"
+        assert schema_version(con) == str(SCHEMA_VERSION) == "3"
         for table, was, now in RENAMED_V2:
             assert now in columns(con, table) and was not in columns(con, table), table
         upgraded = con.execute("SELECT value FROM schema_meta WHERE key = 'migrated_v1_v2'"

@@ -48,7 +48,7 @@ SCENARIO = Scenario(name="every", personas=PersonaSource(path="people.jsonl"),
 KEPT_CALLS = "SELECT purpose, count(*) FROM llm_calls WHERE status = 'ok' GROUP BY 1 ORDER BY 1"
 #: tables no job makes: the jobs' and the calls' own (a stopped job's calls differ by design;
 #: KEPT_CALLS compares the answers kept)
-NOT_MADE = frozenset({"jobs", "schema_meta", "llm_calls", "llm_cache", "prices", "llm_batches"})
+NOT_MADE = frozenset({"jobs", "schema_meta", "llm_calls", "llm_cache", "prices", "provider_batches"})
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ GROUPS = {
     "ENGINE": "{EXECUTOR} {MODEL} {BATCH} {GENERATION}",  # pipelines.model_fields.EngineFields
     "EXECUTOR": "cache* executor* ray_address* ray_workers*",
     "MODEL": "{REQUEST} llm* concurrency* offline_latency_s* max_failed_share*",
-    "BATCH": "batch* batch_window* batch_fallback* batch_file* batch_poll_s*",
+    "BATCH": ("provider_batch* provider_batch_window* provider_batch_fallback* "
+              "provider_batch_file* provider_batch_poll_s*"),
     "GENERATION": "structured max_tokens temperature top_p",  # model_fields.GenerationFields
     "REQUEST": "timeout_s* rps*",  # model_fields.RequestFields, in MODEL: after it
 }

@@ -1,4 +1,4 @@
-"""``personas dedup --batch``: a model embedder's ``/v1/embeddings`` requests go as
+"""``personas dedup --provider-batch``: a model embedder's ``/v1/embeddings`` requests go as
 provider batches through the loopback server's Batch API, driven by the openai SDK.
 
 A batched dedup job marks and stores what the online job does, with zero online requests and
@@ -25,7 +25,7 @@ from tests.pipelines.test_synthesis_batch import results_by_server
 MODEL = "openai:emb"
 FLAGS = "SELECT text, is_duplicate, duplicate_of, dup_stage FROM personas ORDER BY ALL"
 VECTORS = "SELECT persona_id, model, vector FROM persona_embeddings ORDER BY ALL"
-FAST = ("--batch-poll", "0.02")
+FAST = ("--provider-batch-poll", "0.02")
 
 
 def hub(db: Path) -> Path:
@@ -69,17 +69,17 @@ def test_a_batched_dedup_marks_what_the_online_one_marks_with_no_online_call(
         server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
     srv = reach(server(batch_delay_s=0.05))
     db = hub(tmp_path / "batch" / "hub.duckdb")
-    result = dedup(db, "--batch-size", 10, "--batch", *FAST)
+    result = dedup(db, "--batch-size", 10, "--provider-batch", *FAST)
     assert result.exit_code == 0, result.output
     assert rows(db, FLAGS) == rows(online, FLAGS)
     assert rows(db, VECTORS) == rows(online, VECTORS)
     assert srv.stats.requests == 0  # every vector came from a batch line
     assert srv.stats.batches_created == 6  # one per transaction of 10 (60 survivors)
-    [(calls, batched, ids)] = rows(db, "SELECT count(*), count(batch_id), count(DISTINCT "
+    [(calls, batched, ids)] = rows(db, "SELECT count(*), count(provider_batch_id), count(DISTINCT "
                                        "custom_id) FROM llm_calls WHERE job_kind = 'dedup'")
     assert calls == batched == ids == srv.stats.batch_lines == 6
     assert "batches: 6 created, 0 picked up again; requests: ok=6" in result.stdout
-    assert rows(db, "SELECT DISTINCT status, input_file_id FROM llm_batches") == [
+    assert rows(db, "SELECT DISTINCT status, input_file_id FROM provider_batches") == [
         ("completed", None)]  # committed: the provider files are gone
 
 
@@ -88,7 +88,7 @@ def test_failed_and_expired_lines_are_sent_again_and_accounted(
         server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
     srv = reach(server(batch_error_rate=0.3, batch_expire_rate=0.3, fault_seed=4))
     db = hub(tmp_path / "faults" / "hub.duckdb")
-    result = dedup(db, "--batch-size", 10, "--batch", *FAST)
+    result = dedup(db, "--batch-size", 10, "--provider-batch", *FAST)
     assert result.exit_code == 0, result.output
     assert rows(db, FLAGS) == rows(online, FLAGS)
     assert rows(db, VECTORS) == rows(online, VECTORS)  # every vector once
@@ -104,15 +104,15 @@ def test_failed_lines_go_online_with_the_online_fallback(
         server: Any, reach: Any, online: Path, tmp_path: Path) -> None:
     srv = reach(server(batch_error_rate=0.5, fault_seed=2))
     db = hub(tmp_path / "fallback" / "hub.duckdb")
-    result = dedup(db, "--batch-size", 10, "--batch", "--batch-fallback", "online", *FAST)
+    result = dedup(db, "--batch-size", 10, "--provider-batch", "--provider-batch-fallback", "online", *FAST)
     assert result.exit_code == 0, result.output
     assert rows(db, FLAGS) == rows(online, FLAGS)
     assert rows(db, VECTORS) == rows(online, VECTORS)
     failed = srv.stats.batch_line_errors
     assert failed > 0 and srv.stats.requests == failed  # each failed line asked once online
     assert srv.stats.batches_created == 6  # none sent again as a batch
-    assert rows(db, "SELECT count(*) FILTER (batch_id IS NULL AND status = 'ok'), count(*) "
-                    "FILTER (batch_id IS NOT NULL AND status = 'error') FROM llm_calls") == [
+    assert rows(db, "SELECT count(*) FILTER (provider_batch_id IS NULL AND status = 'ok'), count(*) "
+                    "FILTER (provider_batch_id IS NOT NULL AND status = 'error') FROM llm_calls") == [
         (failed, failed)]
     assert f"{failed} answered online" in result.stdout
 
@@ -124,14 +124,14 @@ def test_a_dedup_killed_during_its_batch_polls_the_same_batch_on_resume(
     db = hub(tmp_path / "killed" / "hub.duckdb")
     # two transactions (35 + 25 survivors): killed while the second one's batch runs
     args = ["personas", "dedup", "--db", str(db), "--embedder", MODEL, "--batch-size", "35",
-            "--batch", *FAST]
+            "--provider-batch", *FAST]
     code = kill_when(args, lambda: srv.stats.batches_created >= 2,
                      "the dedup job never created its second batch")
     assert code == -signal.SIGKILL
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs WHERE kind = 'dedup'")
     assert status == "running"  # killed: nothing marked it
     assert rows(db, "SELECT count(*) FROM persona_embeddings") == [(35,)]
-    resumed = dedup(db, "--batch-size", 35, "--batch", *FAST)
+    resumed = dedup(db, "--batch-size", 35, "--provider-batch", *FAST)
     assert resumed.exit_code == 0, resumed.output
     assert "1 picked up again" in resumed.stdout
     assert srv.stats.batches_created == 2  # the second was polled, never created again
@@ -147,11 +147,11 @@ def test_a_batch_file_then_import_equals_the_batched_job(
         server: Any, reach: Any, tmp_path: Path) -> None:
     srv = reach(server())
     batched = hub(tmp_path / "batched" / "hub.duckdb")
-    assert dedup(batched, "--batch-size", 100, "--batch", *FAST).exit_code == 0
+    assert dedup(batched, "--batch-size", 100, "--provider-batch", *FAST).exit_code == 0
 
     db = hub(tmp_path / "file" / "hub.duckdb")
     requests = tmp_path / "requests.jsonl"
-    written = dedup(db, "--batch-size", 100, "--batch-file", requests)
+    written = dedup(db, "--batch-size", 100, "--provider-batch-file", requests)
     assert written.exit_code == 0, written.output
     assert "personahub batch import" in written.stderr
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs WHERE kind = 'dedup'")
@@ -168,12 +168,12 @@ def test_a_batch_file_then_import_equals_the_batched_job(
     assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
     assert rows(db, FLAGS) == rows(batched, FLAGS)
     assert rows(db, VECTORS) == rows(batched, VECTORS)
-    assert rows(db, "SELECT DISTINCT batch_id FROM llm_calls WHERE job_id = ?",
+    assert rows(db, "SELECT DISTINCT provider_batch_id FROM llm_calls WHERE job_id = ?",
                 [job_id]) == [("file:requests.jsonl",)]
 
 
 def test_batch_options_need_a_model_embedder(tmp_path: Path) -> None:
     db = hub(tmp_path / "hub.duckdb")
-    result = invoke("personas", "dedup", "--db", db, "--embedder", "hash", "--batch")
+    result = invoke("personas", "dedup", "--db", db, "--embedder", "hash", "--provider-batch")
     assert result.exit_code == 2 and "calls no model" in result.stderr
     assert rows(db, "SELECT count(*) FROM jobs") == [(0,)]

@@ -1,4 +1,4 @@
-"""``personahub evaluate --batch``: each solver's, scored model's and judge's
+"""``personahub evaluate --provider-batch``: each solver's, scored model's and judge's
 calls go as provider batches to its own server, one ``BatchingCaller`` per client with its own
 ``custom_id`` prefix (``c0.``, ``c1.``...), so two clients asked the same item in the same
 prompting (the same call key) never share an id; the tables equal the online run's. Over the
@@ -22,7 +22,7 @@ from personahub.pipelines.synthesize import SynthConfig
 from tests.cli_helpers import kill_when
 from tests.pipeline_helpers import rows
 
-FAST: dict[str, Any] = {"batch_poll_s": 0.02}
+FAST: dict[str, Any] = {"provider_batch_poll_s": 0.02}
 TABLES = ("SELECT item_id, role, spec, mode, sample, answer FROM eval_answers ORDER BY ALL",
           "SELECT item_id, verified, reference, agreed::VARCHAR, answered FROM eval_verified "
           "ORDER BY ALL")
@@ -58,7 +58,7 @@ def test_a_batched_evaluation_writes_the_online_tables_each_client_its_own_ids(
     common = {"job": job, "test_n": 6, "seed": 1, "agree": 1, "batch_size": 4, **_specs(a, b)}
     online = run_evaluation_config(EvalConfig(db=str(dbs["online"]), **common))
     assert online.batches is None and a.stats.batches_created == 0
-    batched = run_evaluation_config(EvalConfig(db=str(dbs["batch"]), batch=True, **FAST,
+    batched = run_evaluation_config(EvalConfig(db=str(dbs["batch"]), provider_batch=True, **FAST,
                                                **common))
     assert _tables(dbs["batch"]) == _tables(dbs["online"])
     assert batched.scores == online.scores and batched.matrix == online.matrix
@@ -70,13 +70,13 @@ def test_a_batched_evaluation_writes_the_online_tables_each_client_its_own_ids(
     assert a.stats.batches_created == 4 and b.stats.batches_created == 2
     # every answer but each client's first (it learns the structured mode online) from a batch
     made = rows(dbs["batch"], "SELECT substr(custom_id, 1, 3) AS client, count(*), "
-                "count(DISTINCT batch_id) FROM llm_calls WHERE job_id = ? AND status = 'ok' "
+                "count(DISTINCT provider_batch_id) FROM llm_calls WHERE job_id = ? AND status = 'ok' "
                 "AND custom_id IS NOT NULL GROUP BY 1 ORDER BY 1", [batched.job_id])
     assert made == [("c0.", 5, 2), ("c1.", 5, 2), ("c2.", 5, 2)]
     assert "c0. batches: 2 created" in (batched.batches or "")
     # once committed, each batch's provider files were deleted (the kernel's after-commit hook)
     assert rows(dbs["batch"], "SELECT count(*), count(input_file_id), count(output_file_id) "
-                "FROM llm_batches WHERE job_id = ?", [batched.job_id]) == [(6, 0, 0)]
+                "FROM provider_batches WHERE job_id = ?", [batched.job_id]) == [(6, 0, 0)]
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_a_killed_batched_evaluation_polls_its_batch_on_resume(
     specs = _specs(a, b)
     args = ["evaluate", "--job", job, "--test-n", "6", "--seed", "1", "--agree", "1",
             "--batch-size", "4", "--solver", specs["solvers"][0], "--solver",
-            specs["solvers"][1], "--model", specs["models"][0], "--batch", "--batch-poll",
+            specs["solvers"][1], "--model", specs["models"][0], "--provider-batch", "--provider-batch-poll",
             "0.05", "--db", str(dbs["killed"])]
     code = kill_when(args, lambda: a.stats.batches_created >= 1,
                      "the evaluation never created its batch")
@@ -97,11 +97,11 @@ def test_a_killed_batched_evaluation_polls_its_batch_on_resume(
     [(job_id, status)] = rows(dbs["killed"], "SELECT job_id, status FROM jobs "
                                              "WHERE kind = 'evaluation'")
     assert status == "running"
-    resumed = run_evaluation_config({"db": str(dbs["killed"]), "batch": True, **FAST, **specs},
+    resumed = run_evaluation_config({"db": str(dbs["killed"]), "provider_batch": True, **FAST, **specs},
                                     db=dbs["killed"], resume=job_id)
     assert a.stats.batches_created == 4  # the first batch polled again, not created twice
     assert "1 picked up again" in (resumed.batches or "")
-    whole = run_evaluation_config(EvalConfig(db=str(dbs["whole"]), batch=True, **FAST,
+    whole = run_evaluation_config(EvalConfig(db=str(dbs["whole"]), provider_batch=True, **FAST,
                                              job=job, test_n=6, seed=1, agree=1, batch_size=4,
                                              **specs))
     assert _tables(dbs["killed"]) == _tables(dbs["whole"])
@@ -110,7 +110,7 @@ def test_a_killed_batched_evaluation_polls_its_batch_on_resume(
 
 @pytest.mark.slow
 def test_an_item_set_is_batched_as_a_job_is(server: Any, tmp_path: Path) -> None:
-    """``evaluate --items`` with --batch: the model's calls go as provider batches and the
+    """``evaluate --items`` with --provider-batch: the model's calls go as provider batches and the
     tables equal the online run's."""
     a = server(seed=1, batch_delay_s=0.05)
     items = tmp_path / "items.jsonl"
@@ -118,7 +118,7 @@ def test_an_item_set_is_batched_as_a_job_is(server: Any, tmp_path: Path) -> None
                                          "answer": str(2 * i)}) + "\n" for i in range(8)))
     common = {"items": str(items), "models": (f"{a.base_url}?model=c",), "batch_size": 4}
     online = run_evaluation_config(EvalConfig(db=str(tmp_path / "online.duckdb"), **common))
-    batched = run_evaluation_config(EvalConfig(db=str(tmp_path / "batch.duckdb"), batch=True,
+    batched = run_evaluation_config(EvalConfig(db=str(tmp_path / "batch.duckdb"), provider_batch=True,
                                                **FAST, **common))
     assert _tables(tmp_path / "batch.duckdb") == _tables(tmp_path / "online.duckdb")
     assert batched.scores == online.scores and batched.by_reference == 8

@@ -1,4 +1,4 @@
-"""``--batch`` on ``personas from-text``, ``personas expand``, ``judge``, ``interview`` and
+"""``--provider-batch`` on ``personas from-text``, ``personas expand``, ``judge``, ``interview`` and
 ``calibrate``.
 
 Each of the five wraps its asker with ``pipelines.provider_batch_jobs.batched_asker``, as synthesis does
@@ -7,7 +7,7 @@ tested there of the caller (faults, fallback, mode learning) holds here. What is
 each job's own seam: a batched job commits the rows the online job with the same seed commits,
 with zero online model calls and every ``llm_calls`` row carrying its batch id; a judge killed
 while its batch runs polls that batch on resume (one kind: the four share the code path from
-``batched_asker`` down); an interview written to ``--batch-file`` and brought back with
+``batched_asker`` down); an interview written to ``--provider-batch-file`` and brought back with
 ``personahub batch import`` equals the batched one. Tests poll; none times anything.
 """
 
@@ -44,7 +44,7 @@ from tests.pipeline_helpers import rows
 from tests.pipelines.calibrate_fixtures import make_population, write_survey
 from tests.pipelines.test_synthesis_batch import results_by_server
 
-FAST = {"batch_poll_s": 0.02}
+FAST = {"provider_batch_poll_s": 0.02}
 SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, Memory, PersonaSource, Scenario
 
@@ -189,14 +189,14 @@ def test_a_batched_job_commits_the_online_rows_with_no_online_call(
 
     srv = server(batch_delay_s=0.05)
     db = tmp_path / "batch.duckdb"
-    job_id = case.run(db, srv.base_url, batch=True, **FAST)
+    job_id = case.run(db, srv.base_url, provider_batch=True, **FAST)
     assert case.made(db, job_id) == expected
     assert srv.stats.requests == 0  # every answer came from a batch line
     assert srv.stats.batches_created >= 1
-    [(calls, batched, ids)] = rows(db, "SELECT count(*), count(batch_id), count(DISTINCT "
+    [(calls, batched, ids)] = rows(db, "SELECT count(*), count(provider_batch_id), count(DISTINCT "
                                        "custom_id) FROM llm_calls WHERE job_id = ?", [job_id])
     assert calls == batched == ids == srv.stats.batch_lines > 0
-    assert rows(db, "SELECT DISTINCT status FROM llm_batches WHERE job_id = ?",
+    assert rows(db, "SELECT DISTINCT status FROM provider_batches WHERE job_id = ?",
                 [job_id]) == [("completed",)]
 
 
@@ -208,7 +208,7 @@ def test_a_batched_judges_report_counts_its_batches_and_resent_requests(
     shutil.copy(tmp_path / "judged.duckdb", db)
     target = rows(db, "SELECT job_id FROM synth_jobs")[0][0]
     result = invoke("judge", "--job", target, "--db", db, "--llm", f"{srv.base_url}?model=offline",
-                    "--structured", "json_schema", "--batch", "--batch-poll", "0.02")
+                    "--structured", "json_schema", "--provider-batch", "--provider-batch-poll", "0.02")
     assert result.exit_code == 0, result.output
     assert srv.stats.batches_created > 1 and srv.stats.batch_line_errors > 0  # resent
     assert (f"batches: {srv.stats.batches_created} created, 0 picked up again; requests: ok=10, "
@@ -228,7 +228,7 @@ def server_files(srv: Any) -> list[str]:
 
 
 def stored_files(db: Path, job_id: str) -> list[tuple[Any, ...]]:
-    return rows(db, "SELECT input_file_id, output_file_id, error_file_id FROM llm_batches "
+    return rows(db, "SELECT input_file_id, output_file_id, error_file_id FROM provider_batches "
                     "WHERE job_id = ? ORDER BY created_at", [job_id])
 
 
@@ -238,7 +238,7 @@ def test_a_batchs_provider_files_are_deleted_once_its_results_are_committed(
     srv = server(batch_error_rate=0.2, fault_seed=5)  # output and error files, and a resend
     case = _calibrate(tmp_path)
     db = tmp_path / "calib.duckdb"
-    job_id = case.run(db, srv.base_url, batch=True, batch_size=10, **FAST)
+    job_id = case.run(db, srv.base_url, provider_batch=True, batch_size=10, **FAST)
     assert srv.stats.batches_created > 2 and srv.stats.files_uploaded == srv.stats.batches_created
     assert server_files(srv) == []  # inputs, outputs and error files all gone
     assert set(stored_files(db, job_id)) == {(None, None, None)}
@@ -278,7 +278,8 @@ def test_a_judge_killed_during_its_batch_polls_the_same_batch_on_resume(
     url = f"{srv.base_url}?model=offline"
     # two batches of 5: killed while the second runs, the first committed and its files gone
     code = kill_when(["judge", "--job", target, "--db", str(db), "--llm", url, "--structured",
-                      "json_schema", "--batch", "--batch-size", "5", "--batch-poll", "0.05"],
+                      "json_schema", "--provider-batch", "--batch-size", "5",
+                      "--provider-batch-poll", "0.05"],
                      lambda: srv.stats.batches_created >= 2,
                      "the judge never created its second batch")
     assert code == -signal.SIGKILL
@@ -288,7 +289,7 @@ def test_a_judge_killed_during_its_batch_polls_the_same_batch_on_resume(
     assert first == (None, None, None) and second[0] is not None
     assert server_files(srv) == [second[0]]  # only the running batch's input is left
     summary = run_judge(JudgeConfig(job=target, db=str(db), llm=url, structured="json_schema",
-                                    batch=True, batch_size=5, **FAST))
+                                    provider_batch=True, batch_size=5, **FAST))
     assert summary.judge_id == judge_id
     assert case.made(db, judge_id) == expected
     assert srv.stats.batches_created == 2  # the second polled after the kill, never created again
@@ -304,13 +305,13 @@ def test_an_interview_batch_file_then_import_equals_the_batched_interview(
         server: Any, tmp_path: Path) -> None:
     case = _interview(tmp_path)
     srv = server()
-    batched = case.run(tmp_path / "batched.duckdb", srv.base_url, batch=True, **FAST)
+    batched = case.run(tmp_path / "batched.duckdb", srv.base_url, provider_batch=True, **FAST)
     expected = case.made(tmp_path / "batched.duckdb", batched)
 
     db = tmp_path / "file.duckdb"
     requests = tmp_path / "requests.jsonl"
     with pytest.raises(AwaitingResults, match="batch import"):
-        case.run(db, srv.base_url, batch_file=str(requests))
+        case.run(db, srv.base_url, provider_batch_file=str(requests))
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs WHERE kind = 'interview'")
     assert status == "awaiting_results"
     assert len(requests.read_text().splitlines()) == len(expected)
@@ -322,7 +323,7 @@ def test_an_interview_batch_file_then_import_equals_the_batched_interview(
     assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
     assert case.made(db, job_id) == expected
     assert srv.stats.requests == 0
-    assert rows(db, "SELECT DISTINCT batch_id FROM llm_calls WHERE job_id = ?",
+    assert rows(db, "SELECT DISTINCT provider_batch_id FROM llm_calls WHERE job_id = ?",
                 [job_id]) == [("file:requests.jsonl",)]
 
 
@@ -334,7 +335,7 @@ def test_resuming_a_job_that_waits_for_its_batch_file_exits_3_with_the_import_co
     db, requests = tmp_path / "wait.duckdb", tmp_path / "requests.jsonl"
     url = "http://127.0.0.1:9/v1?model=offline"  # a batch file needs no server
     written = invoke("personas", "from-text", corpus, "--db", db, "--llm", url, "--relations",
-                     "read", "--structured", "json_schema", "--batch-file", requests)
+                     "read", "--structured", "json_schema", "--provider-batch-file", requests)
     assert written.exit_code == 0, written.output  # the file written: what was asked is done
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
     assert status == "awaiting_results"
@@ -360,8 +361,8 @@ def test_the_api_takes_the_batch_options(server: Any, tmp_path: Path) -> None:
     corpus = tmp_path / "ferry.txt"
     corpus.write_text(CORPUS, encoding="utf-8")
     db = tmp_path / "api.duckdb"
-    options = {**model(srv.base_url), "batch": True, "batch_window": "24h",
-               "batch_fallback": "online", "batch_poll_s": 0.02}
+    options = {**model(srv.base_url), "provider_batch": True, "provider_batch_window": "24h",
+               "provider_batch_fallback": "online", "provider_batch_poll_s": 0.02}
     text = personahub.text_to_persona(corpus, db=db, relations="read", **options)
     assert "batches: 1 created" in (text.summary.provider_batches or "")
     target = run_synthesis(SynthConfig(task="math_problem", n=3, db=str(db))).job_id
@@ -378,12 +379,12 @@ def test_an_expansion_goes_through_batch_files_a_level_at_a_time(
     case = _expand(tmp_path)
     srv = server()
     options = {"link_candidates": 0, "batch_size": 10}
-    batched = case.run(tmp_path / "batched.duckdb", srv.base_url, batch=True, **options, **FAST)
+    batched = case.run(tmp_path / "batched.duckdb", srv.base_url, provider_batch=True, **options, **FAST)
     expected = case.made(tmp_path / "batched.duckdb", batched)
 
     db, requests = tmp_path / "file.duckdb", tmp_path / "requests.jsonl"
     with pytest.raises(AwaitingResults, match="batch import"):
-        case.run(db, srv.base_url, batch_file=str(requests), **options)
+        case.run(db, srv.base_url, provider_batch_file=str(requests), **options)
     [(job_id,)] = rows(db, "SELECT job_id FROM jobs WHERE kind = 'expansion'")
     waves = 0
     while rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("awaiting_results",)]:
@@ -403,8 +404,8 @@ def test_an_expansion_goes_through_batch_files_a_level_at_a_time(
 def test_a_batch_file_cannot_hold_an_expansions_link_questions(tmp_path: Path) -> None:
     _expand(tmp_path)
     refused = invoke("personas", "expand", "--db", tmp_path / "hub.duckdb", "--link-candidates", 2,
-                     "--batch-file", tmp_path / "requests.jsonl")
+                     "--provider-batch-file", tmp_path / "requests.jsonl")
     assert refused.exit_code == 2, refused.output
-    assert "--batch-file with --link-candidates" in refused.output
+    assert "--provider-batch-file with --link-candidates" in refused.output
     assert not (tmp_path / "requests.jsonl").exists()
     assert rows(tmp_path / "hub.duckdb", "SELECT count(*) FROM jobs") == [(0,)]

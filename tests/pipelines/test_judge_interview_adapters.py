@@ -120,9 +120,9 @@ def test_an_interview_resume_hands_only_how_it_asks(tmp_path: Path,
                              "timeout_s": 60.0, "offline_latency_s": 0.5, "batch_size": 3,
                              "rps": None, "cache": "off", "executor": "local",
                              "ray_address": None, "ray_workers": None,
-                             "batch": False, "batch_file": None,
-                             "batch_window": "24h", "batch_fallback": "batch",
-                             "batch_poll_s": 5.0}  # the job keeps its own --max-failed-share
+                             "provider_batch": False, "provider_batch_file": None,
+                             "provider_batch_window": "24h", "provider_batch_fallback": "batch",
+                             "provider_batch_poll_s": 5.0}  # the job keeps its own --max-failed-share
     with pytest.raises(personahub.PersonahubError, match="agent cannot change"):
         personahub.interview(resume="iv-1", db=db, agent="2")
     with pytest.raises(personahub.PersonahubError, match="keeps its question and run"):

@@ -1,9 +1,9 @@
-"""``synthesize --batch`` against the loopback server's Batch API.
+"""``synthesize --provider-batch`` against the loopback server's Batch API.
 
 A batched job writes the items an online job with the same seed writes, with zero online
 calls; its llm_calls rows carry their batch ids; failed and expired requests go out again and
 are counted; a job killed while its batch runs is resumed by polling that batch (the server
-sees one create); ``--batch-file`` and ``batch import`` give the same items. Tests poll; none
+sees one create); ``--provider-batch-file`` and ``batch import`` give the same items. Tests poll; none
 times anything.
 """
 
@@ -26,7 +26,7 @@ from tests.cli_helpers import cli, env, kill_when
 from tests.pipeline_helpers import rows
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = {"batch_poll_s": 0.02}
+FAST = {"provider_batch_poll_s": 0.02}
 
 
 def config(url: str, **changes: Any) -> SynthConfig:
@@ -59,17 +59,17 @@ def test_a_batched_job_writes_the_online_items_with_no_online_call(
     srv = server(batch_delay_s=0.05)
     db = tmp_path / "batch.duckdb"
     phases: list[str] = []
-    result = runtime.run(SYNTHESIS, config(srv.base_url, batch=True, batch_size=10), db,
+    result = runtime.run(SYNTHESIS, config(srv.base_url, provider_batch=True, batch_size=10), db,
                          progress=lambda phase, done, total: phases.append(phase))
     assert result.status == "finished"
     assert items(db, result.job_id) == online_items
     assert srv.stats.requests == 0  # no online call: every answer came from a batch line
     # 24 asks in batches of 10 (3), then their 24 solve calls (3)
     assert srv.stats.batches_created == 6
-    calls = rows(db, "SELECT count(*), count(batch_id), count(DISTINCT batch_id), "
+    calls = rows(db, "SELECT count(*), count(provider_batch_id), count(DISTINCT provider_batch_id), "
                      "count(DISTINCT custom_id) FROM llm_calls WHERE job_id = ?", [result.job_id])
     assert calls == [(48, 48, 6, 48)]
-    stored = rows(db, "SELECT status, requests FROM llm_batches WHERE job_id = ? ORDER BY 1",
+    stored = rows(db, "SELECT status, requests FROM provider_batches WHERE job_id = ? ORDER BY 1",
                   [result.job_id])
     assert sorted(n for _, n in stored) == [4, 4, 10, 10, 10, 10]
     assert {status for status, _ in stored} == {"completed"}
@@ -82,11 +82,11 @@ def test_failed_and_expired_requests_go_out_again_and_are_counted(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server(batch_error_rate=0.05, batch_expire=(1,), fault_seed=11)
     db = tmp_path / "faults.duckdb"
-    result = runtime.run(SYNTHESIS, config(srv.base_url, batch=True, batch_size=12), db)
+    result = runtime.run(SYNTHESIS, config(srv.base_url, provider_batch=True, batch_size=12), db)
     assert items(db, result.job_id) == online_items  # every item once, as online
     expired = 6  # the first batch (12 requests) ran half
     failed = rows(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND status = 'error' "
-                      "AND batch_id IS NOT NULL", [result.job_id])[0][0]
+                      "AND provider_batch_id IS NOT NULL", [result.job_id])[0][0]
     assert failed == srv.stats.batch_line_errors + expired > expired
     outcomes = result.summary.batches or ""
     assert f"resent: batch batch_expired={expired}" in outcomes
@@ -99,10 +99,10 @@ def test_batch_fallback_online_sends_the_failures_online(
         server: Any, tmp_path: Path, online_items: list[tuple[Any, ...]]) -> None:
     srv = server(batch_error_rate=0.2, fault_seed=11)
     db = tmp_path / "fallback.duckdb"
-    result = runtime.run(SYNTHESIS, config(srv.base_url, batch=True, batch_fallback="online"),
-                         db)
+    result = runtime.run(SYNTHESIS, config(srv.base_url, provider_batch=True,
+                                           provider_batch_fallback="online"), db)
     assert items(db, result.job_id) == online_items
-    online = rows(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND batch_id IS NULL",
+    online = rows(db, "SELECT count(*) FROM llm_calls WHERE job_id = ? AND provider_batch_id IS NULL",
                   [result.job_id])[0][0]
     assert online == srv.stats.requests == srv.stats.batch_line_errors > 0
 
@@ -110,7 +110,7 @@ def test_batch_fallback_online_sends_the_failures_online(
 def test_an_unknown_structured_mode_is_learned_by_one_online_call(
         server: Any, tmp_path: Path) -> None:
     srv = server()
-    result = runtime.run(SYNTHESIS, config(srv.base_url, structured="auto", batch=True,
+    result = runtime.run(SYNTHESIS, config(srv.base_url, structured="auto", provider_batch=True,
                                            solve=False, n=6), tmp_path / "auto.duckdb")
     assert result.summary.written == 6
     assert srv.stats.requests == 1 and srv.stats.batch_lines == 5
@@ -120,14 +120,14 @@ def test_batch_settings_that_cannot_work_are_one_line(server: Any, tmp_path: Pat
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # the batch rule, not whether Ray is installed here (a fresh venv has no [ray])
     monkeypatch.setattr(executors, "ray_installed", lambda: True)
-    with pytest.raises(UsageError, match="--batch runs on the local executor"):
-        SynthConfig(task="math_problem", batch=True, executor="ray")
-    with pytest.raises(UsageError, match="--batch-window"):
-        SynthConfig(task="math_problem", batch=True, batch_window="tomorrow")
-    with pytest.raises(LLMConfigError, match="--batch-fallback"):
-        SynthConfig(task="math_problem", batch=True, batch_fallback="later")
+    with pytest.raises(UsageError, match="--provider-batch runs on the local executor"):
+        SynthConfig(task="math_problem", provider_batch=True, executor="ray")
+    with pytest.raises(UsageError, match="--provider-batch-window"):
+        SynthConfig(task="math_problem", provider_batch=True, provider_batch_window="tomorrow")
+    with pytest.raises(LLMConfigError, match="--provider-batch-fallback"):
+        SynthConfig(task="math_problem", provider_batch=True, provider_batch_fallback="later")
     with pytest.raises(LLMConfigError, match="no Batch API"):
-        runtime.run(SYNTHESIS, SynthConfig(task="math_problem", n=2, batch=True),
+        runtime.run(SYNTHESIS, SynthConfig(task="math_problem", n=2, provider_batch=True),
                     tmp_path / "offline.duckdb")
 
 
@@ -140,13 +140,13 @@ def test_a_kill_during_a_batch_then_resume_polls_the_same_batch(
     db = tmp_path / "killed.duckdb"
     url = f"{srv.base_url}?model=offline"
     code = kill_when(["synthesize", "math_problem", "--n", "24", "--solve", "--seed", "3",
-                      "--llm", url, "--structured", "json_schema", "--batch", "--batch-poll",
-                      "0.05", "--db", str(db)],
+                      "--llm", url, "--structured", "json_schema", "--provider-batch",
+                      "--provider-batch-poll", "0.05", "--db", str(db)],
                      lambda: srv.stats.batches_created >= 1, "the job never created its batch")
     assert code == -signal.SIGKILL
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
     assert status == "running"  # killed: nothing marked it
-    result = runtime.run(SYNTHESIS, {"llm": url, "batch": True, **FAST}, db, resume=job_id)
+    result = runtime.run(SYNTHESIS, {"llm": url, "provider_batch": True, **FAST}, db, resume=job_id)
     assert result.status == "finished"
     assert items(db, job_id) == online_items
     # the asks' batch was created once (polled after the kill), then the solve batch
@@ -187,7 +187,7 @@ def test_a_batch_file_then_import_equals_the_batch_api(
     requests = tmp_path / "requests.jsonl"
     url = f"{srv.base_url}?model=offline"
     with pytest.raises(AwaitingResults, match="batch import"):
-        runtime.run(SYNTHESIS, config(srv.base_url, batch_file=str(requests)), db)
+        runtime.run(SYNTHESIS, config(srv.base_url, provider_batch_file=str(requests)), db)
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
     assert status == "awaiting_results"
     first = [json.loads(line) for line in requests.read_text().splitlines()]
@@ -207,7 +207,7 @@ def test_a_batch_file_then_import_equals_the_batch_api(
     assert rounds == 2 and status == "finished"
     assert items(db, job_id) == online_items
     assert srv.stats.requests == 0
-    batch_ids = rows(db, "SELECT DISTINCT batch_id FROM llm_calls WHERE job_id = ?", [job_id])
+    batch_ids = rows(db, "SELECT DISTINCT provider_batch_id FROM llm_calls WHERE job_id = ?", [job_id])
     assert sorted(b for (b,) in batch_ids) == ["file:requests.jsonl"]
 
 
@@ -217,7 +217,7 @@ def test_importing_results_of_another_job_is_one_line(server: Any, tmp_path: Pat
     db = tmp_path / "file.duckdb"
     requests = tmp_path / "requests.jsonl"
     with pytest.raises(AwaitingResults):
-        runtime.run(SYNTHESIS, config(srv.base_url, batch_file=str(requests), n=3), db)
+        runtime.run(SYNTHESIS, config(srv.base_url, provider_batch_file=str(requests), n=3), db)
     [(job_id,)] = rows(db, "SELECT job_id FROM jobs")
     stranger = tmp_path / "stranger.jsonl"
     stranger.write_text(json.dumps({"custom_id": "nobody#1", "response": {
@@ -238,7 +238,7 @@ def test_synthesize_batch_file_exits_0_saying_what_to_do_next(server: Any,
     db, requests = tmp_path / "cli.duckdb", tmp_path / "out.jsonl"
     done = subprocess.run(cli("synthesize", "math_problem", "--n", "3", "--db", str(db), "--llm",
                               f"{srv.base_url}?model=offline", "--structured", "json_schema",
-                              "--batch-file", str(requests)),
+                              "--provider-batch-file", str(requests)),
                           cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")

@@ -1,6 +1,6 @@
-"""``run --batch``: each step's calls go out as one provider batch.
+"""``run --provider-batch``: each step's calls go out as one provider batch.
 
-The default scenario run with --batch against the loopback server's Batch API writes the
+The default scenario run with --provider-batch against the loopback server's Batch API writes the
 tables the online run writes (same seed), one batch per step; a run killed while its step's
 batch runs is resumed at the step barrier by polling that batch; the live view names the batch
 a step waits on. Tests poll; none times anything.
@@ -51,7 +51,7 @@ def tables(db: Path, run_id: str) -> dict[str, list[tuple[Any, ...]]]:
 
 def config(url: str, db: Path, **changes: Any) -> RunConfig:
     return RunConfig(scenario=load_scenario(SCENARIO), db=db, steps=2, llm=f"{url}?model=offline",
-                     structured="json_schema", batch_poll_s=0.02, **changes)
+                     structured="json_schema", provider_batch_poll_s=0.02, **changes)
 
 
 @pytest.fixture
@@ -68,9 +68,9 @@ def online_tables(server: Any, tmp_path: Path) -> dict[str, list[tuple[Any, ...]
 def step_calls(db: Path, run_id: str) -> list[tuple[Any, ...]]:
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return con.execute("SELECT step, count(*), count(batch_id), count(DISTINCT batch_id) "
-                           "FROM llm_calls WHERE run_id = ? AND step IS NOT NULL GROUP BY step "
-                           "ORDER BY step", [run_id]).fetchall()
+        return con.execute("SELECT step, count(*), count(provider_batch_id), "
+                           "count(DISTINCT provider_batch_id) FROM llm_calls WHERE run_id = ? "
+                           "AND step IS NOT NULL GROUP BY step ORDER BY step", [run_id]).fetchall()
     finally:
         con.close()
 
@@ -81,7 +81,7 @@ def test_a_batched_run_writes_the_online_tables_one_batch_a_step(
     srv = server(batch_delay_s=0.05)
     db = tmp_path / "batch.duckdb"
     phases: list[str] = []
-    summary = run_simulation(config(srv.base_url, db, batch=True),
+    summary = run_simulation(config(srv.base_url, db, provider_batch=True),
                              progress=lambda phase, done, total: phases.append(phase))
     assert tables(db, summary.run_id) == online_tables
     assert srv.stats.batches_created == 2
@@ -114,7 +114,8 @@ def test_a_run_killed_during_its_steps_batch_resumes_by_polling_it(
     db = tmp_path / "killed.duckdb"
     url = f"{srv.base_url}?model=offline"
     code = kill_when(["run", str(SCENARIO), "--steps", "2", "--db", str(db), "--llm", url,
-                      "--structured", "json_schema", "--batch", "--batch-poll", "0.05", "-q"],
+                      "--structured", "json_schema", "--provider-batch", "--provider-batch-poll",
+                      "0.05", "-q"],
                      lambda: srv.stats.batches_created >= 1,
                      "the run never created its step's batch")
     assert code == -signal.SIGKILL
@@ -124,8 +125,8 @@ def test_a_run_killed_during_its_steps_batch_resumes_by_polling_it(
     finally:
         con.close()
     assert steps_done == 0
-    done = subprocess.run(cli("run", "--resume", run_id, "--db", str(db), "--llm", url, "--batch",
-                              "--batch-poll", "0.05", "-q"),
+    done = subprocess.run(cli("run", "--resume", run_id, "--db", str(db), "--llm", url, "--provider-batch",
+                              "--provider-batch-poll", "0.05", "-q"),
                           cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert tables(db, run_id) == online_tables

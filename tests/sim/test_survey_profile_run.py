@@ -231,9 +231,9 @@ def test_a_logprobs_profile_is_refused_where_no_log_probabilities_come_back(
         con.execute("UPDATE calibration_profiles SET method = 'logprobs'")
     path = _scenario(fitted, tmp_path / "batch.py", questions=fitted["held"][:1])
     line = usage_error(invoke("run", path, "--db", db, "--survey-profile", fitted["job"],
-                              "--batch"))
+                              "--provider-batch"))
     assert line == (f"error: --survey-profile {fitted['job']}: its method (logprobs) reads token "
-                    "log-probabilities, which --executor ray and --batch cannot")
+                    "log-probabilities, which --executor ray and --provider-batch cannot")
 
 
 @pytest.mark.slow
