@@ -156,7 +156,7 @@ SKIPPED: dict[str, dict[str, str]] = {
         "personahub run scenarios/riverside_town.py --llm openai:gpt-4o-mini --provider-batch": OPENAI,
         "personahub judge --job synth-… --llm openai:gpt-4o-mini --structured json_schema "
         "--provider-batch": OPENAI,
-        'personahub batch import results.jsonl --job synth-… --llm '
+        'personahub provider-batch import results.jsonl --job synth-… --llm '
         '"http://gpu-box:8000/v1?model=Qwen/Qwen2.5-7B-Instruct"':
             "reads results.jsonl, the answers vLLM's run-batch writes on a GPU box",
     },

@@ -60,6 +60,7 @@ from personahub.cli import (
     view as cli_view,
 )
 from personahub.cli.base import PersonahubGroup, PersonahubTyper, usage_message
+from personahub.cli.batch import old_batch_group_note
 from personahub.cli.common import click_exceptions, error_line
 from personahub.cli.run import print_summary
 from personahub.pipelines.labels import SHIPPED, ShippedKind
@@ -227,10 +228,14 @@ personas_app = PersonahubTyper(help="Import, expand and inspect the persona hub.
 app.add_typer(personas_app, name="personas")
 batch_app = PersonahubTyper(help="Batch files run elsewhere (--provider-batch-file): import their results.",
                             no_args_is_help=True)
-app.add_typer(batch_app, name="batch")
+app.add_typer(batch_app, name="provider-batch")
+old_batch_app = PersonahubTyper(help="The old name of provider-batch.", no_args_is_help=True,
+                                callback=old_batch_group_note)
+app.add_typer(old_batch_app, name="batch", hidden=True)
 
 _KINDS = kind_commands(SHIPPED)
 if _KINDS.keys() & OWN.keys():  # one would hide the other
     raise ValueError(f"a shipped kind's command is one of the app's own: {_KINDS.keys() & OWN.keys()}")
-register({(): app, ("personas",): personas_app, ("batch",): batch_app}, {**OWN, **_KINDS},
+register({(): app, ("personas",): personas_app, ("provider-batch",): batch_app,
+          ("batch",): old_batch_app}, {**OWN, **_KINDS},
          HELP_ORDER)

@@ -1,4 +1,4 @@
-"""personahub batch import: the results of a --provider-batch-file run elsewhere (vLLM
+"""personahub provider-batch import: the results of a --provider-batch-file run elsewhere (vLLM
 run-batch, a provider's console); the --provider-batch options are in cli/engine.py.
 
 A job sent as batches writes the same rows as an online one (pipelines/provider_batch_jobs.py);
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from personahub.cli.common import one_line_errors, out, say
+from personahub.cli.common import errors, one_line_errors, out, say
 from personahub.cli.engine import Engine, engine_options
 from personahub.cli.job_running import awaiting_results
 from personahub.cli.options import DbOption
@@ -47,7 +47,7 @@ def batch_import(
     try:
         row = find_job(con, job)
         if row is None:
-            raise PersonahubError(f"batch import: no job {job} in {db} (personahub jobs lists "
+            raise PersonahubError(f"provider-batch import: no job {job} in {db} (personahub jobs lists "
                                   "them)")
         handle = attach_results(con, row.kind, job, [line.custom_id for line in lines],
                                 f"local:{results.resolve()}")
@@ -56,12 +56,19 @@ def batch_import(
     say(f"{len(lines)} results of batch file {handle.batch_id} imported for job ", (job, "bold"))
     spec = runtime.registered_spec(row.kind)
     if spec is None:
-        raise PersonahubError(f"batch import: jobs of kind {row.kind!r} do not take batches")
+        raise PersonahubError(f"provider-batch import: jobs of kind {row.kind!r} do not take batches")
     with awaiting_results():
         result = runtime.run(spec, {"llm": resolve_spec(engine.llm), "provider_batch": False}, db, resume=job)
     for line in spec.report(result.summary, db):
         out.print(line, highlight=False, soft_wrap=True)
 
 
-#: this module's commands by path: personahub/cli/app.py registers them
-COMMANDS = {("batch", "import"): batch_import}
+def old_batch_group_note() -> None:
+    """Say on stderr that ``personahub batch`` is the old name of ``personahub provider-batch``."""
+    say(("note:", "yellow"), " personahub batch is deprecated; it is called personahub "
+        "provider-batch now", to=errors)
+
+
+#: this module's commands by path: personahub/cli/app.py registers them (``batch`` is the
+#: group's old name, hidden)
+COMMANDS = {("provider-batch", "import"): batch_import, ("batch", "import"): batch_import}

@@ -198,7 +198,7 @@ _OPTIONS = (
         old_flag="--batch-file",
         help="Write the requests to this JSONL file (OpenAI Batch API format) and stop, the job "
              "awaiting_results; run it elsewhere (e.g. vllm run-batch) and bring the results in "
-             "with `personahub batch import`."),
+             "with `personahub provider-batch import`."),
     EngineOption(
         "provider_batch_poll_s", "--provider-batch-poll", 5.0, panel=BATCH_PANEL, low=0.001,
         old_flag="--batch-poll",

@@ -124,11 +124,11 @@ def attach_results(con: duckdb.DuckDBPyConnection, job_kind: str | None, job_id:
     waiting = [h for h in load_handles(con, job_kind, job_id).values()
                if h.status == AWAITING_RESULTS]
     if not waiting:
-        raise PersonahubError(f"batch import: job {job_id} has no batch file awaiting results")
+        raise PersonahubError(f"provider-batch import: job {job_id} has no batch file awaiting results")
     given = set(custom_ids)
     matched = [h for h in waiting if given & set(h.custom_ids)]
     if not matched:
-        raise PersonahubError(f"batch import: none of the {len(given)} results answers a "
+        raise PersonahubError(f"provider-batch import: none of the {len(given)} results answers a "
                               f"request of job {job_id}'s batch file "
                               f"{waiting[-1].batch_id} (another job's results?)")
     handle = matched[-1]

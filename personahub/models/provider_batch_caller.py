@@ -315,14 +315,14 @@ def written_for_import(n: int, path: str, job_id: str) -> AwaitingResults:
     """Return what a job that wrote its batch file stops with: where to run it, how to import."""
     return AwaitingResults(
         f"{n} requests written to {path} (OpenAI batch format); run them (e.g. `vllm run-batch "
-        f"-i {path} -o results.jsonl --model ...`), then: personahub batch import results.jsonl "
+        f"-i {path} -o results.jsonl --model ...`), then: personahub provider-batch import results.jsonl "
         f"--job {job_id}")
 
 
 def still_awaiting(handle: BatchHandle, job_id: str) -> StillAwaiting:
     """Return what a job whose batch file has no results yet stops with."""
     return StillAwaiting(f"batch file {handle.batch_id} is still waiting for its results: "
-                         f"personahub batch import RESULTS.jsonl --job {job_id}")
+                         f"personahub provider-batch import RESULTS.jsonl --job {job_id}")
 
 
 def status_text(handle: BatchHandle) -> str:

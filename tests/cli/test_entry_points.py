@@ -1,6 +1,6 @@
 """The entry points other than ``personahub`` itself, in-process and fast (the slow tests run them
 as real processes): ``python -m personahub``, ``python SCENARIO.py`` (``personahub.cli.main``)
-and ``personahub batch import``'s first check."""
+and ``personahub provider-batch import``'s first check."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import personahub.cli
-from tests.cli_helpers import invoke, one_line_error
+from tests.cli_helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,9 +36,14 @@ def test_a_scenario_file_run_as_a_script_is_personahub_run(monkeypatch: pytest.M
     assert "Usage: personahub run" in capsys.readouterr().out
 
 
-def test_batch_import_of_a_missing_results_file_is_one_line_naming_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("group", ["provider-batch", "batch"])
+def test_batch_import_of_a_missing_results_file_is_one_line_naming_it(tmp_path: Path,
+                                                                       group: str) -> None:
+    """``provider-batch import`` and its old name ``batch import`` (which says it is old)."""
     db = tmp_path / "hub.duckdb"
-    done = invoke("batch", "import", tmp_path / "results.jsonl", "--job", "j1", "--db", db)
-    line = one_line_error(done)
-    assert "results.jsonl" in line and "cannot read the results file" in line
+    done = invoke(group, "import", tmp_path / "results.jsonl", "--job", "j1", "--db", db)
+    lines = [line for line in done.stderr.splitlines() if "deprecated" not in line]
+    assert len(lines) == 1 and done.exit_code != 0, done.stderr
+    assert "results.jsonl" in lines[0] and "cannot read the results file" in lines[0]
+    assert ("personahub batch is deprecated" in done.stderr) is (group == "batch")
     assert not db.exists()

@@ -35,11 +35,12 @@ WIDTH = "100"
 
 
 def commands(command: Any = None, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """Every command and group of the app with its path (the root's is ``()``)."""
+    """Every shown command and group of the app with its path (the root's is ``()``)."""
     command = command if command is not None else typer.main.get_command(app)
     yield path, command
     for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from commands(sub, (*path, name))
+        if not getattr(sub, "hidden", False):  # an old name kept as a hidden alias
+            yield from commands(sub, (*path, name))
 
 
 def golden_path(path: tuple[str, ...]) -> Path:

@@ -4,7 +4,7 @@ provider batches through the loopback server's Batch API, driven by the openai S
 A batched dedup job marks and stores what the online job does, with zero online requests and
 every call record carrying its batch id; failed and expired lines are sent again and accounted;
 a job killed while its batch runs polls that batch on resume (no second create); a batch file
-brought back with ``personahub batch import`` equals the batched job. Tests poll; none times
+brought back with ``personahub provider-batch import`` equals the batched job. Tests poll; none times
 anything.
 """
 
@@ -153,7 +153,7 @@ def test_a_batch_file_then_import_equals_the_batched_job(
     requests = tmp_path / "requests.jsonl"
     written = dedup(db, "--batch-size", 100, "--provider-batch-file", requests)
     assert written.exit_code == 0, written.output
-    assert "personahub batch import" in written.stderr
+    assert "personahub provider-batch import" in written.stderr
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs WHERE kind = 'dedup'")
     assert status == "awaiting_results"
     [line] = [json.loads(raw) for raw in requests.read_text().splitlines()]

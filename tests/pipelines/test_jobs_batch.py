@@ -8,7 +8,7 @@ each job's own seam: a batched job commits the rows the online job with the same
 with zero online model calls and every ``llm_calls`` row carrying its batch id; a judge killed
 while its batch runs polls that batch on resume (one kind: the four share the code path from
 ``batched_asker`` down); an interview written to ``--provider-batch-file`` and brought back with
-``personahub batch import`` equals the batched one. Tests poll; none times anything.
+``personahub provider-batch import`` equals the batched one. Tests poll; none times anything.
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ def test_resuming_a_job_that_waits_for_its_batch_file_exits_3_with_the_import_co
     for args in (["resume", job_id], ["personas", "from-text", "--resume", job_id]):
         waited = invoke(*args, "--db", db)
         assert waited.exit_code == 3, (args, waited.output)
-        assert f"personahub batch import RESULTS.jsonl --job {job_id}" in " ".join(
+        assert f"personahub provider-batch import RESULTS.jsonl --job {job_id}" in " ".join(
             waited.stderr.split())
         assert "error" not in waited.stderr
         assert rows(db, "SELECT status FROM jobs") == [("awaiting_results",)]

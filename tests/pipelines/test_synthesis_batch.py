@@ -3,8 +3,8 @@
 A batched job writes the items an online job with the same seed writes, with zero online
 calls; its llm_calls rows carry their batch ids; failed and expired requests go out again and
 are counted; a job killed while its batch runs is resumed by polling that batch (the server
-sees one create); ``--provider-batch-file`` and ``batch import`` give the same items. Tests poll; none
-times anything.
+sees one create); ``--provider-batch-file`` and ``provider-batch import`` give the same items.
+Tests poll; none times anything.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def test_synthesize_batch_file_exits_0_saying_what_to_do_next(server: Any,
     assert done.returncode == 0, done.stderr
     [(job_id, status)] = rows(db, "SELECT job_id, status FROM jobs")
     assert status == "awaiting_results"
-    assert f"personahub batch import results.jsonl --job {job_id}" in " ".join(
+    assert f"personahub provider-batch import results.jsonl --job {job_id}" in " ".join(
         done.stderr.split())
     assert len(requests.read_text().splitlines()) == 3
     assert srv.stats.requests == 0
