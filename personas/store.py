@@ -70,9 +70,37 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
     columns = persona_columns(personas, gate)
     if not columns["persona_id"]:
         return 0
-    before = scalar(con, "SELECT count(*) FROM personas")
-    insert_columns(con, "personas", _persona_arrays(columns), new_by=("persona_id",))
-    return scalar(con, "SELECT count(*) FROM personas") - before
+    batch = _new_personas(con, pa.table(_persona_arrays(columns)))
+    if batch.num_rows:
+        insert_columns(con, "personas", {**dict(zip(batch.column_names, batch.columns, strict=True)),
+                                         "seq": _next_seqs(con, batch.num_rows)})
+    return batch.num_rows
+
+
+def _new_personas(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> pa.Table:
+    """Keep the batch's rows whose persona is not in the hub yet, in the batch's order.
+
+    An anti-join's output follows its hash table, not its input, so the rows are picked by
+    position and taken in order rather than inserted from the join.
+    """
+    con.register("_upsert_ids", pa.table({"persona_id": batch["persona_id"],
+                                          "row": pa.array(np.arange(batch.num_rows))}))
+    try:
+        rows = con.execute("SELECT b.row FROM _upsert_ids b WHERE NOT EXISTS (SELECT 1 FROM "
+                           "personas t WHERE t.persona_id = b.persona_id)").fetchnumpy()["row"]
+    finally:
+        con.unregister("_upsert_ids")
+    return batch.take(pa.array(np.sort(rows))) if len(rows) < batch.num_rows else batch
+
+
+def _next_seqs(con: duckdb.DuckDBPyConnection, count: int) -> pa.Array:
+    """Draw count values of the hub's sequence, ascending: seq is the hub's order of arrival.
+
+    Drawn in one query and sorted, then given out in row order, so seq follows the rows whatever
+    order the query drew them in.
+    """
+    drawn = con.execute("SELECT nextval('persona_seq') AS seq FROM range(?)", [count]).fetchnumpy()
+    return pa.array(np.sort(drawn["seq"]).astype(np.int64))
 
 
 def fetch_personas(
