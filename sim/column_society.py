@@ -40,7 +40,7 @@ from personahub.sim.population_plan import (
     SurveyAsk,
 )
 from personahub.sim.scenario import AgentRef, Audience, Scenario
-from personahub.sim.society import prefix_order, unorder
+from personahub.sim.society import action_prefix, prefix_order, unorder
 from personahub.sim.step_rows import EventRow, InterventionRow
 from personahub.tasks import addressed_kinds
 from personahub.tasks.survey import (
@@ -307,7 +307,7 @@ class ColumnSociety:
             kind=kind, world=self.world, arm_world="", events=histories[key].events, inbox=[],
             addressee=None, memory=histories[key].memory, recent=[])
             for key in pools for _, archetype, kind in [key]]
-        order = prefix_order([tuple(i.get("events", ())) for i in inputs])
+        order = prefix_order([action_prefix(i) for i in inputs])
         actions = run_agents([inputs[i] for i in order], self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
         by_index = {s.index: s for s in plan.surveys}

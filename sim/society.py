@@ -575,7 +575,7 @@ class SocietyModel(mesa.Model):
                       asked: list[tuple[Survey, SocietyAgent]],
                       seen: dict[int, list[str]], reflecting: Sequence[SocietyAgent] = (),
                       ) -> Gathered:
-        order = prefix_order([tuple(i.get("events", ())) for i in inputs])
+        order = prefix_order([action_prefix(i) for i in inputs])
         actions = run_agents([inputs[i] for i in order], self.llm, chunk_size=self.chunk_size,
                              budget=self.scenario.prompt_budget)
         groups = self._share_groups(asked)
@@ -1024,14 +1024,25 @@ class SocietyModel(mesa.Model):
 T_ = TypeVar("T_")
 
 
+def action_prefix(agent_input: AgentInput) -> tuple[str, ...]:
+    """Return what an action's prompt starts with besides the world: its events, then its kind's task."""
+    return (*agent_input.get("events", ()), str(agent_input.get("kind") or ""))
+
+
 def prefix_order(keys: Sequence[tuple[str, ...]]) -> list[int]:
     """Return the order a step's requests are sent: prompts sharing a prefix sit together, so a server's
     prefix cache finds it.
+
+    Keys are compared part by part: requests whose keys share their first parts sit together, in the
+    order those parts were first seen, then by the next part the same way.
     """
-    first: dict[tuple[str, ...], int] = {}
-    for key in keys:
-        first.setdefault(key, len(first))
-    return sorted(range(len(keys)), key=lambda i: first[keys[i]])
+    ended = [(*key, None) for key in keys]  # None ends a key: a shorter key is its own group
+    first: dict[tuple[str | None, ...], int] = {}
+    for key in ended:
+        for n in range(1, len(key) + 1):
+            first.setdefault(key[:n], len(first))
+    return sorted(range(len(keys)),
+                  key=lambda i: tuple(first[ended[i][:n]] for n in range(1, len(ended[i]) + 1)))
 
 
 def unorder(items: Sequence[T_], order: Sequence[int]) -> list[T_]:

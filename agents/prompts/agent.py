@@ -1,8 +1,10 @@
 """Prompt templates for agents, surveys, reflections and interviews, kept as plain data.
 
 Prompts use "## Section" headings, which the offline engine also reads to find its context.
-Sections run from the most shared (system, world, events) to the most specific (persona,
-memory, messages, task), so a server's prefix cache holds the world once per run. An experiment
+Sections run from the most shared to the most specific, so a server's prefix cache reuses all
+but the persona's part of a prompt: system, world, events, then the fixed instructions of the
+call (task, question, answer format, the actions), then the persona, its memory and messages,
+and last what names other people (talking to, people). An experiment
 arm's world text (``arm_world``) is the World section's last paragraph, after the scenario's world
 and world file, whole and outside the budget: a treated prompt is its control's prompt plus that
 paragraph, one blank line before it (core/sections.py, PARAGRAPH_BREAK).
@@ -55,10 +57,9 @@ def agent_messages(
     budget trims world, events, inbox and memory.
     """
     task = emission_task(kind).agent_prompt()
-    tail = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
-    tail.append(section("Task", task))
+    own = [section("Talking to", clip_text(addressee, ADDRESSEE_CHARS))] if addressee else []
     context = Context(world, events, inbox, memory, recent, arm_world)
-    return _messages(AGENT_SYSTEM, persona, tail, context, budget, task)
+    return _messages(AGENT_SYSTEM, persona, [section("Task", task)], context, budget, task, own)
 
 
 DECIDE_SYSTEM = ("You are the person described under Persona. Decide what you do now. "
@@ -85,17 +86,16 @@ def decision_messages(
     lines = [f"- {kind}: {_first_sentence(emission_task(kind).agent_prompt())}".replace(
         "the neighbour under Talking to", "one of the People") for kind in options]
     lines.append(f"- {NOTHING}: do nothing this step.")
-    tail = [section("Actions", "\n".join(lines))]
-    senders = {sender for sender, _ in inbox}
-    if people:
-        tail.append(section("People", "\n".join(
-            f"{label(i)}: {clip_text(text, ADDRESSEE_CHARS)}"
-            + (" (wrote to you)" if text in senders else "") for i, text in enumerate(people))))
     task = ("Choose one action. If it is said to someone, choose the label of that person, "
             f"else {NOBODY}. Give a short reason.")
-    tail.append(section("Task", task))
-    return _messages(DECIDE_SYSTEM, persona, tail,
-                     Context(world, events, inbox, memory, recent, arm_world), budget, task)
+    fixed = [section("Actions", "\n".join(lines)), section("Task", task)]
+    senders = {sender for sender, _ in inbox}
+    own = [section("People", "\n".join(
+        f"{label(i)}: {clip_text(text, ADDRESSEE_CHARS)}"
+        + (" (wrote to you)" if text in senders else "") for i, text in enumerate(people)))
+    ] if people else []
+    return _messages(DECIDE_SYSTEM, persona, fixed,
+                     Context(world, events, inbox, memory, recent, arm_world), budget, task, own)
 
 
 def _first_sentence(text: str) -> str:
@@ -118,8 +118,8 @@ def survey_messages(
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
     """Build the messages asking one agent a survey question."""
-    tail = [section("Question", question), section("Answer format", answer_hint)]
-    return _messages(SURVEY_SYSTEM, persona, tail,
+    fixed = [section("Question", question), section("Answer format", answer_hint)]
+    return _messages(SURVEY_SYSTEM, persona, fixed,
                      Context(world, events, inbox, memory, arm_world=arm_world), budget, question)
 
 
@@ -161,13 +161,12 @@ def reflection_messages(
     Memory may take three times the budget's cap: a reflection looks back further than one
     action, and it is asked only every few steps.
     """
-    tail = [section("Your summary so far", "\n".join(summary) or "(nothing yet)"),
-            section("Task", REFLECTION_TASK)]
+    own = [section("Your summary so far", "\n".join(summary) or "(nothing yet)")]
     cap = budget.memory
     wider = replace(budget, memory=None if cap is None else 3 * cap,
                     total=None if budget.total is None or cap is None else budget.total + 2 * cap)
-    return _messages(REFLECTION_SYSTEM, persona, tail, Context(memory=memory), wider,
-                     REFLECTION_TASK)
+    return _messages(REFLECTION_SYSTEM, persona, [section("Task", REFLECTION_TASK)],
+                     Context(memory=memory), wider, REFLECTION_TASK, own)
 
 
 def interview_messages(
@@ -183,21 +182,25 @@ def interview_messages(
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
     """Build the messages putting a user's question to one agent, from its state at a step."""
-    tail = [section("Interview question", question)]
-    return _messages(INTERVIEW_SYSTEM, persona, tail,
+    fixed = [section("Interview question", question)]
+    return _messages(INTERVIEW_SYSTEM, persona, fixed,
                      Context(world, events, inbox, memory, recent, arm_world), budget, question)
 
 
-def _messages(system: str, persona: str, tail: list[str], context: Context, budget: PromptBudget,
-              focus: str) -> list[BaseMessage]:
-    """Assemble system and user messages: shared parts, persona, specific parts, then tail.
+def _messages(system: str, persona: str, fixed: list[str], context: Context, budget: PromptBudget,
+              focus: str, own: Sequence[str] = ()) -> list[BaseMessage]:
+    """Assemble system and user messages, the parts many calls share first.
 
-    Memory is ranked against events, messages and focus; the world is not, so it stays a shared prefix.
+    The order is world, events, the fixed instructions (the same for every agent asked this),
+    persona, memory, messages, then own (what only this agent is shown), so that prompts of one
+    step differ from the persona on and a server's prefix cache reuses the rest. Memory is ranked
+    against events, messages and focus; the world is not, so it stays a shared prefix.
     """
     head = section("Persona", persona)
-    fixed = part_tokens(system) + sum(part_tokens(p) for p in (head, *tail))
+    fixed_tokens = part_tokens(system) + sum(part_tokens(p) for p in (head, *fixed, *own))
     events = "\n".join(context.events)
     heard = "\n".join(text for _, text in context.inbox)
-    parts = fit_context(context, budget, fixed=fixed, memory_query=f"{events}\n{heard}\n{focus}")
-    body = [parts["world"], parts["events"], head, parts["memory"], parts["inbox"], *tail]
+    parts = fit_context(context, budget, fixed=fixed_tokens,
+                        memory_query=f"{events}\n{heard}\n{focus}")
+    body = [parts["world"], parts["events"], *fixed, head, parts["memory"], parts["inbox"], *own]
     return [SystemMessage(system), HumanMessage("\n".join(p for p in body if p))]

@@ -33,6 +33,10 @@ START_TIMEOUT_S = 180.0
 LLAMA_SERVER_ENV = "PERSONAHUB_LLAMA_SERVER"
 # the two launchers of llama.cpp's own server: a compiled binary, and the xllamacpp wheel's build
 LLAMA_CPP_SERVERS = ("llama-server", "xllamacpp")
+# A full-size cache for sliding-window attention layers (Gemma 3): without it llama.cpp's server can
+# roll a slot back only to its few checkpoints, so a prompt reuses little of the previous one's prefix
+# (bench/RESULTS.md, "Prompt prefix reuse"). It costs KV memory, small for the models served here.
+SWA_FULL = True
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,8 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
 @contextlib.contextmanager
 def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
                            threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
-    """Run llama.cpp's server on loopback for the with-block (one thread, no repacking: AMX faults in VMs)."""
+    """Run llama.cpp's server on loopback for the with-block (one thread, no repacking: AMX faults in VMs;
+    a full-size sliding-window cache, SWA_FULL)."""
     reason = missing_llama_server() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -206,7 +211,7 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
     command = [str(binary), "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
                "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
                "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
-               "--no-webui", "--no-repack"]
+               "--no-webui", "--no-repack", "--swa-full"]
     with _serving("llama-server", command, port, alias, log, "llama-server") as server:
         yield server
 
@@ -238,6 +243,7 @@ def serve_xllamacpp(model: Path, *, port: int, parallel: int = 2, n_ctx: int = 8
     params.cpuparams_batch.n_threads = threads
     params.model_alias = {alias}
     params.no_extra_bufts = True
+    params.swa_full = SWA_FULL
     params.ui = False
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     server = xllamacpp.Server(params)

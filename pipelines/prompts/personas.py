@@ -19,8 +19,8 @@ PERSONA_SYSTEM = (
 )
 
 EXPAND_TASK = (
-    "The persona above knows other people: a patient, a colleague, a supplier, a family member, "
-    "a customer, a rival. Describe {count} of them, each a new person, not the one above. For "
+    "The persona below knows other people: a patient, a colleague, a supplier, a family member, "
+    "a customer, a rival. Describe {count} of them, each a new person, not the one below. For "
     "each, give the relation label (one or two words) and a description: one sentence that "
     "starts with \"A\" or \"An\" and that person's own role, then their circumstances and interests. "
     "Not a name."
@@ -40,9 +40,13 @@ def prompt_text(messages: list[BaseMessage]) -> str:
 
 
 def expand_messages(persona: str, count: int, *, language: str | None = None) -> list[BaseMessage]:
-    """Persona-to-persona prompt: people in close relationship with the given persona."""
+    """Persona-to-persona prompt: people in close relationship with the given persona.
+
+    The task comes before the persona, so that the prompts of one expansion share all but the
+    persona and a server's prefix cache reuses the rest.
+    """
     task = EXPAND_TASK.format(count=count) + language_clause(language)
-    body = section("Persona", persona) + "\n" + section("Task", task)
+    body = section("Task", task) + "\n" + section("Persona", persona)
     return [SystemMessage(PERSONA_SYSTEM), HumanMessage(body)]
 
 

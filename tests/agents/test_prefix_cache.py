@@ -210,3 +210,29 @@ def test_a_step_sends_agents_that_heard_the_same_events_together(server, persona
             con.close()
     assert shares[True] > shares[False]
     assert shares[True, "emissions"] == shares[False, "emissions"]
+
+
+def test_prefix_order_keeps_keys_sharing_their_first_parts_together() -> None:
+    from personahub.sim.society import prefix_order
+
+    keys = [("rain", "instruction"), ("sun", "instruction"), ("rain", "tool_spec"),
+            ("rain", "instruction"), ("sun", "tool_spec")]
+    assert prefix_order(keys) == [0, 3, 2, 1, 4]
+
+
+@pytest.mark.slow
+def test_a_step_sends_the_actions_of_one_kind_together(scenario_file, tmp_path: Path) -> None:
+    """Agents that heard the same events act in several kinds: each kind's task follows the events in
+    the prompt, so its actions go one after another and a server's cache holds that prefix once."""
+    path = scenario_file(n_personas=12, steps=1, graph="GraphGrowth(hops=0, acquaintances=2)",
+                         kinds=("instruction", "tool_spec", "knowledge_text"), seed=5)
+    db = tmp_path / "kinds.duckdb"
+    run_simulation(RunConfig(scenario=load_scenario(path), db=db, concurrency=1))
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        sent = [r[0] for r in con.execute("SELECT purpose FROM llm_calls WHERE step = 1 "
+                                          "ORDER BY started_at").fetchall()]
+    finally:
+        con.close()
+    runs = [kind for i, kind in enumerate(sent) if i == 0 or sent[i - 1] != kind]
+    assert len(set(sent)) > 1 and len(runs) == len(set(runs)), sent

@@ -159,7 +159,7 @@ def test_every_agent_of_a_run_shares_the_world_right_after_the_system_message():
                               events=events, memory=["(step 1) Rain."] * (i % 2))
                for i, (kind, events) in enumerate([("instruction", []), ("tool_spec", ["Flood."]),
                                                    ("npc_dialogue", ["The mill closes."])])]
-    heads = {m[0].content + m[1].content.split("## Events")[0].split("## Persona")[0]
+    heads = {m[0].content + m[1].content.split("## Events")[0].split("## Task")[0]
              for m in prompts}
     assert len(heads) == 1 and "## World" in heads.pop()
     meter = SharedPrefixMeter()
@@ -172,9 +172,8 @@ def test_sections_run_from_shared_to_specific_and_keep_their_headings():
     messages = agent_messages(persona=PERSONA, kind="npc_dialogue", world="A river town.",
                               events=["Rain."], inbox=[("A baker", "Hello there!")],
                               addressee="A baker", memory=["(step 1) Sun."], recent=["Hi."])
-    assert list(human(messages)) == ["", "world", "events", "persona", "memory",
-                                     "your recent output", "messages received", "talking to",
-                                     "task"]
+    assert list(human(messages)) == ["", "world", "events", "task", "persona", "memory",
+                                     "your recent output", "messages received", "talking to"]
     assert "Answer only with JSON" in messages[0].content
 
 

