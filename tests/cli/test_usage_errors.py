@@ -29,7 +29,8 @@ def commands(command: Any = None, path: tuple[str, ...] = ()) -> Iterator[tuple[
     command = command if command is not None else typer.main.get_command(app)
     yield path, command
     for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from commands(sub, (*path, name))
+        if not getattr(sub, "hidden", False):  # an old name: its command is checked under the new
+            yield from commands(sub, (*path, name))
 
 
 def _long(param: Any) -> str:

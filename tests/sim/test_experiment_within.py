@@ -154,7 +154,7 @@ def test_a_world_text_arm_reaches_only_its_agents_prompts(tmp_path):
     con.close()
     seen: dict[str, list[bool]] = {"plain": [], "storm": []}
     for prompt in prompts:
-        persona = prompt.split("## Persona\n", 1)[1].split("\n\n## ", 1)[0]
+        persona = prompt.split("## Persona\n", 1)[1].split("\n\n## ", 1)[0].strip()
         assert "## World\nA small river town." in prompt  # the base world: every arm
         seen[arm_of[text_of[persona]]].append("A storm warning is in force." in prompt)
     assert len(seen["plain"]) >= 4 and len(seen["storm"]) >= 4  # every agent's survey at least
