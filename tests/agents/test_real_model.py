@@ -519,7 +519,8 @@ def test_doctor_prints_its_table_and_recommends(llama: LlamaServer) -> None:
     """``personahub doctor`` on each real server: the mode table (llama-cpp-python refuses
     json_schema, llama.cpp's server takes it), a runaway probe that closes under the bounds, the load
     levels, the prefix cache as the server reports it (llama.cpp's ``timings.cache_n``; none
-    from llama-cpp-python), a recommendation, exit 0."""
+    from llama-cpp-python), a recommendation, exit 0. The table's text form is checked on the
+    fake server's dialects (tests/cli/test_doctor.py)."""
     code, output = invoke("doctor", "--llm", llama.spec, "--json", "--budget", "20",
                           "--max-concurrency", "2", "--timeout", "120")
     assert code == 0, output
@@ -529,10 +530,6 @@ def test_doctor_prints_its_table_and_recommends(llama: LlamaServer) -> None:
     assert [x["concurrency"] for x in report["levels"]][:1] == [1], report["levels"]
     assert report["recommended"] in [x["concurrency"] for x in report["levels"]]
     assert report["cache"]["reported"] is llama.llama_cpp, report["cache"]
-    code, output = invoke("doctor", "--llm", llama.spec, "--budget", "5", "--max-concurrency", "1",
-                          "--timeout", "120")
-    assert code == 0, output
-    assert "structured modes at" in output and "recommended: --concurrency " in output, output
 
 # what the whole module asks of each server: the module's last test needs all of it counted
 MODULE_PURPOSES = {"decide", "survey", "expand", "text-to-persona:read", "judge", "interview",

@@ -15,7 +15,7 @@ from statsmodels.formula.api import ols
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
 
-from personahub.analysis.experiment_effects import EFFECT_COLUMNS, effects
+from personahub.analysis.experiment_effects import EFFECT_COLUMNS, effects, holm
 from personahub.analysis.experiment_inference import (
     MIN_REPLICATES,
     PAIRED,
@@ -191,6 +191,20 @@ def test_holm_corrects_only_the_rows_that_have_a_test():
     assert len(tested) == 2 and table.p_value.isna().sum() == 2
     _, holm, _, _ = multipletests(tested.p_value, method="holm")
     assert tested.p_holm.to_numpy() == pytest.approx(holm)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_holm_equals_statsmodels_with_ties_ones_and_the_boundary(seed):
+    """Holm here (statsmodels' runs a full garbage collection per call) equals statsmodels'
+    adjusted p-values and rejections, ties, ones and p-values at alpha / k included."""
+    rng = np.random.default_rng(seed)
+    for m in (1, 2, 3, 7, 40):
+        p = rng.choice([rng.uniform(0, 0.08), 0.05 / 3, 0.025, 1.0, rng.uniform(0, 1)], m)
+        p = np.where(rng.random(m) < 0.5, rng.uniform(0, 0.2, m), p)
+        rejected, adjusted = holm(p, 0.05)
+        expected_rejected, expected, _, _ = multipletests(p, alpha=0.05, method="holm")
+        assert adjusted == pytest.approx(expected, abs=1e-12)
+        assert rejected.tolist() == expected_rejected.tolist()
 
 
 def test_pairs_leave_out_a_persona_that_answered_in_one_arm_only():
