@@ -80,7 +80,7 @@ def needs_something_outside(commands: list[str]) -> set[str]:
             "--provider-batch-file" in words and "--structured" in words)
         serves = (words[1:2] in (["serve"], ["view"]) or "--view" in words) and words[-1] != "&"
         if (model or serves or "--ray-address" in command or "--embedder openai:" in command
-                or words[1:3] == ["batch", "import"]):
+                or words[1:3] == ["provider-batch", "import"]):
             found.add(command)
     return found
 

@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def expanded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Twelve seed personas expanded two hops (the offline engine echoes one answer)."""
+    """Fourteen seed personas expanded two hops (the offline engine echoes one answer)."""
     tmp = tmp_path_factory.mktemp("expanded")
     seeds = tmp / "seeds.jsonl"
     lines = (ROOT / "personas" / "data" / "seed_personas.jsonl").read_text("utf-8").splitlines()
-    seeds.write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
+    seeds.write_text("\n".join(lines[:14]) + "\n", encoding="utf-8")
     db = tmp / "hub.duckdb"
     assert invoke("personas", "import", seeds, "--db", db).exit_code == 0
     result = invoke("personas", "expand", "--hops", 2, "--fanout", 2, "--db", db, "--preview", 0)

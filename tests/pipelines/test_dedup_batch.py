@@ -162,7 +162,7 @@ def test_a_batch_file_then_import_equals_the_batched_job(
     results = tmp_path / "results.jsonl"
     results_by_server(srv, requests, results, endpoint="/v1/embeddings")
     before = srv.stats.requests
-    done = invoke("batch", "import", results, "--job", job_id, "--db", db)
+    done = invoke("provider-batch", "import", results, "--job", job_id, "--db", db)
     assert done.exit_code == 0, done.output
     assert srv.stats.requests == before  # answered from the file, nothing asked online
     assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]

@@ -317,7 +317,7 @@ def test_an_interview_batch_file_then_import_equals_the_batched_interview(
     assert len(requests.read_text().splitlines()) == len(expected)
     results = tmp_path / "results.jsonl"
     results_by_server(srv, requests, results)
-    done = invoke("batch", "import", results, "--job", job_id, "--db", db, "--llm",
+    done = invoke("provider-batch", "import", results, "--job", job_id, "--db", db, "--llm",
                   f"{srv.base_url}?model=offline")
     assert done.exit_code == 0, done.output
     assert rows(db, "SELECT status FROM jobs WHERE job_id = ?", [job_id]) == [("finished",)]
@@ -391,7 +391,7 @@ def test_an_expansion_goes_through_batch_files_a_level_at_a_time(
         waves += 1
         results = tmp_path / f"results-{waves}.jsonl"
         results_by_server(srv, requests, results)
-        done = invoke("batch", "import", results, "--job", job_id, "--db", db, "--llm",
+        done = invoke("provider-batch", "import", results, "--job", job_id, "--db", db, "--llm",
                       f"{srv.base_url}?model=offline")
         assert done.exit_code == 0, done.output
         assert waves < 5

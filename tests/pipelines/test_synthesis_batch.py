@@ -199,7 +199,7 @@ def test_a_batch_file_then_import_equals_the_batch_api(
         assert rounds <= 3
         results = tmp_path / f"results-{rounds}.jsonl"
         results_by_server(srv, requests, results)
-        done = subprocess.run(cli("batch", "import", str(results), "--job", job_id, "--db",
+        done = subprocess.run(cli("provider-batch", "import", str(results), "--job", job_id, "--db",
                                   str(db), "--llm", url),
                               cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
@@ -222,7 +222,7 @@ def test_importing_results_of_another_job_is_one_line(server: Any, tmp_path: Pat
     stranger = tmp_path / "stranger.jsonl"
     stranger.write_text(json.dumps({"custom_id": "nobody#1", "response": {
         "status_code": 200, "body": {}}, "error": None}) + "\n")
-    done = subprocess.run(cli("batch", "import", str(stranger), "--job", job_id, "--db",
+    done = subprocess.run(cli("provider-batch", "import", str(stranger), "--job", job_id, "--db",
                               str(db)), cwd=ROOT, env=env(), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 1
