@@ -227,7 +227,7 @@ def _society(n: int, k: int | None, activation: float, steps: int, llm: str, out
             "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
             f"SCENARIO = Scenario(name='archetypes', personas=PersonaSource(path={str(people)!r}),"
             f" graph=GraphGrowth(hops=0, acquaintances=4), steps={steps},"
-            f" activation={activation}, seed=1, kinds=('instruction', 'tool_spec'),"
+            f" activation={activation}, seed=1, tasks=('instruction', 'tool_spec'),"
             f" archetypes={k!r},"
             " surveys=(Survey(id='ferry', question='Should the town keep the ferry?',"
             f" steps=tuple(range(1, {steps} + 1)), options=('yes', 'no', 'unsure')),),"

@@ -270,7 +270,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="bench_parallel", personas=PersonaSource(limit=8),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=3, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=3, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=4),
     surveys=(Survey(id="buy", steps=(1, 3), options=("yes", "no", "unsure"), question="Buy?"),),
     seed=11)

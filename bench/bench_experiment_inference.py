@@ -127,7 +127,7 @@ SCALE = tuple(Survey(id=f"fair{i}", steps=(1,), answer="scale", low=1, high=5,
                      question=f"Is the price of product {i} fair?") for i in range(SURVEYS))
 SCENARIO = Scenario(
     name="placebo", personas=PersonaSource(limit=30), world="A town by a river.",
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=1), surveys=CHOICE + SCALE, seed=0)
 EXPERIMENT = Experiment(
     arms=(Arm(name="control"), Arm(name="placebo", world="Nothing else is new this week.")),

@@ -53,7 +53,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="house", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=2), steps=3,
-                    kinds=("npc_dialogue", "instruction", "tool_spec"), seed={seed})
+                    tasks=("npc_dialogue", "instruction", "tool_spec"), seed={seed})
 """
 SURVEY_ROWS = [
     ("SAFE", "How safe is your street at night?", ["Very safe", "Somewhat safe", "Not safe"],

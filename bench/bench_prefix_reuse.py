@@ -48,7 +48,7 @@ SCENARIOS = {
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         "SCENARIO = Scenario(name='tiny_real', personas=PersonaSource(path={people!r}),\n"
         "    graph=GraphGrowth(hops=1, fanout=1, acquaintances=2), steps=1,\n"
-        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        "    tasks=('instruction', 'npc_dialogue', 'tool_spec'),\n"
         f"    world={WORLD!r},\n"
         "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
         "                    steps=(1,), options=('yes', 'no', 'unsure')),), seed=3)\n"), ()),
@@ -56,7 +56,7 @@ SCENARIOS = {
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         "SCENARIO = Scenario(name='archetypes_real', personas=PersonaSource(path={people!r}),\n"
         "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
-        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        "    tasks=('instruction', 'npc_dialogue', 'tool_spec'),\n"
         f"    world={WORLD!r},\n"
         "    events={{2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)}},\n"
         "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"

@@ -130,7 +130,7 @@ def main() -> None:
         after = report("budget", runs["budget"], counter, hub)
         print(f"  budget / unlimited: {after / before:.2f}")
     schemas = {kind: count_tokens(json.dumps(schema.model_json_schema()))
-               for kind, schema in EMISSION_SCHEMAS.items() if kind in scenario.kinds}
+               for kind, schema in EMISSION_SCHEMAS.items() if kind in scenario.tasks}
     print(f"JSON schema tokens, added when an endpoint needs the schema in the prompt: {schemas}")
     shares = {name: shared_prefix(prompts) for name, prompts in runs.items()}
     print("shared prefix (share of prompt tokens a prefix cache could reuse): "

@@ -41,7 +41,7 @@ def _requests(n: int) -> list[tuple[str, type, list[BaseMessage], str]]:
 
     scenario = load_scenario("scenarios/riverside_town.py")
     people = [p.text for p, _ in zip(iter_personas(scenario.persona_path()), range(n), strict=False)]
-    kinds = list(scenario.kinds)
+    kinds = list(scenario.tasks)
     out = []
     for i, persona in enumerate(people):
         kind = kinds[i % len(kinds)]

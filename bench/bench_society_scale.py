@@ -59,7 +59,7 @@ def write_society(base: Path, n: int, k: int, activation: float, steps: int) -> 
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         f"SCENARIO = Scenario(name='scale', personas=PersonaSource(path={str(people)!r}),"
         f" graph=GraphGrowth(hops=0, acquaintances=4), steps={steps},"
-        f" activation={activation}, seed=1, kinds=('instruction', 'tool_spec'), archetypes={k},"
+        f" activation={activation}, seed=1, tasks=('instruction', 'tool_spec'), archetypes={k},"
         " surveys=(Survey(id='ferry', question='Should the town keep the ferry?',"
         f" steps=tuple(range(1, {steps} + 1)), options=('yes', 'no', 'unsure')),),"
         " world='A river town with a ferry, a market and a library.')\n", encoding="utf-8")

@@ -27,8 +27,8 @@ SCENARIO = Scenario(
     personas=PersonaSource(limit=50),
     graph=GraphGrowth(hops=1, fanout=1, acquaintances=4),
     steps=4,
-    kinds=("tool_spec", "instruction", "reasoning_problem"),
-    kind_weights=(2.0, 1.5, 0.5),
+    tasks=("tool_spec", "instruction", "reasoning_problem"),
+    task_weights=(2.0, 1.5, 0.5),
     world_file="worlds/developer_community.md",
     activation=Activation(mode="probability", p=0.65),
     events=(

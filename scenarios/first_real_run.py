@@ -15,7 +15,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(limit=4),
     graph=GraphGrowth(hops=1, fanout=1, acquaintances=2),
     steps=2,
-    kinds=("instruction", "npc_dialogue", "tool_spec"),
+    tasks=("instruction", "npc_dialogue", "tool_spec"),
     world_file="worlds/riverside_town.md",
     events={2: ("Heavy rain is forecast; the ferry may stop running tomorrow.",)},
     surveys=(Survey(id="ferry_worry", question="How worried are you about the ferry stopping?",

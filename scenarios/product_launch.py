@@ -26,8 +26,8 @@ SCENARIO = Scenario(
     personas=PersonaSource(limit=60),
     graph=GraphGrowth(hops=1, fanout=1, acquaintances=4),
     steps=5,
-    kinds=("instruction", "npc_dialogue", "knowledge_text"),
-    kind_weights=(1.0, 2.0, 0.5),
+    tasks=("instruction", "npc_dialogue", "knowledge_text"),
+    task_weights=(1.0, 2.0, 0.5),
     world_file="worlds/product_launch.md",
     activation=Activation(mode="count", count=30),
     events=(

@@ -19,8 +19,8 @@ SCENARIO = Scenario(
     personas=PersonaSource(limit=120),
     graph=GraphGrowth(hops=1, fanout=1, acquaintances=4),
     steps=6,
-    kinds=("instruction", "npc_dialogue", "tool_spec"),
-    kind_weights=(1.0, 1.5, 1.0),
+    tasks=("instruction", "npc_dialogue", "tool_spec"),
+    task_weights=(1.0, 1.5, 1.0),
     world_file="worlds/riverside_town.md",
     events={
         3: ("The council announces that the flood wall vote is postponed by a month.",),

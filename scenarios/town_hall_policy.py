@@ -31,8 +31,8 @@ SCENARIO = Scenario(
     personas=PersonaSource(limit=60),
     graph=GraphGrowth(hops=1, fanout=1, acquaintances=4),
     steps=5,
-    kinds=("npc_dialogue", "conversation", "instruction", "math_problem"),
-    kind_weights=(2.0, 1.0, 1.0, 0.5),
+    tasks=("npc_dialogue", "conversation", "instruction", "math_problem"),
+    task_weights=(2.0, 1.0, 1.0, 0.5),
     world_file="worlds/town_hall_policy.md",
     activation=0.7,
     events=(

@@ -60,7 +60,7 @@ def columns_refusal(scenario: Scenario, archetype_sample: int | None) -> str | N
     """Return why a scenario needs one object per agent (``SocietyModel``), or None if it fits."""
     activation = scenario.activation
     mode = getattr(activation, "mode", "all")
-    addressed = sorted(set(scenario.kinds) & set(addressed_kinds()))
+    addressed = sorted(set(scenario.tasks) & set(addressed_kinds()))
     surveys = [s for s in scenario.surveys if s.answer == "text"]
     audiences = [*(e.audience for e in scenario.scheduled_events),
                  *(s.audience for s in scenario.surveys)]
@@ -245,7 +245,7 @@ class ColumnSociety:
             self.next_intervention_index += 1
         activation = scenario.activation
         mode = getattr(activation, "mode", "all")
-        weights = list(scenario.kind_weights or [1.0] * len(scenario.kinds))
+        weights = list(scenario.task_weights or [1.0] * len(scenario.tasks))
         total = sum(weights)
         cumulative, running = [], 0.0
         for w in weights:
@@ -260,7 +260,7 @@ class ColumnSociety:
         return StepOpen(step=step, changes=tuple(changes), events=tuple(events),
                         injected=tuple(pushed),
                         activation=(mode, float(getattr(activation, "p", 1.0))),
-                        kinds=tuple(scenario.kinds), cumulative=tuple(cumulative),
+                        kinds=tuple(scenario.tasks), cumulative=tuple(cumulative),
                         surveys=surveys, read=self.read)
 
     def _rule(self, audience: Audience) -> AudienceRule:

@@ -59,7 +59,7 @@ def step_prices(scenario: Scenario, agents: int, persona: str, *,
     mode = getattr(activation, "mode", "all")
     share = {"all": 1.0, "probability": float(getattr(activation, "p", 1.0)),
              "count": min(1.0, getattr(activation, "count", 0) / max(agents, 1))}.get(mode, 1.0)
-    weights = list(scenario.kind_weights or [1.0] * len(scenario.kinds))
+    weights = list(scenario.task_weights or [1.0] * len(scenario.tasks))
     total_weight = sum(weights) or 1.0
     addressed = set(addressed_kinds())
     world = scenario.world_text()
@@ -71,11 +71,11 @@ def step_prices(scenario: Scenario, agents: int, persona: str, *,
         calls = pooled = prompt = completion = 0.0
         if deliberate:
             calls += active
-            prompt += active * _tokens(agent_messages(persona=persona, kind=scenario.kinds[0],
+            prompt += active * _tokens(agent_messages(persona=persona, kind=scenario.tasks[0],
                                                       world=world, events=events,
                                                       budget=scenario.prompt_budget))
             completion += active * DECIDE_MAX_TOKENS
-        for kind, weight in zip(scenario.kinds, weights, strict=True):
+        for kind, weight in zip(scenario.tasks, weights, strict=True):
             chance = share * weight / total_weight
             if groups and not deliberate and kind not in addressed:
                 n = groups * (1.0 - (1.0 - chance) ** size)

@@ -27,7 +27,7 @@ from personahub.personas.record import Persona
 from personahub.personas.sampling import draw, gated_out
 from personahub.personas.store import SCENARIO_LINKS, fetch_personas
 from personahub.sim import store
-from personahub.sim.scenario import Scenario, check_references, check_steps
+from personahub.sim.scenario import RENAMED_FIELDS, Scenario, check_references, check_steps
 from personahub.sim.society import SocietyModel, StepResult
 
 
@@ -104,7 +104,10 @@ def scenario_key(scenario: Scenario) -> str:
     """Return the SHA-256 of a scenario's file, or of its description for one built in code."""
     if scenario.source is not None:
         return scenario_digest(scenario.source)
-    fields = {k: v for k, v in dataclasses.asdict(scenario).items() if k not in ("base_dir", "source")}
+    # Hashed under the field names runs recorded before tasks= was named, so their resume matches.
+    earlier = {new: old for old, new in RENAMED_FIELDS.items()}
+    fields = {earlier.get(k, k): v for k, v in dataclasses.asdict(scenario).items()
+              if k not in ("base_dir", "source")}
     text = json.dumps(fields, default=_plain, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

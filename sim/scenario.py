@@ -12,6 +12,7 @@ import functools
 import random
 import runpy
 import traceback
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ POLICIES = ("scripted", "deliberate")
 # A persona id, or an agent id (file order: 1, 2, ...); personas an expansion adds cannot be named.
 AgentRef = str | int
 _T = TypeVar("_T")
+# Scenario fields under their earlier names: still accepted, with a DeprecationWarning.
+RENAMED_FIELDS = {"kinds": "tasks", "kind_weights": "task_weights"}
 
 
 class ScenarioError(PersonahubError):
@@ -75,12 +78,22 @@ def _named_fields(cls: type[_T]) -> type[_T]:
                 if f.init and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
 
+    renamed = {old: new for old, new in RENAMED_FIELDS.items() if new in names}
+
     @functools.wraps(init)
     def checked_init(self: object, *args: object, **kwargs: object) -> None:
+        for old in [k for k in kwargs if k in renamed]:
+            new = renamed[old]
+            if new in kwargs:
+                raise ScenarioValueError(f"{cls.__name__}: give {new}= only ({old}= is its "
+                                         f"earlier name)")
+            warnings.warn(f"{cls.__name__}({old}=) is deprecated; use {new}=", DeprecationWarning,
+                          stacklevel=2)
+            kwargs[new] = kwargs.pop(old)
         unknown = [k for k in kwargs if k not in names]
         if unknown:
-            near = difflib.get_close_matches(unknown[0], shown, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            near = difflib.get_close_matches(unknown[0], [*shown, *renamed], n=1)
+            hint = f" (did you mean {renamed.get(near[0], near[0])!r}?)" if near else ""
             raise ScenarioValueError(f"{cls.__name__}: unknown field {unknown[0]!r}{hint}; "
                                      f"known: {', '.join(shown)}")
         if args:
@@ -471,8 +484,8 @@ class Scenario:
         personas: where the personas come from.
         graph: how the relationship graph grows before the first step.
         steps: number of simulation steps.
-        kinds: emission kinds agents choose from.
-        kind_weights: relative weights for kinds (uniform when None).
+        tasks: the output kinds agents write (emission tasks), drawn from in a scripted step.
+        task_weights: relative weights for tasks (uniform when None).
         policy: scripted (kind and addressee drawn) or deliberate (a model call decides).
         world: the world text every agent sees.
         world_file: a file of more world text, relative to the scenario file, shown after world.
@@ -502,8 +515,8 @@ class Scenario:
     personas: PersonaSource = field(default_factory=PersonaSource)
     graph: GraphGrowth = field(default_factory=GraphGrowth)
     steps: int = 5
-    kinds: tuple[str, ...] = ("instruction", "npc_dialogue", "tool_spec")
-    kind_weights: tuple[float, ...] | None = None
+    tasks: tuple[str, ...] = ("instruction", "npc_dialogue", "tool_spec")
+    task_weights: tuple[float, ...] | None = None
     policy: str = "scripted"
     world: str = ""
     world_file: str | None = None
@@ -530,14 +543,16 @@ class Scenario:
                "scenario.name must be a non-empty string")
         _valid(check_int, self.steps, "scenario.steps", low=1, high=MAX_STEPS)
         _valid(check_seed, self.seed, "scenario.seed")
-        _check(len(self.kinds) > 0, "scenario.kinds must name at least one emission kind")
+        _check(not isinstance(self.tasks, str | bytes) and isinstance(self.tasks, Sequence),
+               f"scenario.tasks must be a tuple of task names, got {self.tasks!r}")
+        _check(len(self.tasks) > 0, "scenario.tasks must name at least one emission task")
         known = emission_kinds()
-        unknown = [k for k in self.kinds if k not in known]
-        _check(not unknown, f"scenario.kinds: unknown kind(s) {unknown}; known: {sorted(known)}")
-        if self.kind_weights is not None:
-            _check(not isinstance(self.kind_weights, str | bytes) and isinstance(
-                self.kind_weights, Sequence), "scenario.kind_weights must be a tuple of numbers")
-            _valid(check_weights, self.kind_weights, "scenario.kind_weights", len(self.kinds))
+        unknown = [k for k in self.tasks if k not in known]
+        _check(not unknown, f"scenario.tasks: unknown task(s) {unknown}; known: {sorted(known)}")
+        if self.task_weights is not None:
+            _check(not isinstance(self.task_weights, str | bytes) and isinstance(
+                self.task_weights, Sequence), "scenario.task_weights must be a tuple of numbers")
+            _valid(check_weights, self.task_weights, "scenario.task_weights", len(self.tasks))
         _check(self.policy in POLICIES,
                f"scenario.policy must be one of {POLICIES}, got {self.policy!r}")
         if isinstance(self.activation, int | float) and not isinstance(self.activation, bool):
@@ -581,7 +596,21 @@ class Scenario:
         ids = [s.id for s in self.surveys]
         _check(len(set(ids)) == len(ids), f"scenario.surveys: duplicate survey ids in {ids}")
         object.__setattr__(self, "surveys", tuple(self.surveys))
-        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Return tasks under its earlier name (deprecated: read ``tasks``)."""
+        warnings.warn("Scenario.kinds is deprecated; read Scenario.tasks", DeprecationWarning,
+                      stacklevel=2)
+        return self.tasks
+
+    @property
+    def kind_weights(self) -> tuple[float, ...] | None:
+        """Return task_weights under its earlier name (deprecated: read ``task_weights``)."""
+        warnings.warn("Scenario.kind_weights is deprecated; read Scenario.task_weights",
+                      DeprecationWarning, stacklevel=2)
+        return self.task_weights
 
     @property
     def scheduled_events(self) -> tuple[Event, ...]:

@@ -438,8 +438,8 @@ class SocietyModel(mesa.Model):
         """(kind, addressee persona id) for an active agent, or None when it cannot act."""
         rng = derived_rng(self.run_seed, step, agent.persona_id)
         neighbours = agent.neighbour_ids()
-        kinds = list(self.scenario.kinds)
-        weights = list(self.scenario.kind_weights or [1.0] * len(kinds))
+        kinds = list(self.scenario.tasks)
+        weights = list(self.scenario.task_weights or [1.0] * len(kinds))
         addressed = addressed_kinds()
         if not neighbours:
             keep = [i for i, k in enumerate(kinds) if k not in addressed]
@@ -458,7 +458,7 @@ class SocietyModel(mesa.Model):
         """Return the deliberate policy's options for an active agent, or None when it has none."""
         rng = derived_rng(self.run_seed, step, agent.persona_id, "people")
         options, people = choices(
-            self.scenario.kinds, self.scenario.kind_weights, agent.neighbour_ids(),
+            self.scenario.tasks, self.scenario.task_weights, agent.neighbour_ids(),
             [m.sender_id for m in reversed(agent.inbox)], addressed_kinds(), rng.sample)
         if not options:
             return None

@@ -35,7 +35,7 @@ from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scen
 SURVEYS = {surveys!r}
 SCENARIO = Scenario(
     name="profiled", personas=PersonaSource(path="hub", carve=("population={population}",)),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("instruction",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("instruction",),
     activation=Activation(mode="count", count=1),
     surveys=tuple(Survey(id=i, steps=(1,), question=q, options=o) for i, q, o in SURVEYS))
 '''

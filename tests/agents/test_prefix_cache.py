@@ -225,7 +225,7 @@ def test_a_step_sends_the_actions_of_one_kind_together(scenario_file, tmp_path: 
     """Agents that heard the same events act in several kinds: each kind's task follows the events in
     the prompt, so its actions go one after another and a server's cache holds that prefix once."""
     path = scenario_file(n_personas=12, steps=1, graph="GraphGrowth(hops=0, acquaintances=2)",
-                         kinds=("instruction", "tool_spec", "knowledge_text"), seed=5)
+                         tasks=("instruction", "tool_spec", "knowledge_text"), seed=5)
     db = tmp_path / "kinds.duckdb"
     run_simulation(RunConfig(scenario=load_scenario(path), db=db, concurrency=1))
     con = duckdb.connect(str(db), read_only=True)

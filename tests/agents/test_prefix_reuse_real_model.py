@@ -36,7 +36,7 @@ def test_an_archetype_run_reuses_most_of_its_prompt_tokens(tmp_path: Path) -> No
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         f"SCENARIO = Scenario(name='prefix_real', personas=PersonaSource(path={str(people)!r}),\n"
         "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
-        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        "    tasks=('instruction', 'npc_dialogue', 'tool_spec'),\n"
         "    world='A river town with a ferry and a market.',\n"
         "    events={2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)},\n"
         "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"

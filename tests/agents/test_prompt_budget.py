@@ -219,7 +219,7 @@ def test_a_scenarios_budget_reaches_agent_and_survey_prompts():
     for name, budget in (("tight", PromptBudget(total=260, world=0)),
                          ("open", PromptBudget.unlimited())):
         client = FakeClient()
-        model = make_model(Scenario(name=name, kinds=("npc_dialogue", "instruction"),
+        model = make_model(Scenario(name=name, tasks=("npc_dialogue", "instruction"),
                                     events=events, surveys=(survey,), prompt_budget=budget),
                            client=client)
         model.world = WORLD

@@ -172,7 +172,7 @@ def test_tiny_scenario_with_a_survey_then_export(llama: LlamaServer, tmp_path: P
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         f"SCENARIO = Scenario(name='tiny_real', personas=PersonaSource(path={str(people)!r}),\n"
         "    graph=GraphGrowth(hops=1, fanout=1, acquaintances=2), steps=1,\n"
-        "    kinds=('instruction', 'npc_dialogue', 'tool_spec'),\n"
+        "    tasks=('instruction', 'npc_dialogue', 'tool_spec'),\n"
         "    world='A river town with a ferry and a market.',\n"
         "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?', steps=(1,),\n"
         "                    options=('yes', 'no', 'unsure')),), seed=3)\n")
@@ -219,7 +219,7 @@ def test_deliberate_agents_decide_then_act(llama: LlamaServer, tmp_path: Path) -
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
         f"SCENARIO = Scenario(name='deliberate_real', personas=PersonaSource(path={str(people)!r}),\n"
         "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, policy='deliberate',\n"
-        "    kinds=('instruction', 'npc_dialogue'),\n"
+        "    tasks=('instruction', 'npc_dialogue'),\n"
         "    world='A river town with a ferry and a market.', seed=3)\n")
     db = tmp_path / "deliberate.duckdb"
     code, output = invoke("run", str(scenario), "--db", str(db), "--llm", llama.spec,
@@ -301,7 +301,7 @@ def test_interview_one_agent_accounted(llama: LlamaServer, tmp_path: Path) -> No
     scenario.write_text(
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario\n"
         f"SCENARIO = Scenario(name='tiny_interview', personas=PersonaSource(path={str(people)!r}),\n"
-        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=('npc_dialogue',),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=('npc_dialogue',),\n"
         "    world='A river town with a ferry and a market.', seed=3)\n")
     db = tmp_path / "interview.duckdb"
     code, output = invoke("run", str(scenario), "--db", str(db))
@@ -404,7 +404,7 @@ def test_experiment_two_arms_two_replicates(llama: LlamaServer, tmp_path: Path) 
         "from personahub.sim.experiment import Arm, Experiment, Outcome\n"
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
         f"SCENARIO = Scenario(name='tiny_exp', personas=PersonaSource(path={str(people)!r}),\n"
-        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=('npc_dialogue',),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=('npc_dialogue',),\n"
         "    world='A river town with a ferry.',\n"
         "    surveys=(Survey(id='ferry', question='Would you take the ferry?', steps=(1,),\n"
         "                    options=('yes', 'no', 'unsure')),), seed=3)\n"

@@ -91,7 +91,7 @@ def toy() -> Iterator[Task]:
 def toy_scenario() -> Scenario:
     return Scenario(name="haiku_town", personas=PersonaSource(limit=6),
                     graph=GraphGrowth(hops=0, acquaintances=2), steps=2,
-                    kinds=("haiku", "npc_dialogue"), seed=3)
+                    tasks=("haiku", "npc_dialogue"), seed=3)
 
 
 def test_a_kind_added_from_outside_runs_in_simulation_synthesis_and_export(
@@ -136,7 +136,7 @@ def test_unregistering_the_toy_forgets_it_everywhere(toy: Task) -> None:
     try:
         assert "haiku" not in emission_kinds() and "haiku" not in synthesis_names()
         assert writer_for("season", offline_writer) == "sentence"
-        with pytest.raises(ScenarioError, match="unknown kind"):
+        with pytest.raises(ScenarioError, match="unknown task"):
             toy_scenario()
         with pytest.raises(PersonahubError, match="choose one of"):
             SynthConfig(task="haiku")
@@ -183,7 +183,7 @@ def test_every_kind_has_one_name_and_its_former_name_still_answers() -> None:
             lookup("tool")
     assert stored_task("tool", emission=False) is None is stored_task("tool", emission=True)
     with pytest.raises(ScenarioError, match="tool"):
-        Scenario(name="s", kinds=("instruction", "tool"))
+        Scenario(name="s", tasks=("instruction", "tool"))
     with pytest.raises(KeyError):
         synthesis_task("npc_dialogue")  # emitted in runs, not made by synthesis jobs
     assert addressed_kinds() == {"npc_dialogue", "conversation"}

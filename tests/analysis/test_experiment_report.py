@@ -16,7 +16,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="tiny_report", personas=PersonaSource(limit=6),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=1),
     surveys=(Survey(id="buy", steps=(1, 2), options=("yes", "no"), question="Buy it?"),
              Survey(id="fair", steps=(2,), answer="scale", low=1, high=10,

@@ -102,7 +102,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="archetyped", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=3), steps=2,
-                    kinds=("instruction",), archetypes=3, seed=5)
+                    tasks=("instruction",), archetypes=3, seed=5)
 """
 
 

@@ -45,7 +45,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=0, acquaintances=4),
     steps=5,
-    kinds=("npc_dialogue", "instruction"),
+    tasks=("npc_dialogue", "instruction"),
     memory=Memory(observations=3, own=1, summary_terms=6),
     events=(Event(step=2, text="The market opens early on Saturday."),),
     surveys=(Survey(id="mood", steps=(1, 3, 5), question="How is the town doing?",

@@ -29,7 +29,7 @@ from personahub.sim.scenario import Activation, Event, GraphGrowth, PersonaSourc
 from personahub.sim.scenario import Scenario, Survey
 SCENARIO = Scenario(
     name="tiny_live", personas=PersonaSource(limit=6),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=1),
     surveys=(Survey(id="buy", steps=(1, 2), options=("yes", "no", "unsure"), question="Buy it?"),),
     seed=11)

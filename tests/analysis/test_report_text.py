@@ -47,7 +47,7 @@ def survey_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
         SCENARIO = Scenario(
             name="dollars", personas=PersonaSource(path="people.jsonl"),
-            graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("instruction",),
+            graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("instruction",),
             surveys=(Survey(id="price", question="Pay $5 or $\\\\alpha?", steps=(1,),
                             options={OPTIONS!r}),),
         )

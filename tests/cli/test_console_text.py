@@ -88,7 +88,7 @@ SURVEYED = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey
 
 SCENARIO = Scenario(name="surveyed", personas=PersonaSource(limit=6), graph=GraphGrowth(hops=0,
-                    acquaintances=2), steps=2, kinds=("instruction",), seed=3,
+                    acquaintances=2), steps=2, tasks=("instruction",), seed=3,
                     surveys=(Survey(id="ferry", steps=(1, 2), answer="choice",
                                     options=("keep it", "close it", "not sure"),
                                     question="Should the ferry keep running?"),))

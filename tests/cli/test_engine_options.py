@@ -595,7 +595,7 @@ EXPERIMENT_FILE = '''
 from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(name="ab", personas=PersonaSource(limit=4), steps=1,
-                    graph=GraphGrowth(hops=0, acquaintances=2), kinds=("npc_dialogue",),
+                    graph=GraphGrowth(hops=0, acquaintances=2), tasks=("npc_dialogue",),
                     surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"),
                                     question="Buy it?"),))
 EXPERIMENT = Experiment(arms=(Arm(name="a"), Arm(name="b", world="It rains.")), replicates=1,

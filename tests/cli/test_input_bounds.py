@@ -178,7 +178,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="tiny", personas=PersonaSource(limit=4), graph=GraphGrowth(hops=0, acquaintances=2),
-    steps=1, kinds=("npc_dialogue",), activation=Activation(mode="count", count=1),
+    steps=1, tasks=("npc_dialogue",), activation=Activation(mode="count", count=1),
     surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"), question="Buy it?"),), seed=5)
 EXPERIMENT = Experiment(arms=(Arm(name="a"), Arm(name="b")), replicates=1,
                         outcomes=(Outcome(survey="buy", step=1, options=("yes",)),))

@@ -17,7 +17,7 @@ SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="jsonic", personas=PersonaSource(limit=4), graph=GraphGrowth(hops=0,
-                    acquaintances=2), steps=2, kinds=("instruction",), seed=1)
+                    acquaintances=2), steps=2, tasks=("instruction",), seed=1)
 """
 
 

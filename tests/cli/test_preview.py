@@ -16,7 +16,7 @@ SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="previewed", personas=PersonaSource(limit=4), graph=GraphGrowth(hops=0,
-                    acquaintances=2), steps=1, kinds=("instruction",), seed=1)
+                    acquaintances=2), steps=1, tasks=("instruction",), seed=1)
 """
 
 

@@ -24,7 +24,7 @@ SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="kernel", personas=PersonaSource(limit=6), graph=GraphGrowth(hops=0,
-                    acquaintances=2), steps=3, kinds=("npc_dialogue", "instruction"), seed=1)
+                    acquaintances=2), steps=3, tasks=("npc_dialogue", "instruction"), seed=1)
 """
 
 

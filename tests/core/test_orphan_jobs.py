@@ -24,7 +24,7 @@ SCENARIO = """
 from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 SCENARIO = Scenario(name="left", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=2), steps=1,
-                    kinds=("npc_dialogue",), seed=3)
+                    tasks=("npc_dialogue",), seed=3)
 """
 
 

@@ -75,7 +75,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="short", personas=PersonaSource(path="hub", limit=6),
                     graph=GraphGrowth(hops=0, acquaintances=1), steps=1,
-                    kinds=("instruction",), world="A small town.", seed=3)
+                    tasks=("instruction",), world="A small town.", seed=3)
 """
 
 

@@ -297,7 +297,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="ungated", personas=PersonaSource(path="hub"),
                     graph=GraphGrowth(hops=0, acquaintances=1), steps=1,
-                    kinds=("instruction",), world="A small town.", seed=3)
+                    tasks=("instruction",), world="A small town.", seed=3)
 """
 
 

@@ -613,8 +613,8 @@ def breaking_tool_specs(broken: list[str]) -> Edit:
 def test_simulation_rejects_bad_tool_specs_as_failed_actions(scenario_file, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     # instructions outweigh tool specs: a step where most actions fail would stop the run
-    path = scenario_file(n_personas=8, kinds=["tool_spec", "instruction"], steps=2,
-                         kind_weights=(1.0, 3.0), graph="GraphGrowth(hops=0, acquaintances=2)")
+    path = scenario_file(n_personas=8, tasks=["tool_spec", "instruction"], steps=2,
+                         task_weights=(1.0, 3.0), graph="GraphGrowth(hops=0, acquaintances=2)")
     broken: list[str] = []
     client = FakeClient(edit=breaking_tool_specs(broken), seed=3)
     db = tmp_path / "run.duckdb"

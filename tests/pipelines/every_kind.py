@@ -42,7 +42,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="every", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=2), steps=3,
-                    kinds=("npc_dialogue", "instruction"), seed=4)
+                    tasks=("npc_dialogue", "instruction"), seed=4)
 """
 # the answers a job kept, by purpose (a stopped job's uncommitted answers are 'discarded')
 KEPT_CALLS = "SELECT purpose, count(*) FROM llm_calls WHERE status = 'ok' GROUP BY 1 ORDER BY 1"

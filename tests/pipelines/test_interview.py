@@ -40,7 +40,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=0, acquaintances=4),
     steps=3,
-    kinds=("npc_dialogue", "instruction"),
+    tasks=("npc_dialogue", "instruction"),
     world="A small river town with a ferry and a market.",
     memory=Memory(observations=3, own=2, summary_terms=6),
     inbox_size=2,

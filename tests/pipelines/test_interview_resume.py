@@ -32,7 +32,7 @@ from personahub.sim.scenario import GraphGrowth, Memory, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="asked", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=3), steps=2,
-                    kinds=("npc_dialogue", "instruction"), memory=Memory(observations=2, own=1),
+                    tasks=("npc_dialogue", "instruction"), memory=Memory(observations=2, own=1),
                     world="A river town with a ferry.", seed=6)
 """
 QUESTION = "What do you remember of the last days?"

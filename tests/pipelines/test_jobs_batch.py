@@ -50,7 +50,7 @@ from personahub.sim.scenario import GraphGrowth, Memory, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="asked", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=3), steps=2,
-                    kinds=("npc_dialogue",), memory=Memory(observations=2, own=1),
+                    tasks=("npc_dialogue",), memory=Memory(observations=2, own=1),
                     world="A river town with a ferry.", seed=6)
 """
 CORPUS = "\n\n".join(

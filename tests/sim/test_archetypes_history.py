@@ -17,7 +17,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Event, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="told", personas=PersonaSource(limit=8),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("instruction",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, tasks=("instruction",),
     world="A small river town.",
     events=EVENTS,
     surveys=(Survey(id="buy", steps=(2,), options=("yes", "no", "unsure"), question="Buy it?"),

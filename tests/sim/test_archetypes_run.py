@@ -28,7 +28,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=0, acquaintances=4),
     steps=3,
-    kinds=("instruction", "tool_spec"),
+    tasks=("instruction", "tool_spec"),
     archetypes={{k}},
     surveys=(Survey(id="mood", steps=(1, 3), question="How is the town doing?", answer="choice",
                     options=("well", "badly", "unsure"), remember=True),

@@ -582,11 +582,11 @@ CASES = [
     Case("scenario steps=1.5", hub_and_scenario(steps=1.5),  # type: ignore[arg-type]
          ("run", "{tmp}/scenario.py", "--db", "{db}"),
          "scenario.steps must be an integer, got 1.5", exit_code=2, tables=RUN),
-    Case("scenario kind_weights=(1, inf)",
-         hub_and_scenario(extra="kinds=('instruction', 'npc_dialogue'), "
-                                "kind_weights=(1, float('inf')),"),
+    Case("scenario task_weights=(1, inf)",
+         hub_and_scenario(extra="tasks=('instruction', 'npc_dialogue'), "
+                                "task_weights=(1, float('inf')),"),
          ("run", "{tmp}/scenario.py", "--db", "{db}"),
-         "scenario.kind_weights[1] must be a finite number, got inf", exit_code=2, tables=RUN),
+         "scenario.task_weights[1] must be a finite number, got inf", exit_code=2, tables=RUN),
     Case("--llm with port 99999", hub_and_scenario(),
          ("run", "{tmp}/scenario.py", "--db", "{db}", "--llm", "http://127.0.0.1:99999/v1"),
          "not a valid URL (Port out of range 0-65535)", exit_code=2, tables=RUN),
@@ -696,7 +696,7 @@ CASES = [
          tables=RUN),
     Case("scenario field misspelt", hub_and_scenario(extra="kind=('instruction',),"),
          ("run", "{tmp}/scenario.py", "--db", "{db}"),
-         "Scenario: unknown field 'kind' (did you mean 'kinds'?)", exit_code=2, tables=RUN),
+         "Scenario: unknown field 'kind' (did you mean 'tasks'?)", exit_code=2, tables=RUN),
     Case("scenario part with an unknown field",
          hub_and_scenario(extra="activation=Activation(mode='probability', prob=0.5),"),
          ("run", "{tmp}/scenario.py", "--db", "{db}"),

@@ -24,7 +24,7 @@ def _personas(n: int) -> list[Persona]:
 
 def _model(personas: list[Persona], graph: nx.Graph | SocialEdges) -> SocietyModel:
     loop = asyncio.new_event_loop()
-    return SocietyModel(scenario=Scenario(name="bulk", kinds=("instruction",)), personas=personas,
+    return SocietyModel(scenario=Scenario(name="bulk", tasks=("instruction",)), personas=personas,
                         graph=graph, llm=FakeClient(), run_id="r", seed=3,
                         runner=loop.run_until_complete)
 

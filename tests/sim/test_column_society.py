@@ -39,8 +39,8 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=0, acquaintances=4),
     steps=3,
-    kinds=("instruction", "tool_spec"),
-    kind_weights=(2.0, 1.0),
+    tasks=("instruction", "tool_spec"),
+    task_weights=(2.0, 1.0),
     activation=Activation(mode="probability", p=0.6),
     archetypes=4,
     events=(Event(step=1, text="The ferry fares go up next month."),
@@ -202,8 +202,8 @@ def test_ray_shards_give_the_local_tables(whole, tmp_path):
 
 def test_columns_refuse_a_scenario_that_needs_an_object_per_agent(tmp_path):
     path = _scenario(tmp_path)
-    path.write_text(SCENARIO.replace('kinds=("instruction", "tool_spec")',
-                                     'kinds=("instruction", "npc_dialogue")'))
+    path.write_text(SCENARIO.replace('tasks=("instruction", "tool_spec")',
+                                     'tasks=("instruction", "npc_dialogue")'))
     with pytest.raises(UsageError, match=r"--society columns: .*addressed kinds") as caught:
         _run(path, tmp_path / "run.duckdb")
     assert "\n" not in str(caught.value)

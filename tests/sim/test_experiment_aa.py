@@ -39,7 +39,7 @@ SCALE = tuple(Survey(id=f"fair{{i}}", steps=(1,), answer="scale", low=1, high=5,
                      question=f"Is the price of product {{i}} fair?") for i in range(SURVEYS))
 SCENARIO = Scenario(
     name="aa", personas=PersonaSource(limit=30),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=1), surveys=CHOICE + SCALE, seed=0)
 EXPERIMENT = Experiment(
     arms=(Arm(name="a"), Arm(name="placebo", world="Nothing else is new this week.")),

@@ -29,7 +29,7 @@ from personahub.sim.scenario import (Activation, Event, GraphGrowth, PersonaSour
                                      Survey)
 SCENARIO = Scenario(
     name="tiny_parallel", personas=PersonaSource(limit=6),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=STEPS, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=STEPS, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=2),
     surveys=(Survey(id="buy", steps=(1, STEPS), options=("yes", "no", "unsure"), question="Buy?"),
              Survey(id="fair", steps=(STEPS,), answer="scale", low=1, high=10, question="Fair?")),

@@ -130,7 +130,7 @@ from personahub.sim.scenario import Activation, Event, GraphGrowth, PersonaSourc
 SCENARIO = Scenario(
     name="lakeside", personas=PersonaSource(limit=6), world="Lakeside in early spring.",
     world_file="worlds/lakeside.md", graph=GraphGrowth(hops=0, acquaintances=2), steps=2,
-    kinds=("npc_dialogue", "instruction"), activation=Activation(mode="count", count=3),
+    tasks=("npc_dialogue", "instruction"), activation=Activation(mode="count", count=3),
     policy=POLICY,
     events=(Event(step=1, text="The e-bike shop opens with a week of free test rides."),),
     surveys=(Survey(id="buy", steps=(1, 2), options=("yes", "no", "unsure"),

@@ -20,7 +20,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="ray_ab", personas=PersonaSource(limit=6),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=2),
     surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"), question="Buy it?"),),
     seed=3)

@@ -14,7 +14,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, Event, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="tiny_launch", personas=PersonaSource(limit=8),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=2),
     events=(Event(step=1, text="A new e-bike goes on sale."),),
     surveys=(Survey(id="buy", steps=(2,), options=("yes", "no", "unsure"), question="Buy it?"),

@@ -18,7 +18,7 @@ from personahub.sim.scenario import Activation, Event, GraphGrowth, Intervention
 from personahub.sim.scenario import Scenario, Survey
 SCENARIO = Scenario(
     name="tiny_within", personas=PersonaSource(limit=10),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=2, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=1),
     events=(Event(step=1, text="A new e-bike goes on sale."),),
     surveys=(Survey(id="buy", steps=(2,), options=("yes", "no", "unsure"), question="Buy it?"),
@@ -130,7 +130,7 @@ from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource
 from personahub.sim.scenario import Scenario, Survey
 SCENARIO = Scenario(
     name="tiny_world_arms", personas=PersonaSource(limit=8),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=2), world="A small river town.",
     surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"), question="Buy it?"),),
     seed=3)

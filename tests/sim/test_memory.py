@@ -56,7 +56,7 @@ def make_model(scenario: Scenario, n: int = 3, client=None, seed: int = SEED) ->
 
 def harbour_scenario(memory: Memory = REMEMBERS, steps: int = 8) -> Scenario:
     words = ["flood", "fire", "market", "ferry", "storm", "festival"]
-    return Scenario(name="harbour", kinds=("npc_dialogue", "conversation", "instruction"),
+    return Scenario(name="harbour", tasks=("npc_dialogue", "conversation", "instruction"),
                     memory=memory, inbox_size=2, steps=steps,
                     events=[Event(step=s, text=f"The {words[s % len(words)]} at the harbour, day {s}.")
                             for s in range(1, steps + 1, 2)])
@@ -228,7 +228,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=0, acquaintances=2),
     steps=5,
-    kinds=("npc_dialogue", "conversation", "instruction"),
+    tasks=("npc_dialogue", "conversation", "instruction"),
     memory=Memory(observations=2, own=1, summary_terms=6, retrieve=True, store=4, top_k=3,
                   reflect_every=2, reflect_overflow=3),
     inbox_size=2,
@@ -342,7 +342,7 @@ def test_a_reflection_against_the_loopback_llama_server(llama, tmp_path):
     scenario.write_text(
         "from personahub.sim.scenario import Event, GraphGrowth, Memory, PersonaSource, Scenario\n"
         "SCENARIO = Scenario(name='reflect_real', personas=PersonaSource(path='people.jsonl'),\n"
-        "    graph=GraphGrowth(hops=0, acquaintances=1), steps=2, kinds=('instruction',),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=1), steps=2, tasks=('instruction',),\n"
         "    events=(Event(step=1, text='The ferry is cancelled for a week.'),),\n"
         "    memory=Memory(retrieve=True, reflect_every=1), seed=3)\n")
     db = tmp_path / "real.duckdb"

@@ -372,7 +372,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="slow", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=2), steps=5, activation=1.0,
-                    kinds=("npc_dialogue",), seed=3)
+                    tasks=("npc_dialogue",), seed=3)
 """
 
 

@@ -30,7 +30,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=0, acquaintances=4),
     steps=5,
-    kinds=("npc_dialogue", "conversation", "instruction"),
+    tasks=("npc_dialogue", "conversation", "instruction"),
     activation=0.8,
     memory=Memory(observations=2, own=1, summary_terms=6),
     inbox_size=2,

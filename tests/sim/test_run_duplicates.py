@@ -28,7 +28,7 @@ from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario
 
 SCENARIO = Scenario(name="planted", personas=PersonaSource(path="people.jsonl"),
                     graph=GraphGrowth(hops=0, acquaintances=4), steps=6,
-                    kinds=("instruction", "npc_dialogue"), seed=5, duplicate_window={window})
+                    tasks=("instruction", "npc_dialogue"), seed=5, duplicate_window={window})
 """
 
 # sources and their near-duplicates (a word swapped or replaced, case and punctuation changed)

@@ -14,7 +14,7 @@ from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scen
 
 SCENARIO = Scenario(name="own_graph", personas=PersonaSource(limit=8),
                     graph=GraphGrowth(hops=0, acquaintances=2, rewire=0.6), steps=1,
-                    kinds=("npc_dialogue",), activation=Activation(mode="count", count=1))
+                    tasks=("npc_dialogue",), activation=Activation(mode="count", count=1))
 
 
 def edges(db: Path, run_id: str) -> set[tuple[str, str, str]]:

@@ -54,7 +54,7 @@ SCENARIO = Scenario(
     personas=PersonaSource(path="people.jsonl"),
     graph=GraphGrowth(hops=2, fanout=2, acquaintances=2),
     steps=4,
-    kinds=("npc_dialogue", "conversation", "instruction"),
+    tasks=("npc_dialogue", "conversation", "instruction"),
     activation=0.5,
     events=(Event(step=2, text="The ferry is cancelled until spring."),),
     surveys=(Survey(id="ferry", steps=(3,), question="Should the ferry run all winter?",

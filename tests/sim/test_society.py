@@ -57,7 +57,7 @@ def test_memory_stays_bounded_and_summarises_what_it_evicts():
 
 
 def test_every_agent_state_round_trips_through_plain_data():
-    scenario = Scenario(name="rt", kinds=("npc_dialogue", "conversation", "instruction"),
+    scenario = Scenario(name="rt", tasks=("npc_dialogue", "conversation", "instruction"),
                         memory=Memory(observations=2, own=1, summary_terms=8), inbox_size=2,
                         events=(Event(step=1, text="The market hall roof collapsed overnight."),
                                 Event(step=2, text="Volunteers are rebuilding the market hall.")),
@@ -83,7 +83,7 @@ def test_every_agent_state_round_trips_through_plain_data():
 ])
 def test_idle_agents_make_no_model_call(activation, expected):
     client = FakeClient()
-    model = make_model(Scenario(name="act", kinds=("instruction",), activation=activation), client=client)
+    model = make_model(Scenario(name="act", tasks=("instruction",), activation=activation), client=client)
     for _ in range(3):
         model.step()
     assert [client.by_step[(s, "instruction")] for s in (1, 2, 3)] == expected
@@ -94,7 +94,7 @@ def test_probability_activation_is_seeded():
     counts = []
     for _ in range(2):
         client = FakeClient()
-        model = make_model(Scenario(name="p", kinds=("instruction",), activation=0.4), client=client)
+        model = make_model(Scenario(name="p", tasks=("instruction",), activation=0.4), client=client)
         for _ in range(3):
             model.step()
         counts.append(client.calls)
@@ -107,7 +107,7 @@ def test_activation_picks_the_agents_its_seeded_draws_name_in_agent_id_order():
     for activation in (Activation(mode="count", count=5), Activation(mode="probability", p=0.4),
                        Activation(mode="function",
                                   when=lambda step, info, rng: rng.random() < 0.5 and info.agent_id > 2)):
-        model = make_model(Scenario(name="act", kinds=("instruction",), activation=activation), seed=seed)
+        model = make_model(Scenario(name="act", tasks=("instruction",), activation=activation), seed=seed)
         ids = [a.persona_id for a in model.ordered]
         keys = np.array([_derived_seed((seed, pid, "active")) for pid in ids], dtype=np.uint64)
         for step in (1, 2, 3):
@@ -123,7 +123,7 @@ def test_activation_picks_the_agents_its_seeded_draws_name_in_agent_id_order():
 
 
 def test_agents_are_fixed_to_the_cells_of_their_personas_on_a_mesa_network():
-    model = make_model(Scenario(name="mesa", kinds=("instruction",)))
+    model = make_model(Scenario(name="mesa", tasks=("instruction",)))
     assert isinstance(model.network, Network) and model.network.G.number_of_nodes() == 12
     assert [a.unique_id for a in model.agents] == list(range(1, 13))  # the AgentSet is in id order
     for agent in model.agents:
@@ -137,7 +137,7 @@ def test_agents_are_fixed_to_the_cells_of_their_personas_on_a_mesa_network():
 def test_near_audience_follows_edges_changed_by_interventions():
     """Two hops out, after edges of the centre were removed in the same step (before broadcast)."""
     scenario = Scenario(
-        name="near", kinds=("instruction",),
+        name="near", tasks=("instruction",),
         events=tuple(Event(step=s, text=f"Smoke seen, step {s}.", audience=Audience(near=1, hops=2))
                      for s in (1, 2)),
         interventions=(Intervention(step=2, action="remove_edge", target=1, other=2),
@@ -169,7 +169,7 @@ def test_step_draws_are_uniform_seeded_and_fresh_each_step():
 
 def test_event_audiences_interventions_and_dialogue_threads():
     scenario = Scenario(
-        name="aud", kinds=("npc_dialogue",),
+        name="aud", tasks=("npc_dialogue",),
         events=(Event(step=1, text="Near the well a fire broke out.", audience=Audience(near=1, hops=1)),
                 Event(step=1, text="Bakers get a flour delivery.",
                       audience=Audience(text_contains=("baker",))),
@@ -212,7 +212,7 @@ def test_event_audiences_interventions_and_dialogue_threads():
 
 def test_surveys_are_concurrent_stay_out_of_memory_and_are_one_query_per_step(scenario_file, tmp_path):
     path = scenario_file(
-        steps=3, kinds=("instruction",),
+        steps=3, tasks=("instruction",),
         surveys="(Survey(id='buy', steps=(1, 3), question='Would you buy it?', answer='choice', "
                 "options=('yes', 'no', 'maybe')), Survey(id='mood', steps=(2,), question='Mood?', "
                 "answer='scale', low=1, high=10, audience=Audience(personas=(1, 2, 3))))",
@@ -242,7 +242,7 @@ def test_surveys_are_concurrent_stay_out_of_memory_and_are_one_query_per_step(sc
 def test_new_emission_kinds_validate_and_conversations_alternate(scenario_file, tmp_path):
     kinds = ("conversation", "math_problem", "reasoning_problem", "knowledge_text")
     db = tmp_path / "kinds.duckdb"
-    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file(kinds=kinds, steps=2)), db=db))
+    summary = run_simulation(RunConfig(scenario=load_scenario(scenario_file(tasks=kinds, steps=2)), db=db))
     assert set(summary.emissions_by_kind) == set(kinds)
     con = duckdb.connect(str(db), read_only=True)
     for kind, content, persona, target in con.execute(

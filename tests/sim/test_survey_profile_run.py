@@ -34,7 +34,7 @@ from personahub.sim.scenario import Event, GraphGrowth, PersonaSource, Scenario,
 SURVEYS = {surveys!r}
 SCENARIO = Scenario(
     name="profiled", personas=PersonaSource(path="hub", carve=("population={population}",)),
-    graph=GraphGrowth(hops=0, acquaintances=2), steps={steps}, kinds=("instruction",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps={steps}, tasks=("instruction",),
     events={events},
     surveys=tuple(Survey(id=i, steps=({steps},), question=q, options=o{profile})
                   for i, q, o in SURVEYS),

@@ -92,7 +92,7 @@ from personahub.sim.experiment import Arm, Experiment, Outcome
 from personahub.sim.scenario import Activation, GraphGrowth, PersonaSource, Scenario, Survey
 SCENARIO = Scenario(
     name="planted", personas=PersonaSource(limit=40), world="A small town by a lake.",
-    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, kinds=("npc_dialogue",),
+    graph=GraphGrowth(hops=0, acquaintances=2), steps=1, tasks=("npc_dialogue",),
     activation=Activation(mode="count", count=1),
     surveys=(Survey(id="buy", steps=(1,), options=("yes", "no"), question="Buy it?"),),
     seed=0)
