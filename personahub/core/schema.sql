@@ -264,8 +264,9 @@ CREATE TABLE IF NOT EXISTS survey_answers (
     answer_choice VARCHAR,
     answer_scale  INTEGER,
     answer_text   VARCHAR,
-    content       JSON,
-    PRIMARY KEY (run_id, step, survey_id, agent_id)
+    content       JSON
+    -- no key index (docs/database.md): a row per agent a step; the step's `steps` row, written in
+    -- the same transaction, refuses a step committed twice
 );
 -- experiments (sim/experiment.py): each arm x replicate of an experiment is one run; a row is
 -- written when its run finished, so running the experiment again skips it
