@@ -210,22 +210,36 @@ def score(db: Path, truth_path: Path, n: int) -> dict[str, float]:
             "planted_below_marked_to_source": wrong_below}
 
 
-def add_relations(db: Path, n: int) -> None:
-    """Give the hub a graph to count: each persona to the next and to one far away (not timed)."""
+RELATION_CHUNK = 1_000_000
+
+
+def add_relations(db: Path, n: int, chunk: int = RELATION_CHUNK) -> None:
+    """Give the hub a graph to count: each persona to the next and to one far away (not timed).
+
+    Inserted a chunk of personas at a time, each chunk its own transaction, so that the join's
+    hash table and the transaction's rows are a chunk's, not the hub's, under DuckDB's 1 GiB.
+    """
     import duckdb
 
     con = duckdb.connect(str(db))
     try:
         con.execute("SET memory_limit = '1GiB'")
-        con.execute("""
-            INSERT OR IGNORE INTO relations (src, dst, relation, hop, source)
-            WITH p AS (SELECT persona_id, row_number() OVER (ORDER BY seq) - 1 AS i FROM personas)
-            SELECT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
-                   ELSE 'neighbour' END, 1, 'bench'
-            FROM (SELECT persona_id, i, (i + 1) % ? AS j FROM p
-                  UNION ALL SELECT persona_id, i, (i * 7919 + 13) % ? FROM p) AS a
-            JOIN p AS b ON b.i = a.j
-            WHERE a.persona_id <> b.persona_id""", [n, n])  # two equi-joins: an OR join is n x n
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")
+        con.execute("CREATE TEMP TABLE _bench_p AS SELECT persona_id, "
+                    "row_number() OVER (ORDER BY seq) - 1 AS i FROM personas")
+        count = con.execute("SELECT count(*) FROM _bench_p").fetchall()[0][0]
+        for lo in range(0, count, chunk):
+            con.execute("""
+                INSERT OR IGNORE INTO relations (src, dst, relation, hop, source)
+                SELECT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
+                       ELSE 'neighbour' END, 1, 'bench'
+                FROM (SELECT persona_id, i, (i + 1) % $n AS j FROM _bench_p WHERE i >= $lo AND i < $hi
+                      UNION ALL SELECT persona_id, i, (i * 7919 + 13) % $n FROM _bench_p
+                      WHERE i >= $lo AND i < $hi) AS a
+                JOIN _bench_p AS b ON b.i = a.j
+                WHERE a.persona_id <> b.persona_id""",
+                        {"n": n, "lo": lo, "hi": lo + chunk})  # two equi-joins: an OR join is n x n
     finally:
         con.close()
 

@@ -15,3 +15,14 @@ HUB_MEMORY_MB = 512
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
     """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it."""
     con.execute(f"SET memory_limit = '{max(64, int(memory_mb))}MiB'")
+
+
+def personas_keyed(con: duckdb.DuckDBPyConnection) -> bool:
+    """Tell whether the personas table has a key, as files made before it was dropped do.
+
+    DuckDB holds a key's index in memory outside memory_limit, so on such a file a limit would
+    stop a large import rather than bound it.
+    """
+    return bool(con.execute(
+        "SELECT 1 FROM duckdb_constraints() WHERE table_name = 'personas' AND database_name = "
+        "current_database() AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')").fetchall())

@@ -36,6 +36,7 @@ def personas_import(
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
     from personahub.core.store import connect, transaction
     from personahub.personas.hub_gate import count_failed
+    from personahub.personas.hub_memory import bound_memory, personas_keyed
     from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
     from personahub.personas.persona_texts import SourceText, insert_source_texts
     from personahub.personas.store import upsert_personas
@@ -52,6 +53,8 @@ def personas_import(
     con = connect(db)
     added = texts = failed = 0
     try:
+        if not personas_keyed(con):  # the table's cache spills past the limit
+            bound_memory(con)
         with job_progress() as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
             with transaction(con):  # the whole file or nothing

@@ -27,8 +27,11 @@ CREATE TABLE IF NOT EXISTS schema_meta (
 
 -- The persona hub ------------------------------------------------------------------------
 CREATE SEQUENCE IF NOT EXISTS persona_seq;
+-- No PRIMARY KEY on persona_id: DuckDB holds a key's index in memory whatever its memory_limit
+-- (about 45 bytes a persona), so an import's memory grew with the hub. upsert_personas keeps the
+-- ids distinct (in the batch, then an anti-join against the table). Older files keep their key.
 CREATE TABLE IF NOT EXISTS personas (
-    persona_id   VARCHAR PRIMARY KEY,
+    persona_id   VARCHAR NOT NULL,
     seq          BIGINT DEFAULT nextval('persona_seq'),
     text         VARCHAR NOT NULL,
     source       VARCHAR,

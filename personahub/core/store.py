@@ -6,7 +6,6 @@ Rows go as Arrow batches: a per-row INSERT loop is orders of magnitude slower
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -393,21 +392,14 @@ def insert_columns(
     if not count:
         return 0
     view = f"_batch_{table}"
-    con.register(view, batch)
     verb = "INSERT OR IGNORE INTO" if ignore_conflicts and not new_by else "INSERT INTO"
     cols = ", ".join(data)
     where = ""
     if new_by:
         match = " AND ".join(f"t.{k} = b.{k}" for k in new_by)
         where = f" b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
-    try:
-        con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM {view}{where}")
-    except BaseException:
-        # in an aborted transaction unregistering fails too; the insert's error counts
-        with contextlib.suppress(duckdb.Error):
-            con.unregister(view)
-        raise
-    con.unregister(view)
+    # scoped to this statement: a registered view's table lives until the transaction ends
+    con.from_arrow(batch).query(view, f"{verb} {table} ({cols}) SELECT {cols} FROM {view}{where}")
     return count
 
 
