@@ -391,15 +391,17 @@ def insert_columns(
     count = batch.num_rows
     if not count:
         return 0
-    view = f"_batch_{table}"
     verb = "INSERT OR IGNORE INTO" if ignore_conflicts and not new_by else "INSERT INTO"
     cols = ", ".join(data)
     where = ""
     if new_by:
         match = " AND ".join(f"t.{k} = b.{k}" for k in new_by)
         where = f" b WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
-    # scoped to this statement: a registered view's table lives until the transaction ends
-    con.from_arrow(batch).query(view, f"{verb} {table} ({cols}) SELECT {cols} FROM {view}{where}")
+    # Read by DuckDB's replacement scan of this local, for this statement only: a registered view's
+    # table lives until the transaction ends (an import is one transaction), and a relation's
+    # query() reports a constraint error as "transaction is aborted", losing the error.
+    _personahub_batch = batch  # noqa: F841 (named in the SQL)
+    con.execute(f"{verb} {table} ({cols}) SELECT {cols} FROM _personahub_batch{where}")
     return count
 
 
