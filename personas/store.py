@@ -83,14 +83,12 @@ def _new_personas(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> pa.Table:
     An anti-join's output follows its hash table, not its input, so the rows are picked by
     position and taken in order rather than inserted from the join.
     """
-    ids = pa.table({"persona_id": batch["persona_id"], "row": pa.array(np.arange(batch.num_rows))})
-    # a relation, not a registered view: a dropped view keeps its table until the transaction
-    # ends, and an import is one transaction, so every batch's ids would stay in memory
-    found = con.from_arrow(ids).query(
-        "_upsert_ids", "SELECT b.row FROM _upsert_ids b WHERE NOT EXISTS (SELECT 1 FROM "
-        "personas t WHERE t.persona_id = b.persona_id)")
-    assert found is not None  # a SELECT always answers with a relation
-    rows = found.fetchnumpy()["row"]
+    # read by DuckDB's replacement scan of this local, as insert_columns reads its batch: a
+    # registered view's table would stay in memory until the import's transaction ends
+    _upsert_ids = pa.table({"persona_id": batch["persona_id"],  # noqa: F841 (named in the SQL)
+                            "row": pa.array(np.arange(batch.num_rows))})
+    rows = con.execute("SELECT b.row FROM _upsert_ids b WHERE NOT EXISTS (SELECT 1 FROM "
+                       "personas t WHERE t.persona_id = b.persona_id)").fetchnumpy()["row"]
     return batch.take(pa.array(np.sort(rows))) if len(rows) < batch.num_rows else batch
 
 
