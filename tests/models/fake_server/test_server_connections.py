@@ -33,10 +33,14 @@ def open_partial(url: str, count: int, stack: ExitStack, payload: bytes = PARTIA
     return socks
 
 
-def closed_by_server(sock: socket.socket) -> bytes | None:
-    """What the server sent before closing ``sock`` (None while it is still open)."""
+def closed_by_server(sock: socket.socket, received: bytearray | None = None) -> bytes | None:
+    """What the server sent before closing ``sock`` (None while it is still open).
+
+    Bytes read before the close arrives are kept in ``received``: an answer can come one poll
+    and the server's FIN the next, and dropping the first would read the answer as empty.
+    """
     sock.setblocking(False)
-    data = b""
+    data = received if received is not None else bytearray()
     try:
         while chunk := sock.recv(65536):
             data += chunk
@@ -44,20 +48,32 @@ def closed_by_server(sock: socket.socket) -> bytes | None:
         return None
     except ConnectionResetError:
         pass
-    return data
+    return bytes(data)
 
 
 def wait_closed(socks: list[socket.socket], limit_s: float = 60.0) -> list[bytes]:
     """Poll until the server has closed every socket (a generous bound, not a timing claim)."""
     answers: dict[int, bytes] = {}
+    received = [bytearray() for _ in socks]
     deadline = time.monotonic() + limit_s
     while len(answers) < len(socks):
         assert time.monotonic() < deadline, f"{len(socks) - len(answers)} still open"
         for i, sock in enumerate(socks):
-            if i not in answers and (got := closed_by_server(sock)) is not None:
+            if i not in answers and (got := closed_by_server(sock, received[i])) is not None:
                 answers[i] = got
         time.sleep(0.05)
     return [answers[i] for i in range(len(socks))]
+
+
+def test_an_answer_read_before_the_close_is_kept() -> None:
+    """The 503 can arrive one poll and the FIN the next; the answer is still the 503."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"HTTP/1.1 503 ")
+        received = bytearray()
+        assert closed_by_server(ours, received) is None  # read, but not yet closed
+        theirs.shutdown(socket.SHUT_WR)
+        assert closed_by_server(ours, received) == b"HTTP/1.1 503 "
 
 
 @pytest.fixture
