@@ -71,7 +71,7 @@ def ranking_cells(scores: pd.DataFrame, survey: Survey) -> pd.DataFrame:
     humans = {(qid, attribute, " / ".join(labels)): counts for qid in survey.counts
               for attribute, labels, counts in survey.groups(qid)}
     rows = scores[(scores["attribute"] != POPULATION) & ~scores["source"].isin(UNRANKED)
-                  & scores["counts"].map(lambda c: isinstance(c, str))]
+                  & scores["counts"].map(lambda c: isinstance(c, str)).astype(bool)]
     steerings = list(dict.fromkeys(scores.loc[scores["source"] == MODEL, "steering"]))
     out = []
     for row in rows.itertuples(index=False):

@@ -97,7 +97,7 @@ def test_the_wilcoxon_p_equals_an_enumeration() -> None:
     assert row["top_p"] == pytest.approx(0.5**3)  # three hits of three at chance 1/2
 
 
-@pytest.mark.filterwarnings("error::pandas.errors.Pandas4Warning")  # a mask of str dtype, once
+@pytest.mark.filterwarnings("error::pandas.errors.Pandas4Warning")  # its mask once mixed str dtype in
 def test_lines_and_verdict_say_it_in_words() -> None:
     summary = ranking_summary(ranking_cells(_scores(), _survey()))
     lines = ranking_lines(summary)
