@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -115,7 +116,9 @@ def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         "the personahub that wrote it (personahub export, personahub sql)")
 
 
+@functools.cache
 def schema_sql() -> str:
+    """Return this version's schema DDL (read once a process)."""
     return resources.files("personahub.core").joinpath("schema.sql").read_text(encoding="utf-8")
 
 
@@ -167,54 +170,74 @@ def connect(path: str | Path, *, read_only: bool = False) -> duckdb.DuckDBPyConn
     exists = path.exists()
     if read_only and not exists:
         raise PersonahubError(f"--db {path}: no such database (run a scenario first)")
+    con: duckdb.DuckDBPyConnection | None = None
     if exists:
         check_header(path)
-        probe = _open(path, read_only=True)
+        # Reading a file writes nothing to it unless DuckDB replays a WAL, which a read-write open
+        # does: so a file without one is opened once, read-write for a writer, and checked there;
+        # a file with one is checked through a read-only probe first, and a refused file is untouched.
+        replays = Path(f"{path}.wal").exists()
+        con = _open(path, read_only=read_only or replays)
         try:
-            check_version(probe, path)
-            version = _readable_version(probe)
-            check_shape(probe, path, *_renames_since(version))
-            if not read_only:
-                block_size = int(probe.execute("SELECT block_size FROM pragma_database_size() "
-                                               "WHERE database_name = current_database()"
-                                               ).fetchall()[0][0])
-                if format_is_known(path):
-                    check_blocks(path, block_size)
-                else:
-                    read_back(probe, path)
-        except BaseException as exc:
-            probe.close()
-            if isinstance(exc, duckdb.Error):
-                raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
+            version = _checked_version(con, path, read_only)
+        except BaseException:
+            con.close()
             raise
         if read_only:
             if version in _OLD_VERSIONS:
-                _present_old(probe, version)
-            lay_views(probe)
-            return probe
-        probe.close()
+                _present_old(con, version)
+            lay_views(con)
+            return con
+        if replays:
+            con.close()
+            con = None
     elif not path.parent.is_dir():  # a mistyped folder is not created
         what = "is not a folder" if path.parent.exists() else "does not exist"
         raise UsageError(f"--db {path}: the folder {path.parent} {what}; create it first")
-    con = _open(path, read_only=False)
+    con = con or _open(path, read_only=False)
     try:
-        ddl = schema_sql()
-        if schema_version(con) == "1":
-            _upgrade_v1(con)
-        if schema_version(con) == "2":
-            _upgrade_v2(con)
-        if not _schema_current(con, ddl):
-            with transaction(con):  # one commit for every table
-                con.execute(ddl)
-                con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
-                            "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
-        sync_views(con)
+        _bring_up(con)
         if exists:  # this process holds the file: a running job it does not run has no process
             interrupt_orphans(con)
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _checked_version(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> str | None:
+    """Refuse a file of another version, shape or damaged blocks; return its schema version."""
+    try:
+        check_version(con, path)
+        version = _readable_version(con)
+        check_shape(con, path, *_renames_since(version))
+        if not read_only:
+            block_size = int(con.execute("SELECT block_size FROM pragma_database_size() "
+                                         "WHERE database_name = current_database()").fetchall()[0][0])
+            if format_is_known(path):
+                check_blocks(path, block_size)
+            else:
+                read_back(con, path)
+    except duckdb.Error as exc:
+        raise DatabaseFileError(f"--db {path}: cannot be read ({first_line(exc)})") from None
+    return version
+
+
+def _bring_up(con: duckdb.DuckDBPyConnection) -> None:
+    """Upgrade an older file, lay this schema's tables where its digest is not the file's, and the
+    views."""
+    ddl = schema_sql()
+    version = schema_version(con)
+    if version == "1":
+        _upgrade_v1(con)
+    if version in ("1", "2"):
+        _upgrade_v2(con)
+    if not _schema_current(con, ddl):
+        with transaction(con):  # one commit for every table
+            con.execute(ddl)
+            con.execute("INSERT OR REPLACE INTO schema_meta VALUES ('schema_version', ?), "
+                        "(?, ?)", [str(SCHEMA_VERSION), DDL_KEY, _digest(ddl)])
+    sync_views(con)
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

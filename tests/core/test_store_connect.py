@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 
+from personahub.core.dbcheck import DatabaseFileError
 from personahub.core.store import connect
 
 
@@ -48,3 +50,38 @@ def test_a_file_brought_up_to_another_schema_gets_this_ones_tables(tmp_path: Pat
                            [DDL_KEY]).fetchall() == digest
     finally:
         con.close()
+
+
+def test_a_writer_opens_a_file_without_a_wal_once(tmp_path: Path, monkeypatch) -> None:
+    """Reading a file writes nothing to it, so a writer checks it on its own read-write connection
+    instead of a read-only probe first (each open of a file costs tens of milliseconds)."""
+    from personahub.core import store
+
+    db = tmp_path / "hub.duckdb"
+    connect(db).close()
+    opened: list[bool] = []
+    real = duckdb.connect
+    def counted(path: str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        opened.append(read_only)
+        return real(path, read_only=read_only)
+
+    monkeypatch.setattr(store.duckdb, "connect", counted)
+    connect(db).close()
+    assert opened == [False]
+
+
+def test_a_refused_file_with_a_wal_is_left_untouched(tmp_path: Path) -> None:
+    """A read-write open would replay the file's WAL into it: a file with one is checked read-only
+    first, and one of another schema version keeps its bytes and its WAL's."""
+    db = tmp_path / "old.duckdb"
+    connect(db).close()
+    con = duckdb.connect(str(db))
+    con.execute("PRAGMA disable_checkpoint_on_shutdown")
+    con.execute("UPDATE schema_meta SET value = '9' WHERE key = 'schema_version'")
+    con.close()
+    wal = Path(f"{db}.wal")
+    assert wal.exists()
+    before = db.read_bytes(), wal.read_bytes()
+    with pytest.raises(DatabaseFileError, match="schema version 9"):
+        connect(db)
+    assert (db.read_bytes(), wal.read_bytes()) == before
