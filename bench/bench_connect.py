@@ -1,9 +1,9 @@
 """How long ``personahub.core.store.connect`` takes to open a database, and what skipping the
 schema's DDL on a file already brought up to it saves (``store._schema_current``).
 
-Every command and job opens its database at least once (a writer: a read-only look, then the
-writable connection), so this is latency every user pays and most tests pay many times.
-Prints the mean milliseconds per ``connect`` for a new file, an existing file as writer (with
+Every command and job opens its database at least once (a writer opens a file without a WAL
+once, read-write, and checks it there), so this is latency every user pays and most tests pay
+many times. Prints the mean milliseconds per ``connect`` for a new file, an existing file as writer (with
 the DDL skipped, and with it forced, in the same run), and as reader, and the ratio.
 
     python bench/bench_connect.py [--n 60]
