@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import re
 import signal
 import threading
@@ -30,6 +31,11 @@ from tests.optional import need_ray
 # for every command), and the suite invokes the CLI thousands of times. A process running
 # ``personahub`` builds it once too.
 typer.testing._get_command = functools.lru_cache(maxsize=None)(typer.testing._get_command)
+
+# Without a terminal a job prints a progress line every 5 s; on a loaded machine a bad input's
+# command can outlive that before its one-line error. The tests check the error and the line a job
+# prints where it ends, not the timed ones (a test that wants them sets the variable itself).
+os.environ.setdefault("PERSONAHUB_PROGRESS_EVERY", "3600")
 
 @pytest.fixture(autouse=True)
 def _ctrl_c_as_at_a_terminal() -> Iterator[None]:
