@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import duckdb
 
-# DuckDB's buffers for import, sample and stats (MiB); dedup takes a quarter of its --memory-mb
+# DuckDB's buffers for sample and stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
+# an import's (personas/hub_import.py): its staged rows and the table's written blocks spill past
+# it, so a smaller pool fills by a million personas and then stays full, instead of growing to 512
+IMPORT_MEMORY_MB = 192
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:

@@ -53,7 +53,8 @@ def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dic
     }
 
 
-def _persona_arrays(columns: dict[str, list[object]]) -> dict[str, pa.Array]:
+def persona_arrays(columns: dict[str, list[object]]) -> dict[str, pa.Array]:
+    """Return persona_columns' lists as Arrow arrays, for an insert."""
     return {name: pa.array(values, type=pa.int32() if name == "hop" else pa.string())
             for name, values in columns.items()}
 
@@ -70,10 +71,10 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
     columns = persona_columns(personas, gate)
     if not columns["persona_id"]:
         return 0
-    batch = _new_personas(con, pa.table(_persona_arrays(columns)))
+    batch = _new_personas(con, pa.table(persona_arrays(columns)))
     if batch.num_rows:
         insert_columns(con, "personas", {**dict(zip(batch.column_names, batch.columns, strict=True)),
-                                         "seq": _next_seqs(con, batch.num_rows)})
+                                         "seq": next_seqs(con, batch.num_rows)})
     return batch.num_rows
 
 
@@ -92,7 +93,7 @@ def _new_personas(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> pa.Table:
     return batch.take(pa.array(np.sort(rows))) if len(rows) < batch.num_rows else batch
 
 
-def _next_seqs(con: duckdb.DuckDBPyConnection, count: int) -> pa.Array:
+def next_seqs(con: duckdb.DuckDBPyConnection, count: int) -> pa.Array:
     """Draw count values of the hub's sequence, ascending: seq is the hub's order of arrival.
 
     Drawn in one query and sorted, then given out in row order, so seq follows the rows whatever

@@ -36,7 +36,8 @@ def personas_import(
     """Import personas into the hub (exact duplicates collapse; provenance is kept)."""
     from personahub.core.store import connect, transaction
     from personahub.personas.hub_gate import count_failed
-    from personahub.personas.hub_memory import bound_memory, personas_keyed
+    from personahub.personas.hub_import import ImportWrites, insert_staged, stage_personas
+    from personahub.personas.hub_memory import IMPORT_MEMORY_MB, bound_memory, personas_keyed
     from personahub.personas.importers import FORMATS, ImportStats, KeptRow, iter_persona_batches
     from personahub.personas.persona_texts import SourceText, insert_source_texts
     from personahub.personas.store import upsert_personas
@@ -53,18 +54,25 @@ def personas_import(
     con = connect(db)
     added = texts = failed = 0
     try:
-        if not personas_keyed(con):  # the table's cache spills past the limit
-            bound_memory(con)
+        keyed = personas_keyed(con)  # a file made before the key was dropped: looked up by it
+        if not keyed:  # the staged rows and the table's cache spill past the limit
+            bound_memory(con, IMPORT_MEMORY_MB)
+        writes = ImportWrites()
         with job_progress() as bar:
             task = bar.add_task(f"importing {file.name}", total=None)
             with transaction(con):  # the whole file or nothing
                 for batch in itertools.chain([first] if first else [], batches):
-                    added += upsert_personas(con, batch)
-                    failed += count_failed(con, [p.persona_id for p in batch])
+                    if keyed:
+                        added += upsert_personas(con, batch)
+                        failed += count_failed(con, [p.persona_id for p in batch])
+                    else:
+                        stage_personas(con, batch, writes)
                     texts += insert_source_texts(con, [
                         SourceText.of(p.source, n, p.persona_id, row) for n, row, p in kept])
                     kept.clear()
                     bar.update(task, completed=stats.read)
+                if not keyed:  # exact repeats, in the file or of the hub, collapse to the first
+                    added, failed = insert_staged(con, writes)
     finally:
         con.close()
     out.print(f"read {stats.read} records: {stats.imported} personas, {added} new in {db}, "

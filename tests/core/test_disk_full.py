@@ -263,7 +263,7 @@ def test_a_full_disk_in_a_command_that_runs_no_job_is_one_line(
     def full(*args: Any, **kwargs: Any) -> Any:
         raise duckdb.TransactionException(FAILED_COMMIT.format(db=db))
 
-    monkeypatch.setattr("personahub.personas.store.upsert_personas", full)
+    monkeypatch.setattr("personahub.personas.hub_import.stage_personas", full)
     line = one_line_error(invoke("personas", "import", people, "--db", db))
     assert line == (f"error: the disk is full (could not write {db}.wal: no space left on "
                     "device); free space, then run the command again")
