@@ -12,7 +12,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -356,7 +356,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
             if live_control is not None:  # waits here while paused; takes injected events
                 assert state.model is not None
                 state.model.injected.extend(live_control.barrier(step))
-            yield step
+            with store.bounded_pool(con) if state.columns else nullcontext():
+                yield step  # a column step's shards, its insert from Parquet and its commit
             state.committed = step
             if state.columns:
                 population_setup.clear_step(ctx.db, ctx.job_id, step)
