@@ -80,7 +80,8 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
     folder.mkdir(parents=True, exist_ok=True)
     agents_file = str(folder / "agents.parquet")
     states_file = str(folder / "states.parquet") if done else None
-    with store.bounded_pool(con):  # the export's join and sort spill rather than stay cached
+    room = store.bulk_room(store.agent_count(con, run_id))
+    with store.bounded_pool(con, room):  # the export's join and sort spill, not stay cached
         agents = store.export_population(con, run_id, agents_file)
         if states_file is not None:
             store.export_states(con, run_id, done, states_file)

@@ -205,6 +205,13 @@ def _others(con: duckdb.DuckDBPyConnection) -> int:
 
 #: DuckDB's buffer pool beyond what it holds already while a column society exports or commits
 BULK_ROOM: Final = 256 << 20
+#: and, past that, per agent: a step's uncommitted rows (about 110 bytes an agent) stay in memory
+ROOM_AN_AGENT: Final = 192
+
+
+def bulk_room(agents: int) -> int:
+    """Return the room DuckDB gets while a column society of ``agents`` exports or commits."""
+    return max(BULK_ROOM, ROOM_AN_AGENT * agents)
 
 
 @contextlib.contextmanager

@@ -227,6 +227,11 @@ def test_the_export_and_each_step_hold_duckdb_to_a_bounded_pool(whole, tmp_path,
     assert _snapshot(db, run_id) == tables
 
 
+def test_duckdb_gets_more_room_for_a_larger_population():
+    assert store.bulk_room(30) == store.bulk_room(1_000_000) == 256 << 20
+    assert store.bulk_room(3_000_000) == 3_000_000 * store.ROOM_AN_AGENT > 256 << 20
+
+
 @pytest.mark.slow
 def test_a_shard_writes_its_rows_a_slice_at_a_time_with_the_same_tables(whole, tmp_path,
                                                                         monkeypatch):
