@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ from personahub.sim.population_plan import (
 
 PART = ".part"
 OWN_CHARS = 300  # what a member remembers of a pooled emission, as an agent of its own output
+#: rows built and written at a time, so a shard's step needs a slice's columns, not a table's
+ROWS_A_PART = 131_072
 
 
 class PopulationShard:
@@ -49,7 +51,7 @@ class PopulationShard:
         self._attribute_text = attributes
         self._attributes: dict[str, np.ndarray] = {}
         self.archetypes = np.asarray(archetypes, dtype=np.int32)
-        self.keys = activation_keys(seed, persona_ids.to_pylist())
+        self.keys = _keys(seed, persona_ids)
         self.table = MemoryTable(new_memory)
         self.memory = np.zeros(len(self.agent_ids), dtype=np.int32)
         self.renamed: dict[int, str] = {}  # position -> persona text set by an intervention
@@ -184,14 +186,19 @@ class PopulationShard:
         done = ShardDone()
         folder = Path(close.folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tables = {"emissions": self._emissions(close, opened, touched, done),
-                  "survey_answers": self._answers(close, opened, plan, touched, done),
-                  "deliveries": self._deliveries(opened["events"])}
-        tables["agent_states"] = self._states(close, touched)
-        for name, table in tables.items():
-            if table is not None and table.num_rows:
-                done.files[name] = [write_part(folder / f"{name}-{shard:05d}.parquet", table)]
+        parts = {"emissions": iter([self._emissions(close, opened, touched, done)]),
+                 "survey_answers": self._answers(close, opened, plan, touched, done),
+                 "deliveries": iter([self._deliveries(opened["events"])])}
+        for name, tables in parts.items():
+            written = write_parts(folder / f"{name}-{shard:05d}.parquet", tables)
+            if written is not None:
+                done.files[name] = [written]
+        written = write_parts(folder / f"agent_states-{shard:05d}.parquet",
+                              self._states(close, touched))
+        if written is not None:
+            done.files["agent_states"] = [written]
         self.table.compact(self.memory)
+        pa.default_memory_pool().release_unused()  # the slices' buffers, back to the system
         return done
 
     def _emissions(self, close: StepClose, opened: dict[str, Any], touched: np.ndarray,
@@ -252,8 +259,8 @@ class PopulationShard:
         })
 
     def _answers(self, close: StepClose, opened: dict[str, Any], plan: StepOpen,
-                 touched: np.ndarray, done: ShardDone) -> pa.Table | None:
-        parts = []
+                 touched: np.ndarray, done: ShardDone) -> Iterator[pa.Table]:
+        """Draw each survey's answers and yield their rows a slice at a time."""
         shares: dict[int, dict[int, ShareAnswer]] = {}
         for share in close.shares:
             shares.setdefault(share.survey_index, {})[share.archetype] = share
@@ -284,7 +291,9 @@ class PopulationShard:
                 continue
             draws = uniforms(self.keys[answered], "survey", close.step, survey.survey_id)
             chosen = pick(cumulative[self.archetypes[answered]], draws)
-            parts.append(self._answer_rows(close, survey, answered, chosen))
+            for lo in range(0, answered.size, ROWS_A_PART):
+                yield self._answer_rows(close, survey, answered[lo:lo + ROWS_A_PART],
+                                        chosen[lo:lo + ROWS_A_PART])
             done.answers += int(answered.size)
             if survey.remember:
                 changes: list[Change] = [
@@ -292,7 +301,6 @@ class PopulationShard:
                      "answer") for value in survey.values]
                 self.table.apply_each(self.memory, answered, chosen, changes)
                 touched[answered] = True
-        return pa.concat_tables(parts) if parts else None
 
     def _answer_rows(self, close: StepClose, survey: Any, members: np.ndarray,
                      chosen: np.ndarray) -> pa.Table:
@@ -328,10 +336,13 @@ class PopulationShard:
                  for index, where in events.items() if where.size]
         return pa.concat_tables(parts) if parts else None
 
-    def _states(self, close: StepClose, touched: np.ndarray) -> pa.Table | None:
-        positions = np.flatnonzero(touched)
-        if positions.size == 0:
-            return None
+    def _states(self, close: StepClose, touched: np.ndarray) -> Iterator[pa.Table]:
+        """Yield the touched agents' ``agent_states`` rows a slice at a time."""
+        everyone = np.flatnonzero(touched)
+        for lo in range(0, everyone.size, ROWS_A_PART):
+            yield self._state_rows(close, everyone[lo:lo + ROWS_A_PART])
+
+    def _state_rows(self, close: StepClose, positions: np.ndarray) -> pa.Table:
         ids = self.persona_ids.take(pa.array(positions)).to_pylist()
         texts = self.texts.take(pa.array(positions)).to_pylist()
         for i, position in enumerate(positions.tolist()):
@@ -402,11 +413,39 @@ def _ids(prefix: str, agent_ids: np.ndarray) -> pa.Array:
                                        pc.cast(pa.array(agent_ids), pa.string()), "")
 
 
-def write_part(path: Path, table: pa.Table) -> str:
-    """Write a Parquet file complete or not at all (a temporary name, then a rename)."""
+def _keys(seed: int, persona_ids: pa.Array) -> np.ndarray:
+    """Return each persona's draw key, reading the ids a slice at a time."""
+    keys = np.empty(len(persona_ids), dtype=np.uint64)
+    for lo in range(0, len(persona_ids), ROWS_A_PART):
+        part = persona_ids.slice(lo, ROWS_A_PART).to_pylist()
+        keys[lo:lo + len(part)] = activation_keys(seed, part)
+    return keys
+
+
+def write_parts(path: Path, tables: Iterator[pa.Table | None]) -> str | None:
+    """Write tables of one schema as one Parquet file, a row group or more each, complete or not
+    at all (a temporary name, then a rename); returns its path, or None when no table had a row.
+
+    Only one table is held at a time, so the rows of a large shard are never all in memory.
+    """
     import pyarrow.parquet as pq
 
     part = path.with_name(path.name + PART)
-    pq.write_table(table, part)
+    writer: pq.ParquetWriter | None = None
+    try:
+        for table in tables:
+            if table is None or not table.num_rows:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(part, table.schema)
+            writer.write_table(table)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+            part.unlink(missing_ok=True)
+        raise
+    if writer is None:
+        return None
+    writer.close()
     os.replace(part, path)
     return str(path)

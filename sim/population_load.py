@@ -43,12 +43,17 @@ def load_shard(*, agents: str, states: str | None, lo: int, hi: int, seed: int, 
     ids = table.column("agent_id").to_numpy()
     if ids.size != hi - lo or (ids.size and (ids[0] != lo or np.any(np.diff(ids) != 1))):
         raise ValueError(f"agents file {agents}: agents {lo}..{hi - 1} are not all there, in order")
+    archetypes = table.column("archetype").to_numpy()
+    columns: dict[str, pa.Array] = {}
+    for name in ("persona_id", "text", "attributes"):  # one column's two copies at a time
+        columns[name] = table.column(name).combine_chunks()
+        table = table.drop_columns([name])
+    del table
     shard = PopulationShard(
-        agent_ids=ids, persona_ids=table.column("persona_id").combine_chunks(),
-        texts=table.column("text").combine_chunks(),
-        attributes=table.column("attributes").combine_chunks(),
-        archetypes=table.column("archetype").to_numpy(), seed=seed,
+        agent_ids=ids, persona_ids=columns["persona_id"], texts=columns["text"],
+        attributes=columns["attributes"], archetypes=archetypes, seed=seed,
         new_memory=lambda: memory.new_agent_memory(inbox_size))
+    pa.default_memory_pool().release_unused()  # the file's chunks, back to the system
     if states is not None:
         saved = _range(states, lo, hi, ["agent_id", "state"])
         shard.restore(saved.column("agent_id").to_numpy(), saved.column("state").to_pylist())

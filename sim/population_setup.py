@@ -79,11 +79,12 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
     folder = job_folder(db, run_id) / POPULATION
     folder.mkdir(parents=True, exist_ok=True)
     agents_file = str(folder / "agents.parquet")
-    agents = store.export_population(con, run_id, agents_file)
-    states_file = None
-    if done:
-        states_file = str(folder / "states.parquet")
-        store.export_states(con, run_id, done, states_file)
+    states_file = str(folder / "states.parquet") if done else None
+    room = store.bulk_room(store.agent_count(con, run_id))
+    with store.bounded_pool(con, room):  # the export's join and sort spill, not stay cached
+        agents = store.export_population(con, run_id, agents_file)
+        if states_file is not None:
+            store.export_states(con, run_id, done, states_file)
     population: Shards
     if ray_workers is None:
         ranges = shard_ranges(agents, shards or 1)

@@ -197,6 +197,49 @@ def shared_pool() -> Iterator[None]:
             _sharing[0] -= 1
 
 
+def _others(con: duckdb.DuckDBPyConnection) -> int:
+    """Return the bytes DuckDB holds beyond the cached blocks of its tables (it cannot evict them)."""
+    return int(scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
+                           "WHERE tag <> 'BASE_TABLE'"))
+
+
+#: DuckDB's buffer pool beyond what it holds already while a column society exports or commits
+BULK_ROOM: Final = 256 << 20
+#: and, past that, per agent: a step's uncommitted rows (about 110 bytes an agent) stay in memory
+ROOM_AN_AGENT: Final = 192
+
+
+def bulk_room(agents: int) -> int:
+    """Return the room DuckDB gets while a column society of ``agents`` exports or commits."""
+    return max(BULK_ROOM, ROOM_AN_AGENT * agents)
+
+
+@contextlib.contextmanager
+def bounded_pool(con: duckdb.DuckDBPyConnection, room: int = BULK_ROOM) -> Iterator[None]:
+    """Hold DuckDB's buffer pool to what it holds now plus ``room`` while bulk work runs, then
+    give back what it cached.
+
+    Under its default limit (80% of RAM) DuckDB keeps the blocks of a million-row export or insert
+    and its allocator keeps what their sorts and joins freed, so a process's peak grows with the
+    population; under a limit it spills to its temporary directory instead, and resetting the
+    limit returns the freed memory to the system. Nothing changes when several runs share the
+    database instance (``shared_pool``).
+    """
+    if _sharing[0]:
+        yield
+        return
+    try:
+        con.execute(f"SET memory_limit = '{_others(con) + room}B'")
+    except duckdb.Error:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("RESET memory_limit")
+
+
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
                           room: int = 64 << 20) -> None:
     """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
@@ -208,8 +251,7 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
         return
 
     def others() -> int:
-        return int(scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() "
-                               "WHERE tag <> 'BASE_TABLE'"))
+        return _others(con)
 
     try:
         con.execute(f"SET memory_limit = '{others() + room}B'")

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from personahub.api import resume_run, run_simulation
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.pipelines.run import RunConfig
+from personahub.sim import population, store
 from personahub.sim.memory_table import MemoryTable
 from personahub.sim.population_load import shard_ranges
 from personahub.sim.run_plan import step_prices
@@ -190,6 +192,68 @@ def test_kill_9_mid_step_resumes_to_the_uninterrupted_tables(whole, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert _snapshot(db, run_id) == tables
     print(f"\nkilled after step {done}; resumed to the uninterrupted tables")
+
+
+def _bytes(setting: str) -> float:
+    """Return a DuckDB memory setting ('257.0 MiB') in bytes."""
+    number, unit = setting.split()
+    return float(number) * 1024 ** ["bytes", "KiB", "MiB", "GiB", "TiB"].index(unit)
+
+
+@pytest.mark.slow
+def test_the_export_and_each_step_hold_duckdb_to_a_bounded_pool(whole, tmp_path, monkeypatch):
+    path, tables = whole
+    limits: dict[str, list[str]] = {"export": [], "commit": []}
+
+    def watched(name: str, original):
+        def call(con, *args, **kwargs):
+            limits[name].append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+            return original(con, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(store, "export_population",
+                        watched("export", store.export_population))
+    monkeypatch.setattr(store, "commit_step_files",
+                        watched("commit", store.commit_step_files))
+    db = tmp_path / "bounded.duckdb"
+    run_id = _run(path, db)
+    assert len(limits["export"]) == 1 and len(limits["commit"]) == 3
+    default = _bytes(duckdb.connect().execute("SELECT current_setting('memory_limit')").fetchone()[0])
+    for limit in limits["export"] + limits["commit"]:
+        assert _bytes(limit) < 1 << 30 < default  # what DuckDB held, plus a bounded room
+    con = duckdb.connect(str(db))  # the limit is the run's, not the database's
+    assert _bytes(con.execute("SELECT current_setting('memory_limit')").fetchone()[0]) == default
+    con.close()
+    assert _snapshot(db, run_id) == tables
+
+
+def test_duckdb_gets_more_room_for_a_larger_population():
+    assert store.bulk_room(30) == store.bulk_room(1_000_000) == 256 << 20
+    assert store.bulk_room(3_000_000) == 3_000_000 * store.ROOM_AN_AGENT > 256 << 20
+
+
+@pytest.mark.slow
+def test_a_shard_writes_its_rows_a_slice_at_a_time_with_the_same_tables(whole, tmp_path,
+                                                                        monkeypatch):
+    path, tables = whole
+    monkeypatch.setattr(population, "ROWS_A_PART", 7, raising=False)
+    groups: dict[str, list[int]] = {}
+    original = store.commit_step_files
+
+    def commit(con, run_id, step, files):
+        for table, paths in files.items():
+            for file in paths:
+                meta = pq.ParquetFile(file).metadata
+                groups.setdefault(table, []).extend(
+                    meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+        return original(con, run_id, step, files)
+
+    monkeypatch.setattr(store, "commit_step_files", commit)
+    db = tmp_path / "sliced.duckdb"
+    run_id = _run(path, db)
+    assert max(groups["survey_answers"]) <= 7 and len(groups["survey_answers"]) >= N // 7 * 2
+    assert max(groups["agent_states"]) <= 7
+    assert _snapshot(db, run_id) == tables
 
 
 @pytest.mark.slow
