@@ -42,9 +42,11 @@ SHARED: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     # KEY OP VALUE conditions and --stratify keys, run in personas/selection_sandbox.py's sandbox
     # where they are user text) into the one statement over ``personas`` each evaluates: like
     # ``personahub sql``, a query compiler over the hub, not a second store. Every other read or
-    # write of the hub (their graph walks, fetches and gate counts too) is personas/store.py's.
+    # write of the hub (their graph walks, fetches and gate counts too) is personas/store.py's, but
+    # a whole file's import, staged and collapsed in bulk, which is personas/hub_import.py's.
     "persona hub": (frozenset({"personas", "relations", "persona_merges"}),
-                    frozenset({"personas/store.py", "personas/sampling.py", "personas/carve.py"})),
+                    frozenset({"personas/store.py", "personas/sampling.py", "personas/carve.py",
+                               "personas/hub_import.py"})),
     "imported texts": (frozenset({"persona_texts"}), frozenset({"personas/persona_texts.py"})),
     "rejected": (frozenset({"rejected"}), frozenset({"personas/quality.py"})),
 }
