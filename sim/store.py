@@ -249,19 +249,15 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
     """
     if _sharing[0]:
         return
-
-    def others() -> int:
-        return _others(con)
-
     try:
-        con.execute(f"SET memory_limit = '{others() + room}B'")
+        con.execute(f"SET memory_limit = '{_others(con) + room}B'")
     except duckdb.Error:
         return
     try:
         with contextlib.suppress(duckdb.Error):
             con.execute("CHECKPOINT")
         with contextlib.suppress(duckdb.Error):
-            con.execute(f"SET memory_limit = '{others() + slack}B'")
+            con.execute(f"SET memory_limit = '{_others(con) + slack}B'")
     finally:
         con.execute("RESET memory_limit")
 
