@@ -1,7 +1,9 @@
 """Prompt prefix reuse on llama.cpp's server: the tiny scenario and an archetype run, per model.
 
     python bench/bench_prefix_reuse.py [--tree LABEL=DIR ...] [--models smollm2 gemma3-270m]
-                                       [--scenarios tiny archetypes] [--gemma GGUF]
+                                       [--scenarios tiny archetypes scale] [--gemma GGUF]
+                                       [--agents 300] [--archetypes 30] [--parallel 2]
+                                       [--by-purpose]
 
 For each model and scenario it starts a fresh xllamacpp server (llama.cpp's own, the ``[local]``
 extra; ``--parallel 2``, one thread; started by the tree's own launcher, so a tree before
@@ -14,6 +16,10 @@ sum of the prompt tokens the server reported from its cache (``timings.cache_n``
   three kinds, a choice survey.
 - ``archetypes``: twelve personas, two steps, an event at step 2, a choice and a scale survey,
   ``--archetypes 3``.
+- ``scale``: an archetype run where the archetype calls are all the calls, as at a million agents:
+  ``--agents`` personas (300), ``--archetypes`` K (30), all active, two steps of the society
+  kinds (instruction, tool_spec; unaddressed, so drawn from one call per archetype and kind), a
+  choice survey both steps, a scale survey and an event at step 2: about 3K calls a step.
 
 ``--tree LABEL=DIR`` also runs every case with ``PYTHONPATH=DIR`` (a checkout of another commit,
 e.g. ``git archive BASE | tar -x -C DIR``), for the figure before a change; this checkout runs as
@@ -30,6 +36,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import duckdb
@@ -65,7 +72,27 @@ SCENARIOS = {
         "stopping?',\n"
         "                    steps=(2,), answer='scale', low=1, high=5)), seed=3)\n"),
         ("--archetypes", "3")),
+    "scale": (300, (
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        "SCENARIO = Scenario(name='scale_real', personas=PersonaSource(path={people!r}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
+        "    tasks=('instruction', 'tool_spec'),\n"
+        f"    world={WORLD!r},\n"
+        "    events={{2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)}},\n"
+        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
+        "                    steps=(1, 2), options=('yes', 'no', 'unsure')),\n"
+        "             Survey(id='ferry_worry', question='How worried are you about the ferry "
+        "stopping?',\n"
+        "                    steps=(2,), answer='scale', low=1, high=5)), seed=3)\n"),
+        ("--archetypes", "30")),
 }
+Case = tuple[int, str, tuple[str, ...]]
+
+
+def scale_case(agents: int, archetypes: int) -> Case:
+    """Return the scale scenario for a number of personas and archetypes."""
+    _, text, _ = SCENARIOS["scale"]
+    return agents, text, ("--archetypes", str(archetypes))
 
 
 def reuse(db: Path) -> tuple[int, int, int]:
@@ -80,25 +107,44 @@ def reuse(db: Path) -> tuple[int, int, int]:
     return int(calls), int(prompt or 0), int(cached or 0)
 
 
-def run_case(model: Path, alias: str, scenario: str, tree: Path, work: Path) -> tuple[int, int, int]:
-    """Run one scenario with the code of one tree against a fresh server; return its reuse."""
-    n, text, extra = SCENARIOS[scenario]
+def by_purpose(db: Path) -> list[tuple[object, ...]]:
+    """Return (step, purpose, calls, prompt tokens, cached tokens, cold calls, warm calls' reuse) of
+    the calls reported on; a cold call reused under half its prompt (a slot met its family's
+    prefix for the first time), and the warm calls' reuse is what the prompts' shape allows."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(
+            "SELECT step, purpose, count(*), sum(tokens_in), sum(cached_prompt_tokens), "
+            "count(*) FILTER (WHERE 2 * cached_prompt_tokens < tokens_in), "
+            "sum(cached_prompt_tokens) FILTER (WHERE 2 * cached_prompt_tokens >= tokens_in) / "
+            "sum(tokens_in) FILTER (WHERE 2 * cached_prompt_tokens >= tokens_in) "
+            "FROM llm_calls WHERE cached_prompt_tokens IS NOT NULL "
+            "GROUP BY ALL ORDER BY step, purpose").fetchall()
+    finally:
+        con.close()
+
+
+def run_case(model: Path, alias: str, case: Case, name: str, tree: Path, work: Path,
+             parallel: int = 2) -> tuple[Path, Path]:
+    """Run one scenario with the code of one tree against a fresh server; return its database and
+    the server's log."""
+    n, text, extra = case
     people = work / "people.jsonl"
     people.write_text("".join(json.dumps({"persona": t}) + "\n" for t in persona_texts(n)))
-    path = work / f"{scenario}.py"
+    path = work / f"{name}.py"
     path.write_text(text.format(people=str(people)))
     db = work / "run.duckdb"
     env = {**os.environ, "PYTHONPATH": str(tree)}
     os.environ["PYTHONPATH"] = str(tree)  # the tree's own launcher starts the server
-    with local_xllamacpp_server(model, parallel=2, threads=1, alias=alias) as server:
+    with local_xllamacpp_server(model, parallel=parallel, threads=1, alias=alias) as server:
         done = subprocess.run(
             [sys.executable, "-m", "personahub", "run", str(path), "--db", str(db), "--llm",
              server.spec, "--concurrency", "auto", "--timeout", "120", *extra],
             env=env, cwd=work, capture_output=True, text=True)
     if not db.exists():
-        raise SystemExit(f"{scenario} on {alias} ({tree}) wrote no database: "
+        raise SystemExit(f"{name} on {alias} ({tree}) wrote no database: "
                          f"{done.stderr.strip()[-400:]}")
-    return reuse(db)
+    return db, server.log_path
 
 
 def main() -> None:
@@ -109,7 +155,17 @@ def main() -> None:
                         choices=["smollm2", "gemma3-270m"])
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--gemma", type=Path, default=GEMMA, help="Gemma 3 270M GGUF")
+    parser.add_argument("--agents", type=int, default=300, help="personas of the scale run (300)")
+    parser.add_argument("--archetypes", type=int, default=30,
+                        help="archetypes of the scale run (30)")
+    parser.add_argument("--parallel", type=int, default=2, help="the server's slots (2)")
+    parser.add_argument("--by-purpose", action="store_true",
+                        help="also print each case's reuse per step and purpose")
     args = parser.parse_args()
+    for flag, value in (("--agents", args.agents), ("--archetypes", args.archetypes),
+                        ("--parallel", args.parallel)):
+        if value < 1:
+            parser.error(f"argument {flag}: {value} is not a positive number")
     models = {"smollm2": find_gguf(), "gemma3-270m": args.gemma}
     trees = [("after", ROOT)]
     for spec in args.tree:
@@ -123,12 +179,24 @@ def main() -> None:
         if model is None or not model.is_file():
             raise SystemExit(f"--models {name}: no GGUF file ({model})")
         for scenario in args.scenarios:
+            case = (scale_case(args.agents, args.archetypes) if scenario == "scale"
+                    else SCENARIOS[scenario])
             for label, tree in trees:
                 with tempfile.TemporaryDirectory(prefix="prefix-reuse-") as tmp:
-                    calls, prompt, cached = run_case(model, name, scenario, tree, Path(tmp))
+                    start = time.monotonic()
+                    db, log = run_case(model, name, case, scenario, tree, Path(tmp),
+                                       args.parallel)
+                    seconds = time.monotonic() - start
+                    calls, prompt, cached = reuse(db)
+                    parts = by_purpose(db) if args.by_purpose else []
                 share = cached / prompt if prompt else float("nan")
                 print(f"{name:12} {scenario:10} {label:8} calls={calls:3} prompt={prompt:6,} "
-                      f"cached={cached:6,} reuse={share:.2f}", flush=True)
+                      f"cached={cached:6,} reuse={share:.2f} {seconds:.0f} s "
+                      f"load={os.getloadavg()[0]:.1f} log={log}", flush=True)
+                for step, purpose, n, tokens, hit, cold, warm in parts:
+                    print(f"    step {step} {purpose:18} calls={n:3} prompt={tokens:6,} "
+                          f"cached={hit:6,} reuse={hit / tokens if tokens else 0:.2f} "
+                          f"cold={cold} warm reuse={warm or 0:.2f}")
                 results.append(f"{name}/{scenario}/{label}={share:.2f}")
     print("RESULT " + " ".join(results))
 
