@@ -4,7 +4,8 @@ Persona section, and a step sends each family's calls one after another.
 
 Then a server's slot computes a family's prefix once and reuses it for the family's other
 archetypes; what it computes again per call is the persona and the chat template's close
-(bench/RESULTS.md, "bench_prefix_reuse.py": 0.83 of a warm call's prompt reused at scale).
+(bench/RESULTS.md, "bench_prefix_reuse.py": about 0.85 of a warm call's prompt reused at
+scale).
 """
 
 from __future__ import annotations
