@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -107,7 +108,7 @@ def reuse(db: Path) -> tuple[int, int, int]:
     return int(calls), int(prompt or 0), int(cached or 0)
 
 
-def by_purpose(db: Path) -> list[tuple[object, ...]]:
+def by_purpose(db: Path) -> list[tuple[Any, ...]]:
     """Return (step, purpose, calls, prompt tokens, cached tokens, cold calls, warm calls' reuse) of
     the calls reported on; a cold call reused under half its prompt (a slot met its family's
     prefix for the first time), and the warm calls' reuse is what the prompts' shape allows."""
