@@ -237,12 +237,37 @@ def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa
 
 def personas_arrow_batches(con: duckdb.DuckDBPyConnection, columns: Sequence[str],
                            rows: int) -> pa.RecordBatchReader:
-    """Stream the given columns of every persona in hub order, rows at a time."""
+    """Stream the given columns of every persona in hub order, about rows at a time.
+
+    Each batch is one range of rows values of seq, sorted on its own (rows without a seq come
+    last, as ORDER BY seq puts them). One ORDER BY seq over the hub would sort all of it at once,
+    so DuckDB would hold the whole hub's columns up to its memory limit; a range's sort holds a
+    batch. Each range is found through the column's min/max per row group, which the hub's
+    order of arrival keeps apart.
+    """
     names = ", ".join(f'"{c}"' for c in columns)
-    rel = con.sql(f"SELECT {names} FROM personas ORDER BY seq")
-    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
-    reader: pa.RecordBatchReader = to_reader(rows)
-    return reader
+    select = f"SELECT {names} FROM personas"
+    schema = con.sql(f"{select} LIMIT 0").to_arrow_table().schema
+    step = max(1, int(rows))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        low, high = con.execute("SELECT min(seq), max(seq) FROM personas").fetchall()[0]
+        start = low
+        while start is not None and start <= high:
+            # literals, not parameters: a constant bound reaches the scan's min/max check
+            table = con.sql(f"{select} WHERE seq >= {int(start)} AND seq < {int(start) + step} "
+                            "ORDER BY seq").to_arrow_table()
+            if table.num_rows:
+                yield from table.to_batches()
+                start += step
+            else:  # a gap in seq: jump to the next value held
+                start = con.sql("SELECT min(seq) FROM personas "
+                                f"WHERE seq >= {int(start) + step}").fetchall()[0][0]
+        unnumbered = con.sql(f"{select} WHERE seq IS NULL")
+        to_reader = getattr(unnumbered, "to_arrow_reader", None) or unnumbered.fetch_arrow_reader
+        yield from to_reader(step)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:

@@ -133,7 +133,7 @@ def personas_sample(
     from personahub.core.store import connect
     from personahub.personas.carve import Selection, carve, shortfall
     from personahub.personas.hub_gate import persona_gates
-    from personahub.personas.hub_memory import bound_memory
+    from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, bound_memory
 
     if fmt not in ("table", "jsonl", "ids"):
         raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
@@ -144,7 +144,7 @@ def personas_sample(
                           include_ungated=include_ungated)
     con = connect(db, read_only=True)
     try:
-        bound_memory(con)  # the hub is read in batches: a larger one spills, not grows
+        bound_memory(con, SAMPLE_MEMORY_MB)  # read in ranges: a larger hub evicts, not grows
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
         gates = persona_gates(con, [p.persona_id for p in personas[:show]])
         fewer = shortfall(con, selection, k, len(personas))
