@@ -6,7 +6,15 @@ from typer.testing import CliRunner
 
 from personahub.cli.app import app
 from personahub.core.store import connect
-from personahub.personas.carve import Condition, Selection, carve, neighbourhood, sample_ids, select_ids
+from personahub.personas.carve import (
+    Condition,
+    Selection,
+    carve,
+    neighbourhood,
+    sample_ids,
+    select_ids,
+    shortfall,
+)
 from personahub.personas.graph import Relation, save_relations
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
@@ -232,3 +240,25 @@ def test_cli_sample_holds_duckdb_to_the_sample_bound(hub, monkeypatch):
     assert result.exit_code == 0, result.output
     assert len(result.stdout.split()) == 3
     assert limits == [f"{SAMPLE_MEMORY_MB:.1f} MiB"] and SAMPLE_MEMORY_MB < HUB_MEMORY_MB
+
+
+def test_a_selection_reads_the_hub_in_batches_never_whole(hub, monkeypatch):
+    """Every match (k of none or past the matches) and the shortfall's counts come from batches
+    of the hub: the whole hub is never copied into one table."""
+    from personahub.personas import selection_sandbox
+
+    con, ids, _ = hub
+    want = [r[0] for r in con.execute(
+        "SELECT persona_id FROM personas WHERE NOT is_duplicate "
+        "AND CAST(attributes->>'age' AS INT) >= 50 ORDER BY seq").fetchall()]
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the whole hub was loaded")
+
+    monkeypatch.setattr(selection_sandbox, "personas_arrow", whole)
+    monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", 6)
+    selection = Selection(where=["age>=50"])
+    assert select_ids(con, selection) == want and len(want) == 10
+    assert [p.persona_id for p in carve(con, selection, k=20, seed=1)] == want
+    assert "1 more match but are flagged" in (shortfall(con, Selection(where=["age>=20"]), 50, 39)
+                                              or "")
