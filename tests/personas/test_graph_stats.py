@@ -145,3 +145,36 @@ def test_stats_in_sql_equal_the_networkx_graphs(tmp_path):
     con.execute("DELETE FROM relations")
     con.execute("DELETE FROM personas")
     assert hub_graph_stats(con) == graph_stats(nx.MultiDiGraph())
+
+
+def test_stats_and_sample_print_no_progress_bar_into_their_output(tmp_path, monkeypatch):
+    """DuckDB draws its progress bar on stdout once a query runs past two seconds, which a large
+    hub's do: inside --json or a list of ids. Both commands turn it off."""
+    from personahub.personas import carve, graph, hub_memory
+
+    con, _ = small_hub(tmp_path / "s.duckdb")
+    con.close()
+    settings: list[object] = []
+    bound = hub_memory.bound_memory
+
+    def bar_on(con, *args, **kwargs):  # DuckDB's default outside pytest (here it starts off)
+        con.execute("SET enable_progress_bar = true")
+        return bound(con, *args, **kwargs)
+
+    monkeypatch.setattr(hub_memory, "bound_memory", bar_on)
+
+    def watched(original):
+        def call(con, *args, **kwargs):
+            settings.append(con.execute(
+                "SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
+            return original(con, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(graph, "hub_graph_stats", watched(graph.hub_graph_stats))
+    monkeypatch.setattr(carve, "carve", watched(carve.carve))
+    runner = CliRunner()
+    stats = runner.invoke(app, ["personas", "stats", "--db", str(tmp_path / "s.duckdb"), "--json"])
+    sample = runner.invoke(app, ["personas", "sample", "--db", str(tmp_path / "s.duckdb"), "-k",
+                                 "2", "--format", "ids"])
+    assert stats.exit_code == 0 and sample.exit_code == 0, stats.output + sample.output
+    assert settings == [False, False]
