@@ -82,11 +82,16 @@ def _ray_processes() -> list:
 def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = (),
         ray: bool = False, env: dict[str, str] | None = None) -> Measured:
     """Run ``personahub ARGS`` and measure it, its children and (ray) Ray's processes."""
+    import tempfile
+
     import psutil
 
     cmd = [python, "-c", "from personahub.cli.app import app; app()", *map(str, args)]
+    # a file, not a pipe: a command that prints more than a pipe holds would wait for a reader
+    # that only reads once it has exited
+    sink = tempfile.TemporaryFile(mode="w+")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     peaks: dict[int, tuple[str, float]] = {}
     disk = [0.0]
@@ -122,7 +127,9 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
     seconds = time.perf_counter() - t0
     done.set()
     poller.join()
-    output = proc.stdout.read() if proc.stdout else ""
+    sink.seek(0)
+    output = sink.read()
+    sink.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     by_role: dict[str, float] = {"command": usage.ru_maxrss / 1024}
     for name, mib in peaks.values():
