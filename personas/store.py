@@ -473,6 +473,11 @@ def expansion_merges(con: duckdb.DuckDBPyConnection,
 
 # -- graph statistics in SQL: the hub is never loaded whole ---------------------------------
 
+# edges whose distinct pairs one pass groups: DuckDB sizes a pass's hash table by its pairs, in
+# one allocation its memory limit does not split (20M edges asked for 128 MiB at once and failed
+# under 512 MiB), so the pairs are grouped a hash partition of their lesser end at a time
+PAIRS_A_PASS = 2_000_000
+
 def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> None:
     """Lay out temporary node and edge tables: nodes numbered in hub order, edges by number."""
     live = "" if include_duplicates else f"WHERE {_LIVE}"
@@ -482,8 +487,13 @@ def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> N
     con.execute("CREATE OR REPLACE TEMP TABLE _g_edges AS SELECT a.v AS a, b.v AS b, a.seq AS "
                 "aseq, r.dst, r.relation, r.hop FROM relations r JOIN _g_nodes a ON "
                 "a.persona_id = r.src JOIN _g_nodes b ON b.persona_id = r.dst")
-    con.execute("CREATE OR REPLACE TEMP TABLE _g_simple AS SELECT DISTINCT least(a, b) AS x, "
-                "greatest(a, b) AS y FROM _g_edges WHERE a <> b")
+    edges = int(con.execute("SELECT count(*) FROM _g_edges").fetchall()[0][0])
+    parts = max(1, -(-edges // PAIRS_A_PASS))
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_simple (x BIGINT, y BIGINT)")
+    for part in range(parts):
+        con.execute("INSERT INTO _g_simple SELECT DISTINCT least(a, b) AS x, greatest(a, b) AS y "
+                    "FROM _g_edges WHERE a <> b AND hash(least(a, b)) % $parts = $part",
+                    {"parts": parts, "part": part})
 
 
 def _drop_graph_tables(con: duckdb.DuckDBPyConnection) -> None:

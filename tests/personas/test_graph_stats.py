@@ -130,6 +130,20 @@ def test_stats_in_sql_equal_the_networkx_graph(tmp_path):
     assert hub_graph_stats(con) == graph_stats(load_graph(con, include_duplicates=False))
 
 
+def test_stats_in_sql_group_the_pairs_in_passes_as_in_one(tmp_path, monkeypatch):
+    """The distinct pairs grouped a hash partition at a time give the networkx figures too."""
+    from personahub.personas import store
+    from personahub.personas.graph import hub_graph_stats
+
+    monkeypatch.setattr(store, "PAIRS_A_PASS", 7)
+    for seed in (3, 5):
+        con = random_hub(tmp_path / f"p{seed}.duckdb", seed)
+        for include in (False, True):
+            assert hub_graph_stats(con, include_duplicates=include) == graph_stats(
+                load_graph(con, include_duplicates=include))
+        con.close()
+
+
 @pytest.mark.slow
 def test_stats_in_sql_equal_the_networkx_graphs(tmp_path):
     from personahub.personas.graph import hub_graph_stats
