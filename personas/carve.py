@@ -21,7 +21,7 @@ from personahub.personas.demographics import VOCABULARY, canonical
 from personahub.personas.gate_labels import drawn_gates
 from personahub.personas.hub_gate import fewer_than_asked, gate_clause, held_back, none_eligible
 from personahub.personas.record import Persona
-from personahub.personas.selection_sandbox import persona_batches, persona_sandbox
+from personahub.personas.selection_sandbox import persona_batches
 from personahub.personas.store import adjacent_ids, fetch_personas, has_persona
 
 COLUMNS = ("hop", "source", "source_ref", "persona_id")
@@ -146,22 +146,14 @@ def _clauses(con: duckdb.DuckDBPyConnection, selection: Selection
 
 
 def select_ids(con: duckdb.DuckDBPyConnection, selection: Selection | None = None) -> list[str]:
-    """Return ids of the personas matching the selection, in hub order."""
+    """Return ids of the personas matching the selection, in hub order.
+
+    The hub is read a batch at a time (``_matches``): memory holds a batch and the matches, not
+    the hub.
+    """
     selection = selection or Selection()
-    clauses, params, near = _clauses(con, selection)
-    sql = "SELECT persona_id FROM personas"
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    # the conditions hold what a user typed: they run in the sandbox
-    with persona_sandbox(con, clauses) as sandbox:
-        if near is not None:
-            sandbox.register("_carve_near", pa.table({"id": pa.array(near, type=pa.string())}))
-        try:
-            ids = [r[0] for r in sandbox.execute(sql + " ORDER BY seq", params).fetchall()]
-        except duckdb.PermissionException as exc:
-            raise ValueError("selection failed: conditions cannot read files") from exc
-        except duckdb.Error as exc:
-            raise ValueError(f"selection failed: {str(exc).splitlines()[0]}") from exc
+    ids = [pid for table in _matches(con, selection, None)
+           for pid in table.column("persona_id").to_pylist()]
     gated = gate_clause(drawn_gates(include_ungated=selection.include_ungated))
     if not ids and gated and select_ids(con, replace(selection, include_ungated=True)):
         raise ValueError(none_eligible(con, "personas sample"))

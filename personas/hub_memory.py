@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import duckdb
 
-# DuckDB's buffers for sample and stats (MiB); dedup takes a quarter of its --memory-mb
+# DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
+# a sample's: it streams the hub in ranges of seq, each sorted on its own, so what DuckDB holds
+# past a range is its cache of the blocks it read (about 50 MiB at a million personas, the texts
+# of the drawn rows most of it); a larger hub evicts instead of growing
+SAMPLE_MEMORY_MB = 64
 # an import's (personas/hub_import.py): its staged rows and the table's written blocks spill past
 # it, so a smaller pool fills by a million personas and then stays full, instead of growing to 512
 IMPORT_MEMORY_MB = 192

@@ -237,12 +237,37 @@ def personas_arrow(con: duckdb.DuckDBPyConnection, columns: Sequence[str]) -> pa
 
 def personas_arrow_batches(con: duckdb.DuckDBPyConnection, columns: Sequence[str],
                            rows: int) -> pa.RecordBatchReader:
-    """Stream the given columns of every persona in hub order, rows at a time."""
+    """Stream the given columns of every persona in hub order, about rows at a time.
+
+    Each batch is one range of rows values of seq, sorted on its own (rows without a seq come
+    last, as ORDER BY seq puts them). One ORDER BY seq over the hub would sort all of it at once,
+    so DuckDB would hold the whole hub's columns up to its memory limit; a range's sort holds a
+    batch. Each range is found through the column's min/max per row group, which the hub's
+    order of arrival keeps apart.
+    """
     names = ", ".join(f'"{c}"' for c in columns)
-    rel = con.sql(f"SELECT {names} FROM personas ORDER BY seq")
-    to_reader = getattr(rel, "to_arrow_reader", None) or rel.fetch_arrow_reader
-    reader: pa.RecordBatchReader = to_reader(rows)
-    return reader
+    select = f"SELECT {names} FROM personas"
+    schema = con.sql(f"{select} LIMIT 0").to_arrow_table().schema
+    step = max(1, int(rows))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        low, high = con.execute("SELECT min(seq), max(seq) FROM personas").fetchall()[0]
+        start = low
+        while start is not None and start <= high:
+            # literals, not parameters: a constant bound reaches the scan's min/max check
+            table = con.sql(f"{select} WHERE seq >= {int(start)} AND seq < {int(start) + step} "
+                            "ORDER BY seq").to_arrow_table()
+            if table.num_rows:
+                yield from table.to_batches()
+                start += step
+            else:  # a gap in seq: jump to the next value held
+                start = con.sql("SELECT min(seq) FROM personas "
+                                f"WHERE seq >= {int(start) + step}").fetchall()[0][0]
+        unnumbered = con.sql(f"{select} WHERE seq IS NULL")
+        to_reader = getattr(unnumbered, "to_arrow_reader", None) or unnumbered.fetch_arrow_reader
+        yield from to_reader(step)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def gate_counts(con: duckdb.DuckDBPyConnection) -> list[tuple[str, int]]:
@@ -448,6 +473,11 @@ def expansion_merges(con: duckdb.DuckDBPyConnection,
 
 # -- graph statistics in SQL: the hub is never loaded whole ---------------------------------
 
+# edges whose distinct pairs one pass groups: DuckDB sizes a pass's hash table by its pairs, in
+# one allocation its memory limit does not split (20M edges asked for 128 MiB at once and failed
+# under 512 MiB), so the pairs are grouped a hash partition of their lesser end at a time
+PAIRS_A_PASS = 2_000_000
+
 def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> None:
     """Lay out temporary node and edge tables: nodes numbered in hub order, edges by number."""
     live = "" if include_duplicates else f"WHERE {_LIVE}"
@@ -457,8 +487,13 @@ def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> N
     con.execute("CREATE OR REPLACE TEMP TABLE _g_edges AS SELECT a.v AS a, b.v AS b, a.seq AS "
                 "aseq, r.dst, r.relation, r.hop FROM relations r JOIN _g_nodes a ON "
                 "a.persona_id = r.src JOIN _g_nodes b ON b.persona_id = r.dst")
-    con.execute("CREATE OR REPLACE TEMP TABLE _g_simple AS SELECT DISTINCT least(a, b) AS x, "
-                "greatest(a, b) AS y FROM _g_edges WHERE a <> b")
+    edges = int(con.execute("SELECT count(*) FROM _g_edges").fetchall()[0][0])
+    parts = max(1, -(-edges // PAIRS_A_PASS))
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_simple (x BIGINT, y BIGINT)")
+    for part in range(parts):
+        con.execute("INSERT INTO _g_simple SELECT DISTINCT least(a, b) AS x, greatest(a, b) AS y "
+                    "FROM _g_edges WHERE a <> b AND hash(least(a, b)) % $parts = $part",
+                    {"parts": parts, "part": part})
 
 
 def _drop_graph_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -133,7 +133,7 @@ def personas_sample(
     from personahub.core.store import connect
     from personahub.personas.carve import Selection, carve, shortfall
     from personahub.personas.hub_gate import persona_gates
-    from personahub.personas.hub_memory import bound_memory
+    from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, bound_memory
 
     if fmt not in ("table", "jsonl", "ids"):
         raise UsageError(f"--format {fmt!r}: use table, jsonl or ids")
@@ -144,7 +144,8 @@ def personas_sample(
                           include_ungated=include_ungated)
     con = connect(db, read_only=True)
     try:
-        bound_memory(con)  # the hub is read in batches: a larger one spills, not grows
+        bound_memory(con, SAMPLE_MEMORY_MB)  # read in ranges: a larger hub evicts, not grows
+        _no_progress_bar(con)
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
         gates = persona_gates(con, [p.persona_id for p in personas[:show]])
         fewer = shortfall(con, selection, k, len(personas))
@@ -174,6 +175,11 @@ def personas_sample(
         out.print(table)
 
 
+def _no_progress_bar(con: Any) -> None:
+    """Turn off DuckDB's progress bar: it draws on stdout, inside the ids or JSON a command prints."""
+    con.execute("SET enable_progress_bar = false")
+
+
 def _jsonl_line(persona: Any, with_attributes: bool) -> str:
     record: dict[str, object] = {"persona": persona.text}
     if with_attributes:
@@ -198,6 +204,7 @@ def personas_stats(
     con = connect(db, read_only=True)
     try:
         bound_memory(con)  # counted in SQL: a hub larger than memory spills
+        _no_progress_bar(con)
         stats = hub_graph_stats(con, include_duplicates=include_duplicates)
         stats["flagged_duplicates"] = flagged_duplicate_count(con)
         stats["expansions"] = {e.expansion_id: expansion_graph_stats(con, e.expansion_id)

@@ -6,7 +6,15 @@ from typer.testing import CliRunner
 
 from personahub.cli.app import app
 from personahub.core.store import connect
-from personahub.personas.carve import Condition, Selection, carve, neighbourhood, sample_ids, select_ids
+from personahub.personas.carve import (
+    Condition,
+    Selection,
+    carve,
+    neighbourhood,
+    sample_ids,
+    select_ids,
+    shortfall,
+)
 from personahub.personas.graph import Relation, save_relations
 from personahub.personas.importers import iter_personas
 from personahub.personas.record import Persona
@@ -162,3 +170,95 @@ def test_drawn_from_the_store_whatever_the_selection_and_batch(hub, monkeypatch)
         monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", rows)
         draws_agree(con, selections, (0, 1, 10, None), ((None, False), ("occupation", True),
                                                         ("hop", False)), (seed,))
+
+
+def test_drawn_in_hub_order_across_gaps_in_seq_and_a_row_without_one(hub, monkeypatch):
+    """The hub is streamed in ranges of seq: a gap wider than a range, and a row without a seq
+    (last, where ORDER BY seq puts it), draw as from the list of every match."""
+    from personahub.personas import selection_sandbox
+    from personahub.personas.store import personas_arrow_batches
+
+    con, ids, _ = hub
+    con.execute("UPDATE personas SET seq = seq + 1000 WHERE persona_id IN (SELECT unnest(?))",
+                [ids[20:]])
+    con.execute("UPDATE personas SET seq = NULL WHERE persona_id = ?", [ids[7]])
+    streamed = [pid for batch in personas_arrow_batches(con, ["persona_id"], 4)
+                for pid in batch.column(0).to_pylist()]
+    in_order = [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
+    assert streamed == in_order and streamed[-1] == ids[7]
+    monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", 4)
+    draws_agree(con, [Selection(), Selection(where=["age>=25"])], (3, 30),
+                ((None, False), ("occupation", False)), (2,))
+
+
+@pytest.mark.slow
+def test_a_draw_holds_a_range_of_the_hub_not_the_hub_sorted_whole(tmp_path, monkeypatch):
+    """DuckDB held to a few MiB with nowhere to spill: sorting the whole hub in hub order would
+    not fit, the draw's ranges of seq do."""
+    from personahub.personas import selection_sandbox
+    from personahub.personas.carve import sample_selection
+
+    con = connect(tmp_path / "big.duckdb")
+    con.execute("INSERT INTO personas (persona_id, seq, text, source, gate) SELECT md5(i::VARCHAR), "
+                "i, 'person ' || i, 'file', 'passed' FROM range(300000) t(i)")
+    con.close()
+    con = connect(tmp_path / "big.duckdb", read_only=True)
+    try:
+        con.execute("SET memory_limit = '16MB'")
+        con.execute("SET temp_directory = ''")  # nowhere to spill: what is held must fit
+        monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", 5000)
+        drawn = sample_selection(con, Selection(), 10, seed=1)
+        stratified = sample_selection(con, Selection(), 10, seed=1, stratify="source")
+    finally:
+        con.close()
+    assert len(drawn) == 10 and drawn == stratified  # one stratum draws as the uniform draw
+    con = connect(tmp_path / "big.duckdb", read_only=True)
+    try:
+        assert drawn == sample_ids(con, select_ids(con), 10, seed=1)
+    finally:
+        con.close()
+
+
+def test_cli_sample_holds_duckdb_to_the_sample_bound(hub, monkeypatch):
+    """The sample command draws with DuckDB held to its own small pool, not the default's share
+    of the machine nor stats' larger one."""
+    from personahub.personas import carve as carving
+    from personahub.personas.hub_memory import HUB_MEMORY_MB, SAMPLE_MEMORY_MB
+
+    con, ids, db = hub
+    con.close()
+    limits: list[str] = []
+    original = carving.carve
+
+    def watched(con, *args, **kwargs):
+        limits.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return original(con, *args, **kwargs)
+
+    monkeypatch.setattr(carving, "carve", watched)
+    result = CliRunner().invoke(app, ["personas", "sample", "--db", str(db), "-k", "3",
+                                      "--format", "ids"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.split()) == 3
+    assert limits == [f"{SAMPLE_MEMORY_MB:.1f} MiB"] and SAMPLE_MEMORY_MB < HUB_MEMORY_MB
+
+
+def test_a_selection_reads_the_hub_in_batches_never_whole(hub, monkeypatch):
+    """Every match (k of none or past the matches) and the shortfall's counts come from batches
+    of the hub: the whole hub is never copied into one table."""
+    from personahub.personas import selection_sandbox
+
+    con, ids, _ = hub
+    want = [r[0] for r in con.execute(
+        "SELECT persona_id FROM personas WHERE NOT is_duplicate "
+        "AND CAST(attributes->>'age' AS INT) >= 50 ORDER BY seq").fetchall()]
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the whole hub was loaded")
+
+    monkeypatch.setattr(selection_sandbox, "personas_arrow", whole)
+    monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", 6)
+    selection = Selection(where=["age>=50"])
+    assert select_ids(con, selection) == want and len(want) == 10
+    assert [p.persona_id for p in carve(con, selection, k=20, seed=1)] == want
+    assert "1 more match but are flagged" in (shortfall(con, Selection(where=["age>=20"]), 50, 39)
+                                              or "")

@@ -130,6 +130,20 @@ def test_stats_in_sql_equal_the_networkx_graph(tmp_path):
     assert hub_graph_stats(con) == graph_stats(load_graph(con, include_duplicates=False))
 
 
+def test_stats_in_sql_group_the_pairs_in_passes_as_in_one(tmp_path, monkeypatch):
+    """The distinct pairs grouped a hash partition at a time give the networkx figures too."""
+    from personahub.personas import store
+    from personahub.personas.graph import hub_graph_stats
+
+    monkeypatch.setattr(store, "PAIRS_A_PASS", 7)
+    for seed in (3, 5):
+        con = random_hub(tmp_path / f"p{seed}.duckdb", seed)
+        for include in (False, True):
+            assert hub_graph_stats(con, include_duplicates=include) == graph_stats(
+                load_graph(con, include_duplicates=include))
+        con.close()
+
+
 @pytest.mark.slow
 def test_stats_in_sql_equal_the_networkx_graphs(tmp_path):
     from personahub.personas.graph import hub_graph_stats
@@ -145,3 +159,36 @@ def test_stats_in_sql_equal_the_networkx_graphs(tmp_path):
     con.execute("DELETE FROM relations")
     con.execute("DELETE FROM personas")
     assert hub_graph_stats(con) == graph_stats(nx.MultiDiGraph())
+
+
+def test_stats_and_sample_print_no_progress_bar_into_their_output(tmp_path, monkeypatch):
+    """DuckDB draws its progress bar on stdout once a query runs past two seconds, which a large
+    hub's do: inside --json or a list of ids. Both commands turn it off."""
+    from personahub.personas import carve, graph, hub_memory
+
+    con, _ = small_hub(tmp_path / "s.duckdb")
+    con.close()
+    settings: list[object] = []
+    bound = hub_memory.bound_memory
+
+    def bar_on(con, *args, **kwargs):  # DuckDB's default outside pytest (here it starts off)
+        con.execute("SET enable_progress_bar = true")
+        return bound(con, *args, **kwargs)
+
+    monkeypatch.setattr(hub_memory, "bound_memory", bar_on)
+
+    def watched(original):
+        def call(con, *args, **kwargs):
+            settings.append(con.execute(
+                "SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
+            return original(con, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(graph, "hub_graph_stats", watched(graph.hub_graph_stats))
+    monkeypatch.setattr(carve, "carve", watched(carve.carve))
+    runner = CliRunner()
+    stats = runner.invoke(app, ["personas", "stats", "--db", str(tmp_path / "s.duckdb"), "--json"])
+    sample = runner.invoke(app, ["personas", "sample", "--db", str(tmp_path / "s.duckdb"), "-k",
+                                 "2", "--format", "ids"])
+    assert stats.exit_code == 0 and sample.exit_code == 0, stats.output + sample.output
+    assert settings == [False, False]
