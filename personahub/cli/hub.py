@@ -145,7 +145,6 @@ def personas_sample(
     con = connect(db, read_only=True)
     try:
         bound_memory(con, SAMPLE_MEMORY_MB)  # read in ranges: a larger hub evicts, not grows
-        _no_progress_bar(con)
         personas = carve(con, selection, k=k, seed=seed, stratify=stratify, equal=equal)
         gates = persona_gates(con, [p.persona_id for p in personas[:show]])
         fewer = shortfall(con, selection, k, len(personas))
@@ -175,11 +174,6 @@ def personas_sample(
         out.print(table)
 
 
-def _no_progress_bar(con: Any) -> None:
-    """Turn off DuckDB's progress bar: it draws on stdout, inside the ids or JSON a command prints."""
-    con.execute("SET enable_progress_bar = false")
-
-
 def _jsonl_line(persona: Any, with_attributes: bool) -> str:
     record: dict[str, object] = {"persona": persona.text}
     if with_attributes:
@@ -204,7 +198,6 @@ def personas_stats(
     con = connect(db, read_only=True)
     try:
         bound_memory(con)  # counted in SQL: a hub larger than memory spills
-        _no_progress_bar(con)
         stats = hub_graph_stats(con, include_duplicates=include_duplicates)
         stats["flagged_duplicates"] = flagged_duplicate_count(con)
         stats["expansions"] = {e.expansion_id: expansion_graph_stats(con, e.expansion_id)

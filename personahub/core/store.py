@@ -126,6 +126,13 @@ SAME_FILE_OTHER_CONFIG = "different configuration than existing connections"
 
 
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file, with DuckDB's progress bar off: it draws on stdout, inside what a command prints."""
+    con = _connect(path, read_only)
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:

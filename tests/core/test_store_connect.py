@@ -85,3 +85,25 @@ def test_a_refused_file_with_a_wal_is_left_untouched(tmp_path: Path) -> None:
     with pytest.raises(DatabaseFileError, match="schema version 9"):
         connect(db)
     assert (db.read_bytes(), wal.read_bytes()) == before
+
+
+def test_every_connection_has_duckdb_progress_bar_off(tmp_path: Path, monkeypatch) -> None:
+    """DuckDB's bar draws on stdout (ids, JSON, SQL tables a command prints): new, existing and
+    read-only opens all turn it off, whatever DuckDB's default."""
+    from personahub.core import store
+
+    opened = duckdb.connect
+
+    def bar_on(*args, **kwargs):
+        con = opened(*args, **kwargs)
+        con.execute("SET enable_progress_bar = true")
+        return con
+
+    monkeypatch.setattr(store.duckdb, "connect", bar_on)
+    db = tmp_path / "bar.duckdb"
+    seen = []
+    for read_only in (False, False, True):  # created, existing, read-only
+        con = connect(db, read_only=read_only)
+        seen.append(con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0])
+        con.close()
+    assert seen == [False, False, False]

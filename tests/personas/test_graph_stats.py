@@ -163,19 +163,23 @@ def test_stats_in_sql_equal_the_networkx_graphs(tmp_path):
 
 def test_stats_and_sample_print_no_progress_bar_into_their_output(tmp_path, monkeypatch):
     """DuckDB draws its progress bar on stdout once a query runs past two seconds, which a large
-    hub's do: inside --json or a list of ids. Both commands turn it off."""
-    from personahub.personas import carve, graph, hub_memory
+    hub's do: inside --json or a list of ids. The store's connections turn it off."""
+    import duckdb
+
+    from personahub.core import store
+    from personahub.personas import carve, graph
 
     con, _ = small_hub(tmp_path / "s.duckdb")
     con.close()
     settings: list[object] = []
-    bound = hub_memory.bound_memory
+    opened = duckdb.connect
 
-    def bar_on(con, *args, **kwargs):  # DuckDB's default outside pytest (here it starts off)
+    def bar_on(*args, **kwargs):  # DuckDB's default outside pytest (here it starts off)
+        con = opened(*args, **kwargs)
         con.execute("SET enable_progress_bar = true")
-        return bound(con, *args, **kwargs)
+        return con
 
-    monkeypatch.setattr(hub_memory, "bound_memory", bar_on)
+    monkeypatch.setattr(store.duckdb, "connect", bar_on)
 
     def watched(original):
         def call(con, *args, **kwargs):
