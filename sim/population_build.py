@@ -167,20 +167,20 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
     count = len(ids)
     growth = scenario.graph
     near, far = small_world_arrays(count, growth.acquaintances, growth.rewire, seed)
-    # this seed's links, stored as save_acquaintances stores them (the ids are distinct)
-    links = {"src": ids.take(pa.array(near)), "dst": ids.take(pa.array(far)),
-             "relation": pa.repeat(pa.scalar("acquaintance", pa.string()), near.size)}
-    del near, far
-    size = len(links["src"])
+    size = int(near.size)
     with store.bounded_pool(con, store.bulk_room(count) + store.ROOM_A_LINK * size), \
             transaction(con):
-        add_relations(con, {**links, "hop": pa.repeat(pa.scalar(0, pa.int32()), size),
+        # this seed's links, stored as save_acquaintances stores them (the ids are distinct);
+        # their columns go before the commit, which flushes the relations key's index
+        add_relations(con, {**_links(ids, near, far),
+                            "hop": pa.repeat(pa.scalar(0, pa.int32()), size),
                             "source": pa.repeat(pa.scalar(f"{SCENARIO_LINKS}{scenario.name}",
                                                           pa.string()), size)},
                       new_by=("src", "dst", "relation"))
+        pa.default_memory_pool().release_unused()
     with store.bounded_pool(con, store.bulk_room(count)):
-        found = social_pairs(con, ids, pa.table(links))
-        del links
+        found = social_pairs(con, ids, pa.table(_links(ids, near, far)))
+        del near, far
         _record_agents(con, run_id, ids, found)
         del found
         grouped = group_archetype_rows(count, personas.rows, personas.pick, min(k, count), seed,
@@ -192,6 +192,12 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
                                  f"{grouped.method}; k={k}")
     pa.default_memory_pool().release_unused()  # the links' and edges' columns, to the system
     return representatives
+
+
+def _links(ids: pa.Array, near: np.ndarray, far: np.ndarray) -> dict[str, pa.Array]:
+    """Return acquaintance links between the ids at those positions, as relation columns."""
+    return {"src": ids.take(pa.array(near)), "dst": ids.take(pa.array(far)),
+            "relation": pa.repeat(pa.scalar("acquaintance", pa.string()), near.size)}
 
 
 def _record_agents(con: duckdb.DuckDBPyConnection, run_id: str, ids: pa.Array,
