@@ -132,3 +132,24 @@ def _bytes(setting: str) -> float:
     """Return a DuckDB memory setting ('257.0 MiB') in bytes."""
     number, unit = setting.split()
     return float(number) * 1024 ** ["bytes", "KiB", "MiB", "GiB", "TiB"].index(unit)
+
+
+@pytest.mark.slow
+def test_a_hub_draw_sets_up_the_agent_societys_tables_too(tmp_path):
+    from tests.sim.test_scenario_hub import fill
+
+    scenario = tmp_path / "hub.py"
+    scenario.write_text(
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        "SCENARIO = Scenario(name='hub', personas=PersonaSource(path='hub', limit=30, seed=2),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=4), steps=1, seed=3, archetypes=4,\n"
+        "    tasks=('instruction',), surveys=(Survey(id='q', steps=(1,), question='Well?',\n"
+        "    answer='choice', options=('yes', 'no')),))\n")
+    tables = {}
+    for society in ("agents", "columns"):
+        db = tmp_path / f"{society}.duckdb"
+        fill(db)
+        _run(scenario, db, society)
+        tables[society] = _setup_tables(db)
+    assert len(tables["columns"]["run_agents"]) == 30
+    assert tables["columns"] == tables["agents"]
