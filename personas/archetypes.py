@@ -5,14 +5,16 @@ Features are one-hot demographic attributes (each attribute's block at unit leng
 the same) beside a text embedding. SciPy's seeded kmeans2 groups them, started from K distinct
 persona profiles: its k-means++ start dominated bench/bench_archetypes.py. Large populations are
 fitted on a sample and then assigned to the nearest centroid, which keeps a million personas within
-seconds. Empty clusters are dropped, so there may be fewer than K groups.
+seconds; features are built and assigned a chunk of rows at a time, so a population's memory is a
+label and a distance per persona (``group_archetype_rows`` reads the rows from columns). Empty
+clusters are dropped, so there may be fewer than K groups.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from scipy.cluster.vq import kmeans2, vq
 
 from personahub.personas.embedding import Embedder, HashEmbedder
 
-__all__ = ["Archetypes", "group_archetypes"]
+__all__ = ["Archetypes", "group_archetype_rows", "group_archetypes"]
 
 METHOD = ("scipy kmeans2 (started from K distinct profiles, seeded) on one-hot attributes"
           " + {embedder} text vectors")
@@ -54,29 +56,63 @@ class Archetypes:
         return np.flatnonzero(self.labels == archetype)
 
 
-def _attribute_features(attributes: Sequence[Mapping[str, object]],
-                        names: Sequence[str]) -> np.ndarray:
+#: personas whose features are built, embedded and assigned at a time: a feature row and a text's
+#: tokens exist for one chunk only, never for the whole population
+CHUNK = 65_536
+
+#: a population's rows by position: (texts, attributes) of the rows [lo, hi), or of given positions
+Rows = Callable[[int, int], tuple[Sequence[str], Sequence[Mapping[str, object]]]]
+Picked = Callable[[np.ndarray], tuple[Sequence[str], Sequence[Mapping[str, object]]]]
+
+
+def _levels(count: int, rows: Rows, names: Sequence[str] | None,
+            chunk: int) -> tuple[list[str], dict[str, list[str]]]:
+    """Return the attribute names (every name present, sorted, unless given) and each one's
+    values, sorted, as ``str(attributes.get(name, ""))`` over every row would give them."""
+    seen: dict[str, set[str]] = {}
+    having: Counter[str] = Counter()
+    for lo in range(0, count, chunk):
+        _, attributes = rows(lo, min(lo + chunk, count))
+        for a in attributes:
+            for key, value in a.items():
+                seen.setdefault(key, set()).add(str(value))
+                having[key] += 1
+    chosen = sorted(seen) if names is None else list(names)
+    levels = {}
+    for name in chosen:
+        values = set(seen.get(name, ()))
+        if having[name] < count:  # a row without it reads as ""
+            values.add("")
+        levels[name] = sorted(values)
+    return chosen, levels
+
+
+def _attribute_features(attributes: Sequence[Mapping[str, object]], names: Sequence[str],
+                        levels: Mapping[str, Sequence[str]]) -> np.ndarray:
     """Return one-hot columns per attribute, each attribute's block at unit length per row."""
     blocks = []
     for name in names:
+        at = {v: i for i, v in enumerate(levels[name])}
         values = [str(a.get(name, "")) for a in attributes]
-        levels = {v: i for i, v in enumerate(sorted(set(values)))}
-        block = np.zeros((len(values), len(levels)), dtype=np.float32)
-        block[np.arange(len(values)), [levels[v] for v in values]] = 1.0
+        block = np.zeros((len(values), len(at)), dtype=np.float32)
+        block[np.arange(len(values)), [at[v] for v in values]] = 1.0
         blocks.append(block / np.sqrt(len(names)))
     if not blocks:
         return np.zeros((len(attributes), 0), dtype=np.float32)
     return np.hstack(blocks)
 
 
-def _shares(attributes: Sequence[Mapping[str, object]], idx: np.ndarray,
-            names: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Return attribute -> value -> share among the given personas."""
-    out: dict[str, dict[str, float]] = {}
-    for name in names:
-        counts = Counter(str(attributes[i].get(name, "")) for i in idx.tolist())
-        out[name] = {v: c / len(idx) for v, c in sorted(counts.items())}
-    return out
+def _features(texts: Sequence[str], attributes: Sequence[Mapping[str, object]],
+              names: Sequence[str], levels: Mapping[str, Sequence[str]], embedder: Embedder,
+              text_weight: float) -> np.ndarray:
+    """Return the rows' feature vectors: one-hot attributes beside the weighted text vector."""
+    features = [_attribute_features(attributes, names, levels)]
+    if text_weight > 0:
+        vectors = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        features.append(text_weight * vectors / np.where(norms > 0, norms, 1.0))
+    x = np.hstack(features).astype(np.float64)
+    return x if x.shape[1] else np.zeros((len(texts), 1))
 
 
 def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, object]], k: int,
@@ -104,21 +140,46 @@ def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, obj
     n = len(texts)
     if len(attributes) != n:
         raise ValueError(f"{n} texts but {len(attributes)} attribute rows")
+    return group_archetype_rows(
+        n, lambda lo, hi: (texts[lo:hi], attributes[lo:hi]),
+        lambda at: ([texts[i] for i in at.tolist()], [attributes[i] for i in at.tolist()]),
+        k, seed, attribute_names=attribute_names, embedder=embedder, text_weight=text_weight,
+        fit_sample=fit_sample)
+
+
+def group_archetype_rows(count: int, rows: Rows, pick: Picked, k: int, seed: int, *,
+                         attribute_names: Sequence[str] | None = None,
+                         embedder: Embedder | None = None, text_weight: float = 0.5,
+                         fit_sample: int = 50_000, chunk: int | None = None) -> Archetypes:
+    """Group a population read a chunk of rows at a time, as ``group_archetypes`` groups it.
+
+    Only one chunk's features and tokens exist at a time (the fit sample's besides), so what
+    grows with the population is a label and a distance per persona. The default embedder is
+    made afresh for each chunk, so its token cache does not grow with the population either.
+
+    Args:
+        count: the population's size.
+        rows: (texts, attributes) of the rows [lo, hi).
+        pick: (texts, attributes) of the rows at the given ascending positions.
+        k, seed, attribute_names, embedder, text_weight, fit_sample: as ``group_archetypes``.
+        chunk: rows at a time (default ``CHUNK``).
+
+    Returns:
+        The grouping, equal to ``group_archetypes`` over the same rows.
+    """
+    n = count
     if not 1 <= k <= max(n, 1) or n == 0:
         raise ValueError(f"archetypes must be between 1 and the population ({n}), got {k}")
-    names = (sorted({key for a in attributes for key in a}) if attribute_names is None
-             else list(attribute_names))
-    features = [_attribute_features(attributes, names)]
-    embedder = embedder or HashEmbedder(dim=64)
-    if text_weight > 0:
-        vectors = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        features.append(text_weight * vectors / np.where(norms > 0, norms, 1.0))
-    x = np.hstack(features).astype(np.float64)
-    if x.shape[1] == 0:
-        x = np.zeros((n, 1))
+    size = chunk or CHUNK
+    names, levels = _levels(n, rows, attribute_names, size)
+
+    def features(texts: Sequence[str], attributes: Sequence[Mapping[str, object]]) -> np.ndarray:
+        return _features(texts, attributes, names, levels, embedder or HashEmbedder(dim=64),
+                         text_weight)
+
     rng = np.random.default_rng(seed)
-    fit = x if n <= fit_sample else x[np.sort(rng.choice(n, fit_sample, replace=False))]
+    fit = features(*pick(np.arange(n) if n <= fit_sample
+                         else np.sort(rng.choice(n, fit_sample, replace=False))))
     # start from K distinct rows: random points would repeat where personas share every feature
     distinct = np.unique(fit, axis=0)
     if len(distinct) <= k:
@@ -128,13 +189,28 @@ def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, obj
         with warnings.catch_warnings():  # an empty cluster is dropped below
             warnings.simplefilter("ignore", UserWarning)
             centroids, _ = kmeans2(fit, start, minit="matrix")
-    raw, distance = vq(x, centroids, check_finite=False)
+    del fit, distinct
+    raw = np.empty(n, dtype=np.int64)
+    distance = np.empty(n, dtype=np.float64)
+    counts: dict[int, dict[str, Counter[str]]] = {}  # code -> attribute -> value -> members
+    for lo in range(0, n, size):
+        hi = min(lo + size, n)
+        texts, attributes = rows(lo, hi)
+        raw[lo:hi], distance[lo:hi] = vq(features(texts, attributes), centroids,
+                                         check_finite=False)
+        for code, row in zip(raw[lo:hi].tolist(), attributes, strict=True):
+            tally = counts.get(code)
+            if tally is None:
+                tally = counts[code] = {name: Counter() for name in names}
+            for name in names:
+                tally[name][str(row.get(name, ""))] += 1
     # renumber by first member, empty clusters dropped
     _, first = np.unique(raw, return_index=True)
     order = raw[np.sort(first)]
     renumber = np.full(len(centroids), -1, dtype=np.int64)
     renumber[order] = np.arange(len(order))
     labels = renumber[raw].astype(np.int32)
+    del raw
     sizes = np.bincount(labels, minlength=len(order))
     representatives: list[int] = []
     shares: list[dict[str, dict[str, float]]] = []
@@ -143,8 +219,11 @@ def group_archetypes(texts: Sequence[str], attributes: Sequence[Mapping[str, obj
     for a in range(len(order)):
         idx = by_label[bounds[a]:bounds[a + 1]]
         representatives.append(int(idx[np.argmin(distance[idx])]))
-        shares.append(_shares(attributes, idx, names))
+        tally = counts[int(order[a])]
+        shares.append({name: {v: c / len(idx) for v, c in sorted(tally[name].items())}
+                       for name in names})
+    name = getattr(embedder, "name", "text") if embedder is not None else HashEmbedder(dim=64).name
     return Archetypes(k=k, labels=labels, representatives=representatives, sizes=sizes,
                       attribute_shares=shares,
-                      method=METHOD.format(embedder=getattr(embedder, "name", "text"))
+                      method=METHOD.format(embedder=name)
                       + f", seed {seed}, text weight {text_weight}")

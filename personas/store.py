@@ -29,13 +29,14 @@ SURVIVORS = f"SELECT persona_id, text, seq FROM personas WHERE {_LIVE}"
 PERSONA_TEXTS = "SELECT persona_id, text, CAST(attributes AS VARCHAR) AS attributes FROM personas"
 
 
-def persona_columns(personas: Iterable[Persona], gate: str | None = None) -> dict[str, list[Any]]:
-    """Return persona columns, one row per distinct id (first wins); gate labels every row, else each
-    text is checked.
+def persona_columns(personas: Iterable[Persona], gate: str | None = None, *,
+                    first_only: bool = True) -> dict[str, list[Any]]:
+    """Return persona columns, one row per distinct id (first wins; every row with first_only
+    False); gate labels every row, else each text is checked.
     """
     people = list(personas)
     ids = [p.persona_id for p in people]
-    if len(set(ids)) < len(ids):
+    if first_only and len(set(ids)) < len(ids):
         first: dict[str, Persona] = {}
         for p in people:
             first.setdefault(p.persona_id, p)
@@ -71,7 +72,13 @@ def upsert_personas(con: duckdb.DuckDBPyConnection, personas: Iterable[Persona],
     columns = persona_columns(personas, gate)
     if not columns["persona_id"]:
         return 0
-    batch = _new_personas(con, pa.table(persona_arrays(columns)))
+    return upsert_persona_table(con, pa.table(persona_arrays(columns)))
+
+
+def upsert_persona_table(con: duckdb.DuckDBPyConnection, batch: pa.Table) -> int:
+    """Insert a table of persona columns (``persona_columns``' names, one row per id) whose
+    personas are not in the hub yet, in the table's order; return how many were new."""
+    batch = _new_personas(con, batch)
     if batch.num_rows:
         insert_columns(con, "personas", {**dict(zip(batch.column_names, batch.columns, strict=True)),
                                          "seq": next_seqs(con, batch.num_rows)})
@@ -422,14 +429,14 @@ def relation_neighbours(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[st
 SCENARIO_LINKS = "scenario:"
 
 
-def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str],
+def social_pairs(con: duckdb.DuckDBPyConnection, persona_ids: Sequence[str] | pa.Array,
                  own_links: pa.Table | None = None) -> pa.Table:
     """Return the undirected simple graph among the personas as (pa, pb, r) position rows.
 
     pa is the lesser id and r the first relation. With own_links, links stored by other scenario
     runs are replaced by these, so a run's graph holds its own seed's links only.
     """
-    ids = list(persona_ids)
+    ids = persona_ids if isinstance(persona_ids, pa.Array) else list(persona_ids)
     con.register("_social_ids", pa.table({"id": ids, "pos": np.arange(len(ids), dtype=np.int64)}))
     links = "relations"
     if own_links is not None:

@@ -45,10 +45,11 @@ from personahub.pipelines.model_fields import EngineFields
 from personahub.pipelines.setup_note import setup_expansion_line
 from personahub.pipelines.shipped_spec import ItemsInView, ShippedSpec
 from personahub.pipelines.survey_profile import SurveyProfile, load_profile
-from personahub.sim import population_setup, runner, store
+from personahub.sim import population_build, population_setup, runner, store
 from personahub.sim.column_society import ColumnSociety, ColumnStep, columns_refusal
 from personahub.sim.gc_policy import RunHeap
 from personahub.sim.live_control import LiveControl
+from personahub.sim.population_build import PersonaColumns
 from personahub.sim.scenario import (
     STATED,
     Scenario,
@@ -202,7 +203,8 @@ class RunState:
 
     name: str
     scenario: Scenario | None  # None for a finished run asked to resume
-    personas: list[Persona] | None  # while the agents are still to be recorded
+    # while the agents are still to be recorded: columns for a column society set up from them
+    personas: list[Persona] | PersonaColumns | None
     world: str = ""
     started: float = field(default_factory=time.perf_counter)
     committed: int = 0
@@ -286,14 +288,18 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         if ctx.config.include_ungated:
             scenario = dataclasses.replace(scenario, personas=dataclasses.replace(
                 scenario.personas, include_ungated=True))
-        personas = None
+        personas: list[Persona] | PersonaColumns | None = None
         notes: list[str] = []
         if not (ctx.resumed and store.agent_count(ctx.con, ctx.job_id)):
+            load = (population_build.read_personas if _set_up_from_columns(ctx.config, scenario)
+                    else runner.load_scenario_personas)
             with RunHeap():  # many long-lived objects: keep the collector off them
-                personas = runner.load_scenario_personas(scenario, ctx.db, ctx.con,
-                                                         offline=spec_is_offline(ctx.config.llm),
-                                                         notes=notes)
-        world = runner.check_scenario(scenario, personas)
+                personas = load(scenario, ctx.db, ctx.con, offline=spec_is_offline(ctx.config.llm),
+                                notes=notes)
+        if isinstance(personas, PersonaColumns):
+            personas.check(scenario)
+        world = runner.check_scenario(scenario, None if isinstance(personas, PersonaColumns)
+                                      else personas)
         profiles = _profiles(ctx.con, scenario, ctx.config.survey_profile)
         for survey_id, profile in profiles.items():  # before the client or anything is written
             profile.check_served(served_models(ctx.config.llm),
@@ -303,9 +309,11 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                 raise UsageError(f"{_profile_flag(ctx.config, survey_id)} {profile.job_id}: its "
                                  f"method ({profile.config.method.label}) reads token "
                                  "log-probabilities, which --executor ray and --provider-batch cannot")
+        columns = _columns(ctx.config, scenario, bool(profiles))
+        if isinstance(personas, PersonaColumns) and not columns:
+            personas = personas.personas()  # a survey profile answers one survey: agent objects
         ctx.state = RunState(scenario.name, scenario, personas, world,
-                             personas_note=notes[0] if notes else None,
-                             columns=_columns(ctx.config, scenario, bool(profiles)),
+                             personas_note=notes[0] if notes else None, columns=columns,
                              profiles=profiles)
         ctx.total = ctx.config.run_steps
 
@@ -320,6 +328,8 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
                             scenario_path=config.scenario_file or "", llm=ctx.caller.label,
                             steps_planned=config.run_steps)
         personas = state.personas or []
+        if isinstance(personas, PersonaColumns):
+            return BatchOutcome(rows={"runs": [row]}, then=lambda: _write_columns(ctx, state))
         return BatchOutcome(rows={"runs": [row]}, then=lambda: upsert_personas(ctx.con, personas))
 
     @contextmanager
@@ -542,16 +552,34 @@ def _refuse_lost(step: int, errors: Sequence[str | None], asked: int) -> None:
                           "the --llm server (its log says more)")
 
 
+def _refusal(config: RunConfig, scenario: Scenario) -> str | None:
+    """Return why the run's scenario needs an agent object per persona, or None if it fits columns."""
+    k = config.archetypes if config.archetypes is not None else scenario.archetypes
+    elicit = (config.archetype_elicit if config.archetype_elicit is not None
+              else scenario.archetype_elicit)
+    return columns_refusal(dataclasses.replace(scenario, archetypes=k),
+                           archetype_sample_size(elicit))
+
+
+def _write_columns(ctx: JobContext[RunConfig], state: RunState) -> None:
+    """Write a new column society's personas to the hub; keep only what its setup still reads."""
+    assert isinstance(state.personas, PersonaColumns)
+    state.personas = population_build.write_personas(ctx.con, state.personas)
+
+
+def _set_up_from_columns(config: RunConfig, scenario: Scenario) -> bool:
+    """Whether a new run's personas are read as columns (``sim/population_build.py``): a column
+    society without a setup expansion (whose start and reached personas are agent objects)."""
+    return (config.society != "agents" and not scenario.graph.hops
+            and _refusal(config, scenario) is None)
+
+
 def _columns(config: RunConfig, scenario: Scenario, profiled: bool = False) -> bool:
     """Whether the run's population lives in column shards (a usage error when asked for one
     whose scenario does not fit, or whose surveys are answered by a survey profile)."""
     if config.society == "agents":
         return False
-    k = config.archetypes if config.archetypes is not None else scenario.archetypes
-    elicit = (config.archetype_elicit if config.archetype_elicit is not None
-              else scenario.archetype_elicit)
-    why = columns_refusal(dataclasses.replace(scenario, archetypes=k),
-                          archetype_sample_size(elicit))
+    why = _refusal(config, scenario)
     if why is None and profiled:
         why = "a survey answered by a survey profile"
     if why is not None and config.society == "columns":
@@ -585,6 +613,15 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     if state.columns and state.personas is None and representatives:
         _columns_society(ctx, state, representatives, store.steps_done(con, run_id))
         return  # a resume reads no agent into this process
+    k = config.archetypes if config.archetypes is not None else scenario.archetypes
+    if isinstance(state.personas, PersonaColumns):
+        assert k is not None and state.columns
+        representatives = population_build.set_up(con, run_id=run_id, scenario=scenario,
+                                                   personas=state.personas, k=k,
+                                                   seed=config.run_seed)
+        state.personas = None
+        _columns_society(ctx, state, representatives, 0)
+        return
     if state.personas is not None:
         reached = _setup(ctx, scenario, state.personas)
         own = runner.own_acquaintances(scenario, state.personas, config.run_seed)
@@ -593,7 +630,6 @@ def _society(ctx: JobContext[RunConfig], state: RunState) -> None:
     else:
         agents, graph = runner.restore_society(con, run_id)
         done = store.steps_done(con, run_id)
-    k = config.archetypes if config.archetypes is not None else scenario.archetypes
     grouping = runner.archetype_grouping(con, run_id, k, agents, config.run_seed)
     elicit = (config.archetype_elicit if config.archetype_elicit is not None
               else scenario.archetype_elicit)

@@ -13,7 +13,7 @@ import random
 import runpy
 import traceback
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar, cast
@@ -779,8 +779,26 @@ def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
 
     Personas an expansion adds cannot be named: their agent ids are unknown in advance.
     """
-    ids = {p.persona_id for p in personas}
-    count = len(personas)
+    check_named(scenario, len(personas), {p.persona_id for p in personas},
+                {k for p in personas for k in p.attributes})
+
+
+def named_ids(scenario: Scenario) -> set[str]:
+    """Return the persona ids (not agent ids) the scenario's audiences and interventions name."""
+    named: list[AgentRef | None] = [*(a for e in scenario.scheduled_events
+                                      for a in (*e.audience.personas, e.audience.near)),
+                                    *(a for s in scenario.surveys
+                                      for a in (*s.audience.personas, s.audience.near)),
+                                    *(r for x in scenario.interventions for r in (x.target, x.other))]
+    return {str(r) for r in named
+            if r is not None and (isinstance(r, bool) or not isinstance(r, int))}
+
+
+def check_named(scenario: Scenario, count: int, ids: Container[str], keys: Set[str]) -> None:
+    """Fail, naming the field, when the scenario names agents or attributes its ``count``
+    personas lack (``ids``: their persona ids, or those of them the scenario names; ``keys``:
+    the attribute names any of them has)."""
+    keys = set(keys)
     prefix = str(scenario.source) if scenario.source else f"scenario {scenario.name}"
 
     def check(ref: AgentRef | None, where: str) -> None:
@@ -791,7 +809,6 @@ def check_references(scenario: Scenario, personas: Sequence[Persona]) -> None:
         _check(known, f"{prefix}: {where} names {ref!r}, which is none of the scenario's "
                       f"{count} personas (a persona id from its persona file, or agent id 1..{count})")
 
-    keys = {k for p in personas for k in p.attributes}
     if scenario.graph.hops:
         keys |= EXPANDED_ATTRIBUTES
     audiences = [(f"event at step {e.step}", e.audience) for e in scenario.scheduled_events]

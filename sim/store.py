@@ -41,7 +41,7 @@ def run_row(run_id: str, *, scenario: str, scenario_path: str, llm: str,
             "steps_planned": steps_planned, "steps_done": 0}
 
 
-def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
+def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str] | pa.Array,
                agent_ids: Sequence[int] | np.ndarray,
                edges: tuple[Any, Any, Any] = ((), (), ())) -> None:
     """Record which persona each agent plays and the starting graph."""
@@ -55,8 +55,9 @@ def add_agents(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequenc
         "run_id": pa.repeat(run, len(src)), "src": src, "dst": dst, "relation": relation})
 
 
-def add_archetypes(con: duckdb.DuckDBPyConnection, run_id: str, persona_ids: Sequence[str],
-                   labels: Sequence[int], representatives: Sequence[str], sizes: Sequence[int],
+def add_archetypes(con: duckdb.DuckDBPyConnection, run_id: str,
+                   persona_ids: Sequence[str] | pa.Array, labels: Sequence[int] | np.ndarray,
+                   representatives: Sequence[str], sizes: Sequence[int],
                    attribute_shares: Sequence[Mapping[str, object]], method: str) -> None:
     """Record a run's archetypes and each agent's, in agent order."""
     insert_columns(con, "run_archetypes", {
@@ -207,6 +208,11 @@ def _others(con: duckdb.DuckDBPyConnection) -> int:
 BULK_ROOM: Final = 256 << 20
 #: and, past that, per agent: a step's uncommitted rows (about 110 bytes an agent) stay in memory
 ROOM_AN_AGENT: Final = 192
+
+
+#: and, while a setup inserts its acquaintance links, per link: the relations key's index (an
+#: ART, which DuckDB cannot spill) grows about 110 bytes a link until the insert commits
+ROOM_A_LINK: Final = 192
 
 
 def bulk_room(agents: int) -> int:
