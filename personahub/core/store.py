@@ -126,9 +126,16 @@ SAME_FILE_OTHER_CONFIG = "different configuration than existing connections"
 
 
 def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open the file, with DuckDB's progress bar off: it draws on stdout, inside what a command prints."""
+    """Open the file, with DuckDB's progress bar off: it draws on stdout, inside what a command prints.
+
+    In a Jupyter kernel DuckDB draws it as a widget instead, and refuses to change the setting
+    when ipywidgets is missing: the setting is then left as it is.
+    """
     con = _connect(path, read_only)
-    con.execute("SET enable_progress_bar = false")
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except duckdb.InvalidInputException:
+        pass
     return con
 
 
