@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from personahub.core.errors import PersonahubError, UsageError
 from personahub.personas.carve import Condition
 from personahub.personas.gate_labels import DRAWN
 from personahub.personas.hub_gate import gate_clause, held_back, none_eligible
 from personahub.personas.record import Persona
-from personahub.personas.selection_sandbox import persona_sandbox
+from personahub.personas.selection_sandbox import persona_batches
 from personahub.personas.store import fetch_personas
 
 SAMPLE_MODES = ("uniform", "head")
@@ -73,18 +74,18 @@ def draw_ids(con: duckdb.DuckDBPyConnection, query: HubQuery, n: int | None, *, 
                *(sql for _, sql, _ in parts)]
     params: list[object] = [p for _, _, ps in parts for p in ps]
     if mode == "uniform":
-        order, order_params = "md5(? || ':' || persona_id), persona_id", [str(seed)]
+        key, key_params = "md5(? || ':' || persona_id)", [str(seed)]
     else:
-        order, order_params = "seq, persona_id", []
-    sql = f"SELECT persona_id FROM personas WHERE {_joined(clauses)} ORDER BY {order}"
-    args = [*params, *order_params]
-    if n is not None:
-        sql += " LIMIT ?"
-        args.append(n)
+        key, key_params = "seq", []
     if parts:
-        with persona_sandbox(con, [sql for _, sql, _ in parts]) as sandbox:
-            ids = _selected(sandbox, sql, args, parts)
+        ids = _streamed_ids(con, parts, clauses, key, [*key_params, *params], n)
     else:
+        sql = (f"SELECT persona_id FROM personas WHERE {_joined(clauses)} "
+               f"ORDER BY {key}, persona_id")
+        args = [*params, *key_params]
+        if n is not None:
+            sql += " LIMIT ?"
+            args.append(n)
         ids = _selected(con, sql, args, parts)
     if not ids:
         if gated and draw_ids_exist(con, query):
@@ -108,10 +109,45 @@ def matching_ids(con: duckdb.DuckDBPyConnection, query: HubQuery) -> list[str]:
     parts = query.conditions()
     if not parts:
         return [r[0] for r in con.execute("SELECT persona_id FROM personas ORDER BY seq").fetchall()]
-    sql = (f"SELECT persona_id FROM personas WHERE {_joined([p for _, p, _ in parts])} "
-           "ORDER BY seq")
-    with persona_sandbox(con, [p for _, p, _ in parts]) as sandbox:
-        return _selected(sandbox, sql, [v for _, _, ps in parts for v in ps], parts)
+    return _streamed_ids(con, parts, [p for _, p, _ in parts], "seq",
+                         [v for _, _, ps in parts for v in ps], None)
+
+
+def _streamed_ids(con: duckdb.DuckDBPyConnection, parts: list[tuple[str, str, list[object]]],
+                  clauses: Sequence[str], key: str, args: list[object], n: int | None) -> list[str]:
+    """Run a selection in the sandbox over the hub a batch at a time, ordered by key then id.
+
+    Each batch's matches are merged with the best n kept so far (all when n is None), so memory
+    holds a batch of the named columns and the kept ids, not a copy of the hub's columns: the
+    same ids, in the same order, as one ORDER BY over the whole hub.
+    """
+    matched = f"SELECT persona_id, {key} AS _key FROM personas WHERE {_joined(clauses)}"
+    merged = "SELECT persona_id, _key FROM _kept UNION ALL " + matched
+    limit = " LIMIT ?" if n is not None else ""
+    kept: pa.Table | None = None
+    found: list[pa.Table] = []
+    with persona_batches(con, [sql for _, sql, _ in parts]) as (sandbox, batches):
+        for _ in batches:
+            if n is None:
+                found.append(_arrow(sandbox, matched, args, parts))
+                continue
+            if kept is not None:
+                sandbox.register("_kept", kept)
+            kept = _arrow(sandbox, f"{merged if kept is not None else matched} "
+                                   f"ORDER BY _key, persona_id{limit}", [*args, n], parts)
+        if n is None and found:
+            sandbox.register("_kept", pa.concat_tables(found))
+            kept = sandbox.sql("SELECT persona_id, _key FROM _kept "
+                               "ORDER BY _key, persona_id").to_arrow_table()
+    return [] if kept is None else kept.column("persona_id").to_pylist()
+
+
+def _arrow(con: duckdb.DuckDBPyConnection, sql: str, args: list[object],
+           parts: list[tuple[str, str, list[object]]]) -> pa.Table:
+    try:
+        return con.sql(sql, params=args).to_arrow_table()
+    except duckdb.Error as exc:
+        raise PersonahubError(_culprit(con, parts, exc)) from None
 
 
 def _joined(clauses: Sequence[str]) -> str:

@@ -102,3 +102,35 @@ def test_an_empty_hub_is_an_error(tmp_path: Path) -> None:
             draw_ids(con, HubQuery(), 3)
     finally:
         con.close()
+
+
+def test_a_draw_with_conditions_reads_the_hub_in_batches_never_whole(hub, monkeypatch) -> None:
+    """With a condition, the draw streams the hub through the sandbox a few rows at a time and
+    picks what one ORDER BY over the whole hub picks: seeded, head, every match, more than match."""
+    from personahub.personas import sampling, selection_sandbox
+
+    query = HubQuery(where="CAST(attributes->>'age' AS INT) >= 30", carve=["occupation!=baker"])
+    matched = [r[0] for r in hub.execute(
+        "SELECT persona_id FROM personas WHERE CAST(attributes->>'age' AS INT) >= 30 "
+        "AND attributes->>'occupation' <> 'baker' ORDER BY seq").fetchall()]
+
+    def ordered(seed: int) -> list[str]:
+        return [r[0] for r in hub.execute(
+            "SELECT persona_id FROM personas WHERE persona_id IN (SELECT unnest(?)) "
+            "ORDER BY md5(? || ':' || persona_id), persona_id", [matched, str(seed)]).fetchall()]
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the whole hub was copied into the sandbox")
+
+    monkeypatch.setattr(selection_sandbox, "personas_arrow", whole)
+    monkeypatch.setattr(selection_sandbox, "BATCH_ROWS", 7)
+    assert 12 < len(matched) < 60
+    for seed in (0, 3):
+        assert draw_ids(hub, query, 10, seed=seed) == ordered(seed)[:10]
+        assert draw_ids(hub, query, None, seed=seed) == ordered(seed)
+        assert draw_ids(hub, query, 100, seed=seed) == ordered(seed)
+    assert draw_ids(hub, query, 5, mode="head") == matched[:5]
+    assert draw_ids(hub, query, None, mode="head") == matched
+    assert sampling.matching_ids(hub, query) == matched
+    with pytest.raises(PersonahubError, match="no personas match"):
+        draw_ids(hub, HubQuery(carve=["occupation=pilot"]), 3)
