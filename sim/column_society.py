@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 MAX_EVENTS_A_STEP = 64  # a shard marks what each agent saw this step in one 64-bit word
 #: whom a pooled addressed kind is said to: no particular neighbour (each member's is drawn after)
-ANY_NEIGHBOUR = "A neighbour of this person (each person in this group talks to one of their own)"
+ANY_NEIGHBOUR = "One of this person's neighbours (no one in particular)"
 
 
 def columns_refusal(scenario: Scenario, archetype_sample: int | None) -> str | None:

@@ -291,7 +291,8 @@ class PopulationShard:
 
         A sender keeps its latest thread going (answers the sender of the newest message in its
         inbox, when a neighbour) with chance ``KEEP_THREAD``, else speaks to a neighbour drawn
-        uniformly; both draws are keyed, so any shard count draws the same.
+        uniformly (answering that message too if the draw is its sender); both draws are keyed,
+        so any shard count draws the same.
         """
         step = close.step
         degree = np.diff(self.offsets)[senders]
@@ -305,6 +306,7 @@ class PopulationShard:
         where = np.flatnonzero(keep)
         keep[where] = self._linked(senders[where], last[where])
         receiver = np.where(keep, last, receiver)
+        keep |= (last >= 0) & (receiver == last)  # drawn anyway: it answers that message
         mask = pa.array(keep)
         table = pa.table({
             "sender": pa.array(self.agent_ids[senders]),
