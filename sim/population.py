@@ -390,12 +390,17 @@ class PopulationShard:
         said: list[str] = []
         message_ids: list[str] = []
         thread_ids: list[str] = []
+        said_by: dict[int, tuple[Any, dict[str, object], str]] = {}  # pool -> task, content, text
         for i, (speaker, listener) in enumerate(zip(speakers, listeners.to_pylist(),
                                                     strict=True)):
-            answer = close.pools[int(pools[i])]
-            content, text = emission_task(answer.kind).addressed_content(
-                json.loads(answer.content or "{}"), answer.text or "", str(speaker),
-                str(listener))
+            pool = int(pools[i])
+            if pool not in said_by:
+                answer = close.pools[pool]
+                said_by[pool] = (emission_task(answer.kind), json.loads(answer.content or "{}"),
+                                 answer.text or "")
+            task, pooled, pooled_text = said_by[pool]
+            content, text = task.addressed_content(pooled, pooled_text, str(speaker),
+                                                   str(listener))
             contents.append(json.dumps(content, ensure_ascii=False, default=str))
             said.append(text)
             emission_id = f"{close.run_id}:{step}:{int(senders[i])}"
