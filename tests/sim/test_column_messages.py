@@ -83,6 +83,14 @@ def talk(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list
     return path, _snapshot(folder / "run.duckdb", _run(path, folder / "run.duckdb"))
 
 
+@pytest.fixture(scope="module")
+def three(talk: tuple[Path, dict[str, list]],
+          tmp_path_factory: pytest.TempPathFactory) -> dict[str, list]:
+    """The same run's tables with its agents in three shards."""
+    db = tmp_path_factory.mktemp("three") / "three.duckdb"
+    return _snapshot(db, _run(talk[0], db, shards=3))
+
+
 @pytest.mark.slow
 def test_an_addressed_kind_is_asked_once_per_archetype_and_said_to_a_neighbour(talk):
     _, tables = talk
@@ -104,8 +112,8 @@ def test_an_addressed_kind_is_asked_once_per_archetype_and_said_to_a_neighbour(t
 
 
 @pytest.mark.slow
-def test_a_message_to_another_shards_agent_is_in_its_inbox_at_the_next_step(talk):
-    _, tables = talk
+def test_a_message_to_another_shards_agent_is_in_its_inbox_at_the_next_step(three):
+    tables = three
     ranges = shard_ranges(N, 3)
     shard_of = {agent: i for i, (lo, hi) in enumerate(ranges) for agent in range(lo, hi)}
     agent_of = {json.loads(s)["persona_id"]: a for a, _, s in tables["agent_states"]}
@@ -120,10 +128,8 @@ def test_a_message_to_another_shards_agent_is_in_its_inbox_at_the_next_step(talk
 
 
 @pytest.mark.slow
-def test_one_shard_and_three_shards_give_the_same_tables(talk, tmp_path):
-    path, tables = talk
-    db = tmp_path / "three.duckdb"
-    assert _snapshot(db, _run(path, db, shards=3)) == tables
+def test_one_shard_and_three_shards_give_the_same_tables(talk, three):
+    assert three == talk[1]
 
 
 @pytest.mark.slow
