@@ -53,9 +53,11 @@ def _run(base: str, n: int, k: int, activation: float, steps: int, shards: int, 
         rows = con.execute(
             "SELECT step, n_active, n_emissions, n_messages, n_archetype_calls, "
             "epoch(finished_at - started_at) FROM steps ORDER BY step").fetchall()
-        distinct, states = con.execute(
+        counted = con.execute(
             "SELECT count(DISTINCT json_extract(state, '$.memory')::VARCHAR), count(*) "
             "FROM agent_states").fetchone()
+        assert counted is not None
+        distinct, states = counted
     finally:
         con.close()
     out.put((rows, total, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
