@@ -5,7 +5,11 @@ never a row per agent. A step: every shard applies the step's changes and events
 its (archetype, kind) pools and (survey, archetype) groups need; the driver folds the members'
 history into one call per group, asked with the same prompts as ``SocietyModel`` (and, on Ray,
 on the call actors); every shard then draws its members' actions and answers from the results
-and writes its rows as Parquet files, which the run commits in one transaction.
+and writes its rows as Parquet files, which the run commits in one transaction. A kind said to
+a neighbour (``npc_dialogue``, ``conversation``) is pooled like the others, asked with no
+particular addressee; each sender's shard draws its addressee among its neighbours and returns the
+step's outbox partitioned by the receiver's shard, and the driver hands each shard the messages
+to its agents, who hold them in their inboxes at the next step.
 
 Draws are vectorised: each agent's draws come from one 64-bit key (``sim/draws.py``), so the
 tables are the same for any number of shards, locally or on Ray, but not those of
@@ -36,6 +40,7 @@ from personahub.sim.population_plan import (
     ShardDone,
     ShareAnswer,
     StepClose,
+    StepDeliver,
     StepOpen,
     SurveyAsk,
 )
@@ -54,13 +59,14 @@ if TYPE_CHECKING:
     from personahub.sim.live_control import Injected
 
 MAX_EVENTS_A_STEP = 64  # a shard marks what each agent saw this step in one 64-bit word
+#: whom a pooled addressed kind is said to: no particular neighbour (each member's is drawn after)
+ANY_NEIGHBOUR = "One of this person's neighbours (no one in particular)"
 
 
 def columns_refusal(scenario: Scenario, archetype_sample: int | None) -> str | None:
     """Return why a scenario needs one object per agent (``SocietyModel``), or None if it fits."""
     activation = scenario.activation
     mode = getattr(activation, "mode", "all")
-    addressed = sorted(set(scenario.tasks) & set(addressed_kinds()))
     surveys = [s for s in scenario.surveys if s.answer == "text"]
     audiences = [*(e.audience for e in scenario.scheduled_events),
                  *(s.audience for s in scenario.surveys)]
@@ -68,7 +74,6 @@ def columns_refusal(scenario: Scenario, archetype_sample: int | None) -> str | N
     reasons = [
         (scenario.archetypes is None, "no archetypes"),
         (scenario.policy != "scripted", f"policy={scenario.policy!r}"),
-        (bool(addressed), f"addressed kinds {addressed} (messages need one call per agent)"),
         (bool(surveys), f"text survey {surveys[0].id!r}" if surveys else ""),
         (mode not in ("all", "probability"), f"activation mode {mode!r}"),
         (archetype_sample is not None, "archetype_elicit='sample:N'"),
@@ -96,6 +101,10 @@ class Shards(Protocol):
         """Close a step on every shard."""
         ...
 
+    async def deliver(self, deliveries: Sequence[StepDeliver]) -> list[ShardDone]:
+        """Give every shard the messages to its agents (one delivery a shard, in order)."""
+        ...
+
 
 @dataclass
 class ColumnStep:
@@ -106,6 +115,7 @@ class ColumnStep:
     emissions: int = 0
     answers: int = 0
     drawn: int = 0
+    messages: int = 0
     archetype_calls: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     events: list[EventRow] = field(default_factory=list)
@@ -197,11 +207,16 @@ class ColumnSociety:
                           folder=self.folder(step),
                           pools=self._pool_answers(step, pools, groups, outcomes, result),
                           shares=tuple(self._share_answer(plan, key, stated)
-                                       for key, stated in zip(surveys, shares, strict=True)))
-        for done in await self.shards.close_step(close):
+                                       for key, stated in zip(surveys, shares, strict=True)),
+                          bounds=tuple(a.span[0] for a in asks))
+        closed = await self.shards.close_step(close)
+        if plan.addressed:
+            closed += await self.shards.deliver(_deliveries(step, closed))
+        for done in closed:
             result.emissions += done.emissions
             result.answers += done.answers
             result.drawn += done.drawn
+            result.messages += done.messages
             for reason, count in done.failures.items():
                 result.failures[reason] = result.failures.get(reason, 0) + count
             for table, files in done.files.items():
@@ -252,6 +267,10 @@ class ColumnSociety:
             running += w / total
             cumulative.append(running)
         cumulative[-1] = 1.0
+        addressed = tuple(k for k in scenario.tasks if k in addressed_kinds())
+        alone_weights = [0.0 if k in addressed else w for k, w in zip(scenario.tasks, weights,
+                                                                      strict=True)]
+        alone = _cumulative(alone_weights) if sum(alone_weights) > 0 else None
         surveys = tuple(
             SurveyAsk(index=i, survey_id=s.id, question=s.question, answer=s.answer,
                       values=survey_values(s.answer, s.options, s.low, s.high),
@@ -261,7 +280,8 @@ class ColumnSociety:
                         injected=tuple(pushed),
                         activation=(mode, float(getattr(activation, "p", 1.0))),
                         kinds=tuple(scenario.tasks), cumulative=tuple(cumulative),
-                        surveys=surveys, read=self.read)
+                        surveys=surveys, read=self.read, addressed=addressed,
+                        alone=alone if addressed else None)
 
     def _rule(self, audience: Audience) -> AudienceRule:
         ids = (tuple(self.refs[r][0] for r in audience.personas) if audience.personas else None)
@@ -305,7 +325,8 @@ class ColumnSociety:
         inputs = [AgentInput(
             persona_id=self.representatives[archetype], persona=self.texts[archetype], step=step,
             kind=kind, world=self.world, arm_world="", events=histories[key].events, inbox=[],
-            addressee=None, memory=histories[key].memory, recent=[])
+            addressee=ANY_NEIGHBOUR if kind in plan.addressed else None,
+            memory=histories[key].memory, recent=[])
             for key in pools for _, archetype, kind in [key]]
         order = prefix_order([action_prefix(i) for i in inputs])
         actions = run_agents([inputs[i] for i in order], self.llm, chunk_size=self.chunk_size,
@@ -384,6 +405,28 @@ class ColumnSociety:
         return ShareAnswer(survey_index, archetype, tuple(cumulative), None)
 
 
+def _cumulative(weights: Sequence[float]) -> tuple[float, ...]:
+    """Return weights as a cumulative distribution ending at exactly 1."""
+    total, running, out = sum(weights), 0.0, []
+    for w in weights:
+        running += w / total
+        out.append(running)
+    out[-1] = 1.0
+    return tuple(out)
+
+
+def _deliveries(step: int, closed: Sequence[ShardDone]) -> list[StepDeliver]:
+    """Return each shard's messages: its part of every shard's outbox."""
+    import pyarrow as pa
+
+    out = []
+    for shard in range(len(closed)):
+        parts = [done.outbox[shard] for done in closed
+                 if shard < len(done.outbox) and done.outbox[shard] is not None]
+        out.append(StepDeliver(step=step, inbox=pa.concat_tables(parts) if parts else None))
+    return out
+
+
 def _range(survey: SurveyAsk) -> tuple[tuple[str, ...], int, int]:
     """Return the options, low and high a share schema is made from."""
     if survey.answer == "choice":
@@ -404,3 +447,8 @@ class LocalShards:
     async def close_step(self, close: StepClose) -> list[ShardDone]:
         """Close a step on every shard."""
         return [shard.close_step(close, i) for i, shard in enumerate(self.shards)]
+
+    async def deliver(self, deliveries: Sequence[StepDeliver]) -> list[ShardDone]:
+        """Give every shard the messages to its agents."""
+        return [shard.deliver(d, i) for i, (shard, d) in
+                enumerate(zip(self.shards, deliveries, strict=True))]

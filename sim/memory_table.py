@@ -1,7 +1,8 @@
 """A shard's agent memories as one small integer per agent into a table of distinct memories.
 
 Agents that saw the same events and wrote the same pooled output hold the same memory, so a
-million agents of a hundred archetypes share a few thousand memories. Each change (an event, a
+million agents of a hundred archetypes share a few thousand memories (an agent that receives a
+message holds a memory of its own). Each change (an event, a
 note, an answer kept, an emission remembered, a forget) is applied once per distinct memory it
 meets, with ``AgentMemory``'s own code, and the agents are moved to the result; equal results are
 the same entry. Entry 0 is the memory of an agent that remembers nothing yet.
@@ -15,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from personahub.sim.memory import AgentMemory
+from personahub.sim.memory import AgentMemory, Message
 
-Change = tuple[Any, ...]  # ("observe", step, text, source) | ("own", step, kind, text) | ("forget",)
+#: ("observe", step, text, source) | ("own", step, kind, text) | ("forget",)
+#: | ("receive", *the fields of a ``Message``, in order)
+Change = tuple[Any, ...]
 
 
 class MemoryTable:
@@ -79,6 +82,10 @@ class MemoryTable:
         self._by_text = {text: i for i, text in enumerate(self._texts)}
         self._after.clear()
 
+    def changed(self, index: int, change: Change) -> int:
+        """Return the entry of memory ``index`` after one change (added if new)."""
+        return self._changed(index, change)
+
     def _changed(self, index: int, change: Change) -> int:
         key = (index, change)
         found = self._after.get(key)
@@ -107,6 +114,8 @@ def _change(memory: AgentMemory, change: Change) -> None:
         memory.remember_own(change[1], change[2], change[3])
     elif what == "forget":
         memory.forget()
+    elif what == "receive":
+        memory.receive(Message(*change[1:]))
     else:
         raise ValueError(f"unknown memory change {what!r}")
 

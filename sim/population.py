@@ -1,11 +1,17 @@
 """One shard of a society's population, held as columns: the same code locally and on a Ray actor.
 
 A shard holds its agents' ids, persona ids and texts, attributes (decoded when an audience needs
-them), archetype, draw key and memory entry, as arrays: no Python object per agent. A step is two
-calls. ``open_step`` applies the step's interventions and events, picks the active agents and
+them), archetype, draw key, memory entry and, when the scenario has kinds said to a neighbour,
+its agents' neighbours in the starting graph (offsets into an array of neighbour agent ids), as
+arrays: no Python object per agent. A step is two calls, three with messages. ``open_step``
+applies the step's interventions and events, picks the active agents and
 their kinds, and says what each (archetype, kind) pool and (survey, archetype) group needs asked.
 ``close_step`` draws each member's answer from its group's result, updates memories and writes the
-shard's rows as Parquet files (complete once renamed), which the driver commits in bulk.
+shard's rows as Parquet files (complete once renamed), which the driver commits in bulk. With
+addressed kinds, ``close_step`` also returns the step's outbox partitioned by the receiver's shard
+(each sender's addressee drawn among its neighbours), and ``deliver`` takes the messages sent to
+the shard's agents: it writes their emission and message rows, puts each message in its
+receiver's inbox (the receiver's memory becomes its own) and writes the agents' states.
 """
 
 from __future__ import annotations
@@ -30,13 +36,21 @@ from personahub.sim.population_plan import (
     ShardDone,
     ShareAnswer,
     StepClose,
+    StepDeliver,
     StepOpen,
 )
+from personahub.tasks import emission_task
 
 PART = ".part"
 OWN_CHARS = 300  # what a member remembers of a pooled emission, as an agent of its own output
 #: rows built and written at a time, so a shard's step needs a slice's columns, not a table's
 ROWS_A_PART = 131_072
+KEEP_THREAD = 0.7  # the chance a sender answers its latest message's sender, as SocietyModel's
+#: an outbox's columns: sender and receiver agent ids, the sender's persona id, the pool whose
+#: text it says, and the message it answers (null: a new thread) with that message's thread
+OUTBOX = pa.schema([("sender", pa.int32()), ("receiver", pa.int32()),
+                    ("sender_persona", pa.string()), ("pool", pa.int32()),
+                    ("reply_to", pa.string()), ("thread_id", pa.string())])
 
 
 class PopulationShard:
@@ -44,8 +58,17 @@ class PopulationShard:
 
     def __init__(self, *, agent_ids: np.ndarray, persona_ids: pa.Array, texts: pa.Array,
                  attributes: pa.Array, archetypes: np.ndarray, seed: int,
-                 new_memory: Callable[[], AgentMemory]) -> None:
+                 new_memory: Callable[[], AgentMemory], offsets: np.ndarray | None = None,
+                 neighbours: np.ndarray | None = None) -> None:
+        """Args:
+            offsets, neighbours: the agents' neighbours (agent ids), agent i's at
+                ``neighbours[offsets[i]:offsets[i + 1]]`` (None: nobody has any).
+        """
         self.agent_ids = np.asarray(agent_ids, dtype=np.int32)
+        self.offsets = (np.zeros(len(self.agent_ids) + 1, dtype=np.int64) if offsets is None
+                        else np.asarray(offsets, dtype=np.int64))
+        self.neighbours = (np.zeros(0, dtype=np.int32) if neighbours is None
+                           else np.asarray(neighbours, dtype=np.int32))
         self.persona_ids = persona_ids
         self.texts = texts
         self._attribute_text = attributes
@@ -56,6 +79,7 @@ class PopulationShard:
         self.memory = np.zeros(len(self.agent_ids), dtype=np.int32)
         self.renamed: dict[int, str] = {}  # position -> persona text set by an intervention
         self._open: dict[str, Any] = {}
+        self._closed: dict[str, Any] = {}  # a closed step waiting for its messages
 
     @property
     def size(self) -> int:
@@ -73,8 +97,8 @@ class PopulationShard:
 
     def footprint(self) -> int:
         """Return the bytes the shard's columns and memories hold (an estimate for the bench)."""
-        arrays = (self.agent_ids, self.archetypes, self.keys, self.memory,
-                  *self._attributes.values())
+        arrays = (self.agent_ids, self.archetypes, self.keys, self.memory, self.offsets,
+                  self.neighbours, *self._attributes.values())
         strings = self.persona_ids.nbytes + self.texts.nbytes + self._attribute_text.nbytes
         memories = sum(len(t) for t in (self.table.text(i) for i in range(len(self.table))))
         return int(sum(a.nbytes for a in arrays) + strings + 4 * memories)
@@ -98,8 +122,7 @@ class PopulationShard:
             texts.append(text)
             delivered[index] = int(reached.sum())
             events[index] = np.flatnonzero(reached)
-        active = self._active(plan)
-        kinds = pick(np.asarray(plan.cumulative), uniforms(self.keys[active], "kind", step))
+        active, kinds = self._kinds(plan, self._active(plan))
         rank = salted_bits(self.keys, "history", step)
         groups: list[GroupAsk] = []
         for k, kind in enumerate(plan.kinds):
@@ -127,8 +150,22 @@ class PopulationShard:
         seen_texts = [tuple(t for b, t in enumerate(texts) if bits >> b & 1) for bits in shown]
         self._open = {"step": step, "touched": touched, "active": active, "kinds": kinds,
                       "asked": asked, "events": events, "plan": plan}
+        lo = int(self.agent_ids[0]) if self.size else 0
         return ShardAsk(n_active=int(active.size), groups=groups, memories=memories,
-                        seen=seen_texts, delivered=delivered)
+                        seen=seen_texts, delivered=delivered, span=(lo, lo + self.size))
+
+    def _kinds(self, plan: StepOpen, active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Draw each active agent's kind; one without neighbours draws no addressed kind, and
+        cannot act when every kind is addressed."""
+        draws = uniforms(self.keys[active], "kind", plan.step)
+        kinds = pick(np.asarray(plan.cumulative), draws)
+        if not plan.addressed:
+            return active, kinds
+        alone = np.diff(self.offsets)[active] == 0
+        if plan.alone is None:
+            return active[~alone], kinds[~alone]
+        kinds[alone] = pick(np.asarray(plan.alone), draws[alone])
+        return active, kinds
 
     def _intervene(self, plan: StepOpen, touched: np.ndarray) -> None:
         for action, agent_id, text in plan.changes:
@@ -193,13 +230,20 @@ class PopulationShard:
             written = write_parts(folder / f"{name}-{shard:05d}.parquet", tables)
             if written is not None:
                 done.files[name] = [written]
-        written = write_parts(folder / f"agent_states-{shard:05d}.parquet",
+        if plan.addressed:  # the states wait for the messages the shard's agents receive
+            self._closed = {"close": close, "touched": touched}
+            return done
+        self._finish(close, touched, shard, done)
+        return done
+
+    def _finish(self, close: StepClose, touched: np.ndarray, shard: int,
+                done: ShardDone) -> None:
+        written = write_parts(Path(close.folder) / f"agent_states-{shard:05d}.parquet",
                               self._states(close, touched))
         if written is not None:
             done.files["agent_states"] = [written]
         self.table.compact(self.memory)
         pa.default_memory_pool().release_unused()  # the slices' buffers, back to the system
-        return done
 
     def _emissions(self, close: StepClose, opened: dict[str, Any], touched: np.ndarray,
                    done: ShardDone) -> pa.Table | None:
@@ -231,32 +275,156 @@ class PopulationShard:
                                  for p in close.pools]
         self.table.apply_each(self.memory, members, pools, changes)
         touched[members] = True
-        ids = self.agent_ids[members]
-        emission_ids = _ids(f"{close.run_id}:{close.step}:", ids)
-        first = np.array([p.first for p in close.pools], dtype=np.int32)[pools]
-        is_first = ids == first
-        flags = [p.first_flag for p in close.pools]
-        first_ids = [f"{close.run_id}:{close.step}:{p.first}" for p in close.pools]
-        later = pa.array([flags[i] or first_ids[i] for i in range(len(flags))], pa.string())
-        at_first = pa.array(flags, pa.string())
-        duplicate_of = pc.if_else(pa.array(is_first), at_first.take(pools), later.take(pools))
-        take = pa.array(pools)
-        n = members.size
-        return pa.table({
-            "emission_id": emission_ids,
+        if plan.addressed:
+            said = np.array([p.kind in plan.addressed for p in close.pools], dtype=bool)[pools]
+            done.outbox = self._outbox(close, members[said], pools[said])
+            members, pools = members[~said], pools[~said]
+            if members.size == 0:
+                return None
+        return emission_rows(close, self.agent_ids[members],
+                             self.persona_ids.take(pa.array(members)), pools)
+
+    # -- messages ----------------------------------------------------------------------------------
+    def _outbox(self, close: StepClose, senders: np.ndarray,
+                pools: np.ndarray) -> list[pa.Table | None]:
+        """Draw each sender's addressee and return the messages by the receiver's shard.
+
+        A sender keeps its latest thread going (answers the sender of the newest message in its
+        inbox, when a neighbour) with chance ``KEEP_THREAD``, else speaks to a neighbour drawn
+        uniformly (answering that message too if the draw is its sender); both draws are keyed,
+        so any shard count draws the same.
+        """
+        step = close.step
+        degree = np.diff(self.offsets)[senders]
+        if (degree == 0).any():
+            raise RuntimeError(f"step {step}: an agent without neighbours drew an addressed kind")
+        u = uniforms(self.keys[senders], "addressee", step)
+        picked = self.offsets[senders] + np.minimum((u * degree).astype(np.int64), degree - 1)
+        receiver = self.neighbours[picked].astype(np.int64)
+        last, replied, thread = self._latest(self.memory[senders])
+        keep = (last >= 0) & (uniforms(self.keys[senders], "thread", step) < KEEP_THREAD)
+        where = np.flatnonzero(keep)
+        keep[where] = self._linked(senders[where], last[where])
+        receiver = np.where(keep, last, receiver)
+        keep |= (last >= 0) & (receiver == last)  # drawn anyway: it answers that message
+        mask = pa.array(keep)
+        table = pa.table({
+            "sender": pa.array(self.agent_ids[senders]),
+            "receiver": pa.array(receiver.astype(np.int32)),
+            "sender_persona": self.persona_ids.take(pa.array(senders)),
+            "pool": pa.array(pools.astype(np.int32)),
+            "reply_to": pc.if_else(mask, replied, pa.nulls(senders.size, pa.string())),
+            "thread_id": pc.if_else(mask, thread, pa.nulls(senders.size, pa.string())),
+        }, schema=OUTBOX)
+        bounds = np.asarray(close.bounds or (int(self.agent_ids[0]) if self.size else 0,),
+                            dtype=np.int64)
+        to = np.searchsorted(bounds, receiver, side="right") - 1
+        out: list[pa.Table | None] = []
+        for shard in range(bounds.size):
+            chosen = np.flatnonzero(to == shard)
+            out.append(table.take(pa.array(chosen)) if chosen.size else None)
+        return out
+
+    def _latest(self, entries: np.ndarray) -> tuple[np.ndarray, pa.Array, pa.Array]:
+        """Per memory entry: the sender agent id of its newest message (-1: none), that
+        message's id and its thread."""
+        distinct, inverse = np.unique(entries, return_inverse=True)
+        last = np.full(distinct.size, -1, dtype=np.int64)
+        ids: list[str | None] = [None] * distinct.size
+        threads: list[str | None] = [None] * distinct.size
+        for i, entry in enumerate(distinct.tolist()):
+            inbox = self.table.memories[entry].inbox
+            if inbox and inbox[-1].emission_id:
+                newest = inbox[-1]
+                last[i] = int(str(newest.emission_id).rsplit(":", 1)[1])
+                ids[i] = newest.message_id
+                threads[i] = newest.thread_id or newest.message_id
+        take = pa.array(inverse.reshape(-1))
+        return (last[inverse.reshape(-1)], pa.array(ids, pa.string()).take(take),
+                pa.array(threads, pa.string()).take(take))
+
+    def _linked(self, positions: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """Return, per agent at ``positions``, whether ``others`` (agent ids) is its neighbour."""
+        degree = np.diff(self.offsets)[positions]
+        owner = np.repeat(np.arange(positions.size), degree)
+        starts = np.repeat(self.offsets[positions] - np.cumsum(degree) + degree, degree)
+        flat = starts + np.arange(int(degree.sum()))
+        hit = self.neighbours[flat] == others[owner]
+        return np.bincount(owner[hit], minlength=positions.size) > 0
+
+    def deliver(self, deliver: StepDeliver, shard: int) -> ShardDone:
+        """Take the messages sent to this shard's agents: write their emission and message
+        rows, put each in its receiver's inbox and write the step's states."""
+        closed, self._closed = self._closed, {}
+        close: StepClose | None = closed.get("close")
+        if close is None or close.step != deliver.step:
+            raise RuntimeError(f"shard {shard}: step {deliver.step} delivered before it closed")
+        touched: np.ndarray = closed["touched"]
+        done = ShardDone()
+        inbox: pa.Table | None = deliver.inbox
+        if inbox is not None and inbox.num_rows:
+            inbox = inbox.sort_by([("sender", "ascending")])  # one order for any shard count
+            emissions, messages = self._received(close, inbox, touched)
+            done.messages = messages.num_rows
+            folder = Path(close.folder)
+            for name, table in (("emissions", emissions), ("messages", messages)):
+                written = write_parts(folder / f"{name}-to-{shard:05d}.parquet", iter([table]))
+                if written is not None:
+                    done.files[name] = [written]
+        self._finish(close, touched, shard, done)
+        return done
+
+    def _received(self, close: StepClose, inbox: pa.Table,
+                  touched: np.ndarray) -> tuple[pa.Table, pa.Table]:
+        """Return the emission and message rows of the messages to this shard's agents, and put
+        each message in its receiver's inbox, in the senders' agent-id order."""
+        step, n = close.step, inbox.num_rows
+        senders = inbox.column("sender").to_numpy()
+        positions = self._positions(inbox.column("receiver").to_numpy())
+        pools = inbox.column("pool").to_numpy()
+        speakers = inbox.column("sender_persona").to_pylist()
+        listeners = self.persona_ids.take(pa.array(positions))
+        replies = inbox.column("reply_to").to_pylist()
+        threads = inbox.column("thread_id").to_pylist()
+        contents: list[str] = []
+        said: list[str] = []
+        message_ids: list[str] = []
+        thread_ids: list[str] = []
+        said_by: dict[int, tuple[Any, dict[str, object], str]] = {}  # pool -> task, content, text
+        for i, (speaker, listener) in enumerate(zip(speakers, listeners.to_pylist(),
+                                                    strict=True)):
+            pool = int(pools[i])
+            if pool not in said_by:
+                answer = close.pools[pool]
+                said_by[pool] = (emission_task(answer.kind), json.loads(answer.content or "{}"),
+                                 answer.text or "")
+            task, pooled, pooled_text = said_by[pool]
+            content, text = task.addressed_content(pooled, pooled_text, str(speaker),
+                                                   str(listener))
+            contents.append(json.dumps(content, ensure_ascii=False, default=str))
+            said.append(text)
+            emission_id = f"{close.run_id}:{step}:{int(senders[i])}"
+            message_ids.append(f"{emission_id}:m")
+            thread_ids.append(threads[i] or message_ids[-1])
+            position = int(positions[i])
+            self.memory[position] = self.table.changed(int(self.memory[position]), (
+                "receive", message_ids[-1], step, str(speaker), str(listener), text, replies[i],
+                emission_id, thread_ids[-1]))
+        touched[positions] = True
+        emissions = emission_rows(close, senders, inbox.column("sender_persona"), pools,
+                                  content=pa.array(contents, pa.string()), targets=listeners)
+        messages = pa.table({
+            "message_id": pa.array(message_ids, pa.string()),
             "run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
-            "step": pa.repeat(pa.scalar(close.step, pa.int32()), n),
-            "agent_id": pa.array(ids),
-            "persona_id": self.persona_ids.take(pa.array(members)),
-            "task": pa.array([p.kind for p in close.pools], pa.string()).take(take),
-            "content": pa.array([p.content for p in close.pools], pa.string()).take(take),
-            "text": pa.array([p.text for p in close.pools], pa.string()).take(take),
-            "target_persona_id": pa.nulls(n, pa.string()),
-            "model": pa.repeat(pa.scalar(close.model, pa.string()), n),
-            "is_duplicate": pc.is_valid(duplicate_of),
-            "duplicate_of": duplicate_of,
-            "archetype": pa.array(self.archetypes[members]),
+            "step": pa.repeat(pa.scalar(step, pa.int32()), n),
+            "sender_id": inbox.column("sender_persona"),
+            "receiver_id": listeners,
+            "text": pa.array(said, pa.string()),
+            "reply_to": inbox.column("reply_to"),
+            "emission_id": emission_rows_ids(close, senders),
+            "thread_id": pa.array(thread_ids, pa.string()),
         })
+        return emissions, messages
 
     def _answers(self, close: StepClose, opened: dict[str, Any], plan: StepOpen,
                  touched: np.ndarray, done: ShardDone) -> Iterator[pa.Table]:
@@ -405,6 +573,49 @@ class PopulationShard:
 
 
 _ABSENT = object()
+
+
+def emission_rows(close: StepClose, ids: np.ndarray, persona_ids: pa.Array | pa.ChunkedArray,
+                  pools: np.ndarray, content: pa.Array | None = None,
+                  targets: pa.Array | None = None) -> pa.Table:
+    """Return the emission rows of agents ``ids`` saying their pools' texts.
+
+    Args:
+        pools: each agent's index into ``close.pools``.
+        content, targets: each row's content and addressee persona id (None: the pool's content,
+            no addressee).
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    first = np.array([p.first for p in close.pools], dtype=np.int32)[pools]
+    is_first = ids == first
+    flags = [p.first_flag for p in close.pools]
+    first_ids = [f"{close.run_id}:{close.step}:{p.first}" for p in close.pools]
+    later = pa.array([flags[i] or first_ids[i] for i in range(len(flags))], pa.string())
+    at_first = pa.array(flags, pa.string())
+    duplicate_of = pc.if_else(pa.array(is_first), at_first.take(pools), later.take(pools))
+    take = pa.array(pools)
+    n = ids.size
+    return pa.table({
+        "emission_id": emission_rows_ids(close, ids),
+        "run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
+        "step": pa.repeat(pa.scalar(close.step, pa.int32()), n),
+        "agent_id": pa.array(ids),
+        "persona_id": persona_ids,
+        "task": pa.array([p.kind for p in close.pools], pa.string()).take(take),
+        "content": (pa.array([p.content for p in close.pools], pa.string()).take(take)
+                    if content is None else content),
+        "text": pa.array([p.text for p in close.pools], pa.string()).take(take),
+        "target_persona_id": pa.nulls(n, pa.string()) if targets is None else targets,
+        "model": pa.repeat(pa.scalar(close.model, pa.string()), n),
+        "is_duplicate": pc.is_valid(duplicate_of),
+        "duplicate_of": duplicate_of,
+        "archetype": pa.array([p.archetype for p in close.pools], pa.int32()).take(take),
+    })
+
+
+def emission_rows_ids(close: StepClose, ids: np.ndarray) -> pa.Array:
+    """Return the emission ids of agents ``ids`` at the closed step."""
+    return _ids(f"{close.run_id}:{close.step}:", np.asarray(ids, dtype=np.int32))
 
 
 def _ids(prefix: str, agent_ids: np.ndarray) -> pa.Array:

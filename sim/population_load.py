@@ -29,7 +29,7 @@ def _range(path: str, lo: int, hi: int, columns: list[str]) -> pa.Table:
 
 
 def load_shard(*, agents: str, states: str | None, lo: int, hi: int, seed: int, memory: Memory,
-               inbox_size: int) -> PopulationShard:
+               inbox_size: int, adjacency: str | None = None) -> PopulationShard:
     """Return the shard of agent ids [lo, hi), with checkpointed states put back.
 
     Args:
@@ -38,6 +38,8 @@ def load_shard(*, agents: str, states: str | None, lo: int, hi: int, seed: int, 
         lo, hi: the agent ids the shard holds.
         seed: the run seed.
         memory, inbox_size: the scenario's memory sizes.
+        adjacency: the starting graph's file (``export_adjacency``), or None when no kind is
+            said to a neighbour.
     """
     table = _range(agents, lo, hi, ["agent_id", "persona_id", "text", "attributes", "archetype"])
     ids = table.column("agent_id").to_numpy()
@@ -52,9 +54,21 @@ def load_shard(*, agents: str, states: str | None, lo: int, hi: int, seed: int, 
     shard = PopulationShard(
         agent_ids=ids, persona_ids=columns["persona_id"], texts=columns["text"],
         attributes=columns["attributes"], archetypes=archetypes, seed=seed,
-        new_memory=lambda: memory.new_agent_memory(inbox_size))
+        new_memory=lambda: memory.new_agent_memory(inbox_size),
+        **(_adjacency(adjacency, lo, hi) if adjacency is not None else {}))
     pa.default_memory_pool().release_unused()  # the file's chunks, back to the system
     if states is not None:
         saved = _range(states, lo, hi, ["agent_id", "state"])
         shard.restore(saved.column("agent_id").to_numpy(), saved.column("state").to_pylist())
     return shard
+
+
+def _adjacency(path: str, lo: int, hi: int) -> dict[str, np.ndarray]:
+    """Return the neighbours of agents [lo, hi) as offsets into an array of agent ids."""
+    table = _range(path, lo, hi, ["agent_id", "neighbour"])
+    owners = table.column("agent_id").to_numpy().astype(np.int64) - lo
+    offsets = np.zeros(hi - lo + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owners, minlength=hi - lo), out=offsets[1:])
+    order = np.argsort(owners, kind="stable")  # the file is in agent-id order already
+    neighbours = table.column("neighbour").to_numpy().astype(np.int32)[order]
+    return {"offsets": offsets, "neighbours": neighbours}

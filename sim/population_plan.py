@@ -54,6 +54,9 @@ class StepOpen:
         activation: ("all", 1.0) or ("probability", p).
         kinds, cumulative: the scripted kinds and their cumulative weights.
         read: members of each group read for its history.
+        addressed: the kinds said to a neighbour (their emissions are messages).
+        alone: the cumulative weights of an agent without neighbours (the addressed kinds'
+            weights dropped), or None when every kind is addressed (such an agent cannot act).
     """
 
     step: int
@@ -65,6 +68,8 @@ class StepOpen:
     cumulative: tuple[float, ...]
     surveys: tuple[SurveyAsk, ...]
     read: int
+    addressed: tuple[str, ...] = ()
+    alone: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -86,6 +91,7 @@ class ShardAsk:
     memories: dict[int, str]  # memory entry -> its state as JSON text
     seen: list[tuple[str, ...]]  # the event texts a member read saw this step
     delivered: dict[int, int] = field(default_factory=dict)  # event index -> recipients
+    span: tuple[int, int] = (0, 0)  # the agent ids the shard holds, [lo, hi)
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,19 @@ class StepClose:
     folder: str
     pools: tuple[PoolAnswer, ...]
     shares: tuple[ShareAnswer, ...]
+    bounds: tuple[int, ...] = ()  # each shard's lowest agent id, in shard order (for messages)
+
+
+@dataclass(frozen=True)
+class StepDeliver:
+    """The messages a step's senders wrote to one shard's agents, from every shard's outbox.
+
+    Attributes:
+        inbox: the messages' rows (``population.OUTBOX``'s columns), or None when none came.
+    """
+
+    step: int
+    inbox: Any
 
 
 @dataclass
@@ -136,5 +155,7 @@ class ShardDone:
     emissions: int = 0
     answers: int = 0
     drawn: int = 0
+    messages: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     files: dict[str, list[str]] = field(default_factory=dict)
+    outbox: list[Any] = field(default_factory=list)  # per receiving shard: messages or None

@@ -16,7 +16,7 @@ from typing import Any
 
 from personahub.core.optional import ray
 from personahub.sim.population_load import load_shard, shard_ranges
-from personahub.sim.population_plan import ShardAsk, ShardDone, StepClose, StepOpen
+from personahub.sim.population_plan import ShardAsk, ShardDone, StepClose, StepDeliver, StepOpen
 from personahub.sim.scenario import Memory
 
 ACTOR_PREFIX = "personahub-shard-"  # named so that tests can find the actors
@@ -34,6 +34,9 @@ class _ShardActor:
 
     def close_step(self, close: StepClose) -> ShardDone:
         return self.shard.close_step(close, self.index)
+
+    def deliver(self, deliver: StepDeliver) -> ShardDone:
+        return self.shard.deliver(deliver, self.index)
 
     def footprint(self) -> int:
         return self.shard.footprint()
@@ -53,17 +56,24 @@ class RayShards:
         """Close a step on every shard."""
         return list(await asyncio.gather(*[a.close_step.remote(close) for a in self.actors]))
 
+    async def deliver(self, deliveries: Sequence[StepDeliver]) -> list[ShardDone]:
+        """Give every shard the messages to its agents."""
+        return list(await asyncio.gather(*[a.deliver.remote(d) for a, d in
+                                           zip(self.actors, deliveries, strict=True)]))
+
 
 @contextmanager
 def ray_shards(*, count: int, agents: int, agents_file: str, states_file: str | None,
-               seed: int, memory: Memory, inbox_size: int, run_id: str) -> Iterator[RayShards]:
+               seed: int, memory: Memory, inbox_size: int, run_id: str,
+               adjacency_file: str | None = None) -> Iterator[RayShards]:
     """Start ``count`` shard actors (spread over the cluster's nodes) for the run's agents; they
     end with the context."""
     remote = ray.remote(max_restarts=0, num_cpus=0, scheduling_strategy="SPREAD")(_ShardActor)
     tag = f"{ACTOR_PREFIX}{run_id}-{uuid.uuid4().hex[:6]}"
     actors = [remote.options(name=f"{tag}-{i}").remote(
         i, agents=agents_file, states=states_file, lo=lo, hi=hi, seed=seed, memory=memory,
-        inbox_size=inbox_size) for i, (lo, hi) in enumerate(shard_ranges(agents, count))]
+        inbox_size=inbox_size, adjacency=adjacency_file)
+        for i, (lo, hi) in enumerate(shard_ranges(agents, count))]
     try:
         ray.get([a.footprint.remote() for a in actors])  # loaded, or the loading error
         yield RayShards(actors)

@@ -22,6 +22,7 @@ from personahub.sim import runner, store
 from personahub.sim.column_society import ColumnSociety, LocalShards, Shards
 from personahub.sim.population_load import load_shard, shard_ranges
 from personahub.sim.scenario import AgentRef, Scenario
+from personahub.tasks import addressed_kinds
 
 POPULATION = "population"
 
@@ -80,17 +81,22 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
     folder.mkdir(parents=True, exist_ok=True)
     agents_file = str(folder / "agents.parquet")
     states_file = str(folder / "states.parquet") if done else None
+    addressed = set(scenario.tasks) & set(addressed_kinds())  # messages need the graph
+    adjacency_file = str(folder / "adjacency.parquet") if addressed else None
     room = store.bulk_room(store.agent_count(con, run_id))
     with store.bounded_pool(con, room):  # the export's join and sort spill, not stay cached
         agents = store.export_population(con, run_id, agents_file)
         if states_file is not None:
             store.export_states(con, run_id, done, states_file)
+        if adjacency_file is not None:
+            store.export_adjacency(con, run_id, adjacency_file)
     population: Shards
     if ray_workers is None:
         ranges = shard_ranges(agents, shards or 1)
         population = LocalShards([
             load_shard(agents=agents_file, states=states_file, lo=lo, hi=hi, seed=seed,
-                       memory=scenario.memory, inbox_size=scenario.inbox_size)
+                       memory=scenario.memory, inbox_size=scenario.inbox_size,
+                       adjacency=adjacency_file)
             for lo, hi in ranges])
     else:
         from personahub.core.optional import ray
@@ -99,7 +105,8 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
         count = shards or ray_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         population = held.enter_context(ray_shards(
             count=count, agents=agents, agents_file=agents_file, states_file=states_file,
-            seed=seed, memory=scenario.memory, inbox_size=scenario.inbox_size, run_id=run_id))
+            seed=seed, memory=scenario.memory, inbox_size=scenario.inbox_size, run_id=run_id,
+            adjacency_file=adjacency_file))
     texts = {p.persona_id: p.text for p in fetch_personas(con, representatives)}
     society = ColumnSociety(
         scenario=scenario, shards=population, representatives=representatives,

@@ -168,7 +168,7 @@ def column_step_rows(run_id: str, result: ColumnStep, started_at: dt.datetime) -
         "rejected": list(result.rejected),
         "steps": [{
             "run_id": run_id, "step": result.step, "n_active": result.n_active,
-            "n_emissions": result.emissions, "n_messages": 0,
+            "n_emissions": result.emissions, "n_messages": result.messages,
             "n_failed": sum(result.failures.values()), "n_answers": result.answers,
             "n_archetype_calls": result.archetype_calls, "n_drawn": result.drawn,
             "started_at": started_at, "finished_at": _now()}],
@@ -486,6 +486,22 @@ def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, path: 
         TO {_literal(path)} (FORMAT parquet)""")
 
 
+def export_adjacency(con: duckdb.DuckDBPyConnection, run_id: str, path: str) -> None:
+    """Write a run's starting graph as agent ids, each edge both ways (agent id, neighbour), in
+    agent-id order, for shards to read their agents' neighbours."""
+    con.execute(f"""
+        COPY (WITH ids AS (SELECT persona_id, agent_id FROM run_agents
+                           WHERE run_id = {_literal(run_id)}),
+                   pairs AS (SELECT a.agent_id AS x, b.agent_id AS y FROM run_edges e
+                             JOIN ids a ON a.persona_id = e.src JOIN ids b ON b.persona_id = e.dst
+                             WHERE e.run_id = {_literal(run_id)} AND a.agent_id <> b.agent_id)
+              SELECT DISTINCT agent_id::INTEGER AS agent_id, neighbour::INTEGER AS neighbour
+              FROM (SELECT x AS agent_id, y AS neighbour FROM pairs
+                    UNION ALL SELECT y, x FROM pairs)
+              ORDER BY agent_id, neighbour)
+        TO {_literal(path)} (FORMAT parquet)""")
+
+
 #: the columns a step's shard files hold, per table
 STEP_FILE_COLUMNS: Final = {
     "emissions": ("emission_id, run_id, step, agent_id, persona_id, task, content, text, "
@@ -493,6 +509,8 @@ STEP_FILE_COLUMNS: Final = {
     "survey_answers": ("run_id, step, survey_id, question, persona_id, agent_id, answer_kind, "
                        "answer_choice, answer_scale, answer_text, content"),
     "agent_states": "run_id, agent_id, step, state",
+    "messages": ("message_id, run_id, step, sender_id, receiver_id, text, reply_to, "
+                 "emission_id, thread_id"),
 }
 
 

@@ -266,9 +266,9 @@ def test_ray_shards_give_the_local_tables(whole, tmp_path):
 
 def test_columns_refuse_a_scenario_that_needs_an_object_per_agent(tmp_path):
     path = _scenario(tmp_path)
-    path.write_text(SCENARIO.replace('tasks=("instruction", "tool_spec")',
-                                     'tasks=("instruction", "npc_dialogue")'))
-    with pytest.raises(UsageError, match=r"--society columns: .*addressed kinds") as caught:
+    path.write_text(SCENARIO.replace('activation=Activation(mode="probability", p=0.6)',
+                                     'activation=Activation(mode="count", count=5)'))
+    with pytest.raises(UsageError, match=r"--society columns: .*activation mode") as caught:
         _run(path, tmp_path / "run.duckdb")
     assert "\n" not in str(caught.value)
 
