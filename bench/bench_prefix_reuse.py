@@ -11,6 +11,9 @@ extra; ``--parallel 2``, one thread; started by the tree's own launcher, so a tr
 ``personahub run`` against it in a subprocess and reads the database's ``llm_calls``: reuse is the
 sum of the prompt tokens the server reported from its cache (``timings.cache_n``, logged as
 ``cached_prompt_tokens``) over the sum of prompt tokens of the run's calls (expansion included).
+Each line also gives the exact repeats (an identical prompt asked again, mostly a retry of an
+invalid or cut-off answer, reused whole), the share without them, and the attempts with no
+``cache_n`` (timed out client-side: the server may have answered, the share leaves them out).
 
 - ``tiny``: the real-model tests' tiny scenario: three personas, one hop of expansion, one step,
   three kinds, a choice survey.
@@ -37,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +104,37 @@ def reuse(db: Path) -> tuple[int, int, int]:
     finally:
         con.close()
     return int(calls), int(prompt or 0), int(cached or 0)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What a run's ``llm_calls`` say about its reuse beyond the one share."""
+
+    unlogged: int  # attempts with no cache_n: timed out or failed client-side
+    repeats: int  # attempts that reused all but at most one token: an identical prompt again
+    repeat_tokens: int  # their prompt tokens
+    repeat_cached: int  # their cached tokens
+
+    def without_repeats(self, prompt: int, cached: int) -> float:
+        """Return the share reused by the other calls: what the prompts' shape and the slots give,
+        without retries of an invalid or cut-off answer, which reuse their whole prompt."""
+        rest = prompt - self.repeat_tokens
+        return (cached - self.repeat_cached) / rest if rest else float("nan")
+
+
+def tally(db: Path) -> Tally:
+    """Count a run's attempts without ``cache_n`` and its exact repeats (see Tally)."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        unlogged, repeats, tokens, cached = con.execute(
+            "SELECT count(*) FILTER (WHERE cached_prompt_tokens IS NULL), "
+            "count(*) FILTER (WHERE cached_prompt_tokens >= tokens_in - 1), "
+            "sum(tokens_in) FILTER (WHERE cached_prompt_tokens >= tokens_in - 1), "
+            "sum(cached_prompt_tokens) FILTER (WHERE cached_prompt_tokens >= tokens_in - 1) "
+            "FROM llm_calls").fetchall()[0]
+    finally:
+        con.close()
+    return Tally(int(unlogged), int(repeats), int(tokens or 0), int(cached or 0))
 
 
 def by_purpose(db: Path) -> list[tuple[Any, ...]]:
@@ -183,10 +218,13 @@ def main() -> None:
                                        args.parallel)
                     seconds = time.monotonic() - start
                     calls, prompt, cached = reuse(db)
+                    counts = tally(db)
                     parts = by_purpose(db) if args.by_purpose else []
                 share = cached / prompt if prompt else float("nan")
                 print(f"{name:12} {scenario:10} {label:8} calls={calls:3} prompt={prompt:6,} "
-                      f"cached={cached:6,} reuse={share:.2f} {seconds:.0f} s "
+                      f"cached={cached:6,} reuse={share:.2f} repeats={counts.repeats} "
+                      f"without repeats={counts.without_repeats(prompt, cached):.2f} "
+                      f"unlogged={counts.unlogged} {seconds:.0f} s "
                       f"load={os.getloadavg()[0]:.1f} log={log}", flush=True)
                 for step, purpose, n, tokens, hit, cold, warm in parts:
                     print(f"    step {step} {purpose:18} calls={n:3} prompt={tokens:6,} "
