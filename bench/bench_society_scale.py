@@ -116,8 +116,10 @@ def _setup(scenario: str, db: str, out: Any) -> None:
     import duckdb
 
     con = duckdb.connect(db, read_only=True)
-    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    row = con.execute("SELECT run_id FROM runs").fetchone()
     con.close()
+    assert row is not None, "the setup recorded no run"
+    run_id = row[0]
     out.put((run_id, time.perf_counter() - began, _rss_mb()))
 
 
@@ -220,6 +222,12 @@ TIMING = {"started_at", "finished_at", "latency_ms", "queue_ms", "endpoint", "ca
 COMPARED = ("steps", "emissions", "survey_answers", "agent_states", "llm_calls")
 
 
+def _count(con: Any, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    assert row is not None, sql
+    return int(row[0])
+
+
 def compare_tables(one: Path, other: Path) -> dict[str, tuple[int, int, int]]:
     """Per table, its rows in ``one``, in ``other``, and the rows in one and not the other (both
     ways, duplicates counted), less ``TIMING`` columns; of ``llm_calls`` the calls not discarded
@@ -238,10 +246,9 @@ def compare_tables(one: Path, other: Path) -> dict[str, tuple[int, int, int]]:
                 if name not in TIMING)
             kept = " WHERE status <> 'discarded'" if table == "llm_calls" else ""
             a, b = (f"(SELECT {columns} FROM {db}.{table}{kept})" for db in ("a", "b"))
-            rows = [con.execute(f"SELECT count(*) FROM {x}").fetchone()[0] for x in (a, b)]
-            apart = con.execute(
-                f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) "
-                f"+ (SELECT count(*) FROM ({b} EXCEPT ALL {a}))").fetchone()[0]
+            rows = [_count(con, f"SELECT count(*) FROM {x}") for x in (a, b)]
+            apart = _count(con, f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) "
+                                f"+ (SELECT count(*) FROM ({b} EXCEPT ALL {a}))")
             found[table] = (rows[0], rows[1], apart)
         return found
     finally:
@@ -274,7 +281,7 @@ def _steps_done(db: Path) -> int:
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return int(con.execute("SELECT steps_done FROM runs").fetchone()[0])
+        return _count(con, "SELECT steps_done FROM runs")
     finally:
         con.close()
 
