@@ -18,6 +18,13 @@ children so the driver's figures are a step's, not setup's:
 
 ``--agents-path N`` runs today's ``SocietyModel`` path on N agents in the same invocation (one
 child: setup and steps), for the speed ratio. Lines: ``SETUP``, ``STEP``, ``RUN``, ``WORKER``.
+
+``--check-tables`` (per size, instead of the figures above): one setup, copied; its steps run
+locally and on a local Ray cluster (held by this process, so that a driver can die and another
+resume), and the two databases' tables are compared row for row (``steps``, ``emissions``,
+``survey_answers``, ``agent_states``, ``llm_calls`` not discarded, less their timing columns). With
+``--kill-mid-step`` a third copy's Ray driver is killed (``SIGKILL``) once step 2's shard files
+exist (step 1 committed), then resumed on the cluster, and compared too. Lines: ``TABLES``.
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import random
 import resource
+import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -66,6 +76,15 @@ def write_society(base: Path, n: int, k: int, activation: float, steps: int) -> 
     return scenario
 
 
+def _free_port() -> int:
+    """A free TCP port on 127.0.0.1 for the cluster's head (another local cluster may hold 6379)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _per_step(db: Path) -> list[tuple[Any, ...]]:
     import duckdb
 
@@ -97,8 +116,10 @@ def _setup(scenario: str, db: str, out: Any) -> None:
     import duckdb
 
     con = duckdb.connect(db, read_only=True)
-    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    row = con.execute("SELECT run_id FROM runs").fetchone()
     con.close()
+    assert row is not None, "the setup recorded no run"
+    run_id = row[0]
     out.put((run_id, time.perf_counter() - began, _rss_mb()))
 
 
@@ -111,7 +132,8 @@ def _steps(db: str, run_id: str, ray_nodes: int, shards: int | None, out: Any) -
         import ray
         from ray.cluster_utils import Cluster
 
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
         for _ in range(ray_nodes - 1):
             cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
@@ -194,6 +216,144 @@ def columns(n: int, k: int, activation: float, steps: int, ray_nodes: int,
             print(f"WORKER agents={n} {name} peak_rss_mb={mb:.0f}", flush=True)
 
 
+#: columns of the compared tables that differ between two runs of the same seed: when they ran
+#: and how long they took, and the call's endpoint (which actor asked it)
+TIMING = {"started_at", "finished_at", "latency_ms", "queue_ms", "endpoint", "call_id"}
+COMPARED = ("steps", "emissions", "survey_answers", "agent_states", "llm_calls")
+
+
+def _count(con: Any, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    assert row is not None, sql
+    return int(row[0])
+
+
+def compare_tables(one: Path, other: Path) -> dict[str, tuple[int, int, int]]:
+    """Per table, its rows in ``one``, in ``other``, and the rows in one and not the other (both
+    ways, duplicates counted), less ``TIMING`` columns; of ``llm_calls`` the calls not discarded
+    (a resume keeps the calls a killed step paid for, as ``discarded``)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH '{one}' AS a (READ_ONLY)")
+        con.execute(f"ATTACH '{other}' AS b (READ_ONLY)")
+        found = {}
+        for table in COMPARED:
+            columns = ", ".join(name for (name,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = 'a' "
+                "AND table_name = ? ORDER BY column_index", [table]).fetchall()
+                if name not in TIMING)
+            kept = " WHERE status <> 'discarded'" if table == "llm_calls" else ""
+            a, b = (f"(SELECT {columns} FROM {db}.{table}{kept})" for db in ("a", "b"))
+            rows = [_count(con, f"SELECT count(*) FROM {x}") for x in (a, b)]
+            apart = _count(con, f"SELECT (SELECT count(*) FROM ({a} EXCEPT ALL {b})) "
+                                f"+ (SELECT count(*) FROM ({b} EXCEPT ALL {a}))")
+            found[table] = (rows[0], rows[1], apart)
+        return found
+    finally:
+        con.close()
+
+
+def _resume(db: str, run_id: str, address: str | None, workers: int, shards: int | None,
+            out: Any) -> None:
+    """Run a copied setup's steps (locally, or on the cluster at ``address``); tells ``out`` when
+    they ended."""
+    from personahub.api import resume_run
+
+    options: dict[str, Any] = ({"executor": "ray", "ray_address": address, "ray_workers": workers}
+                               if address else {})
+    if shards:
+        options["shards"] = shards
+    resume_run(run_id, db=db, **options)
+    out.put(_rss_mb())
+
+
+def _copy(db: Path, to: Path) -> Path:
+    shutil.copy(db, to)
+    if Path(f"{db}.wal").exists():
+        shutil.copy(f"{db}.wal", f"{to}.wal")
+    return to
+
+
+def _steps_done(db: Path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return _count(con, "SELECT steps_done FROM runs")
+    finally:
+        con.close()
+
+
+def _kill_mid_step(db: Path, run_id: str, address: str, workers: int,
+                   shards: int | None) -> float:
+    """Run the steps on Ray and ``SIGKILL`` the driver once step 2's shard files exist; returns
+    the seconds from the start to the kill."""
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    child = context.Process(target=_resume, args=(str(db), run_id, address, workers, shards, out))
+    began = time.perf_counter()
+    child.start()
+    step_2 = Path(f"{db}.jobs") / run_id / "step-2"
+    while child.is_alive() and not (step_2.is_dir() and any(step_2.iterdir())):
+        time.sleep(0.01)
+    seconds = time.perf_counter() - began
+    assert child.pid is not None and child.is_alive(), "the steps ended before step 2's files"
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    return seconds
+
+
+def _print_tables(label: str, n: int, found: dict[str, tuple[int, int, int]]) -> None:
+    same = all(apart == 0 and a == b for a, b, apart in found.values())
+    print(f"TABLES {label} agents={n} {'equal' if same else 'DIFFERENT'} "
+          + " ".join(f"{t}={a}/{b}/apart={apart}" for t, (a, b, apart) in found.items()),
+          flush=True)
+
+
+def check_tables(n: int, k: int, activation: float, steps: int, nodes: int, shards: int | None,
+                 kill: bool) -> bool:
+    """Compare a Ray run's tables (and, with ``kill``, a killed and resumed one's) with the local
+    run's, all from one setup; True when every table is equal."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        scenario = write_society(base, n, k, activation, steps)
+        setup = base / "setup.duckdb"
+        run_id, setup_s, _ = _child(_setup, str(scenario), str(setup))
+        print(f"SETUP agents={n} seconds={setup_s:.1f}", flush=True)
+        local = _copy(setup, base / "local.duckdb")
+        _child(_resume, str(local), run_id, None, 0, None)
+        cluster = Cluster(initialize_head=True,
+                          head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
+        try:
+            for _ in range(nodes - 1):
+                cluster.add_node(num_cpus=1)
+            on_ray = _copy(setup, base / "ray.duckdb")
+            _child(_resume, str(on_ray), run_id, cluster.address, nodes, shards)
+            found = compare_tables(local, on_ray)
+            _print_tables("local_vs_ray", n, found)
+            same = all(apart == 0 and a == b for a, b, apart in found.values())
+            if kill:
+                killed = _copy(setup, base / "killed.duckdb")
+                seconds = _kill_mid_step(killed, run_id, cluster.address, nodes, shards)
+                done = _steps_done(killed)
+                print(f"KILL agents={n} killed_after_s={seconds:.2f} steps_committed={done}",
+                      flush=True)
+                _child(_resume, str(killed), run_id, cluster.address, nodes, shards)
+                found = compare_tables(local, killed)
+                _print_tables("local_vs_ray_killed_and_resumed", n, found)
+                same = same and done == 1 and all(
+                    apart == 0 and a == b for a, b, apart in found.values())
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        return same
+
+
 def agents_path(n: int, k: int, activation: float, steps: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
@@ -219,7 +379,17 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--shards", type=int, default=None)
     parser.add_argument("--no-local", action="store_true")
+    parser.add_argument("--check-tables", action="store_true",
+                        help="compare the local and Ray runs' tables instead of the figures")
+    parser.add_argument("--kill-mid-step", action="store_true",
+                        help="with --check-tables: kill -9 a Ray driver in step 2, resume, compare")
     args = parser.parse_args()
+    if args.kill_mid_step and not args.check_tables:
+        parser.error("--kill-mid-step needs --check-tables")
+    if args.check_tables:
+        same = [check_tables(n, args.k, args.activation, args.steps, args.nodes, args.shards,
+                             args.kill_mid_step) for n in args.agents or [100_000]]
+        sys.exit(0 if all(same) else 1)
     for n in args.agents or [100_000]:
         if not args.no_local:
             columns(n, args.k, args.activation, args.steps, 0, args.shards)

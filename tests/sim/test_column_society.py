@@ -264,6 +264,31 @@ def test_ray_shards_give_the_local_tables(whole, tmp_path):
     assert _snapshot(db, _run(path, db, executor="ray", ray_workers=2)) == tables
 
 
+@pytest.mark.slow
+def test_a_ray_run_killed_mid_step_resumes_on_ray_to_the_local_tables(whole, tmp_path,
+                                                                      monkeypatch):
+    need_ray()
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # a Ray of its own, not another on the machine
+    path, tables = whole
+    db = tmp_path / "ray-killed.duckdb"
+    said = tmp_path / "stderr.txt"
+    with said.open("w") as err:  # the driver killed in step 2: step 1 is committed
+        code = kill_when(["run", str(path), "--db", str(db), "--society", "columns",
+                          "--executor", "ray", "--ray-workers", "2", "--offline-latency", "0.4"],
+                         lambda: "step 1/3 committed" in said.read_text(), "step 1 committed",
+                         stderr=err, delay_s=0.2, within_s=300)
+    assert code == -signal.SIGKILL, said.read_text()
+    con = duckdb.connect(str(db))
+    run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchone()
+    con.close()
+    assert done < 3
+    resumed = subprocess.run(  # the shards rebuilt from the database, three of them now
+        cli("run", "--resume", run_id, "--db", str(db), "--executor", "ray", "--ray-workers", "3"),
+        env=env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _snapshot(db, run_id) == tables
+
+
 def test_columns_refuse_a_scenario_that_needs_an_object_per_agent(tmp_path):
     path = _scenario(tmp_path)
     path.write_text(SCENARIO.replace('activation=Activation(mode="probability", p=0.6)',
