@@ -545,18 +545,23 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return band keys as (bands, n) and signature keys, in one chunked pass."""
+def _keys_by_band(sigs: np.ndarray, bands: int, rows: int, threads: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Return band keys as (bands, n) and signature keys, in one chunked pass (chunks in threads)."""
     n = sigs.shape[0]
     keys = np.empty((bands, n), dtype=np.uint64)
     signature = np.empty(n, dtype=np.uint64)
     weights = _signature_weights(bands)
-    with np.errstate(over="ignore"):
-        for lo in range(0, n, _KEY_CHUNK):
+
+    def key_chunk(lo: int) -> None:
+        with np.errstate(over="ignore"):
             chunk = _band_keys(sigs[lo : lo + _KEY_CHUNK], bands, rows)
             keys[:, lo : lo + _KEY_CHUNK] = chunk.T
             signature[lo : lo + _KEY_CHUNK] = _fmix64((chunk * weights).sum(axis=1,
                                                                            dtype=np.uint64))
+
+    for _ in _in_threads(key_chunk, range(0, n, _KEY_CHUNK), threads):
+        pass
     return keys, signature
 
 
@@ -840,7 +845,7 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
-    keys, signature = _keys_by_band(used, bands, rows)
+    keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
     prefilter = slot_prefilter(sigs, config)
 
     def band_pairs(band: int) -> np.ndarray:
@@ -858,8 +863,19 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
     pairs = _unique_pairs(found, n)
     if len(pairs):
-        pairs = pairs[exact_jaccard(features, pairs) >= config.threshold]
+        pairs = pairs[_exact_jaccard_in_threads(features, pairs, config.thread_count)
+                      >= config.threshold]
     return pairs
+
+
+def _exact_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int
+                              ) -> np.ndarray:
+    """Return exact_jaccard of pairs, their chunks checked in threads (its sorts free the GIL)."""
+    step = max(1 << 16, -(-len(pairs) // (4 * threads)))
+    if threads <= 1 or len(pairs) <= step:
+        return exact_jaccard(features, pairs)
+    return np.concatenate(list(_in_threads(lambda lo: exact_jaccard(features, pairs[lo : lo + step]),
+                                           range(0, len(pairs), step), threads)))
 
 
 def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
