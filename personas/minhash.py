@@ -378,6 +378,23 @@ class FeatureSets:
         return FeatureSets.from_counts(np.concatenate([p.values for p in parts]), counts)
 
 
+def _signatures_of_ids(
+    vocab: _Vocabulary, ids: np.ndarray, counts: np.ndarray, out: np.ndarray
+) -> None:
+    """Write signatures of a batch of 1-gram texts: cached rows plus per-batch rows for the rest."""
+    tail = ids >= vocab.table_rows
+    if not tail.any():
+        _segment_min(vocab.table, ids, counts, out)
+        return
+    text_of = np.repeat(np.arange(counts.size), counts)
+    _segment_min(vocab.table, ids[~tail], np.bincount(text_of[~tail], minlength=counts.size),
+                 out)
+    uniq, inverse = np.unique(ids[tail], return_inverse=True)
+    rows = _permuted(vocab.hashes[uniq], vocab.config)
+    folded = _segment_min(rows, inverse.ravel(), np.bincount(text_of[tail], minlength=counts.size))
+    np.minimum(out, folded, out=out)
+
+
 def _signatures_of_features(
     feats: np.ndarray, feat_counts: np.ndarray, config: MinHashConfig, out: np.ndarray
 ) -> None:
