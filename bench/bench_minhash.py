@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import resource
 import subprocess
@@ -73,7 +74,7 @@ from personahub.personas.minhash import (  # noqa: E402
 )
 
 KINDS = ("distinct", "variant", "swap", "edit1")
-METHODS = ("ours", "before", "datasketch-bulk", "rensa")
+METHODS = ("ours", "before", "datasketch-bulk", "rensa", "reference")
 THRESHOLD = 0.9
 NUM_PERM = 128
 
@@ -212,8 +213,22 @@ def run_rensa(texts: list[str]) -> np.ndarray:
                        [bool(s) for s in sets])
 
 
-RUNNERS = {"ours": run_ours, "before": run_before, "datasketch-bulk": run_datasketch_bulk,
-           "rensa": run_rensa}
+def run_reference(texts: list[str]) -> np.ndarray:
+    """The stage of another checkout (``--reference``, e.g. main in a second worktree)."""
+    import importlib.util
+
+    path = Path(os.environ["BENCH_MINHASH_REFERENCE"]) / "personahub" / "personas" / "minhash.py"
+    spec = importlib.util.spec_from_file_location("minhash_reference", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--reference: no {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["minhash_reference"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.minhash_duplicates(texts, module.MinHashConfig())
+
+
+RUNNERS = {"ours": run_ours, "reference": run_reference, "before": run_before,
+           "datasketch-bulk": run_datasketch_bulk, "rensa": run_rensa}
 
 
 def _rss_mib() -> float:
@@ -226,7 +241,7 @@ def _rss_mib() -> float:
 def child(method: str, texts_path: Path, out_path: Path, repeat: int = 1) -> None:
     with texts_path.open("rb") as fh:
         texts = pickle.load(fh)
-    if method in ("ours", "before"):
+    if method in ("ours", "before", "reference"):
         RUNNERS[method](texts[:1000])  # warm the cached band choices and imports, not timed
     base = _rss_mib()
     elapsed = float("inf")
@@ -271,7 +286,8 @@ def compare(n: int, seed: int, methods: list[str], workdir: Path,
     with texts_path.open("wb") as fh:
         pickle.dump(texts, fh, protocol=pickle.HIGHEST_PROTOCOL)
     counts = dict(zip(KINDS, np.bincount(kind, minlength=4).tolist(), strict=True))
-    print(f"\n{corpus} n={n:,}: planted {counts} (generated in {time.perf_counter() - t0:.1f}s, not timed)")
+    print(f"\n{corpus} n={n:,}: planted {counts} (generated in {time.perf_counter() - t0:.1f}s, not timed)"
+          f"; load average {os.getloadavg()[0]:.1f}")
     print(f"  {'method':16s} {'recall':>8s} {'chained':>8s} {'precision':>9s} {'<0.85':>6s} "
           f"{'marked':>8s} {'time_s':>8s} {'peak_MiB':>9s}")
     results: dict[str, dict] = {}
@@ -294,6 +310,7 @@ def compare(n: int, seed: int, methods: list[str], workdir: Path,
             if other != "ours":
                 ratio = results[other]["time_s"] / results["ours"]["time_s"]
                 print(f"  {other} / ours time: {ratio:.2f}x")
+        print(f"  (load average {os.getloadavg()[0]:.1f} at the end)")
     return results
 
 
@@ -313,6 +330,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=1,
                     help="time each method this many times in its process, keep the best")
+    ap.add_argument("--reference", type=Path,
+                    help="a second checkout whose stage runs as method 'reference' "
+                    "(e.g. main in another worktree), for a before/after ratio in one run")
     ap.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     ap.add_argument("--texts", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -320,6 +340,10 @@ def main() -> None:
     if args.child:
         child(args.child, args.texts, args.out, args.repeat)
         return
+    if args.reference is not None:
+        if not (args.reference / "personahub" / "personas" / "minhash.py").is_file():
+            ap.error(f"--reference {args.reference}: no personahub/personas/minhash.py there")
+        os.environ["BENCH_MINHASH_REFERENCE"] = str(args.reference.resolve())
     small: dict[str, dict] = {}
     big: dict[str, dict] = {}
     templ: dict[str, dict] = {}

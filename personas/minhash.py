@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
+from typing import TypeVar
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = [
     "FeatureSets",
@@ -37,6 +44,7 @@ __all__ = [
 ]
 
 _TOKEN_RE = re.compile(r"\w+")
+_T = TypeVar("_T")
 _BATCH_RE = re.compile(r"\w+|\x00")
 TEXT_SEPARATOR = "\x00"
 _U64 = np.uint64
@@ -59,6 +67,9 @@ class MinHashConfig:
         seed: Seeds the permutations.
         max_bucket_pairs: Each text in an LSH bucket is compared with at most this many of the
             bucket's earliest texts. On templated personas 2 found 99.86% of planted copies.
+        threads: Threads for signing and bucketing (numpy releases the GIL in its big
+            operations); 0 = one per core this process may use, 1 = no threads. The marks do
+            not depend on it.
     """
 
     num_perm: int = 128
@@ -66,6 +77,7 @@ class MinHashConfig:
     ngram: int = 1
     seed: int = 1
     max_bucket_pairs: int = 2
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_perm, int) or not 16 <= self.num_perm <= 1024:
@@ -78,6 +90,16 @@ class MinHashConfig:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if not isinstance(self.max_bucket_pairs, int) or self.max_bucket_pairs < 1:
             raise ValueError(f"max_bucket_pairs must be >= 1, got {self.max_bucket_pairs!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise ValueError(f"threads must be a non-negative int, got {self.threads!r}")
+
+    @property
+    def thread_count(self) -> int:
+        """Return the threads to use: threads, or with 0 the cores this process may run on."""
+        if self.threads:
+            return self.threads
+        affinity = getattr(os, "sched_getaffinity", None)
+        return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def tokenize(text: str) -> list[str]:
@@ -96,6 +118,13 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
 def token_hash(token: str) -> int:
     """Hash a token to 32 bits as datasketch does (SHA-1, first 4 bytes, little-endian)."""
     return int.from_bytes(hashlib.sha1(token.encode("utf-8")).digest()[:4], "little")
+
+
+def token_hashes(tokens: Sequence[str]) -> np.ndarray:
+    """Return token_hash of each token as uint64, the digests' first 4 bytes read in one go."""
+    sha1 = hashlib.sha1
+    heads = b"".join([sha1(token.encode("utf-8")).digest()[:4] for token in tokens])
+    return np.frombuffer(heads, dtype="<u4").astype(np.uint64)
 
 
 def _fmix32(x: np.ndarray) -> np.ndarray:
@@ -184,7 +213,7 @@ class _Vocabulary:
             if total > self._hashes.size:
                 capacity = max(total, 2 * self._hashes.size)
                 self._hashes = np.resize(self._hashes, capacity)
-            fresh = np.fromiter(map(token_hash, new), dtype=np.uint64, count=len(new))
+            fresh = token_hashes(new)
             self._hashes[known:total] = fresh
             rows = min(total, _TABLE_ROWS)
             if self.config.ngram == 1 and rows > known:
@@ -220,6 +249,42 @@ def batch_tokens(texts: Sequence[str]) -> list[str]:
     if joined.isascii():  # fast path: one C-level byte translation, then split
         return joined.encode("ascii").translate(_ASCII_TABLE).decode("ascii").split()
     return _BATCH_RE.findall(joined.lower())
+
+
+def batch_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return a batch's tokens as codes into its distinct tokens, each text's count, the distinct tokens.
+
+    The tokens are tokenize()'s. An ASCII batch is cut by numpy and numbered by pyarrow's
+    dictionary encoding, out of the GIL; any other batch goes through the regex.
+    """
+    joined = _JOIN.join(texts)
+    if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
+        joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
+    if joined.isascii():
+        tokens = _ascii_tokens(joined.encode("ascii").translate(_ASCII_TABLE))
+    else:
+        tokens = pa.array(_BATCH_RE.findall(joined.lower()), type=pa.string())
+    encoded = pc.dictionary_encode(tokens)
+    uniques = encoded.dictionary.to_pylist()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
+    if TEXT_SEPARATOR not in uniques:  # one text
+        return codes, np.array([codes.size], dtype=np.int64), uniques
+    is_sep = codes == uniques.index(TEXT_SEPARATOR)
+    bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [codes.size]])
+    return codes[~is_sep], np.diff(bounds) - 1, uniques
+
+
+def _ascii_tokens(data: bytes) -> pa.StringArray:
+    """Cut translated bytes (word bytes and spaces) into their runs of word bytes."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    word = buf != ord(" ")
+    edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    lengths = edges[1::2] - edges[0::2]
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    chars = buf[word]
+    return pa.LargeStringArray.from_buffers(lengths.size, pa.py_buffer(offsets),
+                                            pa.py_buffer(chars))
 
 
 def _batch_ids(texts: Sequence[str], vocab: _Vocabulary) -> tuple[np.ndarray, np.ndarray]:
@@ -330,6 +395,14 @@ def _signatures_of_ids(
     np.minimum(out, folded, out=out)
 
 
+def _signatures_of_features(
+    feats: np.ndarray, feat_counts: np.ndarray, config: MinHashConfig, out: np.ndarray
+) -> None:
+    """Write signatures of a batch of n-gram texts from their hashed features."""
+    uniq, inverse = np.unique(feats, return_inverse=True)
+    _segment_min(_permuted(uniq, config), inverse.ravel(), feat_counts, out)
+
+
 def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
     """Return signatures and feature sets of texts, in one pass."""
     sigs, feats = _sketch(texts, config, with_features=True)
@@ -345,25 +418,69 @@ def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
 def _sketch(
     texts: Sequence[str], config: MinHashConfig, *, with_features: bool
 ) -> tuple[np.ndarray, FeatureSets | None]:
+    """Sign texts in batches of _BATCH_TEXTS, each batch on its own in a pool thread.
+
+    A batch is tokenised, numbered and folded by numpy and pyarrow, which release the GIL; only
+    the batch's distinct tokens pass through Python (their SHA-1), so the threads overlap.
+    """
     n = len(texts)
     out = np.empty((n, config.num_perm), dtype=np.uint32)
-    vocab = _Vocabulary(config)
-    parts: list[FeatureSets] = []
-    for lo in range(0, n, _BATCH_TEXTS):
-        batch = texts[lo : lo + _BATCH_TEXTS]
-        ids, counts = _batch_ids(batch, vocab)
-        if config.ngram == 1:
-            _signatures_of_ids(vocab, ids, counts, out[lo : lo + len(batch)])
-            if with_features:
-                parts.append(FeatureSets.from_counts(vocab.hashes[ids], counts))
-            continue
-        feats, feat_counts = _ngram_features(vocab.hashes[ids], counts, config.ngram)
-        uniq, inverse = np.unique(feats, return_inverse=True)
-        table = _permuted(uniq, config)
-        _segment_min(table, inverse.ravel(), feat_counts, out[lo : lo + len(batch)])
-        if with_features:
-            parts.append(FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts))
-    return out, (FeatureSets.concat(parts) if with_features else None)
+    hashes = _HashCache()
+
+    def one(lo: int) -> FeatureSets | None:
+        return _sketch_batch(texts[lo : lo + _BATCH_TEXTS], config, hashes,
+                             out[lo : lo + _BATCH_TEXTS], with_features)
+
+    parts = list(_in_threads(one, range(0, n, _BATCH_TEXTS), config.thread_count))
+    if not with_features:
+        return out, None
+    return out, FeatureSets.concat([p for p in parts if p is not None])
+
+
+class _HashCache(dict[str, int]):
+    """Map tokens to token_hash, up to _CACHED_TOKENS of them (templated text brings a new token each)."""
+
+    def of(self, tokens: list[str]) -> np.ndarray:
+        """Return the hashes of distinct tokens, hashing only those not cached."""
+        out = np.fromiter(map(self.get, tokens, repeat(-1, len(tokens))), dtype=np.int64,
+                          count=len(tokens))
+        missing = np.flatnonzero(out < 0)
+        if missing.size:
+            new = [tokens[i] for i in missing.tolist()]
+            fresh = token_hashes(new)
+            out[missing] = fresh
+            if len(self) < _CACHED_TOKENS:
+                self.update(zip(new, fresh.tolist(), strict=True))
+        return out.astype(np.uint64)
+
+
+_CACHED_TOKENS = 1 << 20
+
+
+def _sketch_batch(
+    texts: Sequence[str], config: MinHashConfig, cache: _HashCache, out: np.ndarray,
+    with_features: bool,
+) -> FeatureSets | None:
+    """Write the signatures of one batch into out; return its feature sets if asked."""
+    codes, counts, uniques = batch_codes(texts)
+    token_hashes_ = cache.of(uniques)
+    if config.ngram == 1:
+        _segment_min(_permuted(token_hashes_, config), codes, counts, out)
+        return FeatureSets.from_counts(token_hashes_[codes], counts) if with_features else None
+    feats, feat_counts = _ngram_features(token_hashes_[codes], counts, config.ngram)
+    _signatures_of_features(feats, feat_counts, config, out)
+    if with_features:
+        return FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts)
+    return None
+
+
+def _in_threads(fn: Callable[[int], _T], items: Iterable[int], threads: int) -> Iterator[_T]:
+    """Yield fn(item) in order, computed by up to `threads` threads."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(threads) as pool:
+        yield from pool.map(fn, items)
 
 
 def _false_positive_area(threshold: float, bands: int, rows: int, grid: np.ndarray) -> float:
@@ -445,18 +562,23 @@ def _band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def _keys_by_band(sigs: np.ndarray, bands: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return band keys as (bands, n) and signature keys, in one chunked pass."""
+def _keys_by_band(sigs: np.ndarray, bands: int, rows: int, threads: int = 1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Return band keys as (bands, n) and signature keys, in one chunked pass (chunks in threads)."""
     n = sigs.shape[0]
     keys = np.empty((bands, n), dtype=np.uint64)
     signature = np.empty(n, dtype=np.uint64)
     weights = _signature_weights(bands)
-    with np.errstate(over="ignore"):
-        for lo in range(0, n, _KEY_CHUNK):
+
+    def key_chunk(lo: int) -> None:
+        with np.errstate(over="ignore"):
             chunk = _band_keys(sigs[lo : lo + _KEY_CHUNK], bands, rows)
             keys[:, lo : lo + _KEY_CHUNK] = chunk.T
             signature[lo : lo + _KEY_CHUNK] = _fmix64((chunk * weights).sum(axis=1,
                                                                            dtype=np.uint64))
+
+    for _ in _in_threads(key_chunk, range(0, n, _KEY_CHUNK), threads):
+        pass
     return keys, signature
 
 
@@ -686,12 +808,14 @@ def slot_prefilter(sigs: np.ndarray, config: MinHashConfig) -> Callable[[np.ndar
     head_slots = min(config.num_perm, 64)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
     packed: list[np.ndarray] = []
+    packing = threading.Lock()  # keep() may run in several threads
 
     def keep(pairs: np.ndarray) -> np.ndarray:
         if len(pairs) * 4 <= sigs.shape[0] and not packed:
             return pairs[_equal_low_bits(sigs, pairs, head_slots, head_floor, floor)]
-        if not packed:
-            packed[:] = [_slot_bytes(sigs, head_slots, bits=4), _slot_bytes(sigs)]
+        with packing:
+            if not packed:
+                packed[:] = [_slot_bytes(sigs, head_slots, bits=4), _slot_bytes(sigs)]
         head, low = packed
         pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
         return pairs[_equal_slots(low, pairs, config.num_perm) >= floor]
@@ -738,14 +862,16 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
-    keys, signature = _keys_by_band(used, bands, rows)
+    keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
     prefilter = slot_prefilter(sigs, config)
+
+    def band_pairs(band: int) -> np.ndarray:
+        pairs = _bucket_pairs(keys[band], members, config.max_bucket_pairs)
+        return prefilter(pairs) if len(pairs) * _JUNK_BAND > n else pairs
+
     band_found: list[np.ndarray] = []
     pending = 0
-    for band in range(bands):
-        pairs = _bucket_pairs(keys[band], members, config.max_bucket_pairs)
-        if len(pairs) * _JUNK_BAND > n:
-            pairs = prefilter(pairs)
+    for pairs in _in_threads(band_pairs, range(bands), config.thread_count):
         band_found.append(pairs)
         pending += len(pairs)
         if pending > _PENDING_PAIRS:
@@ -754,8 +880,19 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
     pairs = _unique_pairs(found, n)
     if len(pairs):
-        pairs = pairs[exact_jaccard(features, pairs) >= config.threshold]
+        pairs = pairs[_exact_jaccard_in_threads(features, pairs, config.thread_count)
+                      >= config.threshold]
     return pairs
+
+
+def _exact_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int
+                              ) -> np.ndarray:
+    """Return exact_jaccard of pairs, their chunks checked in threads (its sorts free the GIL)."""
+    step = max(1 << 16, -(-len(pairs) // (4 * threads)))
+    if threads <= 1 or len(pairs) <= step:
+        return exact_jaccard(features, pairs)
+    return np.concatenate(list(_in_threads(lambda lo: exact_jaccard(features, pairs[lo : lo + step]),
+                                           range(0, len(pairs), step), threads)))
 
 
 def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +371,9 @@ class WorkFolder:
 
 def _sign_task(root: str, c: int, ids: list[str], texts: list[str], start: int,
                config: MinHashConfig, partitions: int) -> int:
-    WorkFolder(Path(root)).write_chunk(c, ids, start, sign_chunk(texts, start, config, partitions))
+    one_thread = replace(config, threads=1)  # the pool already runs one process per core
+    WorkFolder(Path(root)).write_chunk(c, ids, start,
+                                       sign_chunk(texts, start, one_thread, partitions))
     return c
 
 

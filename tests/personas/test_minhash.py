@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
+    batch_codes,
     candidate_pairs,
     exact_jaccard,
     lsh_params,
@@ -27,6 +30,7 @@ def test_config_validation() -> None:
         {"ngram": 0},
         {"seed": -1},
         {"max_bucket_pairs": 0},
+        {"threads": -1},
     ):
         with pytest.raises(ValueError):
             MinHashConfig(**bad)
@@ -416,18 +420,79 @@ def test_verified_pairs_do_not_depend_on_when_band_pairs_are_filtered(
         assert np.array_equal(other, results[0])
 
 
-def test_signatures_past_the_vocabulary_table_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tokens past the vocabulary's table (a templated corpus's numbers) get their rows per
-    batch; the signatures and feature sets stay bit for bit what a whole table gives."""
+def test_signatures_past_the_hash_cache_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tokens past the hash cache (a templated corpus's numbers) are hashed per batch; the
+    signatures and feature sets stay bit for bit what a cache of every token gives."""
     from personahub.personas import minhash
 
     corpus = planted_corpus(200, 30, length=(5, 15))
     texts = [*corpus.texts, "", "only words seen before", *(f"resident no {i}" for i in range(50))]
     config = MinHashConfig()
     want_sigs, want_feats = sketch(texts, config)
-    monkeypatch.setattr(minhash, "_TABLE_ROWS", 40)
+    monkeypatch.setattr(minhash, "_CACHED_TOKENS", 40)
     monkeypatch.setattr(minhash, "_BATCH_TEXTS", 23)
     sigs, feats = sketch(texts, config)
     assert np.array_equal(sigs, want_sigs)
     assert np.array_equal(feats.values, want_feats.values)
     assert np.array_equal(feats.offsets, want_feats.offsets)
+
+
+def _tokens_by_text(texts: list[str]) -> list[list[str]]:
+    codes, counts, uniques = batch_codes(texts)
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return [[uniques[c] for c in codes[lo:hi]] for lo, hi in zip(bounds[:-1], bounds[1:],
+                                                                  strict=True)]
+
+
+_ASCII_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=40)
+_UNICODE_TEXT = st.text(
+    st.one_of(st.characters(), st.sampled_from(list("ǅİẞﬁΣς_ \x00\t\u00a0\u2028٣"))),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_ASCII_TEXT, _UNICODE_TEXT), min_size=1, max_size=8))
+@example(["", "A b", "\x00", "x\x00y"])
+@example(["Straße İstanbul ǅ", "ﬁne ΣΑΣ"])
+def test_batch_tokens_are_tokenize_tokens(texts: list[str]) -> None:
+    """The batch tokeniser (numpy on ASCII batches, the regex on others) cuts every text into
+    exactly tokenize()'s tokens, Unicode case and word characters included."""
+    assert _tokens_by_text(texts) == [tokenize(t) for t in texts]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_ASCII_TEXT, min_size=1, max_size=8))
+def test_ascii_batch_tokens_are_tokenize_tokens(texts: list[str]) -> None:
+    """ASCII-only batches take the numpy cut: punctuation, digits, underscores and controls."""
+    assert _tokens_by_text(texts) == [tokenize(t) for t in texts]
+
+
+@pytest.mark.slow
+def test_threads_do_not_change_signatures_or_marks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches signed and bands bucketed in several threads give the one-thread signatures,
+    feature sets and marks, bit for bit."""
+    from personahub.personas import minhash
+
+    corpus = planted_corpus(3000, 600, length=(5, 25))
+    texts = [*corpus.texts, "", *(f"resident no {i} of the town" for i in range(300))]
+    monkeypatch.setattr(minhash, "_BATCH_TEXTS", 97)
+    monkeypatch.setattr(minhash, "_CACHED_TOKENS", 500)
+    results = []
+    for threads in (1, 2, 3):
+        config = MinHashConfig(threads=threads)
+        sigs, feats = sketch(texts, config)
+        results.append((sigs, feats.values, feats.offsets, minhash_duplicates(texts, config)))
+    for other in results[1:]:
+        for got, want in zip(other, results[0], strict=True):
+            assert np.array_equal(got, want)
+    assert (results[0][3] >= 0).sum() > 0
+
+
+def test_thread_count_defaults_to_the_cores_this_process_may_use() -> None:
+    """threads=0 means one per usable core; an explicit count is taken as given."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert MinHashConfig().thread_count == cores
+    assert MinHashConfig(threads=3).thread_count == 3
