@@ -78,7 +78,7 @@ TEXT_BYTES_VERIFY = 600  # a chunk's low bytes and features, read for its pairs
 ROW_BYTES_BUCKET = 400  # a band row, its sort keys and the pairs it makes
 PAIR_BYTES = 1_200  # a pair checked: both texts' low bytes and features gathered
 IN_MEMORY_TEXT_BYTES = 1_100  # the in-memory stage's peak per text (bench_minhash: 1 GiB at 1M)
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: over-full buckets split (a folder of 1 is started over)
 
 
 @dataclass(frozen=True)
