@@ -523,41 +523,27 @@ def split_slots(band: int, rows: int, head_slots: int) -> np.ndarray:
     return (start + np.arange(min(_SPLIT_SLOTS, head_slots))) % head_slots
 
 
-def _overfull(keys: np.ndarray, limit: int) -> np.ndarray:
-    """Mask the keys whose bucket holds more than limit texts."""
-    out = _shared_keys(keys)
-    at = np.flatnonzero(out)
-    order = np.argsort(keys[at], kind="stable")
-    sorted_keys = keys[at][order]
-    start = np.ones(sorted_keys.size, dtype=bool)
-    start[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    group = np.cumsum(start) - 1
-    out[at[order]] = np.bincount(group)[group] > limit if group.size else False
-    return out
-
-
 def split_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, slots: np.ndarray,
                        max_pairs: int) -> np.ndarray:
     """Return the pairs a bucket cap would lose, found again in buckets split by more slots.
 
     A bucket of more than max_pairs + 1 texts compares each later text with its earliest
     max_pairs only, so as buckets of templated texts grow with the hub a near-duplicate's
-    original falls past them ever more often. Each such bucket is split by the 4-bit values of
-    slots (head holds each text's 4-bit head slots, packed; rows as keys) and each later text is
+    original falls past them ever more often. Buckets are split by the 4-bit values of slots
+    (head holds each text's 4-bit head slots, packed; rows as keys) and each later text is
     paired with the earliest max_pairs of its split bucket as well: a pair at Jaccard J shares
-    the split with probability about J ** len(slots), and split buckets stay small.
+    the split with probability about J ** len(slots), and split buckets stay small. Only the
+    pairs of over-full buckets are new (a smaller bucket gave all its pairs already).
     """
-    big = np.flatnonzero(_overfull(keys, max_pairs + 1))
-    if big.size == 0:
-        return np.empty((0, 2), dtype=np.int64)
-    nibbles = np.ascontiguousarray(head[big]).view(np.uint8)
-    sub = np.zeros(big.size, dtype=np.uint64)
+    nibbles = np.ascontiguousarray(head).view(np.uint8)
+    sub = np.zeros(len(keys), dtype=np.uint64)
     for j, slot in enumerate(slots.tolist()):
         value = (nibbles[:, slot >> 1] >> np.uint8(4 * (slot & 1))) & np.uint8(15)
         sub |= value.astype(np.uint64) << _U64(4 * j)
     with np.errstate(over="ignore"):
-        split = _fmix64(keys[big] ^ (sub * _WORD_MULTIPLIERS[1]))
-    return _bucket_pairs(split, members[big], max_pairs)
+        split = _fmix64(keys ^ (sub * _WORD_MULTIPLIERS[1]))
+    # a bucket of at most max_pairs + 1 texts gives all its pairs already: its split ones repeat
+    return _bucket_pairs(split, members, max_pairs)
 
 
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
