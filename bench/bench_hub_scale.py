@@ -12,6 +12,7 @@ texts in memory beside rensa and datasketch (each in a child process), for the s
 Run:  python bench/bench_hub_scale.py --sizes 1000000,10000000 [--memory-mb 1024]
       [--workdir DIR] [--stages import,dedup,expand,sample,stats] [--compare 1000000]
       [--ray-nodes 3]   (dedup again on a local Ray cluster of that many nodes, flags compared)
+      [--kill-in sign,buckets,verify]   (dedup again, kill -9 in each phase, resumed, compared)
 """
 
 from __future__ import annotations
@@ -328,6 +329,8 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
               f"{quality['planted_below_marked_to_source']:,}", flush=True)
         if args.ray_nodes:
             result["ray"] = ray_dedup(n, backup, db, args)
+        if args.kill_in:
+            result["killed_same_flags"] = killed_dedup(n, backup, db, args)
         backup.unlink(missing_ok=True)
     if "expand" in stages:
         m = run(["personas", "expand", "--db", db, "--limit", 200, "--hops", 1, "--fanout", 2],
@@ -388,6 +391,53 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
     return m
 
 
+KILL_PHASES = {"sign": "sign/*.done", "buckets": "buckets/*.npy", "verify": "verify/*.npy"}
+
+
+def killed_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) -> bool:
+    """Stage 1 again, killed (-9) a third of the way through each named phase and resumed each
+    time by the same command; return whether its flags are the uninterrupted run's."""
+    import glob
+    import math
+    import signal
+
+    db = args.workdir / f"hub-{n}.killed.duckdb"
+    shutil.copy(backup, db)
+    cmd = [sys.executable, "-c", "from personahub.cli.app import app; app()", "personas", "dedup",
+           "--db", str(db), "--embedder", "none", "--memory-mb", str(args.memory_mb)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    for phase in [*args.kill_in.split(","), None]:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while proc.poll() is None:
+            plans = glob.glob(f"{db}.jobs/*/minhash/plan.json")
+            if phase and plans:
+                plan = json.loads(Path(plans[0]).read_text(encoding="utf-8"))["plan"]
+                whole = (plan["partitions"] if phase == "buckets" else
+                         math.ceil(plan["texts"] / plan["chunk_rows"]))
+                done = glob.glob(f"{db}.jobs/*/minhash/{KILL_PHASES[phase]}")
+                if len(done) >= max(1, whole // 3):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    print(f"    kill -9 in {phase} at {time.perf_counter() - t0:.0f} s "
+                          f"({len(done)} of {whole} files)", flush=True)
+                    break
+            time.sleep(0.5)
+        else:
+            if proc.returncode:
+                print(f"    the resumed dedup exited {proc.returncode}", flush=True)
+                return False
+    same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
+    print(f"    killed and resumed in {time.perf_counter() - t0:.0f} s; flags identical to the "
+          f"uninterrupted run: {same}", flush=True)
+    for leftover in (db, Path(f"{db}.wal"), Path(f"{db}.jobs"), Path(f"{db}.tmp")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink(missing_ok=True)
+    return same
+
+
 def compare(n: int, args: argparse.Namespace) -> None:
     """Stage 1 on n texts in memory: ours, rensa and datasketch, each in a child process."""
     import pickle
@@ -431,6 +481,9 @@ def main() -> None:
     ap.add_argument("--ray-nodes", type=int, default=0)
     ap.add_argument("--ray-python", default=sys.executable,
                     help="a Python with personahub[ray] (the Ray runs use it)")
+    ap.add_argument("--kill-in", default="",
+                    help="dedup again, killed -9 in these phases (sign,buckets,verify) and "
+                         "resumed, flags compared with the uninterrupted run")
     ap.add_argument("--keep", action="store_true", help="keep the hub files for another run")
     ap.add_argument("--score", type=Path, default=None,
                     help="only score this deduplicated hub database against its size's truth")

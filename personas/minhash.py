@@ -39,6 +39,8 @@ __all__ = [
     "sketch",
     "slot_low_bytes",
     "slot_prefilter",
+    "split_bucket_pairs",
+    "split_slots",
     "tokenize",
     "verified_pairs",
 ]
@@ -66,7 +68,8 @@ class MinHashConfig:
         ngram: Word n-gram size of the features (1 = bag of words).
         seed: Seeds the permutations.
         max_bucket_pairs: Each text in an LSH bucket is compared with at most this many of the
-            bucket's earliest texts. On templated personas 2 found 99.86% of planted copies.
+            bucket's earliest texts, and, in a bucket of more, with as many of the earliest that
+            also share 8 further head slots (``split_bucket_pairs``).
         threads: Threads for signing and bucketing (numpy releases the GIL in its big
             operations); 0 = one per core this process may use, 1 = no threads. The marks do
             not depend on it.
@@ -629,6 +632,42 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
     return out
 
 
+_SPLIT_SLOTS = 8  # head slots whose 4-bit values split a band's over-full buckets
+
+
+def split_slots(band: int, rows: int, head_slots: int) -> np.ndarray:
+    """Return the head slots that split band's over-full buckets: the next band's, within the head.
+
+    They lie outside band's own slots, so texts that fill a bucket by sharing its slots (template
+    words) are told apart by others.
+    """
+    start = ((band + 1) * rows) % head_slots
+    return (start + np.arange(min(_SPLIT_SLOTS, head_slots))) % head_slots
+
+
+def split_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, slots: np.ndarray,
+                       max_pairs: int) -> np.ndarray:
+    """Return the pairs a bucket cap would lose, found again in buckets split by more slots.
+
+    A bucket of more than max_pairs + 1 texts compares each later text with its earliest
+    max_pairs only, so as buckets of templated texts grow with the hub a near-duplicate's
+    original falls past them ever more often. Buckets are split by the 4-bit values of slots
+    (head holds each text's 4-bit head slots, packed; rows as keys) and each later text is
+    paired with the earliest max_pairs of its split bucket as well: a pair at Jaccard J shares
+    the split with probability about J ** len(slots), and split buckets stay small. Only the
+    pairs of over-full buckets are new (a smaller bucket gave all its pairs already).
+    """
+    nibbles = np.ascontiguousarray(head).view(np.uint8)
+    sub = np.zeros(len(keys), dtype=np.uint64)
+    for j, slot in enumerate(slots.tolist()):
+        value = (nibbles[:, slot >> 1] >> np.uint8(4 * (slot & 1))) & np.uint8(15)
+        sub |= value.astype(np.uint64) << _U64(4 * j)
+    with np.errstate(over="ignore"):
+        split = _fmix64(keys ^ (sub * _WORD_MULTIPLIERS[1]))
+    # a bucket of at most max_pairs + 1 texts gives all its pairs already: its split ones repeat
+    return _bucket_pairs(split, members, max_pairs)
+
+
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     out = np.empty(len(pairs), dtype=np.float64)
     step = 1 << 18
@@ -864,9 +903,14 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     used = sigs[members] if members.size < n else sigs
     keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
     prefilter = slot_prefilter(sigs, config)
+    head_slots = min(config.num_perm, 64)
+    head = _slot_bytes(used, head_slots, bits=4)
 
     def band_pairs(band: int) -> np.ndarray:
-        pairs = _bucket_pairs(keys[band], members, config.max_bucket_pairs)
+        pairs = np.concatenate([
+            _bucket_pairs(keys[band], members, config.max_bucket_pairs),
+            split_bucket_pairs(keys[band], members, head, split_slots(band, rows, head_slots),
+                               config.max_bucket_pairs)])
         return prefilter(pairs) if len(pairs) * _JUNK_BAND > n else pairs
 
     band_found: list[np.ndarray] = []

@@ -51,6 +51,8 @@ from personahub.personas.minhash import (
     prefilter_floor,
     recall_lsh_params,
     sketch,
+    split_bucket_pairs,
+    split_slots,
 )
 
 __all__ = [
@@ -76,7 +78,7 @@ TEXT_BYTES_VERIFY = 600  # a chunk's low bytes and features, read for its pairs
 ROW_BYTES_BUCKET = 400  # a band row, its sort keys and the pairs it makes
 PAIR_BYTES = 1_200  # a pair checked: both texts' low bytes and features gathered
 IN_MEMORY_TEXT_BYTES = 1_100  # the in-memory stage's peak per text (bench_minhash: 1 GiB at 1M)
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: over-full buckets split (a folder of 1 is started over)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
     identical is 1 for a pair of identical signatures (not pre-filtered, as in memory). rows
     hold each band's rows in ascending text order.
     """
-    bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
+    bands, rows_per_band = recall_lsh_params(float(config.threshold), config.num_perm)
     head_slots = _head_slots(config)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
     band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.int64)
@@ -195,6 +197,10 @@ def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
         signature_band = b == bands
         pairs = _bucket_pairs(rows["key"][local], local, 1 if signature_band else
                               config.max_bucket_pairs)
+        if not signature_band:
+            pairs = np.concatenate([pairs, split_bucket_pairs(
+                rows["key"][local], local, head[local],
+                split_slots(b, rows_per_band, head_slots), config.max_bucket_pairs)])
         if len(pairs) and not signature_band:
             pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
         if len(pairs):

@@ -24,6 +24,7 @@ from personahub.personas.dedup import PairFinder
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
+    _slot_bytes,
     band_keys,
     bucket_pairs,
     exact_jaccard,
@@ -32,6 +33,8 @@ from personahub.personas.minhash import (
     sketch,
     slot_low_bytes,
     slot_prefilter,
+    split_bucket_pairs,
+    split_slots,
 )
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
@@ -94,15 +97,22 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     index = rows.column("index").to_numpy()
     band = rows.column("band").to_numpy()
     keys = rows.column("key").to_numpy()
-    prefilter = slot_prefilter(_slot_array(rows.column("slots"), config.num_perm), config)
-    signature_band, _ = recall_lsh_params(float(config.threshold), config.num_perm)
+    slots = _slot_array(rows.column("slots"), config.num_perm)
+    prefilter = slot_prefilter(slots, config)
+    signature_band, rows_per_band = recall_lsh_params(float(config.threshold), config.num_perm)
+    head_slots = min(config.num_perm, 64)
+    head = _slot_bytes(slots, head_slots, bits=4)
     found = []
     for b in np.unique(band):
         members = np.flatnonzero(band == b)  # ascending, so by text index within each bucket
         if b == signature_band:  # identical signatures need no verifying
             found.append(bucket_pairs(keys[members], members, 1))
         else:
-            found.append(prefilter(bucket_pairs(keys[members], members, config.max_bucket_pairs)))
+            found.append(prefilter(np.concatenate([
+                bucket_pairs(keys[members], members, config.max_bucket_pairs),
+                split_bucket_pairs(keys[members], members, head[members],
+                                   split_slots(int(b), rows_per_band, head_slots),
+                                   config.max_bucket_pairs)])))
     pairs = np.concatenate(found)
     if len(pairs) == 0:
         return _PAIR_SCHEMA.empty_table()

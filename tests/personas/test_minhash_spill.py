@@ -15,7 +15,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from personahub.personas.minhash import MinHashConfig, minhash_duplicates
+from personahub.personas import minhash_spill
+from personahub.personas.minhash import (
+    FeatureSets,
+    MinHashConfig,
+    minhash_duplicates,
+    verified_pairs,
+)
 from personahub.personas.minhash_spill import (
     SpillPlan,
     WorkFolder,
@@ -212,3 +218,29 @@ def test_a_killed_spilled_stage_resumes_to_the_same_flags(tmp_path: Path) -> Non
     assert invoke("personas", "dedup", "--db", twin, "--embedder", "none").exit_code == 0
     assert flags(db) == flags(twin)
     assert not Path(signed).exists()
+
+
+def crowded_bucket(n: int = 12) -> tuple[np.ndarray, FeatureSets]:
+    """Signatures of n texts that all share band 0 (one over-full bucket); the last two are
+    duplicates (equal features) whose other slots agree only in their low byte, so that band 0
+    is the one bucket they share, past its earliest texts."""
+    rng = np.random.default_rng(7)
+    sigs = rng.integers(0, 2**31, size=(n, 128), dtype=np.uint32)
+    sigs[:, :8] = sigs[0, :8]  # band 0: every text
+    a, b = n - 2, n - 1
+    sigs[b, 8:] = (sigs[a, 8:] & 0xFF) | (sigs[b, 8:] & ~np.uint32(0xFF))
+    features = [np.arange(100 * i, 100 * i + 20, dtype=np.uint32) for i in range(n)]
+    features[b] = features[a]
+    return sigs, FeatureSets.from_counts(np.concatenate(features),
+                                         np.array([f.size for f in features]))
+
+
+def test_a_pair_past_a_full_buckets_cap_is_found_in_memory_and_spilled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sigs, features = crowded_bucket()
+    n = len(sigs)
+    pairs = verified_pairs(sigs, features, MinHashConfig()).tolist()
+    assert pairs == [[n - 2, n - 1]]
+    monkeypatch.setattr(minhash_spill, "sketch", lambda texts, config: (sigs, features))
+    dup = spilled_marks([f"t{i}" for i in range(n)], SpillPlan(n, n, 3, 1024), tmp_path)
+    assert dup.tolist() == [-1] * (n - 1) + [n - 2]
