@@ -39,7 +39,7 @@ from personahub.personas.minhash import (
     slot_prefilter,
 )
 from personahub.personas.minhash_spill import Spilled
-from personahub.personas.store import survivor_batches, survivor_count
+from personahub.personas.store import survivor_count, survivor_ranges
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
@@ -218,7 +218,7 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
             _quiet_data()
             blocks: list[object] = []
             n = 0
-            for c, (ids, texts) in enumerate(survivor_batches(con, config.batch_rows)):
+            for c, (ids, texts) in enumerate(survivor_ranges(con, config.batch_rows)):
                 if not ids:
                     continue
                 pq.write_table(pa.table({

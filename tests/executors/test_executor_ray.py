@@ -341,8 +341,8 @@ def test_minhash_shuffle_of_nothing_marks_nothing(local_ray: None) -> None:
 def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
                                                               tmp_path: Path) -> None:
     """The command's stage 1 on Ray leaves its marks and the texts' ids in its work folder, as the
-    local out-of-core stage does, in batches of batch_rows; written, they flag what the local
-    stage flags."""
+    local out-of-core stage does, read in ranges of at most batch_rows; written, they flag what
+    the local stage flags."""
     from personahub.core.store import transaction
     from personahub.executors.ray_minhash import minhash_pair_finder
     from personahub.personas.dedup import write_spilled_marks
@@ -355,7 +355,7 @@ def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
     assert spill is not None
     spilled = spill(remote, config, tmp_path / "minhash", None)
     assert spilled.texts == len(texts) and spilled.marks == marked_here > 200
-    assert len(spilled.ids_files) == -(-len(texts) // 701) and len(spilled.marks_files) == 1
+    assert len(spilled.ids_files) >= -(-len(texts) // 701) and len(spilled.marks_files) == 1
     with transaction(remote):
         assert write_spilled_marks(remote, spilled, "minhash") == marked_here
     assert snapshot(remote) == snapshot(local)
