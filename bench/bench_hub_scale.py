@@ -404,8 +404,11 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
         cluster.stdin.close()
         cluster.wait(timeout=120)
     stage_lines(f"dedup on Ray, {args.ray_nodes} nodes", m)
-    same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
-    print(f"    flags identical to the local run: {same}", flush=True)
+    if m.code == 0:
+        same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
+        print(f"    flags identical to the local run: {same}", flush=True)
+    else:
+        print("    flags not compared: the command failed", flush=True)
     db.unlink(missing_ok=True)
     return m
 
