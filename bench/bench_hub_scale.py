@@ -69,20 +69,29 @@ def _folder_mib(path: Path) -> float:
     return total / 2**20
 
 
-def _ray_processes() -> list:
+def _ray_processes(root: int) -> list:
+    """Ray's processes under root (the bench's cluster), not another Ray on this machine."""
     import psutil
 
     found = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmd = " ".join(proc.info.get("cmdline") or [])
+    try:
+        children = psutil.Process(root).children(recursive=True)
+    except psutil.Error:
+        return found
+    for proc in children:
+        try:
+            cmd = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
         if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "default_worker" in cmd:
             found.append(proc)
     return found
 
 
 def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = (),
-        ray: bool = False, env: dict[str, str] | None = None) -> Measured:
-    """Run ``personahub ARGS`` and measure it, its children and (ray) Ray's processes."""
+        ray: int | None = None, env: dict[str, str] | None = None) -> Measured:
+    """Run ``personahub ARGS`` and measure it, its children and (ray: the cluster's process id)
+    Ray's processes under that cluster."""
     import tempfile
 
     import psutil
@@ -105,16 +114,16 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
                 procs = [(p, "worker") for p in root.children(recursive=True)]
             except psutil.Error:
                 procs = []
-            if ray:
-                procs += [(p, "ray") for p in _ray_processes()]
+            if ray is not None:
+                procs += [(p, "ray") for p in _ray_processes(ray)]
             for p, role in procs:
-                try:
+                try:  # a process may end (or be a zombie) between the listing and here
                     rss = p.memory_info().rss / 2**20
+                    cmd = " ".join(p.cmdline()) if role == "ray" else ""
                 except psutil.Error:
                     continue
                 name = role
                 if role == "ray":
-                    cmd = " ".join(p.cmdline())
                     name = ("ray worker" if "ray::" in cmd or "default_worker" in cmd
                             else "ray raylet/gcs")
                 old = peaks.get(p.pid, (name, 0.0))
@@ -359,6 +368,14 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
     return result
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) -> Measured:
     """Stage 1 on a local Ray cluster of several nodes (one raylet each), flags compared."""
     db = args.workdir / f"hub-{n}.ray.duckdb"
@@ -366,7 +383,9 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
     script = (
         "import sys, time, json\n"
         "from ray.cluster_utils import Cluster\n"
-        f"c = Cluster(initialize_head=True, head_node_args={{'num_cpus': 1}})\n"
+        # an explicit free port: another local cluster on this machine may hold Ray's default
+        "c = Cluster(initialize_head=True, head_node_args={'num_cpus': 1, "
+        f"'gcs_server_port': {_free_port()}}})\n"
         f"[c.add_node(num_cpus=1) for _ in range({args.ray_nodes - 1})]\n"
         "c.wait_for_nodes()\n"
         "print(c.address, flush=True)\n"
@@ -377,16 +396,22 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert cluster.stdout is not None and cluster.stdin is not None
     address = cluster.stdout.readline().strip()
+    if not address:  # the cluster did not start: its traceback is above
+        cluster.wait(timeout=60)
+        raise RuntimeError(f"the local Ray cluster of {args.ray_nodes} nodes did not start")
     try:
         m = run(["personas", "dedup", "--db", db, "--embedder", "none", "--memory-mb",
                  args.memory_mb, "--executor", "ray", "--ray-address", address],
-                python=args.ray_python, watch=[db, Path(f"{db}.jobs")], ray=True)
+                python=args.ray_python, watch=[db, Path(f"{db}.jobs")], ray=cluster.pid)
     finally:
         cluster.stdin.close()
         cluster.wait(timeout=120)
     stage_lines(f"dedup on Ray, {args.ray_nodes} nodes", m)
-    same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
-    print(f"    flags identical to the local run: {same}", flush=True)
+    if m.code == 0:
+        same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
+        print(f"    flags identical to the local run: {same}", flush=True)
+    else:
+        print("    flags not compared: the command failed", flush=True)
     db.unlink(missing_ok=True)
     return m
 

@@ -72,10 +72,13 @@ Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarra
 @dataclass(frozen=True)
 class PairFinder:
     """Stage 1 done elsewhere up to its verified pairs (a Ray shuffle); find returns (texts seen,
-    pairs).
+    pairs). spill, when given, runs the stage over a connection's survivors through a work
+    folder and returns its marks there, so the driver holds no per-text array.
     """
 
     find: Callable[[Iterator[list[str]], MinHashConfig], tuple[int, np.ndarray]]
+    spill: Callable[[duckdb.DuckDBPyConnection, DedupConfig, Path, Progress | None],
+                    Spilled] | None = None
 
 
 MinHashSource = Signer | PairFinder

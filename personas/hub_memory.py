@@ -17,6 +17,9 @@ SAMPLE_MEMORY_MB = 64
 # an import's (personas/hub_import.py): its staged rows and the table's written blocks spill past
 # it, so a smaller pool fills by a million personas and then stays full, instead of growing to 512
 IMPORT_MEMORY_MB = 192
+# an expansion's: its batches' writes scan the hub's ids and read texts by id, and DuckDB kept
+# every block they read; the hub's near-duplicate index is built within SAMPLE_MEMORY_MB
+EXPAND_MEMORY_MB = 128
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:

@@ -2,7 +2,8 @@
 
 It flags what a NearDuplicateIndex over the hub's live texts (then the texts added to it) flags,
 but holds only the texts added during the expansion in memory: the hub's band hashes are
-written once, chunk by chunk, to Parquet files in the job's folder, and each call looks its
+written once, a range of seq at a time (no sort of the whole hub), to Parquet files in the
+job's folder, and each call looks its
 texts' band hashes up there in one DuckDB join. A hub text proposed by a band is verified as in
 memory (its band's slots equal, estimated Jaccard at or above the threshold) from its text,
 read back by id; the earliest verified one wins, and hub texts come before added ones.
@@ -19,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, bound_memory
 from personahub.personas.minhash import lsh_params, signatures
 from personahub.personas.near_dup import NearDuplicateIndex, band_hashes
-from personahub.personas.store import survivor_batches, texts_by_id
+from personahub.personas.store import survivor_ranges, texts_by_id
 
 _EMPTY = np.iinfo(np.uint32).max
 CHUNK_ROWS = 50_000  # hub texts signed at a time while the index is built
@@ -38,7 +40,14 @@ class HubNearIndex:
         self.config = self.added.config
         self.threshold = threshold
         self.bands, self.rows = lsh_params(threshold, self.config.num_perm)
-        self.hub_texts = self._build(survivor_batches(con, chunk_rows))
+        # DuckDB's default pool is most of the machine: the build's scan would keep every block
+        # it read (428 MiB at 10M personas), so the build holds it to a sample's share
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        bound_memory(con, SAMPLE_MEMORY_MB)
+        try:
+            self.hub_texts = self._build(survivor_ranges(con, chunk_rows))
+        finally:
+            con.execute(f"SET memory_limit = '{limit}'")
 
     def _build(self, batches: Iterator[tuple[list[str], list[str]]]) -> int:
         """Write each hub chunk's band hashes and ids; return how many hub texts there are."""

@@ -37,6 +37,7 @@ from personahub.personas.dedup import (
     DedupConfig,
     DedupSummary,
     MinHashSource,
+    PairFinder,
     StageSummary,
     embed_texts,
     embedding_marks,
@@ -254,6 +255,10 @@ class DedupAsker:
             bound_memory(self.con, self.memory_mb // 4)
             spilled = spilled_minhash(self.con, self.config, self.folder, self.memory_mb,
                                       workers=spill_workers(), progress=self.report)
+            return SpilledMarks(spilled, time.perf_counter() - t0)
+        if isinstance(sign, PairFinder) and sign.spill is not None:
+            bound_memory(self.con, self.memory_mb // 4)
+            spilled = sign.spill(self.con, self.config, self.folder, self.report)
             return SpilledMarks(spilled, time.perf_counter() - t0)
         ids, dup = minhash_duplicates(self.con, self.config, self.report, sign)
         return Marks(ids, dup, time.perf_counter() - t0)

@@ -43,6 +43,7 @@ from personahub.personas.expand import (
     write_answer,
     write_next_level,
 )
+from personahub.personas.hub_memory import EXPAND_MEMORY_MB, bound_memory
 from personahub.personas.link_merge import load_aliases
 from personahub.personas.link_nearest import load_pool
 from personahub.personas.near_dup import NearIndex
@@ -194,6 +195,10 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:
         """Return the driver's asker, with the index, merges and nearest-people pool loaded."""
         config, state = ctx.config, _state(ctx)
+        # each batch's writes check its new ids against the whole hub and read texts by id:
+        # DuckDB's default pool kept every block those scans read (the command grew from 546 MiB
+        # at 1M personas to 870 MiB at 10M), so the expansion holds it to a fixed share
+        bound_memory(ctx.con, EXPAND_MEMORY_MB)
         state.index = hub_index(ctx.con, config.threshold,
                                 job_folder(ctx.db, ctx.job_id) / "hub-index")
         embedder = link_embedder_of(config.link_embedder)

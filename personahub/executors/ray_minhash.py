@@ -13,14 +13,18 @@ bench_ray's templated 100k it could save at most 40% of the rows.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from personahub.core.optional import ray
 from personahub.executors.ray_batches import _quiet_data, ray_session
-from personahub.personas.dedup import PairFinder
+from personahub.personas.dedup import DedupConfig, PairFinder, Progress
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
@@ -29,6 +33,7 @@ from personahub.personas.minhash import (
     bucket_pairs,
     exact_jaccard,
     recall_lsh_params,
+    resolve_first_seen,
     signature_keys,
     sketch,
     slot_low_bytes,
@@ -36,11 +41,14 @@ from personahub.personas.minhash import (
     split_bucket_pairs,
     split_slots,
 )
+from personahub.personas.minhash_spill import Spilled
+from personahub.personas.store import survivor_count, survivor_ranges
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
 _ROWS_PER_PARTITION = 200_000
 _SPREAD = np.uint64(0x9E3779B97F4A7C15)  # separates equal keys of different bands
+SHUFFLE = "sort_shuffle_pull_based"  # a ray.data ShuffleStrategy value (below)
 
 
 def _band_schema(num_perm: int) -> pa.Schema:
@@ -126,36 +134,116 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     return pa.table({"earlier": index[kept[:, 0]], "later": index[kept[:, 1]]}, schema=_PAIR_SCHEMA)
 
 
+def _shuffled_pairs(blocks: list[object], n: int, config: MinHashConfig,
+                    workers: int | None) -> np.ndarray:
+    """Return the verified (earlier, later) pairs of n texts in Ray object blocks, each once."""
+    bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
+    size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    partitions = max(size * 4, -(-n * (bands + 1) // _ROWS_PER_PARTITION))
+    # Ray Data's default hash shuffle gathers each aggregator's share of every partition in that
+    # actor's memory until the last block is in: a share of the whole shuffle, growing with the
+    # hub. The sort shuffle leaves map outputs in the object store (spilled past its size) and
+    # reduces one partition a task. Set for this pass only.
+    context = ray.data.DataContext.get_current()
+    before = context.shuffle_strategy
+    context.shuffle_strategy = SHUFFLE
+    parts: list[np.ndarray] = []
+    try:
+        items = ray.data.from_arrow_refs(blocks)
+        banded = items.map_batches(band_rows, batch_size=None, batch_format="pyarrow",
+                                   fn_kwargs={"config": config, "partitions": partitions},
+                                   compute=ray.data.TaskPoolStrategy(size=size))
+        pairs = banded.groupby("part", num_partitions=partitions).map_groups(
+            partition_verified_pairs, batch_format="pyarrow", fn_kwargs={"config": config})
+        for piece in pairs.iter_batches(batch_size=None, batch_format="numpy"):
+            if len(piece["earlier"]):
+                parts.append(np.stack([piece["earlier"], piece["later"]], axis=1))
+    finally:
+        context.shuffle_strategy = before
+    if not parts:
+        return np.empty((0, 2), dtype=np.int64)
+    found = np.concatenate(parts).astype(np.int64)
+    code = np.unique(found[:, 0] * n + found[:, 1])  # a pair shares one or more bands
+    return np.stack([code // n, code % n], axis=1)
+
+
+def _put_block(texts: list[str], start: int) -> object:
+    """Put one batch of texts, numbered from start, in Ray's object store."""
+    table = pa.table({"index": pa.array(np.arange(start, start + len(texts), dtype=np.int64)),
+                      "text": pa.array(texts, pa.string())})
+    return ray.put(table)
+
+
+def first_seen_marks(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (later, earlier) text indexes of the marks resolve_first_seen makes of pairs.
+
+    Resolved over the texts the pairs name only, renumbered in order, so its arrays are the
+    pairs' size, not the hub's.
+    """
+    if len(pairs) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    texts, local = np.unique(pairs, return_inverse=True)
+    dup = resolve_first_seen(len(texts), local.reshape(pairs.shape))
+    rows = np.flatnonzero(dup >= 0)
+    return texts[rows], texts[dup[rows]]
+
+
+def spill_folder(folder: Path) -> tuple[Path, Path]:
+    """Empty folder and return its id and mark subfolders, laid out as the local spill's."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    sign, marks = folder / "sign", folder / "marks"
+    sign.mkdir(parents=True)
+    marks.mkdir()
+    return sign, marks
+
+
 def minhash_pair_finder(address: str | None = None, workers: int | None = None) -> PairFinder:
-    """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver."""
+    """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver.
+
+    The texts go to Ray's object store a batch at a time as they are read, so the driver never
+    holds them all, and each map task signs one batch whatever the hub's size. ``spill`` writes
+    the marks and the texts' ids as the local out-of-core stage does, so the driver holds
+    neither the ids nor an array per text.
+    """
 
     def find(texts: Iterator[list[str]], config: MinHashConfig) -> tuple[int, np.ndarray]:
-        flat = [text for batch in texts for text in batch]
-        n = len(flat)
-        if n == 0:
-            return 0, np.empty((0, 2), dtype=np.int64)
-        bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
-        parts: list[np.ndarray] = []
         with ray_session(address):
             _quiet_data()
-            size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            partitions = max(size * 4, -(-n * (bands + 1) // _ROWS_PER_PARTITION))
-            table = pa.table({"index": pa.array(np.arange(n, dtype=np.int64)), "text": flat})
-            blocks = max(1, min(n // 1000, size * 4))
-            step = -(-n // blocks)
-            items = ray.data.from_arrow([table.slice(lo, step) for lo in range(0, n, step)])
-            banded = items.map_batches(band_rows, batch_size=None, batch_format="pyarrow",
-                                       fn_kwargs={"config": config, "partitions": partitions},
-                                       compute=ray.data.TaskPoolStrategy(size=size))
-            pairs = banded.groupby("part", num_partitions=partitions).map_groups(
-                partition_verified_pairs, batch_format="pyarrow", fn_kwargs={"config": config})
-            for piece in pairs.iter_batches(batch_size=None, batch_format="numpy"):
-                if len(piece["earlier"]):
-                    parts.append(np.stack([piece["earlier"], piece["later"]], axis=1))
-        if not parts:
-            return n, np.empty((0, 2), dtype=np.int64)
-        found = np.concatenate(parts).astype(np.int64)
-        code = np.unique(found[:, 0] * n + found[:, 1])  # a pair shares one or more bands
-        return n, np.stack([code // n, code % n], axis=1)
+            blocks: list[object] = []
+            n = 0
+            for batch in texts:
+                if batch:
+                    blocks.append(_put_block(batch, n))
+                    n += len(batch)
+            if n == 0:
+                return 0, np.empty((0, 2), dtype=np.int64)
+            return n, _shuffled_pairs(blocks, n, config, workers)
 
-    return PairFinder(find)
+    def spill(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,
+              progress: Progress | None = None) -> Spilled:
+        sign, marks = spill_folder(folder)
+        total = survivor_count(con)
+        with ray_session(address):
+            _quiet_data()
+            blocks: list[object] = []
+            n = 0
+            for c, (ids, texts) in enumerate(survivor_ranges(con, config.batch_rows)):
+                if not ids:
+                    continue
+                pq.write_table(pa.table({
+                    "index": pa.array(np.arange(n, n + len(ids), dtype=np.int64)),
+                    "persona_id": pa.array(ids, pa.string())}), sign / f"{c:06d}.ids.parquet")
+                blocks.append(_put_block(texts, n))
+                n += len(ids)
+            pairs = (_shuffled_pairs(blocks, n, config.minhash, workers) if n
+                     else np.empty((0, 2), dtype=np.int64))
+        later, earlier = first_seen_marks(pairs)
+        if later.size:
+            pq.write_table(pa.table({"later": pa.array(later), "earlier": pa.array(earlier)}),
+                           marks / "000000.parquet")
+        if progress:
+            progress("minhash", n, total)
+        return Spilled(texts=n, marks=int(later.size), folder=folder)
+
+    return PairFinder(find, spill)

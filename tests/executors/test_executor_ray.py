@@ -338,6 +338,47 @@ def test_minhash_shuffle_of_nothing_marks_nothing(local_ray: None) -> None:
     assert run_dedup(remote, DedupConfig(), sign=minhash_pair_finder(workers=2)).marked == 0
 
 
+def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
+                                                              tmp_path: Path) -> None:
+    """The command's stage 1 on Ray leaves its marks and the texts' ids in its work folder, as the
+    local out-of-core stage does, read in ranges of at most batch_rows; written, they flag what
+    the local stage flags."""
+    from personahub.core.store import transaction
+    from personahub.executors.ray_minhash import minhash_pair_finder
+    from personahub.personas.dedup import write_spilled_marks
+
+    texts = templated(3000, seed=11)
+    config = DedupConfig(batch_rows=701)
+    local, remote = hub(texts), hub(texts)
+    marked_here = run_dedup(local, config).marked
+    spill = minhash_pair_finder(workers=2).spill
+    assert spill is not None
+    spilled = spill(remote, config, tmp_path / "minhash", None)
+    assert spilled.texts == len(texts) and spilled.marks == marked_here > 200
+    assert len(spilled.ids_files) >= -(-len(texts) // 701) and len(spilled.marks_files) == 1
+    with transaction(remote):
+        assert write_spilled_marks(remote, spilled, "minhash") == marked_here
+    assert snapshot(remote) == snapshot(local)
+
+
+def test_first_seen_marks_are_resolve_first_seens_over_the_hub() -> None:
+    """Resolved over the paired texts alone, the marks are those resolved over every text."""
+    need_ray()
+    import numpy as np
+
+    from personahub.executors.ray_minhash import first_seen_marks
+    from personahub.personas.minhash import resolve_first_seen
+
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 5000, 4000), rng.integers(0, 5000, 4000)
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)[a != b], axis=0)
+    dup = resolve_first_seen(5000, pairs)
+    later, earlier = first_seen_marks(pairs)
+    assert later.tolist() == np.flatnonzero(dup >= 0).tolist()
+    assert earlier.tolist() == dup[dup >= 0].tolist()
+    assert [x.size for x in first_seen_marks(np.empty((0, 2), dtype=np.int64))] == [0, 0]
+
+
 def test_personas_dedup_cli_on_ray_flags_what_local_flags(local_ray: None, tmp_path: Path) -> None:
     people = tmp_path / "people.jsonl"
     texts = planted_corpus(150, 100, length=(30, 40), kinds=("swap", "edit1"), seed=9).texts

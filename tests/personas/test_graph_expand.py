@@ -112,3 +112,25 @@ def test_social_edges_group_and_order_pairs_by_their_ids(tmp_path):
     got = [(min(src[i], dst[i]), max(src[i], dst[i]), rel[i]) for i in order]
     assert got == want
     assert all(pos[s] < pos[d] for s, d in zip(src, dst, strict=True))
+
+
+def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch):
+    """The expansion's writes scan the hub (ids checked, texts read by id): DuckDB's pool is held
+    to a fixed share while its batches run, so a larger hub evicts blocks instead of growing."""
+    import personahub.pipelines.expand as pipeline
+
+    con, people = hub(tmp_path, n=2)
+    con.execute("SET memory_limit = '2GiB'")
+    seen = []
+    build = pipeline.hub_index
+
+    def watched(c, threshold, folder):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return build(c, threshold, folder)
+
+    monkeypatch.setattr(pipeline, "hub_index", watched)
+    fresh = ["A glassblower from Murano who teaches night classes and keeps rescue pigeons.",
+             "A tugboat engineer in Rotterdam who restores jukeboxes on her days off."]
+    expand_hub(con, FakeClient(people_answers(fresh)), start_ids=[people[0].persona_id], hops=1,
+               fanout=2)
+    assert seen == ["128.0 MiB"]
