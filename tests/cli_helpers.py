@@ -77,3 +77,25 @@ def kill_when(args: list[str], ready: Callable[[], bool], what: str, *,
             proc.kill()
     return proc.returncode
 
+
+
+def kill_in_step_two_and_resume(path: Path, db: Path, tmp_path: Path) -> str:
+    """Run a column society's scenario, kill -9 it in step 2 (step 1 committed, calls under way),
+    resume it from the command line and return its run id."""
+    import duckdb
+
+    said = tmp_path / "stderr.txt"
+    with said.open("w") as err:
+        code = kill_when(["run", str(path), "--db", str(db), "--society", "columns",
+                          "--offline-latency", "0.4"],
+                         lambda: "step 1/3 committed" in said.read_text(), "step 1 committed",
+                         stderr=err, delay_s=0.2)
+    assert code == -signal.SIGKILL, said.read_text()
+    con = duckdb.connect(str(db))
+    run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchall()[0]
+    con.close()
+    assert done < 3
+    resumed = subprocess.run(cli("run", "--resume", run_id, "--db", str(db)), env=env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    return str(run_id)

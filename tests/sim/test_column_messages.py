@@ -3,8 +3,6 @@ messages crossing shards through the step's outbox, the same tables for any numb
 locally or on Ray, and after a ``kill -9``."""
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import duckdb
@@ -18,7 +16,7 @@ from personahub.sim.population import PopulationShard
 from personahub.sim.population_load import shard_ranges
 from personahub.sim.population_plan import StepOpen
 from personahub.sim.scenario import Memory, load_scenario
-from tests.cli_helpers import cli, env, kill_when
+from tests.cli_helpers import kill_in_step_two_and_resume
 from tests.conftest import persona_texts
 from tests.optional import need_ray
 
@@ -144,21 +142,7 @@ def test_ray_shards_give_the_local_tables_with_messages(talk, tmp_path):
 def test_kill_9_mid_step_resumes_to_the_same_messages_and_inboxes(talk, tmp_path):
     path, tables = talk
     db = tmp_path / "killed.duckdb"
-    said = tmp_path / "stderr.txt"
-    with said.open("w") as err:  # killed in step 2, its calls under way: step 1 is committed
-        code = kill_when(["run", str(path), "--db", str(db), "--society", "columns",
-                          "--offline-latency", "0.4"],
-                         lambda: "step 1/3 committed" in said.read_text(), "step 1 committed",
-                         stderr=err, delay_s=0.2)
-    assert code == -signal.SIGKILL, said.read_text()
-    con = duckdb.connect(str(db))
-    run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchone()
-    con.close()
-    assert done < 3
-    resumed = subprocess.run(
-        cli("run", "--resume", run_id, "--db", str(db)), env=env(), capture_output=True,
-        text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    run_id = kill_in_step_two_and_resume(path, db, tmp_path)
     assert _snapshot(db, run_id) == tables
 
 

@@ -24,7 +24,7 @@ from personahub.sim.memory_table import MemoryTable
 from personahub.sim.population_load import shard_ranges
 from personahub.sim.run_plan import step_prices
 from personahub.sim.scenario import Memory, load_scenario
-from tests.cli_helpers import cli, env, kill_when
+from tests.cli_helpers import cli, env, kill_in_step_two_and_resume, kill_when
 from tests.conftest import persona_texts
 from tests.fakes import FakeClient, unreachable_from_step
 from tests.optional import need_ray
@@ -175,23 +175,9 @@ def test_resume_after_a_failure_gives_the_uninterrupted_tables(whole, tmp_path):
 def test_kill_9_mid_step_resumes_to_the_uninterrupted_tables(whole, tmp_path):
     path, tables = whole
     db = tmp_path / "killed.duckdb"
-    said = tmp_path / "stderr.txt"
-    with said.open("w") as err:  # killed in step 2, its calls under way: step 1 is committed
-        code = kill_when(["run", str(path), "--db", str(db), "--society", "columns",
-                          "--offline-latency", "0.4"],
-                         lambda: "step 1/3 committed" in said.read_text(), "step 1 committed",
-                         stderr=err, delay_s=0.2)
-    assert code == -signal.SIGKILL, said.read_text()
-    con = duckdb.connect(str(db))
-    run_id, done = con.execute("SELECT run_id, steps_done FROM runs").fetchone()
-    con.close()
-    assert done < 3
-    resumed = subprocess.run(
-        cli("run", "--resume", run_id, "--db", str(db)), env=env(), capture_output=True,
-        text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
+    run_id = kill_in_step_two_and_resume(path, db, tmp_path)
     assert _snapshot(db, run_id) == tables
-    print(f"\nkilled after step {done}; resumed to the uninterrupted tables")
+    print("\nkilled in step 2; resumed to the uninterrupted tables")
 
 
 def _bytes(setting: str) -> float:
