@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 __all__ = [
     "FeatureSets",
     "MinHashConfig",
+    "band_bucket_pairs",
     "band_keys",
     "bucket_pairs",
     "candidate_pairs",
@@ -668,6 +669,20 @@ def split_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, 
     return _bucket_pairs(split, members, max_pairs)
 
 
+def band_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, band: int,
+                      config: MinHashConfig) -> np.ndarray:
+    """Return one band's candidate pairs: its buckets' capped pairs and their split buckets'.
+
+    keys, members and head (the rows' packed 4-bit head slots) hold one row per text of the
+    band, in ascending text order; in memory, out of core and on Ray alike.
+    """
+    _, rows = recall_lsh_params(float(config.threshold), config.num_perm)
+    slots = split_slots(band, rows, min(config.num_perm, 64))
+    return np.concatenate([
+        _bucket_pairs(keys, members, config.max_bucket_pairs),
+        split_bucket_pairs(keys, members, head, slots, config.max_bucket_pairs)])
+
+
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     out = np.empty(len(pairs), dtype=np.float64)
     step = 1 << 18
@@ -903,14 +918,10 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     used = sigs[members] if members.size < n else sigs
     keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
     prefilter = slot_prefilter(sigs, config)
-    head_slots = min(config.num_perm, 64)
-    head = _slot_bytes(used, head_slots, bits=4)
+    head = _slot_bytes(used, min(config.num_perm, 64), bits=4)
 
     def band_pairs(band: int) -> np.ndarray:
-        pairs = np.concatenate([
-            _bucket_pairs(keys[band], members, config.max_bucket_pairs),
-            split_bucket_pairs(keys[band], members, head, split_slots(band, rows, head_slots),
-                               config.max_bucket_pairs)])
+        pairs = band_bucket_pairs(keys[band], members, head, band, config)
         return prefilter(pairs) if len(pairs) * _JUNK_BAND > n else pairs
 
     band_found: list[np.ndarray] = []

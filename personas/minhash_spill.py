@@ -47,12 +47,11 @@ from personahub.personas.minhash import (
     _equal_slots,
     _keys_by_band,
     _slot_bytes,
+    band_bucket_pairs,
     exact_jaccard,
     prefilter_floor,
     recall_lsh_params,
     sketch,
-    split_bucket_pairs,
-    split_slots,
 )
 
 __all__ = [
@@ -185,7 +184,7 @@ def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
     identical is 1 for a pair of identical signatures (not pre-filtered, as in memory). rows
     hold each band's rows in ascending text order.
     """
-    bands, rows_per_band = recall_lsh_params(float(config.threshold), config.num_perm)
+    bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
     head_slots = _head_slots(config)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
     band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.int64)
@@ -195,12 +194,8 @@ def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
     for b in np.unique(band).tolist():
         local = np.flatnonzero(band == b)
         signature_band = b == bands
-        pairs = _bucket_pairs(rows["key"][local], local, 1 if signature_band else
-                              config.max_bucket_pairs)
-        if not signature_band:
-            pairs = np.concatenate([pairs, split_bucket_pairs(
-                rows["key"][local], local, head[local],
-                split_slots(b, rows_per_band, head_slots), config.max_bucket_pairs)])
+        pairs = (_bucket_pairs(rows["key"][local], local, 1) if signature_band else
+                 band_bucket_pairs(rows["key"][local], local, head[local], b, config))
         if len(pairs) and not signature_band:
             pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
         if len(pairs):

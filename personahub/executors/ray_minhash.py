@@ -29,6 +29,7 @@ from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
     _slot_bytes,
+    band_bucket_pairs,
     band_keys,
     bucket_pairs,
     exact_jaccard,
@@ -38,8 +39,6 @@ from personahub.personas.minhash import (
     sketch,
     slot_low_bytes,
     slot_prefilter,
-    split_bucket_pairs,
-    split_slots,
 )
 from personahub.personas.minhash_spill import Spilled
 from personahub.personas.store import survivor_count, survivor_ranges
@@ -107,20 +106,16 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     keys = rows.column("key").to_numpy()
     slots = _slot_array(rows.column("slots"), config.num_perm)
     prefilter = slot_prefilter(slots, config)
-    signature_band, rows_per_band = recall_lsh_params(float(config.threshold), config.num_perm)
-    head_slots = min(config.num_perm, 64)
-    head = _slot_bytes(slots, head_slots, bits=4)
+    signature_band, _ = recall_lsh_params(float(config.threshold), config.num_perm)
+    head = _slot_bytes(slots, min(config.num_perm, 64), bits=4)
     found = []
     for b in np.unique(band):
         members = np.flatnonzero(band == b)  # ascending, so by text index within each bucket
         if b == signature_band:  # identical signatures need no verifying
             found.append(bucket_pairs(keys[members], members, 1))
         else:
-            found.append(prefilter(np.concatenate([
-                bucket_pairs(keys[members], members, config.max_bucket_pairs),
-                split_bucket_pairs(keys[members], members, head[members],
-                                   split_slots(int(b), rows_per_band, head_slots),
-                                   config.max_bucket_pairs)])))
+            found.append(prefilter(band_bucket_pairs(keys[members], members, head[members],
+                                                      int(b), config)))
     pairs = np.concatenate(found)
     if len(pairs) == 0:
         return _PAIR_SCHEMA.empty_table()
