@@ -6,6 +6,9 @@ what it read and the process would grow with the hub. The hub commands set it to
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import duckdb
 
 # DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
@@ -25,6 +28,23 @@ EXPAND_MEMORY_MB = 128
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
     """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it."""
     con.execute(f"SET memory_limit = '{max(64, int(memory_mb))}MiB'")
+
+
+@contextmanager
+def held_memory(con: duckdb.DuckDBPyConnection, memory_mb: int) -> Iterator[None]:
+    """Hold DuckDB's buffers to memory_mb while the block runs, then give the connection back its
+    own limit, so a caller that passed its connection in finds it as it was.
+
+    Args:
+        con: the connection whose buffer pool is held.
+        memory_mb: the limit while the block runs (at least 64 MiB).
+    """
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    bound_memory(con, memory_mb)
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{limit}'")
 
 
 def personas_keyed(con: duckdb.DuckDBPyConnection) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, bound_memory
+from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, held_memory
 from personahub.personas.minhash import lsh_params, signatures
 from personahub.personas.near_dup import NearDuplicateIndex, band_hashes
 from personahub.personas.store import survivor_ranges, texts_by_id
@@ -42,12 +42,8 @@ class HubNearIndex:
         self.bands, self.rows = lsh_params(threshold, self.config.num_perm)
         # DuckDB's default pool is most of the machine: the build's scan would keep every block
         # it read (428 MiB at 10M personas), so the build holds it to a sample's share
-        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-        bound_memory(con, SAMPLE_MEMORY_MB)
-        try:
+        with held_memory(con, SAMPLE_MEMORY_MB):
             self.hub_texts = self._build(survivor_ranges(con, chunk_rows))
-        finally:
-            con.execute(f"SET memory_limit = '{limit}'")
 
     def _build(self, batches: Iterator[tuple[list[str], list[str]]]) -> int:
         """Write each hub chunk's band hashes and ids; return how many hub texts there are."""

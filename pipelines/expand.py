@@ -9,6 +9,7 @@ level keeps failing, rather than shrink the society.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ from personahub.personas.expand import (
     write_answer,
     write_next_level,
 )
-from personahub.personas.hub_memory import EXPAND_MEMORY_MB, bound_memory
+from personahub.personas.hub_memory import EXPAND_MEMORY_MB, held_memory
 from personahub.personas.link_merge import load_aliases
 from personahub.personas.link_nearest import load_pool
 from personahub.personas.near_dup import NearIndex
@@ -192,13 +193,16 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         return BatchOutcome(rows=new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start,
                                                     config.threshold, config.hops, config.fanout))
 
+    def running(self, ctx: JobContext[ExpandConfig]) -> AbstractContextManager[None]:
+        """Hold DuckDB to a fixed share while the batches run, and give the connection its own limit
+        back after: each batch's writes check new ids against the whole hub and read texts by id,
+        and DuckDB's default pool kept every block those scans read (the command grew from 546 MiB
+        at 1M personas to 870 MiB at 10M)."""
+        return held_memory(ctx.con, EXPAND_MEMORY_MB)
+
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:
         """Return the driver's asker, with the index, merges and nearest-people pool loaded."""
         config, state = ctx.config, _state(ctx)
-        # each batch's writes check its new ids against the whole hub and read texts by id:
-        # DuckDB's default pool kept every block those scans read (the command grew from 546 MiB
-        # at 1M personas to 870 MiB at 10M), so the expansion holds it to a fixed share
-        bound_memory(ctx.con, EXPAND_MEMORY_MB)
         state.index = hub_index(ctx.con, config.threshold,
                                 job_folder(ctx.db, ctx.job_id) / "hub-index")
         embedder = link_embedder_of(config.link_embedder)

@@ -134,3 +134,23 @@ def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch)
     expand_hub(con, FakeClient(people_answers(fresh)), start_ids=[people[0].persona_id], hops=1,
                fanout=2)
     assert seen == ["128.0 MiB"]
+
+
+def test_an_expansion_gives_the_callers_connection_its_memory_limit_back(tmp_path):
+    """The expansion holds DuckDB to a fixed share while it runs (and checks that it does), then
+    leaves a connection passed in with the limit it had."""
+    con, people = hub(tmp_path, n=4)
+    con.execute("SET memory_limit = '3GiB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    during = []
+
+    class Watching(LLMClient):
+        async def structured(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            during.append(con.cursor().execute("SELECT current_setting('memory_limit')")
+                          .fetchone()[0])
+            return await super().structured(*args, **kwargs)
+
+    expand_hub(con, Watching(LLMSettings(seed=4)), start_ids=[p.persona_id for p in people],
+               hops=1, fanout=2)
+    assert during and set(during) == {"128.0 MiB"}
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
