@@ -520,32 +520,64 @@ def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> N
 
 
 def _drop_graph_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for name in ("_g_nodes", "_g_edges", "_g_simple", "_g_labels", "_g_next"):
+    for name in ("_g_nodes", "_g_edges", "_g_simple", "_g_pairs", "_g_weight", "_g_done",
+                 "_g_hook", "_g_next"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-def _components(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int]]:
-    """Return (component size, count) of the simple graph, by min-label propagation with pointer
-    jumping: each round a node takes its neighbours' least label, then its label's label."""
-    con.execute("CREATE OR REPLACE TEMP TABLE _g_labels AS SELECT v, v AS l FROM _g_nodes")
-    while True:
+def _components(con: duckdb.DuckDBPyConnection, nodes: int) -> list[tuple[int, int]]:
+    """Return (component size, count) of the simple graph by contraction: each round every node
+    of the edge list hooks to its least neighbour, the hooks are followed to their roots, and the
+    edges are rewritten between roots, so a component's edges shrink to nothing and its root
+    carries the number of nodes it stands for.
+
+    Each round at least halves the nodes left in the edge list (a node that is its own least
+    neighbour has a neighbour that hooked to it), and a round reads only the edges left, not the
+    hub's nodes: the earlier min-label propagation read every node and edge each round, and its
+    rounds grew with the graph's diameter.
+    """
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_pairs AS SELECT x, y FROM _g_simple")
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_weight AS SELECT v, 1::BIGINT AS w FROM "
+                "(SELECT x AS v FROM _g_simple UNION SELECT y FROM _g_simple)")
+    in_edges = int(con.execute("SELECT count(*) FROM _g_weight").fetchall()[0][0])
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_done (w BIGINT)")
+    while con.execute("SELECT 1 FROM _g_pairs LIMIT 1").fetchall():
+        # each node's least neighbour, or itself when it is the least
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _g_hook AS
+            SELECT v, least(v, min(u)) AS p FROM (
+                SELECT x AS v, y AS u FROM _g_pairs UNION ALL SELECT y, x FROM _g_pairs)
+            GROUP BY v""")
+        # follow the hooks to their roots by pointer jumping (a hook only ever points lower)
+        while True:
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _g_next AS
+                SELECT h.v, j.p FROM _g_hook h JOIN _g_hook j ON j.v = h.p""")
+            moved = con.execute("SELECT count(*) FROM _g_next n JOIN _g_hook h USING (v) "
+                                "WHERE n.p <> h.p").fetchall()[0][0]
+            con.execute("CREATE OR REPLACE TEMP TABLE _g_hook AS SELECT * FROM _g_next")
+            if not moved:
+                break
         con.execute("""
             CREATE OR REPLACE TEMP TABLE _g_next AS
-            WITH least_seen AS (
-                SELECT v, min(l) AS l FROM (
-                    SELECT v, l FROM _g_labels
-                    UNION ALL SELECT s.x AS v, t.l FROM _g_simple s JOIN _g_labels t ON t.v = s.y
-                    UNION ALL SELECT s.y AS v, t.l FROM _g_simple s JOIN _g_labels t ON t.v = s.x)
-                GROUP BY v)
-            SELECT n.v, least(n.l, j.l) AS l FROM least_seen n JOIN least_seen j ON j.v = n.l""")
-        changed = con.execute("SELECT count(*) FROM _g_next n JOIN _g_labels o USING (v) "
-                              "WHERE n.l <> o.l").fetchall()[0][0]
-        con.execute("CREATE OR REPLACE TEMP TABLE _g_labels AS SELECT * FROM _g_next")
-        if not changed:
-            break
-    return [(int(size), int(count)) for size, count in con.execute(
-        "SELECT size, count(*) FROM (SELECT l, count(*) AS size FROM _g_labels GROUP BY l) "
-        "GROUP BY size ORDER BY size").fetchall()]
+            SELECT DISTINCT least(a.p, b.p) AS x, greatest(a.p, b.p) AS y
+            FROM _g_pairs e JOIN _g_hook a ON a.v = e.x JOIN _g_hook b ON b.v = e.y
+            WHERE a.p <> b.p""")
+        con.execute("CREATE OR REPLACE TEMP TABLE _g_pairs AS SELECT * FROM _g_next")
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _g_next AS
+            SELECT h.p AS v, sum(w.w)::BIGINT AS w FROM _g_weight w JOIN _g_hook h USING (v)
+            GROUP BY h.p""")
+        # a root left without edges is a whole component: its weight is the component's size
+        con.execute("CREATE OR REPLACE TEMP TABLE _g_hook AS "
+                    "SELECT x AS v FROM _g_pairs UNION SELECT y FROM _g_pairs")
+        con.execute("INSERT INTO _g_done SELECT n.w FROM _g_next n ANTI JOIN _g_hook e USING (v)")
+        con.execute("CREATE OR REPLACE TEMP TABLE _g_weight AS "
+                    "SELECT n.* FROM _g_next n SEMI JOIN _g_hook e USING (v)")
+    sizes = dict(con.execute("SELECT w, count(*) FROM _g_done GROUP BY w").fetchall())
+    if nodes > in_edges:  # nodes on no simple edge are components of one
+        sizes[1] = sizes.get(1, 0) + nodes - in_edges
+    return [(int(size), int(sizes[size])) for size in sorted(sizes)]
 
 
 def graph_tallies(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> dict[str, Any]:
@@ -588,7 +620,7 @@ def graph_tallies(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> d
         labels = con.execute("""
             SELECT relation, count(*) AS n FROM _g_edges GROUP BY relation
             ORDER BY n DESC, min({'s': aseq, 'd': dst})""").fetchall()
-        components = _components(con) if nodes else []
+        components = _components(con, int(nodes)) if nodes else []
     finally:
         _drop_graph_tables(con)
     return {"nodes": int(nodes), "edges": int(edges), "simple_edges": int(simple),

@@ -2,6 +2,8 @@ import json
 
 import networkx as nx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from personahub.cli.app import app
@@ -196,3 +198,51 @@ def test_stats_and_sample_print_no_progress_bar_into_their_output(tmp_path, monk
                                  "2", "--format", "ids"])
     assert stats.exit_code == 0 and sample.exit_code == 0, stats.output + sample.output
     assert settings == [False, False]
+
+
+def _component_sizes(edges, nodes):
+    """The (size, count) rows the SQL contraction gives for a simple graph on nodes 1..nodes."""
+    import duckdb
+
+    from personahub.personas.store import _components
+
+    con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE _g_simple (x BIGINT, y BIGINT)")
+    pairs = sorted({(min(a, b), max(a, b)) for a, b in edges if a != b})
+    if pairs:
+        con.executemany("INSERT INTO _g_simple VALUES (?, ?)", pairs)
+    return _components(con, nodes)
+
+
+def _networkx_sizes(edges, nodes):
+    from collections import Counter
+
+    g = nx.Graph()
+    g.add_nodes_from(range(1, nodes + 1))
+    g.add_edges_from(edges)
+    return sorted(Counter(len(c) for c in nx.connected_components(g)).items())
+
+
+@given(st.integers(1, 40).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.tuples(st.integers(1, n), st.integers(1, n)), max_size=80))))
+@settings(max_examples=60, deadline=None)
+def test_components_by_contraction_equal_networkx(graph):
+    nodes, edges = graph
+    assert _component_sizes(edges, nodes) == _networkx_sizes(edges, nodes)
+
+
+def test_components_by_contraction_on_paths_stars_and_cycles():
+    """Shapes where hooks chain far: a path whose labels fall along it, a path in shuffled order,
+    a star, a cycle, and isolated nodes beside them."""
+    import random
+
+    rng = random.Random(1)
+    path = [(v, v + 1) for v in range(1, 300)]
+    shuffled = list(range(301, 700))
+    rng.shuffle(shuffled)
+    wander = list(zip(shuffled, shuffled[1:], strict=False))
+    star = [(700, v) for v in range(701, 760)]
+    cycle = [(v, v + 1) for v in range(760, 800)] + [(800, 760)]
+    edges = path + wander + star + cycle
+    assert _component_sizes(edges, 820) == _networkx_sizes(edges, 820) == [
+        (1, 20), (41, 1), (60, 1), (300, 1), (399, 1)]
