@@ -513,14 +513,23 @@ def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> N
     edges = int(con.execute("SELECT count(*) FROM _g_edges").fetchall()[0][0])
     parts = max(1, -(-edges // PAIRS_A_PASS))
     con.execute("CREATE OR REPLACE TEMP TABLE _g_simple (x BIGINT, y BIGINT)")
-    for part in range(parts):
+    if parts == 1:
         con.execute("INSERT INTO _g_simple SELECT DISTINCT least(a, b) AS x, greatest(a, b) AS y "
-                    "FROM _g_edges WHERE a <> b AND hash(least(a, b)) % $parts = $part",
-                    {"parts": parts, "part": part})
+                    "FROM _g_edges WHERE a <> b")
+        return
+    # the undirected ends sorted by their partition once, so that each pass reads its own
+    # partition's row groups (their min and max of part skip the rest) instead of every edge
+    con.execute("CREATE OR REPLACE TEMP TABLE _g_ends AS SELECT hash(least(a, b)) % $parts AS "
+                "part, least(a, b) AS x, greatest(a, b) AS y FROM _g_edges WHERE a <> b "
+                "ORDER BY part", {"parts": parts})
+    for part in range(parts):
+        con.execute("INSERT INTO _g_simple SELECT DISTINCT x, y FROM _g_ends WHERE part = $part",
+                    {"part": part})
+    con.execute("DROP TABLE _g_ends")
 
 
 def _drop_graph_tables(con: duckdb.DuckDBPyConnection) -> None:
-    for name in ("_g_nodes", "_g_edges", "_g_simple", "_g_pairs", "_g_weight", "_g_done",
+    for name in ("_g_nodes", "_g_edges", "_g_ends", "_g_simple", "_g_pairs", "_g_weight", "_g_done",
                  "_g_hook", "_g_next"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
@@ -552,10 +561,9 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: int) -> list[tuple[int, i
         while True:
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _g_next AS
-                SELECT h.v, j.p FROM _g_hook h JOIN _g_hook j ON j.v = h.p""")
-            moved = con.execute("SELECT count(*) FROM _g_next n JOIN _g_hook h USING (v) "
-                                "WHERE n.p <> h.p").fetchall()[0][0]
-            con.execute("CREATE OR REPLACE TEMP TABLE _g_hook AS SELECT * FROM _g_next")
+                SELECT h.v, j.p, j.p <> h.p AS moved FROM _g_hook h JOIN _g_hook j ON j.v = h.p""")
+            moved = con.execute("SELECT count(*) FROM _g_next WHERE moved").fetchall()[0][0]
+            con.execute("CREATE OR REPLACE TEMP TABLE _g_hook AS SELECT v, p FROM _g_next")
             if not moved:
                 break
         con.execute("""
