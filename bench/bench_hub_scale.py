@@ -50,6 +50,14 @@ class Measured:
     disk_mib: float = 0.0
     output: str = ""
     code: int = 0
+    # a Ray worker's title at its peak (ray::Task) -> (RSS, RSS less shared pages) in MiB
+    ray_tasks: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def task_line(self) -> str:
+        """The Ray workers' peaks by the task each ran at its peak, largest first: RSS and,
+        in brackets, RSS less its shared pages (the object store's mapped objects among them)."""
+        return ", ".join(f"{title} {rss:,.0f} ({own:,.0f})" for title, (rss, own) in
+                         sorted(self.ray_tasks.items(), key=lambda kv: -kv[1][0]))
 
     def line(self) -> str:
         peaks = ", ".join(f"{role} {mib:,.0f}" for role, mib in sorted(self.peaks.items()))
@@ -103,7 +111,7 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-    peaks: dict[int, tuple[str, float]] = {}
+    peaks: dict[int, tuple[str, float, str, float]] = {}
     disk = [0.0]
     done = threading.Event()
 
@@ -118,16 +126,22 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
                 procs += [(p, "ray") for p in _ray_processes(ray)]
             for p, role in procs:
                 try:  # a process may end (or be a zombie) between the listing and here
-                    rss = p.memory_info().rss / 2**20
+                    info = p.memory_info()
+                    rss = info.rss / 2**20
                     cmd = " ".join(p.cmdline()) if role == "ray" else ""
                 except psutil.Error:
                     continue
                 name = role
-                if role == "ray":
-                    name = ("ray worker" if "ray::" in cmd or "default_worker" in cmd
+                if role == "ray":  # a worker's title is ray::Task; the raylet's arguments name
+                    # default_worker.py too
+                    head = cmd.split()[:2]
+                    name = ("ray worker" if cmd.startswith("ray::")
+                            or any(w.endswith("default_worker.py") for w in head)
                             else "ray raylet/gcs")
-                old = peaks.get(p.pid, (name, 0.0))
-                peaks[p.pid] = (name, max(old[1], rss))
+                old = peaks.get(p.pid, (name, 0.0, "", 0.0))
+                if rss > old[1]:  # the task a Ray worker ran at its peak: its title, ray::Task
+                    title = cmd.split()[0] if name == "ray worker" and cmd else ""
+                    peaks[p.pid] = (name, rss, title, rss - getattr(info, "shared", 0) / 2**20)
             disk[0] = max(disk[0], sum(_folder_mib(w) for w in watch if w.exists()))
             time.sleep(0.1)
 
@@ -142,11 +156,14 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
     sink.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     by_role: dict[str, float] = {"command": usage.ru_maxrss / 1024}
-    for name, mib in peaks.values():
+    tasks: dict[str, tuple[float, float]] = {}
+    for name, mib, title, own in peaks.values():
         if name != "command":
             by_role[name] = max(by_role.get(name, 0.0), mib)
+        if title and mib > tasks.get(title, (0.0, 0.0))[0]:
+            tasks[title] = (mib, own)
     disk[0] = max(disk[0], sum(_folder_mib(w) for w in watch if w.exists()))
-    return Measured(seconds, by_role, disk[0], output, proc.returncode)
+    return Measured(seconds, by_role, disk[0], output, proc.returncode, tasks)
 
 
 def corpus(workdir: Path, n: int) -> tuple[Path, Path]:
@@ -317,7 +334,10 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
         add_relations_apart(db, n)
     if "dedup" in stages:
         backup = workdir / f"hub-{n}.before-dedup.duckdb"
-        shutil.copy(db, backup)
+        if "import" not in stages and backup.exists():  # kept by an earlier run (--keep)
+            shutil.copy(backup, db)
+        else:
+            shutil.copy(db, backup)
         m = run(["personas", "dedup", "--db", db, "--embedder", "none", "--memory-mb",
                  args.memory_mb], watch=watch)
         stage_lines("dedup stage 1", m)
@@ -340,7 +360,8 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
             result["ray"] = ray_dedup(n, backup, db, args)
         if args.kill_in:
             result["killed_same_flags"] = killed_dedup(n, backup, db, args)
-        backup.unlink(missing_ok=True)
+        if not args.keep:
+            backup.unlink(missing_ok=True)
     if "expand" in stages:
         m = run(["personas", "expand", "--db", db, "--limit", 200, "--hops", 1, "--fanout", 2],
                 watch=watch)
@@ -407,6 +428,8 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
         cluster.stdin.close()
         cluster.wait(timeout=120)
     stage_lines(f"dedup on Ray, {args.ray_nodes} nodes", m)
+    if m.ray_tasks:
+        print(f"    Ray workers' peaks by the task at the peak, MiB: {m.task_line()}", flush=True)
     if m.code == 0:
         same = np.array_equal(np.stack(flags(db)), np.stack(flags(local_db)))
         print(f"    flags identical to the local run: {same}", flush=True)
@@ -509,7 +532,9 @@ def main() -> None:
     ap.add_argument("--kill-in", default="",
                     help="dedup again, killed -9 in these phases (sign,buckets,verify) and "
                          "resumed, flags compared with the uninterrupted run")
-    ap.add_argument("--keep", action="store_true", help="keep the hub files for another run")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the hub files for another run, the store before dedup too (a "
+                         "run of --stages dedup then starts from it)")
     ap.add_argument("--score", type=Path, default=None,
                     help="only score this deduplicated hub database against its size's truth")
     args = ap.parse_args()

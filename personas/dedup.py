@@ -73,11 +73,12 @@ Signer = Callable[[Iterator[list[str]], MinHashConfig], Iterator[tuple[np.ndarra
 class PairFinder:
     """Stage 1 done elsewhere up to its verified pairs (a Ray shuffle); find returns (texts seen,
     pairs). spill, when given, runs the stage over a connection's survivors through a work
-    folder and returns its marks there, so the driver holds no per-text array.
+    folder, each task within the memory setting in MiB, and returns its marks there, so the
+    driver holds no per-text array.
     """
 
     find: Callable[[Iterator[list[str]], MinHashConfig], tuple[int, np.ndarray]]
-    spill: Callable[[duckdb.DuckDBPyConnection, DedupConfig, Path, Progress | None],
+    spill: Callable[[duckdb.DuckDBPyConnection, DedupConfig, Path, int, Progress | None],
                     Spilled] | None = None
 
 

@@ -258,7 +258,7 @@ class DedupAsker:
             return SpilledMarks(spilled, time.perf_counter() - t0)
         if isinstance(sign, PairFinder) and sign.spill is not None:
             bound_memory(self.con, self.memory_mb // 4)
-            spilled = sign.spill(self.con, self.config, self.folder, self.report)
+            spilled = sign.spill(self.con, self.config, self.folder, self.memory_mb, self.report)
             return SpilledMarks(spilled, time.perf_counter() - t0)
         ids, dup = minhash_duplicates(self.con, self.config, self.report, sign)
         return Marks(ids, dup, time.perf_counter() - t0)

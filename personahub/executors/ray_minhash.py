@@ -13,8 +13,10 @@ bench_ray's templated 100k it could save at most 40% of the rows.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -45,9 +47,54 @@ from personahub.personas.store import survivor_count, survivor_ranges
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
-_ROWS_PER_PARTITION = 200_000
 _SPREAD = np.uint64(0x9E3779B97F4A7C15)  # separates equal keys of different bands
 SHUFFLE = "sort_shuffle_pull_based"  # a ray.data ShuffleStrategy value (below)
+DEFAULT_MEMORY_MB = 1024  # a task's working memory when the caller gives none (dedup's default)
+# A band row's bytes in a Ray task at its largest: its Arrow row (the slots' low bytes, its text's
+# feature list, key, index), the sort's sorted and partitioned copies and the reduce's merge, and
+# the pairs its bucket makes. A text's signing (its tokens and signature) is beside its rows.
+ROW_BYTES = 4_000
+TEXT_BYTES_SIGN = 6_000
+BLOCK_SHARE = 8  # a block of band rows is at most this share of a task's memory (the sort's map)
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How stage 1 splits over Ray so each task works within the memory setting, whatever n.
+
+    Attributes:
+        texts_per_task: Texts a map task signs and bands at a time.
+        partitions: Reduce tasks of the shuffle, each one partition's band rows.
+        block_bytes: Ray Data's largest block of band rows (``target_max_block_size``).
+    """
+
+    texts_per_task: int
+    partitions: int
+    block_bytes: int
+
+    @classmethod
+    def for_memory(cls, texts: int, memory_mb: int, config: MinHashConfig,
+                   workers: int = 1) -> RayPlan:
+        """Split n texts so that a map or reduce task holds about memory_mb MiB.
+
+        Args:
+            texts: Texts in the stage.
+            memory_mb: Each task's working memory in MiB (``--memory-mb``).
+            config: Stage 1's settings (its bands).
+            workers: Ray workers; there are at least this many partitions.
+
+        Returns:
+            The plan: texts per map task and partitions both follow memory_mb, and the number of
+            partitions grows with the texts.
+        """
+        if memory_mb < 1:
+            raise ValueError(f"memory_mb must be >= 1, got {memory_mb}")
+        share = memory_mb * (1 << 20)
+        rows = recall_lsh_params(float(config.threshold), config.num_perm)[0] + 1  # per text
+        per_task = max(256, share // (TEXT_BYTES_SIGN + rows * ROW_BYTES))
+        partitions = max(1, workers, math.ceil(texts * rows * ROW_BYTES / share))
+        return cls(texts_per_task=int(per_task), partitions=int(partitions),
+                   block_bytes=max(1 << 20, share // BLOCK_SHARE))
 
 
 def _band_schema(num_perm: int) -> pa.Schema:
@@ -130,31 +177,36 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
 
 
 def _shuffled_pairs(blocks: list[object], n: int, config: MinHashConfig,
-                    workers: int | None) -> np.ndarray:
+                    workers: int | None, memory_mb: int) -> np.ndarray:
     """Return the verified (earlier, later) pairs of n texts in Ray object blocks, each once."""
-    bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    partitions = max(size * 4, -(-n * (bands + 1) // _ROWS_PER_PARTITION))
+    plan = RayPlan.for_memory(n, memory_mb, config, size)
     # Ray Data's default hash shuffle gathers each aggregator's share of every partition in that
     # actor's memory until the last block is in: a share of the whole shuffle, growing with the
     # hub. The sort shuffle leaves map outputs in the object store (spilled past its size) and
-    # reduces one partition a task. Set for this pass only.
+    # reduces one partition a task. Its partitions are given (one per value of ``part``): left
+    # to itself, it makes as many as there are blocks. Set for this pass only.
     context = ray.data.DataContext.get_current()
-    before = context.shuffle_strategy
+    before = context.shuffle_strategy, context.target_max_block_size
     context.shuffle_strategy = SHUFFLE
+    context.target_max_block_size = plan.block_bytes
     parts: list[np.ndarray] = []
     try:
         items = ray.data.from_arrow_refs(blocks)
-        banded = items.map_batches(band_rows, batch_size=None, batch_format="pyarrow",
-                                   fn_kwargs={"config": config, "partitions": partitions},
+        banded = items.map_batches(band_rows, batch_size=plan.texts_per_task,
+                                   batch_format="pyarrow",
+                                   fn_kwargs={"config": config, "partitions": plan.partitions},
                                    compute=ray.data.TaskPoolStrategy(size=size))
-        pairs = banded.groupby("part", num_partitions=partitions).map_groups(
-            partition_verified_pairs, batch_format="pyarrow", fn_kwargs={"config": config})
+        # each reduce task merges one partition's rows (all its buckets) into one block
+        ordered = banded.sort("part", boundaries=list(range(1, plan.partitions)))
+        pairs = ordered.map_batches(partition_verified_pairs, batch_size=None,
+                                    batch_format="pyarrow", fn_kwargs={"config": config},
+                                    compute=ray.data.TaskPoolStrategy(size=size))
         for piece in pairs.iter_batches(batch_size=None, batch_format="numpy"):
             if len(piece["earlier"]):
                 parts.append(np.stack([piece["earlier"], piece["later"]], axis=1))
     finally:
-        context.shuffle_strategy = before
+        context.shuffle_strategy, context.target_max_block_size = before
     if not parts:
         return np.empty((0, 2), dtype=np.int64)
     found = np.concatenate(parts).astype(np.int64)
@@ -197,9 +249,11 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
     """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver.
 
     The texts go to Ray's object store a batch at a time as they are read, so the driver never
-    holds them all, and each map task signs one batch whatever the hub's size. ``spill`` writes
-    the marks and the texts' ids as the local out-of-core stage does, so the driver holds
-    neither the ids nor an array per text.
+    holds them all. Each map task signs and bands ``RayPlan.texts_per_task`` texts and each
+    reduce task merges one of ``RayPlan.partitions``, both set by the memory setting (``spill``'s
+    memory_mb, ``DEFAULT_MEMORY_MB`` for ``find``), so a task's memory does not grow with the hub.
+    ``spill`` writes the marks and the texts' ids as the local out-of-core stage does, so the
+    driver holds neither the ids nor an array per text.
     """
 
     def find(texts: Iterator[list[str]], config: MinHashConfig) -> tuple[int, np.ndarray]:
@@ -213,10 +267,10 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
                     n += len(batch)
             if n == 0:
                 return 0, np.empty((0, 2), dtype=np.int64)
-            return n, _shuffled_pairs(blocks, n, config, workers)
+            return n, _shuffled_pairs(blocks, n, config, workers, DEFAULT_MEMORY_MB)
 
     def spill(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,
-              progress: Progress | None = None) -> Spilled:
+              memory_mb: int = DEFAULT_MEMORY_MB, progress: Progress | None = None) -> Spilled:
         sign, marks = spill_folder(folder)
         total = survivor_count(con)
         with ray_session(address):
@@ -231,7 +285,7 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
                     "persona_id": pa.array(ids, pa.string())}), sign / f"{c:06d}.ids.parquet")
                 blocks.append(_put_block(texts, n))
                 n += len(ids)
-            pairs = (_shuffled_pairs(blocks, n, config.minhash, workers) if n
+            pairs = (_shuffled_pairs(blocks, n, config.minhash, workers, memory_mb) if n
                      else np.empty((0, 2), dtype=np.int64))
         later, earlier = first_seen_marks(pairs)
         if later.size:

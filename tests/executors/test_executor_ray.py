@@ -353,9 +353,52 @@ def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
     marked_here = run_dedup(local, config).marked
     spill = minhash_pair_finder(workers=2).spill
     assert spill is not None
-    spilled = spill(remote, config, tmp_path / "minhash", None)
+    spilled = spill(remote, config, tmp_path / "minhash", 1024, None)
     assert spilled.texts == len(texts) and spilled.marks == marked_here > 200
     assert len(spilled.ids_files) >= -(-len(texts) // 701) and len(spilled.marks_files) == 1
+    with transaction(remote):
+        assert write_spilled_marks(remote, spilled, "minhash") == marked_here
+    assert snapshot(remote) == snapshot(local)
+
+
+def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
+    """Texts per map task follow --memory-mb alone; reduce partitions grow with the hub so that
+    each holds about the same rows (before, the sort made one partition per block of rows)."""
+    need_ray()
+    from personahub.executors.ray_minhash import ROW_BYTES, RayPlan
+
+    config = MinHashConfig()
+    small, big = (RayPlan.for_memory(n, 1024, config, workers=3) for n in (10**6, 10**7))
+    assert small.texts_per_task == big.texts_per_task
+    assert big.partitions >= 9 * small.partitions > 9
+    rows = 17  # 16 bands and the signature key per text
+    assert 10**7 * rows * ROW_BYTES / big.partitions <= 1024 << 20
+    half = RayPlan.for_memory(10**6, 512, config, workers=3)
+    assert half.texts_per_task < small.texts_per_task and half.partitions > small.partitions
+    assert half.block_bytes < small.block_bytes
+    assert RayPlan.for_memory(10, 1024, config, workers=3).partitions == 3
+    with pytest.raises(ValueError, match="memory_mb"):
+        RayPlan.for_memory(10, 0, config)
+
+
+def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_ray: None,
+                                                                        tmp_path: Path) -> None:
+    """At --memory-mb 1 the shuffle runs in many partitions of small map tasks (256 texts each,
+    1 MiB blocks) and still flags what the local stage flags."""
+    from personahub.core.store import transaction
+    from personahub.executors.ray_minhash import RayPlan, minhash_pair_finder
+    from personahub.personas.dedup import write_spilled_marks
+
+    texts = templated(3000, seed=11)
+    config = DedupConfig(batch_rows=701)
+    plan = RayPlan.for_memory(len(texts), 1, config.minhash, workers=2)
+    assert plan.partitions > 50 and plan.texts_per_task < 701
+    local, remote = hub(texts), hub(texts)
+    marked_here = run_dedup(local, config).marked
+    spill = minhash_pair_finder(workers=2).spill
+    assert spill is not None
+    spilled = spill(remote, config, tmp_path / "minhash", 1, None)
+    assert spilled.marks == marked_here > 200
     with transaction(remote):
         assert write_spilled_marks(remote, spilled, "minhash") == marked_here
     assert snapshot(remote) == snapshot(local)
