@@ -170,3 +170,27 @@ def test_an_agent_without_neighbours_never_draws_an_addressed_kind():
     assert set(kinds[1::2].tolist()) == {0, 1}
     active, kinds = shard._kinds(_open(("conversation",), None), np.arange(100))
     assert (active % 2 == 1).all() and active.size == 50  # nothing to do alone: not active
+
+
+def test_the_plan_prices_an_addressed_kind_per_archetype_under_society_columns(tmp_path):
+    """Fails before the plan knew the column society: it priced conversation per agent."""
+    from typer.testing import CliRunner
+
+    from personahub.cli.app import app
+
+    path = _scenario(tmp_path)
+
+    def calls(*options: str) -> list[int]:
+        result = CliRunner().invoke(app, ["run", str(path), "--plan", "--db",
+                                          str(tmp_path / "plan.duckdb"), *options],
+                                    terminal_width=200)
+        assert result.exit_code == 0, result.output
+        return [int(line.split(" active, ")[1].split(" calls")[0])
+                for line in result.output.splitlines() if line.startswith("  step ")]
+
+    pooled = calls("--society", "columns")
+    assert pooled == calls("--society", "auto")
+    assert len(pooled) == 3 and all(c <= 3 * 2 for c in pooled)  # archetypes x kinds
+    each = calls()  # the default society asks every conversation of every agent
+    assert all(c > 3 * 2 for c in each)
+    assert not (tmp_path / "plan.duckdb").exists()
