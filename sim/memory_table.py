@@ -20,6 +20,8 @@ from personahub.sim.memory import AgentMemory, Message
 
 #: ("observe", step, text, source) | ("own", step, kind, text) | ("forget",)
 #: | ("receive", *the fields of a ``Message``, in order)
+#: | ("take_in",) or ("take_in", step, text): a message held in a column inbox, and the one it
+#: pushed out (``AgentMemory.take_in``)
 Change = tuple[Any, ...]
 
 
@@ -116,6 +118,8 @@ def _change(memory: AgentMemory, change: Change) -> None:
         memory.forget()
     elif what == "receive":
         memory.receive(Message(*change[1:]))
+    elif what == "take_in":
+        memory.take_in((change[1], "message", change[2]) if len(change) > 1 else None)
     else:
         raise ValueError(f"unknown memory change {what!r}")
 
