@@ -165,8 +165,8 @@ class InboxColumns:
         self.slots = renumber[self.slots]  # -1 indexes the last entry, which stays -1
         take = pa.array(used, pa.int64())
         self.step, self.sender = self.step[used], self.sender[used]
-        codes, self.text = np.unique(self.text[used], return_inverse=True)
-        self.text = self.text.reshape(-1).astype(np.int32)
+        codes, inverse = np.unique(self.text[used], return_inverse=True)
+        self.text = inverse.reshape(-1).astype(np.int32)
         self.texts = [self.texts[c] for c in codes.tolist()]
         self._codes = {t: i for i, t in enumerate(self.texts)}
         self.message_ids = self.message_ids.take(take)
