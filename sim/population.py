@@ -11,7 +11,8 @@ shard's rows as Parquet files (complete once renamed), which the driver commits 
 addressed kinds, ``close_step`` also returns the step's outbox partitioned by the receiver's shard
 (each sender's addressee drawn among its neighbours), and ``deliver`` takes the messages sent to
 the shard's agents: it writes their emission and message rows, puts each message in its
-receiver's inbox (the receiver's memory becomes its own) and writes the agents' states.
+receiver's inbox (held as columns, ``sim/inbox_columns.py``: the receiver's other memory stays
+shared) and writes the agents' states.
 """
 
 from __future__ import annotations
