@@ -84,6 +84,14 @@ class AgentMemory:
         """Bring a delivered message into view."""
         self._push(self.inbox, message, message.text, (message.step, "message", message.text))
 
+    def take_in(self, pushed_out: Recollection | None) -> None:
+        """Do what ``receive`` does besides holding the message, for an inbox kept outside this
+        memory (a column shard's, ``sim/inbox_columns.py``): count it, and retire the message it
+        pushed out of a full inbox."""
+        self._count()
+        if pushed_out is not None:
+            self._retire(pushed_out)
+
     def remember_own(self, step: int, kind: str, text: str) -> None:
         """Remember one of the agent's own emissions."""
         self._push(self.own, (step, kind, text), text, (step, "own", text))

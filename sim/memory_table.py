@@ -1,11 +1,11 @@
 """A shard's agent memories as one small integer per agent into a table of distinct memories.
 
 Agents that saw the same events and wrote the same pooled output hold the same memory, so a
-million agents of a hundred archetypes share a few thousand memories (an agent that receives a
-message holds a memory of its own). Each change (an event, a
-note, an answer kept, an emission remembered, a forget) is applied once per distinct memory it
-meets, with ``AgentMemory``'s own code, and the agents are moved to the result; equal results are
-the same entry. Entry 0 is the memory of an agent that remembers nothing yet.
+million agents of a hundred archetypes share a few thousand memories (a column shard holds its
+agents' inboxes apart, ``sim/inbox_columns.py``, so a message received does not make one).
+Each change (an event, a note, an answer kept, an emission remembered, a forget) is applied once
+per distinct memory it meets, with ``AgentMemory``'s own code, and the agents are moved to the
+result; equal results are the same entry. Entry 0 is the memory of an agent that remembers nothing yet.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from personahub.sim.memory import AgentMemory, Message
 
 #: ("observe", step, text, source) | ("own", step, kind, text) | ("forget",)
 #: | ("receive", *the fields of a ``Message``, in order)
+#: | ("take_in",) or ("take_in", step, text): a message held in a column inbox, and the one it
+#: pushed out (``AgentMemory.take_in``)
 Change = tuple[Any, ...]
 
 
@@ -116,6 +118,8 @@ def _change(memory: AgentMemory, change: Change) -> None:
         memory.forget()
     elif what == "receive":
         memory.receive(Message(*change[1:]))
+    elif what == "take_in":
+        memory.take_in((change[1], "message", change[2]) if len(change) > 1 else None)
     else:
         raise ValueError(f"unknown memory change {what!r}")
 

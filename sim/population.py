@@ -11,7 +11,8 @@ shard's rows as Parquet files (complete once renamed), which the driver commits 
 addressed kinds, ``close_step`` also returns the step's outbox partitioned by the receiver's shard
 (each sender's addressee drawn among its neighbours), and ``deliver`` takes the messages sent to
 the shard's agents: it writes their emission and message rows, puts each message in its
-receiver's inbox (the receiver's memory becomes its own) and writes the agents' states.
+receiver's inbox (held as columns, ``sim/inbox_columns.py``: the receiver's other memory stays
+shared) and writes the agents' states.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personahub.sim.draws import activation_keys, pick, salted_bits, step_draws, uniforms
+from personahub.sim.inbox_columns import InboxColumns
 from personahub.sim.memory import AgentMemory
 from personahub.sim.memory_table import Change, MemoryTable
+from personahub.sim.message_rows import addressed_rows
 from personahub.sim.population_plan import (
     AudienceRule,
     GroupAsk,
@@ -39,7 +42,6 @@ from personahub.sim.population_plan import (
     StepDeliver,
     StepOpen,
 )
-from personahub.tasks import emission_task
 
 PART = ".part"
 OWN_CHARS = 300  # what a member remembers of a pooled emission, as an agent of its own output
@@ -77,6 +79,10 @@ class PopulationShard:
         self.keys = _keys(seed, persona_ids)
         self.table = MemoryTable(new_memory)
         self.memory = np.zeros(len(self.agent_ids), dtype=np.int32)
+        empty = self.table.memories[0]
+        # the inboxes, as columns: the table's memories hold everything else (their inbox empty)
+        self.inbox = InboxColumns(len(self.agent_ids), empty.inbox.maxlen or 1)
+        self._reflects = empty.reflect  # a message counts towards the next reflection
         self.renamed: dict[int, str] = {}  # position -> persona text set by an intervention
         self._open: dict[str, Any] = {}
         self._closed: dict[str, Any] = {}  # a closed step waiting for its messages
@@ -91,7 +97,9 @@ class PopulationShard:
         positions = self._positions(np.asarray(agent_ids, dtype=np.int32))
         for position, text in zip(positions.tolist(), states, strict=True):
             state = json.loads(text)
-            self.memory[position] = self.table.intern(state["memory"])
+            memory = state["memory"]
+            self.inbox.restore(position, memory.get("inbox") or [])
+            self.memory[position] = self.table.intern({**memory, "inbox": []})
             if state.get("persona_text") not in (None, self.texts[position].as_py()):
                 self.renamed[position] = str(state["persona_text"])
 
@@ -101,7 +109,7 @@ class PopulationShard:
                   self.neighbours, *self._attributes.values())
         strings = self.persona_ids.nbytes + self.texts.nbytes + self._attribute_text.nbytes
         memories = sum(len(t) for t in (self.table.text(i) for i in range(len(self.table))))
-        return int(sum(a.nbytes for a in arrays) + strings + 4 * memories)
+        return int(sum(a.nbytes for a in arrays) + strings + 4 * memories + self.inbox.nbytes())
 
     # -- the step's first half ---------------------------------------------------------------------
     def open_step(self, plan: StepOpen) -> ShardAsk:
@@ -141,7 +149,11 @@ class PopulationShard:
             for rank_, position, _, _ in group.candidates:
                 bits = int(seen[position])
                 entry = int(self.memory[position])
-                memories.setdefault(entry, self.table.text(entry))
+                if self.inbox.held[position]:  # a memory of its own: the shared one, its inbox in
+                    entry = -1 - position
+                    memories.setdefault(entry, self._memory_text(np.array([position]))[0])
+                else:
+                    memories.setdefault(entry, self.table.text(entry))
                 picked.append((rank_, int(self.agent_ids[position]), entry,
                                shown.setdefault(bits, len(shown))))
             candidates.append(picked)
@@ -180,6 +192,7 @@ class PopulationShard:
                 self.table.apply(self.memory, found, ("observe", plan.step, text, "event"))
             elif action == "forget":
                 self.table.apply(self.memory, found, ("forget",))
+                self.inbox.clear(found)
 
     def _active(self, plan: StepOpen) -> np.ndarray:
         mode, p = plan.activation
@@ -243,6 +256,7 @@ class PopulationShard:
         if written is not None:
             done.files["agent_states"] = [written]
         self.table.compact(self.memory)
+        self.inbox.compact()
         pa.default_memory_pool().release_unused()  # the slices' buffers, back to the system
 
     def _emissions(self, close: StepClose, opened: dict[str, Any], touched: np.ndarray,
@@ -301,7 +315,7 @@ class PopulationShard:
         u = uniforms(self.keys[senders], "addressee", step)
         picked = self.offsets[senders] + np.minimum((u * degree).astype(np.int64), degree - 1)
         receiver = self.neighbours[picked].astype(np.int64)
-        last, replied, thread = self._latest(self.memory[senders])
+        last, replied, thread = self.inbox.newest(senders)
         keep = (last >= 0) & (uniforms(self.keys[senders], "thread", step) < KEEP_THREAD)
         where = np.flatnonzero(keep)
         keep[where] = self._linked(senders[where], last[where])
@@ -324,24 +338,6 @@ class PopulationShard:
             chosen = np.flatnonzero(to == shard)
             out.append(table.take(pa.array(chosen)) if chosen.size else None)
         return out
-
-    def _latest(self, entries: np.ndarray) -> tuple[np.ndarray, pa.Array, pa.Array]:
-        """Per memory entry: the sender agent id of its newest message (-1: none), that
-        message's id and its thread."""
-        distinct, inverse = np.unique(entries, return_inverse=True)
-        last = np.full(distinct.size, -1, dtype=np.int64)
-        ids: list[str | None] = [None] * distinct.size
-        threads: list[str | None] = [None] * distinct.size
-        for i, entry in enumerate(distinct.tolist()):
-            inbox = self.table.memories[entry].inbox
-            if inbox and inbox[-1].emission_id:
-                newest = inbox[-1]
-                last[i] = int(str(newest.emission_id).rsplit(":", 1)[1])
-                ids[i] = newest.message_id
-                threads[i] = newest.thread_id or newest.message_id
-        take = pa.array(inverse.reshape(-1))
-        return (last[inverse.reshape(-1)], pa.array(ids, pa.string()).take(take),
-                pa.array(threads, pa.string()).take(take))
 
     def _linked(self, positions: np.ndarray, others: np.ndarray) -> np.ndarray:
         """Return, per agent at ``positions``, whether ``others`` (agent ids) is its neighbour."""
@@ -382,49 +378,54 @@ class PopulationShard:
         senders = inbox.column("sender").to_numpy()
         positions = self._positions(inbox.column("receiver").to_numpy())
         pools = inbox.column("pool").to_numpy()
-        speakers = inbox.column("sender_persona").to_pylist()
+        speakers = inbox.column("sender_persona")
         listeners = self.persona_ids.take(pa.array(positions))
-        replies = inbox.column("reply_to").to_pylist()
-        threads = inbox.column("thread_id").to_pylist()
-        contents: list[str] = []
-        said: list[str] = []
-        message_ids: list[str] = []
-        thread_ids: list[str] = []
-        said_by: dict[int, tuple[Any, dict[str, object], str]] = {}  # pool -> task, content, text
-        for i, (speaker, listener) in enumerate(zip(speakers, listeners.to_pylist(),
-                                                    strict=True)):
-            pool = int(pools[i])
-            if pool not in said_by:
-                answer = close.pools[pool]
-                said_by[pool] = (emission_task(answer.kind), json.loads(answer.content or "{}"),
-                                 answer.text or "")
-            task, pooled, pooled_text = said_by[pool]
-            content, text = task.addressed_content(pooled, pooled_text, str(speaker),
-                                                   str(listener))
-            contents.append(json.dumps(content, ensure_ascii=False, default=str))
-            said.append(text)
-            emission_id = f"{close.run_id}:{step}:{int(senders[i])}"
-            message_ids.append(f"{emission_id}:m")
-            thread_ids.append(threads[i] or message_ids[-1])
-            position = int(positions[i])
-            self.memory[position] = self.table.changed(int(self.memory[position]), (
-                "receive", message_ids[-1], step, str(speaker), str(listener), text, replies[i],
-                emission_id, thread_ids[-1]))
-        touched[positions] = True
-        emissions = emission_rows(close, senders, inbox.column("sender_persona"), pools,
-                                  content=pa.array(contents, pa.string()), targets=listeners)
+        contents, said = addressed_rows(close.pools, pools, speakers, listeners)
+        emission_ids = emission_rows_ids(close, senders)
+        message_ids = pc.binary_join_element_wise(emission_ids, ":m", "")
         messages = pa.table({
-            "message_id": pa.array(message_ids, pa.string()),
+            "message_id": message_ids,
             "run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
             "step": pa.repeat(pa.scalar(step, pa.int32()), n),
-            "sender_id": inbox.column("sender_persona"),
+            "sender_id": speakers,
             "receiver_id": listeners,
-            "text": pa.array(said, pa.string()),
+            "text": said,
             "reply_to": inbox.column("reply_to"),
-            "emission_id": emission_rows_ids(close, senders),
-            "thread_id": pa.array(thread_ids, pa.string()),
+            "emission_id": emission_ids,
+            "thread_id": pc.coalesce(inbox.column("thread_id"), message_ids),
         })
+        kept = self.inbox.add(messages, senders)
+        for where, out in self.inbox.push(positions, kept):
+            self._take_in(where, out)
+        touched[positions] = True
+        emissions = emission_rows(close, senders, speakers, pools, content=contents,
+                                  targets=listeners)
         return emissions, messages
+
+    def _take_in(self, positions: np.ndarray, pushed_out: np.ndarray) -> None:
+        """Apply to the receivers' memories what a message does besides sitting in the inbox:
+        the message each pushed out (-1: none) is retired into the memory."""
+        if not self._reflects:  # nothing to count: only the agents that pushed one out change
+            positions, pushed_out = positions[pushed_out >= 0], pushed_out[pushed_out >= 0]
+        if positions.size == 0:
+            return
+        text = np.r_[self.inbox.text, -1][pushed_out]  # -1 (none) indexes the -1 put last
+        step = np.r_[self.inbox.step, -1][pushed_out]
+        keys = np.stack([step.astype(np.int64), text.astype(np.int64)], axis=1)
+        distinct, which = np.unique(keys, axis=0, return_inverse=True)
+        changes: list[Change] = [("take_in",) if t < 0 else ("take_in", s, self.inbox.texts[t])
+                                 for s, t in distinct.tolist()]
+        self.table.apply_each(self.memory, positions, which.reshape(-1), changes)
+
+    def _memory_text(self, positions: np.ndarray) -> list[str]:
+        """Return the agents' memories as ``AgentMemory.to_state`` JSON text, inboxes in."""
+        texts = [self.table.text(m) for m in self.memory[positions].tolist()]
+        held = np.flatnonzero(self.inbox.held[positions] > 0)
+        if held.size:
+            for i, inbox in zip(held.tolist(), self.inbox.inbox_json(positions[held]).to_pylist(),
+                                strict=True):
+                texts[i] = texts[i].replace(_NO_INBOX, f'"inbox": {inbox}', 1)
+        return texts
 
     def _answers(self, close: StepClose, opened: dict[str, Any], plan: StepOpen,
                  touched: np.ndarray, done: ShardDone) -> Iterator[pa.Table]:
@@ -516,10 +517,10 @@ class PopulationShard:
         for i, position in enumerate(positions.tolist()):
             if position in self.renamed:
                 texts[i] = self.renamed[position]
-        memory = self.memory[positions].tolist()
+        memory = self._memory_text(positions)
         dumps = json.dumps
         states = [f'{{"persona_id": {dumps(p, ensure_ascii=False)}, "persona_text": '
-                  f'{dumps(t, ensure_ascii=False)}, "memory": {self.table.text(m)}, '
+                  f'{dumps(t, ensure_ascii=False)}, "memory": {m}, '
                   f'"pending": []}}' for p, t, m in zip(ids, texts, memory, strict=True)]
         n = positions.size
         return pa.table({"run_id": pa.repeat(pa.scalar(close.run_id, pa.string()), n),
@@ -573,6 +574,9 @@ class PopulationShard:
 
 
 _ABSENT = object()
+#: a memory's empty inbox in its JSON text: where a column inbox goes (a key, never in a string,
+#: whose quotes JSON escapes)
+_NO_INBOX = '"inbox": []'
 
 
 def emission_rows(close: StepClose, ids: np.ndarray, persona_ids: pa.Array | pa.ChunkedArray,

@@ -42,7 +42,8 @@ def _tokens(messages: Sequence[BaseMessage]) -> int:
 
 
 def step_prices(scenario: Scenario, agents: int, persona: str, *,
-                archetypes: int | None = None, elicit: str | None = None) -> list[StepPrice]:
+                archetypes: int | None = None, elicit: str | None = None,
+                columns: bool = False) -> list[StepPrice]:
     """Return each step's expected calls and tokens.
 
     Args:
@@ -50,6 +51,8 @@ def step_prices(scenario: Scenario, agents: int, persona: str, *,
         agents: the run's agents (before any setup expansion adds people).
         persona: a persona text to build the sample prompts with.
         archetypes, elicit: the run's overrides of the scenario's.
+        columns: whether the population lives in column shards (``--society columns``), which
+            pool the addressed kinds too.
     """
     k = archetypes if archetypes is not None else scenario.archetypes
     sample = archetype_sample_size(elicit if elicit is not None else scenario.archetype_elicit)
@@ -61,7 +64,7 @@ def step_prices(scenario: Scenario, agents: int, persona: str, *,
              "count": min(1.0, getattr(activation, "count", 0) / max(agents, 1))}.get(mode, 1.0)
     weights = list(scenario.task_weights or [1.0] * len(scenario.tasks))
     total_weight = sum(weights) or 1.0
-    addressed = set(addressed_kinds())
+    addressed = set() if columns else set(addressed_kinds())
     world = scenario.world_text()
     deliberate = scenario.policy == "deliberate"
     out = []

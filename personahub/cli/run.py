@@ -81,7 +81,8 @@ def run(
         min=0, max=MAX_SEED, help="Override the scenario's seed.")] = None,
     archetypes: Annotated[int | None, typer.Option(
         min=1, metavar="K", help="Group the agents into K archetypes and ask choice and scale "
-                                 "surveys (and draw unaddressed actions) once per archetype; "
+                                 "surveys (and draw unaddressed actions, every action with "
+                                 "--society columns) once per archetype; "
                                  "overrides the scenario's archetypes (docs/scenarios.md).")
     ] = None,
     archetype_elicit: ArchetypeElicitOption = None,
@@ -122,7 +123,8 @@ def run(
     from personahub.analysis.live_view import RunView
 
     if plan:
-        _print_plan(scenario, db, steps, archetypes, archetype_elicit, include_ungated)
+        _print_plan(scenario, db, steps, archetypes, archetype_elicit, include_ungated,
+                    society)
         return
     if view_paused and not view:
         raise UsageError("--view-paused needs --view (the page is where a paused run resumes)")
@@ -235,8 +237,12 @@ def run_options(request: RunRequest, engine: Engine) -> RunConfig:
 
 
 def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archetypes: int | None,
-                archetype_elicit: str | None, include_ungated: bool) -> None:
-    """Print a scenario's expected calls and tokens a step (--plan); nothing is written."""
+                archetype_elicit: str | None, include_ungated: bool, society: str) -> None:
+    """Print a scenario's expected calls and tokens a step (--plan); nothing is written.
+
+    A column society (``--society columns``, or ``auto`` when the scenario fits) is priced as it
+    asks: addressed kinds once per (archetype, kind), not per agent."""
+    from personahub.sim.column_society import columns_refusal
     from personahub.sim.run_plan import plan_lines, step_prices
     from personahub.sim.runner import load_scenario_personas
     from personahub.sim.scenario import archetype_sample_size, load_scenario
@@ -252,8 +258,11 @@ def _print_plan(scenario_file: Path | None, db: Path, steps: int | None, archety
     scenario = dataclasses.replace(scenario, **changed)
     personas = load_scenario_personas(scenario, db if Path(db).exists() else None, offline=True)
     k = archetypes if archetypes is not None else scenario.archetypes
+    elicit = archetype_elicit if archetype_elicit is not None else scenario.archetype_elicit
+    columns = society != "agents" and columns_refusal(
+        dataclasses.replace(scenario, archetypes=k), archetype_sample_size(elicit)) is None
     prices = step_prices(scenario, len(personas), personas[0].text, archetypes=archetypes,
-                         elicit=archetype_elicit)
+                         elicit=archetype_elicit, columns=columns)
     for line in plan_lines(prices, len(personas), min(k, len(personas)) if k else None):
         out.print(line, highlight=False, markup=False, soft_wrap=True)
 

@@ -110,6 +110,25 @@ def test_an_addressed_kind_is_asked_once_per_archetype_and_said_to_a_neighbour(t
 
 
 @pytest.mark.slow
+def test_a_reply_answers_the_newest_message_in_its_senders_inbox(talk):
+    """Fails when the column inbox gives a reply an older message, or another agent's."""
+    _, tables = talk
+    states: dict[str, list[tuple[int, dict]]] = {}
+    for _, step, text in tables["agent_states"]:
+        state = json.loads(text)
+        states.setdefault(state["persona_id"], []).append((step, state["memory"]))
+    replies = [m for m in tables["messages"] if m[5] is not None]
+    assert replies
+    for m in replies:
+        before = max((s for s in states[m[2]] if s[0] < m[1]), key=lambda s: s[0])[1]
+        newest = before["inbox"][-1]
+        assert m[5] == newest["message_id"] and m[3] == newest["sender_id"]
+        assert m[7] == (newest["thread_id"] or newest["message_id"])
+    kept = [len(s["inbox"]) for held in states.values() for _, s in held]
+    assert max(kept) == 5  # the scenario's inbox_size: full inboxes push their oldest out
+
+
+@pytest.mark.slow
 def test_a_message_to_another_shards_agent_is_in_its_inbox_at_the_next_step(three):
     tables = three
     ranges = shard_ranges(N, 3)
@@ -170,3 +189,27 @@ def test_an_agent_without_neighbours_never_draws_an_addressed_kind():
     assert set(kinds[1::2].tolist()) == {0, 1}
     active, kinds = shard._kinds(_open(("conversation",), None), np.arange(100))
     assert (active % 2 == 1).all() and active.size == 50  # nothing to do alone: not active
+
+
+def test_the_plan_prices_an_addressed_kind_per_archetype_under_society_columns(tmp_path):
+    """Fails before the plan knew the column society: it priced conversation per agent."""
+    from typer.testing import CliRunner
+
+    from personahub.cli.app import app
+
+    path = _scenario(tmp_path)
+
+    def calls(*options: str) -> list[int]:
+        result = CliRunner().invoke(app, ["run", str(path), "--plan", "--db",
+                                          str(tmp_path / "plan.duckdb"), *options],
+                                    terminal_width=200)
+        assert result.exit_code == 0, result.output
+        return [int(line.split(" active, ")[1].split(" calls")[0])
+                for line in result.output.splitlines() if line.startswith("  step ")]
+
+    pooled = calls("--society", "columns")
+    assert pooled == calls("--society", "auto")
+    assert len(pooled) == 3 and all(c <= 3 * 2 for c in pooled)  # archetypes x kinds
+    each = calls()  # the default society asks every conversation of every agent
+    assert all(c > 3 * 2 for c in each)
+    assert not (tmp_path / "plan.duckdb").exists()
