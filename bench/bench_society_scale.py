@@ -3,6 +3,7 @@
     python bench/bench_society_scale.py [--agents 100000 --agents 1000000 ...] [--k 100]
                                         [--activation 0.1] [--steps 2] [--agents-path N ...]
                                         [--ray] [--nodes 2] [--shards 4]
+                                        [--keep-setup DIR]
 
 Per size: a template population (sex, party) in a JSONL file, the scenario of
 ``bench_archetypes.py``'s part 3 (two unaddressed kinds, a three-option survey to everyone each
@@ -15,6 +16,9 @@ children so the driver's figures are a step's, not setup's:
    ``ray.cluster_utils.Cluster``, ``--nodes`` nodes of one CPU each, one shard per node unless
    ``--shards``): the resumed driver reads no agent; its peak RSS (``ru_maxrss``) is the
    driver's; every Ray worker's peak (``VmHWM``) is sampled.
+
+``--keep-setup DIR`` keeps each size's setup in ``DIR`` and steps a copy of it, so a later
+invocation (another tree, a before and after) steps the same setup without running it again.
 
 ``--agents-path N`` runs today's ``SocietyModel`` path on N agents in the same invocation (one
 child: setup and steps), for the speed ratio. Lines: ``SETUP``, ``STEP``, ``RUN``, ``WORKER``.
@@ -194,14 +198,33 @@ def _print_steps(label: str, n: int, db: Path) -> None:
               f"agent_states={states}", flush=True)
 
 
-def columns(n: int, k: int, activation: float, steps: int, ray_nodes: int,
-            shards: int | None) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        base = Path(folder)
+def _kept_setup(n: int, k: int, activation: float, steps: int,
+                keep: Path | None, folder: Path) -> tuple[Path, str]:
+    """Return a copy (in ``folder``) of a size's setup database and its run id: the setup run in
+    ``keep/agents-N`` when that holds none yet (or in ``folder`` without ``keep``), so that
+    later invocations step the same setup without paying for it again."""
+    base = keep / f"agents-{n}-k{k}-a{activation}-s{steps}" if keep else folder
+    base.mkdir(parents=True, exist_ok=True)
+    db = base / "society.duckdb"
+    done = base / "run_id"
+    if not done.exists():
+        shutil.rmtree(Path(f"{db}.jobs"), ignore_errors=True)
+        db.unlink(missing_ok=True)
+        Path(f"{db}.wal").unlink(missing_ok=True)
         scenario = write_society(base, n, k, activation, steps)
-        db = base / "society.duckdb"
         run_id, setup_s, setup_mb = _child(_setup, str(scenario), str(db))
         print(f"SETUP agents={n} seconds={setup_s:.1f} peak_rss_mb={setup_mb:.0f}", flush=True)
+        done.write_text(run_id, encoding="utf-8")
+    else:
+        print(f"SETUP agents={n} kept in {base}", flush=True)
+    run_id = done.read_text(encoding="utf-8")
+    return (_copy(db, folder / "steps.duckdb") if keep else db), run_id
+
+
+def columns(n: int, k: int, activation: float, steps: int, ray_nodes: int,
+            shards: int | None, keep: Path | None = None) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        db, run_id = _kept_setup(n, k, activation, steps, keep, Path(folder))
         seconds, driver_mb, workers = _child(_steps, str(db), run_id, ray_nodes, shards)
         label = f"columns-ray-{ray_nodes}nodes" if ray_nodes else "columns-local"
         _print_steps(label, n, db)
@@ -379,6 +402,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--shards", type=int, default=None)
     parser.add_argument("--no-local", action="store_true")
+    parser.add_argument("--keep-setup", type=Path, default=None, metavar="DIR",
+                        help="keep each size's setup in DIR and step a copy of it (reused)")
     parser.add_argument("--check-tables", action="store_true",
                         help="compare the local and Ray runs' tables instead of the figures")
     parser.add_argument("--kill-mid-step", action="store_true",
@@ -392,9 +417,10 @@ def main() -> None:
         sys.exit(0 if all(same) else 1)
     for n in args.agents or [100_000]:
         if not args.no_local:
-            columns(n, args.k, args.activation, args.steps, 0, args.shards)
+            columns(n, args.k, args.activation, args.steps, 0, args.shards, args.keep_setup)
         if args.ray:
-            columns(n, args.k, args.activation, args.steps, args.nodes, args.shards)
+            columns(n, args.k, args.activation, args.steps, args.nodes, args.shards,
+                    args.keep_setup)
     for n in args.agents_path:
         agents_path(n, args.k, args.activation, args.steps)
 
