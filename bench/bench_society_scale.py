@@ -37,6 +37,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import resource
 import shutil
@@ -186,7 +187,16 @@ def _child(target: Any, *args: Any) -> Any:
     out = context.Queue()
     child = context.Process(target=target, args=(*args, out))
     child.start()
-    found = out.get(timeout=4 * 3600)
+    began = time.monotonic()
+    while True:  # a child that died without an answer (Ray failed to start) ends the bench
+        try:
+            found = out.get(timeout=5)
+            break
+        except queue.Empty:
+            if not child.is_alive() or time.monotonic() - began > 4 * 3600:
+                child.join(timeout=5)
+                raise SystemExit(f"{target.__name__} ended without an answer "
+                                 f"(exit code {child.exitcode})") from None
     child.join()
     return found
 
