@@ -90,6 +90,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cluster(nodes: int, attempts: int = 3) -> Any:
+    """Start a local cluster of ``nodes`` one-CPU nodes; a node that does not register within
+    Ray's 30 s (a loaded machine) is tried again from a fresh cluster."""
+    from ray.cluster_utils import Cluster
+
+    for attempt in range(attempts):
+        cluster = None
+        try:
+            cluster = Cluster(initialize_head=True,
+                              head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
+            for _ in range(nodes - 1):
+                cluster.add_node(num_cpus=1)
+            return cluster
+        except Exception as exc:  # Ray raises a bare Exception on a node's startup timeout
+            if cluster is not None:
+                cluster.shutdown()
+            if attempt == attempts - 1:
+                raise
+            print(f"RAY the cluster did not start ({exc}); trying again", flush=True)
+    raise AssertionError("unreachable")
+
+
 def _per_step(db: Path) -> list[tuple[Any, ...]]:
     import duckdb
 
@@ -135,12 +157,8 @@ def _steps(db: str, run_id: str, ray_nodes: int, shards: int | None, out: Any) -
     cluster = None
     if ray_nodes:
         import ray
-        from ray.cluster_utils import Cluster
 
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
-        for _ in range(ray_nodes - 1):
-            cluster.add_node(num_cpus=1)
+        cluster = _cluster(ray_nodes)
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
         from bench_archetypes import RayMemory
 
@@ -350,7 +368,6 @@ def check_tables(n: int, k: int, activation: float, steps: int, nodes: int, shar
     """Compare a Ray run's tables (and, with ``kill``, a killed and resumed one's) with the local
     run's, all from one setup; True when every table is equal."""
     import ray
-    from ray.cluster_utils import Cluster
 
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
@@ -360,11 +377,8 @@ def check_tables(n: int, k: int, activation: float, steps: int, nodes: int, shar
         print(f"SETUP agents={n} seconds={setup_s:.1f}", flush=True)
         local = _copy(setup, base / "local.duckdb")
         _child(_resume, str(local), run_id, None, 0, None)
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
+        cluster = _cluster(nodes)
         try:
-            for _ in range(nodes - 1):
-                cluster.add_node(num_cpus=1)
             on_ray = _copy(setup, base / "ray.duckdb")
             _child(_resume, str(on_ray), run_id, cluster.address, nodes, shards)
             found = compare_tables(local, on_ray)
