@@ -3,6 +3,7 @@
     python bench/bench_society_scale.py [--agents 100000 --agents 1000000 ...] [--k 100]
                                         [--activation 0.1] [--steps 2] [--agents-path N ...]
                                         [--ray] [--nodes 2] [--shards 4]
+                                        [--keep-setup DIR]
 
 Per size: a template population (sex, party) in a JSONL file, the scenario of
 ``bench_archetypes.py``'s part 3 (two unaddressed kinds, a three-option survey to everyone each
@@ -15,6 +16,9 @@ children so the driver's figures are a step's, not setup's:
    ``ray.cluster_utils.Cluster``, ``--nodes`` nodes of one CPU each, one shard per node unless
    ``--shards``): the resumed driver reads no agent; its peak RSS (``ru_maxrss``) is the
    driver's; every Ray worker's peak (``VmHWM``) is sampled.
+
+``--keep-setup DIR`` keeps each size's setup in ``DIR`` and steps a copy of it, so a later
+invocation (another tree, a before and after) steps the same setup without running it again.
 
 ``--agents-path N`` runs today's ``SocietyModel`` path on N agents in the same invocation (one
 child: setup and steps), for the speed ratio. Lines: ``SETUP``, ``STEP``, ``RUN``, ``WORKER``.
@@ -33,6 +37,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import resource
 import shutil
@@ -85,6 +90,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cluster(nodes: int, attempts: int = 3) -> Any:
+    """Start a local cluster of ``nodes`` one-CPU nodes; a node that does not register within
+    Ray's 30 s (a loaded machine) is tried again from a fresh cluster."""
+    from ray.cluster_utils import Cluster
+
+    for attempt in range(attempts):
+        cluster = None
+        try:
+            cluster = Cluster(initialize_head=True,
+                              head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
+            for _ in range(nodes - 1):
+                cluster.add_node(num_cpus=1)
+            return cluster
+        except Exception as exc:  # Ray raises a bare Exception on a node's startup timeout
+            if cluster is not None:
+                cluster.shutdown()
+            if attempt == attempts - 1:
+                raise
+            print(f"RAY the cluster did not start ({exc}); trying again", flush=True)
+    raise AssertionError("unreachable")
+
+
 def _per_step(db: Path) -> list[tuple[Any, ...]]:
     import duckdb
 
@@ -130,12 +157,8 @@ def _steps(db: str, run_id: str, ray_nodes: int, shards: int | None, out: Any) -
     cluster = None
     if ray_nodes:
         import ray
-        from ray.cluster_utils import Cluster
 
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
-        for _ in range(ray_nodes - 1):
-            cluster.add_node(num_cpus=1)
+        cluster = _cluster(ray_nodes)
         ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
         from bench_archetypes import RayMemory
 
@@ -182,7 +205,16 @@ def _child(target: Any, *args: Any) -> Any:
     out = context.Queue()
     child = context.Process(target=target, args=(*args, out))
     child.start()
-    found = out.get(timeout=4 * 3600)
+    began = time.monotonic()
+    while True:  # a child that died without an answer (Ray failed to start) ends the bench
+        try:
+            found = out.get(timeout=5)
+            break
+        except queue.Empty:
+            if not child.is_alive() or time.monotonic() - began > 4 * 3600:
+                child.join(timeout=5)
+                raise SystemExit(f"{target.__name__} ended without an answer "
+                                 f"(exit code {child.exitcode})") from None
     child.join()
     return found
 
@@ -194,14 +226,33 @@ def _print_steps(label: str, n: int, db: Path) -> None:
               f"agent_states={states}", flush=True)
 
 
-def columns(n: int, k: int, activation: float, steps: int, ray_nodes: int,
-            shards: int | None) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        base = Path(folder)
+def _kept_setup(n: int, k: int, activation: float, steps: int,
+                keep: Path | None, folder: Path) -> tuple[Path, str]:
+    """Return a copy (in ``folder``) of a size's setup database and its run id: the setup run in
+    ``keep/agents-N`` when that holds none yet (or in ``folder`` without ``keep``), so that
+    later invocations step the same setup without paying for it again."""
+    base = keep / f"agents-{n}-k{k}-a{activation}-s{steps}" if keep else folder
+    base.mkdir(parents=True, exist_ok=True)
+    db = base / "society.duckdb"
+    done = base / "run_id"
+    if not done.exists():
+        shutil.rmtree(Path(f"{db}.jobs"), ignore_errors=True)
+        db.unlink(missing_ok=True)
+        Path(f"{db}.wal").unlink(missing_ok=True)
         scenario = write_society(base, n, k, activation, steps)
-        db = base / "society.duckdb"
         run_id, setup_s, setup_mb = _child(_setup, str(scenario), str(db))
         print(f"SETUP agents={n} seconds={setup_s:.1f} peak_rss_mb={setup_mb:.0f}", flush=True)
+        done.write_text(run_id, encoding="utf-8")
+    else:
+        print(f"SETUP agents={n} kept in {base}", flush=True)
+    run_id = done.read_text(encoding="utf-8")
+    return (_copy(db, folder / "steps.duckdb") if keep else db), run_id
+
+
+def columns(n: int, k: int, activation: float, steps: int, ray_nodes: int,
+            shards: int | None, keep: Path | None = None) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        db, run_id = _kept_setup(n, k, activation, steps, keep, Path(folder))
         seconds, driver_mb, workers = _child(_steps, str(db), run_id, ray_nodes, shards)
         label = f"columns-ray-{ray_nodes}nodes" if ray_nodes else "columns-local"
         _print_steps(label, n, db)
@@ -317,7 +368,6 @@ def check_tables(n: int, k: int, activation: float, steps: int, nodes: int, shar
     """Compare a Ray run's tables (and, with ``kill``, a killed and resumed one's) with the local
     run's, all from one setup; True when every table is equal."""
     import ray
-    from ray.cluster_utils import Cluster
 
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
@@ -327,11 +377,8 @@ def check_tables(n: int, k: int, activation: float, steps: int, nodes: int, shar
         print(f"SETUP agents={n} seconds={setup_s:.1f}", flush=True)
         local = _copy(setup, base / "local.duckdb")
         _child(_resume, str(local), run_id, None, 0, None)
-        cluster = Cluster(initialize_head=True,
-                          head_node_args={"num_cpus": 1, "gcs_server_port": _free_port()})
+        cluster = _cluster(nodes)
         try:
-            for _ in range(nodes - 1):
-                cluster.add_node(num_cpus=1)
             on_ray = _copy(setup, base / "ray.duckdb")
             _child(_resume, str(on_ray), run_id, cluster.address, nodes, shards)
             found = compare_tables(local, on_ray)
@@ -379,6 +426,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--shards", type=int, default=None)
     parser.add_argument("--no-local", action="store_true")
+    parser.add_argument("--keep-setup", type=Path, default=None, metavar="DIR",
+                        help="keep each size's setup in DIR and step a copy of it (reused)")
     parser.add_argument("--check-tables", action="store_true",
                         help="compare the local and Ray runs' tables instead of the figures")
     parser.add_argument("--kill-mid-step", action="store_true",
@@ -392,9 +441,10 @@ def main() -> None:
         sys.exit(0 if all(same) else 1)
     for n in args.agents or [100_000]:
         if not args.no_local:
-            columns(n, args.k, args.activation, args.steps, 0, args.shards)
+            columns(n, args.k, args.activation, args.steps, 0, args.shards, args.keep_setup)
         if args.ray:
-            columns(n, args.k, args.activation, args.steps, args.nodes, args.shards)
+            columns(n, args.k, args.activation, args.steps, args.nodes, args.shards,
+                    args.keep_setup)
     for n in args.agents_path:
         agents_path(n, args.k, args.activation, args.steps)
 

@@ -362,12 +362,11 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         _society(ctx, state)
         con = ctx.con
         live_control = _live_control(ctx)
-        room = store.bulk_room(store.agent_count(con, ctx.job_id)) if state.columns else 0
         for step in range(state.committed + 1, ctx.config.run_steps + 1):
             if live_control is not None:  # waits here while paused; takes injected events
                 assert state.model is not None
                 state.model.injected.extend(live_control.barrier(step))
-            with store.bounded_pool(con, room) if state.columns else nullcontext():
+            with store.bounded_pool(con, store.RUN_ROOM) if state.columns else nullcontext():
                 yield step  # a column step's shards, its insert from Parquet and its commit
             state.committed = step
             if state.columns:

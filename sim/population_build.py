@@ -146,7 +146,7 @@ SET_UP_COLUMNS: Final = ("persona_id", "text", "attributes")
 def write_personas(con: duckdb.DuckDBPyConnection, personas: PersonaColumns) -> PersonaColumns:
     """Insert the personas the hub lacks, ``CHUNK`` rows at a time in order, with DuckDB held to
     a bounded pool (in the caller's transaction); return the columns the setup still reads."""
-    with store.bounded_pool(con, store.bulk_room(len(personas))):
+    with store.bounded_pool(con, store.setup_room(len(personas))):
         for lo in range(0, len(personas), CHUNK):
             upsert_persona_table(con, personas.table.slice(lo, CHUNK))
     return PersonaColumns(personas.table.select(list(SET_UP_COLUMNS)), personas.keys)
@@ -168,7 +168,7 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
     growth = scenario.graph
     near, far = small_world_arrays(count, growth.acquaintances, growth.rewire, seed)
     size = int(near.size)
-    with store.bounded_pool(con, store.bulk_room(count) + store.ROOM_A_LINK * size), \
+    with store.bounded_pool(con, store.setup_room(count) + store.ROOM_A_LINK * size), \
             transaction(con):
         # this seed's links, stored as save_acquaintances stores them (the ids are distinct);
         # their columns go before the commit, which flushes the relations key's index
@@ -178,7 +178,7 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
                                                           pa.string()), size)},
                       new_by=("src", "dst", "relation"))
         pa.default_memory_pool().release_unused()
-    with store.bounded_pool(con, store.bulk_room(count)):
+    with store.bounded_pool(con, store.setup_room(count)):
         found = social_pairs(con, ids, pa.table(_links(ids, near, far)))
         del near, far
         _record_agents(con, run_id, ids, found)

@@ -1,9 +1,10 @@
 """Start a run's column society: export its agents, start its shards, bring it to a step.
 
 The run's database holds the truth: the agents (and, on a resume, their latest states) are
-exported from DuckDB to Parquet files in the run's job folder, and each shard, in this process or
-on a Ray actor, reads its own range. Each step's shard files go to a folder of their own, removed
-once the step is committed; a resume removes what an interrupted step left.
+exported from DuckDB to Parquet pieces in the run's job folder, a range of agent ids each (so the
+driver's DuckDB holds one range at a time, whatever the population), and each shard, in this
+process or on a Ray actor, reads its own range of them. Each step's shard files go to a folder
+of their own, removed once the step is committed; a resume removes what an interrupted step left.
 """
 
 from __future__ import annotations
@@ -78,18 +79,17 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
     """
     _clear_uncommitted(db, run_id)
     folder = job_folder(db, run_id) / POPULATION
-    folder.mkdir(parents=True, exist_ok=True)
-    agents_file = str(folder / "agents.parquet")
-    states_file = str(folder / "states.parquet") if done else None
+    agents_file = str(folder / "agents")
+    states_file = str(folder / "states") if done else None
     addressed = set(scenario.tasks) & set(addressed_kinds())  # messages need the graph
-    adjacency_file = str(folder / "adjacency.parquet") if addressed else None
-    room = store.bulk_room(store.agent_count(con, run_id))
-    with store.bounded_pool(con, room):  # the export's join and sort spill, not stay cached
+    adjacency_file = str(folder / "adjacency") if addressed else None
+    # a range of agents a statement, so that the export's joins and sorts fit one room at any N
+    with store.bounded_pool(con, store.RUN_ROOM):
         agents = store.export_population(con, run_id, agents_file)
         if states_file is not None:
-            store.export_states(con, run_id, done, states_file)
+            store.export_states(con, run_id, done, agents, states_file)
         if adjacency_file is not None:
-            store.export_adjacency(con, run_id, adjacency_file)
+            store.export_adjacency(con, run_id, agents, adjacency_file)
     population: Shards
     if ray_workers is None:
         ranges = shard_ranges(agents, shards or 1)

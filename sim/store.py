@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import duckdb
@@ -204,24 +206,32 @@ def _others(con: duckdb.DuckDBPyConnection) -> int:
                            "WHERE tag <> 'BASE_TABLE'"))
 
 
-#: DuckDB's buffer pool beyond what it holds already while a column society exports or commits
+#: DuckDB's buffer pool beyond what it holds already while a column society's setup writes
 BULK_ROOM: Final = 256 << 20
-#: and, past that, per agent: a step's uncommitted rows (about 110 bytes an agent) stay in memory
+#: and, past that, per agent
 ROOM_AN_AGENT: Final = 192
+#: DuckDB's buffer pool beyond what it holds already while a column society exports its agents
+#: or commits a step: the same at any population, since the export goes a range of agents at a
+#: time and the commit's rows go to the database file as they come (bench_society_scale.py)
+RUN_ROOM: Final = 96 << 20
 
 
 #: and, while a setup inserts its acquaintance links, per link: the relations key's index (an
 #: ART, which DuckDB cannot spill) grows about 110 bytes a link until the insert commits
 ROOM_A_LINK: Final = 192
 
+#: agents exported a statement (and a Parquet piece) at a time: DuckDB's join and sort hold one
+#: range, not the population
+EXPORT_RANGE: Final = 131_072
 
-def bulk_room(agents: int) -> int:
-    """Return the room DuckDB gets while a column society of ``agents`` exports or commits."""
+
+def setup_room(agents: int) -> int:
+    """Return the room DuckDB gets while a column society's setup of ``agents`` writes them."""
     return max(BULK_ROOM, ROOM_AN_AGENT * agents)
 
 
 @contextlib.contextmanager
-def bounded_pool(con: duckdb.DuckDBPyConnection, room: int = BULK_ROOM) -> Iterator[None]:
+def bounded_pool(con: duckdb.DuckDBPyConnection, room: int = RUN_ROOM) -> Iterator[None]:
     """Hold DuckDB's buffer pool to what it holds now plus ``room`` while bulk work runs, then
     give back what it cached.
 
@@ -463,43 +473,76 @@ def _literal(text: str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def export_population(con: duckdb.DuckDBPyConnection, run_id: str, path: str) -> int:
-    """Write a run's agents (id, persona id, text, attributes, archetype) to one Parquet file in
-    agent-id order, for shards to read their ranges; returns how many."""
-    con.execute(f"""
-        COPY (SELECT a.agent_id, a.persona_id, p.text, p.attributes,
-                     coalesce(x.archetype, 0) AS archetype
-              FROM run_agents a JOIN ({PERSONA_TEXTS}) p USING (persona_id)
-              LEFT JOIN run_agent_archetypes x ON x.run_id = a.run_id
-                   AND x.persona_id = a.persona_id
-              WHERE a.run_id = {_literal(run_id)} ORDER BY a.agent_id)
-        TO {_literal(path)} (FORMAT parquet)""")
-    return agent_count(con, run_id)
+def export_ranges(agents: int, size: int | None = None) -> list[tuple[int, int]]:
+    """Return agent ids 1..agents as the [lo, hi) ranges an export writes a piece each, of
+    ``size`` agents (default ``EXPORT_RANGE``)."""
+    size = EXPORT_RANGE if size is None else size
+    if size < 1:
+        raise ValueError(f"an export range holds at least one agent, not {size}")
+    return [(lo, min(lo + size, agents + 1)) for lo in range(1, agents + 1, size)]
 
 
-def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, path: str) -> None:
-    """Write each checkpointed agent's latest state up to a step to one Parquet file."""
-    con.execute(f"""
-        COPY (SELECT agent_id, arg_max(state, step)::VARCHAR AS state FROM agent_states
-              WHERE run_id = {_literal(run_id)} AND step <= {int(done)}
-              GROUP BY agent_id ORDER BY agent_id)
-        TO {_literal(path)} (FORMAT parquet)""")
+def _export(con: duckdb.DuckDBPyConnection, folder: str, agents: int, select: str) -> None:
+    """Write ``select`` (a query of agents ``{lo}`` <= agent_id < ``{hi}``) for each export range
+    to a Parquet piece in ``folder``, named so that the pieces sort in agent-id order; each range
+    is its own statement, so DuckDB holds one range at a time."""
+    path = Path(folder)
+    shutil.rmtree(path, ignore_errors=True)  # a resume's pieces replace every earlier one
+    path.mkdir(parents=True)
+    for lo, hi in export_ranges(agents) or [(1, 1)]:
+        query = select.replace("{lo}", str(int(lo))).replace("{hi}", str(int(hi)))
+        con.execute(f"COPY ({query}) "
+                    f"TO {_literal(str(path / f'part-{lo:012d}.parquet'))} (FORMAT parquet)")
 
 
-def export_adjacency(con: duckdb.DuckDBPyConnection, run_id: str, path: str) -> None:
+def export_population(con: duckdb.DuckDBPyConnection, run_id: str, folder: str) -> int:
+    """Write a run's agents (id, persona id, text, attributes, archetype) to Parquet pieces in
+    ``folder``, each a range of agent ids in order, for shards to read their ranges; returns how
+    many."""
+    agents = agent_count(con, run_id)
+    run = _literal(run_id)
+    _export(con, folder, agents, f"""
+        SELECT a.agent_id, a.persona_id, p.text, p.attributes,
+               coalesce(x.archetype, 0) AS archetype
+        FROM (SELECT agent_id, persona_id FROM run_agents WHERE run_id = {run}
+              AND agent_id >= {{lo}} AND agent_id < {{hi}}) a
+        JOIN ({PERSONA_TEXTS}) p USING (persona_id)
+        LEFT JOIN (SELECT persona_id, archetype FROM run_agent_archetypes
+                   WHERE run_id = {run}) x USING (persona_id)
+        ORDER BY a.agent_id""")
+    return agents
+
+
+def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, agents: int,
+                  folder: str) -> None:
+    """Write each checkpointed agent's latest state up to a step to Parquet pieces in
+    ``folder``, a range of agent ids each."""
+    _export(con, folder, agents, f"""
+        SELECT agent_id, arg_max(state, step)::VARCHAR AS state FROM agent_states
+        WHERE run_id = {_literal(run_id)} AND step <= {int(done)}
+              AND agent_id >= {{lo}} AND agent_id < {{hi}}
+        GROUP BY agent_id ORDER BY agent_id""")
+
+
+def export_adjacency(con: duckdb.DuckDBPyConnection, run_id: str, agents: int,
+                     folder: str) -> None:
     """Write a run's starting graph as agent ids, each edge both ways (agent id, neighbour), in
-    agent-id order, for shards to read their agents' neighbours."""
-    con.execute(f"""
-        COPY (WITH ids AS (SELECT persona_id, agent_id FROM run_agents
-                           WHERE run_id = {_literal(run_id)}),
-                   pairs AS (SELECT a.agent_id AS x, b.agent_id AS y FROM run_edges e
-                             JOIN ids a ON a.persona_id = e.src JOIN ids b ON b.persona_id = e.dst
-                             WHERE e.run_id = {_literal(run_id)} AND a.agent_id <> b.agent_id)
-              SELECT DISTINCT agent_id::INTEGER AS agent_id, neighbour::INTEGER AS neighbour
-              FROM (SELECT x AS agent_id, y AS neighbour FROM pairs
-                    UNION ALL SELECT y, x FROM pairs)
-              ORDER BY agent_id, neighbour)
-        TO {_literal(path)} (FORMAT parquet)""")
+    agent-id order, to Parquet pieces in ``folder`` (a range of agent ids each), for shards to
+    read their agents' neighbours."""
+    run = _literal(run_id)
+    _export(con, folder, agents, f"""
+        WITH ids AS (SELECT persona_id, agent_id FROM run_agents WHERE run_id = {run}),
+             near AS (SELECT persona_id, agent_id FROM ids
+                      WHERE agent_id >= {{lo}} AND agent_id < {{hi}}),
+             ends AS (SELECT n.agent_id, e.dst AS other FROM run_edges e
+                      JOIN near n ON n.persona_id = e.src WHERE e.run_id = {run}
+                      UNION ALL
+                      SELECT n.agent_id, e.src FROM run_edges e
+                      JOIN near n ON n.persona_id = e.dst WHERE e.run_id = {run})
+        SELECT DISTINCT x.agent_id::INTEGER AS agent_id, i.agent_id::INTEGER AS neighbour
+        FROM ends x JOIN ids i ON i.persona_id = x.other
+        WHERE x.agent_id <> i.agent_id
+        ORDER BY agent_id, neighbour""")
 
 
 #: the columns a step's shard files hold, per table

@@ -8,10 +8,12 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from personahub.api import run_simulation
 from personahub.pipelines.run import RunConfig
+from personahub.sim import store
 from personahub.sim.population import PopulationShard
 from personahub.sim.population_load import shard_ranges
 from personahub.sim.population_plan import StepOpen
@@ -147,6 +149,26 @@ def test_a_message_to_another_shards_agent_is_in_its_inbox_at_the_next_step(thre
 @pytest.mark.slow
 def test_one_shard_and_three_shards_give_the_same_tables(talk, three):
     assert three == talk[1]
+
+
+@pytest.mark.slow
+def test_the_graph_exported_in_ranges_of_four_agents_gives_the_same_tables(talk, tmp_path,
+                                                                           monkeypatch):
+    """Each range's neighbours, both ways, are one piece (fails on one adjacency file)."""
+    path, tables = talk
+    monkeypatch.setattr(store, "EXPORT_RANGE", 4)
+    pieces: list[int] = []
+    original = store.export_adjacency
+
+    def watched(con, run_id, agents, folder):
+        original(con, run_id, agents, folder)
+        pieces.extend(pq.ParquetFile(f).metadata.num_rows
+                      for f in sorted(Path(folder).glob("*.parquet")))
+
+    monkeypatch.setattr(store, "export_adjacency", watched)
+    db = tmp_path / "ranges.duckdb"
+    assert _snapshot(db, _run(path, db, shards=3)) == tables
+    assert len(pieces) == -(-N // 4) and all(pieces)
 
 
 @pytest.mark.slow

@@ -213,9 +213,67 @@ def test_the_export_and_each_step_hold_duckdb_to_a_bounded_pool(whole, tmp_path,
     assert _snapshot(db, run_id) == tables
 
 
-def test_duckdb_gets_more_room_for_a_larger_population():
-    assert store.bulk_room(30) == store.bulk_room(1_000_000) == 256 << 20
-    assert store.bulk_room(3_000_000) == 3_000_000 * store.ROOM_AN_AGENT > 256 << 20
+def test_the_export_and_the_steps_get_the_same_room_at_any_population(whole, tmp_path,
+                                                                     monkeypatch):
+    """The room is fixed: the export goes a range of agents at a time (fails on a room that
+    grew with the agents)."""
+    path, _ = whole
+    rooms: list[int] = []
+    original = store.bounded_pool
+
+    def watched(con, room=store.RUN_ROOM):
+        rooms.append(room)
+        return original(con, room)
+
+    monkeypatch.setattr(store, "bounded_pool", watched)
+    db = tmp_path / "rooms.duckdb"
+    _run(path, db)
+    setup, run = rooms[:3], rooms[3:]  # the setup's three bulk phases, then the run's
+    assert len(run) == 4 and set(run) == {store.RUN_ROOM}
+    assert store.RUN_ROOM < store.BULK_ROOM <= min(setup)
+
+
+def test_export_ranges_cover_every_agent_once_a_range_at_a_time():
+    for agents, size in [(1, 7), (7, 7), (30, 7), (30, 100), (131_073, None)]:
+        ranges = store.export_ranges(agents, size)
+        assert [a for lo, hi in ranges for a in range(lo, hi)] == list(range(1, agents + 1))
+        assert max(hi - lo for lo, hi in ranges) == min(agents, size or store.EXPORT_RANGE)
+    assert store.export_ranges(0) == []
+    with pytest.raises(ValueError, match="at least one agent"):
+        store.export_ranges(30, 0)
+
+
+@pytest.mark.slow
+def test_an_export_in_ranges_of_seven_agents_gives_the_same_tables_and_resumes(whole, tmp_path,
+                                                                               monkeypatch):
+    """The agents and, on a resume, their states go to a Parquet piece per range of agent ids,
+    each its own statement; the shards read theirs across pieces (fails on one export file)."""
+    path, tables = whole
+    monkeypatch.setattr(store, "EXPORT_RANGE", 7)
+    pieces: dict[str, list[int]] = {}
+
+    def watched(name: str):
+        original = getattr(store, name)
+
+        def call(con, *args):
+            found = original(con, *args)
+            pieces.setdefault(name, []).extend(pq.ParquetFile(f).metadata.num_rows
+                                               for f in sorted(Path(args[-1]).glob("*.parquet")))
+            return found
+        return call
+
+    for name in ("export_population", "export_states"):
+        monkeypatch.setattr(store, name, watched(name))
+    db = tmp_path / "ranges.duckdb"
+    with pytest.raises(PersonahubError, match="unreachable"):
+        _run(path, db, FakeClient(unreachable_from_step(2), seed=SEED), shards=2)
+    con = duckdb.connect(str(db), read_only=True)
+    run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+    con.close()
+    resume_run(run_id, db=db)
+    assert _snapshot(db, run_id) == tables
+    assert pieces["export_population"] == [7, 7, 7, 7, 2] * 2  # the run's, then the resume's
+    assert len(pieces["export_states"]) == 5 and 0 < sum(pieces["export_states"]) <= N
 
 
 @pytest.mark.slow
