@@ -603,18 +603,54 @@ def _repeated_bits(keys: np.ndarray, *, high: bool) -> np.ndarray:
     return counts[slot] > 1
 
 
+def _group_order(keys: np.ndarray) -> np.ndarray:
+    """Return the positions of keys that may repeat, sorted by key and then position.
+
+    Key bits above the position's are packed with the position into one word for a plain
+    np.sort (twice as fast as a stable argsort); if two keys share those bits, a stable argsort
+    of the full keys takes over, so the order never depends on the packing.
+    """
+    pos = np.flatnonzero(_shared_keys(keys))
+    if pos.size < 2:
+        return pos
+    bits = int(pos[-1]).bit_length()
+    if bits > 40:
+        return pos[np.argsort(keys[pos], kind="stable")]
+    shift = _U64(bits)
+    packed = ((keys[pos] >> shift) << shift) | pos.astype(np.uint64)
+    packed.sort()
+    order = (packed & _U64((1 << bits) - 1)).astype(np.intp)
+    head = packed >> shift
+    full = keys[order]
+    if ((full[1:] != full[:-1]) & (head[1:] == head[:-1])).any():  # keys alike in the packed bits
+        return pos[np.argsort(keys[pos], kind="stable")]
+    return order
+
+
+def _groups(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return each sorted row's group start and its rank in the group."""
+    new_group = np.ones(sorted_keys.size, dtype=bool)
+    new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    positions = np.arange(sorted_keys.size)
+    group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
+    return group_start, positions - group_start
+
+
 def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.ndarray:
     """Return (earlier, later) pairs sharing a key, each later text with up to max_pairs earliest ones."""
-    maybe = _shared_keys(keys)
-    keys, members = keys[maybe], members[maybe]
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    idx = members[order]
-    new_group = np.ones(idx.size, dtype=bool)
-    new_group[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    positions = np.arange(idx.size)
-    group_start = np.maximum.accumulate(np.where(new_group, positions, 0))
-    rank = positions - group_start
+    order = _group_order(keys)
+    group_start, rank = _groups(keys[order])
+    return _ranked_pairs(members[order], group_start, rank, max_pairs)
+
+
+def _ranked_pairs(idx: np.ndarray | None, group_start: np.ndarray, rank: np.ndarray,
+                  max_pairs: int) -> np.ndarray:
+    """Return each grouped row paired with the earliest max_pairs rows of its group.
+
+    The pairs hold idx of the rows, or with idx None the rows' positions.
+    """
+    if idx is None:
+        idx = np.arange(rank.size)
     earlier: list[np.ndarray] = []
     later: list[np.ndarray] = []
     at = np.flatnonzero(rank > 0)
@@ -658,11 +694,7 @@ def split_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, 
     the split with probability about J ** len(slots), and split buckets stay small. Only the
     pairs of over-full buckets are new (a smaller bucket gave all its pairs already).
     """
-    nibbles = np.ascontiguousarray(head).view(np.uint8)
-    sub = np.zeros(len(keys), dtype=np.uint64)
-    for j, slot in enumerate(slots.tolist()):
-        value = (nibbles[:, slot >> 1] >> np.uint8(4 * (slot & 1))) & np.uint8(15)
-        sub |= value.astype(np.uint64) << _U64(4 * j)
+    sub = _split_values(np.ascontiguousarray(head), slots)
     with np.errstate(over="ignore"):
         split = _fmix64(keys ^ (sub * _WORD_MULTIPLIERS[1]))
     # a bucket of at most max_pairs + 1 texts gives all its pairs already: its split ones repeat
@@ -670,17 +702,58 @@ def split_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, 
 
 
 def band_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, band: int,
-                      config: MinHashConfig) -> np.ndarray:
+                      config: MinHashConfig, head_floor: int = 0) -> np.ndarray:
     """Return one band's candidate pairs: its buckets' capped pairs and their split buckets'.
 
-    keys, members and head (the rows' packed 4-bit head slots) hold one row per text of the
-    band, in ascending text order; in memory, out of core and on Ray alike.
+    Args:
+        keys: The band key of each row (one row per text of the band, ascending text order).
+        members: The text of each row.
+        head: Each row's packed 4-bit head slots (``_slot_bytes(sigs, 64, bits=4)``).
+        band: The band's number, which picks the slots that split its over-full buckets.
+        config: The stage's settings.
+        head_floor: Drop pairs with fewer equal head slots (the pre-filter's first look, done
+            here on rows gathered in bucket order, where it reads memory in sequence); 0 keeps all.
+
+    Returns:
+        The pairs of _bucket_pairs and split_bucket_pairs together as (earlier, later) texts,
+        found with one sort of the band: only the over-full buckets' rows are split (a smaller
+        bucket's split pairs repeat its own), keyed by their bucket and split values. The same
+        in memory, out of core and on Ray.
     """
     _, rows = recall_lsh_params(float(config.threshold), config.num_perm)
-    slots = split_slots(band, rows, min(config.num_perm, 64))
-    return np.concatenate([
-        _bucket_pairs(keys, members, config.max_bucket_pairs),
-        split_bucket_pairs(keys, members, head, slots, config.max_bucket_pairs)])
+    head_slots = min(config.num_perm, 64)
+    slots = split_slots(band, rows, head_slots)
+    max_pairs = config.max_bucket_pairs
+    order = _group_order(keys)
+    group_start, rank = _groups(keys[order])
+    at = _ranked_pairs(None, group_start, rank, max_pairs)  # rows in bucket order
+    sizes = np.bincount(group_start, minlength=group_start.size)
+    over = np.flatnonzero(sizes[group_start] > max_pairs + 1)
+    rows_head = head[order] if over.size or head_floor else head[:0]
+    if over.size:
+        sub = _split_values(rows_head[over], slots)
+        with np.errstate(over="ignore"):  # fmix64 is a bijection: equal keys, equal (bucket, split)
+            split = _fmix64((group_start[over].astype(np.uint64) << _U64(32)) | sub)
+        split_order = _group_order(split)
+        split_start, split_rank = _groups(split[split_order])
+        at = np.concatenate([at, _ranked_pairs(over[split_order], split_start, split_rank,
+                                               max_pairs)])
+    if head_floor and len(at):
+        at = at[_equal_slots(rows_head, at, head_slots, bits=4) >= head_floor]
+    return members[order[at]]
+
+
+def _split_values(head: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    """Return the 4-bit values of slots in rows of packed head slots, side by side in a word."""
+    start = int(slots[0])
+    if slots.size == 8 and start % 8 == 0 and (slots == start + np.arange(8)).all():
+        return head.view(np.uint32)[:, start // 8].astype(np.uint64)  # the same bits, one read
+    nibbles = np.ascontiguousarray(head).view(np.uint8)
+    sub = np.zeros(len(nibbles), dtype=np.uint64)
+    for j, slot in enumerate(slots.tolist()):
+        value = (nibbles[:, slot >> 1] >> np.uint8(4 * (slot & 1))) & np.uint8(15)
+        sub |= value.astype(np.uint64) << _U64(4 * j)
+    return sub
 
 
 def _estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
@@ -781,11 +854,17 @@ def _unique_pairs(found: Sequence[np.ndarray], n: int) -> np.ndarray:
     pairs = np.concatenate(found) if len(found) else np.empty((0, 2), dtype=np.int64)
     if pairs.size == 0:
         return np.empty((0, 2), dtype=np.int64)
-    code = np.sort(pairs[:, 0].astype(np.int64) * n + pairs[:, 1])
-    first = np.ones(code.size, dtype=bool)
-    first[1:] = code[1:] != code[:-1]
-    code = code[first]
-    return np.stack([code // n, code % n], axis=1)
+    if n > 1 << 32:
+        code = np.sort(pairs[:, 0].astype(np.int64) * n + pairs[:, 1])
+        code = code[np.concatenate([[True], code[1:] != code[:-1]])]
+        return np.stack([code // n, code % n], axis=1)
+    code = (pairs[:, 0].astype(np.uint64) << _U64(32)) | pairs[:, 1].astype(np.uint64)
+    code.sort()  # shifts, not division, to pack and unpack: a third of the time on millions
+    code = code[np.concatenate([[True], code[1:] != code[:-1]])]
+    out = np.empty((code.size, 2), dtype=np.int64)
+    out[:, 0] = code >> _U64(32)
+    out[:, 1] = code & _U64(0xFFFFFFFF)
+    return out
 
 
 def signature_keys(band_keys: np.ndarray) -> np.ndarray:
@@ -904,9 +983,8 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-# Varied text: band pairs are pooled and pre-filtered once. Templated text: a band's
-# pairs are mostly junk and are pre-filtered at once.
-_JUNK_BAND = 8
+# Band pairs, past the pre-filter's first look in band_bucket_pairs, are pooled and made
+# distinct before the rest of the pre-filter (templated text repeats them across bands).
 _PENDING_PAIRS = 1 << 22
 
 
@@ -918,11 +996,12 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     used = sigs[members] if members.size < n else sigs
     keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
     prefilter = slot_prefilter(sigs, config)
-    head = _slot_bytes(used, min(config.num_perm, 64), bits=4)
+    head_slots = min(config.num_perm, 64)
+    head = _slot_bytes(used, head_slots, bits=4)
+    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
 
     def band_pairs(band: int) -> np.ndarray:
-        pairs = band_bucket_pairs(keys[band], members, head, band, config)
-        return prefilter(pairs) if len(pairs) * _JUNK_BAND > n else pairs
+        return band_bucket_pairs(keys[band], members, head, band, config, head_floor)
 
     band_found: list[np.ndarray] = []
     pending = 0

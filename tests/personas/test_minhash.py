@@ -398,8 +398,8 @@ def test_slot_prefilter_compares_rows_or_packed_bits_alike() -> None:
 def test_verified_pairs_do_not_depend_on_when_band_pairs_are_filtered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Band pairs filtered band by band, held to the end, or compacted every band: the same
-    verified pairs (the pre-filter and the dedup commute)."""
+    """Band pairs held to the end, compacted every band, or past the first look in the band or
+    not: the same verified pairs (the pre-filter and the dedup commute)."""
     from personahub.personas import minhash
 
     rng = np.random.default_rng(8)
@@ -411,9 +411,11 @@ def test_verified_pairs_do_not_depend_on_when_band_pairs_are_filtered(
     config = MinHashConfig()
     sigs, feats = sketch(texts, config)
     results = []
-    for junk, pending in ((8, 1 << 22), (10**9, 1 << 22), (1, 1 << 22), (10**9, 1), (1, 1)):
-        monkeypatch.setattr(minhash, "_JUNK_BAND", junk)
+    plain = minhash.band_bucket_pairs
+    for first_look, pending in ((True, 1 << 22), (True, 1), (False, 1 << 22), (False, 1)):
         monkeypatch.setattr(minhash, "_PENDING_PAIRS", pending)
+        monkeypatch.setattr(minhash, "band_bucket_pairs",
+                            plain if first_look else lambda *args: plain(*args[:5]))
         results.append(minhash.verified_pairs(sigs, feats, config))
     assert len(results[0]) > 100
     for other in results[1:]:
@@ -496,3 +498,63 @@ def test_thread_count_defaults_to_the_cores_this_process_may_use() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     assert MinHashConfig().thread_count == cores
     assert MinHashConfig(threads=3).thread_count == 3
+
+
+def test_group_order_is_a_stable_sort_by_key_even_when_packed_bits_collide() -> None:
+    """Keys alike above the position's bits but unequal below them fall back to the stable
+    argsort; other keys are grouped by the packed sort. Fails if the packing decided groups."""
+    from personahub.personas.minhash import _group_order
+
+    rng = np.random.default_rng(3)
+    for keys in (rng.integers(0, 40, 5000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15),
+                 (rng.integers(0, 40, 5000).astype(np.uint64) << np.uint64(40))
+                 | rng.integers(0, 2, 5000).astype(np.uint64),  # differ in the low bits only
+                 np.arange(3000, dtype=np.uint64)):
+        order = _group_order(keys)
+        shared = np.flatnonzero(np.unique(keys, return_counts=True)[1][
+            np.unique(keys, return_inverse=True)[1]] > 1)
+        want = shared[np.argsort(keys[shared], kind="stable")]
+        assert set(want.tolist()) <= set(order.tolist())
+        kept = order[np.isin(order, want)]
+        assert np.array_equal(kept, want)
+        assert np.array_equal(order, order[np.argsort(keys[order], kind="stable")])
+
+
+@pytest.mark.parametrize("max_pairs", [1, 2, 5])
+def test_band_bucket_pairs_are_the_bucket_and_split_pairs(max_pairs: int) -> None:
+    """One sort of the band, splitting only over-full buckets, gives the pairs of
+    _bucket_pairs and split_bucket_pairs over every row, and with head_floor those of them with
+    enough equal head slots. Fails if the split or the first look lost or added a pair."""
+    from personahub.personas.minhash import (
+        _bucket_pairs,
+        _equal_slots,
+        _keys_by_band,
+        _slot_bytes,
+        band_bucket_pairs,
+        split_bucket_pairs,
+        split_slots,
+    )
+
+    rng = np.random.default_rng(4)
+    texts = [f"A {rng.choice(['calm', 'bold'])} {rng.choice(['nurse', 'baker', 'welder'])} from "
+             f"{rng.choice(['Oslo', 'Lima', 'Pune'])} who likes {rng.choice(['chess', 'jazz'])}, "
+             f"no. {i % 700}" for i in range(3000)]
+    config = MinHashConfig(max_bucket_pairs=max_pairs)
+    sigs, _ = sketch(texts, config)
+    bands, rows = recall_lsh_params(0.9, 128)
+    keys, _ = _keys_by_band(sigs, bands, rows)
+    head = _slot_bytes(sigs, 64, bits=4)
+    members = np.arange(len(texts))
+    split_seen = 0
+    for band in range(bands):
+        plain = _bucket_pairs(keys[band], members, max_pairs)
+        split = split_bucket_pairs(keys[band], members, head, split_slots(band, rows, 64),
+                                   max_pairs)
+        want = {tuple(p) for p in np.concatenate([plain, split]).tolist()}
+        split_seen += len(want) - len({tuple(p) for p in plain.tolist()})
+        got = band_bucket_pairs(keys[band], members, head, band, config)
+        assert {tuple(p) for p in got.tolist()} == want
+        looked = band_bucket_pairs(keys[band], members, head, band, config, 44)
+        kept = got[_equal_slots(head, got, 64, bits=4) >= 44]
+        assert {tuple(p) for p in looked.tolist()} == {tuple(p) for p in kept.tolist()}
+    assert split_seen > 0  # the split found pairs the capped buckets did not
