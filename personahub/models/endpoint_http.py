@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic import BaseModel
 
 from personahub.core.call_spill import SinkSlot
-from personahub.core.contracts import CallRequest, Capabilities, StructuredResult
+from personahub.core.contracts import CallRecord, CallRequest, Capabilities, StructuredResult
 from personahub.models.attempts import answered, failed, straggled
-from personahub.models.prompt_prefix import SharedPrefixMeter
+from personahub.models.prompt_prefix import SharedPrefixMeter, prompt_text
 from personahub.models.seam_deadlines import StragglerDeadlines
+from personahub.models.slot_routing import SlotRouter, llama_cpp_slots
 from personahub.models.structured import (
     NO_KEYWORDS,
     ModeBook,
@@ -76,6 +77,12 @@ def request_kwargs(schema: type[BaseModel], mode: StructuredMode, max_tokens: in
         return {"tools": openai_tools(schema, stripped), "tool_choice": tool_choice(schema),
                 "extra_body": body}
     return {"extra_body": body}
+
+
+def with_slot(kwargs: dict[str, object], slot: int) -> dict[str, object]:
+    """Return request keyword arguments that also name a llama.cpp server slot (``id_slot``)."""
+    body = cast("dict[str, object]", kwargs.get("extra_body") or {})
+    return {**kwargs, "extra_body": {**body, "id_slot": slot}}
 
 
 def _callbacks_configured() -> bool:
@@ -142,7 +149,8 @@ class HttpEndpoint:
 
     def __init__(self, *, label: str, model_name: str, base_url: str | None,
                  make_model: Callable[[], ChatOpenAI], timeout_s: float, modes: ModeBook,
-                 index: int = 0, max_tokens_param: str = "max_tokens") -> None:
+                 index: int = 0, max_tokens_param: str = "max_tokens",
+                 probe_slots: bool = False) -> None:
         self.label, self.model_name, self.base_url = label, model_name, base_url
         self.index, self.modes, self.timeout_s = index, modes, timeout_s
         self.max_tokens_param = max_tokens_param
@@ -157,6 +165,10 @@ class HttpEndpoint:
         self.prompt_prefix = SharedPrefixMeter(PREFIX_WINDOW)
         self.deadlines = StragglerDeadlines(timeout_s)
         self.spill = SinkSlot()
+        # llama.cpp's server only: its slots, found once by GET /props (slot_routing.py)
+        self.probe_slots = probe_slots and base_url is not None
+        self.slot_router: SlotRouter | None = None
+        self._slots_probe: tuple[asyncio.AbstractEventLoop, asyncio.Task[int | None]] | None = None
 
     def current_mode(self) -> str:
         """Return the structured mode in use now, with the keywords left out."""
@@ -201,10 +213,25 @@ class HttpEndpoint:
             return None
         return lock
 
+    async def _find_slots(self) -> None:
+        """Ask the server once whether it is llama.cpp's and how many slots it has; every call
+        that arrives meanwhile waits for the one answer."""
+        loop = asyncio.get_running_loop()
+        if self._slots_probe is None or self._slots_probe[0] is not loop:
+            assert self.base_url is not None
+            self._slots_probe = (loop, loop.create_task(
+                llama_cpp_slots(self.model.root_async_client, self.base_url)))
+        slots = await asyncio.shield(self._slots_probe[1])
+        if self.probe_slots:
+            self.probe_slots = False
+            self.slot_router = SlotRouter(slots) if slots else None
+
     async def call(self, request: CallRequest) -> StructuredResult[BaseModel]:
         """One request (under the probe while the mode is being learned)."""
         if self._loop is not asyncio.get_running_loop():
             await self._on_loop()
+        if self.probe_slots:
+            await self._find_slots()
         probe = await self._probe()
         try:
             return await self._send(request, probe=probe is not None)
@@ -236,6 +263,21 @@ class HttpEndpoint:
                                 structured_mode=sent_mode(mode, stripped))
         messages = prepare_messages(mode, request.schema, request.messages, stripped)
         self.prompt_prefix.add(messages)
+        kwargs = self._request_kwargs(request, mode, stripped)
+        router, slot = self.slot_router, None
+        if router is not None:
+            slot = router.choose(prompt_text(messages))
+            kwargs = with_slot(kwargs, slot)
+        try:
+            return await self._post(request, record, messages, kwargs, mode, probe)
+        finally:
+            if router is not None and slot is not None:
+                router.release(slot)
+
+    async def _post(self, request: CallRequest, record: CallRecord, messages: list[BaseMessage],
+                    kwargs: dict[str, Any], mode: StructuredMode,
+                    probe: bool) -> StructuredResult[BaseModel]:
+        """Post one attempt and return its result (a failure becomes a record)."""
         deadlines = self.deadlines
         limit = deadlines.limit(request.purpose, request.max_tokens, request.stragglers, probe)
         sink = self.spill.sink
@@ -249,9 +291,7 @@ class HttpEndpoint:
                 if not deadlines.warm:
                     deadlines.track(scope, sent, request.purpose, request.max_tokens,
                                     request.stragglers)
-                message = await generate(self.model, messages,
-                                         self._request_kwargs(request, mode, stripped),
-                                         self._callbacks)
+                message = await generate(self.model, messages, kwargs, self._callbacks)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a record
             deadlines.untrack(scope)
             result: StructuredResult[BaseModel] = failed(record, exc, started)

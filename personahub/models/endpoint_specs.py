@@ -171,10 +171,12 @@ def _endpoint_key(url: str, parsed: SplitResult, query: dict[str, str]) -> str |
 
 def _http(settings: LLMSettings, modes: ModeBook, index: int, *, label: str, name: str,
           base: str | None, key: str, param: str, query: dict[str, str] | None = None) -> HttpEndpoint:
+    # OpenAI's API has no llama.cpp slots to ask about; any other server is asked once (GET /props)
+    probe = base is not None and not _same_base(base, OPENAI_API_BASE)
     return HttpEndpoint(label=label, model_name=name, base_url=base,
                         make_model=partial(chat_openai, name, base, key, settings, query),
                         timeout_s=settings.timeout_s,
-                        modes=modes, index=index, max_tokens_param=param)
+                        modes=modes, index=index, max_tokens_param=param, probe_slots=probe)
 
 
 def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: int) -> HttpEndpoint:
