@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMConfigError, LLMSettings, redact_spec
 from personahub.tasks.instruction import Instruction
 from personahub.tasks.max_tokens import kind_max_tokens
+from tests.http_stub import serving
 
 SECRET = "sk-test-very-secret-value"
 
@@ -45,16 +45,8 @@ class _Capture(BaseHTTPRequestHandler):
 @pytest.fixture
 def capture() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
-    handler = type("Handler", (_Capture,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    # a short poll: shutdown() waits up to one poll interval (0.5 s by default) per test
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("Handler", (_Capture,), {"seen": seen})) as url:
+        yield url, seen
 
 
 def call(spec: str) -> None:

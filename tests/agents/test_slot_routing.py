@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from personahub.models.slot_routing import (
 from personahub.models.structured import ModeBook
 from personahub.tasks.instruction import Instruction
 from personahub.tasks.max_tokens import kind_max_tokens
+from tests.http_stub import serving
 
 HEAD = "<|system|>\nYou are the person described under Persona.\n<|user|>\n## Task\nWrite one request.\n"
 
@@ -124,15 +124,8 @@ class _Server(BaseHTTPRequestHandler):
 
 def _serve(props: dict[str, Any] | None) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (_Server,), {"seen": seen,
-                                                                          "props": props}))
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("H", (_Server,), {"seen": seen, "props": props})) as url:
+        yield url, seen
 
 
 @pytest.fixture
