@@ -530,7 +530,7 @@ def _graph_tables(con: duckdb.DuckDBPyConnection, include_duplicates: bool) -> N
 
 def _drop_graph_tables(con: duckdb.DuckDBPyConnection) -> None:
     for name in ("_g_nodes", "_g_edges", "_g_ends", "_g_simple", "_g_pairs", "_g_weight", "_g_done",
-                 "_g_hook", "_g_next"):
+                 "_g_hook", "_g_left", "_g_next"):
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
@@ -577,11 +577,11 @@ def _components(con: duckdb.DuckDBPyConnection, nodes: int) -> list[tuple[int, i
             SELECT h.p AS v, sum(w.w)::BIGINT AS w FROM _g_weight w JOIN _g_hook h USING (v)
             GROUP BY h.p""")
         # a root left without edges is a whole component: its weight is the component's size
-        con.execute("CREATE OR REPLACE TEMP TABLE _g_hook AS "
+        con.execute("CREATE OR REPLACE TEMP TABLE _g_left AS "
                     "SELECT x AS v FROM _g_pairs UNION SELECT y FROM _g_pairs")
-        con.execute("INSERT INTO _g_done SELECT n.w FROM _g_next n ANTI JOIN _g_hook e USING (v)")
+        con.execute("INSERT INTO _g_done SELECT n.w FROM _g_next n ANTI JOIN _g_left e USING (v)")
         con.execute("CREATE OR REPLACE TEMP TABLE _g_weight AS "
-                    "SELECT n.* FROM _g_next n SEMI JOIN _g_hook e USING (v)")
+                    "SELECT n.* FROM _g_next n SEMI JOIN _g_left e USING (v)")
     sizes = dict(con.execute("SELECT w, count(*) FROM _g_done GROUP BY w").fetchall())
     if nodes > in_edges:  # nodes on no simple edge are components of one
         sizes[1] = sizes.get(1, 0) + nodes - in_edges
