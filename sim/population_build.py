@@ -40,6 +40,7 @@ from personahub.personas.store import (
     upsert_persona_table,
 )
 from personahub.sim import runner, store
+from personahub.sim.row_file import RowFile
 from personahub.sim.scenario import Scenario, check_named, named_ids
 
 #: personas read, written to the hub, embedded and assigned to an archetype at a time
@@ -55,10 +56,13 @@ class PersonaColumns:
         table: ``persona_columns``' columns (persona_id, text, source, source_ref, attributes as
             JSON text, hop, gate).
         keys: the attribute names any of them has.
+        spilled: the texts and attributes, when they are kept in a file rather than in ``table``
+            (``write_personas``).
     """
 
     table: pa.Table
     keys: frozenset[str]
+    spilled: RowFile | None = None
 
     @classmethod
     def of(cls, people: Sequence[Persona]) -> PersonaColumns:
@@ -74,10 +78,14 @@ class PersonaColumns:
 
     def rows(self, lo: int, hi: int) -> tuple[list[str], list[dict[str, object]]]:
         """Return the texts and attributes of rows [lo, hi)."""
+        if self.spilled is not None:
+            return _texts_and_attributes(self.spilled.slice(lo, hi))
         return _texts_and_attributes(self.table.slice(lo, hi - lo))
 
     def pick(self, at: np.ndarray) -> tuple[list[str], list[dict[str, object]]]:
         """Return the texts and attributes of the rows at the given positions."""
+        if self.spilled is not None:
+            return _texts_and_attributes(self.spilled.take(at))
         return _texts_and_attributes(self.table.take(pa.array(at)))
 
     def personas(self) -> list[Persona]:
@@ -139,17 +147,24 @@ def read_personas(scenario: Scenario, db: Path | str | None = None,
     return PersonaColumns(kept.table, frozenset(keys))
 
 
-#: what the setup reads of its personas once they are in the hub
-SET_UP_COLUMNS: Final = ("persona_id", "text", "attributes")
+#: acquaintance links inserted a statement at a time
+LINKS_AT_A_TIME: Final = 4 * CHUNK
+
+
+#: what the setup reads of its personas once they are in the hub, a chunk at a time (kept in a
+#: file, ``RowFile``), beside their ids (kept in memory)
+SET_UP_COLUMNS: Final = ("text", "attributes")
 
 
 def write_personas(con: duckdb.DuckDBPyConnection, personas: PersonaColumns) -> PersonaColumns:
     """Insert the personas the hub lacks, ``CHUNK`` rows at a time in order, with DuckDB held to
-    a bounded pool (in the caller's transaction); return the columns the setup still reads."""
+    a bounded pool (in the caller's transaction); return their ids, with the texts and
+    attributes the setup still reads kept in a temporary file rather than in memory."""
     with store.bounded_pool(con, store.setup_room(len(personas))):
         for lo in range(0, len(personas), CHUNK):
             upsert_persona_table(con, personas.table.slice(lo, CHUNK))
-    return PersonaColumns(personas.table.select(list(SET_UP_COLUMNS)), personas.keys)
+    spilled = RowFile(personas.table.select(list(SET_UP_COLUMNS)), CHUNK)
+    return PersonaColumns(personas.table.select(["persona_id"]), personas.keys, spilled)
 
 
 def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
@@ -170,13 +185,15 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
     size = int(near.size)
     with store.bounded_pool(con, store.setup_room(count) + store.ROOM_A_LINK * size), \
             transaction(con):
-        # this seed's links, stored as save_acquaintances stores them (the ids are distinct);
-        # their columns go before the commit, which flushes the relations key's index
-        add_relations(con, {**_links(ids, near, far),
-                            "hop": pa.repeat(pa.scalar(0, pa.int32()), size),
-                            "source": pa.repeat(pa.scalar(f"{SCENARIO_LINKS}{scenario.name}",
-                                                          pa.string()), size)},
-                      new_by=("src", "dst", "relation"))
+        # this seed's links, stored as save_acquaintances stores them (the ids are distinct), a
+        # chunk's columns at a time beside the relations key's index the transaction grows
+        source = pa.scalar(f"{SCENARIO_LINKS}{scenario.name}", pa.string())
+        for lo in range(0, size, LINKS_AT_A_TIME):
+            part = min(LINKS_AT_A_TIME, size - lo)
+            add_relations(con, {**_links(ids, near[lo:lo + part], far[lo:lo + part]),
+                                "hop": pa.repeat(pa.scalar(0, pa.int32()), part),
+                                "source": pa.repeat(source, part)},
+                          new_by=("src", "dst", "relation"))
         pa.default_memory_pool().release_unused()
     with store.bounded_pool(con, store.setup_room(count)):
         found = social_pairs(con, ids, pa.table(_links(ids, near, far)))
