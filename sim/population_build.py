@@ -195,18 +195,23 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
                                 "source": pa.repeat(source, part)},
                           new_by=("src", "dst", "relation"))
         pa.default_memory_pool().release_unused()
+        store.release_freed(con)  # what the inserts' joins freed, before the commit needs room
+    # each phase in a pool of its own: leaving one gives back what its queries freed
     with store.bounded_pool(con, store.setup_room(count)):
         found = social_pairs(con, ids, pa.table(_links(ids, near, far)))
-        del near, far
-        _record_agents(con, run_id, ids, found)
-        del found
-        grouped = group_archetype_rows(count, personas.rows, personas.pick, min(k, count), seed,
-                                       chunk=CHUNK)
-        representatives = [str(ids[i].as_py()) for i in grouped.representatives]
-        with transaction(con):
-            store.add_archetypes(con, run_id, ids, grouped.labels, representatives,
-                                 [int(n) for n in grouped.sizes], grouped.attribute_shares,
-                                 f"{grouped.method}; k={k}")
+    del near, far
+    edges = _starting_edges(ids, found)
+    del found
+    with store.bounded_pool(con, store.setup_room(count)), transaction(con):
+        store.add_agents(con, run_id, ids, np.arange(1, count + 1), edges)
+    del edges
+    grouped = group_archetype_rows(count, personas.rows, personas.pick, min(k, count), seed,
+                                   chunk=CHUNK)
+    representatives = [str(ids[i].as_py()) for i in grouped.representatives]
+    with store.bounded_pool(con, store.setup_room(count)), transaction(con):
+        store.add_archetypes(con, run_id, ids, grouped.labels, representatives,
+                             [int(n) for n in grouped.sizes], grouped.attribute_shares,
+                             f"{grouped.method}; k={k}")
     pa.default_memory_pool().release_unused()  # the links' and edges' columns, to the system
     return representatives
 
@@ -217,17 +222,15 @@ def _links(ids: pa.Array, near: np.ndarray, far: np.ndarray) -> dict[str, pa.Arr
             "relation": pa.repeat(pa.scalar("acquaintance", pa.string()), near.size)}
 
 
-def _record_agents(con: duckdb.DuckDBPyConnection, run_id: str, ids: pa.Array,
-                   found: pa.Table) -> None:
-    """Record an agent per persona, in order, and the starting graph among them (``found``:
-    ``social_pairs``' rows), its edges in the order ``SocialEdges.from_positions`` gives them
+def _starting_edges(ids: pa.Array, found: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Return the starting graph's edges among the agents (``found``: ``social_pairs``' rows) as
+    (src, dst, relation) columns, in the order ``SocialEdges.from_positions`` gives them
     (networkx's)."""
     a = found.column("pa").to_numpy().astype(np.int64, copy=False)
     b = found.column("pb").to_numpy().astype(np.int64, copy=False)
-    relation = found.column("r").combine_chunks()
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    order = np.lexsort((np.arange(a.size, dtype=np.int64), lo))
-    edges = (ids.take(pa.array(lo[order])), ids.take(pa.array(hi[order])),
-             relation.take(pa.array(order)))
-    with transaction(con):
-        store.add_agents(con, run_id, ids, np.arange(1, len(ids) + 1), edges)
+    del a, b
+    order = np.lexsort((np.arange(lo.size, dtype=np.int64), lo))
+    ends = (ids.take(pa.array(lo[order])), ids.take(pa.array(hi[order])))
+    del lo, hi
+    return (*ends, found.column("r").combine_chunks().take(pa.array(order)))
