@@ -149,6 +149,8 @@ def read_personas(scenario: Scenario, db: Path | str | None = None,
 
 #: acquaintance links inserted a statement at a time
 LINKS_AT_A_TIME: Final = 4 * CHUNK
+#: and committed at a time
+LINKS_A_COMMIT: Final = 4 * LINKS_AT_A_TIME
 
 
 #: what the setup reads of its personas once they are in the hub, a chunk at a time (kept in a
@@ -183,19 +185,10 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
     growth = scenario.graph
     near, far = small_world_arrays(count, growth.acquaintances, growth.rewire, seed)
     size = int(near.size)
-    with store.bounded_pool(con, store.setup_room(count) + store.ROOM_A_LINK * size), \
-            transaction(con):
-        # this seed's links, stored as save_acquaintances stores them (the ids are distinct), a
-        # chunk's columns at a time beside the relations key's index the transaction grows
-        source = pa.scalar(f"{SCENARIO_LINKS}{scenario.name}", pa.string())
-        for lo in range(0, size, LINKS_AT_A_TIME):
-            part = min(LINKS_AT_A_TIME, size - lo)
-            add_relations(con, {**_links(ids, near[lo:lo + part], far[lo:lo + part]),
-                                "hop": pa.repeat(pa.scalar(0, pa.int32()), part),
-                                "source": pa.repeat(source, part)},
-                          new_by=("src", "dst", "relation"))
-        pa.default_memory_pool().release_unused()
-        store.release_freed(con)  # what the inserts' joins freed, before the commit needs room
+    with store.bounded_pool(con, store.setup_room(count) + store.ROOM_A_LINK * size):
+        for lo in range(0, size, LINKS_A_COMMIT):
+            _add_links(con, ids, near[lo:lo + LINKS_A_COMMIT], far[lo:lo + LINKS_A_COMMIT],
+                       f"{SCENARIO_LINKS}{scenario.name}")
     # each phase in a pool of its own: leaving one gives back what its queries freed
     with store.bounded_pool(con, store.setup_room(count)):
         found = social_pairs(con, ids, pa.table(_links(ids, near, far)))
@@ -214,6 +207,26 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
                              f"{grouped.method}; k={k}")
     pa.default_memory_pool().release_unused()  # the links' and edges' columns, to the system
     return representatives
+
+
+def _add_links(con: duckdb.DuckDBPyConnection, ids: pa.Array, near: np.ndarray,
+               far: np.ndarray, source: str) -> None:
+    """Store links between the ids at those positions in one transaction, as save_acquaintances
+    stores them (the ids are distinct), ``LINKS_AT_A_TIME`` links' columns at a time.
+
+    A commit merges the links' part of the ``relations`` key's index into the table's, holding
+    both for a while: the setup's links commit ``LINKS_A_COMMIT`` at a time, not all at once (a
+    setup stopped between two commits inserts the rest when it runs again, and none twice).
+    """
+    with transaction(con):
+        for lo in range(0, near.size, LINKS_AT_A_TIME):
+            part = min(LINKS_AT_A_TIME, near.size - lo)
+            add_relations(con, {**_links(ids, near[lo:lo + part], far[lo:lo + part]),
+                                "hop": pa.repeat(pa.scalar(0, pa.int32()), part),
+                                "source": pa.repeat(pa.scalar(source, pa.string()), part)},
+                          new_by=("src", "dst", "relation"))
+        pa.default_memory_pool().release_unused()
+        store.release_freed(con)  # what the inserts' joins freed, before the commit needs room
 
 
 def _links(ids: pa.Array, near: np.ndarray, far: np.ndarray) -> dict[str, pa.Array]:

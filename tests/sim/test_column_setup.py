@@ -104,6 +104,7 @@ def test_the_setup_writes_the_agent_societys_tables_a_chunk_at_a_time(tmp_path, 
     _run(scenario, tmp_path / "agents.duckdb", "agents")
     monkeypatch.setattr(population_build, "CHUNK", CHUNK)
     monkeypatch.setattr(population_build, "LINKS_AT_A_TIME", 9)
+    monkeypatch.setattr(population_build, "LINKS_A_COMMIT", 20)
     monkeypatch.setattr(archetypes, "FEATURE_ROWS", 3)
     written: list[int] = []
     embedded: list[int] = []
@@ -117,6 +118,8 @@ def test_the_setup_writes_the_agent_societys_tables_a_chunk_at_a_time(tmp_path, 
 
     def add_watched(con, columns, **kwargs):
         linked.append(len(columns["src"]))
+        if len(linked) > 1 and sum(linked[:-1]) % 20 == 0:  # a commit's first statement
+            assert con.execute("SELECT count(*) FROM relations").fetchall() == [(sum(linked[:-1]),)]
         return add_relations(con, columns, **kwargs)
 
     def embed_watched(self, texts):
@@ -129,7 +132,7 @@ def test_the_setup_writes_the_agent_societys_tables_a_chunk_at_a_time(tmp_path, 
     _run(scenario, tmp_path / "columns.duckdb", "columns")
     assert max(written) == CHUNK and sum(written) == N
     assert max(embedded) == 3 and sum(embedded) == 2 * N  # the fit sample, then every chunk
-    assert max(linked) == 9 and len(linked) > 1
+    assert linked[:3] == [9, 9, 2] and max(linked) == 9  # 9 at a time, 20 a commit
     assert _setup_tables(tmp_path / "columns.duckdb") == _setup_tables(tmp_path / "agents.duckdb")
 
 
