@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -254,6 +255,22 @@ def bounded_pool(con: duckdb.DuckDBPyConnection, room: int = RUN_ROOM) -> Iterat
     finally:
         with contextlib.suppress(duckdb.Error):
             con.execute("RESET memory_limit")
+
+
+def release_freed(con: duckdb.DuckDBPyConnection) -> None:
+    """Give back to the system what DuckDB's finished queries freed.
+
+    DuckDB's allocator keeps the memory a query's sorts, joins and results freed (at a million
+    agents, hundreds of MB) until its memory limit is set, which flushes it; this sets the limit
+    to what it is (rounded up: DuckDB shows it to a tenth of its unit). Nothing changes when
+    several runs share the database instance (``shared_pool``) or the limit cannot be read back.
+    """
+    if _sharing[0]:
+        return
+    with contextlib.suppress(duckdb.Error, ValueError):
+        number, unit = str(scalar(con, "SELECT current_setting('memory_limit')")).split()
+        scale = 1024 ** ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"].index(unit)
+        con.execute(f"SET memory_limit = '{math.ceil((float(number) + 0.05) * scale)}B'")
 
 
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,

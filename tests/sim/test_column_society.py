@@ -228,7 +228,7 @@ def test_the_export_and_the_steps_get_the_same_room_at_any_population(whole, tmp
     monkeypatch.setattr(store, "bounded_pool", watched)
     db = tmp_path / "rooms.duckdb"
     _run(path, db)
-    setup, run = rooms[:3], rooms[3:]  # the setup's three bulk phases, then the run's
+    setup, run = rooms[:5], rooms[5:]  # the setup's five bulk phases, then the run's
     assert len(run) == 4 and set(run) == {store.RUN_ROOM}
     assert store.RUN_ROOM < store.BULK_ROOM <= min(setup)
 
