@@ -31,20 +31,32 @@ def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB)
 
 
 @contextmanager
+def kept_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Give the connection back the memory limit it had before the block, whatever the block set,
+    so a caller that passed its connection in finds it as it was.
+
+    Args:
+        con: the connection whose limit is restored.
+    """
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{limit}'")
+
+
+@contextmanager
 def held_memory(con: duckdb.DuckDBPyConnection, memory_mb: int) -> Iterator[None]:
     """Hold DuckDB's buffers to memory_mb while the block runs, then give the connection back its
-    own limit, so a caller that passed its connection in finds it as it was.
+    own limit (kept_memory).
 
     Args:
         con: the connection whose buffer pool is held.
         memory_mb: the limit while the block runs (at least 64 MiB).
     """
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    bound_memory(con, memory_mb)
-    try:
+    with kept_memory(con):
+        bound_memory(con, memory_mb)
         yield
-    finally:
-        con.execute(f"SET memory_limit = '{limit}'")
 
 
 def personas_keyed(con: duckdb.DuckDBPyConnection) -> bool:
