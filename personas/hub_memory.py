@@ -23,6 +23,11 @@ IMPORT_MEMORY_MB = 192
 # an expansion's: its batches' writes scan the hub's ids and read texts by id, and DuckDB kept
 # every block they read; the hub's near-duplicate index is built within SAMPLE_MEMORY_MB
 EXPAND_MEMORY_MB = 128
+# an expansion's summary's (its graph's shape joins the whole relations table: the blocks it read
+# were 42 MiB at a million personas, 135 at 3M) and the end-of-job preview's and kept shares'
+# (personahub/cli/job_running.py: an expansion's preview joins its few hundred personas with the
+# whole hub, 44 and 130 MiB): below what a million personas reads, so the pool stays flat past it
+SUMMARY_MEMORY_MB = 64
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
