@@ -28,6 +28,10 @@ EXPAND_MEMORY_MB = 128
 # (personahub/cli/job_running.py: an expansion's preview joins its few hundred personas with the
 # whole hub, 44 and 130 MiB): below what a million personas reads, so the pool stays flat past it
 SUMMARY_MEMORY_MB = 64
+# a text job's (personas from-text): each batch's write checks its ids against the hub's, a scan
+# of the persona_id column whose blocks the default pool kept (11 MiB at a million personas, 32 at
+# 3M); held below what ten million read, as the summary is
+TEXT_MEMORY_MB = 64
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
