@@ -34,9 +34,28 @@ SUMMARY_MEMORY_MB = 64
 TEXT_MEMORY_MB = 64
 
 
+# what DuckDB holds that a lower limit cannot evict: a key's index (ART_INDEX) is kept in memory
+# whatever the limit, as are the blocks a running query pins; the hub's blocks (BASE_TABLE) are
+# evicted
+UNEVICTED = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag <> 'BASE_TABLE'"
+
+
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
-    """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it."""
-    con.execute(f"SET memory_limit = '{max(64, int(memory_mb))}MiB'")
+    """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it.
+
+    DuckDB refuses a limit below what it holds and cannot evict (after an expansion's batches, the
+    relations key's index: 72 MiB at a million personas); the limit is then memory_mb over that.
+
+    Args:
+        con: the connection whose buffer pool is held.
+        memory_mb: the share of evictable buffers (the hub's blocks read), in MiB.
+    """
+    want = max(64, int(memory_mb))
+    try:
+        con.execute(f"SET memory_limit = '{want}MiB'")
+    except duckdb.OutOfMemoryException:
+        unevicted = int(con.execute(UNEVICTED).fetchall()[0][0])
+        con.execute(f"SET memory_limit = '{want + -(-unevicted // 2**20)}MiB'")
 
 
 @contextmanager
