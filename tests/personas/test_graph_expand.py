@@ -154,3 +154,26 @@ def test_an_expansion_gives_the_callers_connection_its_memory_limit_back(tmp_pat
                hops=1, fanout=2)
     assert during and set(during) == {"128.0 MiB"}
     assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+
+
+def test_an_expansions_summary_reads_the_relations_within_its_share(tmp_path, monkeypatch):
+    """The summary's graph joins the hub's whole relations table after the batches: DuckDB is held
+    to SUMMARY_MEMORY_MB while it counts (on main it ran at the caller's limit, and the pool kept
+    every block it read), and the caller's limit comes back after."""
+    import personahub.personas.expand as expand
+
+    con, people = hub(tmp_path, n=4)
+    con.execute("SET memory_limit = '3GiB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    seen = []
+    shape = expand.expansion_graph_stats
+
+    def watched(c, expansion_id):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return shape(c, expansion_id)
+
+    monkeypatch.setattr(expand, "expansion_graph_stats", watched)
+    summary = expand_hub(con, LLMClient(LLMSettings(seed=4)),
+                         start_ids=[p.persona_id for p in people], hops=1, fanout=2)
+    assert seen == ["64.0 MiB"] and summary.graph["nodes"] > 4
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
