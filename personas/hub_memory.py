@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import duckdb
 
+from personahub.core.store import memory_limit
+
 # DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
 # a sample's: it streams the hub in ranges of seq, each sorted on its own, so what DuckDB holds
@@ -39,12 +41,8 @@ def held_memory(con: duckdb.DuckDBPyConnection, memory_mb: int) -> Iterator[None
         con: the connection whose buffer pool is held.
         memory_mb: the limit while the block runs (at least 64 MiB).
     """
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    bound_memory(con, memory_mb)
-    try:
+    with memory_limit(con, f"{max(64, int(memory_mb))}MiB"):
         yield
-    finally:
-        con.execute(f"SET memory_limit = '{limit}'")
 
 
 def personas_keyed(con: duckdb.DuckDBPyConnection) -> bool:

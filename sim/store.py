@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from personahub.core.call_log import call_counts
-from personahub.core.store import insert_columns, scalar
+from personahub.core.store import insert_columns, memory_limit, scalar
 from personahub.personas.store import PERSONA_TEXTS
 
 if TYPE_CHECKING:
@@ -237,23 +237,17 @@ def bounded_pool(con: duckdb.DuckDBPyConnection, room: int = RUN_ROOM) -> Iterat
 
     Under its default limit (80% of RAM) DuckDB keeps the blocks of a million-row export or insert
     and its allocator keeps what their sorts and joins freed, so a process's peak grows with the
-    population; under a limit it spills to its temporary directory instead, and resetting the
-    limit returns the freed memory to the system. Nothing changes when several runs share the
-    database instance (``shared_pool``).
+    population; under a limit it spills to its temporary directory instead. The limit the database
+    had (its caller's own, or DuckDB's default) is given back after. Nothing changes when several
+    runs share the database instance (``shared_pool``).
     """
     if _sharing[0]:
         yield
         return
-    try:
-        con.execute(f"SET memory_limit = '{_others(con) + room}B'")
-    except duckdb.Error:
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(duckdb.Error):  # a locked configuration: the pool as it is
+            held.enter_context(memory_limit(con, f"{_others(con) + room}B"))
         yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("RESET memory_limit")
 
 
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
@@ -261,21 +255,15 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
     """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
 
     DuckDB keeps every block up to 80% of RAM and its own checkpoints grew in memory
-    (bench_memory_long.py). Nothing changes when the pool cannot shrink or a transaction is open.
+    (bench_memory_long.py). The limit the database had is given back after. Nothing changes when
+    the pool cannot shrink or a transaction is open.
     """
     if _sharing[0]:
         return
-    try:
-        con.execute(f"SET memory_limit = '{_others(con) + room}B'")
-    except duckdb.Error:
-        return
-    try:
+    with contextlib.suppress(duckdb.Error), memory_limit(con, f"{_others(con) + room}B"):
         with contextlib.suppress(duckdb.Error):
             con.execute("CHECKPOINT")
-        with contextlib.suppress(duckdb.Error):
-            con.execute(f"SET memory_limit = '{_others(con) + slack}B'")
-    finally:
-        con.execute("RESET memory_limit")
+        con.execute(f"SET memory_limit = '{_others(con) + slack}B'")
 
 
 #: who put an event or intervention row into the run (NULL: the scenario)
