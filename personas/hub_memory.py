@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import duckdb
 
+from personahub.core.store import kept_limit
+
 # DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
 # a sample's: it streams the hub in ranges of seq, each sorted on its own, so what DuckDB holds
@@ -61,16 +63,14 @@ def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB)
 @contextmanager
 def kept_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Give the connection back the memory limit it had before the block, whatever the block set,
-    so a caller that passed its connection in finds it as it was.
+    so a caller that passed its connection in finds it as it was (DuckDB's default reset, not
+    rounded; a caller's own as DuckDB shows it).
 
     Args:
         con: the connection whose limit is restored.
     """
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    try:
+    with kept_limit(con):
         yield
-    finally:
-        con.execute(f"SET memory_limit = '{limit}'")
 
 
 @contextmanager

@@ -417,7 +417,14 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         return f" after step {committed}"
 
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
-        """Return the run's totals, read back from the database (resumes included)."""
+        """Return the run's totals, read back from the database (resumes included); a column
+        run's queries hold DuckDB's pool to one room, as its steps do (they scan a row per agent
+        a step)."""
+        columns = isinstance(ctx.state, RunState) and ctx.state.columns
+        with store.bounded_pool(ctx.con, store.RUN_ROOM) if columns else nullcontext():
+            return self._summary(ctx)
+
+    def _summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
         con, run_id, caller = ctx.con, ctx.job_id, ctx.caller
         summary = RunSummary(run_id=run_id, scenario=_state(ctx).name, db=Path(ctx.db),
                              engine=caller.label, offline=caller.is_offline,

@@ -215,8 +215,8 @@ def test_the_export_and_each_step_hold_duckdb_to_a_bounded_pool(whole, tmp_path,
 
 def test_the_export_and_the_steps_get_the_same_room_at_any_population(whole, tmp_path,
                                                                      monkeypatch):
-    """The room is fixed: the export goes a range of agents at a time (fails on a room that
-    grew with the agents)."""
+    """The room is fixed: the export, each of the three steps and the summary get the same one
+    (fails on a room that grew with the agents)."""
     path, _ = whole
     rooms: list[int] = []
     original = store.bounded_pool
@@ -229,7 +229,7 @@ def test_the_export_and_the_steps_get_the_same_room_at_any_population(whole, tmp
     db = tmp_path / "rooms.duckdb"
     _run(path, db)
     setup, run = rooms[:5], rooms[5:]  # the setup's five bulk phases, then the run's
-    assert len(run) == 4 and set(run) == {store.RUN_ROOM}
+    assert len(run) == 5 and set(run) == {store.RUN_ROOM}
     assert store.RUN_ROOM < store.BULK_ROOM <= min(setup)
 
 
