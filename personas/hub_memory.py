@@ -25,6 +25,11 @@ IMPORT_MEMORY_MB = 192
 # an expansion's: its batches' writes scan the hub's ids and read texts by id, and DuckDB kept
 # every block they read; the hub's near-duplicate index is built within SAMPLE_MEMORY_MB
 EXPAND_MEMORY_MB = 128
+# an expansion's inserts into relations load that table's key index (ART), which DuckDB keeps in
+# memory whatever the limit and counts against it: 72 MiB at a million personas, 177 at 3M (about
+# 31-38 bytes a relation), so a fixed hold refused the 3M expansion's batches. Its share is held
+# over this much a relation (twice that, for margin)
+KEY_BYTES_A_RELATION = 64
 # an expansion's summary's (its graph's shape joins the whole relations table: the blocks it read
 # were 42 MiB at a million personas, 135 at 3M) and the end-of-job preview's and kept shares'
 # (personahub/cli/job_running.py: an expansion's preview joins its few hundred personas with the
@@ -58,6 +63,17 @@ def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB)
     except duckdb.OutOfMemoryException:
         unevicted = int(con.execute(UNEVICTED).fetchall()[0][0])
         con.execute(f"SET memory_limit = '{want + -(-unevicted // 2**20)}MiB'")
+
+
+def expand_memory_mb(con: duckdb.DuckDBPyConnection) -> int:
+    """Return the limit an expansion's batches are held to: EXPAND_MEMORY_MB of evictable blocks
+    over the room the relations key's index takes as the batches' inserts load it.
+
+    Args:
+        con: a connection to the hub.
+    """
+    relations = int(con.execute("SELECT count(*) FROM relations").fetchall()[0][0])
+    return EXPAND_MEMORY_MB + relations * KEY_BYTES_A_RELATION // 2**20
 
 
 @contextmanager

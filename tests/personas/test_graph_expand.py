@@ -136,6 +136,31 @@ def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch)
     assert seen == ["128.0 MiB"]
 
 
+def test_an_expansions_share_leaves_room_for_the_relations_key(tmp_path, monkeypatch):
+    """DuckDB keeps the relations key's index in memory and counts it against the limit; a hold
+    fixed at 128 MiB refused a 3M hub's expansion once its inserts loaded the index (177 MiB), so
+    the share grows by KEY_BYTES_A_RELATION for each relation the hub holds."""
+    import personahub.pipelines.expand as pipeline
+    from personahub.personas.hub_memory import KEY_BYTES_A_RELATION
+
+    con, people = hub(tmp_path, n=2)
+    con.execute("INSERT INTO relations (src, dst, relation, hop, source) SELECT 'a' || i, "
+                "'b' || i, 'knows', 1, 'fixture' FROM range(50000) t(i)")
+    seen = []
+    build = pipeline.hub_index
+
+    def watched(c, threshold, folder):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return build(c, threshold, folder)
+
+    monkeypatch.setattr(pipeline, "hub_index", watched)
+    fresh = ["A glassblower from Murano who teaches night classes and keeps rescue pigeons.",
+             "A tugboat engineer in Rotterdam who restores jukeboxes on her days off."]
+    expand_hub(con, FakeClient(people_answers(fresh)), start_ids=[people[0].persona_id], hops=1,
+               fanout=2)
+    assert seen == [f"{128 + 50000 * KEY_BYTES_A_RELATION // 2**20}.0 MiB"] == ["131.0 MiB"]
+
+
 def test_an_expansion_gives_the_callers_connection_its_memory_limit_back(tmp_path):
     """The expansion holds DuckDB to a fixed share while it runs (and checks that it does), then
     leaves a connection passed in with the limit it had."""
