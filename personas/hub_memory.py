@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import duckdb
 
 from personahub.core.store import kept_limit
+from personahub.personas.store import relation_count
 
 # DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
@@ -72,8 +73,7 @@ def expand_memory_mb(con: duckdb.DuckDBPyConnection) -> int:
     Args:
         con: a connection to the hub.
     """
-    relations = int(con.execute("SELECT count(*) FROM relations").fetchall()[0][0])
-    return EXPAND_MEMORY_MB + relations * KEY_BYTES_A_RELATION // 2**20
+    return EXPAND_MEMORY_MB + relation_count(con) * KEY_BYTES_A_RELATION // 2**20
 
 
 @contextmanager
