@@ -114,13 +114,10 @@ def test_social_edges_group_and_order_pairs_by_their_ids(tmp_path):
     assert all(pos[s] < pos[d] for s, d in zip(src, dst, strict=True))
 
 
-def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch):
-    """The expansion's writes scan the hub (ids checked, texts read by id): DuckDB's pool is held
-    to a fixed share while its batches run, so a larger hub evicts blocks instead of growing."""
+def _limit_while_expanding(con, people, monkeypatch) -> list[str]:
+    """Expand one persona and return DuckDB's memory limit as the batches' index is built."""
     import personahub.pipelines.expand as pipeline
 
-    con, people = hub(tmp_path, n=2)
-    con.execute("SET memory_limit = '2GiB'")
     seen = []
     build = pipeline.hub_index
 
@@ -133,31 +130,27 @@ def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch)
              "A tugboat engineer in Rotterdam who restores jukeboxes on her days off."]
     expand_hub(con, FakeClient(people_answers(fresh)), start_ids=[people[0].persona_id], hops=1,
                fanout=2)
-    assert seen == ["128.0 MiB"]
+    return seen
+
+
+def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch):
+    """The expansion's writes scan the hub (ids checked, texts read by id): DuckDB's pool is held
+    to a fixed share while its batches run, so a larger hub evicts blocks instead of growing."""
+    con, people = hub(tmp_path, n=2)
+    con.execute("SET memory_limit = '2GiB'")
+    assert _limit_while_expanding(con, people, monkeypatch) == ["128.0 MiB"]
 
 
 def test_an_expansions_share_leaves_room_for_the_relations_key(tmp_path, monkeypatch):
     """DuckDB keeps the relations key's index in memory and counts it against the limit; a hold
     fixed at 128 MiB refused a 3M hub's expansion once its inserts loaded the index (177 MiB), so
     the share grows by KEY_BYTES_A_RELATION for each relation the hub holds."""
-    import personahub.pipelines.expand as pipeline
     from personahub.personas.hub_memory import KEY_BYTES_A_RELATION
 
     con, people = hub(tmp_path, n=2)
     con.execute("INSERT INTO relations (src, dst, relation, hop, source) SELECT 'a' || i, "
                 "'b' || i, 'knows', 1, 'fixture' FROM range(50000) t(i)")
-    seen = []
-    build = pipeline.hub_index
-
-    def watched(c, threshold, folder):
-        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
-        return build(c, threshold, folder)
-
-    monkeypatch.setattr(pipeline, "hub_index", watched)
-    fresh = ["A glassblower from Murano who teaches night classes and keeps rescue pigeons.",
-             "A tugboat engineer in Rotterdam who restores jukeboxes on her days off."]
-    expand_hub(con, FakeClient(people_answers(fresh)), start_ids=[people[0].persona_id], hops=1,
-               fanout=2)
+    seen = _limit_while_expanding(con, people, monkeypatch)
     assert seen == [f"{128 + 50000 * KEY_BYTES_A_RELATION // 2**20}.0 MiB"] == ["131.0 MiB"]
 
 
