@@ -3,15 +3,16 @@
 At a billion personas the signatures cannot all come to one machine, so only verified pairs
 do. The driver writes the survivors' texts as Parquet files in the job's folder (DuckDB's COPY,
 no row a Python object) and hands Ray their paths; each map task opens its own file, signs its
-texts and emits one row per (text, band), plus one for identical signatures. A hash shuffle on
-(band, key) brings each bucket into one partition, where the local stage's own functions find
+texts and emits one row per (text, band), plus one for identical signatures. A shuffle on a
+hash of (band, key) brings each bucket into one partition, where the local stage's own functions find
 and verify the pairs, so the flags equal the local stage's. On a cluster of several machines
 the job's folder (beside the database) must be on storage every node mounts at the same path.
 
-The shuffle is Ray Data's disk-based hash shuffle (``SHUFFLE_V2`` with
-``use_disk_based_hash_shuffle``): each shuffle map task writes its partitions to its node's disk
-and hands the driver one handle, so the driver holds a reference per map task, not one per (map
-block, partition) as the sort shuffle did (a number growing as the square of the hub).
+The shuffle is Ray Data's pull-based sort shuffle on a partition hash of (band, key) with fixed
+boundaries. It hands the driver one object reference per (map block, partition), a number that
+grows as the square of the hub; the disk-based hash shuffle (``shuffle_v2``), which hands it one
+per map task, held 3 GiB in a shuffle map task and took twice as long at 1M personas
+(``bench/RESULTS.md``), so it is not used.
 
 Grouping by a partition hash, not by bucket, is what makes this fast: Ray calls the function
 once per partition and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
@@ -59,9 +60,8 @@ from personahub.personas.store import copy_survivor_ranges, survivor_count
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
-SHUFFLE = "shuffle_v2"  # a ray.data ShuffleStrategy value (below)
-DISK_SHUFFLE = True  # its map tasks' partitions on their nodes' disks, not in the object store
-SHUFFLE_KEYS = ["band", "key"]  # a bucket: all its rows hash to one partition
+_SPREAD = np.uint64(0x9E3779B97F4A7C15)  # separates equal keys of different bands
+SHUFFLE = "sort_shuffle_pull_based"  # a ray.data ShuffleStrategy value (below)
 DEFAULT_MEMORY_MB = 1024  # a task's working memory when the caller gives none (dedup's default)
 # A band row's bytes in a Ray task at its largest: its Arrow row (the slots' low bytes, its text's
 # feature list, key, index), the sort's sorted and partitioned copies and the reduce's merge, and
@@ -111,12 +111,12 @@ class RayPlan:
 
 
 def _band_schema(num_perm: int) -> pa.Schema:
-    return pa.schema([("band", pa.int32()), ("key", pa.uint64()),
+    return pa.schema([("part", pa.int32()), ("band", pa.int32()), ("key", pa.uint64()),
                       ("index", pa.int64()), ("slots", pa.binary(num_perm)),
                       ("features", pa.large_list(pa.uint32()))])
 
 
-def band_rows(block: pa.Table, config: MinHashConfig) -> pa.Table:
+def band_rows(block: pa.Table, config: MinHashConfig, partitions: int) -> pa.Table:
     """One row per (text, band) of a block and one for its signature key, with the text's
     slot low bytes and feature set."""
     sigs, features = sketch(block.column("text").to_pylist(), config)
@@ -130,6 +130,8 @@ def band_rows(block: pa.Table, config: MinHashConfig) -> pa.Table:
     bands = keys.shape[1]
     band = np.tile(np.arange(bands, dtype=np.int32), kept.size)
     flat = keys.reshape(-1)
+    with np.errstate(over="ignore"):
+        part = ((flat + band.astype(np.uint64) * _SPREAD) % np.uint64(partitions)).astype(np.int32)
     by_row = np.repeat(kept, bands)
     low = slot_low_bytes(sigs[kept])
     slots = pa.FixedSizeBinaryArray.from_buffers(
@@ -137,6 +139,7 @@ def band_rows(block: pa.Table, config: MinHashConfig) -> pa.Table:
     sets = pa.LargeListArray.from_arrays(pa.array(features.offsets, pa.int64()),
                                          pa.array(features.values, pa.uint32()))
     return pa.table({
+        "part": pa.array(part),
         "band": pa.array(band),
         "key": pa.array(flat),
         "index": pa.array(index[by_row]),
@@ -186,14 +189,15 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     return pa.table({"earlier": index[kept[:, 0]], "later": index[kept[:, 1]]}, schema=_PAIR_SCHEMA)
 
 
-def _sign_files(batch: pa.Table, config: MinHashConfig, texts_per_task: int) -> Iterator[pa.Table]:
+def _sign_files(batch: pa.Table, config: MinHashConfig, texts_per_task: int,
+                partitions: int) -> Iterator[pa.Table]:
     """Band rows of the texts in each Parquet file of batch's ``path``, texts_per_task at a time
     (a map task opens its own file: the texts never pass through the driver or the object
     store)."""
     for path in batch.column("path").to_pylist():
         texts = pq.ParquetFile(str(path))
         for part in texts.iter_batches(batch_size=texts_per_task, columns=["index", "text"]):
-            yield band_rows(pa.Table.from_batches([part]), config)
+            yield band_rows(pa.Table.from_batches([part]), config, partitions)
 
 
 def _node_reads(path: str) -> bool:
@@ -224,37 +228,37 @@ def _shuffled_pairs(texts: Any, sign: Callable[..., Iterator[pa.Table]],
     """Return the verified (earlier, later) pairs of n texts, each once.
 
     texts is the pass's input (a Ray Dataset): sign maps each of its blocks to band rows, with
-    the plan's texts per task given as ``texts_per_task`` beside sign_kwargs.
+    the plan's texts per task and partitions given as ``texts_per_task`` and ``partitions``
+    beside sign_kwargs.
     """
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     plan = RayPlan.for_memory(n, memory_mb, config, size)
-    # The disk hash shuffle: each shuffle map task reads at most a block's bytes of band rows
-    # and writes its partitions to its node's disk, handing the driver one handle (the sort
-    # shuffle handed it one reference per map block and partition); each reduce task reads one
-    # partition, kept whole as one block. Set for this pass only.
+    # Ray Data's older hash shuffle gathers each aggregator's share of every partition in that
+    # actor's memory until the last block is in: a share of the whole shuffle, growing with the
+    # hub. The sort shuffle leaves map outputs in the object store (spilled past its size) and
+    # reduces one partition a task. Its partitions are given (one per value of ``part``): left
+    # to itself, it makes as many as there are blocks. Set for this pass only.
     context = ray.data.DataContext.get_current()
-    names = ("shuffle_strategy", "use_disk_based_hash_shuffle", "shuffle_input_batch_bytes",
-             "target_max_block_size")
-    before = [getattr(context, name) for name in names]
-    for name, value in zip(names, (SHUFFLE, DISK_SHUFFLE, plan.block_bytes, plan.block_bytes),
-                           strict=True):
-        setattr(context, name, value)
+    before = context.shuffle_strategy, context.target_max_block_size
+    context.shuffle_strategy = SHUFFLE
+    context.target_max_block_size = plan.block_bytes
     parts: list[np.ndarray] = []
     try:
         banded = texts.map_batches(sign, batch_size=None, batch_format="pyarrow",
                                    fn_kwargs={**sign_kwargs, "config": config,
-                                              "texts_per_task": plan.texts_per_task},
+                                              "texts_per_task": plan.texts_per_task,
+                                              "partitions": plan.partitions},
                                    compute=ray.data.TaskPoolStrategy(size=size))
-        grouped = banded.repartition(plan.partitions, keys=SHUFFLE_KEYS)
-        pairs = grouped.map_batches(partition_verified_pairs, batch_size=None,
+        # each reduce task merges one partition's rows (all its buckets) into one block
+        ordered = banded.sort("part", boundaries=list(range(1, plan.partitions)))
+        pairs = ordered.map_batches(partition_verified_pairs, batch_size=None,
                                     batch_format="pyarrow", fn_kwargs={"config": config},
                                     compute=ray.data.TaskPoolStrategy(size=size))
         for piece in pairs.iter_batches(batch_size=None, batch_format="numpy"):
             if len(piece["earlier"]):
                 parts.append(np.stack([piece["earlier"], piece["later"]], axis=1))
     finally:
-        for name, value in zip(names, before, strict=True):
-            setattr(context, name, value)
+        context.shuffle_strategy, context.target_max_block_size = before
     if not parts:
         return np.empty((0, 2), dtype=np.int64)
     found = np.concatenate(parts).astype(np.int64)
@@ -262,11 +266,11 @@ def _shuffled_pairs(texts: Any, sign: Callable[..., Iterator[pa.Table]],
     return np.stack([code // n, code % n], axis=1)
 
 
-def _sign_blocks(batch: pa.Table, config: MinHashConfig, texts_per_task: int
-                 ) -> Iterator[pa.Table]:
+def _sign_blocks(batch: pa.Table, config: MinHashConfig, texts_per_task: int,
+                 partitions: int) -> Iterator[pa.Table]:
     """Band rows of a block of (index, text), texts_per_task at a time."""
     for start in range(0, batch.num_rows, texts_per_task):
-        yield band_rows(batch.slice(start, texts_per_task), config)
+        yield band_rows(batch.slice(start, texts_per_task), config, partitions)
 
 
 def _put_block(texts: list[str], start: int) -> object:
