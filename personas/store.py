@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -351,6 +352,51 @@ def survivor_ranges(con: duckdb.DuckDBPyConnection,
         live = batch.filter(pc.invert(pc.fill_null(batch.column(2), False)))
         if live.num_rows:
             yield live.column(0).to_pylist(), live.column(1).to_pylist()
+
+
+def _sql_path(path: Path) -> str:
+    """Quote path as an SQL string literal (COPY takes no parameter for its file)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def copy_survivor_ranges(con: duckdb.DuckDBPyConnection, batch_rows: int,
+                         folder: Path) -> Iterator[tuple[Path, int]]:
+    """Write the live personas to Parquet files in folder, a range of seq at a time, and yield
+    each file and its rows.
+
+    Each file holds ``index`` (the texts numbered from 0 in hub order, across files),
+    ``persona_id`` and ``text``, in that order; the first range is ``000000.ids.parquet``. DuckDB's
+    COPY writes them, so no row becomes a Python object and each range's sort holds one range.
+    Personas without a seq come last, by id, as ``survivor_batches`` orders them.
+
+    Args:
+        con: The hub's connection.
+        batch_rows: Values of seq a range covers (a file holds at most this many personas).
+        folder: An existing folder; files of empty ranges are not kept.
+    """
+    step = max(1, int(batch_rows))
+    low, high = con.execute("SELECT min(seq), max(seq) FROM personas").fetchall()[0]
+    ranges: list[str] = []
+    start = low
+    while start is not None and start <= high:
+        # literals, not parameters: a constant bound reaches the scan's min/max check
+        ranges.append(f"seq >= {int(start)} AND seq < {int(start) + step}")
+        start = con.execute(f"SELECT min(seq) FROM personas WHERE seq >= {int(start) + step}"
+                            ).fetchall()[0][0]
+    ranges.append("seq IS NULL")
+    n = 0
+    for c, where in enumerate(ranges):
+        path = folder / f"{c:06d}.ids.parquet"
+        order = "persona_id" if where == "seq IS NULL" else "seq"
+        rows = int(con.execute(
+            f"COPY (SELECT {n} + row_number() OVER (ORDER BY {order}) - 1 AS index, persona_id, "
+            f"text FROM personas WHERE {where} AND {_LIVE} ORDER BY {order}) "
+            f"TO {_sql_path(path)} (FORMAT parquet)").fetchall()[0][0])
+        if rows == 0:
+            path.unlink(missing_ok=True)
+            continue
+        n += rows
+        yield path, rows
 
 
 def survivor_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
