@@ -71,7 +71,8 @@ class Measured:
 
     def line(self) -> str:
         peaks = ", ".join(f"{role} {mib:,.0f}" for role, mib in sorted(self.peaks.items()))
-        return f"{self.seconds:8.1f} s  peak RSS MiB: {peaks}  disk {self.disk_mib:,.0f} MiB"
+        return (f"{self.seconds:8.1f} s ({self.cpu_seconds:,.1f} CPU s)  peak RSS MiB: {peaks}  "
+                f"disk {self.disk_mib:,.0f} MiB")
 
 
 def _folder_mib(path: Path) -> float:
@@ -274,8 +275,9 @@ def score(db: Path, truth_path: Path, n: int) -> dict[str, float]:
 
 
 RELATION_CHUNK = 1_000_000
-# DuckDB's memory while the relations go in (not measured): their key's index is held in memory
-# whatever the limit (about 20M keys at 10M personas), so the limit leaves room for it
+# DuckDB's memory while the relations go in (not measured): on a hub made before the relations
+# key was dropped, its index is held in memory whatever the limit (about 20M keys at 10M
+# personas), so the limit leaves room for it
 RELATIONS_MEMORY = "4GiB"
 
 
@@ -294,7 +296,10 @@ def add_relations(db: Path, n: int, chunk: int = RELATION_CHUNK) -> None:
     """Give the hub a graph to count: each persona to the next and to one far away (not timed).
 
     Inserted a chunk of personas at a time, each chunk its own transaction, so that the join's
-    hash table and the transaction's rows are a chunk's, not the hub's.
+    hash table and the transaction's rows are a chunk's, not the hub's. A persona's two links
+    are one when its far persona is its next: DISTINCT keeps it once (a hub made now has no key
+    on relations to leave it out; a chunk's sources are its own personas, so chunks never repeat
+    each other's rows).
     """
     import duckdb
 
@@ -308,8 +313,8 @@ def add_relations(db: Path, n: int, chunk: int = RELATION_CHUNK) -> None:
         count = con.execute("SELECT count(*) FROM _bench_p").fetchall()[0][0]
         for lo in range(0, count, chunk):
             con.execute("""
-                INSERT OR IGNORE INTO relations (src, dst, relation, hop, source)
-                SELECT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
+                INSERT INTO relations (src, dst, relation, hop, source)
+                SELECT DISTINCT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
                        ELSE 'neighbour' END, 1, 'bench'
                 FROM (SELECT persona_id, i, (i + 1) % $n AS j FROM _bench_p WHERE i >= $lo AND i < $hi
                       UNION ALL SELECT persona_id, i, (i * 7919 + 13) % $n FROM _bench_p

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personahub.core.contracts import StructuredCaller
-from personahub.core.store import insert_columns, insert_rows, scalar
+from personahub.core.store import has_key, insert_columns, insert_rows, scalar
 from personahub.personas.gate_labels import checked_gate, written_gate
 from personahub.personas.record import Persona
 
@@ -450,11 +450,54 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str)
             con.unregister(view)
 
 
+#: what a relation is stored once by: a pair of personas and its label
+RELATION_KEY = ("src", "dst", "relation")
+
+
+def relations_keyed(con: duckdb.DuckDBPyConnection) -> bool:
+    """Tell whether the relations table has its key (src, dst, relation), as files made before it
+    was dropped do: DuckDB holds its index in memory outside memory_limit, loaded by any insert."""
+    return has_key(con, "relations")
+
+
 def add_relations(con: duckdb.DuckDBPyConnection,
                   columns: Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray], *,
-                  new_by: Sequence[str] = ()) -> int:
-    """Insert relation rows given as columns, leaving stored ones; return how many were offered."""
-    return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
+                  distinct: bool = False) -> int:
+    """Insert relation rows given as columns, each (src, dst, relation) once; return how many were
+    offered.
+
+    A relation stored already is left out, and so is a repeat within the batch (its first row
+    goes in). The table has no key in a hub made now, so the batch's repeats are dropped here and
+    the rest anti-joined against the table, a join DuckDB spills past its memory limit; a hub made
+    before keeps its key, which leaves them out as it did (its index held in memory).
+
+    Args:
+        con: a connection to the hub.
+        columns: src, dst and relation, with hop and source if known, one row a relation.
+        distinct: the caller knows no (src, dst, relation) repeats within the batch (links
+            between distinct ids), so it is not grouped here.
+
+    Returns:
+        The rows offered, stored ones and repeats included.
+    """
+    if relations_keyed(con):  # the key leaves them out; distinct rows by an anti-join, as before
+        return insert_columns(con, "relations", columns, ignore_conflicts=True,
+                              new_by=RELATION_KEY if distinct else ())
+    offered = pa.table(dict(columns))
+    batch = offered if distinct else _first_relations(offered)
+    insert_columns(con, "relations", dict(zip(batch.column_names, batch.columns, strict=True)),
+                   new_by=RELATION_KEY)
+    return offered.num_rows
+
+
+def _first_relations(batch: pa.Table) -> pa.Table:
+    """Keep each (src, dst, relation)'s first row of the batch, in the batch's order."""
+    keyed = batch.select(list(RELATION_KEY)).append_column(
+        "_row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+    first = keyed.group_by(list(RELATION_KEY), use_threads=False).aggregate([("_row", "min")])
+    if first.num_rows == batch.num_rows:
+        return batch
+    return batch.take(pa.array(np.sort(first["_row_min"].to_numpy())))
 
 
 def relation_count(con: duckdb.DuckDBPyConnection) -> int:

@@ -197,8 +197,9 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         """Hold DuckDB to a fixed share while the batches run, and give the connection its own limit
         back after: each batch's writes check new ids against the whole hub and read texts by id,
         and DuckDB's default pool kept every block those scans read (the command grew from 546 MiB
-        at 1M personas to 870 MiB at 10M). The share is over the relations key's index, which the
-        inserts load and DuckDB cannot evict (expand_memory_mb)."""
+        at 1M personas to 870 MiB at 10M). On a hub made before the relations key was dropped, the
+        share is over that key's index, which the inserts load and DuckDB cannot evict
+        (expand_memory_mb)."""
         return held_memory(ctx.con, expand_memory_mb(ctx.con))
 
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:

@@ -217,8 +217,10 @@ ROOM_AN_AGENT: Final = 192
 RUN_ROOM: Final = 96 << 20
 
 
-#: and, while a setup inserts its acquaintance links, per link: the relations key's index (an
-#: ART, which DuckDB cannot spill) grows about 110 bytes a link until the insert commits
+#: and, while a setup inserts its acquaintance links, per link: on a hub made before the
+#: relations key was dropped, its index (an ART, which DuckDB cannot spill) grows about 110 bytes
+#: a link until the insert commits. A hub made now has no key (its links are anti-joined against
+#: the table); the room is kept the same there, since what it can shrink to is not measured
 ROOM_A_LINK: Final = 192
 
 #: agents an export's Parquet piece holds (a shard reads the pieces across its range)

@@ -46,14 +46,17 @@ CREATE TABLE IF NOT EXISTS personas (
     -- model whose text fails the gate), offline (the offline engine's)
     gate         VARCHAR NOT NULL
 );
+-- No PRIMARY KEY on (src, dst, relation), for the personas table's reason: DuckDB holds a key's
+-- index in memory whatever its memory_limit (72 MiB at 2M relations, 177 MiB at 6M), loaded by
+-- any insert. add_relations keeps each (src, dst, relation) once (in the batch, then an anti-join
+-- against the table). Older files keep their key.
 CREATE TABLE IF NOT EXISTS relations (
     src        VARCHAR NOT NULL,
     dst        VARCHAR NOT NULL,
     relation   VARCHAR NOT NULL,
     hop        INTEGER,
     source     VARCHAR,
-    created_at TIMESTAMP DEFAULT current_timestamp,
-    PRIMARY KEY (src, dst, relation)
+    created_at TIMESTAMP DEFAULT current_timestamp
 );
 
 -- What an imported Persona Hub synthesis row held besides its persona ("synthesized text",

@@ -448,6 +448,22 @@ def _restore_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> None:
         con.execute("RESET memory_limit" if limit is None else f"SET memory_limit = '{limit}'")
 
 
+def has_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Tell whether a table of the database has a PRIMARY KEY or UNIQUE constraint.
+
+    The hub's personas and relations tables have none in files made now (DuckDB holds a key's
+    index in memory whatever its memory_limit); files made before keep theirs, and their writers
+    lean on it.
+
+    Args:
+        con: a connection to the database.
+        table: the table's name.
+    """
+    return bool(con.execute(
+        "SELECT 1 FROM duckdb_constraints() WHERE table_name = ? AND database_name = "
+        "current_database() AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')", [table]).fetchall())
+
+
 _SCALARS = frozenset({str, int, float, bool, type(None), dt.datetime, dt.date})
 
 

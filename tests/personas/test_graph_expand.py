@@ -142,12 +142,16 @@ def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch)
 
 
 def test_an_expansions_share_leaves_room_for_the_relations_key(tmp_path, monkeypatch):
-    """DuckDB keeps the relations key's index in memory and counts it against the limit; a hold
-    fixed at 128 MiB refused a 3M hub's expansion once its inserts loaded the index (177 MiB), so
-    the share grows by KEY_BYTES_A_RELATION for each relation the hub holds."""
+    """On a hub made with the relations key, DuckDB keeps its index in memory and counts it
+    against the limit; a hold fixed at 128 MiB refused a 3M hub's expansion once its inserts
+    loaded the index (177 MiB), so there the share grows by KEY_BYTES_A_RELATION for each
+    relation the hub holds (a new hub's stays fixed: test_relations_key.py)."""
     from personahub.personas.hub_memory import KEY_BYTES_A_RELATION
+    from tests.personas.test_relations_key import keyed_hub
 
-    con, people = hub(tmp_path, n=2)
+    con = keyed_hub(tmp_path / "hub.duckdb")
+    people = [Persona(text=t, source="test") for t in persona_texts(2)]
+    upsert_personas(con, people)
     con.execute("INSERT INTO relations (src, dst, relation, hop, source) SELECT 'a' || i, "
                 "'b' || i, 'knows', 1, 'fixture' FROM range(50000) t(i)")
     seen = _limit_while_expanding(con, people, monkeypatch)
