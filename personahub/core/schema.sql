@@ -200,8 +200,11 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TIMESTAMP,
     PRIMARY KEY (run_id, step)
 );
+-- emissions, messages and agent_states: no key index (docs/database.md), as survey_answers: a
+-- column step writes a row per active agent, whose index DuckDB would hold outside its limit; the
+-- step's `steps` row, written in the same transaction, refuses a step committed twice
 CREATE TABLE IF NOT EXISTS emissions (
-    emission_id       VARCHAR PRIMARY KEY,
+    emission_id       VARCHAR NOT NULL,
     run_id            VARCHAR NOT NULL,
     step              INTEGER NOT NULL,
     agent_id          INTEGER NOT NULL,
@@ -216,7 +219,7 @@ CREATE TABLE IF NOT EXISTS emissions (
     archetype         INTEGER  -- set when drawn from its archetype's pool (scenario.archetypes)
 );
 CREATE TABLE IF NOT EXISTS messages (
-    message_id     VARCHAR PRIMARY KEY,
+    message_id     VARCHAR NOT NULL,
     run_id         VARCHAR NOT NULL,
     step           INTEGER NOT NULL,
     sender_id      VARCHAR NOT NULL,
@@ -313,8 +316,7 @@ CREATE TABLE IF NOT EXISTS agent_states (
     run_id   VARCHAR NOT NULL,
     agent_id INTEGER NOT NULL,
     step     INTEGER NOT NULL,
-    state    JSON NOT NULL,
-    PRIMARY KEY (run_id, agent_id, step)
+    state    JSON NOT NULL
 );
 CREATE TABLE IF NOT EXISTS decisions (
     run_id          VARCHAR NOT NULL,
