@@ -189,9 +189,14 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         ctx.state.start = start
 
     def start(self, ctx: JobContext[ExpandConfig]) -> BatchOutcome:
+        """Record the expansion and its first level within SUMMARY_MEMORY_MB: finding the start
+        ids scans the whole hub, and DuckDB's default pool kept every block it read, so the
+        command's peak grew with the hub (bench/RESULTS.md, bench_hub_scale)."""
         config = ctx.config
-        return BatchOutcome(rows=new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start,
-                                                    config.threshold, config.hops, config.fanout))
+        with held_memory(ctx.con, SUMMARY_MEMORY_MB):
+            rows = new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start, config.threshold,
+                                      config.hops, config.fanout)
+        return BatchOutcome(rows=rows)
 
     def running(self, ctx: JobContext[ExpandConfig]) -> AbstractContextManager[None]:
         """Hold DuckDB to a fixed share while the batches run, and give the connection its own limit

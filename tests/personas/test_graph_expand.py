@@ -199,3 +199,26 @@ def test_an_expansions_summary_reads_the_relations_within_its_share(tmp_path, mo
                          start_ids=[p.persona_id for p in people], hops=1, fanout=2)
     assert seen == ["64.0 MiB"] and summary.graph["nodes"] > 4
     assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+
+
+def test_an_expansions_start_reads_the_hub_within_its_share(tmp_path, monkeypatch):
+    """Recording a new expansion finds its start ids in the whole hub: DuckDB is held to
+    SUMMARY_MEMORY_MB while it does (at the caller's limit the pool kept every block of the scan,
+    and the command's peak grew with the hub), and the caller's limit comes back after."""
+    import personahub.personas.expand as expand
+
+    con, people = hub(tmp_path, n=4)
+    con.execute("SET memory_limit = '3GiB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    seen = []
+    fetch = expand.fetch_personas
+
+    def watched(c, ids=None):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return fetch(c, ids)
+
+    monkeypatch.setattr(expand, "fetch_personas", watched)
+    expand_hub(con, LLMClient(LLMSettings(seed=4)), start_ids=[p.persona_id for p in people],
+               hops=1, fanout=2)
+    assert seen == ["64.0 MiB"]
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
