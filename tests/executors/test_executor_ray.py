@@ -472,6 +472,8 @@ def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_r
     """At --memory-mb 1 the shuffle runs in many partitions of small map tasks (256 texts each,
     1 MiB blocks; the texts' files no larger, since the shuffle's map, fused with the signing,
     holds a whole file's band rows) and still flags what the local stage flags."""
+    import pyarrow.parquet as pq
+
     from personahub.core.store import transaction
     from personahub.executors.ray_minhash import RayPlan, minhash_pair_finder
     from personahub.personas.dedup import write_spilled_marks
@@ -486,7 +488,7 @@ def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_r
     assert spill is not None
     spilled = spill(remote, config, tmp_path / "minhash", 1, None)
     assert spilled.marks == marked_here > 200
-    import pyarrow.parquet as pq  # a file is one map task's input: the plan's texts at most
+    # a file is one map task's input: the plan's texts at most
     assert max(pq.ParquetFile(path).metadata.num_rows for path in spilled.ids_files) \
         <= plan.texts_per_task
     with transaction(remote):

@@ -103,8 +103,8 @@ def _step_files(folder: Path, step: int, agents: int) -> dict[str, list[str]]:
 
 def test_a_large_step_commits_within_a_small_pool(tmp_path):
     """DuckDB holds a key's index outside its memory limit: with keys on emissions and
-    agent_states, two steps of 200,000 agents' rows need 32-48 MiB (a million a step failed in the
-    run's 96 MiB); without them, 16-24 MiB."""
+    agent_states two steps of 200,000 agents' rows do not commit in 32 MiB (and a million a step
+    did not in the run's room); without them the insert spills (bench/RESULTS.md)."""
     agents = 200_000
     con = connect(tmp_path / "run.duckdb")
     for step in (1, 2):
