@@ -352,8 +352,8 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
               memory_mb: int = DEFAULT_MEMORY_MB, progress: Progress | None = None) -> Spilled:
         sign, marks = spill_folder(folder)
         total = survivor_count(con)
-        # a file is one map task's input, and the shuffle's map fused with it holds all the band
-        # rows of its file: a file holds at most the plan's texts per task
+        # a file is one signing task's input, whose band rows it holds until they are passed on:
+        # a file holds at most the plan's texts per task, so that task follows --memory-mb
         per_task = RayPlan.for_memory(max(1, total), memory_mb, config.minhash).texts_per_task
         paths, n = _write_survivors(con, min(config.batch_rows, per_task), sign)
         pairs = np.empty((0, 2), dtype=np.int64)

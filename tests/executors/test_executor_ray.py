@@ -470,8 +470,8 @@ def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
 def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_ray: None,
                                                                         tmp_path: Path) -> None:
     """At --memory-mb 1 the shuffle runs in many partitions of small map tasks (256 texts each,
-    1 MiB blocks; the texts' files no larger, since the shuffle's map, fused with the signing,
-    holds a whole file's band rows) and still flags what the local stage flags."""
+    1 MiB blocks; the texts' files no larger, since a signing task holds its whole file's band
+    rows) and still flags what the local stage flags."""
     import pyarrow.parquet as pq
 
     from personahub.core.store import transaction
