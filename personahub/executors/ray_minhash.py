@@ -12,7 +12,9 @@ The shuffle is Ray Data's pull-based sort shuffle on a partition hash of (band, 
 boundaries. It hands the driver one object reference per (map block, partition), a number that
 grows as the square of the hub; the disk-based hash shuffle (``shuffle_v2``), which hands it one
 per map task, held 3 GiB in a shuffle map task and took twice as long at 1M personas
-(``bench/RESULTS.md``), so it is not used.
+(``bench/RESULTS.md``), so it is not used. Ray Data's settings are those a Dataset was made
+under, so the pass makes its input Dataset after it sets them (before, Ray 2.60's default, the
+shuffle v2, ran instead: its map task merges a node's inputs up to 1 GiB before it sorts them).
 
 Grouping by a partition hash, not by bucket, is what makes this fast: Ray calls the function
 once per partition and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
@@ -222,14 +224,15 @@ def check_nodes_read(path: Path) -> None:
                               "the same path")
 
 
-def _shuffled_pairs(texts: Any, sign: Callable[..., Iterator[pa.Table]],
+def _shuffled_pairs(texts: Callable[[], Any], sign: Callable[..., Iterator[pa.Table]],
                     sign_kwargs: dict[str, object], n: int, config: MinHashConfig,
                     workers: int | None, memory_mb: int) -> np.ndarray:
     """Return the verified (earlier, later) pairs of n texts, each once.
 
-    texts is the pass's input (a Ray Dataset): sign maps each of its blocks to band rows, with
-    the plan's texts per task and partitions given as ``texts_per_task`` and ``partitions``
-    beside sign_kwargs.
+    texts makes the pass's input (a Ray Dataset) once the pass's Ray Data settings are in place:
+    a Dataset keeps a copy of the settings it was made under, and every Dataset made from it
+    keeps that copy. sign maps each of its blocks to band rows, with the plan's texts per task
+    and partitions given as ``texts_per_task`` and ``partitions`` beside sign_kwargs.
     """
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     plan = RayPlan.for_memory(n, memory_mb, config, size)
@@ -238,13 +241,17 @@ def _shuffled_pairs(texts: Any, sign: Callable[..., Iterator[pa.Table]],
     # hub. The sort shuffle leaves map outputs in the object store (spilled past its size) and
     # reduces one partition a task. Its partitions are given (one per value of ``part``): left
     # to itself, it makes as many as there are blocks. Set for this pass only.
+    # Ray Data's shuffle v2 (its default from 2.5x) merges a node's map inputs into one task of
+    # up to shuffle_input_batch_bytes (1 GiB) before it sorts them: held to a block too.
     context = ray.data.DataContext.get_current()
-    before = context.shuffle_strategy, context.target_max_block_size
-    context.shuffle_strategy = SHUFFLE
-    context.target_max_block_size = plan.block_bytes
+    settings = {"shuffle_strategy": SHUFFLE, "target_max_block_size": plan.block_bytes,
+                "shuffle_input_batch_bytes": plan.block_bytes}
+    before = {name: getattr(context, name) for name in settings if hasattr(context, name)}
+    for name in before:
+        setattr(context, name, settings[name])
     parts: list[np.ndarray] = []
     try:
-        banded = texts.map_batches(sign, batch_size=None, batch_format="pyarrow",
+        banded = texts().map_batches(sign, batch_size=None, batch_format="pyarrow",
                                    fn_kwargs={**sign_kwargs, "config": config,
                                               "texts_per_task": plan.texts_per_task,
                                               "partitions": plan.partitions},
@@ -258,7 +265,8 @@ def _shuffled_pairs(texts: Any, sign: Callable[..., Iterator[pa.Table]],
             if len(piece["earlier"]):
                 parts.append(np.stack([piece["earlier"], piece["later"]], axis=1))
     finally:
-        context.shuffle_strategy, context.target_max_block_size = before
+        for name, value in before.items():
+            setattr(context, name, value)
     if not parts:
         return np.empty((0, 2), dtype=np.int64)
     found = np.concatenate(parts).astype(np.int64)
@@ -345,8 +353,8 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
                     n += len(batch)
             if n == 0:
                 return 0, np.empty((0, 2), dtype=np.int64)
-            return n, _shuffled_pairs(ray.data.from_arrow_refs(blocks), _sign_blocks, {}, n,
-                                      config, workers, DEFAULT_MEMORY_MB)
+            return n, _shuffled_pairs(lambda: ray.data.from_arrow_refs(blocks), _sign_blocks,
+                                      {}, n, config, workers, DEFAULT_MEMORY_MB)
 
     def spill(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,
               memory_mb: int = DEFAULT_MEMORY_MB, progress: Progress | None = None) -> Spilled:
@@ -361,10 +369,10 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
             with ray_session(address):
                 _quiet_data()
                 check_nodes_read(Path(paths[0]))
-                files = ray.data.from_items([{"path": path} for path in paths],
-                                            override_num_blocks=len(paths))
-                pairs = _shuffled_pairs(files, _sign_files, {}, n, config.minhash, workers,
-                                        memory_mb)
+                pairs = _shuffled_pairs(
+                    lambda: ray.data.from_items([{"path": path} for path in paths],
+                                                override_num_blocks=len(paths)),
+                    _sign_files, {}, n, config.minhash, workers, memory_mb)
         later, earlier = first_seen_marks(pairs)
         if later.size:
             pq.write_table(pa.table({"later": pa.array(later), "earlier": pa.array(earlier)}),

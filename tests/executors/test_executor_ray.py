@@ -496,6 +496,44 @@ def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_r
     assert snapshot(remote) == snapshot(local)
 
 
+@pytest.mark.parametrize("path", ["find", "spill"])
+def test_minhash_shuffle_runs_under_the_plans_ray_data_settings(local_ray: None, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                path: str) -> None:
+    """The sort the pass runs carries the plan's shuffle and block sizes, and the caller's
+    settings are back after it. A Dataset keeps the settings it was made under: made before
+    they were set, the sort ran Ray's default shuffle v2, whose map task merged a node's inputs
+    up to 1 GiB (2.9 GB of memory at 1M personas, whatever --memory-mb said)."""
+    import ray
+
+    from personahub.executors.ray_minhash import SHUFFLE, RayPlan, minhash_pair_finder
+
+    seen: list[tuple[object, ...]] = []
+    sort = ray.data.Dataset.sort
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        ctx = self.context
+        seen.append((ctx.shuffle_strategy, ctx.target_max_block_size,
+                     ctx.shuffle_input_batch_bytes))
+        return sort(self, *args, **kwargs)
+
+    monkeypatch.setattr(ray.data.Dataset, "sort", spy)
+    texts = templated(600, seed=5)
+    config = DedupConfig(batch_rows=250)
+    finder = minhash_pair_finder(workers=2)
+    if path == "find":
+        finder.find(iter([texts[:300], texts[300:]]), config.minhash)
+        plan = RayPlan.for_memory(len(texts), 1024, config.minhash, workers=2)
+    else:
+        assert finder.spill is not None
+        finder.spill(hub(texts), config, tmp_path / "minhash", 4, None)
+        plan = RayPlan.for_memory(len(texts), 4, config.minhash, workers=2)
+    assert seen == [(SHUFFLE, plan.block_bytes, plan.block_bytes)]
+    context = ray.data.DataContext.get_current()
+    assert (context.target_max_block_size, context.shuffle_input_batch_bytes) != \
+        (plan.block_bytes, plan.block_bytes)
+
+
 def test_first_seen_marks_are_resolve_first_seens_over_the_hub() -> None:
     """Resolved over the paired texts alone, the marks are those resolved over every text."""
     need_ray()
