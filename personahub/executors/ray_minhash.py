@@ -10,11 +10,10 @@ the job's folder (beside the database) must be on storage every node mounts at t
 
 The shuffle is Ray Data's pull-based sort shuffle on a partition hash of (band, key) with fixed
 boundaries. It hands the driver one object reference per (map block, partition), a number that
-grows as the square of the hub; the disk-based hash shuffle (``shuffle_v2``), which hands it one
-per map task, held 3 GiB in a shuffle map task and took twice as long at 1M personas
-(``bench/RESULTS.md``), so it is not used. Ray Data's settings are those a Dataset was made
-under, so the pass makes its input Dataset after it sets them (before, Ray 2.60's default, the
-shuffle v2, ran instead: its map task merges a node's inputs up to 1 GiB before it sorts them).
+grows as the square of the hub. Ray Data's settings are those a Dataset was made under, so the
+pass makes its input Dataset after it sets them: before, Ray 2.60's default shuffle v2 ran
+instead, whose map task merged a node's inputs up to 1 GiB before sorting them (2.9 GB at 1M
+personas, ``bench/RESULTS.md``).
 
 Grouping by a partition hash, not by bucket, is what makes this fast: Ray calls the function
 once per partition and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
