@@ -18,6 +18,8 @@ import ast
 import functools
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = ("core", "personas", "models", "executors", "tasks", "agents", "sim", "analysis", "pipelines",
          "package", "cli")
@@ -88,6 +90,7 @@ def upward_imports() -> dict[tuple[str, str], list[int]]:
     return found
 
 
+@pytest.mark.slow
 def test_no_module_imports_a_higher_layer() -> None:
     found = upward_imports()
     named = {f"{module}:{lines[0]} imports {target}" for (module, target), lines in found.items()}

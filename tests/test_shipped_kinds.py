@@ -77,12 +77,14 @@ def test_each_spec_labels_as_the_table_says() -> None:
     assert len(set(said.values())) == len(said), said
 
 
+@pytest.mark.slow
 def test_only_the_table_s_modules_register_a_spec() -> None:
     """A spec registered by a module the table does not name is a second place a kind lives."""
     registering = sorted(name for name, tree in _modules().items() if _registers_a_spec(tree))
     assert registering == sorted(s.module for s in SHIPPED.values())
 
 
+@pytest.mark.slow
 def test_the_registry_and_the_listing_name_no_kind_of_their_own() -> None:
     """``runtime`` and ``any_job`` read the table: neither imports a spec module nor writes a
     shipped kind's name (a per-kind import list or handle map would)."""
@@ -199,6 +201,7 @@ def test_a_kind_without_its_job_function_is_detected() -> None:
         "personahub.api:interview", "personahub.api:interview_async"]
 
 
+@pytest.mark.slow
 def test_no_hand_list_of_the_kinds_commands_or_functions_is_left() -> None:
     """``cli/app.py`` names no kind's command function and ``personahub/__init__.py`` no kind's
     job function: both come from the table."""

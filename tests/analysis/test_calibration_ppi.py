@@ -34,6 +34,7 @@ def _draw(rng: np.random.Generator, bias: float, n: int = 150, big: int = 2000
     return answers, predict(x), simulated, np.column_stack([picked, ~picked]).astype(float)
 
 
+@pytest.mark.slow
 def test_ppi_covers_the_truth_where_a_biased_simulator_alone_does_not() -> None:
     rng = np.random.default_rng(45)
     draws, covered, sim_covered = 200, 0, 0
@@ -80,6 +81,7 @@ def test_the_simulated_only_share_is_the_panels_own_answers() -> None:
 
 
 
+@pytest.mark.slow
 def test_calibrate_with_humans_prints_ppi_and_the_api_returns_it(tmp_path: Path) -> None:
     import personahub
     from tests.analysis.test_survey_respondents import _people, _respondent_csv

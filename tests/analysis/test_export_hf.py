@@ -177,6 +177,7 @@ def test_push_refuses_a_folder_whose_card_names_missing_data(tmp_path, monkeypat
     assert _Recorder.calls == []  # nothing was created or sent
 
 
+@pytest.mark.slow
 def test_hf_needs_one_job_or_run(tmp_path: Path) -> None:
     db = tmp_path / "e.duckdb"
     run_default_scenario(db, steps=1)

@@ -89,6 +89,7 @@ def test_evaluate_usage_errors(tmp_path: Path) -> None:
         invoke("evaluate", "--db", db, "--job", job, "--solver", "offline", "--test-n", "1"))
 
 
+@pytest.mark.slow
 def test_the_api_evaluates_like_the_command(tmp_path: Path) -> None:
     db = tmp_path / "api.duckdb"
     job = _job(db)

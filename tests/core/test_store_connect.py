@@ -87,6 +87,7 @@ def test_a_refused_file_with_a_wal_is_left_untouched(tmp_path: Path) -> None:
     assert (db.read_bytes(), wal.read_bytes()) == before
 
 
+@pytest.mark.slow
 def test_every_connection_has_duckdb_progress_bar_off(tmp_path: Path, monkeypatch) -> None:
     """DuckDB's bar draws on stdout (ids, JSON, SQL tables a command prints): new, existing and
     read-only opens all turn it off, whatever DuckDB's default."""

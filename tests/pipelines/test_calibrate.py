@@ -439,6 +439,7 @@ def test_progress_counts_answers_as_they_arrive_not_committed_batches(hub: dict[
     assert {t for phase, _, t in seen if phase == "calibration"} == {total}
 
 
+@pytest.mark.slow
 def test_dispersion_temper_scores_the_panels_tempered_towards_peoples_spread(
         hub: dict[str, Any]) -> None:
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=8,

@@ -140,6 +140,7 @@ def test_members_draw_from_their_archetype_with_their_own_seed() -> None:
     assert draw_members(np.array([0.0, 1.0, 0.0]), members[:5], 1, "Q") == [1] * 5
 
 
+@pytest.mark.slow
 def test_archetype_rows_cost_k_calls_per_question_offline(hub: dict[str, Any],
                                                           tmp_path: Path) -> None:
     db = hub["db"]
@@ -197,6 +198,7 @@ def test_archetype_rows_cost_k_calls_per_question_offline(hub: dict[str, Any],
     pd.testing.assert_frame_equal(again.archetype_price(), price)
 
 
+@pytest.mark.slow
 def test_the_cli_prints_the_price_and_refuses_bad_values(hub: dict[str, Any]) -> None:
     db, survey, population = hub["db"], hub["survey"], hub["population"]
     result = invoke("calibrate", survey, "--population", population, "--n", 3, "--db", db,
@@ -217,6 +219,7 @@ def test_the_cli_prints_the_price_and_refuses_bad_values(hub: dict[str, Any]) ->
         check_archetypes([0])
 
 
+@pytest.mark.slow
 def test_archetypes_over_the_loopback_server(hub: dict[str, Any]) -> None:
     db = hub["db"]
     with running_server(seed=3) as server:

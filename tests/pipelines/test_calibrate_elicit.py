@@ -90,6 +90,7 @@ def _check_rows(db: Path, job: Any, methods: tuple[str, ...], seed: int) -> None
             assert row.sim_failed == 0
 
 
+@pytest.mark.slow
 def test_distribution_and_few_shot_are_rows_of_their_own_offline(hub: dict[str, Any]) -> None:
     db = hub["db"]
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=6,
@@ -126,6 +127,7 @@ def test_elicit_without_sample_asks_no_persona_answers(hub: dict[str, Any]) -> N
     assert np.isfinite(table.loc["overall", "model"])
 
 
+@pytest.mark.slow
 def test_the_cli_prints_calls_per_method_and_refuses_bad_values(hub: dict[str, Any]) -> None:
     db, survey, population = hub["db"], hub["survey"], hub["population"]
     result = invoke("calibrate", survey, "--population", population, "--n", 3, "--db", db,
@@ -235,6 +237,7 @@ def test_an_interrupted_elicit_calibration_resumes_to_the_uninterrupted_rows(
     assert rows(cut_db, score_sql, [job_id]) == rows(whole_db, score_sql, [whole.job_id])
 
 
+@pytest.mark.slow
 def test_the_report_draws_each_method(hub: dict[str, Any], tmp_path: Path) -> None:
     import duckdb
 
@@ -298,6 +301,7 @@ def test_distribution_panel_shows_the_groups_persona_texts_and_only_there() -> N
     assert "beekeeper" not in seen["survey:calibrate-distribution"]
 
 
+@pytest.mark.slow
 def test_distribution_panel_is_a_row_of_its_own_with_one_call_per_group(
         hub: dict[str, Any]) -> None:
     db = hub["db"]

@@ -111,6 +111,7 @@ def test_offline_probabilities_are_seeded_and_recorded() -> None:
     assert client.stats.attempts == 1
 
 
+@pytest.mark.slow
 def test_logprobs_is_a_row_of_its_own_offline(hub: dict[str, Any], tmp_path: Path) -> None:
     db = hub["db"]
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=4,
