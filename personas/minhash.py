@@ -983,40 +983,52 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-# Band pairs, past the pre-filter's first look in band_bucket_pairs, are pooled and made
-# distinct before the rest of the pre-filter (templated text repeats them across bands).
-_PENDING_PAIRS = 1 << 22
-
-
 def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
-    """Return pairs with exact Jaccard >= threshold: bucketed, pre-filtered, then checked exactly."""
+    """Return pairs with exact Jaccard >= threshold: bucketed, pre-filtered, then checked exactly.
+
+    The pairs are those of band_bucket_pairs, slot_prefilter and exact_jaccard, found by the
+    compiled kernels (minhash_kernels) with the bands and the checks in threads.
+    """
+    from personahub.personas import minhash_kernels as kernels
+
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
     keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
-    prefilter = slot_prefilter(sigs, config)
     head_slots = min(config.num_perm, 64)
-    head = _slot_bytes(used, head_slots, bits=4)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    nib = _slot_bytes(sigs, bits=4)
+    low = _slot_bytes(sigs)
+    floor = prefilter_floor(float(config.threshold), config.num_perm)
 
     def band_pairs(band: int) -> np.ndarray:
-        return band_bucket_pairs(keys[band], members, head, band, config, head_floor)
+        order = _group_order(keys[band])
+        texts = members[order]
+        return kernels.band_candidates(keys[band][order], texts, nib[texts], low,
+                                       split_slots(band, rows, head_slots).astype(np.int64),
+                                       config.max_bucket_pairs, head_slots, head_floor,
+                                       config.num_perm, floor)
 
-    band_found: list[np.ndarray] = []
-    pending = 0
-    for pairs in _in_threads(band_pairs, range(bands), config.thread_count):
-        band_found.append(pairs)
-        pending += len(pairs)
-        if pending > _PENDING_PAIRS:
-            band_found = [prefilter(_unique_pairs(band_found, n))]
-            pending = len(band_found[0])
-    found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
+    found = list(_in_threads(band_pairs, range(bands), config.thread_count))
+    found.append(_bucket_pairs(signature, members, 1))
     pairs = _unique_pairs(found, n)
     if len(pairs):
-        pairs = pairs[_exact_jaccard_in_threads(features, pairs, config.thread_count)
+        pairs = pairs[_sorted_jaccard_in_threads(features, pairs, config.thread_count)
                       >= config.threshold]
     return pairs
+
+
+def _sorted_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int
+                               ) -> np.ndarray:
+    """Return exact_jaccard of pairs: the sets sorted once, then chunks of pairs merged in threads."""
+    from personahub.personas import minhash_kernels as kernels
+
+    values, offsets = kernels.sorted_sets(features.values, features.offsets)
+    step = max(1 << 16, -(-len(pairs) // (4 * threads)))
+    return np.concatenate(list(_in_threads(
+        lambda lo: kernels.sorted_jaccard(values, offsets, pairs[lo : lo + step]),
+        range(0, len(pairs), step), threads)))
 
 
 def _exact_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int

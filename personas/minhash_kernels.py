@@ -1,0 +1,233 @@
+"""Compiled (numba) kernels of stage 1's in-memory verification: a band's pairs and exact Jaccard.
+
+A band's sorted rows are walked once: each pair is made and pre-filtered at once, and an
+over-full bucket is split where it lies, so the tens of millions of pairs templated text
+proposes are never stored. The kernels release the GIL, so bands run in threads side by side.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+_U64 = np.uint64
+_NIBBLES = np.uint64(0x1111111111111111)
+_BYTES = np.uint64(0x0101010101010101)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@intrinsic
+def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
+    """Count set bits with the CPU's instruction (numba has no popcount of its own)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _differing_nibbles(packed: np.ndarray, a: int, b: int, words: int) -> int:
+    total = _U64(0)
+    for w in range(words):
+        x = packed[a, w] ^ packed[b, w]
+        x |= x >> _U64(2)
+        x |= x >> _U64(1)
+        total += _popcount(x & _NIBBLES)
+    return int(total)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _differing_bytes(packed: np.ndarray, a: int, b: int) -> int:
+    total = _U64(0)
+    for w in range(packed.shape[1]):
+        x = packed[a, w] ^ packed[b, w]
+        x |= x >> _U64(4)
+        x |= x >> _U64(2)
+        x |= x >> _U64(1)
+        total += _popcount(x & _BYTES)
+    return int(total)
+
+
+@numba.njit(cache=True, nogil=True)
+def _push(out: np.ndarray, k: int, earlier: int, later: int) -> np.ndarray:
+    if k == out.shape[0]:
+        grown = np.empty((2 * out.shape[0], 2), dtype=np.int64)
+        grown[:k] = out[:k]
+        out = grown
+    out[k, 0] = earlier
+    out[k, 1] = later
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _passes(nib: np.ndarray, low: np.ndarray, a: int, b: int, text_a: int, text_b: int,
+            head_slots: int, head_floor: int, num_slots: int, floor: int) -> bool:
+    """Return whether rows a and b (texts text_a and text_b) keep head_floor equal head slots
+    and floor equal low bytes.
+
+    An equal low byte has an equal low nibble, so a pair with fewer than floor equal nibbles
+    is dropped before its bytes are read.
+    """
+    if head_floor > 0 and head_slots - _differing_nibbles(nib, a, b, -(-head_slots // 16)) \
+            < head_floor:
+        return False
+    if floor > 0:
+        if num_slots - _differing_nibbles(nib, a, b, nib.shape[1]) < floor:
+            return False
+        if num_slots - _differing_bytes(low, text_a, text_b) < floor:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_value(nib: np.ndarray, row: int, slots: np.ndarray) -> np.uint64:
+    sub = _U64(0)
+    for j in range(slots.size):
+        s = slots[j]
+        nibble = (nib[row, s >> 4] >> _U64(4 * (s & 15))) & _U64(15)
+        sub |= nibble << _U64(4 * j)
+    return sub
+
+
+@numba.njit(cache=True, nogil=True)
+def band_candidates(sorted_keys: np.ndarray, texts: np.ndarray, nib: np.ndarray, low: np.ndarray,
+                    slots: np.ndarray, max_pairs: int, head_slots: int, head_floor: int,
+                    num_slots: int, floor: int) -> np.ndarray:
+    """Return one band's pre-filtered pairs: band_bucket_pairs' pairs that slot_prefilter keeps.
+
+    Args:
+        sorted_keys: The band's keys that may repeat, sorted (by key, then text).
+        texts: The text of each sorted key.
+        nib: The low nibbles of every slot of each sorted key's text, packed
+            (``_slot_bytes(sigs, bits=4)[texts]``: read in sequence).
+        low: Each text's low bytes of every slot, packed (``_slot_bytes(sigs)``).
+        slots: The head slots that split the band's over-full buckets (``split_slots``);
+            empty for no split.
+        max_pairs: Earliest texts of a bucket (or split bucket) each later text is paired with.
+        head_slots: The first slots the pre-filter looks at (``min(num_perm, 64)``).
+        head_floor: Fewest equal head slots a pair keeps (0: no pre-filter).
+        num_slots: Slots of a signature.
+        floor: Fewest equal low bytes a pair keeps (0: no check).
+
+    Returns:
+        (earlier, later) text pairs; a pair may repeat.
+    """
+    m = sorted_keys.size
+    out = np.empty((max(16, m // 8), 2), dtype=np.int64)
+    k = 0
+    table = np.full(16, -1, dtype=np.int64)  # split bucket per hash slot, grown as needed
+    sub_key = np.empty(m, dtype=np.uint64)
+    first = np.empty((max(m, 1), max_pairs), dtype=np.int64)
+    count = np.empty(max(m, 1), dtype=np.int64)
+    start = 0
+    while start < m:
+        end = start + 1
+        while end < m and sorted_keys[end] == sorted_keys[start]:
+            end += 1
+        for i in range(start + 1, end):
+            later = texts[i]
+            for j in range(start, min(i, start + max_pairs)):
+                if _passes(nib, low, j, i, texts[j], later, head_slots, head_floor, num_slots,
+                           floor):
+                    out = _push(out, k, texts[j], later)
+                    k += 1
+        size = end - start
+        if slots.size and size > max_pairs + 1:  # over-full: split by more slots
+            bits = 4
+            while (1 << bits) < 2 * size:
+                bits += 1
+            if table.size < (1 << bits):
+                table = np.full(1 << bits, -1, dtype=np.int64)
+            mask = np.int64((1 << bits) - 1)
+            shift = _U64(64 - bits)
+            groups = 0
+            for i in range(start, end):
+                text = texts[i]
+                sub = _split_value(nib, i, slots)
+                h = np.int64((sub * _GOLDEN) >> shift)
+                while True:
+                    g = table[h]
+                    if g < 0:
+                        g = groups
+                        groups += 1
+                        table[h] = g
+                        sub_key[g] = sub
+                        count[g] = 0
+                        break
+                    if sub_key[g] == sub:
+                        break
+                    h = (h + np.int64(1)) & mask
+                c = count[g]
+                for j in range(min(c, max_pairs)):
+                    e = first[g, j]
+                    if _passes(nib, low, e, i, texts[e], text, head_slots, head_floor,
+                               num_slots, floor):
+                        out = _push(out, k, texts[e], text)
+                        k += 1
+                if c < max_pairs:
+                    first[g, c] = i
+                count[g] = c + 1
+            table[: 1 << bits] = -1
+        start = end
+    return out[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def sorted_sets(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return each set's distinct values sorted, and their offsets (sets as FeatureSets holds them)."""
+    n = offsets.size - 1
+    out = np.empty(values.size, dtype=values.dtype)
+    out_offsets = np.zeros(n + 1, dtype=np.int64)
+    k = 0
+    for t in range(n):
+        lo, hi = offsets[t], offsets[t + 1]
+        start = k
+        if hi - lo > 64:
+            part = np.sort(values[lo:hi])
+            for v in part:
+                if k == start or out[k - 1] != v:
+                    out[k] = v
+                    k += 1
+        else:
+            for i in range(lo, hi):  # insertion sort, duplicates dropped
+                v = values[i]
+                j = k
+                while j > start and out[j - 1] > v:
+                    j -= 1
+                if j > start and out[j - 1] == v:
+                    continue
+                for m in range(k, j, -1):
+                    out[m] = out[m - 1]
+                out[j] = v
+                k += 1
+        out_offsets[t + 1] = k
+    return out[:k], out_offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def sorted_jaccard(values: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Return the exact Jaccard of each pair of sets given as sorted distinct values (sorted_sets)."""
+    out = np.empty(pairs.shape[0], dtype=np.float64)
+    for p in range(pairs.shape[0]):
+        i, j = pairs[p, 0], pairs[p, 1]
+        a, a_end = offsets[i], offsets[i + 1]
+        b, b_end = offsets[j], offsets[j + 1]
+        union = (a_end - a) + (b_end - b)
+        inter = 0
+        while a < a_end and b < b_end:
+            va, vb = values[a], values[b]
+            if va == vb:
+                inter += 1
+                a += 1
+                b += 1
+            elif va < vb:
+                a += 1
+            else:
+                b += 1
+        union -= inter
+        out[p] = inter / union if union > 0 else 0.0
+    return out
