@@ -399,14 +399,6 @@ def _signatures_of_ids(
     np.minimum(out, folded, out=out)
 
 
-def _signatures_of_features(
-    feats: np.ndarray, feat_counts: np.ndarray, config: MinHashConfig, out: np.ndarray
-) -> None:
-    """Write signatures of a batch of n-gram texts from their hashed features."""
-    uniq, inverse = np.unique(feats, return_inverse=True)
-    _segment_min(_permuted(uniq, config), inverse.ravel(), feat_counts, out)
-
-
 def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
     """Return signatures and feature sets of texts, in one pass."""
     sigs, feats = _sketch(texts, config, with_features=True)
@@ -469,13 +461,26 @@ def _sketch_batch(
     codes, counts, uniques = batch_codes(texts)
     token_hashes_ = cache.of(uniques)
     if config.ngram == 1:
-        _segment_min(_permuted(token_hashes_, config), codes, counts, out)
+        _fold(token_hashes_, codes, counts, config, out)
         return FeatureSets.from_counts(token_hashes_[codes], counts) if with_features else None
     feats, feat_counts = _ngram_features(token_hashes_[codes], counts, config.ngram)
-    _signatures_of_features(feats, feat_counts, config, out)
+    uniq, inverse = np.unique(feats, return_inverse=True)
+    _fold(uniq, inverse.ravel(), feat_counts, config, out)
     if with_features:
         return FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts)
     return None
+
+
+def _fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, config: MinHashConfig,
+          out: np.ndarray) -> None:
+    """Write the signatures of texts whose features are codes into hashes (_segment_min's rows)."""
+    from personahub.personas import minhash_kernels as kernels
+
+    a, b = _permutations(config.num_perm, config.seed)
+    with np.errstate(over="ignore"):
+        mixed = _fmix32((hashes & _U64(0xFFFFFFFF)).astype(np.uint32))
+    kernels.fold_signatures(mixed, codes.astype(np.intp, copy=False),
+                            counts.astype(np.int64, copy=False), a, b, out)
 
 
 def _in_threads(fn: Callable[[int], _T], items: Iterable[int], threads: int) -> Iterator[_T]:

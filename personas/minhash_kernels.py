@@ -231,3 +231,33 @@ def sorted_jaccard(values: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -
         union -= inter
         out[p] = inter / union if union > 0 else 0.0
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def fold_signatures(mixed: np.ndarray, codes: np.ndarray, counts: np.ndarray, a: np.ndarray,
+                    b: np.ndarray, out: np.ndarray) -> None:
+    """Write each text's signature: per slot, the least a * h + b (mod 2^32) over its features.
+
+    Args:
+        mixed: Each distinct feature's 32-bit hash, already mixed (``_fmix32``).
+        codes: The features of all texts in order, as indices into mixed.
+        counts: Each text's number of features; a text without any gets the empty signature.
+        a: The permutations' odd multipliers.
+        b: The permutations' offsets.
+        out: The signatures, one row a text.
+
+    The permuted values are computed in registers, not gathered from a table of rows: reading
+    a 512-byte row a feature cost more than the multiply-adds.
+    """
+    width = a.size
+    at = 0
+    for t in range(counts.size):
+        row = out[t]
+        row[:] = np.uint32(0xFFFFFFFF)
+        for f in range(at, at + counts[t]):
+            h = mixed[codes[f]]
+            for p in range(width):
+                v = np.uint32(h * a[p] + b[p])  # numba widens uint32 products: wrap back
+                if v < row[p]:
+                    row[p] = v
+        at += counts[t]
