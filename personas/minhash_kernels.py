@@ -7,9 +7,13 @@ proposes are never stored. The kernels release the GIL, so bands run in threads 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numba
 import numpy as np
 from numba.core import types
+from numba.core.typing.templates import Signature
 from numba.extending import intrinsic
 
 _U64 = np.uint64
@@ -18,15 +22,18 @@ _BYTES = np.uint64(0x0101010101010101)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@intrinsic
-def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
+def _ctpop(typingctx: object, x: types.Type) -> tuple[Signature, Callable[..., object]]:
     """Count set bits with the CPU's instruction (numba has no popcount of its own)."""
     sig = types.uint64(types.uint64)
 
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+    def codegen(context: object, builder: Any, signature: Signature,
+                args: Sequence[object]) -> object:
         return builder.ctpop(args[0])
 
     return sig, codegen
+
+
+_popcount: Any = intrinsic(_ctpop)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
