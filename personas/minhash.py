@@ -1036,16 +1036,6 @@ def _sorted_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads
         range(0, len(pairs), step), threads)))
 
 
-def _exact_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int
-                              ) -> np.ndarray:
-    """Return exact_jaccard of pairs, their chunks checked in threads (its sorts free the GIL)."""
-    step = max(1 << 16, -(-len(pairs) // (4 * threads)))
-    if threads <= 1 or len(pairs) <= step:
-        return exact_jaccard(features, pairs)
-    return np.concatenate(list(_in_threads(lambda lo: exact_jaccard(features, pairs[lo : lo + step]),
-                                           range(0, len(pairs), step), threads)))
-
-
 def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
     """Return -1 for kept texts, else the earliest kept text each is paired with (no chains)."""
     if len(pairs) == 0:
