@@ -60,6 +60,10 @@ class Archetypes:
 #: tokens exist for one chunk only, never for the whole population
 CHUNK = 65_536
 
+#: rows whose features are made at once: a text's tokens, their hashes and the embedder's dense
+#: counts are several times a feature row, so they exist for this many rows at a time
+FEATURE_ROWS = 8_192
+
 #: a population's rows by position: (texts, attributes) of the rows [lo, hi), or of given positions
 Rows = Callable[[int, int], tuple[Sequence[str], Sequence[Mapping[str, object]]]]
 Picked = Callable[[np.ndarray], tuple[Sequence[str], Sequence[Mapping[str, object]]]]
@@ -174,8 +178,11 @@ def group_archetype_rows(count: int, rows: Rows, pick: Picked, k: int, seed: int
     names, levels = _levels(n, rows, attribute_names, size)
 
     def features(texts: Sequence[str], attributes: Sequence[Mapping[str, object]]) -> np.ndarray:
-        return _features(texts, attributes, names, levels, embedder or HashEmbedder(dim=64),
-                         text_weight)
+        # a row's features are its own: made FEATURE_ROWS at a time, only those rows' tokens exist
+        return np.vstack([
+            _features(texts[lo:lo + FEATURE_ROWS], attributes[lo:lo + FEATURE_ROWS], names,
+                      levels, embedder or HashEmbedder(dim=64), text_weight)
+            for lo in range(0, max(len(texts), 1), FEATURE_ROWS)])
 
     rng = np.random.default_rng(seed)
     fit = features(*pick(np.arange(n) if n <= fit_sample

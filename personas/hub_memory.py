@@ -11,6 +11,9 @@ from contextlib import contextmanager
 
 import duckdb
 
+from personahub.core.store import kept_limit
+from personahub.personas.store import relation_count
+
 # DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
 # a sample's: it streams the hub in ranges of seq, each sorted on its own, so what DuckDB holds
@@ -23,28 +26,81 @@ IMPORT_MEMORY_MB = 192
 # an expansion's: its batches' writes scan the hub's ids and read texts by id, and DuckDB kept
 # every block they read; the hub's near-duplicate index is built within SAMPLE_MEMORY_MB
 EXPAND_MEMORY_MB = 128
+# an expansion's inserts into relations load that table's key index (ART), which DuckDB keeps in
+# memory whatever the limit and counts against it: 72 MiB at a million personas, 177 at 3M (about
+# 31-38 bytes a relation), so a fixed hold refused the 3M expansion's batches. Its share is held
+# over this much a relation (twice that, for margin)
+KEY_BYTES_A_RELATION = 64
+# an expansion's summary's (its graph's shape joins the whole relations table: the blocks it read
+# were 42 MiB at a million personas, 135 at 3M) and the end-of-job preview's and kept shares'
+# (personahub/cli/job_running.py: an expansion's preview joins its few hundred personas with the
+# whole hub, 44 and 130 MiB): below what a million personas reads, so the pool stays flat past it
+SUMMARY_MEMORY_MB = 64
+# a text job's (personas from-text): each batch's write checks its ids against the hub's, a scan
+# of the persona_id column whose blocks the default pool kept (11 MiB at a million personas, 32 at
+# 3M); held below what ten million read, as the summary is
+TEXT_MEMORY_MB = 64
+
+
+# what DuckDB holds that a lower limit cannot evict: a key's index (ART_INDEX) is kept in memory
+# whatever the limit, as are the blocks a running query pins; the hub's blocks (BASE_TABLE) are
+# evicted
+UNEVICTED = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag <> 'BASE_TABLE'"
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
-    """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it."""
-    con.execute(f"SET memory_limit = '{max(64, int(memory_mb))}MiB'")
+    """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it.
+
+    DuckDB refuses a limit below what it holds and cannot evict (after an expansion's batches, the
+    relations key's index: 72 MiB at a million personas); the limit is then memory_mb over that.
+
+    Args:
+        con: the connection whose buffer pool is held.
+        memory_mb: the share of evictable buffers (the hub's blocks read), in MiB.
+    """
+    want = max(64, int(memory_mb))
+    try:
+        con.execute(f"SET memory_limit = '{want}MiB'")
+    except duckdb.OutOfMemoryException:
+        unevicted = int(con.execute(UNEVICTED).fetchall()[0][0])
+        con.execute(f"SET memory_limit = '{want + -(-unevicted // 2**20)}MiB'")
+
+
+def expand_memory_mb(con: duckdb.DuckDBPyConnection) -> int:
+    """Return the limit an expansion's batches are held to: EXPAND_MEMORY_MB of evictable blocks
+    over the room the relations key's index takes as the batches' inserts load it.
+
+    Args:
+        con: a connection to the hub.
+    """
+    return EXPAND_MEMORY_MB + relation_count(con) * KEY_BYTES_A_RELATION // 2**20
+
+
+@contextmanager
+def kept_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Give the connection back the memory limit it had before the block, whatever the block set,
+    so a caller that passed its connection in finds it as it was (DuckDB's default reset, not
+    rounded; a caller's own as DuckDB shows it).
+
+    Args:
+        con: the connection whose limit is restored.
+    """
+    with kept_limit(con):
+        yield
 
 
 @contextmanager
 def held_memory(con: duckdb.DuckDBPyConnection, memory_mb: int) -> Iterator[None]:
     """Hold DuckDB's buffers to memory_mb while the block runs, then give the connection back its
-    own limit, so a caller that passed its connection in finds it as it was.
+    own limit (kept_memory).
 
     Args:
         con: the connection whose buffer pool is held.
         memory_mb: the limit while the block runs (at least 64 MiB).
     """
-    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    bound_memory(con, memory_mb)
-    try:
+    with kept_memory(con):
+        bound_memory(con, memory_mb)
         yield
-    finally:
-        con.execute(f"SET memory_limit = '{limit}'")
 
 
 def personas_keyed(con: duckdb.DuckDBPyConnection) -> bool:

@@ -411,6 +411,11 @@ def add_relations(con: duckdb.DuckDBPyConnection,
     return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
 
 
+def relation_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Return how many relations the hub holds (what the relations key's index is built over)."""
+    return int(con.execute("SELECT count(*) FROM relations").fetchall()[0][0])
+
+
 def relation_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[object, ...]]:
     """Return every stored relation as (src, dst, relation, hop, source), ordered."""
     rows = con.execute("SELECT src, dst, relation, hop, source FROM relations ORDER BY src, dst, relation")

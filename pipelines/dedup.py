@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,7 @@ from personahub.personas.embedding import (
     offline_embedder,
 )
 from personahub.personas.embedding_store import SurvivorBatch, survivor_batches, write_vectors
-from personahub.personas.hub_memory import bound_memory
+from personahub.personas.hub_memory import bound_memory, kept_memory
 from personahub.personas.minhash import MinHashConfig
 from personahub.personas.minhash_spill import Spilled, SpillPlan, spill_workers
 from personahub.personas.store import flagged_duplicates, survivor_count
@@ -286,6 +287,12 @@ class DedupSpec(ShippedSpec[DedupJobConfig, DedupBatch, Marks | SpilledMarks | V
 
     def prepare(self, ctx: JobContext[DedupJobConfig]) -> None:
         ctx.state = DedupState(sign=minhash_source(ctx.executor))
+
+    def running(self, ctx: JobContext[DedupJobConfig]) -> AbstractContextManager[None]:
+        """Give the connection its own memory limit back after the stages: a spilled stage 1 holds
+        DuckDB to a quarter of --memory-mb through its writes, and a caller that passed its
+        connection in would otherwise keep that quarter."""
+        return kept_memory(ctx.con)
 
     def start(self, ctx: JobContext[DedupJobConfig]) -> BatchOutcome:
         return BatchOutcome(rows={"dedup_jobs": [detail_row(ctx.job_id)]})

@@ -44,7 +44,7 @@ from personahub.personas.expand import (
     write_answer,
     write_next_level,
 )
-from personahub.personas.hub_memory import EXPAND_MEMORY_MB, held_memory
+from personahub.personas.hub_memory import SUMMARY_MEMORY_MB, expand_memory_mb, held_memory
 from personahub.personas.link_merge import load_aliases
 from personahub.personas.link_nearest import load_pool
 from personahub.personas.near_dup import NearIndex
@@ -197,8 +197,9 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         """Hold DuckDB to a fixed share while the batches run, and give the connection its own limit
         back after: each batch's writes check new ids against the whole hub and read texts by id,
         and DuckDB's default pool kept every block those scans read (the command grew from 546 MiB
-        at 1M personas to 870 MiB at 10M)."""
-        return held_memory(ctx.con, EXPAND_MEMORY_MB)
+        at 1M personas to 870 MiB at 10M). The share is over the relations key's index, which the
+        inserts load and DuckDB cannot evict (expand_memory_mb)."""
+        return held_memory(ctx.con, expand_memory_mb(ctx.con))
 
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:
         """Return the driver's asker, with the index, merges and nearest-people pool loaded."""
@@ -293,7 +294,11 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         return personas_frame(con, expansion_personas(con, job_id))
 
     def summary(self, ctx: JobContext[ExpandConfig]) -> ExpandSummary:
-        summary = summary_of(ctx.con, ctx.job_id)
+        """Count the expansion within SUMMARY_MEMORY_MB: its graph's shape joins the hub's whole
+        relations table, and DuckDB's default pool kept every block of it (the summary added 104
+        MiB at 1M personas, 207 MiB at 3M)."""
+        with held_memory(ctx.con, SUMMARY_MEMORY_MB):
+            summary = summary_of(ctx.con, ctx.job_id)
         summary.resumed = ctx.resumed
         summary.provider_batches = self.batches_line(ctx)
         return summary

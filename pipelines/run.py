@@ -417,7 +417,19 @@ class RunSpec(ItemsInView, ShippedSpec[RunConfig, int, Taken, RunSummary], kind=
         return f" after step {committed}"
 
     def summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
-        """Return the run's totals, read back from the database (resumes included)."""
+        """Return the run's totals, read back from the database (resumes included); a column
+        run's queries hold DuckDB's pool to one room, as its steps do (they scan a row per agent
+        a step), and it then checkpoints in that room: left to the connection's close, DuckDB's
+        last checkpoint ran under its default limit, the run's peak at millions of agents."""
+        columns = isinstance(ctx.state, RunState) and ctx.state.columns
+        if not columns:
+            return self._summary(ctx)
+        with store.bounded_pool(ctx.con, store.RUN_ROOM):
+            summary = self._summary(ctx)
+        store.release_cached_blocks(ctx.con, room=store.RUN_ROOM)
+        return summary
+
+    def _summary(self, ctx: JobContext[RunConfig]) -> RunSummary:
         con, run_id, caller = ctx.con, ctx.job_id, ctx.caller
         summary = RunSummary(run_id=run_id, scenario=_state(ctx).name, db=Path(ctx.db),
                              engine=caller.label, offline=caller.is_offline,

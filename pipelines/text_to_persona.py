@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from personahub.core.kernel import BatchOutcome, JobContext, engine, register
 from personahub.core.store import DEFAULT_DB
 from personahub.core.validate import check_int
 from personahub.personas.asks import Ask, ask_one
+from personahub.personas.hub_memory import TEXT_MEMORY_MB, held_memory
 from personahub.personas.importers import ImportStats, container_of
 from personahub.personas.quality import gate_answer, language_scripts, rejection_line, tally
 from personahub.personas.record import Persona
@@ -191,6 +193,12 @@ class TextToPersonaSpec(ShippedSpec[TextConfig, TextBatch, list[StructuredResult
     independent_batches = True
     refuses_twins = False  # one job per corpus name: prepare refuses a second
     progress_per_answer = False  # its progress counts its own stages, not batch items
+
+    def running(self, ctx: JobContext[TextConfig]) -> AbstractContextManager[None]:
+        """Hold DuckDB to TEXT_MEMORY_MB while the batches run, and give the connection its own
+        limit back after: each batch's write checks its ids against the whole hub's
+        (``upsert_personas``), and DuckDB's default pool kept every block of ids it read."""
+        return held_memory(ctx.con, TEXT_MEMORY_MB)
 
     def prepare(self, ctx: JobContext[TextConfig]) -> None:
         """Prepare the corpus, read end to end and found to hold a text (nothing is recorded before)."""

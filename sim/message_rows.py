@@ -74,12 +74,13 @@ def addressed_rows(answers: Sequence[PoolAnswer], pools: np.ndarray,
 
 def _pool_rows(answer: PoolAnswer, speakers: pa.Array,
                listeners: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """Return the content and heard text of one pool's messages."""
+    """Return the content and heard text of one pool's messages (the pool's JSON content
+    parsed once: ``Task.addressed_content`` builds new content and leaves what it reads)."""
     task = emission_task(answer.kind)
     pooled_text = answer.text or ""
     n = len(speakers)
-    content, text = task.addressed_content(json.loads(answer.content or "{}"), pooled_text,
-                                           _SPEAKER, _LISTENER)
+    pooled = json.loads(answer.content or "{}")
+    content, text = task.addressed_content(pooled, pooled_text, _SPEAKER, _LISTENER)
     template = _dumps(content)
     pieces = _HOLES.split(template)
     if "\x00" not in text and "\\u0000" not in "".join(pieces[0::2]):
@@ -91,12 +92,11 @@ def _pool_rows(answer: PoolAnswer, speakers: pa.Array,
             filled = pa.repeat(pa.scalar(template, pa.string()), n)
         else:
             filled = pc.binary_join_element_wise(*args, "")
-        first = task.addressed_content(json.loads(answer.content or "{}"), pooled_text,
-                                       str(speakers[0]), str(listeners[0]))
+        first = task.addressed_content(pooled, pooled_text, str(speakers[0]),
+                                       str(listeners[0]))
         if _dumps(first[0]) == filled[0].as_py() and first[1] == text:
             return filled, pa.repeat(pa.scalar(text, pa.string()), n)
-    rows = [task.addressed_content(json.loads(answer.content or "{}"), pooled_text, str(s),
-                                   str(listener))
+    rows = [task.addressed_content(pooled, pooled_text, str(s), str(listener))
             for s, listener in zip(speakers.to_pylist(), listeners.to_pylist(), strict=True)]
     return (pa.array([_dumps(c) for c, _ in rows], pa.string()),
             pa.array([t for _, t in rows], pa.string()))

@@ -40,6 +40,7 @@ from personahub.personas.store import (
     upsert_persona_table,
 )
 from personahub.sim import runner, store
+from personahub.sim.row_file import RowFile
 from personahub.sim.scenario import Scenario, check_named, named_ids
 
 #: personas read, written to the hub, embedded and assigned to an archetype at a time
@@ -55,10 +56,13 @@ class PersonaColumns:
         table: ``persona_columns``' columns (persona_id, text, source, source_ref, attributes as
             JSON text, hop, gate).
         keys: the attribute names any of them has.
+        spilled: the texts and attributes, when they are kept in a file rather than in ``table``
+            (``write_personas``).
     """
 
     table: pa.Table
     keys: frozenset[str]
+    spilled: RowFile | None = None
 
     @classmethod
     def of(cls, people: Sequence[Persona]) -> PersonaColumns:
@@ -74,10 +78,14 @@ class PersonaColumns:
 
     def rows(self, lo: int, hi: int) -> tuple[list[str], list[dict[str, object]]]:
         """Return the texts and attributes of rows [lo, hi)."""
+        if self.spilled is not None:
+            return _texts_and_attributes(self.spilled.slice(lo, hi))
         return _texts_and_attributes(self.table.slice(lo, hi - lo))
 
     def pick(self, at: np.ndarray) -> tuple[list[str], list[dict[str, object]]]:
         """Return the texts and attributes of the rows at the given positions."""
+        if self.spilled is not None:
+            return _texts_and_attributes(self.spilled.take(at))
         return _texts_and_attributes(self.table.take(pa.array(at)))
 
     def personas(self) -> list[Persona]:
@@ -139,17 +147,26 @@ def read_personas(scenario: Scenario, db: Path | str | None = None,
     return PersonaColumns(kept.table, frozenset(keys))
 
 
-#: what the setup reads of its personas once they are in the hub
-SET_UP_COLUMNS: Final = ("persona_id", "text", "attributes")
+#: acquaintance links inserted a statement at a time
+LINKS_AT_A_TIME: Final = 4 * CHUNK
+#: and committed at a time
+LINKS_A_COMMIT: Final = 4 * LINKS_AT_A_TIME
+
+
+#: what the setup reads of its personas once they are in the hub, a chunk at a time (kept in a
+#: file, ``RowFile``), beside their ids (kept in memory)
+SET_UP_COLUMNS: Final = ("text", "attributes")
 
 
 def write_personas(con: duckdb.DuckDBPyConnection, personas: PersonaColumns) -> PersonaColumns:
     """Insert the personas the hub lacks, ``CHUNK`` rows at a time in order, with DuckDB held to
-    a bounded pool (in the caller's transaction); return the columns the setup still reads."""
+    a bounded pool (in the caller's transaction); return their ids, with the texts and
+    attributes the setup still reads kept in a temporary file rather than in memory."""
     with store.bounded_pool(con, store.setup_room(len(personas))):
         for lo in range(0, len(personas), CHUNK):
             upsert_persona_table(con, personas.table.slice(lo, CHUNK))
-    return PersonaColumns(personas.table.select(list(SET_UP_COLUMNS)), personas.keys)
+    spilled = RowFile(personas.table.select(list(SET_UP_COLUMNS)), CHUNK)
+    return PersonaColumns(personas.table.select(["persona_id"]), personas.keys, spilled)
 
 
 def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
@@ -168,30 +185,48 @@ def set_up(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Scenario,
     growth = scenario.graph
     near, far = small_world_arrays(count, growth.acquaintances, growth.rewire, seed)
     size = int(near.size)
-    with store.bounded_pool(con, store.setup_room(count) + store.ROOM_A_LINK * size), \
-            transaction(con):
-        # this seed's links, stored as save_acquaintances stores them (the ids are distinct);
-        # their columns go before the commit, which flushes the relations key's index
-        add_relations(con, {**_links(ids, near, far),
-                            "hop": pa.repeat(pa.scalar(0, pa.int32()), size),
-                            "source": pa.repeat(pa.scalar(f"{SCENARIO_LINKS}{scenario.name}",
-                                                          pa.string()), size)},
-                      new_by=("src", "dst", "relation"))
-        pa.default_memory_pool().release_unused()
+    with store.bounded_pool(con, store.setup_room(count) + store.ROOM_A_LINK * size):
+        for lo in range(0, size, LINKS_A_COMMIT):
+            _add_links(con, ids, near[lo:lo + LINKS_A_COMMIT], far[lo:lo + LINKS_A_COMMIT],
+                       f"{SCENARIO_LINKS}{scenario.name}")
+    # each phase in a pool of its own: leaving one gives back what its queries freed
     with store.bounded_pool(con, store.setup_room(count)):
         found = social_pairs(con, ids, pa.table(_links(ids, near, far)))
-        del near, far
-        _record_agents(con, run_id, ids, found)
-        del found
-        grouped = group_archetype_rows(count, personas.rows, personas.pick, min(k, count), seed,
-                                       chunk=CHUNK)
-        representatives = [str(ids[i].as_py()) for i in grouped.representatives]
-        with transaction(con):
-            store.add_archetypes(con, run_id, ids, grouped.labels, representatives,
-                                 [int(n) for n in grouped.sizes], grouped.attribute_shares,
-                                 f"{grouped.method}; k={k}")
+    del near, far
+    edges = _starting_edges(ids, found)
+    del found
+    with store.bounded_pool(con, store.setup_room(count)), transaction(con):
+        store.add_agents(con, run_id, ids, np.arange(1, count + 1), edges)
+    del edges
+    grouped = group_archetype_rows(count, personas.rows, personas.pick, min(k, count), seed,
+                                   chunk=CHUNK)
+    representatives = [str(ids[i].as_py()) for i in grouped.representatives]
+    with store.bounded_pool(con, store.setup_room(count)), transaction(con):
+        store.add_archetypes(con, run_id, ids, grouped.labels, representatives,
+                             [int(n) for n in grouped.sizes], grouped.attribute_shares,
+                             f"{grouped.method}; k={k}")
     pa.default_memory_pool().release_unused()  # the links' and edges' columns, to the system
     return representatives
+
+
+def _add_links(con: duckdb.DuckDBPyConnection, ids: pa.Array, near: np.ndarray,
+               far: np.ndarray, source: str) -> None:
+    """Store links between the ids at those positions in one transaction, as save_acquaintances
+    stores them (the ids are distinct), ``LINKS_AT_A_TIME`` links' columns at a time.
+
+    A commit merges the links' part of the ``relations`` key's index into the table's, holding
+    both for a while: the setup's links commit ``LINKS_A_COMMIT`` at a time, not all at once (a
+    setup stopped between two commits inserts the rest when it runs again, and none twice).
+    """
+    with transaction(con):
+        for lo in range(0, near.size, LINKS_AT_A_TIME):
+            part = min(LINKS_AT_A_TIME, near.size - lo)
+            add_relations(con, {**_links(ids, near[lo:lo + part], far[lo:lo + part]),
+                                "hop": pa.repeat(pa.scalar(0, pa.int32()), part),
+                                "source": pa.repeat(pa.scalar(source, pa.string()), part)},
+                          new_by=("src", "dst", "relation"))
+        pa.default_memory_pool().release_unused()
+        store.release_freed(con)  # what the inserts' joins freed, before the commit needs room
 
 
 def _links(ids: pa.Array, near: np.ndarray, far: np.ndarray) -> dict[str, pa.Array]:
@@ -200,17 +235,15 @@ def _links(ids: pa.Array, near: np.ndarray, far: np.ndarray) -> dict[str, pa.Arr
             "relation": pa.repeat(pa.scalar("acquaintance", pa.string()), near.size)}
 
 
-def _record_agents(con: duckdb.DuckDBPyConnection, run_id: str, ids: pa.Array,
-                   found: pa.Table) -> None:
-    """Record an agent per persona, in order, and the starting graph among them (``found``:
-    ``social_pairs``' rows), its edges in the order ``SocialEdges.from_positions`` gives them
+def _starting_edges(ids: pa.Array, found: pa.Table) -> tuple[pa.Array, pa.Array, pa.Array]:
+    """Return the starting graph's edges among the agents (``found``: ``social_pairs``' rows) as
+    (src, dst, relation) columns, in the order ``SocialEdges.from_positions`` gives them
     (networkx's)."""
     a = found.column("pa").to_numpy().astype(np.int64, copy=False)
     b = found.column("pb").to_numpy().astype(np.int64, copy=False)
-    relation = found.column("r").combine_chunks()
     lo, hi = np.minimum(a, b), np.maximum(a, b)
-    order = np.lexsort((np.arange(a.size, dtype=np.int64), lo))
-    edges = (ids.take(pa.array(lo[order])), ids.take(pa.array(hi[order])),
-             relation.take(pa.array(order)))
-    with transaction(con):
-        store.add_agents(con, run_id, ids, np.arange(1, len(ids) + 1), edges)
+    del a, b
+    order = np.lexsort((np.arange(lo.size, dtype=np.int64), lo))
+    ends = (ids.take(pa.array(lo[order])), ids.take(pa.array(hi[order])))
+    del lo, hi
+    return (*ends, found.column("r").combine_chunks().take(pa.array(order)))

@@ -83,13 +83,16 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
     states_file = str(folder / "states") if done else None
     addressed = set(scenario.tasks) & set(addressed_kinds())  # messages need the graph
     adjacency_file = str(folder / "adjacency") if addressed else None
-    # a range of agents a statement, so that the export's joins and sorts fit one room at any N
+    # the export's joins and sorts, and the scans that find the representatives' texts and the
+    # agents the scenario names, spill or evict past one room at any N
     with store.bounded_pool(con, store.RUN_ROOM):
         agents = store.export_population(con, run_id, agents_file)
         if states_file is not None:
             store.export_states(con, run_id, done, agents, states_file)
         if adjacency_file is not None:
             store.export_adjacency(con, run_id, agents, adjacency_file)
+        texts = {p.persona_id: p.text for p in fetch_personas(con, representatives)}
+        refs = _refs(con, run_id, scenario)
     population: Shards
     if ray_workers is None:
         ranges = shard_ranges(agents, shards or 1)
@@ -107,16 +110,16 @@ def column_society(con: duckdb.DuckDBPyConnection, *, run_id: str, scenario: Sce
             count=count, agents=agents, agents_file=agents_file, states_file=states_file,
             seed=seed, memory=scenario.memory, inbox_size=scenario.inbox_size, run_id=run_id,
             adjacency_file=adjacency_file))
-    texts = {p.persona_id: p.text for p in fetch_personas(con, representatives)}
     society = ColumnSociety(
         scenario=scenario, shards=population, representatives=representatives,
-        representative_texts=[texts[r] for r in representatives],
-        refs=_refs(con, run_id, scenario), llm=llm, run_id=run_id, seed=seed, world=world,
+        representative_texts=[texts[r] for r in representatives], refs=refs, llm=llm,
+        run_id=run_id, seed=seed, world=world,
         folder=lambda step: str(step_folder(db, run_id, step)), indexes=indexes,
         chunk_size=chunk_size)
     society.model_label = llm.label
     if done:
-        _catch_up(con, society, run_id, done)
+        with store.bounded_pool(con, store.RUN_ROOM):  # it reads the committed emissions back
+            _catch_up(con, society, run_id, done)
     return society
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import shutil
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from personahub.core.call_log import call_counts
-from personahub.core.store import insert_columns, scalar
+from personahub.core.store import insert_columns, memory_limit, scalar
 from personahub.personas.store import PERSONA_TEXTS
 
 if TYPE_CHECKING:
@@ -211,8 +212,8 @@ BULK_ROOM: Final = 256 << 20
 #: and, past that, per agent
 ROOM_AN_AGENT: Final = 192
 #: DuckDB's buffer pool beyond what it holds already while a column society exports its agents
-#: or commits a step: the same at any population, since the export goes a range of agents at a
-#: time and the commit's rows go to the database file as they come (bench_society_scale.py)
+#: or commits a step: the same at any population, since the export's join and sort spill past it
+#: and the commit's rows go to the database file as they come (bench_society_scale.py)
 RUN_ROOM: Final = 96 << 20
 
 
@@ -220,9 +221,10 @@ RUN_ROOM: Final = 96 << 20
 #: ART, which DuckDB cannot spill) grows about 110 bytes a link until the insert commits
 ROOM_A_LINK: Final = 192
 
-#: agents exported a statement (and a Parquet piece) at a time: DuckDB's join and sort hold one
-#: range, not the population
+#: agents an export's Parquet piece holds (a shard reads the pieces across its range)
 EXPORT_RANGE: Final = 131_072
+#: rows an export reads back from DuckDB at a time
+EXPORT_BATCH: Final = 16_384
 
 
 def setup_room(agents: int) -> int:
@@ -237,23 +239,33 @@ def bounded_pool(con: duckdb.DuckDBPyConnection, room: int = RUN_ROOM) -> Iterat
 
     Under its default limit (80% of RAM) DuckDB keeps the blocks of a million-row export or insert
     and its allocator keeps what their sorts and joins freed, so a process's peak grows with the
-    population; under a limit it spills to its temporary directory instead, and resetting the
-    limit returns the freed memory to the system. Nothing changes when several runs share the
-    database instance (``shared_pool``).
+    population; under a limit it spills to its temporary directory instead. The limit the database
+    had (its caller's own, or DuckDB's default) is given back after. Nothing changes when several
+    runs share the database instance (``shared_pool``).
     """
     if _sharing[0]:
         yield
         return
-    try:
-        con.execute(f"SET memory_limit = '{_others(con) + room}B'")
-    except duckdb.Error:
+    with contextlib.ExitStack() as held:
+        with contextlib.suppress(duckdb.Error):  # a locked configuration: the pool as it is
+            held.enter_context(memory_limit(con, f"{_others(con) + room}B"))
         yield
+
+
+def release_freed(con: duckdb.DuckDBPyConnection) -> None:
+    """Give back to the system what DuckDB's finished queries freed.
+
+    DuckDB's allocator keeps the memory a query's sorts, joins and results freed (at a million
+    agents, hundreds of MB) until its memory limit is set, which flushes it; this sets the limit
+    to what it is (rounded up: DuckDB shows it to a tenth of its unit). Nothing changes when
+    several runs share the database instance (``shared_pool``) or the limit cannot be read back.
+    """
+    if _sharing[0]:
         return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(duckdb.Error):
-            con.execute("RESET memory_limit")
+    with contextlib.suppress(duckdb.Error, ValueError):
+        number, unit = str(scalar(con, "SELECT current_setting('memory_limit')")).split()
+        scale = 1024 ** ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"].index(unit)
+        con.execute(f"SET memory_limit = '{math.ceil((float(number) + 0.05) * scale)}B'")
 
 
 def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 20,
@@ -261,21 +273,15 @@ def release_cached_blocks(con: duckdb.DuckDBPyConnection, *, slack: int = 8 << 2
     """Checkpoint the step under a lowered buffer-pool limit, so a long run's memory stays flat.
 
     DuckDB keeps every block up to 80% of RAM and its own checkpoints grew in memory
-    (bench_memory_long.py). Nothing changes when the pool cannot shrink or a transaction is open.
+    (bench_memory_long.py). The limit the database had is given back after. Nothing changes when
+    the pool cannot shrink or a transaction is open.
     """
     if _sharing[0]:
         return
-    try:
-        con.execute(f"SET memory_limit = '{_others(con) + room}B'")
-    except duckdb.Error:
-        return
-    try:
+    with contextlib.suppress(duckdb.Error), memory_limit(con, f"{_others(con) + room}B"):
         with contextlib.suppress(duckdb.Error):
             con.execute("CHECKPOINT")
-        with contextlib.suppress(duckdb.Error):
-            con.execute(f"SET memory_limit = '{_others(con) + slack}B'")
-    finally:
-        con.execute("RESET memory_limit")
+        con.execute(f"SET memory_limit = '{_others(con) + slack}B'")
 
 
 #: who put an event or intervention row into the run (NULL: the scenario)
@@ -483,16 +489,57 @@ def export_ranges(agents: int, size: int | None = None) -> list[tuple[int, int]]
 
 
 def _export(con: duckdb.DuckDBPyConnection, folder: str, agents: int, select: str) -> None:
-    """Write ``select`` (a query of agents ``{lo}`` <= agent_id < ``{hi}``) for each export range
-    to a Parquet piece in ``folder``, named so that the pieces sort in agent-id order; each range
-    is its own statement, so DuckDB holds one range at a time."""
+    """Write ``select`` (agents' rows in agent-id order) to a Parquet piece per export range in
+    ``folder``, named so that the pieces sort in agent-id order; a range without rows gets an
+    empty piece.
+
+    DuckDB runs the query once (its joins and its sort spill past the pool's room), where a
+    statement per range scanned the joined tables once per range; its rows come back
+    ``EXPORT_BATCH`` at a time, so this process holds one batch, not a range.
+    """
+    import pyarrow.parquet as pq
+
     path = Path(folder)
     shutil.rmtree(path, ignore_errors=True)  # a resume's pieces replace every earlier one
     path.mkdir(parents=True)
-    for lo, hi in export_ranges(agents) or [(1, 1)]:
-        query = select.replace("{lo}", str(int(lo))).replace("{hi}", str(int(hi)))
-        con.execute(f"COPY ({query}) "
-                    f"TO {_literal(str(path / f'part-{lo:012d}.parquet'))} (FORMAT parquet)")
+    ranges = export_ranges(agents) or [(1, 1)]
+    reader = con.sql(select).to_arrow_reader(EXPORT_BATCH)
+    at, writer = 0, None
+    try:
+        for batch in reader:
+            ids = batch.column("agent_id").to_numpy()
+            start = 0
+            if ids.size and ids[-1] >= ranges[-1][1]:
+                raise ValueError(f"export to {folder}: agent id {ids[-1]} is past the run's "
+                                 f"{agents} agents")
+            while start < batch.num_rows:
+                lo, hi = ranges[at]
+                end = int(np.searchsorted(ids, hi, side="left"))
+                if end > start:
+                    if writer is None:
+                        writer = pq.ParquetWriter(path / f"part-{lo:012d}.parquet", batch.schema)
+                    writer.write_batch(batch.slice(start, end - start))
+                if end < batch.num_rows:  # the range is done: close its piece, open the next
+                    _close_piece(path, ranges[at][0], writer, batch.schema)
+                    at, writer = at + 1, None
+                start = end
+        for lo, _ in ranges[at:]:
+            _close_piece(path, lo, writer, reader.schema)
+            writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+        reader.close()
+
+
+def _close_piece(folder: Path, lo: int, writer: Any, schema: pa.Schema) -> None:
+    """Close a range's piece, or write it empty when no row of the range came."""
+    import pyarrow.parquet as pq
+
+    if writer is not None:
+        writer.close()
+    else:
+        pq.write_table(schema.empty_table(), folder / f"part-{lo:012d}.parquet")
 
 
 def export_population(con: duckdb.DuckDBPyConnection, run_id: str, folder: str) -> int:
@@ -504,8 +551,7 @@ def export_population(con: duckdb.DuckDBPyConnection, run_id: str, folder: str) 
     _export(con, folder, agents, f"""
         SELECT a.agent_id, a.persona_id, p.text, p.attributes,
                coalesce(x.archetype, 0) AS archetype
-        FROM (SELECT agent_id, persona_id FROM run_agents WHERE run_id = {run}
-              AND agent_id >= {{lo}} AND agent_id < {{hi}}) a
+        FROM (SELECT agent_id, persona_id FROM run_agents WHERE run_id = {run}) a
         JOIN ({PERSONA_TEXTS}) p USING (persona_id)
         LEFT JOIN (SELECT persona_id, archetype FROM run_agent_archetypes
                    WHERE run_id = {run}) x USING (persona_id)
@@ -520,7 +566,6 @@ def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, agents
     _export(con, folder, agents, f"""
         SELECT agent_id, arg_max(state, step)::VARCHAR AS state FROM agent_states
         WHERE run_id = {_literal(run_id)} AND step <= {int(done)}
-              AND agent_id >= {{lo}} AND agent_id < {{hi}}
         GROUP BY agent_id ORDER BY agent_id""")
 
 
@@ -532,13 +577,11 @@ def export_adjacency(con: duckdb.DuckDBPyConnection, run_id: str, agents: int,
     run = _literal(run_id)
     _export(con, folder, agents, f"""
         WITH ids AS (SELECT persona_id, agent_id FROM run_agents WHERE run_id = {run}),
-             near AS (SELECT persona_id, agent_id FROM ids
-                      WHERE agent_id >= {{lo}} AND agent_id < {{hi}}),
              ends AS (SELECT n.agent_id, e.dst AS other FROM run_edges e
-                      JOIN near n ON n.persona_id = e.src WHERE e.run_id = {run}
+                      JOIN ids n ON n.persona_id = e.src WHERE e.run_id = {run}
                       UNION ALL
                       SELECT n.agent_id, e.src FROM run_edges e
-                      JOIN near n ON n.persona_id = e.dst WHERE e.run_id = {run})
+                      JOIN ids n ON n.persona_id = e.dst WHERE e.run_id = {run})
         SELECT DISTINCT x.agent_id::INTEGER AS agent_id, i.agent_id::INTEGER AS neighbour
         FROM ends x JOIN ids i ON i.persona_id = x.other
         WHERE x.agent_id <> i.agent_id

@@ -2,12 +2,12 @@
 
 Prompts use "## Section" headings, which the offline engine also reads to find its context.
 Sections run from the most shared to the most specific, so a server's prefix cache reuses all
-but the persona's part of a prompt: system, world, events, then the fixed instructions of the
-call (task, question, answer format, the actions), then the persona, its memory and messages,
-and last what names other people (talking to, people). An experiment
-arm's world text (``arm_world``) is the World section's last paragraph, after the scenario's world
-and world file, whole and outside the budget: a treated prompt is its control's prompt plus that
-paragraph, one blank line before it (core/sections.py, PARAGRAPH_BREAK).
+but the persona's part of a prompt: the system text (one for every purpose), world, events, then
+the fixed instructions of the call (task, question, answer format, the actions), then the
+persona, its memory and messages, and last what names other people (talking to, people). An
+experiment arm's world text (``arm_world``) is the World section's last paragraph, after the
+scenario's world and world file, whole and outside the budget: a treated prompt is its control's
+prompt plus that paragraph, one blank line before it (core/sections.py, PARAGRAPH_BREAK).
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ from personahub.agents.prompts.budget import (
 )
 from personahub.core.sections import section
 from personahub.tasks import emission_task
-from personahub.tasks.interview import INTERVIEW_SYSTEM
-from personahub.tasks.reflection import REFLECTION_SYSTEM, REFLECTION_TASK
-from personahub.tasks.survey import SURVEY_SYSTEM
+from personahub.tasks.interview import INTERVIEW_TASK
+from personahub.tasks.reflection import REFLECTION_TASK
+from personahub.tasks.survey import SURVEY_TASK
 
+# The one system text of every in-character call (actions, decisions, surveys, reflections,
+# interviews): what a call is for is said in its fixed sections, after the world and events, so
+# a family's first call on a slot reuses the system text, world and events another family left.
 AGENT_SYSTEM = ("You are the person described under Persona. Stay in character. "
                 "Answer only with JSON that matches the schema.")
 
@@ -62,10 +65,6 @@ def agent_messages(
     return _messages(AGENT_SYSTEM, persona, [section("Task", task)], context, budget, task, own)
 
 
-DECIDE_SYSTEM = ("You are the person described under Persona. Decide what you do now. "
-                 "Answer only with JSON that matches the schema.")
-
-
 def decision_messages(
     *,
     persona: str,
@@ -86,15 +85,15 @@ def decision_messages(
     lines = [f"- {kind}: {_first_sentence(emission_task(kind).agent_prompt())}".replace(
         "the neighbour under Talking to", "one of the People") for kind in options]
     lines.append(f"- {NOTHING}: do nothing this step.")
-    task = ("Choose one action. If it is said to someone, choose the label of that person, "
-            f"else {NOBODY}. Give a short reason.")
+    task = ("Decide what you do now: choose one action. If it is said to someone, choose the "
+            f"label of that person, else {NOBODY}. Give a short reason.")
     fixed = [section("Actions", "\n".join(lines)), section("Task", task)]
     senders = {sender for sender, _ in inbox}
     own = [section("People", "\n".join(
         f"{label(i)}: {clip_text(text, ADDRESSEE_CHARS)}"
         + (" (wrote to you)" if text in senders else "") for i, text in enumerate(people)))
     ] if people else []
-    return _messages(DECIDE_SYSTEM, persona, fixed,
+    return _messages(AGENT_SYSTEM, persona, fixed,
                      Context(world, events, inbox, memory, recent, arm_world), budget, task, own)
 
 
@@ -118,8 +117,9 @@ def survey_messages(
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
     """Build the messages asking one agent a survey question."""
-    fixed = [section("Question", question), section("Answer format", answer_hint)]
-    return _messages(SURVEY_SYSTEM, persona, fixed,
+    fixed = [section("Task", SURVEY_TASK), section("Question", question),
+             section("Answer format", answer_hint)]
+    return _messages(AGENT_SYSTEM, persona, fixed,
                      Context(world, events, inbox, memory, arm_world=arm_world), budget, question)
 
 
@@ -165,7 +165,7 @@ def reflection_messages(
     cap = budget.memory
     wider = replace(budget, memory=None if cap is None else 3 * cap,
                     total=None if budget.total is None or cap is None else budget.total + 2 * cap)
-    return _messages(REFLECTION_SYSTEM, persona, [section("Task", REFLECTION_TASK)],
+    return _messages(AGENT_SYSTEM, persona, [section("Task", REFLECTION_TASK)],
                      Context(memory=memory), wider, REFLECTION_TASK, own)
 
 
@@ -182,8 +182,8 @@ def interview_messages(
     budget: PromptBudget = DEFAULT_BUDGET,
 ) -> list[BaseMessage]:
     """Build the messages putting a user's question to one agent, from its state at a step."""
-    fixed = [section("Interview question", question)]
-    return _messages(INTERVIEW_SYSTEM, persona, fixed,
+    fixed = [section("Task", INTERVIEW_TASK), section("Interview question", question)]
+    return _messages(AGENT_SYSTEM, persona, fixed,
                      Context(world, events, inbox, memory, recent, arm_world), budget, question)
 
 

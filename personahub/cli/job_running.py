@@ -16,6 +16,8 @@ from personahub.cli.common import console, note_job, say, verbosity
 from personahub.core.errors import AwaitingResults, StillAwaiting
 
 if TYPE_CHECKING:  # LangChain takes seconds to import: only commands that call a model load it
+    import duckdb
+
     from personahub.core.contracts import StructuredCaller
 
 
@@ -136,6 +138,19 @@ PREVIEW_SOURCE_CHARS = 80  # a preview row's persona (or text) at most, on one l
 PREVIEW_OUTPUT_CHARS = 240  # and its output
 
 
+def read_after_job(db: Path) -> duckdb.DuckDBPyConnection:
+    """Open db read-only for what a command prints after its job (preview, kept shares), DuckDB
+    held to SUMMARY_MEMORY_MB: those reads join the job's rows with the whole hub, and DuckDB's
+    default pool (most of the machine) kept every block they read, so the command's peak grew
+    with the hub."""
+    from personahub.core.store import connect
+    from personahub.personas.hub_memory import SUMMARY_MEMORY_MB, bound_memory
+
+    con = connect(db, read_only=True)
+    bound_memory(con, SUMMARY_MEMORY_MB)
+    return con
+
+
 def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
     """Print the end-of-job table of sampled rows (analysis.preview) on stderr.
 
@@ -146,11 +161,10 @@ def print_preview(what: str, owner: str, per_kind: int, *, db: Path) -> None:
     from rich.table import Table
 
     from personahub.analysis import preview as previews
-    from personahub.core.store import connect
 
     load = {"job": previews.job_preview, "run": previews.run_preview,
             "corpus": previews.corpus_preview, "expansion": previews.expansion_preview}[what]
-    con = connect(db, read_only=True)
+    con = read_after_job(db)
     try:
         preview = load(con, owner, per_kind)
     finally:

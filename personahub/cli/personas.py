@@ -30,6 +30,7 @@ from personahub.cli.job_running import (
     batch_progress,
     job_progress,
     print_preview,
+    read_after_job,
     started,
     unreachable,
 )
@@ -154,7 +155,6 @@ def personas_expand(
     from personahub.analysis.kept import kept_lines
     from personahub.cli.progress import LateCounts
     from personahub.core.kernel import check_cache_mode
-    from personahub.core.store import connect
     from personahub.models.client import resolve_spec
     from personahub.persona_jobs import run_expansion
     from personahub.personas.expand import link_embedder_of
@@ -212,7 +212,7 @@ def personas_expand(
     summary = result.summary
     kept: list[str] = []
     if result.job_id:  # else no hop was asked for: nothing was recorded
-        con = connect(db, read_only=True)
+        con = read_after_job(db)
         try:
             kept = kept_lines(con, job_kind="expansion", job_id=result.job_id)
         finally:
@@ -358,9 +358,8 @@ def personas_from_text(
 def _kept(db: Path, job_id: str) -> list[str]:
     """Return the kept share per kind of a text job (read-only: the job closed its connection)."""
     from personahub.analysis.kept import kept_lines
-    from personahub.core.store import connect
 
-    con = connect(db, read_only=True)
+    con = read_after_job(db)
     try:
         return kept_lines(con, job_kind="text_to_persona", job_id=job_id)
     finally:

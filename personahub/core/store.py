@@ -14,7 +14,7 @@ import json
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -381,6 +381,53 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[object] = 
     """First column of the first row (reads the whole result, as DuckDB 2 requires)."""
     rows = con.execute(sql, list(params)).fetchall()
     return rows[0][0] if rows else None
+
+
+@contextmanager
+def memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+    """Hold DuckDB's buffer pool to ``limit`` while the block runs, then give the database back the
+    limit it had (kept_limit). The limit is the database instance's, shared by its connections.
+
+    Args:
+        con: a connection to the database whose pool is held.
+        limit: a DuckDB size, such as ``'96MiB'`` or ``'100663296B'``.
+
+    Raises:
+        duckdb.Error: DuckDB refused the limit (a locked configuration); nothing changed.
+    """
+    with kept_limit(con):
+        con.execute(f"SET memory_limit = '{limit}'")
+        yield
+
+
+@contextmanager
+def kept_limit(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Give the database back, after the block, the memory limit it had before it, whatever the
+    block set: DuckDB's default (reset, not rounded), or its caller's own (as DuckDB shows it, to
+    a tenth of a unit), so a connection passed in is found as it was.
+
+    Args:
+        con: a connection to the database whose limit is kept.
+    """
+    before = _memory_limit(con)
+    con.execute("RESET memory_limit")
+    default = _memory_limit(con) == before
+    _restore_limit(con, None if default else before)
+    try:
+        yield
+    finally:
+        _restore_limit(con, None if default else before)
+
+
+def _memory_limit(con: duckdb.DuckDBPyConnection) -> str:
+    return str(scalar(con, "SELECT current_setting('memory_limit')"))
+
+
+def _restore_limit(con: duckdb.DuckDBPyConnection, limit: str | None) -> None:
+    """Set the limit back (None: DuckDB's default); one below what the pool holds now is refused,
+    and the held limit stays."""
+    with suppress(duckdb.Error):
+        con.execute("RESET memory_limit" if limit is None else f"SET memory_limit = '{limit}'")
 
 
 _SCALARS = frozenset({str, int, float, bool, type(None), dt.datetime, dt.date})

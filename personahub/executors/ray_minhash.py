@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from personahub.core.optional import ray
 from personahub.executors.ray_batches import _quiet_data, ray_session
 from personahub.personas.dedup import DedupConfig, PairFinder, Progress
+from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, held_memory
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
@@ -245,6 +246,29 @@ def spill_folder(folder: Path) -> tuple[Path, Path]:
     return sign, marks
 
 
+def _put_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
+                   folder: Path) -> tuple[list[object], int]:
+    """Put the survivors' texts in Ray's object store a range at a time and write their ids to
+    folder; return the blocks' references and the number of texts.
+
+    DuckDB is held to ``SAMPLE_MEMORY_MB`` while it reads: with the command's quarter of
+    ``--memory-mb`` its pool kept the blocks of the hub the scan read, up to that limit, on the
+    driver all through the shuffle.
+    """
+    blocks: list[object] = []
+    n = 0
+    with held_memory(con, SAMPLE_MEMORY_MB):
+        for c, (ids, texts) in enumerate(survivor_ranges(con, batch_rows)):
+            if not ids:
+                continue
+            pq.write_table(pa.table({
+                "index": pa.array(np.arange(n, n + len(ids), dtype=np.int64)),
+                "persona_id": pa.array(ids, pa.string())}), folder / f"{c:06d}.ids.parquet")
+            blocks.append(_put_block(texts, n))
+            n += len(ids)
+    return blocks, n
+
+
 def minhash_pair_finder(address: str | None = None, workers: int | None = None) -> PairFinder:
     """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver.
 
@@ -275,16 +299,7 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
         total = survivor_count(con)
         with ray_session(address):
             _quiet_data()
-            blocks: list[object] = []
-            n = 0
-            for c, (ids, texts) in enumerate(survivor_ranges(con, config.batch_rows)):
-                if not ids:
-                    continue
-                pq.write_table(pa.table({
-                    "index": pa.array(np.arange(n, n + len(ids), dtype=np.int64)),
-                    "persona_id": pa.array(ids, pa.string())}), sign / f"{c:06d}.ids.parquet")
-                blocks.append(_put_block(texts, n))
-                n += len(ids)
+            blocks, n = _put_survivors(con, config.batch_rows, sign)
             pairs = (_shuffled_pairs(blocks, n, config.minhash, workers, memory_mb) if n
                      else np.empty((0, 2), dtype=np.int64))
         later, earlier = first_seen_marks(pairs)

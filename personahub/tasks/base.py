@@ -123,7 +123,11 @@ class Task:
 
     def addressed_content(self, content: dict[str, object], text: str, speaker: str,
                           listener: str) -> tuple[dict[str, object], str]:
-        """(content to store, text sent to the listener) of an emission said to a neighbour."""
+        """(content to store, text sent to the listener) of an emission said to a neighbour.
+
+        ``content`` is shared by every message of a pool (``sim/message_rows.py``): return new
+        content rather than change it.
+        """
         return content, text
 
     # -- synthesis -----------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-INTERVIEW_SYSTEM = ("You are the person described under Persona, being interviewed about what "
-                    "you have lived through. Stay in character and answer in your own words. "
-                    "Answer only with JSON that matches the schema.")
+# the system text is every in-character call's (agents/prompts/agent.py, AGENT_SYSTEM)
+INTERVIEW_TASK = ("You are being interviewed about what you have lived through. Answer in your own "
+                  "words.")
 
 
 class InterviewAnswer(BaseModel):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-REFLECTION_SYSTEM = ("You are the person described under Persona, thinking back on what you "
-                     "remember. Answer only with JSON that matches the schema.")
-REFLECTION_TASK = ("In two or three sentences, in the first person, sum up what matters to you "
+# the system text is every in-character call's (agents/prompts/agent.py, AGENT_SYSTEM)
+REFLECTION_TASK = ("Think back on what you remember. In two or three sentences, in the first "
+                   "person, sum up what matters to you "
                    "in all this: what happened, who said what, what you think now.")
 
 

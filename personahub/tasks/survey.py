@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, create_model
 
 SURVEY_MAX_TOKENS = 160  # output limit of a survey answer: an answer and a one-sentence reason
-SURVEY_SYSTEM = ("You are the person described under Persona, answering a survey honestly. "
-                 "Answer only with JSON that matches the schema.")
+# what a survey asks besides its question; the system text is every in-character call's
+# (agents/prompts/agent.py, AGENT_SYSTEM), so a survey shares its prompt's head with the actions
+SURVEY_TASK = "Answer this survey question honestly."
 
 
 @lru_cache(maxsize=256)

@@ -12,6 +12,7 @@ from personahub.agents.prompts.agent import (
     agent_messages,
     decision_messages,
     interview_messages,
+    reflection_messages,
     survey_messages,
 )
 from personahub.models.prompt_prefix import common_prefix, prompt_text
@@ -56,3 +57,21 @@ def test_what_differs_between_agents_comes_after_the_shared_instructions() -> No
     order = [text.index(f"## {title}") for title in ("World", "Events", "Task", "Persona",
                                                       "Talking to")]
     assert order == sorted(order)
+
+
+def test_every_in_character_purpose_shares_the_system_text_world_and_events() -> None:
+    """A family's first call on a slot reuses the head that any other family left there: one
+    system text for actions, decisions, surveys and interviews, then the world and the events,
+    and only then what the call is for."""
+    texts = {name: prompt_text(build(PEOPLE[0])) for name, build in PROMPTS.items()
+             if name != "expand"}
+    first = texts["instruction"]
+    head = first.index(EVENTS[0]) + len(EVENTS[0])
+    short = {name: common_prefix(first, text) for name, text in texts.items()
+             if common_prefix(first, text) < head}
+    assert not short, f"share less than the system text, world and events: {short}"
+
+
+def test_a_reflection_shares_the_system_text_of_the_other_purposes() -> None:
+    system = agent_messages(persona=PEOPLE[0], kind="instruction")[0].content
+    assert reflection_messages(persona=PEOPLE[0], memory=["rain"])[0].content == system

@@ -67,6 +67,7 @@ def test_scores_carry_sd_ratio_for_ordinal_questions_only(tmp_path: Path) -> Non
     assert got[("SAFE", "SEX", "Female", "human_resample")] == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_calibrate_stores_and_prints_the_sd_ratio(tmp_path: Path) -> None:
     db = tmp_path / "hub.duckdb"
     population = make_population(tmp_path, db, n=30)

@@ -22,6 +22,7 @@ def _job(db: Path, n: int = 12) -> str:
     return run_synthesis(SynthConfig(task="math_problem", n=n, db=str(db))).job_id
 
 
+@pytest.mark.slow
 def test_evaluate_prints_split_agreement_and_score_and_resumes(tmp_path: Path) -> None:
     db = tmp_path / "ev.duckdb"
     job = _job(db)

@@ -82,6 +82,30 @@ def test_from_text_and_expand_preview_the_personas_they_made(tmp_path: Path) -> 
     assert sum(p in grown.stderr for p in new) == 1
 
 
+
+def test_expand_reads_its_preview_and_kept_shares_within_a_share_of_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preview and kept shares join the expansion's rows with the whole hub after the job:
+    DuckDB is held to SUMMARY_MEMORY_MB there (on main each read ran at DuckDB's default limit,
+    most of the machine, and the pool kept every block read)."""
+    from personahub.analysis import kept, preview
+
+    db = tmp_path / "h.duckdb"
+    hub(db, 4)
+    seen: list[str] = []
+
+    def watching(read):  # type: ignore[no-untyped-def]
+        def watched(con, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+            return read(con, *args, **kwargs)
+        return watched
+
+    monkeypatch.setattr(preview, "expansion_preview", watching(preview.expansion_preview))
+    monkeypatch.setattr(kept, "kept_lines", watching(kept.kept_lines))
+    grown = invoke("personas", "expand", "--hops", 1, "--limit", 2, "--db", db, "--preview", 1)
+    assert grown.exit_code == 0, grown.output
+    assert "preview of expansion" in grown.stderr and seen == ["64.0 MiB", "64.0 MiB"]
+
 def test_show_prints_one_whole_and_refuses_unknown_ids(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     assert invoke("synthesize", "instruction", "--n", 2, "--db", db, "-q").exit_code == 0

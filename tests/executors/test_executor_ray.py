@@ -361,6 +361,37 @@ def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
     assert snapshot(remote) == snapshot(local)
 
 
+def test_minhash_shuffle_reads_the_hub_within_a_samples_duckdb_pool(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver reads the survivors with DuckDB held to SAMPLE_MEMORY_MB, so its pool does not
+    keep the hub's blocks through the shuffle, and gives the command back its own limit."""
+    import personahub.executors.ray_minhash as ray_minhash
+    from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, bound_memory
+
+    def limit(con: duckdb.DuckDBPyConnection) -> str:
+        return str(con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+
+    remote = hub(templated(500, seed=3))
+    bound_memory(remote, 512)
+    command_limit = limit(remote)
+    read_under: list[str] = []
+    ranges = ray_minhash.survivor_ranges
+
+    def watched(con: duckdb.DuckDBPyConnection, rows: int) -> Any:
+        for batch in ranges(con, rows):
+            read_under.append(limit(con))
+            yield batch
+
+    monkeypatch.setattr(ray_minhash, "survivor_ranges", watched)
+    spill = ray_minhash.minhash_pair_finder(workers=2).spill
+    assert spill is not None
+    assert spill(remote, DedupConfig(batch_rows=101), tmp_path / "minhash", 1024, None).texts == 500
+    bound_memory(remote, SAMPLE_MEMORY_MB)
+    assert len(read_under) == 5 and set(read_under) == {limit(remote)} != {command_limit}
+    bound_memory(remote, 512)
+    assert limit(remote) == command_limit
+
+
 def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
     """Texts per map task follow --memory-mb alone; reduce partitions grow with the hub so that
     each holds about the same rows (before, the sort made one partition per block of rows)."""

@@ -267,3 +267,37 @@ def test_none_embedder_is_a_job_of_stage_one_alone(tmp_path):
                          "WHERE status = 'finished'")[0]
     assert list(json.loads(stages)) == ["minhash"]
     assert rows(db, "SELECT count(*) FROM persona_embeddings") == [(0,)]
+
+
+def test_a_spilled_stage_gives_a_passed_in_connection_its_own_memory_limit_back(
+        tmp_path, monkeypatch):
+    """Stage 1 spilled past --memory-mb holds DuckDB to a quarter of it; a caller's connection gets
+    its own limit back after the job (on main it kept the quarter, 64 MiB)."""
+    from personahub import runtime
+    from personahub.core.store import connect
+    from personahub.persona_jobs import dedup_config
+
+    db = hub(tmp_path / "hub.duckdb")
+    monkeypatch.setattr(dedup_spec, "spill_workers", lambda: 1)  # in this process, no pool
+    # a hub this small fits any memory: the stage spills as a large one would
+    monkeypatch.setattr(dedup_spec.SpillPlan, "fits_in_memory", staticmethod(lambda *_: False))
+    spilled = []
+
+    def spilling(*args, **kwargs):
+        spilled.append(True)
+        return real_spill(*args, **kwargs)
+
+    real_spill = dedup_spec.spilled_minhash
+    monkeypatch.setattr(dedup_spec, "spilled_minhash", spilling)
+    con = connect(db)
+    try:
+        con.execute("SET memory_limit = '300MiB'")
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        result = runtime.run(dedup_spec.DEDUP, dedup_config(db=db, embedder=None, memory_mb=1),
+                             db, con=con)
+        assert result.status == "finished" and spilled
+        assert con.execute("SELECT count(*) FROM personas WHERE dup_stage = 'minhash'"
+                           ).fetchall()[0][0] > 0
+        assert con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0] == limit
+    finally:
+        con.close()

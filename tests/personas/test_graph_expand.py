@@ -114,13 +114,10 @@ def test_social_edges_group_and_order_pairs_by_their_ids(tmp_path):
     assert all(pos[s] < pos[d] for s, d in zip(src, dst, strict=True))
 
 
-def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch):
-    """The expansion's writes scan the hub (ids checked, texts read by id): DuckDB's pool is held
-    to a fixed share while its batches run, so a larger hub evicts blocks instead of growing."""
+def _limit_while_expanding(con, people, monkeypatch) -> list[str]:
+    """Expand one persona and return DuckDB's memory limit as the batches' index is built."""
     import personahub.pipelines.expand as pipeline
 
-    con, people = hub(tmp_path, n=2)
-    con.execute("SET memory_limit = '2GiB'")
     seen = []
     build = pipeline.hub_index
 
@@ -133,7 +130,28 @@ def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch)
              "A tugboat engineer in Rotterdam who restores jukeboxes on her days off."]
     expand_hub(con, FakeClient(people_answers(fresh)), start_ids=[people[0].persona_id], hops=1,
                fanout=2)
-    assert seen == ["128.0 MiB"]
+    return seen
+
+
+def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch):
+    """The expansion's writes scan the hub (ids checked, texts read by id): DuckDB's pool is held
+    to a fixed share while its batches run, so a larger hub evicts blocks instead of growing."""
+    con, people = hub(tmp_path, n=2)
+    con.execute("SET memory_limit = '2GiB'")
+    assert _limit_while_expanding(con, people, monkeypatch) == ["128.0 MiB"]
+
+
+def test_an_expansions_share_leaves_room_for_the_relations_key(tmp_path, monkeypatch):
+    """DuckDB keeps the relations key's index in memory and counts it against the limit; a hold
+    fixed at 128 MiB refused a 3M hub's expansion once its inserts loaded the index (177 MiB), so
+    the share grows by KEY_BYTES_A_RELATION for each relation the hub holds."""
+    from personahub.personas.hub_memory import KEY_BYTES_A_RELATION
+
+    con, people = hub(tmp_path, n=2)
+    con.execute("INSERT INTO relations (src, dst, relation, hop, source) SELECT 'a' || i, "
+                "'b' || i, 'knows', 1, 'fixture' FROM range(50000) t(i)")
+    seen = _limit_while_expanding(con, people, monkeypatch)
+    assert seen == [f"{128 + 50000 * KEY_BYTES_A_RELATION // 2**20}.0 MiB"] == ["131.0 MiB"]
 
 
 def test_an_expansion_gives_the_callers_connection_its_memory_limit_back(tmp_path):
@@ -153,4 +171,27 @@ def test_an_expansion_gives_the_callers_connection_its_memory_limit_back(tmp_pat
     expand_hub(con, Watching(LLMSettings(seed=4)), start_ids=[p.persona_id for p in people],
                hops=1, fanout=2)
     assert during and set(during) == {"128.0 MiB"}
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+
+
+def test_an_expansions_summary_reads_the_relations_within_its_share(tmp_path, monkeypatch):
+    """The summary's graph joins the hub's whole relations table after the batches: DuckDB is held
+    to SUMMARY_MEMORY_MB while it counts (on main it ran at the caller's limit, and the pool kept
+    every block it read), and the caller's limit comes back after."""
+    import personahub.personas.expand as expand
+
+    con, people = hub(tmp_path, n=4)
+    con.execute("SET memory_limit = '3GiB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    seen = []
+    shape = expand.expansion_graph_stats
+
+    def watched(c, expansion_id):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return shape(c, expansion_id)
+
+    monkeypatch.setattr(expand, "expansion_graph_stats", watched)
+    summary = expand_hub(con, LLMClient(LLMSettings(seed=4)),
+                         start_ids=[p.persona_id for p in people], hops=1, fanout=2)
+    assert seen == ["64.0 MiB"] and summary.graph["nodes"] > 4
     assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before

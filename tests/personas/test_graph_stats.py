@@ -223,6 +223,7 @@ def _networkx_sizes(edges, nodes):
     return sorted(Counter(len(c) for c in nx.connected_components(g)).items())
 
 
+@pytest.mark.slow
 @given(st.integers(1, 40).flatmap(lambda n: st.tuples(
     st.just(n), st.lists(st.tuples(st.integers(1, n), st.integers(1, n)), max_size=80))))
 @settings(max_examples=60, deadline=None)

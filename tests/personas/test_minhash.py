@@ -493,7 +493,7 @@ def test_group_order_is_a_stable_sort_by_key_even_when_packed_bits_collide() -> 
         assert np.array_equal(order, order[np.argsort(keys[order], kind="stable")])
 
 
-@pytest.mark.parametrize("max_pairs", [1, 2, 5])
+@pytest.mark.parametrize("max_pairs", [1, 2, pytest.param(5, marks=pytest.mark.slow)])
 def test_band_bucket_pairs_are_the_bucket_and_split_pairs(max_pairs: int) -> None:
     """One sort of the band, splitting only over-full buckets, gives the pairs of
     _bucket_pairs and split_bucket_pairs over every row, and with head_floor those of them with

@@ -106,6 +106,29 @@ def test_provenance_and_rerun_skips_done(tmp_path):
     assert calls == 10
 
 
+
+def test_a_text_job_writes_within_its_share_of_memory(tmp_path, monkeypatch):
+    """Each batch's write checks its ids against the whole hub: DuckDB is held to TEXT_MEMORY_MB
+    while the batches run (on main, the caller's limit: the pool kept every block of ids read),
+    and a connection passed in gets its own limit back."""
+    import personahub.pipelines.text_to_persona as pipeline
+
+    path = write_jsonl(tmp_path / "c.jsonl", 4)
+    con = connect(tmp_path / "hub.duckdb")
+    con.execute("SET memory_limit = '3GiB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    seen = []
+    upsert = pipeline.upsert_personas
+
+    def watched(c, *args, **kwargs):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return upsert(c, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "upsert_personas", watched)
+    assert run(con, client(), path).new_personas > 0
+    assert seen and set(seen) == {"64.0 MiB"}
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+
 @pytest.mark.parametrize("fail_after", [1, 7, 16])
 @pytest.mark.slow
 def test_interrupted_job_resumes_to_the_same_hub(tmp_path, fail_after):

@@ -43,6 +43,7 @@ def answers(db: Path, job_id: str) -> list[tuple[Any, ...]]:
                     "FROM calibration_answers WHERE job_id = ? ORDER BY ALL", [job_id])
 
 
+@pytest.mark.slow
 def test_calibrate_asks_matched_panels_and_prints_per_attribute_scores(hub: dict[str, Any]) -> None:
     db = hub["db"]
     result = invoke("calibrate", hub["survey"], "--population", hub["population"], "--n", 6,
@@ -109,6 +110,7 @@ def _expected(qid: str, human: list[float], model: np.ndarray) -> float:
     return 1 - wasserstein_distance(ordinal, ordinal, h, m) / spread
 
 
+@pytest.mark.slow
 def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, Any]) -> None:
     db = hub["db"]
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=8, seed=3)
@@ -267,6 +269,7 @@ def test_a_disk_that_fills_while_the_scores_are_stored_is_one_line(
     assert rows(db, "SELECT count(*) > 0 FROM calibration_scores") == [(True,)]
 
 
+@pytest.mark.slow
 def test_the_report_shows_per_group_bars_with_the_baselines(hub: dict[str, Any],
                                                             tmp_path: Path) -> None:
     db = hub["db"]
@@ -315,6 +318,7 @@ def test_the_report_shows_per_group_bars_with_the_baselines(hub: dict[str, Any],
     assert "calib-nope" in one_line_error(missing)
 
 
+@pytest.mark.slow
 def test_two_seeds_compare_with_their_spread(hub: dict[str, Any]) -> None:
     db = hub["db"]
     ids = [personahub.calibrate(hub["survey"], population=hub["population"], db=db, n=4,

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
 
 from personahub.api import run_simulation
+from personahub.core.store import connect
+from personahub.personas import archetypes
 from personahub.personas.embedding import HashEmbedder
 from personahub.pipelines.run import RunConfig
 from personahub.sim import population_build, runner, store
@@ -83,18 +86,41 @@ def test_columns_keep_the_personas_the_agent_society_keeps(tmp_path):
         [(p.persona_id, dict(p.attributes)) for p in listed]
 
 
+def test_written_personas_keep_only_their_ids_in_memory(tmp_path):
+    """Once in the hub, the texts and attributes the setup reads are read back from a file."""
+    scenario = load_scenario(_people(tmp_path))
+    columns = read_personas(scenario)
+    con = connect(tmp_path / "hub.duckdb")
+    kept = population_build.write_personas(con, columns)
+    assert kept.table.column_names == ["persona_id"] and kept.ids().equals(columns.ids())
+    assert kept.rows(3, 17) == columns.rows(3, 17)
+    at = np.array([0, 5, 6, 30, N - 1])
+    assert kept.pick(at) == columns.pick(at)
+
+
 @pytest.mark.slow
 def test_the_setup_writes_the_agent_societys_tables_a_chunk_at_a_time(tmp_path, monkeypatch):
     scenario = _people(tmp_path)
     _run(scenario, tmp_path / "agents.duckdb", "agents")
     monkeypatch.setattr(population_build, "CHUNK", CHUNK)
+    monkeypatch.setattr(population_build, "LINKS_AT_A_TIME", 9)
+    monkeypatch.setattr(population_build, "LINKS_A_COMMIT", 20)
+    monkeypatch.setattr(archetypes, "FEATURE_ROWS", 3)
     written: list[int] = []
     embedded: list[int] = []
+    linked: list[int] = []
     upsert, embed = population_build.upsert_persona_table, HashEmbedder.embed
+    add_relations = population_build.add_relations
 
     def upsert_watched(con, batch):
         written.append(batch.num_rows)
         return upsert(con, batch)
+
+    def add_watched(con, columns, **kwargs):
+        linked.append(len(columns["src"]))
+        if len(linked) > 1 and sum(linked[:-1]) % 20 == 0:  # a commit's first statement
+            assert con.execute("SELECT count(*) FROM relations").fetchall() == [(sum(linked[:-1]),)]
+        return add_relations(con, columns, **kwargs)
 
     def embed_watched(self, texts):
         embedded.append(len(texts))
@@ -102,10 +128,11 @@ def test_the_setup_writes_the_agent_societys_tables_a_chunk_at_a_time(tmp_path, 
 
     monkeypatch.setattr(population_build, "upsert_persona_table", upsert_watched)
     monkeypatch.setattr(HashEmbedder, "embed", embed_watched)
+    monkeypatch.setattr(population_build, "add_relations", add_watched)
     _run(scenario, tmp_path / "columns.duckdb", "columns")
     assert max(written) == CHUNK and sum(written) == N
-    assert embedded[0] == N and max(embedded[1:]) == CHUNK  # the fit sample, then the chunks
-    assert sum(embedded[1:]) == N
+    assert max(embedded) == 3 and sum(embedded) == 2 * N  # the fit sample, then every chunk
+    assert linked[:3] == [9, 9, 2] and max(linked) == 9  # 9 at a time, 20 a commit
     assert _setup_tables(tmp_path / "columns.duckdb") == _setup_tables(tmp_path / "agents.duckdb")
 
 

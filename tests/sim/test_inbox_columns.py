@@ -121,3 +121,32 @@ def test_message_rows_fill_in_each_sender_and_receiver_as_the_task_does():
                                             listeners[i].as_py())
         assert stored[i].as_py() == json.dumps(want, ensure_ascii=False)
         assert heard[i].as_py() == said == "Hello there / Bye"
+
+
+def test_message_rows_parse_a_pools_content_once(monkeypatch):
+    """Each pool's JSON content is parsed once, whether Arrow fills its messages in or the
+    task does a message at a time (a NUL in the heard text), and the rows are the task's."""
+    from personahub.tasks import emission_task
+
+    parsed: list[str] = []
+    loads = json.loads
+
+    def counted(text: str) -> object:
+        parsed.append(text)
+        return loads(text)
+
+    task = emission_task("conversation")
+    speakers, listeners = pa.array(["p1", "p2", "p3"]), pa.array(["q1", "q2", "q3"])
+    for line in ("Hello there", "Hello\x00there"):
+        content = {"turns": [{"speaker": "x", "line": line}, {"speaker": "y", "line": "Fine"}]}
+        pools = [PoolAnswer(archetype=0, kind="conversation", content=json.dumps(content),
+                            text=line, error=None, first=1, first_flag=None)]
+        parsed.clear()
+        monkeypatch.setattr(json, "loads", counted)
+        stored, heard = addressed_rows(pools, np.zeros(3, dtype=np.int64), speakers, listeners)
+        monkeypatch.setattr(json, "loads", loads)
+        assert len(parsed) == 1
+        for i in range(3):
+            want, said = task.addressed_content(content, line, f"p{i + 1}", f"q{i + 1}")
+            assert stored[i].as_py() == json.dumps(want, ensure_ascii=False)
+            assert heard[i].as_py() == said
