@@ -43,6 +43,7 @@ __all__ = [
     "split_bucket_pairs",
     "split_slots",
     "tokenize",
+    "use_kernels",
     "verified_pairs",
 ]
 
@@ -399,9 +400,20 @@ def _signatures_of_ids(
     np.minimum(out, folded, out=out)
 
 
-def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
-    """Return signatures and feature sets of texts, in one pass."""
-    sigs, feats = _sketch(texts, config, with_features=True)
+def sketch(texts: Sequence[str], config: MinHashConfig, *, compiled: bool | None = None
+           ) -> tuple[np.ndarray, FeatureSets]:
+    """Return signatures and feature sets of texts, in one pass.
+
+    Args:
+        texts: The texts.
+        config: The stage's settings.
+        compiled: Fold signatures with the compiled kernel (the same signatures); None decides
+            by the number of texts (``use_kernels``).
+
+    Returns:
+        The signatures, shape (n, num_perm), and each text's feature set.
+    """
+    sigs, feats = _sketch(texts, config, with_features=True, compiled=compiled)
     assert feats is not None
     return sigs, feats
 
@@ -412,20 +424,23 @@ def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
 
 
 def _sketch(
-    texts: Sequence[str], config: MinHashConfig, *, with_features: bool
+    texts: Sequence[str], config: MinHashConfig, *, with_features: bool,
+    compiled: bool | None = None,
 ) -> tuple[np.ndarray, FeatureSets | None]:
     """Sign texts in batches of _BATCH_TEXTS, each batch on its own in a pool thread.
 
-    A batch is tokenised, numbered and folded by numpy and pyarrow, which release the GIL; only
-    the batch's distinct tokens pass through Python (their SHA-1), so the threads overlap.
+    A batch is tokenised, numbered and folded by numpy and pyarrow (or the compiled kernel),
+    which release the GIL; only the batch's distinct tokens pass through Python (their SHA-1),
+    so the threads overlap.
     """
     n = len(texts)
     out = np.empty((n, config.num_perm), dtype=np.uint32)
     hashes = _HashCache()
+    fold = _compiled_fold if (use_kernels(n) if compiled is None else compiled) else _numpy_fold
 
     def one(lo: int) -> FeatureSets | None:
         return _sketch_batch(texts[lo : lo + _BATCH_TEXTS], config, hashes,
-                             out[lo : lo + _BATCH_TEXTS], with_features)
+                             out[lo : lo + _BATCH_TEXTS], with_features, fold)
 
     parts = list(_in_threads(one, range(0, n, _BATCH_TEXTS), config.thread_count))
     if not with_features:
@@ -453,34 +468,39 @@ class _HashCache(dict[str, int]):
 _CACHED_TOKENS = 1 << 20
 
 
+_Fold = Callable[[np.ndarray, np.ndarray, np.ndarray, MinHashConfig, np.ndarray], None]
+
+
 def _sketch_batch(
     texts: Sequence[str], config: MinHashConfig, cache: _HashCache, out: np.ndarray,
-    with_features: bool,
+    with_features: bool, fold: _Fold,
 ) -> FeatureSets | None:
     """Write the signatures of one batch into out; return its feature sets if asked."""
     codes, counts, uniques = batch_codes(texts)
     token_hashes_ = cache.of(uniques)
     if config.ngram == 1:
-        _fold(token_hashes_, codes, counts, config, out)
+        fold(token_hashes_, codes, counts, config, out)
         return FeatureSets.from_counts(token_hashes_[codes], counts) if with_features else None
     feats, feat_counts = _ngram_features(token_hashes_[codes], counts, config.ngram)
     uniq, inverse = np.unique(feats, return_inverse=True)
-    _fold(uniq, inverse.ravel(), feat_counts, config, out)
+    fold(uniq, inverse.ravel(), feat_counts, config, out)
     if with_features:
         return FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts)
     return None
 
 
-def _fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, config: MinHashConfig,
-          out: np.ndarray) -> None:
-    """Write the signatures of texts whose features are codes into hashes (_segment_min's rows)."""
-    from personahub.personas import minhash_kernels as kernels
+def _numpy_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, config: MinHashConfig,
+                out: np.ndarray) -> None:
+    """Write the signatures of texts whose features are codes into hashes, by numpy."""
+    _segment_min(_permuted(hashes, config), codes, counts, out)
 
-    a, b = _permutations(config.num_perm, config.seed)
-    with np.errstate(over="ignore"):
-        mixed = _fmix32((hashes & _U64(0xFFFFFFFF)).astype(np.uint32))
-    kernels.fold_signatures(mixed, codes.astype(np.intp, copy=False),
-                            counts.astype(np.int64, copy=False), a, b, out)
+
+def _compiled_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+                   config: MinHashConfig, out: np.ndarray) -> None:
+    """Write the same signatures as _numpy_fold, by the compiled kernel."""
+    from personahub.personas import minhash_kernels
+
+    minhash_kernels.fold(hashes, codes, counts, config, out)
 
 
 def _in_threads(fn: Callable[[int], _T], items: Iterable[int], threads: int) -> Iterator[_T]:
@@ -988,52 +1008,87 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
+KERNEL_TEXTS = 200_000
+"""Texts from which stage 1 in memory runs its compiled kernels (``minhash_kernels``, numba).
+
+They give the same signatures and pairs as the numpy path, in less time on large inputs, but
+numba's import and their compile on a machine's first use cost about 3 CPU-seconds (once per
+cache, bench/RESULTS.md bench_minhash.py), more than they save on a small input: the tests,
+the quick start and a fresh CI worker never compile anything."""
+
+
+def use_kernels(texts: int) -> bool:
+    """Return whether stage 1 on this many texts runs the compiled kernels (``KERNEL_TEXTS``).
+
+    Args:
+        texts: The texts signed, or whose signatures are verified, in one call.
+
+    Returns:
+        True at KERNEL_TEXTS texts or more.
+    """
+    return texts >= KERNEL_TEXTS
+
+
+# Band pairs, past the pre-filter's first look in band_bucket_pairs, are pooled and made
+# distinct before the rest of the pre-filter (templated text repeats them across bands).
+_PENDING_PAIRS = 1 << 22
+
+
+def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig, *,
+                   compiled: bool | None = None) -> np.ndarray:
     """Return pairs with exact Jaccard >= threshold: bucketed, pre-filtered, then checked exactly.
 
-    The pairs are those of band_bucket_pairs, slot_prefilter and exact_jaccard, found by the
-    compiled kernels (minhash_kernels) with the bands and the checks in threads.
-    """
-    from personahub.personas import minhash_kernels as kernels
+    Args:
+        sigs: The texts' signatures.
+        features: The texts' feature sets, for the exact check.
+        config: The stage's settings.
+        compiled: Find the pairs with the compiled kernels (the same pairs); None decides by the
+            number of texts (``use_kernels``).
 
+    Returns:
+        The verified (earlier, later) pairs, distinct and sorted.
+    """
+    if use_kernels(sigs.shape[0]) if compiled is None else compiled:
+        from personahub.personas import minhash_kernels
+
+        return minhash_kernels.verified_pairs(sigs, features, config)
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
     used = sigs[members] if members.size < n else sigs
     keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
+    prefilter = slot_prefilter(sigs, config)
     head_slots = min(config.num_perm, 64)
+    head = _slot_bytes(used, head_slots, bits=4)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
-    nib = _slot_bytes(sigs, bits=4)
-    low = _slot_bytes(sigs)
-    floor = prefilter_floor(float(config.threshold), config.num_perm)
 
     def band_pairs(band: int) -> np.ndarray:
-        order = _group_order(keys[band])
-        texts = members[order]
-        return kernels.band_candidates(keys[band][order], texts, nib[texts], low,
-                                       split_slots(band, rows, head_slots).astype(np.int64),
-                                       config.max_bucket_pairs, head_slots, head_floor,
-                                       config.num_perm, floor)
+        return band_bucket_pairs(keys[band], members, head, band, config, head_floor)
 
-    found = list(_in_threads(band_pairs, range(bands), config.thread_count))
-    found.append(_bucket_pairs(signature, members, 1))
+    band_found: list[np.ndarray] = []
+    pending = 0
+    for pairs in _in_threads(band_pairs, range(bands), config.thread_count):
+        band_found.append(pairs)
+        pending += len(pairs)
+        if pending > _PENDING_PAIRS:
+            band_found = [prefilter(_unique_pairs(band_found, n))]
+            pending = len(band_found[0])
+    found = [_bucket_pairs(signature, members, 1), prefilter(_unique_pairs(band_found, n))]
     pairs = _unique_pairs(found, n)
     if len(pairs):
-        pairs = pairs[_sorted_jaccard_in_threads(features, pairs, config.thread_count)
+        pairs = pairs[_exact_jaccard_in_threads(features, pairs, config.thread_count)
                       >= config.threshold]
     return pairs
 
 
-def _sorted_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int
-                               ) -> np.ndarray:
-    """Return exact_jaccard of pairs: the sets sorted once, then chunks of pairs merged in threads."""
-    from personahub.personas import minhash_kernels as kernels
-
-    values, offsets = kernels.sorted_sets(features.values, features.offsets)
+def _exact_jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int
+                              ) -> np.ndarray:
+    """Return exact_jaccard of pairs, their chunks checked in threads (its sorts free the GIL)."""
     step = max(1 << 16, -(-len(pairs) // (4 * threads)))
-    return np.concatenate(list(_in_threads(
-        lambda lo: kernels.sorted_jaccard(values, offsets, pairs[lo : lo + step]),
-        range(0, len(pairs), step), threads)))
+    if threads <= 1 or len(pairs) <= step:
+        return exact_jaccard(features, pairs)
+    return np.concatenate(list(_in_threads(lambda lo: exact_jaccard(features, pairs[lo : lo + step]),
+                                           range(0, len(pairs), step), threads)))
 
 
 def resolve_first_seen(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -1074,5 +1129,7 @@ def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConf
     """Return near-duplicate marks: -1 kept, else the index of an earlier kept text."""
     if len(texts) == 0:
         return np.empty(0, dtype=np.int64)
-    sigs, features = sketch(texts, config)
-    return duplicates_from_signatures(sigs, config, features)
+    compiled = use_kernels(len(texts))
+    sigs, features = sketch(texts, config, compiled=compiled)
+    return resolve_first_seen(len(texts), verified_pairs(sigs, features, config,
+                                                         compiled=compiled))

@@ -1,8 +1,10 @@
-"""Compiled (numba) kernels of stage 1's in-memory verification: a band's pairs and exact Jaccard.
+"""Compiled (numba) kernels of stage 1 in memory: signatures, a band's pairs and exact Jaccard.
 
 A band's sorted rows are walked once: each pair is made and pre-filtered at once, and an
 over-full bucket is split where it lies, so the tens of millions of pairs templated text
 proposes are never stored. The kernels release the GIL, so bands run in threads side by side.
+They give what minhash's numpy path gives; minhash imports this module (and numba) only for
+inputs of ``minhash.KERNEL_TEXTS`` texts or more, where they pay for their compile.
 """
 
 from __future__ import annotations
@@ -16,7 +18,24 @@ from numba.core import types
 from numba.core.typing.templates import Signature
 from numba.extending import intrinsic
 
-_U64 = np.uint64
+from personahub.personas.minhash import (
+    _EMPTY,
+    _U64,
+    FeatureSets,
+    MinHashConfig,
+    _bucket_pairs,
+    _fmix32,
+    _group_order,
+    _in_threads,
+    _keys_by_band,
+    _permutations,
+    _slot_bytes,
+    _unique_pairs,
+    prefilter_floor,
+    recall_lsh_params,
+    split_slots,
+)
+
 _NIBBLES = np.uint64(0x1111111111111111)
 _BYTES = np.uint64(0x0101010101010101)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -61,9 +80,11 @@ def _differing_bytes(packed: np.ndarray, a: int, b: int) -> int:
 
 @numba.njit(cache=True, nogil=True)
 def _push(out: np.ndarray, k: int, earlier: int, later: int) -> np.ndarray:
-    if k == out.shape[0]:
+    if k == out.shape[0]:  # copied by a loop: a slice assignment took 3 CPU-s to compile
         grown = np.empty((2 * out.shape[0], 2), dtype=np.int64)
-        grown[:k] = out[:k]
+        for i in range(k):
+            grown[i, 0] = out[i, 0]
+            grown[i, 1] = out[i, 1]
         out = grown
     out[k, 0] = earlier
     out[k, 1] = later
@@ -178,9 +199,35 @@ def band_candidates(sorted_keys: np.ndarray, texts: np.ndarray, nib: np.ndarray,
                 if c < max_pairs:
                     first[g, c] = i
                 count[g] = c + 1
-            table[: 1 << bits] = -1
+            for slot in range(1 << bits):
+                table[slot] = -1
         start = end
     return out[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_down(a: np.ndarray, lo: int, root: int, size: int) -> None:
+    while True:
+        child = 2 * root + 1
+        if child >= size:
+            return
+        if child + 1 < size and a[lo + child + 1] > a[lo + child]:
+            child += 1
+        if a[lo + root] >= a[lo + child]:
+            return
+        a[lo + root], a[lo + child] = a[lo + child], a[lo + root]
+        root = child
+
+
+@numba.njit(cache=True, nogil=True)
+def _heapsort(a: np.ndarray, lo: int, hi: int) -> None:
+    """Sort a[lo:hi] in place (numba's np.sort took 2.5 CPU-s to compile; sets this long are rare)."""
+    size = hi - lo
+    for root in range(size // 2 - 1, -1, -1):
+        _sift_down(a, lo, root, size)
+    for end in range(size - 1, 0, -1):
+        a[lo], a[lo + end] = a[lo + end], a[lo]
+        _sift_down(a, lo, 0, end)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -194,8 +241,11 @@ def sorted_sets(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
         lo, hi = offsets[t], offsets[t + 1]
         start = k
         if hi - lo > 64:
-            part = np.sort(values[lo:hi])
-            for v in part:
+            for i in range(lo, hi):
+                out[start + i - lo] = values[i]
+            _heapsort(out, start, start + hi - lo)
+            for i in range(start, start + hi - lo):
+                v = out[i]
                 if k == start or out[k - 1] != v:
                     out[k] = v
                     k += 1
@@ -260,7 +310,8 @@ def fold_signatures(mixed: np.ndarray, codes: np.ndarray, counts: np.ndarray, a:
     at = 0
     for t in range(counts.size):
         row = out[t]
-        row[:] = np.uint32(0xFFFFFFFF)
+        for p in range(width):
+            row[p] = np.uint32(0xFFFFFFFF)
         for f in range(at, at + counts[t]):
             h = mixed[codes[f]]
             for p in range(width):
@@ -268,3 +319,69 @@ def fold_signatures(mixed: np.ndarray, codes: np.ndarray, counts: np.ndarray, a:
                 if v < row[p]:
                     row[p] = v
         at += counts[t]
+
+
+def fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, config: MinHashConfig,
+         out: np.ndarray) -> None:
+    """Write the signatures of texts whose features are codes into hashes (``fold_signatures``).
+
+    Args:
+        hashes: Each distinct feature's 64-bit hash.
+        codes: The features of all texts in order, as indices into hashes.
+        counts: Each text's number of features.
+        config: The stage's settings (permutations).
+        out: The signatures, one row a text.
+    """
+    a, b = _permutations(config.num_perm, config.seed)
+    with np.errstate(over="ignore"):
+        mixed = _fmix32((hashes & _U64(0xFFFFFFFF)).astype(np.uint32))
+    fold_signatures(mixed, codes.astype(np.intp, copy=False), counts.astype(np.int64, copy=False),
+                    a, b, out)
+
+
+def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
+    """Return minhash.verified_pairs' pairs, found by the kernels with bands and checks in threads.
+
+    Args:
+        sigs: The texts' signatures.
+        features: The texts' feature sets, for the exact check.
+        config: The stage's settings.
+
+    Returns:
+        The pairs of band_bucket_pairs, slot_prefilter and exact_jaccard, distinct and sorted.
+    """
+    n = sigs.shape[0]
+    bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
+    members = np.flatnonzero(sigs[:, 0] != _EMPTY)
+    used = sigs[members] if members.size < n else sigs
+    keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
+    head_slots = min(config.num_perm, 64)
+    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    nib = _slot_bytes(sigs, bits=4)
+    low = _slot_bytes(sigs)
+    floor = prefilter_floor(float(config.threshold), config.num_perm)
+
+    def band_pairs(band: int) -> np.ndarray:
+        order = _group_order(keys[band])
+        texts = members[order]
+        return band_candidates(keys[band][order], texts, nib[texts], low,
+                               split_slots(band, rows, head_slots).astype(np.int64),
+                               config.max_bucket_pairs, head_slots, head_floor, config.num_perm,
+                               floor)
+
+    found = list(_in_threads(band_pairs, range(bands), config.thread_count))
+    found.append(_bucket_pairs(signature, members, 1))
+    pairs = _unique_pairs(found, n)
+    if len(pairs):
+        pairs = pairs[_jaccard_in_threads(features, pairs, config.thread_count)
+                      >= config.threshold]
+    return pairs
+
+
+def _jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int) -> np.ndarray:
+    """Return exact_jaccard of pairs: the sets sorted once, then chunks of pairs merged in threads."""
+    values, offsets = sorted_sets(features.values, features.offsets)
+    step = max(1 << 16, -(-len(pairs) // (4 * threads)))
+    return np.concatenate(list(_in_threads(
+        lambda lo: sorted_jaccard(values, offsets, pairs[lo : lo + step]),
+        range(0, len(pairs), step), threads)))

@@ -395,6 +395,33 @@ def test_slot_prefilter_compares_rows_or_packed_bits_alike() -> None:
                               slot_prefilter(sigs, config)(few))
 
 
+def test_verified_pairs_do_not_depend_on_when_band_pairs_are_filtered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Band pairs held to the end, compacted every band, or past the first look in the band or
+    not: the same verified pairs (the pre-filter and the dedup commute)."""
+    from personahub.personas import minhash
+
+    rng = np.random.default_rng(8)
+    texts = [f"A {rng.choice(['nurse', 'baker', 'welder'])} from {rng.choice(['Oslo', 'Lima'])} "
+             f"who likes {rng.choice(['chess', 'jazz', 'rowing'])} and {rng.choice(['tea', 'art'])}"
+             for _ in range(1500)]
+    corpus = planted_corpus(300, 60, length=(10, 20))
+    texts += corpus.texts
+    config = MinHashConfig()
+    sigs, feats = sketch(texts, config)
+    results = []
+    plain = minhash.band_bucket_pairs
+    for first_look, pending in ((True, 1 << 22), (True, 1), (False, 1 << 22), (False, 1)):
+        monkeypatch.setattr(minhash, "_PENDING_PAIRS", pending)
+        monkeypatch.setattr(minhash, "band_bucket_pairs",
+                            plain if first_look else lambda *args: plain(*args[:5]))
+        results.append(minhash.verified_pairs(sigs, feats, config))
+    assert len(results[0]) > 100
+    for other in results[1:]:
+        assert np.array_equal(other, results[0])
+
+
 def test_signatures_past_the_hash_cache_are_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tokens past the hash cache (a templated corpus's numbers) are hashed per batch; the
     signatures and feature sets stay bit for bit what a cache of every token gives."""

@@ -1,6 +1,10 @@
-"""The compiled kernels of stage 1 give what the numpy steps they replace give."""
+"""The compiled kernels of stage 1 give what the numpy steps they replace give, and run only
+on inputs large enough to pay for their compile."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -43,10 +47,56 @@ def test_verified_pairs_are_the_band_prefilter_and_exact_pairs(max_pairs: int,
     texts = _templated(2500, 3) + planted_corpus(300, 60, length=(10, 20)).texts + ["", "..."]
     config = MinHashConfig(max_bucket_pairs=max_pairs, threads=threads)
     sigs, features = sketch(texts, config)
-    got = minhash.verified_pairs(sigs, features, config)
+    got = minhash.verified_pairs(sigs, features, config, compiled=True)
     want = _reference_verified_pairs(sigs, features, config)
     assert len(want) > 50
     assert np.array_equal(got, want)
+    assert np.array_equal(minhash.verified_pairs(sigs, features, config, compiled=False), want)
+
+
+@pytest.mark.parametrize("ngram", [1, 3])
+def test_compiled_signing_gives_the_numpy_signatures(ngram: int) -> None:
+    """sketch folded by the kernel and by numpy: the same signatures and feature sets."""
+    texts = _templated(700, 5) + planted_corpus(200, 40, length=(5, 90)).texts + ["", "..."]
+    config = MinHashConfig(ngram=ngram, threads=2)
+    sigs, features = sketch(texts, config, compiled=True)
+    want_sigs, want_features = sketch(texts, config, compiled=False)
+    assert np.array_equal(sigs, want_sigs)
+    assert np.array_equal(features.values, want_features.values)
+    assert np.array_equal(features.offsets, want_features.offsets)
+
+
+def test_kernels_run_from_kernel_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """minhash_duplicates signs and verifies with the kernels from KERNEL_TEXTS texts on,
+    with numpy below, and the marks are the same."""
+    texts = _templated(1200, 9) + planted_corpus(200, 40, length=(10, 20)).texts
+    calls: list[str] = []
+    fold, verify = kernels.fold, kernels.verified_pairs
+    monkeypatch.setattr(kernels, "fold", lambda *a: calls.append("fold") or fold(*a))
+    monkeypatch.setattr(kernels, "verified_pairs",
+                        lambda *a: calls.append("verify") or verify(*a))
+    plain = minhash.minhash_duplicates(texts)
+    assert calls == []
+    monkeypatch.setattr(minhash, "KERNEL_TEXTS", len(texts))
+    assert np.array_equal(minhash.minhash_duplicates(texts), plain)
+    assert calls[0] == "fold" and calls[-1] == "verify"
+    assert (plain >= 0).sum() > 30
+
+
+def test_a_small_dedup_does_not_load_numba() -> None:
+    """A dedup below KERNEL_TEXTS (tests, the quick start, a fresh CI worker) neither imports
+    numba nor compiles a kernel: checked in a fresh process, whatever this one loaded."""
+    code = ("import sys\n"
+            "from personahub.personas.minhash import KERNEL_TEXTS, minhash_duplicates\n"
+            "texts = [f'a calm nurse from Oslo who likes chess, no. {i % 700}' for i in range(3000)]\n"
+            "assert KERNEL_TEXTS > len(texts)\n"
+            "assert (minhash_duplicates(texts) >= 0).sum() > 2000\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')\n"
+            "             or m.endswith('minhash_kernels')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 @settings(max_examples=40, deadline=None)
@@ -83,7 +133,7 @@ def test_band_candidates_are_band_bucket_pairs_the_prefilter_keeps(
 @given(sets=st.lists(st.lists(st.integers(0, 40), max_size=90), min_size=2, max_size=30),
        seed=st.integers(0, 2**32 - 1))
 def test_sorted_jaccard_is_exact_jaccard(sets: list[list[int]], seed: int) -> None:
-    """Sets sorted once (repeats dropped, long ones by np.sort) and merged pair by pair give
+    """Sets sorted once (repeats dropped, long ones by a heap sort) and merged pair by pair give
     exact_jaccard's values, empty sets included."""
     sets = [*sets, [7]]  # exact_jaccard reads a value even of empty sets: one must exist
     values = np.array([v for s in sets for v in s], dtype=np.uint32)
@@ -109,5 +159,5 @@ def test_fold_signatures_is_the_min_of_permuted_rows(seed: int, texts: int, widt
     codes = rng.integers(0, 20, size=int(counts.sum()))
     want = minhash._segment_min(minhash._permuted(hashes, config), codes, counts)
     got = np.zeros((texts, width), dtype=np.uint32)
-    minhash._fold(hashes, codes, counts, config, got)
+    kernels.fold(hashes, codes, counts, config, got)
     assert np.array_equal(got, want)
