@@ -262,6 +262,12 @@ def batch_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]
     The tokens are tokenize()'s. An ASCII batch is cut by numpy and numbered by pyarrow's
     dictionary encoding, out of the GIL; any other batch goes through the regex.
     """
+    codes, counts, dictionary = _batch_dictionary(texts)
+    return codes, counts, dictionary.to_pylist()
+
+
+def _batch_dictionary(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Return batch_codes' codes and counts, and the distinct tokens as an Arrow array."""
     joined = _JOIN.join(texts)
     if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
         joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
@@ -270,13 +276,14 @@ def batch_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]
     else:
         tokens = pa.array(_BATCH_RE.findall(joined.lower()), type=pa.string())
     encoded = pc.dictionary_encode(tokens)
-    uniques = encoded.dictionary.to_pylist()
+    dictionary = encoded.dictionary
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
-    if TEXT_SEPARATOR not in uniques:  # one text
-        return codes, np.array([codes.size], dtype=np.int64), uniques
-    is_sep = codes == uniques.index(TEXT_SEPARATOR)
+    separator = pc.index(dictionary, TEXT_SEPARATOR).as_py()
+    if separator < 0:  # one text
+        return codes, np.array([codes.size], dtype=np.int64), dictionary
+    is_sep = codes == separator
     bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [codes.size]])
-    return codes[~is_sep], np.diff(bounds) - 1, uniques
+    return codes[~is_sep], np.diff(bounds) - 1, dictionary
 
 
 def _ascii_tokens(data: bytes) -> pa.StringArray:
@@ -429,18 +436,18 @@ def _sketch(
 ) -> tuple[np.ndarray, FeatureSets | None]:
     """Sign texts in batches of _BATCH_TEXTS, each batch on its own in a pool thread.
 
-    A batch is tokenised, numbered and folded by numpy and pyarrow (or the compiled kernel),
-    which release the GIL; only the batch's distinct tokens pass through Python (their SHA-1),
-    so the threads overlap.
+    A batch is tokenised, numbered and folded by numpy and pyarrow, which release the GIL; only
+    the batch's distinct tokens pass through Python (their SHA-1), so the threads overlap.
+    Compiled, the kernels hash and fold out of the GIL as well.
     """
     n = len(texts)
     out = np.empty((n, config.num_perm), dtype=np.uint32)
     hashes = _HashCache()
-    fold = _compiled_fold if (use_kernels(n) if compiled is None else compiled) else _numpy_fold
+    compiled = use_kernels(n) if compiled is None else compiled
 
     def one(lo: int) -> FeatureSets | None:
         return _sketch_batch(texts[lo : lo + _BATCH_TEXTS], config, hashes,
-                             out[lo : lo + _BATCH_TEXTS], with_features, fold)
+                             out[lo : lo + _BATCH_TEXTS], with_features, compiled)
 
     parts = list(_in_threads(one, range(0, n, _BATCH_TEXTS), config.thread_count))
     if not with_features:
@@ -468,16 +475,23 @@ class _HashCache(dict[str, int]):
 _CACHED_TOKENS = 1 << 20
 
 
-_Fold = Callable[[np.ndarray, np.ndarray, np.ndarray, MinHashConfig, np.ndarray], None]
-
-
 def _sketch_batch(
     texts: Sequence[str], config: MinHashConfig, cache: _HashCache, out: np.ndarray,
-    with_features: bool, fold: _Fold,
+    with_features: bool, compiled: bool,
 ) -> FeatureSets | None:
-    """Write the signatures of one batch into out; return its feature sets if asked."""
-    codes, counts, uniques = batch_codes(texts)
-    token_hashes_ = cache.of(uniques)
+    """Write the signatures of one batch into out; return its feature sets if asked.
+
+    Compiled, the distinct tokens are hashed and the signatures folded by the kernels, and no
+    token becomes a Python string; otherwise by hashlib (cached) and numpy. The same signatures.
+    """
+    codes, counts, dictionary = _batch_dictionary(texts)
+    fold: Callable[[np.ndarray, np.ndarray, np.ndarray, MinHashConfig, np.ndarray], None]
+    if compiled:
+        from personahub.personas import minhash_kernels
+
+        token_hashes_, fold = minhash_kernels.token_hashes(dictionary), minhash_kernels.fold
+    else:
+        token_hashes_, fold = cache.of(dictionary.to_pylist()), _numpy_fold
     if config.ngram == 1:
         fold(token_hashes_, codes, counts, config, out)
         return FeatureSets.from_counts(token_hashes_[codes], counts) if with_features else None
@@ -493,14 +507,6 @@ def _numpy_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, confi
                 out: np.ndarray) -> None:
     """Write the signatures of texts whose features are codes into hashes, by numpy."""
     _segment_min(_permuted(hashes, config), codes, counts, out)
-
-
-def _compiled_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray,
-                   config: MinHashConfig, out: np.ndarray) -> None:
-    """Write the same signatures as _numpy_fold, by the compiled kernel."""
-    from personahub.personas import minhash_kernels
-
-    minhash_kernels.fold(hashes, codes, counts, config, out)
 
 
 def _in_threads(fn: Callable[[int], _T], items: Iterable[int], threads: int) -> Iterator[_T]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numba
 import numpy as np
+import pyarrow as pa
 from numba.core import types
 from numba.core.typing.templates import Signature
 from numba.extending import intrinsic
@@ -286,6 +287,97 @@ def sorted_jaccard(values: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -
         union -= inter
         out[p] = inter / union if union > 0 else 0.0
     return out
+
+
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True)
+def _rotl(x: np.uint64, bits: int) -> np.uint64:
+    return ((x << _U64(bits)) | (x >> _U64(32 - bits))) & _MASK32
+
+
+@numba.njit(cache=True, nogil=True)
+def sha1_heads(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Return each string's SHA-1, first 4 bytes read little-endian (``minhash.token_hash``).
+
+    Args:
+        data: The strings' UTF-8 bytes, end to end.
+        offsets: String i is data[offsets[i]:offsets[i + 1]].
+
+    Returns:
+        One uint64 per string, what hashlib gives, without a Python object per token.
+    """
+    n = offsets.size - 1
+    out = np.empty(n, dtype=np.uint64)
+    block = np.zeros(64, dtype=np.uint8)
+    w = np.zeros(80, dtype=np.uint64)
+    for t in range(n):
+        lo, hi = offsets[t], offsets[t + 1]
+        length = hi - lo
+        blocks = (length + 8) // 64 + 1
+        h0, h1, h2 = _U64(0x67452301), _U64(0xEFCDAB89), _U64(0x98BADCFE)
+        h3, h4 = _U64(0x10325476), _U64(0xC3D2E1F0)
+        for blk in range(blocks):
+            for i in range(64):  # the message, 0x80, zeros, then its length in bits
+                at = blk * 64 + i
+                if at < length:
+                    block[i] = data[lo + at]
+                elif at == length:
+                    block[i] = 0x80
+                else:
+                    block[i] = 0
+            if blk == blocks - 1:
+                bits = _U64(length) * _U64(8)
+                for i in range(8):
+                    block[63 - i] = np.uint8((bits >> _U64(8 * i)) & _U64(0xFF))
+            for i in range(16):
+                w[i] = (_U64(block[4 * i]) << _U64(24)) | (_U64(block[4 * i + 1]) << _U64(16)) \
+                    | (_U64(block[4 * i + 2]) << _U64(8)) | _U64(block[4 * i + 3])
+            for i in range(16, 80):
+                w[i] = _rotl(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1)
+            a, b, c, d, e = h0, h1, h2, h3, h4
+            for i in range(80):
+                if i < 20:
+                    f = (b & c) | ((~b & _MASK32) & d)
+                    k = _U64(0x5A827999)
+                elif i < 40:
+                    f = b ^ c ^ d
+                    k = _U64(0x6ED9EBA1)
+                elif i < 60:
+                    f = (b & c) | (b & d) | (c & d)
+                    k = _U64(0x8F1BBCDC)
+                else:
+                    f = b ^ c ^ d
+                    k = _U64(0xCA62C1D6)
+                temp = (_rotl(a, 5) + f + e + k + w[i]) & _MASK32
+                e, d, c, b, a = d, c, _rotl(b, 30), a, temp
+            h0 = (h0 + a) & _MASK32
+            h1 = (h1 + b) & _MASK32
+            h2 = (h2 + c) & _MASK32
+            h3 = (h3 + d) & _MASK32
+            h4 = (h4 + e) & _MASK32
+        out[t] = ((h0 & _U64(0xFF)) << _U64(24)) | ((h0 & _U64(0xFF00)) << _U64(8)) \
+            | ((h0 >> _U64(8)) & _U64(0xFF00)) | (h0 >> _U64(24))
+    return out
+
+
+def token_hashes(dictionary: pa.Array) -> np.ndarray:
+    """Return minhash.token_hashes of an Arrow string array's values, by sha1_heads.
+
+    Args:
+        dictionary: A batch's distinct tokens (``pyarrow`` string or large string, no nulls).
+
+    Returns:
+        Each token's hash as uint64.
+    """
+    wide = pa.types.is_large_string(dictionary.type)
+    _, offsets_buffer, data_buffer = dictionary.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if wide else np.int32)
+    offsets = offsets[dictionary.offset : dictionary.offset + len(dictionary) + 1]
+    data = (np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None
+            else np.zeros(0, dtype=np.uint8))
+    return sha1_heads(data, offsets.astype(np.int64))
 
 
 @numba.njit(cache=True, nogil=True)

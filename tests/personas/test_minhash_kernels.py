@@ -58,6 +58,7 @@ def test_verified_pairs_are_the_band_prefilter_and_exact_pairs(max_pairs: int,
 def test_compiled_signing_gives_the_numpy_signatures(ngram: int) -> None:
     """sketch folded by the kernel and by numpy: the same signatures and feature sets."""
     texts = _templated(700, 5) + planted_corpus(200, 40, length=(5, 90)).texts + ["", "..."]
+    texts += ["Ärztin aus Köln, 東京 の 教師", "naïve café owner " * 12]  # a batch through the regex
     config = MinHashConfig(ngram=ngram, threads=2)
     sigs, features = sketch(texts, config, compiled=True)
     want_sigs, want_features = sketch(texts, config, compiled=False)
@@ -145,6 +146,18 @@ def test_sorted_jaccard_is_exact_jaccard(sets: list[list[int]], seed: int) -> No
         assert sorted_values[offsets[t] : offsets[t + 1]].tolist() == sorted(set(s))
     got = kernels.sorted_jaccard(sorted_values, offsets, pairs)
     assert np.array_equal(got, exact_jaccard(features, pairs))
+
+
+@settings(max_examples=60, deadline=None)
+@given(tokens=st.lists(st.text(max_size=150), max_size=30), start=st.integers(0, 3),
+       large=st.booleans())
+def test_sha1_heads_are_hashlibs(tokens: list[str], start: int, large: bool) -> None:
+    """The compiled SHA-1 of an Arrow array's strings (any length across the 55- and 64-byte
+    block edges, any Unicode, an offset slice, 32- or 64-bit offsets) is hashlib's."""
+    import pyarrow as pa
+
+    array = pa.array(tokens, type=pa.large_string() if large else pa.string())[start:]
+    assert np.array_equal(kernels.token_hashes(array), minhash.token_hashes(array.to_pylist()))
 
 
 @settings(max_examples=40, deadline=None)
