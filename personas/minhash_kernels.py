@@ -93,9 +93,10 @@ def _push(out: np.ndarray, k: int, earlier: int, later: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _passes(nib: np.ndarray, low: np.ndarray, a: int, b: int, head_slots: int, head_floor: int,
-            num_slots: int, floor: int) -> bool:
-    """Return whether texts a and b keep head_floor equal head slots and floor equal low bytes.
+def _passes(nib: np.ndarray, low: np.ndarray, a: int, b: int, text_a: int, text_b: int,
+            head_slots: int, head_floor: int, num_slots: int, floor: int) -> bool:
+    """Return whether rows a and b (texts text_a and text_b) keep head_floor equal head slots
+    and floor equal low bytes.
 
     An equal low byte has an equal low nibble, so a pair with fewer than floor equal nibbles
     is dropped before its bytes are read.
@@ -106,7 +107,7 @@ def _passes(nib: np.ndarray, low: np.ndarray, a: int, b: int, head_slots: int, h
     if floor > 0:
         if num_slots - _differing_nibbles(nib, a, b, nib.shape[1]) < floor:
             return False
-        if num_slots - _differing_bytes(low, a, b) < floor:
+        if num_slots - _differing_bytes(low, text_a, text_b) < floor:
             return False
     return True
 
@@ -130,8 +131,8 @@ def band_candidates(sorted_keys: np.ndarray, texts: np.ndarray, nib: np.ndarray,
     Args:
         sorted_keys: The band's keys that may repeat, sorted (by key, then text).
         texts: The text of each sorted key.
-        nib: Each text's low nibbles of every slot, packed (``_slot_bytes(sigs, bits=4)``),
-            read where a pair is checked (a copy gathered in bucket order cost more).
+        nib: The low nibbles of every slot of each sorted key's text, packed
+            (``_slot_bytes(sigs, bits=4)[texts]``: read in sequence).
         low: Each text's low bytes of every slot, packed (``_slot_bytes(sigs)``).
         slots: The head slots that split the band's over-full buckets (``split_slots``);
             empty for no split.
@@ -159,7 +160,8 @@ def band_candidates(sorted_keys: np.ndarray, texts: np.ndarray, nib: np.ndarray,
         for i in range(start + 1, end):
             later = texts[i]
             for j in range(start, min(i, start + max_pairs)):
-                if _passes(nib, low, texts[j], later, head_slots, head_floor, num_slots, floor):
+                if _passes(nib, low, j, i, texts[j], later, head_slots, head_floor, num_slots,
+                           floor):
                     out = _push(out, k, texts[j], later)
                     k += 1
         size = end - start
@@ -174,7 +176,7 @@ def band_candidates(sorted_keys: np.ndarray, texts: np.ndarray, nib: np.ndarray,
             groups = 0
             for i in range(start, end):
                 text = texts[i]
-                sub = _split_value(nib, text, slots)
+                sub = _split_value(nib, i, slots)
                 h = np.int64((sub * _GOLDEN) >> shift)
                 while True:
                     g = table[h]
@@ -191,8 +193,8 @@ def band_candidates(sorted_keys: np.ndarray, texts: np.ndarray, nib: np.ndarray,
                 c = count[g]
                 for j in range(min(c, max_pairs)):
                     e = first[g, j]
-                    if _passes(nib, low, texts[e], text, head_slots, head_floor, num_slots,
-                               floor):
+                    if _passes(nib, low, e, i, texts[e], text, head_slots, head_floor,
+                               num_slots, floor):
                         out = _push(out, k, texts[e], text)
                         k += 1
                 if c < max_pairs:
@@ -454,7 +456,7 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     def band_pairs(band: int) -> np.ndarray:
         order = _group_order(keys[band])
         texts = members[order]
-        return band_candidates(keys[band][order], texts, nib, low,
+        return band_candidates(keys[band][order], texts, nib[texts], low,
                                split_slots(band, rows, head_slots).astype(np.int64),
                                config.max_bucket_pairs, head_slots, head_floor, config.num_perm,
                                floor)

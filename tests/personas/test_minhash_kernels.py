@@ -125,7 +125,7 @@ def test_band_candidates_are_band_bucket_pairs_the_prefilter_keeps(
         want = prefilter(minhash.band_bucket_pairs(keys, members, head, band, config, 44))
         order = minhash._group_order(keys)
         slots = minhash.split_slots(band, 8, 64).astype(np.int64)
-        got = kernels.band_candidates(keys[order], members[order], nib, low,
+        got = kernels.band_candidates(keys[order], members[order], nib[members[order]], low,
                                       slots, max_pairs, 64, 44, 128, 99)
         assert {tuple(p) for p in got.tolist()} == {tuple(p) for p in want.tolist()}
 
