@@ -1014,13 +1014,16 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
-KERNEL_TEXTS = 200_000
+KERNEL_TEXTS = 500_000
 """Texts from which stage 1 in memory runs its compiled kernels (``minhash_kernels``, numba).
 
-They give the same signatures and pairs as the numpy path, in less time on large inputs, but
-numba's import and their compile on a machine's first use cost about 3 CPU-seconds (once per
-cache, bench/RESULTS.md bench_minhash.py), more than they save on a small input: the tests,
-the quick start and a fresh CI worker never compile anything."""
+They give the same signatures and pairs as the numpy path in less CPU time, but numba's import
+and the cached kernels' load cost about 1.8 CPU-seconds in every process that uses them, and
+their compile 4.4 more once per numba cache (a machine's first use). Measured in one process,
+numpy and kernels alternated (bench/RESULTS.md, bench_minhash.py): at 200,000 texts they save
+0.55 CPU-s on templated text and 0.35-0.84 on zipf, less than the load; at 500,000 2.0-3.2 and
+0.5-0.9, so templated text pays for the load in every run and for the compile by its second
+or third. Below, the tests, the quick start and a fresh CI worker never load numba."""
 
 
 def use_kernels(texts: int) -> bool:
