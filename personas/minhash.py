@@ -489,7 +489,7 @@ def _sketch_batch(
     if compiled:
         from personahub.personas import minhash_kernels
 
-        token_hashes_, fold = minhash_kernels.token_hashes(dictionary), minhash_kernels.fold
+        token_hashes_, fold = minhash_kernels.token_hashes(dictionary), _compiled_fold
     else:
         token_hashes_, fold = cache.of(dictionary.to_pylist()), _numpy_fold
     if config.ngram == 1:
@@ -507,6 +507,18 @@ def _numpy_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, confi
                 out: np.ndarray) -> None:
     """Write the signatures of texts whose features are codes into hashes, by numpy."""
     _segment_min(_permuted(hashes, config), codes, counts, out)
+
+
+def _compiled_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+                   config: MinHashConfig, out: np.ndarray) -> None:
+    """Write _numpy_fold's signatures by the compiled kernel (``fold_signatures``)."""
+    from personahub.personas import minhash_kernels
+
+    a, b = _permutations(config.num_perm, config.seed)
+    with np.errstate(over="ignore"):
+        mixed = _fmix32((hashes & _U64(0xFFFFFFFF)).astype(np.uint32))
+    minhash_kernels.fold_signatures(mixed, codes.astype(np.intp, copy=False),
+                                    counts.astype(np.int64, copy=False), a, b, out)
 
 
 def _in_threads(fn: Callable[[int], _T], items: Iterable[int], threads: int) -> Iterator[_T]:
@@ -1058,9 +1070,7 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
         The verified (earlier, later) pairs, distinct and sorted.
     """
     if use_kernels(sigs.shape[0]) if compiled is None else compiled:
-        from personahub.personas import minhash_kernels
-
-        return minhash_kernels.verified_pairs(sigs, features, config)
+        return _compiled_verified_pairs(sigs, features, config)
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
@@ -1087,6 +1097,47 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     if len(pairs):
         pairs = pairs[_exact_jaccard_in_threads(features, pairs, config.thread_count)
                       >= config.threshold]
+    return pairs
+
+
+def _compiled_verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig
+                             ) -> np.ndarray:
+    """Return verified_pairs' pairs found by the compiled kernels, bands and checks in threads.
+
+    Each band is sorted as band_bucket_pairs sorts it and walked once by ``band_candidates``,
+    which pre-filters each pair as it is made; the exact check merges word sets sorted once.
+    """
+    from personahub.personas import minhash_kernels as kernels
+
+    n = sigs.shape[0]
+    bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
+    members = np.flatnonzero(sigs[:, 0] != _EMPTY)
+    used = sigs[members] if members.size < n else sigs
+    keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
+    head_slots = min(config.num_perm, 64)
+    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    nib = _slot_bytes(sigs, bits=4)
+    low = _slot_bytes(sigs)
+    floor = prefilter_floor(float(config.threshold), config.num_perm)
+
+    def band_pairs(band: int) -> np.ndarray:
+        order = _group_order(keys[band])
+        texts = members[order]
+        return kernels.band_candidates(keys[band][order], texts, nib[texts], low,
+                                       split_slots(band, rows, head_slots).astype(np.int64),
+                                       config.max_bucket_pairs, head_slots, head_floor,
+                                       config.num_perm, floor)
+
+    found = list(_in_threads(band_pairs, range(bands), config.thread_count))
+    found.append(_bucket_pairs(signature, members, 1))
+    pairs = _unique_pairs(found, n)
+    if len(pairs):
+        values, offsets = kernels.sorted_sets(features.values, features.offsets)
+        step = max(1 << 16, -(-len(pairs) // (4 * config.thread_count)))
+        jaccard = np.concatenate(list(_in_threads(
+            lambda lo: kernels.sorted_jaccard(values, offsets, pairs[lo : lo + step]),
+            range(0, len(pairs), step), config.thread_count)))
+        pairs = pairs[jaccard >= config.threshold]
     return pairs
 
 

@@ -4,7 +4,8 @@ A band's sorted rows are walked once: each pair is made and pre-filtered at once
 over-full bucket is split where it lies, so the tens of millions of pairs templated text
 proposes are never stored. The kernels release the GIL, so bands run in threads side by side.
 They give what minhash's numpy path gives; minhash imports this module (and numba) only for
-inputs of ``minhash.KERNEL_TEXTS`` texts or more, where they pay for their compile.
+inputs of ``minhash.KERNEL_TEXTS`` texts or more, where they pay for their compile. This module
+imports nothing of minhash's: minhash prepares the arrays the kernels read.
 """
 
 from __future__ import annotations
@@ -19,24 +20,7 @@ from numba.core import types
 from numba.core.typing.templates import Signature
 from numba.extending import intrinsic
 
-from personahub.personas.minhash import (
-    _EMPTY,
-    _U64,
-    FeatureSets,
-    MinHashConfig,
-    _bucket_pairs,
-    _fmix32,
-    _group_order,
-    _in_threads,
-    _keys_by_band,
-    _permutations,
-    _slot_bytes,
-    _unique_pairs,
-    prefilter_floor,
-    recall_lsh_params,
-    split_slots,
-)
-
+_U64 = np.uint64
 _NIBBLES = np.uint64(0x1111111111111111)
 _BYTES = np.uint64(0x0101010101010101)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -291,7 +275,7 @@ def sorted_jaccard(values: np.ndarray, offsets: np.ndarray, pairs: np.ndarray) -
     return out
 
 
-_MASK32 = np.uint64(0xFFFFFFFF)
+_MASK32 = _U64(0xFFFFFFFF)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -412,68 +396,3 @@ def fold_signatures(mixed: np.ndarray, codes: np.ndarray, counts: np.ndarray, a:
                     row[p] = v
         at += counts[t]
 
-
-def fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, config: MinHashConfig,
-         out: np.ndarray) -> None:
-    """Write the signatures of texts whose features are codes into hashes (``fold_signatures``).
-
-    Args:
-        hashes: Each distinct feature's 64-bit hash.
-        codes: The features of all texts in order, as indices into hashes.
-        counts: Each text's number of features.
-        config: The stage's settings (permutations).
-        out: The signatures, one row a text.
-    """
-    a, b = _permutations(config.num_perm, config.seed)
-    with np.errstate(over="ignore"):
-        mixed = _fmix32((hashes & _U64(0xFFFFFFFF)).astype(np.uint32))
-    fold_signatures(mixed, codes.astype(np.intp, copy=False), counts.astype(np.int64, copy=False),
-                    a, b, out)
-
-
-def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
-    """Return minhash.verified_pairs' pairs, found by the kernels with bands and checks in threads.
-
-    Args:
-        sigs: The texts' signatures.
-        features: The texts' feature sets, for the exact check.
-        config: The stage's settings.
-
-    Returns:
-        The pairs of band_bucket_pairs, slot_prefilter and exact_jaccard, distinct and sorted.
-    """
-    n = sigs.shape[0]
-    bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
-    members = np.flatnonzero(sigs[:, 0] != _EMPTY)
-    used = sigs[members] if members.size < n else sigs
-    keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
-    head_slots = min(config.num_perm, 64)
-    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
-    nib = _slot_bytes(sigs, bits=4)
-    low = _slot_bytes(sigs)
-    floor = prefilter_floor(float(config.threshold), config.num_perm)
-
-    def band_pairs(band: int) -> np.ndarray:
-        order = _group_order(keys[band])
-        texts = members[order]
-        return band_candidates(keys[band][order], texts, nib[texts], low,
-                               split_slots(band, rows, head_slots).astype(np.int64),
-                               config.max_bucket_pairs, head_slots, head_floor, config.num_perm,
-                               floor)
-
-    found = list(_in_threads(band_pairs, range(bands), config.thread_count))
-    found.append(_bucket_pairs(signature, members, 1))
-    pairs = _unique_pairs(found, n)
-    if len(pairs):
-        pairs = pairs[_jaccard_in_threads(features, pairs, config.thread_count)
-                      >= config.threshold]
-    return pairs
-
-
-def _jaccard_in_threads(features: FeatureSets, pairs: np.ndarray, threads: int) -> np.ndarray:
-    """Return exact_jaccard of pairs: the sets sorted once, then chunks of pairs merged in threads."""
-    values, offsets = sorted_sets(features.values, features.offsets)
-    step = max(1 << 16, -(-len(pairs) // (4 * threads)))
-    return np.concatenate(list(_in_threads(
-        lambda lo: sorted_jaccard(values, offsets, pairs[lo : lo + step]),
-        range(0, len(pairs), step), threads)))

@@ -72,15 +72,14 @@ def test_kernels_run_from_kernel_texts(monkeypatch: pytest.MonkeyPatch) -> None:
     with numpy below, and the marks are the same."""
     texts = _templated(1200, 9) + planted_corpus(200, 40, length=(10, 20)).texts
     calls: list[str] = []
-    fold, verify = kernels.fold, kernels.verified_pairs
-    monkeypatch.setattr(kernels, "fold", lambda *a: calls.append("fold") or fold(*a))
-    monkeypatch.setattr(kernels, "verified_pairs",
-                        lambda *a: calls.append("verify") or verify(*a))
+    fold, band = kernels.fold_signatures, kernels.band_candidates
+    monkeypatch.setattr(kernels, "fold_signatures", lambda *a: calls.append("fold") or fold(*a))
+    monkeypatch.setattr(kernels, "band_candidates", lambda *a: calls.append("band") or band(*a))
     plain = minhash.minhash_duplicates(texts)
     assert calls == []
     monkeypatch.setattr(minhash, "KERNEL_TEXTS", len(texts))
     assert np.array_equal(minhash.minhash_duplicates(texts), plain)
-    assert calls[0] == "fold" and calls[-1] == "verify"
+    assert calls[0] == "fold" and calls[-1] == "band"
     assert (plain >= 0).sum() > 30
 
 
@@ -172,5 +171,5 @@ def test_fold_signatures_is_the_min_of_permuted_rows(seed: int, texts: int, widt
     codes = rng.integers(0, 20, size=int(counts.sum()))
     want = minhash._segment_min(minhash._permuted(hashes, config), codes, counts)
     got = np.zeros((texts, width), dtype=np.uint32)
-    kernels.fold(hashes, codes, counts, config, got)
+    minhash._compiled_fold(hashes, codes, counts, config, got)
     assert np.array_equal(got, want)
