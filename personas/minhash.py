@@ -1035,7 +1035,8 @@ their compile 4.4 more once per numba cache (a machine's first use). Measured in
 numpy and kernels alternated (bench/RESULTS.md, bench_minhash.py): at 200,000 texts they save
 0.55 CPU-s on templated text and 0.35-0.84 on zipf, less than the load; at 500,000 2.0-3.2 and
 0.5-0.9, so templated text pays for the load in every run and for the compile by its second
-or third. Below, the tests, the quick start and a fresh CI worker never load numba."""
+or third (zipf text did not even at 1M). Below, the tests, the quick start and a fresh CI
+worker never load numba."""
 
 
 def use_kernels(texts: int) -> bool:
