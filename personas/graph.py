@@ -205,7 +205,7 @@ def save_links(con: duckdb.DuckDBPyConnection, ids: Sequence[str], near: np.ndar
         "relation": pa.repeat(pa.scalar(relation, pa.string()), count),
         "hop": pa.repeat(pa.scalar(hop, pa.int32()), count),
         "source": pa.repeat(pa.scalar(source, pa.string()), count)},
-        new_by=("src", "dst", "relation") if distinct else ())
+        distinct=distinct)
 
 
 # Rounds of redrawing a rewired edge's end; bounds small graphs with no room.

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import duckdb
 
-from personahub.core.store import kept_limit
-from personahub.personas.store import relation_count
+from personahub.core.store import has_key, kept_limit
+from personahub.personas.store import relation_count, relations_keyed
 
 # DuckDB's buffers for stats (MiB); dedup takes a quarter of its --memory-mb
 HUB_MEMORY_MB = 512
@@ -26,10 +26,11 @@ IMPORT_MEMORY_MB = 192
 # an expansion's: its batches' writes scan the hub's ids and read texts by id, and DuckDB kept
 # every block they read; the hub's near-duplicate index is built within SAMPLE_MEMORY_MB
 EXPAND_MEMORY_MB = 128
-# an expansion's inserts into relations load that table's key index (ART), which DuckDB keeps in
-# memory whatever the limit and counts against it: 72 MiB at a million personas, 177 at 3M (about
-# 31-38 bytes a relation), so a fixed hold refused the 3M expansion's batches. Its share is held
-# over this much a relation (twice that, for margin)
+# on a hub made before the relations key was dropped, an expansion's inserts into relations load
+# that key's index (ART), which DuckDB keeps in memory whatever the limit and counts against it:
+# 72 MiB at a million personas, 177 at 3M (about 31-38 bytes a relation), so a fixed hold refused
+# the 3M expansion's batches. On such a hub the share is held over this much a relation (twice
+# that, for margin); a hub made now has no key, and the share stays fixed
 KEY_BYTES_A_RELATION = 64
 # an expansion's summary's (its graph's shape joins the whole relations table: the blocks it read
 # were 42 MiB at a million personas, 135 at 3M) and the end-of-job preview's and kept shares'
@@ -51,8 +52,9 @@ UNEVICTED = "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WH
 def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB) -> None:
     """Hold DuckDB's buffers to memory_mb (at least 64), spilling to its temporary folder past it.
 
-    DuckDB refuses a limit below what it holds and cannot evict (after an expansion's batches, the
-    relations key's index: 72 MiB at a million personas); the limit is then memory_mb over that.
+    DuckDB refuses a limit below what it holds and cannot evict (after an expansion's batches on a
+    hub made before the relations key was dropped, that key's index: 72 MiB at a million
+    personas); the limit is then memory_mb over that.
 
     Args:
         con: the connection whose buffer pool is held.
@@ -67,12 +69,15 @@ def bound_memory(con: duckdb.DuckDBPyConnection, memory_mb: int = HUB_MEMORY_MB)
 
 
 def expand_memory_mb(con: duckdb.DuckDBPyConnection) -> int:
-    """Return the limit an expansion's batches are held to: EXPAND_MEMORY_MB of evictable blocks
-    over the room the relations key's index takes as the batches' inserts load it.
+    """Return the limit an expansion's batches are held to: EXPAND_MEMORY_MB of evictable blocks,
+    and on a hub whose relations table has its key (made before it was dropped), the room that
+    key's index takes as the batches' inserts load it.
 
     Args:
         con: a connection to the hub.
     """
+    if not relations_keyed(con):
+        return EXPAND_MEMORY_MB
     return EXPAND_MEMORY_MB + relation_count(con) * KEY_BYTES_A_RELATION // 2**20
 
 
@@ -109,6 +114,4 @@ def personas_keyed(con: duckdb.DuckDBPyConnection) -> bool:
     DuckDB holds a key's index in memory outside memory_limit, so on such a file a limit would
     stop a large import rather than bound it.
     """
-    return bool(con.execute(
-        "SELECT 1 FROM duckdb_constraints() WHERE table_name = 'personas' AND database_name = "
-        "current_database() AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')").fetchall())
+    return has_key(con, "personas")

@@ -813,9 +813,12 @@ _ROW_PAD = _U64(1 << 40)
 
 
 def exact_jaccard(features: FeatureSets, pairs: np.ndarray) -> np.ndarray:
-    """Return exact Jaccard of each pair's feature sets."""
+    """Return exact Jaccard of each pair's feature sets (0 for two empty sets)."""
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     out = np.empty(len(pairs), dtype=np.float64)
+    if features.values.size == 0:  # every set empty: nothing to index into
+        out[:] = 0.0
+        return out
     lens = np.diff(features.offsets)
     short = (lens[pairs[:, 0]] <= _ROW_FEATURES) & (lens[pairs[:, 1]] <= _ROW_FEATURES)
     if short.any():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personahub.core.contracts import StructuredCaller
-from personahub.core.store import insert_columns, insert_rows, scalar
+from personahub.core.store import has_key, insert_columns, insert_rows, scalar
 from personahub.personas.gate_labels import checked_gate, written_gate
 from personahub.personas.record import Persona
 
@@ -353,6 +354,51 @@ def survivor_ranges(con: duckdb.DuckDBPyConnection,
             yield live.column(0).to_pylist(), live.column(1).to_pylist()
 
 
+def _sql_path(path: Path) -> str:
+    """Quote path as an SQL string literal (COPY takes no parameter for its file)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def copy_survivor_ranges(con: duckdb.DuckDBPyConnection, batch_rows: int,
+                         folder: Path) -> Iterator[tuple[Path, int]]:
+    """Write the live personas to Parquet files in folder, a range of seq at a time, and yield
+    each file and its rows.
+
+    Each file holds ``index`` (the texts numbered from 0 in hub order, across files),
+    ``persona_id`` and ``text``, in that order; the first range is ``000000.ids.parquet``. DuckDB's
+    COPY writes them, so no row becomes a Python object and each range's sort holds one range.
+    Personas without a seq come last, by id, as ``survivor_batches`` orders them.
+
+    Args:
+        con: The hub's connection.
+        batch_rows: Values of seq a range covers (a file holds at most this many personas).
+        folder: An existing folder; files of empty ranges are not kept.
+    """
+    step = max(1, int(batch_rows))
+    low, high = con.execute("SELECT min(seq), max(seq) FROM personas").fetchall()[0]
+    ranges: list[str] = []
+    start = low
+    while start is not None and start <= high:
+        # literals, not parameters: a constant bound reaches the scan's min/max check
+        ranges.append(f"seq >= {int(start)} AND seq < {int(start) + step}")
+        start = con.execute(f"SELECT min(seq) FROM personas WHERE seq >= {int(start) + step}"
+                            ).fetchall()[0][0]
+    ranges.append("seq IS NULL")
+    n = 0
+    for c, where in enumerate(ranges):
+        path = folder / f"{c:06d}.ids.parquet"
+        order = "persona_id" if where == "seq IS NULL" else "seq"
+        rows = int(con.execute(
+            f"COPY (SELECT {n} + row_number() OVER (ORDER BY {order}) - 1 AS index, persona_id, "
+            f"text FROM personas WHERE {where} AND {_LIVE} ORDER BY {order}) "
+            f"TO {_sql_path(path)} (FORMAT parquet)").fetchall()[0][0])
+        if rows == 0:
+            path.unlink(missing_ok=True)
+            continue
+        n += rows
+        yield path, rows
+
+
 def survivor_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
     """Return what tells one set of survivors from another: their count and first and last."""
     row = con.execute(f"SELECT count(*), min(seq), max(seq), arg_min(persona_id, seq), "
@@ -404,11 +450,54 @@ def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str)
             con.unregister(view)
 
 
+#: what a relation is stored once by: a pair of personas and its label
+RELATION_KEY = ("src", "dst", "relation")
+
+
+def relations_keyed(con: duckdb.DuckDBPyConnection) -> bool:
+    """Tell whether the relations table has its key (src, dst, relation), as files made before it
+    was dropped do: DuckDB holds its index in memory outside memory_limit, loaded by any insert."""
+    return has_key(con, "relations")
+
+
 def add_relations(con: duckdb.DuckDBPyConnection,
                   columns: Mapping[str, Sequence[object] | pa.Array | pa.ChunkedArray], *,
-                  new_by: Sequence[str] = ()) -> int:
-    """Insert relation rows given as columns, leaving stored ones; return how many were offered."""
-    return insert_columns(con, "relations", columns, ignore_conflicts=True, new_by=new_by)
+                  distinct: bool = False) -> int:
+    """Insert relation rows given as columns, each (src, dst, relation) once; return how many were
+    offered.
+
+    A relation stored already is left out, and so is a repeat within the batch (its first row
+    goes in). The table has no key in a hub made now, so the batch's repeats are dropped here and
+    the rest anti-joined against the table, a join DuckDB spills past its memory limit; a hub made
+    before keeps its key, which leaves them out as it did (its index held in memory).
+
+    Args:
+        con: a connection to the hub.
+        columns: src, dst and relation, with hop and source if known, one row a relation.
+        distinct: the caller knows no (src, dst, relation) repeats within the batch (links
+            between distinct ids), so it is not grouped here.
+
+    Returns:
+        The rows offered, stored ones and repeats included.
+    """
+    if relations_keyed(con):  # the key leaves them out; distinct rows by an anti-join, as before
+        return insert_columns(con, "relations", columns, ignore_conflicts=True,
+                              new_by=RELATION_KEY if distinct else ())
+    offered = pa.table(dict(columns))
+    batch = offered if distinct else _first_relations(offered)
+    insert_columns(con, "relations", dict(zip(batch.column_names, batch.columns, strict=True)),
+                   new_by=RELATION_KEY)
+    return offered.num_rows
+
+
+def _first_relations(batch: pa.Table) -> pa.Table:
+    """Keep each (src, dst, relation)'s first row of the batch, in the batch's order."""
+    keyed = batch.select(list(RELATION_KEY)).append_column(
+        "_row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+    first = keyed.group_by(list(RELATION_KEY), use_threads=False).aggregate([("_row", "min")])
+    if first.num_rows == batch.num_rows:
+        return batch
+    return batch.take(pa.array(np.sort(first["_row_min"].to_numpy())))
 
 
 def relation_count(con: duckdb.DuckDBPyConnection) -> int:

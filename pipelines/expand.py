@@ -189,16 +189,22 @@ class ExpandSpec(ShippedSpec[ExpandConfig, ExpandBatch, BatchAnswer, ExpandSumma
         ctx.state.start = start
 
     def start(self, ctx: JobContext[ExpandConfig]) -> BatchOutcome:
+        """Record the expansion and its first level within SUMMARY_MEMORY_MB: finding the start
+        ids scans the whole hub, and DuckDB's default pool kept every block it read, so the
+        command's peak grew with the hub (bench/RESULTS.md, bench_hub_scale)."""
         config = ctx.config
-        return BatchOutcome(rows=new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start,
-                                                    config.threshold, config.hops, config.fanout))
+        with held_memory(ctx.con, SUMMARY_MEMORY_MB):
+            rows = new_expansion_rows(ctx.con, ctx.job_id, _state(ctx).start, config.threshold,
+                                      config.hops, config.fanout)
+        return BatchOutcome(rows=rows)
 
     def running(self, ctx: JobContext[ExpandConfig]) -> AbstractContextManager[None]:
         """Hold DuckDB to a fixed share while the batches run, and give the connection its own limit
         back after: each batch's writes check new ids against the whole hub and read texts by id,
         and DuckDB's default pool kept every block those scans read (the command grew from 546 MiB
-        at 1M personas to 870 MiB at 10M). The share is over the relations key's index, which the
-        inserts load and DuckDB cannot evict (expand_memory_mb)."""
+        at 1M personas to 870 MiB at 10M). On a hub made before the relations key was dropped, the
+        share is over that key's index, which the inserts load and DuckDB cannot evict
+        (expand_memory_mb)."""
         return held_memory(ctx.con, expand_memory_mb(ctx.con))
 
     def plain_asker(self, ctx: JobContext[ExpandConfig]) -> ExpandAsker:

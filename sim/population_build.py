@@ -214,9 +214,11 @@ def _add_links(con: duckdb.DuckDBPyConnection, ids: pa.Array, near: np.ndarray,
     """Store links between the ids at those positions in one transaction, as save_acquaintances
     stores them (the ids are distinct), ``LINKS_AT_A_TIME`` links' columns at a time.
 
-    A commit merges the links' part of the ``relations`` key's index into the table's, holding
-    both for a while: the setup's links commit ``LINKS_A_COMMIT`` at a time, not all at once (a
-    setup stopped between two commits inserts the rest when it runs again, and none twice).
+    Each statement's links are anti-joined against the table (``add_relations``). On a hub made
+    before the ``relations`` key was dropped, a commit merges the links' part of its index into
+    the table's, holding both for a while: the setup's links commit ``LINKS_A_COMMIT`` at a time,
+    not all at once (a setup stopped between two commits inserts the rest when it runs again, and
+    none twice).
     """
     with transaction(con):
         for lo in range(0, near.size, LINKS_AT_A_TIME):
@@ -224,7 +226,7 @@ def _add_links(con: duckdb.DuckDBPyConnection, ids: pa.Array, near: np.ndarray,
             add_relations(con, {**_links(ids, near[lo:lo + part], far[lo:lo + part]),
                                 "hop": pa.repeat(pa.scalar(0, pa.int32()), part),
                                 "source": pa.repeat(pa.scalar(source, pa.string()), part)},
-                          new_by=("src", "dst", "relation"))
+                          distinct=True)
         pa.default_memory_pool().release_unused()
         store.release_freed(con)  # what the inserts' joins freed, before the commit needs room
 

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from personahub.core.call_log import call_counts
-from personahub.core.store import insert_columns, memory_limit, scalar
+from personahub.core.store import insert_columns, memory_limit, one_thread, scalar
 from personahub.personas.store import PERSONA_TEXTS
 
 if TYPE_CHECKING:
@@ -217,8 +217,10 @@ ROOM_AN_AGENT: Final = 192
 RUN_ROOM: Final = 96 << 20
 
 
-#: and, while a setup inserts its acquaintance links, per link: the relations key's index (an
-#: ART, which DuckDB cannot spill) grows about 110 bytes a link until the insert commits
+#: and, while a setup inserts its acquaintance links, per link: on a hub made before the
+#: relations key was dropped, its index (an ART, which DuckDB cannot spill) grows about 110 bytes
+#: a link until the insert commits. A hub made now has no key (its links are anti-joined against
+#: the table); the room is kept the same there, since what it can shrink to is not measured
 ROOM_A_LINK: Final = 192
 
 #: agents an export's Parquet piece holds (a shard reads the pieces across its range)
@@ -488,30 +490,49 @@ def export_ranges(agents: int, size: int | None = None) -> list[tuple[int, int]]
     return [(lo, min(lo + size, agents + 1)) for lo in range(1, agents + 1, size)]
 
 
-def _export(con: duckdb.DuckDBPyConnection, folder: str, agents: int, select: str) -> None:
-    """Write ``select`` (agents' rows in agent-id order) to a Parquet piece per export range in
-    ``folder``, named so that the pieces sort in agent-id order; a range without rows gets an
-    empty piece.
+#: the temporary table an export's rows wait in before their sort
+_EXPORT_ROWS: Final = "_export_rows"
 
-    DuckDB runs the query once (its joins and its sort spill past the pool's room), where a
-    statement per range scanned the joined tables once per range; its rows come back
-    ``EXPORT_BATCH`` at a time, so this process holds one batch, not a range.
+
+def _export(con: duckdb.DuckDBPyConnection, folder: str, agents: int, select: str,
+            order: str = "agent_id") -> None:
+    """Write ``select``'s rows (an ``agent_id`` column, any order) sorted by ``order`` to a
+    Parquet piece per export range in ``folder``, named so that the pieces sort in agent-id
+    order; a range without rows gets an empty piece.
+
+    DuckDB runs the query once into a temporary table, then sorts that table, on one thread:
+    each step alone spills past the pool's room at any population, where the join feeding the
+    sort in one statement failed to pin a block at 10,000,000 agents in 96 MiB (and two threads
+    failed at 1,000,000). The sorted rows come back ``EXPORT_BATCH`` at a time, so this process
+    holds one batch, not a range.
     """
-    import pyarrow.parquet as pq
-
     path = Path(folder)
     shutil.rmtree(path, ignore_errors=True)  # a resume's pieces replace every earlier one
     path.mkdir(parents=True)
     ranges = export_ranges(agents) or [(1, 1)]
-    reader = con.sql(select).to_arrow_reader(EXPORT_BATCH)
+    with one_thread(con):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {_EXPORT_ROWS} AS {select}")
+        try:
+            reader = con.sql(f"SELECT * FROM {_EXPORT_ROWS} ORDER BY {order}"
+                             ).to_arrow_reader(EXPORT_BATCH)
+            _write_pieces(path, ranges, reader)
+        finally:
+            con.execute(f"DROP TABLE IF EXISTS {_EXPORT_ROWS}")
+
+
+def _write_pieces(path: Path, ranges: list[tuple[int, int]],
+                  reader: pa.RecordBatchReader) -> None:
+    """Write the reader's rows (in agent-id order) to a piece per range, closing the reader."""
+    import pyarrow.parquet as pq
+
     at, writer = 0, None
     try:
         for batch in reader:
             ids = batch.column("agent_id").to_numpy()
             start = 0
             if ids.size and ids[-1] >= ranges[-1][1]:
-                raise ValueError(f"export to {folder}: agent id {ids[-1]} is past the run's "
-                                 f"{agents} agents")
+                raise ValueError(f"export to {path}: agent id {ids[-1]} is past the run's "
+                                 f"{ranges[-1][1] - 1} agents")
             while start < batch.num_rows:
                 lo, hi = ranges[at]
                 end = int(np.searchsorted(ids, hi, side="left"))
@@ -554,8 +575,7 @@ def export_population(con: duckdb.DuckDBPyConnection, run_id: str, folder: str) 
         FROM (SELECT agent_id, persona_id FROM run_agents WHERE run_id = {run}) a
         JOIN ({PERSONA_TEXTS}) p USING (persona_id)
         LEFT JOIN (SELECT persona_id, archetype FROM run_agent_archetypes
-                   WHERE run_id = {run}) x USING (persona_id)
-        ORDER BY a.agent_id""")
+                   WHERE run_id = {run}) x USING (persona_id)""")
     return agents
 
 
@@ -566,7 +586,7 @@ def export_states(con: duckdb.DuckDBPyConnection, run_id: str, done: int, agents
     _export(con, folder, agents, f"""
         SELECT agent_id, arg_max(state, step)::VARCHAR AS state FROM agent_states
         WHERE run_id = {_literal(run_id)} AND step <= {int(done)}
-        GROUP BY agent_id ORDER BY agent_id""")
+        GROUP BY agent_id""")
 
 
 def export_adjacency(con: duckdb.DuckDBPyConnection, run_id: str, agents: int,
@@ -584,8 +604,7 @@ def export_adjacency(con: duckdb.DuckDBPyConnection, run_id: str, agents: int,
                       JOIN ids n ON n.persona_id = e.dst WHERE e.run_id = {run})
         SELECT DISTINCT x.agent_id::INTEGER AS agent_id, i.agent_id::INTEGER AS neighbour
         FROM ends x JOIN ids i ON i.persona_id = x.other
-        WHERE x.agent_id <> i.agent_id
-        ORDER BY agent_id, neighbour""")
+        WHERE x.agent_id <> i.agent_id""", order="agent_id, neighbour")
 
 
 #: the columns a step's shard files hold, per table

@@ -48,3 +48,24 @@ def test_a_run_without_repeats_keeps_its_share(bench: ModuleType, tmp_path: Path
     counts = bench.tally(db)
     assert (counts.unlogged, counts.repeats) == (0, 0)
     assert counts.without_repeats(prompt, cached) == pytest.approx(90 / 220)
+
+
+def test_the_server_settings_reach_llama_server_and_the_client(bench: ModuleType) -> None:
+    plain = bench.Serving("llama-server")
+    cached = bench.Serving("llama-server", cache_ram=0, routing=False)
+    assert "--cache-ram" not in plain.server_args()  # the server's own default
+    assert cached.server_args()[-2:] == ["--cache-ram", "0"]
+    assert plain.llm("http://127.0.0.1:1/v1?model=m") == "http://127.0.0.1:1/v1?model=m"
+    assert cached.llm("http://127.0.0.1:1/v1?model=m").endswith("&slot_routing=0")
+
+
+def test_the_prompt_cache_events_are_counted_from_the_log(bench: ModuleType,
+                                                          tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("slot get_availabl: id  1 | task 7 | saving idle slot to prompt cache\n"
+                   "srv  get_availabl: updating prompt cache\n"
+                   "srv          load:  - found better prompt with f_keep = 0.9, f_sim = 0.8\n"
+                   "slot get_availabl: id  0 | task 9 | saving idle slot to prompt cache\n")
+    assert bench.cache_events(log) == {"saved idle": 2, "updated": 1, "restored": 1}
+    assert bench.cache_events(tmp_path / "none.log") == {"saved idle": 0, "updated": 0,
+                                                         "restored": 0}

@@ -46,14 +46,17 @@ CREATE TABLE IF NOT EXISTS personas (
     -- model whose text fails the gate), offline (the offline engine's)
     gate         VARCHAR NOT NULL
 );
+-- No PRIMARY KEY on (src, dst, relation), for the personas table's reason: DuckDB holds a key's
+-- index in memory whatever its memory_limit (72 MiB at 2M relations, 177 MiB at 6M), loaded by
+-- any insert. add_relations keeps each (src, dst, relation) once (in the batch, then an anti-join
+-- against the table). Older files keep their key.
 CREATE TABLE IF NOT EXISTS relations (
     src        VARCHAR NOT NULL,
     dst        VARCHAR NOT NULL,
     relation   VARCHAR NOT NULL,
     hop        INTEGER,
     source     VARCHAR,
-    created_at TIMESTAMP DEFAULT current_timestamp,
-    PRIMARY KEY (src, dst, relation)
+    created_at TIMESTAMP DEFAULT current_timestamp
 );
 
 -- What an imported Persona Hub synthesis row held besides its persona ("synthesized text",
@@ -197,8 +200,11 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TIMESTAMP,
     PRIMARY KEY (run_id, step)
 );
+-- emissions, messages and agent_states: no key index (docs/database.md), as survey_answers: a
+-- column step writes a row per active agent, whose index DuckDB would hold outside its limit; the
+-- step's `steps` row, written in the same transaction, refuses a step committed twice
 CREATE TABLE IF NOT EXISTS emissions (
-    emission_id       VARCHAR PRIMARY KEY,
+    emission_id       VARCHAR NOT NULL,
     run_id            VARCHAR NOT NULL,
     step              INTEGER NOT NULL,
     agent_id          INTEGER NOT NULL,
@@ -213,7 +219,7 @@ CREATE TABLE IF NOT EXISTS emissions (
     archetype         INTEGER  -- set when drawn from its archetype's pool (scenario.archetypes)
 );
 CREATE TABLE IF NOT EXISTS messages (
-    message_id     VARCHAR PRIMARY KEY,
+    message_id     VARCHAR NOT NULL,
     run_id         VARCHAR NOT NULL,
     step           INTEGER NOT NULL,
     sender_id      VARCHAR NOT NULL,
@@ -310,8 +316,7 @@ CREATE TABLE IF NOT EXISTS agent_states (
     run_id   VARCHAR NOT NULL,
     agent_id INTEGER NOT NULL,
     step     INTEGER NOT NULL,
-    state    JSON NOT NULL,
-    PRIMARY KEY (run_id, agent_id, step)
+    state    JSON NOT NULL
 );
 CREATE TABLE IF NOT EXISTS decisions (
     run_id          VARCHAR NOT NULL,

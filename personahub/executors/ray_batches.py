@@ -62,11 +62,16 @@ def check_ray_client(client: StructuredCaller) -> LLMSettings:
 
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
-    """Use the connected Ray, else connect to address, else start a local Ray for this job."""
+    """Use the connected Ray, else connect to address (or ``RAY_ADDRESS``), else start a local
+    Ray for this job.
+
+    Without an address the local Ray is a new one (``address="local"``): Ray's own default
+    attaches to the last cluster ``ray start`` began on this machine, which may be another
+    user's or job's. ``--ray-address auto`` joins that cluster on purpose."""
     if ray.is_initialized():
         yield
         return
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
              log_to_driver=False, logging_level=logging.WARNING)
     try:
         yield

@@ -1,12 +1,21 @@
 """Stage 1 of ``personas dedup --executor ray``: MinHash band buckets through a Ray shuffle.
 
 At a billion personas the signatures cannot all come to one machine, so only verified pairs
-do. Tasks sign each block of texts and emit one row per (text, band), plus one for identical
-signatures; a shuffle by partition hash brings each bucket into one partition, where the local
-stage's own functions find and verify the pairs, so the flags equal the local stage's.
+do. The driver writes the survivors' texts as Parquet files in the job's folder (DuckDB's COPY,
+no row a Python object) and hands Ray their paths; each map task opens its own file, signs its
+texts and emits one row per (text, band), plus one for identical signatures. A shuffle on a
+hash of (band, key) brings each bucket into one partition, where the local stage's own functions find
+and verify the pairs, so the flags equal the local stage's. On a cluster of several machines
+the job's folder (beside the database) must be on storage every node mounts at the same path.
+
+The shuffle is Ray Data's pull-based sort shuffle on a partition hash of (band, key) with fixed
+boundaries. It hands the driver one object reference per (map block, partition), a number that
+grows as the square of the hub; the disk-based hash shuffle (``shuffle_v2``), which hands it one
+per map task, held 3 GiB in a shuffle map task and took twice as long at 1M personas
+(``bench/RESULTS.md``), so it is not used.
 
 Grouping by a partition hash, not by bucket, is what makes this fast: Ray calls the function
-once per group and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
+once per partition and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
 text's features once per band; shipping them once per text would need a second shuffle, and on
 bench_ray's templated 100k it could save at most 40% of the rows.
 """
@@ -14,16 +23,19 @@ bench_ray's templated 100k it could save at most 40% of the rows.
 from __future__ import annotations
 
 import math
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from personahub.core.errors import PersonahubError
 from personahub.core.optional import ray
 from personahub.executors.ray_batches import _quiet_data, ray_session
 from personahub.personas.dedup import DedupConfig, PairFinder, Progress
@@ -44,7 +56,7 @@ from personahub.personas.minhash import (
     slot_prefilter,
 )
 from personahub.personas.minhash_spill import Spilled
-from personahub.personas.store import survivor_count, survivor_ranges
+from personahub.personas.store import copy_survivor_ranges, survivor_count
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
@@ -178,12 +190,51 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     return pa.table({"earlier": index[kept[:, 0]], "later": index[kept[:, 1]]}, schema=_PAIR_SCHEMA)
 
 
-def _shuffled_pairs(blocks: list[object], n: int, config: MinHashConfig,
+def _sign_files(batch: pa.Table, config: MinHashConfig, texts_per_task: int,
+                partitions: int) -> Iterator[pa.Table]:
+    """Band rows of the texts in each Parquet file of batch's ``path``, texts_per_task at a time
+    (a map task opens its own file: the texts never pass through the driver or the object
+    store)."""
+    for path in batch.column("path").to_pylist():
+        texts = pq.ParquetFile(str(path))
+        for part in texts.iter_batches(batch_size=texts_per_task, columns=["index", "text"]):
+            yield band_rows(pa.Table.from_batches([part]), config, partitions)
+
+
+def _node_reads(path: str) -> bool:
+    return os.access(path, os.R_OK)
+
+
+def check_nodes_read(path: Path) -> None:
+    """Refuse to start the pass unless every Ray node with CPUs can read path (the job's folder
+    must be on storage every node mounts at the same path)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    check = ray.remote(num_cpus=0)(_node_reads)
+    nodes = [node for node in ray.nodes()
+             if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0]
+    answers = ray.get([check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote(str(path)) for node in nodes])
+    blind = [node.get("NodeManagerAddress", node["NodeID"])
+             for node, reads in zip(nodes, answers, strict=True) if not reads]
+    if blind:
+        raise PersonahubError(f"dedup --executor ray: Ray node(s) {', '.join(blind)} cannot read "
+                              f"{path.parent}; put the database on storage every node mounts at "
+                              "the same path")
+
+
+def _shuffled_pairs(texts: Any, sign: Callable[..., Iterator[pa.Table]],
+                    sign_kwargs: dict[str, object], n: int, config: MinHashConfig,
                     workers: int | None, memory_mb: int) -> np.ndarray:
-    """Return the verified (earlier, later) pairs of n texts in Ray object blocks, each once."""
+    """Return the verified (earlier, later) pairs of n texts, each once.
+
+    texts is the pass's input (a Ray Dataset): sign maps each of its blocks to band rows, with
+    the plan's texts per task and partitions given as ``texts_per_task`` and ``partitions``
+    beside sign_kwargs.
+    """
     size = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     plan = RayPlan.for_memory(n, memory_mb, config, size)
-    # Ray Data's default hash shuffle gathers each aggregator's share of every partition in that
+    # Ray Data's older hash shuffle gathers each aggregator's share of every partition in that
     # actor's memory until the last block is in: a share of the whole shuffle, growing with the
     # hub. The sort shuffle leaves map outputs in the object store (spilled past its size) and
     # reduces one partition a task. Its partitions are given (one per value of ``part``): left
@@ -194,10 +245,10 @@ def _shuffled_pairs(blocks: list[object], n: int, config: MinHashConfig,
     context.target_max_block_size = plan.block_bytes
     parts: list[np.ndarray] = []
     try:
-        items = ray.data.from_arrow_refs(blocks)
-        banded = items.map_batches(band_rows, batch_size=plan.texts_per_task,
-                                   batch_format="pyarrow",
-                                   fn_kwargs={"config": config, "partitions": plan.partitions},
+        banded = texts.map_batches(sign, batch_size=None, batch_format="pyarrow",
+                                   fn_kwargs={**sign_kwargs, "config": config,
+                                              "texts_per_task": plan.texts_per_task,
+                                              "partitions": plan.partitions},
                                    compute=ray.data.TaskPoolStrategy(size=size))
         # each reduce task merges one partition's rows (all its buckets) into one block
         ordered = banded.sort("part", boundaries=list(range(1, plan.partitions)))
@@ -214,6 +265,13 @@ def _shuffled_pairs(blocks: list[object], n: int, config: MinHashConfig,
     found = np.concatenate(parts).astype(np.int64)
     code = np.unique(found[:, 0] * n + found[:, 1])  # a pair shares one or more bands
     return np.stack([code // n, code % n], axis=1)
+
+
+def _sign_blocks(batch: pa.Table, config: MinHashConfig, texts_per_task: int,
+                 partitions: int) -> Iterator[pa.Table]:
+    """Band rows of a block of (index, text), texts_per_task at a time."""
+    for start in range(0, batch.num_rows, texts_per_task):
+        yield band_rows(batch.slice(start, texts_per_task), config, partitions)
 
 
 def _put_block(texts: list[str], start: int) -> object:
@@ -247,38 +305,34 @@ def spill_folder(folder: Path) -> tuple[Path, Path]:
     return sign, marks
 
 
-def _put_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
-                   folder: Path) -> tuple[list[object], int]:
-    """Put the survivors' texts in Ray's object store a range at a time and write their ids to
-    folder; return the blocks' references and the number of texts.
+def _write_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
+                      folder: Path) -> tuple[list[str], int]:
+    """Write the survivors' ids and texts to Parquet files in folder a range at a time; return
+    the files' paths and the number of texts.
 
-    DuckDB is held to ``SAMPLE_MEMORY_MB`` while it reads: with the command's quarter of
+    DuckDB is held to ``SAMPLE_MEMORY_MB`` while it writes: with the command's quarter of
     ``--memory-mb`` its pool kept the blocks of the hub the scan read, up to that limit, on the
     driver all through the shuffle.
     """
-    blocks: list[object] = []
+    paths: list[str] = []
     n = 0
     with held_memory(con, SAMPLE_MEMORY_MB):
-        for c, (ids, texts) in enumerate(survivor_ranges(con, batch_rows)):
-            if not ids:
-                continue
-            pq.write_table(pa.table({
-                "index": pa.array(np.arange(n, n + len(ids), dtype=np.int64)),
-                "persona_id": pa.array(ids, pa.string())}), folder / f"{c:06d}.ids.parquet")
-            blocks.append(_put_block(texts, n))
-            n += len(ids)
-    return blocks, n
+        for path, rows in copy_survivor_ranges(con, batch_rows, folder):
+            paths.append(str(path))
+            n += rows
+    return paths, n
 
 
 def minhash_pair_finder(address: str | None = None, workers: int | None = None) -> PairFinder:
     """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver.
 
-    The texts go to Ray's object store a batch at a time as they are read, so the driver never
-    holds them all. Each map task signs and bands ``RayPlan.texts_per_task`` texts and each
-    reduce task merges one of ``RayPlan.partitions``, both set by the memory setting (``spill``'s
+    Each map task signs and bands ``RayPlan.texts_per_task`` texts at a time and each reduce
+    task verifies one of ``RayPlan.partitions``, both set by the memory setting (``spill``'s
     memory_mb, ``DEFAULT_MEMORY_MB`` for ``find``), so a task's memory does not grow with the hub.
-    ``spill`` writes the marks and the texts' ids as the local out-of-core stage does, so the
-    driver holds neither the ids nor an array per text.
+    ``spill`` (the command's) writes the texts, their ids and the marks to the job's folder as
+    the local out-of-core stage does, so the driver holds neither the texts nor the ids nor an
+    array per text: every Ray node must read that folder. ``find`` (the in-memory stage's, whose
+    caller holds every id) puts each batch of texts in the object store as it is read.
     """
 
     def find(texts: Iterator[list[str]], config: MinHashConfig) -> tuple[int, np.ndarray]:
@@ -292,17 +346,26 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
                     n += len(batch)
             if n == 0:
                 return 0, np.empty((0, 2), dtype=np.int64)
-            return n, _shuffled_pairs(blocks, n, config, workers, DEFAULT_MEMORY_MB)
+            return n, _shuffled_pairs(ray.data.from_arrow_refs(blocks), _sign_blocks, {}, n,
+                                      config, workers, DEFAULT_MEMORY_MB)
 
     def spill(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,
               memory_mb: int = DEFAULT_MEMORY_MB, progress: Progress | None = None) -> Spilled:
         sign, marks = spill_folder(folder)
         total = survivor_count(con)
-        with ray_session(address):
-            _quiet_data()
-            blocks, n = _put_survivors(con, config.batch_rows, sign)
-            pairs = (_shuffled_pairs(blocks, n, config.minhash, workers, memory_mb) if n
-                     else np.empty((0, 2), dtype=np.int64))
+        # a file is one signing task's input, whose band rows it holds until they are passed on:
+        # a file holds at most the plan's texts per task, so that task follows --memory-mb
+        per_task = RayPlan.for_memory(max(1, total), memory_mb, config.minhash).texts_per_task
+        paths, n = _write_survivors(con, min(config.batch_rows, per_task), sign)
+        pairs = np.empty((0, 2), dtype=np.int64)
+        if n:
+            with ray_session(address):
+                _quiet_data()
+                check_nodes_read(Path(paths[0]))
+                files = ray.data.from_items([{"path": path} for path in paths],
+                                            override_num_blocks=len(paths))
+                pairs = _shuffled_pairs(files, _sign_files, {}, n, config.minhash, workers,
+                                        memory_mb)
         later, earlier = first_seen_marks(pairs)
         if later.size:
             pq.write_table(pa.table({"later": pa.array(later), "earlier": pa.array(earlier)}),

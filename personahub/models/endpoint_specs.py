@@ -31,9 +31,10 @@ if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
 # query parameters personahub reads itself
-_OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key"})
+_OWN_PARAMS = frozenset({"model", "api_key", "api_key_env", "allow_http_key", "slot_routing"})
 # query parameters stored unredacted
-_PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key"})
+_PUBLIC_PARAMS = frozenset({"model", "api_key_env", "allow_http_key", "slot_routing"})
+_YES, _NO = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off"})
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 OPENAI_API_BASE = "https://api.openai.com/v1"
 
@@ -170,9 +171,10 @@ def _endpoint_key(url: str, parsed: SplitResult, query: dict[str, str]) -> str |
 
 
 def _http(settings: LLMSettings, modes: ModeBook, index: int, *, label: str, name: str,
-          base: str | None, key: str, param: str, query: dict[str, str] | None = None) -> HttpEndpoint:
+          base: str | None, key: str, param: str, query: dict[str, str] | None = None,
+          route_slots: bool = True) -> HttpEndpoint:
     # OpenAI's API has no llama.cpp slots to ask about; any other server is asked once (GET /props)
-    probe = base is not None and not _same_base(base, OPENAI_API_BASE)
+    probe = route_slots and base is not None and not _same_base(base, OPENAI_API_BASE)
     return HttpEndpoint(label=label, model_name=name, base_url=base,
                         make_model=partial(chat_openai, name, base, key, settings, query),
                         timeout_s=settings.timeout_s,
@@ -196,7 +198,15 @@ def _openai_compatible(url: str, settings: LLMSettings, modes: ModeBook, index: 
     base = urlunsplit((parsed.scheme, parsed.netloc, parsed.path.rstrip("/"), "", ""))
     param = "max_completion_tokens" if _same_base(base, OPENAI_API_BASE) else "max_tokens"
     return _http(settings, modes, index, label=f"{name}@{redact_spec(base)}", name=name, base=base,
-                 key=key, param=param, query=forward)
+                 key=key, param=param, query=forward, route_slots=_slot_routing(url, query))
+
+
+def _slot_routing(url: str, query: dict[str, str]) -> bool:
+    """Read ``slot_routing`` (on unless 0/false/no/off): whether to name llama.cpp's slots."""
+    value = query.get("slot_routing", "1").strip().lower()
+    if value not in _YES | _NO:
+        raise LLMConfigError(f"--llm {redact_spec(url)!r}: slot_routing must be 1 or 0, not {value!r}")
+    return value in _YES
 
 
 def _openai(spec: str, settings: LLMSettings, modes: ModeBook) -> HttpEndpoint:

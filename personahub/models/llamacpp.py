@@ -195,9 +195,11 @@ def local_llama_server(model: Path | None = None, *, n_ctx: int = 8192, threads:
 
 @contextlib.contextmanager
 def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ctx: int = 8192,
-                           threads: int = 1, alias: str = MODEL_ALIAS) -> Iterator[LlamaServer]:
+                           threads: int = 1, alias: str = MODEL_ALIAS,
+                           extra_args: Sequence[str] = ()) -> Iterator[LlamaServer]:
     """Run llama.cpp's server on loopback for the with-block (one thread, no repacking: AMX faults in VMs;
-    a full-size sliding-window cache, SWA_FULL)."""
+    a full-size sliding-window cache, SWA_FULL); extra_args are added to its command line (a bench's
+    ``--cache-ram 0``, say)."""
     reason = missing_llama_server() if model is None else None
     if reason:
         raise PersonahubError(reason)
@@ -211,7 +213,7 @@ def local_llama_cpp_server(model: Path | None = None, *, parallel: int = 2, n_ct
     command = [str(binary), "--model", str(path), "--host", "127.0.0.1", "--port", str(port),
                "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
                "--threads", str(threads), "--threads-batch", str(threads), "--alias", alias,
-               "--no-webui", "--no-repack", "--swa-full"]
+               "--no-webui", "--no-repack", "--swa-full", *extra_args]
     with _serving("llama-server", command, port, alias, log, "llama-server") as server:
         yield server
 

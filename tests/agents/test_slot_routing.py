@@ -13,6 +13,7 @@ import pytest
 from personahub.agents.prompts.agent import agent_messages
 from personahub.models.client import LLMClient, LLMSettings
 from personahub.models.endpoint_specs import make_endpoints
+from personahub.models.settings import LLMConfigError
 from personahub.models.slot_routing import (
     SPILL_AFTER,
     SlotRouter,
@@ -140,8 +141,8 @@ def other_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     yield from _serve(None)
 
 
-def _ask(url: str, personas: list[str]) -> None:
-    client = LLMClient(LLMSettings(spec=f"{url}?model=m", structured="json_schema"))
+def _ask(url: str, personas: list[str], query: str = "model=m") -> None:
+    client = LLMClient(LLMSettings(spec=f"{url}?{query}", structured="json_schema"))
 
     async def calls() -> None:
         for persona in personas:  # one after another: the router's choice is deterministic
@@ -160,6 +161,22 @@ def test_llama_cpp_gets_a_slot_per_family(llama_cpp) -> None:
     posts = [s["body"] for s in seen if s["method"] == "POST"]
     assert [g["path"] for g in gets] == ["/props"]  # asked once
     assert [p["id_slot"] for p in posts] == [0, 0, 0]  # one family, one warm slot
+
+
+def test_slot_routing_0_leaves_the_slot_to_llama_cpp(llama_cpp) -> None:
+    url, seen = llama_cpp
+    _ask(url, ["A ferry pilot", "A baker who rows"], query="model=m&slot_routing=0")
+    posts = [s for s in seen if s["method"] == "POST"]
+    assert len(posts) == 2 and all("id_slot" not in p["body"] for p in posts)
+    assert [s for s in seen if s["method"] == "GET"] == []  # not even asked for its slots
+    assert all("slot_routing" not in p["path"] for p in posts)  # personahub's own, not forwarded
+
+
+def test_a_bad_slot_routing_value_is_refused() -> None:
+    settings = LLMSettings(spec="http://127.0.0.1:9/v1?model=m&slot_routing=maybe",
+                           structured="json_schema")
+    with pytest.raises(LLMConfigError, match="slot_routing must be 1 or 0"):
+        make_endpoints(settings, ModeBook("json_schema", 1))
 
 
 def test_other_servers_never_get_id_slot(other_server) -> None:

@@ -363,8 +363,9 @@ def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
 
 def test_minhash_shuffle_reads_the_hub_within_a_samples_duckdb_pool(
         local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The driver reads the survivors with DuckDB held to SAMPLE_MEMORY_MB, so its pool does not
-    keep the hub's blocks through the shuffle, and gives the command back its own limit."""
+    """The driver writes the survivors' files with DuckDB held to SAMPLE_MEMORY_MB, so its pool
+    does not keep the hub's blocks through the shuffle, and gives the command back its own
+    limit."""
     import personahub.executors.ray_minhash as ray_minhash
     from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, bound_memory
 
@@ -375,14 +376,14 @@ def test_minhash_shuffle_reads_the_hub_within_a_samples_duckdb_pool(
     bound_memory(remote, 512)
     command_limit = limit(remote)
     read_under: list[str] = []
-    ranges = ray_minhash.survivor_ranges
+    ranges = ray_minhash.copy_survivor_ranges
 
-    def watched(con: duckdb.DuckDBPyConnection, rows: int) -> Any:
-        for batch in ranges(con, rows):
+    def watched(con: duckdb.DuckDBPyConnection, rows: int, folder: Path) -> Any:
+        for written in ranges(con, rows, folder):
             read_under.append(limit(con))
-            yield batch
+            yield written
 
-    monkeypatch.setattr(ray_minhash, "survivor_ranges", watched)
+    monkeypatch.setattr(ray_minhash, "copy_survivor_ranges", watched)
     spill = ray_minhash.minhash_pair_finder(workers=2).spill
     assert spill is not None
     assert spill(remote, DedupConfig(batch_rows=101), tmp_path / "minhash", 1024, None).texts == 500
@@ -390,6 +391,60 @@ def test_minhash_shuffle_reads_the_hub_within_a_samples_duckdb_pool(
     assert len(read_under) == 5 and set(read_under) == {limit(remote)} != {command_limit}
     bound_memory(remote, 512)
     assert limit(remote) == command_limit
+
+
+def test_minhash_shuffle_spilled_puts_no_text_in_the_object_store(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's stage 1 on Ray writes the texts to Parquet files in its work folder, which
+    the map tasks read: the driver puts no text in Ray's object store (every page it wrote there
+    stayed mapped in it, growing its RSS with the hub), and still flags what the local stage
+    flags."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+
+    from personahub.core.store import transaction
+    from personahub.executors.ray_minhash import minhash_pair_finder
+    from personahub.personas.dedup import write_spilled_marks
+
+    texts = templated(2000, seed=4)
+    config = DedupConfig(batch_rows=501)
+    local, remote = hub(texts), hub(texts)
+    marked_here = run_dedup(local, config).marked
+    put = ray.put
+    texts_put: list[int] = []
+
+    def watched(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, pa.Table) and "text" in value.column_names:
+            texts_put.append(value.num_rows)
+        return put(value, *args, **kwargs)
+
+    monkeypatch.setattr(ray, "put", watched)
+    spill = minhash_pair_finder(workers=2).spill
+    assert spill is not None
+    spilled = spill(remote, config, tmp_path / "minhash", 1024, None)
+    assert texts_put == []
+    written = [pq.read_table(path) for path in spilled.ids_files]
+    assert sum(t.num_rows for t in written) == len(texts) and len(written) == 4
+    assert pa.concat_tables(written).column("index").to_pylist() == list(range(len(texts)))
+    assert spilled.marks == marked_here > 100
+    with transaction(remote):
+        write_spilled_marks(remote, spilled, "minhash")
+    assert snapshot(remote) == snapshot(local)
+
+
+def test_minhash_shuffle_refuses_a_folder_a_node_cannot_read(local_ray: None,
+                                                             tmp_path: Path) -> None:
+    """Every Ray node must read the job's folder (on a cluster, storage every node mounts):
+    the pass stops with one line naming the folder before any task fails on it."""
+    from personahub.executors.ray_minhash import check_nodes_read
+
+    seen = tmp_path / "000000.ids.parquet"
+    seen.write_bytes(b"PAR1")
+    check_nodes_read(seen)
+    with pytest.raises(PersonahubError, match="cannot read") as caught:
+        check_nodes_read(tmp_path / "elsewhere" / "000000.ids.parquet")
+    assert "\n" not in str(caught.value) and "elsewhere" in str(caught.value)
 
 
 def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
@@ -415,7 +470,10 @@ def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
 def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_ray: None,
                                                                         tmp_path: Path) -> None:
     """At --memory-mb 1 the shuffle runs in many partitions of small map tasks (256 texts each,
-    1 MiB blocks) and still flags what the local stage flags."""
+    1 MiB blocks; the texts' files no larger, since a signing task holds its whole file's band
+    rows) and still flags what the local stage flags."""
+    import pyarrow.parquet as pq
+
     from personahub.core.store import transaction
     from personahub.executors.ray_minhash import RayPlan, minhash_pair_finder
     from personahub.personas.dedup import write_spilled_marks
@@ -430,6 +488,9 @@ def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_r
     assert spill is not None
     spilled = spill(remote, config, tmp_path / "minhash", 1, None)
     assert spilled.marks == marked_here > 200
+    # a file is one map task's input: the plan's texts at most
+    assert max(pq.ParquetFile(path).metadata.num_rows for path in spilled.ids_files) \
+        <= plan.texts_per_task
     with transaction(remote):
         assert write_spilled_marks(remote, spilled, "minhash") == marked_here
     assert snapshot(remote) == snapshot(local)

@@ -142,12 +142,16 @@ def test_an_expansion_holds_duckdb_to_its_share_of_memory(tmp_path, monkeypatch)
 
 
 def test_an_expansions_share_leaves_room_for_the_relations_key(tmp_path, monkeypatch):
-    """DuckDB keeps the relations key's index in memory and counts it against the limit; a hold
-    fixed at 128 MiB refused a 3M hub's expansion once its inserts loaded the index (177 MiB), so
-    the share grows by KEY_BYTES_A_RELATION for each relation the hub holds."""
+    """On a hub made with the relations key, DuckDB keeps its index in memory and counts it
+    against the limit; a hold fixed at 128 MiB refused a 3M hub's expansion once its inserts
+    loaded the index (177 MiB), so there the share grows by KEY_BYTES_A_RELATION for each
+    relation the hub holds (a new hub's stays fixed: test_relations_key.py)."""
     from personahub.personas.hub_memory import KEY_BYTES_A_RELATION
+    from tests.personas.test_relations_key import keyed_hub
 
-    con, people = hub(tmp_path, n=2)
+    con = keyed_hub(tmp_path / "hub.duckdb")
+    people = [Persona(text=t, source="test") for t in persona_texts(2)]
+    upsert_personas(con, people)
     con.execute("INSERT INTO relations (src, dst, relation, hop, source) SELECT 'a' || i, "
                 "'b' || i, 'knows', 1, 'fixture' FROM range(50000) t(i)")
     seen = _limit_while_expanding(con, people, monkeypatch)
@@ -194,4 +198,27 @@ def test_an_expansions_summary_reads_the_relations_within_its_share(tmp_path, mo
     summary = expand_hub(con, LLMClient(LLMSettings(seed=4)),
                          start_ids=[p.persona_id for p in people], hops=1, fanout=2)
     assert seen == ["64.0 MiB"] and summary.graph["nodes"] > 4
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+
+
+def test_an_expansions_start_reads_the_hub_within_its_share(tmp_path, monkeypatch):
+    """Recording a new expansion finds its start ids in the whole hub: DuckDB is held to
+    SUMMARY_MEMORY_MB while it does (at the caller's limit the pool kept every block of the scan,
+    and the command's peak grew with the hub), and the caller's limit comes back after."""
+    import personahub.personas.expand as expand
+
+    con, people = hub(tmp_path, n=4)
+    con.execute("SET memory_limit = '3GiB'")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    seen = []
+    fetch = expand.fetch_personas
+
+    def watched(c, ids=None):
+        seen.append(c.execute("SELECT current_setting('memory_limit')").fetchall()[0][0])
+        return fetch(c, ids)
+
+    monkeypatch.setattr(expand, "fetch_personas", watched)
+    expand_hub(con, LLMClient(LLMSettings(seed=4)), start_ids=[p.persona_id for p in people],
+               hops=1, fanout=2)
+    assert seen == ["64.0 MiB"]
     assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before

@@ -169,6 +169,11 @@ def test_exact_jaccard_equals_python_sets() -> None:
     assert np.allclose(exact_jaccard(features, pairs), want)
 
 
+def test_exact_jaccard_of_texts_without_features_is_zero() -> None:
+    _, features = sketch(["", "", "   "], MinHashConfig())
+    assert exact_jaccard(features, np.array([[0, 1], [1, 2], [0, 0]])).tolist() == [0.0] * 3
+
+
 def test_sketch_features_do_not_depend_on_batching() -> None:
     texts, _ = _near_threshold_corpus(50)
     cfg = MinHashConfig()
