@@ -56,15 +56,42 @@ def test_verified_pairs_are_the_band_prefilter_and_exact_pairs(max_pairs: int,
 
 @pytest.mark.parametrize("ngram", [1, 3])
 def test_compiled_signing_gives_the_numpy_signatures(ngram: int) -> None:
-    """sketch folded by the kernel and by numpy: the same signatures and feature sets."""
+    """sketch folded by the kernel and by numpy: the same signatures and feature sets, the
+    compiled ones sorted and without repeats in the signing threads."""
     texts = _templated(700, 5) + planted_corpus(200, 40, length=(5, 90)).texts + ["", "..."]
     texts += ["Ärztin aus Köln, 東京 の 教師", "naïve café owner " * 12]  # a batch through the regex
     config = MinHashConfig(ngram=ngram, threads=2)
     sigs, features = sketch(texts, config, compiled=True)
     want_sigs, want_features = sketch(texts, config, compiled=False)
     assert np.array_equal(sigs, want_sigs)
-    assert np.array_equal(features.values, want_features.values)
-    assert np.array_equal(features.offsets, want_features.offsets)
+    assert features.sorted_distinct and not want_features.sorted_distinct
+    for t in range(len(texts)):
+        got = features.values[features.offsets[t] : features.offsets[t + 1]]
+        want = want_features.values[want_features.offsets[t] : want_features.offsets[t + 1]]
+        assert np.array_equal(got, np.unique(want))
+    again = want_features.sorted_sets()
+    assert np.array_equal(again.values, features.values)
+    assert np.array_equal(again.offsets, features.offsets)
+
+
+@given(st.lists(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), max_size=30),
+                max_size=6))
+@settings(max_examples=60, deadline=None)
+def test_merged_sorted_codes_are_the_distinct_pairs(runs: list[list[tuple[int, int]]]) -> None:
+    """Pairs coded and sorted a run at a time, then merged: _unique_pairs' distinct pairs."""
+    arrays = [np.array(run, dtype=np.int64).reshape(-1, 2) for run in runs]
+    merged = minhash._pairs_of_sorted_codes([minhash._sorted_pair_codes(a) for a in arrays])
+    assert np.array_equal(merged, minhash._unique_pairs(arrays, 41))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_slot_rows_in_threads_are_the_slot_bytes(threads: int) -> None:
+    """Every text's nibbles and low bytes, packed in chunks in threads, as _slot_bytes packs them."""
+    rng = np.random.default_rng(4)
+    sigs = rng.integers(0, 2**32, size=(minhash._KEY_CHUNK * 2 + 77, 128), dtype=np.uint32)
+    nib, low = minhash._slot_rows(sigs, threads)
+    assert np.array_equal(nib, minhash._slot_bytes(sigs, bits=4))
+    assert np.array_equal(low, minhash._slot_bytes(sigs))
 
 
 def test_kernels_run_from_kernel_texts(monkeypatch: pytest.MonkeyPatch) -> None:
