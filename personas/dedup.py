@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from personahub.personas.minhash import (
     duplicates_from_signatures,
     resolve_first_seen,
     sketch,
+    use_kernels,
 )
 from personahub.personas.minhash_spill import Spilled, SpillPlan, run_spilled, spill_chunks
 from personahub.personas.store import (
@@ -207,10 +209,19 @@ def _mark(con: duckdb.DuckDBPyConnection, ids: np.ndarray, dup: np.ndarray, stag
         return write_marks(con, ids, dup, stage)
 
 
-def local_signatures(texts: Iterator[list[str]], config: MinHashConfig
-                     ) -> Iterator[tuple[np.ndarray, FeatureSets]]:
-    """Compute each batch's signatures and feature sets in this process."""
-    return (sketch(batch, config) for batch in texts)
+def local_signatures(texts: Iterator[list[str]], config: MinHashConfig, *,
+                     compiled: bool | None = None) -> Iterator[tuple[np.ndarray, FeatureSets]]:
+    """Compute each batch's signatures and feature sets in this process.
+
+    Args:
+        texts: The batches of texts.
+        config: Stage 1's settings.
+        compiled: Sign with the compiled kernel; None decides by each batch's size.
+
+    Returns:
+        Each batch's signatures and feature sets, in order.
+    """
+    return (sketch(batch, config, compiled=compiled) for batch in texts)
 
 
 def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
@@ -228,6 +239,8 @@ def minhash_duplicates(con: duckdb.DuckDBPyConnection, config: DedupConfig,
             ids.extend(batch_ids)
             yield batch_texts
 
+    if sign is local_signatures:  # the batches are signed as the whole stage is verified
+        sign = partial(local_signatures, compiled=use_kernels(total))
     if isinstance(sign, PairFinder):
         n, pairs = sign.find(texts(), config.minhash)
         if n != len(ids):

@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import repeat
 from typing import TypeVar
@@ -43,6 +43,7 @@ __all__ = [
     "split_bucket_pairs",
     "split_slots",
     "tokenize",
+    "use_kernels",
     "verified_pairs",
 ]
 
@@ -261,6 +262,12 @@ def batch_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]
     The tokens are tokenize()'s. An ASCII batch is cut by numpy and numbered by pyarrow's
     dictionary encoding, out of the GIL; any other batch goes through the regex.
     """
+    codes, counts, dictionary = _batch_dictionary(texts)
+    return codes, counts, dictionary.to_pylist()
+
+
+def _batch_dictionary(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Return batch_codes' codes and counts, and the distinct tokens as an Arrow array."""
     joined = _JOIN.join(texts)
     if joined.count(TEXT_SEPARATOR) != len(texts) - 1:  # a text carries the separator itself
         joined = _JOIN.join(t.replace(TEXT_SEPARATOR, " ") for t in texts)
@@ -269,13 +276,14 @@ def batch_codes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]
     else:
         tokens = pa.array(_BATCH_RE.findall(joined.lower()), type=pa.string())
     encoded = pc.dictionary_encode(tokens)
-    uniques = encoded.dictionary.to_pylist()
+    dictionary = encoded.dictionary
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
-    if TEXT_SEPARATOR not in uniques:  # one text
-        return codes, np.array([codes.size], dtype=np.int64), uniques
-    is_sep = codes == uniques.index(TEXT_SEPARATOR)
+    separator = pc.index(dictionary, TEXT_SEPARATOR).as_py()
+    if separator < 0:  # one text
+        return codes, np.array([codes.size], dtype=np.int64), dictionary
+    is_sep = codes == separator
     bounds = np.concatenate([[-1], np.flatnonzero(is_sep), [codes.size]])
-    return codes[~is_sep], np.diff(bounds) - 1, uniques
+    return codes[~is_sep], np.diff(bounds) - 1, dictionary
 
 
 def _ascii_tokens(data: bytes) -> pa.StringArray:
@@ -364,6 +372,7 @@ class FeatureSets:
 
     values: np.ndarray
     offsets: np.ndarray
+    sorted_distinct: bool = False  # each text's values sorted, without repeats
 
     def __len__(self) -> int:
         return self.offsets.size - 1
@@ -379,7 +388,17 @@ class FeatureSets:
         if not parts:
             return FeatureSets(np.empty(0, dtype=np.uint32), np.zeros(1, dtype=np.int64))
         counts = np.concatenate([np.diff(p.offsets) for p in parts])
-        return FeatureSets.from_counts(np.concatenate([p.values for p in parts]), counts)
+        joined = FeatureSets.from_counts(np.concatenate([p.values for p in parts]), counts)
+        return replace(joined, sorted_distinct=all(p.sorted_distinct for p in parts))
+
+    def sorted_sets(self) -> FeatureSets:
+        """Return these sets with each text's values sorted and distinct (compiled)."""
+        if self.sorted_distinct:
+            return self
+        from personahub.personas import minhash_kernels
+
+        values, offsets = minhash_kernels.sorted_sets(self.values, self.offsets)
+        return FeatureSets(values, offsets, sorted_distinct=True)
 
 
 def _signatures_of_ids(
@@ -399,17 +418,20 @@ def _signatures_of_ids(
     np.minimum(out, folded, out=out)
 
 
-def _signatures_of_features(
-    feats: np.ndarray, feat_counts: np.ndarray, config: MinHashConfig, out: np.ndarray
-) -> None:
-    """Write signatures of a batch of n-gram texts from their hashed features."""
-    uniq, inverse = np.unique(feats, return_inverse=True)
-    _segment_min(_permuted(uniq, config), inverse.ravel(), feat_counts, out)
+def sketch(texts: Sequence[str], config: MinHashConfig, *, compiled: bool | None = None
+           ) -> tuple[np.ndarray, FeatureSets]:
+    """Return signatures and feature sets of texts, in one pass.
 
+    Args:
+        texts: The texts.
+        config: The stage's settings.
+        compiled: Fold signatures with the compiled kernel (the same signatures); None decides
+            by the number of texts (``use_kernels``).
 
-def sketch(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, FeatureSets]:
-    """Return signatures and feature sets of texts, in one pass."""
-    sigs, feats = _sketch(texts, config, with_features=True)
+    Returns:
+        The signatures, shape (n, num_perm), and each text's feature set.
+    """
+    sigs, feats = _sketch(texts, config, with_features=True, compiled=compiled)
     assert feats is not None
     return sigs, feats
 
@@ -420,20 +442,23 @@ def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
 
 
 def _sketch(
-    texts: Sequence[str], config: MinHashConfig, *, with_features: bool
+    texts: Sequence[str], config: MinHashConfig, *, with_features: bool,
+    compiled: bool | None = None,
 ) -> tuple[np.ndarray, FeatureSets | None]:
     """Sign texts in batches of _BATCH_TEXTS, each batch on its own in a pool thread.
 
     A batch is tokenised, numbered and folded by numpy and pyarrow, which release the GIL; only
     the batch's distinct tokens pass through Python (their SHA-1), so the threads overlap.
+    Compiled, the kernels hash and fold out of the GIL as well.
     """
     n = len(texts)
     out = np.empty((n, config.num_perm), dtype=np.uint32)
     hashes = _HashCache()
+    compiled = use_kernels(n) if compiled is None else compiled
 
     def one(lo: int) -> FeatureSets | None:
         return _sketch_batch(texts[lo : lo + _BATCH_TEXTS], config, hashes,
-                             out[lo : lo + _BATCH_TEXTS], with_features)
+                             out[lo : lo + _BATCH_TEXTS], with_features, compiled)
 
     parts = list(_in_threads(one, range(0, n, _BATCH_TEXTS), config.thread_count))
     if not with_features:
@@ -463,19 +488,50 @@ _CACHED_TOKENS = 1 << 20
 
 def _sketch_batch(
     texts: Sequence[str], config: MinHashConfig, cache: _HashCache, out: np.ndarray,
-    with_features: bool,
+    with_features: bool, compiled: bool,
 ) -> FeatureSets | None:
-    """Write the signatures of one batch into out; return its feature sets if asked."""
-    codes, counts, uniques = batch_codes(texts)
-    token_hashes_ = cache.of(uniques)
+    """Write the signatures of one batch into out; return its feature sets if asked.
+
+    Compiled, the distinct tokens are hashed and the signatures folded by the kernels, and no
+    token becomes a Python string; otherwise by hashlib (cached) and numpy. The same signatures.
+    """
+    codes, counts, dictionary = _batch_dictionary(texts)
+    fold: Callable[[np.ndarray, np.ndarray, np.ndarray, MinHashConfig, np.ndarray], None]
+    if compiled:
+        from personahub.personas import minhash_kernels
+
+        token_hashes_, fold = minhash_kernels.token_hashes(dictionary), _compiled_fold
+    else:
+        token_hashes_, fold = cache.of(dictionary.to_pylist()), _numpy_fold
     if config.ngram == 1:
-        _segment_min(_permuted(token_hashes_, config), codes, counts, out)
-        return FeatureSets.from_counts(token_hashes_[codes], counts) if with_features else None
-    feats, feat_counts = _ngram_features(token_hashes_[codes], counts, config.ngram)
-    _signatures_of_features(feats, feat_counts, config, out)
-    if with_features:
-        return FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts)
-    return None
+        fold(token_hashes_, codes, counts, config, out)
+        features = FeatureSets.from_counts(token_hashes_[codes], counts) if with_features else None
+    else:
+        feats, feat_counts = _ngram_features(token_hashes_[codes], counts, config.ngram)
+        uniq, inverse = np.unique(feats, return_inverse=True)
+        fold(uniq, inverse.ravel(), feat_counts, config, out)
+        features = (FeatureSets.from_counts(feats & _U64(0xFFFFFFFF), feat_counts)
+                    if with_features else None)
+    # compiled, the exact check reads sorted sets: sorting them here runs in the batch's thread
+    return features.sorted_sets() if compiled and features is not None else features
+
+
+def _numpy_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray, config: MinHashConfig,
+                out: np.ndarray) -> None:
+    """Write the signatures of texts whose features are codes into hashes, by numpy."""
+    _segment_min(_permuted(hashes, config), codes, counts, out)
+
+
+def _compiled_fold(hashes: np.ndarray, codes: np.ndarray, counts: np.ndarray,
+                   config: MinHashConfig, out: np.ndarray) -> None:
+    """Write _numpy_fold's signatures by the compiled kernel (``fold_signatures``)."""
+    from personahub.personas import minhash_kernels
+
+    a, b = _permutations(config.num_perm, config.seed)
+    with np.errstate(over="ignore"):
+        mixed = _fmix32((hashes & _U64(0xFFFFFFFF)).astype(np.uint32))
+    minhash_kernels.fold_signatures(mixed, codes.astype(np.intp, copy=False),
+                                    counts.astype(np.int64, copy=False), a, b, out)
 
 
 def _in_threads(fn: Callable[[int], _T], items: Iterable[int], threads: int) -> Iterator[_T]:
@@ -870,6 +926,28 @@ def _unique_pairs(found: Sequence[np.ndarray], n: int) -> np.ndarray:
     return out
 
 
+def _sorted_pair_codes(pairs: np.ndarray) -> np.ndarray:
+    """Return (earlier, later) pairs of texts below 2**32 as sorted 64-bit codes (earlier high)."""
+    code = (pairs[:, 0].astype(np.uint64) << _U64(32)) | pairs[:, 1].astype(np.uint64)
+    code.sort()
+    return code
+
+
+def _pairs_of_sorted_codes(runs: Sequence[np.ndarray]) -> np.ndarray:
+    """Return the distinct pairs of several sorted runs of pair codes, sorted.
+
+    The runs are merged by numpy's stable sort (timsort), which finds them already sorted: on
+    templated 1M's 17 runs a fifth of the time of sorting their codes afresh.
+    """
+    code = np.concatenate(runs) if runs else np.empty(0, dtype=np.uint64)
+    code.sort(kind="stable")
+    code = code[np.concatenate([[True], code[1:] != code[:-1]])] if code.size else code
+    out = np.empty((code.size, 2), dtype=np.int64)
+    out[:, 0] = code >> _U64(32)
+    out[:, 1] = code & _U64(0xFFFFFFFF)
+    return out
+
+
 def signature_keys(band_keys: np.ndarray) -> np.ndarray:
     """Return one key per text, equal for equal banded signatures."""
     weights = _signature_weights(band_keys.shape[1])
@@ -907,6 +985,21 @@ def _slot_bytes(sigs: np.ndarray, slots: int | None = None, bits: int = 8) -> np
     if bits == 4:
         low = (low[:, 0::2] & np.uint8(15)) | (low[:, 1::2] << np.uint8(4))
     return np.ascontiguousarray(low).view(np.uint64)
+
+
+def _slot_rows(sigs: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return every text's slots packed as nibbles and as low bytes, chunks of rows in threads."""
+    n = sigs.shape[0]
+    nib = np.empty((n, -(-sigs.shape[1] // 16)), dtype=np.uint64)
+    low = np.empty((n, -(-sigs.shape[1] // 8)), dtype=np.uint64)
+
+    def chunk(lo: int) -> None:
+        nib[lo : lo + _KEY_CHUNK] = _slot_bytes(sigs[lo : lo + _KEY_CHUNK], bits=4)
+        low[lo : lo + _KEY_CHUNK] = _slot_bytes(sigs[lo : lo + _KEY_CHUNK])
+
+    for _ in _in_threads(chunk, range(0, n, _KEY_CHUNK), threads):
+        pass
+    return nib, low
 
 
 _FOLD = {8: ((4, 2, 1), _U64(0x0101010101010101)), 4: ((2, 1), _U64(0x1111111111111111))}
@@ -986,13 +1079,52 @@ def band_keys(sigs: np.ndarray, config: MinHashConfig) -> np.ndarray:
     return _band_keys(sigs, *recall_lsh_params(float(config.threshold), config.num_perm))
 
 
+KERNEL_TEXTS = 500_000
+"""Texts from which stage 1 in memory runs its compiled kernels (``minhash_kernels``, numba).
+
+They give the same signatures and pairs as the numpy path in less CPU time, but numba's import
+and the cached kernels' load cost about 1.8 CPU-seconds in every process that uses them, and
+their compile 4.4 more once per numba cache (a machine's first use). Measured in one process,
+numpy and kernels alternated (bench/RESULTS.md, bench_minhash.py): at 200,000 texts they save
+0.55 CPU-s on templated text and 0.35-0.84 on zipf, less than the load; at 500,000 2.0-3.2 and
+0.5-0.9, so templated text pays for the load in every run and for the compile by its second
+or third (zipf text did not even at 1M). Below, the tests, the quick start and a fresh CI
+worker never load numba."""
+
+
+def use_kernels(texts: int) -> bool:
+    """Return whether stage 1 on this many texts runs the compiled kernels (``KERNEL_TEXTS``).
+
+    Args:
+        texts: The texts signed, or whose signatures are verified, in one call.
+
+    Returns:
+        True from KERNEL_TEXTS texts (below 2**32).
+    """
+    return KERNEL_TEXTS <= texts < 1 << 32  # the kernels' pair codes hold a text in 32 bits
+
+
 # Band pairs, past the pre-filter's first look in band_bucket_pairs, are pooled and made
 # distinct before the rest of the pre-filter (templated text repeats them across bands).
 _PENDING_PAIRS = 1 << 22
 
 
-def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig) -> np.ndarray:
-    """Return pairs with exact Jaccard >= threshold: bucketed, pre-filtered, then checked exactly."""
+def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig, *,
+                   compiled: bool | None = None) -> np.ndarray:
+    """Return pairs with exact Jaccard >= threshold: bucketed, pre-filtered, then checked exactly.
+
+    Args:
+        sigs: The texts' signatures.
+        features: The texts' feature sets, for the exact check.
+        config: The stage's settings.
+        compiled: Find the pairs with the compiled kernels (the same pairs); None decides by the
+            number of texts (``use_kernels``).
+
+    Returns:
+        The verified (earlier, later) pairs, distinct and sorted.
+    """
+    if use_kernels(sigs.shape[0]) if compiled is None else compiled:
+        return _compiled_verified_pairs(sigs, features, config)
     n = sigs.shape[0]
     bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
     members = np.flatnonzero(sigs[:, 0] != _EMPTY)
@@ -1019,6 +1151,48 @@ def verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfi
     if len(pairs):
         pairs = pairs[_exact_jaccard_in_threads(features, pairs, config.thread_count)
                       >= config.threshold]
+    return pairs
+
+
+def _compiled_verified_pairs(sigs: np.ndarray, features: FeatureSets, config: MinHashConfig
+                             ) -> np.ndarray:
+    """Return verified_pairs' pairs found by the compiled kernels, bands and checks in threads.
+
+    Each band is sorted as band_bucket_pairs sorts it and walked once by ``band_candidates``,
+    which pre-filters each pair as it is made; the exact check merges word sets sorted once.
+    """
+    from personahub.personas import minhash_kernels as kernels
+
+    n = sigs.shape[0]
+    bands, rows = recall_lsh_params(float(config.threshold), config.num_perm)
+    members = np.flatnonzero(sigs[:, 0] != _EMPTY)
+    used = sigs[members] if members.size < n else sigs
+    keys, signature = _keys_by_band(used, bands, rows, config.thread_count)
+    head_slots = min(config.num_perm, 64)
+    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
+    nib, low = _slot_rows(sigs, config.thread_count)
+    floor = prefilter_floor(float(config.threshold), config.num_perm)
+
+    def band_codes(band: int) -> np.ndarray:
+        if band == bands:  # texts whose whole banded signatures are equal
+            return _sorted_pair_codes(_bucket_pairs(signature, members, 1))
+        order = _group_order(keys[band])
+        texts = members[order]
+        return _sorted_pair_codes(kernels.band_candidates(
+            keys[band][order], texts, nib[texts], low,
+            split_slots(band, rows, head_slots).astype(np.int64), config.max_bucket_pairs,
+            head_slots, head_floor, config.num_perm, floor))
+
+    pairs = _pairs_of_sorted_codes(list(_in_threads(band_codes, range(bands + 1),
+                                                    config.thread_count)))
+    if len(pairs):
+        sets = features.sorted_sets()
+        values, offsets = sets.values, sets.offsets
+        step = max(1 << 16, -(-len(pairs) // (4 * config.thread_count)))
+        jaccard = np.concatenate(list(_in_threads(
+            lambda lo: kernels.sorted_jaccard(values, offsets, pairs[lo : lo + step]),
+            range(0, len(pairs), step), config.thread_count)))
+        pairs = pairs[jaccard >= config.threshold]
     return pairs
 
 
@@ -1070,5 +1244,7 @@ def minhash_duplicates(texts: Sequence[str], config: MinHashConfig = MinHashConf
     """Return near-duplicate marks: -1 kept, else the index of an earlier kept text."""
     if len(texts) == 0:
         return np.empty(0, dtype=np.int64)
-    sigs, features = sketch(texts, config)
-    return duplicates_from_signatures(sigs, config, features)
+    compiled = use_kernels(len(texts))
+    sigs, features = sketch(texts, config, compiled=compiled)
+    return resolve_first_seen(len(texts), verified_pairs(sigs, features, config,
+                                                         compiled=compiled))

@@ -150,7 +150,9 @@ class Signed:
 
 def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: int) -> Signed:
     """Sign a chunk of texts whose first has index start; wordless texts get no band rows."""
-    sigs, features = sketch(texts, config)
+    # numpy, not the compiled kernels: numba adds about 150 MB a process, which the plan's
+    # shares do not hold
+    sigs, features = sketch(texts, config, compiled=False)
     bands, rows_per_band = recall_lsh_params(float(config.threshold), config.num_perm)
     words = np.flatnonzero(sigs[:, 0] != _EMPTY)
     dtype = band_row_dtype(config)

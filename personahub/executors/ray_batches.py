@@ -169,7 +169,8 @@ def _blobs(values: Sequence[object]) -> np.ndarray:
 
 def _sign(rows: Mapping[str, np.ndarray], config: MinHashConfig) -> dict[str, np.ndarray]:
     """One block's signatures and feature sets, computed as the local stage does."""
-    sigs, features = sketch(list(rows["text"]), config)
+    # numpy, not the compiled kernels: numba adds about 150 MB to each worker
+    sigs, features = sketch(list(rows["text"]), config, compiled=False)
     bounds = features.offsets
     feats = np.empty(len(features), dtype=object)
     for i in range(len(features)):

@@ -120,7 +120,8 @@ def _band_schema(num_perm: int) -> pa.Schema:
 def band_rows(block: pa.Table, config: MinHashConfig, partitions: int) -> pa.Table:
     """One row per (text, band) of a block and one for its signature key, with the text's
     slot low bytes and feature set."""
-    sigs, features = sketch(block.column("text").to_pylist(), config)
+    # numpy, not the compiled kernels: numba adds about 150 MB to each worker
+    sigs, features = sketch(block.column("text").to_pylist(), config, compiled=False)
     index = block.column("index").to_numpy().astype(np.int64)
     kept = np.flatnonzero(sigs[:, 0] != _EMPTY)
     schema = _band_schema(config.num_perm)

@@ -241,6 +241,6 @@ def test_a_pair_past_a_full_buckets_cap_is_found_in_memory_and_spilled(
     n = len(sigs)
     pairs = verified_pairs(sigs, features, MinHashConfig()).tolist()
     assert pairs == [[n - 2, n - 1]]
-    monkeypatch.setattr(minhash_spill, "sketch", lambda texts, config: (sigs, features))
+    monkeypatch.setattr(minhash_spill, "sketch", lambda texts, config, **_: (sigs, features))
     dup = spilled_marks([f"t{i}" for i in range(n)], SpillPlan(n, n, 3, 1024), tmp_path)
     assert dup.tolist() == [-1] * (n - 1) + [n - 2]
