@@ -159,6 +159,7 @@ def engine_reaches(files: list[Path], root: Path = ROOT) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_only_the_engine_selection_imports_the_offline_engine() -> None:
     """The real prompt budget, the memory and the task registry share text measures and field
     rules from neutral modules; the engine reads the kinds' writers through the lookup the

@@ -73,6 +73,7 @@ def test_a_plan_has_at_least_the_replicates_a_test_needs() -> None:
     assert paired_power(0.5, personas=30, replicates=2) == 0.0
 
 
+@pytest.mark.slow
 def test_worlds_that_differ_need_more_replicates() -> None:
     size = share_effect_size(0.3, 0.42)
     alike = plan_power(size, agents_per_run=60)

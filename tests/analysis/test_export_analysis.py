@@ -335,6 +335,7 @@ def test_report_images_exist_and_are_png(data: dict, tmp_path: Path) -> None:
     assert "survey" not in index.read_text().lower()
 
 
+@pytest.mark.slow
 def test_report_cli_and_survey_section(tmp_path: Path) -> None:
     db = tmp_path / "s.duckdb"
     run_synthesis(SynthConfig(task="instruction", n=4, db=str(db)))

@@ -137,6 +137,7 @@ def _uploaded(kwargs: dict[str, Any]) -> list[str]:
     return sorted(filter_repo_objects(_files(folder), allow_patterns=kwargs["allow_patterns"]))
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_export_folder_as_it_is(tmp_path, monkeypatch) -> None:
     import huggingface_hub
 

@@ -135,6 +135,7 @@ def hub(tmp_path: Path) -> tuple[Path, str]:
     return db, make_population(tmp_path, db, n=30)
 
 
+@pytest.mark.slow
 def test_calibrate_reads_respondent_files_and_says_if_weighted(tmp_path: Path,
                                                                 hub: tuple[Path, str]) -> None:
     db, population = hub

@@ -121,6 +121,7 @@ def test_an_unknown_job_or_database_is_refused_and_writes_nothing(tmp_path: Path
         con.close()
 
 
+@pytest.mark.slow
 def test_two_models_print_their_paired_difference_and_return_dataframes(tmp_path: Path) -> None:
     db = tmp_path / "two.duckdb"
     job = _job(db)

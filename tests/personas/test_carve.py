@@ -172,6 +172,7 @@ def test_drawn_from_the_store_whatever_the_selection_and_batch(hub, monkeypatch)
                                                         ("hop", False)), (seed,))
 
 
+@pytest.mark.slow
 def test_drawn_in_hub_order_across_gaps_in_seq_and_a_row_without_one(hub, monkeypatch):
     """The hub is streamed in ranges of seq: a gap wider than a range, and a row without a seq
     (last, where ORDER BY seq puts it), draw as from the list of every match."""

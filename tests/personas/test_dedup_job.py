@@ -259,6 +259,7 @@ def test_resume_refuses_what_the_job_fixes(tmp_path, monkeypatch):
     assert "finished" in one_line_error(again)
 
 
+@pytest.mark.slow
 def test_none_embedder_is_a_job_of_stage_one_alone(tmp_path):
     db = hub(tmp_path / "hub.duckdb")
     result = invoke("personas", "dedup", "--db", db, "--embedder", "none")

@@ -71,6 +71,7 @@ def test_resume_over_the_loopback_server(tmp_path, server):
     assert relations_snapshot(con) == relations_snapshot(whole)
 
 
+@pytest.mark.slow
 def test_resume_checks_settings_and_default_behaviour_is_unchanged(tmp_path):
     con, start = seeded_hub(tmp_path / "hub.duckdb", n=3)
     with pytest.raises(PersonahubError, match="simulated crash"):

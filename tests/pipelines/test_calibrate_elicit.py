@@ -116,6 +116,7 @@ def test_distribution_and_few_shot_are_rows_of_their_own_offline(hub: dict[str, 
     assert "perfect_panel[distribution]" not in table.columns
 
 
+@pytest.mark.slow
 def test_elicit_without_sample_asks_no_persona_answers(hub: dict[str, Any]) -> None:
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=4,
                                no_persona_n=1, elicit=("distribution",))
@@ -193,6 +194,7 @@ def test_a_distribution_without_shares_is_a_failed_call() -> None:
     assert answer.option is None and answer.reason is None
 
 
+@pytest.mark.slow
 def test_distribution_and_few_shot_over_the_loopback_server(hub: dict[str, Any]) -> None:
     db = hub["db"]
     with running_server(seed=3) as server:
@@ -259,6 +261,7 @@ def test_the_report_draws_each_method(hub: dict[str, Any], tmp_path: Path) -> No
     assert "model[distribution]" in page
 
 
+@pytest.mark.slow
 def test_invalid_stated_shares_are_failed_calls_counted_per_method(
         hub: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from personahub.pipelines.calibrate import CALIBRATION

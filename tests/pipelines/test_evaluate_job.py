@@ -43,6 +43,7 @@ def _tables(db: Path) -> list[list[Any]]:
     return [rows(db, sql) for sql in TABLES]
 
 
+@pytest.mark.slow
 def test_a_stopped_evaluation_resumes_by_its_id_to_the_same_tables(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     job, dbs = _copies(tmp_path, 16, "whole", "stopped", "again")

@@ -101,6 +101,7 @@ def _step_files(folder: Path, step: int, agents: int) -> dict[str, list[str]]:
     return {"emissions": [str(emissions)], "agent_states": [str(states)]}
 
 
+@pytest.mark.slow
 def test_a_large_step_commits_within_a_small_pool(tmp_path):
     """DuckDB holds a key's index outside its memory limit: with keys on emissions and
     agent_states two steps of 200,000 agents' rows do not commit in 32 MiB (and a million a step
