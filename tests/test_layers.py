@@ -233,6 +233,7 @@ OWN_PURPOSES = {"personas": frozenset({"expand", "expansion", "text-to-persona",
 NOT_PURPOSES = frozenset({("personas/quality.py", "synthesis")})
 
 
+@pytest.mark.slow
 def test_the_rooms_above_the_tasks_name_only_their_own_purposes() -> None:
     from personahub.pipelines.labels import SHIPPED
 
@@ -321,6 +322,7 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+@pytest.mark.slow
 def test_no_import_circle() -> None:
     """No two modules import each other, directly or round a longer circle, deferred imports
     included: a circle is a layer in disguise."""

@@ -21,6 +21,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
 from personahub.pipelines.labels import SHIPPED, ShippedKind
 from tests.test_layers import ROOT, parsed, sources
 
@@ -206,6 +208,7 @@ def test_every_owner_is_a_module() -> None:
     assert not {o for o in owners if not (ROOT / o).is_file()}, "owners are modules that exist"
 
 
+@pytest.mark.slow
 def test_no_sql_reaches_into_another_familys_tables() -> None:
     found = crossings()
     assert not found, ("SQL on another family's tables (use the owner's functions or the analysis "

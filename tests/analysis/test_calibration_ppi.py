@@ -47,6 +47,7 @@ def test_ppi_covers_the_truth_where_a_biased_simulator_alone_does_not() -> None:
     assert sim_covered == 0  # the panel alone is confidently wrong (0.65)
 
 
+@pytest.mark.slow
 def test_with_a_good_simulator_ppi_is_not_wider_than_humans_only() -> None:
     rng = np.random.default_rng(7)
     ratios = []

@@ -193,7 +193,8 @@ def test_holm_corrects_only_the_rows_that_have_a_test():
     assert tested.p_holm.to_numpy() == pytest.approx(holm)
 
 
-@pytest.mark.parametrize("seed", range(6))
+# one seed in the fast subset, the others in the slow tests
+@pytest.mark.parametrize("seed", [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, 6))])
 def test_holm_equals_statsmodels_with_ties_ones_and_the_boundary(seed):
     """Holm here (statsmodels' runs a full garbage collection per call) equals statsmodels'
     adjusted p-values and rejections, ties, ones and p-values at alpha / k included."""

@@ -175,6 +175,7 @@ def test_stored_scores_are_the_answers_scored_against_the_people(hub: dict[str, 
     assert spread["mean"] == pytest.approx(table.loc["overall", "model"], abs=0.1)
 
 
+@pytest.mark.slow
 def test_three_steerings_in_one_calibration(hub: dict[str, Any]) -> None:
     job = personahub.calibrate(hub["survey"], population=hub["population"], db=hub["db"], n=4,
                                steering=("persona", "attributes", "attributes+persona"),

@@ -101,6 +101,7 @@ def test_offline_seed_in_a_solver_spec():
         solver_settings("offline?seed=x")
 
 
+@pytest.mark.slow
 def test_offline_solvers_answer_every_test_item_and_every_call_is_logged(con):
     _items(con, 20)
     split_job(con, JOB, test_n=5, seed=0, eval_id="ev")
