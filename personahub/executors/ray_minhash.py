@@ -252,10 +252,10 @@ def _shuffled_pairs(texts: Callable[[], Any], sign: Callable[..., Iterator[pa.Ta
     parts: list[np.ndarray] = []
     try:
         banded = texts().map_batches(sign, batch_size=None, batch_format="pyarrow",
-                                   fn_kwargs={**sign_kwargs, "config": config,
-                                              "texts_per_task": plan.texts_per_task,
-                                              "partitions": plan.partitions},
-                                   compute=ray.data.TaskPoolStrategy(size=size))
+                                     fn_kwargs={**sign_kwargs, "config": config,
+                                                "texts_per_task": plan.texts_per_task,
+                                                "partitions": plan.partitions},
+                                     compute=ray.data.TaskPoolStrategy(size=size))
         # each reduce task merges one partition's rows (all its buckets) into one block
         ordered = banded.sort("part", boundaries=list(range(1, plan.partitions)))
         pairs = ordered.map_batches(partition_verified_pairs, batch_size=None,
