@@ -174,7 +174,6 @@ def test_a_temperature_at_an_end_of_its_search_is_warned_of() -> None:
     assert at_bound(fit_temperature([([0.98, 0.01, 0.01], [1, 1, 1])])) == "upper"
 
 
-@pytest.mark.slow
 def test_logprobs_over_the_loopback_server_reads_the_servers_probabilities(
         hub: dict[str, Any]) -> None:
     # the asker alone: its shares are the server's letter probabilities, renormalised
