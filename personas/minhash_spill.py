@@ -62,6 +62,8 @@ __all__ = [
     "first_seen_marks",
     "run_spilled",
     "sign_chunk",
+    "sign_file_task",
+    "spilled_stages",
     "verify_chunk",
 ]
 
@@ -90,6 +92,8 @@ class SpillPlan:
         partitions: Band-row partitions; each is grouped into buckets in memory.
         pair_batch: Pairs checked at a time.
         workers: Processes that sign, bucket and verify side by side.
+        starts: Each chunk's first text and, last, the texts: chunks of unequal sizes (files
+            written before the plan). Empty: chunks of chunk_rows.
     """
 
     texts: int
@@ -97,10 +101,33 @@ class SpillPlan:
     partitions: int
     pair_batch: int
     workers: int = 1
+    starts: tuple[int, ...] = ()
 
     @property
     def chunks(self) -> int:
+        if self.starts:
+            return len(self.starts) - 1
         return max(1, -(-self.texts // self.chunk_rows))
+
+    def start(self, c: int) -> int:
+        """Return the index of chunk c's first text."""
+        return self.starts[c] if self.starts else c * self.chunk_rows
+
+    def end(self, c: int) -> int:
+        """Return the index after chunk c's last text."""
+        return self.starts[c + 1] if self.starts else min(self.texts, (c + 1) * self.chunk_rows)
+
+    def chunk_of(self, indexes: np.ndarray) -> np.ndarray:
+        """Return the chunk of each text index."""
+        if self.starts:
+            return np.searchsorted(np.asarray(self.starts), indexes, side="right") - 1
+        return indexes // self.chunk_rows
+
+    def in_chunks(self, rows: list[int]) -> SpillPlan:
+        """Return this plan over chunks of the given sizes (files already written), in order."""
+        starts = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(rows, out=starts[1:])
+        return replace(self, texts=int(starts[-1]), starts=tuple(int(s) for s in starts))
 
     @classmethod
     def for_memory(cls, texts: int, memory_mb: int, config: MinHashConfig,
@@ -280,6 +307,14 @@ def _atomic_json(path: Path, value: object) -> None:
     os.replace(tmp, path)
 
 
+def plan_record(plan: SpillPlan, config: MinHashConfig, fingerprint: str) -> dict[str, Any]:
+    """Return what plan.json holds for a plan, as JSON reads it back (tuples as lists)."""
+    record = {"version": PLAN_VERSION, "plan": asdict(plan) | {"workers": 0},
+              "config": asdict(config), "hub": fingerprint}
+    loaded: dict[str, Any] = json.loads(json.dumps(record))
+    return loaded
+
+
 class WorkFolder:
     """Where stage 1 spills: each stage's files, named by chunk or partition."""
 
@@ -306,8 +341,7 @@ class WorkFolder:
     def prepare(self, plan: SpillPlan, config: MinHashConfig, fingerprint: str) -> bool:
         """Lay the folder out for plan; return whether a matching earlier attempt is resumed."""
         stored = self.root / "plan.json"
-        want = {"version": PLAN_VERSION, "plan": asdict(plan) | {"workers": 0},
-                "config": asdict(config), "hub": fingerprint}
+        want = plan_record(plan, config, fingerprint)
         if stored.exists():
             try:
                 if json.loads(stored.read_text(encoding="utf-8")) == want:
@@ -328,6 +362,11 @@ class WorkFolder:
         _atomic_parquet(self.chunk(c, "ids.parquet"), pa.table({
             "index": pa.array(np.arange(start, start + len(ids), dtype=np.int64)),
             "persona_id": pa.array(ids, pa.string())}))
+        self.write_signed(c, ids, signed)
+
+    def write_signed(self, c: int, ids: list[str], signed: Signed) -> None:
+        """Write a signed chunk's band rows and check data, the marker last (its ids are
+        written)."""
         _atomic_npy(self.chunk(c, "rows.npy"), signed.rows)
         _atomic_npy(self.chunk(c, "offsets.npy"), signed.offsets)
         _atomic_npy(self.chunk(c, "low.npy"), signed.low)
@@ -380,6 +419,18 @@ def _sign_task(root: str, c: int, ids: list[str], texts: list[str], start: int,
     return c
 
 
+def sign_file_task(root: str, c: int, start: int, config: MinHashConfig, partitions: int) -> int:
+    """Sign chunk c from its ids file (index, persona_id, text, written before the stage)."""
+    folder = WorkFolder(Path(root))
+    table = pq.read_table(folder.chunk(c, "ids.parquet"), columns=["persona_id", "text"])
+    ids = table.column("persona_id").to_pylist()
+    texts = table.column("text").to_pylist()
+    del table
+    one_thread = replace(config, threads=1)
+    folder.write_signed(c, ids, sign_chunk(texts, start, one_thread, partitions))
+    return c
+
+
 def _bucket_task(root: str, p: int, chunks: int, config: MinHashConfig) -> int:
     folder = WorkFolder(Path(root))
     rows = folder.partition_rows(p, chunks)
@@ -396,7 +447,7 @@ def _verify_task(root: str, c: int, plan: SpillPlan, config: MinHashConfig) -> i
 
 def verify_chunk(folder: WorkFolder, c: int, plan: SpillPlan, config: MinHashConfig) -> np.ndarray:
     """Return the verified pairs whose later text is in chunk c, sorted by (later, earlier)."""
-    lo, hi = c * plan.chunk_rows, min(plan.texts, (c + 1) * plan.chunk_rows)
+    lo, hi = plan.start(c), plan.end(c)
     pieces = []
     for p in range(plan.partitions):
         pairs = np.load(folder.partition(p), mmap_mode="r")
@@ -409,9 +460,9 @@ def verify_chunk(folder: WorkFolder, c: int, plan: SpillPlan, config: MinHashCon
 
     def earlier(need: np.ndarray) -> tuple[np.ndarray, FeatureSets]:
         lows, sets = [], []
-        chunk_of = need // plan.chunk_rows
+        chunk_of = plan.chunk_of(need)
         for e in np.unique(chunk_of).tolist():
-            local = need[chunk_of == e] - e * plan.chunk_rows
+            local = need[chunk_of == e] - plan.start(e)
             low, features = folder.check_rows(e, local)
             lows.append(low)
             sets.append(features)
@@ -491,22 +542,38 @@ def run_spilled(chunks: Iterator[tuple[list[str], list[str]]], plan: SpillPlan,
     pool = _pool(plan.workers)
     try:
         _sign(folder, chunks, plan, config, pool, progress)
-        todo = [p for p in range(plan.partitions) if not folder.partition(p).exists()]
-        _run_all(pool, _bucket_task, ((str(root), p, plan.chunks, config) for p in todo),
-                 lambda p: None)
-        for c in range(plan.chunks):  # the sign files' band rows are no longer needed
-            for what in ("rows.npy", "offsets.npy"):
-                folder.chunk(c, what).unlink(missing_ok=True)
-        todo = [c for c in range(plan.chunks) if not folder.verified(c).exists()]
-        _run_all(pool, _verify_task, ((str(root), c, plan, config) for c in todo),
-                 lambda c: None)
+        return spilled_stages(folder, plan, config, pool, progress)
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def spilled_stages(folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
+                   pool: Executor | None, progress: Progress | None = None) -> Spilled:
+    """Run the stages after signing (buckets, verify, marks) through pool and return the marks.
+
+    Args:
+        folder: The work folder, every chunk signed.
+        plan: The stage's plan.
+        config: Stage 1's settings.
+        pool: Runs the partitions' and chunks' tasks (a process pool, Ray's tasks); None: here.
+        progress: Told when the marks are written.
+
+    Returns:
+        The marks, in the folder; the partitions and chunks a resumed stage finished are kept.
+    """
+    root = str(folder.root)
+    todo = [p for p in range(plan.partitions) if not folder.partition(p).exists()]
+    _run_all(pool, _bucket_task, ((root, p, plan.chunks, config) for p in todo), lambda p: None)
+    for c in range(plan.chunks):  # the sign files' band rows are no longer needed
+        for what in ("rows.npy", "offsets.npy"):
+            folder.chunk(c, what).unlink(missing_ok=True)
+    todo = [c for c in range(plan.chunks) if not folder.verified(c).exists()]
+    _run_all(pool, _verify_task, ((root, c, plan, config) for c in todo), lambda c: None)
     marks = _write_marks(folder, plan)
     if progress:
         progress("minhash", plan.texts, plan.texts)
-    return Spilled(plan.texts, marks, root)
+    return Spilled(plan.texts, marks, folder.root)
 
 
 def _sign(folder: WorkFolder, chunks: Iterator[tuple[list[str], list[str]]], plan: SpillPlan,
@@ -519,7 +586,7 @@ def _sign(folder: WorkFolder, chunks: Iterator[tuple[list[str], list[str]]], pla
         nonlocal signed
         signed += 1
         if progress:
-            progress("minhash", min(plan.texts, signed * plan.chunk_rows), plan.texts)
+            progress("minhash", plan.end(min(plan.chunks, signed) - 1), plan.texts)
 
     for c, (ids, texts) in enumerate(chunks):
         if folder.chunk_done(c):
@@ -529,7 +596,7 @@ def _sign(folder: WorkFolder, chunks: Iterator[tuple[list[str], list[str]]], pla
                 raise RuntimeError(f"minhash: chunk {c} of the work folder is not the hub's")
             finished(c)
             continue
-        args = (root, c, ids, texts, c * plan.chunk_rows, config, plan.partitions)
+        args = (root, c, ids, texts, plan.start(c), config, plan.partitions)
         if pool is None:
             finished(_sign_task(*args))
             continue

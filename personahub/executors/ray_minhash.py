@@ -1,32 +1,32 @@
-"""Stage 1 of ``personas dedup --executor ray``: MinHash band buckets through a Ray shuffle.
+"""Stage 1 of ``personas dedup --executor ray``: its band buckets found and verified on Ray.
 
-At a billion personas the signatures cannot all come to one machine, so only verified pairs
-do. The driver writes the survivors' texts as Parquet files in the job's folder (DuckDB's COPY,
-no row a Python object) and hands Ray their paths; each map task opens its own file, signs its
-texts and emits one row per (text, band), plus one for identical signatures. A shuffle on a
-hash of (band, key) brings each bucket into one partition, where the local stage's own functions find
-and verify the pairs, so the flags equal the local stage's. On a cluster of several machines
-the job's folder (beside the database) must be on storage every node mounts at the same path.
+At a billion personas the signatures cannot all come to one machine, so nothing per text does.
 
-The shuffle is Ray Data's pull-based sort shuffle on a partition hash of (band, key) with fixed
-boundaries. It hands the driver one object reference per (map block, partition), a number that
-grows as the square of the hub. Ray Data's settings are those a Dataset was made under, so the
-pass makes its input Dataset after it sets them: before, Ray 2.60's default shuffle v2 ran
-instead, whose map task merged a node's inputs up to 1 GiB before sorting them (2.9 GB at 1M
-personas, ``bench/RESULTS.md``).
+The command's stage (``spill``) runs the local out-of-core stage's steps (``minhash_spill``) as
+Ray tasks over the job's work folder, as datatrove's MinHash runs over shared storage: the
+driver writes the survivors' texts as Parquet files there (DuckDB's COPY, no row a Python
+object), a task a file signs its texts and writes their band rows by partition, a task a
+partition groups its buckets, and a task a chunk verifies its pairs. The flags are the local
+stage's, the driver holds a reference a running task (a Ray Data sort held one per map block and
+partition, the square of the hub: 913 MiB at 3M personas, ``bench/RESULTS.md``) and the folder
+holds about 1.3 KB a text (Ray's spill of the shuffled band rows took 12 KB). On a cluster of
+several machines the folder (beside the database) must be on storage every node mounts at the
+same path.
 
-Grouping by a partition hash, not by bucket, is what makes this fast: Ray calls the function
-once per partition and most buckets are singletons (100k texts: 1.7M rows). Rows carry their
-text's features once per band; shipping them once per text would need a second shuffle, and on
-bench_ray's templated 100k it could save at most 40% of the rows.
+``find`` (the in-memory stage's, whose caller holds every id anyway) shuffles band rows through
+Ray Data's pull-based sort shuffle on a partition hash of (band, key). Ray Data's settings are
+those a Dataset was made under, so the pass makes its input Dataset after it sets them: before,
+Ray 2.60's default shuffle v2 ran instead, whose map task merged a node's inputs up to 1 GiB.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,11 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from personahub.core.errors import PersonahubError
 from personahub.core.optional import ray
 from personahub.executors.ray_batches import _quiet_data, ray_session
-from personahub.personas.dedup import DedupConfig, PairFinder, Progress
+from personahub.personas.dedup import DedupConfig, PairFinder
 from personahub.personas.hub_memory import SAMPLE_MEMORY_MB, held_memory
 from personahub.personas.minhash import (
     FeatureSets,
@@ -50,14 +49,21 @@ from personahub.personas.minhash import (
     bucket_pairs,
     exact_jaccard,
     recall_lsh_params,
-    resolve_first_seen,
     signature_keys,
     sketch,
     slot_low_bytes,
     slot_prefilter,
 )
-from personahub.personas.minhash_spill import Spilled
-from personahub.personas.store import copy_survivor_ranges, survivor_count
+from personahub.personas.minhash_spill import (
+    Progress,
+    Spilled,
+    SpillPlan,
+    WorkFolder,
+    plan_record,
+    sign_file_task,
+    spilled_stages,
+)
+from personahub.personas.store import copy_survivor_ranges, survivor_count, survivor_fingerprint
 
 _EMPTY = np.iinfo(np.uint32).max  # a text without words; it gets no band rows
 _PAIR_SCHEMA = pa.schema([("earlier", pa.int64()), ("later", pa.int64())])
@@ -191,27 +197,16 @@ def partition_verified_pairs(rows: pa.Table, config: MinHashConfig) -> pa.Table:
     return pa.table({"earlier": index[kept[:, 0]], "later": index[kept[:, 1]]}, schema=_PAIR_SCHEMA)
 
 
-def _sign_files(batch: pa.Table, config: MinHashConfig, texts_per_task: int,
-                partitions: int) -> Iterator[pa.Table]:
-    """Band rows of the texts in each Parquet file of batch's ``path``, texts_per_task at a time
-    (a map task opens its own file: the texts never pass through the driver or the object
-    store)."""
-    for path in batch.column("path").to_pylist():
-        texts = pq.ParquetFile(str(path))
-        for part in texts.iter_batches(batch_size=texts_per_task, columns=["index", "text"]):
-            yield band_rows(pa.Table.from_batches([part]), config, partitions)
+def _node_reaches(path: str) -> bool:
+    return os.access(path, os.R_OK | os.W_OK)
 
 
-def _node_reads(path: str) -> bool:
-    return os.access(path, os.R_OK)
-
-
-def check_nodes_read(path: Path) -> None:
-    """Refuse to start the pass unless every Ray node with CPUs can read path (the job's folder
-    must be on storage every node mounts at the same path)."""
+def check_nodes_reach(path: Path) -> None:
+    """Refuse to start the pass unless every Ray node with CPUs can read and write the folder
+    path (the job's folder must be on storage every node mounts at the same path)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    check = ray.remote(num_cpus=0)(_node_reads)
+    check = ray.remote(num_cpus=0)(_node_reaches)
     nodes = [node for node in ray.nodes()
              if node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0]
     answers = ray.get([check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
@@ -219,9 +214,9 @@ def check_nodes_read(path: Path) -> None:
     blind = [node.get("NodeManagerAddress", node["NodeID"])
              for node, reads in zip(nodes, answers, strict=True) if not reads]
     if blind:
-        raise PersonahubError(f"dedup --executor ray: Ray node(s) {', '.join(blind)} cannot read "
-                              f"{path.parent}; put the database on storage every node mounts at "
-                              "the same path")
+        raise PersonahubError(f"dedup --executor ray: Ray node(s) {', '.join(blind)} cannot "
+                              f"read and write {path}; put the database on storage every node "
+                              "mounts at the same path")
 
 
 def _shuffled_pairs(texts: Callable[[], Any], sign: Callable[..., Iterator[pa.Table]],
@@ -288,20 +283,6 @@ def _put_block(texts: list[str], start: int) -> object:
     return ray.put(table)
 
 
-def first_seen_marks(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return (later, earlier) text indexes of the marks resolve_first_seen makes of pairs.
-
-    Resolved over the texts the pairs name only, renumbered in order, so its arrays are the
-    pairs' size, not the hub's.
-    """
-    if len(pairs) == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    texts, local = np.unique(pairs, return_inverse=True)
-    dup = resolve_first_seen(len(texts), local.reshape(pairs.shape))
-    rows = np.flatnonzero(dup >= 0)
-    return texts[rows], texts[dup[rows]]
-
-
 def spill_folder(folder: Path) -> tuple[Path, Path]:
     """Empty folder and return its id and mark subfolders, laid out as the local spill's."""
     if folder.exists():
@@ -313,33 +294,98 @@ def spill_folder(folder: Path) -> tuple[Path, Path]:
 
 
 def _write_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
-                      folder: Path) -> tuple[list[str], int]:
+                     folder: Path) -> tuple[list[str], list[int]]:
     """Write the survivors' ids and texts to Parquet files in folder a range at a time; return
-    the files' paths and the number of texts.
+    the files' paths and the texts in each.
 
     DuckDB is held to ``SAMPLE_MEMORY_MB`` while it writes: with the command's quarter of
     ``--memory-mb`` its pool kept the blocks of the hub the scan read, up to that limit, on the
     driver all through the shuffle.
     """
     paths: list[str] = []
-    n = 0
+    counts: list[int] = []
     with held_memory(con, SAMPLE_MEMORY_MB):
         for path, rows in copy_survivor_ranges(con, batch_rows, folder):
             paths.append(str(path))
-            n += rows
-    return paths, n
+            counts.append(rows)
+    return paths, counts
+
+
+class RayTasks(Executor):
+    """Runs functions as Ray tasks of one CPU each, at most ``workers`` at a time.
+
+    A submit waits while ``workers`` tasks run, so the driver holds a reference a running task
+    and a future a submitted one, never one per piece of data.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._tasks: dict[Callable[..., Any], Any] = {}
+        self._running: list[Any] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        task = self._tasks.get(fn)
+        if task is None:
+            task = self._tasks[fn] = ray.remote(num_cpus=1)(fn)
+        while len(self._running) >= self.workers:
+            _, self._running = ray.wait(self._running, num_returns=1)
+        ref = task.remote(*args, **kwargs)
+        self._running.append(ref)
+        future: Future[Any] = ref.future()
+        return future
+
+
+def _resumable(folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
+               fingerprint: str) -> SpillPlan | None:
+    """Return plan over the chunks an earlier attempt wrote to folder, if that attempt ran the
+    same plan over the same hub (its survivors' files are then reused); else None."""
+    stored = folder.root / "plan.json"
+    try:
+        record = json.loads(stored.read_text(encoding="utf-8"))
+        starts = record["plan"]["starts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    earlier = plan.in_chunks(np.diff(np.asarray(starts, dtype=np.int64)).tolist())
+    if record != plan_record(earlier, config, fingerprint):
+        return None
+    if not all(folder.chunk(c, "ids.parquet").exists() for c in range(earlier.chunks)):
+        return None
+    return earlier
+
+
+def _sign_files_on(pool: RayTasks, folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
+                   progress: Progress | None) -> None:
+    """Sign each chunk's survivors' file on Ray, those a resumed attempt signed skipped."""
+    signed = 0
+
+    def finished(c: int) -> None:
+        nonlocal signed
+        signed += plan.end(c) - plan.start(c)
+        if progress:
+            progress("minhash", signed, plan.texts)
+
+    futures = []
+    for c in range(plan.chunks):
+        if folder.chunk_done(c):
+            finished(c)
+        else:
+            futures.append(pool.submit(sign_file_task, str(folder.root), c, plan.start(c),
+                                       config, plan.partitions))
+    for future in futures:
+        finished(future.result())
 
 
 def minhash_pair_finder(address: str | None = None, workers: int | None = None) -> PairFinder:
-    """Stage 1 on Ray up to its verified pairs; only the pairs come back to the driver.
+    """Stage 1 on Ray up to its verified pairs or marks; no signature comes to the driver.
 
-    Each map task signs and bands ``RayPlan.texts_per_task`` texts at a time and each reduce
-    task verifies one of ``RayPlan.partitions``, both set by the memory setting (``spill``'s
-    memory_mb, ``DEFAULT_MEMORY_MB`` for ``find``), so a task's memory does not grow with the hub.
-    ``spill`` (the command's) writes the texts, their ids and the marks to the job's folder as
-    the local out-of-core stage does, so the driver holds neither the texts nor the ids nor an
-    array per text: every Ray node must read that folder. ``find`` (the in-memory stage's, whose
-    caller holds every id) puts each batch of texts in the object store as it is read.
+    ``find`` (the in-memory stage's, whose caller holds every id) puts each batch of texts in
+    the object store as it is read and shuffles band rows through Ray Data, each task within
+    ``DEFAULT_MEMORY_MB``. ``spill`` (the command's) runs the local out-of-core stage's steps as
+    Ray tasks over its work folder: the driver writes the survivors' files, and tasks sign them,
+    group each partition's buckets and verify each chunk's pairs from the folder's files, each
+    within the command's memory_mb. The driver holds neither texts nor ids, and a reference a
+    running task; every Ray node must read and write the folder. A killed attempt over the same
+    hub and plan resumes from the chunks and partitions it finished.
     """
 
     def find(texts: Iterator[list[str]], config: MinHashConfig) -> tuple[int, np.ndarray]:
@@ -358,27 +404,26 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
 
     def spill(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,
               memory_mb: int = DEFAULT_MEMORY_MB, progress: Progress | None = None) -> Spilled:
-        sign, marks = spill_folder(folder)
-        total = survivor_count(con)
-        # a file is one signing task's input, whose band rows it holds until they are passed on:
-        # a file holds at most the plan's texts per task, so that task follows --memory-mb
-        per_task = RayPlan.for_memory(max(1, total), memory_mb, config.minhash).texts_per_task
-        paths, n = _write_survivors(con, min(config.batch_rows, per_task), sign)
-        pairs = np.empty((0, 2), dtype=np.int64)
-        if n:
-            with ray_session(address):
-                _quiet_data()
-                check_nodes_read(Path(paths[0]))
-                pairs = _shuffled_pairs(
-                    lambda: ray.data.from_items([{"path": path} for path in paths],
-                                                override_num_blocks=len(paths)),
-                    _sign_files, {}, n, config.minhash, workers, memory_mb)
-        later, earlier = first_seen_marks(pairs)
-        if later.size:
-            pq.write_table(pa.table({"later": pa.array(later), "earlier": pa.array(earlier)}),
-                           marks / "000000.parquet")
-        if progress:
-            progress("minhash", n, total)
-        return Spilled(texts=n, marks=int(later.size), folder=folder)
+        # memory_mb is each task's: the local plan's share of one process
+        plan = SpillPlan.for_memory(max(1, survivor_count(con)), memory_mb, config.minhash)
+        work = WorkFolder(folder)
+        fingerprint = survivor_fingerprint(con)
+        resumed = _resumable(work, plan, config.minhash, fingerprint)
+        if resumed is None:
+            sign, _ = spill_folder(folder)
+            _, rows = _write_survivors(con, min(config.batch_rows, plan.chunk_rows), sign)
+            plan = plan.in_chunks(rows)
+            work.prepare(plan, config.minhash, fingerprint)
+        else:
+            plan = resumed
+        if plan.texts == 0:
+            if progress:
+                progress("minhash", 0, 0)
+            return Spilled(texts=0, marks=0, folder=folder)
+        with ray_session(address):
+            check_nodes_reach(folder)
+            pool = RayTasks(workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+            _sign_files_on(pool, work, plan, config.minhash, progress)
+            return spilled_stages(work, plan, config.minhash, pool, progress)
 
     return PairFinder(find, spill)

@@ -355,7 +355,8 @@ def test_minhash_shuffle_spilled_writes_the_local_stages_marks(local_ray: None,
     assert spill is not None
     spilled = spill(remote, config, tmp_path / "minhash", 1024, None)
     assert spilled.texts == len(texts) and spilled.marks == marked_here > 200
-    assert len(spilled.ids_files) >= -(-len(texts) // 701) and len(spilled.marks_files) == 1
+    assert len(spilled.ids_files) >= -(-len(texts) // 701)
+    assert 1 <= len(spilled.marks_files) <= len(spilled.ids_files)  # a chunk's marks a file
     with transaction(remote):
         assert write_spilled_marks(remote, spilled, "minhash") == marked_here
     assert snapshot(remote) == snapshot(local)
@@ -433,18 +434,107 @@ def test_minhash_shuffle_spilled_puts_no_text_in_the_object_store(
     assert snapshot(remote) == snapshot(local)
 
 
-def test_minhash_shuffle_refuses_a_folder_a_node_cannot_read(local_ray: None,
-                                                             tmp_path: Path) -> None:
-    """Every Ray node must read the job's folder (on a cluster, storage every node mounts):
-    the pass stops with one line naming the folder before any task fails on it."""
-    from personahub.executors.ray_minhash import check_nodes_read
+def _counted(gauge: Any, i: int) -> int:
+    """A task that reports itself running to gauge while it runs; returns i."""
+    import ray
 
-    seen = tmp_path / "000000.ids.parquet"
-    seen.write_bytes(b"PAR1")
-    check_nodes_read(seen)
-    with pytest.raises(PersonahubError, match="cannot read") as caught:
-        check_nodes_read(tmp_path / "elsewhere" / "000000.ids.parquet")
+    ray.get(gauge.enter.remote())
+    ray.get(gauge.leave.remote())
+    return i
+
+
+def test_ray_tasks_run_at_most_their_workers_at_a_time(local_ray: None) -> None:
+    """The spilled stage's pool holds at most its workers' tasks in flight (the driver keeps a
+    reference a running task, not one per piece of data) and gives each result to its future."""
+    import ray
+
+    from personahub.executors.ray_minhash import RayTasks
+
+    @ray.remote(num_cpus=0)
+    class Gauge:
+        def __init__(self) -> None:
+            self.now = self.most = 0
+
+        def enter(self) -> None:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+        def leave(self) -> None:
+            self.now -= 1
+
+        def peak(self) -> int:
+            return self.most
+
+    gauge = Gauge.remote()  # type: ignore[attr-defined]
+    pool = RayTasks(1)
+    futures = []
+    for i in range(6):
+        futures.append(pool.submit(_counted, gauge, i))
+        assert len(pool._running) <= 1
+    assert [f.result() for f in futures] == list(range(6))
+    assert ray.get(gauge.peak.remote()) == 1
+
+
+def test_a_failed_ray_spill_resumes_its_signed_chunks_and_a_changed_hub_starts_over(
+        local_ray: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray stage's work folder is the local stage's: an attempt that failed after signing
+    resumes without signing again (its survivors' files and signed chunks are kept) to the local
+    stage's flags; a hub that changed since starts over."""
+    import personahub.executors.ray_minhash as ray_minhash
+    from personahub.core.store import transaction
+    from personahub.personas.dedup import write_spilled_marks
+
+    texts = templated(1500, seed=8)
+    config = DedupConfig(batch_rows=400)
+    folder = tmp_path / "minhash"
+    spill = ray_minhash.minhash_pair_finder(workers=2).spill
+    assert spill is not None
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("stopped after signing")
+
+    remote = hub(texts)
+    with monkeypatch.context() as patched:
+        patched.setattr(ray_minhash, "spilled_stages", fail)
+        with pytest.raises(RuntimeError, match="after signing"):
+            spill(remote, config, folder, 1024, None)
+    signed = {path.name: path.stat().st_mtime_ns for path in (folder / "sign").glob("*.low.npy")}
+    written = {path.name: path.stat().st_mtime_ns for path in (folder / "sign").glob("*.ids.parquet")}
+    assert len(signed) == len(written) == 4
+    spilled = spill(remote, config, folder, 1024, None)
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / "sign").glob("*.low.npy")} == signed
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / "sign").glob("*.ids.parquet")} == written
+    local = hub(texts)
+    assert spilled.marks == run_dedup(local, config).marked > 100
+    with transaction(remote):
+        write_spilled_marks(remote, spilled, "minhash")
+    assert snapshot(remote) == snapshot(local)
+
+    grown = texts + [texts[3] + " indeed", "A new persona nobody wrote before."]
+    remote, local = hub(grown), hub(grown)
+    spilled = spill(remote, config, folder, 1024, None)
+    assert spilled.texts == len(grown) and spilled.marks == run_dedup(local, config).marked
+    with transaction(remote):
+        write_spilled_marks(remote, spilled, "minhash")
+    assert snapshot(remote) == snapshot(local)
+
+
+def test_minhash_shuffle_refuses_a_folder_a_node_cannot_reach(local_ray: None,
+                                                              tmp_path: Path) -> None:
+    """Every Ray node must read and write the job's folder (on a cluster, storage every node
+    mounts): the pass stops with one line naming the folder before any task fails on it."""
+    from personahub.executors.ray_minhash import check_nodes_reach
+
+    check_nodes_reach(tmp_path)
+    with pytest.raises(PersonahubError, match="cannot read and write") as caught:
+        check_nodes_reach(tmp_path / "elsewhere")
     assert "\n" not in str(caught.value) and "elsewhere" in str(caught.value)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere
+        return
+    with pytest.raises(PersonahubError, match="locked"):
+        check_nodes_reach(locked)
 
 
 def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
@@ -469,37 +559,37 @@ def test_ray_plan_holds_a_task_to_the_memory_setting_whatever_the_hub() -> None:
 
 def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_ray: None,
                                                                         tmp_path: Path) -> None:
-    """At --memory-mb 1 the shuffle runs in many partitions of small map tasks (256 texts each,
-    1 MiB blocks; the texts' files no larger, since a signing task holds its whole file's band
-    rows) and still flags what the local stage flags."""
+    """At --memory-mb 1 the stage runs in many partitions and small files (256 texts each: a
+    signing task holds its whole file's band rows) and still flags what the local stage
+    flags."""
     import pyarrow.parquet as pq
 
     from personahub.core.store import transaction
-    from personahub.executors.ray_minhash import RayPlan, minhash_pair_finder
+    from personahub.executors.ray_minhash import minhash_pair_finder
     from personahub.personas.dedup import write_spilled_marks
+    from personahub.personas.minhash_spill import SpillPlan
 
     texts = templated(3000, seed=11)
     config = DedupConfig(batch_rows=701)
-    plan = RayPlan.for_memory(len(texts), 1, config.minhash, workers=2)
-    assert plan.partitions > 50 and plan.texts_per_task < 701
+    plan = SpillPlan.for_memory(len(texts), 1, config.minhash)
+    assert plan.partitions > 10 and plan.chunk_rows < 701
     local, remote = hub(texts), hub(texts)
     marked_here = run_dedup(local, config).marked
     spill = minhash_pair_finder(workers=2).spill
     assert spill is not None
     spilled = spill(remote, config, tmp_path / "minhash", 1, None)
     assert spilled.marks == marked_here > 200
-    # a file is one map task's input: the plan's texts at most
     assert max(pq.ParquetFile(path).metadata.num_rows for path in spilled.ids_files) \
-        <= plan.texts_per_task
+        <= plan.chunk_rows
+    assert len(list((tmp_path / "minhash" / "buckets").glob("*.npy"))) == plan.partitions
     with transaction(remote):
         assert write_spilled_marks(remote, spilled, "minhash") == marked_here
     assert snapshot(remote) == snapshot(local)
 
 
-@pytest.mark.parametrize("path", ["find", "spill"])
-def test_minhash_shuffle_runs_under_the_plans_ray_data_settings(local_ray: None, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch,
-                                                                path: str) -> None:
+def test_minhash_shuffle_runs_under_the_plans_ray_data_settings(local_ray: None,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
     """The sort the pass runs carries the plan's shuffle and block sizes, and the caller's
     settings are back after it. A Dataset keeps the settings it was made under: made before
     they were set, the sort ran Ray's default shuffle v2, whose map task merged a node's inputs
@@ -521,35 +611,12 @@ def test_minhash_shuffle_runs_under_the_plans_ray_data_settings(local_ray: None,
     texts = templated(600, seed=5)
     config = DedupConfig(batch_rows=250)
     finder = minhash_pair_finder(workers=2)
-    if path == "find":
-        finder.find(iter([texts[:300], texts[300:]]), config.minhash)
-        plan = RayPlan.for_memory(len(texts), 1024, config.minhash, workers=2)
-    else:
-        assert finder.spill is not None
-        finder.spill(hub(texts), config, tmp_path / "minhash", 4, None)
-        plan = RayPlan.for_memory(len(texts), 4, config.minhash, workers=2)
+    finder.find(iter([texts[:300], texts[300:]]), config.minhash)
+    plan = RayPlan.for_memory(len(texts), 1024, config.minhash, workers=2)
     assert seen == [(SHUFFLE, plan.block_bytes, plan.block_bytes)]
     context = ray.data.DataContext.get_current()
     assert (context.target_max_block_size, context.shuffle_input_batch_bytes) != \
         (plan.block_bytes, plan.block_bytes)
-
-
-def test_first_seen_marks_are_resolve_first_seens_over_the_hub() -> None:
-    """Resolved over the paired texts alone, the marks are those resolved over every text."""
-    need_ray()
-    import numpy as np
-
-    from personahub.executors.ray_minhash import first_seen_marks
-    from personahub.personas.minhash import resolve_first_seen
-
-    rng = np.random.default_rng(3)
-    a, b = rng.integers(0, 5000, 4000), rng.integers(0, 5000, 4000)
-    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1)[a != b], axis=0)
-    dup = resolve_first_seen(5000, pairs)
-    later, earlier = first_seen_marks(pairs)
-    assert later.tolist() == np.flatnonzero(dup >= 0).tolist()
-    assert earlier.tolist() == dup[dup >= 0].tolist()
-    assert [x.size for x in first_seen_marks(np.empty((0, 2), dtype=np.int64))] == [0, 0]
 
 
 def test_personas_dedup_cli_on_ray_flags_what_local_flags(local_ray: None, tmp_path: Path) -> None:

@@ -106,6 +106,37 @@ def test_big_buckets_with_a_small_cap_and_other_settings(tmp_path: Path) -> None
         assert np.array_equal(got, minhash_duplicates(texts, config))
 
 
+def test_chunks_of_unequal_sizes_from_written_files_give_the_in_memory_marks(
+        tmp_path: Path) -> None:
+    """Files of (index, persona_id, text) written before the plan, of unequal sizes (as DuckDB
+    writes ranges of seq with gaps), each signed from its file: the marks are the in-memory
+    stage's, and each chunk's texts are where the plan says."""
+    import pyarrow as pa
+
+    texts = corpus(200, 40)
+    want = minhash_duplicates(texts)
+    sizes = [90, 17, 1, 150, len(texts) - 258]
+    plan = SpillPlan(texts=0, chunk_rows=64, partitions=3, pair_batch=16).in_chunks(sizes)
+    assert plan.chunks == 5 and plan.texts == len(texts) and plan.end(3) == 258
+    assert plan.chunk_of(np.array([0, 89, 90, 107, 108, 257, 258])).tolist() == [0, 0, 1, 2, 3, 3, 4]
+    folder = WorkFolder(tmp_path / "w")
+    folder.prepare(plan, MinHashConfig(), "hub")
+    for c in range(plan.chunks):
+        lo, hi = plan.start(c), plan.end(c)
+        pq.write_table(pa.table({"index": pa.array(range(lo, hi), pa.int64()),
+                                 "persona_id": [f"p{i}" for i in range(lo, hi)],
+                                 "text": texts[lo:hi]}), folder.chunk(c, "ids.parquet"))
+        assert minhash_spill.sign_file_task(str(folder.root), c, lo, MinHashConfig(),
+                                            plan.partitions) == c
+    result = minhash_spill.spilled_stages(folder, plan, MinHashConfig(), None)
+    dup = np.full(len(texts), -1, dtype=np.int64)
+    for path in result.marks_files:
+        table = pq.read_table(path)
+        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    assert (want >= 0).sum() > 40 and np.array_equal(dup, want)
+    assert folder.prepare(plan, MinHashConfig(), "hub")  # plan.json reads back as the plan
+
+
 def test_plan_bounds_each_step_by_the_memory_setting() -> None:
     small = SpillPlan.for_memory(10_000_000, 64, MinHashConfig())
     big = SpillPlan.for_memory(10_000_000, 4096, MinHashConfig())
