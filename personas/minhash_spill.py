@@ -218,7 +218,7 @@ def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
     band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.int64)
     index = (rows["member"] & _INDEX_MASK).astype(np.int64)
-    head = np.ascontiguousarray(rows["head"])
+    head = rows["head"]  # a view: each band takes its rows' copy
     found: list[np.ndarray] = []
     for b in np.unique(band).tolist():
         local = np.flatnonzero(band == b)
@@ -377,14 +377,22 @@ class WorkFolder:
                                              "rows": len(ids)})
 
     def partition_rows(self, p: int, chunks: int) -> np.ndarray:
-        """Read partition p's rows from every chunk, in chunk order."""
-        parts = []
-        for c in range(chunks):
-            offsets = np.load(self.chunk(c, "offsets.npy"))
+        """Read partition p's rows from every chunk, in chunk order, into one array (a list of
+        pieces joined after would hold them twice)."""
+        spans = [tuple(np.load(self.chunk(c, "offsets.npy"))[[p, p + 1]].tolist())
+                 for c in range(chunks)]
+        if not spans:
+            return np.empty(0)
+        out: np.ndarray | None = None
+        at = 0
+        for c, (lo, hi) in enumerate(spans):
             rows = np.load(self.chunk(c, "rows.npy"), mmap_mode="r")
-            parts.append(np.array(rows[offsets[p]:offsets[p + 1]]))
+            if out is None:
+                out = np.empty(sum(b - a for a, b in spans), dtype=rows.dtype)
+            out[at:at + hi - lo] = rows[lo:hi]
+            at += hi - lo
             del rows
-        return np.concatenate(parts) if parts else np.empty(0)
+        return out if out is not None else np.empty(0)
 
     def check_data(self, c: int) -> tuple[np.ndarray, FeatureSets]:
         """Read a chunk's low bytes and feature sets whole."""

@@ -67,8 +67,9 @@ def personas_dedup(
     --provider-batch-file writes them for another runner (docs/batch.md).
 
     With --executor ray, stage 1 writes the texts to files in the job's folder beside the
-    database and the Ray workers read them there: on a cluster of several machines, put the
-    database on storage every node mounts at the same path (docs/scale.md).
+    database and Ray's tasks read and write their work there (each within --memory-mb): on a
+    cluster of several machines, put the database on storage every node mounts at the same path
+    (docs/scale.md).
     """
     from personahub.persona_jobs import run_dedup_job
     from personahub.pipelines.dedup import DedupJobConfig, dedup_lines

@@ -13,8 +13,9 @@ holds about 1.3 KB a text (Ray's spill of the shuffled band rows took 12 KB). On
 several machines the folder (beside the database) must be on storage every node mounts at the
 same path.
 
-``find`` (the in-memory stage's, whose caller holds every id anyway) shuffles band rows through
-Ray Data's pull-based sort shuffle on a partition hash of (band, key). Ray Data's settings are
+``find`` (the in-memory stage's, whose caller holds every id anyway) needs no storage shared by
+the nodes: it shuffles band rows through Ray Data's pull-based sort shuffle on a partition hash
+of (band, key), which hands the driver a reference per map block and partition. Ray Data's settings are
 those a Dataset was made under, so the pass makes its input Dataset after it sets them: before,
 Ray 2.60's default shuffle v2 ran instead, whose map task merged a node's inputs up to 1 GiB.
 """
@@ -380,7 +381,7 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
 
     ``find`` (the in-memory stage's, whose caller holds every id) puts each batch of texts in
     the object store as it is read and shuffles band rows through Ray Data, each task within
-    ``DEFAULT_MEMORY_MB``. ``spill`` (the command's) runs the local out-of-core stage's steps as
+    ``DEFAULT_MEMORY_MB``: no storage shared by the nodes is needed. ``spill`` (the command's) runs the local out-of-core stage's steps as
     Ray tasks over its work folder: the driver writes the survivors' files, and tasks sign them,
     group each partition's buckets and verify each chunk's pairs from the folder's files, each
     within the command's memory_mb. The driver holds neither texts nor ids, and a reference a
