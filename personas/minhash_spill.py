@@ -218,7 +218,7 @@ def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
     band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.int64)
     index = (rows["member"] & _INDEX_MASK).astype(np.int64)
-    head = rows["head"]  # a view: each band takes its rows' copy
+    head = np.ascontiguousarray(rows["head"])  # gathered by pair below: a strided view is slow
     found: list[np.ndarray] = []
     for b in np.unique(band).tolist():
         local = np.flatnonzero(band == b)
