@@ -22,6 +22,7 @@ Ray 2.60's default shuffle v2 ran instead, whose map task merged a node's inputs
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -312,25 +313,47 @@ def _write_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
     return paths, counts
 
 
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def _then_release(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run fn, then give the memory its arrays freed back to the system before the worker's next
+    task: a Ray worker runs many tasks in one process, and what the allocators kept of one
+    task's arrays stood under the next task's."""
+    try:
+        return fn(*args)
+    finally:
+        pa.default_memory_pool().release_unused()
+        trim = _libc_trim()
+        if trim is not None:
+            trim(0)
+
+
 class RayTasks(Executor):
     """Runs functions as Ray tasks of one CPU each, at most ``workers`` at a time.
 
     A submit waits while ``workers`` tasks run, so the driver holds a reference a running task
-    and a future a submitted one, never one per piece of data.
+    and a future a submitted one, never one per piece of data. Each task gives its freed memory
+    back to the system when it ends (``_then_release``).
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._tasks: dict[Callable[..., Any], Any] = {}
+        self._task: Any = None
         self._running: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        task = self._tasks.get(fn)
-        if task is None:
-            task = self._tasks[fn] = ray.remote(num_cpus=1)(fn)
+        if kwargs:
+            raise TypeError("RayTasks.submit takes positional arguments only")
+        if self._task is None:
+            self._task = ray.remote(num_cpus=1)(_then_release)
         while len(self._running) >= self.workers:
             _, self._running = ray.wait(self._running, num_returns=1)
-        ref = task.remote(*args, **kwargs)
+        ref = self._task.remote(fn, *args)
         self._running.append(ref)
         future: Future[Any] = ref.future()
         return future
@@ -381,10 +404,12 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
 
     ``find`` (the in-memory stage's, whose caller holds every id) puts each batch of texts in
     the object store as it is read and shuffles band rows through Ray Data, each task within
-    ``DEFAULT_MEMORY_MB``: no storage shared by the nodes is needed. ``spill`` (the command's) runs the local out-of-core stage's steps as
-    Ray tasks over its work folder: the driver writes the survivors' files, and tasks sign them,
-    group each partition's buckets and verify each chunk's pairs from the folder's files, each
-    within the command's memory_mb. The driver holds neither texts nor ids, and a reference a
+    ``DEFAULT_MEMORY_MB``: no storage shared by the nodes is needed.
+
+    ``spill`` (the command's) runs the local out-of-core stage's steps as Ray tasks over its
+    work folder: the driver writes the survivors' files, and tasks sign them, group each
+    partition's buckets and verify each chunk's pairs from the folder's files, each within the
+    command's memory_mb. The driver holds neither texts nor ids, and a reference a
     running task; every Ray node must read and write the folder. A killed attempt over the same
     hub and plan resumes from the chunks and partitions it finished.
     """

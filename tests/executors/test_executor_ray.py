@@ -443,6 +443,10 @@ def _counted(gauge: Any, i: int) -> int:
     return i
 
 
+def _refused(why: str) -> None:
+    raise ValueError(why)
+
+
 def test_ray_tasks_run_at_most_their_workers_at_a_time(local_ray: None) -> None:
     """The spilled stage's pool holds at most its workers' tasks in flight (the driver keeps a
     reference a running task, not one per piece of data) and gives each result to its future."""
@@ -473,6 +477,8 @@ def test_ray_tasks_run_at_most_their_workers_at_a_time(local_ray: None) -> None:
         assert len(pool._running) <= 1
     assert [f.result() for f in futures] == list(range(6))
     assert ray.get(gauge.peak.remote()) == 1
+    with pytest.raises(ValueError, match="no such"):  # a task's error reaches its future
+        pool.submit(_refused, "no such chunk").result()
 
 
 def test_a_failed_ray_spill_resumes_its_signed_chunks_and_a_changed_hub_starts_over(
