@@ -353,7 +353,8 @@ class RayTasks(Executor):
             self._task = ray.remote(num_cpus=1)(_then_release)
         while len(self._running) >= self.workers:
             _, self._running = ray.wait(self._running, num_returns=1)
-        ref = self._task.remote(fn, *args)
+        name = getattr(fn, "__name__", "task").strip("_")  # the worker's title: ray::<name>
+        ref = self._task.options(name=name).remote(fn, *args)
         self._running.append(ref)
         future: Future[Any] = ref.future()
         return future
