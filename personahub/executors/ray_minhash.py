@@ -7,17 +7,17 @@ Ray tasks over the job's work folder, as datatrove's MinHash runs over shared st
 driver writes the survivors' texts as Parquet files there (DuckDB's COPY, no row a Python
 object), a task a file signs its texts and writes their band rows by partition, a task a
 partition groups its buckets, and a task a chunk verifies its pairs. The flags are the local
-stage's, the driver holds a reference a running task (a Ray Data sort held one per map block and
-partition, the square of the hub: 913 MiB at 3M personas, ``bench/RESULTS.md``) and the folder
-holds about 1.3 KB a text (Ray's spill of the shuffled band rows took 12 KB). On a cluster of
+stage's; the driver holds a reference a running task, where a Ray Data sort held one per map
+block and partition (the square of the hub), and the folder holds each text's band rows and
+check data once, where the sort's spill carried its features once per band. On a cluster of
 several machines the folder (beside the database) must be on storage every node mounts at the
 same path.
 
 ``find`` (the in-memory stage's, whose caller holds every id anyway) needs no storage shared by
 the nodes: it shuffles band rows through Ray Data's pull-based sort shuffle on a partition hash
-of (band, key), which hands the driver a reference per map block and partition. Ray Data's settings are
-those a Dataset was made under, so the pass makes its input Dataset after it sets them: before,
-Ray 2.60's default shuffle v2 ran instead, whose map task merged a node's inputs up to 1 GiB.
+of (band, key). Ray Data's settings are those a Dataset was made under, so the pass makes its
+input Dataset after it sets them: before, Ray 2.60's default shuffle v2 ran instead, whose map
+task merged a node's inputs up to 1 GiB.
 """
 
 from __future__ import annotations
