@@ -22,7 +22,6 @@ task merged a node's inputs up to 1 GiB.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -313,48 +312,26 @@ def _write_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
     return paths, counts
 
 
-def _libc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-def _then_release(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run fn, then give the memory its arrays freed back to the system before the worker's next
-    task: a Ray worker runs many tasks in one process, and what the allocators kept of one
-    task's arrays stood under the next task's."""
-    try:
-        return fn(*args)
-    finally:
-        pa.default_memory_pool().release_unused()
-        trim = _libc_trim()
-        if trim is not None:
-            trim(0)
-
-
 class RayTasks(Executor):
     """Runs functions as Ray tasks of one CPU each, at most ``workers`` at a time.
 
     A submit waits while ``workers`` tasks run, so the driver holds a reference a running task
-    and a future a submitted one, never one per piece of data. Each task gives its freed memory
-    back to the system when it ends (``_then_release``).
+    and a future a submitted one, never one per piece of data.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
-        self._task: Any = None
+        self._tasks: dict[Callable[..., Any], Any] = {}
         self._running: list[Any] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        if kwargs:
-            raise TypeError("RayTasks.submit takes positional arguments only")
-        if self._task is None:
-            self._task = ray.remote(num_cpus=1)(_then_release)
+        task = self._tasks.get(fn)
+        if task is None:  # named by the step, as a worker's title shows it: ray::bucket_task
+            name = getattr(fn, "__name__", "task").strip("_")
+            task = self._tasks[fn] = ray.remote(num_cpus=1)(fn).options(name=name)
         while len(self._running) >= self.workers:
             _, self._running = ray.wait(self._running, num_returns=1)
-        name = getattr(fn, "__name__", "task").strip("_")  # the worker's title: ray::<name>
-        ref = self._task.options(name=name).remote(fn, *args)
+        ref = task.remote(*args, **kwargs)
         self._running.append(ref)
         future: Future[Any] = ref.future()
         return future
