@@ -63,6 +63,7 @@ __all__ = [
     "run_spilled",
     "sign_chunk",
     "sign_file_task",
+    "sign_written_chunks",
     "spilled_stages",
     "verify_chunk",
 ]
@@ -381,8 +382,6 @@ class WorkFolder:
         pieces joined after would hold them twice)."""
         spans = [tuple(np.load(self.chunk(c, "offsets.npy"))[[p, p + 1]].tolist())
                  for c in range(chunks)]
-        if not spans:
-            return np.empty(0)
         out: np.ndarray | None = None
         at = 0
         for c, (lo, hi) in enumerate(spans):
@@ -437,6 +436,27 @@ def sign_file_task(root: str, c: int, start: int, config: MinHashConfig, partiti
     one_thread = replace(config, threads=1)
     folder.write_signed(c, ids, sign_chunk(texts, start, one_thread, partitions))
     return c
+
+
+def sign_written_chunks(folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
+                        pool: Executor | None, progress: Progress | None = None) -> None:
+    """Sign every chunk from its ids file (written before the stage) through pool, skipping
+    those a resumed attempt signed; progress counts the texts of the chunks signed."""
+    signed = 0
+
+    def finished(c: int) -> None:
+        nonlocal signed
+        signed += plan.end(c) - plan.start(c)
+        if progress:
+            progress("minhash", signed, plan.texts)
+
+    todo = []
+    for c in range(plan.chunks):
+        if folder.chunk_done(c):
+            finished(c)
+        else:
+            todo.append((str(folder.root), c, plan.start(c), config, plan.partitions))
+    _run_all(pool, sign_file_task, todo, finished)
 
 
 def _bucket_task(root: str, p: int, chunks: int, config: MinHashConfig) -> int:

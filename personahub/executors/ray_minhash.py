@@ -61,7 +61,7 @@ from personahub.personas.minhash_spill import (
     SpillPlan,
     WorkFolder,
     plan_record,
-    sign_file_task,
+    sign_written_chunks,
     spilled_stages,
 )
 from personahub.personas.store import copy_survivor_ranges, survivor_count, survivor_fingerprint
@@ -295,21 +295,16 @@ def spill_folder(folder: Path) -> tuple[Path, Path]:
 
 
 def _write_survivors(con: duckdb.DuckDBPyConnection, batch_rows: int,
-                     folder: Path) -> tuple[list[str], list[int]]:
+                     folder: Path) -> list[int]:
     """Write the survivors' ids and texts to Parquet files in folder a range at a time; return
-    the files' paths and the texts in each.
+    the texts in each file.
 
     DuckDB is held to ``SAMPLE_MEMORY_MB`` while it writes: with the command's quarter of
     ``--memory-mb`` its pool kept the blocks of the hub the scan read, up to that limit, on the
     driver all through the shuffle.
     """
-    paths: list[str] = []
-    counts: list[int] = []
     with held_memory(con, SAMPLE_MEMORY_MB):
-        for path, rows in copy_survivor_ranges(con, batch_rows, folder):
-            paths.append(str(path))
-            counts.append(rows)
-    return paths, counts
+        return [rows for _, rows in copy_survivor_ranges(con, batch_rows, folder)]
 
 
 class RayTasks(Executor):
@@ -355,28 +350,6 @@ def _resumable(folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
     return earlier
 
 
-def _sign_files_on(pool: RayTasks, folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
-                   progress: Progress | None) -> None:
-    """Sign each chunk's survivors' file on Ray, those a resumed attempt signed skipped."""
-    signed = 0
-
-    def finished(c: int) -> None:
-        nonlocal signed
-        signed += plan.end(c) - plan.start(c)
-        if progress:
-            progress("minhash", signed, plan.texts)
-
-    futures = []
-    for c in range(plan.chunks):
-        if folder.chunk_done(c):
-            finished(c)
-        else:
-            futures.append(pool.submit(sign_file_task, str(folder.root), c, plan.start(c),
-                                       config, plan.partitions))
-    for future in futures:
-        finished(future.result())
-
-
 def minhash_pair_finder(address: str | None = None, workers: int | None = None) -> PairFinder:
     """Stage 1 on Ray up to its verified pairs or marks; no signature comes to the driver.
 
@@ -415,8 +388,8 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
         resumed = _resumable(work, plan, config.minhash, fingerprint)
         if resumed is None:
             sign, _ = spill_folder(folder)
-            _, rows = _write_survivors(con, min(config.batch_rows, plan.chunk_rows), sign)
-            plan = plan.in_chunks(rows)
+            plan = plan.in_chunks(_write_survivors(con, min(config.batch_rows, plan.chunk_rows),
+                                                   sign))
             work.prepare(plan, config.minhash, fingerprint)
         else:
             plan = resumed
@@ -427,7 +400,7 @@ def minhash_pair_finder(address: str | None = None, workers: int | None = None) 
         with ray_session(address):
             check_nodes_reach(folder)
             pool = RayTasks(workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
-            _sign_files_on(pool, work, plan, config.minhash, progress)
+            sign_written_chunks(work, plan, config.minhash, pool, progress)
             return spilled_stages(work, plan, config.minhash, pool, progress)
 
     return PairFinder(find, spill)
