@@ -474,7 +474,7 @@ def ray_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) ->
     return m
 
 
-KILL_PHASES = {"sign": "sign/*.done", "buckets": "buckets/*.npy", "verify": "verify/*.npy"}
+KILL_PHASES = {"sign": "sign/*.done", "buckets": "buckets/*.done", "verify": "verify/*.npy"}
 
 
 def killed_dedup(n: int, backup: Path, local_db: Path, args: argparse.Namespace) -> bool:

@@ -700,13 +700,12 @@ def _bucket_pairs(keys: np.ndarray, members: np.ndarray, max_pairs: int) -> np.n
 
 
 def _ranked_pairs(idx: np.ndarray | None, group_start: np.ndarray, rank: np.ndarray,
-                  max_pairs: int) -> np.ndarray:
+                  max_pairs: int, first: int = 0) -> np.ndarray:
     """Return each grouped row paired with the earliest max_pairs rows of its group.
 
-    The pairs hold idx of the rows, or with idx None the rows' positions.
+    The pairs hold idx of the rows, or with idx None the rows' positions. group_start and rank
+    may be a slice of the rows that starts at position first (group starts are positions).
     """
-    if idx is None:
-        idx = np.arange(rank.size)
     earlier: list[np.ndarray] = []
     later: list[np.ndarray] = []
     at = np.flatnonzero(rank > 0)
@@ -715,8 +714,8 @@ def _ranked_pairs(idx: np.ndarray | None, group_start: np.ndarray, rank: np.ndar
             at = at[rank[at] > j]
         if at.size == 0:
             break
-        earlier.append(idx[group_start[at] + j])
-        later.append(idx[at])
+        earlier.append(group_start[at] + j if idx is None else idx[group_start[at] + j])
+        later.append(at + first if idx is None else idx[at + first])
     if not later:
         return np.empty((0, 2), dtype=np.int64)
     out = np.empty((sum(map(len, later)), 2), dtype=np.int64)
@@ -726,6 +725,9 @@ def _ranked_pairs(idx: np.ndarray | None, group_start: np.ndarray, rank: np.ndar
 
 
 _SPLIT_SLOTS = 8  # head slots whose 4-bit values split a band's over-full buckets
+# rows whose pairs are made and pre-filtered at a time: a bucket of templates, whose size grows
+# with the hub, makes many pairs the filter drops, and they are never all held
+_PAIR_SLICE_ROWS = 1 << 16
 
 
 def split_slots(band: int, rows: int, head_slots: int) -> np.ndarray:
@@ -782,20 +784,27 @@ def band_bucket_pairs(keys: np.ndarray, members: np.ndarray, head: np.ndarray, b
     max_pairs = config.max_bucket_pairs
     order = _group_order(keys)
     group_start, rank = _groups(keys[order])
-    at = _ranked_pairs(None, group_start, rank, max_pairs)  # rows in bucket order
     sizes = np.bincount(group_start, minlength=group_start.size)
     over = np.flatnonzero(sizes[group_start] > max_pairs + 1)
     rows_head = head[order] if over.size or head_floor else head[:0]
+    step = _PAIR_SLICE_ROWS if head_floor else max(1, rank.size)
+
+    def kept(idx: np.ndarray | None, starts: np.ndarray, ranks: np.ndarray) -> Iterator[np.ndarray]:
+        for lo in range(0, ranks.size, step):  # rows in bucket order
+            at = _ranked_pairs(idx, starts[lo:lo + step], ranks[lo:lo + step], max_pairs, lo)
+            yield at[_equal_slots(rows_head, at, head_slots, bits=4) >= head_floor] if (
+                head_floor and len(at)) else at
+
+    found = list(kept(None, group_start, rank))
     if over.size:
         sub = _split_values(rows_head[over], slots)
         with np.errstate(over="ignore"):  # fmix64 is a bijection: equal keys, equal (bucket, split)
             split = _fmix64((group_start[over].astype(np.uint64) << _U64(32)) | sub)
         split_order = _group_order(split)
         split_start, split_rank = _groups(split[split_order])
-        at = np.concatenate([at, _ranked_pairs(over[split_order], split_start, split_rank,
-                                               max_pairs)])
-    if head_floor and len(at):
-        at = at[_equal_slots(rows_head, at, head_slots, bits=4) >= head_floor]
+        found.extend(kept(over[split_order], split_start, split_rank))
+    at = np.concatenate(found) if len(found) > 1 else found[0] if found else np.empty(
+        (0, 2), dtype=np.int64)
     return members[order[at]]
 
 

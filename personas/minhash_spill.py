@@ -10,7 +10,8 @@ whatever the memory setting:
    low bytes and feature set, for the check.
 2. **buckets** (per partition): every bucket lies whole in one partition; each later text is
    paired with the earliest ``max_bucket_pairs`` of its bucket (identical signatures with the
-   earliest one), band pairs through the head pre-filter.
+   earliest one), band pairs through the head pre-filter; the pairs written in runs of about
+   ``pair_batch``, so the step holds its rows and one run, not every pair its buckets make.
 3. **verify** (per chunk of later texts): a pair's earlier text may be in any earlier chunk, so
    each earlier chunk's low bytes and features are read in turn (memory-mapped, only the rows the
    pairs name); the full low-byte pre-filter, then exact Jaccard.
@@ -79,8 +80,12 @@ TEXT_BYTES_SIGN = 6_000  # texts, tokens, signatures, rows and their partition s
 TEXT_BYTES_VERIFY = 600  # a chunk's low bytes and features, read for its pairs
 ROW_BYTES_BUCKET = 400  # a band row, its sort keys and the pairs it makes
 PAIR_BYTES = 1_200  # a pair checked: both texts' low bytes and features gathered
+# a batch of pairs (checked, or a partition's run) is at most this share of a process's memory:
+# small enough that a chunk of a 1M templated hub already fills it, so the peak stays where it
+# is as the hub grows (a templated hub's pairs a chunk grow with it)
+PAIR_BATCH_SHARE = 8
 IN_MEMORY_TEXT_BYTES = 1_100  # the in-memory stage's peak per text (bench_minhash: 1 GiB at 1M)
-PLAN_VERSION = 2  # 2: over-full buckets split (a folder of 1 is started over)
+PLAN_VERSION = 3  # 2: over-full buckets split; 3: buckets in runs (an older folder starts over)
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,7 @@ class SpillPlan:
         texts: Survivors when the stage began, in hub order (their index is their position).
         chunk_rows: Texts signed (and later verified) per chunk.
         partitions: Band-row partitions; each is grouped into buckets in memory.
-        pair_batch: Pairs checked at a time.
+        pair_batch: Pairs checked at a time, and a partition's pairs written a run at a time.
         workers: Processes that sign, bucket and verify side by side.
         starts: Each chunk's first text and, last, the texts: chunks of unequal sizes (files
             written before the plan). Empty: chunks of chunk_rows.
@@ -140,7 +145,7 @@ class SpillPlan:
         rows = texts * (bands + 1)
         partitions = max(1, math.ceil(rows * ROW_BYTES_BUCKET / share))
         return cls(texts=texts, chunk_rows=int(chunk), partitions=partitions,
-                   pair_batch=max(1024, share // PAIR_BYTES), workers=workers)
+                   pair_batch=max(1024, share // PAIR_BYTES // PAIR_BATCH_SHARE), workers=workers)
 
     @staticmethod
     def fits_in_memory(texts: int, memory_mb: int) -> bool:
@@ -208,35 +213,51 @@ def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: 
     return Signed(rows[order], offsets, low, features)
 
 
-def bucket_partition(rows: np.ndarray, config: MinHashConfig) -> np.ndarray:
-    """Return a partition's candidate pairs as (earlier, later, identical) rows.
+def bucket_partition(rows: np.ndarray, config: MinHashConfig,
+                     run_pairs: int = 1 << 62) -> Iterator[np.ndarray]:
+    """Yield a partition's candidate pairs as (earlier, later, identical) rows, in runs.
 
-    identical is 1 for a pair of identical signatures (not pre-filtered, as in memory). rows
-    hold each band's rows in ascending text order.
+    A run is closed once it holds run_pairs pairs (it may pass that by one band's pairs) and is
+    sorted by (later, earlier), so the step holds the rows and one run: a templated hub's buckets
+    make more pairs a row the larger it is, and they no longer raise the step's peak. identical
+    is 1 for a pair of identical signatures (not pre-filtered, as in memory). rows hold each
+    band's rows in ascending text order.
     """
     bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
     head_slots = _head_slots(config)
     head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
-    band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.int64)
-    index = (rows["member"] & _INDEX_MASK).astype(np.int64)
+    band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.uint16)  # num_perm + 1 bands at most
     head = np.ascontiguousarray(rows["head"])  # gathered by pair below: a strided view is slow
-    found: list[np.ndarray] = []
+    held: list[tuple[np.ndarray, int]] = []  # a band's pairs as row positions, and identical
+    count = 0
     for b in np.unique(band).tolist():
         local = np.flatnonzero(band == b)
         signature_band = b == bands
         pairs = (_bucket_pairs(rows["key"][local], local, 1) if signature_band else
-                 band_bucket_pairs(rows["key"][local], local, head[local], b, config))
-        if len(pairs) and not signature_band:
-            pairs = pairs[_equal_slots(head, pairs, head_slots, bits=4) >= head_floor]
+                 band_bucket_pairs(rows["key"][local], local, head[local], b, config, head_floor))
         if len(pairs):
-            out = np.empty((len(pairs), 3), dtype=np.int64)
-            out[:, 0], out[:, 1] = index[pairs[:, 0]], index[pairs[:, 1]]
-            out[:, 2] = int(signature_band)
-            found.append(out)
-    if not found:
-        return np.empty((0, 3), dtype=np.int64)
-    pairs = np.concatenate(found)
-    return pairs[np.lexsort((pairs[:, 0], pairs[:, 1]))]
+            held.append((pairs, int(signature_band)))
+            count += len(pairs)
+        if count >= run_pairs:
+            yield _run_of(held, rows["member"])
+            count = 0
+    if held:
+        yield _run_of(held, rows["member"])
+
+
+def _run_of(held: list[tuple[np.ndarray, int]], member: np.ndarray) -> np.ndarray:
+    """Return held pairs of row positions as (earlier, later, identical) texts, sorted by
+    (later, earlier); held is emptied as it is read."""
+    out = np.empty((sum(len(pairs) for pairs, _ in held), 3), dtype=np.int64)
+    at = 0
+    while held:
+        pairs, identical = held.pop(0)
+        k = len(pairs)
+        out[at:at + k, 0] = (member[pairs[:, 0]] & _INDEX_MASK).astype(np.int64)
+        out[at:at + k, 1] = (member[pairs[:, 1]] & _INDEX_MASK).astype(np.int64)
+        out[at:at + k, 2] = identical
+        at += k
+    return out[np.lexsort((out[:, 0], out[:, 1]))]
 
 
 def _distinct(pairs: np.ndarray) -> np.ndarray:
@@ -325,8 +346,16 @@ class WorkFolder:
     def chunk(self, c: int, what: str) -> Path:
         return self.root / "sign" / f"{c:06d}.{what}"
 
-    def partition(self, p: int) -> Path:
-        return self.root / "buckets" / f"{p:06d}.npy"
+    def partition_run(self, p: int, r: int) -> Path:
+        return self.root / "buckets" / f"{p:06d}.{r:04d}.npy"
+
+    def partition_done(self, p: int) -> Path:
+        return self.root / "buckets" / f"{p:06d}.done"
+
+    def pair_runs(self) -> list[Path]:
+        """Every finished partition's runs of pairs (a killed task's leftovers are not read:
+        a run is named after its partition, whose task clears its runs before it writes)."""
+        return sorted(self.root.joinpath("buckets").glob("*.npy"))
 
     def verified(self, c: int) -> Path:
         return self.root / "verify" / f"{c:06d}.npy"
@@ -459,11 +488,18 @@ def sign_written_chunks(folder: WorkFolder, plan: SpillPlan, config: MinHashConf
     _run_all(pool, sign_file_task, todo, finished)
 
 
-def _bucket_task(root: str, p: int, chunks: int, config: MinHashConfig) -> int:
+def _bucket_task(root: str, p: int, chunks: int, config: MinHashConfig,
+                 run_pairs: int = 1 << 62) -> int:
     folder = WorkFolder(Path(root))
+    for old in folder.root.joinpath("buckets").glob(f"{p:06d}.*.npy"):
+        old.unlink()  # a killed attempt's runs
     rows = folder.partition_rows(p, chunks)
-    pairs = bucket_partition(rows, config) if len(rows) else np.empty((0, 3), dtype=np.int64)
-    _atomic_npy(folder.partition(p), pairs)
+    runs = 0
+    for run in bucket_partition(rows, config, run_pairs) if len(rows) else ():
+        _atomic_npy(folder.partition_run(p, runs), run)
+        runs += 1
+        del run  # not held while the next run is made
+    _atomic_json(folder.partition_done(p), {"runs": runs})
     return p
 
 
@@ -477,8 +513,8 @@ def verify_chunk(folder: WorkFolder, c: int, plan: SpillPlan, config: MinHashCon
     """Return the verified pairs whose later text is in chunk c, sorted by (later, earlier)."""
     lo, hi = plan.start(c), plan.end(c)
     pieces = []
-    for p in range(plan.partitions):
-        pairs = np.load(folder.partition(p), mmap_mode="r")
+    for path in folder.pair_runs():
+        pairs = np.load(path, mmap_mode="r")
         later = pairs[:, 1]
         a, b = np.searchsorted(later, lo), np.searchsorted(later, hi)
         pieces.append(np.array(pairs[a:b]))
@@ -591,8 +627,9 @@ def spilled_stages(folder: WorkFolder, plan: SpillPlan, config: MinHashConfig,
         The marks, in the folder; the partitions and chunks a resumed stage finished are kept.
     """
     root = str(folder.root)
-    todo = [p for p in range(plan.partitions) if not folder.partition(p).exists()]
-    _run_all(pool, _bucket_task, ((root, p, plan.chunks, config) for p in todo), lambda p: None)
+    todo = [p for p in range(plan.partitions) if not folder.partition_done(p).exists()]
+    _run_all(pool, _bucket_task, ((root, p, plan.chunks, config, plan.pair_batch) for p in todo),
+             lambda p: None)
     for c in range(plan.chunks):  # the sign files' band rows are no longer needed
         for what in ("rows.npy", "offsets.npy"):
             folder.chunk(c, what).unlink(missing_ok=True)

@@ -587,7 +587,7 @@ def test_minhash_shuffle_in_a_tiny_memory_setting_flags_what_local_flags(local_r
     assert spilled.marks == marked_here > 200
     assert max(pq.ParquetFile(path).metadata.num_rows for path in spilled.ids_files) \
         <= plan.chunk_rows
-    assert len(list((tmp_path / "minhash" / "buckets").glob("*.npy"))) == plan.partitions
+    assert len(list((tmp_path / "minhash" / "buckets").glob("*.done"))) == plan.partitions
     with transaction(remote):
         assert write_spilled_marks(remote, spilled, "minhash") == marked_here
     assert snapshot(remote) == snapshot(local)

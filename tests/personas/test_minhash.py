@@ -530,6 +530,7 @@ def test_band_bucket_pairs_are_the_bucket_and_split_pairs(max_pairs: int) -> Non
     """One sort of the band, splitting only over-full buckets, gives the pairs of
     _bucket_pairs and split_bucket_pairs over every row, and with head_floor those of them with
     enough equal head slots. Fails if the split or the first look lost or added a pair."""
+    from personahub.personas import minhash
     from personahub.personas.minhash import (
         _bucket_pairs,
         _equal_slots,
@@ -562,4 +563,9 @@ def test_band_bucket_pairs_are_the_bucket_and_split_pairs(max_pairs: int) -> Non
         looked = band_bucket_pairs(keys[band], members, head, band, config, 44)
         kept = got[_equal_slots(head, got, 64, bits=4) >= 44]
         assert {tuple(p) for p in looked.tolist()} == {tuple(p) for p in kept.tolist()}
+        with pytest.MonkeyPatch.context() as patch:  # made and looked at a few rows at a time
+            patch.setattr(minhash, "_PAIR_SLICE_ROWS", 7)
+            sliced = band_bucket_pairs(keys[band], members, head, band, config, 44)
+        assert np.array_equal(np.unique(sliced, axis=0), np.unique(looked, axis=0))
+        assert len(sliced) == len(looked)
     assert split_seen > 0  # the split found pairs the capped buckets did not

@@ -137,6 +137,51 @@ def test_chunks_of_unequal_sizes_from_written_files_give_the_in_memory_marks(
     assert folder.prepare(plan, MinHashConfig(), "hub")  # plan.json reads back as the plan
 
 
+def test_a_partitions_pairs_come_in_sorted_runs_that_hold_them_all() -> None:
+    """Runs of about run_pairs pairs, each sorted by (later, earlier), hold together the pairs
+    of one run over the whole partition: the bucket step need not hold every pair at once."""
+    texts = corpus(600, 100)
+    config = MinHashConfig()
+    signed = minhash_spill.sign_chunk(texts, 0, config, 1)
+    whole = list(minhash_spill.bucket_partition(signed.rows, config))
+    assert len(whole) == 1 and len(whole[0]) > 500
+    runs = list(minhash_spill.bucket_partition(signed.rows, config, run_pairs=50))
+    assert len(runs) > 5
+    assert all(len(run) >= 50 for run in runs[:-1])
+    for run in runs:
+        assert np.array_equal(np.lexsort((run[:, 0], run[:, 1])), np.arange(len(run)))
+
+    def in_order(pairs: np.ndarray) -> np.ndarray:
+        return pairs[np.lexsort((pairs[:, 2], pairs[:, 0], pairs[:, 1]))]
+
+    assert np.array_equal(in_order(np.concatenate(runs)), in_order(whole[0]))
+
+
+def test_a_partition_redone_after_a_kill_clears_the_runs_it_left(tmp_path: Path) -> None:
+    """A partition without its marker is bucketed again; a run a killed attempt left under its
+    name is removed first, so that the chunks' verify reads the new runs alone."""
+    texts = corpus(200, 40)
+    want = minhash_duplicates(texts)
+    plan = SpillPlan(texts=len(texts), chunk_rows=64, partitions=3, pair_batch=16)
+    folder = WorkFolder(tmp_path / "w")
+    folder.prepare(plan, MinHashConfig(), "hub")
+    ids = [f"p{i}" for i in range(len(texts))]
+    for c in range(plan.chunks):
+        lo, hi = plan.start(c), plan.end(c)
+        minhash_spill._sign_task(str(folder.root), c, ids[lo:hi], texts[lo:hi], lo,
+                                 MinHashConfig(), plan.partitions)
+    stale = folder.partition_run(1, 999)
+    np.save(stale, np.array([[0, 1, 1]], dtype=np.int64))
+    result = minhash_spill.spilled_stages(folder, plan, MinHashConfig(), None)
+    assert not stale.exists()
+    assert json.loads(folder.partition_done(1).read_text())["runs"] > 1
+    dup = np.full(len(texts), -1, dtype=np.int64)
+    for path in result.marks_files:
+        table = pq.read_table(path)
+        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    assert np.array_equal(dup, want)
+
+
 def test_plan_bounds_each_step_by_the_memory_setting() -> None:
     small = SpillPlan.for_memory(10_000_000, 64, MinHashConfig())
     big = SpillPlan.for_memory(10_000_000, 4096, MinHashConfig())
