@@ -58,6 +58,7 @@ from personahub.personas.minhash import (
 __all__ = [
     "SpillPlan",
     "spill_workers",
+    "BandRows",
     "band_row_dtype",
     "bucket_partition",
     "first_seen_marks",
@@ -181,6 +182,39 @@ class Signed:
     features: FeatureSets
 
 
+@dataclass(frozen=True)
+class BandRows:
+    """A partition's band rows as columns, each band's rows together and in text order, so a
+    band is a slice of each column (no gathered copy) and no row is held twice.
+
+    Attributes:
+        key: Each row's bucket key.
+        member: Each row's band above its text's index (``_INDEX_BITS``).
+        head: Each row's text's packed 4-bit head slots.
+        starts: Each band's first row and, last, the rows (band b: starts[b]:starts[b + 1]).
+    """
+
+    key: np.ndarray
+    member: np.ndarray
+    head: np.ndarray
+    starts: np.ndarray
+
+    def __len__(self) -> int:
+        return self.key.size
+
+    @staticmethod
+    def of(rows: np.ndarray, bands: int) -> BandRows:
+        """Return rows (band_row_dtype, each band's rows in text order) as columns by band;
+        bands counts the signature band too."""
+        band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.intp)
+        order = np.argsort(band, kind="stable")
+        starts = np.zeros(bands + 1, dtype=np.int64)
+        np.cumsum(np.bincount(band, minlength=bands), out=starts[1:])
+        return BandRows(np.ascontiguousarray(rows["key"][order]),
+                        np.ascontiguousarray(rows["member"][order]),
+                        np.ascontiguousarray(rows["head"][order]), starts)
+
+
 def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: int) -> Signed:
     """Sign a chunk of texts whose first has index start; wordless texts get no band rows."""
     # numpy, not the compiled kernels: numba adds about 150 MB a process, which the plan's
@@ -213,36 +247,37 @@ def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: 
     return Signed(rows[order], offsets, low, features)
 
 
-def bucket_partition(rows: np.ndarray, config: MinHashConfig,
+def bucket_partition(rows: BandRows, config: MinHashConfig,
                      run_pairs: int = 1 << 62) -> Iterator[np.ndarray]:
     """Yield a partition's candidate pairs as (earlier, later, identical) rows, in runs.
 
     A run is closed once it holds run_pairs pairs (it may pass that by one band's pairs) and is
     sorted by (later, earlier), so the step holds the rows and one run: a templated hub's buckets
     make more pairs a row the larger it is, and they no longer raise the step's peak. identical
-    is 1 for a pair of identical signatures (not pre-filtered, as in memory). rows hold each
-    band's rows in ascending text order.
+    is 1 for a pair of identical signatures (not pre-filtered, as in memory).
     """
     bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
-    head_slots = _head_slots(config)
-    head_floor = prefilter_floor(float(config.threshold), head_slots, miss=1e-6)
-    band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.uint16)  # num_perm + 1 bands at most
-    head = np.ascontiguousarray(rows["head"])  # gathered by pair below: a strided view is slow
+    head_floor = prefilter_floor(float(config.threshold), _head_slots(config), miss=1e-6)
     held: list[tuple[np.ndarray, int]] = []  # a band's pairs as row positions, and identical
     count = 0
-    for b in np.unique(band).tolist():
-        local = np.flatnonzero(band == b)
+    for b in range(rows.starts.size - 1):
+        lo, hi = int(rows.starts[b]), int(rows.starts[b + 1])
+        if hi == lo:
+            continue
         signature_band = b == bands
-        pairs = (_bucket_pairs(rows["key"][local], local, 1) if signature_band else
-                 band_bucket_pairs(rows["key"][local], local, head[local], b, config, head_floor))
+        positions = np.arange(lo, hi)
+        keys = rows.key[lo:hi]
+        pairs = (_bucket_pairs(keys, positions, 1) if signature_band else
+                 band_bucket_pairs(keys, positions, rows.head[lo:hi], b, config, head_floor))
+        del positions
         if len(pairs):
             held.append((pairs, int(signature_band)))
             count += len(pairs)
         if count >= run_pairs:
-            yield _run_of(held, rows["member"])
+            yield _run_of(held, rows.member)
             count = 0
     if held:
-        yield _run_of(held, rows["member"])
+        yield _run_of(held, rows.member)
 
 
 def _run_of(held: list[tuple[np.ndarray, int]], member: np.ndarray) -> np.ndarray:
@@ -406,21 +441,43 @@ class WorkFolder:
                                              "last": ids[-1] if ids else None,
                                              "rows": len(ids)})
 
-    def partition_rows(self, p: int, chunks: int) -> np.ndarray:
-        """Read partition p's rows from every chunk, in chunk order, into one array (a list of
-        pieces joined after would hold them twice)."""
+    def partition_rows(self, p: int, chunks: int, bands: int) -> BandRows:
+        """Read partition p's rows from every chunk into columns, each band's rows together in
+        chunk order; bands counts the signature band too. Two passes over the chunks' files
+        (count each band's rows, then place them), so no row is held twice."""
         spans = [tuple(np.load(self.chunk(c, "offsets.npy"))[[p, p + 1]].tolist())
                  for c in range(chunks)]
-        out: np.ndarray | None = None
-        at = 0
+        counts = np.zeros((chunks, bands), dtype=np.int64)
+        dtype: np.dtype | None = None
         for c, (lo, hi) in enumerate(spans):
             rows = np.load(self.chunk(c, "rows.npy"), mmap_mode="r")
-            if out is None:
-                out = np.empty(sum(b - a for a, b in spans), dtype=rows.dtype)
-            out[at:at + hi - lo] = rows[lo:hi]
-            at += hi - lo
+            dtype = rows.dtype
+            if hi > lo:
+                band = (rows["member"][lo:hi] >> _U64(_INDEX_BITS)).astype(np.intp)
+                counts[c] = np.bincount(band, minlength=bands)
             del rows
-        return out if out is not None else np.empty(0)
+        starts = np.zeros(bands + 1, dtype=np.int64)
+        np.cumsum(counts.sum(axis=0), out=starts[1:])
+        total = int(starts[-1])
+        head_words = dtype["head"].shape[0] if dtype is not None else 1
+        out = BandRows(np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.uint64),
+                       np.empty((total, head_words), dtype=np.uint64), starts)
+        at = starts[:-1].copy()  # where each band's next rows go
+        for c, (lo, hi) in enumerate(spans):
+            if hi == lo:
+                continue
+            rows = np.load(self.chunk(c, "rows.npy"), mmap_mode="r")
+            src = lo  # a chunk's partition rows lie band after band
+            for b in np.flatnonzero(counts[c]).tolist():
+                k = int(counts[c, b])
+                piece = rows[src:src + k]
+                out.key[at[b]:at[b] + k] = piece["key"]
+                out.member[at[b]:at[b] + k] = piece["member"]
+                out.head[at[b]:at[b] + k] = piece["head"]
+                at[b] += k
+                src += k
+            del rows, piece
+        return out
 
     def check_data(self, c: int) -> tuple[np.ndarray, FeatureSets]:
         """Read a chunk's low bytes and feature sets whole."""
@@ -493,9 +550,10 @@ def _bucket_task(root: str, p: int, chunks: int, config: MinHashConfig,
     folder = WorkFolder(Path(root))
     for old in folder.root.joinpath("buckets").glob(f"{p:06d}.*.npy"):
         old.unlink()  # a killed attempt's runs
-    rows = folder.partition_rows(p, chunks)
+    bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
+    rows = folder.partition_rows(p, chunks, bands + 1)
     runs = 0
-    for run in bucket_partition(rows, config, run_pairs) if len(rows) else ():
+    for run in bucket_partition(rows, config, run_pairs):
         _atomic_npy(folder.partition_run(p, runs), run)
         runs += 1
         del run  # not held while the next run is made

@@ -20,6 +20,7 @@ from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
     minhash_duplicates,
+    recall_lsh_params,
     verified_pairs,
 )
 from personahub.personas.minhash_spill import (
@@ -143,9 +144,11 @@ def test_a_partitions_pairs_come_in_sorted_runs_that_hold_them_all() -> None:
     texts = corpus(600, 100)
     config = MinHashConfig()
     signed = minhash_spill.sign_chunk(texts, 0, config, 1)
-    whole = list(minhash_spill.bucket_partition(signed.rows, config))
+    bands, _ = recall_lsh_params(0.9, 128)
+    rows = minhash_spill.BandRows.of(signed.rows, bands + 1)
+    whole = list(minhash_spill.bucket_partition(rows, config))
     assert len(whole) == 1 and len(whole[0]) > 500
-    runs = list(minhash_spill.bucket_partition(signed.rows, config, run_pairs=50))
+    runs = list(minhash_spill.bucket_partition(rows, config, run_pairs=50))
     assert len(runs) > 5
     assert all(len(run) >= 50 for run in runs[:-1])
     for run in runs:
