@@ -388,8 +388,8 @@ class WorkFolder:
         return self.root / "buckets" / f"{p:06d}.done"
 
     def pair_runs(self) -> list[Path]:
-        """Every finished partition's runs of pairs (a killed task's leftovers are not read:
-        a run is named after its partition, whose task clears its runs before it writes)."""
+        """Every partition's runs of pairs, read once every partition is done (a partition's
+        task clears its runs before it writes, so a killed attempt's are gone by then)."""
         return sorted(self.root.joinpath("buckets").glob("*.npy"))
 
     def verified(self, c: int) -> Path:
