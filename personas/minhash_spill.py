@@ -177,7 +177,7 @@ class Signed:
     """One chunk's output: its band rows by partition and each text's check data."""
 
     rows: np.ndarray  # band_row_dtype, sorted by partition (bands in order within each)
-    offsets: np.ndarray  # partitions + 1 row offsets
+    offsets: np.ndarray  # row offsets of each (partition, band) cell, partition-major, + the end
     low: np.ndarray  # (n, num_perm) uint8: each slot's low byte
     features: FeatureSets
 
@@ -226,7 +226,8 @@ def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: 
     low = sigs.astype(np.uint8)
     if words.size == 0:
         empty = np.empty(0, dtype=dtype)
-        return Signed(empty, np.zeros(partitions + 1, dtype=np.int64), low, features)
+        return Signed(empty, np.zeros(partitions * (bands + 1) + 1, dtype=np.int64), low,
+                      features)
     used = sigs[words]
     keys, signature = _keys_by_band(used, bands, rows_per_band)
     head = _slot_bytes(used, _head_slots(config), bits=4)
@@ -241,9 +242,10 @@ def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: 
     rows["head"] = np.tile(head, (bands + 1, 1))
     with np.errstate(over="ignore"):
         part = ((flat + band * _SPREAD) % _U64(partitions)).astype(np.int64)
-    order = np.argsort(part, kind="stable")
-    offsets = np.zeros(partitions + 1, dtype=np.int64)
-    np.cumsum(np.bincount(part, minlength=partitions), out=offsets[1:])
+    order = np.argsort(part, kind="stable")  # rows are band-major: each partition's stay so
+    cell = part * (bands + 1) + band.astype(np.int64)
+    offsets = np.zeros(partitions * (bands + 1) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cell, minlength=partitions * (bands + 1)), out=offsets[1:])
     return Signed(rows[order], offsets, low, features)
 
 
@@ -441,41 +443,32 @@ class WorkFolder:
                                              "last": ids[-1] if ids else None,
                                              "rows": len(ids)})
 
-    def partition_rows(self, p: int, chunks: int, bands: int) -> BandRows:
+    def partition_rows(self, p: int, chunks: int, config: MinHashConfig) -> BandRows:
         """Read partition p's rows from every chunk into columns, each band's rows together in
-        chunk order; bands counts the signature band too. Two passes over the chunks' files
-        (count each band's rows, then place them), so no row is held twice."""
-        spans = [tuple(np.load(self.chunk(c, "offsets.npy"))[[p, p + 1]].tolist())
-                 for c in range(chunks)]
-        counts = np.zeros((chunks, bands), dtype=np.int64)
-        dtype: np.dtype | None = None
-        for c, (lo, hi) in enumerate(spans):
-            rows = np.load(self.chunk(c, "rows.npy"), mmap_mode="r")
-            dtype = rows.dtype
-            if hi > lo:
-                band = (rows["member"][lo:hi] >> _U64(_INDEX_BITS)).astype(np.intp)
-                counts[c] = np.bincount(band, minlength=bands)
-            del rows
+        chunk order. Each chunk's offsets name where its (partition, band) cells lie, so every
+        row is read once and held once."""
+        bands = recall_lsh_params(float(config.threshold), config.num_perm)[0] + 1
+        cells = [np.array(np.load(self.chunk(c, "offsets.npy"), mmap_mode="r")
+                          [p * bands:(p + 1) * bands + 1]) for c in range(chunks)]
+        counts = np.array([np.diff(cell) for cell in cells]).reshape(chunks, bands)
         starts = np.zeros(bands + 1, dtype=np.int64)
         np.cumsum(counts.sum(axis=0), out=starts[1:])
         total = int(starts[-1])
-        head_words = dtype["head"].shape[0] if dtype is not None else 1
+        head = band_row_dtype(config)["head"]
         out = BandRows(np.empty(total, dtype=np.uint64), np.empty(total, dtype=np.uint64),
-                       np.empty((total, head_words), dtype=np.uint64), starts)
+                       np.empty((total, *head.shape), dtype=head.base), starts)
         at = starts[:-1].copy()  # where each band's next rows go
-        for c, (lo, hi) in enumerate(spans):
-            if hi == lo:
+        for c, cell in enumerate(cells):
+            if cell[-1] == cell[0]:
                 continue
             rows = np.load(self.chunk(c, "rows.npy"), mmap_mode="r")
-            src = lo  # a chunk's partition rows lie band after band
             for b in np.flatnonzero(counts[c]).tolist():
                 k = int(counts[c, b])
-                piece = rows[src:src + k]
+                piece = rows[cell[b]:cell[b + 1]]
                 out.key[at[b]:at[b] + k] = piece["key"]
                 out.member[at[b]:at[b] + k] = piece["member"]
                 out.head[at[b]:at[b] + k] = piece["head"]
                 at[b] += k
-                src += k
             del rows, piece
         return out
 
@@ -550,8 +543,7 @@ def _bucket_task(root: str, p: int, chunks: int, config: MinHashConfig,
     folder = WorkFolder(Path(root))
     for old in folder.root.joinpath("buckets").glob(f"{p:06d}.*.npy"):
         old.unlink()  # a killed attempt's runs
-    bands, _ = recall_lsh_params(float(config.threshold), config.num_perm)
-    rows = folder.partition_rows(p, chunks, bands + 1)
+    rows = folder.partition_rows(p, chunks, config)
     runs = 0
     for run in bucket_partition(rows, config, run_pairs):
         _atomic_npy(folder.partition_run(p, runs), run)

@@ -59,16 +59,22 @@ def corpus(templates: int = 1500, planted: int = 150) -> list[str]:
     return texts
 
 
+def marks_of(marks_files: list[str], n: int) -> np.ndarray:
+    """Return a spilled stage's marks over n texts: -1 kept, else the earlier text."""
+    dup = np.full(n, -1, dtype=np.int64)
+    for path in marks_files:
+        table = pq.read_table(path)
+        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    return dup
+
+
 def spilled_marks(texts: list[str], plan: SpillPlan, root: Path,
                   config: MinHashConfig | None = None) -> np.ndarray:
     config = config or MinHashConfig()
     ids = [f"p{i}" for i in range(len(texts))]
     result = run_spilled(spill_chunks(iter([(ids, texts)]), plan.chunk_rows), plan, config,
                          root, "hub")
-    dup = np.full(len(texts), -1, dtype=np.int64)
-    for path in sorted((root / "marks").glob("*.parquet")):
-        table = pq.read_table(path)
-        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    dup = marks_of(result.marks_files, len(texts))
     assert result.marks == int((dup >= 0).sum())
     return dup
 
@@ -130,10 +136,7 @@ def test_chunks_of_unequal_sizes_from_written_files_give_the_in_memory_marks(
         assert minhash_spill.sign_file_task(str(folder.root), c, lo, MinHashConfig(),
                                             plan.partitions) == c
     result = minhash_spill.spilled_stages(folder, plan, MinHashConfig(), None)
-    dup = np.full(len(texts), -1, dtype=np.int64)
-    for path in result.marks_files:
-        table = pq.read_table(path)
-        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    dup = marks_of(result.marks_files, len(texts))
     assert (want >= 0).sum() > 40 and np.array_equal(dup, want)
     assert folder.prepare(plan, MinHashConfig(), "hub")  # plan.json reads back as the plan
 
@@ -178,10 +181,7 @@ def test_a_partition_redone_after_a_kill_clears_the_runs_it_left(tmp_path: Path)
     result = minhash_spill.spilled_stages(folder, plan, MinHashConfig(), None)
     assert not stale.exists()
     assert json.loads(folder.partition_done(1).read_text())["runs"] > 1
-    dup = np.full(len(texts), -1, dtype=np.int64)
-    for path in result.marks_files:
-        table = pq.read_table(path)
-        dup[table["later"].to_numpy()] = table["earlier"].to_numpy()
+    dup = marks_of(result.marks_files, len(texts))
     assert np.array_equal(dup, want)
 
 
