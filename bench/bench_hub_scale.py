@@ -378,6 +378,7 @@ def one_size(n: int, args: argparse.Namespace) -> dict[str, object]:
         for line in m.output.splitlines():
             if line.strip().startswith("minhash"):
                 print(f"    {line.strip()}", flush=True)
+        print(f"    the command: {m.own_line()}", flush=True)
         result["dedup"] = m
         quality = score(db, truth, n)
         result["quality"] = quality

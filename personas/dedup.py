@@ -29,6 +29,7 @@ from personahub.personas.embedding import (
     embedding_duplicates,
     offline_embedder,
 )
+from personahub.personas.hub_memory import FLAGS_MEMORY_MB, held_memory
 from personahub.personas.minhash import (
     FeatureSets,
     MinHashConfig,
@@ -185,8 +186,10 @@ def write_spilled_marks(con: duckdb.DuckDBPyConnection, spilled: Spilled, stage:
 
 def mark_duplicates_from_files(con: duckdb.DuckDBPyConnection, spilled: Spilled,
                                stage: str) -> None:
-    """Write the marks of a spilled stage through the hub's owner of the personas table."""
-    mark_spilled_duplicates(con, spilled.marks_files, spilled.ids_files, stage)
+    """Write the marks of a spilled stage through the hub's owner of the personas table, with
+    DuckDB held to a fixed share while it writes the table again."""
+    with held_memory(con, FLAGS_MEMORY_MB):
+        mark_spilled_duplicates(con, spilled.marks_files, spilled.ids_files, stage)
 
 
 def spilled_minhash(con: duckdb.DuckDBPyConnection, config: DedupConfig, folder: Path,

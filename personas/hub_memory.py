@@ -41,6 +41,10 @@ SUMMARY_MEMORY_MB = 64
 # of the persona_id column whose blocks the default pool kept (11 MiB at a million personas, 32 at
 # 3M); held below what ten million read, as the summary is
 TEXT_MEMORY_MB = 64
+# a spilled dedup stage's flags' write (personas/store.py writes the table again with them): a
+# stream through a join with the stage's marks, so a fixed share, below what a quarter of
+# --memory-mb would let it fill at a large hub, keeps the command's peak from growing with it
+FLAGS_MEMORY_MB = 128
 
 
 # what DuckDB holds that a lower limit cannot evict: a key's index (ART_INDEX) is kept in memory

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from personahub.core.contracts import StructuredCaller
-from personahub.core.store import has_key, insert_columns, insert_rows, scalar
+from personahub.core.errors import PersonahubError
+from personahub.core.store import has_key, insert_columns, insert_rows, one_thread, scalar
 from personahub.personas.gate_labels import checked_gate, written_gate
 from personahub.personas.record import Persona
 
@@ -408,26 +410,79 @@ def survivor_fingerprint(con: duckdb.DuckDBPyConnection) -> str:
 
 def mark_spilled_duplicates(con: duckdb.DuckDBPyConnection, marks: list[str], ids: list[str],
                             stage: str) -> None:
-    """Flag personas from Parquet marks (later, earlier text indexes) and the ids of the indexes.
+    """Flag personas from Parquet marks (later, earlier text indexes) and the ids of the indexes,
+    by writing the personas table again with the flags set.
 
     marks and ids are the Parquet files a dedup stage wrote; already flagged personas stay as they
-    are, and no marks file flags nothing.
+    are, and no marks file flags nothing. An UPDATE would keep a copy of every 2,048-row vector it
+    touches until the transaction ends, and a stage's marks touch nearly every vector of the hub:
+    memory (or spilling) in proportion to the hub. A new table is written row group by row group
+    to the file, so the write holds about what DuckDB's limit allows whatever the hub's size;
+    the old table's blocks are free for later writes once it commits (the file does not shrink).
     """
     if not marks:
         return
+    with one_thread(con):  # in order (a parallel insert moved a row group), and within the limit
+        _flag_from_files(con, marks, ids, stage)
+
+
+def _flag_from_files(con: duckdb.DuckDBPyConnection, marks: list[str], ids: list[str],
+                     stage: str) -> None:
     con.execute(
-        """
-        UPDATE personas
-        SET is_duplicate = true, duplicate_of = m.duplicate_of, dup_stage = ?
-        FROM (SELECT l.persona_id, e.persona_id AS duplicate_of
-              FROM read_parquet(?) AS k
-              JOIN read_parquet(?) AS l ON l.index = k.later
-              JOIN read_parquet(?) AS e ON e.index = k.earlier) AS m
-        WHERE personas.persona_id = m.persona_id
-          AND NOT coalesce(personas.is_duplicate, false)
+        f"""
+        CREATE TEMP TABLE {_MARKED} AS
+        SELECT l.persona_id, e.persona_id AS duplicate_of
+        FROM read_parquet(?) AS k
+        JOIN read_parquet(?) AS l ON l.index = k.later
+        JOIN read_parquet(?) AS e ON e.index = k.earlier
         """,
-        [stage, marks, ids, ids],
+        [marks, ids, ids],
     )
+    try:
+        _rewrite_personas(
+            con,
+            f"""
+            SELECT p.* REPLACE (
+                CASE WHEN m.persona_id IS NULL THEN p.is_duplicate ELSE true END AS is_duplicate,
+                CASE WHEN m.persona_id IS NULL THEN p.duplicate_of ELSE m.duplicate_of END
+                    AS duplicate_of,
+                CASE WHEN m.persona_id IS NULL THEN p.dup_stage ELSE $stage END AS dup_stage)
+            FROM personas AS p
+            LEFT JOIN {_MARKED} AS m ON m.persona_id = p.persona_id AND NOT coalesce(p.is_duplicate, false)
+            """,
+            {"stage": stage},
+        )
+    finally:  # in an aborted transaction dropping fails too, and the table went with it
+        with contextlib.suppress(duckdb.Error):
+            con.execute(f"DROP TABLE IF EXISTS {_MARKED}")
+
+
+# the temporary table of a spilled stage's marks, resolved to ids, and the rewritten personas
+_MARKED = "_dedup_marked"
+_REWRITTEN = "_personas_flagged"
+# the start of the personas table's definition as DuckDB gives it back, up to its columns
+_PERSONAS_DDL = re.compile(r'^\s*CREATE\s+TABLE\s+(?:"?main"?\.)?"?personas"?\s*\(', re.IGNORECASE)
+
+
+def _rewrite_personas(con: duckdb.DuckDBPyConnection, select: str,
+                      params: Mapping[str, object]) -> None:
+    """Replace the personas table by the rows select gives, in the caller's transaction.
+
+    The new table has the old one's definition (its defaults, and the key an older file has), and
+    select must give every persona once: any other count is refused before the old table goes.
+    """
+    ddl = scalar(con, "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
+                      "AND schema_name = 'main' AND table_name = 'personas'")
+    created = _PERSONAS_DDL.sub(f"CREATE TABLE {_REWRITTEN}(", str(ddl), count=1)
+    if created == ddl:
+        raise PersonahubError(f"personas: cannot read the table's definition to write it again: {ddl}")
+    before = persona_count(con)
+    con.execute(created)
+    written = con.execute(f"INSERT INTO {_REWRITTEN} {select}", dict(params)).fetchall()[0][0]
+    if written != before:
+        raise PersonahubError(f"personas: rewriting the table gave {written:,} rows of {before:,}")
+    con.execute("DROP TABLE personas")
+    con.execute(f"ALTER TABLE {_REWRITTEN} RENAME TO personas")
 
 
 def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:
