@@ -11,6 +11,7 @@ texts in memory beside rensa and datasketch (each in a child process), for the s
 
 Run:  python bench/bench_hub_scale.py --sizes 1000000,10000000 [--memory-mb 1024]
       [--workdir DIR] [--stages import,dedup,expand,sample,stats] [--compare 1000000]
+      [--compare-timeout SECONDS]   (a compared method stopped past it: a lower bound)
       [--ray-nodes 3]   (dedup again on a local Ray cluster of that many nodes, flags compared)
       [--kill-in sign,buckets,verify]   (dedup again, kill -9 in each phase, resumed, compared)
 """
@@ -536,10 +537,19 @@ def compare(n: int, args: argparse.Namespace) -> None:
         times = {}
         for method in args.compare_methods.split(","):
             out = Path(tmp) / f"{method}.npy"
-            proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_minhash.py"),
-                                   "--child", method, "--texts", str(path), "--out", str(out)],
-                                  capture_output=True, text=True, check=False,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            try:
+                proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_minhash.py"),
+                                       "--child", method, "--texts", str(path), "--out", str(out)],
+                                      capture_output=True, text=True, check=False,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                      timeout=args.compare_timeout or None)
+            except subprocess.TimeoutExpired:  # the child is killed; its time is a lower bound
+                times[method] = float("inf")
+                beyond = (f" (over {args.compare_timeout / times['ours']:.0f}x ours)"
+                          if "ours" in times else "")
+                print(f"  {method:16s} stopped after {args.compare_timeout:,.0f} s{beyond}",
+                      flush=True)
+                continue
             if proc.returncode != 0:
                 print(f"  {method:16s} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue
@@ -549,7 +559,7 @@ def compare(n: int, args: argparse.Namespace) -> None:
                   f" MiB  marked {int((np.load(out) >= 0).sum()):,}", flush=True)
         if "ours" in times:
             for other, seconds in times.items():
-                if other != "ours":
+                if other != "ours" and seconds != float("inf"):
                     print(f"  {other} / ours: {seconds / times['ours']:.2f}x", flush=True)
 
 
@@ -562,6 +572,8 @@ def main() -> None:
     ap.add_argument("--stages", default="import,dedup,expand,sample,stats")
     ap.add_argument("--compare", type=int, default=0, help="texts for the in-memory comparison")
     ap.add_argument("--compare-methods", default="ours,rensa,datasketch-bulk")
+    ap.add_argument("--compare-timeout", type=float, default=0,
+                    help="seconds after which a compared method is stopped (0: none)")
     ap.add_argument("--ray-nodes", type=int, default=0)
     ap.add_argument("--ray-python", default=sys.executable,
                     help="a Python with personahub[ray] (the Ray runs use it)")

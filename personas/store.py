@@ -468,11 +468,14 @@ def _rewrite_personas(con: duckdb.DuckDBPyConnection, select: str,
                       params: Mapping[str, object]) -> None:
     """Replace the personas table by the rows select gives, in the caller's transaction.
 
-    The new table has the old one's definition (its defaults, and the key an older file has), and
-    select must give every persona once: any other count is refused before the old table goes.
+    The new table has the old one's definition (its defaults, and the key an older file has) and
+    the indexes a user made on it, and select must give every persona once: any other count is
+    refused before the old table goes.
     """
-    ddl = scalar(con, "SELECT sql FROM duckdb_tables() WHERE database_name = current_database() "
-                      "AND schema_name = 'main' AND table_name = 'personas'")
+    where = "database_name = current_database() AND schema_name = 'main' AND table_name = 'personas'"
+    ddl = scalar(con, f"SELECT sql FROM duckdb_tables() WHERE {where}")
+    indexes = [row[0] for row in con.execute(
+        f"SELECT sql FROM duckdb_indexes() WHERE {where} AND sql IS NOT NULL").fetchall()]
     created = _PERSONAS_DDL.sub(f"CREATE TABLE {_REWRITTEN}(", str(ddl), count=1)
     if created == ddl:
         raise PersonahubError(f"personas: cannot read the table's definition to write it again: {ddl}")
@@ -483,6 +486,8 @@ def _rewrite_personas(con: duckdb.DuckDBPyConnection, select: str,
         raise PersonahubError(f"personas: rewriting the table gave {written:,} rows of {before:,}")
     con.execute("DROP TABLE personas")
     con.execute(f"ALTER TABLE {_REWRITTEN} RENAME TO personas")
+    for index in indexes:
+        con.execute(index)
 
 
 def mark_duplicates(con: duckdb.DuckDBPyConnection, marks: pa.Table, stage: str) -> None:

@@ -95,6 +95,16 @@ def test_the_written_table_keeps_its_definition(hub, tmp_path):
         hub.execute("INSERT INTO personas (persona_id, text, gate) VALUES ('x', NULL, 'passed')")
 
 
+def test_an_index_a_user_made_on_the_table_is_made_again(hub, tmp_path):
+    fill(hub, 20)
+    hub.execute("CREATE INDEX by_source ON personas (source)")
+    spilled = write_stage(tmp_path / "work", [f"p{i}" for i in range(20)], {6: 2})
+    with transaction(hub):
+        mark_spilled_duplicates(hub, spilled.marks_files, spilled.ids_files, "minhash")
+    assert hub.execute("SELECT index_name FROM duckdb_indexes() WHERE table_name = 'personas'"
+                       ).fetchall() == [("by_source",)]
+
+
 def test_a_hub_with_the_old_key_keeps_it(tmp_path):
     con = connect(tmp_path / "keyed.duckdb")
     try:
