@@ -199,21 +199,6 @@ class BandRows:
     head: np.ndarray
     starts: np.ndarray
 
-    def __len__(self) -> int:
-        return self.key.size
-
-    @staticmethod
-    def of(rows: np.ndarray, bands: int) -> BandRows:
-        """Return rows (band_row_dtype, each band's rows in text order) as columns by band;
-        bands counts the signature band too."""
-        band = (rows["member"] >> _U64(_INDEX_BITS)).astype(np.intp)
-        order = np.argsort(band, kind="stable")
-        starts = np.zeros(bands + 1, dtype=np.int64)
-        np.cumsum(np.bincount(band, minlength=bands), out=starts[1:])
-        return BandRows(np.ascontiguousarray(rows["key"][order]),
-                        np.ascontiguousarray(rows["member"][order]),
-                        np.ascontiguousarray(rows["head"][order]), starts)
-
 
 def sign_chunk(texts: list[str], start: int, config: MinHashConfig, partitions: int) -> Signed:
     """Sign a chunk of texts whose first has index start; wordless texts get no band rows."""

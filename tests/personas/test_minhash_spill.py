@@ -141,6 +141,18 @@ def test_chunks_of_unequal_sizes_from_written_files_give_the_in_memory_marks(
     assert folder.prepare(plan, MinHashConfig(), "hub")  # plan.json reads back as the plan
 
 
+def band_rows(rows: np.ndarray, bands: int) -> minhash_spill.BandRows:
+    """Return a chunk's band rows (each band's in text order) as columns by band, as a partition's
+    task reads them; bands counts the signature band too."""
+    band = (rows["member"] >> np.uint64(minhash_spill._INDEX_BITS)).astype(np.intp)
+    order = np.argsort(band, kind="stable")
+    starts = np.zeros(bands + 1, dtype=np.int64)
+    np.cumsum(np.bincount(band, minlength=bands), out=starts[1:])
+    return minhash_spill.BandRows(np.ascontiguousarray(rows["key"][order]),
+                                  np.ascontiguousarray(rows["member"][order]),
+                                  np.ascontiguousarray(rows["head"][order]), starts)
+
+
 def test_a_partitions_pairs_come_in_sorted_runs_that_hold_them_all() -> None:
     """Runs of about run_pairs pairs, each sorted by (later, earlier), hold together the pairs
     of one run over the whole partition: the bucket step need not hold every pair at once."""
@@ -148,7 +160,7 @@ def test_a_partitions_pairs_come_in_sorted_runs_that_hold_them_all() -> None:
     config = MinHashConfig()
     signed = minhash_spill.sign_chunk(texts, 0, config, 1)
     bands, _ = recall_lsh_params(0.9, 128)
-    rows = minhash_spill.BandRows.of(signed.rows, bands + 1)
+    rows = band_rows(signed.rows, bands + 1)
     whole = list(minhash_spill.bucket_partition(rows, config))
     assert len(whole) == 1 and len(whole[0]) > 500
     runs = list(minhash_spill.bucket_partition(rows, config, run_pairs=50))
